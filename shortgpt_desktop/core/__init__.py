@@ -1,0 +1,1 @@
+"""The engine: loading, calibration, scoring, pruning, saving, evaluation. Never imports Qt."""

@@ -1,0 +1,260 @@
+"""Inspect a model before loading it (what it will cost), choose device and dtype, and load it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from .architectures import Family, layer_count, resolve_family
+from .errors import ModelSourceError, ResourceError, UnsupportedModelError
+from .sources import ModelSource, read_safetensors_header
+
+log = logging.getLogger(__name__)
+
+DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
+DEVICE_NAMES = ("auto", "cpu", "cuda", "mps")  # plus "cuda:N"
+_BYTES_PER_DTYPE = {"float32": 4, "bfloat16": 2, "float16": 2, "F32": 4, "BF16": 2, "F16": 2, "F64": 8,
+                    "I64": 8, "I32": 4, "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2}
+
+
+@dataclass
+class ModelInfo:
+    """What a model is and what it will cost, known before its weights are loaded."""
+
+    name: str
+    architecture: str
+    model_type: str
+    n_layers: int
+    n_params: int
+    hidden_size: int
+    vocab_size: int
+    bytes_on_disk: int
+    weight_format: str
+    device: str
+    dtype: str
+    weights_bytes: int  # in memory, on the chosen device and dtype
+    working_bytes: int  # activations for scoring/evaluation at the default batch shape
+
+    @property
+    def memory_needed_bytes(self) -> int:
+        return self.weights_bytes + self.working_bytes
+
+
+@dataclass
+class LoadedModel:
+    """A model in memory with everything the engine needs to prune and save it."""
+
+    model: Any  # transformers PreTrainedModel
+    tokenizer: Any
+    family: Family
+    config: dict[str, Any]  # the loaded config as a plain dict (derived per-layer fields included)
+    source: ModelSource
+    device: str
+    dtype: str
+
+    @property
+    def n_layers(self) -> int:
+        return layer_count(self.config, self.family)
+
+
+# ---------------------------------------------------------------------------------------- device and dtype
+
+
+def resolve_device(name: str = "auto") -> str:
+    """``auto`` → CUDA, then Apple MPS, else CPU; an explicit name is checked."""
+    import torch
+
+    name = (name or "auto").lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return "mps"
+        return "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ResourceError("CUDA was asked for but no CUDA GPU is available; use --device cpu.")
+        if ":" in name:
+            index = int(name.split(":", 1)[1])
+            if index >= torch.cuda.device_count():
+                raise ResourceError(f"There is no CUDA GPU number {index}; this machine has "
+                                    f"{torch.cuda.device_count()}.")
+        return name
+    if name == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ResourceError("Apple MPS was asked for but is not available here; use --device cpu.")
+        return name
+    if name == "cpu":
+        return name
+    raise ResourceError(f"Unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps.")
+
+
+def resolve_dtype(name: str, device: str) -> str:
+    """``auto`` → bf16 on GPUs that support it (fp16 on older ones and MPS), fp32 on CPU."""
+    import torch
+
+    name = (name or "auto").lower()
+    aliases = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
+    name = aliases.get(name, name)
+    if name == "auto":
+        if device.startswith("cuda"):
+            return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        return "float16" if device == "mps" else "float32"
+    if name not in DTYPE_NAMES:
+        raise ResourceError(f"Unknown dtype {name!r}: use auto, float32, bfloat16 or float16.")
+    return name
+
+
+def torch_dtype(name: str) -> Any:
+    import torch
+
+    return getattr(torch, name)
+
+
+# ------------------------------------------------------------------------------------------------- inspect
+
+
+def read_config(source: ModelSource) -> dict[str, Any]:
+    """The model's config as a dict, without loading weights (GGUF metadata goes through transformers)."""
+    if source.gguf_file:
+        from transformers import AutoConfig
+
+        try:
+            return AutoConfig.from_pretrained(source.folder, gguf_file=source.gguf_file).to_dict()
+        except Exception as exc:  # transformers raises ValueError/RuntimeError for unknown GGUF architectures
+            raise UnsupportedModelError(
+                f"{source.gguf_file} cannot be read as a model by transformers ({_first_line(exc)})."
+            ) from None
+    return json.loads((source.folder / "config.json").read_text(encoding="utf-8"))
+
+
+def count_parameters(source: ModelSource, config: dict[str, Any]) -> int:
+    """Parameter count from checkpoint headers (no weights read)."""
+    total = 0
+    for weight in source.weight_files:
+        if weight.format == "safetensors":
+            header = read_safetensors_header(weight.path)
+            total += sum(math.prod(v["shape"]) for k, v in header.items() if not k.startswith("__"))
+        elif weight.format == "gguf":
+            from gguf import GGUFReader
+
+            reader = GGUFReader(str(weight.path))
+            total += sum(int(math.prod(int(d) for d in t.shape)) for t in reader.tensors)
+        else:
+            bytes_per = _BYTES_PER_DTYPE.get(str(config.get("torch_dtype") or config.get("dtype") or "float32"), 4)
+            total += weight.size // bytes_per
+    return total
+
+
+def inspect_model(source: ModelSource, device: str = "auto", dtype: str = "auto", batch_size: int = 1,
+                  seq_len: int = 512) -> ModelInfo:
+    """Architecture, layers, parameters, bytes on disk and the memory the chosen device and dtype need."""
+    config = read_config(source)
+    check_supported(config, trust_remote_code=True)
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
+    n_params = count_parameters(source, config)
+    hidden = int(config.get("hidden_size") or config.get("n_embd") or config.get("d_model") or 0)
+    vocab = int(config.get("vocab_size") or 0)
+    bytes_per = _BYTES_PER_DTYPE[dtype]
+    # Hooks keep fp32 running sums only; the peak is a few hidden-state copies plus one batch of fp32 logits.
+    working = batch_size * seq_len * (8 * hidden * bytes_per + 4 * vocab) if hidden else 0
+    return ModelInfo(
+        name=source.display_name,
+        architecture=(config.get("architectures") or [config.get("model_type", "unknown")])[0],
+        model_type=str(config.get("model_type", "unknown")),
+        n_layers=layer_count(config),
+        n_params=n_params,
+        hidden_size=hidden,
+        vocab_size=vocab,
+        bytes_on_disk=source.bytes_on_disk,
+        weight_format=source.weight_format,
+        device=device,
+        dtype=dtype,
+        weights_bytes=n_params * bytes_per,
+        working_bytes=working,
+    )
+
+
+def check_supported(config: dict[str, Any], trust_remote_code: bool) -> None:
+    """Refuse, by name, architectures that are not decoder-only causal LMs transformers can build."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    model_type = config.get("model_type")
+    architecture = (config.get("architectures") or [model_type or "unknown"])[0]
+    if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return
+    if trust_remote_code and "AutoModelForCausalLM" in (config.get("auto_map") or {}):
+        return
+    if "AutoModelForCausalLM" in (config.get("auto_map") or {}):
+        raise UnsupportedModelError(
+            f"{architecture} needs the model's own code; allow it explicitly with --trust-remote-code "
+            "(only for models you trust)."
+        )
+    raise UnsupportedModelError(
+        f"{architecture} ({model_type}) is not a supported architecture: only decoder-only causal language "
+        "models can be pruned."
+    )
+
+
+# --------------------------------------------------------------------------------------------------- load
+
+
+def load_model(
+    source: ModelSource,
+    device: str = "auto",
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """Load model and tokenizer on ``device`` in ``dtype``; every failure the user can fix is a sentence."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
+    raw_config = read_config(source)
+    check_supported(raw_config, trust_remote_code)
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if source.gguf_file:
+        kwargs["gguf_file"] = source.gguf_file
+    if source.revision:
+        kwargs["revision"] = source.revision
+    try:
+        config = AutoConfig.from_pretrained(source.folder, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            source.folder, config=config, dtype=torch_dtype(dtype), low_cpu_mem_usage=True, **kwargs
+        )
+    except torch.OutOfMemoryError:
+        raise ResourceError(
+            f"Not enough memory on {device} to load the model in {dtype}; choose a smaller dtype or the CPU."
+        ) from None
+    except (UnsupportedModelError, ModelSourceError):
+        raise
+    except Exception as exc:
+        raise ModelSourceError(f"The model in {source.folder} could not be loaded: {_first_line(exc)}") from None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source.folder, **kwargs)
+    except Exception as exc:
+        raise ModelSourceError(
+            f"The model in {source.folder} has no usable tokenizer ({_first_line(exc)})."
+        ) from None
+    try:
+        model.to(device)
+    except torch.OutOfMemoryError:
+        raise ResourceError(f"Not enough memory on {device} for the model in {dtype}.") from None
+    model.eval()
+    config_dict = model.config.to_dict()
+    family = resolve_family(model, config_dict)
+    log.info("loaded %s (%s, %d layers) on %s in %s", source.display_name, family.name,
+             layer_count(config_dict, family), device, dtype)
+    return LoadedModel(model, tokenizer, family, config_dict, source, device, dtype)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else exc.__class__.__name__).rstrip(".")

@@ -1,0 +1,123 @@
+"""The result of a job as plain data: the ``--json`` report and the model card written beside the weights."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+
+
+@dataclass
+class Report:
+    """Everything a job measured. ``scores`` and ``removed_layers`` use original 0-based layer indices."""
+
+    model: str
+    architecture: str = ""
+    n_layers: int = 0
+    metric: str = "bi"
+    scores: list[float | None] = field(default_factory=list)
+    other_scores: dict[str, list[float | None]] = field(default_factory=dict)
+    block_size: int | None = None
+    removed_layers: list[int] = field(default_factory=list)
+    kept_layers: list[int] = field(default_factory=list)
+    ppl_before: float | None = None
+    ppl_after: float | None = None
+    tokens: int = 0  # calibration tokens scored
+    eval_tokens: int = 0  # tokens predicted in each perplexity run
+    seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+    params_before: int = 0
+    params_after: int = 0
+    bytes_before: int = 0
+    bytes_after: int = 0
+    device: str = ""
+    dtype: str = ""
+    samples: int = 0
+    seq_len: int = 0
+    seed: int = 0
+    calibration: list[str] = field(default_factory=list)
+    output: str | None = None
+    generation_prompt: str | None = None
+    generation_before: str | None = None
+    generation_after: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    version: str = __version__
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        return _json_safe(data)
+
+    def write_json(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities are not JSON: they become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def model_card(report: Report, base_model: str) -> str:
+    """A Hugging Face model card: base model, removed layers, score table, perplexity, how it was made."""
+    removed = set(report.removed_layers)
+    rows = "\n".join(
+        f"| {i} | {_fmt(s)} | {'removed' if i in removed else 'kept'} |" for i, s in enumerate(report.scores)
+    )
+    ppl = ""
+    if report.ppl_before is not None and report.ppl_after is not None:
+        ppl = (
+            f"| perplexity | {report.ppl_before:.3f} | {report.ppl_after:.3f} |\n"
+            f"\nPerplexity measured on {report.eval_tokens:,} held-out tokens, the same tokens for both models.\n"
+        )
+    sizes = ""
+    if report.params_before:
+        sizes = f"| parameters | {report.params_before:,} | {report.params_after:,} |\n"
+    base_model_line = f"base_model: {base_model}\n" if "/" in base_model and not Path(base_model).exists() else ""
+    return f"""---
+{base_model_line}library_name: transformers
+tags:
+- shortgpt
+- layer-pruning
+---
+
+# {Path(base_model).name or base_model}, pruned with ShortGPT Desktop
+
+{len(report.removed_layers)} of {report.n_layers} decoder layers were removed from `{base_model}` \
+({report.architecture}) by ranking them with **{report.metric}** (ShortGPT, Men et al. 2024: the layers whose
+output is most similar to their input matter least) and deleting the lowest-ranked ones.
+
+Removed layers (0-based, original numbering): {", ".join(map(str, report.removed_layers)) or "none"}.
+
+| | original | pruned |
+|---|---|---|
+| layers | {report.n_layers} | {report.n_layers - len(report.removed_layers)} |
+{sizes}{ppl}
+## How it was made
+
+- Tool: ShortGPT Desktop {report.version}
+- Metric: {report.metric}{f" (block of {report.block_size})" if report.block_size else ""}
+- Calibration: {", ".join(report.calibration) or "built-in corpus"}; {report.samples} samples × {report.seq_len} \
+tokens, seed {report.seed} ({report.tokens:,} tokens scored)
+- Device: {report.device}, {report.dtype}
+
+Layer-pruned models usually lose some quality, most of all in free generation; check it on your own task.
+
+## Layer scores (lower = less important)
+
+| layer | {report.metric} | |
+|---|---|---|
+{rows}
+"""

@@ -1,0 +1,339 @@
+"""Layer importance metrics, measured with forward hooks that keep running sums only.
+
+Block Influence (Men et al., 2024): ``BI_i = 1 - mean_t cos(x_i,t, x_(i+1),t)`` where ``x_i`` is the hidden
+state entering decoder layer ``i`` and ``x_(i+1)`` the one leaving it. Both are taken from the layer's own
+input and output with a forward hook; ``output_hidden_states`` would give the last layer's output *after* the
+final norm. Padding is masked out, sums are kept in float64, and no layer's hidden states outlive the batch.
+
+One pass over the calibration samples gives every hook-based metric at once (BI, Relative Magnitude and the
+angular distance of any block size), so switching metric in the window needs no new pass. Every metric's
+scores follow one rule: **lower means less important, removed first**.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .architectures import Family, get_submodule
+from .calibration import TokenSet
+from .errors import Cancelled, ResourceError
+
+#: ``progress(stage, done, total, partial_scores)``; partial_scores is indexed by layer (None = unknown yet).
+Progress = Callable[[str, int, int, "list[float | None] | None"], None]
+CancelCheck = Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    label: str
+    description: str
+    needs_forward: bool = True
+    block: bool = False  # removes a contiguous block (angular distance)
+
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("bi", "Block Influence", "1 − mean cosine of each layer's input and output (ShortGPT)"),
+        Metric("relative_magnitude", "Relative Magnitude", "mean ‖f(x)‖ / ‖x + f(x)‖ per token"),
+        Metric("angular", "Angular distance (block)",
+               "arccos of the last token's cosine across n consecutive layers, / π (Gromov et al.)", block=True),
+        Metric("sequential", "Sequential", "first layers go first (baseline)", needs_forward=False),
+        Metric("reverse", "Reverse-order", "last layers go first (baseline)", needs_forward=False),
+        Metric("ppl", "Single-layer removal perplexity",
+               "perplexity of the calibration samples with that one layer skipped (one pass per layer)"),
+    )
+}
+
+
+def check_metric(name: str) -> Metric:
+    from .errors import UserError
+
+    if name not in METRICS:
+        raise UserError(f"Unknown metric {name!r}: choose one of {', '.join(METRICS)}.")
+    return METRICS[name]
+
+
+@dataclass
+class HookStats:
+    """Everything one hooked pass measured; plain Python data, safe to hand to the window."""
+
+    n_layers: int
+    bi: list[float]
+    relative_magnitude: list[float]
+    #: Last real token's hidden state entering each layer (index L: leaving the last), per sample, float32.
+    last_token_states: Any = None  # torch.Tensor [L+1, samples, hidden] on CPU
+    tokens: int = 0
+    seconds: float = 0.0
+
+    def angular(self, block: int) -> list[float | None]:
+        """Mean angular distance between the input of layer l and the output of layer l+block-1."""
+        import torch
+
+        states = self.last_token_states
+        out: list[float | None] = []
+        for start in range(self.n_layers):
+            end = start + block
+            if states is None or end > self.n_layers:
+                out.append(None)
+                continue
+            cos = torch.nn.functional.cosine_similarity(states[start].double(), states[end].double(), dim=-1)
+            out.append(float((torch.arccos(cos.clamp(-1, 1)) / math.pi).mean()))
+        return out
+
+
+@dataclass
+class LayerScores:
+    """Scores of one metric, indexed by original 0-based layer; lower = removed first."""
+
+    metric: str
+    scores: list[float | None]
+    tokens: int = 0
+    seconds: float = 0.0
+    block_size: int | None = None
+    extra: dict[str, list[float | None]] = field(default_factory=dict)  # the other metrics of the same pass
+
+
+# ------------------------------------------------------------------------------------------------ batching
+
+
+def iter_batches(token_set: TokenSet, batch_size: int, device: str) -> Any:
+    """Right-padded batches of the scoring samples: (input_ids, attention_mask, last_index)."""
+    import torch
+
+    samples = token_set.samples
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start : start + batch_size]
+        width = max(len(s) for s in chunk)
+        ids = torch.full((len(chunk), width), token_set.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for row, sample in enumerate(chunk):
+            ids[row, : len(sample)] = torch.tensor(sample, dtype=torch.long)
+            mask[row, : len(sample)] = 1
+        last = torch.tensor([len(s) - 1 for s in chunk], dtype=torch.long)
+        yield ids.to(device), mask.to(device), last.to(device)
+
+
+def _hidden(args: tuple, kwargs: dict) -> Any:
+    return args[0] if args else kwargs["hidden_states"]
+
+
+def _first(output: Any) -> Any:
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+class _Accumulator:
+    """Forward hooks on every decoder layer that fold each batch into running sums."""
+
+    def __init__(self, layers: Sequence[Any], keep_last_token: bool) -> None:
+        import torch
+
+        self.n = len(layers)
+        self.layers = layers
+        self.keep_last_token = keep_last_token
+        self.mask: Any = None  # [B, S] float, set per batch
+        self.last: Any = None  # [B] index of the last real token
+        self.cos_sum: Any = None
+        self.rm_sum: Any = None
+        self.tokens = 0
+        self.states: list[list[Any]] = [[] for _ in range(self.n + 1)]
+        self._torch = torch
+        self._handles: list[Any] = []
+
+    def __enter__(self) -> _Accumulator:
+        for index, layer in enumerate(self.layers):
+            self._handles.append(layer.register_forward_hook(self._make_hook(index), with_kwargs=True))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def start_batch(self, mask: Any, last: Any) -> None:
+        torch = self._torch
+        if self.cos_sum is None:
+            self.cos_sum = torch.zeros(self.n, dtype=torch.float64, device=mask.device)
+            self.rm_sum = torch.zeros(self.n, dtype=torch.float64, device=mask.device)
+        self.mask = mask.to(torch.float32)
+        self.last = last
+        self.tokens += int(mask.sum())
+
+    def _make_hook(self, index: int) -> Callable[..., None]:
+        torch = self._torch
+
+        def hook(module: Any, args: tuple, kwargs: dict, output: Any) -> None:
+            with torch.no_grad():
+                x = _hidden(args, kwargs).float()
+                y = _first(output).float()
+                dot = (x * y).sum(-1)
+                xx = (x * x).sum(-1)
+                yy = (y * y).sum(-1)
+                cos = (dot / (xx * yy).sqrt().clamp_min(1e-12)).clamp(-1.0, 1.0)
+                # ||f(x)|| / ||x + f(x)|| with f(x) = y - x, from the same three reductions.
+                rm = (xx - 2 * dot + yy).clamp_min(0).sqrt() / yy.sqrt().clamp_min(1e-12)
+                self.cos_sum[index] += (cos * self.mask).sum(dtype=torch.float64)
+                self.rm_sum[index] += (rm * self.mask).sum(dtype=torch.float64)
+                if self.keep_last_token:
+                    rows = torch.arange(x.shape[0], device=x.device)
+                    if index == 0:
+                        self.states[0].append(x[rows, self.last].cpu())
+                    self.states[index + 1].append(y[rows, self.last].cpu())
+
+        return hook
+
+    def partial_bi(self) -> list[float | None]:
+        if not self.tokens:
+            return [None] * self.n
+        return [1.0 - v / self.tokens for v in self.cos_sum.tolist()]
+
+    def stats(self, seconds: float) -> HookStats:
+        torch = self._torch
+        tokens = max(self.tokens, 1)
+        states = None
+        if self.keep_last_token and self.states[0]:
+            states = torch.stack([torch.cat(s) for s in self.states])
+        return HookStats(
+            n_layers=self.n,
+            bi=[1.0 - v / tokens for v in self.cos_sum.tolist()],
+            relative_magnitude=[v / tokens for v in self.rm_sum.tolist()],
+            last_token_states=states,
+            tokens=self.tokens,
+            seconds=seconds,
+        )
+
+
+def measure_layers(
+    model: Any,
+    family: Family,
+    token_set: TokenSet,
+    batch_size: int = 4,
+    progress: Progress | None = None,
+    cancel: CancelCheck | None = None,
+    keep_last_token: bool = True,
+) -> HookStats:
+    """One pass over the scoring samples with hooks on every decoder layer; the LM head is never run."""
+    import torch
+
+    layers = get_submodule(model, family.layers_path)
+    device = next(model.parameters()).device
+    total = len(token_set.samples)
+    done = 0
+    started = time.perf_counter()
+    body = model.base_model
+    with _Accumulator(layers, keep_last_token) as acc, torch.inference_mode():
+        for ids, mask, last in iter_batches(token_set, batch_size, str(device)):
+            if cancel is not None and cancel():
+                raise Cancelled()
+            acc.start_batch(mask, last)
+            try:
+                body(input_ids=ids, attention_mask=mask, use_cache=False)
+            except torch.OutOfMemoryError:
+                raise _oom(device, batch_size, token_set.seq_len) from None
+            done += ids.shape[0]
+            if progress is not None:
+                progress("scoring", done, total, acc.partial_bi())
+        return acc.stats(time.perf_counter() - started)
+
+
+def _oom(device: Any, batch_size: int, seq_len: int) -> ResourceError:
+    return ResourceError(
+        f"Out of memory on {device} with batch size {batch_size} × {seq_len} tokens; use a smaller batch size "
+        "or sequence length, or a smaller dtype."
+    )
+
+
+# ------------------------------------------------------------------------------------ single-removal ppl
+
+
+def _identity_hook(module: Any, args: tuple, kwargs: dict, output: Any) -> Any:
+    """Make a decoder layer a no-op: its output is its input (the residual stream passes through)."""
+    x = _hidden(args, kwargs)
+    if isinstance(output, tuple):
+        return (x, *output[1:])
+    if isinstance(output, list):
+        return [x, *output[1:]]
+    return x
+
+
+def removal_perplexity(
+    model: Any,
+    family: Family,
+    token_set: TokenSet,
+    batch_size: int = 4,
+    progress: Progress | None = None,
+    cancel: CancelCheck | None = None,
+) -> LayerScores:
+    """Exact perplexity of the calibration samples with each single layer skipped (paper, Figure 3)."""
+    from .evaluation import perplexity_of
+
+    layers = get_submodule(model, family.layers_path)
+    n = len(layers)
+    scores: list[float | None] = [None] * n
+    started = time.perf_counter()
+    tokens = 0
+    for index, layer in enumerate(layers):
+        handle = layer.register_forward_hook(_identity_hook, with_kwargs=True)
+        try:
+            result = perplexity_of(model, token_set.samples, token_set.pad_id, batch_size, cancel=cancel)
+        finally:
+            handle.remove()
+        scores[index] = result.perplexity
+        tokens += result.tokens
+        if progress is not None:
+            progress("scoring", index + 1, n, list(scores))
+    return LayerScores("ppl", scores, tokens=tokens, seconds=time.perf_counter() - started)
+
+
+# ---------------------------------------------------------------------------------------------- front door
+
+
+def score_model(
+    model: Any,
+    family: Family,
+    token_set: TokenSet | None,
+    metric: str = "bi",
+    batch_size: int = 4,
+    block_size: int = 1,
+    progress: Progress | None = None,
+    cancel: CancelCheck | None = None,
+) -> LayerScores:
+    """Scores for ``metric``; for hook metrics, the other hook metrics of the same pass go in ``extra``."""
+    check_metric(metric)
+    n = len(get_submodule(model, family.layers_path))
+    if metric == "sequential":
+        return LayerScores(metric, [float(i) for i in range(n)])
+    if metric == "reverse":
+        return LayerScores(metric, [float(n - 1 - i) for i in range(n)])
+    if token_set is None:
+        raise ValueError(f"metric {metric} needs calibration samples")
+    if metric == "ppl":
+        return removal_perplexity(model, family, token_set, batch_size, progress, cancel)
+    stats = measure_layers(model, family, token_set, batch_size, progress, cancel)
+    return scores_from_stats(stats, metric, block_size)
+
+
+def scores_from_stats(stats: HookStats, metric: str, block_size: int = 1) -> LayerScores:
+    """Pick one metric out of a hooked pass (cheap: the window calls it when the user switches metric)."""
+    all_metrics: dict[str, list[float | None]] = {
+        "bi": list(stats.bi),
+        "relative_magnitude": list(stats.relative_magnitude),
+    }
+    if stats.last_token_states is not None:
+        all_metrics["angular"] = stats.angular(block_size)
+    if metric not in all_metrics:
+        raise ValueError(f"metric {metric} is not measured by hooks")
+    extra = {k: v for k, v in all_metrics.items() if k != metric}
+    return LayerScores(
+        metric,
+        all_metrics[metric],
+        tokens=stats.tokens,
+        seconds=stats.seconds,
+        block_size=block_size if metric == "angular" else None,
+        extra=extra,
+    )
