@@ -179,6 +179,11 @@ def resolve_family(model: Any, config: dict[str, Any]) -> Family:
         layers = get_submodule(model, family.layers_path)
     except AttributeError:
         return discover_family(model, config)
+    if family.name == "gpt2" and config.get("scale_attn_by_inverse_layer_idx"):
+        raise UnsupportedModelError(
+            "GPT2LMHeadModel with scale_attn_by_inverse_layer_idx scales each layer's attention by its position, "
+            "which a pruned checkpoint cannot keep; this model cannot be pruned faithfully."
+        )
     if len(layers) != layer_count(config, family):
         raise UnsupportedModelError(
             f"{family.name} model has {len(layers)} decoder layers but its config says "
@@ -219,6 +224,12 @@ def prune_config(config: dict[str, Any], family: Family, kept: Sequence[int]) ->
         value = config.get(name)
         if isinstance(value, int):
             patch[name] = sum(1 for i in kept if i < value)
+
+    per_layer_config = config.get("per_layer_config")
+    if isinstance(per_layer_config, dict) and per_layer_config:
+        patch["per_layer_config"] = {
+            str(new_index[int(k)]): v for k, v in per_layer_config.items() if int(k) in new_index
+        }
 
     if family.sparse_step and isinstance(config.get(family.sparse_step), int):
         step = config[family.sparse_step]

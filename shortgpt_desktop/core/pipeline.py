@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from .calibration import BUILTIN_CORPUS, TokenSet, build_token_set, builtin_corpus, read_texts
-from .errors import CalibrationError, UserError
+from .errors import CalibrationError, PlanError, UserError
 from .evaluation import PerplexityResult, generate_text, perplexity_of
 from .loading import LoadedModel, load_model
-from .plan import PrunePlan, apply_sizes, make_plan
+from .plan import PrunePlan, apply_sizes, check_layer_list, count_for_ratio, make_plan, max_removable
 from .report import Report, model_card
 from .saving import SaveResult, save_pruned
 from .scoring import METRICS, LayerScores, check_metric, score_model
@@ -45,6 +45,7 @@ class JobSpec:
     batch_size: int = 4
     seed: int = 0
     metric: str = "bi"
+    block_size: int = 1  # layers per block for the angular metric when only scoring
     ratio: float | None = None
     count: int | None = None
     layers: list[int] | None = None
@@ -201,9 +202,25 @@ def new_report(loaded: LoadedModel, spec: JobSpec) -> Report:
 
 
 def _check_choice(spec: JobSpec) -> None:
+    """What can be checked before the model is loaded (so a typo does not cost a download and a load)."""
     given = sum(x is not None for x in (spec.ratio, spec.count, spec.layers))
     if given != 1:
         raise UserError("Say how much to remove with exactly one of --ratio, --layers or --remove.")
+    if spec.ratio is not None and not 0 < spec.ratio < 1:
+        raise PlanError(f"The ratio must be above 0 and below 1 (got {spec.ratio}).")
+    if spec.count is not None and spec.count < 1:
+        raise PlanError(f"The number of layers to remove must be at least 1 (got {spec.count}).")
+
+
+def _count_to_remove(spec: JobSpec, n_layers: int) -> int | None:
+    """Layers the spec removes for this model (None for an explicit list, which is checked instead)."""
+    if spec.layers is not None:
+        check_layer_list(spec.layers, n_layers)
+        return None
+    count = spec.count if spec.count is not None else count_for_ratio(float(spec.ratio), n_layers)  # type: ignore[arg-type]
+    if count > max_removable(n_layers):
+        raise PlanError(f"Removing {count} of {n_layers} layers leaves none; at least one must stay.")
+    return count
 
 
 def run_score(spec: JobSpec, progress: Progress = _noop, cancel: CancelCheck | None = None) -> Report:
@@ -213,7 +230,7 @@ def run_score(spec: JobSpec, progress: Progress = _noop, cancel: CancelCheck | N
     loaded = open_model(spec, progress, cancel)
     report = new_report(loaded, spec)
     tokens, report.calibration, report.warnings = prepare_tokens(loaded, spec)
-    scores = score(loaded, tokens, spec.metric, spec.batch_size, spec.count or 1, progress, cancel)
+    scores = score(loaded, tokens, spec.metric, spec.batch_size, spec.block_size, progress, cancel)
     _fill_scores(report, scores)
     report.seconds = time.perf_counter() - started
     return report
@@ -231,6 +248,8 @@ def run_prune(spec: JobSpec, progress: Progress = _noop, cancel: CancelCheck | N
     """Score, plan, check perplexity before and after on the same tokens, and save."""
     check_metric(spec.metric)
     _check_choice(spec)
+    if spec.layers is not None:
+        check_layer_list(spec.layers, 10**9)  # repeats and negatives, before loading
     if not spec.out:
         raise UserError("Give an output folder with --out.")
     started = time.perf_counter()
@@ -238,19 +257,15 @@ def run_prune(spec: JobSpec, progress: Progress = _noop, cancel: CancelCheck | N
     from .saving import check_output_folder
 
     check_output_folder(Path(spec.out), loaded.source, spec.force)  # fail before the long part
+    _count_to_remove(spec, loaded.n_layers)
     report = new_report(loaded, spec)
     tokens, report.calibration, report.warnings = prepare_tokens(loaded, spec)
-    scores: LayerScores | None = None
     if spec.layers is None:
-        block = METRICS[spec.metric].block
-        count = spec.count
-        if block and count is None:
-            from .plan import count_for_ratio
-
-            count = count_for_ratio(float(spec.ratio), loaded.n_layers)  # type: ignore[arg-type]
-        scores = score(loaded, tokens, spec.metric, spec.batch_size, count or 1, progress, cancel)
+        count = _count_to_remove(spec, loaded.n_layers)
+        block_size = count if METRICS[spec.metric].block else 1
+        scores = score(loaded, tokens, spec.metric, spec.batch_size, block_size or 1, progress, cancel)
         _fill_scores(report, scores)
-        plan = plan_for(loaded, scores, ratio=None if count else spec.ratio, count=count)
+        plan = plan_for(loaded, scores, count=count)
     else:
         plan = plan_for(loaded, None, layers=spec.layers)
         report.metric = "manual"

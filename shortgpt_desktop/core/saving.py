@@ -188,6 +188,7 @@ def save_pruned(
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
     temp = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.partial-", dir=out_path.parent))
+    _chmod_like_a_new_folder(temp)
     try:
         files, writer = _write_all(
             temp, source, family, original_config, patch.values, new_index, model,
@@ -280,6 +281,13 @@ def _copy_side_files(temp: Path, source: ModelSource, model: Any, tokenizer: Any
     if model is not None and getattr(model, "generation_config", None) is not None:
         model.generation_config.save_pretrained(temp)
     return sorted(p.name for p in temp.iterdir() if not p.name.endswith(".safetensors") and p.name != "config.json")
+
+
+def _chmod_like_a_new_folder(folder: Path) -> None:
+    """mkdtemp makes a private (0700) folder; the finished model should be readable like any other folder."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(folder, 0o777 & ~umask)
 
 
 def _move_into_place(temp: Path, out: Path) -> None:

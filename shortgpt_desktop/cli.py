@@ -1,0 +1,253 @@
+"""``shortgpt score | prune | eval``: the engine from a terminal.
+
+Exit codes: 0 done, 2 bad input (one line on stderr, no traceback), 130 cancelled (Ctrl-C; nothing written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from . import __version__
+from .core.calibration import BUILTIN_CORPUS
+from .core.errors import Cancelled, UserError
+from .core.plan import parse_layer_list
+from .core.scoring import METRICS
+
+EXIT_OK, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 2, 130
+
+_STAGE_LABELS = {
+    "download": "downloading",
+    "load": "loading",
+    "scoring": "scoring layers",
+    "ppl_before": "perplexity, original",
+    "ppl_after": "perplexity, pruned",
+    "saving": "saving",
+}
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr (plain lines when stderr is not a terminal)."""
+
+    def __init__(self, stream: TextIO = sys.stderr, quiet: bool = False) -> None:
+        self.stream = stream
+        self.quiet = quiet
+        self.tty = stream.isatty()
+        self.stage: str | None = None
+        self.started = time.perf_counter()
+        self.last_draw = 0.0
+
+    def __call__(self, stage: str, done: int, total: int, partial: Any = None) -> None:
+        if self.quiet:
+            return
+        if stage != self.stage:
+            if self.stage is not None and self.tty:
+                self.stream.write("\n")
+            self.stage, self.started = stage, time.perf_counter()
+        now = time.perf_counter()
+        finished = total > 0 and done >= total
+        if not finished and now - self.last_draw < (0.1 if self.tty else 5.0):
+            return
+        self.last_draw = now
+        label = _STAGE_LABELS.get(stage, stage)
+        elapsed = now - self.started
+        if stage == "download" and total:
+            text = f"{label}: {done / 1e6:,.1f} / {total / 1e6:,.1f} MB"
+        elif total:
+            width = 30
+            filled = int(width * done / total)
+            text = f"{label}: [{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
+        else:
+            text = f"{label}..."
+        text += f"  {elapsed:5.1f}s"
+        if self.tty:
+            self.stream.write("\r" + text.ljust(78))
+            if finished:
+                self.stream.write("\n")
+                self.stage = None
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _ratio(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that exits with 2 and one line, as every other bad input does."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_BAD_INPUT, f"shortgpt: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="shortgpt",
+        description="Score a language model's layers by Block Influence (ShortGPT) and delete the most "
+        "redundant ones.",
+    )
+    parser.add_argument("--version", action="version", version=f"shortgpt {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("model", metavar="MODEL", help="model folder, .gguf file, or Hugging Face Hub id (org/name)")
+        p.add_argument("--revision", help="Hub branch, tag or commit")
+        p.add_argument("--calib", nargs="+", default=[], metavar="PATH",
+                       help=f"calibration text files or folders (.txt .md .jsonl .json); '{BUILTIN_CORPUS}' or "
+                       "none for the built-in corpus")
+        p.add_argument("--eval-text", metavar="PATH", help="separate text for perplexity (default: a held-out "
+                       "part of the calibration text)")
+        p.add_argument("--samples", type=_positive_int, default=128, help="calibration samples (default 128)")
+        p.add_argument("--seq-len", type=_positive_int, default=512, help="tokens per sample (default 512)")
+        p.add_argument("--batch-size", type=_positive_int, default=4, help="samples per forward pass (default 4)")
+        p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+        p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+        p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16 (default auto)")
+        p.add_argument("--trust-remote-code", action="store_true",
+                       help="run the model's own Python code (only for models you trust)")
+        p.add_argument("--json", metavar="PATH", help="write a JSON report")
+        p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+    def metric_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--metric", default="bi", choices=list(METRICS),
+                       help="layer importance metric (default bi = Block Influence)")
+
+    score = sub.add_parser("score", help="score every layer and print the table")
+    common(score)
+    metric_arg(score)
+    score.add_argument("--block-size", type=_positive_int, default=1, help="layers per block for --metric angular")
+
+    prune = sub.add_parser("prune", help="score, remove layers, check perplexity, save")
+    common(prune)
+    metric_arg(prune)
+    how = prune.add_mutually_exclusive_group(required=True)
+    how.add_argument("--ratio", type=_ratio, help="share of layers to remove, e.g. 0.25")
+    how.add_argument("--layers", type=_positive_int, help="number of layers to remove")
+    how.add_argument("--remove", help="explicit 0-based layer indices, e.g. 3,5,9 (no scoring)")
+    prune.add_argument("--out", required=True, metavar="DIR", help="output folder for the pruned model")
+    prune.add_argument("--force", action="store_true", help="replace a non-empty output folder")
+    prune.add_argument("--no-eval", action="store_true", help="skip perplexity and generation before/after")
+    prune.add_argument("--prompt", help="prompt for the before/after generation sample")
+
+    ev = sub.add_parser("eval", help="perplexity of a model (and of a second one on the same tokens)")
+    common(ev)
+    ev.add_argument("--against", metavar="MODEL", help="a second model (e.g. the pruned one) to compare")
+    return parser
+
+
+def spec_from_args(args: argparse.Namespace) -> Any:
+    from .core.pipeline import DEFAULT_PROMPT, JobSpec
+
+    spec = JobSpec(
+        model=args.model, calib=list(args.calib), eval_text=args.eval_text, samples=args.samples,
+        seq_len=args.seq_len, batch_size=args.batch_size, seed=args.seed, device=args.device, dtype=args.dtype,
+        revision=args.revision, trust_remote_code=args.trust_remote_code,
+    )
+    if args.command in ("score", "prune"):
+        spec.metric = args.metric
+    if args.command == "prune":
+        spec.ratio = args.ratio
+        spec.count = args.layers
+        spec.layers = parse_layer_list(args.remove) if args.remove is not None else None
+        spec.out = args.out
+        spec.force = args.force
+        spec.check_perplexity = not args.no_eval
+        spec.prompt = args.prompt or DEFAULT_PROMPT
+    return spec
+
+
+def print_summary(report: Any, out: TextIO = sys.stdout) -> None:
+    removed = set(report.removed_layers)
+    if report.scores:
+        out.write(f"{'layer':>5}  {report.metric:>12}\n")
+        for i, value in enumerate(report.scores):
+            mark = "  removed" if i in removed else ""
+            shown = "—" if value is None else f"{value:.5f}"
+            out.write(f"{i:>5}  {shown:>12}{mark}\n")
+    if report.removed_layers:
+        out.write(f"removed {len(report.removed_layers)} of {report.n_layers} layers: "
+                  f"{','.join(map(str, report.removed_layers))}\n")
+    if report.params_before:
+        out.write(f"parameters: {report.params_before:,} -> {report.params_after:,} "
+                  f"({report.params_after / report.params_before:.1%})\n")
+    if report.ppl_before is not None:
+        line = f"perplexity: {report.ppl_before:.3f}"
+        if report.ppl_after is not None:
+            line += f" -> {report.ppl_after:.3f} (x{report.ppl_after / report.ppl_before:.2f})"
+        out.write(line + f" on {report.eval_tokens:,} tokens\n")
+    if report.generation_before is not None:
+        out.write(f"prompt: {report.generation_prompt}\n  original: {report.generation_before.strip()!r}\n"
+                  f"  pruned:   {(report.generation_after or '').strip()!r}\n")
+    if report.output:
+        out.write(f"saved to {report.output}\n")
+    for warning in report.warnings:
+        out.write(f"warning: {warning}\n")
+
+
+def quiet_library_progress() -> None:
+    """transformers draws its own tqdm bars while loading; the CLI and the window report progress themselves."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except Exception:  # transformers missing or changed: progress bars are cosmetic
+        pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # our own bar reports downloads
+    quiet_library_progress()
+    progress = ProgressBar(quiet=args.quiet)
+    try:
+        from .core import pipeline
+
+        spec = spec_from_args(args)
+        if args.command == "score":
+            spec.block_size = args.block_size
+            report = pipeline.run_score(spec, progress)
+        elif args.command == "prune":
+            report = pipeline.run_prune(spec, progress)
+        else:
+            report = pipeline.run_eval(spec, args.against, progress)
+        if args.json:
+            try:
+                report.write_json(args.json)
+            except OSError as exc:
+                raise UserError(f"Could not write the report to {args.json}: {exc.strerror or exc}.") from None
+    except UserError as exc:
+        sys.stderr.write(f"\nshortgpt: error: {exc}\n" if progress.stage else f"shortgpt: error: {exc}\n")
+        return EXIT_BAD_INPUT
+    except (KeyboardInterrupt, Cancelled):
+        sys.stderr.write("\nshortgpt: cancelled; nothing was written.\n")
+        return EXIT_CANCELLED
+    print_summary(report)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Numbers as people read them: bytes, parameter counts, durations, rates. No Qt here."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def human_bytes(n: float | None) -> str:
+    """``1536`` → ``1.5 KB`` (powers of 1024, as file managers on every platform show sizes)."""
+    if n is None:
+        return "—"
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(value) < 1024 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TB"  # pragma: no cover
+
+
+def human_count(n: float | None) -> str:
+    """``287552`` → ``287.6 k``; ``6.7e9`` → ``6.7 B`` (how model sizes are usually quoted)."""
+    if n is None:
+        return "—"
+    value = float(n)
+    for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.1f} {unit}"
+    return f"{value:.0f}"
+
+
+def human_seconds(s: float) -> str:
+    if s < 1:
+        return f"{s * 1000:.0f} ms"
+    if s < 90:
+        return f"{s:.1f} s"
+    minutes, seconds = divmod(int(s), 60)
+    if minutes < 90:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def human_rate(bytes_per_second: float) -> str:
+    return f"{human_bytes(bytes_per_second)}/s"
+
+
+def layer_list(indices: Sequence[int], limit: int = 24) -> str:
+    """``[3, 4, 5, 9]`` → ``3–5, 9``: compact ranges, cut with an ellipsis past ``limit`` items."""
+    if not indices:
+        return "none"
+    parts: list[str] = []
+    ordered = sorted(indices)
+    start = prev = ordered[0]
+    for i in [*ordered[1:], None]:
+        if i is not None and i == prev + 1:
+            prev = i
+            continue
+        parts.append(str(start) if start == prev else (f"{start}, {prev}" if prev == start + 1 else f"{start}–{prev}"))
+        if i is not None:
+            start = prev = i
+    text = ", ".join(parts)
+    if len(parts) > limit:
+        text = ", ".join(parts[:limit]) + ", …"
+    return text
+
+
+def change(before: float, after: float) -> str:
+    """``(100, 75)`` → ``−25 %``."""
+    if not before:
+        return ""
+    pct = (after - before) / before * 100
+    sign = "−" if pct < 0 else "+"
+    return f"{sign}{abs(pct):.0f} %"
