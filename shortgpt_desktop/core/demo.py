@@ -69,6 +69,10 @@ def build_tiny_model(folder: str | Path, model_type: str = "llama", config_overr
     config = AutoConfig.for_model(model_type, **kwargs)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    with torch.no_grad():  # norms start at exactly 1; real ones are not, and cosines would not notice the norm
+        for name, param in model.named_parameters():
+            if "norm" in name and name.endswith("weight"):
+                param.uniform_(0.5, 1.5)
     model.eval()
     model.save_pretrained(folder)
     return folder

@@ -43,7 +43,8 @@ class SaveResult:
 def check_output_folder(out: Path, source: ModelSource, force: bool) -> Path:
     """Refuse outputs that could destroy data: the source, anything inside or above it, a non-empty folder."""
     out = Path(out).expanduser().resolve()
-    src = source.folder.resolve()
+    # A GGUF source is one file: a new folder beside it is fine. A model folder is off limits as a whole.
+    src = (source.folder / source.gguf_file).resolve() if source.gguf_file else source.folder.resolve()
     if out == src or src in out.parents:
         raise OutputError(f"The output folder {out} is the source model's folder or inside it; choose another.")
     if out in src.parents:

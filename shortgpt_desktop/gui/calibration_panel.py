@@ -1,0 +1,242 @@
+"""Calibration text: a drop zone for files and folders, with sizes, token estimates and the built-in corpus."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QDragEnterEvent, QDragMoveEvent, QDropEvent, QKeyEvent, QPainter, QPaintEvent, QPalette
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QFileDialog,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..core.calibration import BUILTIN_CORPUS, CHARS_PER_TOKEN, TEXT_SUFFIXES, collect_files
+from ..core.errors import CalibrationError
+from .format import human_bytes, human_count
+
+#: Rough size of the built-in corpus (Python's standard-library docstrings), shown before it is read.
+BUILTIN_TOKENS_ESTIMATE = 350_000
+
+
+def describe_path(path: str) -> tuple[int, int, int]:
+    """(bytes, text files, token estimate) of a file or folder; folders count their text files only."""
+    p = Path(path)
+    files = [p] if p.is_file() else collect_files([p])
+    size = sum(f.stat().st_size for f in files)
+    return size, len(files), int(size / CHARS_PER_TOKEN)
+
+
+class DropList(QTreeWidget):
+    """The list itself: accepts dropped files and folders, Delete removes the selection."""
+
+    pathsDropped = Signal(list)
+    deletePressed = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setAcceptDrops(True)
+        self.setDragDropMode(QAbstractItemView.DragDropMode.DropOnly)
+        self.setRootIsDecorated(False)
+        self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.setHeaderLabels(["File or folder", "Size", "≈ Tokens"])
+        header = self.header()
+        header.setStretchLastSection(False)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
+        self.setMinimumHeight(90)
+
+    @staticmethod
+    def _local_paths(event: QDropEvent | QDragEnterEvent | QDragMoveEvent) -> list[str]:
+        mime = event.mimeData()
+        if not mime.hasUrls():
+            return []
+        return [u.toLocalFile() for u in mime.urls() if u.isLocalFile() and u.toLocalFile()]
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802
+        if self._local_paths(event):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dragMoveEvent(self, event: QDragMoveEvent) -> None:  # noqa: N802
+        if self._local_paths(event):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802
+        paths = self._local_paths(event)
+        if not paths:
+            event.ignore()
+            return
+        event.acceptProposedAction()
+        self.pathsDropped.emit(paths)
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802
+        if event.key() in (Qt.Key.Key_Delete, Qt.Key.Key_Backspace):
+            self.deletePressed.emit()
+            return
+        super().keyPressEvent(event)
+
+    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802
+        super().paintEvent(event)
+        if self.topLevelItemCount():
+            return
+        painter = QPainter(self.viewport())
+        painter.setPen(self.palette().color(QPalette.ColorGroup.Disabled, QPalette.ColorRole.Text))
+        painter.drawText(self.viewport().rect().adjusted(8, 8, -8, -8),
+                         Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap,
+                         "Drop text files or folders here\n(.txt, .md, .jsonl, .json)")
+        painter.end()
+
+
+class CalibrationPanel(QGroupBox):
+    """Emits :attr:`changed` whenever the set of calibration sources changes."""
+
+    changed = Signal()
+    problem = Signal(str)  # a path that cannot be used, as a sentence
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("Calibration text", parent)
+        self.list = DropList(self)
+        self.list.pathsDropped.connect(self.add_paths)
+        self.list.deletePressed.connect(self.remove_selected)
+        self.list.itemSelectionChanged.connect(self._update_buttons)
+        self.add_files_button = QPushButton("Add files…", self)
+        self.add_files_button.clicked.connect(self._browse_files)
+        self.add_folder_button = QPushButton("Add folder…", self)
+        self.add_folder_button.clicked.connect(self._browse_folder)
+        self.remove_button = QPushButton("Remove", self)
+        self.remove_button.clicked.connect(self.remove_selected)
+        self.builtin = QCheckBox(f"Built-in corpus (≈ {human_count(BUILTIN_TOKENS_ESTIMATE)} tokens)", self)
+        self.builtin.setToolTip("English prose that ships with Python: the standard library's docstrings. "
+                                "Works offline; your own text usually scores better for your own use.")
+        self.builtin.toggled.connect(self._emit_changed)
+        self.summary = QLabel(self)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.add_files_button)
+        buttons.addWidget(self.add_folder_button)
+        buttons.addWidget(self.remove_button)
+        buttons.addStretch(1)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.list, 1)
+        layout.addLayout(buttons)
+        layout.addWidget(self.builtin)
+        layout.addWidget(self.summary)
+        self._update_buttons()
+        self._update_summary()
+
+    # ---------------------------------------------------------------------------------------------- data
+
+    def paths(self) -> list[str]:
+        return [self.list.topLevelItem(i).data(0, Qt.ItemDataRole.UserRole)
+                for i in range(self.list.topLevelItemCount())]
+
+    def sources(self) -> list[str]:
+        """What the core's ``calib`` takes: the paths, plus ``builtin`` when the corpus is ticked."""
+        return [*self.paths(), *([BUILTIN_CORPUS] if self.builtin.isChecked() else [])]
+
+    def set_sources(self, sources: list[str]) -> None:
+        self.list.clear()
+        self.builtin.blockSignals(True)
+        self.builtin.setChecked(BUILTIN_CORPUS in sources)
+        self.builtin.blockSignals(False)
+        self.add_paths([s for s in sources if s != BUILTIN_CORPUS and Path(s).exists()], quiet=True)
+        self._emit_changed()
+
+    def estimated_tokens(self) -> int:
+        total = sum(int(self.list.topLevelItem(i).data(2, Qt.ItemDataRole.UserRole) or 0)
+                    for i in range(self.list.topLevelItemCount()))
+        return total + (BUILTIN_TOKENS_ESTIMATE if self.builtin.isChecked() else 0)
+
+    def add_paths(self, paths: list[str], quiet: bool = False) -> None:
+        """Add files and folders; ones already listed are skipped, unusable ones are reported."""
+        known = {str(Path(p).resolve()) for p in self.paths()}
+        added = 0
+        for raw in paths:
+            path = Path(raw).expanduser()
+            key = str(path.resolve())
+            if key in known:
+                continue
+            if not path.exists():
+                self.problem.emit(f"{path} does not exist.")
+                continue
+            try:
+                size, files, tokens = describe_path(str(path))
+            except (OSError, CalibrationError) as exc:
+                self.problem.emit(f"{path} cannot be read ({exc}).")
+                continue
+            if path.is_dir() and files == 0:
+                self.problem.emit(f"The folder {path} holds no text files ({', '.join(TEXT_SUFFIXES)}).")
+                continue
+            name = path.name + ("/" if path.is_dir() else "")
+            if path.is_dir():
+                name += f"  ({files} files)"
+            item = QTreeWidgetItem([name, human_bytes(size), human_count(tokens)])
+            item.setData(0, Qt.ItemDataRole.UserRole, str(path))
+            item.setData(2, Qt.ItemDataRole.UserRole, tokens)
+            item.setToolTip(0, str(path))
+            item.setTextAlignment(1, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            item.setTextAlignment(2, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            self.list.addTopLevelItem(item)
+            known.add(key)
+            added += 1
+        if added and not quiet:
+            self._emit_changed()
+        elif added:
+            self._update_summary()
+
+    def remove_selected(self) -> None:
+        items = self.list.selectedItems()
+        for item in items:
+            self.list.takeTopLevelItem(self.list.indexOfTopLevelItem(item))
+        if items:
+            self._emit_changed()
+
+    def set_busy(self, busy: bool) -> None:
+        for w in (self.list, self.add_files_button, self.add_folder_button, self.builtin):
+            w.setEnabled(not busy)
+        self.remove_button.setEnabled(not busy and bool(self.list.selectedItems()))
+
+    # ----------------------------------------------------------------------------------------- internals
+
+    def _emit_changed(self) -> None:
+        self._update_summary()
+        self.changed.emit()
+
+    def _update_buttons(self) -> None:
+        self.remove_button.setEnabled(bool(self.list.selectedItems()) and self.list.isEnabled())
+
+    def _update_summary(self) -> None:
+        n = self.list.topLevelItemCount()
+        if not n and not self.builtin.isChecked():
+            self.summary.setText("No calibration text yet: add some, or tick the built-in corpus.")
+            return
+        parts = [f"{n} source{'s' if n != 1 else ''}"] if n else []
+        if self.builtin.isChecked():
+            parts.append("built-in corpus")
+        self.summary.setText(f"{' + '.join(parts)} · ≈ {human_count(self.estimated_tokens())} tokens")
+
+    def _browse_files(self) -> None:
+        patterns = " ".join(f"*{s}" for s in TEXT_SUFFIXES)
+        paths, _ = QFileDialog.getOpenFileNames(self, "Add calibration text", str(Path.home()),
+                                                f"Text ({patterns});;All files (*)")
+        if paths:
+            self.add_paths(paths)
+
+    def _browse_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Add a folder of calibration text", str(Path.home()))
+        if folder:
+            self.add_paths([folder])

@@ -1,0 +1,72 @@
+"""Before / after: perplexity of both models on the same held-out tokens and a greedy generation of each."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..core.pipeline import DEFAULT_PROMPT
+from .format import layer_list
+from .session import Checked
+
+
+class ComparePanel(QWidget):
+    """The prompt the user can edit, the two perplexities and their ratio, and the two continuations."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.prompt = QLineEdit(DEFAULT_PROMPT, self)
+        self.prompt.setPlaceholderText("A prompt to continue with both models (leave empty to skip generation)")
+        self.prompt.setClearButtonEnabled(True)
+        self.result = QLabel("Press <b>Check perplexity</b> to compare the original and the pruned model "
+                             "on the same held-out tokens.", self)
+        self.result.setWordWrap(True)
+        self.result.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.before = self._text_box()
+        self.after = self._text_box()
+        self.before_title = QLabel("<b>Original</b>", self)
+        self.after_title = QLabel("<b>Pruned</b>", self)
+        prompt_row = QHBoxLayout()
+        prompt_row.addWidget(QLabel("Prompt:", self))
+        prompt_row.addWidget(self.prompt, 1)
+        grid = QGridLayout()
+        grid.addWidget(self.before_title, 0, 0)
+        grid.addWidget(self.after_title, 0, 1)
+        grid.addWidget(self.before, 1, 0)
+        grid.addWidget(self.after, 1, 1)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(prompt_row)
+        layout.addWidget(self.result)
+        layout.addLayout(grid, 1)
+
+    def _text_box(self) -> QPlainTextEdit:
+        box = QPlainTextEdit(self)
+        box.setReadOnly(True)
+        box.setPlaceholderText("The continuation appears here.")
+        return box
+
+    def show_checked(self, checked: Checked) -> None:
+        ratio = checked.ratio
+        self.result.setText(
+            f"Perplexity on {checked.eval_tokens:,} held-out tokens: original <b>{checked.ppl_before:.2f}</b>, "
+            f"pruned <b>{checked.ppl_after:.2f}</b> (× {ratio:.2f}); "
+            f"removed layers {layer_list(checked.removed)}."
+        )
+        self.before_title.setText(f"<b>Original</b> · perplexity {checked.ppl_before:.2f}")
+        self.after_title.setText(f"<b>Pruned</b> · perplexity {checked.ppl_after:.2f}")
+        self.before.setPlainText(checked.prompt + checked.generation_before if checked.prompt else "")
+        self.after.setPlainText(checked.prompt + checked.generation_after if checked.prompt else "")
+
+    def mark_stale(self) -> None:
+        """The plan changed since the last check: say so instead of showing numbers for another plan."""
+        if self.before.toPlainText() or "pruned <b>" in self.result.text():
+            self.result.setText("The plan changed since the last check; press <b>Check perplexity</b> again.")

@@ -1,0 +1,730 @@
+"""The main window: model, calibration text and settings on the left; chart, slider, actions and results on
+the right. All long work goes through :class:`~.workers.JobRunner`; this module only wires widgets to it."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QSettings, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtWidgets import (
+    QApplication,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSplitter,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .. import __version__
+from ..core import pipeline
+from ..core.errors import PlanError, UserError
+from ..core.plan import PrunePlan
+from ..core.scoring import METRICS
+from . import dialogs
+from .calibration_panel import CalibrationPanel
+from .chart import ScoreChart
+from .compare_panel import ComparePanel
+from .format import human_bytes, human_seconds, layer_list
+from .icons import app_icon
+from .log_panel import LogPanel
+from .model_panel import ModelPanel
+from .plan_panel import PlanPanel
+from .session import Checked, Opened, Scored, Session, open_source, reinspect
+from .settings_panel import SettingsPanel
+from .settings_store import Store
+from .system import gpu_memory, probe_devices, process_memory, total_memory
+from .workers import Failure, JobRunner
+
+log = logging.getLogger(__name__)
+
+#: Share of layers the slider starts at after the first scoring (the ShortGPT paper's usual cut).
+DEFAULT_RATIO = 0.25
+
+_STAGE_TEXT = {
+    "download": "Downloading the model",
+    "inspect": "Reading the model's description",
+    "load": "Loading the model",
+    "tokenize": "Tokenising the calibration text",
+    "scoring": "Scoring layers",
+    "ppl_before": "Perplexity of the original",
+    "ppl_after": "Perplexity of the pruned model",
+    "generate": "Generating text with both models",
+    "saving": "Saving the pruned model",
+}
+_STAGE_UNIT = {"scoring": "samples", "ppl_before": "windows", "ppl_after": "windows", "saving": "tensors",
+               "generate": "generations"}
+_JOB_TITLE = {"open": "Opening the model", "score": "Scoring", "save": "Saving", "check": "Checking perplexity"}
+
+
+class MainWindow(QMainWindow):
+    """The whole desktop product in one window.
+
+    Signals for tests and the self-test: :attr:`jobFinished` ``(job, outcome)`` after each job's thread has
+    stopped (outcome ``ok``, ``cancelled`` or ``failed``), :attr:`errorShown` with a dialog's message.
+    """
+
+    jobFinished = Signal(str, str)
+    errorShown = Signal(str)
+    devicesProbed = Signal()
+
+    def __init__(self, settings: QSettings | None = None, probe: bool = True) -> None:
+        super().__init__()
+        self.setWindowTitle("ShortGPT Desktop")
+        self.setWindowIcon(app_icon())
+        self.store = Store(settings)
+        self.session = Session()
+        self.jobs = JobRunner(self)  # model work, one job at a time
+        self.background = JobRunner(self, exclusive=False)  # device probe and memory estimates
+        self.plan: PrunePlan | None = None
+        self.manual = False
+        self.dialogs: list[QMessageBox] = []
+        self.last_saved: Path | None = None
+        self._closing = False
+        self._after_open: str | None = None  # "score" when Score was pressed before the model was opened
+        self._memory_pending = False
+
+        self._build()
+        self._restore()
+        self.jobs.started.connect(self._on_job_started)
+        self.jobs.finished.connect(self._on_job_finished)
+        self.jobs.progressed.connect(self._on_progress)
+        self.log_panel.attach("shortgpt_desktop", logging.INFO)
+        for name in ("transformers", "huggingface_hub"):
+            self.log_panel.attach(name)
+        self._status_timer = QTimer(self)
+        self._status_timer.setInterval(2000)
+        self._status_timer.timeout.connect(self._update_status)
+        self._status_timer.start()
+        self._memory_timer = QTimer(self)
+        self._memory_timer.setSingleShot(True)
+        self._memory_timer.setInterval(300)
+        self._memory_timer.timeout.connect(self._update_memory_estimate)
+        self._update_buttons()
+        self._update_status()
+        if probe:
+            QTimer.singleShot(0, self._start_probe)
+
+    # ============================================================================================== layout
+
+    def _build(self) -> None:
+        self.model_panel = ModelPanel(self)
+        self.model_panel.modelChosen.connect(self.open_model)
+        self.model_panel.cancelRequested.connect(self.cancel)
+        self.calibration_panel = CalibrationPanel(self)
+        self.calibration_panel.problem.connect(self._on_calibration_problem)
+        self.settings_panel = SettingsPanel(self)
+        self.settings_panel.changed.connect(self._on_setting_changed)
+
+        left = QWidget(self)
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(0, 0, 4, 0)
+        left_layout.addWidget(self.model_panel)
+        left_layout.addWidget(self.calibration_panel, 1)
+        left_layout.addWidget(self.settings_panel)
+        scroll = QScrollArea(self)
+        scroll.setWidget(left)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setMinimumWidth(330)
+
+        self.chart = ScoreChart(self)
+        self.chart.layerClicked.connect(self.toggle_layer)
+        self.plan_panel = PlanPanel(self)
+        self.plan_panel.countChanged.connect(self.set_count)
+
+        self.score_button = QPushButton("Score", self)
+        self.score_button.setToolTip("Load the model and score every layer on the calibration text (Ctrl+R)")
+        self.score_button.clicked.connect(self.start_scoring)
+        self.cancel_button = QPushButton("Cancel", self)
+        self.cancel_button.setToolTip("Stop the running job (Esc); nothing is written")
+        self.cancel_button.clicked.connect(self.cancel)
+        self.save_button = QPushButton("Save pruned model…", self)
+        self.save_button.setToolTip("Write the pruned model to a new folder (Ctrl+S)")
+        self.save_button.clicked.connect(self.save)
+        self.check_button = QPushButton("Check perplexity", self)
+        self.check_button.setToolTip("Perplexity and a short generation of the original and the pruned model, "
+                                     "on the same held-out tokens")
+        self.check_button.clicked.connect(self.check)
+        self.score_button.setDefault(True)
+        self.progress = QProgressBar(self)
+        self.progress.setTextVisible(False)
+        self.progress.setMaximumWidth(220)
+        self.progress.setVisible(False)
+        self.progress_label = QLabel(self)
+        actions = QHBoxLayout()
+        for button in (self.score_button, self.cancel_button, self.save_button, self.check_button):
+            actions.addWidget(button)
+        actions.addSpacing(8)
+        actions.addWidget(self.progress)
+        actions.addWidget(self.progress_label, 1)
+
+        self.compare_panel = ComparePanel(self)
+        self.log_panel = LogPanel(self)
+        self.tabs = QTabWidget(self)
+        self.tabs.addTab(self.compare_panel, "Before / after")
+        self.tabs.addTab(self.log_panel, "Log")
+        self.tabs.setDocumentMode(True)
+
+        top = QWidget(self)
+        top_layout = QVBoxLayout(top)
+        top_layout.setContentsMargins(4, 0, 0, 0)
+        top_layout.addWidget(self.chart, 1)
+        top_layout.addWidget(self.plan_panel)
+        top_layout.addLayout(actions)
+        self.right_splitter = QSplitter(Qt.Orientation.Vertical, self)
+        self.right_splitter.addWidget(top)
+        self.right_splitter.addWidget(self.tabs)
+        self.right_splitter.setStretchFactor(0, 3)
+        self.right_splitter.setStretchFactor(1, 1)
+        self.right_splitter.setChildrenCollapsible(False)
+
+        self.splitter = QSplitter(Qt.Orientation.Horizontal, self)
+        self.splitter.addWidget(scroll)
+        self.splitter.addWidget(self.right_splitter)
+        self.splitter.setStretchFactor(0, 0)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setSizes([380, 900])
+        self.splitter.setChildrenCollapsible(False)
+        central = QWidget(self)
+        layout = QVBoxLayout(central)
+        layout.setContentsMargins(8, 8, 8, 4)
+        layout.addWidget(self.splitter)
+        self.setCentralWidget(central)
+
+        self.device_label = QLabel(self)
+        self.memory_label = QLabel(self)
+        self.statusBar().addPermanentWidget(self.device_label)
+        self.statusBar().addPermanentWidget(self.memory_label)
+        self._build_menu()
+
+    def _build_menu(self) -> None:
+        def action(text: str, slot: Any, shortcut: QKeySequence | str | None = None) -> QAction:
+            act = QAction(text, self)
+            if shortcut is not None:
+                act.setShortcut(QKeySequence(shortcut))
+            act.triggered.connect(slot)
+            return act
+
+        file_menu = self.menuBar().addMenu("&File")
+        file_menu.addAction(action("Open model &folder…", self.model_panel._browse_folder, "Ctrl+O"))
+        file_menu.addAction(action("Open .&gguf file…", self.model_panel._browse_gguf))
+        file_menu.addSeparator()
+        self.save_action = action("&Save pruned model…", self.save, QKeySequence.StandardKey.Save)
+        file_menu.addAction(self.save_action)
+        file_menu.addSeparator()
+        file_menu.addAction(action("&Quit", self.close, QKeySequence.StandardKey.Quit))
+        run_menu = self.menuBar().addMenu("&Run")
+        self.score_action = action("&Score layers", self.start_scoring, "Ctrl+R")
+        self.cancel_action = action("&Cancel", self.cancel, "Esc")
+        self.check_action = action("Check &perplexity", self.check, "Ctrl+P")
+        for act in (self.score_action, self.cancel_action, self.check_action):
+            run_menu.addAction(act)
+        help_menu = self.menuBar().addMenu("&Help")
+        help_menu.addAction(action("&About ShortGPT Desktop", self._about))
+
+    def _about(self) -> None:
+        QMessageBox.about(
+            self, "About ShortGPT Desktop",
+            f"<b>ShortGPT Desktop {__version__}</b><p>Shrinks a language model by deleting its most redundant "
+            "layers, ranked by Block Influence (Men et al., 2024, <i>ShortGPT: Layers in Large Language Models "
+            "are More Redundant Than You Expect</i>).</p><p>Apache-2.0.</p>",
+        )
+
+    # ========================================================================================= persistence
+
+    def _restore(self) -> None:
+        store = self.store
+        geometry = store.bytes("window/geometry")
+        if geometry is None or not self.restoreGeometry(geometry):
+            self.resize(1280, 720)
+        for key, splitter in (("window/splitter", self.splitter), ("window/right", self.right_splitter)):
+            state = store.bytes(key)
+            if state is not None:
+                splitter.restoreState(state)
+        self.settings_panel.set_values(store.settings())
+        self.model_panel.set_recent(store.recent_models())
+        self.model_panel.set_text(store.last_model())
+        sources = store.calibration()
+        self.calibration_panel.set_sources(sources if sources is not None else ["builtin"])
+        prompt = store.prompt()
+        if prompt is not None:
+            self.compare_panel.prompt.setText(prompt)
+
+    def save_state(self) -> None:
+        store = self.store
+        store.set_bytes("window/geometry", self.saveGeometry())
+        store.set_bytes("window/splitter", self.splitter.saveState())
+        store.set_bytes("window/right", self.right_splitter.saveState())
+        store.set_settings(self.settings_panel.values())
+        store.set_recent_models(self.model_panel.recent())
+        store.set_last_model(self.model_panel.text)
+        store.set_calibration(self.calibration_panel.sources())
+        store.set_prompt(self.compare_panel.prompt.text())
+        store.sync()
+
+    # ============================================================================================ helpers
+
+    @property
+    def busy(self) -> bool:
+        return self.jobs.busy
+
+    def job_spec(self) -> pipeline.JobSpec:
+        """The settings as the core's job description (the model is the opened one)."""
+        values = self.settings_panel.values()
+        model = self.session.source.spec if self.session.source is not None else self.model_panel.text
+        return pipeline.JobSpec(
+            model=model, calib=self.calibration_panel.sources(), samples=values["samples"],
+            seq_len=values["seq_len"], batch_size=values["batch_size"], metric=values["metric"],
+            device=values["device"], dtype=values["dtype"], prompt=self.compare_panel.prompt.text(),
+        )
+
+    def show_error(self, title: str, failure: Failure | str) -> QMessageBox:
+        if isinstance(failure, str):
+            failure = Failure(failure)
+        box = dialogs.error_dialog(self, title, failure)
+        self.dialogs = [d for d in self.dialogs if d.isVisible()] + [box]
+        self.log_panel.note(f"{title}: {failure.message}")
+        self.errorShown.emit(failure.message)
+        return box
+
+    @property
+    def last_dialog(self) -> QMessageBox | None:
+        return self.dialogs[-1] if self.dialogs else None
+
+    def _set_busy(self, busy: bool) -> None:
+        self.model_panel.set_busy(busy)
+        self.calibration_panel.set_busy(busy)
+        self.settings_panel.set_busy(busy)
+        self.plan_panel.set_busy(busy)
+        self.chart.clickable = not busy and self.session.sizes is not None
+        self.progress.setVisible(busy)
+        self._update_buttons()
+
+    def _update_buttons(self) -> None:
+        busy = self.busy
+        has_plan = self.plan is not None and bool(self.plan.removed) and self.session.loaded is not None
+        self.score_button.setEnabled(not busy)
+        self.score_action.setEnabled(not busy)
+        self.cancel_button.setEnabled(busy)
+        self.cancel_action.setEnabled(busy)
+        self.save_button.setEnabled(not busy and has_plan)
+        self.save_action.setEnabled(not busy and has_plan)
+        self.check_button.setEnabled(not busy and has_plan)
+        self.check_action.setEnabled(not busy and has_plan)
+
+    def _update_status(self) -> None:
+        loaded = self.session.loaded if not self.busy else None
+        info = self.session.info
+        if loaded is not None:
+            device = f"Device: {loaded.device}, {loaded.dtype}"
+        elif info is not None:
+            device = f"Device: {info.device}, {info.dtype}"
+        else:
+            device = f"Device: {self.settings_panel.device.currentText()}"
+        self.device_label.setText(device)
+        rss, total = process_memory(), total_memory()
+        text = f"Memory: {human_bytes(rss)}" if rss else "Memory: —"
+        if total:
+            text += f" of {human_bytes(total)}"
+        current_device = loaded.device if loaded is not None else (info.device if info else "")
+        gpu = gpu_memory(current_device)
+        if gpu is not None:
+            text += f" · GPU {human_bytes(gpu[0])} of {human_bytes(gpu[1])}"
+        self.memory_label.setText(text)
+
+    # ============================================================================================== jobs
+
+    def _on_job_started(self, name: str) -> None:
+        self._set_busy(True)
+        self.progress.setRange(0, 0)
+        self.progress_label.setText(_JOB_TITLE.get(name, name) + "…")
+
+    def _on_job_finished(self, name: str, outcome: str) -> None:
+        self._set_busy(False)
+        self.model_panel.hide_download()
+        self.progress_label.setText({"ok": "", "cancelled": "Cancelled.", "failed": "Failed."}.get(outcome, ""))
+        self._update_status()
+        follow = self._after_open
+        self._after_open = None
+        self.jobFinished.emit(name, outcome)
+        if self._closing:
+            if not self.jobs.busy and not self.background.busy:
+                QTimer.singleShot(0, self.close)
+            return
+        if name == "open" and outcome == "ok" and follow == "score":
+            self.start_scoring()
+
+    def _on_progress(self, name: str, stage: str, done: int, total: int, partial: Any) -> None:
+        if self._closing:
+            return
+        if stage == "download":
+            self.model_panel.show_download(done, total)
+        if total > 0 and stage not in ("load", "tokenize", "inspect"):
+            self.progress.setRange(0, total)
+            self.progress.setValue(done)
+        else:
+            self.progress.setRange(0, 0)
+        text = _STAGE_TEXT.get(stage, stage)
+        unit = _STAGE_UNIT.get(stage)
+        if stage == "scoring" and self.session_metric_is_ppl():
+            unit = "layers"
+        if stage == "download" and total:
+            text += f": {human_bytes(done)} of {human_bytes(total)}"
+        elif unit and total:
+            text += f": {done} of {total} {unit}"
+        self.progress_label.setText(text + "…" if done < total or not total else text)
+        if stage == "scoring" and isinstance(partial, list):
+            self.chart.set_scores(partial)
+
+    def session_metric_is_ppl(self) -> bool:
+        return self._scoring_metric == "ppl"
+
+    _scoring_metric = "bi"
+
+    def cancel(self) -> None:
+        if self.jobs.busy:
+            self.jobs.cancel()
+            self.progress_label.setText("Cancelling…")
+            log.info("cancel requested for %s", self.jobs.current)
+
+    # ---------------------------------------------------------------------------------------------- probe
+
+    def _start_probe(self) -> None:
+        if self._closing:
+            return
+        self.background.start("probe", lambda progress, cancel: probe_devices(),
+                              on_success=self._on_probed, on_failure=self._on_probe_failed)
+
+    def _on_probed(self, choices: list) -> None:
+        self.settings_panel.set_devices(choices)
+        self._update_status()
+        self.devicesProbed.emit()
+
+    def _on_probe_failed(self, failure: Failure) -> None:
+        log.warning("could not list devices: %s", failure.message)
+        self.devicesProbed.emit()
+
+    # ----------------------------------------------------------------------------------------------- open
+
+    def open_model(self, text: str, then: str | None = None) -> None:
+        """Resolve and inspect a model (downloading a Hub model first); ``then="score"`` scores after."""
+        text = text.strip()
+        if self.busy or not text:
+            return
+        self.model_panel.set_text(text)
+        self._reset_model()
+        self._after_open = then
+        values = self.settings_panel.values()
+        self.model_panel.set_message("")
+        self.jobs.start(
+            "open",
+            lambda progress, cancel: open_source(text, None, values["device"], values["dtype"],
+                                                 values["batch_size"], values["seq_len"], progress, cancel),
+            on_success=self._on_opened, on_failure=self._on_open_failed, on_cancel=self._on_open_cancelled,
+        )
+
+    def _reset_model(self) -> None:
+        self.session.unload()
+        self.session.source = self.session.info = None
+        self.plan = None
+        self.manual = False
+        self.model_panel.clear_info()
+        self.chart.clear("Choose a model and press Score: one bar per layer appears here.")
+        self.plan_panel.set_maximum(0)
+        self.plan_panel.show_plan(None)
+
+    def _on_opened(self, opened: Opened) -> None:
+        self.session.set_source(opened)
+        self.model_panel.set_info(opened.info)
+        self.model_panel.remember(opened.source.spec)
+        self.store.set_recent_models(self.model_panel.recent())
+        self.store.set_last_model(opened.source.spec)
+        self.chart.clear(f"{opened.info.n_layers} layers. Press Score to measure each one's importance.")
+        log.info("opened %s: %s, %d layers, %s parameters", opened.source.display_name,
+                 opened.info.architecture, opened.info.n_layers, f"{opened.info.n_params:,}")
+
+    def _on_open_failed(self, failure: Failure) -> None:
+        self.model_panel.set_message(failure.message)
+        self.show_error("The model cannot be opened", failure)
+
+    def _on_open_cancelled(self) -> None:
+        self.model_panel.set_message("Opening was cancelled.")
+
+    # ---------------------------------------------------------------------------------------------- score
+
+    def start_scoring(self) -> None:
+        if self.busy:
+            return
+        text = self.model_panel.text
+        if not text and self.session.source is None:
+            self.show_error("No model", "Choose a model first: a Hub id, a model folder or a .gguf file.")
+            return
+        if not self.calibration_panel.sources():
+            self.show_error("No calibration text",
+                            "The calibration set is empty: add text files or folders, or tick the built-in corpus.")
+            return
+        if self.session.source is None or (text and text != self.session.source.spec):
+            self.open_model(text, then="score")
+            return
+        spec = self.job_spec()
+        self._scoring_metric = spec.metric
+        n = self.session.n_layers
+        live = "Block Influence (live)" if spec.metric in ("relative_magnitude", "angular") else \
+            METRICS[spec.metric].label
+        self._scores_before = self.session.scores
+        self.chart.clickable = False
+        self.chart.set_metric(live)
+        if METRICS[spec.metric].needs_forward:
+            self.chart.set_scores([None] * n, removed=[])
+        self.compare_panel.mark_stale()
+        self.jobs.start(
+            "score", lambda progress, cancel: self.session.score_work(spec, progress, cancel),
+            on_success=lambda scored: self._on_scored(scored, spec),
+            on_failure=self._on_score_failed, on_cancel=self._on_score_cancelled,
+        )
+
+    def _on_scored(self, scored: Scored, spec: pipeline.JobSpec) -> None:
+        first = self.session.sizes is None
+        self.session.accept(scored, spec)
+        n = scored.n_layers
+        self.plan_panel.set_maximum(self.session.max_removable)
+        count = self.plan_panel.count if not first and self.plan_panel.count else \
+            min(self.session.max_removable, max(1, round(DEFAULT_RATIO * n)))
+        self.chart.set_metric(METRICS[scored.scores.metric].label)
+        self.plan_panel.set_count(count)
+        self.set_count(count)
+        for warning in scored.warnings:
+            log.warning(warning)
+        tokens = f"{scored.sample_count} samples, {scored.sample_tokens:,} tokens" if scored.sample_count else ""
+        log.info("scoring finished in %s (%s on %s, %s)", human_seconds(scored.seconds), tokens, scored.device,
+                 scored.dtype)
+        self.statusBar().showMessage(f"Scored {n} layers in {human_seconds(scored.seconds)}.", 8000)
+
+    def _restore_chart(self) -> None:
+        previous = getattr(self, "_scores_before", None)
+        if previous is not None and self.plan is not None:
+            self.chart.set_metric(METRICS[previous.metric].label)
+            self.chart.set_scores(previous.scores, removed=self.plan.removed)
+        else:
+            self.chart.clear("Press Score to measure each layer's importance.")
+
+    def _on_score_failed(self, failure: Failure) -> None:
+        self._restore_chart()
+        self.show_error("Scoring failed", failure)
+
+    def _on_score_cancelled(self) -> None:
+        self._restore_chart()
+        self.statusBar().showMessage("Scoring cancelled; nothing changed.", 8000)
+
+    # ----------------------------------------------------------------------------------------------- plan
+
+    def set_count(self, count: int) -> None:
+        """The slider moved: remove the ``count`` lowest-scored layers."""
+        if self.session.sizes is None or self.session.scores is None:
+            return
+        try:
+            plan = self.session.plan(count=count)
+        except PlanError as exc:
+            self.statusBar().showMessage(str(exc), 8000)
+            return
+        self.manual = False
+        self._show_plan(plan)
+
+    def toggle_layer(self, index: int) -> None:
+        """A click on bar ``index``: keep it if the plan removes it, remove it otherwise."""
+        if self.busy or self.session.sizes is None or self.plan is None:
+            return
+        removed = set(self.plan.removed) ^ {index}
+        if len(removed) > self.session.max_removable:
+            self.statusBar().showMessage("At least one layer must stay.", 6000)
+            return
+        plan = self.session.plan(layers=sorted(removed))
+        self.manual = True
+        self.plan_panel.set_count(len(plan.removed))
+        self._show_plan(plan)
+
+    def _show_plan(self, plan: PrunePlan) -> None:
+        self.plan = plan
+        scores = self.session.scores
+        if scores is not None:
+            self.chart.set_scores(scores.scores, removed=plan.removed)
+        else:
+            self.chart.set_removed(plan.removed)
+        self.plan_panel.show_plan(plan, manual=self.manual)
+        checked = self.session.checked
+        if checked is None or checked.removed != list(plan.removed):
+            self.compare_panel.mark_stale()
+        self._update_buttons()
+
+    # --------------------------------------------------------------------------------------------- settings
+
+    def _on_setting_changed(self, name: str) -> None:
+        self.store.set_settings(self.settings_panel.values())
+        if name in ("device", "dtype", "batch_size", "seq_len") and self.session.source is not None:
+            self._memory_timer.start()
+        if name == "metric":
+            self._switch_metric(self.settings_panel.values()["metric"])
+        if name == "device":
+            self._update_status()
+
+    def _switch_metric(self, metric: str) -> None:
+        """Show another metric from the same pass when possible; otherwise say that it needs Score."""
+        if self.session.scores is None:
+            return
+        block = len(self.plan.removed) if self.plan is not None and self.plan.removed else 1
+        scores = self.session.rescore(metric, block)
+        if scores is None:
+            self.statusBar().showMessage(f"Press Score to measure {METRICS[metric].label}.", 10000)
+            return
+        self.session.scores = scores
+        if self.session.spec is not None:
+            self.session.spec.metric = metric
+        self.chart.set_metric(METRICS[metric].label)
+        if self.manual and self.plan is not None:
+            self._show_plan(self.plan)
+        else:
+            self.set_count(self.plan_panel.count)
+
+    def _update_memory_estimate(self) -> None:
+        source = self.session.source
+        if source is None or self._closing:
+            return
+        if self.background.busy and self.background.current == "memory":
+            self._memory_timer.start()  # one estimate at a time; try again shortly
+            return
+        values = self.settings_panel.values()
+
+        def work(progress: Any, cancel: Any) -> Any:
+            return reinspect(source, values["device"], values["dtype"], values["batch_size"], values["seq_len"])
+
+        def done(info: Any) -> None:
+            if self.session.source is source:
+                self.session.info = info
+                self.model_panel.set_memory(info)
+                self._update_status()
+
+        def failed(failure: Failure) -> None:
+            if self.session.source is source:
+                self.model_panel.values["memory"].setText(failure.message)
+
+        self.background.start("memory", work, on_success=done, on_failure=failed)
+
+    def _on_calibration_problem(self, message: str) -> None:
+        self.show_error("Calibration text", message)
+
+    # ----------------------------------------------------------------------------------------------- save
+
+    def suggested_output(self) -> str:
+        source = self.session.source
+        name = re.sub(r"[^\w.-]+", "-", Path(source.display_name).stem if source else "model").strip("-")
+        kept = len(self.plan.kept) if self.plan else 0
+        folder = self.store.save_dir() or (str(source.folder.parent) if source and source.kind != "hub" else "")
+        return str(Path(folder or Path.home()) / f"{name}-shortgpt-{kept}L")
+
+    def save(self) -> None:
+        self.plan_panel.flush()
+        if self.busy or self.plan is None or not self.plan.removed:
+            return
+        out = dialogs.ask_output_folder(self, self.suggested_output())
+        if out:
+            self.save_to(out)
+
+    def save_to(self, out: str | Path, force: bool = False) -> None:
+        """Save the current plan to ``out`` (asks before replacing a non-empty folder)."""
+        if self.busy or self.plan is None:
+            return
+        out = str(out)
+        if not force and dialogs.folder_is_nonempty(out):
+            if not dialogs.ask_yes_no(self, "Replace folder?",
+                                      f"{out} is not empty. Replace its contents with the pruned model?"):
+                return
+            force = True
+        plan = self.plan
+        try:
+            report = self.session.report(plan)
+        except (AssertionError, UserError) as exc:
+            self.show_error("Cannot save", str(exc) or "Score the layers first.")
+            return
+        self.jobs.start(
+            "save", lambda progress, cancel: self.session.save_work(plan, out, report, force, progress, cancel),
+            on_success=self._on_saved, on_failure=lambda f: self.show_error("Saving failed", f),
+            on_cancel=lambda: self.statusBar().showMessage("Saving cancelled; nothing was written.", 8000),
+        )
+
+    def _on_saved(self, result: Any) -> None:
+        self.last_saved = Path(result.folder)
+        self.store.set_save_dir(str(self.last_saved.parent))
+        message = (f"Saved the pruned model ({len(self.plan.removed) if self.plan else 0} layers removed, "
+                   f"{human_bytes(result.bytes_written)}) to {result.folder}")
+        log.info(message)
+        self.statusBar().showMessage(message, 15000)
+
+    # ---------------------------------------------------------------------------------------------- check
+
+    def check(self) -> None:
+        self.plan_panel.flush()
+        if self.busy or self.plan is None or not self.plan.removed or self.session.spec is None:
+            return
+        removed = list(self.plan.removed)
+        spec = self.session.spec
+        prompt = self.compare_panel.prompt.text()
+        self.compare_panel.result.setText("Measuring…")
+        self.jobs.start(
+            "check", lambda progress, cancel: self.session.check_work(spec, removed, prompt, 24, progress, cancel),
+            on_success=self._on_checked, on_failure=lambda f: self.show_error("Checking failed", f),
+            on_cancel=lambda: self.compare_panel.result.setText("Check cancelled."),
+        )
+
+    def _on_checked(self, checked: Checked) -> None:
+        self.session.checked = checked
+        self.compare_panel.show_checked(checked)
+        self.tabs.setCurrentWidget(self.compare_panel)
+        log.info("perplexity %.3f → %.3f (× %.2f) with layers %s removed", checked.ppl_before, checked.ppl_after,
+                 checked.ratio, layer_list(checked.removed))
+
+    # ---------------------------------------------------------------------------------------------- close
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
+        if self.jobs.busy or self.background.busy:
+            if not self._closing:
+                if self.jobs.busy and not dialogs.ask_yes_no(
+                    self, "Stop and quit?",
+                    f"{_JOB_TITLE.get(self.jobs.current or '', 'A job')} is still running. Stop it and close?",
+                ):
+                    event.ignore()
+                    return
+                self._closing = True
+                self.jobs.cancel()
+                self.background.cancel()
+                self.progress_label.setText("Stopping before closing…")
+                log.info("closing: waiting for running jobs to stop")
+            event.ignore()  # closed again from _on_job_finished once every thread has stopped
+            if not self.jobs.busy:
+                self.background.finished.connect(self._close_when_idle)
+            return
+        self.save_state()
+        self._status_timer.stop()
+        self.log_panel.detach()
+        event.accept()
+
+    def _close_when_idle(self, *_: Any) -> None:
+        if not self.background.busy:
+            QTimer.singleShot(0, self.close)
+
+
+def running_app() -> QApplication:
+    app = QApplication.instance()
+    assert isinstance(app, QApplication)
+    return app

@@ -1,0 +1,230 @@
+"""Choose a model (Hub id, folder or .gguf; typed, browsed, recent or dropped) and see what it costs."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..core.loading import ModelInfo
+from .format import human_bytes, human_count, human_rate
+
+MAX_RECENT = 12
+
+
+def droppable_model(path: str) -> bool:
+    """A dropped path is a model when it is a folder or a ``.gguf`` file."""
+    p = Path(path)
+    return p.is_dir() or (p.is_file() and p.suffix.lower() == ".gguf")
+
+
+class ModelPanel(QGroupBox):
+    """Emits :attr:`modelChosen` with the text of the model the user committed to."""
+
+    modelChosen = Signal(str)
+    cancelRequested = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("Model", parent)
+        self.setAcceptDrops(True)
+        self.field = QComboBox(self)
+        self.field.setEditable(True)
+        self.field.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+        self.field.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.field.setMinimumContentsLength(18)
+        self.field.lineEdit().setPlaceholderText("Hub id (org/name), a model folder or a .gguf file")
+        self.field.setToolTip("Type a Hugging Face Hub id or a path and press Enter, pick a recent model, "
+                              "or drop a model folder or a .gguf file here.")
+        self.field.lineEdit().returnPressed.connect(self._commit_text)
+        self.field.activated.connect(self._on_recent_activated)
+        self.open_button = QPushButton("Open", self)
+        self.open_button.setToolTip("Read the model's description (downloads a Hub model first)")
+        self.open_button.clicked.connect(self._commit_text)
+        self.folder_button = QPushButton("Folder…", self)
+        self.folder_button.clicked.connect(self._browse_folder)
+        self.gguf_button = QPushButton(".gguf…", self)
+        self.gguf_button.clicked.connect(self._browse_gguf)
+
+        row = QHBoxLayout()
+        row.addWidget(self.field, 1)
+        row.addWidget(self.open_button)
+        buttons = QHBoxLayout()
+        buttons.addWidget(QLabel("Browse:", self))
+        buttons.addWidget(self.folder_button)
+        buttons.addWidget(self.gguf_button)
+        buttons.addStretch(1)
+
+        self.download_bar = QProgressBar(self)
+        self.download_bar.setTextVisible(False)
+        self.download_bar.setMaximumHeight(10)
+        self.download_label = QLabel(self)
+        self.download_cancel = QPushButton("Cancel download", self)
+        self.download_cancel.clicked.connect(self.cancelRequested)
+        download_row = QHBoxLayout()
+        download_row.addWidget(self.download_label, 1)
+        download_row.addWidget(self.download_cancel)
+        self.download_box = QWidget(self)
+        box_layout = QVBoxLayout(self.download_box)
+        box_layout.setContentsMargins(0, 0, 0, 0)
+        box_layout.addWidget(self.download_bar)
+        box_layout.addLayout(download_row)
+        self.download_box.setVisible(False)
+
+        self.values: dict[str, QLabel] = {}
+        form = QFormLayout()
+        form.setContentsMargins(0, 4, 0, 0)
+        form.setHorizontalSpacing(12)
+        form.setVerticalSpacing(2)
+        for key, label in (("architecture", "Architecture"), ("layers", "Layers"), ("params", "Parameters"),
+                           ("disk", "Size on disk"), ("memory", "Memory needed")):
+            value = QLabel("—", self)
+            value.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            value.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+            self.values[key] = value
+            form.addRow(label + ":", value)
+        self.message = QLabel(self)
+        self.message.setWordWrap(True)
+        self.message.setVisible(False)
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(row)
+        layout.addLayout(buttons)
+        layout.addWidget(self.download_box)
+        layout.addLayout(form)
+        layout.addWidget(self.message)
+        self._download_started = 0.0
+        self._download_first = 0
+
+    # --------------------------------------------------------------------------------------------- state
+
+    @property
+    def text(self) -> str:
+        return self.field.currentText().strip()
+
+    def set_text(self, text: str) -> None:
+        self.field.setEditText(text)
+
+    def choose(self, text: str) -> None:
+        """Set the field and commit, as if the user had typed ``text`` and pressed Enter."""
+        self.set_text(text)
+        self._commit_text()
+
+    def recent(self) -> list[str]:
+        return [self.field.itemText(i) for i in range(self.field.count())]
+
+    def set_recent(self, items: list[str]) -> None:
+        current = self.field.currentText()
+        self.field.blockSignals(True)
+        self.field.clear()
+        self.field.addItems(items[:MAX_RECENT])
+        self.field.setEditText(current)
+        self.field.blockSignals(False)
+
+    def remember(self, text: str) -> None:
+        """Put ``text`` first in the recent list."""
+        items = [text] + [t for t in self.recent() if t != text]
+        self.set_recent(items)
+
+    def set_busy(self, busy: bool) -> None:
+        for w in (self.field, self.open_button, self.folder_button, self.gguf_button):
+            w.setEnabled(not busy)
+        self.setAcceptDrops(not busy)
+
+    def clear_info(self) -> None:
+        for value in self.values.values():
+            value.setText("—")
+        self.message.setVisible(False)
+
+    def set_info(self, info: ModelInfo) -> None:
+        self.values["architecture"].setText(f"{info.architecture} ({info.model_type})")
+        self.values["layers"].setText(str(info.n_layers))
+        self.values["params"].setText(human_count(info.n_params))
+        self.values["disk"].setText(f"{human_bytes(info.bytes_on_disk)} ({info.weight_format})")
+        self.set_memory(info)
+        self.message.setVisible(False)
+
+    def set_memory(self, info: ModelInfo) -> None:
+        self.values["memory"].setText(f"{human_bytes(info.memory_needed_bytes)} on {info.device}, {info.dtype}")
+        self.values["memory"].setToolTip(
+            f"weights {human_bytes(info.weights_bytes)} + working memory {human_bytes(info.working_bytes)} "
+            "for the chosen batch size and sequence length"
+        )
+
+    def set_message(self, text: str) -> None:
+        self.message.setText(text)
+        self.message.setVisible(bool(text))
+
+    # ------------------------------------------------------------------------------------------ download
+
+    def show_download(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if not self.download_box.isVisible():
+            self.download_box.setVisible(True)
+            self._download_started, self._download_first = now, done
+        elapsed = max(now - self._download_started, 1e-6)
+        speed = (done - self._download_first) / elapsed
+        self.download_bar.setRange(0, 1000)
+        self.download_bar.setValue(int(1000 * done / total) if total else 0)
+        speed_text = f" · {human_rate(speed)}" if elapsed > 0.5 else ""
+        self.download_label.setText(f"Downloading: {human_bytes(done)} of {human_bytes(total)}{speed_text}")
+
+    def hide_download(self) -> None:
+        self.download_box.setVisible(False)
+
+    # ------------------------------------------------------------------------------------------- actions
+
+    def _commit_text(self) -> None:
+        if self.text:
+            self.modelChosen.emit(self.text)
+
+    def _on_recent_activated(self, index: int) -> None:
+        self.field.setEditText(self.field.itemText(index))
+        self._commit_text()
+
+    def _browse_folder(self) -> None:
+        start = self.text if Path(self.text).exists() else str(Path.home())
+        folder = QFileDialog.getExistingDirectory(self, "Choose a model folder", start)
+        if folder:
+            self.choose(folder)
+
+    def _browse_gguf(self) -> None:
+        start = str(Path(self.text).parent) if Path(self.text).exists() else str(Path.home())
+        path, _ = QFileDialog.getOpenFileName(self, "Choose a GGUF model file", start, "GGUF models (*.gguf)")
+        if path:
+            self.choose(path)
+
+    # --------------------------------------------------------------------------------------- drag & drop
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802
+        mime = event.mimeData()
+        if mime.hasUrls() and any(droppable_model(u.toLocalFile()) for u in mime.urls() if u.isLocalFile()):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dragMoveEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802
+        self.dragEnterEvent(event)
+
+    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        models = [p for p in paths if droppable_model(p)]
+        if not models:
+            event.ignore()
+            return
+        event.acceptProposedAction()
+        self.choose(models[0])

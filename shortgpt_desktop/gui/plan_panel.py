@@ -1,0 +1,104 @@
+"""The ratio slider and, beside it, what the current plan removes and what the model weighs after."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtWidgets import QGridLayout, QGroupBox, QLabel, QSizePolicy, QSlider, QWidget
+
+from ..core.plan import PrunePlan
+from .format import change, human_bytes, human_count, layer_list
+
+
+class PlanPanel(QGroupBox):
+    """Emits :attr:`countChanged` (throttled) when the user moves the slider."""
+
+    countChanged = Signal(int)
+
+    #: Slider-driven replans are coalesced to at most one per this many milliseconds.
+    THROTTLE_MS = 40
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("Layers to remove", parent)
+        self.slider = QSlider(Qt.Orientation.Horizontal, self)
+        self.slider.setRange(0, 0)
+        self.slider.setTickPosition(QSlider.TickPosition.TicksBelow)
+        self.slider.setPageStep(1)
+        self.slider.setToolTip("How many layers to remove; the lowest-scored go first")
+        self.slider.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.count_label = QLabel(self)
+        self.count_label.setMinimumWidth(190)
+        self.layers_label = QLabel(self)
+        self.layers_label.setWordWrap(True)
+        self.layers_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.params_label = QLabel(self)
+        self.size_label = QLabel(self)
+        grid = QGridLayout(self)
+        grid.addWidget(self.slider, 0, 0, 1, 2)
+        grid.addWidget(self.count_label, 0, 2)
+        grid.addWidget(QLabel("Layers:", self), 1, 0)
+        grid.addWidget(self.layers_label, 1, 1, 1, 2)
+        grid.addWidget(QLabel("Parameters:", self), 2, 0)
+        grid.addWidget(self.params_label, 2, 1, 1, 2)
+        grid.addWidget(QLabel("Size on disk:", self), 3, 0)
+        grid.addWidget(self.size_label, 3, 1, 1, 2)
+        grid.setColumnStretch(1, 1)
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(self.THROTTLE_MS)
+        self._timer.timeout.connect(self._emit_count)
+        self.slider.valueChanged.connect(self._on_value_changed)
+        self.show_plan(None)
+
+    @property
+    def count(self) -> int:
+        return self.slider.value()
+
+    def set_maximum(self, maximum: int) -> None:
+        self.slider.blockSignals(True)
+        self.slider.setRange(0, max(0, maximum))
+        self.slider.setTickInterval(1 if maximum <= 40 else max(1, maximum // 20))
+        self.slider.blockSignals(False)
+
+    def set_count(self, count: int, emit: bool = False) -> None:
+        """Move the slider without (by default) asking for a new plan (used for hand-picked layers)."""
+        self.slider.blockSignals(not emit)
+        self.slider.setValue(count)
+        self.slider.blockSignals(False)
+        if emit:
+            self._timer.stop()
+            self._emit_count()
+
+    def _on_value_changed(self, _value: int) -> None:
+        if not self._timer.isActive():
+            self._timer.start()
+
+    def _emit_count(self) -> None:
+        self.countChanged.emit(self.slider.value())
+
+    def flush(self) -> None:
+        """Deliver a pending slider change now (before saving or checking)."""
+        if self._timer.isActive():
+            self._timer.stop()
+            self._emit_count()
+
+    def show_plan(self, plan: PrunePlan | None, manual: bool = False) -> None:
+        if plan is None:
+            self.count_label.setText("Score the layers first")
+            for label in (self.layers_label, self.params_label, self.size_label):
+                label.setText("—")
+            return
+        k, n = len(plan.removed), plan.n_layers
+        how = " · chosen by hand" if manual else ""
+        self.count_label.setText(f"<b>{k}</b> of {n} layers ({100 * k / n:.0f} %){how}")
+        self.layers_label.setText(layer_list(plan.removed) if k else "none")
+        self.layers_label.setToolTip(", ".join(map(str, plan.removed)))
+        self.params_label.setText(
+            f"{human_count(plan.params_before)} → <b>{human_count(plan.params_after)}</b> "
+            f"({change(plan.params_before, plan.params_after) or '±0 %'})"
+        )
+        self.size_label.setText(
+            f"{human_bytes(plan.bytes_before)} → <b>{human_bytes(plan.bytes_after)}</b>"
+        )
+
+    def set_busy(self, busy: bool) -> None:
+        self.slider.setEnabled(not busy and self.slider.maximum() > 0)

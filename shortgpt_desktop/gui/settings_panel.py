@@ -1,0 +1,107 @@
+"""Device, dtype, samples, sequence length, batch size and metric."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import QComboBox, QFormLayout, QGroupBox, QSpinBox, QWidget
+
+from ..core.scoring import METRICS
+from .system import INITIAL_DEVICES, DeviceChoice
+
+DTYPES = (("auto", "Auto (bf16 on GPU, fp32 on CPU)"), ("float32", "float32"), ("bfloat16", "bfloat16"),
+          ("float16", "float16"))
+DEFAULTS: dict[str, Any] = {"device": "auto", "dtype": "auto", "samples": 128, "seq_len": 512, "batch_size": 4,
+                            "metric": "bi"}
+
+
+class SettingsPanel(QGroupBox):
+    """Emits :attr:`changed` with the name of the setting that changed."""
+
+    changed = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("Settings", parent)
+        self._wanted_device: str | None = None  # a saved choice not offered yet (GPUs appear after the probe)
+        self.device = QComboBox(self)
+        self.set_devices(list(INITIAL_DEVICES))
+        self.device.setToolTip("Where the model runs. GPUs appear once the PyTorch runtime has started.")
+        self.dtype = QComboBox(self)
+        for key, label in DTYPES:
+            self.dtype.addItem(label, key)
+        self.samples = self._spin(1, 4096, "How many calibration samples are scored")
+        self.seq_len = self._spin(16, 32768, "Tokens per sample (and per perplexity window)")
+        self.seq_len.setSingleStep(64)
+        self.batch_size = self._spin(1, 512, "Samples per forward pass; lower it if memory runs out")
+        self.metric = QComboBox(self)
+        for name, metric in METRICS.items():
+            self.metric.addItem(metric.label, name)
+            self.metric.setItemData(self.metric.count() - 1, metric.description, 3)  # Qt.ToolTipRole
+        form = QFormLayout(self)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        form.addRow("Device:", self.device)
+        form.addRow("Dtype:", self.dtype)
+        form.addRow("Samples:", self.samples)
+        form.addRow("Sequence length:", self.seq_len)
+        form.addRow("Batch size:", self.batch_size)
+        form.addRow("Metric:", self.metric)
+        self.set_values(DEFAULTS)
+        self.device.currentIndexChanged.connect(lambda: self.changed.emit("device"))
+        self.dtype.currentIndexChanged.connect(lambda: self.changed.emit("dtype"))
+        self.samples.valueChanged.connect(lambda: self.changed.emit("samples"))
+        self.seq_len.valueChanged.connect(lambda: self.changed.emit("seq_len"))
+        self.batch_size.valueChanged.connect(lambda: self.changed.emit("batch_size"))
+        self.metric.currentIndexChanged.connect(lambda: self.changed.emit("metric"))
+
+    def _spin(self, low: int, high: int, tip: str) -> QSpinBox:
+        box = QSpinBox(self)
+        box.setRange(low, high)
+        box.setToolTip(tip)
+        box.setKeyboardTracking(False)  # one change per finished edit, not per keystroke
+        return box
+
+    def set_devices(self, choices: Sequence[DeviceChoice]) -> None:
+        """Replace the device list, keeping the current choice when it is still offered."""
+        current = self._wanted_device or self.device.currentData() or "auto"
+        self.device.blockSignals(True)
+        self.device.clear()
+        for choice in choices:
+            self.device.addItem(choice.label, choice.key)
+        index = self.device.findData(current)
+        self.device.setCurrentIndex(max(index, 0))
+        self.device.blockSignals(False)
+        self._wanted_device = current if index < 0 else None
+
+    def values(self) -> dict[str, Any]:
+        return {
+            "device": self.device.currentData() or "auto",
+            "dtype": self.dtype.currentData() or "auto",
+            "samples": self.samples.value(),
+            "seq_len": self.seq_len.value(),
+            "batch_size": self.batch_size.value(),
+            "metric": self.metric.currentData() or "bi",
+        }
+
+    def set_values(self, values: dict[str, Any]) -> None:
+        merged = {**DEFAULTS, **{k: v for k, v in values.items() if v is not None}}
+        for box in (self.device, self.dtype, self.samples, self.seq_len, self.batch_size, self.metric):
+            box.blockSignals(True)
+        device_index = self.device.findData(str(merged["device"]))
+        self._wanted_device = str(merged["device"]) if device_index < 0 else None
+        self.device.setCurrentIndex(max(device_index, 0))
+        self.dtype.setCurrentIndex(max(self.dtype.findData(str(merged["dtype"])), 0))
+        for box, key in ((self.samples, "samples"), (self.seq_len, "seq_len"), (self.batch_size, "batch_size")):
+            try:
+                box.setValue(int(merged[key]))
+            except (TypeError, ValueError):
+                box.setValue(int(DEFAULTS[key]))
+        self.metric.setCurrentIndex(max(self.metric.findData(str(merged["metric"])), 0))
+        for box in (self.device, self.dtype, self.samples, self.seq_len, self.batch_size, self.metric):
+            box.blockSignals(False)
+
+    def set_busy(self, busy: bool) -> None:
+        """Settings are fixed while a job runs: the job uses the values it started with."""
+        for box in (self.device, self.dtype, self.samples, self.seq_len, self.batch_size, self.metric):
+            box.setEnabled(not busy)

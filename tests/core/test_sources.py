@@ -1,0 +1,199 @@
+"""Model sources: folders, GGUF files and Hub ids, and every way they can be wrong."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from shortgpt_desktop.core import sources
+from shortgpt_desktop.core.errors import HubError, ModelSourceError
+
+
+def copy_model(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_folder_resolves_with_its_weights(tiny_model: Path) -> None:
+    source = sources.resolve(str(tiny_model))
+    assert source.kind == "folder"
+    assert [w.path.name for w in source.weight_files] == ["model.safetensors"]
+    assert source.bytes_on_disk == (tiny_model / "model.safetensors").stat().st_size
+
+
+def test_missing_path_is_one_sentence(tmp_path: Path) -> None:
+    with pytest.raises(ModelSourceError, match="does not exist"):
+        sources.resolve(str(tmp_path / "nowhere"))
+
+
+def test_folder_without_config(tmp_path: Path) -> None:
+    (tmp_path / "model.safetensors").write_bytes(b"x")
+    with pytest.raises(ModelSourceError, match="no config.json"):
+        sources.resolve(str(tmp_path))
+
+
+def test_folder_with_gguf_but_no_config_points_at_the_file(tmp_path: Path) -> None:
+    (tmp_path / "m.gguf").write_bytes(b"GGUF....")
+    with pytest.raises(ModelSourceError, match="m.gguf"):
+        sources.resolve(str(tmp_path))
+
+
+def test_truncated_safetensors(tiny_model: Path, tmp_path: Path) -> None:
+    folder = copy_model(tiny_model, tmp_path / "m")
+    weights = folder / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelSourceError, match="truncated"):
+        sources.resolve(str(folder))
+
+
+def test_corrupt_safetensors_header(tiny_model: Path, tmp_path: Path) -> None:
+    folder = copy_model(tiny_model, tmp_path / "m")
+    (folder / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!")
+    with pytest.raises(ModelSourceError, match="not a valid safetensors"):
+        sources.resolve(str(folder))
+
+
+def test_sharded_index_with_missing_shard(tiny_model: Path, tmp_path: Path) -> None:
+    folder = copy_model(tiny_model, tmp_path / "m")
+    (folder / "model.safetensors").unlink()
+    index = {"metadata": {}, "weight_map": {"a": "model-00001-of-00002.safetensors"}}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(ModelSourceError, match="incomplete"):
+        sources.resolve(str(folder))
+
+
+def test_config_without_weights(tiny_model: Path, tmp_path: Path) -> None:
+    folder = copy_model(tiny_model, tmp_path / "m")
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(ModelSourceError, match="no weights"):
+        sources.resolve(str(folder))
+
+
+def test_non_gguf_file(tmp_path: Path) -> None:
+    path = tmp_path / "weights.pt"
+    path.write_bytes(b"abc")
+    with pytest.raises(ModelSourceError, match="not a .gguf"):
+        sources.resolve(str(path))
+
+
+def test_gguf_with_wrong_magic(tmp_path: Path) -> None:
+    path = tmp_path / "fake.gguf"
+    path.write_bytes(b"NOPE" + b"\x00" * 32)
+    with pytest.raises(ModelSourceError, match="not a GGUF"):
+        sources.resolve(str(path))
+
+
+# ------------------------------------------------------------------------------------------------------ Hub
+
+
+def fill_hub_cache(cache: Path, repo_id: str, model_dir: Path, revision: str = "main") -> Path:
+    """Lay out a Hub cache entry the way huggingface_hub does (blobs + snapshot + ref)."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / revision).write_text(commit)
+    for item in model_dir.iterdir():
+        shutil.copy2(item, snapshot / item.name)
+    return snapshot
+
+
+def test_cached_hub_model_loads_offline(tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = tmp_path / "hub"
+    snapshot = fill_hub_cache(cache, "someone/tiny-llama", tiny_model)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    folder = sources.hub_download("someone/tiny-llama", cache_dir=cache)
+    assert folder == snapshot
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    source = sources.resolve("someone/tiny-llama")
+    assert source.kind == "hub" and source.folder == snapshot
+
+    from shortgpt_desktop.core.loading import load_model
+
+    loaded = load_model(source, "cpu", "float32")
+    assert loaded.n_layers == 6
+
+
+def test_hub_offline_and_not_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(HubError, match="not in the local Hub cache"):
+        sources.hub_download("someone/never-downloaded", cache_dir=tmp_path)
+
+
+def _raise(exc: BaseException):  # noqa: ANN202
+    def fake(*args: object, **kwargs: object) -> None:
+        raise exc
+
+    return fake
+
+
+def _http_error(cls: type, message: str) -> BaseException:
+    """A Hub error without a live HTTP response (its constructor's response type differs across versions)."""
+    exc = cls.__new__(cls)
+    Exception.__init__(exc, message)
+    return exc
+
+
+@pytest.mark.parametrize(
+    ("error_name", "expected"),
+    [
+        ("GatedRepoError", "accept its licence"),
+        ("RepositoryNotFoundError", "not found on the Hub"),
+        ("RevisionNotFoundError", "no revision"),
+    ],
+)
+def test_hub_errors_become_sentences(
+    error_name: str, expected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub import errors
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    exc = _http_error(getattr(errors, error_name), "boom")
+    monkeypatch.setattr("huggingface_hub.list_repo_files", _raise(exc))
+    with pytest.raises(HubError, match=expected):
+        sources.hub_download("someone/model", revision="v1", cache_dir=tmp_path)
+
+
+def test_hub_download_skips_bin_when_safetensors_exist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, object] = {}
+
+    def fake_snapshot(repo_id: str, **kwargs: object) -> str:
+        if kwargs.get("local_files_only"):
+            from huggingface_hub.errors import LocalEntryNotFoundError
+
+            raise LocalEntryNotFoundError("not cached")
+        seen.update(kwargs)
+        return str(tmp_path)
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("huggingface_hub.list_repo_files",
+                        lambda *a, **k: ["config.json", "model.safetensors", "pytorch_model.bin"])
+    monkeypatch.setattr("huggingface_hub.snapshot_download", fake_snapshot)
+    progress: list[tuple[int, int]] = []
+    sources.hub_download("someone/model", progress=lambda d, t: progress.append((d, t)), cache_dir=tmp_path)
+    patterns = seen["allow_patterns"]
+    assert "*.safetensors" in patterns and "*.bin" not in patterns
+    tqdm_class = seen["tqdm_class"]
+    bar = tqdm_class(total=100, unit="B")
+    bar.update(40)
+    bar.update(60)
+    assert progress == [(40, 100), (100, 100)]
+
+
+def test_hub_download_cancel(tmp_path: Path) -> None:
+    from shortgpt_desktop.core.errors import Cancelled
+
+    bar = sources._progress_tqdm(None, lambda: True)(total=10, unit="B")
+    with pytest.raises(Cancelled):
+        bar.update(1)
+
+
+def test_looks_like_hub_id() -> None:
+    assert sources.looks_like_hub_id("HuggingFaceTB/SmolLM2-135M")
+    assert not sources.looks_like_hub_id("./local/folder")
+    assert not sources.looks_like_hub_id("just-a-name")
