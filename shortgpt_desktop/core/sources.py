@@ -159,7 +159,10 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
             (header_len,) = struct.unpack("<Q", raw_len)
             if header_len > 100_000_000:
                 raise ValueError("header length is implausible")
-            header = json.loads(f.read(header_len))
+            raw_header = f.read(header_len)
+            if len(raw_header) < header_len:
+                raise ModelSourceError(f"{path.name} is truncated (it ends inside its header); download it again.")
+            header = json.loads(raw_header)
         if not isinstance(header, dict):
             raise ValueError("header is not a table")
         header["__header_bytes__"] = 8 + header_len

@@ -133,7 +133,8 @@ class ScoreChart(QWidget):
 
     def _pens(self) -> list[object]:
         text = self.palette().color(QPalette.ColorRole.WindowText)
-        return [pg.mkPen(text, width=2) if i == self._hovered else pg.mkPen(None) for i in range(len(self.scores))]
+        hovered, none = pg.mkPen(text, width=2), pg.mkPen(None)
+        return [hovered if i == self._hovered else none for i in range(len(self.scores))]
 
     def apply_palette(self) -> None:
         """Follow the application's light or dark palette."""
@@ -156,7 +157,7 @@ class ScoreChart(QWidget):
         if self.scores:
             self.bars.setOpts(brushes=self._brushes(), pens=self._pens())
 
-    def changeEvent(self, event: QEvent) -> None:  # noqa: N802 (Qt's name)
+    def changeEvent(self, event: QEvent) -> None:
         if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange):
             self.apply_palette()
         super().changeEvent(event)

@@ -24,7 +24,7 @@ class ComparePanel(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.prompt = QLineEdit(DEFAULT_PROMPT, self)
-        self.prompt.setPlaceholderText("A prompt to continue with both models (leave empty to skip generation)")
+        self.prompt.setPlaceholderText("A prompt for both models to continue (empty: no generation)")
         self.prompt.setClearButtonEnabled(True)
         self.result = QLabel("Press <b>Check perplexity</b> to compare the original and the pruned model "
                              "on the same held-out tokens.", self)
@@ -57,7 +57,8 @@ class ComparePanel(QWidget):
     def show_checked(self, checked: Checked) -> None:
         ratio = checked.ratio
         self.result.setText(
-            f"Perplexity on {checked.eval_tokens:,} held-out tokens: original <b>{checked.ppl_before:.2f}</b>, "
+            f"Perplexity on {checked.eval_tokens:,} held-out tokens: "
+            f"original <b>{checked.ppl_before:.2f}</b>, "
             f"pruned <b>{checked.ppl_after:.2f}</b> (× {ratio:.2f}); "
             f"removed layers {layer_list(checked.removed)}."
         )

@@ -55,7 +55,10 @@ def layer_list(indices: Sequence[int], limit: int = 24) -> str:
         if i is not None and i == prev + 1:
             prev = i
             continue
-        parts.append(str(start) if start == prev else (f"{start}, {prev}" if prev == start + 1 else f"{start}–{prev}"))
+        if start == prev:
+            parts.append(str(start))
+        else:
+            parts.append(f"{start}, {prev}" if prev == start + 1 else f"{start}–{prev}")
         if i is not None:
             start = prev = i
     text = ", ".join(parts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
@@ -29,10 +30,8 @@ class QtLogHandler(logging.Handler):
             text = self.format(record)
         except Exception:  # a broken record must never take the window down
             return
-        try:
+        with contextlib.suppress(RuntimeError):  # the panel is gone (window closed): nothing to show it in
             self.bridge.line.emit(text, record.levelno)
-        except RuntimeError:  # the panel is gone (window closed); nothing to show it in
-            pass
 
 
 class LogPanel(QWidget):

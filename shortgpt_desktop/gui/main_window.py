@@ -11,7 +11,6 @@ from typing import Any
 from PySide6.QtCore import QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
-    QApplication,
     QFrame,
     QHBoxLayout,
     QLabel,
@@ -64,7 +63,8 @@ _STAGE_TEXT = {
 }
 _STAGE_UNIT = {"scoring": "samples", "ppl_before": "windows", "ppl_after": "windows", "saving": "tensors",
                "generate": "generations"}
-_JOB_TITLE = {"open": "Opening the model", "score": "Scoring", "save": "Saving", "check": "Checking perplexity"}
+_JOB_TITLE = {"open": "Opening the model", "score": "Scoring", "save": "Saving",
+              "check": "Checking perplexity"}
 
 
 class MainWindow(QMainWindow):
@@ -92,7 +92,8 @@ class MainWindow(QMainWindow):
         self.last_saved: Path | None = None
         self._closing = False
         self._after_open: str | None = None  # "score" when Score was pressed before the model was opened
-        self._memory_pending = False
+        self._scoring_metric = "bi"  # the metric of the scoring job in progress
+        self._scores_before: Any = None  # scores shown before that job, restored if it fails
 
         self._build()
         self._restore()
@@ -154,8 +155,8 @@ class MainWindow(QMainWindow):
         self.save_button.setToolTip("Write the pruned model to a new folder (Ctrl+S)")
         self.save_button.clicked.connect(self.save)
         self.check_button = QPushButton("Check perplexity", self)
-        self.check_button.setToolTip("Perplexity and a short generation of the original and the pruned model, "
-                                     "on the same held-out tokens")
+        self.check_button.setToolTip("Perplexity and a short generation of the original and the pruned "
+                                     "model, on the same held-out tokens")
         self.check_button.clicked.connect(self.check)
         self.score_button.setDefault(True)
         self.progress = QProgressBar(self)
@@ -237,9 +238,9 @@ class MainWindow(QMainWindow):
     def _about(self) -> None:
         QMessageBox.about(
             self, "About ShortGPT Desktop",
-            f"<b>ShortGPT Desktop {__version__}</b><p>Shrinks a language model by deleting its most redundant "
-            "layers, ranked by Block Influence (Men et al., 2024, <i>ShortGPT: Layers in Large Language Models "
-            "are More Redundant Than You Expect</i>).</p><p>Apache-2.0.</p>",
+            f"<b>ShortGPT Desktop {__version__}</b><p>Shrinks a language model by deleting its most "
+            "redundant layers, ranked by Block Influence (Men et al., 2024, <i>ShortGPT: Layers in Large "
+            "Language Models are More Redundant Than You Expect</i>).</p><p>Apache-2.0.</p>",
         )
 
     # ========================================================================================= persistence
@@ -332,7 +333,7 @@ class MainWindow(QMainWindow):
         elif info is not None:
             device = f"Device: {info.device}, {info.dtype}"
         else:
-            device = f"Device: {self.settings_panel.device.currentText()}"
+            device = f"Device: {self.settings_panel.device_box.currentText()}"
         self.device_label.setText(device)
         rss, total = process_memory(), total_memory()
         text = f"Memory: {human_bytes(rss)}" if rss else "Memory: —"
@@ -354,14 +355,12 @@ class MainWindow(QMainWindow):
     def _on_job_finished(self, name: str, outcome: str) -> None:
         self._set_busy(False)
         self.model_panel.hide_download()
-        self.progress_label.setText({"ok": "", "cancelled": "Cancelled.", "failed": "Failed."}.get(outcome, ""))
+        self.progress_label.setText({"cancelled": "Cancelled.", "failed": "Failed."}.get(outcome, ""))
         self._update_status()
         follow = self._after_open
         self._after_open = None
         self.jobFinished.emit(name, outcome)
         if self._closing:
-            if not self.jobs.busy and not self.background.busy:
-                QTimer.singleShot(0, self.close)
             return
         if name == "open" and outcome == "ok" and follow == "score":
             self.start_scoring()
@@ -390,8 +389,6 @@ class MainWindow(QMainWindow):
 
     def session_metric_is_ppl(self) -> bool:
         return self._scoring_metric == "ppl"
-
-    _scoring_metric = "bi"
 
     def cancel(self) -> None:
         if self.jobs.busy:
@@ -473,7 +470,8 @@ class MainWindow(QMainWindow):
             return
         if not self.calibration_panel.sources():
             self.show_error("No calibration text",
-                            "The calibration set is empty: add text files or folders, or tick the built-in corpus.")
+                            "The calibration set is empty: add text files or folders, or tick the "
+                            "built-in corpus.")
             return
         if self.session.source is None or (text and text != self.session.source.spec):
             self.open_model(text, then="score")
@@ -507,9 +505,10 @@ class MainWindow(QMainWindow):
         self.set_count(count)
         for warning in scored.warnings:
             log.warning(warning)
-        tokens = f"{scored.sample_count} samples, {scored.sample_tokens:,} tokens" if scored.sample_count else ""
-        log.info("scoring finished in %s (%s on %s, %s)", human_seconds(scored.seconds), tokens, scored.device,
-                 scored.dtype)
+        tokens = f"{scored.sample_count} samples, {scored.sample_tokens:,} tokens, " if scored.sample_count \
+            else ""
+        log.info("scoring finished in %s (%son %s, %s)", human_seconds(scored.seconds), tokens,
+                 scored.device, scored.dtype)
         self.statusBar().showMessage(f"Scored {n} layers in {human_seconds(scored.seconds)}.", 8000)
 
     def _restore_chart(self) -> None:
@@ -607,7 +606,8 @@ class MainWindow(QMainWindow):
         values = self.settings_panel.values()
 
         def work(progress: Any, cancel: Any) -> Any:
-            return reinspect(source, values["device"], values["dtype"], values["batch_size"], values["seq_len"])
+            return reinspect(source, values["device"], values["dtype"], values["batch_size"],
+                             values["seq_len"])
 
         def done(info: Any) -> None:
             if self.session.source is source:
@@ -630,7 +630,9 @@ class MainWindow(QMainWindow):
         source = self.session.source
         name = re.sub(r"[^\w.-]+", "-", Path(source.display_name).stem if source else "model").strip("-")
         kept = len(self.plan.kept) if self.plan else 0
-        folder = self.store.save_dir() or (str(source.folder.parent) if source and source.kind != "hub" else "")
+        folder = self.store.save_dir()
+        if not folder and source is not None and source.kind != "hub":
+            folder = str(source.folder.parent)
         return str(Path(folder or Path.home()) / f"{name}-shortgpt-{kept}L")
 
     def save(self) -> None:
@@ -658,7 +660,8 @@ class MainWindow(QMainWindow):
             self.show_error("Cannot save", str(exc) or "Score the layers first.")
             return
         self.jobs.start(
-            "save", lambda progress, cancel: self.session.save_work(plan, out, report, force, progress, cancel),
+            "save",
+            lambda progress, cancel: self.session.save_work(plan, out, report, force, progress, cancel),
             on_success=self._on_saved, on_failure=lambda f: self.show_error("Saving failed", f),
             on_cancel=lambda: self.statusBar().showMessage("Saving cancelled; nothing was written.", 8000),
         )
@@ -682,7 +685,8 @@ class MainWindow(QMainWindow):
         prompt = self.compare_panel.prompt.text()
         self.compare_panel.result.setText("Measuring…")
         self.jobs.start(
-            "check", lambda progress, cancel: self.session.check_work(spec, removed, prompt, 24, progress, cancel),
+            "check",
+            lambda progress, cancel: self.session.check_work(spec, removed, prompt, 24, progress, cancel),
             on_success=self._on_checked, on_failure=lambda f: self.show_error("Checking failed", f),
             on_cancel=lambda: self.compare_panel.result.setText("Check cancelled."),
         )
@@ -691,17 +695,17 @@ class MainWindow(QMainWindow):
         self.session.checked = checked
         self.compare_panel.show_checked(checked)
         self.tabs.setCurrentWidget(self.compare_panel)
-        log.info("perplexity %.3f → %.3f (× %.2f) with layers %s removed", checked.ppl_before, checked.ppl_after,
-                 checked.ratio, layer_list(checked.removed))
+        log.info("perplexity %.3f → %.3f (× %.2f) with layers %s removed", checked.ppl_before,
+                 checked.ppl_after, checked.ratio, layer_list(checked.removed))
 
     # ---------------------------------------------------------------------------------------------- close
 
-    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
+    def closeEvent(self, event: QCloseEvent) -> None:
         if self.jobs.busy or self.background.busy:
             if not self._closing:
+                job = _JOB_TITLE.get(self.jobs.current or "", "A job")
                 if self.jobs.busy and not dialogs.ask_yes_no(
-                    self, "Stop and quit?",
-                    f"{_JOB_TITLE.get(self.jobs.current or '', 'A job')} is still running. Stop it and close?",
+                    self, "Stop and quit?", f"{job} is still running. Stop it and close?"
                 ):
                     event.ignore()
                     return
@@ -710,9 +714,9 @@ class MainWindow(QMainWindow):
                 self.background.cancel()
                 self.progress_label.setText("Stopping before closing…")
                 log.info("closing: waiting for running jobs to stop")
-            event.ignore()  # closed again from _on_job_finished once every thread has stopped
-            if not self.jobs.busy:
+                self.jobs.finished.connect(self._close_when_idle)
                 self.background.finished.connect(self._close_when_idle)
+            event.ignore()  # closed again by _close_when_idle once every thread has stopped
             return
         self.save_state()
         self._status_timer.stop()
@@ -720,11 +724,5 @@ class MainWindow(QMainWindow):
         event.accept()
 
     def _close_when_idle(self, *_: Any) -> None:
-        if not self.background.busy:
+        if not self.jobs.busy and not self.background.busy:
             QTimer.singleShot(0, self.close)
-
-
-def running_app() -> QApplication:
-    app = QApplication.instance()
-    assert isinstance(app, QApplication)
-    return app

@@ -159,7 +159,8 @@ class ModelPanel(QGroupBox):
         self.message.setVisible(False)
 
     def set_memory(self, info: ModelInfo) -> None:
-        self.values["memory"].setText(f"{human_bytes(info.memory_needed_bytes)} on {info.device}, {info.dtype}")
+        needed = human_bytes(info.memory_needed_bytes)
+        self.values["memory"].setText(f"{needed} on {info.device}, {info.dtype}")
         self.values["memory"].setToolTip(
             f"weights {human_bytes(info.weights_bytes)} + working memory {human_bytes(info.working_bytes)} "
             "for the chosen batch size and sequence length"
@@ -210,17 +211,17 @@ class ModelPanel(QGroupBox):
 
     # --------------------------------------------------------------------------------------- drag & drop
 
-    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
         mime = event.mimeData()
         if mime.hasUrls() and any(droppable_model(u.toLocalFile()) for u in mime.urls() if u.isLocalFile()):
             event.acceptProposedAction()
         else:
             event.ignore()
 
-    def dragMoveEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802
+    def dragMoveEvent(self, event: QDragEnterEvent) -> None:
         self.dragEnterEvent(event)
 
-    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802
+    def dropEvent(self, event: QDropEvent) -> None:
         paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
         models = [p for p in paths if droppable_model(p)]
         if not models:

@@ -157,7 +157,8 @@ class Session:
         """Scores of another metric without a new pass, or None when that metric needs one."""
         if metric == "sequential" or metric == "reverse":
             n = self.n_layers
-            values = [float(i) for i in range(n)] if metric == "sequential" else [float(n - 1 - i) for i in range(n)]
+            order = range(n) if metric == "sequential" else range(n - 1, -1, -1)
+            values = [float(i) for i in order]
             return LayerScores(metric, values)
         if metric in HOOK_METRICS and self.stats is not None:
             return scores_from_stats(self.stats, metric, max(1, block_size))
@@ -180,7 +181,8 @@ class Session:
                 return apply_sizes(PrunePlan(n, []), self.sizes)
             return make_plan(n, layers=removed, sizes=self.sizes)
         if count <= 0:
-            return apply_sizes(PrunePlan(n, [], metric=self.scores.metric if self.scores else "manual"), self.sizes)
+            metric = self.scores.metric if self.scores else "manual"
+            return apply_sizes(PrunePlan(n, [], metric=metric), self.sizes)
         scores = self.scores
         if scores is None:
             raise PlanError("Score the layers first.")
@@ -253,7 +255,8 @@ class Session:
                    cancel: CancelCheck | None = None) -> Scored:
         """Load (if needed), tokenise (if needed) and score; hook metrics keep the whole pass's stats."""
         if not spec.calib:
-            raise CalibrationError("The calibration set is empty: add text files or tick the built-in corpus.")
+            raise CalibrationError("The calibration set is empty: add text files or tick the built-in "
+                                   "corpus.")
         started = time.perf_counter()
         loaded = self.ensure_loaded(spec, progress, cancel)
         metric = METRICS[spec.metric]
@@ -298,8 +301,10 @@ class Session:
         loaded = self.ensure_loaded(spec, progress, cancel)
         tokens = self.ensure_tokens(spec, progress)
         if not tokens.eval_windows:
-            raise CalibrationError("The calibration text leaves no held-out text for perplexity; add more text.")
-        before = pipeline.measure_perplexity(loaded, tokens, (), spec.batch_size, progress, cancel, "ppl_before")
+            raise CalibrationError("The calibration text leaves no held-out text for perplexity; add more "
+                                   "text.")
+        before = pipeline.measure_perplexity(loaded, tokens, (), spec.batch_size, progress, cancel,
+                                             "ppl_before")
         after = pipeline.measure_perplexity(loaded, tokens, removed, spec.batch_size, progress, cancel,
                                             "ppl_after")
         gen_before = gen_after = ""

@@ -13,8 +13,9 @@ from .system import INITIAL_DEVICES, DeviceChoice
 
 DTYPES = (("auto", "Auto (bf16 on GPU, fp32 on CPU)"), ("float32", "float32"), ("bfloat16", "bfloat16"),
           ("float16", "float16"))
-DEFAULTS: dict[str, Any] = {"device": "auto", "dtype": "auto", "samples": 128, "seq_len": 512, "batch_size": 4,
-                            "metric": "bi"}
+DEFAULTS: dict[str, Any] = {
+    "device": "auto", "dtype": "auto", "samples": 128, "seq_len": 512, "batch_size": 4, "metric": "bi",
+}
 
 
 class SettingsPanel(QGroupBox):
@@ -25,35 +26,35 @@ class SettingsPanel(QGroupBox):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__("Settings", parent)
         self._wanted_device: str | None = None  # a saved choice not offered yet (GPUs appear after the probe)
-        self.device = QComboBox(self)
+        self.device_box = QComboBox(self)
         self.set_devices(list(INITIAL_DEVICES))
-        self.device.setToolTip("Where the model runs. GPUs appear once the PyTorch runtime has started.")
-        self.dtype = QComboBox(self)
+        self.device_box.setToolTip("Where the model runs. GPUs appear once the PyTorch runtime has started.")
+        self.dtype_box = QComboBox(self)
         for key, label in DTYPES:
-            self.dtype.addItem(label, key)
-        self.samples = self._spin(1, 4096, "How many calibration samples are scored")
-        self.seq_len = self._spin(16, 32768, "Tokens per sample (and per perplexity window)")
-        self.seq_len.setSingleStep(64)
-        self.batch_size = self._spin(1, 512, "Samples per forward pass; lower it if memory runs out")
-        self.metric = QComboBox(self)
+            self.dtype_box.addItem(label, key)
+        self.samples_box = self._spin(1, 4096, "How many calibration samples are scored")
+        self.seq_len_box = self._spin(16, 32768, "Tokens per sample (and per perplexity window)")
+        self.seq_len_box.setSingleStep(64)
+        self.batch_box = self._spin(1, 512, "Samples per forward pass; lower it if memory runs out")
+        self.metric_box = QComboBox(self)
         for name, metric in METRICS.items():
-            self.metric.addItem(metric.label, name)
-            self.metric.setItemData(self.metric.count() - 1, metric.description, 3)  # Qt.ToolTipRole
+            self.metric_box.addItem(metric.label, name)
+            self.metric_box.setItemData(self.metric_box.count() - 1, metric.description, 3)  # Qt.ToolTipRole
         form = QFormLayout(self)
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
-        form.addRow("Device:", self.device)
-        form.addRow("Dtype:", self.dtype)
-        form.addRow("Samples:", self.samples)
-        form.addRow("Sequence length:", self.seq_len)
-        form.addRow("Batch size:", self.batch_size)
-        form.addRow("Metric:", self.metric)
+        form.addRow("Device:", self.device_box)
+        form.addRow("Dtype:", self.dtype_box)
+        form.addRow("Samples:", self.samples_box)
+        form.addRow("Sequence length:", self.seq_len_box)
+        form.addRow("Batch size:", self.batch_box)
+        form.addRow("Metric:", self.metric_box)
         self.set_values(DEFAULTS)
-        self.device.currentIndexChanged.connect(lambda: self.changed.emit("device"))
-        self.dtype.currentIndexChanged.connect(lambda: self.changed.emit("dtype"))
-        self.samples.valueChanged.connect(lambda: self.changed.emit("samples"))
-        self.seq_len.valueChanged.connect(lambda: self.changed.emit("seq_len"))
-        self.batch_size.valueChanged.connect(lambda: self.changed.emit("batch_size"))
-        self.metric.currentIndexChanged.connect(lambda: self.changed.emit("metric"))
+        self.device_box.currentIndexChanged.connect(lambda: self.changed.emit("device"))
+        self.dtype_box.currentIndexChanged.connect(lambda: self.changed.emit("dtype"))
+        self.samples_box.valueChanged.connect(lambda: self.changed.emit("samples"))
+        self.seq_len_box.valueChanged.connect(lambda: self.changed.emit("seq_len"))
+        self.batch_box.valueChanged.connect(lambda: self.changed.emit("batch_size"))
+        self.metric_box.currentIndexChanged.connect(lambda: self.changed.emit("metric"))
 
     def _spin(self, low: int, high: int, tip: str) -> QSpinBox:
         box = QSpinBox(self)
@@ -64,44 +65,49 @@ class SettingsPanel(QGroupBox):
 
     def set_devices(self, choices: Sequence[DeviceChoice]) -> None:
         """Replace the device list, keeping the current choice when it is still offered."""
-        current = self._wanted_device or self.device.currentData() or "auto"
-        self.device.blockSignals(True)
-        self.device.clear()
+        current = self._wanted_device or self.device_box.currentData() or "auto"
+        self.device_box.blockSignals(True)
+        self.device_box.clear()
         for choice in choices:
-            self.device.addItem(choice.label, choice.key)
-        index = self.device.findData(current)
-        self.device.setCurrentIndex(max(index, 0))
-        self.device.blockSignals(False)
+            self.device_box.addItem(choice.label, choice.key)
+        index = self.device_box.findData(current)
+        self.device_box.setCurrentIndex(max(index, 0))
+        self.device_box.blockSignals(False)
         self._wanted_device = current if index < 0 else None
 
     def values(self) -> dict[str, Any]:
         return {
-            "device": self.device.currentData() or "auto",
-            "dtype": self.dtype.currentData() or "auto",
-            "samples": self.samples.value(),
-            "seq_len": self.seq_len.value(),
-            "batch_size": self.batch_size.value(),
-            "metric": self.metric.currentData() or "bi",
+            "device": self.device_box.currentData() or "auto",
+            "dtype": self.dtype_box.currentData() or "auto",
+            "samples": self.samples_box.value(),
+            "seq_len": self.seq_len_box.value(),
+            "batch_size": self.batch_box.value(),
+            "metric": self.metric_box.currentData() or "bi",
         }
 
     def set_values(self, values: dict[str, Any]) -> None:
         merged = {**DEFAULTS, **{k: v for k, v in values.items() if v is not None}}
-        for box in (self.device, self.dtype, self.samples, self.seq_len, self.batch_size, self.metric):
+        for box in self._boxes():
             box.blockSignals(True)
-        device_index = self.device.findData(str(merged["device"]))
+        device_index = self.device_box.findData(str(merged["device"]))
         self._wanted_device = str(merged["device"]) if device_index < 0 else None
-        self.device.setCurrentIndex(max(device_index, 0))
-        self.dtype.setCurrentIndex(max(self.dtype.findData(str(merged["dtype"])), 0))
-        for box, key in ((self.samples, "samples"), (self.seq_len, "seq_len"), (self.batch_size, "batch_size")):
+        self.device_box.setCurrentIndex(max(device_index, 0))
+        self.dtype_box.setCurrentIndex(max(self.dtype_box.findData(str(merged["dtype"])), 0))
+        spins = ((self.samples_box, "samples"), (self.seq_len_box, "seq_len"), (self.batch_box, "batch_size"))
+        for box, key in spins:
             try:
                 box.setValue(int(merged[key]))
             except (TypeError, ValueError):
                 box.setValue(int(DEFAULTS[key]))
-        self.metric.setCurrentIndex(max(self.metric.findData(str(merged["metric"])), 0))
-        for box in (self.device, self.dtype, self.samples, self.seq_len, self.batch_size, self.metric):
+        self.metric_box.setCurrentIndex(max(self.metric_box.findData(str(merged["metric"])), 0))
+        for box in self._boxes():
             box.blockSignals(False)
+
+    def _boxes(self) -> tuple[QWidget, ...]:
+        return (self.device_box, self.dtype_box, self.samples_box, self.seq_len_box, self.batch_box,
+                self.metric_box)
 
     def set_busy(self, busy: bool) -> None:
         """Settings are fixed while a job runs: the job uses the values it started with."""
-        for box in (self.device, self.dtype, self.samples, self.seq_len, self.batch_size, self.metric):
+        for box in self._boxes():
             box.setEnabled(not busy)

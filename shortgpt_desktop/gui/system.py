@@ -18,7 +18,7 @@ INITIAL_DEVICES = (DeviceChoice("auto", "Auto (best available)"), DeviceChoice("
 
 
 def probe_devices() -> list[DeviceChoice]:
-    """Auto, each CUDA GPU by name and memory, Apple MPS when present, and the CPU. Imports torch (seconds)."""
+    """Auto, each CUDA GPU by name and memory, Apple MPS if present, and the CPU. Imports torch (seconds)."""
     import torch
 
     from .format import human_bytes
@@ -49,7 +49,8 @@ def process_memory() -> int | None:
             class Counters(ctypes.Structure):
                 _fields_ = [("cb", wintypes.DWORD), ("PageFaultCount", wintypes.DWORD),
                             ("PeakWorkingSetSize", ctypes.c_size_t), ("WorkingSetSize", ctypes.c_size_t),
-                            ("QuotaPeakPagedPoolUsage", ctypes.c_size_t), ("QuotaPagedPoolUsage", ctypes.c_size_t),
+                            ("QuotaPeakPagedPoolUsage", ctypes.c_size_t),
+                            ("QuotaPagedPoolUsage", ctypes.c_size_t),
                             ("QuotaPeakNonPagedPoolUsage", ctypes.c_size_t),
                             ("QuotaNonPagedPoolUsage", ctypes.c_size_t), ("PagefileUsage", ctypes.c_size_t),
                             ("PeakPagefileUsage", ctypes.c_size_t)]
@@ -81,7 +82,8 @@ def total_memory() -> int | None:
             class Status(ctypes.Structure):
                 _fields_ = [("dwLength", ctypes.c_ulong), ("dwMemoryLoad", ctypes.c_ulong),
                             ("ullTotalPhys", ctypes.c_ulonglong), ("ullAvailPhys", ctypes.c_ulonglong),
-                            ("ullTotalPageFile", ctypes.c_ulonglong), ("ullAvailPageFile", ctypes.c_ulonglong),
+                            ("ullTotalPageFile", ctypes.c_ulonglong),
+                            ("ullAvailPageFile", ctypes.c_ulonglong),
                             ("ullTotalVirtual", ctypes.c_ulonglong), ("ullAvailVirtual", ctypes.c_ulonglong),
                             ("ullAvailExtendedVirtual", ctypes.c_ulonglong)]
 
@@ -101,6 +103,7 @@ def gpu_memory(device: str) -> tuple[int, int] | None:
         return None
     try:
         index = int(device.split(":", 1)[1]) if ":" in device else torch.cuda.current_device()
-        return int(torch.cuda.memory_allocated(index)), int(torch.cuda.get_device_properties(index).total_memory)
+        total = torch.cuda.get_device_properties(index).total_memory
+        return int(torch.cuda.memory_allocated(index)), int(total)
     except Exception:
         return None

@@ -43,7 +43,7 @@ class Failure:
 
 
 class Worker(QObject):
-    """Runs ``fn(progress, cancelled)`` once, in whatever thread it lives in; every signal carries its job id."""
+    """Runs ``fn(progress, cancelled)`` once, in the thread it lives in; each signal carries its job id."""
 
     progress = Signal(int, str, int, int, object)
     succeeded = Signal(int, object)

@@ -1,0 +1,146 @@
+"""``shortgpt-desktop``: open the window, or run the self-test, or render a screenshot.
+
+Qt is imported inside :func:`main` and torch/transformers only inside worker jobs, so the window appears
+before the heavy libraries load; ``--measure-startup`` prints how long that takes.
+"""
+
+from __future__ import annotations
+
+import time
+
+_T0 = time.perf_counter()  # first thing: the launch-to-shown clock starts here (plus interpreter start-up)
+
+import argparse  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from . import __version__  # noqa: E402
+
+
+def _interpreter_age() -> float:
+    """Seconds between process start and now, where the OS tells (Linux); else 0."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime", encoding="ascii") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+_AGE_AT_T0 = _interpreter_age()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="shortgpt-desktop",
+        description="Shrink a language model by deleting its most redundant layers, in a desktop window.",
+    )
+    parser.add_argument("model", nargs="?", help="a Hub id, a model folder or a .gguf file to open")
+    parser.add_argument("--calib", nargs="+", metavar="PATH", help="calibration text files or folders "
+                        "(default: the last ones used, or the built-in corpus)")
+    parser.add_argument("--screenshot", metavar="OUT.png",
+                        help="open MODEL with --calib, score, render the window to this PNG and exit")
+    parser.add_argument("--check", action="store_true",
+                        help="with --screenshot: also check perplexity before taking the picture")
+    parser.add_argument("--ratio", type=float, help="with --screenshot: the share of layers to remove")
+    parser.add_argument("--samples", type=int, help="calibration samples (overrides the saved setting)")
+    parser.add_argument("--seq-len", type=int, help="tokens per sample (overrides the saved setting)")
+    parser.add_argument("--size", default="1280x720",
+                        help="with --screenshot: window size (default 1280x720)")
+    parser.add_argument("--self-test", action="store_true",
+                        help="run the whole flow offscreen on a tiny model built on the fly; "
+                        "exit 0 if every step works")
+    parser.add_argument("--settings-file", metavar="PATH",
+                        help="keep settings in this INI file instead of the user's settings")
+    parser.add_argument("--measure-startup", action="store_true",
+                        help="print the time from launch to the window being shown, then exit")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser.parse_args(argv)
+
+
+def _say(text: str) -> None:
+    """Print where there is a console (a GUI-subsystem build on Windows has no stdout)."""
+    if sys.stdout is not None:
+        print(text, flush=True)
+
+
+def _no_display() -> bool:
+    display = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    return sys.platform.startswith("linux") and not display
+
+
+def make_app() -> object:
+    """The QApplication, named so that QSettings, the taskbar and the desktop entry agree."""
+    from PySide6.QtWidgets import QApplication
+
+    from .gui.icons import app_icon
+    from .gui.settings_store import APPLICATION, ORGANIZATION
+
+    QApplication.setApplicationName(APPLICATION)
+    QApplication.setOrganizationName(ORGANIZATION)
+    QApplication.setApplicationDisplayName("ShortGPT Desktop")
+    QApplication.setApplicationVersion(__version__)
+    QApplication.setDesktopFileName("shortgpt-desktop")
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setWindowIcon(app_icon())
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.self_test:
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+        from .gui.selftest import run_self_test
+
+        return run_self_test()
+    if (args.screenshot or args.measure_startup) and _no_display():
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    if args.screenshot and not args.model:
+        _say("--screenshot needs a MODEL to open.")
+        return 2
+
+    app = make_app()
+    from PySide6.QtCore import QSettings, QTimer
+
+    from .gui.main_window import MainWindow
+    from .gui.workers import wait_all
+
+    settings = QSettings(args.settings_file, QSettings.Format.IniFormat) if args.settings_file else None
+    window = MainWindow(settings)
+    overrides = {k: v for k, v in (("samples", args.samples), ("seq_len", args.seq_len)) if v}
+    if overrides:
+        window.settings_panel.set_values({**window.settings_panel.values(), **overrides})
+    if args.calib:
+        window.calibration_panel.set_sources([str(Path(p).resolve()) for p in args.calib])
+
+    rc = {"code": 0}
+    if args.measure_startup:
+        def shown() -> None:
+            since_main = time.perf_counter() - _T0
+            _say(f"window shown {since_main + _AGE_AT_T0:.3f} s after process start "
+                 f"({since_main:.3f} s after the first import of shortgpt_desktop.app); "
+                 f"torch imported: {'torch' in sys.modules}")
+            window.close()
+
+        QTimer.singleShot(0, shown)
+    elif args.screenshot:
+        from .gui.screenshot import ScreenshotRun
+
+        width, _, height = args.size.partition("x")
+        runner = ScreenshotRun(window, args.model, Path(args.screenshot), ratio=args.ratio, check=args.check,
+                               size=(int(width), int(height)))
+        runner.done.connect(lambda code: rc.update(code=code))
+        QTimer.singleShot(0, runner.start)
+    elif args.model:
+        QTimer.singleShot(0, lambda: window.open_model(args.model))
+    window.show()
+    code = app.exec()
+    wait_all()
+    return rc["code"] or code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

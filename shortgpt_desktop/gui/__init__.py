@@ -1,0 +1,6 @@
+"""The desktop window (Qt). The engine it drives is :mod:`shortgpt_desktop.core`, which never imports Qt.
+
+Modules: :mod:`.main_window` wires the panels (:mod:`.model_panel`, :mod:`.calibration_panel`,
+:mod:`.settings_panel`, :mod:`.chart`, :mod:`.plan_panel`, :mod:`.compare_panel`, :mod:`.log_panel`) to
+jobs run by :mod:`.workers` over :mod:`.session` (plain Python state, no Qt).
+"""

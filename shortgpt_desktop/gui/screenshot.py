@@ -1,0 +1,71 @@
+"""``shortgpt-desktop MODEL --calib … --screenshot OUT.png``: open, score, check, render the window, exit."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+from PySide6.QtCore import QObject, QTimer, Signal
+from PySide6.QtWidgets import QApplication
+
+from .main_window import MainWindow
+
+
+class ScreenshotRun(QObject):
+    """Drives the window through one job after another and emits :attr:`done` with an exit code."""
+
+    done = Signal(int)
+    TIMEOUT_MS = 30 * 60 * 1000
+
+    def __init__(self, window: MainWindow, model: str, out: Path, ratio: float | None = None,
+                 check: bool = False, size: tuple[int, int] = (1280, 720)) -> None:
+        super().__init__(window)
+        self.window, self.model, self.out = window, model, out
+        self.ratio, self.check, self.size = ratio, check, size
+        self.window.jobFinished.connect(self._on_job)
+        self.window.errorShown.connect(self._on_error)
+        self._failed = False
+
+    def start(self) -> None:
+        self.window.resize(*self.size)
+        QTimer.singleShot(self.TIMEOUT_MS, lambda: self._finish(1, "timed out"))
+        self.window.open_model(self.model, then="score")
+
+    def _on_error(self, message: str) -> None:
+        self._failed = True
+        print(f"error: {message}", file=sys.stderr)
+
+    def _on_job(self, name: str, outcome: str) -> None:
+        if outcome != "ok":
+            self._finish(1, f"{name} {outcome}")
+            return
+        if name == "score":
+            if self.ratio is not None:
+                n = self.window.session.n_layers
+                count = min(self.window.session.max_removable, max(0, math.floor(self.ratio * n + 0.5)))
+                self.window.plan_panel.set_count(count, emit=True)
+            if self.check and self.window.plan is not None and self.window.plan.removed:
+                QTimer.singleShot(0, self.window.check)
+                return
+            self._shoot_soon()
+        elif name == "check":
+            self._shoot_soon()
+
+    def _shoot_soon(self) -> None:
+        self.window.tabs.setCurrentWidget(self.window.compare_panel if self.check else self.window.log_panel)
+        QTimer.singleShot(500, self._shoot)  # let the last repaint and layout settle
+
+    def _shoot(self) -> None:
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        ok = self.window.grab().save(str(self.out))
+        message = f"wrote {self.out}" if ok else f"could not write {self.out}"
+        self._finish(0 if ok and not self._failed else 1, message)
+
+    def _finish(self, code: int, message: str) -> None:
+        print(message, file=sys.stdout if code == 0 else sys.stderr)
+        self.done.emit(code)
+        for dialog in self.window.dialogs:
+            dialog.close()
+        self.window.close()
+        QApplication.quit()

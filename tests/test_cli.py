@@ -1,0 +1,130 @@
+"""The command line: a whole job, its JSON report, and one line with exit code 2 for every bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from shortgpt_desktop import cli
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    return subprocess.run([sys.executable, "-m", "shortgpt_desktop.cli", *args], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=300)
+
+
+def test_prune_end_to_end(tiny_model: Path, small_calib: Path, tmp_path: Path) -> None:
+    out, report_path = tmp_path / "pruned", tmp_path / "report.json"
+    result = run("prune", str(tiny_model), "--calib", str(small_calib), "--samples", "8", "--seq-len", "64",
+                 "--ratio", "0.34", "--out", str(out), "--json", str(report_path))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(report_path.read_text())
+    assert report["metric"] == "bi" and len(report["scores"]) == 6
+    assert len(report["removed_layers"]) == 2
+    assert report["ppl_before"] > 1 and report["ppl_after"] > 1
+    assert report["tokens"] == 8 * 64 and report["seconds"] > 0
+    assert "perplexity:" in result.stdout and "saved to" in result.stdout
+    assert "scoring layers" in result.stderr  # the progress bar
+    assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 4
+
+
+def test_score_and_eval(tiny_model: Path, small_calib: Path, tmp_path: Path) -> None:
+    score_json = tmp_path / "score.json"
+    assert cli.main(["score", str(tiny_model), "--calib", str(small_calib), "--samples", "4", "--seq-len", "32",
+                     "--metric", "relative_magnitude", "--json", str(score_json), "-q"]) == 0
+    report = json.loads(score_json.read_text())
+    assert report["metric"] == "relative_magnitude" and len(report["scores"]) == 6
+    assert report["removed_layers"] == []
+    eval_json = tmp_path / "eval.json"
+    pruned = tmp_path / "pruned"
+    assert cli.main(["prune", str(tiny_model), "--remove", "2,4", "--out", str(pruned), "--no-eval", "-q",
+                     "--calib", str(small_calib), "--samples", "2", "--seq-len", "32"]) == 0
+    assert cli.main(["eval", str(tiny_model), "--against", str(pruned), "--calib", str(small_calib),
+                     "--seq-len", "64", "--json", str(eval_json), "-q"]) == 0
+    evaluated = json.loads(eval_json.read_text())
+    assert evaluated["ppl_before"] > 1 and evaluated["ppl_after"] > 1
+
+
+def bad(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    code = cli.main(list(argv))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert "Traceback" not in "\n".join(err)
+    return err[-1]
+
+
+def test_bad_inputs_are_one_line_and_write_nothing(
+    tiny_model: Path, small_calib: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    base = ["--calib", str(small_calib), "--samples", "2", "--seq-len", "32", "-q", "--out", str(out)]
+    no_config = tmp_path / "no-config"
+    no_config.mkdir()
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(tiny_model, corrupt)
+    data = (corrupt / "model.safetensors").read_bytes()
+    (corrupt / "model.safetensors").write_bytes(data[:1000])
+    unsupported = tmp_path / "t5"
+    shutil.copytree(tiny_model, unsupported)
+    config = json.loads((unsupported / "config.json").read_text())
+    config.update(model_type="t5", architectures=["T5ForConditionalGeneration"])
+    (unsupported / "config.json").write_text(json.dumps(config))
+    binary = tmp_path / "binary.txt"
+    binary.write_bytes(b"\x00\xff" * 500)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    m = str(tiny_model)
+    cases = {
+        "does not exist": ["prune", str(tmp_path / "missing"), "--ratio", "0.2", *base],
+        "no config.json": ["prune", str(no_config), "--ratio", "0.2", *base],
+        "truncated": ["prune", str(corrupt), "--ratio", "0.2", *base],
+        "T5ForConditionalGeneration": ["prune", str(unsupported), "--ratio", "0.2", *base],
+        "No usable calibration text": ["prune", m, "--ratio", "0.2", *base[:1], str(binary), *base[2:]],
+        "No usable calibration text ": ["prune", m, "--ratio", "0.2", *base[:1], str(empty), *base[2:]],
+        "above 0": ["prune", m, "--ratio", "0", *base],
+        "below 1": ["prune", m, "--ratio", "1.5", *base],
+        "leaves none": ["prune", m, "--layers", "6", *base],
+        "out of range": ["prune", m, "--remove", "1,6", *base],
+        "twice": ["prune", m, "--remove", "2,2", *base],
+        "inside it": ["prune", m, "--ratio", "0.2", *base[:-1], str(tiny_model / "sub")],
+        "source model's folder": ["prune", m, "--ratio", "0.2", *base[:-1], m],
+        "invalid choice": ["prune", m, "--ratio", "0.2", "--metric", "nope", *base],
+    }
+    for expected, argv in cases.items():
+        line = bad(capsys, *argv)
+        assert expected.strip() in line, (expected, line)
+        assert not out.exists(), expected
+    assert sorted(p.name for p in tiny_model.iterdir()) == sorted(
+        p.name for p in tiny_model.iterdir() if p.name != "sub")
+
+
+def test_ctrl_c_exits_130_and_leaves_no_output(tiny_model: Path, valid_text: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shortgpt_desktop.cli", "prune", str(tiny_model), "--calib", str(valid_text),
+         "--samples", "100000", "--seq-len", "256", "--batch-size", "1", "--metric", "ppl", "--ratio", "0.3",
+         "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"),
+    )
+    deadline = time.monotonic() + 120
+    seen = ""
+    while time.monotonic() < deadline and "scoring" not in seen:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        seen += line
+    assert "scoring" in seen, seen
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "cancelled" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
