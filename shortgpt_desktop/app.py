@@ -72,10 +72,24 @@ def _no_display() -> bool:
     return sys.platform.startswith("linux") and not display
 
 
+_QT_NOISE = ("propagateSizeHints",)  # the offscreen platform's warning on every resize: not news
+
+
+def _qt_message(mode: object, context: object, message: str) -> None:
+    """Qt's own warnings go to Python logging (so the log panel shows them), minus known noise."""
+    import logging
+
+    if any(noise in message for noise in _QT_NOISE):
+        return
+    logging.getLogger("shortgpt_desktop.qt").warning("%s", message)
+
+
 def make_app() -> object:
     """The QApplication, named so that QSettings, the taskbar and the desktop entry agree."""
+    from PySide6.QtCore import qInstallMessageHandler
     from PySide6.QtWidgets import QApplication
 
+    qInstallMessageHandler(_qt_message)
     from .gui.icons import app_icon
     from .gui.settings_store import APPLICATION, ORGANIZATION
 

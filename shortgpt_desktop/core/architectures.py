@@ -31,6 +31,7 @@ class Family:
 
     name: str
     model_types: tuple[str, ...]
+    label: str = ""  # how people call the family (README table, window)
     layers_path: str = "model.layers"
     count_field: str = "num_hidden_layers"
     #: Config fields holding one entry per layer (sliced to the kept layers).
@@ -57,8 +58,16 @@ class Family:
         return re.compile(rf"^(?P<pre>(?:{alternatives})){re.escape(parts[-1])}\.(?P<idx>\d+)\.(?P<rest>.+)$")
 
 
+_LABELS = {
+    "llama": "Llama 1-3", "mistral": "Mistral", "mixtral": "Mixtral (MoE)", "qwen2": "Qwen2 / Qwen2.5",
+    "qwen2_moe": "Qwen2-MoE", "qwen3": "Qwen3", "qwen3_moe": "Qwen3-MoE", "gemma": "Gemma", "gemma2": "Gemma 2",
+    "gemma3_text": "Gemma 3 (text)", "phi3": "Phi-3", "gpt2": "GPT-2", "gpt_neox": "GPT-NeoX (Pythia)",
+    "gptj": "GPT-J", "opt": "OPT", "falcon": "Falcon", "stablelm": "StableLM", "olmo": "OLMo", "olmo2": "OLMo 2",
+}
+
+
 def _family(name: str, *model_types: str, **kwargs: Any) -> Family:
-    return Family(name=name, model_types=model_types or (name,), **kwargs)
+    return Family(name=name, model_types=model_types or (name,), label=_LABELS.get(name, name), **kwargs)
 
 
 _LLAMA_LIKE = {"attention_types_field": "layer_types"}

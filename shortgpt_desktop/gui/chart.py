@@ -79,7 +79,8 @@ class ScoreChart(QWidget):
 
     def clear(self, message: str | None = None) -> None:
         self.scores, self.removed = [], set()
-        self.bars.setOpts(x=[], height=[], brushes=[], pens=[])
+        # pyqtgraph 0.14 fails on an empty ``pens`` list; None means one shared pen and brush.
+        self.bars.setOpts(x=[], height=[], brushes=None, pens=None)
         if message:
             self.placeholder.setText(message)
         self.placeholder.setVisible(True)
@@ -99,6 +100,9 @@ class ScoreChart(QWidget):
             self.removed = set(removed)
         self.placeholder.setVisible(not self.scores)
         heights = [float(s) if _finite(s) else 0.0 for s in self.scores]
+        if not heights:
+            self.clear()
+            return
         self.bars.setOpts(x=list(range(len(heights))), height=heights, brushes=self._brushes(),
                           pens=self._pens())
         self._fit(new_count)

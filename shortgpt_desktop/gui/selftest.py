@@ -93,8 +93,11 @@ def run_self_test() -> int:
         results.append(True)
 
     def build() -> str:
+        from transformers.utils import logging as hf_logging
+
         from ..core.demo import build_tiny_model
 
+        hf_logging.disable_progress_bar()  # one line per step, not progress bars
         state["model"] = build_tiny_model(work / "tiny-llama")
         return str(state["model"])
 
