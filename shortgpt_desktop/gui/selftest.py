@@ -175,8 +175,8 @@ def run_self_test() -> int:
 
     started = time.perf_counter()
     try:
-        for name, fn in (("build tiny model", build), ("open window", window), ("load", load),
-                         ("score", score), ("slide", slide), ("save", save), ("reload", reload),
+        for name, fn in (("build tiny model", build), ("open window", window), ("open model", load),
+                         ("load and score", score), ("slide", slide), ("save", save), ("reload", reload),
                          ("perplexity", perplexity)):
             step(name, fn)
     finally:
