@@ -1,0 +1,163 @@
+"""The whole flow through the widgets, as a user does it: model, dropped text, Score, slider, click, save,
+reload, check."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor
+
+from shortgpt_desktop.gui import dialogs
+from shortgpt_desktop.gui.chart import REMOVED_COLOR
+
+
+def bar_colors(chart) -> list[QColor]:
+    return [brush.color() for brush in chart.bars._brushes]
+
+
+def removed_bars(chart) -> set[int]:
+    return {i for i, c in enumerate(bar_colors(chart)) if c == REMOVED_COLOR}
+
+
+def test_full_flow(qtbot, window, drop_paths, gui_model: Path, calib_text: Path, tmp_path: Path, monkeypatch) -> None:
+    # The model: typed into the field, Enter.
+    field = window.model_panel.field
+    field.setEditText(str(gui_model))
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000) as opened:
+        qtbot.keyClick(field.lineEdit(), Qt.Key.Key_Return)
+    assert opened.args == ["open", "ok"]
+    assert window.model_panel.values["layers"].text() == "6"
+    assert "Llama" in window.model_panel.values["architecture"].text()
+    assert window.model_panel.recent()[0] == str(gui_model)
+
+    # The calibration text: a real drop of a file URL on the drop zone.
+    zone = window.calibration_panel.list
+    assert drop_paths(zone.viewport(), [calib_text])
+    assert window.calibration_panel.paths() == [str(calib_text)]
+    assert zone.topLevelItem(0).text(0) == calib_text.name
+
+    # Score: the bars fill in while the worker runs.
+    partial_updates: list[list] = []
+    window.jobs.progressed.connect(
+        lambda job, stage, done, total, partial: partial_updates.append(partial) if stage == "scoring" else None
+    )
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000) as scored:
+        qtbot.mouseClick(window.score_button, Qt.MouseButton.LeftButton)
+    assert scored.args == ["score", "ok"]
+    assert partial_updates and all(len(p) == 6 for p in partial_updates)
+    chart = window.chart
+    assert chart.n_layers == 6
+    assert all(s is not None and math.isfinite(s) for s in chart.scores)
+    heights = list(chart.bars.opts["height"])
+    assert heights == [float(s) for s in chart.scores]
+
+    # The slider starts at a quarter of the layers; moved to three, the three lowest-scored go and are
+    # drawn in the "removed" colour.
+    slider = window.plan_panel.slider
+    assert slider.maximum() == 5 and slider.value() == 2
+    with qtbot.waitSignal(window.plan_panel.countChanged, timeout=2000):
+        slider.setValue(3)
+    lowest = sorted(sorted(range(6), key=lambda i: chart.scores[i])[:3])
+    assert window.plan.removed == lowest
+    assert removed_bars(chart) == set(lowest)
+    assert "3</b> of 6" in window.plan_panel.count_label.text()
+    assert "→" in window.plan_panel.params_label.text()
+
+    # Click a kept bar: it is removed too (chosen by hand).
+    kept = next(i for i in range(6) if i not in lowest)
+    qtbot.mouseClick(chart.plot.viewport(), Qt.MouseButton.LeftButton, pos=chart.bar_position(kept))
+    assert window.plan.removed == sorted([*lowest, kept])
+    assert removed_bars(chart) == {*lowest, kept}
+    assert window.manual and "by hand" in window.plan_panel.count_label.text()
+    assert slider.value() == 4
+    # ... and clicking it again keeps it.
+    qtbot.mouseClick(chart.plot.viewport(), Qt.MouseButton.LeftButton, pos=chart.bar_position(kept))
+    assert window.plan.removed == lowest
+
+    # Save through the button; the folder dialog is replaced by a chosen path.
+    out = tmp_path / "pruned"
+    monkeypatch.setattr(dialogs, "ask_output_folder", lambda parent, suggestion: str(out))
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000) as saved:
+        qtbot.mouseClick(window.save_button, Qt.MouseButton.LeftButton)
+    assert saved.args == ["save", "ok"]
+    assert window.last_saved == out
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert f"Removed layers (0-based, original numbering): {', '.join(map(str, lowest))}" in card
+
+    from transformers import AutoModelForCausalLM
+
+    reloaded = AutoModelForCausalLM.from_pretrained(out)
+    assert reloaded.config.num_hidden_layers == 3
+    assert len(reloaded.model.layers) == 3
+
+    # Check perplexity: both numbers and both generations, side by side.
+    window.compare_panel.prompt.setText("The history of")
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000) as checked:
+        qtbot.mouseClick(window.check_button, Qt.MouseButton.LeftButton)
+    assert checked.args == ["check", "ok"]
+    result = window.session.checked
+    assert result is not None and result.removed == lowest
+    assert math.isfinite(result.ppl_before) and math.isfinite(result.ppl_after)
+    assert f"{result.ppl_before:.2f}" in window.compare_panel.result.text()
+    assert window.compare_panel.before.toPlainText().startswith("The history of")
+    assert window.compare_panel.after.toPlainText().startswith("The history of")
+    assert window.tabs.currentWidget() is window.compare_panel
+    assert window.dialogs == []
+
+
+def test_metric_switch_needs_no_new_pass(qtbot, opened) -> None:
+    window = opened
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.start_scoring()
+    bi = list(window.chart.scores)
+    started: list[str] = []
+    window.jobs.started.connect(started.append)
+    box = window.settings_panel.metric_box
+    box.setCurrentIndex(box.findData("relative_magnitude"))
+    assert started == []  # no job: the same pass measured it
+    assert window.session.scores.metric == "relative_magnitude"
+    assert window.chart.scores != bi
+    assert window.chart.metric_label == "Relative Magnitude"
+    box.setCurrentIndex(box.findData("angular"))
+    with qtbot.waitSignal(window.plan_panel.countChanged, timeout=2000):
+        window.plan_panel.slider.setValue(3)
+    removed = window.plan.removed
+    assert removed == list(range(removed[0], removed[0] + 3))  # a contiguous block of three
+    assert window.session.scores.block_size == 3
+    box.setCurrentIndex(box.findData("ppl"))
+    assert started == []
+    assert "Press Score" in window.statusBar().currentMessage()
+
+
+def test_model_drop_opens_it(qtbot, window, drop_paths, gui_model: Path, tmp_path: Path) -> None:
+    not_a_model = tmp_path / "notes.txt"
+    not_a_model.write_text("hello", encoding="utf-8")
+    assert not drop_paths(window.model_panel, [not_a_model])
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000) as opened:
+        assert drop_paths(window.model_panel, [gui_model])
+    assert opened.args == ["open", "ok"]
+    assert window.model_panel.text == str(gui_model)
+
+
+def test_calibration_folder_and_remove(qtbot, window, drop_paths, calib_text: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "texts"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.txt").write_text("alpha " * 400, encoding="utf-8")
+    (folder / "sub" / "b.md").write_text("beta " * 400, encoding="utf-8")
+    (folder / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 100)
+    panel = window.calibration_panel
+    assert drop_paths(panel.list.viewport(), [folder, calib_text])
+    assert panel.paths() == [str(folder), str(calib_text)]
+    assert "2 files" in panel.list.topLevelItem(0).text(0)
+    assert int(panel.list.topLevelItem(0).data(2, Qt.ItemDataRole.UserRole)) == (2400 + 2000) // 4
+    # Dropping the same file again adds nothing.
+    assert drop_paths(panel.list.viewport(), [calib_text])
+    assert len(panel.paths()) == 2
+    panel.list.topLevelItem(0).setSelected(True)
+    qtbot.mouseClick(panel.remove_button, Qt.MouseButton.LeftButton)
+    assert panel.paths() == [str(calib_text)]
+    panel.builtin.setChecked(True)
+    assert panel.sources() == [str(calib_text), "builtin"]
+    assert "built-in corpus" in panel.summary.text()
