@@ -6,7 +6,6 @@ Exit codes: 0 done, 2 bad input (one line on stderr, no traceback), 130 cancelle
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys

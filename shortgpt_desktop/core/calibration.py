@@ -166,15 +166,17 @@ def estimate_tokens(path: str | Path) -> int:
 # ------------------------------------------------------------------------------------------ built-in corpus
 
 _BUILTIN_MODULES = (
-    "abc argparse array ast asyncio base64 bisect calendar cmd collections concurrent.futures configparser "
-    "contextlib copy csv dataclasses datetime decimal difflib email enum fileinput fnmatch fractions ftplib "
-    "functools getopt gettext glob gzip hashlib heapq hmac html http.client http.server imaplib inspect io "
-    "ipaddress itertools json locale logging mailbox math mimetypes numbers operator optparse os pathlib "
-    "pickle pkgutil platform pprint queue random re sched secrets selectors shelve shlex shutil smtplib "
-    "socket socketserver sqlite3 statistics string struct subprocess tarfile tempfile textwrap threading "
-    "timeit tokenize trace traceback types typing unittest urllib.parse urllib.request uuid warnings "
-    "weakref xml.dom.minidom zipfile zoneinfo"
-).split()
+    "abc", "argparse", "array", "ast", "asyncio", "base64", "bisect", "calendar", "cmd", "collections",
+    "concurrent.futures", "configparser", "contextlib", "copy", "csv", "dataclasses", "datetime", "decimal",
+    "difflib", "email", "enum", "fileinput", "fnmatch", "fractions", "ftplib", "functools", "getopt", "gettext",
+    "glob", "gzip", "hashlib", "heapq", "hmac", "html", "http.client", "http.server", "imaplib", "inspect",
+    "io", "ipaddress", "itertools", "json", "locale", "logging", "mailbox", "math", "mimetypes", "numbers",
+    "operator", "optparse", "os", "pathlib", "pickle", "pkgutil", "platform", "pprint", "queue", "random", "re",
+    "sched", "secrets", "selectors", "shelve", "shlex", "shutil", "smtplib", "socket", "socketserver",
+    "sqlite3", "statistics", "string", "struct", "subprocess", "tarfile", "tempfile", "textwrap", "threading",
+    "timeit", "tokenize", "trace", "traceback", "types", "typing", "unittest", "urllib.parse", "urllib.request",
+    "uuid", "warnings", "weakref", "xml.dom.minidom", "zipfile", "zoneinfo",
+)
 
 
 def builtin_corpus() -> list[str]:

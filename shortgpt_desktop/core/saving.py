@@ -1,9 +1,9 @@
-"""Write a pruned model as a new safetensors folder, streaming tensors, and move it into place only when complete.
+"""Write a pruned model as a new safetensors folder, and move it into place only when it is complete.
 
-Tensors come straight from the source checkpoint files (safetensors, or legacy ``.bin`` read with
-``weights_only=True``): removed layers are skipped, the rest renamed to their new index, and shards are flushed
-as they fill, so memory holds at most one shard. A GGUF source has no Hugging Face tensors on disk, so its
-(already dequantised) tensors are taken from the model in memory with the names a stock loader expects.
+Tensors stream straight from the source checkpoint files (safetensors as raw bytes, legacy ``.bin`` read with
+``weights_only=True``; see :mod:`.tensor_io`): removed layers are skipped and the rest renamed to their new
+index, so the model is never held in memory twice. A GGUF source has no Hugging Face tensors on disk, so its
+(already dequantised) tensors are taken from the model in memory, with the names a stock loader expects.
 """
 
 from __future__ import annotations
@@ -13,14 +13,15 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from .architectures import Family, layer_count, prune_config
 from .errors import Cancelled, OutputError
 from .sources import TOKENIZER_FILES, ModelSource
+from .tensor_io import checkpoint_entries, model_entries, plan_shards, write_sharded
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,9 @@ def check_output_folder(out: Path, source: ModelSource, force: bool) -> Path:
     # A GGUF source is one file: a new folder beside it is fine. A model folder is off limits as a whole.
     src = (source.folder / source.gguf_file).resolve() if source.gguf_file else source.folder.resolve()
     if out == src or src in out.parents:
-        raise OutputError(f"The output folder {out} is the source model's folder or inside it; choose another.")
+        raise OutputError(
+            f"The output folder {out} is the source model's folder or inside it; choose another."
+        )
     if out in src.parents:
         raise OutputError(f"The output folder {out} contains the source model; choose another.")
     if out.exists() and not out.is_dir():
@@ -59,9 +62,6 @@ def check_output_folder(out: Path, source: ModelSource, force: bool) -> Path:
 # --------------------------------------------------------------------------------------- tensor streaming
 
 
-TensorStream = Iterator[tuple[str, Callable[[], Any]]]
-
-
 def renamed(name: str, family: Family, new_index: dict[int, int]) -> str | None:
     """The tensor's name in the pruned model, or None when it belongs to a removed layer."""
     match = family.key_pattern().match(name)
@@ -71,89 +71,6 @@ def renamed(name: str, family: Family, new_index: dict[int, int]) -> str | None:
     if old not in new_index:
         return None
     return f"{match['pre']}{family.layers_path.rsplit('.', 1)[-1]}.{new_index[old]}.{match['rest']}"
-
-
-def checkpoint_tensors(source: ModelSource) -> TensorStream:
-    """(name, loader) for every tensor in the source checkpoint files, one file open at a time."""
-    for weight in source.weight_files:
-        if weight.format == "safetensors":
-            from safetensors import safe_open
-
-            with safe_open(str(weight.path), framework="pt") as handle:
-                for key in handle.keys():  # noqa: SIM118 - safe_open is not a dict
-                    yield key, (lambda h=handle, k=key: h.get_tensor(k))
-        elif weight.format == "bin":
-            import torch
-
-            state = torch.load(weight.path, map_location="cpu", weights_only=True, mmap=True)
-            for key in list(state):
-                yield key, (lambda s=state, k=key: s[k])
-            del state
-        else:
-            raise ValueError(f"cannot stream tensors from {weight.format}")
-
-
-def model_tensors(model: Any) -> TensorStream:
-    """(name, loader) for a model in memory; a tied ``lm_head`` is left out, as a stock checkpoint does."""
-    state = model.state_dict()
-    tied = bool(getattr(model.config, "tie_word_embeddings", False))
-    embed = model.get_input_embeddings().weight if tied else None
-    for key, tensor in state.items():
-        if tied and embed is not None and key.endswith("lm_head.weight") and tensor.data_ptr() == embed.data_ptr():
-            continue
-        yield key, (lambda t=tensor: t)
-
-
-class ShardWriter:
-    """Collect tensors into safetensors shards of at most ``max_bytes``; writes the index when sharded."""
-
-    def __init__(self, folder: Path, max_bytes: int) -> None:
-        self.folder = folder
-        self.max_bytes = max_bytes
-        self.pending: dict[str, Any] = {}
-        self.pending_bytes = 0
-        self.shards: list[tuple[str, list[str]]] = []
-        self.total_bytes = 0
-        self.tensors = 0
-
-    def add(self, name: str, tensor: Any) -> None:
-        size = tensor.numel() * tensor.element_size()
-        if self.pending and self.pending_bytes + size > self.max_bytes:
-            self.flush()
-        # A view into a memory-mapped file or a shared tensor must be materialised on its own.
-        self.pending[name] = tensor.detach().to("cpu").contiguous().clone()
-        self.pending_bytes += size
-        self.total_bytes += size
-        self.tensors += 1
-
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        from safetensors.torch import save_file
-
-        temp_name = f"shard-{len(self.shards):05d}.safetensors"
-        save_file(self.pending, str(self.folder / temp_name), metadata={"format": "pt"})
-        self.shards.append((temp_name, list(self.pending)))
-        self.pending = {}
-        self.pending_bytes = 0
-
-    def close(self) -> list[str]:
-        """Give the shards their final names; returns the file names written."""
-        self.flush()
-        if len(self.shards) == 1:
-            os.replace(self.folder / self.shards[0][0], self.folder / "model.safetensors")
-            return ["model.safetensors"]
-        count = len(self.shards)
-        weight_map: dict[str, str] = {}
-        names = []
-        for number, (temp_name, keys) in enumerate(self.shards, 1):
-            final = f"model-{number:05d}-of-{count:05d}.safetensors"
-            os.replace(self.folder / temp_name, self.folder / final)
-            names.append(final)
-            weight_map.update(dict.fromkeys(keys, final))
-        index = {"metadata": {"total_size": self.total_bytes}, "weight_map": dict(sorted(weight_map.items()))}
-        (self.folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
-        return [*names, "model.safetensors.index.json"]
 
 
 # -------------------------------------------------------------------------------------------------- save
@@ -191,7 +108,7 @@ def save_pruned(
     temp = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.partial-", dir=out_path.parent))
     _chmod_like_a_new_folder(temp)
     try:
-        files, writer = _write_all(
+        written = _write_all(
             temp, source, family, original_config, patch.values, new_index, model,
             tokenizer, card_text, max_shard_bytes, progress, cancel,
         )
@@ -200,7 +117,7 @@ def save_pruned(
         shutil.rmtree(temp, ignore_errors=True)
         raise
     log.info("saved pruned model to %s", out_path)
-    return SaveResult(out_path, files, writer.tensors, writer.total_bytes)
+    return replace(written, folder=out_path)
 
 
 def _write_all(
@@ -216,23 +133,26 @@ def _write_all(
     max_shard_bytes: int,
     progress: Callable[[str, int, int], None] | None,
     cancel: Callable[[], bool] | None,
-) -> tuple[list[str], ShardWriter]:
-    from_memory = source.gguf_file is not None
-    if from_memory and model is None:
+) -> SaveResult:
+    if source.gguf_file is not None and model is None:
         raise ValueError("a GGUF source is saved from the model in memory; pass model=")
-    stream = model_tensors(model) if from_memory else checkpoint_tensors(source)
-    total = _count_tensors(source, model) if progress else 0
-    writer = ShardWriter(temp, max_shard_bytes)
-    for done, (name, load) in enumerate(stream, 1):
+    entries = []
+    for entry in model_entries(model) if source.gguf_file else checkpoint_entries(source):
+        new_name = renamed(entry.name, family, new_index)
+        if new_name is not None:
+            entries.append(replace(entry, name=new_name))
+    shards = plan_shards(entries, max_shard_bytes)
+    done = 0
+
+    def on_tensor() -> None:
+        nonlocal done
+        done += 1
         if cancel is not None and cancel():
             raise Cancelled()
-        new_name = renamed(name, family, new_index)
-        if new_name is not None:
-            writer.add(new_name, load())
         if progress is not None:
-            progress("saving", done, total)
-    files = writer.close()
+            progress("saving", done, len(entries))
 
+    files, total_bytes = write_sharded(temp, shards, on_tensor)
     config = _base_config(source, model, original_config)
     config.update(patch)
     (temp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -241,21 +161,7 @@ def _write_all(
     if card_text:
         (temp / "README.md").write_text(card_text, encoding="utf-8")
         files.append("README.md")
-    return files, writer
-
-
-def _count_tensors(source: ModelSource, model: Any) -> int:
-    if source.gguf_file:
-        return len(model.state_dict())
-    from .sources import read_safetensors_header
-
-    total = 0
-    for weight in source.weight_files:
-        if weight.format == "safetensors":
-            total += sum(1 for k in read_safetensors_header(weight.path) if not k.startswith("__"))
-        else:
-            return 0
-    return total
+    return SaveResult(temp, files, len(entries), total_bytes)
 
 
 def _base_config(source: ModelSource, model: Any, original_config: dict[str, Any]) -> dict[str, Any]:
@@ -281,7 +187,8 @@ def _copy_side_files(temp: Path, source: ModelSource, model: Any, tokenizer: Any
         tokenizer.save_pretrained(temp)
     if model is not None and getattr(model, "generation_config", None) is not None:
         model.generation_config.save_pretrained(temp)
-    return sorted(p.name for p in temp.iterdir() if not p.name.endswith(".safetensors") and p.name != "config.json")
+    return sorted(p.name for p in temp.iterdir()
+                  if not p.name.endswith(".safetensors") and p.name != "config.json")
 
 
 def _chmod_like_a_new_folder(folder: Path) -> None:

@@ -206,7 +206,6 @@ def hub_download(
     The token comes from huggingface_hub's own login store (``hf auth login``) or ``HF_TOKEN``; it is never
     asked for or stored here. Each Hub error becomes a sentence the user can act on.
     """
-    import huggingface_hub as hub
     from huggingface_hub import errors as hub_errors
 
     try:

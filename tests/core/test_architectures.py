@@ -25,7 +25,7 @@ RESULTS_KEY = "shortgpt/family-results"
 PROMPT = torch.tensor([[1, 45, 88, 120, 7, 300, 42, 11, 250, 99, 31, 64]])  # 12 tokens > sliding window 8
 
 
-def skip_layers_reference(model, layers, removed: list[int]) -> torch.Tensor:  # noqa: ANN001
+def skip_layers_reference(model, layers, removed: list[int]) -> torch.Tensor:
     """The original model with the removed layers turned into no-ops: no surgery involved at all."""
     handles = [layers[i].register_forward_hook(_identity_hook, with_kwargs=True) for i in removed]
     try:
@@ -37,7 +37,7 @@ def skip_layers_reference(model, layers, removed: list[int]) -> torch.Tensor:  #
 
 
 @pytest.fixture(scope="module")
-def results(request: pytest.FixtureRequest):  # noqa: ANN201
+def results(request: pytest.FixtureRequest):
     recorded: dict[str, dict[str, object]] = {}
     yield recorded
     previous = request.config.cache.get(RESULTS_KEY, {})
@@ -46,7 +46,7 @@ def results(request: pytest.FixtureRequest):  # noqa: ANN201
 
 
 @pytest.mark.parametrize("name", list(TINY_FAMILIES))
-def test_family_prunes_saves_reloads_and_generates(name: str, tiny_model: Path, tmp_path: Path, results) -> None:  # noqa: ANN001
+def test_family_prunes_saves_reloads_and_generates(name: str, tiny_model: Path, tmp_path: Path, results) -> None:
     from transformers import AutoModelForCausalLM
 
     model_type, kwargs = TINY_FAMILIES[name]

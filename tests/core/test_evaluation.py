@@ -14,11 +14,11 @@ from shortgpt_desktop.core.sources import resolve
 
 
 @pytest.fixture(scope="module")
-def loaded(tiny_model: Path):  # noqa: ANN201
+def loaded(tiny_model: Path):
     return load_model(resolve(str(tiny_model)), "cpu", "float32")
 
 
-def test_perplexity_equals_exp_of_the_model_loss(loaded) -> None:  # noqa: ANN001
+def test_perplexity_equals_exp_of_the_model_loss(loaded) -> None:
     window = [1, *range(20, 80)]
     ids = torch.tensor([window])
     with torch.no_grad():
@@ -28,7 +28,7 @@ def test_perplexity_equals_exp_of_the_model_loss(loaded) -> None:  # noqa: ANN00
     assert result.perplexity == pytest.approx(math.exp(float(loss)), rel=1e-5)
 
 
-def test_padding_does_not_count(loaded) -> None:  # noqa: ANN001
+def test_padding_does_not_count(loaded) -> None:
     windows = [[1, *range(20, 80)], [1, *range(100, 120)]]
     together = perplexity_of(loaded.model, windows, pad_id=0, batch_size=2)
     alone = [perplexity_of(loaded.model, [w], pad_id=0) for w in windows]
@@ -37,7 +37,7 @@ def test_padding_does_not_count(loaded) -> None:  # noqa: ANN001
     assert together.nll == pytest.approx(nll, rel=1e-5)
 
 
-def test_generation_is_greedy_and_repeatable(loaded) -> None:  # noqa: ANN001
+def test_generation_is_greedy_and_repeatable(loaded) -> None:
     a = generate_text(loaded.model, loaded.tokenizer, "The history of", max_new_tokens=8)
     b = generate_text(loaded.model, loaded.tokenizer, "The history of", max_new_tokens=8)
     assert a == b and a

@@ -25,12 +25,12 @@ def load(folder: Path) -> LoadedModel:
     return load_model(resolve(str(folder)), "cpu", "float32")
 
 
-def save(loaded: LoadedModel, out: Path, **kwargs: object):  # noqa: ANN201
+def save(loaded: LoadedModel, out: Path, **kwargs: object):
     return save_pruned(source=loaded.source, family=loaded.family, original_config=loaded.config,
                        removed=REMOVED, out=out, model=loaded.model, tokenizer=loaded.tokenizer, **kwargs)
 
 
-def logits(model, ids: torch.Tensor = PROMPT_IDS) -> torch.Tensor:  # noqa: ANN001
+def logits(model, ids: torch.Tensor = PROMPT_IDS) -> torch.Tensor:
     with torch.no_grad():
         return model(input_ids=ids).logits
 

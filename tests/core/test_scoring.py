@@ -27,7 +27,7 @@ def tokens(loaded: LoadedModel, small_calib: Path) -> TokenSet:
     return build_token_set(loaded.tokenizer, [small_calib.read_text()], samples=6, seq_len=48, seed=0)
 
 
-def reference_states(model, ids: torch.Tensor) -> list[torch.Tensor]:  # noqa: ANN001
+def reference_states(model, ids: torch.Tensor) -> list[torch.Tensor]:
     """Each layer's input and the last layer's raw output, from output_hidden_states (final norm untied)."""
     model.config.tie_last_hidden_states = False
     try:
