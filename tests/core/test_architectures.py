@@ -118,3 +118,11 @@ def test_gpt2_with_per_layer_attention_scaling_is_refused(tiny_model: Path, tmp_
                               "scale_attn_by_inverse_layer_idx": True}, tokenizer_from=tiny_model)
     with pytest.raises(UnsupportedModelError, match="scale_attn_by_inverse_layer_idx"):
         load_model(resolve(str(folder)), "cpu", "float32")
+
+
+def test_readme_table_lists_every_family() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("<!-- families:begin -->") : readme.index("<!-- families:end -->")]
+    for family in FAMILIES:
+        row = next((line for line in table.splitlines() if f"| `{family.name}` |" in line), "")
+        assert "passed" in row, f"README has no passing row for {family.name}; run tools/family_table.py"
