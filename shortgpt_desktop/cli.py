@@ -175,6 +175,22 @@ def spec_from_args(args: argparse.Namespace) -> Any:
     return spec
 
 
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return f"{n:,.1f} GB"
+
+
+def print_model_info(info: Any, out: TextIO = sys.stderr) -> None:
+    """What the model is and what it will cost, before the weights load."""
+    out.write(f"model: {info.architecture}, {info.n_layers} layers, {info.n_params / 1e6:,.1f} M parameters, "
+              f"{_size(info.bytes_on_disk)} on disk ({info.weight_format}); needs about "
+              f"{_size(info.memory_needed_bytes)} on {info.device} in {info.dtype}\n")
+    out.flush()
+
+
 def print_summary(report: Any, out: TextIO = sys.stdout) -> None:
     removed = set(report.removed_layers)
     if report.scores:
@@ -223,19 +239,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # our own bar reports downloads
+    os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF dequantisation bar; read when tqdm loads
     quiet_library_progress()
     progress = ProgressBar(quiet=args.quiet)
     try:
         from .core import pipeline
 
         spec = spec_from_args(args)
+        info = None if args.quiet else print_model_info
         if args.command == "score":
             spec.block_size = args.block_size
-            report = pipeline.run_score(spec, progress)
+            report = pipeline.run_score(spec, progress, on_info=info)
         elif args.command == "prune":
-            report = pipeline.run_prune(spec, progress)
+            report = pipeline.run_prune(spec, progress, on_info=info)
         else:
-            report = pipeline.run_eval(spec, args.against, progress)
+            report = pipeline.run_eval(spec, args.against, progress, on_info=info)
         if args.json:
             try:
                 report.write_json(args.json)

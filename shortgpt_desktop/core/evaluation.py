@@ -41,6 +41,8 @@ def perplexity_of(
     total_nll = 0.0
     total_tokens = 0
     started = time.perf_counter()
+    if progress is not None:
+        progress(0, len(windows))
     with torch.inference_mode():
         for start in range(0, len(windows), batch_size):
             if cancel is not None and cancel():

@@ -166,7 +166,7 @@ def inspect_model(source: ModelSource, device: str = "auto", dtype: str = "auto"
     working = batch_size * seq_len * (8 * hidden * bytes_per + 4 * vocab) if hidden else 0
     return ModelInfo(
         name=source.display_name,
-        architecture=(config.get("architectures") or [config.get("model_type", "unknown")])[0],
+        architecture=architecture_name(config),
         model_type=str(config.get("model_type", "unknown")),
         n_layers=layer_count(config),
         n_params=n_params,
@@ -179,6 +179,16 @@ def inspect_model(source: ModelSource, device: str = "auto", dtype: str = "auto"
         weights_bytes=n_params * bytes_per,
         working_bytes=working,
     )
+
+
+def architecture_name(config: dict[str, Any]) -> str:
+    """``LlamaForCausalLM`` and the like; GGUF metadata has no ``architectures``, so it is derived."""
+    if config.get("architectures"):
+        return str(config["architectures"][0])
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    model_type = str(config.get("model_type", "unknown"))
+    return str(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type, model_type))
 
 
 def check_supported(config: dict[str, Any], trust_remote_code: bool) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 from .calibration import BUILTIN_CORPUS, TokenSet, build_token_set, builtin_corpus, read_texts
 from .errors import CalibrationError, PlanError, UserError
 from .evaluation import PerplexityResult, generate_text, perplexity_of
-from .loading import LoadedModel, load_model
+from .loading import LoadedModel, ModelInfo, architecture_name, inspect_model, load_model
 from .plan import PrunePlan, apply_sizes, check_layer_list, count_for_ratio, make_plan, max_removable
 from .report import Report, model_card
 from .saving import SaveResult, save_pruned
@@ -68,12 +68,18 @@ def _noop(*_: Any) -> None:
 # ------------------------------------------------------------------------------------------------- steps
 
 
-def open_model(spec: JobSpec, progress: Progress = _noop, cancel: CancelCheck | None = None) -> LoadedModel:
-    """Resolve (downloading from the Hub if needed) and load the model."""
+def open_model(spec: JobSpec, progress: Progress = _noop, cancel: CancelCheck | None = None,
+               on_info: Callable[[ModelInfo], None] | None = None) -> LoadedModel:
+    """Resolve (downloading from the Hub if needed) and load the model.
+
+    ``on_info`` hears what the model is and what it will cost before its weights are read.
+    """
     source = resolve(
         spec.model, revision=spec.revision, progress=lambda done, total: progress("download", done, total, None),
         cancel=cancel,
     )
+    if on_info is not None:
+        on_info(inspect_model(source, spec.device, spec.dtype, spec.batch_size, spec.seq_len))
     progress("load", 0, 1, None)
     loaded = load_model(source, spec.device, spec.dtype, spec.trust_remote_code)
     progress("load", 1, 1, None)
@@ -190,7 +196,7 @@ def save(loaded: LoadedModel, plan: PrunePlan, out: str | Path, report: Report |
 def new_report(loaded: LoadedModel, spec: JobSpec) -> Report:
     return Report(
         model=spec.model,
-        architecture=(loaded.config.get("architectures") or [loaded.family.name])[0],
+        architecture=architecture_name(loaded.config),
         n_layers=loaded.n_layers,
         metric=spec.metric,
         device=loaded.device,
@@ -223,11 +229,12 @@ def _count_to_remove(spec: JobSpec, n_layers: int) -> int | None:
     return count
 
 
-def run_score(spec: JobSpec, progress: Progress = _noop, cancel: CancelCheck | None = None) -> Report:
+def run_score(spec: JobSpec, progress: Progress = _noop, cancel: CancelCheck | None = None,
+              on_info: Callable[[ModelInfo], None] | None = None) -> Report:
     """Load and score; no plan, nothing written but the report."""
     check_metric(spec.metric)
     started = time.perf_counter()
-    loaded = open_model(spec, progress, cancel)
+    loaded = open_model(spec, progress, cancel, on_info)
     report = new_report(loaded, spec)
     tokens, report.calibration, report.warnings = prepare_tokens(loaded, spec)
     scores = score(loaded, tokens, spec.metric, spec.batch_size, spec.block_size, progress, cancel)
@@ -244,7 +251,8 @@ def _fill_scores(report: Report, scores: LayerScores) -> None:
     report.timings["scoring"] = scores.seconds
 
 
-def run_prune(spec: JobSpec, progress: Progress = _noop, cancel: CancelCheck | None = None) -> Report:
+def run_prune(spec: JobSpec, progress: Progress = _noop, cancel: CancelCheck | None = None,
+              on_info: Callable[[ModelInfo], None] | None = None) -> Report:
     """Score, plan, check perplexity before and after on the same tokens, and save."""
     check_metric(spec.metric)
     _check_choice(spec)
@@ -253,7 +261,7 @@ def run_prune(spec: JobSpec, progress: Progress = _noop, cancel: CancelCheck | N
     if not spec.out:
         raise UserError("Give an output folder with --out.")
     started = time.perf_counter()
-    loaded = open_model(spec, progress, cancel)
+    loaded = open_model(spec, progress, cancel, on_info)
     from .saving import check_output_folder
 
     check_output_folder(Path(spec.out), loaded.source, spec.force)  # fail before the long part
@@ -301,10 +309,14 @@ def _measure_before_after(loaded: LoadedModel, tokens: TokenSet, plan: PrunePlan
 
 
 def run_eval(spec: JobSpec, other: str | None = None, progress: Progress = _noop,
-             cancel: CancelCheck | None = None) -> Report:
-    """Perplexity of a model (and optionally of a second one, e.g. its pruned copy) on the same tokens."""
+             cancel: CancelCheck | None = None, on_info: Callable[[ModelInfo], None] | None = None) -> Report:
+    """Perplexity of a model (and optionally of a second one, e.g. its pruned copy) on the same tokens.
+
+    The second model is tokenized with the first one's tokenizer (a pruned copy shares it) and both are in
+    memory at once.
+    """
     started = time.perf_counter()
-    loaded = open_model(spec, progress, cancel)
+    loaded = open_model(spec, progress, cancel, on_info)
     report = new_report(loaded, spec)
     tokens, report.calibration, report.warnings = prepare_tokens(loaded, spec)
     before = measure_perplexity(loaded, tokens, (), spec.batch_size, progress, cancel, "ppl_before")

@@ -179,11 +179,11 @@ class _Accumulator:
                 rm = (xx - 2 * dot + yy).clamp_min(0).sqrt() / yy.sqrt().clamp_min(1e-12)
                 self.cos_sum[index] += (cos * self.mask).sum(dtype=torch.float64)
                 self.rm_sum[index] += (rm * self.mask).sum(dtype=torch.float64)
-                if self.keep_last_token:
+                if self.keep_last_token:  # stays on the device: a copy to the CPU here would sync every layer
                     rows = torch.arange(x.shape[0], device=x.device)
                     if index == 0:
-                        self.states[0].append(x[rows, self.last].cpu())
-                    self.states[index + 1].append(y[rows, self.last].cpu())
+                        self.states[0].append(x[rows, self.last])
+                    self.states[index + 1].append(y[rows, self.last])
 
         return hook
 
@@ -197,7 +197,7 @@ class _Accumulator:
         tokens = max(self.tokens, 1)
         states = None
         if self.keep_last_token and self.states[0]:
-            states = torch.stack([torch.cat(s) for s in self.states])
+            states = torch.stack([torch.cat(s) for s in self.states]).cpu()
         return HookStats(
             n_layers=self.n,
             bi=[1.0 - v / tokens for v in self.cos_sum.tolist()],
@@ -226,6 +226,8 @@ def measure_layers(
     done = 0
     started = time.perf_counter()
     body = model.base_model
+    if progress is not None:
+        progress("scoring", 0, total, None)
     with _Accumulator(layers, keep_last_token) as acc, torch.inference_mode():
         for ids, mask, last in iter_batches(token_set, batch_size, str(device)):
             if cancel is not None and cancel():
@@ -277,6 +279,8 @@ def removal_perplexity(
     scores: list[float | None] = [None] * n
     started = time.perf_counter()
     tokens = 0
+    if progress is not None:
+        progress("scoring", 0, n, list(scores))
     for index, layer in enumerate(layers):
         handle = layer.register_forward_hook(_identity_hook, with_kwargs=True)
         try:

@@ -99,8 +99,9 @@ def test_progress_reports_partial_scores_and_cancel_stops(loaded: LoadedModel, t
     events = []
     score_model(loaded.model, loaded.family, tokens, "bi", batch_size=2,
                 progress=lambda stage, done, total, partial: events.append((stage, done, total, partial)))
-    assert [e[1] for e in events] == [2, 4, 6] and all(e[2] == 6 for e in events)
-    assert all(len(e[3]) == loaded.n_layers and None not in e[3] for e in events)
+    assert [e[1] for e in events] == [0, 2, 4, 6] and all(e[2] == 6 for e in events)
+    assert events[0][3] is None  # the start, before anything is known
+    assert all(len(e[3]) == loaded.n_layers and None not in e[3] for e in events[1:])
     calls = []
 
     def cancel() -> bool:
