@@ -126,3 +126,35 @@ def test_readme_table_lists_every_family() -> None:
     for family in FAMILIES:
         row = next((line for line in table.splitlines() if f"| `{family.name}` |" in line), "")
         assert "passed" in row, f"README has no passing row for {family.name}; run tools/family_table.py"
+
+
+FALLBACK_FAMILIES = {
+    "phi": {"vocab_size": 512, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 5,
+            "num_attention_heads": 4, "max_position_embeddings": 256},
+    "granite": {"vocab_size": 512, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 5,
+                "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 256},
+}
+
+
+@pytest.mark.parametrize("model_type", list(FALLBACK_FAMILIES))
+def test_unlisted_family_goes_through_the_fallback_end_to_end(model_type: str, tiny_model: Path,
+                                                              tmp_path: Path) -> None:
+    """A transformers family with no entry here is found by shape and pruned as faithfully as a listed one."""
+    from transformers import AutoModelForCausalLM
+
+    assert family_for_model_type(model_type) is None
+    folder = build_tiny_model(tmp_path / model_type, model_type, config_overrides=FALLBACK_FAMILIES[model_type],
+                              tokenizer_from=tiny_model)
+    loaded = load_model(resolve(str(folder)), "cpu", "float32")
+    assert loaded.family.name.endswith("(discovered)")
+    layers = loaded.model.get_submodule(loaded.family.layers_path)
+    removed = [1, 4]
+    reference = skip_layers_reference(loaded.model, layers, removed)
+    save_pruned(source=loaded.source, family=loaded.family, original_config=loaded.config, removed=removed,
+                out=tmp_path / "out", model=loaded.model, tokenizer=loaded.tokenizer)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "out", dtype=torch.float32).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(input_ids=PROMPT).logits, reference, rtol=1e-5, atol=1e-5)
+        cached = reloaded.generate(PROMPT, max_new_tokens=10, min_new_tokens=10, do_sample=False, use_cache=True)
+        full = reloaded.generate(PROMPT, max_new_tokens=10, min_new_tokens=10, do_sample=False, use_cache=False)
+    assert torch.equal(cached, full)
