@@ -20,7 +20,7 @@ from .evaluation import PerplexityResult, generate_text, perplexity_of
 from .loading import LoadedModel, ModelInfo, architecture_name, inspect_model, load_model
 from .plan import PrunePlan, apply_sizes, check_layer_list, count_for_ratio, make_plan, max_removable
 from .report import Report, model_card
-from .saving import SaveResult, save_pruned
+from .saving import SaveResult, check_output_folder, save_pruned
 from .scoring import METRICS, LayerScores, check_metric, score_model
 from .sources import resolve
 from .surgery import layer_sizes, pruned_view
@@ -262,14 +262,14 @@ def run_prune(spec: JobSpec, progress: Progress = _noop, cancel: CancelCheck | N
         raise UserError("Give an output folder with --out.")
     started = time.perf_counter()
     loaded = open_model(spec, progress, cancel, on_info)
-    from .saving import check_output_folder
-
     check_output_folder(Path(spec.out), loaded.source, spec.force)  # fail before the long part
-    _count_to_remove(spec, loaded.n_layers)
+    count = _count_to_remove(spec, loaded.n_layers)
     report = new_report(loaded, spec)
-    tokens, report.calibration, report.warnings = prepare_tokens(loaded, spec)
+    needs_text = spec.check_perplexity or (spec.layers is None and METRICS[spec.metric].needs_forward)
+    tokens = None
+    if needs_text:
+        tokens, report.calibration, report.warnings = prepare_tokens(loaded, spec)
     if spec.layers is None:
-        count = _count_to_remove(spec, loaded.n_layers)
         block_size = count if METRICS[spec.metric].block else 1
         scores = score(loaded, tokens, spec.metric, spec.batch_size, block_size or 1, progress, cancel)
         _fill_scores(report, scores)
@@ -278,7 +278,7 @@ def run_prune(spec: JobSpec, progress: Progress = _noop, cancel: CancelCheck | N
         plan = plan_for(loaded, None, layers=spec.layers)
         report.metric = "manual"
     _fill_plan(report, plan)
-    if spec.check_perplexity:
+    if tokens is not None and spec.check_perplexity:
         _measure_before_after(loaded, tokens, plan, spec, report, progress, cancel)
     t = time.perf_counter()
     result = save(loaded, plan, spec.out, report, spec.force, progress, cancel)
