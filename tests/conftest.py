@@ -47,20 +47,23 @@ def tokenizer_dir(tiny_model: Path) -> Path:
     return tiny_model
 
 
-@pytest.fixture(scope="session")
-def valid_text() -> Path:
-    path = SHARED_DATA / "wikitext2-valid.txt"
+def shared_data(name: str) -> Path:
+    path = SHARED_DATA / name
     if not path.is_file():
         pytest.skip(f"{path} is missing")
     return path
+
+
+@pytest.fixture(scope="session")
+def valid_text() -> Path:
+    """WikiText-2 validation split: calibration text."""
+    return shared_data("wikitext2-valid.txt")
 
 
 @pytest.fixture(scope="session")
 def test_text() -> Path:
-    path = SHARED_DATA / "wikitext2-test.txt"
-    if not path.is_file():
-        pytest.skip(f"{path} is missing")
-    return path
+    """WikiText-2 test split: perplexity text, never used for calibration."""
+    return shared_data("wikitext2-test.txt")
 
 
 @pytest.fixture(scope="session")

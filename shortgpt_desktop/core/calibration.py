@@ -301,3 +301,16 @@ def build_token_set(
     if pad is None:
         pad = getattr(tokenizer, "eos_token_id", None) or 0
     return TokenSet(sample_ids, windows, seq_len, bos, int(pad))
+
+
+def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, device: str | Any = "cpu") -> tuple[Any, Any]:
+    """Right-padded ``input_ids`` and ``attention_mask`` tensors for token lists of different lengths."""
+    import torch
+
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        ids[row, : len(sequence)] = torch.tensor(list(sequence), dtype=torch.long)
+        mask[row, : len(sequence)] = 1
+    return ids.to(device), mask.to(device)

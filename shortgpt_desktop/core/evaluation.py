@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .calibration import pad_batch
 from .errors import Cancelled, ResourceError
 
 
@@ -47,14 +48,7 @@ def perplexity_of(
         for start in range(0, len(windows), batch_size):
             if cancel is not None and cancel():
                 raise Cancelled()
-            chunk = windows[start : start + batch_size]
-            width = max(len(w) for w in chunk)
-            ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for row, window in enumerate(chunk):
-                ids[row, : len(window)] = torch.tensor(list(window), dtype=torch.long)
-                mask[row, : len(window)] = 1
-            ids, mask = ids.to(device), mask.to(device)
+            ids, mask = pad_batch(windows[start : start + batch_size], pad_id, device)
             try:
                 logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
                 logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)

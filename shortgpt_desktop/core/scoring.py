@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .architectures import Family, get_submodule
-from .calibration import TokenSet
+from .calibration import TokenSet, pad_batch
 from .errors import Cancelled, ResourceError
 
 #: ``progress(stage, done, total, partial_scores)``; partial_scores is indexed by layer (None = unknown yet).
@@ -109,14 +109,9 @@ def iter_batches(token_set: TokenSet, batch_size: int, device: str) -> Any:
     samples = token_set.samples
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
-        width = max(len(s) for s in chunk)
-        ids = torch.full((len(chunk), width), token_set.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, sample in enumerate(chunk):
-            ids[row, : len(sample)] = torch.tensor(sample, dtype=torch.long)
-            mask[row, : len(sample)] = 1
-        last = torch.tensor([len(s) - 1 for s in chunk], dtype=torch.long)
-        yield ids.to(device), mask.to(device), last.to(device)
+        ids, mask = pad_batch(chunk, token_set.pad_id, device)
+        last = torch.tensor([len(s) - 1 for s in chunk], dtype=torch.long, device=device)
+        yield ids, mask, last
 
 
 def _hidden(args: tuple, kwargs: dict) -> Any:
