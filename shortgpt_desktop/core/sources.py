@@ -272,6 +272,9 @@ def _download(
     files = hub.list_repo_files(repo_id, revision=revision)
     patterns = list(_HUB_BASE_PATTERNS)
     patterns += ["*.safetensors"] if any(f.endswith(".safetensors") for f in files) else ["*.bin"]
+    plan = hub.snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=patterns,
+                                 dry_run=True)
+    check_free_space(cache_dir, sum(f.file_size or 0 for f in plan if f.will_download), repo_id)
     tqdm_class = _progress_tqdm(progress, cancel) if (progress or cancel) else None
     return Path(
         hub.snapshot_download(
@@ -280,15 +283,35 @@ def _download(
     )
 
 
+def check_free_space(cache_dir: str | Path | None, needed: int, repo_id: str) -> None:
+    """Refuse a download the disk cannot hold, before it starts (a half-written cache helps nobody)."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    folder = Path(cache_dir or constants.HF_HUB_CACHE)
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if needed > free:
+        raise HubError(
+            f"{repo_id} needs {needed / 1e9:.1f} GB but only {free / 1e9:.1f} GB is free on the disk of {folder}; "
+            "free some space or set HF_HOME to a bigger disk."
+        )
+
+
 def _progress_tqdm(progress: DownloadProgress | None, cancel: Callable[[], bool] | None) -> type:
     """A tqdm class that forwards byte counts to ``progress`` and raises :class:`Cancelled` on request."""
     from tqdm.auto import tqdm
 
     class _Forward(tqdm):  # type: ignore[misc, valid-type]
+        """Silent; counts the bytes written to disk (huggingface_hub grows ``total`` as files start)."""
+
         def __init__(self, *args: Any, **kwargs: Any) -> None:
-            self._counts_bytes = kwargs.get("unit") == "B"
+            # huggingface_hub also draws a "Downloading bytes" network bar; counting both would double.
+            self._counts_bytes = kwargs.get("unit") == "B" and kwargs.get("desc") != "Downloading bytes"
             self._done = 0
-            self._total = int(kwargs.get("total") or 0)
             kwargs["disable"] = True
             super().__init__(*args, **kwargs)
 
@@ -297,7 +320,7 @@ def _progress_tqdm(progress: DownloadProgress | None, cancel: Callable[[], bool]
                 raise Cancelled()
             self._done += int(n or 0)
             if progress is not None and self._counts_bytes:
-                progress(self._done, max(self._total, self._done))
+                progress(self._done, max(int(self.total or 0), self._done))
             return None
 
     return _Forward

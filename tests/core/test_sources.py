@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -167,6 +168,8 @@ def test_hub_download_skips_bin_when_safetensors_exist(tmp_path: Path, monkeypat
             from huggingface_hub.errors import LocalEntryNotFoundError
 
             raise LocalEntryNotFoundError("not cached")
+        if kwargs.get("dry_run"):
+            return [SimpleNamespace(file_size=1000, will_download=True)]
         seen.update(kwargs)
         return str(tmp_path)
 
@@ -179,10 +182,29 @@ def test_hub_download_skips_bin_when_safetensors_exist(tmp_path: Path, monkeypat
     patterns = seen["allow_patterns"]
     assert "*.safetensors" in patterns and "*.bin" not in patterns
     tqdm_class = seen["tqdm_class"]
-    bar = tqdm_class(total=100, unit="B")
+    network_bar = tqdm_class(total=0, unit="B", desc="Downloading bytes")
+    bar = tqdm_class(total=0, unit="B", desc="Reconstructing")
+    bar.total = 100  # huggingface_hub grows the total as each file starts
     bar.update(40)
+    network_bar.update(40)  # not counted twice
     bar.update(60)
     assert progress == [(40, 100), (100, 100)]
+
+
+def test_hub_download_refuses_what_the_disk_cannot_hold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def fake_snapshot(repo_id: str, **kwargs: object) -> object:
+        if kwargs.get("local_files_only"):
+            from huggingface_hub.errors import LocalEntryNotFoundError
+
+            raise LocalEntryNotFoundError("not cached")
+        assert kwargs.get("dry_run"), "the real download must not start"
+        return [SimpleNamespace(file_size=10**15, will_download=True)]
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("huggingface_hub.list_repo_files", lambda *a, **k: ["config.json", "model.safetensors"])
+    monkeypatch.setattr("huggingface_hub.snapshot_download", fake_snapshot)
+    with pytest.raises(HubError, match=r"needs 1000000\.0 GB"):
+        sources.hub_download("someone/huge", cache_dir=tmp_path)
 
 
 def test_hub_download_cancel(tmp_path: Path) -> None:
