@@ -77,7 +77,7 @@ class SettingsPanel(QGroupBox):
 
     def values(self) -> dict[str, Any]:
         return {
-            "device": self.device_box.currentData() or "auto",
+            "device": self._wanted_device or self.device_box.currentData() or "auto",
             "dtype": self.dtype_box.currentData() or "auto",
             "samples": self.samples_box.value(),
             "seq_len": self.seq_len_box.value(),
@@ -86,7 +86,8 @@ class SettingsPanel(QGroupBox):
         }
 
     def set_values(self, values: dict[str, Any]) -> None:
-        merged = {**DEFAULTS, **{k: v for k, v in values.items() if v is not None}}
+        """Set some or all settings; those not given keep their current values."""
+        merged = {**DEFAULTS, **self.values(), **{k: v for k, v in values.items() if v is not None}}
         for box in self._boxes():
             box.blockSignals(True)
         device_index = self.device_box.findData(str(merged["device"]))

@@ -1,9 +1,12 @@
 """Run long work in QThreads without stalling the window, and stop it cleanly.
 
 Pattern (see the project's field notes): a parent-less :class:`Worker` QObject is moved to a fresh
-``QThread``; ``thread.started`` runs it, its ``done`` signal quits the thread, and ``thread.finished`` deletes
-both later. Python references to the pair are kept in :data:`_LIVE` until the thread has finished, because
-PySide6 crashes when a wrapper is collected while its C++ object still runs.
+``QThread``; ``thread.started`` runs it and its ``done`` signal quits the thread. Python references to the
+pair are kept in :data:`_LIVE` until the thread has ended, because PySide6 crashes when a wrapper is
+collected while its C++ object still runs. Both objects are owned by Python and are deleted on the GUI thread
+once their thread has ended; ``thread.finished → worker.deleteLater`` (the C++ idiom) made the worker's C++
+side die in the worker thread while the GUI thread released its wrapper, a race that crashed in
+``Shiboken::Object::destroy`` about once in five test runs.
 
 Signals from the worker thread are delivered to :class:`JobRunner`'s own slots (a QObject living on the GUI
 thread), so callbacks always run on the GUI thread. Progress payloads are plain Python values; progress is
@@ -165,8 +168,6 @@ class JobRunner(QObject):
         worker.cancelled.connect(self._on_cancel)
         # Direct: quit from the worker thread itself, so waiting on the thread never needs the GUI loop.
         worker.done.connect(thread.quit, Qt.ConnectionType.DirectConnection)
-        # The worker lives in the thread, so this runs there, as Qt's QThread docs recommend.
-        thread.finished.connect(worker.deleteLater)
         thread.finished.connect(self._on_thread_finished)
         _LIVE[job_id] = (thread, worker)
         self.started.emit(name)
@@ -209,14 +210,16 @@ class JobRunner(QObject):
 
     @Slot()
     def _on_thread_finished(self) -> None:
-        """The thread has stopped: drop references, delete the thread later, then run the job's callback."""
+        """The thread has stopped: drop references, then run the job's callback."""
         thread = self.sender()
         job_id = next((i for i, e in self._jobs.items() if e["thread"] is thread), None)
         if job_id is None:
             return
         entry = self._jobs.pop(job_id)
+        entry["thread"].wait()  # ``finished`` is emitted just before the thread ends: let it end
         _LIVE.pop(job_id, None)
-        entry["thread"].deleteLater()
+        # The last references to the worker and the thread go with ``entry``: Python deletes both here, on the
+        # GUI thread, after their thread has ended (see the module docstring for why not deleteLater).
         outcome, result = entry["outcome"], entry["result"]
         try:
             if outcome == "ok" and entry["success"] is not None:

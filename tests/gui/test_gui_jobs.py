@@ -1,0 +1,268 @@
+"""Cancelling, errors as dialogs, an event loop that never stalls, closing with a job running."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QElapsedTimer, QTimer
+from PySide6.QtWidgets import QMessageBox
+
+from shortgpt_desktop.gui import dialogs, workers
+
+
+def slow_progress(window, monkeypatch, method: str, delay: float) -> None:
+    """Make each progress step of ``session.<method>`` take ``delay`` seconds longer (the real work still
+    runs), so that a cancel reliably lands in the middle of it."""
+    real = getattr(window.session, method)
+
+    def wrapped(*args, **kwargs):
+        inner = kwargs.pop("progress")
+
+        def progress(stage, done, total, partial=None):
+            time.sleep(delay)
+            inner(stage, done, total, partial)
+
+        return real(*args, progress=progress, **kwargs)
+
+    if method == "score_work":
+        monkeypatch.setattr(window.session, method,
+                            lambda spec, progress, cancel: wrapped(spec, progress=progress, cancel=cancel))
+    else:
+        monkeypatch.setattr(window.session, method,
+                            lambda *a: wrapped(*a[:-2], progress=a[-2], cancel=a[-1]))
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_cancel_mid_scoring(qtbot, opened, monkeypatch) -> None:
+    window = opened
+    window.settings_panel.set_values({"samples": 24, "batch_size": 1})
+    slow_progress(window, monkeypatch, "score_work", 0.05)
+    seen: list[tuple[int, int]] = []
+
+    def on_progress(job, stage, done, total, partial):
+        if stage == "scoring":
+            seen.append((done, total))
+            if len(seen) == 1:
+                window.cancel_button.click()
+
+    window.jobs.progressed.connect(on_progress)
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000) as finished:
+        window.score_button.click()
+    assert finished.args == ["score", "cancelled"]
+    done, total = seen[-1]
+    assert total == 24 and done <= 3  # stopped within a batch or two of the click, not at the end
+    assert window.session.scores is None and window.plan is None
+    assert window.chart.n_layers == 0  # the partial bars are gone
+    assert not window.save_button.isEnabled()
+    assert window.dialogs == []
+    assert workers.live_threads() == 0
+    assert window.score_button.isEnabled()
+    # The model stays loaded, so scoring again works and is complete.
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000) as again:
+        window.score_button.click()
+    assert again.args == ["score", "ok"]
+
+
+def test_cancel_mid_saving_leaves_nothing(qtbot, opened, tmp_path: Path, monkeypatch) -> None:
+    window = opened
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.start_scoring()
+    slow_progress(window, monkeypatch, "save_work", 0.01)
+    parent = tmp_path / "outputs"
+    parent.mkdir()
+    out = parent / "pruned"
+
+    def on_progress(job, stage, done, total, partial):
+        if stage == "saving" and done < total:  # progress is throttled: the first report mid-way
+            window.cancel()
+
+    window.jobs.progressed.connect(on_progress)
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000) as finished:
+        window.save_to(out)
+    assert finished.args == ["save", "cancelled"]
+    assert leftovers(parent) == []  # neither the folder nor a temporary one
+    assert window.dialogs == []
+    assert window.last_saved is None
+
+
+def test_bad_model_path_gives_a_dialog(qtbot, window, tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-model"
+    with qtbot.waitSignal(window.errorShown, timeout=30_000) as shown:
+        window.model_panel.choose(str(missing))
+    qtbot.waitUntil(lambda: not window.busy)
+    assert "does not exist" in shown.args[0]
+    box = window.last_dialog
+    assert box is not None and box.isVisible() and box.icon() == QMessageBox.Icon.Warning
+    assert str(missing) in box.text()
+    box.button(QMessageBox.StandardButton.Ok).click()
+    assert not box.isVisible()
+    assert window.session.source is None and window.session.info is None
+    assert window.model_panel.values["layers"].text() == "—"
+    assert not missing.exists() and set(leftovers(tmp_path)) <= {"settings.ini"}
+    assert workers.live_threads() == 0
+    assert not window.save_button.isEnabled() and window.score_button.isEnabled()
+
+
+def test_folder_without_weights_gives_a_dialog(qtbot, window, tmp_path: Path) -> None:
+    folder = tmp_path / "empty-model"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "llama"}', encoding="utf-8")
+    with qtbot.waitSignal(window.errorShown, timeout=30_000) as shown:
+        window.open_model(str(folder))
+    assert "no weights" in shown.args[0]
+    window.last_dialog.close()
+    assert leftovers(folder) == ["config.json"]
+
+
+def test_empty_calibration_set_gives_a_dialog(qtbot, window, gui_model: Path) -> None:
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.open_model(str(gui_model))
+    assert window.calibration_panel.sources() == []
+    started: list[str] = []
+    window.jobs.started.connect(started.append)
+    with qtbot.waitSignal(window.errorShown, timeout=5_000) as shown:
+        window.score_button.click()
+    assert "calibration set is empty" in shown.args[0]
+    assert started == []  # refused before any work began
+    window.last_dialog.close()
+    assert window.session.loaded is None and window.session.scores is None
+    assert window.chart.n_layers == 0
+
+
+def test_calibration_files_without_text_give_a_dialog(qtbot, window, gui_model: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.txt"
+    empty.write_text("   \n", encoding="utf-8")
+    binary = tmp_path / "data.txt"
+    binary.write_bytes(bytes(range(256)) * 8)
+    window.calibration_panel.add_paths([str(empty), str(binary)])
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000) as finished:
+        window.open_model(str(gui_model), then="score")
+    if finished.args[0] == "open":
+        with qtbot.waitSignal(window.jobFinished, timeout=60_000) as finished:
+            pass
+    assert finished.args == ["score", "failed"]
+    box = window.last_dialog
+    assert box is not None and "No usable calibration text" in box.text()
+    assert box.detailedText() == ""  # the user's mistake: no traceback
+    box.close()
+    assert window.session.scores is None and window.plan is None
+
+
+def test_a_bug_shows_details_on_request(qtbot, opened, monkeypatch) -> None:
+    window = opened
+
+    def broken(spec, progress, cancel):
+        raise ZeroDivisionError("simulated bug")
+
+    monkeypatch.setattr(window.session, "score_work", broken)
+    with qtbot.waitSignal(window.errorShown, timeout=30_000):
+        window.start_scoring()
+    qtbot.waitUntil(lambda: not window.busy)
+    box = window.last_dialog
+    assert box.icon() == QMessageBox.Icon.Critical
+    assert "bug" in box.text()
+    assert "ZeroDivisionError" in box.detailedText() and "simulated bug" in box.informativeText()
+    box.close()
+
+
+def test_save_refuses_the_source_folder_and_asks_before_replacing(qtbot, opened, gui_model: Path,
+                                                                   tmp_path: Path, monkeypatch) -> None:
+    window = opened
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.start_scoring()
+    before = leftovers(gui_model)
+    asked: list[str] = []
+    monkeypatch.setattr(dialogs, "ask_yes_no", lambda parent, title, text: asked.append(text) or True)
+    with qtbot.waitSignal(window.errorShown, timeout=30_000) as shown:
+        window.save_to(gui_model)
+    assert "source model" in shown.args[0]
+    assert leftovers(gui_model) == before
+    window.last_dialog.close()
+    qtbot.waitUntil(lambda: not window.busy)
+
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "keep.txt").write_text("mine", encoding="utf-8")
+    monkeypatch.setattr(dialogs, "ask_yes_no", lambda parent, title, text: asked.append(text) or False)
+    started: list[str] = []
+    window.jobs.started.connect(started.append)
+    window.save_to(occupied)
+    assert started == [] and "not empty" in asked[-1]
+    assert leftovers(occupied) == ["keep.txt"]
+
+
+def test_event_loop_never_stalls(qtbot, opened, tmp_path: Path) -> None:
+    """The longest gap between 10 ms timer ticks while the tiny model is loaded, scored and saved."""
+    window = opened
+    window.settings_panel.set_values({"samples": 64, "seq_len": 128, "batch_size": 4})
+    clock = QElapsedTimer()
+    gaps: list[int] = []
+    last = [0]
+
+    def tick() -> None:
+        now = clock.elapsed()
+        gaps.append(now - last[0])
+        last[0] = now
+
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(tick)
+    clock.start()
+    timer.start()
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000) as scored:
+        window.start_scoring()
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000) as saved:
+        window.save_to(tmp_path / "pruned")
+    timer.stop()
+    assert scored.args == ["score", "ok"] and saved.args == ["save", "ok"]
+    longest = max(gaps)
+    print(f"\nlongest event-loop gap while loading, scoring and saving: {longest} ms over {len(gaps)} ticks")
+    assert len(gaps) > 10
+    assert longest < 250
+
+
+def test_closing_with_a_job_running_asks_then_stops_cleanly(qtbot, opened, monkeypatch) -> None:
+    window = opened
+    window.settings_panel.set_values({"samples": 64, "batch_size": 1})
+    slow_progress(window, monkeypatch, "score_work", 0.05)
+    answers = iter([False, True])
+    asked: list[str] = []
+    monkeypatch.setattr(dialogs, "ask_yes_no", lambda parent, title, text: asked.append(text) or next(answers))
+    with qtbot.waitSignal(window.jobs.progressed, timeout=30_000):
+        window.start_scoring()
+    assert not window.close()  # "No": the window stays, the job goes on
+    assert window.isVisible() and window.busy and "still running" in asked[0]
+    started = time.monotonic()
+    window.close()  # "Yes": cancel, then close once the thread has stopped
+    qtbot.waitUntil(lambda: not window.isVisible(), timeout=15_000)
+    assert time.monotonic() - started < 5
+    assert len(asked) == 2
+    assert workers.live_threads() == 0 and not window.jobs.busy
+
+
+def test_closing_while_the_device_probe_runs(qtbot, make_window) -> None:
+    window = make_window(probe=True)
+    window.close()
+    qtbot.waitUntil(lambda: not window.isVisible(), timeout=60_000)
+    assert workers.live_threads() == 0
+
+
+@pytest.mark.parametrize("count", [0, 5])
+def test_slider_ends(qtbot, opened, count: int) -> None:
+    window = opened
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.start_scoring()
+    window.plan_panel.set_count(count, emit=True)
+    assert len(window.plan.removed) == count
+    assert window.save_button.isEnabled() == (count > 0)
+    if count == 5:
+        # Every layer but one is removed; clicking the last one left is refused.
+        last = next(i for i in range(6) if i not in window.plan.removed)
+        window.toggle_layer(last)
+        assert len(window.plan.removed) == 5
+        assert "must stay" in window.statusBar().currentMessage()
