@@ -27,6 +27,7 @@ class ScoreChart(QWidget):
     """
 
     layerClicked = Signal(int)
+    HINT = "Point at a bar for its score; click it to keep or remove that layer."
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -48,9 +49,9 @@ class ScoreChart(QWidget):
         item.setXRange(0, 1, padding=0)
         item.setYRange(0, 1, padding=0)
 
-        self.title = QLabel("<b>Layer importance</b> (lower = less important, removed first)", self)
+        self.title = QLabel("<b>Layer importance</b> (lower = removed first)", self)
         self.legend = QLabel(self)
-        self.hover_label = QLabel(" ", self)
+        self.hover_label = QLabel(self.HINT, self)
         self.hover_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         head = QHBoxLayout()
         head.addWidget(self.title)
@@ -155,8 +156,7 @@ class ScoreChart(QWidget):
         kept = pal.color(QPalette.ColorRole.Highlight).name()
         self.legend.setText(
             f'<span style="color:{kept}">■</span> kept &nbsp; '
-            f'<span style="color:{REMOVED_COLOR.name()}">■</span> removed &nbsp; '
-            '<span>(click a bar to keep or remove it)</span>'
+            f'<span style="color:{REMOVED_COLOR.name()}">■</span> removed'
         )
         if self.scores:
             self.bars.setOpts(brushes=self._brushes(), pens=self._pens())
@@ -194,7 +194,7 @@ class ScoreChart(QWidget):
         return f"Layer {index}: {self.metric_label} {value} — {state}"
 
     def _update_hover_text(self) -> None:
-        self.hover_label.setText(self.hover_text(self._hovered) if self._hovered is not None else " ")
+        self.hover_label.setText(self.hover_text(self._hovered) if self._hovered is not None else self.HINT)
 
     def _on_mouse_moved(self, scene_pos: QPointF) -> None:
         index = self.layer_at(scene_pos)

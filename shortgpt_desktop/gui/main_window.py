@@ -96,6 +96,9 @@ class MainWindow(QMainWindow):
         self._scores_before: Any = None  # scores shown before that job, restored if it fails
 
         self._build()
+        # An explicit minimum: otherwise the layouts' minimum grows with word-wrapped text (a long model name
+        # made it 1034 px wide) and the window could not be narrowed again.
+        self.setMinimumSize(860, 600)
         self._restore()
         self.jobs.started.connect(self._on_job_started)
         self.jobs.finished.connect(self._on_job_finished)

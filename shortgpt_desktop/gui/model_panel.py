@@ -16,7 +16,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QProgressBar,
     QPushButton,
-    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
@@ -94,7 +93,8 @@ class ModelPanel(QGroupBox):
                            ("disk", "Size on disk"), ("memory", "Memory needed")):
             value = QLabel("—", self)
             value.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-            value.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+            value.setWordWrap(True)  # a long name wraps instead of widening the whole window
+            value.setMinimumWidth(1)
             self.values[key] = value
             form.addRow(label + ":", value)
         self.message = QLabel(self)

@@ -52,10 +52,10 @@ def make_window(qtbot, settings: QSettings, monkeypatch: pytest.MonkeyPatch):
     def make(qsettings: QSettings | None = None, probe: bool = False, fast: bool = True) -> MainWindow:
         window = MainWindow(qsettings if qsettings is not None else settings, probe=probe)
         qtbot.addWidget(window)
-        if fast:
+        if fast:  # otherwise the window keeps what it restored from ``qsettings``
             window.settings_panel.set_values(FAST_SETTINGS)
             window.calibration_panel.set_sources([])
-        window.resize(1280, 720)
+            window.resize(1280, 720)
         window.show()
         qtbot.waitExposed(window)
         made.append(window)

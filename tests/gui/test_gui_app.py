@@ -1,0 +1,137 @@
+"""Persistence, small widgets, the PySide6 guard, and the ``shortgpt-desktop`` entry point as a process."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QObject, QSettings, Signal
+from PySide6.QtGui import QImage
+
+from shortgpt_desktop.core.plan import PrunePlan
+from shortgpt_desktop.gui import qtfix
+from shortgpt_desktop.gui.format import change, human_bytes, human_count, human_seconds, layer_list
+from shortgpt_desktop.gui.plan_panel import PlanPanel
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_app(*args: str, timeout: int = 180) -> subprocess.CompletedProcess:
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "shortgpt_desktop", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_settings_recent_models_and_geometry_persist(qtbot, make_window, settings: QSettings,
+                                                     gui_model: Path, calib_text: Path) -> None:
+    first = make_window()
+    first.settings_panel.set_values({"samples": 12, "seq_len": 48, "batch_size": 3, "metric": "angular",
+                                     "dtype": "bfloat16"})
+    first.calibration_panel.add_paths([str(calib_text)])
+    first.calibration_panel.builtin.setChecked(True)
+    with qtbot.waitSignal(first.jobFinished, timeout=60_000):
+        first.open_model(str(gui_model))
+    first.compare_panel.prompt.setText("Once upon a time")
+    # The offscreen screen is 800 px wide, so restoring clamps the width to the window's minimum: use that.
+    size = (first.minimumWidth(), 650)
+    first.resize(*size)
+    first.close()
+
+    second = make_window(fast=False)
+    assert second.settings_panel.values() == {"device": "cpu", "dtype": "bfloat16", "samples": 12, "seq_len": 48,
+                                              "batch_size": 3, "metric": "angular"}
+    assert second.calibration_panel.sources() == [str(calib_text), "builtin"]
+    assert second.model_panel.recent() == [str(gui_model)]
+    assert second.model_panel.text == str(gui_model)
+    assert second.compare_panel.prompt.text() == "Once upon a time"
+    assert (second.width(), second.height()) == size
+
+
+def test_first_start_defaults(make_window) -> None:
+    window = make_window(fast=False)
+    assert window.calibration_panel.sources() == ["builtin"]
+    values = window.settings_panel.values()
+    assert values["metric"] == "bi" and values["samples"] == 128 and values["seq_len"] == 512
+    assert window.chart.n_layers == 0 and not window.save_button.isEnabled()
+    assert window.windowIcon().availableSizes() or not window.windowIcon().isNull()
+
+
+def test_formatting() -> None:
+    assert human_bytes(1536) == "1.5 KB" and human_bytes(512) == "512 B"
+    assert human_count(287_552) == "287.6 k" and human_count(6.74e9) == "6.7 B"
+    assert human_seconds(0.25) == "250 ms" and human_seconds(125) == "2 min 05 s"
+    assert layer_list([9, 3, 4, 5, 7, 8]) == "3–5, 7–9"
+    assert layer_list([1, 2]) == "1, 2" and layer_list([]) == "none"
+    assert change(100, 75) == "−25 %"
+
+
+def test_plan_panel_throttles_slider_moves(qtbot) -> None:
+    panel = PlanPanel()
+    qtbot.addWidget(panel)
+    panel.set_maximum(31)
+    counts: list[int] = []
+    panel.countChanged.connect(counts.append)
+    with qtbot.waitSignal(panel.countChanged, timeout=2000):
+        for value in range(1, 21):
+            panel.slider.setValue(value)
+    assert counts == [20]  # twenty moves, one replan
+    plan = PrunePlan(32, [20, 21, 22, 23, 25], params_before=1000, params_after=800, bytes_before=4000,
+                     bytes_after=3200)
+    panel.show_plan(plan)
+    assert "5</b> of 32" in panel.count_label.text()
+    assert panel.layers_label.text() == "20–23, 25"
+    assert "−20 %" in panel.params_label.text()
+
+
+def test_many_signals_and_void_calls_do_not_exhaust_none_or_true() -> None:
+    """The PySide6 6.12.0 bug qtfix guards against: without it this aborts the interpreter."""
+
+    class Emitter(QObject):
+        ping = Signal(int)
+
+    emitter = Emitter()
+    for i in range(20_000):
+        emitter.ping.emit(i)
+        emitter.setObjectName("x")
+    assert sys.getrefcount(None) > 0 and sys.getrefcount(True) > 0
+    assert qtfix.apply() in (True, False)  # idempotent
+
+
+def test_launch_is_fast_and_does_not_import_torch(tmp_path: Path) -> None:
+    result = run_app("--measure-startup", "--settings-file", str(tmp_path / "s.ini"), timeout=120)
+    assert result.returncode == 0, result.stderr
+    match = re.search(r"window shown ([\d.]+) s after process start.*torch imported: (\w+)", result.stdout)
+    assert match, result.stdout
+    print(f"\n{result.stdout.strip()}")
+    assert match.group(2) == "False"
+    assert float(match.group(1)) < 5.0
+
+
+def test_self_test_passes() -> None:
+    result = run_app("--self-test", timeout=300)
+    print("\n" + result.stdout)
+    assert result.returncode == 0, result.stdout + result.stderr
+    steps = [line for line in result.stdout.splitlines() if line.startswith(("ok", "FAIL", "skip"))]
+    assert [s.split()[0] for s in steps] == ["ok"] * 8
+    assert "self-test passed" in result.stdout
+
+
+def test_screenshot_mode(tmp_path: Path, gui_model: Path, calib_text: Path) -> None:
+    out = tmp_path / "shot.png"
+    result = run_app(str(gui_model), "--calib", str(calib_text), "--screenshot", str(out), "--samples", "8",
+                     "--seq-len", "32", "--check", "--settings-file", str(tmp_path / "s.ini"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    image = QImage(str(out))
+    assert not image.isNull() and (image.width(), image.height()) == (1280, 720)
+
+
+@pytest.mark.parametrize("args", [["--screenshot", "x.png"], ["/no/such/model", "--screenshot", "x.png"]])
+def test_screenshot_mode_fails_cleanly(tmp_path: Path, args: list[str]) -> None:
+    args = [a if a != "x.png" else str(tmp_path / "x.png") for a in args]
+    result = run_app(*args, "--settings-file", str(tmp_path / "s.ini"))
+    assert result.returncode != 0
+    assert not (tmp_path / "x.png").exists()
