@@ -40,6 +40,7 @@ class ScoreChart(QWidget):
         item = self.plot.getPlotItem()
         item.showGrid(x=False, y=True, alpha=0.25)
         item.setLabel("bottom", "Layer")
+        item.getAxis("left").enableAutoSIPrefix(False)  # plain 0.05, 0.1, … rather than "(x0.001)" scaling
         self.bars = pg.BarGraphItem(x=[], height=[], width=0.78)
         self.plot.addItem(self.bars)
         self.placeholder = pg.TextItem("Choose a model and press Score: one bar per layer appears here.",

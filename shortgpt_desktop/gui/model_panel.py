@@ -93,7 +93,8 @@ class ModelPanel(QGroupBox):
                            ("disk", "Size on disk"), ("memory", "Memory needed")):
             value = QLabel("—", self)
             value.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-            value.setWordWrap(True)  # a long name wraps instead of widening the whole window
+            # No word wrap (it would make the left column taller than a 720-px screen): a long value is cut,
+            # and its tooltip shows it whole; the tiny minimum keeps it from widening the window.
             value.setMinimumWidth(1)
             self.values[key] = value
             form.addRow(label + ":", value)
@@ -152,8 +153,10 @@ class ModelPanel(QGroupBox):
 
     def set_info(self, info: ModelInfo) -> None:
         self.values["architecture"].setText(f"{info.architecture} ({info.model_type})")
+        self.values["architecture"].setToolTip(f"{info.architecture} ({info.model_type}) · {info.name}")
         self.values["layers"].setText(str(info.n_layers))
         self.values["params"].setText(human_count(info.n_params))
+        self.values["params"].setToolTip(f"{info.n_params:,} parameters")
         self.values["disk"].setText(f"{human_bytes(info.bytes_on_disk)} ({info.weight_format})")
         self.set_memory(info)
         self.message.setVisible(False)
