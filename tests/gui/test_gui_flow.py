@@ -162,3 +162,66 @@ def test_calibration_folder_and_remove(qtbot, window, drop_paths, calib_text: Pa
     panel.builtin.setChecked(True)
     assert panel.sources() == [str(calib_text), "builtin"]
     assert "built-in corpus" in panel.summary.text()
+
+
+def test_hover_shows_layer_and_score(qtbot, opened) -> None:
+    window = opened
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.start_scoring()
+    chart = window.chart
+    point = chart.bar_position(3)
+    chart._on_mouse_moved(chart.plot.mapToScene(point))  # what pyqtgraph's scene reports on a mouse move
+    text = chart.hover_label.text()
+    assert text.startswith("Layer 3: Block Influence ") and f"{chart.scores[3]:.4g}" in text
+    assert ("removed" if 3 in window.plan.removed else "kept") in text
+
+
+def test_memory_estimate_follows_settings(qtbot, opened) -> None:
+    window = opened
+    label = window.model_panel.values["memory"]
+    assert label.text().endswith("on cpu, float32")
+    before = window.session.info.memory_needed_bytes
+    box = window.settings_panel.dtype_box
+    box.setCurrentIndex(box.findData("bfloat16"))
+    qtbot.waitUntil(lambda: label.text().endswith("on cpu, bfloat16"), timeout=10_000)
+    assert window.session.info.memory_needed_bytes < before
+
+
+def test_device_probe_lists_devices(qtbot, make_window) -> None:
+    window = make_window(probe=True)
+    with qtbot.waitSignal(window.devicesProbed, timeout=60_000):
+        pass
+    box = window.settings_panel.device_box
+    keys = [box.itemData(i) for i in range(box.count())]
+    assert keys[0] == "auto" and keys[-1] == "cpu"
+    assert window.settings_panel.values()["device"] == "cpu"  # the chosen device survives the new list
+
+
+def test_hub_download_progress_and_cancel(qtbot, window, monkeypatch) -> None:
+    """A Hub download (faked: no network in tests) shows bytes and speed, and its Cancel button stops it."""
+    import time
+
+    from shortgpt_desktop.core.errors import Cancelled
+    from shortgpt_desktop.gui import main_window
+
+    total = 10 * 1024**2
+
+    def fake_open_source(model, revision, device, dtype, batch, seq, progress, cancel):
+        done = 0
+        while not cancel():
+            done = min(total, done + 256 * 1024)
+            progress("download", done, total, None)
+            time.sleep(0.02)
+        raise Cancelled()
+
+    monkeypatch.setattr(main_window, "open_source", fake_open_source)
+    panel = window.model_panel
+    window.open_model("someone/some-model")
+    qtbot.waitUntil(lambda: panel.download_box.isVisible() and "MB/s" in panel.download_label.text(),
+                    timeout=10_000)
+    assert "of 10.0 MB" in panel.download_label.text()
+    with qtbot.waitSignal(window.jobFinished, timeout=10_000) as finished:
+        panel.download_cancel.click()
+    assert finished.args == ["open", "cancelled"]
+    assert not panel.download_box.isVisible()
+    assert "cancelled" in panel.message.text() and window.dialogs == []
