@@ -225,3 +225,20 @@ def test_hub_download_progress_and_cancel(qtbot, window, monkeypatch) -> None:
     assert finished.args == ["open", "cancelled"]
     assert not panel.download_box.isVisible()
     assert "cancelled" in panel.message.text() and window.dialogs == []
+
+
+def test_single_layer_perplexity_metric_fills_bar_by_bar(qtbot, opened) -> None:
+    window = opened
+    box = window.settings_panel.metric_box
+    box.setCurrentIndex(box.findData("ppl"))
+    partials: list[list] = []
+    window.jobs.progressed.connect(
+        lambda job, stage, done, total, partial: partials.append(partial) if stage == "scoring" and partial else None
+    )
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000) as scored:
+        window.start_scoring()
+    assert scored.args == ["score", "ok"]
+    assert any(None in p for p in partials)  # bars appear one layer at a time
+    assert all(s is not None and s > 1 for s in window.chart.scores)
+    assert window.chart.metric_label == "Single-layer removal perplexity"
+    assert len(window.plan.removed) == 2

@@ -40,7 +40,7 @@ def leftovers(folder: Path) -> list[str]:
 
 def test_cancel_mid_scoring(qtbot, opened, monkeypatch) -> None:
     window = opened
-    window.settings_panel.set_values({"samples": 24, "batch_size": 1})
+    window.settings_panel.set_values({"samples": 16, "batch_size": 1})
     slow_progress(window, monkeypatch, "score_work", 0.05)
     seen: list[tuple[int, int]] = []
 
@@ -55,7 +55,7 @@ def test_cancel_mid_scoring(qtbot, opened, monkeypatch) -> None:
         window.score_button.click()
     assert finished.args == ["score", "cancelled"]
     done, total = seen[-1]
-    assert total == 24 and done <= 3  # stopped within a batch or two of the click, not at the end
+    assert total == 16 and done <= 3  # stopped within a batch or two of the click, not at the end
     assert window.session.scores is None and window.plan is None
     assert window.chart.n_layers == 0  # the partial bars are gone
     assert not window.save_button.isEnabled()
