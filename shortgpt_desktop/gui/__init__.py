@@ -4,7 +4,3 @@ Modules: :mod:`.main_window` wires the panels (:mod:`.model_panel`, :mod:`.calib
 :mod:`.settings_panel`, :mod:`.chart`, :mod:`.plan_panel`, :mod:`.compare_panel`, :mod:`.log_panel`) to
 jobs run by :mod:`.workers` over :mod:`.session` (plain Python state, no Qt).
 """
-
-from . import qtfix as _qtfix
-
-_qtfix.apply()  # before any signal is emitted: see qtfix for the PySide6 bug it guards against

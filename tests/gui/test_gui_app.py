@@ -9,11 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QObject, QSettings, Signal
+from PySide6.QtCore import QSettings
 from PySide6.QtGui import QImage
 
 from shortgpt_desktop.core.plan import PrunePlan
-from shortgpt_desktop.gui import qtfix
 from shortgpt_desktop.gui.format import change, human_bytes, human_count, human_seconds, layer_list
 from shortgpt_desktop.gui.plan_panel import PlanPanel
 
@@ -87,18 +86,22 @@ def test_plan_panel_throttles_slider_moves(qtbot) -> None:
     assert "−20 %" in panel.params_label.text()
 
 
-def test_many_signals_and_void_calls_do_not_exhaust_none_or_true() -> None:
-    """The PySide6 6.12.0 bug qtfix guards against: without it this aborts the interpreter."""
-
-    class Emitter(QObject):
-        ping = Signal(int)
-
-    emitter = Emitter()
-    for i in range(20_000):
-        emitter.ping.emit(i)
-        emitter.setObjectName("x")
-    assert sys.getrefcount(None) > 0 and sys.getrefcount(True) > 0
-    assert qtfix.apply() in (True, False)  # idempotent
+def test_installed_pyside6_keeps_its_references() -> None:
+    """PySide6 6.12.0 lost a reference to True/None on every emit and void call, and CPython 3.11 aborted after a
+    few hundred (pyproject excludes it). Run in a child process: that failure kills the interpreter."""
+    code = (
+        "import sys\n"
+        "from PySide6.QtCore import QObject, Signal\n"
+        "class Emitter(QObject):\n"
+        "    ping = Signal(int)\n"
+        "emitter = Emitter()\n"
+        "for i in range(20_000):\n"
+        "    emitter.ping.emit(i)\n"
+        "    emitter.setObjectName('x')\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-500:]
 
 
 def test_launch_is_fast_and_does_not_import_torch(tmp_path: Path) -> None:
