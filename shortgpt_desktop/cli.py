@@ -237,6 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version, or a usage error already printed as one line
         return int(exc.code or 0)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)  # its retry chatter; failures become one line
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # our own bar reports downloads
     os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF dequantisation bar; read when tqdm loads

@@ -213,7 +213,7 @@ def hub_download(
         if cached is not None:
             return cached
         return _download(repo_id, revision, progress, cancel, cache_dir)
-    except Cancelled:
+    except (Cancelled, HubError):
         raise
     except hub_errors.GatedRepoError:
         raise HubError(
@@ -239,6 +239,11 @@ def hub_download(
         if "No space" in str(exc) or getattr(exc, "errno", None) == 28:
             raise HubError(f"The disk is full while downloading {repo_id}; free some space.") from None
         raise HubError(f"Could not download {repo_id}: {exc}.") from None
+    except Exception as exc:  # the HTTP client's own errors: no connection, DNS failure, time-out
+        raise HubError(
+            f"The Hugging Face Hub cannot be reached to download {repo_id} ({exc.__class__.__name__}); check the "
+            "connection, or choose a model folder or .gguf file on this computer."
+        ) from None
 
 
 def _cached_snapshot(repo_id: str, revision: str | None, cache_dir: str | Path | None) -> Path | None:

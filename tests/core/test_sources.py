@@ -160,6 +160,16 @@ def test_hub_errors_become_sentences(
         sources.hub_download("someone/model", revision="v1", cache_dir=tmp_path)
 
 
+def test_hub_unreachable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    class ConnectError(Exception):  # what the HTTP client raises when DNS or the connection fails
+        pass
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("huggingface_hub.list_repo_files", _raise(ConnectError("Name or service not known")))
+    with pytest.raises(HubError, match="cannot be reached"):
+        sources.hub_download("someone/model", cache_dir=tmp_path)
+
+
 def test_hub_download_skips_bin_when_safetensors_exist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict[str, object] = {}
 
