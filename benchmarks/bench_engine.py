@@ -1,6 +1,6 @@
 """How fast and how lean the engine is, as ratios against baselines measured in the same run.
 
-    python benchmarks/bench_engine.py [--model PATH|.gguf] [--samples 32] [--seq-len 256] [--batch-size 8]
+    python benchmarks/bench_engine.py [--model PATH|.gguf] [--samples 16] [--seq-len 128] [--repeats 7]
 
 Without ``--model`` it uses SmolLM2-135M-Instruct from the test cache when it is there (run the test suite once),
 else the tiny demo model. Each measurement runs in its own child process, so its peak memory (RSS on CPU,
@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("TQDM_DISABLE", "1")  # library progress bars (GGUF dequantisation, shard writing)
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 def current_rss_bytes() -> int:
@@ -189,10 +191,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--samples", type=int, default=32)
-    parser.add_argument("--seq-len", type=int, default=256)
+    parser.add_argument("--samples", type=int, default=16)
+    parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     opts = parser.parse_args()
     from shortgpt_desktop.core.loading import resolve_device
