@@ -40,6 +40,9 @@ SYSTEM_LIBRARIES = {
     "libglib-2.0.so.0": "libglib2.0-0t64 | libglib2.0-0", "libgthread-2.0.so.0": "libglib2.0-0t64 | libglib2.0-0",
     "libz.so.1": "zlib1g",
 }
+#: Libraries of the NVIDIA driver (CUDA flavour): present wherever the driver is installed, packaged differently by
+#: every distribution, so they are reported but not made a dependency.
+DRIVER_LIBRARIES = {"libcuda.so.1", "libnvidia-ml.so.1"}
 #: libxcb-<name>.so.<n> → libxcb-<name><n> (libxcb-icccm.so.4 → libxcb-icccm4), the Debian naming rule.
 XCB = re.compile(r"^libxcb-([a-z0-9-]+)\.so\.(\d+)$")
 #: Always required, whatever the files say: fonts (the bundled fontconfig reads the system's configuration).
@@ -74,16 +77,23 @@ def analyse(folder: Path) -> tuple[dict[str, list[str]], dict[str, list[str]], s
     in_bundle = {p.name for p in folder.rglob("*")}
     system: dict[str, list[str]] = {}
     unknown: dict[str, list[str]] = {}
+    driver: dict[str, list[str]] = {}
     glibc = (0, 0)
     for path in files:
         dynamic = readelf(path, "--dynamic")
         for soname in re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", dynamic):
             if soname in in_bundle:
                 continue
+            if soname in DRIVER_LIBRARIES:
+                driver.setdefault(soname, []).append(str(path.relative_to(folder)))
+                continue
             target = system if debian_package(soname) else unknown
             target.setdefault(soname, []).append(str(path.relative_to(folder)))
         for major, minor in re.findall(r"GLIBC_(\d+)\.(\d+)", readelf(path, "--version-info")):
             glibc = max(glibc, (int(major), int(minor)))
+    for soname, users in sorted(driver.items()):
+        print(f"{soname} comes with the NVIDIA driver (needed by {len(users)} files, e.g. {users[0]})",
+              file=sys.stderr)
     return system, unknown, f"{glibc[0]}.{glibc[1]}"
 
 
