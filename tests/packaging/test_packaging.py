@@ -325,15 +325,16 @@ def test_spec_drops_headers_tests_test_libraries_and_orphans(spec_run):
 # -- Linux ---------------------------------------------------------------------------------------------------
 
 
-def test_linux_script_is_executable_and_parses():
-    assert os.access(LINUX, os.X_OK), f"{LINUX} is not executable"
+@pytest.mark.parametrize("script", [LINUX, PACKAGING / "test_deb.sh"], ids=lambda p: p.name)
+def test_linux_scripts_are_executable_and_parse(script):
+    assert os.access(script, os.X_OK), f"{script} is not executable"
     bash = shutil.which("bash")
     if bash is None:
         pytest.skip("no bash")
-    done = subprocess.run([bash, "-n", str(LINUX)], capture_output=True, text=True)
+    done = subprocess.run([bash, "-n", str(script)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     if shutil.which("shellcheck"):
-        done = subprocess.run(["shellcheck", "-S", "warning", str(LINUX)], capture_output=True, text=True)
+        done = subprocess.run(["shellcheck", "-S", "warning", str(script)], capture_output=True, text=True)
         assert done.returncode == 0, done.stdout
 
 
@@ -348,6 +349,27 @@ def test_linux_script_agrees_with_the_spec():
     for key in ("GUI_EXE", "CLI_EXE"):
         assert f'ln -s "../../opt/$APP/${key}" "$STAGE/usr/bin/${key}"' in text
     assert "dpkg-deb" in text and "smoke_test.py" in text and "check_excludes.py" in text
+
+
+def test_bundle_library_check_maps_system_libraries_to_packages(tmp_path):
+    sys.path.insert(0, str(PACKAGING))
+    try:
+        import check_bundle_libs as libs
+    finally:
+        sys.path.remove(str(PACKAGING))
+    assert libs.debian_package("libxcb-icccm.so.4") == "libxcb-icccm4"
+    assert libs.debian_package("libxcb-render-util.so.0") == "libxcb-render-util0"
+    assert libs.debian_package("libGL.so.1") == "libgl1"
+    assert libs.debian_package("libfoo.so.3") is None
+    depends = libs.depends({"libc.so.6": [], "libGL.so.1": []}, "2.35")
+    assert depends == "libc6 (>= 2.35), libfontconfig1, libgl1"
+    if not sys.platform.startswith("linux") or shutil.which("readelf") is None:
+        pytest.skip("needs Linux and readelf")
+    true = Path(shutil.which("true") or "/bin/true").resolve()
+    (tmp_path / "bundle").mkdir()
+    shutil.copy(true, tmp_path / "bundle" / "prog")
+    system, unknown, glibc = libs.analyse(tmp_path / "bundle")
+    assert "libc.so.6" in system and not unknown and tuple(map(int, glibc.split("."))) >= (2, 2)
 
 
 def test_desktop_entry_runs_the_installed_command():
@@ -445,5 +467,5 @@ def test_readme_explains_the_installers():
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     assert "## Installers" in readme
     section = readme.split("## Installers", 1)[1]
-    for phrase in ("packaging/build_linux.sh", "packaging/build_windows.ps1", "FLAVOUR=cuda", "AppImage"):
+    for phrase in ("packaging/build_linux.sh", "build_windows.ps1", "FLAVOUR=cuda", "AppImage", "CPU", "CUDA"):
         assert phrase in section
