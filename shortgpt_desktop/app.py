@@ -105,6 +105,9 @@ def make_app() -> object:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from .core.loading import quiet_library_progress
+
+    quiet_library_progress()  # the window shows progress; stderr stays readable
     if args.self_test:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
         from .gui.selftest import run_self_test
@@ -119,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     app = make_app()
     from PySide6.QtCore import QSettings, QTimer
 
+    from .core.calibration import BUILTIN_CORPUS
     from .gui.main_window import MainWindow
     from .gui.workers import wait_all
 
@@ -128,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     if overrides:
         window.settings_panel.set_values({**window.settings_panel.values(), **overrides})
     if args.calib:
-        window.calibration_panel.set_sources([str(Path(p).resolve()) for p in args.calib])
+        window.calibration_panel.set_sources(
+            [p if p == BUILTIN_CORPUS else str(Path(p).resolve()) for p in args.calib])
 
     rc = {"code": 0}
     if args.measure_startup:

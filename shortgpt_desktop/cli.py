@@ -16,6 +16,7 @@ from typing import Any, TextIO
 from . import __version__
 from .core.calibration import BUILTIN_CORPUS
 from .core.errors import Cancelled, UserError
+from .core.loading import quiet_library_progress
 from .core.plan import parse_layer_list
 from .core.scoring import METRICS
 
@@ -219,17 +220,6 @@ def print_summary(report: Any, out: TextIO = sys.stdout) -> None:
         out.write(f"warning: {warning}\n")
 
 
-def quiet_library_progress() -> None:
-    """transformers draws its own tqdm bars while loading; the CLI and the window report progress themselves."""
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
-    except Exception:  # transformers missing or changed: progress bars are cosmetic
-        pass
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -239,9 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     logging.getLogger("huggingface_hub").setLevel(logging.ERROR)  # its retry chatter; failures become one line
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # our own bar reports downloads
-    os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF dequantisation bar; read when tqdm loads
-    quiet_library_progress()
+    quiet_library_progress()  # our own bar reports loading and downloads
     progress = ProgressBar(quiet=args.quiet)
     try:
         from .core import pipeline

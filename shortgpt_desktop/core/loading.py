@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +60,20 @@ class LoadedModel:
     @property
     def n_layers(self) -> int:
         return layer_count(self.config, self.family)
+
+
+def quiet_library_progress() -> None:
+    """Silence the progress bars transformers, huggingface_hub and tqdm draw on stderr (loading weights,
+    dequantising GGUF, writing shards): the command line and the window report progress themselves.
+
+    Environment variables are read when those libraries are imported, so call this first thing.
+    """
+    for name in ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS"):
+        os.environ.setdefault(name, "1")
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
 
 
 # ---------------------------------------------------------------------------------------- device and dtype

@@ -29,12 +29,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..core.calibration import BUILTIN_CORPUS, CHARS_PER_TOKEN, TEXT_SUFFIXES, collect_files
+from ..core.calibration import BUILTIN_CORPUS, BUILTIN_TOKENS_ESTIMATE, CHARS_PER_TOKEN, TEXT_SUFFIXES, collect_files
 from ..core.errors import CalibrationError
 from .format import human_bytes, human_count
 
 #: Rough size of the built-in corpus (Python's standard-library docstrings), shown before it is read.
-BUILTIN_TOKENS_ESTIMATE = 350_000
 
 
 def describe_path(path: str) -> tuple[int, int, int]:

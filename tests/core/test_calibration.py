@@ -70,8 +70,23 @@ def test_empty_folder_and_missing_path(tmp_path: Path) -> None:
 def test_builtin_corpus_needs_no_files() -> None:
     texts = calibration.builtin_corpus()
     assert sum(len(t) for t in texts) > 200_000
+    estimate = sum(len(t) for t in texts) / calibration.CHARS_PER_TOKEN
+    assert abs(calibration.BUILTIN_TOKENS_ESTIMATE - estimate) < 0.2 * estimate
     texts2, names, warnings = read_calibration([])
     assert texts2 == texts and "built-in" in names[0] and warnings == []
+
+
+def test_builtin_corpus_is_the_same_whatever_was_imported_first() -> None:
+    import hashlib
+    import subprocess
+    import sys
+
+    import transformers  # noqa: F401  (it adds methods to logging.Logger)
+
+    code = ("import hashlib; from shortgpt_desktop.core.calibration import builtin_corpus; "
+            "print(hashlib.sha256(''.join(builtin_corpus()).encode()).hexdigest())")
+    fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert hashlib.sha256("".join(calibration.builtin_corpus()).encode()).hexdigest() == fresh
 
 
 def test_samples_are_deterministic_and_disjoint_from_heldout(tokenizer, tmp_path: Path, valid_text: Path) -> None:
