@@ -42,8 +42,6 @@ class Family:
     index_thresholds: tuple[str, ...] = ()
     #: Integer field "every k-th layer is sparse" (MoE); replaced by an explicit list after pruning.
     sparse_step: str | None = None
-    #: Field that lists every layer's attention type, if the family has one.
-    attention_types_field: str | None = None
     notes: str = ""
 
     def key_pattern(self) -> re.Pattern[str]:
@@ -70,43 +68,37 @@ def _family(name: str, *model_types: str, **kwargs: Any) -> Family:
     return Family(name=name, model_types=model_types or (name,), label=_LABELS.get(name, name), **kwargs)
 
 
-_LLAMA_LIKE = {"attention_types_field": "layer_types"}
-
 #: The families this tool is tested on (see tests/core/test_architectures.py and the README table).
 FAMILIES: tuple[Family, ...] = (
-    _family("llama", "llama", **_LLAMA_LIKE),
-    _family("mistral", "mistral", **_LLAMA_LIKE),
-    _family("mixtral", "mixtral", **_LLAMA_LIKE),
-    _family("qwen2", "qwen2", index_thresholds=("max_window_layers",), **_LLAMA_LIKE),
+    _family("llama"),
+    _family("mistral"),
+    _family("mixtral"),
+    _family("qwen2", index_thresholds=("max_window_layers",)),
     _family(
-        "qwen2_moe",
         "qwen2_moe",
         index_thresholds=("max_window_layers",),
         layer_index_lists=("mlp_only_layers",),
         sparse_step="decoder_sparse_step",
-        **_LLAMA_LIKE,
     ),
-    _family("qwen3", "qwen3", index_thresholds=("max_window_layers",), **_LLAMA_LIKE),
+    _family("qwen3", index_thresholds=("max_window_layers",)),
     _family(
-        "qwen3_moe",
         "qwen3_moe",
         index_thresholds=("max_window_layers",),
         layer_index_lists=("mlp_only_layers",),
         sparse_step="decoder_sparse_step",
-        **_LLAMA_LIKE,
     ),
-    _family("gemma", "gemma", **_LLAMA_LIKE),
-    _family("gemma2", "gemma2", **_LLAMA_LIKE),
-    _family("gemma3_text", "gemma3_text", **_LLAMA_LIKE),
-    _family("phi3", "phi3", **_LLAMA_LIKE),
-    _family("gpt2", "gpt2", layers_path="transformer.h", count_field="n_layer"),
-    _family("gpt_neox", "gpt_neox", layers_path="gpt_neox.layers", **_LLAMA_LIKE),
-    _family("gptj", "gptj", layers_path="transformer.h", count_field="n_layer"),
-    _family("opt", "opt", layers_path="model.decoder.layers"),
-    _family("falcon", "falcon", layers_path="transformer.h"),
-    _family("stablelm", "stablelm", **_LLAMA_LIKE),
-    _family("olmo", "olmo", **_LLAMA_LIKE),
-    _family("olmo2", "olmo2", **_LLAMA_LIKE),
+    _family("gemma"),
+    _family("gemma2"),
+    _family("gemma3_text"),
+    _family("phi3"),
+    _family("gpt2", layers_path="transformer.h", count_field="n_layer"),
+    _family("gpt_neox", layers_path="gpt_neox.layers"),
+    _family("gptj", layers_path="transformer.h", count_field="n_layer"),
+    _family("opt", layers_path="model.decoder.layers"),
+    _family("falcon", layers_path="transformer.h"),
+    _family("stablelm"),
+    _family("olmo"),
+    _family("olmo2"),
 )
 
 _BY_MODEL_TYPE = {t: f for f in FAMILIES for t in f.model_types}
@@ -174,7 +166,6 @@ def discover_family(model: Any, config: dict[str, Any]) -> Family:
         layers_path=best[1],
         count_field=count_field,
         per_layer_lists=per_layer,
-        attention_types_field="layer_types" if "layer_types" in per_layer else None,
         notes="found by shape, not tested",
     )
 
@@ -249,17 +240,3 @@ def prune_config(config: dict[str, Any], family: Family, kept: Sequence[int]) ->
         patch["mlp_only_layers"] = sorted(new_index[i] for i in dense if i in new_index)
 
     return ConfigPatch(patch)
-
-
-def apply_patch_to_dict(config: dict[str, Any], patch: ConfigPatch) -> dict[str, Any]:
-    out = dict(config)
-    out.update(patch.values)
-    return out
-
-
-def attention_types(config: dict[str, Any], family: Family) -> list[str] | None:
-    """The per-layer attention types a config declares, if the family has them."""
-    if family.attention_types_field is None:
-        return None
-    value = config.get(family.attention_types_field)
-    return list(value) if isinstance(value, list) else None

@@ -17,7 +17,6 @@ from .sources import ModelSource, read_safetensors_header
 log = logging.getLogger(__name__)
 
 DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
-DEVICE_NAMES = ("auto", "cpu", "cuda", "mps")  # plus "cuda:N"
 _BYTES_PER_DTYPE = {"float32": 4, "bfloat16": 2, "float16": 2, "F32": 4, "BF16": 2, "F16": 2, "F64": 8,
                     "I64": 8, "I32": 4, "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2}
 
