@@ -19,6 +19,7 @@ from .core.errors import Cancelled, UserError
 from .core.loading import quiet_library_progress
 from .core.plan import parse_layer_list
 from .core.scoring import METRICS
+from .format import human_bytes, human_count
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 2, 130
 
@@ -176,19 +177,11 @@ def spec_from_args(args: argparse.Namespace) -> Any:
     return spec
 
 
-def _size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
-        n /= 1000
-    return f"{n:,.1f} GB"
-
-
 def print_model_info(info: Any, out: TextIO = sys.stderr) -> None:
     """What the model is and what it will cost, before the weights load."""
-    out.write(f"model: {info.architecture}, {info.n_layers} layers, {info.n_params / 1e6:,.1f} M parameters, "
-              f"{_size(info.bytes_on_disk)} on disk ({info.weight_format}); needs about "
-              f"{_size(info.memory_needed_bytes)} on {info.device} in {info.dtype}\n")
+    out.write(f"model: {info.architecture}, {info.n_layers} layers, {human_count(info.n_params)} parameters, "
+              f"{human_bytes(info.bytes_on_disk)} on disk ({info.weight_format}); needs about "
+              f"{human_bytes(info.memory_needed_bytes)} on {info.device} in {info.dtype}\n")
     out.flush()
 
 

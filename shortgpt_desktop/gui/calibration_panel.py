@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
 
 from ..core.calibration import BUILTIN_CORPUS, BUILTIN_TOKENS_ESTIMATE, CHARS_PER_TOKEN, TEXT_SUFFIXES, collect_files
 from ..core.errors import CalibrationError
-from .format import human_bytes, human_count
+from ..format import human_bytes, human_count
 
 #: Rough size of the built-in corpus (Python's standard-library docstrings), shown before it is read.
 

@@ -14,7 +14,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..core.pipeline import DEFAULT_PROMPT
-from .format import layer_list
+from ..format import layer_list
 from .session import Checked
 
 

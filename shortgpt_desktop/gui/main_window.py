@@ -30,11 +30,11 @@ from ..core import pipeline
 from ..core.errors import PlanError, UserError
 from ..core.plan import PrunePlan
 from ..core.scoring import METRICS
+from ..format import human_bytes, human_seconds, layer_list
 from . import dialogs
 from .calibration_panel import CalibrationPanel
 from .chart import ScoreChart
 from .compare_panel import ComparePanel
-from .format import human_bytes, human_seconds, layer_list
 from .icons import app_icon
 from .log_panel import LogPanel
 from .model_panel import ModelPanel

@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..core.loading import ModelInfo
-from .format import human_bytes, human_count, human_rate
+from ..format import human_bytes, human_count, human_rate
 
 MAX_RECENT = 12
 

@@ -6,7 +6,7 @@ from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import QGridLayout, QGroupBox, QLabel, QSizePolicy, QSlider, QWidget
 
 from ..core.plan import PrunePlan
-from .format import change, human_bytes, human_count, layer_list
+from ..format import change, human_bytes, human_count, layer_list
 
 
 class PlanPanel(QGroupBox):

@@ -21,7 +21,7 @@ def probe_devices() -> list[DeviceChoice]:
     """Auto, each CUDA GPU by name and memory, Apple MPS if present, and the CPU. Imports torch (seconds)."""
     import torch
 
-    from .format import human_bytes
+    from ..format import human_bytes
 
     choices = [INITIAL_DEVICES[0]]
     if torch.cuda.is_available():

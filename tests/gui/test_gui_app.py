@@ -13,7 +13,6 @@ from PySide6.QtCore import QSettings
 from PySide6.QtGui import QImage
 
 from shortgpt_desktop.core.plan import PrunePlan
-from shortgpt_desktop.gui.format import change, human_bytes, human_count, human_seconds, layer_list
 from shortgpt_desktop.gui.plan_panel import PlanPanel
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,15 +56,6 @@ def test_first_start_defaults(make_window) -> None:
     assert values["metric"] == "bi" and values["samples"] == 128 and values["seq_len"] == 512
     assert window.chart.n_layers == 0 and not window.save_button.isEnabled()
     assert window.windowIcon().availableSizes() or not window.windowIcon().isNull()
-
-
-def test_formatting() -> None:
-    assert human_bytes(1536) == "1.5 KB" and human_bytes(512) == "512 B"
-    assert human_count(287_552) == "287.6 k" and human_count(6.74e9) == "6.7 B"
-    assert human_seconds(0.25) == "250 ms" and human_seconds(125) == "2 min 05 s"
-    assert layer_list([9, 3, 4, 5, 7, 8]) == "3–5, 7–9"
-    assert layer_list([1, 2]) == "1, 2" and layer_list([]) == "none"
-    assert change(100, 75) == "−25 %"
 
 
 def test_plan_panel_throttles_slider_moves(qtbot) -> None:
