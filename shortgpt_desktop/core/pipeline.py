@@ -22,7 +22,7 @@ from .plan import PrunePlan, apply_sizes, check_layer_list, count_for_ratio, mak
 from .report import Report, model_card
 from .saving import SaveResult, check_output_folder, save_pruned
 from .scoring import METRICS, LayerScores, check_metric, score_model
-from .sources import resolve
+from .sources import ModelSource, resolve
 from .surgery import layer_sizes, pruned_view
 
 log = logging.getLogger(__name__)
@@ -68,16 +68,20 @@ def _noop(*_: Any) -> None:
 # ------------------------------------------------------------------------------------------------- steps
 
 
+def resolve_source(model: str, revision: str | None = None, progress: Progress = _noop,
+                   cancel: CancelCheck | None = None) -> ModelSource:
+    """The model's files on local disk; a Hub download reports ``("download", bytes_done, bytes_total)``."""
+    return resolve(model, revision=revision, cancel=cancel,
+                   progress=lambda done, total: progress("download", done, total, None))
+
+
 def open_model(spec: JobSpec, progress: Progress = _noop, cancel: CancelCheck | None = None,
                on_info: Callable[[ModelInfo], None] | None = None) -> LoadedModel:
     """Resolve (downloading from the Hub if needed) and load the model.
 
     ``on_info`` hears what the model is and what it will cost before its weights are read.
     """
-    source = resolve(
-        spec.model, revision=spec.revision, progress=lambda done, total: progress("download", done, total, None),
-        cancel=cancel,
-    )
+    source = resolve_source(spec.model, spec.revision, progress, cancel)
     if on_info is not None:
         on_info(inspect_model(source, spec.device, spec.dtype, spec.batch_size, spec.seq_len))
     progress("load", 0, 1, None)

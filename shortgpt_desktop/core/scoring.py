@@ -51,6 +51,10 @@ METRICS: dict[str, Metric] = {
 }
 
 
+#: Metrics one hooked pass measures together (:func:`scores_from_stats` picks among them without a new pass).
+HOOK_METRICS = ("bi", "relative_magnitude", "angular")
+
+
 def check_metric(name: str) -> Metric:
     from .errors import UserError
 

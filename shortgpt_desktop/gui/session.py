@@ -17,20 +17,17 @@ from pathlib import Path
 from typing import Any
 
 from ..core import pipeline
-from ..core.errors import CalibrationError, PlanError, UserError
+from ..core.errors import CalibrationError, Cancelled, PlanError, UserError
 from ..core.loading import LoadedModel, ModelInfo, inspect_model, load_model
 from ..core.plan import LayerSizes, PrunePlan, apply_sizes, make_plan, max_removable
 from ..core.report import Report
-from ..core.scoring import METRICS, HookStats, LayerScores, measure_layers, scores_from_stats
-from ..core.sources import ModelSource, resolve
+from ..core.scoring import HOOK_METRICS, METRICS, HookStats, LayerScores, measure_layers, scores_from_stats
+from ..core.sources import ModelSource
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int, Any], None]
 CancelCheck = Callable[[], bool]
-
-#: Metrics measured by the one hooked pass; switching among them needs no new pass.
-HOOK_METRICS = ("bi", "relative_magnitude", "angular")
 
 
 def _noop(*_: Any) -> None:
@@ -85,8 +82,7 @@ def open_source(model: str, revision: str | None = None, device: str = "auto", d
                 batch_size: int = 1, seq_len: int = 512, progress: Progress = _noop,
                 cancel: CancelCheck | None = None) -> Opened:
     """Resolve a path or Hub id (downloading if needed) and inspect it from its headers."""
-    source = resolve(model, revision=revision, cancel=cancel,
-                     progress=lambda done, total: progress("download", done, total, None))
+    source = pipeline.resolve_source(model, revision, progress, cancel)
     progress("inspect", 0, 1, None)
     info = inspect_model(source, device, dtype, batch_size=batch_size, seq_len=seq_len)
     return Opened(source, info)
@@ -226,11 +222,8 @@ class Session:
         self.tokens = self.token_key = None
         source = self.source
         if source is None or source.spec != spec.model:
-            source = resolve(spec.model, revision=spec.revision, cancel=cancel,
-                             progress=lambda done, total: progress("download", done, total, None))
+            source = pipeline.resolve_source(spec.model, spec.revision, progress, cancel)
         if cancel is not None and cancel():
-            from ..core.errors import Cancelled
-
             raise Cancelled()
         progress("load", 0, 1, None)
         self.loaded = load_model(source, spec.device, spec.dtype, spec.trust_remote_code)
@@ -312,8 +305,6 @@ class Session:
             progress("generate", 0, 2, None)
             gen_before = pipeline.generate(loaded, prompt, (), max_new_tokens)
             if cancel is not None and cancel():
-                from ..core.errors import Cancelled
-
                 raise Cancelled()
             progress("generate", 1, 2, None)
             gen_after = pipeline.generate(loaded, prompt, removed, max_new_tokens)
