@@ -14,14 +14,33 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from . import __version__
+from .core import defaults
 from .core.calibration import BUILTIN_CORPUS
-from .core.errors import Cancelled, UserError
+from .core.errors import Cancelled, Hint, UserError
 from .core.loading import quiet_library_progress
+from .core.metrics import METRICS
 from .core.plan import parse_layer_list
-from .core.scoring import METRICS
-from .format import human_bytes, human_count
+from .format import human_bytes, human_count, human_seconds
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 2, 130
+
+#: How the command line words what the user can do about an engine error (the engine names no flags).
+HINTS: dict[Hint, str] = {
+    Hint.REPLACE_OUTPUT: "add --force to replace it",
+    Hint.TRUST_REMOTE_CODE: "add --trust-remote-code to allow it",
+    Hint.USE_CPU: "use --device cpu",
+    Hint.SMALLER_BATCH: "use a smaller --batch-size or --seq-len, or --dtype bfloat16",
+    Hint.LOW_MEMORY: "add --low-memory to score it one layer at a time",
+}
+
+
+def error_line(exc: UserError) -> str:
+    """The engine's sentence, with this front end's words for the hint."""
+    message = str(exc).rstrip()
+    hint = HINTS.get(exc.hint) if exc.hint is not None else None
+    if hint:
+        message = f"{message.rstrip('.')}; {hint}."
+    return message
 
 _STAGE_LABELS = {
     "download": "downloading",
@@ -34,7 +53,11 @@ _STAGE_LABELS = {
 
 
 class ProgressBar:
-    """A one-line progress bar on stderr (plain lines when stderr is not a terminal)."""
+    """A one-line progress bar on stderr (plain lines when stderr is not a terminal), with an ETA.
+
+    Each stage's first line is always drawn at once (a script reading stderr sees a stage start when it
+    starts); later lines are throttled. The time left is extrapolated from the stage's own pace so far.
+    """
 
     def __init__(self, stream: TextIO = sys.stderr, quiet: bool = False) -> None:
         self.stream = stream
@@ -47,26 +70,17 @@ class ProgressBar:
     def __call__(self, stage: str, done: int, total: int, partial: Any = None) -> None:
         if self.quiet:
             return
-        if stage != self.stage:
+        now = time.perf_counter()
+        new_stage = stage != self.stage
+        if new_stage:
             if self.stage is not None and self.tty:
                 self.stream.write("\n")
-            self.stage, self.started = stage, time.perf_counter()
-        now = time.perf_counter()
+            self.stage, self.started = stage, now
         finished = total > 0 and done >= total
-        if not finished and now - self.last_draw < (0.1 if self.tty else 5.0):
+        if not (new_stage or finished) and now - self.last_draw < (0.1 if self.tty else 5.0):
             return
         self.last_draw = now
-        label = _STAGE_LABELS.get(stage, stage)
-        elapsed = now - self.started
-        if stage == "download" and total:
-            text = f"{label}: {done / 1e6:,.1f} / {total / 1e6:,.1f} MB"
-        elif total:
-            width = 30
-            filled = int(width * done / total)
-            text = f"{label}: [{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
-        else:
-            text = f"{label}..."
-        text += f"  {elapsed:5.1f}s"
+        text = progress_text(stage, done, total, now - self.started)
         if self.tty:
             self.stream.write("\r" + text.ljust(78))
             if finished:
@@ -75,6 +89,31 @@ class ProgressBar:
         else:
             self.stream.write(text + "\n")
         self.stream.flush()
+
+
+def progress_text(stage: str, done: int, total: int, elapsed: float) -> str:
+    """``scoring layers: [####......] 12/128  0:41, about 3 min 10 s left``."""
+    label = _STAGE_LABELS.get(stage, stage)
+    if stage == "download" and total:
+        text = f"{label}: {done / 1e6:,.1f} / {total / 1e6:,.1f} MB"
+    elif total:
+        width = 30
+        filled = int(width * done / total)
+        text = f"{label}: [{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
+    else:
+        text = f"{label}..."
+    text += f"  {elapsed:5.1f}s"
+    left = time_left(done, total, elapsed)
+    if left is not None:
+        text += f", about {human_seconds(left)} left"
+    return text
+
+
+def time_left(done: int, total: int, elapsed: float) -> float | None:
+    """Seconds left at the pace so far; None until one step has been measured or once done."""
+    if total <= 0 or done <= 0 or done >= total or elapsed <= 0:
+        return None
+    return elapsed / done * (total - done)
 
 
 def _positive_int(text: str) -> int:
@@ -113,14 +152,20 @@ def build_parser() -> argparse.ArgumentParser:
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("model", metavar="MODEL", help="model folder, .gguf file, or Hugging Face Hub id (org/name)")
         p.add_argument("--revision", help="Hub branch, tag or commit")
-        p.add_argument("--calib", nargs="+", default=[], metavar="PATH",
-                       help=f"calibration text files or folders (.txt .md .jsonl .json); '{BUILTIN_CORPUS}' or "
-                       "none for the built-in corpus")
+        p.add_argument("--calib", nargs="+", default=[BUILTIN_CORPUS], metavar="PATH",
+                       help=f"calibration text files or folders (.txt .md .jsonl .json); '{BUILTIN_CORPUS}' (the "
+                       "default) for the built-in corpus")
         p.add_argument("--eval-text", metavar="PATH", help="separate text for perplexity (default: a held-out "
                        "part of the calibration text)")
-        p.add_argument("--samples", type=_positive_int, default=128, help="calibration samples (default 128)")
-        p.add_argument("--seq-len", type=_positive_int, default=512, help="tokens per sample (default 512)")
-        p.add_argument("--batch-size", type=_positive_int, default=4, help="samples per forward pass (default 4)")
+        p.add_argument("--preset", choices=list(defaults.PRESETS),
+                       help="sizes in one word: " + "; ".join(f"{k}: {v.samples}x{v.seq_len} tokens, {v.trade_off}"
+                                                              for k, v in defaults.PRESETS.items()))
+        p.add_argument("--samples", type=_positive_int, help=f"calibration samples (default {defaults.SAMPLES})")
+        p.add_argument("--seq-len", type=_positive_int, help=f"tokens per sample (default {defaults.SEQ_LEN})")
+        p.add_argument("--eval-windows", type=_positive_int,
+                       help=f"held-out windows for perplexity (default {defaults.EVAL_WINDOWS})")
+        p.add_argument("--batch-size", type=_positive_int, default=defaults.BATCH_SIZE,
+                       help=f"samples per forward pass (default {defaults.BATCH_SIZE})")
         p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
         p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
         p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16 (default auto)")
@@ -130,8 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
     def metric_arg(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--metric", default="bi", choices=list(METRICS),
-                       help="layer importance metric (default bi = Block Influence)")
+        p.add_argument("--metric", default=defaults.METRIC, choices=list(METRICS),
+                       help=f"layer importance metric (default {defaults.METRIC}): "
+                       + "; ".join(f"{m.name}: {m.description}" for m in METRICS.values()))
 
     score = sub.add_parser("score", help="score every layer and print the table")
     common(score)
@@ -142,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(prune)
     metric_arg(prune)
     how = prune.add_mutually_exclusive_group(required=True)
-    how.add_argument("--ratio", type=_ratio, help="share of layers to remove, e.g. 0.25")
+    how.add_argument("--ratio", type=_ratio, help="share of layers to remove, rounded down (0.25 of 30 is 7)")
     how.add_argument("--layers", type=_positive_int, help="number of layers to remove")
     how.add_argument("--remove", help="explicit 0-based layer indices, e.g. 3,5,9 (no scoring)")
     prune.add_argument("--out", required=True, metavar="DIR", help="output folder for the pruned model")
@@ -159,13 +205,17 @@ def build_parser() -> argparse.ArgumentParser:
 def spec_from_args(args: argparse.Namespace) -> Any:
     from .core.pipeline import DEFAULT_PROMPT, JobSpec
 
+    preset = defaults.PRESETS.get(args.preset or "standard", defaults.PRESETS["standard"])
     spec = JobSpec(
-        model=args.model, calib=list(args.calib), eval_text=args.eval_text, samples=args.samples,
-        seq_len=args.seq_len, batch_size=args.batch_size, seed=args.seed, device=args.device, dtype=args.dtype,
-        revision=args.revision, trust_remote_code=args.trust_remote_code,
+        model=args.model, calib=list(args.calib), eval_text=args.eval_text,
+        samples=args.samples or preset.samples, seq_len=args.seq_len or preset.seq_len,
+        eval_windows=args.eval_windows or preset.eval_windows, batch_size=args.batch_size, seed=args.seed,
+        device=args.device, dtype=args.dtype, revision=args.revision, trust_remote_code=args.trust_remote_code,
     )
     if args.command in ("score", "prune"):
         spec.metric = args.metric
+    if args.command == "score":
+        spec.block_size = args.block_size
     if args.command == "prune":
         spec.ratio = args.ratio
         spec.count = args.layers
@@ -225,24 +275,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_library_progress()  # our own bar reports loading and downloads
     progress = ProgressBar(quiet=args.quiet)
     try:
-        from .core import pipeline
+        from .core.engine import Engine, run_eval, run_prune, run_score
 
         spec = spec_from_args(args)
         info = None if args.quiet else print_model_info
+        engine = Engine()
         if args.command == "score":
-            spec.block_size = args.block_size
-            report = pipeline.run_score(spec, progress, on_info=info)
+            report = run_score(engine, spec, progress, on_info=info)
         elif args.command == "prune":
-            report = pipeline.run_prune(spec, progress, on_info=info)
+            report = run_prune(engine, spec, progress, on_info=info)
         else:
-            report = pipeline.run_eval(spec, args.against, progress, on_info=info)
+            report = run_eval(engine, spec, args.against, progress, on_info=info)
         if args.json:
             try:
                 report.write_json(args.json)
             except OSError as exc:
                 raise UserError(f"Could not write the report to {args.json}: {exc.strerror or exc}.") from None
     except UserError as exc:
-        sys.stderr.write(f"\nshortgpt: error: {exc}\n" if progress.stage else f"shortgpt: error: {exc}\n")
+        sys.stderr.write(f"\nshortgpt: error: {error_line(exc)}\n" if progress.stage and progress.tty
+                         else f"shortgpt: error: {error_line(exc)}\n")
         return EXIT_BAD_INPUT
     except (KeyboardInterrupt, Cancelled):
         sys.stderr.write("\nshortgpt: cancelled; nothing was written.\n")

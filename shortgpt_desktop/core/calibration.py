@@ -63,16 +63,26 @@ class TokenSet:
 # ------------------------------------------------------------------------------------------------- reading
 
 
-def collect_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Files under the given paths (folders recursively), text suffixes only in folders, sorted, unique."""
+def collect_files(paths: Iterable[str | Path], passed_over: list[str] | None = None) -> list[Path]:
+    """Files under the given paths (folders recursively), text suffixes only in folders, sorted, unique.
+
+    Files in a folder that are not text by their ending are left out; ``passed_over`` (when given) gets one
+    sentence per folder saying how many, so "nothing usable" never reads as "nothing there".
+    """
     found: list[Path] = []
     for raw in paths:
         path = Path(raw).expanduser()
         if not path.exists():
             raise CalibrationError(f"The calibration path {path} does not exist.")
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES
-                            and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            visible = [p for p in path.rglob("*") if p.is_file()
+                       and not any(part.startswith(".") for part in p.relative_to(path).parts)]
+            texts = sorted(p for p in visible if p.suffix.lower() in TEXT_SUFFIXES)
+            others = len(visible) - len(texts)
+            if others and passed_over is not None:
+                passed_over.append(f"Skipped {others} file{'s' if others != 1 else ''} in {path} that "
+                                   f"{'are' if others != 1 else 'is'} not text ({', '.join(sorted(TEXT_SUFFIXES))}).")
+            found += texts
         else:
             found.append(path)
     unique: dict[Path, None] = {}
@@ -102,8 +112,11 @@ def decode_bytes(data: bytes) -> str | None:
     return data.decode("cp1252", errors="replace")
 
 
-def texts_from_file(path: Path) -> list[str]:
-    """The texts in one file; raises ValueError (with a reason) when it cannot be used."""
+def texts_from_file(path: Path, notes: list[str] | None = None) -> list[str]:
+    """The texts in one file; raises ValueError (with a reason) when it cannot be used.
+
+    Records left out of a usable file (JSON Lines without a ``text`` field) are counted in ``notes``.
+    """
     data = path.read_bytes()
     text = decode_bytes(data)
     if text is None:
@@ -111,6 +124,7 @@ def texts_from_file(path: Path) -> list[str]:
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         out = []
+        dropped = 0
         for number, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
@@ -122,8 +136,12 @@ def texts_from_file(path: Path) -> list[str]:
                 out.append(record["text"])
             elif isinstance(record, str):
                 out.append(record)
+            else:
+                dropped += 1
         if not out:
             raise ValueError('it has no records with a "text" field')
+        if dropped and notes is not None:
+            notes.append(f'Left out {dropped} line{"s" if dropped != 1 else ""} of {path} without a "text" field.')
         return out
     if suffix == ".json":
         try:
@@ -141,9 +159,9 @@ def texts_from_file(path: Path) -> list[str]:
 def read_texts(paths: Iterable[str | Path]) -> TextSet:
     """Read every usable file; binary and unreadable ones are skipped with a warning that names them."""
     result = TextSet()
-    for path in collect_files(paths):
+    for path in collect_files(paths, result.skipped):
         try:
-            texts = [t for t in texts_from_file(path) if t.strip()]
+            texts = [t for t in texts_from_file(path, result.skipped) if t.strip()]
         except (OSError, ValueError) as exc:
             reason = f"Skipped {path}: {exc}."
             log.warning(reason)

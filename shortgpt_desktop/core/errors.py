@@ -3,13 +3,37 @@
 Every error the user can cause (a wrong path, an empty text set, a ratio that removes everything) is a
 :class:`UserError`. The command line prints its message on one line and exits 2; the window shows it in a
 dialog. Anything else is a bug and keeps its traceback.
+
+The engine's messages never name a command-line flag or a widget: what the user can do about an error
+depends on the front end, so an error carries a :class:`Hint` as data and each front end words it
+(``cli.HINTS``, ``gui.dialogs.HINTS``).
 """
 
 from __future__ import annotations
 
+from enum import Enum
+
+
+class Hint(str, Enum):
+    """An action the user could take that only a front end can name (a flag, a checkbox)."""
+
+    REPLACE_OUTPUT = "replace_output"  # the output folder is not empty: allow replacing it
+    TRUST_REMOTE_CODE = "trust_remote_code"  # the model needs its own Python code
+    USE_CPU = "use_cpu"  # the device asked for is not here
+    SMALLER_BATCH = "smaller_batch"  # out of memory: fewer samples per batch, shorter samples
+    LOW_MEMORY = "low_memory"  # the model does not fit: score it layer by layer
+
 
 class UserError(Exception):
-    """Bad input: the message says what is wrong and what to do."""
+    """Bad input: the message says what is wrong; ``hint`` names a front-end action that may fix it."""
+
+    def __init__(self, message: str = "", hint: Hint | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+    @property
+    def message(self) -> str:
+        return str(self)
 
 
 class ModelSourceError(UserError):
@@ -41,4 +65,12 @@ class ResourceError(UserError):
 
 
 class Cancelled(Exception):
-    """The user cancelled; nothing was written."""
+    """The user cancelled; nothing was written.
+
+    A step that had measured something useful before it stopped hands it over as ``partial`` (the scores of
+    the samples or layers done so far), so the front end can keep it, marked partial.
+    """
+
+    def __init__(self, partial: object = None) -> None:
+        super().__init__("cancelled")
+        self.partial = partial

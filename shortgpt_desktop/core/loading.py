@@ -10,16 +10,31 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from .architectures import Family, layer_count, resolve_family
-from .errors import ModelSourceError, ResourceError, UnsupportedModelError
+from .architectures import Family, family_for_model_type, layer_count, resolve_family
+from .dtypes import bytes_per_element
+from .errors import Hint, ModelSourceError, ResourceError, UnsupportedModelError
 from .sources import ModelSource, read_safetensors_header
 
 log = logging.getLogger(__name__)
 
-DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
-_BYTES_PER_DTYPE = {"float32": 4, "bfloat16": 2, "float16": 2, "F32": 4, "BF16": 2, "F16": 2, "F64": 8,
-                    "I64": 8, "I32": 4, "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2}
 
+def _load_errors() -> tuple[type[BaseException], ...]:
+    """What transformers, safetensors and the tokenizers raise for a model they cannot read: files missing or
+    unreadable (OSError), configs or checkpoints they do not understand (ValueError, KeyError), tensors that do
+    not fit the config (RuntimeError). Anything else is a bug in this tool and keeps its traceback."""
+    errors: list[type[BaseException]] = [OSError, ValueError, KeyError, RuntimeError]
+    try:
+        from safetensors import SafetensorError
+
+        errors.append(SafetensorError)
+    except ImportError:  # older safetensors keep it elsewhere; OSError covers most of its cases there
+        pass
+    return tuple(errors)
+
+
+LOAD_ERRORS = _load_errors()
+
+DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
 
 @dataclass
 class ModelInfo:
@@ -92,7 +107,7 @@ def resolve_device(name: str = "auto") -> str:
         return "cpu"
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ResourceError("CUDA was asked for but no CUDA GPU is available; use --device cpu.")
+            raise ResourceError("CUDA was asked for but no CUDA GPU is available.", hint=Hint.USE_CPU)
         if ":" in name:
             index = int(name.split(":", 1)[1])
             if index >= torch.cuda.device_count():
@@ -102,7 +117,7 @@ def resolve_device(name: str = "auto") -> str:
     if name == "mps":
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():
-            raise ResourceError("Apple MPS was asked for but is not available here; use --device cpu.")
+            raise ResourceError("Apple MPS was asked for but is not available here.", hint=Hint.USE_CPU)
         return name
     if name == "cpu":
         return name
@@ -141,11 +156,15 @@ def read_config(source: ModelSource) -> dict[str, Any]:
 
         try:
             return AutoConfig.from_pretrained(source.folder, gguf_file=source.gguf_file).to_dict()
-        except Exception as exc:  # transformers raises ValueError/RuntimeError for unknown GGUF architectures
+        except LOAD_ERRORS as exc:  # transformers raises ValueError/RuntimeError for unknown GGUF architectures
             raise UnsupportedModelError(
                 f"{source.gguf_file} cannot be read as a model by transformers ({_first_line(exc)})."
             ) from None
-    return json.loads((source.folder / "config.json").read_text(encoding="utf-8"))
+    path = source.folder / "config.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelSourceError(f"{path} cannot be read ({_first_line(exc)}).") from None
 
 
 def count_parameters(source: ModelSource, config: dict[str, Any]) -> int:
@@ -161,22 +180,22 @@ def count_parameters(source: ModelSource, config: dict[str, Any]) -> int:
             reader = GGUFReader(str(weight.path))
             total += sum(int(math.prod(int(d) for d in t.shape)) for t in reader.tensors)
         else:
-            bytes_per = _BYTES_PER_DTYPE.get(str(config.get("torch_dtype") or config.get("dtype") or "float32"), 4)
-            total += weight.size // bytes_per
+            bytes_per = bytes_per_element(config.get("torch_dtype") or config.get("dtype"))
+            total += int(weight.size // bytes_per)
     return total
 
 
 def inspect_model(source: ModelSource, device: str = "auto", dtype: str = "auto", batch_size: int = 1,
-                  seq_len: int = 512) -> ModelInfo:
+                  seq_len: int = 512, trust_remote_code: bool = False) -> ModelInfo:
     """Architecture, layers, parameters, bytes on disk and the memory the chosen device and dtype need."""
     config = read_config(source)
-    check_supported(config, trust_remote_code=True)
+    check_supported(config, trust_remote_code)
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
     n_params = count_parameters(source, config)
     hidden = int(config.get("hidden_size") or config.get("n_embd") or config.get("d_model") or 0)
     vocab = int(config.get("vocab_size") or 0)
-    bytes_per = _BYTES_PER_DTYPE[dtype]
+    bytes_per = bytes_per_element(dtype)
     # Hooks keep fp32 running sums only; the peak is a few hidden-state copies plus one batch of fp32 logits.
     working = batch_size * seq_len * (8 * hidden * bytes_per + 4 * vocab) if hidden else 0
     return ModelInfo(
@@ -207,19 +226,35 @@ def architecture_name(config: dict[str, Any]) -> str:
 
 
 def check_supported(config: dict[str, Any], trust_remote_code: bool) -> None:
-    """Refuse, by name, architectures that are not decoder-only causal LMs transformers can build."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    """Refuse, by name, what is not a decoder-only causal LM that transformers can build.
+
+    Encoder models (BERT, RoBERTa…) have a causal-LM head class in transformers too, so the causal-LM
+    mapping alone would let them through: a model type that is a masked-LM (encoder) type and not one of the
+    families this tool knows, or an encoder-decoder, is refused.
+    """
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
 
     model_type = config.get("model_type")
     architecture = (config.get("architectures") or [model_type or "unknown"])[0]
+    encoder = config.get("is_encoder_decoder") or (
+        model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and family_for_model_type(model_type) is None
+    )
+    if encoder:
+        raise UnsupportedModelError(
+            f"{architecture} ({model_type}) is an encoder model: only decoder-only causal language models "
+            "can be pruned."
+        )
     if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         return
     if trust_remote_code and "AutoModelForCausalLM" in (config.get("auto_map") or {}):
         return
     if "AutoModelForCausalLM" in (config.get("auto_map") or {}):
         raise UnsupportedModelError(
-            f"{architecture} needs the model's own code; allow it explicitly with --trust-remote-code "
-            "(only for models you trust)."
+            f"{architecture} needs the model's own code to run, which is off unless you allow it "
+            "(only for models you trust).", hint=Hint.TRUST_REMOTE_CODE,
         )
     raise UnsupportedModelError(
         f"{architecture} ({model_type}) is not a supported architecture: only decoder-only causal language "
@@ -258,13 +293,11 @@ def load_model(
         raise ResourceError(
             f"Not enough memory on {device} to load the model in {dtype}; choose a smaller dtype or the CPU."
         ) from None
-    except (UnsupportedModelError, ModelSourceError):
-        raise
-    except Exception as exc:
+    except LOAD_ERRORS as exc:
         raise ModelSourceError(f"The model in {source.folder} could not be loaded: {_first_line(exc)}") from None
     try:
         tokenizer = AutoTokenizer.from_pretrained(source.folder, **kwargs)
-    except Exception as exc:
+    except LOAD_ERRORS as exc:
         raise ModelSourceError(
             f"The model in {source.folder} has no usable tokenizer ({_first_line(exc)})."
         ) from None

@@ -49,12 +49,17 @@ def max_removable(n_layers: int) -> int:
 
 
 def count_for_ratio(ratio: float, n_layers: int) -> int:
-    """Layers to remove for a ratio: rounded to the nearest layer, at least one for any ratio above zero."""
+    """Layers to remove for a ratio: rounded down, so never more than the share asked for.
+
+    0.25 of 30 layers is 7 (23%), not 8 (27%). A ratio too small to remove a single layer is refused.
+    """
     if not (ratio > 0):
         raise PlanError(f"The ratio must be above 0 (got {ratio}).")
     if ratio >= 1:
         raise PlanError(f"A ratio of {ratio} removes every layer; use a ratio below 1.")
-    count = max(1, math.floor(ratio * n_layers + 0.5))
+    count = math.floor(ratio * n_layers + 1e-9)
+    if count < 1:
+        raise PlanError(f"A ratio of {ratio} removes no layer of {n_layers}; use at least {1 / n_layers:.3g}.")
     if count > max_removable(n_layers):
         raise PlanError(f"A ratio of {ratio} removes all {n_layers} layers; at least one must stay.")
     return count

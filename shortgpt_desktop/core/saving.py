@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .architectures import Family, layer_count, prune_config
-from .errors import Cancelled, OutputError
+from .errors import Cancelled, Hint, OutputError
 from .sources import TOKENIZER_FILES, ModelSource
 from .tensor_io import checkpoint_entries, model_entries, plan_shards, write_sharded
 
@@ -55,7 +55,7 @@ def check_output_folder(out: Path, source: ModelSource, force: bool) -> Path:
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out} exists and is a file; choose a folder.")
     if out.is_dir() and any(out.iterdir()) and not force:
-        raise OutputError(f"{out} is not empty; choose an empty folder or overwrite it with --force.")
+        raise OutputError(f"{out} is not empty; choose an empty folder.", hint=Hint.REPLACE_OUTPUT)
     return out
 
 

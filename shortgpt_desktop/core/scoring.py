@@ -6,8 +6,8 @@ input and output with a forward hook; ``output_hidden_states`` would give the la
 final norm. Padding is masked out, sums are kept in float64, and no layer's hidden states outlive the batch.
 
 One pass over the calibration samples gives every hook-based metric at once (BI, Relative Magnitude and the
-angular distance of any block size), so switching metric in the window needs no new pass. Every metric's
-scores follow one rule: **lower means less important, removed first**.
+angular distance of any block size), so switching metric in the window needs no new pass. The metrics
+themselves, and which pass each needs, are registered in :mod:`.metrics`.
 """
 
 from __future__ import annotations
@@ -20,47 +20,8 @@ from typing import Any
 
 from .architectures import Family, get_submodule
 from .calibration import TokenSet, pad_batch
-from .errors import Cancelled, ResourceError
-
-#: ``progress(stage, done, total, partial_scores)``; partial_scores is indexed by layer (None = unknown yet).
-Progress = Callable[[str, int, int, "list[float | None] | None"], None]
-CancelCheck = Callable[[], bool]
-
-
-@dataclass(frozen=True)
-class Metric:
-    name: str
-    label: str
-    description: str
-    needs_forward: bool = True
-    block: bool = False  # removes a contiguous block (angular distance)
-
-
-METRICS: dict[str, Metric] = {
-    m.name: m
-    for m in (
-        Metric("bi", "Block Influence", "1 − mean cosine of each layer's input and output (ShortGPT)"),
-        Metric("relative_magnitude", "Relative Magnitude", "mean ‖f(x)‖ / ‖x + f(x)‖ per token"),
-        Metric("angular", "Angular distance (block)",
-               "arccos of the last token's cosine across n consecutive layers, / π (Gromov et al.)", block=True),
-        Metric("sequential", "Sequential", "first layers go first (baseline)", needs_forward=False),
-        Metric("reverse", "Reverse-order", "last layers go first (baseline)", needs_forward=False),
-        Metric("ppl", "Single-layer removal perplexity",
-               "perplexity of the calibration samples with that one layer skipped (one pass per layer)"),
-    )
-}
-
-
-#: Metrics one hooked pass measures together (:func:`scores_from_stats` picks among them without a new pass).
-HOOK_METRICS = ("bi", "relative_magnitude", "angular")
-
-
-def check_metric(name: str) -> Metric:
-    from .errors import UserError
-
-    if name not in METRICS:
-        raise UserError(f"Unknown metric {name!r}: choose one of {', '.join(METRICS)}.")
-    return METRICS[name]
+from .errors import Cancelled, Hint, ResourceError
+from .progress import CancelCheck, Progress
 
 
 @dataclass
@@ -230,7 +191,7 @@ def measure_layers(
     with _Accumulator(layers, keep_last_token) as acc, torch.inference_mode():
         for ids, mask, last in iter_batches(token_set, batch_size, str(device)):
             if cancel is not None and cancel():
-                raise Cancelled()
+                raise Cancelled(acc.stats(time.perf_counter() - started) if done else None)
             acc.start_batch(mask, last)
             try:
                 body(input_ids=ids, attention_mask=mask, use_cache=False)
@@ -244,8 +205,7 @@ def measure_layers(
 
 def _oom(device: Any, batch_size: int, seq_len: int) -> ResourceError:
     return ResourceError(
-        f"Out of memory on {device} with batch size {batch_size} × {seq_len} tokens; use a smaller batch size "
-        "or sequence length, or a smaller dtype."
+        f"Out of memory on {device} with batch size {batch_size} × {seq_len} tokens.", hint=Hint.SMALLER_BATCH
     )
 
 
@@ -284,6 +244,8 @@ def removal_perplexity(
         handle = layer.register_forward_hook(_identity_hook, with_kwargs=True)
         try:
             result = perplexity_of(model, token_set.samples, token_set.pad_id, batch_size, cancel=cancel)
+        except Cancelled:
+            raise Cancelled(list(scores) if index else None) from None
         finally:
             handle.remove()
         scores[index] = result.perplexity
@@ -291,52 +253,3 @@ def removal_perplexity(
         if progress is not None:
             progress("scoring", index + 1, n, list(scores))
     return LayerScores("ppl", scores, tokens=tokens, seconds=time.perf_counter() - started)
-
-
-# ---------------------------------------------------------------------------------------------- front door
-
-
-def score_model(
-    model: Any,
-    family: Family,
-    token_set: TokenSet | None,
-    metric: str = "bi",
-    batch_size: int = 4,
-    block_size: int = 1,
-    progress: Progress | None = None,
-    cancel: CancelCheck | None = None,
-) -> LayerScores:
-    """Scores for ``metric``; for hook metrics, the other hook metrics of the same pass go in ``extra``."""
-    check_metric(metric)
-    n = len(get_submodule(model, family.layers_path))
-    if metric == "sequential":
-        return LayerScores(metric, [float(i) for i in range(n)])
-    if metric == "reverse":
-        return LayerScores(metric, [float(n - 1 - i) for i in range(n)])
-    if token_set is None:
-        raise ValueError(f"metric {metric} needs calibration samples")
-    if metric == "ppl":
-        return removal_perplexity(model, family, token_set, batch_size, progress, cancel)
-    stats = measure_layers(model, family, token_set, batch_size, progress, cancel)
-    return scores_from_stats(stats, metric, block_size)
-
-
-def scores_from_stats(stats: HookStats, metric: str, block_size: int = 1) -> LayerScores:
-    """Pick one metric out of a hooked pass (cheap: the window calls it when the user switches metric)."""
-    all_metrics: dict[str, list[float | None]] = {
-        "bi": list(stats.bi),
-        "relative_magnitude": list(stats.relative_magnitude),
-    }
-    if stats.last_token_states is not None:
-        all_metrics["angular"] = stats.angular(block_size)
-    if metric not in all_metrics:
-        raise ValueError(f"metric {metric} is not measured by hooks")
-    extra = {k: v for k, v in all_metrics.items() if k != metric}
-    return LayerScores(
-        metric,
-        all_metrics[metric],
-        tokens=stats.tokens,
-        seconds=stats.seconds,
-        block_size=block_size if metric == "angular" else None,
-        extra=extra,
-    )

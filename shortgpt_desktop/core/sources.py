@@ -64,8 +64,17 @@ class ModelSource:
         return self.weight_files[0].format if self.weight_files else "none"
 
 
+#: Endings that make a name a file path, never a Hub id (a mistyped ``models/nope.gguf`` is "does not exist").
+_FILE_SUFFIXES = (".gguf", ".safetensors", ".bin", ".json", ".pt", ".pth", ".txt")
+
+
 def looks_like_hub_id(spec: str) -> bool:
-    return bool(_HUB_ID.match(spec)) and not Path(spec).exists() and not spec.startswith((".", "/", "~"))
+    """``org/name`` that is not a path: no file ending, no drive or home prefix, and no local folder ``org``."""
+    if not _HUB_ID.match(spec) or spec.startswith((".", "/", "~")) or "\\" in spec:
+        return False
+    if spec.lower().endswith(_FILE_SUFFIXES) or Path(spec).exists():
+        return False
+    return not Path(spec.split("/", 1)[0]).is_dir()
 
 
 def resolve(
@@ -239,20 +248,28 @@ def hub_download(
         if "No space" in str(exc) or getattr(exc, "errno", None) == 28:
             raise HubError(f"The disk is full while downloading {repo_id}; free some space.") from None
         raise HubError(f"Could not download {repo_id}: {exc}.") from None
-    except Exception as exc:  # the HTTP client's own errors: no connection, DNS failure, time-out
+    except _network_errors() as exc:  # the HTTP client's own errors: no connection, DNS failure, time-out
         raise HubError(
             f"The Hugging Face Hub cannot be reached to download {repo_id} ({exc.__class__.__name__}); check the "
             "connection, or choose a model folder or .gguf file on this computer."
         ) from None
 
 
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """The HTTP client's transport errors (huggingface_hub 1.x talks through httpx)."""
+    import httpx
+
+    return (httpx.TransportError, httpx.HTTPError, ConnectionError, TimeoutError)
+
+
 def _cached_snapshot(repo_id: str, revision: str | None, cache_dir: str | Path | None) -> Path | None:
     """A usable snapshot (config + weights) from the cache, if there is one: cached models load offline."""
     import huggingface_hub as hub
+    from huggingface_hub import errors as hub_errors
 
     try:
         folder = Path(hub.snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, local_files_only=True))
-    except Exception:
+    except (hub_errors.LocalEntryNotFoundError, hub_errors.HFValidationError, OSError, ValueError):
         return None
     try:
         usable = (folder / "config.json").is_file() and bool(find_weight_files(folder))

@@ -37,16 +37,18 @@ def test_explicit_list() -> None:
     assert make_plan(8, None, layers=[5, 2]).removed == [2, 5]
 
 
-@pytest.mark.parametrize("ratio", [0, -0.1, 1.0, 0.99])
+@pytest.mark.parametrize("ratio", [0, -0.1, 1.0, 0.2])  # 0.2 of 4 is 0.8 layers: none
 def test_impossible_ratios(ratio: float) -> None:
     with pytest.raises(PlanError):
         make_plan(4, [0.1, 0.2, 0.3, 0.4], ratio=ratio)
 
 
 def test_ratio_rounding() -> None:
-    assert count_for_ratio(0.25, 30) == 8  # 7.5 rounds up
-    assert count_for_ratio(0.01, 30) == 1  # any ratio above zero removes something
-    assert count_for_ratio(0.28, 32) == 9  # the paper's 9 of 32
+    assert count_for_ratio(0.25, 30) == 7  # 7.5 rounds down: never more than the share asked for
+    assert count_for_ratio(0.28125, 32) == 9  # the paper's 9 of 32
+    assert count_for_ratio(0.28, 32) == 8  # 8.96: 9 would be 28.1%, more than asked
+    with pytest.raises(PlanError, match="removes no layer"):
+        count_for_ratio(0.01, 30)
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import torch
 
 from shortgpt_desktop.core.errors import Cancelled, OutputError
 from shortgpt_desktop.core.loading import LoadedModel, load_model
-from shortgpt_desktop.core.pipeline import JobSpec, run_prune
+from shortgpt_desktop.core.engine import Engine, JobSpec, run_prune
 from shortgpt_desktop.core.saving import save_pruned
 from shortgpt_desktop.core.sources import ModelSource, WeightFile, resolve
 from shortgpt_desktop.core.surgery import prune_in_memory
@@ -182,7 +182,7 @@ def test_cancel_leaves_nothing(tiny_model: Path, tmp_path: Path) -> None:
 def test_full_job_writes_card_and_report(tiny_model: Path, small_calib: Path, tmp_path: Path) -> None:
     spec = JobSpec(model=str(tiny_model), calib=[str(small_calib)], samples=8, seq_len=64, count=2,
                    out=str(tmp_path / "out"), prompt="Once upon a time", max_new_tokens=8)
-    report = run_prune(spec)
+    report = run_prune(Engine(), spec)
     assert len(report.removed_layers) == 2 and report.ppl_before and report.ppl_after
     assert report.removed_layers == sorted(
         sorted(range(6), key=lambda i: (report.scores[i], -i))[:2])

@@ -12,7 +12,8 @@ from shortgpt_desktop.core.calibration import TokenSet, build_token_set
 from shortgpt_desktop.core.errors import Cancelled
 from shortgpt_desktop.core.evaluation import perplexity_of
 from shortgpt_desktop.core.loading import LoadedModel, load_model
-from shortgpt_desktop.core.scoring import measure_layers, score_model, scores_from_stats
+from shortgpt_desktop.core.metrics import METRICS, score_model
+from shortgpt_desktop.core.scoring import HookStats, measure_layers
 from shortgpt_desktop.core.sources import resolve
 from shortgpt_desktop.core.surgery import pruned_view
 
@@ -78,7 +79,7 @@ def test_angular_distance_of_blocks(loaded: LoadedModel, tokens: TokenSet) -> No
         for start in range(loaded.n_layers - block + 1):
             cos = torch.nn.functional.cosine_similarity(states[start][:, -1], states[start + block][:, -1], dim=-1)
             assert got[start] == pytest.approx(float((torch.arccos(cos) / math.pi).mean()), abs=1e-5)
-    picked = scores_from_stats(stats, "angular", 2)
+    picked = METRICS["angular"].from_stats(stats, 2)
     assert picked.block_size == 2 and set(picked.extra) == {"bi", "relative_magnitude"}
 
 
@@ -108,9 +109,14 @@ def test_progress_reports_partial_scores_and_cancel_stops(loaded: LoadedModel, t
         calls.append(1)
         return len(calls) > 1
 
-    with pytest.raises(Cancelled):
+    with pytest.raises(Cancelled) as stopped:
         score_model(loaded.model, loaded.family, tokens, "bi", batch_size=2, cancel=cancel)
     assert len(calls) == 2  # stopped before the second batch
+    partial = stopped.value.partial  # what the first batch measured is handed over, not thrown away
+    assert isinstance(partial, HookStats) and partial.tokens == sum(len(s) for s in tokens.samples[:2])
+    first_batch = measure_layers(loaded.model, loaded.family, TokenSet(tokens.samples[:2], [], 48, tokens.bos_id,
+                                                                       tokens.pad_id), batch_size=2)
+    assert partial.bi == pytest.approx(first_batch.bi, abs=1e-9)
 
 
 def test_hooks_are_removed(loaded: LoadedModel, tokens: TokenSet) -> None:
@@ -120,8 +126,26 @@ def test_hooks_are_removed(loaded: LoadedModel, tokens: TokenSet) -> None:
 
 
 def test_bf16_accumulates_in_float(tiny_model: Path, tokens: TokenSet) -> None:
+    """In bf16 the hidden states are bf16 but every reduction must be float: compare with float64 sums of the
+    very same bf16 states, to a tolerance a bf16 reduction (8 bits of mantissa) cannot meet."""
     model16 = load_model(resolve(str(tiny_model)), "cpu", "bfloat16")
-    model32 = load_model(resolve(str(tiny_model)), "cpu", "float32")
-    bi16 = measure_layers(model16.model, model16.family, tokens, batch_size=6).bi
-    bi32 = measure_layers(model32.model, model32.family, tokens, batch_size=6).bi
-    assert bi16 == pytest.approx(bi32, rel=0.1, abs=5e-3)
+    layers = model16.model.model.layers
+    captured: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def keep(module, args, kwargs, output):
+        x = args[0] if args else kwargs["hidden_states"]
+        y = output[0] if isinstance(output, tuple) else output
+        captured.append((x.detach().clone(), y.detach().clone()))
+
+    handles = [layer.register_forward_hook(keep, with_kwargs=True) for layer in layers]
+    try:
+        bi16 = measure_layers(model16.model, model16.family, tokens, batch_size=6).bi
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert all(x.dtype == torch.bfloat16 for x, _ in captured)
+    for i, (x, y) in enumerate(captured):
+        cos = torch.nn.functional.cosine_similarity(x.double(), y.double(), dim=-1)
+        assert bi16[i] == pytest.approx(float(1 - cos.mean()), abs=1e-6)
+    naive = [float(1 - torch.nn.functional.cosine_similarity(x, y, dim=-1).mean()) for x, y in captured]
+    assert any(abs(a - b) > 1e-4 for a, b in zip(naive, bi16, strict=True)), "bf16 sums would not be caught"

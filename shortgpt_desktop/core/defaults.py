@@ -1,0 +1,38 @@
+"""Default job settings, in one place for the command line, the window and the engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SAMPLES = 128
+SEQ_LEN = 512
+BATCH_SIZE = 4
+METRIC = "bi"
+EVAL_WINDOWS = 64
+MAX_NEW_TOKENS = 24
+PROMPT = "The most important thing to know about the history of science is"
+#: Share of layers the window's slider starts at after the first scoring (the ShortGPT paper's usual cut).
+RATIO = 0.25
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named set of sizes for scoring and the perplexity check, with what it trades."""
+
+    name: str
+    label: str
+    samples: int
+    seq_len: int
+    eval_windows: int
+    trade_off: str
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset("quick", "Quick (CPU)", 32, 256, 16,
+               "8k calibration tokens: minutes on a CPU; the ranking of the middle layers is noisier"),
+        Preset("standard", "Standard", SAMPLES, SEQ_LEN, EVAL_WINDOWS,
+               "65k calibration tokens, the paper's scale: best on a GPU, about 16 min for 135M on a CPU"),
+    )
+}

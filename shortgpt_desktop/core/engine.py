@@ -1,0 +1,464 @@
+"""The one engine under both faces: a stateful, Qt-free object that holds a job's state and runs its steps.
+
+:class:`Engine` holds the model source, the loaded model, the calibration tokens, the scores, and the last
+check. Its steps (:meth:`~Engine.open`, :meth:`~Engine.score`, :meth:`~Engine.plan`, :meth:`~Engine.check`,
+:meth:`~Engine.save`) take the job's settings (:class:`~.pipeline.JobSpec`) and report progress and poll
+cancel the same way. The command line chains them in :func:`run_prune` and friends; the window calls the very
+same methods from its worker thread, one job at a time, and only displays the state.
+
+Threading rule for the window: a step may change the engine's state because no other step runs beside it
+and the window reads the state only between jobs. A step replaces a result only when it completes: a failed
+or cancelled scoring leaves the previous scores in place, except for the partial scores a cancelled pass
+hands back (kept, and marked partial).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import pipeline
+from .calibration import TokenSet
+from .errors import CalibrationError, Cancelled, PlanError, UserError
+from .loading import LoadedModel, ModelInfo, inspect_model, load_model
+from .metrics import METRICS, ScoringContext, get_metric
+from .pipeline import JobSpec
+from .plan import LayerSizes, PrunePlan, apply_sizes, check_layer_list, count_for_ratio, make_plan, max_removable
+from .progress import CancelCheck, Progress, no_progress, raise_if_cancelled
+from .report import Report
+from .saving import SaveResult, check_output_folder
+from .scoring import HookStats, LayerScores
+from .sources import ModelSource
+from .surgery import layer_sizes
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Scored:
+    """What a scoring step measured, for display (no tensors)."""
+
+    scores: LayerScores
+    n_layers: int
+    device: str
+    dtype: str
+    calibration: list[str]
+    warnings: list[str]
+    sample_count: int
+    sample_tokens: int
+    eval_tokens: int
+    seconds: float
+    partial: bool = False  # cancelled part-way: scores from the samples measured so far
+
+
+@dataclass
+class Checked:
+    """Perplexity and generations of the original and the pruned model, on the same tokens."""
+
+    removed: list[int]
+    ppl_before: float
+    ppl_after: float
+    eval_tokens: int
+    prompt: str
+    generation_before: str
+    generation_after: str
+    seconds: float
+
+    @property
+    def ratio(self) -> float:
+        return self.ppl_after / self.ppl_before if self.ppl_before else float("nan")
+
+
+@dataclass
+class Engine:
+    """Everything known about the current model and its scores, and the steps that change it."""
+
+    source: ModelSource | None = None
+    info: ModelInfo | None = None
+    loaded: LoadedModel | None = None
+    load_key: tuple | None = None
+    tokens: TokenSet | None = None
+    token_key: tuple | None = None
+    token_names: list[str] = field(default_factory=list)
+    token_warnings: list[str] = field(default_factory=list)
+    stats: HookStats | None = None  # the hooked pass behind the scores, when the metric had one
+    scores: LayerScores | None = None
+    scored: Scored | None = None
+    sizes: LayerSizes | None = None
+    scored_spec: JobSpec | None = None  # the settings of the last successful scoring
+    checked: Checked | None = None
+
+    # ----------------------------------------------------------------------------------------------- state
+
+    @property
+    def n_layers(self) -> int:
+        if self.sizes is not None:
+            return len(self.sizes.layer_params)
+        return self.info.n_layers if self.info else 0
+
+    @property
+    def max_removable(self) -> int:
+        return max_removable(self.n_layers)
+
+    def forget(self) -> None:
+        """Drop the model and everything measured on it (frees its memory)."""
+        self.loaded = self.load_key = None
+        self.tokens = self.token_key = None
+        self.stats = self.scores = self.scored = self.sizes = self.scored_spec = self.checked = None
+
+    def close(self) -> None:
+        """Forget the source too: the engine is as new."""
+        self.forget()
+        self.source = self.info = None
+
+    # ------------------------------------------------------------------------------------------------ open
+
+    def open(self, spec: JobSpec, progress: Progress = no_progress, cancel: CancelCheck | None = None) -> ModelInfo:
+        """Resolve the model (downloading a Hub model) and read what it is and costs; no weights are read.
+
+        Opening another model forgets the current one only once the new one has been found, so a typo in the
+        model box does not throw away the scores on screen.
+        """
+        source = pipeline.resolve_source(spec.model, spec.revision, progress, cancel)
+        progress("inspect", 0, 1, None)
+        info = inspect_model(source, spec.device, spec.dtype, spec.batch_size, spec.seq_len, spec.trust_remote_code)
+        self.close()
+        self.source, self.info = source, info
+        return info
+
+    def estimate(self, spec: JobSpec) -> ModelInfo:
+        """The cost figures again for other settings (headers only)."""
+        if self.source is None:
+            raise UserError("Choose a model first.")
+        return inspect_model(self.source, spec.device, spec.dtype, spec.batch_size, spec.seq_len,
+                             spec.trust_remote_code)
+
+    def load(self, spec: JobSpec, progress: Progress = no_progress, cancel: CancelCheck | None = None) -> LoadedModel:
+        """The model in memory for these settings (loaded once, reused while they do not change)."""
+        key = (spec.model, spec.revision, spec.device, spec.dtype, spec.trust_remote_code)
+        if self.loaded is not None and self.load_key == key:
+            return self.loaded
+        self.loaded = None  # free the old weights before loading new ones
+        self.tokens = self.token_key = None
+        if self.source is None or self.source.spec != spec.model:
+            self.open(spec, progress, cancel)
+        raise_if_cancelled(cancel)
+        assert self.source is not None
+        progress("load", 0, 1, None)
+        self.loaded = load_model(self.source, spec.device, spec.dtype, spec.trust_remote_code)
+        self.load_key = key
+        progress("load", 1, 1, None)
+        return self.loaded
+
+    def tokens_for(self, spec: JobSpec, progress: Progress = no_progress) -> TokenSet:
+        """Calibration samples and held-out windows for these settings (tokenised once)."""
+        key = (tuple(spec.calib), spec.eval_text, spec.samples, spec.seq_len, spec.seed, spec.eval_windows,
+               self.load_key)
+        if self.tokens is not None and self.token_key == key:
+            return self.tokens
+        if self.loaded is None:
+            raise UserError("Load the model first.")
+        progress("tokenize", 0, 1, None)
+        tokens, names, warnings = pipeline.prepare_tokens(self.loaded, spec)
+        self.tokens, self.token_key = tokens, key
+        self.token_names, self.token_warnings = names, warnings
+        progress("tokenize", 1, 1, None)
+        return tokens
+
+    # ----------------------------------------------------------------------------------------------- score
+
+    def score(self, spec: JobSpec, progress: Progress = no_progress, cancel: CancelCheck | None = None) -> Scored:
+        """Load and tokenise (if needed), then score every layer with ``spec.metric``.
+
+        A hooked metric keeps its whole pass, so the other hooked metrics can be shown without a new one.
+        When the user cancels a pass part-way, the scores of the samples measured so far are kept and marked
+        partial (and :class:`Cancelled` still propagates).
+        """
+        metric = get_metric(spec.metric)
+        if metric.needs_text and not spec.calib:
+            raise CalibrationError("The calibration set is empty: add text files or folders, or use the built-in "
+                                   "corpus.")
+        started = time.perf_counter()
+        loaded = self.load(spec, progress, cancel)
+        tokens = self.tokens_for(spec, progress) if metric.needs_text else None
+        ctx = ScoringContext(loaded.model, loaded.family, tokens, spec.batch_size, progress, cancel)
+        partial = False
+        try:
+            scores = metric.score(ctx, spec.block_size if metric.block else 1)
+        except Cancelled as exc:
+            if exc.partial is None:
+                raise
+            partial = True
+            ctx.stats = exc.partial if isinstance(exc.partial, HookStats) else None
+            scores = (metric.from_stats(ctx.stats, 1) if ctx.stats is not None
+                      else LayerScores(metric.name, list(exc.partial)))
+            self._accept(spec, loaded, tokens, ctx.stats, scores, started, partial)
+            raise
+        return self._accept(spec, loaded, tokens, ctx.stats, scores, started, partial)
+
+    def _accept(self, spec: JobSpec, loaded: LoadedModel, tokens: TokenSet | None, stats: HookStats | None,
+                scores: LayerScores, started: float, partial: bool) -> Scored:
+        self.stats, self.scores = stats, scores
+        self.sizes = layer_sizes(loaded.model, loaded.family, pipeline.checkpoint_bytes_per_param(loaded))
+        self.scored_spec = spec
+        self.checked = None
+        self.scored = Scored(
+            scores=scores, n_layers=loaded.n_layers, device=loaded.device, dtype=loaded.dtype,
+            calibration=list(self.token_names) if tokens is not None else [],
+            warnings=list(self.token_warnings) if tokens is not None else [],
+            sample_count=len(tokens.samples) if tokens is not None else 0,
+            sample_tokens=(stats.tokens if stats is not None and partial else tokens.sample_tokens)
+            if tokens is not None else 0,
+            eval_tokens=tokens.eval_tokens if tokens is not None else 0,
+            seconds=time.perf_counter() - started, partial=partial,
+        )
+        log.info("scored %d layers with %s in %.1f s%s", loaded.n_layers, spec.metric, self.scored.seconds,
+                 " (partial)" if partial else "")
+        return self.scored
+
+    def rescore(self, metric_name: str, block_size: int = 1) -> LayerScores | None:
+        """Scores of another metric without a new pass, or None when that metric needs one."""
+        metric = get_metric(metric_name)
+        if not metric.needs_text and self.loaded is not None:
+            return metric.score(ScoringContext(self.loaded.model, self.loaded.family, None))
+        if metric.hooked and self.stats is not None:
+            return metric.from_stats(self.stats, max(1, block_size))
+        if self.scores is not None and self.scores.metric == metric_name:
+            return self.scores
+        return None
+
+    def use_scores(self, scores: LayerScores) -> None:
+        """Show and plan with ``scores`` (another metric of the same pass)."""
+        self.scores = scores
+        if self.scored_spec is not None:
+            self.scored_spec.metric = scores.metric
+
+    # ------------------------------------------------------------------------------------------------ plan
+
+    def plan(self, count: int = 0, layers: Sequence[int] | None = None) -> PrunePlan:
+        """The plan for ``count`` layers by the current scores, or for a hand-picked ``layers`` list.
+
+        ``count == 0`` gives an empty plan, so the window can show "nothing removed" with real sizes. For a
+        block metric the scores depend on the block size, so they are recomputed for ``count``.
+        """
+        if self.sizes is None:
+            raise PlanError("Score the layers first.")
+        n = self.n_layers
+        if layers is not None:
+            removed = sorted(set(layers))
+            if not removed:
+                return apply_sizes(PrunePlan(n, []), self.sizes)
+            return make_plan(n, layers=removed, sizes=self.sizes)
+        scores = self.scores
+        if count <= 0 or scores is None:
+            if count > 0:
+                raise PlanError("Score the layers first.")
+            return apply_sizes(PrunePlan(n, [], metric=scores.metric if scores else "manual"), self.sizes)
+        metric = get_metric(scores.metric)
+        if metric.block and self.stats is not None and scores.block_size != count:
+            scores = metric.from_stats(self.stats, count)
+            assert scores is not None
+            self.scores = scores
+        if count > max_removable(n):
+            raise PlanError(f"Removing {count} of {n} layers leaves none; at least one must stay.")
+        plan = PrunePlan(n, metric.removal(scores.scores, count), metric=scores.metric)
+        return apply_sizes(plan, self.sizes)
+
+    def plan_for_spec(self, spec: JobSpec) -> PrunePlan:
+        """The plan a command line asks for: an explicit list, a count or a ratio."""
+        if spec.layers is not None:
+            return self.plan(layers=check_layer_list(spec.layers, self.n_layers))
+        count = spec.count if spec.count is not None else count_for_ratio(float(spec.ratio or 0), self.n_layers)
+        return self.plan(count=count)
+
+    # ----------------------------------------------------------------------------------------------- check
+
+    def check(self, spec: JobSpec, removed: Sequence[int], prompt: str | None = None,
+              progress: Progress = no_progress, cancel: CancelCheck | None = None) -> Checked:
+        """Perplexity of the original and the pruned model on the same held-out windows, then a generation."""
+        if not removed:
+            raise PlanError("The plan removes no layers: choose how many to remove first.")
+        started = time.perf_counter()
+        loaded = self.load(spec, progress, cancel)
+        tokens = self.tokens_for(spec, progress)
+        if not tokens.eval_windows:
+            raise CalibrationError("The calibration text leaves no held-out text for perplexity; add more text or "
+                                   "give a separate evaluation text.")
+        before = pipeline.measure_perplexity(loaded, tokens, (), spec.batch_size, progress, cancel, "ppl_before")
+        after = pipeline.measure_perplexity(loaded, tokens, removed, spec.batch_size, progress, cancel,
+                                            "ppl_after")
+        gen_before = gen_after = ""
+        prompt = spec.prompt if prompt is None else prompt
+        if prompt and prompt.strip():
+            progress("generate", 0, 2, None)
+            gen_before = pipeline.generate(loaded, prompt, (), spec.max_new_tokens)
+            raise_if_cancelled(cancel)
+            progress("generate", 1, 2, None)
+            gen_after = pipeline.generate(loaded, prompt, removed, spec.max_new_tokens)
+            progress("generate", 2, 2, None)
+        self.checked = Checked(list(removed), before.perplexity, after.perplexity, before.tokens, prompt or "",
+                               gen_before, gen_after, time.perf_counter() - started)
+        return self.checked
+
+    # ------------------------------------------------------------------------------------------ report, save
+
+    def report(self, plan: PrunePlan, spec: JobSpec | None = None) -> Report:
+        """The job's report (JSON, model card) for ``plan``, with the last check when it was for this plan."""
+        spec = spec or self.scored_spec
+        if self.loaded is None or spec is None:
+            raise UserError("Score the layers first: the model is not loaded.")
+        report = pipeline.new_report(self.loaded, spec)
+        report.metric = plan.metric
+        if self.scores is not None and plan.metric != "manual":
+            report.scores = list(self.scores.scores)
+            report.other_scores = dict(self.scores.extra)
+            report.block_size = self.scores.block_size
+            report.tokens = self.scores.tokens
+            report.timings["scoring"] = self.scores.seconds
+        if self.scored is not None:
+            report.calibration = list(self.scored.calibration)
+            report.warnings = list(self.scored.warnings)
+        report.removed_layers, report.kept_layers = list(plan.removed), plan.kept
+        report.params_before, report.params_after = plan.params_before, plan.params_after
+        report.bytes_before, report.bytes_after = plan.bytes_before, plan.bytes_after
+        c = self.checked
+        if c is not None and c.removed == list(plan.removed):
+            report.ppl_before, report.ppl_after, report.eval_tokens = c.ppl_before, c.ppl_after, c.eval_tokens
+            report.timings["perplexity"] = c.seconds
+            if c.prompt:
+                report.generation_prompt = c.prompt
+                report.generation_before, report.generation_after = c.generation_before, c.generation_after
+        return report
+
+    def check_output(self, out: str | Path, force: bool = False) -> Path:
+        """Refuse an output folder that could destroy data, before any long step runs."""
+        if self.source is None:
+            raise UserError("Choose a model first.")
+        return check_output_folder(Path(out), self.source, force)
+
+    def save(self, plan: PrunePlan, out: str | Path, report: Report | None = None, force: bool = False,
+             progress: Progress = no_progress, cancel: CancelCheck | None = None) -> SaveResult:
+        """Write the pruned model (and its model card) to ``out``, atomically."""
+        if self.loaded is None:
+            raise UserError("Score the layers first: the model is not loaded.")
+        if not plan.removed:
+            raise PlanError("The plan removes no layers: choose how many to remove first.")
+        return pipeline.save(self.loaded, plan, out, report, force, progress, cancel)
+
+
+# ------------------------------------------------------------------------------------------------------ jobs
+
+InfoCallback = Callable[[ModelInfo], None]
+
+
+def _checked_request(spec: JobSpec) -> None:
+    """What can be checked before anything is opened (so a typo costs no download and no load)."""
+    get_metric(spec.metric)
+    given = sum(x is not None for x in (spec.ratio, spec.count, spec.layers))
+    if given != 1:
+        raise PlanError("Say how much to remove: a ratio, a number of layers, or a list of layers.")
+    if spec.ratio is not None and not 0 < spec.ratio < 1:
+        raise PlanError(f"The ratio must be above 0 and below 1 (got {spec.ratio}).")
+    if spec.count is not None and spec.count < 1:
+        raise PlanError(f"The number of layers to remove must be at least 1 (got {spec.count}).")
+    if spec.layers is not None:
+        check_layer_list(spec.layers, 10**9)  # repeats and negatives
+
+
+def _checked_against_model(spec: JobSpec, n_layers: int) -> None:
+    """What the layer count (known from the config) can tell about the request."""
+    if spec.layers is not None:
+        check_layer_list(spec.layers, n_layers)
+        return
+    count = spec.count if spec.count is not None else count_for_ratio(float(spec.ratio), n_layers)  # type: ignore[arg-type]
+    if count > max_removable(n_layers):
+        raise PlanError(f"Removing {count} of {n_layers} layers leaves none; at least one must stay.")
+
+
+def run_score(engine: Engine, spec: JobSpec, progress: Progress = no_progress, cancel: CancelCheck | None = None,
+              on_info: InfoCallback | None = None) -> Report:
+    """Open, check the text, load and score; nothing is written but the report."""
+    get_metric(spec.metric)
+    started = time.perf_counter()
+    info = engine.open(spec, progress, cancel)
+    if on_info is not None:
+        on_info(info)
+    pipeline.check_calibration(spec)
+    engine.score(spec, progress, cancel)
+    report = engine.report(engine.plan(0), spec)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def run_prune(engine: Engine, spec: JobSpec, progress: Progress = no_progress, cancel: CancelCheck | None = None,
+              on_info: InfoCallback | None = None) -> Report:
+    """Open, check everything the config and files can tell, score, plan, check before/after, save."""
+    _checked_request(spec)
+    if not spec.out:
+        raise UserError("Give an output folder.")
+    started = time.perf_counter()
+    info = engine.open(spec, progress, cancel)
+    if on_info is not None:
+        on_info(info)
+    engine.check_output(spec.out, spec.force)
+    _checked_against_model(spec, info.n_layers)
+    needs_scores = spec.layers is None
+    if needs_scores or spec.check_perplexity:
+        pipeline.check_calibration(spec)
+    if needs_scores:
+        engine.score(spec, progress, cancel)
+    else:
+        engine.load(spec, progress, cancel)
+        engine.sizes = layer_sizes(engine.loaded.model, engine.loaded.family,  # type: ignore[union-attr]
+                                   pipeline.checkpoint_bytes_per_param(engine.loaded))  # type: ignore[arg-type]
+        engine.scored_spec = spec
+    plan = engine.plan_for_spec(spec)
+    if spec.check_perplexity:
+        engine.check(spec, plan.removed, spec.prompt, progress, cancel)
+    report = engine.report(plan, spec)
+    t = time.perf_counter()
+    result = engine.save(plan, spec.out, report, spec.force, progress, cancel)
+    report.timings["saving"] = time.perf_counter() - t
+    report.output = str(result.folder)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def run_eval(engine: Engine, spec: JobSpec, other: str | None = None, progress: Progress = no_progress,
+             cancel: CancelCheck | None = None, on_info: InfoCallback | None = None) -> Report:
+    """Perplexity of a model (and optionally of a second one, e.g. its pruned copy) on the same tokens.
+
+    The second model is tokenized with the first one's tokenizer (a pruned copy shares it); the first is freed
+    before the second loads.
+    """
+    started = time.perf_counter()
+    info = engine.open(spec, progress, cancel)
+    if on_info is not None:
+        on_info(info)
+    pipeline.check_calibration(spec)
+    loaded = engine.load(spec, progress, cancel)
+    tokens = engine.tokens_for(spec, progress)
+    if not tokens.eval_windows:
+        raise CalibrationError("The text leaves no held-out windows for perplexity; add more text or give a "
+                               "separate evaluation text.")
+    report = pipeline.new_report(loaded, spec)
+    report.calibration, report.warnings = list(engine.token_names), list(engine.token_warnings)
+    before = pipeline.measure_perplexity(loaded, tokens, (), spec.batch_size, progress, cancel, "ppl_before")
+    report.ppl_before, report.eval_tokens = before.perplexity, before.tokens
+    if other:
+        other_spec = JobSpec(model=other, device=spec.device, dtype=spec.dtype,
+                             trust_remote_code=spec.trust_remote_code, calib=spec.calib)
+        second = Engine()
+        engine.forget()
+        second.load(other_spec, progress, cancel)
+        assert second.loaded is not None
+        after = pipeline.perplexity_on(second.loaded, tokens, spec.batch_size, progress, cancel, "ppl_after")
+        report.ppl_after = after.perplexity
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+__all__ = ["METRICS", "Checked", "Engine", "JobSpec", "Scored", "run_eval", "run_prune", "run_score"]
