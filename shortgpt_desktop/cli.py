@@ -20,7 +20,7 @@ from .core.errors import Cancelled, Hint, UserError
 from .core.loading import quiet_library_progress
 from .core.metrics import METRICS
 from .core.plan import parse_layer_list
-from .format import human_bytes, human_count, human_seconds
+from .format import human_bytes, human_count, human_seconds, time_left
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 2, 130
 
@@ -107,13 +107,6 @@ def progress_text(stage: str, done: int, total: int, elapsed: float) -> str:
     if left is not None:
         text += f", about {human_seconds(left)} left"
     return text
-
-
-def time_left(done: int, total: int, elapsed: float) -> float | None:
-    """Seconds left at the pace so far; None until one step has been measured or once done."""
-    if total <= 0 or done <= 0 or done >= total or elapsed <= 0:
-        return None
-    return elapsed / done * (total - done)
 
 
 def _positive_int(text: str) -> int:

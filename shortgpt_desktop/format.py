@@ -74,3 +74,10 @@ def change(before: float, after: float) -> str:
     pct = (after - before) / before * 100
     sign = "−" if pct < 0 else "+"
     return f"{sign}{abs(pct):.0f} %"
+
+
+def time_left(done: int, total: int, elapsed: float) -> float | None:
+    """Seconds left at the pace so far; None until one step has been measured, or once done."""
+    if total <= 0 or done <= 0 or done >= total or elapsed <= 0:
+        return None
+    return elapsed / done * (total - done)

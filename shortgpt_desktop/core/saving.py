@@ -13,7 +13,8 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -104,20 +105,42 @@ def save_pruned(
     new_index = {old: new for new, old in enumerate(kept)}
     patch = prune_config(original_config, family, kept)
 
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.partial-", dir=out_path.parent))
-    _chmod_like_a_new_folder(temp)
-    try:
+    with output_folder(out_path) as temp:
         written = _write_all(
             temp, source, family, original_config, patch.values, new_index, model,
             tokenizer, card_text, max_shard_bytes, progress, cancel,
         )
-        _move_into_place(temp, out_path)
+    log.info("saved pruned model to %s", out_path)
+    return replace(written, folder=out_path)
+
+
+@contextmanager
+def output_folder(out: Path) -> Iterator[Path]:
+    """A temporary folder beside ``out`` to write into; moved into place when the block completes.
+
+    Whatever goes wrong (a cancel, a full disk, a bug), the temporary folder is removed and ``out`` is left
+    as it was. A filesystem error while writing is the user's to fix (a file in the way, no space, no
+    permission): it becomes one sentence.
+    """
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        temp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    except OSError as exc:
+        raise OutputError(f"Cannot create {out}: {_reason(exc)}.") from None
+    _chmod_like_a_new_folder(temp)
+    try:
+        yield temp
+        _move_into_place(temp, out)
+    except OSError as exc:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise OutputError(f"Writing {out} failed: {_reason(exc)}; nothing was written.") from None
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
-    log.info("saved pruned model to %s", out_path)
-    return replace(written, folder=out_path)
+
+
+def _reason(exc: OSError) -> str:
+    return (exc.strerror or str(exc) or exc.__class__.__name__).rstrip(".").lower()
 
 
 def _write_all(

@@ -256,10 +256,17 @@ def hub_download(
 
 
 def _network_errors() -> tuple[type[BaseException], ...]:
-    """The HTTP client's transport errors (huggingface_hub 1.x talks through httpx)."""
-    import httpx
+    """The HTTP client's transport errors: huggingface_hub talks through httpx (1.x) or httpx2 (2.x)."""
+    import importlib
 
-    return (httpx.TransportError, httpx.HTTPError, ConnectionError, TimeoutError)
+    errors: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    for name in ("httpx2", "httpx"):
+        try:
+            client = importlib.import_module(name)
+        except ImportError:
+            continue
+        errors.append(client.HTTPError)
+    return tuple(errors)
 
 
 def _cached_snapshot(repo_id: str, revision: str | None, cache_dir: str | Path | None) -> Path | None:

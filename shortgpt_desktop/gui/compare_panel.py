@@ -13,9 +13,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..core.pipeline import DEFAULT_PROMPT
+from ..core.defaults import PROMPT as DEFAULT_PROMPT
+from ..core.engine import Checked
 from ..format import layer_list
-from .session import Checked
+
+_INTRO = ("Press <b>Check perplexity</b> to compare the original and the pruned model on the same held-out "
+          "tokens.")
 
 
 class ComparePanel(QWidget):
@@ -26,8 +29,7 @@ class ComparePanel(QWidget):
         self.prompt = QLineEdit(DEFAULT_PROMPT, self)
         self.prompt.setPlaceholderText("A prompt for both models to continue (empty: no generation)")
         self.prompt.setClearButtonEnabled(True)
-        self.result = QLabel("Press <b>Check perplexity</b> to compare the original and the pruned model "
-                             "on the same held-out tokens.", self)
+        self.result = QLabel(_INTRO, self)
         self.result.setWordWrap(True)
         self.result.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.before = self._text_box()
@@ -71,3 +73,17 @@ class ComparePanel(QWidget):
         """The plan changed since the last check: say so instead of showing numbers for another plan."""
         if self.before.toPlainText() or "pruned <b>" in self.result.text():
             self.result.setText("The plan changed since the last check; press <b>Check perplexity</b> again.")
+
+    def show_measuring(self) -> None:
+        self.result.setText("Measuring…")
+
+    def show_message(self, text: str) -> None:
+        self.result.setText(text)
+
+    def clear(self) -> None:
+        """Another model: nothing measured on the previous one stays."""
+        self.result.setText(_INTRO)
+        self.before_title.setText("<b>Original</b>")
+        self.after_title.setText("<b>Pruned</b>")
+        self.before.clear()
+        self.after.clear()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,20 +27,22 @@ from PySide6.QtWidgets import (
 )
 
 from .. import __version__
-from ..core import pipeline
+from ..core import defaults
+from ..core.engine import Checked, Engine, JobSpec, Scored
 from ..core.errors import PlanError, UserError
+from ..core.loading import ModelInfo
+from ..core.metrics import METRICS
 from ..core.plan import PrunePlan
-from ..core.scoring import METRICS
-from ..format import human_bytes, human_seconds, layer_list
+from ..format import human_bytes, human_seconds, layer_list, time_left
 from . import dialogs
 from .calibration_panel import CalibrationPanel
 from .chart import ScoreChart
 from .compare_panel import ComparePanel
 from .icons import app_icon
 from .log_panel import LogPanel
+from .messages import user_message
 from .model_panel import ModelPanel
 from .plan_panel import PlanPanel
-from .session import Checked, Opened, Scored, Session, open_source, reinspect
 from .settings_panel import SettingsPanel
 from .settings_store import Store
 from .system import gpu_memory, probe_devices, process_memory, total_memory
@@ -47,8 +50,6 @@ from .workers import Failure, JobRunner
 
 log = logging.getLogger(__name__)
 
-#: Share of layers the slider starts at after the first scoring (the ShortGPT paper's usual cut).
-DEFAULT_RATIO = 0.25
 
 _STAGE_TEXT = {
     "download": "Downloading the model",
@@ -83,7 +84,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("ShortGPT Desktop")
         self.setWindowIcon(app_icon())
         self.store = Store(settings)
-        self.session = Session()
+        self.engine = Engine()
         self.jobs = JobRunner(self)  # model work, one job at a time
         self.background = JobRunner(self, exclusive=False)  # device probe and memory estimates
         self.plan: PrunePlan | None = None
@@ -91,9 +92,11 @@ class MainWindow(QMainWindow):
         self.dialogs: list[QMessageBox] = []
         self.last_saved: Path | None = None
         self._closing = False
+        self.probe_error: str | None = None  # why the device list could not be probed, if it could not
         self._after_open: str | None = None  # "score" when Score was pressed before the model was opened
         self._scoring_metric = "bi"  # the metric of the scoring job in progress
         self._scores_before: Any = None  # scores shown before that job, restored if it fails
+        self._stage: tuple[str, float] = ("", 0.0)  # the stage in progress and when it started (for the ETA)
 
         self._build()
         # An explicit minimum: otherwise the layouts' minimum grows with word-wrapped text (a long model name
@@ -284,14 +287,16 @@ class MainWindow(QMainWindow):
     def busy(self) -> bool:
         return self.jobs.busy
 
-    def job_spec(self) -> pipeline.JobSpec:
-        """The settings as the core's job description (the model is the opened one)."""
+    def job_spec(self, model: str | None = None) -> JobSpec:
+        """The settings as the engine's job description (the model is the opened one unless given)."""
         values = self.settings_panel.values()
-        model = self.session.source.spec if self.session.source is not None else self.model_panel.text
-        return pipeline.JobSpec(
+        if model is None:
+            model = self.engine.source.spec if self.engine.source is not None else self.model_panel.text
+        return JobSpec(
             model=model, calib=self.calibration_panel.sources(), samples=values["samples"],
-            seq_len=values["seq_len"], batch_size=values["batch_size"], metric=values["metric"],
-            device=values["device"], dtype=values["dtype"], prompt=self.compare_panel.prompt.text(),
+            seq_len=values["seq_len"], eval_windows=values["eval_windows"], batch_size=values["batch_size"],
+            metric=values["metric"], device=values["device"], dtype=values["dtype"],
+            trust_remote_code=values["trust_remote_code"], prompt=self.compare_panel.prompt.text(),
         )
 
     def show_error(self, title: str, failure: Failure | str) -> QMessageBox:
@@ -312,13 +317,13 @@ class MainWindow(QMainWindow):
         self.calibration_panel.set_busy(busy)
         self.settings_panel.set_busy(busy)
         self.plan_panel.set_busy(busy)
-        self.chart.clickable = not busy and self.session.sizes is not None
+        self.chart.clickable = not busy and self.engine.sizes is not None
         self.progress.setVisible(busy)
         self._update_buttons()
 
     def _update_buttons(self) -> None:
         busy = self.busy
-        has_plan = self.plan is not None and bool(self.plan.removed) and self.session.loaded is not None
+        has_plan = self.plan is not None and bool(self.plan.removed) and self.engine.loaded is not None
         self.score_button.setEnabled(not busy)
         self.score_action.setEnabled(not busy)
         self.cancel_button.setEnabled(busy)
@@ -329,8 +334,8 @@ class MainWindow(QMainWindow):
         self.check_action.setEnabled(not busy and has_plan)
 
     def _update_status(self) -> None:
-        loaded = self.session.loaded if not self.busy else None
-        info = self.session.info
+        loaded = self.engine.loaded if not self.busy else None
+        info = self.engine.info
         if loaded is not None:
             device = f"Device: {loaded.device}, {loaded.dtype}"
         elif info is not None:
@@ -380,17 +385,22 @@ class MainWindow(QMainWindow):
             self.progress.setRange(0, 0)
         text = _STAGE_TEXT.get(stage, stage)
         unit = _STAGE_UNIT.get(stage)
-        if stage == "scoring" and self.session_metric_is_ppl():
+        if stage == "scoring" and self._scoring_per_layer():
             unit = "layers"
         if stage == "download" and total:
             text += f": {human_bytes(done)} of {human_bytes(total)}"
         elif unit and total:
             text += f": {done} of {total} {unit}"
+        if stage != self._stage[0]:
+            self._stage = (stage, time.monotonic())
+        left = time_left(done, total, time.monotonic() - self._stage[1])
+        if left is not None and left >= 1:
+            text += f", about {human_seconds(left)} left"
         self.progress_label.setText(text + "…" if done < total or not total else text)
         if stage == "scoring" and isinstance(partial, list):
             self.chart.set_scores(partial)
 
-    def session_metric_is_ppl(self) -> bool:
+    def _scoring_per_layer(self) -> bool:
         return self._scoring_metric == "ppl"
 
     def cancel(self) -> None:
@@ -408,52 +418,56 @@ class MainWindow(QMainWindow):
                               on_success=self._on_probed, on_failure=self._on_probe_failed)
 
     def _on_probed(self, choices: list) -> None:
+        self.probe_error = None
         self.settings_panel.set_devices(choices)
         self._update_status()
         self.devicesProbed.emit()
 
     def _on_probe_failed(self, failure: Failure) -> None:
+        self.probe_error = failure.message
         log.warning("could not list devices: %s", failure.message)
         self.devicesProbed.emit()
 
     # ----------------------------------------------------------------------------------------------- open
 
     def open_model(self, text: str, then: str | None = None) -> None:
-        """Resolve and inspect a model (downloading a Hub model first); ``then="score"`` scores after."""
+        """Resolve and inspect a model (downloading a Hub model first); ``then="score"`` scores after.
+
+        What is on screen stays until the new model has been found: a mistyped path costs nothing.
+        """
         text = text.strip()
         if self.busy or not text:
             return
         self.model_panel.set_text(text)
-        self._reset_model()
         self._after_open = then
-        values = self.settings_panel.values()
+        spec = self.job_spec(model=text)
         self.model_panel.set_message("")
         self.jobs.start(
-            "open",
-            lambda progress, cancel: open_source(text, None, values["device"], values["dtype"],
-                                                 values["batch_size"], values["seq_len"], progress, cancel),
+            "open", lambda progress, cancel: self.engine.open(spec, progress, cancel),
             on_success=self._on_opened, on_failure=self._on_open_failed, on_cancel=self._on_open_cancelled,
         )
 
-    def _reset_model(self) -> None:
-        self.session.unload()
-        self.session.source = self.session.info = None
+    def _reset_view(self, message: str) -> None:
+        """A new model: nothing measured on the old one stays on screen."""
         self.plan = None
         self.manual = False
-        self.model_panel.clear_info()
-        self.chart.clear("Choose a model and press Score: one bar per layer appears here.")
+        self.last_saved = None
+        self.chart.clear(message)
         self.plan_panel.set_maximum(0)
         self.plan_panel.show_plan(None)
+        self.compare_panel.clear()
+        self.progress_label.setText("")
 
-    def _on_opened(self, opened: Opened) -> None:
-        self.session.set_source(opened)
-        self.model_panel.set_info(opened.info)
-        self.model_panel.remember(opened.source.spec)
+    def _on_opened(self, info: ModelInfo) -> None:
+        source = self.engine.source
+        assert source is not None
+        self._reset_view(f"{info.n_layers} layers. Press Score to measure each one's importance.")
+        self.model_panel.set_info(info)
+        self.model_panel.remember(source.spec)
         self.store.set_recent_models(self.model_panel.recent())
-        self.store.set_last_model(opened.source.spec)
-        self.chart.clear(f"{opened.info.n_layers} layers. Press Score to measure each one's importance.")
-        log.info("opened %s: %s, %d layers, %s parameters", opened.source.display_name,
-                 opened.info.architecture, opened.info.n_layers, f"{opened.info.n_params:,}")
+        self.store.set_last_model(source.spec)
+        log.info("opened %s: %s, %d layers, %s parameters", source.display_name, info.architecture,
+                 info.n_layers, f"{info.n_params:,}")
 
     def _on_open_failed(self, failure: Failure) -> None:
         self.model_panel.set_message(failure.message)
@@ -468,7 +482,7 @@ class MainWindow(QMainWindow):
         if self.busy:
             return
         text = self.model_panel.text
-        if not text and self.session.source is None:
+        if not text and self.engine.source is None:
             self.show_error("No model", "Choose a model first: a Hub id, a model folder or a .gguf file.")
             return
         if not self.calibration_panel.sources():
@@ -476,34 +490,32 @@ class MainWindow(QMainWindow):
                             "The calibration set is empty: add text files or folders, or tick the "
                             "built-in corpus.")
             return
-        if self.session.source is None or (text and text != self.session.source.spec):
+        if self.engine.source is None or (text and text != self.engine.source.spec):
             self.open_model(text, then="score")
             return
         spec = self.job_spec()
+        metric = METRICS[spec.metric]
         self._scoring_metric = spec.metric
-        n = self.session.n_layers
-        live = "Block Influence (live)" if spec.metric in ("relative_magnitude", "angular") else \
-            METRICS[spec.metric].label
-        self._scores_before = self.session.scores
+        n = self.engine.n_layers
+        self._scores_before = self.engine.scores
         self.chart.clickable = False
-        self.chart.set_metric(live)
-        if METRICS[spec.metric].needs_forward:
+        self.chart.set_metric(metric.live_label or metric.label)
+        if metric.needs_text:
             self.chart.set_scores([None] * n, removed=[])
         self.compare_panel.mark_stale()
         self.jobs.start(
-            "score", lambda progress, cancel: self.session.score_work(spec, progress, cancel),
-            on_success=lambda scored: self._on_scored(scored, spec),
-            on_failure=self._on_score_failed, on_cancel=self._on_score_cancelled,
+            "score", lambda progress, cancel: self.engine.score(spec, progress, cancel),
+            on_success=self._on_scored, on_failure=self._on_score_failed, on_cancel=self._on_score_cancelled,
         )
 
-    def _on_scored(self, scored: Scored, spec: pipeline.JobSpec) -> None:
-        first = self.session.sizes is None
-        self.session.accept(scored, spec)
+    def _on_scored(self, scored: Scored) -> None:
+        first = self.plan is None
         n = scored.n_layers
-        self.plan_panel.set_maximum(self.session.max_removable)
+        self.plan_panel.set_maximum(self.engine.max_removable)
         count = self.plan_panel.count if not first and self.plan_panel.count else \
-            min(self.session.max_removable, max(1, round(DEFAULT_RATIO * n)))
-        self.chart.set_metric(METRICS[scored.scores.metric].label)
+            min(self.engine.max_removable, max(1, int(defaults.RATIO * n)))
+        label = METRICS[scored.scores.metric].label
+        self.chart.set_metric(label + (" (partial)" if scored.partial else ""))
         self.plan_panel.set_count(count)
         self.set_count(count)
         for warning in scored.warnings:
@@ -527,6 +539,13 @@ class MainWindow(QMainWindow):
         self.show_error("Scoring failed", failure)
 
     def _on_score_cancelled(self) -> None:
+        scored = self.engine.scored
+        if scored is not None and scored.partial:
+            self._on_scored(scored)
+            self.statusBar().showMessage(
+                f"Scoring cancelled: the scores shown come from the {scored.sample_tokens:,} tokens measured so "
+                "far (partial).", 15000)
+            return
         self._restore_chart()
         self.statusBar().showMessage("Scoring cancelled; nothing changed.", 8000)
 
@@ -534,10 +553,10 @@ class MainWindow(QMainWindow):
 
     def set_count(self, count: int) -> None:
         """The slider moved: remove the ``count`` lowest-scored layers."""
-        if self.session.sizes is None or self.session.scores is None:
+        if self.engine.sizes is None or self.engine.scores is None:
             return
         try:
-            plan = self.session.plan(count=count)
+            plan = self.engine.plan(count=count)
         except PlanError as exc:
             self.statusBar().showMessage(str(exc), 8000)
             return
@@ -546,26 +565,26 @@ class MainWindow(QMainWindow):
 
     def toggle_layer(self, index: int) -> None:
         """A click on bar ``index``: keep it if the plan removes it, remove it otherwise."""
-        if self.busy or self.session.sizes is None or self.plan is None:
+        if self.busy or self.engine.sizes is None or self.plan is None:
             return
         removed = set(self.plan.removed) ^ {index}
-        if len(removed) > self.session.max_removable:
+        if len(removed) > self.engine.max_removable:
             self.statusBar().showMessage("At least one layer must stay.", 6000)
             return
-        plan = self.session.plan(layers=sorted(removed))
+        plan = self.engine.plan(layers=sorted(removed))
         self.manual = True
         self.plan_panel.set_count(len(plan.removed))
         self._show_plan(plan)
 
     def _show_plan(self, plan: PrunePlan) -> None:
         self.plan = plan
-        scores = self.session.scores
+        scores = self.engine.scores
         if scores is not None:
             self.chart.set_scores(scores.scores, removed=plan.removed)
         else:
             self.chart.set_removed(plan.removed)
         self.plan_panel.show_plan(plan, manual=self.manual)
-        checked = self.session.checked
+        checked = self.engine.checked
         if checked is None or checked.removed != list(plan.removed):
             self.compare_panel.mark_stale()
         self._update_buttons()
@@ -574,7 +593,7 @@ class MainWindow(QMainWindow):
 
     def _on_setting_changed(self, name: str) -> None:
         self.store.set_settings(self.settings_panel.values())
-        if name in ("device", "dtype", "batch_size", "seq_len") and self.session.source is not None:
+        if name in ("device", "dtype", "batch_size", "seq_len", "preset") and self.engine.source is not None:
             self._memory_timer.start()
         if name == "metric":
             self._switch_metric(self.settings_panel.values()["metric"])
@@ -583,16 +602,14 @@ class MainWindow(QMainWindow):
 
     def _switch_metric(self, metric: str) -> None:
         """Show another metric from the same pass when possible; otherwise say that it needs Score."""
-        if self.session.scores is None:
+        if self.engine.scores is None:
             return
         block = len(self.plan.removed) if self.plan is not None and self.plan.removed else 1
-        scores = self.session.rescore(metric, block)
+        scores = self.engine.rescore(metric, block)
         if scores is None:
             self.statusBar().showMessage(f"Press Score to measure {METRICS[metric].label}.", 10000)
             return
-        self.session.scores = scores
-        if self.session.spec is not None:
-            self.session.spec.metric = metric
+        self.engine.use_scores(scores)
         self.chart.set_metric(METRICS[metric].label)
         if self.manual and self.plan is not None:
             self._show_plan(self.plan)
@@ -600,26 +617,25 @@ class MainWindow(QMainWindow):
             self.set_count(self.plan_panel.count)
 
     def _update_memory_estimate(self) -> None:
-        source = self.session.source
+        source = self.engine.source
         if source is None or self._closing:
             return
         if self.background.busy and self.background.current == "memory":
             self._memory_timer.start()  # one estimate at a time; try again shortly
             return
-        values = self.settings_panel.values()
+        spec = self.job_spec()
 
         def work(progress: Any, cancel: Any) -> Any:
-            return reinspect(source, values["device"], values["dtype"], values["batch_size"],
-                             values["seq_len"])
+            return self.engine.estimate(spec)
 
         def done(info: Any) -> None:
-            if self.session.source is source:
-                self.session.info = info
+            if self.engine.source is source:
+                self.engine.info = info
                 self.model_panel.set_memory(info)
                 self._update_status()
 
         def failed(failure: Failure) -> None:
-            if self.session.source is source:
+            if self.engine.source is source:
                 self.model_panel.values["memory"].setText(failure.message)
 
         self.background.start("memory", work, on_success=done, on_failure=failed)
@@ -630,7 +646,7 @@ class MainWindow(QMainWindow):
     # ----------------------------------------------------------------------------------------------- save
 
     def suggested_output(self) -> str:
-        source = self.session.source
+        source = self.engine.source
         name = re.sub(r"[^\w.-]+", "-", Path(source.display_name).stem if source else "model").strip("-")
         kept = len(self.plan.kept) if self.plan else 0
         folder = self.store.save_dir()
@@ -658,13 +674,13 @@ class MainWindow(QMainWindow):
             force = True
         plan = self.plan
         try:
-            report = self.session.report(plan)
-        except (AssertionError, UserError) as exc:
-            self.show_error("Cannot save", str(exc) or "Score the layers first.")
+            report = self.engine.report(plan)
+        except UserError as exc:
+            self.show_error("Cannot save", user_message(exc))
             return
         self.jobs.start(
             "save",
-            lambda progress, cancel: self.session.save_work(plan, out, report, force, progress, cancel),
+            lambda progress, cancel: self.engine.save(plan, out, report, force, progress, cancel),
             on_success=self._on_saved, on_failure=lambda f: self.show_error("Saving failed", f),
             on_cancel=lambda: self.statusBar().showMessage("Saving cancelled; nothing was written.", 8000),
         )
@@ -681,21 +697,20 @@ class MainWindow(QMainWindow):
 
     def check(self) -> None:
         self.plan_panel.flush()
-        if self.busy or self.plan is None or not self.plan.removed or self.session.spec is None:
+        if self.busy or self.plan is None or not self.plan.removed or self.engine.scored_spec is None:
             return
         removed = list(self.plan.removed)
-        spec = self.session.spec
+        spec = self.engine.scored_spec
         prompt = self.compare_panel.prompt.text()
-        self.compare_panel.result.setText("Measuring…")
+        self.compare_panel.show_measuring()
         self.jobs.start(
             "check",
-            lambda progress, cancel: self.session.check_work(spec, removed, prompt, 24, progress, cancel),
+            lambda progress, cancel: self.engine.check(spec, removed, prompt, progress, cancel),
             on_success=self._on_checked, on_failure=lambda f: self.show_error("Checking failed", f),
-            on_cancel=lambda: self.compare_panel.result.setText("Check cancelled."),
+            on_cancel=lambda: self.compare_panel.show_message("Check cancelled."),
         )
 
     def _on_checked(self, checked: Checked) -> None:
-        self.session.checked = checked
         self.compare_panel.show_checked(checked)
         self.tabs.setCurrentWidget(self.compare_panel)
         log.info("perplexity %.3f → %.3f (× %.2f) with layers %s removed", checked.ppl_before,
@@ -712,6 +727,10 @@ class MainWindow(QMainWindow):
                 ):
                     event.ignore()
                     return
+                if not (self.jobs.busy or self.background.busy):
+                    # The job ended while the question was open: nothing is left to wait for.
+                    self._finish_close(event)
+                    return
                 self._closing = True
                 self.jobs.cancel()
                 self.background.cancel()
@@ -721,6 +740,9 @@ class MainWindow(QMainWindow):
                 self.background.finished.connect(self._close_when_idle)
             event.ignore()  # closed again by _close_when_idle once every thread has stopped
             return
+        self._finish_close(event)
+
+    def _finish_close(self, event: QCloseEvent) -> None:
         self.save_state()
         self._status_timer.stop()
         self.log_panel.detach()

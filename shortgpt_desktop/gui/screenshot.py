@@ -42,8 +42,8 @@ class ScreenshotRun(QObject):
             return
         if name == "score":
             if self.ratio is not None:
-                n = self.window.session.n_layers
-                count = min(self.window.session.max_removable, max(0, math.floor(self.ratio * n + 0.5)))
+                n = self.window.engine.n_layers
+                count = min(self.window.engine.max_removable, max(0, math.floor(self.ratio * n + 1e-9)))
                 self.window.plan_panel.set_count(count, emit=True)
             if self.check and self.window.plan is not None and self.window.plan.removed:
                 QTimer.singleShot(0, self.window.check)

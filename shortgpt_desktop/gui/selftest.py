@@ -118,7 +118,7 @@ def run_self_test() -> int:
     def load() -> str:
         win, driver = state["window"], state["driver"]
         driver.run_job("open", lambda: win.open_model(str(state["model"])))
-        info = win.session.info
+        info = win.engine.info
         if info is None or info.n_layers != 6:
             raise SelfTestError(f"expected 6 layers, got {info and info.n_layers}")
         return f"{info.architecture}, {info.n_layers} layers, {info.n_params:,} parameters"
@@ -126,7 +126,7 @@ def run_self_test() -> int:
     def score() -> str:
         win, driver = state["window"], state["driver"]
         driver.run_job("score", win.start_scoring)
-        scores = win.session.scores.scores if win.session.scores else []
+        scores = win.engine.scores.scores if win.engine.scores else []
         if len(scores) != 6 or not all(s is not None and math.isfinite(s) for s in scores):
             raise SelfTestError(f"bad scores: {scores}")
         return "BI " + " ".join(f"{s:.3f}" for s in scores)
@@ -168,7 +168,7 @@ def run_self_test() -> int:
     def perplexity() -> str:
         win, driver = state["window"], state["driver"]
         driver.run_job("check", win.check)
-        checked = win.session.checked
+        checked = win.engine.checked
         if checked is None or not (math.isfinite(checked.ppl_before) and math.isfinite(checked.ppl_after)):
             raise SelfTestError("no perplexity")
         return f"original {checked.ppl_before:.1f}, pruned {checked.ppl_after:.1f}"

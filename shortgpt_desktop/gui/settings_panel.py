@@ -1,21 +1,35 @@
-"""Device, dtype, samples, sequence length, batch size and metric."""
+"""Device, dtype, sizes (with presets), batch size, metric, and whether the model's own code may run."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QComboBox, QFormLayout, QGroupBox, QSpinBox, QWidget
+from PySide6.QtCore import QEvent, QObject, Qt, Signal
+from PySide6.QtWidgets import QCheckBox, QComboBox, QFormLayout, QGroupBox, QSpinBox, QWidget
 
-from ..core.scoring import METRICS
+from ..core import defaults
+from ..core.metrics import METRICS
 from .system import INITIAL_DEVICES, DeviceChoice
 
 DTYPES = (("auto", "Auto (bf16 on GPU, fp32 on CPU)"), ("float32", "float32"), ("bfloat16", "bfloat16"),
           ("float16", "float16"))
 DEFAULTS: dict[str, Any] = {
-    "device": "auto", "dtype": "auto", "samples": 128, "seq_len": 512, "batch_size": 4, "metric": "bi",
+    "device": "auto", "dtype": "auto", "samples": defaults.SAMPLES, "seq_len": defaults.SEQ_LEN,
+    "eval_windows": defaults.EVAL_WINDOWS, "batch_size": defaults.BATCH_SIZE, "metric": defaults.METRIC,
+    "trust_remote_code": False,
 }
+CUSTOM = "custom"
+
+
+class _WheelGuard(QObject):
+    """A wheel turned over an unfocused box scrolls the panel instead of silently changing the value."""
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if event.type() == QEvent.Type.Wheel and isinstance(watched, QWidget) and not watched.hasFocus():
+            event.ignore()
+            return True
+        return False
 
 
 class SettingsPanel(QGroupBox):
@@ -32,29 +46,76 @@ class SettingsPanel(QGroupBox):
         self.dtype_box = QComboBox(self)
         for key, label in DTYPES:
             self.dtype_box.addItem(label, key)
+        self.preset_box = QComboBox(self)
+        for preset in defaults.PRESETS.values():
+            self.preset_box.addItem(preset.label, preset.name)
+            self.preset_box.setItemData(self.preset_box.count() - 1,
+                                        f"{preset.samples} × {preset.seq_len} tokens, {preset.eval_windows} "
+                                        f"perplexity windows: {preset.trade_off}", Qt.ItemDataRole.ToolTipRole)
+        self.preset_box.addItem("Custom", CUSTOM)
+        self.preset_box.setToolTip("Sizes in one choice; Quick suits a CPU")
         self.samples_box = self._spin(1, 4096, "How many calibration samples are scored")
         self.seq_len_box = self._spin(16, 32768, "Tokens per sample (and per perplexity window)")
         self.seq_len_box.setSingleStep(64)
+        self.eval_box = self._spin(1, 4096, "Held-out windows for the perplexity check: fewer is faster, "
+                                   "noisier")
         self.batch_box = self._spin(1, 512, "Samples per forward pass; lower it if memory runs out")
         self.metric_box = QComboBox(self)
         for name, metric in METRICS.items():
             self.metric_box.addItem(metric.label, name)
-            self.metric_box.setItemData(self.metric_box.count() - 1, metric.description, 3)  # Qt.ToolTipRole
+            self.metric_box.setItemData(self.metric_box.count() - 1, metric.description, Qt.ItemDataRole.ToolTipRole)
+        self.trust_box = QCheckBox("Run the model's own code", self)
+        self.trust_box.setToolTip("Some models ship Python code of their own; allow it only for models you trust")
         form = QFormLayout(self)
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         form.addRow("Device:", self.device_box)
         form.addRow("Dtype:", self.dtype_box)
+        form.addRow("Preset:", self.preset_box)
         form.addRow("Samples:", self.samples_box)
         form.addRow("Sequence length:", self.seq_len_box)
+        form.addRow("Check windows:", self.eval_box)
         form.addRow("Batch size:", self.batch_box)
         form.addRow("Metric:", self.metric_box)
+        form.addRow(self.trust_box)
+        self._wheel_guard = _WheelGuard(self)
+        for box in (self.device_box, self.dtype_box, self.preset_box, self.metric_box, self.samples_box,
+                    self.seq_len_box, self.eval_box, self.batch_box):
+            box.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+            box.installEventFilter(self._wheel_guard)
         self.set_values(DEFAULTS)
         self.device_box.currentIndexChanged.connect(lambda: self.changed.emit("device"))
         self.dtype_box.currentIndexChanged.connect(lambda: self.changed.emit("dtype"))
-        self.samples_box.valueChanged.connect(lambda: self.changed.emit("samples"))
-        self.seq_len_box.valueChanged.connect(lambda: self.changed.emit("seq_len"))
+        self.preset_box.currentIndexChanged.connect(self._apply_preset)
+        for box, name in ((self.samples_box, "samples"), (self.seq_len_box, "seq_len"),
+                          (self.eval_box, "eval_windows")):
+            box.valueChanged.connect(lambda _=0, name=name: self._size_changed(name))
         self.batch_box.valueChanged.connect(lambda: self.changed.emit("batch_size"))
         self.metric_box.currentIndexChanged.connect(lambda: self.changed.emit("metric"))
+        self.trust_box.toggled.connect(lambda: self.changed.emit("trust_remote_code"))
+
+    def _apply_preset(self) -> None:
+        preset = defaults.PRESETS.get(self.preset_box.currentData())
+        if preset is None:
+            return
+        for box, value in ((self.samples_box, preset.samples), (self.seq_len_box, preset.seq_len),
+                           (self.eval_box, preset.eval_windows)):
+            box.blockSignals(True)
+            box.setValue(value)
+            box.blockSignals(False)
+        self.changed.emit("preset")
+
+    def _size_changed(self, name: str) -> None:
+        self._sync_preset()
+        self.changed.emit(name)
+
+    def _sync_preset(self) -> None:
+        """Show the preset the sizes match, or Custom."""
+        sizes = (self.samples_box.value(), self.seq_len_box.value(), self.eval_box.value())
+        name = next((p.name for p in defaults.PRESETS.values()
+                     if (p.samples, p.seq_len, p.eval_windows) == sizes), CUSTOM)
+        self.preset_box.blockSignals(True)
+        self.preset_box.setCurrentIndex(max(self.preset_box.findData(name), 0))
+        self.preset_box.blockSignals(False)
 
     def _spin(self, low: int, high: int, tip: str) -> QSpinBox:
         box = QSpinBox(self)
@@ -81,8 +142,10 @@ class SettingsPanel(QGroupBox):
             "dtype": self.dtype_box.currentData() or "auto",
             "samples": self.samples_box.value(),
             "seq_len": self.seq_len_box.value(),
+            "eval_windows": self.eval_box.value(),
             "batch_size": self.batch_box.value(),
-            "metric": self.metric_box.currentData() or "bi",
+            "metric": self.metric_box.currentData() or defaults.METRIC,
+            "trust_remote_code": self.trust_box.isChecked(),
         }
 
     def set_values(self, values: dict[str, Any]) -> None:
@@ -94,19 +157,22 @@ class SettingsPanel(QGroupBox):
         self._wanted_device = str(merged["device"]) if device_index < 0 else None
         self.device_box.setCurrentIndex(max(device_index, 0))
         self.dtype_box.setCurrentIndex(max(self.dtype_box.findData(str(merged["dtype"])), 0))
-        spins = ((self.samples_box, "samples"), (self.seq_len_box, "seq_len"), (self.batch_box, "batch_size"))
+        spins = ((self.samples_box, "samples"), (self.seq_len_box, "seq_len"), (self.eval_box, "eval_windows"),
+                 (self.batch_box, "batch_size"))
         for box, key in spins:
             try:
                 box.setValue(int(merged[key]))
             except (TypeError, ValueError):
                 box.setValue(int(DEFAULTS[key]))
         self.metric_box.setCurrentIndex(max(self.metric_box.findData(str(merged["metric"])), 0))
+        self.trust_box.setChecked(merged["trust_remote_code"] in (True, "true", "1", 1))
+        self._sync_preset()
         for box in self._boxes():
             box.blockSignals(False)
 
     def _boxes(self) -> tuple[QWidget, ...]:
-        return (self.device_box, self.dtype_box, self.samples_box, self.seq_len_box, self.batch_box,
-                self.metric_box)
+        return (self.device_box, self.dtype_box, self.preset_box, self.samples_box, self.seq_len_box,
+                self.eval_box, self.batch_box, self.metric_box, self.trust_box)
 
     def set_busy(self, busy: bool) -> None:
         """Settings are fixed while a job runs: the job uses the values it started with."""

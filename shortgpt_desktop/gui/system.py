@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass
 
@@ -36,64 +35,18 @@ def probe_devices() -> list[DeviceChoice]:
     return choices
 
 
-def process_memory() -> int | None:
-    """Resident memory of this process in bytes, or None where it cannot be read cheaply."""
-    try:
-        if sys.platform.startswith("linux"):
-            with open("/proc/self/statm", "rb") as f:
-                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        if sys.platform == "win32":
-            import ctypes
-            from ctypes import wintypes
+def process_memory() -> int:
+    """Resident memory of this process in bytes."""
+    import psutil
 
-            class Counters(ctypes.Structure):
-                _fields_ = [("cb", wintypes.DWORD), ("PageFaultCount", wintypes.DWORD),
-                            ("PeakWorkingSetSize", ctypes.c_size_t), ("WorkingSetSize", ctypes.c_size_t),
-                            ("QuotaPeakPagedPoolUsage", ctypes.c_size_t),
-                            ("QuotaPagedPoolUsage", ctypes.c_size_t),
-                            ("QuotaPeakNonPagedPoolUsage", ctypes.c_size_t),
-                            ("QuotaNonPagedPoolUsage", ctypes.c_size_t), ("PagefileUsage", ctypes.c_size_t),
-                            ("PeakPagefileUsage", ctypes.c_size_t)]
-
-            counters = Counters()
-            counters.cb = ctypes.sizeof(counters)
-            process = ctypes.windll.kernel32.GetCurrentProcess()  # type: ignore[attr-defined]
-            if ctypes.windll.psapi.GetProcessMemoryInfo(  # type: ignore[attr-defined]
-                process, ctypes.byref(counters), counters.cb
-            ):
-                return int(counters.WorkingSetSize)
-            return None
-        import resource
-
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # macOS: bytes (peak, the best we have)
-        return int(peak)
-    except Exception:
-        return None
+    return int(psutil.Process().memory_info().rss)
 
 
-def total_memory() -> int | None:
+def total_memory() -> int:
     """Physical memory of the machine in bytes."""
-    try:
-        if hasattr(os, "sysconf") and "SC_PHYS_PAGES" in os.sysconf_names:
-            return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        if sys.platform == "win32":
-            import ctypes
+    import psutil
 
-            class Status(ctypes.Structure):
-                _fields_ = [("dwLength", ctypes.c_ulong), ("dwMemoryLoad", ctypes.c_ulong),
-                            ("ullTotalPhys", ctypes.c_ulonglong), ("ullAvailPhys", ctypes.c_ulonglong),
-                            ("ullTotalPageFile", ctypes.c_ulonglong),
-                            ("ullAvailPageFile", ctypes.c_ulonglong),
-                            ("ullTotalVirtual", ctypes.c_ulonglong), ("ullAvailVirtual", ctypes.c_ulonglong),
-                            ("ullAvailExtendedVirtual", ctypes.c_ulonglong)]
-
-            status = Status()
-            status.dwLength = ctypes.sizeof(status)
-            ctypes.windll.kernel32.GlobalMemoryStatusEx(ctypes.byref(status))  # type: ignore[attr-defined]
-            return int(status.ullTotalPhys)
-    except Exception:
-        return None
-    return None
+    return int(psutil.virtual_memory().total)
 
 
 def gpu_memory(device: str) -> tuple[int, int] | None:
@@ -105,5 +58,5 @@ def gpu_memory(device: str) -> tuple[int, int] | None:
         index = int(device.split(":", 1)[1]) if ":" in device else torch.cuda.current_device()
         total = torch.cuda.get_device_properties(index).total_memory
         return int(torch.cuda.memory_allocated(index)), int(total)
-    except Exception:
+    except (RuntimeError, ValueError, AssertionError):  # CUDA not initialised, a bad index, no driver
         return None

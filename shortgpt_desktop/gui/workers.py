@@ -27,6 +27,7 @@ from typing import Any
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
 from ..core.errors import Cancelled, UserError
+from .messages import user_message
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class Worker(QObject):
             self.cancelled.emit(self.job_id)
         except UserError as exc:
             log.warning("%s: %s", self.name, exc)
-            self.failed.emit(self.job_id, Failure(str(exc)))
+            self.failed.emit(self.job_id, Failure(user_message(exc)))
         except MemoryError:
             self.failed.emit(self.job_id, Failure(
                 "The computer ran out of memory; use a smaller model, dtype or batch size."))

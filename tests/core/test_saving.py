@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from shortgpt_desktop.core.engine import Engine, JobSpec, run_prune
 from shortgpt_desktop.core.errors import Cancelled, OutputError
 from shortgpt_desktop.core.loading import LoadedModel, load_model
-from shortgpt_desktop.core.engine import Engine, JobSpec, run_prune
 from shortgpt_desktop.core.saving import save_pruned
 from shortgpt_desktop.core.sources import ModelSource, WeightFile, resolve
 from shortgpt_desktop.core.surgery import prune_in_memory
@@ -56,7 +56,8 @@ def test_saved_model_matches_in_memory_pruning(tiny_model: Path, tmp_path: Path)
     loaded = load(tiny_model)
     result = save(loaded, tmp_path / "out", card_text="# card\n")
     assert digest(tiny_model) == before  # the source is never modified
-    assert sorted(result.files)[:1] and (tmp_path / "out" / "model.safetensors").is_file()
+    assert {"model.safetensors", "config.json", "README.md", "tokenizer.json"} <= set(result.files)
+    assert all((tmp_path / "out" / name).is_file() for name in result.files)
     reloaded = stock_reload(tmp_path / "out")
     assert reloaded.config.num_hidden_layers == 4
     assert [layer.self_attn.layer_idx for layer in reloaded.model.layers] == [0, 1, 2, 3]
@@ -66,14 +67,28 @@ def test_saved_model_matches_in_memory_pruning(tiny_model: Path, tmp_path: Path)
     assert not list(tmp_path.glob(".out.partial-*"))
 
 
-def test_cached_generation_equals_uncached(tiny_model: Path, tmp_path: Path) -> None:
+def test_generation_matches_the_skip_reference(tiny_model: Path, tmp_path: Path) -> None:
+    """The reloaded model, generating with its cache, writes what the original model writes with the removed
+    layers turned into no-ops (no surgery, no cache): the saved model and its KV cache indices are right."""
+    from shortgpt_desktop.core.scoring import _identity_hook
+
     save(load(tiny_model), tmp_path / "out")
     model = stock_reload(tmp_path / "out")
+    original = load(tiny_model).model
+    handles = [original.model.layers[i].register_forward_hook(_identity_hook, with_kwargs=True) for i in REMOVED]
+    try:
+        with torch.no_grad():
+            expected = original.generate(PROMPT_IDS, max_new_tokens=20, min_new_tokens=20, do_sample=False,
+                                         use_cache=False)
+    finally:
+        for handle in handles:
+            handle.remove()
     with torch.no_grad():
         cached = model.generate(PROMPT_IDS, max_new_tokens=20, min_new_tokens=20, do_sample=False, use_cache=True)
-        uncached = model.generate(PROMPT_IDS, max_new_tokens=20, min_new_tokens=20, do_sample=False,
-                                  use_cache=False)
-    assert torch.equal(cached, uncached) and cached.shape[1] == PROMPT_IDS.shape[1] + 20
+        unpruned = original.generate(PROMPT_IDS, max_new_tokens=20, min_new_tokens=20, do_sample=False)
+    assert cached.shape[1] == PROMPT_IDS.shape[1] + 20
+    assert torch.equal(cached, expected)
+    assert not torch.equal(cached, unpruned), "the two removed layers must change the text, or this proves nothing"
 
 
 def test_sharded_output_with_index(tiny_model: Path, tmp_path: Path) -> None:
@@ -98,12 +113,17 @@ def test_sharded_source_streams_too(tiny_model: Path, tmp_path: Path) -> None:
 
 
 def test_tied_embeddings_stay_tied(tmp_path: Path, tiny_model: Path) -> None:
+    from safetensors import safe_open
+
     from shortgpt_desktop.core.demo import TINY_LLAMA, build_tiny_model
 
     folder = build_tiny_model(tmp_path / "tied", config_overrides={**TINY_LLAMA, "tie_word_embeddings": True},
                               tokenizer_from=tiny_model)
-    save(load(folder), tmp_path / "out")
-    from safetensors import safe_open
+    source = load(folder)
+    assert source.model.lm_head.weight.data_ptr() == source.model.model.embed_tokens.weight.data_ptr()
+    with safe_open(str(folder / "model.safetensors"), "pt") as f:
+        assert "lm_head.weight" not in set(f.keys()), "the source itself must be tied, or this proves nothing"
+    save(source, tmp_path / "out")
 
     with safe_open(str(tmp_path / "out" / "model.safetensors"), "pt") as f:
         assert "lm_head.weight" not in set(f.keys())
@@ -189,7 +209,8 @@ def test_full_job_writes_card_and_report(tiny_model: Path, small_calib: Path, tm
     card = (tmp_path / "out" / "README.md").read_text()
     assert "Removed layers (0-based, original numbering): " + ", ".join(map(str, report.removed_layers)) in card
     assert f"{report.ppl_before:.3f}" in card and f"{report.ppl_after:.3f}" in card
-    data = report.to_dict()
-    for key in ("metric", "scores", "removed_layers", "ppl_before", "ppl_after", "tokens", "seconds"):
-        assert key in data
+    report.write_json(tmp_path / "report.json")
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert data["removed_layers"] == report.removed_layers and data["scores"] == pytest.approx(report.scores)
+    assert data["ppl_after"] == pytest.approx(report.ppl_after) and data["tokens"] == 8 * 64
     assert report.generation_before is not None and report.generation_after is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -161,12 +162,34 @@ def test_hub_errors_become_sentences(
 
 
 def test_hub_unreachable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    class ConnectError(Exception):  # what the HTTP client raises when DNS or the connection fails
-        pass
+    # What huggingface_hub's HTTP client raises when DNS or the connection fails.
+    client = pytest.importorskip("httpx2") if importlib.util.find_spec("httpx2") else pytest.importorskip("httpx")
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr("huggingface_hub.list_repo_files", _raise(ConnectError("Name or service not known")))
+    monkeypatch.setattr("huggingface_hub.list_repo_files", _raise(client.ConnectError("Name or service not known")))
     with pytest.raises(HubError, match="cannot be reached"):
+        sources.hub_download("someone/model", cache_dir=tmp_path)
+
+
+def test_hub_http_error_and_full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from huggingface_hub import errors
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("huggingface_hub.list_repo_files", _raise(_http_error(errors.HfHubHTTPError, "503")))
+    with pytest.raises(HubError, match="refused the download"):
+        sources.hub_download("someone/model", cache_dir=tmp_path)
+    monkeypatch.setattr("huggingface_hub.list_repo_files",
+                        _raise(OSError(errno.ENOSPC, "No space left on device")))
+    with pytest.raises(HubError, match="disk is full"):
+        sources.hub_download("someone/model", cache_dir=tmp_path)
+
+
+def test_an_unknown_error_is_a_bug_not_a_sentence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("huggingface_hub.list_repo_files", _raise(ZeroDivisionError("a bug")))
+    with pytest.raises(ZeroDivisionError):
         sources.hub_download("someone/model", cache_dir=tmp_path)
 
 

@@ -13,9 +13,9 @@ from shortgpt_desktop.gui import dialogs, workers
 
 
 def slow_progress(window, monkeypatch, method: str, delay: float) -> None:
-    """Make each progress step of ``session.<method>`` take ``delay`` seconds longer (the real work still
+    """Make each progress step of ``engine.<method>`` take ``delay`` seconds longer (the real work still
     runs), so that a cancel reliably lands in the middle of it."""
-    real = getattr(window.session, method)
+    real = getattr(window.engine, method)
 
     def wrapped(*args, **kwargs):
         inner = kwargs.pop("progress")
@@ -26,11 +26,11 @@ def slow_progress(window, monkeypatch, method: str, delay: float) -> None:
 
         return real(*args, progress=progress, **kwargs)
 
-    if method == "score_work":
-        monkeypatch.setattr(window.session, method,
+    if method == "score":
+        monkeypatch.setattr(window.engine, method,
                             lambda spec, progress, cancel: wrapped(spec, progress=progress, cancel=cancel))
     else:
-        monkeypatch.setattr(window.session, method,
+        monkeypatch.setattr(window.engine, method,
                             lambda *a: wrapped(*a[:-2], progress=a[-2], cancel=a[-1]))
 
 
@@ -41,7 +41,7 @@ def leftovers(folder: Path) -> list[str]:
 def test_cancel_mid_scoring(qtbot, opened, monkeypatch) -> None:
     window = opened
     window.settings_panel.set_values({"samples": 16, "batch_size": 1})
-    slow_progress(window, monkeypatch, "score_work", 0.05)
+    slow_progress(window, monkeypatch, "score", 0.05)
     seen: list[tuple[int, int]] = []
 
     def on_progress(job, stage, done, total, partial):
@@ -56,9 +56,13 @@ def test_cancel_mid_scoring(qtbot, opened, monkeypatch) -> None:
     assert finished.args == ["score", "cancelled"]
     done, total = seen[-1]
     assert total == 16 and done <= 3  # stopped within a batch or two of the click, not at the end
-    assert window.session.scores is None and window.plan is None
-    assert window.chart.n_layers == 0  # the partial bars are gone
-    assert not window.save_button.isEnabled()
+    # What was measured before the click is kept, marked partial, and can be planned with.
+    scored = window.engine.scored
+    assert scored is not None and scored.partial and 0 < scored.sample_tokens < 16 * 32
+    assert window.chart.n_layers == 6 and "partial" in window.chart.metric_label
+    assert window.plan is not None and len(window.plan.removed) == 1
+    assert "partial" in window.statusBar().currentMessage()
+    assert window.save_button.isEnabled()  # partial scores are scores: the user decides
     assert window.dialogs == []
     assert workers.live_threads() == 0
     assert window.score_button.isEnabled()
@@ -72,7 +76,7 @@ def test_cancel_mid_saving_leaves_nothing(qtbot, opened, tmp_path: Path, monkeyp
     window = opened
     with qtbot.waitSignal(window.jobFinished, timeout=60_000):
         window.start_scoring()
-    slow_progress(window, monkeypatch, "save_work", 0.01)
+    slow_progress(window, monkeypatch, "save", 0.01)
     parent = tmp_path / "outputs"
     parent.mkdir()
     out = parent / "pruned"
@@ -101,7 +105,7 @@ def test_bad_model_path_gives_a_dialog(qtbot, window, tmp_path: Path) -> None:
     assert str(missing) in box.text()
     box.button(QMessageBox.StandardButton.Ok).click()
     assert not box.isVisible()
-    assert window.session.source is None and window.session.info is None
+    assert window.engine.source is None and window.engine.info is None
     assert window.model_panel.values["layers"].text() == "—"
     assert not missing.exists() and set(leftovers(tmp_path)) <= {"settings.ini"}
     assert workers.live_threads() == 0
@@ -130,7 +134,7 @@ def test_empty_calibration_set_gives_a_dialog(qtbot, window, gui_model: Path) ->
     assert "calibration set is empty" in shown.args[0]
     assert started == []  # refused before any work began
     window.last_dialog.close()
-    assert window.session.loaded is None and window.session.scores is None
+    assert window.engine.loaded is None and window.engine.scores is None
     assert window.chart.n_layers == 0
 
 
@@ -150,7 +154,7 @@ def test_calibration_files_without_text_give_a_dialog(qtbot, window, gui_model: 
     assert box is not None and "No usable calibration text" in box.text()
     assert box.detailedText() == ""  # the user's mistake: no traceback
     box.close()
-    assert window.session.scores is None and window.plan is None
+    assert window.engine.scores is None and window.plan is None
 
 
 def test_a_bug_shows_details_on_request(qtbot, opened, monkeypatch) -> None:
@@ -159,7 +163,7 @@ def test_a_bug_shows_details_on_request(qtbot, opened, monkeypatch) -> None:
     def broken(spec, progress, cancel):
         raise ZeroDivisionError("simulated bug")
 
-    monkeypatch.setattr(window.session, "score_work", broken)
+    monkeypatch.setattr(window.engine, "score", broken)
     with qtbot.waitSignal(window.errorShown, timeout=30_000):
         window.start_scoring()
     qtbot.waitUntil(lambda: not window.busy)
@@ -229,7 +233,7 @@ def test_event_loop_never_stalls(qtbot, opened, tmp_path: Path) -> None:
 def test_closing_with_a_job_running_asks_then_stops_cleanly(qtbot, opened, monkeypatch) -> None:
     window = opened
     window.settings_panel.set_values({"samples": 64, "batch_size": 1})
-    slow_progress(window, monkeypatch, "score_work", 0.05)
+    slow_progress(window, monkeypatch, "score", 0.05)
     answers = iter([False, True])
     asked: list[str] = []
     monkeypatch.setattr(dialogs, "ask_yes_no", lambda parent, title, text: asked.append(text) or next(answers))
@@ -243,6 +247,24 @@ def test_closing_with_a_job_running_asks_then_stops_cleanly(qtbot, opened, monke
     assert time.monotonic() - started < 5
     assert len(asked) == 2
     assert workers.live_threads() == 0 and not window.jobs.busy
+
+
+def test_closing_when_the_job_ends_while_the_question_is_open(qtbot, opened, monkeypatch) -> None:
+    """Quit during a job, and answer only after the job has ended: the window closes (it used to wait for a
+    ``finished`` signal that had already come)."""
+    window = opened
+    window.settings_panel.set_values({"samples": 8, "batch_size": 1})
+
+    def answer_late(parent, title, text):
+        qtbot.waitUntil(lambda: not window.jobs.busy, timeout=30_000)
+        return True
+
+    monkeypatch.setattr(dialogs, "ask_yes_no", answer_late)
+    with qtbot.waitSignal(window.jobs.progressed, timeout=30_000):
+        window.start_scoring()
+    window.close()
+    qtbot.waitUntil(lambda: not window.isVisible(), timeout=5_000)
+    assert workers.live_threads() == 0
 
 
 def test_closing_while_the_device_probe_runs(qtbot, make_window) -> None:

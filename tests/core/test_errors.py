@@ -1,0 +1,139 @@
+"""Error paths: each mistake is one sentence with a hint each front end words its own way; a bug stays a bug."""
+
+from __future__ import annotations
+
+import errno
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from shortgpt_desktop import cli
+from shortgpt_desktop.core import loading
+from shortgpt_desktop.core.calibration import build_token_set
+from shortgpt_desktop.core.errors import Hint, ModelSourceError, OutputError, ResourceError, UnsupportedModelError
+from shortgpt_desktop.core.loading import inspect_model, load_model, resolve_device, resolve_dtype
+from shortgpt_desktop.core.saving import save_pruned
+from shortgpt_desktop.core.scoring import measure_layers
+from shortgpt_desktop.core.sources import resolve
+from shortgpt_desktop.gui.messages import user_message
+
+
+def _with_config(tiny_model: Path, folder: Path, **changes: object) -> Path:
+    shutil.copytree(tiny_model, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(changes)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_remote_code_is_refused_until_allowed_and_each_face_says_how(tiny_model: Path, tmp_path: Path) -> None:
+    folder = _with_config(tiny_model, tmp_path / "custom", model_type="my_custom_lm",
+                          architectures=["MyCustomLM"], auto_map={"AutoModelForCausalLM": "modeling.MyCustomLM"})
+    with pytest.raises(UnsupportedModelError) as refused:
+        inspect_model(resolve(str(folder)), "cpu", "float32")  # inspection does not wave it through either
+    assert refused.value.hint is Hint.TRUST_REMOTE_CODE
+    assert "--" not in str(refused.value)  # the engine names no flag
+    assert "--trust-remote-code" in cli.error_line(refused.value)
+    assert "Run the model's own code" in user_message(refused.value)
+    # Allowed, the gate opens (inspection reads headers only: no code runs).
+    assert inspect_model(resolve(str(folder)), "cpu", "float32", trust_remote_code=True).n_layers == 6
+
+
+def test_an_encoder_model_is_refused_before_loading(tiny_model: Path, tmp_path: Path) -> None:
+    folder = _with_config(tiny_model, tmp_path / "bert", model_type="bert", architectures=["BertModel"])
+    with pytest.raises(UnsupportedModelError, match="encoder model"):
+        inspect_model(resolve(str(folder)), "cpu", "float32")
+
+
+def test_device_and_dtype_resolution() -> None:
+    assert resolve_device("cpu") == "cpu" and resolve_device("CPU") == "cpu"
+    if not torch.cuda.is_available():
+        assert resolve_device("auto") in ("cpu", "mps")
+        with pytest.raises(ResourceError) as no_cuda:
+            resolve_device("cuda:0")
+        assert no_cuda.value.hint is Hint.USE_CPU and "--device cpu" in cli.error_line(no_cuda.value)
+    with pytest.raises(ResourceError, match="Unknown device 'tpu'"):
+        resolve_device("tpu")
+    assert resolve_dtype("auto", "cpu") == "float32"
+    assert resolve_dtype("bf16", "cpu") == "bfloat16" and resolve_dtype("fp16", "cpu") == "float16"
+    with pytest.raises(ResourceError, match="Unknown dtype 'int4'"):
+        resolve_dtype("int4", "cpu")
+
+
+def test_out_of_memory_is_a_sentence(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    loaded = load_model(resolve(str(tiny_model)), "cpu", "float32")
+    tokens = build_token_set(loaded.tokenizer, ["some text to score " * 50], samples=2, seq_len=16)
+
+    def oom(*args: object, **kwargs: object) -> None:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(loaded.model.model.layers[2], "forward", oom)
+    with pytest.raises(ResourceError) as caught:
+        measure_layers(loaded.model, loaded.family, tokens, batch_size=2)
+    assert "Out of memory on cpu with batch size 2" in str(caught.value)
+    assert caught.value.hint is Hint.SMALLER_BATCH and "--batch-size" in cli.error_line(caught.value)
+
+
+def test_weights_that_do_not_fit_the_config_are_a_sentence(tiny_model: Path, tmp_path: Path) -> None:
+    folder = _with_config(tiny_model, tmp_path / "mismatch", hidden_size=128, intermediate_size=256)
+    with pytest.raises(ModelSourceError, match="could not be loaded"):
+        load_model(resolve(str(folder)), "cpu", "float32")
+
+
+def test_an_unknown_failure_while_loading_keeps_its_traceback(tiny_model: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import transformers
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ZeroDivisionError("a bug, not the user's mistake")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", broken)
+    with pytest.raises(ZeroDivisionError):
+        loading.load_model(resolve(str(tiny_model)), "cpu", "float32")
+
+
+def _save(tiny_model: Path, out: Path) -> None:
+    loaded = load_model(resolve(str(tiny_model)), "cpu", "float32")
+    save_pruned(source=loaded.source, family=loaded.family, original_config=loaded.config, removed=[1], out=out,
+                model=loaded.model, tokenizer=loaded.tokenizer)
+
+
+def test_output_under_a_file_is_a_sentence(tiny_model: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "some_file"
+    blocker.write_text("in the way")
+    with pytest.raises(OutputError, match="Cannot create"):
+        _save(tiny_model, blocker / "sub")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["some_file"]
+
+
+def test_a_full_disk_rolls_back(tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shortgpt_desktop.core import saving
+
+    real = saving.write_sharded
+
+    def fill_up(*args: object, **kwargs: object) -> None:
+        real(*args, **kwargs)  # the weights are on disk, then the next write fails
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(saving, "write_sharded", fill_up)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("the user's file")
+    with pytest.raises(OutputError, match="no space left on device; nothing was written"):
+        loaded = load_model(resolve(str(tiny_model)), "cpu", "float32")
+        save_pruned(source=loaded.source, family=loaded.family, original_config=loaded.config, removed=[1],
+                    out=out, model=loaded.model, tokenizer=loaded.tokenizer, force=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no partial folder left behind
+    assert (out / "keep.txt").read_text() == "the user's file"
+
+
+def test_cli_output_errors_exit_2(tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "some_file"
+    blocker.write_text("in the way")
+    code = cli.main(["prune", str(tiny_model), "--remove", "1", "--no-eval", "-q", "--out", str(blocker / "sub")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "is a file" in err or "Cannot create" in err
