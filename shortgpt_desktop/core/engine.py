@@ -23,6 +23,7 @@ from pathlib import Path
 from . import pipeline
 from .calibration import TokenSet
 from .errors import CalibrationError, Cancelled, PlanError, UserError
+from .evaluation import has_chat_template
 from .loading import LoadedModel, ModelInfo, inspect_model, load_model
 from .metrics import METRICS, ScoringContext, get_metric
 from .pipeline import JobSpec
@@ -66,6 +67,7 @@ class Checked:
     generation_before: str
     generation_after: str
     seconds: float
+    chat_template: bool = False  # the prompt went through the model's chat template
 
     @property
     def ratio(self) -> float:
@@ -292,15 +294,16 @@ class Engine:
                                             "ppl_after")
         gen_before = gen_after = ""
         prompt = spec.prompt if prompt is None else prompt
+        chat = has_chat_template(loaded.tokenizer)
         if prompt and prompt.strip():
             progress("generate", 0, 2, None)
-            gen_before = pipeline.generate(loaded, prompt, (), spec.max_new_tokens)
+            gen_before = pipeline.generate(loaded, prompt, (), spec.max_new_tokens, chat)
             raise_if_cancelled(cancel)
             progress("generate", 1, 2, None)
-            gen_after = pipeline.generate(loaded, prompt, removed, spec.max_new_tokens)
+            gen_after = pipeline.generate(loaded, prompt, removed, spec.max_new_tokens, chat)
             progress("generate", 2, 2, None)
         self.checked = Checked(list(removed), before.perplexity, after.perplexity, before.tokens, prompt or "",
-                               gen_before, gen_after, time.perf_counter() - started)
+                               gen_before, gen_after, time.perf_counter() - started, chat)
         return self.checked
 
     # ------------------------------------------------------------------------------------------ report, save
@@ -330,6 +333,7 @@ class Engine:
             report.timings["perplexity"] = c.seconds
             if c.prompt:
                 report.generation_prompt = c.prompt
+                report.generation_chat_template = c.chat_template
                 report.generation_before, report.generation_after = c.generation_before, c.generation_after
         return report
 

@@ -69,12 +69,26 @@ def perplexity_of(
     return PerplexityResult(math.exp(min(mean, 700.0)), mean, total_tokens, time.perf_counter() - started)
 
 
-def generate_text(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int = 40) -> str:
-    """Greedy continuation of ``prompt`` with the KV cache on (what a user of the pruned model will see)."""
+def has_chat_template(tokenizer: Any) -> bool:
+    """An instruction-tuned model's tokenizer says how a conversation is laid out; a base model's does not."""
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def generate_text(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int = 40, chat: bool = False) -> str:
+    """Greedy continuation of ``prompt`` with the KV cache on (what a user of the pruned model will see).
+
+    With ``chat`` the prompt is sent as a user message through the model's chat template, as an Instruct
+    model expects (a raw prompt makes such a model ramble whether pruned or not).
+    """
     import torch
 
     device = next(model.parameters()).device
-    encoded = tokenizer(prompt, return_tensors="pt").to(device)
+    if chat:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                             add_generation_prompt=True)
+        encoded = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(device)
+    else:
+        encoded = tokenizer(prompt, return_tensors="pt").to(device)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     with torch.inference_mode():
         out = model.generate(

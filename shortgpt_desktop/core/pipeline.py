@@ -15,7 +15,7 @@ from . import defaults
 from .calibration import BUILTIN_CORPUS, TokenSet, build_token_set, builtin_corpus, read_texts
 from .dtypes import bytes_per_element
 from .errors import CalibrationError
-from .evaluation import PerplexityResult, generate_text, perplexity_of
+from .evaluation import PerplexityResult, generate_text, has_chat_template, perplexity_of
 from .loading import LoadedModel, ModelInfo, architecture_name, inspect_model, load_model
 from .metrics import get_metric, score_model
 from .plan import PrunePlan, apply_sizes, make_plan
@@ -186,12 +186,18 @@ def perplexity_on(loaded: LoadedModel, tokens: TokenSet, batch_size: int = 4, pr
                          lambda done, total: progress(stage, done, total, None))
 
 
-def generate(loaded: LoadedModel, prompt: str, removed: Sequence[int] = (), max_new_tokens: int = 24) -> str:
-    """Greedy continuation with the cache on, of the original or the pruned model."""
+def generate(loaded: LoadedModel, prompt: str, removed: Sequence[int] = (), max_new_tokens: int = 24,
+             chat: bool | None = None) -> str:
+    """Greedy continuation with the cache on, of the original or the pruned model.
+
+    ``chat=None`` uses the model's chat template when it has one.
+    """
+    if chat is None:
+        chat = has_chat_template(loaded.tokenizer)
     if not removed:
-        return generate_text(loaded.model, loaded.tokenizer, prompt, max_new_tokens)
+        return generate_text(loaded.model, loaded.tokenizer, prompt, max_new_tokens, chat)
     with pruned_view(loaded.model, loaded.family, removed):
-        return generate_text(loaded.model, loaded.tokenizer, prompt, max_new_tokens)
+        return generate_text(loaded.model, loaded.tokenizer, prompt, max_new_tokens, chat)
 
 
 def save(loaded: LoadedModel, plan: PrunePlan, out: str | Path, report: Report | None = None,

@@ -44,6 +44,7 @@ class Report:
     generation_prompt: str | None = None
     generation_before: str | None = None
     generation_after: str | None = None
+    generation_chat_template: bool = False  # the prompt went through the model's chat template
     warnings: list[str] = field(default_factory=list)
     version: str = __version__
 
@@ -70,8 +71,18 @@ def _fmt(value: float | None, digits: int = 4) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
+def public_name(spec: str) -> str:
+    """How a model or text source is named in a card meant to be shared: a Hub id as it is, a local path by
+    its last part only (the user's folders are nobody's business)."""
+    path = Path(spec)
+    looks_hub = spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and not path.exists()
+    return spec if looks_hub else path.name or spec
+
+
 def model_card(report: Report, base_model: str) -> str:
     """A Hugging Face model card: base model, removed layers, score table, perplexity, how it was made."""
+    base_model = public_name(base_model)
+    calibration = [c if c.startswith("built-in") else public_name(c) for c in report.calibration]
     removed = set(report.removed_layers)
     rows = "\n".join(
         f"| {i} | {_fmt(s)} | {'removed' if i in removed else 'kept'} |" for i, s in enumerate(report.scores)
@@ -85,7 +96,7 @@ def model_card(report: Report, base_model: str) -> str:
     sizes = ""
     if report.params_before:
         sizes = f"| parameters | {report.params_before:,} | {report.params_after:,} |\n"
-    base_model_line = f"base_model: {base_model}\n" if "/" in base_model and not Path(base_model).exists() else ""
+    base_model_line = f"base_model: {base_model}\n" if "/" in base_model else ""
     return f"""---
 {base_model_line}library_name: transformers
 tags:
@@ -109,7 +120,7 @@ Removed layers (0-based, original numbering): {", ".join(map(str, report.removed
 
 - Tool: ShortGPT Desktop {report.version}
 - Metric: {report.metric}{f" (block of {report.block_size})" if report.block_size else ""}
-- Calibration: {", ".join(report.calibration) or "built-in corpus"}; {report.samples} samples × {report.seq_len} \
+- Calibration: {", ".join(calibration) or "built-in corpus"}; {report.samples} samples × {report.seq_len} \
 tokens, seed {report.seed} ({report.tokens:,} tokens scored)
 - Device: {report.device}, {report.dtype}
 

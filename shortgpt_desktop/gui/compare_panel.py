@@ -66,8 +66,10 @@ class ComparePanel(QWidget):
         )
         self.before_title.setText(f"<b>Original</b> · perplexity {checked.ppl_before:.2f}")
         self.after_title.setText(f"<b>Pruned</b> · perplexity {checked.ppl_after:.2f}")
-        self.before.setPlainText(checked.prompt + checked.generation_before if checked.prompt else "")
-        self.after.setPlainText(checked.prompt + checked.generation_after if checked.prompt else "")
+        self.before.setPlainText(_shown(checked, checked.generation_before))
+        self.after.setPlainText(_shown(checked, checked.generation_after))
+        if checked.chat_template and checked.prompt:
+            self.result.setText(self.result.text() + " The prompt went through the model's chat template.")
 
     def mark_stale(self) -> None:
         """The plan changed since the last check: say so instead of showing numbers for another plan."""
@@ -87,3 +89,12 @@ class ComparePanel(QWidget):
         self.after_title.setText("<b>Pruned</b>")
         self.before.clear()
         self.after.clear()
+
+
+def _shown(checked: Checked, generation: str) -> str:
+    """A raw prompt and its continuation read as one text; a chat answer is shown under the question."""
+    if not checked.prompt:
+        return ""
+    if checked.chat_template:
+        return f"User: {checked.prompt}\n\nAssistant: {generation.strip()}"
+    return checked.prompt + generation

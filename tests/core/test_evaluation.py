@@ -41,3 +41,30 @@ def test_generation_is_greedy_and_repeatable(loaded) -> None:
     a = generate_text(loaded.model, loaded.tokenizer, "The history of", max_new_tokens=8)
     b = generate_text(loaded.model, loaded.tokenizer, "The history of", max_new_tokens=8)
     assert a == b and a
+
+
+def test_instruct_models_get_their_chat_template(tiny_model: Path) -> None:
+    """A tokenizer with a chat template (an Instruct model) gets the prompt as a user turn; one without, raw."""
+    from shortgpt_desktop.core.evaluation import generate_text, has_chat_template
+    from shortgpt_desktop.core.loading import load_model
+    from shortgpt_desktop.core.sources import resolve
+
+    loaded = load_model(resolve(str(tiny_model)), "cpu", "float32")
+    tokenizer = loaded.tokenizer
+    assert not has_chat_template(tokenizer)
+    seen: list[list[int]] = []
+    real_generate = loaded.model.generate
+
+    def spy(**kwargs):
+        seen.append(kwargs["input_ids"][0].tolist())
+        return real_generate(**kwargs)
+
+    loaded.model.generate = spy
+    generate_text(loaded.model, tokenizer, "Hello there", max_new_tokens=2)
+    tokenizer.chat_template = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}<|assistant|>"
+    assert has_chat_template(tokenizer)
+    answer = generate_text(loaded.model, tokenizer, "Hello there", max_new_tokens=2, chat=True)
+    raw, chat = seen
+    assert raw == tokenizer("Hello there")["input_ids"]
+    assert chat == tokenizer("<|user|>Hello there\n<|assistant|>", add_special_tokens=False)["input_ids"]
+    assert isinstance(answer, str)

@@ -207,6 +207,8 @@ def test_full_job_writes_card_and_report(tiny_model: Path, small_calib: Path, tm
     assert report.removed_layers == sorted(
         sorted(range(6), key=lambda i: (report.scores[i], -i))[:2])
     card = (tmp_path / "out" / "README.md").read_text()
+    assert str(tmp_path) not in card and str(tiny_model.parent) not in card  # no local paths in a shared card
+    assert f"`{tiny_model.name}`" in card and small_calib.name in card
     assert "Removed layers (0-based, original numbering): " + ", ".join(map(str, report.removed_layers)) in card
     assert f"{report.ppl_before:.3f}" in card and f"{report.ppl_after:.3f}" in card
     report.write_json(tmp_path / "report.json")
