@@ -220,15 +220,17 @@ def spec_from_args(args: argparse.Namespace) -> Any:
     return spec
 
 
-def print_model_info(info: Any, out: TextIO = sys.stderr) -> None:
+def print_model_info(info: Any, out: TextIO | None = None) -> None:
     """What the model is and what it will cost, before the weights load."""
+    out = out or sys.stderr
     out.write(f"model: {info.architecture}, {info.n_layers} layers, {human_count(info.n_params)} parameters, "
               f"{human_bytes(info.bytes_on_disk)} on disk ({info.weight_format}); needs about "
               f"{human_bytes(info.memory_needed_bytes)} on {info.device} in {info.dtype}\n")
     out.flush()
 
 
-def print_summary(report: Any, out: TextIO = sys.stdout) -> None:
+def print_summary(report: Any, out: TextIO | None = None) -> None:
+    out = out or sys.stdout
     removed = set(report.removed_layers)
     if report.scores:
         out.write(f"{'layer':>5}  {report.metric:>12}\n")
@@ -237,7 +239,8 @@ def print_summary(report: Any, out: TextIO = sys.stdout) -> None:
             shown = "—" if value is None else f"{value:.5f}"
             out.write(f"{i:>5}  {shown:>12}{mark}\n")
     if report.removed_layers:
-        out.write(f"removed {len(report.removed_layers)} of {report.n_layers} layers: "
+        k = len(report.removed_layers)
+        out.write(f"removed {k} of {report.n_layers} layers ({k / report.n_layers:.0%}; a ratio is rounded down): "
                   f"{','.join(map(str, report.removed_layers))}\n")
     if report.params_before:
         out.write(f"parameters: {report.params_before:,} -> {report.params_after:,} "

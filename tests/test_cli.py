@@ -128,3 +128,51 @@ def test_ctrl_c_exits_130_and_leaves_no_output(tiny_model: Path, valid_text: Pat
     assert proc.returncode == 130, err
     assert "cancelled" in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_what_the_config_and_files_can_tell_is_refused_before_loading(
+    tiny_model: Path, small_calib: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each of these used to cost a full model load (1-2 minutes on a real model) before the sentence came."""
+    from shortgpt_desktop.core import engine
+
+    def no_loading(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was loaded before the input was checked")
+
+    monkeypatch.setattr(engine, "load_model", no_loading)
+    binaries = tmp_path / "binaries"
+    binaries.mkdir()
+    (binaries / "a.bin").write_bytes(b"\x00" * 10)
+    (binaries / "b.png").write_bytes(b"\x89PNG" + b"\x00" * 10)
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "keep.txt").write_text("mine")
+    bert = tmp_path / "bert"
+    shutil.copytree(tiny_model, bert)
+    config = json.loads((bert / "config.json").read_text())
+    config.update(model_type="bert", architectures=["BertModel"])
+    (bert / "config.json").write_text(json.dumps(config))
+    m, calib = str(tiny_model), ["--calib", str(small_calib)]
+    out = ["--out", str(tmp_path / "out"), "-q"]
+    cases = {
+        "skipped 2 files": ["prune", m, "--ratio", "0.3", "--calib", str(binaries), *out],
+        "out of range": ["prune", m, "--remove", "1,40", *calib, *out],
+        "leaves none": ["prune", m, "--layers", "6", *calib, *out],
+        "not empty": ["prune", m, "--ratio", "0.3", *calib, "--out", str(full), "-q"],
+        "encoder model": ["prune", str(bert), "--ratio", "0.3", *calib, *out],
+        "does not exist": ["prune", str(Path("models") / "nope.gguf"), "--ratio", "0.3", *calib, *out],
+    }
+    for expected, argv in cases.items():
+        line = bad(capsys, *argv)
+        assert expected in line, (expected, line)
+    assert "add --force to replace it" in bad(capsys, *cases["not empty"])
+    assert (full / "keep.txt").read_text() == "mine" and not (tmp_path / "out").exists()
+
+
+def test_ratio_rounds_down_and_says_so(tiny_model: Path, small_calib: Path, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["prune", str(tiny_model), "--ratio", "0.4", "--calib", str(small_calib), "--samples", "4",
+                     "--seq-len", "32", "--no-eval", "-q", "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "removed 2 of 6 layers" in out and "33%" in out  # 0.4 × 6 = 2.4: two layers, never three

@@ -155,10 +155,18 @@ class Engine:
         progress("load", 1, 1, None)
         return self.loaded
 
+    def _token_key(self, spec: JobSpec) -> tuple:
+        return (tuple(spec.calib), spec.eval_text, spec.samples, spec.seq_len, spec.seed, spec.eval_windows,
+                self.load_key)
+
+    def check_text(self, spec: JobSpec) -> None:
+        """Refuse unusable calibration text before a model loads (nothing to do when it is tokenised already)."""
+        if self.tokens is None or self.token_key != self._token_key(spec):
+            pipeline.check_calibration(spec)
+
     def tokens_for(self, spec: JobSpec, progress: Progress = no_progress) -> TokenSet:
         """Calibration samples and held-out windows for these settings (tokenised once)."""
-        key = (tuple(spec.calib), spec.eval_text, spec.samples, spec.seq_len, spec.seed, spec.eval_windows,
-               self.load_key)
+        key = self._token_key(spec)
         if self.tokens is not None and self.token_key == key:
             return self.tokens
         if self.loaded is None:
@@ -180,9 +188,8 @@ class Engine:
         partial (and :class:`Cancelled` still propagates).
         """
         metric = get_metric(spec.metric)
-        if metric.needs_text and not spec.calib:
-            raise CalibrationError("The calibration set is empty: add text files or folders, or use the built-in "
-                                   "corpus.")
+        if metric.needs_text:
+            self.check_text(spec)
         started = time.perf_counter()
         loaded = self.load(spec, progress, cancel)
         tokens = self.tokens_for(spec, progress) if metric.needs_text else None
@@ -284,6 +291,7 @@ class Engine:
         if not removed:
             raise PlanError("The plan removes no layers: choose how many to remove first.")
         started = time.perf_counter()
+        self.check_text(spec)
         loaded = self.load(spec, progress, cancel)
         tokens = self.tokens_for(spec, progress)
         if not tokens.eval_windows:
@@ -390,7 +398,6 @@ def run_score(engine: Engine, spec: JobSpec, progress: Progress = no_progress, c
     info = engine.open(spec, progress, cancel)
     if on_info is not None:
         on_info(info)
-    pipeline.check_calibration(spec)
     engine.score(spec, progress, cancel)
     report = engine.report(engine.plan(0), spec)
     report.seconds = time.perf_counter() - started
@@ -411,7 +418,7 @@ def run_prune(engine: Engine, spec: JobSpec, progress: Progress = no_progress, c
     _checked_against_model(spec, info.n_layers)
     needs_scores = spec.layers is None
     if needs_scores or spec.check_perplexity:
-        pipeline.check_calibration(spec)
+        engine.check_text(spec)
     if needs_scores:
         engine.score(spec, progress, cancel)
     else:
@@ -442,7 +449,7 @@ def run_eval(engine: Engine, spec: JobSpec, other: str | None = None, progress: 
     info = engine.open(spec, progress, cancel)
     if on_info is not None:
         on_info(info)
-    pipeline.check_calibration(spec)
+    engine.check_text(spec)
     loaded = engine.load(spec, progress, cancel)
     tokens = engine.tokens_for(spec, progress)
     if not tokens.eval_windows:

@@ -101,9 +101,11 @@ def read_calibration(paths: Sequence[str]) -> tuple[list[str], list[str], list[s
         names += [str(p) for p in text_set.files]
         warnings += text_set.skipped
         if not text_set.texts and not use_builtin:
+            more = len(text_set.skipped) - 1
+            why = text_set.skipped[0].rstrip(".") if text_set.skipped else "no text files were found"
             raise CalibrationError(
-                "No usable calibration text: every file given was empty, binary or unreadable "
-                f"({len(text_set.skipped)} skipped)."
+                f"No usable calibration text: {why[:1].lower()}{why[1:]}"
+                + (f" (and {more} more reason{'s' if more > 1 else ''} in the log)." if more > 0 else ".")
             )
     if use_builtin:
         texts += builtin_corpus()

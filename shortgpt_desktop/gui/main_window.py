@@ -674,6 +674,7 @@ class MainWindow(QMainWindow):
             force = True
         plan = self.plan
         try:
+            self.engine.check_output(out, force)  # refused at once, not after a job has started
             report = self.engine.report(plan)
         except UserError as exc:
             self.show_error("Cannot save", user_message(exc))

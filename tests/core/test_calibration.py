@@ -30,13 +30,17 @@ def test_reads_every_format_and_encoding(tmp_path: Path) -> None:
     sub = tmp_path / "nested" / "deeper"
     sub.mkdir(parents=True)
     (sub / "f.txt").write_text("found recursively")
-    (sub / "ignored.bin").write_bytes(b"\x00\x01")  # not a text suffix: not even looked at in a folder
+    (sub / "ignored.bin").write_bytes(b"\x00\x01")  # not a text suffix: not read, but counted
+    (tmp_path / "g.jsonl").write_text(json.dumps({"text": "five"}) + "\n" + json.dumps({"title": "no text"}) + "\n")
     result = calibration.read_texts([tmp_path])
     assert "plain UTF-8 café" in result.texts
     assert "UTF-16 naïve" in result.texts
     assert "Legacy façade" in result.texts
-    assert {"one", "two", "three", "four", "found recursively"} <= set(result.texts)
-    assert result.skipped == []
+    assert {"one", "two", "three", "four", "five", "found recursively"} <= set(result.texts)
+    assert result.skipped == [
+        f"Skipped 1 file in {tmp_path} that is not text (.json, .jsonl, .md, .txt).",
+        f'Left out 1 line of {(tmp_path / "g.jsonl").resolve()} without a "text" field.',
+    ]
 
 
 def test_binary_and_broken_files_are_skipped_by_name(tmp_path: Path) -> None:
