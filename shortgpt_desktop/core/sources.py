@@ -203,12 +203,28 @@ class GGUFTensorInfo:
 
 
 @dataclass
+class GGUFField:
+    """Where one metadata entry lies in the file, so that it can be copied byte for byte or decoded."""
+
+    key: str
+    type_id: int  # GGUF value type (9 = array)
+    item_type: int | None  # arrays: the items' value type
+    count: int  # arrays: number of items; 1 otherwise
+    start: int  # first byte of the entry (its key's length)
+    value_start: int  # first byte after the value type (arrays: after item type and count)
+    end: int  # one past the entry's last byte
+
+
+@dataclass
 class GGUFLayout:
-    """What a GGUF file's header says, read without mapping the file (tokenizer arrays are skipped)."""
+    """What a GGUF file's header says, read without loading its tensors (tokenizer arrays are only skipped)."""
 
     version: int
     metadata: dict[str, Any]  # scalars and strings only; arrays are stored as their length under "<key>#len"
+    fields: dict[str, GGUFField]
     tensors: list[GGUFTensorInfo]
+    header_end: int  # end of the tensor table
+    alignment: int
     data_start: int
     expected_size: int  # bytes the file must have for its last tensor to be complete
 
@@ -232,7 +248,9 @@ def read_gguf_layout(path: Path) -> GGUFLayout:
             if f.read(4) != b"GGUF":
                 raise ModelSourceError(f"{name} is not a GGUF file (it does not start with the GGUF magic bytes).")
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
-                metadata, tensors, header_end = _parse_gguf_header(view, size, GGML_QUANT_SIZES, GGMLQuantizationType)
+                metadata, fields, tensors, header_end = _parse_gguf_header(
+                    view, size, GGML_QUANT_SIZES, GGMLQuantizationType
+                )
         version = metadata.pop("#version")
         alignment = int(metadata.get("general.alignment", 32))
         if alignment <= 0 or alignment & (alignment - 1):
@@ -246,10 +264,10 @@ def read_gguf_layout(path: Path) -> GGUFLayout:
     except OSError as exc:
         raise ModelSourceError(f"{name} cannot be read ({exc.strerror or exc}).") from None
     end = data_start + max((t.offset + t.n_bytes for t in tensors), default=0)
-    return GGUFLayout(version, metadata, tensors, data_start, end)
+    return GGUFLayout(version, metadata, fields, tensors, header_end, alignment, data_start, end)
 
 
-def _parse_gguf_header(view: Any, size: int, quant_sizes: Any, quant_type: Any) -> tuple[dict, list, int]:
+def _parse_gguf_header(view: Any, size: int, quant_sizes: Any, quant_type: Any) -> tuple[dict, dict, list, int]:
     """Walk the header in ``view`` (a read-only mmap): metadata scalars, array lengths, the tensor table."""
     pos = 4
 
@@ -278,11 +296,15 @@ def _parse_gguf_header(view: Any, size: int, quant_sizes: Any, quant_type: Any) 
     if n_tensors > 10_000_000 or n_kv > 10_000_000:
         raise ValueError("implausible tensor or metadata counts")
     metadata: dict[str, Any] = {"#version": version}
+    fields: dict[str, GGUFField] = {}
     for _ in range(n_kv):
+        start = pos
         key = read_string()
         type_id = unpack("I")
+        item_type, count = None, 1
         if type_id == _GGUF_ARRAY:
             item_type, count = unpack("I"), unpack("Q")
+            value_start = pos
             if item_type == _GGUF_STRING:
                 for _ in range(count):
                     length = unpack("Q")  # (not ``pos += unpack(...)``: that would read pos before unpack moves it)
@@ -295,11 +317,16 @@ def _parse_gguf_header(view: Any, size: int, quant_sizes: Any, quant_type: Any) 
                 raise _Truncated()
             metadata[key + "#len"] = count
         elif type_id == _GGUF_STRING:
+            value_start = pos
             metadata[key] = read_string()
         elif type_id in _GGUF_SCALARS:
+            value_start = pos
             metadata[key] = unpack(_GGUF_SCALARS[type_id])
         else:
             raise ValueError(f"unknown metadata type {type_id} for {key}")
+        if key in fields:
+            raise ValueError(f"metadata key {key} appears twice")
+        fields[key] = GGUFField(key, type_id, item_type, count, start, value_start, pos)
     tensors = []
     for _ in range(n_tensors):
         tensor_name = read_string()
@@ -313,7 +340,7 @@ def _parse_gguf_header(view: Any, size: int, quant_sizes: Any, quant_type: Any) 
         except (ValueError, KeyError):
             raise ValueError(f"tensor {tensor_name} has unknown type {type_id}") from None
         tensors.append(GGUFTensorInfo(tensor_name, type_id, shape, offset, math.prod(shape) // block * type_size))
-    return metadata, tensors, pos
+    return metadata, fields, tensors, pos
 
 
 def check_gguf(path: Path) -> GGUFLayout:
