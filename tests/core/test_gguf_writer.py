@@ -9,7 +9,6 @@ Tiny models are exported to GGUF here with gguf-py's own writer; "block count on
 from __future__ import annotations
 
 import hashlib
-import json
 import mmap
 import shutil
 from dataclasses import replace
@@ -40,21 +39,26 @@ class LlamaCpp:
         params.model.path = str(path)
         params.n_ctx = n_ctx
         params.n_parallel = 1
-        params.cpuparams.n_threads = 2
-        params.cpuparams_batch.n_threads = 2
+        # One thread: ggml's worker threads spin at barriers, which crawls on a shared 2-core machine.
+        params.cpuparams.n_threads = 1
+        params.cpuparams_batch.n_threads = 1
         params.warmup = False
         params.cache_type_k = xllamacpp.ggml_type.GGML_TYPE_F32  # exact KV cache: compare with fp32 transformers
         params.cache_type_v = xllamacpp.ggml_type.GGML_TYPE_F32
+        # CPU flash attention rounds Q to f16; off, llama.cpp's F32 models match transformers to ~1e-5
+        params.flash_attn_type = xllamacpp.llama_flash_attn_type.LLAMA_FLASH_ATTN_TYPE_DISABLED
         self.server = xllamacpp.Server(params)  # RuntimeError when llama.cpp refuses the file
 
     def greedy(self, prompt: list[int], n: int, n_probs: int = 5) -> list[tuple[int, dict[int, float]]]:
         """``n`` greedy tokens after ``prompt``, each with llama.cpp's top ``n_probs`` log-probabilities."""
         reply = self.server.handle_completions({
             "prompt": prompt, "n_predict": n, "temperature": 0.0, "top_k": 1, "n_probs": n_probs,
-            "cache_prompt": False, "ignore_eos": True,
+            "cache_prompt": False, "return_tokens": True,
         })
         assert "choices" in reply, reply
         steps = reply["choices"][0]["logprobs"]["content"]
+        # one entry per token only while every token is whole UTF-8 text (the tiny vocabularies here are ASCII)
+        assert len(steps) == reply["usage"]["completion_tokens"], reply
         return [(s["id"], {t["id"]: t["logprob"] for t in s["top_logprobs"]}) for s in steps]
 
 
@@ -126,15 +130,14 @@ def export_gguf(folder: Path, path: Path, arch: str, *, per_layer_arrays: bool =
     writer.add_vocab_size(cfg.vocab_size)
     for key, value in (extra or {}).items():
         writer.add_key_value(key, value[0], value[1])
-    tokenizer = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
-    vocab = sorted(tokenizer["model"]["vocab"].items(), key=lambda kv: kv[1])
-    tokens = [t for t, _ in vocab] + [f"<extra_{i}>" for i in range(cfg.vocab_size - len(vocab))]
+    # Token ids are fed directly; ASCII texts keep llama.cpp's per-token log-probabilities one per token
+    # (a byte-level piece that is not whole UTF-8 is merged into the next entry).
+    tokens = [f"[{i}]" for i in range(cfg.vocab_size)]
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre("default")
     writer.add_token_list(tokens)
-    writer.add_token_types([3 if t.startswith("<") else 1 for t in tokens])
-    merges = tokenizer["model"]["merges"]
-    writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in merges])
+    writer.add_token_types([1] * len(tokens))
+    writer.add_token_merges(["[ 1"])
     writer.add_bos_token_id(cfg.bos_token_id)
     writer.add_eos_token_id(cfg.eos_token_id)
     names = gguf.get_tensor_name_map({v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}[arch], n_layer)
@@ -193,7 +196,8 @@ def test_plan_reports_size_and_dropped_tensors_before_writing(smollm2_gguf: Path
                                                               smol_pruned: gguf_writer.GGUFSaveResult) -> None:
     plan = gguf_writer.plan_gguf_pruning(smollm2_gguf, SMOL_REMOVED)
     assert (plan.old_block_count, plan.new_block_count, plan.architecture) == (30, 22, "llama")
-    assert len(plan.dropped_tensors) == 8 * 9 and all(n.startswith("blk.3.") for n in plan.dropped_tensors[:9])
+    assert len(plan.dropped_tensors) == 8 * 9
+    assert {int(n.split(".")[1]) for n in plan.dropped_tensors} == set(SMOL_REMOVED)
     assert plan.output_bytes == smol_pruned.bytes_written == smol_pruned.gguf_path.stat().st_size
     assert plan.output_bytes <= 0.85 * smollm2_gguf.stat().st_size
 
@@ -330,13 +334,14 @@ def test_shifted_sliding_window_pattern_is_written_out(tiny_gemma3: tuple[Path, 
     steps = LlamaCpp(result.gguf_path).greedy(prompt, 8)
     reference = hf_logprobs(model, prompt + [t for t, _ in steps], removed)
     agree, worst = agreement(steps, reference, len(prompt))
-    assert agree == 1.0 and worst < 1e-3, worst
+    # llama.cpp's CPU GELU reads an f16 table: ~0.015 already between the unpruned file and transformers
+    assert agree == 1.0 and worst < 0.1, worst
 
     naive = block_count_only(path, removed, tmp_path / "naive" / "naive.gguf")
     naive_steps = LlamaCpp(naive).greedy(prompt, 8)  # loads without a word...
     naive_reference = hf_logprobs(model, prompt + [t for t, _ in naive_steps], removed)
-    _, naive_worst = agreement(naive_steps, naive_reference, len(prompt))
-    assert naive_worst > 0.05  # ...and is wrong
+    naive_agree, naive_worst = agreement(naive_steps, naive_reference, len(prompt))
+    assert naive_worst > 1.0 and naive_agree < 1.0  # ...and is wrong (measured: 7.9, 1 token of 8 right)
 
 
 # ------------------------------------------------------------------------------------- metadata and plans
