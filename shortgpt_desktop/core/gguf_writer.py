@@ -95,6 +95,7 @@ SWA_PERIODIC = {
 }
 #: ``{arch}.*`` arrays that are not per-layer even when their length happens to equal the block count.
 _NOT_PER_LAYER = ("rope.dimension_sections",)
+_PROVENANCE = "shortgpt.removed_layers"
 
 
 @dataclass
@@ -113,6 +114,9 @@ class GGUFPlan:
     sliced_arrays: list[str]  # metadata keys sliced by kept index
     swa_pattern: list[bool] | None  # the explicit sliding-window pattern written, when pruning shifted it
     leading_dense: tuple[int, int] | None  # (old, new) ``leading_dense_block_count``
+    #: Removed layers counted in the ORIGINAL model (a source pruned before carries its own list), stored in the
+    #: output as ``shortgpt.removed_layers``.
+    removed_from_original: list[int]
     source_bytes: int
     output_bytes: int  # the pruned .gguf's exact size when no tensor changes type
 
@@ -199,9 +203,15 @@ def _plan(path: Path, layout: GGUFLayout, removed: Sequence[int]) -> GGUFPlan:
     plan = GGUFPlan(
         source=path, architecture=arch, old_block_count=n_layer, new_block_count=len(kept), removed=gone,
         kept=kept, nextn_layers=nextn, dropped_tensors=dropped, kept_tensors=kept_tensors, sliced_arrays=sliced,
-        swa_pattern=swa, leading_dense=leading, source_bytes=path.stat().st_size, output_bytes=0,
+        swa_pattern=swa, leading_dense=leading, removed_from_original=gone, source_bytes=path.stat().st_size,
+        output_bytes=0,
     )
     with _open_view(path) as view:
+        prior_field = layout.fields.get(_PROVENANCE)
+        if prior_field is not None and prior_field.item_type in _SCALAR_FORMATS:
+            prior = set(_read_array(view, prior_field))
+            original = [i for i in range(n_layer + len(prior)) if i not in prior]
+            plan.removed_from_original = sorted(prior | {original[i] for i in gone})
         header = _header_bytes(view, layout, plan, _tensor_table(layout, plan, _NewData()))
     plan.output_bytes = _aligned(len(header), layout.alignment) + sum(
         _aligned(t.n_bytes, layout.alignment) for t in _kept_tensors(layout, plan)
@@ -357,9 +367,8 @@ def _header_bytes(view: Any, layout: GGUFLayout, plan: GGUFPlan, table: bytes) -
     if plan.leading_dense is not None:
         lead_key = f"{arch}.leading_dense_block_count"
         changes[lead_key] = _pack_scalar(layout.fields[lead_key].type_id, plan.leading_dense[1])
-    provenance = "shortgpt.removed_layers"
     if plan.removed:
-        changes[provenance] = _pack_array(_INT32, plan.removed)
+        changes[_PROVENANCE] = _pack_array(_INT32, plan.removed_from_original)
 
     entries: list[bytes] = []
     for key, f in layout.fields.items():

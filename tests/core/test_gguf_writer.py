@@ -381,6 +381,11 @@ def test_per_layer_arrays_leading_dense_and_mtp_blocks(tmp_path: Path) -> None:
     downs = {t.name: float(t.data[0, 0]) for t in reader.tensors if t.name.endswith("ffn_down.weight")}
     assert downs == {"blk.0.ffn_down.weight": 0, "blk.1.ffn_down.weight": 2, "blk.2.ffn_down.weight": 4,
                      "blk.3.ffn_down.weight": 5}  # the MTP block (5) stays last
+    again = gguf_writer.write_pruned_gguf(result.gguf_path, [1], tmp_path / "again")
+    assert again.plan.removed_from_original == [1, 2, 3]  # layer 1 of the pruned file was layer 2
+    reader = gguf.GGUFReader(str(again.gguf_path))
+    assert reader.fields["shortgpt.removed_layers"].contents() == [1, 2, 3]
+    assert reader.fields["deepseek2.feed_forward_length"].contents() == [10, 14, 15]
 
 
 def test_positional_layouts_are_refused_unless_their_phase_is_kept(tmp_path: Path) -> None:
