@@ -252,3 +252,38 @@ def test_looks_like_hub_id() -> None:
     assert sources.looks_like_hub_id("HuggingFaceTB/SmolLM2-135M")
     assert not sources.looks_like_hub_id("./local/folder")
     assert not sources.looks_like_hub_id("just-a-name")
+
+
+def _tiny_gguf(path: Path) -> Path:
+    import numpy as np
+
+    gguf = pytest.importorskip("gguf")
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(2)
+    writer.add_tensor("token_embd.weight", np.zeros((64, 16), np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_truncated_gguf_is_one_sentence(tmp_path: Path) -> None:
+    path = _tiny_gguf(tmp_path / "m.gguf")
+    assert sources.resolve(str(path)).kind == "gguf"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(ModelSourceError, match=r"^m\.gguf is incomplete or corrupt \([\d,]+ bytes, [\d,]+ expected\)"):
+        sources.resolve(str(path))
+    path.write_bytes(b"GGUF\x03\x00\x00\x00\x01")
+    with pytest.raises(ModelSourceError, match="ends inside its header"):
+        sources.resolve(str(path))
+
+
+def test_split_gguf_names_the_missing_part_or_asks_for_a_merge(tmp_path: Path) -> None:
+    first = _tiny_gguf(tmp_path / "m-00001-of-00003.gguf")
+    _tiny_gguf(tmp_path / "m-00003-of-00003.gguf")
+    with pytest.raises(ModelSourceError, match=r"part 1 of 3 .* 1 part\(s\) are missing, starting with m-00002"):
+        sources.resolve(str(first))
+    _tiny_gguf(tmp_path / "m-00002-of-00003.gguf")
+    with pytest.raises(ModelSourceError, match="merge the parts into one file"):
+        sources.resolve(str(first))
