@@ -186,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--remove", help="explicit 0-based layer indices, e.g. 3,5,9 (no scoring)")
     prune.add_argument("--out", required=True, metavar="DIR", help="output folder for the pruned model")
     prune.add_argument("--force", action="store_true", help="replace a non-empty output folder")
+    prune.add_argument("--format", choices=["gguf", "safetensors"], dest="output_format",
+                       help="what to write (default: the source's format; a .gguf source stays a GGUF of the "
+                       "same quantization, for llama.cpp, Ollama and LM Studio)")
     prune.add_argument("--no-eval", action="store_true", help="skip perplexity and generation before/after")
     prune.add_argument("--prompt", help="prompt for the before/after generation sample")
 
@@ -215,6 +218,7 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         spec.layers = parse_layer_list(args.remove) if args.remove is not None else None
         spec.out = args.out
         spec.force = args.force
+        spec.output_format = args.output_format
         spec.check_perplexity = not args.no_eval
         spec.prompt = args.prompt or DEFAULT_PROMPT
     return spec
@@ -254,7 +258,10 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
         out.write(f"prompt: {report.generation_prompt}\n  original: {report.generation_before.strip()!r}\n"
                   f"  pruned:   {(report.generation_after or '').strip()!r}\n")
     if report.output:
-        out.write(f"saved to {report.output}\n")
+        fmt = report.output_format + (f" {report.quantization}" if report.quantization else "")
+        out.write(f"saved to {report.output} ({fmt}, {human_bytes(report.bytes_after)})\n")
+        for name, (old, new) in report.changed_types.items():
+            out.write(f"re-quantized {name}: {old} -> {new}\n")
     for warning in report.warnings:
         out.write(f"warning: {warning}\n")
 

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from . import pipeline
 from .calibration import TokenSet
@@ -92,6 +93,8 @@ class Engine:
     sizes: LayerSizes | None = None
     scored_spec: JobSpec | None = None  # the settings of the last successful scoring
     checked: Checked | None = None
+    output_format: str | None = None  # what save writes; None: the source's own format
+    _gguf_bytes: tuple[list[int], int] | None = None  # a GGUF source's bytes per block, and the rest
 
     # ----------------------------------------------------------------------------------------------- state
 
@@ -115,6 +118,64 @@ class Engine:
         """Forget the source too: the engine is as new."""
         self.forget()
         self.source = self.info = None
+        self._gguf_bytes = None
+
+    # ------------------------------------------------------------------------------------------- format
+
+    def formats(self) -> list[str]:
+        """Output formats this source can be saved in: its own first (a GGUF keeps its quantization)."""
+        if self.source is not None and self.source.gguf_file:
+            return ["gguf", "safetensors"]
+        return ["safetensors"]
+
+    def set_output_format(self, fmt: str | None) -> str:
+        """Choose what :meth:`save` writes (None: the source's own format); returns the format in force."""
+        if fmt is not None and fmt not in ("gguf", "safetensors"):
+            raise UserError(f"Unknown output format {fmt!r}: choose gguf or safetensors.")
+        if fmt == "gguf" and "gguf" not in self.formats():
+            raise UserError("GGUF output keeps a GGUF source's quantization; this model is not a GGUF file, so "
+                            "it is saved as safetensors.")
+        self.output_format = fmt
+        if fmt == "gguf":
+            self._check_gguf_output([])
+        return self.resolved_format
+
+    @property
+    def resolved_format(self) -> str:
+        """The format chosen, when this source can be saved in it; else the source's own."""
+        formats = self.formats()
+        return self.output_format if self.output_format in formats else formats[0]
+
+    def _check_gguf_output(self, removed: Sequence[int]) -> Any:
+        """The GGUF writer's plan (refuses layouts llama.cpp fixes by layer position, before any work)."""
+        from .gguf_writer import plan_gguf_pruning
+
+        assert self.source is not None
+        return plan_gguf_pruning(self.source, removed)
+
+    def _gguf_sizes(self) -> tuple[list[int], int]:
+        """Bytes of each ``blk.N`` block in the GGUF file, and of everything else (read from its header)."""
+        if self._gguf_bytes is None:
+            from .sources import check_gguf
+
+            assert self.source is not None and self.source.gguf_file
+            path = self.source.folder / self.source.gguf_file
+            layout = check_gguf(path)
+            per_block = [0] * self.n_layers
+            for tensor in layout.tensors:
+                parts = tensor.name.split(".")
+                if parts[0] == "blk" and parts[1].isdigit() and int(parts[1]) < len(per_block):
+                    per_block[int(parts[1])] += tensor.n_bytes
+            self._gguf_bytes = (per_block, path.stat().st_size - sum(per_block))
+        return self._gguf_bytes
+
+    def _with_output_sizes(self, plan: PrunePlan) -> PrunePlan:
+        """Bytes before and after in the format that will be written (a GGUF stays quantized)."""
+        if self.resolved_format == "gguf":
+            per_block, rest = self._gguf_sizes()
+            plan.bytes_before = rest + sum(per_block)
+            plan.bytes_after = plan.bytes_before - sum(per_block[i] for i in plan.removed)
+        return plan
 
     # ------------------------------------------------------------------------------------------------ open
 
@@ -259,13 +320,14 @@ class Engine:
         if layers is not None:
             removed = sorted(set(layers))
             if not removed:
-                return apply_sizes(PrunePlan(n, []), self.sizes)
-            return make_plan(n, layers=removed, sizes=self.sizes)
+                return self._with_output_sizes(apply_sizes(PrunePlan(n, []), self.sizes))
+            return self._with_output_sizes(make_plan(n, layers=removed, sizes=self.sizes))
         scores = self.scores
         if count <= 0 or scores is None:
             if count > 0:
                 raise PlanError("Score the layers first.")
-            return apply_sizes(PrunePlan(n, [], metric=scores.metric if scores else "manual"), self.sizes)
+            empty = PrunePlan(n, [], metric=scores.metric if scores else "manual")
+            return self._with_output_sizes(apply_sizes(empty, self.sizes))
         metric = get_metric(scores.metric)
         if metric.block and self.stats is not None and scores.block_size != count:
             scores = metric.from_stats(self.stats, count)
@@ -274,7 +336,7 @@ class Engine:
         if count > max_removable(n):
             raise PlanError(f"Removing {count} of {n} layers leaves none; at least one must stay.")
         plan = PrunePlan(n, metric.removal(scores.scores, count), metric=scores.metric)
-        return apply_sizes(plan, self.sizes)
+        return self._with_output_sizes(apply_sizes(plan, self.sizes))
 
     def plan_for_spec(self, spec: JobSpec) -> PrunePlan:
         """The plan a command line asks for: an explicit list, a count or a ratio."""
@@ -335,6 +397,8 @@ class Engine:
         report.removed_layers, report.kept_layers = list(plan.removed), plan.kept
         report.params_before, report.params_after = plan.params_before, plan.params_after
         report.bytes_before, report.bytes_after = plan.bytes_before, plan.bytes_after
+        report.output_format = self.resolved_format
+        report.quantization = self._quantization()
         c = self.checked
         if c is not None and c.removed == list(plan.removed):
             report.ppl_before, report.ppl_after, report.eval_tokens = c.ppl_before, c.ppl_after, c.eval_tokens
@@ -353,12 +417,43 @@ class Engine:
 
     def save(self, plan: PrunePlan, out: str | Path, report: Report | None = None, force: bool = False,
              progress: Progress = no_progress, cancel: CancelCheck | None = None) -> SaveResult:
-        """Write the pruned model (and its model card) to ``out``, atomically."""
+        """Write the pruned model (and its model card) to ``out``, atomically, in :attr:`resolved_format`."""
         if self.loaded is None:
             raise UserError("Score the layers first: the model is not loaded.")
         if not plan.removed:
             raise PlanError("The plan removes no layers: choose how many to remove first.")
+        if self.resolved_format == "gguf":
+            return self._save_gguf(plan, out, report, force, progress, cancel)
         return pipeline.save(self.loaded, plan, out, report, force, progress, cancel)
+
+    def _save_gguf(self, plan: PrunePlan, out: str | Path, report: Report | None, force: bool,
+                   progress: Progress, cancel: CancelCheck | None) -> SaveResult:
+        from .gguf_writer import write_pruned_gguf
+        from .report import model_card
+
+        assert self.source is not None
+        card = model_card(report, self.source.spec) if report is not None else ""
+        result = write_pruned_gguf(self.source, plan.removed, out, card_text=card, force=force,
+                                   progress=progress, cancel=cancel)
+        if report is not None:
+            report.changed_types = {k: list(v) for k, v in result.changed_types.items()}
+        return SaveResult(result.folder, result.files, result.tensors, result.bytes_written)
+
+    def _quantization(self) -> str:
+        """What the output's weights are: a GGUF's main tensor type, else the dtype written."""
+        if self.resolved_format != "gguf" or self.source is None or not self.source.gguf_file:
+            return ""
+        from collections import Counter
+
+        from gguf.constants import GGMLQuantizationType
+
+        from .sources import check_gguf
+
+        layout = check_gguf(self.source.folder / self.source.gguf_file)
+        counts = Counter(t.type_id for t in layout.tensors if t.name.startswith("blk.") and len(t.shape) > 1)
+        if not counts:
+            return ""
+        return GGMLQuantizationType(counts.most_common(1)[0][0]).name
 
 
 # ------------------------------------------------------------------------------------------------------ jobs
@@ -416,6 +511,7 @@ def run_prune(engine: Engine, spec: JobSpec, progress: Progress = no_progress, c
         on_info(info)
     engine.check_output(spec.out, spec.force)
     _checked_against_model(spec, info.n_layers)
+    engine.set_output_format(spec.output_format)
     needs_scores = spec.layers is None
     if needs_scores or spec.check_perplexity:
         engine.check_text(spec)

@@ -24,9 +24,7 @@ import logging
 import math
 import mmap
 import re
-import shutil
 import struct
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import Cancelled, PlanError, UnsupportedModelError
-from .saving import _chmod_like_a_new_folder, _move_into_place, check_output_folder
+from .saving import check_output_folder, output_folder
 from .sources import GGUFField, GGUFLayout, ModelSource, check_gguf
 
 log = logging.getLogger(__name__)
@@ -297,19 +295,12 @@ def write_pruned_gguf(
         name += ".gguf"
     new_data, changed = _requantize(layout, plan, replaced or {})
 
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.partial-", dir=out_path.parent))
-    _chmod_like_a_new_folder(temp)
-    try:
+    with output_folder(out_path) as temp:
         written, n_tensors = _write_file(temp / name, path, layout, plan, new_data, progress, cancel)
         files = [name]
         if card_text:
             (temp / "README.md").write_text(card_text, encoding="utf-8")
             files.append("README.md")
-        _move_into_place(temp, out_path)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
     log.info("wrote pruned GGUF %s (%d bytes)", out_path / name, written)
     return GGUFSaveResult(
         folder=out_path, gguf_path=out_path / name, files=files, bytes_written=written, tensors=n_tensors,

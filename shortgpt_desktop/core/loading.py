@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -286,9 +289,10 @@ def load_model(
         kwargs["revision"] = source.revision
     try:
         config = AutoConfig.from_pretrained(source.folder, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(
-            source.folder, config=config, dtype=torch_dtype(dtype), low_cpu_mem_usage=True, **kwargs
-        )
+        with cached_gguf_name_maps():
+            model = AutoModelForCausalLM.from_pretrained(
+                source.folder, config=config, dtype=torch_dtype(dtype), low_cpu_mem_usage=True, **kwargs
+            )
     except torch.OutOfMemoryError:
         raise ResourceError(
             f"Not enough memory on {device} to load the model in {dtype}; choose a smaller dtype or the CPU."
@@ -311,6 +315,27 @@ def load_model(
     log.info("loaded %s (%s, %d layers) on %s in %s", source.display_name, family.name,
              layer_count(config_dict, family), device, dtype)
     return LoadedModel(model, tokenizer, family, config_dict, source, device, dtype)
+
+
+@contextmanager
+def cached_gguf_name_maps() -> Iterator[None]:
+    """Build gguf-py's tensor-name map once per architecture while a GGUF loads.
+
+    transformers' GGUF loader asks gguf-py for the name map once per submodule of the model, and each call
+    rebuilds it from scratch: most of a small GGUF's load time went there. The map depends only on its
+    arguments, so a cache gives the same names.
+    """
+    try:
+        import gguf
+    except ImportError:
+        yield
+        return
+    original = gguf.get_tensor_name_map
+    gguf.get_tensor_name_map = functools.lru_cache(maxsize=None)(original)
+    try:
+        yield
+    finally:
+        gguf.get_tensor_name_map = original
 
 
 def _first_line(exc: BaseException) -> str:

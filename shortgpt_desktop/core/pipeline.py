@@ -57,6 +57,7 @@ class JobSpec:
     prompt: str | None = DEFAULT_PROMPT
     max_new_tokens: int = defaults.MAX_NEW_TOKENS
     eval_windows: int = defaults.EVAL_WINDOWS
+    output_format: str | None = None  # "gguf" or "safetensors"; None: the source's own format
 
 
 _noop = no_progress

@@ -46,6 +46,9 @@ class Report:
     generation_after: str | None = None
     generation_chat_template: bool = False  # the prompt went through the model's chat template
     warnings: list[str] = field(default_factory=list)
+    output_format: str = ""  # "safetensors" or "gguf"
+    quantization: str = ""  # a GGUF output's tensor type (Q4_1…), or the float dtype written
+    changed_types: dict[str, list[str]] = field(default_factory=dict)  # GGUF tensors re-quantized: [from, to]
     version: str = __version__
 
     def to_dict(self) -> dict[str, Any]:
@@ -97,8 +100,14 @@ def model_card(report: Report, base_model: str) -> str:
     if report.params_before:
         sizes = f"| parameters | {report.params_before:,} | {report.params_after:,} |\n"
     base_model_line = f"base_model: {base_model}\n" if "/" in base_model else ""
+    output_format = report.output_format or "safetensors"
+    if report.quantization:
+        output_format += f" ({report.quantization})"
+    if report.changed_types:
+        changes = ", ".join(f"{name} {old}→{new}" for name, (old, new) in report.changed_types.items())
+        output_format += f"; re-quantized after repair: {changes}"
     return f"""---
-{base_model_line}library_name: transformers
+{base_model_line}library_name: {"gguf" if report.output_format == "gguf" else "transformers"}
 tags:
 - shortgpt
 - layer-pruning
@@ -123,6 +132,7 @@ Removed layers (0-based, original numbering): {", ".join(map(str, report.removed
 - Calibration: {", ".join(calibration) or "built-in corpus"}; {report.samples} samples × {report.seq_len} \
 tokens, seed {report.seed} ({report.tokens:,} tokens scored)
 - Device: {report.device}, {report.dtype}
+- Format: {output_format}
 
 Layer-pruned models usually lose some quality, most of all in free generation; check it on your own task.
 

@@ -150,6 +150,7 @@ class MainWindow(QMainWindow):
         self.chart.layerClicked.connect(self.toggle_layer)
         self.plan_panel = PlanPanel(self)
         self.plan_panel.countChanged.connect(self.set_count)
+        self.plan_panel.formatChanged.connect(self.set_output_format)
 
         self.score_button = QPushButton("Score", self)
         self.score_button.setToolTip("Load the model and score every layer on the calibration text (Ctrl+R)")
@@ -462,6 +463,7 @@ class MainWindow(QMainWindow):
         source = self.engine.source
         assert source is not None
         self._reset_view(f"{info.n_layers} layers. Press Score to measure each one's importance.")
+        self.plan_panel.set_formats(self.engine.formats(), self.engine.resolved_format)
         self.model_panel.set_info(info)
         self.model_panel.remember(source.spec)
         self.store.set_recent_models(self.model_panel.recent())
@@ -562,6 +564,19 @@ class MainWindow(QMainWindow):
             return
         self.manual = False
         self._show_plan(plan)
+
+    def set_output_format(self, fmt: str) -> None:
+        """The "Save as" box changed: sizes follow the format that will be written."""
+        try:
+            self.engine.set_output_format(fmt or None)
+        except UserError as exc:
+            self.show_error("This format cannot be written", user_message(exc))
+            self.plan_panel.set_formats(self.engine.formats(), self.engine.resolved_format)
+            return
+        if self.plan is not None:
+            plan = self.engine.plan(layers=self.plan.removed) if self.manual else self.engine.plan(
+                count=len(self.plan.removed))
+            self._show_plan(plan)
 
     def toggle_layer(self, index: int) -> None:
         """A click on bar ``index``: keep it if the plan removes it, remove it otherwise."""

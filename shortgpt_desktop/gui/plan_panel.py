@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import QGridLayout, QGroupBox, QLabel, QSizePolicy, QSlider, QWidget
+from PySide6.QtWidgets import QComboBox, QGridLayout, QGroupBox, QLabel, QSizePolicy, QSlider, QWidget
 
 from ..core.plan import PrunePlan
 from ..format import change, human_bytes, human_count, layer_list
@@ -13,6 +15,11 @@ class PlanPanel(QGroupBox):
     """Emits :attr:`countChanged` (throttled) when the user moves the slider."""
 
     countChanged = Signal(int)
+    formatChanged = Signal(str)
+
+    #: What each output format is, in the words of the "Save as" box.
+    FORMATS: ClassVar[dict[str, str]] = {"gguf": "GGUF, same quantization (llama.cpp, Ollama, LM Studio)",
+               "safetensors": "safetensors (transformers)"}
 
     #: Slider-driven replans are coalesced to at most one per this many milliseconds.
     THROTTLE_MS = 40
@@ -32,6 +39,10 @@ class PlanPanel(QGroupBox):
         self.layers_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.params_label = QLabel(self)
         self.size_label = QLabel(self)
+        self.format_box = QComboBox(self)
+        self.format_box.setToolTip("What Save writes; the size above is for this format")
+        self.format_box.currentIndexChanged.connect(
+            lambda: self.formatChanged.emit(self.format_box.currentData() or ""))
         grid = QGridLayout(self)
         grid.addWidget(self.slider, 0, 0, 1, 2)
         grid.addWidget(self.count_label, 0, 2)
@@ -40,7 +51,8 @@ class PlanPanel(QGroupBox):
         grid.addWidget(QLabel("Parameters:", self), 2, 0)
         grid.addWidget(self.params_label, 2, 1, 1, 2)
         grid.addWidget(QLabel("Size on disk:", self), 3, 0)
-        grid.addWidget(self.size_label, 3, 1, 1, 2)
+        grid.addWidget(self.size_label, 3, 1)
+        grid.addWidget(self.format_box, 3, 2)
         grid.setColumnStretch(1, 1)
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
@@ -100,5 +112,20 @@ class PlanPanel(QGroupBox):
             f"{human_bytes(plan.bytes_before)} → <b>{human_bytes(plan.bytes_after)}</b>"
         )
 
+    def set_formats(self, formats: list[str], current: str) -> None:
+        """The formats this model can be saved in (a GGUF source: GGUF first)."""
+        self.format_box.blockSignals(True)
+        self.format_box.clear()
+        for name in formats:
+            self.format_box.addItem(self.FORMATS.get(name, name), name)
+        self.format_box.setCurrentIndex(max(self.format_box.findData(current), 0))
+        self.format_box.setEnabled(len(formats) > 1)
+        self.format_box.blockSignals(False)
+
+    @property
+    def output_format(self) -> str | None:
+        return self.format_box.currentData()
+
     def set_busy(self, busy: bool) -> None:
         self.slider.setEnabled(not busy and self.slider.maximum() > 0)
+        self.format_box.setEnabled(not busy and self.format_box.count() > 1)
