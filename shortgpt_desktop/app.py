@@ -13,6 +13,7 @@ _T0 = time.perf_counter()  # first thing: the launch-to-shown clock starts here 
 import argparse  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from . import __version__  # noqa: E402
@@ -84,6 +85,23 @@ def _qt_message(mode: object, context: object, message: str) -> None:
     logging.getLogger("shortgpt_desktop.qt").warning("%s", message)
 
 
+def settings_for(args: argparse.Namespace) -> tuple[object, tempfile.TemporaryDirectory | None]:
+    """The QSettings the window keeps its state in, and the scratch folder to delete on exit (if any).
+
+    ``--settings-file`` names an INI file. A screenshot run (which resizes the window, overrides samples and
+    calibration) gets a throwaway INI in a temporary folder, so it never touches the user's saved settings.
+    None means the user's own store.
+    """
+    from PySide6.QtCore import QSettings
+
+    if args.settings_file:
+        return QSettings(args.settings_file, QSettings.Format.IniFormat), None
+    if args.screenshot or args.measure_startup:
+        scratch = tempfile.TemporaryDirectory(prefix="shortgpt-desktop-settings-")
+        return QSettings(str(Path(scratch.name) / "settings.ini"), QSettings.Format.IniFormat), scratch
+    return None, None
+
+
 def make_app() -> object:
     """The QApplication, named so that QSettings, the taskbar and the desktop entry agree."""
     from PySide6.QtCore import qInstallMessageHandler
@@ -120,13 +138,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     app = make_app()
-    from PySide6.QtCore import QSettings, QTimer
+    from PySide6.QtCore import QTimer
 
     from .core.calibration import BUILTIN_CORPUS
     from .gui.main_window import MainWindow
     from .gui.workers import wait_all
 
-    settings = QSettings(args.settings_file, QSettings.Format.IniFormat) if args.settings_file else None
+    settings, scratch = settings_for(args)
     window = MainWindow(settings)
     overrides = {k: v for k, v in (("samples", args.samples), ("seq_len", args.seq_len)) if v}
     if overrides:
@@ -158,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     window.show()
     code = app.exec()
     wait_all()
+    if scratch is not None:
+        scratch.cleanup()
     return rc["code"] or code
 
 

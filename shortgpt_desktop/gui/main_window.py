@@ -41,7 +41,7 @@ from .compare_panel import ComparePanel
 from .icons import app_icon
 from .log_panel import LogPanel
 from .messages import user_message
-from .model_panel import ModelPanel
+from .model_panel import ModelPanel, model_key
 from .plan_panel import PlanPanel
 from .settings_panel import SettingsPanel
 from .settings_store import Store
@@ -276,7 +276,7 @@ class MainWindow(QMainWindow):
         store.set_bytes("window/right", self.right_splitter.saveState())
         store.set_settings(self.settings_panel.values())
         store.set_recent_models(self.model_panel.recent())
-        store.set_last_model(self.model_panel.text)
+        store.set_last_model(model_key(self.model_panel.text))
         store.set_calibration(self.calibration_panel.sources())
         store.set_prompt(self.compare_panel.prompt.text())
         store.sync()
@@ -465,7 +465,7 @@ class MainWindow(QMainWindow):
         self.model_panel.set_info(info)
         self.model_panel.remember(source.spec)
         self.store.set_recent_models(self.model_panel.recent())
-        self.store.set_last_model(source.spec)
+        self.store.set_last_model(model_key(source.spec))
         log.info("opened %s: %s, %d layers, %s parameters", source.display_name, info.architecture,
                  info.n_layers, f"{info.n_params:,}")
 
@@ -490,7 +490,7 @@ class MainWindow(QMainWindow):
                             "The calibration set is empty: add text files or folders, or tick the "
                             "built-in corpus.")
             return
-        if self.engine.source is None or (text and text != self.engine.source.spec):
+        if self.engine.source is None or (text and model_key(text) != model_key(self.engine.source.spec)):
             self.open_model(text, then="score")
             return
         spec = self.job_spec()
