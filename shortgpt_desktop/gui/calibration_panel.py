@@ -21,7 +21,6 @@ from PySide6.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
-    QLabel,
     QPushButton,
     QTreeWidget,
     QTreeWidgetItem,
@@ -32,6 +31,7 @@ from PySide6.QtWidgets import (
 from ..core.calibration import BUILTIN_CORPUS, BUILTIN_TOKENS_ESTIMATE, CHARS_PER_TOKEN, TEXT_SUFFIXES, collect_files
 from ..core.errors import CalibrationError
 from ..format import human_bytes, human_count
+from .elided_label import ElidedLabel
 
 #: Rough size of the built-in corpus (Python's standard-library docstrings), shown before it is read.
 
@@ -131,7 +131,7 @@ class CalibrationPanel(QGroupBox):
         self.builtin.setToolTip("English prose that ships with Python: the standard library's docstrings. "
                                 "Works offline; your own text usually scores better for your own use.")
         self.builtin.toggled.connect(self._emit_changed)
-        self.summary = QLabel(self)
+        self.summary = ElidedLabel(self, max_lines=2)  # never wider than the column
         buttons = QHBoxLayout()
         buttons.addWidget(self.add_files_button)
         buttons.addWidget(self.add_folder_button)

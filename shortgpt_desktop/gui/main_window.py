@@ -38,6 +38,7 @@ from . import dialogs
 from .calibration_panel import CalibrationPanel
 from .chart import ScoreChart
 from .compare_panel import ComparePanel
+from .elided_label import ElidedLabel
 from .icons import app_icon
 from .log_panel import LogPanel
 from .messages import user_message
@@ -145,6 +146,7 @@ class MainWindow(QMainWindow):
         scroll.setFrameShape(QFrame.Shape.NoFrame)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setMinimumWidth(330)
+        self.left_scroll = scroll
 
         self.chart = ScoreChart(self)
         self.chart.layerClicked.connect(self.toggle_layer)
@@ -169,7 +171,7 @@ class MainWindow(QMainWindow):
         self.progress.setTextVisible(False)
         self.progress.setMaximumWidth(220)
         self.progress.setVisible(False)
-        self.progress_label = QLabel(self)
+        self.progress_label = ElidedLabel(self)  # one line, elided; the whole text in its tooltip
         actions = QHBoxLayout()
         for button in (self.score_button, self.cancel_button, self.save_button, self.check_button):
             actions.addWidget(button)

@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 
 from ..core.loading import ModelInfo
 from ..format import human_bytes, human_count, human_rate
+from .elided_label import ElidedLabel
 
 MAX_RECENT = 12
 
@@ -110,8 +111,9 @@ class ModelPanel(QGroupBox):
             value.setMinimumWidth(1)
             self.values[key] = value
             form.addRow(label + ":", value)
-        self.message = QLabel(self)
-        self.message.setWordWrap(True)
+        # An error can be a paragraph: at most three lines here (the left column must not grow and push the
+        # settings away), the whole sentence in the tooltip and the dialog.
+        self.message = ElidedLabel(self, max_lines=3)
         self.message.setVisible(False)
 
         layout = QVBoxLayout(self)

@@ -42,3 +42,59 @@ def test_recent_models_are_absolute_and_unique(qtbot, make_window, settings: QSe
     assert Path(again.model_panel.text) == gui_model.resolve()
     stored = again.store.recent_models()
     assert len(stored) == len(set(stored)) == 2
+
+
+# ---------------------------------------------------------------------------------------------- 2. layout
+
+
+def _visible_in_scroll(scroll, widget) -> bool:
+    """Whether ``widget`` lies wholly inside the scroll area's viewport now."""
+    from PySide6.QtCore import QRect
+
+    top_left = widget.mapTo(scroll.viewport(), widget.rect().topLeft())
+    return scroll.viewport().rect().contains(QRect(top_left, widget.size()))
+
+
+def test_every_setting_is_reachable_at_1024_by_600_with_a_long_error(qtbot, window) -> None:
+    window.resize(1024, 600)
+    qtbot.waitUntil(lambda: window.size().width() == 1024 and window.size().height() == 600, timeout=3000)
+    scroll = window.left_scroll
+    left_width = scroll.width()
+    error = ("The model cannot be opened: " + "a very long explanation of what went wrong and why, " * 12).strip()
+    window.model_panel.set_message(error)
+    qtbot.wait(50)
+    message = window.model_panel.message
+    assert message.text() == error and message.toolTip() == error  # all of it, on request
+    line = message.fontMetrics().lineSpacing()
+    assert message.height() <= 3 * line + 4 and message.shown_text().count("\n") <= 2
+    assert message.shown_text().endswith("…")
+    assert scroll.width() == left_width  # the column did not grow
+    assert scroll.widget().width() <= scroll.viewport().width()  # nothing cut off on the right
+    panel = window.settings_panel
+    rows = [panel.device_box, panel.dtype_box, panel.preset_box, panel.samples_box, panel.seq_len_box,
+            panel.eval_box, panel.batch_box, panel.metric_box, panel.trust_box]
+    for row in rows:
+        scroll.ensureWidgetVisible(row)  # what Tab does, with Qt's default margins
+        qtbot.wait(10)
+        assert _visible_in_scroll(scroll, row), row
+    # A short message takes one line, and clearing it gives the room back.
+    window.model_panel.set_message("Opening was cancelled.")
+    qtbot.wait(10)
+    assert message.shown_text() == "Opening was cancelled." and message.toolTip() == ""
+    assert message.height() <= line + 4
+
+
+def test_a_long_progress_text_is_elided_and_does_not_squeeze_the_left_column(qtbot, window) -> None:
+    window.resize(1024, 600)
+    qtbot.waitUntil(lambda: window.size().width() == 1024, timeout=3000)
+    left_width = window.left_scroll.width()
+    long_text = "Tokenising the calibration text: " + ", ".join(f"/some/long/folder/file-{i}.txt" for i in range(40))
+    window.progress_label.setText(long_text)
+    qtbot.wait(50)
+    label = window.progress_label
+    assert window.left_scroll.width() == left_width
+    assert label.text() == long_text and label.toolTip() == long_text
+    shown = label.shown_text()
+    assert shown.endswith("…") and "\n" not in shown
+    assert label.fontMetrics().horizontalAdvance(shown) <= label.width()
+    assert window.frameGeometry().width() <= 1024 + 50 and window.width() == 1024
