@@ -150,6 +150,7 @@ class MainWindow(QMainWindow):
 
         self.chart = ScoreChart(self)
         self.chart.layerClicked.connect(self.toggle_layer)
+        self.chart.optionsChanged.connect(lambda options: self.store.set_chart_options(options))
         self.plan_panel = PlanPanel(self)
         self.plan_panel.countChanged.connect(self.set_count)
 
@@ -267,6 +268,7 @@ class MainWindow(QMainWindow):
         self.model_panel.set_text(store.last_model())
         sources = store.calibration()
         self.calibration_panel.set_sources(sources if sources is not None else ["builtin"])
+        self.chart.set_options(store.chart_options())
         prompt = store.prompt()
         if prompt is not None:
             self.compare_panel.prompt.setText(prompt)
@@ -501,6 +503,7 @@ class MainWindow(QMainWindow):
         n = self.engine.n_layers
         self._scores_before = self.engine.scores
         self.chart.clickable = False
+        self.chart.set_extra({})
         self.chart.set_metric(metric.live_label or metric.label)
         if metric.needs_text:
             self.chart.set_scores([None] * n, removed=[])
@@ -583,6 +586,8 @@ class MainWindow(QMainWindow):
         scores = self.engine.scores
         if scores is not None:
             self.chart.set_scores(scores.scores, removed=plan.removed)
+            self.chart.set_extra({METRICS[name].label if name in METRICS else name: values
+                                  for name, values in scores.extra.items()})
         else:
             self.chart.set_removed(plan.removed)
         self.plan_panel.show_plan(plan, manual=self.manual)

@@ -98,3 +98,101 @@ def test_a_long_progress_text_is_elided_and_does_not_squeeze_the_left_column(qtb
     assert shown.endswith("…") and "\n" not in shown
     assert label.fontMetrics().horizontalAdvance(shown) <= label.width()
     assert window.frameGeometry().width() <= 1024 + 50 and window.width() == 1024
+
+
+# ----------------------------------------------------------------------------------------------- 3. chart
+
+#: A real model's shape: layer 0 far above the rest (SmolLM2-135M's BI: 0.98, then 0.025–0.07).
+OUTLIER_SCORES = [0.98] + [0.025 + 0.045 * ((i * 7) % 29) / 28 for i in range(29)]
+
+
+def _chart(qtbot):
+    from shortgpt_desktop.gui.chart import ScoreChart
+
+    chart = ScoreChart()
+    qtbot.addWidget(chart)
+    chart.resize(800, 400)
+    chart.show()
+    qtbot.waitExposed(chart)
+    return chart
+
+
+def test_zoom_past_outliers_shows_the_bulk_of_the_layers(qtbot) -> None:
+    chart = _chart(qtbot)
+    chart.set_scores(OUTLIER_SCORES, removed=[])
+    y_low, y_high = chart.plot.getPlotItem().vb.viewRange()[1]
+    assert y_high > 0.98  # unzoomed: layer 0 sets the scale, the others are slivers under 7 %
+    with qtbot.waitSignal(chart.optionsChanged) as changed:
+        chart.zoom_box.setChecked(True)
+    assert changed.args == [{"zoom": True, "others": False}]
+    y_low, y_high = chart.plot.getPlotItem().vb.viewRange()[1]
+    bulk = max(OUTLIER_SCORES[1:])
+    assert bulk < y_high < bulk * 1.2 and y_low == 0.0
+    assert [label.toPlainText() for label in chart.outlier_labels] == ["0.98 ↑"]  # the cut bar says its value
+    chart.zoom_box.setChecked(False)
+    assert chart.plot.getPlotItem().vb.viewRange()[1][1] > 0.98 and chart.outlier_labels == []
+
+
+def test_outlier_ceiling_leaves_an_even_chart_alone() -> None:
+    from shortgpt_desktop.gui.chart import outlier_ceiling
+
+    assert outlier_ceiling([0.1, 0.2, 0.3, 0.4, 0.5, 0.6]) is None
+    assert outlier_ceiling([0.9, None, 0.1]) is None  # too few to say
+    assert outlier_ceiling(OUTLIER_SCORES) == max(OUTLIER_SCORES[1:])
+
+
+def test_empty_chart_has_no_fractional_layer_ticks(qtbot) -> None:
+    chart = _chart(qtbot)
+    axis = chart.bottom_axis
+
+    def tick_labels() -> list[str]:
+        levels = axis._tickLevels  # None would mean pyqtgraph's own ticks: 0, 0.2, 0.4, … on the empty chart
+        assert levels is not None
+        return [label for level in levels for _, label in level]
+
+    assert tick_labels() == []
+    chart.set_scores([0.5, 0.2, 0.3])
+    assert tick_labels() == ["0", "1", "2"]
+    chart.clear("gone")
+    assert tick_labels() == []
+
+
+def test_other_metrics_overlay_scaled_to_the_axis(qtbot) -> None:
+    chart = _chart(qtbot)
+    chart.set_scores([0.2, 0.1, 0.4, 0.3])
+    chart.set_extra({"Angular distance": [2.0, 1.0, 4.0, 8.0], "Relative magnitude": [0.5, None, 0.5, 1.0]})
+    assert chart.extra_curves == []  # off until asked for
+    chart.others_box.setChecked(True)
+    assert len(chart.extra_curves) == 2
+    xs, ys = chart.extra_curves[0].getData()
+    assert list(xs) == [0, 1, 2, 3] and [round(y, 6) for y in ys] == [0.1, 0.05, 0.2, 0.4]  # peak = bars' peak
+    xs, ys = chart.extra_curves[1].getData()
+    assert list(xs) == [0, 2, 3] and [round(y, 6) for y in ys] == [0.2, 0.2, 0.4]
+    assert "Angular distance" in chart.legend.text() and "scaled" in chart.legend.text()
+    assert "Angular distance 4" in chart.hover_text(2) and "Relative magnitude 0.5" in chart.hover_text(2)
+    chart.others_box.setChecked(False)
+    assert chart.extra_curves == [] and "Angular" not in chart.legend.text()
+
+
+def test_hover_hint_follows_clicks_and_cancel_and_options_are_remembered(qtbot, opened, make_window,
+                                                                           settings: QSettings) -> None:
+    from PySide6.QtCore import Qt
+
+    window = opened
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.start_scoring()
+    chart = window.chart
+    chart._on_mouse_moved(chart.plot.mapToScene(chart.bar_position(2)))
+    state = "removed" if 2 in window.plan.removed else "kept"
+    assert chart.hover_label.text().endswith(state)
+    qtbot.mouseClick(chart.plot.viewport(), Qt.MouseButton.LeftButton, pos=chart.bar_position(2))
+    flipped = "kept" if state == "removed" else "removed"
+    assert chart.hover_label.text().endswith(flipped)  # not the state before the click
+    assert "Angular" in chart.hover_label.text() or "angular" in chart.hover_label.text().lower()
+    chart.clear("Press Score")  # what a failed or cancelled first pass leaves
+    assert chart.hover_label.text() == chart.HINT
+    chart.zoom_box.setChecked(True)
+    chart.others_box.setChecked(True)
+    window.close()
+    again = make_window(fast=False)
+    assert again.chart.options() == {"zoom": True, "others": True}
