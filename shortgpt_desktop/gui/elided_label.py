@@ -20,6 +20,7 @@ class ElidedLabel(QLabel):
         super().__init__(parent)
         self.max_lines = max(1, max_lines)
         self._full = ""
+        self._details = ""  # a tooltip shown whether or not the text is cut
         self._lines = 1
         self.setTextFormat(Qt.TextFormat.PlainText)
         self.setWordWrap(False)
@@ -37,6 +38,11 @@ class ElidedLabel(QLabel):
 
     def setText(self, text: str) -> None:  # type: ignore[override]
         self._full = text or ""
+        self._relayout()
+
+    def set_details(self, details: str) -> None:
+        """A tooltip that is always shown (instead of the full text, which it should include)."""
+        self._details = details
         self._relayout()
 
     def _wrapped(self, width: int) -> list[str]:
@@ -66,7 +72,7 @@ class ElidedLabel(QLabel):
             rest = " ".join(lines[self.max_lines - 1:])
             lines = [*head, metrics.elidedText(rest, Qt.TextElideMode.ElideRight, width)]
         super().setText("\n".join(lines))
-        self.setToolTip(self._full if self.is_elided() else "")
+        self.setToolTip(self._details or (self._full if self.is_elided() else ""))
         if len(lines) != self._lines:
             self._lines = len(lines)
             self.updateGeometry()

@@ -525,6 +525,7 @@ class MainWindow(QMainWindow):
         self.set_count(count)
         for warning in scored.warnings:
             log.warning(warning)
+        self.calibration_panel.set_scored_skips(scored.warnings)
         tokens = f"{scored.sample_count} samples, {scored.sample_tokens:,} tokens, " if scored.sample_count \
             else ""
         log.info("scoring finished in %s (%son %s, %s)", human_seconds(scored.seconds), tokens,

@@ -196,3 +196,55 @@ def test_hover_hint_follows_clicks_and_cancel_and_options_are_remembered(qtbot, 
     window.close()
     again = make_window(fast=False)
     assert again.chart.options() == {"zoom": True, "others": True}
+
+
+# ----------------------------------------------------------------------------------------- 4. calibration
+
+
+def test_first_own_file_unticks_the_builtin_corpus(qtbot, window, calib_text: Path, tmp_path: Path) -> None:
+    panel = window.calibration_panel
+    panel.set_sources(["builtin"])
+    assert panel.sources() == ["builtin"]
+    with qtbot.waitSignal(panel.changed, timeout=1000):
+        panel.add_paths([str(calib_text)])
+    assert panel.sources() == [str(calib_text)]  # not mixed in silently
+    panel.builtin.setChecked(True)  # the user wants both: a second file leaves the choice alone
+    other = tmp_path / "more.txt"
+    other.write_text("More prose for the calibration set.\n", encoding="utf-8")
+    panel.add_paths([str(other)])
+    assert panel.sources() == [str(calib_text), str(other), "builtin"]
+    panel.set_sources([str(calib_text), "builtin"])  # restoring saved sources keeps the saved tick
+    assert panel.sources() == [str(calib_text), "builtin"]
+
+
+def test_files_the_engine_skips_show_in_the_panel(qtbot, window, tmp_path: Path) -> None:
+    from shortgpt_desktop.core.calibration import read_texts
+
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    (folder / "good.txt").write_text("Plain prose that the engine reads.\n", encoding="utf-8")
+    (folder / "empty.txt").write_text("   \n", encoding="utf-8")
+    (folder / "picture.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
+    lines = folder / "chat.jsonl"
+    lines.write_text('{"text": "a line with text"}\n{"prompt": "no text field"}\n{"prompt": "nor here"}\n',
+                     encoding="utf-8")
+    panel = window.calibration_panel
+    assert not panel.skipped_label.isVisible()
+    panel.add_paths([str(folder)])
+    expected = read_texts([folder]).skipped  # the engine's own sentences, not the panel's guess
+    assert len(expected) == 3
+    assert any('without a "text" field' in s for s in expected) and any("not text" in s for s in expected)
+    assert panel.skipped() == expected
+    label = panel.skipped_label
+    assert label.isVisible() and label.text().startswith("⚠ ") and "2 more" in label.text()
+    assert label.toolTip() == "\n".join(expected)
+    item = panel.list.topLevelItem(0)
+    assert not item.icon(0).isNull() and all(s in item.toolTip(0) for s in expected)
+    panel.list.setCurrentItem(item)
+    panel.remove_selected()
+    assert panel.skipped() == [] and not label.isVisible()
+    good = folder / "good.txt"
+    panel.add_paths([str(good)])
+    assert panel.skipped() == [] and panel.list.topLevelItem(0).icon(0).isNull()
+    panel.set_scored_skips(["Skipped /big/file.bin: it is not text.", "Only 3 samples."])  # after a pass
+    assert panel.skipped() == ["Skipped /big/file.bin: it is not text."] and label.isVisible()
