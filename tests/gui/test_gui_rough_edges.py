@@ -3,8 +3,10 @@ scale and hints, the calibration panel's skipped files, scores as JSON, missing 
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
+import pytest
 from PySide6.QtCore import QSettings
 
 # ------------------------------------------------------------------------------------------- 1. settings
@@ -248,3 +250,48 @@ def test_files_the_engine_skips_show_in_the_panel(qtbot, window, tmp_path: Path)
     assert panel.skipped() == [] and panel.list.topLevelItem(0).icon(0).isNull()
     panel.set_scored_skips(["Skipped /big/file.bin: it is not text.", "Only 3 samples."])  # after a pass
     assert panel.skipped() == ["Skipped /big/file.bin: it is not text."] and label.isVisible()
+
+
+# ------------------------------------------------------------------------------------- 6. xcb libraries
+
+
+def test_missing_xcb_libraries_are_named_before_qt_aborts(monkeypatch, capsys) -> None:
+    from shortgpt_desktop import app
+
+    missing = {"libxcb-icccm.so.4", "libxcb-keysyms.so.1"}  # what Debian 12 lacked after pip install
+    monkeypatch.setattr(app, "_library_loads", lambda name: name not in missing)
+    monkeypatch.setattr(app, "make_app", lambda: pytest.fail("Qt must not be started"))
+    monkeypatch.setattr(app.sys, "platform", "linux")
+    monkeypatch.setenv("QT_QPA_PLATFORM", "xcb")
+    assert app.main(["--settings-file", "unused.ini"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "libxcb-icccm.so.4, libxcb-keysyms.so.1" in err
+    assert "sudo apt install libxcb-icccm4 libxcb-keysyms1`" in err and "libxcb-cursor0" not in err
+    # Other platforms are not checked: offscreen, Wayland by default, and xcb when all is there.
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
+    assert app.missing_xcb_libraries() is None
+    monkeypatch.delenv("QT_QPA_PLATFORM")
+    monkeypatch.setenv("WAYLAND_DISPLAY", "wayland-0")
+    assert app.missing_xcb_libraries() is None
+    monkeypatch.delenv("WAYLAND_DISPLAY")
+    monkeypatch.delenv("XDG_SESSION_TYPE", raising=False)
+    assert "libxcb-icccm4" in app.missing_xcb_libraries()
+    monkeypatch.setattr(app, "_library_loads", lambda name: True)
+    assert app.missing_xcb_libraries() is None
+
+
+def test_xcb_library_list_matches_the_installed_plugin() -> None:
+    """The list is what PySide6's xcb plugin links against (on Linux, read from its ELF headers by ldd)."""
+    import shutil
+
+    import PySide6
+
+    from shortgpt_desktop.app import XCB_LIBRARIES
+
+    plugin = Path(PySide6.__file__).parent / "Qt" / "plugins" / "platforms" / "libqxcb.so"
+    if not plugin.exists() or shutil.which("ldd") is None:
+        pytest.skip("no Linux xcb plugin here")
+    out = subprocess.run(["ldd", str(plugin)], capture_output=True, text=True, timeout=30).stdout
+    needed = {line.split()[0] for line in out.splitlines()
+              if line.strip().startswith(("libxcb", "libX11", "libxkbcommon"))}
+    assert needed <= set(XCB_LIBRARIES), needed - set(XCB_LIBRARIES)
