@@ -295,3 +295,63 @@ def test_xcb_library_list_matches_the_installed_plugin() -> None:
     needed = {line.split()[0] for line in out.splitlines()
               if line.strip().startswith(("libxcb", "libX11", "libxkbcommon"))}
     assert needed <= set(XCB_LIBRARIES), needed - set(XCB_LIBRARIES)
+
+
+# ------------------------------------------------------------------------------------------ 5. scores JSON
+
+
+def test_scores_export_and_import_for_the_same_model(qtbot, opened, make_window, gui_model: Path,
+                                                     tmp_path: Path) -> None:
+    import json
+
+    window = opened
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.start_scoring()
+    window.plan_panel.set_count(2, emit=True)
+    qtbot.waitUntil(lambda: window.plan is not None and len(window.plan.removed) == 2, timeout=3000)
+    assert window.export_action.isEnabled()
+    out = tmp_path / "export"
+    out.mkdir()
+    path = window.export_scores(out / "scores.json")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    scores = window.engine.scores
+    assert data["metric"] == "bi" and data["n_layers"] == 6 and data["partial"] is False
+    assert data["scores"] == scores.scores and set(data["other_scores"]) == set(scores.extra)
+    assert data["model"] == str(gui_model) and data["tokens"] == scores.tokens > 0
+    assert data["removed_layers"] == window.plan.removed
+    assert [p.name for p in out.iterdir()] == ["scores.json"]  # no temporary file left
+
+    # A fresh window with the same model opened: import, and the chart and slider work without a pass.
+    fresh = make_window()
+    with qtbot.waitSignal(fresh.jobFinished, timeout=60_000):
+        fresh.open_model(str(gui_model))
+    fresh.settings_panel.set_values({"metric": "angular"})
+    with qtbot.waitSignal(fresh.jobFinished, timeout=60_000) as imported:
+        fresh.import_scores(path)
+    assert imported.args == ["import", "ok"]
+    assert fresh.chart.scores == scores.scores and fresh.engine.scores.metric == "bi"
+    assert fresh.settings_panel.values()["metric"] == "bi"
+    assert fresh.plan_panel.slider.maximum() == 5
+    with qtbot.waitSignal(fresh.plan_panel.countChanged, timeout=2000):
+        fresh.plan_panel.slider.setValue(3)
+    assert fresh.plan.removed == sorted(sorted(range(6), key=lambda i: scores.scores[i])[:3])
+    assert fresh.plan.params_after < fresh.plan.params_before and fresh.save_button.isEnabled()
+    assert fresh.dialogs == []
+
+    # Another model (a different layer count) is refused with a sentence.
+    data["n_layers"], data["scores"] = 4, data["scores"][:4]
+    data["other_scores"] = {k: v[:4] for k, v in data["other_scores"].items()}
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(data), encoding="utf-8")
+    fresh.import_scores(other)
+    assert "not for the opened model" in fresh.dialogs[-1].text() and "4 layers" in fresh.dialogs[-1].text()
+    assert fresh.chart.scores == scores.scores  # what was shown stays
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json", encoding="utf-8")
+    fresh.import_scores(broken)
+    assert "not valid JSON" in fresh.dialogs[-1].text()
+
+
+def test_import_needs_an_opened_model(window, tmp_path: Path) -> None:
+    window.import_scores(tmp_path / "whatever.json")
+    assert "Open the model" in window.dialogs[-1].text()
