@@ -13,6 +13,7 @@ _T0 = time.perf_counter()  # first thing: the launch-to-shown clock starts here 
 import argparse  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from . import __version__  # noqa: E402
@@ -72,6 +73,66 @@ def _no_display() -> bool:
     return sys.platform.startswith("linux") and not display
 
 
+#: What Qt's xcb platform plugin (PySide6/Qt/plugins/platforms/libqxcb.so and libQt6XcbQpa.so.6) links
+#: against, by ``ldd``, with the Debian/Ubuntu package of each. Without one of them Qt aborts (rc 134) with a
+#: message that names libxcb-cursor0 whatever is missing.
+XCB_LIBRARIES = {
+    "libxcb.so.1": "libxcb1",
+    "libX11.so.6": "libx11-6",
+    "libX11-xcb.so.1": "libx11-xcb1",
+    "libxcb-cursor.so.0": "libxcb-cursor0",
+    "libxcb-icccm.so.4": "libxcb-icccm4",
+    "libxcb-image.so.0": "libxcb-image0",
+    "libxcb-keysyms.so.1": "libxcb-keysyms1",
+    "libxcb-randr.so.0": "libxcb-randr0",
+    "libxcb-render.so.0": "libxcb-render0",
+    "libxcb-render-util.so.0": "libxcb-render-util0",
+    "libxcb-shape.so.0": "libxcb-shape0",
+    "libxcb-shm.so.0": "libxcb-shm0",
+    "libxcb-sync.so.1": "libxcb-sync1",
+    "libxcb-util.so.1": "libxcb-util1",
+    "libxcb-xfixes.so.0": "libxcb-xfixes0",
+    "libxcb-xkb.so.1": "libxcb-xkb1",
+    "libxkbcommon.so.0": "libxkbcommon0",
+    "libxkbcommon-x11.so.0": "libxkbcommon-x11-0",
+}
+
+
+def _library_loads(soname: str) -> bool:
+    """Whether the dynamic loader finds ``soname`` (as Qt's plugin will look for it)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(soname)
+    except OSError:
+        return False
+    return True
+
+
+def _platform_is_xcb() -> bool:
+    """Whether Qt will try its xcb (X11) plugin first: on Linux, asked for, or by default outside Wayland."""
+    if not sys.platform.startswith("linux"):
+        return False
+    chosen = os.environ.get("QT_QPA_PLATFORM", "").strip()
+    if chosen:
+        return chosen.split(";")[0].split(":")[0] == "xcb"
+    return not (os.environ.get("WAYLAND_DISPLAY") or os.environ.get("XDG_SESSION_TYPE") == "wayland")
+
+
+def missing_xcb_libraries() -> str | None:
+    """One sentence naming the X11 libraries Qt's xcb plugin needs but cannot find, with the apt line to
+    install them; None when nothing is missing or xcb will not be used."""
+    if not _platform_is_xcb():
+        return None
+    missing = [name for name in XCB_LIBRARIES if not _library_loads(name)]
+    if not missing:
+        return None
+    packages = " ".join(XCB_LIBRARIES[name] for name in missing)
+    return (f"The window cannot open: Qt's X11 (xcb) plugin needs {', '.join(missing)}, which "
+            f"{'is' if len(missing) == 1 else 'are'} not installed; on Debian or Ubuntu run "
+            f"`sudo apt install {packages}` and start again.")
+
+
 _QT_NOISE = ("propagateSizeHints",)  # the offscreen platform's warning on every resize: not news
 
 
@@ -82,6 +143,23 @@ def _qt_message(mode: object, context: object, message: str) -> None:
     if any(noise in message for noise in _QT_NOISE):
         return
     logging.getLogger("shortgpt_desktop.qt").warning("%s", message)
+
+
+def settings_for(args: argparse.Namespace) -> tuple[object, tempfile.TemporaryDirectory | None]:
+    """The QSettings the window keeps its state in, and the scratch folder to delete on exit (if any).
+
+    ``--settings-file`` names an INI file. A screenshot run (which resizes the window, overrides samples and
+    calibration) gets a throwaway INI in a temporary folder, so it never touches the user's saved settings.
+    None means the user's own store.
+    """
+    from PySide6.QtCore import QSettings
+
+    if args.settings_file:
+        return QSettings(args.settings_file, QSettings.Format.IniFormat), None
+    if args.screenshot or args.measure_startup:
+        scratch = tempfile.TemporaryDirectory(prefix="shortgpt-desktop-settings-")
+        return QSettings(str(Path(scratch.name) / "settings.ini"), QSettings.Format.IniFormat), scratch
+    return None, None
 
 
 def make_app() -> object:
@@ -118,15 +196,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.screenshot and not args.model:
         _say("--screenshot needs a MODEL to open.")
         return 2
+    problem = missing_xcb_libraries()
+    if problem:
+        print(problem, file=sys.stderr if sys.stderr is not None else sys.stdout)
+        return 2
 
     app = make_app()
-    from PySide6.QtCore import QSettings, QTimer
+    from PySide6.QtCore import QTimer
 
     from .core.calibration import BUILTIN_CORPUS
     from .gui.main_window import MainWindow
     from .gui.workers import wait_all
 
-    settings = QSettings(args.settings_file, QSettings.Format.IniFormat) if args.settings_file else None
+    settings, scratch = settings_for(args)
     window = MainWindow(settings)
     overrides = {k: v for k, v in (("samples", args.samples), ("seq_len", args.seq_len)) if v}
     if overrides:
@@ -158,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     window.show()
     code = app.exec()
     wait_all()
+    if scratch is not None:
+        scratch.cleanup()
     return rc["code"] or code
 
 

@@ -289,6 +289,19 @@ class Engine:
                  " (partial)" if partial else "")
         return self.scored
 
+    def use_imported_scores(self, spec: JobSpec, scores: LayerScores, partial: bool = False,
+                            progress: Progress = no_progress, cancel: CancelCheck | None = None) -> Scored:
+        """Plan with scores measured earlier (a saved report) instead of a new pass.
+
+        The model is loaded, because the plan needs its layer sizes and saving needs its weights.
+        """
+        started = time.perf_counter()
+        loaded = self.load(spec, progress, cancel)
+        if len(scores.scores) != loaded.n_layers:
+            raise PlanError(f"These scores are for {len(scores.scores)} layers, but the model has {loaded.n_layers}.")
+        spec.metric = scores.metric
+        return self._accept(spec, loaded, None, None, scores, started, partial)
+
     def rescore(self, metric_name: str, block_size: int = 1) -> LayerScores | None:
         """Scores of another metric without a new pass, or None when that metric needs one."""
         metric = get_metric(metric_name)

@@ -21,19 +21,29 @@ from PySide6.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
-    QLabel,
     QPushButton,
+    QStyle,
     QTreeWidget,
     QTreeWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
-from ..core.calibration import BUILTIN_CORPUS, BUILTIN_TOKENS_ESTIMATE, CHARS_PER_TOKEN, TEXT_SUFFIXES, collect_files
+from ..core.calibration import (
+    BUILTIN_CORPUS,
+    BUILTIN_TOKENS_ESTIMATE,
+    CHARS_PER_TOKEN,
+    TEXT_SUFFIXES,
+    collect_files,
+    read_texts,
+)
 from ..core.errors import CalibrationError
 from ..format import human_bytes, human_count
+from .elided_label import ElidedLabel
 
-#: Rough size of the built-in corpus (Python's standard-library docstrings), shown before it is read.
+#: Sources up to this size are read when added, so that what the engine would leave out (binary or empty
+#: files, JSON lines without text) shows at once; bigger ones are reported after scoring instead.
+CHECK_BYTES = 16 * 1024 * 1024
 
 
 def describe_path(path: str) -> tuple[int, int, int]:
@@ -131,7 +141,12 @@ class CalibrationPanel(QGroupBox):
         self.builtin.setToolTip("English prose that ships with Python: the standard library's docstrings. "
                                 "Works offline; your own text usually scores better for your own use.")
         self.builtin.toggled.connect(self._emit_changed)
-        self.summary = QLabel(self)
+        self.summary = ElidedLabel(self, max_lines=2)  # never wider than the column
+        # What the engine leaves out of the listed sources, one sentence each (the whole list in the tooltip).
+        self.skipped_label = ElidedLabel(self, max_lines=2)
+        self.skipped_label.setVisible(False)
+        self._skipped: dict[str, list[str]] = {}  # source path → sentences, from reading it when added
+        self._scored_skips: list[str] = []  # sentences the last scoring reported
         buttons = QHBoxLayout()
         buttons.addWidget(self.add_files_button)
         buttons.addWidget(self.add_folder_button)
@@ -140,6 +155,7 @@ class CalibrationPanel(QGroupBox):
         layout = QVBoxLayout(self)
         layout.addWidget(self.list, 1)
         layout.addLayout(buttons)
+        layout.addWidget(self.skipped_label)
         layout.addWidget(self.builtin)
         layout.addWidget(self.summary)
         self._update_buttons()
@@ -169,7 +185,12 @@ class CalibrationPanel(QGroupBox):
         return total + (BUILTIN_TOKENS_ESTIMATE if self.builtin.isChecked() else 0)
 
     def add_paths(self, paths: list[str], quiet: bool = False) -> None:
-        """Add files and folders; ones already listed are skipped, unusable ones are reported."""
+        """Add files and folders; ones already listed are skipped, unusable ones are reported.
+
+        The user's first own source unticks the built-in corpus (mixing the two is rarely wanted; it can be
+        ticked again). ``quiet`` (restoring saved sources) changes neither that nor emits :attr:`changed`.
+        """
+        first_own = not self.paths()
         known = {str(Path(p).resolve()) for p in self.paths()}
         added = 0
         for raw in paths:
@@ -198,12 +219,46 @@ class CalibrationPanel(QGroupBox):
             item.setTextAlignment(1, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             item.setTextAlignment(2, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             self.list.addTopLevelItem(item)
+            if size <= CHECK_BYTES:
+                self._mark_skipped(item, read_texts([path]).skipped)
             known.add(key)
             added += 1
+        if added and first_own and not quiet and self.builtin.isChecked():
+            self.builtin.blockSignals(True)
+            self.builtin.setChecked(False)
+            self.builtin.blockSignals(False)
         if added and not quiet:
             self._emit_changed()
         elif added:
             self._update_summary()
+
+    def skipped(self) -> list[str]:
+        """Every sentence about what the engine leaves out of the listed sources (added or scored)."""
+        listed = set(self.paths())
+        sentences = [s for path, notes in self._skipped.items() if path in listed for s in notes]
+        return sentences + [s for s in self._scored_skips if s not in sentences]
+
+    def set_scored_skips(self, sentences: list[str]) -> None:
+        """What a scoring pass reported leaving out (covers sources too big to read when added)."""
+        self._scored_skips = [s for s in sentences if s.startswith(("Skipped", "Left out"))]
+        self._update_skipped()
+
+    def _mark_skipped(self, item: QTreeWidgetItem, sentences: list[str]) -> None:
+        path = str(item.data(0, Qt.ItemDataRole.UserRole))
+        self._skipped[path] = list(sentences)
+        if sentences:
+            item.setIcon(0, self.style().standardIcon(QStyle.StandardPixmap.SP_MessageBoxWarning))
+            item.setToolTip(0, path + "\n\n" + "\n".join(sentences))
+        self._update_skipped()
+
+    def _update_skipped(self) -> None:
+        sentences = self.skipped()
+        self.skipped_label.setVisible(bool(sentences))
+        if not sentences:
+            return
+        more = f" (and {len(sentences) - 1} more: point here)" if len(sentences) > 1 else ""
+        self.skipped_label.setText(f"⚠ {sentences[0]}{more}")
+        self.skipped_label.set_details("\n".join(sentences))
 
     def remove_selected(self) -> None:
         items = self.list.selectedItems()
@@ -220,7 +275,9 @@ class CalibrationPanel(QGroupBox):
     # ----------------------------------------------------------------------------------------- internals
 
     def _emit_changed(self) -> None:
+        self._scored_skips = []  # about the sources of the last pass, which changed
         self._update_summary()
+        self._update_skipped()
         self.changed.emit()
 
     def _update_buttons(self) -> None:

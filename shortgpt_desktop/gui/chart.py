@@ -8,14 +8,40 @@ from collections.abc import Sequence
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent, QPoint, QPointF, Qt, Signal
 from PySide6.QtGui import QColor, QCursor, QPalette
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QToolTip, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QToolTip, QVBoxLayout, QWidget
 
 #: Removed layers: a warm red that reads on light and dark backgrounds alike.
 REMOVED_COLOR = QColor(224, 83, 61)
+#: The other metrics of the same pass, drawn as lines over the bars (colour-blind-safe Okabe–Ito hues).
+EXTRA_COLORS = (QColor(0, 158, 115), QColor(230, 159, 0), QColor(204, 121, 167), QColor(86, 180, 233))
+#: A score is an outlier when it lies this many interquartile ranges above the upper quartile.
+OUTLIER_IQR = 3.0
 
 
 def _finite(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
+
+
+def _quantile(sorted_values: list[float], q: float) -> float:
+    position = (len(sorted_values) - 1) * q
+    low = math.floor(position)
+    high = min(low + 1, len(sorted_values) - 1)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
+
+
+def outlier_ceiling(values: Sequence[float | None]) -> float | None:
+    """The top of a y-range that shows the bulk of ``values``: the highest score that is not an outlier
+    (above the upper quartile by more than :data:`OUTLIER_IQR` interquartile ranges). None when nothing stands
+    out, or when there are too few scores to say."""
+    known = sorted(float(v) for v in values if _finite(v))
+    if len(known) < 4:
+        return None
+    q1, q3 = _quantile(known, 0.25), _quantile(known, 0.75)
+    limit = q3 + OUTLIER_IQR * max(q3 - q1, 1e-12)
+    inliers = [v for v in known if v <= limit]
+    if len(inliers) == len(known) or not inliers:
+        return None
+    return inliers[-1]
 
 
 class ScoreChart(QWidget):
@@ -27,6 +53,7 @@ class ScoreChart(QWidget):
     """
 
     layerClicked = Signal(int)
+    optionsChanged = Signal(dict)  # {"zoom": bool, "others": bool}, when the user ticks an option
     HINT = "Point at a bar for its score; click it to keep or remove that layer."
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -50,13 +77,29 @@ class ScoreChart(QWidget):
         item.setXRange(0, 1, padding=0)
         item.setYRange(0, 1, padding=0)
 
+        self.bottom_axis = item.getAxis("bottom")
+        self.bottom_axis.setTicks([[], []])  # no fractional "layers" on the empty chart
+        self.outlier_labels: list[pg.TextItem] = []
+        self.extra_curves: list[pg.PlotDataItem] = []
+
         self.title = QLabel("<b>Layer importance</b> (lower = removed first)", self)
+        self.zoom_box = QCheckBox("Zoom past outliers", self)
+        self.zoom_box.setToolTip("Scale the axis to the bulk of the layers; a bar far above the others (often "
+                                 "layer 0) is cut at the top and its score written on it")
+        self.others_box = QCheckBox("Other metrics", self)
+        self.others_box.setToolTip("Draw the other metrics of the same scoring pass as lines, each scaled to "
+                                   "this axis (their own values are in the hover text)")
+        for box in (self.zoom_box, self.others_box):
+            box.toggled.connect(self._on_option_toggled)
         self.legend = QLabel(self)
         self.hover_label = QLabel(self.HINT, self)
         self.hover_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         head = QHBoxLayout()
         head.addWidget(self.title)
         head.addStretch(1)
+        head.addWidget(self.zoom_box)
+        head.addWidget(self.others_box)
+        head.addSpacing(8)
         head.addWidget(self.legend)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -65,6 +108,7 @@ class ScoreChart(QWidget):
         layout.addWidget(self.hover_label)
 
         self.scores: list[float | None] = []
+        self.extra: dict[str, list[float | None]] = {}  # label → the other metrics' scores, same layers
         self.removed: set[int] = set()
         self.metric_label = "score"
         self.clickable = False
@@ -80,7 +124,8 @@ class ScoreChart(QWidget):
         return len(self.scores)
 
     def clear(self, message: str | None = None) -> None:
-        self.scores, self.removed = [], set()
+        self.scores, self.removed, self.extra = [], set(), {}
+        self._hovered = None
         # pyqtgraph 0.14 fails on an empty ``pens`` list; None means one shared pen and brush.
         self.bars.setOpts(x=[], height=[], brushes=None, pens=None)
         if message:
@@ -88,7 +133,36 @@ class ScoreChart(QWidget):
         self.placeholder.setVisible(True)
         self.plot.getPlotItem().setXRange(0, 1, padding=0)
         self.plot.getPlotItem().setYRange(0, 1, padding=0)
+        self.bottom_axis.setTicks([[], []])
         self.placeholder.setPos(0.5, 0.5)
+        self._draw_decorations(1.0)
+        self._update_hover_text()
+
+    # --------------------------------------------------------------------------------------------- options
+
+    def options(self) -> dict[str, bool]:
+        return {"zoom": self.zoom_box.isChecked(), "others": self.others_box.isChecked()}
+
+    def set_options(self, options: dict) -> None:
+        """Tick the options saved last time (unknown keys are ignored); emits nothing."""
+        for key, box in (("zoom", self.zoom_box), ("others", self.others_box)):
+            box.blockSignals(True)
+            box.setChecked(bool(options.get(key, box.isChecked())))
+            box.blockSignals(False)
+        if self.scores:
+            self._fit(False)
+
+    def _on_option_toggled(self) -> None:
+        if self.scores:
+            self._fit(False)
+        self.optionsChanged.emit(self.options())
+
+    def set_extra(self, extra: dict[str, list[float | None]]) -> None:
+        """The other metrics of the same pass (label → one score per layer), drawn when "Other metrics" is on."""
+        self.extra = {label: list(values) for label, values in extra.items() if len(values) == len(self.scores)}
+        self.others_box.setEnabled(bool(self.extra))
+        if self.scores:
+            self._fit(False)
 
     def set_metric(self, label: str) -> None:
         self.metric_label = label
@@ -105,9 +179,14 @@ class ScoreChart(QWidget):
         if not heights:
             self.clear()
             return
+        if new_count:
+            self.extra = {}
+            if self._hovered is not None and self._hovered >= len(heights):
+                self._hovered = None
         self.bars.setOpts(x=list(range(len(heights))), height=heights, brushes=self._brushes(),
                           pens=self._pens())
         self._fit(new_count)
+        self._update_hover_text()
 
     def set_removed(self, removed: Sequence[int]) -> None:
         self.removed = set(removed)
@@ -122,11 +201,47 @@ class ScoreChart(QWidget):
             step = max(1, math.ceil(n / 32))
             item.getAxis("bottom").setTicks([[(i, str(i)) for i in range(0, n, step)], []])
         known = [float(s) for s in self.scores if _finite(s)]
-        if known:
-            low, high = min(0.0, min(known)), max(known)
-            if high <= low:
-                high = low + 1.0
-            item.setYRange(low, high + (high - low) * 0.08, padding=0)
+        if not known:
+            return
+        low, high = min(0.0, min(known)), max(known)
+        ceiling = outlier_ceiling(self.scores) if self.zoom_box.isChecked() else None
+        if ceiling is not None and ceiling > low:
+            high = ceiling
+        if high <= low:
+            high = low + 1.0
+        top = high + (high - low) * 0.08
+        item.setYRange(low, top, padding=0)
+        self._draw_decorations(top)
+
+    def _draw_decorations(self, top: float) -> None:
+        """Outlier values written on their cut bars, and the other metrics' lines scaled to this axis."""
+        for label in self.outlier_labels:
+            self.plot.removeItem(label)
+        for curve in self.extra_curves:
+            self.plot.removeItem(curve)
+        self.outlier_labels, self.extra_curves = [], []
+        text = self.palette().color(QPalette.ColorRole.WindowText)
+        for i, score in enumerate(self.scores):
+            if _finite(score) and score > top:  # type: ignore[operator]
+                label = pg.TextItem(f"{score:.3g} ↑", color=text, anchor=(0.5, 0))
+                label.setPos(i, top)
+                self.plot.addItem(label)
+                self.outlier_labels.append(label)
+        if self.others_box.isChecked() and self.scores:
+            main_max = max((float(s) for s in self.scores if _finite(s)), default=1.0)
+            scale_top = min(main_max, top) or 1.0
+            for n, (name, values) in enumerate(self.extra.items()):
+                known = [abs(float(v)) for v in values if _finite(v)]
+                peak = max(known, default=0.0)
+                if not peak:
+                    continue
+                points = [(i, float(v) * scale_top / peak) for i, v in enumerate(values) if _finite(v)]
+                color = EXTRA_COLORS[n % len(EXTRA_COLORS)]
+                curve = pg.PlotDataItem([p[0] for p in points], [p[1] for p in points], pen=pg.mkPen(color, width=2),
+                                        symbol="o", symbolSize=5, symbolBrush=color, symbolPen=None, name=name)
+                self.plot.addItem(curve)
+                self.extra_curves.append(curve)
+        self._update_legend()
 
     # ----------------------------------------------------------------------------------------------- look
 
@@ -154,13 +269,17 @@ class ScoreChart(QWidget):
             axis.setPen(pg.mkPen(text))
             axis.setTextPen(pg.mkPen(text))
         self.placeholder.setColor(text)
-        kept = pal.color(QPalette.ColorRole.Highlight).name()
-        self.legend.setText(
-            f'<span style="color:{kept}">■</span> kept &nbsp; '
-            f'<span style="color:{REMOVED_COLOR.name()}">■</span> removed'
-        )
+        self._update_legend()
         if self.scores:
             self.bars.setOpts(brushes=self._brushes(), pens=self._pens())
+
+    def _update_legend(self) -> None:
+        kept = self.palette().color(QPalette.ColorRole.Highlight).name()
+        parts = [f'<span style="color:{kept}">■</span> kept',
+                 f'<span style="color:{REMOVED_COLOR.name()}">■</span> removed']
+        for n, name in enumerate(self.extra if self.extra_curves else []):
+            parts.append(f'<span style="color:{EXTRA_COLORS[n % len(EXTRA_COLORS)].name()}">—</span> {name}')
+        self.legend.setText(" &nbsp; ".join(parts) + (" (scaled)" if self.extra_curves else ""))
 
     def changeEvent(self, event: QEvent) -> None:
         if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange):
@@ -192,7 +311,9 @@ class ScoreChart(QWidget):
         score = self.scores[index] if 0 <= index < len(self.scores) else None
         value = f"{score:.4g}" if _finite(score) else "not scored yet"
         state = "removed" if index in self.removed else "kept"
-        return f"Layer {index}: {self.metric_label} {value} — {state}"
+        others = "".join(f"; {name} {values[index]:.4g}" for name, values in self.extra.items()
+                         if index < len(values) and _finite(values[index]))
+        return f"Layer {index}: {self.metric_label} {value}{others} — {state}"
 
     def _update_hover_text(self) -> None:
         self.hover_label.setText(self.hover_text(self._hovered) if self._hovered is not None else self.HINT)

@@ -53,3 +53,15 @@ def ask_output_folder(parent: QWidget | None, suggestion: str) -> str | None:
 def folder_is_nonempty(path: str) -> bool:
     p = Path(path)
     return p.is_dir() and any(p.iterdir())
+
+
+def ask_scores_save_path(parent: QWidget | None, suggestion: str) -> str | None:
+    """Where to export the scores (a .json file)."""
+    path, _ = QFileDialog.getSaveFileName(parent, "Export scores", suggestion, "Scores (*.json)")
+    return path or None
+
+
+def ask_scores_open_path(parent: QWidget | None, start: str) -> str | None:
+    """A scores file to import (written by Export scores… or the command line's --json)."""
+    path, _ = QFileDialog.getOpenFileName(parent, "Import scores", start, "Scores (*.json);;All files (*)")
+    return path or None

@@ -38,11 +38,13 @@ from . import dialogs
 from .calibration_panel import CalibrationPanel
 from .chart import ScoreChart
 from .compare_panel import ComparePanel
+from .elided_label import ElidedLabel
 from .icons import app_icon
 from .log_panel import LogPanel
 from .messages import user_message
-from .model_panel import ModelPanel
+from .model_panel import ModelPanel, model_key
 from .plan_panel import PlanPanel
+from .scores_file import read_scores, same_model, write_scores
 from .settings_panel import SettingsPanel
 from .settings_store import Store
 from .system import gpu_memory, probe_devices, process_memory, total_memory
@@ -64,7 +66,7 @@ _STAGE_TEXT = {
 }
 _STAGE_UNIT = {"scoring": "samples", "ppl_before": "windows", "ppl_after": "windows", "saving": "tensors",
                "generate": "generations"}
-_JOB_TITLE = {"open": "Opening the model", "score": "Scoring", "save": "Saving",
+_JOB_TITLE = {"open": "Opening the model", "score": "Scoring", "save": "Saving", "import": "Loading the model",
               "check": "Checking perplexity"}
 
 
@@ -145,9 +147,11 @@ class MainWindow(QMainWindow):
         scroll.setFrameShape(QFrame.Shape.NoFrame)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setMinimumWidth(330)
+        self.left_scroll = scroll
 
         self.chart = ScoreChart(self)
         self.chart.layerClicked.connect(self.toggle_layer)
+        self.chart.optionsChanged.connect(lambda options: self.store.set_chart_options(options))
         self.plan_panel = PlanPanel(self)
         self.plan_panel.countChanged.connect(self.set_count)
         self.plan_panel.formatChanged.connect(self.set_output_format)
@@ -170,7 +174,7 @@ class MainWindow(QMainWindow):
         self.progress.setTextVisible(False)
         self.progress.setMaximumWidth(220)
         self.progress.setVisible(False)
-        self.progress_label = QLabel(self)
+        self.progress_label = ElidedLabel(self)  # one line, elided; the whole text in its tooltip
         actions = QHBoxLayout()
         for button in (self.score_button, self.cancel_button, self.save_button, self.check_button):
             actions.addWidget(button)
@@ -229,6 +233,11 @@ class MainWindow(QMainWindow):
         file_menu.addAction(action("Open model &folder…", self.model_panel._browse_folder, "Ctrl+O"))
         file_menu.addAction(action("Open .&gguf file…", self.model_panel._browse_gguf))
         file_menu.addSeparator()
+        self.export_action = action("&Export scores…", self.export_scores)
+        self.import_action = action("&Import scores…", self.import_scores)
+        file_menu.addAction(self.export_action)
+        file_menu.addAction(self.import_action)
+        file_menu.addSeparator()
         self.save_action = action("&Save pruned model…", self.save, QKeySequence.StandardKey.Save)
         file_menu.addAction(self.save_action)
         file_menu.addSeparator()
@@ -266,6 +275,7 @@ class MainWindow(QMainWindow):
         self.model_panel.set_text(store.last_model())
         sources = store.calibration()
         self.calibration_panel.set_sources(sources if sources is not None else ["builtin"])
+        self.chart.set_options(store.chart_options())
         prompt = store.prompt()
         if prompt is not None:
             self.compare_panel.prompt.setText(prompt)
@@ -277,7 +287,7 @@ class MainWindow(QMainWindow):
         store.set_bytes("window/right", self.right_splitter.saveState())
         store.set_settings(self.settings_panel.values())
         store.set_recent_models(self.model_panel.recent())
-        store.set_last_model(self.model_panel.text)
+        store.set_last_model(model_key(self.model_panel.text))
         store.set_calibration(self.calibration_panel.sources())
         store.set_prompt(self.compare_panel.prompt.text())
         store.sync()
@@ -333,6 +343,10 @@ class MainWindow(QMainWindow):
         self.save_action.setEnabled(not busy and has_plan)
         self.check_button.setEnabled(not busy and has_plan)
         self.check_action.setEnabled(not busy and has_plan)
+        if hasattr(self, "export_action"):
+            self.export_action.setEnabled(not busy and self.engine.scores is not None
+                                          and self.engine.loaded is not None)
+            self.import_action.setEnabled(not busy and self.engine.source is not None)
 
     def _update_status(self) -> None:
         loaded = self.engine.loaded if not self.busy else None
@@ -467,7 +481,7 @@ class MainWindow(QMainWindow):
         self.model_panel.set_info(info)
         self.model_panel.remember(source.spec)
         self.store.set_recent_models(self.model_panel.recent())
-        self.store.set_last_model(source.spec)
+        self.store.set_last_model(model_key(source.spec))
         log.info("opened %s: %s, %d layers, %s parameters", source.display_name, info.architecture,
                  info.n_layers, f"{info.n_params:,}")
 
@@ -492,7 +506,7 @@ class MainWindow(QMainWindow):
                             "The calibration set is empty: add text files or folders, or tick the "
                             "built-in corpus.")
             return
-        if self.engine.source is None or (text and text != self.engine.source.spec):
+        if self.engine.source is None or (text and model_key(text) != model_key(self.engine.source.spec)):
             self.open_model(text, then="score")
             return
         spec = self.job_spec()
@@ -501,6 +515,7 @@ class MainWindow(QMainWindow):
         n = self.engine.n_layers
         self._scores_before = self.engine.scores
         self.chart.clickable = False
+        self.chart.set_extra({})
         self.chart.set_metric(metric.live_label or metric.label)
         if metric.needs_text:
             self.chart.set_scores([None] * n, removed=[])
@@ -522,6 +537,7 @@ class MainWindow(QMainWindow):
         self.set_count(count)
         for warning in scored.warnings:
             log.warning(warning)
+        self.calibration_panel.set_scored_skips(scored.warnings)
         tokens = f"{scored.sample_count} samples, {scored.sample_tokens:,} tokens, " if scored.sample_count \
             else ""
         log.info("scoring finished in %s (%son %s, %s)", human_seconds(scored.seconds), tokens,
@@ -596,6 +612,8 @@ class MainWindow(QMainWindow):
         scores = self.engine.scores
         if scores is not None:
             self.chart.set_scores(scores.scores, removed=plan.removed)
+            self.chart.set_extra({METRICS[name].label if name in METRICS else name: values
+                                  for name, values in scores.extra.items()})
         else:
             self.chart.set_removed(plan.removed)
         self.plan_panel.show_plan(plan, manual=self.manual)
@@ -657,6 +675,69 @@ class MainWindow(QMainWindow):
 
     def _on_calibration_problem(self, message: str) -> None:
         self.show_error("Calibration text", message)
+
+    # ------------------------------------------------------------------------------------- scores as JSON
+
+    def export_scores(self, path: str | Path | None = None) -> Path | None:
+        """Write the current scores (the report's JSON, with ``partial``) to ``path`` or a chosen file."""
+        scored = self.engine.scored
+        if self.busy or scored is None or self.engine.scores is None:
+            return None
+        source = self.engine.source
+        name = re.sub(r"[^\w.-]+", "-", Path(source.display_name).stem if source else "model").strip("-")
+        if path is None:
+            folder = self.store.save_dir() or str(Path.home())
+            path = dialogs.ask_scores_save_path(self, str(Path(folder) / f"{name}-{self.engine.scores.metric}.json"))
+            if not path:
+                return None
+        try:
+            report = self.engine.report(self.engine.plan(0))
+            report.removed_layers = list(self.plan.removed) if self.plan is not None else []
+            written = write_scores(report, scored.partial, path)
+        except (UserError, OSError) as exc:
+            self.show_error("Cannot export the scores", user_message(exc) if isinstance(exc, UserError)
+                            else f"{path} cannot be written ({exc.strerror or exc}).")
+            return None
+        self.statusBar().showMessage(f"Exported the scores to {written}", 10000)
+        log.info("exported scores to %s", written)
+        return written
+
+    def import_scores(self, path: str | Path | None = None) -> None:
+        """Show scores saved earlier for the opened model; the model loads (in a job) for its layer sizes.
+
+        Only for the model that is open: the file's layer count and model name must match it.
+        """
+        source, info = self.engine.source, self.engine.info
+        if self.busy:
+            return
+        if source is None or info is None:
+            self.show_error("Cannot import the scores", "Open the model the scores are for first.")
+            return
+        if path is None:
+            path = dialogs.ask_scores_open_path(self, self.store.save_dir() or str(Path.home()))
+            if not path:
+                return
+        try:
+            imported = read_scores(path)
+        except UserError as exc:
+            self.show_error("Cannot import the scores", user_message(exc))
+            return
+        if not same_model(imported, source.spec, source.display_name, info.n_layers):
+            self.show_error("Cannot import the scores",
+                            f"These scores are for {imported.model or 'another model'} ({imported.n_layers} "
+                            f"layers), not for the opened model {source.display_name} ({info.n_layers} layers).")
+            return
+        spec = self.job_spec()
+        self._scoring_metric = imported.scores.metric
+        self._scores_before = self.engine.scores
+        self.settings_panel.set_values({"metric": imported.scores.metric})
+        self.jobs.start(
+            "import",
+            lambda progress, cancel: self.engine.use_imported_scores(spec, imported.scores, imported.partial,
+                                                                     progress, cancel),
+            on_success=self._on_scored, on_failure=lambda f: self.show_error("Cannot import the scores", f),
+            on_cancel=lambda: self.statusBar().showMessage("Import cancelled; nothing changed.", 8000),
+        )
 
     # ----------------------------------------------------------------------------------------------- save
 

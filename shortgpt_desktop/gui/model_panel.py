@@ -22,8 +22,21 @@ from PySide6.QtWidgets import (
 
 from ..core.loading import ModelInfo
 from ..format import human_bytes, human_count, human_rate
+from .elided_label import ElidedLabel
 
 MAX_RECENT = 12
+
+
+def model_key(text: str) -> str:
+    """How a model is remembered: a local path absolute and resolved (so it works from any working directory
+    and the same folder typed two ways counts once), a Hub id as typed."""
+    text = text.strip()
+    if not text:
+        return text
+    path = Path(text).expanduser()
+    if path.exists():
+        return str(path.resolve())
+    return text
 
 
 def droppable_model(path: str) -> bool:
@@ -98,8 +111,9 @@ class ModelPanel(QGroupBox):
             value.setMinimumWidth(1)
             self.values[key] = value
             form.addRow(label + ":", value)
-        self.message = QLabel(self)
-        self.message.setWordWrap(True)
+        # An error can be a paragraph: at most three lines here (the left column must not grow and push the
+        # settings away), the whole sentence in the tooltip and the dialog.
+        self.message = ElidedLabel(self, max_lines=3)
         self.message.setVisible(False)
 
         layout = QVBoxLayout(self)
@@ -129,17 +143,22 @@ class ModelPanel(QGroupBox):
         return [self.field.itemText(i) for i in range(self.field.count())]
 
     def set_recent(self, items: list[str]) -> None:
+        """Replace the recent list (local paths made absolute, repeats dropped, newest first)."""
+        unique: list[str] = []
+        for item in items:
+            key = model_key(item)
+            if key and key not in unique:
+                unique.append(key)
         current = self.field.currentText()
         self.field.blockSignals(True)
         self.field.clear()
-        self.field.addItems(items[:MAX_RECENT])
+        self.field.addItems(unique[:MAX_RECENT])
         self.field.setEditText(current)
         self.field.blockSignals(False)
 
     def remember(self, text: str) -> None:
-        """Put ``text`` first in the recent list."""
-        items = [text] + [t for t in self.recent() if t != text]
-        self.set_recent(items)
+        """Put ``text`` first in the recent list (see :func:`model_key`)."""
+        self.set_recent([text, *self.recent()])
 
     def set_busy(self, busy: bool) -> None:
         for w in (self.field, self.open_button, self.folder_button, self.gguf_button):

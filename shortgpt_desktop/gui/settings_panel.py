@@ -77,6 +77,11 @@ class SettingsPanel(QGroupBox):
         form.addRow("Batch size:", self.batch_box)
         form.addRow("Metric:", self.metric_box)
         form.addRow(self.trust_box)
+        for box in (self.device_box, self.dtype_box, self.preset_box, self.metric_box):
+            # A long item (a GPU's name, "Auto (bf16 on GPU, fp32 on CPU)") must not widen the left column
+            # past a 1024-px window's share: the box shrinks, the open list still shows items whole.
+            box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            box.setMinimumContentsLength(12)
         self._wheel_guard = _WheelGuard(self)
         for box in (self.device_box, self.dtype_box, self.preset_box, self.metric_box, self.samples_box,
                     self.seq_len_box, self.eval_box, self.batch_box):

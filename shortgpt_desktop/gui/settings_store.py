@@ -64,6 +64,12 @@ class Store:
     def set_calibration(self, sources: list[str]) -> None:
         self._set_json("calibration/sources", sources)
 
+    def chart_options(self) -> dict[str, bool]:
+        return self._json("chart/options", {})
+
+    def set_chart_options(self, options: dict[str, bool]) -> None:
+        self._set_json("chart/options", options)
+
     def prompt(self) -> str | None:
         value = self.qs.value("compare/prompt")
         return None if value is None else str(value)

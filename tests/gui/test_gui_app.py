@@ -18,8 +18,8 @@ from shortgpt_desktop.gui.plan_panel import PlanPanel
 REPO = Path(__file__).resolve().parents[2]
 
 
-def run_app(*args: str, timeout: int = 180) -> subprocess.CompletedProcess:
-    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "PYTHONPATH": str(REPO)}
+def run_app(*args: str, timeout: int = 180, **extra_env: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "PYTHONPATH": str(REPO), **extra_env}
     return subprocess.run([sys.executable, "-m", "shortgpt_desktop", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
@@ -125,7 +125,17 @@ def test_screenshot_mode(tmp_path: Path, gui_model: Path, calib_text: Path) -> N
 
 @pytest.mark.parametrize("args", [["--screenshot", "x.png"], ["/no/such/model", "--screenshot", "x.png"]])
 def test_screenshot_mode_fails_cleanly(tmp_path: Path, args: list[str]) -> None:
+    """Also: without --settings-file, a screenshot run (which resizes the window and saves state on closing)
+    keeps its settings in a throwaway file, never in the user's store."""
     args = [a if a != "x.png" else str(tmp_path / "x.png") for a in args]
-    result = run_app(*args, "--settings-file", str(tmp_path / "s.ini"))
+    config = tmp_path / "config"
+    user_ini = config / "ShortGPT Desktop" / "shortgpt-desktop.ini"
+    user_ini.parent.mkdir(parents=True)
+    user_ini.write_text('[job]\nsettings="{\\"samples\\": 77}"\n', encoding="utf-8")
+    before = user_ini.read_bytes()
+    result = run_app(*args, "--samples", "8", "--size", "900x640", XDG_CONFIG_HOME=str(config),
+                     HOME=str(tmp_path))
     assert result.returncode != 0
     assert not (tmp_path / "x.png").exists()
+    assert user_ini.read_bytes() == before
+    assert sorted(p.name for p in config.rglob("*")) == ["ShortGPT Desktop", "shortgpt-desktop.ini"]

@@ -1,0 +1,100 @@
+"""Scores as a JSON file (File → Export scores… / Import scores…): the engine's report plus a partial flag.
+
+The file is the command line's ``--json`` report (:class:`~..core.report.Report`), so either face reads the
+other's; ``partial`` says the pass was cancelled part-way.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import UserError
+from ..core.metrics import METRICS
+from ..core.report import Report
+from ..core.scoring import LayerScores
+
+
+class ScoresFileError(UserError):
+    """A scores file that cannot be read or is not for the opened model."""
+
+
+@dataclass
+class ImportedScores:
+    model: str
+    n_layers: int
+    architecture: str
+    scores: LayerScores
+    partial: bool = False
+    removed: list[int] = field(default_factory=list)
+
+
+def write_scores(report: Report, partial: bool, path: str | Path) -> Path:
+    """Write ``report`` as JSON to ``path`` via a temporary file beside it (never a half-written file)."""
+    path = Path(path)
+    data = {**report.to_dict(), "partial": partial}
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as f:
+            f.write(json.dumps(data, indent=2) + "\n")
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _score_list(value: Any, n: int, what: str) -> list[float | None]:
+    if not isinstance(value, list) or len(value) != n:
+        raise ScoresFileError(f"The {what} in the file are not one number per layer.")
+    out: list[float | None] = []
+    for v in value:
+        if v is None:
+            out.append(None)
+        elif isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            out.append(float(v))
+        else:
+            raise ScoresFileError(f"The {what} in the file are not one number per layer.")
+    return out
+
+
+def read_scores(path: str | Path) -> ImportedScores:
+    """Read a scores file written by Export scores… or the command line's ``--json``."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScoresFileError(f"{path} cannot be read ({exc}).") from None
+    except ValueError as exc:
+        raise ScoresFileError(f"{path} is not valid JSON ({exc}).") from None
+    if not isinstance(data, dict) or not isinstance(data.get("n_layers"), int) or not data.get("scores"):
+        raise ScoresFileError(f"{path} holds no layer scores: export them from ShortGPT Desktop first.")
+    n = int(data["n_layers"])
+    metric = str(data.get("metric", ""))
+    if metric not in METRICS:
+        raise ScoresFileError(f"{path} uses a metric this version does not know ({metric or 'none'}).")
+    scores = _score_list(data["scores"], n, "scores")
+    extra_raw = data.get("other_scores") or {}
+    extra = {name: _score_list(values, n, f"{name} scores") for name, values in extra_raw.items()
+             if isinstance(extra_raw, dict)}
+    block = data.get("block_size")
+    layer_scores = LayerScores(metric, scores, tokens=int(data.get("tokens") or 0),
+                               seconds=float(data.get("timings", {}).get("scoring", 0.0) or 0.0),
+                               block_size=block if isinstance(block, int) else None, extra=extra)
+    removed = [int(i) for i in data.get("removed_layers") or [] if isinstance(i, int) and 0 <= i < n]
+    return ImportedScores(str(data.get("model", "")), n, str(data.get("architecture", "")), layer_scores,
+                          bool(data.get("partial", False)), removed)
+
+
+def same_model(imported: ImportedScores, spec: str, display_name: str, n_layers: int) -> bool:
+    """Whether scores measured on ``imported.model`` fit the opened model: same layer count and same name
+    (a folder may have moved, so a path's last part is enough)."""
+    def name(text: str) -> str:
+        return Path(text.rstrip("/\\")).name or text
+
+    return imported.n_layers == n_layers and name(imported.model) in (name(spec), name(display_name))

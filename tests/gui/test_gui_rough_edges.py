@@ -1,0 +1,357 @@
+"""Rough edges a user hit: settings a screenshot run overwrote, recent models, layout at 1024 × 600, the chart's
+scale and hints, the calibration panel's skipped files, scores as JSON, missing xcb libraries."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QSettings
+
+# ------------------------------------------------------------------------------------------- 1. settings
+
+
+def test_settings_for_gives_a_screenshot_run_a_throwaway_store(tmp_path: Path) -> None:
+    from shortgpt_desktop.app import parse_args, settings_for
+    from shortgpt_desktop.gui.settings_store import default_settings
+
+    qs, scratch = settings_for(parse_args(["m", "--screenshot", "x.png"]))
+    assert scratch is not None and qs.fileName().startswith(scratch.name)
+    assert qs.fileName() != default_settings().fileName()
+    scratch.cleanup()
+    named, none = settings_for(parse_args(["--settings-file", str(tmp_path / "s.ini")]))
+    assert none is None and named.fileName() == str(tmp_path / "s.ini")
+    assert settings_for(parse_args([])) == (None, None)
+
+
+def test_recent_models_are_absolute_and_unique(qtbot, make_window, settings: QSettings, gui_model: Path,
+                                              tmp_path: Path, monkeypatch) -> None:
+    window = make_window()
+    monkeypatch.chdir(gui_model.parent)
+    relative = f"./{gui_model.name}/"
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000) as opened:
+        window.open_model(relative)
+    assert opened.args == ["open", "ok"]
+    window.model_panel.remember("HuggingFaceTB/SmolLM2-135M")  # a Hub id stays as typed
+    window.model_panel.remember(str(gui_model))  # the same folder typed another way
+    window.model_panel.remember(f"{gui_model.parent}/../{gui_model.parent.name}/{gui_model.name}")
+    assert window.model_panel.recent() == [str(gui_model.resolve()), "HuggingFaceTB/SmolLM2-135M"]
+    window.close()
+    monkeypatch.chdir(tmp_path)  # another working directory: what was stored still names the model
+    again = make_window(fast=False)
+    assert again.model_panel.recent()[0] == str(gui_model.resolve())
+    assert Path(again.model_panel.text) == gui_model.resolve()
+    stored = again.store.recent_models()
+    assert len(stored) == len(set(stored)) == 2
+
+
+# ---------------------------------------------------------------------------------------------- 2. layout
+
+
+def _visible_in_scroll(scroll, widget) -> bool:
+    """Whether ``widget`` lies wholly inside the scroll area's viewport now."""
+    from PySide6.QtCore import QRect
+
+    top_left = widget.mapTo(scroll.viewport(), widget.rect().topLeft())
+    return scroll.viewport().rect().contains(QRect(top_left, widget.size()))
+
+
+def test_every_setting_is_reachable_at_1024_by_600_with_a_long_error(qtbot, window) -> None:
+    window.resize(1024, 600)
+    qtbot.waitUntil(lambda: window.size().width() == 1024 and window.size().height() == 600, timeout=3000)
+    scroll = window.left_scroll
+    left_width = scroll.width()
+    error = ("The model cannot be opened: " + "a very long explanation of what went wrong and why, " * 12).strip()
+    window.model_panel.set_message(error)
+    qtbot.wait(50)
+    message = window.model_panel.message
+    assert message.text() == error and message.toolTip() == error  # all of it, on request
+    line = message.fontMetrics().lineSpacing()
+    assert message.height() <= 3 * line + 4 and message.shown_text().count("\n") <= 2
+    assert message.shown_text().endswith("…")
+    assert scroll.width() == left_width  # the column did not grow
+    assert scroll.widget().width() <= scroll.viewport().width()  # nothing cut off on the right
+    panel = window.settings_panel
+    rows = [panel.device_box, panel.dtype_box, panel.preset_box, panel.samples_box, panel.seq_len_box,
+            panel.eval_box, panel.batch_box, panel.metric_box, panel.trust_box]
+    for row in rows:
+        scroll.ensureWidgetVisible(row)  # what Tab does, with Qt's default margins
+        qtbot.wait(10)
+        assert _visible_in_scroll(scroll, row), row
+    # A short message takes one line, and clearing it gives the room back.
+    window.model_panel.set_message("Opening was cancelled.")
+    qtbot.wait(10)
+    assert message.shown_text() == "Opening was cancelled." and message.toolTip() == ""
+    assert message.height() <= line + 4
+
+
+def test_a_long_progress_text_is_elided_and_does_not_squeeze_the_left_column(qtbot, window) -> None:
+    window.resize(1024, 600)
+    qtbot.waitUntil(lambda: window.size().width() == 1024, timeout=3000)
+    left_width = window.left_scroll.width()
+    long_text = "Tokenising the calibration text: " + ", ".join(f"/some/long/folder/file-{i}.txt" for i in range(40))
+    window.progress_label.setText(long_text)
+    qtbot.wait(50)
+    label = window.progress_label
+    assert window.left_scroll.width() == left_width
+    assert label.text() == long_text and label.toolTip() == long_text
+    shown = label.shown_text()
+    assert shown.endswith("…") and "\n" not in shown
+    assert label.fontMetrics().horizontalAdvance(shown) <= label.width()
+    assert window.frameGeometry().width() <= 1024 + 50 and window.width() == 1024
+
+
+# ----------------------------------------------------------------------------------------------- 3. chart
+
+#: A real model's shape: layer 0 far above the rest (SmolLM2-135M's BI: 0.98, then 0.025–0.07).
+OUTLIER_SCORES = [0.98] + [0.025 + 0.045 * ((i * 7) % 29) / 28 for i in range(29)]
+
+
+def _chart(qtbot):
+    from shortgpt_desktop.gui.chart import ScoreChart
+
+    chart = ScoreChart()
+    qtbot.addWidget(chart)
+    chart.resize(800, 400)
+    chart.show()
+    qtbot.waitExposed(chart)
+    return chart
+
+
+def test_zoom_past_outliers_shows_the_bulk_of_the_layers(qtbot) -> None:
+    chart = _chart(qtbot)
+    chart.set_scores(OUTLIER_SCORES, removed=[])
+    y_low, y_high = chart.plot.getPlotItem().vb.viewRange()[1]
+    assert y_high > 0.98  # unzoomed: layer 0 sets the scale, the others are slivers under 7 %
+    with qtbot.waitSignal(chart.optionsChanged) as changed:
+        chart.zoom_box.setChecked(True)
+    assert changed.args == [{"zoom": True, "others": False}]
+    y_low, y_high = chart.plot.getPlotItem().vb.viewRange()[1]
+    bulk = max(OUTLIER_SCORES[1:])
+    assert bulk < y_high < bulk * 1.2 and y_low == 0.0
+    assert [label.toPlainText() for label in chart.outlier_labels] == ["0.98 ↑"]  # the cut bar says its value
+    chart.zoom_box.setChecked(False)
+    assert chart.plot.getPlotItem().vb.viewRange()[1][1] > 0.98 and chart.outlier_labels == []
+
+
+def test_outlier_ceiling_leaves_an_even_chart_alone() -> None:
+    from shortgpt_desktop.gui.chart import outlier_ceiling
+
+    assert outlier_ceiling([0.1, 0.2, 0.3, 0.4, 0.5, 0.6]) is None
+    assert outlier_ceiling([0.9, None, 0.1]) is None  # too few to say
+    assert outlier_ceiling(OUTLIER_SCORES) == max(OUTLIER_SCORES[1:])
+
+
+def test_empty_chart_has_no_fractional_layer_ticks(qtbot) -> None:
+    chart = _chart(qtbot)
+    axis = chart.bottom_axis
+
+    def tick_labels() -> list[str]:
+        levels = axis._tickLevels  # None would mean pyqtgraph's own ticks: 0, 0.2, 0.4, … on the empty chart
+        assert levels is not None
+        return [label for level in levels for _, label in level]
+
+    assert tick_labels() == []
+    chart.set_scores([0.5, 0.2, 0.3])
+    assert tick_labels() == ["0", "1", "2"]
+    chart.clear("gone")
+    assert tick_labels() == []
+
+
+def test_other_metrics_overlay_scaled_to_the_axis(qtbot) -> None:
+    chart = _chart(qtbot)
+    chart.set_scores([0.2, 0.1, 0.4, 0.3])
+    chart.set_extra({"Angular distance": [2.0, 1.0, 4.0, 8.0], "Relative magnitude": [0.5, None, 0.5, 1.0]})
+    assert chart.extra_curves == []  # off until asked for
+    chart.others_box.setChecked(True)
+    assert len(chart.extra_curves) == 2
+    xs, ys = chart.extra_curves[0].getData()
+    assert list(xs) == [0, 1, 2, 3] and [round(y, 6) for y in ys] == [0.1, 0.05, 0.2, 0.4]  # peak = bars' peak
+    xs, ys = chart.extra_curves[1].getData()
+    assert list(xs) == [0, 2, 3] and [round(y, 6) for y in ys] == [0.2, 0.2, 0.4]
+    assert "Angular distance" in chart.legend.text() and "scaled" in chart.legend.text()
+    assert "Angular distance 4" in chart.hover_text(2) and "Relative magnitude 0.5" in chart.hover_text(2)
+    chart.others_box.setChecked(False)
+    assert chart.extra_curves == [] and "Angular" not in chart.legend.text()
+
+
+def test_hover_hint_follows_clicks_and_cancel_and_options_are_remembered(qtbot, opened, make_window,
+                                                                           settings: QSettings) -> None:
+    from PySide6.QtCore import Qt
+
+    window = opened
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.start_scoring()
+    chart = window.chart
+    chart._on_mouse_moved(chart.plot.mapToScene(chart.bar_position(2)))
+    state = "removed" if 2 in window.plan.removed else "kept"
+    assert chart.hover_label.text().endswith(state)
+    qtbot.mouseClick(chart.plot.viewport(), Qt.MouseButton.LeftButton, pos=chart.bar_position(2))
+    flipped = "kept" if state == "removed" else "removed"
+    assert chart.hover_label.text().endswith(flipped)  # not the state before the click
+    assert "Angular" in chart.hover_label.text() or "angular" in chart.hover_label.text().lower()
+    chart.clear("Press Score")  # what a failed or cancelled first pass leaves
+    assert chart.hover_label.text() == chart.HINT
+    chart.zoom_box.setChecked(True)
+    chart.others_box.setChecked(True)
+    window.close()
+    again = make_window(fast=False)
+    assert again.chart.options() == {"zoom": True, "others": True}
+
+
+# ----------------------------------------------------------------------------------------- 4. calibration
+
+
+def test_first_own_file_unticks_the_builtin_corpus(qtbot, window, calib_text: Path, tmp_path: Path) -> None:
+    panel = window.calibration_panel
+    panel.set_sources(["builtin"])
+    assert panel.sources() == ["builtin"]
+    with qtbot.waitSignal(panel.changed, timeout=1000):
+        panel.add_paths([str(calib_text)])
+    assert panel.sources() == [str(calib_text)]  # not mixed in silently
+    panel.builtin.setChecked(True)  # the user wants both: a second file leaves the choice alone
+    other = tmp_path / "more.txt"
+    other.write_text("More prose for the calibration set.\n", encoding="utf-8")
+    panel.add_paths([str(other)])
+    assert panel.sources() == [str(calib_text), str(other), "builtin"]
+    panel.set_sources([str(calib_text), "builtin"])  # restoring saved sources keeps the saved tick
+    assert panel.sources() == [str(calib_text), "builtin"]
+
+
+def test_files_the_engine_skips_show_in_the_panel(qtbot, window, tmp_path: Path) -> None:
+    from shortgpt_desktop.core.calibration import read_texts
+
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    (folder / "good.txt").write_text("Plain prose that the engine reads.\n", encoding="utf-8")
+    (folder / "empty.txt").write_text("   \n", encoding="utf-8")
+    (folder / "picture.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
+    lines = folder / "chat.jsonl"
+    lines.write_text('{"text": "a line with text"}\n{"prompt": "no text field"}\n{"prompt": "nor here"}\n',
+                     encoding="utf-8")
+    panel = window.calibration_panel
+    assert not panel.skipped_label.isVisible()
+    panel.add_paths([str(folder)])
+    expected = read_texts([folder]).skipped  # the engine's own sentences, not the panel's guess
+    assert len(expected) == 3
+    assert any('without a "text" field' in s for s in expected) and any("not text" in s for s in expected)
+    assert panel.skipped() == expected
+    label = panel.skipped_label
+    assert label.isVisible() and label.text().startswith("⚠ ") and "2 more" in label.text()
+    assert label.toolTip() == "\n".join(expected)
+    item = panel.list.topLevelItem(0)
+    assert not item.icon(0).isNull() and all(s in item.toolTip(0) for s in expected)
+    panel.list.setCurrentItem(item)
+    panel.remove_selected()
+    assert panel.skipped() == [] and not label.isVisible()
+    good = folder / "good.txt"
+    panel.add_paths([str(good)])
+    assert panel.skipped() == [] and panel.list.topLevelItem(0).icon(0).isNull()
+    panel.set_scored_skips(["Skipped /big/file.bin: it is not text.", "Only 3 samples."])  # after a pass
+    assert panel.skipped() == ["Skipped /big/file.bin: it is not text."] and label.isVisible()
+
+
+# ------------------------------------------------------------------------------------- 6. xcb libraries
+
+
+def test_missing_xcb_libraries_are_named_before_qt_aborts(monkeypatch, capsys) -> None:
+    from shortgpt_desktop import app
+
+    missing = {"libxcb-icccm.so.4", "libxcb-keysyms.so.1"}  # what Debian 12 lacked after pip install
+    monkeypatch.setattr(app, "_library_loads", lambda name: name not in missing)
+    monkeypatch.setattr(app, "make_app", lambda: pytest.fail("Qt must not be started"))
+    monkeypatch.setattr(app.sys, "platform", "linux")
+    monkeypatch.setenv("QT_QPA_PLATFORM", "xcb")
+    assert app.main(["--settings-file", "unused.ini"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "libxcb-icccm.so.4, libxcb-keysyms.so.1" in err
+    assert "sudo apt install libxcb-icccm4 libxcb-keysyms1`" in err and "libxcb-cursor0" not in err
+    # Other platforms are not checked: offscreen, Wayland by default, and xcb when all is there.
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
+    assert app.missing_xcb_libraries() is None
+    monkeypatch.delenv("QT_QPA_PLATFORM")
+    monkeypatch.setenv("WAYLAND_DISPLAY", "wayland-0")
+    assert app.missing_xcb_libraries() is None
+    monkeypatch.delenv("WAYLAND_DISPLAY")
+    monkeypatch.delenv("XDG_SESSION_TYPE", raising=False)
+    assert "libxcb-icccm4" in app.missing_xcb_libraries()
+    monkeypatch.setattr(app, "_library_loads", lambda name: True)
+    assert app.missing_xcb_libraries() is None
+
+
+def test_xcb_library_list_matches_the_installed_plugin() -> None:
+    """The list is what PySide6's xcb plugin links against (on Linux, read from its ELF headers by ldd)."""
+    import shutil
+
+    import PySide6
+
+    from shortgpt_desktop.app import XCB_LIBRARIES
+
+    plugin = Path(PySide6.__file__).parent / "Qt" / "plugins" / "platforms" / "libqxcb.so"
+    if not plugin.exists() or shutil.which("ldd") is None:
+        pytest.skip("no Linux xcb plugin here")
+    out = subprocess.run(["ldd", str(plugin)], capture_output=True, text=True, timeout=30).stdout
+    needed = {line.split()[0] for line in out.splitlines()
+              if line.strip().startswith(("libxcb", "libX11", "libxkbcommon"))}
+    assert needed <= set(XCB_LIBRARIES), needed - set(XCB_LIBRARIES)
+
+
+# ------------------------------------------------------------------------------------------ 5. scores JSON
+
+
+def test_scores_export_and_import_for_the_same_model(qtbot, opened, make_window, gui_model: Path,
+                                                     tmp_path: Path) -> None:
+    import json
+
+    window = opened
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.start_scoring()
+    window.plan_panel.set_count(2, emit=True)
+    qtbot.waitUntil(lambda: window.plan is not None and len(window.plan.removed) == 2, timeout=3000)
+    assert window.export_action.isEnabled()
+    out = tmp_path / "export"
+    out.mkdir()
+    path = window.export_scores(out / "scores.json")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    scores = window.engine.scores
+    assert data["metric"] == "bi" and data["n_layers"] == 6 and data["partial"] is False
+    assert data["scores"] == scores.scores and set(data["other_scores"]) == set(scores.extra)
+    assert data["model"] == str(gui_model) and data["tokens"] == scores.tokens > 0
+    assert data["removed_layers"] == window.plan.removed
+    assert [p.name for p in out.iterdir()] == ["scores.json"]  # no temporary file left
+
+    # A fresh window with the same model opened: import, and the chart and slider work without a pass.
+    fresh = make_window()
+    with qtbot.waitSignal(fresh.jobFinished, timeout=60_000):
+        fresh.open_model(str(gui_model))
+    fresh.settings_panel.set_values({"metric": "angular"})
+    with qtbot.waitSignal(fresh.jobFinished, timeout=60_000) as imported:
+        fresh.import_scores(path)
+    assert imported.args == ["import", "ok"]
+    assert fresh.chart.scores == scores.scores and fresh.engine.scores.metric == "bi"
+    assert fresh.settings_panel.values()["metric"] == "bi"
+    assert fresh.plan_panel.slider.maximum() == 5
+    with qtbot.waitSignal(fresh.plan_panel.countChanged, timeout=2000):
+        fresh.plan_panel.slider.setValue(3)
+    assert fresh.plan.removed == sorted(sorted(range(6), key=lambda i: scores.scores[i])[:3])
+    assert fresh.plan.params_after < fresh.plan.params_before and fresh.save_button.isEnabled()
+    assert fresh.dialogs == []
+
+    # Another model (a different layer count) is refused with a sentence.
+    data["n_layers"], data["scores"] = 4, data["scores"][:4]
+    data["other_scores"] = {k: v[:4] for k, v in data["other_scores"].items()}
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(data), encoding="utf-8")
+    fresh.import_scores(other)
+    assert "not for the opened model" in fresh.dialogs[-1].text() and "4 layers" in fresh.dialogs[-1].text()
+    assert fresh.chart.scores == scores.scores  # what was shown stays
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json", encoding="utf-8")
+    fresh.import_scores(broken)
+    assert "not valid JSON" in fresh.dialogs[-1].text()
+
+
+def test_import_needs_an_opened_model(window, tmp_path: Path) -> None:
+    window.import_scores(tmp_path / "whatever.json")
+    assert "Open the model" in window.dialogs[-1].text()
