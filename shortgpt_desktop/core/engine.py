@@ -311,6 +311,11 @@ class Engine:
             return metric.from_stats(self.stats, max(1, block_size))
         if self.scores is not None and self.scores.metric == metric_name:
             return self.scores
+        if self.scores is not None and metric_name in self.scores.extra and not metric.block:
+            # Imported scores carry the other metrics of their pass, but not the pass itself.
+            others = {**self.scores.extra, self.scores.metric: self.scores.scores}
+            values = others.pop(metric_name)
+            return LayerScores(metric_name, values, self.scores.tokens, self.scores.seconds, extra=others)
         return None
 
     def use_scores(self, scores: LayerScores) -> None:

@@ -184,8 +184,9 @@ class ModelPanel(QGroupBox):
         needed = human_bytes(info.memory_needed_bytes)
         self.values["memory"].setText(f"{needed} on {info.device}, {info.dtype}")
         self.values["memory"].setToolTip(
-            f"weights {human_bytes(info.weights_bytes)} + working memory {human_bytes(info.working_bytes)} "
-            "for the chosen batch size and sequence length"
+            f"the program {human_bytes(info.runtime_bytes)} + weights {human_bytes(info.weights_bytes)} + the larger "
+            f"of working memory {human_bytes(info.working_bytes)} (for the chosen batch size and sequence "
+            f"length) and what loading holds for a moment {human_bytes(info.loading_bytes)}"
         )
 
     def set_message(self, text: str) -> None:
