@@ -21,11 +21,39 @@ from pathlib import Path
 from typing import Any
 
 from .architectures import Family, family_for_model_type, get_submodule
-from .errors import UnsupportedModelError
+from .errors import ModelSourceError, UnsupportedModelError
 from .sources import ModelSource, read_safetensors_header
 
 #: Layer index in a GGUF tensor name (``blk.12.attn_q.weight``).
 GGUF_BLOCK = re.compile(r"^blk\.(?P<idx>\d+)\.")
+
+
+def _torch_dtypes() -> dict[str, Any]:
+    import torch
+
+    names = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
+             "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
+             "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
+    return {k: getattr(torch, v) for k, v in names.items() if hasattr(torch, v)}
+
+
+class _LazyDtypes(dict):  # type: ignore[type-arg]
+    """safetensors dtype name → torch dtype, built on first use (torch is imported late)."""
+
+    def _fill(self) -> None:
+        if not super().__len__():
+            self.update(_torch_dtypes())
+
+    def __contains__(self, key: object) -> bool:
+        self._fill()
+        return super().__contains__(key)
+
+    def __getitem__(self, key: str) -> Any:
+        self._fill()
+        return super().__getitem__(key)
+
+
+_SAFETENSORS_DTYPES = _LazyDtypes()
 
 
 def generic_layer_pattern() -> re.Pattern[str]:
@@ -85,12 +113,21 @@ class SafetensorsReader:
         self.index = TensorIndex()
         import math
 
+        self._meta: dict[str, dict[str, Any]] = {}
+        self._data_start: dict[Path, int] = {}
         for weight in source.weight_files:
             header = read_safetensors_header(weight.path)
+            self._data_start[weight.path] = int(header["__header_bytes__"])
             for key, meta in header.items():
                 if key.startswith("__"):
                     continue
+                if meta["dtype"] not in _SAFETENSORS_DTYPES:
+                    raise UnsupportedModelError(
+                        f"{weight.path.name} stores {key} as {meta['dtype']}, which layer-by-layer scoring cannot "
+                        "read; load the whole model instead."
+                    )
                 self._file_of[key] = weight.path
+                self._meta[key] = meta
                 self.index.numel[key] = math.prod(meta["shape"])
                 match = pattern.match(key)
                 if match:
@@ -99,17 +136,32 @@ class SafetensorsReader:
                     self.index.other_keys.append(key)
 
     def read(self, keys: list[str]) -> dict[str, Any]:
-        """Checkpoint name → tensor (CPU, stored dtype) for ``keys``."""
-        from safetensors import safe_open
+        """Checkpoint name → tensor (CPU, stored dtype) for ``keys``.
 
+        Read with plain file reads at the header's offsets: ``safe_open`` maps the whole shard (several GB)
+        privately, which counts against a process's data limit although it is never resident.
+        """
+        import torch
+
+        tensors: dict[str, Any] = {}
         by_file: dict[Path, list[str]] = {}
         for key in keys:
             by_file.setdefault(self._file_of[key], []).append(key)
-        tensors: dict[str, Any] = {}
         for path, names in by_file.items():
-            with safe_open(str(path), framework="pt") as handle:
-                for name in names:
-                    tensors[name] = handle.get_tensor(name)
+            with open(path, "rb", buffering=0) as handle:
+                for name in sorted(names, key=lambda k: self._meta[k]["data_offsets"][0]):
+                    meta = self._meta[name]
+                    start, end = meta["data_offsets"]
+                    raw = torch.empty(end - start, dtype=torch.uint8)
+                    handle.seek(self._data_start[path] + start)
+                    view = memoryview(raw.numpy())
+                    got = 0
+                    while got < len(view):
+                        n = handle.readinto(view[got:])
+                        if not n:
+                            raise ModelSourceError(f"{path.name} is truncated; download it again.")
+                        got += n
+                    tensors[name] = raw.view(_SAFETENSORS_DTYPES[meta["dtype"]]).reshape(meta["shape"])
         return tensors
 
     def layer(self, index: int) -> dict[str, Any]:
