@@ -105,7 +105,7 @@ def main() -> None:
                                options.batch_size)
     args = {"folder": str(folder), "samples": options.samples, "seq_len": options.seq_len,
             "batch_size": options.batch_size, "device": options.device, "threads": options.threads}
-    results = {mode: run(mode, args) for mode in ("memory", "streamed")}
+    results = {mode: run(mode, args) for mode in ("memory", "streamed")}  # same run, same machine state
     memory, streamed = results["memory"], results["streamed"]
     worst = max(abs(a - b) for a, b in zip(memory["bi"], streamed["bi"], strict=True))
     mb = 1 / 2**20

@@ -40,6 +40,7 @@ from .streaming_weights import (
     move_buffers,
     open_reader,
     release,
+    trim_heap,
 )
 
 
@@ -275,6 +276,7 @@ class StreamedModel:
                     observer.exit_layer(index, layer)
             finally:
                 release(layer)
+                trim_heap()
             if after_layer is not None:
                 after_layer(done, index)
 

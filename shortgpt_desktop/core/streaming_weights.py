@@ -80,6 +80,35 @@ def quiet_loading() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+@contextlib.contextmanager
+def _sequential_loading() -> Iterator[None]:
+    """Load without transformers' thread pool: fresh worker threads per layer each get a malloc arena that
+    keeps the freed layers' memory (measured: streamed peak RSS 1.2 GB instead of 0.3 GB on a 3 GB model)."""
+    import os
+
+    key = "HF_DEACTIVATE_ASYNC_LOAD"
+    previous = os.environ.get(key)
+    os.environ[key] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = previous
+
+
+def trim_heap() -> None:
+    """Hand freed memory back to the system (glibc keeps it otherwise); a no-op elsewhere."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):  # not glibc (musl): nothing to trim
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 # ------------------------------------------------------------------------------------------------ readers
 
 
@@ -295,7 +324,7 @@ def load_part(model: Any, tensors: dict[str, Any], device: str, part: str) -> No
         dtype_plan=model._get_dtype_plan(dtype),
         weight_mapping=get_model_conversion_mapping(model),
     )
-    with quiet_loading():
+    with quiet_loading(), _sequential_loading():
         info, _ = convert_and_load_state_dict_in_model(model, tensors, config)
     if info.mismatched_keys:
         name, got, expected = sorted(info.mismatched_keys)[0]
