@@ -116,13 +116,17 @@ class _Accumulator:
         self._handles.clear()
 
     def start_batch(self, mask: Any, last: Any) -> None:
+        self.select_batch(mask, last)
+        self.tokens += int(mask.sum())
+
+    def select_batch(self, mask: Any, last: Any) -> None:
+        """Point the hooks at a batch without counting its tokens again (streamed scoring revisits batches)."""
         torch = self._torch
         if self.cos_sum is None:
             self.cos_sum = torch.zeros(self.n, dtype=torch.float64, device=mask.device)
             self.rm_sum = torch.zeros(self.n, dtype=torch.float64, device=mask.device)
         self.mask = mask.to(torch.float32)
         self.last = last
-        self.tokens += int(mask.sum())
 
     def _make_hook(self, index: int) -> Callable[..., None]:
         torch = self._torch
