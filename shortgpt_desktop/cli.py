@@ -31,6 +31,7 @@ HINTS: dict[Hint, str] = {
     Hint.USE_CPU: "use --device cpu",
     Hint.SMALLER_BATCH: "use a smaller --batch-size or --seq-len, or --dtype bfloat16",
     Hint.LOW_MEMORY: "add --low-memory to score it one layer at a time",
+    Hint.LOW_MEMORY_METRIC: "or leave out --low-memory",
 }
 
 
@@ -162,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
         p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
         p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16 (default auto)")
+        p.add_argument("--low-memory", action="store_const", const=True, default=None,
+                       help="score and measure one decoder layer at a time (for models bigger than memory; "
+                       "automatic when the model would not fit)")
         p.add_argument("--trust-remote-code", action="store_true",
                        help="run the model's own Python code (only for models you trust)")
         p.add_argument("--json", metavar="PATH", help="write a JSON report")
@@ -207,6 +211,7 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         samples=args.samples or preset.samples, seq_len=args.seq_len or preset.seq_len,
         eval_windows=args.eval_windows or preset.eval_windows, batch_size=args.batch_size, seed=args.seed,
         device=args.device, dtype=args.dtype, revision=args.revision, trust_remote_code=args.trust_remote_code,
+        low_memory=args.low_memory,
     )
     if args.command in ("score", "prune"):
         spec.metric = args.metric

@@ -23,7 +23,7 @@ from typing import Any
 
 from . import pipeline
 from .calibration import TokenSet
-from .errors import CalibrationError, Cancelled, PlanError, UserError
+from .errors import CalibrationError, Cancelled, Hint, PlanError, UserError
 from .evaluation import has_chat_template
 from .loading import LoadedModel, ModelInfo, inspect_model, load_model
 from .metrics import METRICS, ScoringContext, get_metric
@@ -94,6 +94,7 @@ class Engine:
     scored_spec: JobSpec | None = None  # the settings of the last successful scoring
     checked: Checked | None = None
     output_format: str | None = None  # what save writes; None: the source's own format
+    streamed: Any = None  # a StreamedModel when the model is scored one layer at a time (low-memory mode)
     _gguf_bytes: tuple[list[int], int] | None = None  # a GGUF source's bytes per block, and the rest
 
     # ----------------------------------------------------------------------------------------------- state
@@ -110,6 +111,9 @@ class Engine:
 
     def forget(self) -> None:
         """Drop the model and everything measured on it (frees its memory)."""
+        if self.streamed is not None:
+            self.streamed.close()
+        self.streamed = None
         self.loaded = self.load_key = None
         self.tokens = self.token_key = None
         self.stats = self.scores = self.scored = self.sizes = self.scored_spec = self.checked = None
@@ -199,22 +203,63 @@ class Engine:
         return inspect_model(self.source, spec.device, spec.dtype, spec.batch_size, spec.seq_len,
                              spec.trust_remote_code)
 
+    def memory_estimate(self, spec: JobSpec) -> Any:
+        """What scoring needs in memory and one layer at a time, and what is free (no weights read)."""
+        from .memory_plan import estimate_memory
+
+        if self.source is None:
+            raise UserError("Choose a model first.")
+        return estimate_memory(self.source, spec.device, spec.dtype, spec.samples, spec.seq_len, spec.batch_size)
+
+    def mode_for(self, spec: JobSpec) -> str:
+        """``"memory"`` (the whole model loaded) or ``"streamed"`` (one decoder layer at a time).
+
+        Asked for explicitly, or chosen: streamed only when the model would not fit the device.
+        """
+        if spec.low_memory is not None:
+            return "streamed" if spec.low_memory else "memory"
+        from .memory_plan import choose_mode
+
+        return choose_mode(self.memory_estimate(spec))
+
+    @property
+    def is_streamed(self) -> bool:
+        return self.streamed is not None
+
     def load(self, spec: JobSpec, progress: Progress = no_progress, cancel: CancelCheck | None = None) -> LoadedModel:
-        """The model in memory for these settings (loaded once, reused while they do not change)."""
-        key = (spec.model, spec.revision, spec.device, spec.dtype, spec.trust_remote_code)
-        if self.loaded is not None and self.load_key == key:
-            return self.loaded
-        self.loaded = None  # free the old weights before loading new ones
-        self.tokens = self.token_key = None
+        """The model for these settings (loaded once, reused while they do not change).
+
+        In low-memory mode only the skeleton and the embeddings are loaded; the layers come one at a time.
+        """
         if self.source is None or self.source.spec != spec.model:
             self.open(spec, progress, cancel)
+        mode = self.mode_for(spec)
+        key = (spec.model, spec.revision, spec.device, spec.dtype, spec.trust_remote_code, mode)
+        if self.loaded is not None and self.load_key == key:
+            return self.loaded
+        self.forget()  # free the old weights before loading new ones
         raise_if_cancelled(cancel)
         assert self.source is not None
         progress("load", 0, 1, None)
-        self.loaded = load_model(self.source, spec.device, spec.dtype, spec.trust_remote_code)
+        if mode == "streamed":
+            self.loaded = self._load_streamed(spec)
+        else:
+            self.loaded = load_model(self.source, spec.device, spec.dtype, spec.trust_remote_code)
         self.load_key = key
         progress("load", 1, 1, None)
         return self.loaded
+
+    def _load_streamed(self, spec: JobSpec) -> LoadedModel:
+        from .loading import load_tokenizer
+        from .streaming import StreamedModel
+
+        assert self.source is not None
+        streamed = StreamedModel(self.source, spec.device, spec.dtype, spec.trust_remote_code)
+        self.streamed = streamed
+        tokenizer = load_tokenizer(self.source, spec.trust_remote_code)
+        log.info("low-memory mode: %s is scored one layer at a time", self.source.display_name)
+        return LoadedModel(streamed.model, tokenizer, streamed.family, streamed.config, self.source,
+                           streamed.device, streamed.dtype)
 
     def _token_key(self, spec: JobSpec) -> tuple:
         return (tuple(spec.calib), spec.eval_text, spec.samples, spec.seq_len, spec.seed, spec.eval_windows,
@@ -257,6 +302,8 @@ class Engine:
         ctx = ScoringContext(loaded.model, loaded.family, tokens, spec.batch_size, progress, cancel)
         partial = False
         try:
+            if self.streamed is not None:
+                ctx.stats = self._streamed_pass(metric.name, tokens, spec, progress, cancel)
             scores = metric.score(ctx, spec.block_size if metric.block else 1)
         except Cancelled as exc:
             if exc.partial is None:
@@ -268,6 +315,21 @@ class Engine:
             self._accept(spec, loaded, tokens, ctx.stats, scores, started, partial)
             raise
         return self._accept(spec, loaded, tokens, ctx.stats, scores, started, partial)
+
+    def _streamed_pass(self, metric: str, tokens: TokenSet | None, spec: JobSpec, progress: Progress,
+                       cancel: CancelCheck | None) -> HookStats | None:
+        """The hooked pass, one layer at a time (the other metrics need the whole model at once)."""
+        from .streaming import streamed_measure_layers
+
+        chosen = get_metric(metric)
+        if not chosen.needs_text:
+            return None
+        if not chosen.hooked:
+            raise UserError(f"{chosen.label} needs the whole model in memory; in low-memory mode choose Block "
+                            "Influence, Relative Magnitude or Angular distance.", hint=Hint.LOW_MEMORY_METRIC)
+        assert tokens is not None and self.source is not None
+        return streamed_measure_layers(self.source, tokens, batch_size=spec.batch_size, progress=progress,
+                                       cancel=cancel, model=self.streamed)
 
     def _accept(self, spec: JobSpec, loaded: LoadedModel, tokens: TokenSet | None, stats: HookStats | None,
                 scores: LayerScores, started: float, partial: bool) -> Scored:
@@ -377,12 +439,14 @@ class Engine:
         if not tokens.eval_windows:
             raise CalibrationError("The calibration text leaves no held-out text for perplexity; add more text or "
                                    "give a separate evaluation text.")
-        before = pipeline.measure_perplexity(loaded, tokens, (), spec.batch_size, progress, cancel, "ppl_before")
-        after = pipeline.measure_perplexity(loaded, tokens, removed, spec.batch_size, progress, cancel,
-                                            "ppl_after")
+        before = self._perplexity(spec, tokens, (), progress, cancel, "ppl_before")
+        after = self._perplexity(spec, tokens, removed, progress, cancel, "ppl_after")
         gen_before = gen_after = ""
         prompt = spec.prompt if prompt is None else prompt
         chat = has_chat_template(loaded.tokenizer)
+        if self.streamed is not None and prompt:
+            log.info("low-memory mode: no generation (it needs the whole model in memory)")
+            prompt = ""
         if prompt and prompt.strip():
             progress("generate", 0, 2, None)
             gen_before = pipeline.generate(loaded, prompt, (), spec.max_new_tokens, chat)
@@ -393,6 +457,20 @@ class Engine:
         self.checked = Checked(list(removed), before.perplexity, after.perplexity, before.tokens, prompt or "",
                                gen_before, gen_after, time.perf_counter() - started, chat)
         return self.checked
+
+    def _perplexity(self, spec: JobSpec, tokens: TokenSet, removed: Sequence[int], progress: Progress,
+                    cancel: CancelCheck | None, stage: str) -> Any:
+        """Perplexity in memory, or one layer at a time in low-memory mode (the same numbers)."""
+        assert self.loaded is not None
+        if self.streamed is None:
+            return pipeline.measure_perplexity(self.loaded, tokens, removed, spec.batch_size, progress, cancel, stage)
+        from .streaming import streamed_perplexity
+
+        assert self.source is not None
+        return streamed_perplexity(self.source, tokens.eval_windows, tokens.pad_id, removed,
+                                   batch_size=spec.batch_size, cancel=cancel,
+                                   progress=lambda done, total: progress(stage, done, total, None),
+                                   model=self.streamed)
 
     # ------------------------------------------------------------------------------------------ report, save
 
@@ -442,6 +520,9 @@ class Engine:
             raise PlanError("The plan removes no layers: choose how many to remove first.")
         if self.resolved_format == "gguf":
             return self._save_gguf(plan, out, report, force, progress, cancel)
+        if self.streamed is not None and self.loaded.source.gguf_file:
+            raise UserError("In low-memory mode a GGUF model is saved as GGUF (its float copy would need the "
+                            "whole model in memory).")
         return pipeline.save(self.loaded, plan, out, report, force, progress, cancel)
 
     def _save_gguf(self, plan: PrunePlan, out: str | Path, report: Report | None, force: bool,
@@ -530,6 +611,7 @@ def run_prune(engine: Engine, spec: JobSpec, progress: Progress = no_progress, c
     engine.check_output(spec.out, spec.force)
     _checked_against_model(spec, info.n_layers)
     engine.set_output_format(spec.output_format)
+    engine.mode_for(spec)  # refuses, before loading, a model that fits neither way
     needs_scores = spec.layers is None
     if needs_scores or spec.check_perplexity:
         engine.check_text(spec)

@@ -22,6 +22,7 @@ class Hint(str, Enum):
     USE_CPU = "use_cpu"  # the device asked for is not here
     SMALLER_BATCH = "smaller_batch"  # out of memory: fewer samples per batch, shorter samples
     LOW_MEMORY = "low_memory"  # the model does not fit: score it layer by layer
+    LOW_MEMORY_METRIC = "low_memory_metric"  # a metric that needs the whole model: turn low memory off
 
 
 class UserError(Exception):

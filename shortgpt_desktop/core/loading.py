@@ -288,7 +288,7 @@ def load_model(
 ) -> LoadedModel:
     """Load model and tokenizer on ``device`` in ``dtype``; every failure the user can fix is a sentence."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
@@ -311,12 +311,7 @@ def load_model(
         ) from None
     except LOAD_ERRORS as exc:
         raise ModelSourceError(f"The model in {source.folder} could not be loaded: {_first_line(exc)}") from None
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source.folder, **kwargs)
-    except LOAD_ERRORS as exc:
-        raise ModelSourceError(
-            f"The model in {source.folder} has no usable tokenizer ({_first_line(exc)})."
-        ) from None
+    tokenizer = load_tokenizer(source, trust_remote_code)
     try:
         model.to(device)
     except torch.OutOfMemoryError:
@@ -327,6 +322,23 @@ def load_model(
     log.info("loaded %s (%s, %d layers) on %s in %s", source.display_name, family.name,
              layer_count(config_dict, family), device, dtype)
     return LoadedModel(model, tokenizer, family, config_dict, source, device, dtype)
+
+
+def load_tokenizer(source: ModelSource, trust_remote_code: bool = False) -> Any:
+    """The model's tokenizer (from the folder's files or the GGUF's metadata)."""
+    from transformers import AutoTokenizer
+
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if source.gguf_file:
+        kwargs["gguf_file"] = source.gguf_file
+    if source.revision:
+        kwargs["revision"] = source.revision
+    try:
+        return AutoTokenizer.from_pretrained(source.folder, **kwargs)
+    except LOAD_ERRORS as exc:
+        raise ModelSourceError(
+            f"The model in {source.folder} has no usable tokenizer ({_first_line(exc)})."
+        ) from None
 
 
 @contextmanager

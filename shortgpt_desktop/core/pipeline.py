@@ -58,6 +58,7 @@ class JobSpec:
     max_new_tokens: int = defaults.MAX_NEW_TOKENS
     eval_windows: int = defaults.EVAL_WINDOWS
     output_format: str | None = None  # "gguf" or "safetensors"; None: the source's own format
+    low_memory: bool | None = None  # one layer at a time; None: only when the model would not fit
 
 
 _noop = no_progress

@@ -10,6 +10,7 @@ HINTS: dict[Hint, str] = {
     Hint.USE_CPU: "choose CPU under Settings → Device",
     Hint.SMALLER_BATCH: "lower Batch size or Sequence length in Settings, or choose bfloat16",
     Hint.LOW_MEMORY: "tick “Low memory” in Settings to score it one layer at a time",
+    Hint.LOW_MEMORY_METRIC: "or untick “Low memory” in Settings",
 }
 
 
