@@ -308,6 +308,7 @@ class MainWindow(QMainWindow):
             seq_len=values["seq_len"], eval_windows=values["eval_windows"], batch_size=values["batch_size"],
             metric=values["metric"], device=values["device"], dtype=values["dtype"],
             trust_remote_code=values["trust_remote_code"], prompt=self.compare_panel.prompt.text(),
+            low_memory=True if values["low_memory"] else None,
         )
 
     def show_error(self, title: str, failure: Failure | str) -> QMessageBox:
@@ -479,6 +480,7 @@ class MainWindow(QMainWindow):
         self._reset_view(f"{info.n_layers} layers. Press Score to measure each one's importance.")
         self.plan_panel.set_formats(self.engine.formats(), self.engine.resolved_format)
         self.model_panel.set_info(info)
+        self._memory_timer.start()  # which way it runs, and what each way needs
         self.model_panel.remember(source.spec)
         self.store.set_recent_models(self.model_panel.recent())
         self.store.set_last_model(model_key(source.spec))
@@ -626,7 +628,8 @@ class MainWindow(QMainWindow):
 
     def _on_setting_changed(self, name: str) -> None:
         self.store.set_settings(self.settings_panel.values())
-        if name in ("device", "dtype", "batch_size", "seq_len", "preset") and self.engine.source is not None:
+        if name in ("device", "dtype", "batch_size", "seq_len", "samples", "preset", "low_memory") \
+                and self.engine.source is not None:
             self._memory_timer.start()
         if name == "metric":
             self._switch_metric(self.settings_panel.values()["metric"])
@@ -659,12 +662,14 @@ class MainWindow(QMainWindow):
         spec = self.job_spec()
 
         def work(progress: Any, cancel: Any) -> Any:
-            return self.engine.estimate(spec)
+            return self.engine.estimate(spec), *self._modes(spec)
 
-        def done(info: Any) -> None:
+        def done(result: Any) -> None:
+            info, mode, details = result
             if self.engine.source is source:
                 self.engine.info = info
                 self.model_panel.set_memory(info)
+                self.model_panel.set_mode(mode, details)
                 self._update_status()
 
         def failed(failure: Failure) -> None:
@@ -672,6 +677,23 @@ class MainWindow(QMainWindow):
                 self.model_panel.values["memory"].setText(failure.message)
 
         self.background.start("memory", work, on_success=done, on_failure=failed)
+
+    def _modes(self, spec: JobSpec) -> tuple[str, str]:
+        """Which way the model will run and what each way needs (worker thread: reads headers only)."""
+        try:
+            estimate = self.engine.memory_estimate(spec)
+        except UserError as exc:
+            return "—", user_message(exc)
+        details = (f"whole model: {human_bytes(estimate.in_memory_total)}; one layer at a time: "
+                   f"{human_bytes(estimate.streamed_total)}; free: {human_bytes(estimate.available_device_bytes)}")
+        try:
+            mode = self.engine.mode_for(spec)
+        except UserError as exc:
+            return "does not fit", f"{user_message(exc)} ({details})"
+        if mode == "streamed":
+            why = "as asked" if spec.low_memory else "it would not fit whole"
+            return f"one layer at a time ({why}), {human_bytes(estimate.streamed_total)}", details
+        return f"whole, in memory ({human_bytes(estimate.in_memory_total)})", details
 
     def _on_calibration_problem(self, message: str) -> None:
         self.show_error("Calibration text", message)

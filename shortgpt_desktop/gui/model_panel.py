@@ -103,7 +103,8 @@ class ModelPanel(QGroupBox):
         form.setHorizontalSpacing(12)
         form.setVerticalSpacing(2)
         for key, label in (("architecture", "Architecture"), ("layers", "Layers"), ("params", "Parameters"),
-                           ("disk", "Size on disk"), ("memory", "Memory needed")):
+                           ("disk", "Size on disk"), ("memory", "Memory needed"),
+                           ("mode", "Runs")):
             value = QLabel("—", self)
             value.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             # No word wrap (it would make the left column taller than a 720-px screen): a long value is cut,
@@ -188,6 +189,11 @@ class ModelPanel(QGroupBox):
             f"of working memory {human_bytes(info.working_bytes)} (for the chosen batch size and sequence "
             f"length) and what loading holds for a moment {human_bytes(info.loading_bytes)}"
         )
+
+    def set_mode(self, text: str, details: str = "") -> None:
+        """Whether the model runs whole or one layer at a time, and what each way needs."""
+        self.values["mode"].setText(text)
+        self.values["mode"].setToolTip(details)
 
     def set_message(self, text: str) -> None:
         self.message.setText(text)

@@ -17,7 +17,7 @@ DTYPES = (("auto", "Auto (bf16 on GPU, fp32 on CPU)"), ("float32", "float32"), (
 DEFAULTS: dict[str, Any] = {
     "device": "auto", "dtype": "auto", "samples": defaults.SAMPLES, "seq_len": defaults.SEQ_LEN,
     "eval_windows": defaults.EVAL_WINDOWS, "batch_size": defaults.BATCH_SIZE, "metric": defaults.METRIC,
-    "trust_remote_code": False,
+    "trust_remote_code": False, "low_memory": False,
 }
 CUSTOM = "custom"
 
@@ -64,6 +64,10 @@ class SettingsPanel(QGroupBox):
         for name, metric in METRICS.items():
             self.metric_box.addItem(metric.label, name)
             self.metric_box.setItemData(self.metric_box.count() - 1, metric.description, Qt.ItemDataRole.ToolTipRole)
+        self.low_memory_box = QCheckBox("Low memory: one layer at a time", self)
+        self.low_memory_box.setToolTip("Score and check perplexity with one decoder layer in memory at a time, for "
+                                       "models bigger than memory (chosen by itself when a model would not fit); "
+                                       "no generated text in this mode")
         self.trust_box = QCheckBox("Run the model's own code", self)
         self.trust_box.setToolTip("Some models ship Python code of their own; allow it only for models you trust")
         form = QFormLayout(self)
@@ -76,6 +80,7 @@ class SettingsPanel(QGroupBox):
         form.addRow("Check windows:", self.eval_box)
         form.addRow("Batch size:", self.batch_box)
         form.addRow("Metric:", self.metric_box)
+        form.addRow(self.low_memory_box)
         form.addRow(self.trust_box)
         for box in (self.device_box, self.dtype_box, self.preset_box, self.metric_box):
             # A long item (a GPU's name, "Auto (bf16 on GPU, fp32 on CPU)") must not widen the left column
@@ -97,6 +102,7 @@ class SettingsPanel(QGroupBox):
         self.batch_box.valueChanged.connect(lambda: self.changed.emit("batch_size"))
         self.metric_box.currentIndexChanged.connect(lambda: self.changed.emit("metric"))
         self.trust_box.toggled.connect(lambda: self.changed.emit("trust_remote_code"))
+        self.low_memory_box.toggled.connect(lambda: self.changed.emit("low_memory"))
 
     def _apply_preset(self) -> None:
         preset = defaults.PRESETS.get(self.preset_box.currentData())
@@ -151,6 +157,7 @@ class SettingsPanel(QGroupBox):
             "batch_size": self.batch_box.value(),
             "metric": self.metric_box.currentData() or defaults.METRIC,
             "trust_remote_code": self.trust_box.isChecked(),
+            "low_memory": self.low_memory_box.isChecked(),
         }
 
     def set_values(self, values: dict[str, Any]) -> None:
@@ -171,13 +178,14 @@ class SettingsPanel(QGroupBox):
                 box.setValue(int(DEFAULTS[key]))
         self.metric_box.setCurrentIndex(max(self.metric_box.findData(str(merged["metric"])), 0))
         self.trust_box.setChecked(merged["trust_remote_code"] in (True, "true", "1", 1))
+        self.low_memory_box.setChecked(merged["low_memory"] in (True, "true", "1", 1))
         self._sync_preset()
         for box in self._boxes():
             box.blockSignals(False)
 
     def _boxes(self) -> tuple[QWidget, ...]:
         return (self.device_box, self.dtype_box, self.preset_box, self.samples_box, self.seq_len_box,
-                self.eval_box, self.batch_box, self.metric_box, self.trust_box)
+                self.eval_box, self.batch_box, self.metric_box, self.low_memory_box, self.trust_box)
 
     def set_busy(self, busy: bool) -> None:
         """Settings are fixed while a job runs: the job uses the values it started with."""

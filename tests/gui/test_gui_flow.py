@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor
 
@@ -246,3 +247,26 @@ def test_single_layer_perplexity_metric_fills_bar_by_bar(qtbot, opened) -> None:
     assert all(s is not None and s > 1 for s in window.chart.scores)
     assert window.chart.metric_label == "Single-layer removal perplexity"
     assert len(window.plan.removed) == 1  # a quarter of 6, rounded down
+
+
+def test_low_memory_mode_scores_the_same_one_layer_at_a_time(qtbot, opened) -> None:
+    """The checkbox says how the model will run before anything loads, and gives the same scores streamed."""
+    window = opened
+    label = window.model_panel.values["mode"]
+    qtbot.waitUntil(lambda: label.text().startswith("whole, in memory"), timeout=20_000)
+    assert "one layer at a time" in label.toolTip()
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.start_scoring()
+    whole = list(window.engine.scores.scores)
+    assert not window.engine.is_streamed
+    window.settings_panel.low_memory_box.setChecked(True)
+    qtbot.waitUntil(lambda: label.text().startswith("one layer at a time (as asked)"), timeout=20_000)
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000) as scored:
+        window.start_scoring()
+    assert scored.args == ["score", "ok"] and window.engine.is_streamed
+    assert window.engine.scores.scores == pytest.approx(whole, abs=1e-6)
+    window.plan_panel.set_count(2, emit=True)
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000) as checked:
+        window.check()
+    assert checked.args == ["check", "ok"]
+    assert window.engine.checked.generation_after == "" and window.engine.checked.ppl_after > 1
