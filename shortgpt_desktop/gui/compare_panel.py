@@ -76,6 +76,12 @@ class ComparePanel(QWidget):
         if self.before.toPlainText() or "pruned <b>" in self.result.text():
             self.result.setText("The plan changed since the last check; press <b>Check perplexity</b> again.")
 
+    def prompt_text(self) -> str:
+        return self.prompt.text()
+
+    def set_prompt(self, text: str) -> None:
+        self.prompt.setText(text)
+
     def show_measuring(self) -> None:
         self.result.setText("Measuring…")
 

@@ -230,8 +230,8 @@ class MainWindow(QMainWindow):
             return act
 
         file_menu = self.menuBar().addMenu("&File")
-        file_menu.addAction(action("Open model &folder…", self.model_panel._browse_folder, "Ctrl+O"))
-        file_menu.addAction(action("Open .&gguf file…", self.model_panel._browse_gguf))
+        file_menu.addAction(action("Open model &folder…", self.model_panel.browse_folder, "Ctrl+O"))
+        file_menu.addAction(action("Open .&gguf file…", self.model_panel.browse_gguf))
         file_menu.addSeparator()
         self.export_action = action("&Export scores…", self.export_scores)
         self.import_action = action("&Import scores…", self.import_scores)
@@ -278,7 +278,7 @@ class MainWindow(QMainWindow):
         self.chart.set_options(store.chart_options())
         prompt = store.prompt()
         if prompt is not None:
-            self.compare_panel.prompt.setText(prompt)
+            self.compare_panel.set_prompt(prompt)
 
     def save_state(self) -> None:
         store = self.store
@@ -289,7 +289,7 @@ class MainWindow(QMainWindow):
         store.set_recent_models(self.model_panel.recent())
         store.set_last_model(model_key(self.model_panel.text))
         store.set_calibration(self.calibration_panel.sources())
-        store.set_prompt(self.compare_panel.prompt.text())
+        store.set_prompt(self.compare_panel.prompt_text())
         store.sync()
 
     # ============================================================================================ helpers
@@ -307,7 +307,7 @@ class MainWindow(QMainWindow):
             model=model, calib=self.calibration_panel.sources(), samples=values["samples"],
             seq_len=values["seq_len"], eval_windows=values["eval_windows"], batch_size=values["batch_size"],
             metric=values["metric"], device=values["device"], dtype=values["dtype"],
-            trust_remote_code=values["trust_remote_code"], prompt=self.compare_panel.prompt.text(),
+            trust_remote_code=values["trust_remote_code"], prompt=self.compare_panel.prompt_text(),
             low_memory=True if values["low_memory"] else None,
         )
 
@@ -357,7 +357,7 @@ class MainWindow(QMainWindow):
         elif info is not None:
             device = f"Device: {info.device}, {info.dtype}"
         else:
-            device = f"Device: {self.settings_panel.device_box.currentText()}"
+            device = f"Device: {self.settings_panel.device_label()}"
         self.device_label.setText(device)
         rss, total = process_memory(), total_memory()
         text = f"Memory: {human_bytes(rss)}" if rss else "Memory: —"
@@ -674,7 +674,7 @@ class MainWindow(QMainWindow):
 
         def failed(failure: Failure) -> None:
             if self.engine.source is source:
-                self.model_panel.values["memory"].setText(failure.message)
+                self.model_panel.set_memory_error(failure.message)
 
         self.background.start("memory", work, on_success=done, on_failure=failed)
 
@@ -820,7 +820,7 @@ class MainWindow(QMainWindow):
             return
         removed = list(self.plan.removed)
         spec = self.engine.scored_spec
-        prompt = self.compare_panel.prompt.text()
+        prompt = self.compare_panel.prompt_text()
         self.compare_panel.show_measuring()
         self.jobs.start(
             "check",

@@ -68,9 +68,9 @@ class ModelPanel(QGroupBox):
         self.open_button.setToolTip("Read the model's description (downloads a Hub model first)")
         self.open_button.clicked.connect(self._commit_text)
         self.folder_button = QPushButton("Folder…", self)
-        self.folder_button.clicked.connect(self._browse_folder)
+        self.folder_button.clicked.connect(self.browse_folder)
         self.gguf_button = QPushButton(".gguf…", self)
-        self.gguf_button.clicked.connect(self._browse_gguf)
+        self.gguf_button.clicked.connect(self.browse_gguf)
 
         row = QHBoxLayout()
         row.addWidget(self.field, 1)
@@ -190,6 +190,9 @@ class ModelPanel(QGroupBox):
             f"length) and what loading holds for a moment {human_bytes(info.loading_bytes)}"
         )
 
+    def set_memory_error(self, message: str) -> None:
+        self.values["memory"].setText(message)
+
     def set_mode(self, text: str, details: str = "") -> None:
         """Whether the model runs whole or one layer at a time, and what each way needs."""
         self.values["mode"].setText(text)
@@ -226,13 +229,13 @@ class ModelPanel(QGroupBox):
         self.field.setEditText(self.field.itemText(index))
         self._commit_text()
 
-    def _browse_folder(self) -> None:
+    def browse_folder(self) -> None:
         start = self.text if Path(self.text).exists() else str(Path.home())
         folder = QFileDialog.getExistingDirectory(self, "Choose a model folder", start)
         if folder:
             self.choose(folder)
 
-    def _browse_gguf(self) -> None:
+    def browse_gguf(self) -> None:
         start = str(Path(self.text).parent) if Path(self.text).exists() else str(Path.home())
         path, _ = QFileDialog.getOpenFileName(self, "Choose a GGUF model file", start, "GGUF models (*.gguf)")
         if path:

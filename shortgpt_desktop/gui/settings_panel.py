@@ -147,6 +147,10 @@ class SettingsPanel(QGroupBox):
         self.device_box.blockSignals(False)
         self._wanted_device = current if index < 0 else None
 
+    def device_label(self) -> str:
+        """The chosen device as the box shows it (e.g. "GPU 0: NVIDIA …")."""
+        return self.device_box.currentText()
+
     def values(self) -> dict[str, Any]:
         return {
             "device": self._wanted_device or self.device_box.currentData() or "auto",
