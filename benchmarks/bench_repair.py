@@ -1,7 +1,7 @@
 """Perplexity of SmolLM2-135M-Instruct pruned by Block Influence, plain and with the training-free repair.
 
     python benchmarks/bench_repair.py --calib wikitext2-valid.txt --eval wikitext2-test.txt [--remove 8]
-        [--heal-steps 0] [--model ~/.cache/shortgpt-desktop-tests/SmolLM2-135M-Instruct.Q4_1.gguf]
+        [--orders sequential,independent] [--heal-steps 0] [--model ~/.cache/shortgpt-desktop-tests/SmolLM2-135M-Instruct.Q4_1.gguf]
 
 Calibration: 32 samples × 256 tokens of ``--calib``; perplexity: 32 windows × 256 tokens of ``--eval``.
 Prints full / plain BI / BI + repair (both fit orders) and, with ``--heal-steps``, BI + repair + LoRA healing.
@@ -26,7 +26,9 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--ridge", type=float, default=1e-2)
-    parser.add_argument("--heal-steps", type=int, default=0)
+    parser.add_argument("--orders", default="sequential,independent", help="repair fit orders to measure")
+    parser.add_argument("--heal-steps", type=int, default=0, help="heal the first order's repaired model")
+    parser.add_argument("--heal-lr", type=float, default=2e-4)
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     args = parser.parse_args()
 
@@ -58,7 +60,8 @@ def main() -> None:
     with pruned_view(model, family, removed):
         print(f"plain BI       ppl {ppl():8.2f}")
     results = {}
-    for order in ("sequential", "independent"):
+    orders = args.orders.split(",")
+    for order in orders:
         t = time.perf_counter()
         result = fit_linear_repair(model, family, tokens, removed, batch_size=8, ridge=args.ridge, order=order)
         seconds = time.perf_counter() - t
@@ -76,11 +79,11 @@ def main() -> None:
         from shortgpt_desktop.core.repair import apply_repair
         from shortgpt_desktop.core.surgery import prune_in_memory
 
-        apply_repair(model, results["sequential"], family)
+        apply_repair(model, results[orders[0]], family)
         prune_in_memory(model, family, removed)
         estimate = estimate_heal_seconds(model, family, tokens, args.heal_steps, batch_size=4)
         t = time.perf_counter()
-        healed = heal(model, family, tokens, steps=args.heal_steps, batch_size=4)
+        healed = heal(model, family, tokens, steps=args.heal_steps, batch_size=4, learning_rate=args.heal_lr)
         print(f"BI + repair + heal {args.heal_steps} steps ppl {ppl():8.2f}   heal {time.perf_counter() - t:.1f} s "
               f"(estimated {estimate:.1f} s), loss {healed.losses[0]:.3f} → {healed.losses[-1]:.3f}")
 
