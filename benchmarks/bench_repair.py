@@ -1,7 +1,7 @@
 """Perplexity of SmolLM2-135M-Instruct pruned by Block Influence, plain and with the training-free repair.
 
     python benchmarks/bench_repair.py --calib wikitext2-valid.txt --eval wikitext2-test.txt [--remove 8]
-        [--orders sequential,independent] [--heal-steps 0] [--model ~/.cache/shortgpt-desktop-tests/SmolLM2-135M-Instruct.Q4_1.gguf]
+        [--orders sequential,independent] [--heal-steps 0] [--model SmolLM2-135M-Instruct.Q4_1.gguf]
 
 Calibration: 32 samples × 256 tokens of ``--calib``; perplexity: 32 windows × 256 tokens of ``--eval``.
 Prints full / plain BI / BI + repair (both fit orders) and, with ``--heal-steps``, BI + repair + LoRA healing.
