@@ -106,8 +106,14 @@ def heal(
     seed: int = 0,
     progress: Progress | None = None,
     cancel: CancelCheck | None = None,
+    keep_original: bool = False,
 ) -> HealResult:
-    """Train LoRA adapters for ``steps`` steps (cycling over the calibration batches) and merge them in place."""
+    """Train LoRA adapters for ``steps`` steps (cycling over the calibration batches) and merge them in place.
+
+    The merge changes the weights in place, also inside ``pruned_view``: with ``keep_original`` the targeted
+    weights are copied first and put back afterwards (the healed values are then only in the result; show
+    them with :func:`.repair.weights_view` inside the pruned view).
+    """
     import torch
 
     if steps < 1:
@@ -119,6 +125,8 @@ def heal(
     was_training = model.training
     model.eval()  # no dropout: the merged weights should be what the loss saw
     losses: list[float] = []
+    originals = {name: model.get_submodule(name).weight.detach().clone()
+                 for name in target_modules(model, family)} if keep_original else {}
     if progress is not None:
         progress("heal", 0, steps, None)
     try:
@@ -140,6 +148,9 @@ def heal(
     for name in targets:
         weight = model.get_submodule(name).weight
         changed[f"{name}.weight"] = weight.detach().to("cpu", copy=True)
+        if name in originals:
+            with torch.no_grad():
+                weight.copy_(originals[name])
     return HealResult(steps, losses, time.perf_counter() - started, changed, rank, learning_rate)
 
 

@@ -229,8 +229,8 @@ def _capture_y(layer: Any, into: dict[str, Any], stop: bool) -> list[tuple[Any, 
 
 
 @contextmanager
-def _swapped(model: Any, tensors: dict[str, Any]) -> Iterator[None]:
-    """Parameters replaced by ``tensors`` (names with the model's current indices) for the block only."""
+def weights_view(model: Any, tensors: dict[str, Any]) -> Iterator[None]:
+    """Parameters replaced by ``tensors`` (names with the model's CURRENT indices) for the block only."""
     params = [(model.get_parameter(name), value) for name, value in tensors.items()]
     old = [p.data for p, _ in params]
     try:
@@ -328,7 +328,7 @@ def _accumulate_batch(model: Any, body: Any, layers: Any, family: Family, pass_r
         (run,) = pass_runs  # sequential passes fit one run each
         layer = layers[run.patched_layer]
         hooks = _capture_rm(layer, get_submodule(layer, family.mlp_out), captured[id(run)], stop=True)
-        with _swapped(model, result.tensors), pruned_view(model, family, earlier), _hooks(hooks):
+        with weights_view(model, result.tensors), pruned_view(model, family, earlier), _hooks(hooks):
             _run_forward(body, ids, mask, batch_size, seq_len)
     for run in pass_runs:
         store = captured[id(run)]
@@ -379,7 +379,7 @@ def apply_repair(model: Any, result: RepairResult, family: Family | None = None)
 def repaired_view(model: Any, result: RepairResult, family: Family | None = None) -> Iterator[None]:
     """The model with the repaired weights for the block only (enter it BEFORE :func:`pruned_view`)."""
     _check_unpruned(model, family, result)
-    with _swapped(model, result.tensors):
+    with weights_view(model, result.tensors):
         yield
 
 

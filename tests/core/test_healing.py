@@ -49,6 +49,10 @@ def test_heal_lowers_the_loss_merges_and_reloads(tiny_model: Path, tokens, tmp_p
     assert shapes(model) == {k: tuple(v.shape) for k, v in before.items()}
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items()), "cancelling changed the model"
 
+    kept_model = heal(model, family, tokens, steps=2, batch_size=8, learning_rate=3e-3, keep_original=True)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items()), "keep_original changed it"
+    assert any(not torch.equal(v, before[k]) for k, v in kept_model.changed.items())
+
     steps = []
     result = heal(model, family, tokens, steps=12, batch_size=8, learning_rate=3e-3,
                   progress=lambda stage, done, total, _: steps.append((stage, done, total)))
