@@ -23,6 +23,7 @@ def main() -> None:
     parser.add_argument("--calib", required=True)
     parser.add_argument("--eval", required=True)
     parser.add_argument("--remove", type=int, default=8)
+    parser.add_argument("--removed", default="", help="comma-separated layers: skip scoring and the full model")
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--ridge", type=float, default=1e-2)
@@ -52,11 +53,14 @@ def main() -> None:
     def ppl() -> float:
         return perplexity_of(model, tokens.eval_windows, tokens.pad_id, 8).perplexity
 
-    t = time.perf_counter()
-    scores = score_model(model, family, tokens, "bi", batch_size=8)
-    removed = make_plan(loaded.n_layers, scores.scores, count=args.remove).removed
-    print(f"removed {removed} (scoring {time.perf_counter() - t:.1f} s)")
-    print(f"full           ppl {ppl():8.2f}")
+    if args.removed:
+        removed = [int(i) for i in args.removed.split(",")]
+    else:
+        t = time.perf_counter()
+        scores = score_model(model, family, tokens, "bi", batch_size=8)
+        removed = make_plan(loaded.n_layers, scores.scores, count=args.remove).removed
+        print(f"removed {removed} (scoring {time.perf_counter() - t:.1f} s)")
+        print(f"full           ppl {ppl():8.2f}")
     with pruned_view(model, family, removed):
         print(f"plain BI       ppl {ppl():8.2f}")
     results = {}
