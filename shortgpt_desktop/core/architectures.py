@@ -8,6 +8,9 @@ For every family the pruner needs to know four things:
   ``mlp_only_layers`` lists layer *indices*, ``max_window_layers`` is a threshold on the index...);
 * how the layers' tensors are named in a checkpoint, so saving can rename them without loading the model.
 
+It also names each family's MLP output projection, where the training-free repair of :mod:`.repair` folds
+its linear map.
+
 Everything here works on plain dicts (a ``config.json``) so that the saver and the in-memory surgery apply the
 very same rules.
 """
@@ -42,6 +45,11 @@ class Family:
     index_thresholds: tuple[str, ...] = ()
     #: Integer field "every k-th layer is sparse" (MoE); replaced by an explicit list after pruning.
     sparse_step: str | None = None
+    #: The MLP's output projection, relative to a decoder layer (``mlp.down_proj``); its output is exactly what
+    #: the layer adds to the residual stream, so a linear map folded into it needs no new parameters
+    #: (:mod:`.repair`). None where no such projection exists; ``repair_note`` then says why.
+    mlp_out: str | None = None
+    repair_note: str = ""
     notes: str = ""
 
     def key_pattern(self) -> re.Pattern[str]:
@@ -64,41 +72,52 @@ _LABELS = {
 }
 
 
+#: Why a family's decoder layers have no single MLP output projection to fold a repair into.
+POST_NORM_NOTE = (
+    "this family normalises the MLP output (post_feedforward_layernorm) before adding it to the residual "
+    "stream, so a linear map folded into the output projection would be undone by the norm; not repaired"
+)
+MOE_NOTE = "a mixture-of-experts layer has no single MLP output projection to fold a linear map into; not repaired"
+DISCOVERED_NOTE = "the MLP of a model found by shape is not known; not repaired"
+
+
 def _family(name: str, *model_types: str, **kwargs: Any) -> Family:
     return Family(name=name, model_types=model_types or (name,), label=_LABELS.get(name, name), **kwargs)
 
 
 #: The families this tool is tested on (see tests/core/test_architectures.py and the README table).
 FAMILIES: tuple[Family, ...] = (
-    _family("llama"),
-    _family("mistral"),
-    _family("mixtral"),
-    _family("qwen2", index_thresholds=("max_window_layers",)),
+    _family("llama", mlp_out="mlp.down_proj"),
+    _family("mistral", mlp_out="mlp.down_proj"),
+    _family("mixtral", repair_note=MOE_NOTE),
+    _family("qwen2", index_thresholds=("max_window_layers",), mlp_out="mlp.down_proj"),
     _family(
         "qwen2_moe",
         index_thresholds=("max_window_layers",),
         layer_index_lists=("mlp_only_layers",),
         sparse_step="decoder_sparse_step",
+        mlp_out="mlp.down_proj",  # dense (mlp_only) layers only; a sparse layer is skipped at repair time
     ),
-    _family("qwen3", index_thresholds=("max_window_layers",)),
+    _family("qwen3", index_thresholds=("max_window_layers",), mlp_out="mlp.down_proj"),
     _family(
         "qwen3_moe",
         index_thresholds=("max_window_layers",),
         layer_index_lists=("mlp_only_layers",),
         sparse_step="decoder_sparse_step",
+        mlp_out="mlp.down_proj",  # dense (mlp_only) layers only; a sparse layer is skipped at repair time
     ),
-    _family("gemma"),
-    _family("gemma2"),
-    _family("gemma3_text"),
-    _family("phi3"),
-    _family("gpt2", layers_path="transformer.h", count_field="n_layer"),
-    _family("gpt_neox", layers_path="gpt_neox.layers"),
-    _family("gptj", layers_path="transformer.h", count_field="n_layer"),
-    _family("opt", layers_path="model.decoder.layers"),
-    _family("falcon", layers_path="transformer.h"),
-    _family("stablelm"),
-    _family("olmo"),
-    _family("olmo2"),
+    _family("gemma", mlp_out="mlp.down_proj"),
+    _family("gemma2", repair_note=POST_NORM_NOTE),
+    _family("gemma3_text", repair_note=POST_NORM_NOTE),
+    _family("phi3", mlp_out="mlp.down_proj"),
+    _family("gpt2", layers_path="transformer.h", count_field="n_layer", mlp_out="mlp.c_proj"),
+    _family("gpt_neox", layers_path="gpt_neox.layers", mlp_out="mlp.dense_4h_to_h"),
+    _family("gptj", layers_path="transformer.h", count_field="n_layer", mlp_out="mlp.fc_out"),
+    _family("opt", layers_path="model.decoder.layers", mlp_out="fc2"),
+    _family("falcon", layers_path="transformer.h", mlp_out="mlp.dense_4h_to_h"),
+    _family("stablelm", mlp_out="mlp.down_proj"),
+    _family("olmo", mlp_out="mlp.down_proj"),
+    _family("olmo2", repair_note=POST_NORM_NOTE),
 )
 
 _BY_MODEL_TYPE = {t: f for f in FAMILIES for t in f.model_types}
@@ -166,6 +185,7 @@ def discover_family(model: Any, config: dict[str, Any]) -> Family:
         layers_path=best[1],
         count_field=count_field,
         per_layer_lists=per_layer,
+        repair_note=DISCOVERED_NOTE,
         notes="found by shape, not tested",
     )
 

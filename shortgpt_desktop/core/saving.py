@@ -4,6 +4,10 @@ Tensors stream straight from the source checkpoint files (safetensors as raw byt
 ``weights_only=True``; see :mod:`.tensor_io`): removed layers are skipped and the rest renamed to their new
 index, so the model is never held in memory twice. A GGUF source has no Hugging Face tensors on disk, so its
 (already dequantised) tensors are taken from the model in memory, with the names a stock loader expects.
+
+``replaced`` (parameter name with the ORIGINAL layer index → tensor, e.g. the output of the training-free
+repair) swaps single tensors for new values, written in the dtype the checkpoint stores that tensor in, under
+the same name and shape; everything else is still copied byte for byte.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,7 +26,7 @@ from typing import Any
 from .architectures import Family, layer_count, prune_config
 from .errors import Cancelled, Hint, OutputError
 from .sources import TOKENIZER_FILES, ModelSource
-from .tensor_io import checkpoint_entries, model_entries, plan_shards, write_sharded
+from .tensor_io import checkpoint_entries, model_entries, plan_shards, replacement_entry, write_sharded
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +78,14 @@ def renamed(name: str, family: Family, new_index: dict[int, int]) -> str | None:
     return f"{match['pre']}{family.layers_path.rsplit('.', 1)[-1]}.{new_index[old]}.{match['rest']}"
 
 
+def canonical_name(name: str, family: Family) -> str:
+    """A layer tensor's name with the family's full module path (GPT-2 checkpoints may say ``h.0.``)."""
+    match = family.key_pattern().match(name)
+    if match is None:
+        return name
+    return f"{family.layers_path}.{match['idx']}.{match['rest']}"
+
+
 # -------------------------------------------------------------------------------------------------- save
 
 
@@ -91,12 +103,14 @@ def save_pruned(
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
     progress: Callable[[str, int, int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
+    replaced: Mapping[str, Any] | None = None,
 ) -> SaveResult:
     """Write the pruned model to ``out`` atomically: a temporary folder beside it, moved in when complete.
 
     ``original_config`` is the loaded (unpruned) config as a dict, which includes fields the loader derives
     (``layer_types`` and the like); the written ``config.json`` keeps the source file's own keys and adds the
-    corrected per-layer fields. ``model`` (unpruned) is needed only for a GGUF source.
+    corrected per-layer fields. ``model`` (unpruned) is needed only for a GGUF source. ``replaced`` maps
+    parameter names with original layer indices (``model.layers.5.mlp.down_proj.weight``) to new values.
     """
     out_path = check_output_folder(Path(out), source, force)
     n_layers = layer_count(original_config, family)
@@ -108,7 +122,7 @@ def save_pruned(
     with output_folder(out_path) as temp:
         written = _write_all(
             temp, source, family, original_config, patch.values, new_index, model,
-            tokenizer, card_text, max_shard_bytes, progress, cancel,
+            tokenizer, card_text, max_shard_bytes, progress, cancel, replaced or {},
         )
     log.info("saved pruned model to %s", out_path)
     return replace(written, folder=out_path)
@@ -156,14 +170,25 @@ def _write_all(
     max_shard_bytes: int,
     progress: Callable[[str, int, int], None] | None,
     cancel: Callable[[], bool] | None,
+    replaced: Mapping[str, Any],
 ) -> SaveResult:
     if source.gguf_file is not None and model is None:
         raise ValueError("a GGUF source is saved from the model in memory; pass model=")
+    wanted = {canonical_name(name, family): value for name, value in replaced.items()}
+    used: set[str] = set()
     entries = []
     for entry in model_entries(model) if source.gguf_file else checkpoint_entries(source):
         new_name = renamed(entry.name, family, new_index)
-        if new_name is not None:
-            entries.append(replace(entry, name=new_name))
+        if new_name is None:
+            continue
+        key = canonical_name(entry.name, family)
+        if key in wanted:
+            entry = replacement_entry(entry, wanted[key])
+            used.add(key)
+        entries.append(replace(entry, name=new_name))
+    missing = sorted(set(wanted) - used)
+    if missing:
+        raise ValueError(f"replaced tensors not in the saved checkpoint (or in a removed layer): {missing[:3]}")
     shards = plan_shards(entries, max_shard_bytes)
     done = 0
 

@@ -27,6 +27,8 @@ _TORCH_TO_SAFETENSORS = {
     "float8_e5m2": "F8_E5M2",
 }
 
+_SAFETENSORS_TO_TORCH = {code: name for name, code in _TORCH_TO_SAFETENSORS.items()}
+
 
 @dataclass
 class TensorEntry:
@@ -83,6 +85,18 @@ def tensor_entry(name: str, tensor: Any) -> TensorEntry:
 
     return TensorEntry(name, _TORCH_TO_SAFETENSORS[dtype], list(tensor.shape),
                        tensor.numel() * tensor.element_size(), write)
+
+
+def replacement_entry(entry: TensorEntry, tensor: Any) -> TensorEntry:
+    """``tensor`` written in place of ``entry``: same name and shape, cast to the dtype the entry stores."""
+    import torch
+
+    dtype = _SAFETENSORS_TO_TORCH.get(entry.dtype)
+    if dtype is None:
+        raise ValueError(f"tensor {entry.name} is stored as {entry.dtype}, which cannot be replaced")
+    if list(tensor.shape) != list(entry.shape):
+        raise ValueError(f"tensor {entry.name} has shape {entry.shape}; its replacement has {list(tensor.shape)}")
+    return tensor_entry(entry.name, tensor.detach().to("cpu", getattr(torch, dtype)))
 
 
 def bin_entries(path: Path) -> Iterator[TensorEntry]:
