@@ -50,6 +50,8 @@ _STAGE_LABELS = {
     "ppl_before": "perplexity, original",
     "ppl_after": "perplexity, pruned",
     "saving": "saving",
+    "repair": "repairing",
+    "heal": "healing",
 }
 
 
@@ -117,6 +119,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be 0 or more")
     return value
 
 
@@ -194,6 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="what to write (default: the source's format; a .gguf source stays a GGUF of the "
                        "same quantization, for llama.cpp, Ollama and LM Studio)")
     prune.add_argument("--no-eval", action="store_true", help="skip perplexity and generation before/after")
+    prune.add_argument("--repair", choices=["linear", "none"], default=defaults.REPAIR,
+                       help="linear (default): fit a map on the calibration text for each run of removed layers "
+                       "and fold it into the layer before (no new parameters); none: the paper's plain removal")
+    prune.add_argument("--heal", type=_non_negative_int, default=0, metavar="STEPS",
+                       help="LoRA fine-tune on the calibration text for STEPS steps, merged into the weights "
+                       "(default 0: off; slow on a CPU, minutes on a GPU)")
     prune.add_argument("--prompt", help="prompt for the before/after generation sample")
 
     ev = sub.add_parser("eval", help="perplexity of a model (and of a second one on the same tokens)")
@@ -224,6 +242,8 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         spec.out = args.out
         spec.force = args.force
         spec.output_format = args.output_format
+        spec.repair = args.repair
+        spec.heal_steps = args.heal
         spec.check_perplexity = not args.no_eval
         spec.prompt = args.prompt or DEFAULT_PROMPT
     return spec
@@ -254,6 +274,16 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
     if report.params_before:
         out.write(f"parameters: {report.params_before:,} -> {report.params_after:,} "
                   f"({report.params_after / report.params_before:.1%})\n")
+    for run in report.repair_runs:
+        first, last = run["layers"]
+        if run.get("parameter"):
+            out.write(f"repaired layers {first}-{last}: a map folded into layer {run['patched_layer']} "
+                      f"(calibration error {run['residual_before']:.3f} -> {run['residual_after']:.3f})\n")
+        else:
+            out.write(f"not repaired, layers {first}-{last}: {run['note']}\n")
+    if report.heal_steps:
+        out.write(f"healed: {report.heal_steps} LoRA steps, loss {report.heal_losses[0]:.3f} -> "
+                  f"{report.heal_losses[-1]:.3f}\n")
     if report.ppl_before is not None:
         line = f"perplexity: {report.ppl_before:.3f}"
         if report.ppl_after is not None:

@@ -8,6 +8,7 @@ SAMPLES = 128
 SEQ_LEN = 512
 BATCH_SIZE = 4
 METRIC = "bi"
+REPAIR = "linear"
 EVAL_WINDOWS = 64
 MAX_NEW_TOKENS = 24
 PROMPT = "The most important thing to know about the history of science is"

@@ -76,6 +76,22 @@ class Checked:
 
 
 @dataclass
+class Adjusted:
+    """What the repair and the healing changed for one set of removed layers (no tensors cross to a window)."""
+
+    removed: list[int]
+    repair: Any = None  # repair.RepairResult, or None when the repair was off
+    heal: Any = None  # healing.HealResult, or None when no healing was asked for
+    weights: dict[str, Any] = field(default_factory=dict)  # parameter name (original index) → new value
+    key: tuple = ()
+    seconds: float = 0.0
+
+    @property
+    def notes(self) -> list[str]:
+        return list(self.repair.notes) if self.repair is not None else []
+
+
+@dataclass
 class Engine:
     """Everything known about the current model and its scores, and the steps that change it."""
 
@@ -95,6 +111,7 @@ class Engine:
     checked: Checked | None = None
     output_format: str | None = None  # what save writes; None: the source's own format
     streamed: Any = None  # a StreamedModel when the model is scored one layer at a time (low-memory mode)
+    adjusted: Adjusted | None = None  # the repair (and healing) of the last plan that was checked or saved
     _gguf_bytes: tuple[list[int], int] | None = None  # a GGUF source's bytes per block, and the rest
 
     # ----------------------------------------------------------------------------------------------- state
@@ -117,6 +134,7 @@ class Engine:
         self.loaded = self.load_key = None
         self.tokens = self.token_key = None
         self.stats = self.scores = self.scored = self.sizes = self.scored_spec = self.checked = None
+        self.adjusted = None
 
     def close(self) -> None:
         """Forget the source too: the engine is as new."""
@@ -425,6 +443,68 @@ class Engine:
         count = spec.count if spec.count is not None else count_for_ratio(float(spec.ratio or 0), self.n_layers)
         return self.plan(count=count)
 
+    # ------------------------------------------------------------------------------------------- repair
+
+    def adjust(self, spec: JobSpec, removed: Sequence[int], progress: Progress = no_progress,
+               cancel: CancelCheck | None = None) -> Adjusted:
+        """Repair (and, if asked, heal) the model pruned as ``removed``; the loaded weights stay as they are.
+
+        The repair fits one linear map per run of removed layers on the calibration samples and folds it into
+        the kept layer before the run; healing trains LoRA adapters on the same samples and merges them. Both
+        give new values for a few existing weights: the pruned model keeps its stock architecture. Computed
+        once per plan and settings.
+        """
+        removed = sorted(removed)
+        key = (tuple(removed), spec.repair, spec.heal_steps, self.load_key, self._token_key(spec))
+        if self.adjusted is not None and self.adjusted.key == key:
+            return self.adjusted
+        started = time.perf_counter()
+        adjusted = Adjusted(removed, key=key)
+        if (spec.repair == "none" and spec.heal_steps <= 0) or not removed:
+            self.adjusted = adjusted
+            return adjusted
+        if spec.repair not in ("none", "linear"):
+            raise UserError(f"Unknown repair {spec.repair!r}: choose linear or none.")
+        if self.streamed is not None:
+            log.info("low-memory mode: no repair or healing (they need the whole model in memory)")
+            self.adjusted = adjusted
+            return adjusted
+        loaded = self.load(spec, progress, cancel)
+        tokens = self.tokens_for(spec, progress)
+        if spec.repair == "linear":
+            from .repair import fit_linear_repair
+
+            adjusted.repair = fit_linear_repair(loaded.model, loaded.family, tokens, removed, spec.batch_size,
+                                                progress=progress, cancel=cancel)
+            adjusted.weights.update(adjusted.repair.tensors)
+        if spec.heal_steps > 0:
+            from .healing import heal, original_names
+
+            kept = [i for i in range(loaded.n_layers) if i not in set(removed)]
+            with pipeline.modified(loaded, removed, adjusted.weights):
+                adjusted.heal = heal(loaded.model, loaded.family, tokens, steps=spec.heal_steps,
+                                     batch_size=spec.batch_size, seed=spec.seed, progress=progress, cancel=cancel,
+                                     keep_original=True)
+            adjusted.weights.update(original_names(adjusted.heal.changed, loaded.family, kept))
+        adjusted.seconds = time.perf_counter() - started
+        self.adjusted = adjusted
+        return adjusted
+
+    def heal_estimate(self, spec: JobSpec, removed: Sequence[int]) -> float:
+        """Seconds ``spec.heal_steps`` steps of healing will take here (two steps are timed)."""
+        from .healing import estimate_heal_seconds
+
+        loaded = self.load(spec)
+        tokens = self.tokens_for(spec)
+        with pipeline.modified(loaded, removed):
+            return estimate_heal_seconds(loaded.model, loaded.family, tokens, spec.heal_steps, spec.batch_size)
+
+    def _weights_for(self, removed: Sequence[int]) -> dict[str, Any]:
+        """The repaired (healed) weights of this very plan, when they were computed."""
+        if self.adjusted is not None and self.adjusted.removed == sorted(removed):
+            return self.adjusted.weights
+        return {}
+
     # ----------------------------------------------------------------------------------------------- check
 
     def check(self, spec: JobSpec, removed: Sequence[int], prompt: str | None = None,
@@ -439,8 +519,9 @@ class Engine:
         if not tokens.eval_windows:
             raise CalibrationError("The calibration text leaves no held-out text for perplexity; add more text or "
                                    "give a separate evaluation text.")
+        weights = self.adjust(spec, removed, progress, cancel).weights
         before = self._perplexity(spec, tokens, (), progress, cancel, "ppl_before")
-        after = self._perplexity(spec, tokens, removed, progress, cancel, "ppl_after")
+        after = self._perplexity(spec, tokens, removed, progress, cancel, "ppl_after", weights)
         gen_before = gen_after = ""
         prompt = spec.prompt if prompt is None else prompt
         chat = has_chat_template(loaded.tokenizer)
@@ -452,18 +533,19 @@ class Engine:
             gen_before = pipeline.generate(loaded, prompt, (), spec.max_new_tokens, chat)
             raise_if_cancelled(cancel)
             progress("generate", 1, 2, None)
-            gen_after = pipeline.generate(loaded, prompt, removed, spec.max_new_tokens, chat)
+            gen_after = pipeline.generate(loaded, prompt, removed, spec.max_new_tokens, chat, weights)
             progress("generate", 2, 2, None)
         self.checked = Checked(list(removed), before.perplexity, after.perplexity, before.tokens, prompt or "",
                                gen_before, gen_after, time.perf_counter() - started, chat)
         return self.checked
 
     def _perplexity(self, spec: JobSpec, tokens: TokenSet, removed: Sequence[int], progress: Progress,
-                    cancel: CancelCheck | None, stage: str) -> Any:
+                    cancel: CancelCheck | None, stage: str, weights: dict[str, Any] | None = None) -> Any:
         """Perplexity in memory, or one layer at a time in low-memory mode (the same numbers)."""
         assert self.loaded is not None
         if self.streamed is None:
-            return pipeline.measure_perplexity(self.loaded, tokens, removed, spec.batch_size, progress, cancel, stage)
+            return pipeline.measure_perplexity(self.loaded, tokens, removed, spec.batch_size, progress, cancel, stage,
+                                               weights)
         from .streaming import streamed_perplexity
 
         assert self.source is not None
@@ -495,6 +577,20 @@ class Engine:
         report.bytes_before, report.bytes_after = plan.bytes_before, plan.bytes_after
         report.output_format = self.resolved_format
         report.quantization = self._quantization()
+        adjusted = self.adjusted if self.adjusted is not None and self.adjusted.removed == list(plan.removed) \
+            else None
+        report.repair = "linear" if adjusted is not None and adjusted.repair is not None else "none"
+        if adjusted is not None and adjusted.repair is not None:
+            report.repair_runs = [
+                {"layers": [r.start, r.end - 1], "patched_layer": r.patched_layer, "parameter": r.parameter,
+                 "residual_before": r.residual_before, "residual_after": r.residual_after, "note": r.note}
+                for r in adjusted.repair.runs
+            ]
+            report.timings["repair"] = adjusted.repair.seconds
+        if adjusted is not None and adjusted.heal is not None:
+            report.heal_steps = adjusted.heal.steps
+            report.heal_losses = [adjusted.heal.losses[0], adjusted.heal.losses[-1]]
+            report.timings["heal"] = adjusted.heal.seconds
         c = self.checked
         if c is not None and c.removed == list(plan.removed):
             report.ppl_before, report.ppl_after, report.eval_tokens = c.ppl_before, c.ppl_after, c.eval_tokens
@@ -518,21 +614,22 @@ class Engine:
             raise UserError("Score the layers first: the model is not loaded.")
         if not plan.removed:
             raise PlanError("The plan removes no layers: choose how many to remove first.")
+        weights = self._weights_for(plan.removed)
         if self.resolved_format == "gguf":
-            return self._save_gguf(plan, out, report, force, progress, cancel)
+            return self._save_gguf(plan, out, report, force, progress, cancel, weights)
         if self.streamed is not None and self.loaded.source.gguf_file:
             raise UserError("In low-memory mode a GGUF model is saved as GGUF (its float copy would need the "
                             "whole model in memory).")
-        return pipeline.save(self.loaded, plan, out, report, force, progress, cancel)
+        return pipeline.save(self.loaded, plan, out, report, force, progress, cancel, weights=weights)
 
     def _save_gguf(self, plan: PrunePlan, out: str | Path, report: Report | None, force: bool,
-                   progress: Progress, cancel: CancelCheck | None) -> SaveResult:
+                   progress: Progress, cancel: CancelCheck | None, weights: dict[str, Any]) -> SaveResult:
         from .gguf_writer import write_pruned_gguf
         from .report import model_card
 
         assert self.source is not None
         card = model_card(report, self.source.spec) if report is not None else ""
-        result = write_pruned_gguf(self.source, plan.removed, out, card_text=card, force=force,
+        result = write_pruned_gguf(self.source, plan.removed, out, card_text=card, force=force, replaced=weights,
                                    progress=progress, cancel=cancel)
         if report is not None:
             report.changed_types = {k: list(v) for k, v in result.changed_types.items()}
@@ -613,7 +710,7 @@ def run_prune(engine: Engine, spec: JobSpec, progress: Progress = no_progress, c
     engine.set_output_format(spec.output_format)
     engine.mode_for(spec)  # refuses, before loading, a model that fits neither way
     needs_scores = spec.layers is None
-    if needs_scores or spec.check_perplexity:
+    if needs_scores or spec.check_perplexity or spec.repair != "none" or spec.heal_steps > 0:
         engine.check_text(spec)
     if needs_scores:
         engine.score(spec, progress, cancel)
@@ -625,6 +722,8 @@ def run_prune(engine: Engine, spec: JobSpec, progress: Progress = no_progress, c
     plan = engine.plan_for_spec(spec)
     if spec.check_perplexity:
         engine.check(spec, plan.removed, spec.prompt, progress, cancel)
+    else:
+        engine.adjust(spec, plan.removed, progress, cancel)
     report = engine.report(plan, spec)
     t = time.perf_counter()
     result = engine.save(plan, spec.out, report, spec.force, progress, cancel)

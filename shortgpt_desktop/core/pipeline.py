@@ -7,9 +7,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from . import defaults
 from .calibration import BUILTIN_CORPUS, TokenSet, build_token_set, builtin_corpus, read_texts
@@ -59,6 +61,8 @@ class JobSpec:
     eval_windows: int = defaults.EVAL_WINDOWS
     output_format: str | None = None  # "gguf" or "safetensors"; None: the source's own format
     low_memory: bool | None = None  # one layer at a time; None: only when the model would not fit
+    repair: str = defaults.REPAIR  # "linear": fold a fitted map into the layer before each removed run; "none"
+    heal_steps: int = 0  # LoRA steps on the calibration text, merged into the weights (0: no healing)
 
 
 _noop = no_progress
@@ -172,15 +176,31 @@ def checkpoint_bytes_per_param(loaded: LoadedModel) -> float:
 
 def measure_perplexity(loaded: LoadedModel, tokens: TokenSet, removed: Sequence[int] = (), batch_size: int = 4,
                        progress: Progress = _noop, cancel: CancelCheck | None = None,
-                       stage: str = "perplexity") -> PerplexityResult:
-    """Perplexity on the held-out windows, of the model as loaded or with ``removed`` layers pruned."""
+                       stage: str = "perplexity", weights: dict[str, Any] | None = None) -> PerplexityResult:
+    """Perplexity on the held-out windows, of the model as loaded or with ``removed`` layers pruned.
+
+    ``weights`` (parameter names with original layer indices → values: a repair, a healing) replace the
+    loaded ones for this measurement only.
+    """
     def report(done: int, total: int) -> None:
         progress(stage, done, total, None)
 
-    if not removed:
+    with modified(loaded, removed, weights):
         return perplexity_of(loaded.model, tokens.eval_windows, tokens.pad_id, batch_size, cancel, report)
-    with pruned_view(loaded.model, loaded.family, removed):
-        return perplexity_of(loaded.model, tokens.eval_windows, tokens.pad_id, batch_size, cancel, report)
+
+
+@contextmanager
+def modified(loaded: LoadedModel, removed: Sequence[int] = (), weights: dict[str, Any] | None = None
+             ) -> Iterator[None]:
+    """The loaded model with ``weights`` put in and ``removed`` layers pruned, for the block only."""
+    from .repair import weights_view
+
+    with weights_view(loaded.model, dict(weights or {})):
+        if removed:
+            with pruned_view(loaded.model, loaded.family, removed):
+                yield
+        else:
+            yield
 
 
 def perplexity_on(loaded: LoadedModel, tokens: TokenSet, batch_size: int = 4, progress: Progress = _noop,
@@ -191,29 +211,28 @@ def perplexity_on(loaded: LoadedModel, tokens: TokenSet, batch_size: int = 4, pr
 
 
 def generate(loaded: LoadedModel, prompt: str, removed: Sequence[int] = (), max_new_tokens: int = 24,
-             chat: bool | None = None) -> str:
-    """Greedy continuation with the cache on, of the original or the pruned model.
+             chat: bool | None = None, weights: dict[str, Any] | None = None) -> str:
+    """Greedy continuation with the cache on, of the original or the pruned (and repaired) model.
 
     ``chat=None`` uses the model's chat template when it has one.
     """
     if chat is None:
         chat = has_chat_template(loaded.tokenizer)
-    if not removed:
-        return generate_text(loaded.model, loaded.tokenizer, prompt, max_new_tokens, chat)
-    with pruned_view(loaded.model, loaded.family, removed):
+    with modified(loaded, removed, weights):
         return generate_text(loaded.model, loaded.tokenizer, prompt, max_new_tokens, chat)
 
 
 def save(loaded: LoadedModel, plan: PrunePlan, out: str | Path, report: Report | None = None,
          force: bool = False, progress: Progress = _noop, cancel: CancelCheck | None = None,
-         max_shard_bytes: int | None = None) -> SaveResult:
+         max_shard_bytes: int | None = None, weights: dict[str, Any] | None = None) -> SaveResult:
     """Write the pruned model (with its model card) to ``out``, atomically."""
     card = model_card(report, loaded.source.spec) if report is not None else ""
     kwargs = {"max_shard_bytes": max_shard_bytes} if max_shard_bytes else {}
     return save_pruned(
         source=loaded.source, family=loaded.family, original_config=loaded.config, removed=plan.removed,
         out=out, model=loaded.model, tokenizer=loaded.tokenizer, card_text=card, force=force,
-        progress=lambda stage, done, total: progress(stage, done, total, None), cancel=cancel, **kwargs,
+        progress=lambda stage, done, total: progress(stage, done, total, None), cancel=cancel,
+        replaced=weights, **kwargs,
     )
 
 

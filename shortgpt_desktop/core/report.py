@@ -46,6 +46,10 @@ class Report:
     generation_after: str | None = None
     generation_chat_template: bool = False  # the prompt went through the model's chat template
     warnings: list[str] = field(default_factory=list)
+    repair: str = "none"  # "linear" when the training-free repair was applied
+    repair_runs: list[dict[str, Any]] = field(default_factory=list)  # per run of removed layers: what it did
+    heal_steps: int = 0
+    heal_losses: list[float] = field(default_factory=list)  # training loss at the first and the last step
     output_format: str = ""  # "safetensors" or "gguf"
     quantization: str = ""  # a GGUF output's tensor type (Q4_1…), or the float dtype written
     changed_types: dict[str, list[str]] = field(default_factory=dict)  # GGUF tensors re-quantized: [from, to]
@@ -100,6 +104,17 @@ def model_card(report: Report, base_model: str) -> str:
     if report.params_before:
         sizes = f"| parameters | {report.params_before:,} | {report.params_after:,} |\n"
     base_model_line = f"base_model: {base_model}\n" if "/" in base_model else ""
+    repaired = [r for r in report.repair_runs if r.get("parameter")]
+    repair_line = "none (plain layer removal)"
+    if report.repair == "linear":
+        repair_line = (f"training-free linear repair (a fitted map folded into the MLP output projection of "
+                       f"{len(repaired)} kept layer{'s' if len(repaired) != 1 else ''}; no new parameters)")
+        skipped = [r for r in report.repair_runs if r.get("note")]
+        if skipped:
+            repair_line += "; not repaired: " + "; ".join(
+                f"layers {r['layers'][0]}-{r['layers'][1]}: {r['note']}" for r in skipped)
+    if report.heal_steps:
+        repair_line += f"; healed with {report.heal_steps} LoRA steps on the calibration text, merged"
     output_format = report.output_format or "safetensors"
     if report.quantization:
         output_format += f" ({report.quantization})"
@@ -133,6 +148,7 @@ Removed layers (0-based, original numbering): {", ".join(map(str, report.removed
 tokens, seed {report.seed} ({report.tokens:,} tokens scored)
 - Device: {report.device}, {report.dtype}
 - Format: {output_format}
+- Repair: {repair_line}
 
 Layer-pruned models usually lose some quality, most of all in free generation; check it on your own task.
 
