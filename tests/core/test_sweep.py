@@ -74,7 +74,8 @@ def test_explicit_order_and_limits(model, tokens) -> None:
         quality_curve(model, LLAMA, tokens, [4, 4])
     with pytest.raises(PlanError):
         quality_curve(model, LLAMA, tokens, [0, 1, 2, 3, 4, 5], max_removed=6)  # removes every layer
-    assert len(quality_curve(model, LLAMA, tokens, [0, 1, 2, 3, 4, 5], eval_windows=1).points) == 6, "up to 5    with pytest.raises(PlanError):
+    assert len(quality_curve(model, LLAMA, tokens, [0, 1, 2, 3, 4, 5], eval_windows=1).points) == 6, "up to 5"
+    with pytest.raises(PlanError):
         quality_curve(model, LLAMA, tokens, [1, 2], max_removed=3)
     with pytest.raises(Cancelled):
         quality_curve(model, LLAMA, tokens, [1, 2], cancel=lambda: True)
