@@ -5,11 +5,13 @@ Plain BI removes the ``count`` layers with the lowest Block Influence. On some s
 parallel to its input can still carry a small shift that the LM head depends on (cosine only sees angles). So
 the recipe here never trusts BI alone:
 
-1. **Shortlist.** The ``count + extra`` lowest-BI layers, the first and last layers left out (the paper too
-   finds them important).
-2. **Greedy refinement** (as SLEB does): remove one layer at a time, each time the shortlisted layer whose
-   removal, on top of those already chosen, gives the lowest perplexity on a *subset* of the calibration
-   samples. This yields a nested removal order.
+1. **Protect the ends.** The first and last layers are left out of the search (the paper too finds them
+   important).
+2. **Greedy refinement** (as SLEB does, but over a sliding BI window instead of every layer): remove one
+   layer at a time; each step measures the ``window`` lowest-BI layers not yet removed and takes the one
+   whose removal, on top of those already chosen, gives the lowest perplexity on a *subset* of the
+   calibration samples. A layer that BI ranks low but the model needs keeps losing and is never taken. This
+   yields a nested removal order.
 3. **Compare** the greedy set with plain BI and BI with the ends protected on the same samples and keep the
    one with the lowest calibration perplexity, so the result is never worse there than plain BI.
 
@@ -30,6 +32,7 @@ from .errors import Cancelled, PlanError
 from .evaluation import perplexity_of
 from .plan import lowest, max_removable
 from .surgery import pruned_view
+from .sweep import removal_order
 
 #: ``progress(stage, done, total, partial)``; partial is the list of layers chosen so far.
 Progress = Callable[[str, int, int, Any], None]
@@ -38,6 +41,8 @@ CancelCheck = Callable[[], bool]
 STAGE = "selecting"
 #: Calibration samples each perplexity measurement uses (the first ones of the token set).
 DEFAULT_EVAL_SAMPLES = 8
+#: Lowest-BI layers each greedy step measures.
+DEFAULT_WINDOW = 3
 
 
 @dataclass
@@ -58,9 +63,8 @@ class SelectionResult:
     order: list[int]  # greedy removal order (nested: its first k are the greedy choice for k layers)
     order_perplexity: list[float]  # calibration perplexity after each greedy step
     candidates: list[Candidate] = field(default_factory=list)
-    shortlist: list[int] = field(default_factory=list)
+    considered: list[int] = field(default_factory=list)  # every layer the greedy steps measured
     protected: list[int] = field(default_factory=list)
-    baseline_perplexity: float = math.nan  # calibration subset, nothing removed
     forward_passes: int = 0  # perplexity passes over the calibration subset
     eval_samples: int = 0
     eval_tokens: int = 0  # predicted tokens per pass
@@ -72,15 +76,10 @@ class SelectionResult:
 
 
 def protected_layers(n_layers: int) -> list[int]:
-    """Layers the recipe never shortlists: the first and the last (when enough layers remain to choose from)."""
+    """Layers the recipe leaves out of the greedy search: the first and the last (when there are more than 2)."""
     if n_layers <= 2:
         return []
     return [0, n_layers - 1]
-
-
-def shortlist_size(count: int, n_candidates: int) -> int:
-    """A few more candidates than layers to remove: ``count + max(2, count // 2)``, capped by what exists."""
-    return min(n_candidates, count + max(2, count // 2))
 
 
 def choose_layers_safely(
@@ -91,16 +90,17 @@ def choose_layers_safely(
     bi_scores: Sequence[float | None],
     batch_size: int = 4,
     eval_samples: int = DEFAULT_EVAL_SAMPLES,
-    extra: int | None = None,
+    window: int = DEFAULT_WINDOW,
     progress: Progress | None = None,
     cancel: CancelCheck | None = None,
 ) -> SelectionResult:
-    """Choose ``count`` layers to remove: BI shortlist, greedy by calibration perplexity, best of three sets.
+    """Choose ``count`` layers to remove: greedy over a sliding BI window, then the best of three sets.
 
     ``bi_scores`` are Block Influence scores by layer (lower = removed first), from
-    :func:`~shortgpt_desktop.core.scoring.measure_layers`. ``extra`` overrides how many shortlisted layers
-    beyond ``count`` the greedy search may pick from. Forward passes: 1 (baseline) + about
-    ``count × shortlist`` on ``eval_samples`` calibration samples, each pass on an ever smaller model.
+    :func:`~shortgpt_desktop.core.scoring.measure_layers`. Each greedy step measures the ``window`` lowest-BI
+    layers not yet removed (first and last layer excluded) and removes the one whose removal leaves the lowest
+    perplexity on the first ``eval_samples`` calibration samples. At most ``count × window + 1`` passes over
+    those samples, each on an ever smaller model.
     """
     started = time.perf_counter()
     n = len(get_submodule(model, family.layers_path))
@@ -112,28 +112,27 @@ def choose_layers_safely(
         raise PlanError(f"Removing {count} of {n} layers leaves none; at least one must stay.")
     samples = token_set.samples[: max(1, eval_samples)]
     if not samples:
-        raise PlanError("Score the layers on calibration samples first: there are none.")
+        raise PlanError("There are no calibration samples to measure perplexity on.")
+    window = max(1, window)
 
     protected = protected_layers(n)
-    # Protected layers may still be needed when almost everything goes.
-    if count > n - len(protected):
+    if count > n - len(protected):  # almost everything goes: the ends cannot be spared
         protected = []
     open_scores = [None if i in protected else s for i, s in enumerate(bi_scores)]
-    n_open = sum(1 for s in open_scores if s is not None and not math.isnan(s))
-    size = shortlist_size(count, n_open) if extra is None else min(n_open, count + max(0, extra))
-    shortlist = lowest(open_scores, size)
+    open_order = removal_order(open_scores)
+    if count > len(open_order):
+        raise PlanError(f"Only {len(open_order)} layers have scores; cannot remove {count}.")
     plain = lowest(bi_scores, count)
     ends = lowest(open_scores, count)
 
     passes = 0
     tokens_per_pass = 0
     measured: dict[tuple[int, ...], float] = {}
-    steps = count * size - count * (count - 1) // 2  # greedy passes
-    total = 1 + steps + 2
+    total = count * window + 2  # an upper bound; repeated sets are measured once
 
     def report(partial: list[int]) -> None:
         if progress is not None:
-            progress(STAGE, min(passes, total), total, list(partial))
+            progress(STAGE, passes, max(total, passes), list(partial))
 
     def measure(removed: Sequence[int]) -> float:
         nonlocal passes, tokens_per_pass
@@ -142,10 +141,7 @@ def choose_layers_safely(
             return measured[key]
         if cancel is not None and cancel():
             raise Cancelled()
-        if key:
-            with pruned_view(model, family, key):
-                result = perplexity_of(model, samples, token_set.pad_id, batch_size, cancel)
-        else:
+        with pruned_view(model, family, key):
             result = perplexity_of(model, samples, token_set.pad_id, batch_size, cancel)
         passes += 1
         tokens_per_pass = result.tokens
@@ -153,18 +149,16 @@ def choose_layers_safely(
         return result.perplexity
 
     report([])
-    baseline = measure(())
-    report([])
     order: list[int] = []
     order_ppl: list[float] = []
+    considered: list[int] = []
     for _ in range(count):
+        trial = [layer for layer in open_order if layer not in order][:window]
+        considered += [layer for layer in trial if layer not in considered]
         best_layer, best_ppl = -1, math.inf
-        for layer in shortlist:
-            if layer in order:
-                continue
+        for layer in trial:  # in BI order: on equal perplexity the lower-BI layer wins
             ppl = measure([*order, layer])
             report(order)
-            # Ties (rare): the lower-BI layer, i.e. the earlier one in the shortlist, wins.
             if ppl < best_ppl:
                 best_layer, best_ppl = layer, ppl
         order.append(best_layer)
@@ -180,21 +174,19 @@ def choose_layers_safely(
     report(order)
     # Stable min: on equal perplexity the earlier (greedy, then ends-protected) candidate is kept.
     best = min(candidates, key=lambda c: c.calibration_perplexity)
-    explanation = _explain(best, candidates, count, len(samples), tokens_per_pass)
     return SelectionResult(
         removed=list(best.removed),
         chosen=best.name,
         order=order,
         order_perplexity=order_ppl,
         candidates=candidates,
-        shortlist=shortlist,
+        considered=considered,
         protected=protected,
-        baseline_perplexity=baseline,
         forward_passes=passes,
         eval_samples=len(samples),
         eval_tokens=tokens_per_pass,
         seconds=time.perf_counter() - started,
-        explanation=explanation,
+        explanation=_explain(best, candidates, count, len(samples), tokens_per_pass),
     )
 
 
