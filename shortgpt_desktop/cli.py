@@ -51,6 +51,8 @@ _STAGE_LABELS = {
     "ppl_after": "perplexity, pruned",
     "saving": "saving",
     "repair": "repairing",
+    "selecting": "checking candidates",
+    "sweep": "quality curve",
     "heal": "healing",
 }
 
@@ -214,6 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
                        "(default 0: off; slow on a CPU, minutes on a GPU)")
     prune.add_argument("--prompt", help="prompt for the before/after generation sample")
 
+    sweep = sub.add_parser("sweep", help="the quality curve: held-out perplexity for 0, 1, 2... layers removed")
+    common(sweep)
+    metric_arg(sweep)
+    sweep.add_argument("--max", type=_positive_int, dest="max_removed",
+                       help="the most layers to remove (default: all but one)")
+    sweep.add_argument("--csv", metavar="PATH", help="write the curve as CSV")
+
     ev = sub.add_parser("eval", help="perplexity of a model (and of a second one on the same tokens)")
     common(ev)
     ev.add_argument("--against", metavar="MODEL", help="a second model (e.g. the pruned one) to compare")
@@ -231,7 +240,7 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         device=args.device, dtype=args.dtype, revision=args.revision, trust_remote_code=args.trust_remote_code,
         low_memory=args.low_memory,
     )
-    if args.command in ("score", "prune"):
+    if args.command in ("score", "prune", "sweep"):
         spec.metric = args.metric
     if args.command == "score":
         spec.block_size = args.block_size
@@ -267,6 +276,8 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
             mark = "  removed" if i in removed else ""
             shown = "—" if value is None else f"{value:.5f}"
             out.write(f"{i:>5}  {shown:>12}{mark}\n")
+    if report.selection:
+        out.write(f"choice: {report.selection}\n")
     if report.removed_layers:
         k = len(report.removed_layers)
         out.write(f"removed {k} of {report.n_layers} layers ({k / report.n_layers:.0%}; a ratio is rounded down): "
@@ -301,6 +312,15 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
         out.write(f"warning: {warning}\n")
 
 
+def print_curve(curve: Any, out: TextIO | None = None) -> None:
+    out = out or sys.stdout
+    out.write(f"quality curve ({curve.label}; perplexity on {curve.windows} held-out windows, "
+              f"{curve.tokens:,} tokens, a subset of the check's):\n{'removed':>7}  {'layer':>5}  {'perplexity':>12}\n")
+    for point in curve.points:
+        layer = "" if point.layer is None else str(point.layer)
+        out.write(f"{point.k:>7}  {layer:>5}  {point.perplexity:>12.3f}\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -313,11 +333,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_library_progress()  # our own bar reports loading and downloads
     progress = ProgressBar(quiet=args.quiet)
     try:
-        from .core.engine import Engine, run_eval, run_prune, run_score
+        from .core.engine import Engine, run_eval, run_prune, run_score, run_sweep
 
         spec = spec_from_args(args)
         info = None if args.quiet else print_model_info
         engine = Engine()
+        if args.command == "sweep":
+            curve = run_sweep(engine, spec, args.max_removed, progress, on_info=info)
+            if args.json:
+                curve.write_json(args.json)
+            if args.csv:
+                curve.write_csv(args.csv)
+            print_curve(curve)
+            return EXIT_OK
         if args.command == "score":
             report = run_score(engine, spec, progress, on_info=info)
         elif args.command == "prune":

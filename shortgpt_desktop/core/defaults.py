@@ -7,7 +7,7 @@ from dataclasses import dataclass
 SAMPLES = 128
 SEQ_LEN = 512
 BATCH_SIZE = 4
-METRIC = "bi"
+METRIC = "bi+"
 REPAIR = "linear"
 EVAL_WINDOWS = 64
 MAX_NEW_TOKENS = 24

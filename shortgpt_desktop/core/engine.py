@@ -112,6 +112,7 @@ class Engine:
     output_format: str | None = None  # what save writes; None: the source's own format
     streamed: Any = None  # a StreamedModel when the model is scored one layer at a time (low-memory mode)
     adjusted: Adjusted | None = None  # the repair (and healing) of the last plan that was checked or saved
+    selection: Any = None  # selection.SelectionResult: a refining metric's measured choice, for its count
     _gguf_bytes: tuple[list[int], int] | None = None  # a GGUF source's bytes per block, and the rest
 
     # ----------------------------------------------------------------------------------------------- state
@@ -135,6 +136,7 @@ class Engine:
         self.tokens = self.token_key = None
         self.stats = self.scores = self.scored = self.sizes = self.scored_spec = self.checked = None
         self.adjusted = None
+        self.selection = None
 
     def close(self) -> None:
         """Forget the source too: the engine is as new."""
@@ -352,6 +354,7 @@ class Engine:
     def _accept(self, spec: JobSpec, loaded: LoadedModel, tokens: TokenSet | None, stats: HookStats | None,
                 scores: LayerScores, started: float, partial: bool) -> Scored:
         self.stats, self.scores = stats, scores
+        self.selection = None
         self.sizes = layer_sizes(loaded.model, loaded.family, pipeline.checkpoint_bytes_per_param(loaded))
         self.scored_spec = spec
         self.checked = None
@@ -401,6 +404,7 @@ class Engine:
     def use_scores(self, scores: LayerScores) -> None:
         """Show and plan with ``scores`` (another metric of the same pass)."""
         self.scores = scores
+        self.selection = None
         if self.scored_spec is not None:
             self.scored_spec.metric = scores.metric
 
@@ -433,8 +437,34 @@ class Engine:
             self.scores = scores
         if count > max_removable(n):
             raise PlanError(f"Removing {count} of {n} layers leaves none; at least one must stay.")
-        plan = PrunePlan(n, metric.removal(scores.scores, count), metric=scores.metric)
+        selection = self.selection
+        if metric.refines and selection is not None and len(selection.removed) == count:
+            plan = PrunePlan(n, list(selection.removed), metric=scores.metric, notes=[selection.explanation])
+        else:
+            plan = PrunePlan(n, metric.removal(scores.scores, count), metric=scores.metric)
+            if metric.refines:
+                plan.notes.append("not yet checked by measured perplexity: Check or Save does that")
         return self._with_output_sizes(apply_sizes(plan, self.sizes))
+
+    def needs_refining(self, plan: PrunePlan) -> bool:
+        """The plan comes from a refining metric's cheap order and has not been measured yet."""
+        if plan.metric == "manual" or plan.metric not in METRICS or not METRICS[plan.metric].refines:
+            return False
+        return self.selection is None or len(self.selection.removed) != len(plan.removed)
+
+    def refine(self, spec: JobSpec, count: int, progress: Progress = no_progress,
+               cancel: CancelCheck | None = None) -> PrunePlan:
+        """Let a refining metric (bi+) measure its choice of ``count`` layers; returns the plan it gives."""
+        scores = self.scores
+        if scores is None or self.loaded is None:
+            raise PlanError("Score the layers first.")
+        metric = get_metric(scores.metric)
+        if metric.refines and self.streamed is None and not (
+                self.selection is not None and len(self.selection.removed) == count):
+            tokens = self.tokens_for(spec, progress)
+            ctx = ScoringContext(self.loaded.model, self.loaded.family, tokens, spec.batch_size, progress, cancel)
+            self.selection = metric.refine(ctx, scores.scores, count)
+        return self.plan(count=count)
 
     def plan_for_spec(self, spec: JobSpec) -> PrunePlan:
         """The plan a command line asks for: an explicit list, a count or a ratio."""
@@ -442,6 +472,33 @@ class Engine:
             return self.plan(layers=check_layer_list(spec.layers, self.n_layers))
         count = spec.count if spec.count is not None else count_for_ratio(float(spec.ratio or 0), self.n_layers)
         return self.plan(count=count)
+
+    # -------------------------------------------------------------------------------------------- sweep
+
+    def quality_curve(self, spec: JobSpec, max_removed: int | None = None, progress: Progress = no_progress,
+                      cancel: CancelCheck | None = None) -> Any:
+        """Held-out perplexity for 0, 1, 2… layers removed in the current scores' order (the paper's Figure 5).
+
+        Measured on the first ``spec.eval_windows`` held-out windows (a subset, said in the result), plainly
+        pruned: the repair is fitted per plan and is left out of the curve.
+        """
+        from .sweep import quality_curve
+
+        if self.scores is None or self.loaded is None:
+            raise PlanError("Score the layers first.")
+        if self.streamed is not None:
+            raise UserError("The quality curve needs the whole model in memory.", hint=Hint.LOW_MEMORY_METRIC)
+        metric = get_metric(self.scores.metric)
+        limit = max_removable(self.n_layers) if max_removed is None else max_removed
+        limit = min(limit, sum(v is not None for v in self.scores.scores))
+        ranked: list[int] = []  # each k's plan adds its new layers: the slider's order
+        for k in range(1, limit + 1):
+            chosen = metric.removal(self.scores.scores, k)
+            ranked += sorted((i for i in chosen if i not in ranked), key=lambda i: self.scores.scores[i])  # type: ignore[union-attr,index,arg-type,return-value]
+        ranked = ranked[:limit]
+        tokens = self.tokens_for(spec, progress)
+        return quality_curve(self.loaded.model, self.loaded.family, tokens, ranked, len(ranked), spec.eval_windows,
+                             spec.batch_size, label=self.scores.metric, progress=progress, cancel=cancel)
 
     # ------------------------------------------------------------------------------------------- repair
 
@@ -575,6 +632,10 @@ class Engine:
         report.removed_layers, report.kept_layers = list(plan.removed), plan.kept
         report.params_before, report.params_after = plan.params_before, plan.params_after
         report.bytes_before, report.bytes_after = plan.bytes_before, plan.bytes_after
+        if self.selection is not None and plan.metric in METRICS and METRICS[plan.metric].refines \
+                and self.selection.removed == list(plan.removed):
+            report.selection = self.selection.explanation
+            report.timings["selection"] = self.selection.seconds
         report.output_format = self.resolved_format
         report.quantization = self._quantization()
         adjusted = self.adjusted if self.adjusted is not None and self.adjusted.removed == list(plan.removed) \
@@ -720,6 +781,8 @@ def run_prune(engine: Engine, spec: JobSpec, progress: Progress = no_progress, c
                                    pipeline.checkpoint_bytes_per_param(engine.loaded))  # type: ignore[arg-type]
         engine.scored_spec = spec
     plan = engine.plan_for_spec(spec)
+    if engine.needs_refining(plan):
+        plan = engine.refine(spec, len(plan.removed), progress, cancel)
     if spec.check_perplexity:
         engine.check(spec, plan.removed, spec.prompt, progress, cancel)
     else:
@@ -731,6 +794,19 @@ def run_prune(engine: Engine, spec: JobSpec, progress: Progress = no_progress, c
     report.output = str(result.folder)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def run_sweep(engine: Engine, spec: JobSpec, max_removed: int | None = None, progress: Progress = no_progress,
+              cancel: CancelCheck | None = None, on_info: InfoCallback | None = None) -> Any:
+    """Open, score, and measure the quality curve."""
+    info = engine.open(spec, progress, cancel)
+    if on_info is not None:
+        on_info(info)
+    if max_removed is not None and not 1 <= max_removed <= max_removable(info.n_layers):
+        raise PlanError(f"The curve can go up to {max_removable(info.n_layers)} removed layers of {info.n_layers} "
+                        f"(asked for {max_removed}).")
+    engine.score(spec, progress, cancel)
+    return engine.quality_curve(spec, max_removed, progress, cancel)
 
 
 def run_eval(engine: Engine, spec: JobSpec, other: str | None = None, progress: Progress = no_progress,

@@ -63,6 +63,8 @@ class Metric:
     block: ClassVar[bool] = False
     #: What the chart shows while the metric is being measured.
     live_label: ClassVar[str] = ""
+    #: The final choice of layers measures the pruned model (forward passes): see :meth:`refine`.
+    refines: ClassVar[bool] = False
 
     def values(self, ctx: ScoringContext, block_size: int = 1) -> list[float | None]:
         raise NotImplementedError
@@ -88,8 +90,12 @@ class Metric:
                           block_size)
 
     def removal(self, scores: Sequence[float | None], count: int) -> list[int]:
-        """Which ``count`` layers go, given this metric's scores."""
+        """Which ``count`` layers go, given this metric's scores (cheap: no pass)."""
         return best_block(scores, count) if self.block else lowest(scores, count)
+
+    def refine(self, ctx: ScoringContext, scores: Sequence[float | None], count: int) -> Any:
+        """A better choice of ``count`` layers by measuring the pruned model; None when the metric has none."""
+        return None
 
 
 METRICS: dict[str, Metric] = {}
@@ -180,8 +186,35 @@ class RemovalPerplexity(Metric):
         return removal_perplexity(ctx.model, ctx.family, ctx.tokens, ctx.batch_size, ctx.progress, ctx.cancel)
 
 
-for _metric in (BlockInfluence(), RelativeMagnitude(), AngularDistance(), Sequential(), ReverseOrder(),
-                RemovalPerplexity()):
+class SaferBlockInfluence(BlockInfluence):
+    """The default recipe: Block Influence, the first and last layers protected, and the candidates checked by
+    measured calibration perplexity (see :mod:`.selection`), so a layer BI wrongly calls redundant stays."""
+
+    name = "bi+"
+    label = "Block Influence+ (checked)"
+    description = ("BI with the first and last layers protected, its candidates checked by measured calibration "
+                   "perplexity; never worse there than plain BI (default)")
+    refines = True
+
+    def removal(self, scores: Sequence[float | None], count: int) -> list[int]:
+        from .selection import protected_layers
+
+        guarded = set(protected_layers(len(scores)))
+        open_scores = [None if i in guarded else s for i, s in enumerate(scores)]
+        known = sum(s is not None for s in open_scores)
+        return lowest(open_scores if known >= count else scores, count)
+
+    def refine(self, ctx: ScoringContext, scores: Sequence[float | None], count: int) -> Any:
+        from .selection import choose_layers_safely
+
+        if ctx.tokens is None:
+            raise ValueError("bi+ needs calibration samples")
+        return choose_layers_safely(ctx.model, ctx.family, ctx.tokens, count, scores, ctx.batch_size,
+                                    progress=ctx.progress, cancel=ctx.cancel)
+
+
+for _metric in (SaferBlockInfluence(), BlockInfluence(), RelativeMagnitude(), AngularDistance(), Sequential(),
+                ReverseOrder(), RemovalPerplexity()):
     register(_metric)
 
 

@@ -46,6 +46,7 @@ class Report:
     generation_after: str | None = None
     generation_chat_template: bool = False  # the prompt went through the model's chat template
     warnings: list[str] = field(default_factory=list)
+    selection: str = ""  # how a refining metric (bi+) chose the removed layers
     repair: str = "none"  # "linear" when the training-free repair was applied
     repair_runs: list[dict[str, Any]] = field(default_factory=list)  # per run of removed layers: what it did
     heal_steps: int = 0
@@ -143,7 +144,8 @@ Removed layers (0-based, original numbering): {", ".join(map(str, report.removed
 ## How it was made
 
 - Tool: ShortGPT Desktop {report.version}
-- Metric: {report.metric}{f" (block of {report.block_size})" if report.block_size else ""}
+- Metric: {report.metric}{f" (block of {report.block_size})" if report.block_size else ""}\
+{f"; {report.selection}" if report.selection else ""}
 - Calibration: {", ".join(calibration) or "built-in corpus"}; {report.samples} samples × {report.seq_len} \
 tokens, seed {report.seed} ({report.tokens:,} tokens scored)
 - Device: {report.device}, {report.dtype}
