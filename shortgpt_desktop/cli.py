@@ -86,6 +86,8 @@ class ProgressBar:
             return
         self.last_draw = now
         text = progress_text(stage, done, total, now - self.started)
+        if stage == "heal" and done == 0 and isinstance(partial, float):
+            text += f", estimated {human_seconds(partial)} in all"
         if self.tty:
             self.stream.write("\r" + text.ljust(78))
             if finished:

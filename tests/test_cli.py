@@ -28,7 +28,7 @@ def test_prune_end_to_end(tiny_model: Path, small_calib: Path, tmp_path: Path) -
                  "--ratio", "0.34", "--out", str(out), "--json", str(report_path))
     assert result.returncode == 0, result.stderr
     report = json.loads(report_path.read_text())
-    assert report["metric"] == "bi" and len(report["scores"]) == 6
+    assert report["metric"] == "bi+" and len(report["scores"]) == 6  # the default recipe
     assert len(report["removed_layers"]) == 2
     assert report["ppl_before"] > 1 and report["ppl_after"] > 1
     assert report["tokens"] == 8 * 64 and report["seconds"] > 0

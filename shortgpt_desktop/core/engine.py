@@ -535,10 +535,14 @@ class Engine:
                                                 progress=progress, cancel=cancel)
             adjusted.weights.update(adjusted.repair.tensors)
         if spec.heal_steps > 0:
-            from .healing import heal, original_names
+            from .healing import estimate_heal_seconds, heal, original_names
 
             kept = [i for i in range(loaded.n_layers) if i not in set(removed)]
             with pipeline.modified(loaded, removed, adjusted.weights):
+                estimate = estimate_heal_seconds(loaded.model, loaded.family, tokens, spec.heal_steps,
+                                                 spec.batch_size)
+                log.info("healing %d steps: about %.0f s", spec.heal_steps, estimate)
+                progress("heal", 0, spec.heal_steps, estimate)  # the estimate, before the first step
                 adjusted.heal = heal(loaded.model, loaded.family, tokens, steps=spec.heal_steps,
                                      batch_size=spec.batch_size, seed=spec.seed, progress=progress, cancel=cancel,
                                      keep_original=True)

@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 
 from .. import __version__
 from ..core import defaults
-from ..core.engine import Checked, Engine, JobSpec, Scored
+from ..core.engine import Engine, JobSpec, Scored
 from ..core.errors import PlanError, UserError
 from ..core.loading import ModelInfo
 from ..core.metrics import METRICS
@@ -63,9 +63,15 @@ _STAGE_TEXT = {
     "ppl_after": "Perplexity of the pruned model",
     "generate": "Generating text with both models",
     "saving": "Saving the pruned model",
+    "selecting": "Checking the candidate layers",
+    "repair": "Repairing the pruned model",
+    "heal": "Healing (LoRA)",
+    "sweep": "Quality curve",
+    "writing GGUF": "Writing the GGUF file",
 }
 _STAGE_UNIT = {"scoring": "samples", "ppl_before": "windows", "ppl_after": "windows", "saving": "tensors",
-               "generate": "generations"}
+               "generate": "generations", "repair": "samples", "heal": "steps", "sweep": "points",
+               "selecting": "passes", "writing GGUF": "tensors"}
 _JOB_TITLE = {"open": "Opening the model", "score": "Scoring", "save": "Saving", "import": "Loading the model",
               "check": "Checking perplexity"}
 
@@ -155,6 +161,7 @@ class MainWindow(QMainWindow):
         self.plan_panel = PlanPanel(self)
         self.plan_panel.countChanged.connect(self.set_count)
         self.plan_panel.formatChanged.connect(self.set_output_format)
+        self.plan_panel.curveRequested.connect(self.quality_curve)
 
         self.score_button = QPushButton("Score", self)
         self.score_button.setToolTip("Load the model and score every layer on the calibration text (Ctrl+R)")
@@ -309,6 +316,7 @@ class MainWindow(QMainWindow):
             metric=values["metric"], device=values["device"], dtype=values["dtype"],
             trust_remote_code=values["trust_remote_code"], prompt=self.compare_panel.prompt_text(),
             low_memory=True if values["low_memory"] else None,
+            repair="linear" if values["repair"] else "none", heal_steps=values["heal_steps"],
         )
 
     def show_error(self, title: str, failure: Failure | str) -> QMessageBox:
@@ -471,6 +479,7 @@ class MainWindow(QMainWindow):
         self.chart.clear(message)
         self.plan_panel.set_maximum(0)
         self.plan_panel.show_plan(None)
+        self.plan_panel.clear_curve()
         self.compare_panel.clear()
         self.progress_label.setText("")
 
@@ -529,6 +538,7 @@ class MainWindow(QMainWindow):
 
     def _on_scored(self, scored: Scored) -> None:
         first = self.plan is None
+        self.plan_panel.clear_curve()  # it was for the previous scores
         n = scored.n_layers
         self.plan_panel.set_maximum(self.engine.max_removable)
         count = self.plan_panel.count if not first and self.plan_panel.count else \
@@ -790,21 +800,48 @@ class MainWindow(QMainWindow):
                                       f"{out} is not empty. Replace its contents with the pruned model?"):
                 return
             force = True
-        plan = self.plan
+        plan, spec = self.plan, self._final_spec()
         try:
             self.engine.check_output(out, force)  # refused at once, not after a job has started
-            report = self.engine.report(plan)
+            self.engine.report(plan)
         except UserError as exc:
             self.show_error("Cannot save", user_message(exc))
             return
+
+        def work(progress: Any, cancel: Any) -> Any:
+            final = self._prepared(spec, plan, progress, cancel)
+            report = self.engine.report(final, spec)
+            return final, self.engine.save(final, out, report, force, progress, cancel)
+
         self.jobs.start(
-            "save",
-            lambda progress, cancel: self.engine.save(plan, out, report, force, progress, cancel),
-            on_success=self._on_saved, on_failure=lambda f: self.show_error("Saving failed", f),
+            "save", work, on_success=self._on_saved, on_failure=lambda f: self.show_error("Saving failed", f),
             on_cancel=lambda: self.statusBar().showMessage("Saving cancelled; nothing was written.", 8000),
         )
 
-    def _on_saved(self, result: Any) -> None:
+    def _final_spec(self) -> JobSpec:
+        """The scoring's settings with the repair, healing and prompt chosen now."""
+        import dataclasses
+
+        assert self.engine.scored_spec is not None
+        values = self.settings_panel.values()
+        return dataclasses.replace(self.engine.scored_spec, repair="linear" if values["repair"] else "none",
+                                   heal_steps=values["heal_steps"], prompt=self.compare_panel.prompt_text())
+
+    def _prepared(self, spec: JobSpec, plan: PrunePlan, progress: Any, cancel: Any) -> PrunePlan:
+        """Worker thread: the plan as it will be written (bi+ measures its choice), repaired and healed."""
+        if not self.manual and self.engine.needs_refining(plan):
+            plan = self.engine.refine(spec, len(plan.removed), progress, cancel)
+        self.engine.adjust(spec, plan.removed, progress, cancel)
+        return plan
+
+    def _show_final(self, plan: PrunePlan) -> None:
+        """A job refined the plan: show the layers that were really measured or written."""
+        if self.plan is None or plan.removed != self.plan.removed or plan.notes != self.plan.notes:
+            self._show_plan(plan)
+
+    def _on_saved(self, outcome: Any) -> None:
+        plan, result = outcome
+        self._show_final(plan)
         self.last_saved = Path(result.folder)
         self.store.set_save_dir(str(self.last_saved.parent))
         message = (f"Saved the pruned model ({len(self.plan.removed) if self.plan else 0} layers removed, "
@@ -818,22 +855,42 @@ class MainWindow(QMainWindow):
         self.plan_panel.flush()
         if self.busy or self.plan is None or not self.plan.removed or self.engine.scored_spec is None:
             return
-        removed = list(self.plan.removed)
-        spec = self.engine.scored_spec
-        prompt = self.compare_panel.prompt_text()
+        plan, spec = self.plan, self._final_spec()
         self.compare_panel.show_measuring()
+
+        def work(progress: Any, cancel: Any) -> Any:
+            final = self._prepared(spec, plan, progress, cancel)
+            return final, self.engine.check(spec, final.removed, spec.prompt, progress, cancel)
+
         self.jobs.start(
-            "check",
-            lambda progress, cancel: self.engine.check(spec, removed, prompt, progress, cancel),
+            "check", work,
             on_success=self._on_checked, on_failure=lambda f: self.show_error("Checking failed", f),
             on_cancel=lambda: self.compare_panel.show_message("Check cancelled."),
         )
 
-    def _on_checked(self, checked: Checked) -> None:
+    def _on_checked(self, outcome: Any) -> None:
+        plan, checked = outcome
+        self._show_final(plan)
         self.compare_panel.show_checked(checked)
         self.tabs.setCurrentWidget(self.compare_panel)
         log.info("perplexity %.3f → %.3f (× %.2f) with layers %s removed", checked.ppl_before,
                  checked.ppl_after, checked.ratio, layer_list(checked.removed))
+
+    # ---------------------------------------------------------------------------------------------- curve
+
+    def quality_curve(self) -> None:
+        """Measure perplexity for 0, 1, 2… layers removed in the current order; draw it beside the slider."""
+        if self.busy or self.engine.scores is None or self.engine.scored_spec is None:
+            return
+        spec = self._final_spec()
+        self.jobs.start(
+            "curve", lambda progress, cancel: self.engine.quality_curve(spec, None, progress, cancel),
+            on_success=self._on_curve, on_failure=lambda f: self.show_error("The quality curve failed", f),
+        )
+
+    def _on_curve(self, curve: Any) -> None:
+        self.plan_panel.show_curve([(p.k, p.perplexity) for p in curve.points], curve.label, curve.windows,
+                                   curve.tokens)
 
     # ---------------------------------------------------------------------------------------------- close
 

@@ -4,8 +4,18 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import QComboBox, QGridLayout, QGroupBox, QLabel, QSizePolicy, QSlider, QWidget
+from PySide6.QtWidgets import (
+    QComboBox,
+    QGridLayout,
+    QGroupBox,
+    QLabel,
+    QPushButton,
+    QSizePolicy,
+    QSlider,
+    QWidget,
+)
 
 from ..core.plan import PrunePlan
 from ..format import change, human_bytes, human_count, layer_list
@@ -16,6 +26,7 @@ class PlanPanel(QGroupBox):
 
     countChanged = Signal(int)
     formatChanged = Signal(str)
+    curveRequested = Signal()
 
     #: What each output format is, in the words of the "Save as" box.
     FORMATS: ClassVar[dict[str, str]] = {"gguf": "GGUF, same quantization (llama.cpp, Ollama, LM Studio)",
@@ -53,6 +64,29 @@ class PlanPanel(QGroupBox):
         grid.addWidget(QLabel("Size on disk:", self), 3, 0)
         grid.addWidget(self.size_label, 3, 1)
         grid.addWidget(self.format_box, 3, 2)
+        self.curve_button = QPushButton("Quality curve", self)
+        self.curve_button.setToolTip("Held-out perplexity for 0, 1, 2… layers removed in this order (a subset of the "
+                                     "check's windows): how far you can cut before the model breaks")
+        self.curve_button.clicked.connect(self.curveRequested.emit)
+        self.curve_button.setEnabled(False)
+        self.curve_plot = pg.PlotWidget(self, background=None)
+        self.curve_plot.setFixedHeight(110)
+        self.curve_plot.setMouseEnabled(x=False, y=False)
+        self.curve_plot.hideButtons()
+        item = self.curve_plot.getPlotItem()
+        item.setLogMode(y=True)
+        item.setLabel("bottom", "layers removed")
+        item.setLabel("left", "perplexity")
+        self.curve_line = item.plot([], [], pen=pg.mkPen(width=2), symbol="o", symbolSize=5)
+        self.curve_marker = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("r", width=1))
+        item.addItem(self.curve_marker)
+        self.curve_plot.setVisible(False)
+        self.curve_note = QLabel(self)
+        self.curve_note.setVisible(False)
+        grid.addWidget(self.curve_button, 4, 0)
+        grid.addWidget(self.curve_note, 4, 1, 1, 2)
+        grid.addWidget(self.curve_plot, 5, 0, 1, 3)
+        self.curve_points: list[tuple[int, float]] = []
         grid.setColumnStretch(1, 1)
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
@@ -80,9 +114,26 @@ class PlanPanel(QGroupBox):
             self._timer.stop()
             self._emit_count()
 
-    def _on_value_changed(self, _value: int) -> None:
+    def _on_value_changed(self, value: int) -> None:
+        self.curve_marker.setValue(value)
         if not self._timer.isActive():
             self._timer.start()
+
+    def show_curve(self, points: list[tuple[int, float]], label: str, windows: int, tokens: int) -> None:
+        """The quality curve: perplexity for each number of removed layers, with the slider's place marked."""
+        self.curve_points = list(points)
+        self.curve_line.setData([k for k, _ in points], [max(v, 1e-9) for _, v in points])
+        self.curve_marker.setValue(self.slider.value())
+        self.curve_note.setText(f"{label}, plain removal, perplexity on {windows} held-out windows ({tokens:,} "
+                                "tokens, a subset)")
+        self.curve_plot.setVisible(True)
+        self.curve_note.setVisible(True)
+
+    def clear_curve(self) -> None:
+        self.curve_points = []
+        self.curve_line.setData([], [])
+        self.curve_plot.setVisible(False)
+        self.curve_note.setVisible(False)
 
     def _emit_count(self) -> None:
         self.countChanged.emit(self.slider.value())
@@ -101,7 +152,10 @@ class PlanPanel(QGroupBox):
             return
         k, n = len(plan.removed), plan.n_layers
         how = " · chosen by hand" if manual else ""
-        self.count_label.setText(f"<b>{k}</b> of {n} layers ({100 * k / n:.0f} %){how}")
+        if not manual and plan.notes and plan.notes[0].startswith("not yet checked"):
+            how = " · checked on Check/Save"
+        self.count_label.setText(f"<b>{k}</b> of {n} layers ({100 * k / n:.0f} %, never rounded up){how}")
+        self.count_label.setToolTip("\n".join(plan.notes))
         self.layers_label.setText(layer_list(plan.removed) if k else "none")
         self.layers_label.setToolTip(", ".join(map(str, plan.removed)))
         self.params_label.setText(
@@ -128,4 +182,5 @@ class PlanPanel(QGroupBox):
 
     def set_busy(self, busy: bool) -> None:
         self.slider.setEnabled(not busy and self.slider.maximum() > 0)
+        self.curve_button.setEnabled(not busy and self.slider.maximum() > 0)
         self.format_box.setEnabled(not busy and self.format_box.count() > 1)

@@ -17,7 +17,7 @@ DTYPES = (("auto", "Auto (bf16 on GPU, fp32 on CPU)"), ("float32", "float32"), (
 DEFAULTS: dict[str, Any] = {
     "device": "auto", "dtype": "auto", "samples": defaults.SAMPLES, "seq_len": defaults.SEQ_LEN,
     "eval_windows": defaults.EVAL_WINDOWS, "batch_size": defaults.BATCH_SIZE, "metric": defaults.METRIC,
-    "trust_remote_code": False, "low_memory": False,
+    "trust_remote_code": False, "low_memory": False, "repair": True, "heal_steps": 0,
 }
 CUSTOM = "custom"
 
@@ -64,6 +64,12 @@ class SettingsPanel(QGroupBox):
         for name, metric in METRICS.items():
             self.metric_box.addItem(metric.label, name)
             self.metric_box.setItemData(self.metric_box.count() - 1, metric.description, Qt.ItemDataRole.ToolTipRole)
+        self.repair_box = QCheckBox("Repair the pruned model (training-free)", self)
+        self.repair_box.setToolTip("Fit a linear map on the calibration text for each run of removed layers and "
+                                   "fold it into the layer before: no new parameters, much better text")
+        self.heal_box = self._spin(0, 100_000, "LoRA steps on the calibration text, merged into the weights before "
+                                   "saving (0: off). Minutes on a GPU, slow on a CPU: the time is estimated first")
+        self.heal_box.setSpecialValueText("off")
         self.low_memory_box = QCheckBox("Low memory: one layer at a time", self)
         self.low_memory_box.setToolTip("Score and check perplexity with one decoder layer in memory at a time, for "
                                        "models bigger than memory (chosen by itself when a model would not fit); "
@@ -80,6 +86,8 @@ class SettingsPanel(QGroupBox):
         form.addRow("Check windows:", self.eval_box)
         form.addRow("Batch size:", self.batch_box)
         form.addRow("Metric:", self.metric_box)
+        form.addRow(self.repair_box)
+        form.addRow("Heal steps:", self.heal_box)
         form.addRow(self.low_memory_box)
         form.addRow(self.trust_box)
         for box in (self.device_box, self.dtype_box, self.preset_box, self.metric_box):
@@ -89,7 +97,7 @@ class SettingsPanel(QGroupBox):
             box.setMinimumContentsLength(12)
         self._wheel_guard = _WheelGuard(self)
         for box in (self.device_box, self.dtype_box, self.preset_box, self.metric_box, self.samples_box,
-                    self.seq_len_box, self.eval_box, self.batch_box):
+                    self.seq_len_box, self.eval_box, self.batch_box, self.heal_box):
             box.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
             box.installEventFilter(self._wheel_guard)
         self.set_values(DEFAULTS)
@@ -103,6 +111,8 @@ class SettingsPanel(QGroupBox):
         self.metric_box.currentIndexChanged.connect(lambda: self.changed.emit("metric"))
         self.trust_box.toggled.connect(lambda: self.changed.emit("trust_remote_code"))
         self.low_memory_box.toggled.connect(lambda: self.changed.emit("low_memory"))
+        self.repair_box.toggled.connect(lambda: self.changed.emit("repair"))
+        self.heal_box.valueChanged.connect(lambda: self.changed.emit("heal_steps"))
 
     def _apply_preset(self) -> None:
         preset = defaults.PRESETS.get(self.preset_box.currentData())
@@ -162,6 +172,8 @@ class SettingsPanel(QGroupBox):
             "metric": self.metric_box.currentData() or defaults.METRIC,
             "trust_remote_code": self.trust_box.isChecked(),
             "low_memory": self.low_memory_box.isChecked(),
+            "repair": self.repair_box.isChecked(),
+            "heal_steps": self.heal_box.value(),
         }
 
     def set_values(self, values: dict[str, Any]) -> None:
@@ -174,7 +186,7 @@ class SettingsPanel(QGroupBox):
         self.device_box.setCurrentIndex(max(device_index, 0))
         self.dtype_box.setCurrentIndex(max(self.dtype_box.findData(str(merged["dtype"])), 0))
         spins = ((self.samples_box, "samples"), (self.seq_len_box, "seq_len"), (self.eval_box, "eval_windows"),
-                 (self.batch_box, "batch_size"))
+                 (self.batch_box, "batch_size"), (self.heal_box, "heal_steps"))
         for box, key in spins:
             try:
                 box.setValue(int(merged[key]))
@@ -183,13 +195,15 @@ class SettingsPanel(QGroupBox):
         self.metric_box.setCurrentIndex(max(self.metric_box.findData(str(merged["metric"])), 0))
         self.trust_box.setChecked(merged["trust_remote_code"] in (True, "true", "1", 1))
         self.low_memory_box.setChecked(merged["low_memory"] in (True, "true", "1", 1))
+        self.repair_box.setChecked(merged["repair"] in (True, "true", "1", 1))
         self._sync_preset()
         for box in self._boxes():
             box.blockSignals(False)
 
     def _boxes(self) -> tuple[QWidget, ...]:
         return (self.device_box, self.dtype_box, self.preset_box, self.samples_box, self.seq_len_box,
-                self.eval_box, self.batch_box, self.metric_box, self.low_memory_box, self.trust_box)
+                self.eval_box, self.batch_box, self.metric_box, self.repair_box, self.heal_box,
+                self.low_memory_box, self.trust_box)
 
     def set_busy(self, busy: bool) -> None:
         """Settings are fixed while a job runs: the job uses the values it started with."""

@@ -55,7 +55,7 @@ def test_first_start_defaults(make_window) -> None:
     window = make_window(fast=False)
     assert window.calibration_panel.sources() == ["builtin"]
     values = window.settings_panel.values()
-    assert values["metric"] == "bi" and values["samples"] == 128 and values["seq_len"] == 512
+    assert values["metric"] == "bi+" and values["samples"] == 128 and values["seq_len"] == 512
     assert window.chart.n_layers == 0 and not window.save_button.isEnabled()
     assert window.windowIcon().availableSizes() or not window.windowIcon().isNull()
 

@@ -8,7 +8,7 @@ import pytest
 
 from shortgpt_desktop.core.engine import Engine, JobSpec, run_prune
 
-SIZES = {"samples": 8, "seq_len": 32, "eval_windows": 4, "batch_size": 4}
+SIZES = {"samples": 8, "seq_len": 32, "eval_windows": 4, "batch_size": 4, "metric": "bi+"}
 PROMPT = "The history of"
 
 
@@ -33,6 +33,9 @@ def test_cli_path_and_window_path_give_the_same_report(qtbot, opened, gui_model:
     from_window = window.engine.report(window.plan)
 
     assert from_window.removed_layers == from_cli.removed_layers and len(from_cli.removed_layers) == 2
+    assert from_window.selection == from_cli.selection and from_cli.selection  # bi+ measured its choice in both
+    assert from_window.repair == from_cli.repair == "linear"
+    assert from_window.repair_runs == from_cli.repair_runs
     assert from_window.scores == pytest.approx(from_cli.scores, abs=1e-12)
     assert from_window.other_scores.keys() == from_cli.other_scores.keys()
     assert from_window.ppl_before == pytest.approx(from_cli.ppl_before, rel=1e-9)
