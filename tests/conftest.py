@@ -104,3 +104,11 @@ def smollm2_gguf() -> Path:
         partial.replace(target)
     shutil.rmtree(download, ignore_errors=True)
     return target
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_gguf: Path):
+    """SmolLM2-135M-Instruct loaded once (fp32, CPU) for every real-model test; use it read-only (views)."""
+    from shortgpt_desktop.core import pipeline
+
+    return pipeline.open_model(pipeline.JobSpec(model=str(smollm2_gguf), device="cpu", dtype="float32"))

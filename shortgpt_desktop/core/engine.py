@@ -269,6 +269,15 @@ class Engine:
         progress("load", 1, 1, None)
         return self.loaded
 
+    def adopt(self, loaded: LoadedModel, spec: JobSpec) -> None:
+        """Use a model loaded elsewhere for ``spec`` (tests and benchmarks share one load between jobs)."""
+        if self.source is None or self.source.spec != spec.model:
+            self.open(spec)
+        self.forget()
+        self.loaded = loaded
+        self.load_key = (spec.model, spec.revision, spec.device, spec.dtype, spec.trust_remote_code,
+                         self.mode_for(spec))
+
     def _load_streamed(self, spec: JobSpec) -> LoadedModel:
         from .loading import load_tokenizer
         from .streaming import StreamedModel

@@ -224,7 +224,7 @@ def test_pruned_smollm2_keeps_every_tensor_byte_for_byte(smollm2_gguf: Path,
 
 
 @pytest.fixture(scope="module")
-def smol_reference(smollm2_gguf: Path, smol_pruned: gguf_writer.GGUFSaveResult) -> dict[str, Any]:
+def smol_reference(smollm2, smol_pruned: gguf_writer.GGUFSaveResult) -> dict[str, Any]:
     """transformers on the source with the removed layers made identity, and on the pruned file."""
     import torch
     from transformers import AutoModelForCausalLM
@@ -234,8 +234,7 @@ def smol_reference(smollm2_gguf: Path, smol_pruned: gguf_writer.GGUFSaveResult) 
         # transformers rebuilds gguf-py's name map for every submodule (hundreds of times per load); it is a pure
         # function of (architecture, block count), so caching it only saves time
         patch.setattr(gguf, "get_tensor_name_map", functools.lru_cache(maxsize=None)(gguf.get_tensor_name_map))
-        source = AutoModelForCausalLM.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name,
-                                                      dtype=torch.float32).eval()
+        source = smollm2.model  # the session's load of the source GGUF, by the same transformers loader
         pruned = AutoModelForCausalLM.from_pretrained(smol_pruned.folder, gguf_file=smol_pruned.gguf_path.name,
                                                       dtype=torch.float32).eval()
     with torch.no_grad():

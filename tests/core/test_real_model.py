@@ -19,11 +19,6 @@ from shortgpt_desktop.core.plan import make_plan
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def smollm2(smollm2_gguf: Path):
-    return pipeline.open_model(pipeline.JobSpec(model=str(smollm2_gguf), device="cpu", dtype="float32"))
-
-
 def test_bi_pruning_beats_reverse_order_and_reloads(smollm2, valid_text: Path, test_text: Path,
                                                       tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM

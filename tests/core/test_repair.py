@@ -219,13 +219,12 @@ def test_first_layer_run_is_noted_and_apply_then_prune_matches_the_view(tiny_mod
 
 
 @pytest.fixture(scope="module")
-def smollm2_bi(smollm2_gguf: Path, valid_text: Path, test_text: Path):
+def smollm2_bi(smollm2, valid_text: Path, test_text: Path):
     """SmolLM2-135M scored once with BI on the shipped WikiText-2 slices; 8 of 30 layers planned away."""
-    from shortgpt_desktop.core import pipeline
+    from shortgpt_desktop.core.metrics import score_model
     from shortgpt_desktop.core.plan import make_plan
-    from shortgpt_desktop.core.scoring import score_model
 
-    loaded = pipeline.open_model(pipeline.JobSpec(model=str(smollm2_gguf), device="cpu", dtype="float32"))
+    loaded = smollm2
     tokens = build_token_set(loaded.tokenizer, [valid_text.read_text(encoding="utf-8")],
                              [test_text.read_text(encoding="utf-8")], samples=32, seq_len=256, max_eval_windows=32)
     scores = score_model(loaded.model, loaded.family, tokens, "bi", batch_size=8)

@@ -160,11 +160,10 @@ def test_progress_cancel_and_bad_counts() -> None:
 
 
 @pytest.fixture(scope="module")
-def smollm2(smollm2_gguf, valid_text, test_text):
+def smollm2_tokens(smollm2, valid_text, test_text):
     from shortgpt_desktop.core.calibration import build_token_set
-    from shortgpt_desktop.core.pipeline import JobSpec, open_model
 
-    loaded = open_model(JobSpec(model=str(smollm2_gguf), device="cpu", dtype="float32"))
+    loaded = smollm2
     tokens = build_token_set(
         loaded.tokenizer, [valid_text.read_text(encoding="utf-8")], [test_text.read_text(encoding="utf-8")],
         samples=32, seq_len=256, max_eval_windows=16,
@@ -173,9 +172,9 @@ def smollm2(smollm2_gguf, valid_text, test_text):
 
 
 @pytest.mark.slow
-def test_smollm2_bi_plus_not_worse_than_bi(smollm2) -> None:
+def test_smollm2_bi_plus_not_worse_than_bi(smollm2_tokens) -> None:
     """8 of 30 layers. Kept cheap: the search measures 2 samples, the held-out check 4 windows."""
-    loaded, tokens = smollm2
+    loaded, tokens = smollm2_tokens
     model, family = loaded.model, loaded.family
     started = time.perf_counter()
     bi = measure_layers(model, family, tokens, keep_last_token=False).bi

@@ -158,11 +158,6 @@ def test_memory_estimate_and_choice(tiny_model: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def smollm2(smollm2_gguf: Path):
-    return load_model(resolve(str(smollm2_gguf)), "cpu", "float32")
-
-
-@pytest.fixture(scope="module")
 def smollm2_safetensors(smollm2, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The GGUF's dequantized weights as a safetensors folder (save_pretrained refuses GGUF-loaded models)."""
     from safetensors.torch import save_file
@@ -179,6 +174,7 @@ def smollm2_safetensors(smollm2, tmp_path_factory: pytest.TempPathFactory) -> Pa
     return folder
 
 
+@pytest.mark.slow
 def test_smollm2_gguf_and_safetensors_stream_like_in_memory(smollm2, smollm2_gguf: Path, smollm2_safetensors: Path,
                                                             calib_text: str) -> None:
     tokens = token_set_with_padding(smollm2.tokenizer, calib_text, samples=3, seq_len=24)
