@@ -702,8 +702,8 @@ class MainWindow(QMainWindow):
             return "does not fit", f"{user_message(exc)} ({details})"
         if mode == "streamed":
             why = "as asked" if spec.low_memory else "it would not fit whole"
-            return f"one layer at a time ({why}), {human_bytes(estimate.streamed_total)}", details
-        return f"whole, in memory ({human_bytes(estimate.in_memory_total)})", details
+            return f"one layer at a time ({why})", details
+        return "whole, in memory", details
 
     def _on_calibration_problem(self, message: str) -> None:
         self.show_error("Calibration text", message)

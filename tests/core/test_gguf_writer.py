@@ -460,3 +460,34 @@ def test_bad_layer_lists_and_cancel_write_nothing(tmp_path: Path) -> None:
                                       progress=lambda stage, done, total, _: seen.append((stage, done, total)))
     assert seen == [("writing GGUF", 1, 4), ("writing GGUF", 2, 4)]
     assert_nothing_written(tmp_path)
+
+
+@pytest.mark.slow
+def test_default_recipe_gguf_runs_in_llama_cpp_like_the_repaired_model(smollm2, smollm2_gguf: Path,
+                                                                        valid_text: Path, tmp_path: Path) -> None:
+    """The whole default job on a GGUF source: bi+ and the repair, written as a Q4_1 GGUF whose re-quantized
+    down projections llama.cpp runs like transformers runs the repaired model in memory."""
+    from shortgpt_desktop.core import pipeline
+    from shortgpt_desktop.core.engine import Engine, JobSpec
+
+    spec = JobSpec(model=str(smollm2_gguf), calib=[str(valid_text)], samples=8, seq_len=128, eval_windows=4,
+                   batch_size=8, device="cpu", dtype="float32", low_memory=False)
+    engine = Engine()
+    engine.adopt(smollm2, spec)
+    engine.score(spec)
+    plan = engine.refine(spec, 8)
+    adjusted = engine.adjust(spec, plan.removed)
+    assert adjusted.repair is not None and adjusted.weights
+    result = engine.save(plan, tmp_path / "out", engine.report(plan, spec))
+    path = tmp_path / "out" / "out.gguf"
+    assert engine.resolved_format == "gguf" and path.is_file() and result.bytes_written <= 0.85 * \
+        smollm2_gguf.stat().st_size
+    prompt = [1, 504, 3458, 282, 4649, 314, 253, 1345, 30, 378, 4649, 282]
+    steps = LlamaCpp(path).greedy(prompt, 12)
+    import torch
+
+    with pipeline.modified(smollm2, plan.removed, adjusted.weights), torch.no_grad():
+        logits = smollm2.model(torch.tensor([prompt + [t for t, _ in steps]])).logits[0].double()
+    agree, worst = agreement(steps, torch.log_softmax(logits, -1), len(prompt))
+    print(f"repaired SmolLM2 GGUF, llama.cpp vs transformers: agreement {agree:.2f}, max |dlogprob| {worst:.3f}")
+    assert agree >= 0.75, (agree, worst)
