@@ -560,6 +560,15 @@ class Engine:
         self.adjusted = adjusted
         return adjusted
 
+    def prepare(self, spec: JobSpec, plan: PrunePlan, progress: Progress = no_progress,
+                cancel: CancelCheck | None = None) -> PrunePlan:
+        """The plan as it will be checked or written: a refining metric (bi+) measures its choice, then the
+        repair (and healing) are fitted for it. Returns the final plan."""
+        if self.needs_refining(plan):
+            plan = self.refine(spec, len(plan.removed), progress, cancel)
+        self.adjust(spec, plan.removed, progress, cancel)
+        return plan
+
     def heal_estimate(self, spec: JobSpec, removed: Sequence[int]) -> float:
         """Seconds ``spec.heal_steps`` steps of healing will take here (two steps are timed)."""
         from .healing import estimate_heal_seconds
@@ -793,13 +802,9 @@ def run_prune(engine: Engine, spec: JobSpec, progress: Progress = no_progress, c
         engine.sizes = layer_sizes(engine.loaded.model, engine.loaded.family,  # type: ignore[union-attr]
                                    pipeline.checkpoint_bytes_per_param(engine.loaded))  # type: ignore[arg-type]
         engine.scored_spec = spec
-    plan = engine.plan_for_spec(spec)
-    if engine.needs_refining(plan):
-        plan = engine.refine(spec, len(plan.removed), progress, cancel)
+    plan = engine.prepare(spec, engine.plan_for_spec(spec), progress, cancel)
     if spec.check_perplexity:
         engine.check(spec, plan.removed, spec.prompt, progress, cancel)
-    else:
-        engine.adjust(spec, plan.removed, progress, cancel)
     report = engine.report(plan, spec)
     t = time.perf_counter()
     result = engine.save(plan, spec.out, report, spec.force, progress, cancel)

@@ -26,20 +26,18 @@ import mmap
 import re
 import struct
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import Cancelled, PlanError, UnsupportedModelError
+from .progress import CancelCheck, Progress
 from .saving import check_output_folder, output_folder
 from .sources import GGUFField, GGUFLayout, ModelSource, check_gguf
 
 log = logging.getLogger(__name__)
 
-#: ``progress(stage, done, total, None)``, as the other long loops of the engine.
-Progress = Callable[[str, int, int, None], None]
-CancelCheck = Callable[[], bool]
 
 STAGE = "writing GGUF"
 _BLOCK = re.compile(r"^blk\.(\d+)\.(.+)$")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,10 +22,8 @@ from typing import Any
 from .architectures import Family
 from .calibration import TokenSet
 from .errors import Cancelled
+from .progress import CancelCheck, Progress
 from .scoring import iter_batches
-
-Progress = Callable[[str, int, int, Any], None]
-CancelCheck = Callable[[], bool]
 
 
 @dataclass

@@ -9,12 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .dtypes import bytes_per_element
 from .errors import ResourceError
 from .sources import ModelSource
 
 #: Share of the free memory a plan may use; the rest is left to the program and the system.
 SAFETY = 0.9
-_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
 @dataclass
@@ -92,7 +92,7 @@ def estimate_memory(
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
     config = read_config(source)
-    per = _BYTES[dtype]
+    per = int(bytes_per_element(dtype))
     index = open_reader(source, config.get("model_type")).index
     layer_numels = [index.layer_numel(i) for i in sorted(index.layer_keys)] or [0]
     largest = max(layer_numels) * per

@@ -31,11 +31,9 @@ from typing import Any
 from .architectures import Family, get_submodule
 from .calibration import TokenSet
 from .errors import Cancelled
+from .progress import CancelCheck, Progress
 from .scoring import _first, _oom, iter_batches
 from .surgery import pruned_view
-
-Progress = Callable[[str, int, int, Any], None]
-CancelCheck = Callable[[], bool]
 
 ORDERS = ("sequential", "independent")
 

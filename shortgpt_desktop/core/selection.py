@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -31,12 +31,9 @@ from .calibration import TokenSet
 from .errors import Cancelled, PlanError
 from .evaluation import perplexity_of
 from .plan import lowest, max_removable
+from .progress import CancelCheck, Progress
 from .surgery import pruned_view
 from .sweep import removal_order
-
-#: ``progress(stage, done, total, partial)``; partial is the list of layers chosen so far.
-Progress = Callable[[str, int, int, Any], None]
-CancelCheck = Callable[[], bool]
 
 STAGE = "selecting"
 #: Calibration samples each perplexity measurement uses (the first ones of the token set).

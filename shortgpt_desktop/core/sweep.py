@@ -14,7 +14,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,11 +24,8 @@ from .calibration import TokenSet
 from .errors import Cancelled, OutputError, PlanError
 from .evaluation import perplexity_of
 from .plan import max_removable
+from .progress import CancelCheck, Progress
 from .surgery import pruned_view
-
-#: ``progress(stage, done, total, partial)``; partial is the curve so far (list of perplexities by k).
-Progress = Callable[[str, int, int, Any], None]
-CancelCheck = Callable[[], bool]
 
 STAGE = "sweep"
 DEFAULT_EVAL_WINDOWS = 8

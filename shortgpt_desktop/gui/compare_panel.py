@@ -70,6 +70,9 @@ class ComparePanel(QWidget):
         self.after.setPlainText(_shown(checked, checked.generation_after))
         if checked.chat_template and checked.prompt:
             self.result.setText(self.result.text() + " The prompt went through the model's chat template.")
+        if not checked.prompt:
+            self.result.setText(self.result.text() + " No text was generated (no prompt, or low-memory mode: "
+                                "generating needs the whole model in memory).")
 
     def mark_stale(self) -> None:
         """The plan changed since the last check: say so instead of showing numbers for another plan."""

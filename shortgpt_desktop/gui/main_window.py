@@ -809,7 +809,7 @@ class MainWindow(QMainWindow):
             return
 
         def work(progress: Any, cancel: Any) -> Any:
-            final = self._prepared(spec, plan, progress, cancel)
+            final = self.engine.prepare(spec, plan, progress, cancel)
             report = self.engine.report(final, spec)
             return final, self.engine.save(final, out, report, force, progress, cancel)
 
@@ -826,13 +826,6 @@ class MainWindow(QMainWindow):
         values = self.settings_panel.values()
         return dataclasses.replace(self.engine.scored_spec, repair="linear" if values["repair"] else "none",
                                    heal_steps=values["heal_steps"], prompt=self.compare_panel.prompt_text())
-
-    def _prepared(self, spec: JobSpec, plan: PrunePlan, progress: Any, cancel: Any) -> PrunePlan:
-        """Worker thread: the plan as it will be written (bi+ measures its choice), repaired and healed."""
-        if not self.manual and self.engine.needs_refining(plan):
-            plan = self.engine.refine(spec, len(plan.removed), progress, cancel)
-        self.engine.adjust(spec, plan.removed, progress, cancel)
-        return plan
 
     def _show_final(self, plan: PrunePlan) -> None:
         """A job refined the plan: show the layers that were really measured or written."""
@@ -859,7 +852,7 @@ class MainWindow(QMainWindow):
         self.compare_panel.show_measuring()
 
         def work(progress: Any, cancel: Any) -> Any:
-            final = self._prepared(spec, plan, progress, cancel)
+            final = self.engine.prepare(spec, plan, progress, cancel)
             return final, self.engine.check(spec, final.removed, spec.prompt, progress, cancel)
 
         self.jobs.start(
