@@ -10,13 +10,13 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from . import __version__
 from .core import defaults
 from .core.calibration import BUILTIN_CORPUS
-from .core.errors import Cancelled, Hint, UserError
+from .core.errors import Cancelled, Hint, UserError, worded
 from .core.loading import quiet_library_progress
 from .core.metrics import METRICS
 from .core.plan import parse_layer_list
@@ -37,11 +37,7 @@ HINTS: dict[Hint, str] = {
 
 def error_line(exc: UserError) -> str:
     """The engine's sentence, with this front end's words for the hint."""
-    message = str(exc).rstrip()
-    hint = HINTS.get(exc.hint) if exc.hint is not None else None
-    if hint:
-        message = f"{message.rstrip('.')}; {hint}."
-    return message
+    return worded(exc, HINTS)
 
 _STAGE_LABELS = {
     "download": "downloading",
@@ -116,24 +112,22 @@ def progress_text(stage: str, done: int, total: int, elapsed: float) -> str:
     return text
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
+def _whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least ``minimum``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} must be at least {minimum}")
+        return value
+
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be 0 or more")
-    return value
+_positive_int = _whole_number(1)
+_non_negative_int = _whole_number(0)
 
 
 def _ratio(text: str) -> float:

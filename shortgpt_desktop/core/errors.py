@@ -37,6 +37,13 @@ class UserError(Exception):
         return str(self)
 
 
+def worded(exc: UserError, hints: dict[Hint, str]) -> str:
+    """The error's sentence with a front end's words for its hint ("…is not empty; add --force to replace it.")."""
+    message = str(exc).rstrip()
+    hint = hints.get(exc.hint) if exc.hint is not None else None
+    return f"{message.rstrip('.')}; {hint}." if hint else message
+
+
 class ModelSourceError(UserError):
     """The model path, file or Hub id cannot be used."""
 

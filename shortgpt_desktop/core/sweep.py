@@ -14,7 +14,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,36 +67,32 @@ class QualityCurve:
 
     def write_csv(self, path: str | Path) -> Path:
         """One row per point; written beside ``path`` and moved into place when complete."""
-        path = Path(path)
-        if not path.parent.is_dir():
-            raise OutputError(f"The folder {path.parent} does not exist.")
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-        try:
-            with os.fdopen(handle, "w", newline="", encoding="utf-8") as stream:
-                writer = csv.writer(stream)
-                writer.writerow(CSV_FIELDS)
-                for p in self.points:
-                    writer.writerow([p.k, "" if p.layer is None else p.layer, " ".join(map(str, p.removed)),
-                                     repr(p.perplexity), repr(p.nll), p.tokens])
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-        return path
+        def write(stream: Any) -> None:
+            writer = csv.writer(stream)
+            writer.writerow(CSV_FIELDS)
+            for p in self.points:
+                writer.writerow([p.k, "" if p.layer is None else p.layer, " ".join(map(str, p.removed)),
+                                 repr(p.perplexity), repr(p.nll), p.tokens])
+
+        return _write_atomically(Path(path), write)
 
     def write_json(self, path: str | Path) -> Path:
-        path = Path(path)
-        if not path.parent.is_dir():
-            raise OutputError(f"The folder {path.parent} does not exist.")
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                json.dump(self.to_json(), stream, indent=1)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-        return path
+        return _write_atomically(Path(path), lambda stream: json.dump(self.to_json(), stream, indent=1))
+
+
+def _write_atomically(path: Path, write: Callable[[Any], None]) -> Path:
+    """``write(stream)`` into a temporary file beside ``path``, moved into place only when complete."""
+    if not path.parent.is_dir():
+        raise OutputError(f"The folder {path.parent} does not exist.")
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", newline="", encoding="utf-8") as stream:
+            write(stream)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def read_curve_csv(path: str | Path) -> list[CurvePoint]:

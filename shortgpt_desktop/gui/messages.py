@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..core.errors import Hint, UserError
+from ..core.errors import Hint, UserError, worded
 
 HINTS: dict[Hint, str] = {
     Hint.REPLACE_OUTPUT: "save again and answer Yes when asked to replace it",
@@ -16,8 +16,4 @@ HINTS: dict[Hint, str] = {
 
 def user_message(exc: UserError) -> str:
     """The engine's sentence, with the window's words for its hint."""
-    message = str(exc).rstrip()
-    hint = HINTS.get(exc.hint) if exc.hint is not None else None
-    if hint:
-        message = f"{message.rstrip('.')}; {hint}."
-    return message
+    return worded(exc, HINTS)
