@@ -78,7 +78,9 @@ class Metric:
         if not self.hooked or ctx.stats is None:
             return LayerScores(self.name, values)
         stats = ctx.stats
-        extra = {m.name: m.values(ctx, block_size) for m in METRICS.values() if m.hooked and m is not self}
+        # The other metrics of the same pass (a refining metric's bars are BI's: not listed twice).
+        extra = {m.name: m.values(ctx, block_size) for m in METRICS.values()
+                 if m.hooked and m is not self and not m.refines}
         return LayerScores(self.name, values, tokens=stats.tokens, seconds=stats.seconds,
                            block_size=block_size if self.block else None, extra=extra)
 

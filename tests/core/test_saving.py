@@ -201,7 +201,7 @@ def test_cancel_leaves_nothing(tiny_model: Path, tmp_path: Path) -> None:
 
 def test_full_job_writes_card_and_report(tiny_model: Path, small_calib: Path, tmp_path: Path) -> None:
     spec = JobSpec(model=str(tiny_model), calib=[str(small_calib)], samples=8, seq_len=64, count=2,
-                   out=str(tmp_path / "out"), prompt="Once upon a time", max_new_tokens=8)
+                   out=str(tmp_path / "out"), prompt="Once upon a time", max_new_tokens=8, metric="bi")
     report = run_prune(Engine(), spec)
     assert len(report.removed_layers) == 2 and report.ppl_before and report.ppl_after
     assert report.removed_layers == sorted(
