@@ -222,6 +222,7 @@ CHILD = textwrap.dedent("""
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_DATA and /proc are Linux's")
+@pytest.mark.slow  # two child processes and a 220 MB model on disk: run with the real-model tests
 def test_streaming_runs_under_a_memory_limit_the_loaded_model_cannot_meet(tiny_model: Path, tmp_path: Path) -> None:
     """A child process may use the weights' size (+10%) beyond what it holds after importing torch.
 
