@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# One thread per process: the tests run in two workers (pytest-xdist) on two cores, and spawn child processes
+# (the command line, the self-test); tiny models gain nothing from more threads.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -25,7 +28,7 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 def pytest_configure(config: pytest.Config) -> None:
     import torch
 
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(1)  # tiny models: one thread is as fast, and two workers share the 2 cores
     try:
         from transformers.utils import logging as hf_logging
 
