@@ -901,6 +901,7 @@ class MainWindow(QMainWindow):
                     self._finish_close(event)
                     return
                 self._closing = True
+                self._memory_timer.stop()
                 self.jobs.cancel()
                 self.background.cancel()
                 self.progress_label.setText("Stopping before closing…")
@@ -912,6 +913,8 @@ class MainWindow(QMainWindow):
         self._finish_close(event)
 
     def _finish_close(self, event: QCloseEvent) -> None:
+        self._closing = True  # no timer may start a job after this
+        self._memory_timer.stop()
         self.save_state()
         self._status_timer.stop()
         self.log_panel.detach()
