@@ -592,12 +592,7 @@ class Engine:
         if not removed:
             raise PlanError("The plan removes no layers: choose how many to remove first.")
         started = time.perf_counter()
-        self.check_text(spec)
-        loaded = self.load(spec, progress, cancel)
-        tokens = self.tokens_for(spec, progress)
-        if not tokens.eval_windows:
-            raise CalibrationError("The calibration text leaves no held-out text for perplexity; add more text or "
-                                   "give a separate evaluation text.")
+        loaded, tokens = self.held_out(spec, progress, cancel)
         weights = self.adjust(spec, removed, progress, cancel).weights
         before = self._perplexity(spec, tokens, (), progress, cancel, "ppl_before")
         after = self._perplexity(spec, tokens, removed, progress, cancel, "ppl_after", weights)
@@ -617,6 +612,17 @@ class Engine:
         self.checked = Checked(list(removed), before.perplexity, after.perplexity, before.tokens, prompt or "",
                                gen_before, gen_after, time.perf_counter() - started, chat)
         return self.checked
+
+    def held_out(self, spec: JobSpec, progress: Progress = no_progress,
+                 cancel: CancelCheck | None = None) -> tuple[LoadedModel, TokenSet]:
+        """The model and its tokens, refusing text that leaves no held-out windows to measure perplexity on."""
+        self.check_text(spec)
+        loaded = self.load(spec, progress, cancel)
+        tokens = self.tokens_for(spec, progress)
+        if not tokens.eval_windows:
+            raise CalibrationError("The calibration text leaves no held-out text for perplexity; add more text or "
+                                   "give a separate evaluation text.")
+        return loaded, tokens
 
     def _perplexity(self, spec: JobSpec, tokens: TokenSet, removed: Sequence[int], progress: Progress,
                     cancel: CancelCheck | None, stage: str, weights: dict[str, Any] | None = None) -> Any:
@@ -838,12 +844,7 @@ def run_eval(engine: Engine, spec: JobSpec, other: str | None = None, progress: 
     info = engine.open(spec, progress, cancel)
     if on_info is not None:
         on_info(info)
-    engine.check_text(spec)
-    loaded = engine.load(spec, progress, cancel)
-    tokens = engine.tokens_for(spec, progress)
-    if not tokens.eval_windows:
-        raise CalibrationError("The text leaves no held-out windows for perplexity; add more text or give a "
-                               "separate evaluation text.")
+    loaded, tokens = engine.held_out(spec, progress, cancel)
     report = pipeline.new_report(loaded, spec)
     report.calibration, report.warnings = list(engine.token_names), list(engine.token_warnings)
     before = pipeline.measure_perplexity(loaded, tokens, (), spec.batch_size, progress, cancel, "ppl_before")

@@ -294,11 +294,7 @@ def load_model(
     dtype = resolve_dtype(dtype, device)
     raw_config = read_config(source)
     check_supported(raw_config, trust_remote_code)
-    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
-    if source.gguf_file:
-        kwargs["gguf_file"] = source.gguf_file
-    if source.revision:
-        kwargs["revision"] = source.revision
+    kwargs = _from_pretrained_kwargs(source, trust_remote_code)
     try:
         config = AutoConfig.from_pretrained(source.folder, **kwargs)
         with cached_gguf_name_maps():
@@ -324,15 +320,21 @@ def load_model(
     return LoadedModel(model, tokenizer, family, config_dict, source, device, dtype)
 
 
-def load_tokenizer(source: ModelSource, trust_remote_code: bool = False) -> Any:
-    """The model's tokenizer (from the folder's files or the GGUF's metadata)."""
-    from transformers import AutoTokenizer
-
+def _from_pretrained_kwargs(source: ModelSource, trust_remote_code: bool) -> dict[str, Any]:
+    """What every ``from_pretrained`` call of a source takes: the GGUF file, the Hub revision, the code gate."""
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if source.gguf_file:
         kwargs["gguf_file"] = source.gguf_file
     if source.revision:
         kwargs["revision"] = source.revision
+    return kwargs
+
+
+def load_tokenizer(source: ModelSource, trust_remote_code: bool = False) -> Any:
+    """The model's tokenizer (from the folder's files or the GGUF's metadata)."""
+    from transformers import AutoTokenizer
+
+    kwargs = _from_pretrained_kwargs(source, trust_remote_code)
     try:
         return AutoTokenizer.from_pretrained(source.folder, **kwargs)
     except LOAD_ERRORS as exc:
