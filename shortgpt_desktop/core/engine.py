@@ -26,6 +26,7 @@ from .calibration import TokenSet
 from .errors import CalibrationError, Cancelled, Hint, PlanError, UserError
 from .evaluation import has_chat_template
 from .loading import LoadedModel, ModelInfo, inspect_model, load_model
+from .memory_plan import MemoryEstimate, choose_mode, estimate_memory
 from .metrics import METRICS, ScoringContext, get_metric
 from .pipeline import JobSpec
 from .plan import LayerSizes, PrunePlan, apply_sizes, check_layer_list, count_for_ratio, make_plan, max_removable
@@ -211,7 +212,7 @@ class Engine:
         """
         source = pipeline.resolve_source(spec.model, spec.revision, progress, cancel)
         progress("inspect", 0, 1, None)
-        info = inspect_model(source, spec.device, spec.dtype, spec.batch_size, spec.seq_len, spec.trust_remote_code)
+        info = self._inspect(source, spec)
         self.close()
         self.source, self.info = source, info
         return info
@@ -220,27 +221,28 @@ class Engine:
         """The cost figures again for other settings (headers only)."""
         if self.source is None:
             raise UserError("Choose a model first.")
-        return inspect_model(self.source, spec.device, spec.dtype, spec.batch_size, spec.seq_len,
-                             spec.trust_remote_code)
+        return self._inspect(self.source, spec)
 
-    def memory_estimate(self, spec: JobSpec) -> Any:
+    @staticmethod
+    def _inspect(source: ModelSource, spec: JobSpec) -> ModelInfo:
+        return inspect_model(source, spec.device, spec.dtype, samples=spec.samples, seq_len=spec.seq_len,
+                             batch_size=spec.batch_size, trust_remote_code=spec.trust_remote_code)
+
+    def memory_estimate(self, spec: JobSpec) -> MemoryEstimate:
         """What scoring needs in memory and one layer at a time, and what is free (no weights read)."""
-        from .memory_plan import estimate_memory
-
         if self.source is None:
             raise UserError("Choose a model first.")
         return estimate_memory(self.source, spec.device, spec.dtype, spec.samples, spec.seq_len, spec.batch_size)
 
-    def mode_for(self, spec: JobSpec) -> str:
+    def mode_for(self, spec: JobSpec, estimate: MemoryEstimate | None = None) -> str:
         """``"memory"`` (the whole model loaded) or ``"streamed"`` (one decoder layer at a time).
 
-        Asked for explicitly, or chosen: streamed only when the model would not fit the device.
+        Asked for explicitly, or chosen: streamed only when the model would not fit the device. ``estimate`` is
+        this spec's, when the caller has it already.
         """
         if spec.low_memory is not None:
             return "streamed" if spec.low_memory else "memory"
-        from .memory_plan import choose_mode
-
-        return choose_mode(self.memory_estimate(spec))
+        return choose_mode(estimate or self.memory_estimate(spec))
 
     @property
     def is_streamed(self) -> bool:

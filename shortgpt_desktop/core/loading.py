@@ -11,12 +11,15 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .architectures import Family, family_for_model_type, layer_count, resolve_family
 from .dtypes import bytes_per_element
 from .errors import Hint, ModelSourceError, ResourceError, UnsupportedModelError
 from .sources import ModelSource, read_safetensors_header
+
+if TYPE_CHECKING:
+    from .memory_plan import MemoryEstimate
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +42,6 @@ LOAD_ERRORS = _load_errors()
 
 DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
 
-#: Resident memory of the engine itself before any model: Python, torch, transformers, tokenizers (measured:
-#: 0.38 GB for a whole command-line job on a 0.3 M-parameter model).
-RUNTIME_BYTES = 500 * 1024**2
-
-
 @dataclass
 class ModelInfo:
     """What a model is and what it will cost, known before its weights are loaded."""
@@ -59,16 +57,12 @@ class ModelInfo:
     weight_format: str
     device: str
     dtype: str
-    weights_bytes: int  # in memory, on the chosen device and dtype
-    working_bytes: int  # activations of the largest step (scoring, or the perplexity pass's logits)
-    loading_bytes: int = 0  # held only while loading (a GGUF is dequantised into a second full copy)
-    runtime_bytes: int = RUNTIME_BYTES  # Python, torch and transformers themselves
+    memory: MemoryEstimate  # what a job needs in memory and layer by layer, for the chosen settings
 
     @property
     def memory_needed_bytes(self) -> int:
-        """The peak of a whole job: runtime, weights, and the larger of loading's extra copy and the working
-        memory (measured: SmolLM2-135M GGUF, fp32 CPU, quick preset: 1.63 GB peak resident, 1.69 GB estimated)."""
-        return self.runtime_bytes + self.weights_bytes + max(self.loading_bytes, self.working_bytes)
+        """The peak of a whole job with the model in memory, the program included."""
+        return self.memory.peak_bytes
 
 
 @dataclass
@@ -180,7 +174,7 @@ def read_config(source: ModelSource) -> dict[str, Any]:
 
 
 def count_parameters(source: ModelSource, config: dict[str, Any]) -> int:
-    """Parameter count from checkpoint headers (no weights read)."""
+    """Parameter count from checkpoint headers, or from the file size for legacy ``.bin`` (no weights read)."""
     total = 0
     for weight in source.weight_files:
         if weight.format == "safetensors":
@@ -197,36 +191,28 @@ def count_parameters(source: ModelSource, config: dict[str, Any]) -> int:
     return total
 
 
-def inspect_model(source: ModelSource, device: str = "auto", dtype: str = "auto", batch_size: int = 1,
-                  seq_len: int = 512, trust_remote_code: bool = False) -> ModelInfo:
-    """Architecture, layers, parameters, bytes on disk and the memory the chosen device and dtype need."""
+def inspect_model(source: ModelSource, device: str = "auto", dtype: str = "auto", samples: int = 128,
+                  seq_len: int = 512, batch_size: int = 1, trust_remote_code: bool = False) -> ModelInfo:
+    """Architecture, layers, parameters, bytes on disk and the memory a job on ``samples`` × ``seq_len`` tokens
+    needs with the chosen device and dtype."""
+    from .memory_plan import estimate_memory
+
     config = read_config(source)
     check_supported(config, trust_remote_code)
-    device = resolve_device(device)
-    dtype = resolve_dtype(dtype, device)
-    n_params = count_parameters(source, config)
-    hidden = int(config.get("hidden_size") or config.get("n_embd") or config.get("d_model") or 0)
-    vocab = int(config.get("vocab_size") or 0)
-    bytes_per = bytes_per_element(dtype)
-    # Scoring keeps fp32 running sums only: a few hidden-state copies per batch. The perplexity pass holds a
-    # batch of logits, their fp32 log-softmax and a gather of it: about three fp32 copies.
-    working = batch_size * seq_len * (8 * hidden * bytes_per + 3 * 4 * vocab) if hidden else 0
-    weights = int(n_params * bytes_per)
+    memory = estimate_memory(source, device, dtype, samples, seq_len, batch_size, config=config)
     return ModelInfo(
         name=source.display_name,
         architecture=architecture_name(config),
         model_type=str(config.get("model_type", "unknown")),
         n_layers=layer_count(config),
-        n_params=n_params,
-        hidden_size=hidden,
-        vocab_size=vocab,
+        n_params=memory.n_params,
+        hidden_size=int(config.get("hidden_size") or config.get("n_embd") or config.get("d_model") or 0),
+        vocab_size=int(config.get("vocab_size") or 0),
         bytes_on_disk=source.bytes_on_disk,
         weight_format=source.weight_format,
-        device=device,
-        dtype=dtype,
-        weights_bytes=weights,
-        working_bytes=working,
-        loading_bytes=weights if source.gguf_file else 0,
+        device=memory.device,
+        dtype=memory.dtype,
+        memory=memory,
     )
 
 

@@ -1,7 +1,8 @@
-"""Before anything loads: how much memory scoring needs in memory and layer by layer, and which one to use.
+"""Before anything loads: how much memory a job needs in memory and layer by layer, and which way to run it.
 
-Figures come from checkpoint headers (safetensors) or the GGUF tensor table, and the config; no weight is read.
-The program itself (Python, torch, transformers: a few hundred MB) is not counted.
+The one estimate of memory in the tool: the model panel's "needs", the command line's "needs about" and the
+choice of mode all read it. Figures come from checkpoint headers (safetensors), the GGUF tensor table or the
+size of legacy ``.bin`` files, and the config; no weight is read.
 """
 
 from __future__ import annotations
@@ -10,11 +11,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from .dtypes import bytes_per_element
-from .errors import ResourceError
+from .errors import ResourceError, UnsupportedModelError
 from .sources import ModelSource
 
 #: Share of the free memory a plan may use; the rest is left to the program and the system.
 SAFETY = 0.9
+
+#: Resident memory of the engine itself before any model: Python, torch, transformers, tokenizers (measured:
+#: 0.38 GB for a whole command-line job on a 0.3 M-parameter model). Part of the peak a user is told about, but
+#: not of what must still fit: the program is already running when the free memory is read.
+RUNTIME_BYTES = 500 * 1024**2
 
 
 @dataclass
@@ -24,17 +30,21 @@ class MemoryEstimate:
     device: str
     dtype: str
     n_layers: int
+    n_params: int
     largest_layer_bytes: int
     outside_layers_bytes: int  # embeddings, final norm, output head
     weights_bytes: int  # the whole model in ``dtype``
+    loading_bytes: int  # held only while loading (a GGUF is dequantised into a second full copy)
     hidden_states_bytes: int  # all calibration samples' hidden states between two layers (RAM)
-    batch_working_bytes: int  # activations of one batch inside one layer, and its logits
+    batch_working_bytes: int  # activations of one batch inside one layer, and the perplexity pass's logits
     in_memory_device_bytes: int
     in_memory_ram_bytes: int
     streamed_device_bytes: int
     streamed_ram_bytes: int
     available_ram_bytes: int
     available_device_bytes: int  # the GPU's free memory, or the free RAM for the CPU
+    not_streamable: str = ""  # why the layers cannot be read one at a time; empty when they can
+    runtime_bytes: int = RUNTIME_BYTES
 
     @property
     def on_cpu(self) -> bool:
@@ -52,7 +62,7 @@ class MemoryEstimate:
 
     @property
     def streamed_fits(self) -> bool:
-        return self._fits(self.streamed_device_bytes, self.streamed_ram_bytes)
+        return not self.not_streamable and self._fits(self.streamed_device_bytes, self.streamed_ram_bytes)
 
     @property
     def in_memory_total(self) -> int:
@@ -61,6 +71,12 @@ class MemoryEstimate:
     @property
     def streamed_total(self) -> int:
         return self.streamed_device_bytes + self.streamed_ram_bytes
+
+    @property
+    def peak_bytes(self) -> int:
+        """The peak of a whole job with the model in memory, the program included (measured: SmolLM2-135M GGUF,
+        fp32 CPU, quick preset: 1.63 GB peak resident, 1.69 GB estimated)."""
+        return self.runtime_bytes + self.in_memory_total
 
 
 def available_memory(device: str) -> tuple[int, int]:
@@ -77,6 +93,23 @@ def available_memory(device: str) -> tuple[int, int]:
     return ram, ram
 
 
+def _tensor_elements(source: ModelSource, config: dict[str, Any]) -> tuple[list[int], int, str]:
+    """(elements of each decoder layer, elements outside them, why layers cannot be read one at a time).
+
+    A checkpoint the layer reader cannot take (legacy ``.bin``, an unusual stored dtype) is still counted, as
+    a whole: it runs in memory only.
+    """
+    from .loading import count_parameters
+    from .streaming_weights import open_reader
+
+    try:
+        index = open_reader(source, config.get("model_type")).index
+    except UnsupportedModelError as refused:
+        return [], count_parameters(source, config), str(refused)
+    layers = [index.layer_numel(i) for i in sorted(index.layer_keys)]
+    return layers, index.other_numel(), ""
+
+
 def estimate_memory(
     source: ModelSource,
     device: str = "auto",
@@ -84,48 +117,54 @@ def estimate_memory(
     samples: int = 128,
     seq_len: int = 512,
     batch_size: int = 4,
+    config: dict[str, Any] | None = None,
 ) -> MemoryEstimate:
-    """What scoring ``samples`` × ``seq_len`` tokens costs in memory and layer by layer (weights unread)."""
+    """What a job on ``samples`` × ``seq_len`` tokens costs in memory and layer by layer (weights unread)."""
+    from .architectures import layer_count
     from .loading import read_config, resolve_device, resolve_dtype
-    from .streaming_weights import open_reader
 
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
-    config = read_config(source)
+    config = read_config(source) if config is None else config
     per = int(bytes_per_element(dtype))
-    index = open_reader(source, config.get("model_type")).index
-    layer_numels = [index.layer_numel(i) for i in sorted(index.layer_keys)] or [0]
-    largest = max(layer_numels) * per
-    outside = index.other_numel() * per
-    weights = sum(layer_numels) * per + outside
+    layer_elements, outside_elements, not_streamable = _tensor_elements(source, config)
+    largest = max(layer_elements, default=0) * per
+    outside = outside_elements * per
+    n_params = sum(layer_elements) + outside_elements
+    weights = n_params * per
+    loading = weights if source.gguf_file else 0
     hidden = int(config.get("hidden_size") or config.get("n_embd") or config.get("d_model") or 0)
     vocab = int(config.get("vocab_size") or 0)
     heads = int(config.get("num_attention_heads") or config.get("n_head") or 1)
     head_dim = int(config.get("head_dim") or (hidden // max(heads, 1)))
-    batch = min(batch_size, samples)
-    # A layer's activations (MLP intermediate, attention) are a few hidden-state copies; the head's logits fp32.
-    working = batch * seq_len * (8 * hidden * per + 4 * vocab)
+    batch = max(1, min(batch_size, samples))
+    # A layer's activations (MLP intermediate, attention) are a few hidden-state copies. The perplexity pass
+    # holds a batch of logits, their fp32 log-softmax and a gather of it: about three fp32 copies.
+    working = batch * seq_len * (8 * hidden * per + 3 * 4 * vocab)
     states = samples * seq_len * hidden * per
     # Captured call arguments kept between layers: rotary cos/sin per sample (masks are None without padding).
     call_args = samples * seq_len * head_dim * 2 * 4
     # Reading one layer: the checkpoint's tensors on the CPU before they move (dequantized float32 for GGUF).
-    read_buffer = max(layer_numels) * (8 if source.gguf_file else per)
-    in_memory_device = weights + working
+    read_buffer = max(layer_elements, default=0) * (8 if source.gguf_file else per)
     streamed_device = largest + outside + working
     if device.startswith("cuda"):
-        in_memory_ram = weights  # loading reads the weights on the CPU before they move to the GPU
+        in_memory_device = weights + working
+        in_memory_ram = weights + loading  # loading reads the weights on the CPU before they move to the GPU
         streamed_ram = states + call_args + read_buffer
     else:
-        in_memory_ram = 0  # the device is the RAM
+        # The device is the RAM; loading's extra copy is gone before the first batch runs.
+        in_memory_device, in_memory_ram = weights + max(loading, working), 0
         # The outputs of a batch replace its inputs, so one copy of all the states and a batch's are held.
         streamed_ram = states + batch * seq_len * hidden * per + call_args + read_buffer
+    if not_streamable:
+        streamed_device = streamed_ram = 0
     ram, free_device = available_memory(device)
     return MemoryEstimate(
-        device=device, dtype=dtype, n_layers=len(index.layer_keys), largest_layer_bytes=largest,
-        outside_layers_bytes=outside, weights_bytes=weights, hidden_states_bytes=states,
-        batch_working_bytes=working, in_memory_device_bytes=in_memory_device, in_memory_ram_bytes=in_memory_ram,
-        streamed_device_bytes=streamed_device, streamed_ram_bytes=streamed_ram, available_ram_bytes=ram,
-        available_device_bytes=free_device,
+        device=device, dtype=dtype, n_layers=len(layer_elements) or layer_count(config), n_params=n_params,
+        largest_layer_bytes=largest, outside_layers_bytes=outside, weights_bytes=weights, loading_bytes=loading,
+        hidden_states_bytes=states, batch_working_bytes=working, in_memory_device_bytes=in_memory_device,
+        in_memory_ram_bytes=in_memory_ram, streamed_device_bytes=streamed_device, streamed_ram_bytes=streamed_ram,
+        available_ram_bytes=ram, available_device_bytes=free_device, not_streamable=not_streamable,
     )
 
 
@@ -133,6 +172,12 @@ def choose_mode(estimate: MemoryEstimate) -> str:
     """``"memory"`` when the whole model fits, else ``"streamed"``; a sentence when neither can run."""
     if estimate.in_memory_fits:
         return "memory"
+    if estimate.not_streamable:
+        raise ResourceError(
+            f"The whole model needs {_gb(estimate.in_memory_total)} but only "
+            f"{_gb(estimate.available_device_bytes)} is free, and it cannot run one layer at a time: "
+            f"{estimate.not_streamable[0].lower()}{estimate.not_streamable[1:]}"
+        )
     if estimate.hidden_states_bytes > SAFETY * estimate.available_ram_bytes:
         raise ResourceError(
             f"The calibration samples' hidden states alone need {_gb(estimate.hidden_states_bytes)} of memory but "

@@ -86,7 +86,8 @@ def open_model(spec: JobSpec, progress: Progress = _noop, cancel: CancelCheck | 
     """
     source = resolve_source(spec.model, spec.revision, progress, cancel)
     if on_info is not None:
-        on_info(inspect_model(source, spec.device, spec.dtype, spec.batch_size, spec.seq_len))
+        on_info(inspect_model(source, spec.device, spec.dtype, samples=spec.samples, seq_len=spec.seq_len,
+                              batch_size=spec.batch_size))
     progress("load", 0, 1, None)
     loaded = load_model(source, spec.device, spec.dtype, spec.trust_remote_code)
     progress("load", 1, 1, None)

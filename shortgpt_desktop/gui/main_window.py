@@ -31,6 +31,7 @@ from ..core import defaults
 from ..core.engine import Engine, JobSpec, Scored
 from ..core.errors import PlanError, UserError
 from ..core.loading import ModelInfo
+from ..core.memory_plan import MemoryEstimate
 from ..core.metrics import METRICS
 from ..core.plan import PrunePlan
 from ..format import human_bytes, human_seconds, layer_list, time_left
@@ -672,7 +673,8 @@ class MainWindow(QMainWindow):
         spec = self.job_spec()
 
         def work(progress: Any, cancel: Any) -> Any:
-            return self.engine.estimate(spec), *self._modes(spec)
+            info = self.engine.estimate(spec)
+            return info, *self._modes(spec, info.memory)
 
         def done(result: Any) -> None:
             info, mode, details = result
@@ -688,16 +690,14 @@ class MainWindow(QMainWindow):
 
         self.background.start("memory", work, on_success=done, on_failure=failed)
 
-    def _modes(self, spec: JobSpec) -> tuple[str, str]:
+    def _modes(self, spec: JobSpec, estimate: MemoryEstimate) -> tuple[str, str]:
         """Which way the model will run and what each way needs (worker thread: reads headers only)."""
+        streamed = (f"one layer at a time: {human_bytes(estimate.streamed_total)}" if not estimate.not_streamable
+                    else "not one layer at a time (legacy weights)")
+        details = (f"whole model: {human_bytes(estimate.in_memory_total)}; {streamed}; free: "
+                   f"{human_bytes(estimate.available_device_bytes)}")
         try:
-            estimate = self.engine.memory_estimate(spec)
-        except UserError as exc:
-            return "—", user_message(exc)
-        details = (f"whole model: {human_bytes(estimate.in_memory_total)}; one layer at a time: "
-                   f"{human_bytes(estimate.streamed_total)}; free: {human_bytes(estimate.available_device_bytes)}")
-        try:
-            mode = self.engine.mode_for(spec)
+            mode = self.engine.mode_for(spec, estimate)
         except UserError as exc:
             return "does not fit", f"{user_message(exc)} ({details})"
         if mode == "streamed":

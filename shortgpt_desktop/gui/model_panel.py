@@ -182,12 +182,15 @@ class ModelPanel(QGroupBox):
         self.message.setVisible(False)
 
     def set_memory(self, info: ModelInfo) -> None:
-        needed = human_bytes(info.memory_needed_bytes)
-        self.values["memory"].setText(f"{needed} on {info.device}, {info.dtype}")
+        memory = info.memory
+        self.values["memory"].setText(f"{human_bytes(memory.peak_bytes)} on {info.device}, {info.dtype}")
+        extra = (f"the larger of working memory {human_bytes(memory.batch_working_bytes)} (for the chosen batch size "
+                 f"and sequence length) and what loading holds for a moment {human_bytes(memory.loading_bytes)}")
+        if not memory.on_cpu:
+            extra = (f"working memory {human_bytes(memory.batch_working_bytes)} on {info.device}, and in RAM while "
+                     f"loading {human_bytes(memory.in_memory_ram_bytes)}")
         self.values["memory"].setToolTip(
-            f"the program {human_bytes(info.runtime_bytes)} + weights {human_bytes(info.weights_bytes)} + the larger "
-            f"of working memory {human_bytes(info.working_bytes)} (for the chosen batch size and sequence "
-            f"length) and what loading holds for a moment {human_bytes(info.loading_bytes)}"
+            f"the program {human_bytes(memory.runtime_bytes)} + weights {human_bytes(memory.weights_bytes)} + {extra}"
         )
 
     def set_memory_error(self, message: str) -> None:

@@ -14,10 +14,10 @@ import torch
 
 from shortgpt_desktop.core.calibration import TokenSet, build_token_set
 from shortgpt_desktop.core.demo import TINY_FAMILIES, build_tiny_model
-from shortgpt_desktop.core.errors import Cancelled, ResourceError
+from shortgpt_desktop.core.errors import Cancelled
 from shortgpt_desktop.core.evaluation import perplexity_of
 from shortgpt_desktop.core.loading import load_model
-from shortgpt_desktop.core.memory_plan import choose_mode, estimate_memory
+from shortgpt_desktop.core.memory_plan import estimate_memory
 from shortgpt_desktop.core.scoring import HookStats, _identity_hook, measure_layers
 from shortgpt_desktop.core.sources import resolve
 from shortgpt_desktop.core.streaming import (
@@ -135,23 +135,6 @@ def test_observers_see_every_layer_and_batch(tiny_model: Path, calib_text: str) 
         handle.remove()
     assert observer.batches == {i: 3 for i in range(loaded.n_layers)}
     assert observer.sums == pytest.approx(expected, rel=1e-5)
-
-
-def test_memory_estimate_and_choice(tiny_model: Path) -> None:
-    estimate = estimate_memory(resolve(str(tiny_model)), "cpu", "float32", samples=8, seq_len=64)
-    params = sum(p.numel() for p in load_model(resolve(str(tiny_model)), "cpu", "float32").model.parameters())
-    assert estimate.weights_bytes == 4 * params
-    assert estimate.n_layers == 6
-    assert estimate.largest_layer_bytes * 6 + estimate.outside_layers_bytes == estimate.weights_bytes
-    assert estimate.hidden_states_bytes == 8 * 64 * 64 * 4
-    assert estimate.streamed_device_bytes < estimate.in_memory_device_bytes
-    assert choose_mode(estimate) == "memory"
-    estimate.available_ram_bytes = estimate.available_device_bytes = int(estimate.streamed_total / 0.85)
-    assert not estimate.in_memory_fits
-    assert choose_mode(estimate) == "streamed"
-    estimate.available_ram_bytes = estimate.available_device_bytes = estimate.hidden_states_bytes // 2
-    with pytest.raises(ResourceError, match="hidden states"):
-        choose_mode(estimate)
 
 
 # ------------------------------------------------------------------------------------------------ SmolLM2
