@@ -101,9 +101,10 @@ class ComparePanel(QWidget):
 
 
 def _shown(checked: Checked, generation: str) -> str:
-    """A raw prompt and its continuation read as one text; a chat answer is shown under the question."""
+    """A raw prompt and its continuation read as one text; a chat model's answer alone (the question is in the
+    prompt box above, and the two answers side by side are what the user compares)."""
     if not checked.prompt:
         return ""
     if checked.chat_template:
-        return f"User: {checked.prompt}\n\nAssistant: {generation.strip()}"
+        return generation.strip()
     return checked.prompt + generation

@@ -28,9 +28,13 @@ class PlanPanel(QGroupBox):
     formatChanged = Signal(str)
     curveRequested = Signal()
 
-    #: What each output format is, in the words of the "Save as" box.
-    FORMATS: ClassVar[dict[str, str]] = {"gguf": "GGUF, same quantization (llama.cpp, Ollama, LM Studio)",
-               "safetensors": "safetensors (transformers)"}
+    #: What each output format is, in the words of the "Save as" box: (item, its tooltip).
+    FORMATS: ClassVar[dict[str, tuple[str, str]]] = {
+        "gguf": ("GGUF, for llama.cpp & Ollama",
+                 "One .gguf file in the source's own quantization, for llama.cpp, Ollama and LM Studio"),
+        "safetensors": ("safetensors, for transformers",
+                        "A model folder that transformers' from_pretrained loads (float weights)"),
+    }
 
     #: Slider-driven replans are coalesced to at most one per this many milliseconds.
     THROTTLE_MS = 40
@@ -171,7 +175,9 @@ class PlanPanel(QGroupBox):
         self.format_box.blockSignals(True)
         self.format_box.clear()
         for name in formats:
-            self.format_box.addItem(self.FORMATS.get(name, name), name)
+            label, tooltip = self.FORMATS.get(name, (name, ""))
+            self.format_box.addItem(label, name)
+            self.format_box.setItemData(self.format_box.count() - 1, tooltip, Qt.ItemDataRole.ToolTipRole)
         self.format_box.setCurrentIndex(max(self.format_box.findData(current), 0))
         self.format_box.setEnabled(len(formats) > 1)
         self.format_box.blockSignals(False)

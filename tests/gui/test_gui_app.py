@@ -9,10 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QSettings
+from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QImage
 
+from shortgpt_desktop.core.engine import Checked
 from shortgpt_desktop.core.plan import PrunePlan
+from shortgpt_desktop.gui.compare_panel import ComparePanel
 from shortgpt_desktop.gui.plan_panel import PlanPanel
 
 REPO = Path(__file__).resolve().parents[2]
@@ -59,6 +61,34 @@ def test_first_start_defaults(make_window) -> None:
     assert values["metric"] == "bi+" and values["samples"] == 128 and values["seq_len"] == 512
     assert window.chart.n_layers == 0 and not window.save_button.isEnabled()
     assert window.windowIcon().availableSizes() or not window.windowIcon().isNull()
+
+
+def test_compare_panel_shows_a_chat_answer_alone_and_a_raw_continuation_with_its_prompt(qtbot) -> None:
+    panel = ComparePanel()
+    qtbot.addWidget(panel)
+    checked = Checked(removed=[3, 4], ppl_before=10.0, ppl_after=12.5, eval_tokens=2048, prompt="Why is the sky blue?",
+                      generation_before=" Light scatters. ", generation_after=" Blue blue blue.", seconds=1.0,
+                      chat_template=True)
+    panel.show_checked(checked)
+    assert (panel.before.toPlainText(), panel.after.toPlainText()) == ("Light scatters.", "Blue blue blue.")
+    assert "chat template" in panel.result.text() and "× 1.25" in panel.result.text()
+    checked.chat_template = False
+    panel.show_checked(checked)
+    assert panel.after.toPlainText() == "Why is the sky blue? Blue blue blue."
+    assert "chat template" not in panel.result.text()
+
+
+def test_plan_panel_offers_the_formats_with_what_each_is_for(qtbot) -> None:
+    panel = PlanPanel()
+    qtbot.addWidget(panel)
+    panel.set_formats(["gguf", "safetensors"], "gguf")
+    box = panel.format_box
+    assert [box.itemText(i) for i in range(box.count())] == ["GGUF, for llama.cpp & Ollama",
+                                                             "safetensors, for transformers"]
+    assert "LM Studio" in box.itemData(0, Qt.ItemDataRole.ToolTipRole) and panel.output_format == "gguf"
+    assert box.isEnabled()
+    panel.set_formats(["safetensors"], "safetensors")
+    assert panel.output_format == "safetensors" and not box.isEnabled()
 
 
 def test_plan_panel_throttles_slider_moves(qtbot) -> None:
