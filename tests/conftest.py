@@ -115,3 +115,30 @@ def smollm2(smollm2_gguf: Path):
     from shortgpt_desktop.core import pipeline
 
     return pipeline.open_model(pipeline.JobSpec(model=str(smollm2_gguf), device="cpu", dtype="float32"))
+
+
+@pytest.fixture
+def extra_metric():
+    """A metric the tool does not ship, added the one way the registry allows: one class, one ``register``.
+
+    Last-token Block Influence: ``1 − cos`` of the last real token's state entering and leaving each layer,
+    read from the shared hooked pass. Unregistered again afterwards.
+    """
+    from shortgpt_desktop.core.metrics import METRICS, Metric, ScoringContext, register
+
+    class LastTokenBlockInfluence(Metric):
+        name = "last_token_bi"
+        label = "Last-token Block Influence"
+        description = "1 − cosine of the last token's state entering and leaving each layer"
+        hooked = True
+
+        def values(self, ctx: ScoringContext, block_size: int = 1) -> list[float | None]:
+            import torch
+
+            states = ctx.hooked_pass().last_token_states.double()
+            cos = torch.nn.functional.cosine_similarity(states[:-1], states[1:], dim=-1)
+            return (1.0 - cos.mean(dim=1)).tolist()
+
+    metric = register(LastTokenBlockInfluence())
+    yield metric
+    METRICS.pop(metric.name, None)

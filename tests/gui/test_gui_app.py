@@ -16,6 +16,7 @@ from shortgpt_desktop.core.engine import Checked
 from shortgpt_desktop.core.plan import PrunePlan
 from shortgpt_desktop.gui.compare_panel import ComparePanel
 from shortgpt_desktop.gui.plan_panel import PlanPanel
+from shortgpt_desktop.gui.settings_panel import SettingsPanel
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -89,6 +90,18 @@ def test_plan_panel_offers_the_formats_with_what_each_is_for(qtbot) -> None:
     assert box.isEnabled()
     panel.set_formats(["safetensors"], "safetensors")
     assert panel.output_format == "safetensors" and not box.isEnabled()
+
+
+def test_the_metric_box_offers_a_newly_registered_metric(qtbot, extra_metric) -> None:
+    """The window reads the registry: a metric added by one class and one register needs no GUI change."""
+    panel = SettingsPanel()
+    qtbot.addWidget(panel)
+    box = panel.metric_box
+    index = box.findData("last_token_bi")
+    assert index >= 0 and box.itemText(index) == "Last-token Block Influence"
+    assert box.itemData(index, Qt.ItemDataRole.ToolTipRole) == extra_metric.description
+    box.setCurrentIndex(index)
+    assert panel.values()["metric"] == "last_token_bi"
 
 
 def test_plan_panel_throttles_slider_moves(qtbot) -> None:
