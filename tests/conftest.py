@@ -26,6 +26,8 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        return  # the pytest-xdist controller runs no test: importing torch there only delays the workers' start
     import torch
 
     torch.set_num_threads(1)  # tiny models: one thread is as fast, and two workers share the 2 cores
