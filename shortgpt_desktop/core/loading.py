@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
@@ -39,6 +40,16 @@ def _load_errors() -> tuple[type[BaseException], ...]:
 
 
 LOAD_ERRORS = _load_errors()
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether a loader's error is the machine running out of memory rather than a bad file: Python's
+    MemoryError, an OS error ENOMEM (safetensors maps and reads say "Cannot allocate memory"), or torch's CPU
+    allocator ("DefaultCPUAllocator: not enough memory")."""
+    if isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno == errno.ENOMEM):
+        return True
+    text = str(exc)
+    return "Cannot allocate memory" in text or "not enough memory" in text
 
 DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
 
@@ -291,7 +302,10 @@ def load_model(
         raise ResourceError(
             f"Not enough memory on {device} to load the model in {dtype}; choose a smaller dtype or the CPU."
         ) from None
-    except LOAD_ERRORS as exc:
+    except (MemoryError, *LOAD_ERRORS) as exc:
+        if is_out_of_memory(exc):
+            raise ResourceError(f"Not enough memory on {device} to load the whole model in {dtype}.",
+                                hint=Hint.LOW_MEMORY) from None
         raise ModelSourceError(f"The model in {source.folder} could not be loaded: {_first_line(exc)}") from None
     tokenizer = load_tokenizer(source, trust_remote_code)
     try:

@@ -83,6 +83,29 @@ def test_weights_that_do_not_fit_the_config_are_a_sentence(tiny_model: Path, tmp
         load_model(resolve(str(folder)), "cpu", "float32")
 
 
+@pytest.mark.parametrize("failure", [
+    MemoryError(),
+    OSError(errno.ENOMEM, "Cannot allocate memory"),
+    RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 4194304 bytes."),
+    OSError("Error while deserializing header: Cannot allocate memory (os error 12)"),
+], ids=["MemoryError", "ENOMEM", "torch-cpu-allocator", "safetensors-mmap"])
+def test_running_out_of_memory_while_loading_says_so_and_points_to_low_memory(
+    tiny_model: Path, monkeypatch: pytest.MonkeyPatch, failure: BaseException
+) -> None:
+    import transformers
+
+    def out_of_memory(*args: object, **kwargs: object) -> None:
+        raise failure
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", out_of_memory)
+    with pytest.raises(ResourceError) as caught:
+        loading.load_model(resolve(str(tiny_model)), "cpu", "float32")
+    assert str(caught.value) == "Not enough memory on cpu to load the whole model in float32."
+    assert caught.value.hint is Hint.LOW_MEMORY
+    assert cli.error_line(caught.value).endswith("add --low-memory to score it one layer at a time.")
+    assert "Low memory" in user_message(caught.value)
+
+
 def test_an_unknown_failure_while_loading_keeps_its_traceback(tiny_model: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     import transformers

@@ -200,7 +200,7 @@ CHILD = textwrap.dedent("""
             stats = streamed_measure_layers(resolve(folder), tokens, batch_size=2)
         print(json.dumps({"bi": stats.bi}))
     except (MemoryError, RuntimeError, OSError, Exception) as exc:
-        print(json.dumps({"error": f"{type(exc).__name__}: {exc}"[:300]}))
+        print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
 """)
 
 
@@ -231,6 +231,7 @@ def test_streaming_runs_under_a_memory_limit_the_loaded_model_cannot_meet(tiny_m
                              capture_output=True, text=True, timeout=300)
         assert run.returncode == 0, run.stderr[-2000:]
         results[mode] = json.loads(run.stdout.strip().splitlines()[-1])
-    assert "error" in results["memory"] and "allocate" in results["memory"]["error"], results["memory"]
+    # The loader's out-of-memory error is a sentence that says what to do, not "the model could not be read".
+    assert results["memory"].get("error", "").startswith("ResourceError: Not enough memory"), results["memory"]
     assert "bi" in results["streamed"], results["streamed"]
     assert len(results["streamed"]["bi"]) == 8
