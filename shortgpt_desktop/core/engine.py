@@ -448,8 +448,8 @@ class Engine:
             self.scores = scores
         if count > max_removable(n):
             raise PlanError(f"Removing {count} of {n} layers leaves none; at least one must stay.")
-        selection = self.selection
-        if metric.refines and selection is not None and len(selection.removed) == count:
+        selection = self._selection_for(count) if metric.refines else None
+        if selection is not None:
             plan = PrunePlan(n, list(selection.removed), metric=scores.metric, notes=[selection.explanation])
         else:
             plan = PrunePlan(n, metric.removal(scores.scores, count), metric=scores.metric)
@@ -457,11 +457,17 @@ class Engine:
                 plan.notes.append("not yet checked by measured perplexity: Check or Save does that")
         return self._with_output_sizes(apply_sizes(plan, self.sizes))
 
+    def _selection_for(self, count: int) -> Any:
+        """The refining metric's measured choice of ``count`` layers for the current scores, if it was made."""
+        if self.selection is not None and len(self.selection.removed) == count:
+            return self.selection
+        return None
+
     def needs_refining(self, plan: PrunePlan) -> bool:
         """The plan comes from a refining metric's cheap order and has not been measured yet."""
         if plan.metric == "manual" or plan.metric not in METRICS or not METRICS[plan.metric].refines:
             return False
-        return self.selection is None or len(self.selection.removed) != len(plan.removed)
+        return self._selection_for(len(plan.removed)) is None
 
     def refine(self, spec: JobSpec, count: int, progress: Progress = no_progress,
                cancel: CancelCheck | None = None) -> PrunePlan:
@@ -470,8 +476,7 @@ class Engine:
         if scores is None or self.loaded is None:
             raise PlanError("Score the layers first.")
         metric = get_metric(scores.metric)
-        if metric.refines and self.streamed is None and not (
-                self.selection is not None and len(self.selection.removed) == count):
+        if metric.refines and self.streamed is None and self._selection_for(count) is None:
             tokens = self.tokens_for(spec, progress)
             ctx = ScoringContext(self.loaded.model, self.loaded.family, tokens, spec.batch_size, progress, cancel)
             self.selection = metric.refine(ctx, scores.scores, count)
@@ -571,20 +576,11 @@ class Engine:
         self.adjust(spec, plan.removed, progress, cancel)
         return plan
 
-    def heal_estimate(self, spec: JobSpec, removed: Sequence[int]) -> float:
-        """Seconds ``spec.heal_steps`` steps of healing will take here (two steps are timed)."""
-        from .healing import estimate_heal_seconds
-
-        loaded = self.load(spec)
-        tokens = self.tokens_for(spec)
-        with pipeline.modified(loaded, removed):
-            return estimate_heal_seconds(loaded.model, loaded.family, tokens, spec.heal_steps, spec.batch_size)
-
-    def _weights_for(self, removed: Sequence[int]) -> dict[str, Any]:
-        """The repaired (healed) weights of this very plan, when they were computed."""
+    def _adjusted_for(self, removed: Sequence[int]) -> Adjusted | None:
+        """The repair (and healing) of this very plan, when they were computed."""
         if self.adjusted is not None and self.adjusted.removed == sorted(removed):
-            return self.adjusted.weights
-        return {}
+            return self.adjusted
+        return None
 
     # ----------------------------------------------------------------------------------------------- check
 
@@ -662,14 +658,14 @@ class Engine:
         report.removed_layers, report.kept_layers = list(plan.removed), plan.kept
         report.params_before, report.params_after = plan.params_before, plan.params_after
         report.bytes_before, report.bytes_after = plan.bytes_before, plan.bytes_after
-        if self.selection is not None and plan.metric in METRICS and METRICS[plan.metric].refines \
-                and self.selection.removed == list(plan.removed):
-            report.selection = self.selection.explanation
-            report.timings["selection"] = self.selection.seconds
+        selection = self._selection_for(len(plan.removed))
+        if selection is not None and plan.metric in METRICS and METRICS[plan.metric].refines \
+                and selection.removed == list(plan.removed):
+            report.selection = selection.explanation
+            report.timings["selection"] = selection.seconds
         report.output_format = self.resolved_format
         report.quantization = self._quantization()
-        adjusted = self.adjusted if self.adjusted is not None and self.adjusted.removed == list(plan.removed) \
-            else None
+        adjusted = self._adjusted_for(plan.removed)
         report.repair = "linear" if adjusted is not None and adjusted.repair is not None else "none"
         if adjusted is not None and adjusted.repair is not None:
             report.repair_runs = [
@@ -705,7 +701,8 @@ class Engine:
             raise UserError("Score the layers first: the model is not loaded.")
         if not plan.removed:
             raise PlanError("The plan removes no layers: choose how many to remove first.")
-        weights = self._weights_for(plan.removed)
+        adjusted = self._adjusted_for(plan.removed)
+        weights = adjusted.weights if adjusted is not None else {}
         if self.resolved_format == "gguf":
             return self._save_gguf(plan, out, report, force, progress, cancel, weights)
         if self.streamed is not None and self.loaded.source.gguf_file:

@@ -6,7 +6,6 @@ import errno
 import functools
 import json
 import logging
-import math
 import os
 import sys
 from collections.abc import Iterator
@@ -15,9 +14,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .architectures import Family, family_for_model_type, layer_count, resolve_family
-from .dtypes import bytes_per_element
 from .errors import Hint, ModelSourceError, ResourceError, UnsupportedModelError
-from .sources import ModelSource, read_safetensors_header
+from .sources import ModelSource
 
 if TYPE_CHECKING:
     from .memory_plan import MemoryEstimate
@@ -51,7 +49,9 @@ def is_out_of_memory(exc: BaseException) -> bool:
     text = str(exc)
     return "Cannot allocate memory" in text or "not enough memory" in text
 
+
 DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
+
 
 @dataclass
 class ModelInfo:
@@ -182,24 +182,6 @@ def read_config(source: ModelSource) -> dict[str, Any]:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ModelSourceError(f"{path} cannot be read ({_first_line(exc)}).") from None
-
-
-def count_parameters(source: ModelSource, config: dict[str, Any]) -> int:
-    """Parameter count from checkpoint headers, or from the file size for legacy ``.bin`` (no weights read)."""
-    total = 0
-    for weight in source.weight_files:
-        if weight.format == "safetensors":
-            header = read_safetensors_header(weight.path)
-            total += sum(math.prod(v["shape"]) for k, v in header.items() if not k.startswith("__"))
-        elif weight.format == "gguf":
-            from gguf import GGUFReader
-
-            reader = GGUFReader(str(weight.path))
-            total += sum(int(math.prod(int(d) for d in t.shape)) for t in reader.tensors)
-        else:
-            bytes_per = bytes_per_element(config.get("torch_dtype") or config.get("dtype"))
-            total += int(weight.size // bytes_per)
-    return total
 
 
 def inspect_model(source: ModelSource, device: str = "auto", dtype: str = "auto", samples: int = 128,

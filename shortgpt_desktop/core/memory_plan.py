@@ -7,12 +7,13 @@ size of legacy ``.bin`` files, and the config; no weight is read.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from .dtypes import bytes_per_element
 from .errors import ResourceError, UnsupportedModelError
-from .sources import ModelSource
+from .sources import ModelSource, read_safetensors_header
 
 #: Share of the free memory a plan may use; the rest is left to the program and the system.
 SAFETY = 0.9
@@ -99,15 +100,27 @@ def _tensor_elements(source: ModelSource, config: dict[str, Any]) -> tuple[list[
     A checkpoint the layer reader cannot take (legacy ``.bin``, an unusual stored dtype) is still counted, as
     a whole: it runs in memory only.
     """
-    from .loading import count_parameters
     from .streaming_weights import open_reader
 
     try:
         index = open_reader(source, config.get("model_type")).index
     except UnsupportedModelError as refused:
-        return [], count_parameters(source, config), str(refused)
+        return [], _count_whole(source, config), str(refused)
     layers = [index.layer_numel(i) for i in sorted(index.layer_keys)]
     return layers, index.other_numel(), ""
+
+
+def _count_whole(source: ModelSource, config: dict[str, Any]) -> int:
+    """Elements of a checkpoint the layer reader refused (a GGUF it always takes): from the safetensors
+    headers, or from the size of legacy ``.bin`` files in the config's dtype (the pickle adds a little)."""
+    total = 0
+    for weight in source.weight_files:
+        if weight.format == "safetensors":
+            header = read_safetensors_header(weight.path)
+            total += sum(math.prod(v["shape"]) for k, v in header.items() if not k.startswith("__"))
+        else:
+            total += int(weight.size // bytes_per_element(config.get("torch_dtype") or config.get("dtype")))
+    return total
 
 
 def estimate_memory(

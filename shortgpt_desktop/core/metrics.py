@@ -199,12 +199,9 @@ class SaferBlockInfluence(BlockInfluence):
     refines = True
 
     def removal(self, scores: Sequence[float | None], count: int) -> list[int]:
-        from .selection import protected_layers
+        from .selection import protected_for, without
 
-        guarded = set(protected_layers(len(scores)))
-        open_scores = [None if i in guarded else s for i, s in enumerate(scores)]
-        known = sum(s is not None for s in open_scores)
-        return lowest(open_scores if known >= count else scores, count)
+        return lowest(without(scores, protected_for(scores, count)), count)
 
     def refine(self, ctx: ScoringContext, scores: Sequence[float | None], count: int) -> Any:
         from .selection import choose_layers_safely

@@ -79,6 +79,18 @@ def protected_layers(n_layers: int) -> list[int]:
     return [0, n_layers - 1]
 
 
+def protected_for(scores: Sequence[float | None], count: int) -> list[int]:
+    """The ends protected when ``count`` layers go: none when the other scored layers are too few for it."""
+    protected = protected_layers(len(scores))
+    open_known = sum(s is not None for i, s in enumerate(scores) if i not in protected)
+    return protected if open_known >= count else []
+
+
+def without(scores: Sequence[float | None], protected: Sequence[int]) -> list[float | None]:
+    """``scores`` with the ``protected`` layers out of the running (no score)."""
+    return [None if i in protected else s for i, s in enumerate(scores)]
+
+
 def choose_layers_safely(
     model: Any,
     family: Family,
@@ -112,10 +124,8 @@ def choose_layers_safely(
         raise PlanError("There are no calibration samples to measure perplexity on.")
     window = max(1, window)
 
-    protected = protected_layers(n)
-    if count > n - len(protected):  # almost everything goes: the ends cannot be spared
-        protected = []
-    open_scores = [None if i in protected else s for i, s in enumerate(bi_scores)]
+    protected = protected_for(bi_scores, count)  # almost everything goes: the ends cannot be spared
+    open_scores = without(bi_scores, protected)
     open_order = removal_order(open_scores)
     if count > len(open_order):
         raise PlanError(f"Only {len(open_order)} layers have scores; cannot remove {count}.")

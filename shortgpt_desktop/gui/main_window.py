@@ -693,7 +693,7 @@ class MainWindow(QMainWindow):
     def _modes(self, spec: JobSpec, estimate: MemoryEstimate) -> tuple[str, str]:
         """Which way the model will run and what each way needs (worker thread: reads headers only)."""
         streamed = (f"one layer at a time: {human_bytes(estimate.streamed_total)}" if not estimate.not_streamable
-                    else "not one layer at a time (legacy weights)")
+                    else f"not one layer at a time: {estimate.not_streamable.rstrip('.')}")
         details = (f"whole model: {human_bytes(estimate.in_memory_total)}; {streamed}; free: "
                    f"{human_bytes(estimate.available_device_bytes)}")
         try:
@@ -823,9 +823,9 @@ class MainWindow(QMainWindow):
         import dataclasses
 
         assert self.engine.scored_spec is not None
-        values = self.settings_panel.values()
-        return dataclasses.replace(self.engine.scored_spec, repair="linear" if values["repair"] else "none",
-                                   heal_steps=values["heal_steps"], prompt=self.compare_panel.prompt_text())
+        now = self.job_spec()
+        return dataclasses.replace(self.engine.scored_spec, repair=now.repair, heal_steps=now.heal_steps,
+                                   prompt=now.prompt)
 
     def _show_final(self, plan: PrunePlan) -> None:
         """A job refined the plan: show the layers that were really measured or written."""

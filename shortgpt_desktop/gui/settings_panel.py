@@ -193,9 +193,9 @@ class SettingsPanel(QGroupBox):
             except (TypeError, ValueError):
                 box.setValue(int(DEFAULTS[key]))
         self.metric_box.setCurrentIndex(max(self.metric_box.findData(str(merged["metric"])), 0))
-        self.trust_box.setChecked(merged["trust_remote_code"] in (True, "true", "1", 1))
-        self.low_memory_box.setChecked(merged["low_memory"] in (True, "true", "1", 1))
-        self.repair_box.setChecked(merged["repair"] in (True, "true", "1", 1))
+        for box, key in ((self.trust_box, "trust_remote_code"), (self.low_memory_box, "low_memory"),
+                         (self.repair_box, "repair")):
+            box.setChecked(merged[key] in (True, "true", "1", 1))  # QSettings may hand back strings
         self._sync_preset()
         for box in self._boxes():
             box.blockSignals(False)
