@@ -75,7 +75,7 @@ def _load(model_spec: str, device: str) -> Any:
 
 
 def _tokens(loaded: Any, args: dict[str, Any]) -> Any:
-    from shortgpt_desktop.core.calibration import build_token_set, builtin_corpus
+    from shortgpt_desktop.core.measure.calibration import build_token_set, builtin_corpus
 
     data = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext2-valid.txt"
     texts = [data.read_text(encoding="utf-8")[:600_000]] if data.is_file() else builtin_corpus()
@@ -96,7 +96,7 @@ def _scoring_job(kind: str, args: dict[str, Any], queue: Any) -> None:
     loaded = _load(args["model"], args["device"])
     tokens = _tokens(loaded, args)
     cuda = loaded.device.startswith("cuda")
-    from shortgpt_desktop.core.scoring import iter_batches, measure_layers
+    from shortgpt_desktop.core.measure.scoring import iter_batches, measure_layers
 
     def run_once(method: str) -> None:
         if method == "hooks":
@@ -146,9 +146,9 @@ def _saving_job(kind: str, args: dict[str, Any], queue: Any) -> None:
     rss = PeakRss().__enter__()
     started = time.perf_counter()
     if kind == "streaming":
-        from shortgpt_desktop.core.architectures import family_for_model_type
-        from shortgpt_desktop.core.saving import save_pruned
-        from shortgpt_desktop.core.sources import resolve
+        from shortgpt_desktop.core.formats.safetensors_writer import save_pruned
+        from shortgpt_desktop.core.model.families import family_for_model_type
+        from shortgpt_desktop.core.model.sources import resolve
 
         config = json.loads((folder / "config.json").read_text())
         save_pruned(source=resolve(str(folder)), family=family_for_model_type(config["model_type"]),
@@ -156,8 +156,8 @@ def _saving_job(kind: str, args: dict[str, Any], queue: Any) -> None:
     else:
         from transformers import AutoModelForCausalLM
 
-        from shortgpt_desktop.core.architectures import resolve_family
-        from shortgpt_desktop.core.surgery import prune_in_memory
+        from shortgpt_desktop.core.cut.surgery import prune_in_memory
+        from shortgpt_desktop.core.model.families import resolve_family
 
         model = AutoModelForCausalLM.from_pretrained(folder, dtype="auto")
         prune_in_memory(model, resolve_family(model, model.config.to_dict()), args["removed"])
@@ -182,7 +182,7 @@ def default_model() -> str:
     gguf = cache / "SmolLM2-135M-Instruct.Q4_1.gguf"
     if gguf.is_file():
         return str(gguf)
-    from shortgpt_desktop.core.demo import build_tiny_model
+    from shortgpt_desktop.core.testing.tiny_models import build_tiny_model
 
     return str(build_tiny_model(Path(tempfile.mkdtemp()) / "tiny"))
 
@@ -197,7 +197,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     opts = parser.parse_args()
-    from shortgpt_desktop.core.loading import resolve_device
+    from shortgpt_desktop.core.model.devices import resolve_device
 
     args = {"model": opts.model or default_model(), "device": resolve_device(opts.device), "samples": opts.samples,
             "seq_len": opts.seq_len, "batch_size": opts.batch_size, "repeats": opts.repeats,
@@ -223,7 +223,7 @@ def main() -> None:
         folder = Path(args["model"])
         if folder.suffix == ".gguf":
             loaded = _load(args["model"], "cpu")
-            from shortgpt_desktop.core.saving import save_pruned
+            from shortgpt_desktop.core.formats.safetensors_writer import save_pruned
 
             save_pruned(source=loaded.source, family=loaded.family, original_config=loaded.config, removed=[],
                         out=work / "source", model=loaded.model, tokenizer=loaded.tokenizer)

@@ -41,8 +41,8 @@ def main() -> None:
 
     from shortgpt_desktop.core import pipeline
     from shortgpt_desktop.core.engine import Engine, JobSpec
-    from shortgpt_desktop.core.loading import quiet_library_progress
-    from shortgpt_desktop.core.metrics import METRICS
+    from shortgpt_desktop.core.measure.metrics import METRICS
+    from shortgpt_desktop.core.model.loading import quiet_library_progress
 
     torch.set_num_threads(args.threads)
     quiet_library_progress()

@@ -29,7 +29,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 def build(folder: Path, layers: int, hidden: int) -> Path:
-    from shortgpt_desktop.core.synthetic import write_random_model
+    from shortgpt_desktop.core.testing.large_models import write_random_model
 
     if (folder / "model.safetensors.index.json").is_file():
         return folder
@@ -50,11 +50,11 @@ def _job(mode: str, args: dict[str, Any], queue: Any) -> None:
     torch.set_num_threads(args["threads"])
     import transformers.models.llama.modeling_llama  # noqa: F401  (imports are not what is measured)
 
-    from shortgpt_desktop.core.calibration import TokenSet
-    from shortgpt_desktop.core.loading import load_model
-    from shortgpt_desktop.core.scoring import measure_layers
-    from shortgpt_desktop.core.sources import resolve
-    from shortgpt_desktop.core.streaming import streamed_measure_layers
+    from shortgpt_desktop.core.backends.streamed import streamed_measure_layers
+    from shortgpt_desktop.core.measure.calibration import TokenSet
+    from shortgpt_desktop.core.measure.scoring import measure_layers
+    from shortgpt_desktop.core.model.loading import load_model
+    from shortgpt_desktop.core.model.sources import resolve
 
     length = args["seq_len"]
     tokens = TokenSet(samples=[[1, *((7 * i + j) % 500 + 3 for j in range(length - 1))]
@@ -98,8 +98,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     options = parser.parse_args()
     folder = build(Path(options.folder), options.layers, options.hidden)
-    from shortgpt_desktop.core.memory_plan import estimate_memory
-    from shortgpt_desktop.core.sources import resolve
+    from shortgpt_desktop.core.model.memory import estimate_memory
+    from shortgpt_desktop.core.model.sources import resolve
 
     estimate = estimate_memory(resolve(str(folder)), options.device, "float32", options.samples, options.seq_len,
                                options.batch_size)

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                            expect_output=f"{spec['CLI_EXE']} "))
         if not args.no_cli_job:
             try:
-                from shortgpt_desktop.core.demo import build_tiny_model
+                from shortgpt_desktop.core.testing.tiny_models import build_tiny_model
             except ImportError as exc:
                 print(f"skip  command line prune job (no tiny model: {exc})")
             else:

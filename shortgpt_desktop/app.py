@@ -17,6 +17,7 @@ import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from . import __version__  # noqa: E402
+from .gui.application import make_app  # noqa: E402
 
 
 def _interpreter_age() -> float:
@@ -133,18 +134,6 @@ def missing_xcb_libraries() -> str | None:
             f"`sudo apt install {packages}` and start again.")
 
 
-_QT_NOISE = ("propagateSizeHints",)  # the offscreen platform's warning on every resize: not news
-
-
-def _qt_message(mode: object, context: object, message: str) -> None:
-    """Qt's own warnings go to Python logging (so the log panel shows them), minus known noise."""
-    import logging
-
-    if any(noise in message for noise in _QT_NOISE):
-        return
-    logging.getLogger("shortgpt_desktop.qt").warning("%s", message)
-
-
 def settings_for(args: argparse.Namespace) -> tuple[object, tempfile.TemporaryDirectory | None]:
     """The QSettings the window keeps its state in, and the scratch folder to delete on exit (if any).
 
@@ -162,28 +151,9 @@ def settings_for(args: argparse.Namespace) -> tuple[object, tempfile.TemporaryDi
     return None, None
 
 
-def make_app() -> object:
-    """The QApplication, named so that QSettings, the taskbar and the desktop entry agree."""
-    from PySide6.QtCore import qInstallMessageHandler
-    from PySide6.QtWidgets import QApplication
-
-    qInstallMessageHandler(_qt_message)
-    from .gui.icons import app_icon
-    from .gui.settings_store import APPLICATION, ORGANIZATION
-
-    QApplication.setApplicationName(APPLICATION)
-    QApplication.setOrganizationName(ORGANIZATION)
-    QApplication.setApplicationDisplayName("ShortGPT Desktop")
-    QApplication.setApplicationVersion(__version__)
-    QApplication.setDesktopFileName("shortgpt-desktop")
-    app = QApplication.instance() or QApplication(sys.argv[:1])
-    app.setWindowIcon(app_icon())
-    return app
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from .core.loading import quiet_library_progress
+    from .core.model.loading import quiet_library_progress
 
     quiet_library_progress()  # the window shows progress; stderr stays readable
     if args.self_test:
@@ -204,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     app = make_app()
     from PySide6.QtCore import QTimer
 
-    from .core.calibration import BUILTIN_CORPUS
+    from .core.measure.calibration import BUILTIN_CORPUS
     from .gui.main_window import MainWindow
     from .gui.workers import wait_all
 

@@ -15,11 +15,11 @@ from typing import Any, TextIO
 
 from . import __version__
 from .core import defaults
-from .core.calibration import BUILTIN_CORPUS
+from .core.cut.plan import parse_layer_list
 from .core.errors import Cancelled, Hint, UserError, worded
-from .core.loading import quiet_library_progress
-from .core.metrics import METRICS
-from .core.plan import parse_layer_list
+from .core.measure.calibration import BUILTIN_CORPUS
+from .core.measure.metrics import METRICS
+from .core.model.loading import quiet_library_progress
 from .format import human_bytes, human_count, human_seconds, time_left
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 2, 130
@@ -329,7 +329,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_library_progress()  # our own bar reports loading and downloads
     progress = ProgressBar(quiet=args.quiet)
     try:
-        from .core.engine import Engine, run_eval, run_prune, run_score, run_sweep
+        from .core.engine import Engine
+        from .jobs import run_eval, run_prune, run_score, run_sweep
 
         spec = spec_from_args(args)
         info = None if args.quiet else print_model_info

@@ -42,7 +42,7 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 6-layer random Llama with a BPE tokenizer, saved as safetensors (read-only use: copy to modify)."""
-    from shortgpt_desktop.core.demo import build_tiny_model
+    from shortgpt_desktop.core.testing.tiny_models import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-llama")
 
@@ -126,7 +126,7 @@ def extra_metric():
     Last-token Block Influence: ``1 − cos`` of the last real token's state entering and leaving each layer,
     read from the shared hooked pass. Unregistered again afterwards.
     """
-    from shortgpt_desktop.core.metrics import METRICS, Metric, ScoringContext, register
+    from shortgpt_desktop.core.measure.metrics import METRICS, Metric, ScoringContext, register
 
     class LastTokenBlockInfluence(Metric):
         name = "last_token_bi"

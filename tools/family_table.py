@@ -1,6 +1,6 @@
-"""Rewrite README.md's table of supported families from the last run of tests/core/test_architectures.py.
+"""Rewrite README.md's table of supported families from the last run of tests/core/model/test_families.py.
 
-    python -m pytest tests/core/test_architectures.py && python tools/family_table.py
+    python -m pytest tests/core/model/test_families.py && python tools/family_table.py
 
 The test records each family's outcome in pytest's cache; this script only formats it, so the README never
 claims a family that did not pass.
@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from shortgpt_desktop.core.architectures import FAMILIES  # noqa: E402
+from shortgpt_desktop.core.model.families import FAMILIES  # noqa: E402
 
 CACHE = ROOT / ".pytest_cache" / "v" / "shortgpt" / "family-results"
 BEGIN, END = "<!-- families:begin -->", "<!-- families:end -->"
@@ -39,7 +39,7 @@ def table(results: dict[str, dict]) -> str:
 
 def main() -> int:
     if not CACHE.is_file():
-        print("no results: run `python -m pytest tests/core/test_architectures.py` first", file=sys.stderr)
+        print("no results: run `python -m pytest tests/core/model/test_families.py` first", file=sys.stderr)
         return 1
     results = json.loads(CACHE.read_text())
     readme = ROOT / "README.md"

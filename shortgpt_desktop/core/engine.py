@@ -3,8 +3,8 @@
 :class:`Engine` holds the model source, the loaded model, the calibration tokens, the scores, and the last
 check. Its steps (:meth:`~Engine.open`, :meth:`~Engine.score`, :meth:`~Engine.plan`, :meth:`~Engine.check`,
 :meth:`~Engine.save`) take the job's settings (:class:`~.pipeline.JobSpec`) and report progress and poll
-cancel the same way. The command line chains them in :func:`run_prune` and friends; the window calls the very
-same methods from its worker thread, one job at a time, and only displays the state.
+cancel the same way. The command line chains them in :func:`shortgpt_desktop.jobs.run_prune` and friends;
+the window calls the very same methods from its worker thread, one job at a time, and only displays the state.
 
 Threading rule for the window: a step may change the engine's state because no other step runs beside it
 and the window reads the state only between jobs. A step replaces a result only when it completes: a failed
@@ -16,26 +16,27 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import pipeline
-from .calibration import TokenSet
+from .cut.plan import LayerSizes, PrunePlan, apply_sizes, check_layer_list, count_for_ratio, make_plan, max_removable
+from .cut.surgery import layer_sizes
 from .errors import CalibrationError, Cancelled, Hint, PlanError, UserError
-from .evaluation import has_chat_template
-from .loading import LoadedModel, ModelInfo, inspect_model, load_model
-from .memory_plan import MemoryEstimate, choose_mode, estimate_memory
-from .metrics import METRICS, ScoringContext, get_metric
+from .formats.output_folder import check_output_folder
+from .formats.safetensors_writer import SaveResult
+from .measure.calibration import TokenSet
+from .measure.evaluation import has_chat_template
+from .measure.metrics import METRICS, ScoringContext, get_metric
+from .measure.scoring import HookStats, LayerScores
+from .model.loading import LoadedModel, ModelInfo, inspect_model, load_model
+from .model.memory import MemoryEstimate, choose_mode, estimate_memory
+from .model.sources import ModelSource
 from .pipeline import JobSpec
-from .plan import LayerSizes, PrunePlan, apply_sizes, check_layer_list, count_for_ratio, make_plan, max_removable
 from .progress import CancelCheck, Progress, no_progress, raise_if_cancelled
 from .report import Report
-from .saving import SaveResult, check_output_folder
-from .scoring import HookStats, LayerScores
-from .sources import ModelSource
-from .surgery import layer_sizes
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +174,7 @@ class Engine:
 
     def _check_gguf_output(self, removed: Sequence[int]) -> Any:
         """The GGUF writer's plan (refuses layouts llama.cpp fixes by layer position, before any work)."""
-        from .gguf_writer import plan_gguf_pruning
+        from .formats.gguf_writer import plan_gguf_pruning
 
         assert self.source is not None
         return plan_gguf_pruning(self.source, removed)
@@ -181,7 +182,7 @@ class Engine:
     def _gguf_sizes(self) -> tuple[list[int], int]:
         """Bytes of each ``blk.N`` block in the GGUF file, and of everything else (read from its header)."""
         if self._gguf_bytes is None:
-            from .sources import check_gguf
+            from .formats.gguf_reader import check_gguf
 
             assert self.source is not None and self.source.gguf_file
             path = self.source.folder / self.source.gguf_file
@@ -281,8 +282,8 @@ class Engine:
                          self.mode_for(spec))
 
     def _load_streamed(self, spec: JobSpec) -> LoadedModel:
-        from .loading import load_tokenizer
-        from .streaming import StreamedModel
+        from .backends.streamed import StreamedModel
+        from .model.loading import load_tokenizer
 
         assert self.source is not None
         streamed = StreamedModel(self.source, spec.device, spec.dtype, spec.trust_remote_code)
@@ -350,7 +351,7 @@ class Engine:
     def _streamed_pass(self, metric: str, tokens: TokenSet | None, spec: JobSpec, progress: Progress,
                        cancel: CancelCheck | None) -> HookStats | None:
         """The hooked pass, one layer at a time (the other metrics need the whole model at once)."""
-        from .streaming import streamed_measure_layers
+        from .backends.streamed import streamed_measure_layers
 
         chosen = get_metric(metric)
         if not chosen.needs_text:
@@ -498,7 +499,7 @@ class Engine:
         Measured on the first ``spec.eval_windows`` held-out windows (a subset, said in the result), plainly
         pruned: the repair is fitted per plan and is left out of the curve.
         """
-        from .sweep import quality_curve
+        from .measure.sweep import quality_curve
 
         if self.scores is None or self.loaded is None:
             raise PlanError("Score the layers first.")
@@ -545,13 +546,13 @@ class Engine:
         loaded = self.load(spec, progress, cancel)
         tokens = self.tokens_for(spec, progress)
         if spec.repair == "linear":
-            from .repair import fit_linear_repair
+            from .cut.repair import fit_linear_repair
 
             adjusted.repair = fit_linear_repair(loaded.model, loaded.family, tokens, removed, spec.batch_size,
                                                 progress=progress, cancel=cancel)
             adjusted.weights.update(adjusted.repair.tensors)
         if spec.heal_steps > 0:
-            from .healing import estimate_heal_seconds, heal, original_names
+            from .cut.healing import estimate_heal_seconds, heal, original_names
 
             kept = [i for i in range(loaded.n_layers) if i not in set(removed)]
             with pipeline.modified(loaded, removed, adjusted.weights):
@@ -629,7 +630,7 @@ class Engine:
         if self.streamed is None:
             return pipeline.measure_perplexity(self.loaded, tokens, removed, spec.batch_size, progress, cancel, stage,
                                                weights)
-        from .streaming import streamed_perplexity
+        from .backends.streamed import streamed_perplexity
 
         assert self.source is not None
         return streamed_perplexity(self.source, tokens.eval_windows, tokens.pad_id, removed,
@@ -712,7 +713,7 @@ class Engine:
 
     def _save_gguf(self, plan: PrunePlan, out: str | Path, report: Report | None, force: bool,
                    progress: Progress, cancel: CancelCheck | None, weights: dict[str, Any]) -> SaveResult:
-        from .gguf_writer import write_pruned_gguf
+        from .formats.gguf_writer import write_pruned_gguf
         from .report import model_card
 
         assert self.source is not None
@@ -731,7 +732,7 @@ class Engine:
 
         from gguf.constants import GGMLQuantizationType
 
-        from .sources import check_gguf
+        from .formats.gguf_reader import check_gguf
 
         layout = check_gguf(self.source.folder / self.source.gguf_file)
         counts = Counter(t.type_id for t in layout.tensors if t.name.startswith("blk.") and len(t.shape) > 1)
@@ -740,125 +741,4 @@ class Engine:
         return GGMLQuantizationType(counts.most_common(1)[0][0]).name
 
 
-# ------------------------------------------------------------------------------------------------------ jobs
-
-InfoCallback = Callable[[ModelInfo], None]
-
-
-def _checked_request(spec: JobSpec) -> None:
-    """What can be checked before anything is opened (so a typo costs no download and no load)."""
-    get_metric(spec.metric)
-    given = sum(x is not None for x in (spec.ratio, spec.count, spec.layers))
-    if given != 1:
-        raise PlanError("Say how much to remove: a ratio, a number of layers, or a list of layers.")
-    if spec.ratio is not None and not 0 < spec.ratio < 1:
-        raise PlanError(f"The ratio must be above 0 and below 1 (got {spec.ratio}).")
-    if spec.count is not None and spec.count < 1:
-        raise PlanError(f"The number of layers to remove must be at least 1 (got {spec.count}).")
-    if spec.layers is not None:
-        check_layer_list(spec.layers, 10**9)  # repeats and negatives
-
-
-def _checked_against_model(spec: JobSpec, n_layers: int) -> None:
-    """What the layer count (known from the config) can tell about the request."""
-    if spec.layers is not None:
-        check_layer_list(spec.layers, n_layers)
-        return
-    count = spec.count if spec.count is not None else count_for_ratio(float(spec.ratio), n_layers)  # type: ignore[arg-type]
-    if count > max_removable(n_layers):
-        raise PlanError(f"Removing {count} of {n_layers} layers leaves none; at least one must stay.")
-
-
-def run_score(engine: Engine, spec: JobSpec, progress: Progress = no_progress, cancel: CancelCheck | None = None,
-              on_info: InfoCallback | None = None) -> Report:
-    """Open, check the text, load and score; nothing is written but the report."""
-    get_metric(spec.metric)
-    started = time.perf_counter()
-    info = engine.open(spec, progress, cancel)
-    if on_info is not None:
-        on_info(info)
-    engine.score(spec, progress, cancel)
-    report = engine.report(engine.plan(0), spec)
-    report.seconds = time.perf_counter() - started
-    return report
-
-
-def run_prune(engine: Engine, spec: JobSpec, progress: Progress = no_progress, cancel: CancelCheck | None = None,
-              on_info: InfoCallback | None = None) -> Report:
-    """Open, check everything the config and files can tell, score, plan, check before/after, save."""
-    _checked_request(spec)
-    if not spec.out:
-        raise UserError("Give an output folder.")
-    started = time.perf_counter()
-    info = engine.open(spec, progress, cancel)
-    if on_info is not None:
-        on_info(info)
-    engine.check_output(spec.out, spec.force)
-    _checked_against_model(spec, info.n_layers)
-    engine.set_output_format(spec.output_format)
-    engine.mode_for(spec)  # refuses, before loading, a model that fits neither way
-    needs_scores = spec.layers is None
-    if needs_scores or spec.check_perplexity or spec.repair != "none" or spec.heal_steps > 0:
-        engine.check_text(spec)
-    if needs_scores:
-        engine.score(spec, progress, cancel)
-    else:
-        engine.load(spec, progress, cancel)
-        engine.sizes = layer_sizes(engine.loaded.model, engine.loaded.family,  # type: ignore[union-attr]
-                                   pipeline.checkpoint_bytes_per_param(engine.loaded))  # type: ignore[arg-type]
-        engine.scored_spec = spec
-    plan = engine.prepare(spec, engine.plan_for_spec(spec), progress, cancel)
-    if spec.check_perplexity:
-        engine.check(spec, plan.removed, spec.prompt, progress, cancel)
-    report = engine.report(plan, spec)
-    t = time.perf_counter()
-    result = engine.save(plan, spec.out, report, spec.force, progress, cancel)
-    report.timings["saving"] = time.perf_counter() - t
-    report.output = str(result.folder)
-    report.seconds = time.perf_counter() - started
-    return report
-
-
-def run_sweep(engine: Engine, spec: JobSpec, max_removed: int | None = None, progress: Progress = no_progress,
-              cancel: CancelCheck | None = None, on_info: InfoCallback | None = None) -> Any:
-    """Open, score, and measure the quality curve."""
-    info = engine.open(spec, progress, cancel)
-    if on_info is not None:
-        on_info(info)
-    if max_removed is not None and not 1 <= max_removed <= max_removable(info.n_layers):
-        raise PlanError(f"The curve can go up to {max_removable(info.n_layers)} removed layers of {info.n_layers} "
-                        f"(asked for {max_removed}).")
-    engine.score(spec, progress, cancel)
-    return engine.quality_curve(spec, max_removed, progress, cancel)
-
-
-def run_eval(engine: Engine, spec: JobSpec, other: str | None = None, progress: Progress = no_progress,
-             cancel: CancelCheck | None = None, on_info: InfoCallback | None = None) -> Report:
-    """Perplexity of a model (and optionally of a second one, e.g. its pruned copy) on the same tokens.
-
-    The second model is tokenized with the first one's tokenizer (a pruned copy shares it); the first is freed
-    before the second loads.
-    """
-    started = time.perf_counter()
-    info = engine.open(spec, progress, cancel)
-    if on_info is not None:
-        on_info(info)
-    loaded, tokens = engine.held_out(spec, progress, cancel)
-    report = pipeline.new_report(loaded, spec)
-    report.calibration, report.warnings = list(engine.token_names), list(engine.token_warnings)
-    before = pipeline.measure_perplexity(loaded, tokens, (), spec.batch_size, progress, cancel, "ppl_before")
-    report.ppl_before, report.eval_tokens = before.perplexity, before.tokens
-    if other:
-        other_spec = JobSpec(model=other, device=spec.device, dtype=spec.dtype,
-                             trust_remote_code=spec.trust_remote_code, calib=spec.calib)
-        second = Engine()
-        engine.forget()
-        second.load(other_spec, progress, cancel)
-        assert second.loaded is not None
-        after = pipeline.perplexity_on(second.loaded, tokens, spec.batch_size, progress, cancel, "ppl_after")
-        report.ppl_after = after.perplexity
-    report.seconds = time.perf_counter() - started
-    return report
-
-
-__all__ = ["METRICS", "Checked", "Engine", "JobSpec", "Scored", "run_eval", "run_prune", "run_score"]
+__all__ = ["METRICS", "Checked", "Engine", "JobSpec", "Scored"]

@@ -14,19 +14,20 @@ from pathlib import Path
 from typing import Any
 
 from . import defaults
-from .calibration import BUILTIN_CORPUS, TokenSet, build_token_set, builtin_corpus, read_texts
-from .dtypes import bytes_per_element
+from .cut.plan import PrunePlan, apply_sizes, make_plan
+from .cut.surgery import layer_sizes, pruned_view
 from .errors import CalibrationError
-from .evaluation import PerplexityResult, generate_text, has_chat_template, perplexity_of
-from .loading import LoadedModel, ModelInfo, architecture_name, inspect_model, load_model
-from .metrics import get_metric, score_model
-from .plan import PrunePlan, apply_sizes, make_plan
+from .formats.safetensors_writer import SaveResult, save_pruned
+from .measure.calibration import BUILTIN_CORPUS, TokenSet, build_token_set, builtin_corpus, read_texts
+from .measure.evaluation import PerplexityResult, generate_text, has_chat_template, perplexity_of
+from .measure.metrics import get_metric, score_model
+from .measure.scoring import LayerScores
+from .model.config import architecture_name
+from .model.dtypes import bytes_per_element
+from .model.loading import LoadedModel, ModelInfo, inspect_model, load_model
+from .model.sources import ModelSource, resolve
 from .progress import CancelCheck, Progress, no_progress
 from .report import Report, model_card
-from .saving import SaveResult, save_pruned
-from .scoring import LayerScores
-from .sources import ModelSource, resolve
-from .surgery import layer_sizes, pruned_view
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +195,7 @@ def measure_perplexity(loaded: LoadedModel, tokens: TokenSet, removed: Sequence[
 def modified(loaded: LoadedModel, removed: Sequence[int] = (), weights: dict[str, Any] | None = None
              ) -> Iterator[None]:
     """The loaded model with ``weights`` put in and ``removed`` layers pruned, for the block only."""
-    from .repair import weights_view
+    from .cut.repair import weights_view
 
     with weights_view(loaded.model, dict(weights or {})):
         if removed:

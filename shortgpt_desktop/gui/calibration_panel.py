@@ -29,7 +29,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..core.calibration import (
+from ..core.errors import CalibrationError
+from ..core.measure.calibration import (
     BUILTIN_CORPUS,
     BUILTIN_TOKENS_ESTIMATE,
     CHARS_PER_TOKEN,
@@ -37,7 +38,6 @@ from ..core.calibration import (
     collect_files,
     read_texts,
 )
-from ..core.errors import CalibrationError
 from ..format import human_bytes, human_count
 from .elided_label import ElidedLabel
 

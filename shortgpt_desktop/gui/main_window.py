@@ -28,12 +28,12 @@ from PySide6.QtWidgets import (
 
 from .. import __version__
 from ..core import defaults
+from ..core.cut.plan import PrunePlan
 from ..core.engine import Engine, JobSpec, Scored
 from ..core.errors import PlanError, UserError
-from ..core.loading import ModelInfo
-from ..core.memory_plan import MemoryEstimate
-from ..core.metrics import METRICS
-from ..core.plan import PrunePlan
+from ..core.measure.metrics import METRICS
+from ..core.model.loading import ModelInfo
+from ..core.model.memory import MemoryEstimate
 from ..format import human_bytes, human_seconds, layer_list, time_left
 from . import dialogs
 from .calibration_panel import CalibrationPanel

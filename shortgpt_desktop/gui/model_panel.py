@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..core.loading import ModelInfo
+from ..core.model.loading import ModelInfo
 from ..format import human_bytes, human_count, human_rate
 from .elided_label import ElidedLabel
 

@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..core.plan import PrunePlan
+from ..core.cut.plan import PrunePlan
 from ..format import change, human_bytes, human_count, layer_list
 
 

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import UserError
-from ..core.metrics import METRICS
+from ..core.measure.metrics import METRICS
+from ..core.measure.scoring import LayerScores
 from ..core.report import Report
-from ..core.scoring import LayerScores
 
 
 class ScoresFileError(UserError):

@@ -67,7 +67,7 @@ class _Driver:
 
 
 def run_self_test() -> int:
-    from ..app import make_app
+    from .application import make_app
     from .workers import wait_all
 
     app = make_app()
@@ -95,7 +95,7 @@ def run_self_test() -> int:
     def build() -> str:
         from transformers.utils import logging as hf_logging
 
-        from ..core.demo import build_tiny_model
+        from ..core.testing.tiny_models import build_tiny_model
 
         hf_logging.disable_progress_bar()  # one line per step, not progress bars
         state["model"] = build_tiny_model(work / "tiny-llama")

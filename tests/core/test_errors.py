@@ -11,13 +11,14 @@ import pytest
 import torch
 
 from shortgpt_desktop import cli
-from shortgpt_desktop.core import loading
-from shortgpt_desktop.core.calibration import build_token_set
 from shortgpt_desktop.core.errors import Hint, ModelSourceError, OutputError, ResourceError, UnsupportedModelError
-from shortgpt_desktop.core.loading import inspect_model, load_model, resolve_device, resolve_dtype
-from shortgpt_desktop.core.saving import save_pruned
-from shortgpt_desktop.core.scoring import measure_layers
-from shortgpt_desktop.core.sources import resolve
+from shortgpt_desktop.core.formats.safetensors_writer import save_pruned
+from shortgpt_desktop.core.measure.calibration import build_token_set
+from shortgpt_desktop.core.measure.scoring import measure_layers
+from shortgpt_desktop.core.model import loading
+from shortgpt_desktop.core.model.devices import resolve_device, resolve_dtype
+from shortgpt_desktop.core.model.loading import inspect_model, load_model
+from shortgpt_desktop.core.model.sources import resolve
 from shortgpt_desktop.gui.messages import user_message
 
 
@@ -133,7 +134,7 @@ def test_output_under_a_file_is_a_sentence(tiny_model: Path, tmp_path: Path) -> 
 
 
 def test_a_full_disk_rolls_back(tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from shortgpt_desktop.core import saving
+    from shortgpt_desktop.core.formats import safetensors_writer as saving
 
     real = saving.write_sharded
 

@@ -27,7 +27,9 @@ def test_no_qt_import_in_core_sources() -> None:
 
 
 def test_importing_core_and_cli_loads_no_qt() -> None:
-    modules = [f"shortgpt_desktop.core.{p.stem}" for p in CORE.glob("*.py") if p.stem != "__init__"]
+    modules = ["shortgpt_desktop.core." + ".".join(p.relative_to(CORE).with_suffix("").parts)
+               for p in CORE.rglob("*.py") if p.stem != "__init__"]
+    modules.append("shortgpt_desktop.jobs")
     code = (
         "import sys\n"
         + "".join(f"import {m}\n" for m in [*modules, "shortgpt_desktop.cli"])

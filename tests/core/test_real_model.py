@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from shortgpt_desktop.core import pipeline
+from shortgpt_desktop.core.cut.plan import make_plan
 from shortgpt_desktop.core.engine import Engine, JobSpec
-from shortgpt_desktop.core.metrics import METRICS
-from shortgpt_desktop.core.plan import make_plan
+from shortgpt_desktop.core.measure.metrics import METRICS
 
 pytestmark = pytest.mark.slow
 

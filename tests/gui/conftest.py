@@ -28,7 +28,7 @@ def gui_model(tiny_model: Path) -> Path:
 @pytest.fixture(scope="session")
 def calib_text(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """English prose from Python's docstrings (always present, unlike the shared WikiText files)."""
-    from shortgpt_desktop.core.calibration import builtin_corpus
+    from shortgpt_desktop.core.measure.calibration import builtin_corpus
 
     path = tmp_path_factory.mktemp("gui-calib") / "prose.txt"
     path.write_text("\n\n".join(builtin_corpus()[:12])[:40_000], encoding="utf-8")

@@ -12,8 +12,8 @@ import pytest
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QImage
 
+from shortgpt_desktop.core.cut.plan import PrunePlan
 from shortgpt_desktop.core.engine import Checked
-from shortgpt_desktop.core.plan import PrunePlan
 from shortgpt_desktop.gui.compare_panel import ComparePanel
 from shortgpt_desktop.gui.plan_panel import PlanPanel
 from shortgpt_desktop.gui.settings_panel import SettingsPanel

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from shortgpt_desktop.core.engine import Engine, JobSpec, run_prune
+from shortgpt_desktop.core.engine import Engine, JobSpec
+from shortgpt_desktop.jobs import run_prune
 
 SIZES = {"samples": 8, "seq_len": 32, "eval_windows": 4, "batch_size": 4, "metric": "bi+"}
 PROMPT = "The history of"

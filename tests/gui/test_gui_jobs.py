@@ -210,8 +210,8 @@ def test_event_loop_never_stalls(qtbot, opened, tmp_path: Path) -> None:
     import transformers.models.llama.modeling_llama  # noqa: F401
     from transformers import AutoTokenizer  # noqa: F401
 
-    import shortgpt_desktop.core.repair
-    import shortgpt_desktop.core.surgery  # noqa: F401
+    import shortgpt_desktop.core.cut.repair
+    import shortgpt_desktop.core.cut.surgery  # noqa: F401
 
     clock = QElapsedTimer()
     gaps: list[int] = []

@@ -220,7 +220,7 @@ def test_first_own_file_unticks_the_builtin_corpus(qtbot, window, calib_text: Pa
 
 
 def test_files_the_engine_skips_show_in_the_panel(qtbot, window, tmp_path: Path) -> None:
-    from shortgpt_desktop.core.calibration import read_texts
+    from shortgpt_desktop.core.measure.calibration import read_texts
 
     folder = tmp_path / "texts"
     folder.mkdir()

@@ -217,7 +217,7 @@ def _run_spec(tmp_path: Path, platform: str) -> dict[str, Any]:
                  "Analysis": Analysis, "PYZ": _Target, "EXE": EXE, "COLLECT": COLLECT, "__name__": "__main__",
                  "__file__": str(SPEC)}
     # What the spec imports, imported under the real platform first (torch and friends check it at import time).
-    for module in ("shortgpt_desktop.core.architectures", "shortgpt_desktop.core.calibration",
+    for module in ("shortgpt_desktop.core.model.families", "shortgpt_desktop.core.measure.calibration",
                    "transformers.models.auto.configuration_auto"):
         importlib.import_module(module)
 
@@ -295,7 +295,7 @@ def test_spec_collects_resources_and_model_code(spec_run):
     assert CONSTANTS["RESOURCE_DEST"] == "shortgpt_desktop/resources"  # where shortgpt_desktop.resources loads from
     hidden = analysis.kwargs["hiddenimports"]
     assert "shortgpt_desktop.resources" in hidden
-    from shortgpt_desktop.core.architectures import FAMILIES
+    from shortgpt_desktop.core.model.families import FAMILIES
 
     for family in FAMILIES:
         package = "gemma3" if family.name == "gemma3_text" else family.name
@@ -308,7 +308,7 @@ def test_spec_collects_resources_and_model_code(spec_run):
 
 def test_spec_bundles_the_built_in_corpus_modules(spec_run):
     """The built-in calibration text is the docstrings of these modules, imported by name at run time."""
-    from shortgpt_desktop.core.calibration import _BUILTIN_MODULES
+    from shortgpt_desktop.core.measure.calibration import _BUILTIN_MODULES
 
     hidden = set(spec_run["Analysis"].kwargs["hiddenimports"])
     for name in _BUILTIN_MODULES:

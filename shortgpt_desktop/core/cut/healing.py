@@ -1,0 +1,192 @@
+"""Optional healing of a pruned model: a short LoRA fine-tune on the calibration samples, merged back.
+
+LoRA adapters (peft) go on every linear projection inside the decoder layers; the causal-LM loss on the
+calibration samples (padding masked) trains them for a fixed number of steps, then ``merge_and_unload`` folds
+them into the weights, so the healed model is a stock architecture with the same parameter names and shapes.
+Work on the PRUNED model (after :func:`.surgery.prune_in_memory`, or inside ``pruned_view`` /
+``repaired_pruned_view``): names in :class:`HealResult` carry the pruned model's layer indices, and
+:func:`original_names` maps them back for the saver's ``replaced`` argument.
+
+Cancelling between steps removes the adapters without merging: the model is then exactly as before.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import Cancelled
+from ..measure.calibration import TokenSet
+from ..measure.scoring import iter_batches
+from ..model.families import Family
+from ..progress import CancelCheck, Progress
+
+
+@dataclass
+class HealResult:
+    steps: int
+    losses: list[float]  # training loss of each step, before that step's update
+    seconds: float
+    #: Parameters the merge changed, with the PRUNED model's layer indices → CPU copies of their new values.
+    changed: dict[str, Any] = field(default_factory=dict)
+    rank: int = 8
+    learning_rate: float = 2e-4
+
+
+def target_modules(model: Any, family: Family) -> list[str]:
+    """Names of the linear projections inside the decoder layers (never the embeddings or the LM head)."""
+    import torch.nn as nn
+    from transformers.pytorch_utils import Conv1D
+
+    inside = re.compile(rf"^{re.escape(family.layers_path)}\.\d+\.")
+    return [name for name, module in model.named_modules()
+            if inside.match(name) and isinstance(module, (nn.Linear, Conv1D))]
+
+
+def _lora_config(model: Any, family: Family, rank: int, alpha: float | None) -> tuple[Any, list[str]]:
+    from peft import LoraConfig
+    from transformers.pytorch_utils import Conv1D
+
+    targets = target_modules(model, family)
+    if not targets:
+        raise ValueError("no linear projections found inside the decoder layers")
+    conv1d = isinstance(model.get_submodule(targets[0]), Conv1D)
+    pattern = "^(" + "|".join(re.escape(t) for t in targets) + ")$"
+    config = LoraConfig(r=rank, lora_alpha=alpha if alpha is not None else 2 * rank, lora_dropout=0.0,
+                        target_modules=pattern, bias="none", fan_in_fan_out=conv1d)
+    return config, targets
+
+
+@contextmanager
+def _adapters(model: Any, family: Family, rank: int, alpha: float | None) -> Iterator[tuple[Any, list[str]]]:
+    """LoRA adapters on the model; on leaving they are removed WITHOUT merging unless the caller merged."""
+    from peft import get_peft_model
+
+    flags = {name: p.requires_grad for name, p in model.named_parameters()}
+    config, targets = _lora_config(model, family, rank, alpha)
+    peft_model = get_peft_model(model, config)
+    state = {"merged": False}
+    try:
+        yield peft_model, targets, state  # type: ignore[misc]
+    finally:
+        if not state["merged"]:
+            peft_model.unload()
+        for name, param in model.named_parameters():
+            param.requires_grad_(flags.get(name, False))
+
+
+def _batches(token_set: TokenSet, batch_size: int, device: str) -> list[tuple[Any, Any]]:
+    return [(ids, mask) for ids, mask, _ in iter_batches(token_set, batch_size, device)]
+
+
+def _step(peft_model: Any, optimizer: Any, ids: Any, mask: Any) -> float:
+    labels = ids.masked_fill(mask == 0, -100)
+    loss = peft_model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False).loss
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(loss.detach())
+
+
+def heal(
+    model: Any,
+    family: Family,
+    token_set: TokenSet,
+    steps: int = 100,
+    batch_size: int = 4,
+    learning_rate: float = 2e-4,
+    rank: int = 8,
+    alpha: float | None = None,
+    seed: int = 0,
+    progress: Progress | None = None,
+    cancel: CancelCheck | None = None,
+    keep_original: bool = False,
+) -> HealResult:
+    """Train LoRA adapters for ``steps`` steps (cycling over the calibration batches) and merge them in place.
+
+    The merge changes the weights in place, also inside ``pruned_view``: with ``keep_original`` the targeted
+    weights are copied first and put back afterwards (the healed values are then only in the result; show
+    them with :func:`.repair.weights_view` inside the pruned view).
+    """
+    import torch
+
+    if steps < 1:
+        raise ValueError("steps must be at least 1")
+    started = time.perf_counter()
+    device = str(next(model.parameters()).device)
+    batches = _batches(token_set, batch_size, device)
+    torch.manual_seed(seed)
+    was_training = model.training
+    model.eval()  # no dropout: the merged weights should be what the loss saw
+    losses: list[float] = []
+    originals = {name: model.get_submodule(name).weight.detach().clone()
+                 for name in target_modules(model, family)} if keep_original else {}
+    if progress is not None:
+        progress("heal", 0, steps, None)
+    try:
+        with _adapters(model, family, rank, alpha) as (peft_model, targets, state):
+            trainable = [p for p in peft_model.parameters() if p.requires_grad]
+            optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=0.0)
+            for step in range(steps):
+                if cancel is not None and cancel():
+                    raise Cancelled()
+                ids, mask = batches[step % len(batches)]
+                losses.append(_step(peft_model, optimizer, ids, mask))
+                if progress is not None:
+                    progress("heal", step + 1, steps, losses[-1])
+            peft_model.merge_and_unload()
+            state["merged"] = True
+    finally:
+        model.train(was_training)
+    changed = {}
+    for name in targets:
+        weight = model.get_submodule(name).weight
+        changed[f"{name}.weight"] = weight.detach().to("cpu", copy=True)
+        if name in originals:
+            with torch.no_grad():
+                weight.copy_(originals[name])
+    return HealResult(steps, losses, time.perf_counter() - started, changed, rank, learning_rate)
+
+
+def estimate_heal_seconds(
+    model: Any,
+    family: Family,
+    token_set: TokenSet,
+    steps: int,
+    batch_size: int = 4,
+    rank: int = 8,
+) -> float:
+    """Seconds :func:`heal` will take for ``steps`` steps: two real steps are timed (the first warms up), then
+    the adapters are thrown away, leaving the model unchanged."""
+    import torch
+
+    device = str(next(model.parameters()).device)
+    batches = _batches(token_set, batch_size, device)[:2]
+    with _adapters(model, family, rank, None) as (peft_model, _, _):
+        trainable = [p for p in peft_model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=0.0)
+        started = time.perf_counter()
+        _step(peft_model, optimizer, *batches[0])
+        first = time.perf_counter() - started
+        if len(batches) < 2:
+            return first * steps
+        started = time.perf_counter()
+        _step(peft_model, optimizer, *batches[1])
+        per_step = time.perf_counter() - started
+    return first + per_step * (steps - 1)
+
+
+def original_names(tensors: dict[str, Any], family: Family, kept: Sequence[int]) -> dict[str, Any]:
+    """Names with the pruned model's layer indices → the same tensors named with the original indices."""
+    pattern = family.key_pattern()
+    out = {}
+    for name, value in tensors.items():
+        match = pattern.match(name)
+        if match is not None:
+            name = f"{match['pre']}{family.layers_path.rsplit('.', 1)[-1]}.{kept[int(match['idx'])]}.{match['rest']}"
+        out[name] = value
+    return out

@@ -1,0 +1,162 @@
+"""Which layers go: scores + a ratio, a count or an explicit list → a :class:`PrunePlan` with sizes."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ..errors import PlanError
+
+
+@dataclass
+class LayerSizes:
+    """Parameters and bytes of each decoder layer and of everything else, for before/after figures."""
+
+    layer_params: list[int]
+    other_params: int
+    bytes_per_param: float
+
+    @property
+    def total_params(self) -> int:
+        return self.other_params + sum(self.layer_params)
+
+
+@dataclass
+class PrunePlan:
+    n_layers: int
+    removed: list[int]  # original 0-based indices, ascending
+    metric: str = "manual"
+    params_before: int = 0
+    params_after: int = 0
+    bytes_before: int = 0
+    bytes_after: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def kept(self) -> list[int]:
+        gone = set(self.removed)
+        return [i for i in range(self.n_layers) if i not in gone]
+
+    @property
+    def ratio(self) -> float:
+        return len(self.removed) / self.n_layers if self.n_layers else 0.0
+
+
+def max_removable(n_layers: int) -> int:
+    """At least one layer must stay."""
+    return max(n_layers - 1, 0)
+
+
+def count_for_ratio(ratio: float, n_layers: int) -> int:
+    """Layers to remove for a ratio: rounded down, so never more than the share asked for.
+
+    0.25 of 30 layers is 7 (23%), not 8 (27%). A ratio too small to remove a single layer is refused.
+    """
+    if not (ratio > 0):
+        raise PlanError(f"The ratio must be above 0 (got {ratio}).")
+    if ratio >= 1:
+        raise PlanError(f"A ratio of {ratio} removes every layer; use a ratio below 1.")
+    count = math.floor(ratio * n_layers + 1e-9)
+    if count < 1:
+        raise PlanError(f"A ratio of {ratio} removes no layer of {n_layers}; use at least {1 / n_layers:.3g}.")
+    if count > max_removable(n_layers):
+        raise PlanError(f"A ratio of {ratio} removes all {n_layers} layers; at least one must stay.")
+    return count
+
+
+def parse_layer_list(text: str) -> list[int]:
+    """``"3,5,9"`` or ``"3-5,9"`` → [3, 4, 5, 9]; bad syntax is a :class:`PlanError`."""
+    out: list[int] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1)
+                out += list(range(int(lo), int(hi) + 1))
+            else:
+                out.append(int(part))
+        except ValueError:
+            raise PlanError(f"{part!r} is not a layer index; write 0-based indices like 3,5,9.") from None
+    return out
+
+
+def check_layer_list(layers: Sequence[int], n_layers: int) -> list[int]:
+    if not layers:
+        raise PlanError("No layers to remove were given.")
+    bad = [i for i in layers if not 0 <= i < n_layers]
+    if bad:
+        raise PlanError(f"Layer {bad[0]} is out of range: this model's layers are 0 to {n_layers - 1}.")
+    seen: set[int] = set()
+    for i in layers:
+        if i in seen:
+            raise PlanError(f"Layer {i} is listed twice.")
+        seen.add(i)
+    if len(seen) >= n_layers:
+        raise PlanError(f"That removes all {n_layers} layers; at least one must stay.")
+    return sorted(seen)
+
+
+def lowest(scores: Sequence[float | None], count: int) -> list[int]:
+    """The ``count`` layers with the lowest score (ties: the later layer first, as deeper layers are more
+    redundant in the paper's findings); unknown scores never go."""
+    known = [(s, -i) for i, s in enumerate(scores) if s is not None and not math.isnan(s)]
+    if count > len(known):
+        raise PlanError(f"Only {len(known)} layers have scores; cannot remove {count}.")
+    return sorted(-neg for _, neg in sorted(known)[:count])
+
+
+def best_block(block_scores: Sequence[float | None], size: int) -> list[int]:
+    """The contiguous block of ``size`` layers whose start has the lowest angular distance."""
+    known = [(s, i) for i, s in enumerate(block_scores) if s is not None]
+    if not known:
+        raise PlanError(f"No block of {size} layers fits this model.")
+    _, start = min(known)
+    return list(range(start, start + size))
+
+
+def make_plan(
+    n_layers: int,
+    scores: Sequence[float | None] | None = None,
+    *,
+    ratio: float | None = None,
+    count: int | None = None,
+    layers: Sequence[int] | None = None,
+    metric: str = "manual",
+    sizes: LayerSizes | None = None,
+    block: bool = False,
+) -> PrunePlan:
+    """A plan from exactly one of ``ratio``, ``count`` or ``layers``; lowest score goes first.
+
+    For a block metric (angular distance) ``scores`` must be those for a block of ``count`` layers and the
+    plan removes that best block.
+    """
+    given = [x is not None for x in (ratio, count, layers)]
+    if sum(given) != 1:
+        raise PlanError("Give exactly one of a ratio, a number of layers or a list of layers.")
+    if layers is not None:
+        removed = check_layer_list(list(layers), n_layers)
+        metric = "manual"
+    else:
+        if count is None:
+            count = count_for_ratio(float(ratio), n_layers)  # type: ignore[arg-type]
+        if count < 1:
+            raise PlanError(f"The number of layers to remove must be at least 1 (got {count}).")
+        if count > max_removable(n_layers):
+            raise PlanError(f"Removing {count} of {n_layers} layers leaves none; at least one must stay.")
+        if scores is None:
+            raise PlanError("Score the layers first, or give an explicit list of layers.")
+        removed = best_block(scores, count) if block else lowest(scores, count)
+    plan = PrunePlan(n_layers=n_layers, removed=removed, metric=metric)
+    if sizes is not None:
+        apply_sizes(plan, sizes)
+    return plan
+
+
+def apply_sizes(plan: PrunePlan, sizes: LayerSizes) -> PrunePlan:
+    plan.params_before = sizes.total_params
+    plan.params_after = sizes.total_params - sum(sizes.layer_params[i] for i in plan.removed)
+    plan.bytes_before = int(plan.params_before * sizes.bytes_per_param)
+    plan.bytes_after = int(plan.params_after * sizes.bytes_per_param)
+    return plan

@@ -1,0 +1,388 @@
+"""Training-free repair of a pruned model, folded into the weights it keeps (the idea of ReplaceMe,
+Shopkhoev et al. 2025, arXiv 2505.02819).
+
+For each contiguous run of removed layers ``[s, e)`` the kept layer ``s-1`` now feeds layer ``e`` directly.
+Its output is ``R + M``: ``M`` what its MLP adds to the residual stream (the output of the MLP's output
+projection), ``R`` everything else. On the calibration samples we fit, in closed form and float64, the linear
+map ``T`` that makes ``R + M T`` closest to ``Y``, the hidden state the full model has entering layer ``e``::
+
+    T = argmin ‖M T − (Y − R)‖² + λ‖T − I‖²  =  (MᵀM + λI)⁻¹ (Mᵀ(Y − R) + λI),   λ = ridge · trace(MᵀM) / d
+
+and fold it into the output projection (``W ← Tᵀ W``, ``b ← Tᵀ b``), so the repaired model has exactly the
+architecture and parameter count of the plainly pruned one. ``MᵀM``, ``Mᵀ(Y − R)`` and ``‖Y − R‖²`` are
+running sums over the non-padding tokens; no batch's activations outlive it.
+
+Runs are fitted first to last (``order="sequential"``): run k's ``R`` and ``M`` come from the model with every
+earlier removed layer gone and every earlier run already repaired, so each fit corrects what the model will
+really see. ``order="independent"`` fits every run from the full model in one pass (cheaper, and worse on
+SmolLM2-135M: see the tests' figures). The model is left unchanged: :func:`apply_repair` or
+:func:`repaired_view` put the new weights in.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import Cancelled
+from ..measure.calibration import TokenSet
+from ..measure.scoring import _first, _oom, iter_batches
+from ..model.families import Family, get_submodule
+from ..progress import CancelCheck, Progress
+from .surgery import pruned_view
+
+ORDERS = ("sequential", "independent")
+
+NOTE_FIRST_LAYER = "the run starts at layer 0, so no kept layer comes before it to fold a map into; not repaired"
+NOTE_MOE_LAYER = "layer {layer}'s MLP is a mixture of experts, with no single output projection; not repaired"
+NOTE_POST_LN = "this model normalises after the residual add (post-LN), so a folded map would be undone; not repaired"
+
+
+@dataclass
+class RunRepair:
+    """One contiguous run of removed layers ``[start, end)`` and what the repair did for it."""
+
+    start: int
+    end: int
+    patched_layer: int | None = None  # original index of the kept layer whose MLP output projection changed
+    parameter: str | None = None  # the changed weight's name, with the original layer index
+    note: str = ""  # why the run was not repaired (empty when it was)
+    #: ‖R + M T − Y‖ / ‖Y − R‖ on the calibration tokens, before (T = I, plain pruning) and after the fit.
+    residual_before: float | None = None
+    residual_after: float | None = None
+
+    @property
+    def repaired(self) -> bool:
+        return self.parameter is not None and self.residual_after is not None
+
+
+@dataclass
+class RepairResult:
+    """Plain data: per-run outcome and the new tensors keyed by parameter name with ORIGINAL layer indices."""
+
+    n_layers: int
+    removed: list[int]
+    runs: list[RunRepair]
+    tensors: dict[str, Any] = field(default_factory=dict)  # name → CPU tensor in the model's dtype
+    order: str = "sequential"
+    ridge: float = 1e-2
+    tokens: int = 0
+    seconds: float = 0.0
+
+    @property
+    def notes(self) -> list[str]:
+        return [f"layers {r.start}-{r.end - 1}: {r.note}" for r in self.runs if r.note]
+
+
+def contiguous_runs(removed: Sequence[int]) -> list[tuple[int, int]]:
+    """``[3, 4, 7]`` → ``[(3, 5), (7, 8)]`` (half-open ranges)."""
+    runs: list[tuple[int, int]] = []
+    for index in sorted(set(removed)):
+        if runs and runs[-1][1] == index:
+            runs[-1] = (runs[-1][0], index + 1)
+        else:
+            runs.append((index, index + 1))
+    return runs
+
+
+# ---------------------------------------------------------------------------------------- what to patch
+
+
+def _is_conv1d(module: Any) -> bool:
+    """GPT-2's Conv1D stores its weight as [in, out] (the transpose of nn.Linear's)."""
+    from transformers.pytorch_utils import Conv1D
+
+    return isinstance(module, Conv1D)
+
+
+def plan_runs(model: Any, family: Family, removed: Sequence[int]) -> list[RunRepair]:
+    """The runs of ``removed`` and, for each, the projection to patch or the reason it cannot be repaired."""
+    import torch.nn as nn
+
+    layers = get_submodule(model, family.layers_path)
+    out: list[RunRepair] = []
+    for start, end in contiguous_runs(removed):
+        run = RunRepair(start, end)
+        out.append(run)
+        if family.mlp_out is None:
+            run.note = family.repair_note or "this family's MLP output projection is not known; not repaired"
+            continue
+        if start == 0:
+            run.note = NOTE_FIRST_LAYER
+            continue
+        if family.name == "opt" and getattr(model.config, "do_layer_norm_before", True) is False:
+            run.note = NOTE_POST_LN
+            continue
+        try:
+            proj = get_submodule(layers[start - 1], family.mlp_out)
+        except AttributeError:
+            run.note = NOTE_MOE_LAYER.format(layer=start - 1)
+            continue
+        weight = getattr(proj, "weight", None)
+        if not (isinstance(proj, nn.Linear) or _is_conv1d(proj)) or weight is None or weight.dim() != 2:
+            run.note = f"layer {start - 1}'s MLP output is not a plain linear projection; not repaired"
+            continue
+        run.patched_layer = start - 1
+        run.parameter = f"{family.layers_path}.{start - 1}.{family.mlp_out}.weight"
+    return out
+
+
+# ------------------------------------------------------------------------------------------- statistics
+
+
+class _Stats:
+    """Running float64 sums MᵀM, MᵀD and ‖D‖² (D = Y − R) over the non-padding tokens."""
+
+    def __init__(self) -> None:
+        self.mtm: Any = None
+        self.mtd: Any = None
+        self.dtd = 0.0
+        self.tokens = 0
+
+    def add(self, m: Any, r: Any, y: Any, keep: Any) -> None:
+        import torch
+
+        device = m.device if m.device.type == "cuda" else torch.device("cpu")  # float64 is not everywhere
+        m = m[keep].to(device, torch.float64)
+        d = (y[keep].to(device, torch.float64) - r[keep].to(device, torch.float64))
+        if self.mtm is None:
+            self.mtm = torch.zeros(m.shape[1], m.shape[1], dtype=torch.float64, device=device)
+            self.mtd = torch.zeros_like(self.mtm)
+        self.mtm += m.T @ m
+        self.mtd += m.T @ d
+        self.dtd += float((d * d).sum())
+        self.tokens += m.shape[0]
+
+    def solve(self, ridge: float) -> Any:
+        import torch
+
+        dim = self.mtm.shape[0]
+        eye = torch.eye(dim, dtype=torch.float64, device=self.mtm.device)
+        lam = ridge * float(torch.trace(self.mtm)) / dim
+        return torch.linalg.solve(self.mtm + lam * eye, self.mtd + lam * eye)
+
+    def relative_residual(self, t: Any = None) -> float:
+        """‖M T − D‖ / ‖D‖ from the sums alone (T = None: the identity, i.e. plain pruning)."""
+        import torch
+
+        if t is None:
+            err = self.dtd - 2 * float(torch.trace(self.mtd)) + float(torch.trace(self.mtm))
+        else:
+            err = self.dtd - 2 * float((t * self.mtd).sum()) + float((t * (self.mtm @ t)).sum())
+        return math.sqrt(max(err, 0.0) / self.dtd) if self.dtd > 0 else 0.0
+
+
+class _Stop(Exception):
+    """Raised by a hook once the forward pass has produced everything needed (the rest is not run)."""
+
+
+@contextmanager
+def _hooks(pairs: Sequence[tuple[Any, Callable[..., Any]]]) -> Iterator[None]:
+    handles = [module.register_forward_hook(hook, with_kwargs=True) for module, hook in pairs]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _run_forward(body: Any, ids: Any, mask: Any, batch_size: int, seq_len: int) -> None:
+    import torch
+
+    try:
+        body(input_ids=ids, attention_mask=mask, use_cache=False)
+    except _Stop:
+        pass
+    except torch.OutOfMemoryError:
+        raise _oom(ids.device, batch_size, seq_len) from None
+
+
+def _capture_rm(layer: Any, proj: Any, into: dict[str, Any], stop: bool) -> list[tuple[Any, Callable[..., Any]]]:
+    """Hooks that store the projection's output as ``M`` and the layer's output minus it as ``R``."""
+
+    def on_proj(module: Any, args: tuple, kwargs: dict, output: Any) -> None:
+        into["m"] = output.detach().clone()  # Falcon adds the attention output to it in place afterwards
+
+    def on_layer(module: Any, args: tuple, kwargs: dict, output: Any) -> None:
+        out = _first(output).detach()
+        into["m"] = into["m"].reshape(out.shape)  # OPT runs its MLP on [tokens, hidden]
+        into["r"] = out - into["m"]
+        if stop:
+            raise _Stop()
+
+    return [(proj, on_proj), (layer, on_layer)]
+
+
+def _capture_y(layer: Any, into: dict[str, Any], stop: bool) -> list[tuple[Any, Callable[..., Any]]]:
+    def on_layer(module: Any, args: tuple, kwargs: dict, output: Any) -> None:
+        into["y"] = _first(output).detach().clone()
+        if stop:
+            raise _Stop()
+
+    return [(layer, on_layer)]
+
+
+@contextmanager
+def weights_view(model: Any, tensors: dict[str, Any]) -> Iterator[None]:
+    """Parameters replaced by ``tensors`` (names with the model's CURRENT indices) for the block only."""
+    params = [(model.get_parameter(name), value) for name, value in tensors.items()]
+    old = [p.data for p, _ in params]
+    try:
+        for param, value in params:
+            param.data = value.to(param.device, param.dtype, copy=True)  # training in the view must not touch it
+        yield
+    finally:
+        for (param, _), data in zip(params, old, strict=True):
+            param.data = data
+
+
+# -------------------------------------------------------------------------------------------------- fit
+
+
+def fit_linear_repair(
+    model: Any,
+    family: Family,
+    token_set: TokenSet,
+    removed: Sequence[int],
+    batch_size: int = 4,
+    ridge: float = 1e-2,
+    order: str = "sequential",
+    progress: Progress | None = None,
+    cancel: CancelCheck | None = None,
+) -> RepairResult:
+    """Fit one linear map per run of ``removed`` layers and fold it into the kept layer before the run.
+
+    ``model`` is the full (unpruned) model; it is the same when this returns. Runs that cannot be repaired
+    (first layer, families without a plain MLP output projection, mixture-of-experts layers) are listed with a
+    note and left as plain pruning. Progress stage ``"repair"`` counts samples over all passes.
+    """
+    import torch
+
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}")
+    started = time.perf_counter()
+    layers = get_submodule(model, family.layers_path)
+    n_layers = len(layers)
+    removed = sorted(set(removed))
+    runs = plan_runs(model, family, removed)
+    result = RepairResult(n_layers, removed, runs, order=order, ridge=ridge)
+    to_fit = [r for r in runs if r.parameter is not None]
+    if not to_fit:
+        result.seconds = time.perf_counter() - started
+        return result
+
+    device = str(next(model.parameters()).device)
+    samples = len(token_set.samples)
+    # Independent: one pass of the full model. Sequential: one pass per run, on the model pruned and repaired
+    # up to that run (when nothing before the run is removed that is the full model: the same single pass).
+    if order == "independent":
+        passes = [(to_fit, [])]
+    else:
+        passes = [([run], [i for i in removed if i < run.start]) for run in to_fit]
+    total = samples * len(passes)
+    done = 0
+    if progress is not None:
+        progress("repair", 0, total, None)
+    body = model.base_model
+    for pass_runs, earlier in passes:
+        stats = {id(run): _Stats() for run in pass_runs}
+        with torch.inference_mode():
+            for ids, mask, _ in iter_batches(token_set, batch_size, device):
+                if cancel is not None and cancel():
+                    raise Cancelled()
+                _accumulate_batch(model, body, layers, family, pass_runs, earlier, result, stats, ids, mask,
+                                  batch_size, token_set.seq_len)
+                done += ids.shape[0]
+                if progress is not None:
+                    progress("repair", done, total, None)
+        for run in pass_runs:  # outside inference mode: the new weights must be ordinary tensors
+            _finish_run(model, run, stats[id(run)], ridge, result)
+            result.tokens = stats[id(run)].tokens
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _accumulate_batch(model: Any, body: Any, layers: Any, family: Family, pass_runs: list[RunRepair],
+                      earlier: list[int], result: RepairResult, stats: dict[int, _Stats], ids: Any, mask: Any,
+                      batch_size: int, seq_len: int) -> None:
+    """One batch: ``Y`` from the full model, ``R`` and ``M`` from the same pass or from the pruned+repaired one."""
+    keep = mask.bool()
+    captured = {id(run): {} for run in pass_runs}
+    last_y = max(run.end - 1 for run in pass_runs)
+    hooks = []
+    for run in pass_runs:
+        store = captured[id(run)]
+        hooks += _capture_y(layers[run.end - 1], store, stop=run.end - 1 == last_y)
+        if not earlier:
+            layer = layers[run.patched_layer]
+            hooks += _capture_rm(layer, get_submodule(layer, family.mlp_out), store, stop=False)
+    with _hooks(hooks):
+        _run_forward(body, ids, mask, batch_size, seq_len)
+    if earlier:
+        (run,) = pass_runs  # sequential passes fit one run each
+        layer = layers[run.patched_layer]
+        hooks = _capture_rm(layer, get_submodule(layer, family.mlp_out), captured[id(run)], stop=True)
+        with weights_view(model, result.tensors), pruned_view(model, family, earlier), _hooks(hooks):
+            _run_forward(body, ids, mask, batch_size, seq_len)
+    for run in pass_runs:
+        store = captured[id(run)]
+        stats[id(run)].add(store["m"], store["r"], store["y"], keep)
+
+
+def _finish_run(model: Any, run: RunRepair, stats: _Stats, ridge: float, result: RepairResult) -> None:
+    """Solve for T, record the residuals and the folded weight (and bias)."""
+    import torch
+
+    t = stats.solve(ridge)
+    run.residual_before = stats.relative_residual(None)
+    run.residual_after = stats.relative_residual(t)
+    weight_name = run.parameter
+    assert weight_name is not None
+    proj = model.get_submodule(weight_name.rsplit(".", 1)[0])
+    conv1d = _is_conv1d(proj)
+    t = t.cpu()
+    weight = proj.weight.detach().to("cpu", torch.float64)
+    new_weight = weight @ t if conv1d else t.T @ weight  # Conv1D: y = x W + b; Linear: y = x Wᵀ + b
+    result.tensors[weight_name] = new_weight.to(proj.weight.dtype).contiguous()
+    bias = getattr(proj, "bias", None)
+    if bias is not None:
+        new_bias = bias.detach().to("cpu", torch.float64) @ t  # (Tᵀ b)ᵀ = bᵀ T for either layout
+        result.tensors[weight_name.rsplit(".", 1)[0] + ".bias"] = new_bias.to(bias.dtype).contiguous()
+
+
+# ------------------------------------------------------------------------------------------------ apply
+
+
+def _check_unpruned(model: Any, family: Family | None, result: RepairResult) -> None:
+    if family is not None and len(get_submodule(model, family.layers_path)) != result.n_layers:
+        raise ValueError("a repair is applied to the unpruned model (its names carry the original layer indices)")
+
+
+def apply_repair(model: Any, result: RepairResult, family: Family | None = None) -> None:
+    """Write the repaired weights into the (unpruned) model, in place; prune it afterwards as usual."""
+    import torch
+
+    _check_unpruned(model, family, result)
+    with torch.no_grad():
+        for name, value in result.tensors.items():
+            param = model.get_parameter(name)
+            param.copy_(value.to(param.device, param.dtype))
+
+
+@contextmanager
+def repaired_view(model: Any, result: RepairResult, family: Family | None = None) -> Iterator[None]:
+    """The model with the repaired weights for the block only (enter it BEFORE :func:`pruned_view`)."""
+    _check_unpruned(model, family, result)
+    with weights_view(model, result.tensors):
+        yield
+
+
+@contextmanager
+def repaired_pruned_view(model: Any, family: Family, result: RepairResult) -> Iterator[dict[str, Any]]:
+    """Pruned as ``result.removed`` and repaired, for the block only; afterwards the original model again."""
+    with repaired_view(model, result, family), pruned_view(model, family, result.removed) as patch:
+        yield patch

@@ -1,0 +1,1 @@
+"""Model files read and written: safetensors, GGUF, and the atomic output folder."""

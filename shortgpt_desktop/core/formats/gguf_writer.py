@@ -1,0 +1,540 @@
+"""Prune a GGUF file and keep its quantization: a file llama.cpp, Ollama and LM Studio run as they are.
+
+The kept blocks' tensors are copied byte for byte (``blk.N.`` renumbered), so a Q4_1 source gives a Q4_1
+result a fraction smaller instead of a float checkpoint several times bigger. Renaming tensors is not enough
+for llama.cpp, which reads the layer structure from metadata (``llama-quantize --prune-layers`` only changes
+``block_count`` and its output fails to load, or loads and runs wrong):
+
+1. ``{arch}.block_count`` becomes the number of kept blocks; multi-token-prediction (``nextn``) blocks at the
+   end are always kept.
+2. Every ``{arch}.*`` array as long as the old block count is per-layer (``feed_forward_length``,
+   ``attention.head_count(_kv)``, ``attention.sliding_window_pattern``...): it is sliced by kept index.
+   llama.cpp refuses some unsliced arrays ("wrong array length") and silently misreads others.
+3. Periodic sliding-window layouts that llama.cpp derives from the layer index (``set_swa_pattern`` in
+   llama.cpp: gemma2 every 2nd, gemma3 every 6th layer...) shift when a layer goes; the kept layers' pattern is
+   then written out as an explicit ``{arch}.attention.sliding_window_pattern`` bool array.
+4. ``{arch}.leading_dense_block_count`` counts the kept layers below its old value.
+
+Layouts that metadata cannot describe are refused before anything is written (:func:`plan_gguf_pruning`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import mmap
+import re
+import struct
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import Cancelled, PlanError, UnsupportedModelError
+from ..model.sources import ModelSource
+from ..progress import CancelCheck, Progress
+from .gguf_reader import GGUFField, GGUFLayout, check_gguf
+from .output_folder import check_output_folder, output_folder
+
+log = logging.getLogger(__name__)
+
+
+STAGE = "writing GGUF"
+_BLOCK = re.compile(r"^blk\.(\d+)\.(.+)$")
+_COPY_CHUNK = 64 * 1024**2
+_ARRAY, _STRING, _BOOL, _UINT32, _INT32 = 9, 8, 7, 4, 5
+_SCALAR_FORMATS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+
+#: Architectures whose layer layout llama.cpp hard-codes by layer index in a way metadata cannot express.
+REFUSED_ARCHITECTURES = {
+    "llama4": "llama.cpp decides which llama4 layers are mixture-of-experts, use chunked attention or skip RoPE "
+              "from each layer's position",
+    "ernie4_5-moe": "llama.cpp places ernie4_5-moe's mixture-of-experts layers by layer position",
+    "gemma3n": "gemma3n shares key/value caches between layers and sizes its per-layer embeddings by the layer "
+               "count",
+}
+
+#: Layouts llama.cpp derives from the layer index with a fixed period and no metadata to override it:
+#: pruning is allowed when every kept layer keeps its phase (layers removed in runs of the period).
+POSITION_PERIODS = {"smollm3": (4, "which layers skip RoPE")}
+#: Metadata scalars that give such a period (llama.cpp: ``(il + 1) % step == 0``).
+_PERIOD_KEYS = ("interleave_moe_layer_step", "full_attention_interval", "moe_every_n_layers", "dense_every_n_layers")
+
+
+@dataclass(frozen=True)
+class SWARule:
+    """llama.cpp's ``set_swa_pattern(period, dense_first)`` for one architecture (llama-hparams.cpp)."""
+
+    period: int
+    dense_first: bool = False
+    needs_window: bool = False  # only applied when ``{arch}.attention.sliding_window`` is present and > 0
+
+    def pattern(self, n_layer: int, period: int | None = None) -> list[bool]:
+        """True where llama.cpp treats the layer as sliding-window."""
+        p = self.period if period is None else period
+        if self.dense_first:
+            return [p == 0 or il % p != 0 for il in range(n_layer)]
+        return [p == 0 or il % p < p - 1 for il in range(n_layer)]
+
+
+#: Architectures whose sliding-window layers llama.cpp derives from the layer index (llama-model.cpp).
+SWA_PERIODIC = {
+    "gemma2": SWARule(2),
+    "gemma3": SWARule(6, needs_window=True),
+    "cohere2": SWARule(4),
+    "olmo2": SWARule(4, needs_window=True),
+    "exaone4": SWARule(4, needs_window=True),
+    "gpt-oss": SWARule(2),
+    "afmoe": SWARule(4, needs_window=True),
+    "smallthinker": SWARule(4, dense_first=True, needs_window=True),
+    "gptneo": SWARule(2),
+}
+#: ``{arch}.*`` arrays that are not per-layer even when their length happens to equal the block count.
+_NOT_PER_LAYER = ("rope.dimension_sections",)
+_PROVENANCE = "shortgpt.removed_layers"
+
+
+@dataclass
+class GGUFPlan:
+    """What pruning a GGUF file will do, known before anything heavy runs; plain data."""
+
+    source: Path
+    architecture: str
+    old_block_count: int
+    new_block_count: int
+    removed: list[int]
+    kept: list[int]  # old indices of the kept blocks, in order (new index = position in this list)
+    nextn_layers: int  # multi-token-prediction blocks at the end, always kept
+    dropped_tensors: list[str]
+    kept_tensors: int
+    sliced_arrays: list[str]  # metadata keys sliced by kept index
+    swa_pattern: list[bool] | None  # the explicit sliding-window pattern written, when pruning shifted it
+    leading_dense: tuple[int, int] | None  # (old, new) ``leading_dense_block_count``
+    #: Removed layers counted in the ORIGINAL model (a source pruned before carries its own list), stored in the
+    #: output as ``shortgpt.removed_layers``.
+    removed_from_original: list[int]
+    source_bytes: int
+    output_bytes: int  # the pruned .gguf's exact size when no tensor changes type
+
+
+@dataclass
+class GGUFSaveResult:
+    folder: Path
+    gguf_path: Path
+    files: list[str]
+    bytes_written: int  # size of the .gguf
+    tensors: int
+    plan: GGUFPlan
+    replaced: list[str] = field(default_factory=list)  # GGUF names (new index) whose values were replaced
+    changed_types: dict[str, tuple[str, str]] = field(default_factory=dict)  # name → (source type, written type)
+    seconds: float = 0.0
+
+
+# ---------------------------------------------------------------------------------------------------- plan
+
+
+def plan_gguf_pruning(source: ModelSource | str | Path, removed: Sequence[int]) -> GGUFPlan:
+    """Check that ``removed`` blocks can be cut out of this GGUF file for llama.cpp, and what it gives.
+
+    Raises :class:`UnsupportedModelError` for layouts llama.cpp hard-codes by layer position, and
+    :class:`PlanError` for an impossible layer list; reads only the file's header.
+    """
+    path = _gguf_path(source)
+    layout = check_gguf(path)
+    return _plan(path, layout, removed)
+
+
+def _plan(path: Path, layout: GGUFLayout, removed: Sequence[int]) -> GGUFPlan:
+    meta = layout.metadata
+    arch = str(meta.get("general.architecture") or "")
+    if not arch:
+        raise UnsupportedModelError(f"{path.name} has no general.architecture, so it is not a llama.cpp model.")
+    if arch in REFUSED_ARCHITECTURES:
+        raise UnsupportedModelError(f"{REFUSED_ARCHITECTURES[arch]}, so its layers cannot be removed from a GGUF "
+                                    "file; save as safetensors instead.")
+    n_layer = meta.get(f"{arch}.block_count")
+    if not isinstance(n_layer, int) or n_layer <= 0:
+        raise UnsupportedModelError(f"{path.name} ({arch}) has no {arch}.block_count, so it has no layers to prune.")
+    shared_kv = meta.get(f"{arch}.attention.shared_kv_layers", 0)
+    if isinstance(shared_kv, int) and shared_kv > 0:
+        raise UnsupportedModelError(f"{arch} layers share key/value caches by position in llama.cpp, so its layers "
+                                    "cannot be removed from a GGUF file; save as safetensors instead.")
+    per_layer = [t.name for t in layout.tensors if not t.name.startswith("blk.") and "per_layer" in t.name]
+    if per_layer:
+        raise UnsupportedModelError(f"{path.name} has tensors sized by the layer count outside the blocks "
+                                    f"({per_layer[0]}), so its layers cannot be removed from a GGUF file.")
+
+    nextn = int(meta.get(f"{arch}.nextn_predict_layers", 0) or 0)
+    gone = sorted(set(int(i) for i in removed))
+    bad = [i for i in gone if not 0 <= i < n_layer]
+    if bad:
+        raise PlanError(f"Layer {bad[0]} does not exist: this model has layers 0 to {n_layer - 1}.")
+    mtp = [i for i in gone if i >= n_layer - nextn]
+    if mtp:
+        raise PlanError(f"Layer {mtp[0]} is a multi-token-prediction block, which is always kept; choose layers "
+                        f"below {n_layer - nextn}.")
+    kept = [i for i in range(n_layer) if i not in gone]
+    if len(kept) <= nextn:
+        raise PlanError("Removing these layers leaves no decoder layer; remove fewer.")
+    _check_positional_periods(arch, meta, kept)
+
+    sliced = [f.key for f in layout.fields.values() if _is_per_layer(f, arch, n_layer)]
+    swa = _shifted_swa_pattern(arch, layout, n_layer, kept, sliced)
+    lead_key = f"{arch}.leading_dense_block_count"
+    leading = None
+    if isinstance(meta.get(lead_key), int):
+        old_lead = meta[lead_key]
+        leading = (old_lead, sum(1 for k in kept if k < old_lead))
+
+    dropped, kept_tensors, gone_set = [], 0, set(gone)
+    for tensor in layout.tensors:
+        match = _BLOCK.match(tensor.name)
+        if match and int(match[1]) in gone_set:
+            dropped.append(tensor.name)
+        else:
+            if match and int(match[1]) >= n_layer:
+                raise UnsupportedModelError(f"{path.name} has a tensor {tensor.name} beyond its {n_layer} blocks, so "
+                                            "its layers cannot be renumbered safely.")
+            kept_tensors += 1
+    plan = GGUFPlan(
+        source=path, architecture=arch, old_block_count=n_layer, new_block_count=len(kept), removed=gone,
+        kept=kept, nextn_layers=nextn, dropped_tensors=dropped, kept_tensors=kept_tensors, sliced_arrays=sliced,
+        swa_pattern=swa, leading_dense=leading, removed_from_original=gone, source_bytes=path.stat().st_size,
+        output_bytes=0,
+    )
+    with _open_view(path) as view:
+        prior_field = layout.fields.get(_PROVENANCE)
+        if prior_field is not None and prior_field.item_type in _SCALAR_FORMATS:
+            prior = set(_read_array(view, prior_field))
+            original = [i for i in range(n_layer + len(prior)) if i not in prior]
+            plan.removed_from_original = sorted(prior | {original[i] for i in gone})
+        header = _header_bytes(view, layout, plan, _tensor_table(layout, plan, _NewData()))
+    plan.output_bytes = _aligned(len(header), layout.alignment) + sum(
+        _aligned(t.n_bytes, layout.alignment) for t in _kept_tensors(layout, plan)
+    )
+    return plan
+
+
+def _check_positional_periods(arch: str, meta: dict[str, Any], kept: list[int]) -> None:
+    """Layouts llama.cpp computes from ``il % period``: allowed only when every kept layer keeps its phase."""
+    periods: list[tuple[int, str]] = []
+    if arch in POSITION_PERIODS:
+        periods.append(POSITION_PERIODS[arch])
+    for suffix in _PERIOD_KEYS:
+        value = meta.get(f"{arch}.{suffix}")
+        if isinstance(value, int) and value > 1:
+            periods.append((value, f"the layer layout given by {arch}.{suffix}"))
+    for period, what in periods:
+        shifted = [old for new, old in enumerate(kept) if old % period != new % period]
+        if shifted:
+            raise UnsupportedModelError(
+                f"llama.cpp decides {what} of {arch} models from each layer's position (a period of {period}), and "
+                f"removing these layers would shift layer {shifted[0]}; remove layers in runs of {period}, or save "
+                "as safetensors instead."
+            )
+
+
+def _is_per_layer(f: GGUFField, arch: str, n_layer: int) -> bool:
+    return (f.type_id == _ARRAY and f.key.startswith(f"{arch}.") and f.count == n_layer
+            and f.item_type in _SCALAR_FORMATS and not f.key.endswith(_NOT_PER_LAYER))
+
+
+def _shifted_swa_pattern(arch: str, layout: GGUFLayout, n_layer: int, kept: list[int],
+                         sliced: list[str]) -> list[bool] | None:
+    """The kept layers' sliding-window pattern, when llama.cpp would otherwise re-derive it wrongly by index."""
+    rule = SWA_PERIODIC.get(arch)
+    key = f"{arch}.attention.sliding_window_pattern"
+    if rule is None or key in sliced:
+        return None  # no periodic default, or an explicit per-layer array that gets sliced
+    meta = layout.metadata
+    if rule.needs_window and not (meta.get(f"{arch}.attention.sliding_window") or 0) > 0:
+        return None
+    if f"{key}#len" in meta:
+        raise UnsupportedModelError(f"{key} has {meta[f'{key}#len']} entries for {n_layer} layers, so the sliding-"
+                                    "window layout cannot be carried over.")
+    stored = meta.get(key)  # some files store the period itself as a scalar
+    period = stored if isinstance(stored, int) and not isinstance(stored, bool) else None
+    new = [rule.pattern(n_layer, period)[k] for k in kept]
+    return new if new != rule.pattern(len(kept), period) else None
+
+
+# --------------------------------------------------------------------------------------------------- write
+
+
+def write_pruned_gguf(
+    source: ModelSource | str | Path,
+    removed: Sequence[int],
+    out: str | Path,
+    *,
+    file_name: str | None = None,
+    card_text: str = "",
+    replaced: Mapping[str, Any] | None = None,
+    force: bool = False,
+    progress: Progress | None = None,
+    cancel: CancelCheck | None = None,
+) -> GGUFSaveResult:
+    """Write ``out/<file_name>.gguf`` (and ``README.md`` from ``card_text``) with ``removed`` blocks cut out.
+
+    ``replaced`` maps Hugging Face parameter names with the ORIGINAL layer index (``model.layers.5.mlp.down_proj.
+    weight``) to new values (torch or numpy, Hugging Face orientation); each is re-quantized to its source
+    tensor's type where gguf-py can, else Q8_0. The folder is written beside ``out`` and moved into place when
+    complete; the source is only read.
+    """
+    started = time.perf_counter()
+    model_source = source if isinstance(source, ModelSource) else None
+    path = _gguf_path(source)
+    layout = check_gguf(path)
+    plan = _plan(path, layout, removed)
+    if model_source is None:
+        model_source = ModelSource(spec=str(path), kind="gguf", folder=path.parent, gguf_file=path.name)
+    out_path = check_output_folder(Path(out), model_source, force)
+    name = file_name or f"{out_path.name}.gguf"
+    if not name.endswith(".gguf"):
+        name += ".gguf"
+    new_data, changed = _requantize(layout, plan, replaced or {})
+
+    with output_folder(out_path) as temp:
+        written, n_tensors = _write_file(temp / name, path, layout, plan, new_data, progress, cancel)
+        files = [name]
+        if card_text:
+            (temp / "README.md").write_text(card_text, encoding="utf-8")
+            files.append("README.md")
+    log.info("wrote pruned GGUF %s (%d bytes)", out_path / name, written)
+    return GGUFSaveResult(
+        folder=out_path, gguf_path=out_path / name, files=files, bytes_written=written, tensors=n_tensors,
+        plan=plan, replaced=sorted(_renamed(n, plan) for n in new_data), changed_types=changed,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _write_file(target: Path, source: Path, layout: GGUFLayout, plan: GGUFPlan, new_data: _NewData,
+                progress: Progress | None, cancel: CancelCheck | None) -> tuple[int, int]:
+    tensors = _kept_tensors(layout, plan)
+    table = _tensor_table(layout, plan, new_data)
+    align = layout.alignment
+    with _open_view(source) as view, open(target, "wb") as out:
+        header = _header_bytes(view, layout, plan, table)
+        out.write(header)
+        out.write(b"\0" * (_aligned(len(header), align) - len(header)))
+        for done, tensor in enumerate(tensors, 1):
+            if cancel is not None and cancel():
+                raise Cancelled()
+            if tensor.name in new_data:
+                data = new_data[tensor.name]
+                out.write(data)
+                size = len(data)
+            else:
+                start = layout.data_start + tensor.offset
+                for chunk_start in range(start, start + tensor.n_bytes, _COPY_CHUNK):
+                    out.write(view[chunk_start:min(chunk_start + _COPY_CHUNK, start + tensor.n_bytes)])
+                    if cancel is not None and cancel():
+                        raise Cancelled()
+                size = tensor.n_bytes
+            out.write(b"\0" * (_aligned(size, align) - size))
+            if progress is not None:
+                progress(STAGE, done, len(tensors), None)
+        written = out.tell()
+    return written, len(tensors)
+
+
+# ------------------------------------------------------------------------------------------- header bytes
+
+
+def _header_bytes(view: Any, layout: GGUFLayout, plan: GGUFPlan, table: bytes) -> bytes:
+    """Header, metadata (copied byte for byte unless it changes) and tensor table of the pruned file."""
+    arch = plan.architecture
+    changes: dict[str, bytes] = {
+        f"{arch}.block_count": _pack_scalar(layout.fields[f"{arch}.block_count"].type_id, plan.new_block_count),
+    }
+    for key in plan.sliced_arrays:
+        f = layout.fields[key]
+        values = _read_array(view, f)
+        changes[key] = _pack_array(f.item_type or 0, [values[k] for k in plan.kept])
+    swa_key = f"{arch}.attention.sliding_window_pattern"
+    if plan.swa_pattern is not None:
+        changes[swa_key] = _pack_array(_BOOL, plan.swa_pattern)
+    if plan.leading_dense is not None:
+        lead_key = f"{arch}.leading_dense_block_count"
+        changes[lead_key] = _pack_scalar(layout.fields[lead_key].type_id, plan.leading_dense[1])
+    if plan.removed:
+        changes[_PROVENANCE] = _pack_array(_INT32, plan.removed_from_original)
+
+    entries: list[bytes] = []
+    for key, f in layout.fields.items():
+        if key in changes:
+            entries.append(_pack_string(key) + changes.pop(key))
+        else:
+            entries.append(bytes(view[f.start:f.end]))
+    for key, value in changes.items():  # keys the source did not have (the sliding-window pattern, provenance)
+        entries.append(_pack_string(key) + value)
+    counts = struct.pack("<4sIQQ", b"GGUF", 3, plan.kept_tensors, len(entries))
+    return counts + b"".join(entries) + table
+
+
+def _tensor_table(layout: GGUFLayout, plan: GGUFPlan, new_data: _NewData) -> bytes:
+    """Tensor infos of the kept tensors, renamed to their new block index, with offsets in the new file."""
+    rows, offset = [], 0
+    for tensor in _kept_tensors(layout, plan):
+        type_id, size = tensor.type_id, tensor.n_bytes
+        if tensor.name in new_data:
+            type_id, size = int(new_data.type_of[tensor.name]), len(new_data[tensor.name])
+        rows.append(_pack_string(_renamed(tensor.name, plan)) + struct.pack("<I", len(tensor.shape))
+                    + b"".join(struct.pack("<Q", d) for d in tensor.shape) + struct.pack("<IQ", type_id, offset))
+        offset += _aligned(size, layout.alignment)
+    return b"".join(rows)
+
+
+def _kept_tensors(layout: GGUFLayout, plan: GGUFPlan) -> list[Any]:
+    dropped = set(plan.dropped_tensors)
+    return [t for t in layout.tensors if t.name not in dropped]
+
+
+def _renamed(name: str, plan: GGUFPlan) -> str:
+    match = _BLOCK.match(name)
+    if match is None:
+        return name
+    return f"blk.{plan.kept.index(int(match[1]))}.{match[2]}"
+
+
+def _pack_string(text: str) -> bytes:
+    raw = text.encode("utf-8")
+    return struct.pack("<Q", len(raw)) + raw
+
+
+def _pack_scalar(type_id: int, value: Any) -> bytes:
+    return struct.pack("<I" + _SCALAR_FORMATS[type_id], type_id, value)
+
+
+def _pack_array(item_type: int, values: Sequence[Any]) -> bytes:
+    fmt = _SCALAR_FORMATS[item_type]
+    return struct.pack("<IIQ", _ARRAY, item_type, len(values)) + struct.pack(f"<{len(values)}{fmt}", *values)
+
+
+def _read_array(view: Any, f: GGUFField) -> list[Any]:
+    fmt = _SCALAR_FORMATS[f.item_type or 0]
+    return list(struct.unpack_from(f"<{f.count}{fmt}", view, f.value_start))
+
+
+def _aligned(n: int, alignment: int) -> int:
+    return -(-n // alignment) * alignment
+
+
+class _open_view:
+    """A read-only memory map of the source; nothing is read before it is needed, and the file is never written."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __enter__(self) -> Any:
+        self.file = open(self.path, "rb")
+        self.view = mmap.mmap(self.file.fileno(), 0, access=mmap.ACCESS_READ)
+        return self.view
+
+    def __exit__(self, *exc: object) -> None:
+        self.view.close()
+        self.file.close()
+
+
+def _gguf_path(source: ModelSource | str | Path) -> Path:
+    if isinstance(source, ModelSource):
+        if not source.gguf_file:
+            raise ValueError("GGUF output needs a GGUF source")
+        return source.folder / source.gguf_file
+    return Path(source).expanduser()
+
+
+# --------------------------------------------------------------------------------------- replaced weights
+
+
+class _NewData(dict):
+    """GGUF name (old index) → quantized bytes, with the written type of each in ``type_of``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.type_of: dict[str, Any] = {}
+
+
+def gguf_tensor_name(hf_name: str, architecture: str, n_layer: int) -> str | None:
+    """The GGUF name of a Hugging Face parameter (same layer index), from gguf-py's tensor name map."""
+    import gguf
+
+    arch = {name: enum for enum, name in gguf.MODEL_ARCH_NAMES.items()}.get(architecture)
+    if arch is None:
+        return None
+    return gguf.get_tensor_name_map(arch, n_layer).get_name(hf_name, try_suffixes=(".weight", ".bias"))
+
+
+def _requantize(layout: GGUFLayout, plan: GGUFPlan, replaced: Mapping[str, Any]) -> tuple[_NewData, dict]:
+    """Quantize each replaced weight to its source tensor's type (Q8_0, else F16, where gguf-py cannot)."""
+    import numpy as np
+    from gguf import quants
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    by_name = {t.name: t for t in layout.tensors}
+    arch = plan.architecture
+    new_data, changed = _NewData(), {}
+    for hf_name, value in replaced.items():
+        name = gguf_tensor_name(hf_name, arch, plan.old_block_count)
+        if name is None or name not in by_name:
+            raise ValueError(f"{hf_name} has no tensor in the GGUF file (mapped to {name})")
+        if name in plan.dropped_tensors:
+            raise ValueError(f"{hf_name} belongs to a removed layer")
+        tensor = by_name[name]
+        array = _as_numpy(value)
+        expected = tuple(reversed(tensor.shape))  # numpy order of the ggml shape
+        array = _gguf_orientation(array, name, arch, expected, layout.metadata)
+        source_type = GGMLQuantizationType(tensor.type_id)
+        data, written_type = None, source_type
+        for candidate in (source_type, GGMLQuantizationType.Q8_0, GGMLQuantizationType.F16):
+            block = GGML_QUANT_SIZES[candidate][0]
+            if expected[-1] % block:
+                continue
+            try:
+                data = quants.quantize(np.ascontiguousarray(array, dtype=np.float32), candidate)
+            except NotImplementedError:
+                continue
+            written_type = candidate
+            break
+        assert data is not None  # F16 always quantizes
+        raw = np.ascontiguousarray(data).tobytes()
+        block, type_size = GGML_QUANT_SIZES[written_type]
+        assert len(raw) == math.prod(expected) // block * type_size
+        new_data[name] = raw
+        new_data.type_of[name] = written_type
+        if written_type != source_type:
+            changed[_renamed(name, plan)] = (source_type.name, written_type.name)
+    return new_data, changed
+
+
+def _as_numpy(value: Any) -> Any:
+    import numpy as np
+
+    if hasattr(value, "detach"):  # a torch tensor
+        value = value.detach().to("cpu").float().numpy()
+    return np.asarray(value, dtype=np.float32)
+
+
+#: Architectures whose converter permutes Q/K rows for llama.cpp's RoPE layout (convert_hf_to_gguf LlamaModel).
+_PERMUTED_QK = {"llama"}
+
+
+def _gguf_orientation(array: Any, name: str, arch: str, expected: tuple[int, ...], meta: dict[str, Any]) -> Any:
+    """Hugging Face orientation → the layout the GGUF stores (shapes are in numpy order on both sides)."""
+    base = name.rsplit(".", 1)[0].split(".")[-1]
+    if base in ("attn_q", "attn_k") and name.endswith(".weight"):
+        if arch not in _PERMUTED_QK and arch not in ("qwen2", "qwen3", "mistral3", "gemma", "gemma2", "gemma3"):
+            raise ValueError(f"replacing {name} of a {arch} model is not supported (row order unknown)")
+        if arch in _PERMUTED_QK:
+            heads = int(meta[f"{arch}.attention.head_count"])
+            if base == "attn_k":
+                heads = int(meta.get(f"{arch}.attention.head_count_kv", heads))
+            array = array.reshape(heads, 2, array.shape[0] // heads // 2, *array.shape[1:]).swapaxes(1, 2) \
+                .reshape(array.shape)
+    if arch.startswith("gemma") and "norm" in base:
+        raise ValueError(f"replacing {name} is not supported (gemma stores norms as 1 + weight)")
+    if arch == "gpt2" and array.ndim == 2:
+        array = array.T  # Conv1D keeps [in, out]
+    if tuple(array.shape) != expected:
+        raise ValueError(f"{name}: new value has shape {tuple(array.shape)}, the file has {expected}")
+    return array

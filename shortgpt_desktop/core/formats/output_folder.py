@@ -1,0 +1,82 @@
+"""The output folder: refused when it could destroy data, written beside and moved into place when complete."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..errors import Hint, OutputError
+from ..model.sources import ModelSource
+
+
+def check_output_folder(out: Path, source: ModelSource, force: bool) -> Path:
+    """Refuse outputs that could destroy data: the source, anything inside or above it, a non-empty folder."""
+    out = Path(out).expanduser().resolve()
+    # A GGUF source is one file: a new folder beside it is fine. A model folder is off limits as a whole.
+    src = (source.folder / source.gguf_file).resolve() if source.gguf_file else source.folder.resolve()
+    if out == src or src in out.parents:
+        raise OutputError(
+            f"The output folder {out} is the source model's folder or inside it; choose another."
+        )
+    if out in src.parents:
+        raise OutputError(f"The output folder {out} contains the source model; choose another.")
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out} exists and is a file; choose a folder.")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise OutputError(f"{out} is not empty; choose an empty folder.", hint=Hint.REPLACE_OUTPUT)
+    return out
+
+
+@contextmanager
+def output_folder(out: Path) -> Iterator[Path]:
+    """A temporary folder beside ``out`` to write into; moved into place when the block completes.
+
+    Whatever goes wrong (a cancel, a full disk, a bug), the temporary folder is removed and ``out`` is left
+    as it was. A filesystem error while writing is the user's to fix (a file in the way, no space, no
+    permission): it becomes one sentence.
+    """
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        temp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    except OSError as exc:
+        raise OutputError(f"Cannot create {out}: {_reason(exc)}.") from None
+    _chmod_like_a_new_folder(temp)
+    try:
+        yield temp
+        _move_into_place(temp, out)
+    except OSError as exc:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise OutputError(f"Writing {out} failed: {_reason(exc)}; nothing was written.") from None
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+
+
+def _reason(exc: OSError) -> str:
+    return (exc.strerror or str(exc) or exc.__class__.__name__).rstrip(".").lower()
+
+
+def _chmod_like_a_new_folder(folder: Path) -> None:
+    """mkdtemp makes a private (0700) folder; the finished model should be readable like any other folder."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(folder, 0o777 & ~umask)
+
+
+def _move_into_place(temp: Path, out: Path) -> None:
+    """Swap the finished folder in; an existing (empty, or forced) folder is moved aside first."""
+    if out.exists():
+        aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.replace(out, aside / out.name)
+        try:
+            os.replace(temp, out)
+        except BaseException:
+            os.replace(aside / out.name, out)
+            raise
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        os.replace(temp, out)

@@ -1,0 +1,340 @@
+"""Calibration text: files and folders → texts → token samples, a held-out part for perplexity, a built-in corpus.
+
+The scoring samples and the perplexity windows are cut from one token stream at a boundary, so they never share
+a token unless the user gives separate evaluation text.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import CalibrationError
+
+log = logging.getLogger(__name__)
+
+TEXT_SUFFIXES = (".txt", ".md", ".jsonl", ".json")
+#: Share of the calibration tokens held out for perplexity when no separate evaluation text is given.
+DEFAULT_HELDOUT_FRACTION = 0.2
+#: Rough characters per token, for estimates shown before a tokenizer is loaded.
+CHARS_PER_TOKEN = 4.0
+BUILTIN_CORPUS = "builtin"
+#: Shown before the corpus is built (building it imports some 90 modules); a test keeps it honest.
+BUILTIN_TOKENS_ESTIMATE = 155_000
+
+
+@dataclass
+class TextSet:
+    """Texts read from the user's files, and what was skipped and why."""
+
+    texts: list[str] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # one sentence per skipped file
+
+    @property
+    def chars(self) -> int:
+        return sum(len(t) for t in self.texts)
+
+
+@dataclass
+class TokenSet:
+    """Token samples for scoring and token windows for perplexity, as plain lists of ids."""
+
+    samples: list[list[int]]  # each at most seq_len long; shorter ones are padded in batches
+    eval_windows: list[list[int]]
+    seq_len: int
+    bos_id: int | None  # prepended to every sample and window (consistent BOS handling)
+    pad_id: int
+
+    @property
+    def sample_tokens(self) -> int:
+        return sum(len(s) for s in self.samples)
+
+    @property
+    def eval_tokens(self) -> int:
+        return sum(len(w) for w in self.eval_windows)
+
+
+# ------------------------------------------------------------------------------------------------- reading
+
+
+def collect_files(paths: Iterable[str | Path], passed_over: list[str] | None = None) -> list[Path]:
+    """Files under the given paths (folders recursively), text suffixes only in folders, sorted, unique.
+
+    Files in a folder that are not text by their ending are left out; ``passed_over`` (when given) gets one
+    sentence per folder saying how many, so "nothing usable" never reads as "nothing there".
+    """
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if not path.exists():
+            raise CalibrationError(f"The calibration path {path} does not exist.")
+        if path.is_dir():
+            visible = [p for p in path.rglob("*") if p.is_file()
+                       and not any(part.startswith(".") for part in p.relative_to(path).parts)]
+            texts = sorted(p for p in visible if p.suffix.lower() in TEXT_SUFFIXES)
+            others = len(visible) - len(texts)
+            if others and passed_over is not None:
+                passed_over.append(f"Skipped {others} file{'s' if others != 1 else ''} in {path} that "
+                                   f"{'are' if others != 1 else 'is'} not text ({', '.join(sorted(TEXT_SUFFIXES))}).")
+            found += texts
+        else:
+            found.append(path)
+    unique: dict[Path, None] = {}
+    for p in found:
+        unique.setdefault(p.resolve(), None)
+    return list(unique)
+
+
+def decode_bytes(data: bytes) -> str | None:
+    """UTF-8 (with or without BOM), UTF-16 with BOM, else a legacy 8-bit encoding; None for binary data."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError:
+            return None
+    if b"\x00" in data[:8192]:
+        return None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    # Legacy 8-bit text: cp1252 covers Windows Western text; control bytes betray binary content.
+    sample = data[:65536]
+    controls = sum(1 for b in sample if b < 32 and b not in (9, 10, 12, 13))
+    if controls > len(sample) * 0.01:
+        return None
+    return data.decode("cp1252", errors="replace")
+
+
+def texts_from_file(path: Path, notes: list[str] | None = None) -> list[str]:
+    """The texts in one file; raises ValueError (with a reason) when it cannot be used.
+
+    Records left out of a usable file (JSON Lines without a ``text`` field) are counted in ``notes``.
+    """
+    data = path.read_bytes()
+    text = decode_bytes(data)
+    if text is None:
+        raise ValueError("it looks binary")
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        out = []
+        dropped = 0
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                raise ValueError(f"line {number} is not JSON") from None
+            if isinstance(record, dict) and isinstance(record.get("text"), str):
+                out.append(record["text"])
+            elif isinstance(record, str):
+                out.append(record)
+            else:
+                dropped += 1
+        if not out:
+            raise ValueError('it has no records with a "text" field')
+        if dropped and notes is not None:
+            notes.append(f'Left out {dropped} line{"s" if dropped != 1 else ""} of {path} without a "text" field.')
+        return out
+    if suffix == ".json":
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"it is not valid JSON ({exc.msg})") from None
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return list(value)
+        if isinstance(value, list) and all(isinstance(v, dict) and isinstance(v.get("text"), str) for v in value):
+            return [v["text"] for v in value]
+        raise ValueError("it is not a JSON list of strings")
+    return [text]
+
+
+def read_texts(paths: Iterable[str | Path]) -> TextSet:
+    """Read every usable file; binary and unreadable ones are skipped with a warning that names them."""
+    result = TextSet()
+    for path in collect_files(paths, result.skipped):
+        try:
+            texts = [t for t in texts_from_file(path, result.skipped) if t.strip()]
+        except (OSError, ValueError) as exc:
+            reason = f"Skipped {path}: {exc}."
+            log.warning(reason)
+            result.skipped.append(reason)
+            continue
+        if not texts:
+            result.skipped.append(f"Skipped {path}: it is empty.")
+            log.warning("Skipped %s: it is empty.", path)
+            continue
+        result.texts += texts
+        result.files.append(path)
+    return result
+
+
+def estimate_tokens(path: str | Path) -> int:
+    """A quick token estimate for a file or folder (bytes / 4), shown before a tokenizer is loaded."""
+    path = Path(path)
+    files = [path] if path.is_file() else collect_files([path])
+    return int(sum(p.stat().st_size for p in files) / CHARS_PER_TOKEN)
+
+
+# ------------------------------------------------------------------------------------------ built-in corpus
+
+_BUILTIN_MODULES = (
+    "abc", "argparse", "array", "ast", "asyncio", "base64", "bisect", "calendar", "cmd", "collections",
+    "concurrent.futures", "configparser", "contextlib", "copy", "csv", "dataclasses", "datetime", "decimal",
+    "difflib", "email", "enum", "fileinput", "fnmatch", "fractions", "ftplib", "functools", "getopt", "gettext",
+    "glob", "gzip", "hashlib", "heapq", "hmac", "html", "http.client", "http.server", "imaplib", "inspect",
+    "io", "ipaddress", "itertools", "json", "locale", "logging", "mailbox", "math", "mimetypes", "numbers",
+    "operator", "optparse", "os", "pathlib", "pickle", "pkgutil", "platform", "pprint", "queue", "random", "re",
+    "sched", "secrets", "selectors", "shelve", "shlex", "shutil", "smtplib", "socket", "socketserver",
+    "sqlite3", "statistics", "string", "struct", "subprocess", "tarfile", "tempfile", "textwrap", "threading",
+    "timeit", "tokenize", "trace", "traceback", "types", "typing", "unittest", "urllib.parse", "urllib.request",
+    "uuid", "warnings", "weakref", "xml.dom.minidom", "zipfile", "zoneinfo",
+)
+
+
+def builtin_corpus() -> list[str]:
+    """English prose that is already on every machine: the docstrings of Python's standard library.
+
+    No network and nothing copied into the project: the interpreter running this code carries these texts (a
+    frozen app too, since docstrings are kept). About 630 k characters, some 150 k tokens; the same whatever
+    else was imported first.
+    """
+    import importlib
+    import inspect
+
+    texts: list[str] = []
+    for name in _BUILTIN_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except Exception:  # a module missing from a minimal interpreter is simply left out
+            continue
+        docs = [inspect.getdoc(module)]
+        for attr in sorted(vars(module)):
+            obj = getattr(module, attr, None)
+            if attr.startswith("_") or getattr(obj, "__module__", None) != module.__name__:
+                continue
+            docs.append(inspect.getdoc(obj))
+            if inspect.isclass(obj):
+                for member in sorted(vars(obj)):
+                    value = getattr(obj, member, None)
+                    # Other libraries add methods to stdlib classes (transformers: Logger.warning_once);
+                    # only the module's own members keep the corpus the same whatever was imported first.
+                    if not member.startswith("_") and getattr(value, "__module__", module.__name__) == module.__name__:
+                        docs.append(inspect.getdoc(value))
+        body = "\n\n".join(d for d in docs if d and len(d) > 80)
+        if body:
+            texts.append(body)
+    return texts
+
+
+# ---------------------------------------------------------------------------------------------- tokenising
+
+
+def bos_policy(tokenizer: Any) -> int | None:
+    """The BOS id to prepend to every window: the one the tokenizer itself adds to plain text, else none.
+
+    This follows how the model was trained: Llama/Gemma tokenizers add BOS (Gemma is unusable without it),
+    GPT-2 style ones do not. The same rule applies to the original and the pruned model.
+    """
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return None
+    try:
+        ids = tokenizer("a", add_special_tokens=True)["input_ids"]
+    except Exception:
+        return None
+    return bos if ids and ids[0] == bos else None
+
+
+def tokenize_stream(tokenizer: Any, texts: Sequence[str]) -> list[int]:
+    """All texts as one token stream, documents separated by a blank line, no special tokens."""
+    ids: list[int] = []
+    for chunk in _chunks(texts, 200_000):
+        ids += tokenizer(chunk, add_special_tokens=False)["input_ids"]
+    return ids
+
+
+def _chunks(texts: Sequence[str], size: int) -> Iterable[str]:
+    """Join documents with blank lines and cut into pieces of about ``size`` chars at paragraph breaks."""
+    buffer: list[str] = []
+    length = 0
+    for text in texts:
+        for para in text.split("\n\n"):
+            buffer.append(para)
+            length += len(para) + 2
+            if length >= size:
+                yield "\n\n".join(buffer) + "\n\n"
+                buffer, length = [], 0
+    if buffer:
+        yield "\n\n".join(buffer)
+
+
+def build_token_set(
+    tokenizer: Any,
+    calib_texts: Sequence[str],
+    eval_texts: Sequence[str] | None = None,
+    samples: int = 128,
+    seq_len: int = 512,
+    seed: int = 0,
+    heldout_fraction: float = DEFAULT_HELDOUT_FRACTION,
+    max_eval_windows: int = 64,
+) -> TokenSet:
+    """Cut scoring samples and perplexity windows; deterministic for a given seed.
+
+    Without separate evaluation text, the last ``heldout_fraction`` of the calibration token stream is held
+    out for perplexity and the samples are drawn only from the part before it.
+    """
+    if samples < 1 or seq_len < 8:
+        raise CalibrationError("Use at least 1 sample and a sequence length of at least 8 tokens.")
+    if not calib_texts or not any(t.strip() for t in calib_texts):
+        raise CalibrationError("The calibration text is empty: add text files or use the built-in corpus.")
+    bos = bos_policy(tokenizer)
+    body_len = seq_len - (1 if bos is not None else 0)
+    stream = tokenize_stream(tokenizer, calib_texts)
+    if eval_texts is not None:
+        eval_stream = tokenize_stream(tokenizer, eval_texts)
+        if not eval_stream:
+            raise CalibrationError("The evaluation text is empty.")
+        score_stream = stream
+    else:
+        cut = int(len(stream) * (1 - heldout_fraction))
+        score_stream, eval_stream = stream[:cut], stream[cut:]
+    if len(score_stream) < 16:
+        raise CalibrationError(
+            f"The calibration text is too short ({len(stream)} tokens); give at least a few paragraphs."
+        )
+    chunks = [score_stream[i : i + body_len] for i in range(0, len(score_stream), body_len)]
+    chunks = [c for c in chunks if len(c) >= min(body_len, 16)]
+    rng = random.Random(seed)
+    picked = sorted(rng.sample(range(len(chunks)), min(samples, len(chunks))))
+    if len(picked) < samples:
+        log.warning("The calibration text gives only %d samples of %d tokens (%d asked for).",
+                    len(picked), seq_len, samples)
+    prefix = [bos] if bos is not None else []
+    sample_ids = [prefix + chunks[i] for i in picked]
+    windows = [prefix + eval_stream[i : i + body_len] for i in range(0, len(eval_stream), body_len)]
+    windows = [w for w in windows if len(w) - len(prefix) >= 2][:max_eval_windows]
+    pad = getattr(tokenizer, "pad_token_id", None)
+    if pad is None:
+        pad = getattr(tokenizer, "eos_token_id", None) or 0
+    return TokenSet(sample_ids, windows, seq_len, bos, int(pad))
+
+
+def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, device: str | Any = "cpu") -> tuple[Any, Any]:
+    """Right-padded ``input_ids`` and ``attention_mask`` tensors for token lists of different lengths."""
+    import torch
+
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        ids[row, : len(sequence)] = torch.tensor(list(sequence), dtype=torch.long)
+        mask[row, : len(sequence)] = 1
+    return ids.to(device), mask.to(device)

@@ -1,0 +1,177 @@
+"""The quality curve (the paper's Figure 5): perplexity with the k first layers of a removal order removed.
+
+For k = 0..max_removed the model is pruned in place for the measurement only (:func:`.surgery.pruned_view`)
+and its perplexity measured on a *subset* of the held-out windows; the result says how many windows and
+tokens, so nobody mistakes it for the full before/after check. The order is either given (e.g. the nested
+greedy order of :mod:`.selection`) or follows from scores exactly as :func:`.plan.lowest` picks layers.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..cut.plan import max_removable
+from ..cut.surgery import pruned_view
+from ..errors import Cancelled, OutputError, PlanError
+from ..model.families import Family, get_submodule
+from ..progress import CancelCheck, Progress
+from .calibration import TokenSet
+from .evaluation import perplexity_of
+
+STAGE = "sweep"
+DEFAULT_EVAL_WINDOWS = 8
+CSV_FIELDS = ("k", "layer", "removed", "perplexity", "nll", "tokens")
+
+
+@dataclass
+class CurvePoint:
+    k: int  # layers removed
+    layer: int | None  # the layer this step added (None for k = 0)
+    removed: list[int]  # ascending
+    perplexity: float
+    nll: float
+    tokens: int
+
+
+@dataclass
+class QualityCurve:
+    label: str  # e.g. "bi" or "bi+"
+    order: list[int]  # removal order; point k removes order[:k]
+    points: list[CurvePoint] = field(default_factory=list)
+    windows: int = 0  # held-out windows used per point (a subset of the token set's)
+    tokens: int = 0  # predicted tokens per point
+    data: str = "held-out windows (subset)"
+    seconds: float = 0.0
+
+    @property
+    def perplexities(self) -> list[float]:
+        return [p.perplexity for p in self.points]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> QualityCurve:
+        values = dict(data)
+        values["points"] = [CurvePoint(**p) for p in values.get("points", [])]
+        return cls(**values)
+
+    def write_csv(self, path: str | Path) -> Path:
+        """One row per point; written beside ``path`` and moved into place when complete."""
+        def write(stream: Any) -> None:
+            writer = csv.writer(stream)
+            writer.writerow(CSV_FIELDS)
+            for p in self.points:
+                writer.writerow([p.k, "" if p.layer is None else p.layer, " ".join(map(str, p.removed)),
+                                 repr(p.perplexity), repr(p.nll), p.tokens])
+
+        return _write_atomically(Path(path), write)
+
+    def write_json(self, path: str | Path) -> Path:
+        return _write_atomically(Path(path), lambda stream: json.dump(self.to_json(), stream, indent=1))
+
+
+def _write_atomically(path: Path, write: Callable[[Any], None]) -> Path:
+    """``write(stream)`` into a temporary file beside ``path``, moved into place only when complete."""
+    if not path.parent.is_dir():
+        raise OutputError(f"The folder {path.parent} does not exist.")
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", newline="", encoding="utf-8") as stream:
+            write(stream)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_curve_csv(path: str | Path) -> list[CurvePoint]:
+    """The points of a CSV written by :meth:`QualityCurve.write_csv`."""
+    with open(path, newline="", encoding="utf-8") as stream:
+        return [
+            CurvePoint(
+                k=int(row["k"]),
+                layer=int(row["layer"]) if row["layer"] else None,
+                removed=[int(x) for x in row["removed"].split()],
+                perplexity=float(row["perplexity"]),
+                nll=float(row["nll"]),
+                tokens=int(row["tokens"]),
+            )
+            for row in csv.DictReader(stream)
+        ]
+
+
+def removal_order(scores: Sequence[float | None]) -> list[int]:
+    """Layers from first to last removed: lowest score first, ties the later layer first (as in plan.lowest)."""
+    known = [(s, -i) for i, s in enumerate(scores) if s is not None and not math.isnan(s)]
+    return [-neg for _, neg in sorted(known)]
+
+
+def _as_order(order_or_scores: Sequence[Any]) -> list[int]:
+    """An order is a list of distinct ints; anything with floats or Nones is scores."""
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in order_or_scores):
+        return list(order_or_scores)
+    return removal_order(order_or_scores)
+
+
+def quality_curve(
+    model: Any,
+    family: Family,
+    token_set: TokenSet,
+    order_or_scores: Sequence[Any],
+    max_removed: int | None = None,
+    eval_windows: int = DEFAULT_EVAL_WINDOWS,
+    batch_size: int = 4,
+    label: str = "",
+    progress: Progress | None = None,
+    cancel: CancelCheck | None = None,
+) -> QualityCurve:
+    """Perplexity on the first ``eval_windows`` held-out windows for k = 0..max_removed layers removed.
+
+    ``order_or_scores`` is a removal order (list of layer indices, first removed first) or per-layer scores
+    (floats, lower removed first). Point k removes the first k layers of the order, so the curve is nested.
+    """
+    started = time.perf_counter()
+    n = len(get_submodule(model, family.layers_path))
+    order = _as_order(order_or_scores)
+    if len(set(order)) != len(order) or any(not 0 <= i < n for i in order):
+        raise PlanError(f"A removal order must list distinct layers between 0 and {n - 1}.")
+    limit = min(len(order), max_removable(n))
+    if max_removed is None:
+        max_removed = limit
+    if not 0 <= max_removed <= limit:
+        raise PlanError(f"The curve can go up to {limit} removed layers (asked for {max_removed}).")
+    windows = token_set.eval_windows[: max(1, eval_windows)]
+    if not windows:
+        raise PlanError("There are no held-out windows to measure perplexity on.")
+    curve = QualityCurve(label=label, order=order[:max_removed], windows=len(windows))
+    partial: list[float | None] = [None] * (max_removed + 1)
+    if progress is not None:
+        progress(STAGE, 0, max_removed + 1, list(partial))
+    for k in range(max_removed + 1):
+        if cancel is not None and cancel():
+            raise Cancelled()
+        removed = sorted(order[:k])
+        if removed:
+            with pruned_view(model, family, removed):
+                result = perplexity_of(model, windows, token_set.pad_id, batch_size, cancel)
+        else:
+            result = perplexity_of(model, windows, token_set.pad_id, batch_size, cancel)
+        curve.points.append(CurvePoint(k, order[k - 1] if k else None, removed, result.perplexity, result.nll,
+                                       result.tokens))
+        curve.tokens = result.tokens
+        partial[k] = result.perplexity
+        if progress is not None:
+            progress(STAGE, k + 1, max_removed + 1, list(partial))
+    curve.seconds = time.perf_counter() - started
+    return curve

@@ -1,0 +1,111 @@
+"""A model's config read without its weights, and what it says about whether the tool can prune it."""
+
+from __future__ import annotations
+
+import errno
+import json
+from typing import TYPE_CHECKING, Any
+
+from ..errors import Hint, ModelSourceError, UnsupportedModelError
+from .families import family_for_model_type
+from .sources import ModelSource
+
+if TYPE_CHECKING:
+    pass
+
+
+def _load_errors() -> tuple[type[BaseException], ...]:
+    """What transformers, safetensors and the tokenizers raise for a model they cannot read: files missing or
+    unreadable (OSError), configs or checkpoints they do not understand (ValueError, KeyError), tensors that do
+    not fit the config (RuntimeError). Anything else is a bug in this tool and keeps its traceback."""
+    errors: list[type[BaseException]] = [OSError, ValueError, KeyError, RuntimeError]
+    try:
+        from safetensors import SafetensorError
+
+        errors.append(SafetensorError)
+    except ImportError:  # older safetensors keep it elsewhere; OSError covers most of its cases there
+        pass
+    return tuple(errors)
+
+
+LOAD_ERRORS = _load_errors()
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether a loader's error is the machine running out of memory rather than a bad file: Python's
+    MemoryError, an OS error ENOMEM (safetensors maps and reads say "Cannot allocate memory"), or torch's CPU
+    allocator ("DefaultCPUAllocator: not enough memory")."""
+    if isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno == errno.ENOMEM):
+        return True
+    text = str(exc)
+    return "Cannot allocate memory" in text or "not enough memory" in text
+
+
+def read_config(source: ModelSource) -> dict[str, Any]:
+    """The model's config as a dict, without loading weights (GGUF metadata goes through transformers)."""
+    if source.gguf_file:
+        from transformers import AutoConfig
+
+        try:
+            return AutoConfig.from_pretrained(source.folder, gguf_file=source.gguf_file).to_dict()
+        except LOAD_ERRORS as exc:  # transformers raises ValueError/RuntimeError for unknown GGUF architectures
+            raise UnsupportedModelError(
+                f"{source.gguf_file} cannot be read as a model by transformers ({_first_line(exc)})."
+            ) from None
+    path = source.folder / "config.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelSourceError(f"{path} cannot be read ({_first_line(exc)}).") from None
+
+
+def architecture_name(config: dict[str, Any]) -> str:
+    """``LlamaForCausalLM`` and the like; GGUF metadata has no ``architectures``, so it is derived."""
+    if config.get("architectures"):
+        return str(config["architectures"][0])
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    model_type = str(config.get("model_type", "unknown"))
+    return str(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type, model_type))
+
+
+def check_supported(config: dict[str, Any], trust_remote_code: bool) -> None:
+    """Refuse, by name, what is not a decoder-only causal LM that transformers can build.
+
+    Encoder models (BERT, RoBERTa…) have a causal-LM head class in transformers too, so the causal-LM
+    mapping alone would let them through: a model type that is a masked-LM (encoder) type and not one of the
+    families this tool knows, or an encoder-decoder, is refused.
+    """
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    model_type = config.get("model_type")
+    architecture = (config.get("architectures") or [model_type or "unknown"])[0]
+    encoder = config.get("is_encoder_decoder") or (
+        model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and family_for_model_type(model_type) is None
+    )
+    if encoder:
+        raise UnsupportedModelError(
+            f"{architecture} ({model_type}) is an encoder model: only decoder-only causal language models "
+            "can be pruned."
+        )
+    if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return
+    if trust_remote_code and "AutoModelForCausalLM" in (config.get("auto_map") or {}):
+        return
+    if "AutoModelForCausalLM" in (config.get("auto_map") or {}):
+        raise UnsupportedModelError(
+            f"{architecture} needs the model's own code to run, which is off unless you allow it "
+            "(only for models you trust).", hint=Hint.TRUST_REMOTE_CODE,
+        )
+    raise UnsupportedModelError(
+        f"{architecture} ({model_type}) is not a supported architecture: only decoder-only causal language "
+        "models can be pruned."
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else exc.__class__.__name__).rstrip(".")

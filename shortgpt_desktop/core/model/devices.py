@@ -1,0 +1,66 @@
+"""Which device and dtype a job runs on (``auto`` resolved), checked before anything loads."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..errors import Hint, ResourceError
+
+if TYPE_CHECKING:
+    pass
+
+
+DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
+
+
+def resolve_device(name: str = "auto") -> str:
+    """``auto`` → CUDA, then Apple MPS, else CPU; an explicit name is checked."""
+    import torch
+
+    name = (name or "auto").lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return "mps"
+        return "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ResourceError("CUDA was asked for but no CUDA GPU is available.", hint=Hint.USE_CPU)
+        if ":" in name:
+            index = int(name.split(":", 1)[1])
+            if index >= torch.cuda.device_count():
+                raise ResourceError(f"There is no CUDA GPU number {index}; this machine has "
+                                    f"{torch.cuda.device_count()}.")
+        return name
+    if name == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ResourceError("Apple MPS was asked for but is not available here.", hint=Hint.USE_CPU)
+        return name
+    if name == "cpu":
+        return name
+    raise ResourceError(f"Unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps.")
+
+
+def resolve_dtype(name: str, device: str) -> str:
+    """``auto`` → bf16 on GPUs that support it (fp16 on older ones and MPS), fp32 on CPU."""
+    import torch
+
+    name = (name or "auto").lower()
+    aliases = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
+    name = aliases.get(name, name)
+    if name == "auto":
+        if device.startswith("cuda"):
+            return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        return "float16" if device == "mps" else "float32"
+    if name not in DTYPE_NAMES:
+        raise ResourceError(f"Unknown dtype {name!r}: use auto, float32, bfloat16 or float16.")
+    return name
+
+
+def torch_dtype(name: str) -> Any:
+    import torch
+
+    return getattr(torch, name)

@@ -1,0 +1,207 @@
+"""Inspect a model before loading it (what it will cost), choose device and dtype, and load it."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..errors import Hint, ModelSourceError, ResourceError
+from .families import Family, layer_count, resolve_family
+from .sources import ModelSource
+
+if TYPE_CHECKING:
+    from .memory import MemoryEstimate
+from shortgpt_desktop.core.model.config import (
+    LOAD_ERRORS,
+    _first_line,
+    architecture_name,
+    check_supported,
+    is_out_of_memory,
+    read_config,
+)
+from shortgpt_desktop.core.model.devices import resolve_device, resolve_dtype, torch_dtype
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelInfo:
+    """What a model is and what it will cost, known before its weights are loaded."""
+
+    name: str
+    architecture: str
+    model_type: str
+    n_layers: int
+    n_params: int
+    hidden_size: int
+    vocab_size: int
+    bytes_on_disk: int
+    weight_format: str
+    device: str
+    dtype: str
+    memory: MemoryEstimate  # what a job needs in memory and layer by layer, for the chosen settings
+
+    @property
+    def memory_needed_bytes(self) -> int:
+        """The peak of a whole job with the model in memory, the program included."""
+        return self.memory.peak_bytes
+
+
+@dataclass
+class LoadedModel:
+    """A model in memory with everything the engine needs to prune and save it."""
+
+    model: Any  # transformers PreTrainedModel
+    tokenizer: Any
+    family: Family
+    config: dict[str, Any]  # the loaded config as a plain dict (derived per-layer fields included)
+    source: ModelSource
+    device: str
+    dtype: str
+
+    @property
+    def n_layers(self) -> int:
+        return layer_count(self.config, self.family)
+
+
+def quiet_library_progress() -> None:
+    """Silence the progress bars transformers, huggingface_hub and tqdm draw on stderr (loading weights,
+    dequantising GGUF, writing shards): the command line and the window report progress themselves.
+
+    Environment variables are read when those libraries are imported, so call this first thing.
+    """
+    for name in ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS"):
+        os.environ.setdefault(name, "1")
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+
+# ---------------------------------------------------------------------------------------- device and dtype
+
+
+# ------------------------------------------------------------------------------------------------- inspect
+
+
+def inspect_model(source: ModelSource, device: str = "auto", dtype: str = "auto", samples: int = 128,
+                  seq_len: int = 512, batch_size: int = 1, trust_remote_code: bool = False) -> ModelInfo:
+    """Architecture, layers, parameters, bytes on disk and the memory a job on ``samples`` × ``seq_len`` tokens
+    needs with the chosen device and dtype."""
+    from .memory import estimate_memory
+
+    config = read_config(source)
+    check_supported(config, trust_remote_code)
+    memory = estimate_memory(source, device, dtype, samples, seq_len, batch_size, config=config)
+    return ModelInfo(
+        name=source.display_name,
+        architecture=architecture_name(config),
+        model_type=str(config.get("model_type", "unknown")),
+        n_layers=layer_count(config),
+        n_params=memory.n_params,
+        hidden_size=int(config.get("hidden_size") or config.get("n_embd") or config.get("d_model") or 0),
+        vocab_size=int(config.get("vocab_size") or 0),
+        bytes_on_disk=source.bytes_on_disk,
+        weight_format=source.weight_format,
+        device=memory.device,
+        dtype=memory.dtype,
+        memory=memory,
+    )
+
+
+# --------------------------------------------------------------------------------------------------- load
+
+
+def load_model(
+    source: ModelSource,
+    device: str = "auto",
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """Load model and tokenizer on ``device`` in ``dtype``; every failure the user can fix is a sentence."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
+    raw_config = read_config(source)
+    check_supported(raw_config, trust_remote_code)
+    kwargs = _from_pretrained_kwargs(source, trust_remote_code)
+    try:
+        config = AutoConfig.from_pretrained(source.folder, **kwargs)
+        with cached_gguf_name_maps():
+            model = AutoModelForCausalLM.from_pretrained(
+                source.folder, config=config, dtype=torch_dtype(dtype), low_cpu_mem_usage=True, **kwargs
+            )
+    except torch.OutOfMemoryError:
+        raise ResourceError(
+            f"Not enough memory on {device} to load the model in {dtype}; choose a smaller dtype or the CPU."
+        ) from None
+    except (MemoryError, *LOAD_ERRORS) as exc:
+        if is_out_of_memory(exc):
+            raise ResourceError(f"Not enough memory on {device} to load the whole model in {dtype}.",
+                                hint=Hint.LOW_MEMORY) from None
+        raise ModelSourceError(f"The model in {source.folder} could not be loaded: {_first_line(exc)}") from None
+    tokenizer = load_tokenizer(source, trust_remote_code)
+    try:
+        model.to(device)
+    except torch.OutOfMemoryError:
+        raise ResourceError(f"Not enough memory on {device} for the model in {dtype}.") from None
+    model.eval()
+    config_dict = model.config.to_dict()
+    family = resolve_family(model, config_dict)
+    log.info("loaded %s (%s, %d layers) on %s in %s", source.display_name, family.name,
+             layer_count(config_dict, family), device, dtype)
+    return LoadedModel(model, tokenizer, family, config_dict, source, device, dtype)
+
+
+def _from_pretrained_kwargs(source: ModelSource, trust_remote_code: bool) -> dict[str, Any]:
+    """What every ``from_pretrained`` call of a source takes: the GGUF file, the Hub revision, the code gate."""
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if source.gguf_file:
+        kwargs["gguf_file"] = source.gguf_file
+    if source.revision:
+        kwargs["revision"] = source.revision
+    return kwargs
+
+
+def load_tokenizer(source: ModelSource, trust_remote_code: bool = False) -> Any:
+    """The model's tokenizer (from the folder's files or the GGUF's metadata)."""
+    from transformers import AutoTokenizer
+
+    kwargs = _from_pretrained_kwargs(source, trust_remote_code)
+    try:
+        return AutoTokenizer.from_pretrained(source.folder, **kwargs)
+    except LOAD_ERRORS as exc:
+        raise ModelSourceError(
+            f"The model in {source.folder} has no usable tokenizer ({_first_line(exc)})."
+        ) from None
+
+
+@contextmanager
+def cached_gguf_name_maps() -> Iterator[None]:
+    """Build gguf-py's tensor-name map once per architecture while a GGUF loads.
+
+    transformers' GGUF loader asks gguf-py for the name map once per submodule of the model, and each call
+    rebuilds it from scratch: most of a small GGUF's load time went there. The map depends only on its
+    arguments, so a cache gives the same names.
+    """
+    try:
+        import gguf
+    except ImportError:
+        yield
+        return
+    original = gguf.get_tensor_name_map
+    gguf.get_tensor_name_map = functools.lru_cache(maxsize=None)(original)
+    try:
+        yield
+    finally:
+        gguf.get_tensor_name_map = original
+
+

@@ -1,0 +1,315 @@
+"""What the user typed (a folder, a ``.gguf`` file or a Hub id) → local files, checked before anything loads."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shortgpt_desktop.core.formats.gguf_reader import check_gguf
+from shortgpt_desktop.core.formats.safetensors_reader import check_safetensors
+
+from ..errors import Cancelled, HubError, ModelSourceError
+
+#: (bytes_done, bytes_total) while a Hub download runs.
+DownloadProgress = Callable[[int, int], None]
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+#: What a Hub download fetches: config, tokenizer, weights. ``.bin`` only when there is no safetensors.
+_HUB_BASE_PATTERNS = ["*.json", "*.model", "*.txt", "*.jinja", "tokenizer*", "*.tiktoken"]
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "vocab.txt",
+    "chat_template.jinja",
+    "chat_template.json",
+)
+
+
+@dataclass
+class WeightFile:
+    path: Path
+    format: str  # "safetensors" | "bin" | "gguf"
+    size: int
+
+
+@dataclass
+class ModelSource:
+    """A model on local disk, ready to be loaded."""
+
+    spec: str  # what the user typed
+    kind: str  # "folder" | "gguf" | "hub"
+    folder: Path  # the folder holding config (or the .gguf)
+    gguf_file: str | None = None  # file name inside ``folder`` for a GGUF source
+    weight_files: list[WeightFile] = field(default_factory=list)
+    revision: str | None = None
+
+    @property
+    def display_name(self) -> str:
+        return self.spec if self.kind == "hub" else Path(self.spec).name or self.spec
+
+    @property
+    def bytes_on_disk(self) -> int:
+        return sum(w.size for w in self.weight_files)
+
+    @property
+    def weight_format(self) -> str:
+        return self.weight_files[0].format if self.weight_files else "none"
+
+
+#: Endings that make a name a file path, never a Hub id (a mistyped ``models/nope.gguf`` is "does not exist").
+_FILE_SUFFIXES = (".gguf", ".safetensors", ".bin", ".json", ".pt", ".pth", ".txt")
+
+
+def looks_like_hub_id(spec: str) -> bool:
+    """``org/name`` that is not a path: no file ending, no drive or home prefix, and no local folder ``org``."""
+    if not _HUB_ID.match(spec) or spec.startswith((".", "/", "~")) or "\\" in spec:
+        return False
+    if spec.lower().endswith(_FILE_SUFFIXES) or Path(spec).exists():
+        return False
+    return not Path(spec.split("/", 1)[0]).is_dir()
+
+
+def resolve(
+    spec: str,
+    revision: str | None = None,
+    progress: DownloadProgress | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> ModelSource:
+    """Turn a path or Hub id into a checked :class:`ModelSource`; downloads from the Hub when needed."""
+    spec = str(spec).strip()
+    if not spec:
+        raise ModelSourceError("No model given: choose a model folder, a .gguf file or a Hugging Face Hub id.")
+    path = Path(spec).expanduser()
+    if path.is_file():
+        if path.suffix.lower() != ".gguf":
+            raise ModelSourceError(
+                f"{path} is a file but not a .gguf model; choose the model's folder or a .gguf file."
+            )
+        check_gguf(path)
+        return ModelSource(
+            spec=spec,
+            kind="gguf",
+            folder=path.parent,
+            gguf_file=path.name,
+            weight_files=[WeightFile(path, "gguf", path.stat().st_size)],
+        )
+    if path.is_dir():
+        return _folder_source(path, spec)
+    if looks_like_hub_id(spec):
+        folder = hub_download(spec, revision=revision, progress=progress, cancel=cancel)
+        source = _folder_source(folder, spec)
+        source.kind = "hub"
+        source.revision = revision
+        return source
+    raise ModelSourceError(f"{spec} does not exist: give a model folder, a .gguf file or a Hub id like org/name.")
+
+
+def _folder_source(folder: Path, spec: str) -> ModelSource:
+    if not (folder / "config.json").is_file():
+        ggufs = sorted(folder.glob("*.gguf"))
+        hint = f" It holds {ggufs[0].name}: choose that file instead." if ggufs else ""
+        raise ModelSourceError(f"{folder} has no config.json, so it is not a Hugging Face model folder.{hint}")
+    try:
+        json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelSourceError(f"{folder / 'config.json'} is not valid JSON ({exc}).") from None
+    files = find_weight_files(folder)
+    if not files:
+        raise ModelSourceError(f"{folder} has a config.json but no weights (.safetensors or .bin files).")
+    for weight in files:
+        if weight.format == "safetensors":
+            check_safetensors(weight.path)
+    return ModelSource(spec=spec, kind="folder", folder=folder, weight_files=files)
+
+
+def find_weight_files(folder: Path) -> list[WeightFile]:
+    """The checkpoint files of a folder: safetensors (sharded via its index) first, legacy ``.bin`` else."""
+    for fmt, index_name, single in (
+        ("safetensors", "model.safetensors.index.json", "model.safetensors"),
+        ("bin", "pytorch_model.bin.index.json", "pytorch_model.bin"),
+    ):
+        index = folder / index_name
+        if index.is_file():
+            try:
+                weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            except (OSError, ValueError, KeyError) as exc:
+                raise ModelSourceError(f"{index} is not a valid checkpoint index ({exc}).") from None
+            names = sorted(set(weight_map.values()))
+            missing = [n for n in names if not (folder / n).is_file()]
+            if missing:
+                raise ModelSourceError(
+                    f"{folder} is incomplete: {len(missing)} weight file(s) listed in {index_name} are missing, "
+                    f"starting with {missing[0]}."
+                )
+            return [WeightFile(folder / n, fmt, (folder / n).stat().st_size) for n in names]
+        if (folder / single).is_file():
+            return [WeightFile(folder / single, fmt, (folder / single).stat().st_size)]
+        others = sorted(folder.glob(f"*.{fmt}"))
+        if others:
+            return [WeightFile(p, fmt, p.stat().st_size) for p in others]
+    return []
+
+
+# --------------------------------------------------------------------------------------------------- Hub
+
+
+def hub_download(
+    repo_id: str,
+    revision: str | None = None,
+    progress: DownloadProgress | None = None,
+    cancel: Callable[[], bool] | None = None,
+    cache_dir: str | Path | None = None,
+) -> Path:
+    """Download only what a model needs from the Hub (or take it from the cache when offline).
+
+    The token comes from huggingface_hub's own login store (``hf auth login``) or ``HF_TOKEN``; it is never
+    asked for or stored here. Each Hub error becomes a sentence the user can act on.
+    """
+    from huggingface_hub import errors as hub_errors
+
+    try:
+        cached = _cached_snapshot(repo_id, revision, cache_dir)
+        if cached is not None:
+            return cached
+        return _download(repo_id, revision, progress, cancel, cache_dir)
+    except (Cancelled, HubError):
+        raise
+    except hub_errors.GatedRepoError:
+        raise HubError(
+            f"{repo_id} is gated: accept its licence on its Hub page, then log in with `hf auth login`."
+        ) from None
+    except hub_errors.RevisionNotFoundError:
+        raise HubError(f"{repo_id} has no revision {revision!r}; check the branch, tag or commit.") from None
+    except hub_errors.RepositoryNotFoundError:
+        raise HubError(
+            f"{repo_id} was not found on the Hub; check the spelling, or log in if it is private."
+        ) from None
+    except hub_errors.LocalEntryNotFoundError:
+        raise HubError(
+            f"{repo_id} is not in the local Hub cache and the Hub cannot be reached; connect to the internet "
+            "or choose a local folder."
+        ) from None
+    except hub_errors.HFValidationError:
+        raise HubError(f"{repo_id} is not a valid Hub id; use the form org/name.") from None
+    except hub_errors.HfHubHTTPError as exc:
+        raise HubError(f"The Hub refused the download of {repo_id} ({exc.__class__.__name__}); try again later.") \
+            from None
+    except OSError as exc:
+        if "No space" in str(exc) or getattr(exc, "errno", None) == 28:
+            raise HubError(f"The disk is full while downloading {repo_id}; free some space.") from None
+        raise HubError(f"Could not download {repo_id}: {exc}.") from None
+    except _network_errors() as exc:  # the HTTP client's own errors: no connection, DNS failure, time-out
+        raise HubError(
+            f"The Hugging Face Hub cannot be reached to download {repo_id} ({exc.__class__.__name__}); check the "
+            "connection, or choose a model folder or .gguf file on this computer."
+        ) from None
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """The HTTP client's transport errors: huggingface_hub talks through httpx (1.x) or httpx2 (2.x)."""
+    import importlib
+
+    errors: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    for name in ("httpx2", "httpx"):
+        try:
+            client = importlib.import_module(name)
+        except ImportError:
+            continue
+        errors.append(client.HTTPError)
+    return tuple(errors)
+
+
+def _cached_snapshot(repo_id: str, revision: str | None, cache_dir: str | Path | None) -> Path | None:
+    """A usable snapshot (config + weights) from the cache, if there is one: cached models load offline."""
+    import huggingface_hub as hub
+    from huggingface_hub import errors as hub_errors
+
+    try:
+        folder = Path(hub.snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, local_files_only=True))
+    except (hub_errors.LocalEntryNotFoundError, hub_errors.HFValidationError, OSError, ValueError):
+        return None
+    try:
+        usable = (folder / "config.json").is_file() and bool(find_weight_files(folder))
+    except ModelSourceError:
+        return None
+    return folder if usable else None
+
+
+def _download(
+    repo_id: str,
+    revision: str | None,
+    progress: DownloadProgress | None,
+    cancel: Callable[[], bool] | None,
+    cache_dir: str | Path | None,
+) -> Path:
+    import huggingface_hub as hub
+
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        from huggingface_hub.errors import LocalEntryNotFoundError
+
+        raise LocalEntryNotFoundError("offline")
+    files = hub.list_repo_files(repo_id, revision=revision)
+    patterns = list(_HUB_BASE_PATTERNS)
+    patterns += ["*.safetensors"] if any(f.endswith(".safetensors") for f in files) else ["*.bin"]
+    plan = hub.snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=patterns,
+                                 dry_run=True)
+    check_free_space(cache_dir, sum(f.file_size or 0 for f in plan if f.will_download), repo_id)
+    tqdm_class = _progress_tqdm(progress, cancel) if (progress or cancel) else None
+    return Path(
+        hub.snapshot_download(
+            repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=patterns, tqdm_class=tqdm_class
+        )
+    )
+
+
+def check_free_space(cache_dir: str | Path | None, needed: int, repo_id: str) -> None:
+    """Refuse a download the disk cannot hold, before it starts (a half-written cache helps nobody)."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    folder = Path(cache_dir or constants.HF_HUB_CACHE)
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if needed > free:
+        raise HubError(
+            f"{repo_id} needs {needed / 1e9:.1f} GB but only {free / 1e9:.1f} GB is free on the disk of {folder}; "
+            "free some space or set HF_HOME to a bigger disk."
+        )
+
+
+def _progress_tqdm(progress: DownloadProgress | None, cancel: Callable[[], bool] | None) -> type:
+    """A tqdm class that forwards byte counts to ``progress`` and raises :class:`Cancelled` on request."""
+    from tqdm.auto import tqdm
+
+    class _Forward(tqdm):  # type: ignore[misc, valid-type]
+        """Silent; counts the bytes written to disk (huggingface_hub grows ``total`` as files start)."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            # huggingface_hub also draws a "Downloading bytes" network bar; counting both would double.
+            self._counts_bytes = kwargs.get("unit") == "B" and kwargs.get("desc") != "Downloading bytes"
+            self._done = 0
+            kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
+
+        def update(self, n: float | None = 1) -> bool | None:
+            if cancel is not None and cancel():
+                raise Cancelled()
+            self._done += int(n or 0)
+            if progress is not None and self._counts_bytes:
+                progress(self._done, max(int(self.total or 0), self._done))
+            return None
+
+    return _Forward

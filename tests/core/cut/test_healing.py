@@ -1,0 +1,77 @@
+"""LoRA healing of a pruned tiny model: the loss goes down, the adapters merge away, the saved folder reloads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from shortgpt_desktop.core.cut.healing import estimate_heal_seconds, heal, original_names
+from shortgpt_desktop.core.cut.surgery import prune_in_memory
+from shortgpt_desktop.core.errors import Cancelled
+from shortgpt_desktop.core.formats.safetensors_writer import save_pruned
+from shortgpt_desktop.core.measure.calibration import build_token_set
+from shortgpt_desktop.core.model.loading import load_model
+from shortgpt_desktop.core.model.sources import resolve
+
+PROMPT = torch.tensor([[1, 45, 88, 120, 7, 300, 42, 11, 250, 99, 31, 64]])
+
+
+@pytest.fixture(scope="module")
+def tokens(tiny_model: Path, valid_text: Path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    return build_token_set(tokenizer, [valid_text.read_text(encoding="utf-8")[:20_000]], None, samples=8,
+                           seq_len=32, max_eval_windows=2)
+
+
+def shapes(model) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def test_heal_lowers_the_loss_merges_and_reloads(tiny_model: Path, tokens, tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    loaded = load_model(resolve(str(tiny_model)), "cpu", "float32")
+    model, family = loaded.model, loaded.family
+    removed = [2, 3]
+    kept = [i for i in range(loaded.n_layers) if i not in removed]
+    prune_in_memory(model, family, removed)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    flags = {k: p.requires_grad for k, p in model.named_parameters()}
+
+    assert estimate_heal_seconds(model, family, tokens, steps=10, batch_size=4) > 0
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items()), "estimating changed the model"
+    with pytest.raises(Cancelled):
+        heal(model, family, tokens, steps=5, batch_size=4, cancel=lambda: True)
+    assert shapes(model) == {k: tuple(v.shape) for k, v in before.items()}
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items()), "cancelling changed the model"
+
+    kept_model = heal(model, family, tokens, steps=2, batch_size=8, learning_rate=3e-3, keep_original=True)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items()), "keep_original changed it"
+    assert any(not torch.equal(v, before[k]) for k, v in kept_model.changed.items())
+
+    steps = []
+    result = heal(model, family, tokens, steps=12, batch_size=8, learning_rate=3e-3,
+                  progress=lambda stage, done, total, _: steps.append((stage, done, total)))
+    assert steps[0] == ("heal", 0, 12) and steps[-1] == ("heal", 12, 12)
+    assert result.losses[-1] < result.losses[0] - 0.05, result.losses  # one batch of 8: the same batch each step
+    assert not any("lora" in name for name, _ in model.named_modules()), "adapters left in the model"
+    assert shapes(model) == {k: tuple(v.shape) for k, v in before.items()}
+    assert {k: p.requires_grad for k, p in model.named_parameters()} == flags
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed == set(result.changed) and "model.layers.2.mlp.down_proj.weight" in changed
+    assert "lm_head.weight" not in changed and "model.embed_tokens.weight" not in changed
+    with torch.no_grad():
+        healed_logits = model(input_ids=PROMPT).logits
+
+    # Saved from the ORIGINAL checkpoint with the healed tensors replacing the source bytes.
+    replaced = original_names(result.changed, family, kept)
+    assert "model.layers.4.mlp.down_proj.weight" in replaced  # pruned index 2 is original layer 4
+    save_pruned(source=loaded.source, family=family, original_config=loaded.config, removed=removed,
+                out=tmp_path / "healed", model=None, tokenizer=loaded.tokenizer, replaced=replaced)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "healed", dtype=torch.float32).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(input_ids=PROMPT).logits, healed_logits, rtol=1e-5, atol=1e-5)

@@ -1,0 +1,77 @@
+"""Plans: ratio, count and explicit lists, lowest score first, sizes, and every impossible request."""
+
+from __future__ import annotations
+
+import pytest
+
+from shortgpt_desktop.core.cut.plan import LayerSizes, count_for_ratio, make_plan, parse_layer_list
+from shortgpt_desktop.core.errors import PlanError
+
+SCORES = [0.9, 0.1, 0.5, 0.05, 0.3, 0.2, 0.7, 0.4]
+
+
+def test_ratio_removes_lowest_scores() -> None:
+    plan = make_plan(8, SCORES, ratio=0.25)
+    assert plan.removed == [1, 3]
+    assert plan.kept == [0, 2, 4, 5, 6, 7]
+
+
+def test_count_and_sizes() -> None:
+    sizes = LayerSizes(layer_params=[10] * 8, other_params=20, bytes_per_param=2)
+    plan = make_plan(8, SCORES, count=3, sizes=sizes)
+    assert plan.removed == [1, 3, 5]
+    assert (plan.params_before, plan.params_after) == (100, 70)
+    assert (plan.bytes_before, plan.bytes_after) == (200, 140)
+
+
+def test_ties_remove_the_deeper_layer_first() -> None:
+    assert make_plan(4, [0.1, 0.1, 0.5, 0.6], count=1).removed == [1]
+
+
+def test_explicit_list() -> None:
+    assert make_plan(8, None, layers=[5, 2]).removed == [2, 5]
+
+
+@pytest.mark.parametrize("ratio", [0, -0.1, 1.0, 0.2])  # 0.2 of 4 is 0.8 layers: none
+def test_impossible_ratios(ratio: float) -> None:
+    with pytest.raises(PlanError):
+        make_plan(4, [0.1, 0.2, 0.3, 0.4], ratio=ratio)
+
+
+def test_ratio_rounding() -> None:
+    assert count_for_ratio(0.25, 30) == 7  # 7.5 rounds down: never more than the share asked for
+    assert count_for_ratio(0.28125, 32) == 9  # the paper's 9 of 32
+    assert count_for_ratio(0.28, 32) == 8  # 8.96: 9 would be 28.1%, more than asked
+    with pytest.raises(PlanError, match="removes no layer"):
+        count_for_ratio(0.01, 30)
+
+
+@pytest.mark.parametrize(
+    ("layers", "message"),
+    [([8], "out of range"), ([-1], "out of range"), ([2, 2], "twice"), (list(range(8)), "all 8")],
+)
+def test_bad_layer_lists(layers: list[int], message: str) -> None:
+    with pytest.raises(PlanError, match=message):
+        make_plan(8, None, layers=layers)
+
+
+def test_exactly_one_choice() -> None:
+    with pytest.raises(PlanError, match="exactly one"):
+        make_plan(8, SCORES, ratio=0.2, count=2)
+
+
+def test_count_that_leaves_nothing() -> None:
+    with pytest.raises(PlanError, match="at least one must stay"):
+        make_plan(4, [0.1, 0.2, 0.3, 0.4], count=4)
+
+
+def test_block_plan_takes_the_best_block() -> None:
+    plan = make_plan(6, [0.5, 0.2, 0.3, None, None, None], count=3, block=True)
+    assert plan.removed == [1, 2, 3]
+
+
+def test_parse_layer_list() -> None:
+    assert parse_layer_list("3,5,9") == [3, 5, 9]
+    assert parse_layer_list("2-4, 7") == [2, 3, 4, 7]
+    with pytest.raises(PlanError, match="not a layer index"):
+        parse_layer_list("3,x")

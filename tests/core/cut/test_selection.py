@@ -1,0 +1,201 @@
+"""The safer default choice ("bi+"): it must avoid a layer that BI ranks redundant but the model needs.
+
+The trap model is built by hand: a massive residual dimension (as real LLMs have) makes every cosine close
+to 1, and one layer removes a small constant offset in a dimension the LM head reads with a large weight.
+Its BI is the lowest of all (the offset is tiny next to the massive dimension), yet without it every token
+predicts one fixed token with near certainty.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+
+import pytest
+import torch
+
+from shortgpt_desktop.core.cut.plan import lowest
+from shortgpt_desktop.core.cut.selection import choose_layers_safely
+from shortgpt_desktop.core.cut.surgery import pruned_view
+from shortgpt_desktop.core.errors import Cancelled, PlanError
+from shortgpt_desktop.core.measure.calibration import TokenSet
+from shortgpt_desktop.core.measure.evaluation import perplexity_of
+from shortgpt_desktop.core.measure.scoring import measure_layers
+from shortgpt_desktop.core.model.families import family_for_model_type, get_submodule
+from shortgpt_desktop.core.testing.tiny_models import TINY_FAMILIES
+
+VOCAB = 512
+MASSIVE = 100.0  # the massive residual dimension 0
+OFFSET = 5.0  # dimension 1 before the trap layer; the trap layer removes it
+HEAD_WEIGHT = 60.0  # how strongly the LM head reads dimension 1 (for token 7)
+
+
+def random_tokens(n_samples: int, seq_len: int, seed: int, n_windows: int = 4) -> TokenSet:
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, VOCAB, (n_samples + n_windows, seq_len), generator=generator).tolist()
+    return TokenSet(ids[:n_samples], ids[n_samples:], seq_len, None, 0)
+
+
+def random_model(model_type: str, kwargs: dict, seed: int = 0):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **kwargs), dtype=torch.float32)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "norm" in name and name.endswith("weight"):
+                param.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def trap_model(trap: int, n_layers: int = 6):
+    """A llama whose layer ``trap`` has the lowest BI but is the only thing keeping the LM head sane."""
+    kwargs = dict(TINY_FAMILIES["llama"][1], num_hidden_layers=n_layers, mlp_bias=True)
+    model = random_model("llama", kwargs)
+    inner = model.model
+    with torch.no_grad():
+        inner.embed_tokens.weight[:, 0] = MASSIVE
+        inner.embed_tokens.weight[:, 1] = OFFSET
+        for index, layer in enumerate(inner.layers):
+            writers = (layer.self_attn.o_proj.weight, layer.mlp.down_proj.weight)
+            if index == trap:
+                for weight in writers:
+                    weight.zero_()
+                layer.mlp.down_proj.bias.zero_()
+                layer.mlp.down_proj.bias[1] = -OFFSET  # x → x − OFFSET·e1: nearly parallel, yet vital
+            else:
+                for weight in writers:
+                    weight.mul_(40.0)  # ordinary layers change the stream more (higher BI)
+                    weight[:2] = 0.0  # ...but never dimensions 0 and 1
+        inner.norm.weight[0] = 0.0  # the head ignores the massive dimension
+        inner.norm.weight[1] = 1.0
+        model.lm_head.weight[:, 1] = 0.0
+        model.lm_head.weight[7, 1] = HEAD_WEIGHT
+    return model
+
+
+def calibration_ppl(model, family, tokens: TokenSet, removed, eval_samples: int = 8) -> float:
+    with pruned_view(model, family, removed):
+        return perplexity_of(model, tokens.samples[:eval_samples], tokens.pad_id, 4).perplexity
+
+
+LLAMA = family_for_model_type("llama")
+
+
+@pytest.mark.parametrize("trap", [5, 3], ids=["last-layer", "interior-layer"])
+def test_bi_plus_avoids_the_layer_plain_bi_wrongly_removes(trap: int) -> None:
+    model = trap_model(trap)
+    tokens = random_tokens(12, 32, seed=1)
+    bi = measure_layers(model, LLAMA, tokens, keep_last_token=False).bi
+    assert min(range(6), key=lambda i: bi[i]) == trap, f"the construction must fool BI: {bi}"
+    plain = lowest(bi, 2)
+    assert trap in plain
+
+    result = choose_layers_safely(model, LLAMA, tokens, 2, bi)
+
+    assert trap not in result.removed
+    assert len(result.removed) == 2
+    # Independent measurements on the same calibration subset.
+    chosen = calibration_ppl(model, LLAMA, tokens, result.removed)
+    wrecked = calibration_ppl(model, LLAMA, tokens, plain)
+    assert chosen == pytest.approx(min(c.calibration_perplexity for c in result.candidates), rel=1e-9)
+    assert chosen <= wrecked
+    assert wrecked > 50 * chosen, "removing the trap layer must be catastrophic, or the test proves nothing"
+    by_name = {c.name: c for c in result.candidates}
+    assert by_name["bi"].removed == plain
+    assert by_name["bi"].calibration_perplexity == pytest.approx(wrecked, rel=1e-9)
+    if trap == 3:  # protecting the ends does not help here: only the measured greedy step does
+        assert trap in by_name["bi-ends-protected"].removed
+        assert result.chosen == "greedy"
+    assert result.eval_samples == 8 and result.eval_tokens == 8 * 31
+    assert result.protected == [0, 5]
+    assert result.forward_passes <= 2 * 3 + 1
+    assert (trap in result.considered) == (trap not in result.protected)
+    assert result.explanation.startswith(f"Removed 2 layers chosen by {result.chosen}")
+
+
+@pytest.mark.parametrize("name", ["llama", "qwen2", "gemma2", "gpt2", "mixtral"])
+def test_never_worse_than_plain_bi_on_tiny_families(name: str) -> None:
+    model_type, kwargs = TINY_FAMILIES[name]
+    model = random_model(model_type, kwargs, seed=3)
+    family = family_for_model_type(model_type)
+    n = len(get_submodule(model, family.layers_path))
+    tokens = random_tokens(10, 24, seed=2)
+    bi = measure_layers(model, family, tokens, keep_last_token=False).bi
+    for count in (1, n // 2):
+        result = choose_layers_safely(model, family, tokens, count, bi, eval_samples=6)
+        assert len(result.removed) == count == len(set(result.removed))
+        assert calibration_ppl(model, family, tokens, result.removed, 6) <= calibration_ppl(
+            model, family, tokens, lowest(bi, count), 6
+        )
+        # The greedy order is nested and each step's perplexity is what that prefix measures.
+        k = max(1, count - 1)
+        assert result.order_perplexity[k - 1] == pytest.approx(
+            calibration_ppl(model, family, tokens, result.order[:k], 6), rel=1e-9
+        )
+
+
+def test_progress_cancel_and_bad_counts() -> None:
+    model = random_model("llama", dict(TINY_FAMILIES["llama"][1], num_hidden_layers=4))
+    tokens = random_tokens(4, 16, seed=4)
+    bi = [0.1, 0.2, 0.3, 0.4]
+    seen: list[tuple[str, int, int]] = []
+    result = choose_layers_safely(model, LLAMA, tokens, 1, bi, progress=lambda s, d, t, p: seen.append((s, d, t)))
+    assert {s for s, _, _ in seen} == {"selecting"}
+    assert seen[-1][1] == result.forward_passes <= seen[-1][2]
+    assert all(a[1] <= b[1] for a, b in itertools.pairwise(seen))
+    assert all(math.isfinite(c.calibration_perplexity) for c in result.candidates)
+    with pytest.raises(PlanError):
+        choose_layers_safely(model, LLAMA, tokens, 4, bi)
+    with pytest.raises(PlanError):
+        choose_layers_safely(model, LLAMA, tokens, 0, bi)
+    calls = iter(range(100))
+    with pytest.raises(Cancelled):
+        choose_layers_safely(model, LLAMA, tokens, 2, bi, cancel=lambda: next(calls) >= 3)
+    assert len(get_submodule(model, LLAMA.layers_path)) == 4, "a cancelled search leaves the model whole"
+
+
+# --------------------------------------------------------------------------------------------- SmolLM2
+
+
+@pytest.fixture(scope="module")
+def smollm2_tokens(smollm2, valid_text, test_text):
+    from shortgpt_desktop.core.measure.calibration import build_token_set
+
+    loaded = smollm2
+    tokens = build_token_set(
+        loaded.tokenizer, [valid_text.read_text(encoding="utf-8")], [test_text.read_text(encoding="utf-8")],
+        samples=32, seq_len=256, max_eval_windows=16,
+    )
+    return loaded, tokens
+
+
+@pytest.mark.slow
+def test_smollm2_bi_plus_not_worse_than_bi(smollm2_tokens) -> None:
+    """8 of 30 layers. Kept cheap: the search measures 2 samples, the held-out check 4 windows."""
+    loaded, tokens = smollm2_tokens
+    model, family = loaded.model, loaded.family
+    started = time.perf_counter()
+    bi = measure_layers(model, family, tokens, keep_last_token=False).bi
+    plain = lowest(bi, 8)
+    result = choose_layers_safely(model, family, tokens, 8, bi, eval_samples=2, window=2)
+    assert len(result.removed) == 8
+    assert result.forward_passes <= 8 * 2 + 2
+    by_name = {c.name: c for c in result.candidates}
+    assert by_name["bi"].removed == plain
+    assert by_name[result.chosen].calibration_perplexity <= by_name["bi"].calibration_perplexity
+    windows = tokens.eval_windows[:4]
+    with pruned_view(model, family, plain):
+        held_plain = perplexity_of(model, windows, tokens.pad_id, 4).perplexity
+    if result.removed == plain:
+        held_plus = held_plain
+    else:
+        with pruned_view(model, family, result.removed):
+            held_plus = perplexity_of(model, windows, tokens.pad_id, 4).perplexity
+    print(
+        f"\nSmolLM2 8/30: bi {plain} held-out ppl {held_plain:.2f}; bi+ ({result.chosen}) {result.removed} "
+        f"held-out ppl {held_plus:.2f}; {result.forward_passes} passes, {result.seconds:.1f} s selecting, "
+        f"{time.perf_counter() - started:.1f} s in all"
+    )
+    assert held_plus < 1.1 * held_plain, "the calibration choice should carry over to held-out text"

@@ -1,0 +1,495 @@
+"""GGUF in, GGUF out: a pruned GGUF keeps its quantization and runs in llama.cpp like the identity reference.
+
+References are independent of the writer: transformers runs the SOURCE model with the removed layers made
+identity (forward hooks), and llama.cpp (PyPI ``xllamacpp``) runs the pruned file on the same token ids.
+Tiny models are exported to GGUF here with gguf-py's own writer; "block count only" files (what
+``llama-quantize --prune-layers`` does) show what goes wrong without the metadata fixes.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import mmap
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from shortgpt_desktop.core.errors import Cancelled, PlanError, UnsupportedModelError, UserError
+from shortgpt_desktop.core.formats import gguf_writer
+from shortgpt_desktop.core.formats.gguf_reader import read_gguf_layout
+from shortgpt_desktop.core.model.sources import ModelSourceError
+
+gguf = pytest.importorskip("gguf")
+
+SMOL_REMOVED = [3, 12, 13, 14, 15, 17, 25, 26]
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+class LlamaCpp:
+    """One llama.cpp model in this process (xllamacpp's embedded server), greedy decoding on token ids."""
+
+    def __init__(self, path: Path, n_ctx: int = 256) -> None:
+        xllamacpp = pytest.importorskip("xllamacpp")
+        params = xllamacpp.CommonParams()
+        params.model.path = str(path)
+        params.n_ctx = n_ctx
+        params.n_parallel = 1
+        # One thread: ggml's worker threads spin at barriers, which crawls on a shared 2-core machine.
+        params.cpuparams.n_threads = 1
+        params.cpuparams_batch.n_threads = 1
+        params.warmup = False
+        params.cache_type_k = xllamacpp.ggml_type.GGML_TYPE_F32  # exact KV cache: compare with fp32 transformers
+        params.cache_type_v = xllamacpp.ggml_type.GGML_TYPE_F32
+        # CPU flash attention rounds Q to f16; off, llama.cpp's F32 models match transformers to ~1e-5
+        params.flash_attn_type = xllamacpp.llama_flash_attn_type.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        self.server = xllamacpp.Server(params)  # RuntimeError when llama.cpp refuses the file
+
+    def greedy(self, prompt: list[int], n: int, n_probs: int = 5) -> list[tuple[int, dict[int, float]]]:
+        """``n`` greedy tokens after ``prompt``, each with llama.cpp's top ``n_probs`` log-probabilities."""
+        reply = self.server.handle_completions({
+            "prompt": prompt, "n_predict": n, "temperature": 0.0, "top_k": 1, "n_probs": n_probs,
+            "cache_prompt": False, "return_tokens": True,
+        })
+        assert "choices" in reply, reply
+        steps = reply["choices"][0]["logprobs"]["content"]
+        # one entry per token only while every token is whole UTF-8 text (the tiny vocabularies here are ASCII)
+        assert len(steps) == reply["usage"]["completion_tokens"], reply
+        return [(s["id"], {t["id"]: t["logprob"] for t in s["top_logprobs"]}) for s in steps]
+
+
+def hf_logprobs(model: Any, ids: list[int], removed: list[int] = ()) -> Any:
+    """log-softmax of transformers' logits, with ``removed`` decoder layers made identity."""
+    import torch
+
+    from shortgpt_desktop.core.measure.scoring import _identity_hook
+
+    layers = model.model.layers
+    handles = [layers[i].register_forward_hook(_identity_hook, with_kwargs=True) for i in removed]
+    try:
+        with torch.no_grad():
+            logits = model(torch.tensor([ids])).logits[0].double()
+    finally:
+        for h in handles:
+            h.remove()
+    return torch.log_softmax(logits, dim=-1)
+
+
+def agreement(steps: list[tuple[int, dict[int, float]]], reference: Any, prompt_len: int) -> tuple[float, float]:
+    """(fraction of llama.cpp's greedy tokens that are the reference's argmax, max |Δ logprob| over its top-k)."""
+    agree, worst = 0, 0.0
+    for j, (token, top) in enumerate(steps):
+        row = reference[prompt_len + j - 1]
+        agree += int(row.argmax()) == token
+        worst = max(worst, max(abs(float(row[t]) - lp) for t, lp in top.items()))
+    return agree / len(steps), worst
+
+
+def file_digest(path: Path, start: int, size: int) -> str:
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
+        return hashlib.sha1(view[start:start + size]).hexdigest()
+
+
+def block_count_only(source: Path, removed: list[int], out: Path) -> Path:
+    """What ``llama-quantize --prune-layers`` writes: tensors dropped and renamed, only block_count changed."""
+    layout = read_gguf_layout(source)
+    plan = replace(gguf_writer._plan(source, layout, removed), sliced_arrays=[], swa_pattern=None)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    gguf_writer._write_file(out, source, layout, plan, gguf_writer._NewData(), None, None)
+    return out
+
+
+def export_gguf(folder: Path, path: Path, arch: str, *, per_layer_arrays: bool = False,
+                extra: dict[str, Any] | None = None) -> Any:
+    """Write a tiny transformers model as an F32 GGUF llama.cpp can run (what convert_hf_to_gguf.py does)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    cfg = model.config
+    n_layer, n_head, n_kv = cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_key_value_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // n_head
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_context_length(cfg.max_position_embeddings)
+    writer.add_embedding_length(cfg.hidden_size)
+    writer.add_block_count(n_layer)
+    per_layer = (lambda v: [v] * n_layer) if per_layer_arrays else (lambda v: v)
+    writer.add_feed_forward_length(per_layer(cfg.intermediate_size))
+    writer.add_head_count(per_layer(n_head))
+    writer.add_head_count_kv(per_layer(n_kv))
+    writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    writer.add_key_length(head_dim)
+    writer.add_value_length(head_dim)
+    rope = cfg.rope_parameters
+    writer.add_rope_freq_base(float((rope.get("full_attention") or rope)["rope_theta"]))
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_vocab_size(cfg.vocab_size)
+    for key, value in (extra or {}).items():
+        writer.add_key_value(key, value[0], value[1])
+    # Token ids are fed directly; ASCII texts keep llama.cpp's per-token log-probabilities one per token
+    # (a byte-level piece that is not whole UTF-8 is merged into the next entry).
+    tokens = [f"[{i}]" for i in range(cfg.vocab_size)]
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_types([1] * len(tokens))
+    writer.add_token_merges(["[ 1"])
+    writer.add_bos_token_id(cfg.bos_token_id)
+    writer.add_eos_token_id(cfg.eos_token_id)
+    names = gguf.get_tensor_name_map({v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}[arch], n_layer)
+    for name, tensor in model.state_dict().items():
+        if name == "lm_head.weight" and cfg.tie_word_embeddings:
+            continue
+        data = tensor.float().numpy()
+        target = names.get_name(name, try_suffixes=(".weight", ".bias"))
+        assert target is not None, name
+        if arch == "llama" and target.endswith(("attn_q.weight", "attn_k.weight")):
+            heads = n_head if "attn_q" in target else n_kv
+            data = data.reshape(heads, 2, data.shape[0] // heads // 2, *data.shape[1:]).swapaxes(1, 2) \
+                .reshape(data.shape)
+        if arch.startswith("gemma") and target.endswith("norm.weight"):
+            data = data + 1.0  # gemma's RMSNorm multiplies by (1 + w); llama.cpp by the stored w
+        writer.add_tensor(target, np.ascontiguousarray(data, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return model
+
+
+def tiny_gguf(path: Path, arch: str = "llama", n_layer: int = 6, metadata: dict[str, Any] | None = None,
+              tensors: dict[str, tuple[Any, Any]] | None = None) -> Path:
+    """A metadata-only GGUF (no model behind it) for plan and bad-input tests."""
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_block_count(n_layer)
+    for key, (value, vtype) in (metadata or {}).items():
+        writer.add_key_value(key, value, vtype)
+    for name, (data, raw_dtype) in (tensors or {
+        "token_embd.weight": (np.zeros((8, 4), np.float32), None),
+        **{f"blk.{i}.ffn_down.weight": (np.full((4, 4), i, np.float32), None) for i in range(n_layer)},
+    }).items():
+        writer.add_tensor(name, data, raw_dtype=raw_dtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+V = gguf.GGUFValueType
+
+
+# ------------------------------------------------------------------------------------------ SmolLM2 Q4_1
+
+
+@pytest.fixture(scope="module")
+def smol_pruned(smollm2_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> gguf_writer.GGUFSaveResult:
+    out = tmp_path_factory.mktemp("gguf") / "smol-pruned"
+    return gguf_writer.write_pruned_gguf(smollm2_gguf, SMOL_REMOVED, out, card_text="# SmolLM2 pruned\n")
+
+
+def test_plan_reports_size_and_dropped_tensors_before_writing(smollm2_gguf: Path,
+                                                              smol_pruned: gguf_writer.GGUFSaveResult) -> None:
+    plan = gguf_writer.plan_gguf_pruning(smollm2_gguf, SMOL_REMOVED)
+    assert (plan.old_block_count, plan.new_block_count, plan.architecture) == (30, 22, "llama")
+    assert len(plan.dropped_tensors) == 8 * 9
+    assert {int(n.split(".")[1]) for n in plan.dropped_tensors} == set(SMOL_REMOVED)
+    assert plan.output_bytes == smol_pruned.bytes_written == smol_pruned.gguf_path.stat().st_size
+    assert plan.output_bytes <= 0.85 * smollm2_gguf.stat().st_size
+
+
+def test_pruned_smollm2_keeps_every_tensor_byte_for_byte(smollm2_gguf: Path,
+                                                        smol_pruned: gguf_writer.GGUFSaveResult) -> None:
+    assert sorted(p.name for p in smol_pruned.folder.iterdir()) == ["README.md", "smol-pruned.gguf"]
+    src, out = read_gguf_layout(smollm2_gguf), read_gguf_layout(smol_pruned.gguf_path)
+    assert out.metadata["llama.block_count"] == 22
+    assert {k: v for k, v in out.metadata.items() if k not in ("llama.block_count", "shortgpt.removed_layers#len")} \
+        == {k: v for k, v in src.metadata.items() if k != "llama.block_count"}
+    kept = [i for i in range(30) if i not in SMOL_REMOVED]
+    by_name = {t.name: t for t in src.tensors}
+    assert len(out.tensors) == len(src.tensors) - 72
+    for tensor in out.tensors:
+        parts = tensor.name.split(".")
+        old_name = ".".join(["blk", str(kept[int(parts[1])]), *parts[2:]]) if parts[0] == "blk" else tensor.name
+        old = by_name[old_name]
+        assert (tensor.type_id, tensor.shape) == (old.type_id, old.shape), tensor.name
+        if parts[0] != "blk" or parts[1] in ("0", "21"):  # spot-check bytes of a few blocks (hashing is not free)
+            assert file_digest(smol_pruned.gguf_path, out.data_start + tensor.offset, tensor.n_bytes) == \
+                file_digest(smollm2_gguf, src.data_start + old.offset, old.n_bytes), tensor.name
+
+
+@pytest.fixture(scope="module")
+def smol_reference(smollm2, smol_pruned: gguf_writer.GGUFSaveResult) -> dict[str, Any]:
+    """transformers on the source with the removed layers made identity, and on the pruned file."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    prompt = [1, 504, 3458, 282, 4649, 314, 253, 1345, 30, 378, 4649, 282]
+    with pytest.MonkeyPatch.context() as patch:
+        # transformers rebuilds gguf-py's name map for every submodule (hundreds of times per load); it is a pure
+        # function of (architecture, block count), so caching it only saves time
+        patch.setattr(gguf, "get_tensor_name_map", functools.lru_cache(maxsize=None)(gguf.get_tensor_name_map))
+        source = smollm2.model  # the session's load of the source GGUF, by the same transformers loader
+        pruned = AutoModelForCausalLM.from_pretrained(smol_pruned.folder, gguf_file=smol_pruned.gguf_path.name,
+                                                      dtype=torch.float32).eval()
+    with torch.no_grad():
+        greedy = pruned.generate(torch.tensor([prompt]), max_new_tokens=12, do_sample=False)[0].tolist()
+    return {"source": source, "pruned": pruned, "prompt": prompt, "greedy": greedy}
+
+
+@pytest.mark.slow  # two transformers GGUF loads of SmolLM2
+def test_transformers_reads_the_pruned_gguf_as_the_identity_reference(smol_reference: dict[str, Any]) -> None:
+    ids = smol_reference["greedy"]
+    assert smol_reference["pruned"].config.num_hidden_layers == 22
+    expected = hf_logprobs(smol_reference["source"], ids, SMOL_REMOVED)
+    got = hf_logprobs(smol_reference["pruned"], ids)
+    assert float((got - expected).abs().max()) < 1e-4
+    assert float((hf_logprobs(smol_reference["source"], ids) - got).abs().max()) > 0.1  # the pruning shows
+
+
+@pytest.mark.slow  # two transformers GGUF loads of SmolLM2
+def test_llama_cpp_runs_the_pruned_gguf_like_transformers(smol_pruned: gguf_writer.GGUFSaveResult,
+                                                          smol_reference: dict[str, Any]) -> None:
+    """Same tokens, two runtimes: llama.cpp's greedy choices are transformers' (up to Q8 activation rounding)."""
+    prompt = smol_reference["prompt"]
+    steps = LlamaCpp(smol_pruned.gguf_path).greedy(prompt, 16)
+    reference = hf_logprobs(smol_reference["pruned"], prompt + [t for t, _ in steps])
+    agree, worst = agreement(steps, reference, len(prompt))
+    # the token llama.cpp picks is transformers' best or within a near-tie of it
+    gaps = [float(reference[len(prompt) + j - 1].max() - reference[len(prompt) + j - 1][t])
+            for j, (t, _) in enumerate(steps)]
+    print(f"llama.cpp vs transformers on the pruned SmolLM2: argmax agreement {agree:.2f}, max |dlogprob| "
+          f"{worst:.3f}, max gap {max(gaps):.3f}")
+    # measured: 15 of 16 argmax, worst 0.26 (0.23 between the unpruned file and transformers), max gap 0.18
+    assert agree >= 0.8 and max(gaps) < 0.35 and worst < 0.6, (agree, worst, gaps)
+
+
+def test_replaced_down_projection_is_requantized_to_q4_1(smollm2_gguf: Path, tmp_path: Path) -> None:
+    from gguf.quants import dequantize
+
+    rng = np.random.default_rng(0)
+    new = rng.normal(0, 0.05, (576, 1536)).astype(np.float32)  # HF orientation [out, in]
+    result = gguf_writer.write_pruned_gguf(smollm2_gguf, SMOL_REMOVED, tmp_path / "out",
+                                           replaced={"model.layers.5.mlp.down_proj.weight": new})
+    assert result.replaced == ["blk.4.ffn_down.weight"] and result.changed_types == {}  # layer 5 is now 4
+    layout = read_gguf_layout(result.gguf_path)
+    tensor = next(t for t in layout.tensors if t.name == "blk.4.ffn_down.weight")
+    assert gguf.GGMLQuantizationType(tensor.type_id).name == "Q4_1"
+    raw = np.fromfile(result.gguf_path, np.uint8, tensor.n_bytes, offset=layout.data_start + tensor.offset)
+    back = dequantize(raw, gguf.GGMLQuantizationType.Q4_1).reshape(576, 1536)
+    blocks = new.reshape(576, -1, 32)
+    step = (blocks.max(-1) - blocks.min(-1)) / 15  # Q4_1: 16 levels between each block's min and max
+    error = np.abs(back.reshape(576, -1, 32) - blocks).max(-1)
+    assert np.all(error <= step * 0.51 + 1e-3)
+    assert result.bytes_written == result.plan.output_bytes  # same type, same size
+
+
+# ---------------------------------------------------------------------------------- tiny llama.cpp models
+
+
+@pytest.fixture(scope="module")
+def tiny_llama_arrays(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """A 6-layer llama whose feed-forward and head counts are per-layer ARRAYS in the GGUF metadata."""
+    from shortgpt_desktop.core.testing.tiny_models import TINY_FAMILIES, build_tiny_model
+
+    base = tmp_path_factory.mktemp("tiny-llama")
+    kwargs = dict(TINY_FAMILIES["llama"][1], initializer_range=0.2)
+    folder = build_tiny_model(base / "hf", "llama", config_overrides=kwargs)
+    model = export_gguf(folder, base / "tiny-llama.gguf", "llama", per_layer_arrays=True)
+    return base / "tiny-llama.gguf", model
+
+
+def test_per_layer_arrays_are_sliced_and_llama_cpp_matches_the_reference(
+        tiny_llama_arrays: tuple[Path, Any], tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    path, model = tiny_llama_arrays
+    removed = [1, 4]
+    result = gguf_writer.write_pruned_gguf(path, removed, tmp_path / "pruned")
+    assert sorted(result.plan.sliced_arrays) == ["llama.attention.head_count", "llama.attention.head_count_kv",
+                                                 "llama.feed_forward_length"]
+    prompt = list(range(5, 37))
+    steps = LlamaCpp(result.gguf_path).greedy(prompt, 8)
+    agree, worst = agreement(steps, hf_logprobs(model, prompt + [t for t, _ in steps], removed), len(prompt))
+    assert agree == 1.0 and worst < 1e-3, worst
+
+    naive = block_count_only(path, removed, tmp_path / "naive" / "naive.gguf")
+    capfd.readouterr()
+    with pytest.raises(RuntimeError):
+        LlamaCpp(naive)
+    assert "wrong array length" in capfd.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def tiny_gemma3(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """A 12-layer gemma3 with llama.cpp's default period: 5 sliding-window layers, then 1 full, twice."""
+    from shortgpt_desktop.core.testing.tiny_models import TINY_FAMILIES, build_tiny_model
+
+    base = tmp_path_factory.mktemp("tiny-gemma3")
+    kwargs = {k: v for k, v in TINY_FAMILIES["gemma3"][1].items() if k != "layer_types"}
+    kwargs.update(num_hidden_layers=12, initializer_range=0.2,
+                  layer_types=["full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(12)])
+    folder = build_tiny_model(base / "hf", "gemma3_text", config_overrides=kwargs)
+    model = export_gguf(folder, base / "tiny-gemma3.gguf", "gemma3",
+                        extra={"gemma3.attention.sliding_window": (kwargs["sliding_window"], V.UINT32)})
+    return base / "tiny-gemma3.gguf", model
+
+
+def test_shifted_sliding_window_pattern_is_written_out(tiny_gemma3: tuple[Path, Any], tmp_path: Path) -> None:
+    path, model = tiny_gemma3
+    removed = [1, 7]  # every later layer moves up: llama.cpp's period-6 default no longer fits
+    result = gguf_writer.write_pruned_gguf(path, removed, tmp_path / "pruned")
+    assert result.plan.swa_pattern == [True] * 4 + [False] + [True] * 4 + [False]
+    prompt = list(range(5, 37))  # longer than the window of 8
+    steps = LlamaCpp(result.gguf_path).greedy(prompt, 8)
+    reference = hf_logprobs(model, prompt + [t for t, _ in steps], removed)
+    agree, worst = agreement(steps, reference, len(prompt))
+    # llama.cpp's CPU GELU reads an f16 table: ~0.015 already between the unpruned file and transformers
+    assert agree == 1.0 and worst < 0.1, worst
+
+    naive = block_count_only(path, removed, tmp_path / "naive" / "naive.gguf")
+    naive_steps = LlamaCpp(naive).greedy(prompt, 8)  # loads without a word...
+    naive_reference = hf_logprobs(model, prompt + [t for t, _ in naive_steps], removed)
+    naive_agree, naive_worst = agreement(naive_steps, naive_reference, len(prompt))
+    assert naive_worst > 1.0 and naive_agree < 1.0  # ...and is wrong (measured: 7.9, 1 token of 8 right)
+
+
+# ------------------------------------------------------------------------------------- metadata and plans
+
+
+def test_per_layer_arrays_leading_dense_and_mtp_blocks(tmp_path: Path) -> None:
+    path = tiny_gguf(tmp_path / "m.gguf", "deepseek2", 6, {
+        "deepseek2.feed_forward_length": ([10, 11, 12, 13, 14, 15], V.ARRAY),
+        "deepseek2.attention.head_count": (4, V.UINT32),
+        "deepseek2.leading_dense_block_count": (3, V.UINT32),
+        "deepseek2.nextn_predict_layers": (1, V.UINT32),
+        "deepseek2.rope.dimension_sections": ([1, 2, 3, 4, 5, 6], V.ARRAY),
+    })
+    with pytest.raises(PlanError, match="multi-token-prediction"):
+        gguf_writer.plan_gguf_pruning(path, [5])
+    result = gguf_writer.write_pruned_gguf(path, [1, 3], tmp_path / "out")
+    reader = gguf.GGUFReader(str(result.gguf_path))
+    assert reader.fields["deepseek2.block_count"].contents() == 4
+    assert reader.fields["deepseek2.feed_forward_length"].contents() == [10, 12, 14, 15]
+    assert reader.fields["deepseek2.rope.dimension_sections"].contents() == [1, 2, 3, 4, 5, 6]
+    assert reader.fields["deepseek2.leading_dense_block_count"].contents() == 2
+    assert reader.fields["shortgpt.removed_layers"].contents() == [1, 3]
+    downs = {t.name: float(t.data[0, 0]) for t in reader.tensors if t.name.endswith("ffn_down.weight")}
+    assert downs == {"blk.0.ffn_down.weight": 0, "blk.1.ffn_down.weight": 2, "blk.2.ffn_down.weight": 4,
+                     "blk.3.ffn_down.weight": 5}  # the MTP block (5) stays last
+    again = gguf_writer.write_pruned_gguf(result.gguf_path, [1], tmp_path / "again")
+    assert again.plan.removed_from_original == [1, 2, 3]  # layer 1 of the pruned file was layer 2
+    reader = gguf.GGUFReader(str(again.gguf_path))
+    assert reader.fields["shortgpt.removed_layers"].contents() == [1, 2, 3]
+    assert reader.fields["deepseek2.feed_forward_length"].contents() == [10, 14, 15]
+
+
+def test_positional_layouts_are_refused_unless_their_phase_is_kept(tmp_path: Path) -> None:
+    path = tiny_gguf(tmp_path / "s.gguf", "smollm3", 8)
+    with pytest.raises(UnsupportedModelError, match="period of 4"):
+        gguf_writer.plan_gguf_pruning(path, [2])
+    assert gguf_writer.plan_gguf_pruning(path, [2, 3, 4, 5]).new_block_count == 4
+    for arch, meta in (("llama4", {}), ("gemma3n", {}),
+                       ("gemma4", {"gemma4.attention.shared_kv_layers": (2, V.UINT32)})):
+        with pytest.raises(UnsupportedModelError, match=r"^[^\n]+\.$"):
+            gguf_writer.plan_gguf_pruning(tiny_gguf(tmp_path / f"{arch}.gguf", arch, 6, meta), [1])
+
+
+def test_unquantizable_type_falls_back_to_q8_0(tmp_path: Path) -> None:
+    from gguf.quants import dequantize
+
+    q6k = gguf.GGMLQuantizationType.Q6_K
+    rng = np.random.default_rng(1)
+    raw = np.zeros((4, 210), np.uint8)  # 4 rows of one Q6_K block (256 values in 210 bytes)
+    path = tiny_gguf(tmp_path / "k.gguf", "llama", 3, {"llama.attention.head_count": (2, V.UINT32)}, {
+        "token_embd.weight": (np.zeros((8, 4), np.float32), None),
+        **{f"blk.{i}.ffn_down.weight": (raw, q6k) for i in range(3)},
+    })
+    new = rng.normal(0, 1, (4, 256)).astype(np.float32)
+    result = gguf_writer.write_pruned_gguf(path, [0], tmp_path / "out",
+                                           replaced={"model.layers.2.mlp.down_proj.weight": new})
+    assert result.changed_types == {"blk.1.ffn_down.weight": ("Q6_K", "Q8_0")}
+    reader = gguf.GGUFReader(str(result.gguf_path))
+    tensor = next(t for t in reader.tensors if t.name == "blk.1.ffn_down.weight")
+    back = dequantize(tensor.data, gguf.GGMLQuantizationType.Q8_0)
+    assert np.abs(back - new).max() <= np.abs(new).max() / 127 * 0.51 + 1e-6
+    assert next(t for t in reader.tensors if t.name == "blk.0.ffn_down.weight").tensor_type == q6k
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+
+
+def assert_nothing_written(parent: Path) -> None:
+    assert not any(p.name.startswith(".out") or p.name == "out" for p in parent.iterdir())
+
+
+def test_truncated_and_corrupt_files_are_one_sentence(smollm2_gguf: Path, tmp_path: Path) -> None:
+    truncated = tmp_path / "t.gguf"
+    with open(smollm2_gguf, "rb") as f:
+        truncated.write_bytes(f.read(3_000_000))
+    corrupt = tmp_path / "c.gguf"
+    corrupt.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\xff" * 64)
+    for path in (truncated, corrupt):
+        with pytest.raises(ModelSourceError, match=r"incomplete or corrupt .*\.$"):
+            gguf_writer.write_pruned_gguf(path, [1], tmp_path / "out")
+    assert_nothing_written(tmp_path)
+
+
+def test_split_gguf_is_refused_and_a_missing_part_named(tmp_path: Path) -> None:
+    first = tiny_gguf(tmp_path / "m-00001-of-00002.gguf", "llama", 4)
+    with pytest.raises(ModelSourceError, match=r"part 1 of 2 .*m-00002-of-00002\.gguf"):
+        gguf_writer.plan_gguf_pruning(first, [1])
+    shutil.copy(first, tmp_path / "m-00002-of-00002.gguf")
+    with pytest.raises(UserError, match="merge the parts"):
+        gguf_writer.write_pruned_gguf(first, [1], tmp_path / "out")
+    assert_nothing_written(tmp_path)
+
+
+def test_bad_layer_lists_and_cancel_write_nothing(tmp_path: Path) -> None:
+    path = tiny_gguf(tmp_path / "m.gguf", "llama", 4)
+    with pytest.raises(PlanError, match="does not exist"):
+        gguf_writer.write_pruned_gguf(path, [4], tmp_path / "out")
+    with pytest.raises(PlanError, match="no decoder layer"):
+        gguf_writer.write_pruned_gguf(path, [0, 1, 2, 3], tmp_path / "out")
+    seen: list[tuple[str, int, int]] = []
+    with pytest.raises(Cancelled):
+        gguf_writer.write_pruned_gguf(path, [1], tmp_path / "out", cancel=lambda: len(seen) >= 2,
+                                      progress=lambda stage, done, total, _: seen.append((stage, done, total)))
+    assert seen == [("writing GGUF", 1, 4), ("writing GGUF", 2, 4)]
+    assert_nothing_written(tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)  # bi+ and the repair on a real model, on 2 CPU cores
+def test_default_recipe_gguf_runs_in_llama_cpp_like_the_repaired_model(smollm2, smollm2_gguf: Path,
+                                                                        valid_text: Path, tmp_path: Path) -> None:
+    """The whole default job on a GGUF source: bi+ and the repair, written as a Q4_1 GGUF whose re-quantized
+    down projections llama.cpp runs like transformers runs the repaired model in memory."""
+    from shortgpt_desktop.core import pipeline
+    from shortgpt_desktop.core.engine import Engine, JobSpec
+
+    spec = JobSpec(model=str(smollm2_gguf), calib=[str(valid_text)], samples=8, seq_len=128, eval_windows=4,
+                   batch_size=8, device="cpu", dtype="float32", low_memory=False)
+    engine = Engine()
+    engine.adopt(smollm2, spec)
+    engine.score(spec)
+    plan = engine.refine(spec, 8)
+    adjusted = engine.adjust(spec, plan.removed)
+    assert adjusted.repair is not None and adjusted.weights
+    result = engine.save(plan, tmp_path / "out", engine.report(plan, spec))
+    path = tmp_path / "out" / "out.gguf"
+    assert engine.resolved_format == "gguf" and path.is_file() and result.bytes_written <= 0.85 * \
+        smollm2_gguf.stat().st_size
+    prompt = [1, 504, 3458, 282, 4649, 314, 253, 1345, 30, 378, 4649, 282]
+    steps = LlamaCpp(path).greedy(prompt, 12)
+    import torch
+
+    with pipeline.modified(smollm2, plan.removed, adjusted.weights), torch.no_grad():
+        logits = smollm2.model(torch.tensor([prompt + [t for t, _ in steps]])).logits[0].double()
+    agree, worst = agreement(steps, torch.log_softmax(logits, -1), len(prompt))
+    print(f"repaired SmolLM2 GGUF, llama.cpp vs transformers: agreement {agree:.2f}, max |dlogprob| {worst:.3f}")
+    assert agree >= 0.75, (agree, worst)

@@ -1,0 +1,219 @@
+"""Saving: the folder reloads with stock transformers and behaves exactly like the model pruned in memory."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from shortgpt_desktop.core.cut.surgery import prune_in_memory
+from shortgpt_desktop.core.engine import Engine, JobSpec
+from shortgpt_desktop.core.errors import Cancelled, OutputError
+from shortgpt_desktop.core.formats.safetensors_writer import save_pruned
+from shortgpt_desktop.core.model.loading import LoadedModel, load_model
+from shortgpt_desktop.core.model.sources import ModelSource, WeightFile, resolve
+from shortgpt_desktop.jobs import run_prune
+
+REMOVED = [1, 5]  # two non-adjacent layers, one of them the last
+PROMPT_IDS = torch.tensor([[1, 45, 88, 120, 7, 300, 42, 11, 250, 99, 31, 64]])
+
+
+def load(folder: Path) -> LoadedModel:
+    return load_model(resolve(str(folder)), "cpu", "float32")
+
+
+def save(loaded: LoadedModel, out: Path, **kwargs: object):
+    return save_pruned(source=loaded.source, family=loaded.family, original_config=loaded.config,
+                       removed=REMOVED, out=out, model=loaded.model, tokenizer=loaded.tokenizer, **kwargs)
+
+
+def logits(model, ids: torch.Tensor = PROMPT_IDS) -> torch.Tensor:
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+def reference_pruned(folder: Path) -> torch.nn.Module:
+    loaded = load(folder)
+    prune_in_memory(loaded.model, loaded.family, REMOVED)
+    return loaded.model
+
+
+def stock_reload(folder: Path) -> torch.nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_saved_model_matches_in_memory_pruning(tiny_model: Path, tmp_path: Path) -> None:
+    before = digest(tiny_model)
+    loaded = load(tiny_model)
+    result = save(loaded, tmp_path / "out", card_text="# card\n")
+    assert digest(tiny_model) == before  # the source is never modified
+    assert {"model.safetensors", "config.json", "README.md", "tokenizer.json"} <= set(result.files)
+    assert all((tmp_path / "out" / name).is_file() for name in result.files)
+    reloaded = stock_reload(tmp_path / "out")
+    assert reloaded.config.num_hidden_layers == 4
+    assert [layer.self_attn.layer_idx for layer in reloaded.model.layers] == [0, 1, 2, 3]
+    torch.testing.assert_close(logits(reloaded), logits(reference_pruned(tiny_model)), rtol=1e-5, atol=1e-5)
+    for name in ("tokenizer.json", "tokenizer_config.json", "README.md", "config.json"):
+        assert (tmp_path / "out" / name).is_file()
+    assert not list(tmp_path.glob(".out.partial-*"))
+
+
+def test_generation_matches_the_skip_reference(tiny_model: Path, tmp_path: Path) -> None:
+    """The reloaded model, generating with its cache, writes what the original model writes with the removed
+    layers turned into no-ops (no surgery, no cache): the saved model and its KV cache indices are right."""
+    from shortgpt_desktop.core.measure.scoring import _identity_hook
+
+    save(load(tiny_model), tmp_path / "out")
+    model = stock_reload(tmp_path / "out")
+    original = load(tiny_model).model
+    handles = [original.model.layers[i].register_forward_hook(_identity_hook, with_kwargs=True) for i in REMOVED]
+    try:
+        with torch.no_grad():
+            expected = original.generate(PROMPT_IDS, max_new_tokens=20, min_new_tokens=20, do_sample=False,
+                                         use_cache=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    with torch.no_grad():
+        cached = model.generate(PROMPT_IDS, max_new_tokens=20, min_new_tokens=20, do_sample=False, use_cache=True)
+        unpruned = original.generate(PROMPT_IDS, max_new_tokens=20, min_new_tokens=20, do_sample=False)
+    assert cached.shape[1] == PROMPT_IDS.shape[1] + 20
+    assert torch.equal(cached, expected)
+    assert not torch.equal(cached, unpruned), "the two removed layers must change the text, or this proves nothing"
+
+
+def test_sharded_output_with_index(tiny_model: Path, tmp_path: Path) -> None:
+    result = save(load(tiny_model), tmp_path / "out", max_shard_bytes=200_000)
+    index = json.loads((tmp_path / "out" / "model.safetensors.index.json").read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    assert len(shards) > 2 and all((tmp_path / "out" / s).is_file() for s in shards)
+    assert index["metadata"]["total_size"] == result.bytes_written
+    assert not any(".layers.5." in k for k in index["weight_map"])  # 6 layers became 4: indices 0..3
+    torch.testing.assert_close(logits(stock_reload(tmp_path / "out")), logits(reference_pruned(tiny_model)))
+
+
+def test_sharded_source_streams_too(tiny_model: Path, tmp_path: Path) -> None:
+    sharded = tmp_path / "sharded"
+    save_pruned(source=resolve(str(tiny_model)), family=load(tiny_model).family,
+                original_config=load(tiny_model).config, removed=[], out=sharded, max_shard_bytes=300_000)
+    assert (sharded / "model.safetensors.index.json").is_file()
+    loaded = load(sharded)
+    assert len(loaded.source.weight_files) > 1
+    save(loaded, tmp_path / "out")
+    torch.testing.assert_close(logits(stock_reload(tmp_path / "out")), logits(reference_pruned(tiny_model)))
+
+
+def test_tied_embeddings_stay_tied(tmp_path: Path, tiny_model: Path) -> None:
+    from safetensors import safe_open
+
+    from shortgpt_desktop.core.testing.tiny_models import TINY_LLAMA, build_tiny_model
+
+    folder = build_tiny_model(tmp_path / "tied", config_overrides={**TINY_LLAMA, "tie_word_embeddings": True},
+                              tokenizer_from=tiny_model)
+    source = load(folder)
+    assert source.model.lm_head.weight.data_ptr() == source.model.model.embed_tokens.weight.data_ptr()
+    with safe_open(str(folder / "model.safetensors"), "pt") as f:
+        assert "lm_head.weight" not in set(f.keys()), "the source itself must be tied, or this proves nothing"
+    save(source, tmp_path / "out")
+
+    with safe_open(str(tmp_path / "out" / "model.safetensors"), "pt") as f:
+        assert "lm_head.weight" not in set(f.keys())
+    reloaded = stock_reload(tmp_path / "out")
+    assert reloaded.lm_head.weight.data_ptr() == reloaded.model.embed_tokens.weight.data_ptr()
+    torch.testing.assert_close(logits(reloaded), logits(reference_pruned(folder)))
+
+
+def test_legacy_bin_source(tiny_model: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    folder = tmp_path / "bin-model"
+    shutil.copytree(tiny_model, folder)
+    torch.save(load_file(folder / "model.safetensors"), folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+    loaded = load(folder)
+    assert loaded.source.weight_format == "bin"
+    save(loaded, tmp_path / "out")
+    torch.testing.assert_close(logits(stock_reload(tmp_path / "out")), logits(reference_pruned(tiny_model)))
+
+
+def test_from_memory_as_for_gguf(tiny_model: Path, tmp_path: Path) -> None:
+    """A GGUF source is saved from the dequantised model in memory (transformers cannot save_pretrained it)."""
+    loaded = load(tiny_model)
+    as_gguf = ModelSource(spec="x.gguf", kind="gguf", folder=tmp_path, gguf_file="x.gguf",
+                          weight_files=[WeightFile(tmp_path / "x.gguf", "gguf", 0)])
+    config = dict(loaded.config, quantization_config={"quant_method": "gguf"})
+    save_pruned(source=as_gguf, family=loaded.family, original_config=config, removed=REMOVED,
+                out=tmp_path / "out", model=loaded.model, tokenizer=loaded.tokenizer)
+    saved_config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert "quantization_config" not in saved_config and saved_config["architectures"] == ["LlamaForCausalLM"]
+    torch.testing.assert_close(logits(stock_reload(tmp_path / "out")), logits(reference_pruned(tiny_model)))
+
+
+@pytest.mark.parametrize("where", ["same", "inside", "parent"])
+def test_refuses_output_at_or_around_the_source(tiny_model: Path, tmp_path: Path, where: str) -> None:
+    folder = tmp_path / "models" / "m"
+    shutil.copytree(tiny_model, folder)
+    out = {"same": folder, "inside": folder / "pruned", "parent": tmp_path / "models"}[where]
+    with pytest.raises(OutputError):
+        save(load(folder), out, force=True)
+    assert digest(folder) == digest(tiny_model)
+
+
+def test_non_empty_output_needs_force(tiny_model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    loaded = load(tiny_model)
+    with pytest.raises(OutputError, match="not empty"):
+        save(loaded, out)
+    assert (out / "keep.txt").read_text() == "precious"
+    save(loaded, out, force=True)
+    assert not (out / "keep.txt").exists() and (out / "model.safetensors").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # nothing left beside it
+
+
+def test_output_that_is_a_file(tiny_model: Path, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match="is a file"):
+        save(load(tiny_model), tmp_path / "file")
+
+
+def test_cancel_leaves_nothing(tiny_model: Path, tmp_path: Path) -> None:
+    calls = []
+
+    def cancel() -> bool:
+        calls.append(1)
+        return len(calls) > 10
+
+    with pytest.raises(Cancelled):
+        save(load(tiny_model), tmp_path / "out", cancel=cancel)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_full_job_writes_card_and_report(tiny_model: Path, small_calib: Path, tmp_path: Path) -> None:
+    spec = JobSpec(model=str(tiny_model), calib=[str(small_calib)], samples=8, seq_len=64, count=2,
+                   out=str(tmp_path / "out"), prompt="Once upon a time", max_new_tokens=8, metric="bi")
+    report = run_prune(Engine(), spec)
+    assert len(report.removed_layers) == 2 and report.ppl_before and report.ppl_after
+    assert report.removed_layers == sorted(
+        sorted(range(6), key=lambda i: (report.scores[i], -i))[:2])
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert str(tmp_path) not in card and str(tiny_model.parent) not in card  # no local paths in a shared card
+    assert f"`{tiny_model.name}`" in card and small_calib.name in card
+    assert "Removed layers (0-based, original numbering): " + ", ".join(map(str, report.removed_layers)) in card
+    assert f"{report.ppl_before:.3f}" in card and f"{report.ppl_after:.3f}" in card
+    report.write_json(tmp_path / "report.json")
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert data["removed_layers"] == report.removed_layers and data["scores"] == pytest.approx(report.scores)
+    assert data["ppl_after"] == pytest.approx(report.ppl_after) and data["tokens"] == 8 * 64
+    assert report.generation_before is not None and report.generation_after is not None

@@ -1,0 +1,289 @@
+"""Model sources: folders, GGUF files and Hub ids, and every way they can be wrong."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from shortgpt_desktop.core.errors import HubError, ModelSourceError
+from shortgpt_desktop.core.model import sources
+
+
+def copy_model(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_folder_resolves_with_its_weights(tiny_model: Path) -> None:
+    source = sources.resolve(str(tiny_model))
+    assert source.kind == "folder"
+    assert [w.path.name for w in source.weight_files] == ["model.safetensors"]
+    assert source.bytes_on_disk == (tiny_model / "model.safetensors").stat().st_size
+
+
+def test_missing_path_is_one_sentence(tmp_path: Path) -> None:
+    with pytest.raises(ModelSourceError, match="does not exist"):
+        sources.resolve(str(tmp_path / "nowhere"))
+
+
+def test_folder_without_config(tmp_path: Path) -> None:
+    (tmp_path / "model.safetensors").write_bytes(b"x")
+    with pytest.raises(ModelSourceError, match=r"no config\.json"):
+        sources.resolve(str(tmp_path))
+
+
+def test_folder_with_gguf_but_no_config_points_at_the_file(tmp_path: Path) -> None:
+    (tmp_path / "m.gguf").write_bytes(b"GGUF....")
+    with pytest.raises(ModelSourceError, match=r"m\.gguf"):
+        sources.resolve(str(tmp_path))
+
+
+def test_truncated_safetensors(tiny_model: Path, tmp_path: Path) -> None:
+    folder = copy_model(tiny_model, tmp_path / "m")
+    weights = folder / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelSourceError, match="truncated"):
+        sources.resolve(str(folder))
+
+
+def test_corrupt_safetensors_header(tiny_model: Path, tmp_path: Path) -> None:
+    folder = copy_model(tiny_model, tmp_path / "m")
+    (folder / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!")
+    with pytest.raises(ModelSourceError, match="not a valid safetensors"):
+        sources.resolve(str(folder))
+
+
+def test_sharded_index_with_missing_shard(tiny_model: Path, tmp_path: Path) -> None:
+    folder = copy_model(tiny_model, tmp_path / "m")
+    (folder / "model.safetensors").unlink()
+    index = {"metadata": {}, "weight_map": {"a": "model-00001-of-00002.safetensors"}}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(ModelSourceError, match="incomplete"):
+        sources.resolve(str(folder))
+
+
+def test_config_without_weights(tiny_model: Path, tmp_path: Path) -> None:
+    folder = copy_model(tiny_model, tmp_path / "m")
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(ModelSourceError, match="no weights"):
+        sources.resolve(str(folder))
+
+
+def test_non_gguf_file(tmp_path: Path) -> None:
+    path = tmp_path / "weights.pt"
+    path.write_bytes(b"abc")
+    with pytest.raises(ModelSourceError, match=r"not a \.gguf"):
+        sources.resolve(str(path))
+
+
+def test_gguf_with_wrong_magic(tmp_path: Path) -> None:
+    path = tmp_path / "fake.gguf"
+    path.write_bytes(b"NOPE" + b"\x00" * 32)
+    with pytest.raises(ModelSourceError, match="not a GGUF"):
+        sources.resolve(str(path))
+
+
+# ------------------------------------------------------------------------------------------------------ Hub
+
+
+def fill_hub_cache(cache: Path, repo_id: str, model_dir: Path, revision: str = "main") -> Path:
+    """Lay out a Hub cache entry the way huggingface_hub does (blobs + snapshot + ref)."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / revision).write_text(commit)
+    for item in model_dir.iterdir():
+        shutil.copy2(item, snapshot / item.name)
+    return snapshot
+
+
+def test_cached_hub_model_loads_offline(tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = tmp_path / "hub"
+    snapshot = fill_hub_cache(cache, "someone/tiny-llama", tiny_model)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    folder = sources.hub_download("someone/tiny-llama", cache_dir=cache)
+    assert folder == snapshot
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    source = sources.resolve("someone/tiny-llama")
+    assert source.kind == "hub" and source.folder == snapshot
+
+    from shortgpt_desktop.core.model.loading import load_model
+
+    loaded = load_model(source, "cpu", "float32")
+    assert loaded.n_layers == 6
+
+
+def test_hub_offline_and_not_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(HubError, match="not in the local Hub cache"):
+        sources.hub_download("someone/never-downloaded", cache_dir=tmp_path)
+
+
+def _raise(exc: BaseException):
+    def fake(*args: object, **kwargs: object) -> None:
+        raise exc
+
+    return fake
+
+
+def _http_error(cls: type, message: str) -> BaseException:
+    """A Hub error without a live HTTP response (its constructor's response type differs across versions)."""
+    exc = cls.__new__(cls)
+    Exception.__init__(exc, message)
+    return exc
+
+
+@pytest.mark.parametrize(
+    ("error_name", "expected"),
+    [
+        ("GatedRepoError", "accept its licence"),
+        ("RepositoryNotFoundError", "not found on the Hub"),
+        ("RevisionNotFoundError", "no revision"),
+    ],
+)
+def test_hub_errors_become_sentences(
+    error_name: str, expected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub import errors
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    exc = _http_error(getattr(errors, error_name), "boom")
+    monkeypatch.setattr("huggingface_hub.list_repo_files", _raise(exc))
+    with pytest.raises(HubError, match=expected):
+        sources.hub_download("someone/model", revision="v1", cache_dir=tmp_path)
+
+
+def test_hub_unreachable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # What huggingface_hub's HTTP client raises when DNS or the connection fails.
+    client = pytest.importorskip("httpx2") if importlib.util.find_spec("httpx2") else pytest.importorskip("httpx")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("huggingface_hub.list_repo_files", _raise(client.ConnectError("Name or service not known")))
+    with pytest.raises(HubError, match="cannot be reached"):
+        sources.hub_download("someone/model", cache_dir=tmp_path)
+
+
+def test_hub_http_error_and_full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from huggingface_hub import errors
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("huggingface_hub.list_repo_files", _raise(_http_error(errors.HfHubHTTPError, "503")))
+    with pytest.raises(HubError, match="refused the download"):
+        sources.hub_download("someone/model", cache_dir=tmp_path)
+    monkeypatch.setattr("huggingface_hub.list_repo_files",
+                        _raise(OSError(errno.ENOSPC, "No space left on device")))
+    with pytest.raises(HubError, match="disk is full"):
+        sources.hub_download("someone/model", cache_dir=tmp_path)
+
+
+def test_an_unknown_error_is_a_bug_not_a_sentence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("huggingface_hub.list_repo_files", _raise(ZeroDivisionError("a bug")))
+    with pytest.raises(ZeroDivisionError):
+        sources.hub_download("someone/model", cache_dir=tmp_path)
+
+
+def test_hub_download_skips_bin_when_safetensors_exist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, object] = {}
+
+    def fake_snapshot(repo_id: str, **kwargs: object) -> str:
+        if kwargs.get("local_files_only"):
+            from huggingface_hub.errors import LocalEntryNotFoundError
+
+            raise LocalEntryNotFoundError("not cached")
+        if kwargs.get("dry_run"):
+            return [SimpleNamespace(file_size=1000, will_download=True)]
+        seen.update(kwargs)
+        return str(tmp_path)
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("huggingface_hub.list_repo_files",
+                        lambda *a, **k: ["config.json", "model.safetensors", "pytorch_model.bin"])
+    monkeypatch.setattr("huggingface_hub.snapshot_download", fake_snapshot)
+    progress: list[tuple[int, int]] = []
+    sources.hub_download("someone/model", progress=lambda d, t: progress.append((d, t)), cache_dir=tmp_path)
+    patterns = seen["allow_patterns"]
+    assert "*.safetensors" in patterns and "*.bin" not in patterns
+    tqdm_class = seen["tqdm_class"]
+    network_bar = tqdm_class(total=0, unit="B", desc="Downloading bytes")
+    bar = tqdm_class(total=0, unit="B", desc="Reconstructing")
+    bar.total = 100  # huggingface_hub grows the total as each file starts
+    bar.update(40)
+    network_bar.update(40)  # not counted twice
+    bar.update(60)
+    assert progress == [(40, 100), (100, 100)]
+
+
+def test_hub_download_refuses_what_the_disk_cannot_hold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def fake_snapshot(repo_id: str, **kwargs: object) -> object:
+        if kwargs.get("local_files_only"):
+            from huggingface_hub.errors import LocalEntryNotFoundError
+
+            raise LocalEntryNotFoundError("not cached")
+        assert kwargs.get("dry_run"), "the real download must not start"
+        return [SimpleNamespace(file_size=10**15, will_download=True)]
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("huggingface_hub.list_repo_files", lambda *a, **k: ["config.json", "model.safetensors"])
+    monkeypatch.setattr("huggingface_hub.snapshot_download", fake_snapshot)
+    with pytest.raises(HubError, match=r"needs 1000000\.0 GB"):
+        sources.hub_download("someone/huge", cache_dir=tmp_path)
+
+
+def test_hub_download_cancel(tmp_path: Path) -> None:
+    from shortgpt_desktop.core.errors import Cancelled
+
+    bar = sources._progress_tqdm(None, lambda: True)(total=10, unit="B")
+    with pytest.raises(Cancelled):
+        bar.update(1)
+
+
+def test_looks_like_hub_id() -> None:
+    assert sources.looks_like_hub_id("HuggingFaceTB/SmolLM2-135M")
+    assert not sources.looks_like_hub_id("./local/folder")
+    assert not sources.looks_like_hub_id("just-a-name")
+
+
+def _tiny_gguf(path: Path) -> Path:
+    import numpy as np
+
+    gguf = pytest.importorskip("gguf")
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(2)
+    writer.add_tensor("token_embd.weight", np.zeros((64, 16), np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_truncated_gguf_is_one_sentence(tmp_path: Path) -> None:
+    path = _tiny_gguf(tmp_path / "m.gguf")
+    assert sources.resolve(str(path)).kind == "gguf"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(ModelSourceError, match=r"^m\.gguf is incomplete or corrupt \([\d,]+ bytes, [\d,]+ expected\)"):
+        sources.resolve(str(path))
+    path.write_bytes(b"GGUF\x03\x00\x00\x00\x01")
+    with pytest.raises(ModelSourceError, match="ends inside its header"):
+        sources.resolve(str(path))
+
+
+def test_split_gguf_names_the_missing_part_or_asks_for_a_merge(tmp_path: Path) -> None:
+    first = _tiny_gguf(tmp_path / "m-00001-of-00003.gguf")
+    _tiny_gguf(tmp_path / "m-00003-of-00003.gguf")
+    with pytest.raises(ModelSourceError, match=r"part 1 of 3 .* 1 part\(s\) are missing, starting with m-00002"):
+        sources.resolve(str(first))
+    _tiny_gguf(tmp_path / "m-00002-of-00003.gguf")
+    with pytest.raises(ModelSourceError, match="merge the parts into one file"):
+        sources.resolve(str(first))
