@@ -254,6 +254,13 @@ def spec_from_args(args: argparse.Namespace) -> Any:
     return spec
 
 
+def fidelity_line(fidelity: dict[str, float]) -> str:
+    """The figures ``llama-perplexity --kl-divergence`` prints for a quantization, for the pruned model."""
+    return (f"fidelity to the original (as llama-perplexity --kl-divergence): mean KLD {fidelity['mean_kl']:.4f}, "
+            f"99.0% KLD {fidelity['p99_kl']:.4f}, max KLD {fidelity['max_kl']:.3f}, "
+            f"same top p {fidelity['same_top']:.1%}")
+
+
 def print_model_info(info: Any, out: TextIO | None = None) -> None:
     """What the model is and what it will cost, before the weights load."""
     out = out or sys.stderr
@@ -296,6 +303,8 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
         if report.ppl_after is not None:
             line += f" -> {report.ppl_after:.3f} (x{report.ppl_after / report.ppl_before:.2f})"
         out.write(line + f" on {report.eval_tokens:,} tokens\n")
+    if report.fidelity:
+        out.write(fidelity_line(report.fidelity) + "\n")
     if report.generation_before is not None:
         out.write(f"prompt: {report.generation_prompt}\n  original: {report.generation_before.strip()!r}\n"
                   f"  pruned:   {(report.generation_after or '').strip()!r}\n")

@@ -28,7 +28,7 @@ from .errors import CalibrationError, Cancelled, Hint, PlanError, UserError
 from .formats.output_folder import check_output_folder
 from .formats.safetensors_writer import SaveResult
 from .measure.calibration import TokenSet
-from .measure.evaluation import has_chat_template
+from .measure.evaluation import Fidelity, Reference, compare_to_reference, has_chat_template, reference_pass
 from .measure.metrics import METRICS, ScoringContext, get_metric
 from .measure.scoring import HookStats, LayerScores
 from .model.loading import LoadedModel, ModelInfo, inspect_model, load_model
@@ -71,6 +71,7 @@ class Checked:
     generation_after: str
     seconds: float
     chat_template: bool = False  # the prompt went through the model's chat template
+    fidelity: Fidelity | None = None  # KL to the original and same top token (None where not measured)
 
     @property
     def ratio(self) -> float:
@@ -115,6 +116,8 @@ class Engine:
     streamed: Any = None  # a StreamedModel when the model is scored one layer at a time (low-memory mode)
     adjusted: Adjusted | None = None  # the repair (and healing) of the last plan that was checked or saved
     selection: Any = None  # selection.SelectionResult: a refining metric's measured choice, for its count
+    reference: Reference | None = None  # the original's pass over the held-out windows, kept for every check
+    reference_key: tuple | None = None
     _gguf_bytes: tuple[list[int], int] | None = None  # a GGUF source's bytes per block, and the rest
 
     # ----------------------------------------------------------------------------------------------- state
@@ -139,6 +142,7 @@ class Engine:
         self.stats = self.scores = self.scored = self.sizes = self.scored_spec = self.checked = None
         self.adjusted = None
         self.selection = None
+        self.reference = self.reference_key = None
 
     def close(self) -> None:
         """Forget the source too: the engine is as new."""
@@ -593,8 +597,14 @@ class Engine:
         started = time.perf_counter()
         loaded, tokens = self.held_out(spec, progress, cancel)
         weights = self.adjust(spec, removed, progress, cancel).weights
-        before = self._perplexity(spec, tokens, (), progress, cancel, "ppl_before")
-        after = self._perplexity(spec, tokens, removed, progress, cancel, "ppl_after", weights)
+        fidelity = None
+        if self.streamed is None:
+            reference = self.reference_for(spec, tokens, progress, cancel)
+            before = reference.result
+            after, fidelity = self._compared(spec, tokens, removed, weights, progress, cancel)
+        else:
+            before = self._perplexity(spec, tokens, (), progress, cancel, "ppl_before")
+            after = self._perplexity(spec, tokens, removed, progress, cancel, "ppl_after", weights)
         gen_before = gen_after = ""
         prompt = spec.prompt if prompt is None else prompt
         chat = has_chat_template(loaded.tokenizer)
@@ -609,7 +619,7 @@ class Engine:
             gen_after = pipeline.generate(loaded, prompt, removed, spec.max_new_tokens, chat, weights)
             progress("generate", 2, 2, None)
         self.checked = Checked(list(removed), before.perplexity, after.perplexity, before.tokens, prompt or "",
-                               gen_before, gen_after, time.perf_counter() - started, chat)
+                               gen_before, gen_after, time.perf_counter() - started, chat, fidelity)
         return self.checked
 
     def held_out(self, spec: JobSpec, progress: Progress = no_progress,
@@ -622,6 +632,33 @@ class Engine:
             raise CalibrationError("The calibration text leaves no held-out text for perplexity; add more text or "
                                    "give a separate evaluation text.")
         return loaded, tokens
+
+    def reference_for(self, spec: JobSpec, tokens: TokenSet, progress: Progress = no_progress,
+                      cancel: CancelCheck | None = None) -> Reference:
+        """The original model's pass over the held-out windows: measured once per model, text and batch size,
+        then every check (and the quality curve) compares with it instead of running the original again."""
+        assert self.loaded is not None
+        key = (self.load_key, self._token_key(spec), spec.batch_size)
+        if self.reference is None or self.reference_key != key:
+            self.reference = reference_pass(self.loaded.model, self._layers(), tokens.eval_windows, tokens.pad_id,
+                                            spec.batch_size, cancel,
+                                            lambda done, total: progress("ppl_before", done, total, None))
+            self.reference_key = key
+        return self.reference
+
+    def _layers(self) -> Any:
+        from .model.families import get_submodule
+
+        assert self.loaded is not None
+        return get_submodule(self.loaded.model, self.loaded.family.layers_path)
+
+    def _compared(self, spec: JobSpec, tokens: TokenSet, removed: Sequence[int], weights: dict[str, Any],
+                  progress: Progress, cancel: CancelCheck | None, stage: str = "ppl_after") -> tuple[Any, Fidelity]:
+        """Perplexity of the pruned (and repaired) model and its fidelity to the original, in one pass."""
+        assert self.loaded is not None and self.reference is not None
+        with pipeline.modified(self.loaded, removed, weights):
+            return compare_to_reference(self.loaded.model, self._layers(), tokens.eval_windows, tokens.pad_id,
+                                        self.reference, cancel, lambda done, total: progress(stage, done, total, None))
 
     def _perplexity(self, spec: JobSpec, tokens: TokenSet, removed: Sequence[int], progress: Progress,
                     cancel: CancelCheck | None, stage: str, weights: dict[str, Any] | None = None) -> Any:
@@ -683,6 +720,8 @@ class Engine:
         if c is not None and c.removed == list(plan.removed):
             report.ppl_before, report.ppl_after, report.eval_tokens = c.ppl_before, c.ppl_after, c.eval_tokens
             report.timings["perplexity"] = c.seconds
+            if c.fidelity is not None:
+                report.fidelity = c.fidelity.to_json()
             if c.prompt:
                 report.generation_prompt = c.prompt
                 report.generation_chat_template = c.chat_template

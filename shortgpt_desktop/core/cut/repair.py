@@ -12,6 +12,13 @@ and fold it into the output projection (``W ← Tᵀ W``, ``b ← Tᵀ b``), so 
 architecture and parameter count of the plainly pruned one. ``MᵀM``, ``Mᵀ(Y − R)`` and ``‖Y − R‖²`` are
 running sums over the non-padding tokens; no batch's activations outlive it.
 
+Families that normalise the MLP output before the residual add (Gemma 2/3, OLMo 2: ``M = norm(z)``, ``z`` the
+projection's output) would undo such a map. There the map is fitted *through* the norm: ``T`` minimises
+``‖norm(z T) − (Y − R)‖²`` by a few hundred Adam steps on the activations of the calibration tokens kept in
+memory (at most :data:`MAX_NORM_TOKENS`), starting from ``T = I`` (plain pruning) and keeping the step with the
+lowest error on a tenth of the tokens held out of the fit. The norm's own weights stay: ``T`` is folded into the
+projection exactly as above.
+
 Runs are fitted first to last (``order="sequential"``): run k's ``R`` and ``M`` come from the model with every
 earlier removed layer gone and every earlier run already repaired, so each fit corrects what the model will
 really see. ``order="independent"`` fits every run from the full model in one pass (cheaper, and worse on
@@ -42,6 +49,13 @@ NOTE_MOE_LAYER = "layer {layer}'s MLP is a mixture of experts, with no single ou
 NOTE_POST_LN = "this model normalises after the residual add (post-LN), so a folded map would be undone; not repaired"
 
 
+#: Calibration tokens whose activations a fit through a norm keeps in memory (two float32 rows each).
+MAX_NORM_TOKENS = 16_384
+#: Adam steps of a fit through a norm, and their learning rate (the map starts at the identity).
+NORM_FIT_STEPS = 300
+NORM_FIT_LR = 1e-3
+
+
 @dataclass
 class RunRepair:
     """One contiguous run of removed layers ``[start, end)`` and what the repair did for it."""
@@ -50,6 +64,7 @@ class RunRepair:
     end: int
     patched_layer: int | None = None  # original index of the kept layer whose MLP output projection changed
     parameter: str | None = None  # the changed weight's name, with the original layer index
+    norm: str | None = None  # the norm after the projection that the map is fitted through (Gemma 2/3, OLMo 2)
     note: str = ""  # why the run was not repaired (empty when it was)
     #: ‖R + M T − Y‖ / ‖Y − R‖ on the calibration tokens, before (T = I, plain pruning) and after the fit.
     residual_before: float | None = None
@@ -126,6 +141,13 @@ def plan_runs(model: Any, family: Family, removed: Sequence[int]) -> list[RunRep
         if not (isinstance(proj, nn.Linear) or _is_conv1d(proj)) or weight is None or weight.dim() != 2:
             run.note = f"layer {start - 1}'s MLP output is not a plain linear projection; not repaired"
             continue
+        if family.mlp_out_norm is not None:
+            try:
+                get_submodule(layers[start - 1], family.mlp_out_norm)
+            except AttributeError:
+                run.note = f"layer {start - 1} has no {family.mlp_out_norm} to fit through; not repaired"
+                continue
+            run.norm = f"{family.layers_path}.{start - 1}.{family.mlp_out_norm}"
         run.patched_layer = start - 1
         run.parameter = f"{family.layers_path}.{start - 1}.{family.mlp_out}.weight"
     return out
@@ -176,6 +198,76 @@ class _Stats:
         return math.sqrt(max(err, 0.0) / self.dtd) if self.dtd > 0 else 0.0
 
 
+class _Tokens:
+    """The rows ``z`` (the projection's output) and ``D = Y − R`` of up to ``limit`` calibration tokens (CPU)."""
+
+    def __init__(self, limit: int = MAX_NORM_TOKENS) -> None:
+        self.z: list[Any] = []
+        self.d: list[Any] = []
+        self.tokens = 0
+        self.limit = limit
+
+    def add(self, z: Any, r: Any, y: Any, keep: Any) -> None:
+        import torch
+
+        room = self.limit - self.tokens
+        if room <= 0:
+            return
+        z = z[keep][:room].to("cpu", torch.float32)
+        d = (y[keep][:room].to("cpu", torch.float64) - r[keep][:room].to("cpu", torch.float64)).float()
+        self.z.append(z)
+        self.d.append(d)
+        self.tokens += z.shape[0]
+
+    def fit(self, norm: Any, steps: int = NORM_FIT_STEPS, lr: float = NORM_FIT_LR) -> tuple[Any, float, float]:
+        """``T`` minimising ‖norm(z T) − D‖ (Adam from the identity, the best step on held-out rows kept), and the
+        relative residual before (T = I) and after, on every kept row."""
+        import torch
+
+        z, d = torch.cat(self.z), torch.cat(self.d)
+        generator = torch.Generator().manual_seed(0)
+        order = torch.randperm(z.shape[0], generator=generator)
+        held = order[: max(1, z.shape[0] // 10)]
+        train = order[max(1, z.shape[0] // 10):] if z.shape[0] > 10 else order
+        dim = z.shape[1]
+        device = next(norm.parameters()).device
+        flags = [p.requires_grad for p in norm.parameters()]
+        for p in norm.parameters():
+            p.requires_grad_(False)
+        t = torch.eye(dim, dtype=torch.float32, device=device, requires_grad=True)
+        optimizer = torch.optim.Adam([t], lr=lr)
+
+        def error(rows: Any, matrix: Any) -> Any:
+            zz, dd = z[rows].to(device), d[rows].to(device)
+            out = norm(zz @ matrix)
+            return ((out.float() - dd) ** 2).sum() / (dd**2).sum().clamp_min(1e-30)
+
+        try:
+            with torch.no_grad():
+                best_err, best = float(error(held, t)), t.detach().clone()
+            batch = min(4096, train.numel())
+            for step in range(steps):
+                rows = train[torch.randint(0, train.numel(), (batch,), generator=generator)]
+                loss = error(rows, t)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if step % 10 == 9 or step == steps - 1:
+                    with torch.no_grad():
+                        now = float(error(held, t))
+                    if now < best_err:
+                        best_err, best = now, t.detach().clone()
+            with torch.no_grad():
+                every = torch.arange(z.shape[0])
+                eye = torch.eye(dim, dtype=torch.float32, device=device)
+                before = math.sqrt(float(error(every, eye)))
+                after = math.sqrt(float(error(every, best)))
+        finally:
+            for p, flag in zip(norm.parameters(), flags, strict=True):
+                p.requires_grad_(flag)
+        return best.double().cpu(), before, after
+
+
 class _Stop(Exception):
     """Raised by a hook once the forward pass has produced everything needed (the rest is not run)."""
 
@@ -201,11 +293,19 @@ def _run_forward(body: Any, ids: Any, mask: Any, batch_size: int, seq_len: int) 
         raise _oom(ids.device, batch_size, seq_len) from None
 
 
-def _capture_rm(layer: Any, proj: Any, into: dict[str, Any], stop: bool) -> list[tuple[Any, Callable[..., Any]]]:
-    """Hooks that store the projection's output as ``M`` and the layer's output minus it as ``R``."""
+def _capture_rm(layer: Any, proj: Any, into: dict[str, Any], stop: bool,
+                norm: Any = None) -> list[tuple[Any, Callable[..., Any]]]:
+    """Hooks that store the projection's output as ``M`` and the layer's output minus it as ``R``.
+
+    With ``norm`` (the MLP output is normalised before the residual add), ``z`` is the projection's output, ``M``
+    the norm's output, and ``R`` the layer's output minus ``M``.
+    """
 
     def on_proj(module: Any, args: tuple, kwargs: dict, output: Any) -> None:
-        into["m"] = output.detach().clone()  # Falcon adds the attention output to it in place afterwards
+        into["z" if norm is not None else "m"] = output.detach().clone()  # Falcon adds to it in place afterwards
+
+    def on_norm(module: Any, args: tuple, kwargs: dict, output: Any) -> None:
+        into["m"] = output.detach().clone()
 
     def on_layer(module: Any, args: tuple, kwargs: dict, output: Any) -> None:
         out = _first(output).detach()
@@ -214,7 +314,10 @@ def _capture_rm(layer: Any, proj: Any, into: dict[str, Any], stop: bool) -> list
         if stop:
             raise _Stop()
 
-    return [(proj, on_proj), (layer, on_layer)]
+    hooks = [(proj, on_proj), (layer, on_layer)]
+    if norm is not None:
+        hooks.insert(1, (norm, on_norm))
+    return hooks
 
 
 def _capture_y(layer: Any, into: dict[str, Any], stop: bool) -> list[tuple[Any, Callable[..., Any]]]:
@@ -289,7 +392,7 @@ def fit_linear_repair(
         progress("repair", 0, total, None)
     body = model.base_model
     for pass_runs, earlier in passes:
-        stats = {id(run): _Stats() for run in pass_runs}
+        stats = {id(run): _Tokens() if run.norm is not None else _Stats() for run in pass_runs}
         with torch.inference_mode():
             for ids, mask, _ in iter_batches(token_set, batch_size, device):
                 if cancel is not None and cancel():
@@ -318,28 +421,37 @@ def _accumulate_batch(model: Any, body: Any, layers: Any, family: Family, pass_r
         store = captured[id(run)]
         hooks += _capture_y(layers[run.end - 1], store, stop=run.end - 1 == last_y)
         if not earlier:
-            layer = layers[run.patched_layer]
-            hooks += _capture_rm(layer, get_submodule(layer, family.mlp_out), store, stop=False)
+            hooks += _capture_for(layers, family, run, store, stop=False)
     with _hooks(hooks):
         _run_forward(body, ids, mask, batch_size, seq_len)
     if earlier:
         (run,) = pass_runs  # sequential passes fit one run each
-        layer = layers[run.patched_layer]
-        hooks = _capture_rm(layer, get_submodule(layer, family.mlp_out), captured[id(run)], stop=True)
+        hooks = _capture_for(layers, family, run, captured[id(run)], stop=True)
         with weights_view(model, result.tensors), pruned_view(model, family, earlier), _hooks(hooks):
             _run_forward(body, ids, mask, batch_size, seq_len)
     for run in pass_runs:
         store = captured[id(run)]
-        stats[id(run)].add(store["m"], store["r"], store["y"], keep)
+        stats[id(run)].add(store["z"] if run.norm is not None else store["m"], store["r"], store["y"], keep)
 
 
-def _finish_run(model: Any, run: RunRepair, stats: _Stats, ridge: float, result: RepairResult) -> None:
+def _capture_for(layers: Any, family: Family, run: RunRepair, store: dict[str, Any],
+                 stop: bool) -> list[tuple[Any, Callable[..., Any]]]:
+    layer = layers[run.patched_layer]
+    norm = get_submodule(layer, family.mlp_out_norm) if run.norm is not None and family.mlp_out_norm else None
+    return _capture_rm(layer, get_submodule(layer, family.mlp_out), store, stop, norm)
+
+
+def _finish_run(model: Any, run: RunRepair, stats: _Stats | _Tokens, ridge: float, result: RepairResult) -> None:
     """Solve for T, record the residuals and the folded weight (and bias)."""
     import torch
 
-    t = stats.solve(ridge)
-    run.residual_before = stats.relative_residual(None)
-    run.residual_after = stats.relative_residual(t)
+    if isinstance(stats, _Tokens):
+        assert run.norm is not None
+        t, run.residual_before, run.residual_after = stats.fit(model.get_submodule(run.norm))
+    else:
+        t = stats.solve(ridge)
+        run.residual_before = stats.relative_residual(None)
+        run.residual_after = stats.relative_residual(t)
     weight_name = run.parameter
     assert weight_name is not None
     proj = model.get_submodule(weight_name.rsplit(".", 1)[0])
