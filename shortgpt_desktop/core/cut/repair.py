@@ -30,14 +30,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import Cancelled
+from ..backends.layerwise import LayerObserver
 from ..measure.calibration import TokenSet
-from ..measure.scoring import _first, _oom, iter_batches
 from ..model.families import Family, get_submodule
 from ..progress import CancelCheck, Progress
 from .surgery import pruned_view
@@ -268,67 +267,6 @@ class _Tokens:
         return best.double().cpu(), before, after
 
 
-class _Stop(Exception):
-    """Raised by a hook once the forward pass has produced everything needed (the rest is not run)."""
-
-
-@contextmanager
-def _hooks(pairs: Sequence[tuple[Any, Callable[..., Any]]]) -> Iterator[None]:
-    handles = [module.register_forward_hook(hook, with_kwargs=True) for module, hook in pairs]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def _run_forward(body: Any, ids: Any, mask: Any, batch_size: int, seq_len: int) -> None:
-    import torch
-
-    try:
-        body(input_ids=ids, attention_mask=mask, use_cache=False)
-    except _Stop:
-        pass
-    except torch.OutOfMemoryError:
-        raise _oom(ids.device, batch_size, seq_len) from None
-
-
-def _capture_rm(layer: Any, proj: Any, into: dict[str, Any], stop: bool,
-                norm: Any = None) -> list[tuple[Any, Callable[..., Any]]]:
-    """Hooks that store the projection's output as ``M`` and the layer's output minus it as ``R``.
-
-    With ``norm`` (the MLP output is normalised before the residual add), ``z`` is the projection's output, ``M``
-    the norm's output, and ``R`` the layer's output minus ``M``.
-    """
-
-    def on_proj(module: Any, args: tuple, kwargs: dict, output: Any) -> None:
-        into["z" if norm is not None else "m"] = output.detach().clone()  # Falcon adds to it in place afterwards
-
-    def on_norm(module: Any, args: tuple, kwargs: dict, output: Any) -> None:
-        into["m"] = output.detach().clone()
-
-    def on_layer(module: Any, args: tuple, kwargs: dict, output: Any) -> None:
-        out = _first(output).detach()
-        into["m"] = into["m"].reshape(out.shape)  # OPT runs its MLP on [tokens, hidden]
-        into["r"] = out - into["m"]
-        if stop:
-            raise _Stop()
-
-    hooks = [(proj, on_proj), (layer, on_layer)]
-    if norm is not None:
-        hooks.insert(1, (norm, on_norm))
-    return hooks
-
-
-def _capture_y(layer: Any, into: dict[str, Any], stop: bool) -> list[tuple[Any, Callable[..., Any]]]:
-    def on_layer(module: Any, args: tuple, kwargs: dict, output: Any) -> None:
-        into["y"] = _first(output).detach().clone()
-        if stop:
-            raise _Stop()
-
-    return [(layer, on_layer)]
-
-
 @contextmanager
 def weights_view(model: Any, tensors: dict[str, Any]) -> Iterator[None]:
     """Parameters replaced by ``tensors`` (names with the model's CURRENT indices) for the block only."""
@@ -356,20 +294,24 @@ def fit_linear_repair(
     order: str = "sequential",
     progress: Progress | None = None,
     cancel: CancelCheck | None = None,
+    stack: Any = None,
 ) -> RepairResult:
     """Fit one linear map per run of ``removed`` layers and fold it into the kept layer before the run.
 
     ``model`` is the full (unpruned) model; it is the same when this returns. Runs that cannot be repaired
     (first layer, families without a plain MLP output projection, mixture-of-experts layers) are listed with a
-    note and left as plain pruning. Progress stage ``"repair"`` counts samples over all passes.
+    note and left as plain pruning. ``stack`` (a :class:`..backends.layerwise.LayerStack`, in memory by default)
+    is how the layers run: the calibration samples go through the original model and the pruned, already
+    repaired one side by side, layer by layer, each layer run once per stream (plus the patched layer again with
+    its new weights). Progress stage ``"repair"`` counts layer runs.
     """
-    import torch
+    from ..backends.layerwise import InMemoryStack
 
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}")
     started = time.perf_counter()
-    layers = get_submodule(model, family.layers_path)
-    n_layers = len(layers)
+    stack = stack if stack is not None else InMemoryStack(model, family)
+    n_layers = stack.n_layers
     removed = sorted(set(removed))
     runs = plan_runs(model, family, removed)
     result = RepairResult(n_layers, removed, runs, order=order, ridge=ridge)
@@ -377,93 +319,152 @@ def fit_linear_repair(
     if not to_fit:
         result.seconds = time.perf_counter() - started
         return result
-
-    device = str(next(model.parameters()).device)
-    samples = len(token_set.samples)
-    # Independent: one pass of the full model. Sequential: one pass per run, on the model pruned and repaired
-    # up to that run (when nothing before the run is removed that is the full model: the same single pass).
+    kept = [i for i in range(n_layers) if i not in set(removed)]
+    last_end = max(r.end for r in to_fit)
+    total = last_end + (0 if order == "independent" else sum(1 for i in kept if i < last_end) + len(to_fit))
+    counter = _Counter(progress, total)
+    full = stack.capture(token_set.samples, token_set.pad_id, batch_size, cancel)
     if order == "independent":
-        passes = [(to_fit, [])]
+        _fit_independent(stack, family, full, to_fit, result, ridge, counter, cancel)
     else:
-        passes = [([run], [i for i in removed if i < run.start]) for run in to_fit]
-    total = samples * len(passes)
-    done = 0
-    if progress is not None:
-        progress("repair", 0, total, None)
-    body = model.base_model
-    for pass_runs, earlier in passes:
-        stats = {id(run): _Tokens() if run.norm is not None else _Stats() for run in pass_runs}
-        with torch.inference_mode():
-            for ids, mask, _ in iter_batches(token_set, batch_size, device):
-                if cancel is not None and cancel():
-                    raise Cancelled()
-                _accumulate_batch(model, body, layers, family, pass_runs, earlier, result, stats, ids, mask,
-                                  batch_size, token_set.seq_len)
-                done += ids.shape[0]
-                if progress is not None:
-                    progress("repair", done, total, None)
-        for run in pass_runs:  # outside inference mode: the new weights must be ordinary tensors
-            _finish_run(model, run, stats[id(run)], ridge, result)
-            result.tokens = stats[id(run)].tokens
+        _fit_sequential(stack, family, full, to_fit, kept, result, ridge, counter, cancel)
     result.seconds = time.perf_counter() - started
     return result
 
 
-def _accumulate_batch(model: Any, body: Any, layers: Any, family: Family, pass_runs: list[RunRepair],
-                      earlier: list[int], result: RepairResult, stats: dict[int, _Stats], ids: Any, mask: Any,
-                      batch_size: int, seq_len: int) -> None:
-    """One batch: ``Y`` from the full model, ``R`` and ``M`` from the same pass or from the pruned+repaired one."""
-    keep = mask.bool()
-    captured = {id(run): {} for run in pass_runs}
-    last_y = max(run.end - 1 for run in pass_runs)
-    hooks = []
-    for run in pass_runs:
-        store = captured[id(run)]
-        hooks += _capture_y(layers[run.end - 1], store, stop=run.end - 1 == last_y)
-        if not earlier:
-            hooks += _capture_for(layers, family, run, store, stop=False)
-    with _hooks(hooks):
-        _run_forward(body, ids, mask, batch_size, seq_len)
-    if earlier:
-        (run,) = pass_runs  # sequential passes fit one run each
-        hooks = _capture_for(layers, family, run, captured[id(run)], stop=True)
-        with weights_view(model, result.tensors), pruned_view(model, family, earlier), _hooks(hooks):
-            _run_forward(body, ids, mask, batch_size, seq_len)
-    for run in pass_runs:
-        store = captured[id(run)]
-        stats[id(run)].add(store["z"] if run.norm is not None else store["m"], store["r"], store["y"], keep)
+class _Counter:
+    """``progress("repair", layer runs done, total)``."""
+
+    def __init__(self, progress: Progress | None, total: int) -> None:
+        self.progress, self.total, self.done = progress, total, 0
+        if progress is not None:
+            progress("repair", 0, total, None)
+
+    def __call__(self, done: int = 1, index: int = 0) -> None:
+        self.done += 1
+        if self.progress is not None:
+            self.progress("repair", min(self.done, self.total), self.total, None)
 
 
-def _capture_for(layers: Any, family: Family, run: RunRepair, store: dict[str, Any],
-                 stop: bool) -> list[tuple[Any, Callable[..., Any]]]:
-    layer = layers[run.patched_layer]
-    norm = get_submodule(layer, family.mlp_out_norm) if run.norm is not None and family.mlp_out_norm else None
-    return _capture_rm(layer, get_submodule(layer, family.mlp_out), store, stop, norm)
+class _PatchedLayer(LayerObserver):
+    """On a run's patched layer: per batch, the projection's output (``z``, or ``M`` when there is no norm) and
+    ``R`` = the layer's output minus what its MLP adds to the residual stream."""
+
+    def __init__(self, family: Family, run: RunRepair) -> None:
+        self.family, self.run = family, run
+        self.rows: list[tuple[Any, Any, Any]] = []  # (z or M, R, keep) per batch, in batch order
+        self._seen: dict[str, Any] = {}
+        self._handles: list[Any] = []
+
+    def enter_layer(self, index: int, layer: Any) -> None:
+        if index != self.run.patched_layer:
+            return
+        proj = get_submodule(layer, self.family.mlp_out)  # type: ignore[arg-type]
+        seen = self._seen
+
+        def on_proj(module: Any, args: tuple, output: Any) -> None:
+            seen["proj"] = output.detach().clone()  # Falcon adds to it in place afterwards
+
+        self._handles.append(proj.register_forward_hook(on_proj))
+        if self.run.norm is not None:
+            norm = get_submodule(layer, self.family.mlp_out_norm)  # type: ignore[arg-type]
+            self._handles.append(norm.register_forward_hook(
+                lambda module, args, output: seen.__setitem__("norm", output.detach().clone())))
+
+    def batch(self, index: int, layer: Any, inputs: Any, outputs: Any, kwargs: dict[str, Any], mask: Any) -> None:
+        if index != self.run.patched_layer:
+            return
+        added = self._seen["norm" if self.run.norm is not None else "proj"].reshape(outputs.shape)  # OPT: [t, h]
+        r = outputs - added
+        rows = self._seen["proj"].reshape(outputs.shape) if self.run.norm is not None else added
+        self.rows.append((rows, r, mask.bool()))
+        self._seen.clear()
+
+    def exit_layer(self, index: int, layer: Any) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
 
 
-def _finish_run(model: Any, run: RunRepair, stats: _Stats | _Tokens, ridge: float, result: RepairResult) -> None:
+def _statistics(run: RunRepair, observer: _PatchedLayer, targets: Sequence[Any]) -> _Stats | _Tokens:
+    """The fit's sums (or kept rows) from the patched layer's rows and ``Y`` (the states leaving the run)."""
+    stats: _Stats | _Tokens = _Tokens() if run.norm is not None else _Stats()
+    for (rows, r, keep), y in zip(observer.rows, targets, strict=True):
+        stats.add(rows, r, y.to(rows.device), keep)
+    observer.rows.clear()
+    return stats
+
+
+def _fit_sequential(stack: Any, family: Family, full: list[Any], to_fit: list[RunRepair], kept: list[int],
+                    result: RepairResult, ridge: float, counter: _Counter, cancel: CancelCheck | None) -> None:
+    """Runs first to last, each fitted on the model pruned and repaired up to it: two streams of states, the
+    original's (ahead, to the end of each run) and the pruned model's (to the patched layer)."""
+    full_at = 0  # the next layer the original's stream runs
+    pruned: list[Any] | None = None  # the pruned model's stream, once it differs from the original's
+    pruned_at = 0
+    for run in to_fit:
+        patched = run.patched_layer
+        assert patched is not None
+        if pruned is None:  # the two streams agree up to the first removed layer (or this patched one)
+            split = min(patched, result.removed[0])
+            stack.run_layers(full, range(full_at, split), after_layer=counter, cancel=cancel)
+            full_at = split
+            pruned, pruned_at = [b.copy() for b in full], split
+        ahead = [i for i in kept if pruned_at <= i < patched]
+        stack.run_layers(pruned, ahead, after_layer=counter, cancel=cancel, weights=result.tensors)
+        pruned_at = patched
+        observer = _PatchedLayer(family, run)
+        probe = [b.copy() for b in pruned]  # the patched layer with its old weights; the stream does not move
+        stack.run_layers(probe, [patched], [observer], cancel=cancel, weights=result.tensors)
+        stack.run_layers(full, range(full_at, run.end), after_layer=counter, cancel=cancel)
+        full_at = run.end
+        _finish_run(stack, family, run, _statistics(run, observer, [b.hidden for b in full]), ridge, result)
+        stack.run_layers(pruned, [patched], after_layer=counter, cancel=cancel, weights=result.tensors)
+        pruned_at = patched + 1
+
+
+def _fit_independent(stack: Any, family: Family, full: list[Any], to_fit: list[RunRepair], result: RepairResult,
+                     ridge: float, counter: _Counter, cancel: CancelCheck | None) -> None:
+    """Every run fitted from the original model, in one pass: cheaper, and worse (earlier runs' errors add up)."""
+    observers = {run.patched_layer: _PatchedLayer(family, run) for run in to_fit}
+    ends = {run.end - 1: run for run in to_fit}
+
+    def after_layer(done: int, index: int) -> None:
+        counter()
+        run = ends.get(index)
+        if run is not None:
+            stats = _statistics(run, observers[run.patched_layer], [b.hidden for b in full])
+            _finish_run(stack, family, run, stats, ridge, result)
+
+    stack.run_layers(full, range(max(r.end for r in to_fit)), list(observers.values()), after_layer, cancel)
+
+
+def _finish_run(stack: Any, family: Family, run: RunRepair, stats: _Stats | _Tokens, ridge: float,
+                result: RepairResult) -> None:
     """Solve for T, record the residuals and the folded weight (and bias)."""
     import torch
 
-    if isinstance(stats, _Tokens):
-        assert run.norm is not None
-        t, run.residual_before, run.residual_after = stats.fit(model.get_submodule(run.norm))
-    else:
-        t = stats.solve(ridge)
-        run.residual_before = stats.relative_residual(None)
-        run.residual_after = stats.relative_residual(t)
-    weight_name = run.parameter
-    assert weight_name is not None
-    proj = model.get_submodule(weight_name.rsplit(".", 1)[0])
-    conv1d = _is_conv1d(proj)
-    t = t.cpu()
-    weight = proj.weight.detach().to("cpu", torch.float64)
-    new_weight = weight @ t if conv1d else t.T @ weight  # Conv1D: y = x W + b; Linear: y = x Wᵀ + b
-    result.tensors[weight_name] = new_weight.to(proj.weight.dtype).contiguous()
-    bias = getattr(proj, "bias", None)
-    if bias is not None:
-        new_bias = bias.detach().to("cpu", torch.float64) @ t  # (Tᵀ b)ᵀ = bᵀ T for either layout
-        result.tensors[weight_name.rsplit(".", 1)[0] + ".bias"] = new_bias.to(bias.dtype).contiguous()
+    patched = run.patched_layer
+    assert patched is not None and run.parameter is not None and family.mlp_out is not None
+    with stack.open_layer(patched) as layer, torch.inference_mode(False):
+        if isinstance(stats, _Tokens):
+            assert family.mlp_out_norm is not None
+            t, run.residual_before, run.residual_after = stats.fit(get_submodule(layer, family.mlp_out_norm))
+        else:
+            t = stats.solve(ridge)
+            run.residual_before = stats.relative_residual(None)
+            run.residual_after = stats.relative_residual(t)
+        proj = get_submodule(layer, family.mlp_out)
+        conv1d = _is_conv1d(proj)
+        t = t.cpu()
+        weight = proj.weight.detach().to("cpu", torch.float64)
+        new_weight = weight @ t if conv1d else t.T @ weight  # Conv1D: y = x W + b; Linear: y = x Wᵀ + b
+        result.tensors[run.parameter] = new_weight.to(proj.weight.dtype).contiguous()
+        bias = getattr(proj, "bias", None)
+        if bias is not None:
+            new_bias = bias.detach().to("cpu", torch.float64) @ t  # (Tᵀ b)ᵀ = bᵀ T for either layout
+            result.tensors[run.parameter.rsplit(".", 1)[0] + ".bias"] = new_bias.to(bias.dtype).contiguous()
+    result.tokens = stats.tokens
 
 
 # ------------------------------------------------------------------------------------------------ apply

@@ -26,14 +26,13 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..errors import Cancelled, PlanError
+from ..backends.layerwise import LayerStack
+from ..errors import PlanError, ResourceError
 from ..measure.calibration import TokenSet
-from ..measure.evaluation import perplexity_of
 from ..measure.sweep import removal_order
-from ..model.families import Family, get_submodule
 from ..progress import CancelCheck, Progress
+from .candidates import CandidateRunner
 from .plan import lowest, max_removable
-from .surgery import pruned_view
 
 STAGE = "selecting"
 #: Calibration samples each perplexity measurement uses (the first ones of the token set).
@@ -92,8 +91,7 @@ def without(scores: Sequence[float | None], protected: Sequence[int]) -> list[fl
 
 
 def choose_layers_safely(
-    model: Any,
-    family: Family,
+    stack: LayerStack,
     token_set: TokenSet,
     count: int,
     bi_scores: Sequence[float | None],
@@ -102,17 +100,18 @@ def choose_layers_safely(
     window: int = DEFAULT_WINDOW,
     progress: Progress | None = None,
     cancel: CancelCheck | None = None,
+    cached: bool = True,
 ) -> SelectionResult:
     """Choose ``count`` layers to remove: greedy over a sliding BI window, then the best of three sets.
 
-    ``bi_scores`` are Block Influence scores by layer (lower = removed first), from
-    :func:`~shortgpt_desktop.core.measure.scoring.measure_layers`. Each greedy step measures the ``window`` lowest-BI
-    layers not yet removed (first and last layer excluded) and removes the one whose removal leaves the lowest
-    perplexity on the first ``eval_samples`` calibration samples. At most ``count × window + 1`` passes over
-    those samples, each on an ever smaller model.
+    ``bi_scores`` are Block Influence scores by layer (lower = removed first). Each greedy step measures the
+    ``window`` lowest-BI layers not yet removed (first and last layer excluded) and removes the one whose removal
+    leaves the lowest perplexity on the first ``eval_samples`` calibration samples. At most ``count × window + 2``
+    measurements, each from the cached states of the layers chosen so far (:mod:`.candidates`; ``cached=False``
+    runs each from the first layer, with the same numbers).
     """
     started = time.perf_counter()
-    n = len(get_submodule(model, family.layers_path))
+    n = stack.n_layers
     if len(bi_scores) != n:
         raise ValueError(f"{len(bi_scores)} scores for {n} layers")
     if count < 1:
@@ -132,28 +131,21 @@ def choose_layers_safely(
     plain = lowest(bi_scores, count)
     ends = lowest(open_scores, count)
 
-    passes = 0
-    tokens_per_pass = 0
+    runner = CandidateRunner(stack, samples, token_set.pad_id, batch_size, cancel, cached)
     measured: dict[tuple[int, ...], float] = {}
     total = count * window + 2  # an upper bound; repeated sets are measured once
 
-    def report(partial: list[int]) -> None:
+    def report(partial: list[int], final: bool = False) -> None:
         if progress is not None:
-            progress(STAGE, passes, max(total, passes), list(partial))
+            progress(STAGE, runner.passes, runner.passes if final else max(total, runner.passes), list(partial))
 
-    def measure(removed: Sequence[int]) -> float:
-        nonlocal passes, tokens_per_pass
-        key = tuple(sorted(removed))
-        if key in measured:
-            return measured[key]
-        if cancel is not None and cancel():
-            raise Cancelled()
-        with pruned_view(model, family, key):
-            result = perplexity_of(model, samples, token_set.pad_id, batch_size, cancel)
-        passes += 1
-        tokens_per_pass = result.tokens
-        measured[key] = result.perplexity
-        return result.perplexity
+    def measure_all(sets: Sequence[Sequence[int]], order_so_far: list[int]) -> list[float]:
+        keys = [tuple(sorted(s)) for s in sets]
+        new = [k for k in dict.fromkeys(keys) if k not in measured]
+        if new:
+            results = runner.measure(new, lambda _: report(order_so_far))
+            measured.update({k: r.perplexity for k, r in zip(new, results, strict=True)})
+        return [measured[k] for k in keys]
 
     report([])
     order: list[int] = []
@@ -162,25 +154,27 @@ def choose_layers_safely(
     for _ in range(count):
         trial = [layer for layer in open_order if layer not in order][:window]
         considered += [layer for layer in trial if layer not in considered]
-        best_layer, best_ppl = -1, math.inf
-        for layer in trial:  # in BI order: on equal perplexity the lower-BI layer wins
-            ppl = measure([*order, layer])
-            report(order)
-            if ppl < best_ppl:
-                best_layer, best_ppl = layer, ppl
-        order.append(best_layer)
+        ppls = measure_all([[*order, layer] for layer in trial], order)
+        finite = [(ppl, rank) for rank, ppl in enumerate(ppls) if not math.isnan(ppl)]
+        if not finite:
+            raise ResourceError(_NAN)
+        best_ppl, rank = min(finite)  # in BI order: on equal perplexity the lower-BI layer wins
+        order.append(trial[rank])
         order_ppl.append(best_ppl)
+        runner.rebase(order)
         report(order)
 
     greedy = sorted(order)
-    candidates = [
-        Candidate("greedy", greedy, measure(greedy)),
-        Candidate("bi-ends-protected", ends, measure(ends)),
-        Candidate("bi", plain, measure(plain)),
-    ]
-    report(order)
+    names = ("greedy", "bi-ends-protected", "bi")
+    sets = (greedy, ends, plain)
+    candidates = [Candidate(name, list(chosen), ppl)
+                  for name, chosen, ppl in zip(names, sets, measure_all(sets, order), strict=True)]
+    report(order, final=True)
+    finite_candidates = [c for c in candidates if not math.isnan(c.calibration_perplexity)]
+    if not finite_candidates:
+        raise ResourceError(_NAN)
     # Stable min: on equal perplexity the earlier (greedy, then ends-protected) candidate is kept.
-    best = min(candidates, key=lambda c: c.calibration_perplexity)
+    best = min(finite_candidates, key=lambda c: c.calibration_perplexity)
     return SelectionResult(
         removed=list(best.removed),
         chosen=best.name,
@@ -189,12 +183,17 @@ def choose_layers_safely(
         candidates=candidates,
         considered=considered,
         protected=protected,
-        forward_passes=passes,
+        forward_passes=runner.passes,
         eval_samples=len(samples),
-        eval_tokens=tokens_per_pass,
+        eval_tokens=runner.tokens,
         seconds=time.perf_counter() - started,
-        explanation=_explain(best, candidates, count, len(samples), tokens_per_pass),
+        explanation=_explain(best, candidates, count, len(samples), runner.tokens),
     )
+
+
+#: Said when every measured candidate's perplexity is not a number (fp16 overflow, a broken model).
+_NAN = ("The pruned model's perplexity is not a number for every candidate layer (the model overflows in this "
+        "dtype); use float32 or bfloat16.")
 
 
 def _explain(best: Candidate, candidates: list[Candidate], count: int, n_samples: int, tokens: int) -> str:

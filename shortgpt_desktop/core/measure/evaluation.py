@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +18,11 @@ class PerplexityResult:
     nll: float  # mean negative log-likelihood per predicted token (nats)
     tokens: int  # predicted tokens
     seconds: float
+
+    @classmethod
+    def of(cls, total_nll: float, tokens: int, seconds: float) -> PerplexityResult:
+        mean = total_nll / max(tokens, 1)
+        return cls(_exp(mean), mean, tokens, seconds)
 
 
 def perplexity_of(
@@ -51,7 +55,7 @@ def perplexity_of(
                 raise Cancelled()
             try:
                 logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-                nll, count, logprobs = _nll(logits, ids, mask)
+                nll, count, logprobs = nll_of(logits, ids, mask)
             except torch.OutOfMemoryError:
                 raise ResourceError(
                     f"Out of memory on {device} while measuring perplexity; use a smaller batch size or "
@@ -62,8 +66,7 @@ def perplexity_of(
             del logits, logprobs
             if progress is not None:
                 progress(min(start + batch_size, len(windows)), len(windows))
-    mean = total_nll / max(total_tokens, 1)
-    return PerplexityResult(_exp(mean), mean, total_tokens, time.perf_counter() - started)
+    return PerplexityResult.of(total_nll, total_tokens, time.perf_counter() - started)
 
 
 @dataclass
@@ -107,7 +110,7 @@ def _batches(windows: Sequence[Sequence[int]], pad_id: int, batch_size: int, dev
         yield start, pad_batch(windows[start : start + batch_size], pad_id, device)
 
 
-def _nll(logits: Any, ids: Any, mask: Any) -> tuple[float, int, Any]:
+def nll_of(logits: Any, ids: Any, mask: Any) -> tuple[float, int, Any]:
     """(summed NLL of every real predicted token, their count, the float32 log-probabilities)."""
     import torch
 
@@ -117,132 +120,41 @@ def _nll(logits: Any, ids: Any, mask: Any) -> tuple[float, int, Any]:
     return float(nll[keep].double().sum()), int(keep.sum()), logprobs
 
 
-def reference_pass(
-    model: Any,
-    layers: Any,
-    windows: Sequence[Sequence[int]],
-    pad_id: int,
-    batch_size: int = 4,
-    cancel: Callable[[], bool] | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> Reference:
-    """Perplexity of the original model (as :func:`perplexity_of`), keeping its final hidden states.
+class FidelitySums:
+    """Running sums for perplexity and :class:`Fidelity`, batch after batch (the original's logits beside the
+    pruned model's, on the same tokens); per-token KL values are kept (one float each) for the percentiles."""
 
-    ``layers`` is the model's decoder layer list: a hook on the last one keeps what it hands to the final norm.
-    """
+    def __init__(self) -> None:
+        self.total_nll = 0.0
+        self.tokens = 0
+        self.same = 0
+        self.kls: list[Any] = []
 
-    if not windows:
-        raise ValueError("no evaluation windows")
-    kept: list[Any] = []
-    kind: list[int | None] = [None]
+    def add(self, original_logits: Any, logits: Any, ids: Any, mask: Any) -> None:
+        import torch
 
-    def keep_output(module: Any, args: tuple, output: Any) -> None:
-        kind[0] = len(output) if isinstance(output, (tuple, list)) else None
-        hidden = output[0] if isinstance(output, (tuple, list)) else output
-        kept.append(hidden.detach().to("cpu", copy=True))
+        nll, count, logprobs = nll_of(logits, ids, mask)
+        self.total_nll += nll
+        self.tokens += count
+        keep = mask[:, 1:].bool()
+        for row in range(ids.shape[0]):  # one row at a time: a few vocabulary-sized float32 copies at most
+            p_log = torch.log_softmax(original_logits[row, :-1].float(), dim=-1)
+            q_log = logprobs[row]
+            kl = (p_log.exp() * (p_log - q_log)).sum(-1).clamp_min(0.0)
+            row_keep = keep[row]
+            self.kls.append(kl[row_keep].double().cpu())
+            self.same += int((p_log.argmax(-1) == q_log.argmax(-1))[row_keep].sum())
+            del p_log, kl
 
-    handle = layers[len(layers) - 1].register_forward_hook(keep_output)
-    try:
-        result = perplexity_of(model, windows, pad_id, batch_size, cancel, progress)
-    finally:
-        handle.remove()
-    return Reference(kept, kind[0], result, batch_size, len(windows))
+    def result(self, seconds: float) -> tuple[PerplexityResult, Fidelity]:
+        import torch
 
-
-@contextmanager
-def _replaying(layers: Any, kind: int | None) -> Iterator[dict[str, Any]]:
-    """The decoder layers replaced by a replay: the first returns ``state["hidden"]``, the others pass it on.
-
-    The model's forward then runs only its embeddings, its final norm and its head: the original's logits from
-    its kept final hidden states, through the very code (soft-capping and all) that made them.
-    """
-    state: dict[str, Any] = {"hidden": None}
-
-    def wrap(hidden: Any) -> Any:
-        return hidden if kind is None else (hidden, *([None] * (kind - 1)))
-
-    def replay(*args: Any, **kwargs: Any) -> Any:
-        return wrap(state["hidden"])
-
-    def identity(*args: Any, **kwargs: Any) -> Any:
-        return wrap(args[0] if args else kwargs["hidden_states"])
-
-    saved = [layer.__dict__.get("forward") for layer in layers]
-    for index, layer in enumerate(layers):
-        layer.forward = replay if index == 0 else identity
-    try:
-        yield state
-    finally:
-        for layer, previous in zip(layers, saved, strict=True):
-            if previous is None:
-                del layer.forward
-            else:
-                layer.forward = previous
-
-
-def compare_to_reference(
-    model: Any,
-    layers: Any,
-    windows: Sequence[Sequence[int]],
-    pad_id: int,
-    reference: Reference,
-    cancel: Callable[[], bool] | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> tuple[PerplexityResult, Fidelity]:
-    """Perplexity of ``model`` (a pruned view) and its fidelity to the original of ``reference``, in one pass.
-
-    ``layers`` is the model's current decoder layer list. The windows and batches must be the reference's.
-    """
-    import torch
-
-    if len(windows) != reference.windows:
-        raise ValueError("the reference was measured on other windows")
-    device = next(model.parameters()).device
-    batch_size = reference.batch_size
-    total_nll, total_tokens = 0.0, 0
-    kls: list[Any] = []
-    same = 0
-    started = time.perf_counter()
-    if progress is not None:
-        progress(0, len(windows))
-    with torch.inference_mode():
-        for number, (start, (ids, mask)) in enumerate(_batches(windows, pad_id, batch_size, device)):
-            if cancel is not None and cancel():
-                raise Cancelled()
-            try:
-                logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-                nll, count, logprobs = _nll(logits, ids, mask)
-                del logits
-                with _replaying(layers, reference.output_kind) as state:
-                    state["hidden"] = reference.final_states[number].to(device)
-                    original = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-            except torch.OutOfMemoryError:
-                raise ResourceError(
-                    f"Out of memory on {device} while measuring perplexity; use a smaller batch size or "
-                    "sequence length."
-                ) from None
-            keep = mask[:, 1:].bool()
-            for row in range(ids.shape[0]):  # one row at a time: a few vocabulary-sized float32 copies at most
-                p_log = torch.log_softmax(original[row, :-1].float(), dim=-1)
-                q_log = logprobs[row]
-                kl = (p_log.exp() * (p_log - q_log)).sum(-1).clamp_min(0.0)
-                row_keep = keep[row]
-                kls.append(kl[row_keep].double().cpu())
-                same += int((p_log.argmax(-1) == q_log.argmax(-1))[row_keep].sum())
-                del p_log, kl
-            total_nll += nll
-            total_tokens += count
-            del original, logprobs
-            if progress is not None:
-                progress(min(start + batch_size, len(windows)), len(windows))
-    mean = total_nll / max(total_tokens, 1)
-    result = PerplexityResult(_exp(mean), mean, total_tokens, time.perf_counter() - started)
-    every = torch.cat(kls) if kls else torch.zeros(1, dtype=torch.float64)
-    fidelity = Fidelity(
-        mean_kl=float(every.mean()), p99_kl=float(torch.quantile(every, 0.99)), max_kl=float(every.max()),
-        same_top=same / max(total_tokens, 1), tokens=total_tokens,
-    )
-    return result, fidelity
+        every = torch.cat(self.kls) if self.kls else torch.zeros(1, dtype=torch.float64)
+        fidelity = Fidelity(
+            mean_kl=float(every.mean()), p99_kl=float(torch.quantile(every, 0.99)), max_kl=float(every.max()),
+            same_top=self.same / max(self.tokens, 1), tokens=self.tokens,
+        )
+        return PerplexityResult.of(self.total_nll, self.tokens, seconds), fidelity
 
 
 def _exp(mean_nll: float) -> float:

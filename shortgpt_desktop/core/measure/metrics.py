@@ -33,6 +33,14 @@ class ScoringContext:
     progress: Progress | None = None
     cancel: CancelCheck | None = None
     stats: HookStats | None = None  # the hooked pass, once measured (shared by every hooked metric)
+    stack: Any = None  # the backend's layer stack (backends.layerwise.LayerStack); built from the model if None
+
+    def layer_stack(self) -> Any:
+        if self.stack is None:
+            from ..backends.layerwise import InMemoryStack
+
+            self.stack = InMemoryStack(self.model, self.family)
+        return self.stack
 
     @property
     def n_layers(self) -> int:
@@ -208,7 +216,7 @@ class SaferBlockInfluence(BlockInfluence):
 
         if ctx.tokens is None:
             raise ValueError("bi+ needs calibration samples")
-        return choose_layers_safely(ctx.model, ctx.family, ctx.tokens, count, scores, ctx.batch_size,
+        return choose_layers_safely(ctx.layer_stack(), ctx.tokens, count, scores, ctx.batch_size,
                                     progress=ctx.progress, cancel=ctx.cancel)
 
 

@@ -15,8 +15,9 @@ import time
 import pytest
 import torch
 
+from shortgpt_desktop.core.backends.layerwise import InMemoryStack
 from shortgpt_desktop.core.cut.plan import lowest
-from shortgpt_desktop.core.cut.selection import choose_layers_safely
+from shortgpt_desktop.core.cut.selection import choose_layers_safely as _choose
 from shortgpt_desktop.core.cut.surgery import pruned_view
 from shortgpt_desktop.core.errors import Cancelled, PlanError
 from shortgpt_desktop.core.measure.calibration import TokenSet
@@ -81,6 +82,10 @@ def calibration_ppl(model, family, tokens: TokenSet, removed, eval_samples: int 
 
 
 LLAMA = family_for_model_type("llama")
+
+
+def choose_layers_safely(model, family, tokens, count, bi, **kwargs):
+    return _choose(InMemoryStack(model, family), tokens, count, bi, **kwargs)
 
 
 @pytest.mark.parametrize("trap", [5, 3], ids=["last-layer", "interior-layer"])
@@ -199,3 +204,29 @@ def test_smollm2_bi_plus_not_worse_than_bi(smollm2_tokens) -> None:
         f"{time.perf_counter() - started:.1f} s in all"
     )
     assert held_plus < 1.1 * held_plain, "the calibration choice should carry over to held-out text"
+
+
+def test_the_cache_changes_no_number() -> None:
+    """Each candidate starts from the cached states of the layers chosen so far: same choice, same perplexities
+    as measuring every candidate from the first layer."""
+    model = random_model("llama", dict(TINY_FAMILIES["llama"][1], num_hidden_layers=8), seed=5)
+    tokens = random_tokens(8, 24, seed=6)
+    bi = measure_layers(model, LLAMA, tokens, keep_last_token=False).bi
+    cached = choose_layers_safely(model, LLAMA, tokens, 3, bi, eval_samples=6, cached=True)
+    direct = choose_layers_safely(model, LLAMA, tokens, 3, bi, eval_samples=6, cached=False)
+    assert cached.removed == direct.removed and cached.order == direct.order
+    assert cached.order_perplexity == pytest.approx(direct.order_perplexity, rel=1e-6)
+    assert [c.calibration_perplexity for c in cached.candidates] == pytest.approx(
+        [c.calibration_perplexity for c in direct.candidates], rel=1e-6)
+
+
+def test_a_search_where_every_candidate_is_nan_says_so() -> None:
+    """fp16 can overflow: a sentence, never a layer numbered -1 in the plan."""
+    from shortgpt_desktop.core.errors import ResourceError
+
+    model = random_model("llama", dict(TINY_FAMILIES["llama"][1], num_hidden_layers=4))
+    with torch.no_grad():
+        model.lm_head.weight.fill_(float("nan"))
+    tokens = random_tokens(4, 16, seed=4)
+    with pytest.raises(ResourceError, match="not a number"):
+        choose_layers_safely(model, LLAMA, tokens, 1, [0.1, 0.2, 0.3, 0.4])
