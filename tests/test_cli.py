@@ -143,7 +143,7 @@ def test_what_the_config_and_files_can_tell_is_refused_before_loading(
     def no_loading(*args: object, **kwargs: object) -> None:
         raise AssertionError("the model was loaded before the input was checked")
 
-    monkeypatch.setattr(engine, "load_model", no_loading)
+    monkeypatch.setattr(engine, "open_backend", no_loading)
     binaries = tmp_path / "binaries"
     binaries.mkdir()
     (binaries / "a.bin").write_bytes(b"\x00" * 10)

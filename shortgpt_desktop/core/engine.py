@@ -22,16 +22,18 @@ from pathlib import Path
 from typing import Any
 
 from . import pipeline
+from .backends import ops
+from .backends.base import Backend, InMemory, open_backend
 from .cut.plan import LayerSizes, PrunePlan, apply_sizes, check_layer_list, count_for_ratio, make_plan, max_removable
 from .cut.surgery import layer_sizes
-from .errors import CalibrationError, Cancelled, Hint, PlanError, UserError
+from .errors import CalibrationError, Cancelled, PlanError, UserError
 from .formats.output_folder import check_output_folder
 from .formats.safetensors_writer import SaveResult
 from .measure.calibration import TokenSet
-from .measure.evaluation import Fidelity, Reference, compare_to_reference, has_chat_template, reference_pass
+from .measure.evaluation import Fidelity, Reference, has_chat_template
 from .measure.metrics import METRICS, ScoringContext, get_metric
 from .measure.scoring import HookStats, LayerScores
-from .model.loading import LoadedModel, ModelInfo, inspect_model, load_model
+from .model.loading import LoadedModel, ModelInfo, inspect_model
 from .model.memory import MemoryEstimate, choose_mode, estimate_memory
 from .model.sources import ModelSource
 from .pipeline import JobSpec
@@ -100,8 +102,10 @@ class Engine:
 
     source: ModelSource | None = None
     info: ModelInfo | None = None
-    loaded: LoadedModel | None = None
+    backend: Backend | None = None  # how the opened model runs (in memory or one layer at a time)
     load_key: tuple | None = None
+    #: The way chosen for the opened model and its settings, decided once (see :meth:`mode_for`).
+    mode_decision: tuple[tuple, str] | None = None
     tokens: TokenSet | None = None
     token_key: tuple | None = None
     token_names: list[str] = field(default_factory=list)
@@ -113,7 +117,6 @@ class Engine:
     scored_spec: JobSpec | None = None  # the settings of the last successful scoring
     checked: Checked | None = None
     output_format: str | None = None  # what save writes; None: the source's own format
-    streamed: Any = None  # a StreamedModel when the model is scored one layer at a time (low-memory mode)
     adjusted: Adjusted | None = None  # the repair (and healing) of the last plan that was checked or saved
     selection: Any = None  # selection.SelectionResult: a refining metric's measured choice, for its count
     reference: Reference | None = None  # the original's pass over the held-out windows, kept for every check
@@ -121,6 +124,11 @@ class Engine:
     _gguf_bytes: tuple[list[int], int] | None = None  # a GGUF source's bytes per block, and the rest
 
     # ----------------------------------------------------------------------------------------------- state
+
+    @property
+    def loaded(self) -> LoadedModel | None:
+        """The model (for the streamed backend: its skeleton, with the embeddings only) and its tokenizer."""
+        return self.backend.loaded if self.backend is not None else None
 
     @property
     def n_layers(self) -> int:
@@ -134,10 +142,9 @@ class Engine:
 
     def forget(self) -> None:
         """Drop the model and everything measured on it (frees its memory)."""
-        if self.streamed is not None:
-            self.streamed.close()
-        self.streamed = None
-        self.loaded = self.load_key = None
+        if self.backend is not None:
+            self.backend.close()
+        self.backend = self.load_key = None
         self.tokens = self.token_key = None
         self.stats = self.scores = self.scored = self.sizes = self.scored_spec = self.checked = None
         self.adjusted = None
@@ -148,6 +155,7 @@ class Engine:
         """Forget the source too: the engine is as new."""
         self.forget()
         self.source = self.info = None
+        self.mode_decision = None
         self._gguf_bytes = None
 
     # ------------------------------------------------------------------------------------------- format
@@ -242,16 +250,31 @@ class Engine:
     def mode_for(self, spec: JobSpec, estimate: MemoryEstimate | None = None) -> str:
         """``"memory"`` (the whole model loaded) or ``"streamed"`` (one decoder layer at a time).
 
-        Asked for explicitly, or chosen: streamed only when the model would not fit the device. ``estimate`` is
-        this spec's, when the caller has it already.
+        Asked for explicitly, or chosen from the memory estimate taken before anything loads: streamed only when
+        the model would not fit. The choice is made once per opened model and settings and kept, so a job never
+        changes its way in the middle (once the model is loaded, the free memory has dropped by its size and a
+        fresh estimate would say "streamed"). ``estimate`` is this spec's, when the caller has it already; with
+        it nothing is remembered (the window's estimates for settings not yet used).
         """
         if spec.low_memory is not None:
             return "streamed" if spec.low_memory else "memory"
-        return choose_mode(estimate or self.memory_estimate(spec))
+        key = self._mode_key(spec)
+        if estimate is not None:
+            return choose_mode(estimate)
+        if self.mode_decision is not None and self.mode_decision[0] == key:
+            return self.mode_decision[1]
+        mode = choose_mode(self.memory_estimate(spec))
+        self.mode_decision = (key, mode)
+        return mode
+
+    @staticmethod
+    def _mode_key(spec: JobSpec) -> tuple:
+        return (spec.model, spec.revision, spec.device, spec.dtype, spec.trust_remote_code, spec.low_memory,
+                spec.samples, spec.seq_len, spec.batch_size)
 
     @property
     def is_streamed(self) -> bool:
-        return self.streamed is not None
+        return self.backend is not None and self.backend.mode == "streamed"
 
     def load(self, spec: JobSpec, progress: Progress = no_progress, cancel: CancelCheck | None = None) -> LoadedModel:
         """The model for these settings (loaded once, reused while they do not change).
@@ -260,42 +283,35 @@ class Engine:
         """
         if self.source is None or self.source.spec != spec.model:
             self.open(spec, progress, cancel)
+        key = (spec.model, spec.revision, spec.device, spec.dtype, spec.trust_remote_code, spec.low_memory)
+        if self.backend is not None and self.load_key == key:
+            return self.backend.loaded
         mode = self.mode_for(spec)
-        key = (spec.model, spec.revision, spec.device, spec.dtype, spec.trust_remote_code, mode)
-        if self.loaded is not None and self.load_key == key:
-            return self.loaded
         self.forget()  # free the old weights before loading new ones
         raise_if_cancelled(cancel)
         assert self.source is not None
         progress("load", 0, 1, None)
-        if mode == "streamed":
-            self.loaded = self._load_streamed(spec)
-        else:
-            self.loaded = load_model(self.source, spec.device, spec.dtype, spec.trust_remote_code)
+        self.backend = open_backend(mode, self.source, spec.device, spec.dtype, spec.trust_remote_code)
         self.load_key = key
         progress("load", 1, 1, None)
-        return self.loaded
+        return self.backend.loaded
 
     def adopt(self, loaded: LoadedModel, spec: JobSpec) -> None:
         """Use a model loaded elsewhere for ``spec`` (tests and benchmarks share one load between jobs)."""
         if self.source is None or self.source.spec != spec.model:
             self.open(spec)
         self.forget()
-        self.loaded = loaded
-        self.load_key = (spec.model, spec.revision, spec.device, spec.dtype, spec.trust_remote_code,
-                         self.mode_for(spec))
+        self.backend = InMemory(loaded)
+        self.load_key = (spec.model, spec.revision, spec.device, spec.dtype, spec.trust_remote_code, spec.low_memory)
 
-    def _load_streamed(self, spec: JobSpec) -> LoadedModel:
-        from .backends.streamed import StreamedModel
-        from .model.loading import load_tokenizer
-
-        assert self.source is not None
-        streamed = StreamedModel(self.source, spec.device, spec.dtype, spec.trust_remote_code)
-        self.streamed = streamed
-        tokenizer = load_tokenizer(self.source, spec.trust_remote_code)
-        log.info("low-memory mode: %s is scored one layer at a time", self.source.display_name)
-        return LoadedModel(streamed.model, tokenizer, streamed.family, streamed.config, self.source,
-                           streamed.device, streamed.dtype)
+    def refusal(self, spec: JobSpec, metric: str | None = None) -> None:
+        """Raise, before a job starts, the sentence for a step this model's backend cannot run with ``spec``."""
+        if self.backend is None:
+            return
+        problem = self.backend.refusal(metric=get_metric(metric) if metric else None, heal_steps=spec.heal_steps,
+                                       output_format=self.resolved_format)
+        if problem is not None:
+            raise problem
 
     def _token_key(self, spec: JobSpec) -> tuple:
         return (tuple(spec.calib), spec.eval_text, spec.samples, spec.seq_len, spec.seed, spec.eval_windows,
@@ -334,12 +350,17 @@ class Engine:
             self.check_text(spec)
         started = time.perf_counter()
         loaded = self.load(spec, progress, cancel)
+        assert self.backend is not None
+        problem = self.backend.refusal(metric=metric)
+        if problem is not None:
+            raise problem
         tokens = self.tokens_for(spec, progress) if metric.needs_text else None
-        ctx = ScoringContext(loaded.model, loaded.family, tokens, spec.batch_size, progress, cancel)
+        ctx = ScoringContext(loaded.model, loaded.family, tokens, spec.batch_size, progress, cancel,
+                             stack=self.backend.stack)
         partial = False
         try:
-            if self.streamed is not None:
-                ctx.stats = self._streamed_pass(metric.name, tokens, spec, progress, cancel)
+            if metric.hooked and tokens is not None:
+                ctx.stats = self.backend.hooked_pass(tokens, spec.batch_size, progress, cancel)
             scores = metric.score(ctx, spec.block_size if metric.block else 1)
         except Cancelled as exc:
             if exc.partial is None:
@@ -351,21 +372,6 @@ class Engine:
             self._accept(spec, loaded, tokens, ctx.stats, scores, started, partial)
             raise
         return self._accept(spec, loaded, tokens, ctx.stats, scores, started, partial)
-
-    def _streamed_pass(self, metric: str, tokens: TokenSet | None, spec: JobSpec, progress: Progress,
-                       cancel: CancelCheck | None) -> HookStats | None:
-        """The hooked pass, one layer at a time (the other metrics need the whole model at once)."""
-        from .backends.streamed import streamed_measure_layers
-
-        chosen = get_metric(metric)
-        if not chosen.needs_text:
-            return None
-        if not chosen.hooked:
-            raise UserError(f"{chosen.label} needs the whole model in memory; in low-memory mode choose Block "
-                            "Influence, Relative Magnitude or Angular distance.", hint=Hint.LOW_MEMORY_METRIC)
-        assert tokens is not None and self.source is not None
-        return streamed_measure_layers(self.source, tokens, batch_size=spec.batch_size, progress=progress,
-                                       cancel=cancel, model=self.streamed)
 
     def _accept(self, spec: JobSpec, loaded: LoadedModel, tokens: TokenSet | None, stats: HookStats | None,
                 scores: LayerScores, started: float, partial: bool) -> Scored:
@@ -481,9 +487,11 @@ class Engine:
         if scores is None or self.loaded is None:
             raise PlanError("Score the layers first.")
         metric = get_metric(scores.metric)
-        if metric.refines and self.streamed is None and self._selection_for(count) is None:
+        if metric.refines and self._selection_for(count) is None:
+            assert self.backend is not None
             tokens = self.tokens_for(spec, progress)
-            ctx = ScoringContext(self.loaded.model, self.loaded.family, tokens, spec.batch_size, progress, cancel)
+            ctx = ScoringContext(self.loaded.model, self.loaded.family, tokens, spec.batch_size, progress, cancel,
+                                 stack=self.backend.stack)
             self.selection = metric.refine(ctx, scores.scores, count)
         return self.plan(count=count)
 
@@ -507,8 +515,6 @@ class Engine:
 
         if self.scores is None or self.loaded is None:
             raise PlanError("Score the layers first.")
-        if self.streamed is not None:
-            raise UserError("The quality curve needs the whole model in memory.", hint=Hint.LOW_MEMORY_METRIC)
         metric = get_metric(self.scores.metric)
         limit = max_removable(self.n_layers) if max_removed is None else max_removed
         limit = min(limit, sum(v is not None for v in self.scores.scores))
@@ -518,7 +524,8 @@ class Engine:
             ranked += sorted((i for i in chosen if i not in ranked), key=lambda i: self.scores.scores[i])  # type: ignore[union-attr,index,arg-type,return-value]
         ranked = ranked[:limit]
         tokens = self.tokens_for(spec, progress)
-        return quality_curve(self.loaded.model, self.loaded.family, tokens, ranked, len(ranked), spec.eval_windows,
+        assert self.backend is not None
+        return quality_curve(self.backend.stack, tokens, ranked, len(ranked), spec.eval_windows,
                              spec.batch_size, label=self.scores.metric, progress=progress, cancel=cancel)
 
     # ------------------------------------------------------------------------------------------- repair
@@ -543,17 +550,15 @@ class Engine:
             return adjusted
         if spec.repair not in ("none", "linear"):
             raise UserError(f"Unknown repair {spec.repair!r}: choose linear or none.")
-        if self.streamed is not None:
-            log.info("low-memory mode: no repair or healing (they need the whole model in memory)")
-            self.adjusted = adjusted
-            return adjusted
         loaded = self.load(spec, progress, cancel)
+        assert self.backend is not None
+        self.refusal(spec)
         tokens = self.tokens_for(spec, progress)
         if spec.repair == "linear":
             from .cut.repair import fit_linear_repair
 
             adjusted.repair = fit_linear_repair(loaded.model, loaded.family, tokens, removed, spec.batch_size,
-                                                progress=progress, cancel=cancel)
+                                                progress=progress, cancel=cancel, stack=self.backend.stack)
             adjusted.weights.update(adjusted.repair.tensors)
         if spec.heal_steps > 0:
             from .cut.healing import estimate_heal_seconds, heal, original_names
@@ -597,26 +602,19 @@ class Engine:
         started = time.perf_counter()
         loaded, tokens = self.held_out(spec, progress, cancel)
         weights = self.adjust(spec, removed, progress, cancel).weights
-        fidelity = None
-        if self.streamed is None:
-            reference = self.reference_for(spec, tokens, progress, cancel)
-            before = reference.result
-            after, fidelity = self._compared(spec, tokens, removed, weights, progress, cancel)
-        else:
-            before = self._perplexity(spec, tokens, (), progress, cancel, "ppl_before")
-            after = self._perplexity(spec, tokens, removed, progress, cancel, "ppl_after", weights)
+        reference = self.reference_for(spec, tokens, progress, cancel)
+        before = reference.result
+        after, fidelity = self._compared(spec, tokens, removed, weights, progress, cancel)
         gen_before = gen_after = ""
         prompt = spec.prompt if prompt is None else prompt
         chat = has_chat_template(loaded.tokenizer)
-        if self.streamed is not None and prompt:
-            log.info("low-memory mode: no generation (it needs the whole model in memory)")
-            prompt = ""
         if prompt and prompt.strip():
+            assert self.backend is not None
             progress("generate", 0, 2, None)
-            gen_before = pipeline.generate(loaded, prompt, (), spec.max_new_tokens, chat)
+            gen_before = self.backend.generate(prompt, (), {}, spec.max_new_tokens, chat)
             raise_if_cancelled(cancel)
             progress("generate", 1, 2, None)
-            gen_after = pipeline.generate(loaded, prompt, removed, spec.max_new_tokens, chat, weights)
+            gen_after = self.backend.generate(prompt, removed, weights, spec.max_new_tokens, chat)
             progress("generate", 2, 2, None)
         self.checked = Checked(list(removed), before.perplexity, after.perplexity, before.tokens, prompt or "",
                                gen_before, gen_after, time.perf_counter() - started, chat, fidelity)
@@ -637,43 +635,20 @@ class Engine:
                       cancel: CancelCheck | None = None) -> Reference:
         """The original model's pass over the held-out windows: measured once per model, text and batch size,
         then every check (and the quality curve) compares with it instead of running the original again."""
-        assert self.loaded is not None
+        assert self.backend is not None
         key = (self.load_key, self._token_key(spec), spec.batch_size)
         if self.reference is None or self.reference_key != key:
-            self.reference = reference_pass(self.loaded.model, self._layers(), tokens.eval_windows, tokens.pad_id,
-                                            spec.batch_size, cancel,
-                                            lambda done, total: progress("ppl_before", done, total, None))
+            self.reference = ops.reference(self.backend.stack, tokens.eval_windows, tokens.pad_id, spec.batch_size,
+                                           cancel, lambda done, total: progress("ppl_before", done, total, None))
             self.reference_key = key
         return self.reference
-
-    def _layers(self) -> Any:
-        from .model.families import get_submodule
-
-        assert self.loaded is not None
-        return get_submodule(self.loaded.model, self.loaded.family.layers_path)
 
     def _compared(self, spec: JobSpec, tokens: TokenSet, removed: Sequence[int], weights: dict[str, Any],
                   progress: Progress, cancel: CancelCheck | None, stage: str = "ppl_after") -> tuple[Any, Fidelity]:
         """Perplexity of the pruned (and repaired) model and its fidelity to the original, in one pass."""
-        assert self.loaded is not None and self.reference is not None
-        with pipeline.modified(self.loaded, removed, weights):
-            return compare_to_reference(self.loaded.model, self._layers(), tokens.eval_windows, tokens.pad_id,
-                                        self.reference, cancel, lambda done, total: progress(stage, done, total, None))
-
-    def _perplexity(self, spec: JobSpec, tokens: TokenSet, removed: Sequence[int], progress: Progress,
-                    cancel: CancelCheck | None, stage: str, weights: dict[str, Any] | None = None) -> Any:
-        """Perplexity in memory, or one layer at a time in low-memory mode (the same numbers)."""
-        assert self.loaded is not None
-        if self.streamed is None:
-            return pipeline.measure_perplexity(self.loaded, tokens, removed, spec.batch_size, progress, cancel, stage,
-                                               weights)
-        from .backends.streamed import streamed_perplexity
-
-        assert self.source is not None
-        return streamed_perplexity(self.source, tokens.eval_windows, tokens.pad_id, removed,
-                                   batch_size=spec.batch_size, cancel=cancel,
-                                   progress=lambda done, total: progress(stage, done, total, None),
-                                   model=self.streamed)
+        assert self.backend is not None and self.reference is not None
+        return ops.compare(self.backend.stack, tokens.eval_windows, tokens.pad_id, self.reference, removed, weights,
+                           cancel, lambda done, total: progress(stage, done, total, None))
 
     # ------------------------------------------------------------------------------------------ report, save
 
@@ -745,10 +720,15 @@ class Engine:
         weights = adjusted.weights if adjusted is not None else {}
         if self.resolved_format == "gguf":
             return self._save_gguf(plan, out, report, force, progress, cancel, weights)
-        if self.streamed is not None and self.loaded.source.gguf_file:
-            raise UserError("In low-memory mode a GGUF model is saved as GGUF (its float copy would need the "
-                            "whole model in memory).")
+        self.refusal_to_save()
         return pipeline.save(self.loaded, plan, out, report, force, progress, cancel, weights=weights)
+
+    def refusal_to_save(self) -> None:
+        """The output format this backend cannot write, said before anything runs."""
+        if self.backend is not None:
+            problem = self.backend.refusal(output_format=self.resolved_format)
+            if problem is not None:
+                raise problem
 
     def _save_gguf(self, plan: PrunePlan, out: str | Path, report: Report | None, force: bool,
                    progress: Progress, cancel: CancelCheck | None, weights: dict[str, Any]) -> SaveResult:

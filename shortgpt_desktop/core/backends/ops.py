@@ -149,3 +149,23 @@ def compare(stack: LayerStack, windows: Sequence[Sequence[int]], pad_id: int, re
     if progress is not None:
         progress(len(kept) + 1, len(kept) + 1)
     return sums.result(time.perf_counter() - started)
+
+
+def generate(stack: LayerStack, tokenizer: Any, prompt: str, removed: Sequence[int] = (),
+             weights: dict[str, Any] | None = None, max_new_tokens: int = 8, chat: bool = False) -> str:
+    """Greedy continuation, one layer at a time: each new token runs the whole (pruned) stack again, with no KV
+    cache, so keep ``max_new_tokens`` small. Same tokens as :func:`..measure.evaluation.generate_text`."""
+    from ..measure.evaluation import encode_prompt
+
+    ids = encode_prompt(tokenizer, prompt, chat)["input_ids"][0].tolist()
+    first = len(ids)
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos or 0)
+    for _ in range(max_new_tokens):
+        (batch,) = final_states(stack, [ids], pad, removed, 1, weights)
+        with stack.head() as logits_of:
+            token = int(logits_of(batch, batch.hidden)[0, -1].argmax())
+        ids.append(token)
+        if token == eos:
+            break
+    return tokenizer.decode(ids[first:], skip_special_tokens=True)

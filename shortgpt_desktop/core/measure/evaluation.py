@@ -169,6 +169,15 @@ def has_chat_template(tokenizer: Any) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
+def encode_prompt(tokenizer: Any, prompt: str, chat: bool) -> Any:
+    """The prompt as the model reads it: a user turn through the chat template, or raw text."""
+    if chat:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                             add_generation_prompt=True)
+        return tokenizer(text, return_tensors="pt", add_special_tokens=False)
+    return tokenizer(prompt, return_tensors="pt")
+
+
 def generate_text(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int = 40, chat: bool = False) -> str:
     """Greedy continuation of ``prompt`` with the KV cache on (what a user of the pruned model will see).
 
@@ -178,12 +187,7 @@ def generate_text(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int =
     import torch
 
     device = next(model.parameters()).device
-    if chat:
-        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                             add_generation_prompt=True)
-        encoded = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(device)
-    else:
-        encoded = tokenizer(prompt, return_tensors="pt").to(device)
+    encoded = encode_prompt(tokenizer, prompt, chat).to(device)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     with torch.inference_mode():
         out = model.generate(

@@ -20,12 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from ..cut.plan import max_removable
-from ..cut.surgery import pruned_view
 from ..errors import Cancelled, OutputError, PlanError
-from ..model.families import Family, get_submodule
 from ..progress import CancelCheck, Progress
 from .calibration import TokenSet
-from .evaluation import perplexity_of
 
 STAGE = "sweep"
 DEFAULT_EVAL_WINDOWS = 8
@@ -125,8 +122,7 @@ def _as_order(order_or_scores: Sequence[Any]) -> list[int]:
 
 
 def quality_curve(
-    model: Any,
-    family: Family,
+    stack: Any,
     token_set: TokenSet,
     order_or_scores: Sequence[Any],
     max_removed: int | None = None,
@@ -138,11 +134,14 @@ def quality_curve(
 ) -> QualityCurve:
     """Perplexity on the first ``eval_windows`` held-out windows for k = 0..max_removed layers removed.
 
-    ``order_or_scores`` is a removal order (list of layer indices, first removed first) or per-layer scores
+    ``stack`` is the backend's :class:`~..backends.layerwise.LayerStack`. ``order_or_scores`` is a removal
+    order (list of layer indices, first removed first) or per-layer scores
     (floats, lower removed first). Point k removes the first k layers of the order, so the curve is nested.
     """
     started = time.perf_counter()
-    n = len(get_submodule(model, family.layers_path))
+    from ..backends import ops
+
+    n = stack.n_layers
     order = _as_order(order_or_scores)
     if len(set(order)) != len(order) or any(not 0 <= i < n for i in order):
         raise PlanError(f"A removal order must list distinct layers between 0 and {n - 1}.")
@@ -162,11 +161,7 @@ def quality_curve(
         if cancel is not None and cancel():
             raise Cancelled()
         removed = sorted(order[:k])
-        if removed:
-            with pruned_view(model, family, removed):
-                result = perplexity_of(model, windows, token_set.pad_id, batch_size, cancel)
-        else:
-            result = perplexity_of(model, windows, token_set.pad_id, batch_size, cancel)
+        result = ops.perplexity(stack, windows, token_set.pad_id, removed, batch_size, cancel=cancel)
         curve.points.append(CurvePoint(k, order[k - 1] if k else None, removed, result.perplexity, result.nll,
                                        result.tokens))
         curve.tokens = result.tokens
