@@ -48,6 +48,24 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_family(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path):
+    """A function: a family's short name (``TINY_FAMILIES``) → its tiny random model, built once per test
+    session and shared by every module that needs it (read-only: copy to modify)."""
+    from shortgpt_desktop.core.testing.tiny_models import TINY_FAMILIES, build_tiny_model
+
+    built: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in built:
+            model_type, kwargs = TINY_FAMILIES[name]
+            built[name] = build_tiny_model(tmp_path_factory.mktemp(f"family-{name}") / name, model_type,
+                                           config_overrides=kwargs, tokenizer_from=tiny_model)
+        return built[name]
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def tokenizer_dir(tiny_model: Path) -> Path:
     return tiny_model
 

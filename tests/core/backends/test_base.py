@@ -11,7 +11,7 @@ from shortgpt_desktop.core import engine as engine_module
 from shortgpt_desktop.core.engine import Engine
 from shortgpt_desktop.core.model import memory
 from shortgpt_desktop.core.pipeline import JobSpec
-from shortgpt_desktop.core.testing.tiny_models import TINY_FAMILIES, build_tiny_model
+from shortgpt_desktop.core.testing.tiny_models import TINY_FAMILIES
 from shortgpt_desktop.jobs import run_prune
 
 
@@ -58,13 +58,12 @@ def test_the_way_a_model_runs_is_decided_once_though_free_memory_drops_as_it_loa
 
 
 @pytest.mark.parametrize("name", [n for n in TINY_FAMILIES if n not in ("mixtral", "qwen3_moe")])
-def test_the_default_job_streamed_equals_the_job_in_memory(name: str, tiny_model: Path, small_calib: Path,
+def test_the_default_job_streamed_equals_the_job_in_memory(tiny_family, name: str, tiny_model: Path, small_calib: Path,
                                                            tmp_path: Path) -> None:
     """bi+ measured, repaired, checked and saved one layer at a time: the same layers, weights and numbers."""
     from safetensors.torch import load_file
 
-    model_type, kwargs = TINY_FAMILIES[name]
-    folder = build_tiny_model(tmp_path / name, model_type, config_overrides=kwargs, tokenizer_from=tiny_model)
+    folder = tiny_family(name)
     reports = {}
     for mode, low in (("memory", False), ("streamed", True)):
         spec = _spec(folder, small_calib, tmp_path / f"out-{mode}", low_memory=low, count=3)

@@ -138,11 +138,10 @@ def actual_relative_residual(model, family, tokens, result, run) -> float:
 
 
 @pytest.mark.parametrize("name", list(TINY_FAMILIES))
-def test_family_repair_saves_and_reloads(name: str, tiny_model: Path, tiny_tokens, tmp_path: Path) -> None:
+def test_family_repair_saves_and_reloads(tiny_family, name: str, tiny_model: Path, tiny_tokens, tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM
 
-    model_type, kwargs = TINY_FAMILIES[name]
-    folder = build_tiny_model(tmp_path / name, model_type, config_overrides=kwargs, tokenizer_from=tiny_model)
+    folder = tiny_family(name)
     loaded = load_model(resolve(str(folder)), "cpu", "float32")
     model, family = loaded.model, loaded.family
     n = loaded.n_layers
