@@ -318,12 +318,26 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
 
 
 def print_curve(curve: Any, out: TextIO | None = None) -> None:
+    """The curve as a table: the recipe's perplexity and same top token for each count, plain BI beside it."""
     out = out or sys.stdout
-    out.write(f"quality curve ({curve.label}; perplexity on {curve.windows} held-out windows, "
-              f"{curve.tokens:,} tokens, a subset of the check's):\n{'removed':>7}  {'layer':>5}  {'perplexity':>12}\n")
+    base = {p.k: p for p in curve.baseline.points} if curve.baseline is not None else {}
+    out.write(f"quality curve ({curve.label}; perplexity and same top token vs the original on {curve.windows} "
+              f"held-out windows, {curve.tokens:,} tokens; {curve.data})\n")
+    header = f"{'removed':>7}  {'layers':<24} {'perplexity':>11} {'same top':>9}"
+    if base:
+        header += f"   {'plain bi':>11} {'same top':>9}"
+    out.write(header + "\n")
     for point in curve.points:
-        layer = "" if point.layer is None else str(point.layer)
-        out.write(f"{point.k:>7}  {layer:>5}  {point.perplexity:>12.3f}\n")
+        line = (f"{point.k:>7}  {','.join(map(str, point.removed)) or '-':<24} {point.perplexity:>11.3f} "
+                f"{_share(point.same_top):>9}")
+        b = base.get(point.k)
+        if b is not None:
+            line += f"   {b.perplexity:>11.3f} {_share(b.same_top):>9}"
+        out.write(line + "\n")
+
+
+def _share(value: float | None) -> str:
+    return "" if value is None else f"{value:.1%}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

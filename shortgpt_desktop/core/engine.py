@@ -14,6 +14,7 @@ hands back (kept, and marked partial).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -118,7 +119,8 @@ class Engine:
     checked: Checked | None = None
     output_format: str | None = None  # what save writes; None: the source's own format
     adjusted: Adjusted | None = None  # the repair (and healing) of the last plan that was checked or saved
-    selection: Any = None  # selection.SelectionResult: a refining metric's measured choice, for its count
+    #: A refining metric's measured choices (selection.SelectionResult) for the current scores, by count.
+    selections: dict[int, Any] = field(default_factory=dict)
     reference: Reference | None = None  # the original's pass over the held-out windows, kept for every check
     reference_key: tuple | None = None
     _gguf_bytes: tuple[list[int], int] | None = None  # a GGUF source's bytes per block, and the rest
@@ -148,7 +150,7 @@ class Engine:
         self.tokens = self.token_key = None
         self.stats = self.scores = self.scored = self.sizes = self.scored_spec = self.checked = None
         self.adjusted = None
-        self.selection = None
+        self.selections = {}
         self.reference = self.reference_key = None
 
     def close(self) -> None:
@@ -376,7 +378,7 @@ class Engine:
     def _accept(self, spec: JobSpec, loaded: LoadedModel, tokens: TokenSet | None, stats: HookStats | None,
                 scores: LayerScores, started: float, partial: bool) -> Scored:
         self.stats, self.scores = stats, scores
-        self.selection = None
+        self.selections = {}
         self.sizes = layer_sizes(loaded.model, loaded.family, pipeline.checkpoint_bytes_per_param(loaded))
         self.scored_spec = spec
         self.checked = None
@@ -426,7 +428,7 @@ class Engine:
     def use_scores(self, scores: LayerScores) -> None:
         """Show and plan with ``scores`` (another metric of the same pass)."""
         self.scores = scores
-        self.selection = None
+        self.selections = {}
         if self.scored_spec is not None:
             self.scored_spec.metric = scores.metric
 
@@ -470,9 +472,7 @@ class Engine:
 
     def _selection_for(self, count: int) -> Any:
         """The refining metric's measured choice of ``count`` layers for the current scores, if it was made."""
-        if self.selection is not None and len(self.selection.removed) == count:
-            return self.selection
-        return None
+        return self.selections.get(count)
 
     def needs_refining(self, plan: PrunePlan) -> bool:
         """The plan comes from a refining metric's cheap order and has not been measured yet."""
@@ -492,7 +492,7 @@ class Engine:
             tokens = self.tokens_for(spec, progress)
             ctx = ScoringContext(self.loaded.model, self.loaded.family, tokens, spec.batch_size, progress, cancel,
                                  stack=self.backend.stack)
-            self.selection = metric.refine(ctx, scores.scores, count)
+            self.selections.update(metric.refine_counts(ctx, scores.scores, [count]))
         return self.plan(count=count)
 
     def plan_for_spec(self, spec: JobSpec) -> PrunePlan:
@@ -506,27 +506,63 @@ class Engine:
 
     def quality_curve(self, spec: JobSpec, max_removed: int | None = None, progress: Progress = no_progress,
                       cancel: CancelCheck | None = None) -> Any:
-        """Held-out perplexity for 0, 1, 2… layers removed in the current scores' order (the paper's Figure 5).
+        """Held-out perplexity and fidelity for 0, 1, 2… layers removed (the paper's Figure 5), of the recipe
+        Save uses, and of plain Block Influence for reference.
 
-        Measured on the first ``spec.eval_windows`` held-out windows (a subset, said in the result), plainly
-        pruned: the repair is fitted per plan and is left out of the curve.
+        The recipe's point for k layers is what Check gives for k (same windows, same measured choice, same
+        repair; healing, when asked for, is left out of the curve: it would train once per point). A refining
+        metric (bi+) chooses every count in one nested search. Plain BI is plain removal in BI order.
+        ``max_removed`` defaults to half the layers (past that, models are broken).
         """
-        from .measure.sweep import quality_curve
+        from .measure.sweep import STAGE as SWEEP_STAGE
+        from .measure.sweep import QualityCurve, curve_point, removal_order
 
-        if self.scores is None or self.loaded is None:
+        if self.scores is None or self.loaded is None or self.backend is None:
             raise PlanError("Score the layers first.")
+        spec = dataclasses.replace(spec, heal_steps=0)
         metric = get_metric(self.scores.metric)
-        limit = max_removable(self.n_layers) if max_removed is None else max_removed
-        limit = min(limit, sum(v is not None for v in self.scores.scores))
-        ranked: list[int] = []  # each k's plan adds its new layers: the slider's order
-        for k in range(1, limit + 1):
-            chosen = metric.removal(self.scores.scores, k)
-            ranked += sorted((i for i in chosen if i not in ranked), key=lambda i: self.scores.scores[i])  # type: ignore[union-attr,index,arg-type,return-value]
-        ranked = ranked[:limit]
+        known = sum(v is not None for v in self.scores.scores)
+        limit = min(max_removed if max_removed is not None else max(1, self.n_layers // 2),
+                    max_removable(self.n_layers), known)
         tokens = self.tokens_for(spec, progress)
-        assert self.backend is not None
-        return quality_curve(self.backend.stack, tokens, ranked, len(ranked), spec.eval_windows,
-                             spec.batch_size, label=self.scores.metric, progress=progress, cancel=cancel)
+        started = time.perf_counter()
+        reference = self.reference_for(spec, tokens, progress, cancel)
+        if metric.refines:
+            missing = [k for k in range(1, limit + 1) if k not in self.selections]
+            if missing:
+                ctx = ScoringContext(self.loaded.model, self.loaded.family, tokens, spec.batch_size, progress,
+                                     cancel, stack=self.backend.stack)
+                self.selections.update(metric.refine_counts(ctx, self.scores.scores, missing))
+        label = self.scores.metric + (" + repair" if spec.repair != "none" else "")
+        curve = QualityCurve(label=label, order=[], windows=len(tokens.eval_windows), tokens=reference.result.tokens,
+                             data="held-out windows (the check's)")
+        bi_scores = self.stats.bi if self.stats is not None else self.scores.scores
+        baseline = QualityCurve(label="bi", order=removal_order(bi_scores)[:limit],
+                                windows=len(tokens.eval_windows), tokens=reference.result.tokens,
+                                data="held-out windows (the check's)")
+        curve.points.append(curve_point(0, None, [], reference.result, None))
+        baseline.points.append(curve_point(0, None, [], reference.result, None))
+        total = 2 * limit
+        partial: list[float | None] = [reference.result.perplexity] + [None] * limit
+        progress(SWEEP_STAGE, 0, total, list(partial))
+        previous: list[int] = []
+        for k in range(1, limit + 1):
+            removed = self.plan(count=k).removed
+            weights = self.adjust(spec, removed, no_progress, cancel).weights
+            result, fidelity = self._compared(spec, tokens, removed, weights, no_progress, cancel)
+            added = [i for i in removed if i not in previous]
+            curve.points.append(curve_point(k, added[0] if len(added) == 1 else None, removed, result, fidelity))
+            previous = list(removed)
+            partial[k] = result.perplexity
+            progress(SWEEP_STAGE, 2 * k - 1, total, list(partial))
+            plain = sorted(baseline.order[:k])
+            result, fidelity = self._compared(spec, tokens, plain, {}, no_progress, cancel)
+            baseline.points.append(curve_point(k, baseline.order[k - 1], plain, result, fidelity))
+            progress(SWEEP_STAGE, 2 * k, total, list(partial))
+        curve.order = [p.layer for p in curve.points[1:] if p.layer is not None]
+        curve.baseline = baseline
+        curve.seconds = time.perf_counter() - started
+        return curve
 
     # ------------------------------------------------------------------------------------------- repair
 

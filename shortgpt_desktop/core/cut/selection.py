@@ -110,30 +110,44 @@ def choose_layers_safely(
     measurements, each from the cached states of the layers chosen so far (:mod:`.candidates`; ``cached=False``
     runs each from the first layer, with the same numbers).
     """
+    return choose_for_counts(stack, token_set, [count], bi_scores, batch_size, eval_samples, window, progress,
+                             cancel, cached)[count]
+
+
+def choose_for_counts(
+    stack: LayerStack,
+    token_set: TokenSet,
+    counts: Sequence[int],
+    bi_scores: Sequence[float | None],
+    batch_size: int = 4,
+    eval_samples: int = DEFAULT_EVAL_SAMPLES,
+    window: int = DEFAULT_WINDOW,
+    progress: Progress | None = None,
+    cancel: CancelCheck | None = None,
+    cached: bool = True,
+) -> dict[int, SelectionResult]:
+    """:func:`choose_layers_safely` for several counts from one greedy search (its order is nested: the choice
+    for k layers extends the choice for k − 1), so the quality curve costs one search, not one per point."""
     started = time.perf_counter()
     n = stack.n_layers
     if len(bi_scores) != n:
         raise ValueError(f"{len(bi_scores)} scores for {n} layers")
-    if count < 1:
-        raise PlanError(f"The number of layers to remove must be at least 1 (got {count}).")
-    if count > max_removable(n):
-        raise PlanError(f"Removing {count} of {n} layers leaves none; at least one must stay.")
+    for count in counts:
+        if count < 1:
+            raise PlanError(f"The number of layers to remove must be at least 1 (got {count}).")
+        if count > max_removable(n):
+            raise PlanError(f"Removing {count} of {n} layers leaves none; at least one must stay.")
     samples = token_set.samples[: max(1, eval_samples)]
     if not samples:
         raise PlanError("There are no calibration samples to measure perplexity on.")
     window = max(1, window)
-
-    protected = protected_for(bi_scores, count)  # almost everything goes: the ends cannot be spared
-    open_scores = without(bi_scores, protected)
-    open_order = removal_order(open_scores)
-    if count > len(open_order):
-        raise PlanError(f"Only {len(open_order)} layers have scores; cannot remove {count}.")
-    plain = lowest(bi_scores, count)
-    ends = lowest(open_scores, count)
-
+    most = max(counts)
+    groups: dict[tuple[int, ...], list[int]] = {}  # the ends protected for a count depend on the count
+    for count in sorted(set(counts)):
+        groups.setdefault(tuple(protected_for(bi_scores, count)), []).append(count)
     runner = CandidateRunner(stack, samples, token_set.pad_id, batch_size, cancel, cached)
     measured: dict[tuple[int, ...], float] = {}
-    total = count * window + 2  # an upper bound; repeated sets are measured once
+    total = sum(max(g) * window + 2 * len(g) for g in groups.values())  # an upper bound
 
     def report(partial: list[int], final: bool = False) -> None:
         if progress is not None:
@@ -148,47 +162,51 @@ def choose_layers_safely(
         return [measured[k] for k in keys]
 
     report([])
-    order: list[int] = []
-    order_ppl: list[float] = []
-    considered: list[int] = []
-    for _ in range(count):
-        trial = [layer for layer in open_order if layer not in order][:window]
-        considered += [layer for layer in trial if layer not in considered]
-        ppls = measure_all([[*order, layer] for layer in trial], order)
-        finite = [(ppl, rank) for rank, ppl in enumerate(ppls) if not math.isnan(ppl)]
-        if not finite:
-            raise ResourceError(_NAN)
-        best_ppl, rank = min(finite)  # in BI order: on equal perplexity the lower-BI layer wins
-        order.append(trial[rank])
-        order_ppl.append(best_ppl)
-        runner.rebase(order)
-        report(order)
-
-    greedy = sorted(order)
-    names = ("greedy", "bi-ends-protected", "bi")
-    sets = (greedy, ends, plain)
-    candidates = [Candidate(name, list(chosen), ppl)
-                  for name, chosen, ppl in zip(names, sets, measure_all(sets, order), strict=True)]
-    report(order, final=True)
-    finite_candidates = [c for c in candidates if not math.isnan(c.calibration_perplexity)]
-    if not finite_candidates:
-        raise ResourceError(_NAN)
-    # Stable min: on equal perplexity the earlier (greedy, then ends-protected) candidate is kept.
-    best = min(finite_candidates, key=lambda c: c.calibration_perplexity)
-    return SelectionResult(
-        removed=list(best.removed),
-        chosen=best.name,
-        order=order,
-        order_perplexity=order_ppl,
-        candidates=candidates,
-        considered=considered,
-        protected=protected,
-        forward_passes=runner.passes,
-        eval_samples=len(samples),
-        eval_tokens=runner.tokens,
-        seconds=time.perf_counter() - started,
-        explanation=_explain(best, candidates, count, len(samples), runner.tokens),
-    )
+    out: dict[int, SelectionResult] = {}
+    for protected_key, group in groups.items():
+        protected = list(protected_key)
+        open_scores = without(bi_scores, protected)
+        open_order = removal_order(open_scores)
+        if max(group) > len(open_order):
+            raise PlanError(f"Only {len(open_order)} layers have scores; cannot remove {max(group)}.")
+        order: list[int] = []
+        order_ppl: list[float] = []
+        considered: list[int] = []
+        considered_after: list[list[int]] = []  # every layer the first k steps measured, for each k
+        runner.rebase([])
+        for _ in range(max(group)):
+            trial = [layer for layer in open_order if layer not in order][:window]
+            considered += [layer for layer in trial if layer not in considered]
+            ppls = measure_all([[*order, layer] for layer in trial], order)
+            finite = [(ppl, rank) for rank, ppl in enumerate(ppls) if not math.isnan(ppl)]
+            if not finite:
+                raise ResourceError(_NAN)
+            best_ppl, rank = min(finite)  # in BI order: on equal perplexity the lower-BI layer wins
+            order.append(trial[rank])
+            order_ppl.append(best_ppl)
+            considered_after.append(list(considered))
+            runner.rebase(order)
+            report(order)
+        for count in group:
+            sets = (sorted(order[:count]), lowest(open_scores, count), lowest(bi_scores, count))
+            names = ("greedy", "bi-ends-protected", "bi")
+            candidates = [Candidate(name, list(chosen), ppl)
+                          for name, chosen, ppl in zip(names, sets, measure_all(sets, order), strict=True)]
+            finite_candidates = [c for c in candidates if not math.isnan(c.calibration_perplexity)]
+            if not finite_candidates:
+                raise ResourceError(_NAN)
+            # Stable min: on equal perplexity the earlier (greedy, then ends-protected) candidate is kept.
+            best = min(finite_candidates, key=lambda c: c.calibration_perplexity)
+            out[count] = SelectionResult(
+                removed=list(best.removed), chosen=best.name, order=order[:count],
+                order_perplexity=order_ppl[:count], candidates=candidates,
+                considered=considered_after[count - 1],
+                protected=protected, forward_passes=runner.passes, eval_samples=len(samples),
+                eval_tokens=runner.tokens, seconds=time.perf_counter() - started,
+                explanation=_explain(best, candidates, count, len(samples), runner.tokens),
+            )
+    report(out[most].order, final=True)
+    return out
 
 
 #: Said when every measured candidate's perplexity is not a number (fp16 overflow, a broken model).

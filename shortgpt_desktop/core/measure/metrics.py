@@ -107,6 +107,10 @@ class Metric:
         """A better choice of ``count`` layers by measuring the pruned model; None when the metric has none."""
         return None
 
+    def refine_counts(self, ctx: ScoringContext, scores: Sequence[float | None], counts: Sequence[int]) -> dict:
+        """:meth:`refine` for several counts at once (a metric whose search is nested does it in one search)."""
+        return {count: self.refine(ctx, scores, count) for count in counts}
+
 
 METRICS: dict[str, Metric] = {}
 
@@ -218,6 +222,14 @@ class SaferBlockInfluence(BlockInfluence):
             raise ValueError("bi+ needs calibration samples")
         return choose_layers_safely(ctx.layer_stack(), ctx.tokens, count, scores, ctx.batch_size,
                                     progress=ctx.progress, cancel=ctx.cancel)
+
+    def refine_counts(self, ctx: ScoringContext, scores: Sequence[float | None], counts: Sequence[int]) -> dict:
+        from ..cut.selection import choose_for_counts
+
+        if ctx.tokens is None:
+            raise ValueError("bi+ needs calibration samples")
+        return choose_for_counts(ctx.layer_stack(), ctx.tokens, counts, scores, ctx.batch_size,
+                                 progress=ctx.progress, cancel=ctx.cancel)
 
 
 for _metric in (SaferBlockInfluence(), BlockInfluence(), RelativeMagnitude(), AngularDistance(), Sequential(),
