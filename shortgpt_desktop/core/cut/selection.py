@@ -61,6 +61,7 @@ class SelectionResult:
     candidates: list[Candidate] = field(default_factory=list)
     considered: list[int] = field(default_factory=list)  # every layer the greedy steps measured
     protected: list[int] = field(default_factory=list)
+    single_removal: list[float | None] = field(default_factory=list)  # calibration ppl with each layer alone gone
     forward_passes: int = 0  # perplexity passes over the calibration subset
     eval_samples: int = 0
     eval_tokens: int = 0  # predicted tokens per pass
@@ -101,6 +102,7 @@ def choose_layers_safely(
     progress: Progress | None = None,
     cancel: CancelCheck | None = None,
     cached: bool = True,
+    wider: bool = True,
 ) -> SelectionResult:
     """Choose ``count`` layers to remove: greedy over a sliding BI window, then the best of three sets.
 
@@ -111,7 +113,7 @@ def choose_layers_safely(
     runs each from the first layer, with the same numbers).
     """
     return choose_for_counts(stack, token_set, [count], bi_scores, batch_size, eval_samples, window, progress,
-                             cancel, cached)[count]
+                             cancel, cached, wider)[count]
 
 
 def choose_for_counts(
@@ -125,6 +127,7 @@ def choose_for_counts(
     progress: Progress | None = None,
     cancel: CancelCheck | None = None,
     cached: bool = True,
+    wider: bool = True,
 ) -> dict[int, SelectionResult]:
     """:func:`choose_layers_safely` for several counts from one greedy search (its order is nested: the choice
     for k layers extends the choice for k − 1), so the quality curve costs one search, not one per point."""
@@ -147,7 +150,9 @@ def choose_for_counts(
         groups.setdefault(tuple(protected_for(bi_scores, count)), []).append(count)
     runner = CandidateRunner(stack, samples, token_set.pad_id, batch_size, cancel, cached)
     measured: dict[tuple[int, ...], float] = {}
-    total = sum(max(g) * window + 2 * len(g) for g in groups.values())  # an upper bound
+    known = [i for i, v in enumerate(bi_scores) if v is not None]
+    per_step = 2 * window if wider else window
+    total = (len(known) if wider else 0) + sum(max(g) * per_step + 3 * len(g) for g in groups.values())
 
     def report(partial: list[int], final: bool = False) -> None:
         if progress is not None:
@@ -162,11 +167,17 @@ def choose_for_counts(
         return [measured[k] for k in keys]
 
     report([])
+    # The paper's own baseline: each layer's removal alone, measured (one layer-major sweep from the cache).
+    single: list[float | None] = [None] * n
+    if wider:
+        for layer, ppl in zip(known, measure_all([[i] for i in known], []), strict=True):
+            single[layer] = ppl
     out: dict[int, SelectionResult] = {}
     for protected_key, group in groups.items():
         protected = list(protected_key)
         open_scores = without(bi_scores, protected)
         open_order = removal_order(open_scores)
+        single_order = removal_order(without(single, protected)) if wider else []
         if max(group) > len(open_order):
             raise PlanError(f"Only {len(open_order)} layers have scores; cannot remove {max(group)}.")
         order: list[int] = []
@@ -176,6 +187,7 @@ def choose_for_counts(
         runner.rebase([])
         for _ in range(max(group)):
             trial = [layer for layer in open_order if layer not in order][:window]
+            trial += [layer for layer in single_order if layer not in order and layer not in trial][:window]
             considered += [layer for layer in trial if layer not in considered]
             ppls = measure_all([[*order, layer] for layer in trial], order)
             finite = [(ppl, rank) for rank, ppl in enumerate(ppls) if not math.isnan(ppl)]
@@ -188,8 +200,11 @@ def choose_for_counts(
             runner.rebase(order)
             report(order)
         for count in group:
-            sets = (sorted(order[:count]), lowest(open_scores, count), lowest(bi_scores, count))
-            names = ("greedy", "bi-ends-protected", "bi")
+            sets: tuple[list[int], ...] = (sorted(order[:count]), lowest(open_scores, count), lowest(bi_scores, count))
+            names: tuple[str, ...] = ("greedy", "bi-ends-protected", "bi")
+            if wider:
+                sets += (sorted(single_order[:count]),)
+                names += ("single-removal",)
             candidates = [Candidate(name, list(chosen), ppl)
                           for name, chosen, ppl in zip(names, sets, measure_all(sets, order), strict=True)]
             finite_candidates = [c for c in candidates if not math.isnan(c.calibration_perplexity)]
@@ -202,6 +217,7 @@ def choose_for_counts(
                 order_perplexity=order_ppl[:count], candidates=candidates,
                 considered=considered_after[count - 1],
                 protected=protected, forward_passes=runner.passes, eval_samples=len(samples),
+                single_removal=list(single),
                 eval_tokens=runner.tokens, seconds=time.perf_counter() - started,
                 explanation=_explain(best, candidates, count, len(samples), runner.tokens),
             )
