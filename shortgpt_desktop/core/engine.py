@@ -597,21 +597,47 @@ class Engine:
                                                 progress=progress, cancel=cancel, stack=self.backend.stack)
             adjusted.weights.update(adjusted.repair.tensors)
         if spec.heal_steps > 0:
-            from .cut.healing import estimate_heal_seconds, heal, original_names
+            from .cut.healing import estimate_heal_seconds, heal, layers_beside, original_names
 
             kept = [i for i in range(loaded.n_layers) if i not in set(removed)]
+            teacher = self._teacher(spec, tokens, progress, cancel)
+            beside = layers_beside(removed, loaded.n_layers)
             with pipeline.modified(loaded, removed, adjusted.weights):
+                logits_of = teacher.bind()
                 estimate = estimate_heal_seconds(loaded.model, loaded.family, tokens, spec.heal_steps,
-                                                 spec.batch_size)
+                                                 spec.batch_size, teacher=logits_of, layers=beside)
                 log.info("healing %d steps: about %.0f s", spec.heal_steps, estimate)
                 progress("heal", 0, spec.heal_steps, estimate)  # the estimate, before the first step
                 adjusted.heal = heal(loaded.model, loaded.family, tokens, steps=spec.heal_steps,
                                      batch_size=spec.batch_size, seed=spec.seed, progress=progress, cancel=cancel,
-                                     keep_original=True)
+                                     keep_original=True, teacher=logits_of, layers=beside)
             adjusted.weights.update(original_names(adjusted.heal.changed, loaded.family, kept))
         adjusted.seconds = time.perf_counter() - started
         self.adjusted = adjusted
         return adjusted
+
+    def _teacher(self, spec: JobSpec, tokens: TokenSet, progress: Progress, cancel: CancelCheck | None) -> Any:
+        """The original model's final states on the calibration samples, to distil from while healing."""
+        from .backends.layerwise import Batch, InMemoryStack
+
+        assert self.loaded is not None and self.backend is not None
+        reference = ops.reference(self.backend.stack, tokens.samples, tokens.pad_id, spec.batch_size, cancel)
+        loaded = self.loaded
+
+        class Teacher:
+            def bind(self) -> Any:
+                """``logits(batch_number, ids, mask)`` through the model's own head, for the model as it is now
+                (inside the pruned view: the head does not change, the decoder is replayed)."""
+                stack = InMemoryStack(loaded.model, loaded.family)
+
+                def logits(number: int, ids: Any, mask: Any) -> Any:
+                    with stack.head() as logits_of:
+                        out = logits_of(Batch(ids, mask, None), reference.final_states[number])
+                    return out.clone()  # a normal tensor: the loss keeps it for the backward pass
+
+                return logits
+
+        return Teacher()
 
     def prepare(self, spec: JobSpec, plan: PrunePlan, progress: Progress = no_progress,
                 cancel: CancelCheck | None = None) -> PrunePlan:
