@@ -86,11 +86,20 @@ class Adjusted:
     """What the repair and the healing changed for one set of removed layers (no tensors cross to a window)."""
 
     removed: list[int]
-    repair: Any = None  # repair.RepairResult, or None when the repair was off
-    heal: Any = None  # healing.HealResult, or None when no healing was asked for
+    results: dict[str, Any] = field(default_factory=dict)  # adjuster name → what it measured and did
     weights: dict[str, Any] = field(default_factory=dict)  # parameter name (original index) → new value
     key: tuple = ()
     seconds: float = 0.0
+
+    @property
+    def repair(self) -> Any:
+        """repair.RepairResult, or None when the repair was off."""
+        return self.results.get("repair")
+
+    @property
+    def heal(self) -> Any:
+        """healing.HealResult, or None when no healing was asked for."""
+        return self.results.get("heal")
 
     @property
     def notes(self) -> list[str]:
@@ -575,43 +584,31 @@ class Engine:
         give new values for a few existing weights: the pruned model keeps its stock architecture. Computed
         once per plan and settings.
         """
+        from .cut.adjusters import ADJUSTERS, AdjustContext
+
         removed = sorted(removed)
         key = (tuple(removed), spec.repair, spec.heal_steps, self.load_key, self._token_key(spec))
         if self.adjusted is not None and self.adjusted.key == key:
             return self.adjusted
+        for adjuster in ADJUSTERS:
+            adjuster.check(spec)
         started = time.perf_counter()
         adjusted = Adjusted(removed, key=key)
-        if (spec.repair == "none" and spec.heal_steps <= 0) or not removed:
+        wanted = [a for a in ADJUSTERS if a.wanted(spec)]
+        if not wanted or not removed:
             self.adjusted = adjusted
             return adjusted
-        if spec.repair not in ("none", "linear"):
-            raise UserError(f"Unknown repair {spec.repair!r}: choose linear or none.")
         loaded = self.load(spec, progress, cancel)
         assert self.backend is not None
         self.refusal(spec)
         tokens = self.tokens_for(spec, progress)
-        if spec.repair == "linear":
-            from .cut.repair import fit_linear_repair
-
-            adjusted.repair = fit_linear_repair(loaded.model, loaded.family, tokens, removed, spec.batch_size,
-                                                progress=progress, cancel=cancel, stack=self.backend.stack)
-            adjusted.weights.update(adjusted.repair.tensors)
-        if spec.heal_steps > 0:
-            from .cut.healing import estimate_heal_seconds, heal, layers_beside, original_names
-
-            kept = [i for i in range(loaded.n_layers) if i not in set(removed)]
-            teacher = self._teacher(spec, tokens, progress, cancel)
-            beside = layers_beside(removed, loaded.n_layers)
-            with pipeline.modified(loaded, removed, adjusted.weights):
-                logits_of = teacher.bind()
-                estimate = estimate_heal_seconds(loaded.model, loaded.family, tokens, spec.heal_steps,
-                                                 spec.batch_size, teacher=logits_of, layers=beside)
-                log.info("healing %d steps: about %.0f s", spec.heal_steps, estimate)
-                progress("heal", 0, spec.heal_steps, estimate)  # the estimate, before the first step
-                adjusted.heal = heal(loaded.model, loaded.family, tokens, steps=spec.heal_steps,
-                                     batch_size=spec.batch_size, seed=spec.seed, progress=progress, cancel=cancel,
-                                     keep_original=True, teacher=logits_of, layers=beside)
-            adjusted.weights.update(original_names(adjusted.heal.changed, loaded.family, kept))
+        ctx = AdjustContext(loaded, self.backend.stack, tokens, spec, progress, cancel,
+                            teacher=lambda: self._teacher(spec, tokens, progress, cancel),
+                            modified=lambda gone, weights: pipeline.modified(loaded, gone, weights))
+        for adjuster in wanted:
+            result, weights = adjuster.apply(ctx, removed, dict(adjusted.weights))
+            adjusted.results[adjuster.name] = result
+            adjusted.weights.update(weights)
         adjusted.seconds = time.perf_counter() - started
         self.adjusted = adjusted
         return adjusted
