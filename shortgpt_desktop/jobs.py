@@ -80,7 +80,8 @@ def run_prune(engine: Engine, spec: JobSpec, progress: Progress = no_progress, c
     if needs_scores or spec.check_perplexity or spec.repair != "none" or spec.heal_steps > 0:
         engine.check_text(spec)
     if needs_scores:
-        engine.score(spec, progress, cancel)
+        count = spec.count if spec.count is not None else count_for_ratio(float(spec.ratio), info.n_layers)  # type: ignore[arg-type]
+        engine.score(spec, JobClock(engine, spec, count, progress), cancel)
     else:
         engine.load(spec, progress, cancel)
         engine.sizes = layer_sizes(engine.loaded.model, engine.loaded.family,  # type: ignore[union-attr]
@@ -96,6 +97,40 @@ def run_prune(engine: Engine, spec: JobSpec, progress: Progress = no_progress, c
     report.output = str(result.folder)
     report.seconds = time.perf_counter() - started
     return report
+
+
+class JobClock:
+    """Passes progress on; at the scoring pass's first measured batch it also says how long the whole job will
+    take (``progress("estimate", 0, 0, JobEstimate)``), from that batch's speed (see :mod:`.core.estimate`)."""
+
+    def __init__(self, engine: Engine, spec: JobSpec, count: int, progress: Progress) -> None:
+        self.engine, self.spec, self.count, self.progress = engine, spec, count, progress
+        self.started: float | None = None
+        self.said = False
+
+    def __call__(self, stage: str, done: int, total: int, partial: Any = None) -> None:
+        self.progress(stage, done, total, partial)
+        if stage != "scoring" or self.said:
+            return
+        if done == 0:
+            self.started = time.perf_counter()
+            return
+        if self.started is None or self.engine.loaded is None or self.engine.tokens is None:
+            return
+        from .core.estimate import estimate_job, shape_of
+        from .core.measure.metrics import get_metric
+
+        shape = shape_of(self.engine.loaded)
+        tokens = self.engine.tokens
+        per_sample = tokens.sample_tokens / max(len(tokens.samples), 1)
+        # In memory the pass counts samples through every layer; one layer at a time it counts layers.
+        token_layers = (per_sample * done * shape.n_layers if total == len(tokens.samples)
+                        else tokens.sample_tokens * done)
+        rate = (time.perf_counter() - self.started) / max(token_layers, 1.0)
+        estimate = estimate_job(self.spec, shape, rate, tokens.sample_tokens, tokens.eval_tokens, self.count,
+                                get_metric(self.spec.metric).refines)
+        self.said = True
+        self.progress("estimate", 0, 0, estimate)
 
 
 def run_sweep(engine: Engine, spec: JobSpec, max_removed: int | None = None, progress: Progress = no_progress,
