@@ -84,6 +84,7 @@ class RepairResult:
     tensors: dict[str, Any] = field(default_factory=dict)  # name → CPU tensor in the model's dtype
     order: str = "sequential"
     ridge: float = 1e-2
+    corrections: list[RunRepair] = field(default_factory=list)  # the kept layers after runs, when both sides
     tokens: int = 0
     seconds: float = 0.0
 
@@ -115,41 +116,66 @@ def _is_conv1d(module: Any) -> bool:
 
 def plan_runs(model: Any, family: Family, removed: Sequence[int]) -> list[RunRepair]:
     """The runs of ``removed`` and, for each, the projection to patch or the reason it cannot be repaired."""
-    import torch.nn as nn
 
     layers = get_submodule(model, family.layers_path)
     out: list[RunRepair] = []
     for start, end in contiguous_runs(removed):
         run = RunRepair(start, end)
         out.append(run)
-        if family.mlp_out is None:
-            run.note = family.repair_note or "this family's MLP output projection is not known; not repaired"
-            continue
-        if start == 0:
+        if start == 0 and family.mlp_out is not None:
             run.note = NOTE_FIRST_LAYER
             continue
-        if family.name == "opt" and getattr(model.config, "do_layer_norm_before", True) is False:
-            run.note = NOTE_POST_LN
-            continue
-        try:
-            proj = get_submodule(layers[start - 1], family.mlp_out)
-        except AttributeError:
-            run.note = NOTE_MOE_LAYER.format(layer=start - 1)
-            continue
-        weight = getattr(proj, "weight", None)
-        if not (isinstance(proj, nn.Linear) or _is_conv1d(proj)) or weight is None or weight.dim() != 2:
-            run.note = f"layer {start - 1}'s MLP output is not a plain linear projection; not repaired"
-            continue
-        if family.mlp_out_norm is not None:
-            try:
-                get_submodule(layers[start - 1], family.mlp_out_norm)
-            except AttributeError:
-                run.note = f"layer {start - 1} has no {family.mlp_out_norm} to fit through; not repaired"
-                continue
-            run.norm = f"{family.layers_path}.{start - 1}.{family.mlp_out_norm}"
-        run.patched_layer = start - 1
-        run.parameter = f"{family.layers_path}.{start - 1}.{family.mlp_out}.weight"
+        _patch(model, family, layers, run, start - 1)
     return out
+
+
+def plan_corrections(model: Any, family: Family, removed: Sequence[int], runs: Sequence[RunRepair]) -> list[RunRepair]:
+    """The kept layer AFTER each run, patched to match the original's state leaving it (the other side of the
+    cut), unless that layer is already patched for the next run or is the model's last kept layer's neighbour."""
+    layers = get_submodule(model, family.layers_path)
+    n = len(layers)
+    patched = {r.patched_layer for r in runs if r.parameter is not None}
+    out = []
+    for run in runs:
+        after = run.end
+        if after >= n or after in patched or after in set(removed) or run.parameter is None:
+            continue
+        correction = RunRepair(after + 1, after + 1)
+        if _patch(model, family, layers, correction, after):
+            out.append(correction)
+            patched.add(after)
+    return out
+
+
+def _patch(model: Any, family: Family, layers: Any, run: RunRepair, layer: int) -> bool:
+    """Point ``run`` at ``layer``'s MLP output projection, or say in ``run.note`` why it cannot be."""
+    import torch.nn as nn
+
+    if family.mlp_out is None:
+        run.note = family.repair_note or "this family's MLP output projection is not known; not repaired"
+        return False
+    if family.name == "opt" and getattr(model.config, "do_layer_norm_before", True) is False:
+        run.note = NOTE_POST_LN
+        return False
+    try:
+        proj = get_submodule(layers[layer], family.mlp_out)
+    except AttributeError:
+        run.note = NOTE_MOE_LAYER.format(layer=layer)
+        return False
+    weight = getattr(proj, "weight", None)
+    if not (isinstance(proj, nn.Linear) or _is_conv1d(proj)) or weight is None or weight.dim() != 2:
+        run.note = f"layer {layer}'s MLP output is not a plain linear projection; not repaired"
+        return False
+    if family.mlp_out_norm is not None:
+        try:
+            get_submodule(layers[layer], family.mlp_out_norm)
+        except AttributeError:
+            run.note = f"layer {layer} has no {family.mlp_out_norm} to fit through; not repaired"
+            return False
+        run.norm = f"{family.layers_path}.{layer}.{family.mlp_out_norm}"
+    run.patched_layer = layer
+    run.parameter = f"{family.layers_path}.{layer}.{family.mlp_out}.weight"
+    return True
 
 
 # ------------------------------------------------------------------------------------------- statistics
@@ -295,8 +321,12 @@ def fit_linear_repair(
     progress: Progress | None = None,
     cancel: CancelCheck | None = None,
     stack: Any = None,
+    both_sides: bool = False,
 ) -> RepairResult:
     """Fit one linear map per run of ``removed`` layers and fold it into the kept layer before the run.
+
+    With ``both_sides`` the kept layer after each run gets a map too, fitted (after the run's own) to bring the
+    pruned model's state leaving it to the original's (sequential order only).
 
     ``model`` is the full (unpruned) model; it is the same when this returns. Runs that cannot be repaired
     (first layer, families without a plain MLP output projection, mixture-of-experts layers) are listed with a
@@ -316,6 +346,9 @@ def fit_linear_repair(
     runs = plan_runs(model, family, removed)
     result = RepairResult(n_layers, removed, runs, order=order, ridge=ridge)
     to_fit = [r for r in runs if r.parameter is not None]
+    if both_sides and order == "sequential":
+        result.corrections = plan_corrections(model, family, removed, runs)
+        to_fit = sorted(to_fit + result.corrections, key=lambda r: r.patched_layer)  # type: ignore[arg-type,return-value]
     if not to_fit:
         result.seconds = time.perf_counter() - started
         return result

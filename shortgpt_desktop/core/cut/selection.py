@@ -31,7 +31,7 @@ from ..errors import PlanError, ResourceError
 from ..measure.calibration import TokenSet
 from ..measure.sweep import removal_order
 from ..progress import CancelCheck, Progress
-from .candidates import CandidateRunner
+from .candidates import CandidateRunner, head_stride
 from .plan import lowest, max_removable
 
 STAGE = "selecting"
@@ -128,6 +128,7 @@ def choose_for_counts(
     cancel: CancelCheck | None = None,
     cached: bool = True,
     wider: bool = True,
+    stride: int | None = None,
 ) -> dict[int, SelectionResult]:
     """:func:`choose_layers_safely` for several counts from one greedy search (its order is nested: the choice
     for k layers extends the choice for k − 1), so the quality curve costs one search, not one per point."""
@@ -148,7 +149,8 @@ def choose_for_counts(
     groups: dict[tuple[int, ...], list[int]] = {}  # the ends protected for a count depend on the count
     for count in sorted(set(counts)):
         groups.setdefault(tuple(protected_for(bi_scores, count)), []).append(count)
-    runner = CandidateRunner(stack, samples, token_set.pad_id, batch_size, cancel, cached)
+    runner = CandidateRunner(stack, samples, token_set.pad_id, batch_size, cancel, cached,
+                             stride=head_stride(stack) if stride is None else stride)
     measured: dict[tuple[int, ...], float] = {}
     known = [i for i, v in enumerate(bi_scores) if v is not None]
     per_step = 2 * window if wider else window
