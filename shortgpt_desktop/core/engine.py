@@ -479,6 +479,28 @@ class Engine:
                 plan.notes.append("not yet checked by measured perplexity: Check or Save does that")
         return self._with_output_sizes(apply_sizes(plan, self.sizes))
 
+    def job_estimate(self, spec: JobSpec, count: int, check: bool) -> Any:
+        """Seconds the rest of a job for ``count`` layers will take (choosing, repairing, healing, checking), at
+        the speed the scoring pass measured; None before a scoring pass (see :mod:`.estimate`)."""
+        import dataclasses as _dc
+
+        from .estimate import estimate_job, shape_of
+
+        scored = self.scored
+        if scored is None or self.loaded is None or not scored.sample_tokens or scored.partial:
+            return None
+        shape = shape_of(self.loaded)
+        rate = scored.seconds / max(scored.sample_tokens * shape.n_layers, 1)
+        refines = self.scores is not None and get_metric(self.scores.metric).refines \
+            and self._selection_for(count) is None
+        estimate = estimate_job(_dc.replace(spec, check_perplexity=check), shape, rate, scored.sample_tokens,
+                                scored.eval_tokens, count, refines)
+        estimate.steps.pop("scoring", None)
+        if self.adjusted is not None and self.adjusted.removed == self.plan(count=count).removed:
+            estimate.steps.pop("repairing", None)
+            estimate.steps.pop("healing", None)
+        return estimate
+
     def _selection_for(self, count: int) -> Any:
         """The refining metric's measured choice of ``count`` layers for the current scores, if it was made."""
         return self.selections.get(count)

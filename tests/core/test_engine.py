@@ -33,3 +33,16 @@ def test_the_quality_curve_point_at_a_count_is_the_check_at_that_count(tiny_mode
     bi = engine.stats.bi
     order = sorted(range(len(bi)), key=lambda i: (bi[i], -i))
     assert curve.baseline.points[1].removed == [order[0]]
+
+
+def test_the_rest_of_a_job_is_estimated_from_the_scoring_speed(tiny_model: Path, small_calib: Path) -> None:
+    spec = JobSpec(model=str(tiny_model), calib=[str(small_calib)], samples=8, seq_len=32, eval_windows=4,
+                   batch_size=4, device="cpu", dtype="float32", prompt="")
+    engine = Engine()
+    assert engine.job_estimate(spec, 2, check=True) is None  # nothing measured yet
+    engine.score(spec)
+    estimate = engine.job_estimate(spec, 2, check=True)
+    assert list(estimate.steps) == ["choosing", "repairing", "checking"] and estimate.total > 0
+    assert "checking" not in engine.job_estimate(spec, 2, check=False).steps
+    engine.prepare(spec, engine.plan(count=2))
+    assert list(engine.job_estimate(spec, 2, check=True).steps) == ["checking"]  # chosen and repaired already
