@@ -29,11 +29,19 @@ def test_no_qt_import_in_core_sources() -> None:
 def test_importing_core_and_cli_loads_no_qt() -> None:
     modules = ["shortgpt_desktop.core." + ".".join(p.relative_to(CORE).with_suffix("").parts)
                for p in CORE.rglob("*.py") if p.stem != "__init__"]
-    modules += ["shortgpt_desktop.jobs", "shortgpt_desktop.gui.session"]  # the window's controller is Qt-free too
+    modules.append("shortgpt_desktop.jobs")
     code = (
         "import sys\n"
         + "".join(f"import {m}\n" for m in [*modules, "shortgpt_desktop.cli"])
         + f"bad = [m for m in sys.modules if m.startswith({FORBIDDEN!r})]\n"
         + "assert not bad, bad\n"
     )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_windows_controller_loads_no_qt() -> None:
+    """gui/session.py decides what the window does; tests drive it without a display or Qt."""
+    code = ("import sys\nimport shortgpt_desktop.gui.session\n"
+            "bad = [m for m in sys.modules if m.startswith(('PySide6', 'pyqtgraph', 'shiboken6'))]\n"
+            "assert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], check=True)
