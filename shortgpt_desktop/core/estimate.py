@@ -63,9 +63,14 @@ def estimate_job(spec: Any, shape: ModelShape, seconds_per_token_layer: float, s
     out = JobEstimate()
     out.steps["scoring"] = sample_tokens * n * rate
     if count and refines:
+        import math
+
         subset = sample_tokens * min(DEFAULT_EVAL_SAMPLES, spec.samples) / max(spec.samples, 1)
+        stride = min(8, max(1, math.ceil(head / 4)))  # as cut.candidates.head_stride scores the search
         candidates = n + count * 2 * DEFAULT_WINDOW + 4
-        out.steps["choosing"] = subset * candidates * (n / 2 + head) * rate
+        # Each candidate runs from where it differs (about half the stack) and a strided head; each greedy step
+        # refreshes the cache from the layer it chose (about half the stack again).
+        out.steps["choosing"] = subset * (candidates * (n / 2 + head / stride) + count * n / 2) * rate
     if count and spec.repair != "none":
         out.steps["repairing"] = sample_tokens * (2 * n - count) * rate
     if count and spec.heal_steps > 0:
