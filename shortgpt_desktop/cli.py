@@ -157,8 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("model", metavar="MODEL", help="model folder, .gguf file, or Hugging Face Hub id (org/name)")
         p.add_argument("--revision", help="Hub branch, tag or commit")
         p.add_argument("--calib", nargs="+", default=[BUILTIN_CORPUS], metavar="PATH",
-                       help=f"calibration text files or folders (.txt .md .jsonl .json); '{BUILTIN_CORPUS}' (the "
-                       "default) for the built-in corpus")
+                       help="calibration text files or folders: any file that is text (prose, source code, HTML, "
+                       "no ending...); .jsonl/.json records' text, .ipynb notebooks' cells; binary files are left "
+                       f"out and said; '{BUILTIN_CORPUS}' (the default) for the built-in corpus")
         p.add_argument("--eval-text", metavar="PATH", help="separate text for perplexity (default: a held-out "
                        "part of the calibration text)")
         p.add_argument("--preset", choices=list(defaults.PRESETS),
@@ -263,6 +264,13 @@ def print_model_info(info: Any, out: TextIO | None = None) -> None:
     out.flush()
 
 
+def print_note(sentence: str, out: TextIO | None = None) -> None:
+    """A file the job leaves out (or another fact worth knowing before it starts), as one line on stderr."""
+    out = out or sys.stderr
+    out.write(f"note: {sentence}\n")
+    out.flush()
+
+
 def print_summary(report: Any, out: TextIO | None = None) -> None:
     out = out or sys.stdout
     removed = set(report.removed_layers)
@@ -334,9 +342,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         spec = spec_from_args(args)
         info = None if args.quiet else print_model_info
+        note = print_note  # said even with --quiet: a file left out changes what the job measures
         engine = Engine()
         if args.command == "sweep":
-            curve = run_sweep(engine, spec, args.max_removed, progress, on_info=info)
+            curve = run_sweep(engine, spec, args.max_removed, progress, on_info=info, on_note=note)
             if args.json:
                 curve.write_json(args.json)
             if args.csv:
@@ -344,11 +353,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print_curve(curve)
             return EXIT_OK
         if args.command == "score":
-            report = run_score(engine, spec, progress, on_info=info)
+            report = run_score(engine, spec, progress, on_info=info, on_note=note)
         elif args.command == "prune":
-            report = run_prune(engine, spec, progress, on_info=info)
+            report = run_prune(engine, spec, progress, on_info=info, on_note=note)
         else:
-            report = run_eval(engine, spec, args.against, progress, on_info=info)
+            report = run_eval(engine, spec, args.against, progress, on_info=info, on_note=note)
         if args.json:
             try:
                 report.write_json(args.json)

@@ -159,7 +159,8 @@ def test_what_the_config_and_files_can_tell_is_refused_before_loading(
     m, calib = str(tiny_model), ["--calib", str(small_calib)]
     out = ["--out", str(tmp_path / "out"), "-q"]
     cases = {
-        "skipped 2 files": ["prune", m, "--ratio", "0.3", "--calib", str(binaries), *out],
+        "binary data, not text (and 1 more file skipped)":
+            ["prune", m, "--ratio", "0.3", "--calib", str(binaries), *out],
         "out of range": ["prune", m, "--remove", "1,40", *calib, *out],
         "leaves none": ["prune", m, "--layers", "6", *calib, *out],
         "not empty": ["prune", m, "--ratio", "0.3", *calib, "--out", str(full), "-q"],

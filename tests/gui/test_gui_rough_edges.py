@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QSettings
+from PySide6.QtCore import QSettings, Qt
 
 # ------------------------------------------------------------------------------------------- 1. settings
 
@@ -250,6 +250,34 @@ def test_files_the_engine_skips_show_in_the_panel(qtbot, window, tmp_path: Path)
     assert panel.skipped() == [] and panel.list.topLevelItem(0).icon(0).isNull()
     panel.set_scored_skips(["Skipped /big/file.bin: it is not text.", "Only 3 samples."])  # after a pass
     assert panel.skipped() == ["Skipped /big/file.bin: it is not text."] and label.isVisible()
+
+
+@pytest.mark.parametrize("big", [False, True])
+def test_a_code_folder_is_used_and_its_binaries_are_said_when_added(qtbot, window, tmp_path: Path,
+                                                                   monkeypatch, big: bool) -> None:
+    """Source code, HTML and files without an ending count as text; a PDF and a PNG beside them are said at
+    once, before any scoring (a big folder has only its files' first bytes read)."""
+    from shortgpt_desktop.gui import calibration_panel
+
+    if big:
+        monkeypatch.setattr(calibration_panel, "CHECK_BYTES", 0)
+    folder = tmp_path / "code"
+    folder.mkdir()
+    (folder / "main.py").write_text("def add(a, b):\n    return a + b\n" * 30)
+    (folder / "lib.rs").write_text("pub fn add(a: i32, b: i32) -> i32 { a + b }\n" * 30)
+    (folder / "index.html").write_text("<p>Hello</p>\n" * 30)
+    (folder / "README").write_text("Prose without an ending.\n" * 30)
+    (folder / "paper.pdf").write_bytes(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n" + bytes(64))
+    (folder / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    panel = window.calibration_panel
+    panel.add_paths([str(folder)])
+    item = panel.list.topLevelItem(0)
+    assert "4 text files" in item.text(0)
+    text_bytes = sum(p.stat().st_size for p in folder.iterdir() if p.suffix not in (".pdf", ".png"))
+    assert item.data(2, Qt.ItemDataRole.UserRole) == int(text_bytes / 4)
+    assert panel.skipped() == [f"Skipped {(folder / 'logo.png').resolve()}: it is a PNG image, not text.",
+                               f"Skipped {(folder / 'paper.pdf').resolve()}: it is a PDF document, not text."]
+    assert panel.skipped_label.isVisible() and "PNG image" in panel.skipped_label.text()
 
 
 # ------------------------------------------------------------------------------------- 6. xcb libraries
