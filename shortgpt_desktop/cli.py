@@ -20,6 +20,7 @@ from .core.errors import Cancelled, Hint, UserError, worded
 from .core.measure.calibration import BUILTIN_CORPUS
 from .core.measure.metrics import METRICS
 from .core.model.loading import quiet_library_progress
+from .core.report import tensor_label
 from .format import human_bytes, human_count, human_seconds, time_left
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 2, 130
@@ -309,9 +310,11 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
                   f"  pruned:   {(report.generation_after or '').strip()!r}\n")
     if report.output:
         fmt = report.output_format + (f" {report.quantization}" if report.quantization else "")
-        out.write(f"saved to {report.output} ({fmt}, {human_bytes(report.bytes_after)})\n")
+        files = ", ".join(report.output_files)
+        out.write(f"saved to {report.output} ({fmt}; {files}: {human_bytes(report.bytes_after)} = "
+                  f"{report.bytes_after:,} bytes; MB = 10^6 bytes)\n")
         for name, (old, new) in report.changed_types.items():
-            out.write(f"re-quantized {name}: {old} -> {new}\n")
+            out.write(f"re-quantized {tensor_label(name, report.kept_layers)}: {old} -> {new}\n")
     for warning in report.warnings:
         out.write(f"warning: {warning}\n")
 

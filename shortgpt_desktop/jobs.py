@@ -21,7 +21,7 @@ from .core.measure.metrics import get_metric
 from .core.model.loading import ModelInfo
 from .core.pipeline import JobSpec
 from .core.progress import CancelCheck, Progress, no_progress
-from .core.report import Report
+from .core.report import Report, model_bytes
 
 InfoCallback = Callable[[ModelInfo], None]
 #: Hears, at the start of a job, each sentence about what will be left out (a calibration file that is not text).
@@ -116,6 +116,8 @@ def run_prune(engine: Engine, spec: JobSpec, progress: Progress = no_progress, c
     result = engine.save(plan, spec.out, report, spec.force, progress, cancel)
     report.timings["saving"] = time.perf_counter() - t
     report.output = str(result.folder)
+    report.bytes_after = model_bytes(result.folder, result.files)  # what was written, re-quantized tensors too
+    report.output_files = [f for f in result.files if f.endswith((".gguf", ".safetensors"))]
     report.seconds = time.perf_counter() - started
     return report
 

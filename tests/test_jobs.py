@@ -117,3 +117,29 @@ def test_a_job_that_needs_no_text_never_reads_it(tiny_model: Path, pdf_folder: P
     report = run_prune(Engine(), s)
     assert report.removed_layers == [1]
     shutil.rmtree(tmp_path / "out")
+
+
+def test_saved_size_is_the_bytes_written_and_said_in_one_unit(tiny_model: Path, small_calib: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    s = spec(tiny_model, small_calib, layers=[1, 3], out=str(tmp_path / "out"), repair="none",
+             check_perplexity=False)
+    report = run_prune(Engine(), s)
+    on_disk = sum(p.stat().st_size for p in (tmp_path / "out").glob("*.safetensors"))
+    assert report.bytes_after == on_disk and report.output_files == ["model.safetensors"]
+    cli.print_summary(report)
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("saved to"))
+    assert f"{on_disk:,} bytes" in line and "MB = 10^6 bytes" in line
+
+
+def test_requantized_tensors_are_named_by_their_original_layer(capsys: pytest.CaptureFixture[str]) -> None:
+    from shortgpt_desktop.core.report import Report, model_card
+
+    report = Report(model="m.gguf", architecture="LlamaForCausalLM", n_layers=24, metric="bi+",
+                    removed_layers=[3, 12, 13, 14], kept_layers=[i for i in range(24) if i not in (3, 12, 13, 14)],
+                    output="out", output_format="gguf", quantization="Q4_K_M",
+                    changed_types={"blk.13.ffn_down.weight": ["Q4_K", "Q8_0"]})
+    cli.print_summary(report)
+    out = capsys.readouterr().out
+    assert "re-quantized layer 17 ffn_down.weight (blk.13 in the pruned file): Q4_K -> Q8_0" in out
+    assert "(gguf Q4_K_M;" in out
+    assert "layer 17 ffn_down.weight (blk.13 in the pruned file) Q4_K→Q8_0" in model_card(report, "m.gguf")

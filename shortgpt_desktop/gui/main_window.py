@@ -34,6 +34,7 @@ from ..core.errors import PlanError, UserError
 from ..core.measure.metrics import METRICS
 from ..core.model.loading import ModelInfo
 from ..core.model.memory import MemoryEstimate
+from ..core.report import model_bytes
 from ..format import human_bytes, human_seconds, layer_list, time_left
 from . import dialogs
 from .calibration_panel import CalibrationPanel
@@ -838,7 +839,7 @@ class MainWindow(QMainWindow):
         self.last_saved = Path(result.folder)
         self.store.set_save_dir(str(self.last_saved.parent))
         message = (f"Saved the pruned model ({len(self.plan.removed) if self.plan else 0} layers removed, "
-                   f"{human_bytes(result.bytes_written)}) to {result.folder}")
+                   f"{human_bytes(model_bytes(result.folder, result.files))}) to {result.folder}")
         log.info(message)
         self.statusBar().showMessage(message, 15000)
 

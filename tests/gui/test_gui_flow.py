@@ -209,7 +209,7 @@ def test_hub_download_progress_and_cancel(qtbot, window, monkeypatch) -> None:
     from shortgpt_desktop.core import pipeline
     from shortgpt_desktop.core.errors import Cancelled
 
-    total = 10 * 1024**2
+    total = 10_000_000  # decimal units: 10.0 MB
 
     def fake_resolve_source(model, revision, progress, cancel):
         done = 0

@@ -71,6 +71,20 @@ def file_type_name(layout: GGUFLayout) -> str | None:
     return name.removeprefix("MOSTLY_").replace("ALL_F32", "F32")
 
 
+def quantization_label(layout: GGUFLayout) -> str:
+    """What a report calls the file's quantization: llama.cpp's file type name (``Q4_K_M``: a mix of tensor
+    types, as llama-quantize chose them); a file without one gets its blocks' most common tensor type."""
+    named = file_type_name(layout)
+    if named:
+        return named
+    from collections import Counter
+
+    from gguf.constants import GGMLQuantizationType
+
+    counts = Counter(t.type_id for t in layout.tensors if t.name.startswith("blk.") and len(t.shape) > 1)
+    return GGMLQuantizationType(counts.most_common(1)[0][0]).name if counts else ""
+
+
 def block_elements(layout: GGUFLayout) -> tuple[dict[int, int], int]:
     """Elements of each ``blk.N`` block and of every other tensor (embeddings, head, final norm)."""
     import math
