@@ -20,6 +20,7 @@ from .core.errors import Cancelled, Hint, UserError, worded
 from .core.measure.calibration import BUILTIN_CORPUS
 from .core.measure.metrics import METRICS
 from .core.model.loading import quiet_library_progress
+from .core.progress import counts_layers, stage_unit
 from .core.report import tensor_label
 from .format import human_bytes, human_count, human_seconds, time_left
 
@@ -42,11 +43,15 @@ def error_line(exc: UserError) -> str:
 
 _STAGE_LABELS = {
     "download": "downloading",
+    "inspect": "reading the model's header",
     "load": "loading",
-    "scoring": "scoring layers",
+    "tokenize": "tokenising",
+    "scoring": "scoring",
     "ppl_before": "perplexity, original",
     "ppl_after": "perplexity, pruned",
+    "generate": "generating",
     "saving": "saving",
+    "writing GGUF": "writing the GGUF file",
     "repair": "repairing",
     "selecting": "checking candidates",
     "sweep": "quality curve",
@@ -61,9 +66,12 @@ class ProgressBar:
     starts); later lines are throttled. The time left is extrapolated from the stage's own pace so far.
     """
 
-    def __init__(self, stream: TextIO = sys.stderr, quiet: bool = False) -> None:
+    def __init__(self, stream: TextIO = sys.stderr, quiet: bool = False,
+                 per_layer: Callable[[str], bool] | None = None) -> None:
         self.stream = stream
         self.quiet = quiet
+        #: Whether a stage counts layers (low-memory mode, the ppl metric) rather than its usual unit.
+        self.per_layer = per_layer or (lambda stage: False)
         self.tty = stream.isatty()
         self.stage: str | None = None
         self.started = time.perf_counter()
@@ -82,7 +90,7 @@ class ProgressBar:
         if not (new_stage or finished) and now - self.last_draw < (0.1 if self.tty else 5.0):
             return
         self.last_draw = now
-        text = progress_text(stage, done, total, now - self.started)
+        text = progress_text(stage, done, total, now - self.started, stage_unit(stage, self.per_layer(stage)))
         if stage == "heal" and done == 0 and isinstance(partial, float):
             text += f", estimated {human_seconds(partial)} in all"
         if self.tty:
@@ -95,17 +103,18 @@ class ProgressBar:
         self.stream.flush()
 
 
-def progress_text(stage: str, done: int, total: int, elapsed: float) -> str:
-    """``scoring layers: [####......] 12/128  0:41, about 3 min 10 s left``."""
+def progress_text(stage: str, done: int, total: int, elapsed: float, unit: str | None = None) -> str:
+    """``scoring: [####......] 12/128 samples  0:41, about 3 min 10 s left`` (the counter's unit said)."""
     label = _STAGE_LABELS.get(stage, stage)
+    unit = unit if unit is not None else stage_unit(stage)
     if stage == "download" and total:
         text = f"{label}: {done / 1e6:,.1f} / {total / 1e6:,.1f} MB"
-    elif total:
+    elif total > 1 or (total and unit):
         width = 30
         filled = int(width * done / total)
-        text = f"{label}: [{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
+        text = f"{label}: [{'#' * filled}{'.' * (width - filled)}] {done}/{total}" + (f" {unit}" if unit else "")
     else:
-        text = f"{label}..."
+        text = f"{label}: done" if total and done >= total else f"{label}..."
     text += f"  {elapsed:5.1f}s"
     left = time_left(done, total, elapsed)
     if left is not None:
@@ -344,9 +353,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .jobs import run_eval, run_prune, run_score, run_sweep
 
         spec = spec_from_args(args)
+        engine = Engine()
+        progress.per_layer = lambda stage: counts_layers(stage, engine.is_streamed, spec.metric)
         info = None if args.quiet else print_model_info
         note = print_note  # said even with --quiet: a file left out changes what the job measures
-        engine = Engine()
         if args.command == "sweep":
             curve = run_sweep(engine, spec, args.max_removed, progress, on_info=info, on_note=note)
             if args.json:

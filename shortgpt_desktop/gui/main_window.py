@@ -34,6 +34,7 @@ from ..core.errors import PlanError, UserError
 from ..core.measure.metrics import METRICS
 from ..core.model.loading import ModelInfo
 from ..core.model.memory import MemoryEstimate
+from ..core.progress import counts_layers, stage_unit
 from ..core.report import model_bytes
 from ..format import human_bytes, human_seconds, layer_list, time_left
 from . import dialogs
@@ -60,7 +61,7 @@ _STAGE_TEXT = {
     "inspect": "Reading the model's description",
     "load": "Loading the model",
     "tokenize": "Tokenising the calibration text",
-    "scoring": "Scoring layers",
+    "scoring": "Scoring",
     "ppl_before": "Perplexity of the original",
     "ppl_after": "Perplexity of the pruned model",
     "generate": "Generating text with both models",
@@ -71,9 +72,6 @@ _STAGE_TEXT = {
     "sweep": "Quality curve",
     "writing GGUF": "Writing the GGUF file",
 }
-_STAGE_UNIT = {"scoring": "samples", "ppl_before": "windows", "ppl_after": "windows", "saving": "tensors",
-               "generate": "generations", "repair": "samples", "heal": "steps", "sweep": "points",
-               "selecting": "passes", "writing GGUF": "tensors"}
 _JOB_TITLE = {"open": "Opening the model", "score": "Scoring", "save": "Saving", "import": "Loading the model",
               "check": "Checking perplexity"}
 
@@ -410,9 +408,7 @@ class MainWindow(QMainWindow):
         else:
             self.progress.setRange(0, 0)
         text = _STAGE_TEXT.get(stage, stage)
-        unit = _STAGE_UNIT.get(stage)
-        if stage == "scoring" and self._scoring_per_layer():
-            unit = "layers"
+        unit = stage_unit(stage, counts_layers(stage, self.engine.is_streamed, self._scoring_metric or ""))
         if stage == "download" and total:
             text += f": {human_bytes(done)} of {human_bytes(total)}"
         elif unit and total:
@@ -425,9 +421,6 @@ class MainWindow(QMainWindow):
         self.progress_label.setText(text + "…" if done < total or not total else text)
         if stage == "scoring" and isinstance(partial, list):
             self.chart.set_scores(partial)
-
-    def _scoring_per_layer(self) -> bool:
-        return self._scoring_metric == "ppl"
 
     def cancel(self) -> None:
         if self.jobs.busy:

@@ -157,6 +157,9 @@ def test_screenshot_mode(tmp_path: Path, gui_model: Path, calib_text: Path) -> N
     assert result.returncode == 0, result.stdout + result.stderr
     image = QImage(str(out))
     assert not image.isNull() and (image.width(), image.height()) == (1280, 720)
+    # Progress on stderr while it works, each counter in its unit and finishing at its total.
+    assert "job: open" in result.stderr and "job: score" in result.stderr
+    assert "scoring: [" in result.stderr and "8/8 samples" in result.stderr
 
 
 @pytest.mark.parametrize("args", [["--screenshot", "x.png"], ["/no/such/model", "--screenshot", "x.png"]])

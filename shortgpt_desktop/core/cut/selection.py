@@ -137,9 +137,9 @@ def choose_layers_safely(
     measured: dict[tuple[int, ...], float] = {}
     total = count * window + 2  # an upper bound; repeated sets are measured once
 
-    def report(partial: list[int]) -> None:
-        if progress is not None:
-            progress(STAGE, passes, max(total, passes), list(partial))
+    def report(partial: list[int], final: bool = False) -> None:
+        if progress is not None:  # the last report is done/done: ``total`` is only an upper bound
+            progress(STAGE, passes, passes if final else max(total, passes), list(partial))
 
     def measure(removed: Sequence[int]) -> float:
         nonlocal passes, tokens_per_pass
@@ -178,7 +178,7 @@ def choose_layers_safely(
         Candidate("bi-ends-protected", ends, measure(ends)),
         Candidate("bi", plain, measure(plain)),
     ]
-    report(order)
+    report(order, final=True)
     # Stable min: on equal perplexity the earlier (greedy, then ends-protected) candidate is kept.
     best = min(candidates, key=lambda c: c.calibration_perplexity)
     return SelectionResult(
