@@ -12,6 +12,7 @@ from typing import Any
 from PySide6.QtCore import QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
+    QApplication,
     QFrame,
     QHBoxLayout,
     QLabel,
@@ -103,6 +104,7 @@ class MainWindow(QMainWindow):
         self.probe_error: str | None = None  # why the device list could not be probed, if it could not
         self._after_open: str | None = None  # "score" when Score was pressed before the model was opened
         self._scoring_metric = "bi"  # the metric of the scoring job in progress
+        self._focus_before_job: QWidget | None = None  # a left-pane field that had the focus when a job began
         self._scores_before: Any = None  # scores shown before that job, restored if it fails
         self._stage: tuple[str, float] = ("", 0.0)  # the stage in progress and when it started (for the ETA)
 
@@ -333,10 +335,24 @@ class MainWindow(QMainWindow):
         return self.dialogs[-1] if self.dialogs else None
 
     def _set_busy(self, busy: bool) -> None:
+        # Disabling the focused field (Enter in the Model box) makes Qt pass the focus on, and the left pane
+        # scrolled to wherever it landed, taking the field out of view: the pane keeps its place, and the field
+        # gets the focus back when the job ends.
+        scroll = self.left_scroll.verticalScrollBar()
+        position = scroll.value()
+        focused = QApplication.focusWidget()
+        if busy and focused is not None and self.left_scroll.isAncestorOf(focused):
+            self._focus_before_job = focused
         self.model_panel.set_busy(busy)
         self.calibration_panel.set_busy(busy)
         self.settings_panel.set_busy(busy)
         self.plan_panel.set_busy(busy)
+        scroll.setValue(position)
+        if not busy and self._focus_before_job is not None:
+            widget, self._focus_before_job = self._focus_before_job, None
+            if widget.isEnabled() and widget.isVisible() and QApplication.focusWidget() is not widget:
+                widget.setFocus(Qt.FocusReason.OtherFocusReason)
+            self.left_scroll.ensureWidgetVisible(widget, 0, 0)
         self.chart.clickable = not busy and self.engine.sizes is not None
         self.progress.setVisible(busy)
         self._update_buttons()
