@@ -12,6 +12,7 @@ from typing import Any
 from PySide6.QtCore import QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
+    QApplication,
     QFrame,
     QHBoxLayout,
     QLabel,
@@ -34,6 +35,8 @@ from ..core.errors import PlanError, UserError
 from ..core.measure.metrics import METRICS
 from ..core.model.loading import ModelInfo
 from ..core.model.memory import MemoryEstimate
+from ..core.progress import counts_layers, stage_unit
+from ..core.report import model_bytes
 from ..format import human_bytes, human_seconds, layer_list, time_left
 from . import dialogs
 from .calibration_panel import CalibrationPanel
@@ -59,7 +62,7 @@ _STAGE_TEXT = {
     "inspect": "Reading the model's description",
     "load": "Loading the model",
     "tokenize": "Tokenising the calibration text",
-    "scoring": "Scoring layers",
+    "scoring": "Scoring",
     "ppl_before": "Perplexity of the original",
     "ppl_after": "Perplexity of the pruned model",
     "generate": "Generating text with both models",
@@ -70,9 +73,6 @@ _STAGE_TEXT = {
     "sweep": "Quality curve",
     "writing GGUF": "Writing the GGUF file",
 }
-_STAGE_UNIT = {"scoring": "samples", "ppl_before": "windows", "ppl_after": "windows", "saving": "tensors",
-               "generate": "generations", "repair": "samples", "heal": "steps", "sweep": "points",
-               "selecting": "passes", "writing GGUF": "tensors"}
 _JOB_TITLE = {"open": "Opening the model", "score": "Scoring", "save": "Saving", "import": "Loading the model",
               "check": "Checking perplexity"}
 
@@ -104,6 +104,7 @@ class MainWindow(QMainWindow):
         self.probe_error: str | None = None  # why the device list could not be probed, if it could not
         self._after_open: str | None = None  # "score" when Score was pressed before the model was opened
         self._scoring_metric = "bi"  # the metric of the scoring job in progress
+        self._focus_before_job: QWidget | None = None  # a left-pane field that had the focus when a job began
         self._scores_before: Any = None  # scores shown before that job, restored if it fails
         self._stage: tuple[str, float] = ("", 0.0)  # the stage in progress and when it started (for the ETA)
 
@@ -334,10 +335,24 @@ class MainWindow(QMainWindow):
         return self.dialogs[-1] if self.dialogs else None
 
     def _set_busy(self, busy: bool) -> None:
+        # Disabling the focused field (Enter in the Model box) makes Qt pass the focus on, and the left pane
+        # scrolled to wherever it landed, taking the field out of view: the pane keeps its place, and the field
+        # gets the focus back when the job ends.
+        scroll = self.left_scroll.verticalScrollBar()
+        position = scroll.value()
+        focused = QApplication.focusWidget()
+        if busy and focused is not None and self.left_scroll.isAncestorOf(focused):
+            self._focus_before_job = focused
         self.model_panel.set_busy(busy)
         self.calibration_panel.set_busy(busy)
         self.settings_panel.set_busy(busy)
         self.plan_panel.set_busy(busy)
+        scroll.setValue(position)
+        if not busy and self._focus_before_job is not None:
+            widget, self._focus_before_job = self._focus_before_job, None
+            if widget.isEnabled() and widget.isVisible() and QApplication.focusWidget() is not widget:
+                widget.setFocus(Qt.FocusReason.OtherFocusReason)
+            self.left_scroll.ensureWidgetVisible(widget, 0, 0)
         self.chart.clickable = not busy and self.engine.sizes is not None
         self.progress.setVisible(busy)
         self._update_buttons()
@@ -409,9 +424,7 @@ class MainWindow(QMainWindow):
         else:
             self.progress.setRange(0, 0)
         text = _STAGE_TEXT.get(stage, stage)
-        unit = _STAGE_UNIT.get(stage)
-        if stage == "scoring" and self._scoring_per_layer():
-            unit = "layers"
+        unit = stage_unit(stage, counts_layers(stage, self.engine.is_streamed, self._scoring_metric or ""))
         if stage == "download" and total:
             text += f": {human_bytes(done)} of {human_bytes(total)}"
         elif unit and total:
@@ -424,9 +437,6 @@ class MainWindow(QMainWindow):
         self.progress_label.setText(text + "…" if done < total or not total else text)
         if stage == "scoring" and isinstance(partial, list):
             self.chart.set_scores(partial)
-
-    def _scoring_per_layer(self) -> bool:
-        return self._scoring_metric == "ppl"
 
     def cancel(self) -> None:
         if self.jobs.busy:
@@ -838,7 +848,7 @@ class MainWindow(QMainWindow):
         self.last_saved = Path(result.folder)
         self.store.set_save_dir(str(self.last_saved.parent))
         message = (f"Saved the pruned model ({len(self.plan.removed) if self.plan else 0} layers removed, "
-                   f"{human_bytes(result.bytes_written)}) to {result.folder}")
+                   f"{human_bytes(model_bytes(result.folder, result.files))}) to {result.folder}")
         log.info(message)
         self.statusBar().showMessage(message, 15000)
 

@@ -152,7 +152,7 @@ def test_calibration_folder_and_remove(qtbot, window, drop_paths, calib_text: Pa
     panel = window.calibration_panel
     assert drop_paths(panel.list.viewport(), [folder, calib_text])
     assert panel.paths() == [str(folder), str(calib_text)]
-    assert "2 files" in panel.list.topLevelItem(0).text(0)
+    assert "2 text files" in panel.list.topLevelItem(0).text(0)  # the PNG is not counted
     assert int(panel.list.topLevelItem(0).data(2, Qt.ItemDataRole.UserRole)) == (2400 + 2000) // 4
     # Dropping the same file again adds nothing.
     assert drop_paths(panel.list.viewport(), [calib_text])
@@ -209,7 +209,7 @@ def test_hub_download_progress_and_cancel(qtbot, window, monkeypatch) -> None:
     from shortgpt_desktop.core import pipeline
     from shortgpt_desktop.core.errors import Cancelled
 
-    total = 10 * 1024**2
+    total = 10_000_000  # decimal units: 10.0 MB
 
     def fake_resolve_source(model, revision, progress, cancel):
         done = 0

@@ -59,6 +59,17 @@ def read_config(source: ModelSource) -> dict[str, Any]:
         raise ModelSourceError(f"{path} cannot be read ({_first_line(exc)}).") from None
 
 
+def read_header_config(source: ModelSource) -> dict[str, Any]:
+    """What inspection needs from the config, from headers only: a folder's ``config.json``, or a config built
+    from a GGUF header's metadata in milliseconds (:func:`.gguf_facts.header_config`); loading keeps
+    :func:`read_config`, transformers' full config."""
+    if source.gguf_file:
+        from .gguf_facts import header_config
+
+        return header_config(source.folder / source.gguf_file)
+    return read_config(source)
+
+
 def architecture_name(config: dict[str, Any]) -> str:
     """``LlamaForCausalLM`` and the like; GGUF metadata has no ``architectures``, so it is derived."""
     if config.get("architectures"):
