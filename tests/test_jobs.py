@@ -29,7 +29,7 @@ def slow_inspection(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr("shortgpt_desktop.core.engine.inspect_model", too_late)
     monkeypatch.setattr("shortgpt_desktop.core.model.loading.inspect_model", too_late)
-    monkeypatch.setattr("shortgpt_desktop.core.engine.load_model", too_late)
+    monkeypatch.setattr("shortgpt_desktop.core.engine.open_backend", too_late)
     return calls
 
 
