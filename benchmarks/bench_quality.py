@@ -8,8 +8,8 @@ Rows: the full model; plain BI (the paper: the lowest-BI layers deleted); with `
 whose removal alone costs least, measured); + the training-free repair (the default recipe); + healing (LoRA
 distilled from the original). Each row gives the held-out perplexity (32 windows × 256 tokens of ``--eval``,
 never used for calibration), the fidelity to the original on the same tokens as llama.cpp reports a
-quantization (mean KL divergence per token, same top token), the seconds that step added, and the first words a greedy generation
-writes through the model's chat template.
+quantization (mean KL divergence per token, same top token), the seconds that step added, and the first words
+a greedy generation writes through the model's chat template.
 Calibration: 32 samples × 256 tokens of ``--calib``. Defaults use the WikiText-2 files in ../shared/data and
 the SmolLM2 GGUF cached by the tests.
 """
