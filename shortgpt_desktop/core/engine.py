@@ -30,6 +30,7 @@ from .cut.surgery import layer_sizes
 from .errors import CalibrationError, Cancelled, PlanError, UserError
 from .formats.output_folder import check_output_folder
 from .formats.safetensors_writer import SaveResult
+from .formats.writers import WRITERS, Writer, get_writer
 from .measure.calibration import TokenSet
 from .measure.evaluation import Fidelity, Reference, has_chat_template
 from .measure.metrics import METRICS, ScoringContext, get_metric
@@ -132,7 +133,6 @@ class Engine:
     selections: dict[int, Any] = field(default_factory=dict)
     reference: Reference | None = None  # the original's pass over the held-out windows, kept for every check
     reference_key: tuple | None = None
-    _gguf_bytes: tuple[list[int], int] | None = None  # a GGUF source's bytes per block, and the rest
 
     # ----------------------------------------------------------------------------------------------- state
 
@@ -167,26 +167,22 @@ class Engine:
         self.forget()
         self.source = self.info = None
         self.mode_decision = None
-        self._gguf_bytes = None
 
     # ------------------------------------------------------------------------------------------- format
 
     def formats(self) -> list[str]:
         """Output formats this source can be saved in: its own first (a GGUF keeps its quantization)."""
-        if self.source is not None and self.source.gguf_file:
-            return ["gguf", "safetensors"]
-        return ["safetensors"]
+        return [name for name, writer in WRITERS.items() if writer.available(self.source)]
 
     def set_output_format(self, fmt: str | None) -> str:
         """Choose what :meth:`save` writes (None: the source's own format); returns the format in force."""
-        if fmt is not None and fmt not in ("gguf", "safetensors"):
-            raise UserError(f"Unknown output format {fmt!r}: choose gguf or safetensors.")
-        if fmt == "gguf" and "gguf" not in self.formats():
-            raise UserError("GGUF output keeps a GGUF source's quantization; this model is not a GGUF file, so "
-                            "it is saved as safetensors.")
+        if fmt is not None:
+            writer = get_writer(fmt)
+            if not writer.available(self.source):
+                raise UserError(writer.unavailable)
+            if self.source is not None:
+                writer.refuse(self.source, [])
         self.output_format = fmt
-        if fmt == "gguf":
-            self._check_gguf_output([])
         return self.resolved_format
 
     @property
@@ -195,35 +191,20 @@ class Engine:
         formats = self.formats()
         return self.output_format if self.output_format in formats else formats[0]
 
-    def _check_gguf_output(self, removed: Sequence[int]) -> Any:
-        """The GGUF writer's plan (refuses layouts llama.cpp fixes by layer position, before any work)."""
-        from .formats.gguf_writer import plan_gguf_pruning
+    @property
+    def writer(self) -> Writer:
+        return WRITERS[self.resolved_format]
 
+    def _check_gguf_output(self, removed: Sequence[int]) -> None:
+        """The writer's refusals for these layers (layouts llama.cpp fixes by layer position), before any work."""
         assert self.source is not None
-        return plan_gguf_pruning(self.source, removed)
-
-    def _gguf_sizes(self) -> tuple[list[int], int]:
-        """Bytes of each ``blk.N`` block in the GGUF file, and of everything else (read from its header)."""
-        if self._gguf_bytes is None:
-            from .formats.gguf_reader import check_gguf
-
-            assert self.source is not None and self.source.gguf_file
-            path = self.source.folder / self.source.gguf_file
-            layout = check_gguf(path)
-            per_block = [0] * self.n_layers
-            for tensor in layout.tensors:
-                parts = tensor.name.split(".")
-                if parts[0] == "blk" and parts[1].isdigit() and int(parts[1]) < len(per_block):
-                    per_block[int(parts[1])] += tensor.n_bytes
-            self._gguf_bytes = (per_block, path.stat().st_size - sum(per_block))
-        return self._gguf_bytes
+        self.writer.refuse(self.source, removed)
 
     def _with_output_sizes(self, plan: PrunePlan) -> PrunePlan:
         """Bytes before and after in the format that will be written (a GGUF stays quantized)."""
-        if self.resolved_format == "gguf":
-            per_block, rest = self._gguf_sizes()
-            plan.bytes_before = rest + sum(per_block)
-            plan.bytes_after = plan.bytes_before - sum(per_block[i] for i in plan.removed)
+        sizes = self.writer.sizes(self.source, plan.removed, self.n_layers) if self.source is not None else None
+        if sizes is not None:
+            plan.bytes_before, plan.bytes_after = sizes
         return plan
 
     # ------------------------------------------------------------------------------------------------ open
@@ -799,10 +780,8 @@ class Engine:
             raise PlanError("The plan removes no layers: choose how many to remove first.")
         adjusted = self._adjusted_for(plan.removed)
         weights = adjusted.weights if adjusted is not None else {}
-        if self.resolved_format == "gguf":
-            return self._save_gguf(plan, out, report, force, progress, cancel, weights)
         self.refusal_to_save()
-        return pipeline.save(self.loaded, plan, out, report, force, progress, cancel, weights=weights)
+        return self.writer.write(self.loaded, plan, out, report, force, progress, cancel, weights)
 
     def refusal_to_save(self) -> None:
         """The output format this backend cannot write, said before anything runs."""
@@ -811,27 +790,9 @@ class Engine:
             if problem is not None:
                 raise problem
 
-    def _save_gguf(self, plan: PrunePlan, out: str | Path, report: Report | None, force: bool,
-                   progress: Progress, cancel: CancelCheck | None, weights: dict[str, Any]) -> SaveResult:
-        from .formats.gguf_writer import write_pruned_gguf
-        from .report import model_card
-
-        assert self.source is not None
-        card = model_card(report, self.source.spec) if report is not None else ""
-        result = write_pruned_gguf(self.source, plan.removed, out, card_text=card, force=force, replaced=weights,
-                                   progress=progress, cancel=cancel)
-        if report is not None:
-            report.changed_types = {k: list(v) for k, v in result.changed_types.items()}
-        return SaveResult(result.folder, result.files, result.tensors, result.bytes_written)
-
     def _quantization(self) -> str:
         """What the output's weights are: a GGUF's file type as llama.cpp names it (Q4_K_M), else nothing."""
-        if self.resolved_format != "gguf" or self.source is None or not self.source.gguf_file:
-            return ""
-        from .formats.gguf_reader import check_gguf
-        from .model.gguf_facts import quantization_label
-
-        return quantization_label(check_gguf(self.source.folder / self.source.gguf_file))
+        return self.writer.quantization(self.source) if self.source is not None else ""
 
 
 __all__ = ["METRICS", "Checked", "Engine", "JobSpec", "Scored"]

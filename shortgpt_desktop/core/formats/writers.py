@@ -1,0 +1,131 @@
+"""What a pruned model can be written as, as a registry keyed by format: the engine asks the writer of the chosen
+format for everything format-specific (whether the source can be written so, the refusals before any work, the
+sizes before and after, the quantization label, the writing itself) and never names a format.
+
+Shipped: ``gguf`` (a GGUF source keeps its quantization, :mod:`.gguf_writer`) and ``safetensors`` (a Hugging Face
+folder, :mod:`.safetensors_writer`). Adding a format is one class and one :func:`register` call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..errors import UserError
+from .safetensors_writer import SaveResult
+
+
+class Writer:
+    """One output format."""
+
+    name: ClassVar[str]
+    label: ClassVar[str]
+    #: Said when a source cannot be written in this format.
+    unavailable: ClassVar[str] = "This model cannot be saved in this format."
+
+    def available(self, source: Any) -> bool:
+        """Whether a model from ``source`` can be written in this format."""
+        raise NotImplementedError
+
+    def refuse(self, source: Any, removed: Sequence[int]) -> None:
+        """Raise, before any slow step, what this format cannot take (``removed`` may be empty: not known yet)."""
+
+    def sizes(self, source: Any, removed: Sequence[int], n_layers: int) -> tuple[int, int] | None:
+        """Bytes before and after in this format, when the format knows them better than parameters × dtype."""
+        return None
+
+    def quantization(self, source: Any) -> str:
+        """What the written weights are (a GGUF file type such as Q4_K_M), or "" for float weights."""
+        return ""
+
+    def write(self, loaded: Any, plan: Any, out: str | Path, report: Any, force: bool, progress: Any, cancel: Any,
+              weights: dict[str, Any]) -> SaveResult:
+        raise NotImplementedError
+
+
+class SafetensorsWriter(Writer):
+    name = "safetensors"
+    label = "safetensors"
+
+    def available(self, source: Any) -> bool:
+        return True
+
+    def write(self, loaded: Any, plan: Any, out: str | Path, report: Any, force: bool, progress: Any, cancel: Any,
+              weights: dict[str, Any]) -> SaveResult:
+        from .. import pipeline
+
+        return pipeline.save(loaded, plan, out, report, force, progress, cancel, weights=weights)
+
+
+class GGUFWriter(Writer):
+    name = "gguf"
+    label = "GGUF"
+    unavailable = ("GGUF output keeps a GGUF source's quantization; this model is not a GGUF file, so it is saved "
+                   "as safetensors.")
+
+    def __init__(self) -> None:
+        self._blocks: dict[Path, tuple[list[int], int]] = {}  # per file: bytes per block, and the rest
+
+    def available(self, source: Any) -> bool:
+        return source is not None and bool(source.gguf_file)
+
+    def refuse(self, source: Any, removed: Sequence[int]) -> None:
+        from .gguf_writer import plan_gguf_pruning
+
+        plan_gguf_pruning(source, removed)
+
+    def sizes(self, source: Any, removed: Sequence[int], n_layers: int) -> tuple[int, int] | None:
+        """From the GGUF header: a quantized file stays quantized, block by block."""
+        from .gguf_reader import check_gguf
+
+        path = source.folder / source.gguf_file
+        if path not in self._blocks:
+            layout = check_gguf(path)
+            per_block = [0] * n_layers
+            for tensor in layout.tensors:
+                parts = tensor.name.split(".")
+                if parts[0] == "blk" and parts[1].isdigit() and int(parts[1]) < len(per_block):
+                    per_block[int(parts[1])] += tensor.n_bytes
+            self._blocks[path] = (per_block, path.stat().st_size - sum(per_block))
+        per_block, rest = self._blocks[path]
+        before = rest + sum(per_block)
+        return before, before - sum(per_block[i] for i in removed)
+
+    def quantization(self, source: Any) -> str:
+        from ..model.gguf_facts import quantization_label
+        from .gguf_reader import check_gguf
+
+        return quantization_label(check_gguf(source.folder / source.gguf_file))
+
+    def write(self, loaded: Any, plan: Any, out: str | Path, report: Any, force: bool, progress: Any, cancel: Any,
+              weights: dict[str, Any]) -> SaveResult:
+        from ..report import model_card
+        from .gguf_writer import write_pruned_gguf
+
+        source = loaded.source
+        card = model_card(report, source.spec) if report is not None else ""
+        result = write_pruned_gguf(source, plan.removed, out, card_text=card, force=force, replaced=weights,
+                                   progress=progress, cancel=cancel)
+        if report is not None:
+            report.changed_types = {k: list(v) for k, v in result.changed_types.items()}
+        return SaveResult(result.folder, result.files, result.tensors, result.bytes_written)
+
+
+#: In the order a source's own format is looked for: a GGUF source is written as GGUF unless asked otherwise.
+WRITERS: dict[str, Writer] = {}
+
+
+def register(writer: Writer) -> Writer:
+    WRITERS[writer.name] = writer
+    return writer
+
+
+def get_writer(name: str) -> Writer:
+    if name not in WRITERS:
+        raise UserError(f"Unknown output format {name!r}: choose {' or '.join(WRITERS)}.")
+    return WRITERS[name]
+
+
+for _writer in (GGUFWriter(), SafetensorsWriter()):
+    register(_writer)
