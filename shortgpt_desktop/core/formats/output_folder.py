@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from ..errors import Hint, OutputError
 from ..model.sources import ModelSource
@@ -110,3 +111,32 @@ def _move_into_place(temp: Path, out: Path) -> None:
         shutil.rmtree(aside, ignore_errors=True)
     else:
         os.replace(temp, out)
+
+
+def write_file_atomically(path: Path, write: Callable[[Any], None]) -> Path:
+    """``write(stream)`` (text) into a temporary file beside ``path``, moved into place only when complete.
+
+    A path that cannot be written (no such folder, no permission, a folder in the way, a full disk) is one
+    :class:`OutputError` sentence, and nothing is left behind.
+    """
+    path = Path(path).expanduser()
+    if not path.parent.is_dir():
+        raise OutputError(f"Cannot write {path}: the folder {path.parent} does not exist.")
+    if path.is_dir():
+        raise OutputError(f"Cannot write {path}: it is a folder; give a file name.")
+    try:
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    except OSError as exc:
+        raise OutputError(f"Cannot write {path}: {_reason(exc)}.") from None
+    try:
+        with os.fdopen(handle, "w", newline="", encoding="utf-8") as stream:
+            write(stream)
+        os.chmod(temporary, 0o666 & ~current_umask(path.parent))  # mkstemp makes it private (0600)
+        os.replace(temporary, path)
+    except OSError as exc:
+        Path(temporary).unlink(missing_ok=True)
+        raise OutputError(f"Cannot write {path}: {_reason(exc)}.") from None
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path

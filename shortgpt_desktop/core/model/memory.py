@@ -89,7 +89,11 @@ def available_memory(device: str) -> tuple[int, int]:
     if device.startswith("cuda"):
         import torch
 
-        index = int(device.split(":", 1)[1]) if ":" in device else torch.cuda.current_device()
+        from .devices import cuda_index
+
+        index = cuda_index(device)
+        if index is None:
+            index = torch.cuda.current_device()
         free, _total = torch.cuda.mem_get_info(index)
         return ram, int(free)
     return ram, ram
