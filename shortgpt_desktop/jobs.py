@@ -76,6 +76,7 @@ def run_prune(engine: Engine, spec: JobSpec, progress: Progress = no_progress, c
     _checked_against_model(spec, info.n_layers)
     engine.set_output_format(spec.output_format)
     engine.mode_for(spec)  # refuses, before loading, a model that fits neither way
+    engine.check_gguf_job(spec)  # a GGUF output that cannot be written: refused before scoring
     needs_scores = spec.layers is None
     if needs_scores or spec.check_perplexity or spec.repair != "none" or spec.heal_steps > 0:
         engine.check_text(spec)

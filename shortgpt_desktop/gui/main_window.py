@@ -803,6 +803,7 @@ class MainWindow(QMainWindow):
         plan, spec = self.plan, self._final_spec()
         try:
             self.engine.check_output(out, force)  # refused at once, not after a job has started
+            self.engine.check_gguf_job(spec)  # a GGUF layout or a healed weight the GGUF writer cannot write
             self.engine.report(plan)
         except UserError as exc:
             self.show_error("Cannot save", user_message(exc))

@@ -17,7 +17,7 @@ _SPLIT_GGUF = re.compile(r"^(?P<stem>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf
 
 
 #: GGUF metadata value types: id → struct format of a scalar (8 = string, 9 = array, handled apart).
-_GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
 
 
 _GGUF_STRING, _GGUF_ARRAY = 8, 9
@@ -139,8 +139,8 @@ def _parse_gguf_header(view: Any, size: int, quant_sizes: Any, quant_type: Any) 
                 for _ in range(count):
                     length = unpack("Q")  # (not ``pos += unpack(...)``: that would read pos before unpack moves it)
                     pos += length
-            elif item_type in _GGUF_SCALARS:
-                pos += count * struct.calcsize(_GGUF_SCALARS[item_type])
+            elif item_type in GGUF_SCALARS:
+                pos += count * struct.calcsize(GGUF_SCALARS[item_type])
             else:
                 raise ValueError(f"unknown array item type {item_type} in {key}")
             if pos > size:
@@ -149,9 +149,9 @@ def _parse_gguf_header(view: Any, size: int, quant_sizes: Any, quant_type: Any) 
         elif type_id == _GGUF_STRING:
             value_start = pos
             metadata[key] = read_string()
-        elif type_id in _GGUF_SCALARS:
+        elif type_id in GGUF_SCALARS:
             value_start = pos
-            metadata[key] = unpack(_GGUF_SCALARS[type_id])
+            metadata[key] = unpack(GGUF_SCALARS[type_id])
         else:
             raise ValueError(f"unknown metadata type {type_id} for {key}")
         if key in fields:
