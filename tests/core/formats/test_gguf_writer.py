@@ -490,6 +490,14 @@ def test_default_recipe_gguf_runs_in_llama_cpp_like_the_repaired_model(smollm2, 
 
     with pipeline.modified(smollm2, plan.removed, adjusted.weights), torch.no_grad():
         logits = smollm2.model(torch.tensor([prompt + [t for t, _ in steps]])).logits[0].double()
-    agree, worst = agreement(steps, torch.log_softmax(logits, -1), len(prompt))
-    print(f"repaired SmolLM2 GGUF, llama.cpp vs transformers: agreement {agree:.2f}, max |dlogprob| {worst:.3f}")
-    assert agree >= 0.75, (agree, worst)
+    reference = torch.log_softmax(logits, -1)
+    agree, worst = agreement(steps, reference, len(prompt))
+    # the worst token: how far below transformers' best each token llama.cpp picked is (0 where they agree)
+    gaps = [float(reference[len(prompt) + j - 1].max() - reference[len(prompt) + j - 1][t])
+            for j, (t, _) in enumerate(steps)]
+    print(f"repaired SmolLM2 GGUF, llama.cpp vs transformers: agreement {agree:.2f}, max |dlogprob| {worst:.3f}, "
+          f"max gap {max(gaps):.3f}")
+    # measured (Q4_1 source, re-quantized down projections, llama.cpp's Q8 activations): agreement 0.92, max
+    # |dlogprob| over llama.cpp's top 5 at any step 1.16, max gap 0.25 (the worst token llama.cpp picked is 0.25
+    # nats below transformers' best); the bounds leave about 30% room
+    assert agree >= 0.75 and worst < 1.5 and max(gaps) < 0.35, (agree, worst, gaps)
