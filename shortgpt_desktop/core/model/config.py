@@ -47,16 +47,68 @@ def read_config(source: ModelSource) -> dict[str, Any]:
         from transformers import AutoConfig
 
         try:
-            return AutoConfig.from_pretrained(source.folder, gguf_file=source.gguf_file).to_dict()
+            config = AutoConfig.from_pretrained(source.folder, gguf_file=source.gguf_file).to_dict()
         except LOAD_ERRORS as exc:  # transformers raises ValueError/RuntimeError for unknown GGUF architectures
             raise UnsupportedModelError(
                 f"{source.gguf_file} cannot be read as a model by transformers ({_first_line(exc)})."
             ) from None
+        check_config_values(config, source.gguf_file)
+        return config
     path = source.folder / "config.json"
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
         raise ModelSourceError(f"{path} cannot be read ({_first_line(exc)}).") from None
+    if not isinstance(config, dict):
+        raise ModelSourceError(f"{path} is not a JSON object, so it is not a model config.")
+    check_config_values(config, str(path))
+    return config
+
+
+#: Config sizes a real model stays within: (fields, smallest, largest). A value outside is a corrupt or hostile
+#: file, refused before anything is allocated from it (a loader believes these numbers).
+CONFIG_BOUNDS: tuple[tuple[tuple[str, ...], int, int], ...] = (
+    (("num_hidden_layers", "n_layer", "num_layers", "n_layers"), 1, 1000),
+    (("hidden_size", "n_embd", "d_model"), 1, 1_000_000),
+    (("num_attention_heads", "n_head", "num_key_value_heads", "n_head_kv", "num_kv_heads", "head_dim"), 1, 100_000),
+    (("intermediate_size", "n_inner", "ffn_dim", "moe_intermediate_size"), 1, 10_000_000),
+    (("vocab_size",), 1, 10_000_000),
+    (("max_position_embeddings", "n_positions"), 1, 1 << 30),
+)
+
+
+def check_config_values(config: dict[str, Any], where: str) -> None:
+    """Refuse a config whose sizes are not positive whole numbers within :data:`CONFIG_BOUNDS`, or whose head
+    counts do not divide the hidden size; one sentence naming the file. A multimodal config's ``text_config``
+    is checked the same way. Absent (or null) fields are left to the loader's defaults."""
+    if "model_type" in config and not isinstance(config["model_type"], str):
+        raise ModelSourceError(f"{where} gives model_type = {config['model_type']!r}, not a name, so the file is "
+                               "corrupt.")
+    architectures = config.get("architectures")
+    if architectures is not None and not (isinstance(architectures, list)
+                                          and all(isinstance(a, str) for a in architectures)):
+        raise ModelSourceError(f"{where} gives architectures = {architectures!r}, not a list of names, so the file "
+                               "is corrupt.")
+    for part in (config, config.get("text_config")):
+        if not isinstance(part, dict):
+            continue
+        for fields, low, high in CONFIG_BOUNDS:
+            for name in fields:
+                value = part.get(name)
+                if value is None:
+                    continue
+                if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                    raise ModelSourceError(f"{where} gives {name} = {value!r}; a model has a whole number from "
+                                           f"{low:,} to {high:,} there, so the file is corrupt.")
+        hidden = part.get("hidden_size") or part.get("n_embd") or part.get("d_model")
+        heads = part.get("num_attention_heads") or part.get("n_head")
+        kv = part.get("num_key_value_heads")
+        if isinstance(heads, int) and isinstance(kv, int) and heads % kv:
+            raise ModelSourceError(f"{where} gives {heads} attention heads and {kv} key/value heads, which do not "
+                                   "group evenly, so the file is corrupt.")
+        if isinstance(hidden, int) and isinstance(heads, int) and not part.get("head_dim") and hidden % heads:
+            raise ModelSourceError(f"{where} gives a hidden size of {hidden} for {heads} attention heads, which "
+                                   "does not divide evenly, so the file is corrupt.")
 
 
 def architecture_name(config: dict[str, Any]) -> str:

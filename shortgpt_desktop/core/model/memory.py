@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ResourceError, UnsupportedModelError
+from ..errors import ModelSourceError, ResourceError, UnsupportedModelError
 from ..formats.safetensors_reader import read_safetensors_header
 from .dtypes import bytes_per_element
 from .sources import ModelSource
@@ -111,8 +111,27 @@ def _tensor_elements(source: ModelSource, config: dict[str, Any]) -> tuple[list[
         index = open_reader(source, config.get("model_type")).index
     except UnsupportedModelError as refused:
         return [], _count_whole(source, config), str(refused)
+    _check_layer_blocks(source, config, set(index.layer_keys))
     layers = [index.layer_numel(i) for i in sorted(index.layer_keys)]
     return layers, index.other_numel(), ""
+
+
+def _check_layer_blocks(source: ModelSource, config: dict[str, Any], present: set[int]) -> None:
+    """The checkpoint has weights for every layer the config declares and for no other (multi-token-prediction
+    layers after the last excepted): a missing layer would be filled with random weights by the loader."""
+    from .families import layer_count
+
+    if not present or source.gguf_file:  # a GGUF's blocks are checked against its block count when it is opened
+        return
+    n = layer_count(config)
+    extra_allowed = config.get("num_nextn_predict_layers") or 0
+    allowed = n + (extra_allowed if isinstance(extra_allowed, int) else 0)
+    missing = sorted(set(range(n)) - present)
+    extra = sorted(i for i in present if i >= allowed)
+    if missing or extra:
+        what = f"no weights for layer {missing[0]}" if missing else f"weights for a layer {extra[0]}"
+        raise ModelSourceError(f"{source.folder / 'config.json'} declares {n} layers but the checkpoint has {what}, "
+                               "so the model files do not belong together.")
 
 
 def _count_whole(source: ModelSource, config: dict[str, Any]) -> int:
