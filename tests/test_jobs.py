@@ -19,17 +19,15 @@ gguf = pytest.importorskip("gguf")
 
 @pytest.fixture(scope="module")
 def tiny_llama_gguf(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A 6-layer random llama (F32 GGUF as convert_hf_to_gguf writes it) and its Hugging Face folder."""
+    """A 6-layer random llama as GGUF (convert_hf_to_gguf's layout) with key/value caches shared between layers,
+    and a plain F32 one."""
+    from shortgpt_desktop.core.testing.fuzz import write_gguf
     from shortgpt_desktop.core.testing.tiny_models import TINY_FAMILIES, build_tiny_model
-    from tests.core.formats.test_gguf_writer import export_gguf
 
     base = tmp_path_factory.mktemp("tiny-llama-gguf")
     folder = build_tiny_model(base / "hf", "llama", config_overrides=dict(TINY_FAMILIES["llama"][1]))
-    export_gguf(folder, base / "tiny.gguf", "llama",
-                extra={"llama.attention.shared_kv_layers": (2, gguf.GGUFValueType.UINT32)})
-    plain = base / "plain.gguf"
-    export_gguf(folder, plain, "llama")
-    return base / "tiny.gguf", plain
+    write_gguf(folder, base / "tiny.gguf", extra={"llama.attention.shared_kv_layers": (2, gguf.GGUFValueType.UINT32)})
+    return base / "tiny.gguf", write_gguf(folder, base / "plain.gguf", q8_down=False)
 
 
 def test_a_gguf_layout_llama_cpp_fixes_by_position_is_refused_before_scoring(
@@ -77,7 +75,7 @@ def test_healing_with_gguf_output_reloads_as_the_healed_model(tiny_llama_gguf: t
                    heal_steps=1, out=str(tmp_path / "out"), device="cpu", dtype="float32", low_memory=False,
                    check_perplexity=False)
     model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
-    tokenizer = AutoTokenizer.from_pretrained(path.parent / "hf")  # the export's GGUF vocabulary is a stand-in
+    tokenizer = AutoTokenizer.from_pretrained(path.parent / "hf")
     config = model.config.to_dict()
     loaded = LoadedModel(model, tokenizer, resolve_family(model, config), config, resolve(str(path)), "cpu",
                          "float32")

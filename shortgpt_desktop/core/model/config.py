@@ -15,17 +15,35 @@ if TYPE_CHECKING:
 
 
 def _load_errors() -> tuple[type[BaseException], ...]:
-    """What transformers, safetensors and the tokenizers raise for a model they cannot read: files missing or
-    unreadable (OSError), configs or checkpoints they do not understand (ValueError, KeyError), tensors that do
-    not fit the config (RuntimeError). Anything else is a bug in this tool and keeps its traceback."""
-    errors: list[type[BaseException]] = [OSError, ValueError, KeyError, RuntimeError]
+    """What transformers, gguf-py, safetensors and the tokenizers raise for a model they cannot read: files
+    missing or unreadable (OSError), configs or checkpoints they do not understand (ValueError, KeyError, and
+    huggingface_hub's strict config validation), tensors that do not fit the config (RuntimeError), and what
+    gguf-py's numpy views and struct reads raise on a file whose contents are damaged (IndexError,
+    OverflowError, struct.error, EOFError). Anything else is a bug in this tool and keeps its traceback."""
+    import struct
+
+    errors: list[type[BaseException]] = [OSError, ValueError, KeyError, RuntimeError, IndexError, OverflowError,
+                                         struct.error, EOFError]
     try:
         from safetensors import SafetensorError
 
         errors.append(SafetensorError)
     except ImportError:  # older safetensors keep it elsewhere; OSError covers most of its cases there
         pass
+    try:
+        from huggingface_hub.errors import StrictDataclassClassValidationError, StrictDataclassFieldValidationError
+
+        errors += [StrictDataclassFieldValidationError, StrictDataclassClassValidationError]
+    except ImportError:  # older huggingface_hub: configs are not validated
+        pass
     return tuple(errors)
+
+
+def rejected_by_library(exc: BaseException) -> bool:
+    """Whether a loader's exception means "this file is not usable" rather than a bug: one of
+    :data:`LOAD_ERRORS`, or the plain ``Exception`` the tokenizers library (Rust) raises for a vocabulary it
+    cannot build ("Error while initializing BPE: Token ... out of vocabulary")."""
+    return isinstance(exc, LOAD_ERRORS) or type(exc) is Exception
 
 
 LOAD_ERRORS = _load_errors()
@@ -48,7 +66,9 @@ def read_config(source: ModelSource) -> dict[str, Any]:
 
         try:
             config = AutoConfig.from_pretrained(source.folder, gguf_file=source.gguf_file).to_dict()
-        except LOAD_ERRORS as exc:  # transformers raises ValueError/RuntimeError for unknown GGUF architectures
+        except Exception as exc:  # transformers raises ValueError/RuntimeError for unknown GGUF architectures
+            if not rejected_by_library(exc):
+                raise
             raise UnsupportedModelError(
                 f"{source.gguf_file} cannot be read as a model by transformers ({_first_line(exc)})."
             ) from None
@@ -159,5 +179,13 @@ def check_supported(config: dict[str, Any], trust_remote_code: bool) -> None:
 
 
 def _first_line(exc: BaseException) -> str:
+    """The first line of a library's message, without its closing punctuation (the caller ends the sentence).
+
+    transformers' "You set `ignore_mismatched_sizes` to `False`..." points at a report the user never sees: it
+    is said plainly instead.
+    """
     text = str(exc).strip().splitlines()
-    return (text[0] if text else exc.__class__.__name__).rstrip(".")
+    line = (text[0] if text else exc.__class__.__name__).rstrip(".!:; ")
+    if "ignore_mismatched_sizes" in line:
+        return "its weights do not have the sizes its config gives"
+    return line
