@@ -69,8 +69,12 @@ def read_config(source: ModelSource) -> dict[str, Any]:
         except Exception as exc:  # transformers raises ValueError/RuntimeError for unknown GGUF architectures
             if not rejected_by_library(exc):
                 raise
+            # transformers words any failure to parse a GGUF as "the config file ... is not a valid JSON file";
+            # the error it caught says what is wrong
+            cause = exc.__cause__ or exc.__context__
+            reason = _first_line(cause if "valid JSON file" in str(exc) and cause is not None else exc)
             raise UnsupportedModelError(
-                f"{source.gguf_file} cannot be read as a model by transformers ({_first_line(exc)})."
+                f"{source.gguf_file} cannot be read as a model by transformers ({reason})."
             ) from None
         check_config_values(config, source.gguf_file)
         return config
