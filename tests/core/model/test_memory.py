@@ -88,9 +88,10 @@ def measured_peak(argv: list[str]) -> int:
 
 
 #: The tolerance: the estimate may be at most 10% below the measured peak (what the mode choice's SAFETY margin
-#: of 10% absorbs) and at most 50% above it. Measured (2 CPU cores, fp32): the tiny model's prune job 0.55 GB
-#: peak, 0.53 GB estimated (0.96x); SmolLM2-135M GGUF, prune --preset quick --metric bi --repair none (score,
-#: check, generation, GGUF save): 1.74 GB peak, 1.69 GB estimated (0.97x); its score job alone 1.25 GB (1.35x).
+#: of 10% absorbs) and at most 50% above it. Measured (2 CPU cores, fp32): the tiny model's prune job 0.55 to
+#: 0.59 GB peak, which the old RUNTIME_BYTES of 500 MiB (0.53 GB estimated) understated; with 600 MiB, 0.63 GB
+#: estimated (1.07 to 1.15x). SmolLM2-135M GGUF, prune --preset quick --metric bi --repair none (score, check,
+#: generation, GGUF save): 1.74 GB peak, 1.79 GB estimated (1.03x); its score job alone: 1.25 GB (1.43x).
 UNDERSTATE, OVERSTATE = 1 - SAFETY, 1.5
 
 
