@@ -87,7 +87,11 @@ def run_prune(engine: Engine, spec: JobSpec, progress: Progress = no_progress, c
         engine.sizes = layer_sizes(engine.loaded.model, engine.loaded.family,  # type: ignore[union-attr]
                                    pipeline.checkpoint_bytes_per_param(engine.loaded))  # type: ignore[arg-type]
         engine.scored_spec = spec
-    plan = engine.prepare(spec, engine.plan_for_spec(spec), progress, cancel)
+    plan = engine.plan_for_spec(spec)
+    if engine.needs_refining(plan):
+        plan = engine.refine(spec, len(plan.removed), progress, cancel)
+    engine.check_gguf_job(spec, plan.removed)  # the layers are known now: refused before repair and healing
+    plan = engine.prepare(spec, plan, progress, cancel)
     if spec.check_perplexity:
         engine.check(spec, plan.removed, spec.prompt, progress, cancel)
     report = engine.report(plan, spec)

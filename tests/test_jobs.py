@@ -100,3 +100,29 @@ def test_healing_with_gguf_output_reloads_as_the_healed_model(tiny_llama_gguf: t
     with torch.no_grad():
         got = reloaded(ids).logits
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_removal_that_shifts_a_position_locked_gguf_layout_is_refused_before_repair(
+        tiny_llama_gguf: tuple[Path, Path], small_calib: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """llama.cpp derives which layers use full attention from ``il % full_attention_interval``: an explicit
+    layer list is refused before loading, a chosen one before the repair and healing run."""
+    from shortgpt_desktop.core.testing.fuzz import write_gguf
+
+    _, plain = tiny_llama_gguf
+    path = write_gguf(plain.parent / "hf", tmp_path / "periodic.gguf", q8_down=False,
+                      extra={"llama.full_attention_interval": (2, gguf.GGUFValueType.UINT32)})
+
+    def no_slow_work(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("slow work ran before the refusal")
+
+    common = dict(model=str(path), calib=[str(small_calib)], samples=4, seq_len=32, out=str(tmp_path / "out"),
+                  device="cpu", dtype="float32", low_memory=False, heal_steps=1)
+    with monkeypatch.context() as patch:
+        patch.setattr(Engine, "load", no_slow_work)
+        with pytest.raises(UnsupportedModelError, match=r"period of 2.*shift layer 3"):
+            run_prune(Engine(), JobSpec(layers=[2], **common))
+    monkeypatch.setattr(Engine, "adjust", no_slow_work)
+    with pytest.raises(UnsupportedModelError, match="period of 2"):
+        run_prune(Engine(), JobSpec(count=1, metric="bi", **common))
+    assert not (tmp_path / "out").exists()

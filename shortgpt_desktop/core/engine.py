@@ -172,15 +172,19 @@ class Engine:
         formats = self.formats()
         return self.output_format if self.output_format in formats else formats[0]
 
-    def check_gguf_job(self, spec: JobSpec) -> None:
+    def check_gguf_job(self, spec: JobSpec, removed: Sequence[int] | None = None) -> None:
         """Refuse, right after open and before any slow step, a GGUF output this job cannot write (also when the
         format is left to its default): layouts llama.cpp fixes by layer position (llama4, gemma3n, shared KV
-        caches...), and weights the repair or healing would change that the GGUF writer cannot write back."""
+        caches...), and weights the repair or healing would change that the GGUF writer cannot write back.
+
+        Once the layers to remove are known (``removed``, or the job's own list), removals that would shift a
+        position-locked layout are refused too; called again with the chosen layers before repair and healing.
+        """
         if self.source is None or self.resolved_format != "gguf":
             return
         from .formats.gguf_writer import check_gguf_replacements
 
-        self._check_gguf_output([])
+        self._check_gguf_output(list(removed if removed is not None else (spec.layers or [])))
         if self.mode_for(spec) == "memory":  # low-memory mode neither repairs nor heals
             check_gguf_replacements(self.source, repair=spec.repair != "none", heal=spec.heal_steps > 0)
 
