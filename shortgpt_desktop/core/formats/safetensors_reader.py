@@ -76,7 +76,7 @@ def _parse(raw: bytes) -> dict[str, Any]:
     except RecursionError:
         raise _Bad("its header nests too deeply") from None
     except json.JSONDecodeError as exc:
-        raise _Bad(f"its header is not JSON ({exc.msg} at byte {exc.pos})") from None
+        raise _Bad(f"its header is not JSON ({exc.msg.removesuffix(' at')}, byte {exc.pos})") from None
     if not isinstance(header, dict):
         raise _Bad("its header is not a JSON object")
     return header

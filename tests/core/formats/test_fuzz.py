@@ -12,6 +12,7 @@ instead of a swapping machine. The quick suite runs :data:`QUICK` seeds, the slo
 from __future__ import annotations
 
 import resource
+import shutil
 import signal
 import sys
 import time
@@ -193,3 +194,24 @@ def test_hostile_files_are_refused_cleanly_or_load(bases: tuple[Path, Path], tmp
 @pytest.mark.timeout(1800)
 def test_hostile_files_are_refused_cleanly_or_load_many(bases: tuple[Path, Path], tmp_path: Path) -> None:
     check(run_fuzz(bases, SLOW, tmp_path))
+
+
+def test_a_hostile_file_from_the_command_line_is_one_line_and_writes_nothing(
+        bases: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from shortgpt_desktop import cli
+
+    gguf_path, st_folder = bases
+    bad_gguf = tmp_path / "bad.gguf"
+    data = bytearray(gguf_path.read_bytes())
+    data[8:16] = (1 << 40).to_bytes(8, "little")  # a tensor count no file of this size can hold
+    bad_gguf.write_bytes(bytes(data))
+    bad_folder = tmp_path / "bad-folder"
+    shutil.copytree(st_folder, bad_folder)
+    (bad_folder / "config.json").write_text('{"model_type": "llama", "num_hidden_layers": 1e9}', encoding="utf-8")
+    for model in (bad_gguf, bad_folder):
+        out = tmp_path / f"out-{model.name}"
+        code = cli.main(["prune", str(model), "--layers", "1", "--out", str(out), "-q"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and err[0].startswith("shortgpt: error: ") and "Traceback" not in err[0]
+        assert model.name in err[0] or "config.json" in err[0]
+        assert not out.exists()
