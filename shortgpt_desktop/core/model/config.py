@@ -190,6 +190,9 @@ def _first_line(exc: BaseException) -> str:
     """
     text = str(exc).strip().splitlines()
     line = (text[0] if text else exc.__class__.__name__).rstrip(".!:; ")
+    if line.startswith(("Validation error for", "Class validation error for")) and len(text) > 1:
+        # huggingface_hub's config validation: the reason is on the next line ("    TypeError: Field ...")
+        line = text[1].strip().split(": ", 1)[-1].rstrip(".!:; ")
     if "ignore_mismatched_sizes" in line:
         return "its weights do not have the sizes its config gives"
     return line
