@@ -121,7 +121,9 @@ def check_config_values(config: dict[str, Any], where: str) -> None:
                 value = part.get(name)
                 if value is None:
                     continue
-                if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                # some architectures give a size per layer (OpenELM's head counts): a list of such numbers
+                values = value if isinstance(value, list) and 0 < len(value) <= 1000 else [value]
+                if not all(isinstance(v, int) and not isinstance(v, bool) and low <= v <= high for v in values):
                     raise ModelSourceError(f"{where} gives {name} = {value!r}; a model has a whole number from "
                                            f"{low:,} to {high:,} there, so the file is corrupt.")
         hidden = part.get("hidden_size") or part.get("n_embd") or part.get("d_model")
