@@ -3,10 +3,13 @@
     python benchmarks/bench_quality.py [--model SmolLM2-135M-Instruct.Q4_1.gguf] [--calib wikitext2-valid.txt]
         [--eval wikitext2-test.txt] [--remove 8] [--heal-steps 40]
 
-Rows: the full model; plain BI (the paper: the lowest-BI layers deleted); bi+ (the ends protected, candidates
-checked by calibration perplexity); + the training-free repair; + LoRA healing. Each row gives the held-out
-perplexity (32 windows × 256 tokens of ``--eval``, never used for calibration), the seconds that step added on
-top of the one before, and the first words a greedy generation writes through the model's chat template.
+Rows: the full model; plain BI (the paper: the lowest-BI layers deleted); bi+ as it was (ends protected, a
+greedy search over the 3 lowest-BI layers); bi+ now (the greedy search also tries the layers whose removal alone
+costs least, measured); + the training-free repair (the default recipe); + healing (LoRA distilled from the
+original). Each row gives the held-out perplexity (32 windows × 256 tokens of ``--eval``, never used for
+calibration), the fidelity to the original on the same tokens as llama.cpp reports a quantization (mean KL
+divergence per token, same top token), the seconds that step added, and the first words a greedy generation
+writes through the model's chat template.
 Calibration: 32 samples × 256 tokens of ``--calib``. Defaults use the WikiText-2 files in ../shared/data and
 the SmolLM2 GGUF cached by the tests.
 """
@@ -40,6 +43,8 @@ def main() -> None:
     import torch
 
     from shortgpt_desktop.core import pipeline
+    from shortgpt_desktop.core.backends import ops
+    from shortgpt_desktop.core.cut.selection import choose_layers_safely
     from shortgpt_desktop.core.engine import Engine, JobSpec
     from shortgpt_desktop.core.measure.metrics import METRICS
     from shortgpt_desktop.core.model.loading import quiet_library_progress
@@ -56,24 +61,31 @@ def main() -> None:
     tokens = engine.tokens_for(spec)
     load_seconds = time.perf_counter() - t
     loaded = engine.loaded
-    assert loaded is not None
-    rows: list[tuple[str, list[int], float, float, str]] = []
+    assert loaded is not None and engine.backend is not None
+    stack = engine.backend.stack
+    reference = ops.reference(stack, tokens.eval_windows, tokens.pad_id, spec.batch_size)
+    rows: list[tuple[str, list[int], float, float, float, float, str]] = []
 
     def measure(label: str, removed: list[int], seconds: float, weights: dict | None = None) -> None:
-        ppl = pipeline.measure_perplexity(loaded, tokens, removed, spec.batch_size, weights=weights).perplexity
+        result, fidelity = ops.compare(stack, tokens.eval_windows, tokens.pad_id, reference, removed, weights)
         text = pipeline.generate(loaded, PROMPT, removed, spec.max_new_tokens, weights=weights)
-        rows.append((label, removed, ppl, seconds, " ".join(text.split())[:60]))
+        rows.append((label, removed, result.perplexity, fidelity.mean_kl, fidelity.same_top, seconds,
+                     " ".join(text.split())[:60]))
 
     measure("full model", [], load_seconds)
     scored = engine.score(spec)
     plain = engine.plan(count=args.remove)
     measure("plain BI (paper)", plain.removed, scored.seconds)
 
+    t = time.perf_counter()
+    narrow = choose_layers_safely(stack, tokens, args.remove, engine.stats.bi, spec.batch_size, wider=False)
+    measure("bi+ as it was", narrow.removed, time.perf_counter() - t)
+
     engine.use_scores(METRICS["bi+"].from_stats(engine.stats, 1))
     spec_plus = dataclasses.replace(spec, metric="bi+")
     t = time.perf_counter()
     safer = engine.refine(spec_plus, args.remove)
-    measure("bi+ (safer choice)", safer.removed, time.perf_counter() - t)
+    measure("bi+ (wider search)", safer.removed, time.perf_counter() - t)
 
     spec_repair = dataclasses.replace(spec_plus, repair="linear")
     t = time.perf_counter()
@@ -89,11 +101,12 @@ def main() -> None:
     print(f"{Path(args.model).name}: {args.remove} of {engine.n_layers} layers removed; calibration "
           f"{len(tokens.samples)}×{args.seq_len} tokens of {Path(args.calib).name}; perplexity on "
           f"{tokens.eval_tokens:,} tokens of {Path(args.eval).name}; {args.threads} threads")
-    print(f"{'recipe':<24} {'perplexity':>10} {'vs full':>8} {'seconds':>8}  layers removed / greedy text")
+    print("| recipe | perplexity | vs full | mean KL | same top | seconds | layers removed | greedy text |")
+    print("|---|---|---|---|---|---|---|---|")
     full = rows[0][2]
-    for label, removed, ppl, seconds, text in rows:
-        print(f"{label:<24} {ppl:>10.2f} {ppl / full:>7.2f}x {seconds:>8.1f}  {removed or ''}")
-        print(f"{'':<24} {'':>10} {'':>8} {'':>8}  “{text}”")
+    for label, removed, ppl, kl, top, seconds, text in rows:
+        print(f"| {label} | {ppl:.2f} | {ppl / full:.2f}x | {kl:.3f} | {top:.1%} | {seconds:.1f} | "
+              f"{','.join(map(str, removed)) or '-'} | {text} |")
 
 
 if __name__ == "__main__":

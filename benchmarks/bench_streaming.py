@@ -9,6 +9,10 @@ process: ``load_model`` + ``measure_layers`` (in memory) and ``streamed_measure_
 time). Printed: peak resident set (sampled every 2 ms, the process's own baseline after imports subtracted and
 also shown whole), peak GPU memory where there is a GPU, wall time, and the ratios streamed / in memory
 (targets: peak < 25 %, time <= 1.5x). The BI of both runs must agree.
+
+With ``--job``, each child runs the whole default job instead (``jobs.run_prune``: BI, bi+'s measured choice,
+the repair, the check with fidelity and a generation, save) on a slice of the built-in corpus, in memory and with
+``low_memory``; the removed layers and the perplexities of both must agree.
 """
 
 from __future__ import annotations
@@ -62,6 +66,9 @@ def _job(mode: str, args: dict[str, Any], queue: Any) -> None:
                       eval_windows=[], seq_len=length, bos_id=1, pad_id=0)
     cuda = args["device"].startswith("cuda")
     source = resolve(args["folder"])
+    if args.get("job"):
+        _whole_job(mode, args, queue)
+        return
     with PeakRss() as rss:
         started = time.perf_counter()
         if mode == "memory":
@@ -74,6 +81,31 @@ def _job(mode: str, args: dict[str, Any], queue: Any) -> None:
         seconds = time.perf_counter() - started
     queue.put({"mode": mode, "seconds": seconds, "rss_base": rss.base, "rss_peak": rss.peak,
                "gpu_peak": torch.cuda.max_memory_allocated() if cuda else None, "bi": stats.bi})
+
+
+def _whole_job(mode: str, args: dict[str, Any], queue: Any) -> None:
+    import tempfile
+
+    from bench_engine import PeakRss
+
+    from shortgpt_desktop.core.engine import Engine
+    from shortgpt_desktop.core.measure.calibration import builtin_corpus
+    from shortgpt_desktop.core.pipeline import JobSpec
+    from shortgpt_desktop.jobs import run_prune
+
+    with tempfile.TemporaryDirectory() as scratch:
+        calib = Path(scratch) / "calib.txt"
+        calib.write_text("\n\n".join(builtin_corpus()[:20]), encoding="utf-8")
+        spec = JobSpec(model=args["folder"], calib=[str(calib)], samples=args["samples"], seq_len=args["seq_len"],
+                       eval_windows=4, batch_size=args["batch_size"], device=args["device"], dtype="float32",
+                       ratio=0.25, out=str(Path(scratch) / "out"), low_memory=mode == "streamed", max_new_tokens=4)
+        with PeakRss() as rss:
+            started = time.perf_counter()
+            report = run_prune(Engine(), spec)
+            seconds = time.perf_counter() - started
+    queue.put({"mode": mode, "seconds": seconds, "rss_base": rss.base, "rss_peak": rss.peak, "gpu_peak": None,
+               "bi": report.scores, "removed": report.removed_layers, "ppl": [report.ppl_before, report.ppl_after],
+               "timings": report.timings})
 
 
 def run(mode: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -96,6 +128,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--job", action="store_true", help="the whole default job instead of scoring alone")
     options = parser.parse_args()
     folder = build(Path(options.folder), options.layers, options.hidden)
     from shortgpt_desktop.core.model.memory import estimate_memory
@@ -104,7 +137,8 @@ def main() -> None:
     estimate = estimate_memory(resolve(str(folder)), options.device, "float32", options.samples, options.seq_len,
                                options.batch_size)
     args = {"folder": str(folder), "samples": options.samples, "seq_len": options.seq_len,
-            "batch_size": options.batch_size, "device": options.device, "threads": options.threads}
+            "batch_size": options.batch_size, "device": options.device, "threads": options.threads,
+            "job": options.job}
     results = {mode: run(mode, args) for mode in ("memory", "streamed")}  # same run, same machine state
     memory, streamed = results["memory"], results["streamed"]
     worst = max(abs(a - b) for a, b in zip(memory["bi"], streamed["bi"], strict=True))
@@ -130,6 +164,11 @@ def main() -> None:
     if memory["gpu_peak"]:
         print(f"GPU peak ratio {streamed['gpu_peak'] / memory['gpu_peak']:.1%}")
     print(f"largest BI difference between the two: {worst:.2e}")
+    if options.job:
+        print(f"removed: in memory {memory['removed']}, streamed {streamed['removed']}; perplexity before/after: "
+              f"in memory {memory['ppl']}, streamed {streamed['ppl']}")
+        for name in ("memory", "streamed"):
+            print(f"{name} steps: " + ", ".join(f"{k} {v:.1f} s" for k, v in results[name]["timings"].items()))
     print(json.dumps({"extra_ratio": extra, "whole_ratio": whole,
                       "time_ratio": streamed["seconds"] / memory["seconds"], "bi_diff": worst}))
 

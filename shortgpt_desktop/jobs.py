@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .core import pipeline
+from .core.backends import ops
 from .core.cut.plan import (
     check_layer_list,
     count_for_ratio,
@@ -81,7 +82,8 @@ def run_prune(engine: Engine, spec: JobSpec, progress: Progress = no_progress, c
     if needs_scores or spec.check_perplexity or spec.repair != "none" or spec.heal_steps > 0:
         engine.check_text(spec)
     if needs_scores:
-        engine.score(spec, progress, cancel)
+        count = spec.count if spec.count is not None else count_for_ratio(float(spec.ratio), info.n_layers)  # type: ignore[arg-type]
+        engine.score(spec, JobClock(engine, spec, count, progress), cancel)
     else:
         engine.load(spec, progress, cancel)
         engine.sizes = layer_sizes(engine.loaded.model, engine.loaded.family,  # type: ignore[union-attr]
@@ -103,6 +105,40 @@ def run_prune(engine: Engine, spec: JobSpec, progress: Progress = no_progress, c
     return report
 
 
+class JobClock:
+    """Passes progress on; at the scoring pass's first measured batch it also says how long the whole job will
+    take (``progress("estimate", 0, 0, JobEstimate)``), from that batch's speed (see :mod:`.core.estimate`)."""
+
+    def __init__(self, engine: Engine, spec: JobSpec, count: int, progress: Progress) -> None:
+        self.engine, self.spec, self.count, self.progress = engine, spec, count, progress
+        self.started: float | None = None
+        self.said = False
+
+    def __call__(self, stage: str, done: int, total: int, partial: Any = None) -> None:
+        self.progress(stage, done, total, partial)
+        if stage != "scoring" or self.said:
+            return
+        if done == 0:
+            self.started = time.perf_counter()
+            return
+        if self.started is None or self.engine.loaded is None or self.engine.tokens is None:
+            return
+        from .core.estimate import estimate_job, shape_of
+        from .core.measure.metrics import get_metric
+
+        shape = shape_of(self.engine.loaded)
+        tokens = self.engine.tokens
+        per_sample = tokens.sample_tokens / max(len(tokens.samples), 1)
+        # In memory the pass counts samples through every layer; one layer at a time it counts layers.
+        token_layers = (per_sample * done * shape.n_layers if total == len(tokens.samples)
+                        else tokens.sample_tokens * done)
+        rate = (time.perf_counter() - self.started) / max(token_layers, 1.0)
+        estimate = estimate_job(self.spec, shape, rate, tokens.sample_tokens, tokens.eval_tokens, self.count,
+                                get_metric(self.spec.metric).refines)
+        self.said = True
+        self.progress("estimate", 0, 0, estimate)
+
+
 def run_sweep(engine: Engine, spec: JobSpec, max_removed: int | None = None, progress: Progress = no_progress,
               cancel: CancelCheck | None = None, on_info: InfoCallback | None = None) -> Any:
     """Open, score, and measure the quality curve."""
@@ -118,10 +154,13 @@ def run_sweep(engine: Engine, spec: JobSpec, max_removed: int | None = None, pro
 
 def run_eval(engine: Engine, spec: JobSpec, other: str | None = None, progress: Progress = no_progress,
              cancel: CancelCheck | None = None, on_info: InfoCallback | None = None) -> Report:
-    """Perplexity of a model (and optionally of a second one, e.g. its pruned copy) on the same tokens.
+    """Perplexity of a model (and optionally of a second one, e.g. its pruned copy) on the same tokens, and the
+    second's fidelity to the first (KL divergence, same top token) when both have the same embeddings, final
+    norm and head (a pruned copy does).
 
-    The second model is tokenized with the first one's tokenizer (a pruned copy shares it); the first is freed
-    before the second loads.
+    The second model is tokenized with the first one's tokenizer (a pruned copy shares it), runs the way the
+    first does (``spec.low_memory``), and loads after the first is freed: only the first's final hidden states
+    and its weights outside the decoder layers are kept meanwhile.
     """
     started = time.perf_counter()
     info = engine.open(spec, progress, cancel)
@@ -130,16 +169,46 @@ def run_eval(engine: Engine, spec: JobSpec, other: str | None = None, progress: 
     loaded, tokens = engine.held_out(spec, progress, cancel)
     report = pipeline.new_report(loaded, spec)
     report.calibration, report.warnings = list(engine.token_names), list(engine.token_warnings)
-    before = pipeline.measure_perplexity(loaded, tokens, (), spec.batch_size, progress, cancel, "ppl_before")
-    report.ppl_before, report.eval_tokens = before.perplexity, before.tokens
+    reference = engine.reference_for(spec, tokens, progress, cancel)
+    report.ppl_before, report.eval_tokens = reference.result.perplexity, reference.result.tokens
     if other:
-        other_spec = JobSpec(model=other, device=spec.device, dtype=spec.dtype,
-                             trust_remote_code=spec.trust_remote_code, calib=spec.calib)
+        assert engine.backend is not None
+        outside = _outside_layers(engine.backend.stack)
+        other_spec = JobSpec(model=other, device=spec.device, dtype=spec.dtype, calib=spec.calib,
+                             trust_remote_code=spec.trust_remote_code, low_memory=spec.low_memory,
+                             samples=spec.samples, seq_len=spec.seq_len, batch_size=spec.batch_size)
         second = Engine()
         engine.forget()
         second.load(other_spec, progress, cancel)
-        assert second.loaded is not None
-        after = pipeline.perplexity_on(second.loaded, tokens, spec.batch_size, progress, cancel, "ppl_after")
+        assert second.backend is not None
+        stack = second.backend.stack
+        stack.prepare_head()
+        same_head = _outside_layers(stack).keys() == outside.keys() and all(
+            torch_equal(value, outside[name]) for name, value in _outside_layers(stack).items())
+        count = lambda done, total: progress("ppl_after", done, total, None)  # noqa: E731
+        if same_head:
+            after, fidelity = ops.compare(stack, tokens.eval_windows, tokens.pad_id, reference, (), None, cancel,
+                                          count)
+            report.fidelity = fidelity.to_json()
+        else:
+            after = ops.perplexity(stack, tokens.eval_windows, tokens.pad_id, (), spec.batch_size, cancel=cancel,
+                                   progress=count)
+            report.warnings.append(f"{other} has other embeddings or another head than {spec.model}, so its KL "
+                                   "divergence to it is not measured (perplexity only).")
         report.ppl_after = after.perplexity
+        second.close()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _outside_layers(stack: Any) -> dict[str, Any]:
+    """The weights outside the decoder layers (embeddings, final norm, head), as CPU copies by name."""
+    prefix = stack.family.layers_path + "."
+    return {name: p.detach().to("cpu", copy=True) for name, p in stack.model.named_parameters()
+            if not name.startswith(prefix) and p.device.type != "meta"}
+
+
+def torch_equal(a: Any, b: Any) -> bool:
+    import torch
+
+    return a.shape == b.shape and bool(torch.equal(a, b))

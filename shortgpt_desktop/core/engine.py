@@ -14,6 +14,7 @@ hands back (kept, and marked partial).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -22,16 +23,18 @@ from pathlib import Path
 from typing import Any
 
 from . import pipeline
+from .backends import ops
+from .backends.base import Backend, InMemory, open_backend
 from .cut.plan import LayerSizes, PrunePlan, apply_sizes, check_layer_list, count_for_ratio, make_plan, max_removable
 from .cut.surgery import layer_sizes
-from .errors import CalibrationError, Cancelled, Hint, PlanError, UserError
+from .errors import CalibrationError, Cancelled, PlanError, UserError
 from .formats.output_folder import check_output_folder
 from .formats.safetensors_writer import SaveResult
 from .measure.calibration import TokenSet
-from .measure.evaluation import has_chat_template
+from .measure.evaluation import Fidelity, Reference, has_chat_template
 from .measure.metrics import METRICS, ScoringContext, get_metric
 from .measure.scoring import HookStats, LayerScores
-from .model.loading import LoadedModel, ModelInfo, inspect_model, load_model
+from .model.loading import LoadedModel, ModelInfo, inspect_model
 from .model.memory import MemoryEstimate, choose_mode, estimate_memory
 from .model.sources import ModelSource
 from .pipeline import JobSpec
@@ -71,6 +74,7 @@ class Checked:
     generation_after: str
     seconds: float
     chat_template: bool = False  # the prompt went through the model's chat template
+    fidelity: Fidelity | None = None  # KL to the original and same top token (None where not measured)
 
     @property
     def ratio(self) -> float:
@@ -82,11 +86,20 @@ class Adjusted:
     """What the repair and the healing changed for one set of removed layers (no tensors cross to a window)."""
 
     removed: list[int]
-    repair: Any = None  # repair.RepairResult, or None when the repair was off
-    heal: Any = None  # healing.HealResult, or None when no healing was asked for
+    results: dict[str, Any] = field(default_factory=dict)  # adjuster name → what it measured and did
     weights: dict[str, Any] = field(default_factory=dict)  # parameter name (original index) → new value
     key: tuple = ()
     seconds: float = 0.0
+
+    @property
+    def repair(self) -> Any:
+        """repair.RepairResult, or None when the repair was off."""
+        return self.results.get("repair")
+
+    @property
+    def heal(self) -> Any:
+        """healing.HealResult, or None when no healing was asked for."""
+        return self.results.get("heal")
 
     @property
     def notes(self) -> list[str]:
@@ -99,8 +112,10 @@ class Engine:
 
     source: ModelSource | None = None
     info: ModelInfo | None = None
-    loaded: LoadedModel | None = None
+    backend: Backend | None = None  # how the opened model runs (in memory or one layer at a time)
     load_key: tuple | None = None
+    #: The way chosen for the opened model and its settings, decided once (see :meth:`mode_for`).
+    mode_decision: tuple[tuple, str] | None = None
     tokens: TokenSet | None = None
     token_key: tuple | None = None
     token_names: list[str] = field(default_factory=list)
@@ -112,12 +127,19 @@ class Engine:
     scored_spec: JobSpec | None = None  # the settings of the last successful scoring
     checked: Checked | None = None
     output_format: str | None = None  # what save writes; None: the source's own format
-    streamed: Any = None  # a StreamedModel when the model is scored one layer at a time (low-memory mode)
     adjusted: Adjusted | None = None  # the repair (and healing) of the last plan that was checked or saved
-    selection: Any = None  # selection.SelectionResult: a refining metric's measured choice, for its count
+    #: A refining metric's measured choices (selection.SelectionResult) for the current scores, by count.
+    selections: dict[int, Any] = field(default_factory=dict)
+    reference: Reference | None = None  # the original's pass over the held-out windows, kept for every check
+    reference_key: tuple | None = None
     _gguf_bytes: tuple[list[int], int] | None = None  # a GGUF source's bytes per block, and the rest
 
     # ----------------------------------------------------------------------------------------------- state
+
+    @property
+    def loaded(self) -> LoadedModel | None:
+        """The model (for the streamed backend: its skeleton, with the embeddings only) and its tokenizer."""
+        return self.backend.loaded if self.backend is not None else None
 
     @property
     def n_layers(self) -> int:
@@ -131,19 +153,20 @@ class Engine:
 
     def forget(self) -> None:
         """Drop the model and everything measured on it (frees its memory)."""
-        if self.streamed is not None:
-            self.streamed.close()
-        self.streamed = None
-        self.loaded = self.load_key = None
+        if self.backend is not None:
+            self.backend.close()
+        self.backend = self.load_key = None
         self.tokens = self.token_key = None
         self.stats = self.scores = self.scored = self.sizes = self.scored_spec = self.checked = None
         self.adjusted = None
-        self.selection = None
+        self.selections = {}
+        self.reference = self.reference_key = None
 
     def close(self) -> None:
         """Forget the source too: the engine is as new."""
         self.forget()
         self.source = self.info = None
+        self.mode_decision = None
         self._gguf_bytes = None
 
     # ------------------------------------------------------------------------------------------- format
@@ -254,16 +277,31 @@ class Engine:
     def mode_for(self, spec: JobSpec, estimate: MemoryEstimate | None = None) -> str:
         """``"memory"`` (the whole model loaded) or ``"streamed"`` (one decoder layer at a time).
 
-        Asked for explicitly, or chosen: streamed only when the model would not fit the device. ``estimate`` is
-        this spec's, when the caller has it already.
+        Asked for explicitly, or chosen from the memory estimate taken before anything loads: streamed only when
+        the model would not fit. The choice is made once per opened model and settings and kept, so a job never
+        changes its way in the middle (once the model is loaded, the free memory has dropped by its size and a
+        fresh estimate would say "streamed"). ``estimate`` is this spec's, when the caller has it already; with
+        it nothing is remembered (the window's estimates for settings not yet used).
         """
         if spec.low_memory is not None:
             return "streamed" if spec.low_memory else "memory"
-        return choose_mode(estimate or self.memory_estimate(spec))
+        key = self._mode_key(spec)
+        if estimate is not None:
+            return choose_mode(estimate)
+        if self.mode_decision is not None and self.mode_decision[0] == key:
+            return self.mode_decision[1]
+        mode = choose_mode(self.memory_estimate(spec))
+        self.mode_decision = (key, mode)
+        return mode
+
+    @staticmethod
+    def _mode_key(spec: JobSpec) -> tuple:
+        return (spec.model, spec.revision, spec.device, spec.dtype, spec.trust_remote_code, spec.low_memory,
+                spec.samples, spec.seq_len, spec.batch_size)
 
     @property
     def is_streamed(self) -> bool:
-        return self.streamed is not None
+        return self.backend is not None and self.backend.mode == "streamed"
 
     def load(self, spec: JobSpec, progress: Progress = no_progress, cancel: CancelCheck | None = None) -> LoadedModel:
         """The model for these settings (loaded once, reused while they do not change).
@@ -272,42 +310,35 @@ class Engine:
         """
         if self.source is None or self.source.spec != spec.model:
             self.open(spec, progress, cancel)
+        key = (spec.model, spec.revision, spec.device, spec.dtype, spec.trust_remote_code, spec.low_memory)
+        if self.backend is not None and self.load_key == key:
+            return self.backend.loaded
         mode = self.mode_for(spec)
-        key = (spec.model, spec.revision, spec.device, spec.dtype, spec.trust_remote_code, mode)
-        if self.loaded is not None and self.load_key == key:
-            return self.loaded
         self.forget()  # free the old weights before loading new ones
         raise_if_cancelled(cancel)
         assert self.source is not None
         progress("load", 0, 1, None)
-        if mode == "streamed":
-            self.loaded = self._load_streamed(spec)
-        else:
-            self.loaded = load_model(self.source, spec.device, spec.dtype, spec.trust_remote_code)
+        self.backend = open_backend(mode, self.source, spec.device, spec.dtype, spec.trust_remote_code)
         self.load_key = key
         progress("load", 1, 1, None)
-        return self.loaded
+        return self.backend.loaded
 
     def adopt(self, loaded: LoadedModel, spec: JobSpec) -> None:
         """Use a model loaded elsewhere for ``spec`` (tests and benchmarks share one load between jobs)."""
         if self.source is None or self.source.spec != spec.model:
             self.open(spec)
         self.forget()
-        self.loaded = loaded
-        self.load_key = (spec.model, spec.revision, spec.device, spec.dtype, spec.trust_remote_code,
-                         self.mode_for(spec))
+        self.backend = InMemory(loaded)
+        self.load_key = (spec.model, spec.revision, spec.device, spec.dtype, spec.trust_remote_code, spec.low_memory)
 
-    def _load_streamed(self, spec: JobSpec) -> LoadedModel:
-        from .backends.streamed import StreamedModel
-        from .model.loading import load_tokenizer
-
-        assert self.source is not None
-        streamed = StreamedModel(self.source, spec.device, spec.dtype, spec.trust_remote_code)
-        self.streamed = streamed
-        tokenizer = load_tokenizer(self.source, spec.trust_remote_code)
-        log.info("low-memory mode: %s is scored one layer at a time", self.source.display_name)
-        return LoadedModel(streamed.model, tokenizer, streamed.family, streamed.config, self.source,
-                           streamed.device, streamed.dtype)
+    def refusal(self, spec: JobSpec, metric: str | None = None) -> None:
+        """Raise, before a job starts, the sentence for a step this model's backend cannot run with ``spec``."""
+        if self.backend is None:
+            return
+        problem = self.backend.refusal(metric=get_metric(metric) if metric else None, heal_steps=spec.heal_steps,
+                                       output_format=self.resolved_format)
+        if problem is not None:
+            raise problem
 
     def _token_key(self, spec: JobSpec) -> tuple:
         return (tuple(spec.calib), spec.eval_text, spec.samples, spec.seq_len, spec.seed, spec.eval_windows,
@@ -346,12 +377,17 @@ class Engine:
             self.check_text(spec)
         started = time.perf_counter()
         loaded = self.load(spec, progress, cancel)
+        assert self.backend is not None
+        problem = self.backend.refusal(metric=metric)
+        if problem is not None:
+            raise problem
         tokens = self.tokens_for(spec, progress) if metric.needs_text else None
-        ctx = ScoringContext(loaded.model, loaded.family, tokens, spec.batch_size, progress, cancel)
+        ctx = ScoringContext(loaded.model, loaded.family, tokens, spec.batch_size, progress, cancel,
+                             stack=self.backend.stack)
         partial = False
         try:
-            if self.streamed is not None:
-                ctx.stats = self._streamed_pass(metric.name, tokens, spec, progress, cancel)
+            if metric.hooked and tokens is not None:
+                ctx.stats = self.backend.hooked_pass(tokens, spec.batch_size, progress, cancel)
             scores = metric.score(ctx, spec.block_size if metric.block else 1)
         except Cancelled as exc:
             if exc.partial is None:
@@ -364,25 +400,10 @@ class Engine:
             raise
         return self._accept(spec, loaded, tokens, ctx.stats, scores, started, partial)
 
-    def _streamed_pass(self, metric: str, tokens: TokenSet | None, spec: JobSpec, progress: Progress,
-                       cancel: CancelCheck | None) -> HookStats | None:
-        """The hooked pass, one layer at a time (the other metrics need the whole model at once)."""
-        from .backends.streamed import streamed_measure_layers
-
-        chosen = get_metric(metric)
-        if not chosen.needs_text:
-            return None
-        if not chosen.hooked:
-            raise UserError(f"{chosen.label} needs the whole model in memory; in low-memory mode choose Block "
-                            "Influence, Relative Magnitude or Angular distance.", hint=Hint.LOW_MEMORY_METRIC)
-        assert tokens is not None and self.source is not None
-        return streamed_measure_layers(self.source, tokens, batch_size=spec.batch_size, progress=progress,
-                                       cancel=cancel, model=self.streamed)
-
     def _accept(self, spec: JobSpec, loaded: LoadedModel, tokens: TokenSet | None, stats: HookStats | None,
                 scores: LayerScores, started: float, partial: bool) -> Scored:
         self.stats, self.scores = stats, scores
-        self.selection = None
+        self.selections = {}
         self.sizes = layer_sizes(loaded.model, loaded.family, pipeline.checkpoint_bytes_per_param(loaded))
         self.scored_spec = spec
         self.checked = None
@@ -432,7 +453,7 @@ class Engine:
     def use_scores(self, scores: LayerScores) -> None:
         """Show and plan with ``scores`` (another metric of the same pass)."""
         self.scores = scores
-        self.selection = None
+        self.selections = {}
         if self.scored_spec is not None:
             self.scored_spec.metric = scores.metric
 
@@ -474,11 +495,31 @@ class Engine:
                 plan.notes.append("not yet checked by measured perplexity: Check or Save does that")
         return self._with_output_sizes(apply_sizes(plan, self.sizes))
 
+    def job_estimate(self, spec: JobSpec, count: int, check: bool) -> Any:
+        """Seconds the rest of a job for ``count`` layers will take (choosing, repairing, healing, checking), at
+        the speed the scoring pass measured; None before a scoring pass (see :mod:`.estimate`)."""
+        import dataclasses as _dc
+
+        from .estimate import estimate_job, shape_of
+
+        scored = self.scored
+        if scored is None or self.loaded is None or not scored.sample_tokens or scored.partial:
+            return None
+        shape = shape_of(self.loaded)
+        rate = scored.seconds / max(scored.sample_tokens * shape.n_layers, 1)
+        refines = self.scores is not None and get_metric(self.scores.metric).refines \
+            and self._selection_for(count) is None
+        estimate = estimate_job(_dc.replace(spec, check_perplexity=check), shape, rate, scored.sample_tokens,
+                                scored.eval_tokens, count, refines)
+        estimate.steps.pop("scoring", None)
+        if self.adjusted is not None and self.adjusted.removed == self.plan(count=count).removed:
+            estimate.steps.pop("repairing", None)
+            estimate.steps.pop("healing", None)
+        return estimate
+
     def _selection_for(self, count: int) -> Any:
         """The refining metric's measured choice of ``count`` layers for the current scores, if it was made."""
-        if self.selection is not None and len(self.selection.removed) == count:
-            return self.selection
-        return None
+        return self.selections.get(count)
 
     def needs_refining(self, plan: PrunePlan) -> bool:
         """The plan comes from a refining metric's cheap order and has not been measured yet."""
@@ -493,10 +534,12 @@ class Engine:
         if scores is None or self.loaded is None:
             raise PlanError("Score the layers first.")
         metric = get_metric(scores.metric)
-        if metric.refines and self.streamed is None and self._selection_for(count) is None:
+        if metric.refines and self._selection_for(count) is None:
+            assert self.backend is not None
             tokens = self.tokens_for(spec, progress)
-            ctx = ScoringContext(self.loaded.model, self.loaded.family, tokens, spec.batch_size, progress, cancel)
-            self.selection = metric.refine(ctx, scores.scores, count)
+            ctx = ScoringContext(self.loaded.model, self.loaded.family, tokens, spec.batch_size, progress, cancel,
+                                 stack=self.backend.stack)
+            self.selections.update(metric.refine_counts(ctx, scores.scores, [count]))
         return self.plan(count=count)
 
     def plan_for_spec(self, spec: JobSpec) -> PrunePlan:
@@ -510,28 +553,63 @@ class Engine:
 
     def quality_curve(self, spec: JobSpec, max_removed: int | None = None, progress: Progress = no_progress,
                       cancel: CancelCheck | None = None) -> Any:
-        """Held-out perplexity for 0, 1, 2… layers removed in the current scores' order (the paper's Figure 5).
+        """Held-out perplexity and fidelity for 0, 1, 2… layers removed (the paper's Figure 5), of the recipe
+        Save uses, and of plain Block Influence for reference.
 
-        Measured on the first ``spec.eval_windows`` held-out windows (a subset, said in the result), plainly
-        pruned: the repair is fitted per plan and is left out of the curve.
+        The recipe's point for k layers is what Check gives for k (same windows, same measured choice, same
+        repair; healing, when asked for, is left out of the curve: it would train once per point). A refining
+        metric (bi+) chooses every count in one nested search. Plain BI is plain removal in BI order.
+        ``max_removed`` defaults to half the layers (past that, models are broken).
         """
-        from .measure.sweep import quality_curve
+        from .measure.sweep import STAGE as SWEEP_STAGE
+        from .measure.sweep import QualityCurve, curve_point, removal_order
 
-        if self.scores is None or self.loaded is None:
+        if self.scores is None or self.loaded is None or self.backend is None:
             raise PlanError("Score the layers first.")
-        if self.streamed is not None:
-            raise UserError("The quality curve needs the whole model in memory.", hint=Hint.LOW_MEMORY_METRIC)
+        spec = dataclasses.replace(spec, heal_steps=0)
         metric = get_metric(self.scores.metric)
-        limit = max_removable(self.n_layers) if max_removed is None else max_removed
-        limit = min(limit, sum(v is not None for v in self.scores.scores))
-        ranked: list[int] = []  # each k's plan adds its new layers: the slider's order
-        for k in range(1, limit + 1):
-            chosen = metric.removal(self.scores.scores, k)
-            ranked += sorted((i for i in chosen if i not in ranked), key=lambda i: self.scores.scores[i])  # type: ignore[union-attr,index,arg-type,return-value]
-        ranked = ranked[:limit]
+        known = sum(v is not None for v in self.scores.scores)
+        limit = min(max_removed if max_removed is not None else max(1, self.n_layers // 2),
+                    max_removable(self.n_layers), known)
         tokens = self.tokens_for(spec, progress)
-        return quality_curve(self.loaded.model, self.loaded.family, tokens, ranked, len(ranked), spec.eval_windows,
-                             spec.batch_size, label=self.scores.metric, progress=progress, cancel=cancel)
+        started = time.perf_counter()
+        reference = self.reference_for(spec, tokens, progress, cancel)
+        if metric.refines:
+            missing = [k for k in range(1, limit + 1) if k not in self.selections]
+            if missing:
+                ctx = ScoringContext(self.loaded.model, self.loaded.family, tokens, spec.batch_size, progress,
+                                     cancel, stack=self.backend.stack)
+                self.selections.update(metric.refine_counts(ctx, self.scores.scores, missing))
+        label = self.scores.metric + (" + repair" if spec.repair != "none" else "")
+        curve = QualityCurve(label=label, order=[], windows=len(tokens.eval_windows), tokens=reference.result.tokens,
+                             data="held-out windows (the check's)")
+        bi_scores = self.stats.bi if self.stats is not None else self.scores.scores
+        baseline = QualityCurve(label="bi", order=removal_order(bi_scores)[:limit],
+                                windows=len(tokens.eval_windows), tokens=reference.result.tokens,
+                                data="held-out windows (the check's)")
+        curve.points.append(curve_point(0, None, [], reference.result, None))
+        baseline.points.append(curve_point(0, None, [], reference.result, None))
+        total = 2 * limit
+        partial: list[float | None] = [reference.result.perplexity] + [None] * limit
+        progress(SWEEP_STAGE, 0, total, list(partial))
+        previous: list[int] = []
+        for k in range(1, limit + 1):
+            removed = self.plan(count=k).removed
+            weights = self.adjust(spec, removed, no_progress, cancel).weights
+            result, fidelity = self._compared(spec, tokens, removed, weights, no_progress, cancel)
+            added = [i for i in removed if i not in previous]
+            curve.points.append(curve_point(k, added[0] if len(added) == 1 else None, removed, result, fidelity))
+            previous = list(removed)
+            partial[k] = result.perplexity
+            progress(SWEEP_STAGE, 2 * k - 1, total, list(partial))
+            plain = sorted(baseline.order[:k])
+            result, fidelity = self._compared(spec, tokens, plain, {}, no_progress, cancel)
+            baseline.points.append(curve_point(k, baseline.order[k - 1], plain, result, fidelity))
+            progress(SWEEP_STAGE, 2 * k, total, list(partial))
+        curve.order = [p.layer for p in curve.points[1:] if p.layer is not None]
+        curve.baseline = baseline
+        curve.seconds = time.perf_counter() - started
+        return curve
 
     # ------------------------------------------------------------------------------------------- repair
 
@@ -544,45 +622,57 @@ class Engine:
         give new values for a few existing weights: the pruned model keeps its stock architecture. Computed
         once per plan and settings.
         """
+        from .cut.adjusters import ADJUSTERS, AdjustContext
+
         removed = sorted(removed)
         key = (tuple(removed), spec.repair, spec.heal_steps, self.load_key, self._token_key(spec))
         if self.adjusted is not None and self.adjusted.key == key:
             return self.adjusted
+        for adjuster in ADJUSTERS:
+            adjuster.check(spec)
         started = time.perf_counter()
         adjusted = Adjusted(removed, key=key)
-        if (spec.repair == "none" and spec.heal_steps <= 0) or not removed:
-            self.adjusted = adjusted
-            return adjusted
-        if spec.repair not in ("none", "linear"):
-            raise UserError(f"Unknown repair {spec.repair!r}: choose linear or none.")
-        if self.streamed is not None:
-            log.info("low-memory mode: no repair or healing (they need the whole model in memory)")
+        wanted = [a for a in ADJUSTERS if a.wanted(spec)]
+        if not wanted or not removed:
             self.adjusted = adjusted
             return adjusted
         loaded = self.load(spec, progress, cancel)
+        assert self.backend is not None
+        self.refusal(spec)
         tokens = self.tokens_for(spec, progress)
-        if spec.repair == "linear":
-            from .cut.repair import fit_linear_repair
-
-            adjusted.repair = fit_linear_repair(loaded.model, loaded.family, tokens, removed, spec.batch_size,
-                                                progress=progress, cancel=cancel)
-            adjusted.weights.update(adjusted.repair.tensors)
-        if spec.heal_steps > 0:
-            from .cut.healing import estimate_heal_seconds, heal, original_names
-
-            kept = [i for i in range(loaded.n_layers) if i not in set(removed)]
-            with pipeline.modified(loaded, removed, adjusted.weights):
-                estimate = estimate_heal_seconds(loaded.model, loaded.family, tokens, spec.heal_steps,
-                                                 spec.batch_size)
-                log.info("healing %d steps: about %.0f s", spec.heal_steps, estimate)
-                progress("heal", 0, spec.heal_steps, estimate)  # the estimate, before the first step
-                adjusted.heal = heal(loaded.model, loaded.family, tokens, steps=spec.heal_steps,
-                                     batch_size=spec.batch_size, seed=spec.seed, progress=progress, cancel=cancel,
-                                     keep_original=True)
-            adjusted.weights.update(original_names(adjusted.heal.changed, loaded.family, kept))
+        ctx = AdjustContext(loaded, self.backend.stack, tokens, spec, progress, cancel,
+                            teacher=lambda: self._teacher(spec, tokens, progress, cancel),
+                            modified=lambda gone, weights: pipeline.modified(loaded, gone, weights))
+        for adjuster in wanted:
+            result, weights = adjuster.apply(ctx, removed, dict(adjusted.weights))
+            adjusted.results[adjuster.name] = result
+            adjusted.weights.update(weights)
         adjusted.seconds = time.perf_counter() - started
         self.adjusted = adjusted
         return adjusted
+
+    def _teacher(self, spec: JobSpec, tokens: TokenSet, progress: Progress, cancel: CancelCheck | None) -> Any:
+        """The original model's final states on the calibration samples, to distil from while healing."""
+        from .backends.layerwise import Batch, InMemoryStack
+
+        assert self.loaded is not None and self.backend is not None
+        reference = ops.reference(self.backend.stack, tokens.samples, tokens.pad_id, spec.batch_size, cancel)
+        loaded = self.loaded
+
+        class Teacher:
+            def bind(self) -> Any:
+                """``logits(batch_number, ids, mask)`` through the model's own head, for the model as it is now
+                (inside the pruned view: the head does not change, the decoder is replayed)."""
+                stack = InMemoryStack(loaded.model, loaded.family)
+
+                def logits(number: int, ids: Any, mask: Any) -> Any:
+                    with stack.head() as logits_of:
+                        out = logits_of(Batch(ids, mask, None), reference.final_states[number])
+                    return out.clone()  # a normal tensor: the loss keeps it for the backward pass
+
+                return logits
+
+        return Teacher()
 
     def prepare(self, spec: JobSpec, plan: PrunePlan, progress: Progress = no_progress,
                 cancel: CancelCheck | None = None) -> PrunePlan:
@@ -609,23 +699,22 @@ class Engine:
         started = time.perf_counter()
         loaded, tokens = self.held_out(spec, progress, cancel)
         weights = self.adjust(spec, removed, progress, cancel).weights
-        before = self._perplexity(spec, tokens, (), progress, cancel, "ppl_before")
-        after = self._perplexity(spec, tokens, removed, progress, cancel, "ppl_after", weights)
+        reference = self.reference_for(spec, tokens, progress, cancel)
+        before = reference.result
+        after, fidelity = self._compared(spec, tokens, removed, weights, progress, cancel)
         gen_before = gen_after = ""
         prompt = spec.prompt if prompt is None else prompt
         chat = has_chat_template(loaded.tokenizer)
-        if self.streamed is not None and prompt:
-            log.info("low-memory mode: no generation (it needs the whole model in memory)")
-            prompt = ""
         if prompt and prompt.strip():
+            assert self.backend is not None
             progress("generate", 0, 2, None)
-            gen_before = pipeline.generate(loaded, prompt, (), spec.max_new_tokens, chat)
+            gen_before = self.backend.generate(prompt, (), {}, spec.max_new_tokens, chat)
             raise_if_cancelled(cancel)
             progress("generate", 1, 2, None)
-            gen_after = pipeline.generate(loaded, prompt, removed, spec.max_new_tokens, chat, weights)
+            gen_after = self.backend.generate(prompt, removed, weights, spec.max_new_tokens, chat)
             progress("generate", 2, 2, None)
         self.checked = Checked(list(removed), before.perplexity, after.perplexity, before.tokens, prompt or "",
-                               gen_before, gen_after, time.perf_counter() - started, chat)
+                               gen_before, gen_after, time.perf_counter() - started, chat, fidelity)
         return self.checked
 
     def held_out(self, spec: JobSpec, progress: Progress = no_progress,
@@ -639,20 +728,24 @@ class Engine:
                                    "give a separate evaluation text.")
         return loaded, tokens
 
-    def _perplexity(self, spec: JobSpec, tokens: TokenSet, removed: Sequence[int], progress: Progress,
-                    cancel: CancelCheck | None, stage: str, weights: dict[str, Any] | None = None) -> Any:
-        """Perplexity in memory, or one layer at a time in low-memory mode (the same numbers)."""
-        assert self.loaded is not None
-        if self.streamed is None:
-            return pipeline.measure_perplexity(self.loaded, tokens, removed, spec.batch_size, progress, cancel, stage,
-                                               weights)
-        from .backends.streamed import streamed_perplexity
+    def reference_for(self, spec: JobSpec, tokens: TokenSet, progress: Progress = no_progress,
+                      cancel: CancelCheck | None = None) -> Reference:
+        """The original model's pass over the held-out windows: measured once per model, text and batch size,
+        then every check (and the quality curve) compares with it instead of running the original again."""
+        assert self.backend is not None
+        key = (self.load_key, self._token_key(spec), spec.batch_size)
+        if self.reference is None or self.reference_key != key:
+            self.reference = ops.reference(self.backend.stack, tokens.eval_windows, tokens.pad_id, spec.batch_size,
+                                           cancel, lambda done, total: progress("ppl_before", done, total, None))
+            self.reference_key = key
+        return self.reference
 
-        assert self.source is not None
-        return streamed_perplexity(self.source, tokens.eval_windows, tokens.pad_id, removed,
-                                   batch_size=spec.batch_size, cancel=cancel,
-                                   progress=lambda done, total: progress(stage, done, total, None),
-                                   model=self.streamed)
+    def _compared(self, spec: JobSpec, tokens: TokenSet, removed: Sequence[int], weights: dict[str, Any],
+                  progress: Progress, cancel: CancelCheck | None, stage: str = "ppl_after") -> tuple[Any, Fidelity]:
+        """Perplexity of the pruned (and repaired) model and its fidelity to the original, in one pass."""
+        assert self.backend is not None and self.reference is not None
+        return ops.compare(self.backend.stack, tokens.eval_windows, tokens.pad_id, self.reference, removed, weights,
+                           cancel, lambda done, total: progress(stage, done, total, None))
 
     # ------------------------------------------------------------------------------------------ report, save
 
@@ -699,6 +792,8 @@ class Engine:
         if c is not None and c.removed == list(plan.removed):
             report.ppl_before, report.ppl_after, report.eval_tokens = c.ppl_before, c.ppl_after, c.eval_tokens
             report.timings["perplexity"] = c.seconds
+            if c.fidelity is not None:
+                report.fidelity = c.fidelity.to_json()
             if c.prompt:
                 report.generation_prompt = c.prompt
                 report.generation_chat_template = c.chat_template
@@ -722,10 +817,15 @@ class Engine:
         weights = adjusted.weights if adjusted is not None else {}
         if self.resolved_format == "gguf":
             return self._save_gguf(plan, out, report, force, progress, cancel, weights)
-        if self.streamed is not None and self.loaded.source.gguf_file:
-            raise UserError("In low-memory mode a GGUF model is saved as GGUF (its float copy would need the "
-                            "whole model in memory).")
+        self.refusal_to_save()
         return pipeline.save(self.loaded, plan, out, report, force, progress, cancel, weights=weights)
+
+    def refusal_to_save(self) -> None:
+        """The output format this backend cannot write, said before anything runs."""
+        if self.backend is not None:
+            problem = self.backend.refusal(output_format=self.resolved_format)
+            if problem is not None:
+                raise problem
 
     def _save_gguf(self, plan: PrunePlan, out: str | Path, report: Report | None, force: bool,
                    progress: Progress, cancel: CancelCheck | None, weights: dict[str, Any]) -> SaveResult:

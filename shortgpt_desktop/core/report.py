@@ -28,6 +28,9 @@ class Report:
     ppl_after: float | None = None
     tokens: int = 0  # calibration tokens scored
     eval_tokens: int = 0  # tokens predicted in each perplexity run
+    #: Fidelity of the pruned model to the original on the same tokens (evaluation.Fidelity.to_json): mean_kl,
+    #: p99_kl, max_kl (nats per token, KL(original || pruned)), same_top (share of tokens with the same top token).
+    fidelity: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
     params_before: int = 0
@@ -106,6 +109,11 @@ def model_card(report: Report, base_model: str) -> str:
             f"| perplexity | {report.ppl_before:.3f} | {report.ppl_after:.3f} |\n"
             f"\nPerplexity measured on {report.eval_tokens:,} held-out tokens, the same tokens for both models.\n"
         )
+    if report.fidelity:
+        f = report.fidelity
+        ppl += (f"\nFidelity to the original on the same tokens, as `llama-perplexity --kl-divergence` reports a "
+                f"quantization: mean KL divergence {f['mean_kl']:.4f} nats per token (99th percentile "
+                f"{f['p99_kl']:.3f}), same top token for {f['same_top']:.1%} of the tokens.\n")
     sizes = ""
     if report.params_before:
         sizes = f"| parameters | {report.params_before:,} | {report.params_after:,} |\n"

@@ -64,6 +64,15 @@ class ComparePanel(QWidget):
             f"pruned <b>{checked.ppl_after:.2f}</b> (× {ratio:.2f}); "
             f"removed layers {layer_list(checked.removed)}."
         )
+        fidelity = checked.fidelity
+        if fidelity is not None:
+            self.result.setText(
+                self.result.text() + f" Against the original, as llama.cpp compares a quantization: same top token "
+                f"<b>{fidelity.same_top:.1%}</b>, mean KL divergence <b>{fidelity.mean_kl:.3f}</b> "
+                f"(99%: {fidelity.p99_kl:.2f})."
+            )
+            self.result.setToolTip("Mean KLD and same top p are what llama-perplexity --kl-divergence prints for a "
+                                   "quantized model: 0 and 100% mean no change.")
         self.before_title.setText(f"<b>Original</b> · perplexity {checked.ppl_before:.2f}")
         self.after_title.setText(f"<b>Pruned</b> · perplexity {checked.ppl_after:.2f}")
         self.before.setPlainText(_shown(checked, checked.generation_before))

@@ -69,8 +69,9 @@ class PlanPanel(QGroupBox):
         grid.addWidget(self.size_label, 3, 1)
         grid.addWidget(self.format_box, 3, 2)
         self.curve_button = QPushButton("Quality curve", self)
-        self.curve_button.setToolTip("Held-out perplexity for 0, 1, 2… layers removed in this order (a subset of the "
-                                     "check's windows): how far you can cut before the model breaks")
+        self.curve_button.setToolTip("Held-out perplexity for 0, 1, 2… layers removed by the recipe Save uses "
+                                     "(measured choice and repair), with plain BI for reference, on the check's "
+                                     "windows: how far you can cut before the model breaks")
         self.curve_button.clicked.connect(self.curveRequested.emit)
         self.curve_button.setEnabled(False)
         self.curve_plot = pg.PlotWidget(self, background=None)
@@ -82,6 +83,7 @@ class PlanPanel(QGroupBox):
         item.setLabel("bottom", "layers removed")
         item.setLabel("left", "perplexity")
         self.curve_line = item.plot([], [], pen=pg.mkPen(width=2), symbol="o", symbolSize=5)
+        self.baseline_line = item.plot([], [], pen=pg.mkPen((150, 150, 150), width=1, style=Qt.PenStyle.DashLine))
         self.curve_marker = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("r", width=1))
         item.addItem(self.curve_marker)
         self.curve_plot.setVisible(False)
@@ -91,6 +93,7 @@ class PlanPanel(QGroupBox):
         grid.addWidget(self.curve_note, 4, 1, 1, 2)
         grid.addWidget(self.curve_plot, 5, 0, 1, 3)
         self.curve_points: list[tuple[int, float]] = []
+        self.curve_tops: dict[int, float | None] = {}
         grid.setColumnStretch(1, 1)
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
@@ -123,19 +126,29 @@ class PlanPanel(QGroupBox):
         if not self._timer.isActive():
             self._timer.start()
 
-    def show_curve(self, points: list[tuple[int, float]], label: str, windows: int, tokens: int) -> None:
-        """The quality curve: perplexity for each number of removed layers, with the slider's place marked."""
-        self.curve_points = list(points)
-        self.curve_line.setData([k for k, _ in points], [max(v, 1e-9) for _, v in points])
+    def show_curve(self, points: list[tuple[int, float, float | None]], label: str, windows: int, tokens: int,
+                   baseline: list[tuple[int, float]] | None = None) -> None:
+        """The quality curve: (layers removed, perplexity, same top token) of the recipe, plain BI dashed beside
+        it, with the slider's place marked."""
+        self.curve_points = [(k, v) for k, v, _ in points]
+        self.curve_tops = {k: top for k, _, top in points}
+        self.curve_line.setData([k for k, _, _ in points], [max(v, 1e-9) for _, v, _ in points])
+        base = baseline or []
+        self.baseline_line.setData([k for k, _ in base], [max(v, 1e-9) for _, v in base])
         self.curve_marker.setValue(self.slider.value())
-        self.curve_note.setText(f"{label}, plain removal, perplexity on {windows} held-out windows ({tokens:,} "
-                                "tokens, a subset)")
+        self.curve_note.setText(f"{label} (solid) and plain BI (dashed): perplexity on the check's {windows} held-out "
+                                f"windows ({tokens:,} tokens)")
+        self.curve_note.setToolTip("\n".join(
+            f"{k} removed: perplexity {v:.2f}" + (f", same top token {top:.0%}" if top is not None else "")
+            for k, v, top in points))
         self.curve_plot.setVisible(True)
         self.curve_note.setVisible(True)
 
     def clear_curve(self) -> None:
         self.curve_points = []
+        self.curve_tops = {}
         self.curve_line.setData([], [])
+        self.baseline_line.setData([], [])
         self.curve_plot.setVisible(False)
         self.curve_note.setVisible(False)
 

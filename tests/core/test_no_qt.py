@@ -37,3 +37,11 @@ def test_importing_core_and_cli_loads_no_qt() -> None:
         + "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_windows_controller_loads_no_qt() -> None:
+    """gui/session.py decides what the window does; tests drive it without a display or Qt."""
+    code = ("import sys\nimport shortgpt_desktop.gui.session\n"
+            "bad = [m for m in sys.modules if m.startswith(('PySide6', 'pyqtgraph', 'shiboken6'))]\n"
+            "assert not bad, bad\n")
+    subprocess.run([sys.executable, "-c", code], check=True)

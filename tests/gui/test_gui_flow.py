@@ -269,4 +269,26 @@ def test_low_memory_mode_scores_the_same_one_layer_at_a_time(qtbot, opened) -> N
     with qtbot.waitSignal(window.jobFinished, timeout=60_000) as checked:
         window.check()
     assert checked.args == ["check", "ok"]
-    assert window.engine.checked.generation_after == "" and window.engine.checked.ppl_after > 1
+    # One layer at a time the check is whole too: fidelity to the original and a (short) generation.
+    checked = window.engine.checked
+    assert checked.ppl_after > 1 and checked.fidelity is not None and checked.generation_after
+
+
+def test_quality_curve_draws_the_recipe_and_plain_bi_and_agrees_with_check(qtbot, opened) -> None:
+    window = opened
+    box = window.settings_panel.metric_box
+    box.setCurrentIndex(box.findData("bi+"))
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.start_scoring()
+    with qtbot.waitSignal(window.jobFinished, timeout=120_000) as done:
+        window.plan_panel.curve_button.click()
+    assert done.args == ["curve", "ok"]
+    panel = window.plan_panel
+    ks = [k for k, _ in panel.curve_points]
+    assert ks == list(range(len(ks))) and len(ks) == window.engine.n_layers // 2 + 1
+    assert len(panel.baseline_line.getData()[0]) == len(ks)
+    assert "plain BI (dashed)" in panel.curve_note.text() and "same top token" in panel.curve_note.toolTip()
+    window.plan_panel.set_count(2, emit=True)
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.check()
+    assert dict(panel.curve_points)[2] == pytest.approx(window.engine.checked.ppl_after, rel=1e-9)

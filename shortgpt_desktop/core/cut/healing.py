@@ -1,7 +1,11 @@
 """Optional healing of a pruned model: a short LoRA fine-tune on the calibration samples, merged back.
 
-LoRA adapters (peft) go on every linear projection inside the decoder layers; the causal-LM loss on the
-calibration samples (padding masked) trains them for a fixed number of steps, then ``merge_and_unload`` folds
+LoRA adapters (peft) go on the linear projections of the decoder layers (all of them, or only ``layers``: the
+engine adapts the kept layers on both sides of each cut, where the damage is, and the backward pass then stops
+at the earliest adapted layer). The loss is distillation from the original model when a ``teacher`` is given:
+KL(original || pruned) of the next-token distributions on the calibration samples, the very measure the check
+reports, so healing pulls the pruned model back toward what it was rather than toward the calibration text
+(plain next-token loss otherwise). A fixed number of steps trains the adapters, then ``merge_and_unload`` folds
 them into the weights, so the healed model is a stock architecture with the same parameter names and shapes.
 Work on the PRUNED model (after :func:`.surgery.prune_in_memory`, or inside ``pruned_view`` /
 ``repaired_pruned_view``): names in :class:`HealResult` carry the pruned model's layer indices, and
@@ -14,7 +18,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,21 +41,41 @@ class HealResult:
     learning_rate: float = 2e-4
 
 
-def target_modules(model: Any, family: Family) -> list[str]:
-    """Names of the linear projections inside the decoder layers (never the embeddings or the LM head)."""
+def target_modules(model: Any, family: Family, layers: Sequence[int] | None = None) -> list[str]:
+    """Names of the linear projections inside the decoder layers (never the embeddings or the LM head); only
+    those of ``layers`` (current indices) when given."""
     import torch.nn as nn
     from transformers.pytorch_utils import Conv1D
 
-    inside = re.compile(rf"^{re.escape(family.layers_path)}\.\d+\.")
-    return [name for name, module in model.named_modules()
-            if inside.match(name) and isinstance(module, (nn.Linear, Conv1D))]
+    inside = re.compile(rf"^{re.escape(family.layers_path)}\.(\d+)\.")
+    wanted = None if layers is None else set(layers)
+    out = []
+    for name, module in model.named_modules():
+        match = inside.match(name)
+        if match and isinstance(module, (nn.Linear, Conv1D)) and (wanted is None or int(match[1]) in wanted):
+            out.append(name)
+    return out
 
 
-def _lora_config(model: Any, family: Family, rank: int, alpha: float | None) -> tuple[Any, list[str]]:
+#: ``teacher(batch_number, input_ids, attention_mask)`` → the original model's logits for that batch.
+Teacher = Callable[[int, Any, Any], Any]
+
+
+def layers_beside(removed: Sequence[int], n_layers: int) -> list[int]:
+    """The kept layers on both sides of each run of removed layers, as indices of the PRUNED model."""
+    gone = set(removed)
+    kept = [i for i in range(n_layers) if i not in gone]
+    beside = {i - 1 for i in gone if i - 1 >= 0 and i - 1 not in gone} | {i + 1 for i in gone
+                                                                          if i + 1 < n_layers and i + 1 not in gone}
+    return sorted(kept.index(i) for i in beside)
+
+
+def _lora_config(model: Any, family: Family, rank: int, alpha: float | None,
+                 layers: Sequence[int] | None = None) -> tuple[Any, list[str]]:
     from peft import LoraConfig
     from transformers.pytorch_utils import Conv1D
 
-    targets = target_modules(model, family)
+    targets = target_modules(model, family, layers)
     if not targets:
         raise ValueError("no linear projections found inside the decoder layers")
     conv1d = isinstance(model.get_submodule(targets[0]), Conv1D)
@@ -62,12 +86,13 @@ def _lora_config(model: Any, family: Family, rank: int, alpha: float | None) -> 
 
 
 @contextmanager
-def _adapters(model: Any, family: Family, rank: int, alpha: float | None) -> Iterator[tuple[Any, list[str]]]:
+def _adapters(model: Any, family: Family, rank: int, alpha: float | None,
+              layers: Sequence[int] | None = None) -> Iterator[tuple[Any, list[str]]]:
     """LoRA adapters on the model; on leaving they are removed WITHOUT merging unless the caller merged."""
     from peft import get_peft_model
 
     flags = {name: p.requires_grad for name, p in model.named_parameters()}
-    config, targets = _lora_config(model, family, rank, alpha)
+    config, targets = _lora_config(model, family, rank, alpha, layers)
     peft_model = get_peft_model(model, config)
     state = {"merged": False}
     try:
@@ -83,9 +108,19 @@ def _batches(token_set: TokenSet, batch_size: int, device: str) -> list[tuple[An
     return [(ids, mask) for ids, mask, _ in iter_batches(token_set, batch_size, device)]
 
 
-def _step(peft_model: Any, optimizer: Any, ids: Any, mask: Any) -> float:
-    labels = ids.masked_fill(mask == 0, -100)
-    loss = peft_model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False).loss
+def _step(peft_model: Any, optimizer: Any, ids: Any, mask: Any, teacher_logits: Any = None) -> float:
+    """One update: distillation (KL from the teacher's distributions, real tokens only) or next-token loss."""
+    import torch
+
+    if teacher_logits is None:
+        labels = ids.masked_fill(mask == 0, -100)
+        loss = peft_model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False).loss
+    else:
+        logits = peft_model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+        keep = mask.bool()
+        student = torch.log_softmax(logits[keep].float(), dim=-1)
+        target = torch.log_softmax(teacher_logits[keep].float(), dim=-1)
+        loss = (target.exp() * (target - student)).sum(-1).mean()
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
@@ -105,6 +140,8 @@ def heal(
     progress: Progress | None = None,
     cancel: CancelCheck | None = None,
     keep_original: bool = False,
+    teacher: Teacher | None = None,
+    layers: Sequence[int] | None = None,
 ) -> HealResult:
     """Train LoRA adapters for ``steps`` steps (cycling over the calibration batches) and merge them in place.
 
@@ -124,18 +161,20 @@ def heal(
     model.eval()  # no dropout: the merged weights should be what the loss saw
     losses: list[float] = []
     originals = {name: model.get_submodule(name).weight.detach().clone()
-                 for name in target_modules(model, family)} if keep_original else {}
+                 for name in target_modules(model, family, layers)} if keep_original else {}
     if progress is not None:
         progress("heal", 0, steps, None)
     try:
-        with _adapters(model, family, rank, alpha) as (peft_model, targets, state):
+        with _adapters(model, family, rank, alpha, layers) as (peft_model, targets, state):
             trainable = [p for p in peft_model.parameters() if p.requires_grad]
             optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=0.0)
             for step in range(steps):
                 if cancel is not None and cancel():
                     raise Cancelled()
-                ids, mask = batches[step % len(batches)]
-                losses.append(_step(peft_model, optimizer, ids, mask))
+                number = step % len(batches)
+                ids, mask = batches[number]
+                target = teacher(number, ids, mask) if teacher is not None else None
+                losses.append(_step(peft_model, optimizer, ids, mask, target))
                 if progress is not None:
                     progress("heal", step + 1, steps, losses[-1])
             peft_model.merge_and_unload()
@@ -159,6 +198,8 @@ def estimate_heal_seconds(
     steps: int,
     batch_size: int = 4,
     rank: int = 8,
+    teacher: Teacher | None = None,
+    layers: Sequence[int] | None = None,
 ) -> float:
     """Seconds :func:`heal` will take for ``steps`` steps: two real steps are timed (the first warms up), then
     the adapters are thrown away, leaving the model unchanged."""
@@ -166,16 +207,16 @@ def estimate_heal_seconds(
 
     device = str(next(model.parameters()).device)
     batches = _batches(token_set, batch_size, device)[:2]
-    with _adapters(model, family, rank, None) as (peft_model, _, _):
+    with _adapters(model, family, rank, None, layers) as (peft_model, _, _):
         trainable = [p for p in peft_model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=0.0)
         started = time.perf_counter()
-        _step(peft_model, optimizer, *batches[0])
+        _step(peft_model, optimizer, *batches[0], teacher(0, *batches[0]) if teacher is not None else None)
         first = time.perf_counter() - started
         if len(batches) < 2:
             return first * steps
         started = time.perf_counter()
-        _step(peft_model, optimizer, *batches[1])
+        _step(peft_model, optimizer, *batches[1], teacher(1, *batches[1]) if teacher is not None else None)
         per_step = time.perf_counter() - started
     return first + per_step * (steps - 1)
 

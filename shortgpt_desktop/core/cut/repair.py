@@ -12,6 +12,13 @@ and fold it into the output projection (``W ← Tᵀ W``, ``b ← Tᵀ b``), so 
 architecture and parameter count of the plainly pruned one. ``MᵀM``, ``Mᵀ(Y − R)`` and ``‖Y − R‖²`` are
 running sums over the non-padding tokens; no batch's activations outlive it.
 
+Families that normalise the MLP output before the residual add (Gemma 2/3, OLMo 2: ``M = norm(z)``, ``z`` the
+projection's output) would undo such a map. There the map is fitted *through* the norm: ``T`` minimises
+``‖norm(z T) − (Y − R)‖²`` by a few hundred Adam steps on the activations of the calibration tokens kept in
+memory (at most :data:`MAX_NORM_TOKENS`), starting from ``T = I`` (plain pruning) and keeping the step with the
+lowest error on a tenth of the tokens held out of the fit. The norm's own weights stay: ``T`` is folded into the
+projection exactly as above.
+
 Runs are fitted first to last (``order="sequential"``): run k's ``R`` and ``M`` come from the model with every
 earlier removed layer gone and every earlier run already repaired, so each fit corrects what the model will
 really see. ``order="independent"`` fits every run from the full model in one pass (cheaper, and worse on
@@ -23,14 +30,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import Cancelled
+from ..backends.layerwise import LayerObserver
 from ..measure.calibration import TokenSet
-from ..measure.scoring import _first, _oom, iter_batches
 from ..model.families import Family, get_submodule
 from ..progress import CancelCheck, Progress
 from .surgery import pruned_view
@@ -42,6 +48,13 @@ NOTE_MOE_LAYER = "layer {layer}'s MLP is a mixture of experts, with no single ou
 NOTE_POST_LN = "this model normalises after the residual add (post-LN), so a folded map would be undone; not repaired"
 
 
+#: Calibration tokens whose activations a fit through a norm keeps in memory (two float32 rows each).
+MAX_NORM_TOKENS = 16_384
+#: Adam steps of a fit through a norm, and their learning rate (the map starts at the identity).
+NORM_FIT_STEPS = 300
+NORM_FIT_LR = 1e-3
+
+
 @dataclass
 class RunRepair:
     """One contiguous run of removed layers ``[start, end)`` and what the repair did for it."""
@@ -50,6 +63,7 @@ class RunRepair:
     end: int
     patched_layer: int | None = None  # original index of the kept layer whose MLP output projection changed
     parameter: str | None = None  # the changed weight's name, with the original layer index
+    norm: str | None = None  # the norm after the projection that the map is fitted through (Gemma 2/3, OLMo 2)
     note: str = ""  # why the run was not repaired (empty when it was)
     #: ‖R + M T − Y‖ / ‖Y − R‖ on the calibration tokens, before (T = I, plain pruning) and after the fit.
     residual_before: float | None = None
@@ -70,6 +84,7 @@ class RepairResult:
     tensors: dict[str, Any] = field(default_factory=dict)  # name → CPU tensor in the model's dtype
     order: str = "sequential"
     ridge: float = 1e-2
+    corrections: list[RunRepair] = field(default_factory=list)  # the kept layers after runs, when both sides
     tokens: int = 0
     seconds: float = 0.0
 
@@ -101,34 +116,66 @@ def _is_conv1d(module: Any) -> bool:
 
 def plan_runs(model: Any, family: Family, removed: Sequence[int]) -> list[RunRepair]:
     """The runs of ``removed`` and, for each, the projection to patch or the reason it cannot be repaired."""
-    import torch.nn as nn
 
     layers = get_submodule(model, family.layers_path)
     out: list[RunRepair] = []
     for start, end in contiguous_runs(removed):
         run = RunRepair(start, end)
         out.append(run)
-        if family.mlp_out is None:
-            run.note = family.repair_note or "this family's MLP output projection is not known; not repaired"
-            continue
-        if start == 0:
+        if start == 0 and family.mlp_out is not None:
             run.note = NOTE_FIRST_LAYER
             continue
-        if family.name == "opt" and getattr(model.config, "do_layer_norm_before", True) is False:
-            run.note = NOTE_POST_LN
-            continue
-        try:
-            proj = get_submodule(layers[start - 1], family.mlp_out)
-        except AttributeError:
-            run.note = NOTE_MOE_LAYER.format(layer=start - 1)
-            continue
-        weight = getattr(proj, "weight", None)
-        if not (isinstance(proj, nn.Linear) or _is_conv1d(proj)) or weight is None or weight.dim() != 2:
-            run.note = f"layer {start - 1}'s MLP output is not a plain linear projection; not repaired"
-            continue
-        run.patched_layer = start - 1
-        run.parameter = f"{family.layers_path}.{start - 1}.{family.mlp_out}.weight"
+        _patch(model, family, layers, run, start - 1)
     return out
+
+
+def plan_corrections(model: Any, family: Family, removed: Sequence[int], runs: Sequence[RunRepair]) -> list[RunRepair]:
+    """The kept layer AFTER each run, patched to match the original's state leaving it (the other side of the
+    cut), unless that layer is already patched for the next run or is the model's last kept layer's neighbour."""
+    layers = get_submodule(model, family.layers_path)
+    n = len(layers)
+    patched = {r.patched_layer for r in runs if r.parameter is not None}
+    out = []
+    for run in runs:
+        after = run.end
+        if after >= n or after in patched or after in set(removed) or run.parameter is None:
+            continue
+        correction = RunRepair(after + 1, after + 1)
+        if _patch(model, family, layers, correction, after):
+            out.append(correction)
+            patched.add(after)
+    return out
+
+
+def _patch(model: Any, family: Family, layers: Any, run: RunRepair, layer: int) -> bool:
+    """Point ``run`` at ``layer``'s MLP output projection, or say in ``run.note`` why it cannot be."""
+    import torch.nn as nn
+
+    if family.mlp_out is None:
+        run.note = family.repair_note or "this family's MLP output projection is not known; not repaired"
+        return False
+    if family.name == "opt" and getattr(model.config, "do_layer_norm_before", True) is False:
+        run.note = NOTE_POST_LN
+        return False
+    try:
+        proj = get_submodule(layers[layer], family.mlp_out)
+    except AttributeError:
+        run.note = NOTE_MOE_LAYER.format(layer=layer)
+        return False
+    weight = getattr(proj, "weight", None)
+    if not (isinstance(proj, nn.Linear) or _is_conv1d(proj)) or weight is None or weight.dim() != 2:
+        run.note = f"layer {layer}'s MLP output is not a plain linear projection; not repaired"
+        return False
+    if family.mlp_out_norm is not None:
+        try:
+            get_submodule(layers[layer], family.mlp_out_norm)
+        except AttributeError:
+            run.note = f"layer {layer} has no {family.mlp_out_norm} to fit through; not repaired"
+            return False
+        run.norm = f"{family.layers_path}.{layer}.{family.mlp_out_norm}"
+    run.patched_layer = layer
+    run.parameter = f"{family.layers_path}.{layer}.{family.mlp_out}.weight"
+    return True
 
 
 # ------------------------------------------------------------------------------------------- statistics
@@ -176,54 +223,74 @@ class _Stats:
         return math.sqrt(max(err, 0.0) / self.dtd) if self.dtd > 0 else 0.0
 
 
-class _Stop(Exception):
-    """Raised by a hook once the forward pass has produced everything needed (the rest is not run)."""
+class _Tokens:
+    """The rows ``z`` (the projection's output) and ``D = Y − R`` of up to ``limit`` calibration tokens (CPU)."""
 
+    def __init__(self, limit: int = MAX_NORM_TOKENS) -> None:
+        self.z: list[Any] = []
+        self.d: list[Any] = []
+        self.tokens = 0
+        self.limit = limit
 
-@contextmanager
-def _hooks(pairs: Sequence[tuple[Any, Callable[..., Any]]]) -> Iterator[None]:
-    handles = [module.register_forward_hook(hook, with_kwargs=True) for module, hook in pairs]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
+    def add(self, z: Any, r: Any, y: Any, keep: Any) -> None:
+        import torch
 
+        room = self.limit - self.tokens
+        if room <= 0:
+            return
+        z = z[keep][:room].to("cpu", torch.float32)
+        d = (y[keep][:room].to("cpu", torch.float64) - r[keep][:room].to("cpu", torch.float64)).float()
+        self.z.append(z)
+        self.d.append(d)
+        self.tokens += z.shape[0]
 
-def _run_forward(body: Any, ids: Any, mask: Any, batch_size: int, seq_len: int) -> None:
-    import torch
+    def fit(self, norm: Any, steps: int = NORM_FIT_STEPS, lr: float = NORM_FIT_LR) -> tuple[Any, float, float]:
+        """``T`` minimising ‖norm(z T) − D‖ (Adam from the identity, the best step on held-out rows kept), and the
+        relative residual before (T = I) and after, on every kept row."""
+        import torch
 
-    try:
-        body(input_ids=ids, attention_mask=mask, use_cache=False)
-    except _Stop:
-        pass
-    except torch.OutOfMemoryError:
-        raise _oom(ids.device, batch_size, seq_len) from None
+        z, d = torch.cat(self.z), torch.cat(self.d)
+        generator = torch.Generator().manual_seed(0)
+        order = torch.randperm(z.shape[0], generator=generator)
+        held = order[: max(1, z.shape[0] // 10)]
+        train = order[max(1, z.shape[0] // 10):] if z.shape[0] > 10 else order
+        dim = z.shape[1]
+        device = next(norm.parameters()).device
+        flags = [p.requires_grad for p in norm.parameters()]
+        for p in norm.parameters():
+            p.requires_grad_(False)
+        t = torch.eye(dim, dtype=torch.float32, device=device, requires_grad=True)
+        optimizer = torch.optim.Adam([t], lr=lr)
 
+        def error(rows: Any, matrix: Any) -> Any:
+            zz, dd = z[rows].to(device), d[rows].to(device)
+            out = norm(zz @ matrix)
+            return ((out.float() - dd) ** 2).sum() / (dd**2).sum().clamp_min(1e-30)
 
-def _capture_rm(layer: Any, proj: Any, into: dict[str, Any], stop: bool) -> list[tuple[Any, Callable[..., Any]]]:
-    """Hooks that store the projection's output as ``M`` and the layer's output minus it as ``R``."""
-
-    def on_proj(module: Any, args: tuple, kwargs: dict, output: Any) -> None:
-        into["m"] = output.detach().clone()  # Falcon adds the attention output to it in place afterwards
-
-    def on_layer(module: Any, args: tuple, kwargs: dict, output: Any) -> None:
-        out = _first(output).detach()
-        into["m"] = into["m"].reshape(out.shape)  # OPT runs its MLP on [tokens, hidden]
-        into["r"] = out - into["m"]
-        if stop:
-            raise _Stop()
-
-    return [(proj, on_proj), (layer, on_layer)]
-
-
-def _capture_y(layer: Any, into: dict[str, Any], stop: bool) -> list[tuple[Any, Callable[..., Any]]]:
-    def on_layer(module: Any, args: tuple, kwargs: dict, output: Any) -> None:
-        into["y"] = _first(output).detach().clone()
-        if stop:
-            raise _Stop()
-
-    return [(layer, on_layer)]
+        try:
+            with torch.no_grad():
+                best_err, best = float(error(held, t)), t.detach().clone()
+            batch = min(4096, train.numel())
+            for step in range(steps):
+                rows = train[torch.randint(0, train.numel(), (batch,), generator=generator)]
+                loss = error(rows, t)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if step % 10 == 9 or step == steps - 1:
+                    with torch.no_grad():
+                        now = float(error(held, t))
+                    if now < best_err:
+                        best_err, best = now, t.detach().clone()
+            with torch.no_grad():
+                every = torch.arange(z.shape[0])
+                eye = torch.eye(dim, dtype=torch.float32, device=device)
+                before = math.sqrt(float(error(every, eye)))
+                after = math.sqrt(float(error(every, best)))
+        finally:
+            for p, flag in zip(norm.parameters(), flags, strict=True):
+                p.requires_grad_(flag)
+        return best.double().cpu(), before, after
 
 
 @contextmanager
@@ -253,105 +320,184 @@ def fit_linear_repair(
     order: str = "sequential",
     progress: Progress | None = None,
     cancel: CancelCheck | None = None,
+    stack: Any = None,
+    both_sides: bool = False,
 ) -> RepairResult:
     """Fit one linear map per run of ``removed`` layers and fold it into the kept layer before the run.
 
+    With ``both_sides`` the kept layer after each run gets a map too, fitted (after the run's own) to bring the
+    pruned model's state leaving it to the original's (sequential order only).
+
     ``model`` is the full (unpruned) model; it is the same when this returns. Runs that cannot be repaired
     (first layer, families without a plain MLP output projection, mixture-of-experts layers) are listed with a
-    note and left as plain pruning. Progress stage ``"repair"`` counts samples over all passes.
+    note and left as plain pruning. ``stack`` (a :class:`..backends.layerwise.LayerStack`, in memory by default)
+    is how the layers run: the calibration samples go through the original model and the pruned, already
+    repaired one side by side, layer by layer, each layer run once per stream (plus the patched layer again with
+    its new weights). Progress stage ``"repair"`` counts layer runs.
     """
-    import torch
+    from ..backends.layerwise import InMemoryStack
 
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}")
     started = time.perf_counter()
-    layers = get_submodule(model, family.layers_path)
-    n_layers = len(layers)
+    stack = stack if stack is not None else InMemoryStack(model, family)
+    n_layers = stack.n_layers
     removed = sorted(set(removed))
     runs = plan_runs(model, family, removed)
     result = RepairResult(n_layers, removed, runs, order=order, ridge=ridge)
     to_fit = [r for r in runs if r.parameter is not None]
+    if both_sides and order == "sequential":
+        result.corrections = plan_corrections(model, family, removed, runs)
+        to_fit = sorted(to_fit + result.corrections, key=lambda r: r.patched_layer)  # type: ignore[arg-type,return-value]
     if not to_fit:
         result.seconds = time.perf_counter() - started
         return result
-
-    device = str(next(model.parameters()).device)
-    samples = len(token_set.samples)
-    # Independent: one pass of the full model. Sequential: one pass per run, on the model pruned and repaired
-    # up to that run (when nothing before the run is removed that is the full model: the same single pass).
+    kept = [i for i in range(n_layers) if i not in set(removed)]
+    last_end = max(r.end for r in to_fit)
+    total = last_end + (0 if order == "independent" else sum(1 for i in kept if i < last_end) + len(to_fit))
+    counter = _Counter(progress, total)
+    full = stack.capture(token_set.samples, token_set.pad_id, batch_size, cancel)
     if order == "independent":
-        passes = [(to_fit, [])]
+        _fit_independent(stack, family, full, to_fit, result, ridge, counter, cancel)
     else:
-        passes = [([run], [i for i in removed if i < run.start]) for run in to_fit]
-    total = samples * len(passes)
-    done = 0
-    if progress is not None:
-        progress("repair", 0, total, None)
-    body = model.base_model
-    for pass_runs, earlier in passes:
-        stats = {id(run): _Stats() for run in pass_runs}
-        with torch.inference_mode():
-            for ids, mask, _ in iter_batches(token_set, batch_size, device):
-                if cancel is not None and cancel():
-                    raise Cancelled()
-                _accumulate_batch(model, body, layers, family, pass_runs, earlier, result, stats, ids, mask,
-                                  batch_size, token_set.seq_len)
-                done += ids.shape[0]
-                if progress is not None:
-                    progress("repair", done, total, None)
-        for run in pass_runs:  # outside inference mode: the new weights must be ordinary tensors
-            _finish_run(model, run, stats[id(run)], ridge, result)
-            result.tokens = stats[id(run)].tokens
+        _fit_sequential(stack, family, full, to_fit, kept, result, ridge, counter, cancel)
     result.seconds = time.perf_counter() - started
     return result
 
 
-def _accumulate_batch(model: Any, body: Any, layers: Any, family: Family, pass_runs: list[RunRepair],
-                      earlier: list[int], result: RepairResult, stats: dict[int, _Stats], ids: Any, mask: Any,
-                      batch_size: int, seq_len: int) -> None:
-    """One batch: ``Y`` from the full model, ``R`` and ``M`` from the same pass or from the pruned+repaired one."""
-    keep = mask.bool()
-    captured = {id(run): {} for run in pass_runs}
-    last_y = max(run.end - 1 for run in pass_runs)
-    hooks = []
-    for run in pass_runs:
-        store = captured[id(run)]
-        hooks += _capture_y(layers[run.end - 1], store, stop=run.end - 1 == last_y)
-        if not earlier:
-            layer = layers[run.patched_layer]
-            hooks += _capture_rm(layer, get_submodule(layer, family.mlp_out), store, stop=False)
-    with _hooks(hooks):
-        _run_forward(body, ids, mask, batch_size, seq_len)
-    if earlier:
-        (run,) = pass_runs  # sequential passes fit one run each
-        layer = layers[run.patched_layer]
-        hooks = _capture_rm(layer, get_submodule(layer, family.mlp_out), captured[id(run)], stop=True)
-        with weights_view(model, result.tensors), pruned_view(model, family, earlier), _hooks(hooks):
-            _run_forward(body, ids, mask, batch_size, seq_len)
-    for run in pass_runs:
-        store = captured[id(run)]
-        stats[id(run)].add(store["m"], store["r"], store["y"], keep)
+class _Counter:
+    """``progress("repair", layer runs done, total)``."""
+
+    def __init__(self, progress: Progress | None, total: int) -> None:
+        self.progress, self.total, self.done = progress, total, 0
+        if progress is not None:
+            progress("repair", 0, total, None)
+
+    def __call__(self, done: int = 1, index: int = 0) -> None:
+        self.done += 1
+        if self.progress is not None:
+            self.progress("repair", min(self.done, self.total), self.total, None)
 
 
-def _finish_run(model: Any, run: RunRepair, stats: _Stats, ridge: float, result: RepairResult) -> None:
+class _PatchedLayer(LayerObserver):
+    """On a run's patched layer: per batch, the projection's output (``z``, or ``M`` when there is no norm) and
+    ``R`` = the layer's output minus what its MLP adds to the residual stream."""
+
+    def __init__(self, family: Family, run: RunRepair) -> None:
+        self.family, self.run = family, run
+        self.rows: list[tuple[Any, Any, Any]] = []  # (z or M, R, keep) per batch, in batch order
+        self._seen: dict[str, Any] = {}
+        self._handles: list[Any] = []
+
+    def enter_layer(self, index: int, layer: Any) -> None:
+        if index != self.run.patched_layer:
+            return
+        proj = get_submodule(layer, self.family.mlp_out)  # type: ignore[arg-type]
+        seen = self._seen
+
+        def on_proj(module: Any, args: tuple, output: Any) -> None:
+            seen["proj"] = output.detach().clone()  # Falcon adds to it in place afterwards
+
+        self._handles.append(proj.register_forward_hook(on_proj))
+        if self.run.norm is not None:
+            norm = get_submodule(layer, self.family.mlp_out_norm)  # type: ignore[arg-type]
+            self._handles.append(norm.register_forward_hook(
+                lambda module, args, output: seen.__setitem__("norm", output.detach().clone())))
+
+    def batch(self, index: int, layer: Any, inputs: Any, outputs: Any, kwargs: dict[str, Any], mask: Any) -> None:
+        if index != self.run.patched_layer:
+            return
+        added = self._seen["norm" if self.run.norm is not None else "proj"].reshape(outputs.shape)  # OPT: [t, h]
+        r = outputs - added
+        rows = self._seen["proj"].reshape(outputs.shape) if self.run.norm is not None else added
+        self.rows.append((rows, r, mask.bool()))
+        self._seen.clear()
+
+    def exit_layer(self, index: int, layer: Any) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+
+def _statistics(run: RunRepair, observer: _PatchedLayer, targets: Sequence[Any]) -> _Stats | _Tokens:
+    """The fit's sums (or kept rows) from the patched layer's rows and ``Y`` (the states leaving the run)."""
+    stats: _Stats | _Tokens = _Tokens() if run.norm is not None else _Stats()
+    for (rows, r, keep), y in zip(observer.rows, targets, strict=True):
+        stats.add(rows, r, y.to(rows.device), keep)
+    observer.rows.clear()
+    return stats
+
+
+def _fit_sequential(stack: Any, family: Family, full: list[Any], to_fit: list[RunRepair], kept: list[int],
+                    result: RepairResult, ridge: float, counter: _Counter, cancel: CancelCheck | None) -> None:
+    """Runs first to last, each fitted on the model pruned and repaired up to it: two streams of states, the
+    original's (ahead, to the end of each run) and the pruned model's (to the patched layer)."""
+    full_at = 0  # the next layer the original's stream runs
+    pruned: list[Any] | None = None  # the pruned model's stream, once it differs from the original's
+    pruned_at = 0
+    for run in to_fit:
+        patched = run.patched_layer
+        assert patched is not None
+        if pruned is None:  # the two streams agree up to the first removed layer (or this patched one)
+            split = min(patched, result.removed[0])
+            stack.run_layers(full, range(full_at, split), after_layer=counter, cancel=cancel)
+            full_at = split
+            pruned, pruned_at = [b.copy() for b in full], split
+        ahead = [i for i in kept if pruned_at <= i < patched]
+        stack.run_layers(pruned, ahead, after_layer=counter, cancel=cancel, weights=result.tensors)
+        pruned_at = patched
+        observer = _PatchedLayer(family, run)
+        probe = [b.copy() for b in pruned]  # the patched layer with its old weights; the stream does not move
+        stack.run_layers(probe, [patched], [observer], cancel=cancel, weights=result.tensors)
+        stack.run_layers(full, range(full_at, run.end), after_layer=counter, cancel=cancel)
+        full_at = run.end
+        _finish_run(stack, family, run, _statistics(run, observer, [b.hidden for b in full]), ridge, result)
+        stack.run_layers(pruned, [patched], after_layer=counter, cancel=cancel, weights=result.tensors)
+        pruned_at = patched + 1
+
+
+def _fit_independent(stack: Any, family: Family, full: list[Any], to_fit: list[RunRepair], result: RepairResult,
+                     ridge: float, counter: _Counter, cancel: CancelCheck | None) -> None:
+    """Every run fitted from the original model, in one pass: cheaper, and worse (earlier runs' errors add up)."""
+    observers = {run.patched_layer: _PatchedLayer(family, run) for run in to_fit}
+    ends = {run.end - 1: run for run in to_fit}
+
+    def after_layer(done: int, index: int) -> None:
+        counter()
+        run = ends.get(index)
+        if run is not None:
+            stats = _statistics(run, observers[run.patched_layer], [b.hidden for b in full])
+            _finish_run(stack, family, run, stats, ridge, result)
+
+    stack.run_layers(full, range(max(r.end for r in to_fit)), list(observers.values()), after_layer, cancel)
+
+
+def _finish_run(stack: Any, family: Family, run: RunRepair, stats: _Stats | _Tokens, ridge: float,
+                result: RepairResult) -> None:
     """Solve for T, record the residuals and the folded weight (and bias)."""
     import torch
 
-    t = stats.solve(ridge)
-    run.residual_before = stats.relative_residual(None)
-    run.residual_after = stats.relative_residual(t)
-    weight_name = run.parameter
-    assert weight_name is not None
-    proj = model.get_submodule(weight_name.rsplit(".", 1)[0])
-    conv1d = _is_conv1d(proj)
-    t = t.cpu()
-    weight = proj.weight.detach().to("cpu", torch.float64)
-    new_weight = weight @ t if conv1d else t.T @ weight  # Conv1D: y = x W + b; Linear: y = x Wᵀ + b
-    result.tensors[weight_name] = new_weight.to(proj.weight.dtype).contiguous()
-    bias = getattr(proj, "bias", None)
-    if bias is not None:
-        new_bias = bias.detach().to("cpu", torch.float64) @ t  # (Tᵀ b)ᵀ = bᵀ T for either layout
-        result.tensors[weight_name.rsplit(".", 1)[0] + ".bias"] = new_bias.to(bias.dtype).contiguous()
+    patched = run.patched_layer
+    assert patched is not None and run.parameter is not None and family.mlp_out is not None
+    with stack.open_layer(patched) as layer, torch.inference_mode(False):
+        if isinstance(stats, _Tokens):
+            assert family.mlp_out_norm is not None
+            t, run.residual_before, run.residual_after = stats.fit(get_submodule(layer, family.mlp_out_norm))
+        else:
+            t = stats.solve(ridge)
+            run.residual_before = stats.relative_residual(None)
+            run.residual_after = stats.relative_residual(t)
+        proj = get_submodule(layer, family.mlp_out)
+        conv1d = _is_conv1d(proj)
+        t = t.cpu()
+        weight = proj.weight.detach().to("cpu", torch.float64)
+        new_weight = weight @ t if conv1d else t.T @ weight  # Conv1D: y = x W + b; Linear: y = x Wᵀ + b
+        result.tensors[run.parameter] = new_weight.to(proj.weight.dtype).contiguous()
+        bias = getattr(proj, "bias", None)
+        if bias is not None:
+            new_bias = bias.detach().to("cpu", torch.float64) @ t  # (Tᵀ b)ᵀ = bᵀ T for either layout
+            result.tensors[run.parameter.rsplit(".", 1)[0] + ".bias"] = new_bias.to(bias.dtype).contiguous()
+    result.tokens = stats.tokens
 
 
 # ------------------------------------------------------------------------------------------------ apply

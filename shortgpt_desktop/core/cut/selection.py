@@ -26,14 +26,13 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..errors import Cancelled, PlanError
+from ..backends.layerwise import LayerStack
+from ..errors import PlanError, ResourceError
 from ..measure.calibration import TokenSet
-from ..measure.evaluation import perplexity_of
 from ..measure.sweep import removal_order
-from ..model.families import Family, get_submodule
 from ..progress import CancelCheck, Progress
+from .candidates import CandidateRunner, head_stride
 from .plan import lowest, max_removable
-from .surgery import pruned_view
 
 STAGE = "selecting"
 #: Calibration samples each perplexity measurement uses (the first ones of the token set).
@@ -62,6 +61,7 @@ class SelectionResult:
     candidates: list[Candidate] = field(default_factory=list)
     considered: list[int] = field(default_factory=list)  # every layer the greedy steps measured
     protected: list[int] = field(default_factory=list)
+    single_removal: list[float | None] = field(default_factory=list)  # calibration ppl with each layer alone gone
     forward_passes: int = 0  # perplexity passes over the calibration subset
     eval_samples: int = 0
     eval_tokens: int = 0  # predicted tokens per pass
@@ -92,8 +92,7 @@ def without(scores: Sequence[float | None], protected: Sequence[int]) -> list[fl
 
 
 def choose_layers_safely(
-    model: Any,
-    family: Family,
+    stack: LayerStack,
     token_set: TokenSet,
     count: int,
     bi_scores: Sequence[float | None],
@@ -102,99 +101,135 @@ def choose_layers_safely(
     window: int = DEFAULT_WINDOW,
     progress: Progress | None = None,
     cancel: CancelCheck | None = None,
+    cached: bool = True,
+    wider: bool = True,
 ) -> SelectionResult:
     """Choose ``count`` layers to remove: greedy over a sliding BI window, then the best of three sets.
 
-    ``bi_scores`` are Block Influence scores by layer (lower = removed first), from
-    :func:`~shortgpt_desktop.core.measure.scoring.measure_layers`. Each greedy step measures the ``window`` lowest-BI
-    layers not yet removed (first and last layer excluded) and removes the one whose removal leaves the lowest
-    perplexity on the first ``eval_samples`` calibration samples. At most ``count × window + 1`` passes over
-    those samples, each on an ever smaller model.
+    ``bi_scores`` are Block Influence scores by layer (lower = removed first). Each greedy step measures the
+    ``window`` lowest-BI layers not yet removed (first and last layer excluded) and removes the one whose removal
+    leaves the lowest perplexity on the first ``eval_samples`` calibration samples. At most ``count × window + 2``
+    measurements, each from the cached states of the layers chosen so far (:mod:`.candidates`; ``cached=False``
+    runs each from the first layer, with the same numbers).
     """
+    return choose_for_counts(stack, token_set, [count], bi_scores, batch_size, eval_samples, window, progress,
+                             cancel, cached, wider)[count]
+
+
+def choose_for_counts(
+    stack: LayerStack,
+    token_set: TokenSet,
+    counts: Sequence[int],
+    bi_scores: Sequence[float | None],
+    batch_size: int = 4,
+    eval_samples: int = DEFAULT_EVAL_SAMPLES,
+    window: int = DEFAULT_WINDOW,
+    progress: Progress | None = None,
+    cancel: CancelCheck | None = None,
+    cached: bool = True,
+    wider: bool = True,
+    stride: int | None = None,
+) -> dict[int, SelectionResult]:
+    """:func:`choose_layers_safely` for several counts from one greedy search (its order is nested: the choice
+    for k layers extends the choice for k − 1), so the quality curve costs one search, not one per point."""
     started = time.perf_counter()
-    n = len(get_submodule(model, family.layers_path))
+    n = stack.n_layers
     if len(bi_scores) != n:
         raise ValueError(f"{len(bi_scores)} scores for {n} layers")
-    if count < 1:
-        raise PlanError(f"The number of layers to remove must be at least 1 (got {count}).")
-    if count > max_removable(n):
-        raise PlanError(f"Removing {count} of {n} layers leaves none; at least one must stay.")
+    for count in counts:
+        if count < 1:
+            raise PlanError(f"The number of layers to remove must be at least 1 (got {count}).")
+        if count > max_removable(n):
+            raise PlanError(f"Removing {count} of {n} layers leaves none; at least one must stay.")
     samples = token_set.samples[: max(1, eval_samples)]
     if not samples:
         raise PlanError("There are no calibration samples to measure perplexity on.")
     window = max(1, window)
-
-    protected = protected_for(bi_scores, count)  # almost everything goes: the ends cannot be spared
-    open_scores = without(bi_scores, protected)
-    open_order = removal_order(open_scores)
-    if count > len(open_order):
-        raise PlanError(f"Only {len(open_order)} layers have scores; cannot remove {count}.")
-    plain = lowest(bi_scores, count)
-    ends = lowest(open_scores, count)
-
-    passes = 0
-    tokens_per_pass = 0
+    most = max(counts)
+    groups: dict[tuple[int, ...], list[int]] = {}  # the ends protected for a count depend on the count
+    for count in sorted(set(counts)):
+        groups.setdefault(tuple(protected_for(bi_scores, count)), []).append(count)
+    runner = CandidateRunner(stack, samples, token_set.pad_id, batch_size, cancel, cached,
+                             stride=head_stride(stack) if stride is None else stride)
     measured: dict[tuple[int, ...], float] = {}
-    total = count * window + 2  # an upper bound; repeated sets are measured once
+    known = [i for i, v in enumerate(bi_scores) if v is not None]
+    per_step = 2 * window if wider else window
+    total = (len(known) if wider else 0) + sum(max(g) * per_step + 3 * len(g) for g in groups.values())
 
-    def report(partial: list[int]) -> None:
+    def report(partial: list[int], final: bool = False) -> None:
         if progress is not None:
-            progress(STAGE, passes, max(total, passes), list(partial))
+            progress(STAGE, runner.passes, runner.passes if final else max(total, runner.passes), list(partial))
 
-    def measure(removed: Sequence[int]) -> float:
-        nonlocal passes, tokens_per_pass
-        key = tuple(sorted(removed))
-        if key in measured:
-            return measured[key]
-        if cancel is not None and cancel():
-            raise Cancelled()
-        with pruned_view(model, family, key):
-            result = perplexity_of(model, samples, token_set.pad_id, batch_size, cancel)
-        passes += 1
-        tokens_per_pass = result.tokens
-        measured[key] = result.perplexity
-        return result.perplexity
+    def measure_all(sets: Sequence[Sequence[int]], order_so_far: list[int]) -> list[float]:
+        keys = [tuple(sorted(s)) for s in sets]
+        new = [k for k in dict.fromkeys(keys) if k not in measured]
+        if new:
+            results = runner.measure(new, lambda _: report(order_so_far))
+            measured.update({k: r.perplexity for k, r in zip(new, results, strict=True)})
+        return [measured[k] for k in keys]
 
     report([])
-    order: list[int] = []
-    order_ppl: list[float] = []
-    considered: list[int] = []
-    for _ in range(count):
-        trial = [layer for layer in open_order if layer not in order][:window]
-        considered += [layer for layer in trial if layer not in considered]
-        best_layer, best_ppl = -1, math.inf
-        for layer in trial:  # in BI order: on equal perplexity the lower-BI layer wins
-            ppl = measure([*order, layer])
+    # The paper's own baseline: each layer's removal alone, measured (one layer-major sweep from the cache).
+    single: list[float | None] = [None] * n
+    if wider:
+        for layer, ppl in zip(known, measure_all([[i] for i in known], []), strict=True):
+            single[layer] = ppl
+    out: dict[int, SelectionResult] = {}
+    for protected_key, group in groups.items():
+        protected = list(protected_key)
+        open_scores = without(bi_scores, protected)
+        open_order = removal_order(open_scores)
+        single_order = removal_order(without(single, protected)) if wider else []
+        if max(group) > len(open_order):
+            raise PlanError(f"Only {len(open_order)} layers have scores; cannot remove {max(group)}.")
+        order: list[int] = []
+        order_ppl: list[float] = []
+        considered: list[int] = []
+        considered_after: list[list[int]] = []  # every layer the first k steps measured, for each k
+        runner.rebase([])
+        for _ in range(max(group)):
+            trial = [layer for layer in open_order if layer not in order][:window]
+            trial += [layer for layer in single_order if layer not in order and layer not in trial][:window]
+            considered += [layer for layer in trial if layer not in considered]
+            ppls = measure_all([[*order, layer] for layer in trial], order)
+            finite = [(ppl, rank) for rank, ppl in enumerate(ppls) if not math.isnan(ppl)]
+            if not finite:
+                raise ResourceError(_NAN)
+            best_ppl, rank = min(finite)  # in BI order: on equal perplexity the lower-BI layer wins
+            order.append(trial[rank])
+            order_ppl.append(best_ppl)
+            considered_after.append(list(considered))
+            runner.rebase(order)
             report(order)
-            if ppl < best_ppl:
-                best_layer, best_ppl = layer, ppl
-        order.append(best_layer)
-        order_ppl.append(best_ppl)
-        report(order)
+        for count in group:
+            sets: tuple[list[int], ...] = (sorted(order[:count]), lowest(open_scores, count), lowest(bi_scores, count))
+            names: tuple[str, ...] = ("greedy", "bi-ends-protected", "bi")
+            if wider:
+                sets += (sorted(single_order[:count]),)
+                names += ("single-removal",)
+            candidates = [Candidate(name, list(chosen), ppl)
+                          for name, chosen, ppl in zip(names, sets, measure_all(sets, order), strict=True)]
+            finite_candidates = [c for c in candidates if not math.isnan(c.calibration_perplexity)]
+            if not finite_candidates:
+                raise ResourceError(_NAN)
+            # Stable min: on equal perplexity the earlier (greedy, then ends-protected) candidate is kept.
+            best = min(finite_candidates, key=lambda c: c.calibration_perplexity)
+            out[count] = SelectionResult(
+                removed=list(best.removed), chosen=best.name, order=order[:count],
+                order_perplexity=order_ppl[:count], candidates=candidates,
+                considered=considered_after[count - 1],
+                protected=protected, forward_passes=runner.passes, eval_samples=len(samples),
+                single_removal=list(single),
+                eval_tokens=runner.tokens, seconds=time.perf_counter() - started,
+                explanation=_explain(best, candidates, count, len(samples), runner.tokens),
+            )
+    report(out[most].order, final=True)
+    return out
 
-    greedy = sorted(order)
-    candidates = [
-        Candidate("greedy", greedy, measure(greedy)),
-        Candidate("bi-ends-protected", ends, measure(ends)),
-        Candidate("bi", plain, measure(plain)),
-    ]
-    report(order)
-    # Stable min: on equal perplexity the earlier (greedy, then ends-protected) candidate is kept.
-    best = min(candidates, key=lambda c: c.calibration_perplexity)
-    return SelectionResult(
-        removed=list(best.removed),
-        chosen=best.name,
-        order=order,
-        order_perplexity=order_ppl,
-        candidates=candidates,
-        considered=considered,
-        protected=protected,
-        forward_passes=passes,
-        eval_samples=len(samples),
-        eval_tokens=tokens_per_pass,
-        seconds=time.perf_counter() - started,
-        explanation=_explain(best, candidates, count, len(samples), tokens_per_pass),
-    )
+
+#: Said when every measured candidate's perplexity is not a number (fp16 overflow, a broken model).
+_NAN = ("The pruned model's perplexity is not a number for every candidate layer (the model overflows in this "
+        "dtype); use float32 or bfloat16.")
 
 
 def _explain(best: Candidate, candidates: list[Candidate], count: int, n_samples: int, tokens: int) -> str:

@@ -19,6 +19,11 @@ class PerplexityResult:
     tokens: int  # predicted tokens
     seconds: float
 
+    @classmethod
+    def of(cls, total_nll: float, tokens: int, seconds: float) -> PerplexityResult:
+        mean = total_nll / max(tokens, 1)
+        return cls(_exp(mean), mean, tokens, seconds)
+
 
 def perplexity_of(
     model: Any,
@@ -45,33 +50,132 @@ def perplexity_of(
     if progress is not None:
         progress(0, len(windows))
     with torch.inference_mode():
-        for start in range(0, len(windows), batch_size):
+        for start, (ids, mask) in _batches(windows, pad_id, batch_size, device):
             if cancel is not None and cancel():
                 raise Cancelled()
-            ids, mask = pad_batch(windows[start : start + batch_size], pad_id, device)
             try:
                 logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-                logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+                nll, count, logprobs = nll_of(logits, ids, mask)
             except torch.OutOfMemoryError:
                 raise ResourceError(
                     f"Out of memory on {device} while measuring perplexity; use a smaller batch size or "
                     "sequence length."
                 ) from None
-            target = ids[:, 1:]
-            keep = mask[:, 1:].bool()
-            nll = -logprobs.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-            total_nll += float(nll[keep].double().sum())
-            total_tokens += int(keep.sum())
+            total_nll += nll
+            total_tokens += count
             del logits, logprobs
             if progress is not None:
                 progress(min(start + batch_size, len(windows)), len(windows))
-    mean = total_nll / max(total_tokens, 1)
-    return PerplexityResult(math.exp(min(mean, 700.0)), mean, total_tokens, time.perf_counter() - started)
+    return PerplexityResult.of(total_nll, total_tokens, time.perf_counter() - started)
+
+
+@dataclass
+class Fidelity:
+    """How close a pruned model's next-token distributions stay to the original's, on the same tokens.
+
+    The figures llama.cpp's ``llama-perplexity --kl-divergence`` prints for a quantization, so a cut can be
+    compared with one: the mean KL divergence KL(original || pruned) per predicted token (nats), its 99th
+    percentile and maximum, and "same top p": the share of tokens where both models pick the same top token.
+    """
+
+    mean_kl: float
+    p99_kl: float
+    max_kl: float
+    same_top: float  # 0..1
+    tokens: int
+
+    def to_json(self) -> dict[str, float | int]:
+        return {"mean_kl": self.mean_kl, "p99_kl": self.p99_kl, "max_kl": self.max_kl, "same_top": self.same_top,
+                "tokens": self.tokens}
+
+
+@dataclass
+class Reference:
+    """The original model's pass over the held-out windows, kept to compare every pruned model with.
+
+    Only the hidden states leaving the last decoder layer are kept (windows × tokens × hidden, on the CPU): the
+    original's logits are recomputed from them by the model's own final norm and head when a pruned model is
+    compared, so no vocabulary-sized tensor is stored and the original's decoder never runs twice.
+    """
+
+    final_states: list[Any]  # one [batch, tokens, hidden] tensor per batch, CPU
+    output_kind: int | None  # what a decoder layer returns: None (a tensor) or the length of its tuple
+    result: PerplexityResult
+    batch_size: int
+    windows: int
+
+
+def _batches(windows: Sequence[Sequence[int]], pad_id: int, batch_size: int, device: Any) -> Any:
+    for start in range(0, len(windows), batch_size):
+        yield start, pad_batch(windows[start : start + batch_size], pad_id, device)
+
+
+def nll_of(logits: Any, ids: Any, mask: Any) -> tuple[float, int, Any]:
+    """(summed NLL of every real predicted token, their count, the float32 log-probabilities)."""
+    import torch
+
+    logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    keep = mask[:, 1:].bool()
+    nll = -logprobs.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    return float(nll[keep].double().sum()), int(keep.sum()), logprobs
+
+
+class FidelitySums:
+    """Running sums for perplexity and :class:`Fidelity`, batch after batch (the original's logits beside the
+    pruned model's, on the same tokens); per-token KL values are kept (one float each) for the percentiles."""
+
+    def __init__(self) -> None:
+        self.total_nll = 0.0
+        self.tokens = 0
+        self.same = 0
+        self.kls: list[Any] = []
+
+    def add(self, original_logits: Any, logits: Any, ids: Any, mask: Any) -> None:
+        import torch
+
+        nll, count, logprobs = nll_of(logits, ids, mask)
+        self.total_nll += nll
+        self.tokens += count
+        keep = mask[:, 1:].bool()
+        for row in range(ids.shape[0]):  # one row at a time: a few vocabulary-sized float32 copies at most
+            p_log = torch.log_softmax(original_logits[row, :-1].float(), dim=-1)
+            q_log = logprobs[row]
+            kl = (p_log.exp() * (p_log - q_log)).sum(-1).clamp_min(0.0)
+            row_keep = keep[row]
+            self.kls.append(kl[row_keep].double().cpu())
+            self.same += int((p_log.argmax(-1) == q_log.argmax(-1))[row_keep].sum())
+            del p_log, kl
+
+    def result(self, seconds: float) -> tuple[PerplexityResult, Fidelity]:
+        import torch
+
+        every = torch.cat(self.kls) if self.kls else torch.zeros(1, dtype=torch.float64)
+        fidelity = Fidelity(
+            mean_kl=float(every.mean()), p99_kl=float(torch.quantile(every, 0.99)), max_kl=float(every.max()),
+            same_top=self.same / max(self.tokens, 1), tokens=self.tokens,
+        )
+        return PerplexityResult.of(self.total_nll, self.tokens, seconds), fidelity
+
+
+def _exp(mean_nll: float) -> float:
+    """Perplexity from a mean NLL; NaN stays NaN (a model that produced NaN is not "perplexity 1e304")."""
+    if math.isnan(mean_nll):
+        return math.nan
+    return math.exp(min(mean_nll, 700.0))
 
 
 def has_chat_template(tokenizer: Any) -> bool:
     """An instruction-tuned model's tokenizer says how a conversation is laid out; a base model's does not."""
     return bool(getattr(tokenizer, "chat_template", None))
+
+
+def encode_prompt(tokenizer: Any, prompt: str, chat: bool) -> Any:
+    """The prompt as the model reads it: a user turn through the chat template, or raw text."""
+    if chat:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                             add_generation_prompt=True)
+        return tokenizer(text, return_tensors="pt", add_special_tokens=False)
+    return tokenizer(prompt, return_tensors="pt")
 
 
 def generate_text(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int = 40, chat: bool = False) -> str:
@@ -83,12 +187,7 @@ def generate_text(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int =
     import torch
 
     device = next(model.parameters()).device
-    if chat:
-        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                             add_generation_prompt=True)
-        encoded = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(device)
-    else:
-        encoded = tokenizer(prompt, return_tensors="pt").to(device)
+    encoded = encode_prompt(tokenizer, prompt, chat).to(device)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     with torch.inference_mode():
         out = model.generate(

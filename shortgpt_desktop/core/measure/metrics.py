@@ -33,6 +33,14 @@ class ScoringContext:
     progress: Progress | None = None
     cancel: CancelCheck | None = None
     stats: HookStats | None = None  # the hooked pass, once measured (shared by every hooked metric)
+    stack: Any = None  # the backend's layer stack (backends.layerwise.LayerStack); built from the model if None
+
+    def layer_stack(self) -> Any:
+        if self.stack is None:
+            from ..backends.layerwise import InMemoryStack
+
+            self.stack = InMemoryStack(self.model, self.family)
+        return self.stack
 
     @property
     def n_layers(self) -> int:
@@ -98,6 +106,10 @@ class Metric:
     def refine(self, ctx: ScoringContext, scores: Sequence[float | None], count: int) -> Any:
         """A better choice of ``count`` layers by measuring the pruned model; None when the metric has none."""
         return None
+
+    def refine_counts(self, ctx: ScoringContext, scores: Sequence[float | None], counts: Sequence[int]) -> dict:
+        """:meth:`refine` for several counts at once (a metric whose search is nested does it in one search)."""
+        return {count: self.refine(ctx, scores, count) for count in counts}
 
 
 METRICS: dict[str, Metric] = {}
@@ -208,8 +220,16 @@ class SaferBlockInfluence(BlockInfluence):
 
         if ctx.tokens is None:
             raise ValueError("bi+ needs calibration samples")
-        return choose_layers_safely(ctx.model, ctx.family, ctx.tokens, count, scores, ctx.batch_size,
+        return choose_layers_safely(ctx.layer_stack(), ctx.tokens, count, scores, ctx.batch_size,
                                     progress=ctx.progress, cancel=ctx.cancel)
+
+    def refine_counts(self, ctx: ScoringContext, scores: Sequence[float | None], counts: Sequence[int]) -> dict:
+        from ..cut.selection import choose_for_counts
+
+        if ctx.tokens is None:
+            raise ValueError("bi+ needs calibration samples")
+        return choose_for_counts(ctx.layer_stack(), ctx.tokens, counts, scores, ctx.batch_size,
+                                 progress=ctx.progress, cancel=ctx.cancel)
 
 
 for _metric in (SaferBlockInfluence(), BlockInfluence(), RelativeMagnitude(), AngularDistance(), Sequential(),

@@ -18,16 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from ..cut.plan import max_removable
-from ..cut.surgery import pruned_view
 from ..errors import Cancelled, PlanError
-from ..model.families import Family, get_submodule
 from ..progress import CancelCheck, Progress
 from .calibration import TokenSet
-from .evaluation import perplexity_of
 
 STAGE = "sweep"
 DEFAULT_EVAL_WINDOWS = 8
-CSV_FIELDS = ("k", "layer", "removed", "perplexity", "nll", "tokens")
+CSV_FIELDS = ("k", "layer", "removed", "perplexity", "nll", "tokens", "same_top", "mean_kl")
 
 
 @dataclass
@@ -38,6 +35,8 @@ class CurvePoint:
     perplexity: float
     nll: float
     tokens: int
+    same_top: float | None = None  # share of tokens where the pruned model's top token is the original's
+    mean_kl: float | None = None  # mean KL(original || pruned) per token, nats
 
 
 @dataclass
@@ -49,6 +48,7 @@ class QualityCurve:
     tokens: int = 0  # predicted tokens per point
     data: str = "held-out windows (subset)"
     seconds: float = 0.0
+    baseline: QualityCurve | None = None  # another order's curve on the same windows, for reference (plain BI)
 
     @property
     def perplexities(self) -> list[float]:
@@ -61,16 +61,25 @@ class QualityCurve:
     def from_json(cls, data: dict[str, Any]) -> QualityCurve:
         values = dict(data)
         values["points"] = [CurvePoint(**p) for p in values.get("points", [])]
+        if values.get("baseline"):
+            values["baseline"] = cls.from_json(values["baseline"])
         return cls(**values)
 
     def write_csv(self, path: str | Path) -> Path:
         """One row per point; written beside ``path`` and moved into place when complete."""
         def write(stream: Any) -> None:
             writer = csv.writer(stream)
-            writer.writerow(CSV_FIELDS)
+            extra = ("baseline_removed", "baseline_perplexity", "baseline_same_top") if self.baseline else ()
+            writer.writerow(CSV_FIELDS + extra)
+            base = {p.k: p for p in self.baseline.points} if self.baseline else {}
             for p in self.points:
-                writer.writerow([p.k, "" if p.layer is None else p.layer, " ".join(map(str, p.removed)),
-                                 repr(p.perplexity), repr(p.nll), p.tokens])
+                row = [p.k, "" if p.layer is None else p.layer, " ".join(map(str, p.removed)), repr(p.perplexity),
+                       repr(p.nll), p.tokens, _cell(p.same_top), _cell(p.mean_kl)]
+                if self.baseline:
+                    b = base.get(p.k)
+                    row += ["", "", ""] if b is None else [" ".join(map(str, b.removed)), repr(b.perplexity),
+                                                           _cell(b.same_top)]
+                writer.writerow(row)
 
         return _write_atomically(Path(path), write)
 
@@ -89,6 +98,16 @@ def _write_atomically(path: Path, write: Callable[[Any], None]) -> Path:
     return write_file_atomically(path, write)
 
 
+def _cell(value: float | None) -> str:
+    return "" if value is None else repr(value)
+
+
+def curve_point(k: int, layer: int | None, removed: list[int], result: Any, fidelity: Any) -> CurvePoint:
+    """A point from a perplexity result and (for a pruned model) its fidelity to the original."""
+    return CurvePoint(k, layer, list(removed), result.perplexity, result.nll, result.tokens,
+                      1.0 if fidelity is None else fidelity.same_top, 0.0 if fidelity is None else fidelity.mean_kl)
+
+
 def read_curve_csv(path: str | Path) -> list[CurvePoint]:
     """The points of a CSV written by :meth:`QualityCurve.write_csv`."""
     with open(path, newline="", encoding="utf-8") as stream:
@@ -100,6 +119,8 @@ def read_curve_csv(path: str | Path) -> list[CurvePoint]:
                 perplexity=float(row["perplexity"]),
                 nll=float(row["nll"]),
                 tokens=int(row["tokens"]),
+                same_top=float(row["same_top"]) if row.get("same_top") else None,
+                mean_kl=float(row["mean_kl"]) if row.get("mean_kl") else None,
             )
             for row in csv.DictReader(stream)
         ]
@@ -119,8 +140,7 @@ def _as_order(order_or_scores: Sequence[Any]) -> list[int]:
 
 
 def quality_curve(
-    model: Any,
-    family: Family,
+    stack: Any,
     token_set: TokenSet,
     order_or_scores: Sequence[Any],
     max_removed: int | None = None,
@@ -132,11 +152,14 @@ def quality_curve(
 ) -> QualityCurve:
     """Perplexity on the first ``eval_windows`` held-out windows for k = 0..max_removed layers removed.
 
-    ``order_or_scores`` is a removal order (list of layer indices, first removed first) or per-layer scores
+    ``stack`` is the backend's :class:`~..backends.layerwise.LayerStack`. ``order_or_scores`` is a removal
+    order (list of layer indices, first removed first) or per-layer scores
     (floats, lower removed first). Point k removes the first k layers of the order, so the curve is nested.
     """
     started = time.perf_counter()
-    n = len(get_submodule(model, family.layers_path))
+    from ..backends import ops
+
+    n = stack.n_layers
     order = _as_order(order_or_scores)
     if len(set(order)) != len(order) or any(not 0 <= i < n for i in order):
         raise PlanError(f"A removal order must list distinct layers between 0 and {n - 1}.")
@@ -156,11 +179,7 @@ def quality_curve(
         if cancel is not None and cancel():
             raise Cancelled()
         removed = sorted(order[:k])
-        if removed:
-            with pruned_view(model, family, removed):
-                result = perplexity_of(model, windows, token_set.pad_id, batch_size, cancel)
-        else:
-            result = perplexity_of(model, windows, token_set.pad_id, batch_size, cancel)
+        result = ops.perplexity(stack, windows, token_set.pad_id, removed, batch_size, cancel=cancel)
         curve.points.append(CurvePoint(k, order[k - 1] if k else None, removed, result.perplexity, result.nll,
                                        result.tokens))
         curve.tokens = result.tokens

@@ -49,6 +49,9 @@ class Family:
     #: the layer adds to the residual stream, so a linear map folded into it needs no new parameters
     #: (:mod:`.repair`). None where no such projection exists; ``repair_note`` then says why.
     mlp_out: str | None = None
+    #: A norm applied to the MLP output before the residual add (Gemma 2/3, OLMo 2), relative to a decoder layer:
+    #: the repair's map is then fitted through it (:mod:`.repair`), since a plain least-squares map would be undone.
+    mlp_out_norm: str | None = None
     repair_note: str = ""
     notes: str = ""
 
@@ -73,10 +76,6 @@ _LABELS = {
 
 
 #: Why a family's decoder layers have no single MLP output projection to fold a repair into.
-POST_NORM_NOTE = (
-    "this family normalises the MLP output (post_feedforward_layernorm) before adding it to the residual "
-    "stream, so a linear map folded into the output projection would be undone by the norm; not repaired"
-)
 MOE_NOTE = "a mixture-of-experts layer has no single MLP output projection to fold a linear map into; not repaired"
 DISCOVERED_NOTE = "the MLP of a model found by shape is not known; not repaired"
 
@@ -107,8 +106,8 @@ FAMILIES: tuple[Family, ...] = (
         mlp_out="mlp.down_proj",  # dense (mlp_only) layers only; a sparse layer is skipped at repair time
     ),
     _family("gemma", mlp_out="mlp.down_proj"),
-    _family("gemma2", repair_note=POST_NORM_NOTE),
-    _family("gemma3_text", repair_note=POST_NORM_NOTE),
+    _family("gemma2", mlp_out="mlp.down_proj", mlp_out_norm="post_feedforward_layernorm"),
+    _family("gemma3_text", mlp_out="mlp.down_proj", mlp_out_norm="post_feedforward_layernorm"),
     _family("phi3", mlp_out="mlp.down_proj"),
     _family("gpt2", layers_path="transformer.h", count_field="n_layer", mlp_out="mlp.c_proj"),
     _family("gpt_neox", layers_path="gpt_neox.layers", mlp_out="mlp.dense_4h_to_h"),
@@ -117,7 +116,7 @@ FAMILIES: tuple[Family, ...] = (
     _family("falcon", layers_path="transformer.h", mlp_out="mlp.dense_4h_to_h"),
     _family("stablelm", mlp_out="mlp.down_proj"),
     _family("olmo", mlp_out="mlp.down_proj"),
-    _family("olmo2", repair_note=POST_NORM_NOTE),
+    _family("olmo2", mlp_out="mlp.down_proj", mlp_out_norm="post_feedforward_layernorm"),
 )
 
 _BY_MODEL_TYPE = {t: f for f in FAMILIES for t in f.model_types}

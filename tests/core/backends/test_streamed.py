@@ -25,7 +25,7 @@ from shortgpt_desktop.core.measure.scoring import HookStats, _identity_hook, mea
 from shortgpt_desktop.core.model.loading import load_model
 from shortgpt_desktop.core.model.memory import estimate_memory
 from shortgpt_desktop.core.model.sources import resolve
-from shortgpt_desktop.core.testing.tiny_models import TINY_FAMILIES, build_tiny_model
+from shortgpt_desktop.core.testing.tiny_models import TINY_FAMILIES
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -60,10 +60,9 @@ def calib_text(small_calib: Path) -> str:
 
 
 @pytest.mark.parametrize("name", list(TINY_FAMILIES))
-def test_streamed_equals_in_memory_for_every_family(name: str, tiny_model: Path, tmp_path: Path,
+def test_streamed_equals_in_memory_for_every_family(tiny_family, name: str, tiny_model: Path, tmp_path: Path,
                                                     calib_text: str) -> None:
-    model_type, kwargs = TINY_FAMILIES[name]
-    folder = build_tiny_model(tmp_path / name, model_type, config_overrides=kwargs, tokenizer_from=tiny_model)
+    folder = tiny_family(name)
     loaded = load_model(resolve(str(folder)), "cpu", "float32")
     tokens = token_set_with_padding(loaded.tokenizer, calib_text)
     reference = measure_layers(loaded.model, loaded.family, tokens, batch_size=2)

@@ -75,3 +75,38 @@ def test_heal_lowers_the_loss_merges_and_reloads(tiny_model: Path, tokens, tmp_p
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "healed", dtype=torch.float32).eval()
     with torch.no_grad():
         torch.testing.assert_close(reloaded(input_ids=PROMPT).logits, healed_logits, rtol=1e-5, atol=1e-5)
+
+
+def test_distillation_pulls_the_pruned_model_back_toward_the_original(tiny_model: Path, tokens) -> None:
+    """Healing from the original's distributions lowers the KL divergence the check reports; only the layers
+    beside the cut are adapted."""
+    from shortgpt_desktop.core.backends import ops
+    from shortgpt_desktop.core.backends.layerwise import Batch, InMemoryStack
+    from shortgpt_desktop.core.cut.healing import layers_beside
+    from shortgpt_desktop.core.cut.surgery import pruned_view
+
+    loaded = load_model(resolve(str(tiny_model)), "cpu", "float32")
+    model, family = loaded.model, loaded.family
+    removed = [2, 3]
+    assert layers_beside(removed, 6) == [1, 2]  # original layers 1 and 4, pruned indices 1 and 2
+    stack = InMemoryStack(model, family)
+    teacher_ref = ops.reference(stack, tokens.samples, tokens.pad_id, 4)
+    windows = tokens.samples  # the fit's own text: the healing must bring the student closer there
+    before_ref = ops.reference(stack, windows, tokens.pad_id, 4)
+    _, before = ops.compare(stack, windows, tokens.pad_id, before_ref, removed)
+    with pruned_view(model, family, removed):
+        head = InMemoryStack(model, family)
+
+        def teacher(number, ids, mask):
+            with head.head() as logits_of:
+                out = logits_of(Batch(ids, mask, None), teacher_ref.final_states[number])
+            return out.clone()
+
+        result = heal(model, family, tokens, steps=16, batch_size=4, learning_rate=3e-3, keep_original=True,
+                      teacher=teacher, layers=layers_beside(removed, 6))
+    assert all(".1." in k or ".2." in k for k in result.changed), sorted(result.changed)
+    from shortgpt_desktop.core.cut.healing import original_names
+
+    weights = original_names(result.changed, family, [0, 1, 4, 5])
+    _, after = ops.compare(stack, windows, tokens.pad_id, before_ref, removed, weights)
+    assert after.mean_kl < 0.8 * before.mean_kl, (before.mean_kl, after.mean_kl)

@@ -34,9 +34,10 @@ from shortgpt_desktop.core.testing.tiny_models import TINY_FAMILIES, build_tiny_
 PROMPT = torch.tensor([[1, 45, 88, 120, 7, 300, 42, 11, 250, 99, 31, 64]])
 #: SmolLM2-135M, 8 BI layers removed, shipped WikiText-2 slices: plain BI 127.4, repaired (independent) 74.9.
 REPAIRED_PPL_BOUND = 90.0
-#: Families whose layers have no plain MLP output projection that a folded map would survive.
-NOT_REPAIRED = {"mixtral": "mixture-of-experts", "gemma2": "post_feedforward_layernorm",
-                "gemma3": "post_feedforward_layernorm", "olmo2": "post_feedforward_layernorm"}
+#: Families whose layers have no plain MLP output projection to fold a map into.
+NOT_REPAIRED = {"mixtral": "mixture-of-experts"}
+#: Families that normalise the MLP output before the residual add: the map is fitted through that norm.
+THROUGH_NORM = ("gemma2", "gemma3", "olmo2")
 
 
 def headers(folder: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
@@ -122,9 +123,10 @@ def actual_relative_residual(model, family, tokens, result, run) -> float:
     for h in hooks:
         h.remove()
     layer = layers[run.patched_layer]
-    proj = get_submodule(layer, family.mlp_out)
+    # What the layer adds to the residual stream: the projection's output, or the norm's after it.
+    adds = get_submodule(layer, family.mlp_out_norm or family.mlp_out)
     hooks = [layer.register_forward_hook(lambda m, a, o: grab["out"].append(o[0] if isinstance(o, tuple) else o)),
-             proj.register_forward_hook(lambda m, a, o: grab["m"].append(o.clone()))]
+             adds.register_forward_hook(lambda m, a, o: grab["m"].append(o.clone()))]
     with torch.no_grad(), repaired_pruned_view(model, family, result):
         model(input_ids=ids, use_cache=False)
     for h in hooks:
@@ -136,11 +138,10 @@ def actual_relative_residual(model, family, tokens, result, run) -> float:
 
 
 @pytest.mark.parametrize("name", list(TINY_FAMILIES))
-def test_family_repair_saves_and_reloads(name: str, tiny_model: Path, tiny_tokens, tmp_path: Path) -> None:
+def test_family_repair_saves_and_reloads(tiny_family, name: str, tiny_model: Path, tiny_tokens, tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM
 
-    model_type, kwargs = TINY_FAMILIES[name]
-    folder = build_tiny_model(tmp_path / name, model_type, config_overrides=kwargs, tokenizer_from=tiny_model)
+    folder = tiny_family(name)
     loaded = load_model(resolve(str(folder)), "cpu", "float32")
     model, family = loaded.model, loaded.family
     n = loaded.n_layers
@@ -168,6 +169,7 @@ def test_family_repair_saves_and_reloads(name: str, tiny_model: Path, tiny_token
     for run in repaired:
         assert run.residual_after < run.residual_before, run
         assert run.parameter in result.tensors
+        assert (run.norm is not None) == (name in THROUGH_NORM), run
     last = repaired[-1]
     assert actual_relative_residual(model, family, tiny_tokens, result, last) == pytest.approx(
         last.residual_after, rel=1e-3)
@@ -254,3 +256,28 @@ def test_repair_lowers_smollm2_perplexity(smollm2_bi) -> None:
                       for r in result.runs if r.repaired))
     assert all(r.repaired for r in result.runs if r.start > 0)
     assert repaired < REPAIRED_PPL_BOUND < plain
+
+
+def test_repair_through_the_norm_lowers_held_out_loss_on_a_tiny_gemma3(tiny_model: Path, valid_text: Path,
+                                                                        test_text: Path, tmp_path: Path) -> None:
+    """Gemma 3 normalises the MLP output; the map fitted through that norm still helps on text it never saw."""
+    from transformers import AutoTokenizer
+
+    from shortgpt_desktop.core.measure.evaluation import perplexity_of
+
+    model_type, kwargs = TINY_FAMILIES["gemma3"]
+    folder = build_tiny_model(tmp_path / "gemma3", model_type, config_overrides=kwargs, tokenizer_from=tiny_model)
+    loaded = load_model(resolve(str(folder)), "cpu", "float32")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokens = build_token_set(tokenizer, [valid_text.read_text(encoding="utf-8")[:60_000]],
+                             [test_text.read_text(encoding="utf-8")[:20_000]], samples=32, seq_len=64,
+                             max_eval_windows=16)
+    model, family = loaded.model, loaded.family
+    removed = [2, 3]
+    result = fit_linear_repair(model, family, tokens, removed, batch_size=8)
+    assert result.runs[0].repaired and result.runs[0].norm is not None
+    with pruned_view(model, family, removed):
+        plain = perplexity_of(model, tokens.eval_windows, tokens.pad_id, 8)
+    with repaired_pruned_view(model, family, result):
+        repaired = perplexity_of(model, tokens.eval_windows, tokens.pad_id, 8)
+    assert repaired.nll < plain.nll, (plain.nll, repaired.nll)

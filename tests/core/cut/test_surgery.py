@@ -10,15 +10,13 @@ import torch
 from shortgpt_desktop.core.cut.surgery import layer_sizes, prune_in_memory, pruned_view
 from shortgpt_desktop.core.model.loading import load_model
 from shortgpt_desktop.core.model.sources import resolve
-from shortgpt_desktop.core.testing.tiny_models import TINY_FAMILIES, build_tiny_model
 
 IDS = torch.tensor([[1, 45, 88, 120, 7, 300, 42, 11, 250, 99, 31, 64]])
 
 
 @pytest.mark.parametrize("name", ["gemma3", "qwen2_moe", "gpt2"])
-def test_view_equals_pruning_and_restores(name: str, tiny_model: Path, tmp_path: Path) -> None:
-    model_type, kwargs = TINY_FAMILIES[name]
-    folder = build_tiny_model(tmp_path / name, model_type, config_overrides=kwargs, tokenizer_from=tiny_model)
+def test_view_equals_pruning_and_restores(tiny_family, name: str, tiny_model: Path, tmp_path: Path) -> None:
+    folder = tiny_family(name)
     loaded = load_model(resolve(str(folder)), "cpu", "float32")
     removed = [1, 5]
     with torch.no_grad():

@@ -68,3 +68,63 @@ def test_instruct_models_get_their_chat_template(tiny_model: Path) -> None:
     assert raw == tokenizer("Hello there")["input_ids"]
     assert chat == tokenizer("<|user|>Hello there\n<|assistant|>", add_special_tokens=False)["input_ids"]
     assert isinstance(answer, str)
+
+
+def _brute_force_kl(original: torch.Tensor, pruned: torch.Tensor) -> torch.Tensor:
+    p = torch.log_softmax(original.double(), -1)
+    q = torch.log_softmax(pruned.double(), -1)
+    return (p.exp() * (p - q)).sum(-1)
+
+
+def test_fidelity_of_the_original_to_itself_is_perfect(loaded) -> None:
+    from shortgpt_desktop.core.backends import ops
+    from shortgpt_desktop.core.backends.layerwise import InMemoryStack
+
+    windows = [[1, *range(20, 80)], [1, *range(100, 130)], [1, *range(140, 200)]]
+    stack = InMemoryStack(loaded.model, loaded.family)
+    reference = ops.reference(stack, windows, pad_id=0, batch_size=2)
+    assert reference.result.perplexity == pytest.approx(perplexity_of(loaded.model, windows, 0, 2).perplexity,
+                                                        rel=1e-6)
+    result, fidelity = ops.compare(stack, windows, 0, reference)
+    assert result.perplexity == pytest.approx(reference.result.perplexity, rel=1e-6)
+    assert fidelity.tokens == result.tokens == 60 + 30 + 60
+    assert fidelity.mean_kl == pytest.approx(0.0, abs=1e-6) and fidelity.max_kl < 1e-5
+    assert fidelity.same_top == 1.0
+
+
+def test_fidelity_of_a_pruned_model_is_the_kl_divergence_per_token(loaded) -> None:
+    """KL(original || pruned) and the same-top-token share, checked against both models run side by side."""
+    from shortgpt_desktop.core.backends import ops
+    from shortgpt_desktop.core.backends.layerwise import InMemoryStack
+    from shortgpt_desktop.core.cut.surgery import pruned_view
+
+    windows = [[1, *range(20, 80)], [1, *range(100, 130)]]
+    model, family = loaded.model, loaded.family
+    stack = InMemoryStack(model, family)
+    reference = ops.reference(stack, windows, 0, batch_size=2)
+    ids = torch.tensor([windows[0]])
+    with torch.no_grad():
+        original = model(input_ids=ids).logits[0, :-1]
+    result, fidelity = ops.compare(stack, windows, 0, reference, removed=[2, 3])
+    assert result.perplexity == pytest.approx(ops.perplexity(stack, windows, 0, [2, 3], 2).perplexity, rel=1e-9)
+    with pruned_view(model, family, [2, 3]), torch.no_grad():
+        pruned = model(input_ids=ids).logits[0, :-1]
+        alone = perplexity_of(model, windows, 0, batch_size=2)
+    expected = _brute_force_kl(original, pruned)
+    assert result.perplexity == pytest.approx(alone.perplexity, rel=1e-6)
+    assert fidelity.max_kl >= float(expected.max()) - 1e-4
+    assert fidelity.mean_kl > 0.001  # two of six random layers gone: the distributions move
+    first = (original.argmax(-1) == pruned.argmax(-1)).double().mean()
+    assert 0.0 < fidelity.same_top < 1.0
+    # The first window's 60 tokens alone, measured as a one-window reference, give the brute-force figures.
+    one = ops.reference(stack, windows[:1], 0, batch_size=1)
+    _, single = ops.compare(stack, windows[:1], 0, one, removed=[2, 3])
+    assert single.mean_kl == pytest.approx(float(expected.mean()), rel=1e-4)
+    assert single.same_top == pytest.approx(float(first), abs=1e-9)
+
+
+def test_nan_logits_give_nan_perplexity_not_a_huge_number() -> None:
+    from shortgpt_desktop.core.measure.evaluation import _exp
+
+    assert math.isnan(_exp(float("nan")))
+    assert _exp(1000.0) == math.exp(700.0)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from shortgpt_desktop.core.backends.layerwise import InMemoryStack
 from shortgpt_desktop.core.cut.plan import lowest
 from shortgpt_desktop.core.cut.surgery import pruned_view
 from shortgpt_desktop.core.errors import Cancelled, PlanError
@@ -42,7 +43,7 @@ SCORES = [0.5, 0.1, 0.3, 0.1, 0.9, 0.2]
 
 def test_points_equal_independent_measurements(model, tokens) -> None:
     seen: list[tuple[str, int, int, list]] = []
-    curve = quality_curve(model, LLAMA, tokens, SCORES, max_removed=4, eval_windows=6, label="bi",
+    curve = quality_curve(InMemoryStack(model, LLAMA), tokens, SCORES, max_removed=4, eval_windows=6, label="bi",
                           progress=lambda s, d, t, p: seen.append((s, d, t, p)))
     windows = tokens.eval_windows[:6]
     full = perplexity_of(model, windows, tokens.pad_id, 4)
@@ -67,22 +68,23 @@ def test_points_equal_independent_measurements(model, tokens) -> None:
 
 
 def test_explicit_order_and_limits(model, tokens) -> None:
-    curve = quality_curve(model, LLAMA, tokens, [4, 0, 2], eval_windows=3)
+    curve = quality_curve(InMemoryStack(model, LLAMA), tokens, [4, 0, 2], eval_windows=3)
     assert [p.layer for p in curve.points] == [None, 4, 0, 2]
     assert [p.removed for p in curve.points][-1] == [0, 2, 4]
     with pytest.raises(PlanError):
-        quality_curve(model, LLAMA, tokens, [4, 4])
+        quality_curve(InMemoryStack(model, LLAMA), tokens, [4, 4])
     with pytest.raises(PlanError):
-        quality_curve(model, LLAMA, tokens, [0, 1, 2, 3, 4, 5], max_removed=6)  # removes every layer
-    assert len(quality_curve(model, LLAMA, tokens, [0, 1, 2, 3, 4, 5], eval_windows=1).points) == 6, "up to 5"
+        quality_curve(InMemoryStack(model, LLAMA), tokens, [0, 1, 2, 3, 4, 5], max_removed=6)  # removes every layer
+    curve = quality_curve(InMemoryStack(model, LLAMA), tokens, [0, 1, 2, 3, 4, 5], eval_windows=1)
+    assert len(curve.points) == 6, "up to 5"
     with pytest.raises(PlanError):
-        quality_curve(model, LLAMA, tokens, [1, 2], max_removed=3)
+        quality_curve(InMemoryStack(model, LLAMA), tokens, [1, 2], max_removed=3)
     with pytest.raises(Cancelled):
-        quality_curve(model, LLAMA, tokens, [1, 2], cancel=lambda: True)
+        quality_curve(InMemoryStack(model, LLAMA), tokens, [1, 2], cancel=lambda: True)
 
 
 def test_csv_and_json_round_trip(model, tokens, tmp_path: Path) -> None:
-    curve = quality_curve(model, LLAMA, tokens, SCORES, max_removed=3, eval_windows=2, label="bi")
+    curve = quality_curve(InMemoryStack(model, LLAMA), tokens, SCORES, max_removed=3, eval_windows=2, label="bi")
     points = read_curve_csv(curve.write_csv(tmp_path / "curve.csv"))
     assert points == curve.points
     data = json.loads(curve.write_json(tmp_path / "curve.json").read_text(encoding="utf-8"))
@@ -96,7 +98,7 @@ def test_an_unwritable_curve_path_is_a_sentence_and_leaves_nothing(model, tokens
     from shortgpt_desktop.core.errors import OutputError
     from shortgpt_desktop.core.measure import sweep
 
-    curve = quality_curve(model, LLAMA, tokens, SCORES, max_removed=1, eval_windows=1, label="bi")
+    curve = quality_curve(InMemoryStack(model, LLAMA), tokens, SCORES, max_removed=1, eval_windows=1, label="bi")
     (tmp_path / "a-folder").mkdir()
     for target in (tmp_path / "a-folder", tmp_path / "missing" / "curve.csv"):
         with pytest.raises(OutputError, match=r"^Cannot write .*\.$"):

@@ -46,12 +46,13 @@ def results(request: pytest.FixtureRequest):
 
 
 @pytest.mark.parametrize("name", list(TINY_FAMILIES))
-def test_family_prunes_saves_reloads_and_generates(name: str, tiny_model: Path, tmp_path: Path, results) -> None:
+def test_family_prunes_saves_reloads_and_generates(tiny_family, name: str, tiny_model: Path, tmp_path: Path,
+                                                   results) -> None:
     from transformers import AutoModelForCausalLM
 
-    model_type, kwargs = TINY_FAMILIES[name]
+    model_type = TINY_FAMILIES[name][0]
     results[name] = {"model_type": model_type, "passed": False}
-    folder = build_tiny_model(tmp_path / name, model_type, config_overrides=kwargs, tokenizer_from=tiny_model)
+    folder = tiny_family(name)
     loaded = load_model(resolve(str(folder)), "cpu", "float32")
     family = family_for_model_type(model_type)
     assert loaded.family is family, "every tested family has its own entry, not the fallback"

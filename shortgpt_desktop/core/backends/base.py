@@ -1,0 +1,130 @@
+"""How the opened model runs: the whole model in memory, or one decoder layer at a time.
+
+The engine picks a backend once per opened model and settings (:func:`open_backend`) and asks it for every step
+of a job; it never asks which one it holds. Both run the layer-by-layer steps through the same code
+(:mod:`.ops`, :mod:`..cut.candidates`, :mod:`..cut.repair`) on their :class:`~.layerwise.LayerStack`, so they give
+the same scores, choice, repair and perplexities. What one of them cannot do is said before a job starts
+(:meth:`Backend.refusal`), never skipped in silence.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import Hint, UserError
+from ..measure.calibration import TokenSet
+from ..measure.scoring import HookStats, measure_layers
+from ..model.loading import LoadedModel
+from ..model.sources import ModelSource
+from ..progress import CancelCheck, Progress
+from . import ops
+from .layerwise import InMemoryStack, LayerStack
+
+log = logging.getLogger(__name__)
+
+MODES = ("memory", "streamed")
+
+
+class Backend:
+    """The steps a job needs from the model; see the module docstring."""
+
+    mode: str
+    loaded: LoadedModel
+    stack: LayerStack
+    #: Layer-by-layer steps keep every sample's states: in memory they stay on the model's device.
+    whole_model: bool
+
+    def hooked_pass(self, tokens: TokenSet, batch_size: int, progress: Progress | None,
+                    cancel: CancelCheck | None) -> HookStats:
+        raise NotImplementedError
+
+    def refusal(self, *, metric: Any = None, heal_steps: int = 0, output_format: str | None = None) -> UserError | None:
+        """Why this backend cannot run a step of a job with these settings (None: it can), before it starts."""
+        return None
+
+    def generate(self, prompt: str, removed: Sequence[int], weights: dict[str, Any], max_new_tokens: int,
+                 chat: bool) -> str:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Free what the backend holds."""
+
+
+class InMemory(Backend):
+    """Every weight loaded: scoring by one forward pass per batch, generation with the KV cache, healing."""
+
+    mode = "memory"
+    whole_model = True
+
+    def __init__(self, loaded: LoadedModel) -> None:
+        self.loaded = loaded
+        self.stack = InMemoryStack(loaded.model, loaded.family)
+
+    def hooked_pass(self, tokens: TokenSet, batch_size: int, progress: Progress | None,
+                    cancel: CancelCheck | None) -> HookStats:
+        return measure_layers(self.loaded.model, self.loaded.family, tokens, batch_size, progress, cancel)
+
+    def generate(self, prompt: str, removed: Sequence[int], weights: dict[str, Any], max_new_tokens: int,
+                 chat: bool) -> str:
+        from ..pipeline import generate
+
+        return generate(self.loaded, prompt, removed, max_new_tokens, chat, weights)
+
+
+class Streamed(Backend):
+    """One decoder layer's weights at a time (plus the embeddings, and the head when a step needs it)."""
+
+    mode = "streamed"
+    whole_model = False
+    #: Tokens a streamed generation adds: each one runs every layer again (no KV cache across loads).
+    MAX_NEW_TOKENS = 8
+
+    def __init__(self, source: ModelSource, device: str, dtype: str, trust_remote_code: bool) -> None:
+        from ..model.loading import load_tokenizer
+        from .streamed import StreamedModel
+
+        self.stack = streamed = StreamedModel(source, device, dtype, trust_remote_code)
+        try:
+            tokenizer = load_tokenizer(source, trust_remote_code)
+        except BaseException:
+            streamed.close()
+            raise
+        self.loaded = LoadedModel(streamed.model, tokenizer, streamed.family, streamed.config, source,
+                                  streamed.device, streamed.dtype)
+        log.info("low-memory mode: %s runs one layer at a time", source.display_name)
+
+    def hooked_pass(self, tokens: TokenSet, batch_size: int, progress: Progress | None,
+                    cancel: CancelCheck | None) -> HookStats:
+        return ops.hooked_pass(self.stack, tokens, batch_size, progress, cancel)
+
+    def refusal(self, *, metric: Any = None, heal_steps: int = 0, output_format: str | None = None) -> UserError | None:
+        if metric is not None and metric.needs_text and not metric.hooked:
+            return UserError(f"{metric.label} needs the whole model in memory; in low-memory mode choose Block "
+                             "Influence (bi+ or bi), Relative Magnitude or Angular distance.",
+                             hint=Hint.LOW_MEMORY_METRIC)
+        if heal_steps > 0:
+            return UserError("Healing trains the whole model at once, which low-memory mode cannot hold; set the "
+                             "heal steps to 0 (the repair still runs).", hint=Hint.LOW_MEMORY_METRIC)
+        if output_format == "safetensors" and self.loaded.source.gguf_file:
+            return UserError("In low-memory mode a GGUF model is saved as GGUF (its float copy would need the "
+                             "whole model in memory).")
+        return None
+
+    def generate(self, prompt: str, removed: Sequence[int], weights: dict[str, Any], max_new_tokens: int,
+                 chat: bool) -> str:
+        return ops.generate(self.stack, self.loaded.tokenizer, prompt, removed, weights,
+                            min(max_new_tokens, self.MAX_NEW_TOKENS), chat)
+
+    def close(self) -> None:
+        self.stack.close()  # type: ignore[attr-defined]
+
+
+def open_backend(mode: str, source: ModelSource, device: str, dtype: str, trust_remote_code: bool) -> Backend:
+    """Load the model the way ``mode`` says (see :data:`MODES`)."""
+    if mode == "streamed":
+        return Streamed(source, device, dtype, trust_remote_code)
+    from ..model.loading import load_model
+
+    return InMemory(load_model(source, device, dtype, trust_remote_code))

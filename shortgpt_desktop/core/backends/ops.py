@@ -1,0 +1,171 @@
+"""The steps of a job written once against a :class:`~.layerwise.LayerStack`: the same code, in the same order,
+whether the layers are all in memory or loaded one at a time, so both backends give the same numbers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..errors import Cancelled
+from ..measure.calibration import TokenSet
+from ..measure.evaluation import FidelitySums, PerplexityResult, Reference, nll_of
+from ..measure.scoring import HookStats, _Accumulator
+from ..progress import CancelCheck, Progress
+from .layerwise import Batch, LayerObserver, LayerStack
+
+Counter = Callable[[int, int], None]
+
+
+def kept_layers(n_layers: int, removed: Sequence[int]) -> list[int]:
+    gone = set(removed)
+    return [i for i in range(n_layers) if i not in gone]
+
+
+def hooked_pass(
+    stack: LayerStack,
+    token_set: TokenSet,
+    batch_size: int = 4,
+    progress: Progress | None = None,
+    cancel: CancelCheck | None = None,
+    keep_last_token: bool = True,
+    observers: Sequence[LayerObserver] = (),
+) -> HookStats:
+    """Every layer's hooked statistics (BI and the rest, :mod:`..measure.scoring`), one layer after another.
+
+    Progress is ``("scoring", layers_done, n_layers, partial_bi)``: the chart fills layer by layer. A cancelled
+    pass hands over the statistics of the layers measured so far (the others have no score).
+    """
+    started = time.perf_counter()
+    n = stack.n_layers
+    if progress is not None:
+        progress("scoring", 0, n, [None] * n)
+    batches = stack.capture(token_set.samples, token_set.pad_id, batch_size, cancel)
+    done_layers = [0]
+    with _Accumulator(stack.layers, keep_last_token) as acc:
+
+        def before_batch(index: int, batch: Batch) -> None:
+            mask, last = batch.mask.to(stack.device), batch.last.to(stack.device)
+            if index == 0:
+                acc.start_batch(mask, last)  # counts the tokens once
+            else:
+                acc.select_batch(mask, last)
+
+        def after_layer(done: int, index: int) -> None:
+            done_layers[0] = done
+            if progress is not None:
+                partial = acc.partial_bi()
+                progress("scoring", done, n, [partial[i] if i < done else None for i in range(n)])
+
+        try:
+            stack.run_layers(batches, range(n), observers, after_layer, cancel, before_batch)
+        except Cancelled:
+            if not done_layers[0]:
+                raise
+            stats = acc.stats(time.perf_counter() - started)
+            stats.bi = [v if i < done_layers[0] else None for i, v in enumerate(stats.bi)]  # type: ignore[misc]
+            stats.relative_magnitude = [v if i < done_layers[0] else None  # type: ignore[misc]
+                                        for i, v in enumerate(stats.relative_magnitude)]
+            stats.last_token_states = None
+            raise Cancelled(stats) from None
+        return acc.stats(time.perf_counter() - started)
+
+
+def final_states(stack: LayerStack, windows: Sequence[Sequence[int]], pad_id: int, removed: Sequence[int] = (),
+                 batch_size: int = 4, weights: dict[str, Any] | None = None, cancel: CancelCheck | None = None,
+                 progress: Counter | None = None, total: int | None = None) -> list[Batch]:
+    """The windows' batches with ``hidden`` = the states leaving the last kept layer (``removed`` skipped)."""
+    kept = kept_layers(stack.n_layers, removed)
+    total = total if total is not None else len(kept) + 1
+    if progress is not None:
+        progress(0, total)
+    batches = stack.capture(windows, pad_id, batch_size, cancel)
+    after = (lambda done, index: progress(done, total)) if progress is not None else None
+    stack.run_layers(batches, kept, (), after, cancel, weights=weights)
+    return batches
+
+
+def perplexity(stack: LayerStack, windows: Sequence[Sequence[int]], pad_id: int, removed: Sequence[int] = (),
+               batch_size: int = 4, weights: dict[str, Any] | None = None, cancel: CancelCheck | None = None,
+               progress: Counter | None = None) -> PerplexityResult:
+    """Perplexity of the model with ``removed`` skipped (and ``weights`` in), as :func:`perplexity_of` gives it.
+
+    ``progress(done, total)`` counts the kept layers, then the head pass.
+    """
+    if not windows:
+        raise ValueError("no evaluation windows")
+    started = time.perf_counter()
+    kept = kept_layers(stack.n_layers, removed)
+    batches = final_states(stack, windows, pad_id, removed, batch_size, weights, cancel, progress)
+    total_nll, total_tokens = _head_nll(stack, batches)
+    if progress is not None:
+        progress(len(kept) + 1, len(kept) + 1)
+    return PerplexityResult.of(total_nll, total_tokens, time.perf_counter() - started)
+
+
+def _head_nll(stack: LayerStack, batches: Sequence[Batch]) -> tuple[float, int]:
+    total_nll, total_tokens = 0.0, 0
+    with stack.head() as logits_of:
+        for batch in batches:
+            logits = logits_of(batch, batch.hidden)
+            nll, count, _ = nll_of(logits, batch.ids.to(logits.device), batch.mask.to(logits.device))
+            total_nll += nll
+            total_tokens += count
+            del logits
+    return total_nll, total_tokens
+
+
+def reference(stack: LayerStack, windows: Sequence[Sequence[int]], pad_id: int, batch_size: int = 4,
+              cancel: CancelCheck | None = None, progress: Counter | None = None) -> Reference:
+    """The original's perplexity on the windows, keeping its final states (see :class:`Reference`)."""
+    if not windows:
+        raise ValueError("no evaluation windows")
+    started = time.perf_counter()
+    batches = final_states(stack, windows, pad_id, (), batch_size, None, cancel, progress)
+    total_nll, total_tokens = _head_nll(stack, batches)
+    if progress is not None:
+        progress(stack.n_layers + 1, stack.n_layers + 1)
+    result = PerplexityResult.of(total_nll, total_tokens, time.perf_counter() - started)
+    kind = stack.output_kind if isinstance(stack.output_kind, int) or stack.output_kind is None else None
+    return Reference([b.hidden.to("cpu") for b in batches], kind, result, batch_size, len(windows))
+
+
+def compare(stack: LayerStack, windows: Sequence[Sequence[int]], pad_id: int, reference_: Reference,
+            removed: Sequence[int] = (), weights: dict[str, Any] | None = None, cancel: CancelCheck | None = None,
+            progress: Counter | None = None) -> tuple[PerplexityResult, Any]:
+    """Perplexity of the pruned (and repaired) model and its fidelity to the reference's original."""
+    if len(windows) != reference_.windows:
+        raise ValueError("the reference was measured on other windows")
+    started = time.perf_counter()
+    kept = kept_layers(stack.n_layers, removed)
+    batches = final_states(stack, windows, pad_id, removed, reference_.batch_size, weights, cancel, progress)
+    sums = FidelitySums()
+    with stack.head() as logits_of:
+        for batch, original in zip(batches, reference_.final_states, strict=True):
+            logits = logits_of(batch, batch.hidden)
+            original_logits = logits_of(batch, original)
+            sums.add(original_logits, logits, batch.ids.to(logits.device), batch.mask.to(logits.device))
+            del logits, original_logits
+    if progress is not None:
+        progress(len(kept) + 1, len(kept) + 1)
+    return sums.result(time.perf_counter() - started)
+
+
+def generate(stack: LayerStack, tokenizer: Any, prompt: str, removed: Sequence[int] = (),
+             weights: dict[str, Any] | None = None, max_new_tokens: int = 8, chat: bool = False) -> str:
+    """Greedy continuation, one layer at a time: each new token runs the whole (pruned) stack again, with no KV
+    cache, so keep ``max_new_tokens`` small. Same tokens as :func:`..measure.evaluation.generate_text`."""
+    from ..measure.evaluation import encode_prompt
+
+    ids = encode_prompt(tokenizer, prompt, chat)["input_ids"][0].tolist()
+    first = len(ids)
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos or 0)
+    for _ in range(max_new_tokens):
+        (batch,) = final_states(stack, [ids], pad, removed, 1, weights)
+        with stack.head() as logits_of:
+            token = int(logits_of(batch, batch.hidden)[0, -1].argmax())
+        ids.append(token)
+        if token == eos:
+            break
+    return tokenizer.decode(ids[first:], skip_special_tokens=True)

@@ -1,0 +1,105 @@
+"""What mends a pruned model, as a registry: each adjuster takes the plan and the weights its predecessors gave,
+and returns new values for a few existing weights (the pruned model keeps its stock architecture).
+
+The engine runs every adjuster the job's settings ask for, in registry order, and never names one: adding a
+way to mend is one class and one :func:`register` call. Shipped: the training-free linear repair
+(:mod:`.repair`), then healing (:mod:`.healing`, LoRA distilled from the original).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ..errors import UserError
+from ..progress import CancelCheck, Progress
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AdjustContext:
+    """What an adjuster may use: the model (through its backend), the calibration tokens and the job settings."""
+
+    loaded: Any  # model.loading.LoadedModel
+    stack: Any  # backends.layerwise.LayerStack
+    tokens: Any  # measure.calibration.TokenSet
+    spec: Any  # pipeline.JobSpec
+    progress: Progress
+    cancel: CancelCheck | None
+    #: The original's distributions on the calibration batches, built on demand (healing distils from them).
+    teacher: Callable[[], Any]
+    #: The model pruned as planned with the given weights in, for the block (pipeline.modified).
+    modified: Callable[[Sequence[int], dict[str, Any]], Any]
+
+
+class Adjuster:
+    """One way to mend a pruned model. ``apply`` returns (its result, new weights with ORIGINAL indices)."""
+
+    name: ClassVar[str]
+
+    def wanted(self, spec: Any) -> bool:
+        raise NotImplementedError
+
+    def check(self, spec: Any) -> None:
+        """Refuse settings this adjuster cannot take, before any work."""
+
+    def apply(self, ctx: AdjustContext, removed: Sequence[int], weights: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        raise NotImplementedError
+
+
+class LinearRepair(Adjuster):
+    name = "repair"
+
+    def wanted(self, spec: Any) -> bool:
+        return spec.repair != "none"
+
+    def check(self, spec: Any) -> None:
+        if spec.repair not in ("none", "linear"):
+            raise UserError(f"Unknown repair {spec.repair!r}: choose linear or none.")
+
+    def apply(self, ctx: AdjustContext, removed: Sequence[int], weights: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        from .repair import fit_linear_repair
+
+        result = fit_linear_repair(ctx.loaded.model, ctx.loaded.family, ctx.tokens, removed, ctx.spec.batch_size,
+                                   progress=ctx.progress, cancel=ctx.cancel, stack=ctx.stack)
+        return result, dict(result.tensors)
+
+
+class Healing(Adjuster):
+    name = "heal"
+
+    def wanted(self, spec: Any) -> bool:
+        return spec.heal_steps > 0
+
+    def apply(self, ctx: AdjustContext, removed: Sequence[int], weights: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        from .healing import estimate_heal_seconds, heal, layers_beside, original_names
+
+        loaded, spec = ctx.loaded, ctx.spec
+        kept = [i for i in range(loaded.n_layers) if i not in set(removed)]
+        teacher = ctx.teacher()
+        beside = layers_beside(removed, loaded.n_layers)
+        with ctx.modified(removed, weights):
+            logits_of = teacher.bind()
+            estimate = estimate_heal_seconds(loaded.model, loaded.family, ctx.tokens, spec.heal_steps,
+                                             spec.batch_size, teacher=logits_of, layers=beside)
+            log.info("healing %d steps: about %.0f s", spec.heal_steps, estimate)
+            ctx.progress("heal", 0, spec.heal_steps, estimate)  # the estimate, before the first step
+            result = heal(loaded.model, loaded.family, ctx.tokens, steps=spec.heal_steps,
+                          batch_size=spec.batch_size, seed=spec.seed, progress=ctx.progress, cancel=ctx.cancel,
+                          keep_original=True, teacher=logits_of, layers=beside)
+        return result, original_names(result.changed, loaded.family, kept)
+
+
+ADJUSTERS: list[Adjuster] = []
+
+
+def register(adjuster: Adjuster) -> Adjuster:
+    ADJUSTERS.append(adjuster)
+    return adjuster
+
+
+for _adjuster in (LinearRepair(), Healing()):
+    register(_adjuster)

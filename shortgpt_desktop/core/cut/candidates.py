@@ -1,0 +1,189 @@
+"""Measure many pruned variants of one model on the same calibration samples, reusing every state it can.
+
+A greedy layer search measures sets that differ from a *base* set (the layers chosen so far) by one layer. The
+pruned model with set ``S`` runs exactly the same layers as the base model up to the first layer where the two
+sets differ, so the hidden states entering that point are taken from a cache of the base model's states instead
+of being recomputed: a candidate that removes a late layer costs the layers after it and the head, not the whole
+model. Candidates measured together run layer-major (:meth:`CandidateRunner.measure`): each decoder layer is
+opened once for all of them, which for the streamed backend means one read of each layer per greedy step.
+
+The cache keeps the base model's states at every layer (or, when they would not fit :data:`CACHE_BUDGET`, at
+every k-th layer, starting from the nearest kept checkpoint); :meth:`CandidateRunner.rebase` moves the base
+after each greedy step. The numbers are exactly those of a pass from the first layer: each layer sees the same
+inputs and runs the same operations (tests compare them with :func:`..backends.ops.perplexity`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..backends.layerwise import Batch, LayerStack
+from ..errors import Cancelled
+from ..measure.evaluation import PerplexityResult, nll_of
+from ..progress import CancelCheck
+
+log = logging.getLogger(__name__)
+
+def head_stride(stack: LayerStack) -> int:
+    """How many positions apart the search scores next tokens: 1 while the head costs no more than about four
+    decoder layers, so that the head never dominates a candidate's cost (at most every 8th position)."""
+    import math as _math
+
+    embed = stack.model.get_input_embeddings()
+    layer_params = sum(p.numel() for p in stack.layers[0].parameters())
+    head_layers = (embed.weight.numel() if embed is not None else 0) / max(layer_params, 1)
+    return int(min(8, max(1, _math.ceil(head_layers / 4))))
+
+
+#: Bytes the state cache may use (the streamed backend keeps it in RAM, the in-memory one on its device).
+CACHE_BUDGET = 2 * 1024**3
+
+
+@dataclass
+class _Variant:
+    removed: tuple[int, ...]
+    start: int  # first layer index (original numbering) this variant runs from the cache
+    batches: list[Batch]
+    layers: list[int]  # the layers it still runs, ascending
+
+
+class CandidateRunner:
+    """Calibration samples captured once, the base set's states cached, candidates measured from the cache."""
+
+    def __init__(self, stack: LayerStack, sequences: Sequence[Sequence[int]], pad_id: int, batch_size: int = 4,
+                 cancel: CancelCheck | None = None, cached: bool = True, budget: int = CACHE_BUDGET,
+                 stride: int = 1) -> None:
+        self.stack = stack
+        #: Every ``stride``-th next token is scored: the head is the costliest part of a candidate when the
+        #: vocabulary is large (Gemma's 262k × 640 head weighs as much as 30 of its layers), and every candidate
+        #: is scored on the same positions, so they stay comparable.
+        self.stride = max(1, stride)
+        self.cancel = cancel
+        self.cached = cached
+        self.n = stack.n_layers
+        self.batches = stack.capture(sequences, pad_id, batch_size, cancel)
+        self.inputs = [b.hidden for b in self.batches]  # the states entering layer 0
+        per_layer = sum(int(b.hidden.numel()) * b.hidden.element_size() for b in self.batches)
+        self.every = max(1, math.ceil(per_layer * self.n / budget)) if cached else self.n + 1
+        if cached and self.every > 1:
+            log.info("the candidate cache keeps every %d-th layer's states (%.0f MB a layer)", self.every,
+                     per_layer / 1e6)
+        self.base: tuple[int, ...] = ()
+        self.cache: dict[int, list[Any]] = {}  # layer → states entering it under the base set
+        self.passes = 0
+        self.tokens = 0
+        if cached:
+            self._fill(0)
+
+    # --------------------------------------------------------------------------------------------- cache
+
+    def _checkpoint(self, layer: int) -> bool:
+        return layer % self.every == 0
+
+    def _fill(self, start: int) -> None:
+        """Cache the base set's states at the checkpoints from ``start`` on (the states before stay valid)."""
+        for layer in [k for k in self.cache if k >= start]:
+            del self.cache[layer]
+        origin = self._origin(start)
+        batches = self._batches_at(origin)
+        kept = [i for i in range(origin, self.n) if i not in self.base]
+
+        def keep(index: int, batch: Batch, inputs: Any) -> None:
+            if index >= start and self._checkpoint(index):
+                self.cache.setdefault(index, []).append(inputs)
+
+        self.stack.run_layers(batches, kept, cancel=self.cancel, keep=keep)
+
+    def _origin(self, layer: int) -> int:
+        """The last cached checkpoint at or before ``layer`` (0: the captured inputs)."""
+        known = [k for k in self.cache if k <= layer]
+        return max(known) if known else 0
+
+    def _batches_at(self, layer: int) -> list[Batch]:
+        states = self.cache.get(layer, self.inputs) if layer else self.inputs
+        out = []
+        for batch, hidden in zip(self.batches, states, strict=True):
+            copy = batch.copy()
+            copy.hidden = hidden
+            out.append(copy)
+        return out
+
+    def rebase(self, removed: Sequence[int]) -> None:
+        """Make ``removed`` the base set: the cache is refreshed from the first layer where it changed."""
+        new = tuple(sorted(set(removed)))
+        if new == self.base:
+            return
+        changed = min(set(new) ^ set(self.base))
+        self.base = new
+        if self.cached:
+            self._fill(changed)
+
+    # ------------------------------------------------------------------------------------------- measure
+
+    def _variant(self, removed: Sequence[int]) -> _Variant:
+        key = tuple(sorted(set(removed)))
+        if not self.cached:
+            start = 0
+        else:
+            differ = set(key) ^ set(self.base)
+            first = min(differ) if differ else self.n
+            start = self._origin(first)
+        layers = [i for i in range(start, self.n) if i not in key]
+        return _Variant(key, start, self._batches_at(start), layers)
+
+    def _positions(self, batch: Batch) -> Any:
+        """Every ``stride``-th position of the batch whose next token is scored (each position's logits depend
+        on its own final state alone, so the head runs on those only)."""
+        import torch
+
+        return torch.arange(self.stride - 1, batch.ids.shape[1] - 1, self.stride)
+
+    def _nll(self, logits_of: Callable[[Batch, Any], Any], batch: Batch) -> tuple[float, int]:
+        """Summed NLL and count of the scored next tokens of ``batch`` (every one when ``stride`` is 1)."""
+        import torch
+
+        if self.stride <= 1:
+            logits = logits_of(batch, batch.hidden)
+            nll, count, _ = nll_of(logits, batch.ids.to(logits.device), batch.mask.to(logits.device))
+            return nll, count
+        at = self._positions(batch)
+        view = Batch(batch.ids[:, at], batch.mask[:, at], batch.last)
+        logits = logits_of(view, batch.hidden[:, at.to(batch.hidden.device)])
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        targets = batch.ids[:, at + 1].to(logits.device)
+        keep = (batch.mask[:, at + 1] * batch.mask[:, at]).bool().to(logits.device)
+        nll = -logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        return float(nll[keep].double().sum()), int(keep.sum())
+
+    def measure(self, sets: Sequence[Sequence[int]],
+                after_each: Callable[[int], None] | None = None) -> list[PerplexityResult]:
+        """Calibration perplexity of each pruned set, run together layer by layer (each layer opened once)."""
+        import time
+
+        started = time.perf_counter()
+        variants = [self._variant(s) for s in sets]
+        for index in sorted({i for v in variants for i in v.layers}):
+            if self.cancel is not None and self.cancel():
+                raise Cancelled()
+            users = [v for v in variants if index in v.layers]
+            with self.stack.open_layer(index) as layer:
+                for variant in users:
+                    self.stack.run_layers(variant.batches, [index], cancel=self.cancel, opened=layer)
+        results = []
+        with self.stack.head() as logits_of:
+            for number, variant in enumerate(variants):
+                total_nll, total_tokens = 0.0, 0
+                for batch in variant.batches:
+                    nll, count = self._nll(logits_of, batch)
+                    total_nll += nll
+                    total_tokens += count
+                self.passes += 1
+                self.tokens = total_tokens
+                results.append(PerplexityResult.of(total_nll, total_tokens, time.perf_counter() - started))
+                if after_each is not None:
+                    after_each(number)
+        return results

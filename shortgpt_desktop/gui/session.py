@@ -1,0 +1,149 @@
+"""The window's controller, without Qt: what the engine is asked, with which settings, and what is said about it.
+
+:class:`Session` builds the job settings from the panels' plain values, hands the window each job as a function
+``work(progress, cancel)`` to run in a worker thread, and words the decisions the window shows (how the model
+will run, what the next job will cost). The window draws and forwards clicks; the tests drive a session directly,
+as the command line drives the engine.
+
+Threading rule: a job function may change the engine (one job at a time); everything else here runs on the
+window's thread between jobs. The memory estimate, which runs beside jobs, only reads the opened source and
+returns plain data: it never writes the engine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..core.cut.plan import PrunePlan
+from ..core.engine import Engine, JobSpec
+from ..core.errors import UserError
+from ..core.model.memory import MemoryEstimate
+from ..format import human_bytes, human_seconds
+
+Work = Callable[[Any, Any], Any]
+
+
+@dataclasses.dataclass
+class MemoryView:
+    """What the model panel shows about memory: the figures, and which way the model will run (plain data)."""
+
+    info: Any  # model.loading.ModelInfo for the settings asked about
+    mode: str
+    details: str
+
+
+class Session:
+    """One opened model and the jobs on it, as the window sees them."""
+
+    def __init__(self, engine: Engine | None = None) -> None:
+        self.engine = engine or Engine()
+
+    # -------------------------------------------------------------------------------------------- settings
+
+    def job_spec(self, values: dict[str, Any], sources: Sequence[str], prompt: str, model: str) -> JobSpec:
+        """The panels' values as the engine's job description."""
+        return JobSpec(
+            model=model, calib=list(sources), samples=values["samples"], seq_len=values["seq_len"],
+            eval_windows=values["eval_windows"], batch_size=values["batch_size"], metric=values["metric"],
+            device=values["device"], dtype=values["dtype"], trust_remote_code=values["trust_remote_code"],
+            prompt=prompt, low_memory=True if values["low_memory"] else None,
+            repair="linear" if values["repair"] else "none", heal_steps=values["heal_steps"],
+        )
+
+    def final_spec(self, now: JobSpec) -> JobSpec:
+        """The scoring's settings with the repair, healing and prompt chosen now (what Check and Save use)."""
+        scored = self.engine.scored_spec
+        if scored is None:
+            raise UserError("Score the layers first.")
+        return dataclasses.replace(scored, repair=now.repair, heal_steps=now.heal_steps, prompt=now.prompt)
+
+    # -------------------------------------------------------------------------------------------- jobs
+
+    def open_job(self, spec: JobSpec) -> Work:
+        return lambda progress, cancel: self.engine.open(spec, progress, cancel)
+
+    def score_job(self, spec: JobSpec) -> Work:
+        return lambda progress, cancel: self.engine.score(spec, progress, cancel)
+
+    def check_job(self, plan: PrunePlan, spec: JobSpec) -> Work:
+        """bi+ measures its choice and the repair is fitted (if not yet), then the check: (final plan, Checked)."""
+        def work(progress: Any, cancel: Any) -> Any:
+            final = self.engine.prepare(spec, plan, progress, cancel)
+            return final, self.engine.check(spec, final.removed, spec.prompt, progress, cancel)
+
+        return work
+
+    def save_job(self, plan: PrunePlan, spec: JobSpec, out: str, force: bool) -> Work:
+        """The same preparation, then the report and the atomic save: (final plan, SaveResult)."""
+        def work(progress: Any, cancel: Any) -> Any:
+            final = self.engine.prepare(spec, plan, progress, cancel)
+            report = self.engine.report(final, spec)
+            return final, self.engine.save(final, out, report, force, progress, cancel)
+
+        return work
+
+    def curve_job(self, spec: JobSpec) -> Work:
+        return lambda progress, cancel: self.engine.quality_curve(spec, None, progress, cancel)
+
+    def refuse_save(self, plan: PrunePlan, out: str, force: bool) -> None:
+        """Everything that can refuse a save before its job starts (the folder, the plan, the format)."""
+        self.engine.check_output(out, force)
+        self.engine.report(plan)
+        self.engine.refusal_to_save()
+
+    def memory_job(self, spec: JobSpec) -> Work:
+        """Headers only, beside any running job: returns a :class:`MemoryView` and changes nothing."""
+        engine, source = self.engine, self.engine.source
+
+        def work(progress: Any, cancel: Any) -> MemoryView:
+            if source is None:
+                raise UserError("Choose a model first.")
+            info = Engine(source=source).estimate(spec)  # a throwaway engine: the real one is not touched
+            mode, details = describe_modes(engine, spec, info.memory)
+            return MemoryView(info, mode, details)
+
+        return work
+
+    # -------------------------------------------------------------------------------------------- words
+
+    def next_job_text(self, spec: JobSpec, count: int, check: bool) -> str:
+        """``about 2 min 10 s (choosing 1 min 30 s, repairing 40.0 s)`` for the job a button starts, or ""."""
+        estimate = self.engine.job_estimate(spec, count, check)
+        if estimate is None or not estimate.steps:
+            return ""
+        parts = ", ".join(f"{name} {human_seconds(seconds)}" for name, seconds in estimate.steps.items())
+        return f"about {human_seconds(estimate.total)} ({parts}, from the scoring speed)"
+
+
+def describe_modes(engine: Engine, spec: JobSpec, estimate: MemoryEstimate) -> tuple[str, str]:
+    """Which way the model will run and what each way needs (reads headers only)."""
+    from .messages import user_message
+
+    streamed = (f"one layer at a time: {human_bytes(estimate.streamed_total)}" if not estimate.not_streamable
+                else f"not one layer at a time: {estimate.not_streamable.rstrip('.')}")
+    details = (f"whole model: {human_bytes(estimate.in_memory_total)}; {streamed}; free: "
+               f"{human_bytes(estimate.available_device_bytes)}")
+    try:
+        mode = engine.mode_for(spec, estimate)
+    except UserError as exc:
+        return "does not fit", f"{user_message(exc)} ({details})"
+    if mode == "streamed":
+        why = "as asked" if spec.low_memory else "it would not fit whole"
+        return f"one layer at a time ({why})", details
+    return "whole, in memory", details
+
+
+def suggested_output(engine: Engine, plan: PrunePlan | None, save_dir: str | None) -> str:
+    """A new folder named after the model and the layers kept, beside the last save or the model."""
+    import re
+
+    source = engine.source
+    name = re.sub(r"[^\w.-]+", "-", Path(source.display_name).stem if source else "model").strip("-")
+    kept = len(plan.kept) if plan else 0
+    folder = save_dir
+    if not folder and source is not None and source.kind != "hub":
+        folder = str(source.folder.parent)
+    return str(Path(folder or Path.home()) / f"{name}-shortgpt-{kept}L")

@@ -1,0 +1,84 @@
+"""The backend is chosen once per opened model, and both backends run the whole default recipe alike."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from shortgpt_desktop.core import engine as engine_module
+from shortgpt_desktop.core.engine import Engine
+from shortgpt_desktop.core.model import memory
+from shortgpt_desktop.core.pipeline import JobSpec
+from shortgpt_desktop.core.testing.tiny_models import TINY_FAMILIES
+from shortgpt_desktop.jobs import run_prune
+
+
+def _spec(model: Path, calib: Path, out: Path, **overrides) -> JobSpec:
+    values = dict(model=str(model), calib=[str(calib)], samples=8, seq_len=32, eval_windows=4, batch_size=4,
+                  device="cpu", dtype="float32", count=2, out=str(out), prompt="The history of",
+                  max_new_tokens=4)
+    values.update(overrides)
+    return JobSpec(**values)
+
+
+def test_the_way_a_model_runs_is_decided_once_though_free_memory_drops_as_it_loads(
+        tiny_model: Path, small_calib: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Free memory just above the estimate before loading, and that minus the model once it is loaded: a fresh
+    estimate in the middle of the job would say "streamed" and lose the scores and the repair."""
+    spec = _spec(tiny_model, small_calib, tmp_path / "out")
+    estimate = Engine()
+    estimate.open(spec)
+    need = estimate.memory_estimate(spec).in_memory_total
+    loaded = {"bytes": 0}
+    opened: list[str] = []
+
+    def free(device: str) -> tuple[int, int]:
+        room = int(need / memory.SAFETY) + 1024 - loaded["bytes"]
+        return room, room
+
+    real_open = engine_module.open_backend
+
+    def open_and_count(mode, *args, **kwargs):
+        opened.append(mode)
+        backend = real_open(mode, *args, **kwargs)
+        loaded["bytes"] = sum(p.numel() * p.element_size() for p in backend.loaded.model.parameters())
+        return backend
+
+    monkeypatch.setattr(memory, "available_memory", free)
+    monkeypatch.setattr(engine_module, "open_backend", open_and_count)
+    engine = Engine()
+    report = run_prune(engine, spec)
+    assert opened == ["memory"], "loaded once, in one mode"
+    assert free("cpu")[0] < need, "the test must make a second estimate say 'streamed'"
+    assert report.repair == "linear" and any(r.get("parameter") for r in report.repair_runs)
+    assert report.selection and report.ppl_after is not None and report.fidelity
+    assert (tmp_path / "out" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("name", [n for n in TINY_FAMILIES if n not in ("mixtral", "qwen3_moe")])
+def test_the_default_job_streamed_equals_the_job_in_memory(tiny_family, name: str, tiny_model: Path, small_calib: Path,
+                                                           tmp_path: Path) -> None:
+    """bi+ measured, repaired, checked and saved one layer at a time: the same layers, weights and numbers."""
+    from safetensors.torch import load_file
+
+    folder = tiny_family(name)
+    reports = {}
+    for mode, low in (("memory", False), ("streamed", True)):
+        spec = _spec(folder, small_calib, tmp_path / f"out-{mode}", low_memory=low, count=3)
+        engine = Engine()
+        reports[mode] = run_prune(engine, spec)
+        assert engine.is_streamed == low
+    whole, streamed = reports["memory"], reports["streamed"]
+    assert streamed.removed_layers == whole.removed_layers
+    assert streamed.selection == whole.selection
+    assert [r.get("parameter") for r in streamed.repair_runs] == [r.get("parameter") for r in whole.repair_runs]
+    assert streamed.ppl_before == pytest.approx(whole.ppl_before, rel=1e-4)
+    assert streamed.ppl_after == pytest.approx(whole.ppl_after, rel=1e-4)
+    assert streamed.fidelity["mean_kl"] == pytest.approx(whole.fidelity["mean_kl"], rel=1e-3, abs=1e-6)
+    a = load_file(tmp_path / "out-memory" / "model.safetensors")
+    b = load_file(tmp_path / "out-streamed" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-5)

@@ -1,0 +1,52 @@
+"""Candidates measured from cached states: the same numbers as a pass from the first layer, and a strided
+head scores exactly the positions it says."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from shortgpt_desktop.core.backends import ops
+from shortgpt_desktop.core.backends.layerwise import InMemoryStack
+from shortgpt_desktop.core.cut.candidates import CandidateRunner
+from shortgpt_desktop.core.cut.surgery import pruned_view
+from shortgpt_desktop.core.model.loading import load_model
+from shortgpt_desktop.core.model.sources import resolve
+
+SEQUENCES = [[1, *range(20, 60)], [1, *range(60, 90)], [1, *range(100, 141)]]
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_model: Path):
+    return load_model(resolve(str(tiny_model)), "cpu", "float32")
+
+
+def test_cached_candidates_equal_full_passes(loaded) -> None:
+    stack = InMemoryStack(loaded.model, loaded.family)
+    runner = CandidateRunner(stack, SEQUENCES, 0, batch_size=2)
+    runner.rebase([3])
+    sets = [[3, 1], [3, 4], [3, 5], [0, 3]]
+    cached = runner.measure(sets)
+    for removed, result in zip(sets, cached, strict=True):
+        direct = ops.perplexity(stack, SEQUENCES, 0, removed, batch_size=2)
+        assert result.perplexity == pytest.approx(direct.perplexity, rel=1e-9), removed
+        assert result.tokens == direct.tokens
+
+
+def test_a_strided_head_scores_every_kth_next_token(loaded) -> None:
+    model, family = loaded.model, loaded.family
+    runner = CandidateRunner(InMemoryStack(model, family), SEQUENCES, 0, batch_size=3, stride=3)
+    (result,) = runner.measure([[2]])
+    total, count = 0.0, 0
+    with pruned_view(model, family, [2]), torch.no_grad():
+        for sequence in SEQUENCES:
+            ids = torch.tensor([sequence])
+            logprobs = torch.log_softmax(model(input_ids=ids).logits[0].double(), -1)
+            for position in range(2, len(sequence) - 1, 3):
+                total -= float(logprobs[position, sequence[position + 1]])
+                count += 1
+    assert result.tokens == count
+    assert result.perplexity == pytest.approx(math.exp(total / count), rel=1e-5)
