@@ -93,7 +93,8 @@ def measured_peak(argv: list[str]) -> int:
 #: estimated (1.07 to 1.15x). SmolLM2-135M GGUF, prune --preset quick --metric bi --repair none (score, check,
 #: generation, GGUF save): 1.74 GB peak, 1.79 GB estimated (1.03x); its score job alone: 1.25 GB (1.43x).
 UNDERSTATE, OVERSTATE = 1 - SAFETY, 1.5
-#: SmolLM2's whole job peaked at 1.73 to 1.75 GB in three runs alone but at 2.35 GB once, run after the other
+#: SmolLM2's whole job peaked at 2.01 GB with the check's fidelity figures (main as merged at 16:17 UTC), 1.73 to
+#: 1.75 GB before them in three runs alone, and at 2.35 GB once, run after the other
 #: slow tests on a busy machine (probably transformers' loader thread pool: each worker thread's malloc arena keeps
 #: what it freed; not proven): the estimate may be up to 30% below a real model's peak.
 REAL_MODEL_UNDERSTATE = 0.3
