@@ -101,6 +101,11 @@ CONFIG_BOUNDS: tuple[tuple[tuple[str, ...], int, int], ...] = (
 )
 
 
+#: Sizes some architectures give per layer as a list; every other bounded size must be a single number (the
+#: memory estimate reads hidden size, heads and vocabulary as numbers).
+_PER_LAYER_ALLOWED = ("num_key_value_heads", "n_head_kv", "num_kv_heads", "intermediate_size")
+
+
 def check_config_values(config: dict[str, Any], where: str) -> None:
     """Refuse a config whose sizes are not positive whole numbers within :data:`CONFIG_BOUNDS`, or whose head
     counts do not divide the hidden size; one sentence naming the file. A multimodal config's ``text_config``
@@ -121,8 +126,9 @@ def check_config_values(config: dict[str, Any], where: str) -> None:
                 value = part.get(name)
                 if value is None:
                     continue
-                # some architectures give a size per layer (OpenELM's head counts): a list of such numbers
-                values = value if isinstance(value, list) and 0 < len(value) <= 1000 else [value]
+                # some architectures give a size per layer (OpenELM's key/value heads): a list of such numbers
+                per_layer = name in _PER_LAYER_ALLOWED and isinstance(value, list) and 0 < len(value) <= 1000
+                values = value if per_layer else [value]
                 if not all(isinstance(v, int) and not isinstance(v, bool) and low <= v <= high for v in values):
                     raise ModelSourceError(f"{where} gives {name} = {value!r}; a model has a whole number from "
                                            f"{low:,} to {high:,} there, so the file is corrupt.")

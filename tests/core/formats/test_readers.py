@@ -127,6 +127,7 @@ def test_safetensors_trailing_bytes_repeated_names_and_deep_json(tmp_path: Path)
     ({"hidden_size": 64, "num_attention_heads": 5}, "does not divide evenly"),
     ({"model_type": ["llama"]}, "not a name"),
     ({"text_config": {"hidden_size": 0}}, "hidden_size = 0"),
+    ({"hidden_size": [1, 2, 3]}, r"hidden_size = \[1, 2, 3\]"),  # found by the fuzz test: per-layer lists only
 ])
 def test_config_sizes_are_bounded(config: dict, message: str) -> None:
     with pytest.raises(ModelSourceError, match=rf"^config\.json gives .*{message}.*\.$"):
