@@ -130,6 +130,7 @@ def check_safetensors(path: Path) -> dict[str, Any]:
             f"{path.name} is truncated ({size:,} bytes, {data_start + end:,} expected); download it again."
         )
     if data_start + end < size:
-        raise ModelSourceError(f"{path.name} is not a valid safetensors file: {size - data_start - end:,} bytes "
+        extra = size - data_start - end
+        raise ModelSourceError(f"{path.name} is not a valid safetensors file: {extra:,} byte{'s' * (extra != 1)} "
                                "follow its last tensor; download it again.")
     return header
