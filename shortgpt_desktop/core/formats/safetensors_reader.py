@@ -131,6 +131,7 @@ def check_safetensors(path: Path) -> dict[str, Any]:
         )
     if data_start + end < size:
         extra = size - data_start - end
-        raise ModelSourceError(f"{path.name} is not a valid safetensors file: {extra:,} byte{'s' * (extra != 1)} "
-                               "follow its last tensor; download it again.")
+        what = "1 byte follows" if extra == 1 else f"{extra:,} bytes follow"
+        raise ModelSourceError(f"{path.name} is not a valid safetensors file: {what} its last tensor; download it "
+                               "again.")
     return header
