@@ -3,13 +3,13 @@
     python benchmarks/bench_quality.py [--model SmolLM2-135M-Instruct.Q4_1.gguf] [--calib wikitext2-valid.txt]
         [--eval wikitext2-test.txt] [--remove 8] [--heal-steps 40]
 
-Rows: the full model; plain BI (the paper: the lowest-BI layers deleted); bi+ as it was (ends protected, a
-greedy search over the 3 lowest-BI layers); bi+ now (the greedy search also tries the layers whose removal alone
-costs least, measured); + the training-free repair (the default recipe); + healing (LoRA distilled from the
-original). Each row gives the held-out perplexity (32 windows × 256 tokens of ``--eval``, never used for
-calibration), the fidelity to the original on the same tokens as llama.cpp reports a quantization (mean KL
-divergence per token, same top token), the seconds that step added, and the first words a greedy generation
-writes through the model's chat template.
+Rows: the full model; plain BI (the paper: the lowest-BI layers deleted); with ``--narrow``, bi+ as it was
+(ends protected, a greedy search over the 3 lowest-BI layers); bi+ now (the greedy search also tries the layers
+whose removal alone costs least, measured); + the training-free repair (the default recipe); + healing (LoRA
+distilled from the original). Each row gives the held-out perplexity (32 windows × 256 tokens of ``--eval``,
+never used for calibration), the fidelity to the original on the same tokens as llama.cpp reports a
+quantization (mean KL divergence per token, same top token), the seconds that step added, and the first words
+a greedy generation writes through the model's chat template.
 Calibration: 32 samples × 256 tokens of ``--calib``. Defaults use the WikiText-2 files in ../shared/data and
 the SmolLM2 GGUF cached by the tests.
 """
@@ -38,6 +38,8 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--heal-steps", type=int, default=40)
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--narrow", action="store_true", help="also the previous bi+ (a BI window only)")
+    parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args()
 
     import torch
@@ -52,7 +54,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     quiet_library_progress()
     spec = JobSpec(model=args.model, calib=[args.calib], eval_text=args.eval, samples=args.samples,
-                   seq_len=args.seq_len, eval_windows=32, batch_size=8, device="cpu", dtype="float32",
+                   seq_len=args.seq_len, eval_windows=32, batch_size=args.batch_size, device="cpu", dtype="float32",
                    metric="bi", repair="none", prompt=PROMPT, max_new_tokens=20)
     engine = Engine()
     t = time.perf_counter()
@@ -77,9 +79,10 @@ def main() -> None:
     plain = engine.plan(count=args.remove)
     measure("plain BI (paper)", plain.removed, scored.seconds)
 
-    t = time.perf_counter()
-    narrow = choose_layers_safely(stack, tokens, args.remove, engine.stats.bi, spec.batch_size, wider=False)
-    measure("bi+ as it was", narrow.removed, time.perf_counter() - t)
+    if args.narrow:
+        t = time.perf_counter()
+        narrow = choose_layers_safely(stack, tokens, args.remove, engine.stats.bi, spec.batch_size, wider=False)
+        measure("bi+ as it was", narrow.removed, time.perf_counter() - t)
 
     engine.use_scores(METRICS["bi+"].from_stats(engine.stats, 1))
     spec_plus = dataclasses.replace(spec, metric="bi+")

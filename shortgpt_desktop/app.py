@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     window = MainWindow(settings)
     overrides = {k: v for k, v in (("samples", args.samples), ("seq_len", args.seq_len)) if v}
     if overrides:
-        window.settings_panel.set_values({**window.settings_panel.values(), **overrides})
+        window.settings_panel.set_values({**window.settings_panel.values(), **overrides, "sizes_chosen": True})
     if args.calib:
         window.calibration_panel.set_sources(
             [p if p == BUILTIN_CORPUS else str(Path(p).resolve()) for p in args.calib])

@@ -20,6 +20,8 @@ from .core.errors import Cancelled, Hint, UserError, worded
 from .core.measure.calibration import BUILTIN_CORPUS
 from .core.measure.metrics import METRICS
 from .core.model.loading import quiet_library_progress
+from .core.progress import counts_layers, stage_unit
+from .core.report import tensor_label
 from .format import human_bytes, human_count, human_seconds, time_left
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 2, 130
@@ -41,11 +43,15 @@ def error_line(exc: UserError) -> str:
 
 _STAGE_LABELS = {
     "download": "downloading",
+    "inspect": "reading the model's header",
     "load": "loading",
-    "scoring": "scoring layers",
+    "tokenize": "tokenising",
+    "scoring": "scoring",
     "ppl_before": "perplexity, original",
     "ppl_after": "perplexity, pruned",
+    "generate": "generating",
     "saving": "saving",
+    "writing GGUF": "writing the GGUF file",
     "repair": "repairing",
     "selecting": "checking candidates",
     "sweep": "quality curve",
@@ -60,9 +66,12 @@ class ProgressBar:
     starts); later lines are throttled. The time left is extrapolated from the stage's own pace so far.
     """
 
-    def __init__(self, stream: TextIO = sys.stderr, quiet: bool = False) -> None:
+    def __init__(self, stream: TextIO = sys.stderr, quiet: bool = False,
+                 per_layer: Callable[[str], bool] | None = None) -> None:
         self.stream = stream
         self.quiet = quiet
+        #: Whether a stage counts layers (low-memory mode, the ppl metric) rather than its usual unit.
+        self.per_layer = per_layer or (lambda stage: False)
         self.tty = stream.isatty()
         self.stage: str | None = None
         self.started = time.perf_counter()
@@ -84,7 +93,7 @@ class ProgressBar:
         if not (new_stage or finished) and now - self.last_draw < (0.1 if self.tty else 5.0):
             return
         self.last_draw = now
-        text = progress_text(stage, done, total, now - self.started)
+        text = progress_text(stage, done, total, now - self.started, stage_unit(stage, self.per_layer(stage)))
         if stage == "heal" and done == 0 and isinstance(partial, float):
             text += f", estimated {human_seconds(partial)} in all"
         if self.tty:
@@ -110,17 +119,18 @@ def estimate_text(estimate: Any) -> str:
     return f"the whole job: about {human_seconds(estimate.total)} ({parts}), from the first batch's speed"
 
 
-def progress_text(stage: str, done: int, total: int, elapsed: float) -> str:
-    """``scoring layers: [####......] 12/128  0:41, about 3 min 10 s left``."""
+def progress_text(stage: str, done: int, total: int, elapsed: float, unit: str | None = None) -> str:
+    """``scoring: [####......] 12/128 samples  0:41, about 3 min 10 s left`` (the counter's unit said)."""
     label = _STAGE_LABELS.get(stage, stage)
+    unit = unit if unit is not None else stage_unit(stage)
     if stage == "download" and total:
         text = f"{label}: {done / 1e6:,.1f} / {total / 1e6:,.1f} MB"
-    elif total:
+    elif total > 1 or (total and unit):
         width = 30
         filled = int(width * done / total)
-        text = f"{label}: [{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
+        text = f"{label}: [{'#' * filled}{'.' * (width - filled)}] {done}/{total}" + (f" {unit}" if unit else "")
     else:
-        text = f"{label}..."
+        text = f"{label}: done" if total and done >= total else f"{label}..."
     text += f"  {elapsed:5.1f}s"
     left = time_left(done, total, elapsed)
     if left is not None:
@@ -173,8 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("model", metavar="MODEL", help="model folder, .gguf file, or Hugging Face Hub id (org/name)")
         p.add_argument("--revision", help="Hub branch, tag or commit")
         p.add_argument("--calib", nargs="+", default=[BUILTIN_CORPUS], metavar="PATH",
-                       help=f"calibration text files or folders (.txt .md .jsonl .json); '{BUILTIN_CORPUS}' (the "
-                       "default) for the built-in corpus")
+                       help="calibration text files or folders: any file that is text (prose, source code, HTML, "
+                       "no ending...); .jsonl/.json records' text, .ipynb notebooks' cells; binary files are left "
+                       f"out and said; '{BUILTIN_CORPUS}' (the default) for the built-in corpus")
         p.add_argument("--eval-text", metavar="PATH", help="separate text for perplexity (default: a held-out "
                        "part of the calibration text)")
         p.add_argument("--preset", choices=list(defaults.PRESETS),
@@ -286,6 +297,13 @@ def print_model_info(info: Any, out: TextIO | None = None) -> None:
     out.flush()
 
 
+def print_note(sentence: str, out: TextIO | None = None) -> None:
+    """A file the job leaves out (or another fact worth knowing before it starts), as one line on stderr."""
+    out = out or sys.stderr
+    out.write(f"note: {sentence}\n")
+    out.flush()
+
+
 def print_summary(report: Any, out: TextIO | None = None) -> None:
     out = out or sys.stdout
     removed = set(report.removed_layers)
@@ -326,9 +344,11 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
                   f"  pruned:   {(report.generation_after or '').strip()!r}\n")
     if report.output:
         fmt = report.output_format + (f" {report.quantization}" if report.quantization else "")
-        out.write(f"saved to {report.output} ({fmt}, {human_bytes(report.bytes_after)})\n")
+        files = ", ".join(report.output_files)
+        out.write(f"saved to {report.output} ({fmt}; {files}: {human_bytes(report.bytes_after)} = "
+                  f"{report.bytes_after:,} bytes; MB = 10^6 bytes)\n")
         for name, (old, new) in report.changed_types.items():
-            out.write(f"re-quantized {name}: {old} -> {new}\n")
+            out.write(f"re-quantized {tensor_label(name, report.kept_layers)}: {old} -> {new}\n")
     for warning in report.warnings:
         out.write(f"warning: {warning}\n")
 
@@ -372,10 +392,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .jobs import run_eval, run_prune, run_score, run_sweep
 
         spec = spec_from_args(args)
-        info = None if args.quiet else print_model_info
         engine = Engine()
+        progress.per_layer = lambda stage: counts_layers(stage, engine.is_streamed, spec.metric)
+        info = None if args.quiet else print_model_info
+        note = print_note  # said even with --quiet: a file left out changes what the job measures
         if args.command == "sweep":
-            curve = run_sweep(engine, spec, args.max_removed, progress, on_info=info)
+            curve = run_sweep(engine, spec, args.max_removed, progress, on_info=info, on_note=note)
             if args.json:
                 curve.write_json(args.json)
             if args.csv:
@@ -383,11 +405,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print_curve(curve)
             return EXIT_OK
         if args.command == "score":
-            report = run_score(engine, spec, progress, on_info=info)
+            report = run_score(engine, spec, progress, on_info=info, on_note=note)
         elif args.command == "prune":
-            report = run_prune(engine, spec, progress, on_info=info)
+            report = run_prune(engine, spec, progress, on_info=info, on_note=note)
         else:
-            report = run_eval(engine, spec, args.against, progress, on_info=info)
+            report = run_eval(engine, spec, args.against, progress, on_info=info, on_note=note)
         if args.json:
             try:
                 report.write_json(args.json)

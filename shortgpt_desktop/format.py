@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+#: The one unit convention for sizes, in both front ends and the README: decimal (SI) units, as disks, the
+#: Hugging Face Hub and the GNOME and macOS file managers count: 1 MB = 1,000,000 bytes, 1 GB = 10^9 bytes.
+BYTE_UNITS = "kB = 1,000 bytes, MB = 10^6 bytes, GB = 10^9 bytes"
+
 
 def human_bytes(n: float | None) -> str:
-    """``1536`` → ``1.5 KB`` (powers of 1024, as file managers on every platform show sizes)."""
+    """``1536`` → ``1.5 kB``; ``435_049_376`` → ``435.0 MB`` (decimal units: :data:`BYTE_UNITS`)."""
     if n is None:
         return "—"
     value = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(value) < 1024 or unit == "TB":
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(value) < 1000 or unit == "TB":
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
+        value /= 1000
     return f"{value:.1f} TB"  # pragma: no cover
 
 

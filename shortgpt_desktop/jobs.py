@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from .core import pipeline
@@ -16,13 +17,16 @@ from .core.cut.plan import (
 from .core.cut.surgery import layer_sizes
 from .core.engine import Engine
 from .core.errors import PlanError, UserError
+from .core.formats.output_folder import check_output_folder
 from .core.measure.metrics import get_metric
 from .core.model.loading import ModelInfo
 from .core.pipeline import JobSpec
 from .core.progress import CancelCheck, Progress, no_progress
-from .core.report import Report
+from .core.report import Report, model_bytes
 
 InfoCallback = Callable[[ModelInfo], None]
+#: Hears, at the start of a job, each sentence about what will be left out (a calibration file that is not text).
+NoteCallback = Callable[[str], None]
 
 
 def _checked_request(spec: JobSpec) -> None:
@@ -39,6 +43,23 @@ def _checked_request(spec: JobSpec) -> None:
         check_layer_list(spec.layers, 10**9)  # repeats and negatives
 
 
+def _checked_before_model(spec: JobSpec, *, text: bool, out: str | None = None, progress: Progress = no_progress,
+                          cancel: CancelCheck | None = None, on_note: NoteCallback | None = None) -> None:
+    """Everything the paths and the text can tell, before the model is inspected or loaded.
+
+    The calibration text is read (a folder of PDFs is refused here, and every file left out is said through
+    ``on_note``), then the output folder is checked against the source's path, which resolving the model gives
+    without reading its config.
+    """
+    if text:
+        for sentence in pipeline.check_calibration(spec):
+            if on_note is not None:
+                on_note(sentence)
+    if out:
+        source = pipeline.resolve_source(spec.model, spec.revision, progress, cancel)
+        check_output_folder(Path(out), source, spec.force)
+
+
 def _checked_against_model(spec: JobSpec, n_layers: int) -> None:
     """What the layer count (known from the config) can tell about the request."""
     if spec.layers is not None:
@@ -50,10 +71,11 @@ def _checked_against_model(spec: JobSpec, n_layers: int) -> None:
 
 
 def run_score(engine: Engine, spec: JobSpec, progress: Progress = no_progress, cancel: CancelCheck | None = None,
-              on_info: InfoCallback | None = None) -> Report:
-    """Open, check the text, load and score; nothing is written but the report."""
-    get_metric(spec.metric)
+              on_info: InfoCallback | None = None, on_note: NoteCallback | None = None) -> Report:
+    """Check the text, open, load and score; nothing is written but the report."""
+    metric = get_metric(spec.metric)
     started = time.perf_counter()
+    _checked_before_model(spec, text=metric.needs_text, on_note=on_note)
     info = engine.open(spec, progress, cancel)
     if on_info is not None:
         on_info(info)
@@ -64,23 +86,23 @@ def run_score(engine: Engine, spec: JobSpec, progress: Progress = no_progress, c
 
 
 def run_prune(engine: Engine, spec: JobSpec, progress: Progress = no_progress, cancel: CancelCheck | None = None,
-              on_info: InfoCallback | None = None) -> Report:
-    """Open, check everything the config and files can tell, score, plan, check before/after, save."""
+              on_info: InfoCallback | None = None, on_note: NoteCallback | None = None) -> Report:
+    """Check what the request, the text and the paths can tell; open (headers only) and check what the config
+    can tell; then score, plan, check before/after, save."""
     _checked_request(spec)
     if not spec.out:
         raise UserError("Give an output folder.")
     started = time.perf_counter()
+    needs_scores = spec.layers is None
+    needs_text = needs_scores or spec.check_perplexity or spec.repair != "none" or spec.heal_steps > 0
+    _checked_before_model(spec, text=needs_text, out=spec.out, progress=progress, cancel=cancel, on_note=on_note)
     info = engine.open(spec, progress, cancel)
     if on_info is not None:
         on_info(info)
-    engine.check_output(spec.out, spec.force)
     _checked_against_model(spec, info.n_layers)
     engine.set_output_format(spec.output_format)
     engine.mode_for(spec)  # refuses, before loading, a model that fits neither way
     engine.check_gguf_job(spec)  # a GGUF output that cannot be written: refused before scoring
-    needs_scores = spec.layers is None
-    if needs_scores or spec.check_perplexity or spec.repair != "none" or spec.heal_steps > 0:
-        engine.check_text(spec)
     if needs_scores:
         count = spec.count if spec.count is not None else count_for_ratio(float(spec.ratio), info.n_layers)  # type: ignore[arg-type]
         engine.score(spec, JobClock(engine, spec, count, progress), cancel)
@@ -101,6 +123,8 @@ def run_prune(engine: Engine, spec: JobSpec, progress: Progress = no_progress, c
     result = engine.save(plan, spec.out, report, spec.force, progress, cancel)
     report.timings["saving"] = time.perf_counter() - t
     report.output = str(result.folder)
+    report.bytes_after = model_bytes(result.folder, result.files)  # what was written, re-quantized tensors too
+    report.output_files = [f for f in result.files if f.endswith((".gguf", ".safetensors"))]
     report.seconds = time.perf_counter() - started
     return report
 
@@ -140,8 +164,10 @@ class JobClock:
 
 
 def run_sweep(engine: Engine, spec: JobSpec, max_removed: int | None = None, progress: Progress = no_progress,
-              cancel: CancelCheck | None = None, on_info: InfoCallback | None = None) -> Any:
-    """Open, score, and measure the quality curve."""
+              cancel: CancelCheck | None = None, on_info: InfoCallback | None = None,
+              on_note: NoteCallback | None = None) -> Any:
+    """Check the text, open, score, and measure the quality curve."""
+    _checked_before_model(spec, text=True, on_note=on_note)
     info = engine.open(spec, progress, cancel)
     if on_info is not None:
         on_info(info)
@@ -153,7 +179,8 @@ def run_sweep(engine: Engine, spec: JobSpec, max_removed: int | None = None, pro
 
 
 def run_eval(engine: Engine, spec: JobSpec, other: str | None = None, progress: Progress = no_progress,
-             cancel: CancelCheck | None = None, on_info: InfoCallback | None = None) -> Report:
+             cancel: CancelCheck | None = None, on_info: InfoCallback | None = None,
+             on_note: NoteCallback | None = None) -> Report:
     """Perplexity of a model (and optionally of a second one, e.g. its pruned copy) on the same tokens, and the
     second's fidelity to the first (KL divergence, same top token) when both have the same embeddings, final
     norm and head (a pruned copy does).
@@ -163,6 +190,7 @@ def run_eval(engine: Engine, spec: JobSpec, other: str | None = None, progress: 
     and its weights outside the decoder layers are kept meanwhile.
     """
     started = time.perf_counter()
+    _checked_before_model(spec, text=True, on_note=on_note)
     info = engine.open(spec, progress, cancel)
     if on_info is not None:
         on_info(info)

@@ -33,7 +33,7 @@ def test_prune_end_to_end(tiny_model: Path, small_calib: Path, tmp_path: Path) -
     assert report["ppl_before"] > 1 and report["ppl_after"] > 1
     assert report["tokens"] == 8 * 64 and report["seconds"] > 0
     assert "perplexity:" in result.stdout and "saved to" in result.stdout
-    assert "scoring layers" in result.stderr  # the progress bar
+    assert "scoring: [" in result.stderr and "] 8/8 samples" in result.stderr  # the bar, in the unit it counts
     assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 4
 
 
@@ -169,7 +169,8 @@ def test_what_the_config_and_files_can_tell_is_refused_before_loading(
     m, calib = str(tiny_model), ["--calib", str(small_calib)]
     out = ["--out", str(tmp_path / "out"), "-q"]
     cases = {
-        "skipped 2 files": ["prune", m, "--ratio", "0.3", "--calib", str(binaries), *out],
+        "binary data, not text (and 1 more file skipped)":
+            ["prune", m, "--ratio", "0.3", "--calib", str(binaries), *out],
         "out of range": ["prune", m, "--remove", "1,40", *calib, *out],
         "leaves none": ["prune", m, "--layers", "6", *calib, *out],
         "not empty": ["prune", m, "--ratio", "0.3", *calib, "--out", str(full), "-q"],
@@ -203,3 +204,16 @@ def test_reports_to_a_path_that_cannot_be_written_are_one_line(tiny_model: Path,
     error = bad(capsys, "score", str(tiny_model), "--json", str(tmp_path / "missing" / "r.json"), *common)
     assert error.startswith("shortgpt: error: Cannot write") and "does not exist" in error
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-folder"] and not any(folder.iterdir())
+
+
+def test_progress_counters_say_the_unit_they_count() -> None:
+    from shortgpt_desktop.core.progress import counts_layers, stage_unit
+
+    assert "scoring: [" in cli.progress_text("scoring", 29, 29, 1.0)
+    assert cli.progress_text("scoring", 29, 29, 1.0).split("]")[1].startswith(" 29/29 samples")
+    per_layer = stage_unit("scoring", counts_layers("scoring", streamed=True, metric="bi+"))
+    assert " 24/24 layers" in cli.progress_text("scoring", 24, 24, 1.0, per_layer)
+    assert counts_layers("scoring", streamed=False, metric="ppl") and not counts_layers("scoring", False, "bi")
+    assert counts_layers("ppl_before", streamed=True, metric="bi") and not counts_layers("repair", True, "bi")
+    assert "10/10 passes" in cli.progress_text("selecting", 10, 10, 1.0)
+    assert cli.progress_text("load", 0, 1, 0.5).startswith("loading...")

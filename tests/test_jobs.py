@@ -1,8 +1,10 @@
-"""The command line's jobs refuse what they cannot finish before any slow step, and heal from the command line."""
+"""The command line's jobs check what the paths and the text can tell before the model is inspected or loaded,
+and say which calibration files they leave out before anything slow starts."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +12,143 @@ import pytest
 import torch
 
 from shortgpt_desktop import cli
-from shortgpt_desktop.core.engine import Engine, JobSpec
-from shortgpt_desktop.core.errors import UnsupportedModelError
-from shortgpt_desktop.jobs import run_prune
+from shortgpt_desktop.core.engine import Engine
+from shortgpt_desktop.core.errors import CalibrationError, OutputError, UnsupportedModelError
+from shortgpt_desktop.core.pipeline import JobSpec
+from shortgpt_desktop.jobs import run_eval, run_prune, run_score, run_sweep
+
+PDF = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Type /Catalog >>\nendobj\n"
+PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(64)
+
+
+@pytest.fixture
+def slow_inspection(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Inspection (and loading) that fails loudly: a job that reaches it checked too late."""
+    calls: list[str] = []
+
+    def too_late(*_args, **_kwargs):
+        calls.append("inspect")
+        raise AssertionError("the model was inspected before the cheap checks")
+
+    monkeypatch.setattr("shortgpt_desktop.core.engine.inspect_model", too_late)
+    monkeypatch.setattr("shortgpt_desktop.core.model.loading.inspect_model", too_late)
+    monkeypatch.setattr("shortgpt_desktop.core.engine.open_backend", too_late)
+    return calls
+
+
+@pytest.fixture
+def pdf_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "papers"
+    folder.mkdir()
+    for name in ("a.pdf", "b.pdf"):
+        (folder / name).write_bytes(PDF)
+    return folder
+
+
+def spec(model: Path, calib: Path, **kwargs) -> JobSpec:
+    return JobSpec(model=str(model), calib=[str(calib)], samples=4, seq_len=32, device="cpu", dtype="float32",
+                   **kwargs)
+
+
+@pytest.mark.parametrize("job", ["score", "prune", "sweep", "eval"])
+def test_unusable_text_is_refused_before_inspection(tiny_model: Path, pdf_folder: Path, tmp_path: Path,
+                                                    slow_inspection: list[str], job: str) -> None:
+    s = spec(tiny_model, pdf_folder)
+    with pytest.raises(CalibrationError, match=r"No usable calibration text: skipped .*a\.pdf: it is a PDF document"):
+        if job == "score":
+            run_score(Engine(), s)
+        elif job == "prune":
+            s.count, s.out = 1, str(tmp_path / "out")
+            run_prune(Engine(), s)
+        elif job == "sweep":
+            run_sweep(Engine(), s)
+        else:
+            run_eval(Engine(), s)
+    assert slow_inspection == []
+
+
+def test_output_folder_refusals_come_before_inspection(tiny_model: Path, small_calib: Path, tmp_path: Path,
+                                                       slow_inspection: list[str]) -> None:
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "keep.txt").write_text("mine")
+    with pytest.raises(OutputError, match="is not empty"):
+        run_prune(Engine(), spec(tiny_model, small_calib, count=1, out=str(full)))
+    with pytest.raises(OutputError, match="source model's folder or inside it"):
+        run_prune(Engine(), spec(tiny_model, small_calib, count=1, out=str(tiny_model / "pruned")))
+    assert slow_inspection == []
+
+
+def code_folder(root: Path, text: Path) -> Path:
+    """Python, Rust, HTML and a file without an ending (enough text for a few samples), a PDF and a PNG."""
+    root.mkdir()
+    prose = text.read_text(encoding="utf-8")[:6000]
+    (root / "main.py").write_text('"""' + prose[:1500] + '"""\n\ndef add(a, b):\n    return a + b\n')
+    (root / "lib.rs").write_text("// " + prose[1500:3000].replace("\n", "\n// ") + "\npub fn f() {}\n")
+    (root / "page.html").write_text(f"<html><body><p>{prose[3000:4500]}</p></body></html>\n")
+    (root / "NOTES").write_text(prose[4500:6000])
+    (root / "paper.pdf").write_bytes(PDF)
+    (root / "figure.png").write_bytes(PNG)
+    return root
+
+
+def test_code_folder_is_used_in_full_and_binaries_are_said_before_scoring(
+        tiny_model: Path, small_calib: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = code_folder(tmp_path / "code", small_calib)
+    events: list[str] = []
+    report = run_score(Engine(), spec(tiny_model, folder, metric="bi"),
+                       progress=lambda stage, done, total, partial=None: events.append(stage),
+                       on_info=lambda info: events.append("model"), on_note=lambda s: events.append("note: " + s))
+    assert sorted(Path(p).name for p in report.calibration) == ["NOTES", "lib.rs", "main.py", "page.html"]
+    notes = [e for e in events if e.startswith("note: ")]
+    assert len(notes) == 2
+    assert "figure.png: it is a PNG image, not text" in notes[0]
+    assert "paper.pdf: it is a PDF document, not text" in notes[1]
+    assert events.index(notes[-1]) < min(events.index(e) for e in ("model", "load", "scoring"))
+    # On the command line: a line on stderr before the model's first line.
+    assert cli.main(["score", str(tiny_model), "--calib", str(folder), "--samples", "2", "--seq-len", "32",
+                     "--metric", "bi"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    first_model = next(i for i, line in enumerate(err) if line.startswith("model:"))
+    skipped = [i for i, line in enumerate(err) if line.startswith("note: Skipped")]
+    assert len(skipped) == 2 and max(skipped) < first_model
+
+
+def test_a_job_that_needs_no_text_never_reads_it(tiny_model: Path, pdf_folder: Path, tmp_path: Path) -> None:
+    """Removing given layers without a check or a repair reads no text: a folder of PDFs is no obstacle."""
+    s = spec(tiny_model, pdf_folder, layers=[1], out=str(tmp_path / "out"), repair="none", check_perplexity=False)
+    report = run_prune(Engine(), s)
+    assert report.removed_layers == [1]
+    shutil.rmtree(tmp_path / "out")
+
+
+def test_saved_size_is_the_bytes_written_and_said_in_one_unit(tiny_model: Path, small_calib: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    s = spec(tiny_model, small_calib, layers=[1, 3], out=str(tmp_path / "out"), repair="none",
+             check_perplexity=False)
+    report = run_prune(Engine(), s)
+    on_disk = sum(p.stat().st_size for p in (tmp_path / "out").glob("*.safetensors"))
+    assert report.bytes_after == on_disk and report.output_files == ["model.safetensors"]
+    cli.print_summary(report)
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("saved to"))
+    assert f"{on_disk:,} bytes" in line and "MB = 10^6 bytes" in line
+
+
+def test_requantized_tensors_are_named_by_their_original_layer(capsys: pytest.CaptureFixture[str]) -> None:
+    from shortgpt_desktop.core.report import Report, model_card
+
+    report = Report(model="m.gguf", architecture="LlamaForCausalLM", n_layers=24, metric="bi+",
+                    removed_layers=[3, 12, 13, 14], kept_layers=[i for i in range(24) if i not in (3, 12, 13, 14)],
+                    output="out", output_format="gguf", quantization="Q4_K_M",
+                    changed_types={"blk.13.ffn_down.weight": ["Q4_K", "Q8_0"]})
+    cli.print_summary(report)
+    out = capsys.readouterr().out
+    assert "re-quantized layer 17 ffn_down.weight (blk.13 in the pruned file): Q4_K -> Q8_0" in out
+    assert "(gguf Q4_K_M;" in out
+    assert "layer 17 ffn_down.weight (blk.13 in the pruned file) Q4_K→Q8_0" in model_card(report, "m.gguf")
+
+
+# ------------------------------------------------------------ GGUF output and healing (issue 19)
 
 gguf = pytest.importorskip("gguf")
 

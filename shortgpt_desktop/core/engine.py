@@ -841,20 +841,13 @@ class Engine:
         return SaveResult(result.folder, result.files, result.tensors, result.bytes_written)
 
     def _quantization(self) -> str:
-        """What the output's weights are: a GGUF's main tensor type, else the dtype written."""
+        """What the output's weights are: a GGUF's file type as llama.cpp names it (Q4_K_M), else nothing."""
         if self.resolved_format != "gguf" or self.source is None or not self.source.gguf_file:
             return ""
-        from collections import Counter
-
-        from gguf.constants import GGMLQuantizationType
-
         from .formats.gguf_reader import check_gguf
+        from .model.gguf_facts import quantization_label
 
-        layout = check_gguf(self.source.folder / self.source.gguf_file)
-        counts = Counter(t.type_id for t in layout.tensors if t.name.startswith("blk.") and len(t.shape) > 1)
-        if not counts:
-            return ""
-        return GGMLQuantizationType(counts.most_common(1)[0][0]).name
+        return quantization_label(check_gguf(self.source.folder / self.source.gguf_file))
 
 
 __all__ = ["METRICS", "Checked", "Engine", "JobSpec", "Scored"]

@@ -113,7 +113,7 @@ def read_calibration(paths: Sequence[str]) -> tuple[list[str], list[str], list[s
             why = text_set.skipped[0].rstrip(".") if text_set.skipped else "no text files were found"
             raise CalibrationError(
                 f"No usable calibration text: {why[:1].lower()}{why[1:]}"
-                + (f" (and {more} more reason{'s' if more > 1 else ''} in the log)." if more > 0 else ".")
+                + (f" (and {more} more file{'s' if more > 1 else ''} skipped)." if more > 0 else ".")
             )
     if use_builtin:
         texts += builtin_corpus()
@@ -121,14 +121,16 @@ def read_calibration(paths: Sequence[str]) -> tuple[list[str], list[str], list[s
     return texts, names, warnings
 
 
-def check_calibration(spec: JobSpec) -> None:
-    """Refuse unusable calibration text (empty, binary-only, missing) before the model is loaded."""
+def check_calibration(spec: JobSpec) -> list[str]:
+    """Refuse unusable calibration text (empty, binary-only, missing) before the model is loaded; returns one
+    sentence per file (or record) that will be left out, for the front ends to say at the start of a job."""
     if not spec.calib:
         raise CalibrationError("The calibration set is empty: add text files or folders, or use the built-in "
                                "corpus.")
-    read_calibration(spec.calib)
+    _, _, warnings = read_calibration(spec.calib)
     if spec.eval_text:
-        read_calibration([spec.eval_text])
+        warnings += read_calibration([spec.eval_text])[2]
+    return warnings
 
 
 def prepare_tokens(loaded: LoadedModel, spec: JobSpec) -> tuple[TokenSet, list[str], list[str]]:

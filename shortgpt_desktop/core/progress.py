@@ -27,3 +27,29 @@ def never_cancel() -> bool:
 def raise_if_cancelled(cancel: CancelCheck | None) -> None:
     if cancel is not None and cancel():
         raise Cancelled()
+
+
+#: What each stage's ``done`` / ``total`` count, so that a counter says the unit it counts. Stages that run one
+#: decoder layer at a time (low-memory mode, and the single-layer-removal ``ppl`` metric) count layers instead:
+#: see :func:`stage_unit`.
+STAGE_UNITS = {
+    "scoring": "samples", "ppl_before": "windows", "ppl_after": "windows", "saving": "tensors",
+    "writing GGUF": "tensors", "generate": "generations", "repair": "samples", "heal": "steps",
+    "sweep": "points", "selecting": "passes",
+}
+#: Stages whose count is layers when the model runs one decoder layer at a time.
+LAYERWISE_STAGES = ("scoring", "ppl_before", "ppl_after")
+
+
+def stage_unit(stage: str, per_layer: bool = False) -> str | None:
+    """The unit of a stage's counter: ``"samples"`` for a scoring pass in memory, ``"layers"`` for one that
+    runs layer by layer (``per_layer``: low-memory mode, or the ``ppl`` metric while scoring)."""
+    if per_layer and stage in LAYERWISE_STAGES:
+        return "layers"
+    return STAGE_UNITS.get(stage)
+
+
+def counts_layers(stage: str, streamed: bool, metric: str) -> bool:
+    """Whether ``stage``'s counter counts layers: everything layer-wise in low-memory mode, and scoring with the
+    single-layer-removal metric (one perplexity pass per layer)."""
+    return stage in LAYERWISE_STAGES and (streamed or (stage == "scoring" and metric == "ppl"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,8 @@ class Report:
     timings: dict[str, float] = field(default_factory=dict)
     params_before: int = 0
     params_after: int = 0
-    bytes_before: int = 0
-    bytes_after: int = 0
+    bytes_before: int = 0  # the source's model file(s) in the output format
+    bytes_after: int = 0  # estimated from the plan; once saved, the bytes of the model files written
     device: str = ""
     dtype: str = ""
     samples: int = 0
@@ -44,6 +45,7 @@ class Report:
     seed: int = 0
     calibration: list[str] = field(default_factory=list)
     output: str | None = None
+    output_files: list[str] = field(default_factory=list)  # the model files written (no config or card)
     generation_prompt: str | None = None
     generation_before: str | None = None
     generation_after: str | None = None
@@ -55,8 +57,9 @@ class Report:
     heal_steps: int = 0
     heal_losses: list[float] = field(default_factory=list)  # training loss at the first and the last step
     output_format: str = ""  # "safetensors" or "gguf"
-    quantization: str = ""  # a GGUF output's tensor type (Q4_1…), or the float dtype written
-    changed_types: dict[str, list[str]] = field(default_factory=dict)  # GGUF tensors re-quantized: [from, to]
+    quantization: str = ""  # a GGUF output's file type as llama.cpp names it (Q4_K_M, Q4_1…)
+    # GGUF tensors re-quantized: name in the pruned file (new block index) → [from, to]; tensor_label() words it
+    changed_types: dict[str, list[str]] = field(default_factory=dict)
     version: str = __version__
 
     def to_dict(self) -> dict[str, Any]:
@@ -93,6 +96,24 @@ def public_name(spec: str) -> str:
     path = Path(spec)
     looks_hub = spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and not path.exists()
     return spec if looks_hub else path.name or spec
+
+
+_BLOCK = re.compile(r"^blk\.(\d+)\.(.+)$")
+
+
+def tensor_label(name: str, kept_layers: list[int]) -> str:
+    """A pruned GGUF's tensor named by its ORIGINAL layer, with its index in the pruned file said as such:
+    ``blk.13.ffn_down.weight`` → ``layer 17 ffn_down.weight (blk.13 in the pruned file)``."""
+    match = _BLOCK.match(name)
+    if match is None or not kept_layers or int(match[1]) >= len(kept_layers):
+        return name
+    new = int(match[1])
+    return f"layer {kept_layers[new]} {match[2]} (blk.{new} in the pruned file)"
+
+
+def model_bytes(folder: str | Path, files: list[str]) -> int:
+    """Bytes of the model files written (``.gguf``, ``.safetensors``), measured on disk after saving."""
+    return sum((Path(folder) / f).stat().st_size for f in files if f.endswith((".gguf", ".safetensors")))
 
 
 def model_card(report: Report, base_model: str) -> str:
@@ -133,7 +154,8 @@ def model_card(report: Report, base_model: str) -> str:
     if report.quantization:
         output_format += f" ({report.quantization})"
     if report.changed_types:
-        changes = ", ".join(f"{name} {old}→{new}" for name, (old, new) in report.changed_types.items())
+        changes = ", ".join(f"{tensor_label(name, report.kept_layers)} {old}→{new}"
+                            for name, (old, new) in report.changed_types.items())
         output_format += f"; re-quantized after repair: {changes}"
     return f"""---
 {base_model_line}library_name: {"gguf" if report.output_format == "gguf" else "transformers"}

@@ -36,22 +36,39 @@ from ..core.measure.calibration import (
     CHARS_PER_TOKEN,
     TEXT_SUFFIXES,
     collect_files,
+    format_note,
     read_texts,
+    sniff,
+    text_files,
 )
 from ..format import human_bytes, human_count
 from .elided_label import ElidedLabel
 
 #: Sources up to this size are read when added, so that what the engine would leave out (binary or empty
-#: files, JSON lines without text) shows at once; bigger ones are reported after scoring instead.
+#: files, JSON lines without text) shows at once; bigger ones have only their files' first bytes read (binary
+#: files are still said at once), and what else a scoring leaves out is reported after it.
 CHECK_BYTES = 16 * 1024 * 1024
 
 
 def describe_path(path: str) -> tuple[int, int, int]:
-    """(bytes, text files, token estimate) of a file or folder; folders count their text files only."""
-    p = Path(path)
-    files = [p] if p.is_file() else collect_files([p])
+    """(bytes, text files, token estimate) of a file or folder; only files whose content may be text count."""
+    files = text_files(path)
     size = sum(f.stat().st_size for f in files)
     return size, len(files), int(size / CHARS_PER_TOKEN)
+
+
+def binary_files(path: str | Path) -> list[str]:
+    """One sentence per file of ``path`` that is not text, from its first bytes only (cheap on big folders)."""
+    sentences = []
+    for file in collect_files([path]):
+        try:
+            kind = sniff(file)
+        except OSError as exc:
+            sentences.append(f"Skipped {file}: {exc.strerror or exc}.")
+            continue
+        if kind is not None:
+            sentences.append(f"Skipped {file}: it is {kind}, not text.")
+    return sentences
 
 
 class DropList(QTreeWidget):
@@ -115,7 +132,8 @@ class DropList(QTreeWidget):
         painter.setPen(self.palette().color(QPalette.ColorGroup.Disabled, QPalette.ColorRole.Text))
         painter.drawText(self.viewport().rect().adjusted(8, 8, -8, -8),
                          Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap,
-                         "Drop text files or folders here\n(.txt, .md, .jsonl, .json)")
+                         "Drop text files or folders here\n(prose, code, notebooks, JSON Lines…;\n"
+                         "binary files are left out)")
         painter.end()
 
 
@@ -207,20 +225,21 @@ class CalibrationPanel(QGroupBox):
                 self.problem.emit(f"{path} cannot be read ({exc}).")
                 continue
             if path.is_dir() and files == 0:
-                self.problem.emit(f"The folder {path} holds no text files ({', '.join(TEXT_SUFFIXES)}).")
+                self.problem.emit(f"The folder {path} holds no text files (every file in it is binary or "
+                                  "unreadable).")
                 continue
             name = path.name + ("/" if path.is_dir() else "")
             if path.is_dir():
-                name += f"  ({files} files)"
+                name += f"  ({files} text file{'s' if files != 1 else ''})"
+            note = format_note(path) if path.is_file() else None
             item = QTreeWidgetItem([name, human_bytes(size), human_count(tokens)])
             item.setData(0, Qt.ItemDataRole.UserRole, str(path))
             item.setData(2, Qt.ItemDataRole.UserRole, tokens)
-            item.setToolTip(0, str(path))
+            item.setToolTip(0, str(path) + (f"\n{note}" if note else ""))
             item.setTextAlignment(1, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             item.setTextAlignment(2, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             self.list.addTopLevelItem(item)
-            if size <= CHECK_BYTES:
-                self._mark_skipped(item, read_texts([path]).skipped)
+            self._mark_skipped(item, read_texts([path]).skipped if size <= CHECK_BYTES else binary_files(path))
             known.add(key)
             added += 1
         if added and first_own and not quiet and self.builtin.isChecked():
@@ -296,7 +315,7 @@ class CalibrationPanel(QGroupBox):
     def _browse_files(self) -> None:
         patterns = " ".join(f"*{s}" for s in TEXT_SUFFIXES)
         paths, _ = QFileDialog.getOpenFileNames(self, "Add calibration text", str(Path.home()),
-                                                f"Text ({patterns});;All files (*)")
+                                                f"All files (*);;Text ({patterns})")
         if paths:
             self.add_paths(paths)
 

@@ -12,6 +12,7 @@ from typing import Any
 from PySide6.QtCore import QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
+    QApplication,
     QFrame,
     QHBoxLayout,
     QLabel,
@@ -29,11 +30,12 @@ from PySide6.QtWidgets import (
 from .. import __version__
 from ..core import defaults
 from ..core.cut.plan import PrunePlan
-from ..core.engine import Engine, JobSpec, Scored
+from ..core.engine import JobSpec, Scored
 from ..core.errors import PlanError, UserError
 from ..core.measure.metrics import METRICS
 from ..core.model.loading import ModelInfo
-from ..core.model.memory import MemoryEstimate
+from ..core.progress import counts_layers, stage_unit
+from ..core.report import model_bytes
 from ..format import human_bytes, human_seconds, layer_list, time_left
 from . import dialogs
 from .calibration_panel import CalibrationPanel
@@ -46,6 +48,7 @@ from .messages import user_message
 from .model_panel import ModelPanel, model_key
 from .plan_panel import PlanPanel
 from .scores_file import read_scores, same_model, write_scores
+from .session import MemoryView, Session, suggested_output
 from .settings_panel import SettingsPanel
 from .settings_store import Store
 from .system import gpu_memory, probe_devices, process_memory, total_memory
@@ -59,7 +62,7 @@ _STAGE_TEXT = {
     "inspect": "Reading the model's description",
     "load": "Loading the model",
     "tokenize": "Tokenising the calibration text",
-    "scoring": "Scoring layers",
+    "scoring": "Scoring",
     "ppl_before": "Perplexity of the original",
     "ppl_after": "Perplexity of the pruned model",
     "generate": "Generating text with both models",
@@ -70,9 +73,6 @@ _STAGE_TEXT = {
     "sweep": "Quality curve",
     "writing GGUF": "Writing the GGUF file",
 }
-_STAGE_UNIT = {"scoring": "samples", "ppl_before": "windows", "ppl_after": "windows", "saving": "tensors",
-               "generate": "generations", "repair": "samples", "heal": "steps", "sweep": "points",
-               "selecting": "passes", "writing GGUF": "tensors"}
 _JOB_TITLE = {"open": "Opening the model", "score": "Scoring", "save": "Saving", "import": "Loading the model",
               "check": "Checking perplexity"}
 
@@ -93,7 +93,9 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("ShortGPT Desktop")
         self.setWindowIcon(app_icon())
         self.store = Store(settings)
-        self.engine = Engine()
+        self.session = Session()  # the controller: what is asked of the engine, and how it is said
+        self.engine = self.session.engine
+        self.memory_view: MemoryView | None = None  # the last memory estimate, for the current settings
         self.jobs = JobRunner(self)  # model work, one job at a time
         self.background = JobRunner(self, exclusive=False)  # device probe and memory estimates
         self.plan: PrunePlan | None = None
@@ -104,6 +106,7 @@ class MainWindow(QMainWindow):
         self.probe_error: str | None = None  # why the device list could not be probed, if it could not
         self._after_open: str | None = None  # "score" when Score was pressed before the model was opened
         self._scoring_metric = "bi"  # the metric of the scoring job in progress
+        self._focus_before_job: QWidget | None = None  # a left-pane field that had the focus when a job began
         self._scores_before: Any = None  # scores shown before that job, restored if it fails
         self._stage: tuple[str, float] = ("", 0.0)  # the stage in progress and when it started (for the ETA)
 
@@ -308,17 +311,10 @@ class MainWindow(QMainWindow):
 
     def job_spec(self, model: str | None = None) -> JobSpec:
         """The settings as the engine's job description (the model is the opened one unless given)."""
-        values = self.settings_panel.values()
         if model is None:
             model = self.engine.source.spec if self.engine.source is not None else self.model_panel.text
-        return JobSpec(
-            model=model, calib=self.calibration_panel.sources(), samples=values["samples"],
-            seq_len=values["seq_len"], eval_windows=values["eval_windows"], batch_size=values["batch_size"],
-            metric=values["metric"], device=values["device"], dtype=values["dtype"],
-            trust_remote_code=values["trust_remote_code"], prompt=self.compare_panel.prompt_text(),
-            low_memory=True if values["low_memory"] else None,
-            repair="linear" if values["repair"] else "none", heal_steps=values["heal_steps"],
-        )
+        return self.session.job_spec(self.settings_panel.values(), self.calibration_panel.sources(),
+                                     self.compare_panel.prompt_text(), model)
 
     def show_error(self, title: str, failure: Failure | str) -> QMessageBox:
         if isinstance(failure, str):
@@ -334,10 +330,24 @@ class MainWindow(QMainWindow):
         return self.dialogs[-1] if self.dialogs else None
 
     def _set_busy(self, busy: bool) -> None:
+        # Disabling the focused field (Enter in the Model box) makes Qt pass the focus on, and the left pane
+        # scrolled to wherever it landed, taking the field out of view: the pane keeps its place, and the field
+        # gets the focus back when the job ends.
+        scroll = self.left_scroll.verticalScrollBar()
+        position = scroll.value()
+        focused = QApplication.focusWidget()
+        if busy and focused is not None and self.left_scroll.isAncestorOf(focused):
+            self._focus_before_job = focused
         self.model_panel.set_busy(busy)
         self.calibration_panel.set_busy(busy)
         self.settings_panel.set_busy(busy)
         self.plan_panel.set_busy(busy)
+        scroll.setValue(position)
+        if not busy and self._focus_before_job is not None:
+            widget, self._focus_before_job = self._focus_before_job, None
+            if widget.isEnabled() and widget.isVisible() and QApplication.focusWidget() is not widget:
+                widget.setFocus(Qt.FocusReason.OtherFocusReason)
+            self.left_scroll.ensureWidgetVisible(widget, 0, 0)
         self.chart.clickable = not busy and self.engine.sizes is not None
         self.progress.setVisible(busy)
         self._update_buttons()
@@ -360,7 +370,7 @@ class MainWindow(QMainWindow):
 
     def _update_status(self) -> None:
         loaded = self.engine.loaded if not self.busy else None
-        info = self.engine.info
+        info = self.memory_view.info if self.memory_view is not None else self.engine.info
         if loaded is not None:
             device = f"Device: {loaded.device}, {loaded.dtype}"
         elif info is not None:
@@ -409,9 +419,7 @@ class MainWindow(QMainWindow):
         else:
             self.progress.setRange(0, 0)
         text = _STAGE_TEXT.get(stage, stage)
-        unit = _STAGE_UNIT.get(stage)
-        if stage == "scoring" and self._scoring_per_layer():
-            unit = "layers"
+        unit = stage_unit(stage, counts_layers(stage, self.engine.is_streamed, self._scoring_metric or ""))
         if stage == "download" and total:
             text += f": {human_bytes(done)} of {human_bytes(total)}"
         elif unit and total:
@@ -424,9 +432,6 @@ class MainWindow(QMainWindow):
         self.progress_label.setText(text + "…" if done < total or not total else text)
         if stage == "scoring" and isinstance(partial, list):
             self.chart.set_scores(partial)
-
-    def _scoring_per_layer(self) -> bool:
-        return self._scoring_metric == "ppl"
 
     def cancel(self) -> None:
         if self.jobs.busy:
@@ -468,7 +473,7 @@ class MainWindow(QMainWindow):
         spec = self.job_spec(model=text)
         self.model_panel.set_message("")
         self.jobs.start(
-            "open", lambda progress, cancel: self.engine.open(spec, progress, cancel),
+            "open", self.session.open_job(spec),
             on_success=self._on_opened, on_failure=self._on_open_failed, on_cancel=self._on_open_cancelled,
         )
 
@@ -533,7 +538,7 @@ class MainWindow(QMainWindow):
             self.chart.set_scores([None] * n, removed=[])
         self.compare_panel.mark_stale()
         self.jobs.start(
-            "score", lambda progress, cancel: self.engine.score(spec, progress, cancel),
+            "score", self.session.score_job(spec),
             on_success=self._on_scored, on_failure=self._on_score_failed, on_cancel=self._on_score_cancelled,
         )
 
@@ -670,40 +675,20 @@ class MainWindow(QMainWindow):
         if self.background.busy and self.background.current == "memory":
             self._memory_timer.start()  # one estimate at a time; try again shortly
             return
-        spec = self.job_spec()
 
-        def work(progress: Any, cancel: Any) -> Any:
-            info = self.engine.estimate(spec)
-            return info, *self._modes(spec, info.memory)
-
-        def done(result: Any) -> None:
-            info, mode, details = result
+        def done(view: MemoryView) -> None:  # on the window's thread; the engine is not touched
             if self.engine.source is source:
-                self.engine.info = info
-                self.model_panel.set_memory(info)
-                self.model_panel.set_mode(mode, details)
+                self.memory_view = view
+                self.model_panel.set_memory(view.info)
+                self.model_panel.set_mode(view.mode, view.details)
                 self._update_status()
 
         def failed(failure: Failure) -> None:
             if self.engine.source is source:
                 self.model_panel.set_memory_error(failure.message)
 
-        self.background.start("memory", work, on_success=done, on_failure=failed)
-
-    def _modes(self, spec: JobSpec, estimate: MemoryEstimate) -> tuple[str, str]:
-        """Which way the model will run and what each way needs (worker thread: reads headers only)."""
-        streamed = (f"one layer at a time: {human_bytes(estimate.streamed_total)}" if not estimate.not_streamable
-                    else f"not one layer at a time: {estimate.not_streamable.rstrip('.')}")
-        details = (f"whole model: {human_bytes(estimate.in_memory_total)}; {streamed}; free: "
-                   f"{human_bytes(estimate.available_device_bytes)}")
-        try:
-            mode = self.engine.mode_for(spec, estimate)
-        except UserError as exc:
-            return "does not fit", f"{user_message(exc)} ({details})"
-        if mode == "streamed":
-            why = "as asked" if spec.low_memory else "it would not fit whole"
-            return f"one layer at a time ({why})", details
-        return "whole, in memory", details
+        self.background.start("memory", self.session.memory_job(self.job_spec()), on_success=done,
+                              on_failure=failed)
 
     def _on_calibration_problem(self, message: str) -> None:
         self.show_error("Calibration text", message)
@@ -774,13 +759,7 @@ class MainWindow(QMainWindow):
     # ----------------------------------------------------------------------------------------------- save
 
     def suggested_output(self) -> str:
-        source = self.engine.source
-        name = re.sub(r"[^\w.-]+", "-", Path(source.display_name).stem if source else "model").strip("-")
-        kept = len(self.plan.kept) if self.plan else 0
-        folder = self.store.save_dir()
-        if not folder and source is not None and source.kind != "hub":
-            folder = str(source.folder.parent)
-        return str(Path(folder or Path.home()) / f"{name}-shortgpt-{kept}L")
+        return suggested_output(self.engine, self.plan, self.store.save_dir())
 
     def save(self) -> None:
         self.plan_panel.flush()
@@ -802,31 +781,27 @@ class MainWindow(QMainWindow):
             force = True
         plan, spec = self.plan, self._final_spec()
         try:
-            self.engine.check_output(out, force)  # refused at once, not after a job has started
+            self.session.refuse_save(plan, out, force)  # refused at once, not after a job has started
             self.engine.check_gguf_job(spec)  # a GGUF layout or a healed weight the GGUF writer cannot write
-            self.engine.report(plan)
         except UserError as exc:
             self.show_error("Cannot save", user_message(exc))
             return
-
-        def work(progress: Any, cancel: Any) -> Any:
-            final = self.engine.prepare(spec, plan, progress, cancel)
-            report = self.engine.report(final, spec)
-            return final, self.engine.save(final, out, report, force, progress, cancel)
-
         self.jobs.start(
-            "save", work, on_success=self._on_saved, on_failure=lambda f: self.show_error("Saving failed", f),
+            "save", self.session.save_job(plan, spec, out, force), on_success=self._on_saved,
+            on_failure=lambda f: self.show_error("Saving failed", f),
             on_cancel=lambda: self.statusBar().showMessage("Saving cancelled; nothing was written.", 8000),
         )
+        self._announce("Saving", spec, plan, check=False)
+
+    def _announce(self, title: str, spec: JobSpec, plan: PrunePlan, check: bool) -> None:
+        """What the job just started will cost, from the scoring pass's speed, until its first progress."""
+        text = self.session.next_job_text(spec, len(plan.removed), check)
+        if text:
+            self.progress_label.setText(f"{title}: {text}…")
 
     def _final_spec(self) -> JobSpec:
         """The scoring's settings with the repair, healing and prompt chosen now."""
-        import dataclasses
-
-        assert self.engine.scored_spec is not None
-        now = self.job_spec()
-        return dataclasses.replace(self.engine.scored_spec, repair=now.repair, heal_steps=now.heal_steps,
-                                   prompt=now.prompt)
+        return self.session.final_spec(self.job_spec())
 
     def _show_final(self, plan: PrunePlan) -> None:
         """A job refined the plan: show the layers that were really measured or written."""
@@ -839,7 +814,7 @@ class MainWindow(QMainWindow):
         self.last_saved = Path(result.folder)
         self.store.set_save_dir(str(self.last_saved.parent))
         message = (f"Saved the pruned model ({len(self.plan.removed) if self.plan else 0} layers removed, "
-                   f"{human_bytes(result.bytes_written)}) to {result.folder}")
+                   f"{human_bytes(model_bytes(result.folder, result.files))}) to {result.folder}")
         log.info(message)
         self.statusBar().showMessage(message, 15000)
 
@@ -852,15 +827,12 @@ class MainWindow(QMainWindow):
         plan, spec = self.plan, self._final_spec()
         self.compare_panel.show_measuring()
 
-        def work(progress: Any, cancel: Any) -> Any:
-            final = self.engine.prepare(spec, plan, progress, cancel)
-            return final, self.engine.check(spec, final.removed, spec.prompt, progress, cancel)
-
         self.jobs.start(
-            "check", work,
+            "check", self.session.check_job(plan, spec),
             on_success=self._on_checked, on_failure=lambda f: self.show_error("Checking failed", f),
             on_cancel=lambda: self.compare_panel.show_message("Check cancelled."),
         )
+        self._announce("Checking perplexity", spec, plan, check=True)
 
     def _on_checked(self, outcome: Any) -> None:
         plan, checked = outcome
@@ -878,7 +850,7 @@ class MainWindow(QMainWindow):
             return
         spec = self._final_spec()
         self.jobs.start(
-            "curve", lambda progress, cancel: self.engine.quality_curve(spec, None, progress, cancel),
+            "curve", self.session.curve_job(spec),
             on_success=self._on_curve, on_failure=lambda f: self.show_error("The quality curve failed", f),
         )
 

@@ -10,6 +10,7 @@ from PySide6.QtWidgets import (
     QComboBox,
     QGridLayout,
     QGroupBox,
+    QHBoxLayout,
     QLabel,
     QPushButton,
     QSizePolicy,
@@ -67,7 +68,13 @@ class PlanPanel(QGroupBox):
         grid.addWidget(self.params_label, 2, 1, 1, 2)
         grid.addWidget(QLabel("Size on disk:", self), 3, 0)
         grid.addWidget(self.size_label, 3, 1)
-        grid.addWidget(self.format_box, 3, 2)
+        # "Save as" with the box as wide as its longest item ("GGUF, for llama.cpp & Ollama" was clipped).
+        self.format_box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        save_as = QHBoxLayout()
+        save_as.addStretch(1)
+        save_as.addWidget(QLabel("Save as:", self))
+        save_as.addWidget(self.format_box)
+        grid.addLayout(save_as, 3, 2)
         self.curve_button = QPushButton("Quality curve", self)
         self.curve_button.setToolTip("Held-out perplexity for 0, 1, 2… layers removed by the recipe Save uses "
                                      "(measured choice and repair), with plain BI for reference, on the check's "

@@ -9,6 +9,8 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtWidgets import QApplication
 
+from ..cli import ProgressBar
+from ..core.progress import counts_layers
 from .main_window import MainWindow
 
 
@@ -26,6 +28,12 @@ class ScreenshotRun(QObject):
         self.window.jobFinished.connect(self._on_job)
         self.window.errorShown.connect(self._on_error)
         self._failed = False
+        # The command line's progress lines on stderr (a long run is not silent): each stage's first and last
+        # line at once, others every few seconds when stderr is not a terminal.
+        self.bar = ProgressBar(sys.stderr, per_layer=lambda stage: counts_layers(
+            stage, window.engine.is_streamed, window.settings_panel.values().get("metric", "")))
+        self.window.jobs.started.connect(lambda job: print(f"job: {job}", file=sys.stderr, flush=True))
+        self.window.jobs.progressed.connect(lambda job, stage, done, total, partial: self.bar(stage, done, total))
 
     def start(self) -> None:
         self.window.resize(*self.size)

@@ -1,4 +1,9 @@
-"""Device, dtype, sizes (with presets), batch size, metric, and whether the model's own code may run."""
+"""Device, dtype, sizes (with presets), batch size, metric, and whether the model's own code may run.
+
+Two tabs keep the panel short enough for a 1280 × 720 window without scrolling: *Basic* (device, preset, sizes,
+metric, repair) and *Advanced* (dtype, check windows, batch size, healing, low memory, the model's own code).
+The preset follows the device (Quick on a CPU, Standard on a GPU) until the user picks a preset or a size.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from PySide6.QtCore import QEvent, QObject, Qt, Signal
-from PySide6.QtWidgets import QCheckBox, QComboBox, QFormLayout, QGroupBox, QSpinBox, QWidget
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QSpinBox,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ..core import defaults
 from ..core.measure.metrics import METRICS
@@ -17,8 +33,9 @@ DTYPES = (("auto", "Auto (bf16 on GPU, fp32 on CPU)"), ("float32", "float32"), (
 DEFAULTS: dict[str, Any] = {
     "device": "auto", "dtype": "auto", "samples": defaults.SAMPLES, "seq_len": defaults.SEQ_LEN,
     "eval_windows": defaults.EVAL_WINDOWS, "batch_size": defaults.BATCH_SIZE, "metric": defaults.METRIC,
-    "trust_remote_code": False, "low_memory": False, "repair": True, "heal_steps": 0,
+    "trust_remote_code": False, "low_memory": False, "repair": True, "heal_steps": 0, "sizes_chosen": False,
 }
+SIZE_KEYS = ("samples", "seq_len", "eval_windows")
 CUSTOM = "custom"
 
 
@@ -40,6 +57,7 @@ class SettingsPanel(QGroupBox):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__("Settings", parent)
         self._wanted_device: str | None = None  # a saved choice not offered yet (GPUs appear after the probe)
+        self._sizes_chosen = False  # the user picked a preset or a size: the device no longer decides them
         self.device_box = QComboBox(self)
         self.set_devices(list(INITIAL_DEVICES))
         self.device_box.setToolTip("Where the model runs. GPUs appear once the PyTorch runtime has started.")
@@ -76,20 +94,30 @@ class SettingsPanel(QGroupBox):
                                        "no generated text in this mode")
         self.trust_box = QCheckBox("Run the model's own code", self)
         self.trust_box.setToolTip("Some models ship Python code of their own; allow it only for models you trust")
-        form = QFormLayout(self)
+        self.tabs = QTabWidget(self)
+        self.tabs.setDocumentMode(True)
+        basic = QWidget(self.tabs)
+        form = QFormLayout(basic)
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         form.addRow("Device:", self.device_box)
-        form.addRow("Dtype:", self.dtype_box)
         form.addRow("Preset:", self.preset_box)
-        form.addRow("Samples:", self.samples_box)
-        form.addRow("Sequence length:", self.seq_len_box)
-        form.addRow("Check windows:", self.eval_box)
-        form.addRow("Batch size:", self.batch_box)
+        form.addRow("Samples:", self._row(self.samples_box, "×", self.seq_len_box, "tokens"))
         form.addRow("Metric:", self.metric_box)
         form.addRow(self.repair_box)
-        form.addRow("Heal steps:", self.heal_box)
-        form.addRow(self.low_memory_box)
-        form.addRow(self.trust_box)
+        advanced = QWidget(self.tabs)
+        more = QFormLayout(advanced)
+        more.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        more.addRow("Dtype:", self.dtype_box)
+        more.addRow("Check windows:", self._row(self.eval_box, "Batch:", self.batch_box))
+        more.addRow("Heal steps:", self.heal_box)
+        more.addRow(self.low_memory_box)
+        more.addRow(self.trust_box)
+        self.tabs.addTab(basic, "Basic")
+        self.tabs.addTab(advanced, "Advanced")
+        self.tabs.setTabToolTip(1, "Dtype, perplexity windows, batch size, healing, low memory, the model's own code")
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(6, 4, 6, 6)
+        outer.addWidget(self.tabs)
         for box in (self.device_box, self.dtype_box, self.preset_box, self.metric_box):
             # A long item (a GPU's name, "Auto (bf16 on GPU, fp32 on CPU)") must not widen the left column
             # past a 1024-px window's share: the box shrinks, the open list still shows items whole.
@@ -101,7 +129,7 @@ class SettingsPanel(QGroupBox):
             box.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
             box.installEventFilter(self._wheel_guard)
         self.set_values(DEFAULTS)
-        self.device_box.currentIndexChanged.connect(lambda: self.changed.emit("device"))
+        self.device_box.currentIndexChanged.connect(self._device_changed)
         self.dtype_box.currentIndexChanged.connect(lambda: self.changed.emit("dtype"))
         self.preset_box.currentIndexChanged.connect(self._apply_preset)
         for box, name in ((self.samples_box, "samples"), (self.seq_len_box, "seq_len"),
@@ -114,10 +142,58 @@ class SettingsPanel(QGroupBox):
         self.repair_box.toggled.connect(lambda: self.changed.emit("repair"))
         self.heal_box.valueChanged.connect(lambda: self.changed.emit("heal_steps"))
 
+    def _row(self, *parts: QWidget | str) -> QWidget:
+        """Widgets and words side by side in one form row (spin boxes share the width)."""
+        row = QWidget(self)
+        layout = QHBoxLayout(row)
+        layout.setContentsMargins(0, 0, 0, 0)
+        for part in parts:
+            if isinstance(part, str):
+                layout.addWidget(QLabel(part, row))
+            else:
+                layout.addWidget(part, 1)
+        return row
+
+    # ------------------------------------------------------------------------------------ preset by device
+
+    def device_is_gpu(self) -> bool:
+        """Whether the chosen device is a GPU: a CUDA or Apple GPU by name, or Auto when one is offered."""
+        key = self._wanted_device or self.device_box.currentData() or "auto"
+        if key == "auto":
+            return any(str(self.device_box.itemData(i)).startswith(("cuda", "mps"))
+                       for i in range(self.device_box.count()))
+        return str(key).startswith(("cuda", "mps"))
+
+    def suggested_preset(self) -> str:
+        return "standard" if self.device_is_gpu() else "quick"
+
+    def follow_device(self) -> bool:
+        """Set the preset the device suggests (Quick on a CPU, Standard on a GPU) unless the user chose sizes;
+        returns whether anything changed."""
+        if self._sizes_chosen or not hasattr(self, "eval_box"):  # (set_devices runs before the boxes exist)
+            return False
+        preset = defaults.PRESETS[self.suggested_preset()]
+        if (self.samples_box.value(), self.seq_len_box.value(), self.eval_box.value()) == \
+                (preset.samples, preset.seq_len, preset.eval_windows):
+            return False
+        for box, value in ((self.samples_box, preset.samples), (self.seq_len_box, preset.seq_len),
+                           (self.eval_box, preset.eval_windows)):
+            box.blockSignals(True)
+            box.setValue(value)
+            box.blockSignals(False)
+        self._sync_preset()
+        return True
+
+    def _device_changed(self) -> None:
+        self.changed.emit("device")
+        if self.follow_device():
+            self.changed.emit("preset")
+
     def _apply_preset(self) -> None:
         preset = defaults.PRESETS.get(self.preset_box.currentData())
         if preset is None:
             return
+        self._sizes_chosen = True
         for box, value in ((self.samples_box, preset.samples), (self.seq_len_box, preset.seq_len),
                            (self.eval_box, preset.eval_windows)):
             box.blockSignals(True)
@@ -126,6 +202,7 @@ class SettingsPanel(QGroupBox):
         self.changed.emit("preset")
 
     def _size_changed(self, name: str) -> None:
+        self._sizes_chosen = True
         self._sync_preset()
         self.changed.emit(name)
 
@@ -156,6 +233,8 @@ class SettingsPanel(QGroupBox):
         self.device_box.setCurrentIndex(max(index, 0))
         self.device_box.blockSignals(False)
         self._wanted_device = current if index < 0 else None
+        if self.follow_device():  # a GPU appeared (or went): the suggested preset changes with it
+            self.changed.emit("preset")
 
     def device_label(self) -> str:
         """The chosen device as the box shows it (e.g. "GPU 0: NVIDIA …")."""
@@ -174,11 +253,20 @@ class SettingsPanel(QGroupBox):
             "low_memory": self.low_memory_box.isChecked(),
             "repair": self.repair_box.isChecked(),
             "heal_steps": self.heal_box.value(),
+            "sizes_chosen": self._sizes_chosen,
         }
 
     def set_values(self, values: dict[str, Any]) -> None:
-        """Set some or all settings; those not given keep their current values."""
+        """Set some or all settings; those not given keep their current values.
+
+        Sizes given without ``sizes_chosen`` count as chosen (the device no longer changes them); restored
+        settings carry the flag, so a preset the device suggested keeps following the device.
+        """
         merged = {**DEFAULTS, **self.values(), **{k: v for k, v in values.items() if v is not None}}
+        if "sizes_chosen" in values:
+            self._sizes_chosen = values["sizes_chosen"] in (True, "true", "1", 1)
+        elif any(k in values for k in SIZE_KEYS):
+            self._sizes_chosen = True
         for box in self._boxes():
             box.blockSignals(True)
         device_index = self.device_box.findData(str(merged["device"]))
@@ -197,6 +285,9 @@ class SettingsPanel(QGroupBox):
                          (self.repair_box, "repair")):
             box.setChecked(merged[key] in (True, "true", "1", 1))  # QSettings may hand back strings
         self._sync_preset()
+        if self.preset_box.currentData() == CUSTOM:
+            self._sizes_chosen = True  # sizes no preset has are always someone's choice
+        self.follow_device()
         for box in self._boxes():
             box.blockSignals(False)
 

@@ -47,7 +47,7 @@ def test_settings_recent_models_and_geometry_persist(qtbot, make_window, setting
     assert second.settings_panel.values() == {"device": "cpu", "dtype": "bfloat16", "samples": 12, "seq_len": 48,
                                               "eval_windows": 7, "batch_size": 3, "metric": "angular",
                                               "trust_remote_code": True, "low_memory": True, "repair": False,
-                                              "heal_steps": 3}
+                                              "heal_steps": 3, "sizes_chosen": True}
     assert second.calibration_panel.sources() == [str(calib_text), "builtin"]
     assert second.model_panel.recent() == [str(gui_model)]
     assert second.model_panel.text == str(gui_model)
@@ -59,7 +59,10 @@ def test_first_start_defaults(make_window) -> None:
     window = make_window(fast=False)
     assert window.calibration_panel.sources() == ["builtin"]
     values = window.settings_panel.values()
-    assert values["metric"] == "bi+" and values["samples"] == 128 and values["seq_len"] == 512
+    assert values["metric"] == "bi+" and values["device"] == "auto"
+    # The preset follows the device: Quick while no GPU is known (make_window does not probe), not chosen yet.
+    assert window.settings_panel.preset_box.currentData() == "quick" and not values["sizes_chosen"]
+    assert (values["samples"], values["seq_len"]) == (32, 256)
     assert window.chart.n_layers == 0 and not window.save_button.isEnabled()
     assert window.windowIcon().availableSizes() or not window.windowIcon().isNull()
 
@@ -157,6 +160,9 @@ def test_screenshot_mode(tmp_path: Path, gui_model: Path, calib_text: Path) -> N
     assert result.returncode == 0, result.stdout + result.stderr
     image = QImage(str(out))
     assert not image.isNull() and (image.width(), image.height()) == (1280, 720)
+    # Progress on stderr while it works, each counter in its unit and finishing at its total.
+    assert "job: open" in result.stderr and "job: score" in result.stderr
+    assert "scoring: [" in result.stderr and "8/8 samples" in result.stderr
 
 
 @pytest.mark.parametrize("args", [["--screenshot", "x.png"], ["/no/such/model", "--screenshot", "x.png"]])

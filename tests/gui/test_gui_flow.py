@@ -152,7 +152,7 @@ def test_calibration_folder_and_remove(qtbot, window, drop_paths, calib_text: Pa
     panel = window.calibration_panel
     assert drop_paths(panel.list.viewport(), [folder, calib_text])
     assert panel.paths() == [str(folder), str(calib_text)]
-    assert "2 files" in panel.list.topLevelItem(0).text(0)
+    assert "2 text files" in panel.list.topLevelItem(0).text(0)  # the PNG is not counted
     assert int(panel.list.topLevelItem(0).data(2, Qt.ItemDataRole.UserRole)) == (2400 + 2000) // 4
     # Dropping the same file again adds nothing.
     assert drop_paths(panel.list.viewport(), [calib_text])
@@ -181,11 +181,13 @@ def test_memory_estimate_follows_settings(qtbot, opened) -> None:
     window = opened
     label = window.model_panel.values["memory"]
     assert label.text().endswith("on cpu, float32")
-    before = window.engine.info.memory_needed_bytes
+    engine_info = window.engine.info
+    before = engine_info.memory_needed_bytes
     box = window.settings_panel.dtype_box
     box.setCurrentIndex(box.findData("bfloat16"))
     qtbot.waitUntil(lambda: label.text().endswith("on cpu, bfloat16"), timeout=10_000)
-    assert window.engine.info.memory_needed_bytes < before
+    assert window.memory_view.info.memory_needed_bytes < before
+    assert window.engine.info is engine_info, "an estimate beside the jobs never writes the engine"
 
 
 def test_device_probe_lists_devices(qtbot, make_window) -> None:
@@ -209,7 +211,7 @@ def test_hub_download_progress_and_cancel(qtbot, window, monkeypatch) -> None:
     from shortgpt_desktop.core import pipeline
     from shortgpt_desktop.core.errors import Cancelled
 
-    total = 10 * 1024**2
+    total = 10_000_000  # decimal units: 10.0 MB
 
     def fake_resolve_source(model, revision, progress, cancel):
         done = 0
@@ -292,3 +294,19 @@ def test_quality_curve_draws_the_recipe_and_plain_bi_and_agrees_with_check(qtbot
     with qtbot.waitSignal(window.jobFinished, timeout=60_000):
         window.check()
     assert dict(panel.curve_points)[2] == pytest.approx(window.engine.checked.ppl_after, rel=1e-9)
+
+
+def test_check_says_what_it_will_cost_before_it_runs(qtbot, opened) -> None:
+    """The ETA before a job: from the scoring pass's measured speed and the steps the recipe will run."""
+    window = opened
+    box = window.settings_panel.metric_box
+    box.setCurrentIndex(box.findData("bi+"))
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.start_scoring()
+    window.plan_panel.set_count(2, emit=True)
+    said: list[str] = []
+    window.jobs.started.connect(lambda name: said.append(window.progress_label.text()))
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.check()
+        said.append(window.progress_label.text())
+    assert any("Checking perplexity: about" in text and "choosing" in text for text in said), said

@@ -7,7 +7,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QSettings
+from PySide6.QtCore import QSettings, Qt
+from PySide6.QtWidgets import QWidget
 
 # ------------------------------------------------------------------------------------------- 1. settings
 
@@ -76,6 +77,9 @@ def test_every_setting_is_reachable_at_1024_by_600_with_a_long_error(qtbot, wind
     rows = [panel.device_box, panel.dtype_box, panel.preset_box, panel.samples_box, panel.seq_len_box,
             panel.eval_box, panel.batch_box, panel.metric_box, panel.trust_box]
     for row in rows:
+        tab = panel.tabs.indexOf(next(p for p in panel.tabs.findChildren(QWidget) if p.isAncestorOf(row)
+                                      and panel.tabs.indexOf(p) >= 0))
+        panel.tabs.setCurrentIndex(tab)  # the Basic or the Advanced tab
         scroll.ensureWidgetVisible(row)  # what Tab does, with Qt's default margins
         qtbot.wait(10)
         assert _visible_in_scroll(scroll, row), row
@@ -84,6 +88,77 @@ def test_every_setting_is_reachable_at_1024_by_600_with_a_long_error(qtbot, wind
     qtbot.wait(10)
     assert message.shown_text() == "Opening was cancelled." and message.toolTip() == ""
     assert message.height() <= line + 4
+
+
+@pytest.mark.parametrize("tab", [0, 1])
+def test_nothing_scrolls_or_is_clipped_at_the_default_1280_by_720(qtbot, window, tab: int) -> None:
+    """The left column fits without a scroll bar (either settings tab), and the Save-as box shows its longest
+    item whole ("GGUF, for llama.cpp & Ollama" was clipped)."""
+    assert (window.width(), window.height()) == (1280, 720)
+    window.settings_panel.tabs.setCurrentIndex(tab)
+    qtbot.wait(50)
+    scroll = window.left_scroll
+    assert scroll.widget().minimumSizeHint().height() <= scroll.viewport().height()
+    assert scroll.verticalScrollBar().maximum() == 0
+    for widget in (window.model_panel, window.calibration_panel, window.settings_panel):
+        assert _visible_in_scroll(scroll, widget), widget
+    box = window.plan_panel.format_box
+    window.plan_panel.set_formats(["gguf", "safetensors"], "gguf")
+    qtbot.wait(50)
+    longest = max(box.fontMetrics().horizontalAdvance(box.itemText(i)) for i in range(box.count()))
+    assert box.width() >= box.sizeHint().width() and box.width() > longest
+    right = box.mapTo(window, box.rect().topRight()).x()
+    assert right <= window.width()
+
+
+def test_enter_in_the_model_field_keeps_it_in_view(qtbot, window, gui_model: Path) -> None:
+    """Opening disabled the focused field; Qt passed the focus down the pane, which scrolled the field away."""
+    from PySide6.QtCore import Qt
+    from PySide6.QtTest import QTest
+
+    window.resize(1024, 600)
+    qtbot.waitUntil(lambda: window.height() == 600, timeout=3000)
+    scroll = window.left_scroll
+    assert scroll.verticalScrollBar().maximum() > 0  # a small window does scroll: the case that went wrong
+    edit = window.model_panel.field.lineEdit()
+    edit.setFocus()
+    edit.setText(str(gui_model))
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        QTest.keyClick(edit, Qt.Key.Key_Return)
+    qtbot.wait(20)
+    assert scroll.verticalScrollBar().value() == 0
+    assert _visible_in_scroll(scroll, window.model_panel.field)
+    assert window.model_panel.field.hasFocus() or edit.hasFocus()
+
+
+def test_preset_follows_the_device_until_the_user_picks_one(qtbot) -> None:
+    from shortgpt_desktop.gui.settings_panel import SettingsPanel
+    from shortgpt_desktop.gui.system import INITIAL_DEVICES, DeviceChoice
+
+    panel = SettingsPanel()
+    qtbot.addWidget(panel)
+    gpu = [INITIAL_DEVICES[0], DeviceChoice("cuda:0", "GPU 0: test"), INITIAL_DEVICES[1]]
+    assert panel.preset_box.currentData() == "quick" and panel.values()["samples"] == 32  # Auto, no GPU known
+    with qtbot.waitSignal(panel.changed, timeout=1000):
+        panel.set_devices(gpu)  # the probe found a GPU: Auto means it
+    assert panel.preset_box.currentData() == "standard" and panel.values()["samples"] == 128
+    panel.device_box.setCurrentIndex(panel.device_box.findData("cpu"))
+    assert panel.preset_box.currentData() == "quick"
+    assert panel.values()["sizes_chosen"] is False
+    panel.preset_box.setCurrentIndex(panel.preset_box.findData("standard"))  # the user's own choice
+    panel.device_box.setCurrentIndex(panel.device_box.findData("cpu"))
+    panel.set_devices(gpu)
+    panel.device_box.setCurrentIndex(panel.device_box.findData("auto"))
+    panel.device_box.setCurrentIndex(panel.device_box.findData("cpu"))
+    assert panel.preset_box.currentData() == "standard" and panel.values()["sizes_chosen"] is True
+    # Restored settings keep following the device when the preset was the device's, not the user's.
+    again = SettingsPanel()
+    qtbot.addWidget(again)
+    again.set_values({**panel.values(), "sizes_chosen": False})
+    assert again.preset_box.currentData() == "quick"
+    again.set_values({"samples": 8})  # sizes set without the flag (tests, imports) count as chosen
+    again.set_devices(gpu)
+    assert again.values()["samples"] == 8
 
 
 def test_a_long_progress_text_is_elided_and_does_not_squeeze_the_left_column(qtbot, window) -> None:
@@ -250,6 +325,34 @@ def test_files_the_engine_skips_show_in_the_panel(qtbot, window, tmp_path: Path)
     assert panel.skipped() == [] and panel.list.topLevelItem(0).icon(0).isNull()
     panel.set_scored_skips(["Skipped /big/file.bin: it is not text.", "Only 3 samples."])  # after a pass
     assert panel.skipped() == ["Skipped /big/file.bin: it is not text."] and label.isVisible()
+
+
+@pytest.mark.parametrize("big", [False, True])
+def test_a_code_folder_is_used_and_its_binaries_are_said_when_added(qtbot, window, tmp_path: Path,
+                                                                   monkeypatch, big: bool) -> None:
+    """Source code, HTML and files without an ending count as text; a PDF and a PNG beside them are said at
+    once, before any scoring (a big folder has only its files' first bytes read)."""
+    from shortgpt_desktop.gui import calibration_panel
+
+    if big:
+        monkeypatch.setattr(calibration_panel, "CHECK_BYTES", 0)
+    folder = tmp_path / "code"
+    folder.mkdir()
+    (folder / "main.py").write_text("def add(a, b):\n    return a + b\n" * 30)
+    (folder / "lib.rs").write_text("pub fn add(a: i32, b: i32) -> i32 { a + b }\n" * 30)
+    (folder / "index.html").write_text("<p>Hello</p>\n" * 30)
+    (folder / "README").write_text("Prose without an ending.\n" * 30)
+    (folder / "paper.pdf").write_bytes(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n" + bytes(64))
+    (folder / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    panel = window.calibration_panel
+    panel.add_paths([str(folder)])
+    item = panel.list.topLevelItem(0)
+    assert "4 text files" in item.text(0)
+    text_bytes = sum(p.stat().st_size for p in folder.iterdir() if p.suffix not in (".pdf", ".png"))
+    assert item.data(2, Qt.ItemDataRole.UserRole) == int(text_bytes / 4)
+    assert panel.skipped() == [f"Skipped {(folder / 'logo.png').resolve()}: it is a PNG image, not text.",
+                               f"Skipped {(folder / 'paper.pdf').resolve()}: it is a PDF document, not text."]
+    assert panel.skipped_label.isVisible() and "PNG image" in panel.skipped_label.text()
 
 
 # ------------------------------------------------------------------------------------- 6. xcb libraries

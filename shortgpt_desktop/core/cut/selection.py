@@ -157,7 +157,7 @@ def choose_for_counts(
     total = (len(known) if wider else 0) + sum(max(g) * per_step + 3 * len(g) for g in groups.values())
 
     def report(partial: list[int], final: bool = False) -> None:
-        if progress is not None:
+        if progress is not None:  # the last report is done/done: ``total`` is only an upper bound
             progress(STAGE, runner.passes, runner.passes if final else max(total, runner.passes), list(partial))
 
     def measure_all(sets: Sequence[Sequence[int]], order_so_far: list[int]) -> list[float]:

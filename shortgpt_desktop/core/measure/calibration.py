@@ -18,7 +18,34 @@ from ..errors import CalibrationError
 
 log = logging.getLogger(__name__)
 
-TEXT_SUFFIXES = (".txt", ".md", ".jsonl", ".json")
+#: Endings read in a format of their own; any other file that decodes as text is used as it is (source code,
+#: .rst, .tex, .html, .csv, no ending at all...). Binary files are recognised by their content, not their name.
+FORMAT_NOTES = {
+    ".jsonl": 'JSON Lines: the "text" field of each record',
+    ".json": "JSON: a list of strings (or of records with a \"text\" field)",
+    ".ipynb": "Jupyter notebook: the cells' source, not the JSON around it",
+}
+#: What the file dialogs offer first; every file is accepted.
+TEXT_SUFFIXES = (".txt", ".md", ".jsonl", ".json", ".ipynb", ".py", ".rst", ".html", ".csv")
+#: Bytes read to recognise a binary file before the whole file is read.
+SNIFF_BYTES = 8192
+#: File signatures (magic bytes) → what the file is, for the sentence that says why it is skipped. Other binary
+#: files (programs, pickles, audio...) hold NUL bytes early, or do not decode.
+_MAGIC = (
+    (b"%PDF-", "a PDF document"),
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF89a", "a GIF image"),
+    (b"GIF87a", "a GIF image"),
+    (b"PK\x03\x04", "a zip archive (also .docx, .xlsx, .epub and PyTorch checkpoints)"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"7z\xbc\xaf", "a 7-Zip archive"),
+    (b"GGUF\x03\x00\x00\x00", "a GGUF model file"),
+    (b"GGUF\x02\x00\x00\x00", "a GGUF model file"),
+    (b"\x7fELF", "a program (ELF)"),
+    (b"SQLite format 3\x00", "an SQLite database"),
+    (b"\xd0\xcf\x11\xe0", "an old Microsoft Office document"),
+)
 #: Share of the calibration tokens held out for perplexity when no separate evaluation text is given.
 DEFAULT_HELDOUT_FRACTION = 0.2
 #: Rough characters per token, for estimates shown before a tokenizer is loaded.
@@ -63,11 +90,16 @@ class TokenSet:
 # ------------------------------------------------------------------------------------------------- reading
 
 
-def collect_files(paths: Iterable[str | Path], passed_over: list[str] | None = None) -> list[Path]:
-    """Files under the given paths (folders recursively), text suffixes only in folders, sorted, unique.
+def _hidden(path: Path, root: Path) -> bool:
+    """Dot files and folders, and Python's ``__pycache__`` (compiled bytecode), are not the user's text."""
+    return any(part.startswith(".") or part == "__pycache__" for part in path.relative_to(root).parts)
 
-    Files in a folder that are not text by their ending are left out; ``passed_over`` (when given) gets one
-    sentence per folder saying how many, so "nothing usable" never reads as "nothing there".
+
+def collect_files(paths: Iterable[str | Path], passed_over: list[str] | None = None) -> list[Path]:
+    """Files under the given paths (folders recursively, hidden files left out), sorted, unique.
+
+    Every file is returned whatever its ending: what is text is decided by its content when it is read
+    (:func:`texts_from_file`). ``passed_over`` is kept for callers that collect sentences; nothing is added.
     """
     found: list[Path] = []
     for raw in paths:
@@ -75,20 +107,38 @@ def collect_files(paths: Iterable[str | Path], passed_over: list[str] | None = N
         if not path.exists():
             raise CalibrationError(f"The calibration path {path} does not exist.")
         if path.is_dir():
-            visible = [p for p in path.rglob("*") if p.is_file()
-                       and not any(part.startswith(".") for part in p.relative_to(path).parts)]
-            texts = sorted(p for p in visible if p.suffix.lower() in TEXT_SUFFIXES)
-            others = len(visible) - len(texts)
-            if others and passed_over is not None:
-                passed_over.append(f"Skipped {others} file{'s' if others != 1 else ''} in {path} that "
-                                   f"{'are' if others != 1 else 'is'} not text ({', '.join(sorted(TEXT_SUFFIXES))}).")
-            found += texts
+            found += sorted(p for p in path.rglob("*") if p.is_file() and not _hidden(p, path))
         else:
             found.append(path)
     unique: dict[Path, None] = {}
     for p in found:
         unique.setdefault(p.resolve(), None)
     return list(unique)
+
+
+def binary_kind(head: bytes) -> str | None:
+    """Why the first bytes of a file show it is not text ("a PDF document", "binary data"), or None."""
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return kind
+    if len(head) >= 10 and head[8:10] == b'{"' and int.from_bytes(head[:8], "little") < 100_000_000:
+        return "a safetensors model file"
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return None  # UTF-16 text has NUL bytes
+    if b"\x00" in head:
+        return "binary data"
+    return None
+
+
+def sniff(path: Path) -> str | None:
+    """Why ``path`` is not text, from its first few kilobytes only (None when it may be text)."""
+    with open(path, "rb") as handle:
+        return binary_kind(handle.read(SNIFF_BYTES))
+
+
+def format_note(path: Path) -> str | None:
+    """How a file of this ending is read, where it is not plain text taken as it is."""
+    return FORMAT_NOTES.get(path.suffix.lower())
 
 
 def decode_bytes(data: bytes) -> str | None:
@@ -117,11 +167,16 @@ def texts_from_file(path: Path, notes: list[str] | None = None) -> list[str]:
 
     Records left out of a usable file (JSON Lines without a ``text`` field) are counted in ``notes``.
     """
+    kind = sniff(path)
+    if kind is not None:
+        raise ValueError(f"it is {kind}, not text")
     data = path.read_bytes()
     text = decode_bytes(data)
     if text is None:
-        raise ValueError("it looks binary")
+        raise ValueError("it looks binary (it does not decode as text)")
     suffix = path.suffix.lower()
+    if suffix == ".ipynb":
+        return _notebook_cells(text)
     if suffix == ".jsonl":
         out = []
         dropped = 0
@@ -156,6 +211,24 @@ def texts_from_file(path: Path, notes: list[str] | None = None) -> list[str]:
     return [text]
 
 
+def _notebook_cells(text: str) -> list[str]:
+    """A Jupyter notebook's cells (code and Markdown), without the JSON, outputs and metadata around them."""
+    try:
+        notebook = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"it is not a valid notebook ({exc.msg})") from None
+    cells = notebook.get("cells") if isinstance(notebook, dict) else None
+    if not isinstance(cells, list):
+        raise ValueError("it is not a Jupyter notebook (no cells)")
+    out = []
+    for cell in cells:
+        source = cell.get("source") if isinstance(cell, dict) else None
+        joined = "".join(source) if isinstance(source, list) else source
+        if isinstance(joined, str) and joined.strip():
+            out.append(joined)
+    return ["\n\n".join(out)] if out else []
+
+
 def read_texts(paths: Iterable[str | Path]) -> TextSet:
     """Read every usable file; binary and unreadable ones are skipped with a warning that names them."""
     result = TextSet()
@@ -164,23 +237,33 @@ def read_texts(paths: Iterable[str | Path]) -> TextSet:
             texts = [t for t in texts_from_file(path, result.skipped) if t.strip()]
         except (OSError, ValueError) as exc:
             reason = f"Skipped {path}: {exc}."
-            log.warning(reason)
+            log.info(reason)
             result.skipped.append(reason)
             continue
         if not texts:
             result.skipped.append(f"Skipped {path}: it is empty.")
-            log.warning("Skipped %s: it is empty.", path)
+            log.info("Skipped %s: it is empty.", path)
             continue
         result.texts += texts
         result.files.append(path)
     return result
 
 
+def text_files(path: str | Path) -> list[Path]:
+    """The files of a file or folder that may be text (their first bytes are not binary)."""
+    usable = []
+    for file in collect_files([path]):
+        try:
+            if sniff(file) is None:
+                usable.append(file)
+        except OSError:
+            continue
+    return usable
+
+
 def estimate_tokens(path: str | Path) -> int:
-    """A quick token estimate for a file or folder (bytes / 4), shown before a tokenizer is loaded."""
-    path = Path(path)
-    files = [path] if path.is_file() else collect_files([path])
-    return int(sum(p.stat().st_size for p in files) / CHARS_PER_TOKEN)
+    """A quick token estimate for a file or folder's text files (bytes / 4), shown before a tokenizer loads."""
+    return int(sum(p.stat().st_size for p in text_files(path)) / CHARS_PER_TOKEN)
 
 
 # ------------------------------------------------------------------------------------------ built-in corpus

@@ -160,7 +160,7 @@ class _Accumulator:
         torch = self._torch
         tokens = max(self.tokens, 1)
         states = None
-        if self.keep_last_token and self.states[0]:
+        if self.keep_last_token and all(self.states):  # a pass cancelled part-way has no states for the rest
             states = torch.stack([torch.cat(s) for s in self.states]).cpu()
         return HookStats(
             n_layers=self.n,

@@ -143,6 +143,17 @@ def check_config_values(config: dict[str, Any], where: str) -> None:
                                    "does not divide evenly, so the file is corrupt.")
 
 
+def read_header_config(source: ModelSource) -> dict[str, Any]:
+    """What inspection needs from the config, from headers only: a folder's ``config.json``, or a config built
+    from a GGUF header's metadata in milliseconds (:func:`.gguf_facts.header_config`); loading keeps
+    :func:`read_config`, transformers' full config."""
+    if source.gguf_file:
+        from .gguf_facts import header_config
+
+        return header_config(source.folder / source.gguf_file)
+    return read_config(source)
+
+
 def architecture_name(config: dict[str, Any]) -> str:
     """``LlamaForCausalLM`` and the like; GGUF metadata has no ``architectures``, so it is derived."""
     if config.get("architectures"):

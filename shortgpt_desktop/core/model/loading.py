@@ -23,6 +23,7 @@ from shortgpt_desktop.core.model.config import (
     check_supported,
     is_out_of_memory,
     read_config,
+    read_header_config,
     rejected_by_library,
 )
 from shortgpt_desktop.core.model.devices import resolve_device, resolve_dtype, torch_dtype
@@ -96,7 +97,7 @@ def inspect_model(source: ModelSource, device: str = "auto", dtype: str = "auto"
     needs with the chosen device and dtype."""
     from .memory import estimate_memory
 
-    config = read_config(source)
+    config = read_header_config(source)
     check_supported(config, trust_remote_code)
     memory = estimate_memory(source, device, dtype, samples, seq_len, batch_size, config=config)
     return ModelInfo(

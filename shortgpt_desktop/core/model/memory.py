@@ -108,6 +108,12 @@ def _tensor_elements(source: ModelSource, config: dict[str, Any]) -> tuple[list[
     """
     from .layer_weights import open_reader
 
+    if source.gguf_file:  # the header's tensor table (gguf-py's reader parses every metadata array: seconds)
+        from ..formats.gguf_reader import check_gguf
+        from .gguf_facts import block_elements
+
+        blocks, other = block_elements(check_gguf(source.folder / source.gguf_file))
+        return [blocks[i] for i in sorted(blocks)], other, ""
     try:
         index = open_reader(source, config.get("model_type")).index
     except UnsupportedModelError as refused:
@@ -158,13 +164,13 @@ def estimate_memory(
     config: dict[str, Any] | None = None,
 ) -> MemoryEstimate:
     """What a job on ``samples`` × ``seq_len`` tokens costs in memory and layer by layer (weights unread)."""
-    from .config import read_config
+    from .config import read_header_config
     from .devices import resolve_device, resolve_dtype
     from .families import layer_count
 
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
-    config = read_config(source) if config is None else config
+    config = read_header_config(source) if config is None else config
     per = int(bytes_per_element(dtype))
     layer_elements, outside_elements, not_streamable = _tensor_elements(source, config)
     largest = max(layer_elements, default=0) * per

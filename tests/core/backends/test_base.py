@@ -82,3 +82,24 @@ def test_the_default_job_streamed_equals_the_job_in_memory(tiny_family, name: st
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-5)
+
+
+def test_a_cancelled_streamed_scoring_keeps_its_partial_scores(tiny_model: Path, small_calib: Path,
+                                                               tmp_path: Path) -> None:
+    """One layer at a time, the layers measured before Cancel keep their scores (marked partial), as in memory."""
+    from shortgpt_desktop.core.errors import Cancelled
+
+    spec = _spec(tiny_model, small_calib, tmp_path / "out", low_memory=True, metric="bi")
+    engine = Engine()
+    seen: list[int] = []
+
+    def progress(stage: str, done: int, total: int, partial: object = None) -> None:
+        if stage == "scoring":
+            seen.append(done)
+
+    with pytest.raises(Cancelled):
+        engine.score(spec, progress, cancel=lambda: len(seen) > 3)  # after 3 of 6 layers
+    scored = engine.scored
+    assert engine.is_streamed and scored is not None and scored.partial
+    measured = [s for s in scored.scores.scores if s is not None]
+    assert 0 < len(measured) < 6 and scored.scores.scores[0] is not None and scored.scores.scores[-1] is None

@@ -30,7 +30,7 @@ def test_reads_every_format_and_encoding(tmp_path: Path) -> None:
     sub = tmp_path / "nested" / "deeper"
     sub.mkdir(parents=True)
     (sub / "f.txt").write_text("found recursively")
-    (sub / "ignored.bin").write_bytes(b"\x00\x01")  # not a text suffix: not read, but counted
+    (sub / "ignored.bin").write_bytes(b"\x00\x01")  # binary by its content: skipped with a sentence
     (tmp_path / "g.jsonl").write_text(json.dumps({"text": "five"}) + "\n" + json.dumps({"title": "no text"}) + "\n")
     result = calibration.read_texts([tmp_path])
     assert "plain UTF-8 café" in result.texts
@@ -38,8 +38,8 @@ def test_reads_every_format_and_encoding(tmp_path: Path) -> None:
     assert "Legacy façade" in result.texts
     assert {"one", "two", "three", "four", "five", "found recursively"} <= set(result.texts)
     assert result.skipped == [
-        f"Skipped 1 file in {tmp_path} that is not text (.json, .jsonl, .md, .txt).",
         f'Left out 1 line of {(tmp_path / "g.jsonl").resolve()} without a "text" field.',
+        f"Skipped {(sub / 'ignored.bin').resolve()}: it is binary data, not text.",
     ]
 
 
@@ -142,3 +142,68 @@ def test_decode_bytes() -> None:
 def test_estimate_tokens(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("x" * 4000)
     assert calibration.estimate_tokens(tmp_path) == 1000
+
+
+PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(64)
+PDF = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Type /Catalog >>\nendobj\n" + b"stream\n\x00\x9c\x01\nendstream\n"
+
+
+def code_folder(root: Path) -> Path:
+    """What a coder calibrates on: source code, HTML and a file without an ending, beside a PDF and a PNG."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "main.py").write_text("def add(a: int, b: int) -> int:\n    return a + b\n" * 20)
+    (root / "lib.rs").write_text("pub fn add(a: i32, b: i32) -> i32 {\n    a + b\n}\n" * 20)
+    (root / "page.html").write_text("<html><body><p>Hello, calibration.</p></body></html>\n" * 20)
+    (root / "LICENSE").write_text("Permission is hereby granted, free of charge, to any person.\n" * 20)
+    (root / "paper.pdf").write_bytes(PDF)
+    (root / "figure.png").write_bytes(PNG)
+    (root / "__pycache__").mkdir()
+    (root / "__pycache__" / "main.cpython-311.pyc").write_bytes(b"\xa7\r\r\n\x00\x00")
+    return root
+
+
+def test_code_html_and_files_without_ending_are_used_binaries_said(tmp_path: Path) -> None:
+    folder = code_folder(tmp_path / "code")
+    result = calibration.read_texts([folder])
+    assert sorted(p.name for p in result.files) == ["LICENSE", "lib.rs", "main.py", "page.html"]
+    assert len(result.texts) == 4 and all(t.strip() for t in result.texts)
+    assert result.skipped == [
+        f"Skipped {(folder / 'figure.png').resolve()}: it is a PNG image, not text.",
+        f"Skipped {(folder / 'paper.pdf').resolve()}: it is a PDF document, not text.",
+    ]
+
+
+def test_a_folder_of_pdfs_is_refused_with_the_reason(tmp_path: Path) -> None:
+    for name in ("a.pdf", "b.pdf"):
+        (tmp_path / name).write_bytes(PDF)
+    with pytest.raises(CalibrationError, match=r"No usable calibration text: skipped .*a\.pdf: it is a PDF document"):
+        read_calibration([str(tmp_path)])
+
+
+def test_notebook_gives_its_cells_not_its_json(tmp_path: Path) -> None:
+    notebook = {"cells": [{"cell_type": "markdown", "source": ["# Title\n", "Some prose."]},
+                          {"cell_type": "code", "source": "x = 1\nprint(x)", "outputs": [{"text": "1"}]}],
+                "metadata": {"kernelspec": {"name": "python3"}}, "nbformat": 4}
+    (tmp_path / "n.ipynb").write_text(json.dumps(notebook))
+    texts = calibration.texts_from_file(tmp_path / "n.ipynb")
+    assert texts == ["# Title\nSome prose.\n\nx = 1\nprint(x)"]
+    assert "nbformat" not in texts[0] and "kernelspec" not in texts[0]
+    assert calibration.format_note(tmp_path / "n.ipynb").startswith("Jupyter notebook")
+    assert calibration.format_note(tmp_path / "x.py") is None
+
+
+@pytest.mark.parametrize(("head", "kind"), [
+    (b"GGUF\x03\x00\x00\x00" + bytes(8), "a GGUF model file"),
+    (b"PK\x03\x04\x14\x00", "a zip archive"),
+    ((123).to_bytes(8, "little") + b'{"a": {}}', "a safetensors model file"),
+    (b"\x7fELF\x02\x01", "a program (ELF)"),
+])
+def test_binary_kinds_by_content(head: bytes, kind: str) -> None:
+    assert calibration.binary_kind(head).startswith(kind)
+
+
+@pytest.mark.parametrize("text", ["GGUF files hold a model.", "MZ is a name.", "%PDF is how a PDF begins",
+                                  "RIFF chunks", "ID3 tags", "plain"])
+def test_text_that_begins_like_a_signature_is_still_text(text: str) -> None:
+    assert calibration.binary_kind(text.encode()) is None
+    assert calibration.binary_kind(text.encode("utf-16")) is None
