@@ -150,7 +150,9 @@ def read_header_config(source: ModelSource) -> dict[str, Any]:
     if source.gguf_file:
         from .gguf_facts import header_config
 
-        return header_config(source.folder / source.gguf_file)
+        config = header_config(source.folder / source.gguf_file)
+        check_config_values(config, source.gguf_file)
+        return config
     return read_config(source)
 
 
