@@ -102,6 +102,7 @@ def run_prune(engine: Engine, spec: JobSpec, progress: Progress = no_progress, c
     _checked_against_model(spec, info.n_layers)
     engine.set_output_format(spec.output_format)
     engine.mode_for(spec)  # refuses, before loading, a model that fits neither way
+    engine.check_output_job(spec)  # a GGUF output that cannot be written: refused before scoring
     if needs_scores:
         count = spec.count if spec.count is not None else count_for_ratio(float(spec.ratio), info.n_layers)  # type: ignore[arg-type]
         engine.score(spec, JobClock(engine, spec, count, progress), cancel)
@@ -110,7 +111,11 @@ def run_prune(engine: Engine, spec: JobSpec, progress: Progress = no_progress, c
         engine.sizes = layer_sizes(engine.loaded.model, engine.loaded.family,  # type: ignore[union-attr]
                                    pipeline.checkpoint_bytes_per_param(engine.loaded))  # type: ignore[arg-type]
         engine.scored_spec = spec
-    plan = engine.prepare(spec, engine.plan_for_spec(spec), progress, cancel)
+    plan = engine.plan_for_spec(spec)
+    if engine.needs_refining(plan):
+        plan = engine.refine(spec, len(plan.removed), progress, cancel)
+    engine.check_output_job(spec, plan.removed)  # the layers are known now: refused before repair and healing
+    plan = engine.prepare(spec, plan, progress, cancel)
     if spec.check_perplexity:
         engine.check(spec, plan.removed, spec.prompt, progress, cancel)
     report = engine.report(plan, spec)

@@ -192,6 +192,20 @@ def test_ratio_rounds_down_and_says_so(tiny_model: Path, small_calib: Path, tmp_
     assert "removed 2 of 6 layers" in out and "33%" in out  # 0.4 × 6 = 2.4: two layers, never three
 
 
+def test_reports_to_a_path_that_cannot_be_written_are_one_line(tiny_model: Path, small_calib: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """``sweep --json/--csv`` and ``score --json`` to a folder or a missing folder: exit 2, one sentence."""
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    common = ["--calib", str(small_calib), "--samples", "4", "--seq-len", "32", "--eval-windows", "1", "-q"]
+    for flag in ("--json", "--csv"):
+        error = bad(capsys, "sweep", str(tiny_model), "--max", "1", flag, str(folder), *common)
+        assert error.startswith("shortgpt: error: Cannot write") and "it is a folder" in error
+    error = bad(capsys, "score", str(tiny_model), "--json", str(tmp_path / "missing" / "r.json"), *common)
+    assert error.startswith("shortgpt: error: Cannot write") and "does not exist" in error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-folder"] and not any(folder.iterdir())
+
+
 def test_progress_counters_say_the_unit_they_count() -> None:
     from shortgpt_desktop.core.progress import counts_layers, stage_unit
 

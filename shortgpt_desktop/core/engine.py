@@ -195,6 +195,19 @@ class Engine:
     def writer(self) -> Writer:
         return WRITERS[self.resolved_format]
 
+    def check_output_job(self, spec: JobSpec, removed: Sequence[int] | None = None) -> None:
+        """Refuse, right after open and before any slow step, an output this job cannot write (also when the
+        format is left to its default): for a GGUF, layouts llama.cpp fixes by layer position (llama4, gemma3n,
+        shared KV caches...) and weights the repair or healing would change that the writer cannot write back.
+
+        Once the layers to remove are known (``removed``, or the job's own list), removals that would shift a
+        position-locked layout are refused too; called again with the chosen layers before repair and healing.
+        """
+        if self.source is None:
+            return
+        self._check_gguf_output(list(removed if removed is not None else (spec.layers or [])))
+        self.writer.refuse_adjusted(self.source, repair=spec.repair != "none", heal=spec.heal_steps > 0)
+
     def _check_gguf_output(self, removed: Sequence[int]) -> None:
         """The writer's refusals for these layers (layouts llama.cpp fixes by layer position), before any work."""
         assert self.source is not None

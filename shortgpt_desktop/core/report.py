@@ -67,7 +67,12 @@ class Report:
         return _json_safe(data)
 
     def write_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        """Written beside ``path`` and moved into place when complete; a path that cannot be written is an
+        :class:`~.errors.OutputError` sentence."""
+        from .formats.output_folder import write_file_atomically
+
+        text = json.dumps(self.to_dict(), indent=2) + "\n"
+        write_file_atomically(Path(path), lambda stream: stream.write(text))
 
 
 def _json_safe(value: Any) -> Any:

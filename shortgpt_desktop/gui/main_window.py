@@ -781,7 +781,7 @@ class MainWindow(QMainWindow):
             force = True
         plan, spec = self.plan, self._final_spec()
         try:
-            self.session.refuse_save(plan, out, force)  # refused at once, not after a job has started
+            self.session.refuse_save(plan, spec, out, force)  # refused at once, not after a job has started
         except UserError as exc:
             self.show_error("Cannot save", user_message(exc))
             return

@@ -88,11 +88,13 @@ class Session:
     def curve_job(self, spec: JobSpec) -> Work:
         return lambda progress, cancel: self.engine.quality_curve(spec, None, progress, cancel)
 
-    def refuse_save(self, plan: PrunePlan, out: str, force: bool) -> None:
-        """Everything that can refuse a save before its job starts (the folder, the plan, the format)."""
+    def refuse_save(self, plan: PrunePlan, spec: JobSpec, out: str, force: bool) -> None:
+        """Everything that can refuse a save before its job starts: the folder, the plan, the format, and what
+        the writer cannot write back (a GGUF layout locked to positions, a healed weight)."""
         self.engine.check_output(out, force)
         self.engine.report(plan)
         self.engine.refusal_to_save()
+        self.engine.check_output_job(spec, plan.removed)
 
     def memory_job(self, spec: JobSpec) -> Work:
         """Headers only, beside any running job: returns a :class:`MemoryView` and changes nothing."""

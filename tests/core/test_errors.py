@@ -161,3 +161,18 @@ def test_cli_output_errors_exit_2(tiny_model: Path, tmp_path: Path, capsys: pyte
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert "is a file" in err or "Cannot create" in err
+
+
+@pytest.mark.parametrize("name", ["cuda:x", "cuda:", "cuda:-1", "cuda:0:1", "cudax"])
+def test_a_malformed_cuda_device_is_a_sentence_even_with_a_gpu(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--device cuda:x`` used to reach ``int()`` (a ValueError traceback) on machines with CUDA."""
+    from shortgpt_desktop.core.model.memory import available_memory
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ResourceError, match=r"^Unknown device .*cuda:N.*\.$"):
+        resolve_device(name)
+    with pytest.raises(ResourceError, match=r"^Unknown device"):
+        available_memory(name)
+    with pytest.raises(ResourceError, match="no CUDA GPU number 3"):
+        resolve_device("cuda:3")

@@ -31,6 +31,6 @@ def test_a_session_runs_the_window_jobs_without_qt(tiny_model: Path, small_calib
     final, checked = session.check_job(plan, final_spec)(noop, lambda: False)
     assert checked.fidelity is not None and checked.removed == final.removed
     out = suggested_output(session.engine, final, str(tmp_path))
-    session.refuse_save(final, out, False)
+    session.refuse_save(final, final_spec, out, False)
     saved_plan, result = session.save_job(final, final_spec, out, False)(noop, lambda: False)
     assert saved_plan.removed == final.removed and (Path(result.folder) / "model.safetensors").is_file()

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from ..errors import Hint, OutputError
 from ..model.sources import ModelSource
@@ -62,21 +63,80 @@ def _reason(exc: OSError) -> str:
 
 def _chmod_like_a_new_folder(folder: Path) -> None:
     """mkdtemp makes a private (0700) folder; the finished model should be readable like any other folder."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(folder, 0o777 & ~umask)
+    os.chmod(folder, 0o777 & ~current_umask(folder.parent))
+
+
+def current_umask(probe_parent: Path) -> int:
+    """The process's umask, read without changing it.
+
+    ``os.umask(0)`` followed by ``os.umask(old)`` would set the mask to 0 for the whole process for a moment,
+    and a file another thread creates in that moment (the window saves while a worker writes) would be
+    world-writable. Linux reports the mask in ``/proc/self/status``; elsewhere a probe folder created with
+    mode 0777 shows it (its mode is ``0777 & ~umask``).
+    """
+    try:
+        for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    probe = Path(tempfile.mkdtemp(prefix=".umask-probe-", dir=probe_parent))
+    try:
+        probe.rmdir()
+        probe.mkdir(0o777)
+        return 0o777 & ~probe.stat().st_mode
+    finally:
+        probe.rmdir()
 
 
 def _move_into_place(temp: Path, out: Path) -> None:
-    """Swap the finished folder in; an existing (empty, or forced) folder is moved aside first."""
+    """Swap the finished folder in; an existing (empty, or forced) folder is moved aside first.
+
+    The folder that held the old output is removed whether the swap succeeds (with the old output in it) or
+    fails and is rolled back (then empty): no ``.name.old-*`` folder is left behind either way.
+    """
     if out.exists():
         aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.replace(out, aside / out.name)
+        try:
+            os.replace(out, aside / out.name)
+        except BaseException:
+            aside.rmdir()
+            raise
         try:
             os.replace(temp, out)
         except BaseException:
-            os.replace(aside / out.name, out)
+            os.replace(aside / out.name, out)  # if this fails too, the old output stays in ``aside``
+            aside.rmdir()
             raise
         shutil.rmtree(aside, ignore_errors=True)
     else:
         os.replace(temp, out)
+
+
+def write_file_atomically(path: Path, write: Callable[[Any], None]) -> Path:
+    """``write(stream)`` (text) into a temporary file beside ``path``, moved into place only when complete.
+
+    A path that cannot be written (no such folder, no permission, a folder in the way, a full disk) is one
+    :class:`OutputError` sentence, and nothing is left behind.
+    """
+    path = Path(path).expanduser()
+    if not path.parent.is_dir():
+        raise OutputError(f"Cannot write {path}: the folder {path.parent} does not exist.")
+    if path.is_dir():
+        raise OutputError(f"Cannot write {path}: it is a folder; give a file name.")
+    try:
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    except OSError as exc:
+        raise OutputError(f"Cannot write {path}: {_reason(exc)}.") from None
+    try:
+        with os.fdopen(handle, "w", newline="", encoding="utf-8") as stream:
+            write(stream)
+        os.chmod(temporary, 0o666 & ~current_umask(path.parent))  # mkstemp makes it private (0600)
+        os.replace(temporary, path)
+    except OSError as exc:
+        Path(temporary).unlink(missing_ok=True)
+        raise OutputError(f"Cannot write {path}: {_reason(exc)}.") from None
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from ..errors import UnsupportedModelError
 from ..model.sources import ModelSource
 from .safetensors_reader import read_safetensors_header
 
@@ -29,6 +30,8 @@ _TORCH_TO_SAFETENSORS = {
 }
 
 _SAFETENSORS_TO_TORCH = {code: name for name, code in _TORCH_TO_SAFETENSORS.items()}
+#: Stored dtypes a repaired or healed float weight can be written in (an integer-quantized one cannot).
+_REPLACEABLE = ("F64", "F32", "F16", "BF16")
 
 
 @dataclass
@@ -76,7 +79,8 @@ def tensor_entry(name: str, tensor: Any) -> TensorEntry:
     """An entry for a torch tensor (legacy ``.bin`` checkpoints, or a model in memory)."""
     dtype = str(tensor.dtype).removeprefix("torch.")
     if dtype not in _TORCH_TO_SAFETENSORS:
-        raise ValueError(f"tensor {name} has dtype {dtype}, which safetensors cannot store")
+        raise UnsupportedModelError(f"The model's tensor {name} is {dtype}, which a safetensors file cannot store, so "
+                                    "this model cannot be saved as safetensors.")
 
     def write(out: BinaryIO) -> None:
         import torch
@@ -92,9 +96,10 @@ def replacement_entry(entry: TensorEntry, tensor: Any) -> TensorEntry:
     """``tensor`` written in place of ``entry``: same name and shape, cast to the dtype the entry stores."""
     import torch
 
-    dtype = _SAFETENSORS_TO_TORCH.get(entry.dtype)
+    dtype = _SAFETENSORS_TO_TORCH.get(entry.dtype) if entry.dtype in _REPLACEABLE else None
     if dtype is None:
-        raise ValueError(f"tensor {entry.name} is stored as {entry.dtype}, which cannot be replaced")
+        raise UnsupportedModelError(f"The checkpoint stores {entry.name} as {entry.dtype}, which the repair and "
+                                    "healing cannot write; prune this model without them.")
     if list(tensor.shape) != list(entry.shape):
         raise ValueError(f"tensor {entry.name} has shape {entry.shape}; its replacement has {list(tensor.shape)}")
     return tensor_entry(entry.name, tensor.detach().to("cpu", getattr(torch, dtype)))

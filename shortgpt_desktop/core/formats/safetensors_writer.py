@@ -22,7 +22,7 @@ from typing import Any
 
 from shortgpt_desktop.core.formats.output_folder import check_output_folder, output_folder
 
-from ..errors import Cancelled
+from ..errors import Cancelled, UnsupportedModelError
 from ..model.families import Family, layer_count, prune_config
 from ..model.sources import TOKENIZER_FILES, ModelSource
 from .safetensors_io import checkpoint_entries, model_entries, plan_shards, replacement_entry, write_sharded
@@ -140,7 +140,9 @@ def _write_all(
         entries.append(replace(entry, name=new_name))
     missing = sorted(set(wanted) - used)
     if missing:
-        raise ValueError(f"replaced tensors not in the saved checkpoint (or in a removed layer): {missing[:3]}")
+        raise UnsupportedModelError(f"The repaired or healed weight {missing[0]} has no tensor of that name in the "
+                                    "checkpoint, so it cannot be written; prune this model without the repair and "
+                                    "healing.")
     shards = plan_shards(entries, max_shard_bytes)
     done = 0
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -20,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..cut.plan import max_removable
-from ..errors import Cancelled, OutputError, PlanError
+from ..errors import Cancelled, PlanError
 from ..progress import CancelCheck, Progress
 from .calibration import TokenSet
 
@@ -90,18 +88,14 @@ class QualityCurve:
 
 
 def _write_atomically(path: Path, write: Callable[[Any], None]) -> Path:
-    """``write(stream)`` into a temporary file beside ``path``, moved into place only when complete."""
-    if not path.parent.is_dir():
-        raise OutputError(f"The folder {path.parent} does not exist.")
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", newline="", encoding="utf-8") as stream:
-            write(stream)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    """``write(stream)`` into a temporary file beside ``path``, moved into place only when complete.
+
+    A path that cannot be written (no such folder, no permission, a folder in the way, a full disk) is an
+    :class:`OutputError` sentence; nothing is left behind.
+    """
+    from ..formats.output_folder import write_file_atomically
+
+    return write_file_atomically(path, write)
 
 
 def _cell(value: float | None) -> str:

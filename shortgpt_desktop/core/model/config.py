@@ -15,17 +15,35 @@ if TYPE_CHECKING:
 
 
 def _load_errors() -> tuple[type[BaseException], ...]:
-    """What transformers, safetensors and the tokenizers raise for a model they cannot read: files missing or
-    unreadable (OSError), configs or checkpoints they do not understand (ValueError, KeyError), tensors that do
-    not fit the config (RuntimeError). Anything else is a bug in this tool and keeps its traceback."""
-    errors: list[type[BaseException]] = [OSError, ValueError, KeyError, RuntimeError]
+    """What transformers, gguf-py, safetensors and the tokenizers raise for a model they cannot read: files
+    missing or unreadable (OSError), configs or checkpoints they do not understand (ValueError, KeyError, and
+    huggingface_hub's strict config validation), tensors that do not fit the config (RuntimeError), and what
+    gguf-py's numpy views and struct reads raise on a file whose contents are damaged (IndexError,
+    OverflowError, struct.error, EOFError). Anything else is a bug in this tool and keeps its traceback."""
+    import struct
+
+    errors: list[type[BaseException]] = [OSError, ValueError, KeyError, RuntimeError, IndexError, OverflowError,
+                                         struct.error, EOFError]
     try:
         from safetensors import SafetensorError
 
         errors.append(SafetensorError)
     except ImportError:  # older safetensors keep it elsewhere; OSError covers most of its cases there
         pass
+    try:
+        from huggingface_hub.errors import StrictDataclassClassValidationError, StrictDataclassFieldValidationError
+
+        errors += [StrictDataclassFieldValidationError, StrictDataclassClassValidationError]
+    except ImportError:  # older huggingface_hub: configs are not validated
+        pass
     return tuple(errors)
+
+
+def rejected_by_library(exc: BaseException) -> bool:
+    """Whether a loader's exception means "this file is not usable" rather than a bug: one of
+    :data:`LOAD_ERRORS`, or the plain ``Exception`` the tokenizers library (Rust) raises for a vocabulary it
+    cannot build ("Error while initializing BPE: Token ... out of vocabulary")."""
+    return isinstance(exc, LOAD_ERRORS) or type(exc) is Exception
 
 
 LOAD_ERRORS = _load_errors()
@@ -47,16 +65,82 @@ def read_config(source: ModelSource) -> dict[str, Any]:
         from transformers import AutoConfig
 
         try:
-            return AutoConfig.from_pretrained(source.folder, gguf_file=source.gguf_file).to_dict()
-        except LOAD_ERRORS as exc:  # transformers raises ValueError/RuntimeError for unknown GGUF architectures
+            config = AutoConfig.from_pretrained(source.folder, gguf_file=source.gguf_file).to_dict()
+        except Exception as exc:  # transformers raises ValueError/RuntimeError for unknown GGUF architectures
+            if not rejected_by_library(exc):
+                raise
+            # transformers words any failure to parse a GGUF as "the config file ... is not a valid JSON file";
+            # the error it caught says what is wrong
+            cause = exc.__cause__ or exc.__context__
+            reason = _first_line(cause if "valid JSON file" in str(exc) and cause is not None else exc)
             raise UnsupportedModelError(
-                f"{source.gguf_file} cannot be read as a model by transformers ({_first_line(exc)})."
+                f"{source.gguf_file} cannot be read as a model by transformers ({reason})."
             ) from None
+        check_config_values(config, source.gguf_file)
+        return config
     path = source.folder / "config.json"
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
         raise ModelSourceError(f"{path} cannot be read ({_first_line(exc)}).") from None
+    if not isinstance(config, dict):
+        raise ModelSourceError(f"{path} is not a JSON object, so it is not a model config.")
+    check_config_values(config, str(path))
+    return config
+
+
+#: Config sizes a real model stays within: (fields, smallest, largest). A value outside is a corrupt or hostile
+#: file, refused before anything is allocated from it (a loader believes these numbers).
+CONFIG_BOUNDS: tuple[tuple[tuple[str, ...], int, int], ...] = (
+    (("num_hidden_layers", "n_layer", "num_layers", "n_layers"), 1, 1000),
+    (("hidden_size", "n_embd", "d_model"), 1, 1_000_000),
+    (("num_attention_heads", "n_head", "num_key_value_heads", "n_head_kv", "num_kv_heads", "head_dim"), 1, 100_000),
+    (("intermediate_size", "n_inner", "ffn_dim", "moe_intermediate_size"), 1, 10_000_000),
+    (("vocab_size",), 1, 10_000_000),
+    (("max_position_embeddings", "n_positions"), 1, 1 << 30),
+)
+
+
+#: Sizes some architectures give per layer as a list; every other bounded size must be a single number (the
+#: memory estimate reads hidden size, heads and vocabulary as numbers).
+_PER_LAYER_ALLOWED = ("num_key_value_heads", "n_head_kv", "num_kv_heads", "intermediate_size")
+
+
+def check_config_values(config: dict[str, Any], where: str) -> None:
+    """Refuse a config whose sizes are not positive whole numbers within :data:`CONFIG_BOUNDS`, or whose head
+    counts do not divide the hidden size; one sentence naming the file. A multimodal config's ``text_config``
+    is checked the same way. Absent (or null) fields are left to the loader's defaults."""
+    if "model_type" in config and not isinstance(config["model_type"], str):
+        raise ModelSourceError(f"{where} gives model_type = {config['model_type']!r}, not a name, so the file is "
+                               "corrupt.")
+    architectures = config.get("architectures")
+    if architectures is not None and not (isinstance(architectures, list)
+                                          and all(isinstance(a, str) for a in architectures)):
+        raise ModelSourceError(f"{where} gives architectures = {architectures!r}, not a list of names, so the file "
+                               "is corrupt.")
+    for part in (config, config.get("text_config")):
+        if not isinstance(part, dict):
+            continue
+        for fields, low, high in CONFIG_BOUNDS:
+            for name in fields:
+                value = part.get(name)
+                if value is None:
+                    continue
+                # some architectures give a size per layer (OpenELM's key/value heads): a list of such numbers
+                per_layer = name in _PER_LAYER_ALLOWED and isinstance(value, list) and 0 < len(value) <= 1000
+                values = value if per_layer else [value]
+                if not all(isinstance(v, int) and not isinstance(v, bool) and low <= v <= high for v in values):
+                    raise ModelSourceError(f"{where} gives {name} = {value!r}; a model has a whole number from "
+                                           f"{low:,} to {high:,} there, so the file is corrupt.")
+        hidden = part.get("hidden_size") or part.get("n_embd") or part.get("d_model")
+        heads = part.get("num_attention_heads") or part.get("n_head")
+        kv = part.get("num_key_value_heads")
+        if isinstance(heads, int) and isinstance(kv, int) and heads % kv:
+            raise ModelSourceError(f"{where} gives {heads} attention heads and {kv} key/value heads, which do not "
+                                   "group evenly, so the file is corrupt.")
+        if isinstance(hidden, int) and isinstance(heads, int) and not part.get("head_dim") and hidden % heads:
+            raise ModelSourceError(f"{where} gives a hidden size of {hidden} for {heads} attention heads, which "
+                                   "does not divide evenly, so the file is corrupt.")
 
 
 def read_header_config(source: ModelSource) -> dict[str, Any]:
@@ -66,7 +150,9 @@ def read_header_config(source: ModelSource) -> dict[str, Any]:
     if source.gguf_file:
         from .gguf_facts import header_config
 
-        return header_config(source.folder / source.gguf_file)
+        config = header_config(source.folder / source.gguf_file)
+        check_config_values(config, source.gguf_file)
+        return config
     return read_config(source)
 
 
@@ -118,5 +204,16 @@ def check_supported(config: dict[str, Any], trust_remote_code: bool) -> None:
 
 
 def _first_line(exc: BaseException) -> str:
+    """The first line of a library's message, without its closing punctuation (the caller ends the sentence).
+
+    transformers' "You set `ignore_mismatched_sizes` to `False`..." points at a report the user never sees: it
+    is said plainly instead.
+    """
     text = str(exc).strip().splitlines()
-    return (text[0] if text else exc.__class__.__name__).rstrip(".")
+    line = (text[0] if text else exc.__class__.__name__).rstrip(".!:; ")
+    if line.startswith(("Validation error for", "Class validation error for")) and len(text) > 1:
+        # huggingface_hub's config validation: the reason is on the next line ("    TypeError: Field ...")
+        line = text[1].strip().split(": ", 1)[-1].rstrip(".!:; ")
+    if "ignore_mismatched_sizes" in line:
+        return "its weights do not have the sizes its config gives"
+    return line

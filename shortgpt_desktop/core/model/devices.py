@@ -26,13 +26,12 @@ def resolve_device(name: str = "auto") -> str:
             return "mps"
         return "cpu"
     if name.startswith("cuda"):
+        index = cuda_index(name)
         if not torch.cuda.is_available():
             raise ResourceError("CUDA was asked for but no CUDA GPU is available.", hint=Hint.USE_CPU)
-        if ":" in name:
-            index = int(name.split(":", 1)[1])
-            if index >= torch.cuda.device_count():
-                raise ResourceError(f"There is no CUDA GPU number {index}; this machine has "
-                                    f"{torch.cuda.device_count()}.")
+        if index is not None and index >= torch.cuda.device_count():
+            raise ResourceError(f"There is no CUDA GPU number {index}; this machine has "
+                                f"{torch.cuda.device_count()}.")
         return name
     if name == "mps":
         mps = getattr(torch.backends, "mps", None)
@@ -42,6 +41,17 @@ def resolve_device(name: str = "auto") -> str:
     if name == "cpu":
         return name
     raise ResourceError(f"Unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps.")
+
+
+def cuda_index(name: str) -> int | None:
+    """``cuda`` → None, ``cuda:N`` → N; anything else that starts with ``cuda`` is refused with a sentence."""
+    if name == "cuda":
+        return None
+    number = name.removeprefix("cuda:") if name.startswith("cuda:") else ""
+    if not (number.isascii() and number.isdigit()):
+        raise ResourceError(f"Unknown device {name!r}: use auto, cpu, cuda, cuda:N (N a GPU number, 0 for the "
+                            "first) or mps.")
+    return int(number)
 
 
 def resolve_dtype(name: str, device: str) -> str:

@@ -295,6 +295,10 @@ def build_skeleton(source: ModelSource, dtype: str, trust_remote_code: bool = Fa
     if source.revision:
         kwargs["revision"] = source.revision
     config = AutoConfig.from_pretrained(source.folder, **kwargs)
+    from .config import read_config
+    from .loading import check_config_fits_weights
+
+    check_config_fits_weights(source, config, read_config(source), trust_remote_code)
     with init_empty_weights(include_buffers=False):
         model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype),
                                                  trust_remote_code=trust_remote_code)

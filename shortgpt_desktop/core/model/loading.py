@@ -18,13 +18,13 @@ from .sources import ModelSource
 if TYPE_CHECKING:
     from .memory import MemoryEstimate
 from shortgpt_desktop.core.model.config import (
-    LOAD_ERRORS,
     _first_line,
     architecture_name,
     check_supported,
     is_out_of_memory,
     read_config,
     read_header_config,
+    rejected_by_library,
 )
 from shortgpt_desktop.core.model.devices import resolve_device, resolve_dtype, torch_dtype
 
@@ -136,19 +136,28 @@ def load_model(
     kwargs = _from_pretrained_kwargs(source, trust_remote_code)
     try:
         config = AutoConfig.from_pretrained(source.folder, **kwargs)
+        check_config_fits_weights(source, config, raw_config, trust_remote_code)
         with cached_gguf_name_maps():
-            model = AutoModelForCausalLM.from_pretrained(
-                source.folder, config=config, dtype=torch_dtype(dtype), low_cpu_mem_usage=True, **kwargs
+            model, info = AutoModelForCausalLM.from_pretrained(
+                source.folder, config=config, dtype=torch_dtype(dtype), low_cpu_mem_usage=True,
+                output_loading_info=True, **kwargs
             )
     except torch.OutOfMemoryError:
         raise ResourceError(
             f"Not enough memory on {device} to load the model in {dtype}; choose a smaller dtype or the CPU."
         ) from None
-    except (MemoryError, *LOAD_ERRORS) as exc:
+    except Exception as exc:  # MemoryError too; what is not the file's or memory's fault is re-raised
         if is_out_of_memory(exc):
             raise ResourceError(f"Not enough memory on {device} to load the whole model in {dtype}.",
                                 hint=Hint.LOW_MEMORY) from None
-        raise ModelSourceError(f"The model in {source.folder} could not be loaded: {_first_line(exc)}") from None
+        if not rejected_by_library(exc):
+            raise
+        raise ModelSourceError(f"The model in {source.folder} could not be loaded: {_first_line(exc)}.") from None
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:  # transformers fills them with random values and says so only in a log line
+        raise ModelSourceError(f"The checkpoint in {source.folder} has no weights for {missing[0]}"
+                               + (f" and {len(missing) - 1} other parameter(s)" if len(missing) > 1 else "")
+                               + ", so the model would run with random values there.")
     tokenizer = load_tokenizer(source, trust_remote_code)
     try:
         model.to(device)
@@ -160,6 +169,35 @@ def load_model(
     log.info("loaded %s (%s, %d layers) on %s in %s", source.display_name, family.name,
              layer_count(config_dict, family), device, dtype)
     return LoadedModel(model, tokenizer, family, config_dict, source, device, dtype)
+
+
+#: How much bigger than its checkpoint a config's model may be before it is refused: tied or absent heads and
+#: rotary tables stored in some GGUF files make the two differ by a little, never by much.
+_SLACK = 1.1
+
+
+def check_config_fits_weights(source: ModelSource, config: Any, raw_config: dict[str, Any],
+                              trust_remote_code: bool = False) -> None:
+    """Refuse a config that describes a much bigger model than the checkpoint holds, before anything allocates.
+
+    transformers builds every parameter the config describes and only then compares it with the checkpoint: a
+    config.json (or GGUF metadata) claiming a vocabulary or MLP a thousand times too big makes it allocate
+    gigabytes first. The model is built here on the meta device (no memory, buffers included) and its
+    parameter count compared with the checkpoint's, read from the headers.
+    """
+    from accelerate import init_empty_weights
+    from transformers import AutoModelForCausalLM
+
+    from .memory import _tensor_elements
+
+    layers, others, _ = _tensor_elements(source, raw_config)
+    stored = sum(layers) + others
+    with init_empty_weights(include_buffers=True):
+        skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    described = sum(p.numel() for p in skeleton.parameters())
+    if described > _SLACK * stored + 1_000_000:
+        raise ModelSourceError(f"The config of {source.display_name} describes a model of {described:,} parameters "
+                               f"but its weights hold {stored:,}, so the files do not belong together.")
 
 
 def _from_pretrained_kwargs(source: ModelSource, trust_remote_code: bool) -> dict[str, Any]:
@@ -179,7 +217,9 @@ def load_tokenizer(source: ModelSource, trust_remote_code: bool = False) -> Any:
     kwargs = _from_pretrained_kwargs(source, trust_remote_code)
     try:
         return AutoTokenizer.from_pretrained(source.folder, **kwargs)
-    except LOAD_ERRORS as exc:
+    except Exception as exc:  # the tokenizers binding raises TypeError for merges it cannot parse
+        if not (rejected_by_library(exc) or isinstance(exc, TypeError)):
+            raise
         raise ModelSourceError(
             f"The model in {source.folder} has no usable tokenizer ({_first_line(exc)})."
         ) from None

@@ -245,7 +245,9 @@ def test_repair_lowers_smollm2_perplexity(smollm2_bi) -> None:
 
     with pruned_view(model, family, removed):
         plain = ppl()
-    # One pass ("independent"); the default sequential order is better still (see benchmarks/bench_repair.py).
+    # One pass ("independent"), the cheaper order; the default ("sequential", each run fitted on the output of the
+    # runs repaired before it) is what the default-recipe test in tests/core/test_real_model.py measures. No
+    # benchmark compares the two orders.
     result = fit_linear_repair(model, family, tokens, removed, batch_size=8, order="independent")
     with repaired_pruned_view(model, family, result):
         repaired = ppl()

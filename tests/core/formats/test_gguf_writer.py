@@ -270,24 +270,30 @@ def test_llama_cpp_runs_the_pruned_gguf_like_transformers(smol_pruned: gguf_writ
     assert agree >= 0.8 and max(gaps) < 0.35 and worst < 0.6, (agree, worst, gaps)
 
 
-def test_replaced_down_projection_is_requantized_to_q4_1(smollm2_gguf: Path, tmp_path: Path) -> None:
+def test_a_replaced_4_bit_weight_is_written_as_q8_0(smollm2_gguf: Path, tmp_path: Path) -> None:
+    """A repaired weight of a Q4_1 file is written at 8 bits (Q8_0) and the type change reported: at 4 bits the
+    default recipe's repaired down projections moved a token's log-probability by up to 6.4 nats."""
     from gguf.quants import dequantize
 
     rng = np.random.default_rng(0)
     new = rng.normal(0, 0.05, (576, 1536)).astype(np.float32)  # HF orientation [out, in]
     result = gguf_writer.write_pruned_gguf(smollm2_gguf, SMOL_REMOVED, tmp_path / "out",
                                            replaced={"model.layers.5.mlp.down_proj.weight": new})
-    assert result.replaced == ["blk.4.ffn_down.weight"] and result.changed_types == {}  # layer 5 is now 4
+    assert result.replaced == ["blk.4.ffn_down.weight"]  # layer 5 is now 4
+    assert result.changed_types == {"blk.4.ffn_down.weight": ("Q4_1", "Q8_0")}
     layout = read_gguf_layout(result.gguf_path)
     tensor = next(t for t in layout.tensors if t.name == "blk.4.ffn_down.weight")
-    assert gguf.GGMLQuantizationType(tensor.type_id).name == "Q4_1"
+    assert gguf.GGMLQuantizationType(tensor.type_id).name == "Q8_0"
     raw = np.fromfile(result.gguf_path, np.uint8, tensor.n_bytes, offset=layout.data_start + tensor.offset)
-    back = dequantize(raw, gguf.GGMLQuantizationType.Q4_1).reshape(576, 1536)
+    back = dequantize(raw, gguf.GGMLQuantizationType.Q8_0).reshape(576, 1536)
     blocks = new.reshape(576, -1, 32)
-    step = (blocks.max(-1) - blocks.min(-1)) / 15  # Q4_1: 16 levels between each block's min and max
+    step = np.abs(blocks).max(-1) / 127  # Q8_0: 255 levels, symmetric, per block of 32 (an fp16 scale)
     error = np.abs(back.reshape(576, -1, 32) - blocks).max(-1)
-    assert np.all(error <= step * 0.51 + 1e-3)
-    assert result.bytes_written == result.plan.output_bytes  # same type, same size
+    assert np.all(error <= step * 0.6)
+    other = next(t for t in layout.tensors if t.name == "blk.5.ffn_down.weight")
+    assert gguf.GGMLQuantizationType(other.type_id).name == "Q4_1"  # the rest keeps its type, byte for byte
+    q4_1, q8_0 = 576 * 1536 // 32 * 20, 576 * 1536 // 32 * 34  # bytes per block of 32: 20 and 34
+    assert result.bytes_written == result.plan.output_bytes + q8_0 - q4_1
 
 
 # ---------------------------------------------------------------------------------- tiny llama.cpp models
@@ -467,8 +473,9 @@ def test_bad_layer_lists_and_cancel_write_nothing(tmp_path: Path) -> None:
 @pytest.mark.timeout(2400)  # bi+ and the repair on a real model, on 2 CPU cores
 def test_default_recipe_gguf_runs_in_llama_cpp_like_the_repaired_model(smollm2, smollm2_gguf: Path,
                                                                         valid_text: Path, tmp_path: Path) -> None:
-    """The whole default job on a GGUF source: bi+ and the repair, written as a Q4_1 GGUF whose re-quantized
-    down projections llama.cpp runs like transformers runs the repaired model in memory."""
+    """The whole default job on a GGUF source: bi+ and the repair, written as a Q4_1 GGUF (the repaired down
+    projections at Q8_0) that llama.cpp runs like transformers runs the repaired model in memory, worst token
+    included."""
     from shortgpt_desktop.core import pipeline
     from shortgpt_desktop.core.engine import Engine, JobSpec
 
@@ -490,6 +497,14 @@ def test_default_recipe_gguf_runs_in_llama_cpp_like_the_repaired_model(smollm2, 
 
     with pipeline.modified(smollm2, plan.removed, adjusted.weights), torch.no_grad():
         logits = smollm2.model(torch.tensor([prompt + [t for t, _ in steps]])).logits[0].double()
-    agree, worst = agreement(steps, torch.log_softmax(logits, -1), len(prompt))
-    print(f"repaired SmolLM2 GGUF, llama.cpp vs transformers: agreement {agree:.2f}, max |dlogprob| {worst:.3f}")
-    assert agree >= 0.75, (agree, worst)
+    reference = torch.log_softmax(logits, -1)
+    agree, worst = agreement(steps, reference, len(prompt))
+    # the worst token: how far below transformers' best each token llama.cpp picked is (0 where they agree)
+    gaps = [float(reference[len(prompt) + j - 1].max() - reference[len(prompt) + j - 1][t])
+            for j, (t, _) in enumerate(steps)]
+    print(f"repaired SmolLM2 GGUF, llama.cpp vs transformers: agreement {agree:.2f}, max |dlogprob| {worst:.3f}, "
+          f"max gap {max(gaps):.3f}")
+    # measured (Q4_1 source, the repaired down projections written as Q8_0, llama.cpp's Q8 activations): agreement
+    # 1.00, max |dlogprob| over llama.cpp's top 5 at any step 0.55, max gap 0.00 (re-quantized to Q4_1 they gave
+    # 0.58, 1.54 and 2.22 with this recipe); the bounds leave room for llama.cpp's rounding on a near tie
+    assert agree >= 0.9 and worst < 0.8 and max(gaps) < 0.1, (agree, worst, gaps)

@@ -217,3 +217,17 @@ def test_full_job_writes_card_and_report(tiny_model: Path, small_calib: Path, tm
     assert data["removed_layers"] == report.removed_layers and data["scores"] == pytest.approx(report.scores)
     assert data["ppl_after"] == pytest.approx(report.ppl_after) and data["tokens"] == 8 * 64
     assert report.generation_before is not None and report.generation_after is not None
+
+
+def test_a_replacement_for_a_tensor_stored_as_integers_is_a_sentence(tmp_path: Path) -> None:
+    """An int8-quantized checkpoint cannot take a repaired float weight: a sentence, never a silent cast."""
+    from shortgpt_desktop.core.errors import UnsupportedModelError
+    from shortgpt_desktop.core.formats.safetensors_io import TensorEntry, replacement_entry, tensor_entry
+
+    stored = TensorEntry("model.layers.0.mlp.down_proj.weight", "I8", [4, 4], 16, lambda out: None)
+    with pytest.raises(UnsupportedModelError, match=r"stores model\.layers\.0\.mlp\.down_proj\.weight as I8.*\.$"):
+        replacement_entry(stored, torch.ones(4, 4))
+    with pytest.raises(UnsupportedModelError, match=r"complex64, which a safetensors file cannot store"):
+        tensor_entry("x", torch.ones(2, dtype=torch.complex64))
+    with pytest.raises(ValueError, match="shape"):  # a bug (the engine's shapes always match): keeps its traceback
+        replacement_entry(TensorEntry("w", "F32", [4, 4], 64, lambda out: None), torch.ones(2, 2))

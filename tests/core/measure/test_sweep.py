@@ -91,3 +91,24 @@ def test_csv_and_json_round_trip(model, tokens, tmp_path: Path) -> None:
     assert QualityCurve.from_json(data) == curve
     assert QualityCurve.from_json(json.loads(json.dumps(curve.to_json()))) == curve
     assert sorted(p.name for p in tmp_path.iterdir()) == ["curve.csv", "curve.json"], "no temporary files left"
+
+
+def test_an_unwritable_curve_path_is_a_sentence_and_leaves_nothing(model, tokens, tmp_path: Path) -> None:
+    """``sweep --json/--csv`` to a folder, a missing folder or a full disk: an OutputError, no temporary file."""
+    from shortgpt_desktop.core.errors import OutputError
+    from shortgpt_desktop.core.measure import sweep
+
+    curve = quality_curve(InMemoryStack(model, LLAMA), tokens, SCORES, max_removed=1, eval_windows=1, label="bi")
+    (tmp_path / "a-folder").mkdir()
+    for target in (tmp_path / "a-folder", tmp_path / "missing" / "curve.csv"):
+        with pytest.raises(OutputError, match=r"^Cannot write .*\.$"):
+            curve.write_csv(target)
+        with pytest.raises(OutputError, match=r"^Cannot write .*\.$"):
+            curve.write_json(target)
+
+    def disk_full(stream: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OutputError, match="no space left on device"):
+        sweep._write_atomically(tmp_path / "curve.csv", disk_full)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-folder"], "no temporary files left"

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -13,6 +18,8 @@ from shortgpt_desktop.core.errors import ResourceError
 from shortgpt_desktop.core.model.loading import inspect_model, load_model
 from shortgpt_desktop.core.model.memory import RUNTIME_BYTES, choose_mode, estimate_memory
 from shortgpt_desktop.core.model.sources import resolve
+
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +59,7 @@ def test_the_model_panel_and_the_command_line_read_the_same_estimate(
     info = inspect_model(source, "cpu", "float32", samples=8, seq_len=64, batch_size=2)
     estimate = estimate_memory(source, "cpu", "float32", samples=8, seq_len=64, batch_size=2)
     assert info.n_params == estimate.n_params
-    assert info.memory_needed_bytes == estimate.peak_bytes == RUNTIME_BYTES + estimate.in_memory_total
+    assert estimate.peak_bytes == RUNTIME_BYTES + estimate.in_memory_total
     assert estimate.in_memory_total == estimate.weights_bytes + estimate.batch_working_bytes  # safetensors: no copy
     longer = inspect_model(source, "cpu", "float32", samples=8, seq_len=128, batch_size=2)
     assert longer.memory_needed_bytes > info.memory_needed_bytes
@@ -60,24 +67,63 @@ def test_the_model_panel_and_the_command_line_read_the_same_estimate(
     assert f"needs about {cli.human_bytes(estimate.peak_bytes)}" in capsys.readouterr().err
 
 
-def test_legacy_bin_weights_are_counted_and_run_in_memory_only(tiny_model: Path, bin_model: Path) -> None:
-    safetensors = estimate_memory(resolve(str(tiny_model)), "cpu", "float32", samples=8, seq_len=64)
-    legacy = estimate_memory(resolve(str(bin_model)), "cpu", "float32", samples=8, seq_len=64)
-    # A .bin's size is its tensors plus the pickle's bookkeeping: counted from the size, within a few percent.
-    assert legacy.n_params == pytest.approx(safetensors.n_params, rel=0.05)
-    assert legacy.weights_bytes == 4 * legacy.n_params
-    assert ".bin" in legacy.not_streamable and not legacy.streamed_fits
-    assert choose_mode(legacy) == "memory"
-    legacy.available_ram_bytes = legacy.available_device_bytes = int(legacy.in_memory_total / 0.95)
-    with pytest.raises(ResourceError, match=r"cannot run one layer at a time: .*legacy \.bin"):
-        choose_mode(legacy)
+#: A command-line job in a child process, reporting its own peak resident size (ru_maxrss) when it ends.
+_MEASURED_JOB = textwrap.dedent("""
+    import json, resource, sys
+    from shortgpt_desktop import cli
+    code = cli.main(sys.argv[1:])
+    print(json.dumps({"code": code, "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+""")
 
 
-def test_a_legacy_bin_model_prunes_from_the_command_line(bin_model: Path, small_calib: Path, tmp_path: Path) -> None:
-    """The engine's mode choice reads the estimate before loading; a checkpoint the layer reader cannot take
-    must still run in memory (it used to stop with the streaming reader's refusal)."""
-    out = tmp_path / "out"
-    assert cli.main(["prune", str(bin_model), "--remove", "2", "--calib", str(small_calib), "--samples", "4",
-                     "--seq-len", "32", "--no-eval", "-q", "--out", str(out)]) == 0
-    reloaded = load_model(resolve(str(out)), "cpu", "float32")
-    assert reloaded.n_layers == 5
+def measured_peak(argv: list[str]) -> int:
+    """Peak resident bytes of ``shortgpt argv`` run start to end in a fresh process (Linux: ru_maxrss in kB)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    run = subprocess.run([sys.executable, "-c", _MEASURED_JOB, *argv], env=env, capture_output=True, text=True,
+                         timeout=1200)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["code"] == 0, run.stderr[-2000:]
+    return int(result["peak"])
+
+
+#: The tolerance: the estimate may be at most 30% below the measured peak and at most 50% above it. The peak of
+#: the same job varies with how busy the machine is (probably transformers' loader thread pool: each worker
+#: thread's malloc arena keeps what it freed; not proven). Measured (2 CPU cores, fp32): the tiny model's prune
+#: job 0.55 to 0.59 GB alone, 0.73 GB beside other tests, against 0.63 GB estimated (the old RUNTIME_BYTES of
+#: 500 MiB gave 0.53 GB); SmolLM2-135M GGUF, prune --preset quick --metric bi --repair none (score, check with
+#: fidelity, generation, GGUF save): 2.01 GB (1.73 to 1.75 GB before the check's fidelity figures, once 2.35 GB
+#: on a busy machine) against 1.79 GB estimated; its score job alone: 1.25 GB (1.43x).
+UNDERSTATE, OVERSTATE = 0.3, 1.5
+
+
+def within_tolerance(estimate: int, peak: int) -> bool:
+    return (1 - UNDERSTATE) * peak <= estimate <= OVERSTATE * peak
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ru_maxrss is in kB on Linux only")
+def test_the_estimate_bounds_the_measured_peak_of_a_job(tiny_model: Path, small_calib: Path, tmp_path: Path) -> None:
+    """The "needs about" figure against the peak resident memory of the very job, run in a child process."""
+    info = inspect_model(resolve(str(tiny_model)), "cpu", "float32", samples=8, seq_len=64, batch_size=4)
+    peak = measured_peak(["prune", str(tiny_model), "--layers", "2", "--samples", "8", "--seq-len", "64",
+                          "--batch-size", "4", "--calib", str(small_calib), "--device", "cpu", "--dtype", "float32",
+                          "--out", str(tmp_path / "out"), "-q"])
+    print(f"tiny prune job: measured peak {peak / 1e9:.2f} GB, estimated {info.memory_needed_bytes / 1e9:.2f} GB")
+    assert within_tolerance(info.memory_needed_bytes, peak), (info.memory_needed_bytes, peak)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)  # a whole job on SmolLM2 on 2 CPU cores: about 4 minutes
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ru_maxrss is in kB on Linux only")
+def test_the_estimate_bounds_a_real_models_measured_peak(smollm2_gguf: Path, tmp_path: Path) -> None:
+    from shortgpt_desktop.core import defaults
+
+    quick = defaults.PRESETS["quick"]
+    info = inspect_model(resolve(str(smollm2_gguf)), "cpu", "float32", samples=quick.samples, seq_len=quick.seq_len,
+                         batch_size=defaults.BATCH_SIZE)
+    peak = measured_peak(["prune", str(smollm2_gguf), "--layers", "8", "--metric", "bi", "--repair", "none",
+                          "--preset", "quick", "--device", "cpu", "--dtype", "float32", "--out", str(tmp_path / "out"),
+                          "-q"])
+    print(f"SmolLM2 prune --preset quick: measured peak {peak / 1e9:.2f} GB, estimated "
+          f"{info.memory_needed_bytes / 1e9:.2f} GB")
+    assert within_tolerance(info.memory_needed_bytes, peak), (info.memory_needed_bytes, peak)
