@@ -1,8 +1,8 @@
 """Optional healing of a pruned model: a short LoRA fine-tune on the calibration samples, merged back.
 
-LoRA adapters (peft) go on the linear projections of the decoder layers (all of them, or only ``layers``: the
-engine adapts the kept layers on both sides of each cut, where the damage is, and the backward pass then stops
-at the earliest adapted layer). The loss is distillation from the original model when a ``teacher`` is given:
+LoRA adapters (peft) go on the linear projections of the decoder layers (all of them, or only ``layers``, e.g.
+:func:`layers_beside` the cuts; the engine adapts them all: on SmolLM2, 8 of 30 removed, 16 distilled steps on
+the layers beside the cuts moved perplexity only from 67.0 to 66.4). The loss is distillation from the original model when a ``teacher`` is given:
 KL(original || pruned) of the next-token distributions on the calibration samples, the very measure the check
 reports, so healing pulls the pruned model back toward what it was rather than toward the calibration text
 (plain next-token loss otherwise). A fixed number of steps trains the adapters, then ``merge_and_unload`` folds
