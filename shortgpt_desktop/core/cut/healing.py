@@ -2,7 +2,8 @@
 
 LoRA adapters (peft) go on the linear projections of the decoder layers (all of them, or only ``layers``, e.g.
 :func:`layers_beside` the cuts; the engine adapts them all: on SmolLM2, 8 of 30 removed, 16 distilled steps on
-the layers beside the cuts moved perplexity only from 67.0 to 66.4). The loss is distillation from the original model when a ``teacher`` is given:
+the layers beside the cuts moved perplexity only from 67.0 to 66.4).
+The loss is distillation from the original model when a ``teacher`` is given:
 KL(original || pruned) of the next-token distributions on the calibration samples, the very measure the check
 reports, so healing pulls the pruned model back toward what it was rather than toward the calibration text
 (plain next-token loss otherwise). A fixed number of steps trains the adapters, then ``merge_and_unload`` folds
