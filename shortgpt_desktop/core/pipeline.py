@@ -207,13 +207,6 @@ def modified(loaded: LoadedModel, removed: Sequence[int] = (), weights: dict[str
             yield
 
 
-def perplexity_on(loaded: LoadedModel, tokens: TokenSet, batch_size: int = 4, progress: Progress = _noop,
-                  cancel: CancelCheck | None = None, stage: str = "perplexity") -> PerplexityResult:
-    """Perplexity of another model (a pruned copy) on windows tokenised for the first one."""
-    return perplexity_of(loaded.model, tokens.eval_windows, tokens.pad_id, batch_size, cancel,
-                         lambda done, total: progress(stage, done, total, None))
-
-
 def generate(loaded: LoadedModel, prompt: str, removed: Sequence[int] = (), max_new_tokens: int = 24,
              chat: bool | None = None, weights: dict[str, Any] | None = None) -> str:
     """Greedy continuation with the cache on, of the original or the pruned (and repaired) model.
