@@ -205,10 +205,10 @@ class Engine:
         """
         if self.source is None:
             return
-        self._check_gguf_output(list(removed if removed is not None else (spec.layers or [])))
+        self._refuse_output(list(removed if removed is not None else (spec.layers or [])))
         self.writer.refuse_adjusted(self.source, repair=spec.repair != "none", heal=spec.heal_steps > 0)
 
-    def _check_gguf_output(self, removed: Sequence[int]) -> None:
+    def _refuse_output(self, removed: Sequence[int]) -> None:
         """The writer's refusals for these layers (layouts llama.cpp fixes by layer position), before any work."""
         assert self.source is not None
         self.writer.refuse(self.source, removed)
