@@ -7,7 +7,6 @@ written, so a model larger than the RAM can be built.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -30,24 +29,10 @@ def write_random_model(
     from safetensors.torch import save_file
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from .tiny_models import build_tokenizer
+    from .tiny_models import with_tokenizer
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    if tokenizer_from is not None:
-        for item in Path(tokenizer_from).iterdir():
-            if item.name.startswith(("tokenizer", "special_tokens")):
-                shutil.copy2(item, folder / item.name)
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-    else:
-        tokenizer = build_tokenizer(folder)
-    kwargs = dict(config_kwargs)
-    kwargs.setdefault("vocab_size", len(tokenizer))
-    kwargs.setdefault("bos_token_id", tokenizer.bos_token_id)
-    kwargs.setdefault("eos_token_id", tokenizer.eos_token_id)
-    kwargs.setdefault("pad_token_id", tokenizer.pad_token_id)
+    kwargs = with_tokenizer(folder, config_kwargs, tokenizer_from)
     config = AutoConfig.for_model(model_type, **kwargs)
     with init_empty_weights():
         skeleton = AutoModelForCausalLM.from_config(config, dtype=torch.float32)

@@ -149,15 +149,11 @@ def build_tokenizer(folder: str | Path, vocab_size: int = 512) -> Any:
     return fast
 
 
-def build_tiny_model(folder: str | Path, model_type: str = "llama", config_overrides: dict[str, Any] | None = None,
-                     seed: int = 0, tokenizer_from: str | Path | None = None) -> Path:
-    """Write a random ``model_type`` model (safetensors + config + tokenizer) to ``folder``."""
+def with_tokenizer(folder: Path, config_kwargs: dict[str, Any], tokenizer_from: str | Path | None) -> dict[str, Any]:
+    """Put a tokenizer in ``folder`` (copied from ``tokenizer_from``, or trained) and return ``config_kwargs`` with
+    the vocabulary size and special token ids it gives (where they are not set already)."""
     import shutil
 
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if tokenizer_from is not None:
         for item in Path(tokenizer_from).iterdir():
@@ -168,11 +164,24 @@ def build_tiny_model(folder: str | Path, model_type: str = "llama", config_overr
         tokenizer = AutoTokenizer.from_pretrained(folder)
     else:
         tokenizer = build_tokenizer(folder)
-    kwargs = dict(TINY_LLAMA) if model_type == "llama" and config_overrides is None else dict(config_overrides or {})
+    kwargs = dict(config_kwargs)
     kwargs.setdefault("vocab_size", len(tokenizer))
     kwargs.setdefault("bos_token_id", tokenizer.bos_token_id)
     kwargs.setdefault("eos_token_id", tokenizer.eos_token_id)
     kwargs.setdefault("pad_token_id", tokenizer.pad_token_id)
+    return kwargs
+
+
+def build_tiny_model(folder: str | Path, model_type: str = "llama", config_overrides: dict[str, Any] | None = None,
+                     seed: int = 0, tokenizer_from: str | Path | None = None) -> Path:
+    """Write a random ``model_type`` model (safetensors + config + tokenizer) to ``folder``."""
+
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    folder = Path(folder)
+    kwargs = dict(TINY_LLAMA) if model_type == "llama" and config_overrides is None else dict(config_overrides or {})
+    kwargs = with_tokenizer(folder, kwargs, tokenizer_from)
     config = AutoConfig.for_model(model_type, **kwargs)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
