@@ -1,7 +1,8 @@
 """Layer-by-layer scoring against loading the whole model: peak memory and time, as ratios measured in one run.
 
     python benchmarks/bench_streaming.py [--folder /tmp/bench-3gb] [--layers 16] [--hidden 2048]
-                                         [--samples 4] [--seq-len 32] [--device cpu|cuda]
+                                         [--vocab N] [--tied] [--samples 4] [--seq-len 32] [--device cpu|cuda]
+                                         [--job]
 
 Builds (once; reused when ``--folder`` already holds it) a random Llama of about 3 GB of float32 weights,
 written shard by shard so the builder never holds it whole. Then each way of scoring runs in its own child
@@ -32,7 +33,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
-def build(folder: Path, layers: int, hidden: int) -> Path:
+def build(folder: Path, layers: int, hidden: int, vocab: int | None = None, tied: bool = False) -> Path:
     from shortgpt_desktop.core.testing.large_models import write_random_model
 
     if (folder / "model.safetensors.index.json").is_file():
@@ -41,7 +42,7 @@ def build(folder: Path, layers: int, hidden: int) -> Path:
     write_random_model(folder, dict(
         hidden_size=hidden, intermediate_size=int(hidden * 2.6875) // 64 * 64, num_hidden_layers=layers,
         num_attention_heads=hidden // 64, num_key_value_heads=hidden // 64, max_position_embeddings=2048,
-        tie_word_embeddings=False,
+        tie_word_embeddings=tied, **({"vocab_size": vocab} if vocab else {}),
     ), shard_bytes=1_000_000_000)
     print(f"built {folder} in {time.perf_counter() - started:.0f} s")
     return folder
@@ -129,8 +130,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--job", action="store_true", help="the whole default job instead of scoring alone")
+    parser.add_argument("--vocab", type=int, default=None, help="vocabulary size (default: the built tokenizer's)")
+    parser.add_argument("--tied", action="store_true", help="tie the input embeddings and the output head")
     options = parser.parse_args()
-    folder = build(Path(options.folder), options.layers, options.hidden)
+    folder = build(Path(options.folder), options.layers, options.hidden, options.vocab, options.tied)
     from shortgpt_desktop.core.model.memory import estimate_memory
     from shortgpt_desktop.core.model.sources import resolve
 
