@@ -277,6 +277,22 @@ class Engine:
         return (spec.model, spec.revision, spec.device, spec.dtype, spec.trust_remote_code, spec.low_memory,
                 spec.samples, spec.seq_len, spec.batch_size)
 
+    @staticmethod
+    def _load_key(spec: JobSpec) -> tuple:
+        return (spec.model, spec.revision, spec.device, spec.dtype, spec.trust_remote_code, spec.low_memory)
+
+    def decided_mode(self, spec: JobSpec) -> str | None:
+        """The way the model runs for ``spec`` when that is settled: the loaded backend's, while these settings
+        load nothing new, or the choice made for them before loading; None when the next load would decide.
+
+        A fresh estimate cannot say it once the model is loaded: the free memory has dropped by the model's size.
+        """
+        if self.backend is not None and self.load_key == self._load_key(spec):
+            return self.backend.mode
+        if self.mode_decision is not None and self.mode_decision[0] == self._mode_key(spec):
+            return self.mode_decision[1]
+        return None
+
     @property
     def is_streamed(self) -> bool:
         return self.backend is not None and self.backend.mode == "streamed"
@@ -288,7 +304,7 @@ class Engine:
         """
         if self.source is None or self.source.spec != spec.model:
             self.open(spec, progress, cancel)
-        key = (spec.model, spec.revision, spec.device, spec.dtype, spec.trust_remote_code, spec.low_memory)
+        key = self._load_key(spec)
         if self.backend is not None and self.load_key == key:
             return self.backend.loaded
         mode = self.mode_for(spec)
@@ -307,7 +323,7 @@ class Engine:
             self.open(spec)
         self.forget()
         self.backend = InMemory(loaded)
-        self.load_key = (spec.model, spec.revision, spec.device, spec.dtype, spec.trust_remote_code, spec.low_memory)
+        self.load_key = self._load_key(spec)
 
     def refusal(self, spec: JobSpec, metric: str | None = None) -> None:
         """Raise, before a job starts, the sentence for a step this model's backend cannot run with ``spec``."""

@@ -99,12 +99,13 @@ class Session:
     def memory_job(self, spec: JobSpec) -> Work:
         """Headers only, beside any running job: returns a :class:`MemoryView` and changes nothing."""
         engine, source = self.engine, self.engine.source
+        decided = engine.decided_mode(spec)  # read here, between jobs, not beside one
 
         def work(progress: Any, cancel: Any) -> MemoryView:
             if source is None:
                 raise UserError("Choose a model first.")
             info = Engine(source=source).estimate(spec)  # a throwaway engine: the real one is not touched
-            mode, details = describe_modes(engine, spec, info.memory)
+            mode, details = describe_modes(engine, spec, info.memory, decided)
             return MemoryView(info, mode, details)
 
         return work
@@ -120,8 +121,14 @@ class Session:
         return f"about {human_seconds(estimate.total)} ({parts}, from the scoring speed)"
 
 
-def describe_modes(engine: Engine, spec: JobSpec, estimate: MemoryEstimate) -> tuple[str, str]:
-    """Which way the model will run and what each way needs (reads headers only)."""
+def describe_modes(engine: Engine, spec: JobSpec, estimate: MemoryEstimate,
+                   decided: str | None = None) -> tuple[str, str]:
+    """Which way the model will run and what each way needs (reads headers only).
+
+    ``decided``: the engine's settled way for these settings (:meth:`Engine.decided_mode`), said as it is; the
+    estimate only decides a way not settled yet (once the model is loaded, the free memory it reads has dropped
+    by the model's size and would say "one layer at a time" or "does not fit" for a model running whole).
+    """
     from .messages import user_message
 
     streamed = (f"one layer at a time: {human_bytes(estimate.streamed_total)}" if not estimate.not_streamable
@@ -129,7 +136,7 @@ def describe_modes(engine: Engine, spec: JobSpec, estimate: MemoryEstimate) -> t
     details = (f"whole model: {human_bytes(estimate.in_memory_total)}; {streamed}; free: "
                f"{human_bytes(estimate.available_device_bytes)}")
     try:
-        mode = engine.mode_for(spec, estimate)
+        mode = decided or engine.mode_for(spec, estimate)
     except UserError as exc:
         return "does not fit", f"{user_message(exc)} ({details})"
     if mode == "streamed":

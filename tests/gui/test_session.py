@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+import torch
+
 from shortgpt_desktop.gui.session import Session, suggested_output
 
 VALUES = {"samples": 8, "seq_len": 32, "eval_windows": 4, "batch_size": 4, "metric": "bi+", "device": "cpu",
@@ -34,3 +37,77 @@ def test_a_session_runs_the_window_jobs_without_qt(tiny_model: Path, small_calib
     session.refuse_save(final, final_spec, out, False)
     saved_plan, result = session.save_job(final, final_spec, out, False)(noop, lambda: False)
     assert saved_plan.removed == final.removed and (Path(result.folder) / "model.safetensors").is_file()
+
+
+# ------------------------------------------------------------------------ free memory that drops as it loads
+
+def _window_sequence(session: Session, model: Path, calib: Path, out: Path) -> dict:
+    """What the window runs, in its order: open, the memory estimate, score, check, save, the quality curve."""
+    spec = session.job_spec(VALUES, [str(calib)], "The history of", str(model))
+    session.open_job(spec)(noop, lambda: False)
+    session.memory_job(spec)(noop, lambda: False)
+    session.score_job(spec)(noop, lambda: False)
+    final_spec = session.final_spec(spec)
+    plan, checked = session.check_job(session.engine.plan(count=2), final_spec)(noop, lambda: False)
+    adjusted = session.engine.adjusted
+    view = session.memory_job(spec)(noop, lambda: False)  # the panel's estimate, asked again with the model loaded
+    saved_plan, result = session.save_job(plan, final_spec, str(out), False)(noop, lambda: False)
+    curve = session.curve_job(final_spec)(noop, lambda: False)
+    return {"plan": plan, "saved": saved_plan, "checked": checked, "adjusted": adjusted, "view": view,
+            "folder": Path(result.folder), "curve": curve, "streamed": session.engine.is_streamed}
+
+
+def test_the_window_jobs_keep_one_mode_though_free_memory_drops_as_the_model_loads(
+        tiny_model: Path, small_calib: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Free memory just above the whole model's estimate before loading, and that minus the model once it is
+    loaded: every job of the window's sequence runs on the one backend chosen before the load, repaired, and
+    gives what the same sequence gives with memory to spare."""
+    from safetensors.torch import load_file
+
+    from shortgpt_desktop.core import engine as engine_module
+    from shortgpt_desktop.core.engine import Engine
+    from shortgpt_desktop.core.model import memory
+
+    plenty = _window_sequence(Session(), tiny_model, small_calib, tmp_path / "plenty")
+    assert not plenty["streamed"]
+
+    probe = Session()
+    spec = probe.job_spec(VALUES, [str(small_calib)], "", str(tiny_model))
+    probe.engine.open(spec)
+    need = probe.engine.memory_estimate(spec).in_memory_total
+    loaded = {"bytes": 0}
+    opened: list[str] = []
+    real_open = engine_module.open_backend
+
+    def free(device: str) -> tuple[int, int]:
+        room = int(need / memory.SAFETY) + 1024 - loaded["bytes"]
+        return room, room
+
+    def open_and_count(mode: str, *args: object, **kwargs: object) -> object:
+        opened.append(mode)
+        backend = real_open(mode, *args, **kwargs)
+        loaded["bytes"] += sum(p.numel() * p.element_size() for p in backend.loaded.model.parameters())
+        return backend
+
+    monkeypatch.setattr(memory, "available_memory", free)
+    monkeypatch.setattr(engine_module, "open_backend", open_and_count)
+    session = Session(Engine())
+    tight = _window_sequence(session, tiny_model, small_calib, tmp_path / "tight")
+
+    assert free("cpu")[0] < need, "the test must make a fresh estimate after the load say 'streamed'"
+    assert opened == ["memory"], "loaded once, in one mode, for the whole sequence"
+    assert not tight["streamed"]
+    assert tight["view"].mode == "whole, in memory", "the panel must say how the model runs, not a fresh guess"
+    repair = tight["adjusted"].repair
+    assert repair is not None and any(run.repaired for run in repair.runs) and repair.tensors
+    assert tight["plan"].removed == plenty["plan"].removed == tight["saved"].removed
+    assert tight["checked"].ppl_before == pytest.approx(plenty["checked"].ppl_before, rel=1e-6)
+    assert tight["checked"].ppl_after == pytest.approx(plenty["checked"].ppl_after, rel=1e-6)
+    assert tight["checked"].generation_after == plenty["checked"].generation_after
+    a, b = load_file(plenty["folder"] / "model.safetensors"), load_file(tight["folder"] / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=0)
+    assert [p.k for p in tight["curve"].points] == [p.k for p in plenty["curve"].points] == [0, 1, 2, 3]
+    assert [p.perplexity for p in tight["curve"].points] == \
+        pytest.approx([p.perplexity for p in plenty["curve"].points], rel=1e-6)
