@@ -180,6 +180,26 @@ def smollm2(smollm2_gguf: Path):
     return pipeline.open_model(pipeline.JobSpec(model=str(smollm2_gguf), device="cpu", dtype="float32"))
 
 
+@pytest.fixture(scope="session")
+def smollm2_safetensors(smollm2, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SmolLM2's GGUF dequantized to a safetensors folder, for the tests that run both formats (save_pretrained
+    refuses GGUF-loaded models, so the state dict, config and tokenizer are written here)."""
+    import json
+
+    from safetensors.torch import save_file
+
+    folder = tmp_path_factory.mktemp("smollm2-st")
+    state = {k: v.contiguous() for k, v in smollm2.model.state_dict().items()}
+    if smollm2.model.config.tie_word_embeddings:
+        state.pop("lm_head.weight", None)
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    config = smollm2.model.config.to_dict()
+    config.pop("quantization_config", None)
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    smollm2.tokenizer.save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture
 def extra_metric():
     """A metric the tool does not ship, added the one way the registry allows: one class, one ``register``.

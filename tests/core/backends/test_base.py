@@ -103,3 +103,63 @@ def test_a_cancelled_streamed_scoring_keeps_its_partial_scores(tiny_model: Path,
     assert engine.is_streamed and scored is not None and scored.partial
     measured = [s for s in scored.scores.scores if s is not None]
     assert 0 < len(measured) < 6 and scored.scores.scores[0] is not None and scored.scores.scores[-1] is None
+
+
+
+def _saved_tensors(folder: Path) -> dict[str, tuple[str, torch.Tensor]]:
+    """name → (stored type, float values) of a saved folder's weights, safetensors or GGUF (dequantized)."""
+    gguf_files = sorted(folder.glob("*.gguf"))
+    if not gguf_files:
+        from safetensors.torch import load_file
+
+        return {name: (str(value.dtype), value) for name, value in load_file(folder / "model.safetensors").items()}
+    import gguf
+    from gguf.quants import dequantize
+
+    reader = gguf.GGUFReader(str(gguf_files[0]))
+    return {t.name: (t.tensor_type.name, torch.from_numpy(dequantize(t.data, t.tensor_type).copy()))
+            for t in reader.tensors}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["gguf", "safetensors"])
+def test_smollm2s_default_job_streamed_equals_the_job_in_memory(fmt: str, smollm2_gguf: Path,
+                                                                smollm2_safetensors: Path, valid_text: Path,
+                                                                test_text: Path, tmp_path: Path) -> None:
+    """The whole default job (bi+ measured, repaired, checked with a generation, saved in the source's format)
+    on a real model, one layer at a time and in memory: the same layers, repaired weights, perplexities and
+    written file. Kept short for the slow suite: 8 × 32 calibration tokens, 4 held-out windows, 2 layers."""
+    model = smollm2_gguf if fmt == "gguf" else smollm2_safetensors
+    runs = {}
+    for mode, low in (("memory", False), ("streamed", True)):
+        spec = JobSpec(model=str(model), calib=[str(valid_text)], eval_text=str(test_text), samples=8, seq_len=32,
+                       eval_windows=4, batch_size=8, device="cpu", dtype="float32", count=2,
+                       out=str(tmp_path / f"out-{mode}"), max_new_tokens=2, low_memory=low)
+        assert spec.metric == "bi+" and spec.repair == "linear" and spec.check_perplexity  # the defaults
+        engine = Engine()
+        report = run_prune(engine, spec)
+        assert engine.is_streamed == low and engine.adjusted is not None and engine.checked is not None
+        runs[mode] = report, dict(engine.adjusted.weights), engine.checked
+    (whole, whole_weights, whole_check), (streamed, streamed_weights, streamed_check) = runs["memory"], runs["streamed"]
+    assert len(whole.removed_layers) == 2 and streamed.removed_layers == whole.removed_layers
+    assert streamed.selection == whole.selection
+    assert any(r.get("parameter") for r in whole.repair_runs)
+    assert [r.get("parameter") for r in streamed.repair_runs] == [r.get("parameter") for r in whole.repair_runs]
+    assert whole_weights and streamed_weights.keys() == whole_weights.keys()
+    for name, value in whole_weights.items():
+        torch.testing.assert_close(streamed_weights[name], value, rtol=1e-5, atol=1e-5)
+    assert streamed.ppl_before == pytest.approx(whole.ppl_before, rel=1e-4)
+    assert streamed.ppl_after == pytest.approx(whole.ppl_after, rel=1e-4)
+    assert streamed_check.generation_after == whole_check.generation_after
+
+    a, b = _saved_tensors(tmp_path / "out-memory"), _saved_tensors(tmp_path / "out-streamed")
+    assert {k: (t, v.shape) for k, (t, v) in b.items()} == {k: (t, v.shape) for k, (t, v) in a.items()}
+    requantized = {k for k in a if fmt == "gguf" and k.endswith("ffn_down.weight")
+                   and not torch.equal(a[k][1], b[k][1])}
+    for key, (_, value) in a.items():
+        if key in requantized:
+            # Re-quantized from repaired weights 1e-5 apart: a value may land one quantization step away.
+            step = float(value.abs().max()) / 7
+            assert (b[key][1] - value).abs().max() <= step and (b[key][1] != value).float().mean() < 0.01
+        else:
+            torch.testing.assert_close(b[key][1], value, rtol=1e-5, atol=1e-5)

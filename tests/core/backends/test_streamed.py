@@ -139,23 +139,6 @@ def test_observers_see_every_layer_and_batch(tiny_model: Path, calib_text: str) 
 # ------------------------------------------------------------------------------------------------ SmolLM2
 
 
-@pytest.fixture(scope="module")
-def smollm2_safetensors(smollm2, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The GGUF's dequantized weights as a safetensors folder (save_pretrained refuses GGUF-loaded models)."""
-    from safetensors.torch import save_file
-
-    folder = tmp_path_factory.mktemp("smollm2-st")
-    state = {k: v.contiguous() for k, v in smollm2.model.state_dict().items()}
-    if smollm2.model.config.tie_word_embeddings:
-        state.pop("lm_head.weight", None)
-    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    config = smollm2.model.config.to_dict()
-    config.pop("quantization_config", None)
-    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
-    smollm2.tokenizer.save_pretrained(folder)
-    return folder
-
-
 @pytest.mark.slow
 def test_smollm2_gguf_and_safetensors_stream_like_in_memory(smollm2, smollm2_gguf: Path, smollm2_safetensors: Path,
                                                             calib_text: str) -> None:
