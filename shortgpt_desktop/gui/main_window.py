@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +33,8 @@ from ..core.engine import JobSpec, Scored
 from ..core.errors import PlanError, UserError
 from ..core.measure.metrics import METRICS
 from ..core.model.loading import ModelInfo
-from ..core.progress import counts_layers, stage_unit
 from ..core.report import model_bytes
-from ..format import human_bytes, human_seconds, layer_list, time_left
+from ..format import human_bytes, human_seconds, layer_list
 from . import dialogs
 from .calibration_panel import CalibrationPanel
 from .chart import ScoreChart
@@ -48,33 +46,13 @@ from .messages import user_message
 from .model_panel import ModelPanel, model_key
 from .plan_panel import PlanPanel
 from .scores_file import read_scores, same_model, write_scores
-from .session import MemoryView, Session, suggested_output
+from .session import JobProgress, MemoryView, Session, job_title, suggested_output
 from .settings_panel import SettingsPanel
 from .settings_store import Store
 from .system import gpu_memory, probe_devices, process_memory, total_memory
 from .workers import Failure, JobRunner
 
 log = logging.getLogger(__name__)
-
-
-_STAGE_TEXT = {
-    "download": "Downloading the model",
-    "inspect": "Reading the model's description",
-    "load": "Loading the model",
-    "tokenize": "Tokenising the calibration text",
-    "scoring": "Scoring",
-    "ppl_before": "Perplexity of the original",
-    "ppl_after": "Perplexity of the pruned model",
-    "generate": "Generating text with both models",
-    "saving": "Saving the pruned model",
-    "selecting": "Checking the candidate layers",
-    "repair": "Repairing the pruned model",
-    "heal": "Healing (LoRA)",
-    "sweep": "Quality curve",
-    "writing GGUF": "Writing the GGUF file",
-}
-_JOB_TITLE = {"open": "Opening the model", "score": "Scoring", "save": "Saving", "import": "Loading the model",
-              "check": "Checking perplexity"}
 
 
 class MainWindow(QMainWindow):
@@ -108,7 +86,7 @@ class MainWindow(QMainWindow):
         self._scoring_metric = "bi"  # the metric of the scoring job in progress
         self._focus_before_job: QWidget | None = None  # a left-pane field that had the focus when a job began
         self._scores_before: Any = None  # scores shown before that job, restored if it fails
-        self._stage: tuple[str, float] = ("", 0.0)  # the stage in progress and when it started (for the ETA)
+        self.job_progress = JobProgress()  # the progress line's words, from the session layer
 
         self._build()
         # An explicit minimum: otherwise the layouts' minimum grows with word-wrapped text (a long model name
@@ -393,12 +371,12 @@ class MainWindow(QMainWindow):
     def _on_job_started(self, name: str) -> None:
         self._set_busy(True)
         self.progress.setRange(0, 0)
-        self.progress_label.setText(_JOB_TITLE.get(name, name) + "…")
+        self.progress_label.setText(self.job_progress.started(name))
 
     def _on_job_finished(self, name: str, outcome: str) -> None:
         self._set_busy(False)
         self.model_panel.hide_download()
-        self.progress_label.setText({"cancelled": "Cancelled.", "failed": "Failed."}.get(outcome, ""))
+        self.progress_label.setText(self.job_progress.finished(outcome))
         self._update_status()
         follow = self._after_open
         self._after_open = None
@@ -411,32 +389,23 @@ class MainWindow(QMainWindow):
     def _on_progress(self, name: str, stage: str, done: int, total: int, partial: Any) -> None:
         if self._closing:
             return
-        if stage == "download":
-            self.model_panel.show_download(done, total)
-        if total > 0 and stage not in ("load", "tokenize", "inspect"):
-            self.progress.setRange(0, total)
-            self.progress.setValue(done)
+        view = self.job_progress.update(stage, done, total, partial, streamed=self.engine.is_streamed,
+                                        metric=self._scoring_metric or "")
+        if view.download is not None:
+            self.model_panel.show_download(*view.download)
+        if view.bar is not None:
+            self.progress.setRange(0, view.bar[1])
+            self.progress.setValue(view.bar[0])
         else:
             self.progress.setRange(0, 0)
-        text = _STAGE_TEXT.get(stage, stage)
-        unit = stage_unit(stage, counts_layers(stage, self.engine.is_streamed, self._scoring_metric or ""))
-        if stage == "download" and total:
-            text += f": {human_bytes(done)} of {human_bytes(total)}"
-        elif unit and total:
-            text += f": {done} of {total} {unit}"
-        if stage != self._stage[0]:
-            self._stage = (stage, time.monotonic())
-        left = time_left(done, total, time.monotonic() - self._stage[1])
-        if left is not None and left >= 1:
-            text += f", about {human_seconds(left)} left"
-        self.progress_label.setText(text + "…" if done < total or not total else text)
-        if stage == "scoring" and isinstance(partial, list):
-            self.chart.set_scores(partial)
+        self.progress_label.setText(view.text)
+        if view.scores is not None:
+            self.chart.set_scores(view.scores)
 
     def cancel(self) -> None:
         if self.jobs.busy:
             self.jobs.cancel()
-            self.progress_label.setText("Cancelling…")
+            self.progress_label.setText(self.job_progress.cancelling())
             log.info("cancel requested for %s", self.jobs.current)
 
     # ---------------------------------------------------------------------------------------------- probe
@@ -790,13 +759,13 @@ class MainWindow(QMainWindow):
             on_failure=lambda f: self.show_error("Saving failed", f),
             on_cancel=lambda: self.statusBar().showMessage("Saving cancelled; nothing was written.", 8000),
         )
-        self._announce("Saving", spec, plan, check=False)
+        self._announce("save", spec, plan, check=False)
 
-    def _announce(self, title: str, spec: JobSpec, plan: PrunePlan, check: bool) -> None:
+    def _announce(self, job: str, spec: JobSpec, plan: PrunePlan, check: bool) -> None:
         """What the job just started will cost, from the scoring pass's speed, until its first progress."""
-        text = self.session.next_job_text(spec, len(plan.removed), check)
+        text = self.job_progress.announced(job, self.session.next_job_text(spec, len(plan.removed), check))
         if text:
-            self.progress_label.setText(f"{title}: {text}…")
+            self.progress_label.setText(text)
 
     def _final_spec(self) -> JobSpec:
         """The scoring's settings with the repair, healing and prompt chosen now."""
@@ -831,7 +800,7 @@ class MainWindow(QMainWindow):
             on_success=self._on_checked, on_failure=lambda f: self.show_error("Checking failed", f),
             on_cancel=lambda: self.compare_panel.show_message("Check cancelled."),
         )
-        self._announce("Checking perplexity", spec, plan, check=True)
+        self._announce("check", spec, plan, check=True)
 
     def _on_checked(self, outcome: Any) -> None:
         plan, checked = outcome
@@ -863,7 +832,7 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event: QCloseEvent) -> None:
         if self.jobs.busy or self.background.busy:
             if not self._closing:
-                job = _JOB_TITLE.get(self.jobs.current or "", "A job")
+                job = job_title(self.jobs.current) if self.jobs.current else "A job"
                 if self.jobs.busy and not dialogs.ask_yes_no(
                     self, "Stop and quit?", f"{job} is still running. Stop it and close?"
                 ):

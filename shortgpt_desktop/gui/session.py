@@ -13,6 +13,7 @@ returns plain data: it never writes the engine.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,8 @@ from ..core.cut.plan import PrunePlan
 from ..core.engine import Engine, JobSpec
 from ..core.errors import UserError
 from ..core.model.memory import MemoryEstimate
-from ..format import human_bytes, human_seconds
+from ..core.progress import counts_layers, stage_unit
+from ..format import human_bytes, human_seconds, time_left
 
 Work = Callable[[Any, Any], Any]
 
@@ -156,3 +158,100 @@ def suggested_output(engine: Engine, plan: PrunePlan | None, save_dir: str | Non
     if not folder and source is not None and source.kind != "hub":
         folder = str(source.folder.parent)
     return str(Path(folder or Path.home()) / f"{name}-shortgpt-{kept}L")
+
+
+# ------------------------------------------------------------------------------------------------ progress
+
+#: What the window says each stage of a job is doing (the command line's shorter words: ``cli._STAGE_LABELS``).
+STAGE_TEXT = {
+    "download": "Downloading the model",
+    "inspect": "Reading the model's description",
+    "load": "Loading the model",
+    "tokenize": "Tokenising the calibration text",
+    "scoring": "Scoring",
+    "ppl_before": "Perplexity of the original",
+    "ppl_after": "Perplexity of the pruned model",
+    "generate": "Generating text with both models",
+    "saving": "Saving the pruned model",
+    "selecting": "Checking the candidate layers",
+    "repair": "Repairing the pruned model",
+    "heal": "Healing (LoRA)",
+    "sweep": "Quality curve",
+    "writing GGUF": "Writing the GGUF file",
+}
+#: Each window job's name, as the window says it while the job starts and when closing asks to stop it.
+JOB_TITLE = {"open": "Opening the model", "score": "Scoring", "save": "Saving", "import": "Loading the model",
+             "check": "Checking perplexity", "curve": "Quality curve"}
+#: Stages whose count is not worth a bar (one step, or a step that reports no count as it goes).
+_UNCOUNTED = ("load", "tokenize", "inspect")
+
+
+@dataclasses.dataclass
+class ProgressView:
+    """One progress event as the window shows it (plain data): the line of text, the bar, and what a panel
+    shows beside it."""
+
+    text: str
+    bar: tuple[int, int] | None  # (done, total); None: busy, without a count
+    download: tuple[int, int] | None = None  # (bytes done, bytes in all) while a Hub model downloads
+    scores: list | None = None  # the scores measured so far, while scoring
+
+
+class JobProgress:
+    """Words the progress of the window's jobs: ``Scoring: 3 of 30 layers, about 2 min 10 s left…``.
+
+    Keeps when the current stage began, for the time left at the stage's own pace; ``clock`` is
+    :func:`time.monotonic` unless a test gives its own.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.stage = ""
+        self.stage_started = 0.0
+
+    def started(self, job: str) -> str:
+        """The line while a job starts, before its first progress."""
+        self.stage = ""
+        return job_title(job) + "…"
+
+    def update(self, stage: str, done: int, total: int, partial: Any = None, *, streamed: bool = False,
+               metric: str = "") -> ProgressView:
+        """One event of the engine's progress (``streamed``: the model runs one layer at a time; ``metric``:
+        the scoring job's, whose counter counts layers for the ppl metric)."""
+        now = self.clock()
+        if stage != self.stage:
+            self.stage, self.stage_started = stage, now
+        text = STAGE_TEXT.get(stage, stage)
+        unit = stage_unit(stage, counts_layers(stage, streamed, metric))
+        if stage == "download" and total:
+            text += f": {human_bytes(done)} of {human_bytes(total)}"
+        elif unit and total:
+            text += f": {done} of {total} {unit}"
+        left = time_left(done, total, now - self.stage_started)
+        if left is not None and left >= 1:
+            text += f", about {human_seconds(left)} left"
+        if done < total or not total:
+            text += "…"
+        return ProgressView(
+            text=text, bar=(done, total) if total > 0 and stage not in _UNCOUNTED else None,
+            download=(done, total) if stage == "download" else None,
+            scores=partial if stage == "scoring" and isinstance(partial, list) else None)
+
+    @staticmethod
+    def finished(outcome: str) -> str:
+        """The line once a job has stopped (``ok``: nothing; the result speaks for itself)."""
+        return {"cancelled": "Cancelled.", "failed": "Failed."}.get(outcome, "")
+
+    @staticmethod
+    def cancelling() -> str:
+        return "Cancelling…"
+
+    @staticmethod
+    def announced(job: str, estimate_text: str) -> str:
+        """What a job just started will cost, until its first progress (``estimate_text``: from
+        :meth:`Session.next_job_text`; nothing to say when it is empty)."""
+        return f"{job_title(job)}: {estimate_text}…" if estimate_text else ""
+
+
+def job_title(job: str) -> str:
+    return JOB_TITLE.get(job, job)

@@ -297,3 +297,21 @@ def test_slider_ends(qtbot, opened, count: int) -> None:
         window.toggle_layer(last)
         assert len(window.plan.removed) == 5
         assert "must stay" in window.statusBar().currentMessage()
+
+
+def test_the_window_shows_the_sessions_progress_words(window) -> None:
+    """The progress line is the session layer's sentence; the bar and the chart take its plain data."""
+    from shortgpt_desktop.gui.session import JobProgress
+
+    now = [0.0]
+    window.job_progress = JobProgress(lambda: now[0])
+    expected = JobProgress(lambda: now[0])
+    for when, done in ((0.0, 0), (10.0, 3)):
+        now[0] = when
+        window._on_progress("score", "scoring", done, 30, [0.5] * done + [None] * (30 - done))
+        view = expected.update("scoring", done, 30, metric=window._scoring_metric)
+        assert window.progress_label.text() == view.text
+    assert window.progress_label.text() == "Scoring: 3 of 30 samples, about 1 min 30 s left…"
+    assert (window.progress.value(), window.progress.maximum()) == (3, 30)
+    window._on_progress("open", "load", 0, 1, None)
+    assert window.progress_label.text() == "Loading the model…" and window.progress.maximum() == 0

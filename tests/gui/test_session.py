@@ -111,3 +111,63 @@ def test_the_window_jobs_keep_one_mode_though_free_memory_drops_as_the_model_loa
     assert [p.k for p in tight["curve"].points] == [p.k for p in plenty["curve"].points] == [0, 1, 2, 3]
     assert [p.perplexity for p in tight["curve"].points] == \
         pytest.approx([p.perplexity for p in plenty["curve"].points], rel=1e-6)
+
+
+# ------------------------------------------------------------------------------------------- progress words
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_progress_is_worded_here_with_the_counters_unit_and_the_time_left() -> None:
+    from shortgpt_desktop.gui.session import JobProgress
+
+    clock = Clock()
+    words = JobProgress(clock)
+    assert words.started("score") == "Scoring…" and words.started("curve") == "Quality curve…"
+    first = words.update("scoring", 0, 30, [None] * 30, streamed=True, metric="bi+")
+    assert first.text == "Scoring: 0 of 30 layers…" and first.bar == (0, 30) and first.scores == [None] * 30
+    clock.now = 10.0
+    view = words.update("scoring", 3, 30, [0.1, 0.2, 0.3], streamed=True, metric="bi+")
+    assert view.text == "Scoring: 3 of 30 layers, about 1 min 30 s left…" and view.scores == [0.1, 0.2, 0.3]
+    assert words.update("scoring", 30, 30, streamed=True).text == "Scoring: 30 of 30 layers"  # done: no "…"
+    assert words.update("scoring", 3, 30, metric="bi").text.startswith("Scoring: 3 of 30 samples")
+    assert words.update("scoring", 3, 30, metric="ppl").text.startswith("Scoring: 3 of 30 layers")
+    clock.now = 100.0
+    assert words.update("selecting", 1, 10).text == "Checking the candidate layers: 1 of 10 passes…"
+    clock.now = 110.0
+    assert words.update("selecting", 2, 10).text == \
+        "Checking the candidate layers: 2 of 10 passes, about 40.0 s left…", "the stage's own pace"
+    load = words.update("load", 0, 1)
+    assert load.text == "Loading the model…" and load.bar is None and load.download is None
+    download = words.update("download", 1_500_000, 3_000_000)
+    assert download.text.startswith("Downloading the model: 1.5 MB of 3.0 MB") and download.download == (
+        1_500_000, 3_000_000)
+    assert words.update("a new stage", 0, 0).text == "a new stage…"
+
+
+def test_a_new_job_times_its_first_stage_afresh() -> None:
+    """A save after a save starts on the stage the last one ended on: its time left is not the old job's."""
+    from shortgpt_desktop.gui.session import JobProgress
+
+    clock = Clock()
+    words = JobProgress(clock)
+    words.started("save")
+    words.update("saving", 0, 10)
+    clock.now = 1000.0
+    words.started("save")
+    assert words.update("saving", 1, 10).text == "Saving the pruned model: 1 of 10 tensors…"
+
+
+def test_the_end_of_a_job_and_what_the_next_will_cost_are_worded_here() -> None:
+    from shortgpt_desktop.gui.session import JobProgress, job_title
+
+    words = JobProgress(Clock())
+    assert [words.finished(o) for o in ("ok", "cancelled", "failed")] == ["", "Cancelled.", "Failed."]
+    assert words.cancelling() == "Cancelling…"
+    assert words.announced("check", "about 2 min") == "Checking perplexity: about 2 min…"
+    assert words.announced("save", "") == "" and job_title("save") == "Saving" and job_title("x") == "x"
