@@ -103,6 +103,7 @@ def run_prune(engine: Engine, spec: JobSpec, progress: Progress = no_progress, c
     engine.set_output_format(spec.output_format)
     engine.mode_for(spec)  # refuses, before loading, a model that fits neither way
     engine.check_output_job(spec)  # a GGUF output that cannot be written: refused before scoring
+    engine.refusal(spec, spec.metric if needs_scores else None)  # what that mode cannot run: before scoring too
     if needs_scores:
         count = spec.count if spec.count is not None else count_for_ratio(float(spec.ratio), info.n_layers)  # type: ignore[arg-type]
         engine.score(spec, JobClock(engine, spec, count, progress), cancel)

@@ -262,3 +262,17 @@ def test_a_removal_that_shifts_a_position_locked_gguf_layout_is_refused_before_r
     with pytest.raises(UnsupportedModelError, match="period of 2"):
         run_prune(Engine(), JobSpec(count=1, metric="bi", **common))
     assert not (tmp_path / "out").exists()
+
+
+def test_what_low_memory_mode_cannot_run_is_refused_before_the_model_loads(
+        tiny_model: Path, small_calib: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Healing needs the whole model: in low-memory mode the job says so before loading and scoring, not after."""
+    from shortgpt_desktop.core.errors import UserError
+
+    loads: list[str] = []
+    monkeypatch.setattr("shortgpt_desktop.core.engine.open_backend", lambda *a, **k: loads.append("load"))
+    spec = JobSpec(model=str(tiny_model), calib=[str(small_calib)], samples=4, seq_len=16, eval_windows=2,
+                   out=str(tmp_path / "out"), device="cpu", dtype="float32", low_memory=True, heal_steps=1, ratio=0.25)
+    with pytest.raises(UserError, match="Healing trains the whole model"):
+        run_prune(Engine(), spec)
+    assert loads == [] and not (tmp_path / "out").exists()

@@ -24,7 +24,7 @@ from typing import Any
 
 from . import pipeline
 from .backends import ops
-from .backends.base import Backend, InMemory, open_backend
+from .backends.base import Backend, InMemory, backend_class, open_backend
 from .cut.plan import LayerSizes, PrunePlan, apply_sizes, check_layer_list, count_for_ratio, make_plan, max_removable
 from .cut.surgery import layer_sizes
 from .errors import CalibrationError, Cancelled, PlanError, UserError
@@ -326,11 +326,19 @@ class Engine:
         self.load_key = self._load_key(spec)
 
     def refusal(self, spec: JobSpec, metric: str | None = None) -> None:
-        """Raise, before a job starts, the sentence for a step this model's backend cannot run with ``spec``."""
-        if self.backend is None:
+        """Raise, before a job starts, the sentence for a step this model's backend cannot run with ``spec``.
+
+        Before the model loads, the mode these settings will load it in is decided (once, see :meth:`mode_for`)
+        and asked, so a job that would stop at its repair or its save is refused before its scoring.
+        """
+        wanted = dict(metric=get_metric(metric) if metric else None, heal_steps=spec.heal_steps,
+                      output_format=self.resolved_format)
+        if self.backend is not None and self.load_key == self._load_key(spec):
+            problem = self.backend.refusal(**wanted)
+        elif self.source is not None:
+            problem = backend_class(self.mode_for(spec)).refusal_for(self.source, **wanted)
+        else:
             return
-        problem = self.backend.refusal(metric=get_metric(metric) if metric else None, heal_steps=spec.heal_steps,
-                                       output_format=self.resolved_format)
         if problem is not None:
             raise problem
 

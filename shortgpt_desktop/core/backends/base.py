@@ -42,6 +42,12 @@ class Backend:
 
     def refusal(self, *, metric: Any = None, heal_steps: int = 0, output_format: str | None = None) -> UserError | None:
         """Why this backend cannot run a step of a job with these settings (None: it can), before it starts."""
+        return self.refusal_for(self.loaded.source, metric=metric, heal_steps=heal_steps, output_format=output_format)
+
+    @classmethod
+    def refusal_for(cls, source: ModelSource, *, metric: Any = None, heal_steps: int = 0,
+                    output_format: str | None = None) -> UserError | None:
+        """:meth:`refusal` for a model not loaded yet: what the mode cannot do is known from the source alone."""
         return None
 
     def generate(self, prompt: str, removed: Sequence[int], weights: dict[str, Any], max_new_tokens: int,
@@ -99,7 +105,9 @@ class Streamed(Backend):
                     cancel: CancelCheck | None) -> HookStats:
         return ops.hooked_pass(self.stack, tokens, batch_size, progress, cancel)
 
-    def refusal(self, *, metric: Any = None, heal_steps: int = 0, output_format: str | None = None) -> UserError | None:
+    @classmethod
+    def refusal_for(cls, source: ModelSource, *, metric: Any = None, heal_steps: int = 0,
+                    output_format: str | None = None) -> UserError | None:
         if metric is not None and metric.needs_text and not metric.hooked:
             return UserError(f"{metric.label} needs the whole model in memory; in low-memory mode choose Block "
                              "Influence (bi+ or bi), Relative Magnitude or Angular distance.",
@@ -107,7 +115,7 @@ class Streamed(Backend):
         if heal_steps > 0:
             return UserError("Healing trains the whole model at once, which low-memory mode cannot hold; set the "
                              "heal steps to 0 (the repair still runs).", hint=Hint.LOW_MEMORY_METRIC)
-        if output_format == "safetensors" and self.loaded.source.gguf_file:
+        if output_format == "safetensors" and source.gguf_file:
             return UserError("In low-memory mode a GGUF model is saved as GGUF (its float copy would need the "
                              "whole model in memory).")
         return None
@@ -119,6 +127,11 @@ class Streamed(Backend):
 
     def close(self) -> None:
         self.stack.close()  # type: ignore[attr-defined]
+
+
+def backend_class(mode: str) -> type[Backend]:
+    """The backend ``mode`` names (see :data:`MODES`)."""
+    return Streamed if mode == "streamed" else InMemory
 
 
 def open_backend(mode: str, source: ModelSource, device: str, dtype: str, trust_remote_code: bool) -> Backend:
