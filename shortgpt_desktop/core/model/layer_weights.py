@@ -132,6 +132,9 @@ class TensorIndex:
 class SafetensorsReader:
     """Reads chosen tensors of a (possibly sharded) safetensors checkpoint; nothing else is touched."""
 
+    #: Tensors are mapped from the file: loading costs nothing and only touched pages are resident.
+    mapped = True
+
     def __init__(self, source: ModelSource, model_type: str | None) -> None:
         if source.gguf_file or any(w.format != "safetensors" for w in source.weight_files):
             raise UnsupportedModelError(
