@@ -72,3 +72,17 @@ def test_generating_with_both_models_together_gives_each_ones_tokens(setup) -> N
         both = ops.generate_variants(model, tokenizer, "The history of", [((), {}), ([2, 3], weights)], 4)
         assert len(model.opened) <= 4 * model.n_layers, "each layer read once per new token"
     assert both == alone
+
+
+@pytest.mark.parametrize("name", ["llama", "gemma"])  # gemma: tied head and embeddings
+def test_the_head_is_dropped_after_its_step_and_comes_back_for_the_next(tiny_family, name: str, tiny_model: Path,
+                                                                        small_calib: Path) -> None:
+    source = resolve(str(tiny_family(name)))
+    tokens = build_token_set(load_tokenizer(source), [small_calib.read_text(encoding="utf-8")[:20_000]], samples=2,
+                             seq_len=24, seed=0, max_eval_windows=3)
+    with StreamedModel(source) as model:
+        first = ops.perplexity(model, tokens.eval_windows, tokens.pad_id, batch_size=2)
+        assert model.model.get_output_embeddings().weight.device.type == "meta"
+        again = ops.perplexity(model, tokens.eval_windows, tokens.pad_id, [1], batch_size=2)
+        third = ops.perplexity(model, tokens.eval_windows, tokens.pad_id, batch_size=2)
+    assert third.perplexity == first.perplexity and again.perplexity != first.perplexity
