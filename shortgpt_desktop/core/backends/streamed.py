@@ -111,8 +111,10 @@ class StreamedModel(LayerStack):
         check_materialized(self.model.get_input_embeddings(), "the input embeddings")
 
     def release_head(self) -> None:
-        """Drop the head after a head step (a tied head: the input embeddings too, loaded again on demand)."""
+        """Drop the head after a head step (a tied head: the input embeddings too, loaded again on demand), and
+        hand the step's vocabulary-sized logits back to the system (glibc would keep them in its heap)."""
         if not (self._drop_head and self._head_loaded):
+            trim_heap()
             return
         head = self.model.get_output_embeddings()
         embed = self.model.get_input_embeddings()
@@ -121,6 +123,7 @@ class StreamedModel(LayerStack):
                 release(embed)
             release(head)
         self._head_loaded = False
+        trim_heap()
 
     def load_head(self) -> None:
         if self._head_loaded:
