@@ -202,6 +202,7 @@ def run_eval(engine: Engine, spec: JobSpec, other: str | None = None, progress: 
     report.ppl_before, report.eval_tokens = reference.result.perplexity, reference.result.tokens
     if other:
         assert engine.backend is not None
+        engine.backend.stack.prepare_head()  # a streamed head is dropped after each head step
         outside = _outside_layers(engine.backend.stack)
         other_spec = JobSpec(model=other, device=spec.device, dtype=spec.dtype, calib=spec.calib,
                              trust_remote_code=spec.trust_remote_code, low_memory=spec.low_memory,

@@ -701,19 +701,23 @@ class Engine:
         started = time.perf_counter()
         loaded, tokens = self.held_out(spec, progress, cancel)
         weights = self.adjust(spec, removed, progress, cancel).weights
-        reference = self.reference_for(spec, tokens, progress, cancel)
-        before = reference.result
-        after, fidelity = self._compared(spec, tokens, removed, weights, progress, cancel)
+        if self.reference is not None and self.reference_key == self._reference_key(spec):
+            after, fidelity = self._compared(spec, tokens, removed, weights, progress, cancel)
+        else:  # the original's pass and the pruned model's together: each layer is read once for both
+            assert self.backend is not None
+            self.reference, (after, fidelity) = ops.reference_and_compare(
+                self.backend.stack, tokens.eval_windows, tokens.pad_id, removed, spec.batch_size, weights, cancel,
+                lambda done, total: progress("ppl_before" if done < total else "ppl_after", done, total, None))
+            self.reference_key = self._reference_key(spec)
+        before = self.reference.result
         gen_before = gen_after = ""
         prompt = spec.prompt if prompt is None else prompt
         chat = has_chat_template(loaded.tokenizer)
         if prompt and prompt.strip():
             assert self.backend is not None
             progress("generate", 0, 2, None)
-            gen_before = self.backend.generate(prompt, (), {}, spec.max_new_tokens, chat)
+            gen_before, gen_after = self.backend.generate_both(prompt, removed, weights, spec.max_new_tokens, chat)
             raise_if_cancelled(cancel)
-            progress("generate", 1, 2, None)
-            gen_after = self.backend.generate(prompt, removed, weights, spec.max_new_tokens, chat)
             progress("generate", 2, 2, None)
         self.checked = Checked(list(removed), before.perplexity, after.perplexity, before.tokens, prompt or "",
                                gen_before, gen_after, time.perf_counter() - started, chat, fidelity)
@@ -735,12 +739,15 @@ class Engine:
         """The original model's pass over the held-out windows: measured once per model, text and batch size,
         then every check (and the quality curve) compares with it instead of running the original again."""
         assert self.backend is not None
-        key = (self.load_key, self._token_key(spec), spec.batch_size)
+        key = self._reference_key(spec)
         if self.reference is None or self.reference_key != key:
             self.reference = ops.reference(self.backend.stack, tokens.eval_windows, tokens.pad_id, spec.batch_size,
                                            cancel, lambda done, total: progress("ppl_before", done, total, None))
             self.reference_key = key
         return self.reference
+
+    def _reference_key(self, spec: JobSpec) -> tuple:
+        return (self.load_key, self._token_key(spec), spec.batch_size)
 
     def _compared(self, spec: JobSpec, tokens: TokenSet, removed: Sequence[int], weights: dict[str, Any],
                   progress: Progress, cancel: CancelCheck | None, stage: str = "ppl_after") -> tuple[Any, Fidelity]:

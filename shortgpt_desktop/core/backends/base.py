@@ -54,6 +54,12 @@ class Backend:
                  chat: bool) -> str:
         raise NotImplementedError
 
+    def generate_both(self, prompt: str, removed: Sequence[int], weights: dict[str, Any], max_new_tokens: int,
+                      chat: bool) -> tuple[str, str]:
+        """The original's and the pruned (and repaired) model's continuations of ``prompt``."""
+        return (self.generate(prompt, (), {}, max_new_tokens, chat),
+                self.generate(prompt, removed, weights, max_new_tokens, chat))
+
     def close(self) -> None:
         """Free what the backend holds."""
 
@@ -124,6 +130,13 @@ class Streamed(Backend):
                  chat: bool) -> str:
         return ops.generate(self.stack, self.loaded.tokenizer, prompt, removed, weights,
                             min(max_new_tokens, self.MAX_NEW_TOKENS), chat)
+
+    def generate_both(self, prompt: str, removed: Sequence[int], weights: dict[str, Any], max_new_tokens: int,
+                      chat: bool) -> tuple[str, str]:
+        """Both continuations in one sweep per token: each layer is read once for the two models."""
+        before, after = ops.generate_variants(self.stack, self.loaded.tokenizer, prompt, [((), {}), (removed, weights)],
+                                              min(max_new_tokens, self.MAX_NEW_TOKENS), chat)
+        return before, after
 
     def close(self) -> None:
         self.stack.close()  # type: ignore[attr-defined]

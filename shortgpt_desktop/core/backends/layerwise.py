@@ -124,6 +124,12 @@ class LayerStack:
     def prepare_head(self) -> None:
         """Make the final norm and the head usable by :meth:`logits`."""
 
+    def release_head(self) -> None:
+        """The head step is over: the streamed stack may drop the head until the next one."""
+
+    def prepare_embeddings(self) -> None:
+        """Make the input embeddings usable by :meth:`capture`."""
+
     @contextlib.contextmanager
     def weights_for(self, index: int, layer: Any, weights: dict[str, Any] | None) -> Iterator[None]:
         """The layer with the ``weights`` (names with ORIGINAL layer indices) that belong to it, for the block."""
@@ -158,6 +164,7 @@ class LayerStack:
         batches = self.batches(sequences, pad_id, batch_size)
         n = len(self.layers)
         current: list[Batch] = []
+        self.prepare_embeddings()
 
         def recorder(index: int) -> Callable[..., Any]:
             def forward(*args: Any, **kwargs: Any) -> Any:
@@ -291,8 +298,11 @@ class LayerStack:
                 state.clear()
 
         forwards = [replay] + [identity] * (len(self.layers) - 1)
-        with _replaced_forwards(self.layers, forwards), torch.inference_mode():
-            yield logits
+        try:
+            with _replaced_forwards(self.layers, forwards), torch.inference_mode():
+                yield logits
+        finally:
+            self.release_head()
 
 
 @contextlib.contextmanager

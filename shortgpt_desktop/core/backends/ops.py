@@ -151,21 +151,92 @@ def compare(stack: LayerStack, windows: Sequence[Sequence[int]], pad_id: int, re
     return sums.result(time.perf_counter() - started)
 
 
+def reference_and_compare(stack: LayerStack, windows: Sequence[Sequence[int]], pad_id: int, removed: Sequence[int],
+                          batch_size: int = 4, weights: dict[str, Any] | None = None,
+                          cancel: CancelCheck | None = None, progress: Counter | None = None,
+                          ) -> tuple[Reference, tuple[PerplexityResult, Any]]:
+    """:func:`reference` and :func:`compare` in one sweep: each layer is opened once for the original's and the
+    pruned model's states (the streamed stack reads it once, not twice), and the original's logits are computed
+    once for its perplexity and the fidelity. Same operations on the same inputs, so the same numbers.
+
+    ``progress(done, total)`` counts the layers, then the head pass.
+    """
+    if not windows:
+        raise ValueError("no evaluation windows")
+    started = time.perf_counter()
+    gone = set(removed)
+    total = stack.n_layers + 1
+    if progress is not None:
+        progress(0, total)
+    original = stack.capture(windows, pad_id, batch_size, cancel)
+    pruned = [batch.copy() for batch in original]
+    for done, index in enumerate(range(stack.n_layers), start=1):
+        if cancel is not None and cancel():
+            raise Cancelled()
+        with stack.open_layer(index) as layer:
+            stack.run_layers(original, [index], cancel=cancel, opened=layer)
+            if index not in gone:
+                stack.run_layers(pruned, [index], cancel=cancel, weights=weights, opened=layer)
+        if progress is not None:
+            progress(done, total)
+    sums = FidelitySums()
+    total_nll, total_tokens = 0.0, 0
+    with stack.head() as logits_of:
+        for batch, full in zip(pruned, original, strict=True):
+            original_logits = logits_of(full, full.hidden)
+            ids, mask = batch.ids.to(original_logits.device), batch.mask.to(original_logits.device)
+            nll, count, _ = nll_of(original_logits, ids, mask)
+            total_nll += nll
+            total_tokens += count
+            logits = logits_of(batch, batch.hidden)
+            sums.add(original_logits, logits, ids, mask)
+            del logits, original_logits
+    if progress is not None:
+        progress(total, total)
+    seconds = time.perf_counter() - started
+    kind = stack.output_kind if isinstance(stack.output_kind, int) or stack.output_kind is None else None
+    reference_ = Reference([b.hidden.to("cpu") for b in original], kind,
+                           PerplexityResult.of(total_nll, total_tokens, seconds), batch_size, len(windows))
+    return reference_, sums.result(seconds)
+
+
 def generate(stack: LayerStack, tokenizer: Any, prompt: str, removed: Sequence[int] = (),
              weights: dict[str, Any] | None = None, max_new_tokens: int = 8, chat: bool = False) -> str:
     """Greedy continuation, one layer at a time: each new token runs the whole (pruned) stack again, with no KV
     cache, so keep ``max_new_tokens`` small. Same tokens as :func:`..measure.evaluation.generate_text`."""
+    return generate_variants(stack, tokenizer, prompt, [(removed, weights)], max_new_tokens, chat)[0]
+
+
+def generate_variants(stack: LayerStack, tokenizer: Any, prompt: str,
+                      variants: Sequence[tuple[Sequence[int], dict[str, Any] | None]], max_new_tokens: int = 8,
+                      chat: bool = False) -> list[str]:
+    """:func:`generate` for several pruned (and repaired) views at once, e.g. the original and the pruned model.
+
+    Each new token is one sweep over the layers in which every layer is opened once for all the views that keep
+    it (the streamed stack reads it once, not once per view); each view runs exactly the operations it would
+    alone, so the tokens are the same.
+    """
     from ..measure.evaluation import encode_prompt
 
     ids = encode_prompt(tokenizer, prompt, chat)["input_ids"][0].tolist()
     first = len(ids)
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos or 0)
+    sequences = [list(ids) for _ in variants]
+    kept = [set(kept_layers(stack.n_layers, removed)) for removed, _ in variants]
+    active = list(range(len(variants)))
     for _ in range(max_new_tokens):
-        (batch,) = final_states(stack, [ids], pad, removed, 1, weights)
-        with stack.head() as logits_of:
-            token = int(logits_of(batch, batch.hidden)[0, -1].argmax())
-        ids.append(token)
-        if token == eos:
+        if not active:
             break
-    return tokenizer.decode(ids[first:], skip_special_tokens=True)
+        batches = dict(zip(active, stack.capture([sequences[v] for v in active], pad, 1), strict=True))
+        for index in sorted(set().union(*(kept[v] for v in active))):
+            users = [v for v in active if index in kept[v]]
+            with stack.open_layer(index) as layer:
+                for v in users:
+                    stack.run_layers([batches[v]], [index], weights=variants[v][1], opened=layer)
+        with stack.head() as logits_of:
+            for v in active:
+                batch = batches[v]
+                sequences[v].append(int(logits_of(batch, batch.hidden)[0, -1].argmax()))
+        active = [v for v in active if sequences[v][-1] != eos]
+    return [tokenizer.decode(s[first:], skip_special_tokens=True) for s in sequences]

@@ -15,7 +15,9 @@ Perplexity ends with the model's own head: the final hidden states are replayed 
 (decoder layers replaced by a replay), so final norm, LM head, logit soft-capping and the float32 log-softmax
 of :func:`evaluation.perplexity_of` are the same code as in memory.
 
-At no time is more than one decoder layer's weights in memory (plus embeddings, and the head for perplexity).
+At no time is more than one decoder layer's weights in memory, plus the embedding rows of the tokens used, and
+the head while a step computes logits (safetensors weights are mapped from the file: only what a step touches is
+resident, and the head is dropped after each head step).
 """
 
 from __future__ import annotations
@@ -70,10 +72,13 @@ class StreamedModel(LayerStack):
             self.reader.bind(self.model)
         self._head = head_prefixes(self.model)
         self._head_loaded = False
+        #: Safetensors tensors are mapped from the file (see :meth:`SafetensorsReader.read`): loading is free and
+        #: only the pages a step touches are resident, so the head is dropped after each head step (a large
+        #: vocabulary's head weighs as much as several layers). GGUF tensors are dequantized copies: the head
+        #: stays once loaded.
+        self._drop_head = bool(getattr(self.reader, "mapped", False))
         move_buffers(self.model, self.device)
-        load_part(self.model, self.reader.others(skip_prefixes=self._head), self.device, "the embeddings")
-        self._tie()
-        check_materialized(self.model.get_input_embeddings(), "the input embeddings")
+        self.prepare_embeddings()
 
     # ----------------------------------------------------------------------------------------- lifecycle
 
@@ -94,14 +99,41 @@ class StreamedModel(LayerStack):
             if head is not None and embed is not None and head.weight.shape == embed.weight.shape:
                 head.weight = embed.weight
 
+    def prepare_embeddings(self) -> None:
+        """The weights outside the decoder stack but the head (embeddings, final norm), when they are not there
+        (a dropped tied head takes the input embeddings with it). Capturing touches only the embedding rows of
+        the tokens used, so with a mapped checkpoint only those rows are resident."""
+        embed = self.model.get_input_embeddings()
+        if embed is not None and embed.weight.device.type != "meta":
+            return
+        load_part(self.model, self.reader.others(skip_prefixes=self._head), self.device, "the embeddings")
+        self._tie()
+        check_materialized(self.model.get_input_embeddings(), "the input embeddings")
+
+    def release_head(self) -> None:
+        """Drop the head after a head step (a tied head: the input embeddings too, loaded again on demand), and
+        hand the step's vocabulary-sized logits back to the system (glibc would keep them in its heap)."""
+        if not (self._drop_head and self._head_loaded):
+            trim_heap()
+            return
+        head = self.model.get_output_embeddings()
+        embed = self.model.get_input_embeddings()
+        if head is not None:
+            if embed is not None and head.weight is embed.weight:
+                release(embed)
+            release(head)
+        self._head_loaded = False
+        trim_heap()
+
     def load_head(self) -> None:
         if self._head_loaded:
             return
+        self.prepare_embeddings()
         if self._head:
             load_part(self.model, self.reader.others(skip_prefixes=()), self.device, "the output head")
-        else:
-            self._tie()
         head = self.model.get_output_embeddings()
+        if not self._head or (head is not None and head.weight.device.type == "meta"):
+            self._tie()  # a tied checkpoint has no head of its own (loaded again after a drop: tie it again)
         if head is not None:
             check_materialized(head, "the output head")
         self._head_loaded = True

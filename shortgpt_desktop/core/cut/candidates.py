@@ -49,6 +49,9 @@ class _Variant:
     start: int  # first layer index (original numbering) this variant runs from the cache
     batches: list[Batch]
     layers: list[int]  # the layers it still runs, ascending
+    #: The states entering each checkpoint layer it ran, kept while measuring: when this set becomes the base
+    #: (:meth:`CandidateRunner.rebase`), they are the cache's new entries, so the base is not run again.
+    states: dict[int, list[Any]] | None = None
 
 
 class CandidateRunner:
@@ -76,6 +79,9 @@ class CandidateRunner:
         self.cache: dict[int, list[Any]] = {}  # layer → states entering it under the base set
         self.passes = 0
         self.tokens = 0
+        self._per_layer = per_layer
+        self._budget = budget
+        self._measured: dict[tuple[int, ...], _Variant] = {}  # the last measure's variants, by set
         if cached:
             self._fill(0)
 
@@ -113,14 +119,23 @@ class CandidateRunner:
         return out
 
     def rebase(self, removed: Sequence[int]) -> None:
-        """Make ``removed`` the base set: the cache is refreshed from the first layer where it changed."""
+        """Make ``removed`` the base set: the cache is refreshed from the first layer where it changed, from the
+        states kept when that set was measured where there are some, else by running the new base from there."""
         new = tuple(sorted(set(removed)))
         if new == self.base:
             return
         changed = min(set(new) ^ set(self.base))
         self.base = new
-        if self.cached:
+        if not self.cached:
+            return
+        kept = self._measured.get(new)
+        self._measured.clear()
+        if kept is None or kept.states is None or kept.start > changed:
             self._fill(changed)
+            return
+        for layer in [k for k in self.cache if k >= changed]:
+            del self.cache[layer]
+        self.cache.update({k: v for k, v in kept.states.items() if k >= changed})
 
     # ------------------------------------------------------------------------------------------- measure
 
@@ -166,13 +181,32 @@ class CandidateRunner:
 
         started = time.perf_counter()
         variants = [self._variant(s) for s in sets]
+        # Each variant's checkpoint states are kept while they fit the cache's budget beside the cache itself.
+        keeping = self.cached and self._per_layer * (len(self.cache) + sum(
+            sum(1 for i in v.layers if self._checkpoint(i)) for v in variants)) <= self._budget
+        self._measured = {v.removed: v for v in variants}
+        for variant in variants:
+            variant.states = {} if keeping else None
+
+        def keeper(variant: _Variant) -> Callable[[int, Batch, Any], None] | None:
+            states = variant.states
+            if states is None:
+                return None
+
+            def keep(index: int, batch: Batch, inputs: Any) -> None:
+                if self._checkpoint(index):
+                    states.setdefault(index, []).append(inputs)
+
+            return keep
+
         for index in sorted({i for v in variants for i in v.layers}):
             if self.cancel is not None and self.cancel():
                 raise Cancelled()
             users = [v for v in variants if index in v.layers]
             with self.stack.open_layer(index) as layer:
                 for variant in users:
-                    self.stack.run_layers(variant.batches, [index], cancel=self.cancel, opened=layer)
+                    self.stack.run_layers(variant.batches, [index], cancel=self.cancel, opened=layer,
+                                          keep=keeper(variant))
         results = []
         with self.stack.head() as logits_of:
             for number, variant in enumerate(variants):

@@ -132,6 +132,9 @@ class TensorIndex:
 class SafetensorsReader:
     """Reads chosen tensors of a (possibly sharded) safetensors checkpoint; nothing else is touched."""
 
+    #: Tensors are mapped from the file: loading costs nothing and only touched pages are resident.
+    mapped = True
+
     def __init__(self, source: ModelSource, model_type: str | None) -> None:
         if source.gguf_file or any(w.format != "safetensors" for w in source.weight_files):
             raise UnsupportedModelError(
@@ -166,32 +169,47 @@ class SafetensorsReader:
                     self.index.other_keys.append(key)
 
     def read(self, keys: list[str]) -> dict[str, Any]:
-        """Checkpoint name → tensor (CPU, stored dtype) for ``keys``.
+        """Checkpoint name → tensor (CPU, stored dtype) for ``keys``, mapped from the file, not copied.
 
-        Read with plain file reads at the header's offsets: ``safe_open`` maps the whole shard (several GB)
-        privately, which counts against a process's data limit although it is never resident.
+        Each tensor is a copy-on-write map of its own bytes (``mmap.ACCESS_COPY``): nothing is read until the
+        tensor is used, pages come straight from the page cache (no copy into fresh memory: a 200 MB layer
+        "loads" in well under a millisecond instead of about 50 ms), and writing to the tensor changes only this
+        process's copy, never the checkpoint. The map closes when the tensor is freed (its layer released), so
+        the resident set holds what the current step touches. Only each tensor's own bytes are mapped:
+        ``safe_open`` maps the whole shard (several GB) privately, which counts against a process's data limit
+        although it is never resident. A tensor whose bytes are not aligned for its dtype is copied.
         """
+        import mmap
+
         import torch
 
         tensors: dict[str, Any] = {}
         by_file: dict[Path, list[str]] = {}
         for key in keys:
             by_file.setdefault(self._file_of[key], []).append(key)
+        granularity = mmap.ALLOCATIONGRANULARITY
         for path, names in by_file.items():
-            with open(path, "rb", buffering=0) as handle:
+            size = path.stat().st_size
+            with open(path, "rb") as handle:
                 for name in sorted(names, key=lambda k: self._meta[k]["data_offsets"][0]):
                     meta = self._meta[name]
                     start, end = meta["data_offsets"]
-                    raw = torch.empty(end - start, dtype=torch.uint8)
-                    handle.seek(self._data_start[path] + start)
-                    view = memoryview(raw.numpy())
-                    got = 0
-                    while got < len(view):
-                        n = handle.readinto(view[got:])
-                        if not n:
-                            raise ModelSourceError(f"{path.name} is truncated; download it again.")
-                        got += n
-                    tensors[name] = raw.view(_SAFETENSORS_DTYPES[meta["dtype"]]).reshape(meta["shape"])
+                    offset = self._data_start[path] + start
+                    if offset + (end - start) > size:
+                        raise ModelSourceError(f"{path.name} is truncated; download it again.")
+                    dtype = _SAFETENSORS_DTYPES[meta["dtype"]]
+                    if end == start:
+                        tensors[name] = torch.empty(meta["shape"], dtype=dtype)
+                        continue
+                    base = offset // granularity * granularity
+                    mapped = mmap.mmap(handle.fileno(), offset + (end - start) - base, access=mmap.ACCESS_COPY,
+                                       offset=base)
+                    raw = torch.frombuffer(mapped, dtype=torch.uint8)[offset - base:]
+                    del mapped  # the tensor holds the map; it closes with the tensor
+                    item = torch.empty((), dtype=dtype).element_size()
+                    if (offset - base) % item:
+                        raw = raw.clone()
+                    tensors[name] = raw.view(dtype).reshape(meta["shape"])
         return tensors
 
     def layer(self, index: int) -> dict[str, Any]:

@@ -36,6 +36,25 @@ def test_cached_candidates_equal_full_passes(loaded) -> None:
         assert result.tokens == direct.tokens
 
 
+@pytest.mark.parametrize("budget", [2 * 1024**3, 1])  # 1 byte: nothing kept, the base is run again
+def test_rebasing_onto_a_measured_set_takes_its_states_instead_of_running_it(loaded, budget: int) -> None:
+    stack = InMemoryStack(loaded.model, loaded.family)
+    runner = CandidateRunner(stack, SEQUENCES, 0, batch_size=2, budget=budget)
+    runner.rebase([3])
+    runner.measure([[3, 1], [3, 4], [3, 5]])
+    runs: list[int] = []
+    real = stack.run_layers
+    stack.run_layers = lambda batches, indices, *a, **k: (runs.extend(indices), real(batches, indices, *a, **k))
+    runner.rebase([3, 4])
+    assert bool(runs) == (budget == 1)
+    fresh = CandidateRunner(InMemoryStack(loaded.model, loaded.family), SEQUENCES, 0, batch_size=2, budget=budget)
+    fresh.rebase([3, 4])
+    assert runner.cache.keys() == fresh.cache.keys()
+    for layer, states in fresh.cache.items():
+        for a, b in zip(runner.cache[layer], states, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 def test_a_strided_head_scores_every_kth_next_token(loaded) -> None:
     model, family = loaded.model, loaded.family
     runner = CandidateRunner(InMemoryStack(model, family), SEQUENCES, 0, batch_size=3, stride=3)

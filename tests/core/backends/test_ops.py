@@ -1,0 +1,88 @@
+"""The joint passes that read each layer once for several models give what the separate passes give."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from shortgpt_desktop.core.backends import ops
+from shortgpt_desktop.core.backends.streamed import StreamedModel
+from shortgpt_desktop.core.measure.calibration import build_token_set
+from shortgpt_desktop.core.model.loading import load_tokenizer
+from shortgpt_desktop.core.model.sources import resolve
+
+
+class CountingModel(StreamedModel):
+    """A streamed model that counts how often each layer is read from the checkpoint."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.opened: list[int] = []
+
+    def open_layer(self, index: int):
+        self.opened.append(index)
+        return super().open_layer(index)
+
+
+def _repair_like_weights(model: StreamedModel, layer: int) -> dict[str, torch.Tensor]:
+    """A changed down projection of ``layer`` (names with original indices), as a repair hands them over."""
+    name = f"{model.family.layers_path}.{layer}.mlp.down_proj.weight"
+    with model.open_layer(layer) as opened:
+        weight = opened.mlp.down_proj.weight.detach().clone()
+    return {name: weight * 1.5}
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_model: Path, small_calib: Path):
+    source = resolve(str(tiny_model))
+    tokenizer = load_tokenizer(source)
+    tokens = build_token_set(tokenizer, [small_calib.read_text(encoding="utf-8")[:20_000]], samples=4, seq_len=24,
+                             seed=0, max_eval_windows=3)
+    return source, tokenizer, tokens
+
+
+def test_reference_and_compare_in_one_sweep_equal_the_two_passes(setup) -> None:
+    source, _, tokens = setup
+    with CountingModel(source) as model:
+        weights = _repair_like_weights(model, 1)
+        removed = [2, 3]
+        reference = ops.reference(model, tokens.eval_windows, tokens.pad_id, batch_size=2)
+        after, fidelity = ops.compare(model, tokens.eval_windows, tokens.pad_id, reference, removed, weights)
+        model.opened.clear()
+        joint, (joint_after, joint_fidelity) = ops.reference_and_compare(
+            model, tokens.eval_windows, tokens.pad_id, removed, batch_size=2, weights=weights)
+        assert model.opened == list(range(model.n_layers)), "each layer read once"
+    assert joint.result.perplexity == reference.result.perplexity
+    assert joint.result.tokens == reference.result.tokens
+    for a, b in zip(joint.final_states, reference.final_states, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert joint_after.perplexity == after.perplexity
+    assert joint_fidelity.mean_kl == fidelity.mean_kl and joint_fidelity.same_top == fidelity.same_top
+
+
+def test_generating_with_both_models_together_gives_each_ones_tokens(setup) -> None:
+    source, tokenizer, _ = setup
+    with CountingModel(source) as model:
+        weights = _repair_like_weights(model, 1)
+        alone = [ops.generate(model, tokenizer, "The history of", (), {}, 4),
+                 ops.generate(model, tokenizer, "The history of", [2, 3], weights, 4)]
+        model.opened.clear()
+        both = ops.generate_variants(model, tokenizer, "The history of", [((), {}), ([2, 3], weights)], 4)
+        assert len(model.opened) <= 4 * model.n_layers, "each layer read once per new token"
+    assert both == alone
+
+
+@pytest.mark.parametrize("name", ["llama", "gemma"])  # gemma: tied head and embeddings
+def test_the_head_is_dropped_after_its_step_and_comes_back_for_the_next(tiny_family, name: str, tiny_model: Path,
+                                                                        small_calib: Path) -> None:
+    source = resolve(str(tiny_family(name)))
+    tokens = build_token_set(load_tokenizer(source), [small_calib.read_text(encoding="utf-8")[:20_000]], samples=2,
+                             seq_len=24, seed=0, max_eval_windows=3)
+    with StreamedModel(source) as model:
+        first = ops.perplexity(model, tokens.eval_windows, tokens.pad_id, batch_size=2)
+        assert model.model.get_output_embeddings().weight.device.type == "meta"
+        again = ops.perplexity(model, tokens.eval_windows, tokens.pad_id, [1], batch_size=2)
+        third = ops.perplexity(model, tokens.eval_windows, tokens.pad_id, batch_size=2)
+    assert third.perplexity == first.perplexity and again.perplexity != first.perplexity
