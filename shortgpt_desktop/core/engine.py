@@ -519,6 +519,12 @@ class Engine:
             estimate.steps.pop("healing", None)
         return estimate
 
+    def _judge_selections(self, spec: JobSpec) -> None:
+        """Forget measured choices compared repaired when the job no longer repairs, and the other way round."""
+        repaired = spec.repair != "none"
+        if any(s.judged_repaired != repaired for s in self.selections.values()):
+            self.selections = {}
+
     def _selection_for(self, count: int) -> Any:
         """The refining metric's measured choice of ``count`` layers for the current scores, if it was made."""
         return self.selections.get(count)
@@ -536,11 +542,12 @@ class Engine:
         if scores is None or self.loaded is None:
             raise PlanError("Score the layers first.")
         metric = get_metric(scores.metric)
+        self._judge_selections(spec)
         if metric.refines and self._selection_for(count) is None:
             assert self.backend is not None
             tokens = self.tokens_for(spec, progress)
             ctx = ScoringContext(self.loaded.model, self.loaded.family, tokens, spec.batch_size, progress, cancel,
-                                 stack=self.backend.stack)
+                                 stack=self.backend.stack, repaired=spec.repair != "none")
             self.selections.update(metric.refine_counts(ctx, scores.scores, [count]))
         return self.plan(count=count)
 
@@ -577,10 +584,11 @@ class Engine:
         started = time.perf_counter()
         reference = self.reference_for(spec, tokens, progress, cancel)
         if metric.refines:
+            self._judge_selections(spec)
             missing = [k for k in range(1, limit + 1) if k not in self.selections]
             if missing:
                 ctx = ScoringContext(self.loaded.model, self.loaded.family, tokens, spec.batch_size, progress,
-                                     cancel, stack=self.backend.stack)
+                                     cancel, stack=self.backend.stack, repaired=spec.repair != "none")
                 self.selections.update(metric.refine_counts(ctx, self.scores.scores, missing))
         label = self.scores.metric + (" + repair" if spec.repair != "none" else "")
         curve = QualityCurve(label=label, order=[], windows=len(tokens.eval_windows), tokens=reference.result.tokens,

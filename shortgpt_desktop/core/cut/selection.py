@@ -12,8 +12,15 @@ the recipe here never trusts BI alone:
    whose removal, on top of those already chosen, gives the lowest perplexity on a *subset* of the
    calibration samples. A layer that BI ranks low but the model needs keeps losing and is never taken. This
    yields a nested removal order.
-3. **Compare** the greedy set with plain BI and BI with the ends protected on the same samples and keep the
-   one with the lowest calibration perplexity, so the result is never worse there than plain BI.
+3. **Compare** the greedy set with plain BI, BI with the ends protected and the single-removal order on the
+   same samples and keep the one with the lowest calibration perplexity, so the result is never worse there
+   than plain BI.
+4. **Judged as saved** (``judge_repaired``, what the engine asks when the job repairs): each distinct finalist is
+   repaired (the map fitted on the first ``2 × eval_samples`` calibration samples) and measured again, and the
+   lowest *repaired* perplexity wins. The repair changes which set is best: on Gemma 3 270M (18 layers, 4 removed,
+   calibrated on prose, judged on Python code) the greedy set is far ahead unrepaired (146 vs 335 on calibration)
+   but behind once both are repaired (74.9 vs 73.7), and the repaired ranking is the held-out one on prose (342 vs
+   305) and on code (59.7 vs 55.5), for all four finalists.
 
 Only calibration samples are used: the held-out windows stay for the user's before/after check.
 """
@@ -45,9 +52,15 @@ DEFAULT_WINDOW = 3
 class Candidate:
     """One layer set that was measured."""
 
-    name: str  # "bi", "bi-ends-protected", "greedy"
+    name: str  # "bi", "bi-ends-protected", "greedy", "single-removal"
     removed: list[int]  # ascending
     calibration_perplexity: float
+    repaired_perplexity: float | None = None  # the same samples with the set's repair in (when judged so)
+
+    @property
+    def judged(self) -> float:
+        """The figure the choice compares: the repaired perplexity when measured, else the plain one."""
+        return self.calibration_perplexity if self.repaired_perplexity is None else self.repaired_perplexity
 
 
 @dataclass
@@ -65,6 +78,7 @@ class SelectionResult:
     forward_passes: int = 0  # perplexity passes over the calibration subset
     eval_samples: int = 0
     eval_tokens: int = 0  # predicted tokens per pass
+    judged_repaired: bool = False  # the finalists were compared repaired (see the module docstring, step 4)
     seconds: float = 0.0
     explanation: str = ""
 
@@ -103,6 +117,7 @@ def choose_layers_safely(
     cancel: CancelCheck | None = None,
     cached: bool = True,
     wider: bool = True,
+    judge_repaired: bool = False,
 ) -> SelectionResult:
     """Choose ``count`` layers to remove: greedy over a sliding BI window, then the best of three sets.
 
@@ -113,7 +128,7 @@ def choose_layers_safely(
     runs each from the first layer, with the same numbers).
     """
     return choose_for_counts(stack, token_set, [count], bi_scores, batch_size, eval_samples, window, progress,
-                             cancel, cached, wider)[count]
+                             cancel, cached, wider, judge_repaired=judge_repaired)[count]
 
 
 def choose_for_counts(
@@ -129,6 +144,7 @@ def choose_for_counts(
     cached: bool = True,
     wider: bool = True,
     stride: int | None = None,
+    judge_repaired: bool = False,
 ) -> dict[int, SelectionResult]:
     """:func:`choose_layers_safely` for several counts from one greedy search (its order is nested: the choice
     for k layers extends the choice for k − 1), so the quality curve costs one search, not one per point."""
@@ -152,6 +168,7 @@ def choose_for_counts(
     runner = CandidateRunner(stack, samples, token_set.pad_id, batch_size, cancel, cached,
                              stride=head_stride(stack) if stride is None else stride)
     measured: dict[tuple[int, ...], float] = {}
+    repaired_cache: dict[tuple[int, ...], float] = {}
     known = [i for i, v in enumerate(bi_scores) if v is not None]
     per_step = 2 * window if wider else window
     total = (len(known) if wider else 0) + sum(max(g) * per_step + 3 * len(g) for g in groups.values())
@@ -209,22 +226,45 @@ def choose_for_counts(
                 names += ("single-removal",)
             candidates = [Candidate(name, list(chosen), ppl)
                           for name, chosen, ppl in zip(names, sets, measure_all(sets, order), strict=True)]
-            finite_candidates = [c for c in candidates if not math.isnan(c.calibration_perplexity)]
+            if judge_repaired:
+                _judge_repaired(stack, token_set, samples, candidates, batch_size, cancel, repaired_cache)
+            finite_candidates = [c for c in candidates if not math.isnan(c.judged)]
             if not finite_candidates:
                 raise ResourceError(_NAN)
             # Stable min: on equal perplexity the earlier (greedy, then ends-protected) candidate is kept.
-            best = min(finite_candidates, key=lambda c: c.calibration_perplexity)
+            best = min(finite_candidates, key=lambda c: c.judged)
             out[count] = SelectionResult(
                 removed=list(best.removed), chosen=best.name, order=order[:count],
                 order_perplexity=order_ppl[:count], candidates=candidates,
                 considered=considered_after[count - 1],
                 protected=protected, forward_passes=runner.passes, eval_samples=len(samples),
                 single_removal=list(single),
-                eval_tokens=runner.tokens, seconds=time.perf_counter() - started,
+                eval_tokens=runner.tokens, judged_repaired=judge_repaired, seconds=time.perf_counter() - started,
                 explanation=_explain(best, candidates, count, len(samples), runner.tokens),
             )
     report(out[most].order, final=True)
     return out
+
+
+def _judge_repaired(stack: LayerStack, token_set: TokenSet, samples: Sequence[Sequence[int]],
+                    candidates: Sequence[Candidate], batch_size: int, cancel: CancelCheck | None,
+                    cache: dict[tuple[int, ...], float]) -> None:
+    """Give each candidate its repaired perplexity on ``samples``: the map fitted on twice as many calibration
+    samples (those first), folded in, the pruned model measured again. Sets already judged are not refitted."""
+    import dataclasses
+
+    from ..backends import ops
+    from .repair import fit_linear_repair
+
+    fit_on = dataclasses.replace(token_set, samples=list(token_set.samples[: 2 * len(samples)]))
+    for candidate in candidates:
+        key = tuple(candidate.removed)
+        if key not in cache:
+            repair = fit_linear_repair(stack.model, stack.family, fit_on, candidate.removed, batch_size,
+                                       cancel=cancel, stack=stack)
+            cache[key] = ops.perplexity(stack, samples, token_set.pad_id, candidate.removed, batch_size,
+                                        repair.tensors, cancel).perplexity
+        candidate.repaired_perplexity = cache[key]
 
 
 #: Said when every measured candidate's perplexity is not a number (fp16 overflow, a broken model).
@@ -233,13 +273,16 @@ _NAN = ("The pruned model's perplexity is not a number for every candidate layer
 
 
 def _explain(best: Candidate, candidates: list[Candidate], count: int, n_samples: int, tokens: int) -> str:
+    repaired = best.repaired_perplexity is not None
     others = ", ".join(
-        f"{c.name} {c.calibration_perplexity:.4g}" for c in candidates if c is not best and c.removed != best.removed
+        f"{c.name} {c.judged:.4g}" for c in candidates if c is not best and c.removed != best.removed
     )
     same = [c.name for c in candidates if c is not best and c.removed == best.removed]
     text = (
-        f"Removed {count} layers chosen by {best.name}: calibration perplexity {best.calibration_perplexity:.4g} "
-        f"on {n_samples} samples ({tokens} tokens)"
+        f"Removed {count} layers chosen by {best.name}: calibration perplexity "
+        + (f"{best.judged:.4g} repaired ({best.calibration_perplexity:.4g} before the repair)" if repaired
+           else f"{best.calibration_perplexity:.4g}")
+        + f" on {n_samples} samples ({tokens} tokens)"
     )
     if same:
         text += f", the same set as {' and '.join(same)}"

@@ -34,6 +34,7 @@ class ScoringContext:
     cancel: CancelCheck | None = None
     stats: HookStats | None = None  # the hooked pass, once measured (shared by every hooked metric)
     stack: Any = None  # the backend's layer stack (backends.layerwise.LayerStack); built from the model if None
+    repaired: bool = False  # the job repairs what it removes: a measured choice compares its candidates repaired
 
     def layer_stack(self) -> Any:
         if self.stack is None:
@@ -221,7 +222,7 @@ class SaferBlockInfluence(BlockInfluence):
         if ctx.tokens is None:
             raise ValueError("bi+ needs calibration samples")
         return choose_layers_safely(ctx.layer_stack(), ctx.tokens, count, scores, ctx.batch_size,
-                                    progress=ctx.progress, cancel=ctx.cancel)
+                                    progress=ctx.progress, cancel=ctx.cancel, judge_repaired=ctx.repaired)
 
     def refine_counts(self, ctx: ScoringContext, scores: Sequence[float | None], counts: Sequence[int]) -> dict:
         from ..cut.selection import choose_for_counts
@@ -229,7 +230,7 @@ class SaferBlockInfluence(BlockInfluence):
         if ctx.tokens is None:
             raise ValueError("bi+ needs calibration samples")
         return choose_for_counts(ctx.layer_stack(), ctx.tokens, counts, scores, ctx.batch_size,
-                                 progress=ctx.progress, cancel=ctx.cancel)
+                                 progress=ctx.progress, cancel=ctx.cancel, judge_repaired=ctx.repaired)
 
 
 for _metric in (SaferBlockInfluence(), BlockInfluence(), RelativeMagnitude(), AngularDistance(), Sequential(),

@@ -235,3 +235,30 @@ def test_a_search_where_every_candidate_is_nan_says_so() -> None:
     tokens = random_tokens(4, 16, seed=4)
     with pytest.raises(ResourceError, match="not a number"):
         choose_layers_safely(model, LLAMA, tokens, 1, [0.1, 0.2, 0.3, 0.4])
+
+
+@pytest.mark.parametrize("name", ["llama", "gemma2"])
+def test_finalists_judged_repaired_carry_what_their_repaired_model_measures(name: str) -> None:
+    """With ``judge_repaired`` (the default job, which repairs), each finalist's repaired perplexity is what an
+    independent repair (fitted on the first 2 × eval_samples samples) and measurement give, and the chosen set is
+    the finalist lowest on it (not on the plain perplexity)."""
+    from shortgpt_desktop.core.cut.repair import fit_linear_repair, weights_view
+
+    model_type, kwargs = TINY_FAMILIES[name]
+    model = random_model(model_type, kwargs, seed=3)
+    family = family_for_model_type(model_type)
+    n = len(get_submodule(model, family.layers_path))
+    tokens = random_tokens(14, 24, seed=2)
+    bi = measure_layers(model, family, tokens, keep_last_token=False).bi
+    result = choose_layers_safely(model, family, tokens, n // 2, bi, eval_samples=6, judge_repaired=True)
+    assert result.judged_repaired
+    fit_on = TokenSet(tokens.samples[:12], [], tokens.seq_len, tokens.bos_id, tokens.pad_id)
+    for candidate in result.candidates:
+        repair = fit_linear_repair(model, family, fit_on, candidate.removed, 4)
+        assert repair.tensors, "the repair must change something, or the comparison proves nothing"
+        with weights_view(model, repair.tensors), pruned_view(model, family, candidate.removed):
+            expected = perplexity_of(model, tokens.samples[:6], tokens.pad_id, 4).perplexity
+        assert candidate.repaired_perplexity == pytest.approx(expected, rel=1e-6), candidate.name
+        assert candidate.repaired_perplexity != pytest.approx(candidate.calibration_perplexity, rel=1e-6)
+    assert result.removed == min(result.candidates, key=lambda c: c.repaired_perplexity).removed
+    assert "repaired" in result.explanation
