@@ -268,6 +268,8 @@ class Engine:
             return choose_mode(estimate)
         if self.mode_decision is not None and self.mode_decision[0] == key:
             return self.mode_decision[1]
+        if self.backend is not None and self.load_key != self._load_key(spec):
+            self.forget()  # these settings load the model anew: the old copy must not count against the new one
         mode = choose_mode(self.memory_estimate(spec))
         self.mode_decision = (key, mode)
         return mode

@@ -57,6 +57,30 @@ def test_the_way_a_model_runs_is_decided_once_though_free_memory_drops_as_it_loa
     assert (tmp_path / "out" / "model.safetensors").is_file()
 
 
+def test_new_settings_decide_their_way_without_the_old_copy_counting(
+        tiny_model: Path, small_calib: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second job with another dtype loads the model anew; while the first copy is still held, the free memory
+    is short by its size. The decision for the new settings is taken with that copy gone."""
+    first = _spec(tiny_model, small_calib, tmp_path / "out-32")
+    second = _spec(tiny_model, small_calib, tmp_path / "out-16", dtype="bfloat16")
+    probe = Engine()
+    probe.open(second)
+    need = probe.memory_estimate(second).in_memory_total
+    engine = Engine()
+
+    def free(device: str) -> tuple[int, int]:
+        held = 0 if engine.backend is None else sum(
+            p.numel() * p.element_size() for p in engine.backend.loaded.model.parameters())
+        room = int(need / memory.SAFETY) + 1024 - held
+        return room, room
+
+    run_prune(engine, first)
+    monkeypatch.setattr(memory, "available_memory", free)
+    assert free("cpu")[0] < need, "with the first copy held, the second would not fit: the test proves nothing else"
+    run_prune(engine, second)
+    assert engine.backend is not None and engine.backend.mode == "memory"
+
+
 @pytest.mark.parametrize("name", [n for n in TINY_FAMILIES if n not in ("mixtral", "qwen3_moe")])
 def test_the_default_job_streamed_equals_the_job_in_memory(tiny_family, name: str, tiny_model: Path, small_calib: Path,
                                                            tmp_path: Path) -> None:
