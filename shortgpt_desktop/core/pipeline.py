@@ -197,7 +197,7 @@ def measure_perplexity(loaded: LoadedModel, tokens: TokenSet, removed: Sequence[
 def modified(loaded: LoadedModel, removed: Sequence[int] = (), weights: dict[str, Any] | None = None
              ) -> Iterator[None]:
     """The loaded model with ``weights`` put in and ``removed`` layers pruned, for the block only."""
-    from .cut.repair import weights_view
+    from .model.weights_view import weights_view
 
     with weights_view(loaded.model, dict(weights or {})):
         if removed:

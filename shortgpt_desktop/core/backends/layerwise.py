@@ -138,7 +138,7 @@ class LayerStack:
         if not mine:
             yield
             return
-        from ..cut.repair import weights_view
+        from ..model.weights_view import weights_view
 
         with weights_view(layer, mine):
             yield

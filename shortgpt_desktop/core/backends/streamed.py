@@ -31,7 +31,6 @@ from ..measure.evaluation import PerplexityResult
 from ..measure.scoring import HookStats
 from ..model.families import Family, resolve_family
 from ..model.layer_weights import (
-    build_skeleton,
     check_materialized,
     head_prefixes,
     layers_of,
@@ -41,6 +40,7 @@ from ..model.layer_weights import (
     release,
     trim_heap,
 )
+from ..model.skeleton import build_skeleton
 from ..model.sources import ModelSource
 from ..progress import CancelCheck, Progress
 from . import ops

@@ -47,6 +47,7 @@ from typing import Any
 from ..backends.layerwise import LayerObserver
 from ..measure.calibration import TokenSet
 from ..model.families import Family, get_submodule
+from ..model.weights_view import weights_view
 from ..progress import CancelCheck, Progress
 from .surgery import pruned_view
 
@@ -300,20 +301,6 @@ class _Tokens:
             for p, flag in zip(norm.parameters(), flags, strict=True):
                 p.requires_grad_(flag)
         return best.double().cpu(), before, after
-
-
-@contextmanager
-def weights_view(model: Any, tensors: dict[str, Any]) -> Iterator[None]:
-    """Parameters replaced by ``tensors`` (names with the model's CURRENT indices) for the block only."""
-    params = [(model.get_parameter(name), value) for name, value in tensors.items()]
-    old = [p.data for p, _ in params]
-    try:
-        for param, value in params:
-            param.data = value.to(param.device, param.dtype, copy=True)  # training in the view must not touch it
-        yield
-    finally:
-        for (param, _), data in zip(params, old, strict=True):
-            param.data = data
 
 
 # -------------------------------------------------------------------------------------------------- fit

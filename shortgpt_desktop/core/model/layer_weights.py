@@ -298,32 +298,6 @@ def open_reader(source: ModelSource, model_type: str | None) -> SafetensorsReade
     return GgufReader(source) if source.gguf_file else SafetensorsReader(source, model_type)
 
 
-# ----------------------------------------------------------------------------------------------- skeleton
-
-
-def build_skeleton(source: ModelSource, dtype: str, trust_remote_code: bool = False) -> Any:
-    """The model with every parameter on the meta device (no weight memory) and its buffers computed."""
-    import torch
-    from accelerate import init_empty_weights
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
-    if source.gguf_file:
-        kwargs["gguf_file"] = source.gguf_file
-    if source.revision:
-        kwargs["revision"] = source.revision
-    config = AutoConfig.from_pretrained(source.folder, **kwargs)
-    from .config import read_config
-    from .loading import check_config_fits_weights
-
-    check_config_fits_weights(source, config, read_config(source), trust_remote_code)
-    with init_empty_weights(include_buffers=False):
-        model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype),
-                                                 trust_remote_code=trust_remote_code)
-    model.eval()
-    return model
-
-
 def move_buffers(module: Any, device: str) -> None:
     for sub in module.modules():
         for name, buffer in sub._buffers.items():

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import Hint, ModelSourceError, ResourceError
 from .families import Family, layer_count, resolve_family
+from .skeleton import check_config_fits_weights
 from .sources import ModelSource
 
 if TYPE_CHECKING:
@@ -169,35 +170,6 @@ def load_model(
     log.info("loaded %s (%s, %d layers) on %s in %s", source.display_name, family.name,
              layer_count(config_dict, family), device, dtype)
     return LoadedModel(model, tokenizer, family, config_dict, source, device, dtype)
-
-
-#: How much bigger than its checkpoint a config's model may be before it is refused: tied or absent heads and
-#: rotary tables stored in some GGUF files make the two differ by a little, never by much.
-_SLACK = 1.1
-
-
-def check_config_fits_weights(source: ModelSource, config: Any, raw_config: dict[str, Any],
-                              trust_remote_code: bool = False) -> None:
-    """Refuse a config that describes a much bigger model than the checkpoint holds, before anything allocates.
-
-    transformers builds every parameter the config describes and only then compares it with the checkpoint: a
-    config.json (or GGUF metadata) claiming a vocabulary or MLP a thousand times too big makes it allocate
-    gigabytes first. The model is built here on the meta device (no memory, buffers included) and its
-    parameter count compared with the checkpoint's, read from the headers.
-    """
-    from accelerate import init_empty_weights
-    from transformers import AutoModelForCausalLM
-
-    from .memory import _tensor_elements
-
-    layers, others, _ = _tensor_elements(source, raw_config)
-    stored = sum(layers) + others
-    with init_empty_weights(include_buffers=True):
-        skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
-    described = sum(p.numel() for p in skeleton.parameters())
-    if described > _SLACK * stored + 1_000_000:
-        raise ModelSourceError(f"The config of {source.display_name} describes a model of {described:,} parameters "
-                               f"but its weights hold {stored:,}, so the files do not belong together.")
 
 
 def _from_pretrained_kwargs(source: ModelSource, trust_remote_code: bool) -> dict[str, Any]:
