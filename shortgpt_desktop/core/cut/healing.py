@@ -30,6 +30,11 @@ from ..measure.scoring import iter_batches
 from ..model.families import Family
 from ..progress import CancelCheck, Progress
 
+#: Adam's rate for the LoRA adapters. Measured on SmolLM2-135M (8 of 30 removed, repaired, 8 distilled steps of
+#: 4 × 256 tokens, 32 × 256 WikiText-2 test tokens; repaired alone 67.02 / KL 0.721): 2e-4 gave 66.67 / 0.691,
+#: 1e-3 62.57 / 0.657, 3e-3 63.22 / 0.645. With 40 steps on 128 × 256 samples, 1e-3 gave 52.64 / 0.534 / 60.4% top.
+DEFAULT_LEARNING_RATE = 1e-3
+
 
 @dataclass
 class HealResult:
@@ -39,7 +44,7 @@ class HealResult:
     #: Parameters the merge changed, with the PRUNED model's layer indices → CPU copies of their new values.
     changed: dict[str, Any] = field(default_factory=dict)
     rank: int = 8
-    learning_rate: float = 2e-4
+    learning_rate: float = DEFAULT_LEARNING_RATE
 
 
 def target_modules(model: Any, family: Family, layers: Sequence[int] | None = None) -> list[str]:
@@ -134,7 +139,7 @@ def heal(
     token_set: TokenSet,
     steps: int = 100,
     batch_size: int = 4,
-    learning_rate: float = 2e-4,
+    learning_rate: float = DEFAULT_LEARNING_RATE,
     rank: int = 8,
     alpha: float | None = None,
     seed: int = 0,
