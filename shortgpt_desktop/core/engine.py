@@ -81,6 +81,17 @@ class Checked:
     def ratio(self) -> float:
         return self.ppl_after / self.ppl_before if self.ppl_before else float("nan")
 
+    @property
+    def lost_answer(self) -> bool:
+        """The original answered the prompt and the pruned model wrote nothing (it ended its turn at once), a
+        loss that perplexity on plain text does not show."""
+        return bool(self.prompt) and bool(self.generation_before.strip()) and not self.generation_after.strip()
+
+
+#: Said when :attr:`Checked.lost_answer`: what happened, and what to try.
+LOST_ANSWER = ("The pruned model answers the prompt with nothing (it ends its turn at once) where the original "
+               "answered; remove fewer layers, or calibrate on text like the prompts you will give it.")
+
 
 @dataclass
 class Adjusted:
@@ -817,6 +828,8 @@ class Engine:
                 report.generation_prompt = c.prompt
                 report.generation_chat_template = c.chat_template
                 report.generation_before, report.generation_after = c.generation_before, c.generation_after
+                if c.lost_answer:
+                    report.warnings.append(LOST_ANSWER)
         return report
 
     def check_output(self, out: str | Path, force: bool = False) -> Path:

@@ -14,7 +14,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..core.defaults import PROMPT as DEFAULT_PROMPT
-from ..core.engine import Checked
+from ..core.engine import LOST_ANSWER, Checked
 from ..format import layer_list
 
 _INTRO = ("Press <b>Check perplexity</b> to compare the original and the pruned model on the same held-out "
@@ -77,6 +77,9 @@ class ComparePanel(QWidget):
         self.after_title.setText(f"<b>Pruned</b> · perplexity {checked.ppl_after:.2f}")
         self.before.setPlainText(_shown(checked, checked.generation_before))
         self.after.setPlainText(_shown(checked, checked.generation_after))
+        if checked.lost_answer:
+            self.after.setPlainText("(nothing: the pruned model ends its answer at once)")
+            self.result.setText(self.result.text() + f" <b>{LOST_ANSWER}</b>")
         if checked.chat_template and checked.prompt:
             self.result.setText(self.result.text() + " The prompt went through the model's chat template.")
         if not checked.prompt:

@@ -82,6 +82,23 @@ def test_compare_panel_shows_a_chat_answer_alone_and_a_raw_continuation_with_its
     assert "chat template" not in panel.result.text()
 
 
+def test_an_answer_lost_to_the_cut_is_said_in_the_panel_and_the_report(qtbot) -> None:
+    """A cut can keep perplexity and lose the chat turn (SmolLM2 at 8 of 30: the pruned model wrote nothing)."""
+    from shortgpt_desktop.core.engine import LOST_ANSWER
+
+    panel = ComparePanel()
+    qtbot.addWidget(panel)
+    checked = Checked(removed=[3, 4], ppl_before=10.0, ppl_after=12.5, eval_tokens=2048, prompt="Why is the sky blue?",
+                      generation_before=" Light scatters. ", generation_after="  ", seconds=1.0, chat_template=True)
+    assert checked.lost_answer
+    panel.show_checked(checked)
+    assert "ends its answer at once" in panel.after.toPlainText() and LOST_ANSWER in panel.result.text()
+    checked.generation_after = " Blue."
+    assert not checked.lost_answer
+    panel.show_checked(checked)
+    assert panel.after.toPlainText() == "Blue." and LOST_ANSWER not in panel.result.text()
+
+
 def test_plan_panel_offers_the_formats_with_what_each_is_for(qtbot) -> None:
     panel = PlanPanel()
     qtbot.addWidget(panel)
