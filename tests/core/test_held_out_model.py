@@ -76,15 +76,13 @@ def _at_least_as_good(measured: dict, baseline: str) -> None:
 
 
 @pytest.mark.timeout(2400)
-@pytest.mark.parametrize("baseline", ["plain BI", "BI, ends protected"])
-def test_default_recipe_beats_bi_on_a_model_and_a_domain_it_was_not_tuned_on(measured, baseline: str) -> None:
-    """Measured: default [8, 9, 13, 14] 55.46 / KL 1.769; plain BI [2, 8, 9, 17] 90.24 / 2.307; BI with the ends
-    protected [2, 8, 9, 14] 78.30 / 2.205 (full 9.55)."""
-    _at_least_as_good(measured, baseline)
+def test_default_recipe_is_at_least_as_good_as_each_baseline_on_a_model_and_a_domain_it_was_not_tuned_on(
+        measured) -> None:
+    """One test, not one per baseline: under xdist each test could land on its own worker and measure all again.
 
-
-@pytest.mark.timeout(2400)
-def test_default_recipe_matches_the_single_removal_order_there(measured) -> None:
-    """Before bi+ compared its finalists repaired, it chose [7, 8, 9, 14] (59.71 / KL 1.887 on the code) over the
-    single-removal order [8, 9, 13, 14] (55.46 / 1.769): unrepaired on the prose the greedy set looked far better."""
-    _at_least_as_good(measured, "single-removal perplexity")
+    Measured: default [8, 9, 13, 14] 55.46 / KL 1.769; plain BI [2, 8, 9, 17] 90.24 / 2.307; BI with the ends
+    protected [2, 8, 9, 14] 78.30 / 2.205; the single-removal order [8, 9, 13, 14] 55.46 / 1.769 (full 9.55).
+    Before bi+ compared its finalists repaired, it chose [7, 8, 9, 14] (59.71 / 1.887): unrepaired on the prose
+    the greedy set looked far better."""
+    for baseline in ("plain BI", "BI, ends protected", "single-removal perplexity"):
+        _at_least_as_good(measured, baseline)
