@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelSourceError
+from ..model.layer_set import first_layer_gap
 
 #: ``name-00001-of-00003.gguf``: one part of a model that llama.cpp's gguf-split cut into several files.
 _SPLIT_GGUF = re.compile(r"^(?P<stem>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
@@ -275,10 +276,9 @@ def _check_blocks(name: str, layout: GGUFLayout) -> None:
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_LAYERS:
         raise ModelSourceError(f"{name} is corrupt: {arch}.block_count is {count!r} (1 to {MAX_LAYERS} expected); "
                                "download it again.")
-    missing = sorted(set(range(count)) - blocks)
-    extra = sorted(b for b in blocks if b >= count)
-    if missing or extra:
-        what = f"no tensors for block {missing[0]}" if missing else f"tensors for block {extra[0]}"
+    gap = first_layer_gap(count, blocks)
+    if gap is not None:
+        what = f"no tensors for block {gap.layer}" if gap.missing else f"tensors for block {gap.layer}"
         raise ModelSourceError(f"{name} is corrupt: its {arch}.block_count is {count} but it has {what}; "
                                "download it again.")
 

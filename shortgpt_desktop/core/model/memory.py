@@ -14,16 +14,18 @@ from typing import Any
 from ..errors import ModelSourceError, ResourceError, UnsupportedModelError
 from ..formats.safetensors_reader import read_safetensors_header
 from .dtypes import bytes_per_element
+from .layer_set import first_layer_gap
 from .sources import ModelSource
 
 #: Share of the free memory a plan may use; the rest is left to the program and the system.
 SAFETY = 0.9
 
 #: Resident memory of the engine itself before any model: Python, torch, transformers, tokenizers (measured
-#: with transformers 5.24: 0.55 to 0.59 GB peak for a whole command-line prune job on a 0.3 M-parameter model;
-#: tests/core/model/test_memory.py compares the estimate with such a run). Part of the peak a user is told
-#: about, but not of what must still fit: the program is already running when the free memory is read.
-RUNTIME_BYTES = 600 * 1024**2
+#: with transformers 5.24, VmHWM: 0.40 GB peak for a whole command-line prune job on a 0.3 M-parameter model,
+#: 0.25 GB after the imports alone; tests/core/model/test_memory.py compares the estimate with such a run).
+#: Part of the peak a user is told about, but not of what must still fit: the program is already running
+#: when the free memory is read.
+RUNTIME_BYTES = 400 * 1024**2
 
 
 @dataclass
@@ -133,10 +135,9 @@ def _check_layer_blocks(source: ModelSource, config: dict[str, Any], present: se
     n = layer_count(config)
     extra_allowed = config.get("num_nextn_predict_layers") or 0
     allowed = n + (extra_allowed if isinstance(extra_allowed, int) else 0)
-    missing = sorted(set(range(n)) - present)
-    extra = sorted(i for i in present if i >= allowed)
-    if missing or extra:
-        what = f"no weights for layer {missing[0]}" if missing else f"weights for a layer {extra[0]}"
+    gap = first_layer_gap(n, present, allowed)
+    if gap is not None:
+        what = f"no weights for layer {gap.layer}" if gap.missing else f"weights for a layer {gap.layer}"
         raise ModelSourceError(f"{source.folder / 'config.json'} declares {n} layers but the checkpoint has {what}, "
                                "so the model files do not belong together.")
 
