@@ -27,9 +27,10 @@ Only calibration samples are used: the held-out windows stay for the user's befo
 
 from __future__ import annotations
 
+import functools
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -46,6 +47,9 @@ STAGE = "selecting"
 DEFAULT_EVAL_SAMPLES = 8
 #: Lowest-BI layers each greedy step measures.
 DEFAULT_WINDOW = 3
+#: What judging one finalist repaired counts for on the progress bar, in perplexity passes: the repair's fit
+#: (twice the samples, original and pruned states) and the repaired measurement.
+JUDGING_PASSES = 2
 
 
 @dataclass
@@ -171,11 +175,20 @@ def choose_for_counts(
     repaired_cache: dict[tuple[int, ...], float] = {}
     known = [i for i, v in enumerate(bi_scores) if v is not None]
     per_step = 2 * window if wider else window
-    total = (len(known) if wider else 0) + sum(max(g) * per_step + 3 * len(g) for g in groups.values())
+    finalists = 4 if wider else 3
+    total = (len(known) if wider else 0) + sum(max(g) * per_step + finalists * len(g) for g in groups.values())
+    if judge_repaired:  # each finalist's repair fit and its measurement: about two passes
+        total += sum(JUDGING_PASSES * finalists * len(g) for g in groups.values())
+    judged = [0]  # finalists judged repaired so far (a list: the closures below add to it)
 
     def report(partial: list[int], final: bool = False) -> None:
         if progress is not None:  # the last report is done/done: ``total`` is only an upper bound
-            progress(STAGE, runner.passes, runner.passes if final else max(total, runner.passes), list(partial))
+            done = runner.passes + JUDGING_PASSES * judged[0]
+            progress(STAGE, done, done if final else max(total, done), list(partial))
+
+    def judged_one(partial: list[int]) -> None:
+        judged[0] += 1
+        report(partial)
 
     def measure_all(sets: Sequence[Sequence[int]], order_so_far: list[int]) -> list[float]:
         keys = [tuple(sorted(s)) for s in sets]
@@ -227,7 +240,8 @@ def choose_for_counts(
             candidates = [Candidate(name, list(chosen), ppl)
                           for name, chosen, ppl in zip(names, sets, measure_all(sets, order), strict=True)]
             if judge_repaired:
-                _judge_repaired(stack, token_set, samples, candidates, batch_size, cancel, repaired_cache)
+                _judge_repaired(stack, token_set, samples, candidates, batch_size, cancel, repaired_cache,
+                                functools.partial(judged_one, order))
             finite_candidates = [c for c in candidates if not math.isnan(c.judged)]
             if not finite_candidates:
                 raise ResourceError(_NAN)
@@ -248,9 +262,10 @@ def choose_for_counts(
 
 def _judge_repaired(stack: LayerStack, token_set: TokenSet, samples: Sequence[Sequence[int]],
                     candidates: Sequence[Candidate], batch_size: int, cancel: CancelCheck | None,
-                    cache: dict[tuple[int, ...], float]) -> None:
+                    cache: dict[tuple[int, ...], float], on_judged: Callable[[], None] = lambda: None) -> None:
     """Give each candidate its repaired perplexity on ``samples``: the map fitted on twice as many calibration
-    samples (those first), folded in, the pruned model measured again. Sets already judged are not refitted."""
+    samples (those first), folded in, the pruned model measured again. Sets already judged are not refitted;
+    ``on_judged`` is called after each new one (the progress bar's step)."""
     import dataclasses
 
     from ..backends import ops
@@ -264,6 +279,7 @@ def _judge_repaired(stack: LayerStack, token_set: TokenSet, samples: Sequence[Se
                                        cancel=cancel, stack=stack)
             cache[key] = ops.perplexity(stack, samples, token_set.pad_id, candidate.removed, batch_size,
                                         repair.tensors, cancel).perplexity
+            on_judged()
         candidate.repaired_perplexity = cache[key]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
+from typing import Any
 
 import pytest
 import torch
@@ -121,16 +122,22 @@ def test_bi_plus_avoids_the_layer_plain_bi_wrongly_removes(trap: int) -> None:
     assert result.explanation.startswith(f"Removed 2 layers chosen by {result.chosen}")
 
 
-@pytest.mark.parametrize("name", ["llama", "qwen2", "gemma2", "gpt2", "mixtral"])
-def test_the_search_runs_on_tiny_families_and_says_what_it_measured(name: str) -> None:
-    """Every number the search reports is what an independent measurement of that set gives; the chosen set is
-    the finalist with the lowest calibration perplexity (the finalists are measured, not assumed)."""
+def scored_tiny_family(name: str, samples: int) -> tuple[Any, Any, int, TokenSet, list[float]]:
+    """A tiny random model of family ``name``, its layer count, ``samples`` random calibration samples of 24
+    tokens and the layers' Block Influence on them."""
     model_type, kwargs = TINY_FAMILIES[name]
     model = random_model(model_type, kwargs, seed=3)
     family = family_for_model_type(model_type)
     n = len(get_submodule(model, family.layers_path))
-    tokens = random_tokens(10, 24, seed=2)
-    bi = measure_layers(model, family, tokens, keep_last_token=False).bi
+    tokens = random_tokens(samples, 24, seed=2)
+    return model, family, n, tokens, measure_layers(model, family, tokens, keep_last_token=False).bi
+
+
+@pytest.mark.parametrize("name", ["llama", "qwen2", "gemma2", "gpt2", "mixtral"])
+def test_the_search_runs_on_tiny_families_and_says_what_it_measured(name: str) -> None:
+    """Every number the search reports is what an independent measurement of that set gives; the chosen set is
+    the finalist with the lowest calibration perplexity (the finalists are measured, not assumed)."""
+    model, family, n, tokens, bi = scored_tiny_family(name, samples=10)
     for count in (1, n // 2):
         result = choose_layers_safely(model, family, tokens, count, bi, eval_samples=6)
         assert len(result.removed) == count == len(set(result.removed))
@@ -157,6 +164,13 @@ def test_progress_cancel_and_bad_counts() -> None:
     assert seen[-1][1] == result.forward_passes == seen[-1][2]  # the counter finishes at its total
     assert all(a[1] <= b[1] for a, b in itertools.pairwise(seen))
     assert all(math.isfinite(c.calibration_perplexity) for c in result.candidates)
+    # Judged repaired, each finalist's fit moves the bar too (it was silent for the longest part of a small job).
+    judged: list[tuple[str, int, int]] = []
+    result = choose_layers_safely(model, LLAMA, tokens, 1, bi, judge_repaired=True,
+                                  progress=lambda s, d, t, p: judged.append((s, d, t)))
+    after_last_pass = [d for _, d, _ in judged if d > result.forward_passes]
+    assert len(after_last_pass) == len({tuple(c.removed) for c in result.candidates}) + 1  # each fit, then done
+    assert judged[-1][1] == judged[-1][2] and all(a[1] <= b[1] and b[1] <= b[2] for a, b in itertools.pairwise(judged))
     with pytest.raises(PlanError):
         choose_layers_safely(model, LLAMA, tokens, 4, bi)
     with pytest.raises(PlanError):
@@ -242,14 +256,10 @@ def test_finalists_judged_repaired_carry_what_their_repaired_model_measures(name
     """With ``judge_repaired`` (the default job, which repairs), each finalist's repaired perplexity is what an
     independent repair (fitted on the first 2 × eval_samples samples) and measurement give, and the chosen set is
     the finalist lowest on it (not on the plain perplexity)."""
-    from shortgpt_desktop.core.cut.repair import fit_linear_repair, weights_view
+    from shortgpt_desktop.core.cut.repair import fit_linear_repair
+    from shortgpt_desktop.core.model.weights_view import weights_view
 
-    model_type, kwargs = TINY_FAMILIES[name]
-    model = random_model(model_type, kwargs, seed=3)
-    family = family_for_model_type(model_type)
-    n = len(get_submodule(model, family.layers_path))
-    tokens = random_tokens(14, 24, seed=2)
-    bi = measure_layers(model, family, tokens, keep_last_token=False).bi
+    model, family, n, tokens, bi = scored_tiny_family(name, samples=14)
     result = choose_layers_safely(model, family, tokens, n // 2, bi, eval_samples=6, judge_repaired=True)
     assert result.judged_repaired
     fit_on = TokenSet(tokens.samples[:12], [], tokens.seq_len, tokens.bos_id, tokens.pad_id)
