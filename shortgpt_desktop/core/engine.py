@@ -538,6 +538,13 @@ class Engine:
         if any(s.judged_repaired != repaired for s in self.selections.values()):
             self.selections = {}
 
+    def _answer_probe(self) -> Any:
+        """Chat prompts bi+'s finalists must still answer (None for a model without a chat template)."""
+        from .cut.answer_probe import answer_probe_for
+
+        assert self.loaded is not None
+        return answer_probe_for(self.loaded.tokenizer, self.loaded.model)
+
     def _selection_for(self, count: int) -> Any:
         """The refining metric's measured choice of ``count`` layers for the current scores, if it was made."""
         return self.selections.get(count)
@@ -560,7 +567,7 @@ class Engine:
             assert self.backend is not None
             tokens = self.tokens_for(spec, progress)
             ctx = ScoringContext(self.loaded.model, self.loaded.family, tokens, spec.batch_size, progress, cancel,
-                                 stack=self.backend.stack, repaired=spec.repair != "none")
+                                 stack=self.backend.stack, repaired=spec.repair != "none", probe=self._answer_probe())
             self.selections.update(metric.refine_counts(ctx, scores.scores, [count]))
         return self.plan(count=count)
 
@@ -601,7 +608,8 @@ class Engine:
             missing = [k for k in range(1, limit + 1) if k not in self.selections]
             if missing:
                 ctx = ScoringContext(self.loaded.model, self.loaded.family, tokens, spec.batch_size, progress,
-                                     cancel, stack=self.backend.stack, repaired=spec.repair != "none")
+                                     cancel, stack=self.backend.stack, repaired=spec.repair != "none",
+                                     probe=self._answer_probe())
                 self.selections.update(metric.refine_counts(ctx, self.scores.scores, missing))
         label = self.scores.metric + (" + repair" if spec.repair != "none" else "")
         curve = QualityCurve(label=label, order=[], windows=len(tokens.eval_windows), tokens=reference.result.tokens,

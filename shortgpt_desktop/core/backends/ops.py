@@ -103,6 +103,22 @@ def perplexity(stack: LayerStack, windows: Sequence[Sequence[int]], pad_id: int,
     return PerplexityResult.of(total_nll, total_tokens, time.perf_counter() - started)
 
 
+def next_tokens(stack: LayerStack, sequences: Sequence[Sequence[int]], pad_id: int, removed: Sequence[int] = (),
+                weights: dict[str, Any] | None = None, cancel: CancelCheck | None = None) -> list[int]:
+    """The greedy next token after each sequence, of the model with ``removed`` skipped (and ``weights`` in): one
+    pass over the layers for all the sequences together (padded on the right, read at each one's last token)."""
+    import torch
+
+    batches = final_states(stack, sequences, pad_id, removed, max(1, len(sequences)), weights, cancel)
+    out: list[int] = []
+    with stack.head() as logits_of:
+        for batch in batches:
+            logits = logits_of(batch, batch.hidden)
+            rows = torch.arange(logits.shape[0], device=logits.device)
+            out += logits[rows, batch.last.to(logits.device)].argmax(-1).tolist()
+    return out
+
+
 def _head_nll(stack: LayerStack, batches: Sequence[Batch]) -> tuple[float, int]:
     total_nll, total_tokens = 0.0, 0
     with stack.head() as logits_of:

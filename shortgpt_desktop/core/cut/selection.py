@@ -39,6 +39,7 @@ from ..errors import PlanError, ResourceError
 from ..measure.calibration import TokenSet
 from ..measure.sweep import removal_order
 from ..progress import CancelCheck, Progress
+from .answer_probe import AnswerProbe
 from .candidates import CandidateRunner, head_stride
 from .plan import lowest, max_removable
 
@@ -60,6 +61,7 @@ class Candidate:
     removed: list[int]  # ascending
     calibration_perplexity: float
     repaired_perplexity: float | None = None  # the same samples with the set's repair in (when judged so)
+    silent: int | None = None  # chat prompts it no longer answers (see .answer_probe); None: not asked
 
     @property
     def judged(self) -> float:
@@ -122,6 +124,7 @@ def choose_layers_safely(
     cached: bool = True,
     wider: bool = True,
     judge_repaired: bool = False,
+    probe: AnswerProbe | None = None,
 ) -> SelectionResult:
     """Choose ``count`` layers to remove: greedy over a sliding BI window, then the best of three sets.
 
@@ -132,7 +135,7 @@ def choose_layers_safely(
     runs each from the first layer, with the same numbers).
     """
     return choose_for_counts(stack, token_set, [count], bi_scores, batch_size, eval_samples, window, progress,
-                             cancel, cached, wider, judge_repaired=judge_repaired)[count]
+                             cancel, cached, wider, judge_repaired=judge_repaired, probe=probe)[count]
 
 
 def choose_for_counts(
@@ -149,6 +152,7 @@ def choose_for_counts(
     wider: bool = True,
     stride: int | None = None,
     judge_repaired: bool = False,
+    probe: AnswerProbe | None = None,
 ) -> dict[int, SelectionResult]:
     """:func:`choose_layers_safely` for several counts from one greedy search (its order is nested: the choice
     for k layers extends the choice for k − 1), so the quality curve costs one search, not one per point."""
@@ -173,6 +177,7 @@ def choose_for_counts(
                              stride=head_stride(stack) if stride is None else stride)
     measured: dict[tuple[int, ...], float] = {}
     repaired_cache: dict[tuple[int, ...], float] = {}
+    silent_cache: dict[tuple[int, ...], int] = {}
     known = [i for i, v in enumerate(bi_scores) if v is not None]
     per_step = 2 * window if wider else window
     finalists = 4 if wider else 3
@@ -241,12 +246,20 @@ def choose_for_counts(
                           for name, chosen, ppl in zip(names, sets, measure_all(sets, order), strict=True)]
             if judge_repaired:
                 _judge_repaired(stack, token_set, samples, candidates, batch_size, cancel, repaired_cache,
-                                functools.partial(judged_one, order))
+                                functools.partial(judged_one, order), probe, silent_cache)
+            elif probe is not None:
+                for c in candidates:
+                    key = tuple(c.removed)
+                    if key not in silent_cache:
+                        silent_cache[key] = probe.silent(stack, c.removed, None, cancel)
+                    c.silent = silent_cache[key]
             finite_candidates = [c for c in candidates if not math.isnan(c.judged)]
             if not finite_candidates:
                 raise ResourceError(_NAN)
-            # Stable min: on equal perplexity the earlier (greedy, then ends-protected) candidate is kept.
-            best = min(finite_candidates, key=lambda c: c.judged)
+            # A finalist that falls silent on fewer prompts wins first (an instruct model that no longer answers
+            # is broken whatever its perplexity), then the lower perplexity. Stable min: on equal figures the
+            # earlier (greedy, then ends-protected) candidate is kept.
+            best = min(finite_candidates, key=lambda c: (c.silent or 0, c.judged))
             out[count] = SelectionResult(
                 removed=list(best.removed), chosen=best.name, order=order[:count],
                 order_perplexity=order_ppl[:count], candidates=candidates,
@@ -262,10 +275,12 @@ def choose_for_counts(
 
 def _judge_repaired(stack: LayerStack, token_set: TokenSet, samples: Sequence[Sequence[int]],
                     candidates: Sequence[Candidate], batch_size: int, cancel: CancelCheck | None,
-                    cache: dict[tuple[int, ...], float], on_judged: Callable[[], None] = lambda: None) -> None:
+                    cache: dict[tuple[int, ...], float], on_judged: Callable[[], None] = lambda: None,
+                    probe: AnswerProbe | None = None, silent_cache: dict[tuple[int, ...], int] | None = None) -> None:
     """Give each candidate its repaired perplexity on ``samples``: the map fitted on twice as many calibration
     samples (those first), folded in, the pruned model measured again. Sets already judged are not refitted;
-    ``on_judged`` is called after each new one (the progress bar's step)."""
+    ``on_judged`` is called after each new one (the progress bar's step). With a ``probe``, each is also asked
+    whether it still answers, repaired."""
     import dataclasses
 
     from ..backends import ops
@@ -279,8 +294,12 @@ def _judge_repaired(stack: LayerStack, token_set: TokenSet, samples: Sequence[Se
                                        cancel=cancel, stack=stack)
             cache[key] = ops.perplexity(stack, samples, token_set.pad_id, candidate.removed, batch_size,
                                         repair.tensors, cancel).perplexity
+            if probe is not None and silent_cache is not None:
+                silent_cache[key] = probe.silent(stack, candidate.removed, repair.tensors, cancel)
             on_judged()
         candidate.repaired_perplexity = cache[key]
+        if silent_cache is not None and key in silent_cache:
+            candidate.silent = silent_cache[key]
 
 
 #: Said when every measured candidate's perplexity is not a number (fp16 overflow, a broken model).
@@ -304,4 +323,10 @@ def _explain(best: Candidate, candidates: list[Candidate], count: int, n_samples
         text += f", the same set as {' and '.join(same)}"
     if others:
         text += f"; other candidates: {others}"
+    silent = [c for c in candidates if c.silent and c.removed != best.removed]
+    if silent:
+        text += "; ending their turn at once on chat prompts the original answers: " + ", ".join(
+            f"{c.name} on {c.silent}" for c in silent)
+    if best.silent:
+        text += f"; the chosen set too ends its turn at once on {best.silent} chat prompts (every finalist does)"
     return text + "."

@@ -35,6 +35,7 @@ class ScoringContext:
     stats: HookStats | None = None  # the hooked pass, once measured (shared by every hooked metric)
     stack: Any = None  # the backend's layer stack (backends.layerwise.LayerStack); built from the model if None
     repaired: bool = False  # the job repairs what it removes: a measured choice compares its candidates repaired
+    probe: Any = None  # cut.answer_probe.AnswerProbe: chat prompts a measured choice's finalists must still answer
 
     def layer_stack(self) -> Any:
         if self.stack is None:
@@ -222,7 +223,8 @@ class SaferBlockInfluence(BlockInfluence):
         if ctx.tokens is None:
             raise ValueError("bi+ needs calibration samples")
         return choose_layers_safely(ctx.layer_stack(), ctx.tokens, count, scores, ctx.batch_size,
-                                    progress=ctx.progress, cancel=ctx.cancel, judge_repaired=ctx.repaired)
+                                    progress=ctx.progress, cancel=ctx.cancel, judge_repaired=ctx.repaired,
+                                 probe=ctx.probe)
 
     def refine_counts(self, ctx: ScoringContext, scores: Sequence[float | None], counts: Sequence[int]) -> dict:
         from ..cut.selection import choose_for_counts
@@ -230,7 +232,8 @@ class SaferBlockInfluence(BlockInfluence):
         if ctx.tokens is None:
             raise ValueError("bi+ needs calibration samples")
         return choose_for_counts(ctx.layer_stack(), ctx.tokens, counts, scores, ctx.batch_size,
-                                 progress=ctx.progress, cancel=ctx.cancel, judge_repaired=ctx.repaired)
+                                 progress=ctx.progress, cancel=ctx.cancel, judge_repaired=ctx.repaired,
+                                 probe=ctx.probe)
 
 
 for _metric in (SaferBlockInfluence(), BlockInfluence(), RelativeMagnitude(), AngularDistance(), Sequential(),

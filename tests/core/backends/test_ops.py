@@ -86,3 +86,31 @@ def test_the_head_is_dropped_after_its_step_and_comes_back_for_the_next(tiny_fam
         again = ops.perplexity(model, tokens.eval_windows, tokens.pad_id, [1], batch_size=2)
         third = ops.perplexity(model, tokens.eval_windows, tokens.pad_id, batch_size=2)
     assert third.perplexity == first.perplexity and again.perplexity != first.perplexity
+
+
+def test_next_tokens_of_padded_prompts_are_each_prompts_own_greedy_token(setup, tiny_model: Path) -> None:
+    """Prompts of different lengths in one padded batch, pruned and repaired: each one's token is what the whole
+    model in memory (transformers' own forward, one prompt at a time, no padding) gives."""
+    from transformers import AutoModelForCausalLM
+
+    from shortgpt_desktop.core.cut.surgery import pruned_view
+    from shortgpt_desktop.core.model.families import family_for_model_type
+    from shortgpt_desktop.core.model.weights_view import weights_view
+
+    source, tokenizer, _ = setup
+    prompts = [tokenizer(text)["input_ids"] for text in ("The history of", "A", "In the year 1900 the city of")]
+    assert len({len(p) for p in prompts}) == 3
+    removed = [2, 3]
+    with StreamedModel(source) as model:
+        weights = _repair_like_weights(model, 1)
+        original = ops.next_tokens(model, prompts, tokenizer.pad_token_id or 0)
+        pruned = ops.next_tokens(model, prompts, tokenizer.pad_token_id or 0, removed, weights)
+    whole = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+    family = family_for_model_type("llama")
+    with torch.no_grad():
+        expected = [int(whole(input_ids=torch.tensor([p])).logits[0, -1].argmax()) for p in prompts]
+        with weights_view(whole, weights), pruned_view(whole, family, removed):
+            expected_pruned = [int(whole(input_ids=torch.tensor([p])).logits[0, -1].argmax()) for p in prompts]
+    assert original == expected
+    assert pruned == expected_pruned
+    assert pruned != original, "the pruned model must differ somewhere, or the comparison proves less"

@@ -272,3 +272,43 @@ def test_finalists_judged_repaired_carry_what_their_repaired_model_measures(name
         assert candidate.repaired_perplexity != pytest.approx(candidate.calibration_perplexity, rel=1e-6)
     assert result.removed == min(result.candidates, key=lambda c: c.repaired_perplexity).removed
     assert "repaired" in result.explanation
+
+
+@pytest.mark.parametrize("judge_repaired", [False, True], ids=["plain", "repaired"])
+def test_a_finalist_that_ends_its_turn_at_once_is_passed_over(judge_repaired: bool) -> None:
+    """With an answer probe, the finalist whose first token on a prompt ends the turn (where the original's does
+    not) loses to one that answers, whatever its perplexity; each finalist's count is what its own next token
+    says. The end token is picked so that the set chosen without the probe is the silent one."""
+    from shortgpt_desktop.core.backends import ops
+    from shortgpt_desktop.core.cut.answer_probe import AnswerProbe
+    from shortgpt_desktop.core.cut.repair import fit_linear_repair
+
+    model, family, n, tokens, bi = scored_tiny_family("llama", samples=14)
+    count = n // 2
+    unprobed = choose_layers_safely(model, family, tokens, count, bi, eval_samples=6, judge_repaired=judge_repaired)
+    stack = InMemoryStack(model, family)
+    generator = torch.Generator().manual_seed(9)
+    prompts = [torch.randint(3, VOCAB, (length,), generator=generator).tolist() for length in (5, 9, 13, 7, 11)]
+    fit_on = TokenSet(tokens.samples[:12], [], tokens.seq_len, tokens.bos_id, tokens.pad_id)
+
+    def weights(removed: list[int]) -> dict | None:
+        return fit_linear_repair(model, family, fit_on, removed, 4).tensors if judge_repaired else None
+
+    original = ops.next_tokens(stack, prompts, 0)
+    sets = {tuple(c.removed) for c in unprobed.candidates}
+    first = {s: ops.next_tokens(stack, prompts, 0, list(s), weights(list(s))) for s in sets}
+    chosen = tuple(unprobed.removed)
+    # A prompt where the chosen set's token differs from the original's and from another finalist's.
+    found = [(j, first[chosen][j]) for j in range(len(prompts))
+             if original[j] != first[chosen][j] and any(first[s][j] != first[chosen][j] for s in sets - {chosen})]
+    assert found, "no prompt separates the finalists: change the prompts' seed"
+    j, end = found[0]
+    probe = AnswerProbe([prompts[j]], {end}, 0)
+    probed = choose_layers_safely(model, family, tokens, count, bi, eval_samples=6, judge_repaired=judge_repaired,
+                                  probe=probe)
+    for candidate in probed.candidates:
+        assert candidate.silent == int(first[tuple(candidate.removed)][j] == end), candidate.name
+    assert probed.removed != unprobed.removed
+    answering = [c for c in probed.candidates if not c.silent]
+    assert probed.removed == min(answering, key=lambda c: c.judged).removed
+    assert "ending their turn at once" in probed.explanation
