@@ -39,17 +39,6 @@ def pytest_configure(config: pytest.Config) -> None:
         pass
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Longest first: tests marked ``long(minutes)`` start before the others, longest first, so that the two
-    workers finish together (the Gemma 3 comparison alone is about 9.6 minutes of a 14-minute slow suite; when it
-    was collected last it started after the other worker had run its share)."""
-    def minutes(item: pytest.Item) -> float:
-        marker = item.get_closest_marker("long")
-        return float(marker.args[0]) if marker is not None and marker.args else 0.0
-
-    items.sort(key=minutes, reverse=True)  # stable: the rest keep their order
-
-
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 6-layer random Llama with a BPE tokenizer, saved as safetensors (read-only use: copy to modify)."""

@@ -52,7 +52,6 @@ def test_bi_pruning_beats_reverse_order(job) -> None:
     assert ppl_full < ppl_bi < ppl_reverse
 
 
-@pytest.mark.long(6.3)
 @pytest.mark.timeout(2400)  # the whole default job on a real model, on 2 CPU cores: 25 selection passes and more
 def test_default_recipe_is_much_better_than_plain_bi_and_reloads(job, tmp_path: Path) -> None:
     from safetensors import safe_open

@@ -470,7 +470,6 @@ def test_bad_layer_lists_and_cancel_write_nothing(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.long(2.2)
 @pytest.mark.timeout(2400)  # bi+ and the repair on a real model, on 2 CPU cores
 def test_default_recipe_gguf_runs_in_llama_cpp_like_the_repaired_model(smollm2, smollm2_gguf: Path,
                                                                         valid_text: Path, tmp_path: Path) -> None:
