@@ -184,15 +184,16 @@ def choose_for_counts(
     total = (len(known) if wider else 0) + sum(max(g) * per_step + finalists * len(g) for g in groups.values())
     if judge_repaired:  # each finalist's repair fit and its measurement: about two passes
         total += sum(JUDGING_PASSES * finalists * len(g) for g in groups.values())
-    judged = [0]  # finalists judged repaired so far (a list: the closures below add to it)
+    judged = 0  # finalists judged repaired so far
 
     def report(partial: list[int], final: bool = False) -> None:
         if progress is not None:  # the last report is done/done: ``total`` is only an upper bound
-            done = runner.passes + JUDGING_PASSES * judged[0]
+            done = runner.passes + JUDGING_PASSES * judged
             progress(STAGE, done, done if final else max(total, done), list(partial))
 
     def judged_one(partial: list[int]) -> None:
-        judged[0] += 1
+        nonlocal judged
+        judged += 1
         report(partial)
 
     def measure_all(sets: Sequence[Sequence[int]], order_so_far: list[int]) -> list[float]:
@@ -249,10 +250,7 @@ def choose_for_counts(
                                 functools.partial(judged_one, order), probe, silent_cache)
             elif probe is not None:
                 for c in candidates:
-                    key = tuple(c.removed)
-                    if key not in silent_cache:
-                        silent_cache[key] = probe.silent(stack, c.removed, None, cancel)
-                    c.silent = silent_cache[key]
+                    c.silent = _silent(probe, stack, c.removed, None, silent_cache, cancel)
             finite_candidates = [c for c in candidates if not math.isnan(c.judged)]
             if not finite_candidates:
                 raise ResourceError(_NAN)
@@ -295,11 +293,20 @@ def _judge_repaired(stack: LayerStack, token_set: TokenSet, samples: Sequence[Se
             cache[key] = ops.perplexity(stack, samples, token_set.pad_id, candidate.removed, batch_size,
                                         repair.tensors, cancel).perplexity
             if probe is not None and silent_cache is not None:
-                silent_cache[key] = probe.silent(stack, candidate.removed, repair.tensors, cancel)
+                _silent(probe, stack, candidate.removed, repair.tensors, silent_cache, cancel)
             on_judged()
         candidate.repaired_perplexity = cache[key]
         if silent_cache is not None and key in silent_cache:
             candidate.silent = silent_cache[key]
+
+
+def _silent(probe: AnswerProbe, stack: LayerStack, removed: Sequence[int], weights: dict[str, Any] | None,
+            cache: dict[tuple[int, ...], int], cancel: CancelCheck | None) -> int:
+    """The probe's count for ``removed`` (with ``weights`` in), asked once per set."""
+    key = tuple(removed)
+    if key not in cache:
+        cache[key] = probe.silent(stack, removed, weights, cancel)
+    return cache[key]
 
 
 #: Said when every measured candidate's perplexity is not a number (fp16 overflow, a broken model).

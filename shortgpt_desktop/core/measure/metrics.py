@@ -224,7 +224,7 @@ class SaferBlockInfluence(BlockInfluence):
             raise ValueError("bi+ needs calibration samples")
         return choose_layers_safely(ctx.layer_stack(), ctx.tokens, count, scores, ctx.batch_size,
                                     progress=ctx.progress, cancel=ctx.cancel, judge_repaired=ctx.repaired,
-                                 probe=ctx.probe)
+                                    probe=ctx.probe)
 
     def refine_counts(self, ctx: ScoringContext, scores: Sequence[float | None], counts: Sequence[int]) -> dict:
         from ..cut.selection import choose_for_counts
