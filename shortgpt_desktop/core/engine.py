@@ -25,6 +25,7 @@ from typing import Any
 from . import pipeline
 from .backends import ops
 from .backends.base import Backend, InMemory, backend_class, open_backend
+from .cut.fitted_repairs import FittedRepairs
 from .cut.plan import LayerSizes, PrunePlan, apply_sizes, check_layer_list, count_for_ratio, make_plan, max_removable
 from .cut.surgery import layer_sizes
 from .errors import CalibrationError, Cancelled, PlanError, UserError
@@ -102,6 +103,7 @@ class Adjusted:
     weights: dict[str, Any] = field(default_factory=dict)  # parameter name (original index) → new value
     key: tuple = ()
     seconds: float = 0.0
+    step_seconds: dict[str, float] = field(default_factory=dict)  # adjuster name → seconds it took here
 
     @property
     def repair(self) -> Any:
@@ -142,6 +144,8 @@ class Engine:
     adjusted: Adjusted | None = None  # the repair (and healing) of the last plan that was checked or saved
     #: A refining metric's measured choices (selection.SelectionResult) for the current scores, by count.
     selections: dict[int, Any] = field(default_factory=dict)
+    #: Repairs fitted for the current model and tokens, by removed set (bi+'s answer check fits the one it saves).
+    fitted: FittedRepairs = field(default_factory=FittedRepairs)
     reference: Reference | None = None  # the original's pass over the held-out windows, kept for every check
     reference_key: tuple | None = None
 
@@ -171,6 +175,7 @@ class Engine:
         self.stats = self.scores = self.scored = self.sizes = self.scored_spec = self.checked = None
         self.adjusted = None
         self.selections = {}
+        self.fitted.clear()
         self.reference = self.reference_key = None
 
     def close(self) -> None:
@@ -545,6 +550,22 @@ class Engine:
         assert self.loaded is not None
         return answer_probe_for(self.loaded.tokenizer, self.loaded.model)
 
+    def _repair_for(self, spec: JobSpec, tokens: TokenSet, cancel: CancelCheck | None) -> Any:
+        """``repair_for(removed, progress)``: the repair the job saves for ``removed``, fitted once (kept in
+        :attr:`fitted` for the model, tokens and batch size of ``spec``, where the adjuster finds it)."""
+        from .cut.repair import fit_linear_repair
+
+        assert self.loaded is not None and self.backend is not None
+        store = self.fitted.bind(self._reference_key(spec))
+        model, family, stack = self.loaded.model, self.loaded.family, self.backend.stack
+
+        def repair_for(removed: Sequence[int], progress: Progress | None = None) -> Any:
+            return store.fitted(removed, lambda: fit_linear_repair(
+                model, family, tokens, sorted(removed), spec.batch_size, progress=progress, cancel=cancel,
+                stack=stack))
+
+        return repair_for
+
     def _selection_for(self, count: int) -> Any:
         """The refining metric's measured choice of ``count`` layers for the current scores, if it was made."""
         return self.selections.get(count)
@@ -567,7 +588,8 @@ class Engine:
             assert self.backend is not None
             tokens = self.tokens_for(spec, progress)
             ctx = ScoringContext(self.loaded.model, self.loaded.family, tokens, spec.batch_size, progress, cancel,
-                                 stack=self.backend.stack, repaired=spec.repair != "none", probe=self._answer_probe())
+                                 stack=self.backend.stack, repaired=spec.repair != "none", probe=self._answer_probe(),
+                                 repair_for=self._repair_for(spec, tokens, cancel))
             self.selections.update(metric.refine_counts(ctx, scores.scores, [count]))
         return self.plan(count=count)
 
@@ -609,7 +631,7 @@ class Engine:
             if missing:
                 ctx = ScoringContext(self.loaded.model, self.loaded.family, tokens, spec.batch_size, progress,
                                      cancel, stack=self.backend.stack, repaired=spec.repair != "none",
-                                     probe=self._answer_probe())
+                                     probe=self._answer_probe(), repair_for=self._repair_for(spec, tokens, cancel))
                 self.selections.update(metric.refine_counts(ctx, self.scores.scores, missing))
         label = self.scores.metric + (" + repair" if spec.repair != "none" else "")
         curve = QualityCurve(label=label, order=[], windows=len(tokens.eval_windows), tokens=reference.result.tokens,
@@ -673,10 +695,13 @@ class Engine:
         tokens = self.tokens_for(spec, progress)
         ctx = AdjustContext(loaded, self.backend.stack, tokens, spec, progress, cancel,
                             teacher=lambda: self._teacher(spec, tokens, progress, cancel),
-                            modified=lambda gone, weights: pipeline.modified(loaded, gone, weights))
+                            modified=lambda gone, weights: pipeline.modified(loaded, gone, weights),
+                            repair_for=self._repair_for(spec, tokens, cancel))
         for adjuster in wanted:
+            step_started = time.perf_counter()
             result, weights = adjuster.apply(ctx, removed, dict(adjusted.weights))
             adjusted.results[adjuster.name] = result
+            adjusted.step_seconds[adjuster.name] = time.perf_counter() - step_started
             adjusted.weights.update(weights)
         adjusted.seconds = time.perf_counter() - started
         self.adjusted = adjusted
@@ -821,7 +846,8 @@ class Engine:
                  "residual_before": r.residual_before, "residual_after": r.residual_after, "note": r.note}
                 for r in adjusted.repair.runs
             ]
-            report.timings["repair"] = adjusted.repair.seconds
+            # What the step took in this job: nothing when bi+ had fitted this very repair while choosing.
+            report.timings["repair"] = adjusted.step_seconds.get("repair", adjusted.repair.seconds)
         if adjusted is not None and adjusted.heal is not None:
             report.heal_steps = adjusted.heal.steps
             report.heal_losses = [adjusted.heal.losses[0], adjusted.heal.losses[-1]]

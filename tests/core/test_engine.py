@@ -46,3 +46,44 @@ def test_the_rest_of_a_job_is_estimated_from_the_scoring_speed(tiny_model: Path,
     assert "checking" not in engine.job_estimate(spec, 2, check=False).steps
     engine.prepare(spec, engine.plan(count=2))
     assert list(engine.job_estimate(spec, 2, check=True).steps) == ["checking"]  # chosen and repaired already
+
+
+def test_the_repair_bi_plus_asked_its_finalist_with_is_the_one_saved(tiny_model: Path, small_calib: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """bi+ asks the answer probe with the repair the saved model gets (every calibration sample); the job then
+    repairs with that very fit instead of fitting it again, and its tensors are what a fresh full fit gives."""
+    import torch
+
+    from shortgpt_desktop.core.cut import repair as repair_module
+    from shortgpt_desktop.core.cut.answer_probe import AnswerProbe
+
+    spec = JobSpec(model=str(tiny_model), calib=[str(small_calib)], samples=24, seq_len=32, eval_windows=4,
+                   batch_size=4, device="cpu", dtype="float32", prompt="")
+    engine = Engine()
+    engine.score(spec)
+    assert len(engine.tokens_for(spec).samples) > 16  # the quick fits (2 × 8 samples) are not the full one
+    # A probe no finalist falls silent on (no token ends a turn): the first finalist asked wins.
+    monkeypatch.setattr(Engine, "_answer_probe", lambda self: AnswerProbe([[5, 6, 7, 8]], {-1}, 0))
+    full_fits: list[tuple[int, ...]] = []
+    fit = repair_module.fit_linear_repair
+
+    def counting_fit(model, family, token_set, removed, *args, **kwargs):
+        if len(token_set.samples) == len(engine.tokens_for(spec).samples):
+            full_fits.append(tuple(removed))
+        return fit(model, family, token_set, removed, *args, **kwargs)
+
+    monkeypatch.setattr(repair_module, "fit_linear_repair", counting_fit)
+    plan = engine.prepare(spec, engine.plan(count=2))
+    selection = engine.selections[2]
+    asked = [c for c in selection.candidates if c.silent is not None]
+    assert asked and all(c.silent == 0 for c in asked)
+    assert full_fits == [tuple(plan.removed)], "the winner's repair is fitted once, while choosing"
+    adjusted = engine.adjust(spec, plan.removed)
+    assert full_fits == [tuple(plan.removed)], "and not again when the job repairs"
+    assert adjusted.repair is engine.fitted.get(plan.removed)
+    fresh = fit(engine.loaded.model, engine.loaded.family, engine.tokens_for(spec), plan.removed, spec.batch_size)
+    assert fresh.tensors and set(fresh.tensors) == set(adjusted.weights)
+    for name, tensor in fresh.tensors.items():
+        torch.testing.assert_close(adjusted.weights[name], tensor, rtol=0, atol=0)
+    engine.forget()
+    assert len(engine.fitted) == 0

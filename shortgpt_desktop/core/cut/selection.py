@@ -21,6 +21,13 @@ the recipe here never trusts BI alone:
    calibrated on prose, judged on Python code) the greedy set is far ahead unrepaired (146 vs 335 on calibration)
    but behind once both are repaired (74.9 vs 73.7), and the repaired ranking is the held-out one on prose (342 vs
    305) and on code (59.7 vs 55.5), for all four finalists.
+5. **Still answers** (``probe``, for a model with a chat template: :mod:`.answer_probe`): the finalists are asked in
+   the order of the figure above, each with the repair the saved model will get (fitted on every calibration
+   sample: ``repair_for``), until one answers every chat prompt the original answers; that one wins. The quick
+   fit of step 4 cannot stand in for it: on SmolLM2-135M (8 of 30, 128 × 512 tokens of WikiText-2) the greedy
+   set fell silent on 2 of 6 prompts with the quick fit and on 5 with the full one, and the ends-protected set on 2
+   and on 0. The full fit of the winner is the one the job then saves, so when the first finalist asked answers,
+   the check costs one probe pass and no extra fit.
 
 Only calibration samples are used: the held-out windows stay for the user's before/after check.
 """
@@ -44,6 +51,9 @@ from .candidates import CandidateRunner, head_stride
 from .plan import lowest, max_removable
 
 STAGE = "selecting"
+#: ``repair_for(removed, progress)`` → the repair (:class:`.repair.RepairResult`) the saved model gets for
+#: ``removed``; the engine's keeps each fit, so the job saves the very repair its probe asked.
+RepairFor = Callable[[Sequence[int], Progress | None], Any]
 #: Calibration samples each perplexity measurement uses (the first ones of the token set).
 DEFAULT_EVAL_SAMPLES = 8
 #: Lowest-BI layers each greedy step measures.
@@ -125,6 +135,7 @@ def choose_layers_safely(
     wider: bool = True,
     judge_repaired: bool = False,
     probe: AnswerProbe | None = None,
+    repair_for: RepairFor | None = None,
 ) -> SelectionResult:
     """Choose ``count`` layers to remove: greedy over a sliding BI window, then the best of three sets.
 
@@ -135,7 +146,8 @@ def choose_layers_safely(
     runs each from the first layer, with the same numbers).
     """
     return choose_for_counts(stack, token_set, [count], bi_scores, batch_size, eval_samples, window, progress,
-                             cancel, cached, wider, judge_repaired=judge_repaired, probe=probe)[count]
+                             cancel, cached, wider, judge_repaired=judge_repaired, probe=probe,
+                             repair_for=repair_for)[count]
 
 
 def choose_for_counts(
@@ -153,6 +165,7 @@ def choose_for_counts(
     stride: int | None = None,
     judge_repaired: bool = False,
     probe: AnswerProbe | None = None,
+    repair_for: RepairFor | None = None,
 ) -> dict[int, SelectionResult]:
     """:func:`choose_layers_safely` for several counts from one greedy search (its order is nested: the choice
     for k layers extends the choice for k − 1), so the quality curve costs one search, not one per point."""
@@ -184,12 +197,46 @@ def choose_for_counts(
     total = (len(known) if wider else 0) + sum(max(g) * per_step + finalists * len(g) for g in groups.values())
     if judge_repaired:  # each finalist's repair fit and its measurement: about two passes
         total += sum(JUDGING_PASSES * finalists * len(g) for g in groups.values())
+    # The saved repair of the first finalist the probe asks: both streams over every calibration sample.
+    full_fit = 2 * math.ceil(len(token_set.samples) / len(samples))
+    if probe is not None and judge_repaired:
+        total += full_fit * len(counts)
     judged = 0  # finalists judged repaired so far
+    fitting = 0.0  # passes' worth of full fits done
 
     def report(partial: list[int], final: bool = False) -> None:
         if progress is not None:  # the last report is done/done: ``total`` is only an upper bound
-            done = runner.passes + JUDGING_PASSES * judged
+            done = runner.passes + JUDGING_PASSES * judged + int(fitting)
             progress(STAGE, done, done if final else max(total, done), list(partial))
+
+    def fitting_progress(partial: list[int]) -> Progress:
+        """The progress a full fit reports (layer runs of the repair), as passes on the selection's bar."""
+        base = fitting
+
+        def on_fit(stage: str, done: int, of: int, _: Any = None) -> None:
+            nonlocal fitting
+            fitting = base + full_fit * done / max(of, 1)
+            report(partial)
+
+        return on_fit
+
+    def saved_fit(partial: list[int]) -> Callable[[Sequence[int]], Any]:
+        """``fit(removed)``: the repair the saved model gets for ``removed``, its fit on the selection's bar."""
+        fit = repair_for if repair_for is not None else functools.partial(
+            _fit_saved_repair, stack, token_set, batch_size=batch_size, cancel=cancel)
+
+        def fit_on_bar(removed: Sequence[int]) -> Any:
+            nonlocal fitting
+            started_at = fitting
+            result = fit(removed, fitting_progress(partial))
+            fitting = started_at + full_fit
+            return result
+
+        return fit_on_bar
+
+    def saved_weights(removed: Sequence[int], partial: list[int]) -> dict[str, Any] | None:
+        """The weights the saved model gets for ``removed`` (None when the job does not repair)."""
+        return saved_fit(partial)(removed).tensors if judge_repaired else None
 
     def judged_one(partial: list[int]) -> None:
         nonlocal judged
@@ -247,16 +294,17 @@ def choose_for_counts(
                           for name, chosen, ppl in zip(names, sets, measure_all(sets, order), strict=True)]
             if judge_repaired:
                 _judge_repaired(stack, token_set, samples, candidates, batch_size, cancel, repaired_cache,
-                                functools.partial(judged_one, order), probe, silent_cache)
-            elif probe is not None:
-                for c in candidates:
-                    c.silent = _silent(probe, stack, c.removed, None, silent_cache, cancel)
+                                functools.partial(judged_one, order), saved_fit(order))
             finite_candidates = [c for c in candidates if not math.isnan(c.judged)]
             if not finite_candidates:
                 raise ResourceError(_NAN)
+            if probe is not None:
+                _ask_until_one_answers(probe, stack, finite_candidates, silent_cache, cancel,
+                                       functools.partial(saved_weights, partial=order))
             # A finalist that falls silent on fewer prompts wins first (an instruct model that no longer answers
-            # is broken whatever its perplexity), then the lower perplexity. Stable min: on equal figures the
-            # earlier (greedy, then ends-protected) candidate is kept.
+            # is broken whatever its perplexity), then the lower perplexity; finalists never asked (None) come
+            # after the first that answers, so they are never better on the perplexity. Stable min: on equal
+            # figures the earlier (greedy, then ends-protected) candidate is kept.
             best = min(finite_candidates, key=lambda c: (c.silent or 0, c.judged))
             out[count] = SelectionResult(
                 removed=list(best.removed), chosen=best.name, order=order[:count],
@@ -274,39 +322,56 @@ def choose_for_counts(
 def _judge_repaired(stack: LayerStack, token_set: TokenSet, samples: Sequence[Sequence[int]],
                     candidates: Sequence[Candidate], batch_size: int, cancel: CancelCheck | None,
                     cache: dict[tuple[int, ...], float], on_judged: Callable[[], None] = lambda: None,
-                    probe: AnswerProbe | None = None, silent_cache: dict[tuple[int, ...], int] | None = None) -> None:
+                    saved_fit: Callable[[Sequence[int]], Any] | None = None) -> None:
     """Give each candidate its repaired perplexity on ``samples``: the map fitted on twice as many calibration
     samples (those first), folded in, the pruned model measured again. Sets already judged are not refitted;
-    ``on_judged`` is called after each new one (the progress bar's step). With a ``probe``, each is also asked
-    whether it still answers, repaired."""
+    ``on_judged`` is called after each new one (the progress bar's step). When those are every calibration
+    sample, the quick fit is the saved one: ``saved_fit`` makes it (kept for the job to save)."""
     import dataclasses
 
     from ..backends import ops
     from .repair import fit_linear_repair
 
     fit_on = dataclasses.replace(token_set, samples=list(token_set.samples[: 2 * len(samples)]))
+    whole = len(fit_on.samples) == len(token_set.samples) and saved_fit is not None
     for candidate in candidates:
         key = tuple(candidate.removed)
         if key not in cache:
-            repair = fit_linear_repair(stack.model, stack.family, fit_on, candidate.removed, batch_size,
-                                       cancel=cancel, stack=stack)
+            if whole:
+                assert saved_fit is not None
+                repair = saved_fit(candidate.removed)
+            else:
+                repair = fit_linear_repair(stack.model, stack.family, fit_on, candidate.removed, batch_size,
+                                           cancel=cancel, stack=stack)
             cache[key] = ops.perplexity(stack, samples, token_set.pad_id, candidate.removed, batch_size,
                                         repair.tensors, cancel).perplexity
-            if probe is not None and silent_cache is not None:
-                _silent(probe, stack, candidate.removed, repair.tensors, silent_cache, cancel)
             on_judged()
         candidate.repaired_perplexity = cache[key]
-        if silent_cache is not None and key in silent_cache:
-            candidate.silent = silent_cache[key]
 
 
-def _silent(probe: AnswerProbe, stack: LayerStack, removed: Sequence[int], weights: dict[str, Any] | None,
-            cache: dict[tuple[int, ...], int], cancel: CancelCheck | None) -> int:
-    """The probe's count for ``removed`` (with ``weights`` in), asked once per set."""
-    key = tuple(removed)
-    if key not in cache:
-        cache[key] = probe.silent(stack, removed, weights, cancel)
-    return cache[key]
+def _ask_until_one_answers(probe: AnswerProbe, stack: LayerStack, candidates: Sequence[Candidate],
+                           cache: dict[tuple[int, ...], int], cancel: CancelCheck | None,
+                           weights_for: Callable[[Sequence[int]], dict[str, Any] | None]) -> None:
+    """Ask the finalists, best figure first, whether they still answer, each with the weights the saved model
+    gets (``weights_for``), until one falls silent on no prompt; the others keep ``silent = None`` (not asked)."""
+    for candidate in sorted(candidates, key=lambda c: c.judged):  # stable: on equal figures, the earlier first
+        key = tuple(candidate.removed)
+        if key not in cache:
+            cache[key] = probe.silent(stack, candidate.removed, weights_for(candidate.removed), cancel)
+        candidate.silent = cache[key]
+        if candidate.silent == 0:
+            break
+    for candidate in candidates:  # a set asked under another name has the same answer
+        candidate.silent = cache.get(tuple(candidate.removed), candidate.silent)
+
+
+def _fit_saved_repair(stack: LayerStack, token_set: TokenSet, removed: Sequence[int], progress: Progress | None,
+                      batch_size: int = 4, cancel: CancelCheck | None = None) -> Any:
+    """The repair a job saves for ``removed``: every calibration sample, the adjuster's settings."""
+    from .repair import fit_linear_repair
+
+    return fit_linear_repair(stack.model, stack.family, token_set, removed, batch_size, progress=progress,
+                             cancel=cancel, stack=stack)
 
 
 #: Said when every measured candidate's perplexity is not a number (fp16 overflow, a broken model).

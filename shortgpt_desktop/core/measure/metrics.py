@@ -36,6 +36,7 @@ class ScoringContext:
     stack: Any = None  # the backend's layer stack (backends.layerwise.LayerStack); built from the model if None
     repaired: bool = False  # the job repairs what it removes: a measured choice compares its candidates repaired
     probe: Any = None  # cut.answer_probe.AnswerProbe: chat prompts a measured choice's finalists must still answer
+    repair_for: Any = None  # cut.selection.RepairFor: the saved model's repair of a set (the engine keeps each fit)
 
     def layer_stack(self) -> Any:
         if self.stack is None:
@@ -224,7 +225,7 @@ class SaferBlockInfluence(BlockInfluence):
             raise ValueError("bi+ needs calibration samples")
         return choose_layers_safely(ctx.layer_stack(), ctx.tokens, count, scores, ctx.batch_size,
                                     progress=ctx.progress, cancel=ctx.cancel, judge_repaired=ctx.repaired,
-                                    probe=ctx.probe)
+                                    probe=ctx.probe, repair_for=ctx.repair_for)
 
     def refine_counts(self, ctx: ScoringContext, scores: Sequence[float | None], counts: Sequence[int]) -> dict:
         from ..cut.selection import choose_for_counts
@@ -233,7 +234,7 @@ class SaferBlockInfluence(BlockInfluence):
             raise ValueError("bi+ needs calibration samples")
         return choose_for_counts(ctx.layer_stack(), ctx.tokens, counts, scores, ctx.batch_size,
                                  progress=ctx.progress, cancel=ctx.cancel, judge_repaired=ctx.repaired,
-                                 probe=ctx.probe)
+                                 probe=ctx.probe, repair_for=ctx.repair_for)
 
 
 for _metric in (SaferBlockInfluence(), BlockInfluence(), RelativeMagnitude(), AngularDistance(), Sequential(),
