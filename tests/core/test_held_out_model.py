@@ -57,6 +57,9 @@ def measured(gemma3_gguf: Path, valid_text: Path, code_text: Path) -> dict[str, 
     }
     tokens = engine.tokens_for(spec)
     for name, removed in baselines.items():
+        if removed == plan.removed:  # the same set, the same repair: the check's figures (a Gemma fit saved)
+            out[name] = out["default"]
+            continue
         weights = engine.adjust(spec, removed).weights
         result, fidelity = ops.compare(engine.backend.stack, tokens.eval_windows, tokens.pad_id,
                                        engine.reference, removed, weights)

@@ -68,6 +68,13 @@ class _Truncated(Exception):
 MAX_DIMS = 4  # GGML_MAX_DIMS
 MAX_TENSOR_NAME = 64  # GGML_MAX_NAME, the terminating zero included in llama.cpp
 MAX_KEY_BYTES = 65_535
+#: Characters of a key or tensor name an error quotes: a corrupt header can make a "key" of a whole token list.
+SHOWN_NAME_CHARS = 60
+
+
+def _shown(name: str) -> str:
+    """``name`` as one short quoted line for an error sentence (control characters escaped, long ones cut)."""
+    return repr(name if len(name) <= SHOWN_NAME_CHARS else name[:SHOWN_NAME_CHARS] + "…")
 MAX_ALIGNMENT = 1 << 30
 _MIN_KV_BYTES = 8 + 1 + 4 + 1  # key length, a 1-byte key, value type, the smallest value
 _MIN_TENSOR_INFO_BYTES = 8 + 1 + 4 + 8 + 4 + 8  # name length, 1-byte name, n_dims, one dimension, type, offset
@@ -194,25 +201,25 @@ def _parse_gguf_header(view: Any, size: int, quant_sizes: Any, quant_type: Any) 
                     raise _Truncated()
                 pos += count * struct.calcsize(GGUF_SCALARS[item_type])
             else:
-                raise ValueError(f"unknown array item type {item_type} in {key}")
+                raise ValueError(f"unknown array item type {item_type} in {_shown(key)}")
             metadata[key + "#len"] = count
         elif type_id == _GGUF_STRING:
             value_start = pos
-            metadata[key] = read_string(f"the value of {key}")
+            metadata[key] = read_string(f"the value of {_shown(key)}")
         elif type_id in GGUF_SCALARS:
             value_start = pos
             metadata[key] = unpack(GGUF_SCALARS[type_id])
         else:
-            raise ValueError(f"unknown metadata type {type_id} for {key}")
+            raise ValueError(f"unknown metadata type {type_id} for {_shown(key)}")
         if key in fields:
-            raise ValueError(f"metadata key {key} appears twice")
+            raise ValueError(f"metadata key {_shown(key)} appears twice")
         fields[key] = GGUFField(key, type_id, item_type, count, start, value_start, pos)
     tensors: list[GGUFTensorInfo] = []
     names: set[str] = set()
     for _ in range(n_tensors):
         tensor_name = read_string("a tensor name", MAX_TENSOR_NAME)
         if not tensor_name or tensor_name in names:
-            raise ValueError(f"tensor name {tensor_name!r} is empty or appears twice")
+            raise ValueError(f"tensor name {_shown(tensor_name)} is empty or appears twice")
         names.add(tensor_name)
         n_dims = unpack("I")
         if not 1 <= n_dims <= MAX_DIMS:

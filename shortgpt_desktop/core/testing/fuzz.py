@@ -30,62 +30,10 @@ def build_bases(folder: Path) -> tuple[Path, Path]:
 
 def write_gguf(hf: Path, path: Path, extra: dict[str, tuple[Any, Any]] | None = None, q8_down: bool = True) -> Path:
     """The model of ``hf`` as a llama GGUF (F32; with ``q8_down`` the down projections Q8_0) with its BPE
-    tokenizer, as convert_hf_to_gguf writes it (llama Q/K rows permuted); ``extra`` metadata: key → (value,
-    GGUFValueType)."""
-    import gguf
-    import numpy as np
-    import torch
-    from gguf import quants
-    from transformers import AutoModelForCausalLM
+    tokenizer (:func:`.gguf_export.export_gguf`); ``extra`` metadata: key → (value, GGUFValueType)."""
+    from .gguf_export import export_gguf
 
-    model = AutoModelForCausalLM.from_pretrained(hf, dtype=torch.float32)
-    cfg = model.config
-    n_layer, n_head, n_kv = cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_key_value_heads
-    tok = json.loads((hf / "tokenizer.json").read_text(encoding="utf-8"))
-    vocab = tok["model"]["vocab"]
-    for added in tok.get("added_tokens", []):
-        vocab.setdefault(added["content"], added["id"])
-    tokens = [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
-    special = {a["content"] for a in tok.get("added_tokens", [])}
-    merges = [m if isinstance(m, str) else " ".join(m) for m in tok["model"].get("merges", [])]
-    writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_name("tiny")
-    writer.add_context_length(cfg.max_position_embeddings)
-    writer.add_embedding_length(cfg.hidden_size)
-    writer.add_block_count(n_layer)
-    writer.add_feed_forward_length(cfg.intermediate_size)
-    writer.add_head_count(n_head)
-    writer.add_head_count_kv(n_kv)
-    writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
-    writer.add_rope_freq_base(10000.0)
-    writer.add_rope_dimension_count(cfg.hidden_size // n_head)
-    writer.add_vocab_size(len(tokens))
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("default")
-    writer.add_token_list(tokens)
-    writer.add_token_types([3 if t in special else 1 for t in tokens])
-    writer.add_token_merges(merges)
-    writer.add_bos_token_id(cfg.bos_token_id)
-    writer.add_eos_token_id(cfg.eos_token_id)
-    for key, (value, value_type) in (extra or {}).items():
-        writer.add_key_value(key, value, value_type)
-    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, n_layer)
-    for name, tensor in model.state_dict().items():
-        data = tensor.float().numpy()
-        target = names.get_name(name, try_suffixes=(".weight", ".bias"))
-        if target.endswith(("attn_q.weight", "attn_k.weight")):
-            heads = n_head if "attn_q" in target else n_kv
-            data = data.reshape(heads, 2, data.shape[0] // heads // 2, *data.shape[1:]).swapaxes(1, 2) \
-                .reshape(data.shape)
-        if q8_down and target.endswith("ffn_down.weight"):
-            q8 = quants.quantize(np.ascontiguousarray(data), gguf.GGMLQuantizationType.Q8_0)
-            writer.add_tensor(target, q8, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
-        else:
-            writer.add_tensor(target, np.ascontiguousarray(data, dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    export_gguf(hf, path, "llama", extra=extra, q8_down=q8_down, tokens="tokenizer")
     return path
 
 

@@ -23,6 +23,7 @@ from shortgpt_desktop.core.errors import Cancelled, PlanError, UnsupportedModelE
 from shortgpt_desktop.core.formats import gguf_writer
 from shortgpt_desktop.core.formats.gguf_reader import read_gguf_layout
 from shortgpt_desktop.core.model.sources import ModelSourceError
+from shortgpt_desktop.core.testing.gguf_export import export_gguf
 
 gguf = pytest.importorskip("gguf")
 
@@ -103,64 +104,6 @@ def block_count_only(source: Path, removed: list[int], out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     gguf_writer._write_file(out, source, layout, plan, gguf_writer._NewData(), None, None)
     return out
-
-
-def export_gguf(folder: Path, path: Path, arch: str, *, per_layer_arrays: bool = False,
-                extra: dict[str, Any] | None = None) -> Any:
-    """Write a tiny transformers model as an F32 GGUF llama.cpp can run (what convert_hf_to_gguf.py does)."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-    cfg = model.config
-    n_layer, n_head, n_kv = cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_key_value_heads
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // n_head
-    writer = gguf.GGUFWriter(str(path), arch)
-    writer.add_context_length(cfg.max_position_embeddings)
-    writer.add_embedding_length(cfg.hidden_size)
-    writer.add_block_count(n_layer)
-    per_layer = (lambda v: [v] * n_layer) if per_layer_arrays else (lambda v: v)
-    writer.add_feed_forward_length(per_layer(cfg.intermediate_size))
-    writer.add_head_count(per_layer(n_head))
-    writer.add_head_count_kv(per_layer(n_kv))
-    writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
-    writer.add_key_length(head_dim)
-    writer.add_value_length(head_dim)
-    rope = cfg.rope_parameters
-    writer.add_rope_freq_base(float((rope.get("full_attention") or rope)["rope_theta"]))
-    writer.add_rope_dimension_count(head_dim)
-    writer.add_vocab_size(cfg.vocab_size)
-    for key, value in (extra or {}).items():
-        writer.add_key_value(key, value[0], value[1])
-    # Token ids are fed directly; ASCII texts keep llama.cpp's per-token log-probabilities one per token
-    # (a byte-level piece that is not whole UTF-8 is merged into the next entry).
-    tokens = [f"[{i}]" for i in range(cfg.vocab_size)]
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("default")
-    writer.add_token_list(tokens)
-    writer.add_token_types([1] * len(tokens))
-    writer.add_token_merges(["[ 1"])
-    writer.add_bos_token_id(cfg.bos_token_id)
-    writer.add_eos_token_id(cfg.eos_token_id)
-    names = gguf.get_tensor_name_map({v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}[arch], n_layer)
-    for name, tensor in model.state_dict().items():
-        if name == "lm_head.weight" and cfg.tie_word_embeddings:
-            continue
-        data = tensor.float().numpy()
-        target = names.get_name(name, try_suffixes=(".weight", ".bias"))
-        assert target is not None, name
-        if arch == "llama" and target.endswith(("attn_q.weight", "attn_k.weight")):
-            heads = n_head if "attn_q" in target else n_kv
-            data = data.reshape(heads, 2, data.shape[0] // heads // 2, *data.shape[1:]).swapaxes(1, 2) \
-                .reshape(data.shape)
-        if arch.startswith("gemma") and target.endswith("norm.weight"):
-            data = data + 1.0  # gemma's RMSNorm multiplies by (1 + w); llama.cpp by the stored w
-        writer.add_tensor(target, np.ascontiguousarray(data, dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return model
 
 
 def tiny_gguf(path: Path, arch: str = "llama", n_layer: int = 6, metadata: dict[str, Any] | None = None,
