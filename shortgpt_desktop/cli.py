@@ -53,6 +53,7 @@ _STAGE_LABELS = {
     "saving": "saving",
     "writing GGUF": "writing the GGUF file",
     "repair": "repairing",
+    "answers": "writing the original's chat answers for the repair",
     "selecting": "checking candidates",
     "sweep": "quality curve",
     "heal": "healing",

@@ -146,6 +146,8 @@ class Engine:
     selections: dict[int, Any] = field(default_factory=dict)
     #: Repairs fitted for the current model and tokens, by removed set (bi+'s answer check fits the one it saves).
     fitted: FittedRepairs = field(default_factory=FittedRepairs)
+    #: The original's own chat answers the repair is fitted on too, with the (model, length) they were written for.
+    answers: tuple[tuple, list[list[int]]] | None = None
     reference: Reference | None = None  # the original's pass over the held-out windows, kept for every check
     reference_key: tuple | None = None
 
@@ -176,6 +178,7 @@ class Engine:
         self.adjusted = None
         self.selections = {}
         self.fitted.clear()
+        self.answers = None
         self.reference = self.reference_key = None
 
     def close(self) -> None:
@@ -550,21 +553,38 @@ class Engine:
         assert self.loaded is not None
         return answer_probe_for(self.loaded.tokenizer, self.loaded.model)
 
-    def _repair_for(self, spec: JobSpec, tokens: TokenSet, cancel: CancelCheck | None) -> Any:
-        """``repair_for(removed, progress)``: the repair the job saves for ``removed``, fitted once (kept in
-        :attr:`fitted` for the model, tokens and batch size of ``spec``, where the adjuster finds it)."""
+    def _repair_for(self, spec: JobSpec, tokens: TokenSet, cancel: CancelCheck | None,
+                    progress: Progress = no_progress) -> Any:
+        """``repair_for(removed, fit_progress)``: the repair the job saves for ``removed``, fitted once (kept in
+        :attr:`fitted` for the model, tokens and batch size of ``spec``, where the adjuster finds it), on the
+        calibration samples and, for a chat model, the original's own chat answers (:meth:`repair_tokens`)."""
         from .cut.repair import fit_linear_repair
 
         assert self.loaded is not None and self.backend is not None
         store = self.fitted.bind(self._reference_key(spec))
         model, family, stack = self.loaded.model, self.loaded.family, self.backend.stack
 
-        def repair_for(removed: Sequence[int], progress: Progress | None = None) -> Any:
+        def repair_for(removed: Sequence[int], fit_progress: Progress | None = None) -> Any:
             return store.fitted(removed, lambda: fit_linear_repair(
-                model, family, tokens, sorted(removed), spec.batch_size, progress=progress, cancel=cancel,
-                stack=stack))
+                model, family, self.repair_tokens(tokens, progress, cancel), sorted(removed), spec.batch_size,
+                progress=fit_progress, cancel=cancel, stack=stack))
 
         return repair_for
+
+    def repair_tokens(self, tokens: TokenSet, progress: Progress = no_progress,
+                      cancel: CancelCheck | None = None) -> TokenSet:
+        """What the repair is fitted on: the calibration samples, and for a model with a chat template the
+        original's own answers to a few chat prompts (written once per model, see :mod:`.cut.own_answers`)."""
+        from .cut.own_answers import own_answers
+
+        assert self.loaded is not None and self.backend is not None
+        key = (self.load_key, tokens.seq_len)
+        if self.answers is None or self.answers[0] != key:
+            written = own_answers(self.backend.stack, self.loaded.tokenizer, self.loaded.model,
+                                  max_len=tokens.seq_len, progress=progress, cancel=cancel)
+            self.answers = (key, written)
+        answers = self.answers[1]
+        return dataclasses.replace(tokens, samples=list(tokens.samples) + answers) if answers else tokens
 
     def _selection_for(self, count: int) -> Any:
         """The refining metric's measured choice of ``count`` layers for the current scores, if it was made."""
@@ -589,7 +609,7 @@ class Engine:
             tokens = self.tokens_for(spec, progress)
             ctx = ScoringContext(self.loaded.model, self.loaded.family, tokens, spec.batch_size, progress, cancel,
                                  stack=self.backend.stack, repaired=spec.repair != "none", probe=self._answer_probe(),
-                                 repair_for=self._repair_for(spec, tokens, cancel))
+                                 repair_for=self._repair_for(spec, tokens, cancel, progress))
             self.selections.update(metric.refine_counts(ctx, scores.scores, [count]))
         return self.plan(count=count)
 
@@ -631,7 +651,8 @@ class Engine:
             if missing:
                 ctx = ScoringContext(self.loaded.model, self.loaded.family, tokens, spec.batch_size, progress,
                                      cancel, stack=self.backend.stack, repaired=spec.repair != "none",
-                                     probe=self._answer_probe(), repair_for=self._repair_for(spec, tokens, cancel))
+                                     probe=self._answer_probe(),
+                                     repair_for=self._repair_for(spec, tokens, cancel, progress))
                 self.selections.update(metric.refine_counts(ctx, self.scores.scores, missing))
         label = self.scores.metric + (" + repair" if spec.repair != "none" else "")
         curve = QualityCurve(label=label, order=[], windows=len(tokens.eval_windows), tokens=reference.result.tokens,
@@ -696,7 +717,7 @@ class Engine:
         ctx = AdjustContext(loaded, self.backend.stack, tokens, spec, progress, cancel,
                             teacher=lambda: self._teacher(spec, tokens, progress, cancel),
                             modified=lambda gone, weights: pipeline.modified(loaded, gone, weights),
-                            repair_for=self._repair_for(spec, tokens, cancel))
+                            repair_for=self._repair_for(spec, tokens, cancel, progress))
         for adjuster in wanted:
             step_started = time.perf_counter()
             result, weights = adjuster.apply(ctx, removed, dict(adjusted.weights))

@@ -175,6 +175,7 @@ STAGE_TEXT = {
     "saving": "Saving the pruned model",
     "selecting": "Checking the candidate layers",
     "repair": "Repairing the pruned model",
+    "answers": "Writing the original's chat answers for the repair",
     "heal": "Healing (LoRA)",
     "sweep": "Quality curve",
     "writing GGUF": "Writing the GGUF file",

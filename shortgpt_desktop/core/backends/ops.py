@@ -113,9 +113,12 @@ def next_tokens(stack: LayerStack, sequences: Sequence[Sequence[int]], pad_id: i
     out: list[int] = []
     with stack.head() as logits_of:
         for batch in batches:
-            logits = logits_of(batch, batch.hidden)
-            rows = torch.arange(logits.shape[0], device=logits.device)
-            out += logits[rows, batch.last.to(logits.device)].argmax(-1).tolist()
+            # The head at each sequence's last position only (a position's logits depend on its own state alone).
+            rows = torch.arange(batch.hidden.shape[0], device=batch.hidden.device)
+            last = batch.last.to(batch.hidden.device)
+            view = Batch(batch.ids[rows.cpu(), last.cpu()][:, None], batch.mask[rows.cpu(), last.cpu()][:, None], None)
+            logits = logits_of(view, batch.hidden[rows, last][:, None])
+            out += logits[:, 0].argmax(-1).tolist()
     return out
 
 

@@ -215,6 +215,8 @@ def choose_for_counts(
 
         def on_fit(stage: str, done: int, of: int, _: Any = None) -> None:
             nonlocal fitting
+            if stage != "repair":  # only the fit's own count moves this bar
+                return
             fitting = base + full_fit * done / max(of, 1)
             report(partial)
 

@@ -1,0 +1,101 @@
+"""The original model's own answers to a few chat prompts, added to the repair's calibration for a chat model.
+
+The repair fits its maps on the calibration text (:mod:`.repair`). When that text is all prose, the maps fit
+prose, and the chat template's tokens, which the text never holds, are left to chance: on SmolLM2-135M-Instruct
+(8 of 30 layers removed, the greedy set 3–5, 7, 16, 17, 25, 26; 128 × 512 tokens of WikiText-2) the repaired
+model ended its turn at once on 5 of the 6 answer-check prompts and answered "What is the capital of France,
+and why is it famous?" with nothing. With these 24 exchanges beside the prose (2,174 tokens, 3% of the fit), it
+answers all six ("The capital of France is Paris, a city that is steeped in history and…"), and its held-out
+prose barely moves (perplexity 57.74 → 58.36, mean KL 0.626 → 0.632, same top token 56.9% → 56.6%).
+
+The prompts are not the answer check's (:mod:`.answer_probe`): the check stays a test of what the fit never saw.
+The answers are greedy, up to the end of the turn or :data:`MAX_NEW_TOKENS`, written by the ORIGINAL model (the
+pruned one is pulled back toward what the original does in a chat, as distillation does), in one padded pass
+per new token for all prompts together, so the streamed backend writes them too (a model in memory uses
+transformers' KV cache instead: one batch, padded on the left).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..backends import ops
+from ..backends.layerwise import InMemoryStack, LayerStack
+from ..progress import CancelCheck, Progress
+from .answer_probe import answer_probe_for
+
+STAGE = "answers"
+#: Requests of the kind a hobbyist makes, of several kinds (facts, lists, code, verse, advice).
+FIT_PROMPTS = (
+    "Explain why the sky is blue.", "Give me a recipe for pancakes.", "What is photosynthesis?",
+    "Write a short poem about autumn.", "How do I sort a list in Python?", "Summarise the plot of Hamlet.",
+    "What are the benefits of exercise?", "Translate 'good morning' into Spanish.", "Who was Albert Einstein?",
+    "List four planets of the solar system.", "What is the boiling point of water?", "Tell me a fun fact about cats.",
+    "How does a bicycle work?", "What causes rain?", "Suggest a name for a bakery.", "What is 12 times 7?",
+    "Describe a typical day of a farmer.", "Why do leaves change colour?", "What is the largest ocean?",
+    "Give two tips for better sleep.", "What does a computer's CPU do?", "Write a haiku about the moon.",
+    "What language is spoken in Brazil?", "How many days are in a leap year?",
+)
+#: Tokens each answer may take (the measured figures above used 64).
+MAX_NEW_TOKENS = 64
+
+
+def own_answers(stack: LayerStack, tokenizer: Any, model: Any = None, prompts: Sequence[str] = FIT_PROMPTS,
+                max_new_tokens: int = MAX_NEW_TOKENS, max_len: int | None = None, progress: Progress | None = None,
+                cancel: CancelCheck | None = None, kv_cache: bool | None = None) -> list[list[int]]:
+    """Each prompt through the chat template followed by the original's greedy answer, as token ids (at most
+    ``max_len`` of them: longer prompts are left out); empty for a model without a chat template (a base model has
+    no turn to answer in). ``kv_cache``: transformers' generation (default for a model in memory) or one pass per
+    token through the stack (the streamed backend's way)."""
+    chat = answer_probe_for(tokenizer, model, prompts)
+    if chat is None:
+        return []
+    # A prompt that leaves no room for an answer within ``max_len`` is left out.
+    sequences = [list(p) for p in chat.prompts if max_len is None or len(p) < max_len]
+    if kv_cache is None:
+        kv_cache = isinstance(stack, InMemoryStack)
+    if kv_cache and sequences:
+        return _with_kv_cache(stack.model, sequences, chat.end_ids, chat.pad_id, max_new_tokens, max_len, progress)
+    active = list(range(len(sequences)))
+    for step in range(max_new_tokens):
+        if not active:
+            break
+        if progress is not None:
+            progress(STAGE, step, max_new_tokens, None)
+        for i, token in zip(active, ops.next_tokens(stack, [sequences[i] for i in active], chat.pad_id, (), None,
+                                                    cancel), strict=True):
+            sequences[i].append(token)
+        active = [i for i in active if sequences[i][-1] not in chat.end_ids
+                  and (max_len is None or len(sequences[i]) < max_len)]
+    if progress is not None:
+        progress(STAGE, max_new_tokens, max_new_tokens, None)
+    return sequences
+
+
+def _with_kv_cache(model: Any, prompts: list[list[int]], end_ids: set[int], pad_id: int, max_new_tokens: int,
+                   max_len: int | None, progress: Progress | None) -> list[list[int]]:
+    """The same greedy answers for a model in memory, with transformers' KV cache: all prompts in one batch,
+    padded on the left (one short step per new token instead of a pass over the whole sequence)."""
+    import torch
+
+    if progress is not None:
+        progress(STAGE, 0, max_new_tokens, None)
+    device = next(model.parameters()).device
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - len(prompt):] = torch.tensor(prompt)
+        mask[row, width - len(prompt):] = 1
+    with torch.inference_mode():
+        out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
+                             do_sample=False, eos_token_id=sorted(end_ids), pad_token_id=pad_id)
+    sequences = []
+    for row, prompt in enumerate(prompts):
+        answer = out[row, width:].tolist()
+        end = next((i for i, token in enumerate(answer) if token in end_ids), len(answer) - 1)
+        sequences.append((prompt + answer[:end + 1])[:max_len])
+    if progress is not None:
+        progress(STAGE, max_new_tokens, max_new_tokens, None)
+    return sequences
