@@ -533,12 +533,28 @@ class Engine:
         refines = self.scores is not None and get_metric(self.scores.metric).refines \
             and self._selection_for(count) is None
         estimate = estimate_job(_dc.replace(spec, check_perplexity=check), shape, rate, scored.sample_tokens,
-                                scored.eval_tokens, count, refines)
+                                scored.eval_tokens, count, refines, self._answer_work(spec))
         estimate.steps.pop("scoring", None)
         if self.adjusted is not None and self.adjusted.removed == self.plan(count=count).removed:
             estimate.steps.pop("repairing", None)
             estimate.steps.pop("healing", None)
         return estimate
+
+    def _answer_work(self, spec: JobSpec) -> Any:
+        """The own chat answers this job's repair will still write (None: none, or written already)."""
+        from .cut.answer_probe import answer_probe_for
+        from .cut.own_answers import FIT_PROMPTS, MAX_NEW_TOKENS
+        from .estimate import AnswerWork
+
+        if self.loaded is None or self.backend is None or spec.repair == "none":
+            return None
+        if self.answers is not None and self.answers[0] == (self.load_key, spec.seq_len):
+            return None
+        chat = answer_probe_for(self.loaded.tokenizer, self.loaded.model, FIT_PROMPTS)
+        if chat is None:
+            return None
+        return AnswerWork(len(chat.prompts), sum(map(len, chat.prompts)) / len(chat.prompts), MAX_NEW_TOKENS,
+                          kv_cache=isinstance(self.backend, InMemory))
 
     def _judge_selections(self, spec: JobSpec) -> None:
         """Forget measured choices compared repaired when the job no longer repairs, and the other way round."""

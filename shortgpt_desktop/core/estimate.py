@@ -7,6 +7,9 @@ measures the seconds one token spends in one decoder layer, and the head costs a
 - scoring: every calibration token through every layer;
 - bi+'s measured choice (:mod:`.cut.selection`): each layer's removal alone, then each greedy step's candidates and
   the finalists, on the first calibration samples, each from the layer where it differs (about half the stack);
+- for a chat model, the original's own answers the repair is fitted on too (:mod:`.cut.own_answers`): each
+  new token a short step for all prompts with the KV cache in memory, or a pass over every prompt's tokens so far
+  when streamed;
 - the repair (:mod:`.cut.repair`): the original's and the pruned model's streams over every calibration token;
 - the check: the original once and the pruned model once over the held-out windows, two heads for the latter.
 
@@ -53,8 +56,25 @@ def shape_of(loaded: Any) -> ModelShape:
     return ModelShape(len(layers), float(per_layer), head)
 
 
+@dataclass
+class AnswerWork:
+    """The own answers a chat model's repair still needs: how many prompts, their mean length, and how."""
+
+    prompts: int
+    prompt_tokens: float
+    new_tokens: int
+    kv_cache: bool
+
+    def token_layers(self, n_layers: int, head_layers: float) -> float:
+        """Tokens × layers the answers run (the head only at each prompt's last position)."""
+        steps = self.prompts * self.new_tokens
+        if self.kv_cache:
+            return self.prompts * self.prompt_tokens * n_layers + steps * (n_layers + head_layers)
+        return steps * ((self.prompt_tokens + self.new_tokens / 2) * n_layers + head_layers)
+
+
 def estimate_job(spec: Any, shape: ModelShape, seconds_per_token_layer: float, sample_tokens: int,
-                 eval_tokens: int, count: int | None, refines: bool) -> JobEstimate:
+                 eval_tokens: int, count: int | None, refines: bool, answers: AnswerWork | None = None) -> JobEstimate:
     """The job ``spec`` describes (its metric, count, repair, healing, check), at the measured speed."""
     from .cut.selection import DEFAULT_EVAL_SAMPLES, DEFAULT_WINDOW
 
@@ -71,6 +91,8 @@ def estimate_job(spec: Any, shape: ModelShape, seconds_per_token_layer: float, s
         # Each candidate runs from where it differs (about half the stack) and a strided head; each greedy step
         # refreshes the cache from the layer it chose (about half the stack again).
         out.steps["choosing"] = subset * (candidates * (n / 2 + head / stride) + count * n / 2) * rate
+    if count and spec.repair != "none" and answers is not None:
+        out.steps["answering"] = answers.token_layers(n, head) * rate
     if count and spec.repair != "none":
         out.steps["repairing"] = sample_tokens * (2 * n - count) * rate
     if count and spec.heal_steps > 0:

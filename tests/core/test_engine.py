@@ -87,3 +87,20 @@ def test_the_repair_bi_plus_asked_its_finalist_with_is_the_one_saved(tiny_model:
         torch.testing.assert_close(adjusted.weights[name], tensor, rtol=0, atol=0)
     engine.forget()
     assert len(engine.fitted) == 0
+
+
+def test_a_chat_models_estimate_counts_its_own_answers_until_they_are_written(tiny_model: Path,
+                                                                             small_calib: Path) -> None:
+    spec = JobSpec(model=str(tiny_model), calib=[str(small_calib)], samples=8, seq_len=64, eval_windows=4,
+                   batch_size=4, device="cpu", dtype="float32", prompt="")
+    engine = Engine()
+    engine.score(spec)
+    engine.loaded.tokenizer.chat_template = ("{% for m in messages %}<|user|>{{ m['content'] }}\n{% endfor %}"
+                                             "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    estimate = engine.job_estimate(spec, 2, check=False)
+    assert list(estimate.steps) == ["choosing", "answering", "repairing"] and estimate.steps["answering"] > 0
+    import dataclasses
+
+    assert "answering" not in engine.job_estimate(dataclasses.replace(spec, repair="none"), 2, check=False).steps
+    engine.repair_tokens(engine.tokens_for(spec))
+    assert "answering" not in engine.job_estimate(spec, 2, check=False).steps  # written once per model
