@@ -885,6 +885,9 @@ class Engine:
             ]
             # What the step took in this job: nothing when bi+ had fitted this very repair while choosing.
             report.timings["repair"] = adjusted.step_seconds.get("repair", adjusted.repair.seconds)
+            prose = sum(len(s) for s in self.tokens.samples) if self.tokens is not None else 0
+            if self.answers is not None and adjusted.repair.tokens > prose:  # the fit saw the answers too
+                report.repair_own_answers = len(self.answers[1])
         if adjusted is not None and adjusted.heal is not None:
             report.heal_steps = adjusted.heal.steps
             report.heal_losses = [adjusted.heal.losses[0], adjusted.heal.losses[-1]]

@@ -54,6 +54,7 @@ class Report:
     selection: str = ""  # how a refining metric (bi+) chose the removed layers
     repair: str = "none"  # "linear" when the training-free repair was applied
     repair_runs: list[dict[str, Any]] = field(default_factory=list)  # per run of removed layers: what it did
+    repair_own_answers: int = 0  # the original's own chat answers the repair was fitted on beside the text
     heal_steps: int = 0
     heal_losses: list[float] = field(default_factory=list)  # training loss at the first and the last step
     output_format: str = ""  # "safetensors" or "gguf"
@@ -144,6 +145,9 @@ def model_card(report: Report, base_model: str) -> str:
     if report.repair == "linear":
         repair_line = (f"training-free linear repair (a fitted map folded into the MLP output projection of "
                        f"{len(repaired)} kept layer{'s' if len(repaired) != 1 else ''}; no new parameters)")
+        if report.repair_own_answers:
+            repair_line += (f", fitted on the calibration text and the original model's own answers to "
+                            f"{report.repair_own_answers} chat prompts")
         skipped = [r for r in report.repair_runs if r.get("note")]
         if skipped:
             repair_line += "; not repaired: " + "; ".join(

@@ -84,3 +84,15 @@ def test_a_chat_models_repair_is_fitted_on_the_text_and_its_own_answers(engine) 
     for name, tensor in fresh.tensors.items():
         torch.testing.assert_close(adjusted.weights[name], tensor, rtol=0, atol=0)
     assert any(not torch.equal(prose_only.tensors[n], t) for n, t in fresh.tensors.items())
+
+
+def test_the_model_card_says_the_repair_saw_the_originals_answers(engine) -> None:
+    from shortgpt_desktop.core.report import model_card
+
+    engine, spec = engine
+    engine.loaded.tokenizer.chat_template = TEMPLATE
+    plan = engine.plan(count=2)
+    engine.adjust(spec, plan.removed)
+    report = engine.report(plan, spec)
+    assert report.repair_own_answers == len(engine.answers[1]) > 0
+    assert f"own answers to {report.repair_own_answers} chat prompts" in model_card(report, spec.model)
