@@ -24,10 +24,12 @@ the recipe here never trusts BI alone:
 5. **Still answers** (``probe``, for a model with a chat template: :mod:`.answer_probe`): the finalists are asked in
    the order of the figure above, each with the repair the saved model will get (fitted on every calibration
    sample: ``repair_for``), until one answers every chat prompt the original answers; that one wins. The quick
-   fit of step 4 cannot stand in for it: on SmolLM2-135M (8 of 30, 128 × 512 tokens of WikiText-2) the greedy
-   set fell silent on 2 of 6 prompts with the quick fit and on 5 with the full one, and the ends-protected set on 2
-   and on 0. The full fit of the winner is the one the job then saves, so when the first finalist asked answers,
-   the check costs one probe pass and no extra fit.
+   fit of step 4 cannot stand in for it: on SmolLM2-135M (8 of 30, 128 × 512 tokens of WikiText-2, repaired on
+   the prose alone) the greedy set fell silent on 2 of 6 prompts with the quick fit and on 5 with the full one, and
+   the ends-protected set on 2 and on 0. (The saved repair of a chat model now also fits the original's own
+   answers, :mod:`.own_answers`, and the greedy set then answers all six.) The full fit of the winner is the
+   one the job then saves, so when the first finalist asked answers, the check costs one probe pass and no
+   extra fit.
 
 Only calibration samples are used: the held-out windows stay for the user's before/after check.
 """
