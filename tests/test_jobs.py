@@ -276,3 +276,27 @@ def test_what_low_memory_mode_cannot_run_is_refused_before_the_model_loads(
     with pytest.raises(UserError, match="Healing trains the whole model"):
         run_prune(Engine(), spec)
     assert loads == [] and not (tmp_path / "out").exists()
+
+
+def test_the_estimate_after_the_first_batch_counts_a_chat_models_own_answers(tiny_model: Path, small_calib: Path,
+                                                                             tmp_path: Path) -> None:
+    """What the job prints after its first scoring batch includes writing the answers its repair fits on."""
+    from shortgpt_desktop.core.estimate import JobEstimate
+
+    chat = tmp_path / "tiny-chat"
+    shutil.copytree(tiny_model, chat)
+    config = json.loads((chat / "tokenizer_config.json").read_text(encoding="utf-8"))
+    config["chat_template"] = ("{% for m in messages %}<|user|>{{ m['content'] }}\n{% endfor %}"
+                               "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    (chat / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    said: list[JobEstimate] = []
+
+    def progress(stage: str, done: int, total: int, partial: Any = None) -> None:
+        if stage == "estimate":
+            said.append(partial)
+
+    spec = JobSpec(model=str(chat), calib=[str(small_calib)], samples=8, seq_len=64, eval_windows=4, batch_size=4,
+                   device="cpu", dtype="float32", count=2, out=str(tmp_path / "out"), prompt="",
+                   check_perplexity=False)
+    run_prune(Engine(), spec, progress)
+    assert len(said) == 1 and said[0].steps.get("answering", 0) > 0

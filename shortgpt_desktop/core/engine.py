@@ -533,14 +533,14 @@ class Engine:
         refines = self.scores is not None and get_metric(self.scores.metric).refines \
             and self._selection_for(count) is None
         estimate = estimate_job(_dc.replace(spec, check_perplexity=check), shape, rate, scored.sample_tokens,
-                                scored.eval_tokens, count, refines, self._answer_work(spec))
+                                scored.eval_tokens, count, refines, self.answer_work(spec))
         estimate.steps.pop("scoring", None)
         if self.adjusted is not None and self.adjusted.removed == self.plan(count=count).removed:
             estimate.steps.pop("repairing", None)
             estimate.steps.pop("healing", None)
         return estimate
 
-    def _answer_work(self, spec: JobSpec) -> Any:
+    def answer_work(self, spec: JobSpec) -> Any:
         """The own chat answers this job's repair will still write (None: none, or written already)."""
         from .cut.answer_probe import answer_probe_for
         from .cut.own_answers import FIT_PROMPTS, MAX_NEW_TOKENS

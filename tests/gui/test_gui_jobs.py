@@ -210,6 +210,7 @@ def test_event_loop_never_stalls(qtbot, opened, tmp_path: Path) -> None:
     import transformers.models.llama.modeling_llama  # noqa: F401
     from transformers import AutoTokenizer  # noqa: F401
 
+    import shortgpt_desktop.core.cut.own_answers
     import shortgpt_desktop.core.cut.repair
     import shortgpt_desktop.core.cut.surgery  # noqa: F401
 
