@@ -174,9 +174,11 @@ class CandidateRunner:
         nll = -logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
         return float(nll[keep].double().sum()), int(keep.sum())
 
-    def measure(self, sets: Sequence[Sequence[int]],
-                after_each: Callable[[int], None] | None = None) -> list[PerplexityResult]:
-        """Calibration perplexity of each pruned set, run together layer by layer (each layer opened once)."""
+    def measure(self, sets: Sequence[Sequence[int]], after_each: Callable[[int], None] | None = None,
+                during: Callable[[float], None] | None = None) -> list[PerplexityResult]:
+        """Calibration perplexity of each pruned set, run together layer by layer (each layer opened once).
+        ``after_each(number)`` follows each set's result; ``during(fraction)`` each layer of the sweep before them
+        (the 30 single removals of a 30-layer model are one sweep: without it, a bar would stand still)."""
         import time
 
         started = time.perf_counter()
@@ -199,7 +201,8 @@ class CandidateRunner:
 
             return keep
 
-        for index in sorted({i for v in variants for i in v.layers}):
+        indices = sorted({i for v in variants for i in v.layers})
+        for number, index in enumerate(indices, start=1):
             if self.cancel is not None and self.cancel():
                 raise Cancelled()
             users = [v for v in variants if index in v.layers]
@@ -207,6 +210,8 @@ class CandidateRunner:
                 for variant in users:
                     self.stack.run_layers(variant.batches, [index], cancel=self.cancel, opened=layer,
                                           keep=keeper(variant))
+            if during is not None:
+                during(number / len(indices))
         results = []
         with self.stack.head() as logits_of:
             for number, variant in enumerate(variants):

@@ -205,11 +205,23 @@ def choose_for_counts(
         total += full_fit * len(counts)
     judged = 0  # finalists judged repaired so far
     fitting = 0.0  # passes' worth of full fits done
+    sweeping = 0.0  # passes' worth of the layer-major sweep under way (its sets are counted when measured)
+    reported = 0  # the bar never goes back
 
     def report(partial: list[int], final: bool = False) -> None:
+        nonlocal reported
         if progress is not None:  # the last report is done/done: ``total`` is only an upper bound
-            done = runner.passes + JUDGING_PASSES * judged + int(fitting)
+            done = max(reported, runner.passes + JUDGING_PASSES * judged + int(fitting) + int(sweeping))
+            reported = done
             progress(STAGE, done, done if final else max(total, done), list(partial))
+
+    def swept(count: int, partial: list[int]) -> Callable[[float], None]:
+        def during(fraction: float) -> None:
+            nonlocal sweeping
+            sweeping = count * fraction * 0.9  # the head, after the sweep, takes the rest
+            report(partial)
+
+        return during
 
     def fitting_progress(partial: list[int]) -> Progress:
         """The progress a full fit reports (layer runs of the repair), as passes on the selection's bar."""
@@ -251,7 +263,12 @@ def choose_for_counts(
         keys = [tuple(sorted(s)) for s in sets]
         new = [k for k in dict.fromkeys(keys) if k not in measured]
         if new:
-            results = runner.measure(new, lambda _: report(order_so_far))
+            def measured_one(_: int) -> None:
+                nonlocal sweeping
+                sweeping = 0.0  # the sets now count as passes; the bar holds until they pass the sweep's mark
+                report(order_so_far)
+
+            results = runner.measure(new, measured_one, during=swept(len(new), order_so_far))
             measured.update({k: r.perplexity for k, r in zip(new, results, strict=True)})
         return [measured[k] for k in keys]
 

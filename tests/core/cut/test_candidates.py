@@ -69,3 +69,17 @@ def test_a_strided_head_scores_every_kth_next_token(loaded) -> None:
                 count += 1
     assert result.tokens == count
     assert result.perplexity == pytest.approx(math.exp(total / count), rel=1e-5)
+
+
+def test_a_sweep_says_how_far_it_is_before_any_set_is_done(loaded) -> None:
+    """Sets measured together run layer-major, so no set is done before the last layer: ``during`` reports each
+    layer of the sweep (the bar of 30 single removals would otherwise stand still for the whole sweep)."""
+    stack = InMemoryStack(loaded.model, loaded.family)
+    runner = CandidateRunner(stack, SEQUENCES, 0, batch_size=2)
+    events: list[tuple[str, float]] = []
+    runner.measure([[i] for i in range(6)], after_each=lambda k: events.append(("set", k)),
+                   during=lambda fraction: events.append(("layer", fraction)))
+    layers = [f for kind, f in events if kind == "layer"]
+    # Removing layer 0 runs layers 1-5; the others start from the cache at their own layer: five layers in all.
+    assert layers == [k / 5 for k in range(1, 6)]
+    assert [kind for kind, _ in events] == ["layer"] * 5 + ["set"] * 6
