@@ -548,7 +548,7 @@ class Engine:
 
         if self.loaded is None or self.backend is None or spec.repair == "none":
             return None
-        if self.answers is not None and self.answers[0] == (self.load_key, spec.seq_len):
+        if self.answers is not None and self.answers[0] == self._answers_key(spec.seq_len):
             return None
         chat = answer_probe_for(self.loaded.tokenizer, self.loaded.model, FIT_PROMPTS)
         if chat is None:
@@ -587,6 +587,10 @@ class Engine:
 
         return repair_for
 
+    def _answers_key(self, seq_len: int) -> tuple:
+        """What the own answers depend on: the model and the longest sample they may be."""
+        return (self.load_key, seq_len)
+
     def repair_tokens(self, tokens: TokenSet, progress: Progress = no_progress,
                       cancel: CancelCheck | None = None) -> TokenSet:
         """What the repair is fitted on: the calibration samples, and for a model with a chat template the
@@ -594,7 +598,7 @@ class Engine:
         from .cut.own_answers import own_answers
 
         assert self.loaded is not None and self.backend is not None
-        key = (self.load_key, tokens.seq_len)
+        key = self._answers_key(tokens.seq_len)
         if self.answers is None or self.answers[0] != key:
             written = own_answers(self.backend.stack, self.loaded.tokenizer, self.loaded.model,
                                   max_len=tokens.seq_len, progress=progress, cancel=cancel)

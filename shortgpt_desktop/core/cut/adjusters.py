@@ -34,8 +34,8 @@ class AdjustContext:
     #: The model pruned as planned with the given weights in, for the block (pipeline.modified).
     modified: Callable[[Sequence[int], dict[str, Any]], Any]
     #: ``repair_for(removed, progress)``: the linear repair of ``removed`` on these tokens, fitted once per job
-    #: (bi+ may have fitted it already to ask the set whether it still answers); None: fit it here.
-    repair_for: Callable[[Sequence[int], Progress | None], Any] | None = None
+    #: (bi+ may have fitted it already to ask the set whether it still answers).
+    repair_for: Callable[[Sequence[int], Progress | None], Any]
 
 
 class Adjuster:
@@ -64,13 +64,7 @@ class LinearRepair(Adjuster):
             raise UserError(f"Unknown repair {spec.repair!r}: choose linear or none.")
 
     def apply(self, ctx: AdjustContext, removed: Sequence[int], weights: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-        from .repair import fit_linear_repair
-
-        if ctx.repair_for is not None:
-            result = ctx.repair_for(removed, ctx.progress)
-        else:
-            result = fit_linear_repair(ctx.loaded.model, ctx.loaded.family, ctx.tokens, removed,
-                                       ctx.spec.batch_size, progress=ctx.progress, cancel=ctx.cancel, stack=ctx.stack)
+        result = ctx.repair_for(removed, ctx.progress)
         return result, dict(result.tensors)
 
 
