@@ -1,15 +1,16 @@
 """What each step of the default recipe buys, on a real model, measured in one run through the engine.
 
     python benchmarks/bench_quality.py [--model SmolLM2-135M-Instruct.Q4_1.gguf] [--calib wikitext2-valid.txt]
-        [--eval wikitext2-test.txt] [--remove 8] [--heal-steps 40]
+        [--eval wikitext2-test.txt] [--remove 8] [--heal-steps 40] [--no-refit]
 
 Rows: the full model; plain BI (the paper: the lowest-BI layers deleted); with ``--narrow``, bi+ as it was
 (ends protected, a greedy search over the 3 lowest-BI layers); bi+'s measured choice judged unrepaired; that choice
-repaired; the default recipe (bi+ comparing its finalists repaired, then the training-free repair); + healing
-(LoRA distilled from the original). Each row gives the held-out perplexity (32 windows × ``--eval-seq-len`` tokens
-of ``--eval``, never used for calibration), the fidelity to the original on the same tokens as llama.cpp reports a
-quantization (mean KL divergence per token, same top token), the seconds that step added, and the first words a
-greedy generation writes through the model's chat template.
+repaired; the default recipe (bi+ comparing its finalists repaired, then the training-free repair); + the MLP
+refit (``--repair refit``: the kept MLP before each cut refitted on cached activations); + healing (LoRA distilled
+from the original, after the default recipe). Each row gives the held-out perplexity (32 windows ×
+``--eval-seq-len`` tokens of ``--eval``, never used for calibration), the fidelity to the original on the same
+tokens as llama.cpp reports a quantization (mean KL divergence per token, same top token), the seconds that step
+added, and the first words a greedy generation writes through the model's chat template.
 Calibration: the app's default size (128 samples × 512 tokens) of ``--calib``. Defaults use the WikiText-2 files
 in ../shared/data and the SmolLM2 GGUF cached by the tests.
 """
@@ -40,6 +41,7 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=SEQ_LEN, help="calibration sample length (default: the app's)")
     parser.add_argument("--eval-seq-len", type=int, default=256, help="length of the 32 held-out windows")
     parser.add_argument("--heal-steps", type=int, default=40)
+    parser.add_argument("--no-refit", dest="refit", action="store_false", help="skip the + MLP refit row")
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--narrow", action="store_true", help="also the previous bi+ (a BI window only)")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -106,6 +108,14 @@ def main() -> None:
     chosen = engine.refine(spec_repair, args.remove).removed
     repaired = engine.adjust(spec_repair, chosen)
     measure("bi+ judged repaired + repair (default)", chosen, time.perf_counter() - t, repaired.weights)
+
+    if args.refit:
+        spec_refit = dataclasses.replace(spec_repair, repair="refit")
+        refitted = engine.adjust(spec_refit, chosen)
+        measure("+ MLP refit (--repair refit)", chosen, refitted.step_seconds["refit"], refitted.weights)
+        for run in refitted.results["refit"].runs:
+            print(f"refit of layer {run.layer} (run {run.start}-{run.end - 1}): held-out residual "
+                  f"{run.residual_before:.3f} → {run.residual_after:.3f}, {run.steps} steps on {run.tokens} tokens")
 
     if args.heal_steps > 0:
         spec_heal = dataclasses.replace(spec_repair, heal_steps=args.heal_steps)

@@ -53,6 +53,7 @@ _STAGE_LABELS = {
     "saving": "saving",
     "writing GGUF": "writing the GGUF file",
     "repair": "repairing",
+    "refit": "refitting the MLPs beside the cuts",
     "answers": "writing the original's chat answers for the repair",
     "selecting": "checking candidates",
     "sweep": "quality curve",
@@ -232,9 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="what to write (default: the source's format; a .gguf source stays a GGUF of the "
                        "same quantization, for llama.cpp, Ollama and LM Studio)")
     prune.add_argument("--no-eval", action="store_true", help="skip perplexity and generation before/after")
-    prune.add_argument("--repair", choices=["linear", "none"], default=defaults.REPAIR,
+    prune.add_argument("--repair", choices=list(defaults.REPAIRS), default=defaults.REPAIR,
                        help="linear (default): fit a map on the calibration text for each run of removed layers "
-                       "and fold it into the layer before (no new parameters); none: the paper's plain removal")
+                       "and fold it into the layer before (no new parameters); refit: then refit that layer's "
+                       "whole MLP on the calibration activations (closer to the original, minutes more on a "
+                       "CPU); none: the paper's plain removal")
     prune.add_argument("--heal", type=_non_negative_int, default=0, metavar="STEPS",
                        help="LoRA fine-tune on the calibration text for STEPS steps, merged into the weights "
                        "(default 0: off; slow on a CPU, minutes on a GPU)")
@@ -327,7 +330,11 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
         first, last = run["layers"]
         if run.get("parameter"):
             out.write(f"repaired layers {first}-{last}: a map folded into layer {run['patched_layer']} "
-                      f"(calibration error {run['residual_before']:.3f} -> {run['residual_after']:.3f})\n")
+                      f"(calibration error {run['residual_before']:.3f} -> {run['residual_after']:.3f})")
+            if "refit_after" in run:
+                out.write(f", its MLP refitted (held-out error {run['refit_before']:.3f} -> "
+                          f"{run['refit_after']:.3f})")
+            out.write("\n")
         else:
             out.write(f"not repaired, layers {first}-{last}: {run['note']}\n")
     if report.heal_steps:

@@ -37,6 +37,16 @@ def test_prune_end_to_end(tiny_model: Path, small_calib: Path, tmp_path: Path) -
     assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 4
 
 
+def test_the_mlp_refit_is_a_repair_choice_said_in_the_summary(tiny_model: Path, small_calib: Path, tmp_path: Path,
+                                                                capfd: pytest.CaptureFixture[str]) -> None:
+    """The summary says what the refit did; its bar counts layer runs (the training's steps counted in them)."""
+    assert cli.main(["prune", str(tiny_model), "--remove", "2,3", "--repair", "refit", "--no-eval",
+                     "--calib", str(small_calib), "--samples", "4", "--seq-len", "32",
+                     "--out", str(tmp_path / "out")]) == 0
+    out = capfd.readouterr().out
+    assert "repaired layers 2-3: a map folded into layer 1" in out and "its MLP refitted (held-out error" in out
+
+
 def test_score_and_eval(tiny_model: Path, small_calib: Path, tmp_path: Path) -> None:
     score_json = tmp_path / "score.json"
     assert cli.main(["score", str(tiny_model), "--calib", str(small_calib), "--samples", "4", "--seq-len", "32",
@@ -216,4 +226,6 @@ def test_progress_counters_say_the_unit_they_count() -> None:
     assert counts_layers("scoring", streamed=False, metric="ppl") and not counts_layers("scoring", False, "bi")
     assert counts_layers("ppl_before", streamed=True, metric="bi") and not counts_layers("repair", True, "bi")
     assert "10/10 passes" in cli.progress_text("selecting", 10, 10, 1.0)
+    assert "refitting the MLPs beside the cuts: [" in cli.progress_text("refit", 3, 40, 1.0)
+    assert " 3/40 layer runs" in cli.progress_text("refit", 3, 40, 1.0)
     assert cli.progress_text("load", 0, 1, 0.5).startswith("loading...")

@@ -9,6 +9,8 @@ SEQ_LEN = 512
 BATCH_SIZE = 4
 METRIC = "bi+"
 REPAIR = "linear"
+#: ``--repair``: the linear map alone, the map then the MLP refit beside the cuts (:mod:`.cut.mlp_refit`), or none.
+REPAIRS = ("linear", "refit", "none")
 EVAL_WINDOWS = 64
 MAX_NEW_TOKENS = 24
 PROMPT = "The most important thing to know about the history of science is"

@@ -111,13 +111,19 @@ class Adjusted:
         return self.results.get("repair")
 
     @property
+    def refit(self) -> Any:
+        """mlp_refit.RefitResult, or None when the repair was not ``refit``."""
+        return self.results.get("refit")
+
+    @property
     def heal(self) -> Any:
         """healing.HealResult, or None when no healing was asked for."""
         return self.results.get("heal")
 
     @property
     def notes(self) -> list[str]:
-        return list(self.repair.notes) if self.repair is not None else []
+        notes = list(self.repair.notes) if self.repair is not None else []
+        return notes + (list(self.refit.notes) if self.refit is not None else [])
 
 
 @dataclass
@@ -225,7 +231,8 @@ class Engine:
         if self.source is None:
             return
         self._refuse_output(list(removed if removed is not None else (spec.layers or [])))
-        self.writer.refuse_adjusted(self.source, repair=spec.repair != "none", heal=spec.heal_steps > 0)
+        self.writer.refuse_adjusted(self.source, repair=spec.repair != "none", heal=spec.heal_steps > 0,
+                                    refit=spec.repair == "refit")
 
     def _refuse_output(self, removed: Sequence[int]) -> None:
         """The writer's refusals for these layers (layouts llama.cpp fixes by layer position), before any work."""
@@ -537,6 +544,7 @@ class Engine:
         estimate.steps.pop("scoring", None)
         if self.adjusted is not None and self.adjusted.removed == self.plan(count=count).removed:
             estimate.steps.pop("repairing", None)
+            estimate.steps.pop("refitting", None)
             estimate.steps.pop("healing", None)
         return estimate
 
@@ -648,7 +656,8 @@ class Engine:
         Save uses, and of plain Block Influence for reference.
 
         The recipe's point for k layers is what Check gives for k (same windows, same measured choice, same
-        repair; healing, when asked for, is left out of the curve: it would train once per point). A refining
+        repair; healing and the MLP refit, when asked for, are left out of the curve: they would train once per
+        point, so with ``repair="refit"`` the curve shows the linear repair the refit starts from). A refining
         metric (bi+) chooses every count in one nested search. Plain BI is plain removal in BI order.
         ``max_removed`` defaults to half the layers (past that, models are broken).
         """
@@ -657,7 +666,7 @@ class Engine:
 
         if self.scores is None or self.loaded is None or self.backend is None:
             raise PlanError("Score the layers first.")
-        spec = dataclasses.replace(spec, heal_steps=0)
+        spec = dataclasses.replace(spec, heal_steps=0, repair="linear" if spec.repair == "refit" else spec.repair)
         metric = get_metric(self.scores.metric)
         known = sum(v is not None for v in self.scores.scores)
         limit = min(max_removed if max_removed is not None else max(1, self.n_layers // 2),
@@ -737,7 +746,8 @@ class Engine:
         ctx = AdjustContext(loaded, self.backend.stack, tokens, spec, progress, cancel,
                             teacher=lambda: self._teacher(spec, tokens, progress, cancel),
                             modified=lambda gone, weights: pipeline.modified(loaded, gone, weights),
-                            repair_for=self._repair_for(spec, tokens, cancel, progress))
+                            repair_for=self._repair_for(spec, tokens, cancel, progress),
+                            fit_tokens=lambda: self.repair_tokens(tokens, progress, cancel))
         for adjuster in wanted:
             step_started = time.perf_counter()
             result, weights = adjuster.apply(ctx, removed, dict(adjusted.weights))
@@ -880,13 +890,19 @@ class Engine:
         report.output_format = self.resolved_format
         report.quantization = self._quantization()
         adjusted = self._adjusted_for(plan.removed)
-        report.repair = "linear" if adjusted is not None and adjusted.repair is not None else "none"
+        report.repair = "none"
         if adjusted is not None and adjusted.repair is not None:
+            report.repair = "refit" if adjusted.refit is not None else "linear"
+            refits = {r.layer: r for r in adjusted.refit.runs} if adjusted.refit is not None else {}
             report.repair_runs = [
                 {"layers": [r.start, r.end - 1], "patched_layer": r.patched_layer, "parameter": r.parameter,
                  "residual_before": r.residual_before, "residual_after": r.residual_after, "note": r.note}
+                | ({"refit_before": refits[r.patched_layer].residual_before,
+                    "refit_after": refits[r.patched_layer].residual_after} if r.patched_layer in refits else {})
                 for r in adjusted.repair.runs
             ]
+            if adjusted.refit is not None:
+                report.timings["refit"] = adjusted.step_seconds.get("refit", adjusted.refit.seconds)
             # What the step took in this job: nothing when bi+ had fitted this very repair while choosing.
             report.timings["repair"] = adjusted.step_seconds.get("repair", adjusted.repair.seconds)
             prose = sum(len(s) for s in self.tokens.samples) if self.tokens is not None else 0

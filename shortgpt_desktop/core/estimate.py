@@ -11,6 +11,9 @@ measures the seconds one token spends in one decoder layer, and the head costs a
   new token a short step for all prompts with the KV cache in memory, or a pass over every prompt's tokens so far
   when streamed;
 - the repair (:mod:`.cut.repair`): the original's and the pruned model's streams over every calibration token;
+- the MLP refit (:mod:`.cut.mlp_refit`, ``--repair refit``): both streams again, then per run of removed layers
+  (about one per two layers removed) ``EPOCHS`` passes of one MLP over the kept tokens, forward and backward
+  (about three forward passes' worth);
 - the check: the original once and the pruned model once over the held-out windows, two heads for the latter.
 
 The figures are an estimate said as such, and they are measured against the real job in the benchmarks.
@@ -18,6 +21,7 @@ The figures are an estimate said as such, and they are measured against the real
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +31,8 @@ class ModelShape:
     n_layers: int
     layer_params: float  # mean parameters per decoder layer
     head_params: float  # vocabulary × hidden
+    mlp_params: float = 0.0  # parameters of a layer's MLP (0: not known; two thirds of the layer is assumed)
+    hidden: int = 0  # the residual stream's width
 
     @property
     def head_layers(self) -> float:
@@ -47,13 +53,20 @@ class JobEstimate:
 
 def shape_of(loaded: Any) -> ModelShape:
     """The decoder's per-layer size and the head's, from the loaded model (or the streamed skeleton)."""
+    from .cut.mlp_refit import mlp_path
     from .model.families import get_submodule
 
     layers = get_submodule(loaded.model, loaded.family.layers_path)
     per_layer = sum(p.numel() for p in layers[0].parameters())
     embed = loaded.model.get_input_embeddings()
     head = float(embed.weight.numel()) if embed is not None else 0.0
-    return ModelShape(len(layers), float(per_layer), head)
+    mlp = 0.0
+    module = mlp_path(loaded.family)
+    if module is not None:
+        with contextlib.suppress(AttributeError):  # no such module: the share is assumed
+            mlp = float(sum(p.numel() for p in get_submodule(layers[0], module).parameters()))
+    hidden = int(embed.weight.shape[1]) if embed is not None else 0
+    return ModelShape(len(layers), float(per_layer), head, mlp, hidden)
 
 
 @dataclass
@@ -95,9 +108,21 @@ def estimate_job(spec: Any, shape: ModelShape, seconds_per_token_layer: float, s
         out.steps["answering"] = answers.token_layers(n, head) * rate
     if count and spec.repair != "none":
         out.steps["repairing"] = sample_tokens * (2 * n - count) * rate
+    if count and spec.repair == "refit":
+        out.steps["refitting"] = refit_token_layers(shape, sample_tokens, count) * rate
     if count and spec.heal_steps > 0:
         step_tokens = spec.batch_size * spec.seq_len
         out.steps["healing"] = spec.heal_steps * step_tokens * 3 * (n - count + head) * rate
     if count and spec.check_perplexity:
         out.steps["checking"] = eval_tokens * ((n + head) + (n - count + 2 * head)) * rate
     return out
+
+
+def refit_token_layers(shape: ModelShape, sample_tokens: int, count: int) -> float:
+    """Tokens × layers the MLP refit costs for ``count`` removed layers (see the module's list)."""
+    from .cut.mlp_refit import EPOCHS, token_cap
+
+    runs = max(1, round(count / 2))
+    kept = min(sample_tokens, token_cap(shape.hidden)) if shape.hidden else sample_tokens
+    mlp_share = shape.mlp_params / shape.layer_params if shape.mlp_params else 2 / 3
+    return sample_tokens * (2 * shape.n_layers - count) + runs * EPOCHS * 0.9 * kept * 3 * mlp_share

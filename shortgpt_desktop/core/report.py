@@ -52,7 +52,7 @@ class Report:
     generation_chat_template: bool = False  # the prompt went through the model's chat template
     warnings: list[str] = field(default_factory=list)
     selection: str = ""  # how a refining metric (bi+) chose the removed layers
-    repair: str = "none"  # "linear" when the training-free repair was applied
+    repair: str = "none"  # "linear": the training-free repair; "refit": it, then the MLP refit beside the cuts
     repair_runs: list[dict[str, Any]] = field(default_factory=list)  # per run of removed layers: what it did
     repair_own_answers: int = 0  # the original's own chat answers the repair was fitted on beside the text
     heal_steps: int = 0
@@ -142,9 +142,13 @@ def model_card(report: Report, base_model: str) -> str:
     base_model_line = f"base_model: {base_model}\n" if "/" in base_model else ""
     repaired = [r for r in report.repair_runs if r.get("parameter")]
     repair_line = "none (plain layer removal)"
-    if report.repair == "linear":
+    if report.repair in ("linear", "refit"):
         repair_line = (f"training-free linear repair (a fitted map folded into the MLP output projection of "
                        f"{len(repaired)} kept layer{'s' if len(repaired) != 1 else ''}; no new parameters)")
+        refitted = [r for r in repaired if "refit_after" in r]
+        if report.repair == "refit" and refitted:
+            repair_line += (f", then the whole MLP of {'those layers' if len(refitted) > 1 else 'that layer'} "
+                            f"refitted on the calibration activations to the original's next state")
         if report.repair_own_answers:
             repair_line += (f", fitted on the calibration text and the original model's own answers to "
                             f"{report.repair_own_answers} chat prompts")

@@ -52,7 +52,8 @@ class Session:
             eval_windows=values["eval_windows"], batch_size=values["batch_size"], metric=values["metric"],
             device=values["device"], dtype=values["dtype"], trust_remote_code=values["trust_remote_code"],
             prompt=prompt, low_memory=True if values["low_memory"] else None,
-            repair="linear" if values["repair"] else "none", heal_steps=values["heal_steps"],
+            repair=("refit" if values.get("refit") else "linear") if values["repair"] else "none",
+            heal_steps=values["heal_steps"],
         )
 
     def final_spec(self, now: JobSpec) -> JobSpec:
@@ -175,6 +176,7 @@ STAGE_TEXT = {
     "saving": "Saving the pruned model",
     "selecting": "Checking the candidate layers",
     "repair": "Repairing the pruned model",
+    "refit": "Refitting the MLPs beside the cuts",
     "answers": "Writing the original's chat answers for the repair",
     "heal": "Healing (LoRA)",
     "sweep": "Quality curve",

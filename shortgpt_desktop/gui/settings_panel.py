@@ -33,7 +33,8 @@ DTYPES = (("auto", "Auto (bf16 on GPU, fp32 on CPU)"), ("float32", "float32"), (
 DEFAULTS: dict[str, Any] = {
     "device": "auto", "dtype": "auto", "samples": defaults.SAMPLES, "seq_len": defaults.SEQ_LEN,
     "eval_windows": defaults.EVAL_WINDOWS, "batch_size": defaults.BATCH_SIZE, "metric": defaults.METRIC,
-    "trust_remote_code": False, "low_memory": False, "repair": True, "heal_steps": 0, "sizes_chosen": False,
+    "trust_remote_code": False, "low_memory": False, "repair": True, "refit": False, "heal_steps": 0,
+    "sizes_chosen": False,
 }
 SIZE_KEYS = ("samples", "seq_len", "eval_windows")
 CUSTOM = "custom"
@@ -85,6 +86,10 @@ class SettingsPanel(QGroupBox):
         self.repair_box = QCheckBox("Repair the pruned model (training-free)", self)
         self.repair_box.setToolTip("Fit a linear map on the calibration text for each run of removed layers and "
                                    "fold it into the layer before: no new parameters, much better text")
+        self.refit_box = QCheckBox("… and refit the MLP before each cut", self)
+        self.refit_box.setToolTip("Then train that kept layer's MLP on the calibration activations to give what the "
+                                  "original gave after the cut: closer to the original (SmolLM2, 8 of 30 layers: "
+                                  "mean KL 0.63 → 0.50), a few minutes more on a CPU; the time is estimated first")
         self.heal_box = self._spin(0, 100_000, "LoRA steps on the calibration text, merged into the weights before "
                                    "saving (0: off). Minutes on a GPU, slow on a CPU: the time is estimated first")
         self.heal_box.setSpecialValueText("off")
@@ -104,6 +109,7 @@ class SettingsPanel(QGroupBox):
         form.addRow("Samples:", self._row(self.samples_box, "×", self.seq_len_box, "tokens"))
         form.addRow("Metric:", self.metric_box)
         form.addRow(self.repair_box)
+        form.addRow(self.refit_box)
         advanced = QWidget(self.tabs)
         more = QFormLayout(advanced)
         more.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
@@ -140,6 +146,8 @@ class SettingsPanel(QGroupBox):
         self.trust_box.toggled.connect(lambda: self.changed.emit("trust_remote_code"))
         self.low_memory_box.toggled.connect(lambda: self.changed.emit("low_memory"))
         self.repair_box.toggled.connect(lambda: self.changed.emit("repair"))
+        self.repair_box.toggled.connect(self.refit_box.setEnabled)
+        self.refit_box.toggled.connect(lambda: self.changed.emit("refit"))
         self.heal_box.valueChanged.connect(lambda: self.changed.emit("heal_steps"))
 
     def _row(self, *parts: QWidget | str) -> QWidget:
@@ -252,6 +260,7 @@ class SettingsPanel(QGroupBox):
             "trust_remote_code": self.trust_box.isChecked(),
             "low_memory": self.low_memory_box.isChecked(),
             "repair": self.repair_box.isChecked(),
+            "refit": self.refit_box.isChecked(),
             "heal_steps": self.heal_box.value(),
             "sizes_chosen": self._sizes_chosen,
         }
@@ -282,8 +291,9 @@ class SettingsPanel(QGroupBox):
                 box.setValue(int(DEFAULTS[key]))
         self.metric_box.setCurrentIndex(max(self.metric_box.findData(str(merged["metric"])), 0))
         for box, key in ((self.trust_box, "trust_remote_code"), (self.low_memory_box, "low_memory"),
-                         (self.repair_box, "repair")):
+                         (self.repair_box, "repair"), (self.refit_box, "refit")):
             box.setChecked(merged[key] in (True, "true", "1", 1))  # QSettings may hand back strings
+        self.refit_box.setEnabled(self.repair_box.isChecked())
         self._sync_preset()
         if self.preset_box.currentData() == CUSTOM:
             self._sizes_chosen = True  # sizes no preset has are always someone's choice
@@ -293,8 +303,8 @@ class SettingsPanel(QGroupBox):
 
     def _boxes(self) -> tuple[QWidget, ...]:
         return (self.device_box, self.dtype_box, self.preset_box, self.samples_box, self.seq_len_box,
-                self.eval_box, self.batch_box, self.metric_box, self.repair_box, self.heal_box,
-                self.low_memory_box, self.trust_box)
+                self.eval_box, self.batch_box, self.metric_box, self.repair_box, self.refit_box,
+                self.heal_box, self.low_memory_box, self.trust_box)
 
     def set_busy(self, busy: bool) -> None:
         """Settings are fixed while a job runs: the job uses the values it started with."""

@@ -32,7 +32,7 @@ def test_settings_recent_models_and_geometry_persist(qtbot, make_window, setting
     first = make_window()
     first.settings_panel.set_values({"samples": 12, "seq_len": 48, "batch_size": 3, "metric": "angular",
                                      "dtype": "bfloat16", "eval_windows": 7, "trust_remote_code": True,
-                                     "low_memory": True, "repair": False, "heal_steps": 3})
+                                     "low_memory": True, "repair": True, "refit": True, "heal_steps": 3})
     first.calibration_panel.add_paths([str(calib_text)])
     first.calibration_panel.builtin.setChecked(True)
     with qtbot.waitSignal(first.jobFinished, timeout=60_000):
@@ -46,8 +46,8 @@ def test_settings_recent_models_and_geometry_persist(qtbot, make_window, setting
     second = make_window(fast=False)
     assert second.settings_panel.values() == {"device": "cpu", "dtype": "bfloat16", "samples": 12, "seq_len": 48,
                                               "eval_windows": 7, "batch_size": 3, "metric": "angular",
-                                              "trust_remote_code": True, "low_memory": True, "repair": False,
-                                              "heal_steps": 3, "sizes_chosen": True}
+                                              "trust_remote_code": True, "low_memory": True, "repair": True,
+                                              "refit": True, "heal_steps": 3, "sizes_chosen": True}
     assert second.calibration_panel.sources() == [str(calib_text), "builtin"]
     assert second.model_panel.recent() == [str(gui_model)]
     assert second.model_panel.text == str(gui_model)

@@ -3,7 +3,8 @@ and returns new values for a few existing weights (the pruned model keeps its st
 
 The engine runs every adjuster the job's settings ask for, in registry order, and never names one: adding a
 way to mend is one class and one :func:`register` call. Shipped: the training-free linear repair
-(:mod:`.repair`), then healing (:mod:`.healing`, LoRA on the kept layers, distilled from the original).
+(:mod:`.repair`), the refit of the kept MLPs beside the cuts on cached activations (:mod:`.mlp_refit`), then
+healing (:mod:`.healing`, LoRA on the kept layers, distilled from the original).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from ..defaults import REPAIRS
 from ..errors import UserError
 from ..progress import CancelCheck, Progress
 
@@ -36,6 +38,8 @@ class AdjustContext:
     #: ``repair_for(removed, progress)``: the linear repair of ``removed`` on these tokens, fitted once per job
     #: (bi+ may have fitted it already to ask the set whether it still answers).
     repair_for: Callable[[Sequence[int], Progress | None], Any]
+    #: The tokens the repair is fitted on (the calibration samples, and a chat model's own answers).
+    fit_tokens: Callable[[], Any]
 
 
 class Adjuster:
@@ -60,11 +64,28 @@ class LinearRepair(Adjuster):
         return spec.repair != "none"
 
     def check(self, spec: Any) -> None:
-        if spec.repair not in ("none", "linear"):
-            raise UserError(f"Unknown repair {spec.repair!r}: choose linear or none.")
+        if spec.repair not in REPAIRS:
+            raise UserError(f"Unknown repair {spec.repair!r}: choose {', '.join(REPAIRS[:-1])} or {REPAIRS[-1]}.")
 
     def apply(self, ctx: AdjustContext, removed: Sequence[int], weights: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         result = ctx.repair_for(removed, ctx.progress)
+        return result, dict(result.tensors)
+
+
+class MlpRefit(Adjuster):
+    """The kept MLP before each cut refitted on cached activations, from the linear repair's weights."""
+
+    name = "refit"
+
+    def wanted(self, spec: Any) -> bool:
+        return spec.repair == "refit"
+
+    def apply(self, ctx: AdjustContext, removed: Sequence[int], weights: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        from .mlp_refit import fit_mlp_refit
+
+        repair = ctx.repair_for(removed, None)  # fitted already: the linear repair runs first
+        result = fit_mlp_refit(ctx.stack, ctx.loaded.family, ctx.fit_tokens(), repair, ctx.spec.batch_size,
+                               seed=ctx.spec.seed, progress=ctx.progress, cancel=ctx.cancel)
         return result, dict(result.tensors)
 
 
@@ -104,5 +125,5 @@ def register(adjuster: Adjuster) -> Adjuster:
     return adjuster
 
 
-for _adjuster in (LinearRepair(), Healing()):
+for _adjuster in (LinearRepair(), MlpRefit(), Healing()):
     register(_adjuster)

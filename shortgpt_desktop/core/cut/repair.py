@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -350,7 +350,7 @@ def fit_linear_repair(
         return result
     kept = [i for i in range(n_layers) if i not in set(removed)]
     last_end = max(r.end for r in to_fit)
-    total = last_end + (0 if order == "independent" else sum(1 for i in kept if i < last_end) + len(to_fit))
+    total = last_end if order == "independent" else sequential_layer_runs(to_fit, kept)
     counter = _Counter(progress, total)
     full = stack.capture(token_set.samples, token_set.pad_id, batch_size, cancel)
     if order == "independent":
@@ -426,8 +426,27 @@ def _statistics(run: RunRepair, observer: _PatchedLayer, targets: Sequence[Any])
 
 def _fit_sequential(stack: Any, family: Family, full: list[Any], to_fit: list[RunRepair], kept: list[int],
                     result: RepairResult, ridge: float, counter: _Counter, cancel: CancelCheck | None) -> None:
-    """Runs first to last, each fitted on the model pruned and repaired up to it: two streams of states, the
-    original's (ahead, to the end of each run) and the pruned model's (to the patched layer)."""
+    """Runs first to last, each fitted on the model pruned and repaired up to it."""
+
+    def finish(run: RunRepair, observer: _PatchedLayer, targets: list[Any]) -> None:
+        _finish_run(stack, family, run, _statistics(run, observer, targets), ridge, result)
+
+    walk_sequential(stack, full, to_fit, kept, result.removed[0], result.tensors,
+                    lambda run: _PatchedLayer(family, run), finish, counter, cancel)
+
+
+def walk_sequential(stack: Any, full: list[Any], to_fit: Sequence[Any], kept: Sequence[int], first_removed: int,
+                    weights: dict[str, Any], observe: Callable[[Any], LayerObserver],
+                    finish: Callable[[Any, Any, list[Any]], None], counter: Callable[..., None],
+                    cancel: CancelCheck | None) -> None:
+    """The two streams of states a sequential fit needs: the original's (``full``, ahead to the end of each run)
+    and the pruned model's with ``weights`` in (to each run's ``patched_layer``).
+
+    For each run in order, ``observe(run)`` watches the patched layer run on the pruned stream with the weights
+    as they are, then ``finish(run, observer, targets)`` (``targets``: the original's states entering the layer
+    after the run, one per batch) may put new values into ``weights`` before the pruned stream goes through
+    the patched layer with them. ``counter()`` is called after each layer run of either stream.
+    """
     full_at = 0  # the next layer the original's stream runs
     pruned: list[Any] | None = None  # the pruned model's stream, once it differs from the original's
     pruned_at = 0
@@ -435,21 +454,28 @@ def _fit_sequential(stack: Any, family: Family, full: list[Any], to_fit: list[Ru
         patched = run.patched_layer
         assert patched is not None
         if pruned is None:  # the two streams agree up to the first removed layer (or this patched one)
-            split = min(patched, result.removed[0])
+            split = min(patched, first_removed)
             stack.run_layers(full, range(full_at, split), after_layer=counter, cancel=cancel)
             full_at = split
             pruned, pruned_at = [b.copy() for b in full], split
         ahead = [i for i in kept if pruned_at <= i < patched]
-        stack.run_layers(pruned, ahead, after_layer=counter, cancel=cancel, weights=result.tensors)
+        stack.run_layers(pruned, ahead, after_layer=counter, cancel=cancel, weights=weights)
         pruned_at = patched
-        observer = _PatchedLayer(family, run)
+        observer = observe(run)
         probe = [b.copy() for b in pruned]  # the patched layer with its old weights; the stream does not move
-        stack.run_layers(probe, [patched], [observer], cancel=cancel, weights=result.tensors)
+        stack.run_layers(probe, [patched], [observer], cancel=cancel, weights=weights)
         stack.run_layers(full, range(full_at, run.end), after_layer=counter, cancel=cancel)
         full_at = run.end
-        _finish_run(stack, family, run, _statistics(run, observer, [b.hidden for b in full]), ridge, result)
-        stack.run_layers(pruned, [patched], after_layer=counter, cancel=cancel, weights=result.tensors)
+        finish(run, observer, [b.hidden for b in full])
+        stack.run_layers(pruned, [patched], after_layer=counter, cancel=cancel, weights=weights)
         pruned_at = patched + 1
+
+
+def sequential_layer_runs(to_fit: Sequence[Any], kept: Sequence[int]) -> int:
+    """Layer runs :func:`walk_sequential` reports: the original's up to the last run's end, the pruned model's
+    kept layers before it, and each patched layer once more."""
+    last_end = max(r.end for r in to_fit)
+    return last_end + sum(1 for i in kept if i < last_end) + len(to_fit)
 
 
 def _fit_independent(stack: Any, family: Family, full: list[Any], to_fit: list[RunRepair], result: RepairResult,

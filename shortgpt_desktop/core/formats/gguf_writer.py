@@ -484,33 +484,39 @@ def _meta_int(view: Any, layout: GGUFLayout, arch: str) -> Any:
     return read
 
 
-def replacement_targets(layout: GGUFLayout, repair: bool, heal: bool) -> list[str]:
-    """The GGUF tensors a repair (each kept layer's MLP output) or a healing (every 2-D weight of a block: the
-    linear projections LoRA trains) may replace; what the writer must be able to write back."""
+def replacement_targets(layout: GGUFLayout, repair: bool, heal: bool, refit: bool = False) -> list[str]:
+    """The GGUF tensors a repair (each kept layer's MLP output), an MLP refit (the MLP's projections and their
+    biases) or a healing (every 2-D weight of a block: the linear projections LoRA trains) may replace; what the
+    writer must be able to write back."""
     names = []
     for tensor in layout.tensors:
         match = _BLOCK.match(tensor.name)
-        if match is None or not tensor.name.endswith(".weight"):
+        if match is None:
             continue
-        if (heal and len(tensor.shape) == 2) or (repair and match[2] == "ffn_down.weight"):
+        if refit and match[2].startswith("ffn_") and not match[2].startswith("ffn_norm") \
+                and "_exps" not in match[2] and "_shexp" not in match[2]:
+            names.append(tensor.name)
+        elif not tensor.name.endswith(".weight"):
+            continue
+        elif (heal and len(tensor.shape) == 2) or (repair and match[2] == "ffn_down.weight"):
             names.append(tensor.name)
     return names
 
 
-def check_gguf_replacements(source: ModelSource | str | Path, repair: bool, heal: bool) -> None:
-    """Refuse, before any slow step, a job whose repair or healing would change GGUF tensors the writer cannot
-    write back in the file's layout (reads only the header)."""
-    if not (repair or heal):
+def check_gguf_replacements(source: ModelSource | str | Path, repair: bool, heal: bool, refit: bool = False) -> None:
+    """Refuse, before any slow step, a job whose repair, MLP refit or healing would change GGUF tensors the writer
+    cannot write back in the file's layout (reads only the header)."""
+    if not (repair or heal or refit):
         return
     path = _gguf_path(source)
     layout = check_gguf(path)
     arch = str(layout.metadata.get("general.architecture") or "")
     with _open_view(path) as view:
         meta_int = _meta_int(view, layout, arch)
-        for name in replacement_targets(layout, repair, heal):
+        for name in replacement_targets(layout, repair, heal, refit):
             problem = replacement_problem(name, arch, meta_int)
             if problem is not None:
-                what = "the healing" if heal else "the repair"
+                what = "the healing" if heal else "the MLP refit" if refit else "the repair"
                 raise UnsupportedModelError(f"{problem[0].upper()}{problem[1:]}, and {what} would change it; save "
                                             "as safetensors instead, or prune without the repair and healing.")
 

@@ -31,8 +31,9 @@ class Writer:
     def refuse(self, source: Any, removed: Sequence[int]) -> None:
         """Raise, before any slow step, what this format cannot take (``removed`` may be empty: not known yet)."""
 
-    def refuse_adjusted(self, source: Any, repair: bool, heal: bool) -> None:
-        """Raise, before any slow step, when weights the repair or healing change cannot be written back."""
+    def refuse_adjusted(self, source: Any, repair: bool, heal: bool, refit: bool = False) -> None:
+        """Raise, before any slow step, when weights the repair, MLP refit or healing change cannot be written
+        back."""
 
     def sizes(self, source: Any, removed: Sequence[int], n_layers: int) -> tuple[int, int] | None:
         """Bytes before and after in this format, when the format knows them better than parameters × dtype."""
@@ -78,10 +79,10 @@ class GGUFWriter(Writer):
 
         plan_gguf_pruning(source, removed)
 
-    def refuse_adjusted(self, source: Any, repair: bool, heal: bool) -> None:
+    def refuse_adjusted(self, source: Any, repair: bool, heal: bool, refit: bool = False) -> None:
         from .gguf_writer import check_gguf_replacements
 
-        check_gguf_replacements(source, repair=repair, heal=heal)
+        check_gguf_replacements(source, repair=repair, heal=heal, refit=refit)
 
     def sizes(self, source: Any, removed: Sequence[int], n_layers: int) -> tuple[int, int] | None:
         """From the GGUF header: a quantized file stays quantized, block by block."""

@@ -451,3 +451,37 @@ def test_default_recipe_gguf_runs_in_llama_cpp_like_the_repaired_model(smollm2, 
     # 1.00, max |dlogprob| over llama.cpp's top 5 at any step 0.55, max gap 0.00 (re-quantized to Q4_1 they gave
     # 0.58, 1.54 and 2.22 with this recipe); the bounds leave room for llama.cpp's rounding on a near tie
     assert agree >= 0.9 and worst < 0.8 and max(gaps) < 0.1, (agree, worst, gaps)
+
+
+def test_an_mlp_refit_is_written_and_llama_cpp_runs_it_like_the_refitted_model(
+        tiny_llama_arrays: tuple[Path, Any], tmp_path: Path) -> None:
+    """``--repair refit`` replaces a kept layer's gate, up and down projections: the F32 file gets all three
+    back in llama.cpp's layout, and llama.cpp runs it like transformers runs the refitted model."""
+    import torch
+
+    from shortgpt_desktop.core.backends.layerwise import InMemoryStack
+    from shortgpt_desktop.core.cut.mlp_refit import fit_mlp_refit
+    from shortgpt_desktop.core.cut.repair import fit_linear_repair
+    from shortgpt_desktop.core.measure.calibration import TokenSet
+    from shortgpt_desktop.core.model.families import resolve_family
+    from shortgpt_desktop.core.model.weights_view import weights_view
+
+    path, model = tiny_llama_arrays
+    family = resolve_family(model, model.config.to_dict())
+    generator = torch.Generator().manual_seed(0)
+    samples = torch.randint(5, model.config.vocab_size, (64, 32), generator=generator).tolist()
+    tokens = TokenSet(samples, [], 32, None, 0)
+    removed = [1, 4]
+    repair = fit_linear_repair(model, family, tokens, removed, batch_size=8)
+    refit = fit_mlp_refit(InMemoryStack(model, family), family, tokens, repair, batch_size=8)
+    assert [r.layer for r in refit.runs] == [0, 3], refit.runs  # (random ids: what it gains is tested elsewhere)
+    result = gguf_writer.write_pruned_gguf(path, removed, tmp_path / "refit", replaced=refit.tensors)
+    assert sorted(result.replaced) == [f"blk.{i}.ffn_{p}.weight" for i in (0, 2) for p in ("down", "gate", "up")]
+    prompt = list(range(5, 37))
+    steps = LlamaCpp(result.gguf_path).greedy(prompt, 8)
+    with weights_view(model, refit.tensors):
+        reference = hf_logprobs(model, prompt + [t for t, _ in steps], removed)
+    agree, worst = agreement(steps, reference, len(prompt))
+    assert agree == 1.0 and worst < 1e-3, worst
+    plain = hf_logprobs(model, prompt + [t for t, _ in steps], removed)
+    assert float((plain - reference).abs().max()) > 1e-2, "the refit changed nothing llama.cpp could show"

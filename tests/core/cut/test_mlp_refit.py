@@ -1,0 +1,177 @@
+"""The MLP refit beside each cut (``--repair refit``), on tiny random models.
+
+It must bring the pruned model closer to the original on windows it never saw (KL divergence to the original,
+measured as the check measures it), keep the linear repair when no training step beats it on the held-out rows,
+leave the model untouched, run alike in memory and one layer at a time, and save a stock model that reloads to
+the same logits. The real-model figures are in the slow tests and ``benchmarks/bench_quality.py``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from shortgpt_desktop.core.backends import ops
+from shortgpt_desktop.core.backends.layerwise import InMemoryStack
+from shortgpt_desktop.core.cut import mlp_refit
+from shortgpt_desktop.core.cut.mlp_refit import NOTE_NO_MLP_MODULE, fit_mlp_refit, training_steps
+from shortgpt_desktop.core.cut.repair import fit_linear_repair
+from shortgpt_desktop.core.engine import Engine
+from shortgpt_desktop.core.errors import Cancelled
+from shortgpt_desktop.core.measure.calibration import build_token_set
+from shortgpt_desktop.core.model.loading import load_model
+from shortgpt_desktop.core.model.sources import resolve
+from shortgpt_desktop.core.pipeline import JobSpec
+from shortgpt_desktop.jobs import run_prune
+
+PROMPT = torch.tensor([[1, 45, 88, 120, 7, 300, 42, 11, 250, 99, 31, 64]])
+
+
+@pytest.fixture(scope="module")
+def prose(tiny_model: Path, valid_text: Path, test_text: Path):
+    """Calibration from the validation slice, held-out windows from the test slice (the tiny models share one
+    tokenizer)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    return build_token_set(tokenizer, [valid_text.read_text(encoding="utf-8")[:60_000]],
+                           [test_text.read_text(encoding="utf-8")[:20_000]], samples=32, seq_len=64,
+                           max_eval_windows=16)
+
+
+def _fits(folder: Path, tokens, removed: list[int]):
+    loaded = load_model(resolve(str(folder)), "cpu", "float32")
+    model, family = loaded.model, loaded.family
+    repair = fit_linear_repair(model, family, tokens, removed, batch_size=8)
+    stack = InMemoryStack(model, family)
+    refit = fit_mlp_refit(stack, family, tokens, repair, batch_size=8)
+    return loaded, stack, repair, refit
+
+
+def _kl(stack, tokens, removed: list[int], weights: dict) -> float:
+    reference = ops.reference(stack, tokens.eval_windows, tokens.pad_id, 8)
+    return ops.compare(stack, tokens.eval_windows, tokens.pad_id, reference, removed, weights)[1].mean_kl
+
+
+@pytest.mark.parametrize("name", ["llama", "gpt2", "falcon"])
+def test_the_refit_brings_held_out_text_closer_to_the_original(tiny_family, name: str, prose) -> None:
+    """Llama (gated MLP), GPT-2 (Conv1D projections with biases), Falcon (parallel attention and MLP)."""
+    removed = [2, 3]
+    loaded, stack, repair, refit = _fits(tiny_family(name), prose, removed)
+    with torch.no_grad():
+        before = loaded.model(input_ids=PROMPT).logits
+    (run,) = refit.runs
+    assert run.layer == 1 and run.steps == training_steps(run.tokens) and run.tokens == prose.sample_tokens
+    assert run.residual_after < 0.9 * run.residual_before, run  # on rows the training never saw
+    mlp = mlp_refit.mlp_path(loaded.family)
+    changed = [k for k, v in refit.tensors.items() if not torch.equal(v, loaded.model.get_parameter(k))]
+    assert changed and all(f".1.{mlp}." in k for k in changed), changed
+    linear_kl, refit_kl = _kl(stack, prose, removed, repair.tensors), _kl(stack, prose, removed, refit.tensors)
+    print(f"{name}: held-out KL to the original, linear repair {linear_kl:.5f}, + MLP refit {refit_kl:.5f}")
+    assert refit_kl < 0.9 * linear_kl
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(input_ids=PROMPT).logits, before, rtol=0, atol=0)  # untouched
+
+
+def test_the_linear_repair_stays_when_no_step_beats_it_on_the_held_out_rows(tiny_family, prose) -> None:
+    """The tiny random Gemma 3 (its MLP output normalised) only overfits its 1,843 training rows: the held-out
+    error rises from the first step, so the refit must hand back the linear repair's weights unchanged."""
+    _, _, repair, refit = _fits(tiny_family("gemma3"), prose, [2, 3])
+    (run,) = refit.runs
+    assert run.residual_after == run.residual_before
+    assert refit.tensors.keys() > repair.tensors.keys()
+    for key, value in repair.tensors.items():
+        assert torch.equal(refit.tensors[key], value), key
+
+
+def test_a_family_without_an_mlp_module_keeps_the_linear_repair(tiny_family, prose) -> None:
+    _, _, repair, refit = _fits(tiny_family("opt"), prose, [2, 3])
+    assert repair.tensors and refit.tensors.keys() == repair.tensors.keys()
+    assert refit.notes == [NOTE_NO_MLP_MODULE] and not refit.runs
+
+
+def test_few_tokens_per_run_are_a_memory_bound_said_in_the_result(tiny_model: Path, prose,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mlp_refit, "MAX_REFIT_TOKENS", 700)
+    monkeypatch.setattr(mlp_refit, "BATCH_TOKENS", 256)
+    _, _, _, refit = _fits(tiny_model, prose, [3])
+    assert refit.capped and refit.runs[0].tokens == pytest.approx(prose.sample_tokens / 3, abs=1)
+
+
+def test_cancel_stops_the_training_and_the_model_is_as_it_was(tiny_model: Path, prose) -> None:
+    loaded = load_model(resolve(str(tiny_model)), "cpu", "float32")
+    model, family = loaded.model, loaded.family
+    repair = fit_linear_repair(model, family, prose, [3], batch_size=8)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    seen: list[int] = []
+
+    def progress(stage: str, done: int, total: int, partial: object = None) -> None:
+        assert stage == "refit" and 0 <= done <= total
+        seen.append(done)
+
+    with pytest.raises(Cancelled):
+        fit_mlp_refit(InMemoryStack(model, family), family, prose, repair, 8, progress=progress,
+                      cancel=lambda: len(seen) > 40)  # inside the training (the walk reports ~11 times)
+    assert seen == sorted(seen)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, state[key]), key
+
+
+def _spec(model: Path, calib: Path, out: Path, **overrides) -> JobSpec:
+    values = dict(model=str(model), calib=[str(calib)], samples=8, seq_len=32, eval_windows=4, batch_size=4,
+                  device="cpu", dtype="float32", count=3, out=str(out), prompt="The history of",
+                  max_new_tokens=4, repair="refit")
+    values.update(overrides)
+    return JobSpec(**values)
+
+
+@pytest.mark.parametrize("name", ["llama", "gemma3", "gpt2"])
+def test_the_refit_job_saves_a_stock_model_alike_in_memory_and_streamed(tiny_family, name: str, small_calib: Path,
+                                                                        tmp_path: Path) -> None:
+    """The whole job with ``--repair refit``: in memory and one layer at a time it saves the same tensors, and
+    stock transformers reloads them to the logits the engine's own view gives."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from shortgpt_desktop.core.pipeline import modified
+
+    folder = tiny_family(name)
+    reports = {}
+    engines = {}
+    for mode, low in (("memory", False), ("streamed", True)):
+        engine = Engine()
+        reports[mode] = run_prune(engine, _spec(folder, small_calib, tmp_path / mode, low_memory=low))
+        engines[mode] = engine
+    whole, streamed = reports["memory"], reports["streamed"]
+    assert whole.repair == streamed.repair == "refit"
+    assert streamed.removed_layers == whole.removed_layers
+    refitted = [r for r in whole.repair_runs if "refit_after" in r]
+    assert refitted and all(r["refit_after"] <= r["refit_before"] for r in refitted)
+    assert "refit" in whole.timings
+    a, b = load_file(tmp_path / "memory" / "model.safetensors"), load_file(tmp_path / "streamed" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-5)
+
+    engine = engines["memory"]
+    adjusted = engine.adjusted
+    assert adjusted is not None and adjusted.refit is not None
+    with torch.no_grad(), modified(engine.loaded, whole.removed_layers, adjusted.weights):
+        in_memory = engine.loaded.model(input_ids=PROMPT).logits
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "memory", dtype=torch.float32).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(input_ids=PROMPT).logits, in_memory, rtol=1e-5, atol=1e-5)
+    card = (tmp_path / "memory" / "README.md").read_text(encoding="utf-8")
+    assert "refitted on the calibration activations" in card
+
+
+def test_the_estimate_counts_the_refit(tiny_model: Path, small_calib: Path, tmp_path: Path) -> None:
+    spec = _spec(tiny_model, small_calib, tmp_path / "out", metric="bi")
+    engine = Engine()
+    engine.score(spec)
+    refit = engine.job_estimate(spec, 2, check=False)
+    linear = engine.job_estimate(JobSpec(**{**spec.__dict__, "repair": "linear"}), 2, check=False)
+    assert list(refit.steps) == ["repairing", "refitting"] and "refitting" not in linear.steps
+    assert refit.steps["refitting"] > linear.steps["repairing"]
