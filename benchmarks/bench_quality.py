@@ -3,14 +3,14 @@
     python benchmarks/bench_quality.py [--model SmolLM2-135M-Instruct.Q4_1.gguf] [--calib wikitext2-valid.txt]
         [--eval wikitext2-test.txt] [--remove 8] [--heal-steps 40] [--no-refit]
 
-Rows: the full model; plain BI (the paper: the lowest-BI layers deleted); with ``--narrow``, bi+ as it was
-(ends protected, a greedy search over the 3 lowest-BI layers); bi+'s measured choice judged unrepaired; that choice
-repaired; the default recipe (bi+ comparing its finalists repaired, then the training-free repair); + the MLP
-refit (``--repair refit``: the kept MLP before each cut refitted on cached activations); + healing (LoRA distilled
-from the original, after the default recipe). Each row gives the held-out perplexity (32 windows ×
-``--eval-seq-len`` tokens of ``--eval``, never used for calibration), the fidelity to the original on the same
-tokens as llama.cpp reports a quantization (mean KL divergence per token, same top token), the seconds that step
-added, and the first words a greedy generation writes through the model's chat template.
+Rows: the full model; plain BI (the paper: the lowest-BI layers deleted); with ``--narrow``, bi+ as it was (ends
+protected, a greedy search over the 3 lowest-BI layers); bi+'s measured choice judged unrepaired; that choice
+repaired; the default recipe (bi+ comparing its finalists repaired, then the training-free repair); + the MLP refit
+(``--repair refit``: the kept MLP before each cut refitted on cached activations); + healing (LoRA distilled from
+the original, after the refit, or after the default recipe with ``--no-refit``). Each row gives the held-out
+perplexity (32 windows × ``--eval-seq-len`` tokens of ``--eval``, never used for calibration), the fidelity to the
+original on the same tokens as llama.cpp reports a quantization (mean KL divergence per token, same top token), the
+seconds that step added, and the first words a greedy generation writes through the model's chat template.
 Calibration: the app's default size (128 samples × 512 tokens) of ``--calib``. Defaults use the WikiText-2 files
 in ../shared/data and the SmolLM2 GGUF cached by the tests.
 """
@@ -117,11 +117,11 @@ def main() -> None:
             print(f"refit of layer {run.layer} (run {run.start}-{run.end - 1}): held-out residual "
                   f"{run.residual_before:.3f} → {run.residual_after:.3f}, {run.steps} steps on {run.tokens} tokens")
 
-    if args.heal_steps > 0:
-        spec_heal = dataclasses.replace(spec_repair, heal_steps=args.heal_steps)
+    if args.heal_steps > 0:  # healing starts from the best training-free result the run measured
+        spec_heal = dataclasses.replace(spec_refit if args.refit else spec_repair, heal_steps=args.heal_steps)
         healed = engine.adjust(spec_heal, chosen)
-        heal_seconds = healed.seconds - (healed.repair.seconds if healed.repair is not None else 0.0)
-        measure(f"+ heal {args.heal_steps} steps", chosen, heal_seconds, healed.weights)
+        measure(f"{'+ MLP refit ' if args.refit else ''}+ heal {args.heal_steps} steps", chosen,
+                healed.step_seconds["heal"], healed.weights)
 
     print(f"{Path(args.model).name}: {args.remove} of {engine.n_layers} layers removed; calibration "
           f"{len(tokens.samples)}×{args.seq_len} tokens of {Path(args.calib).name}; perplexity on "

@@ -544,7 +544,8 @@ class Engine:
         estimate.steps.pop("scoring", None)
         if self.adjusted is not None and self.adjusted.removed == self.plan(count=count).removed:
             estimate.steps.pop("repairing", None)
-            estimate.steps.pop("refitting", None)
+            if self.adjusted.refit is not None:
+                estimate.steps.pop("refitting", None)
             estimate.steps.pop("healing", None)
         return estimate
 
