@@ -477,7 +477,8 @@ def test_default_recipe_gguf_runs_in_llama_cpp_like_the_repaired_model(smollm2, 
     path = tmp_path / "refit" / "refit.gguf"
     changed = {name.split(".", 2)[2] for name in report.changed_types}  # Q4_1 → Q8_0, each replaced tensor
     assert changed == {"ffn_down.weight", "ffn_gate.weight", "ffn_up.weight"}, report.changed_types
-    assert result.bytes_written <= 0.87 * smollm2_gguf.stat().st_size
+    # 86.4 of 98.4 MB: the refitted gate and up projections of four layers at Q8_0 add about 3% of the source
+    assert result.bytes_written <= 0.89 * smollm2_gguf.stat().st_size
     agree, worst, gap = _llama_cpp_against_transformers(smollm2, path, plan.removed, refitted.weights)
     checked = engine.check(refit_spec, plan.removed)
     print(f"refitted SmolLM2 GGUF, llama.cpp vs transformers: agreement {agree:.2f}, max |dlogprob| {worst:.3f}, "
