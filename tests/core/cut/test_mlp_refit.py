@@ -127,15 +127,19 @@ def _spec(model: Path, calib: Path, out: Path, **overrides) -> JobSpec:
     return JobSpec(**values)
 
 
-@pytest.mark.parametrize("name", ["llama", "gemma3", "gpt2"])
+@pytest.mark.parametrize("name", ["gemma3", "gpt2"])
 def test_the_refit_job_saves_a_stock_model_alike_in_memory_and_streamed(tiny_family, name: str, small_calib: Path,
-                                                                        tmp_path: Path) -> None:
+                                                                        tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """The whole job with ``--repair refit``: in memory and one layer at a time it saves the same tensors, and
-    stock transformers reloads them to the logits the engine's own view gives."""
+    stock transformers reloads them to the logits the engine's own view gives. Gemma 3 (fitted through the norm
+    after the MLP) and GPT-2 (Conv1D weights stored transposed, biases); Llama runs in the CLI and GGUF tests."""
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
     from shortgpt_desktop.core.pipeline import modified
+
+    monkeypatch.setattr(mlp_refit, "MIN_STEPS", 40)  # what is tested here does not need a full fit
 
     folder = tiny_family(name)
     reports = {}
