@@ -43,7 +43,7 @@ from ..backends.layerwise import LayerObserver
 from ..measure.calibration import TokenSet
 from ..model.families import Family, get_submodule
 from ..progress import CancelCheck, Progress, raise_if_cancelled
-from .repair import RepairResult, RunRepair, sequential_layer_runs, walk_sequential
+from .repair import RepairResult, RunRepair, held_out_split, sequential_layer_runs, walk_sequential
 
 log = logging.getLogger(__name__)
 
@@ -177,10 +177,7 @@ def _train(mlp: Any, post: Any, a: Any, d: Any, device: Any, seed: int,
     residual before and after, and the steps taken."""
     import torch
 
-    generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(a.shape[0], generator=generator)
-    n_held = max(1, a.shape[0] // 10)
-    held, train = order[:n_held], order[n_held:] if a.shape[0] > 10 else order
+    generator, held, train = held_out_split(a.shape[0], seed)
     a_held, d_held = a[held].to(device), d[held].to(device)
     held_norm = float((d_held**2).sum().clamp_min(1e-30))
     params = list(mlp.parameters())

@@ -260,10 +260,7 @@ class _Tokens:
         import torch
 
         z, d = torch.cat(self.z), torch.cat(self.d)
-        generator = torch.Generator().manual_seed(0)
-        order = torch.randperm(z.shape[0], generator=generator)
-        held = order[: max(1, z.shape[0] // 10)]
-        train = order[max(1, z.shape[0] // 10):] if z.shape[0] > 10 else order
+        generator, held, train = held_out_split(z.shape[0], 0)
         dim = z.shape[1]
         device = next(norm.parameters()).device
         flags = [p.requires_grad for p in norm.parameters()]
@@ -301,6 +298,17 @@ class _Tokens:
             for p, flag in zip(norm.parameters(), flags, strict=True):
                 p.requires_grad_(flag)
         return best.double().cpu(), before, after
+
+
+def held_out_split(rows: int, seed: int) -> tuple[Any, Any, Any]:
+    """A seeded generator and the row indices held out of a fit (a tenth, at least one) and trained on (the
+    rest; all of them when there are ten or fewer). The generator goes on drawing the training batches."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(rows, generator=generator)
+    n_held = max(1, rows // 10)
+    return generator, order[:n_held], order[n_held:] if rows > 10 else order
 
 
 # -------------------------------------------------------------------------------------------------- fit
