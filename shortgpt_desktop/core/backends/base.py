@@ -94,15 +94,17 @@ class Streamed(Backend):
     MAX_NEW_TOKENS = 8
 
     def __init__(self, source: ModelSource, device: str, dtype: str, trust_remote_code: bool) -> None:
+        from ..model import gguf_parse_once
         from ..model.loading import load_tokenizer
         from .streamed import StreamedModel
 
-        self.stack = streamed = StreamedModel(source, device, dtype, trust_remote_code)
-        try:
-            tokenizer = load_tokenizer(source, trust_remote_code)
-        except BaseException:
-            streamed.close()
-            raise
+        with gguf_parse_once.gguf_parsed_once():  # the skeleton, the weight reader and the tokenizer share it
+            self.stack = streamed = StreamedModel(source, device, dtype, trust_remote_code)
+            try:
+                tokenizer = load_tokenizer(source, trust_remote_code)
+            except BaseException:
+                streamed.close()
+                raise
         self.loaded = LoadedModel(streamed.model, tokenizer, streamed.family, streamed.config, source,
                                   streamed.device, streamed.dtype)
         log.info("low-memory mode: %s runs one layer at a time", source.display_name)

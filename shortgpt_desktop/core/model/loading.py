@@ -126,7 +126,17 @@ def load_model(
     dtype: str = "auto",
     trust_remote_code: bool = False,
 ) -> LoadedModel:
-    """Load model and tokenizer on ``device`` in ``dtype``; every failure the user can fix is a sentence."""
+    """Load model and tokenizer on ``device`` in ``dtype``; every failure the user can fix is a sentence.
+
+    A GGUF's metadata is parsed once for the config, the weights and the tokenizer (:mod:`.gguf_parse_once`).
+    """
+    from . import gguf_parse_once
+
+    with gguf_parse_once.gguf_parsed_once():
+        return _load_model(source, device, dtype, trust_remote_code)
+
+
+def _load_model(source: ModelSource, device: str, dtype: str, trust_remote_code: bool) -> LoadedModel:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 

@@ -1,0 +1,77 @@
+"""One parse of a GGUF file's metadata per model load, where transformers would parse it four to six times.
+
+transformers' GGUF loader builds a ``gguf.GGUFReader`` (which walks every metadata array, the vocabulary one
+numpy view per token) for the config, again for the config inside the model's ``from_pretrained``, for the
+tokenizer's config and for the weights; the streamed backend's skeleton and weight reader add two more. On a
+2-core CPU one parse takes 4.9 s for SmolLM2's 49k-token vocabulary and 22.6 s for Gemma 3's 262k, so most of
+a load went to reading the same header again.
+
+Within :func:`gguf_parsed_once` every read-only ``GGUFReader`` of a file is the first one built for it (the
+file named by its real path, size and modification time, so a rewritten file is parsed afresh). A reader is
+only read, so the model, its config and its tokenizer are the same. The readers are dropped when the outermost
+block ends; a reader kept by its user (the streamed backend's) stays valid, as any ``GGUFReader`` does.
+
+Memory stays as it was: transformers held a reader while it read the weights and built one more for the
+tokenizer with the model loaded, and this is the one reader alive at those points (Gemma 3's: about 700 MB of
+Python objects for its vocabulary). transformers' metadata dict (another 220 MB for Gemma 3) is not kept: it is
+rebuilt from the shared reader in about 3 s.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+_lock = threading.RLock()
+_depth = 0
+_original: list[Any] = []  # gguf.GGUFReader as it was before the outermost block
+_readers: dict[tuple[str, int, int], Any] = {}
+
+
+def _file_key(path: Any) -> tuple[str, int, int]:
+    real = os.path.realpath(os.fspath(path))
+    stat = os.stat(real)
+    return real, stat.st_size, stat.st_mtime_ns
+
+
+def _shared_reader(path: Any, mode: str = "r") -> Any:
+    """``gguf.GGUFReader`` while a block is open: the first read-only reader of this file. Called after every
+    block has ended (a module that imported the name meanwhile keeps it), it builds a reader as the class does."""
+    from gguf.gguf_reader import GGUFReader  # the class itself, never this function
+
+    if mode != "r" or _depth == 0:
+        return GGUFReader(path, mode)
+    key = _file_key(path)
+    with _lock:
+        reader = _readers.get(key)
+        if reader is None:
+            reader = _readers[key] = GGUFReader(path, mode)
+        return reader
+
+
+@contextmanager
+def gguf_parsed_once() -> Iterator[None]:
+    """Within the block, each GGUF file's metadata is parsed once (see the module's docstring). Blocks nest, and
+    may be open in several threads at once: the readers are shared until the last one ends."""
+    global _depth
+    try:
+        import gguf
+    except ImportError:
+        yield
+        return
+    with _lock:
+        if _depth == 0:
+            _original.append(gguf.GGUFReader)
+            gguf.GGUFReader = _shared_reader
+        _depth += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _depth -= 1
+            if _depth == 0:
+                gguf.GGUFReader = _original.pop()
+                _readers.clear()

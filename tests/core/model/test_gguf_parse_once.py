@@ -1,0 +1,123 @@
+"""A GGUF's metadata is parsed once per load, and the model, config and tokenizer are the ones four parses give."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from shortgpt_desktop.core.backends import ops
+from shortgpt_desktop.core.backends.base import open_backend
+from shortgpt_desktop.core.model import gguf_parse_once
+from shortgpt_desktop.core.model.gguf_parse_once import gguf_parsed_once
+from shortgpt_desktop.core.model.sources import resolve
+from shortgpt_desktop.core.testing.gguf_export import export_gguf
+
+
+@pytest.fixture(scope="module")
+def tiny_gguf(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path:
+    path = tmp_path_factory.mktemp("gguf") / "tiny-llama.gguf"
+    export_gguf(tiny_model, path, "llama", tokens="tokenizer")
+    return path
+
+
+@pytest.fixture
+def parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths of the GGUFReader parses from here on (every reader is built by this class's __init__)."""
+    import gguf.gguf_reader
+
+    seen: list[str] = []
+    init = gguf.gguf_reader.GGUFReader.__init__
+
+    def counted(self, path, *args, **kwargs) -> None:
+        seen.append(os.fspath(path))
+        init(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(gguf.gguf_reader.GGUFReader, "__init__", counted)
+    return seen
+
+
+@pytest.mark.parametrize("mode", ["memory", "streamed"])
+def test_a_load_parses_the_file_once_and_gives_what_a_parse_per_reader_gives(
+        tiny_gguf: Path, parses: list[str], mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = resolve(str(tiny_gguf))
+    with monkeypatch.context() as patch:  # transformers' own way: a parse per reader
+        patch.setattr(gguf_parse_once, "gguf_parsed_once", contextlib.nullcontext)
+        reference = open_backend(mode, source, "cpu", "float32", False)
+    assert len(parses) >= 3
+    parses.clear()
+
+    backend = open_backend(mode, source, "cpu", "float32", False)
+    try:
+        assert len(parses) == 1
+        assert backend.loaded.config == reference.loaded.config
+        text = "The history of the tower, in 1887, and of the men who built it."
+        ids = reference.loaded.tokenizer(text)["input_ids"]
+        assert backend.loaded.tokenizer(text)["input_ids"] == ids
+        windows = [ids, ids[::-1]]
+        got = ops.perplexity(backend.stack, windows, 0, removed=[2]).perplexity
+        assert got == pytest.approx(ops.perplexity(reference.stack, windows, 0, removed=[2]).perplexity, rel=1e-6)
+        if mode == "memory":
+            expected = reference.loaded.model.state_dict()
+            for name, tensor in backend.loaded.model.state_dict().items():
+                assert torch.equal(tensor, expected[name]), name
+    finally:
+        backend.close()
+        reference.close()
+
+
+def test_the_block_hands_back_gguf_as_it_was_and_drops_its_readers(tiny_gguf: Path) -> None:
+    import gguf
+
+    reader_class = gguf.GGUFReader
+    with pytest.raises(RuntimeError), gguf_parsed_once():
+        with gguf_parsed_once():  # nested: the inner end keeps the outer block's readers
+            first = gguf.GGUFReader(tiny_gguf)
+        assert gguf.GGUFReader(tiny_gguf) is first
+        raise RuntimeError("a load that fails")
+    assert gguf.GGUFReader is reader_class
+    assert not gguf_parse_once._readers
+    kept = first.__class__  # a name imported while a block was open still builds readers after it
+    assert isinstance(gguf_parse_once._shared_reader(tiny_gguf), kept)
+
+
+def test_a_file_rewritten_inside_the_block_is_parsed_again(tiny_gguf: Path, tmp_path: Path, parses: list[str]) -> None:
+    import gguf
+
+    copy = tmp_path / "copy.gguf"
+    copy.write_bytes(tiny_gguf.read_bytes())
+    with gguf_parsed_once():
+        first = gguf.GGUFReader(copy)
+        assert gguf.GGUFReader(str(copy)) is first and len(parses) == 1
+        assert gguf.GGUFReader(copy, "r+") is not first  # a writable reader is never shared
+        os.utime(copy, ns=(copy.stat().st_atime_ns, copy.stat().st_mtime_ns + 1_000_000_000))
+        assert gguf.GGUFReader(copy) is not first
+        assert len(parses) == 3
+
+
+def test_threads_share_the_readers_until_the_last_block_ends(tiny_gguf: Path, parses: list[str]) -> None:
+    import gguf
+
+    inside, leave = threading.Event(), threading.Event()
+    readers: list[object] = []
+
+    def other() -> None:
+        with gguf_parsed_once():
+            readers.append(gguf.GGUFReader(tiny_gguf))
+            inside.set()
+            leave.wait(30)
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    assert inside.wait(30)
+    with gguf_parsed_once():
+        assert gguf.GGUFReader(tiny_gguf) is readers[0]
+    assert gguf.GGUFReader is not gguf.gguf_reader.GGUFReader  # the other thread's block is still open
+    leave.set()
+    thread.join(30)
+    assert gguf.GGUFReader is gguf.gguf_reader.GGUFReader
+    assert len(parses) == 1
