@@ -1,0 +1,95 @@
+"""Seconds and peak memory to load a GGUF model: its metadata parsed once per load (what the tool does), against
+a parse per reader (transformers' own way), measured in the same run.
+
+    python benchmarks/bench_load.py [MODEL.gguf ...] [--modes memory streamed] [--repeats 1]
+
+Each load runs in a fresh child process (imports done before the clock starts), so that its peak resident
+memory (VmHWM) is its own; the two ways alternate. Printed per model and mode: seconds, GGUFReader parses,
+peak MB, and the ratio. Defaults: the GGUF files the slow tests cache (SmolLM2-135M-Instruct, and Gemma 3 270M
+when it is there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CACHE = Path(os.environ.get("SHORTGPT_TEST_CACHE") or Path.home() / ".cache" / "shortgpt-desktop-tests")
+MODELS = [CACHE / "SmolLM2-135M-Instruct.Q4_1.gguf", CACHE / "gemma-3-270m-q4_k_m.gguf"]
+
+
+def child(model: str, mode: str, shared: bool) -> None:
+    """One load; prints {seconds, parses, peak_mb} as JSON on the last line."""
+    import gguf.gguf_reader
+    import torch  # noqa: F401  (the program has these loaded before a model opens)
+    import transformers  # noqa: F401
+
+    from shortgpt_desktop.core.backends.base import open_backend
+    from shortgpt_desktop.core.model import gguf_parse_once
+    from shortgpt_desktop.core.model.sources import resolve
+
+    parses = [0]
+    init = gguf.gguf_reader.GGUFReader.__init__
+
+    def counted(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        parses[0] += 1
+        init(self, *args, **kwargs)
+
+    gguf.gguf_reader.GGUFReader.__init__ = counted  # type: ignore[method-assign]
+    if not shared:
+        gguf_parse_once.gguf_parsed_once = contextlib.nullcontext  # type: ignore[assignment]
+    source = resolve(model)
+    started = time.perf_counter()
+    backend = open_backend(mode, source, "cpu", "float32", False)
+    seconds = time.perf_counter() - started
+    peak = next(int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines()
+                if line.startswith("VmHWM:")) / 1024
+    backend.close()
+    print(json.dumps({"seconds": seconds, "parses": parses[0], "peak_mb": peak}))
+
+
+def measure(model: Path, mode: str, shared: bool) -> dict[str, float]:
+    out = subprocess.run([sys.executable, __file__, "--child", str(model), mode, "shared" if shared else "each"],
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="*", type=Path)
+    parser.add_argument("--modes", nargs="+", default=["memory", "streamed"], choices=["memory", "streamed"])
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        model, mode, way = args.child
+        child(model, mode, way == "shared")
+        return
+    models = args.models or [m for m in MODELS if m.is_file()]
+    if not models:
+        sys.exit("No GGUF model given and none cached; run the slow tests once or pass a path.")
+    print(f"{'model':36s} {'mode':9s} {'way':22s} {'seconds':>8s} {'parses':>6s} {'peak MB':>8s}")
+    for model in models:
+        for mode in args.modes:
+            runs: dict[bool, list[dict[str, float]]] = {True: [], False: []}
+            for _ in range(args.repeats):
+                for shared in (False, True):
+                    runs[shared].append(measure(model, mode, shared))
+            best = {shared: min(r, key=lambda x: x["seconds"]) for shared, r in runs.items()}
+            for shared, way in ((False, "a parse per reader"), (True, "parsed once (the tool)")):
+                r = best[shared]
+                print(f"{model.name:36s} {mode:9s} {way:22s} {r['seconds']:8.1f} {r['parses']:6.0f} "
+                      f"{r['peak_mb']:8.0f}")
+            ratio = best[True]["seconds"] / best[False]["seconds"]
+            peak = best[True]["peak_mb"] / best[False]["peak_mb"]
+            print(f"{'':36s} {mode:9s} {'once / per reader':22s} {ratio:7.2f}x {'':6s} {peak:7.2f}x")
+
+
+if __name__ == "__main__":
+    main()
