@@ -6,7 +6,9 @@ Both are fitted on the same calibration text (default: the app's 128 × 512 toke
 checked as the app checks (held-out perplexity, mean KL divergence to the original per token, same top token) on
 ``--eval``: a text file, or ``stdlib`` for the source code of a few Python modules (a domain the prose calibration
 never saw, as ``tests/core/test_held_out_model.py`` uses). The cut is given, so that only the repair differs; the
-seconds are each step's own (the refit's on top of the repair it starts from).
+seconds are each step's own (the refit's on top of the repair it starts from). ``--prompt`` is asked through the
+chat template and each repair's greedy answer printed (``--prompt ""`` skips it); for a chat model the refit's
+chat guard (``core/cut/chat_guard.py``) says which refits it kept.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=SEQ_LEN)
     parser.add_argument("--eval-windows", type=int, default=8)
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--prompt", default="What is the capital of France, and why is it famous?")
+    parser.add_argument("--max-new-tokens", type=int, default=24)
     args = parser.parse_args()
 
     import torch
@@ -58,7 +62,7 @@ def main() -> None:
         eval_text = str(stdlib_text(Path(scratch))) if args.eval == "stdlib" else args.eval
         spec = JobSpec(model=args.model, calib=[args.calib], eval_text=eval_text, samples=args.samples,
                        seq_len=args.seq_len, eval_windows=args.eval_windows, batch_size=4, device="cpu",
-                       dtype="float32", low_memory=False, prompt="")
+                       dtype="float32", low_memory=False, prompt=args.prompt, max_new_tokens=args.max_new_tokens)
         engine = Engine()
         engine.open(spec)
         engine.load(spec)
@@ -79,9 +83,17 @@ def main() -> None:
         f = checked.fidelity
         print(f"| {repair} | {checked.ppl_before:.2f} → {checked.ppl_after:.2f} | {f.mean_kl:.3f} | "
               f"{f.same_top:.1%} | {seconds:.0f} |")
-    for run in rows[-1][3].refit.runs:
+    refit = rows[-1][3].refit
+    for run in refit.runs:
         print(f"refit of layer {run.layer}: held-out residual {run.residual_before:.3f} → {run.residual_after:.3f}, "
-              f"{run.steps} steps on {run.tokens} tokens")
+              f"{run.steps} steps on {run.tokens} tokens{'' if run.kept else '; dropped by the chat guard'}")
+    if refit.chat is not None:
+        print(f"chat guard, loss per answer token of the original's answers to the check prompts: linear "
+              f"{refit.chat.linear:.3f}, every cut refitted {refit.chat.refit:.3f}, kept {refit.chat.kept:.3f}")
+    if args.prompt:
+        print(f"full model: {rows[0][1].generation_before!r}")
+        for repair, checked, _, _ in rows:
+            print(f"{repair}: {checked.generation_after!r}")
 
 
 if __name__ == "__main__":

@@ -334,6 +334,8 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
             if "refit_after" in run:
                 out.write(f", its MLP refitted (held-out error {run['refit_before']:.3f} -> "
                           f"{run['refit_after']:.3f})")
+                if not run.get("refit_kept", True):
+                    out.write(", refit dropped: the original's chat answers were less likely with it")
             out.write("\n")
         else:
             out.write(f"not repaired, layers {first}-{last}: {run['note']}\n")

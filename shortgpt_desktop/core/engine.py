@@ -899,7 +899,8 @@ class Engine:
                 {"layers": [r.start, r.end - 1], "patched_layer": r.patched_layer, "parameter": r.parameter,
                  "residual_before": r.residual_before, "residual_after": r.residual_after, "note": r.note}
                 | ({"refit_before": refits[r.patched_layer].residual_before,
-                    "refit_after": refits[r.patched_layer].residual_after} if r.patched_layer in refits else {})
+                    "refit_after": refits[r.patched_layer].residual_after,
+                    "refit_kept": refits[r.patched_layer].kept} if r.patched_layer in refits else {})
                 for r in adjusted.repair.runs
             ]
             if adjusted.refit is not None:

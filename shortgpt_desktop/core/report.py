@@ -145,7 +145,7 @@ def model_card(report: Report, base_model: str) -> str:
     if report.repair in ("linear", "refit"):
         repair_line = (f"training-free linear repair (a fitted map folded into the MLP output projection of "
                        f"{len(repaired)} kept layer{'s' if len(repaired) != 1 else ''}; no new parameters)")
-        refitted = [r for r in repaired if "refit_after" in r]
+        refitted = [r for r in repaired if "refit_after" in r and r.get("refit_kept", True)]
         if report.repair == "refit" and refitted:
             repair_line += (f", then the whole MLP of {'those layers' if len(refitted) > 1 else 'that layer'} "
                             f"refitted on the calibration activations to the original's next state")

@@ -81,11 +81,14 @@ class MlpRefit(Adjuster):
         return spec.repair == "refit"
 
     def apply(self, ctx: AdjustContext, removed: Sequence[int], weights: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        from .chat_guard import guard_refit
         from .mlp_refit import fit_mlp_refit
 
         repair = ctx.repair_for(removed, None)  # fitted already: the linear repair runs first
         result = fit_mlp_refit(ctx.stack, ctx.loaded.family, ctx.fit_tokens(), repair, ctx.spec.batch_size,
                                seed=ctx.spec.seed, progress=ctx.progress, cancel=ctx.cancel)
+        guard_refit(result, repair, ctx.loaded.family, ctx.stack, ctx.loaded.tokenizer, ctx.loaded.model, removed,
+                    ctx.progress, ctx.cancel)
         return result, dict(result.tensors)
 
 

@@ -77,6 +77,8 @@ class RunRefit:
     residual_after: float = 0.0
     steps: int = 0  # Adam steps taken (the kept weights are those of the best held-out check among them)
     tokens: int = 0
+    #: False when the chat guard dropped this refit (the linear repair alone stays): :mod:`.chat_guard`.
+    kept: bool = True
 
 
 @dataclass
@@ -88,6 +90,7 @@ class RefitResult:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     capped: bool = False  # fewer tokens were kept than the calibration set has (memory bound)
+    chat: Any = None  # chat_guard.GuardFigures, for a chat model
 
 
 def mlp_path(family: Family) -> str | None:
