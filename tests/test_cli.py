@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from shortgpt_desktop import cli
 
@@ -45,6 +46,28 @@ def test_the_mlp_refit_is_a_repair_choice_said_in_the_summary(tiny_model: Path, 
                      "--out", str(tmp_path / "out")]) == 0
     out = capfd.readouterr().out
     assert "repaired layers 2-3: a map folded into layer 1" in out and "its MLP refitted (held-out error" in out
+
+
+def test_a_refit_the_chat_guard_drops_is_said_and_the_linear_repair_is_saved(
+        tiny_model: Path, small_calib: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from safetensors.torch import load_file
+
+    from shortgpt_desktop.core.cut import chat_guard
+
+    # As if the model were a chat model whose answers the refit made less likely (the guard's own tests measure).
+    monkeypatch.setattr(chat_guard, "chat_answers", lambda *args, **kwargs: object())
+    monkeypatch.setattr(chat_guard, "keep_refits", lambda *args, **kwargs: ([], chat_guard.GuardFigures(2.0, 2.5, 2.0)))
+    for repair in ("refit", "linear"):
+        assert cli.main(["prune", str(tiny_model), "--remove", "2,3", "--repair", repair, "--no-eval", "--calib",
+                         str(small_calib), "--samples", "4", "--seq-len", "32", "--out", str(tmp_path / repair),
+                         "--json", str(tmp_path / f"{repair}.json")]) == 0
+    out = capfd.readouterr().out
+    assert "its MLP refitted (held-out error" in out and "refit dropped: the original's chat answers" in out
+    refit, linear = (load_file(tmp_path / r / "model.safetensors") for r in ("refit", "linear"))
+    assert refit.keys() == linear.keys() and all(torch.equal(refit[k], linear[k]) for k in linear)
+    report = json.loads((tmp_path / "refit.json").read_text())
+    assert report["repair_runs"][0]["refit_kept"] is False and report["repair"] == "refit"
 
 
 def test_score_and_eval(tiny_model: Path, small_calib: Path, tmp_path: Path) -> None:
