@@ -339,6 +339,11 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
             out.write("\n")
         else:
             out.write(f"not repaired, layers {first}-{last}: {run['note']}\n")
+    if report.refit_chat:
+        chat = report.refit_chat
+        out.write(f"refit's chat check: the original's answers to the check prompts, loss per answer token "
+                  f"{chat['linear']:.3f} with the linear repair, {chat['refit']:.3f} refitted, {chat['kept']:.3f} "
+                  f"as saved\n")
     if report.heal_steps:
         out.write(f"healed: {report.heal_steps} LoRA steps, loss {report.heal_losses[0]:.3f} -> "
                   f"{report.heal_losses[-1]:.3f}\n")

@@ -68,6 +68,12 @@ def test_a_refit_the_chat_guard_drops_is_said_and_the_linear_repair_is_saved(
     assert refit.keys() == linear.keys() and all(torch.equal(refit[k], linear[k]) for k in linear)
     report = json.loads((tmp_path / "refit.json").read_text())
     assert report["repair_runs"][0]["refit_kept"] is False and report["repair"] == "refit"
+    assert report["refit_chat"] == {"linear": 2.0, "refit": 2.5, "kept": 2.0}
+    card = (tmp_path / "refit" / "README.md").read_text(encoding="utf-8")
+    assert ("the MLP refit was not kept: the original's own answers to the answer check's prompts were less likely "
+            "with it (loss per answer token 2.000 with the linear repair alone, 2.500 refitted)") in card
+    assert ("refit's chat check: the original's answers to the check prompts, loss per answer token 2.000 with the "
+            "linear repair, 2.500 refitted, 2.000 as saved") in out
 
 
 def test_score_and_eval(tiny_model: Path, small_calib: Path, tmp_path: Path) -> None:

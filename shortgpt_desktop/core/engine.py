@@ -905,6 +905,8 @@ class Engine:
             ]
             if adjusted.refit is not None:
                 report.timings["refit"] = adjusted.step_seconds.get("refit", adjusted.refit.seconds)
+                if adjusted.refit.chat is not None:
+                    report.refit_chat = dataclasses.asdict(adjusted.refit.chat)
             # What the step took in this job: nothing when bi+ had fitted this very repair while choosing.
             report.timings["repair"] = adjusted.step_seconds.get("repair", adjusted.repair.seconds)
             prose = sum(len(s) for s in self.tokens.samples) if self.tokens is not None else 0

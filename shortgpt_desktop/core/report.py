@@ -55,6 +55,9 @@ class Report:
     repair: str = "none"  # "linear": the training-free repair; "refit": it, then the MLP refit beside the cuts
     repair_runs: list[dict[str, Any]] = field(default_factory=list)  # per run of removed layers: what it did
     repair_own_answers: int = 0  # the original's own chat answers the repair was fitted on beside the text
+    #: The refit's chat guard: loss per answer token of the original's answers to the check prompts with the linear
+    #: repair alone ("linear"), every cut refitted ("refit") and the refits kept ("kept"); empty for a base model.
+    refit_chat: dict[str, float] = field(default_factory=dict)
     heal_steps: int = 0
     heal_losses: list[float] = field(default_factory=list)  # training loss at the first and the last step
     output_format: str = ""  # "safetensors" or "gguf"
@@ -149,6 +152,14 @@ def model_card(report: Report, base_model: str) -> str:
         if report.repair == "refit" and refitted:
             repair_line += (f", then the whole MLP of {'those layers' if len(refitted) > 1 else 'that layer'} "
                             f"refitted on the calibration activations to the original's next state")
+        if report.refit_chat:
+            chat = report.refit_chat
+            repair_line += (f" (kept where the original's own answers to the answer check's prompts stayed as likely: "
+                            f"loss per answer token {chat['linear']:.3f} with the linear repair alone, "
+                            f"{chat['kept']:.3f} as saved)" if refitted else
+                            f"; the MLP refit was not kept: the original's own answers to the answer check's prompts "
+                            f"were less likely with it (loss per answer token {chat['linear']:.3f} with the linear "
+                            f"repair alone, {chat['refit']:.3f} refitted)")
         if report.repair_own_answers:
             repair_line += (f", fitted on the calibration text and the original model's own answers to "
                             f"{report.repair_own_answers} chat prompts")

@@ -84,3 +84,17 @@ def test_the_guard_lays_the_linear_repair_back_where_it_drops_a_refit_and_says_s
     result = _result(loaded, refit, [1])
     guard_refit(result, repair, loaded.family, stack, loaded.tokenizer, loaded.model, [])
     assert result.runs[0].kept and result.chat is None and result.tensors.keys() == refit.keys()
+
+
+def test_the_model_card_says_what_the_guard_measured_for_the_refits_it_kept() -> None:
+    from shortgpt_desktop.core.report import Report, model_card
+
+    run = {"layers": [2, 3], "patched_layer": 1, "parameter": "model.layers.1.mlp.down_proj.weight",
+           "residual_before": 0.5, "residual_after": 0.4, "note": "", "refit_before": 0.4, "refit_after": 0.3,
+           "refit_kept": True}
+    report = Report(model="m", repair="refit", repair_runs=[run], refit_chat={"linear": 1.955, "refit": 1.737,
+                                                                             "kept": 1.737})
+    card = model_card(report, "m")
+    assert "then the whole MLP of that layer refitted" in card
+    assert ("kept where the original's own answers to the answer check's prompts stayed as likely: loss per answer "
+            "token 1.955 with the linear repair alone, 1.737 as saved") in card

@@ -443,7 +443,7 @@ def test_default_recipe_gguf_runs_in_llama_cpp_like_the_repaired_model(smollm2, 
     cuts replaced, the file still runs alike, and the refit is closer to the original on held-out windows."""
     import dataclasses
 
-    from shortgpt_desktop.core.cut import mlp_refit
+    from shortgpt_desktop.core.cut import chat_guard, mlp_refit
     from shortgpt_desktop.core.engine import Engine, JobSpec
 
     spec = JobSpec(model=str(smollm2_gguf), calib=[str(valid_text)], samples=8, seq_len=128, eval_windows=4,
@@ -468,6 +468,7 @@ def test_default_recipe_gguf_runs_in_llama_cpp_like_the_repaired_model(smollm2, 
     linear = engine.check(spec, plan.removed)
 
     monkeypatch.setattr(mlp_refit, "MIN_STEPS", 60)  # a short refit: this test is about the file and the runtime
+    monkeypatch.setattr(chat_guard, "chat_answers", lambda *args, **kwargs: None)  # every refit kept, to be written
     refit_spec = dataclasses.replace(spec, repair="refit")
     refitted = engine.adjust(refit_spec, plan.removed)
     assert refitted.refit is not None and len(refitted.refit.runs) == len([r for r in refitted.repair.runs
