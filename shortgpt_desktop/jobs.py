@@ -159,7 +159,8 @@ class JobClock:
                         else tokens.sample_tokens * done)
         rate = (time.perf_counter() - self.started) / max(token_layers, 1.0)
         estimate = estimate_job(self.spec, shape, rate, tokens.sample_tokens, tokens.eval_tokens, self.count,
-                                get_metric(self.spec.metric).refines, self.engine.answer_work(self.spec))
+                                get_metric(self.spec.metric).refines, self.engine.answer_work(self.spec),
+                                self.engine.guard_work(self.spec))
         self.said = True
         self.progress("estimate", 0, 0, estimate)
 

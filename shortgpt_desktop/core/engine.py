@@ -540,7 +540,7 @@ class Engine:
         refines = self.scores is not None and get_metric(self.scores.metric).refines \
             and self._selection_for(count) is None
         estimate = estimate_job(_dc.replace(spec, check_perplexity=check), shape, rate, scored.sample_tokens,
-                                scored.eval_tokens, count, refines, self.answer_work(spec))
+                                scored.eval_tokens, count, refines, self.answer_work(spec), self.guard_work(spec))
         estimate.steps.pop("scoring", None)
         if self.adjusted is not None and self.adjusted.removed == self.plan(count=count).removed:
             estimate.steps.pop("repairing", None)
@@ -548,6 +548,20 @@ class Engine:
                 estimate.steps.pop("refitting", None)
             estimate.steps.pop("healing", None)
         return estimate
+
+    def guard_work(self, spec: JobSpec) -> Any:
+        """The answers the refit's chat guard will ask the original for (None: no refit, or not a chat model)."""
+        from .cut.answer_probe import PROMPTS, answer_probe_for
+        from .cut.chat_guard import ANSWER_TOKENS
+        from .estimate import AnswerWork
+
+        if self.loaded is None or self.backend is None or spec.repair != "refit":
+            return None
+        chat = answer_probe_for(self.loaded.tokenizer, self.loaded.model, PROMPTS)
+        if chat is None:
+            return None
+        return AnswerWork(len(chat.prompts), sum(map(len, chat.prompts)) / len(chat.prompts), ANSWER_TOKENS,
+                          kv_cache=isinstance(self.backend, InMemory))
 
     def answer_work(self, spec: JobSpec) -> Any:
         """The own chat answers this job's repair will still write (None: none, or written already)."""

@@ -13,7 +13,8 @@ measures the seconds one token spends in one decoder layer, and the head costs a
 - the repair (:mod:`.cut.repair`): the original's and the pruned model's streams over every calibration token;
 - the MLP refit (:mod:`.cut.mlp_refit`, ``--repair refit``): both streams again, then per run of removed layers
   (about one per two layers removed) ``EPOCHS`` passes of one MLP over the kept tokens, forward, backward and
-  update (about four forward passes' worth);
+  update (about four forward passes' worth); for a chat model its guard (:mod:`.cut.chat_guard`) adds the
+  original's answers to the check prompts and one pass of them per variant it scores;
 - the check: the original once and the pruned model once over the held-out windows, two heads for the latter.
 
 The figures are an estimate said as such, and they are measured against the real job in the benchmarks.
@@ -87,8 +88,11 @@ class AnswerWork:
 
 
 def estimate_job(spec: Any, shape: ModelShape, seconds_per_token_layer: float, sample_tokens: int,
-                 eval_tokens: int, count: int | None, refines: bool, answers: AnswerWork | None = None) -> JobEstimate:
-    """The job ``spec`` describes (its metric, count, repair, healing, check), at the measured speed."""
+                 eval_tokens: int, count: int | None, refines: bool, answers: AnswerWork | None = None,
+                 guard: AnswerWork | None = None) -> JobEstimate:
+    """The job ``spec`` describes (its metric, count, repair, healing, check), at the measured speed. ``answers``:
+    the own answers the repair still needs; ``guard``: the answers the refit's chat guard asks for (a chat
+    model's refit)."""
     from .cut.selection import DEFAULT_EVAL_SAMPLES, DEFAULT_WINDOW
 
     n, head = shape.n_layers, shape.head_layers
@@ -110,6 +114,8 @@ def estimate_job(spec: Any, shape: ModelShape, seconds_per_token_layer: float, s
         out.steps["repairing"] = sample_tokens * (2 * n - count) * rate
     if count and spec.repair == "refit":
         out.steps["refitting"] = refit_token_layers(shape, sample_tokens, count) * rate
+        if guard is not None:
+            out.steps["refitting"] += guard_token_layers(guard, shape, count) * rate
     if count and spec.heal_steps > 0:
         step_tokens = spec.batch_size * spec.seq_len
         out.steps["healing"] = spec.heal_steps * step_tokens * 3 * (n - count + head) * rate
@@ -128,3 +134,13 @@ def refit_token_layers(shape: ModelShape, sample_tokens: int, count: int) -> flo
     # Forward and backward are about three forwards; Adam's update and the held-out checks bring a step to about
     # four (SmolLM2-135M, 8 of 30 removed, 128 × 512 tokens: 530 s measured, about 5.5 scoring passes' worth here).
     return sample_tokens * (2 * shape.n_layers - count) + runs * EPOCHS * 0.9 * kept * 4 * mlp_share
+
+
+def guard_token_layers(guard: AnswerWork, shape: ModelShape, count: int) -> float:
+    """Tokens × layers the refit's chat guard costs: the original's answers to the check prompts, then one pass
+    of them (head at every position) per variant it scores: the linear repair alone, every cut refitted, and each
+    cut's refit dropped in turn."""
+    runs = max(1, round(count / 2))
+    tokens = guard.prompts * (guard.prompt_tokens + guard.new_tokens)
+    return (guard.token_layers(shape.n_layers, shape.head_layers)
+            + (runs + 2) * tokens * (shape.n_layers - count + shape.head_layers))

@@ -184,3 +184,24 @@ def test_the_estimate_counts_the_refit(tiny_model: Path, small_calib: Path, tmp_
     assert list(engine.job_estimate(spec, 2, check=False).steps) == ["refitting"]
     engine.prepare(spec, engine.plan(count=2))
     assert list(engine.job_estimate(spec, 2, check=False).steps) == []
+
+
+def test_the_estimate_counts_the_chat_guard_of_a_chat_models_refit(tiny_model: Path, small_calib: Path,
+                                                                    tmp_path: Path) -> None:
+    from shortgpt_desktop.core.cut.chat_guard import ANSWER_TOKENS
+    from shortgpt_desktop.core.estimate import guard_token_layers, shape_of
+
+    spec = _spec(tiny_model, small_calib, tmp_path / "out", metric="bi")
+    engine = Engine()
+    engine.score(spec)
+    base = engine.job_estimate(spec, 2, check=False).steps["refitting"]
+    assert engine.guard_work(spec) is None  # a base model: no guard
+    engine.loaded.tokenizer.chat_template = ("{% for m in messages %}{{ m['content'] }}{% endfor %}"
+                                             "{% if add_generation_prompt %}:{% endif %}")
+    guard = engine.guard_work(spec)
+    assert guard.prompts == 6 and guard.new_tokens == ANSWER_TOKENS and guard.kv_cache
+    assert engine.guard_work(JobSpec(**{**spec.__dict__, "repair": "linear"})) is None
+    chat = engine.job_estimate(spec, 2, check=False).steps["refitting"]
+    rate = engine.scored.seconds / (engine.scored.sample_tokens * shape_of(engine.loaded).n_layers)
+    assert chat - base == pytest.approx(guard_token_layers(guard, shape_of(engine.loaded), 2) * rate, rel=1e-9)
+    assert chat > base
