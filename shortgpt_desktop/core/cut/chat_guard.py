@@ -79,7 +79,7 @@ class GuardFigures:
 
 
 def keep_refits(answers: ChatAnswers, stack: LayerStack, removed: Sequence[int], linear: dict[str, Any],
-                refitted: dict[str, dict[str, Any]], cancel: CancelCheck | None = None,
+                refitted: dict[int, dict[str, Any]], cancel: CancelCheck | None = None,
                 ) -> tuple[list[int], GuardFigures]:
     """Which refits to keep: ``refitted`` maps each refitted layer (first to last) to its refit's tensors, laid
     over ``linear`` (the linear repair's tensors). Returns the kept layers and the figures."""
