@@ -553,9 +553,12 @@ class Engine:
         """The answers the refit's chat guard will ask the original for (None: no refit, or not a chat model)."""
         from .cut.answer_probe import PROMPTS, answer_probe_for
         from .cut.chat_guard import ANSWER_TOKENS
+        from .cut.mlp_refit import mlp_path
         from .estimate import AnswerWork
 
         if self.loaded is None or self.backend is None or spec.repair != "refit":
+            return None
+        if mlp_path(self.loaded.family) is None:  # nothing refitted (OPT): the guard has nothing to judge
             return None
         chat = answer_probe_for(self.loaded.tokenizer, self.loaded.model, PROMPTS)
         if chat is None:

@@ -16,6 +16,10 @@ tokenizer with the model loaded, and this is the one reader alive at those point
 Python objects for its vocabulary). Measured peaks (``benchmarks/bench_load.py``): SmolLM2 3% higher, Gemma 3
 12-16% lower (the readers transformers dropped were not all freed before the next was built). transformers'
 metadata dict (another 220 MB for Gemma 3) is not kept: it is rebuilt from the shared reader in about 3 s.
+
+Limits: the name is patched for the whole process while a block is open, so a thread outside any block gets
+shared readers too (they are only read, so that is harmless), and one lock guards the cache, so a thread
+parsing another file meanwhile waits for the parse under way.
 """
 
 from __future__ import annotations

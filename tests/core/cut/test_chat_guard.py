@@ -63,6 +63,29 @@ def test_a_refit_that_makes_the_answers_less_likely_is_dropped_and_one_that_help
     assert kept == [] and figures.kept == figures.linear < figures.refit
 
 
+class _Scored:
+    """Answers whose loss is given per set of refitted layers (what keep_refits lays over the linear repair)."""
+
+    def __init__(self, losses: dict[frozenset[int], float]) -> None:
+        self.losses, self.calls = losses, 0
+
+    def nll(self, stack, removed, weights, cancel=None) -> float:
+        self.calls += 1
+        return self.losses[frozenset(int(k) for k in weights if not k.startswith("linear"))]
+
+
+def test_the_refits_left_are_dropped_too_when_they_still_do_worse_than_the_linear_repair_alone() -> None:
+    refitted = {1: {"1": 1}, 3: {"3": 3}}
+    # Dropping either refit alone makes things worse, so the loop keeps both; both still lose to the linear repair.
+    answers = _Scored({frozenset(): 1.0, frozenset({1, 3}): 1.5, frozenset({3}): 1.8, frozenset({1}): 1.7})
+    kept, figures = keep_refits(answers, None, (), {"linear": 0}, refitted)
+    assert kept == [] and (figures.linear, figures.refit, figures.kept) == (1.0, 1.5, 1.0)
+    assert answers.calls == len(refitted) + 2  # the linear repair alone, every cut refitted, each dropped in turn
+    answers = _Scored({frozenset(): 1.0, frozenset({1, 3}): 0.8, frozenset({3}): 0.9, frozenset({1}): 0.7})
+    kept, figures = keep_refits(answers, None, (), {"linear": 0}, refitted)
+    assert kept == [1] and figures.kept == 0.7
+
+
 def _result(loaded, tensors: dict[str, torch.Tensor], layers: list[int]) -> RefitResult:
     return RefitResult([RunRefit(layer, layer + 1, layer, 0.5, 0.4, 10, 100) for layer in layers], dict(tensors))
 

@@ -113,11 +113,13 @@ def test_threads_share_the_readers_until_the_last_block_ends(tiny_gguf: Path, pa
 
     thread = threading.Thread(target=other)
     thread.start()
-    assert inside.wait(30)
-    with gguf_parsed_once():
-        assert gguf.GGUFReader(tiny_gguf) is readers[0]
-    assert gguf.GGUFReader is not gguf.gguf_reader.GGUFReader  # the other thread's block is still open
-    leave.set()
-    thread.join(30)
+    try:
+        assert inside.wait(30)
+        with gguf_parsed_once():
+            assert gguf.GGUFReader(tiny_gguf) is readers[0]
+        assert gguf.GGUFReader is not gguf.gguf_reader.GGUFReader  # the other thread's block is still open
+    finally:
+        leave.set()
+        thread.join(30)
     assert gguf.GGUFReader is gguf.gguf_reader.GGUFReader
     assert len(parses) == 1
