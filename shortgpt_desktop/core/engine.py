@@ -551,35 +551,38 @@ class Engine:
 
     def guard_work(self, spec: JobSpec) -> Any:
         """The answers the refit's chat guard will ask the original for (None: no refit, or not a chat model)."""
-        from .cut.answer_probe import PROMPTS, answer_probe_for
+        from .cut.answer_probe import PROMPTS
         from .cut.chat_guard import ANSWER_TOKENS
         from .cut.mlp_refit import mlp_path
-        from .estimate import AnswerWork
 
-        if self.loaded is None or self.backend is None or spec.repair != "refit":
+        if self.loaded is None or spec.repair != "refit":
             return None
         if mlp_path(self.loaded.family) is None:  # nothing refitted (OPT): the guard has nothing to judge
             return None
-        chat = answer_probe_for(self.loaded.tokenizer, self.loaded.model, PROMPTS)
-        if chat is None:
-            return None
-        return AnswerWork(len(chat.prompts), sum(map(len, chat.prompts)) / len(chat.prompts), ANSWER_TOKENS,
-                          kv_cache=isinstance(self.backend, InMemory))
+        return self._chat_work(PROMPTS, ANSWER_TOKENS)
 
     def answer_work(self, spec: JobSpec) -> Any:
         """The own chat answers this job's repair will still write (None: none, or written already)."""
-        from .cut.answer_probe import answer_probe_for
         from .cut.own_answers import FIT_PROMPTS, MAX_NEW_TOKENS
-        from .estimate import AnswerWork
 
-        if self.loaded is None or self.backend is None or spec.repair == "none":
+        if self.loaded is None or spec.repair == "none":
             return None
         if self.answers is not None and self.answers[0] == self._answers_key(spec.seq_len):
             return None
-        chat = answer_probe_for(self.loaded.tokenizer, self.loaded.model, FIT_PROMPTS)
+        return self._chat_work(FIT_PROMPTS, MAX_NEW_TOKENS)
+
+    def _chat_work(self, prompts: Sequence[str], new_tokens: int) -> Any:
+        """estimate.AnswerWork for the original's greedy answers to ``prompts`` (None: no model, or no chat
+        template)."""
+        from .cut.answer_probe import answer_probe_for
+        from .estimate import AnswerWork
+
+        if self.loaded is None or self.backend is None:
+            return None
+        chat = answer_probe_for(self.loaded.tokenizer, self.loaded.model, prompts)
         if chat is None:
             return None
-        return AnswerWork(len(chat.prompts), sum(map(len, chat.prompts)) / len(chat.prompts), MAX_NEW_TOKENS,
+        return AnswerWork(len(chat.prompts), sum(map(len, chat.prompts)) / len(chat.prompts), new_tokens,
                           kv_cache=isinstance(self.backend, InMemory))
 
     def _judge_selections(self, spec: JobSpec) -> None:

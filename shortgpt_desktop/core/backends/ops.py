@@ -97,7 +97,7 @@ def perplexity(stack: LayerStack, windows: Sequence[Sequence[int]], pad_id: int,
     started = time.perf_counter()
     kept = kept_layers(stack.n_layers, removed)
     batches = final_states(stack, windows, pad_id, removed, batch_size, weights, cancel, progress)
-    total_nll, total_tokens = _head_nll(stack, batches)
+    total_nll, total_tokens = head_nll(stack, batches)
     if progress is not None:
         progress(len(kept) + 1, len(kept) + 1)
     return PerplexityResult.of(total_nll, total_tokens, time.perf_counter() - started)
@@ -122,12 +122,15 @@ def next_tokens(stack: LayerStack, sequences: Sequence[Sequence[int]], pad_id: i
     return out
 
 
-def _head_nll(stack: LayerStack, batches: Sequence[Batch]) -> tuple[float, int]:
+def head_nll(stack: LayerStack, batches: Sequence[Batch], targets: Sequence[Any] | None = None) -> tuple[float, int]:
+    """(summed NLL, tokens) of the batches' final states through the head. ``targets``: per batch, the mask of
+    the positions whose tokens count (default: each batch's own mask, every real token)."""
     total_nll, total_tokens = 0.0, 0
     with stack.head() as logits_of:
-        for batch in batches:
+        for index, batch in enumerate(batches):
             logits = logits_of(batch, batch.hidden)
-            nll, count, _ = nll_of(logits, batch.ids.to(logits.device), batch.mask.to(logits.device))
+            mask = batch.mask if targets is None else targets[index]
+            nll, count, _ = nll_of(logits, batch.ids.to(logits.device), mask.to(logits.device))
             total_nll += nll
             total_tokens += count
             del logits
@@ -141,7 +144,7 @@ def reference(stack: LayerStack, windows: Sequence[Sequence[int]], pad_id: int, 
         raise ValueError("no evaluation windows")
     started = time.perf_counter()
     batches = final_states(stack, windows, pad_id, (), batch_size, None, cancel, progress)
-    total_nll, total_tokens = _head_nll(stack, batches)
+    total_nll, total_tokens = head_nll(stack, batches)
     if progress is not None:
         progress(stack.n_layers + 1, stack.n_layers + 1)
     result = PerplexityResult.of(total_nll, total_tokens, time.perf_counter() - started)

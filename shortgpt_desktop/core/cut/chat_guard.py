@@ -21,7 +21,6 @@ from typing import Any
 
 from ..backends import ops
 from ..backends.layerwise import LayerStack
-from ..measure.evaluation import nll_of
 from ..model.families import Family
 from ..progress import CancelCheck, Progress
 from .answer_probe import PROMPTS, answer_probe_for
@@ -44,17 +43,14 @@ class ChatAnswers:
             cancel: CancelCheck | None = None) -> float:
         """Mean negative log-likelihood per answer token of the model with ``removed`` skipped and ``weights``."""
         batches = ops.final_states(stack, self.sequences, self.pad_id, removed, len(self.sequences), weights, cancel)
-        total, count, row = 0.0, 0, 0
-        with stack.head() as logits_of:
-            for batch in batches:
-                logits = logits_of(batch, batch.hidden)
-                mask = batch.mask.clone()
-                for i in range(mask.shape[0]):  # the prompt's tokens are given, not answered
-                    mask[i, : self.prompt_lengths[row + i]] = 0
-                row += mask.shape[0]
-                nll, tokens, _ = nll_of(logits, batch.ids.to(logits.device), mask.to(logits.device))
-                total, count = total + nll, count + tokens
-                del logits
+        answers, row = [], 0
+        for batch in batches:
+            mask = batch.mask.clone()
+            for i in range(mask.shape[0]):  # the prompt's tokens are given, not answered
+                mask[i, : self.prompt_lengths[row + i]] = 0
+            row += mask.shape[0]
+            answers.append(mask)
+        total, count = ops.head_nll(stack, batches, answers)
         return total / max(count, 1)
 
 
