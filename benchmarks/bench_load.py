@@ -1,12 +1,13 @@
-"""Seconds and peak memory to load a GGUF model: its metadata parsed once per load (what the tool does), against
-a parse per reader (transformers' own way), measured in the same run.
+"""Seconds and peak memory to load a GGUF model: its metadata parsed once per load by the fast reader (what the
+tool does), against a parse per reader (transformers' own way) and one parse by gguf-py's own reader, measured in
+the same run.
 
     python benchmarks/bench_load.py [MODEL.gguf ...] [--modes memory streamed] [--repeats 1]
 
 Each load runs in a fresh child process (imports done before the clock starts), so that its peak resident
-memory (VmHWM) is its own; the two ways alternate. Printed per model and mode: seconds, GGUFReader parses,
-peak MB, and the ratio. Defaults: the GGUF files the slow tests cache (SmolLM2-135M-Instruct, and Gemma 3 270M
-when it is there).
+memory (VmHWM) is its own; the three ways alternate. Printed per model and mode: seconds, GGUFReader parses,
+peak MB, and the ratios of the tool's way to each of the others. Defaults: the GGUF files the slow tests cache
+(SmolLM2-135M-Instruct, and Gemma 3 270M when it is there).
 """
 
 from __future__ import annotations
@@ -24,14 +25,17 @@ CACHE = Path(os.environ.get("SHORTGPT_TEST_CACHE") or Path.home() / ".cache" / "
 MODELS = [CACHE / "SmolLM2-135M-Instruct.Q4_1.gguf", CACHE / "gemma-3-270m-q4_k_m.gguf"]
 
 
-def child(model: str, mode: str, shared: bool) -> None:
+WAYS = {"each": "a parse per reader", "once": "parsed once, gguf-py", "fast": "parsed once, fast (tool)"}
+
+
+def child(model: str, mode: str, way: str) -> None:
     """One load; prints {seconds, parses, peak_mb} as JSON on the last line."""
     import gguf.gguf_reader
     import torch  # noqa: F401  (the program has these loaded before a model opens)
     import transformers  # noqa: F401
 
     from shortgpt_desktop.core.backends.base import open_backend
-    from shortgpt_desktop.core.model import gguf_parse_once
+    from shortgpt_desktop.core.model import gguf_fast_reader, gguf_parse_once
     from shortgpt_desktop.core.model.sources import resolve
 
     parses = [0]
@@ -42,7 +46,9 @@ def child(model: str, mode: str, shared: bool) -> None:
         init(self, *args, **kwargs)
 
     gguf.gguf_reader.GGUFReader.__init__ = counted  # type: ignore[method-assign]
-    if not shared:
+    if way != "fast":  # gguf-py's own reader wherever the tool builds one
+        gguf_fast_reader.FastGGUFReader = gguf.gguf_reader.GGUFReader  # type: ignore[misc]
+    if way == "each":
         gguf_parse_once.gguf_parsed_once = contextlib.nullcontext  # type: ignore[assignment]
     source = resolve(model)
     started = time.perf_counter()
@@ -54,8 +60,8 @@ def child(model: str, mode: str, shared: bool) -> None:
     print(json.dumps({"seconds": seconds, "parses": parses[0], "peak_mb": peak}))
 
 
-def measure(model: Path, mode: str, shared: bool) -> dict[str, float]:
-    out = subprocess.run([sys.executable, __file__, "--child", str(model), mode, "shared" if shared else "each"],
+def measure(model: Path, mode: str, way: str) -> dict[str, float]:
+    out = subprocess.run([sys.executable, __file__, "--child", str(model), mode, way],
                          check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -68,28 +74,27 @@ def main() -> None:
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        model, mode, way = args.child
-        child(model, mode, way == "shared")
+        child(*args.child)
         return
     models = args.models or [m for m in MODELS if m.is_file()]
     if not models:
         sys.exit("No GGUF model given and none cached; run the slow tests once or pass a path.")
-    print(f"{'model':36s} {'mode':9s} {'way':22s} {'seconds':>8s} {'parses':>6s} {'peak MB':>8s}")
+    print(f"{'model':36s} {'mode':9s} {'way':26s} {'seconds':>8s} {'parses':>6s} {'peak MB':>8s}")
     for model in models:
         for mode in args.modes:
-            runs: dict[bool, list[dict[str, float]]] = {True: [], False: []}
+            runs: dict[str, list[dict[str, float]]] = {way: [] for way in WAYS}
             for _ in range(args.repeats):
-                for shared in (False, True):
-                    runs[shared].append(measure(model, mode, shared))
-            best = {shared: min(r, key=lambda x: x["seconds"]) for shared, r in runs.items()}
-            for shared, way in ((False, "a parse per reader"), (True, "parsed once (the tool)")):
-                r = best[shared]
-                print(f"{model.name:36s} {mode:9s} {way:22s} {r['seconds']:8.1f} {r['parses']:6.0f} "
+                for way in WAYS:
+                    runs[way].append(measure(model, mode, way))
+            best = {way: min(r, key=lambda x: x["seconds"]) for way, r in runs.items()}
+            for way, label in WAYS.items():
+                r = best[way]
+                print(f"{model.name:36s} {mode:9s} {label:26s} {r['seconds']:8.1f} {r['parses']:6.0f} "
                       f"{r['peak_mb']:8.0f}")
-            ratio = best[True]["seconds"] / best[False]["seconds"]
-            peak = best[True]["peak_mb"] / best[False]["peak_mb"]
-            print(f"{'':36s} {mode:9s} {'once / per reader':22s} {ratio:7.2f}x {'':6s} {peak:7.2f}x")
-
+            for way in ("each", "once"):
+                ratio = best["fast"]["seconds"] / best[way]["seconds"]
+                peak = best["fast"]["peak_mb"] / best[way]["peak_mb"]
+                print(f"{'':36s} {mode:9s} {'tool / ' + WAYS[way]:26s} {ratio:7.2f}x {'':6s} {peak:7.2f}x")
 
 if __name__ == "__main__":
     main()

@@ -223,12 +223,13 @@ class GgufReader:
     """Dequantizes chosen blocks of a GGUF file and names them as transformers does (legacy GGUF loader)."""
 
     def __init__(self, source: ModelSource) -> None:
-        from gguf import GGUFReader
         from transformers.modeling_gguf_pytorch_utils import read_field
+
+        from .gguf_parse_once import reader_for
 
         assert source.gguf_file is not None
         self.path = source.folder / source.gguf_file
-        self.reader = GGUFReader(str(self.path))
+        self.reader = reader_for(self.path)
         self.architecture = str(read_field(self.reader, "general.architecture")[0])
         self.index = TensorIndex()
         self._tensors = {t.name: t for t in self.reader.tensors}
