@@ -5,8 +5,9 @@ the same run.
     python benchmarks/bench_load.py [MODEL.gguf ...] [--modes memory streamed] [--repeats 1]
 
 Each load runs in a fresh child process (imports done before the clock starts), so that its peak resident
-memory (VmHWM) is its own; the three ways alternate. Printed per model and mode: seconds, GGUFReader parses,
-peak MB, and the ratios of the tool's way to each of the others. Defaults: the GGUF files the slow tests cache
+memory (VmHWM) is its own; the three ways alternate. First, per model, one parse of the file's metadata by each
+reader alone. Then per model and mode: seconds, GGUFReader parses, peak MB, and the ratios of the tool's way to
+each of the others. Defaults: the GGUF files the slow tests cache
 (SmolLM2-135M-Instruct, and Gemma 3 270M when it is there).
 """
 
@@ -60,6 +61,20 @@ def child(model: str, mode: str, way: str) -> None:
     print(json.dumps({"seconds": seconds, "parses": parses[0], "peak_mb": peak}))
 
 
+def parse_alone(model: str) -> None:
+    """One parse by gguf-py's reader and one by the fast reader, timed in this process; prints them as JSON."""
+    import gguf.gguf_reader
+
+    from shortgpt_desktop.core.model.gguf_fast_reader import FastGGUFReader
+
+    seconds = {}
+    for name, reader in (("gguf-py", gguf.gguf_reader.GGUFReader), ("fast", FastGGUFReader)):
+        started = time.perf_counter()
+        reader(model)
+        seconds[name] = time.perf_counter() - started
+    print(json.dumps(seconds))
+
+
 def measure(model: Path, mode: str, way: str) -> dict[str, float]:
     out = subprocess.run([sys.executable, __file__, "--child", str(model), mode, way],
                          check=True, capture_output=True, text=True).stdout
@@ -72,15 +87,24 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["memory", "streamed"], choices=["memory", "streamed"])
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--parse", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(*args.child)
+        return
+    if args.parse:
+        parse_alone(args.parse)
         return
     models = args.models or [m for m in MODELS if m.is_file()]
     if not models:
         sys.exit("No GGUF model given and none cached; run the slow tests once or pass a path.")
     print(f"{'model':36s} {'mode':9s} {'way':26s} {'seconds':>8s} {'parses':>6s} {'peak MB':>8s}")
     for model in models:
+        out = subprocess.run([sys.executable, __file__, "--parse", str(model)], check=True, capture_output=True,
+                             text=True).stdout
+        parse = json.loads(out.strip().splitlines()[-1])
+        print(f"{model.name:36s} {'parse':9s} {'gguf-py / fast reader':26s} {parse['gguf-py']:7.2f}s / "
+              f"{parse['fast']:.2f}s = {parse['gguf-py'] / parse['fast']:.1f}x")
         for mode in args.modes:
             runs: dict[str, list[dict[str, float]]] = {way: [] for way in WAYS}
             for _ in range(args.repeats):
@@ -95,6 +119,7 @@ def main() -> None:
                 ratio = best["fast"]["seconds"] / best[way]["seconds"]
                 peak = best["fast"]["peak_mb"] / best[way]["peak_mb"]
                 print(f"{'':36s} {mode:9s} {'tool / ' + WAYS[way]:26s} {ratio:7.2f}x {'':6s} {peak:7.2f}x")
+
 
 if __name__ == "__main__":
     main()

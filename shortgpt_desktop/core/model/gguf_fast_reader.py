@@ -5,7 +5,7 @@ Gemma 3's 262,144 vocabulary strings it builds an enum, asks numpy for a dtype's
 memory map twice (each slice of an ``np.memmap`` runs a Python hook). That is 20 s of a Gemma 3 load on a 2-core
 CPU (4.6 s for SmolLM2's 49k vocabulary), for a header of a few megabytes. :class:`FastGGUFReader` reads the
 arrays of scalars and of strings, which is all a model's metadata holds, with one struct unpack per string and
-plain numpy views: 1.1 s and 0.22 s (``benchmarks/bench_load.py``).
+plain numpy views: 1.1 s and 0.22 s (``benchmarks/bench_load.py``, its first lines).
 
 The reader it builds is the same: the same fields in the same order, each with the same offset, name, data
 indices, types, and parts of the same dtype, shape and bytes, and the same tensors (``tests/core/model/
@@ -33,8 +33,10 @@ class FastGGUFReader(GGUFReader):
     """``GGUFReader`` (read-only use) whose metadata arrays of scalars and strings are read in bulk."""
 
     def _get_field_parts(self, orig_offs: int, raw_type: int) -> tuple[int, list[Any], list[int], list[Any]]:
-        if raw_type != GGUFValueType.ARRAY or self.byte_order != "I":  # "S": the file's order is not the host's
-            return super()._get_field_parts(orig_offs, raw_type)
+        if raw_type != GGUFValueType.ARRAY or self.byte_order != "I" or getattr(self.data, "mode", "r") != "r":
+            return super()._get_field_parts(orig_offs, raw_type)  # "S": the file's byte order is not the host's
+        if orig_offs + 12 > self.data.shape[0]:
+            raise ValueError(f"a metadata array's header runs past the end of the file (at byte {orig_offs})")
         raw_item_type = self._get(orig_offs, np.uint32)
         length = self._get(orig_offs + 4, np.uint64)
         count = int(length[0])

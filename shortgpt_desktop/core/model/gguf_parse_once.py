@@ -12,13 +12,18 @@ by :class:`.gguf_fast_reader.FastGGUFReader`, which reads the same fields about 
 only read, so the model, its config and its tokenizer are the same. The readers are dropped when the outermost
 block ends; a reader kept by its user (the streamed backend's) stays valid, as any ``GGUFReader`` does.
 
-Memory barely moves: transformers held a reader while it read the weights and built one more for the
-tokenizer with the model loaded, and this is the one reader alive at those points (Gemma 3's: about 700 MB of
-Python objects for its vocabulary). Measured peaks (``benchmarks/bench_load.py``): SmolLM2 3% higher, Gemma 3
-12-16% lower (the readers transformers dropped were not all freed before the next was built). transformers'
-metadata dict (another 220 MB for Gemma 3) is not kept: it is rebuilt from the shared reader in about 3 s.
+Memory: transformers held a reader while it read the weights and built one more for the tokenizer with the
+model loaded; this is the one reader alive at those points. Measured peaks (``benchmarks/bench_load.py``), the
+fast reader's against a parse per reader: SmolLM2 7% lower in memory and 24% streamed, Gemma 3 32% and 30%
+lower (its plain views weigh less than gguf-py's ``np.memmap`` ones, one per vocabulary string).
+transformers' metadata dict (another 220 MB for Gemma 3) is not kept: it is rebuilt from the shared reader in
+about 2.3 s.
 
-Limits: the name is patched for the whole process while a block is open, so a thread outside any block gets
+The block also builds gguf-py's tensor name map once per architecture and block count: transformers'
+``get_gguf_hf_weights_map`` builds a new one for every submodule it walks (397 times, 10.7 s, for one streamed
+load of SmolLM2; 313 times, 2.6 s, for Gemma 3), and a name map is only read.
+
+Limits: the names are patched for the whole process while a block is open, so a thread outside any block gets
 shared readers too (they are only read, so that is harmless), and one lock guards the cache, so a thread
 parsing another file meanwhile waits for the parse under way.
 """
@@ -33,8 +38,9 @@ from typing import Any
 
 _lock = threading.RLock()
 _depth = 0
-_original: list[Any] = []  # gguf.GGUFReader as it was before the outermost block
+_original: list[Any] = []  # gguf.GGUFReader and gguf.get_tensor_name_map as they were before the outermost block
 _readers: dict[tuple[str, int, int], Any] = {}
+_name_maps: dict[tuple[Any, int], Any] = {}
 
 
 def _file_key(path: Any) -> tuple[str, int, int]:
@@ -53,14 +59,28 @@ def _shared_reader(path: Any, mode: str = "r") -> Any:
         return GGUFReader(path, mode)
     from .gguf_fast_reader import FastGGUFReader
 
-    if _depth == 0:
-        return FastGGUFReader(path, mode)
     key = _file_key(path)
     with _lock:
-        reader = _readers.get(key)
-        if reader is None:
-            reader = _readers[key] = FastGGUFReader(path, mode)
-        return reader
+        if _depth > 0:  # read under the lock: a block ending meanwhile must not be left holding this reader
+            reader = _readers.get(key)
+            if reader is None:
+                reader = _readers[key] = FastGGUFReader(path, mode)
+            return reader
+    return FastGGUFReader(path, mode)
+
+
+def _shared_name_map(arch: Any, n_blocks: int) -> Any:
+    """``gguf.get_tensor_name_map`` while a block is open: one map per architecture and block count."""
+    from gguf.tensor_mapping import get_tensor_name_map
+
+    key = (arch, int(n_blocks))
+    with _lock:
+        if _depth > 0:
+            found = _name_maps.get(key)
+            if found is None:
+                found = _name_maps[key] = get_tensor_name_map(arch, n_blocks)
+            return found
+    return get_tensor_name_map(arch, n_blocks)  # called after every block ended: nothing kept
 
 
 def reader_for(path: Any) -> Any:
@@ -80,8 +100,9 @@ def gguf_parsed_once() -> Iterator[None]:
         return
     with _lock:
         if _depth == 0:
-            _original.append(gguf.GGUFReader)
+            _original.append((gguf.GGUFReader, gguf.get_tensor_name_map))
             gguf.GGUFReader = _shared_reader
+            gguf.get_tensor_name_map = _shared_name_map
         _depth += 1
     try:
         yield
@@ -89,5 +110,6 @@ def gguf_parsed_once() -> Iterator[None]:
         with _lock:
             _depth -= 1
             if _depth == 0:
-                gguf.GGUFReader = _original.pop()
+                gguf.GGUFReader, gguf.get_tensor_name_map = _original.pop()
                 _readers.clear()
+                _name_maps.clear()

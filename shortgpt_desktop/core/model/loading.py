@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -128,7 +125,8 @@ def load_model(
 ) -> LoadedModel:
     """Load model and tokenizer on ``device`` in ``dtype``; every failure the user can fix is a sentence.
 
-    A GGUF's metadata is parsed once for the config, the weights and the tokenizer (:mod:`.gguf_parse_once`).
+    A GGUF's metadata is parsed once for the config, the weights and the tokenizer, and gguf-py's tensor name map
+    built once (:mod:`.gguf_parse_once`).
     """
     from . import gguf_parse_once
 
@@ -148,11 +146,10 @@ def _load_model(source: ModelSource, device: str, dtype: str, trust_remote_code:
     try:
         config = AutoConfig.from_pretrained(source.folder, **kwargs)
         check_config_fits_weights(source, config, raw_config, trust_remote_code)
-        with cached_gguf_name_maps():
-            model, info = AutoModelForCausalLM.from_pretrained(
-                source.folder, config=config, dtype=torch_dtype(dtype), low_cpu_mem_usage=True,
-                output_loading_info=True, **kwargs
-            )
+        model, info = AutoModelForCausalLM.from_pretrained(  # gguf-py's name maps: built once (.gguf_parse_once)
+            source.folder, config=config, dtype=torch_dtype(dtype), low_cpu_mem_usage=True,
+            output_loading_info=True, **kwargs
+        )
     except torch.OutOfMemoryError:
         raise ResourceError(
             f"Not enough memory on {device} to load the model in {dtype}; choose a smaller dtype or the CPU."
@@ -205,26 +202,5 @@ def load_tokenizer(source: ModelSource, trust_remote_code: bool = False) -> Any:
         raise ModelSourceError(
             f"The model in {source.folder} has no usable tokenizer ({_first_line(exc)})."
         ) from None
-
-
-@contextmanager
-def cached_gguf_name_maps() -> Iterator[None]:
-    """Build gguf-py's tensor-name map once per architecture while a GGUF loads.
-
-    transformers' GGUF loader asks gguf-py for the name map once per submodule of the model, and each call
-    rebuilds it from scratch: most of a small GGUF's load time went there. The map depends only on its
-    arguments, so a cache gives the same names.
-    """
-    try:
-        import gguf
-    except ImportError:
-        yield
-        return
-    original = gguf.get_tensor_name_map
-    gguf.get_tensor_name_map = functools.lru_cache(maxsize=None)(original)
-    try:
-        yield
-    finally:
-        gguf.get_tensor_name_map = original
 
 

@@ -41,8 +41,12 @@ def test_a_models_file_reads_as_gguf_py_reads_it(tmp_path: Path, tiny_model: Pat
     export_gguf(tiny_model, path, "llama", tokens="tokenizer")
     fast = FastGGUFReader(path)
     reference = gguf.GGUFReader(path)
-    assert len(reference.fields["tokenizer.ggml.tokens"].data) > 100  # the arrays this reader is for
+    tokens = reference.fields["tokenizer.ggml.tokens"]
+    assert len(tokens.data) > 100  # the arrays this reader is for
     assert_same_reader(fast, reference)
+    # ... read its own way: plain views where gguf-py's are memory-map slices
+    assert type(fast.fields["tokenizer.ggml.tokens"].parts[tokens.data[0]]) is np.ndarray
+    assert type(tokens.parts[tokens.data[0]]) is np.memmap
 
 
 def test_every_kind_of_array_reads_as_gguf_py_reads_it(tmp_path: Path) -> None:
@@ -78,10 +82,22 @@ def test_an_empty_array_reads_as_gguf_py_reads_it(tmp_path: Path) -> None:
     assert_same_reader(FastGGUFReader(path), gguf.GGUFReader(path))
 
 
-@pytest.mark.parametrize("cut", ["in a string's length", "in a string's bytes", "in a float array"])
+def test_a_writable_reader_is_gguf_pys_own(tmp_path: Path, tiny_model: Path) -> None:
+    path = tmp_path / "tiny.gguf"
+    export_gguf(tiny_model, path, "llama", tokens="tokenizer")
+    field = FastGGUFReader(path, "r+").fields["tokenizer.ggml.tokens"]
+    assert type(field.parts[field.data[0]]) is np.memmap
+
+
+@pytest.mark.parametrize("cut", ["in a string's length", "in a string's bytes", "in a float array",
+                                 "in an array's header"])
 def test_an_array_cut_short_is_refused_with_a_value_error(tmp_path: Path, cut: str) -> None:
     """A file that ends inside its vocabulary is refused (the loaders turn a ValueError into one sentence)."""
-    if cut == "in a float array":
+    if cut == "in an array's header":
+        path = tmp_path / "header.gguf"
+        data = _handmade(path, 8, 3, b"").read_bytes()
+        path.write_bytes(data[: data.index(b"test.array") + len(b"test.array") + 6])
+    elif cut == "in a float array":
         path = tmp_path / "floats.gguf"
         data = _handmade(path, 6, 1000, struct.pack("<3f", 1, 2, 3)).read_bytes()
         path.write_bytes(data.rstrip(b"\0"))

@@ -123,3 +123,37 @@ def test_threads_share_the_readers_until_the_last_block_ends(tiny_gguf: Path, pa
         thread.join(30)
     assert gguf.GGUFReader is gguf.gguf_reader.GGUFReader
     assert len(parses) == 1
+
+
+def test_a_streamed_load_builds_gguf_pys_tensor_name_map_once(tiny_gguf: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """transformers builds a name map for every submodule it maps; within the block each (architecture, block
+    count) is built once, and the map a load gets is the one gguf-py builds."""
+    import gguf
+    import gguf.tensor_mapping
+
+    built: list[tuple[object, int]] = []
+    real = gguf.tensor_mapping.get_tensor_name_map
+
+    def counted(arch: object, n_blocks: int) -> object:
+        built.append((arch, n_blocks))
+        return real(arch, n_blocks)
+
+    monkeypatch.setattr(gguf.tensor_mapping, "get_tensor_name_map", counted)
+    source = resolve(str(tiny_gguf))
+    with monkeypatch.context() as patch:  # transformers' own way: a map per submodule
+        patch.setattr(gguf_parse_once, "gguf_parsed_once", contextlib.nullcontext)
+        patch.setattr(gguf, "get_tensor_name_map", counted)
+        open_backend("streamed", source, "cpu", "float32", False).close()
+    assert len(built) > 5
+    built.clear()
+    name_map = gguf.get_tensor_name_map
+    backend = open_backend("streamed", source, "cpu", "float32", False)
+    backend.close()
+    assert len(built) == len(set(built)) >= 1
+    assert gguf.get_tensor_name_map is name_map  # handed back
+    with gguf_parsed_once():
+        arch, n_blocks = built[0]
+        shared = gguf.get_tensor_name_map(arch, n_blocks)
+        assert gguf.get_tensor_name_map(arch, n_blocks) is shared
+        assert shared.mapping == real(arch, n_blocks).mapping
