@@ -7,8 +7,8 @@ the same run.
 Each load runs in a fresh child process (imports done before the clock starts), so that its peak resident
 memory (VmHWM) is its own; the three ways alternate. First, per model, one parse of the file's metadata by each
 reader alone. Then per model and mode: seconds, GGUFReader parses, peak MB, and the ratios of the tool's way to
-each of the others. Defaults: the GGUF files the slow tests cache
-(SmolLM2-135M-Instruct, and Gemma 3 270M when it is there).
+each of the others. Defaults: the GGUF files the slow tests cache (SmolLM2-135M-Instruct, and Gemma 3 270M
+when it is there).
 """
 
 from __future__ import annotations

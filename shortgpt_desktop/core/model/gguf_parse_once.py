@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -49,6 +49,19 @@ def _file_key(path: Any) -> tuple[str, int, int]:
     return real, stat.st_size, stat.st_mtime_ns
 
 
+def _kept(cache: dict[Any, Any], key: Any, build: Callable[[], Any]) -> Any:
+    """``cache[key]``, built by ``build()`` the first time, while a block is open; after every block has ended
+    (a name imported meanwhile is still called) a new one, kept nowhere. The depth is read under the lock, so a
+    block ending meanwhile is never left holding what was built."""
+    with _lock:
+        if _depth > 0:
+            found = cache.get(key)
+            if found is None:
+                found = cache[key] = build()
+            return found
+    return build()
+
+
 def _shared_reader(path: Any, mode: str = "r") -> Any:
     """``gguf.GGUFReader`` while a block is open: the first read-only reader of this file, built by
     :class:`.gguf_fast_reader.FastGGUFReader`. Called after every block has ended (a module that imported the name
@@ -59,28 +72,14 @@ def _shared_reader(path: Any, mode: str = "r") -> Any:
         return GGUFReader(path, mode)
     from .gguf_fast_reader import FastGGUFReader
 
-    key = _file_key(path)
-    with _lock:
-        if _depth > 0:  # read under the lock: a block ending meanwhile must not be left holding this reader
-            reader = _readers.get(key)
-            if reader is None:
-                reader = _readers[key] = FastGGUFReader(path, mode)
-            return reader
-    return FastGGUFReader(path, mode)
+    return _kept(_readers, _file_key(path), lambda: FastGGUFReader(path, mode))
 
 
 def _shared_name_map(arch: Any, n_blocks: int) -> Any:
     """``gguf.get_tensor_name_map`` while a block is open: one map per architecture and block count."""
     from gguf.tensor_mapping import get_tensor_name_map
 
-    key = (arch, int(n_blocks))
-    with _lock:
-        if _depth > 0:
-            found = _name_maps.get(key)
-            if found is None:
-                found = _name_maps[key] = get_tensor_name_map(arch, n_blocks)
-            return found
-    return get_tensor_name_map(arch, n_blocks)  # called after every block ended: nothing kept
+    return _kept(_name_maps, (arch, int(n_blocks)), lambda: get_tensor_name_map(arch, n_blocks))
 
 
 def reader_for(path: Any) -> Any:
