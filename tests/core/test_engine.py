@@ -104,3 +104,55 @@ def test_a_chat_models_estimate_counts_its_own_answers_until_they_are_written(ti
     assert "answering" not in engine.job_estimate(dataclasses.replace(spec, repair="none"), 2, check=False).steps
     engine.repair_tokens(engine.tokens_for(spec))
     assert "answering" not in engine.job_estimate(spec, 2, check=False).steps  # written once per model
+
+
+def test_the_healing_teacher_runs_the_original_over_the_batches_healing_reads_alone(
+        tiny_model: Path, small_calib: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two steps of healing read two of the four calibration batches: the original runs over those alone (no
+    head pass), its logits on them are the logits of the original over every batch, and so is the healing."""
+    import dataclasses
+
+    import torch
+
+    from shortgpt_desktop.core.backends import ops
+    from shortgpt_desktop.core.backends.layerwise import Batch, InMemoryStack
+    from shortgpt_desktop.core.cut import healing
+
+    spec = JobSpec(model=str(tiny_model), calib=[str(small_calib)], samples=16, seq_len=32, eval_windows=4,
+                   batch_size=4, device="cpu", dtype="float32", prompt="", heal_steps=2)
+    engine = Engine()
+    engine.load(spec)
+    tokens = engine.tokens_for(spec)
+    assert len(tokens.samples) == 16
+    loaded, stack = engine.loaded, engine.backend.stack
+    whole = ops.reference(stack, tokens.samples, tokens.pad_id, spec.batch_size)  # the teacher as it was
+    read: list[int] = []
+    final_states = ops.final_states
+    monkeypatch.setattr(ops, "final_states", lambda s, windows, *a, **k: read.append(len(windows)) or
+                        final_states(s, windows, *a, **k))
+    monkeypatch.setattr(ops, "head_nll", lambda *a, **k: pytest.fail("the teacher needs no perplexity"))
+    teacher = engine._teacher(spec, tokens, lambda *a: None, None)
+    assert read == [2 * spec.batch_size]
+    monkeypatch.undo()
+    logits = teacher.bind()
+    head = InMemoryStack(loaded.model, loaded.family)
+    batches = healing._batches(tokens, spec.batch_size, "cpu")
+    for number in (0, 1):
+        ids, mask = batches[number]
+        with head.head() as logits_of:
+            expected = logits_of(Batch(ids, mask, None), whole.final_states[number])
+        torch.testing.assert_close(logits(number, ids, mask), expected, rtol=0, atol=0)
+    with pytest.raises(IndexError):
+        logits(2, *batches[2])  # never read by two steps
+
+    removed = [2, 3]
+    healed = engine.adjust(spec, removed)
+    with head.head() as logits_of:
+        full = [logits_of(Batch(ids, mask, None), whole.final_states[i]) for i, (ids, mask) in enumerate(batches)]
+    monkeypatch.setattr(Engine, "_teacher", lambda self, *a: type("Whole", (), {
+        "bind": lambda _: lambda number, ids, mask: full[number].clone()})())
+    engine.adjusted = None
+    as_before = engine.adjust(dataclasses.replace(spec), removed)
+    assert set(healed.weights) == set(as_before.weights) and healed.heal is not None
+    for name, tensor in as_before.weights.items():
+        torch.testing.assert_close(healed.weights[name], tensor, rtol=0, atol=0)

@@ -110,3 +110,32 @@ def test_distillation_pulls_the_pruned_model_back_toward_the_original(tiny_model
     weights = original_names(result.changed, family, [0, 1, 4, 5])
     _, after = ops.compare(stack, windows, tokens.pad_id, before_ref, removed, weights)
     assert after.mean_kl < 0.8 * before.mean_kl, (before.mean_kl, after.mean_kl)
+
+
+def test_the_estimate_times_one_step_after_a_short_warm_up(tiny_model: Path, tokens,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The estimate costs one step of the first batch (and a warm-up on a slice of it), not two real steps: a
+    short healing's budget goes to healing. The teacher is asked once, for the first batch."""
+    from shortgpt_desktop.core.cut import healing
+
+    loaded = load_model(resolve(str(tiny_model)), "cpu", "float32")
+    prune_in_memory(loaded.model, loaded.family, [2, 3])
+    shapes_seen: list[tuple[int, ...]] = []
+    step = healing._step
+    monkeypatch.setattr(healing, "_step", lambda model, optimizer, ids, mask, target=None:
+                        shapes_seen.append((tuple(ids.shape), None if target is None else tuple(target.shape)))
+                        or step(model, optimizer, ids, mask, target))
+    asked: list[int] = []
+
+    def teacher(number, ids, mask):
+        asked.append(number)
+        with torch.no_grad():
+            return loaded.model(input_ids=ids, attention_mask=mask).logits
+
+    seconds = estimate_heal_seconds(loaded.model, loaded.family, tokens, steps=10, batch_size=4, teacher=teacher)
+    vocab = loaded.model.config.vocab_size
+    assert seconds > 0 and asked == [0]
+    assert shapes_seen == [((1, healing.WARM_UP_TOKENS), (1, healing.WARM_UP_TOKENS, vocab)),
+                           ((4, 32), (4, 32, vocab))]
+    assert healing.batches_used(8, 4, 1) == 1 and healing.batches_used(8, 4, 3) == 2
+    assert healing.batches_used(9, 4, 100) == 3

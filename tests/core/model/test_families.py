@@ -40,9 +40,12 @@ def skip_layers_reference(model, layers, removed: list[int]) -> torch.Tensor:
 def results(request: pytest.FixtureRequest):
     recorded: dict[str, dict[str, object]] = {}
     yield recorded
-    previous = request.config.cache.get(RESULTS_KEY, {})
+    cache = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider
+    if cache is None:
+        return
+    previous = cache.get(RESULTS_KEY, {})
     previous.update(recorded)
-    request.config.cache.set(RESULTS_KEY, previous)
+    cache.set(RESULTS_KEY, previous)
 
 
 @pytest.mark.parametrize("name", list(TINY_FAMILIES))
