@@ -127,7 +127,7 @@ def heal_token_layers(spec: Any, shape: ModelShape, count: int) -> float:
     """Tokens × layers healing costs: the original over the batches it reads (its teacher), then each step, one
     more timed for its own estimate. A step is about three passes of the pruned model (forward and backward) and
     the original's head for the distillation target (SmolLM2-135M, 8 of 30 removed, 8 × 512 tokens a step:
-    40.4 s measured, 40.1 s by this count at the scoring pass's speed)."""
+    40.4 s measured; 40.1 s by this count at the speed a forward pass of the whole model had in the same run)."""
     from .cut.healing import batches_used
 
     n, head = shape.n_layers, shape.head_layers
