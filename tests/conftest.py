@@ -39,6 +39,30 @@ def pytest_configure(config: pytest.Config) -> None:
         pass
 
 
+@pytest.hookimpl(trylast=True)  # after ``-m`` has deselected: a quick run keeps its order
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The slow suite's longest tests first, so that its two workers finish together.
+
+    A slow test may say what it took in CI at one thread per worker, ``@pytest.mark.slow(seconds=765)``. Modules
+    are handed out by their longest test, longest first, and a module's tests stay together (its module fixtures
+    are built once). .ci/run runs the slow suite with ``--dist loadgroup --no-loadscope-reorder``, which keeps
+    this order and gives each worker the next test when it frees up (in the order of the files, the longest
+    came last, and one worker ran them while the other stood idle). Tests that share an expensive module
+    fixture also carry one ``xdist_group``, so that one worker builds it."""
+
+    def seconds(item: pytest.Item) -> float:
+        mark = item.get_closest_marker("slow")
+        return float(mark.kwargs.get("seconds", 0)) if mark is not None else 0.0
+
+    def module(item: pytest.Item) -> str:
+        return item.nodeid.split("::")[0]
+
+    longest: dict[str, float] = {}
+    for item in items:
+        longest[module(item)] = max(longest.get(module(item), 0.0), seconds(item))
+    items.sort(key=lambda item: -longest[module(item)])  # stable: within a module, the file's order
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 6-layer random Llama with a BPE tokenizer, saved as safetensors (read-only use: copy to modify)."""

@@ -78,6 +78,7 @@ def _at_least_as_good(measured: dict, baseline: str) -> None:
     assert kl <= base_kl * 1.0001, table
 
 
+@pytest.mark.slow(seconds=830)  # its fixture's, in CI
 @pytest.mark.timeout(2400)
 def test_default_recipe_is_at_least_as_good_as_each_baseline_on_a_model_and_a_domain_it_was_not_tuned_on(
         measured) -> None:

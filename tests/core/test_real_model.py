@@ -19,7 +19,7 @@ from shortgpt_desktop.core.cut.plan import make_plan
 from shortgpt_desktop.core.engine import Engine, JobSpec
 from shortgpt_desktop.core.measure.metrics import METRICS
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("smollm2-job")]  # the job fixture, built once
 
 #: Measured on the shipped slices (32 × 256 calibration tokens, 32 × 256 held-out): full 38.82, plain BI 127.40,
 #: default recipe 71.88. The full WikiText-2 files: see benchmarks/bench_quality.py.
@@ -38,33 +38,40 @@ def job(smollm2, smollm2_gguf: Path, valid_text: Path, test_text: Path):
     return engine, spec
 
 
-def test_bi_pruning_beats_reverse_order(job) -> None:
+@pytest.fixture(scope="module")
+def plain_bi(job) -> tuple[list[int], float]:
+    """Plain BI's 8 layers and the held-out perplexity without them (both tests compare with it)."""
+    engine, spec = job
+    removed = make_plan(30, METRICS["bi"].from_stats(engine.stats).scores, count=8).removed
+    return removed, pipeline.measure_perplexity(engine.loaded, engine.tokens_for(spec), removed,
+                                                batch_size=8).perplexity
+
+
+def test_bi_pruning_beats_reverse_order(job, plain_bi) -> None:
     engine, spec = job
     loaded, tokens = engine.loaded, engine.tokens_for(spec)
-    bi = METRICS["bi"].from_stats(engine.stats).scores
-    bi_plan = make_plan(30, bi, count=8)
     reverse_plan = make_plan(30, list(range(30, 0, -1)), count=8)
     assert reverse_plan.removed == list(range(22, 30))
     ppl_full = pipeline.measure_perplexity(loaded, tokens, (), batch_size=8).perplexity
-    ppl_bi = pipeline.measure_perplexity(loaded, tokens, bi_plan.removed, batch_size=8).perplexity
+    ppl_bi = plain_bi[1]
     ppl_reverse = pipeline.measure_perplexity(loaded, tokens, reverse_plan.removed, batch_size=8).perplexity
     print(f"SmolLM2-135M: ppl full {ppl_full:.2f}, BI-pruned {ppl_bi:.2f}, reverse-order {ppl_reverse:.2f}")
     assert ppl_full < ppl_bi < ppl_reverse
 
 
+@pytest.mark.slow(seconds=765)
 @pytest.mark.timeout(2400)  # the whole default job on a real model, on 2 CPU cores: 25 selection passes and more
-def test_default_recipe_is_much_better_than_plain_bi_and_reloads(job, tmp_path: Path) -> None:
+def test_default_recipe_is_much_better_than_plain_bi_and_reloads(job, plain_bi, tmp_path: Path) -> None:
     from safetensors import safe_open
     from transformers import AutoModelForCausalLM
 
     engine, spec = job
     assert spec.metric == "bi+" and spec.repair == "linear"  # the defaults
     loaded, tokens = engine.loaded, engine.tokens_for(spec)
-    plain = make_plan(30, METRICS["bi"].from_stats(engine.stats).scores, count=8)
-    ppl_plain = pipeline.measure_perplexity(loaded, tokens, plain.removed, batch_size=8).perplexity
+    plain_removed, ppl_plain = plain_bi
     plan = engine.refine(spec, 8)
     checked = engine.check(spec, plan.removed)
-    print(f"SmolLM2 8/30: plain BI {plain.removed} ppl {ppl_plain:.2f}; default recipe {plan.removed} "
+    print(f"SmolLM2 8/30: plain BI {plain_removed} ppl {ppl_plain:.2f}; default recipe {plan.removed} "
           f"ppl {checked.ppl_after:.2f} (full {checked.ppl_before:.2f}); {plan.notes}")
     assert checked.ppl_after <= DEFAULT_RECIPE_BOUND < ppl_plain
     assert checked.ppl_after < ppl_plain * 0.8

@@ -145,7 +145,7 @@ def _saved_tensors(folder: Path) -> dict[str, tuple[str, torch.Tensor]]:
             for t in reader.tensors}
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=171)
 @pytest.mark.parametrize("fmt", ["gguf", "safetensors"])
 def test_smollm2s_default_job_streamed_equals_the_job_in_memory(fmt: str, smollm2_gguf: Path,
                                                                 smollm2_safetensors: Path, valid_text: Path,

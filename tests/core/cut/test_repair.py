@@ -251,7 +251,7 @@ def smollm2_bi(smollm2, valid_text: Path, test_text: Path):
     return loaded, tokens, make_plan(loaded.n_layers, scores.scores, count=8).removed
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=171)
 def test_repair_lowers_smollm2_perplexity(smollm2_bi) -> None:
     from shortgpt_desktop.core.measure.evaluation import perplexity_of
 

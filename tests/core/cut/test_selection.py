@@ -197,7 +197,7 @@ def smollm2_tokens(smollm2, valid_text, test_text):
     return loaded, tokens
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=131)
 def test_smollm2_bi_plus_not_worse_than_bi(smollm2_tokens) -> None:
     """8 of 30 layers. Kept cheap: the search measures 2 samples, the held-out check 4 windows."""
     loaded, tokens = smollm2_tokens

@@ -187,6 +187,7 @@ def smol_reference(smollm2, smol_pruned: gguf_writer.GGUFSaveResult) -> dict[str
 
 
 @pytest.mark.slow  # two transformers GGUF loads of SmolLM2
+@pytest.mark.xdist_group("smollm2-gguf-reference")
 def test_transformers_reads_the_pruned_gguf_as_the_identity_reference(smol_reference: dict[str, Any]) -> None:
     ids = smol_reference["greedy"]
     assert smol_reference["pruned"].config.num_hidden_layers == 22
@@ -197,6 +198,7 @@ def test_transformers_reads_the_pruned_gguf_as_the_identity_reference(smol_refer
 
 
 @pytest.mark.slow  # two transformers GGUF loads of SmolLM2
+@pytest.mark.xdist_group("smollm2-gguf-reference")
 def test_llama_cpp_runs_the_pruned_gguf_like_transformers(smol_pruned: gguf_writer.GGUFSaveResult,
                                                           smol_reference: dict[str, Any]) -> None:
     """Same tokens, two runtimes: llama.cpp's greedy choices are transformers' (up to Q8 activation rounding)."""
@@ -432,26 +434,37 @@ def _llama_cpp_against_transformers(smollm2: Any, path: Path, removed: list[int]
     return agree, worst, max(gaps)
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(2400)  # bi+ and the repair on a real model, on 2 CPU cores
-def test_default_recipe_gguf_runs_in_llama_cpp_like_the_repaired_model(smollm2, smollm2_gguf: Path,
+#: The layers the default job removes from SmolLM2 at the app's sizes (8 of 30; README's quality table).
+DEFAULT_JOBS_CUT = [3, 4, 5, 7, 16, 17, 25, 26]
+
+
+@pytest.mark.slow(seconds=190)
+@pytest.mark.timeout(1200)  # the repair and a refit on a real model, on 2 CPU cores
+def test_the_repaired_gguf_runs_in_llama_cpp_like_the_repaired_model(smollm2, smollm2_gguf: Path,
                                                                         valid_text: Path, tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """The whole default job on a GGUF source: bi+ and the repair, written as a Q4_1 GGUF (the repaired down
-    projections at Q8_0) that llama.cpp runs like transformers runs the repaired model in memory, worst token
-    included. Then ``--repair refit`` on the same cut: gate, up and down projections of the layers before the
-    cuts replaced, the file still runs alike, and the refit is closer to the original on held-out windows."""
+    """The default repair on a GGUF source, written as a Q4_1 GGUF (the repaired down projections at Q8_0) that
+    llama.cpp runs like transformers runs the repaired model in memory, worst token included. Then ``--repair
+    refit`` on the same cut: gate, up and down projections of the layers before the cuts replaced, the file still
+    runs alike, and the refit is closer to the original on held-out windows.
+
+    The cut is given: the one the default job chooses for SmolLM2 at the app's sizes (README, "How good is the
+    pruned model"; four runs of removed layers). What is under test is the file and the runtime; bi+'s measured
+    choice on a GGUF source is the slow streamed-vs-in-memory test's (tests/core/backends/test_base.py) and
+    test_real_model's, and here it took 340 of this test's 475 seconds."""
     import dataclasses
 
-    from shortgpt_desktop.core.cut import chat_guard, mlp_refit
+    from shortgpt_desktop.core.cut import chat_guard, mlp_refit, repair
     from shortgpt_desktop.core.engine import Engine, JobSpec
 
     spec = JobSpec(model=str(smollm2_gguf), calib=[str(valid_text)], samples=8, seq_len=128, eval_windows=4,
-                   batch_size=8, device="cpu", dtype="float32", low_memory=False)
+                   batch_size=8, device="cpu", dtype="float32", low_memory=False, metric="bi")
+    assert spec.repair == "linear"  # the default repair
     engine = Engine()
     engine.adopt(smollm2, spec)
     engine.score(spec)
-    plan = engine.refine(spec, 8)
+    plan = engine.plan(layers=DEFAULT_JOBS_CUT)
+    assert len(repair.contiguous_runs(plan.removed)) == 4
     adjusted = engine.adjust(spec, plan.removed)
     assert adjusted.repair is not None and adjusted.weights
     result = engine.save(plan, tmp_path / "out", engine.report(plan, spec))
@@ -462,8 +475,10 @@ def test_default_recipe_gguf_runs_in_llama_cpp_like_the_repaired_model(smollm2, 
     print(f"repaired SmolLM2 GGUF, llama.cpp vs transformers: agreement {agree:.2f}, max |dlogprob| {worst:.3f}, "
           f"max gap {gap:.3f}")
     # measured (Q4_1 source, the repaired down projections written as Q8_0, llama.cpp's Q8 activations): agreement
-    # 1.00, max |dlogprob| over llama.cpp's top 5 at any step 0.55, max gap 0.00 (re-quantized to Q4_1 they gave
-    # 0.58, 1.54 and 2.22 with this recipe); the bounds leave room for llama.cpp's rounding on a near tie
+    # 1.00, max |dlogprob| over llama.cpp's top 5 at any step 0.28, max gap 0.00 (0.55 on bi+'s choice at these
+    # sizes; re-quantized to Q4_1 they gave 0.58, 1.54 and 2.22); the bounds leave room for llama.cpp's rounding
+    # on a near tie. Plain BI's cut at these sizes, a more damaged model, gave 0.92, 0.23 and a gap of 0.17: a
+    # near tie taken the other way.
     assert agree >= 0.9 and worst < 0.8 and gap < 0.1, (agree, worst, gap)
     linear = engine.check(spec, plan.removed)
 

@@ -123,7 +123,7 @@ def test_the_estimate_bounds_the_measured_peak_of_a_job(tiny_model: Path, small_
     assert within_tolerance(info.memory_needed_bytes, peak), (info.memory_needed_bytes, peak)
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=119)
 @pytest.mark.timeout(1200)  # a whole job on SmolLM2 on 2 CPU cores: about 4 minutes
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
 def test_the_estimate_bounds_a_real_models_measured_peak(smollm2_gguf: Path, tmp_path: Path) -> None:
