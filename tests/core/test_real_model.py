@@ -19,7 +19,7 @@ from shortgpt_desktop.core.cut.plan import make_plan
 from shortgpt_desktop.core.engine import Engine, JobSpec
 from shortgpt_desktop.core.measure.metrics import METRICS
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("smollm2-job")]  # the job fixture, built once
+pytestmark = pytest.mark.slow
 
 #: Measured on the shipped slices (32 × 256 calibration tokens, 32 × 256 held-out): full 38.82, plain BI 127.40,
 #: default recipe 71.88. The full WikiText-2 files: see benchmarks/bench_quality.py.

@@ -187,7 +187,6 @@ def smol_reference(smollm2, smol_pruned: gguf_writer.GGUFSaveResult) -> dict[str
 
 
 @pytest.mark.slow  # two transformers GGUF loads of SmolLM2
-@pytest.mark.xdist_group("smollm2-gguf-reference")
 def test_transformers_reads_the_pruned_gguf_as_the_identity_reference(smol_reference: dict[str, Any]) -> None:
     ids = smol_reference["greedy"]
     assert smol_reference["pruned"].config.num_hidden_layers == 22
@@ -198,7 +197,6 @@ def test_transformers_reads_the_pruned_gguf_as_the_identity_reference(smol_refer
 
 
 @pytest.mark.slow  # two transformers GGUF loads of SmolLM2
-@pytest.mark.xdist_group("smollm2-gguf-reference")
 def test_llama_cpp_runs_the_pruned_gguf_like_transformers(smol_pruned: gguf_writer.GGUFSaveResult,
                                                           smol_reference: dict[str, Any]) -> None:
     """Same tokens, two runtimes: llama.cpp's greedy choices are transformers' (up to Q8 activation rounding)."""
