@@ -66,7 +66,7 @@ def as_it_is(engine, spec, tokens, removed) -> tuple[float, float, float]:
 
     loaded = engine.loaded
     t = time.perf_counter()
-    teacher = engine._teacher(spec, tokens, lambda *a: None, None)
+    teacher = engine._teacher(spec, tokens, None)
     teacher_seconds = time.perf_counter() - t
     with pipeline.modified(loaded, removed, {}):
         t = time.perf_counter()

@@ -765,7 +765,7 @@ class Engine:
         self.refusal(spec)
         tokens = self.tokens_for(spec, progress)
         ctx = AdjustContext(loaded, self.backend.stack, tokens, spec, progress, cancel,
-                            teacher=lambda: self._teacher(spec, tokens, progress, cancel),
+                            teacher=lambda: self._teacher(spec, tokens, cancel),
                             modified=lambda gone, weights: pipeline.modified(loaded, gone, weights),
                             repair_for=self._repair_for(spec, tokens, cancel, progress),
                             fit_tokens=lambda: self.repair_tokens(tokens, progress, cancel))
@@ -779,7 +779,7 @@ class Engine:
         self.adjusted = adjusted
         return adjusted
 
-    def _teacher(self, spec: JobSpec, tokens: TokenSet, progress: Progress, cancel: CancelCheck | None) -> Any:
+    def _teacher(self, spec: JobSpec, tokens: TokenSet, cancel: CancelCheck | None) -> Any:
         """The original model's final states on the calibration batches healing will use, to distil from.
 
         Healing cycles through the batches from the first, so ``spec.heal_steps`` steps use only the first

@@ -131,7 +131,7 @@ def test_the_healing_teacher_runs_the_original_over_the_batches_healing_reads_al
     monkeypatch.setattr(ops, "final_states", lambda s, windows, *a, **k: read.append(len(windows)) or
                         final_states(s, windows, *a, **k))
     monkeypatch.setattr(ops, "head_nll", lambda *a, **k: pytest.fail("the teacher needs no perplexity"))
-    teacher = engine._teacher(spec, tokens, lambda *a: None, None)
+    teacher = engine._teacher(spec, tokens, None)
     assert read == [2 * spec.batch_size]
     monkeypatch.undo()
     logits = teacher.bind()
