@@ -10,7 +10,8 @@ repaired; the default recipe (bi+ comparing its finalists repaired, then the tra
 the original, after the refit, or after the default recipe with ``--no-refit``). Each row gives the held-out
 perplexity (32 windows × ``--eval-seq-len`` tokens of ``--eval``, never used for calibration), the fidelity to the
 original on the same tokens as llama.cpp reports a quantization (mean KL divergence per token, same top token), the
-seconds that step added, and the first words a greedy generation writes through the model's chat template.
+seconds that step added, the check's quiz (of the questions the full model answers right, how many this one does:
+``core/measure/quiz.py``), and the first words a greedy generation writes through the model's chat template.
 Calibration: the app's default size (128 samples × 512 tokens) of ``--calib``. Defaults use the WikiText-2 files
 in ../shared/data and the SmolLM2 GGUF cached by the tests.
 """
@@ -54,6 +55,7 @@ def main() -> None:
     from shortgpt_desktop.core.cut.selection import choose_layers_safely
     from shortgpt_desktop.core.engine import Engine, JobSpec
     from shortgpt_desktop.core.measure.metrics import METRICS
+    from shortgpt_desktop.core.measure.quiz import ask_quiz
     from shortgpt_desktop.core.model.loading import quiet_library_progress
 
     torch.set_num_threads(args.threads)
@@ -74,12 +76,21 @@ def main() -> None:
     windows = pipeline.prepare_tokens(loaded, dataclasses.replace(spec, seq_len=args.eval_seq_len, samples=1))[0]
     windows = windows.eval_windows
     reference = ops.reference(stack, windows, tokens.pad_id, spec.batch_size)
-    rows: list[tuple[str, list[int], float, float, float, float, str]] = []
+    rows: list[tuple[str, list[int], float, float, float, float, str, str]] = []
+    original_answers: list[str] | None = None
 
     def measure(label: str, removed: list[int], seconds: float, weights: dict | None = None) -> None:
+        nonlocal original_answers
         result, fidelity = ops.compare(stack, windows, tokens.pad_id, reference, removed, weights)
         text = pipeline.generate(loaded, PROMPT, removed, spec.max_new_tokens, weights=weights)
-        rows.append((label, removed, result.perplexity, fidelity.mean_kl, fidelity.same_top, seconds,
+        asked = ask_quiz(stack, loaded.tokenizer, loaded.model, removed, weights, original_answers)
+        quiz = "-"
+        if asked is not None:
+            original_answers = asked[1]
+            quiz = f"{asked[0].kept} of {asked[0].known}"
+            print(f"{label}: " + "; ".join(f"{a.question} {'+' if a.pruned_right else '-'}"
+                                             for a in asked[0].answers if a.original_right))
+        rows.append((label, removed, result.perplexity, fidelity.mean_kl, fidelity.same_top, seconds, quiz,
                      " ".join(text.split())[:60]))
 
     measure("full model", [], load_seconds)
@@ -126,11 +137,11 @@ def main() -> None:
     print(f"{Path(args.model).name}: {args.remove} of {engine.n_layers} layers removed; calibration "
           f"{len(tokens.samples)}×{args.seq_len} tokens of {Path(args.calib).name}; perplexity on "
           f"{len(windows)}×{args.eval_seq_len} tokens of {Path(args.eval).name}; {args.threads} threads")
-    print("| recipe | perplexity | vs full | mean KL | same top | seconds | layers removed | greedy text |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| recipe | perplexity | vs full | mean KL | same top | quiz | seconds | layers removed | greedy text |")
+    print("|---|---|---|---|---|---|---|---|---|")
     full = rows[0][2]
-    for label, removed, ppl, kl, top, seconds, text in rows:
-        print(f"| {label} | {ppl:.2f} | {ppl / full:.2f}x | {kl:.3f} | {top:.1%} | {seconds:.1f} | "
+    for label, removed, ppl, kl, top, seconds, quiz, text in rows:
+        print(f"| {label} | {ppl:.2f} | {ppl / full:.2f}x | {kl:.3f} | {top:.1%} | {quiz} | {seconds:.1f} | "
               f"{','.join(map(str, removed)) or '-'} | {text} |")
 
 

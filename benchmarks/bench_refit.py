@@ -8,7 +8,8 @@ checked as the app checks (held-out perplexity, mean KL divergence to the origin
 never saw, as ``tests/core/test_held_out_model.py`` uses). The cut is given, so that only the repair differs; the
 seconds are each step's own (the refit's on top of the repair it starts from). ``--prompt`` is asked through the
 chat template and each repair's greedy answer printed (``--prompt ""`` skips it); for a chat model the refit's
-chat guard (``core/cut/chat_guard.py``) says which refits it kept.
+chat guard (``core/cut/chat_guard.py``) says which refits it kept. The check's quiz (``core/measure/quiz.py``)
+says how many of the questions the full model answers right each repair still does, and which.
 """
 
 from __future__ import annotations
@@ -94,6 +95,16 @@ def main() -> None:
         print(f"full model: {rows[0][1].generation_before!r}")
         for repair, checked, _, _ in rows:
             print(f"{repair}: {checked.generation_after!r}")
+    for repair, checked, _, _ in rows:
+        if checked.quiz is not None:
+            print(f"{repair}: {checked.quiz.summary()}")
+    quizzes = [checked.quiz for _, checked, _, _ in rows if checked.quiz is not None]
+    for i, question in enumerate(quizzes[0].answers if quizzes else []):
+        if question.original_right:
+            marks = " ".join(f"{repair}:{'+' if checked.quiz.answers[i].pruned_right else '-'}"
+                             for repair, checked, _, _ in rows if checked.quiz is not None)
+            print(f"  {marks}  {question.question} → " + " | ".join(
+                repr(q.answers[i].pruned[:50]) for q in quizzes))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from .core.cut.plan import parse_layer_list
 from .core.errors import Cancelled, Hint, UserError, worded
 from .core.measure.calibration import BUILTIN_CORPUS
 from .core.measure.metrics import METRICS
+from .core.measure.quiz import quiz_summary
 from .core.model.loading import quiet_library_progress
 from .core.progress import counts_layers, stage_unit
 from .core.report import tensor_label
@@ -50,6 +51,8 @@ _STAGE_LABELS = {
     "ppl_before": "perplexity, original",
     "ppl_after": "perplexity, pruned",
     "generate": "generating",
+    "quiz_before": "quiz, original",
+    "quiz_after": "quiz, pruned",
     "saving": "saving",
     "writing GGUF": "writing the GGUF file",
     "repair": "repairing",
@@ -354,6 +357,8 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
         out.write(line + f" on {report.eval_tokens:,} tokens\n")
     if report.fidelity:
         out.write(fidelity_line(report.fidelity) + "\n")
+    if report.quiz:
+        out.write(quiz_summary(report.quiz["asked"], report.quiz["known"], report.quiz["kept"]) + "\n")
     if report.generation_before is not None:
         out.write(f"prompt: {report.generation_prompt}\n  original: {report.generation_before.strip()!r}\n"
                   f"  pruned:   {(report.generation_after or '').strip()!r}\n")

@@ -34,6 +34,10 @@ def test_prune_end_to_end(tiny_model: Path, small_calib: Path, tmp_path: Path) -
     assert report["ppl_before"] > 1 and report["ppl_after"] > 1
     assert report["tokens"] == 8 * 64 and report["seconds"] > 0
     assert "perplexity:" in result.stdout and "saved to" in result.stdout
+    # The check's quiz, in the report and the summary (a random model knows none of the answers, and says so).
+    assert report["quiz"]["asked"] == len(report["quiz"]["answers"]) > 0
+    assert any(line in result.stdout for line in ("quiz: the original answers none of the",
+                                                   "quiz: the pruned model answers"))
     assert "scoring: [" in result.stderr and "] 8/8 samples" in result.stderr  # the bar, in the unit it counts
     assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 4
 

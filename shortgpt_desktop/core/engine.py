@@ -35,6 +35,7 @@ from .formats.writers import WRITERS, Writer, get_writer
 from .measure.calibration import TokenSet
 from .measure.evaluation import Fidelity, Reference, has_chat_template
 from .measure.metrics import METRICS, ScoringContext, get_metric
+from .measure.quiz import Quiz, ask_quiz
 from .measure.scoring import HookStats, LayerScores
 from .model.loading import LoadedModel, ModelInfo, inspect_model
 from .model.memory import MemoryEstimate, choose_mode, estimate_memory
@@ -77,6 +78,7 @@ class Checked:
     seconds: float
     chat_template: bool = False  # the prompt went through the model's chat template
     fidelity: Fidelity | None = None  # KL to the original and same top token (None where not measured)
+    quiz: Quiz | None = None  # the questions the original answers right, asked of both (None where not asked)
 
     @property
     def ratio(self) -> float:
@@ -156,6 +158,8 @@ class Engine:
     answers: tuple[tuple, list[list[int]]] | None = None
     reference: Reference | None = None  # the original's pass over the held-out windows, kept for every check
     reference_key: tuple | None = None
+    #: The original's answers to the quiz (:mod:`.measure.quiz`), with the model they were written by.
+    quiz_original: tuple[tuple, list[str]] | None = None
 
     # ----------------------------------------------------------------------------------------------- state
 
@@ -540,7 +544,8 @@ class Engine:
         refines = self.scores is not None and get_metric(self.scores.metric).refines \
             and self._selection_for(count) is None
         estimate = estimate_job(_dc.replace(spec, check_perplexity=check), shape, rate, scored.sample_tokens,
-                                scored.eval_tokens, count, refines, self.answer_work(spec), self.guard_work(spec))
+                                scored.eval_tokens, count, refines, self.answer_work(spec), self.guard_work(spec),
+                                self.quiz_work(spec))
         estimate.steps.pop("scoring", None)
         if self.adjusted is not None and self.adjusted.removed == self.plan(count=count).removed:
             estimate.steps.pop("repairing", None)
@@ -560,6 +565,22 @@ class Engine:
         if mlp_path(self.loaded.family) is None:  # nothing refitted (OPT): the guard has nothing to judge
             return None
         return self._chat_work(PROMPTS, ANSWER_TOKENS)
+
+    def quiz_work(self, spec: JobSpec) -> Any:
+        """The check's quiz answers still to write: the pruned model's, and the original's the first time (None:
+        no prompt, so no generation; the streamed backend; no tokenizer)."""
+        from .estimate import AnswerWork
+        from .measure.quiz import MAX_NEW_TOKENS, QUESTIONS, quiz_prompts
+
+        if self.loaded is None or self.backend is None or not self.backend.whole_model \
+                or not (spec.prompt or "").strip():
+            return None
+        prompts = quiz_prompts(self.loaded.tokenizer, self.loaded.model, QUESTIONS)
+        if prompts is None:
+            return None
+        models = 1 if self.quiz_original is not None and self.quiz_original[0] == self.load_key else 2
+        return AnswerWork(models * len(prompts.ids), sum(map(len, prompts.ids)) / len(prompts.ids), MAX_NEW_TOKENS,
+                          kv_cache=True)
 
     def answer_work(self, spec: JobSpec) -> Any:
         """The own chat answers this job's repair will still write (None: none, or written already)."""
@@ -855,9 +876,27 @@ class Engine:
             gen_before, gen_after = self.backend.generate_both(prompt, removed, weights, spec.max_new_tokens, chat)
             raise_if_cancelled(cancel)
             progress("generate", 2, 2, None)
+        quiz = self._quiz(removed, weights, progress, cancel) if prompt and prompt.strip() else None
         self.checked = Checked(list(removed), before.perplexity, after.perplexity, before.tokens, prompt or "",
-                               gen_before, gen_after, time.perf_counter() - started, chat, fidelity)
+                               gen_before, gen_after, time.perf_counter() - started, chat, fidelity, quiz)
         return self.checked
+
+    def _quiz(self, removed: Sequence[int], weights: dict[str, Any], progress: Progress,
+              cancel: CancelCheck | None) -> Quiz | None:
+        """The quiz of the check (:mod:`.measure.quiz`); the original's answers are written once per model. None
+        on the streamed backend: each new token there runs every layer again, so it generates 8 tokens of one
+        prompt only."""
+        assert self.backend is not None and self.loaded is not None
+        if not self.backend.whole_model:
+            return None
+        kept = self.quiz_original[1] if self.quiz_original and self.quiz_original[0] == self.load_key else None
+        asked = ask_quiz(self.backend.stack, self.loaded.tokenizer, self.loaded.model, removed, weights, kept,
+                         progress, cancel)
+        if asked is None:
+            return None
+        quiz, original = asked
+        self.quiz_original = (self.load_key, original)
+        return quiz
 
     def held_out(self, spec: JobSpec, progress: Progress = no_progress,
                  cancel: CancelCheck | None = None) -> tuple[LoadedModel, TokenSet]:
@@ -952,6 +991,8 @@ class Engine:
             report.timings["perplexity"] = c.seconds
             if c.fidelity is not None:
                 report.fidelity = c.fidelity.to_json()
+            if c.quiz is not None:
+                report.quiz = c.quiz.to_json()
             if c.prompt:
                 report.generation_prompt = c.prompt
                 report.generation_chat_template = c.chat_template

@@ -89,10 +89,10 @@ class AnswerWork:
 
 def estimate_job(spec: Any, shape: ModelShape, seconds_per_token_layer: float, sample_tokens: int,
                  eval_tokens: int, count: int | None, refines: bool, answers: AnswerWork | None = None,
-                 guard: AnswerWork | None = None) -> JobEstimate:
+                 guard: AnswerWork | None = None, quiz: AnswerWork | None = None) -> JobEstimate:
     """The job ``spec`` describes (its metric, count, repair, healing, check), at the measured speed. ``answers``:
     the own answers the repair still needs; ``guard``: the answers the refit's chat guard asks for (a chat
-    model's refit)."""
+    model's refit); ``quiz``: the check's quiz answers still to write (both models', or the pruned one's)."""
     from .cut.selection import DEFAULT_EVAL_SAMPLES, DEFAULT_WINDOW
 
     n, head = shape.n_layers, shape.head_layers
@@ -120,6 +120,8 @@ def estimate_job(spec: Any, shape: ModelShape, seconds_per_token_layer: float, s
         out.steps["healing"] = heal_token_layers(spec, shape, count) * rate
     if count and spec.check_perplexity:
         out.steps["checking"] = eval_tokens * ((n + head) + (n - count + 2 * head)) * rate
+        if quiz is not None:
+            out.steps["checking"] += quiz.token_layers(n, head) * rate
     return out
 
 

@@ -34,7 +34,8 @@ def raise_if_cancelled(cancel: CancelCheck | None) -> None:
 #: see :func:`stage_unit`.
 STAGE_UNITS = {
     "scoring": "samples", "ppl_before": "windows", "ppl_after": "windows", "saving": "tensors",
-    "writing GGUF": "tensors", "generate": "generations", "repair": "layer runs", "refit": "layer runs",
+    "writing GGUF": "tensors", "generate": "generations", "quiz_before": "tokens", "quiz_after": "tokens",
+    "repair": "layer runs", "refit": "layer runs",
     "answers": "tokens", "heal": "steps",
     "sweep": "points", "selecting": "passes",
 }

@@ -32,6 +32,9 @@ class Report:
     #: Fidelity of the pruned model to the original on the same tokens (evaluation.Fidelity.to_json): mean_kl,
     #: p99_kl, max_kl (nats per token, KL(original || pruned)), same_top (share of tokens with the same top token).
     fidelity: dict[str, float] = field(default_factory=dict)
+    #: The check's quiz (measure.quiz.Quiz.to_json): asked, known (the original right), kept (the pruned model right
+    #: too), each question's two answers; empty where the check asked none.
+    quiz: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
     params_before: int = 0
@@ -139,6 +142,10 @@ def model_card(report: Report, base_model: str) -> str:
         ppl += (f"\nFidelity to the original on the same tokens, as `llama-perplexity --kl-divergence` reports a "
                 f"quantization: mean KL divergence {f['mean_kl']:.4f} nats per token (99th percentile "
                 f"{f['p99_kl']:.3f}), same top token for {f['same_top']:.1%} of the tokens.\n")
+    if report.quiz.get("known"):
+        q = report.quiz
+        ppl += (f"\nQuiz ({q['asked']} short questions of fact, greedy answers): the original answers {q['known']} "
+                f"right, the pruned model {q['kept']} of those.\n")
     sizes = ""
     if report.params_before:
         sizes = f"| parameters | {report.params_before:,} | {report.params_after:,} |\n"

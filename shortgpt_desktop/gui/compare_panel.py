@@ -64,6 +64,7 @@ class ComparePanel(QWidget):
             f"pruned <b>{checked.ppl_after:.2f}</b> (× {ratio:.2f}); "
             f"removed layers {layer_list(checked.removed)}."
         )
+        tip = ""
         fidelity = checked.fidelity
         if fidelity is not None:
             self.result.setText(
@@ -71,8 +72,16 @@ class ComparePanel(QWidget):
                 f"<b>{fidelity.same_top:.1%}</b>, mean KL divergence <b>{fidelity.mean_kl:.3f}</b> "
                 f"(99%: {fidelity.p99_kl:.2f})."
             )
-            self.result.setToolTip("Mean KLD and same top p are what llama-perplexity --kl-divergence prints for a "
-                                   "quantized model: 0 and 100% mean no change.")
+            tip = ("Mean KLD and same top p are what llama-perplexity --kl-divergence prints for a quantized model: "
+                   "0 and 100% mean no change.")
+        quiz = checked.quiz
+        if quiz is not None and quiz.known:
+            self.result.setText(self.result.text() + f" Quiz: the pruned model answers <b>{quiz.kept} of the "
+                                f"{quiz.known}</b> questions of fact the original answers right.")
+            tip += ("\n\nQuiz, the questions the original answers right (the pruned model's greedy answers):\n"
+                    + "\n".join(f"{'right' if a.pruned_right else 'wrong'}: {a.question} → {a.pruned[:80]}"
+                                for a in quiz.answers if a.original_right))
+        self.result.setToolTip(tip.strip())
         self.before_title.setText(f"<b>Original</b> · perplexity {checked.ppl_before:.2f}")
         self.after_title.setText(f"<b>Pruned</b> · perplexity {checked.ppl_after:.2f}")
         self.before.setPlainText(_shown(checked, checked.generation_before))

@@ -173,6 +173,8 @@ STAGE_TEXT = {
     "ppl_before": "Perplexity of the original",
     "ppl_after": "Perplexity of the pruned model",
     "generate": "Generating text with both models",
+    "quiz_before": "Asking the original the quiz questions",
+    "quiz_after": "Asking the pruned model the quiz questions",
     "saving": "Saving the pruned model",
     "selecting": "Checking the candidate layers",
     "repair": "Repairing the pruned model",

@@ -99,6 +99,26 @@ def test_an_answer_lost_to_the_cut_is_said_in_the_panel_and_the_report(qtbot) ->
     assert panel.after.toPlainText() == "Blue." and LOST_ANSWER not in panel.result.text()
 
 
+def test_the_quiz_is_said_in_the_panel_with_each_answer_in_its_tooltip_and_forgotten_by_the_next_check(qtbot) -> None:
+    from shortgpt_desktop.core.measure.quiz import marked
+
+    panel = ComparePanel()
+    qtbot.addWidget(panel)
+    questions = (("Capital of Japan?", ("tokyo",)), ("Red planet?", ("mars",)), ("Gold's symbol?", ("au",)))
+    quiz = marked(["Tokyo.", "Mars.", "Gold."], ["Tokyo is.", "Venus.", "Au."], True, questions)
+    checked = Checked(removed=[3, 4], ppl_before=10.0, ppl_after=12.5, eval_tokens=2048, prompt="Hi",
+                      generation_before="Hello.", generation_after="Hello.", seconds=1.0, chat_template=True,
+                      quiz=quiz)
+    panel.show_checked(checked)
+    assert "answers <b>1 of the 2</b> questions of fact the original answers right" in panel.result.text()
+    tip = panel.result.toolTip()
+    assert "right: Capital of Japan? → Tokyo is." in tip and "wrong: Red planet? → Venus." in tip
+    assert "Gold's symbol?" not in tip  # the original got it wrong: it does not count
+    checked.quiz = None
+    panel.show_checked(checked)
+    assert "Quiz" not in panel.result.text() and "Quiz" not in panel.result.toolTip()
+
+
 def test_plan_panel_offers_the_formats_with_what_each_is_for(qtbot) -> None:
     panel = PlanPanel()
     qtbot.addWidget(panel)

@@ -54,16 +54,11 @@ class AnswerProbe:
 def answer_probe_for(tokenizer: Any, model: Any = None, prompts: Sequence[str] = PROMPTS) -> AnswerProbe | None:
     """The probe for a model with a chat template (None for a base model: it continues text, it has no turn to
     end). The turn ends with the tokenizer's end-of-sequence token or any the generation config stops at."""
-    from ..measure.evaluation import encode_prompt, has_chat_template
+    from ..measure.evaluation import encode_prompt, end_ids_of, has_chat_template
 
     if tokenizer is None or not has_chat_template(tokenizer):
         return None
-    end_ids: set[int] = set()
-    for source in (tokenizer.eos_token_id, getattr(getattr(model, "generation_config", None), "eos_token_id", None)):
-        if isinstance(source, int):
-            end_ids.add(source)
-        elif isinstance(source, list | tuple):
-            end_ids.update(i for i in source if isinstance(i, int))
+    end_ids = end_ids_of(tokenizer, model)
     if not end_ids:
         return None
     try:
@@ -72,3 +67,4 @@ def answer_probe_for(tokenizer: Any, model: Any = None, prompts: Sequence[str] =
         return None
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(end_ids)
     return AnswerProbe(ids, end_ids, pad)
+

@@ -20,8 +20,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..backends import ops
-from ..backends.layerwise import InMemoryStack, LayerStack
+from ..backends.greedy import greedy_answers
+from ..backends.layerwise import LayerStack
 from ..progress import CancelCheck, Progress
 from .answer_probe import answer_probe_for
 
@@ -53,49 +53,5 @@ def own_answers(stack: LayerStack, tokenizer: Any, model: Any = None, prompts: S
         return []
     # A prompt that leaves no room for an answer within ``max_len`` is left out.
     sequences = [list(p) for p in chat.prompts if max_len is None or len(p) < max_len]
-    if kv_cache is None:
-        kv_cache = isinstance(stack, InMemoryStack)
-    if kv_cache and sequences:
-        return _with_kv_cache(stack.model, sequences, chat.end_ids, chat.pad_id, max_new_tokens, max_len, progress)
-    active = list(range(len(sequences)))
-    for step in range(max_new_tokens):
-        if not active:
-            break
-        if progress is not None:
-            progress(STAGE, step, max_new_tokens, None)
-        for i, token in zip(active, ops.next_tokens(stack, [sequences[i] for i in active], chat.pad_id, (), None,
-                                                    cancel), strict=True):
-            sequences[i].append(token)
-        active = [i for i in active if sequences[i][-1] not in chat.end_ids
-                  and (max_len is None or len(sequences[i]) < max_len)]
-    if progress is not None:
-        progress(STAGE, max_new_tokens, max_new_tokens, None)
-    return sequences
-
-
-def _with_kv_cache(model: Any, prompts: list[list[int]], end_ids: set[int], pad_id: int, max_new_tokens: int,
-                   max_len: int | None, progress: Progress | None) -> list[list[int]]:
-    """The same greedy answers for a model in memory, with transformers' KV cache: all prompts in one batch,
-    padded on the left (one short step per new token instead of a pass over the whole sequence)."""
-    import torch
-
-    if progress is not None:
-        progress(STAGE, 0, max_new_tokens, None)
-    device = next(model.parameters()).device
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for row, prompt in enumerate(prompts):
-        ids[row, width - len(prompt):] = torch.tensor(prompt)
-        mask[row, width - len(prompt):] = 1
-    with torch.inference_mode():
-        out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
-                             do_sample=False, eos_token_id=sorted(end_ids), pad_token_id=pad_id)
-    sequences = []
-    for row, prompt in enumerate(prompts):
-        answer = out[row, width:].tolist()
-        end = next((i for i, token in enumerate(answer) if token in end_ids), len(answer) - 1)
-        sequences.append((prompt + answer[:end + 1])[:max_len])
-    if progress is not None:
-        progress(STAGE, max_new_tokens, max_new_tokens, None)
-    return sequences
+    return greedy_answers(stack, sequences, chat.end_ids, chat.pad_id, max_new_tokens, kv_cache=kv_cache,
+                          max_len=max_len, progress=progress, stage=STAGE, cancel=cancel)

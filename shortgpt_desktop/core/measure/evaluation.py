@@ -169,6 +169,17 @@ def has_chat_template(tokenizer: Any) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
+def end_ids_of(tokenizer: Any, model: Any = None) -> set[int]:
+    """The tokens that end a turn: the tokenizer's end-of-sequence token and any the generation config stops at."""
+    end_ids: set[int] = set()
+    for source in (tokenizer.eos_token_id, getattr(getattr(model, "generation_config", None), "eos_token_id", None)):
+        if isinstance(source, int):
+            end_ids.add(source)
+        elif isinstance(source, list | tuple):
+            end_ids.update(i for i in source if isinstance(i, int))
+    return end_ids
+
+
 def encode_prompt(tokenizer: Any, prompt: str, chat: bool) -> Any:
     """The prompt as the model reads it: a user turn through the chat template, or raw text."""
     if chat:
