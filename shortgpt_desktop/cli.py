@@ -374,18 +374,22 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
 
 
 def print_curve(curve: Any, out: TextIO | None = None) -> None:
-    """The curve as a table: the recipe's perplexity and same top token for each count, plain BI beside it."""
+    """The curve as a table: the recipe's perplexity, same top token and quiz (kept/known, where asked) for each
+    count, plain BI beside it."""
     out = out or sys.stdout
     base = {p.k: p for p in curve.baseline.points} if curve.baseline is not None else {}
     out.write(f"quality curve ({curve.label}; perplexity and same top token vs the original on {curve.windows} "
               f"held-out windows, {curve.tokens:,} tokens; {curve.data})\n")
-    header = f"{'removed':>7}  {'layers':<24} {'perplexity':>11} {'same top':>9}"
+    quiz = any(p.quiz_known for p in curve.points)
+    header = f"{'removed':>7}  {'layers':<24} {'perplexity':>11} {'same top':>9}" + (f" {'quiz':>7}" if quiz else "")
     if base:
         header += f"   {'plain bi':>11} {'same top':>9}"
     out.write(header + "\n")
     for point in curve.points:
         line = (f"{point.k:>7}  {','.join(map(str, point.removed)) or '-':<24} {point.perplexity:>11.3f} "
                 f"{_share(point.same_top):>9}")
+        if quiz:
+            line += f" {'' if point.quiz_known is None else f'{point.quiz_kept}/{point.quiz_known}':>7}"
         b = base.get(point.k)
         if b is not None:
             line += f"   {b.perplexity:>11.3f} {_share(b.same_top):>9}"

@@ -262,3 +262,21 @@ def test_progress_counters_say_the_unit_they_count() -> None:
     assert "refitting the MLPs beside the cuts: [" in cli.progress_text("refit", 3, 40, 1.0)
     assert " 3/40 layer runs" in cli.progress_text("refit", 3, 40, 1.0)
     assert cli.progress_text("load", 0, 1, 0.5).startswith("loading...")
+
+
+def test_the_curve_table_has_a_quiz_column_only_where_the_quiz_was_asked() -> None:
+    import io
+
+    from shortgpt_desktop.core.measure.sweep import CurvePoint, QualityCurve
+
+    points = [CurvePoint(0, None, [], 10.0, 2.3, 100, 1.0, 0.0, 9, 9), CurvePoint(1, 4, [4], 12.0, 2.5, 100, 0.8, 0.2,
+                                                                                  5, 9)]
+    out = io.StringIO()
+    cli.print_curve(QualityCurve("bi+ + repair", [4], points, 4, 100), out)
+    _, header, first, second = out.getvalue().splitlines()
+    assert header.split()[-1] == "quiz" and first.split()[-1] == "9/9" and second.split()[-1] == "5/9"
+    for point in points:
+        point.quiz_kept = point.quiz_known = None
+    out = io.StringIO()
+    cli.print_curve(QualityCurve("bi+ + repair", [4], points, 4, 100), out)
+    assert "quiz" not in out.getvalue()

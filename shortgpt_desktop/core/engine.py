@@ -698,9 +698,10 @@ class Engine:
         Save uses, and of plain Block Influence for reference.
 
         The recipe's point for k layers is what Check gives for k (same windows, same measured choice, same
-        repair; healing and the MLP refit, when asked for, are left out of the curve: they would train once per
-        point, so with ``repair="refit"`` the curve shows the linear repair the refit starts from). A refining
-        metric (bi+) chooses every count in one nested search. Plain BI is plain removal in BI order.
+        repair, and the same quiz where the check asks one; healing and the MLP refit, when asked for, are left
+        out of the curve: they would train once per point, so with ``repair="refit"`` the curve shows the linear
+        repair the refit starts from). A refining metric (bi+) chooses every count in one nested search. Plain BI
+        is plain removal in BI order, without the quiz.
         ``max_removed`` defaults to half the layers (past that, models are broken).
         """
         from .measure.sweep import STAGE as SWEEP_STAGE
@@ -734,6 +735,7 @@ class Engine:
                                 data="held-out windows (the check's)")
         curve.points.append(curve_point(0, None, [], reference.result, None))
         baseline.points.append(curve_point(0, None, [], reference.result, None))
+        asks_quiz = bool((spec.prompt or "").strip())  # as the check does
         total = 2 * limit
         partial: list[float | None] = [reference.result.perplexity] + [None] * limit
         progress(SWEEP_STAGE, 0, total, list(partial))
@@ -743,7 +745,12 @@ class Engine:
             weights = self.adjust(spec, removed, no_progress, cancel).weights
             result, fidelity = self._compared(spec, tokens, removed, weights, no_progress, cancel)
             added = [i for i in removed if i not in previous]
-            curve.points.append(curve_point(k, added[0] if len(added) == 1 else None, removed, result, fidelity))
+            point = curve_point(k, added[0] if len(added) == 1 else None, removed, result, fidelity)
+            quiz = self._quiz(removed, weights, no_progress, cancel) if asks_quiz else None
+            if quiz is not None:
+                point.quiz_kept, point.quiz_known = quiz.kept, quiz.known
+                curve.points[0].quiz_kept = curve.points[0].quiz_known = quiz.known
+            curve.points.append(point)
             previous = list(removed)
             partial[k] = result.perplexity
             progress(SWEEP_STAGE, 2 * k - 1, total, list(partial))

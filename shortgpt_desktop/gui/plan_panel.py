@@ -134,9 +134,11 @@ class PlanPanel(QGroupBox):
             self._timer.start()
 
     def show_curve(self, points: list[tuple[int, float, float | None]], label: str, windows: int, tokens: int,
-                   baseline: list[tuple[int, float]] | None = None) -> None:
+                   baseline: list[tuple[int, float]] | None = None,
+                   quizzes: dict[int, tuple[int, int]] | None = None) -> None:
         """The quality curve: (layers removed, perplexity, same top token) of the recipe, plain BI dashed beside
-        it, with the slider's place marked."""
+        it, with the slider's place marked; ``quizzes``: the check's quiz at each count, (kept, known)."""
+        quizzes = quizzes or {}
         self.curve_points = [(k, v) for k, v, _ in points]
         self.curve_tops = {k: top for k, _, top in points}
         self.curve_line.setData([k for k, _, _ in points], [max(v, 1e-9) for _, v, _ in points])
@@ -145,8 +147,11 @@ class PlanPanel(QGroupBox):
         self.curve_marker.setValue(self.slider.value())
         self.curve_note.setText(f"{label} (solid) and plain BI (dashed): perplexity on the check's {windows} held-out "
                                 f"windows ({tokens:,} tokens)")
+        if quizzes:
+            self.curve_note.setText(self.curve_note.text() + "; the quiz at each count in the tooltip")
         self.curve_note.setToolTip("\n".join(
             f"{k} removed: perplexity {v:.2f}" + (f", same top token {top:.0%}" if top is not None else "")
+            + (f", quiz {quizzes[k][0]} of {quizzes[k][1]}" if k in quizzes else "")
             for k, v, top in points))
         self.curve_plot.setVisible(True)
         self.curve_note.setVisible(True)

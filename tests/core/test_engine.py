@@ -30,6 +30,7 @@ def test_the_quality_curve_point_at_a_count_is_the_check_at_that_count(tiny_mode
         assert point.same_top == pytest.approx(checked.fidelity.same_top, rel=1e-9)
         assert checked.ppl_before == pytest.approx(curve.points[0].perplexity, rel=1e-9)
     # Plain BI is plain removal in BI order, measured on the same windows.
+    assert all(p.quiz_known is None for p in curve.points + curve.baseline.points)  # no prompt: no quiz, as Check
     bi = engine.stats.bi
     order = sorted(range(len(bi)), key=lambda i: (bi[i], -i))
     assert curve.baseline.points[1].removed == [order[0]]
@@ -156,3 +157,31 @@ def test_the_healing_teacher_runs_the_original_over_the_batches_healing_reads_al
     assert set(healed.weights) == set(as_before.weights) and healed.heal is not None
     for name, tensor in as_before.weights.items():
         torch.testing.assert_close(healed.weights[name], tensor, rtol=0, atol=0)
+
+
+def test_the_quality_curve_asks_the_quiz_the_check_asks_at_each_count(tiny_model: Path, small_calib: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch,
+                                                                       tmp_path: Path) -> None:
+    """With a prompt the check asks the quiz, and so does the curve: its point at k is the check's quiz at k."""
+    from shortgpt_desktop.core.measure import quiz as quiz_module
+
+    spec = JobSpec(model=str(tiny_model), calib=[str(small_calib)], samples=8, seq_len=32, eval_windows=4,
+                   batch_size=4, device="cpu", dtype="float32", prompt="Hello")
+    engine = Engine()
+    engine.score(spec)
+    # A random model knows none of the real questions: accept a word the original writes to two of them.
+    questions = quiz_module.QUESTIONS[:3]
+    original = quiz_module.ask_quiz(engine.backend.stack, engine.loaded.tokenizer, engine.loaded.model, [1], None,
+                                    questions=questions)[1]
+    words = [answer.split()[0].lower() for answer in original[:2]]
+    monkeypatch.setattr(quiz_module, "QUESTIONS", ((questions[0][0], (words[0],)), (questions[1][0], (words[1],)),
+                                                   (questions[2][0], ("qqzx",))))
+    curve = engine.quality_curve(spec, max_removed=2)
+    assert curve.points[0].quiz_kept == curve.points[0].quiz_known == 2
+    for k in (1, 2):
+        checked = engine.check(spec, engine.prepare(spec, engine.plan(count=k)).removed)
+        assert (curve.points[k].quiz_kept, curve.points[k].quiz_known) == (checked.quiz.kept, checked.quiz.known) \
+            and checked.quiz.known == 2
+    assert all(p.quiz_known is None for p in curve.baseline.points)
+    header, first, *_ = curve.write_csv(tmp_path / "curve.csv").read_text().splitlines()
+    assert header.split(",")[8:10] == ["quiz_kept", "quiz_known"] and first.split(",")[8:10] == ["2", "2"]

@@ -119,6 +119,18 @@ def test_the_quiz_is_said_in_the_panel_with_each_answer_in_its_tooltip_and_forgo
     assert "Quiz" not in panel.result.text() and "Quiz" not in panel.result.toolTip()
 
 
+def test_the_curve_says_the_quiz_at_each_count_where_it_was_asked(qtbot) -> None:
+    panel = PlanPanel()
+    qtbot.addWidget(panel)
+    points = [(0, 10.0, 1.0), (1, 12.0, 0.8), (2, 20.0, 0.6)]
+    panel.show_curve(points, "bi+ + repair", 4, 1024, [(0, 10.0), (1, 15.0), (2, 30.0)], {0: (9, 9), 2: (4, 9)})
+    tip = panel.curve_note.toolTip().splitlines()
+    assert tip[0].endswith("quiz 9 of 9") and "quiz" not in tip[1] and tip[2].endswith("quiz 4 of 9")
+    assert "quiz" in panel.curve_note.text()
+    panel.show_curve(points, "bi+ + repair", 4, 1024)
+    assert "quiz" not in panel.curve_note.toolTip() and "quiz" not in panel.curve_note.text()
+
+
 def test_plan_panel_offers_the_formats_with_what_each_is_for(qtbot) -> None:
     panel = PlanPanel()
     qtbot.addWidget(panel)

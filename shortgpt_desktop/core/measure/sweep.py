@@ -24,7 +24,7 @@ from .calibration import TokenSet
 
 STAGE = "sweep"
 DEFAULT_EVAL_WINDOWS = 8
-CSV_FIELDS = ("k", "layer", "removed", "perplexity", "nll", "tokens", "same_top", "mean_kl")
+CSV_FIELDS = ("k", "layer", "removed", "perplexity", "nll", "tokens", "same_top", "mean_kl", "quiz_kept", "quiz_known")
 
 
 @dataclass
@@ -37,6 +37,10 @@ class CurvePoint:
     tokens: int
     same_top: float | None = None  # share of tokens where the pruned model's top token is the original's
     mean_kl: float | None = None  # mean KL(original || pruned) per token, nats
+    #: The check's quiz (:mod:`.quiz`) at this point: questions the original answers right (``quiz_known``) and,
+    #: of those, the ones this model answers right too; None where it was not asked.
+    quiz_kept: int | None = None
+    quiz_known: int | None = None
 
 
 @dataclass
@@ -74,7 +78,8 @@ class QualityCurve:
             base = {p.k: p for p in self.baseline.points} if self.baseline else {}
             for p in self.points:
                 row = [p.k, "" if p.layer is None else p.layer, " ".join(map(str, p.removed)), repr(p.perplexity),
-                       repr(p.nll), p.tokens, _cell(p.same_top), _cell(p.mean_kl)]
+                       repr(p.nll), p.tokens, _cell(p.same_top), _cell(p.mean_kl), _cell(p.quiz_kept),
+                       _cell(p.quiz_known)]
                 if self.baseline:
                     b = base.get(p.k)
                     row += ["", "", ""] if b is None else [" ".join(map(str, b.removed)), repr(b.perplexity),
