@@ -75,8 +75,8 @@ def test_default_recipe_is_much_better_than_plain_bi_and_reloads(job, plain_bi, 
           f"ppl {checked.ppl_after:.2f} (full {checked.ppl_before:.2f}); {plan.notes}")
     assert checked.ppl_after <= DEFAULT_RECIPE_BOUND < ppl_plain
     assert checked.ppl_after < ppl_plain * 0.8
-    # The check's quiz on a real chat model: the original knows most of the answers (16 of 26 measured), so the
-    # quiz says something; what the cut keeps is reported, not bounded (5 of 16 at the app's default sizes).
+    # The check's quiz on a real chat model: the original knows most of the answers (17 of 26 measured), so the
+    # quiz says something; what the cut keeps is reported, not bounded (5 of 17 at the app's default sizes).
     print(checked.quiz.summary())
     assert checked.quiz.chat_template and checked.quiz.known >= 12
 
