@@ -28,6 +28,14 @@ SmolLM2-135M: see the tests' figures).
 128 × 512 calibration tokens of WikiText-2, 32 × 256 test tokens) it lowered perplexity 59.90 → 57.47 and mean
 KL 0.654 → 0.621, but on Gemma 3 270M calibrated on prose and judged on Python code it raised them, 59.71 → 71.24
 and 1.887 → 2.081: the second map fits the calibration domain more closely and carries less to another.
+The kept layer's attention output projection was tried as more room too (no new parameters): one map over
+``[A M]`` (``A`` what the attention adds) fitted in closed form, ``A``'s part folded into ``o_proj``, then ``M``
+measured again with the new attention in and ``T`` fitted on it as above. It made things worse at every ridge
+(SmolLM2, the default's cut 3–5, 7, 16, 17, 25, 26, 16 × 256 calibration tokens with the original's chat answers,
+32 × 256 test tokens: linear repair 73.05 / KL 0.806; with the attention map at ridge 0.01 92.05 / 1.026, 0.3
+80.43 / 0.900, 3 74.49 / 0.826; on Python code 59.28 → 126.88 at 0.01), and folding both parts of the one fit at
+once gave 280.88: a new attention output moves the MLP's input, so a map fitted as if ``M`` stayed is wrong. Not
+kept.
 More calibration tokens help the plain repair on SmolLM2 (same cut): 32 × 256 tokens 67.02, 128 × 256 62.32,
 128 × 512 (the app's default) 59.90.
 
