@@ -623,17 +623,19 @@ class Engine:
                     progress: Progress = no_progress) -> Any:
         """``repair_for(removed, fit_progress)``: the repair the job saves for ``removed``, fitted once (kept in
         :attr:`fitted` for the model, tokens and batch size of ``spec``, where the adjuster finds it), on the
-        calibration samples and, for a chat model, the original's own chat answers (:meth:`repair_tokens`)."""
-        from .cut.repair import fit_linear_repair
+        calibration samples and, for a chat model, the original's own chat answers (:meth:`repair_tokens`). Its
+        fits share the original's states on those samples (:class:`.cut.repair.OriginalStates`)."""
+        from .cut.repair import OriginalStates, fit_linear_repair
 
         assert self.loaded is not None and self.backend is not None
         store = self.fitted.bind(self._reference_key(spec))
         model, family, stack = self.loaded.model, self.loaded.family, self.backend.stack
+        original = OriginalStates()
 
         def repair_for(removed: Sequence[int], fit_progress: Progress | None = None) -> Any:
             return store.fitted(removed, lambda: fit_linear_repair(
                 model, family, self.repair_tokens(tokens, progress, cancel), sorted(removed), spec.batch_size,
-                progress=fit_progress, cancel=cancel, stack=stack))
+                progress=fit_progress, cancel=cancel, stack=stack, original=original))
 
         return repair_for
 

@@ -334,6 +334,7 @@ def fit_linear_repair(
     cancel: CancelCheck | None = None,
     stack: Any = None,
     both_sides: bool = False,
+    original: OriginalStates | None = None,
 ) -> RepairResult:
     """Fit one linear map per run of ``removed`` layers and fold it into the kept layer before the run.
 
@@ -345,7 +346,8 @@ def fit_linear_repair(
     note and left as plain pruning. ``stack`` (a :class:`..backends.layerwise.LayerStack`, in memory by default)
     is how the layers run: the calibration samples go through the original model and the pruned, already
     repaired one side by side, layer by layer, each layer run once per stream (plus the patched layer again with
-    its new weights). Progress stage ``"repair"`` counts layer runs.
+    its new weights). Progress stage ``"repair"`` counts layer runs. ``original`` (sequential order) keeps the
+    original's states for the next fit on the same samples and starts from those an earlier one kept.
     """
     from ..backends.layerwise import InMemoryStack
 
@@ -372,7 +374,8 @@ def fit_linear_repair(
     if order == "independent":
         _fit_independent(stack, family, full, to_fit, result, ridge, counter, cancel)
     else:
-        _fit_sequential(stack, family, full, to_fit, kept, result, ridge, counter, cancel)
+        _fit_sequential(stack, family, full, to_fit, kept, result, ridge, counter, cancel,
+                        original.bind(token_set, batch_size) if original is not None else None)
     result.seconds = time.perf_counter() - started
     return result
 
@@ -441,28 +444,89 @@ def _statistics(run: RunRepair, observer: _PatchedLayer, targets: Sequence[Any])
 
 
 def _fit_sequential(stack: Any, family: Family, full: list[Any], to_fit: list[RunRepair], kept: list[int],
-                    result: RepairResult, ridge: float, counter: _Counter, cancel: CancelCheck | None) -> None:
+                    result: RepairResult, ridge: float, counter: _Counter, cancel: CancelCheck | None,
+                    original: OriginalStates | None = None) -> None:
     """Runs first to last, each fitted on the model pruned and repaired up to it."""
 
     def finish(run: RunRepair, observer: _PatchedLayer, targets: list[Any]) -> None:
         _finish_run(stack, family, run, _statistics(run, observer, targets), ridge, result)
 
     walk_sequential(stack, full, to_fit, kept, result.removed[0], result.tensors,
-                    lambda run: _PatchedLayer(family, run), finish, counter, cancel)
+                    lambda run: _PatchedLayer(family, run), finish, counter, cancel, original)
+
+
+#: Bytes :class:`OriginalStates` may keep (the states of the fits' samples at the layers they reached).
+ORIGINAL_STATES_BUDGET = 1024**3
+
+
+class OriginalStates:
+    """The original model's states on one set of calibration batches, kept at the layers a sequential fit ran
+    its stream to, so that the next fit on the same batches starts from them instead of running the original
+    again: bi+ fits a repair for each of its finalists on the same samples (:mod:`.selection`), and the streams
+    of the original they run are the same numbers each time. The states are the very tensors a fit computed
+    (the stream's batches are replaced, never changed in place), so a fit gives bit for bit what it gives alone.
+
+    Tied to one token set and batch size (:meth:`bind`: other batches clear it); states past ``budget`` bytes
+    are not kept (the fit still runs, from the nearest kept layer before)."""
+
+    def __init__(self, budget: int = ORIGINAL_STATES_BUDGET) -> None:
+        self.budget = budget
+        self.key: tuple | None = None
+        self.states: dict[int, list[Any]] = {}  # layer → the original's states entering it, one per batch
+        self.kept_bytes = 0
+        self.layers_skipped = 0  # layer runs of the original not run again (for the log and the tests)
+
+    def bind(self, token_set: TokenSet, batch_size: int) -> OriginalStates:
+        """Use the memo for ``token_set`` in batches of ``batch_size``, forgetting states of other batches."""
+        key = (batch_size, token_set.pad_id, hash(tuple(tuple(s) for s in token_set.samples)))
+        if key != self.key:
+            self.key, self.states, self.kept_bytes = key, {}, 0
+        return self
+
+    def advance(self, stack: Any, full: list[Any], start: int, stop: int, counter: Callable[..., None],
+                cancel: CancelCheck | None) -> None:
+        """Move ``full`` (the original's batches entering layer ``start``) to the states entering ``stop``: from
+        the kept states at the latest layer up to ``stop`` where there are some, running the rest."""
+        if stop <= start:
+            return
+        known = [k for k in self.states if start < k <= stop]
+        if known:
+            at = max(known)
+            for batch, hidden in zip(full, self.states[at], strict=True):
+                batch.hidden = hidden
+            for _ in range(start, at):  # the bar counts the layer runs a fit would make
+                counter()
+            self.layers_skipped += at - start
+            start = at
+        stack.run_layers(full, range(start, stop), after_layer=counter, cancel=cancel)
+        if stop not in self.states:
+            size = sum(int(b.hidden.numel()) * b.hidden.element_size() for b in full)
+            if self.kept_bytes + size <= self.budget:
+                self.states[stop] = [b.hidden for b in full]
+                self.kept_bytes += size
 
 
 def walk_sequential(stack: Any, full: list[Any], to_fit: Sequence[Any], kept: Sequence[int], first_removed: int,
                     weights: dict[str, Any], observe: Callable[[Any], LayerObserver],
                     finish: Callable[[Any, Any, list[Any]], None], counter: Callable[..., None],
-                    cancel: CancelCheck | None) -> None:
+                    cancel: CancelCheck | None, original: OriginalStates | None = None) -> None:
     """The two streams of states a sequential fit needs: the original's (``full``, ahead to the end of each run)
     and the pruned model's with ``weights`` in (to each run's ``patched_layer``).
 
     For each run in order, ``observe(run)`` watches the patched layer run on the pruned stream with the weights
     as they are, then ``finish(run, observer, targets)`` (``targets``: the original's states entering the layer
     after the run, one per batch) may put new values into ``weights`` before the pruned stream goes through
-    the patched layer with them. ``counter()`` is called after each layer run of either stream.
+    the patched layer with them. ``counter()`` is called after each layer run of either stream. ``original``
+    (bound to ``full``'s batches) keeps the original's states for the next fit on them, and gives this one those
+    an earlier fit kept.
     """
+
+    def advance(start: int, stop: int) -> None:
+        if original is not None:
+            original.advance(stack, full, start, stop, counter, cancel)
+        else:
+            stack.run_layers(full, range(start, stop), after_layer=counter, cancel=cancel)
+
     full_at = 0  # the next layer the original's stream runs
     pruned: list[Any] | None = None  # the pruned model's stream, once it differs from the original's
     pruned_at = 0
@@ -471,7 +535,7 @@ def walk_sequential(stack: Any, full: list[Any], to_fit: Sequence[Any], kept: Se
         assert patched is not None
         if pruned is None:  # the two streams agree up to the first removed layer (or this patched one)
             split = min(patched, first_removed)
-            stack.run_layers(full, range(full_at, split), after_layer=counter, cancel=cancel)
+            advance(full_at, split)
             full_at = split
             pruned, pruned_at = [b.copy() for b in full], split
         ahead = [i for i in kept if pruned_at <= i < patched]
@@ -480,7 +544,7 @@ def walk_sequential(stack: Any, full: list[Any], to_fit: Sequence[Any], kept: Se
         observer = observe(run)
         probe = [b.copy() for b in pruned]  # the patched layer with its old weights; the stream does not move
         stack.run_layers(probe, [patched], [observer], cancel=cancel, weights=weights)
-        stack.run_layers(full, range(full_at, run.end), after_layer=counter, cancel=cancel)
+        advance(full_at, run.end)
         full_at = run.end
         finish(run, observer, [b.hidden for b in full])
         stack.run_layers(pruned, [patched], after_layer=counter, cancel=cancel, weights=weights)

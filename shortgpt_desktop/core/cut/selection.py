@@ -51,6 +51,7 @@ from ..progress import CancelCheck, Progress
 from .answer_probe import AnswerProbe
 from .candidates import CandidateRunner, head_stride
 from .plan import lowest, max_removable
+from .repair import OriginalStates
 
 STAGE = "selecting"
 #: ``repair_for(removed, progress)`` → the repair (:class:`.repair.RepairResult`) the saved model gets for
@@ -192,6 +193,7 @@ def choose_for_counts(
                              stride=head_stride(stack) if stride is None else stride)
     measured: dict[tuple[int, ...], float] = {}
     repaired_cache: dict[tuple[int, ...], float] = {}
+    original = OriginalStates()  # the original's states on the judging fits' samples, shared by every fit
     silent_cache: dict[tuple[int, ...], int] = {}
     known = [i for i, v in enumerate(bi_scores) if v is not None]
     per_step = 2 * window if wider else window
@@ -315,7 +317,7 @@ def choose_for_counts(
                           for name, chosen, ppl in zip(names, sets, measure_all(sets, order), strict=True)]
             if judge_repaired:
                 _judge_repaired(stack, token_set, samples, candidates, batch_size, cancel, repaired_cache,
-                                functools.partial(judged_one, order), saved_fit(order))
+                                functools.partial(judged_one, order), saved_fit(order), original)
             finite_candidates = [c for c in candidates if not math.isnan(c.judged)]
             if not finite_candidates:
                 raise ResourceError(_NAN)
@@ -343,11 +345,13 @@ def choose_for_counts(
 def _judge_repaired(stack: LayerStack, token_set: TokenSet, samples: Sequence[Sequence[int]],
                     candidates: Sequence[Candidate], batch_size: int, cancel: CancelCheck | None,
                     cache: dict[tuple[int, ...], float], on_judged: Callable[[], None] = lambda: None,
-                    saved_fit: Callable[[Sequence[int]], Any] | None = None) -> None:
+                    saved_fit: Callable[[Sequence[int]], Any] | None = None,
+                    original: OriginalStates | None = None) -> None:
     """Give each candidate its repaired perplexity on ``samples``: the map fitted on twice as many calibration
     samples (those first), folded in, the pruned model measured again. Sets already judged are not refitted;
     ``on_judged`` is called after each new one (the progress bar's step). When those are every calibration
-    sample, the quick fit is the saved one: ``saved_fit`` makes it (kept for the job to save)."""
+    sample, the quick fit is the saved one: ``saved_fit`` makes it (kept for the job to save). ``original`` keeps
+    the original's states on those samples from one fit to the next (the same numbers, run once)."""
     import dataclasses
 
     from ..backends import ops
@@ -363,7 +367,7 @@ def _judge_repaired(stack: LayerStack, token_set: TokenSet, samples: Sequence[Se
                 repair = saved_fit(candidate.removed)
             else:
                 repair = fit_linear_repair(stack.model, stack.family, fit_on, candidate.removed, batch_size,
-                                           cancel=cancel, stack=stack)
+                                           cancel=cancel, stack=stack, original=original)
             cache[key] = ops.perplexity(stack, samples, token_set.pad_id, candidate.removed, batch_size,
                                         repair.tensors, cancel).perplexity
             on_judged()

@@ -299,3 +299,55 @@ def test_repair_through_the_norm_lowers_held_out_loss_on_a_tiny_gemma3(tiny_mode
     with repaired_pruned_view(model, family, result):
         repaired = perplexity_of(model, tokens.eval_windows, tokens.pad_id, 8)
     assert repaired.nll < plain.nll, (plain.nll, repaired.nll)
+
+
+@pytest.mark.parametrize("name", ["llama", "gemma3", "gpt2"])
+def test_fits_sharing_the_originals_states_give_what_each_fit_gives_alone(tiny_family, name: str, tiny_tokens,
+                                                                         ) -> None:
+    """bi+ fits a repair for each finalist on the same samples; the original's states one fit ran are kept for the
+    next (:class:`OriginalStates`). Each fit must give bit for bit the tensors and residuals it gives alone, the
+    progress bar must count the same layer runs, and the original must really not run again where a state was
+    kept. Other samples clear the kept states."""
+    import dataclasses
+
+    from shortgpt_desktop.core.backends.layerwise import InMemoryStack
+    from shortgpt_desktop.core.cut.repair import OriginalStates
+
+    loaded = load_model(resolve(str(tiny_family(name))), "cpu", "float32")
+    model, family = loaded.model, loaded.family
+    stack = InMemoryStack(model, family)
+    runs: list[int] = []
+    run_layers = stack.run_layers
+
+    def counting(batches, indices, *args, **kwargs):
+        indices = list(indices)
+        if kwargs.get("weights") is None and not args:  # the original's stream (the pruned one has weights)
+            runs.append(len(indices))
+        return run_layers(batches, indices, *args, **kwargs)
+
+    stack.run_layers = counting  # type: ignore[method-assign]
+    original = OriginalStates()
+    sets = ([2, 3], [3, 5], [2, 3, 5], [1, 4])
+    for removed in sets:
+        said: list[tuple[int, int]] = []
+        alone = fit_linear_repair(model, family, tiny_tokens, removed, batch_size=4, stack=stack,
+                                  progress=lambda stage, done, total, _: said.append((done, total)))
+        runs.clear()
+        heard: list[tuple[int, int]] = []
+        shared = fit_linear_repair(model, family, tiny_tokens, removed, batch_size=4, stack=stack, original=original,
+                                   progress=lambda stage, done, total, _: heard.append((done, total)))
+        assert sorted(shared.tensors) == sorted(alone.tensors)
+        for key, value in alone.tensors.items():
+            assert torch.equal(shared.tensors[key], value), key
+        assert [(r.residual_before, r.residual_after) for r in shared.runs] == [
+            (r.residual_before, r.residual_after) for r in alone.runs]
+        assert heard[-1] == said[-1]  # the bar ends where it ends alone
+        if removed == [2, 3, 5]:  # [2, 3] and [3, 5] kept the states entering 1 and 2 (their splits), 4 and 6
+            assert sum(runs) <= 1, runs
+    assert original.layers_skipped > 0
+    assert set(original.states) >= {1, 4, 6}
+    other = dataclasses.replace(tiny_tokens, samples=[list(reversed(s)) for s in tiny_tokens.samples])
+    alone = fit_linear_repair(model, family, other, [2, 3], batch_size=4, stack=stack)
+    shared = fit_linear_repair(model, family, other, [2, 3], batch_size=4, stack=stack, original=original)
+    assert all(torch.equal(shared.tensors[k], v) for k, v in alone.tensors.items())
+    assert set(original.states) == {1, 4}  # the other samples' states only
