@@ -45,6 +45,7 @@ The model is left unchanged: :func:`apply_repair` or
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -58,6 +59,8 @@ from ..model.families import Family, get_submodule
 from ..model.weights_view import weights_view
 from ..progress import CancelCheck, Progress
 from .surgery import pruned_view
+
+log = logging.getLogger(__name__)
 
 ORDERS = ("sequential", "independent")
 
@@ -475,12 +478,13 @@ class OriginalStates:
         self.states: dict[int, list[Any]] = {}  # layer → the original's states entering it, one per batch
         self.kept_bytes = 0
         self.layers_skipped = 0  # layer runs of the original not run again (for the log and the tests)
+        self.full = False  # a state was not kept for want of room (said once in the log)
 
     def bind(self, token_set: TokenSet, batch_size: int) -> OriginalStates:
         """Use the memo for ``token_set`` in batches of ``batch_size``, forgetting states of other batches."""
         key = (batch_size, token_set.pad_id, hash(tuple(tuple(s) for s in token_set.samples)))
         if key != self.key:
-            self.key, self.states, self.kept_bytes = key, {}, 0
+            self.key, self.states, self.kept_bytes, self.full = key, {}, 0, False
         return self
 
     def advance(self, stack: Any, full: list[Any], start: int, stop: int, counter: Callable[..., None],
@@ -504,6 +508,11 @@ class OriginalStates:
             if self.kept_bytes + size <= self.budget:
                 self.states[stop] = [b.hidden for b in full]
                 self.kept_bytes += size
+            elif not self.full:
+                self.full = True
+                log.info("the original's states entering layer %d are not kept for the next fit (%.0f MB kept, "
+                         "%.0f MB more would pass the %.0f MB budget): the next fit runs the original from an "
+                         "earlier layer", stop, self.kept_bytes / 1e6, size / 1e6, self.budget / 1e6)
 
 
 def walk_sequential(stack: Any, full: list[Any], to_fit: Sequence[Any], kept: Sequence[int], first_removed: int,

@@ -331,11 +331,11 @@ def test_fits_sharing_the_originals_states_give_what_each_fit_gives_alone(tiny_f
     for removed in sets:
         said: list[tuple[int, int]] = []
         alone = fit_linear_repair(model, family, tiny_tokens, removed, batch_size=4, stack=stack,
-                                  progress=lambda stage, done, total, _: said.append((done, total)))
+                                  progress=lambda stage, done, total, _, said=said: said.append((done, total)))
         runs.clear()
         heard: list[tuple[int, int]] = []
         shared = fit_linear_repair(model, family, tiny_tokens, removed, batch_size=4, stack=stack, original=original,
-                                   progress=lambda stage, done, total, _: heard.append((done, total)))
+                                   progress=lambda stage, done, total, _, heard=heard: heard.append((done, total)))
         assert sorted(shared.tensors) == sorted(alone.tensors)
         for key, value in alone.tensors.items():
             assert torch.equal(shared.tensors[key], value), key
@@ -351,3 +351,21 @@ def test_fits_sharing_the_originals_states_give_what_each_fit_gives_alone(tiny_f
     shared = fit_linear_repair(model, family, other, [2, 3], batch_size=4, stack=stack, original=original)
     assert all(torch.equal(shared.tensors[k], v) for k, v in alone.tensors.items())
     assert set(original.states) == {1, 4}  # the other samples' states only
+
+
+def test_original_states_past_their_budget_are_not_kept_and_the_log_says_so(tiny_model: Path, tiny_tokens,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    from shortgpt_desktop.core.cut.repair import OriginalStates
+
+    loaded = load_model(resolve(str(tiny_model)), "cpu", "float32")
+    model, family = loaded.model, loaded.family
+    alone = fit_linear_repair(model, family, tiny_tokens, [2, 3], batch_size=4)
+    one_layer = sum(len(s) for s in tiny_tokens.samples) * model.config.hidden_size * 4  # float32, no padding
+    original = OriginalStates(budget=one_layer)  # room for the states entering one layer, not two
+    with caplog.at_level("INFO", logger="shortgpt_desktop.core.cut.repair"):
+        for _ in range(2):
+            shared = fit_linear_repair(model, family, tiny_tokens, [2, 3], batch_size=4, original=original)
+            assert all(torch.equal(shared.tensors[k], v) for k, v in alone.tensors.items())
+    assert list(original.states) == [1] and original.kept_bytes <= one_layer
+    assert original.layers_skipped == 1  # the second fit took layer 1's states, then ran the original on to 4
+    assert sum("not kept for the next fit" in r.message for r in caplog.records) == 1  # said once
