@@ -14,6 +14,14 @@ REPAIRS = ("linear", "refit", "none")
 EVAL_WINDOWS = 64
 MAX_NEW_TOKENS = 24
 PROMPT = "The most important thing to know about the history of science is"
+#: bi+'s measured choice (:mod:`.cut.selection`): calibration samples each candidate is measured on, and the
+#: lowest-BI layers (and as many of the single-removal order) each greedy step measures.
+SELECTION_SAMPLES = 8
+SELECTION_WINDOW = 3
+#: Bytes bi+'s state cache may hold (:mod:`.cut.candidates`), and the original's states the repair's fits keep
+#: for each other (:class:`.cut.repair.OriginalStates`); the memory estimate counts both (:mod:`.model.memory`).
+CANDIDATE_CACHE_BUDGET = 2 * 1024**3
+ORIGINAL_STATES_BUDGET = 1024**3
 #: Share of layers the window's slider starts at after the first scoring (the ShortGPT paper's usual cut).
 RATIO = 0.25
 

@@ -274,13 +274,21 @@ class Engine:
     @staticmethod
     def _inspect(source: ModelSource, spec: JobSpec) -> ModelInfo:
         return inspect_model(source, spec.device, spec.dtype, samples=spec.samples, seq_len=spec.seq_len,
-                             batch_size=spec.batch_size, trust_remote_code=spec.trust_remote_code)
+                             batch_size=spec.batch_size, trust_remote_code=spec.trust_remote_code,
+                             **Engine._recipe(spec))
+
+    @staticmethod
+    def _recipe(spec: JobSpec) -> dict[str, bool]:
+        """What of the default recipe ``spec`` runs, for the memory estimate: bi+'s measured choice, the repair."""
+        metric = METRICS.get(spec.metric)
+        return {"refines": bool(metric is not None and metric.refines), "repairs": spec.repair != "none"}
 
     def memory_estimate(self, spec: JobSpec) -> MemoryEstimate:
         """What scoring needs in memory and one layer at a time, and what is free (no weights read)."""
         if self.source is None:
             raise UserError("Choose a model first.")
-        return estimate_memory(self.source, spec.device, spec.dtype, spec.samples, spec.seq_len, spec.batch_size)
+        return estimate_memory(self.source, spec.device, spec.dtype, spec.samples, spec.seq_len, spec.batch_size,
+                               **self._recipe(spec))
 
     def mode_for(self, spec: JobSpec, estimate: MemoryEstimate | None = None) -> str:
         """``"memory"`` (the whole model loaded) or ``"streamed"`` (one decoder layer at a time).

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .. import defaults
 from ..backends.layerwise import Batch, LayerStack
 from ..errors import Cancelled
 from ..measure.evaluation import PerplexityResult, nll_of
@@ -40,7 +41,7 @@ def head_stride(stack: LayerStack) -> int:
 
 
 #: Bytes the state cache may use (the streamed backend keeps it in RAM, the in-memory one on its device).
-CACHE_BUDGET = 2 * 1024**3
+CACHE_BUDGET = defaults.CANDIDATE_CACHE_BUDGET
 
 
 @dataclass

@@ -53,6 +53,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import defaults
 from ..backends.layerwise import LayerObserver
 from ..measure.calibration import TokenSet
 from ..model.families import Family, get_submodule
@@ -459,7 +460,7 @@ def _fit_sequential(stack: Any, family: Family, full: list[Any], to_fit: list[Ru
 
 
 #: Bytes :class:`OriginalStates` may keep (the states of the fits' samples at the layers they reached).
-ORIGINAL_STATES_BUDGET = 1024**3
+ORIGINAL_STATES_BUDGET = defaults.ORIGINAL_STATES_BUDGET
 
 
 class OriginalStates:

@@ -43,6 +43,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .. import defaults
 from ..backends.layerwise import LayerStack
 from ..errors import PlanError, ResourceError
 from ..measure.calibration import TokenSet
@@ -58,9 +59,9 @@ STAGE = "selecting"
 #: ``removed``; the engine's keeps each fit, so the job saves the very repair its probe asked.
 RepairFor = Callable[[Sequence[int], Progress | None], Any]
 #: Calibration samples each perplexity measurement uses (the first ones of the token set).
-DEFAULT_EVAL_SAMPLES = 8
+DEFAULT_EVAL_SAMPLES = defaults.SELECTION_SAMPLES
 #: Lowest-BI layers each greedy step measures.
-DEFAULT_WINDOW = 3
+DEFAULT_WINDOW = defaults.SELECTION_WINDOW
 #: What judging one finalist repaired counts for on the progress bar, in perplexity passes: the repair's fit
 #: (twice the samples, original and pruned states) and the repaired measurement.
 JUDGING_PASSES = 2

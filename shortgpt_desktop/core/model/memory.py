@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from .. import defaults
 from ..errors import ModelSourceError, ResourceError, UnsupportedModelError
 from ..formats.safetensors_reader import read_safetensors_header
 from .dtypes import bytes_per_element
@@ -50,6 +51,7 @@ class MemoryEstimate:
     available_device_bytes: int  # the GPU's free memory, or the free RAM for the CPU
     not_streamable: str = ""  # why the layers cannot be read one at a time; empty when they can
     runtime_bytes: int = RUNTIME_BYTES
+    recipe_bytes: int = 0  # bi+'s state cache and the repair's streams (:func:`recipe_bytes`), in both totals
 
     @property
     def on_cpu(self) -> bool:
@@ -80,7 +82,9 @@ class MemoryEstimate:
     @property
     def peak_bytes(self) -> int:
         """The peak of a whole job with the model in memory, the program included (measured: SmolLM2-135M GGUF,
-        fp32 CPU, quick preset, prune with bi and the check: 1.74 GB peak resident, 1.79 GB estimated)."""
+        fp32 CPU, quick preset, prune with bi and the check: 1.74 GB peak resident, 1.79 GB estimated; the default
+        job, bi+ and the repair with the check and the quiz, ``shortgpt prune … --preset quick --ratio 0.25``:
+        2.71 GB peak resident, 1.58 GB estimated before :attr:`recipe_bytes` was counted, 2.55 GB with it)."""
         return self.runtime_bytes + self.in_memory_total
 
 
@@ -155,6 +159,36 @@ def _count_whole(source: ModelSource, config: dict[str, Any]) -> int:
     return total
 
 
+def recipe_bytes(samples: int, seq_len: int, hidden: int, n_layers: int, per: int, refines: bool,
+                 repairs: bool) -> int:
+    """What the default recipe holds beside the model and a batch's work, in either mode (on the device in
+    memory, in RAM one layer at a time):
+
+    - ``refines`` (bi+'s measured choice, :mod:`..cut.candidates`): its samples' states entering every layer, and
+      while a greedy step is measured its candidates' (six, through half the layers on average), at most
+      :data:`..defaults.CANDIDATE_CACHE_BUDGET`;
+    - ``repairs`` (:mod:`..cut.repair`): the original's and the pruned model's streams and the patched layer's
+      copy over the calibration samples and the chat answers (about a quarter more), and the original's states
+      the fits keep for each other at about a third of the layers (:class:`..cut.repair.OriginalStates`), for the
+      saved repair's fits and for bi+'s quicker ones on twice its samples, each at most
+      :data:`..defaults.ORIGINAL_STATES_BUDGET`.
+    """
+    one = seq_len * hidden * per  # one sample's states entering one layer
+    total = 0
+    if refines:
+        variants = 2 * defaults.SELECTION_WINDOW
+        total += min(defaults.CANDIDATE_CACHE_BUDGET,
+                     defaults.SELECTION_SAMPLES * one * n_layers * (1 + variants // 2))
+    if repairs:
+        fitted = int(samples * 1.25)
+        total += 3 * fitted * one
+        total += min(defaults.ORIGINAL_STATES_BUDGET, fitted * one * math.ceil(n_layers / 3))
+        if refines:
+            total += min(defaults.ORIGINAL_STATES_BUDGET,
+                         2 * defaults.SELECTION_SAMPLES * one * math.ceil(n_layers / 3))
+    return total
+
+
 def estimate_memory(
     source: ModelSource,
     device: str = "auto",
@@ -163,8 +197,11 @@ def estimate_memory(
     seq_len: int = 512,
     batch_size: int = 4,
     config: dict[str, Any] | None = None,
+    refines: bool = False,
+    repairs: bool = False,
 ) -> MemoryEstimate:
-    """What a job on ``samples`` × ``seq_len`` tokens costs in memory and layer by layer (weights unread)."""
+    """What a job on ``samples`` × ``seq_len`` tokens costs in memory and layer by layer (weights unread); with
+    ``refines`` (bi+) and ``repairs`` (the repair) what the default recipe holds too (:func:`recipe_bytes`)."""
     from .config import read_header_config
     from .devices import resolve_device, resolve_dtype
     from .families import layer_count
@@ -193,6 +230,8 @@ def estimate_memory(
     # Reading one layer: the checkpoint's tensors on the CPU before they move (dequantized float32 for GGUF).
     read_buffer = max(layer_elements, default=0) * (8 if source.gguf_file else per)
     streamed_device = largest + outside + working
+    recipe = recipe_bytes(samples, seq_len, hidden, len(layer_elements) or layer_count(config), per, refines,
+                          repairs)
     if device.startswith("cuda"):
         in_memory_device = weights + working
         in_memory_ram = weights + loading  # loading reads the weights on the CPU before they move to the GPU
@@ -202,6 +241,8 @@ def estimate_memory(
         in_memory_device, in_memory_ram = weights + max(loading, working), 0
         # The outputs of a batch replace its inputs, so one copy of all the states and a batch's are held.
         streamed_ram = states + batch * seq_len * hidden * per + call_args + read_buffer
+    in_memory_device += recipe  # the states live where the layers run (the RAM on a CPU)
+    streamed_ram += recipe
     if not_streamable:
         streamed_device = streamed_ram = 0
     ram, free_device = available_memory(device)
@@ -211,6 +252,7 @@ def estimate_memory(
         hidden_states_bytes=states, batch_working_bytes=working, in_memory_device_bytes=in_memory_device,
         in_memory_ram_bytes=in_memory_ram, streamed_device_bytes=streamed_device, streamed_ram_bytes=streamed_ram,
         available_ram_bytes=ram, available_device_bytes=free_device, not_streamable=not_streamable,
+        recipe_bytes=recipe,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -138,3 +139,66 @@ def test_the_estimate_bounds_a_real_models_measured_peak(smollm2_gguf: Path, tmp
     print(f"SmolLM2 prune --preset quick: measured peak {peak / 1e9:.2f} GB, estimated "
           f"{info.memory_needed_bytes / 1e9:.2f} GB")
     assert within_tolerance(info.memory_needed_bytes, peak), (info.memory_needed_bytes, peak)
+
+
+def test_the_default_recipes_estimate_bounds_what_its_caches_really_hold(
+        tiny_model: Path, small_calib: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """bi+'s state cache and the repair's kept original states are what a default job holds beside a plain one
+    (SmolLM2's default job peaked at 2.71 GB where the plain job's estimate said 1.58). The estimate counts them
+    (``recipe_bytes``): it must not say less than a real default job's caches held at their fullest, nor
+    several times more; a plain job's estimate counts none of it, and the engine asks for the spec's recipe."""
+    from shortgpt_desktop.core.cut import candidates, repair
+    from shortgpt_desktop.core.engine import Engine
+    from shortgpt_desktop.core.pipeline import JobSpec
+    from shortgpt_desktop.jobs import run_prune
+
+    held = {"candidates": 0, "kept": 0, "streams": 0}
+    live: list[repair.OriginalStates] = []
+    measure, advance, fit = candidates.CandidateRunner.measure, repair.OriginalStates.advance, repair.fit_linear_repair
+
+    def measure_held(self, sets, *args, **kwargs):
+        results = measure(self, sets, *args, **kwargs)
+        states = sum(len(v.states or {}) for v in self._measured.values())
+        held["candidates"] = max(held["candidates"], self._per_layer * (len(self.cache) + 1 + states))
+        return results
+
+    def advance_held(self, *args, **kwargs):
+        if self not in live:
+            live.append(self)
+        advance(self, *args, **kwargs)
+        held["kept"] = max(held["kept"], sum(s.kept_bytes for s in live))
+
+    def fit_held(model, family, token_set, *args, **kwargs):
+        stack = kwargs.get("stack")
+        if stack is not None:
+            batches = stack.capture(token_set.samples, token_set.pad_id, args[1] if len(args) > 1 else 4)
+            size = sum(int(b.hidden.numel()) * b.hidden.element_size() for b in batches)
+            held["streams"] = max(held["streams"], 3 * size)
+        return fit(model, family, token_set, *args, **kwargs)
+
+    monkeypatch.setattr(candidates.CandidateRunner, "measure", measure_held)
+    monkeypatch.setattr(repair.OriginalStates, "advance", advance_held)
+    monkeypatch.setattr(repair, "fit_linear_repair", fit_held)  # the engine and bi+ import it when they fit
+    spec = JobSpec(model=str(tiny_model), calib=[str(small_calib)], samples=16, seq_len=64, eval_windows=4,
+                   batch_size=4, device="cpu", dtype="float32", count=2, out=str(tmp_path / "out"), prompt="")
+    engine = Engine()
+    run_prune(engine, spec)
+    assert held["candidates"] and held["kept"] and held["streams"], held
+    estimate = engine.memory_estimate(spec)
+    really = held["candidates"] + held["kept"] + held["streams"]
+    assert really <= estimate.recipe_bytes <= 4 * really, (held, estimate.recipe_bytes)
+    plain = dataclasses.replace(spec, metric="bi", repair="none")
+    assert engine.memory_estimate(plain).recipe_bytes == 0
+    assert estimate.in_memory_total - engine.memory_estimate(plain).in_memory_total == estimate.recipe_bytes
+    assert estimate.peak_bytes - engine.memory_estimate(plain).peak_bytes == estimate.recipe_bytes
+
+
+def test_the_recipes_caches_are_counted_at_their_budgets_at_most() -> None:
+    from shortgpt_desktop.core import defaults
+    from shortgpt_desktop.core.model.memory import recipe_bytes
+
+    huge = recipe_bytes(samples=4096, seq_len=8192, hidden=8192, n_layers=80, per=4, refines=True, repairs=True)
+    streams = 3 * int(4096 * 1.25) * 8192 * 8192 * 4
+    assert huge == streams + defaults.CANDIDATE_CACHE_BUDGET + 2 * defaults.ORIGINAL_STATES_BUDGET
+    assert recipe_bytes(16, 64, 32, 6, 4, refines=False, repairs=False) == 0
+    assert 0 < recipe_bytes(16, 64, 32, 6, 4, refines=True, repairs=False) < recipe_bytes(16, 64, 32, 6, 4, True, True)
