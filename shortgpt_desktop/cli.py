@@ -80,6 +80,7 @@ class ProgressBar:
         self.tty = stream.isatty()
         self.stage: str | None = None
         self.started = time.perf_counter()
+        self.since = 0  # the count the stage (re)started at
         self.last_draw = 0.0
 
     def __call__(self, stage: str, done: int, total: int, partial: Any = None) -> None:
@@ -93,12 +94,13 @@ class ProgressBar:
         if new_stage:
             if self.stage is not None and self.tty:
                 self.stream.write("\n")
-            self.stage, self.started = stage, now
+            self.stage, self.started, self.since = stage, now, done
         finished = total > 0 and done >= total
         if not (new_stage or finished) and now - self.last_draw < (0.1 if self.tty else 5.0):
             return
         self.last_draw = now
-        text = progress_text(stage, done, total, now - self.started, stage_unit(stage, self.per_layer(stage)))
+        text = progress_text(stage, done, total, now - self.started, stage_unit(stage, self.per_layer(stage)),
+                             self.since)
         if stage == "heal" and done == 0 and isinstance(partial, float):
             text += f", estimated {human_seconds(partial)} in all"
         if self.tty:
@@ -124,8 +126,9 @@ def estimate_text(estimate: Any) -> str:
     return f"the whole job: about {human_seconds(estimate.total)} ({parts}), from the first batch's speed"
 
 
-def progress_text(stage: str, done: int, total: int, elapsed: float, unit: str | None = None) -> str:
-    """``scoring: [####......] 12/128 samples  0:41, about 3 min 10 s left`` (the counter's unit said)."""
+def progress_text(stage: str, done: int, total: int, elapsed: float, unit: str | None = None, since: int = 0) -> str:
+    """``scoring: [####......] 12/128 samples  0:41, about 3 min 10 s left`` (the counter's unit said; the pace
+    counts from ``since``, where the stage started)."""
     label = _STAGE_LABELS.get(stage, stage)
     unit = unit if unit is not None else stage_unit(stage)
     if stage == "download" and total:
@@ -137,7 +140,7 @@ def progress_text(stage: str, done: int, total: int, elapsed: float, unit: str |
     else:
         text = f"{label}: done" if total and done >= total else f"{label}..."
     text += f"  {elapsed:5.1f}s"
-    left = time_left(done, total, elapsed)
+    left = time_left(done, total, elapsed, since)
     if left is not None:
         text += f", about {human_seconds(left)} left"
     return text

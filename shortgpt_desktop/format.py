@@ -80,8 +80,10 @@ def change(before: float, after: float) -> str:
     return f"{sign}{abs(pct):.0f} %"
 
 
-def time_left(done: int, total: int, elapsed: float) -> float | None:
-    """Seconds left at the pace so far; None until one step has been measured, or once done."""
-    if total <= 0 or done <= 0 or done >= total or elapsed <= 0:
+def time_left(done: int, total: int, elapsed: float, since: int = 0) -> float | None:
+    """Seconds left at the pace so far: ``elapsed`` seconds since the stage (re)started at ``since`` done (bi+'s
+    selection resumes at 74 of 92 after the chat answers it waited for; its pace is not 74 in 5 s). None until
+    one step has been measured, or once done."""
+    if total <= 0 or done <= since or done >= total or elapsed <= 0:
         return None
-    return elapsed / done * (total - done)
+    return elapsed / (done - since) * (total - done)

@@ -280,3 +280,19 @@ def test_the_curve_table_has_a_quiz_column_only_where_the_quiz_was_asked() -> No
     out = io.StringIO()
     cli.print_curve(QualityCurve("bi+ + repair", [4], points, 4, 100), out)
     assert "quiz" not in out.getvalue()
+
+
+def test_the_time_left_counts_from_where_a_stage_resumed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bi+'s selection stops for the chat answers its repair needs and resumes at 74 of 92 passes: the pace after
+    it is one pass in 11 s, not 75 passes in 11 s ("about 2.5 s left" for three more minutes)."""
+    import io
+
+    assert "about 3 min 07 s left" in cli.progress_text("selecting", 75, 92, 11.0, since=74)
+    clock = iter([0.0, 300.0, 300.0, 320.0, 320.0, 331.0])
+    monkeypatch.setattr(cli.time, "perf_counter", lambda: next(clock))
+    stream = io.StringIO()
+    bar = cli.ProgressBar(stream)  # takes the first reading
+    for stage, done, total in (("selecting", 74, 92), ("answers", 0, 64), ("answers", 64, 64),
+                               ("selecting", 74, 92), ("selecting", 75, 92)):
+        bar(stage, done, total)
+    assert stream.getvalue().splitlines()[-1].endswith("about 3 min 07 s left"), stream.getvalue()

@@ -213,6 +213,7 @@ class JobProgress:
         self.clock = clock
         self.stage = ""
         self.stage_started = 0.0
+        self.stage_since = 0  # the count the stage (re)started at
 
     def started(self, job: str) -> str:
         """The line while a job starts, before its first progress."""
@@ -225,14 +226,14 @@ class JobProgress:
         the scoring job's, whose counter counts layers for the ppl metric)."""
         now = self.clock()
         if stage != self.stage:
-            self.stage, self.stage_started = stage, now
+            self.stage, self.stage_started, self.stage_since = stage, now, done
         text = STAGE_TEXT.get(stage, stage)
         unit = stage_unit(stage, counts_layers(stage, streamed, metric))
         if stage == "download" and total:
             text += f": {human_bytes(done)} of {human_bytes(total)}"
         elif unit and total:
             text += f": {done} of {total} {unit}"
-        left = time_left(done, total, now - self.stage_started)
+        left = time_left(done, total, now - self.stage_started, self.stage_since)
         if left is not None and left >= 1:
             text += f", about {human_seconds(left)} left"
         if done < total or not total:

@@ -141,13 +141,18 @@ def test_progress_is_worded_here_with_the_counters_unit_and_the_time_left() -> N
     assert words.update("selecting", 1, 10).text == "Checking the candidate layers: 1 of 10 passes…"
     clock.now = 110.0
     assert words.update("selecting", 2, 10).text == \
-        "Checking the candidate layers: 2 of 10 passes, about 40.0 s left…", "the stage's own pace"
+        "Checking the candidate layers: 2 of 10 passes, about 80.0 s left…", "the stage's own pace, from 1"
     load = words.update("load", 0, 1)
     assert load.text == "Loading the model…" and load.bar is None and load.download is None
     download = words.update("download", 1_500_000, 3_000_000)
     assert download.text.startswith("Downloading the model: 1.5 MB of 3.0 MB") and download.download == (
         1_500_000, 3_000_000)
     assert words.update("a new stage", 0, 0).text == "a new stage…"
+    clock.now = 200.0
+    words.update("selecting", 74, 92)  # bi+'s choice resumes after the chat answers it waited for
+    clock.now = 211.0
+    assert words.update("selecting", 75, 92).text == \
+        "Checking the candidate layers: 75 of 92 passes, about 3 min 07 s left…", "not 75 passes in 11 s"
 
 
 def test_a_new_job_times_its_first_stage_afresh() -> None:
