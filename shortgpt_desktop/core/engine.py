@@ -314,8 +314,10 @@ class Engine:
 
     @staticmethod
     def _mode_key(spec: JobSpec) -> tuple:
+        """What the memory estimate behind the decision depends on: the settings, the sizes and the recipe (bi+'s
+        caches and the repair's streams are counted), so a plain BI decision is not kept for the default job."""
         return (spec.model, spec.revision, spec.device, spec.dtype, spec.trust_remote_code, spec.low_memory,
-                spec.samples, spec.seq_len, spec.batch_size)
+                spec.samples, spec.seq_len, spec.batch_size, tuple(sorted(Engine._recipe(spec).items())))
 
     @staticmethod
     def _load_key(spec: JobSpec) -> tuple:

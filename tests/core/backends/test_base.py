@@ -81,6 +81,34 @@ def test_new_settings_decide_their_way_without_the_old_copy_counting(
     assert engine.backend is not None and engine.backend.mode == "memory"
 
 
+def test_a_recipe_that_needs_more_memory_is_decided_anew(small_calib: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The window asks the way before its first job (to refuse what the backend cannot run). That decision, taken
+    for plain BI, must not be kept when the user then runs the default recipe, whose caches and repair streams
+    fit one layer at a time but not beside the whole model. (Wider than the tiny model, so that the weights
+    streaming saves outweigh the recipe's caches, as in a real model.)"""
+    from shortgpt_desktop.core.testing.tiny_models import TINY_LLAMA, build_tiny_model
+
+    wide = build_tiny_model(tmp_path / "wide", "llama", {**TINY_LLAMA, "hidden_size": 512, "intermediate_size": 1024})
+    plain = _spec(wide, small_calib, tmp_path / "out", metric="bi", repair="none")
+    default = _spec(wide, small_calib, tmp_path / "out")
+    probe = Engine()
+    probe.open(default)
+    plain_need, default_need = probe.memory_estimate(plain), probe.memory_estimate(default)
+    room = int(plain_need.in_memory_total / memory.SAFETY) + 1024
+    assert room * memory.SAFETY < default_need.in_memory_total, "the recipe must not fit beside the whole model"
+    assert default_need.streamed_total <= room * memory.SAFETY, "but one layer at a time it must"
+    monkeypatch.setattr(memory, "available_memory", lambda device: (room, room))
+    engine = Engine()
+    engine.open(plain)
+    engine.refusal(plain, plain.metric)
+    assert engine.decided_mode(plain) == "memory"
+    engine.refusal(default, default.metric)
+    assert engine.decided_mode(default) == "streamed" and engine.decided_mode(plain) is None
+    engine.load(default)
+    assert engine.is_streamed
+
+
 @pytest.mark.parametrize("name", [n for n in TINY_FAMILIES if n not in ("mixtral", "qwen3_moe")])
 def test_the_default_job_streamed_equals_the_job_in_memory(tiny_family, name: str, tiny_model: Path, small_calib: Path,
                                                            tmp_path: Path) -> None:
