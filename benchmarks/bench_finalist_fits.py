@@ -34,9 +34,10 @@ def main() -> None:
 
     import torch
 
+    from shortgpt_desktop.core import defaults
     from shortgpt_desktop.core.cut.plan import lowest
     from shortgpt_desktop.core.cut.repair import OriginalStates, fit_linear_repair
-    from shortgpt_desktop.core.cut.selection import DEFAULT_EVAL_SAMPLES, protected_for, without
+    from shortgpt_desktop.core.cut.selection import protected_for, without
     from shortgpt_desktop.core.engine import Engine
     from shortgpt_desktop.core.model.loading import quiet_library_progress
     from shortgpt_desktop.core.pipeline import JobSpec
@@ -53,7 +54,7 @@ def main() -> None:
     sets += [sorted(int(x) for x in s.split(",")) for s in given]
     sets = [list(s) for s in dict.fromkeys(tuple(s) for s in sets)]
     tokens = engine.tokens_for(spec)
-    fit_on = dataclasses.replace(tokens, samples=list(tokens.samples[: 2 * DEFAULT_EVAL_SAMPLES]))
+    fit_on = dataclasses.replace(tokens, samples=list(tokens.samples[: 2 * defaults.SELECTION_SAMPLES]))
     model, family, stack = engine.loaded.model, engine.loaded.family, engine.backend.stack
 
     def fit_all(original: OriginalStates | None) -> tuple[float, list[dict]]:

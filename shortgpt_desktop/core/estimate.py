@@ -26,6 +26,8 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import defaults
+
 
 @dataclass
 class ModelShape:
@@ -93,7 +95,6 @@ def estimate_job(spec: Any, shape: ModelShape, seconds_per_token_layer: float, s
     """The job ``spec`` describes (its metric, count, repair, healing, check), at the measured speed. ``answers``:
     the own answers the repair still needs; ``guard``: the answers the refit's chat guard asks for (a chat
     model's refit); ``quiz``: the check's quiz answers still to write (both models', or the pruned one's)."""
-    from .cut.selection import DEFAULT_EVAL_SAMPLES, DEFAULT_WINDOW
 
     n, head = shape.n_layers, shape.head_layers
     rate = seconds_per_token_layer
@@ -102,9 +103,9 @@ def estimate_job(spec: Any, shape: ModelShape, seconds_per_token_layer: float, s
     if count and refines:
         import math
 
-        subset = sample_tokens * min(DEFAULT_EVAL_SAMPLES, spec.samples) / max(spec.samples, 1)
+        subset = sample_tokens * min(defaults.SELECTION_SAMPLES, spec.samples) / max(spec.samples, 1)
         stride = min(8, max(1, math.ceil(head / 4)))  # as cut.candidates.head_stride scores the search
-        candidates = n + count * 2 * DEFAULT_WINDOW + 4
+        candidates = n + count * 2 * defaults.SELECTION_WINDOW + 4
         # Each candidate runs from where it differs (about half the stack) and a strided head; each greedy step
         # refreshes the cache from the layer it chose (about half the stack again).
         out.steps["choosing"] = subset * (candidates * (n / 2 + head / stride) + count * n / 2) * rate

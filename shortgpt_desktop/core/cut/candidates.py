@@ -7,10 +7,11 @@ of being recomputed: a candidate that removes a late layer costs the layers afte
 model. Candidates measured together run layer-major (:meth:`CandidateRunner.measure`): each decoder layer is
 opened once for all of them, which for the streamed backend means one read of each layer per greedy step.
 
-The cache keeps the base model's states at every layer (or, when they would not fit :data:`CACHE_BUDGET`, at
-every k-th layer, starting from the nearest kept checkpoint); :meth:`CandidateRunner.rebase` moves the base
-after each greedy step. The numbers are exactly those of a pass from the first layer: each layer sees the same
-inputs and runs the same operations (tests compare them with :func:`..backends.ops.perplexity`).
+The cache keeps the base model's states at every layer (or, when they would not fit
+:data:`..defaults.CANDIDATE_CACHE_BUDGET`, at every k-th layer, starting from the nearest kept checkpoint);
+:meth:`CandidateRunner.rebase` moves the base after each greedy step. The numbers are exactly those of a pass
+from the first layer: each layer sees the same inputs and runs the same operations (tests compare them with
+:func:`..backends.ops.perplexity`).
 """
 
 from __future__ import annotations
@@ -40,8 +41,6 @@ def head_stride(stack: LayerStack) -> int:
     return int(min(8, max(1, _math.ceil(head_layers / 4))))
 
 
-#: Bytes the state cache may use (the streamed backend keeps it in RAM, the in-memory one on its device).
-CACHE_BUDGET = defaults.CANDIDATE_CACHE_BUDGET
 
 
 @dataclass
@@ -59,7 +58,7 @@ class CandidateRunner:
     """Calibration samples captured once, the base set's states cached, candidates measured from the cache."""
 
     def __init__(self, stack: LayerStack, sequences: Sequence[Sequence[int]], pad_id: int, batch_size: int = 4,
-                 cancel: CancelCheck | None = None, cached: bool = True, budget: int = CACHE_BUDGET,
+                 cancel: CancelCheck | None = None, cached: bool = True, budget: int = defaults.CANDIDATE_CACHE_BUDGET,
                  stride: int = 1) -> None:
         self.stack = stack
         #: Every ``stride``-th next token is scored: the head is the costliest part of a candidate when the

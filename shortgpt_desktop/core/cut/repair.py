@@ -459,8 +459,6 @@ def _fit_sequential(stack: Any, family: Family, full: list[Any], to_fit: list[Ru
                     lambda run: _PatchedLayer(family, run), finish, counter, cancel, original)
 
 
-#: Bytes :class:`OriginalStates` may keep (the states of the fits' samples at the layers they reached).
-ORIGINAL_STATES_BUDGET = defaults.ORIGINAL_STATES_BUDGET
 
 
 class OriginalStates:
@@ -473,7 +471,7 @@ class OriginalStates:
     Tied to one token set and batch size (:meth:`bind`: other batches clear it); states past ``budget`` bytes
     are not kept (the fit still runs, from the nearest kept layer before)."""
 
-    def __init__(self, budget: int = ORIGINAL_STATES_BUDGET) -> None:
+    def __init__(self, budget: int = defaults.ORIGINAL_STATES_BUDGET) -> None:
         self.budget = budget
         self.key: tuple | None = None
         self.states: dict[int, list[Any]] = {}  # layer → the original's states entering it, one per batch

@@ -58,10 +58,6 @@ STAGE = "selecting"
 #: ``repair_for(removed, progress)`` → the repair (:class:`.repair.RepairResult`) the saved model gets for
 #: ``removed``; the engine's keeps each fit, so the job saves the very repair its probe asked.
 RepairFor = Callable[[Sequence[int], Progress | None], Any]
-#: Calibration samples each perplexity measurement uses (the first ones of the token set).
-DEFAULT_EVAL_SAMPLES = defaults.SELECTION_SAMPLES
-#: Lowest-BI layers each greedy step measures.
-DEFAULT_WINDOW = defaults.SELECTION_WINDOW
 #: What judging one finalist repaired counts for on the progress bar, in perplexity passes: the repair's fit
 #: (twice the samples, original and pruned states) and the repaired measurement.
 JUDGING_PASSES = 2
@@ -131,8 +127,8 @@ def choose_layers_safely(
     count: int,
     bi_scores: Sequence[float | None],
     batch_size: int = 4,
-    eval_samples: int = DEFAULT_EVAL_SAMPLES,
-    window: int = DEFAULT_WINDOW,
+    eval_samples: int = defaults.SELECTION_SAMPLES,
+    window: int = defaults.SELECTION_WINDOW,
     progress: Progress | None = None,
     cancel: CancelCheck | None = None,
     cached: bool = True,
@@ -160,8 +156,8 @@ def choose_for_counts(
     counts: Sequence[int],
     bi_scores: Sequence[float | None],
     batch_size: int = 4,
-    eval_samples: int = DEFAULT_EVAL_SAMPLES,
-    window: int = DEFAULT_WINDOW,
+    eval_samples: int = defaults.SELECTION_SAMPLES,
+    window: int = defaults.SELECTION_WINDOW,
     progress: Progress | None = None,
     cancel: CancelCheck | None = None,
     cached: bool = True,
