@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ from .core.engine import Engine
 from .core.errors import PlanError, UserError
 from .core.formats.output_folder import check_output_folder
 from .core.measure.metrics import get_metric
+from .core.measure.quiz import marked, model_answers, quiz_prompts
 from .core.model.loading import ModelInfo
 from .core.pipeline import JobSpec
 from .core.progress import CancelCheck, Progress, no_progress
@@ -184,15 +186,25 @@ def run_eval(engine: Engine, spec: JobSpec, other: str | None = None, progress: 
              cancel: CancelCheck | None = None, on_info: InfoCallback | None = None,
              on_note: NoteCallback | None = None) -> Report:
     """Perplexity of a model (and optionally of a second one, e.g. its pruned copy) on the same tokens, and the
-    second's fidelity to the first (KL divergence, same top token) when both have the same embeddings, final
-    norm and head (a pruned copy does).
+    second's fidelity to the first (KL divergence, same top token) and the check's quiz when both have the same
+    embeddings, final norm and head (a pruned copy does).
 
     The second model is tokenized with the first one's tokenizer (a pruned copy shares it), runs the way the
-    first does (``spec.low_memory``), and loads after the first is freed: only the first's final hidden states
-    and its weights outside the decoder layers are kept meanwhile.
+    first does (``spec.low_memory``), and loads after the first is freed: only the first's final hidden states,
+    its quiz answers and its weights outside the decoder layers are kept meanwhile. The quiz is asked where both
+    run whole, as in the check (one layer at a time each new token would run every layer again).
     """
     started = time.perf_counter()
+    # Nothing is scored, chosen or repaired: the memory estimate (and the way the model runs) counts neither
+    # bi+'s caches nor the repair's streams.
+    spec = dataclasses.replace(spec, metric="bi", repair="none")
     _checked_before_model(spec, text=True, on_note=on_note)
+    second: Engine | None = None
+    other_spec = None
+    if other:  # found (its header read) before the first model's passes: a wrong path costs nothing
+        other_spec = dataclasses.replace(spec, model=other, revision=None, eval_text=None)
+        second = Engine()
+        second.open(other_spec, progress, cancel)
     info = engine.open(spec, progress, cancel)
     if on_info is not None:
         on_info(info)
@@ -201,14 +213,11 @@ def run_eval(engine: Engine, spec: JobSpec, other: str | None = None, progress: 
     report.calibration, report.warnings = list(engine.token_names), list(engine.token_warnings)
     reference = engine.reference_for(spec, tokens, progress, cancel)
     report.ppl_before, report.eval_tokens = reference.result.perplexity, reference.result.tokens
-    if other:
+    if second is not None and other_spec is not None:
         assert engine.backend is not None
         engine.backend.stack.prepare_head()  # a streamed head is dropped after each head step
         outside = _outside_layers(engine.backend.stack)
-        other_spec = JobSpec(model=other, device=spec.device, dtype=spec.dtype, calib=spec.calib,
-                             trust_remote_code=spec.trust_remote_code, low_memory=spec.low_memory,
-                             samples=spec.samples, seq_len=spec.seq_len, batch_size=spec.batch_size)
-        second = Engine()
+        quiz = _first_quiz_answers(engine, loaded, spec, progress, cancel)
         engine.forget()
         second.load(other_spec, progress, cancel)
         assert second.backend is not None
@@ -221,6 +230,11 @@ def run_eval(engine: Engine, spec: JobSpec, other: str | None = None, progress: 
             after, fidelity = ops.compare(stack, tokens.eval_windows, tokens.pad_id, reference, (), None, cancel,
                                           count)
             report.fidelity = fidelity.to_json()
+            if quiz is not None and second.backend.whole_model:
+                prompts, first_answers = quiz
+                second_answers = model_answers(stack, loaded.tokenizer, prompts, "quiz_after", progress=progress,
+                                               cancel=cancel)
+                report.quiz = marked(first_answers, second_answers, prompts.chat_template).to_json()
         else:
             after = ops.perplexity(stack, tokens.eval_windows, tokens.pad_id, (), spec.batch_size, cancel=cancel,
                                    progress=count)
@@ -230,6 +244,20 @@ def run_eval(engine: Engine, spec: JobSpec, other: str | None = None, progress: 
         second.close()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _first_quiz_answers(engine: Engine, loaded: Any, spec: JobSpec, progress: Progress,
+                        cancel: CancelCheck | None) -> tuple[Any, list[str]] | None:
+    """The quiz's prompts and the first model's answers, where the check would ask it (a prompt, a model run
+    whole); None elsewhere."""
+    assert engine.backend is not None
+    if not (spec.prompt and spec.prompt.strip()) or not engine.backend.whole_model:
+        return None
+    prompts = quiz_prompts(loaded.tokenizer, loaded.model)
+    if prompts is None:
+        return None
+    return prompts, model_answers(engine.backend.stack, loaded.tokenizer, prompts, "quiz_before",
+                                  progress=progress, cancel=cancel)
 
 
 def _outside_layers(stack: Any) -> dict[str, Any]:

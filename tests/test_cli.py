@@ -89,12 +89,18 @@ def test_score_and_eval(tiny_model: Path, small_calib: Path, tmp_path: Path) -> 
     assert report["removed_layers"] == []
     eval_json = tmp_path / "eval.json"
     pruned = tmp_path / "pruned"
-    assert cli.main(["prune", str(tiny_model), "--remove", "2,4", "--out", str(pruned), "--no-eval", "-q",
-                     "--calib", str(small_calib), "--samples", "2", "--seq-len", "32"]) == 0
+    prune_json = tmp_path / "prune.json"
+    assert cli.main(["prune", str(tiny_model), "--remove", "2,4", "--out", str(pruned), "-q", "--json",
+                     str(prune_json), "--calib", str(small_calib), "--samples", "2", "--seq-len", "32"]) == 0
     assert cli.main(["eval", str(tiny_model), "--against", str(pruned), "--calib", str(small_calib),
                      "--seq-len", "64", "--json", str(eval_json), "-q"]) == 0
     evaluated = json.loads(eval_json.read_text())
     assert evaluated["ppl_before"] > 1 and evaluated["ppl_after"] > 1
+    # The check's quiz, asked of the saved copy: the same answers, word for word, as the check's pruned view gave.
+    checked_quiz = json.loads(prune_json.read_text())["quiz"]
+    assert evaluated["quiz"]["asked"] == checked_quiz["asked"] > 0
+    assert evaluated["quiz"]["answers"] == checked_quiz["answers"]
+    assert any(a["original"] != a["pruned"] for a in checked_quiz["answers"]), "the cut must change some answer"
     # The pruned copy shares the head: its fidelity to the original is measured on the same tokens, and one
     # layer at a time the numbers are the same.
     assert 0 < evaluated["fidelity"]["same_top"] < 1 and evaluated["fidelity"]["mean_kl"] > 0
@@ -105,6 +111,7 @@ def test_score_and_eval(tiny_model: Path, small_calib: Path, tmp_path: Path) -> 
     assert streamed["ppl_before"] == pytest.approx(evaluated["ppl_before"], rel=1e-4)
     assert streamed["ppl_after"] == pytest.approx(evaluated["ppl_after"], rel=1e-4)
     assert streamed["fidelity"]["mean_kl"] == pytest.approx(evaluated["fidelity"]["mean_kl"], rel=1e-3)
+    assert not streamed["quiz"], "one layer at a time, as in the check, no quiz"
 
 
 def bad(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
@@ -209,6 +216,9 @@ def test_what_the_config_and_files_can_tell_is_refused_before_loading(
     config = json.loads((bert / "config.json").read_text())
     config.update(model_type="bert", architectures=["BertModel"])
     (bert / "config.json").write_text(json.dumps(config))
+    gguf_folder = tmp_path / "saved"  # where a GGUF prune saves: the model is the file inside
+    gguf_folder.mkdir()
+    (gguf_folder / "pruned.gguf").write_bytes(b"GGUF")
     m, calib = str(tiny_model), ["--calib", str(small_calib)]
     out = ["--out", str(tmp_path / "out"), "-q"]
     cases = {
@@ -219,6 +229,9 @@ def test_what_the_config_and_files_can_tell_is_refused_before_loading(
         "not empty": ["prune", m, "--ratio", "0.3", *calib, "--out", str(full), "-q"],
         "encoder model": ["prune", str(bert), "--ratio", "0.3", *calib, *out],
         "does not exist": ["prune", str(Path("models") / "nope.gguf"), "--ratio", "0.3", *calib, *out],
+        # eval's second model, found before the first one's passes run
+        "choose that file instead": ["eval", m, *calib, "--against", str(gguf_folder), "-q"],
+        "nope-pruned": ["eval", m, *calib, "--against", str(tmp_path / "nope-pruned"), "-q"],
     }
     for expected, argv in cases.items():
         line = bad(capsys, *argv)

@@ -300,3 +300,18 @@ def test_the_estimate_after_the_first_batch_counts_a_chat_models_own_answers(tin
                    check_perplexity=False)
     run_prune(Engine(), spec, progress)
     assert len(said) == 1 and said[0].steps.get("answering", 0) > 0
+
+
+def test_eval_counts_neither_bi_plus_nor_the_repair_in_its_memory(tiny_model: Path, small_calib: Path) -> None:
+    """``shortgpt eval`` scores, chooses and repairs nothing: with the command line's default metric and repair
+    in its spec it said SmolLM2 needs 2.5 GB (the default prune's figure) where 1.6 GB is what it runs in, and
+    the way a model runs is decided from that figure."""
+    from dataclasses import replace
+
+    spec = JobSpec(model=str(tiny_model), calib=[str(small_calib)], samples=4, seq_len=32, eval_windows=2,
+                   prompt="")
+    assert spec.metric == "bi+" and spec.repair == "linear", "the defaults this test is about"
+    seen: list[Any] = []
+    run_eval(Engine(), spec, on_info=seen.append)
+    plain = Engine().open(replace(spec, metric="bi", repair="none")).memory_needed_bytes
+    assert seen[0].memory_needed_bytes == plain < Engine().open(spec).memory_needed_bytes

@@ -148,24 +148,27 @@ def marked(original: Sequence[str], pruned: Sequence[str], chat_template: bool,
                  for (q, words), o, p in zip(questions, original, pruned, strict=True)], chat_template)
 
 
+def model_answers(stack: Any, tokenizer: Any, prompts: QuizPrompts, stage: str, removed: Sequence[int] = (),
+                  weights: dict[str, Any] | None = None, progress: Any = None, cancel: Any = None) -> list[str]:
+    """One model's answers to every question of ``prompts``: ``stack``'s, or its pruned (and repaired) view's."""
+    from ..backends.greedy import greedy_answers
+
+    return answer_texts(tokenizer, prompts, greedy_answers(
+        stack, prompts.ids, prompts.end_ids, prompts.pad_id, MAX_NEW_TOKENS, removed, weights, progress=progress,
+        stage=stage, cancel=cancel))
+
+
 def ask_quiz(stack: Any, tokenizer: Any, model: Any, removed: Sequence[int], weights: dict[str, Any] | None,
              original: list[str] | None = None, progress: Any = None, cancel: Any = None,
              questions: Sequence[tuple[str, Sequence[str]]] | None = None) -> tuple[Quiz, list[str]] | None:
     """Ask the pruned (and repaired) view, and the original unless its ``original`` answers are given, every
     question (default :data:`QUESTIONS`) on ``stack`` (a :class:`..backends.layerwise.LayerStack`). Returns the
     quiz and the original's answers, to give back next time; None where there is no quiz to ask."""
-    from ..backends.greedy import greedy_answers
-
     questions = QUESTIONS if questions is None else questions
     prompts = quiz_prompts(tokenizer, model, questions)
     if prompts is None:
         return None
-
-    def answers(stage: str, removed: Sequence[int], weights: dict[str, Any] | None) -> list[str]:
-        return answer_texts(tokenizer, prompts, greedy_answers(
-            stack, prompts.ids, prompts.end_ids, prompts.pad_id, MAX_NEW_TOKENS, removed, weights,
-            progress=progress, stage=stage, cancel=cancel))
-
     if original is None:
-        original = answers("quiz_before", (), None)
-    return marked(original, answers("quiz_after", removed, weights), prompts.chat_template, questions), original
+        original = model_answers(stack, tokenizer, prompts, "quiz_before", (), None, progress, cancel)
+    pruned = model_answers(stack, tokenizer, prompts, "quiz_after", removed, weights, progress, cancel)
+    return marked(original, pruned, prompts.chat_template, questions), original
