@@ -270,7 +270,11 @@ def test_progress_counters_say_the_unit_they_count() -> None:
     per_layer = stage_unit("scoring", counts_layers("scoring", streamed=True, metric="bi+"))
     assert " 24/24 layers" in cli.progress_text("scoring", 24, 24, 1.0, per_layer)
     assert counts_layers("scoring", streamed=False, metric="ppl") and not counts_layers("scoring", False, "bi")
-    assert counts_layers("ppl_before", streamed=True, metric="bi") and not counts_layers("repair", True, "bi")
+    assert not counts_layers("repair", True, "bi")
+    # A perplexity pass counts each kept layer over all the windows, then the head, on either backend.
+    for streamed in (False, True):
+        unit = stage_unit("ppl_before", counts_layers("ppl_before", streamed, "bi"))
+        assert " 31/31 steps" in cli.progress_text("ppl_before", 31, 31, 1.0, unit)
     assert "10/10 passes" in cli.progress_text("selecting", 10, 10, 1.0)
     assert "refitting the MLPs beside the cuts: [" in cli.progress_text("refit", 3, 40, 1.0)
     assert " 3/40 layer runs" in cli.progress_text("refit", 3, 40, 1.0)

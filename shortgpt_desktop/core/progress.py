@@ -29,18 +29,19 @@ def raise_if_cancelled(cancel: CancelCheck | None) -> None:
         raise Cancelled()
 
 
-#: What each stage's ``done`` / ``total`` count, so that a counter says the unit it counts. Stages that run one
-#: decoder layer at a time (low-memory mode, and the single-layer-removal ``ppl`` metric) count layers instead:
-#: see :func:`stage_unit`.
+#: What each stage's ``done`` / ``total`` count, so that a counter says the unit it counts. Scoring that runs one
+#: decoder layer at a time (low-memory mode, and the single-layer-removal ``ppl`` metric) counts layers instead:
+#: see :func:`stage_unit`. A perplexity pass counts its steps on either backend: each kept layer over all the
+#: windows, then the head (31 for a 30-layer model; it said "31/31 windows" of 16).
 STAGE_UNITS = {
-    "scoring": "samples", "ppl_before": "windows", "ppl_after": "windows", "saving": "tensors",
+    "scoring": "samples", "ppl_before": "steps", "ppl_after": "steps", "saving": "tensors",
     "writing GGUF": "tensors", "generate": "generations", "quiz_before": "tokens", "quiz_after": "tokens",
     "repair": "layer runs", "refit": "layer runs",
     "answers": "tokens", "heal": "steps",
     "sweep": "points", "selecting": "passes",
 }
 #: Stages whose count is layers when the model runs one decoder layer at a time.
-LAYERWISE_STAGES = ("scoring", "ppl_before", "ppl_after")
+LAYERWISE_STAGES = ("scoring",)
 
 
 def stage_unit(stage: str, per_layer: bool = False) -> str | None:
