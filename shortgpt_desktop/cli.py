@@ -234,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--layers", type=_positive_int, help="number of layers to remove")
     how.add_argument("--remove", help="explicit 0-based layer indices, e.g. 3,5,9 (no scoring)")
     prune.add_argument("--out", required=True, metavar="DIR", help="output folder for the pruned model")
-    prune.add_argument("--force", action="store_true", help="replace a non-empty output folder")
+    prune.add_argument("--force", action="store_true", help="replace a non-empty output folder that holds a model "
+                       "(an earlier output) and nothing else")
     prune.add_argument("--format", choices=["gguf", "safetensors"], dest="output_format",
                        help="what to write (default: the source's format; a .gguf source stays a GGUF of the "
                        "same quantization, for llama.cpp, Ollama and LM Studio)")

@@ -145,13 +145,13 @@ def test_a_full_disk_rolls_back(tiny_model: Path, tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(saving, "write_sharded", fill_up)
     out = tmp_path / "out"
     out.mkdir()
-    (out / "keep.txt").write_text("the user's file")
+    (out / "model.safetensors").write_text("an earlier output")
     with pytest.raises(OutputError, match="no space left on device; nothing was written"):
         loaded = load_model(resolve(str(tiny_model)), "cpu", "float32")
         save_pruned(source=loaded.source, family=loaded.family, original_config=loaded.config, removed=[1],
                     out=out, model=loaded.model, tokenizer=loaded.tokenizer, force=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no partial folder left behind
-    assert (out / "keep.txt").read_text() == "the user's file"
+    assert (out / "model.safetensors").read_text() == "an earlier output"
 
 
 def test_cli_output_errors_exit_2(tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

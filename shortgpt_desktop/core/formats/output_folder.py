@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import shutil
 import tempfile
@@ -14,8 +15,22 @@ from ..errors import Hint, OutputError
 from ..model.sources import ModelSource
 
 
+#: What a model folder holds (an earlier output of this app, or any Hugging Face or GGUF model): ``force``
+#: replaces a folder only when everything in it matches one of these.
+MODEL_FILES = ("*.json", "*.safetensors", "*.gguf", "*.bin", "*.jinja", "README.md", "merges.txt", "vocab.txt",
+               "tokenizer.model", "spiece.model", ".gitattributes")
+
+
+def not_model_files(folder: Path) -> list[str]:
+    """The entries of ``folder`` a model folder would not hold (sub-folders, notes, anything else), sorted."""
+    return sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir()
+                  if p.is_dir() or not any(fnmatch.fnmatchcase(p.name, pattern) for pattern in MODEL_FILES))
+
+
 def check_output_folder(out: Path, source: ModelSource, force: bool) -> Path:
-    """Refuse outputs that could destroy data: the source, anything inside or above it, a non-empty folder."""
+    """Refuse outputs that could destroy data: the source, anything inside or above it, a non-empty folder, and
+    even with ``force`` a folder that holds anything but a model (``--out . --force`` in a folder of notes would
+    replace the notes with the model), a path whose nearest existing parent is not a folder one can write in."""
     out = Path(out).expanduser().resolve()
     # A GGUF source is one file: a new folder beside it is fine. A model folder is off limits as a whole.
     src = (source.folder / source.gguf_file).resolve() if source.gguf_file else source.folder.resolve()
@@ -27,9 +42,30 @@ def check_output_folder(out: Path, source: ModelSource, force: bool) -> Path:
         raise OutputError(f"The output folder {out} contains the source model; choose another.")
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out} exists and is a file; choose a folder.")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise OutputError(f"{out} is not empty; choose an empty folder.", hint=Hint.REPLACE_OUTPUT)
+    if out.is_dir() and any(out.iterdir()):
+        if not force:
+            raise OutputError(f"{out} is not empty; choose an empty folder.", hint=Hint.REPLACE_OUTPUT)
+        others = not_model_files(out)
+        if others:
+            shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+            raise OutputError(f"{out} holds more than a model ({shown}), which replacing it would delete; "
+                              "choose an empty folder or an earlier output.")
+    _check_creatable(out)
     return out
+
+
+def _check_creatable(out: Path) -> None:
+    """Refuse, before a job runs, an output that could not be written at save time: the finished folder is made
+    beside ``out`` (in its nearest existing parent), so a probe folder is made and removed there now."""
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"Cannot create {out}: {parent} is a file, not a folder.")
+    try:
+        Path(tempfile.mkdtemp(prefix=".shortgpt-probe-", dir=parent)).rmdir()
+    except OSError as exc:
+        raise OutputError(f"Cannot create {out}: {_reason(exc)}.") from None
 
 
 @contextmanager

@@ -177,9 +177,32 @@ def test_non_empty_output_needs_force(tiny_model: Path, tmp_path: Path) -> None:
     with pytest.raises(OutputError, match="not empty"):
         save(loaded, out)
     assert (out / "keep.txt").read_text() == "precious"
-    save(loaded, out, force=True)
-    assert not (out / "keep.txt").exists() and (out / "model.safetensors").is_file()
+    # Even forced, a folder holding more than a model is not replaced: `--out . --force` in a folder of notes
+    # deleted the notes.
+    (out / "notes").mkdir()
+    with pytest.raises(OutputError, match=r"holds more than a model \(keep.txt, notes/\)"):
+        save(loaded, out, force=True)
+    assert (out / "keep.txt").read_text() == "precious"
+    shutil.rmtree(out)
+    save(loaded, out)
+    (out / "model.safetensors").write_bytes(b"an earlier output")
+    save(loaded, out, force=True)  # a model folder (an earlier output) is replaced
+    assert (out / "model.safetensors").stat().st_size > 100
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # nothing left beside it
+
+
+def test_an_output_that_cannot_be_created_is_refused_before_anything_runs(tiny_model: Path, tmp_path: Path) -> None:
+    from shortgpt_desktop.core.formats.output_folder import check_output_folder
+
+    source = load(tiny_model).source
+    blocker = tmp_path / "a-file"
+    blocker.write_text("in the way")
+    with pytest.raises(OutputError, match="a-file is a file, not a folder"):
+        check_output_folder(blocker / "sub" / "out", source, force=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+    if Path("/proc/self").is_dir():  # a folder no one can create in, even root (Linux)
+        with pytest.raises(OutputError, match="Cannot create /proc/shortgpt-out: no such file or directory"):
+            check_output_folder(Path("/proc/shortgpt-out"), source, force=False)
 
 
 def test_output_that_is_a_file(tiny_model: Path, tmp_path: Path) -> None:
