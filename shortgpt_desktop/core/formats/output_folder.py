@@ -14,7 +14,6 @@ from typing import Any
 from ..errors import Hint, OutputError
 from ..model.sources import ModelSource
 
-
 #: What a model folder holds (an earlier output of this app, or any Hugging Face or GGUF model): ``force``
 #: replaces a folder only when everything in it matches one of these.
 MODEL_FILES = ("*.json", "*.safetensors", "*.gguf", "*.bin", "*.jinja", "README.md", "merges.txt", "vocab.txt",
