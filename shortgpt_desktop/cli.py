@@ -11,6 +11,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 from . import __version__
@@ -254,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(sweep)
     metric_arg(sweep)
     sweep.add_argument("--max", type=_positive_int, dest="max_removed",
-                       help="the most layers to remove (default: all but one)")
+                       help="the most layers to remove (default: half the layers)")
     sweep.add_argument("--csv", metavar="PATH", help="write the curve as CSV")
 
     ev = sub.add_parser("eval", help="perplexity of a model (and of a second one on the same tokens)")
@@ -328,7 +329,7 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
         out.write(f"choice: {report.selection}\n")
     if report.removed_layers:
         k = len(report.removed_layers)
-        out.write(f"removed {k} of {report.n_layers} layers ({k / report.n_layers:.0%}; a ratio is rounded down): "
+        out.write(f"removed {k} of {report.n_layers} layers ({k / report.n_layers:.0%}): "
                   f"{','.join(map(str, report.removed_layers))}\n")
     if report.params_before:
         out.write(f"parameters: {report.params_before:,} -> {report.params_after:,} "
@@ -345,7 +346,7 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
                     out.write(", refit dropped: the original's chat answers were less likely with it")
             out.write("\n")
         else:
-            out.write(f"not repaired, layers {first}-{last}: {run['note']}\n")
+            out.write(f"not repaired, layers {first}-{last}: {run['note'].removesuffix('; not repaired')}\n")
     if report.refit_chat:
         chat = report.refit_chat
         out.write(f"refit's chat check: the original's answers to the check prompts, loss per answer token "
@@ -417,20 +418,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress = ProgressBar(quiet=args.quiet)
     try:
         from .core.engine import Engine
+        from .core.formats.output_folder import check_report_path
         from .jobs import run_eval, run_prune, run_score, run_sweep
 
         spec = spec_from_args(args)
+        for path in (getattr(args, "json", None), getattr(args, "csv", None)):
+            if path:
+                check_report_path(Path(path))  # before the job, not after it
         engine = Engine()
         progress.per_layer = lambda stage: counts_layers(stage, engine.is_streamed, spec.metric)
         info = None if args.quiet else print_model_info
         note = print_note  # said even with --quiet: a file left out changes what the job measures
         if args.command == "sweep":
             curve = run_sweep(engine, spec, args.max_removed, progress, on_info=info, on_note=note)
+            print_curve(curve)  # shown even if a file cannot be written after all
             if args.json:
                 curve.write_json(args.json)
             if args.csv:
                 curve.write_csv(args.csv)
-            print_curve(curve)
             return EXIT_OK
         if args.command == "score":
             report = run_score(engine, spec, progress, on_info=info, on_note=note)
@@ -438,6 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             report = run_prune(engine, spec, progress, on_info=info, on_note=note)
         else:
             report = run_eval(engine, spec, args.against, progress, on_info=info, on_note=note)
+        print_summary(report)  # shown even if the report file cannot be written after all
         if args.json:
             try:
                 report.write_json(args.json)
@@ -450,7 +456,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (KeyboardInterrupt, Cancelled):
         sys.stderr.write("\nshortgpt: cancelled; nothing was written.\n")
         return EXIT_CANCELLED
-    print_summary(report)
     return EXIT_OK
 
 

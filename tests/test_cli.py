@@ -229,6 +229,11 @@ def test_what_the_config_and_files_can_tell_is_refused_before_loading(
         "not empty": ["prune", m, "--ratio", "0.3", *calib, "--out", str(full), "-q"],
         "encoder model": ["prune", str(bert), "--ratio", "0.3", *calib, *out],
         "does not exist": ["prune", str(Path("models") / "nope.gguf"), "--ratio", "0.3", *calib, *out],
+        "counted from 0": ["prune", m, "--remove=-1", *calib, *out],
+        # report files whose folder is missing, found before the job (they were found after it, the summary lost)
+        "report-folder": ["prune", m, "--ratio", "0.3", *calib, *out, "--json",
+                          str(tmp_path / "report-folder" / "r.json")],
+        "it is a folder": ["sweep", m, *calib, "-q", "--csv", str(tmp_path)],
         # eval's second model, found before the first one's passes run
         "choose that file instead": ["eval", m, *calib, "--against", str(gguf_folder), "-q"],
         "nope-pruned": ["eval", m, *calib, "--against", str(tmp_path / "nope-pruned"), "-q"],
@@ -313,3 +318,14 @@ def test_the_time_left_counts_from_where_a_stage_resumed(monkeypatch: pytest.Mon
                                ("selecting", 74, 92), ("selecting", 75, 92)):
         bar(stage, done, total)
     assert stream.getvalue().splitlines()[-1].endswith("about 3 min 07 s left"), stream.getvalue()
+
+
+def test_a_run_starting_at_layer_0_says_not_repaired_once(tiny_model: Path, small_calib: Path, tmp_path: Path,
+                                                           capfd: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["prune", str(tiny_model), "--remove", "0,3", "--no-eval", "--calib", str(small_calib),
+                     "--samples", "4", "--seq-len", "32", "--out", str(tmp_path / "out")]) == 0
+    out = capfd.readouterr().out
+    line = next(line for line in out.splitlines() if line.startswith("not repaired, layers 0-0: "))
+    assert line.count("not repaired") == 1 and "removed 2 of 6 layers (33%): 0,3" in out
+    card = (tmp_path / "out" / "README.md").read_text(encoding="utf-8")
+    assert card.count("not repaired") == 1

@@ -148,17 +148,23 @@ def _move_into_place(temp: Path, out: Path) -> None:
         os.replace(temp, out)
 
 
+def check_report_path(path: Path) -> Path:
+    """``path`` expanded, or the sentence why a file cannot be written there (checked before a job runs too)."""
+    path = Path(path).expanduser()
+    if not path.parent.is_dir():
+        raise OutputError(f"Cannot write {path}: the folder {path.parent} does not exist.")
+    if path.is_dir():
+        raise OutputError(f"Cannot write {path}: it is a folder; give a file name.")
+    return path
+
+
 def write_file_atomically(path: Path, write: Callable[[Any], None]) -> Path:
     """``write(stream)`` (text) into a temporary file beside ``path``, moved into place only when complete.
 
     A path that cannot be written (no such folder, no permission, a folder in the way, a full disk) is one
     :class:`OutputError` sentence, and nothing is left behind.
     """
-    path = Path(path).expanduser()
-    if not path.parent.is_dir():
-        raise OutputError(f"Cannot write {path}: the folder {path.parent} does not exist.")
-    if path.is_dir():
-        raise OutputError(f"Cannot write {path}: it is a folder; give a file name.")
+    path = check_report_path(path)
     try:
         handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     except OSError as exc:

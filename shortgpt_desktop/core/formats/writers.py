@@ -65,8 +65,8 @@ class SafetensorsWriter(Writer):
 class GGUFWriter(Writer):
     name = "gguf"
     label = "GGUF"
-    unavailable = ("GGUF output keeps a GGUF source's quantization; this model is not a GGUF file, so it is saved "
-                   "as safetensors.")
+    unavailable = ("GGUF output keeps a GGUF source's quantization, and this model is not a GGUF file: save it as "
+                   "safetensors.")
 
     def __init__(self) -> None:
         self._blocks: dict[Path, tuple[list[int], int]] = {}  # per file: bytes per block, and the rest
