@@ -51,6 +51,7 @@ _STAGE_LABELS = {
     "scoring": "scoring",
     "ppl_before": "perplexity, original",
     "ppl_after": "perplexity, pruned",
+    "ppl_both": "perplexity, original and pruned",
     "generate": "generating",
     "quiz_before": "quiz, original",
     "quiz_after": "quiz, pruned",

@@ -280,6 +280,7 @@ def test_progress_counters_say_the_unit_they_count() -> None:
     for streamed in (False, True):
         unit = stage_unit("ppl_before", counts_layers("ppl_before", streamed, "bi"))
         assert " 31/31 steps" in cli.progress_text("ppl_before", 31, 31, 1.0, unit)
+    assert cli.progress_text("ppl_both", 31, 31, 1.0).startswith("perplexity, original and pruned: [")
     assert "10/10 passes" in cli.progress_text("selecting", 10, 10, 1.0)
     assert "refitting the MLPs beside the cuts: [" in cli.progress_text("refit", 3, 40, 1.0)
     assert " 3/40 layer runs" in cli.progress_text("refit", 3, 40, 1.0)

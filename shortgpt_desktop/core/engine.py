@@ -883,7 +883,7 @@ class Engine:
             assert self.backend is not None
             self.reference, (after, fidelity) = ops.reference_and_compare(
                 self.backend.stack, tokens.eval_windows, tokens.pad_id, removed, spec.batch_size, weights, cancel,
-                lambda done, total: progress("ppl_before" if done < total else "ppl_after", done, total, None))
+                lambda done, total: progress("ppl_both", done, total, None))
             self.reference_key = self._reference_key(spec)
         before = self.reference.result
         gen_before = gen_after = ""

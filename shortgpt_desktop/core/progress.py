@@ -34,7 +34,7 @@ def raise_if_cancelled(cancel: CancelCheck | None) -> None:
 #: see :func:`stage_unit`. A perplexity pass counts its steps on either backend: each kept layer over all the
 #: windows, then the head (31 for a 30-layer model; it said "31/31 windows" of 16).
 STAGE_UNITS = {
-    "scoring": "samples", "ppl_before": "steps", "ppl_after": "steps", "saving": "tensors",
+    "scoring": "samples", "ppl_before": "steps", "ppl_after": "steps", "ppl_both": "steps", "saving": "tensors",
     "writing GGUF": "tensors", "generate": "generations", "quiz_before": "tokens", "quiz_after": "tokens",
     "repair": "layer runs", "refit": "layer runs",
     "answers": "tokens", "heal": "steps",

@@ -172,6 +172,7 @@ STAGE_TEXT = {
     "scoring": "Scoring",
     "ppl_before": "Perplexity of the original",
     "ppl_after": "Perplexity of the pruned model",
+    "ppl_both": "Perplexity of the original and the pruned model",
     "generate": "Generating text with both models",
     "quiz_before": "Asking the original the quiz questions",
     "quiz_after": "Asking the pruned model the quiz questions",

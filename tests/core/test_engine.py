@@ -185,3 +185,20 @@ def test_the_quality_curve_asks_the_quiz_the_check_asks_at_each_count(tiny_model
     assert all(p.quiz_known is None for p in curve.baseline.points)
     header, first, *_ = curve.write_csv(tmp_path / "curve.csv").read_text().splitlines()
     assert header.split(",")[8:10] == ["quiz_kept", "quiz_known"] and first.split(",")[8:10] == ["2", "2"]
+
+
+def test_the_checks_joint_pass_counts_as_one_stage_to_its_end(tiny_model: Path, small_calib: Path) -> None:
+    """The original's and the pruned model's first pass run together: one stage, counted to its total. Named by
+    its last step, it said 'perplexity, original 30/31' and then 'perplexity, pruned 31/31 in 0.0 s'."""
+    spec = JobSpec(model=str(tiny_model), calib=[str(small_calib)], samples=4, seq_len=32, eval_windows=2,
+                   batch_size=2, device="cpu", dtype="float32", prompt="", repair="none")
+    engine = Engine()
+    engine.load(spec)
+    seen: list[tuple[str, int, int]] = []
+    engine.check(spec, [2, 3], progress=lambda stage, done, total, partial=None: seen.append((stage, done, total)))
+    joint = [(done, total) for stage, done, total in seen if stage.startswith("ppl")]
+    assert {stage for stage, _, _ in seen if stage.startswith("ppl")} == {"ppl_both"}
+    assert joint[0][0] == 0 and joint[-1][0] == joint[-1][1] == 7  # 6 layers, then the head
+    seen.clear()
+    engine.check(spec, [1], progress=lambda stage, done, total, partial=None: seen.append((stage, done, total)))
+    assert {stage for stage, _, _ in seen if stage.startswith("ppl")} == {"ppl_after"}  # the original's is kept
