@@ -110,7 +110,8 @@ def read_calibration(paths: Sequence[str]) -> tuple[list[str], list[str], list[s
         warnings += text_set.skipped
         if not text_set.texts and not use_builtin:
             more = len(text_set.skipped) - 1
-            why = text_set.skipped[0].rstrip(".") if text_set.skipped else "no text files were found"
+            why = (text_set.skipped[0].rstrip(".") if text_set.skipped
+                   else f"no files were found in {', '.join(str(f) for f in files)}")
             raise CalibrationError(
                 f"No usable calibration text: {why[:1].lower()}{why[1:]}"
                 + (f" (and {more} more file{'s' if more > 1 else ''} skipped)." if more > 0 else ".")
@@ -127,6 +128,8 @@ def check_calibration(spec: JobSpec) -> list[str]:
     if not spec.calib:
         raise CalibrationError("The calibration set is empty: add text files or folders, or use the built-in "
                                "corpus.")
+    if spec.eval_text and not Path(spec.eval_text).expanduser().exists():
+        raise CalibrationError(f"The evaluation text {spec.eval_text} does not exist.")
     _, _, warnings = read_calibration(spec.calib)
     if spec.eval_text:
         warnings += read_calibration([spec.eval_text])[2]

@@ -65,7 +65,7 @@ def test_only_binary_files_is_an_error(tmp_path: Path) -> None:
 
 
 def test_empty_folder_and_missing_path(tmp_path: Path) -> None:
-    with pytest.raises(CalibrationError):
+    with pytest.raises(CalibrationError, match=f"no files were found in {tmp_path}"):  # which folder, said
         read_calibration([str(tmp_path)])
     with pytest.raises(CalibrationError, match="does not exist"):
         read_calibration([str(tmp_path / "missing.txt")])
