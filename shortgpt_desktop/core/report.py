@@ -194,8 +194,7 @@ tags:
 # {Path(base_model).name or base_model}, pruned with ShortGPT Desktop
 
 {len(report.removed_layers)} of {report.n_layers} decoder layers were removed from `{base_model}` \
-({report.architecture}) by ranking them with **{report.metric}** (ShortGPT, Men et al. 2024: the layers whose
-output is most similar to their input matter least) and deleting the lowest-ranked ones.
+({report.architecture}) {_how_chosen(report)}.
 
 Removed layers (0-based, original numbering): {", ".join(map(str, report.removed_layers)) or "none"}.
 
@@ -209,16 +208,34 @@ Removed layers (0-based, original numbering): {", ".join(map(str, report.removed
 - Metric: {report.metric}{f" (block of {report.block_size})" if report.block_size else ""}\
 {f"; {report.selection}" if report.selection else ""}
 - Calibration: {", ".join(calibration) or "built-in corpus"}; {report.samples} samples × {report.seq_len} \
-tokens, seed {report.seed} ({report.tokens:,} tokens scored)
+tokens, seed {report.seed}{f" ({report.tokens:,} tokens scored)" if report.tokens else ""}
 - Device: {report.device}, {report.dtype}
 - Format: {output_format}
 - Repair: {repair_line}
 
 Layer-pruned models usually lose some quality, most of all in free generation; check it on your own task.
+{_score_table(report.metric, rows)}"""
 
+
+def _how_chosen(report: Report) -> str:
+    """How the removed layers were chosen, in words that agree with the score table below."""
+    if report.metric == "manual":
+        return "as listed by hand (no scoring)"
+    if report.selection:
+        return (f"by **{report.metric}**: layers ranked by their scores (ShortGPT, Men et al. 2024: the layers whose "
+                "output is most similar to their input matter least), then the set chosen by measuring candidates "
+                "on the calibration text, so the removed layers need not be the lowest-scored ones")
+    return (f"by ranking them with **{report.metric}** (ShortGPT, Men et al. 2024: the layers whose output is most "
+            "similar to their input matter least) and deleting the lowest-ranked ones")
+
+
+def _score_table(metric: str, rows: str) -> str:
+    if not rows:
+        return ""
+    return f"""
 ## Layer scores (lower = less important)
 
-| layer | {report.metric} | |
+| layer | {metric} | |
 |---|---|---|
 {rows}
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -235,6 +236,7 @@ def test_full_job_writes_card_and_report(tiny_model: Path, small_calib: Path, tm
     assert f"`{tiny_model.name}`" in card and small_calib.name in card
     assert "Removed layers (0-based, original numbering): " + ", ".join(map(str, report.removed_layers)) in card
     assert f"{report.ppl_before:.3f}" in card and f"{report.ppl_after:.3f}" in card
+    assert "deleting the lowest-ranked ones" in card and "## Layer scores" in card  # plain BI: they are
     report.write_json(tmp_path / "report.json")
     data = json.loads((tmp_path / "report.json").read_text())
     assert data["removed_layers"] == report.removed_layers and data["scores"] == pytest.approx(report.scores)
@@ -254,3 +256,22 @@ def test_a_replacement_for_a_tensor_stored_as_integers_is_a_sentence(tmp_path: P
         tensor_entry("x", torch.ones(2, dtype=torch.complex64))
     with pytest.raises(ValueError, match="shape"):  # a bug (the engine's shapes always match): keeps its traceback
         replacement_entry(TensorEntry("w", "F32", [4, 4], 64, lambda out: None), torch.ones(2, 2))
+
+
+def test_the_card_says_how_the_layers_were_chosen(tiny_model: Path, small_calib: Path, tmp_path: Path) -> None:
+    """bi+ measures its choice, so its removed layers need not be the lowest-scored (the card said they were);
+    layers listed by hand were 'ranked with manual', with an empty score table and '0 tokens scored'."""
+    from shortgpt_desktop.core.report import model_card
+
+    spec = JobSpec(model=str(tiny_model), calib=[str(small_calib)], samples=8, seq_len=32, count=2,
+                   check_perplexity=False, repair="none")
+    engine = Engine()
+    engine.score(spec)
+    plan = engine.refine(spec, 2)
+    measured = model_card(engine.report(plan, spec), str(tiny_model))
+    assert "then the set chosen by measuring candidates" in measured and "lowest-ranked" not in measured
+    assert "## Layer scores" in measured
+    by_hand = run_prune(Engine(), dataclasses.replace(spec, layers=[1, 2], count=None, out=str(tmp_path / "out")))
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert by_hand.metric == "manual" and "as listed by hand (no scoring)" in card
+    assert "## Layer scores" not in card and "tokens scored" not in card and "**manual**" not in card
