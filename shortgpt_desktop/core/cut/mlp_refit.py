@@ -272,7 +272,8 @@ def fit_mlp_refit(
     # forward, backward and Adam's update, about four passes of two thirds of a layer (see ..estimate).
     steps = training_steps(kept_tokens)
     step_work = 8 / 3 * min(BATCH_TOKENS, real_tokens) / real_tokens
-    clock = _Clock(progress, cancel, sequential_layer_runs(to_fit, kept) + len(to_fit) * steps * step_work)
+    clock = _Clock(progress, cancel,
+                   sequential_layer_runs(to_fit, kept, repair.removed[0]) + len(to_fit) * steps * step_work)
 
     def finish(run: RunRepair, observer: _MlpRows, targets: list[Any]) -> None:
         layer_index = run.patched_layer

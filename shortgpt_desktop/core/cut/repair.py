@@ -372,7 +372,7 @@ def fit_linear_repair(
         return result
     kept = [i for i in range(n_layers) if i not in set(removed)]
     last_end = max(r.end for r in to_fit)
-    total = last_end if order == "independent" else sequential_layer_runs(to_fit, kept)
+    total = last_end if order == "independent" else sequential_layer_runs(to_fit, kept, removed[0])
     counter = _Counter(progress, total)
     full = stack.capture(token_set.samples, token_set.pad_id, batch_size, cancel)
     if order == "independent":
@@ -559,11 +559,15 @@ def walk_sequential(stack: Any, full: list[Any], to_fit: Sequence[Any], kept: Se
         pruned_at = patched + 1
 
 
-def sequential_layer_runs(to_fit: Sequence[Any], kept: Sequence[int]) -> int:
-    """Layer runs :func:`walk_sequential` reports: the original's up to the last run's end, the pruned model's
-    kept layers before it, and each patched layer once more."""
+def sequential_layer_runs(to_fit: Sequence[Any], kept: Sequence[int], first_removed: int) -> int:
+    """Layer runs :func:`walk_sequential` reports: the original's up to the last run's end, and the pruned
+    model's kept layers from where the two streams split to the last patched layer, each once (the streams are
+    one before the split; the look at a patched layer with its old weights is not counted). It counted the
+    layers before the split twice and the patched ones again, and the bar stopped at 5 of 7."""
     last_end = max(r.end for r in to_fit)
-    return last_end + sum(1 for i in kept if i < last_end) + len(to_fit)
+    patched = [r.patched_layer for r in to_fit]
+    split = min(min(patched), first_removed)
+    return last_end + sum(1 for i in kept if split <= i <= max(patched))
 
 
 def _fit_independent(stack: Any, family: Family, full: list[Any], to_fit: list[RunRepair], result: RepairResult,

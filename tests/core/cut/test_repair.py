@@ -235,6 +235,21 @@ def test_both_sides_patches_the_kept_layer_after_each_run(tiny_model: Path, tiny
     assert correction.residual_after < 0.95 * correction.residual_before
 
 
+@pytest.mark.parametrize("removed", [[2, 3], [2], [1, 4], [0, 3], [1, 2, 4]])
+@pytest.mark.parametrize("both_sides", [False, True])
+def test_the_repair_bar_counts_to_its_total(tiny_model: Path, tiny_tokens, removed: list[int],
+                                            both_sides: bool) -> None:
+    """The bar counted the layers before the streams split twice: it stopped at 5 of 7 (and a one-layer cut,
+    never counted past 0 on a pipe, showed '0/6' to the end)."""
+    loaded = load_model(resolve(str(tiny_model)), "cpu", "float32")
+    seen: list[tuple[int, int]] = []
+    fit_linear_repair(loaded.model, loaded.family, tiny_tokens, removed, batch_size=4, both_sides=both_sides,
+                      progress=lambda stage, done, total, partial=None: seen.append((done, total)))
+    if removed[0] == 0 and len(removed) == 1:
+        return
+    assert seen[0][0] == 0 and seen[-1][0] == seen[-1][1] and len(seen) == seen[-1][1] + 1
+
+
 # ------------------------------------------------------------------------------------------- real model
 
 
