@@ -176,7 +176,11 @@ def hub_download(
     asked for or stored here. Each Hub error becomes a sentence the user can act on.
     """
     from huggingface_hub import errors as hub_errors
+    from huggingface_hub.utils import logging as hub_logging
 
+    # Its retry chatter (each of five retries logged, twice with a root handler) ends in our one sentence anyway;
+    # importing it resets its logger, so a front end's setting made before the import does not hold.
+    hub_logging.set_verbosity_error()
     try:
         cached = _cached_snapshot(repo_id, revision, cache_dir)
         if cached is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -167,8 +168,11 @@ def test_hub_unreachable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr("huggingface_hub.list_repo_files", _raise(client.ConnectError("Name or service not known")))
+    logging.getLogger("huggingface_hub").setLevel(logging.WARNING)  # as importing huggingface_hub leaves it
     with pytest.raises(HubError, match="cannot be reached"):
         sources.hub_download("someone/model", cache_dir=tmp_path)
+    # Its five retries each logged a warning, twice, before our sentence: only errors are said now.
+    assert logging.getLogger("huggingface_hub").getEffectiveLevel() >= logging.ERROR
 
 
 def test_hub_http_error_and_full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
