@@ -38,6 +38,11 @@ once gave 280.88: a new attention output moves the MLP's input, so a map fitted 
 kept.
 More calibration tokens help the plain repair on SmolLM2 (same cut): 32 × 256 tokens 67.02, 128 × 256 62.32,
 128 × 512 (the app's default) 59.90.
+The ridge (``python benchmarks/bench_ridge.py``; SmolLM2, the default's cut, 128 × 512 prose tokens with the
+original's chat answers): 0.01 is the best on held-out prose (41.93 on 32 × 512 test tokens; 0.1 42.44, 0.3
+43.73), but on Python code every ridge is worse than no repair (29.29; 0.01 35.18, 0.1 31.56, 0.3 30.13). With
+16 × 256 calibration tokens 0.1 was the best on both (prose 70.20 against 73.05), and with 4 × 64 the default was
+worse than no repair on prose too: a ridge chosen on held-out calibration rows is the next thing to try.
 
 The model is left unchanged: :func:`apply_repair` or
 :func:`repaired_view` put the new weights in.
