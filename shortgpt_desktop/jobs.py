@@ -214,6 +214,7 @@ def run_eval(engine: Engine, spec: JobSpec, other: str | None = None, progress: 
     loaded, tokens = engine.held_out(spec, progress, cancel)
     report = pipeline.new_report(loaded, spec)
     report.calibration, report.warnings = list(engine.token_names), list(engine.token_warnings)
+    report.eval_text, report.against = spec.eval_text, other
     reference = engine.reference_for(spec, tokens, progress, cancel)
     report.ppl_before, report.eval_tokens = reference.result.perplexity, reference.result.tokens
     if second is not None and other_spec is not None:

@@ -96,6 +96,7 @@ def test_score_and_eval(tiny_model: Path, small_calib: Path, tmp_path: Path) -> 
                      "--seq-len", "64", "--json", str(eval_json), "-q"]) == 0
     evaluated = json.loads(eval_json.read_text())
     assert evaluated["ppl_before"] > 1 and evaluated["ppl_after"] > 1
+    assert evaluated["against"] == str(pruned) and evaluated["eval_text"] is None  # the end of --calib
     # The check's quiz, asked of the saved copy: the same answers, word for word, as the check's pruned view gave.
     checked_quiz = json.loads(prune_json.read_text())["quiz"]
     assert evaluated["quiz"]["asked"] == checked_quiz["asked"] > 0

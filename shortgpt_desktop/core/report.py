@@ -47,6 +47,8 @@ class Report:
     seq_len: int = 0
     seed: int = 0
     calibration: list[str] = field(default_factory=list)
+    eval_text: str | None = None  # the held-out text perplexity was measured on (None: the calibration's end)
+    against: str | None = None  # ``shortgpt eval --against``: the second model, compared with ``model``
     output: str | None = None
     output_files: list[str] = field(default_factory=list)  # the model files written (no config or card)
     generation_prompt: str | None = None

@@ -73,8 +73,10 @@ def parse_layer_list(text: str) -> list[int]:
             continue
         try:
             if "-" in part[1:]:
-                lo, hi = part.split("-", 1)
-                out += list(range(int(lo), int(hi) + 1))
+                lo, hi = (int(x) for x in part.split("-", 1))
+                if hi < lo:
+                    raise PlanError(f"{part!r} runs backwards; write a range low to high, like {hi}-{lo}.")
+                out += list(range(lo, hi + 1))
             else:
                 out.append(int(part))
         except ValueError:

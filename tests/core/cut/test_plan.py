@@ -75,3 +75,5 @@ def test_parse_layer_list() -> None:
     assert parse_layer_list("2-4, 7") == [2, 3, 4, 7]
     with pytest.raises(PlanError, match="not a layer index"):
         parse_layer_list("3,x")
+    with pytest.raises(PlanError, match="'3-1' runs backwards; write a range low to high, like 1-3"):
+        parse_layer_list("3-1")  # it was an empty range, and 'No layers to remove were given.'
