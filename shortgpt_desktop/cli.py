@@ -348,7 +348,7 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
                     out.write(", refit dropped: the original's chat answers were less likely with it")
             out.write("\n")
         else:
-            out.write(f"not repaired, layers {first}-{last}: {run['note'].removesuffix('; not repaired')}\n")
+            out.write(f"not repaired, layers {first}-{last}: {run['note']}\n")
     if report.refit_chat:
         chat = report.refit_chat
         out.write(f"refit's chat check: the original's answers to the check prompts, loss per answer token "

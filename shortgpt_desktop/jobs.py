@@ -42,10 +42,7 @@ def _checked_request(spec: JobSpec) -> None:
     if spec.count is not None and spec.count < 1:
         raise PlanError(f"The number of layers to remove must be at least 1 (got {spec.count}).")
     if spec.layers is not None:
-        negative = [i for i in spec.layers if i < 0]
-        if negative:
-            raise PlanError(f"Layer {negative[0]} is out of range: layers are counted from 0.")
-        check_layer_list(spec.layers, 10**9)  # repeats (the range is checked once the model's depth is read)
+        check_layer_list(spec.layers, 10**9)  # repeats and negatives (the depth is checked once it is read)
 
 
 def _checked_before_model(spec: JobSpec, *, text: bool, out: str | None = None, progress: Progress = no_progress,

@@ -175,8 +175,7 @@ def model_card(report: Report, base_model: str) -> str:
         skipped = [r for r in report.repair_runs if r.get("note")]
         if skipped:
             repair_line += "; not repaired: " + "; ".join(
-                f"layers {r['layers'][0]}-{r['layers'][1]}: {r['note'].removesuffix('; not repaired')}"
-                for r in skipped)
+                f"layers {r['layers'][0]}-{r['layers'][1]}: {r['note']}" for r in skipped)
     if report.heal_steps:
         repair_line += f"; healed with {report.heal_steps} LoRA steps on the calibration text, merged"
     output_format = report.output_format or "safetensors"

@@ -88,6 +88,8 @@ def check_layer_list(layers: Sequence[int], n_layers: int) -> list[int]:
     if not layers:
         raise PlanError("No layers to remove were given.")
     bad = [i for i in layers if not 0 <= i < n_layers]
+    if bad and bad[0] < 0:
+        raise PlanError(f"Layer {bad[0]} is out of range: layers are counted from 0.")
     if bad:
         raise PlanError(f"Layer {bad[0]} is out of range: this model's layers are 0 to {n_layers - 1}.")
     seen: set[int] = set()

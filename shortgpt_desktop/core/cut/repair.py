@@ -70,9 +70,9 @@ log = logging.getLogger(__name__)
 
 ORDERS = ("sequential", "independent")
 
-NOTE_FIRST_LAYER = "the run starts at layer 0, so no kept layer comes before it to fold a map into; not repaired"
-NOTE_MOE_LAYER = "layer {layer}'s MLP is a mixture of experts, with no single output projection; not repaired"
-NOTE_POST_LN = "this model normalises after the residual add (post-LN), so a folded map would be undone; not repaired"
+NOTE_FIRST_LAYER = "the run starts at layer 0, so no kept layer comes before it to fold a map into"
+NOTE_MOE_LAYER = "layer {layer}'s MLP is a mixture of experts, with no single output projection"
+NOTE_POST_LN = "this model normalises after the residual add (post-LN), so a folded map would be undone"
 
 
 #: Calibration tokens whose activations a fit through a norm keeps in memory (two float32 rows each).
@@ -91,7 +91,7 @@ class RunRepair:
     patched_layer: int | None = None  # original index of the kept layer whose MLP output projection changed
     parameter: str | None = None  # the changed weight's name, with the original layer index
     norm: str | None = None  # the norm after the projection that the map is fitted through (Gemma 2/3, OLMo 2)
-    note: str = ""  # why the run was not repaired (empty when it was)
+    note: str = ""  # why the run was not repaired (empty when it was); the front ends say "not repaired"
     #: ‖R + M T − Y‖ / ‖Y − R‖ on the calibration tokens, before (T = I, plain pruning) and after the fit.
     residual_before: float | None = None
     residual_after: float | None = None
@@ -117,7 +117,7 @@ class RepairResult:
 
     @property
     def notes(self) -> list[str]:
-        return [f"layers {r.start}-{r.end - 1}: {r.note}" for r in self.runs if r.note]
+        return [f"layers {r.start}-{r.end - 1} not repaired: {r.note}" for r in self.runs if r.note]
 
 
 def contiguous_runs(removed: Sequence[int]) -> list[tuple[int, int]]:
@@ -179,7 +179,7 @@ def _patch(model: Any, family: Family, layers: Any, run: RunRepair, layer: int) 
     import torch.nn as nn
 
     if family.mlp_out is None:
-        run.note = family.repair_note or "this family's MLP output projection is not known; not repaired"
+        run.note = family.repair_note or "this family's MLP output projection is not known"
         return False
     if family.name == "opt" and getattr(model.config, "do_layer_norm_before", True) is False:
         run.note = NOTE_POST_LN
@@ -191,13 +191,13 @@ def _patch(model: Any, family: Family, layers: Any, run: RunRepair, layer: int) 
         return False
     weight = getattr(proj, "weight", None)
     if not (isinstance(proj, nn.Linear) or _is_conv1d(proj)) or weight is None or weight.dim() != 2:
-        run.note = f"layer {layer}'s MLP output is not a plain linear projection; not repaired"
+        run.note = f"layer {layer}'s MLP output is not a plain linear projection"
         return False
     if family.mlp_out_norm is not None:
         try:
             get_submodule(layers[layer], family.mlp_out_norm)
         except AttributeError:
-            run.note = f"layer {layer} has no {family.mlp_out_norm} to fit through; not repaired"
+            run.note = f"layer {layer} has no {family.mlp_out_norm} to fit through"
             return False
         run.norm = f"{family.layers_path}.{layer}.{family.mlp_out_norm}"
     run.patched_layer = layer

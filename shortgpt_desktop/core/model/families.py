@@ -76,8 +76,8 @@ _LABELS = {
 
 
 #: Why a family's decoder layers have no single MLP output projection to fold a repair into.
-MOE_NOTE = "a mixture-of-experts layer has no single MLP output projection to fold a linear map into; not repaired"
-DISCOVERED_NOTE = "the MLP of a model found by shape is not known; not repaired"
+MOE_NOTE = "a mixture-of-experts layer has no single MLP output projection to fold a linear map into"
+DISCOVERED_NOTE = "the MLP of a model found by shape is not known"
 
 
 def _family(name: str, *model_types: str, **kwargs: Any) -> Family:
