@@ -162,7 +162,7 @@ class JobClock:
         rate = (time.perf_counter() - self.started) / max(token_layers, 1.0)
         estimate = estimate_job(self.spec, shape, rate, tokens.sample_tokens, tokens.eval_tokens, self.count,
                                 get_metric(self.spec.metric).refines, self.engine.answer_work(self.spec),
-                                self.engine.guard_work(self.spec))
+                                self.engine.guard_work(self.spec), self.engine.quiz_work(self.spec))
         self.said = True
         self.progress("estimate", 0, 0, estimate)
 

@@ -3,6 +3,7 @@ and say which calibration files they leave out before anything slow starts."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -300,6 +301,13 @@ def test_the_estimate_after_the_first_batch_counts_a_chat_models_own_answers(tin
                    check_perplexity=False)
     run_prune(Engine(), spec, progress)
     assert len(said) == 1 and said[0].steps.get("answering", 0) > 0
+    # With the check and a prompt, the check's quiz (both models' answers) is counted too: its share of the
+    # whole, in units of the scoring pass (whose measured speed both use), is larger than without a prompt.
+    for prompt, out in (("", "out-no-quiz"), ("The history of", "out-quiz")):
+        run_prune(Engine(), dataclasses.replace(spec, prompt=prompt, check_perplexity=True, max_new_tokens=2,
+                                                out=str(tmp_path / out)), progress)
+    without, with_quiz = (e.steps["checking"] / e.steps["scoring"] for e in said[1:])
+    assert with_quiz > without * 1.2, (without, with_quiz)
 
 
 def test_eval_counts_neither_bi_plus_nor_the_repair_in_its_memory(tiny_model: Path, small_calib: Path) -> None:
