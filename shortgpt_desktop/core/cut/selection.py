@@ -196,20 +196,33 @@ def choose_for_counts(
     per_step = 2 * window if wider else window
     finalists = 4 if wider else 3
     total = (len(known) if wider else 0) + sum(max(g) * per_step + finalists * len(g) for g in groups.values())
-    if judge_repaired:  # each finalist's repair fit and its measurement: about two passes
-        total += sum(JUDGING_PASSES * finalists * len(g) for g in groups.values())
-    # The saved repair of the first finalist the probe asks: both streams over every calibration sample.
+    # The saved repair's fit: both streams over every calibration sample.
     full_fit = 2 * math.ceil(len(token_set.samples) / len(samples))
-    if probe is not None and judge_repaired:
+    # Judging a finalist repaired: a quick fit and a measurement, about two passes; where the quick fit's samples
+    # are every calibration sample it is the saved fit (see _judge_repaired), which costs a full fit.
+    saved_when_judged = judge_repaired and 2 * len(samples) >= len(token_set.samples)
+    judging = JUDGING_PASSES + (full_fit if saved_when_judged else 0)
+    finalist_sets = sum(finalists * len(g) for g in groups.values())
+    fits_counted = finalist_sets if saved_when_judged else 0  # the full fits ``total`` holds
+    if judge_repaired:
+        total += judging * finalist_sets
+    if probe is not None and judge_repaired:  # the first finalist the probe asks gets the saved repair's fit
         total += full_fit * len(counts)
+        fits_counted += len(counts)
     judged = 0  # finalists judged repaired so far
     fitting = 0.0  # passes' worth of full fits done
     sweeping = 0.0  # passes' worth of the layer-major sweep under way (its sets are counted when measured)
     reported = 0  # the bar never goes back
 
+    # ``total`` counts every set as new; a set measured or judged already is not run again, and its passes are
+    # taken off the total as soon as that is known (the time left would otherwise count passes never run).
+    def skip(passes: int) -> None:
+        nonlocal total
+        total -= passes
+
     def report(partial: list[int], final: bool = False) -> None:
         nonlocal reported
-        if progress is not None:  # the last report is done/done: ``total`` is only an upper bound
+        if progress is not None:  # the last report is done/done: ``total`` may still count a skipped pass
             done = max(reported, runner.passes + JUDGING_PASSES * judged + int(fitting) + int(sweeping))
             reported = done
             progress(STAGE, done, done if final else max(total, done), list(partial))
@@ -241,7 +254,11 @@ def choose_for_counts(
             _fit_saved_repair, stack, token_set, batch_size=batch_size, cancel=cancel)
 
         def fit_on_bar(removed: Sequence[int]) -> Any:
-            nonlocal fitting
+            nonlocal fitting, fits_counted, total
+            if fits_counted:
+                fits_counted -= 1
+            else:  # the probe asks a further finalist: its fit was not counted
+                total += full_fit
             started_at = fitting
             result = fit(removed, fitting_progress(partial))
             fitting = started_at + full_fit
@@ -253,14 +270,24 @@ def choose_for_counts(
         """The weights the saved model gets for ``removed`` (None when the job does not repair)."""
         return saved_fit(partial)(removed).tensors if judge_repaired else None
 
+    def known_judged(partial: list[int]) -> None:
+        nonlocal fits_counted
+        skip(judging)
+        if saved_when_judged:
+            fits_counted -= 1
+        report(partial)
+
     def judged_one(partial: list[int]) -> None:
         nonlocal judged
         judged += 1
         report(partial)
 
-    def measure_all(sets: Sequence[Sequence[int]], order_so_far: list[int]) -> list[float]:
+    def measure_all(sets: Sequence[Sequence[int]], order_so_far: list[int], counted: int) -> list[float]:
+        """Each set's perplexity, measuring only those not measured yet (``counted``: the passes ``total`` holds
+        for this call)."""
         keys = [tuple(sorted(s)) for s in sets]
         new = [k for k in dict.fromkeys(keys) if k not in measured]
+        skip(counted - len(new))
         if new:
             def measured_one(_: int) -> None:
                 nonlocal sweeping
@@ -275,7 +302,7 @@ def choose_for_counts(
     # The paper's own baseline: each layer's removal alone, measured (one layer-major sweep from the cache).
     single: list[float | None] = [None] * n
     if wider:
-        for layer, ppl in zip(known, measure_all([[i] for i in known], []), strict=True):
+        for layer, ppl in zip(known, measure_all([[i] for i in known], [], len(known)), strict=True):
             single[layer] = ppl
     out: dict[int, SelectionResult] = {}
     for protected_key, group in groups.items():
@@ -294,7 +321,7 @@ def choose_for_counts(
             trial = [layer for layer in open_order if layer not in order][:window]
             trial += [layer for layer in single_order if layer not in order and layer not in trial][:window]
             considered += [layer for layer in trial if layer not in considered]
-            ppls = measure_all([[*order, layer] for layer in trial], order)
+            ppls = measure_all([[*order, layer] for layer in trial], order, per_step)
             finite = [(ppl, rank) for rank, ppl in enumerate(ppls) if not math.isnan(ppl)]
             if not finite:
                 raise ResourceError(_NAN)
@@ -311,10 +338,11 @@ def choose_for_counts(
                 sets += (sorted(single_order[:count]),)
                 names += ("single-removal",)
             candidates = [Candidate(name, list(chosen), ppl)
-                          for name, chosen, ppl in zip(names, sets, measure_all(sets, order), strict=True)]
+                          for name, chosen, ppl in zip(names, sets, measure_all(sets, order, finalists), strict=True)]
             if judge_repaired:
                 _judge_repaired(stack, token_set, samples, candidates, batch_size, cancel, repaired_cache,
-                                functools.partial(judged_one, order), saved_fit(order), original)
+                                functools.partial(judged_one, order), saved_fit(order), original,
+                                on_known=functools.partial(known_judged, order))
             finite_candidates = [c for c in candidates if not math.isnan(c.judged)]
             if not finite_candidates:
                 raise ResourceError(_NAN)
@@ -343,10 +371,11 @@ def _judge_repaired(stack: LayerStack, token_set: TokenSet, samples: Sequence[Se
                     candidates: Sequence[Candidate], batch_size: int, cancel: CancelCheck | None,
                     cache: dict[tuple[int, ...], float], on_judged: Callable[[], None] = lambda: None,
                     saved_fit: Callable[[Sequence[int]], Any] | None = None,
-                    original: OriginalStates | None = None) -> None:
+                    original: OriginalStates | None = None, on_known: Callable[[], None] = lambda: None) -> None:
     """Give each candidate its repaired perplexity on ``samples``: the map fitted on twice as many calibration
     samples (those first), folded in, the pruned model measured again. Sets already judged are not refitted;
-    ``on_judged`` is called after each new one (the progress bar's step). When those are every calibration
+    ``on_judged`` is called after each new one (the progress bar's step), ``on_known`` for each set judged
+    before (its passes are not run). When those are every calibration
     sample, the quick fit is the saved one: ``saved_fit`` makes it (kept for the job to save). ``original`` keeps
     the original's states on those samples from one fit to the next (the same numbers, run once)."""
     import dataclasses
@@ -356,6 +385,9 @@ def _judge_repaired(stack: LayerStack, token_set: TokenSet, samples: Sequence[Se
 
     fit_on = dataclasses.replace(token_set, samples=list(token_set.samples[: 2 * len(samples)]))
     whole = len(fit_on.samples) == len(token_set.samples) and saved_fit is not None
+    keys = [tuple(c.removed) for c in candidates]
+    for _ in range(len(keys) - len([k for k in dict.fromkeys(keys) if k not in cache])):
+        on_known()  # said first, so that the bar's total is right while the fits run
     for candidate in candidates:
         key = tuple(candidate.removed)
         if key not in cache:
