@@ -71,12 +71,21 @@ def hooked_pass(
         return acc.stats(time.perf_counter() - started)
 
 
+def head_steps(stack: LayerStack) -> int:
+    """The head's cost in decoder layers (vocabulary × hidden against a layer's parameters), at least 1: a pass's
+    bar counts it so, and its time left stays true where the head weighs as much as half the model (Gemma 3's
+    262k-token head, 30 of its layers' worth; it was one step of 19)."""
+    embed = stack.model.get_input_embeddings()
+    layer_params = sum(p.numel() for p in stack.layers[0].parameters())
+    return max(1, round((embed.weight.numel() if embed is not None else 0) / max(layer_params, 1)))
+
+
 def final_states(stack: LayerStack, windows: Sequence[Sequence[int]], pad_id: int, removed: Sequence[int] = (),
                  batch_size: int = 4, weights: dict[str, Any] | None = None, cancel: CancelCheck | None = None,
                  progress: Counter | None = None, total: int | None = None) -> list[Batch]:
     """The windows' batches with ``hidden`` = the states leaving the last kept layer (``removed`` skipped)."""
     kept = kept_layers(stack.n_layers, removed)
-    total = total if total is not None else len(kept) + 1
+    total = total if total is not None else len(kept) + head_steps(stack)
     if progress is not None:
         progress(0, total)
     batches = stack.capture(windows, pad_id, batch_size, cancel)
@@ -90,16 +99,16 @@ def perplexity(stack: LayerStack, windows: Sequence[Sequence[int]], pad_id: int,
                progress: Counter | None = None) -> PerplexityResult:
     """Perplexity of the model with ``removed`` skipped (and ``weights`` in), as :func:`perplexity_of` gives it.
 
-    ``progress(done, total)`` counts the kept layers, then the head pass.
+    ``progress(done, total)`` counts the kept layers, then the head pass (:func:`head_steps` of them).
     """
     if not windows:
         raise ValueError("no evaluation windows")
     started = time.perf_counter()
-    kept = kept_layers(stack.n_layers, removed)
-    batches = final_states(stack, windows, pad_id, removed, batch_size, weights, cancel, progress)
+    total = len(kept_layers(stack.n_layers, removed)) + head_steps(stack)
+    batches = final_states(stack, windows, pad_id, removed, batch_size, weights, cancel, progress, total)
     total_nll, total_tokens = head_nll(stack, batches)
     if progress is not None:
-        progress(len(kept) + 1, len(kept) + 1)
+        progress(total, total)
     return PerplexityResult.of(total_nll, total_tokens, time.perf_counter() - started)
 
 
@@ -143,10 +152,11 @@ def reference(stack: LayerStack, windows: Sequence[Sequence[int]], pad_id: int, 
     if not windows:
         raise ValueError("no evaluation windows")
     started = time.perf_counter()
-    batches = final_states(stack, windows, pad_id, (), batch_size, None, cancel, progress)
+    total = stack.n_layers + head_steps(stack)
+    batches = final_states(stack, windows, pad_id, (), batch_size, None, cancel, progress, total)
     total_nll, total_tokens = head_nll(stack, batches)
     if progress is not None:
-        progress(stack.n_layers + 1, stack.n_layers + 1)
+        progress(total, total)
     result = PerplexityResult.of(total_nll, total_tokens, time.perf_counter() - started)
     kind = stack.output_kind if isinstance(stack.output_kind, int) or stack.output_kind is None else None
     return Reference([b.hidden.to("cpu") for b in batches], kind, result, batch_size, len(windows))
@@ -159,8 +169,8 @@ def compare(stack: LayerStack, windows: Sequence[Sequence[int]], pad_id: int, re
     if len(windows) != reference_.windows:
         raise ValueError("the reference was measured on other windows")
     started = time.perf_counter()
-    kept = kept_layers(stack.n_layers, removed)
-    batches = final_states(stack, windows, pad_id, removed, reference_.batch_size, weights, cancel, progress)
+    total = len(kept_layers(stack.n_layers, removed)) + 2 * head_steps(stack)  # the head, for both models
+    batches = final_states(stack, windows, pad_id, removed, reference_.batch_size, weights, cancel, progress, total)
     sums = FidelitySums()
     with stack.head() as logits_of:
         for batch, original in zip(batches, reference_.final_states, strict=True):
@@ -169,7 +179,7 @@ def compare(stack: LayerStack, windows: Sequence[Sequence[int]], pad_id: int, re
             sums.add(original_logits, logits, batch.ids.to(logits.device), batch.mask.to(logits.device))
             del logits, original_logits
     if progress is not None:
-        progress(len(kept) + 1, len(kept) + 1)
+        progress(total, total)
     return sums.result(time.perf_counter() - started)
 
 
@@ -181,13 +191,15 @@ def reference_and_compare(stack: LayerStack, windows: Sequence[Sequence[int]], p
     pruned model's states (the streamed stack reads it once, not twice), and the original's logits are computed
     once for its perplexity and the fidelity. Same operations on the same inputs, so the same numbers.
 
-    ``progress(done, total)`` counts the layers, then the head pass.
+    ``progress(done, total)`` counts the layers (each run for both models), then the head pass: the head, run for
+    both too, in the same measure (:func:`head_steps` for each of the two, per two layer runs).
     """
     if not windows:
         raise ValueError("no evaluation windows")
     started = time.perf_counter()
     gone = set(removed)
-    total = stack.n_layers + 1
+    runs = 2 * stack.n_layers - len(gone & set(range(stack.n_layers)))
+    total = stack.n_layers + max(1, round(2 * head_steps(stack) * stack.n_layers / runs))
     if progress is not None:
         progress(0, total)
     original = stack.capture(windows, pad_id, batch_size, cancel)

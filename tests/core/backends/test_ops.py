@@ -114,3 +114,42 @@ def test_next_tokens_of_padded_prompts_are_each_prompts_own_greedy_token(setup, 
     assert original == expected
     assert pruned == expected_pruned
     assert pruned != original, "the pruned model must differ somewhere, or the comparison proves less"
+
+
+def test_a_heavy_head_counts_on_the_bar_as_the_layers_it_weighs() -> None:
+    """Gemma 3's 262k-token head costs about half a perplexity pass; counted as one step of 19, the bar's time
+    left said seconds where minutes remained. Each pass counts it as the layers it weighs (twice where both
+    models' logits are taken), and ends at its total."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from shortgpt_desktop.core.backends.layerwise import InMemoryStack
+    from shortgpt_desktop.core.model.families import family_for_model_type
+    from shortgpt_desktop.core.testing.tiny_models import TINY_FAMILIES
+
+    torch.manual_seed(0)
+    config = AutoConfig.for_model("llama", **{**TINY_FAMILIES["llama"][1], "num_hidden_layers": 4,
+                                              "vocab_size": 8192})
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    stack = InMemoryStack(model, family_for_model_type("llama"))
+    heavy = round(8192 * config.hidden_size / sum(p.numel() for p in model.model.layers[0].parameters()))
+    assert heavy >= 4 and ops.head_steps(stack) == heavy
+    windows = torch.randint(3, 8192, (3, 16), generator=torch.Generator().manual_seed(1)).tolist()
+    removed = [1]
+
+    def bar(run) -> list[tuple[int, int]]:
+        seen: list[tuple[int, int]] = []
+        run(lambda done, total: seen.append((done, total)))
+        return seen
+
+    reference = ops.reference(stack, windows, 0)
+    passes = {
+        "perplexity": (bar(lambda p: ops.perplexity(stack, windows, 0, removed, progress=p)), 3, 3 + heavy),
+        "reference": (bar(lambda p: ops.reference(stack, windows, 0, progress=p)), 4, 4 + heavy),
+        "compare": (bar(lambda p: ops.compare(stack, windows, 0, reference, removed, progress=p)), 3, 3 + 2 * heavy),
+        # Layers run for both models (7 runs in 4 steps), the head for both: 2 × heavy × 4 / 7 steps.
+        "joint": (bar(lambda p: ops.reference_and_compare(stack, windows, 0, removed, progress=p)), 4,
+                  4 + round(2 * heavy * 4 / 7)),
+    }
+    for name, (seen, layers, total) in passes.items():
+        assert {t for _, t in seen} == {total}, (name, seen)
+        assert seen[-1] == (total, total) and seen[-2][0] == layers, (name, seen)
