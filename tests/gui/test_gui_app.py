@@ -204,8 +204,10 @@ def test_launch_is_fast_and_does_not_import_torch(tmp_path: Path) -> None:
 
 def test_screenshot_mode(tmp_path: Path, gui_model: Path, calib_text: Path) -> None:
     out = tmp_path / "shot.png"
+    settings = tmp_path / "s.ini"
+    settings.write_text('[job]\nsettings="{\\"eval_windows\\": 4}"\n', encoding="utf-8")  # a short check
     result = run_app(str(gui_model), "--calib", str(calib_text), "--screenshot", str(out), "--samples", "8",
-                     "--seq-len", "32", "--check", "--settings-file", str(tmp_path / "s.ini"))
+                     "--seq-len", "32", "--check", "--settings-file", str(settings))
     assert result.returncode == 0, result.stdout + result.stderr
     image = QImage(str(out))
     assert not image.isNull() and (image.width(), image.height()) == (1280, 720)
