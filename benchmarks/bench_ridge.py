@@ -29,7 +29,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
     parser.add_argument("--remove", required=True, help="the cut, e.g. 3,4,5,7,16,17,25,26")
-    parser.add_argument("--ridges", default="0.01,0.03,0.1,0.3")
+    parser.add_argument("--ridges", default="0.01,0.03,0.1,0.3,auto",
+                        help="fixed ridges, and 'auto': chosen per run on held-out calibration samples")
     parser.add_argument("--calib", default=str(DEFAULT_DATA / "wikitext2-valid.txt"))
     parser.add_argument("--prose", default=str(DEFAULT_DATA / "wikitext2-test.txt"))
     parser.add_argument("--samples", type=int, default=SAMPLES)
@@ -49,7 +50,7 @@ def main() -> None:
 
     quiet_library_progress()
     remove = [int(x) for x in args.remove.split(",")]
-    ridges = [float(x) for x in args.ridges.split(",")]
+    ridges = [None if x == "auto" else float(x) for x in args.ridges.split(",")]
     with tempfile.TemporaryDirectory() as scratch:
         base = JobSpec(model=args.model, calib=[args.calib], eval_text=args.prose, samples=args.samples,
                        seq_len=args.seq_len, eval_windows=32, batch_size=4, device="cpu", dtype="float32",
@@ -70,8 +71,11 @@ def main() -> None:
             started = time.perf_counter()
             fit = fit_linear_repair(stack.model, family, fit_tokens, remove, 4, ridge=ridge, stack=stack,
                                     original=memo.bind(fit_tokens, 4))
-            weights[f"ridge {ridge:g}"] = fit.tensors
-            print(f"  fitted ridge {ridge:g} in {time.perf_counter() - started:.1f} s", flush=True)
+            name = "auto" if ridge is None else f"ridge {ridge:g}"
+            weights[name] = fit.tensors
+            chosen = ", ".join(f"{r.start}-{r.end - 1}: {r.ridge:g}" for r in fit.runs if r.ridge is not None)
+            print(f"  fitted {name} in {time.perf_counter() - started:.1f} s"
+                  + (f" (chosen per run: {chosen})" if ridge is None else ""), flush=True)
         rows: dict[str, list[str]] = {name: [] for name in weights}
         for text, spec in texts.items():
             tokens = engine.tokens_for(spec)

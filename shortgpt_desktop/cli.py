@@ -339,8 +339,14 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
     for run in report.repair_runs:
         first, last = run["layers"]
         if run.get("parameter"):
-            out.write(f"repaired layers {first}-{last}: a map folded into layer {run['patched_layer']} "
-                      f"(calibration error {run['residual_before']:.3f} -> {run['residual_after']:.3f})")
+            if run.get("held_out_residual") is not None and run.get("ridge") is None:
+                out.write(f"layers {first}-{last}: no map folded into layer {run['patched_layer']} did better than "
+                          f"none on held-out calibration samples, so it is unchanged (plain removal)")
+            else:
+                out.write(f"repaired layers {first}-{last}: a map folded into layer {run['patched_layer']} "
+                          f"(calibration error {run['residual_before']:.3f} -> {run['residual_after']:.3f}"
+                          + (f"; ridge {run['ridge']:g}, chosen on held-out samples" if "held_out_residual" in run
+                             and run["held_out_residual"] is not None else "") + ")")
             if "refit_after" in run:
                 out.write(f", its MLP refitted (held-out error {run['refit_before']:.3f} -> "
                           f"{run['refit_after']:.3f})")

@@ -52,6 +52,23 @@ def test_the_mlp_refit_is_a_repair_choice_said_in_the_summary(tiny_model: Path, 
     assert "repaired layers 2-3: a map folded into layer 1" in out and "its MLP refitted (held-out error" in out
 
 
+def test_the_repairs_ridge_chosen_on_held_out_samples_is_said_and_reported(tiny_model: Path, small_calib: Path,
+                                                                           tmp_path: Path,
+                                                                           capfd: pytest.CaptureFixture[str]) -> None:
+    """With 20 calibration samples or more, each run's ridge is chosen on the samples held out of its fit: the
+    summary says so (or that no map did better than none) and the report holds the ridge and its residual."""
+    report_path = tmp_path / "report.json"
+    assert cli.main(["prune", str(tiny_model), "--remove", "2,3", "--no-eval", "--calib", str(small_calib),
+                     "--samples", "20", "--seq-len", "32", "--out", str(tmp_path / "out"),
+                     "--json", str(report_path)]) == 0
+    out = capfd.readouterr().out
+    run = json.loads(report_path.read_text())["repair_runs"][0]
+    assert run["held_out_residual"] is not None and "ridge" in run
+    said = ("chosen on held-out samples" if run["ridge"] is not None
+            else "did better than none on held-out calibration samples")
+    assert said in out, out
+
+
 def test_a_refit_the_chat_guard_drops_is_said_and_the_linear_repair_is_saved(
         tiny_model: Path, small_calib: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:

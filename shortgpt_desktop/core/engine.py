@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -986,6 +987,8 @@ class Engine:
             report.repair_runs = [
                 {"layers": [r.start, r.end - 1], "patched_layer": r.patched_layer, "parameter": r.parameter,
                  "residual_before": r.residual_before, "residual_after": r.residual_after, "note": r.note}
+                | ({"ridge": None if math.isinf(r.ridge) else r.ridge, "held_out_residual": r.held_out_residual}
+                   if r.ridge is not None else {})
                 | ({"refit_before": refits[r.patched_layer].residual_before,
                     "refit_after": refits[r.patched_layer].residual_after,
                     "refit_kept": refits[r.patched_layer].kept} if r.patched_layer in refits else {})

@@ -8,6 +8,7 @@ the closed-form fit against a known answer.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import struct
 from pathlib import Path
@@ -17,8 +18,13 @@ import torch
 
 from shortgpt_desktop.core.cut.repair import (
     NOTE_FIRST_LAYER,
+    RIDGE,
+    RunRepair,
+    _PatchedLayer,
+    _statistics,
     _Stats,
     apply_repair,
+    choose_ridge,
     contiguous_runs,
     fit_linear_repair,
     repaired_pruned_view,
@@ -384,3 +390,53 @@ def test_original_states_past_their_budget_are_not_kept_and_the_log_says_so(tiny
     assert list(original.states) == [1] and original.kept_bytes <= one_layer
     assert original.layers_skipped == 1  # the second fit took layer 1's states, then ran the original on to 4
     assert sum("not kept for the next fit" in r.message for r in caplog.records) == 1  # said once
+
+
+def _sums(m: torch.Tensor, d: torch.Tensor, rows_per_batch: int = 4):
+    """The fit's sums over samples ``m``, ``d`` ([samples, tokens, dim]) as the fit makes them, every 10th
+    sample held apart."""
+    observer = _PatchedLayer.__new__(_PatchedLayer)
+    observer.rows = [(m[i:i + rows_per_batch], torch.zeros_like(m[i:i + rows_per_batch]),
+                      torch.ones(m[i:i + rows_per_batch].shape[:2], dtype=torch.bool))
+                     for i in range(0, m.shape[0], rows_per_batch)]
+    targets = [d[i:i + rows_per_batch] for i in range(0, m.shape[0], rows_per_batch)]
+    return _statistics(RunRepair(0, 1), observer, targets, choose=True)
+
+
+def test_the_ridge_chosen_on_held_out_samples_follows_what_the_samples_can_tell() -> None:
+    """Many samples of a real map: a small ridge; few samples of a map that is the identity plus noise: the
+    identity (the run left as plain pruning) or a large ridge, where a small one fits the noise."""
+    generator = torch.Generator().manual_seed(0)
+    dim = 32
+    mix = torch.eye(dim) + 0.5 * torch.randn(dim, dim, generator=generator)
+
+    many = torch.randn(200, 16, dim, generator=generator)
+    stats = _sums(many, many @ mix + 0.01 * torch.randn(200, 16, dim, generator=generator))
+    assert stats.held is not None and stats.held.tokens == 20 * 16  # samples 9, 19, ..., 199
+    ridge, residual = choose_ridge(stats, stats.held)
+    assert ridge <= 1e-2 and residual < 0.05
+
+    few = torch.randn(20, 2, dim, generator=generator)  # 36 training rows for a 32 × 32 map
+    stats = _sums(few, few + 2.0 * torch.randn(20, 2, dim, generator=generator))
+    ridge, _ = choose_ridge(stats, stats.held)
+    assert ridge >= 1.0
+
+
+def test_a_fit_that_chooses_its_ridge_is_the_fit_with_that_ridge_on_every_sample(tiny_model: Path,
+                                                                                   small_calib: Path) -> None:
+    """The choice holds samples out only to choose: the map saved is fitted on every sample, with the ridge
+    chosen (which the run records, with its held-out residual); too few samples to hold two out: the fixed one."""
+    source = resolve(str(tiny_model))
+    loaded = load_model(source, device="cpu", dtype="float32")
+    tokens = build_token_set(loaded.tokenizer, [small_calib.read_text(encoding="utf-8")], samples=20, seq_len=32,
+                             seed=0)
+    chosen = fit_linear_repair(loaded.model, loaded.family, tokens, [2, 3], ridge=None)
+    run = chosen.runs[0]
+    assert run.ridge is not None and run.held_out_residual is not None and run.repaired
+    if run.ridge != float("inf"):
+        fixed = fit_linear_repair(loaded.model, loaded.family, tokens, [2, 3], ridge=run.ridge)
+        assert chosen.tensors.keys() == fixed.tensors.keys()
+        for name in chosen.tensors:
+            torch.testing.assert_close(chosen.tensors[name], fixed.tensors[name], rtol=0, atol=0)
+    few = dataclasses.replace(tokens, samples=tokens.samples[:19])  # one held-out sample: too little to judge
+    assert fit_linear_repair(loaded.model, loaded.family, few, [2, 3], ridge=None).runs[0].ridge == RIDGE
