@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
     def metric_arg(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--metric", default=defaults.METRIC, choices=list(METRICS),
+        p.add_argument("--metric", choices=list(METRICS),
                        help=f"layer importance metric (default {defaults.METRIC}): "
                        + "; ".join(f"{m.name}: {m.description}" for m in METRICS.values()))
 
@@ -278,13 +278,18 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         low_memory=args.low_memory,
     )
     if args.command in ("score", "prune", "sweep"):
-        spec.metric = args.metric
+        spec.metric = args.metric or defaults.METRIC
     if args.command == "score":
         spec.block_size = args.block_size
     if args.command == "prune":
         spec.ratio = args.ratio
         spec.count = args.layers
         spec.layers = parse_layer_list(args.remove) if args.remove is not None else None
+        if spec.layers is not None and args.metric is not None:
+            from .core.errors import PlanError
+
+            raise PlanError(f"--metric {args.metric} chooses which layers go, but --remove names them: leave one "
+                            f"of the two out.")
         spec.out = args.out
         spec.force = args.force
         spec.output_format = args.output_format

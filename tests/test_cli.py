@@ -248,6 +248,7 @@ def test_what_the_config_and_files_can_tell_is_refused_before_loading(
         "encoder model": ["prune", str(bert), "--ratio", "0.3", *calib, *out],
         "does not exist": ["prune", str(Path("models") / "nope.gguf"), "--ratio", "0.3", *calib, *out],
         "counted from 0": ["prune", m, "--remove=-1", *calib, *out],
+        "but --remove names them": ["prune", m, "--remove", "2,3", "--metric", "angular", *calib, *out],
         "The evaluation text": ["prune", m, "--ratio", "0.3", *calib, *out, "--eval-text", "nope-eval.txt"],
         # report files whose folder is missing, found before the job (they were found after it, the summary lost)
         "report-folder": ["prune", m, "--ratio", "0.3", *calib, *out, "--json",
