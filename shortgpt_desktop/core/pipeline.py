@@ -18,7 +18,14 @@ from .cut.plan import PrunePlan, apply_sizes, make_plan
 from .cut.surgery import layer_sizes, pruned_view
 from .errors import CalibrationError
 from .formats.safetensors_writer import SaveResult, save_pruned
-from .measure.calibration import BUILTIN_CORPUS, TokenSet, build_token_set, builtin_corpus, read_texts
+from .measure.calibration import (
+    BUILTIN_CORPUS,
+    TokenSet,
+    build_token_set,
+    builtin_corpus,
+    read_texts,
+    surely_too_short,
+)
 from .measure.evaluation import PerplexityResult, generate_text, has_chat_template, perplexity_of
 from .measure.metrics import get_metric, score_model
 from .measure.scoring import LayerScores
@@ -130,7 +137,10 @@ def check_calibration(spec: JobSpec) -> list[str]:
                                "corpus.")
     if spec.eval_text and not Path(spec.eval_text).expanduser().exists():
         raise CalibrationError(f"The evaluation text {spec.eval_text} does not exist.")
-    _, _, warnings = read_calibration(spec.calib)
+    texts, _, warnings = read_calibration(spec.calib)
+    too_short = surely_too_short(texts, held_out=not spec.eval_text)
+    if too_short:
+        raise CalibrationError(too_short)
     if spec.eval_text:
         warnings += read_calibration([spec.eval_text])[2]
     return warnings

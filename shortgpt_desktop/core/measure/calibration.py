@@ -359,6 +359,21 @@ def _chunks(texts: Sequence[str], size: int) -> Iterable[str]:
         yield "\n\n".join(buffer)
 
 
+#: Fewest tokens of calibration text a job scores on.
+MIN_TOKENS = 16
+
+
+def surely_too_short(texts: Sequence[str], held_out: bool) -> str | None:
+    """The sentence for calibration text too short whatever the tokenizer (None where it may be long enough):
+    no tokenizer gives more tokens than the text has UTF-8 bytes. ``held_out``: a share of the text will be held
+    out for the perplexity check (no evaluation text given). Said before the model loads; the exact count is
+    checked when the text is tokenized."""
+    size = sum(len(t.encode("utf-8")) for t in texts)
+    if size * (1 - DEFAULT_HELDOUT_FRACTION if held_out else 1) < MIN_TOKENS:
+        return f"The calibration text is too short ({size} bytes); give at least a few paragraphs."
+    return None
+
+
 def build_token_set(
     tokenizer: Any,
     calib_texts: Sequence[str],
@@ -389,7 +404,7 @@ def build_token_set(
     else:
         cut = int(len(stream) * (1 - heldout_fraction))
         score_stream, eval_stream = stream[:cut], stream[cut:]
-    if len(score_stream) < 16:
+    if len(score_stream) < MIN_TOKENS:
         raise CalibrationError(
             f"The calibration text is too short ({len(stream)} tokens); give at least a few paragraphs."
         )

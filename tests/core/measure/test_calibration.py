@@ -133,6 +133,19 @@ def test_too_short_or_empty_text(tokenizer) -> None:
         calibration.build_token_set(tokenizer, ["Hi."], samples=2, seq_len=32)
 
 
+def test_text_too_short_for_any_tokenizer_is_refused_before_the_model(tmp_path: Path) -> None:
+    """No tokenizer gives more tokens than the text has bytes: a few words are refused by the check that runs
+    before the model is opened (it was refused only once the model had loaded and the text was tokenized)."""
+    from shortgpt_desktop.core.pipeline import JobSpec, check_calibration
+
+    short = tmp_path / "short.txt"
+    short.write_text("Hello there, world.", encoding="utf-8")  # 19 bytes: 15 once a fifth is held out
+    with pytest.raises(CalibrationError, match=r"too short \(19 bytes\)"):
+        check_calibration(JobSpec(model="m", calib=[str(short)]))
+    check_calibration(JobSpec(model="m", calib=[str(short)], eval_text=str(short)))  # all 19 bytes score: may do
+    assert calibration.surely_too_short(["x" * 20], held_out=True) is None
+
+
 def test_decode_bytes() -> None:
     assert calibration.decode_bytes("x".encode("utf-16-le")) is None  # NULs without a BOM: binary
     assert calibration.decode_bytes(b"\xef\xbb\xbfbom") == "bom"
