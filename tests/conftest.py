@@ -65,6 +65,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda item: -longest[module(item)])  # stable: within a module, the file's order
 
 
+@pytest.fixture(autouse=True)
+def _hub_probe_passes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests of the Hub paths fake huggingface_hub's calls; its host's reachability probe would ask the real
+    network (none here, some elsewhere). A test marked ``real_hub_probe`` keeps it."""
+    if request.node.get_closest_marker("real_hub_probe") is None:
+        from shortgpt_desktop.core.model import sources
+
+        monkeypatch.setattr(sources, "check_hub_reachable", lambda repo_id: None)
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 6-layer random Llama with a BPE tokenizer, saved as safetensors (read-only use: copy to modify)."""

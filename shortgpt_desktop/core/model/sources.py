@@ -213,10 +213,7 @@ def hub_download(
             raise HubError(f"The disk is full while downloading {repo_id}; free some space.") from None
         raise HubError(f"Could not download {repo_id}: {exc}.") from None
     except _network_errors() as exc:  # the HTTP client's own errors: no connection, DNS failure, time-out
-        raise HubError(
-            f"The Hugging Face Hub cannot be reached to download {repo_id} ({exc.__class__.__name__}); check the "
-            "connection, or choose a model folder or .gguf file on this computer."
-        ) from None
+        raise HubError(_unreachable(repo_id, exc.__class__.__name__)) from None
 
 
 def _network_errors() -> tuple[type[BaseException], ...]:
@@ -262,6 +259,7 @@ def _download(
         from huggingface_hub.errors import LocalEntryNotFoundError
 
         raise LocalEntryNotFoundError("offline")
+    check_hub_reachable(repo_id)
     files = hub.list_repo_files(repo_id, revision=revision)
     patterns = list(_HUB_BASE_PATTERNS)
     patterns += ["*.safetensors"] if any(f.endswith(".safetensors") for f in files) else ["*.bin"]
@@ -274,6 +272,41 @@ def _download(
             repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=patterns, tqdm_class=tqdm_class
         )
     )
+
+
+#: Seconds the reachability probe waits for the Hub's host to accept a connection.
+PROBE_TIMEOUT = 5.0
+
+
+def check_hub_reachable(repo_id: str) -> None:
+    """Fail at once where the Hub's host cannot be reached (no network, no name resolution): huggingface_hub
+    retries five times with back-off first, and the user waited 24 s in silence for the same sentence. Skipped
+    behind a proxy, where a direct connection says nothing about the Hub."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return
+    url = urlparse(constants.ENDPOINT)
+    if not url.hostname:
+        return
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
+                                 timeout=PROBE_TIMEOUT).close()
+    except socket.gaierror:
+        raise HubError(_unreachable(repo_id, f"{url.hostname} cannot be looked up: is this computer offline?")) \
+            from None
+    except TimeoutError:
+        raise HubError(_unreachable(repo_id, f"no answer from {url.hostname} in {PROBE_TIMEOUT:g} s")) from None
+    except OSError as exc:
+        raise HubError(_unreachable(repo_id, f"{url.hostname}: {exc.strerror or exc}")) from None
+
+
+def _unreachable(repo_id: str, why: str) -> str:
+    return (f"The Hugging Face Hub cannot be reached to download {repo_id} ({why}); check the connection, or choose "
+            "a model folder or .gguf file on this computer.")
 
 
 def check_free_space(cache_dir: str | Path | None, needed: int, repo_id: str) -> None:

@@ -175,6 +175,30 @@ def test_hub_unreachable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert logging.getLogger("huggingface_hub").getEffectiveLevel() >= logging.ERROR
 
 
+@pytest.mark.real_hub_probe
+def test_a_hub_that_cannot_be_reached_is_said_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Offline, huggingface_hub retried five times with back-off, 24 s in silence before the sentence; a probe of
+    its host says it at once. Behind a proxy a direct connection says nothing, so the probe stands aside."""
+    import time
+
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(constants, "ENDPOINT", "https://hub.invalid")  # .invalid never resolves (RFC 2606)
+    asked: list[str] = []
+    monkeypatch.setattr("huggingface_hub.list_repo_files", lambda repo_id, **kw: asked.append(repo_id) or [])
+    started = time.perf_counter()
+    with pytest.raises(HubError, match=r"cannot be reached .*hub\.invalid cannot be looked up"):
+        sources.hub_download("someone/model", cache_dir=tmp_path)
+    assert time.perf_counter() - started < sources.PROBE_TIMEOUT and not asked
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setattr("huggingface_hub.list_repo_files", _raise(RuntimeError("asked the Hub")))
+    with pytest.raises(RuntimeError, match="asked the Hub"):
+        sources.hub_download("someone/model", cache_dir=tmp_path)
+
+
 def test_hub_http_error_and_full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import errno
 
