@@ -318,6 +318,8 @@ def _write_file(target: Path, source: Path, layout: GGUFLayout, plan: GGUFPlan, 
         header = _header_bytes(view, layout, plan, table)
         out.write(header)
         out.write(b"\0" * (_aligned(len(header), align) - len(header)))
+        if progress is not None:  # the bar starts at 0, so its clock starts with the first tensor
+            progress(STAGE, 0, len(tensors), None)
         for done, tensor in enumerate(tensors, 1):
             if cancel is not None and cancel():
                 raise Cancelled()

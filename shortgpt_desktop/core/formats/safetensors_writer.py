@@ -154,6 +154,8 @@ def _write_all(
         if progress is not None:
             progress("saving", done, len(entries))
 
+    if progress is not None:  # the bar starts at 0, so its clock starts with the first tensor
+        progress("saving", 0, len(entries))
     files, total_bytes = write_sharded(temp, shards, on_tensor)
     config = _base_config(source, model, original_config)
     config.update(patch)

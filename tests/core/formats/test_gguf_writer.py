@@ -534,3 +534,24 @@ def test_an_mlp_refit_is_written_and_llama_cpp_runs_it_like_the_refitted_model(
     assert agree == 1.0 and worst < 1e-3, worst
     plain = hf_logprobs(model, prompt + [t for t, _ in steps], removed)
     assert float((plain - reference).abs().max()) > 1e-2, "the refit changed nothing llama.cpp could show"
+
+
+def test_the_writing_bars_start_at_zero_and_end_at_their_totals(tiny_model: Path, tmp_path: Path) -> None:
+    """Both writers report 0 before the first tensor (the bar and its clock start there; they started at 1) and
+    end at the number of tensors written."""
+    from shortgpt_desktop.core.formats.safetensors_writer import save_pruned
+    from shortgpt_desktop.core.model.loading import load_model
+    from shortgpt_desktop.core.model.sources import resolve
+
+    seen: dict[str, list[tuple[int, int]]] = {}
+
+    def progress(stage: str, done: int, total: int, partial: Any = None) -> None:
+        seen.setdefault(stage, []).append((done, total))
+
+    gguf_writer.write_pruned_gguf(tiny_gguf(tmp_path / "tiny.gguf"), [2], tmp_path / "gguf-out", progress=progress)
+    loaded = load_model(resolve(str(tiny_model)), device="cpu", dtype="float32")
+    save_pruned(source=loaded.source, family=loaded.family, original_config=loaded.config, removed=[2],
+                out=tmp_path / "st-out", model=loaded.model, tokenizer=loaded.tokenizer, progress=progress)
+    for stage in (gguf_writer.STAGE, "saving"):
+        bar = seen[stage]
+        assert bar[0][0] == 0 and bar[-1][0] == bar[-1][1] > 0 and len(bar) == bar[-1][1] + 1, (stage, bar)
