@@ -408,7 +408,7 @@ def test_bad_layer_lists_and_cancel_write_nothing(tmp_path: Path) -> None:
     with pytest.raises(Cancelled):
         gguf_writer.write_pruned_gguf(path, [1], tmp_path / "out", cancel=lambda: len(seen) >= 2,
                                       progress=lambda stage, done, total, _: seen.append((stage, done, total)))
-    assert seen == [("writing GGUF", 1, 4), ("writing GGUF", 2, 4)]
+    assert seen == [("writing GGUF", 0, 4), ("writing GGUF", 1, 4)]
     assert_nothing_written(tmp_path)
 
 
