@@ -346,7 +346,9 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
         if run.get("parameter"):
             if run.get("held_out_residual") is not None and run.get("ridge") is None:
                 out.write(f"layers {first}-{last}: no map folded into layer {run['patched_layer']} did better than "
-                          f"none on held-out calibration samples, so it is unchanged (plain removal)")
+                          f"none on held-out calibration samples"
+                          + ("" if "refit_after" in run and run.get("refit_kept", True)
+                             else ", so it is unchanged (plain removal)"))
             else:
                 out.write(f"repaired layers {first}-{last}: a map folded into layer {run['patched_layer']} "
                           f"(calibration error {run['residual_before']:.3f} -> {run['residual_after']:.3f}"

@@ -69,6 +69,27 @@ def test_the_repairs_ridge_chosen_on_held_out_samples_is_said_and_reported(tiny_
     assert said in out, out
 
 
+def test_a_run_left_unmapped_by_its_ridge_choice_is_said_so_unless_its_mlp_was_refitted() -> None:
+    import io
+
+    from shortgpt_desktop.core.report import Report
+    from tests.core.test_report import chosen_runs
+
+    def summary(refit: bool) -> str:
+        out = io.StringIO()
+        cli.print_summary(Report(model="m", n_layers=8, removed_layers=[2, 3, 5], repair_runs=chosen_runs(refit)),
+                          out)
+        return out.getvalue()
+
+    plain = summary(refit=False)
+    assert "repaired layers 2-3: a map folded into layer 1 (calibration error 0.500 -> 0.400; ridge 0.1, " \
+           "chosen on held-out samples)" in plain, plain
+    assert "layers 5-5: no map folded into layer 4 did better than none on held-out calibration samples, so it " \
+           "is unchanged (plain removal)" in plain, plain
+    refitted = summary(refit=True)
+    assert "unchanged" not in refitted and "its MLP refitted (held-out error 0.500 -> 0.300)" in refitted, refitted
+
+
 def test_a_refit_the_chat_guard_drops_is_said_and_the_linear_repair_is_saved(
         tiny_model: Path, small_calib: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:

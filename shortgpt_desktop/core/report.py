@@ -155,17 +155,16 @@ def model_card(report: Report, base_model: str) -> str:
     repaired = [r for r in report.repair_runs if r.get("parameter")]
     repair_line = "none (plain layer removal)"
     if report.repair in ("linear", "refit"):
-        repair_line = (f"training-free linear repair (a fitted map folded into the MLP output projection of "
-                       f"{len(repaired)} kept layer{'s' if len(repaired) != 1 else ''}; no new parameters)")
         chosen = [r for r in repaired if r.get("held_out_residual") is not None]
+        mapped = [r for r in repaired if not (r.get("held_out_residual") is not None and r.get("ridge") is None)]
+        repair_line = (f"training-free linear repair (a fitted map folded into the MLP output projection of "
+                       f"{len(mapped)} kept layer{'s' if len(mapped) != 1 else ''}; no new parameters)")
         if chosen:
-            unchanged = [r for r in chosen if r.get("ridge") is None]
             repair_line += (", each map's ridge chosen on calibration samples held out of its fit ("
                             + ", ".join(f"layers {r['layers'][0]}-{r['layers'][1]}: "
-                                        + ("none better than no map" if r.get("ridge") is None else f"{r['ridge']:g}")
+                                        + ("no map did better than none" if r.get("ridge") is None
+                                           else f"{r['ridge']:g}")
                                         for r in chosen) + ")")
-            if unchanged and len(unchanged) == len(repaired):
-                repair_line += "; so no layer is changed"
         refitted = [r for r in repaired if "refit_after" in r and r.get("refit_kept", True)]
         if report.repair == "refit" and refitted:
             repair_line += (f", then the whole MLP of {'those layers' if len(refitted) > 1 else 'that layer'} "

@@ -497,12 +497,12 @@ def _statistics(run: RunRepair, observer: _PatchedLayer, targets: Sequence[Any],
     return stats
 
 
-def choose_ridge(stats: _Stats, held: _Stats) -> tuple[float, float]:
+def choose_ridge(stats: _Stats, held: _Stats) -> tuple[float, float | None]:
     """The ridge of :data:`RIDGE_CHOICES` (or ``inf``, the identity) whose map, fitted without the held-out
     samples, leaves the least residual on them; and that residual."""
     train = stats.minus(held)
-    if train.tokens <= 0:
-        return RIDGE, float("nan")
+    if train.tokens <= 0:  # nothing left to fit on (not reached: at least 18 samples stay)
+        return RIDGE, None
     errors = {ridge: held.relative_residual(train.solve(ridge)) for ridge in RIDGE_CHOICES}
     errors[math.inf] = held.relative_residual(None)
     best = min(errors, key=lambda k: errors[k])

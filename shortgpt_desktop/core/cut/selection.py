@@ -255,7 +255,7 @@ def choose_for_counts(
 
         def fit_on_bar(removed: Sequence[int]) -> Any:
             nonlocal fitting, fits_counted, total
-            if fits_counted:
+            if fits_counted > 0:
                 fits_counted -= 1
             else:  # the probe asks a further finalist: its fit was not counted
                 total += full_fit
@@ -271,10 +271,13 @@ def choose_for_counts(
         return saved_fit(partial)(removed).tensors if judge_repaired else None
 
     def known_judged(partial: list[int]) -> None:
+        """A finalist judged before: its passes are not run. Its full fit leaves the total only while the counted
+        fits last (a further finalist the probe asked may have run in its place)."""
         nonlocal fits_counted
-        skip(judging)
-        if saved_when_judged:
+        skip(JUDGING_PASSES)
+        if saved_when_judged and fits_counted > 0:
             fits_counted -= 1
+            skip(full_fit)
         report(partial)
 
     def judged_one(partial: list[int]) -> None:
@@ -377,7 +380,10 @@ def _judge_repaired(stack: LayerStack, token_set: TokenSet, samples: Sequence[Se
     ``on_judged`` is called after each new one (the progress bar's step), ``on_known`` for each set judged
     before (its passes are not run). When those are every calibration
     sample, the quick fit is the saved one: ``saved_fit`` makes it (kept for the job to save). ``original`` keeps
-    the original's states on those samples from one fit to the next (the same numbers, run once)."""
+    the original's states on those samples from one fit to the next (the same numbers, run once). At bi+'s sizes
+    (2 × 8 samples) the quick fit is too small to hold samples out, so it fits with the fixed ridge; the saved fit
+    chooses its own ridge per run (:func:`.repair.choose_ridge`): the judging ranks the finalists, the answer
+    check and the saved model use the saved fit."""
     import dataclasses
 
     from ..backends import ops

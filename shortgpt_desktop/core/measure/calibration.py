@@ -365,7 +365,8 @@ MIN_TOKENS = 16
 
 def surely_too_short(texts: Sequence[str], held_out: bool) -> str | None:
     """The sentence for calibration text too short whatever the tokenizer (None where it may be long enough):
-    no tokenizer gives more tokens than the text has UTF-8 bytes. ``held_out``: a share of the text will be held
+    a tokenizer gives about one token per UTF-8 byte at most (a byte-fallback newline can take two; at this
+    size that never decides it). ``held_out``: a share of the text will be held
     out for the perplexity check (no evaluation text given). Said before the model loads; the exact count is
     checked when the text is tokenized."""
     size = sum(len(t.encode("utf-8")) for t in texts)

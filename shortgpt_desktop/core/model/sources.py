@@ -281,27 +281,34 @@ PROBE_TIMEOUT = 5.0
 def check_hub_reachable(repo_id: str) -> None:
     """Fail at once where the Hub's host cannot be reached (no network, no name resolution): huggingface_hub
     retries five times with back-off first, and the user waited 24 s in silence for the same sentence. Skipped
-    behind a proxy, where a direct connection says nothing about the Hub."""
+    where the HTTP client would go through a proxy (from the environment or, on Windows and macOS, the system's
+    settings, as ``urllib.request.getproxies`` finds them), since a direct connection says nothing there. The
+    time-out covers the connection, not a name lookup that hangs (an offline machine fails those at once)."""
     import socket
+    import urllib.request
     from urllib.parse import urlparse
 
     from huggingface_hub import constants
 
-    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return
     url = urlparse(constants.ENDPOINT)
-    if not url.hostname:
+    try:
+        host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
+    except ValueError:  # a malformed HF_ENDPOINT: huggingface_hub says what is wrong with it
+        return
+    if not host:
+        return
+    proxies = urllib.request.getproxies()
+    if (proxies.get(url.scheme) or proxies.get("all")) and not urllib.request.proxy_bypass(host):
         return
     try:
-        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
-                                 timeout=PROBE_TIMEOUT).close()
+        socket.create_connection((host, port), timeout=PROBE_TIMEOUT).close()
     except socket.gaierror:
-        raise HubError(_unreachable(repo_id, f"{url.hostname} cannot be looked up: is this computer offline?")) \
+        raise HubError(_unreachable(repo_id, f"{host} cannot be looked up: is this computer offline?")) \
             from None
     except TimeoutError:
-        raise HubError(_unreachable(repo_id, f"no answer from {url.hostname} in {PROBE_TIMEOUT:g} s")) from None
+        raise HubError(_unreachable(repo_id, f"no answer from {host} in {PROBE_TIMEOUT:g} s")) from None
     except OSError as exc:
-        raise HubError(_unreachable(repo_id, f"{url.hostname}: {exc.strerror or exc}")) from None
+        raise HubError(_unreachable(repo_id, f"{host}: {exc.strerror or exc}")) from None
 
 
 def _unreachable(repo_id: str, why: str) -> str:
