@@ -330,3 +330,11 @@ class InMemoryStack(LayerStack):
         self.layers = get_submodule(model, family.layers_path)
         self.device = str(next(model.parameters()).device)
         self.state_device = self.device
+
+
+def head_layers(stack: LayerStack) -> float:
+    """The LM head's cost in decoder layers: vocabulary × hidden (the embedding's size) against a layer's
+    parameters. The search's head stride and the perplexity bars' head steps both come from it."""
+    embed = stack.model.get_input_embeddings()
+    layer_params = sum(p.numel() for p in stack.layers[0].parameters())
+    return (embed.weight.numel() if embed is not None else 0) / max(layer_params, 1)

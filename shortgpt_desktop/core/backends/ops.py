@@ -12,7 +12,7 @@ from ..measure.calibration import TokenSet
 from ..measure.evaluation import FidelitySums, PerplexityResult, Reference, nll_of
 from ..measure.scoring import HookStats, _Accumulator
 from ..progress import CancelCheck, Progress
-from .layerwise import Batch, LayerObserver, LayerStack
+from .layerwise import Batch, LayerObserver, LayerStack, head_layers
 
 Counter = Callable[[int, int], None]
 
@@ -75,9 +75,7 @@ def head_steps(stack: LayerStack) -> int:
     """The head's cost in decoder layers (vocabulary × hidden against a layer's parameters), at least 1: a pass's
     bar counts it so, and its time left stays true where the head weighs as much as half the model (Gemma 3's
     262k-token head, 30 of its layers' worth; it was one step of 19)."""
-    embed = stack.model.get_input_embeddings()
-    layer_params = sum(p.numel() for p in stack.layers[0].parameters())
-    return max(1, round((embed.weight.numel() if embed is not None else 0) / max(layer_params, 1)))
+    return max(1, round(head_layers(stack)))
 
 
 def final_states(stack: LayerStack, windows: Sequence[Sequence[int]], pad_id: int, removed: Sequence[int] = (),

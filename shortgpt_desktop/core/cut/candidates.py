@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import defaults
-from ..backends.layerwise import Batch, LayerStack
+from ..backends.layerwise import Batch, LayerStack, head_layers
 from ..errors import Cancelled
 from ..measure.evaluation import PerplexityResult, nll_of
 from ..progress import CancelCheck
@@ -33,12 +33,7 @@ log = logging.getLogger(__name__)
 def head_stride(stack: LayerStack) -> int:
     """How many positions apart the search scores next tokens: 1 while the head costs no more than about four
     decoder layers, so that the head never dominates a candidate's cost (at most every 8th position)."""
-    import math as _math
-
-    embed = stack.model.get_input_embeddings()
-    layer_params = sum(p.numel() for p in stack.layers[0].parameters())
-    head_layers = (embed.weight.numel() if embed is not None else 0) / max(layer_params, 1)
-    return int(min(8, max(1, _math.ceil(head_layers / 4))))
+    return int(min(8, max(1, math.ceil(head_layers(stack) / 4))))
 
 
 
