@@ -31,6 +31,8 @@ def main() -> None:
     parser.add_argument("--remove", required=True, help="the cut, e.g. 3,4,5,7,16,17,25,26")
     parser.add_argument("--ridges", default="0.01,0.03,0.1,0.3,auto",
                         help="fixed ridges, and 'auto': chosen per run on held-out calibration samples")
+    parser.add_argument("--fits", default="map",
+                        help="what each fit changes: 'map' (T folded into the projection), 'projection' (all of it)")
     parser.add_argument("--calib", default=str(DEFAULT_DATA / "wikitext2-valid.txt"))
     parser.add_argument("--prose", default=str(DEFAULT_DATA / "wikitext2-test.txt"))
     parser.add_argument("--samples", type=int, default=SAMPLES)
@@ -67,11 +69,11 @@ def main() -> None:
               f"{args.seq_len} tokens", flush=True)
         memo = OriginalStates()
         weights: dict[str, dict | None] = {"none": None}
-        for ridge in ridges:
+        for kind, ridge in [(k, r) for k in args.fits.split(",") for r in ridges]:
             started = time.perf_counter()
             fit = fit_linear_repair(stack.model, family, fit_tokens, remove, 4, ridge=ridge, stack=stack,
-                                    original=memo.bind(fit_tokens, 4))
-            name = "auto" if ridge is None else f"ridge {ridge:g}"
+                                    original=memo.bind(fit_tokens, 4), fit=kind)
+            name = ("auto" if ridge is None else f"ridge {ridge:g}") + ("" if kind == "map" else f" {kind}")
             weights[name] = fit.tensors
             chosen = ", ".join(f"{r.start}-{r.end - 1}: {r.ridge:g}" for r in fit.runs if r.ridge is not None)
             print(f"  fitted {name} in {time.perf_counter() - started:.1f} s"
@@ -91,9 +93,9 @@ def main() -> None:
             if asked is not None:
                 quiz, original = asked
                 rows[name].append(f"{quiz.kept} of {quiz.known}")
-    print(f"\n{'repair':<12} " + " | ".join(f"{t} perplexity / KL / same top" for t in texts) + " | quiz")
+    print(f"\n{'repair':<24} " + " | ".join(f"{t} perplexity / KL / same top" for t in texts) + " | quiz")
     for name, cells in rows.items():
-        print(f"{name:<12} " + " | ".join(cells))
+        print(f"{name:<24} " + " | ".join(cells))
 
 
 if __name__ == "__main__":

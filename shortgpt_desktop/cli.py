@@ -244,8 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "same quantization, for llama.cpp, Ollama and LM Studio)")
     prune.add_argument("--no-eval", action="store_true", help="skip perplexity and generation before/after")
     prune.add_argument("--repair", choices=list(defaults.REPAIRS), default=defaults.REPAIR,
-                       help="linear (default): fit a map on the calibration text for each run of removed layers "
-                       "and fold it into the layer before (no new parameters); refit: then refit that layer's "
+                       help="linear (default): refit the MLP output projection of the layer before each run of "
+                       "removed layers on the calibration text, in closed form (no new parameters); refit: then "
+                       "train that layer's "
                        "whole MLP on the calibration activations (closer to the original, minutes more on a "
                        "CPU); none: the paper's plain removal")
     prune.add_argument("--heal", type=_non_negative_int, default=0, metavar="STEPS",
@@ -344,14 +345,19 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
     for run in report.repair_runs:
         first, last = run["layers"]
         if run.get("parameter"):
+            whole = run.get("fit") == "projection"
             if run.get("held_out_residual") is not None and run.get("ridge") is None:
-                out.write(f"layers {first}-{last}: no map folded into layer {run['patched_layer']} did better than "
-                          f"none on held-out calibration samples"
+                out.write(f"layers {first}-{last}: "
+                          + (f"no refit of layer {run['patched_layer']}'s MLP output projection" if whole
+                             else f"no map folded into layer {run['patched_layer']}")
+                          + " did better than none on held-out calibration samples"
                           + ("" if "refit_after" in run and run.get("refit_kept", True)
                              else ", so it is unchanged (plain removal)"))
             else:
-                out.write(f"repaired layers {first}-{last}: a map folded into layer {run['patched_layer']} "
-                          f"(calibration error {run['residual_before']:.3f} -> {run['residual_after']:.3f}"
+                out.write(f"repaired layers {first}-{last}: "
+                          + (f"layer {run['patched_layer']}'s MLP output projection refitted" if whole
+                             else f"a map folded into layer {run['patched_layer']}")
+                          + f" (calibration error {run['residual_before']:.3f} -> {run['residual_after']:.3f}"
                           + (f"; ridge {run['ridge']:g}, chosen on held-out samples" if "held_out_residual" in run
                              and run["held_out_residual"] is not None else "") + ")")
             if "refit_after" in run:

@@ -49,7 +49,8 @@ def test_the_mlp_refit_is_a_repair_choice_said_in_the_summary(tiny_model: Path, 
                      "--calib", str(small_calib), "--samples", "4", "--seq-len", "32",
                      "--out", str(tmp_path / "out")]) == 0
     out = capfd.readouterr().out
-    assert "repaired layers 2-3: a map folded into layer 1" in out and "its MLP refitted (held-out error" in out
+    assert "repaired layers 2-3: layer 1's MLP output projection refitted" in out, out
+    assert "its MLP refitted (held-out error" in out, out
 
 
 def test_the_repairs_ridge_chosen_on_held_out_samples_is_said_and_reported(tiny_model: Path, small_calib: Path,
@@ -67,6 +68,7 @@ def test_the_repairs_ridge_chosen_on_held_out_samples_is_said_and_reported(tiny_
     said = ("chosen on held-out samples" if run["ridge"] is not None
             else "did better than none on held-out calibration samples")
     assert said in out, out
+    assert run["fit"] == "projection" and "layer 1's MLP output projection" in out, out  # refitted whole
 
 
 def test_a_run_left_unmapped_by_its_ridge_choice_is_said_so_unless_its_mlp_was_refitted() -> None:
@@ -88,6 +90,12 @@ def test_a_run_left_unmapped_by_its_ridge_choice_is_said_so_unless_its_mlp_was_r
            "is unchanged (plain removal)" in plain, plain
     refitted = summary(refit=True)
     assert "unchanged" not in refitted and "its MLP refitted (held-out error 0.500 -> 0.300)" in refitted, refitted
+    whole = io.StringIO()
+    cli.print_summary(Report(model="m", n_layers=8, removed_layers=[2, 3, 5],
+                             repair_runs=chosen_runs(False, fit="projection")), whole)
+    assert "repaired layers 2-3: layer 1's MLP output projection refitted (calibration error 0.500 -> 0.400; " \
+           "ridge 0.1, chosen on held-out samples)" in whole.getvalue(), whole.getvalue()
+    assert "layers 5-5: no refit of layer 4's MLP output projection did better than none" in whole.getvalue()
 
 
 def test_a_refit_the_chat_guard_drops_is_said_and_the_linear_repair_is_saved(

@@ -9,7 +9,7 @@ SEQ_LEN = 512
 BATCH_SIZE = 4
 METRIC = "bi+"
 REPAIR = "linear"
-#: ``--repair``: the linear map alone, the map then the MLP refit beside the cuts (:mod:`.cut.mlp_refit`), or none.
+#: ``--repair``: the linear repair alone, the map then the MLP refit beside the cuts (:mod:`.cut.mlp_refit`), or none.
 REPAIRS = ("linear", "refit", "none")
 EVAL_WINDOWS = 64
 MAX_NEW_TOKENS = 24
@@ -22,6 +22,10 @@ SELECTION_WINDOW = 3
 #: for each other (:class:`.cut.repair.OriginalStates`); the memory estimate counts both (:mod:`.model.memory`).
 CANDIDATE_CACHE_BUDGET = 2 * 1024**3
 ORIGINAL_STATES_BUDGET = 1024**3
+#: The widest MLP output projection (its input, the MLP's intermediate size) the linear repair refits whole
+#: (:mod:`.cut.repair`): its sums are that width squared in float64, twice (the held-out samples' apart), 2 GB at
+#: Llama-2-7B's 11,008; a wider one gets a map folded into it instead.
+MAX_PROJECTION_INPUTS = 16_384
 #: Share of layers the window's slider starts at after the first scoring (the ShortGPT paper's usual cut).
 RATIO = 0.25
 

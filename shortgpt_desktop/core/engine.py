@@ -782,10 +782,10 @@ class Engine:
                cancel: CancelCheck | None = None) -> Adjusted:
         """Repair (and, if asked, heal) the model pruned as ``removed``; the loaded weights stay as they are.
 
-        The repair fits one linear map per run of removed layers on the calibration samples and folds it into
-        the kept layer before the run; healing trains LoRA adapters on the same samples and merges them. Both
-        give new values for a few existing weights: the pruned model keeps its stock architecture. Computed
-        once per plan and settings.
+        The repair refits the MLP output projection of the kept layer before each run of removed layers on the
+        calibration samples, in closed form (or folds a fitted map into it); healing trains LoRA adapters on the
+        same samples and merges them. Both give new values for a few existing weights: the pruned model keeps its
+        stock architecture. Computed once per plan and settings.
         """
         from .cut.adjusters import ADJUSTERS, AdjustContext
 
@@ -986,7 +986,8 @@ class Engine:
             refits = {r.layer: r for r in adjusted.refit.runs} if adjusted.refit is not None else {}
             report.repair_runs = [
                 {"layers": [r.start, r.end - 1], "patched_layer": r.patched_layer, "parameter": r.parameter,
-                 "residual_before": r.residual_before, "residual_after": r.residual_after, "note": r.note}
+                 "residual_before": r.residual_before, "residual_after": r.residual_after, "note": r.note,
+                 "fit": r.fit}
                 | ({"ridge": None if math.isinf(r.ridge) else r.ridge, "held_out_residual": r.held_out_residual}
                    if r.ridge is not None else {})
                 | ({"refit_before": refits[r.patched_layer].residual_before,

@@ -157,12 +157,20 @@ def model_card(report: Report, base_model: str) -> str:
     if report.repair in ("linear", "refit"):
         chosen = [r for r in repaired if r.get("held_out_residual") is not None]
         mapped = [r for r in repaired if not (r.get("held_out_residual") is not None and r.get("ridge") is None)]
-        repair_line = (f"training-free linear repair (a fitted map folded into the MLP output projection of "
-                       f"{len(mapped)} kept layer{'s' if len(mapped) != 1 else ''}; no new parameters)")
+        whole = [r for r in mapped if r.get("fit") == "projection"]
+        parts = []
+        if whole:
+            parts.append(f"the MLP output projection of {len(whole)} kept layer{'s' if len(whole) != 1 else ''} "
+                         f"refitted in closed form")
+        if len(mapped) > len(whole):
+            folded = len(mapped) - len(whole)
+            parts.append(f"a fitted map folded into the MLP output projection of {folded} kept "
+                         f"layer{'s' if folded != 1 else ''}")
+        repair_line = f"training-free linear repair ({'; '.join(parts or ['nothing fitted'])}; no new parameters)"
         if chosen:
-            repair_line += (", each map's ridge chosen on calibration samples held out of its fit ("
+            repair_line += (", each fit's ridge chosen on calibration samples held out of it ("
                             + ", ".join(f"layers {r['layers'][0]}-{r['layers'][1]}: "
-                                        + ("no map did better than none" if r.get("ridge") is None
+                                        + ("no fit did better than none" if r.get("ridge") is None
                                            else f"{r['ridge']:g}")
                                         for r in chosen) + ")")
         refitted = [r for r in repaired if "refit_after" in r and r.get("refit_kept", True)]

@@ -84,8 +84,8 @@ class SettingsPanel(QGroupBox):
             self.metric_box.addItem(metric.label, name)
             self.metric_box.setItemData(self.metric_box.count() - 1, metric.description, Qt.ItemDataRole.ToolTipRole)
         self.repair_box = QCheckBox("Repair the pruned model (training-free)", self)
-        self.repair_box.setToolTip("Fit a linear map on the calibration text for each run of removed layers and "
-                                   "fold it into the layer before: no new parameters, much better text")
+        self.repair_box.setToolTip("Refit the MLP output projection of the layer before each run of removed layers "
+                                   "on the calibration text, in closed form: no new parameters, much better text")
         self.refit_box = QCheckBox("Refit the MLP before each cut", self)
         self.refit_box.setToolTip("Then train that kept layer's MLP on the calibration activations to give what the "
                                   "original gave after the cut: closer to the original (SmolLM2, 8 of 30 layers: "

@@ -5,10 +5,10 @@ from __future__ import annotations
 from shortgpt_desktop.core.report import Report, model_card
 
 
-def chosen_runs(refit: bool) -> list[dict]:
-    """Two runs whose ridge was chosen: a map at ridge 0.1, and the identity (no map did better than none)."""
+def chosen_runs(refit: bool, fit: str = "map") -> list[dict]:
+    """Two runs whose ridge was chosen: a fit at ridge 0.1, and the identity (no fit did better than none)."""
     base = {"patched_layer": 1, "parameter": "model.layers.1.mlp.down_proj.weight", "residual_before": 0.5,
-            "residual_after": 0.4, "note": ""}
+            "residual_after": 0.4, "note": "", "fit": fit}
     runs = [{**base, "layers": [2, 3], "ridge": 0.1, "held_out_residual": 0.41},
             {**base, "layers": [5, 5], "patched_layer": 4, "parameter": "model.layers.4.mlp.down_proj.weight",
              "residual_after": 0.5, "ridge": None, "held_out_residual": 0.52}]
@@ -17,15 +17,18 @@ def chosen_runs(refit: bool) -> list[dict]:
     return runs
 
 
-def card_repair_line(refit: bool) -> str:
+def card_repair_line(refit: bool, fit: str = "map") -> str:
     report = Report(model="m", n_layers=8, removed_layers=[2, 3, 5], kept_layers=[0, 1, 4, 6, 7],
-                    repair="refit" if refit else "linear", repair_runs=chosen_runs(refit))
+                    repair="refit" if refit else "linear", repair_runs=chosen_runs(refit, fit))
     return next(line for line in model_card(report, "m").splitlines() if "linear repair" in line)
 
 
 def test_the_card_counts_only_the_layers_a_map_changed_and_names_each_ridge() -> None:
     line = card_repair_line(refit=False)
-    assert "MLP output projection of 1 kept layer;" in line, line
-    assert "layers 2-3: 0.1, layers 5-5: no map did better than none" in line, line
+    assert "a fitted map folded into the MLP output projection of 1 kept layer;" in line, line
+    assert "layers 2-3: 0.1, layers 5-5: no fit did better than none" in line, line
+    whole = card_repair_line(refit=False, fit="projection")
+    assert "the MLP output projection of 1 kept layer refitted in closed form;" in whole, whole
+    assert "map" not in whole, whole
     refitted = card_repair_line(refit=True)
     assert "refitted" in refitted and "no layer is changed" not in refitted, refitted

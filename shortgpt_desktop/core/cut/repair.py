@@ -1,5 +1,5 @@
 """Training-free repair of a pruned model, folded into the weights it keeps (the idea of ReplaceMe,
-Shopkhoev et al. 2025, arXiv 2505.02819).
+Shopkhoev et al. 2025, arXiv 2505.02819, carried to the whole MLP output projection).
 
 For each contiguous run of removed layers ``[s, e)`` the kept layer ``s-1`` now feeds layer ``e`` directly.
 Its output is ``R + M``: ``M`` what its MLP adds to the residual stream (the output of the MLP's output
@@ -11,6 +11,28 @@ map ``T`` that makes ``R + M T`` closest to ``Y``, the hidden state the full mod
 and fold it into the output projection (``W ← Tᵀ W``, ``b ← Tᵀ b``), so the repaired model has exactly the
 architecture and parameter count of the plainly pruned one. ``MᵀM``, ``Mᵀ(Y − R)`` and ``‖Y − R‖²`` are
 running sums over the non-padding tokens; no batch's activations outlive it.
+
+**The whole projection** (``fit="projection"``, the default): ``M = h W`` is linear in ``h``, what enters the
+projection (the MLP's intermediate activations, ``k`` wide), so the projection itself can be refitted in the same
+closed form, every map ``W T`` above being one of its refits::
+
+    W' = argmin ‖h W' − (Y − R − b)‖² + λ‖W' − W‖²  =  (hᵀh + λI)⁻¹ (hᵀ(Y − R − b) + λW),   λ = ridge · trace(hᵀh) / k
+
+``b`` the projection's bias, which stays. The sums are ``k × k`` (1536² for SmolLM2-135M), still no layer run more;
+a projection wider than :data:`..defaults.MAX_PROJECTION_INPUTS` gets the map. Measured (``python
+benchmarks/bench_ridge.py --model SmolLM2-135M-Instruct.Q4_1.gguf --remove 3,4,5,7,16,17,25,26 --ridges auto
+--fits map,projection``; the default's cut, each ridge chosen per run as below; prose = 32 × 512 tokens of
+WikiText-2 test, code = Python's own sources, a domain the calibration never saw; perplexity / mean KL / same top):
+
+- the app's 128 × 512 prose tokens and the chat answers: the map 41.99 / 0.661 / 58.2% on prose, 35.54 / 1.607 /
+  43.6% on code, quiz 5 of 17; the projection **38.19 / 0.555 / 61.3%**, **34.18 / 1.566 / 43.9%**, 5 of 17
+  (full model 24.94 and 7.08; plain removal 87.50 and 29.29). Fitted in 114.5 s against the map's 244.8 s, which
+  ran the original's states first.
+- the quick preset's 32 × 256 (test windows 32 × 256): the map 66.01 / 0.712 / 54.3% and 45.87 / 1.583 / 40.3%,
+  quiz 4; the projection 63.22 / 0.658 / 55.2% and 43.24 / 1.516 / 40.2%, quiz 5.
+
+Nothing was tuned on these: the ridge grid and the held-out rule are the map's. Through a norm (below) the map
+stays: a norm after the projection is not linear in ``h``.
 
 Families that normalise the MLP output before the residual add (Gemma 2/3, OLMo 2: ``M = norm(z)``, ``z`` the
 projection's output) would undo such a map. There the map is fitted *through* the norm: ``T`` minimises
@@ -74,6 +96,10 @@ from .surgery import pruned_view
 log = logging.getLogger(__name__)
 
 ORDERS = ("sequential", "independent")
+#: What a run's fit changes: a map ``T`` folded into the output projection, or the whole projection refitted
+#: (see the module docstring); the default is the projection, where its input is at most
+#: :data:`..defaults.MAX_PROJECTION_INPUTS` wide.
+FITS = ("map", "projection")
 
 NOTE_FIRST_LAYER = "the run starts at layer 0, so no kept layer comes before it to fold a map into"
 NOTE_MOE_LAYER = "layer {layer}'s MLP is a mixture of experts, with no single output projection"
@@ -113,6 +139,10 @@ class RunRepair:
     #: fit, e.g. through a norm), and that choice's relative residual on the held-out samples.
     ridge: float | None = None
     held_out_residual: float | None = None
+    #: What the fit changed (:data:`FITS`): "map", ``T`` folded into the projection (always so through a norm),
+    #: or "projection", the whole projection refitted; and how wide the projection's input is.
+    fit: str = "map"
+    inputs: int | None = None
 
     @property
     def repaired(self) -> bool:
@@ -220,6 +250,7 @@ def _patch(model: Any, family: Family, layers: Any, run: RunRepair, layer: int) 
         run.norm = f"{family.layers_path}.{layer}.{family.mlp_out_norm}"
     run.patched_layer = layer
     run.parameter = f"{family.layers_path}.{layer}.{family.mlp_out}.weight"
+    run.inputs = int(weight.shape[0] if _is_conv1d(proj) else weight.shape[1])
     return True
 
 
@@ -235,6 +266,10 @@ class _Stats:
         self.dtd = 0.0
         self.tokens = 0
         self.held: _Stats | None = None  # the held-out samples' own sums, where a ridge is to be chosen
+        #: What the ridge pulls the fit toward and what "before" means: None, the identity map; else the
+        #: projection's own weight as ``[inputs, outputs]`` (a fit of the whole projection, ``M`` its inputs).
+        self.anchor: Any = None
+        self.whole = False  # the rows are the projection's inputs (its anchor is set when it is solved)
 
     def add(self, m: Any, r: Any, y: Any, keep: Any) -> None:
         import torch
@@ -244,7 +279,7 @@ class _Stats:
         d = (y[keep].to(device, torch.float64) - r[keep].to(device, torch.float64))
         if self.mtm is None:
             self.mtm = torch.zeros(m.shape[1], m.shape[1], dtype=torch.float64, device=device)
-            self.mtd = torch.zeros_like(self.mtm)
+            self.mtd = torch.zeros(m.shape[1], d.shape[1], dtype=torch.float64, device=device)
         self.mtm += m.T @ m
         self.mtd += m.T @ d
         self.dtd += float((d * d).sum())
@@ -255,25 +290,28 @@ class _Stats:
 
         dim = self.mtm.shape[0]
         eye = torch.eye(dim, dtype=torch.float64, device=self.mtm.device)
+        anchor = eye if self.anchor is None else self.anchor.to(self.mtm.device)
         if math.isinf(ridge):
-            return eye
+            return anchor
         lam = ridge * float(torch.trace(self.mtm)) / dim
-        return torch.linalg.solve(self.mtm + lam * eye, self.mtd + lam * eye)
+        return torch.linalg.solve(self.mtm + lam * eye, self.mtd + lam * anchor)
 
     def minus(self, other: _Stats) -> _Stats:
         """The sums without ``other``'s tokens (``other`` summed a subset of these)."""
         out = _Stats()
         out.mtm, out.mtd = self.mtm - other.mtm, self.mtd - other.mtd
         out.dtd, out.tokens = self.dtd - other.dtd, self.tokens - other.tokens
+        out.anchor = self.anchor
         return out
 
     def relative_residual(self, t: Any = None) -> float:
         """‖M T − D‖ / ‖D‖ from the sums alone (T = None: the identity, i.e. plain pruning)."""
         import torch
 
-        if t is None:
+        if t is None and self.anchor is None:
             err = self.dtd - 2 * float(torch.trace(self.mtd)) + float(torch.trace(self.mtm))
         else:
+            t = self.anchor.to(self.mtm.device) if t is None else t
             err = self.dtd - 2 * float((t * self.mtd).sum()) + float((t * (self.mtm @ t)).sum())
         return math.sqrt(max(err, 0.0) / self.dtd) if self.dtd > 0 else 0.0
 
@@ -372,8 +410,13 @@ def fit_linear_repair(
     stack: Any = None,
     both_sides: bool = False,
     original: OriginalStates | None = None,
+    fit: str = "projection",
 ) -> RepairResult:
     """Fit one linear map per run of ``removed`` layers and fold it into the kept layer before the run.
+
+    ``fit`` is what changes (:data:`FITS`): the whole projection (the default, where it is at most
+    :data:`..defaults.MAX_PROJECTION_INPUTS` wide and no norm follows it), else the map ``T`` folded into it; each
+    run records which in ``RunRepair.fit``.
 
     With ``both_sides`` the kept layer after each run gets a map too, fitted (after the run's own) to bring the
     pruned model's state leaving it to the original's (sequential order only).
@@ -390,6 +433,8 @@ def fit_linear_repair(
 
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}")
+    if fit not in FITS:
+        raise ValueError(f"fit must be one of {FITS}")
     started = time.perf_counter()
     stack = stack if stack is not None else InMemoryStack(model, family)
     n_layers = stack.n_layers
@@ -403,6 +448,9 @@ def fit_linear_repair(
     if not to_fit:
         result.seconds = time.perf_counter() - started
         return result
+    for run in to_fit:
+        if fit == "projection" and run.norm is None and (run.inputs or 0) <= defaults.MAX_PROJECTION_INPUTS:
+            run.fit = "projection"
     kept = [i for i in range(n_layers) if i not in set(removed)]
     last_end = max(r.end for r in to_fit)
     total = last_end if order == "independent" else sequential_layer_runs(to_fit, kept, removed[0])
@@ -437,6 +485,9 @@ class _PatchedLayer(LayerObserver):
 
     def __init__(self, family: Family, run: RunRepair) -> None:
         self.family, self.run = family, run
+        #: Keep the projection's inputs as the rows instead of its output (a fit of the whole projection; then
+        #: ``R`` also holds the projection's bias, which stays).
+        self.projection = run.fit == "projection"
         self.rows: list[tuple[Any, Any, Any]] = []  # (z or M, R, keep) per batch, in batch order
         self._seen: dict[str, Any] = {}
         self._handles: list[Any] = []
@@ -447,8 +498,13 @@ class _PatchedLayer(LayerObserver):
         proj = get_submodule(layer, self.family.mlp_out)  # type: ignore[arg-type]
         seen = self._seen
 
+        projection = self.projection
+
         def on_proj(module: Any, args: tuple, output: Any) -> None:
             seen["proj"] = output.detach().clone()  # Falcon adds to it in place afterwards
+            if projection:
+                seen["input"] = args[0].detach()
+                seen["bias"] = getattr(module, "bias", None)
 
         self._handles.append(proj.register_forward_hook(on_proj))
         if self.run.norm is not None:
@@ -462,6 +518,11 @@ class _PatchedLayer(LayerObserver):
         added = self._seen["norm" if self.run.norm is not None else "proj"].reshape(outputs.shape)  # OPT: [t, h]
         r = outputs - added
         rows = self._seen["proj"].reshape(outputs.shape) if self.run.norm is not None else added
+        if self.projection:
+            rows = self._seen["input"].reshape(*outputs.shape[:-1], -1)
+            bias = self._seen["bias"]
+            if bias is not None:
+                r = r + bias.detach().to(r.dtype)
         self.rows.append((rows, r, mask.bool()))
         self._seen.clear()
 
@@ -494,6 +555,8 @@ def _statistics(run: RunRepair, observer: _PatchedLayer, targets: Sequence[Any],
     observer.rows.clear()
     if held is not None and held.tokens and isinstance(stats, _Stats):
         stats.held = held
+    if isinstance(stats, _Stats):
+        stats.whole = run.fit == "projection"
     return stats
 
 
@@ -650,12 +713,21 @@ def _fit_independent(stack: Any, family: Family, full: list[Any], to_fit: list[R
 
 def _finish_run(stack: Any, family: Family, run: RunRepair, stats: _Stats | _Tokens, ridge: float | None,
                 result: RepairResult) -> None:
-    """Solve for T, record the residuals and the folded weight (and bias)."""
+    """Solve for T (or the whole projection), record the residuals and the folded weight (and bias)."""
     import torch
 
     patched = run.patched_layer
     assert patched is not None and run.parameter is not None and family.mlp_out is not None
     with stack.open_layer(patched) as layer, torch.inference_mode(False):
+        proj = get_submodule(layer, family.mlp_out)
+        conv1d = _is_conv1d(proj)
+        weight = proj.weight.detach().to("cpu", torch.float64)
+        whole = isinstance(stats, _Stats) and stats.whole
+        if whole:  # the fit is of the projection itself, [inputs, outputs], pulled toward its own weight
+            assert isinstance(stats, _Stats)
+            stats.anchor = weight if conv1d else weight.T
+            if stats.held is not None:
+                stats.held.anchor = stats.anchor
         if isinstance(stats, _Tokens):
             assert family.mlp_out_norm is not None
             t, run.residual_before, run.residual_after = stats.fit(get_submodule(layer, family.mlp_out_norm))
@@ -666,14 +738,13 @@ def _finish_run(stack: Any, family: Family, run: RunRepair, stats: _Stats | _Tok
             t = stats.solve(run.ridge)
             run.residual_before = stats.relative_residual(None)
             run.residual_after = stats.relative_residual(t)
-        proj = get_submodule(layer, family.mlp_out)
-        conv1d = _is_conv1d(proj)
         t = t.cpu()
-        weight = proj.weight.detach().to("cpu", torch.float64)
-        new_weight = weight @ t if conv1d else t.T @ weight  # Conv1D: y = x W + b; Linear: y = x Wᵀ + b
+        # Conv1D: y = x W + b; Linear: y = x Wᵀ + b. A whole projection's fit is its new weight, [inputs, outputs].
+        folded = t if whole else (weight @ t if conv1d else (t.T @ weight).T)
+        new_weight = folded if conv1d else folded.T
         result.tensors[run.parameter] = new_weight.to(proj.weight.dtype).contiguous()
         bias = getattr(proj, "bias", None)
-        if bias is not None:
+        if bias is not None and not whole:  # a whole projection's fit keeps its bias
             new_bias = bias.detach().to("cpu", torch.float64) @ t  # (Tᵀ b)ᵀ = bᵀ T for either layout
             result.tensors[run.parameter.rsplit(".", 1)[0] + ".bias"] = new_bias.to(bias.dtype).contiguous()
     result.tokens = stats.tokens

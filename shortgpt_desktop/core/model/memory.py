@@ -159,8 +159,20 @@ def _count_whole(source: ModelSource, config: dict[str, Any]) -> int:
     return total
 
 
+def ffn_width(config: dict[str, Any], hidden: int) -> int:
+    """The MLP's intermediate size (the input of its output projection); GPT-2's unset ``n_inner`` is 4 × hidden.
+    The largest where layers differ."""
+    for key in ("intermediate_size", "ffn_dim", "n_inner"):
+        value = config.get(key)
+        if isinstance(value, list):
+            value = max(value, default=0)
+        if value:
+            return int(value)
+    return 4 * hidden if "n_inner" in config or config.get("model_type") == "gpt2" else 0
+
+
 def recipe_bytes(samples: int, seq_len: int, hidden: int, n_layers: int, per: int, refines: bool,
-                 repairs: bool) -> int:
+                 repairs: bool, ffn: int = 0) -> int:
     """What the default recipe holds beside the model and a batch's work, in either mode (on the device in
     memory, in RAM one layer at a time):
 
@@ -171,7 +183,9 @@ def recipe_bytes(samples: int, seq_len: int, hidden: int, n_layers: int, per: in
       copy over the calibration samples and the chat answers (about a quarter more), and the original's states
       the fits keep for each other at about a third of the layers (:class:`..cut.repair.OriginalStates`), for the
       saved repair's fits and for bi+'s quicker ones on twice its samples, each at most
-      :data:`..defaults.ORIGINAL_STATES_BUDGET`.
+      :data:`..defaults.ORIGINAL_STATES_BUDGET`; where the fit refits a whole MLP output projection ``ffn`` inputs
+      wide (:data:`..defaults.MAX_PROJECTION_INPUTS`), that projection's inputs over the samples and its two
+      float64 sums of ``ffn²``.
     """
     one = seq_len * hidden * per  # one sample's states entering one layer
     total = 0
@@ -183,6 +197,8 @@ def recipe_bytes(samples: int, seq_len: int, hidden: int, n_layers: int, per: in
         fitted = int(samples * 1.25)
         total += 3 * fitted * one
         total += min(defaults.ORIGINAL_STATES_BUDGET, fitted * one * math.ceil(n_layers / 3))
+        if 0 < ffn <= defaults.MAX_PROJECTION_INPUTS:
+            total += fitted * seq_len * ffn * per + 2 * ffn * ffn * 8
         if refines:
             total += min(defaults.ORIGINAL_STATES_BUDGET,
                          2 * defaults.SELECTION_SAMPLES * one * math.ceil(n_layers / 3))
@@ -231,7 +247,7 @@ def estimate_memory(
     read_buffer = max(layer_elements, default=0) * (8 if source.gguf_file else per)
     streamed_device = largest + outside + working
     recipe = recipe_bytes(samples, seq_len, hidden, len(layer_elements) or layer_count(config), per, refines,
-                          repairs)
+                          repairs, ffn_width(config, hidden))
     if device.startswith("cuda"):
         in_memory_device = weights + working
         in_memory_ram = weights + loading  # loading reads the weights on the CPU before they move to the GPU

@@ -104,6 +104,56 @@ def test_closed_form_recovers_a_known_map_and_ignores_padding() -> None:
     assert float((t_ridge - torch.eye(dim, dtype=torch.float64)).norm()) < float((a.double() - torch.eye(dim)).norm())
 
 
+def test_a_whole_projection_is_fitted_in_closed_form_and_pulled_toward_its_own_weight() -> None:
+    """Rows are the projection's inputs (wider than its output): a tiny ridge recovers the true weight, an
+    infinite one gives the projection back as it was (plain pruning), and the residuals from the sums are those
+    of a direct evaluation."""
+    gen = torch.Generator().manual_seed(1)
+    batch, seq, inputs, dim = 4, 50, 24, 8
+    h = torch.randn(batch, seq, inputs, generator=gen)
+    r = torch.randn(batch, seq, dim, generator=gen)
+    own = torch.randn(inputs, dim, generator=gen)  # the projection's weight as [inputs, outputs]
+    true = own + 0.5 * torch.randn(inputs, dim, generator=gen)
+    y = r + h @ true
+    keep = torch.ones(batch, seq, dtype=torch.bool)
+    stats = _Stats()
+    stats.add(h, r, y, keep)
+    stats.anchor = own.double()
+    torch.testing.assert_close(stats.solve(ridge=1e-12), true.double(), rtol=1e-6, atol=1e-6)
+    assert torch.equal(stats.solve(ridge=float("inf")), own.double())
+    d = (y - r).double()[keep]
+    direct_before = float((h[keep].double() @ own.double() - d).norm() / d.norm())
+    assert stats.relative_residual() == pytest.approx(direct_before, rel=1e-7)
+    fitted = stats.solve(ridge=0.5)
+    direct_after = float((h[keep].double() @ fitted - d).norm() / d.norm())
+    assert stats.relative_residual(fitted) == pytest.approx(direct_after, rel=1e-7)
+    assert direct_after < direct_before
+
+
+@pytest.mark.parametrize("name", ["llama", "gpt2"])
+def test_the_projection_fit_reaches_what_the_map_reaches_and_more(tiny_family, name: str, tiny_tokens,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every map folded into the projection is one of its refits, so at the same (tiny) ridge the whole
+    projection's calibration residual is at most the map's, and lower on these models. At an infinite ridge
+    it hands the projection back unchanged (a bias stays as it is). A projection wider than the limit gets
+    the map."""
+    from shortgpt_desktop.core import defaults
+
+    loaded = load_model(resolve(str(tiny_family(name))), "cpu", "float32")
+    model, family = loaded.model, loaded.family
+    fits = {fit: fit_linear_repair(model, family, tiny_tokens, [2, 3], ridge=1e-6, fit=fit)
+            for fit in ("map", "projection")}
+    (mapped,), (whole,) = fits["map"].runs, fits["projection"].runs
+    assert (mapped.fit, whole.fit) == ("map", "projection")
+    assert whole.residual_after < 0.95 * mapped.residual_after, (whole, mapped)
+    assert whole.residual_before == pytest.approx(mapped.residual_before, rel=1e-9)
+    untouched = fit_linear_repair(model, family, tiny_tokens, [2, 3], ridge=float("inf"))
+    assert untouched.runs[0].fit == "projection" and list(untouched.tensors) == [untouched.runs[0].parameter]
+    assert torch.equal(untouched.tensors[whole.parameter], model.get_parameter(whole.parameter))
+    monkeypatch.setattr(defaults, "MAX_PROJECTION_INPUTS", whole.inputs - 1)
+    assert fit_linear_repair(model, family, tiny_tokens, [2, 3]).runs[0].fit == "map"
+
+
 def test_contiguous_runs() -> None:
     assert contiguous_runs([7, 3, 4]) == [(3, 5), (7, 8)]
     assert contiguous_runs([]) == []

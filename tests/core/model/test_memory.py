@@ -152,9 +152,19 @@ def test_the_default_recipes_estimate_bounds_what_its_caches_really_hold(
     from shortgpt_desktop.core.pipeline import JobSpec
     from shortgpt_desktop.jobs import run_prune
 
-    held = {"candidates": 0, "kept": 0, "streams": 0}
+    held = {"candidates": 0, "kept": 0, "streams": 0, "rows": 0}
     live: list[repair.OriginalStates] = []
     measure, advance, fit = candidates.CandidateRunner.measure, repair.OriginalStates.advance, repair.fit_linear_repair
+    statistics = repair._statistics
+
+    def statistics_held(run, observer, *args, **kwargs):
+        """The patched layer's rows at their fullest (the projection's inputs, when it is refitted whole) and the
+        sums made of them."""
+        rows = sum(int(t.numel()) * t.element_size() for batch in observer.rows for t in batch[:2])
+        stats = statistics(run, observer, *args, **kwargs)
+        sums = [x for x in (stats, stats.held) if x is not None]
+        held["rows"] = max(held["rows"], rows + sum(8 * int(x.mtm.numel() + x.mtd.numel()) for x in sums))
+        return stats
 
     def measure_held(self, sets, *args, **kwargs):
         results = measure(self, sets, *args, **kwargs)
@@ -179,13 +189,14 @@ def test_the_default_recipes_estimate_bounds_what_its_caches_really_hold(
     monkeypatch.setattr(candidates.CandidateRunner, "measure", measure_held)
     monkeypatch.setattr(repair.OriginalStates, "advance", advance_held)
     monkeypatch.setattr(repair, "fit_linear_repair", fit_held)  # the engine and bi+ import it when they fit
+    monkeypatch.setattr(repair, "_statistics", statistics_held)
     spec = JobSpec(model=str(tiny_model), calib=[str(small_calib)], samples=16, seq_len=64, eval_windows=4,
                    batch_size=4, device="cpu", dtype="float32", count=2, out=str(tmp_path / "out"), prompt="")
     engine = Engine()
     run_prune(engine, spec)
-    assert held["candidates"] and held["kept"] and held["streams"], held
+    assert held["candidates"] and held["kept"] and held["streams"] and held["rows"], held
     estimate = engine.memory_estimate(spec)
-    really = held["candidates"] + held["kept"] + held["streams"]
+    really = held["candidates"] + held["kept"] + held["streams"] + held["rows"]
     assert really <= estimate.recipe_bytes <= 4 * really, (held, estimate.recipe_bytes)
     plain = dataclasses.replace(spec, metric="bi", repair="none")
     assert engine.memory_estimate(plain).recipe_bytes == 0
@@ -202,3 +213,18 @@ def test_the_recipes_caches_are_counted_at_their_budgets_at_most() -> None:
     assert huge == streams + defaults.CANDIDATE_CACHE_BUDGET + 2 * defaults.ORIGINAL_STATES_BUDGET
     assert recipe_bytes(16, 64, 32, 6, 4, refines=False, repairs=False) == 0
     assert 0 < recipe_bytes(16, 64, 32, 6, 4, refines=True, repairs=False) < recipe_bytes(16, 64, 32, 6, 4, True, True)
+
+
+def test_a_whole_projection_refit_counts_its_inputs_and_sums_up_to_the_width_it_is_used_at() -> None:
+    from shortgpt_desktop.core import defaults
+    from shortgpt_desktop.core.model.memory import ffn_width, recipe_bytes
+
+    base = recipe_bytes(128, 512, 576, 30, 4, refines=True, repairs=True)
+    wide = recipe_bytes(128, 512, 576, 30, 4, refines=True, repairs=True, ffn=1536)
+    assert wide - base == 160 * 512 * 1536 * 4 + 2 * 1536**2 * 8  # the chat answers' quarter more samples
+    past = defaults.MAX_PROJECTION_INPUTS + 1
+    assert recipe_bytes(128, 512, 576, 30, 4, refines=True, repairs=True, ffn=past) == base  # the map instead
+    assert ffn_width({"intermediate_size": 1536}, 576) == 1536
+    assert ffn_width({"model_type": "gpt2", "n_inner": None}, 64) == 256
+    assert ffn_width({"ffn_dim": 96}, 32) == 96
+    assert ffn_width({"intermediate_size": [64, 128]}, 32) == 128
