@@ -361,7 +361,7 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
                           + (f"; ridge {run['ridge']:g}, chosen on held-out samples" if "held_out_residual" in run
                              and run["held_out_residual"] is not None else "") + ")")
             if "refit_after" in run:
-                out.write(f", its MLP refitted (held-out error {run['refit_before']:.3f} -> "
+                out.write(f", then its whole MLP trained (held-out error {run['refit_before']:.3f} -> "
                           f"{run['refit_after']:.3f})")
                 if not run.get("refit_kept", True):
                     out.write(", refit dropped: the original's chat answers were less likely with it")

@@ -23,9 +23,9 @@ SELECTION_WINDOW = 3
 CANDIDATE_CACHE_BUDGET = 2 * 1024**3
 ORIGINAL_STATES_BUDGET = 1024**3
 #: The widest MLP output projection (its input, the MLP's intermediate size) the linear repair refits whole
-#: (:mod:`.cut.repair`): its sums are that width squared in float64, twice (the held-out samples' apart), 2 GB at
-#: Llama-2-7B's 11,008; a wider one gets a map folded into it instead.
-MAX_PROJECTION_INPUTS = 16_384
+#: (:mod:`.cut.repair`): while its ridge is chosen, about five float64 sums of that width squared are held at once
+#: (4.8 GB at Llama-2-7B's 11,008; the memory estimate counts them); a wider one gets a map folded into it instead.
+MAX_PROJECTION_INPUTS = 11_008
 #: Share of layers the window's slider starts at after the first scoring (the ShortGPT paper's usual cut).
 RATIO = 0.25
 

@@ -16,18 +16,20 @@ running sums over the non-padding tokens; no batch's activations outlive it.
 projection (the MLP's intermediate activations, ``k`` wide), so the projection itself can be refitted in the same
 closed form, every map ``W T`` above being one of its refits::
 
-    W' = argmin ‖h W' − (Y − R − b)‖² + λ‖W' − W‖²  =  (hᵀh + λI)⁻¹ (hᵀ(Y − R − b) + λW),   λ = ridge · trace(hᵀh) / k
+    W' = argmin ‖h W' − (Y − R)‖² + λ‖W' − W‖²  =  (hᵀh + λI)⁻¹ (hᵀ(Y − R) + λW),   λ = ridge · trace(hᵀh) / k
 
-``b`` the projection's bias, which stays. The sums are ``k × k`` (1536² for SmolLM2-135M), still no layer run more;
-a projection wider than :data:`..defaults.MAX_PROJECTION_INPUTS` gets the map. Measured (``python
-benchmarks/bench_ridge.py --model SmolLM2-135M-Instruct.Q4_1.gguf --remove 3,4,5,7,16,17,25,26 --ridges auto
---fits map,projection``; the default's cut, each ridge chosen per run as below; prose = 32 × 512 tokens of
-WikiText-2 test, code = Python's own sources, a domain the calibration never saw; perplexity / mean KL / same top):
+(a bias is fitted with it, as the weight of a column of ones in ``h``, so that the map's ``Tᵀb`` is within reach
+too). The sums are ``k × k`` (1536² for SmolLM2-135M), still no layer run more, but about ``(k/d)²`` times the
+map's arithmetic (seven times here); a projection wider than :data:`..defaults.MAX_PROJECTION_INPUTS` gets the
+map. Measured (``python benchmarks/bench_ridge.py --model SmolLM2-135M-Instruct.Q4_1.gguf --remove
+3,4,5,7,16,17,25,26 --ridges auto --fits map,projection``; the default's cut, each ridge chosen per run as
+below; prose = 32 × 512 tokens of WikiText-2 test, code = Python's own sources, a domain the calibration never
+saw; perplexity / mean KL / same top):
 
 - the app's 128 × 512 prose tokens and the chat answers: the map 41.99 / 0.661 / 58.2% on prose, 35.54 / 1.607 /
   43.6% on code, quiz 5 of 17; the projection **38.19 / 0.555 / 61.3%**, **34.18 / 1.566 / 43.9%**, 5 of 17
-  (full model 24.94 and 7.08; plain removal 87.50 and 29.29). Fitted in 114.5 s against the map's 244.8 s, which
-  ran the original's states first.
+  (full model 24.94 and 7.08; plain removal 87.50 and 29.29). Fitted in 114.5 s after the map's 244.8 s, which
+  had run the original's states for both (shared, :class:`OriginalStates`).
 - the quick preset's 32 × 256 (test windows 32 × 256): the map 66.01 / 0.712 / 54.3% and 45.87 / 1.583 / 40.3%,
   quiz 4; the projection 63.22 / 0.658 / 55.2% and 43.24 / 1.516 / 40.2%, quiz 5.
 
@@ -101,15 +103,15 @@ ORDERS = ("sequential", "independent")
 #: :data:`..defaults.MAX_PROJECTION_INPUTS` wide.
 FITS = ("map", "projection")
 
-NOTE_FIRST_LAYER = "the run starts at layer 0, so no kept layer comes before it to fold a map into"
+NOTE_FIRST_LAYER = "the run starts at layer 0, so no kept layer comes before it to refit"
 NOTE_MOE_LAYER = "layer {layer}'s MLP is a mixture of experts, with no single output projection"
 NOTE_POST_LN = "this model normalises after the residual add (post-LN), so a folded map would be undone"
 
 
 #: The fixed ridge of a fit (``ridge=RIDGE``), and those a fit chooses from (``ridge=None``): each is fitted without
 #: every :data:`HELD_OUT_EVERY`-th calibration sample and judged on those samples' residual, beside the identity
-#: (the run left as plain pruning); the best is fitted again on every sample. The sums are d × d, so the choice
-#: costs a second set of sums and a few solves, no layer run.
+#: (the run left as plain pruning); the best is fitted again on every sample. The sums are d × d (k × k for a whole
+#: projection), so the choice costs a second set of sums and a few solves, no layer run.
 RIDGE = 1e-2
 RIDGE_CHOICES = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0)
 HELD_OUT_EVERY = 10
@@ -289,12 +291,23 @@ class _Stats:
         import torch
 
         dim = self.mtm.shape[0]
-        eye = torch.eye(dim, dtype=torch.float64, device=self.mtm.device)
-        anchor = eye if self.anchor is None else self.anchor.to(self.mtm.device)
+        if self.anchor is None:
+            anchor = torch.eye(dim, dtype=torch.float64, device=self.mtm.device)
+        else:
+            anchor = self.anchor.to(self.mtm.device)
         if math.isinf(ridge):
             return anchor
         lam = ridge * float(torch.trace(self.mtm)) / dim
-        return torch.linalg.solve(self.mtm + lam * eye, self.mtd + lam * anchor)
+        system = self.mtm.clone()  # MᵀM + λI without another k × k identity beside it
+        system.diagonal().add_(lam)
+        return torch.linalg.solve(system, self.mtd + lam * anchor)
+
+    def set_anchor(self, anchor: Any) -> None:
+        """Fit a whole projection, pulled toward ``anchor`` (its weight as ``[inputs, outputs]``); the held-out
+        samples' sums judge against it too."""
+        self.anchor = anchor
+        if self.held is not None:
+            self.held.set_anchor(anchor)
 
     def minus(self, other: _Stats) -> _Stats:
         """The sums without ``other``'s tokens (``other`` summed a subset of these)."""
@@ -305,7 +318,8 @@ class _Stats:
         return out
 
     def relative_residual(self, t: Any = None) -> float:
-        """‖M T − D‖ / ‖D‖ from the sums alone (T = None: the identity, i.e. plain pruning)."""
+        """‖M T − D‖ / ‖D‖ from the sums alone (T = None: the anchor, the identity or the projection's own weight,
+        i.e. plain pruning)."""
         import torch
 
         if t is None and self.anchor is None:
@@ -485,8 +499,8 @@ class _PatchedLayer(LayerObserver):
 
     def __init__(self, family: Family, run: RunRepair) -> None:
         self.family, self.run = family, run
-        #: Keep the projection's inputs as the rows instead of its output (a fit of the whole projection; then
-        #: ``R`` also holds the projection's bias, which stays).
+        #: Keep the projection's inputs as the rows instead of its output (a fit of the whole projection), with a
+        #: column of ones where it has a bias (which is fitted with it: its last row).
         self.projection = run.fit == "projection"
         self.rows: list[tuple[Any, Any, Any]] = []  # (z or M, R, keep) per batch, in batch order
         self._seen: dict[str, Any] = {}
@@ -503,7 +517,7 @@ class _PatchedLayer(LayerObserver):
         def on_proj(module: Any, args: tuple, output: Any) -> None:
             seen["proj"] = output.detach().clone()  # Falcon adds to it in place afterwards
             if projection:
-                seen["input"] = args[0].detach()
+                seen["input"] = args[0].detach()  # read, never changed in place
                 seen["bias"] = getattr(module, "bias", None)
 
         self._handles.append(proj.register_forward_hook(on_proj))
@@ -513,6 +527,8 @@ class _PatchedLayer(LayerObserver):
                 lambda module, args, output: seen.__setitem__("norm", output.detach().clone())))
 
     def batch(self, index: int, layer: Any, inputs: Any, outputs: Any, kwargs: dict[str, Any], mask: Any) -> None:
+        import torch
+
         if index != self.run.patched_layer:
             return
         added = self._seen["norm" if self.run.norm is not None else "proj"].reshape(outputs.shape)  # OPT: [t, h]
@@ -520,9 +536,8 @@ class _PatchedLayer(LayerObserver):
         rows = self._seen["proj"].reshape(outputs.shape) if self.run.norm is not None else added
         if self.projection:
             rows = self._seen["input"].reshape(*outputs.shape[:-1], -1)
-            bias = self._seen["bias"]
-            if bias is not None:
-                r = r + bias.detach().to(r.dtype)
+            if self._seen["bias"] is not None:
+                rows = torch.cat([rows, torch.ones_like(rows[..., :1])], dim=-1)
         self.rows.append((rows, r, mask.bool()))
         self._seen.clear()
 
@@ -561,8 +576,8 @@ def _statistics(run: RunRepair, observer: _PatchedLayer, targets: Sequence[Any],
 
 
 def choose_ridge(stats: _Stats, held: _Stats) -> tuple[float, float | None]:
-    """The ridge of :data:`RIDGE_CHOICES` (or ``inf``, the identity) whose map, fitted without the held-out
-    samples, leaves the least residual on them; and that residual."""
+    """The ridge of :data:`RIDGE_CHOICES` (or ``inf``, the anchor: plain pruning) whose fit, made without the
+    held-out samples, leaves the least residual on them; and that residual."""
     train = stats.minus(held)
     if train.tokens <= 0:  # nothing left to fit on (not reached: at least 18 samples stay)
         return RIDGE, None
@@ -723,11 +738,13 @@ def _finish_run(stack: Any, family: Family, run: RunRepair, stats: _Stats | _Tok
         conv1d = _is_conv1d(proj)
         weight = proj.weight.detach().to("cpu", torch.float64)
         whole = isinstance(stats, _Stats) and stats.whole
-        if whole:  # the fit is of the projection itself, [inputs, outputs], pulled toward its own weight
+        bias = getattr(proj, "bias", None)
+        if whole:  # the fit is of the projection itself, [inputs (+ the bias), outputs], pulled toward its own
             assert isinstance(stats, _Stats)
-            stats.anchor = weight if conv1d else weight.T
-            if stats.held is not None:
-                stats.held.anchor = stats.anchor
+            anchor = weight if conv1d else weight.T
+            if bias is not None:
+                anchor = torch.cat([anchor, bias.detach().to("cpu", torch.float64)[None, :]])
+            stats.set_anchor(anchor)
         if isinstance(stats, _Tokens):
             assert family.mlp_out_norm is not None
             t, run.residual_before, run.residual_after = stats.fit(get_submodule(layer, family.mlp_out_norm))
@@ -739,13 +756,16 @@ def _finish_run(stack: Any, family: Family, run: RunRepair, stats: _Stats | _Tok
             run.residual_before = stats.relative_residual(None)
             run.residual_after = stats.relative_residual(t)
         t = t.cpu()
-        # Conv1D: y = x W + b; Linear: y = x Wᵀ + b. A whole projection's fit is its new weight, [inputs, outputs].
-        folded = t if whole else (weight @ t if conv1d else (t.T @ weight).T)
+        # Conv1D: y = x W + b; Linear: y = x Wᵀ + b. A whole projection's fit is its new weight, [inputs, outputs],
+        # and its bias the last row where it has one.
+        if whole:
+            folded, new_bias = (t[:-1], t[-1]) if bias is not None else (t, None)
+        else:
+            folded = weight @ t if conv1d else (t.T @ weight).T
+            new_bias = bias.detach().to("cpu", torch.float64) @ t if bias is not None else None  # (Tᵀb)ᵀ = bᵀT
         new_weight = folded if conv1d else folded.T
         result.tensors[run.parameter] = new_weight.to(proj.weight.dtype).contiguous()
-        bias = getattr(proj, "bias", None)
-        if bias is not None and not whole:  # a whole projection's fit keeps its bias
-            new_bias = bias.detach().to("cpu", torch.float64) @ t  # (Tᵀ b)ᵀ = bᵀ T for either layout
+        if bias is not None:
             result.tensors[run.parameter.rsplit(".", 1)[0] + ".bias"] = new_bias.to(bias.dtype).contiguous()
     result.tokens = stats.tokens
 

@@ -159,16 +159,27 @@ def _count_whole(source: ModelSource, config: dict[str, Any]) -> int:
     return total
 
 
+#: k × k float64 sums a whole projection's fit holds at once while it chooses its ridge: all samples', the held-out
+#: ones', the rest's, the system solved and the solver's factorisation (:mod:`..cut.repair`).
+PROJECTION_SUMS = 5
+
+
 def ffn_width(config: dict[str, Any], hidden: int) -> int:
-    """The MLP's intermediate size (the input of its output projection); GPT-2's unset ``n_inner`` is 4 × hidden.
-    The largest where layers differ."""
-    for key in ("intermediate_size", "ffn_dim", "n_inner"):
+    """The input width of the MLP output projection the repair refits whole (its intermediate size), 0 where it
+    fits a map instead: a family that normalises the MLP output (Gemma 2/3, OLMo 2). GPT-2's unset ``n_inner``
+    and Falcon's unset ``ffn_hidden_size`` are 4 × hidden; the largest where layers differ."""
+    from .families import family_for_model_type
+
+    family = family_for_model_type(config.get("model_type"))
+    if family is not None and family.mlp_out_norm is not None:
+        return 0
+    for key in ("intermediate_size", "ffn_dim", "n_inner", "ffn_hidden_size"):
         value = config.get(key)
         if isinstance(value, list):
             value = max(value, default=0)
         if value:
             return int(value)
-    return 4 * hidden if "n_inner" in config or config.get("model_type") == "gpt2" else 0
+    return 4 * hidden if config.get("model_type") in ("gpt2", "falcon") else 0
 
 
 def recipe_bytes(samples: int, seq_len: int, hidden: int, n_layers: int, per: int, refines: bool,
@@ -184,8 +195,8 @@ def recipe_bytes(samples: int, seq_len: int, hidden: int, n_layers: int, per: in
       the fits keep for each other at about a third of the layers (:class:`..cut.repair.OriginalStates`), for the
       saved repair's fits and for bi+'s quicker ones on twice its samples, each at most
       :data:`..defaults.ORIGINAL_STATES_BUDGET`; where the fit refits a whole MLP output projection ``ffn`` inputs
-      wide (:data:`..defaults.MAX_PROJECTION_INPUTS`), that projection's inputs over the samples and its two
-      float64 sums of ``ffn²``.
+      wide (:data:`..defaults.MAX_PROJECTION_INPUTS`), that projection's inputs over the samples and the float64
+      ``ffn²`` sums held while its ridge is chosen (:data:`PROJECTION_SUMS`).
     """
     one = seq_len * hidden * per  # one sample's states entering one layer
     total = 0
@@ -198,7 +209,7 @@ def recipe_bytes(samples: int, seq_len: int, hidden: int, n_layers: int, per: in
         total += 3 * fitted * one
         total += min(defaults.ORIGINAL_STATES_BUDGET, fitted * one * math.ceil(n_layers / 3))
         if 0 < ffn <= defaults.MAX_PROJECTION_INPUTS:
-            total += fitted * seq_len * ffn * per + 2 * ffn * ffn * 8
+            total += fitted * seq_len * ffn * per + PROJECTION_SUMS * ffn * ffn * 8
         if refines:
             total += min(defaults.ORIGINAL_STATES_BUDGET,
                          2 * defaults.SELECTION_SAMPLES * one * math.ceil(n_layers / 3))

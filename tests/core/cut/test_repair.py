@@ -133,10 +133,9 @@ def test_a_whole_projection_is_fitted_in_closed_form_and_pulled_toward_its_own_w
 @pytest.mark.parametrize("name", ["llama", "gpt2"])
 def test_the_projection_fit_reaches_what_the_map_reaches_and_more(tiny_family, name: str, tiny_tokens,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every map folded into the projection is one of its refits, so at the same (tiny) ridge the whole
-    projection's calibration residual is at most the map's, and lower on these models. At an infinite ridge
-    it hands the projection back unchanged (a bias stays as it is). A projection wider than the limit gets
-    the map."""
+    """Every map folded into the projection is one of its refits (its bias fitted with it), so at the same (tiny)
+    ridge the whole projection's calibration residual is at most the map's, and lower on these models. At an
+    infinite ridge it hands the projection back unchanged. A projection wider than the limit gets the map."""
     from shortgpt_desktop.core import defaults
 
     loaded = load_model(resolve(str(tiny_family(name))), "cpu", "float32")
@@ -148,8 +147,10 @@ def test_the_projection_fit_reaches_what_the_map_reaches_and_more(tiny_family, n
     assert whole.residual_after < 0.95 * mapped.residual_after, (whole, mapped)
     assert whole.residual_before == pytest.approx(mapped.residual_before, rel=1e-9)
     untouched = fit_linear_repair(model, family, tiny_tokens, [2, 3], ridge=float("inf"))
-    assert untouched.runs[0].fit == "projection" and list(untouched.tensors) == [untouched.runs[0].parameter]
-    assert torch.equal(untouched.tensors[whole.parameter], model.get_parameter(whole.parameter))
+    assert untouched.runs[0].fit == "projection" and whole.parameter in untouched.tensors
+    assert untouched.tensors.keys() == fits["map"].tensors.keys()  # GPT-2's bias is fitted too, as the map's is
+    for name, value in untouched.tensors.items():
+        assert torch.equal(value, model.get_parameter(name)), name
     monkeypatch.setattr(defaults, "MAX_PROJECTION_INPUTS", whole.inputs - 1)
     assert fit_linear_repair(model, family, tiny_tokens, [2, 3]).runs[0].fit == "map"
 
@@ -442,15 +443,15 @@ def test_original_states_past_their_budget_are_not_kept_and_the_log_says_so(tiny
     assert sum("not kept for the next fit" in r.message for r in caplog.records) == 1  # said once
 
 
-def _sums(m: torch.Tensor, d: torch.Tensor, rows_per_batch: int = 4):
+def _sums(m: torch.Tensor, d: torch.Tensor, rows_per_batch: int = 4, fit: str = "map"):
     """The fit's sums over samples ``m``, ``d`` ([samples, tokens, dim]) as the fit makes them, every 10th
-    sample held apart."""
+    sample held apart (``m`` a projection's inputs where ``fit`` is "projection")."""
     observer = _PatchedLayer.__new__(_PatchedLayer)
-    observer.rows = [(m[i:i + rows_per_batch], torch.zeros_like(m[i:i + rows_per_batch]),
+    observer.rows = [(m[i:i + rows_per_batch], torch.zeros_like(d[i:i + rows_per_batch]),
                       torch.ones(m[i:i + rows_per_batch].shape[:2], dtype=torch.bool))
                      for i in range(0, m.shape[0], rows_per_batch)]
     targets = [d[i:i + rows_per_batch] for i in range(0, m.shape[0], rows_per_batch)]
-    return _statistics(RunRepair(0, 1), observer, targets, choose=True)
+    return _statistics(RunRepair(0, 1, fit=fit), observer, targets, choose=True)
 
 
 def test_the_ridge_chosen_on_held_out_samples_follows_what_the_samples_can_tell() -> None:
@@ -470,6 +471,26 @@ def test_the_ridge_chosen_on_held_out_samples_follows_what_the_samples_can_tell(
     stats = _sums(few, few + 2.0 * torch.randn(20, 2, dim, generator=generator))
     ridge, _ = choose_ridge(stats, stats.held)
     assert ridge >= 1.0
+
+
+def test_a_whole_projections_ridge_is_chosen_against_its_own_weight() -> None:
+    """Choosing for a whole projection, the held-out samples' "no fit" is the projection's own weight, not an
+    identity (which a k × d sum would not even be): targets its own weight already gives, plus noise, choose the
+    weight back (or a large ridge), and the held-out residual of the weight is that of a direct evaluation."""
+    generator = torch.Generator().manual_seed(2)
+    inputs, dim = 48, 8
+    own = torch.randn(inputs, dim, generator=generator)
+    h = torch.randn(20, 3, inputs, generator=generator)  # 54 training rows for 48 × 8 unknowns
+    y = h @ own + 2.0 * torch.randn(20, 3, dim, generator=generator)
+    stats = _sums(h, y, fit="projection")
+    assert stats.whole and stats.held is not None
+    stats.set_anchor(own.double())  # as the fit does once it has the projection's weight
+    ridge, _ = choose_ridge(stats, stats.held)
+    assert ridge >= 1.0
+    held_rows = h[9::10].reshape(-1, inputs).double()
+    d = y[9::10].reshape(-1, dim).double()
+    direct = float((held_rows @ own.double() - d).norm() / d.norm())
+    assert stats.held.relative_residual() == pytest.approx(direct, rel=1e-9)
 
 
 def test_a_fit_that_chooses_its_ridge_is_the_fit_with_that_ridge_on_every_sample(tiny_model: Path,

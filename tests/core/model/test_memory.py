@@ -221,10 +221,12 @@ def test_a_whole_projection_refit_counts_its_inputs_and_sums_up_to_the_width_it_
 
     base = recipe_bytes(128, 512, 576, 30, 4, refines=True, repairs=True)
     wide = recipe_bytes(128, 512, 576, 30, 4, refines=True, repairs=True, ffn=1536)
-    assert wide - base == 160 * 512 * 1536 * 4 + 2 * 1536**2 * 8  # the chat answers' quarter more samples
+    assert wide - base == 160 * 512 * 1536 * 4 + 5 * 1536**2 * 8  # the chat answers' quarter more samples
     past = defaults.MAX_PROJECTION_INPUTS + 1
     assert recipe_bytes(128, 512, 576, 30, 4, refines=True, repairs=True, ffn=past) == base  # the map instead
     assert ffn_width({"intermediate_size": 1536}, 576) == 1536
     assert ffn_width({"model_type": "gpt2", "n_inner": None}, 64) == 256
     assert ffn_width({"ffn_dim": 96}, 32) == 96
     assert ffn_width({"intermediate_size": [64, 128]}, 32) == 128
+    assert ffn_width({"model_type": "falcon", "ffn_hidden_size": None}, 64) == 256
+    assert ffn_width({"model_type": "gemma3_text", "intermediate_size": 2048}, 640) == 0  # a map through the norm
