@@ -1,0 +1,39 @@
+"""The job's time estimate counts what the repair really runs, a whole projection's sums included."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from shortgpt_desktop.core import defaults
+from shortgpt_desktop.core.estimate import PROJECTION_SUMS_COST, estimate_job, shape_of
+from shortgpt_desktop.core.model.loading import load_model
+from shortgpt_desktop.core.model.sources import resolve
+from shortgpt_desktop.core.pipeline import JobSpec
+
+
+@pytest.mark.parametrize(("name", "width"), [("llama", 128), ("gpt2", 128), ("gemma3", 0), ("olmo2", 0)])
+def test_the_shape_knows_the_projection_the_repair_refits_whole(tiny_family, name: str, width: int,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Llama's down_proj (nn.Linear, [out, in]) and GPT-2's c_proj (Conv1D, [in, out]) are 128 wide; through a
+    norm (Gemma 3, OLMo 2) the repair fits a map, and so it does past the limit."""
+    loaded = load_model(resolve(str(tiny_family(name))), "cpu", "float32")
+    assert shape_of(loaded).projection_inputs == width
+    monkeypatch.setattr(defaults, "MAX_PROJECTION_INPUTS", 127)
+    assert shape_of(loaded).projection_inputs == 0
+
+
+def test_the_repairs_estimate_adds_the_projections_sums_per_run() -> None:
+    """SmolLM2-135M's shape, 8 of 30 removed: about four runs, each about 0.93 layer runs a token more."""
+    from shortgpt_desktop.core.estimate import ModelShape
+
+    spec = JobSpec(model="m", calib=[], metric="bi", count=8)
+    mapped = ModelShape(30, 3.98e6, 28.3e6, 2.65e6, 576)
+    whole = dataclasses.replace(mapped, projection_inputs=1536)
+    tokens, rate = 8192, 1e-6
+    before = estimate_job(spec, mapped, rate, tokens, 0, 8, refines=False).steps["repairing"]
+    after = estimate_job(spec, whole, rate, tokens, 0, 8, refines=False).steps["repairing"]
+    assert before == pytest.approx(tokens * (2 * 30 - 8) * rate)
+    assert after - before == pytest.approx(tokens * 4 * PROJECTION_SUMS_COST * 1536**2 / 3.98e6 * rate)
+    assert 1.05 < after / before < 1.1
