@@ -150,19 +150,16 @@ class JobClock:
             return
         if self.started is None or self.engine.loaded is None or self.engine.tokens is None:
             return
-        from .core.estimate import estimate_job, shape_of
         from .core.measure.metrics import get_metric
 
-        shape = shape_of(self.engine.loaded)
         tokens = self.engine.tokens
         per_sample = tokens.sample_tokens / max(len(tokens.samples), 1)
         # In memory the pass counts samples through every layer; one layer at a time it counts layers.
-        token_layers = (per_sample * done * shape.n_layers if total == len(tokens.samples)
+        token_layers = (per_sample * done * self.engine.n_layers if total == len(tokens.samples)
                         else tokens.sample_tokens * done)
         rate = (time.perf_counter() - self.started) / max(token_layers, 1.0)
-        estimate = estimate_job(self.spec, shape, rate, tokens.sample_tokens, tokens.eval_tokens, self.count,
-                                get_metric(self.spec.metric).refines, self.engine.answer_work(self.spec),
-                                self.engine.guard_work(self.spec), self.engine.quiz_work(self.spec))
+        estimate = self.engine.estimate_at(self.spec, rate, tokens.sample_tokens, tokens.eval_tokens, self.count,
+                                           get_metric(self.spec.metric).refines)
         self.said = True
         self.progress("estimate", 0, 0, estimate)
 

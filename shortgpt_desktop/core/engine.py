@@ -545,18 +545,16 @@ class Engine:
         the speed the scoring pass measured; None before a scoring pass (see :mod:`.estimate`)."""
         import dataclasses as _dc
 
-        from .estimate import estimate_job, shape_of
+        from .estimate import shape_of
 
         scored = self.scored
         if scored is None or self.loaded is None or not scored.sample_tokens or scored.partial:
             return None
-        shape = shape_of(self.loaded)
-        rate = scored.seconds / max(scored.sample_tokens * shape.n_layers, 1)
+        rate = scored.seconds / max(scored.sample_tokens * shape_of(self.loaded).n_layers, 1)
         refines = self.scores is not None and get_metric(self.scores.metric).refines \
             and self._selection_for(count) is None
-        estimate = estimate_job(_dc.replace(spec, check_perplexity=check), shape, rate, scored.sample_tokens,
-                                scored.eval_tokens, count, refines, self.answer_work(spec), self.guard_work(spec),
-                                self.quiz_work(spec))
+        estimate = self.estimate_at(_dc.replace(spec, check_perplexity=check), rate, scored.sample_tokens,
+                                    scored.eval_tokens, count, refines)
         estimate.steps.pop("scoring", None)
         if self.adjusted is not None and self.adjusted.removed == self.plan(count=count).removed:
             estimate.steps.pop("repairing", None)
@@ -564,6 +562,17 @@ class Engine:
                 estimate.steps.pop("refitting", None)
             estimate.steps.pop("healing", None)
         return estimate
+
+    def estimate_at(self, spec: JobSpec, seconds_per_token_layer: float, sample_tokens: int, eval_tokens: int,
+                    count: int | None, refines: bool) -> Any:
+        """The whole job ``spec`` describes at a measured speed (:func:`.estimate.estimate_job`), with the loaded
+        model's shape and the answers its chat model still has to write: the one place both the engine's
+        estimate and the one printed after the first scoring batch are put together."""
+        from .estimate import estimate_job, shape_of
+
+        assert self.loaded is not None
+        return estimate_job(spec, shape_of(self.loaded), seconds_per_token_layer, sample_tokens, eval_tokens, count,
+                            refines, self.answer_work(spec), self.guard_work(spec), self.quiz_work(spec))
 
     def guard_work(self, spec: JobSpec) -> Any:
         """The answers the refit's chat guard will ask the original for (None: no refit, or not a chat model)."""
