@@ -85,11 +85,12 @@ def test_a_recipe_that_needs_more_memory_is_decided_anew(small_calib: Path, tmp_
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """The window asks the way before its first job (to refuse what the backend cannot run). That decision, taken
     for plain BI, must not be kept when the user then runs the default recipe, whose caches and repair streams
-    fit one layer at a time but not beside the whole model. (Wider than the tiny model, so that the weights
-    streaming saves outweigh the recipe's caches, as in a real model.)"""
+    fit one layer at a time but not beside the whole model. (Wider and deeper than the tiny model, so that the
+    weights streaming saves outweigh the recipe's caches and the repair's sums, as in a real model.)"""
     from shortgpt_desktop.core.testing.tiny_models import TINY_LLAMA, build_tiny_model
 
-    wide = build_tiny_model(tmp_path / "wide", "llama", {**TINY_LLAMA, "hidden_size": 512, "intermediate_size": 1024})
+    wide = build_tiny_model(tmp_path / "wide", "llama",
+                            {**TINY_LLAMA, "hidden_size": 512, "intermediate_size": 1024, "num_hidden_layers": 12})
     plain = _spec(wide, small_calib, tmp_path / "out", metric="bi", repair="none")
     default = _spec(wide, small_calib, tmp_path / "out")
     probe = Engine()
