@@ -49,7 +49,7 @@ def test_the_mlp_refit_is_a_repair_choice_said_in_the_summary(tiny_model: Path, 
                      "--calib", str(small_calib), "--samples", "4", "--seq-len", "32",
                      "--out", str(tmp_path / "out")]) == 0
     out = capfd.readouterr().out
-    assert "repaired layers 2-3: layer 1's MLP output projection refitted" in out, out
+    assert "repaired layers 2-3: a map folded into layer 1" in out, out  # 4 samples: too few for the projection
     assert "then its whole MLP trained (held-out error" in out, out
 
 

@@ -34,7 +34,9 @@ saw; perplexity / mean KL / same top):
   quiz 4; the projection 63.22 / 0.658 / 55.2% and 43.24 / 1.516 / 40.2%, quiz 5.
 
 Nothing was tuned on these: the ridge grid and the held-out rule are the map's. Through a norm (below) the map
-stays: a norm after the projection is not linear in ``h``.
+stays: a norm after the projection is not linear in ``h``. So it does where there are too few samples to choose the
+ridge (fewer than 20, a chat model's own answers counted): the projection has ``k/d`` times the map's parameters,
+and it is never fitted at a ridge no held-out sample judged.
 
 Families that normalise the MLP output before the residual add (Gemma 2/3, OLMo 2: ``M = norm(z)``, ``z`` the
 projection's output) would undo such a map. There the map is fitted *through* the norm: ``T`` minimises
@@ -429,8 +431,9 @@ def fit_linear_repair(
     """Fit one linear map per run of ``removed`` layers and fold it into the kept layer before the run.
 
     ``fit`` is what changes (:data:`FITS`): the whole projection (the default, where it is at most
-    :data:`..defaults.MAX_PROJECTION_INPUTS` wide and no norm follows it), else the map ``T`` folded into it; each
-    run records which in ``RunRepair.fit``.
+    :data:`..defaults.MAX_PROJECTION_INPUTS` wide, no norm follows it, and its ridge is given or chosen on held-out
+    samples: with ``ridge=None`` and fewer than 20 samples the map is fitted at the fixed ridge), else the map ``T``
+    folded into it; each run records which in ``RunRepair.fit``.
 
     With ``both_sides`` the kept layer after each run gets a map too, fitted (after the run's own) to bring the
     pruned model's state leaving it to the original's (sequential order only).
@@ -462,8 +465,11 @@ def fit_linear_repair(
     if not to_fit:
         result.seconds = time.perf_counter() - started
         return result
+    # The whole projection has k/d times the map's parameters: it is fitted where its ridge is given, or chosen on
+    # held-out samples (at least MIN_HELD_OUT_SAMPLES of them), never at a fixed ridge it was not judged at.
+    judged = ridge is not None or len(token_set.samples) >= MIN_HELD_OUT_SAMPLES * HELD_OUT_EVERY
     for run in to_fit:
-        if fit == "projection" and run.norm is None and (run.inputs or 0) <= defaults.MAX_PROJECTION_INPUTS:
+        if fit == "projection" and judged and run.norm is None and (run.inputs or 0) <= defaults.MAX_PROJECTION_INPUTS:
             run.fit = "projection"
     kept = [i for i in range(n_layers) if i not in set(removed)]
     last_end = max(r.end for r in to_fit)

@@ -135,7 +135,8 @@ def test_the_projection_fit_reaches_what_the_map_reaches_and_more(tiny_family, n
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Every map folded into the projection is one of its refits (its bias fitted with it), so at the same (tiny)
     ridge the whole projection's calibration residual is at most the map's, and lower on these models. At an
-    infinite ridge it hands the projection back unchanged. A projection wider than the limit gets the map."""
+    infinite ridge it hands the projection back unchanged. A projection wider than the limit gets the map, and so
+    does a fit that would choose its ridge on too few samples."""
     from shortgpt_desktop.core import defaults
 
     loaded = load_model(resolve(str(tiny_family(name))), "cpu", "float32")
@@ -151,8 +152,11 @@ def test_the_projection_fit_reaches_what_the_map_reaches_and_more(tiny_family, n
     assert untouched.tensors.keys() == fits["map"].tensors.keys()  # GPT-2's bias is fitted too, as the map's is
     for name, value in untouched.tensors.items():
         assert torch.equal(value, model.get_parameter(name)), name
-    monkeypatch.setattr(defaults, "MAX_PROJECTION_INPUTS", whole.inputs - 1)
+    assert fit_linear_repair(model, family, tiny_tokens, [2, 3], ridge=RIDGE).runs[0].fit == "projection"
+    # Too few samples to choose its ridge (8 of the 20 it takes): the map, at the fixed ridge.
     assert fit_linear_repair(model, family, tiny_tokens, [2, 3]).runs[0].fit == "map"
+    monkeypatch.setattr(defaults, "MAX_PROJECTION_INPUTS", whole.inputs - 1)
+    assert fit_linear_repair(model, family, tiny_tokens, [2, 3], ridge=RIDGE).runs[0].fit == "map"
 
 
 def test_contiguous_runs() -> None:
@@ -205,7 +209,8 @@ def test_family_repair_saves_and_reloads(tiny_family, name: str, tiny_model: Pat
     removed = [2, 3, n - 1]
     with torch.no_grad():
         before = model(input_ids=PROMPT).logits
-    result = fit_linear_repair(model, family, tiny_tokens, removed, batch_size=4)
+    # The fixed ridge given: the whole projection is fitted even on these 8 samples (too few to choose a ridge).
+    result = fit_linear_repair(model, family, tiny_tokens, removed, batch_size=4, ridge=RIDGE)
     with torch.no_grad():
         torch.testing.assert_close(model(input_ids=PROMPT).logits, before, rtol=0, atol=0)  # model untouched
 
@@ -227,6 +232,7 @@ def test_family_repair_saves_and_reloads(tiny_family, name: str, tiny_model: Pat
         assert run.residual_after < run.residual_before, run
         assert run.parameter in result.tensors
         assert (run.norm is not None) == (name in THROUGH_NORM), run
+        assert run.fit == ("map" if name in THROUGH_NORM else "projection"), run
     last = repaired[-1]
     assert actual_relative_residual(model, family, tiny_tokens, result, last) == pytest.approx(
         last.residual_after, rel=1e-3)
