@@ -84,17 +84,15 @@ def shape_of(loaded: Any) -> ModelShape:
 def projection_inputs(family: Any, layers: Any) -> int:
     """The input width of the MLP output projection the repair refits whole (:mod:`.cut.repair`), 0 where it fits
     a map: a norm after the projection, none known, or wider than :data:`.defaults.MAX_PROJECTION_INPUTS`."""
-    from .model.families import get_submodule
+    from .cut.repair import input_width
+    from .model.families import get_submodule, refits_whole
 
-    if family.mlp_out is None or family.mlp_out_norm is not None:
+    if family.mlp_out is None:
         return 0
-    from transformers.pytorch_utils import Conv1D
-
     for layer in layers:
         with contextlib.suppress(AttributeError):  # a mixture-of-experts layer has no single projection
-            proj = get_submodule(layer, family.mlp_out)
-            width = int(proj.weight.shape[0] if isinstance(proj, Conv1D) else proj.weight.shape[1])  # GPT-2: [in, out]
-            return width if width <= defaults.MAX_PROJECTION_INPUTS else 0
+            width = input_width(get_submodule(layer, family.mlp_out))
+            return width if refits_whole(family, width) else 0
     return 0
 
 

@@ -92,7 +92,7 @@ from typing import Any
 from .. import defaults
 from ..backends.layerwise import LayerObserver
 from ..measure.calibration import TokenSet
-from ..model.families import Family, get_submodule
+from ..model.families import Family, get_submodule, refits_whole
 from ..model.weights_view import weights_view
 from ..progress import CancelCheck, Progress
 from .surgery import pruned_view
@@ -193,6 +193,16 @@ def _is_conv1d(module: Any) -> bool:
     return isinstance(module, Conv1D)
 
 
+def input_width(proj: Any) -> int:
+    """How many inputs a projection takes (nn.Linear's weight is [out, in], Conv1D's [in, out])."""
+    return int(proj.weight.shape[0] if _is_conv1d(proj) else proj.weight.shape[1])
+
+
+def can_choose_ridge(samples: int) -> bool:
+    """Enough samples to hold :data:`MIN_HELD_OUT_SAMPLES` out (every :data:`HELD_OUT_EVERY`-th) and judge on them."""
+    return samples >= MIN_HELD_OUT_SAMPLES * HELD_OUT_EVERY
+
+
 def plan_runs(model: Any, family: Family, removed: Sequence[int]) -> list[RunRepair]:
     """The runs of ``removed`` and, for each, the projection to patch or the reason it cannot be repaired."""
 
@@ -254,7 +264,7 @@ def _patch(model: Any, family: Family, layers: Any, run: RunRepair, layer: int) 
         run.norm = f"{family.layers_path}.{layer}.{family.mlp_out_norm}"
     run.patched_layer = layer
     run.parameter = f"{family.layers_path}.{layer}.{family.mlp_out}.weight"
-    run.inputs = int(weight.shape[0] if _is_conv1d(proj) else weight.shape[1])
+    run.inputs = input_width(proj)
     return True
 
 
@@ -467,9 +477,9 @@ def fit_linear_repair(
         return result
     # The whole projection has k/d times the map's parameters: it is fitted where its ridge is given, or chosen on
     # held-out samples (at least MIN_HELD_OUT_SAMPLES of them), never at a fixed ridge it was not judged at.
-    judged = ridge is not None or len(token_set.samples) >= MIN_HELD_OUT_SAMPLES * HELD_OUT_EVERY
+    judged = ridge is not None or can_choose_ridge(len(token_set.samples))
     for run in to_fit:
-        if fit == "projection" and judged and run.norm is None and (run.inputs or 0) <= defaults.MAX_PROJECTION_INPUTS:
+        if fit == "projection" and judged and refits_whole(family, run.inputs or 0):
             run.fit = "projection"
     kept = [i for i in range(n_layers) if i not in set(removed)]
     last_end = max(r.end for r in to_fit)
@@ -562,7 +572,7 @@ def _statistics(run: RunRepair, observer: _PatchedLayer, targets: Sequence[Any],
     stats: _Stats | _Tokens = _Tokens() if run.norm is not None else _Stats()
     held = _Stats() if choose and isinstance(stats, _Stats) else None
     sample = 0
-    if held is not None and sum(k.shape[0] for _, _, k in observer.rows) < MIN_HELD_OUT_SAMPLES * HELD_OUT_EVERY:
+    if held is not None and not can_choose_ridge(sum(k.shape[0] for _, _, k in observer.rows)):
         held = None
     for (rows, r, keep), y in zip(observer.rows, targets, strict=True):
         y = y.to(rows.device)

@@ -139,6 +139,15 @@ def layer_count(config: dict[str, Any], family: Family | None = None) -> int:
     )
 
 
+def refits_whole(family: Family, width: int) -> bool:
+    """Whether the repair may refit an MLP output projection ``width`` inputs wide whole (:mod:`..cut.repair`): no
+    norm follows it and its sums stay within :data:`..defaults.MAX_PROJECTION_INPUTS` (whether its ridge can be
+    judged on held-out samples is the fit's call)."""
+    from .. import defaults
+
+    return family.mlp_out_norm is None and 0 < width <= defaults.MAX_PROJECTION_INPUTS
+
+
 def get_submodule(model: Any, dotted: str) -> Any:
     obj = model
     for part in dotted.split("."):

@@ -168,18 +168,18 @@ def ffn_width(config: dict[str, Any], hidden: int) -> int:
     """The input width of the MLP output projection the repair refits whole (its intermediate size), 0 where it
     fits a map instead: a family that normalises the MLP output (Gemma 2/3, OLMo 2). GPT-2's unset ``n_inner``
     and Falcon's unset ``ffn_hidden_size`` are 4 × hidden; the largest where layers differ."""
-    from .families import family_for_model_type
+    from .families import family_for_model_type, refits_whole
 
-    family = family_for_model_type(config.get("model_type"))
-    if family is not None and family.mlp_out_norm is not None:
-        return 0
+    width = 4 * hidden if config.get("model_type") in ("gpt2", "falcon") else 0
     for key in ("intermediate_size", "ffn_dim", "n_inner", "ffn_hidden_size"):
         value = config.get(key)
         if isinstance(value, list):
             value = max(value, default=0)
         if value:
-            return int(value)
-    return 4 * hidden if config.get("model_type") in ("gpt2", "falcon") else 0
+            width = int(value)
+            break
+    family = family_for_model_type(config.get("model_type"))
+    return width if family is None or refits_whole(family, width) else 0
 
 
 def recipe_bytes(samples: int, seq_len: int, hidden: int, n_layers: int, per: int, refines: bool,
