@@ -146,7 +146,8 @@ def test_the_projection_fit_reaches_what_the_map_reaches_and_more(tiny_family, n
     (mapped,), (whole,) = fits["map"].runs, fits["projection"].runs
     assert (mapped.fit, whole.fit) == ("map", "projection")
     assert whole.residual_after < 0.95 * mapped.residual_after, (whole, mapped)
-    assert whole.residual_before == pytest.approx(mapped.residual_before, rel=1e-9)
+    # the same error, summed as d × d and as k × k quadratic forms: float64 sums of float32 rows differ in the 9th digit
+    assert whole.residual_before == pytest.approx(mapped.residual_before, rel=1e-7)
     untouched = fit_linear_repair(model, family, tiny_tokens, [2, 3], ridge=float("inf"))
     assert untouched.runs[0].fit == "projection" and whole.parameter in untouched.tensors
     assert untouched.tensors.keys() == fits["map"].tensors.keys()  # GPT-2's bias is fitted too, as the map's is
