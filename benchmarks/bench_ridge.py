@@ -33,6 +33,8 @@ def main() -> None:
                         help="fixed ridges, and 'auto': chosen per run on held-out calibration samples")
     parser.add_argument("--fits", default="map",
                         help="what each fit changes: 'map' (T folded into the projection), 'projection' (all of it)")
+    parser.add_argument("--sides", default="one",
+                        help="'one' (the kept layer before each run), 'both' (and the kept layer after it), or both")
     parser.add_argument("--calib", default=str(DEFAULT_DATA / "wikitext2-valid.txt"))
     parser.add_argument("--prose", default=str(DEFAULT_DATA / "wikitext2-test.txt"))
     parser.add_argument("--samples", type=int, default=SAMPLES)
@@ -69,11 +71,13 @@ def main() -> None:
               f"{args.seq_len} tokens", flush=True)
         memo = OriginalStates()
         weights: dict[str, dict | None] = {"none": None}
-        for kind, ridge in [(k, r) for k in args.fits.split(",") for r in ridges]:
+        sides = args.sides.split(",")
+        for kind, ridge, side in [(k, r, s) for k in args.fits.split(",") for r in ridges for s in sides]:
             started = time.perf_counter()
             fit = fit_linear_repair(stack.model, family, fit_tokens, remove, 4, ridge=ridge, stack=stack,
-                                    original=memo.bind(fit_tokens, 4), fit=kind)
-            name = ("auto" if ridge is None else f"ridge {ridge:g}") + ("" if kind == "map" else f" {kind}")
+                                    original=memo.bind(fit_tokens, 4), fit=kind, both_sides=side == "both")
+            name = (("auto" if ridge is None else f"ridge {ridge:g}") + ("" if kind == "map" else f" {kind}")
+                    + ("" if side == "one" else ", both sides"))
             weights[name] = fit.tensors
             chosen = ", ".join(f"{r.start}-{r.end - 1}: {r.ridge:g}" for r in fit.runs if r.ridge is not None)
             print(f"  fitted {name} in {time.perf_counter() - started:.1f} s"
