@@ -244,8 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "same quantization, for llama.cpp, Ollama and LM Studio)")
     prune.add_argument("--no-eval", action="store_true", help="skip perplexity and generation before/after")
     prune.add_argument("--repair", choices=list(defaults.REPAIRS), default=defaults.REPAIR,
-                       help="linear (default): refit the MLP output projection of the layer before each run of "
-                       "removed layers on the calibration text, in closed form (no new parameters); refit: then "
+                       help="linear (default): refit the MLP output projection of the layers before and after "
+                       "each run of removed layers on the calibration text, in closed form (no new parameters); "
+                       "refit: then "
                        "train that layer's "
                        "whole MLP on the calibration activations (closer to the original, minutes more on a "
                        "CPU); none: the paper's plain removal")
@@ -365,6 +366,15 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
                           f"{run['refit_after']:.3f})")
                 if not run.get("refit_kept", True):
                     out.write(", refit dropped: the original's chat answers were less likely with it")
+            after = run.get("after")
+            if after is not None:
+                if after.get("held_out_residual") is not None and after.get("ridge") is None:
+                    out.write(f"; layer {after['patched_layer']}, after the run, unchanged (no refit did better "
+                              f"on held-out calibration samples)")
+                else:
+                    out.write(f"; layer {after['patched_layer']}'s, after the run, refitted too (calibration error "
+                              f"{after['residual_before']:.3f} -> {after['residual_after']:.3f}"
+                              + (f"; ridge {after['ridge']:g}" if after.get("ridge") is not None else "") + ")")
             out.write("\n")
         else:
             out.write(f"not repaired, layers {first}-{last}: {run['note']}\n")

@@ -69,6 +69,11 @@ def test_the_repairs_ridge_chosen_on_held_out_samples_is_said_and_reported(tiny_
             else "did better than none on held-out calibration samples")
     assert said in out, out
     assert run["fit"] == "projection" and "layer 1's MLP output projection" in out, out  # refitted whole
+    after = run["after"]  # and the kept layer after the run, its ridge chosen the same way
+    assert after["patched_layer"] == 4 and after["fit"] == "projection" and after["held_out_residual"] is not None
+    said = ("layer 4's, after the run, refitted too" if after["ridge"] is not None
+            else "layer 4, after the run, unchanged (no refit did better on held-out calibration samples)")
+    assert said in out, out
 
 
 def test_a_run_left_unmapped_by_its_ridge_choice_is_said_so_unless_its_mlp_was_refitted() -> None:
@@ -97,6 +102,13 @@ def test_a_run_left_unmapped_by_its_ridge_choice_is_said_so_unless_its_mlp_was_r
     assert "repaired layers 2-3: layer 1's MLP output projection refitted (calibration error 0.500 -> 0.400; " \
            "ridge 0.1, chosen on held-out samples)" in whole.getvalue(), whole.getvalue()
     assert "layers 5-5: no refit of layer 4's MLP output projection did better than none" in whole.getvalue()
+    both = io.StringIO()
+    cli.print_summary(Report(model="m", n_layers=8, removed_layers=[2, 3, 5],
+                             repair_runs=chosen_runs(False, fit="projection", after=True)), both)
+    assert "ridge 0.1, chosen on held-out samples); layer 4's, after the run, refitted too (calibration error " \
+           "0.600 -> 0.450; ridge 0.3)" in both.getvalue(), both.getvalue()
+    assert "layer 6, after the run, unchanged (no refit did better on held-out calibration samples)" \
+           in both.getvalue(), both.getvalue()
 
 
 def test_a_refit_the_chat_guard_drops_is_said_and_the_linear_repair_is_saved(

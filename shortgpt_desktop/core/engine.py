@@ -791,10 +791,10 @@ class Engine:
                cancel: CancelCheck | None = None) -> Adjusted:
         """Repair (and, if asked, heal) the model pruned as ``removed``; the loaded weights stay as they are.
 
-        The repair refits the MLP output projection of the kept layer before each run of removed layers on the
-        calibration samples, in closed form (or folds a fitted map into it); healing trains LoRA adapters on the
-        same samples and merges them. Both give new values for a few existing weights: the pruned model keeps its
-        stock architecture. Computed once per plan and settings.
+        The repair refits the MLP output projection of the kept layers before and after each run of removed layers
+        on the calibration samples, in closed form (or folds a fitted map into the one before); healing trains LoRA
+        adapters on the same samples and merges them. Both give new values for a few existing weights: the pruned
+        model keeps its stock architecture. Computed once per plan and settings.
         """
         from .cut.adjusters import ADJUSTERS, AdjustContext
 
@@ -993,15 +993,20 @@ class Engine:
         if adjusted is not None and adjusted.repair is not None:
             report.repair = "refit" if adjusted.refit is not None else "linear"
             refits = {r.layer: r for r in adjusted.refit.runs} if adjusted.refit is not None else {}
+            after = {c.patched_layer: c for c in adjusted.repair.corrections}  # the kept layer after a run
+
+            def fitted(r: Any) -> dict[str, Any]:
+                return ({"patched_layer": r.patched_layer, "parameter": r.parameter, "fit": r.fit,
+                         "residual_before": r.residual_before, "residual_after": r.residual_after}
+                        | ({"ridge": None if math.isinf(r.ridge) else r.ridge, "held_out_residual": r.held_out_residual}
+                           if r.ridge is not None else {}))
+
             report.repair_runs = [
-                {"layers": [r.start, r.end - 1], "patched_layer": r.patched_layer, "parameter": r.parameter,
-                 "residual_before": r.residual_before, "residual_after": r.residual_after, "note": r.note,
-                 "fit": r.fit}
-                | ({"ridge": None if math.isinf(r.ridge) else r.ridge, "held_out_residual": r.held_out_residual}
-                   if r.ridge is not None else {})
+                {"layers": [r.start, r.end - 1], "note": r.note} | fitted(r)
                 | ({"refit_before": refits[r.patched_layer].residual_before,
                     "refit_after": refits[r.patched_layer].residual_after,
                     "refit_kept": refits[r.patched_layer].kept} if r.patched_layer in refits else {})
+                | ({"after": fitted(after[r.end])} if r.end in after else {})
                 for r in adjusted.repair.runs
             ]
             if adjusted.refit is not None:

@@ -13,7 +13,7 @@ measures the seconds one token spends in one decoder layer, and the head costs a
 - the repair (:mod:`.cut.repair`): the original's and the pruned model's streams over every calibration token,
   and for each run of removed layers whose MLP output projection it refits whole, float64 sums of that
   projection's ``k``-wide inputs squared over every token (about :data:`PROJECTION_SUMS_COST` × ``k²`` /
-  parameters per layer layer runs a token);
+  parameters per layer layer runs a token), and as much again for the kept layer after the run, refitted too;
 - the MLP refit (:mod:`.cut.mlp_refit`, ``--repair refit``): both streams again, then per run of removed layers
   (about one per two layers removed) ``EPOCHS`` passes of one MLP over the kept tokens, forward, backward and
   update (about four forward passes' worth); for a chat model its guard (:mod:`.cut.chat_guard`) adds the
@@ -137,7 +137,8 @@ def estimate_job(spec: Any, shape: ModelShape, seconds_per_token_layer: float, s
         out.steps["answering"] = answers.token_layers(n, head) * rate
     if count and spec.repair != "none":
         runs = max(1, round(count / 2))  # about one run per two layers removed
-        sums = runs * PROJECTION_SUMS_COST * shape.projection_inputs**2 / max(shape.layer_params, 1.0)
+        # the kept layers before and after each run (the one after only where refitted whole, as these sums are)
+        sums = 2 * runs * PROJECTION_SUMS_COST * shape.projection_inputs**2 / max(shape.layer_params, 1.0)
         out.steps["repairing"] = sample_tokens * (2 * n - count + sums) * rate
     if count and spec.repair == "refit":
         out.steps["refitting"] = refit_token_layers(shape, sample_tokens, count) * rate

@@ -69,7 +69,7 @@ class JobSpec:
     eval_windows: int = defaults.EVAL_WINDOWS
     output_format: str | None = None  # "gguf" or "safetensors"; None: the source's own format
     low_memory: bool | None = None  # one layer at a time; None: only when the model would not fit
-    repair: str = defaults.REPAIR  # "linear": refit the layer before each removed run (closed form); "none"
+    repair: str = defaults.REPAIR  # "linear": refit the layers around each removed run (closed form); "none"
     heal_steps: int = 0  # LoRA steps on the calibration text, merged into the weights (0: no healing)
 
 

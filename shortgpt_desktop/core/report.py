@@ -158,10 +158,14 @@ def model_card(report: Report, base_model: str) -> str:
         chosen = [r for r in repaired if r.get("held_out_residual") is not None]
         mapped = [r for r in repaired if not (r.get("held_out_residual") is not None and r.get("ridge") is None)]
         whole = [r for r in mapped if r.get("fit") == "projection"]
+        after = [r["after"] for r in repaired if "after" in r
+                 and not (r["after"].get("held_out_residual") is not None and r["after"].get("ridge") is None)]
         parts = []
         if whole:
             parts.append(f"the MLP output projection of {len(whole)} kept layer{'s' if len(whole) != 1 else ''} "
-                         f"refitted in closed form")
+                         f"refitted in closed form"
+                         + (f", and of the {len(after)} kept layer{'s' if len(after) != 1 else ''} after "
+                            f"{'those runs' if len(after) != 1 else 'that run'} of removed layers" if after else ""))
         if len(mapped) > len(whole):
             folded = len(mapped) - len(whole)
             parts.append(f"a fitted map folded into the MLP output projection of {folded} kept "

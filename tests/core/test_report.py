@@ -5,8 +5,9 @@ from __future__ import annotations
 from shortgpt_desktop.core.report import Report, model_card
 
 
-def chosen_runs(refit: bool, fit: str = "map") -> list[dict]:
-    """Two runs whose ridge was chosen: a fit at ridge 0.1, and the identity (no fit did better than none)."""
+def chosen_runs(refit: bool, fit: str = "map", after: bool = False) -> list[dict]:
+    """Two runs whose ridge was chosen: a fit at ridge 0.1, and the identity (no fit did better than none);
+    ``after``: the kept layer after each refitted too, at ridge 0.3 after the first, left as it was after the second."""
     base = {"patched_layer": 1, "parameter": "model.layers.1.mlp.down_proj.weight", "residual_before": 0.5,
             "residual_after": 0.4, "note": "", "fit": fit}
     runs = [{**base, "layers": [2, 3], "ridge": 0.1, "held_out_residual": 0.41},
@@ -14,12 +15,18 @@ def chosen_runs(refit: bool, fit: str = "map") -> list[dict]:
              "residual_after": 0.5, "ridge": None, "held_out_residual": 0.52}]
     if refit:
         runs[1].update(refit_before=0.5, refit_after=0.3, refit_kept=True)
+    if after:
+        layer = {"parameter": "model.layers.{}.mlp.down_proj.weight", "residual_before": 0.6, "fit": fit}
+        runs[0]["after"] = {**layer, "patched_layer": 4, "parameter": layer["parameter"].format(4),
+                            "residual_after": 0.45, "ridge": 0.3, "held_out_residual": 0.5}
+        runs[1]["after"] = {**layer, "patched_layer": 6, "parameter": layer["parameter"].format(6),
+                            "residual_after": 0.6, "ridge": None, "held_out_residual": 0.61}
     return runs
 
 
-def card_repair_line(refit: bool, fit: str = "map") -> str:
+def card_repair_line(refit: bool, fit: str = "map", after: bool = False) -> str:
     report = Report(model="m", n_layers=8, removed_layers=[2, 3, 5], kept_layers=[0, 1, 4, 6, 7],
-                    repair="refit" if refit else "linear", repair_runs=chosen_runs(refit, fit))
+                    repair="refit" if refit else "linear", repair_runs=chosen_runs(refit, fit, after))
     return next(line for line in model_card(report, "m").splitlines() if "linear repair" in line)
 
 
@@ -32,3 +39,9 @@ def test_the_card_counts_only_the_layers_a_map_changed_and_names_each_ridge() ->
     assert "map" not in whole, whole
     refitted = card_repair_line(refit=True)
     assert "refitted" in refitted and "no layer is changed" not in refitted, refitted
+
+
+def test_the_card_counts_the_kept_layers_after_the_runs_that_were_refitted() -> None:
+    line = card_repair_line(refit=False, fit="projection", after=True)
+    assert "the MLP output projection of 1 kept layer refitted in closed form, and of the 1 kept layer after that " \
+           "run of removed layers;" in line, line

@@ -50,10 +50,24 @@ earlier removed layer gone and every earlier run already repaired, so each fit c
 really see. ``order="independent"`` fits every run from the full model in one pass (cheaper, and worse on
 SmolLM2-135M: see the tests' figures).
 
-``both_sides`` also patches the kept layer after each run. It stays off: on SmolLM2-135M (8 of 30 removed,
-128 × 512 calibration tokens of WikiText-2, 32 × 256 test tokens) it lowered perplexity 59.90 → 57.47 and mean
-KL 0.654 → 0.621, but on Gemma 3 270M calibrated on prose and judged on Python code it raised them, 59.71 → 71.24
-and 1.887 → 2.081: the second map fits the calibration domain more closely and carries less to another.
+**Both sides of the cut** (``both_sides``): the kept layer *after* each run is refitted too, once the run's own fit
+is in, to bring the pruned model's state leaving it to the original's (the same closed form, its own ridge chosen
+on held-out samples, so it stays as it is where no refit does better there). By default (``both_sides=None``) it is
+done where the run's projection is refitted whole, and so is the layer after's: measured with
+``python benchmarks/bench_ridge.py --model SmolLM2-135M-Instruct.Q4_1.gguf --remove 3,4,5,7,16,17,25,26 --ridges
+auto --fits projection --sides one,both`` (prose / code as above; perplexity / mean KL / same top):
+
+- the app's 128 × 512: one side 38.19 / 0.555 / 61.3% and 34.18 / 1.566 / 43.9%; **both sides 36.06 / 0.506 /
+  63.5%** and **33.18 / 1.539 / 44.6%**; quiz 5 of 17 for both; fitted in 166.5 s, after the one-sided fit's
+  179.0 s, which had run the original's states for both (the same sums again for the three layers after runs).
+- the quick 32 × 256: one side 63.22 / 0.658 / 55.2% and 43.24 / 1.516 / 40.2%; **both sides 58.74 / 0.599 /
+  57.0%** and **37.91 / 1.408 / 42.5%**, better on code than no repair (39.12 / 1.468 / 41.5%), which no
+  one-sided fit was; quiz 5 of 17 for both.
+
+Where a map is fitted instead, the layer after is not: a map after each run, at the fixed ridge, lowered SmolLM2's
+prose perplexity 59.90 → 57.47 (KL 0.654 → 0.621, 128 × 512 tokens, 32 × 256 test tokens), but through Gemma 3
+270M's norm, calibrated on prose and judged on Python code, it raised them, 59.71 → 71.24 and 1.887 → 2.081: a
+second map that no held-out sample judged fits the calibration domain more closely and carries less to another.
 The kept layer's attention output projection was tried as more room too (no new parameters): one map over
 ``[A M]`` (``A`` what the attention adds) fitted in closed form, ``A``'s part folded into ``o_proj``, then ``M``
 measured again with the new attention in and ``T`` fitted on it as above. It made things worse at every ridge
@@ -218,9 +232,11 @@ def plan_runs(model: Any, family: Family, removed: Sequence[int]) -> list[RunRep
     return out
 
 
-def plan_corrections(model: Any, family: Family, removed: Sequence[int], runs: Sequence[RunRepair]) -> list[RunRepair]:
+def plan_corrections(model: Any, family: Family, removed: Sequence[int], runs: Sequence[RunRepair],
+                     whole_only: bool = False) -> list[RunRepair]:
     """The kept layer AFTER each run, patched to match the original's state leaving it (the other side of the
-    cut), unless that layer is already patched for the next run or is the model's last kept layer's neighbour."""
+    cut), unless that layer is already patched for the next run or is the model's last kept layer's neighbour.
+    ``whole_only``: only after a run whose projection is refitted whole, and where the layer after's is too."""
     layers = get_submodule(model, family.layers_path)
     n = len(layers)
     patched = {r.patched_layer for r in runs if r.parameter is not None}
@@ -229,10 +245,15 @@ def plan_corrections(model: Any, family: Family, removed: Sequence[int], runs: S
         after = run.end
         if after >= n or after in patched or after in set(removed) or run.parameter is None:
             continue
+        if whole_only and run.fit != "projection":
+            continue
         correction = RunRepair(after + 1, after + 1)
-        if _patch(model, family, layers, correction, after):
-            out.append(correction)
-            patched.add(after)
+        if not _patch(model, family, layers, correction, after):
+            continue
+        if whole_only and not refits_whole(family, correction.inputs or 0):
+            continue
+        out.append(correction)
+        patched.add(after)
     return out
 
 
@@ -434,7 +455,7 @@ def fit_linear_repair(
     progress: Progress | None = None,
     cancel: CancelCheck | None = None,
     stack: Any = None,
-    both_sides: bool = False,
+    both_sides: bool | None = None,
     original: OriginalStates | None = None,
     fit: str = "projection",
 ) -> RepairResult:
@@ -445,8 +466,11 @@ def fit_linear_repair(
     samples: with ``ridge=None`` and fewer than 20 samples the map is fitted at the fixed ridge), else the map ``T``
     folded into it; each run records which in ``RunRepair.fit``.
 
-    With ``both_sides`` the kept layer after each run gets a map too, fitted (after the run's own) to bring the
-    pruned model's state leaving it to the original's (sequential order only).
+    ``both_sides``: the kept layer after each run is fitted too, after the run's own fit, to bring the pruned
+    model's state leaving it to the original's (sequential order only). ``None`` (the default): where the run's
+    projection is refitted whole and so is the layer after's (its ridge chosen on held-out samples like the run's,
+    the projection left as it is where no refit does better there); ``True``: after every repaired run, with the
+    run's kind of fit; ``False``: never.
 
     ``model`` is the full (unpruned) model; it is the same when this returns. Runs that cannot be repaired
     (first layer, families without a plain MLP output projection, mixture-of-experts layers) are listed with a
@@ -469,18 +493,24 @@ def fit_linear_repair(
     runs = plan_runs(model, family, removed)
     result = RepairResult(n_layers, removed, runs, order=order, ridge=ridge)
     to_fit = [r for r in runs if r.parameter is not None]
-    if both_sides and order == "sequential":
-        result.corrections = plan_corrections(model, family, removed, runs)
+    # The whole projection has k/d times the map's parameters: it is fitted where its ridge is given, or chosen on
+    # held-out samples (at least MIN_HELD_OUT_SAMPLES of them), never at a fixed ridge it was not judged at.
+    judged = ridge is not None or can_choose_ridge(len(token_set.samples))
+
+    def choose_fit(run: RunRepair) -> None:
+        if fit == "projection" and judged and refits_whole(family, run.inputs or 0):
+            run.fit = "projection"
+
+    for run in to_fit:
+        choose_fit(run)
+    if both_sides is not False and order == "sequential":
+        result.corrections = plan_corrections(model, family, removed, runs, whole_only=both_sides is None)
+        for correction in result.corrections:
+            choose_fit(correction)
         to_fit = sorted(to_fit + result.corrections, key=lambda r: r.patched_layer)  # type: ignore[arg-type,return-value]
     if not to_fit:
         result.seconds = time.perf_counter() - started
         return result
-    # The whole projection has k/d times the map's parameters: it is fitted where its ridge is given, or chosen on
-    # held-out samples (at least MIN_HELD_OUT_SAMPLES of them), never at a fixed ridge it was not judged at.
-    judged = ridge is not None or can_choose_ridge(len(token_set.samples))
-    for run in to_fit:
-        if fit == "projection" and judged and refits_whole(family, run.inputs or 0):
-            run.fit = "projection"
     kept = [i for i in range(n_layers) if i not in set(removed)]
     last_end = max(r.end for r in to_fit)
     total = last_end if order == "independent" else sequential_layer_runs(to_fit, kept, removed[0])

@@ -138,6 +138,29 @@ def test_the_default_job_streamed_equals_the_job_in_memory(tiny_family, name: st
         torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["llama", "gpt2"])
+def test_both_sides_of_each_cut_are_refitted_alike_streamed_and_in_memory(tiny_family, name: str, small_calib: Path,
+                                                                         tmp_path: Path) -> None:
+    """With 20 samples the repair refits whole projections and chooses their ridges on held-out samples, so the
+    kept layer after each run is refitted too: one layer at a time it saves the same tensors (GPT-2: Conv1D, biases)."""
+    from safetensors.torch import load_file
+
+    folder = tiny_family(name)
+    reports = {}
+    for mode, low in (("memory", False), ("streamed", True)):
+        spec = _spec(folder, small_calib, tmp_path / f"out-{mode}", low_memory=low, count=None, layers=[2, 3],
+                     samples=20, prompt="", check_perplexity=False)
+        reports[mode] = run_prune(Engine(), spec)
+    whole, streamed = reports["memory"], reports["streamed"]
+    after = [r["after"]["parameter"] for r in whole.repair_runs if "after" in r]
+    assert after and after == [r["after"]["parameter"] for r in streamed.repair_runs if "after" in r]
+    a = load_file(tmp_path / "out-memory" / "model.safetensors")
+    b = load_file(tmp_path / "out-streamed" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-5)
+
+
 def test_a_cancelled_streamed_scoring_keeps_its_partial_scores(tiny_model: Path, small_calib: Path,
                                                                tmp_path: Path) -> None:
     """One layer at a time, the layers measured before Cancel keep their scores (marked partial), as in memory."""

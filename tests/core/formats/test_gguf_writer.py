@@ -530,7 +530,11 @@ def test_an_mlp_refit_is_written_and_llama_cpp_runs_it_like_the_refitted_model(
     refit = fit_mlp_refit(InMemoryStack(model, family), family, tokens, repair, batch_size=8)
     assert [r.layer for r in refit.runs] == [0, 3], refit.runs  # (random ids: what it gains is tested elsewhere)
     result = gguf_writer.write_pruned_gguf(path, removed, tmp_path / "refit", replaced=refit.tensors)
-    assert sorted(result.replaced) == [f"blk.{i}.ffn_{p}.weight" for i in (0, 2) for p in ("down", "gate", "up")]
+    # The refitted MLPs (original layers 0 and 3), and the down projections of the kept layers after each run
+    # (original 2 and 5), which the linear repair under the refit refitted on these 64 samples.
+    assert [c.patched_layer for c in repair.corrections] == [2, 5]
+    assert sorted(result.replaced) == sorted([f"blk.{i}.ffn_{p}.weight" for i in (0, 2) for p in ("down", "gate", "up")]
+                                             + ["blk.1.ffn_down.weight", "blk.3.ffn_down.weight"])
     prompt = list(range(5, 37))
     steps = LlamaCpp(result.gguf_path).greedy(prompt, 8)
     with weights_view(model, refit.tensors):
