@@ -34,7 +34,9 @@ def main() -> None:
     parser.add_argument("--fits", default="map",
                         help="what each fit changes: 'map' (T folded into the projection), 'projection' (all of it)")
     parser.add_argument("--sides", default="one",
-                        help="'one' (the kept layer before each run), 'both' (and the kept layer after it), or both")
+                        help="'one' (the kept layer before each run), 'both' (and the kept layer after every "
+                        "repaired run, whatever its fit; the default does so only where the run's projection is "
+                        "refitted whole), or both")
     parser.add_argument("--calib", default=str(DEFAULT_DATA / "wikitext2-valid.txt"))
     parser.add_argument("--prose", default=str(DEFAULT_DATA / "wikitext2-test.txt"))
     parser.add_argument("--samples", type=int, default=SAMPLES)

@@ -23,7 +23,7 @@ from .core.measure.metrics import METRICS
 from .core.measure.quiz import quiz_summary
 from .core.model.loading import quiet_library_progress
 from .core.progress import counts_layers, stage_unit
-from .core.report import tensor_label
+from .core.report import after_fitted, tensor_label
 from .format import human_bytes, human_count, human_seconds, time_left
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 2, 130
@@ -247,9 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="linear (default): refit the MLP output projection of the layers before and after "
                        "each run of removed layers on the calibration text, in closed form (no new parameters); "
                        "refit: then "
-                       "train that layer's "
-                       "whole MLP on the calibration activations (closer to the original, minutes more on a "
-                       "CPU); none: the paper's plain removal")
+                       "train the whole MLP of the layer before each run on the calibration activations (closer "
+                       "to the original, minutes more on a CPU); none: the paper's plain removal")
     prune.add_argument("--heal", type=_non_negative_int, default=0, metavar="STEPS",
                        help="LoRA fine-tune on the calibration text for STEPS steps, merged into the weights "
                        "(default 0: off; slow on a CPU, minutes on a GPU)")
@@ -353,7 +352,7 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
                              else f"no map folded into layer {run['patched_layer']}")
                           + " did better than none on held-out calibration samples"
                           + ("" if "refit_after" in run and run.get("refit_kept", True)
-                             else ", so it is unchanged (plain removal)"))
+                             else ", so it is unchanged" + ("" if after_fitted(run) else " (plain removal)")))
             else:
                 out.write(f"repaired layers {first}-{last}: "
                           + (f"layer {run['patched_layer']}'s MLP output projection refitted" if whole
@@ -368,11 +367,12 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
                     out.write(", refit dropped: the original's chat answers were less likely with it")
             after = run.get("after")
             if after is not None:
-                if after.get("held_out_residual") is not None and after.get("ridge") is None:
+                if not after_fitted(run):
                     out.write(f"; layer {after['patched_layer']}, after the run, unchanged (no refit did better "
                               f"on held-out calibration samples)")
                 else:
-                    out.write(f"; layer {after['patched_layer']}'s, after the run, refitted too (calibration error "
+                    out.write(f"; layer {after['patched_layer']}'s MLP output projection, after the run, refitted "
+                              f"too (calibration error "
                               f"{after['residual_before']:.3f} -> {after['residual_after']:.3f}"
                               + (f"; ridge {after['ridge']:g}" if after.get("ridge") is not None else "") + ")")
             out.write("\n")

@@ -71,7 +71,7 @@ def test_the_repairs_ridge_chosen_on_held_out_samples_is_said_and_reported(tiny_
     assert run["fit"] == "projection" and "layer 1's MLP output projection" in out, out  # refitted whole
     after = run["after"]  # and the kept layer after the run, its ridge chosen the same way
     assert after["patched_layer"] == 4 and after["fit"] == "projection" and after["held_out_residual"] is not None
-    said = ("layer 4's, after the run, refitted too" if after["ridge"] is not None
+    said = ("layer 4's MLP output projection, after the run, refitted too" if after["ridge"] is not None
             else "layer 4, after the run, unchanged (no refit did better on held-out calibration samples)")
     assert said in out, out
 
@@ -105,8 +105,9 @@ def test_a_run_left_unmapped_by_its_ridge_choice_is_said_so_unless_its_mlp_was_r
     both = io.StringIO()
     cli.print_summary(Report(model="m", n_layers=8, removed_layers=[2, 3, 5],
                              repair_runs=chosen_runs(False, fit="projection", after=True)), both)
-    assert "ridge 0.1, chosen on held-out samples); layer 4's, after the run, refitted too (calibration error " \
-           "0.600 -> 0.450; ridge 0.3)" in both.getvalue(), both.getvalue()
+    assert "ridge 0.1, chosen on held-out samples); layer 4's MLP output projection, after the run, refitted too " \
+           "(calibration error 0.600 -> 0.450; ridge 0.3)" in both.getvalue(), both.getvalue()
+    assert "so it is unchanged (plain removal); layer 6" in both.getvalue(), both.getvalue()  # neither side fitted
     assert "layer 6, after the run, unchanged (no refit did better on held-out calibration samples)" \
            in both.getvalue(), both.getvalue()
 

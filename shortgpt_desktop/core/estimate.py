@@ -137,7 +137,8 @@ def estimate_job(spec: Any, shape: ModelShape, seconds_per_token_layer: float, s
         out.steps["answering"] = answers.token_layers(n, head) * rate
     if count and spec.repair != "none":
         runs = max(1, round(count / 2))  # about one run per two layers removed
-        # the kept layers before and after each run (the one after only where refitted whole, as these sums are)
+        # the kept layers before and after each run (the one after only where refitted whole, as these sums are; a
+        # run at layer 0 or right after another has none: a small overestimate there)
         sums = 2 * runs * PROJECTION_SUMS_COST * shape.projection_inputs**2 / max(shape.layer_params, 1.0)
         out.steps["repairing"] = sample_tokens * (2 * n - count + sums) * rate
     if count and spec.repair == "refit":

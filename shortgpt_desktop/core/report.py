@@ -124,6 +124,16 @@ def model_bytes(folder: str | Path, files: list[str]) -> int:
     """Bytes of the model files written (``.gguf``, ``.safetensors``), measured on disk after saving."""
     return sum((Path(folder) / f).stat().st_size for f in files if f.endswith((".gguf", ".safetensors")))
 
+def _ridge_words(fit: dict[str, Any]) -> str:
+    return "no fit did better than none" if fit.get("ridge") is None else f"{fit['ridge']:g}"
+
+
+def after_fitted(run: dict[str, Any]) -> bool:
+    """Whether the kept layer after a run of removed layers (``run["after"]``, :mod:`.cut.repair`'s both sides)
+    got new weights: it has none where no refit did better than none on the held-out samples."""
+    after = run.get("after")
+    return after is not None and not (after.get("held_out_residual") is not None and after.get("ridge") is None)
+
 
 def model_card(report: Report, base_model: str) -> str:
     """A Hugging Face model card: base model, removed layers, score table, perplexity, how it was made."""
@@ -158,25 +168,26 @@ def model_card(report: Report, base_model: str) -> str:
         chosen = [r for r in repaired if r.get("held_out_residual") is not None]
         mapped = [r for r in repaired if not (r.get("held_out_residual") is not None and r.get("ridge") is None)]
         whole = [r for r in mapped if r.get("fit") == "projection"]
-        after = [r["after"] for r in repaired if "after" in r
-                 and not (r["after"].get("held_out_residual") is not None and r["after"].get("ridge") is None)]
+        after = [r for r in repaired if after_fitted(r)]
         parts = []
         if whole:
             parts.append(f"the MLP output projection of {len(whole)} kept layer{'s' if len(whole) != 1 else ''} "
-                         f"refitted in closed form"
-                         + (f", and of the {len(after)} kept layer{'s' if len(after) != 1 else ''} after "
-                            f"{'those runs' if len(after) != 1 else 'that run'} of removed layers" if after else ""))
+                         f"before a run of removed layers refitted in closed form")
+        if after:
+            parts.append(f"{'that' if whole else 'the MLP output projection'} of {len(after)} kept "
+                         f"layer{'s' if len(after) != 1 else ''} after a run refitted the same way")
         if len(mapped) > len(whole):
             folded = len(mapped) - len(whole)
             parts.append(f"a fitted map folded into the MLP output projection of {folded} kept "
                          f"layer{'s' if folded != 1 else ''}")
         repair_line = f"training-free linear repair ({'; '.join(parts or ['nothing fitted'])}; no new parameters)"
         if chosen:
+            afters = [r["after"] for r in chosen if r.get("after", {}).get("held_out_residual") is not None]
             repair_line += (", each fit's ridge chosen on calibration samples held out of it ("
-                            + ", ".join(f"layers {r['layers'][0]}-{r['layers'][1]}: "
-                                        + ("no fit did better than none" if r.get("ridge") is None
-                                           else f"{r['ridge']:g}")
-                                        for r in chosen) + ")")
+                            + ", ".join(f"layers {r['layers'][0]}-{r['layers'][1]}: " + _ridge_words(r)
+                                        for r in chosen)
+                            + "".join(f"; layer {a['patched_layer']} after a run: " + _ridge_words(a) for a in afters)
+                            + ")")
         refitted = [r for r in repaired if "refit_after" in r and r.get("refit_kept", True)]
         if report.repair == "refit" and refitted:
             repair_line += (f", then the whole MLP of {'those layers' if len(refitted) > 1 else 'that layer'} "

@@ -35,7 +35,8 @@ def test_the_card_counts_only_the_layers_a_map_changed_and_names_each_ridge() ->
     assert "a fitted map folded into the MLP output projection of 1 kept layer;" in line, line
     assert "layers 2-3: 0.1, layers 5-5: no fit did better than none" in line, line
     whole = card_repair_line(refit=False, fit="projection")
-    assert "the MLP output projection of 1 kept layer refitted in closed form;" in whole, whole
+    assert "the MLP output projection of 1 kept layer before a run of removed layers refitted in closed form;" \
+        in whole, whole
     assert "map" not in whole, whole
     refitted = card_repair_line(refit=True)
     assert "refitted" in refitted and "no layer is changed" not in refitted, refitted
@@ -43,5 +44,20 @@ def test_the_card_counts_only_the_layers_a_map_changed_and_names_each_ridge() ->
 
 def test_the_card_counts_the_kept_layers_after_the_runs_that_were_refitted() -> None:
     line = card_repair_line(refit=False, fit="projection", after=True)
-    assert "the MLP output projection of 1 kept layer refitted in closed form, and of the 1 kept layer after that " \
-           "run of removed layers;" in line, line
+    assert "the MLP output projection of 1 kept layer before a run of removed layers refitted in closed form; that " \
+           "of 1 kept layer after a run refitted the same way;" in line, line
+    assert "layers 2-3: 0.1, layers 5-5: no fit did better than none; layer 4 after a run: 0.3; layer 6 after a run: " \
+           "no fit did better than none)" in line, line
+
+
+def test_the_card_counts_a_layer_after_a_run_refitted_where_the_run_itself_was_left_as_it_was() -> None:
+    from shortgpt_desktop.core.report import after_fitted
+
+    runs = chosen_runs(refit=False, fit="projection", after=True)[1:]  # kept as it was; the layer after: same
+    runs[0]["after"].update(ridge=0.3, residual_after=0.5)
+    assert after_fitted(runs[0])
+    report = Report(model="m", n_layers=8, removed_layers=[5], kept_layers=[0, 1, 2, 3, 4, 6, 7], repair="linear",
+                    repair_runs=runs)
+    line = next(line for line in model_card(report, "m").splitlines() if "linear repair" in line)
+    assert "(the MLP output projection of 1 kept layer after a run refitted the same way; no new parameters)" in line
+    assert "nothing fitted" not in line, line

@@ -4,7 +4,8 @@ bi+ asks its finalists whether they still answer with the repair the saved model
 step 5), and that fit is the costliest step of a small job after the search. The engine keeps each such fit
 here, keyed by the set and valid for one model, one calibration token set and one batch size; the adjuster
 (:mod:`.adjusters`) then takes the winner's fit instead of fitting it again. Bounded: past :data:`BUDGET` bytes
-of tensors, the oldest fits go first (a 7B model's repair of one run is about 90 MB).
+of tensors, the oldest fits go first (a 7B model's repair of one run is about 90 MB, twice that where the layer
+after it is refitted too).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Refit of the kept MLP before each cut, on cached activations: the linear repair carried further.
 
-The linear repair (:mod:`.repair`) changes one matrix per run of removed layers, in closed form. This step then
-refits the whole MLP of that kept layer (gate, up and down projections, their biases; through the norm after it
+The linear repair (:mod:`.repair`) changes the MLP output projection of the kept layer before each run of removed
+layers (and, where it is refitted whole, of the kept layer after it), in closed form. This step then refits the
+whole MLP of the kept layer before each run (gate, up and down projections, their biases; through the norm after it
 on Gemma 2/3 and OLMo 2, whose own weights stay) so that the layer's output comes as close as it can to the
 state the original model has entering the layer after the run::
 

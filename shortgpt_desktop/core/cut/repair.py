@@ -235,7 +235,7 @@ def plan_runs(model: Any, family: Family, removed: Sequence[int]) -> list[RunRep
 def plan_corrections(model: Any, family: Family, removed: Sequence[int], runs: Sequence[RunRepair],
                      whole_only: bool = False) -> list[RunRepair]:
     """The kept layer AFTER each run, patched to match the original's state leaving it (the other side of the
-    cut), unless that layer is already patched for the next run or is the model's last kept layer's neighbour.
+    cut), unless that layer is already patched for the next run or the run reaches the model's end.
     ``whole_only``: only after a run whose projection is refitted whole, and where the layer after's is too."""
     layers = get_submodule(model, family.layers_path)
     n = len(layers)
@@ -459,7 +459,8 @@ def fit_linear_repair(
     original: OriginalStates | None = None,
     fit: str = "projection",
 ) -> RepairResult:
-    """Fit one linear map per run of ``removed`` layers and fold it into the kept layer before the run.
+    """Refit the MLP output projection of the kept layer before each run of ``removed`` layers (and, see
+    ``both_sides``, of the kept layer after it), or fold a fitted map into it.
 
     ``fit`` is what changes (:data:`FITS`): the whole projection (the default, where it is at most
     :data:`..defaults.MAX_PROJECTION_INPUTS` wide, no norm follows it, and its ridge is given or chosen on held-out
@@ -810,10 +811,12 @@ def _finish_run(stack: Any, family: Family, run: RunRepair, stats: _Stats | _Tok
             folded = weight @ t if conv1d else (t.T @ weight).T
             new_bias = bias.detach().to("cpu", torch.float64) @ t if bias is not None else None  # (Tᵀb)ᵀ = bᵀT
         new_weight = folded if conv1d else folded.T
+        result.tokens = stats.tokens
+        if run.ridge is not None and math.isinf(run.ridge):
+            return  # left as it is: no new tensor (a GGUF would re-quantize an unchanged one)
         result.tensors[run.parameter] = new_weight.to(proj.weight.dtype).contiguous()
         if bias is not None:
             result.tensors[run.parameter.rsplit(".", 1)[0] + ".bias"] = new_bias.to(bias.dtype).contiguous()
-    result.tokens = stats.tokens
 
 
 # ------------------------------------------------------------------------------------------------ apply
