@@ -142,15 +142,21 @@ def test_the_default_job_streamed_equals_the_job_in_memory(tiny_family, name: st
 def test_both_sides_of_each_cut_are_refitted_alike_streamed_and_in_memory(tiny_family, name: str, small_calib: Path,
                                                                          tmp_path: Path) -> None:
     """With 20 samples the repair refits whole projections and chooses their ridges on held-out samples, so the
-    kept layer after each run is refitted too: one layer at a time it saves the same tensors (GPT-2: Conv1D, biases)."""
+    kept layer after each run is refitted too: one layer at a time it saves the same tensors (GPT-2: Conv1D, biases),
+    and stock transformers reloads them to the logits of the repaired model in memory."""
     from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from shortgpt_desktop.core.pipeline import modified
+    from shortgpt_desktop.core.report import after_fitted
 
     folder = tiny_family(name)
-    reports = {}
+    reports, engines = {}, {}
     for mode, low in (("memory", False), ("streamed", True)):
         spec = _spec(folder, small_calib, tmp_path / f"out-{mode}", low_memory=low, count=None, layers=[2, 3],
                      samples=20, prompt="", check_perplexity=False)
-        reports[mode] = run_prune(Engine(), spec)
+        engines[mode] = Engine()
+        reports[mode] = run_prune(engines[mode], spec)
     whole, streamed = reports["memory"], reports["streamed"]
     after = [r["after"]["parameter"] for r in whole.repair_runs if "after" in r]
     assert after and after == [r["after"]["parameter"] for r in streamed.repair_runs if "after" in r]
@@ -159,6 +165,18 @@ def test_both_sides_of_each_cut_are_refitted_alike_streamed_and_in_memory(tiny_f
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-5)
+    engine = engines["memory"]
+    assert engine.adjusted is not None
+    # The layer after has new values where its ridge was chosen; none where no refit did better (gpt2 here).
+    for run in whole.repair_runs:
+        if "after" in run:
+            assert (run["after"]["parameter"] in engine.adjusted.weights) == after_fitted(run), run
+    assert name != "llama" or after_fitted(whole.repair_runs[0])
+    ids = torch.tensor([list(range(5, 21))])
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "out-memory", dtype=torch.float32).eval()
+    with torch.no_grad(), modified(engine.loaded, [2, 3], engine.adjusted.weights):
+        in_memory = engine.loaded.model(input_ids=ids).logits
+        torch.testing.assert_close(reloaded(input_ids=ids).logits, in_memory, rtol=1e-4, atol=1e-4)
 
 
 def test_a_cancelled_streamed_scoring_keeps_its_partial_scores(tiny_model: Path, small_calib: Path,
