@@ -23,7 +23,7 @@ from .core.measure.metrics import METRICS
 from .core.measure.quiz import quiz_summary
 from .core.model.loading import quiet_library_progress
 from .core.progress import counts_layers, stage_unit
-from .core.report import after_fitted, tensor_label
+from .core.report import after_fitted, left_as_it_was, tensor_label
 from .format import human_bytes, human_count, human_seconds, time_left
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 2, 130
@@ -346,7 +346,7 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
         first, last = run["layers"]
         if run.get("parameter"):
             whole = run.get("fit") == "projection"
-            if run.get("held_out_residual") is not None and run.get("ridge") is None:
+            if left_as_it_was(run):
                 out.write(f"layers {first}-{last}: "
                           + (f"no refit of layer {run['patched_layer']}'s MLP output projection" if whole
                              else f"no map folded into layer {run['patched_layer']}")

@@ -124,15 +124,22 @@ def model_bytes(folder: str | Path, files: list[str]) -> int:
     """Bytes of the model files written (``.gguf``, ``.safetensors``), measured on disk after saving."""
     return sum((Path(folder) / f).stat().st_size for f in files if f.endswith((".gguf", ".safetensors")))
 
+
 def _ridge_words(fit: dict[str, Any]) -> str:
     return "no fit did better than none" if fit.get("ridge") is None else f"{fit['ridge']:g}"
 
 
+def left_as_it_was(fit: dict[str, Any]) -> bool:
+    """Whether a reported fit (a ``repair_runs`` entry, or its ``"after"``) left its projection as it was: its ridge
+    was chosen on held-out samples, and no refit did better there than none."""
+    return fit.get("held_out_residual") is not None and fit.get("ridge") is None
+
+
 def after_fitted(run: dict[str, Any]) -> bool:
     """Whether the kept layer after a run of removed layers (``run["after"]``, :mod:`.cut.repair`'s both sides)
-    got new weights: it has none where no refit did better than none on the held-out samples."""
+    got new weights."""
     after = run.get("after")
-    return after is not None and not (after.get("held_out_residual") is not None and after.get("ridge") is None)
+    return after is not None and not left_as_it_was(after)
 
 
 def model_card(report: Report, base_model: str) -> str:
@@ -166,7 +173,7 @@ def model_card(report: Report, base_model: str) -> str:
     repair_line = "none (plain layer removal)"
     if report.repair in ("linear", "refit"):
         chosen = [r for r in repaired if r.get("held_out_residual") is not None]
-        mapped = [r for r in repaired if not (r.get("held_out_residual") is not None and r.get("ridge") is None)]
+        mapped = [r for r in repaired if not left_as_it_was(r)]
         whole = [r for r in mapped if r.get("fit") == "projection"]
         after = [r for r in repaired if after_fitted(r)]
         parts = []

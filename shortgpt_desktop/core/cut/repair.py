@@ -232,11 +232,9 @@ def plan_runs(model: Any, family: Family, removed: Sequence[int]) -> list[RunRep
     return out
 
 
-def plan_corrections(model: Any, family: Family, removed: Sequence[int], runs: Sequence[RunRepair],
-                     whole_only: bool = False) -> list[RunRepair]:
+def plan_corrections(model: Any, family: Family, removed: Sequence[int], runs: Sequence[RunRepair]) -> list[RunRepair]:
     """The kept layer AFTER each run, patched to match the original's state leaving it (the other side of the
-    cut), unless that layer is already patched for the next run or the run reaches the model's end.
-    ``whole_only``: only after a run whose projection is refitted whole, and where the layer after's is too."""
+    cut), unless that layer is already patched for the next run or the run reaches the model's end."""
     layers = get_submodule(model, family.layers_path)
     n = len(layers)
     patched = {r.patched_layer for r in runs if r.parameter is not None}
@@ -245,15 +243,10 @@ def plan_corrections(model: Any, family: Family, removed: Sequence[int], runs: S
         after = run.end
         if after >= n or after in patched or after in set(removed) or run.parameter is None:
             continue
-        if whole_only and run.fit != "projection":
-            continue
         correction = RunRepair(after + 1, after + 1)
-        if not _patch(model, family, layers, correction, after):
-            continue
-        if whole_only and not refits_whole(family, correction.inputs or 0):
-            continue
-        out.append(correction)
-        patched.add(after)
+        if _patch(model, family, layers, correction, after):
+            out.append(correction)
+            patched.add(after)
     return out
 
 
@@ -505,9 +498,13 @@ def fit_linear_repair(
     for run in to_fit:
         choose_fit(run)
     if both_sides is not False and order == "sequential":
-        result.corrections = plan_corrections(model, family, removed, runs, whole_only=both_sides is None)
-        for correction in result.corrections:
+        before = {run.end: run for run in runs}  # the run each correction follows, by its patched layer
+        corrections = plan_corrections(model, family, removed, runs)
+        for correction in corrections:
             choose_fit(correction)
+        if both_sides is None:  # both sides only where both projections are refitted whole
+            corrections = [c for c in corrections if c.fit == before[c.patched_layer].fit == "projection"]
+        result.corrections = corrections
         to_fit = sorted(to_fit + result.corrections, key=lambda r: r.patched_layer)  # type: ignore[arg-type,return-value]
     if not to_fit:
         result.seconds = time.perf_counter() - started
