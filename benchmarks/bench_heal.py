@@ -86,12 +86,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--heal", action="store_true", help="then repair and heal the cut, and measure it")
+    parser.add_argument("--heal-only", action="store_true", help="skip the before-the-first-step comparison")
     args = parser.parse_args()
 
     import torch
 
-    from shortgpt_desktop.core import pipeline
-    from shortgpt_desktop.core.backends import ops
     from shortgpt_desktop.core.engine import Engine, JobSpec
     from shortgpt_desktop.core.model.loading import quiet_library_progress
 
@@ -104,10 +103,21 @@ def main() -> None:
     engine = Engine()
     engine.load(spec)
     tokens = engine.tokens_for(spec)
-    was = as_it_was(engine, spec, tokens, removed)
-    now = as_it_is(engine, spec, tokens, removed)
     print(f"{Path(args.model).name}, layers {args.remove} removed, {len(tokens.samples)} × {tokens.seq_len} "
           f"calibration tokens, {args.steps} steps of {args.batch_size} samples, {args.threads} threads")
+    if not args.heal_only:
+        before_the_first_step(engine, spec, tokens, removed, args.steps)
+    if args.heal:
+        heal_and_measure(engine, spec, removed, args.steps)
+
+
+def before_the_first_step(engine, spec, tokens, removed, steps: int) -> None:
+    from shortgpt_desktop.core.cut.healing import compute_dtype_for
+
+    was = as_it_was(engine, spec, tokens, removed)
+    now = as_it_is(engine, spec, tokens, removed)
+    computed = compute_dtype_for(engine.loaded.model)
+    computed = str(computed).removeprefix("torch.") if computed is not None else "float32"
     print("| before the first step | the way it was | the way it is | is / was |")
     print("|---|---|---|---|")
     for label, a, b in (("the original's states (teacher)", was[0], now[0]), ("timing steps for the estimate",
@@ -115,18 +125,27 @@ def main() -> None:
         print(f"| {label} | {a:.1f} s | {b:.1f} s | {b / a:.2f} |")
     before, after = was[0] + was[1], now[0] + now[1]
     print(f"| in all | {before:.1f} s | {after:.1f} s | {after / before:.2f} |")
-    print(f"the estimate of {args.steps} steps: {was[2]:.1f} s (two steps timed) / {now[2]:.1f} s (one step timed)")
+    print(f"the estimate of {steps} steps: {was[2]:.1f} s (two float32 steps timed) / {now[2]:.1f} s (one step "
+          f"timed, computed in {computed})")
 
-    if args.heal:
-        windows = pipeline.prepare_tokens(engine.loaded, dataclasses.replace(spec, seq_len=256, samples=1))[0]
-        windows = windows.eval_windows
-        stack = engine.backend.stack
-        reference = ops.reference(stack, windows, tokens.pad_id, spec.batch_size)
-        for label, steps in (("repaired", 0), (f"+ heal {args.steps} steps", args.steps)):
-            adjusted = engine.adjust(dataclasses.replace(spec, heal_steps=steps), removed)
-            result, fidelity = ops.compare(stack, windows, tokens.pad_id, reference, removed, adjusted.weights)
-            print(f"{label}: perplexity {result.perplexity:.2f} (full {reference.result.perplexity:.2f}), mean KL "
-                  f"{fidelity.mean_kl:.3f}, same top {fidelity.same_top:.1%}, {adjusted.seconds:.1f} s")
+
+def heal_and_measure(engine, spec, removed, steps: int) -> None:
+    from shortgpt_desktop.core import pipeline
+    from shortgpt_desktop.core.backends import ops
+
+    tokens = engine.tokens_for(spec)
+    windows = pipeline.prepare_tokens(engine.loaded, dataclasses.replace(spec, seq_len=256, samples=1))[0]
+    windows = windows.eval_windows
+    stack = engine.backend.stack
+    reference = ops.reference(stack, windows, tokens.pad_id, spec.batch_size)
+    for label, n in (("repaired", 0), (f"+ heal {steps} steps", steps)):
+        adjusted = engine.adjust(dataclasses.replace(spec, heal_steps=n), removed)
+        result, fidelity = ops.compare(stack, windows, tokens.pad_id, reference, removed, adjusted.weights)
+        heal = adjusted.heal
+        spent = (f"healing {adjusted.step_seconds['heal']:.1f} s in all (the teacher, the estimate, the steps; "
+                 f"computed in {heal.compute_dtype})") if heal is not None else f"{adjusted.seconds:.1f} s"
+        print(f"{label}: perplexity {result.perplexity:.2f} (full {reference.result.perplexity:.2f}), mean KL "
+              f"{fidelity.mean_kl:.3f}, same top {fidelity.same_top:.1%}, {spent}")
 
 
 if __name__ == "__main__":

@@ -250,8 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "train the whole MLP of the layer before each run on the calibration activations (closer "
                        "to the original, minutes more on a CPU); none: the paper's plain removal")
     prune.add_argument("--heal", type=_non_negative_int, default=0, metavar="STEPS",
-                       help="LoRA fine-tune on the calibration text for STEPS steps, merged into the weights "
-                       "(default 0: off; slow on a CPU, minutes on a GPU)")
+                       help="LoRA fine-tune on the calibration text for STEPS steps, distilled from the original, "
+                       "merged into the weights (default 0: off; computed in bfloat16 where the CPU or GPU is faster "
+                       "at it; slow on a CPU, minutes on a GPU; the time is estimated before the first step)")
     prune.add_argument("--prompt", help="prompt for the before/after generation sample")
 
     sweep = sub.add_parser("sweep", help="the quality curve: held-out perplexity for 0, 1, 2... layers removed")
@@ -384,8 +385,9 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
                   f"{chat['linear']:.3f} with the linear repair, {chat['refit']:.3f} refitted, {chat['kept']:.3f} "
                   f"as saved\n")
     if report.heal_steps:
-        out.write(f"healed: {report.heal_steps} LoRA steps, loss {report.heal_losses[0]:.3f} -> "
-                  f"{report.heal_losses[-1]:.3f}\n")
+        computed = f" computed in {report.heal_compute}," if report.heal_compute else ""
+        out.write(f"healed: {report.heal_steps} LoRA steps,{computed} loss (KL to the original) "
+                  f"{report.heal_losses[0]:.3f} -> {report.heal_losses[-1]:.3f}\n")
     if report.ppl_before is not None:
         line = f"perplexity: {report.ppl_before:.3f}"
         if report.ppl_after is not None:

@@ -110,7 +110,8 @@ def test_a_chat_models_estimate_counts_its_own_answers_until_they_are_written(ti
 def test_the_healing_teacher_runs_the_original_over_the_batches_healing_reads_alone(
         tiny_model: Path, small_calib: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two steps of healing read two of the four calibration batches: the original runs over those alone (no
-    head pass), its logits on them are the logits of the original over every batch, and so is the healing."""
+    head pass), its logits on them are the logits of the original over every batch (both computed in the dtype
+    healing computes in), and so is the healing."""
     import dataclasses
 
     import torch
@@ -126,7 +127,8 @@ def test_the_healing_teacher_runs_the_original_over_the_batches_healing_reads_al
     tokens = engine.tokens_for(spec)
     assert len(tokens.samples) == 16
     loaded, stack = engine.loaded, engine.backend.stack
-    whole = ops.reference(stack, tokens.samples, tokens.pad_id, spec.batch_size)  # the teacher as it was
+    with healing.computing(loaded.model, healing.compute_dtype_for(loaded.model)):  # as healing computes (bf16?)
+        whole = ops.reference(stack, tokens.samples, tokens.pad_id, spec.batch_size)  # the teacher as it was
     read: list[int] = []
     final_states = ops.final_states
     monkeypatch.setattr(ops, "final_states", lambda s, windows, *a, **k: read.append(len(windows)) or
@@ -148,7 +150,7 @@ def test_the_healing_teacher_runs_the_original_over_the_batches_healing_reads_al
 
     removed = [2, 3]
     healed = engine.adjust(spec, removed)
-    with head.head() as logits_of:
+    with head.head() as logits_of, healing.computing(loaded.model, healing.compute_dtype_for(loaded.model)):
         full = [logits_of(Batch(ids, mask, None), whole.final_states[i]) for i, (ids, mask) in enumerate(batches)]
     monkeypatch.setattr(Engine, "_teacher", lambda self, *a: type("Whole", (), {
         "bind": lambda _: lambda number, ids, mask: full[number].clone()})())

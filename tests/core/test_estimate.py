@@ -38,3 +38,24 @@ def test_the_repairs_estimate_adds_the_projections_sums_per_run() -> None:
     assert before == pytest.approx(tokens * (2 * 30 - 8) * rate)
     assert after - before == pytest.approx(tokens * 8 * PROJECTION_SUMS_COST * 1536**2 / 3.98e6 * rate)
     assert 1.1 < after / before < 1.2
+
+
+def test_healing_in_bfloat16_is_estimated_at_its_own_cost(tiny_model, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where healing computes in bfloat16 the engine's estimate counts its steps at BFLOAT16_HEAL_COST of the
+    measured float32 speed; elsewhere at the measured speed; the other steps are unchanged."""
+    import torch
+
+    from shortgpt_desktop.core.engine import Engine
+    from shortgpt_desktop.core.estimate import BFLOAT16_HEAL_COST
+
+    engine = Engine()
+    spec = JobSpec(model=str(tiny_model), calib=[], metric="bi", count=2, heal_steps=4, device="cpu",
+                   dtype="float32", samples=8, seq_len=32)
+    engine.load(spec)
+    estimates = {}
+    for fast in (False, True):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda fast=fast: fast)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+        estimates[fast] = engine.estimate_at(spec, 1e-6, 256, 64, 2, refines=False)
+    assert estimates[True].steps["healing"] == pytest.approx(BFLOAT16_HEAL_COST * estimates[False].steps["healing"])
+    assert estimates[True].steps["repairing"] == estimates[False].steps["repairing"]

@@ -122,9 +122,9 @@ def test_the_estimate_times_one_step_after_a_short_warm_up(tiny_model: Path, tok
     prune_in_memory(loaded.model, loaded.family, [2, 3])
     shapes_seen: list[tuple[int, ...]] = []
     step = healing._step
-    monkeypatch.setattr(healing, "_step", lambda model, optimizer, ids, mask, target=None:
+    monkeypatch.setattr(healing, "_step", lambda model, optimizer, ids, mask, target=None, compute=None:
                         shapes_seen.append((tuple(ids.shape), None if target is None else tuple(target.shape)))
-                        or step(model, optimizer, ids, mask, target))
+                        or step(model, optimizer, ids, mask, target, compute))
     asked: list[int] = []
 
     def teacher(number, ids, mask):
@@ -139,3 +139,30 @@ def test_the_estimate_times_one_step_after_a_short_warm_up(tiny_model: Path, tok
                            ((4, 32), (4, 32, vocab))]
     assert healing.batches_used(8, 4, 1) == 1 and healing.batches_used(8, 4, 3) == 2
     assert healing.batches_used(9, 4, 100) == 3
+
+
+@pytest.mark.parametrize("compute", [None, torch.bfloat16], ids=["float32", "bfloat16"])
+def test_each_step_learns_in_either_precision(tiny_model: Path, tokens, compute) -> None:
+    """Under autocast to bfloat16 every step sees the adapters as the last step left them (each step enters its own
+    autocast region: one region around them all would keep the first step's 16-bit copies, and the loss would
+    repeat), the losses follow float32's, and the weights the merge writes stay float32."""
+    loaded = load_model(resolve(str(tiny_model)), "cpu", "float32")
+    prune_in_memory(loaded.model, loaded.family, [2, 3])
+    result = heal(loaded.model, loaded.family, tokens, steps=8, batch_size=8, learning_rate=3e-3, compute=compute)
+    assert result.compute_dtype == ("bfloat16" if compute is not None else "float32")
+    assert result.losses[-1] < result.losses[0] - 0.05, result.losses  # one batch of 8: the same batch each step
+    assert all(v.dtype == torch.float32 for v in result.changed.values())
+    assert next(loaded.model.parameters()).dtype == torch.float32
+
+
+def test_auto_precision_follows_the_hardware(tiny_model: Path, tokens, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``compute="auto"`` (the engine's) runs in bfloat16 where the CPU multiplies it faster, in float32 elsewhere."""
+    from shortgpt_desktop.core.cut.healing import compute_dtype_for
+
+    loaded = load_model(resolve(str(tiny_model)), "cpu", "float32")
+    for fast, expected in ((True, torch.bfloat16), (False, None)):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda fast=fast: fast)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+        assert compute_dtype_for(loaded.model) == expected
+    assert compute_dtype_for(loaded.model, None) is None
+    assert heal(loaded.model, loaded.family, tokens, steps=1, batch_size=4).compute_dtype == "float32"
