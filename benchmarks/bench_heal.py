@@ -1,6 +1,6 @@
 """What healing spends before its first step, the way it was against the way it is, measured in one run.
 
-    python benchmarks/bench_heal.py [--model SmolLM2-135M-Instruct.Q4_1.gguf] [--steps 10] [--heal]
+    python benchmarks/bench_heal.py [--model SmolLM2-135M-Instruct.Q4_1.gguf] [--steps 10] [--heal] [--heal-only]
 
 Healing distils from the original model: it needs the original's final states on the calibration batches it
 reads, and it times a step to say how long it will take. The way it was: the original over every calibration
@@ -9,7 +9,11 @@ batch with its perplexity (``ops.reference``), then two real steps timed and thr
 alone, no head pass, then one step timed after a 16-token warm-up. Both on the same pruned model (``--remove``,
 no repair: the repair does not change these costs) and the same tokens (the app's 128 × 512 calibration tokens of
 ``--calib``, ``--batch-size`` samples a step). With ``--heal``, the engine then repairs and heals that cut for
-``--steps`` steps and the held-out windows (32 × 256 tokens of ``--eval``) measure it, as bench_quality does.
+``--steps`` steps and the held-out windows (32 × 256 tokens of ``--eval``) measure it, as bench_quality does;
+``--heal-only`` skips the comparison before it. The way it was is float32 throughout; the way it is computes in the
+dtype healing picks (bfloat16 on a CPU with AMX or AVX-512 BF16), so on such a CPU the ratios hold both changes:
+the fewer batches and the dtype. The last line's estimates put a float32 step and a step as healing computes it
+side by side.
 """
 
 from __future__ import annotations

@@ -385,7 +385,7 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
                   f"{chat['linear']:.3f} with the linear repair, {chat['refit']:.3f} refitted, {chat['kept']:.3f} "
                   f"as saved\n")
     if report.heal_steps:
-        computed = f" computed in {report.heal_compute}," if report.heal_compute else ""
+        computed = f" computed in {report.heal_compute_dtype}," if report.heal_compute_dtype else ""
         out.write(f"healed: {report.heal_steps} LoRA steps,{computed} loss (KL to the original) "
                   f"{report.heal_losses[0]:.3f} -> {report.heal_losses[-1]:.3f}\n")
     if report.ppl_before is not None:

@@ -195,7 +195,7 @@ def test_heal_from_the_command_line(tiny_model: Path, small_calib: Path, tmp_pat
     assert data["heal_steps"] == 2 and len(data["heal_losses"]) == 2
     from shortgpt_desktop.core.model.devices import fast_training_dtype
 
-    assert data["heal_compute"] == str(fast_training_dtype("cpu", torch.float32) or torch.float32).split(".")[-1]
+    assert data["heal_compute_dtype"] == str(fast_training_dtype("cpu", torch.float32) or torch.float32).split(".")[-1]
     assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 5
 
 

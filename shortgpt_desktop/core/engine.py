@@ -572,7 +572,9 @@ class Engine:
         from .estimate import BFLOAT16_HEAL_COST, estimate_job, shape_of
 
         assert self.loaded is not None
-        heal_cost = BFLOAT16_HEAL_COST if spec.heal_steps and compute_dtype_for(self.loaded.model) else 1.0
+        model = self.loaded.model
+        on_cpu = next(model.parameters()).device.type == "cpu"  # where the cost was measured
+        heal_cost = BFLOAT16_HEAL_COST if spec.heal_steps and on_cpu and compute_dtype_for(model) else 1.0
         return estimate_job(spec, shape_of(self.loaded), seconds_per_token_layer, sample_tokens, eval_tokens, count,
                             refines, self.answer_work(spec), self.guard_work(spec), self.quiz_work(spec), heal_cost)
 
@@ -842,13 +844,13 @@ class Engine:
         default tokens, 32 batches of 4 × 512, about 120 s in float32 and 52 s in bfloat16 on 2 CPU threads).
         """
         from .backends.layerwise import Batch, InMemoryStack
-        from .cut.healing import batches_used, compute_dtype_for, computing
+        from .cut.healing import autocast_to, batches_used, compute_dtype_for
 
         assert self.loaded is not None and self.backend is not None
         used = batches_used(len(tokens.samples), spec.batch_size, spec.heal_steps)
         samples = tokens.samples[: used * spec.batch_size]
         model = self.loaded.model
-        with computing(model, compute_dtype_for(model)):
+        with autocast_to(model, compute_dtype_for(model)):
             states = [batch.hidden.to("cpu") for batch in ops.final_states(
                 self.backend.stack, samples, tokens.pad_id, (), spec.batch_size, None, cancel)]
         loaded = self.loaded
@@ -1027,7 +1029,7 @@ class Engine:
         if adjusted is not None and adjusted.heal is not None:
             report.heal_steps = adjusted.heal.steps
             report.heal_losses = [adjusted.heal.losses[0], adjusted.heal.losses[-1]]
-            report.heal_compute = adjusted.heal.compute_dtype
+            report.heal_compute_dtype = adjusted.heal.compute_dtype
             report.timings["heal"] = adjusted.heal.seconds
         c = self.checked
         if c is not None and c.removed == list(plan.removed):

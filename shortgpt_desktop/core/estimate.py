@@ -159,7 +159,8 @@ def estimate_job(spec: Any, shape: ModelShape, seconds_per_token_layer: float, s
 
 #: A healing step under autocast to bfloat16 against the same step in float32, on a CPU with AMX (SmolLM2-135M,
 #: 8 of 30 removed, 4 × 512 tokens a step, 2 threads, one run: 7.87 s against 14.70 s a step; the teacher's states
-#: 4.8 s against 11.5 s).
+#: 4.8 s against 11.5 s). Applied on a CPU only (where it was measured; a CPU with AVX-512 BF16 and no AMX may gain
+#: less); a GPU's healing is counted at the measured speed.
 BFLOAT16_HEAL_COST = 0.55
 
 

@@ -65,7 +65,7 @@ class Report:
     refit_chat: dict[str, float] = field(default_factory=dict)
     heal_steps: int = 0
     heal_losses: list[float] = field(default_factory=list)  # training loss at the first and the last step
-    heal_compute: str = ""  # the dtype healing's forward passes ran in ("bfloat16" under autocast, "float32")
+    heal_compute_dtype: str = ""  # the dtype healing's forward passes ran in ("bfloat16" under autocast, "float32")
     output_format: str = ""  # "safetensors" or "gguf"
     quantization: str = ""  # a GGUF output's file type as llama.cpp names it (Q4_K_M, Q4_1…)
     # GGUF tensors re-quantized: name in the pruned file (new block index) → [from, to]; tensor_label() words it
@@ -216,7 +216,7 @@ def model_card(report: Report, base_model: str) -> str:
             repair_line += "; not repaired: " + "; ".join(
                 f"layers {r['layers'][0]}-{r['layers'][1]}: {r['note']}" for r in skipped)
     if report.heal_steps:
-        computed = f", computed in {report.heal_compute}" if report.heal_compute else ""
+        computed = f", computed in {report.heal_compute_dtype}" if report.heal_compute_dtype else ""
         repair_line += (f"; healed with {report.heal_steps} LoRA steps on the calibration text (distilled from the "
                         f"original{computed}), merged")
     output_format = report.output_format or "safetensors"

@@ -91,8 +91,10 @@ class SettingsPanel(QGroupBox):
         self.refit_box.setToolTip("Then train that kept layer's MLP on the calibration activations to give what the "
                                   "original gave after the cut: closer to the original (SmolLM2, 8 of 30 layers: "
                                   "mean KL 0.49 → 0.45), a few minutes more on a CPU; the time is estimated first")
-        self.heal_box = self._spin(0, 100_000, "LoRA steps on the calibration text, merged into the weights before "
-                                   "saving (0: off). Minutes on a GPU, slow on a CPU: the time is estimated first")
+        self.heal_box = self._spin(0, 100_000, "LoRA steps on the calibration text, distilled from the original and "
+                                   "merged into the weights before saving (0: off). Computed in bfloat16 where the "
+                                   "CPU or GPU is faster at it. Minutes on a GPU, slow on a CPU: the time is "
+                                   "estimated first")
         self.heal_box.setSpecialValueText("off")
         self.low_memory_box = QCheckBox("Low memory: one layer at a time", self)
         self.low_memory_box.setToolTip("Score and check perplexity with one decoder layer in memory at a time, for "

@@ -127,7 +127,7 @@ def test_the_healing_teacher_runs_the_original_over_the_batches_healing_reads_al
     tokens = engine.tokens_for(spec)
     assert len(tokens.samples) == 16
     loaded, stack = engine.loaded, engine.backend.stack
-    with healing.computing(loaded.model, healing.compute_dtype_for(loaded.model)):  # as healing computes (bf16?)
+    with healing.autocast_to(loaded.model, healing.compute_dtype_for(loaded.model)):  # as healing computes (bf16?)
         whole = ops.reference(stack, tokens.samples, tokens.pad_id, spec.batch_size)  # the teacher as it was
     read: list[int] = []
     final_states = ops.final_states
@@ -150,7 +150,7 @@ def test_the_healing_teacher_runs_the_original_over_the_batches_healing_reads_al
 
     removed = [2, 3]
     healed = engine.adjust(spec, removed)
-    with head.head() as logits_of, healing.computing(loaded.model, healing.compute_dtype_for(loaded.model)):
+    with head.head() as logits_of, healing.autocast_to(loaded.model, healing.compute_dtype_for(loaded.model)):
         full = [logits_of(Batch(ids, mask, None), whole.final_states[i]) for i, (ids, mask) in enumerate(batches)]
     monkeypatch.setattr(Engine, "_teacher", lambda self, *a: type("Whole", (), {
         "bind": lambda _: lambda number, ids, mask: full[number].clone()})())

@@ -54,8 +54,8 @@ def test_healing_in_bfloat16_is_estimated_at_its_own_cost(tiny_model, monkeypatc
     engine.load(spec)
     estimates = {}
     for fast in (False, True):
-        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda fast=fast: fast)
-        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda fast=fast: fast, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
         estimates[fast] = engine.estimate_at(spec, 1e-6, 256, 64, 2, refines=False)
     assert estimates[True].steps["healing"] == pytest.approx(BFLOAT16_HEAL_COST * estimates[False].steps["healing"])
     assert estimates[True].steps["repairing"] == estimates[False].steps["repairing"]

@@ -15,10 +15,9 @@ Work on the PRUNED model (after :func:`.surgery.prune_in_memory`, or inside ``pr
 Where the hardware multiplies bfloat16 faster than float32 (:func:`.model.devices.fast_training_dtype`: AMX or
 AVX-512 BF16 CPUs, CUDA GPUs) and the model is in float32, each step's forward pass and loss run under autocast to
 bfloat16, the teacher's logits too, while the adapters, their gradients and the optimizer stay float32 and the
-merge is done in float32. Each step enters its own autocast region: autocast keeps the 16-bit copies of the
-weights it made until its region ends, and a region around all the steps would train on the first step's copies
-of the adapters (the loss never moves). On SmolLM2 and this project's build machine a step took 14.7 s in
-float32, 7.9 s under autocast.
+merge is done in float32. Autocast's cache is off and each step enters its own region: a cached region around all
+the steps had trained on the first step's 16-bit copies of the adapters (the loss never moved). On SmolLM2 and
+this project's build machine a step took 14.7 s in float32, 7.9 s under autocast.
 
 Cancelling between steps removes the adapters without merging: the model is then exactly as before.
 """
@@ -62,7 +61,7 @@ class HealResult:
     changed: dict[str, Any] = field(default_factory=dict)
     rank: int = 8
     learning_rate: float = DEFAULT_LEARNING_RATE
-    compute_dtype: str = "float32"  # what the forward passes ran in ("bfloat16" under autocast)
+    compute_dtype: str = ""  # what the forward passes ran in: "bfloat16" under autocast, else the model's dtype
 
 
 def target_modules(model: Any, family: Family, layers: Sequence[int] | None = None) -> list[str]:
@@ -139,21 +138,27 @@ def batches_used(samples: int, batch_size: int, steps: int) -> int:
 
 
 def compute_dtype_for(model: Any, compute: Any = "auto") -> Any:
-    """The dtype healing's forward passes run in: ``"auto"`` → :func:`fast_training_dtype` of the model's device
-    and dtype; None → the model's own; a torch dtype as given."""
-    if compute != "auto":
+    """The dtype healing's forward passes are autocast to: ``"auto"`` → :func:`fast_training_dtype` of the model's
+    device and dtype; None → none (the model's own dtype); ``torch.bfloat16`` or ``torch.float16`` as given."""
+    import torch
+
+    if compute == "auto":
+        param = next(model.parameters())
+        return fast_training_dtype(str(param.device), param.dtype)
+    if compute is None or compute in (torch.bfloat16, torch.float16):
         return compute
-    param = next(model.parameters())
-    return fast_training_dtype(str(param.device), param.dtype)
+    raise ValueError(f"compute must be 'auto', None, torch.bfloat16 or torch.float16, not {compute!r}")
 
 
-def computing(model: Any, compute: Any) -> AbstractContextManager[Any]:
-    """Autocast to ``compute`` on the model's device (a fresh region: enter it once per step), or nothing."""
+def autocast_to(model: Any, compute: Any) -> AbstractContextManager[Any]:
+    """Autocast to ``compute`` on the model's device, or nothing when it is None. Autocast's cache of 16-bit weight
+    copies is off: with it, the copies live as long as the region (half the model again during the teacher's pass,
+    and the first step's adapters for every step of a region around them all); a weight is used once a pass."""
     import torch
 
     if compute is None:
         return nullcontext()
-    return torch.autocast(next(model.parameters()).device.type, dtype=compute)
+    return torch.autocast(next(model.parameters()).device.type, dtype=compute, cache_enabled=False)
 
 
 def _step(peft_model: Any, optimizer: Any, ids: Any, mask: Any, teacher_logits: Any = None,
@@ -162,7 +167,7 @@ def _step(peft_model: Any, optimizer: Any, ids: Any, mask: Any, teacher_logits: 
     forward pass under autocast to ``compute`` when given, the loss in float32, the backward pass outside."""
     import torch
 
-    with computing(peft_model, compute):
+    with autocast_to(peft_model, compute):
         if teacher_logits is None:
             labels = ids.masked_fill(mask == 0, -100)
             loss = peft_model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False).loss
@@ -226,7 +231,7 @@ def heal(
                     raise Cancelled()
                 number = step % len(batches)
                 ids, mask = batches[number]
-                with computing(model, compute):
+                with autocast_to(model, compute):
                     target = teacher(number, ids, mask) if teacher is not None else None
                 losses.append(_step(peft_model, optimizer, ids, mask, target, compute))
                 if progress is not None:
@@ -271,7 +276,7 @@ def estimate_heal_seconds(
     with _adapters(model, family, rank, None, layers) as (peft_model, _, _):
         trainable = [p for p in peft_model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=0.0)
-        with computing(model, compute):
+        with autocast_to(model, compute):
             target = teacher(0, ids, mask) if teacher is not None else None
         _step(peft_model, optimizer, ids[:1, :warm], mask[:1, :warm], None if target is None else target[:1, :warm],
               compute)

@@ -74,14 +74,16 @@ def fast_training_dtype(device: str, model_dtype: Any) -> Any:
     """``torch.bfloat16`` where the hardware multiplies it faster than float32 and the model is in float32: a CPU
     with AMX or AVX-512 BF16 (measured on this project's build machine, a Xeon with AMX, 2 threads: a 2048 × 576 by
     576 × 1536 product 21.0 ms in float32, 7.4 ms in bfloat16; a healing step on SmolLM2 14.7 s, 7.9 s), or a
-    CUDA GPU that supports it. None elsewhere (a model already in 16 bits, MPS, a CPU without them), where
-    training runs in the model's own dtype."""
+    CUDA GPU that computes it natively (Ampere or later; older ones emulate it, slower). None elsewhere (a model
+    already in 16 bits, MPS, a CPU without them), where training runs in the model's own dtype."""
     import torch
 
     if model_dtype != torch.float32:
         return None
-    if device.startswith("cuda"):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    if device.startswith("cuda"):  # native bfloat16 (compute capability 8 or more), not the emulated kind
+        index = cuda_index(device)
+        major = torch.cuda.get_device_capability(index if index is not None else torch.cuda.current_device())[0]
+        return torch.bfloat16 if major >= 8 else None
     if device == "cpu":
         supported = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)() or getattr(
             torch.cpu, "_is_avx512_bf16_supported", lambda: False)()

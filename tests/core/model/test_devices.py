@@ -12,19 +12,31 @@ from shortgpt_desktop.core.model.devices import fast_training_dtype
     (True, False, torch.bfloat16), (False, True, torch.bfloat16), (False, False, None)])
 def test_a_cpu_computes_in_bfloat16_where_it_has_the_instructions(monkeypatch: pytest.MonkeyPatch, amx: bool,
                                                                    avx512_bf16: bool, expected) -> None:
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
     assert fast_training_dtype("cpu", torch.float32) is expected
 
 
 def test_a_model_already_in_sixteen_bits_or_on_mps_is_left_as_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
     assert fast_training_dtype("cpu", torch.bfloat16) is None
     assert fast_training_dtype("cpu", torch.float16) is None
     assert fast_training_dtype("mps", torch.float32) is None
 
 
-def test_a_cuda_gpu_computes_in_bfloat16_where_it_supports_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    for supported, expected in ((True, torch.bfloat16), (False, None)):
-        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda supported=supported: supported)
-        assert fast_training_dtype("cuda:0", torch.float32) is expected
+def test_a_torch_without_the_cpu_probes_trains_in_float32(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The probes are private to torch: where a build lacks them, the CPU is taken as having neither."""
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
+    assert fast_training_dtype("cpu", torch.float32) is None
+
+
+def test_a_cuda_gpu_computes_in_bfloat16_where_it_does_so_natively(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ampere (8.0) and later compute bfloat16 natively; a V100 or a T4 (7.x) would emulate it, slower. The
+    model's own GPU is asked."""
+    asked: list[int] = []
+    for major, expected in ((8, torch.bfloat16), (9, torch.bfloat16), (7, None)):
+        monkeypatch.setattr(torch.cuda, "get_device_capability",
+                            lambda index, major=major: asked.append(index) or (major, 0))
+        assert fast_training_dtype("cuda:1", torch.float32) is expected
+    assert asked == [1, 1, 1]
