@@ -98,6 +98,7 @@ def train(model: Any, family: Any, tokens: Any, logits_of: Any, variant: Variant
     flags = {name: p.requires_grad for name, p in model.named_parameters()}
     losses: list[float] = []
     torch.manual_seed(0)
+    was_training = model.training
     model.eval()
 
     def run(trained: Any, groups: list[dict[str, Any]]) -> None:
@@ -117,8 +118,7 @@ def train(model: Any, family: Any, tokens: Any, logits_of: Any, variant: Variant
         if variant.full:
             for p in model.parameters():
                 p.requires_grad_(False)
-            weights = [p for name, p in model.named_parameters()
-                       if name.startswith(family.layers_path + ".") and name.endswith("proj.weight")]
+            weights = [model.get_submodule(name).weight for name in healing.target_modules(model, family)]
             for p in weights:
                 p.requires_grad_(True)
             run(model, [{"params": weights, "lr": lr}])
@@ -139,6 +139,7 @@ def train(model: Any, family: Any, tokens: Any, logits_of: Any, variant: Variant
     finally:
         for name, p in model.named_parameters():
             p.requires_grad_(flags.get(name, False))
+        model.train(was_training)
     return time.perf_counter() - started, losses[0], sum(losses[-5:]) / len(losses[-5:])
 
 
@@ -196,7 +197,7 @@ def main() -> None:
     row("repaired, no healing", repaired, "— | — |")
     for variant in variants:
         batch_size = variant.batch_size or args.batch_size
-        steps = samples_read // batch_size
+        steps = max(1, samples_read // batch_size)
         with pipeline.modified(loaded, removed, repaired):
             before = {n: t.detach().clone() for n, t in model.state_dict().items()} if variant.name != "shipped" else {}
             bound = teacher.bind()
@@ -204,20 +205,26 @@ def main() -> None:
             def logits_of(number: int, ids: Any, mask: Any, bound: Any = bound, batch_size: int = batch_size) -> Any:
                 # the teacher's batches hold one sample each: a batch of several is their concatenation
                 rows = [bound(number * batch_size + k, ids[k:k + 1], mask[k:k + 1]) for k in range(ids.shape[0])]
+                if len({r.shape[1] for r in rows}) > 1:
+                    raise SystemExit("a batch mixes samples of different lengths: pick a batch size that avoids the "
+                                     "calibration text's short last sample")
                 return torch.cat(rows)
 
             if variant.name == "shipped":
                 result = healing.heal(model, family, tokens, steps=steps, batch_size=batch_size, keep_original=True,
                                       teacher=logits_of)
-                seconds, first, last = result.seconds, result.losses[0], sum(result.losses[-5:]) / 5
+                last5 = result.losses[-5:]
+                seconds, first, last = result.seconds, result.losses[0], sum(last5) / len(last5)
                 changed = result.changed
             else:
-                seconds, first, last = train(model, family, tokens, logits_of, variant, steps, batch_size)
-                state = model.state_dict()
-                changed = {n: t.detach().clone() for n, t in state.items() if not torch.equal(t, before[n])}
-                with torch.no_grad():
-                    for name in changed:
-                        state[name].copy_(before[name])
+                try:
+                    seconds, first, last = train(model, family, tokens, logits_of, variant, steps, batch_size)
+                finally:  # the weights as they were, trained or not
+                    state = model.state_dict()
+                    changed = {n: t.detach().clone() for n, t in state.items() if not torch.equal(t, before[n])}
+                    with torch.no_grad():
+                        for name in changed:
+                            state[name].copy_(before[name])
         weights = dict(repaired)
         weights.update(healing.original_names(changed, family, kept))
         row(f"{variant.name} ({steps} × {batch_size})", weights, f"{seconds / steps:.2f} | {first:.3f} → {last:.3f} |")
