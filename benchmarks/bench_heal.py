@@ -80,15 +80,21 @@ def as_it_is(engine, spec, tokens, removed) -> tuple[float, float, float]:
     return teacher_seconds, estimate_seconds, said
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def cut_arguments(description: str, steps: int, batch_size: int) -> argparse.ArgumentParser:
+    """The options the healing benchmarks share: the model, the texts, the cut, the steps, the threads."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--model", default=str(DEFAULT_MODEL))
     parser.add_argument("--calib", default=str(DEFAULT_DATA / "wikitext2-valid.txt"))
     parser.add_argument("--eval", default=str(DEFAULT_DATA / "wikitext2-test.txt"))
     parser.add_argument("--remove", default="3,4,5,7,16,17,25,26", help="the cut (default: the default job's)")
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--batch-size", type=int, default=batch_size)
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    return parser
+
+
+def main() -> None:
+    parser = cut_arguments(__doc__.splitlines()[0], steps=10, batch_size=8)
     parser.add_argument("--heal", action="store_true", help="then repair and heal the cut, and measure it")
     parser.add_argument("--heal-only", action="store_true", help="skip the before-the-first-step comparison")
     args = parser.parse_args()

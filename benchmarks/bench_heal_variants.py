@@ -21,21 +21,17 @@ thing each:
 - ``+ text CE 0.5``: the KL plus half the next-token loss on the calibration text itself, which adapts the model
   to the calibration text's domain (here the evaluation text's too) rather than to the original.
 
-Step seconds move with this shared machine's load; compare the quality columns, which do not.
+Step seconds move with this shared machine's load; the quality columns do not (one seed).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import os
 import time
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-DEFAULT_MODEL = Path.home() / ".cache" / "shortgpt-desktop-tests" / "SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_DATA = HERE.parent.parent / "shared" / "data"
+from bench_heal import cut_arguments  # the same options as bench_heal.py
 
 
 @dataclasses.dataclass
@@ -144,14 +140,7 @@ def train(model: Any, family: Any, tokens: Any, logits_of: Any, variant: Variant
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=str(DEFAULT_MODEL))
-    parser.add_argument("--calib", default=str(DEFAULT_DATA / "wikitext2-valid.txt"))
-    parser.add_argument("--eval", default=str(DEFAULT_DATA / "wikitext2-test.txt"))
-    parser.add_argument("--remove", default="3,4,5,7,16,17,25,26", help="the cut (default: the default job's)")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    parser = cut_arguments(__doc__.splitlines()[0], steps=20, batch_size=4)
     parser.add_argument("--only", nargs="*", help="names of the variants to run (default: all)")
     args = parser.parse_args()
 
