@@ -37,6 +37,7 @@ from bench_heal import cut_arguments  # the same options as bench_heal.py
 @dataclasses.dataclass
 class Variant:
     name: str
+    shipped: bool = False  # healing.heal itself, not this benchmark's loop
     rank: int = 8
     learning_rate: float | None = None  # None: healing.DEFAULT_LEARNING_RATE
     b_ratio: float = 1.0  # LoRA+: the B matrices' rate over the A matrices'
@@ -48,7 +49,7 @@ class Variant:
 
 
 VARIANTS = [
-    Variant("shipped"),  # healing.heal itself
+    Variant("shipped", shipped=True),
     Variant("rank 32", rank=32),
     Variant("lr 3e-3", learning_rate=3e-3),
     Variant("LoRA+ 16", b_ratio=16.0),
@@ -62,17 +63,18 @@ VARIANTS = [
 
 
 def loss_of(model: Any, ids: Any, mask: Any, teacher_logits: Any, variant: Variant) -> Any:
-    """The variant's loss: KL(original || pruned) on the real tokens, plus the variant's extra terms."""
+    """The variant's loss: healing's KL(original || pruned) on the real tokens, plus the variant's extra terms."""
     import torch
     import torch.nn.functional as F
 
+    from shortgpt_desktop.core.cut.healing import distillation_loss
+
     logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-    keep = mask.bool()
-    student = torch.log_softmax(logits[keep].float(), dim=-1)
-    target = torch.log_softmax(teacher_logits[keep].float(), dim=-1)
-    loss = (target.exp() * (target - student)).sum(-1).mean()
+    loss = distillation_loss(logits, teacher_logits, mask)
     if variant.top1_ce:
-        loss = loss + variant.top1_ce * F.nll_loss(student, target.argmax(-1))
+        keep = mask.bool()
+        student = torch.log_softmax(logits[keep].float(), dim=-1)
+        loss = loss + variant.top1_ce * F.nll_loss(student, teacher_logits[keep].argmax(-1))
     if variant.text_ce:
         next_logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
         labels = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
@@ -188,7 +190,7 @@ def main() -> None:
         batch_size = variant.batch_size or args.batch_size
         steps = max(1, samples_read // batch_size)
         with pipeline.modified(loaded, removed, repaired):
-            before = {n: t.detach().clone() for n, t in model.state_dict().items()} if variant.name != "shipped" else {}
+            before = {} if variant.shipped else {n: t.detach().clone() for n, t in model.state_dict().items()}
             bound = teacher.bind()
 
             def logits_of(number: int, ids: Any, mask: Any, bound: Any = bound, batch_size: int = batch_size) -> Any:
@@ -199,7 +201,7 @@ def main() -> None:
                                      "calibration text's short last sample")
                 return torch.cat(rows)
 
-            if variant.name == "shipped":
+            if variant.shipped:
                 result = healing.heal(model, family, tokens, steps=steps, batch_size=batch_size, keep_original=True,
                                       teacher=logits_of)
                 last5 = result.losses[-5:]

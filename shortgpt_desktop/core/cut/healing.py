@@ -164,22 +164,27 @@ def autocast_to(model: Any, compute: Any) -> AbstractContextManager[Any]:
     return torch.autocast(next(model.parameters()).device.type, dtype=compute, cache_enabled=False)
 
 
-def _step(peft_model: Any, optimizer: Any, ids: Any, mask: Any, teacher_logits: Any = None,
-          compute: Any = None) -> float:
-    """One update: distillation (KL from the teacher's distributions, real tokens only) or next-token loss; the
-    forward pass under autocast to ``compute`` when given, the loss in float32, the backward pass outside."""
+def distillation_loss(logits: Any, teacher_logits: Any, mask: Any) -> Any:
+    """Mean KL(teacher || student) of the next-token distributions over the real tokens, in float32."""
     import torch
 
+    keep = mask.bool()
+    student = torch.log_softmax(logits[keep].float(), dim=-1)
+    target = torch.log_softmax(teacher_logits[keep].float(), dim=-1)
+    return (target.exp() * (target - student)).sum(-1).mean()
+
+
+def _step(peft_model: Any, optimizer: Any, ids: Any, mask: Any, teacher_logits: Any = None,
+          compute: Any = None) -> float:
+    """One update: distillation (:func:`distillation_loss`) or next-token loss; the forward pass under autocast to
+    ``compute`` when given, the loss in float32, the backward pass outside."""
     with autocast_to(peft_model, compute):
         if teacher_logits is None:
             labels = ids.masked_fill(mask == 0, -100)
             loss = peft_model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False).loss
         else:
             logits = peft_model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-            keep = mask.bool()
-            student = torch.log_softmax(logits[keep].float(), dim=-1)
-            target = torch.log_softmax(teacher_logits[keep].float(), dim=-1)
-            loss = (target.exp() * (target - student)).sum(-1).mean()
+            loss = distillation_loss(logits, teacher_logits, mask)
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)

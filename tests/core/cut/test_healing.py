@@ -145,9 +145,11 @@ def test_bfloat16_steps_learn_as_float32_steps_do(tiny_model: Path, tokens) -> N
     """Distilled from the original, under autocast to bfloat16 every step sees the adapters as the last step left
     them (a cached region around all the steps would repeat the first loss), the losses follow float32's, and the
     weights the merge writes stay float32."""
+    from shortgpt_desktop.core.cut.healing import _batches
+
     loaded = load_model(resolve(str(tiny_model)), "cpu", "float32")
     model = loaded.model
-    batches = healing_batches(tokens)
+    batches = _batches(tokens, 8, "cpu")
     with torch.no_grad():
         originals = [model(input_ids=ids, attention_mask=mask).logits for ids, mask in batches]
     prune_in_memory(model, loaded.family, [2, 3])
@@ -164,12 +166,6 @@ def test_bfloat16_steps_learn_as_float32_steps_do(tiny_model: Path, tokens) -> N
     assert next(model.parameters()).dtype == torch.float32
     with pytest.raises(ValueError, match="compute must be"):
         heal(model, loaded.family, tokens, steps=1, compute="bfloat16")
-
-
-def healing_batches(tokens) -> list:
-    from shortgpt_desktop.core.cut.healing import _batches
-
-    return _batches(tokens, 8, "cpu")
 
 
 def test_auto_precision_follows_the_hardware(tiny_model: Path, tokens, monkeypatch: pytest.MonkeyPatch) -> None:
