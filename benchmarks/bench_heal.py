@@ -123,11 +123,12 @@ def main() -> None:
 
 def before_the_first_step(engine, spec, tokens, removed, steps: int) -> None:
     from shortgpt_desktop.core.cut.healing import compute_dtype_for
+    from shortgpt_desktop.core.model.dtypes import dtype_name
 
     was = as_it_was(engine, spec, tokens, removed)
     now = as_it_is(engine, spec, tokens, removed)
     computed = compute_dtype_for(engine.loaded.model)
-    computed = str(computed).removeprefix("torch.") if computed is not None else "float32"
+    computed = dtype_name(computed) if computed is not None else "float32"
     print("| before the first step | the way it was | the way it is | is / was |")
     print("|---|---|---|---|")
     for label, a, b in (("the original's states (teacher)", was[0], now[0]), ("timing steps for the estimate",

@@ -36,6 +36,7 @@ from ..errors import Cancelled
 from ..measure.calibration import TokenSet
 from ..measure.scoring import iter_batches
 from ..model.devices import fast_training_dtype
+from ..model.dtypes import dtype_name
 from ..model.families import Family
 from ..progress import CancelCheck, Progress
 
@@ -256,7 +257,7 @@ def heal(
             with torch.no_grad():
                 weight.copy_(originals[name])
     return HealResult(steps, losses, time.perf_counter() - started, changed, rank, learning_rate,
-                      str(compute or next(model.parameters()).dtype).removeprefix("torch."))
+                      dtype_name(compute or next(model.parameters()).dtype))
 
 
 def estimate_heal_seconds(

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..errors import UnsupportedModelError
+from ..model.dtypes import dtype_name
 from ..model.sources import ModelSource
 from .safetensors_reader import read_safetensors_header
 
@@ -77,7 +78,7 @@ def _byte_copier(path: Path, offset: int, length: int) -> Callable[[BinaryIO], N
 
 def tensor_entry(name: str, tensor: Any) -> TensorEntry:
     """An entry for a torch tensor (legacy ``.bin`` checkpoints, or a model in memory)."""
-    dtype = str(tensor.dtype).removeprefix("torch.")
+    dtype = dtype_name(tensor.dtype)
     if dtype not in _TORCH_TO_SAFETENSORS:
         raise UnsupportedModelError(f"The model's tensor {name} is {dtype}, which a safetensors file cannot store, so "
                                     "this model cannot be saved as safetensors.")

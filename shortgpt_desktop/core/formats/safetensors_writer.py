@@ -23,6 +23,7 @@ from typing import Any
 from shortgpt_desktop.core.formats.output_folder import check_output_folder, output_folder
 
 from ..errors import Cancelled, UnsupportedModelError
+from ..model.dtypes import dtype_name
 from ..model.families import Family, layer_count, prune_config
 from ..model.sources import TOKENIZER_FILES, ModelSource
 from .safetensors_io import checkpoint_entries, model_entries, plan_shards, replacement_entry, write_sharded
@@ -174,7 +175,7 @@ def _base_config(source: ModelSource, model: Any, original_config: dict[str, Any
         return json.loads((source.folder / "config.json").read_text(encoding="utf-8"))
     config = {k: v for k, v in original_config.items() if k not in _GGUF_ONLY_KEYS}
     config["architectures"] = [type(model).__name__]
-    config["dtype"] = str(next(model.parameters()).dtype).removeprefix("torch.")
+    config["dtype"] = dtype_name(next(model.parameters()).dtype)
     return config
 
 

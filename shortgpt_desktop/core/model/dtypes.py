@@ -1,4 +1,4 @@
-"""Bytes per element of every dtype name the engine meets (torch names and safetensors names alike)."""
+"""Dtype names: bytes per element of every name the engine meets (torch names and safetensors names alike)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,13 @@ BYTES_PER_DTYPE: dict[str, float] = {
 }
 
 
+def dtype_name(dtype: object) -> str:
+    """A dtype's bare name as configs and reports write it: ``torch.bfloat16`` → ``"bfloat16"``."""
+    return str(dtype).removeprefix("torch.")
+
+
 def bytes_per_element(name: str | None, default: float = 4.0) -> float:
     """Bytes per element for ``name`` ("bfloat16", "torch.float16", "F32"…); ``default`` when unknown."""
     if not name:
         return default
-    return BYTES_PER_DTYPE.get(str(name).removeprefix("torch."), default)
+    return BYTES_PER_DTYPE.get(dtype_name(name), default)
