@@ -597,12 +597,12 @@ class Engine:
         from .measure.quiz import MAX_NEW_TOKENS, QUESTIONS, quiz_prompts
 
         if self.loaded is None or self.backend is None or not self.backend.whole_model \
-                or not (spec.prompt or "").strip():
+                or not self._generates(spec.prompt):
             return None
         prompts = quiz_prompts(self.loaded.tokenizer, self.loaded.model, QUESTIONS)
         if prompts is None:
             return None
-        models = 1 if self.quiz_original is not None and self.quiz_original[0] == self.load_key else 2
+        models = 1 if self._original_quiz_answers() is not None else 2
         return AnswerWork(models * len(prompts.ids), sum(map(len, prompts.ids)) / len(prompts.ids), MAX_NEW_TOKENS,
                           kv_cache=True)
 
@@ -761,7 +761,7 @@ class Engine:
                                 data="held-out windows (the check's)")
         curve.points.append(curve_point(0, None, [], reference.result, None))
         baseline.points.append(curve_point(0, None, [], reference.result, None))
-        asks_quiz = bool((spec.prompt or "").strip())  # as the check does
+        asks_quiz = self._generates(spec.prompt)  # as the check does
         total = 2 * limit
         partial: list[float | None] = [reference.result.perplexity] + [None] * limit
         progress(SWEEP_STAGE, 0, total, list(partial))
@@ -907,16 +907,28 @@ class Engine:
         gen_before = gen_after = ""
         prompt = spec.prompt if prompt is None else prompt
         chat = has_chat_template(loaded.tokenizer)
-        if prompt and prompt.strip():
+        if self._generates(prompt):
             assert self.backend is not None
             progress("generate", 0, 2, None)
             gen_before, gen_after = self.backend.generate_both(prompt, removed, weights, spec.max_new_tokens, chat)
             raise_if_cancelled(cancel)
             progress("generate", 2, 2, None)
-        quiz = self._quiz(removed, weights, progress, cancel) if prompt and prompt.strip() else None
+        quiz = self._quiz(removed, weights, progress, cancel) if self._generates(prompt) else None
         self.checked = Checked(list(removed), before.perplexity, after.perplexity, before.tokens, prompt or "",
                                gen_before, gen_after, time.perf_counter() - started, chat, fidelity, quiz)
         return self.checked
+
+    @staticmethod
+    def _generates(prompt: str | None) -> bool:
+        """Whether the check generates (the prompt's text side by side, then the quiz): a prompt that is not blank
+        (the command line's ``--prompt ""`` turns both off)."""
+        return bool((prompt or "").strip())
+
+    def _original_quiz_answers(self) -> list[str] | None:
+        """The original's quiz answers, when they were written by the model loaded now."""
+        if self.quiz_original is None or self.quiz_original[0] != self.load_key:
+            return None
+        return self.quiz_original[1]
 
     def _quiz(self, removed: Sequence[int], weights: dict[str, Any], progress: Progress,
               cancel: CancelCheck | None) -> Quiz | None:
@@ -926,9 +938,8 @@ class Engine:
         assert self.backend is not None and self.loaded is not None
         if not self.backend.whole_model:
             return None
-        kept = self.quiz_original[1] if self.quiz_original and self.quiz_original[0] == self.load_key else None
-        asked = ask_quiz(self.backend.stack, self.loaded.tokenizer, self.loaded.model, removed, weights, kept,
-                         progress, cancel)
+        asked = ask_quiz(self.backend.stack, self.loaded.tokenizer, self.loaded.model, removed, weights,
+                         self._original_quiz_answers(), progress, cancel)
         if asked is None:
             return None
         quiz, original = asked
