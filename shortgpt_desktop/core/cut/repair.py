@@ -297,7 +297,6 @@ class _Stats:
         #: What the ridge pulls the fit toward and what "before" means: None, the identity map; else the
         #: projection's own weight as ``[inputs, outputs]`` (a fit of the whole projection, ``M`` its inputs).
         self.anchor: Any = None
-        self.whole = False  # the rows are the projection's inputs (its anchor is set when it is solved)
 
     def add(self, m: Any, r: Any, y: Any, keep: Any) -> None:
         import torch
@@ -614,8 +613,6 @@ def _statistics(run: RunRepair, observer: _PatchedLayer, targets: Sequence[Any],
     observer.rows.clear()
     if held is not None and held.tokens and isinstance(stats, _Stats):
         stats.held = held
-    if isinstance(stats, _Stats):
-        stats.whole = run.fit == "projection"
     return stats
 
 
@@ -781,7 +778,7 @@ def _finish_run(stack: Any, family: Family, run: RunRepair, stats: _Stats | _Tok
         proj = get_submodule(layer, family.mlp_out)
         conv1d = _is_conv1d(proj)
         weight = proj.weight.detach().to("cpu", torch.float64)
-        whole = isinstance(stats, _Stats) and stats.whole
+        whole = isinstance(stats, _Stats) and run.fit == "projection"  # the rows are the projection's inputs
         bias = getattr(proj, "bias", None)
         if whole:  # the fit is of the projection itself, [inputs (+ the bias), outputs], pulled toward its own
             assert isinstance(stats, _Stats)

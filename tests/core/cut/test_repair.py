@@ -522,7 +522,7 @@ def test_a_whole_projections_ridge_is_chosen_against_its_own_weight() -> None:
     h = torch.randn(20, 3, inputs, generator=generator)  # 54 training rows for 48 × 8 unknowns
     y = h @ own + 2.0 * torch.randn(20, 3, dim, generator=generator)
     stats = _sums(h, y, fit="projection")
-    assert stats.whole and stats.held is not None
+    assert stats.held is not None
     stats.set_anchor(own.double())  # as the fit does once it has the projection's weight
     ridge, _ = choose_ridge(stats, stats.held)
     assert ridge >= 1.0
