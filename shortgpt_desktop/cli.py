@@ -325,10 +325,10 @@ def print_note(sentence: str, out: TextIO | None = None) -> None:
     out.flush()
 
 
-def _fit_figures(fit: dict[str, Any], ridge_words: str | None) -> str:
-    """A reported fit's figures in brackets: its calibration error before and after, and its ridge followed by
-    ``ridge_words`` (None: the ridge is not shown)."""
-    ridge = "" if ridge_words is None else f"; ridge {fit['ridge']:g}{ridge_words}"
+def _fit_figures(fit: dict[str, Any], show_ridge: bool, ridge_note: str = "") -> str:
+    """A reported fit's figures in brackets: its calibration error before and after, then, with ``show_ridge``, its
+    ridge followed by ``ridge_note``."""
+    ridge = f"; ridge {fit['ridge']:g}{ridge_note}" if show_ridge else ""
     return f" (calibration error {fit['residual_before']:.3f} -> {fit['residual_after']:.3f}{ridge})"
 
 
@@ -365,8 +365,8 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
                 out.write(f"repaired layers {first}-{last}: "
                           + (f"layer {run['patched_layer']}'s MLP output projection refitted" if whole
                              else f"a map folded into layer {run['patched_layer']}")
-                          + _fit_figures(run, ", chosen on held-out samples" if run.get("held_out_residual")
-                                         is not None else None))
+                          + _fit_figures(run, run.get("held_out_residual") is not None,
+                                         ", chosen on held-out samples"))
             if "refit_after" in run:
                 out.write(f", then its whole MLP trained (held-out error {run['refit_before']:.3f} -> "
                           f"{run['refit_after']:.3f})")
@@ -379,7 +379,7 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
                               f"on held-out calibration samples)")
                 else:
                     out.write(f"; layer {after['patched_layer']}'s MLP output projection, after the run, refitted "
-                              "too" + _fit_figures(after, "" if after.get("ridge") is not None else None))
+                              "too" + _fit_figures(after, after.get("ridge") is not None))
             out.write("\n")
         else:
             out.write(f"not repaired, layers {first}-{last}: {run['note']}\n")
