@@ -1,14 +1,16 @@
 """bi+'s candidate passes in float32 against the same passes under bfloat16 autocast, in one run.
 
-    python benchmarks/bench_candidate_precision.py [MODEL.gguf ...] [--samples 8] [--seq-len 256]
+    python benchmarks/bench_candidate_precision.py [MODEL.gguf ...] [--samples 8] [--seq-len 256] [--batch-size 4]
 
 Most of the default job's time is bi+'s candidate passes (``core/cut/candidates.py``): the calibration
 perplexity of many pruned sets on the first ``SELECTION_SAMPLES`` samples. Where the CPU has AMX or AVX-512 BF16,
 bfloat16 matrix products are several times faster, so this measures what computing those passes in bfloat16 would
-buy and what it would cost: the single-removal sweep (every layer but the ends, one at a time) on the same cached
-runner, once in float32 and once under ``torch.autocast(bfloat16)``. Printed per model: both times and their
-ratio, the largest and the mean relative change of a perplexity, and whether the two orders of the layers agree
-(the single-removal order is one of bi+'s finalists and feeds its greedy windows). Nothing here changes the job.
+buy and what it would cost: bi+'s single-removal sweep (every layer, one at a time), once by a runner in float32
+and once by a runner built and run under ``torch.autocast(bfloat16)`` (its cached states too, as a bfloat16 job
+would compute them). The sizes are bi+'s candidate samples (``SELECTION_SAMPLES``, 8) at the quick preset's length
+(256) in the job's batches of 4. Printed per model: both times and their ratio (bfloat16 / float32), the largest
+and the mean relative change of a perplexity, and whether the two orders of the layers agree (the single-removal
+order is one of bi+'s finalists and feeds its greedy windows). Nothing here changes the job.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ DEFAULT_MODELS = [CACHE / "SmolLM2-135M-Instruct.Q4_1.gguf", CACHE / "gemma-3-27
 DEFAULT_CALIB = HERE.parent.parent / "shared" / "data" / "wikitext2-valid.txt"
 
 
-def compare(model: str, calib: str, samples: int, seq_len: int) -> None:
+def compare(model: str, calib: str, samples: int, seq_len: int, batch_size: int) -> None:
     import torch
 
     from shortgpt_desktop.core.backends.layerwise import InMemoryStack
@@ -36,21 +38,26 @@ def compare(model: str, calib: str, samples: int, seq_len: int) -> None:
     texts, _, _ = read_calibration([calib])
     tokens = build_token_set(loaded.tokenizer, texts, None, samples, seq_len, 0)
     stack = InMemoryStack(loaded.model, loaded.family)
-    runner = CandidateRunner(stack, tokens.samples, tokens.pad_id, samples, stride=head_stride(stack))
-    sets = [[i] for i in range(1, loaded.n_layers - 1)]
+    sets = [[i] for i in range(loaded.n_layers)]
+
+    def sweep() -> list[float]:
+        runner = CandidateRunner(stack, tokens.samples, tokens.pad_id, batch_size, stride=head_stride(stack))
+        return [r.perplexity for r in runner.measure(sets)]
+
     started = time.perf_counter()
-    full = [r.perplexity for r in runner.measure(sets)]
+    full = sweep()
     middle = time.perf_counter()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        half = [r.perplexity for r in runner.measure(sets)]
+        half = sweep()
     ended = time.perf_counter()
     change = [b / a - 1 for a, b in zip(full, half, strict=True)]
     order_full = [sets[i][0] for i in sorted(range(len(sets)), key=full.__getitem__)]
     order_half = [sets[i][0] for i in sorted(range(len(sets)), key=half.__getitem__)]
-    swapped = [(a, b) for a, b in zip(order_full, order_half, strict=True) if a != b]
+    moved = [(a, b) for a, b in zip(order_full, order_half, strict=True) if a != b]
     print(f"| {Path(model).name} | {len(sets)} | {middle - started:.1f} s | {ended - middle:.1f} s | "
           f"{(ended - middle) / (middle - started):.2f} | {max(map(abs, change)):.2%} | "
-          f"{sum(change) / len(change):+.2%} | {'same' if not swapped else f'{len(swapped)} places differ'} |",
+          f"{sum(change) / len(change):+.2%} | "
+          + ("the same" if not moved else "; ".join(f"{a} → {b}" for a, b in moved)) + " |",
           flush=True)
 
 
@@ -59,18 +66,21 @@ def main() -> None:
     parser.add_argument("models", nargs="*", default=[str(m) for m in DEFAULT_MODELS])
     parser.add_argument("--calib", default=str(DEFAULT_CALIB))
     parser.add_argument("--samples", type=int, default=8, help="bi+'s candidate samples (SELECTION_SAMPLES)")
-    parser.add_argument("--seq-len", type=int, default=256)
+    parser.add_argument("--seq-len", type=int, default=256, help="tokens a sample (the quick preset's)")
+    parser.add_argument("--batch-size", type=int, default=4, help="the job's batch size")
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     args = parser.parse_args()
 
     import torch
 
     torch.set_num_threads(args.threads)
-    print(f"{args.samples} × {args.seq_len} calibration tokens, {args.threads} threads\n")
-    print("| model | single removals | float32 | bfloat16 | ratio | largest change | mean change | order |")
+    print(f"{args.samples} × {args.seq_len} calibration tokens in batches of {args.batch_size}, {args.threads} "
+          "threads\n")
+    print("| model | single removals | float32 | bfloat16 | bfloat16 / float32 | largest change | mean change | "
+          "order |")
     print("|---|---|---|---|---|---|---|---|")
     for model in args.models:
-        compare(model, args.calib, args.samples, args.seq_len)
+        compare(model, args.calib, args.samples, args.seq_len, args.batch_size)
 
 
 if __name__ == "__main__":
