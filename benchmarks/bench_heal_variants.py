@@ -19,7 +19,11 @@ thing each:
 - ``full 2e-5`` / ``full 1e-4``: every projection of the kept layers trained in full, no adapters;
 - ``+ top-1 CE``: the KL plus the cross-entropy to the original's top token;
 - ``+ text CE 0.5``: the KL plus half the next-token loss on the calibration text itself, which adapts the model
-  to the calibration text's domain (here the evaluation text's too) rather than to the original.
+  to the calibration text's domain (here the evaluation text's too) rather than to the original;
+- ``+ states 1`` / ``+ states 0.1``: the KL plus that weight times the distance of each kept layer's output from
+  the original's output of the same layer (squared, relative to the original's, per token, averaged over the
+  kept layers but the last), the original's states computed once before training: distillation of the
+  intermediate states as well as of the output.
 
 Step seconds move with this shared machine's load; the quality columns do not (one seed).
 """
@@ -46,6 +50,7 @@ class Variant:
     batch_size: int | None = None  # None: --batch-size; the steps scale so that the same tokens are read
     top1_ce: float = 0.0  # weight of the cross-entropy to the original's top token
     text_ce: float = 0.0  # weight of the next-token loss on the calibration text
+    states: float = 0.0  # weight of the kept layers' distance from the original's states at the same layers
 
 
 VARIANTS = [
@@ -59,11 +64,40 @@ VARIANTS = [
     Variant("full 1e-4", full=True, learning_rate=1e-4),
     Variant("+ top-1 CE", top1_ce=1.0),
     Variant("+ text CE 0.5", text_ce=0.5),
+    Variant("+ states 1", states=1.0),
+    Variant("+ states 0.1", states=0.1),
 ]
 
 
-def loss_of(model: Any, ids: Any, mask: Any, teacher_logits: Any, variant: Variant) -> Any:
-    """The variant's loss: healing's KL(original || pruned) on the real tokens, plus the variant's extra terms."""
+def original_states(model: Any, batches: list[tuple[Any, Any]], kept: list[int], compute: Any) -> list[list[Any]]:
+    """For each batch, the original's output of each kept layer but the last (``hidden_states[j + 1]`` leaves
+    layer ``j``; the model's last entry has its final norm in, so the last layer is left to the KL), in bfloat16."""
+    import torch
+
+    from shortgpt_desktop.core.cut.healing import autocast_to
+
+    out = []
+    with torch.no_grad(), autocast_to(model, compute):
+        for ids, mask in batches:
+            hidden = model(input_ids=ids, attention_mask=mask, use_cache=False, output_hidden_states=True).hidden_states
+            out.append([hidden[j + 1].to(torch.bfloat16) for j in kept[:-1]])
+    return out
+
+
+def state_distance(outputs: list[Any], targets: list[Any], mask: Any) -> Any:
+    """Mean over the layers of the per-token squared distance relative to the target's, on the real tokens."""
+    keep = mask.bool()
+    terms = []
+    for out, target in zip(outputs, targets, strict=True):
+        out, target = out[keep].float(), target[keep].float()
+        terms.append((((out - target) ** 2).sum(-1) / (target**2).sum(-1).clamp_min(1e-12)).mean())
+    return sum(terms) / len(terms)
+
+
+def loss_of(model: Any, ids: Any, mask: Any, teacher_logits: Any, variant: Variant,
+            layer_outputs: list[Any] | None = None, layer_targets: list[Any] | None = None) -> Any:
+    """The variant's loss: healing's KL(original || pruned) on the real tokens, plus the variant's extra terms
+    (``layer_outputs``: filled by hooks during the forward pass, for ``+ states``)."""
     import torch
     import torch.nn.functional as F
 
@@ -75,6 +109,9 @@ def loss_of(model: Any, ids: Any, mask: Any, teacher_logits: Any, variant: Varia
         keep = mask.bool()
         student = torch.log_softmax(logits[keep].float(), dim=-1)
         loss = loss + variant.top1_ce * F.nll_loss(student, teacher_logits[keep].argmax(-1))
+    if variant.states:
+        assert layer_outputs is not None and layer_targets is not None
+        loss = loss + variant.states * state_distance(layer_outputs, layer_targets, mask)
     if variant.text_ce:
         next_logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
         labels = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
@@ -84,8 +121,9 @@ def loss_of(model: Any, ids: Any, mask: Any, teacher_logits: Any, variant: Varia
 
 
 def train(model: Any, family: Any, tokens: Any, logits_of: Any, variant: Variant, steps: int,
-          batch_size: int) -> tuple[float, float, float]:
-    """Train the variant in place; (seconds, first loss, mean of the last five losses)."""
+          batch_size: int, states_of: Any = None) -> tuple[float, float, float]:
+    """Train the variant in place; (seconds, first loss, mean of the last five losses). ``states_of(number)``: the
+    original's outputs of the kept layers but the last for batch ``number`` (``+ states``)."""
     import torch
 
     from shortgpt_desktop.core.cut import healing
@@ -99,13 +137,24 @@ def train(model: Any, family: Any, tokens: Any, logits_of: Any, variant: Variant
     was_training = model.training
     model.eval()
 
+    outputs: list[Any] = []
+    hooks = []
+    if variant.states:  # the pruned view's layers are the kept ones in order; the last is left to the KL
+        def hook(module: Any, args: Any, output: Any) -> None:
+            outputs.append(output[0] if isinstance(output, tuple) else output)
+
+        hooks = [layer.register_forward_hook(hook) for layer in model.get_submodule(family.layers_path)[:-1]]
+
     def run(trained: Any, groups: list[dict[str, Any]]) -> None:
         optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
         for step in range(steps):
             number = step % len(batches)
             ids, mask = batches[number]
             with healing.autocast_to(model, compute):
-                loss = loss_of(trained, ids, mask, logits_of(number, ids, mask), variant)
+                teacher_logits = logits_of(number, ids, mask)
+                outputs.clear()  # the teacher's head runs the layers as replays: their outputs are not the student's
+                loss = loss_of(trained, ids, mask, teacher_logits, variant, outputs,
+                               states_of(number) if variant.states else None)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -135,6 +184,8 @@ def train(model: Any, family: Any, tokens: Any, logits_of: Any, variant: Variant
                 peft_model.merge_and_unload()
                 state["merged"] = True
     finally:
+        for handle in hooks:
+            handle.remove()
         for name, p in model.named_parameters():
             p.requires_grad_(flags.get(name, False))
         model.train(was_training)
@@ -143,7 +194,7 @@ def train(model: Any, family: Any, tokens: Any, logits_of: Any, variant: Variant
 
 def main() -> None:
     parser = cut_arguments(__doc__.splitlines()[0], steps=20, batch_size=4)
-    parser.add_argument("--only", nargs="*", help="names of the variants to run (default: all)")
+    parser.add_argument("--only", nargs="*", help="names of the variants to run, in that order (default: all)")
     args = parser.parse_args()
 
     import torch
@@ -157,7 +208,11 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     quiet_library_progress()
-    variants = [v for v in VARIANTS if not args.only or v.name in args.only]
+    by_name = {v.name: v for v in VARIANTS}
+    unknown = [name for name in args.only or [] if name not in by_name]
+    if unknown:
+        raise SystemExit(f"no variant named {', '.join(unknown)}; the variants: {', '.join(by_name)}")
+    variants = [by_name[name] for name in args.only] if args.only else VARIANTS  # in the order given
     removed = [int(i) for i in args.remove.split(",")]
     samples_read = args.steps * args.batch_size
     spec = JobSpec(model=args.model, calib=[args.calib], eval_text=args.eval, samples=SAMPLES, seq_len=SEQ_LEN,
@@ -174,6 +229,12 @@ def main() -> None:
     reference = ops.reference(stack, windows, tokens.pad_id, 4)
     kept = [i for i in range(loaded.n_layers) if i not in removed]
     model, family = loaded.model, loaded.family
+    states_by_batch_size: dict[int, list[list[Any]]] = {}  # the original's, for the variants that distil them
+    for variant in variants:
+        size = variant.batch_size or args.batch_size
+        if variant.states and size not in states_by_batch_size:
+            batches = healing._batches(tokens, size, "cpu")[: max(1, samples_read // size)]
+            states_by_batch_size[size] = original_states(model, batches, kept, healing.compute_dtype_for(model))
     print(f"{Path(args.model).name}, layers {args.remove} removed and repaired, {args.steps} steps of "
           f"{args.batch_size} × {tokens.seq_len} tokens (or as many tokens), full perplexity "
           f"{reference.result.perplexity:.2f}")
@@ -209,7 +270,8 @@ def main() -> None:
                 changed = result.changed
             else:
                 try:
-                    seconds, first, last = train(model, family, tokens, logits_of, variant, steps, batch_size)
+                    seconds, first, last = train(model, family, tokens, logits_of, variant, steps, batch_size,
+                                                 states_by_batch_size.get(batch_size, []).__getitem__)
                 finally:  # the weights as they were, trained or not
                     state = model.state_dict()
                     changed = {n: t.detach().clone() for n, t in state.items() if not torch.equal(t, before[n])}

@@ -46,9 +46,9 @@ from ..progress import CancelCheck, Progress
 #: From the default job's repair (both sides refitted: 51.31 / 0.493 / 61.7%), 60 steps of 4 × 512 in bfloat16 gave
 #: 47.71 / 0.420 / 65.1% in 430 s; 80 steps at 2e-3 falling linearly to 0, 47.60 / 0.416 / 65.1% in 729 s: no
 #: schedule was kept. Screened from that repair at 20 steps of 4 × 512 (``benchmarks/bench_heal_variants.py``: this
-#: 48.76 / 0.444 / 64.0%), rank 32, 3e-3, a sample a step, the norms too and full fine-tuning all ended within
-#: 0.015 of this KL (the best, a sample a step, 0.429 / 64.5%: one seed); LoRA+ and a top-1 loss did worse: nothing
-#: else was kept.
+#: 48.76 / 0.444 / 64.0%), rank 32, 3e-3, a sample a step, the norms too, full fine-tuning and the kept layers'
+#: states distilled too all ended within 0.015 of this KL (the best, a sample a step, 0.429 / 64.5%: one seed);
+#: LoRA+ and a top-1 loss did worse: nothing else was kept.
 DEFAULT_LEARNING_RATE = 1e-3
 
 
