@@ -34,6 +34,7 @@ from typing import Any
 
 from ..errors import Cancelled
 from ..measure.calibration import TokenSet
+from ..measure.evaluation import kl_per_token
 from ..measure.scoring import iter_batches
 from ..model.devices import fast_training_dtype
 from ..model.dtypes import dtype_name
@@ -172,7 +173,7 @@ def distillation_loss(logits: Any, teacher_logits: Any, mask: Any) -> Any:
     keep = mask.bool()
     student = torch.log_softmax(logits[keep].float(), dim=-1)
     target = torch.log_softmax(teacher_logits[keep].float(), dim=-1)
-    return (target.exp() * (target - student)).sum(-1).mean()
+    return kl_per_token(target, student).mean()
 
 
 def _step(peft_model: Any, optimizer: Any, ids: Any, mask: Any, teacher_logits: Any = None,

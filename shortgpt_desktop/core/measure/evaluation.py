@@ -120,6 +120,11 @@ def nll_of(logits: Any, ids: Any, mask: Any) -> tuple[float, int, Any]:
     return float(nll[keep].double().sum()), int(keep.sum()), logprobs
 
 
+def kl_per_token(target_logprobs: Any, logprobs: Any) -> Any:
+    """KL(target || model) of each position's next-token distribution, from both log-probabilities (last dim)."""
+    return (target_logprobs.exp() * (target_logprobs - logprobs)).sum(-1)
+
+
 class FidelitySums:
     """Running sums for perplexity and :class:`Fidelity`, batch after batch (the original's logits beside the
     pruned model's, on the same tokens); per-token KL values are kept (one float each) for the percentiles."""
@@ -140,7 +145,7 @@ class FidelitySums:
         for row in range(ids.shape[0]):  # one row at a time: a few vocabulary-sized float32 copies at most
             p_log = torch.log_softmax(original_logits[row, :-1].float(), dim=-1)
             q_log = logprobs[row]
-            kl = (p_log.exp() * (p_log - q_log)).sum(-1).clamp_min(0.0)
+            kl = kl_per_token(p_log, q_log).clamp_min(0.0)
             row_keep = keep[row]
             self.kls.append(kl[row_keep].double().cpu())
             self.same += int((p_log.argmax(-1) == q_log.argmax(-1))[row_keep].sum())
