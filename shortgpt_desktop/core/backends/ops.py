@@ -137,7 +137,7 @@ def head_nll(stack: LayerStack, batches: Sequence[Batch], targets: Sequence[Any]
         for index, batch in enumerate(batches):
             logits = logits_of(batch, batch.hidden)
             mask = batch.mask if targets is None else targets[index]
-            nll, count = nll_of(logits, batch.ids.to(logits.device), mask.to(logits.device))[:2]
+            nll, count = nll_of(logits, batch.ids.to(logits.device), mask.to(logits.device))
             total_nll += nll
             total_tokens += count
             del logits
@@ -217,7 +217,7 @@ def reference_and_compare(stack: LayerStack, windows: Sequence[Sequence[int]], p
         for batch, full in zip(pruned, original, strict=True):
             original_logits = logits_of(full, full.hidden)
             ids, mask = batch.ids.to(original_logits.device), batch.mask.to(original_logits.device)
-            nll, count = nll_of(original_logits, ids, mask)[:2]  # its log-probabilities freed before the next head
+            nll, count = nll_of(original_logits, ids, mask)
             total_nll += nll
             total_tokens += count
             logits = logits_of(batch, batch.hidden)

@@ -158,7 +158,7 @@ class CandidateRunner:
 
         if self.stride <= 1:
             logits = logits_of(batch, batch.hidden)
-            nll, count, _ = nll_of(logits, batch.ids.to(logits.device), batch.mask.to(logits.device))
+            nll, count = nll_of(logits, batch.ids.to(logits.device), batch.mask.to(logits.device))
             return nll, count
         at = self._positions(batch)
         view = Batch(batch.ids[:, at], batch.mask[:, at], batch.last)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,7 +55,7 @@ def perplexity_of(
                 raise Cancelled()
             try:
                 logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-                nll, count, logprobs = nll_of(logits, ids, mask)
+                nll, count = nll_of(logits, ids, mask)
             except torch.OutOfMemoryError:
                 raise ResourceError(
                     f"Out of memory on {device} while measuring perplexity; use a smaller batch size or "
@@ -63,7 +63,7 @@ def perplexity_of(
                 ) from None
             total_nll += nll
             total_tokens += count
-            del logits, logprobs
+            del logits
             if progress is not None:
                 progress(min(start + batch_size, len(windows)), len(windows))
     return PerplexityResult.of(total_nll, total_tokens, time.perf_counter() - started)
@@ -110,14 +110,42 @@ def _batches(windows: Sequence[Sequence[int]], pad_id: int, batch_size: int, dev
         yield start, pad_batch(windows[start : start + batch_size], pad_id, device)
 
 
-def nll_of(logits: Any, ids: Any, mask: Any) -> tuple[float, int, Any]:
-    """(summed NLL of every real predicted token, their count, the float32 log-probabilities)."""
+#: How many vocabulary-sized float32 values a log-softmax makes at once (16 MB): the next-token distributions are
+#: computed a few positions at a time, so a batch's logits are the only vocabulary-sized tensors held whole (a
+#: batch of Gemma 3's 262,144-token logits is 1.07 GB at 4 × 256 tokens; its log-probabilities would be another).
+CHUNK_ELEMENTS = 1 << 22
+
+
+def position_spans(logits: Any) -> Iterator[tuple[int, slice]]:
+    """(row, positions) covering every predicting position of a batch's ``[rows, tokens, vocab]`` logits (all but
+    the last token of each row), in row-major order, each span about :data:`CHUNK_ELEMENTS` values wide.
+
+    No span is a single position unless the row has only one: torch sums a one-row tensor's vocabulary across
+    threads, in another order than each row of a taller one, so a lone position would change the last digits.
+    """
+    rows, positions, vocab = logits.shape[0], logits.shape[1] - 1, logits.shape[-1]
+    step = max(2, CHUNK_ELEMENTS // max(vocab, 1))
+    starts = list(range(0, positions, step))
+    if len(starts) > 1 and positions - starts[-1] == 1:
+        starts.pop()  # the lone last position joins the span before it
+    for row in range(rows):
+        for start, stop in zip(starts, [*starts[1:], positions], strict=True):
+            yield row, slice(start, stop)
+
+
+def nll_of(logits: Any, ids: Any, mask: Any) -> tuple[float, int]:
+    """(summed NLL of every real predicted token, their count); the log-softmax in float32, a few positions at a
+    time (:func:`position_spans`): the same values, summed in the same order, as over the whole batch at once."""
     import torch
 
-    logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
     keep = mask[:, 1:].bool()
-    nll = -logprobs.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-    return float(nll[keep].double().sum()), int(keep.sum()), logprobs
+    targets = ids[:, 1:]
+    token_nll = torch.empty(keep.shape, dtype=torch.float32, device=logits.device)
+    for row, span in position_spans(logits):
+        logprobs = torch.log_softmax(logits[row, span].float(), dim=-1)
+        token_nll[row, span] = -logprobs.gather(-1, targets[row, span].unsqueeze(-1)).squeeze(-1)
+        del logprobs
+    return float(token_nll[keep].double().sum()), int(keep.sum())
 
 
 def kl_per_token(target_logprobs: Any, logprobs: Any) -> Any:
@@ -136,20 +164,28 @@ class FidelitySums:
         self.kls: list[Any] = []
 
     def add(self, original_logits: Any, logits: Any, ids: Any, mask: Any) -> None:
+        """One batch: both models' log-probabilities a few positions at a time (:func:`position_spans`), so that
+        nothing vocabulary-sized is held beside the two logits but those positions'."""
         import torch
 
-        nll, count, logprobs = nll_of(logits, ids, mask)
-        self.total_nll += nll
-        self.tokens += count
         keep = mask[:, 1:].bool()
-        for row in range(ids.shape[0]):  # one row at a time: a few vocabulary-sized float32 copies at most
-            p_log = torch.log_softmax(original_logits[row, :-1].float(), dim=-1)
-            q_log = logprobs[row]
-            kl = kl_per_token(p_log, q_log).clamp_min(0.0)
-            row_keep = keep[row]
-            self.kls.append(kl[row_keep].double().cpu())
-            self.same += int((p_log.argmax(-1) == q_log.argmax(-1))[row_keep].sum())
-            del p_log, kl
+        targets = ids[:, 1:]
+        # Each position's values are written in place, not kept as small tensors between the spans' big ones,
+        # which would leave the allocator's heap in pieces that a later span cannot reuse.
+        token_nll = torch.empty(keep.shape, dtype=torch.float32, device=logits.device)
+        kl = torch.empty(keep.shape, dtype=torch.float32, device=logits.device)
+        same = torch.empty(keep.shape, dtype=torch.bool, device=logits.device)
+        for row, span in position_spans(logits):
+            q_log = torch.log_softmax(logits[row, span].float(), dim=-1)
+            p_log = torch.log_softmax(original_logits[row, span].float(), dim=-1)
+            token_nll[row, span] = -q_log.gather(-1, targets[row, span].unsqueeze(-1)).squeeze(-1)
+            kl[row, span] = kl_per_token(p_log, q_log).clamp_min(0.0)
+            same[row, span] = p_log.argmax(-1) == q_log.argmax(-1)
+            del q_log, p_log
+        self.total_nll += float(token_nll[keep].double().sum())
+        self.tokens += int(keep.sum())
+        self.same += int(same[keep].sum())
+        self.kls.extend(kl[row][keep[row]].double().cpu() for row in range(keep.shape[0]))
 
     def result(self, seconds: float) -> tuple[PerplexityResult, Fidelity]:
         import torch

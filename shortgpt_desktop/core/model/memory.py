@@ -248,8 +248,10 @@ def estimate_memory(
     heads = int(config.get("num_attention_heads") or config.get("n_head") or 1)
     head_dim = int(config.get("head_dim") or (hidden // max(heads, 1)))
     batch = max(1, min(batch_size, samples))
-    # A layer's activations (MLP intermediate, attention) are a few hidden-state copies. The perplexity pass
-    # holds a batch of logits, their fp32 log-softmax and a gather of it: about three fp32 copies.
+    # A layer's activations (MLP intermediate, attention) are a few hidden-state copies. The check holds a batch
+    # of the original's logits beside the pruned model's (their log-softmax is taken a few positions at a time:
+    # evaluation.CHUNK_ELEMENTS), and a head that soft-caps its logits (Gemma 2) makes a passing copy of its own:
+    # three fp32 copies at most.
     working = batch * seq_len * (8 * hidden * per + 3 * 4 * vocab)
     states = samples * seq_len * hidden * per
     # Captured call arguments kept between layers: rotary cos/sin per sample (masks are None without padding).

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -128,3 +132,80 @@ def test_nan_logits_give_nan_perplexity_not_a_huge_number() -> None:
 
     assert math.isnan(_exp(float("nan")))
     assert _exp(1000.0) == math.exp(700.0)
+
+
+def _whole_batch_sums(original_logits, logits, ids, mask):
+    """Perplexity sums and fidelity over a whole batch at once: the plain formulas the chunked code must equal."""
+    from shortgpt_desktop.core.measure.evaluation import kl_per_token
+
+    keep = mask[:, 1:].bool()
+    q_log = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    nll = -q_log.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    kls, same = [], 0
+    for row in range(ids.shape[0]):
+        p_log = torch.log_softmax(original_logits[row, :-1].float(), dim=-1)
+        kls.append(kl_per_token(p_log, q_log[row]).clamp_min(0.0)[keep[row]].double())
+        same += int((p_log.argmax(-1) == q_log[row].argmax(-1))[keep[row]].sum())
+    return float(nll[keep].double().sum()), int(keep.sum()), torch.cat(kls), same
+
+
+@pytest.mark.parametrize("chunk", [1 << 12, 3000, 1 << 30])
+@pytest.mark.parametrize("tokens", [2, 3, 4, 9, 33])
+def test_fidelity_and_nll_a_few_positions_at_a_time_equal_the_whole_batch_to_the_last_digit(
+        monkeypatch: pytest.MonkeyPatch, chunk: int, tokens: int) -> None:
+    """Spans of two to a few positions (and a whole row where the vocabulary is small) give the very floats the
+    whole batch gives: the same per-token values, summed in the same order."""
+    from shortgpt_desktop.core.measure import evaluation
+
+    monkeypatch.setattr(evaluation, "CHUNK_ELEMENTS", chunk)
+    generator = torch.Generator().manual_seed(tokens)
+    vocab = 1000
+    original = torch.randn(3, tokens, vocab, generator=generator) * 3
+    pruned = original + torch.randn(3, tokens, vocab, generator=generator)
+    ids = torch.randint(0, vocab, (3, tokens), generator=generator)
+    mask = torch.ones(3, tokens, dtype=torch.long)
+    mask[1, tokens // 2:] = 0  # padding never counts
+    spans = [(row, span.stop - span.start) for row, span in evaluation.position_spans(pruned)]
+    assert [sum(n for r, n in spans if r == row) for row in range(3)] == [tokens - 1] * 3
+    assert tokens == 2 or min(n for _, n in spans) >= 2, "a lone position is summed in another order"
+    total_nll, count, kls, same = _whole_batch_sums(original, pruned, ids, mask)
+    assert evaluation.nll_of(pruned, ids, mask) == (total_nll, count)
+    sums = evaluation.FidelitySums()
+    sums.add(original, pruned, ids, mask)
+    assert (sums.total_nll, sums.tokens, sums.same) == (total_nll, count, same)
+    assert torch.equal(torch.cat(sums.kls), kls)
+
+
+_CHECK_PEAK = """
+import json, sys, torch
+from shortgpt_desktop.core.measure.evaluation import FidelitySums
+def hwm():
+    for line in open('/proc/self/status'):
+        if line.startswith('VmHWM:'):
+            return int(line.split()[1]) * 1024
+torch.set_num_threads(1)
+rows, tokens, vocab = 4, 65, 262144  # a batch of Gemma 3's logits at 65 tokens a window: 273 MB in float32
+original = torch.empty(rows, tokens, vocab).normal_()
+pruned = torch.empty(rows, tokens, vocab).normal_()
+ids = torch.randint(0, vocab, (rows, tokens))
+mask = torch.ones(rows, tokens, dtype=torch.long)
+warm = FidelitySums()
+warm.add(original[:, :3].contiguous(), pruned[:, :3].contiguous(), ids[:, :3], mask[:, :3])
+before = hwm()
+FidelitySums().add(original, pruned, ids, mask)
+print(json.dumps({"extra": hwm() - before, "batch": pruned.numel() * 4}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_the_check_holds_no_vocabulary_sized_copy_beside_the_two_models_logits() -> None:
+    """On a 262k-token vocabulary a batch of log-probabilities is as big as the logits (Gemma 3's default job
+    peaked a gigabyte above its estimate when the check held them whole): measured in a fresh process, comparing a
+    batch adds a few positions' worth, far less than another batch of logits."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-c", _CHECK_PEAK], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    measured = json.loads(run.stdout.strip().splitlines()[-1])
+    print(f"comparing a batch of 4 x 65 x 262144 logits: {measured['extra'] / 1e6:.0f} MB above the two logits "
+          f"({measured['batch'] / 1e6:.0f} MB each)")
+    assert measured["extra"] < 0.5 * measured["batch"], measured
