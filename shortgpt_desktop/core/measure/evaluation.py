@@ -121,7 +121,9 @@ def position_spans(logits: Any) -> Iterator[tuple[int, slice]]:
     the last token of each row), in row-major order, each span about :data:`CHUNK_ELEMENTS` values wide.
 
     No span is a single position unless the row has only one: torch sums a one-row tensor's vocabulary across
-    threads, in another order than each row of a taller one, so a lone position would change the last digits.
+    threads, in another order than each row of a taller one, so a lone position would change the last digits. On a
+    CPU the spans then give the whole batch's figures bit for bit (tested); a GPU may split a row's sum across
+    blocks by the number of rows, so there the KL's last bits may differ (not measured: no GPU here).
     """
     rows, positions, vocab = logits.shape[0], logits.shape[1] - 1, logits.shape[-1]
     step = max(2, CHUNK_ELEMENTS // max(vocab, 1))
@@ -135,7 +137,8 @@ def position_spans(logits: Any) -> Iterator[tuple[int, slice]]:
 
 def nll_of(logits: Any, ids: Any, mask: Any) -> tuple[float, int]:
     """(summed NLL of every real predicted token, their count); the log-softmax in float32, a few positions at a
-    time (:func:`position_spans`): the same values, summed in the same order, as over the whole batch at once."""
+    time (:func:`position_spans`): the same values, summed in the same order, as over the whole batch at once
+    (on a CPU, bit for bit)."""
     import torch
 
     keep = mask[:, 1:].bool()
