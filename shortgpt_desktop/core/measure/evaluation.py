@@ -116,16 +116,17 @@ def _batches(windows: Sequence[Sequence[int]], pad_id: int, batch_size: int, dev
 CHUNK_ELEMENTS = 1 << 22
 
 
-def position_spans(logits: Any) -> Iterator[tuple[int, slice]]:
+def position_spans(logits: Any, every: bool = False) -> Iterator[tuple[int, slice]]:
     """(row, positions) covering every predicting position of a batch's ``[rows, tokens, vocab]`` logits (all but
-    the last token of each row), in row-major order, each span about :data:`CHUNK_ELEMENTS` values wide.
+    the last token of each row; ``every``: the last too), in row-major order, each span about
+    :data:`CHUNK_ELEMENTS` values wide.
 
     No span is a single position unless the row has only one: torch sums a one-row tensor's vocabulary across
     threads, in another order than each row of a taller one, so a lone position would change the last digits. On a
     CPU the spans then give the whole batch's figures bit for bit (tested); a GPU may split a row's sum across
     blocks by the number of rows, so there the KL's last bits may differ (not measured: no GPU here).
     """
-    rows, positions, vocab = logits.shape[0], logits.shape[1] - 1, logits.shape[-1]
+    rows, positions, vocab = logits.shape[0], logits.shape[1] - (0 if every else 1), logits.shape[-1]
     step = max(2, CHUNK_ELEMENTS // max(vocab, 1))
     starts = list(range(0, positions, step))
     if len(starts) > 1 and positions - starts[-1] == 1:

@@ -179,3 +179,30 @@ def test_auto_precision_follows_the_hardware(tiny_model: Path, tokens, monkeypat
         assert compute_dtype_for(loaded.model) == expected
     assert compute_dtype_for(loaded.model, None) is None
     assert heal(loaded.model, loaded.family, tokens, steps=1, batch_size=4).compute_dtype == "float32"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("chunk", [1 << 11, 1 << 30])
+def test_the_distillation_gradient_a_few_positions_at_a_time_is_autograds(
+        monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype, chunk: int) -> None:
+    """The steps take the loss and its gradient span by span (no whole-batch float32 copy of the logits): the
+    same loss, and the gradient autograd gives through the whole-batch loss, padding included."""
+    from shortgpt_desktop.core.cut.healing import distillation_gradient, distillation_loss
+    from shortgpt_desktop.core.measure import evaluation
+
+    monkeypatch.setattr(evaluation, "CHUNK_ELEMENTS", chunk)
+    generator = torch.Generator().manual_seed(3)
+    teacher = (torch.randn(3, 9, 500, generator=generator) * 2).to(dtype)
+    student = (teacher.float() + torch.randn(3, 9, 500, generator=generator)).to(dtype)
+    mask = torch.ones(3, 9, dtype=torch.long)
+    mask[2, 5:] = 0
+    leaf = student.clone().requires_grad_(True)
+    expected = distillation_loss(leaf, teacher, mask)
+    expected.backward()
+    value, gradient = distillation_gradient(student, teacher, mask)
+    assert gradient.dtype == dtype and gradient.shape == student.shape
+    assert value == pytest.approx(float(expected.detach()), rel=1e-5)
+    assert float(expected.detach()) > 0.1, "the two distributions differ: the gradient is not all zeros"
+    assert torch.all(gradient[2, 5:] == 0), "padding gets no gradient"
+    tolerance = dict(rtol=1e-4, atol=1e-7) if dtype == torch.float32 else dict(rtol=2e-2, atol=1e-5)
+    torch.testing.assert_close(gradient, leaf.grad, **tolerance)
