@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import re
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -113,6 +114,13 @@ def _lora_config(model: Any, family: Family, rank: int, alpha: float | None,
     return config, targets
 
 
+def _quiet_peft_warnings() -> None:
+    """peft reads ``model.is_gradient_checkpointing``, which transformers deprecates with a FutureWarning: it was
+    printed in the middle of every healing job on the command line, and no user of either library can act on it.
+    Put in front of the filters each time adapters are made (a test harness may reset the filters in between)."""
+    warnings.filterwarnings("ignore", message=r".*`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+
+
 @contextmanager
 def _adapters(model: Any, family: Family, rank: int, alpha: float | None,
               layers: Sequence[int] | None = None) -> Iterator[tuple[Any, list[str]]]:
@@ -121,6 +129,7 @@ def _adapters(model: Any, family: Family, rank: int, alpha: float | None,
 
     flags = {name: p.requires_grad for name, p in model.named_parameters()}
     config, targets = _lora_config(model, family, rank, alpha, layers)
+    _quiet_peft_warnings()
     peft_model = get_peft_model(model, config)
     state = {"merged": False}
     try:

@@ -206,3 +206,14 @@ def test_the_distillation_gradient_a_few_positions_at_a_time_is_autograds(
     assert torch.all(gradient[2, 5:] == 0), "padding gets no gradient"
     tolerance = dict(rtol=1e-4, atol=1e-7) if dtype == torch.float32 else dict(rtol=2e-2, atol=1e-5)
     torch.testing.assert_close(gradient, leaf.grad, **tolerance)
+
+
+def test_healing_prints_no_library_deprecation_warning(tiny_model: Path, tokens) -> None:
+    """peft asked transformers for a deprecated property and the warning reached the command line's output."""
+    import warnings
+
+    loaded = load_model(resolve(str(tiny_model)), "cpu", "float32")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # every warning shown, as a first run in a fresh process shows it
+        heal(loaded.model, loaded.family, tokens, steps=1, batch_size=2)
+    assert not [w for w in caught if "is_gradient_checkpointing" in str(w.message)]
