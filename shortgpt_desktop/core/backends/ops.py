@@ -211,15 +211,11 @@ def reference_and_compare(stack: LayerStack, windows: Sequence[Sequence[int]], p
                 stack.run_layers(pruned, [index], cancel=cancel, weights=weights, opened=layer)
         if progress is not None:
             progress(done, total)
-    sums = FidelitySums()
-    total_nll, total_tokens = 0.0, 0
+    sums = FidelitySums()  # its sums hold the original's perplexity too, from the log-softmax the fidelity takes
     with stack.head() as logits_of:
         for batch, full in zip(pruned, original, strict=True):
             original_logits = logits_of(full, full.hidden)
             ids, mask = batch.ids.to(original_logits.device), batch.mask.to(original_logits.device)
-            nll, count = nll_of(original_logits, ids, mask)
-            total_nll += nll
-            total_tokens += count
             logits = logits_of(batch, batch.hidden)
             sums.add(original_logits, logits, ids, mask)
             del logits, original_logits
@@ -228,7 +224,7 @@ def reference_and_compare(stack: LayerStack, windows: Sequence[Sequence[int]], p
     seconds = time.perf_counter() - started
     kind = stack.output_kind if isinstance(stack.output_kind, int) or stack.output_kind is None else None
     reference_ = Reference([b.hidden.to("cpu") for b in original], kind,
-                           PerplexityResult.of(total_nll, total_tokens, seconds), batch_size, len(windows))
+                           PerplexityResult.of(sums.original_nll, sums.tokens, seconds), batch_size, len(windows))
     return reference_, sums.result(seconds)
 
 

@@ -147,9 +147,14 @@ def nll_of(logits: Any, ids: Any, mask: Any) -> tuple[float, int]:
     token_nll = torch.empty(keep.shape, dtype=torch.float32, device=logits.device)
     for row, span in position_spans(logits):
         logprobs = torch.log_softmax(logits[row, span].float(), dim=-1)
-        token_nll[row, span] = -logprobs.gather(-1, targets[row, span].unsqueeze(-1)).squeeze(-1)
+        token_nll[row, span] = _picked_nll(logprobs, targets[row, span])
         del logprobs
     return float(token_nll[keep].double().sum()), int(keep.sum())
+
+
+def _picked_nll(logprobs: Any, targets: Any) -> Any:
+    """−log p of each position's target token, from a span's log-probabilities."""
+    return -logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
 
 
 def kl_per_token(target_logprobs: Any, logprobs: Any) -> Any:
@@ -163,6 +168,7 @@ class FidelitySums:
 
     def __init__(self) -> None:
         self.total_nll = 0.0
+        self.original_nll = 0.0  # the original's summed NLL on the same tokens (its log-softmax is taken anyway)
         self.tokens = 0
         self.same = 0
         self.kls: list[Any] = []
@@ -177,16 +183,19 @@ class FidelitySums:
         # Each position's values are written in place, not kept as small tensors between the spans' big ones,
         # which would leave the allocator's heap in pieces that a later span cannot reuse.
         token_nll = torch.empty(keep.shape, dtype=torch.float32, device=logits.device)
+        original_nll = torch.empty(keep.shape, dtype=torch.float32, device=logits.device)
         kl = torch.empty(keep.shape, dtype=torch.float32, device=logits.device)
         same = torch.empty(keep.shape, dtype=torch.bool, device=logits.device)
         for row, span in position_spans(logits):
             q_log = torch.log_softmax(logits[row, span].float(), dim=-1)
             p_log = torch.log_softmax(original_logits[row, span].float(), dim=-1)
-            token_nll[row, span] = -q_log.gather(-1, targets[row, span].unsqueeze(-1)).squeeze(-1)
+            token_nll[row, span] = _picked_nll(q_log, targets[row, span])
+            original_nll[row, span] = _picked_nll(p_log, targets[row, span])
             kl[row, span] = kl_per_token(p_log, q_log).clamp_min(0.0)
             same[row, span] = p_log.argmax(-1) == q_log.argmax(-1)
             del q_log, p_log
         self.total_nll += float(token_nll[keep].double().sum())
+        self.original_nll += float(original_nll[keep].double().sum())
         self.tokens += int(keep.sum())
         self.same += int(same[keep].sum())
         self.kls.extend(kl[row][keep[row]].double().cpu() for row in range(keep.shape[0]))
