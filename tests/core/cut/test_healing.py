@@ -77,6 +77,44 @@ def test_heal_lowers_the_loss_merges_and_reloads(tiny_model: Path, tokens, tmp_p
         torch.testing.assert_close(reloaded(input_ids=PROMPT).logits, healed_logits, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("model_type", ["llama", "gpt2"])  # nn.Linear, and Conv1D (fan_in_fan_out)
+def test_keeping_the_original_gives_the_merge_to_the_last_bit_without_a_copy_of_the_model(
+        model_type: str, tiny_family, tokens) -> None:
+    """``keep_original`` merges each adapter into a copy of one weight at a time: the same values as peft's merge
+    in place, bit for bit, the model as it was, and no copy of the targeted weights held while training (healing
+    had cloned them all before its first step, to copy them back after merging in place)."""
+    from shortgpt_desktop.core.cut import healing
+
+    clones, at_first_step = [0], []
+    clone, step = torch.Tensor.clone, healing._step
+
+    def counting_clone(tensor, *args, **kwargs):
+        clones[0] += 1
+        return clone(tensor, *args, **kwargs)
+
+    def first_step(*args, **kwargs):
+        at_first_step.append(clones[0])
+        return step(*args, **kwargs)
+
+    results = []
+    for keep in (True, False):
+        loaded = load_model(resolve(str(tiny_family(model_type))), "cpu", "float32")
+        prune_in_memory(loaded.model, loaded.family, [1])
+        before = {k: v.clone() for k, v in loaded.model.state_dict().items()}
+        clones[0], at_first_step[:] = 0, []
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(torch.Tensor, "clone", counting_clone)
+            patch.setattr(healing, "_step", first_step)
+            results.append(heal(loaded.model, loaded.family, tokens, steps=3, batch_size=4, learning_rate=3e-3,
+                                keep_original=keep))
+        assert all(torch.equal(v, before[k]) for k, v in loaded.model.state_dict().items()) == keep
+        assert at_first_step[0] == 0, f"{at_first_step[0]} tensors copied before training"
+    kept, merged = results
+    assert kept.losses == merged.losses and kept.changed.keys() == merged.changed.keys()
+    assert all(torch.equal(kept.changed[k], merged.changed[k]) for k in kept.changed)
+    assert any(not torch.equal(kept.changed[k], before[k]) for k in kept.changed)
+
+
 def test_distillation_pulls_the_pruned_model_back_toward_the_original(tiny_model: Path, tokens) -> None:
     """Healing from the original's distributions lowers the KL divergence the check reports; only the layers
     beside the cut are adapted."""
