@@ -279,10 +279,11 @@ class Engine:
                              **Engine._recipe(spec))
 
     @staticmethod
-    def _recipe(spec: JobSpec) -> dict[str, bool]:
-        """What of the default recipe ``spec`` runs, for the memory estimate: bi+'s measured choice, the repair."""
+    def _recipe(spec: JobSpec) -> dict[str, Any]:
+        """What of the recipe ``spec`` runs, for the memory estimate: bi+'s measured choice, the repair, healing."""
         metric = METRICS.get(spec.metric)
-        return {"refines": bool(metric is not None and metric.refines), "repairs": spec.repair != "none"}
+        return {"refines": bool(metric is not None and metric.refines), "repairs": spec.repair != "none",
+                "heal_steps": max(spec.heal_steps, 0)}
 
     def memory_estimate(self, spec: JobSpec) -> MemoryEstimate:
         """What scoring needs in memory and one layer at a time, and what is free (no weights read)."""

@@ -188,6 +188,9 @@ def test_memory_estimate_follows_settings(qtbot, opened) -> None:
     qtbot.waitUntil(lambda: label.text().endswith("on cpu, bfloat16"), timeout=10_000)
     assert window.memory_view.info.memory_needed_bytes < before
     assert window.engine.info is engine_info, "an estimate beside the jobs never writes the engine"
+    assert window.memory_view.info.memory.heal_step_bytes == 0
+    window.settings_panel.heal_box.setValue(5)  # healing holds a step's activations and the weights it changed
+    qtbot.waitUntil(lambda: window.memory_view.info.memory.heal_step_bytes > 0, timeout=10_000)
 
 
 def test_device_probe_lists_devices(qtbot, make_window) -> None:

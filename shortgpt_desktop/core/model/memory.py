@@ -52,6 +52,8 @@ class MemoryEstimate:
     not_streamable: str = ""  # why the layers cannot be read one at a time; empty when they can
     runtime_bytes: int = RUNTIME_BYTES
     recipe_bytes: int = 0  # bi+'s state cache and the repair's streams (:func:`recipe_bytes`), in both totals
+    heal_step_bytes: int = 0  # a healing step at its fullest (:func:`healing_bytes`), in the in-memory total
+    heal_held_bytes: int = 0  # the weights healing hands back, held until the save, in the in-memory total
 
     @property
     def on_cpu(self) -> bool:
@@ -164,22 +166,63 @@ def _count_whole(source: ModelSource, config: dict[str, Any]) -> int:
 PROJECTION_SUMS = 5
 
 
-def ffn_width(config: dict[str, Any], hidden: int) -> int:
-    """The input width of the MLP output projection the repair refits whole (its intermediate size), 0 where it
-    fits a map instead: a family that normalises the MLP output (Gemma 2/3, OLMo 2). GPT-2's unset ``n_inner``
-    and Falcon's unset ``ffn_hidden_size`` are 4 × hidden; the largest where layers differ."""
-    from .families import family_for_model_type, refits_whole
-
+def intermediate_size(config: dict[str, Any], hidden: int) -> int:
+    """The MLP's intermediate size (0 when the config does not say): GPT-2's unset ``n_inner`` and Falcon's unset
+    ``ffn_hidden_size`` are 4 × hidden; the largest where layers differ."""
     width = 4 * hidden if config.get("model_type") in ("gpt2", "falcon") else 0
     for key in ("intermediate_size", "ffn_dim", "n_inner", "ffn_hidden_size"):
         value = config.get(key)
         if isinstance(value, list):
             value = max(value, default=0)
         if value:
-            width = int(value)
-            break
+            return int(value)
+    return width
+
+
+def ffn_width(config: dict[str, Any], hidden: int) -> int:
+    """The input width of the MLP output projection the repair refits whole (:func:`intermediate_size`), 0 where it
+    fits a map instead: a family that normalises the MLP output (Gemma 2/3, OLMo 2)."""
+    from .families import family_for_model_type, refits_whole
+
+    width = intermediate_size(config, hidden)
     family = family_for_model_type(config.get("model_type"))
     return width if family is None or refits_whole(family, width) else 0
+
+
+#: What autograd keeps for healing's backward pass, per token and decoder layer: ``HEAL_SAVED_PER_WIDTH`` values of
+#: the compute dtype per hidden, attention and intermediate channel (the projections' inputs, the attention's
+#: and the activation function's operands) and ``HEAL_SAVED_FLOAT32_PER_HIDDEN`` float32 values per hidden channel
+#: (the norms' inputs, upcast). Measured with ``torch.autograd.graph.saved_tensors_hooks`` on LoRA-adapted layers
+#: under autocast to bfloat16, 4 × 512 tokens: Llama-shaped as SmolLM2 30.5 kB (this gives 33.8), with twice its
+#: intermediate size 45.4 kB (49.2), Gemma 3 270M-shaped 50.9 kB (44.0); in float32 47.0, 76.9 and 74.5 kB (58.4,
+#: 89.1 and 77.8); the tiny model of ``tests/core/model/test_memory.py``'s healing job 21.9 kB (23.6).
+HEAL_SAVED_PER_WIDTH = {"hidden": 4, "attention": 4, "intermediate": 5}
+HEAL_SAVED_FLOAT32_PER_HIDDEN = 4
+
+
+def healing_bytes(samples: int, seq_len: int, batch: int, heal_steps: int, config: dict[str, Any], n_layers: int,
+                  layers_bytes: int, per: int, compute_bytes: int) -> tuple[int, int]:
+    """(what a healing step holds at its fullest, what healing leaves held until the model is saved), in bytes.
+
+    A step (:mod:`..cut.healing`): what autograd keeps for the backward pass through every layer
+    (:data:`HEAL_SAVED_PER_WIDTH`; all ``n_layers``, as the count is not known yet), the pruned model's logits,
+    the original's and their gradient in the compute dtype, and the original's final states on the batches the
+    steps read. Healing then hands back a copy of every weight it changed, nearly all of the decoder layers'
+    (``layers_bytes``), which the job holds until it saves. A healing job on the tiny model of
+    ``tests/core/model/test_memory.py`` peaks at 1.05-1.13 GB, where the estimate without this term says 0.52 GB
+    (with it 0.90 GB)."""
+    hidden = int(config.get("hidden_size") or config.get("n_embd") or config.get("d_model") or 0)
+    heads = int(config.get("num_attention_heads") or config.get("n_head") or 1)
+    attention = heads * int(config.get("head_dim") or (hidden // max(heads, 1)))
+    vocab = int(config.get("vocab_size") or 0)
+    tokens = max(1, min(batch, samples)) * seq_len
+    widths = HEAL_SAVED_PER_WIDTH
+    per_token_layer = ((widths["hidden"] * hidden + widths["attention"] * attention
+                        + widths["intermediate"] * intermediate_size(config, hidden)) * compute_bytes
+                       + HEAL_SAVED_FLOAT32_PER_HIDDEN * hidden * 4)
+    teacher_states = min(samples, max(heal_steps, 1) * batch) * seq_len * hidden * per
+    step = tokens * n_layers * per_token_layer + 3 * tokens * vocab * compute_bytes + teacher_states
+    return step, layers_bytes
 
 
 def recipe_bytes(samples: int, seq_len: int, hidden: int, n_layers: int, per: int, refines: bool,
@@ -226,9 +269,11 @@ def estimate_memory(
     config: dict[str, Any] | None = None,
     refines: bool = False,
     repairs: bool = False,
+    heal_steps: int = 0,
 ) -> MemoryEstimate:
     """What a job on ``samples`` × ``seq_len`` tokens costs in memory and layer by layer (weights unread); with
-    ``refines`` (bi+) and ``repairs`` (the repair) what the default recipe holds too (:func:`recipe_bytes`)."""
+    ``refines`` (bi+) and ``repairs`` (the repair) what the default recipe holds too (:func:`recipe_bytes`), with
+    ``heal_steps`` what healing holds (:func:`healing_bytes`; the whole model in memory only)."""
     from .config import read_header_config
     from .devices import resolve_device, resolve_dtype
     from .families import layer_count
@@ -261,16 +306,30 @@ def estimate_memory(
     streamed_device = largest + outside + working
     recipe = recipe_bytes(samples, seq_len, hidden, len(layer_elements) or layer_count(config), per, refines,
                           repairs, ffn_width(config, hidden))
+    heal_step = heal_held = 0
+    if heal_steps > 0:
+        from .devices import fast_training_dtype, torch_dtype
+
+        compute = fast_training_dtype(device, torch_dtype(dtype))
+        compute_bytes = int(bytes_per_element(str(compute))) if compute is not None else per
+        heal_step, heal_held = healing_bytes(samples, seq_len, batch, heal_steps, config,
+                                             len(layer_elements) or layer_count(config), sum(layer_elements) * per,
+                                             per, compute_bytes)
+    # The job's phases in memory, one after another: bi+'s choice and the repair's fits (their caches, ``recipe``,
+    # beside a batch's work; a GGUF's load-time copy before them), healing's steps (the caches are freed by then),
+    # and the check with what healing handed back. Measured on SmolLM2, quick preset, default job with 2 healing
+    # steps, the most resident memory while choosing and repairing 2.19 GB, while healing 2.82 GB, while checking
+    # 2.78 GB; this says 2.70 GB for the job, its peak while choosing.
     if device.startswith("cuda"):
-        in_memory_device = weights + working
-        in_memory_ram = weights + loading  # loading reads the weights on the CPU before they move to the GPU
+        in_memory_device = weights + max(working + recipe, heal_step)  # the states live where the layers run
+        in_memory_ram = weights + loading + heal_held  # loading reads the weights on the CPU before the GPU
         streamed_ram = states + call_args + read_buffer
     else:
         # The device is the RAM; loading's extra copy is gone before the first batch runs.
-        in_memory_device, in_memory_ram = weights + max(loading, working), 0
+        in_memory_device, in_memory_ram = weights + max(max(loading, working) + recipe, heal_step,
+                                                        working + heal_held), 0
         # The outputs of a batch replace its inputs, so one copy of all the states and a batch's are held.
         streamed_ram = states + batch * seq_len * hidden * per + call_args + read_buffer
-    in_memory_device += recipe  # the states live where the layers run (the RAM on a CPU)
     streamed_ram += recipe
     if not_streamable:
         streamed_device = streamed_ram = 0
@@ -281,7 +340,7 @@ def estimate_memory(
         hidden_states_bytes=states, batch_working_bytes=working, in_memory_device_bytes=in_memory_device,
         in_memory_ram_bytes=in_memory_ram, streamed_device_bytes=streamed_device, streamed_ram_bytes=streamed_ram,
         available_ram_bytes=ram, available_device_bytes=free_device, not_streamable=not_streamable,
-        recipe_bytes=recipe,
+        recipe_bytes=recipe, heal_step_bytes=heal_step, heal_held_bytes=heal_held,
     )
 
 
