@@ -25,7 +25,7 @@ from typing import Any
 from .. import defaults
 from ..backends.layerwise import Batch, LayerStack, head_layers
 from ..errors import Cancelled
-from ..measure.evaluation import PerplexityResult, nll_of
+from ..measure.evaluation import PerplexityResult, nll_of, picked_nll_sum
 from ..progress import CancelCheck
 
 log = logging.getLogger(__name__)
@@ -153,21 +153,17 @@ class CandidateRunner:
         return torch.arange(self.stride - 1, batch.ids.shape[1] - 1, self.stride)
 
     def _nll(self, logits_of: Callable[[Batch, Any], Any], batch: Batch) -> tuple[float, int]:
-        """Summed NLL and count of the scored next tokens of ``batch`` (every one when ``stride`` is 1)."""
-        import torch
-
+        """Summed NLL and count of the scored next tokens of ``batch`` (every one when ``stride`` is 1); the
+        log-softmax a few positions at a time either way (:func:`..measure.evaluation.picked_nll_sum`)."""
         if self.stride <= 1:
             logits = logits_of(batch, batch.hidden)
-            nll, count = nll_of(logits, batch.ids.to(logits.device), batch.mask.to(logits.device))
-            return nll, count
+            return nll_of(logits, batch.ids.to(logits.device), batch.mask.to(logits.device))
         at = self._positions(batch)
         view = Batch(batch.ids[:, at], batch.mask[:, at], batch.last)
         logits = logits_of(view, batch.hidden[:, at.to(batch.hidden.device)])
-        logprobs = torch.log_softmax(logits.float(), dim=-1)
         targets = batch.ids[:, at + 1].to(logits.device)
         keep = (batch.mask[:, at + 1] * batch.mask[:, at]).bool().to(logits.device)
-        nll = -logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-        return float(nll[keep].double().sum()), int(keep.sum())
+        return picked_nll_sum(logits, targets, keep, every=True)
 
     def measure(self, sets: Sequence[Sequence[int]], after_each: Callable[[int], None] | None = None,
                 during: Callable[[float], None] | None = None) -> list[PerplexityResult]:

@@ -140,12 +140,17 @@ def nll_of(logits: Any, ids: Any, mask: Any) -> tuple[float, int]:
     """(summed NLL of every real predicted token, their count); the log-softmax in float32, a few positions at a
     time (:func:`position_spans`): the same values, summed in the same order, as over the whole batch at once
     (on a CPU, bit for bit)."""
+    return picked_nll_sum(logits, ids[:, 1:], mask[:, 1:].bool())
+
+
+def picked_nll_sum(logits: Any, targets: Any, keep: Any, every: bool = False) -> tuple[float, int]:
+    """(summed −log p of ``targets`` where ``keep``, their count), position by position of ``logits`` (all but the
+    last of each row; ``every``: each, for logits taken at chosen positions), the log-softmax in float32 a few
+    positions at a time (:func:`position_spans`), summed as over the whole batch at once."""
     import torch
 
-    keep = mask[:, 1:].bool()
-    targets = ids[:, 1:]
     token_nll = torch.empty(keep.shape, dtype=torch.float32, device=logits.device)
-    for row, span in position_spans(logits):
+    for row, span in position_spans(logits, every=every):
         logprobs = torch.log_softmax(logits[row, span].float(), dim=-1)
         token_nll[row, span] = _picked_nll(logprobs, targets[row, span])
         del logprobs

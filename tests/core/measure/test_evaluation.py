@@ -176,6 +176,14 @@ def test_fidelity_and_nll_a_few_positions_at_a_time_equal_the_whole_batch_to_the
     sums.add(original, pruned, ids, mask)
     assert (sums.total_nll, sums.tokens, sums.same) == (total_nll, count, same)
     assert torch.equal(torch.cat(sums.kls), kls)
+    # bi+'s candidate passes take the head at chosen positions only and score each of them (every=True).
+    every = list(evaluation.position_spans(pruned, every=True))
+    assert [(r, p) for r, span in every for p in range(span.start, span.stop)] == [
+        (row, position) for row in range(3) for position in range(tokens)]
+    keep = mask.bool()
+    whole = -torch.log_softmax(pruned, dim=-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+    assert evaluation.picked_nll_sum(pruned, ids, keep, every=True) == (float(whole[keep].double().sum()),
+                                                                         int(keep.sum()))
 
 
 _CHECK_PEAK = """
