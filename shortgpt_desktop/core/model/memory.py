@@ -205,12 +205,12 @@ def healing_bytes(samples: int, seq_len: int, batch: int, heal_steps: int, confi
     """(what a healing step holds at its fullest, what healing leaves held until the model is saved), in bytes.
 
     A step (:mod:`..cut.healing`): what autograd keeps for the backward pass through every layer
-    (:data:`HEAL_SAVED_PER_WIDTH`; all ``n_layers``, as the count is not known yet), the pruned model's logits,
-    the original's and their gradient in the compute dtype, and the original's final states on the batches the
-    steps read. Healing then hands back a copy of every weight it changed, nearly all of the decoder layers'
-    (``layers_bytes``), which the job holds until it saves. A healing job on the tiny model of
-    ``tests/core/model/test_memory.py`` peaks at 1.05-1.13 GB, where the estimate without this term says 0.52 GB
-    (with it 0.90 GB)."""
+    (:data:`HEAL_SAVED_PER_WIDTH`; all ``n_layers``, as the count is not known yet) and the weights' casts it
+    keeps under autocast, the pruned model's logits, the original's and their gradient in the compute dtype, and
+    the original's final states on the batches the steps read. Healing then hands back a copy of every weight it
+    changed, nearly all of the decoder layers' (``layers_bytes``), which the job holds until it saves. A healing
+    job on the tiny model of ``tests/core/model/test_memory.py`` peaks at 1.05-1.13 GB, where the estimate without
+    this term says 0.52 GB (with it 0.94 GB)."""
     hidden = int(config.get("hidden_size") or config.get("n_embd") or config.get("d_model") or 0)
     heads = int(config.get("num_attention_heads") or config.get("n_head") or 1)
     attention = heads * int(config.get("head_dim") or (hidden // max(heads, 1)))
@@ -221,7 +221,11 @@ def healing_bytes(samples: int, seq_len: int, batch: int, heal_steps: int, confi
                         + widths["intermediate"] * intermediate_size(config, hidden)) * compute_bytes
                        + HEAL_SAVED_FLOAT32_PER_HIDDEN * hidden * 4)
     teacher_states = min(samples, max(heal_steps, 1) * batch) * seq_len * hidden * per
-    step = tokens * n_layers * per_token_layer + 3 * tokens * vocab * compute_bytes + teacher_states
+    # Under autocast each weight is cast for its product (the cache is off) and the cast is kept for the backward
+    # pass: a compute-dtype copy of the layers and the head (on SmolLM2 0.27 GB of the 1.7 GB a distilled step of
+    # 4 × 256 tokens added, ``benchmarks/bench_heal_memory.py``).
+    casts = (layers_bytes // per + vocab * hidden) * compute_bytes if compute_bytes != per else 0
+    step = tokens * n_layers * per_token_layer + 3 * tokens * vocab * compute_bytes + teacher_states + casts
     return step, layers_bytes
 
 
