@@ -282,6 +282,37 @@ def test_what_low_memory_mode_cannot_run_is_refused_before_the_model_loads(
     assert loads == [] and not (tmp_path / "out").exists()
 
 
+def test_a_healing_job_that_would_not_fit_in_memory_is_refused_before_it_loads_in_a_sentence_about_memory(
+        small_calib: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the free memory between what the job needs without healing and with it, the automatic choice would run
+    it one layer at a time, where healing cannot run: the job is refused before anything loads, with the figures,
+    not with low-memory mode's sentence about a mode the user never chose."""
+    from shortgpt_desktop.core.errors import ResourceError
+    from shortgpt_desktop.core.model import memory
+    from shortgpt_desktop.core.testing.tiny_models import build_tiny_model
+
+    folder = build_tiny_model(tmp_path / "deep", "llama", dict(
+        hidden_size=256, intermediate_size=1536, num_hidden_layers=16, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=1024))
+    spec = JobSpec(model=str(folder), calib=[str(small_calib)], samples=4, seq_len=256, batch_size=4,
+                   eval_windows=2, out=str(tmp_path / "out"), device="cpu", dtype="float32", metric="bi",
+                   repair="none", heal_steps=1, count=2)
+    engine = Engine()
+    engine.open(spec)
+    plain = engine.memory_estimate(dataclasses.replace(spec, heal_steps=0)).in_memory_total
+    healing = engine.memory_estimate(spec).in_memory_total
+    assert healing > 1.5 * plain
+    free = int((plain + healing) / 2 / memory.SAFETY)
+    monkeypatch.setattr(memory, "available_memory", lambda device: (free, free))
+    loads: list[str] = []
+    monkeypatch.setattr("shortgpt_desktop.core.engine.open_backend", lambda *a, **k: loads.append("load"))
+    with pytest.raises(ResourceError, match=r"With healing this job needs about .* GB but .* GB is free") as raised:
+        run_prune(Engine(), spec)
+    assert "low-memory" not in str(raised.value) and "heal steps to 0" in str(raised.value)
+    assert loads == [] and not (tmp_path / "out").exists()
+    assert engine.mode_for(dataclasses.replace(spec, heal_steps=0)) == "memory"  # the same job unhealed fits
+
+
 def test_the_estimate_after_the_first_batch_counts_a_chat_models_own_answers(tiny_model: Path, small_calib: Path,
                                                                              tmp_path: Path) -> None:
     """What the job prints after its first scoring batch includes writing the answers its repair fits on."""

@@ -29,7 +29,7 @@ from .backends.base import Backend, InMemory, backend_class, open_backend
 from .cut.fitted_repairs import FittedRepairs
 from .cut.plan import LayerSizes, PrunePlan, apply_sizes, check_layer_list, count_for_ratio, make_plan, max_removable
 from .cut.surgery import layer_sizes
-from .errors import CalibrationError, Cancelled, PlanError, UserError
+from .errors import CalibrationError, Cancelled, PlanError, ResourceError, UserError
 from .formats.output_folder import check_output_folder
 from .formats.safetensors_writer import SaveResult
 from .formats.writers import WRITERS, Writer, get_writer
@@ -380,11 +380,24 @@ class Engine:
         if self.backend is not None and self.load_key == self._load_key(spec):
             problem = self.backend.refusal(**wanted)
         elif self.source is not None:
-            problem = backend_class(self.mode_for(spec)).refusal_for(self.source, **wanted)
+            mode = self.mode_for(spec)
+            if mode == "streamed" and spec.low_memory is None and spec.heal_steps > 0:
+                raise self._healing_does_not_fit(spec)
+            problem = backend_class(mode).refusal_for(self.source, **wanted)
         else:
             return
         if problem is not None:
             raise problem
+
+    def _healing_does_not_fit(self, spec: JobSpec) -> ResourceError:
+        """The sentence for a healing job that only one layer at a time would fit, a way the user did not ask for
+        (the low-memory mode's own refusal would speak of a mode they never chose)."""
+        estimate = self.memory_estimate(spec)
+        return ResourceError(
+            f"With healing this job needs about {estimate.peak_bytes / 1e9:.1f} GB but "
+            f"{estimate.available_device_bytes / 1e9:.1f} GB is free, and healing trains the whole model at once; "
+            "set the heal steps to 0 (the repair still runs), or use fewer samples, a shorter sequence length or a "
+            "smaller batch.")
 
     def _token_key(self, spec: JobSpec) -> tuple:
         return (tuple(spec.calib), spec.eval_text, spec.samples, spec.seq_len, spec.seed, spec.eval_windows,
