@@ -200,33 +200,40 @@ HEAL_SAVED_PER_WIDTH = {"hidden": 4, "attention": 4, "intermediate": 5}
 HEAL_SAVED_FLOAT32_PER_HIDDEN = 4
 
 
-def healing_bytes(samples: int, seq_len: int, batch: int, heal_steps: int, config: dict[str, Any], n_layers: int,
-                  layers_bytes: int, per: int, compute_bytes: int) -> tuple[int, int]:
-    """(what a healing step holds at its fullest, what healing leaves held until the model is saved), in bytes.
+@dataclass
+class HealingBytes:
+    """What healing holds (:func:`healing_bytes`), by where it lives."""
+
+    step: int  # a step at its fullest, where the layers run
+    teacher: int  # the original's final states on the batches the steps read (the engine keeps them on the CPU)
+    held: int  # the healed weights' CPU copies, from the end of healing to the save
+
+
+def healing_bytes(samples: int, seq_len: int, batch: int, heal_steps: int, shape: dict[str, int],
+                  layers_bytes: int, per: int, compute_bytes: int) -> HealingBytes:
+    """What healing holds, in bytes; ``shape``: the model's ``hidden``, ``attention`` (heads × head size),
+    ``intermediate``, ``vocab`` and ``layers``.
 
     A step (:mod:`..cut.healing`): what autograd keeps for the backward pass through every layer
-    (:data:`HEAL_SAVED_PER_WIDTH`; all ``n_layers``, as the count is not known yet) and the weights' casts it
-    keeps under autocast, the pruned model's logits, the original's and their gradient in the compute dtype, and
+    (:data:`HEAL_SAVED_PER_WIDTH`; all the layers, as the count is not known yet) and the weights' casts it keeps
+    under autocast, the pruned model's logits, the original's and their gradient in the compute dtype. Beside it
     the original's final states on the batches the steps read. Healing then hands back a copy of every weight it
     changed, nearly all of the decoder layers' (``layers_bytes``), which the job holds until it saves. A healing
-    job on the tiny model of ``tests/core/model/test_memory.py`` peaks at 1.05-1.13 GB, where the estimate without
-    this term says 0.52 GB (with it 0.94 GB)."""
-    hidden = int(config.get("hidden_size") or config.get("n_embd") or config.get("d_model") or 0)
-    heads = int(config.get("num_attention_heads") or config.get("n_head") or 1)
-    attention = heads * int(config.get("head_dim") or (hidden // max(heads, 1)))
-    vocab = int(config.get("vocab_size") or 0)
+    job on the tiny model of ``tests/core/model/test_memory.py`` peaks at 1.05-1.14 GB, where the estimate without
+    this term says 0.52 GB. Not measured: a model already in 16 bits, where peft's float32 adapters upcast their
+    inputs (about 10% more than this counts, by a count of what autograd keeps on SmolLM2-shaped layers)."""
+    hidden, vocab = shape["hidden"], shape["vocab"]
     tokens = max(1, min(batch, samples)) * seq_len
     widths = HEAL_SAVED_PER_WIDTH
-    per_token_layer = ((widths["hidden"] * hidden + widths["attention"] * attention
-                        + widths["intermediate"] * intermediate_size(config, hidden)) * compute_bytes
+    per_token_layer = ((widths["hidden"] * hidden + widths["attention"] * shape["attention"]
+                        + widths["intermediate"] * shape["intermediate"]) * compute_bytes
                        + HEAL_SAVED_FLOAT32_PER_HIDDEN * hidden * 4)
-    teacher_states = min(samples, max(heal_steps, 1) * batch) * seq_len * hidden * per
     # Under autocast each weight is cast for its product (the cache is off) and the cast is kept for the backward
-    # pass: a compute-dtype copy of the layers and the head (on SmolLM2 0.27 GB of the 1.7 GB a distilled step of
-    # 4 × 256 tokens added, ``benchmarks/bench_heal_memory.py``).
+    # pass: a compute-dtype copy of the layers and the head (0.27 GB on SmolLM2).
     casts = (layers_bytes // per + vocab * hidden) * compute_bytes if compute_bytes != per else 0
-    step = tokens * n_layers * per_token_layer + 3 * tokens * vocab * compute_bytes + teacher_states + casts
-    return step, layers_bytes
+    step = tokens * shape["layers"] * per_token_layer + 3 * tokens * vocab * compute_bytes + casts
+    teacher = min(samples, max(heal_steps, 1) * batch) * seq_len * hidden * per
+    return HealingBytes(step, teacher, layers_bytes)
 
 
 def recipe_bytes(samples: int, seq_len: int, hidden: int, n_layers: int, per: int, refines: bool,
@@ -310,28 +317,32 @@ def estimate_memory(
     streamed_device = largest + outside + working
     recipe = recipe_bytes(samples, seq_len, hidden, len(layer_elements) or layer_count(config), per, refines,
                           repairs, ffn_width(config, hidden))
-    heal_step = heal_held = 0
+    healing = HealingBytes(0, 0, 0)
     if heal_steps > 0:
         from .devices import fast_training_dtype, torch_dtype
 
         compute = fast_training_dtype(device, torch_dtype(dtype))
         compute_bytes = int(bytes_per_element(str(compute))) if compute is not None else per
-        heal_step, heal_held = healing_bytes(samples, seq_len, batch, heal_steps, config,
-                                             len(layer_elements) or layer_count(config), sum(layer_elements) * per,
-                                             per, compute_bytes)
+        shape = dict(hidden=hidden, attention=heads * head_dim, intermediate=intermediate_size(config, hidden),
+                     vocab=vocab, layers=len(layer_elements) or layer_count(config))
+        healing = healing_bytes(samples, seq_len, batch, heal_steps, shape, sum(layer_elements) * per, per,
+                                compute_bytes)
     # The job's phases in memory, one after another: bi+'s choice and the repair's fits (their caches, ``recipe``,
     # beside a batch's work; a GGUF's load-time copy before them), healing's steps (the caches are freed by then),
-    # and the check with what healing handed back. Measured on SmolLM2, quick preset, default job with 2 healing
-    # steps, the most resident memory while choosing and repairing 2.19 GB, while healing 2.82 GB, while checking
-    # 2.78 GB; this says 2.70 GB for the job, its peak while choosing.
+    # and the check with what healing handed back, and a copy of it in the model while it generates
+    # (``repair.weights_view``). Measured on SmolLM2, quick preset, default job with 2 healing steps, the most
+    # resident memory while choosing and repairing 2.19 GB, while healing 2.82 GB, while checking 2.78 GB; this
+    # says 2.57 GB while healing (0.91) and 2.70 GB for the job, its peak while choosing (0.96).
     if device.startswith("cuda"):
-        in_memory_device = weights + max(working + recipe, heal_step)  # the states live where the layers run
-        in_memory_ram = weights + loading + heal_held  # loading reads the weights on the CPU before the GPU
+        in_memory_device = weights + max(working + recipe, healing.step, working + healing.held)
+        # Loading reads the weights on the CPU before they move to the GPU; healing's states and copies come later.
+        in_memory_ram = max(weights + loading, healing.teacher + healing.held)
         streamed_ram = states + call_args + read_buffer
     else:
         # The device is the RAM; loading's extra copy is gone before the first batch runs.
-        in_memory_device, in_memory_ram = weights + max(max(loading, working) + recipe, heal_step,
-                                                        working + heal_held), 0
+        in_memory_device, in_memory_ram = weights + max(max(loading, working) + recipe,
+                                                        healing.step + healing.teacher,
+                                                        working + 2 * healing.held), 0
         # The outputs of a batch replace its inputs, so one copy of all the states and a batch's are held.
         streamed_ram = states + batch * seq_len * hidden * per + call_args + read_buffer
     streamed_ram += recipe
@@ -344,7 +355,7 @@ def estimate_memory(
         hidden_states_bytes=states, batch_working_bytes=working, in_memory_device_bytes=in_memory_device,
         in_memory_ram_bytes=in_memory_ram, streamed_device_bytes=streamed_device, streamed_ram_bytes=streamed_ram,
         available_ram_bytes=ram, available_device_bytes=free_device, not_streamable=not_streamable,
-        recipe_bytes=recipe, heal_step_bytes=heal_step, heal_held_bytes=heal_held,
+        recipe_bytes=recipe, heal_step_bytes=healing.step + healing.teacher, heal_held_bytes=healing.held,
     )
 
 
