@@ -305,12 +305,22 @@ def test_a_healing_job_that_would_not_fit_in_memory_is_refused_before_it_loads_i
     free = int((plain + healing) / 2 / memory.SAFETY)
     monkeypatch.setattr(memory, "available_memory", lambda device: (free, free))
     loads: list[str] = []
-    monkeypatch.setattr("shortgpt_desktop.core.engine.open_backend", lambda *a, **k: loads.append("load"))
-    with pytest.raises(ResourceError, match=r"With healing this job needs about .* GB but .* GB is free") as raised:
-        run_prune(Engine(), spec)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("shortgpt_desktop.core.engine.open_backend", lambda *a, **k: loads.append("load"))
+        with pytest.raises(ResourceError, match=r"With healing this job needs about .* GB of memory but .* GB is "
+                                                r"free") as raised:
+            run_prune(Engine(), spec)
     assert "low-memory" not in str(raised.value) and "heal steps to 0" in str(raised.value)
     assert loads == [] and not (tmp_path / "out").exists()
     assert engine.mode_for(dataclasses.replace(spec, heal_steps=0)) == "memory"  # the same job unhealed fits
+    # The window's way: the model already loaded one layer at a time for these settings (scored), then a check or a
+    # save asks; the same sentence, not low-memory mode's.
+    streamed = Engine()
+    streamed.load(spec)
+    assert streamed.is_streamed
+    with pytest.raises(ResourceError, match="With healing this job needs about"):
+        streamed.refusal(spec)
+    streamed.refusal(dataclasses.replace(spec, heal_steps=0))  # nothing else refused
 
 
 def test_the_estimate_after_the_first_batch_counts_a_chat_models_own_answers(tiny_model: Path, small_calib: Path,

@@ -39,7 +39,7 @@ from .measure.metrics import METRICS, ScoringContext, get_metric
 from .measure.quiz import Quiz, ask_quiz
 from .measure.scoring import HookStats, LayerScores
 from .model.loading import LoadedModel, ModelInfo, inspect_model
-from .model.memory import MemoryEstimate, choose_mode, estimate_memory
+from .model.memory import SAFETY, MemoryEstimate, choose_mode, estimate_memory
 from .model.sources import ModelSource
 from .pipeline import JobSpec
 from .progress import CancelCheck, Progress, no_progress, raise_if_cancelled
@@ -377,27 +377,32 @@ class Engine:
         """
         wanted = dict(metric=get_metric(metric) if metric else None, heal_steps=spec.heal_steps,
                       output_format=self.resolved_format)
-        if self.backend is not None and self.load_key == self._load_key(spec):
-            problem = self.backend.refusal(**wanted)
-        elif self.source is not None:
-            mode = self.mode_for(spec)
-            if mode == "streamed" and spec.low_memory is None and spec.heal_steps > 0:
-                raise self._healing_does_not_fit(spec)
-            problem = backend_class(mode).refusal_for(self.source, **wanted)
-        else:
+        loaded = self.backend is not None and self.load_key == self._load_key(spec)
+        if self.source is None and not loaded:
             return
+        mode = self.backend.mode if loaded else self.mode_for(spec)
+        if mode == "streamed" and spec.low_memory is None and spec.heal_steps > 0:
+            raise self._healing_does_not_fit(spec)  # chosen for want of memory, not asked for
+        problem = self.backend.refusal(**wanted) if loaded else backend_class(mode).refusal_for(self.source, **wanted)
         if problem is not None:
             raise problem
 
     def _healing_does_not_fit(self, spec: JobSpec) -> ResourceError:
         """The sentence for a healing job that only one layer at a time would fit, a way the user did not ask for
-        (the low-memory mode's own refusal would speak of a mode they never chose)."""
+        (the low-memory mode's own refusal would speak of a mode they never chose): the figures the choice read."""
         estimate = self.memory_estimate(spec)
+        if estimate.on_cpu:
+            need, free, where = estimate.in_memory_total, estimate.available_ram_bytes, "memory"
+        elif estimate.in_memory_device_bytes > SAFETY * estimate.available_device_bytes:
+            need, free, where = (estimate.in_memory_device_bytes, estimate.available_device_bytes,
+                                 f"memory on {estimate.device}")
+        else:
+            need, free, where = estimate.in_memory_ram_bytes, estimate.available_ram_bytes, "RAM"
         return ResourceError(
-            f"With healing this job needs about {estimate.peak_bytes / 1e9:.1f} GB but "
-            f"{estimate.available_device_bytes / 1e9:.1f} GB is free, and healing trains the whole model at once; "
-            "set the heal steps to 0 (the repair still runs), or use fewer samples, a shorter sequence length or a "
-            "smaller batch.")
+            f"With healing this job needs about {need / 1e9:.1f} GB of {where} but {free / 1e9:.1f} GB is free (of "
+            f"which it may use {SAFETY:.0%}), and healing trains the whole model at once; set the heal steps to 0 "
+            "(the repair still runs), or heal on fewer tokens a step (a shorter sequence length or a smaller "
+            "batch).")
 
     def _token_key(self, spec: JobSpec) -> tuple:
         return (tuple(spec.calib), spec.eval_text, spec.samples, spec.seq_len, spec.seed, spec.eval_windows,

@@ -615,7 +615,7 @@ class MainWindow(QMainWindow):
         self.store.set_settings(self.settings_panel.values())
         # What the estimate reads: the sizes, the way it runs, and the recipe (bi+'s caches, the repair, healing).
         if name in ("device", "dtype", "batch_size", "seq_len", "samples", "preset", "low_memory", "metric", "repair",
-                    "refit", "heal_steps") and self.engine.source is not None:
+                    "heal_steps") and self.engine.source is not None:
             self._memory_timer.start()
         if name == "metric":
             self._switch_metric(self.settings_panel.values()["metric"])
