@@ -315,7 +315,6 @@ def _merged_copies(model: Any, targets: Sequence[str]) -> dict[str, Any]:
             for adapter in layer.active_adapters:
                 merged += layer.get_delta_weight(adapter)
             changed[f"{name}.weight"] = merged.to("cpu")
-            del merged
     return changed
 
 
