@@ -30,8 +30,6 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 CALIB = HERE.parent.parent / "shared" / "data" / "wikitext2-valid.txt"
-DEEP = dict(hidden_size=256, intermediate_size=1536, num_hidden_layers=16, num_attention_heads=4,
-            num_key_value_heads=2, max_position_embeddings=1024)
 
 
 def status(field: str) -> int:
@@ -124,9 +122,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         model_path = args.model
         if model_path is None:
-            from shortgpt_desktop.core.testing.tiny_models import build_tiny_model
+            from shortgpt_desktop.core.testing.tiny_models import HEALING_HEAVY_LLAMA, build_tiny_model
 
-            model_path = str(build_tiny_model(Path(scratch) / "deep", "llama", DEEP))
+            model_path = str(build_tiny_model(Path(scratch) / "deep", "llama", HEALING_HEAVY_LLAMA))
         results = {way: run_child(way, args, model_path) for way in ("was", "is")}
     was, now = results["was"], results["is"]
     print(f"healing {Path(model_path).name}: {args.steps} steps of 4 × {args.seq_len} tokens, {args.threads} threads")

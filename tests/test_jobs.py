@@ -289,11 +289,9 @@ def test_a_healing_job_that_would_not_fit_in_memory_is_refused_before_it_loads_i
     not with low-memory mode's sentence about a mode the user never chose."""
     from shortgpt_desktop.core.errors import ResourceError
     from shortgpt_desktop.core.model import memory
-    from shortgpt_desktop.core.testing.tiny_models import build_tiny_model
+    from shortgpt_desktop.core.testing.tiny_models import HEALING_HEAVY_LLAMA, build_tiny_model
 
-    folder = build_tiny_model(tmp_path / "deep", "llama", dict(
-        hidden_size=256, intermediate_size=1536, num_hidden_layers=16, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=1024))
+    folder = build_tiny_model(tmp_path / "deep", "llama", HEALING_HEAVY_LLAMA)
     spec = JobSpec(model=str(folder), calib=[str(small_calib)], samples=4, seq_len=256, batch_size=4,
                    eval_windows=2, out=str(tmp_path / "out"), device="cpu", dtype="float32", metric="bi",
                    repair="none", heal_steps=1, count=2)

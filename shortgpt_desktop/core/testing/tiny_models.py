@@ -21,6 +21,17 @@ TINY_LLAMA: dict[str, Any] = {
     "tie_word_embeddings": False,
 }
 
+#: A tiny Llama shaped so that healing outweighs the rest of a job (16 layers, a 1536-wide MLP): what autograd
+#: keeps for a step's backward pass dominates its memory (the healing tests and ``benchmarks/bench_heal_memory.py``).
+HEALING_HEAVY_LLAMA: dict[str, Any] = {
+    "hidden_size": 256,
+    "intermediate_size": 1536,
+    "num_hidden_layers": 16,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 1024,
+}
+
 
 _TINY_COMMON = dict(vocab_size=512, max_position_embeddings=256)
 _TINY_TOKENS = dict(bos_token_id=1, eos_token_id=2, pad_token_id=0)

@@ -130,11 +130,9 @@ def test_the_estimate_bounds_the_measured_peak_of_a_healing_job(small_calib: Pat
     changed. On a model shaped so that this outweighs the rest (16 layers, a wide MLP, 4 × 256 tokens a step) the
     estimate without healing's term falls far short of the job's peak (0.52 GB against 1.05-1.14 GB, measured),
     so the case tells the term's presence."""
-    from shortgpt_desktop.core.testing.tiny_models import build_tiny_model
+    from shortgpt_desktop.core.testing.tiny_models import HEALING_HEAVY_LLAMA, build_tiny_model
 
-    folder = build_tiny_model(tmp_path / "deep", "llama", dict(
-        hidden_size=256, intermediate_size=1536, num_hidden_layers=16, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=1024))
+    folder = build_tiny_model(tmp_path / "deep", "llama", HEALING_HEAVY_LLAMA)
     sizes = dict(samples=4, seq_len=256, batch_size=4)
     healing = inspect_model(resolve(str(folder)), "cpu", "float32", **sizes, heal_steps=1)
     plain = inspect_model(resolve(str(folder)), "cpu", "float32", **sizes)
