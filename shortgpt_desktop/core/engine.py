@@ -39,7 +39,7 @@ from .measure.metrics import METRICS, ScoringContext, get_metric
 from .measure.quiz import Quiz, ask_quiz
 from .measure.scoring import HookStats, LayerScores
 from .model.loading import LoadedModel, ModelInfo, inspect_model
-from .model.memory import SAFETY, MemoryEstimate, choose_mode, estimate_memory
+from .model.memory import MemoryEstimate, choose_mode, estimate_memory, healing_does_not_fit
 from .model.sources import ModelSource
 from .pipeline import JobSpec
 from .progress import CancelCheck, Progress, no_progress, raise_if_cancelled
@@ -389,20 +389,8 @@ class Engine:
 
     def _healing_does_not_fit(self, spec: JobSpec) -> ResourceError:
         """The sentence for a healing job that only one layer at a time would fit, a way the user did not ask for
-        (the low-memory mode's own refusal would speak of a mode they never chose): the figures the choice read."""
-        estimate = self.memory_estimate(spec)
-        if estimate.on_cpu:
-            need, free, where = estimate.in_memory_total, estimate.available_ram_bytes, "memory"
-        elif estimate.in_memory_device_bytes > SAFETY * estimate.available_device_bytes:
-            need, free, where = (estimate.in_memory_device_bytes, estimate.available_device_bytes,
-                                 f"memory on {estimate.device}")
-        else:
-            need, free, where = estimate.in_memory_ram_bytes, estimate.available_ram_bytes, "RAM"
-        return ResourceError(
-            f"With healing this job needs about {need / 1e9:.1f} GB of {where} but {free / 1e9:.1f} GB is free (of "
-            f"which it may use {SAFETY:.0%}), and healing trains the whole model at once; set the heal steps to 0 "
-            "(the repair still runs), or heal on fewer tokens a step (a shorter sequence length or a smaller "
-            "batch).")
+        (the low-memory mode's own refusal would speak of a mode they never chose)."""
+        return ResourceError(healing_does_not_fit(self.memory_estimate(spec)))
 
     def _token_key(self, spec: JobSpec) -> tuple:
         return (tuple(spec.calib), spec.eval_text, spec.samples, spec.seq_len, spec.seed, spec.eval_windows,

@@ -384,6 +384,22 @@ def choose_mode(estimate: MemoryEstimate) -> str:
     )
 
 
+def healing_does_not_fit(estimate: MemoryEstimate) -> str:
+    """Why a healing job that only one layer at a time would fit cannot run, with the figures the choice read:
+    the in-memory total against the free memory on a CPU; the device or the RAM, whichever fails, on a GPU."""
+    if estimate.on_cpu:
+        need, free, where = estimate.in_memory_total, estimate.available_ram_bytes, "memory"
+    elif estimate.in_memory_device_bytes > SAFETY * estimate.available_device_bytes:
+        need, free, where = estimate.in_memory_device_bytes, estimate.available_device_bytes, \
+            f"memory on {estimate.device}"
+    else:
+        need, free, where = estimate.in_memory_ram_bytes, estimate.available_ram_bytes, "RAM"
+    return (f"With healing this job needs about {need / 1e9:.1f} GB of {where} but {free / 1e9:.1f} GB is free (of "
+            f"which it may use {SAFETY:.0%}), and healing trains the whole model at once; set the heal steps to 0 "
+            "(the repair still runs), or heal on fewer tokens a step (a shorter sequence length or a smaller "
+            "batch).")
+
+
 def _gb(n: int | float) -> str:
     return f"{n / 1e9:.1f} GB"
 
