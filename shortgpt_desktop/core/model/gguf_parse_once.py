@@ -21,7 +21,9 @@ about 2.3 s.
 
 The block also builds gguf-py's tensor name map once per architecture and block count: transformers'
 ``get_gguf_hf_weights_map`` builds a new one for every submodule it walks (397 times, 10.7 s, for one streamed
-load of SmolLM2; 313 times, 2.6 s, for Gemma 3), and a name map is only read.
+load of SmolLM2; 313 times, 2.6 s, for Gemma 3), and a name map is only read. And transformers' weights are
+dequantized by :mod:`.gguf_dequant` (gguf-py's values to the last bit, in torch on every core), as the streamed
+backend's are.
 
 Limits: the names are patched for the whole process while a block is open, so a thread outside any block gets
 shared readers too (they are only read, so that is harmless), and one lock guards the cache, so a thread
@@ -38,7 +40,8 @@ from typing import Any
 
 _lock = threading.RLock()
 _depth = 0
-_original: list[Any] = []  # gguf.GGUFReader and gguf.get_tensor_name_map as they were before the outermost block
+#: gguf.GGUFReader, gguf.get_tensor_name_map and gguf.dequantize as they were before the outermost block
+_original: list[Any] = []
 _readers: dict[tuple[str, int, int], Any] = {}
 _name_maps: dict[tuple[Any, int], Any] = {}
 
@@ -82,6 +85,15 @@ def _shared_name_map(arch: Any, n_blocks: int) -> Any:
     return _kept(_name_maps, (arch, int(n_blocks)), lambda: get_tensor_name_map(arch, n_blocks))
 
 
+def _torch_dequantize(data: Any, qtype: Any) -> Any:
+    """``gguf.dequantize`` while a block is open: the same values, computed in torch (:mod:`.gguf_dequant`)."""
+    from gguf.quants import dequantize as gguf_pys  # the function itself, never this one
+
+    from .gguf_dequant import dequantize
+
+    return dequantize(data, qtype, fallback=gguf_pys)
+
+
 def reader_for(path: Any) -> Any:
     """A read-only reader of the GGUF file ``path``: the shared one inside a block, else a new fast one."""
     return _shared_reader(path)
@@ -99,9 +111,10 @@ def gguf_parsed_once() -> Iterator[None]:
         return
     with _lock:
         if _depth == 0:
-            _original.append((gguf.GGUFReader, gguf.get_tensor_name_map))
+            _original.append((gguf.GGUFReader, gguf.get_tensor_name_map, gguf.dequantize))
             gguf.GGUFReader = _shared_reader
             gguf.get_tensor_name_map = _shared_name_map
+            gguf.dequantize = _torch_dequantize
         _depth += 1
     try:
         yield
@@ -109,6 +122,6 @@ def gguf_parsed_once() -> Iterator[None]:
         with _lock:
             _depth -= 1
             if _depth == 0:
-                gguf.GGUFReader, gguf.get_tensor_name_map = _original.pop()
+                gguf.GGUFReader, gguf.get_tensor_name_map, gguf.dequantize = _original.pop()
                 _readers.clear()
                 _name_maps.clear()

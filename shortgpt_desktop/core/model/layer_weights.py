@@ -267,9 +267,9 @@ class GgufReader:
 
     def read(self, names: list[str]) -> dict[str, Any]:
         """transformers parameter name → float32 tensor for the GGUF tensors ``names``."""
-        import numpy as np
         import torch
-        from gguf import dequantize
+
+        from .gguf_dequant import dequantize
 
         assert self._name_map is not None and self._parsed is not None, "bind() first"
         out: dict[str, Any] = {}
@@ -281,9 +281,9 @@ class GgufReader:
                                              parsed_parameters=self._parsed)
             # Some processors (MoE experts) write their tensors into parsed_parameters themselves.
             for hf_name, value in self._parsed["tensors"].items():
-                out[hf_name] = value if isinstance(value, torch.Tensor) else torch.from_numpy(np.copy(value))
+                out[hf_name] = value if isinstance(value, torch.Tensor) else _tensor_of(value)
             if result.name in self._name_map:
-                out[self._name_map[result.name]] = torch.from_numpy(np.copy(result.weights))
+                out[self._name_map[result.name]] = _tensor_of(result.weights)
         self._parsed["tensors"] = {}
         return out
 
@@ -293,6 +293,15 @@ class GgufReader:
     def others(self, skip_prefixes: tuple[str, ...] = ()) -> dict[str, Any]:
         tensors = self.read(self.index.other_keys)
         return {k: v for k, v in tensors.items() if not k.startswith(skip_prefixes)}
+
+
+def _tensor_of(array: Any) -> Any:
+    """``array`` as a contiguous tensor, copied only where it is not already one in memory of its own: what the
+    kernels dequantized is used as it is, while gguf-py's F32 tensors are read-only views of the file's map."""
+    import numpy as np
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(array) if array.flags.writeable else np.copy(array))
 
 
 def open_reader(source: ModelSource, model_type: str | None) -> SafetensorsReader | GgufReader:

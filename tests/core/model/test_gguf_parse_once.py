@@ -73,13 +73,13 @@ def test_a_load_parses_the_file_once_and_gives_what_a_parse_per_reader_gives(
 def test_the_block_hands_back_gguf_as_it_was_and_drops_its_readers(tiny_gguf: Path) -> None:
     import gguf
 
-    reader_class = gguf.GGUFReader
+    reader_class, dequantize = gguf.GGUFReader, gguf.dequantize
     with pytest.raises(RuntimeError), gguf_parsed_once():
         with gguf_parsed_once():  # nested: the inner end keeps the outer block's readers
             first = gguf.GGUFReader(tiny_gguf)
         assert gguf.GGUFReader(tiny_gguf) is first
         raise RuntimeError("a load that fails")
-    assert gguf.GGUFReader is reader_class
+    assert gguf.GGUFReader is reader_class and gguf.dequantize is dequantize
     assert not gguf_parse_once._readers
     kept = first.__class__  # a name imported while a block was open still builds readers after it
     assert isinstance(gguf_parse_once._shared_reader(tiny_gguf), kept)
