@@ -61,6 +61,9 @@ RepairFor = Callable[[Sequence[int], Progress | None], Any]
 #: What judging one finalist repaired counts for on the progress bar, in perplexity passes: the repair's fit
 #: (twice the samples, original and pruned states) and the repaired measurement.
 JUDGING_PASSES = 2
+#: What asking one finalist whether it still answers counts for on the bar: a pass over the chat prompts. Counted
+#: so that the bar is not full while the answer check runs, or before it asks a further finalist.
+PROBE_PASSES = 1
 #: What the quick fits that rank the finalists change (:data:`.repair.FITS`): the d × d map, not the whole projection
 #: the saved repair refits. Judged on samples inside their own fit, the projection's far more parameters (SmolLM2:
 #: 1,536 × 576 against 576 × 576 per run) would flatter a set cut into more runs; the map's ranking is the one
@@ -215,6 +218,9 @@ def choose_for_counts(
     if probe is not None and judge_repaired:  # the first finalist the probe asks gets the saved repair's fit
         total += full_fit * len(counts)
         fits_counted += len(counts)
+    probes_counted = len(counts) if probe is not None else 0  # the asks ``total`` holds: the first one per count
+    total += PROBE_PASSES * probes_counted
+    asked = 0  # finalists asked whether they still answer so far
     judged = 0  # finalists judged repaired so far
     fitting = 0.0  # passes' worth of full fits done
     sweeping = 0.0  # passes' worth of the layer-major sweep under way (its sets are counted when measured)
@@ -229,7 +235,8 @@ def choose_for_counts(
     def report(partial: list[int], final: bool = False) -> None:
         nonlocal reported
         if progress is not None:  # the last report is done/done: ``total`` may still count a skipped pass
-            done = max(reported, runner.passes + JUDGING_PASSES * judged + int(fitting) + int(sweeping))
+            done = max(reported, runner.passes + JUDGING_PASSES * judged + PROBE_PASSES * asked + int(fitting)
+                       + int(sweeping))
             reported = done
             progress(STAGE, done, done if final else max(total, done), list(partial))
 
@@ -285,6 +292,20 @@ def choose_for_counts(
             fits_counted -= 1
             skip(full_fit)
         report(partial)
+
+    def asking(partial: list[int]) -> None:
+        """A finalist is about to be asked: a further one (beyond the first per count) joins the total first, so
+        the bar never shows the answer check done while it still asks."""
+        nonlocal probes_counted, total
+        if probes_counted > 0:
+            probes_counted -= 1
+        else:
+            total += PROBE_PASSES
+        report(partial)
+
+    def asked_one() -> None:  # reported with what comes next: the next finalist's total, or the end
+        nonlocal asked
+        asked += 1
 
     def judged_one(partial: list[int]) -> None:
         nonlocal judged
@@ -357,7 +378,8 @@ def choose_for_counts(
                 raise ResourceError(_NAN)
             if probe is not None:
                 _ask_until_one_answers(probe, stack, finite_candidates, silent_cache, cancel,
-                                       functools.partial(saved_weights, partial=order))
+                                       functools.partial(saved_weights, partial=order),
+                                       functools.partial(asking, order), asked_one)
             # A finalist that falls silent on fewer prompts wins first (an instruct model that no longer answers
             # is broken whatever its perplexity), then the lower perplexity; finalists never asked (None) come
             # after the first that answers, so they are never better on the perplexity. Stable min: on equal
@@ -418,13 +440,18 @@ def _judge_repaired(stack: LayerStack, token_set: TokenSet, samples: Sequence[Se
 
 def _ask_until_one_answers(probe: AnswerProbe, stack: LayerStack, candidates: Sequence[Candidate],
                            cache: dict[tuple[int, ...], int], cancel: CancelCheck | None,
-                           weights_for: Callable[[Sequence[int]], dict[str, Any] | None]) -> None:
+                           weights_for: Callable[[Sequence[int]], dict[str, Any] | None],
+                           before: Callable[[], None] = lambda: None, after: Callable[[], None] = lambda: None
+                           ) -> None:
     """Ask the finalists, best figure first, whether they still answer, each with the weights the saved model
-    gets (``weights_for``), until one falls silent on no prompt; the others keep ``silent = None`` (not asked)."""
+    gets (``weights_for``), until one falls silent on no prompt; the others keep ``silent = None`` (not asked).
+    ``before()`` and ``after()`` surround each finalist asked (its weights' fit and the probe), for the bar."""
     for candidate in sorted(candidates, key=lambda c: c.judged):  # stable: on equal figures, the earlier first
         key = tuple(candidate.removed)
         if key not in cache:
+            before()
             cache[key] = probe.silent(stack, candidate.removed, weights_for(candidate.removed), cancel)
+            after()
         candidate.silent = cache[key]
         if candidate.silent == 0:
             break

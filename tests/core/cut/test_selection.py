@@ -329,8 +329,9 @@ def test_a_finalist_that_ends_its_turn_at_once_is_passed_over(judge_repaired: bo
         fits.append(tuple(removed))
         return fit_linear_repair(model, family, tokens, removed, 4, progress=progress)
 
+    bar: list[tuple[int, int]] = []
     probed = choose_layers_safely(model, family, tokens, count, bi, eval_samples=6, judge_repaired=judge_repaired,
-                                  probe=probe, repair_for=repair_for)
+                                  probe=probe, repair_for=repair_for, progress=lambda s, d, t, p: bar.append((d, t)))
     asked = [c for c in probed.candidates if c.silent is not None]
     for candidate in asked:
         assert candidate.silent == int(first[tuple(candidate.removed)][j] == end), candidate.name
@@ -345,3 +346,7 @@ def test_a_finalist_that_ends_its_turn_at_once_is_passed_over(judge_repaired: bo
     in_order = list(dict.fromkeys(tuple(c.removed) for c in sorted(asked, key=lambda c: c.judged)))
     assert fits == (in_order if judge_repaired else [])
     assert "ending their turn at once" in probed.explanation
+    # The bar is full only at the end: the answer check, and each further finalist it asks, are counted before
+    # they run (it was full while the first finalist was asked, and again before a second one's fit began).
+    assert len(asked) >= 2 and bar[-1][0] == bar[-1][1]
+    assert all(done < total for done, total in bar[:-1]), bar
