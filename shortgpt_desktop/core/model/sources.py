@@ -283,8 +283,10 @@ def check_hub_reachable(repo_id: str) -> None:
     retries five times with back-off first, and the user waited 24 s in silence for the same sentence. Skipped
     where the HTTP client would go through a proxy (from the environment or, on Windows and macOS, the system's
     settings, as ``urllib.request.getproxies`` finds them), since a direct connection says nothing there. The
-    time-out covers the connection, not a name lookup that hangs (an offline machine fails those at once)."""
+    name lookup and the connection share one time-out: a lookup that hangs (a DNS server that does not answer,
+    where an offline machine fails at once) is left to finish on its own thread."""
     import socket
+    import time
     import urllib.request
     from urllib.parse import urlparse
 
@@ -300,15 +302,49 @@ def check_hub_reachable(repo_id: str) -> None:
     proxies = urllib.request.getproxies()
     if (proxies.get(url.scheme) or proxies.get("all")) and not urllib.request.proxy_bypass(host):
         return
+    deadline = time.monotonic() + PROBE_TIMEOUT
     try:
-        socket.create_connection((host, port), timeout=PROBE_TIMEOUT).close()
+        addresses = _looked_up(host, port, PROBE_TIMEOUT)
     except socket.gaierror:
         raise HubError(_unreachable(repo_id, f"{host} cannot be looked up: is this computer offline?")) \
             from None
     except TimeoutError:
+        raise HubError(_unreachable(repo_id, f"{host} could not be looked up in {PROBE_TIMEOUT:g} s: is the "
+                                    "network's name server answering?")) from None
+    error: OSError = TimeoutError()
+    for address in addresses:  # as socket.create_connection tries them, within what is left of the time-out
+        try:
+            socket.create_connection(address, timeout=max(0.01, deadline - time.monotonic())).close()
+            return
+        except OSError as exc:
+            error = exc
+    if isinstance(error, TimeoutError):
         raise HubError(_unreachable(repo_id, f"no answer from {host} in {PROBE_TIMEOUT:g} s")) from None
-    except OSError as exc:
-        raise HubError(_unreachable(repo_id, f"{host}: {exc.strerror or exc}")) from None
+    raise HubError(_unreachable(repo_id, f"{host}: {error.strerror or error}")) from None
+
+
+def _looked_up(host: str, port: int, timeout: float) -> list[tuple[str, int]]:
+    """The (address, port) pairs ``host`` resolves to, or ``TimeoutError`` after ``timeout`` s: the system's lookup
+    cannot be interrupted, so it runs on a daemon thread, left to finish alone when it hangs."""
+    import socket
+    import threading
+
+    found: list[Any] = []
+
+    def look_up() -> None:
+        try:
+            found.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except OSError as exc:
+            found.append(exc)
+
+    thread = threading.Thread(target=look_up, name="hub-name-lookup", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not found:
+        raise TimeoutError(f"looking up {host}")
+    if isinstance(found[0], OSError):
+        raise found[0]
+    return [(info[4][0], info[4][1]) for info in found[0]]
 
 
 def _unreachable(repo_id: str, why: str) -> str:

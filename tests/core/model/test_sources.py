@@ -199,6 +199,69 @@ def test_a_hub_that_cannot_be_reached_is_said_at_once(tmp_path: Path, monkeypatc
         sources.hub_download("someone/model", cache_dir=tmp_path)
 
 
+@pytest.mark.real_hub_probe
+def test_a_name_lookup_that_hangs_is_given_up_within_the_probes_time(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name server that never answers: the system's lookup cannot be interrupted, and the probe's time-out only
+    covered the connection, so the job waited for the resolver's own time-outs (tens of seconds) in silence."""
+    import socket
+    import threading
+    import time
+
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(constants, "ENDPOINT", "https://hub.example")
+    monkeypatch.setattr(sources, "PROBE_TIMEOUT", 0.3)
+    release = threading.Event()
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **kw: release.wait(30) and [])
+    asked: list[str] = []
+    monkeypatch.setattr("huggingface_hub.list_repo_files", lambda repo_id, **kw: asked.append(repo_id) or [])
+    started = time.perf_counter()
+    try:
+        with pytest.raises(HubError, match=r"cannot be reached .*hub\.example could not be looked up in 0\.3 s"):
+            sources.hub_download("someone/model", cache_dir=tmp_path)
+        assert time.perf_counter() - started < 3 and not asked
+    finally:
+        release.set()  # the lookup's thread ends
+
+
+@pytest.mark.real_hub_probe
+def test_the_probe_connects_to_the_address_the_lookup_gave(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Looked up on its own thread, the host is then connected to by address, the first that answers."""
+    import socket
+
+    from huggingface_hub import constants
+
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(constants, "ENDPOINT", "https://hub.example:8443")
+    infos = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, 8443)) for ip in ("192.0.2.1", "192.0.2.2")]
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, port, **kw: infos if host == "hub.example" else 1 / 0)
+    tried: list[tuple[str, int]] = []
+
+    class Connection:
+        def close(self) -> None:
+            pass
+
+    def connect(address: tuple[str, int], timeout: float) -> Connection:
+        tried.append(address)
+        assert 0 < timeout <= sources.PROBE_TIMEOUT
+        if address[0] == "192.0.2.1":
+            raise ConnectionRefusedError(111, "Connection refused")
+        return Connection()
+
+    monkeypatch.setattr(socket, "create_connection", connect)
+    sources.check_hub_reachable("someone/model")
+    assert tried == [("192.0.2.1", 8443), ("192.0.2.2", 8443)]
+    tried.clear()
+    infos.pop()
+    with pytest.raises(HubError, match=r"hub\.example: Connection refused"):
+        sources.check_hub_reachable("someone/model")
+
+
 def test_hub_http_error_and_full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import errno
 
