@@ -4,9 +4,10 @@ the same run, per tensor type, for the streamed backend opening every layer, and
     python benchmarks/bench_dequant.py [--model SmolLM2-135M-Instruct.Q4_1.gguf] [--threads 2] [--repeats 3]
                                        [--no-load]
 
-Each figure is the best of ``--repeats``; every tensor's values are checked to be the same bits both ways. The
-streamed backend reads a layer's tensors each time it opens the layer (a bi+ job opens every layer a dozen
-times or more); a load in memory reads every tensor once, through transformers' loader.
+Each figure is the best of ``--repeats``, the two ways taking turns (this machine's speed drifts); every tensor's
+values are checked to be the same bits both ways. The streamed backend reads a layer's tensors each time it opens
+the layer; a load in memory reads every tensor once, through transformers' loader. The kernels run on one thread
+(see gguf_dequant's docstring); ``--threads`` sets torch's threads for the rest of a load.
 """
 
 from __future__ import annotations
@@ -26,22 +27,34 @@ from bench_open import DEFAULT_MODEL, ensure_model
 
 @contextlib.contextmanager
 def gguf_pys_way() -> Iterator[None]:
-    """No torch kernel: every type goes to gguf-py's own dequantize, as before the kernels."""
+    """As before the kernels: every type goes to gguf-py's own dequantize, and the streamed reader copies each
+    array it gets."""
     from unittest import mock
 
-    from shortgpt_desktop.core.model import gguf_dequant
+    import numpy as np
+    import torch
 
-    with mock.patch.object(gguf_dequant, "KERNELS", {}):
+    from shortgpt_desktop.core.model import gguf_dequant, layer_weights
+
+    with mock.patch.object(gguf_dequant, "KERNELS", {}), mock.patch.object(
+            layer_weights, "_tensor_of", lambda array: torch.from_numpy(np.copy(array))):
         yield
 
 
-def best(run: Callable[[], object], repeats: int) -> float:
-    times = []
+def timed(run: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    run()
+    return time.perf_counter() - started
+
+
+def best_of_turns(run: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """(best seconds as before the kernels, best with them), ``repeats`` of each, taking turns."""
+    was, now = [], []
     for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return min(times)
+        with gguf_pys_way():
+            was.append(timed(run))
+        now.append(timed(run))
+    return min(was), min(now)
 
 
 def per_type(path: Path, repeats: int) -> None:
@@ -63,8 +76,7 @@ def per_type(path: Path, repeats: int) -> None:
             b = gguf_dequant.dequantize(tensor.data, qtype)
             assert np.array_equal(a.view(np.uint32), b.view(np.uint32)), f"{tensor.name} differs"
             values += a.size
-        was = best(lambda g=group, q=qtype: [gguf.quants.dequantize(t.data, q) for t in g], repeats)
-        now = best(lambda g=group, q=qtype: [gguf_dequant.dequantize(t.data, q) for t in g], repeats)
+        was, now = best_of_turns(lambda g=group, q=qtype: [gguf_dequant.dequantize(t.data, q) for t in g], repeats)
         kernel = "" if qtype in gguf_dequant.KERNELS else " (no kernel: gguf-py's)"
         totals[0] += was
         totals[1] += now
@@ -84,9 +96,7 @@ def streamed_layers(path: Path, repeats: int) -> None:
             for index in range(model.n_layers):
                 reader.layer(index)
 
-        with gguf_pys_way():
-            was = best(every_layer, repeats)
-        now = best(every_layer, repeats)
+        was, now = best_of_turns(every_layer, repeats)
     print(f"the streamed reader, all {model.n_layers} layers once: gguf-py {was:.2f} s, torch {now:.2f} s, "
           f"**{now / was:.2f}** ({was / model.n_layers * 1000:.0f} → {now / model.n_layers * 1000:.0f} ms a layer)")
 
@@ -97,9 +107,7 @@ def load_in_memory(path: Path, repeats: int) -> None:
 
     load = lambda: load_model(resolve(str(path)), "cpu", "float32")  # noqa: E731
     load()  # the imports and the file's pages, before either is timed
-    with gguf_pys_way():
-        was = best(load, repeats)
-    now = best(load, repeats)
+    was, now = best_of_turns(load, repeats)
     print(f"a whole load in memory (transformers' loader, the tokenizer included): gguf-py {was:.2f} s, "
           f"torch {now:.2f} s, **{now / was:.2f}**")
 

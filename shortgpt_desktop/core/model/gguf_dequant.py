@@ -1,17 +1,19 @@
-"""GGUF block dequantization in torch: gguf-py's values bit for bit, a few times faster, on every CPU core.
+"""GGUF block dequantization in torch: gguf-py's values bit for bit, a few times faster.
 
-gguf-py dequantizes with numpy on one thread, through several whole-tensor temporaries: on a 2-core CPU about
-6.7 ns a value for Q4_1 and 17 ns for Q8_0 (``benchmarks/bench_dequant.py``). Loading a GGUF in memory goes
-through it once per tensor, and the streamed backend once per layer each time it opens the layer: a bi+ job opens
-every layer a dozen times or more, and the larger the model, the more of a streamed pass this is next to the
-forward pass itself.
+gguf-py dequantizes with numpy, through several whole-tensor temporaries: 3.8 to 10 ns a value on this project's
+2-core build machine (``benchmarks/bench_dequant.py``). Loading a GGUF in memory goes through it once per tensor,
+and the streamed backend each time it opens a layer (bi+'s search alone opens each layer once per greedy step),
+and the larger the model, the more of a streamed pass this is next to the forward pass itself.
 
 The kernels here are gguf-py's own formulas (``gguf/quants.py``, ``dequantize_blocks``), written with torch's
 integer and float32 operations in the same order: every product and sum is the same float32 operation on the
 same operands, so the values are the same to the last bit (``tests/core/model/test_gguf_dequant.py`` compares
 them on every block layout, with extreme scales). They run a chunk of blocks at a time, so the temporaries stay about
-a megabyte whatever the tensor, and torch spreads each over its threads. Types without a kernel here (the
-IQ and ternary types, the 4-bit floats) and the plain float types go to gguf-py unchanged.
+a megabyte whatever the tensor, on one thread: a kernel is a dozen small operations a chunk, and torch's threads
+meet after each one, so on a CPU that another program keeps busy two threads took longer than gguf-py (1.22 of
+its time with one busy process beside, where one thread took 0.27), and on an idle one they gained little over
+one thread (0.22 against 0.27 of gguf-py's time on SmolLM2). Types without a kernel here (the IQ and ternary
+types, the 4-bit floats) and the plain float types go to gguf-py unchanged.
 """
 
 from __future__ import annotations
@@ -191,11 +193,12 @@ def dequantize(data: np.ndarray, qtype: GGMLQuantizationType, fallback: Callable
     without a kernel here."""
     import torch
 
-    kernel = KERNELS.get(GGMLQuantizationType(qtype))
+    kernel = KERNELS.get(qtype)  # an int finds its type too
     if kernel is None:
         if fallback is None:
             from gguf.quants import dequantize as fallback
         return fallback(data, qtype)
+    qtype = GGMLQuantizationType(qtype)
     block_size, type_size = GGML_QUANT_SIZES[qtype]
     raw = data.view(np.uint8)
     if raw.shape[-1] % type_size:
@@ -204,8 +207,13 @@ def dequantize(data: np.ndarray, qtype: GGMLQuantizationType, fallback: Callable
     blocks = raw.reshape(-1, type_size)
     out = torch.empty((blocks.shape[0], block_size), dtype=torch.float32)
     step = max(1, CHUNK_VALUES // block_size)
-    for start in range(0, blocks.shape[0], step):
-        # A copy of the chunk's bytes: the file's memory map is read-only, and torch wants memory it may write.
-        chunk = torch.from_numpy(np.array(blocks[start:start + step], copy=True))
-        out[start:start + step] = kernel(chunk)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # see the module's docstring
+    try:
+        for start in range(0, blocks.shape[0], step):
+            # A copy of the chunk's bytes: the file's memory map is read-only, and torch wants memory it may write.
+            chunk = torch.from_numpy(np.array(blocks[start:start + step], copy=True))
+            out[start:start + step] = kernel(chunk)
+    finally:
+        torch.set_num_threads(threads)
     return out.numpy().reshape(shape)

@@ -105,6 +105,27 @@ def test_a_gguf_loads_through_the_kernels_to_the_weights_gguf_py_gives(q8_gguf, 
         assert torch.equal(ours[name], tensor), name
 
 
+def test_the_streamed_reader_hands_out_no_view_of_the_files_memory_map(q8_gguf) -> None:
+    """What a kernel dequantized is used as it is, but the F32 tensors (gguf-py's read-only views of the file) are
+    copied: a tensor over the map would fail to be written, and would keep the file's pages as the model's."""
+    import numpy as np
+
+    from shortgpt_desktop.core.backends.base import open_backend
+    from shortgpt_desktop.core.model.sources import resolve
+
+    backend = open_backend("streamed", resolve(str(q8_gguf)), "cpu", "float32", False)
+    try:
+        reader = backend.stack.reader
+        mapped = reader.reader.data
+        tensors = {k: v for i in range(backend.stack.n_layers) for k, v in reader.layer(i).items()}
+        assert any("down_proj" in k for k in tensors) and any("norm" in k for k in tensors)
+        for name, tensor in tensors.items():
+            assert not np.may_share_memory(tensor.numpy(), mapped), name
+            assert tensor.is_contiguous(), name
+    finally:
+        backend.close()
+
+
 @pytest.mark.slow
 def test_the_real_models_tensors_dequantize_to_gguf_pys_values(smollm2_gguf, gemma3_gguf) -> None:
     """Every tensor of SmolLM2 (Q4_1, Q8_0) and Gemma 3 270M (Q4_K_M's mix of k-quants and Q5_0, Q8_0)."""
