@@ -56,7 +56,14 @@ def test_other_types_go_to_gguf_py(qtype: GGMLQuantizationType) -> None:
         data = data.view(np.float32)
     elif qtype == Q.F16:
         data = data.view(np.float16)
-    assert_same_bits(gguf_dequant.dequantize(data, qtype), gguf.quants.dequantize(data, qtype))
+    asked: list[GGMLQuantizationType] = []
+
+    def gguf_pys(array: np.ndarray, kind: GGMLQuantizationType) -> np.ndarray:
+        asked.append(kind)
+        return gguf.quants.dequantize(array, kind)
+
+    assert_same_bits(gguf_dequant.dequantize(data, qtype, fallback=gguf_pys), gguf.quants.dequantize(data, qtype))
+    assert asked == [qtype]
 
 
 def test_a_row_that_is_not_whole_blocks_is_refused() -> None:
