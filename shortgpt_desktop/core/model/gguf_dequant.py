@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import torch  # imported only where a GGUF is read (``layer_weights``, ``gguf_parse_once``), never at launch
 from gguf.constants import GGML_QUANT_SIZES, QK_K, GGMLQuantizationType
 
 #: Values dequantized at a time: a kernel's temporaries are then about 1 MB each, within a core's cache (on this
@@ -33,16 +34,14 @@ Kernel = Callable[[Any], Any]  # (n_blocks, type_size) uint8 → (n_blocks, bloc
 
 def _f16(raw: Any) -> Any:
     """(n, 2) bytes → (n, 1) float32: a block's float16 scale."""
-    import torch
-
     return raw.contiguous().view(torch.float16).to(torch.float32)
 
 
-def _bits(raw: Any, shifts: tuple[int, ...], mask: int, dim: int) -> Any:
-    """``(raw >> s) & mask`` for each shift ``s``, stacked along ``dim`` (gguf-py's broadcast shift)."""
-    import torch
-
-    return torch.stack([(raw >> s) & mask if s else raw & mask for s in shifts], dim=dim)
+def _bits(raw: Any, shifts: tuple[int, ...], mask: int | None, dim: int) -> Any:
+    """``(raw >> s) & mask`` for each shift ``s`` (no mask: the shifted bytes), stacked along ``dim`` (gguf-py's
+    broadcast shift)."""
+    shifted = [raw >> s if s else raw for s in shifts]
+    return torch.stack(shifted if mask is None else [v & mask for v in shifted], dim=dim)
 
 
 def _low_high_nibbles(qs: Any) -> Any:
@@ -58,47 +57,35 @@ def _fifth_bits(qh: Any) -> Any:
 
 
 def q4_0(b: Any) -> Any:
-    import torch
-
     d = _f16(b[:, :2])
     q = (_low_high_nibbles(b[:, 2:]).to(torch.int8) - 8).to(torch.float32)
     return d * q
 
 
 def q4_1(b: Any) -> Any:
-    import torch
-
     d, m = _f16(b[:, :2]), _f16(b[:, 2:4])
     q = _low_high_nibbles(b[:, 4:]).to(torch.float32)
     return (d * q) + m
 
 
 def q5_0(b: Any) -> Any:
-    import torch
-
     d = _f16(b[:, :2])
     q = _low_high_nibbles(b[:, 6:]) | (_fifth_bits(b[:, 2:6]) << 4)
     return d * (q.to(torch.int8) - 16).to(torch.float32)
 
 
 def q5_1(b: Any) -> Any:
-    import torch
-
     d, m = _f16(b[:, :2]), _f16(b[:, 2:4])
     q = (_low_high_nibbles(b[:, 8:]) | (_fifth_bits(b[:, 4:8]) << 4)).to(torch.float32)
     return (d * q) + m
 
 
 def q8_0(b: Any) -> Any:
-    import torch
-
     d = _f16(b[:, :2])
     return b[:, 2:].contiguous().view(torch.int8).to(torch.float32) * d
 
 
 def q2_k(b: Any) -> Any:
-    import torch
-
     n = b.shape[0]
     scales, qs = b[:, :QK_K // 16], b[:, QK_K // 16: QK_K // 16 + QK_K // 4]
     d, dmin = _f16(b[:, -4:-2]), _f16(b[:, -2:])
@@ -109,13 +96,11 @@ def q2_k(b: Any) -> Any:
 
 
 def q3_k(b: Any) -> Any:
-    import torch
-
     n = b.shape[0]
     hmask, qs = b[:, :QK_K // 8], b[:, QK_K // 8: QK_K // 8 + QK_K // 4]
     scales, d = b[:, -14:-2], _f16(b[:, -2:])
-    low = _bits(scales[:, :8].reshape(n, 1, 8), (0, 4), 0xFF, 1).reshape(n, 16)
-    high = _bits(scales[:, 8:].reshape(n, 1, 4), (0, 2, 4, 6), 0xFF, 1).reshape(n, 16)
+    low = _bits(scales[:, :8].reshape(n, 1, 8), (0, 4), None, 1).reshape(n, 16)
+    high = _bits(scales[:, 8:].reshape(n, 1, 4), (0, 2, 4, 6), None, 1).reshape(n, 16)
     scale = (((low & 0x0F) | ((high & 0x03) << 4)).to(torch.int8) - 32).to(torch.float32)
     dl = (d * scale).reshape(n, 16, 1)
     ql = _bits(qs.reshape(n, -1, 32), (0, 2, 4, 6), 0x03, 2).reshape(n, 16, QK_K // 16)
@@ -126,8 +111,6 @@ def q3_k(b: Any) -> Any:
 
 def _scale_min_k4(scales: Any) -> tuple[Any, Any]:
     """Q4_K's and Q5_K's eight 6-bit scales and mins, from their 12 packed bytes."""
-    import torch
-
     n = scales.shape[0]
     packed = scales.reshape(n, 3, 4)
     d, m, m_d = packed[:, 0], packed[:, 1], packed[:, 2]
@@ -137,8 +120,6 @@ def _scale_min_k4(scales: Any) -> tuple[Any, Any]:
 
 
 def _k4_scales(b: Any) -> tuple[Any, Any]:
-    import torch
-
     n = b.shape[0]
     d, dmin = _f16(b[:, :2]), _f16(b[:, 2:4])
     sc, mins = _scale_min_k4(b[:, 4:16])
@@ -146,8 +127,6 @@ def _k4_scales(b: Any) -> tuple[Any, Any]:
 
 
 def q4_k(b: Any) -> Any:
-    import torch
-
     n = b.shape[0]
     d, dm = _k4_scales(b)
     q = _bits(b[:, 16:].reshape(n, -1, 32), (0, 4), 0x0F, 2).reshape(n, -1, 32).to(torch.float32)
@@ -155,8 +134,6 @@ def q4_k(b: Any) -> Any:
 
 
 def q5_k(b: Any) -> Any:
-    import torch
-
     n = b.shape[0]
     d, dm = _k4_scales(b)
     qh, qs = b[:, 16:16 + QK_K // 8], b[:, 16 + QK_K // 8:]
@@ -167,8 +144,6 @@ def q5_k(b: Any) -> Any:
 
 
 def q6_k(b: Any) -> Any:
-    import torch
-
     n = b.shape[0]
     ql, qh = b[:, :QK_K // 2], b[:, QK_K // 2: QK_K // 2 + QK_K // 4]
     scales = b[:, QK_K // 2 + QK_K // 4: -2].contiguous().view(torch.int8).to(torch.float32)
@@ -191,8 +166,6 @@ def dequantize(data: np.ndarray, qtype: GGMLQuantizationType, fallback: Callable
     """``gguf.dequantize(data, qtype)``: the tensor's values as a float32 array of its logical shape (``data``: its
     blocks' bytes, one row of blocks per last-axis row). ``fallback`` (gguf-py's, by default) takes the types
     without a kernel here."""
-    import torch
-
     kernel = KERNELS.get(qtype)  # an int finds its type too
     if kernel is None:
         if fallback is None:
