@@ -102,6 +102,16 @@ def tiny_family(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path):
 
 
 @pytest.fixture(scope="session")
+def tiny_q4_gguf(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path:
+    """The session's tiny llama as a 4-bit GGUF: every 2-D weight of its blocks Q4_0, with its tokenizer."""
+    from shortgpt_desktop.core.testing.gguf_export import export_gguf
+
+    path = tmp_path_factory.mktemp("tiny-q4-gguf") / "q4.gguf"
+    export_gguf(tiny_model, path, "llama", tokens="tokenizer", block_weights="Q4_0")
+    return path
+
+
+@pytest.fixture(scope="session")
 def tokenizer_dir(tiny_model: Path) -> Path:
     return tiny_model
 

@@ -365,3 +365,39 @@ def test_eval_counts_neither_bi_plus_nor_the_repair_in_its_memory(tiny_model: Pa
     run_eval(Engine(), spec, on_info=seen.append)
     plain = Engine().open(replace(spec, metric="bi", repair="none")).memory_needed_bytes
     assert seen[0].memory_needed_bytes == plain < Engine().open(spec).memory_needed_bytes
+
+
+@pytest.mark.parametrize(("repair", "heal_steps"), [("none", 0), ("linear", 0), ("linear", 1)])
+def test_the_size_expected_before_saving_is_the_size_written(tiny_q4_gguf: Path, small_calib: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch, repair: str,
+                                                             heal_steps: int) -> None:
+    """A 4-bit GGUF writes each weight the repair or healing changes as Q8_0: the size the plan expects (the one
+    the window shows before Save) counts them, and is what the file comes to, to the header's few hundred bytes
+    (the removed layers' tensor entries). Healing re-encodes every kept layer's projections: its file is a fifth
+    bigger than the plain cut's here. The repair's count is a bound: the MLP output projection after a run is
+    refitted only where that does better on held-out samples."""
+    expected: list[int] = []
+    save = Engine.save
+
+    def spy(self: Engine, plan: Any, *args: Any, **kwargs: Any) -> Any:
+        expected.append(plan.bytes_after)
+        return save(self, plan, *args, **kwargs)
+
+    monkeypatch.setattr(Engine, "save", spy)
+    removed = [2, 4]
+    spec = JobSpec(model=str(tiny_q4_gguf), calib=[str(small_calib)], samples=24, seq_len=32, layers=removed,
+                   repair=repair, heal_steps=heal_steps, out=str(tmp_path / "out"), device="cpu", dtype="float32",
+                   low_memory=False, check_perplexity=False)
+    engine = Engine()
+    written = run_prune(engine, spec).bytes_after
+    plain = engine.writer.sizes(engine.source, removed, 6)[1]  # type: ignore[index]
+    header = 2048
+    down_growth = 64 * 128 // 32 * (34 - 18)  # one MLP output projection, Q4_0 → Q8_0
+    assert written - header <= expected[0] <= written + header + (down_growth * len(removed) if repair != "none"
+                                                                   else 0), (expected, written, plain)
+    if heal_steps:
+        assert written > 1.15 * plain
+    elif repair != "none":
+        assert written >= plain + down_growth
+
+

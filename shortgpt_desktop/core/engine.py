@@ -32,7 +32,7 @@ from .cut.surgery import layer_sizes
 from .errors import CalibrationError, Cancelled, PlanError, ResourceError, UserError
 from .formats.output_folder import check_output_folder
 from .formats.safetensors_writer import SaveResult
-from .formats.writers import WRITERS, Writer, get_writer
+from .formats.writers import WRITERS, WeightChanges, Writer, get_writer
 from .measure.calibration import TokenSet
 from .measure.evaluation import Fidelity, Reference, has_chat_template
 from .measure.metrics import METRICS, ScoringContext, get_metric
@@ -150,6 +150,10 @@ class Engine:
     scored_spec: JobSpec | None = None  # the settings of the last successful scoring
     checked: Checked | None = None
     output_format: str | None = None  # what save writes; None: the source's own format
+    #: The weights the next save changes beyond removing layers (the repair, refit, healing), which the sizes
+    #: before and after count where the format writes them in another type; the scoring's settings until
+    #: :meth:`set_weight_changes`.
+    weight_changes: WeightChanges | None = None
     adjusted: Adjusted | None = None  # the repair (and healing) of the last plan that was checked or saved
     #: A refining metric's measured choices (selection.SelectionResult) for the current scores, by count.
     selections: dict[int, Any] = field(default_factory=dict)
@@ -244,9 +248,17 @@ class Engine:
         assert self.source is not None
         self.writer.refuse(self.source, removed)
 
+    def set_weight_changes(self, spec: JobSpec) -> None:
+        """The plans' sizes count the weights a job with ``spec``'s repair and healing changes (the window's
+        settings of the moment; the scoring's until then)."""
+        self.weight_changes = WeightChanges.of(spec)
+
     def _with_output_sizes(self, plan: PrunePlan) -> PrunePlan:
-        """Bytes before and after in the format that will be written (a GGUF stays quantized)."""
-        sizes = self.writer.sizes(self.source, plan.removed, self.n_layers) if self.source is not None else None
+        """Bytes before and after in the format that will be written (a GGUF stays quantized, and the weights the
+        job changes are counted as they will be written)."""
+        changes = self.weight_changes or (WeightChanges.of(self.scored_spec) if self.scored_spec else WeightChanges())
+        sizes = (self.writer.sizes(self.source, plan.removed, self.n_layers, changes) if self.source is not None
+                 else None)
         if sizes is not None:
             plan.bytes_before, plan.bytes_after = sizes
         return plan

@@ -576,6 +576,10 @@ class MainWindow(QMainWindow):
             self.show_error("This format cannot be written", user_message(exc))
             self.plan_panel.set_formats(self.engine.formats(), self.engine.resolved_format)
             return
+        self._replan()
+
+    def _replan(self) -> None:
+        """The plan on screen again, with the sizes for the current format and settings."""
         if self.plan is not None:
             plan = self.engine.plan(layers=self.plan.removed) if self.manual else self.engine.plan(
                 count=len(self.plan.removed))
@@ -617,6 +621,9 @@ class MainWindow(QMainWindow):
         if name in ("device", "dtype", "batch_size", "seq_len", "samples", "preset", "low_memory", "metric", "repair",
                     "heal_steps") and self.engine.source is not None:
             self._memory_timer.start()
+        if name in ("repair", "refit", "heal_steps"):  # a GGUF writes the weights they change as Q8_0
+            self.engine.set_weight_changes(self.job_spec())
+            self._replan()
         if name == "metric":
             self._switch_metric(self.settings_panel.values()["metric"])
         if name == "device":

@@ -10,6 +10,7 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor
 
+from shortgpt_desktop.format import human_bytes
 from shortgpt_desktop.gui import dialogs
 from shortgpt_desktop.gui.chart import REMOVED_COLOR
 
@@ -191,6 +192,35 @@ def test_memory_estimate_follows_settings(qtbot, opened) -> None:
     assert window.memory_view.info.memory.heal_step_bytes == 0
     window.settings_panel.heal_box.setValue(5)  # healing holds a step's activations and the weights it changed
     qtbot.waitUntil(lambda: window.memory_view.info.memory.heal_step_bytes > 0, timeout=10_000)
+
+
+def test_the_size_before_save_follows_the_weights_the_settings_change(qtbot, window, tiny_q4_gguf: Path,
+                                                                       calib_text: Path) -> None:
+    """A 4-bit GGUF: healing (every kept layer's projections) and the repair (the MLP output projections beside
+    each cut) rewrite weights as Q8_0, and the size Save will write says so as soon as they are set."""
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.open_model(str(tiny_q4_gguf))
+    window.calibration_panel.add_paths([str(calib_text)])
+    window.settings_panel.repair_box.setChecked(False)
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.start_scoring()
+    window.plan_panel.slider.setValue(2)
+    assert window.plan_panel.format_box.currentData() == "gguf"
+
+    def after() -> int:
+        return window.plan.bytes_after
+
+    plain = after()
+    assert window.plan_panel.size_label.text().endswith(f"<b>{human_bytes(plain)}</b>")
+    window.settings_panel.repair_box.setChecked(True)
+    repaired = after()
+    window.settings_panel.heal_box.setValue(3)
+    healed = after()
+    assert plain < repaired < healed and healed > 1.15 * plain
+    assert window.plan_panel.size_label.text().endswith(f"<b>{human_bytes(healed)}</b>")
+    window.settings_panel.heal_box.setValue(0)
+    window.settings_panel.repair_box.setChecked(False)
+    assert after() == plain
 
 
 def test_device_probe_lists_devices(qtbot, make_window) -> None:

@@ -530,6 +530,50 @@ def check_gguf_replacements(source: ModelSource | str | Path, repair: bool, heal
 _KEPT_TYPES = ("F32", "F16", "BF16", "Q8_0")
 
 
+def written_type_of(source_type: Any, row_length: int) -> Any:
+    """The type a replaced weight is written in: its source tensor's when that has 8 bits or more
+    (:data:`_KEPT_TYPES`), else Q8_0, and F16 where a row of ``row_length`` values is not whole blocks of it."""
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    q8_0, f16 = GGMLQuantizationType.Q8_0, GGMLQuantizationType.F16
+    first = source_type if source_type.name in _KEPT_TYPES else q8_0
+    return next(t for t in (first, q8_0, f16) if row_length % GGML_QUANT_SIZES[t][0] == 0)
+
+
+def rewritten_tensors(layout: GGUFLayout, removed: Sequence[int], repair: bool, refit: bool, heal: bool
+                      ) -> list[Any]:
+    """The tensors (old names) a job with these weight changes rewrites, at most, once ``removed`` go: healing
+    every 2-D weight of every kept block; the repair the MLP output projection of the kept layers on both sides of
+    each run of removed layers, and the MLP refit every MLP projection of the kept layer before each run. A run
+    that starts at layer 0 has no layer before it and is left unrepaired; the layer after a run is refitted only
+    where that does better on held-out samples, so this is a bound."""
+    arch = str(layout.metadata.get("general.architecture") or "")
+    n_layer = layout.metadata.get(f"{arch}.block_count")
+    gone = set(removed)
+    kept = {i for i in range(n_layer if isinstance(n_layer, int) else 0) if i not in gone}
+    before, after = set(), set()
+    for layer in sorted(gone):
+        if layer - 1 in kept:  # a run starts here: the layer before it, and the one after the run
+            end = layer
+            while end + 1 in gone:
+                end += 1
+            before.add(layer - 1)
+            after |= {end + 1} & kept
+    healed = set(replacement_targets(layout, repair=False, heal=heal))
+    repaired = set(replacement_targets(layout, repair=repair, heal=False))
+    refitted = set(replacement_targets(layout, repair=False, heal=False, refit=refit))
+    out = []
+    for tensor in layout.tensors:
+        match = _BLOCK.match(tensor.name)
+        if match is None:
+            continue
+        index = int(match[1])
+        if ((tensor.name in healed and index in kept) or (tensor.name in repaired and index in before | after)
+                or (tensor.name in refitted and index in before)):
+            out.append(tensor)
+    return out
+
+
 def _requantize(layout: GGUFLayout, plan: GGUFPlan, replaced: Mapping[str, Any]) -> tuple[_NewData, dict]:
     """Quantize each replaced weight to its source tensor's type when that has 8 bits or more, else to Q8_0
     (F16 where a row is not whole Q8_0 blocks); every change of type is reported."""
@@ -556,19 +600,8 @@ def _requantize(layout: GGUFLayout, plan: GGUFPlan, replaced: Mapping[str, Any])
             expected = tuple(reversed(tensor.shape))  # numpy order of the ggml shape
             array = to_gguf(_as_numpy(value), name, arch, expected, meta_int)
             source_type = GGMLQuantizationType(tensor.type_id)
-            data, written_type = None, source_type
-            first = source_type if source_type.name in _KEPT_TYPES else GGMLQuantizationType.Q8_0
-            for candidate in (first, GGMLQuantizationType.Q8_0, GGMLQuantizationType.F16):
-                block = GGML_QUANT_SIZES[candidate][0]
-                if expected[-1] % block:
-                    continue
-                try:
-                    data = quants.quantize(np.ascontiguousarray(array, dtype=np.float32), candidate)
-                except NotImplementedError:
-                    continue
-                written_type = candidate
-                break
-            assert data is not None  # F16 always quantizes
+            written_type = written_type_of(source_type, expected[-1])
+            data = quants.quantize(np.ascontiguousarray(array, dtype=np.float32), written_type)
             raw = np.ascontiguousarray(data).tobytes()
             block, type_size = GGML_QUANT_SIZES[written_type]
             assert len(raw) == math.prod(expected) // block * type_size

@@ -8,12 +8,29 @@ folder, :mod:`.safetensors_writer`). Adding a format is one class and one :func:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from ..errors import UserError
 from .safetensors_writer import SaveResult
+
+
+@dataclass(frozen=True)
+class WeightChanges:
+    """Which weights a job changes beyond removing layers: what a format that re-encodes changed weights (a
+    quantized GGUF writes them as Q8_0) must count in the size it expects to write."""
+
+    repair: bool = False  # the training-free repair: the MLP output projection beside each cut
+    refit: bool = False  # the MLP refit: every MLP projection beside each cut
+    heal: bool = False  # healing: every projection of every kept layer
+
+    @classmethod
+    def of(cls, spec: Any) -> WeightChanges:
+        """What a job with ``spec`` (a :class:`..pipeline.JobSpec`: its ``repair`` and ``heal_steps``) changes."""
+        return cls(repair=spec.repair != "none", refit=spec.repair == "refit", heal=spec.heal_steps > 0)
 
 
 class Writer:
@@ -35,8 +52,10 @@ class Writer:
         """Raise, before any slow step, when weights the repair, MLP refit or healing change cannot be written
         back."""
 
-    def sizes(self, source: Any, removed: Sequence[int], n_layers: int) -> tuple[int, int] | None:
-        """Bytes before and after in this format, when the format knows them better than parameters × dtype."""
+    def sizes(self, source: Any, removed: Sequence[int], n_layers: int, changes: WeightChanges = WeightChanges()
+              ) -> tuple[int, int] | None:
+        """Bytes before and after in this format, when the format knows them better than parameters × dtype
+        (``changes``: the weights the job changes, where the format writes them in another type)."""
         return None
 
     def quantization(self, source: Any) -> str:
@@ -69,7 +88,7 @@ class GGUFWriter(Writer):
                    "safetensors.")
 
     def __init__(self) -> None:
-        self._blocks: dict[Path, tuple[list[int], int]] = {}  # per file: bytes per block, and the rest
+        self._blocks: dict[Path, tuple[Any, list[int], int]] = {}  # per file: its header, bytes per block, the rest
 
     def available(self, source: Any) -> bool:
         return source is not None and bool(source.gguf_file)
@@ -84,9 +103,15 @@ class GGUFWriter(Writer):
 
         check_gguf_replacements(source, repair=repair, heal=heal, refit=refit)
 
-    def sizes(self, source: Any, removed: Sequence[int], n_layers: int) -> tuple[int, int] | None:
-        """From the GGUF header: a quantized file stays quantized, block by block."""
+    def sizes(self, source: Any, removed: Sequence[int], n_layers: int, changes: WeightChanges = WeightChanges()
+              ) -> tuple[int, int] | None:
+        """From the GGUF header: a quantized file stays quantized, block by block, and each weight the job changes
+        is written as the writer will write it (a 4-bit one as Q8_0: healing a Q4 file makes its kept layers
+        about twice as big)."""
+        from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
         from .gguf_reader import check_gguf
+        from .gguf_writer import rewritten_tensors, written_type_of
 
         path = source.folder / source.gguf_file
         if path not in self._blocks:
@@ -96,10 +121,15 @@ class GGUFWriter(Writer):
                 parts = tensor.name.split(".")
                 if parts[0] == "blk" and parts[1].isdigit() and int(parts[1]) < len(per_block):
                     per_block[int(parts[1])] += tensor.n_bytes
-            self._blocks[path] = (per_block, path.stat().st_size - sum(per_block))
-        per_block, rest = self._blocks[path]
+            self._blocks[path] = (layout, per_block, path.stat().st_size - sum(per_block))
+        layout, per_block, rest = self._blocks[path]
         before = rest + sum(per_block)
-        return before, before - sum(per_block[i] for i in removed)
+        after = before - sum(per_block[i] for i in removed)
+        for tensor in rewritten_tensors(layout, removed, changes.repair, changes.refit, changes.heal):
+            written = written_type_of(GGMLQuantizationType(tensor.type_id), int(tensor.shape[0]))
+            block, type_size = GGML_QUANT_SIZES[written]
+            after += math.prod(tensor.shape) // block * type_size - tensor.n_bytes
+        return before, after
 
     def quantization(self, source: Any) -> str:
         from ..model.gguf_facts import quantization_label

@@ -12,11 +12,12 @@ from typing import Any
 
 def export_gguf(folder: Path, path: Path, arch: str = "llama", *, per_layer_arrays: bool = False,
                 extra: dict[str, tuple[Any, Any]] | None = None, q8_down: bool = False,
-                tokens: str = "ids") -> Any:
+                tokens: str = "ids", block_weights: str = "") -> Any:
     """Write the model in ``folder`` as an F32 GGUF at ``path``; returns the model (float32, eval).
 
     ``per_layer_arrays`` writes the feed-forward length and head counts as per-layer arrays; ``extra`` adds
-    metadata (key → (value, GGUFValueType)); ``q8_down`` stores the MLP down projections as Q8_0. ``tokens``:
+    metadata (key → (value, GGUFValueType)); ``q8_down`` stores the MLP down projections as Q8_0, ``block_weights``
+    every 2-D weight of the blocks in that type (a name gguf-py quantizes: ``"Q4_0"``, as a 4-bit file). ``tokens``:
     ``"ids"`` names token i ``[i]`` (ids are fed directly, and llama.cpp's per-token log-probabilities stay one
     per token), ``"tokenizer"`` writes the folder's own BPE tokenizer (for jobs that tokenise text).
     """
@@ -62,9 +63,11 @@ def export_gguf(folder: Path, path: Path, arch: str = "llama", *, per_layer_arra
                 .reshape(data.shape)
         if arch.startswith("gemma") and target.endswith("norm.weight"):
             data = data + 1.0  # gemma's RMSNorm multiplies by (1 + w); llama.cpp by the stored w
-        if q8_down and target.endswith("ffn_down.weight"):
-            q8 = quants.quantize(np.ascontiguousarray(data), gguf.GGMLQuantizationType.Q8_0)
-            writer.add_tensor(target, q8, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        kind = (block_weights if block_weights and target.startswith("blk.") and data.ndim == 2
+                else "Q8_0" if q8_down and target.endswith("ffn_down.weight") else "")
+        if kind:
+            qtype = gguf.GGMLQuantizationType[kind]
+            writer.add_tensor(target, quants.quantize(np.ascontiguousarray(data), qtype), raw_dtype=qtype)
         else:
             writer.add_tensor(target, np.ascontiguousarray(data, dtype=np.float32))
     writer.write_header_to_file()

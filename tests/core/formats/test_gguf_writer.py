@@ -21,7 +21,7 @@ import pytest
 
 from shortgpt_desktop.core.errors import Cancelled, PlanError, UnsupportedModelError, UserError
 from shortgpt_desktop.core.formats import gguf_writer
-from shortgpt_desktop.core.formats.gguf_reader import read_gguf_layout
+from shortgpt_desktop.core.formats.gguf_reader import check_gguf, read_gguf_layout
 from shortgpt_desktop.core.model.sources import ModelSourceError
 from shortgpt_desktop.core.testing.gguf_export import export_gguf
 
@@ -126,6 +126,32 @@ def tiny_gguf(path: Path, arch: str = "llama", n_layer: int = 6, metadata: dict[
 
 
 V = gguf.GGUFValueType
+
+
+def test_the_tensors_a_job_rewrites_are_beside_each_run_or_every_kept_one_when_healing(tmp_path: Path) -> None:
+    """The bound the size before Save counts: the repair's MLP output projections on both sides of each run (none
+    for a run from layer 0, no layer after the last), the refit's MLP projections before each run, healing's
+    every 2-D weight of every kept block (not the norms)."""
+    tensors = {"token_embd.weight": (np.zeros((8, 4), np.float32), None)}
+    for i in range(8):
+        for part in ("attn_q.weight", "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"):
+            tensors[f"blk.{i}.{part}"] = (np.zeros((4, 4), np.float32), None)
+        tensors[f"blk.{i}.ffn_norm.weight"] = (np.ones(4, np.float32), None)
+    layout = check_gguf(tiny_gguf(tmp_path / "t.gguf", n_layer=8, tensors=tensors))
+
+    def names(removed: list[int], **changes: bool) -> list[str]:
+        kinds = {"repair": False, "refit": False, "heal": False, **changes}
+        return [t.name for t in gguf_writer.rewritten_tensors(layout, removed, **kinds)]
+
+    assert names([0, 1, 3, 4, 7], repair=True) == ["blk.2.ffn_down.weight", "blk.5.ffn_down.weight",
+                                                   "blk.6.ffn_down.weight"]
+    assert names([2, 3, 6], repair=True, refit=True) == [
+        "blk.1.ffn_gate.weight", "blk.1.ffn_up.weight", "blk.1.ffn_down.weight", "blk.4.ffn_down.weight",
+        "blk.5.ffn_gate.weight", "blk.5.ffn_up.weight", "blk.5.ffn_down.weight", "blk.7.ffn_down.weight"]
+    healed = names([2, 3, 6], heal=True)
+    assert len(healed) == 5 * 4 and not any(n.startswith(("blk.2.", "blk.3.", "blk.6.")) for n in healed)
+    assert not any("norm" in n for n in healed)
+    assert names([2, 3, 6]) == []
 
 
 # ------------------------------------------------------------------------------------------ SmolLM2 Q4_1
