@@ -107,6 +107,7 @@ class Adjusted:
     key: tuple = ()
     seconds: float = 0.0
     step_seconds: dict[str, float] = field(default_factory=dict)  # adjuster name → seconds it took here
+    changes: WeightChanges = field(default_factory=WeightChanges)  # the settings it was computed for
 
     @property
     def repair(self) -> Any:
@@ -190,7 +191,7 @@ class Engine:
         self.backend = self.load_key = None
         self.tokens = self.token_key = None
         self.stats = self.scores = self.scored = self.sizes = self.scored_spec = self.checked = None
-        self.adjusted = None
+        self.adjusted = self.weight_changes = None
         self.selections = {}
         self.fitted.clear()
         self.answers = None
@@ -253,10 +254,15 @@ class Engine:
         settings of the moment; the scoring's until then)."""
         self.weight_changes = WeightChanges.of(spec)
 
-    def _with_output_sizes(self, plan: PrunePlan) -> PrunePlan:
+    def _with_output_sizes(self, plan: PrunePlan, changes: WeightChanges | None = None) -> PrunePlan:
         """Bytes before and after in the format that will be written (a GGUF stays quantized, and the weights the
-        job changes are counted as they will be written)."""
-        changes = self.weight_changes or (WeightChanges.of(self.scored_spec) if self.scored_spec else WeightChanges())
+        job changes are counted as they will be written: ``changes``, else the settings of the moment)."""
+        if changes is None:
+            changes = self.weight_changes or (WeightChanges.of(self.scored_spec) if self.scored_spec
+                                              else WeightChanges())
+        adjusted = self._adjusted_for(plan.removed)
+        if adjusted is not None and adjusted.changes == changes:  # fitted: the weights it changed, exactly
+            changes = dataclasses.replace(changes, names=frozenset(adjusted.weights))
         sizes = (self.writer.sizes(self.source, plan.removed, self.n_layers, changes) if self.source is not None
                  else None)
         if sizes is not None:
@@ -828,7 +834,7 @@ class Engine:
         for adjuster in ADJUSTERS:
             adjuster.check(spec)
         started = time.perf_counter()
-        adjusted = Adjusted(removed, key=key)
+        adjusted = Adjusted(removed, key=key, changes=WeightChanges.of(spec))
         wanted = [a for a in ADJUSTERS if a.wanted(spec)]
         if not wanted or not removed:
             self.adjusted = adjusted
@@ -896,7 +902,9 @@ class Engine:
         if self.needs_refining(plan):
             plan = self.refine(spec, len(plan.removed), progress, cancel)
         self.adjust(spec, plan.removed, progress, cancel)
-        return plan
+        # The weights changed are known now: the sizes on a copy (the window still shows the plan it gave).
+        return self._with_output_sizes(dataclasses.replace(plan, removed=list(plan.removed), notes=list(plan.notes)),
+                                       WeightChanges.of(spec))
 
     def _adjusted_for(self, removed: Sequence[int]) -> Adjusted | None:
         """The repair (and healing) of this very plan, when they were computed."""

@@ -579,8 +579,9 @@ class MainWindow(QMainWindow):
         self._replan()
 
     def _replan(self) -> None:
-        """The plan on screen again, with the sizes for the current format and settings."""
-        if self.plan is not None:
+        """The plan on screen again, with the sizes for the current format and settings (none while there are no
+        scores: a rescore that failed or was cancelled leaves the last plan on screen)."""
+        if self.plan is not None and self.engine.sizes is not None:
             plan = self.engine.plan(layers=self.plan.removed) if self.manual else self.engine.plan(
                 count=len(self.plan.removed))
             self._show_plan(plan)
@@ -780,8 +781,10 @@ class MainWindow(QMainWindow):
         return self.session.final_spec(self.job_spec())
 
     def _show_final(self, plan: PrunePlan) -> None:
-        """A job refined the plan: show the layers that were really measured or written."""
-        if self.plan is None or plan.removed != self.plan.removed or plan.notes != self.plan.notes:
+        """A job refined the plan: show the layers that were really measured or written, and the size once the
+        weights the repair and healing change are known."""
+        if self.plan is None or (plan.removed, plan.notes, plan.bytes_after) != (
+                self.plan.removed, self.plan.notes, self.plan.bytes_after):
             self._show_plan(plan)
 
     def _on_saved(self, outcome: Any) -> None:

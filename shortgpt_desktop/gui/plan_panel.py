@@ -57,7 +57,8 @@ class PlanPanel(QGroupBox):
         self.size_label = QLabel(self)
         self.size_label.setToolTip("What Save will write in the format chosen. A GGUF keeps its quantization; a "
                                    "weight the repair, the MLP refit or healing changes is written as Q8_0 where "
-                                   "it was 4 to 6 bits, and counted so here (healing changes every kept layer)")
+                                   "it was 4 to 6 bits, and counted so here (healing changes every kept layer). "
+                                   "Before Check or Save has fitted the repair, this is the most it can be")
         self.format_box = QComboBox(self)
         self.format_box.setToolTip("What Save writes; the size above is for this format")
         self.format_box.currentIndexChanged.connect(

@@ -20,13 +20,14 @@ Layouts that metadata cannot describe are refused before anything is written (:f
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import mmap
 import re
 import struct
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -460,12 +461,18 @@ class _NewData(dict):
 
 def gguf_tensor_name(hf_name: str, architecture: str, n_layer: int) -> str | None:
     """The GGUF name of a Hugging Face parameter (same layer index), from gguf-py's tensor name map."""
+    names = _name_map(architecture, n_layer)
+    return names.get_name(hf_name, try_suffixes=(".weight", ".bias")) if names is not None else None
+
+
+@functools.lru_cache(maxsize=8)
+def _name_map(architecture: str, n_layer: int) -> Any:
+    """gguf-py's tensor name map for an architecture, built once (a few milliseconds each: a healed model's
+    weights are named one by one, and the size before Save names them at every plan)."""
     import gguf
 
     arch = {name: enum for enum, name in gguf.MODEL_ARCH_NAMES.items()}.get(architecture)
-    if arch is None:
-        return None
-    return gguf.get_tensor_name_map(arch, n_layer).get_name(hf_name, try_suffixes=(".weight", ".bias"))
+    return gguf.get_tensor_name_map(arch, n_layer) if arch is not None else None
 
 
 def _meta_int(view: Any, layout: GGUFLayout, arch: str) -> Any:
@@ -550,6 +557,8 @@ def rewritten_tensors(layout: GGUFLayout, removed: Sequence[int], repair: bool, 
     arch = str(layout.metadata.get("general.architecture") or "")
     n_layer = layout.metadata.get(f"{arch}.block_count")
     gone = set(removed)
+    if not gone:
+        return []  # nothing removed: the job repairs and heals nothing (and saves nothing)
     kept = {i for i in range(n_layer if isinstance(n_layer, int) else 0) if i not in gone}
     before, after = set(), set()
     for layer in sorted(gone):
@@ -572,6 +581,15 @@ def rewritten_tensors(layout: GGUFLayout, removed: Sequence[int], repair: bool, 
                 or (tensor.name in refitted and index in before)):
             out.append(tensor)
     return out
+
+
+def replaced_tensors(layout: GGUFLayout, hf_names: Collection[str]) -> list[Any]:
+    """The tensors (old names) that the weights ``hf_names`` (Hugging Face names, original layer index: what a
+    fitted repair or healing replaced) are written over; a name without a tensor is left out."""
+    arch = str(layout.metadata.get("general.architecture") or "")
+    n_layer = layout.metadata.get(f"{arch}.block_count")
+    names = {gguf_tensor_name(n, arch, n_layer if isinstance(n_layer, int) else 0) for n in hf_names}
+    return [t for t in layout.tensors if t.name in names]
 
 
 def _requantize(layout: GGUFLayout, plan: GGUFPlan, replaced: Mapping[str, Any]) -> tuple[_NewData, dict]:

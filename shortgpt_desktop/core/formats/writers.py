@@ -24,8 +24,11 @@ class WeightChanges:
     quantized GGUF writes them as Q8_0) must count in the size it expects to write."""
 
     repair: bool = False  # the training-free repair: the MLP output projection beside each cut
-    refit: bool = False  # the MLP refit: every MLP projection beside each cut
+    refit: bool = False  # the MLP refit: every MLP projection before each cut
     heal: bool = False  # healing: every projection of every kept layer
+    #: The parameters changed (Hugging Face names, original layer index), once the repair and healing were fitted
+    #: for the plan: the exact set, where the three flags above give a bound.
+    names: frozenset[str] | None = None
 
     @classmethod
     def of(cls, spec: Any) -> WeightChanges:
@@ -111,7 +114,7 @@ class GGUFWriter(Writer):
         from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
         from .gguf_reader import check_gguf
-        from .gguf_writer import rewritten_tensors, written_type_of
+        from .gguf_writer import replaced_tensors, rewritten_tensors, written_type_of
 
         path = source.folder / source.gguf_file
         if path not in self._blocks:
@@ -125,7 +128,9 @@ class GGUFWriter(Writer):
         layout, per_block, rest = self._blocks[path]
         before = rest + sum(per_block)
         after = before - sum(per_block[i] for i in removed)
-        for tensor in rewritten_tensors(layout, removed, changes.repair, changes.refit, changes.heal):
+        rewritten = (replaced_tensors(layout, changes.names) if changes.names is not None
+                     else rewritten_tensors(layout, removed, changes.repair, changes.refit, changes.heal))
+        for tensor in rewritten:
             written = written_type_of(GGMLQuantizationType(tensor.type_id), int(tensor.shape[0]))
             block, type_size = GGML_QUANT_SIZES[written]
             after += math.prod(tensor.shape) // block * type_size - tensor.n_bytes

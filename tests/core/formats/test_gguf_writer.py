@@ -152,6 +152,7 @@ def test_the_tensors_a_job_rewrites_are_beside_each_run_or_every_kept_one_when_h
     assert len(healed) == 5 * 4 and not any(n.startswith(("blk.2.", "blk.3.", "blk.6.")) for n in healed)
     assert not any("norm" in n for n in healed)
     assert names([2, 3, 6]) == []
+    assert names([], repair=True, refit=True, heal=True) == []  # nothing removed: nothing repaired or healed
 
 
 # ------------------------------------------------------------------------------------------ SmolLM2 Q4_1
