@@ -228,6 +228,34 @@ def test_the_size_before_save_follows_the_weights_the_settings_change(qtbot, win
     assert after() == plain
 
 
+def test_a_failed_rescore_leaves_the_plan_and_the_settings_usable(qtbot, opened, monkeypatch) -> None:
+    """A rescore with a new dtype forgets the scores, then fails to load: the last plan stays on screen, and a
+    repair or healing setting changed then neither re-plans nor raises (it raised PlanError in a Qt slot)."""
+    from shortgpt_desktop.core import engine as engine_module
+    from shortgpt_desktop.core.errors import UserError
+
+    window = opened
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.start_scoring()
+    window.plan_panel.slider.setValue(2)
+    window.plan_panel.flush()
+    shown = window.plan
+
+    def no_room(*args, **kwargs):
+        raise UserError("No room for the model.")
+
+    monkeypatch.setattr(engine_module, "open_backend", no_room)
+    monkeypatch.setattr(dialogs, "error_dialog", lambda *args, **kwargs: dialogs.QMessageBox())
+    box = window.settings_panel.dtype_box
+    box.setCurrentIndex(box.findData("bfloat16"))
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.start_scoring()
+    assert window.engine.sizes is None and window.plan is shown
+    window.settings_panel.heal_box.setValue(2)
+    window.settings_panel.repair_box.setChecked(not window.settings_panel.repair_box.isChecked())
+    assert window.plan is shown
+
+
 def test_device_probe_lists_devices(qtbot, make_window) -> None:
     window = make_window(probe=True)
     with qtbot.waitSignal(window.devicesProbed, timeout=60_000):
