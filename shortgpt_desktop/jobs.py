@@ -115,6 +115,7 @@ def run_prune(engine: Engine, spec: JobSpec, progress: Progress = no_progress, c
                                    pipeline.checkpoint_bytes_per_param(engine.loaded))  # type: ignore[arg-type]
         engine.scored_spec = spec
     plan = engine.plan_for_spec(spec)
+    engine.check_room(spec.out, plan, spec)  # a disk too full for the output: said before the long steps
     if engine.needs_refining(plan):
         plan = engine.refine(spec, len(plan.removed), progress, cancel)
     engine.check_output_job(spec, plan.removed)  # the layers are known now: refused before repair and healing

@@ -30,7 +30,7 @@ from .cut.fitted_repairs import FittedRepairs
 from .cut.plan import LayerSizes, PrunePlan, apply_sizes, check_layer_list, count_for_ratio, make_plan, max_removable
 from .cut.surgery import layer_sizes
 from .errors import CalibrationError, Cancelled, PlanError, ResourceError, UserError
-from .formats.output_folder import check_output_folder
+from .formats.output_folder import check_output_folder, check_room
 from .formats.safetensors_writer import SaveResult
 from .formats.writers import WRITERS, WeightChanges, Writer, get_writer
 from .measure.calibration import TokenSet
@@ -1090,6 +1090,14 @@ class Engine:
         if self.source is None:
             raise UserError("Choose a model first.")
         return check_output_folder(Path(out), self.source, force)
+
+    def check_room(self, out: str | Path, plan: PrunePlan, spec: JobSpec) -> None:
+        """Refuse, before the repair and healing run, an output ``plan`` would not fit on the disk of ``out``
+        (its size in the format written, with the weights ``spec``'s repair and healing change)."""
+        if plan.removed:
+            sized = self._with_output_sizes(dataclasses.replace(plan, removed=list(plan.removed)),
+                                            WeightChanges.of(spec))
+            check_room(out, sized.bytes_after)
 
     def save(self, plan: PrunePlan, out: str | Path, report: Report | None = None, force: bool = False,
              progress: Progress = no_progress, cancel: CancelCheck | None = None) -> SaveResult:

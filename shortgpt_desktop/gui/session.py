@@ -92,12 +92,13 @@ class Session:
         return lambda progress, cancel: self.engine.quality_curve(spec, None, progress, cancel)
 
     def refuse_save(self, plan: PrunePlan, spec: JobSpec, out: str, force: bool) -> None:
-        """Everything that can refuse a save before its job starts: the folder, the plan, the format, and what
-        the writer cannot write back (a GGUF layout locked to positions, a healed weight)."""
+        """Everything that can refuse a save before its job starts: the folder, the plan, the format, what the
+        writer cannot write back (a GGUF layout locked to positions, a healed weight), and a disk too full."""
         self.engine.check_output(out, force)
         self.engine.report(plan)
         self.engine.refusal_to_save()
         self.engine.check_output_job(spec, plan.removed)
+        self.engine.check_room(out, plan, spec)
 
     def memory_job(self, spec: JobSpec) -> Work:
         """Headers only, beside any running job: returns a :class:`MemoryView` and changes nothing."""

@@ -78,3 +78,23 @@ def test_a_rolled_back_replace_restores_the_output_and_leaves_no_old_folder(
         (temp / "new.txt").write_text("new")
     assert sorted(p.name for p in out.iterdir()) == ["old.txt"]
     assert _leftovers(tmp_path) == []
+
+
+def test_an_output_the_disk_cannot_hold_is_refused_in_a_sentence(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The room is asked of the disk the folder will be written on (its nearest existing parent), with a margin."""
+    asked: list[Path] = []
+
+    def usage(path: Path) -> object:
+        asked.append(Path(path))
+        return type("Usage", (), {"free": 2_000_000_000})()
+
+    monkeypatch.setattr(of.shutil, "disk_usage", usage)
+    out = tmp_path / "not" / "yet" / "there"
+    of.check_room(out, 1_900_000_000)  # fits, with the margin
+    assert asked == [tmp_path]
+    with pytest.raises(OutputError, match=r"^The pruned model needs about 2\.0 GB but only 2\.0 GB is free on the "
+                                          r"disk of .*; free some space or choose a folder on another disk\.$"):
+        of.check_room(out, 1_990_000_000)  # fits byte for byte, not with the card and the rounding
+    with pytest.raises(OutputError, match=r"needs about 3\.5 GB but only 2\.0 GB"):
+        of.check_room(out, 3_500_000_000)
