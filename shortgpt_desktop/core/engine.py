@@ -257,16 +257,19 @@ class Engine:
     def _with_output_sizes(self, plan: PrunePlan, changes: WeightChanges | None = None) -> PrunePlan:
         """Bytes before and after in the format that will be written (a GGUF stays quantized, and the weights the
         job changes are counted as they will be written: ``changes``, else the settings of the moment)."""
+        if self.source is None:
+            return plan
         if changes is None:
             changes = self.weight_changes or (WeightChanges.of(self.scored_spec) if self.scored_spec
                                               else WeightChanges())
         adjusted = self._adjusted_for(plan.removed)
         if adjusted is not None and adjusted.changes == changes:  # fitted: the weights it changed, exactly
             changes = dataclasses.replace(changes, names=frozenset(adjusted.weights))
-        sizes = (self.writer.sizes(self.source, plan.removed, self.n_layers, changes) if self.source is not None
-                 else None)
-        if sizes is not None:
+        sizes = self.writer.sizes(self.source, plan.removed, self.n_layers, changes)
+        plain = self.writer.sizes(self.source, plan.removed, self.n_layers)
+        if sizes is not None and plain is not None:
             plan.bytes_before, plan.bytes_after = sizes
+            plan.bytes_reencoded = sizes[1] - plain[1]
         return plan
 
     # ------------------------------------------------------------------------------------------------ open

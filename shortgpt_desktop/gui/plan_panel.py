@@ -195,8 +195,10 @@ class PlanPanel(QGroupBox):
             f"{human_count(plan.params_before)} → <b>{human_count(plan.params_after)}</b> "
             f"({change(plan.params_before, plan.params_after) or '±0 %'})"
         )
+        reencoded = (f" (+{human_bytes(plan.bytes_reencoded)} for the changed weights at 8 bits)"
+                     if plan.bytes_reencoded > 0 else "")
         self.size_label.setText(
-            f"{human_bytes(plan.bytes_before)} → <b>{human_bytes(plan.bytes_after)}</b>"
+            f"{human_bytes(plan.bytes_before)} → <b>{human_bytes(plan.bytes_after)}</b>{reencoded}"
         )
 
     def set_formats(self, formats: list[str], current: str) -> None:

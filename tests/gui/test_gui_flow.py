@@ -210,12 +210,17 @@ def test_the_size_before_save_follows_the_weights_the_settings_change(qtbot, win
     assert len(window.plan.removed) == 2 and window.plan_panel.format_box.currentData() == "gguf"
 
     def after() -> int:
-        assert window.plan_panel.size_label.text().endswith(f"<b>{human_bytes(window.plan.bytes_after)}</b>")
-        return window.plan.bytes_after
+        """The size Save will write, as the label shows it, with what the changed weights add (none: no note)."""
+        plan, text = window.plan, window.plan_panel.size_label.text()
+        note = f" (+{human_bytes(plan.bytes_reencoded)} for the changed weights at 8 bits)"
+        assert text.endswith(f"<b>{human_bytes(plan.bytes_after)}</b>" + (note if plan.bytes_reencoded else ""))
+        return plan.bytes_after
 
     plain = after()
+    assert window.plan.bytes_reencoded == 0
     window.settings_panel.heal_box.setValue(3)
     healed = after()
+    assert window.plan.bytes_reencoded == healed - plain
     window.settings_panel.heal_box.setValue(0)
     window.settings_panel.repair_box.setChecked(True)
     at_most = after()

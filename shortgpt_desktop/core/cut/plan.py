@@ -31,6 +31,9 @@ class PrunePlan:
     params_after: int = 0
     bytes_before: int = 0
     bytes_after: int = 0
+    #: Of ``bytes_after``, what writing the weights the job changes in another type adds (a 4-bit GGUF writes them
+    #: as Q8_0): the plain cut would be this much smaller.
+    bytes_reencoded: int = 0
     notes: list[str] = field(default_factory=list)
 
     @property
