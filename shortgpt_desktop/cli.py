@@ -23,7 +23,7 @@ from .core.measure.metrics import METRICS
 from .core.measure.quiz import quiz_summary
 from .core.model.loading import quiet_library_progress
 from .core.progress import counts_layers, stage_unit
-from .core.report import after_fitted, left_as_it_was, tensor_label
+from .core.report import after_fitted, left_as_it_was, requantized
 from .format import human_bytes, human_count, human_seconds, time_left
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 2, 130
@@ -409,8 +409,8 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
         files = ", ".join(report.output_files)
         out.write(f"saved to {report.output} ({fmt}; {files}: {human_bytes(report.bytes_after)} = "
                   f"{report.bytes_after:,} bytes; MB = 10^6 bytes)\n")
-        for name, (old, new) in report.changed_types.items():
-            out.write(f"re-quantized {tensor_label(name, report.kept_layers)}: {old} -> {new}\n")
+        for line in requantized(report.changed_types, report.kept_layers, arrow="->"):
+            out.write(f"re-quantized {line}\n")
     for warning in report.warnings:
         out.write(f"warning: {warning}\n")
 

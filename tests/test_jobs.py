@@ -147,7 +147,26 @@ def test_requantized_tensors_are_named_by_their_original_layer(capsys: pytest.Ca
     out = capsys.readouterr().out
     assert "re-quantized layer 17 ffn_down.weight (blk.13 in the pruned file): Q4_K -> Q8_0" in out
     assert "(gguf Q4_K_M;" in out
-    assert "layer 17 ffn_down.weight (blk.13 in the pruned file) Q4_K→Q8_0" in model_card(report, "m.gguf")
+    assert "layer 17 ffn_down.weight (blk.13 in the pruned file): Q4_K → Q8_0" in model_card(report, "m.gguf")
+
+
+def test_a_healings_requantized_tensors_are_summed_up_per_change_of_type(capsys: pytest.CaptureFixture[str]) -> None:
+    """Healing re-quantizes every kept layer's projections: one line per change of type, not one per tensor."""
+    from shortgpt_desktop.core.report import Report, model_card
+
+    kept = [i for i in range(10) if i not in (3, 4, 7)]
+    changed = {f"blk.{new}.{part}.weight": ["Q4_1", "Q8_0"] for new in range(len(kept))
+               for part in ("attn_q", "ffn_down")}
+    changed["blk.2.attn_v.weight"] = ["Q6_K", "Q8_0"]
+    report = Report(model="m.gguf", architecture="LlamaForCausalLM", n_layers=10, metric="bi+",
+                    removed_layers=[3, 4, 7], kept_layers=kept, output="out", output_format="gguf",
+                    quantization="Q4_1", changed_types=changed)
+    cli.print_summary(report)
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("re-quantized")]
+    assert lines == ["re-quantized 14 weights Q4_1 -> Q8_0: attn_q.weight, ffn_down.weight of layers 0–2, 5, 6, 8, 9",
+                     "re-quantized 1 weight Q6_K -> Q8_0: attn_v.weight of layer 2"]
+    assert ("re-quantized after repair: 14 weights Q4_1 → Q8_0: attn_q.weight, ffn_down.weight of layers 0–2, 5, 6, "
+            "8, 9; 1 weight Q6_K → Q8_0: attn_v.weight of layer 2") in model_card(report, "m.gguf")
 
 
 # ------------------------------------------------------------ GGUF output and healing (issue 19)

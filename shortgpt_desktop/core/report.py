@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..format import layer_list
 
 
 @dataclass
@@ -121,6 +122,32 @@ def tensor_label(name: str, kept_layers: list[int]) -> str:
     return f"layer {kept_layers[new]} {match[2]} (blk.{new} in the pruned file)"
 
 
+#: Up to this many re-quantized tensors are named one by one; more (a healing changes every kept layer's
+#: projections: 154 on SmolLM2 with 8 of 30 layers removed) are summed up per change of type.
+NAMED_CHANGES = 8
+
+
+def requantized(changed_types: dict[str, Any], kept_layers: list[int], arrow: str = "→") -> list[str]:
+    """What the GGUF writer re-quantized, a line each: every tensor by its original layer when there are few
+    (``layer 17 ffn_down.weight (blk.13 in the pruned file): Q4_K → Q8_0``), else one line per change of type
+    (``154 weights Q4_1 → Q8_0: attn_k, attn_output, … of layers 0–2, 6, 8–15, 18–24, 27–29``)."""
+    if len(changed_types) <= NAMED_CHANGES:
+        return [f"{tensor_label(name, kept_layers)}: {old} {arrow} {new}" for name, (old, new) in changed_types.items()]
+    groups: dict[tuple[str, str], tuple[list[str], set[str], set[int]]] = {}
+    for name, (old, new) in changed_types.items():
+        names, kinds, layers = groups.setdefault((old, new), ([], set(), set()))
+        names.append(name)
+        match = _BLOCK.match(name)
+        if match is not None and int(match[1]) < len(kept_layers):
+            kinds.add(match[2])
+            layers.add(kept_layers[int(match[1])])
+        else:
+            kinds.add(name)
+    return [f"{len(names)} weight{'s' * (len(names) > 1)} {old} {arrow} {new}: {', '.join(sorted(kinds))}"
+            + (f" of layer{'s' * (len(layers) > 1)} {layer_list(sorted(layers), limit=len(layers))}" if layers else "")
+            for (old, new), (names, kinds, layers) in groups.items()]
+
+
 def model_bytes(folder: str | Path, files: list[str]) -> int:
     """Bytes of the model files written (``.gguf``, ``.safetensors``), measured on disk after saving."""
     return sum((Path(folder) / f).stat().st_size for f in files if f.endswith((".gguf", ".safetensors")))
@@ -223,8 +250,7 @@ def model_card(report: Report, base_model: str) -> str:
     if report.quantization:
         output_format += f" ({report.quantization})"
     if report.changed_types:
-        changes = ", ".join(f"{tensor_label(name, report.kept_layers)} {old}→{new}"
-                            for name, (old, new) in report.changed_types.items())
+        changes = "; ".join(requantized(report.changed_types, report.kept_layers))
         output_format += f"; re-quantized after repair: {changes}"
     return f"""---
 {base_model_line}library_name: {"gguf" if report.output_format == "gguf" else "transformers"}
