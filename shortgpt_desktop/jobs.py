@@ -119,7 +119,7 @@ def run_prune(engine: Engine, spec: JobSpec, progress: Progress = no_progress, c
     if engine.needs_refining(plan):
         plan = engine.refine(spec, len(plan.removed), progress, cancel)
     engine.check_output_job(spec, plan.removed)  # the layers are known now: refused before repair and healing
-    plan = engine.prepare(spec, plan, progress, cancel)
+    plan = engine.prepare(spec, plan, progress, cancel, out=spec.out)
     if spec.check_perplexity:
         engine.check(spec, plan.removed, spec.prompt, progress, cancel)
     report = engine.report(plan, spec)

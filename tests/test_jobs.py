@@ -428,6 +428,7 @@ def test_a_disk_too_full_for_the_healed_output_is_said_before_the_repair_and_hea
     """Room for the plain cut but not for the healed file (its kept layers re-encoded as Q8_0): refused once the
     layers are chosen, before any repair or healing step, and nothing is written. The same disk takes the job
     without healing."""
+    from shortgpt_desktop.core import free_space
     from shortgpt_desktop.core.errors import OutputError
     from shortgpt_desktop.core.formats import output_folder
 
@@ -439,17 +440,37 @@ def test_a_disk_too_full_for_the_healed_output_is_said_before_the_repair_and_hea
     probe.open(spec)
     plain = probe.writer.sizes(probe.source, removed, 6)[1]  # type: ignore[index]
     healed = probe.writer.sizes(probe.source, removed, 6, WeightChanges.of(spec))[1]  # type: ignore[index]
-    free = (plain + healed) // 2
-    monkeypatch.setattr(output_folder.shutil, "disk_usage", lambda path: type("Usage", (), {"free": free})())
+    free = int((plain + healed) / 2 * output_folder.ROOM_MARGIN) + output_folder.ROOM_EXTRA
+    monkeypatch.setattr(free_space.shutil, "disk_usage", lambda path: type("Usage", (), {"free": free})())
 
     def no_fit(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the repair or healing ran before the disk was asked")
 
     adjust = Engine.adjust
     monkeypatch.setattr(Engine, "adjust", no_fit)
-    with pytest.raises(OutputError, match=r"^The pruned model needs about 0\.\d MB but only 0\.\d MB is free"):
+    with pytest.raises(OutputError, match=r"^The pruned model needs about 64\.\d MB but only 64\.\d MB is free"):
         run_prune(Engine(), spec)
     assert not (tmp_path / "out").exists()
     monkeypatch.setattr(Engine, "adjust", adjust)
     report = run_prune(Engine(), dataclasses.replace(spec, heal_steps=0))
     assert report.bytes_after < free
+
+
+def test_the_disk_is_asked_again_for_the_layers_chosen_before_the_fits(tiny_q4_gguf: Path, small_calib: Path,
+                                                                       tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """bi+ may choose other layers than the plan it was given, of another size: prepare asks the disk for the
+    chosen ones before the repair and healing run."""
+    from shortgpt_desktop.core import free_space
+    from shortgpt_desktop.core.errors import OutputError
+
+    spec = JobSpec(model=str(tiny_q4_gguf), calib=[str(small_calib)], samples=8, seq_len=32, ratio=0.34,
+                   repair="linear", heal_steps=1, out=str(tmp_path / "out"), device="cpu", dtype="float32",
+                   low_memory=False, check_perplexity=False, metric="bi")
+    engine = Engine()
+    engine.score(spec)
+    plan = engine.plan_for_spec(spec)
+    monkeypatch.setattr(free_space.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 1000})())
+    monkeypatch.setattr(Engine, "adjust", lambda *args, **kwargs: pytest.fail("fitted before the disk was asked"))
+    with pytest.raises(OutputError, match="is free on the disk of"):
+        engine.prepare(spec, plan, out=spec.out)

@@ -477,6 +477,7 @@ class Engine:
                 scores: LayerScores, started: float, partial: bool) -> Scored:
         self.stats, self.scores = stats, scores
         self.selections = {}
+        self.adjusted = None  # fitted on the tokens of the scores before, which these may not share
         self.sizes = layer_sizes(loaded.model, loaded.family, pipeline.checkpoint_bytes_per_param(loaded))
         self.scored_spec = spec
         self.checked = None
@@ -899,11 +900,14 @@ class Engine:
         return Teacher()
 
     def prepare(self, spec: JobSpec, plan: PrunePlan, progress: Progress = no_progress,
-                cancel: CancelCheck | None = None) -> PrunePlan:
+                cancel: CancelCheck | None = None, out: str | Path | None = None) -> PrunePlan:
         """The plan as it will be checked or written: a refining metric (bi+) measures its choice, then the
-        repair (and healing) are fitted for it. Returns the final plan."""
+        repair (and healing) are fitted for it. Returns the final plan. ``out``: where it will be saved, whose disk
+        must hold the layers chosen (asked again before the fits: bi+ may choose layers of another size)."""
         if self.needs_refining(plan):
             plan = self.refine(spec, len(plan.removed), progress, cancel)
+        if out is not None:
+            self.check_room(out, plan, spec)
         self.adjust(spec, plan.removed, progress, cancel)
         # The weights changed are known now: the sizes on a copy (the window still shows the plan it gave).
         return self._with_output_sizes(dataclasses.replace(plan, removed=list(plan.removed), notes=list(plan.notes)),

@@ -82,7 +82,7 @@ class Session:
     def save_job(self, plan: PrunePlan, spec: JobSpec, out: str, force: bool) -> Work:
         """The same preparation, then the report and the atomic save: (final plan, SaveResult)."""
         def work(progress: Any, cancel: Any) -> Any:
-            final = self.engine.prepare(spec, plan, progress, cancel)
+            final = self.engine.prepare(spec, plan, progress, cancel, out=out)
             report = self.engine.report(final, spec)
             return final, self.engine.save(final, out, report, force, progress, cancel)
 

@@ -205,9 +205,11 @@ def test_the_size_before_save_follows_the_weights_the_settings_change(qtbot, win
     window.settings_panel.repair_box.setChecked(False)
     with qtbot.waitSignal(window.jobFinished, timeout=60_000):
         window.start_scoring()
-    window.plan_panel.slider.setValue(2)
+    window.plan_panel.slider.setValue(0)
     window.plan_panel.flush()
-    assert len(window.plan.removed) == 2 and window.plan_panel.format_box.currentData() == "gguf"
+    window.toggle_layer(2)
+    window.toggle_layer(4)  # two runs: the MLP output projection after the second (layer 5) may be refitted
+    assert window.plan.removed == [2, 4] and window.plan_panel.format_box.currentData() == "gguf"
 
     def after() -> int:
         """The size Save will write, as the label shows it, with what the changed weights add (none: no note)."""
@@ -227,8 +229,10 @@ def test_the_size_before_save_follows_the_weights_the_settings_change(qtbot, win
     assert plain < at_most and healed > 1.15 * plain
     with qtbot.waitSignal(window.jobFinished, timeout=120_000):
         window.check()
-    fitted = after()  # the weights the fitted repair changed (here the projections before each run alone)
-    assert plain < fitted <= at_most
+    # The weights the fitted repair changed: on 8 samples it folds a map into the projection before each run
+    # (layers 1 and 3) and refits none after a run, so layer 5's is not counted any more.
+    fitted = after()
+    assert window.plan.removed == [2, 4] and plain < fitted < at_most
     window.settings_panel.repair_box.setChecked(False)
     assert after() == plain
 

@@ -35,11 +35,11 @@ def test_a_session_runs_the_window_jobs_without_qt(tiny_model: Path, small_calib
     assert checked.fidelity is not None and checked.removed == final.removed
     out = suggested_output(session.engine, final, str(tmp_path))
     session.refuse_save(final, final_spec, out, False)
+    from shortgpt_desktop.core import free_space
     from shortgpt_desktop.core.errors import OutputError
-    from shortgpt_desktop.core.formats import output_folder
 
     with pytest.MonkeyPatch.context() as patch:  # a disk without room for the folder: refused before the job
-        patch.setattr(output_folder.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 1000})())
+        patch.setattr(free_space.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 1000})())
         with pytest.raises(OutputError, match="is free on the disk of"):
             session.refuse_save(final, final_spec, out, False)
     saved_plan, result = session.save_job(final, final_spec, out, False)(noop, lambda: False)

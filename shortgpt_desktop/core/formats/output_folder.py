@@ -53,41 +53,30 @@ def check_output_folder(out: Path, source: ModelSource, force: bool) -> Path:
     return out
 
 
-def _nearest_existing_parent(out: Path) -> Path:
-    """Where the finished folder is made beside ``out``: its nearest existing parent."""
-    parent = out.parent
-    while not parent.exists():
-        parent = parent.parent
-    return parent
-
-
-#: Room kept beyond the expected size: the model card, the header of a GGUF, and the file system's own rounding.
-ROOM_MARGIN = 1.02
+#: Room kept beyond the size the plan expects: the file system's rounding, a GGUF's header, the model card, and
+#: the config and tokenizer files written beside the weights (Gemma 3's tokenizer alone is 33 MB).
+ROOM_MARGIN, ROOM_EXTRA = 1.02, 64_000_000
 
 
 def check_room(out: str | Path, needed: int) -> None:
     """Refuse an output the disk cannot hold, before the long steps (a healing can take an hour, and a full disk
     at the save would lose it): ``needed`` is the size the plan expects to write. The folder is written beside
     ``out`` and moved into place when complete, so a replaced output needs the room while the old one is there."""
-    parent = _nearest_existing_parent(Path(out).expanduser().resolve())
-    try:
-        free = shutil.disk_usage(parent).free
-    except OSError:
-        return  # not known here: the save still says a full disk in one sentence
-    if needed * ROOM_MARGIN > free:
-        raise OutputError(f"The pruned model needs about {_size(needed)} but only {_size(free)} is free on the disk "
-                          f"of {parent}; free some space or choose a folder on another disk.")
+    from ..free_space import free_bytes, nearest_existing, size_words
 
-
-def _size(n: float) -> str:
-    """Decimal units, as the front ends show sizes (1 MB = 10^6 bytes)."""
-    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+    room = int(needed * ROOM_MARGIN) + ROOM_EXTRA
+    free = free_bytes(out)
+    if free is not None and room > free:  # not known: the save still says a full disk in one sentence
+        raise OutputError(f"The pruned model needs about {size_words(room)} but only {size_words(free)} is free on "
+                          f"the disk of {nearest_existing(out)}; free some space or choose a folder on another disk.")
 
 
 def _check_creatable(out: Path) -> None:
     """Refuse, before a job runs, an output that could not be written at save time: the finished folder is made
     beside ``out`` (in its nearest existing parent), so a probe folder is made and removed there now."""
-    parent = _nearest_existing_parent(out)
+    from ..free_space import nearest_existing
+
+    parent = nearest_existing(out.parent)
     if not parent.is_dir():
         raise OutputError(f"Cannot create {out}: {parent} is a file, not a folder.")
     try:

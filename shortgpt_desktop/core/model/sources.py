@@ -354,18 +354,15 @@ def _unreachable(repo_id: str, why: str) -> str:
 
 def check_free_space(cache_dir: str | Path | None, needed: int, repo_id: str) -> None:
     """Refuse a download the disk cannot hold, before it starts (a half-written cache helps nobody)."""
-    import shutil
-
     from huggingface_hub import constants
 
+    from ..free_space import free_bytes, size_words
+
     folder = Path(cache_dir or constants.HF_HUB_CACHE)
-    probe = folder
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    free = shutil.disk_usage(probe).free
-    if needed > free:
+    free = free_bytes(folder)
+    if free is not None and needed > free:
         raise HubError(
-            f"{repo_id} needs {needed / 1e9:.1f} GB but only {free / 1e9:.1f} GB is free on the disk of {folder}; "
+            f"{repo_id} needs {size_words(needed)} but only {size_words(free)} is free on the disk of {folder}; "
             "free some space or set HF_HOME to a bigger disk."
         )
 

@@ -1,0 +1,31 @@
+"""Room on a disk, asked before a long job writes to it (a Hub download, a pruned model): a job that would fill the
+disk is refused in one sentence before it starts, not after it has run."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+
+def nearest_existing(path: str | Path) -> Path:
+    """``path`` if it exists, else its nearest existing parent: where a folder not made yet will be made."""
+    probe = Path(path).expanduser().resolve()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return probe
+
+
+def free_bytes(path: str | Path) -> int | None:
+    """Bytes free on the disk that holds ``path`` (or would hold it); None where the system does not say."""
+    try:
+        return shutil.disk_usage(nearest_existing(path)).free
+    except OSError:
+        return None
+
+
+def size_words(n: float) -> str:
+    """Decimal units, as the front ends show sizes: ``1.5 GB``, ``820.3 MB`` (1 MB = 10^6 bytes)."""
+    for unit, scale in (("TB", 1e12), ("GB", 1e9)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n / 1e6:.1f} MB"
