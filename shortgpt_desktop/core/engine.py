@@ -1104,7 +1104,7 @@ class Engine:
         if plan.removed:
             sized = self._with_output_sizes(dataclasses.replace(plan, removed=list(plan.removed)),
                                             WeightChanges.of(spec))
-            check_room(out, sized.bytes_after)
+            check_room(out, sized.bytes_after, self.writer.side_files_bytes)
 
     def save(self, plan: PrunePlan, out: str | Path, report: Report | None = None, force: bool = False,
              progress: Progress = no_progress, cancel: CancelCheck | None = None) -> SaveResult:

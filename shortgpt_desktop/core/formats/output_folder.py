@@ -53,22 +53,23 @@ def check_output_folder(out: Path, source: ModelSource, force: bool) -> Path:
     return out
 
 
-#: Room kept beyond the size the plan expects: the file system's rounding, a GGUF's header, the model card, and
-#: the config and tokenizer files written beside the weights (Gemma 3's tokenizer alone is 33 MB).
-ROOM_MARGIN, ROOM_EXTRA = 1.02, 64_000_000
+#: Room kept beyond the size the plan expects: the file system's rounding, a GGUF's header, the model card.
+ROOM_MARGIN = 1.02
 
 
-def check_room(out: str | Path, needed: int) -> None:
+def check_room(out: str | Path, needed: int, side_files: int = 0) -> None:
     """Refuse an output the disk cannot hold, before the long steps (a healing can take an hour, and a full disk
-    at the save would lose it): ``needed`` is the size the plan expects to write. The folder is written beside
-    ``out`` and moved into place when complete, so a replaced output needs the room while the old one is there."""
+    at the save would lose it): ``needed`` is the size of the weights the plan expects to write, ``side_files``
+    what the format writes beside them at most (config, tokenizer). The folder is written beside ``out`` and moved
+    into place when complete, so a replaced output needs the room while the old one is there."""
     from ..free_space import free_bytes, nearest_existing, size_words
 
-    room = int(needed * ROOM_MARGIN) + ROOM_EXTRA
+    room = int(needed * ROOM_MARGIN) + side_files
     free = free_bytes(out)
     if free is not None and room > free:  # not known: the save still says a full disk in one sentence
-        raise OutputError(f"The pruned model needs about {size_words(room)} but only {size_words(free)} is free on "
-                          f"the disk of {nearest_existing(out)}; free some space or choose a folder on another disk.")
+        raise OutputError(f"The pruned model needs about {size_words(needed)} ({size_words(room)} with its other "
+                          f"files and a margin) but only {size_words(free)} is free on the disk of "
+                          f"{nearest_existing(out)}; free some space or choose a folder on another disk.")
 
 
 def _check_creatable(out: Path) -> None:

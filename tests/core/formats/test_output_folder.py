@@ -83,7 +83,7 @@ def test_a_rolled_back_replace_restores_the_output_and_leaves_no_old_folder(
 def test_an_output_the_disk_cannot_hold_is_refused_in_a_sentence(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """The room is asked of the disk the folder will be written on (its nearest existing parent), for the size
-    expected with a margin and the side files."""
+    expected with a margin and what the format writes beside the weights."""
     from shortgpt_desktop.core import free_space
 
     asked: list[Path] = []
@@ -94,12 +94,14 @@ def test_an_output_the_disk_cannot_hold_is_refused_in_a_sentence(tmp_path: Path,
 
     monkeypatch.setattr(free_space.shutil, "disk_usage", usage)
     out = tmp_path / "not" / "yet" / "there"
-    of.check_room(out, 1_800_000_000)  # 1.8 GB, 1.836 GB with the margin, 1.9 GB with the side files: it fits
+    of.check_room(out, 1_800_000_000, 64_000_000)  # 1.836 GB with the margin, 1.9 GB with the side files: fits
     assert asked == [tmp_path]
-    with pytest.raises(OutputError, match=r"^The pruned model needs about 2\.1 GB but only 2\.0 GB is free on the "
-                                          r"disk of .*; free some space or choose a folder on another disk\.$"):
-        of.check_room(out, 1_990_000_000)  # fits byte for byte, not with the card, the tokenizer and the rounding
-    with pytest.raises(OutputError, match=r"needs about 1\.4 TB but only 2\.0 GB"):
+    with pytest.raises(OutputError, match=r"^The pruned model needs about 2\.0 GB \(2\.1 GB with its other files "
+                                          r"and a margin\) but only 2\.0 GB is free on the disk of .*; free some "
+                                          r"space or choose a folder on another disk\.$"):
+        of.check_room(out, 1_990_000_000, 64_000_000)  # the weights fit byte for byte, not with the rest
+    of.check_room(out, 1_900_000_000)  # a GGUF: no side files but the card, within the margin
+    with pytest.raises(OutputError, match=r"needs about 1\.4 TB \(1\.4 TB .*\) but only 2\.0 GB"):
         of.check_room(out, 1_400_000_000_000)
     monkeypatch.setattr(free_space.shutil, "disk_usage", lambda path: (_ for _ in ()).throw(OSError("no")))
     of.check_room(out, 1_400_000_000_000)  # the system does not say: left to the save
