@@ -241,8 +241,8 @@ class Engine:
         if self.source is None:
             return
         self._refuse_output(list(removed if removed is not None else (spec.layers or [])))
-        self.writer.refuse_adjusted(self.source, repair=spec.repair != "none", heal=spec.heal_steps > 0,
-                                    refit=spec.repair == "refit")
+        changes = WeightChanges.of(spec)
+        self.writer.refuse_adjusted(self.source, repair=changes.repair, heal=changes.heal, refit=changes.refit)
 
     def _refuse_output(self, removed: Sequence[int]) -> None:
         """The writer's refusals for these layers (layouts llama.cpp fixes by layer position), before any work."""
@@ -909,9 +909,13 @@ class Engine:
         if out is not None:
             self.check_room(out, plan, spec)
         self.adjust(spec, plan.removed, progress, cancel)
-        # The weights changed are known now: the sizes on a copy (the window still shows the plan it gave).
-        return self._with_output_sizes(dataclasses.replace(plan, removed=list(plan.removed), notes=list(plan.notes)),
-                                       WeightChanges.of(spec))
+        return self._sized_for(plan, spec)  # the weights changed are known now
+
+    def _sized_for(self, plan: PrunePlan, spec: JobSpec) -> PrunePlan:
+        """A copy of ``plan`` with its sizes for ``spec``'s weight changes (the window still shows the plan it
+        gave, from another thread)."""
+        copy = dataclasses.replace(plan, removed=list(plan.removed), notes=list(plan.notes))
+        return self._with_output_sizes(copy, WeightChanges.of(spec))
 
     def _adjusted_for(self, removed: Sequence[int]) -> Adjusted | None:
         """The repair (and healing) of this very plan, when they were computed."""
@@ -1102,9 +1106,7 @@ class Engine:
         """Refuse, before the repair and healing run, an output ``plan`` would not fit on the disk of ``out``
         (its size in the format written, with the weights ``spec``'s repair and healing change)."""
         if plan.removed:
-            sized = self._with_output_sizes(dataclasses.replace(plan, removed=list(plan.removed)),
-                                            WeightChanges.of(spec))
-            check_room(out, sized.bytes_after, self.writer.side_files_bytes)
+            check_room(out, self._sized_for(plan, spec).bytes_after, self.writer.side_files_bytes)
 
     def save(self, plan: PrunePlan, out: str | Path, report: Report | None = None, force: bool = False,
              progress: Progress = no_progress, cancel: CancelCheck | None = None) -> SaveResult:
