@@ -108,6 +108,7 @@ class Adjusted:
     seconds: float = 0.0
     step_seconds: dict[str, float] = field(default_factory=dict)  # adjuster name → seconds it took here
     changes: WeightChanges = field(default_factory=WeightChanges)  # the settings it was computed for
+    token_key: tuple = ()  # the calibration tokens it was fitted on (Engine._token_key)
 
     @property
     def repair(self) -> Any:
@@ -477,7 +478,8 @@ class Engine:
                 scores: LayerScores, started: float, partial: bool) -> Scored:
         self.stats, self.scores = stats, scores
         self.selections = {}
-        self.adjusted = None  # fitted on the tokens of the scores before, which these may not share
+        if self.adjusted is not None and self.adjusted.token_key != self._token_key(spec):
+            self.adjusted = None  # fitted on other tokens; a rescore of the same text keeps the fit (and healing)
         self.sizes = layer_sizes(loaded.model, loaded.family, pipeline.checkpoint_bytes_per_param(loaded))
         self.scored_spec = spec
         self.checked = None
@@ -832,13 +834,14 @@ class Engine:
         from .cut.adjusters import ADJUSTERS, AdjustContext
 
         removed = sorted(removed)
-        key = (tuple(removed), spec.repair, spec.heal_steps, self.load_key, self._token_key(spec))
+        token_key = self._token_key(spec)
+        key = (tuple(removed), spec.repair, spec.heal_steps, self.load_key, token_key)
         if self.adjusted is not None and self.adjusted.key == key:
             return self.adjusted
         for adjuster in ADJUSTERS:
             adjuster.check(spec)
         started = time.perf_counter()
-        adjusted = Adjusted(removed, key=key, changes=WeightChanges.of(spec))
+        adjusted = Adjusted(removed, key=key, changes=WeightChanges.of(spec), token_key=token_key)
         wanted = [a for a in ADJUSTERS if a.wanted(spec)]
         if not wanted or not removed:
             self.adjusted = adjusted

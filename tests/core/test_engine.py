@@ -204,3 +204,25 @@ def test_the_checks_joint_pass_counts_as_one_stage_to_its_end(tiny_model: Path, 
     seen.clear()
     engine.check(spec, [1], progress=lambda stage, done, total, partial=None: seen.append((stage, done, total)))
     assert {stage for stage, _, _ in seen if stage.startswith("ppl")} == {"ppl_after"}  # the original's is kept
+
+
+def test_a_rescore_of_the_same_text_keeps_the_fit_and_other_text_drops_it(tiny_model: Path,
+                                                                          small_calib: Path) -> None:
+    """The repair and healing are fitted on the calibration tokens, not on the scores: scoring the same text again
+    (another metric, say) keeps them, so Save does not heal again; scoring other tokens drops them, as the sizes
+    and the report read them."""
+    import dataclasses
+
+    spec = JobSpec(model=str(tiny_model), calib=[str(small_calib)], samples=8, seq_len=32, eval_windows=4,
+                   batch_size=4, device="cpu", dtype="float32", prompt="", heal_steps=1)
+    engine = Engine()
+    engine.score(spec)
+    plan = engine.prepare(spec, engine.plan(count=2))
+    fitted = engine.adjusted
+    assert fitted is not None and fitted.heal is not None and fitted.removed == plan.removed
+    engine.score(dataclasses.replace(spec, metric="bi"))
+    assert engine._adjusted_for(plan.removed) is fitted
+    assert engine.adjust(spec, plan.removed) is fitted  # not healed again
+    engine.score(dataclasses.replace(spec, samples=4))
+    assert engine._adjusted_for(plan.removed) is None
+    assert engine.adjust(spec, plan.removed) is not fitted
