@@ -271,6 +271,9 @@ class Engine:
         if sizes is not None and plain is not None:
             plan.bytes_before, plan.bytes_after = sizes
             plan.bytes_reencoded = sizes[1] - plain[1]
+            # Healing changes every kept 2-D weight (exact); the repair's set is known only once fitted.
+            plan.reencoded_at_most = (plan.bytes_reencoded > 0 and changes.names is None and changes.repair
+                                      and not changes.heal)
         return plan
 
     # ------------------------------------------------------------------------------------------------ open

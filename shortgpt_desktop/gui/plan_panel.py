@@ -55,6 +55,11 @@ class PlanPanel(QGroupBox):
         self.layers_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.params_label = QLabel(self)
         self.size_label = QLabel(self)
+        # What the weights the job changes add, on a line of its own that wraps (on the size's line it widened the
+        # window's narrowest width from 447 to 730 px).
+        self.size_note = QLabel(self)
+        self.size_note.setWordWrap(True)
+        self.size_note.setVisible(False)
         self.size_label.setToolTip("What Save will write in the format chosen. A GGUF keeps its quantization; a "
                                    "weight the repair, the MLP refit or healing changes is written as Q8_0 where "
                                    "it was 4 to 6 bits, and counted so here (healing changes every kept layer). "
@@ -100,9 +105,10 @@ class PlanPanel(QGroupBox):
         self.curve_plot.setVisible(False)
         self.curve_note = QLabel(self)
         self.curve_note.setVisible(False)
-        grid.addWidget(self.curve_button, 4, 0)
-        grid.addWidget(self.curve_note, 4, 1, 1, 2)
-        grid.addWidget(self.curve_plot, 5, 0, 1, 3)
+        grid.addWidget(self.size_note, 4, 1, 1, 2)
+        grid.addWidget(self.curve_button, 5, 0)
+        grid.addWidget(self.curve_note, 5, 1, 1, 2)
+        grid.addWidget(self.curve_plot, 6, 0, 1, 3)
         self.curve_points: list[tuple[int, float]] = []
         self.curve_tops: dict[int, float | None] = {}
         grid.setColumnStretch(1, 1)
@@ -182,6 +188,7 @@ class PlanPanel(QGroupBox):
             self.count_label.setText("Score the layers first")
             for label in (self.layers_label, self.params_label, self.size_label):
                 label.setText("—")
+            self.size_note.setVisible(False)
             return
         k, n = len(plan.removed), plan.n_layers
         how = " · chosen by hand" if manual else ""
@@ -195,11 +202,11 @@ class PlanPanel(QGroupBox):
             f"{human_count(plan.params_before)} → <b>{human_count(plan.params_after)}</b> "
             f"({change(plan.params_before, plan.params_after) or '±0 %'})"
         )
-        reencoded = (f" (+{human_bytes(plan.bytes_reencoded)} for the changed weights at 8 bits)"
-                     if plan.bytes_reencoded > 0 else "")
-        self.size_label.setText(
-            f"{human_bytes(plan.bytes_before)} → <b>{human_bytes(plan.bytes_after)}</b>{reencoded}"
-        )
+        self.size_label.setText(f"{human_bytes(plan.bytes_before)} → <b>{human_bytes(plan.bytes_after)}</b>")
+        self.size_note.setText(f"{'up to ' if plan.reencoded_at_most else ''}+{human_bytes(plan.bytes_reencoded)} "
+                               "for the weight tensors the job changes, written at 8 bits or more"
+                               if plan.bytes_reencoded > 0 else "")
+        self.size_note.setVisible(plan.bytes_reencoded > 0)
 
     def set_formats(self, formats: list[str], current: str) -> None:
         """The formats this model can be saved in (a GGUF source: GGUF first)."""

@@ -211,21 +211,27 @@ def test_the_size_before_save_follows_the_weights_the_settings_change(qtbot, win
     window.toggle_layer(4)  # two runs: the MLP output projection after the second (layer 5) may be refitted
     assert window.plan.removed == [2, 4] and window.plan_panel.format_box.currentData() == "gguf"
 
-    def after() -> int:
-        """The size Save will write, as the label shows it, with what the changed weights add (none: no note)."""
-        plan, text = window.plan, window.plan_panel.size_label.text()
-        note = f" (+{human_bytes(plan.bytes_reencoded)} for the changed weights at 8 bits)"
-        assert text.endswith(f"<b>{human_bytes(plan.bytes_after)}</b>" + (note if plan.bytes_reencoded else ""))
+    def after(bound: str = "") -> int:
+        """The size Save will write, as the label shows it, with what the changed weights add (none: no note),
+        ``bound`` ("up to ") where the repair is not fitted yet."""
+        plan, panel = window.plan, window.plan_panel
+        assert panel.size_label.text().endswith(f"<b>{human_bytes(plan.bytes_after)}</b>")
+        note = f"{bound}+{human_bytes(plan.bytes_reencoded)} for the weight tensors the job changes, written at 8 bits"
+        assert panel.size_note.text().startswith(note) if plan.bytes_reencoded else not panel.size_note.text()
+        assert panel.size_note.isVisibleTo(panel) == bool(plan.bytes_reencoded)
         return plan.bytes_after
 
     plain = after()
     assert window.plan.bytes_reencoded == 0
+    narrow = window.plan_panel.minimumSizeHint().width()
     window.settings_panel.heal_box.setValue(3)
-    healed = after()
+    healed = after()  # exact: healing changes every kept weight
     assert window.plan.bytes_reencoded == healed - plain
+    # The note wraps on its own line: the panel's narrowest width hardly grows (447 to 730 px on the size's line).
+    assert window.plan_panel.minimumSizeHint().width() <= 1.1 * narrow
     window.settings_panel.heal_box.setValue(0)
     window.settings_panel.repair_box.setChecked(True)
-    at_most = after()
+    at_most = after("up to ")
     assert plain < at_most and healed > 1.15 * plain
     with qtbot.waitSignal(window.jobFinished, timeout=120_000):
         window.check()

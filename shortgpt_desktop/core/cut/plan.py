@@ -34,6 +34,8 @@ class PrunePlan:
     #: Of ``bytes_after``, what writing the weights the job changes in another type adds (a 4-bit GGUF writes them
     #: as Q8_0): the plain cut would be this much smaller.
     bytes_reencoded: int = 0
+    #: ``bytes_reencoded`` is the most the job can change (the repair not fitted yet: it may leave some alone).
+    reencoded_at_most: bool = False
     notes: list[str] = field(default_factory=list)
 
     @property
