@@ -448,8 +448,8 @@ def test_a_disk_too_full_for_the_healed_output_is_said_before_the_repair_and_hea
 
     adjust = Engine.adjust
     monkeypatch.setattr(Engine, "adjust", no_fit)
-    with pytest.raises(OutputError, match=r"^The pruned model needs about 0\.\d MB \(0\.\d MB with its other files "
-                                          r"and a margin\) but only 0\.\d MB is free"):
+    with pytest.raises(OutputError, match=r"^The pruned model needs about \d+\.\d kB \(\d+\.\d kB with its other "
+                                          r"files and a margin\) but only \d+\.\d kB is free"):
         run_prune(Engine(), spec)
     assert not (tmp_path / "out").exists()
     monkeypatch.setattr(Engine, "adjust", adjust)

@@ -22,10 +22,3 @@ def free_bytes(path: str | Path) -> int | None:
     except OSError:
         return None
 
-
-def size_words(n: float) -> str:
-    """Decimal units, as the front ends show sizes: ``1.5 GB``, ``820.3 MB`` (1 MB = 10^6 bytes)."""
-    for unit, scale in (("TB", 1e12), ("GB", 1e9)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n / 1e6:.1f} MB"

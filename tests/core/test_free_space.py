@@ -1,4 +1,4 @@
-"""Room on a disk: the nearest existing folder is asked, in the units the front ends use."""
+"""Room on a disk: the nearest existing folder is asked, and a download that does not fit is refused."""
 
 from __future__ import annotations
 
@@ -11,16 +11,22 @@ from shortgpt_desktop.core.errors import HubError
 from shortgpt_desktop.core.model import sources
 
 
-def test_a_folder_not_made_yet_is_asked_through_its_nearest_existing_parent(tmp_path: Path) -> None:
+def test_a_folder_not_made_yet_is_asked_through_its_nearest_existing_parent(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     assert free_space.nearest_existing(tmp_path / "a" / "b") == tmp_path.resolve()
     assert free_space.nearest_existing(tmp_path) == tmp_path.resolve()
-    assert free_space.free_bytes(tmp_path / "a") == free_space.shutil.disk_usage(tmp_path).free
+    asked: list[Path] = []
+    monkeypatch.setattr(free_space.shutil, "disk_usage",
+                        lambda path: asked.append(path) or type("Usage", (), {"free": 123_456})())
+    assert free_space.free_bytes(tmp_path / "a") == 123_456 and asked == [tmp_path.resolve()]
 
 
-@pytest.mark.parametrize(("n", "words"), [(820_349_000, "820.3 MB"), (1_500_000_000, "1.5 GB"),
-                                          (2_400_000_000_000, "2.4 TB"), (12_000, "0.0 MB")])
-def test_sizes_in_decimal_units(n: int, words: str) -> None:
-    assert free_space.size_words(n) == words
+def test_a_disk_that_does_not_say_gives_no_free_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(path: Path) -> None:
+        raise PermissionError(path)
+
+    monkeypatch.setattr(free_space.shutil, "disk_usage", refuse)
+    assert free_space.free_bytes(tmp_path) is None
 
 
 def test_a_hub_download_the_disk_cannot_hold_is_refused_before_it_starts(tmp_path: Path,

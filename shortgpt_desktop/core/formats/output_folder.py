@@ -62,13 +62,14 @@ def check_room(out: str | Path, needed: int, side_files: int = 0) -> None:
     at the save would lose it): ``needed`` is the size of the weights the plan expects to write, ``side_files``
     what the format writes beside them at most (config, tokenizer). The folder is written beside ``out`` and moved
     into place when complete, so a replaced output needs the room while the old one is there."""
-    from ..free_space import free_bytes, nearest_existing, size_words
+    from ...format import human_bytes
+    from ..free_space import free_bytes, nearest_existing
 
     room = int(needed * ROOM_MARGIN) + side_files
     free = free_bytes(out)
     if free is not None and room > free:  # not known: the save still says a full disk in one sentence
-        raise OutputError(f"The pruned model needs about {size_words(needed)} ({size_words(room)} with its other "
-                          f"files and a margin) but only {size_words(free)} is free on the disk of "
+        raise OutputError(f"The pruned model needs about {human_bytes(needed)} ({human_bytes(room)} with its other "
+                          f"files and a margin) but only {human_bytes(free)} is free on the disk of "
                           f"{nearest_existing(out)}; free some space or choose a folder on another disk.")
 
 

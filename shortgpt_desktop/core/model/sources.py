@@ -356,13 +356,14 @@ def check_free_space(cache_dir: str | Path | None, needed: int, repo_id: str) ->
     """Refuse a download the disk cannot hold, before it starts (a half-written cache helps nobody)."""
     from huggingface_hub import constants
 
-    from ..free_space import free_bytes, size_words
+    from ...format import human_bytes
+    from ..free_space import free_bytes
 
     folder = Path(cache_dir or constants.HF_HUB_CACHE)
     free = free_bytes(folder)
     if free is not None and needed > free:
         raise HubError(
-            f"{repo_id} needs {size_words(needed)} but only {size_words(free)} is free on the disk of {folder}; "
+            f"{repo_id} needs {human_bytes(needed)} but only {human_bytes(free)} is free on the disk of {folder}; "
             "free some space or set HF_HOME to a bigger disk."
         )
 
