@@ -467,11 +467,25 @@ def test_the_disk_is_asked_again_for_the_layers_chosen_before_the_fits(tiny_q4_g
 
     spec = JobSpec(model=str(tiny_q4_gguf), calib=[str(small_calib)], samples=8, seq_len=32, ratio=0.34,
                    repair="linear", heal_steps=1, out=str(tmp_path / "out"), device="cpu", dtype="float32",
-                   low_memory=False, check_perplexity=False, metric="bi")
+                   low_memory=False, check_perplexity=False)
+    assert spec.metric == "bi+"  # the default, which measures its choice
     engine = Engine()
     engine.score(spec)
     plan = engine.plan_for_spec(spec)
-    monkeypatch.setattr(free_space.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 1000})())
+    assert engine.needs_refining(plan)
+    refined: list[list[int]] = []
+    refine = Engine.refine
+
+    def counting_refine(self: Engine, *args: Any, **kwargs: Any) -> Any:
+        chosen = refine(self, *args, **kwargs)
+        refined.append(list(chosen.removed))
+        return chosen
+
+    monkeypatch.setattr(Engine, "refine", counting_refine)
+    asked: list[list[list[int]]] = []
+    monkeypatch.setattr(free_space.shutil, "disk_usage",
+                        lambda path: asked.append(list(refined)) or type("Usage", (), {"free": 1000})())
     monkeypatch.setattr(Engine, "adjust", lambda *args, **kwargs: pytest.fail("fitted before the disk was asked"))
     with pytest.raises(OutputError, match="is free on the disk of"):
         engine.prepare(spec, plan, out=spec.out)
+    assert len(refined) == 1 and asked == [refined], "asked once, for the layers bi+ chose"
