@@ -108,6 +108,7 @@ def run_prune(engine: Engine, spec: JobSpec, progress: Progress = no_progress, c
     engine.refusal(spec, spec.metric if needs_scores else None)  # what that mode cannot run: before scoring too
     if needs_scores:
         count = spec.count if spec.count is not None else count_for_ratio(float(spec.ratio), info.n_layers)  # type: ignore[arg-type]
+        engine.check_room_before_scoring(spec.out, count)  # the least the output can weigh: before the long pass
         engine.score(spec, JobClock(engine, spec, count, progress), cancel)
     else:
         engine.load(spec, progress, cancel)

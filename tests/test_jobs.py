@@ -489,3 +489,39 @@ def test_the_disk_is_asked_again_for_the_layers_chosen_before_the_fits(tiny_q4_g
     with pytest.raises(OutputError, match="is free on the disk of"):
         engine.prepare(spec, plan, out=spec.out)
     assert len(refined) == 1 and asked == [refined], "asked once, for the layers bi+ chose"
+
+
+def test_a_disk_too_small_for_any_cut_is_said_before_scoring(tiny_q4_gguf: Path, small_calib: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before the scoring pass (hours for a big streamed model) the disk is asked for the least any choice of the
+    layers can weigh: the smallest of every plain cut of that many layers. Less room is refused before scoring;
+    exactly that room lets the job score."""
+    import itertools
+
+    from shortgpt_desktop.core import free_space
+    from shortgpt_desktop.core.errors import OutputError
+    from shortgpt_desktop.core.formats import output_folder
+
+    spec = JobSpec(model=str(tiny_q4_gguf), calib=[str(small_calib)], samples=8, seq_len=32, count=2,
+                   out=str(tmp_path / "out"), device="cpu", dtype="float32", low_memory=False,
+                   check_perplexity=False)
+    probe = Engine()
+    probe.open(spec)
+    least = min(probe.writer.sizes(probe.source, list(cut), 6)[1]  # type: ignore[index]
+                for cut in itertools.combinations(range(6), 2))
+    room = int(least * output_folder.ROOM_MARGIN)
+
+    class Scored(Exception):
+        pass
+
+    def scored(*args: Any, **kwargs: Any) -> None:
+        raise Scored
+
+    monkeypatch.setattr(Engine, "score", scored)
+    monkeypatch.setattr(free_space.shutil, "disk_usage", lambda path: type("Usage", (), {"free": room - 1})())
+    with pytest.raises(OutputError, match=r"^The pruned model needs at least \d+\.\d kB"):
+        run_prune(Engine(), spec)
+    monkeypatch.setattr(free_space.shutil, "disk_usage", lambda path: type("Usage", (), {"free": room})())
+    with pytest.raises(Scored):
+        run_prune(Engine(), spec)
+    assert not (tmp_path / "out").exists()

@@ -1114,6 +1114,21 @@ class Engine:
         if plan.removed:
             check_room(out, self._sized_for(plan, spec).bytes_after, self.writer.side_files_bytes)
 
+    def check_room_before_scoring(self, out: str | Path, count: int) -> None:
+        """Refuse, before the scoring pass (an hour or more for a big model streamed from disk), a disk that cannot
+        hold even the smallest output ``count`` removed layers can give: the largest layers gone and no weight
+        changed. Only where the format reads sizes from the source file (a GGUF); :meth:`check_room` asks again
+        with the layers chosen."""
+        n = self.n_layers
+        if self.source is None or not 0 < count < n:
+            return
+        sizes = [self.writer.sizes(self.source, [i], n) for i in range(n)]
+        if any(s is None for s in sizes):
+            return
+        before = sizes[0][0]  # type: ignore[index]
+        savings = sorted((before - after for _, after in sizes), reverse=True)  # type: ignore[misc]
+        check_room(out, before - sum(savings[:count]), self.writer.side_files_bytes, at_least=True)
+
     def save(self, plan: PrunePlan, out: str | Path, report: Report | None = None, force: bool = False,
              progress: Progress = no_progress, cancel: CancelCheck | None = None) -> SaveResult:
         """Write the pruned model (and its model card) to ``out``, atomically, in :attr:`resolved_format`."""

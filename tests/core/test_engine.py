@@ -226,3 +226,26 @@ def test_a_rescore_of_the_same_text_keeps_the_fit_and_other_text_drops_it(tiny_m
     engine.score(dataclasses.replace(spec, samples=4))
     assert engine._adjusted_for(plan.removed) is None
     assert engine.adjust(spec, plan.removed) is not fitted
+
+
+def test_the_room_asked_before_scoring_is_for_the_largest_layers_gone(monkeypatch: pytest.MonkeyPatch,
+                                                                     tmp_path: Path) -> None:
+    """Layers of different sizes: the least the output can weigh is the file without the largest ones."""
+    from types import SimpleNamespace
+
+    from shortgpt_desktop.core import engine as engine_module
+
+    layer_bytes = [10, 50, 20, 40, 30]
+    rest = 1000
+    engine = Engine()
+    engine.source, engine.info = object(), SimpleNamespace(n_layers=len(layer_bytes))
+    monkeypatch.setattr(Engine, "writer", property(lambda self: SimpleNamespace(
+        side_files_bytes=7, sizes=lambda source, removed, n: (rest + sum(layer_bytes),
+                                                              rest + sum(layer_bytes) - layer_bytes[removed[0]]))))
+    asked: list[tuple] = []
+    monkeypatch.setattr(engine_module, "check_room", lambda *args, **kwargs: asked.append((args, kwargs)))
+    engine.check_room_before_scoring(tmp_path, 2)
+    assert asked == [((tmp_path, rest + 10 + 20 + 30, 7), {"at_least": True})]
+    engine.check_room_before_scoring(tmp_path, 0)
+    engine.check_room_before_scoring(tmp_path, 5)  # nothing to choose from: refused by the plan, not the disk
+    assert len(asked) == 1

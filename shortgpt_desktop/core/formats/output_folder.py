@@ -57,18 +57,20 @@ def check_output_folder(out: Path, source: ModelSource, force: bool) -> Path:
 ROOM_MARGIN = 1.02
 
 
-def check_room(out: str | Path, needed: int, side_files: int = 0) -> None:
+def check_room(out: str | Path, needed: int, side_files: int = 0, at_least: bool = False) -> None:
     """Refuse an output the disk cannot hold, before the long steps (a healing can take an hour, and a full disk
-    at the save would lose it): ``needed`` is the size of the weights the plan expects to write, ``side_files``
-    what the format writes beside them at most (config, tokenizer). The folder is written beside ``out`` and moved
-    into place when complete, so a replaced output needs the room while the old one is there."""
+    at the save would lose it): ``needed`` is the size of the weights the plan expects to write (``at_least``: the
+    least it can be, the layers not chosen yet), ``side_files`` what the format writes beside them at most (config,
+    tokenizer). The folder is written beside ``out`` and moved into place when complete, so a replaced output needs
+    the room while the old one is there."""
     from ...format import human_bytes
     from ..free_space import free_bytes, nearest_existing
 
     room = int(needed * ROOM_MARGIN) + side_files
     free = free_bytes(out)
     if free is not None and room > free:  # not known: the save still says a full disk in one sentence
-        raise OutputError(f"The pruned model needs about {human_bytes(needed)} ({human_bytes(room)} with its other "
+        raise OutputError(f"The pruned model needs {'at least' if at_least else 'about'} {human_bytes(needed)} "
+                          f"({human_bytes(room)} with its other "
                           f"files and a margin) but only {human_bytes(free)} is free on the disk of "
                           f"{nearest_existing(out)}; free some space or choose a folder on another disk.")
 
