@@ -130,7 +130,7 @@ NAMED_CHANGES = 8
 def requantized(changed_types: dict[str, Any], kept_layers: list[int], arrow: str = "→") -> list[str]:
     """What the GGUF writer re-quantized, a line each: every tensor by its original layer when there are few
     (``layer 17 ffn_down.weight (blk.13 in the pruned file): Q4_K → Q8_0``), else one line per change of type
-    (``154 weights Q4_1 → Q8_0: attn_k, attn_output, … of layers 0–2, 6, 8–15, 18–24, 27–29``)."""
+    (``161 weights Q4_1 → Q8_0: attn_k.weight, attn_output.weight, … of layers 0–11, 15, 18–24, 27–29``)."""
     if len(changed_types) <= NAMED_CHANGES:
         return [f"{tensor_label(name, kept_layers)}: {old} {arrow} {new}" for name, (old, new) in changed_types.items()]
     groups: dict[tuple[str, str], tuple[list[str], set[str], set[int]]] = {}

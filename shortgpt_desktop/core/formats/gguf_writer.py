@@ -554,12 +554,10 @@ def rewritten_tensors(layout: GGUFLayout, removed: Sequence[int], repair: bool, 
     each run of removed layers, and the MLP refit every MLP projection of the kept layer before each run. A run
     that starts at layer 0 has no layer before it and is left unrepaired; the layer after a run is refitted only
     where that does better on held-out samples, so this is a bound."""
-    arch = str(layout.metadata.get("general.architecture") or "")
-    n_layer = layout.metadata.get(f"{arch}.block_count")
     gone = set(removed)
     if not gone:
         return []  # nothing removed: the job repairs and heals nothing (and saves nothing)
-    kept = {i for i in range(n_layer if isinstance(n_layer, int) else 0) if i not in gone}
+    kept = {i for i in range(_arch_and_layers(layout)[1]) if i not in gone}
     before, after = set(), set()
     for layer in sorted(gone):
         if layer - 1 in kept:  # a run starts here: the layer before it, and the one after the run
@@ -586,10 +584,16 @@ def rewritten_tensors(layout: GGUFLayout, removed: Sequence[int], repair: bool, 
 def replaced_tensors(layout: GGUFLayout, hf_names: Collection[str]) -> list[Any]:
     """The tensors (old names) that the weights ``hf_names`` (Hugging Face names, original layer index: what a
     fitted repair or healing replaced) are written over; a name without a tensor is left out."""
+    arch, n_layer = _arch_and_layers(layout)
+    names = {gguf_tensor_name(n, arch, n_layer) for n in hf_names}
+    return [t for t in layout.tensors if t.name in names]
+
+
+def _arch_and_layers(layout: GGUFLayout) -> tuple[str, int]:
+    """The header's architecture and its block count (0 where it has none: such a file is refused on open)."""
     arch = str(layout.metadata.get("general.architecture") or "")
     n_layer = layout.metadata.get(f"{arch}.block_count")
-    names = {gguf_tensor_name(n, arch, n_layer if isinstance(n_layer, int) else 0) for n in hf_names}
-    return [t for t in layout.tensors if t.name in names]
+    return arch, n_layer if isinstance(n_layer, int) else 0
 
 
 def _requantize(layout: GGUFLayout, plan: GGUFPlan, replaced: Mapping[str, Any]) -> tuple[_NewData, dict]:
