@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -185,10 +186,32 @@ def plan_for(loaded: LoadedModel, scores: LayerScores | None, *, ratio: float | 
 
 
 def checkpoint_bytes_per_param(loaded: LoadedModel) -> float:
-    """Bytes per parameter the saved folder will use: the source checkpoint's dtype, or memory's for GGUF."""
-    if loaded.source.gguf_file is None:
-        return bytes_per_element(loaded.config.get("dtype") or loaded.config.get("torch_dtype"))
-    return float(next(loaded.model.parameters()).element_size())
+    """Bytes per parameter the saved folder will use: what the source checkpoint stores (its tensors are copied
+    byte for byte), or memory's for GGUF. Not the loaded config's dtype: that is the dtype the model was loaded
+    in (a bfloat16 checkpoint loaded in float32 on a CPU said float32, and twice its size)."""
+    if loaded.source.gguf_file is not None:
+        return float(next(loaded.model.parameters()).element_size())
+    return stored_bytes_per_param(loaded.source)
+
+
+def stored_bytes_per_param(source: ModelSource) -> float:
+    """Bytes per value the checkpoint stores: from the first safetensors file's header, else (legacy .bin files,
+    whose dtypes would need the file loaded) its config.json's dtype, else 4."""
+    import json
+
+    from .formats.safetensors_io import safetensors_entries
+
+    for weight in source.weight_files:
+        if weight.format == "safetensors":
+            entries = list(safetensors_entries(weight.path))
+            values = sum(math.prod(e.shape) for e in entries)
+            if values:
+                return sum(e.nbytes for e in entries) / values
+    try:
+        config = json.loads((source.folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        config = {}
+    return bytes_per_element(config.get("dtype") or config.get("torch_dtype"))
 
 
 def measure_perplexity(loaded: LoadedModel, tokens: TokenSet, removed: Sequence[int] = (), batch_size: int = 4,

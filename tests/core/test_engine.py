@@ -249,3 +249,35 @@ def test_the_room_asked_before_scoring_is_for_the_largest_layers_gone(monkeypatc
     engine.check_room_before_scoring(tmp_path, 0)
     engine.check_room_before_scoring(tmp_path, 5)  # nothing to choose from: refused by the plan, not the disk
     assert len(asked) == 1
+
+
+@pytest.mark.parametrize("config_dtype", ["bfloat16", None])
+def test_a_bfloat16_checkpoint_loaded_in_float32_is_sized_by_what_its_files_store(
+        tiny_model: Path, small_calib: Path, tmp_path: Path, config_dtype: str | None) -> None:
+    """A bfloat16 safetensors folder (its config.json saying so, or saying no dtype) loaded in float32, as on a
+    CPU: the size expected before Save is what its files store (2 bytes a value, copied byte for byte), not the
+    loaded float32's 4, and it is what Save writes."""
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "bf16"
+    shutil.copytree(tiny_model, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.pop("dtype", None), config.pop("torch_dtype", None)
+    if config_dtype:
+        config["torch_dtype"] = config_dtype
+    (folder / "config.json").write_text(json.dumps(config))
+    import torch
+
+    weights = folder / "model.safetensors"
+    save_file({k: v.to(torch.bfloat16) for k, v in load_file(weights).items()}, weights, metadata={"format": "pt"})
+    spec = JobSpec(model=str(folder), calib=[str(small_calib)], samples=8, seq_len=32, eval_windows=4, batch_size=4,
+                   device="cpu", dtype="float32", prompt="", metric="bi", repair="none")
+    engine = Engine()
+    engine.score(spec)
+    plan = engine.plan(count=2)
+    result = engine.save(plan, tmp_path / "out")
+    written = sum((result.folder / f).stat().st_size for f in result.files if f.endswith(".safetensors"))
+    assert plan.bytes_after == pytest.approx(written, rel=0.02)
