@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .. import defaults
-from ..backends.layerwise import LayerStack
+from ..backends.layerwise import LayerStack, head_layers
 from ..errors import PlanError, ResourceError
 from ..measure.calibration import TokenSet
 from ..measure.sweep import removal_order
@@ -58,9 +58,24 @@ STAGE = "selecting"
 #: ``repair_for(removed, progress)`` → the repair (:class:`.repair.RepairResult`) the saved model gets for
 #: ``removed``; the engine's keeps each fit, so the job saves the very repair its probe asked.
 RepairFor = Callable[[Sequence[int], Progress | None], Any]
-#: What judging one finalist repaired counts for on the progress bar, in perplexity passes: the repair's fit
-#: (twice the samples, original and pruned states) and the repaired measurement.
+#: The least judging one finalist repaired counts for on the progress bar, in candidate passes. Before one is
+#: judged it counts for :func:`judging_layers` against a candidate pass; once one is, for the passes it really
+#: took (Gemma 3 270M, whose repair is fitted through a norm by gradient steps and whose head, run at every
+#: position here, weighs 30 layers: about 13; at a count of 2 its bar stood still for two minutes at "35/48").
 JUDGING_PASSES = 2
+
+
+def judging_layers(n_layers: int, count: int, head_layers: float) -> float:
+    """Layer runs per token of the search's samples that judging one finalist repaired costs: the quick fit's
+    pruned stream over twice the samples, the original's (run once for every finalist: counted whole, an
+    overestimate) and the repaired measurement with the head at every position."""
+    return 3 * (n_layers - count) + n_layers + head_layers
+
+
+def candidate_layers(n_layers: int, head_layers: float, stride: int) -> float:
+    """Layer runs per token of one candidate pass: from where it differs (about half the stack) and the head at
+    every ``stride``-th position."""
+    return n_layers / 2 + head_layers / max(stride, 1)
 #: What asking one finalist whether it still answers counts for on the bar: a pass over the chat prompts. Counted
 #: so that the bar is not full while the answer check runs, or before it asks a further finalist.
 PROBE_PASSES = 1
@@ -197,6 +212,7 @@ def choose_for_counts(
         groups.setdefault(tuple(protected_for(bi_scores, count)), []).append(count)
     runner = CandidateRunner(stack, samples, token_set.pad_id, batch_size, cancel, cached,
                              stride=head_stride(stack) if stride is None else stride)
+    head = head_layers(stack)
     measured: dict[tuple[int, ...], float] = {}
     repaired_cache: dict[tuple[int, ...], float] = {}
     original = OriginalStates()  # the original's states on the judging fits' samples, shared by every fit
@@ -207,10 +223,14 @@ def choose_for_counts(
     total = (len(known) if wider else 0) + sum(max(g) * per_step + finalists * len(g) for g in groups.values())
     # The saved repair's fit: both streams over every calibration sample.
     full_fit = 2 * math.ceil(len(token_set.samples) / len(samples))
-    # Judging a finalist repaired: a quick fit and a measurement, about two passes; where the quick fit's samples
-    # are every calibration sample it is the saved fit (see _judge_repaired), which costs a full fit.
+    # Judging a finalist repaired: a quick fit and a measurement; where the quick fit's samples are every
+    # calibration sample it is the saved fit (see _judge_repaired), which costs a full fit.
     saved_when_judged = judge_repaired and 2 * len(samples) >= len(token_set.samples)
-    judging = JUDGING_PASSES + (full_fit if saved_when_judged else 0)
+    # Passes one judging counts for: from the model's shape, then measured once one is judged (where the quick
+    # fit is the saved one, the measurement alone: the full fit is counted, and moves the bar, as such).
+    judge_weight = float(JUDGING_PASSES) if saved_when_judged else max(
+        float(JUDGING_PASSES), judging_layers(n, most, head) / candidate_layers(n, head, runner.stride))
+    judging = judge_weight + (full_fit if saved_when_judged else 0)
     finalist_sets = sum(finalists * len(g) for g in groups.values())
     fits_counted = finalist_sets if saved_when_judged else 0  # the full fits ``total`` holds
     if judge_repaired:
@@ -221,24 +241,27 @@ def choose_for_counts(
     probes_counted = len(counts) if probe is not None else 0  # the asks ``total`` holds: the first one per count
     total += PROBE_PASSES * probes_counted
     asked = 0  # finalists asked whether they still answer so far
-    judged = 0  # finalists judged repaired so far
+    judged_work = 0.0  # passes' worth of judging done
+    to_judge = finalist_sets if judge_repaired else 0  # the judgings ``total`` holds that are still to run
+    search_seconds = 0.0  # what the runner's passes took, to measure a judging in passes
+    judge_started: float | None = None  # when the judging under way began
     fitting = 0.0  # passes' worth of full fits done
     sweeping = 0.0  # passes' worth of the layer-major sweep under way (its sets are counted when measured)
     reported = 0  # the bar never goes back
 
     # ``total`` counts every set as new; a set measured or judged already is not run again, and its passes are
     # taken off the total as soon as that is known (the time left would otherwise count passes never run).
-    def skip(passes: int) -> None:
+    def skip(passes: float) -> None:
         nonlocal total
         total -= passes
 
     def report(partial: list[int], final: bool = False) -> None:
         nonlocal reported
         if progress is not None:  # the last report is done/done: ``total`` may still count a skipped pass
-            done = max(reported, runner.passes + JUDGING_PASSES * judged + PROBE_PASSES * asked + int(fitting)
+            done = max(reported, runner.passes + int(judged_work) + PROBE_PASSES * asked + int(fitting)
                        + int(sweeping))
             reported = done
-            progress(STAGE, done, done if final else max(total, done), list(partial))
+            progress(STAGE, done, done if final else max(math.ceil(total - 1e-6), done), list(partial))
 
     def swept(count: int, partial: list[int]) -> Callable[[float], None]:
         def during(fraction: float) -> None:
@@ -286,8 +309,9 @@ def choose_for_counts(
     def known_judged(partial: list[int]) -> None:
         """A finalist judged before: its passes are not run. Its full fit leaves the total only while the counted
         fits last (a further finalist the probe asked may have run in its place)."""
-        nonlocal fits_counted
-        skip(JUDGING_PASSES)
+        nonlocal fits_counted, to_judge
+        skip(judge_weight)
+        to_judge -= 1
         if saved_when_judged and fits_counted > 0:
             fits_counted -= 1
             skip(full_fit)
@@ -307,10 +331,27 @@ def choose_for_counts(
         nonlocal asked
         asked += 1
 
-    def judged_one(partial: list[int]) -> None:
-        nonlocal judged
-        judged += 1
-        report(partial)
+    def judged_counter(partial: list[int]) -> Callable[[], None]:
+        """``on_judged`` for :func:`_judge_repaired`: each finalist judged moves the bar by what a judging counts
+        for; the first one's seconds, in the runner's seconds per pass, say what each counts for from then on
+        (the total grows or shrinks by the difference for it and those still to judge). A judging that is the
+        saved fit keeps its count: the fit's own progress moves the bar."""
+        nonlocal judge_started
+        judge_started = time.perf_counter()
+
+        def judged_one() -> None:
+            nonlocal judge_weight, judged_work, to_judge, total, judge_started
+            now = time.perf_counter()
+            if judge_started is not None and not saved_when_judged and runner.passes and search_seconds > 0:
+                measured = max(float(JUDGING_PASSES), (now - judge_started) / (search_seconds / runner.passes))
+                total += (measured - judge_weight) * to_judge
+                judge_weight = measured
+            judge_started = None  # measured once
+            to_judge -= 1
+            judged_work += judge_weight
+            report(partial)
+
+        return judged_one
 
     def measure_all(sets: Sequence[Sequence[int]], order_so_far: list[int], counted: int) -> list[float]:
         """Each set's perplexity, measuring only those not measured yet (``counted``: the passes ``total`` holds
@@ -324,7 +365,10 @@ def choose_for_counts(
                 sweeping = 0.0  # the sets now count as passes; the bar holds until they pass the sweep's mark
                 report(order_so_far)
 
+            nonlocal search_seconds
+            began = time.perf_counter()
             results = runner.measure(new, measured_one, during=swept(len(new), order_so_far))
+            search_seconds += time.perf_counter() - began
             measured.update({k: r.perplexity for k, r in zip(new, results, strict=True)})
         return [measured[k] for k in keys]
 
@@ -371,7 +415,7 @@ def choose_for_counts(
                           for name, chosen, ppl in zip(names, sets, measure_all(sets, order, finalists), strict=True)]
             if judge_repaired:
                 _judge_repaired(stack, token_set, samples, candidates, batch_size, cancel, repaired_cache,
-                                functools.partial(judged_one, order), saved_fit(order), original,
+                                judged_counter(order), saved_fit(order), original,
                                 on_known=functools.partial(known_judged, order))
             finite_candidates = [c for c in candidates if not math.isnan(c.judged)]
             if not finite_candidates:

@@ -171,6 +171,38 @@ def test_the_bars_total_drops_what_is_not_run_again_and_ends_exact() -> None:
     assert all(t == final for d, t in seen if d > searched), seen
 
 
+def test_a_judging_that_costs_many_passes_counts_them_once_one_is_measured(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Judging a finalist repaired counts for 2 passes until one is judged, then for the passes it really took:
+    on Gemma 3 270M a judging took about 11 passes' time and the bar stood still for two minutes at "35/48"
+    with "about 50 s left". Here each quick fit sleeps 0.5 s, many times a tiny candidate pass: the total grows
+    by the difference as soon as the first finalist is judged, and the bar still moves forward and ends exact."""
+    from shortgpt_desktop.core.cut import repair
+
+    fit = repair.fit_linear_repair
+
+    def slow_fit(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.5)
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(repair, "fit_linear_repair", slow_fit)
+    model = random_model("llama", dict(TINY_FAMILIES["llama"][1], num_hidden_layers=8))
+    tokens = random_tokens(24, 16, seed=4)  # more than the quick fit's 2 × 8 samples: not the saved fit
+    bi = [0.1, 0.25, 0.2, 0.3, 0.15, 0.35, 0.4, 0.5]
+    seen: list[tuple[int, int]] = []
+    result = choose_layers_safely(model, LLAMA, tokens, 3, bi, judge_repaired=True,
+                                  progress=lambda s, d, t, p: seen.append((d, t)))
+    searched = result.forward_passes
+    judging = [(d, t) for d, t in seen if d > searched]
+    before = max(t for d, t in seen if d <= searched)
+    judgings = len({tuple(c.removed) for c in result.candidates})
+    assert judgings >= 2
+    # The first judging measured (0.5 s of fit against a few ms a pass): the others count for as much.
+    assert judging[0][1] >= before + 10 * (judgings - 1), (before, judging)
+    assert seen[-1][0] == seen[-1][1] and all(a[0] <= b[0] <= b[1] for a, b in itertools.pairwise(seen))
+    steps = [b[0] - a[0] for a, b in itertools.pairwise(judging[:-1])]  # the last report: done/done
+    assert len(steps) == judgings - 1 and all(step >= 10 for step in steps), judging  # each moves it as it costs
+
+
 def test_progress_cancel_and_bad_counts() -> None:
     model = random_model("llama", dict(TINY_FAMILIES["llama"][1], num_hidden_layers=4))
     tokens = random_tokens(4, 16, seed=4)
