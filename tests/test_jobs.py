@@ -507,8 +507,9 @@ def test_a_disk_too_small_for_any_cut_is_said_before_scoring(tiny_q4_gguf: Path,
                    check_perplexity=False)
     probe = Engine()
     probe.open(spec)
-    least = min(probe.writer.sizes(probe.source, list(cut), 6)[1]  # type: ignore[index]
-                for cut in itertools.combinations(range(6), 2))
+    n = probe.n_layers
+    least = min(probe.writer.sizes(probe.source, list(cut), n)[1]  # type: ignore[index]
+                for cut in itertools.combinations(range(n), 2))
     room = int(least * output_folder.ROOM_MARGIN)
 
     class Scored(Exception):

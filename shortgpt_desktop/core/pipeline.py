@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -195,23 +194,21 @@ def checkpoint_bytes_per_param(loaded: LoadedModel) -> float:
 
 
 def stored_bytes_per_param(source: ModelSource) -> float:
-    """Bytes per value the checkpoint stores: from the first safetensors file's header, else (legacy .bin files,
-    whose dtypes would need the file loaded) its config.json's dtype, else 4."""
+    """Bytes per value the checkpoint stores: from its safetensors files' headers, else (legacy .bin files, whose
+    dtypes would need the files loaded) its config.json's dtype, else 4."""
     import json
 
-    from .formats.safetensors_io import safetensors_entries
+    from .formats.safetensors_reader import stored_values_and_bytes
 
-    for weight in source.weight_files:
-        if weight.format == "safetensors":
-            entries = list(safetensors_entries(weight.path))
-            values = sum(math.prod(e.shape) for e in entries)
-            if values:
-                return sum(e.nbytes for e in entries) / values
+    totals = [stored_values_and_bytes(w.path) for w in source.weight_files if w.format == "safetensors"]
+    values = sum(v for v, _ in totals)
+    if values:
+        return sum(b for _, b in totals) / values
     try:
         config = json.loads((source.folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         config = {}
-    return bytes_per_element(config.get("dtype") or config.get("torch_dtype"))
+    return bytes_per_element(config.get("torch_dtype") or config.get("dtype"))
 
 
 def measure_perplexity(loaded: LoadedModel, tokens: TokenSet, removed: Sequence[int] = (), batch_size: int = 4,

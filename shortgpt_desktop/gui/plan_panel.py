@@ -60,10 +60,11 @@ class PlanPanel(QGroupBox):
         self.size_note = QLabel(self)
         self.size_note.setWordWrap(True)
         self.size_note.setVisible(False)
-        self.size_label.setToolTip("What Save will write in the format chosen. A GGUF keeps its quantization; a "
-                                   "weight the repair, the MLP refit or healing changes is written as Q8_0 where "
-                                   "it was 4 to 6 bits, and counted so here (healing changes every kept layer). "
-                                   "Before Check or Save has fitted the repair, this is the most it can be")
+        for label in (self.size_label, self.size_note):
+            label.setToolTip("What Save will write in the format chosen. A GGUF keeps its quantization; a "
+                             "weight the repair, the MLP refit or healing changes is written as Q8_0 where it "
+                             "was 4 to 6 bits, and counted so here (healing changes every kept layer). Before "
+                             "Check or Save has fitted the repair, this is the most it can be")
         self.format_box = QComboBox(self)
         self.format_box.setToolTip("What Save writes; the size above is for this format")
         self.format_box.currentIndexChanged.connect(
@@ -202,10 +203,10 @@ class PlanPanel(QGroupBox):
             f"{human_count(plan.params_before)} → <b>{human_count(plan.params_after)}</b> "
             f"({change(plan.params_before, plan.params_after) or '±0 %'})"
         )
-        self.size_label.setText(f"{human_bytes(plan.bytes_before)} → <b>{human_bytes(plan.bytes_after)}</b>")
-        self.size_note.setText(f"{'up to ' if plan.reencoded_at_most else ''}+{human_bytes(plan.bytes_reencoded)} "
-                               "for the weight tensors the job changes, written at 8 bits or more"
-                               if plan.bytes_reencoded > 0 else "")
+        bound = "up to " if plan.reencoded_at_most else ""
+        self.size_label.setText(f"{human_bytes(plan.bytes_before)} → {bound}<b>{human_bytes(plan.bytes_after)}</b>")
+        self.size_note.setText(f"{bound}{human_bytes(plan.bytes_reencoded)} more for the weights the repair or "
+                               "healing changes, written at 8 bits or more" if plan.bytes_reencoded > 0 else "")
         self.size_note.setVisible(plan.bytes_reencoded > 0)
 
     def set_formats(self, formats: list[str], current: str) -> None:

@@ -215,8 +215,8 @@ def test_the_size_before_save_follows_the_weights_the_settings_change(qtbot, win
         """The size Save will write, as the label shows it, with what the changed weights add (none: no note),
         ``bound`` ("up to ") where the repair is not fitted yet."""
         plan, panel = window.plan, window.plan_panel
-        assert panel.size_label.text().endswith(f"<b>{human_bytes(plan.bytes_after)}</b>")
-        note = f"{bound}+{human_bytes(plan.bytes_reencoded)} for the weight tensors the job changes, written at 8 bits"
+        assert panel.size_label.text().endswith(f"→ {bound}<b>{human_bytes(plan.bytes_after)}</b>")
+        note = f"{bound}{human_bytes(plan.bytes_reencoded)} more for the weights the repair or healing changes, "
         assert panel.size_note.text().startswith(note) if plan.bytes_reencoded else not panel.size_note.text()
         assert panel.size_note.isVisibleTo(panel) == bool(plan.bytes_reencoded)
         return plan.bytes_after

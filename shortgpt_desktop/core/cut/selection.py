@@ -59,23 +59,10 @@ STAGE = "selecting"
 #: ``removed``; the engine's keeps each fit, so the job saves the very repair its probe asked.
 RepairFor = Callable[[Sequence[int], Progress | None], Any]
 #: The least judging one finalist repaired counts for on the progress bar, in candidate passes. Before one is
-#: judged it counts for :func:`judging_layers` against a candidate pass; once one is, for the passes it really
-#: took (Gemma 3 270M, whose repair is fitted through a norm by gradient steps and whose head, run at every
+#: judged it counts for :func:`judging_layers` against :func:`candidate_layers`; then for the passes the judgings
+#: really took (Gemma 3 270M, whose repair is fitted through a norm by gradient steps and whose head, run at every
 #: position here, weighs 30 layers: about 13; at a count of 2 its bar stood still for two minutes at "35/48").
 JUDGING_PASSES = 2
-
-
-def judging_layers(n_layers: int, count: int, head_layers: float) -> float:
-    """Layer runs per token of the search's samples that judging one finalist repaired costs: the quick fit's
-    pruned stream over twice the samples, the original's (run once for every finalist: counted whole, an
-    overestimate) and the repaired measurement with the head at every position."""
-    return 3 * (n_layers - count) + n_layers + head_layers
-
-
-def candidate_layers(n_layers: int, head_layers: float, stride: int) -> float:
-    """Layer runs per token of one candidate pass: from where it differs (about half the stack) and the head at
-    every ``stride``-th position."""
-    return n_layers / 2 + head_layers / max(stride, 1)
 #: What asking one finalist whether it still answers counts for on the bar: a pass over the chat prompts. Counted
 #: so that the bar is not full while the answer check runs, or before it asks a further finalist.
 PROBE_PASSES = 1
@@ -85,6 +72,20 @@ PROBE_PASSES = 1
 #: measured against held-out text (the module docstring, step 4), and its sums cost a third as much. On SmolLM2
 #: (8 of 30, ``benchmarks/bench_quality.py``) both rankings chose the same set.
 JUDGING_FIT = "map"
+
+
+def judging_layers(n_layers: int, count: int, head: float) -> float:
+    """Layer runs per token of the search's samples that judging one finalist repaired costs: the quick fit's
+    pruned stream over twice the samples, the original's (run once and shared by the finalists; counted as
+    ``n_layers`` for each, more than its share) and the repaired measurement with the head (``head`` layers'
+    worth) at every position."""
+    return 3 * (n_layers - count) + n_layers + head
+
+
+def candidate_layers(n_layers: int, head: float, stride: int) -> float:
+    """Layer runs per token of one candidate pass: from where it differs (about half the stack) and the head at
+    every ``stride``-th position."""
+    return n_layers / 2 + head / max(stride, 1)
 
 
 @dataclass
@@ -245,6 +246,7 @@ def choose_for_counts(
     to_judge = finalist_sets if judge_repaired else 0  # the judgings ``total`` holds that are still to run
     search_seconds = 0.0  # what the runner's passes took, to measure a judging in passes
     judge_started: float | None = None  # when the judging under way began
+    judge_passes: list[float] = []  # each judging's seconds, in the runner's seconds per pass
     fitting = 0.0  # passes' worth of full fits done
     sweeping = 0.0  # passes' worth of the layer-major sweep under way (its sets are counted when measured)
     reported = 0  # the bar never goes back
@@ -333,9 +335,11 @@ def choose_for_counts(
 
     def judged_counter(partial: list[int]) -> Callable[[], None]:
         """``on_judged`` for :func:`_judge_repaired`: each finalist judged moves the bar by what a judging counts
-        for; the first one's seconds, in the runner's seconds per pass, say what each counts for from then on
-        (the total grows or shrinks by the difference for it and those still to judge). A judging that is the
-        saved fit keeps its count: the fit's own progress moves the bar."""
+        for. Each is timed in the runner's seconds per pass, and from the first on a judging counts for the mean
+        of those after the first where there are some (the first also runs the original's states the others
+        share), else the first's; the total grows or shrinks by the difference for it and those still to judge,
+        so the bar's share done may drop once, where the shape's guess was low. A judging that is the saved fit
+        keeps its count: the fit's own progress moves the bar."""
         nonlocal judge_started
         judge_started = time.perf_counter()
 
@@ -343,10 +347,12 @@ def choose_for_counts(
             nonlocal judge_weight, judged_work, to_judge, total, judge_started
             now = time.perf_counter()
             if judge_started is not None and not saved_when_judged and runner.passes and search_seconds > 0:
-                measured = max(float(JUDGING_PASSES), (now - judge_started) / (search_seconds / runner.passes))
-                total += (measured - judge_weight) * to_judge
-                judge_weight = measured
-            judge_started = None  # measured once
+                judge_passes.append((now - judge_started) / (search_seconds / runner.passes))
+                later = judge_passes[1:] or judge_passes
+                weight = max(float(JUDGING_PASSES), sum(later) / len(later))
+                total += (weight - judge_weight) * to_judge
+                judge_weight = weight
+            judge_started = now  # the next finalist's judging starts now
             to_judge -= 1
             judged_work += judge_weight
             report(partial)

@@ -61,6 +61,13 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
             from None
 
 
+def stored_values_and_bytes(path: Path) -> tuple[int, int]:
+    """How many values a safetensors file's tensors hold and how many bytes they take, from its header."""
+    tensors = [v for k, v in read_safetensors_header(path).items() if not k.startswith("__")]
+    return (sum(math.prod(v["shape"]) for v in tensors),
+            sum(v["data_offsets"][1] - v["data_offsets"][0] for v in tensors))
+
+
 def _parse(raw: bytes) -> dict[str, Any]:
     """The header's JSON object; repeated keys (which JSON would silently merge) are refused."""
     def no_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from .. import defaults
 from ..errors import ModelSourceError, ResourceError, UnsupportedModelError
-from ..formats.safetensors_reader import read_safetensors_header
+from ..formats.safetensors_reader import stored_values_and_bytes
 from .dtypes import bytes_per_element
 from .layer_set import first_layer_gap
 from .sources import ModelSource
@@ -154,8 +154,7 @@ def _count_whole(source: ModelSource, config: dict[str, Any]) -> int:
     total = 0
     for weight in source.weight_files:
         if weight.format == "safetensors":
-            header = read_safetensors_header(weight.path)
-            total += sum(math.prod(v["shape"]) for k, v in header.items() if not k.startswith("__"))
+            total += stored_values_and_bytes(weight.path)[0]
         else:
             total += int(weight.size // bytes_per_element(config.get("torch_dtype") or config.get("dtype")))
     return total
