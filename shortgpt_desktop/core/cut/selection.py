@@ -227,7 +227,7 @@ def choose_for_counts(
     # Judging a finalist repaired: a quick fit and a measurement; where the quick fit's samples are every
     # calibration sample it is the saved fit (see _judge_repaired), which costs a full fit.
     saved_when_judged = judge_repaired and 2 * len(samples) >= len(token_set.samples)
-    # Passes one judging counts for: from the model's shape, then measured once one is judged (where the quick
+    # Passes one judging counts for: from the model's shape, then from the judgings timed so far (where the quick
     # fit is the saved one, the measurement alone: the full fit is counted, and moves the bar, as such).
     judge_weight = float(JUDGING_PASSES) if saved_when_judged else max(
         float(JUDGING_PASSES), judging_layers(n, most, head) / candidate_layers(n, head, runner.stride))
@@ -338,7 +338,7 @@ def choose_for_counts(
         for. Each is timed in the runner's seconds per pass, and from the first on a judging counts for the mean
         of those after the first where there are some (the first also runs the original's states the others
         share), else the first's; the total grows or shrinks by the difference for it and those still to judge,
-        so the bar's share done may drop once, where the shape's guess was low. A judging that is the saved fit
+        so the bar's share done may drop where a judging costs more than counted. A judging that is the saved fit
         keeps its count: the fit's own progress moves the bar."""
         nonlocal judge_started
         judge_started = time.perf_counter()

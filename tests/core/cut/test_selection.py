@@ -175,8 +175,9 @@ def test_a_judging_that_costs_many_passes_counts_them_once_one_is_measured(monke
     """Judging a finalist repaired counts for what the model's shape says until one is judged, then for the passes
     the judgings really took: on Gemma 3 270M a judging took about 13 passes' time, and at a count of 2 the bar
     stood still for two minutes at "35/48" with "about 29 s left". On a clock the test moves (10 ms a candidate
-    pass, 1 s a quick fit: 100 passes a judging), the total grows by the difference as soon as the first finalist
-    is judged, each later one moves the bar by its cost, and the bar still moves forward and ends exact."""
+    pass; the first quick fit 3 s, as it also runs the original's states the others share, the others 1 s), the
+    first judged counts for 300 passes and the total grows to match; from the second on each counts for the mean
+    of those after the first (100), the total shrinks to match, and the bar moves forward and ends exact."""
     from types import SimpleNamespace
 
     from shortgpt_desktop.core.cut import candidates, repair, selection
@@ -184,13 +185,15 @@ def test_a_judging_that_costs_many_passes_counts_them_once_one_is_measured(monke
     now = [0.0]
     monkeypatch.setattr(selection, "time", SimpleNamespace(perf_counter=lambda: now[0]))
     measure, fit = candidates.CandidateRunner.measure, repair.fit_linear_repair
+    fits: list[int] = []
 
     def timed_measure(self: Any, sets: Any, *args: Any, **kwargs: Any) -> Any:
         now[0] += 0.01 * len(sets)
         return measure(self, sets, *args, **kwargs)
 
     def slow_fit(*args: Any, **kwargs: Any) -> Any:
-        now[0] += 1.0
+        now[0] += 3.0 if not fits else 1.0
+        fits.append(1)
         return fit(*args, **kwargs)
 
     monkeypatch.setattr(candidates.CandidateRunner, "measure", timed_measure)
@@ -205,9 +208,13 @@ def test_a_judging_that_costs_many_passes_counts_them_once_one_is_measured(monke
     judging = [(d, t) for d, t in seen if d > searched]
     before = max(t for d, t in seen if d <= searched)
     judgings = len({tuple(c.removed) for c in result.candidates})
-    assert judgings >= 2
-    # The shape's guess for this tiny model is a few passes a judging; the first judged says 100 for each.
-    assert judging[0][1] >= before + 80 * judgings, (before, judging)
+    assert judgings >= 3 and len(fits) == judgings
+    # The shape's guess for this tiny model is a few passes a judging; the first judged says 300 for each.
+    first_done = judging[0][0] - searched
+    assert 299 <= first_done <= 301, judging
+    assert judging[0][1] >= before + 280 * judgings, (before, judging)
+    # The second says 100 for itself and those left: the total comes down by 200 for each.
+    assert judging[1][1] <= judging[0][1] - 190 * (judgings - 1), judging
     assert seen[-1][0] == seen[-1][1] and all(a[0] <= b[0] <= b[1] for a, b in itertools.pairwise(seen))
     steps = [b[0] - a[0] for a, b in itertools.pairwise(judging[:-1])]  # the last report: done/done
     assert len(steps) == judgings - 1 and all(99 <= step <= 101 for step in steps), judging
