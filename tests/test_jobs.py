@@ -491,18 +491,21 @@ def test_the_disk_is_asked_again_for_the_layers_chosen_before_the_fits(tiny_q4_g
     assert len(refined) == 1 and asked == [refined], "asked once, for the layers bi+ chose"
 
 
-def test_a_disk_too_small_for_any_cut_is_said_before_scoring(tiny_q4_gguf: Path, small_calib: Path, tmp_path: Path,
+@pytest.mark.parametrize("source", ["gguf", "safetensors"])
+def test_a_disk_too_small_for_any_cut_is_said_before_scoring(source: str, tiny_q4_gguf: Path, tiny_model: Path,
+                                                             small_calib: Path, tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """Before the scoring pass (hours for a big streamed model) the disk is asked for the least any choice of the
-    layers can weigh: the smallest of every plain cut of that many layers. Less room is refused before scoring;
-    exactly that room lets the job score."""
+    layers can weigh: the smallest of every plain cut of that many layers, from the GGUF's or the safetensors
+    files' headers. Less room is refused before scoring; exactly that room lets the job score."""
     import itertools
 
     from shortgpt_desktop.core import free_space
     from shortgpt_desktop.core.errors import OutputError
     from shortgpt_desktop.core.formats import output_folder
 
-    spec = JobSpec(model=str(tiny_q4_gguf), calib=[str(small_calib)], samples=8, seq_len=32, count=2,
+    model = tiny_q4_gguf if source == "gguf" else tiny_model
+    spec = JobSpec(model=str(model), calib=[str(small_calib)], samples=8, seq_len=32, count=2,
                    out=str(tmp_path / "out"), device="cpu", dtype="float32", low_memory=False,
                    check_perplexity=False)
     probe = Engine()
@@ -510,7 +513,7 @@ def test_a_disk_too_small_for_any_cut_is_said_before_scoring(tiny_q4_gguf: Path,
     n = probe.n_layers
     least = min(probe.writer.sizes(probe.source, list(cut), n)[1]  # type: ignore[index]
                 for cut in itertools.combinations(range(n), 2))
-    room = int(least * output_folder.ROOM_MARGIN)
+    room = int(least * output_folder.ROOM_MARGIN) + probe.writer.side_files_bytes
 
     class Scored(Exception):
         pass

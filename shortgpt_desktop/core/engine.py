@@ -1117,8 +1117,8 @@ class Engine:
     def check_room_before_scoring(self, out: str | Path, count: int) -> None:
         """Refuse, before the scoring pass (an hour or more for a big model streamed from disk), a disk that cannot
         hold even the smallest output ``count`` removed layers can give: the largest layers gone and no weight
-        changed. Only where the format reads sizes from the source file (a GGUF); :meth:`check_room` asks again
-        with the layers chosen."""
+        changed. Only where the format reads sizes from the source's headers (a GGUF, a safetensors checkpoint of a
+        known family); :meth:`check_room` asks again with the layers chosen."""
         n = self.n_layers
         if self.source is None or not 0 < count < n:
             return

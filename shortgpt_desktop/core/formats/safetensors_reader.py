@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import struct
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +68,25 @@ def stored_values_and_bytes(path: Path) -> tuple[int, int]:
     tensors = [v for k, v in read_safetensors_header(path).items() if not k.startswith("__")]
     return (sum(math.prod(v["shape"]) for v in tensors),
             sum(v["data_offsets"][1] - v["data_offsets"][0] for v in tensors))
+
+
+def bytes_by_layer(paths: Sequence[Path], key_pattern: re.Pattern[str], n_layers: int) -> tuple[list[int], int]:
+    """Bytes the tensors of each decoder layer take over every file, and the bytes of all the others (embeddings,
+    head, norms), from the headers. ``key_pattern`` names a layer tensor's index (``idx``, as
+    :meth:`..model.families.Family.key_pattern`); an index past ``n_layers`` counts with the others."""
+    per_layer, rest = [0] * n_layers, 0
+    for path in paths:
+        for name, entry in read_safetensors_header(path).items():
+            if name.startswith("__"):
+                continue
+            size = entry["data_offsets"][1] - entry["data_offsets"][0]
+            match = key_pattern.match(name)
+            index = int(match["idx"]) if match is not None else n_layers
+            if index < n_layers:
+                per_layer[index] += size
+            else:
+                rest += size
+    return per_layer, rest
 
 
 def _parse(raw: bytes) -> dict[str, Any]:

@@ -78,8 +78,43 @@ class SafetensorsWriter(Writer):
     label = "safetensors"
     side_files_bytes = 64_000_000
 
+    def __init__(self) -> None:
+        #: per set of weight files: bytes per decoder layer and the rest, or None where they cannot be told
+        self._layers: dict[tuple[tuple[Path, ...], int], tuple[list[int], int] | None] = {}
+
     def available(self, source: Any) -> bool:
         return True
+
+    def sizes(self, source: Any, removed: Sequence[int], n_layers: int, changes: WeightChanges = WeightChanges()
+              ) -> tuple[int, int] | None:
+        """From a safetensors checkpoint's headers, before anything loads: every tensor is copied byte for byte and
+        a repaired or healed weight is cast back to the dtype it is stored in, so only the removed layers' tensors
+        change the size (``changes`` adds nothing). None for a GGUF or ``.bin`` source, and for a family whose
+        tensor names are only known once the model is loaded: the engine then counts parameters × stored bytes."""
+        layers = self._layer_bytes(source, n_layers)
+        if layers is None:
+            return None
+        per_layer, rest = layers
+        before = rest + sum(per_layer)
+        return before, before - sum(per_layer[i] for i in set(removed) if 0 <= i < n_layers)
+
+    def _layer_bytes(self, source: Any, n_layers: int) -> tuple[list[int], int] | None:
+        if source is None or source.gguf_file or not source.weight_files:
+            return None
+        if any(w.format != "safetensors" for w in source.weight_files):
+            return None
+        paths = tuple(w.path for w in source.weight_files)
+        key = (paths, n_layers)
+        if key not in self._layers:
+            from ..model.config import read_config
+            from ..model.families import family_for_model_type
+            from .safetensors_reader import bytes_by_layer
+
+            family = family_for_model_type(read_config(source).get("model_type"))
+            layers = bytes_by_layer(paths, family.key_pattern(), n_layers) if family is not None else None
+            # a layer without a tensor: names this family's pattern does not know (the save would not drop them)
+            self._layers[key] = layers if layers is not None and all(layers[0]) else None
+        return self._layers[key]
 
     def write(self, loaded: Any, plan: Any, out: str | Path, report: Any, force: bool, progress: Any, cancel: Any,
               weights: dict[str, Any]) -> SaveResult:

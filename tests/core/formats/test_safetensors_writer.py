@@ -275,3 +275,63 @@ def test_the_card_says_how_the_layers_were_chosen(tiny_model: Path, small_calib:
     card = (tmp_path / "out" / "README.md").read_text()
     assert by_hand.metric == "manual" and "as listed by hand (no scoring)" in card
     assert "## Layer scores" not in card and "tokens scored" not in card and "**manual**" not in card
+
+
+@pytest.mark.parametrize("name", ["llama", "gpt2", "opt", "qwen2_moe", "gemma3"])
+def test_the_size_told_before_loading_is_what_the_save_writes(tiny_family, name: str, tmp_path: Path) -> None:
+    """A safetensors checkpoint's size before and after a cut is read from its headers before anything loads (the
+    disk is asked for it before scoring): exactly the tensor bytes the source holds and the save writes. Stored in
+    bfloat16 and loaded in float32, with a repaired weight (float32) written back: it is cast to what the file
+    stores, so it changes nothing."""
+    from safetensors.torch import load_file, save_file
+
+    from shortgpt_desktop.core.formats.safetensors_reader import read_safetensors_header
+    from shortgpt_desktop.core.formats.writers import SafetensorsWriter
+    from shortgpt_desktop.core.model.config import read_config
+    from shortgpt_desktop.core.model.families import family_for_model_type, layer_count
+
+    folder = tmp_path / name
+    shutil.copytree(tiny_family(name), folder)
+    state = load_file(folder / "model.safetensors")
+    save_file({k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in state.items()},
+              folder / "model.safetensors", metadata={"format": "pt"})
+
+    def tensor_bytes(files: list[Path]) -> int:
+        return sum(e["data_offsets"][1] - e["data_offsets"][0] for f in files
+                   for k, e in read_safetensors_header(f).items() if not k.startswith("__"))
+
+    source = resolve(str(folder))
+    config = read_config(source)
+    n = layer_count(config, family_for_model_type(config["model_type"]))
+    writer = SafetensorsWriter()
+    before, after = writer.sizes(source, REMOVED, n)  # type: ignore[misc]
+    assert before == tensor_bytes([w.path for w in source.weight_files])
+    assert after < before and writer.sizes(source, [], n) == (before, before)
+
+    loaded = load(folder)
+    kept = next(i for i in range(n) if i not in REMOVED)
+    weight = f"{loaded.family.layers_path}.{kept}.{loaded.family.mlp_out}.weight"
+    replaced = {weight: loaded.model.get_parameter(weight).detach().float() * 2}
+    result = save(loaded, tmp_path / "out", replaced=replaced)
+    written = [result.folder / f for f in result.files if f.endswith(".safetensors")]
+    assert after == tensor_bytes(written)
+
+
+def test_no_size_from_headers_where_the_layers_cannot_be_told(tiny_model: Path, tmp_path: Path) -> None:
+    """A ``.bin`` checkpoint (no headers), and a family the headers' names do not match: the engine's count of
+    parameters × stored bytes stands in (None here)."""
+    from safetensors.torch import load_file
+
+    from shortgpt_desktop.core.formats.writers import SafetensorsWriter
+
+    legacy = tmp_path / "bin-model"
+    shutil.copytree(tiny_model, legacy)
+    torch.save(load_file(legacy / "model.safetensors"), legacy / "pytorch_model.bin")
+    (legacy / "model.safetensors").unlink()
+    assert SafetensorsWriter().sizes(resolve(str(legacy)), REMOVED, 6) is None
+    renamed = tmp_path / "renamed"
+    shutil.copytree(tiny_model, renamed)
+    config = json.loads((renamed / "config.json").read_text(encoding="utf-8"))
+    (renamed / "config.json").write_text(json.dumps({**config, "model_type": "gpt2"}), encoding="utf-8")
+    assert SafetensorsWriter().sizes(resolve(str(renamed)), REMOVED, 6) is None  # no "h.N." tensor in a Llama
+    assert SafetensorsWriter().sizes(resolve(str(tiny_model)), REMOVED, 6) is not None
