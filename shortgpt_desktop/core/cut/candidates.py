@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,8 +55,11 @@ class CandidateRunner:
 
     def __init__(self, stack: LayerStack, sequences: Sequence[Sequence[int]], pad_id: int, batch_size: int = 4,
                  cancel: CancelCheck | None = None, cached: bool = True, budget: int = defaults.CANDIDATE_CACHE_BUDGET,
-                 stride: int = 1) -> None:
+                 stride: int = 1, compute: Any = None) -> None:
         self.stack = stack
+        #: The dtype the decoder layers compute in under autocast (None: the model's own, as bi+ runs; see
+        #: ``benchmarks/bench_candidate_precision.py``); the head and the log-softmax stay in the model's dtype.
+        self.compute = compute
         #: Every ``stride``-th next token is scored: the head is the costliest part of a candidate when the
         #: vocabulary is large (Gemma's 262k × 640 head weighs as much as 30 of its layers), and every candidate
         #: is scored on the same positions, so they stay comparable.
@@ -97,7 +101,16 @@ class CandidateRunner:
             if index >= start and self._checkpoint(index):
                 self.cache.setdefault(index, []).append(inputs)
 
-        self.stack.run_layers(batches, kept, cancel=self.cancel, keep=keep)
+        with self._computing():
+            self.stack.run_layers(batches, kept, cancel=self.cancel, keep=keep)
+
+    def _computing(self) -> AbstractContextManager[Any]:
+        """Autocast to :attr:`compute` on the states' device (the weights' copies not cached: each is used once)."""
+        if self.compute is None:
+            return nullcontext()
+        import torch
+
+        return torch.autocast(self.inputs[0].device.type, dtype=self.compute, cache_enabled=False)
 
     def _origin(self, layer: int) -> int:
         """The last cached checkpoint at or before ``layer`` (0: the captured inputs)."""
@@ -197,7 +210,8 @@ class CandidateRunner:
             if self.cancel is not None and self.cancel():
                 raise Cancelled()
             users = [v for v in variants if index in v.layers]
-            with self.stack.open_layer(index) as layer:
+            # the layer opened (a streamed layer's weights read) before autocast begins
+            with self.stack.open_layer(index) as layer, self._computing():
                 for variant in users:
                     self.stack.run_layers(variant.batches, [index], cancel=self.cancel, opened=layer,
                                           keep=keeper(variant))

@@ -83,3 +83,40 @@ def test_a_sweep_says_how_far_it_is_before_any_set_is_done(loaded) -> None:
     # Removing layer 0 runs layers 1-5; the others start from the cache at their own layer: five layers in all.
     assert layers == [k / 5 for k in range(1, 6)]
     assert [kind for kind, _ in events] == ["layer"] * 5 + ["set"] * 6
+
+
+def test_a_runner_computing_in_bfloat16_runs_its_layers_so_and_its_head_in_float32(loaded) -> None:
+    """``compute``: the decoder layers under autocast (their products in bfloat16), the head's logits float32; the
+    cache's states are computed the same way, so a cached measurement equals one from the first layer."""
+    stack = InMemoryStack(loaded.model, loaded.family)
+    products: list[torch.dtype] = []
+    logits_dtypes: list[torch.dtype] = []
+    layer = stack.layers[2]
+    projection = layer.mlp.down_proj
+    hook = projection.register_forward_hook(lambda module, args, out: products.append(out.dtype))
+    real_nll = CandidateRunner._nll
+
+    def nll(self, logits_of, batch):
+        def recorded(view, hidden):
+            out = logits_of(view, hidden)
+            logits_dtypes.append(out.dtype)
+            return out
+
+        return real_nll(self, recorded, batch)
+
+    try:
+        CandidateRunner._nll = nll  # type: ignore[method-assign]
+        half = CandidateRunner(stack, SEQUENCES, 0, batch_size=2, compute=torch.bfloat16)
+        half.rebase([3])
+        cached = half.measure([[3, 1], [3, 5]])
+        uncached = CandidateRunner(stack, SEQUENCES, 0, batch_size=2, compute=torch.bfloat16, cached=False)
+        direct = uncached.measure([[3, 1], [3, 5]])
+        full = CandidateRunner(stack, SEQUENCES, 0, batch_size=2).measure([[3, 1], [3, 5]])
+    finally:
+        CandidateRunner._nll = real_nll  # type: ignore[method-assign]
+        hook.remove()
+    assert torch.bfloat16 in products and torch.float32 in products  # the bfloat16 runners and the float32 one
+    assert set(logits_dtypes) == {torch.float32}
+    for a, b, c in zip(cached, direct, full, strict=True):
+        assert a.perplexity == pytest.approx(b.perplexity, rel=1e-9)
+        assert a.perplexity != c.perplexity and a.perplexity == pytest.approx(c.perplexity, rel=0.05)
