@@ -30,7 +30,7 @@ from .measure.evaluation import PerplexityResult, generate_text, has_chat_templa
 from .measure.metrics import get_metric, score_model
 from .measure.scoring import LayerScores
 from .model.config import architecture_name
-from .model.dtypes import bytes_per_element
+from .model.dtypes import stored_bytes_per_element
 from .model.loading import LoadedModel, ModelInfo, inspect_model, load_model
 from .model.sources import ModelSource, resolve
 from .progress import CancelCheck, Progress, no_progress
@@ -208,7 +208,7 @@ def stored_bytes_per_param(source: ModelSource) -> float:
         config = json.loads((source.folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         config = {}
-    return bytes_per_element(config.get("torch_dtype") or config.get("dtype"))
+    return stored_bytes_per_element(config)
 
 
 def measure_perplexity(loaded: LoadedModel, tokens: TokenSet, removed: Sequence[int] = (), batch_size: int = 4,

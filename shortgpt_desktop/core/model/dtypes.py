@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 BYTES_PER_DTYPE: dict[str, float] = {
     "float64": 8, "float32": 4, "bfloat16": 2, "float16": 2, "int64": 8, "int32": 4, "int16": 2, "int8": 1,
     "uint8": 1, "bool": 1,
@@ -13,6 +15,12 @@ BYTES_PER_DTYPE: dict[str, float] = {
 def dtype_name(dtype: object) -> str:
     """A dtype's bare name as configs and reports write it: ``torch.bfloat16`` → ``"bfloat16"``."""
     return str(dtype).removeprefix("torch.")
+
+
+def stored_bytes_per_element(config: dict[str, Any]) -> float:
+    """Bytes per value a checkpoint's ``config.json`` says it stores (``torch_dtype``, or ``dtype`` as newer
+    transformers writes it); 4 when it says neither. For files whose headers cannot tell (``.bin``)."""
+    return bytes_per_element(config.get("torch_dtype") or config.get("dtype"))
 
 
 def bytes_per_element(name: str | None, default: float = 4.0) -> float:

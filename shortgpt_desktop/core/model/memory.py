@@ -14,7 +14,7 @@ from typing import Any
 from .. import defaults
 from ..errors import ModelSourceError, ResourceError, UnsupportedModelError
 from ..formats.safetensors_reader import stored_values_and_bytes
-from .dtypes import bytes_per_element
+from .dtypes import bytes_per_element, stored_bytes_per_element
 from .layer_set import first_layer_gap
 from .sources import ModelSource
 
@@ -156,7 +156,7 @@ def _count_whole(source: ModelSource, config: dict[str, Any]) -> int:
         if weight.format == "safetensors":
             total += stored_values_and_bytes(weight.path)[0]
         else:
-            total += int(weight.size // bytes_per_element(config.get("torch_dtype") or config.get("dtype")))
+            total += int(weight.size // stored_bytes_per_element(config))
     return total
 
 
