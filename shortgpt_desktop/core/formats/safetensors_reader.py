@@ -70,22 +70,22 @@ def stored_values_and_bytes(path: Path) -> tuple[int, int]:
             sum(v["data_offsets"][1] - v["data_offsets"][0] for v in tensors))
 
 
-def bytes_by_layer(paths: Sequence[Path], key_pattern: re.Pattern[str], n_layers: int) -> tuple[list[int], int]:
-    """Bytes the tensors of each decoder layer take over every file, and the bytes of all the others (embeddings,
-    head, norms), from the headers. ``key_pattern`` names a layer tensor's index (``idx``, as
-    :meth:`..model.families.Family.key_pattern`); an index past ``n_layers`` counts with the others."""
-    per_layer, rest = [0] * n_layers, 0
+def bytes_by_layer(paths: Sequence[Path], key_pattern: re.Pattern[str]) -> tuple[dict[int, int], int]:
+    """Bytes of tensor data each decoder layer's tensors take over every file (by the layer index in their names),
+    and the bytes of all the others (embeddings, head, norms), from the headers. ``key_pattern`` names a layer
+    tensor's index (``idx``, as :meth:`..model.families.Family.key_pattern`)."""
+    per_layer: dict[int, int] = {}
+    rest = 0
     for path in paths:
         for name, entry in read_safetensors_header(path).items():
             if name.startswith("__"):
                 continue
             size = entry["data_offsets"][1] - entry["data_offsets"][0]
             match = key_pattern.match(name)
-            index = int(match["idx"]) if match is not None else n_layers
-            if index < n_layers:
-                per_layer[index] += size
-            else:
+            if match is None:
                 rest += size
+            else:
+                per_layer[int(match["idx"])] = per_layer.get(int(match["idx"]), 0) + size
     return per_layer, rest
 
 

@@ -79,18 +79,21 @@ class SafetensorsWriter(Writer):
     side_files_bytes = 64_000_000
 
     def __init__(self) -> None:
-        #: per set of weight files: bytes per decoder layer and the rest, or None where they cannot be told
-        self._layers: dict[tuple[tuple[Path, ...], int], tuple[list[int], int] | None] = {}
+        #: per set of weight files (each with its size and time of change: a folder converted again is read again)
+        #: and layer count: bytes per decoder layer and the rest, or None where they cannot be told
+        self._layers: dict[tuple[Any, ...], tuple[list[int], int] | None] = {}
 
     def available(self, source: Any) -> bool:
         return True
 
     def sizes(self, source: Any, removed: Sequence[int], n_layers: int, changes: WeightChanges = WeightChanges()
               ) -> tuple[int, int] | None:
-        """From a safetensors checkpoint's headers, before anything loads: every tensor is copied byte for byte and
-        a repaired or healed weight is cast back to the dtype it is stored in, so only the removed layers' tensors
-        change the size (``changes`` adds nothing). None for a GGUF or ``.bin`` source, and for a family whose
-        tensor names are only known once the model is loaded: the engine then counts parameters × stored bytes."""
+        """The tensor data before and after, from a safetensors checkpoint's headers before anything loads (the
+        headers, a few kB, left out): every tensor is copied byte for byte and a repaired or healed weight is cast
+        back to the dtype it is stored in, so only the removed layers' tensors change the size (``changes`` adds
+        nothing). None for a GGUF or ``.bin`` source, for a family whose tensor names are only known once the model
+        is loaded, for files whose layers do not match the config's count, and for files that can no longer be read:
+        the engine then counts parameters × stored bytes."""
         layers = self._layer_bytes(source, n_layers)
         if layers is None:
             return None
@@ -99,22 +102,36 @@ class SafetensorsWriter(Writer):
         return before, before - sum(per_layer[i] for i in set(removed) if 0 <= i < n_layers)
 
     def _layer_bytes(self, source: Any, n_layers: int) -> tuple[list[int], int] | None:
+        from ..errors import ModelSourceError
+
         if source is None or source.gguf_file or not source.weight_files:
             return None
         if any(w.format != "safetensors" for w in source.weight_files):
             return None
         paths = tuple(w.path for w in source.weight_files)
-        key = (paths, n_layers)
-        if key not in self._layers:
-            from ..model.config import read_config
-            from ..model.families import family_for_model_type
-            from .safetensors_reader import bytes_by_layer
-
-            family = family_for_model_type(read_config(source).get("model_type"))
-            layers = bytes_by_layer(paths, family.key_pattern(), n_layers) if family is not None else None
-            # a layer without a tensor: names this family's pattern does not know (the save would not drop them)
-            self._layers[key] = layers if layers is not None and all(layers[0]) else None
+        try:
+            key = (tuple((p, p.stat().st_size, p.stat().st_mtime_ns) for p in paths), n_layers)
+            if key not in self._layers:
+                self._layers[key] = self._read_layer_bytes(source, paths, n_layers)
+        except (OSError, ModelSourceError):  # moved or broken since it was opened: said where it is read again
+            return None
         return self._layers[key]
+
+    @staticmethod
+    def _read_layer_bytes(source: Any, paths: tuple[Path, ...], n_layers: int) -> tuple[list[int], int] | None:
+        from ..model.config import read_config
+        from ..model.families import family_for_model_type
+        from .safetensors_reader import bytes_by_layer
+
+        family = family_for_model_type(read_config(source).get("model_type"))
+        if family is None:
+            return None
+        per_layer, rest = bytes_by_layer(paths, family.key_pattern())
+        # Every layer the config counts has tensors, and none past them (the save would drop those too): names
+        # this family's pattern does not know, or files that do not match the config, are left to the engine.
+        if sorted(per_layer) != list(range(n_layers)) or not all(per_layer.values()):
+            return None
+        return [per_layer[i] for i in range(n_layers)], rest
 
     def write(self, loaded: Any, plan: Any, out: str | Path, report: Any, force: bool, progress: Any, cancel: Any,
               weights: dict[str, Any]) -> SaveResult:
@@ -130,7 +147,9 @@ class GGUFWriter(Writer):
                    "safetensors.")
 
     def __init__(self) -> None:
-        self._blocks: dict[Path, tuple[Any, list[int], int]] = {}  # per file: its header, bytes per block, the rest
+        #: per file (with its size and time of change: a file written again is read again): its header, bytes per
+        #: block, the rest
+        self._blocks: dict[tuple[Path, int, int], tuple[Any, list[int], int]] = {}
 
     def available(self, source: Any) -> bool:
         return source is not None and bool(source.gguf_file)
@@ -156,15 +175,20 @@ class GGUFWriter(Writer):
         from .gguf_writer import replaced_tensors, rewritten_tensors, written_type_of
 
         path = source.folder / source.gguf_file
-        if path not in self._blocks:
+        try:
+            stat = path.stat()
+        except OSError:  # moved since it was opened: said where it is read again
+            return None
+        key = (path, stat.st_size, stat.st_mtime_ns)
+        if key not in self._blocks:
             layout = check_gguf(path)
             per_block = [0] * n_layers
             for tensor in layout.tensors:
                 parts = tensor.name.split(".")
                 if parts[0] == "blk" and parts[1].isdigit() and int(parts[1]) < len(per_block):
                     per_block[int(parts[1])] += tensor.n_bytes
-            self._blocks[path] = (layout, per_block, path.stat().st_size - sum(per_block))
-        layout, per_block, rest = self._blocks[path]
+            self._blocks[key] = (layout, per_block, stat.st_size - sum(per_block))
+        layout, per_block, rest = self._blocks[key]
         before = rest + sum(per_block)
         after = before - sum(per_block[i] for i in removed)
         rewritten = (replaced_tensors(layout, changes.names) if changes.names is not None

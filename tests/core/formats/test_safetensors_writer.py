@@ -277,30 +277,40 @@ def test_the_card_says_how_the_layers_were_chosen(tiny_model: Path, small_calib:
     assert "## Layer scores" not in card and "tokens scored" not in card and "**manual**" not in card
 
 
-@pytest.mark.parametrize("name", ["llama", "gpt2", "opt", "qwen2_moe", "gemma3"])
+def tensor_bytes(files: list[Path]) -> int:
+    from shortgpt_desktop.core.formats.safetensors_reader import read_safetensors_header
+
+    return sum(e["data_offsets"][1] - e["data_offsets"][0] for f in files
+               for k, e in read_safetensors_header(f).items() if not k.startswith("__"))
+
+
+@pytest.mark.parametrize("name", ["llama", "gpt2", "opt", "qwen2_moe", "gemma3", "llama sharded"])
 def test_the_size_told_before_loading_is_what_the_save_writes(tiny_family, name: str, tmp_path: Path) -> None:
     """A safetensors checkpoint's size before and after a cut is read from its headers before anything loads (the
     disk is asked for it before scoring): exactly the tensor bytes the source holds and the save writes. Stored in
     bfloat16 and loaded in float32, with a repaired weight (float32) written back: it is cast to what the file
-    stores, so it changes nothing."""
+    stores, so it changes nothing. Sharded: over every file."""
     from safetensors.torch import load_file, save_file
 
-    from shortgpt_desktop.core.formats.safetensors_reader import read_safetensors_header
     from shortgpt_desktop.core.formats.writers import SafetensorsWriter
     from shortgpt_desktop.core.model.config import read_config
     from shortgpt_desktop.core.model.families import family_for_model_type, layer_count
 
-    folder = tmp_path / name
-    shutil.copytree(tiny_family(name), folder)
+    family, sharded = name.split()[0], name.endswith("sharded")
+    folder = tmp_path / "bf16"
+    shutil.copytree(tiny_family(family), folder)
     state = load_file(folder / "model.safetensors")
     save_file({k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in state.items()},
               folder / "model.safetensors", metadata={"format": "pt"})
-
-    def tensor_bytes(files: list[Path]) -> int:
-        return sum(e["data_offsets"][1] - e["data_offsets"][0] for f in files
-                   for k, e in read_safetensors_header(f).items() if not k.startswith("__"))
+    if sharded:
+        source = resolve(str(folder))
+        config = read_config(source)
+        save_pruned(source=source, family=family_for_model_type(config["model_type"]), original_config=config,
+                    removed=[], out=tmp_path / "sharded", max_shard_bytes=150_000)
+        folder = tmp_path / "sharded"
 
     source = resolve(str(folder))
+    assert (len(source.weight_files) > 1) == sharded
     config = read_config(source)
     n = layer_count(config, family_for_model_type(config["model_type"]))
     writer = SafetensorsWriter()
@@ -335,3 +345,27 @@ def test_no_size_from_headers_where_the_layers_cannot_be_told(tiny_model: Path, 
     (renamed / "config.json").write_text(json.dumps({**config, "model_type": "gpt2"}), encoding="utf-8")
     assert SafetensorsWriter().sizes(resolve(str(renamed)), REMOVED, 6) is None  # no "h.N." tensor in a Llama
     assert SafetensorsWriter().sizes(resolve(str(tiny_model)), REMOVED, 6) is not None
+    # the file holds a layer the config does not count (the save would drop it too, so no "after" is exact)
+    assert SafetensorsWriter().sizes(resolve(str(tiny_model)), REMOVED, 5) is None
+
+
+def test_a_checkpoint_written_again_is_sized_again(tiny_model: Path, tmp_path: Path) -> None:
+    """The window stays open: a folder converted again in place (here to bfloat16) is read again, not sized from
+    what the writer read before; a file gone since is left to the engine's count."""
+    from safetensors.torch import load_file, save_file
+
+    from shortgpt_desktop.core.formats.writers import SafetensorsWriter
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model, folder)
+    writer = SafetensorsWriter()
+    before = writer.sizes(resolve(str(folder)), REMOVED, 6)
+    assert before is not None and before[0] == tensor_bytes([folder / "model.safetensors"])
+    state = load_file(folder / "model.safetensors")
+    save_file({k: v.to(torch.bfloat16) for k, v in state.items()}, folder / "model.safetensors",
+              metadata={"format": "pt"})
+    again = writer.sizes(resolve(str(folder)), REMOVED, 6)
+    assert again is not None and again[0] == tensor_bytes([folder / "model.safetensors"]) < before[0]
+    source = resolve(str(folder))
+    (folder / "model.safetensors").unlink()
+    assert writer.sizes(source, REMOVED, 6) is None
