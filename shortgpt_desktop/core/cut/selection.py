@@ -213,7 +213,6 @@ def choose_for_counts(
         groups.setdefault(tuple(protected_for(bi_scores, count)), []).append(count)
     runner = CandidateRunner(stack, samples, token_set.pad_id, batch_size, cancel, cached,
                              stride=head_stride(stack) if stride is None else stride)
-    head = head_layers(stack)
     measured: dict[tuple[int, ...], float] = {}
     repaired_cache: dict[tuple[int, ...], float] = {}
     original = OriginalStates()  # the original's states on the judging fits' samples, shared by every fit
@@ -221,164 +220,35 @@ def choose_for_counts(
     known = [i for i, v in enumerate(bi_scores) if v is not None]
     per_step = 2 * window if wider else window
     finalists = 4 if wider else 3
-    total = (len(known) if wider else 0) + sum(max(g) * per_step + finalists * len(g) for g in groups.values())
-    # The saved repair's fit: both streams over every calibration sample.
-    full_fit = 2 * math.ceil(len(token_set.samples) / len(samples))
-    # Judging a finalist repaired: a quick fit and a measurement; where the quick fit's samples are every
-    # calibration sample it is the saved fit (see _judge_repaired), which costs a full fit.
-    saved_when_judged = judge_repaired and 2 * len(samples) >= len(token_set.samples)
-    # Passes one judging counts for: from the model's shape, then from the judgings timed so far (where the quick
-    # fit is the saved one, the measurement alone: the full fit is counted, and moves the bar, as such).
-    judge_weight = float(JUDGING_PASSES) if saved_when_judged else max(
-        float(JUDGING_PASSES), judging_layers(n, most, head) / candidate_layers(n, head, runner.stride))
-    judging = judge_weight + (full_fit if saved_when_judged else 0)
-    finalist_sets = sum(finalists * len(g) for g in groups.values())
-    fits_counted = finalist_sets if saved_when_judged else 0  # the full fits ``total`` holds
-    if judge_repaired:
-        total += judging * finalist_sets
-    if probe is not None and judge_repaired:  # the first finalist the probe asks gets the saved repair's fit
-        total += full_fit * len(counts)
-        fits_counted += len(counts)
-    probes_counted = len(counts) if probe is not None else 0  # the asks ``total`` holds: the first one per count
-    total += PROBE_PASSES * probes_counted
-    asked = 0  # finalists asked whether they still answer so far
-    judged_work = 0.0  # passes' worth of judging done
-    to_judge = finalist_sets if judge_repaired else 0  # the judgings ``total`` holds that are still to run
-    search_seconds = 0.0  # what the runner's passes took, to measure a judging in passes
-    judge_started: float | None = None  # when the judging under way began
-    judge_passes: list[float] = []  # each judging's seconds, in the runner's seconds per pass
-    fitting = 0.0  # passes' worth of full fits done
-    sweeping = 0.0  # passes' worth of the layer-major sweep under way (its sets are counted when measured)
-    reported = 0  # the bar never goes back
-
-    # ``total`` counts every set as new; a set measured or judged already is not run again, and its passes are
-    # taken off the total as soon as that is known (the time left would otherwise count passes never run).
-    def skip(passes: float) -> None:
-        nonlocal total
-        total -= passes
-
-    def report(partial: list[int], final: bool = False) -> None:
-        nonlocal reported
-        if progress is not None:  # the last report is done/done: ``total`` may still count a skipped pass
-            done = max(reported, runner.passes + int(judged_work) + PROBE_PASSES * asked + int(fitting)
-                       + int(sweeping))
-            reported = done
-            progress(STAGE, done, done if final else max(math.ceil(total - 1e-6), done), list(partial))
-
-    def swept(count: int, partial: list[int]) -> Callable[[float], None]:
-        def during(fraction: float) -> None:
-            nonlocal sweeping
-            sweeping = count * fraction * 0.9  # the head, after the sweep, takes the rest
-            report(partial)
-
-        return during
-
-    def fitting_progress(partial: list[int]) -> Progress:
-        """The progress a full fit reports (layer runs of the repair), as passes on the selection's bar."""
-        base = fitting
-
-        def on_fit(stage: str, done: int, of: int, _: Any = None) -> None:
-            nonlocal fitting
-            if stage != "repair":  # only the fit's own count moves this bar
-                return
-            fitting = base + full_fit * done / max(of, 1)
-            report(partial)
-
-        return on_fit
+    bar = _SelectionBar.for_search(progress, runner, head_layers(stack), len(known), list(groups.values()),
+                                   len(counts), len(samples), len(token_set.samples), per_step, finalists, wider,
+                                   judge_repaired, probe is not None)
 
     def saved_fit(partial: list[int]) -> Callable[[Sequence[int]], Any]:
         """``fit(removed)``: the repair the saved model gets for ``removed``, its fit on the selection's bar."""
         fit = repair_for if repair_for is not None else functools.partial(
             _fit_saved_repair, stack, token_set, batch_size=batch_size, cancel=cancel)
-
-        def fit_on_bar(removed: Sequence[int]) -> Any:
-            nonlocal fitting, fits_counted, total
-            if fits_counted > 0:
-                fits_counted -= 1
-            else:  # the probe asks a further finalist: its fit was not counted
-                total += full_fit
-            started_at = fitting
-            result = fit(removed, fitting_progress(partial))
-            fitting = started_at + full_fit
-            return result
-
-        return fit_on_bar
+        return functools.partial(bar.run_fit, fit, partial=partial)
 
     def saved_weights(removed: Sequence[int], partial: list[int]) -> dict[str, Any] | None:
         """The weights the saved model gets for ``removed`` (None when the job does not repair)."""
         return saved_fit(partial)(removed).tensors if judge_repaired else None
 
-    def known_judged(partial: list[int]) -> None:
-        """A finalist judged before: its passes are not run. Its full fit leaves the total only while the counted
-        fits last (a further finalist the probe asked may have run in its place)."""
-        nonlocal fits_counted, to_judge
-        skip(judge_weight)
-        to_judge -= 1
-        if saved_when_judged and fits_counted > 0:
-            fits_counted -= 1
-            skip(full_fit)
-        report(partial)
-
-    def asking(partial: list[int]) -> None:
-        """A finalist is about to be asked: a further one (beyond the first per count) joins the total first, so
-        the bar never shows the answer check done while it still asks."""
-        nonlocal probes_counted, total
-        if probes_counted > 0:
-            probes_counted -= 1
-        else:
-            total += PROBE_PASSES
-        report(partial)
-
-    def asked_one() -> None:  # reported with what comes next: the next finalist's total, or the end
-        nonlocal asked
-        asked += 1
-
-    def judged_counter(partial: list[int]) -> Callable[[], None]:
-        """``on_judged`` for :func:`_judge_repaired`: each finalist judged moves the bar by what a judging counts
-        for. Each is timed in the runner's seconds per pass, and from the first on a judging counts for the mean
-        of those after the first where there are some (the first also runs the original's states the others
-        share), else the first's; the total grows or shrinks by the difference for it and those still to judge,
-        so the bar's share done may drop where a judging costs more than counted. A judging that is the saved fit
-        keeps its count: the fit's own progress moves the bar."""
-        nonlocal judge_started
-        judge_started = time.perf_counter()
-
-        def judged_one() -> None:
-            nonlocal judge_weight, judged_work, to_judge, total, judge_started
-            now = time.perf_counter()
-            if judge_started is not None and not saved_when_judged and runner.passes and search_seconds > 0:
-                judge_passes.append((now - judge_started) / (search_seconds / runner.passes))
-                later = judge_passes[1:] or judge_passes
-                weight = max(float(JUDGING_PASSES), sum(later) / len(later))
-                total += (weight - judge_weight) * to_judge
-                judge_weight = weight
-            judge_started = now  # the next finalist's judging starts now
-            to_judge -= 1
-            judged_work += judge_weight
-            report(partial)
-
-        return judged_one
-
     def measure_all(sets: Sequence[Sequence[int]], order_so_far: list[int], counted: int) -> list[float]:
-        """Each set's perplexity, measuring only those not measured yet (``counted``: the passes ``total`` holds
-        for this call)."""
+        """Each set's perplexity, measuring only those not measured yet (``counted``: the passes the bar's total
+        holds for this call)."""
         keys = [tuple(sorted(s)) for s in sets]
         new = [k for k in dict.fromkeys(keys) if k not in measured]
-        skip(counted - len(new))
+        bar.skip(counted - len(new))
         if new:
-            def measured_one(_: int) -> None:
-                nonlocal sweeping
-                sweeping = 0.0  # the sets now count as passes; the bar holds until they pass the sweep's mark
-                report(order_so_far)
-
-            nonlocal search_seconds
             began = time.perf_counter()
-            results = runner.measure(new, measured_one, during=swept(len(new), order_so_far))
-            search_seconds += time.perf_counter() - began
+            results = runner.measure(new, lambda _: bar.set_measured(order_so_far),
+                                     during=bar.swept(len(new), order_so_far))
+            bar.search_seconds += time.perf_counter() - began
             measured.update({k: r.perplexity for k, r in zip(new, results, strict=True)})
         return [measured[k] for k in keys]
 
-    report([])
+    bar.report([])
     # The paper's own baseline: each layer's removal alone, measured (one layer-major sweep from the cache).
     single: list[float | None] = [None] * n
     if wider:
@@ -410,7 +280,7 @@ def choose_for_counts(
             order_ppl.append(best_ppl)
             considered_after.append(list(considered))
             runner.rebase(order)
-            report(order)
+            bar.report(order)
         for count in group:
             sets: tuple[list[int], ...] = (sorted(order[:count]), lowest(open_scores, count), lowest(bi_scores, count))
             names: tuple[str, ...] = ("greedy", "bi-ends-protected", "bi")
@@ -421,15 +291,15 @@ def choose_for_counts(
                           for name, chosen, ppl in zip(names, sets, measure_all(sets, order, finalists), strict=True)]
             if judge_repaired:
                 _judge_repaired(stack, token_set, samples, candidates, batch_size, cancel, repaired_cache,
-                                judged_counter(order), saved_fit(order), original,
-                                on_known=functools.partial(known_judged, order))
+                                bar.judged_counter(order), saved_fit(order), original,
+                                on_known=functools.partial(bar.known_judged, order))
             finite_candidates = [c for c in candidates if not math.isnan(c.judged)]
             if not finite_candidates:
                 raise ResourceError(_NAN)
             if probe is not None:
                 _ask_until_one_answers(probe, stack, finite_candidates, silent_cache, cancel,
                                        functools.partial(saved_weights, partial=order),
-                                       functools.partial(asking, order), asked_one)
+                                       functools.partial(bar.asking, order), bar.asked_one)
             # A finalist that falls silent on fewer prompts wins first (an instruct model that no longer answers
             # is broken whatever its perplexity), then the lower perplexity; finalists never asked (None) come
             # after the first that answers, so they are never better on the perplexity. Stable min: on equal
@@ -444,8 +314,169 @@ def choose_for_counts(
                 eval_tokens=runner.tokens, judged_repaired=judge_repaired, seconds=time.perf_counter() - started,
                 explanation=_explain(best, candidates, count, len(samples), runner.tokens),
             )
-    report(out[most].order, final=True)
+    bar.report(out[most].order, final=True)
     return out
+
+
+class _SelectionBar:
+    """The progress bar of one search (:func:`choose_for_counts`), in candidate passes' worth.
+
+    ``total`` counts every set as new, each judging of a finalist repaired at :attr:`judge_weight` passes, each
+    full fit of the saved repair at :attr:`full_fit`, and the first answer check per count; a set measured or
+    judged already is not run again, and its passes leave the total as soon as that is known (the time left would
+    otherwise count passes never run). What is done is the runner's passes, the judgings, the answer checks, the
+    full fits (moved by their own progress) and the layer-major sweep under way; it never goes back, and the last
+    report is done/done.
+    """
+
+    def __init__(self, progress: Progress | None, runner: CandidateRunner, total: float, full_fit: int,
+                 judge_weight: float, saved_when_judged: bool, to_judge: int, fits_counted: int,
+                 probes_counted: int) -> None:
+        self.progress = progress
+        self.runner = runner
+        self.total = total
+        self.full_fit = full_fit  # the saved repair's fit: both streams over every calibration sample
+        #: Passes one judging counts for: from the model's shape, then from the judgings timed so far
+        self.judge_weight = judge_weight
+        #: Where the quick fit's samples are every calibration sample it is the saved fit (see _judge_repaired),
+        #: counted as a full fit: the judging then keeps its count
+        self.saved_when_judged = saved_when_judged
+        self.to_judge = to_judge  # the judgings ``total`` holds that are still to run
+        self.fits_counted = fits_counted  # the full fits ``total`` holds
+        self.probes_counted = probes_counted  # the asks ``total`` holds: the first one per count
+        self.asked = 0  # finalists asked whether they still answer so far
+        self.judged_work = 0.0  # passes' worth of judging done
+        self.search_seconds = 0.0  # what the runner's passes took, to measure a judging in passes
+        self.judge_started: float | None = None  # when the judging under way began
+        self.judge_passes: list[float] = []  # each judging's seconds, in the runner's seconds per pass
+        self.fitting = 0.0  # passes' worth of full fits done
+        self.sweeping = 0.0  # passes' worth of the layer-major sweep under way (its sets are counted when measured)
+        self.reported = 0  # the bar never goes back
+
+    @classmethod
+    def for_search(cls, progress: Progress | None, runner: CandidateRunner, head: float, known: int,
+                   groups: list[list[int]], counts: int, samples: int, calibration_samples: int, per_step: int,
+                   finalists: int, wider: bool, judge_repaired: bool, probing: bool) -> _SelectionBar:
+        """The bar's first total for a search over ``known`` scored layers (``groups``: the counts sharing their
+        protected ends), ``samples`` of the ``calibration_samples``, ``per_step`` sets a greedy step."""
+        n = runner.n
+        total = float((known if wider else 0) + sum(max(g) * per_step + finalists * len(g) for g in groups))
+        full_fit = 2 * math.ceil(calibration_samples / samples)
+        saved_when_judged = judge_repaired and 2 * samples >= calibration_samples
+        judge_weight = float(JUDGING_PASSES) if saved_when_judged else max(
+            float(JUDGING_PASSES), judging_layers(n, max(max(g) for g in groups), head)
+            / candidate_layers(n, head, runner.stride))
+        judging = judge_weight + (full_fit if saved_when_judged else 0)
+        finalist_sets = sum(finalists * len(g) for g in groups)
+        fits_counted = finalist_sets if saved_when_judged else 0
+        if judge_repaired:
+            total += judging * finalist_sets
+        if probing and judge_repaired:  # the first finalist the probe asks gets the saved repair's fit
+            total += full_fit * counts
+            fits_counted += counts
+        probes_counted = counts if probing else 0
+        total += PROBE_PASSES * probes_counted
+        return cls(progress, runner, total, full_fit, judge_weight, saved_when_judged,
+                   finalist_sets if judge_repaired else 0, fits_counted, probes_counted)
+
+    def skip(self, passes: float) -> None:
+        """``passes`` the total counted will not run (sets measured or judged before)."""
+        self.total -= passes
+
+    def report(self, partial: list[int], final: bool = False) -> None:
+        if self.progress is None:
+            return
+        done = max(self.reported, self.runner.passes + int(self.judged_work) + PROBE_PASSES * self.asked
+                   + int(self.fitting) + int(self.sweeping))
+        self.reported = done
+        # the last report is done/done: ``total`` may still count a skipped pass
+        self.progress(STAGE, done, done if final else max(math.ceil(self.total - 1e-6), done), list(partial))
+
+    def swept(self, count: int, partial: list[int]) -> Callable[[float], None]:
+        """``during(fraction)`` for a layer-major sweep of ``count`` sets."""
+        def during(fraction: float) -> None:
+            self.sweeping = count * fraction * 0.9  # the head, after the sweep, takes the rest
+            self.report(partial)
+
+        return during
+
+    def set_measured(self, partial: list[int]) -> None:
+        """A set of the sweep measured: the sets now count as passes; the bar holds until they pass the sweep's
+        mark."""
+        self.sweeping = 0.0
+        self.report(partial)
+
+    def fitting_progress(self, partial: list[int]) -> Progress:
+        """The progress a full fit reports (layer runs of the repair), as passes on the selection's bar."""
+        base = self.fitting
+
+        def on_fit(stage: str, done: int, of: int, _: Any = None) -> None:
+            if stage != "repair":  # only the fit's own count moves this bar
+                return
+            self.fitting = base + self.full_fit * done / max(of, 1)
+            self.report(partial)
+
+        return on_fit
+
+    def run_fit(self, fit: Callable[[Sequence[int], Progress], Any], removed: Sequence[int],
+                partial: list[int]) -> Any:
+        """``fit(removed, progress)``, the saved repair's full fit, on the bar."""
+        if self.fits_counted > 0:
+            self.fits_counted -= 1
+        else:  # the probe asks a further finalist: its fit was not counted
+            self.total += self.full_fit
+        started_at = self.fitting
+        result = fit(removed, self.fitting_progress(partial))
+        self.fitting = started_at + self.full_fit
+        return result
+
+    def known_judged(self, partial: list[int]) -> None:
+        """A finalist judged before: its passes are not run. Its full fit leaves the total only while the counted
+        fits last (a further finalist the probe asked may have run in its place)."""
+        self.skip(self.judge_weight)
+        self.to_judge -= 1
+        if self.saved_when_judged and self.fits_counted > 0:
+            self.fits_counted -= 1
+            self.skip(self.full_fit)
+        self.report(partial)
+
+    def asking(self, partial: list[int]) -> None:
+        """A finalist is about to be asked: a further one (beyond the first per count) joins the total first, so
+        the bar never shows the answer check done while it still asks."""
+        if self.probes_counted > 0:
+            self.probes_counted -= 1
+        else:
+            self.total += PROBE_PASSES
+        self.report(partial)
+
+    def asked_one(self) -> None:  # reported with what comes next: the next finalist's total, or the end
+        self.asked += 1
+
+    def judged_counter(self, partial: list[int]) -> Callable[[], None]:
+        """``on_judged`` for :func:`_judge_repaired`: each finalist judged moves the bar by what a judging counts
+        for. Each is timed in the runner's seconds per pass, and from the first on a judging counts for the mean
+        of those after the first where there are some (the first also runs the original's states the others
+        share), else the first's; the total grows or shrinks by the difference for it and those still to judge,
+        so the bar's share done may drop where a judging costs more than counted. A judging that is the saved fit
+        keeps its count: the fit's own progress moves the bar."""
+        self.judge_started = time.perf_counter()
+
+        def judged_one() -> None:
+            now = time.perf_counter()
+            runner = self.runner
+            if (self.judge_started is not None and not self.saved_when_judged and runner.passes
+                    and self.search_seconds > 0):
+                self.judge_passes.append((now - self.judge_started) / (self.search_seconds / runner.passes))
+                later = self.judge_passes[1:] or self.judge_passes
+                weight = max(float(JUDGING_PASSES), sum(later) / len(later))
+                self.total += (weight - self.judge_weight) * self.to_judge
+                self.judge_weight = weight
+            self.judge_started = now  # the next finalist's judging starts now
+            self.to_judge -= 1
+            self.judged_work += self.judge_weight
+            self.report(partial)
+
+        return judged_one
 
 
 def _judge_repaired(stack: LayerStack, token_set: TokenSet, samples: Sequence[Sequence[int]],
