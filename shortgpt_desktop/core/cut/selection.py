@@ -220,14 +220,18 @@ def choose_for_counts(
     known = [i for i, v in enumerate(bi_scores) if v is not None]
     per_step = 2 * window if wider else window
     finalists = 4 if wider else 3
-    bar = _SelectionBar.for_search(progress, runner, head_layers(stack), len(known), list(groups.values()),
-                                   len(counts), len(samples), len(token_set.samples), per_step, finalists, wider,
-                                   judge_repaired, probe is not None)
+    finalist_sets = sum(finalists * len(g) for g in groups.values())  # measured plain, then judged repaired
+    bar = _SelectionBar.for_search(
+        progress, runner, head=head_layers(stack), most=most, finalist_sets=finalist_sets,
+        search_sets=(len(known) if wider else 0) + sum(max(g) * per_step for g in groups.values()) + finalist_sets,
+        n_counts=len(counts), n_samples=len(samples), calibration_samples=len(token_set.samples),
+        judge_repaired=judge_repaired, probing=probe is not None)
+
+    fit = repair_for if repair_for is not None else functools.partial(
+        _fit_saved_repair, stack, token_set, batch_size=batch_size, cancel=cancel)
 
     def saved_fit(partial: list[int]) -> Callable[[Sequence[int]], Any]:
         """``fit(removed)``: the repair the saved model gets for ``removed``, its fit on the selection's bar."""
-        fit = repair_for if repair_for is not None else functools.partial(
-            _fit_saved_repair, stack, token_set, batch_size=batch_size, cancel=cancel)
         return functools.partial(bar.run_fit, fit, partial=partial)
 
     def saved_weights(removed: Sequence[int], partial: list[int]) -> dict[str, Any] | None:
@@ -242,9 +246,9 @@ def choose_for_counts(
         bar.skip(counted - len(new))
         if new:
             began = time.perf_counter()
-            results = runner.measure(new, lambda _: bar.set_measured(order_so_far),
+            results = runner.measure(new, lambda _: bar.measured_one(order_so_far),
                                      during=bar.swept(len(new), order_so_far))
-            bar.search_seconds += time.perf_counter() - began
+            bar.searched(time.perf_counter() - began)
             measured.update({k: r.perplexity for k, r in zip(new, results, strict=True)})
         return [measured[k] for k in keys]
 
@@ -336,11 +340,8 @@ class _SelectionBar:
         self.runner = runner
         self.total = total
         self.full_fit = full_fit  # the saved repair's fit: both streams over every calibration sample
-        #: Passes one judging counts for: from the model's shape, then from the judgings timed so far
-        self.judge_weight = judge_weight
-        #: Where the quick fit's samples are every calibration sample it is the saved fit (see _judge_repaired),
-        #: counted as a full fit: the judging then keeps its count
-        self.saved_when_judged = saved_when_judged
+        self.judge_weight = judge_weight  # passes a judging counts for: the shape's, then the timed judgings'
+        self.saved_when_judged = saved_when_judged  # the quick fit is the saved one (every calibration sample)
         self.to_judge = to_judge  # the judgings ``total`` holds that are still to run
         self.fits_counted = fits_counted  # the full fits ``total`` holds
         self.probes_counted = probes_counted  # the asks ``total`` holds: the first one per count
@@ -354,27 +355,29 @@ class _SelectionBar:
         self.reported = 0  # the bar never goes back
 
     @classmethod
-    def for_search(cls, progress: Progress | None, runner: CandidateRunner, head: float, known: int,
-                   groups: list[list[int]], counts: int, samples: int, calibration_samples: int, per_step: int,
-                   finalists: int, wider: bool, judge_repaired: bool, probing: bool) -> _SelectionBar:
-        """The bar's first total for a search over ``known`` scored layers (``groups``: the counts sharing their
-        protected ends), ``samples`` of the ``calibration_samples``, ``per_step`` sets a greedy step."""
+    def for_search(cls, progress: Progress | None, runner: CandidateRunner, *, head: float, most: int,
+                   search_sets: int, finalist_sets: int, n_counts: int, n_samples: int, calibration_samples: int,
+                   judge_repaired: bool, probing: bool) -> _SelectionBar:
+        """A bar for a search that measures ``search_sets`` sets (the single removals, the greedy steps' and the
+        finalists', ``finalist_sets`` of them), on ``n_samples`` of the ``calibration_samples``, for ``n_counts``
+        counts up to ``most``; ``head``: the head's cost in layers; ``judge_repaired``: the finalists are judged
+        repaired; ``probing``: each count's best finalist is asked whether it still answers."""
         n = runner.n
-        total = float((known if wider else 0) + sum(max(g) * per_step + finalists * len(g) for g in groups))
-        full_fit = 2 * math.ceil(calibration_samples / samples)
-        saved_when_judged = judge_repaired and 2 * samples >= calibration_samples
+        full_fit = 2 * math.ceil(calibration_samples / n_samples)
+        saved_when_judged = judge_repaired and 2 * n_samples >= calibration_samples
         judge_weight = float(JUDGING_PASSES) if saved_when_judged else max(
-            float(JUDGING_PASSES), judging_layers(n, max(max(g) for g in groups), head)
-            / candidate_layers(n, head, runner.stride))
+            float(JUDGING_PASSES), judging_layers(n, most, head) / candidate_layers(n, head, runner.stride))
+        # A judging that is the saved fit counts its measurement here and its full fit as such (its own progress
+        # moves the bar).
         judging = judge_weight + (full_fit if saved_when_judged else 0)
-        finalist_sets = sum(finalists * len(g) for g in groups)
+        total = float(search_sets)
         fits_counted = finalist_sets if saved_when_judged else 0
         if judge_repaired:
             total += judging * finalist_sets
         if probing and judge_repaired:  # the first finalist the probe asks gets the saved repair's fit
-            total += full_fit * counts
-            fits_counted += counts
-        probes_counted = counts if probing else 0
+            total += full_fit * n_counts
+            fits_counted += n_counts
+        probes_counted = n_counts if probing else 0
         total += PROBE_PASSES * probes_counted
         return cls(progress, runner, total, full_fit, judge_weight, saved_when_judged,
                    finalist_sets if judge_repaired else 0, fits_counted, probes_counted)
@@ -384,6 +387,7 @@ class _SelectionBar:
         self.total -= passes
 
     def report(self, partial: list[int], final: bool = False) -> None:
+        """Tell the progress callback what is done of the total (``partial``: the greedy order so far)."""
         if self.progress is None:
             return
         done = max(self.reported, self.runner.passes + int(self.judged_work) + PROBE_PASSES * self.asked
@@ -400,11 +404,15 @@ class _SelectionBar:
 
         return during
 
-    def set_measured(self, partial: list[int]) -> None:
+    def measured_one(self, partial: list[int]) -> None:
         """A set of the sweep measured: the sets now count as passes; the bar holds until they pass the sweep's
         mark."""
         self.sweeping = 0.0
         self.report(partial)
+
+    def searched(self, seconds: float) -> None:
+        """What a measurement of candidate sets took: a judging is timed in the runner's seconds per pass."""
+        self.search_seconds += seconds
 
     def fitting_progress(self, partial: list[int]) -> Progress:
         """The progress a full fit reports (layer runs of the repair), as passes on the selection's bar."""
