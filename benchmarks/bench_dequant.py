@@ -121,12 +121,12 @@ def main() -> None:
     args = parser.parse_args()
     path = ensure_model(Path(args.model))
 
-    import torch
-
     from shortgpt_desktop.core.model.loading import quiet_library_progress
 
+    quiet_library_progress()  # before torch: tqdm reads TQDM_DISABLE when it is first imported
+    import torch
+
     torch.set_num_threads(args.threads)
-    quiet_library_progress()
     print(f"{path.name}, {args.threads} threads, best of {args.repeats}")
     per_type(path, args.repeats)
     streamed_layers(path, args.repeats)

@@ -32,6 +32,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     args = parser.parse_args()
 
+    from shortgpt_desktop.core.model.loading import quiet_library_progress
+
+    quiet_library_progress()  # before torch: tqdm reads TQDM_DISABLE when it is first imported
     import torch
 
     from shortgpt_desktop.core import defaults
@@ -39,11 +42,9 @@ def main() -> None:
     from shortgpt_desktop.core.cut.repair import OriginalStates, fit_linear_repair
     from shortgpt_desktop.core.cut.selection import protected_for, without
     from shortgpt_desktop.core.engine import Engine
-    from shortgpt_desktop.core.model.loading import quiet_library_progress
     from shortgpt_desktop.core.pipeline import JobSpec
 
     torch.set_num_threads(args.threads)
-    quiet_library_progress()
     spec = JobSpec(model=args.model, calib=[args.calib], samples=32, seq_len=256, batch_size=4, device="cpu",
                    dtype="float32", low_memory=False)
     engine = Engine()

@@ -99,13 +99,14 @@ def main() -> None:
     parser.add_argument("--heal-only", action="store_true", help="skip the before-the-first-step comparison")
     args = parser.parse_args()
 
+    from shortgpt_desktop.core.model.loading import quiet_library_progress
+
+    quiet_library_progress()  # before torch: tqdm reads TQDM_DISABLE when it is first imported
     import torch
 
     from shortgpt_desktop.core.engine import Engine, JobSpec
-    from shortgpt_desktop.core.model.loading import quiet_library_progress
 
     torch.set_num_threads(args.threads)
-    quiet_library_progress()
     removed = [int(i) for i in args.remove.split(",")]
     spec = JobSpec(model=args.model, calib=[args.calib], eval_text=args.eval, samples=SAMPLES, seq_len=SEQ_LEN,
                    eval_windows=32, batch_size=args.batch_size, device="cpu", dtype="float32", metric="bi+",

@@ -197,6 +197,9 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="names of the variants to run, in that order (default: all)")
     args = parser.parse_args()
 
+    from shortgpt_desktop.core.model.loading import quiet_library_progress
+
+    quiet_library_progress()  # before torch: tqdm reads TQDM_DISABLE when it is first imported
     import torch
 
     from shortgpt_desktop.core import pipeline
@@ -204,10 +207,8 @@ def main() -> None:
     from shortgpt_desktop.core.cut import healing
     from shortgpt_desktop.core.defaults import SAMPLES, SEQ_LEN
     from shortgpt_desktop.core.engine import Engine, JobSpec
-    from shortgpt_desktop.core.model.loading import quiet_library_progress
 
     torch.set_num_threads(args.threads)
-    quiet_library_progress()
     by_name = {v.name: v for v in VARIANTS}
     unknown = [name for name in args.only or [] if name not in by_name]
     if unknown:

@@ -48,6 +48,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args()
 
+    from shortgpt_desktop.core.model.loading import quiet_library_progress
+
+    quiet_library_progress()  # before torch: tqdm reads TQDM_DISABLE when it is first imported
     import torch
 
     from shortgpt_desktop.core import pipeline
@@ -56,10 +59,8 @@ def main() -> None:
     from shortgpt_desktop.core.engine import Engine, JobSpec
     from shortgpt_desktop.core.measure.metrics import METRICS
     from shortgpt_desktop.core.measure.quiz import ask_quiz
-    from shortgpt_desktop.core.model.loading import quiet_library_progress
 
     torch.set_num_threads(args.threads)
-    quiet_library_progress()
     spec = JobSpec(model=args.model, calib=[args.calib], eval_text=args.eval, samples=args.samples,
                    seq_len=args.seq_len, eval_windows=32, batch_size=args.batch_size, device="cpu", dtype="float32",
                    metric="bi", repair="none", prompt=PROMPT, max_new_tokens=20)

@@ -74,12 +74,12 @@ def main() -> None:
     parser.add_argument("--ratio", type=float, default=0.25)
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     args = parser.parse_args()
-    import torch
-
     from shortgpt_desktop.core.model.loading import quiet_library_progress
 
+    quiet_library_progress()  # before torch: tqdm reads TQDM_DISABLE when it is first imported
+    import torch
+
     torch.set_num_threads(args.threads)
-    quiet_library_progress()
     print("| model | plain BI job (s) | default job (s) | default / plain | default job's steps (s) | "
           "scoring pass / bare decoder forward |")
     print("|---|---|---|---|---|---|")

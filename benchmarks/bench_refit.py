@@ -51,13 +51,14 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=24)
     args = parser.parse_args()
 
+    from shortgpt_desktop.core.model.loading import quiet_library_progress
+
+    quiet_library_progress()  # before torch: tqdm reads TQDM_DISABLE when it is first imported
     import torch
 
     from shortgpt_desktop.core.engine import Engine, JobSpec
-    from shortgpt_desktop.core.model.loading import quiet_library_progress
 
     torch.set_num_threads(args.threads)
-    quiet_library_progress()
     removed = sorted(int(x) for x in args.remove.split(","))
     with tempfile.TemporaryDirectory() as scratch:
         eval_text = str(stdlib_text(Path(scratch))) if args.eval == "stdlib" else args.eval

@@ -44,6 +44,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
 
+    from shortgpt_desktop.core.model.loading import quiet_library_progress
+
+    quiet_library_progress()  # before torch: tqdm reads TQDM_DISABLE when it is first imported
     import torch
 
     torch.set_num_threads(args.threads)
@@ -51,10 +54,8 @@ def main() -> None:
     from shortgpt_desktop.core.cut.repair import OriginalStates, fit_linear_repair
     from shortgpt_desktop.core.engine import Engine
     from shortgpt_desktop.core.measure.quiz import ask_quiz
-    from shortgpt_desktop.core.model.loading import quiet_library_progress
     from shortgpt_desktop.core.pipeline import JobSpec
 
-    quiet_library_progress()
     remove = [int(x) for x in args.remove.split(",")]
     ridges = [None if x == "auto" else float(x) for x in args.ridges.split(",")]
     with tempfile.TemporaryDirectory() as scratch:

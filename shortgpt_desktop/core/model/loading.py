@@ -73,7 +73,8 @@ def quiet_library_progress() -> None:
     """Silence the progress bars transformers, huggingface_hub and tqdm draw on stderr (loading weights,
     dequantising GGUF, writing shards): the command line and the window report progress themselves.
 
-    Environment variables are read when those libraries are imported, so call this first thing.
+    Environment variables are read when those libraries are imported, so call this first thing: before torch
+    too, which imports tqdm (after it, transformers' GGUF loading still draws its bar).
     """
     for name in ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS"):
         os.environ.setdefault(name, "1")
