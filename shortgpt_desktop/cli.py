@@ -253,7 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="LoRA fine-tune on the calibration text for STEPS steps, distilled from the original, "
                        "merged into the weights (default 0: off; computed in bfloat16 where the CPU or GPU is faster "
                        "at it; slow on a CPU, minutes on a GPU; the time is estimated before the first step)")
-    prune.add_argument("--prompt", help="prompt for the before/after generation sample")
+    prune.add_argument("--prompt", help="prompt for the before/after generation sample; \"\" leaves out the "
+                       "generation and the quiz")
 
     sweep = sub.add_parser("sweep", help="the quality curve: held-out perplexity for 0, 1, 2... layers removed")
     common(sweep)
@@ -298,7 +299,7 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         spec.repair = args.repair
         spec.heal_steps = args.heal
         spec.check_perplexity = not args.no_eval
-        spec.prompt = args.prompt or DEFAULT_PROMPT
+        spec.prompt = DEFAULT_PROMPT if args.prompt is None else args.prompt  # "": no text, no quiz
     return spec
 
 

@@ -42,6 +42,25 @@ def test_prune_end_to_end(tiny_model: Path, small_calib: Path, tmp_path: Path) -
     assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 4
 
 
+def test_an_empty_prompt_leaves_out_the_generation_and_the_quiz(tiny_model: Path, small_calib: Path, tmp_path: Path,
+                                                                capfd: pytest.CaptureFixture[str]) -> None:
+    """``--prompt ""`` keeps the check's perplexity and fidelity and leaves out its text and quiz (it used to fall
+    back to the default prompt, so the quiz could not be turned off); no ``--prompt`` asks both."""
+    reports = {}
+    for name, extra in (("empty", ["--prompt", ""]), ("default", [])):
+        path = tmp_path / f"{name}.json"
+        assert cli.main(["prune", str(tiny_model), "--remove", "2", "--repair", "none", "--calib", str(small_calib),
+                         "--samples", "4", "--seq-len", "32", "--eval-windows", "2", "--out", str(tmp_path / name),
+                         "--json", str(path), "-q", *extra]) == 0
+        reports[name] = (json.loads(path.read_text()), capfd.readouterr().out)
+    (empty, out), (default, default_out) = reports["empty"], reports["default"]
+    assert empty["ppl_after"] > 1 and empty["fidelity"]["mean_kl"] >= 0
+    assert not empty["quiz"] and empty["generation_before"] is None
+    assert "prompt:" not in out and "quiz" not in out
+    assert default["quiz"]["asked"] > 0 and default["generation_prompt"]
+    assert "prompt:" in default_out
+
+
 def test_the_mlp_refit_is_a_repair_choice_said_in_the_summary(tiny_model: Path, small_calib: Path, tmp_path: Path,
                                                                 capfd: pytest.CaptureFixture[str]) -> None:
     """The summary says what the refit did; its bar counts layer runs (the training's steps counted in them)."""
