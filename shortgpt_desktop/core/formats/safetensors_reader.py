@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import struct
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,25 +66,6 @@ def stored_values_and_bytes(path: Path) -> tuple[int, int]:
     tensors = [v for k, v in read_safetensors_header(path).items() if not k.startswith("__")]
     return (sum(math.prod(v["shape"]) for v in tensors),
             sum(v["data_offsets"][1] - v["data_offsets"][0] for v in tensors))
-
-
-def bytes_by_layer(paths: Sequence[Path], key_pattern: re.Pattern[str]) -> tuple[dict[int, int], int]:
-    """Bytes of tensor data each decoder layer's tensors take over every file (by the layer index in their names),
-    and the bytes of all the others (embeddings, head, norms), from the headers. ``key_pattern`` names a layer
-    tensor's index (``idx``, as :meth:`..model.families.Family.key_pattern`)."""
-    per_layer: dict[int, int] = {}
-    rest = 0
-    for path in paths:
-        for name, entry in read_safetensors_header(path).items():
-            if name.startswith("__"):
-                continue
-            size = entry["data_offsets"][1] - entry["data_offsets"][0]
-            match = key_pattern.match(name)
-            if match is None:
-                rest += size
-            else:
-                per_layer[int(match["idx"])] = per_layer.get(int(match["idx"]), 0) + size
-    return per_layer, rest
 
 
 def _parse(raw: bytes) -> dict[str, Any]:

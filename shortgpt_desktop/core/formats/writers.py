@@ -102,36 +102,37 @@ class SafetensorsWriter(Writer):
         return before, before - sum(per_layer[i] for i in set(removed) if 0 <= i < n_layers)
 
     def _layer_bytes(self, source: Any, n_layers: int) -> tuple[list[int], int] | None:
-        from ..errors import ModelSourceError
+        from ..errors import ModelSourceError, UnsupportedModelError
 
         if source is None or source.gguf_file or not source.weight_files:
-            return None
-        if any(w.format != "safetensors" for w in source.weight_files):
             return None
         paths = tuple(w.path for w in source.weight_files)
         try:
             key = (tuple((p, p.stat().st_size, p.stat().st_mtime_ns) for p in paths), n_layers)
             if key not in self._layers:
-                self._layers[key] = self._read_layer_bytes(source, paths, n_layers)
-        except (OSError, ModelSourceError):  # moved or broken since it was opened: said where it is read again
+                self._layers[key] = self._read_layer_bytes(source, n_layers)
+        # moved or broken since it was opened (said where it is read again), or what the layer reader refuses (a
+        # legacy .bin, a stored dtype it does not take): the engine counts it
+        except (OSError, ModelSourceError, UnsupportedModelError):
             return None
         return self._layers[key]
 
     @staticmethod
-    def _read_layer_bytes(source: Any, paths: tuple[Path, ...], n_layers: int) -> tuple[list[int], int] | None:
+    def _read_layer_bytes(source: Any, n_layers: int) -> tuple[list[int], int] | None:
         from ..model.config import read_config
         from ..model.families import family_for_model_type
-        from .safetensors_reader import bytes_by_layer
+        from ..model.layer_weights import SafetensorsReader
 
-        family = family_for_model_type(read_config(source).get("model_type"))
-        if family is None:
+        model_type = read_config(source).get("model_type")
+        if family_for_model_type(model_type) is None:  # the reader's generic names are a guess: no exact size
             return None
-        per_layer, rest = bytes_by_layer(paths, family.key_pattern())
+        index = SafetensorsReader(source, model_type).index  # the headers the streamed job reads layers by
+        per_layer = [index.layer_bytes(i) for i in range(n_layers)]
         # Every layer the config counts has tensors, and none past them (the save would drop those too): names
         # this family's pattern does not know, or files that do not match the config, are left to the engine.
-        if sorted(per_layer) != list(range(n_layers)) or not all(per_layer.values()):
+        if sorted(index.layer_keys) != list(range(n_layers)) or not all(per_layer):
             return None
-        return [per_layer[i] for i in range(n_layers)], rest
+        return per_layer, index.other_bytes()
 
     def write(self, loaded: Any, plan: Any, out: str | Path, report: Any, force: bool, progress: Any, cancel: Any,
               weights: dict[str, Any]) -> SaveResult:

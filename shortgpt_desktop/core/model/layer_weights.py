@@ -121,12 +121,20 @@ class TensorIndex:
     other_keys: list[str] = field(default_factory=list)
     #: Elements per tensor (before any dtype conversion).
     numel: dict[str, int] = field(default_factory=dict)
+    #: Bytes of data per tensor, as stored.
+    nbytes: dict[str, int] = field(default_factory=dict)
 
     def layer_numel(self, index: int) -> int:
         return sum(self.numel[k] for k in self.layer_keys.get(index, []))
 
     def other_numel(self) -> int:
         return sum(self.numel[k] for k in self.other_keys)
+
+    def layer_bytes(self, index: int) -> int:
+        return sum(self.nbytes[k] for k in self.layer_keys.get(index, []))
+
+    def other_bytes(self) -> int:
+        return sum(self.nbytes[k] for k in self.other_keys)
 
 
 class SafetensorsReader:
@@ -162,6 +170,7 @@ class SafetensorsReader:
                 self._file_of[key] = weight.path
                 self._meta[key] = meta
                 self.index.numel[key] = math.prod(meta["shape"])
+                self.index.nbytes[key] = meta["data_offsets"][1] - meta["data_offsets"][0]
                 match = pattern.match(key)
                 if match:
                     self.index.layer_keys.setdefault(int(match["idx"]), []).append(key)
