@@ -262,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--max", type=_positive_int, dest="max_removed",
                        help="the most layers to remove (default: half the layers)")
     sweep.add_argument("--csv", metavar="PATH", help="write the curve as CSV")
+    sweep.add_argument("--no-quiz", action="store_true", help="leave out the quiz at each count (the check's short "
+                       "questions, asked of every point's model); perplexity and fidelity stay")
 
     ev = sub.add_parser("eval", help="perplexity of a model (and of a second one on the same tokens)")
     common(ev)
@@ -300,6 +302,8 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         spec.heal_steps = args.heal
         spec.check_perplexity = not args.no_eval
         spec.prompt = DEFAULT_PROMPT if args.prompt is None else args.prompt  # "": no text, no quiz
+    if args.command == "sweep" and args.no_quiz:
+        spec.prompt = ""  # the curve asks the quiz where the check would: no prompt, no quiz
     return spec
 
 
