@@ -28,18 +28,34 @@ def check_config_fits_weights(source: ModelSource, config: Any, raw_config: dict
     gigabytes first. The model is built here on the meta device (no memory, buffers included) and its
     parameter count compared with the checkpoint's, read from the headers.
     """
-    from accelerate import init_empty_weights
-    from transformers import AutoModelForCausalLM
-
     layers, others, _ = _tensor_elements(source, raw_config)
     stored = sum(layers) + others
-    with init_empty_weights(include_buffers=True):
-        skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
-    described = sum(p.numel() for p in skeleton.parameters())
+    described = described_parameters(config, trust_remote_code)
     if described > _SLACK * stored + 1_000_000:
         raise ModelSourceError(f"The config of {source.display_name} describes a model of {described:,} parameters "
                                f"but its weights hold {stored:,}, so the files do not belong together.")
 
+
+#: Parameter counts of the configs already built on the meta device, by class and JSON: a job loads the same model
+#: several times (open, score, save, check), and each build runs every module's constructor.
+_described: dict[tuple[str, str], int] = {}
+
+
+def described_parameters(config: Any, trust_remote_code: bool = False) -> int:
+    """How many parameters ``config``'s model has, counted on the meta device (buffers too: a hostile config's
+    buffer would allocate). Remembered per config, except for remote code, which may change between calls."""
+    from accelerate import init_empty_weights
+    from transformers import AutoModelForCausalLM
+
+    key = (type(config).__qualname__, config.to_json_string(use_diff=False))
+    if not trust_remote_code and key in _described:
+        return _described[key]
+    with init_empty_weights(include_buffers=True):
+        skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    described = sum(p.numel() for p in skeleton.parameters())
+    if not trust_remote_code:
+        _described[key] = described
+    return described
 
 
 def build_skeleton(source: ModelSource, dtype: str, trust_remote_code: bool = False) -> Any:
