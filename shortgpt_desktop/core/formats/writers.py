@@ -106,9 +106,10 @@ class SafetensorsWriter(Writer):
 
         if source is None or source.gguf_file or not source.weight_files:
             return None
-        paths = tuple(w.path for w in source.weight_files)
+        from ..model.sources import file_stamp
+
         try:
-            key = (tuple((p, p.stat().st_size, p.stat().st_mtime_ns) for p in paths), n_layers)
+            key = (tuple(file_stamp(w.path) for w in source.weight_files), n_layers)
             if key not in self._layers:
                 self._layers[key] = self._read_layer_bytes(source, n_layers)
         # moved or broken since it was opened (said where it is read again), or what the layer reader refuses (a
@@ -172,15 +173,16 @@ class GGUFWriter(Writer):
         about twice as big)."""
         from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
+        from ..model.sources import file_stamp
         from .gguf_reader import check_gguf
         from .gguf_writer import replaced_tensors, rewritten_tensors, written_type_of
 
         path = source.folder / source.gguf_file
         try:
-            stat = path.stat()
+            key = file_stamp(path)
         except OSError:  # moved since it was opened: said where it is read again
             return None
-        key = (path, stat.st_size, stat.st_mtime_ns)
+        _, file_size, _ = key
         if key not in self._blocks:
             layout = check_gguf(path)
             per_block = [0] * n_layers
@@ -188,7 +190,7 @@ class GGUFWriter(Writer):
                 parts = tensor.name.split(".")
                 if parts[0] == "blk" and parts[1].isdigit() and int(parts[1]) < len(per_block):
                     per_block[int(parts[1])] += tensor.n_bytes
-            self._blocks[key] = (layout, per_block, stat.st_size - sum(per_block))
+            self._blocks[key] = (layout, per_block, file_size - sum(per_block))
         layout, per_block, rest = self._blocks[key]
         before = rest + sum(per_block)
         after = before - sum(per_block[i] for i in removed)

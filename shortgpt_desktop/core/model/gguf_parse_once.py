@@ -32,11 +32,12 @@ parsing another file meanwhile waits for the parse under way.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
+
+from .sources import file_stamp
 
 _lock = threading.RLock()
 _depth = 0
@@ -44,12 +45,6 @@ _depth = 0
 _original: list[Any] = []
 _readers: dict[tuple[str, int, int], Any] = {}
 _name_maps: dict[tuple[Any, int], Any] = {}
-
-
-def _file_key(path: Any) -> tuple[str, int, int]:
-    real = os.path.realpath(os.fspath(path))
-    stat = os.stat(real)
-    return real, stat.st_size, stat.st_mtime_ns
 
 
 def _kept(cache: dict[Any, Any], key: Any, build: Callable[[], Any]) -> Any:
@@ -75,7 +70,7 @@ def _shared_reader(path: Any, mode: str = "r") -> Any:
         return GGUFReader(path, mode)
     from .gguf_fast_reader import FastGGUFReader
 
-    return _kept(_readers, _file_key(path), lambda: FastGGUFReader(path, mode))
+    return _kept(_readers, file_stamp(path), lambda: FastGGUFReader(path, mode))
 
 
 def _shared_name_map(arch: Any, n_blocks: int) -> Any:

@@ -35,6 +35,14 @@ TOKENIZER_FILES = (
 )
 
 
+def file_stamp(path: str | os.PathLike[str]) -> tuple[str, int, int]:
+    """A file's real path, size and modification time: what a cache of something read from it is keyed on, so that
+    a file rewritten in place (a folder converted again) is read again. OSError where it is gone."""
+    real = os.path.realpath(os.fspath(path))
+    stat = os.stat(real)
+    return real, stat.st_size, stat.st_mtime_ns
+
+
 @dataclass
 class WeightFile:
     path: Path

@@ -380,3 +380,21 @@ def test_split_gguf_names_the_missing_part_or_asks_for_a_merge(tmp_path: Path) -
     _tiny_gguf(tmp_path / "m-00002-of-00003.gguf")
     with pytest.raises(ModelSourceError, match="merge the parts into one file"):
         sources.resolve(str(first))
+
+
+def test_a_file_stamp_follows_links_and_changes_when_the_file_is_rewritten(tmp_path: Path) -> None:
+    """What the readers' and writers' caches are keyed on: one stamp for a file and a link to it, another once the
+    file is written again (same size, later time), and OSError once it is gone."""
+    import os
+
+    path, link = tmp_path / "model.gguf", tmp_path / "link.gguf"
+    path.write_bytes(b"GGUF" * 4)
+    link.symlink_to(path)
+    first = sources.file_stamp(path)
+    assert sources.file_stamp(link) == first == (str(path.resolve()), 16, path.stat().st_mtime_ns)
+    path.write_bytes(b"FUGG" * 4)
+    os.utime(path, ns=(first[2] + 10**9, first[2] + 10**9))
+    assert sources.file_stamp(path) != first
+    path.unlink()
+    with pytest.raises(OSError):
+        sources.file_stamp(link)
