@@ -96,9 +96,10 @@ class ComparePanel(QWidget):
                                 "generating needs the whole model in memory).")
 
     def mark_stale(self) -> None:
-        """The plan changed since the last check: say so instead of showing numbers for another plan."""
+        """The plan or its recipe changed since the last check: say so instead of showing numbers for another."""
         if self.before.toPlainText() or "pruned <b>" in self.result.text():
-            self.result.setText("The plan changed since the last check; press <b>Check perplexity</b> again.")
+            self.show_message("The plan or its settings changed since the last check; press <b>Check "
+                              "perplexity</b> again.")
 
     def prompt_text(self) -> str:
         return self.prompt.text()
@@ -110,7 +111,14 @@ class ComparePanel(QWidget):
         self.result.setText("Measuring…")
 
     def show_message(self, text: str) -> None:
+        """``text`` in place of the figures: the titles' perplexities and the texts go with them (they would be
+        another plan's, or a check's that did not finish)."""
         self.result.setText(text)
+        self.result.setToolTip("")
+        self.before_title.setText("<b>Original</b>")
+        self.after_title.setText("<b>Pruned</b>")
+        self.before.clear()
+        self.after.clear()
 
     def clear(self) -> None:
         """Another model: nothing measured on the previous one stays."""

@@ -120,6 +120,7 @@ class MainWindow(QMainWindow):
         self.model_panel.cancelRequested.connect(self.cancel)
         self.calibration_panel = CalibrationPanel(self)
         self.calibration_panel.problem.connect(self._on_calibration_problem)
+        self.calibration_panel.changed.connect(lambda: self._note_scored_text_kept("text"))
         self.settings_panel = SettingsPanel(self)
         self.settings_panel.changed.connect(self._on_setting_changed)
 
@@ -219,8 +220,12 @@ class MainWindow(QMainWindow):
             return act
 
         file_menu = self.menuBar().addMenu("&File")
-        file_menu.addAction(action("Open model &folder…", self.model_panel.browse_folder, "Ctrl+O"))
-        file_menu.addAction(action("Open .&gguf file…", self.model_panel.browse_gguf))
+        # Off while a job runs, as the Model panel's own buttons are: a model picked then would fill the Model
+        # field while the window still shows, and the engine still holds, the other one.
+        self.open_actions = (action("Open model &folder…", self.model_panel.browse_folder, "Ctrl+O"),
+                             action("Open .&gguf file…", self.model_panel.browse_gguf))
+        for act in self.open_actions:
+            file_menu.addAction(act)
         file_menu.addSeparator()
         self.export_action = action("&Export scores…", self.export_scores)
         self.import_action = action("&Import scores…", self.import_scores)
@@ -332,7 +337,7 @@ class MainWindow(QMainWindow):
 
     def _update_buttons(self) -> None:
         busy = self.busy
-        has_plan = self.plan is not None and bool(self.plan.removed) and self.engine.loaded is not None
+        has_plan = self.plan_is_usable
         self.score_button.setEnabled(not busy)
         self.score_action.setEnabled(not busy)
         self.cancel_button.setEnabled(busy)
@@ -341,10 +346,20 @@ class MainWindow(QMainWindow):
         self.save_action.setEnabled(not busy and has_plan)
         self.check_button.setEnabled(not busy and has_plan)
         self.check_action.setEnabled(not busy and has_plan)
+        for act in getattr(self, "open_actions", ()):
+            act.setEnabled(not busy)
         if hasattr(self, "export_action"):
             self.export_action.setEnabled(not busy and self.engine.scores is not None
                                           and self.engine.loaded is not None)
             self.import_action.setEnabled(not busy and self.engine.source is not None)
+
+    @property
+    def plan_is_usable(self) -> bool:
+        """A plan on screen that Check and Save can act on: layers to remove, and the engine's scores behind it (a
+        rescore that loaded the model again, in another mode, and then failed leaves none)."""
+        engine = self.engine
+        return (self.plan is not None and bool(self.plan.removed) and engine.loaded is not None
+                and engine.scored_spec is not None and engine.sizes is not None)
 
     def _update_status(self) -> None:
         loaded = self.engine.loaded if not self.busy else None
@@ -531,13 +546,26 @@ class MainWindow(QMainWindow):
                  scored.device, scored.dtype)
         self.statusBar().showMessage(f"Scored {n} layers in {human_seconds(scored.seconds)}.", 8000)
 
-    def _restore_chart(self) -> None:
+    def _restore_chart(self) -> bool:
+        """After a scoring (or import) job that failed or was cancelled: the scores shown before it, where the
+        engine still holds them (True). Where it holds none (the job loaded the model again, in another mode,
+        before it stopped) the plan, the curve and the check's figures go too: nothing is left to act on."""
         previous = getattr(self, "_scores_before", None)
-        if previous is not None and self.plan is not None:
-            self.chart.set_metric(METRICS[previous.metric].label)
-            self.chart.set_scores(previous.scores, removed=self.plan.removed)
-        else:
-            self.chart.clear("Press Score to measure each layer's importance.")
+        kept = self.engine.scores
+        if previous is not None and kept is not None and self.engine.sizes is not None and self.plan is not None:
+            self.chart.set_metric(METRICS[kept.metric].label)
+            self.chart.set_scores(kept.scores, removed=self.plan.removed)
+            return True
+        self.chart.clear("Press Score to measure each layer's importance.")
+        if kept is None or self.engine.sizes is None:
+            self.plan = None
+            self.manual = False
+            self.plan_panel.set_maximum(0)
+            self.plan_panel.show_plan(None)
+            self.plan_panel.clear_curve()
+            self.compare_panel.mark_stale()
+            self._update_buttons()
+        return False
 
     def _on_score_failed(self, failure: Failure) -> None:
         self._restore_chart()
@@ -551,8 +579,10 @@ class MainWindow(QMainWindow):
                 f"Scoring cancelled: the scores shown come from the {scored.sample_tokens:,} tokens measured so "
                 "far (partial).", 15000)
             return
-        self._restore_chart()
-        self.statusBar().showMessage("Scoring cancelled; nothing changed.", 8000)
+        if self._restore_chart():
+            self.statusBar().showMessage("Scoring cancelled; nothing changed.", 8000)
+        else:
+            self.statusBar().showMessage("Scoring cancelled; press Score to measure the layers.", 8000)
 
     # ----------------------------------------------------------------------------------------------- plan
 
@@ -625,6 +655,11 @@ class MainWindow(QMainWindow):
         if name in ("repair", "refit", "heal_steps"):  # a GGUF writes the weights they change as Q8_0
             self.engine.set_weight_changes(self.job_spec())
             self._replan()
+            self.compare_panel.mark_stale()  # its figures are the other recipe's
+            if name == "repair":
+                self.plan_panel.clear_curve()  # drawn with (or without) the repair at each count
+        if name in ("samples", "seq_len", "eval_windows", "preset"):
+            self._note_scored_text_kept("sizes")
         if name == "metric":
             self._switch_metric(self.settings_panel.values()["metric"])
         if name == "device":
@@ -640,6 +675,7 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"Press Score to measure {METRICS[metric].label}.", 10000)
             return
         self.engine.use_scores(scores)
+        self.plan_panel.clear_curve()  # it followed the other metric's order
         self.chart.set_metric(METRICS[metric].label)
         if self.manual and self.plan is not None:
             self._show_plan(self.plan)
@@ -667,6 +703,17 @@ class MainWindow(QMainWindow):
 
         self.background.start("memory", self.session.memory_job(self.job_spec()), on_success=done,
                               on_failure=failed)
+
+    def _note_scored_text_kept(self, what: str) -> None:
+        """The calibration text or its sizes changed after scoring: Check, Save and the curve go on with the text
+        and sizes the layers were scored on (the repair is fitted on them), which the user is told."""
+        if self.engine.scored_spec is None or self.busy:
+            return
+        changed = "calibration text" if what == "text" else "sample sizes"
+        message = (f"The {changed} changed: Check, Save and the quality curve keep using those the layers were scored "
+                   "on; press Score to use the new ones.")
+        self.statusBar().showMessage(message, 15000)
+        log.info(message)
 
     def _on_calibration_problem(self, message: str) -> None:
         self.show_error("Calibration text", message)
@@ -725,13 +772,24 @@ class MainWindow(QMainWindow):
         spec = self.job_spec()
         self._scoring_metric = imported.scores.metric
         self._scores_before = self.engine.scores
-        self.settings_panel.set_values({"metric": imported.scores.metric})
+
+        def imported_in(scored: Scored) -> None:  # the Metric box follows the scores shown, once they are in
+            self.settings_panel.set_values({"metric": imported.scores.metric})
+            self._on_scored(scored)
+
+        def failed(failure: Failure) -> None:
+            self._restore_chart()
+            self.show_error("Cannot import the scores", failure)
+
+        def cancelled() -> None:
+            self.statusBar().showMessage("Import cancelled; nothing changed." if self._restore_chart()
+                                         else "Import cancelled; press Score to measure the layers.", 8000)
+
         self.jobs.start(
             "import",
             lambda progress, cancel: self.engine.use_imported_scores(spec, imported.scores, imported.partial,
                                                                      progress, cancel),
-            on_success=self._on_scored, on_failure=lambda f: self.show_error("Cannot import the scores", f),
-            on_cancel=lambda: self.statusBar().showMessage("Import cancelled; nothing changed.", 8000),
+            on_success=imported_in, on_failure=failed, on_cancel=cancelled,
         )
 
     # ----------------------------------------------------------------------------------------------- save
@@ -808,10 +866,14 @@ class MainWindow(QMainWindow):
 
         self.jobs.start(
             "check", self.session.check_job(plan, spec),
-            on_success=self._on_checked, on_failure=lambda f: self.show_error("Checking failed", f),
+            on_success=self._on_checked, on_failure=self._on_check_failed,
             on_cancel=lambda: self.compare_panel.show_message("Check cancelled."),
         )
         self._announce("check", spec, plan, check=True)
+
+    def _on_check_failed(self, failure: Failure) -> None:
+        self.compare_panel.show_message("The check failed; nothing was measured.")
+        self.show_error("Checking failed", failure)
 
     def _on_checked(self, outcome: Any) -> None:
         plan, checked = outcome

@@ -244,8 +244,9 @@ def test_the_size_before_save_follows_the_weights_the_settings_change(qtbot, win
 
 
 def test_a_failed_rescore_leaves_the_plan_and_the_settings_usable(qtbot, opened, monkeypatch) -> None:
-    """A rescore with a new dtype forgets the scores, then fails to load: the last plan stays on screen, and a
-    repair or healing setting changed then neither re-plans nor raises (it raised PlanError in a Qt slot)."""
+    """A rescore with a new dtype forgets the scores, then fails to load: the plan drawn from them goes with them
+    (Save and Check had nothing behind it), and a repair or healing setting changed then neither re-plans nor
+    raises (it raised PlanError in a Qt slot)."""
     from shortgpt_desktop.core import engine as engine_module
     from shortgpt_desktop.core.errors import UserError
 
@@ -254,7 +255,7 @@ def test_a_failed_rescore_leaves_the_plan_and_the_settings_usable(qtbot, opened,
         window.start_scoring()
     window.plan_panel.slider.setValue(2)
     window.plan_panel.flush()
-    shown = window.plan
+    assert window.plan is not None
 
     def no_room(*args, **kwargs):
         raise UserError("No room for the model.")
@@ -265,10 +266,10 @@ def test_a_failed_rescore_leaves_the_plan_and_the_settings_usable(qtbot, opened,
     box.setCurrentIndex(box.findData("bfloat16"))
     with qtbot.waitSignal(window.jobFinished, timeout=60_000):
         window.start_scoring()
-    assert window.engine.sizes is None and window.plan is shown
+    assert window.engine.sizes is None and window.plan is None and not window.save_button.isEnabled()
     window.settings_panel.heal_box.setValue(2)
     window.settings_panel.repair_box.setChecked(not window.settings_panel.repair_box.isChecked())
-    assert window.plan is shown
+    assert window.plan is None
 
 
 def test_device_probe_lists_devices(qtbot, make_window) -> None:

@@ -1,0 +1,139 @@
+"""What the window shows and offers stays true to what the engine holds: after a job that failed or was cancelled,
+after a setting that changes the recipe, and while a job runs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from shortgpt_desktop.core.errors import UserError
+
+
+def run(qtbot, window, start, *args) -> list:
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000) as finished:
+        start(*args)
+    return finished.args
+
+
+def scored_with_plan(qtbot, window, count: int = 2):
+    assert run(qtbot, window, window.start_scoring) == ["score", "ok"]
+    window.plan_panel.slider.setValue(count)
+    window.plan_panel.flush()
+    assert window.plan is not None and len(window.plan.removed) == count
+    return window
+
+
+def test_a_rescore_that_reloads_and_fails_leaves_nothing_to_save(qtbot, opened, monkeypatch) -> None:
+    """Low memory ticked and a metric that needs the whole model: the engine loads the model the other way (its
+    scores go) and then refuses the metric. Save, Check, the slider and the curve must not act on the plan still
+    drawn from the old scores (Save raised "Score the layers first." with no dialog at all)."""
+    window = scored_with_plan(qtbot, opened)
+    errors: list[BaseException] = []
+    monkeypatch.setattr(sys, "excepthook", lambda kind, value, tb: errors.append(value))
+    window.settings_panel.low_memory_box.setChecked(True)
+    window.settings_panel.metric_box.setCurrentIndex(window.settings_panel.metric_box.findData("ppl"))
+    assert run(qtbot, window, window.start_scoring) == ["score", "failed"]
+    assert window.engine.scores is None  # the premise: the reload dropped them
+    assert window.plan is None and not window.plan_is_usable
+    for control in (window.save_button, window.check_button, window.save_action, window.check_action,
+                    window.plan_panel.slider, window.plan_panel.curve_button):
+        assert not control.isEnabled(), control
+    window.save()
+    window.check()
+    window.quality_curve()
+    assert not window.busy and not errors
+
+
+def test_a_failed_check_says_so_and_drops_the_last_checks_figures(qtbot, opened, monkeypatch) -> None:
+    window = scored_with_plan(qtbot, opened)
+    assert run(qtbot, window, window.check) == ["check", "ok"]
+    assert "· perplexity" in window.compare_panel.after_title.text()
+    window.plan_panel.slider.setValue(3)
+    window.plan_panel.flush()
+
+    def refused(*args, **kwargs):
+        raise UserError("Not enough memory for the check.")
+
+    monkeypatch.setattr(window.engine, "check", refused)
+    assert run(qtbot, window, window.check) == ["check", "failed"]
+    panel = window.compare_panel
+    assert panel.result.text() == "The check failed; nothing was measured."  # not "Measuring…" for good
+    assert "perplexity" not in panel.before_title.text() + panel.after_title.text()
+    assert not panel.before.toPlainText() and not panel.after.toPlainText()
+
+
+def test_the_repair_switch_marks_the_check_stale_and_drops_the_curve(qtbot, opened) -> None:
+    window = scored_with_plan(qtbot, opened)
+    window.compare_panel.set_prompt("")  # no generation: a quicker check
+    assert run(qtbot, window, window.check) == ["check", "ok"]
+    assert run(qtbot, window, window.quality_curve) == ["curve", "ok"]
+    assert window.plan_panel.curve_points
+    window.settings_panel.repair_box.setChecked(not window.settings_panel.repair_box.isChecked())
+    assert "changed since the last check" in window.compare_panel.result.text()
+    assert not window.plan_panel.curve_points and not window.plan_panel.curve_plot.isVisibleTo(window)
+
+
+def test_another_metric_from_the_same_pass_drops_the_curve_of_the_first(qtbot, opened) -> None:
+    window = scored_with_plan(qtbot, opened)
+    assert run(qtbot, window, window.quality_curve) == ["curve", "ok"]
+    box = window.settings_panel.metric_box
+    box.setCurrentIndex(box.findData("relative_magnitude"))  # from the same hooked pass: no new job
+    assert window.engine.scores.metric == "relative_magnitude"
+    assert not window.plan_panel.curve_points
+
+
+def test_a_failed_import_leaves_the_metric_box_as_it_was(qtbot, opened, monkeypatch, tmp_path: Path) -> None:
+    window = scored_with_plan(qtbot, opened)
+    exported = window.export_scores(tmp_path / "scores.json")
+    box = window.settings_panel.metric_box
+    box.setCurrentIndex(box.findData("relative_magnitude"))
+
+    def refused(*args, **kwargs):
+        raise UserError("The model cannot be loaded.")
+
+    monkeypatch.setattr(window.engine, "use_imported_scores", refused)
+    assert run(qtbot, window, window.import_scores, exported) == ["import", "failed"]
+    assert box.currentData() == window.engine.scores.metric == "relative_magnitude"
+    monkeypatch.undo()
+    assert run(qtbot, window, window.import_scores, exported) == ["import", "ok"]
+    assert box.currentData() == window.engine.scores.metric == "bi"
+
+
+def test_the_open_actions_are_off_while_a_job_runs(qtbot, opened) -> None:
+    """Picked then, a model filled the Model field while the window and the engine went on with the other one."""
+    window = opened
+    assert all(act.isEnabled() for act in window.open_actions)
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.start_scoring()
+        assert window.busy and not any(act.isEnabled() for act in window.open_actions)
+    assert all(act.isEnabled() for act in window.open_actions)
+
+
+def test_calibration_changed_after_scoring_is_said(qtbot, opened, tmp_path: Path) -> None:
+    """Check and Save keep the text the layers were scored on (the repair is fitted on it): the user is told."""
+    window = scored_with_plan(qtbot, opened)
+    extra = tmp_path / "more.txt"
+    extra.write_text("More prose, of another kind. " * 200, encoding="utf-8")
+    window.calibration_panel.add_paths([str(extra)])
+    assert "calibration text changed" in window.statusBar().currentMessage()
+    window.statusBar().clearMessage()
+    window.settings_panel.samples_box.setValue(window.settings_panel.samples_box.value() + 4)
+    assert "sample sizes changed" in window.statusBar().currentMessage()
+
+
+def test_a_cancelled_rescore_that_reloaded_does_not_say_nothing_changed(qtbot, opened, monkeypatch) -> None:
+    """Cancelled after the model loaded the other way: the old scores are gone, so is the plan, and the message
+    does not claim that nothing changed."""
+    window = scored_with_plan(qtbot, opened)
+    window.settings_panel.low_memory_box.setChecked(True)  # the rescore loads the model the other way first
+    real = window.engine.score
+
+    def cancelled_at_once(spec, progress, cancel):
+        window.jobs.cancel()
+        return real(spec, progress, cancel)
+
+    monkeypatch.setattr(window.engine, "score", cancelled_at_once)
+    assert run(qtbot, window, window.start_scoring) == ["score", "cancelled"]
+    assert window.engine.scores is None  # the premise: the reload dropped them
+    assert "nothing changed" not in window.statusBar().currentMessage()
+    assert window.plan is None and not window.save_button.isEnabled()
