@@ -237,8 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--remove", help="explicit 0-based layer indices and ranges, e.g. 3,5,9 or 3-5,9 (no "
                      "scoring)")
     prune.add_argument("--out", required=True, metavar="DIR", help="output folder for the pruned model")
-    prune.add_argument("--force", action="store_true", help="replace a non-empty output folder that holds a model "
-                       "(an earlier output) and nothing else")
+    prune.add_argument("--force", action="store_true", help="replace a non-empty output folder that holds an "
+                       "earlier output (one model, as this app writes it) and nothing else")
     prune.add_argument("--format", choices=["gguf", "safetensors"], dest="output_format",
                        help="what to write (default: the source's format; a .gguf source stays a GGUF of the "
                        "same quantization, for llama.cpp, Ollama and LM Studio)")
@@ -464,9 +464,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .jobs import run_eval, run_prune, run_score, run_sweep
 
         spec = spec_from_args(args)
+        models = [m for m in (spec.model, getattr(args, "against", None)) if m]  # never written over
         for path in (getattr(args, "json", None), getattr(args, "csv", None)):
             if path:
-                check_report_path(Path(path))  # before the job, not after it
+                check_report_path(Path(path), models)  # before the job, not after it
         engine = Engine()
         progress.per_layer = lambda stage: counts_layers(stage, engine.is_streamed, spec.metric)
         info = None if args.quiet else print_model_info

@@ -333,6 +333,11 @@ def test_what_the_config_and_files_can_tell_is_refused_before_loading(
         "report-folder": ["prune", m, "--ratio", "0.3", *calib, *out, "--json",
                           str(tmp_path / "report-folder" / "r.json")],
         "it is a folder": ["sweep", m, *calib, "-q", "--csv", str(tmp_path)],
+        # a report over the model: --json model/config.json replaced the source's config with the report
+        "inside the folder of the model": ["prune", m, "--ratio", "0.3", *calib, *out, "--json",
+                                           str(Path(m) / "config.json")],
+        "the model's own file": ["eval", m, *calib, "--against", str(gguf_folder / "pruned.gguf"), "--json",
+                                 str(gguf_folder / "pruned.gguf"), "-q"],
         # eval's second model, found before the first one's passes run
         "choose that file instead": ["eval", m, *calib, "--against", str(gguf_folder), "-q"],
         "nope-pruned": ["eval", m, *calib, "--against", str(tmp_path / "nope-pruned"), "-q"],

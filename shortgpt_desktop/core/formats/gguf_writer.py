@@ -296,7 +296,7 @@ def write_pruned_gguf(
         name += ".gguf"
     new_data, changed = _requantize(layout, plan, replaced or {})
 
-    with output_folder(out_path) as temp:
+    with output_folder(out_path, force) as temp:
         written, n_tensors = _write_file(temp / name, path, layout, plan, new_data, progress, cancel)
         files = [name]
         if card_text:

@@ -6,18 +6,23 @@ import fnmatch
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 from ..errors import Hint, OutputError
 from ..model.sources import ModelSource
 
-#: What a model folder holds (an earlier output of this app, or any Hugging Face or GGUF model): ``force``
-#: replaces a folder only when everything in it matches one of these.
-MODEL_FILES = ("*.json", "*.safetensors", "*.gguf", "*.bin", "*.jinja", "README.md", "merges.txt", "vocab.txt",
-               "tokenizer.model", "spiece.model", ".gitattributes")
+#: What an earlier output of this app holds (its weights, config, tokenizer and card), and what a file browser
+#: leaves in any folder: ``force`` replaces a folder only when everything in it matches one of these. Named, not
+#: ``*.json``: a folder of the user's results (``results_2024.json``) was replaced with ``--force``.
+MODEL_FILES = ("config.json", "generation_config.json", "model*.safetensors", "model.safetensors.index.json",
+               "*.gguf", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+               "vocab.json", "merges.txt", "vocab.txt", "tokenizer.model", "spiece.model", "chat_template.jinja",
+               "chat_template.json", "README.md", ".gitattributes", ".DS_Store", "Thumbs.db", "desktop.ini")
+#: The tag in the front matter of the model card this app writes (``report.model_card``).
+CARD_TAG = "- shortgpt"
 
 
 def not_model_files(folder: Path) -> list[str]:
@@ -26,29 +31,75 @@ def not_model_files(folder: Path) -> list[str]:
                   if p.is_dir() or not any(fnmatch.fnmatchcase(p.name, pattern) for pattern in MODEL_FILES))
 
 
+def not_an_earlier_output(folder: Path) -> str | None:
+    """Why ``force`` may not replace ``folder`` (None: it holds one model this app could have written, and nothing
+    else). A model card this app did not write is someone else's model (a download), and several GGUF files are
+    a collection, not one output."""
+    others = not_model_files(folder)
+    if others:
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        return f"holds more than a model ({shown}), which replacing it would delete"
+    ggufs = sorted(p.name for p in folder.glob("*.gguf"))
+    if len(ggufs) > 1:
+        return f"holds {len(ggufs)} GGUF files ({', '.join(ggufs[:3])}{'…' if len(ggufs) > 3 else ''}), not one output"
+    card = folder / "README.md"
+    if card.is_file() and not _card_written_here(card):
+        return "holds a model card this app did not write (README.md), so it is not an earlier output"
+    return None
+
+
+def _card_written_here(card: Path) -> bool:
+    with card.open(encoding="utf-8", errors="replace") as stream:
+        head = stream.read(4096)
+    if not head.startswith("---"):
+        return False
+    front = head[3:].split("\n---", 1)[0]
+    return CARD_TAG in (line.strip() for line in front.splitlines())
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """``a`` and ``b`` are one file or folder on disk (a bind mount, a hard link, another case of the same name on a
+    case-insensitive disk), both existing."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _is_within(inner: Path, outer: Path) -> bool:
+    """``inner`` is ``outer`` or below it, by the paths as written or by the folders on disk."""
+    if inner == outer or outer in inner.parents:
+        return True
+    return any(_same_file(folder, outer) for folder in (inner, *inner.parents) if folder.exists())
+
+
 def check_output_folder(out: Path, source: ModelSource, force: bool) -> Path:
     """Refuse outputs that could destroy data: the source, anything inside or above it, a non-empty folder, and
     even with ``force`` a folder that holds anything but a model (``--out . --force`` in a folder of notes would
     replace the notes with the model), a path whose nearest existing parent is not a folder one can write in."""
-    out = Path(out).expanduser().resolve()
-    # A GGUF source is one file: a new folder beside it is fine. A model folder is off limits as a whole.
-    src = (source.folder / source.gguf_file).resolve() if source.gguf_file else source.folder.resolve()
-    if out == src or src in out.parents:
-        raise OutputError(
-            f"The output folder {out} is the source model's folder or inside it; choose another."
-        )
-    if out in src.parents:
-        raise OutputError(f"The output folder {out} contains the source model; choose another.")
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"{out} exists and is a file; choose a folder.")
-    if out.is_dir() and any(out.iterdir()):
-        if not force:
-            raise OutputError(f"{out} is not empty; choose an empty folder.", hint=Hint.REPLACE_OUTPUT)
-        others = not_model_files(out)
-        if others:
-            shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
-            raise OutputError(f"{out} holds more than a model ({shown}), which replacing it would delete; "
-                              "choose an empty folder or an earlier output.")
+    try:
+        out = Path(out).expanduser().resolve()
+        # A GGUF source is one file: a new folder beside it is fine. A model folder is off limits as a whole.
+        src = (source.folder / source.gguf_file).resolve() if source.gguf_file else source.folder.resolve()
+        if _is_within(out, src):
+            raise OutputError(f"The output folder {out} is the source model's folder or inside it; choose another.")
+        if _is_within(src, out):
+            raise OutputError(f"The output folder {out} contains the source model; choose another.")
+        if out.exists() and not out.is_dir():
+            raise OutputError(f"{out} exists and is a file; choose a folder.")
+        if out.is_dir() and os.path.ismount(out):
+            raise OutputError(f"{out} is the top of a drive (a mount point), which cannot be replaced; choose a "
+                              "folder inside it.")
+        if out.is_dir() and any(out.iterdir()):
+            if not force:
+                raise OutputError(f"{out} is not empty; choose an empty folder.", hint=Hint.REPLACE_OUTPUT)
+            why = not_an_earlier_output(out)
+            if why:
+                raise OutputError(f"{out} {why}; choose an empty folder or an earlier output.")
+    except OSError as exc:  # a folder one may not read or enter
+        raise OutputError(f"Cannot use {out} as the output folder: {_reason(exc)}.") from None
+    except RuntimeError as exc:  # a link loop, or ~user for no such user
+        raise OutputError(f"Cannot use {out} as the output folder: {exc}.") from None
     _check_creatable(out)
     return out
 
@@ -83,28 +134,31 @@ def _check_creatable(out: Path) -> None:
     parent = nearest_existing(out.parent)
     if not parent.is_dir():
         raise OutputError(f"Cannot create {out}: {parent} is a file, not a folder.")
-    try:
-        Path(tempfile.mkdtemp(prefix=".shortgpt-probe-", dir=parent)).rmdir()
+    try:  # named as the save names it, so that a name too long for the disk is refused now
+        Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=parent)).rmdir()
     except OSError as exc:
         raise OutputError(f"Cannot create {out}: {_reason(exc)}.") from None
 
 
 @contextmanager
-def output_folder(out: Path) -> Iterator[Path]:
+def output_folder(out: Path, force: bool = False) -> Iterator[Path]:
     """A temporary folder beside ``out`` to write into; moved into place when the block completes.
 
     Whatever goes wrong (a cancel, a full disk, a bug), the temporary folder is removed and ``out`` is left
     as it was. A filesystem error while writing is the user's to fix (a file in the way, no space, no
-    permission): it becomes one sentence.
+    permission): it becomes one sentence. What is at ``out`` is checked again just before the move (``force``:
+    as :func:`check_output_folder` checks it): files put there while the model was written are never replaced.
     """
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         temp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     except OSError as exc:
         raise OutputError(f"Cannot create {out}: {_reason(exc)}.") from None
-    _chmod_like_a_new_folder(temp)
+    with suppress(OSError):  # a disk that keeps no modes (some network and Windows-formatted drives): as made
+        _chmod_like_a_new_folder(temp)
     try:
         yield temp
+        _check_still_replaceable(out, force)
         _move_into_place(temp, out)
     except OSError as exc:
         shutil.rmtree(temp, ignore_errors=True)
@@ -112,6 +166,17 @@ def output_folder(out: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
+
+
+def _check_still_replaceable(out: Path, force: bool) -> None:
+    """Refuse the move when ``out`` changed while the model was written (another job's output, the user's files)."""
+    if out.is_dir() and any(out.iterdir()):
+        why = "is no longer empty" if not force else (not_an_earlier_output(out) or "")
+        if why:
+            raise OutputError(f"{out} {why} (something was put there while the model was written); nothing was "
+                              "replaced, and the pruned model was not kept.")
+    elif out.exists() and not out.is_dir():
+        raise OutputError(f"{out} is now a file (made while the model was written); nothing was replaced.")
 
 
 def _reason(exc: OSError) -> str:
@@ -170,9 +235,22 @@ def _move_into_place(temp: Path, out: Path) -> None:
         os.replace(temp, out)
 
 
-def check_report_path(path: Path) -> Path:
-    """``path`` expanded, or the sentence why a file cannot be written there (checked before a job runs too)."""
-    path = Path(path).expanduser()
+def check_report_path(path: Path, sources: Sequence[str | Path] = ()) -> Path:
+    """``path`` expanded, or the sentence why a file cannot be written there (checked before a job runs too):
+    never inside a ``sources`` model's folder, nor over its file (``--json model/config.json`` replaced the
+    source's config with the report)."""
+    try:
+        path = Path(path).expanduser()
+    except RuntimeError as exc:  # ~user for no such user
+        raise OutputError(f"Cannot write {path}: {exc}.") from None
+    for source in sources:
+        model = Path(source).expanduser()
+        if not model.exists():  # a Hub id, or not there: nothing of it to overwrite here
+            continue
+        inside = model.is_dir() and path.parent.is_dir() and _is_within(path.parent.resolve(), model.resolve())
+        if inside or (path.exists() and _same_file(path, model)):
+            where = "inside the folder of the model" if inside else "the model's own file"
+            raise OutputError(f"Cannot write {path}: it is {where} {model}; choose another place.")
     if not path.parent.is_dir():
         raise OutputError(f"Cannot write {path}: the folder {path.parent} does not exist.")
     if path.is_dir():

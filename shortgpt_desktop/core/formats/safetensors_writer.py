@@ -101,7 +101,7 @@ def save_pruned(
     new_index = {old: new for new, old in enumerate(kept)}
     patch = prune_config(original_config, family, kept)
 
-    with output_folder(out_path) as temp:
+    with output_folder(out_path, force) as temp:
         written = _write_all(
             temp, source, family, original_config, patch.values, new_index, model,
             tokenizer, card_text, max_shard_bytes, progress, cancel, replaced or {},

@@ -52,10 +52,10 @@ def _leftovers(parent: Path) -> list[str]:
 def test_replacing_an_output_leaves_no_old_folder(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    (out / "old.txt").write_text("old")
-    with of.output_folder(out) as temp:
-        (temp / "new.txt").write_text("new")
-    assert sorted(p.name for p in out.iterdir()) == ["new.txt"]
+    (out / "config.json").write_text("an earlier output")
+    with of.output_folder(out, force=True) as temp:
+        (temp / "model.safetensors").write_text("new")
+    assert sorted(p.name for p in out.iterdir()) == ["model.safetensors"]
     assert _leftovers(tmp_path) == []
 
 
@@ -63,7 +63,7 @@ def test_a_rolled_back_replace_restores_the_output_and_leaves_no_old_folder(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    (out / "old.txt").write_text("old")
+    (out / "config.json").write_text("an earlier output")
     real_replace = os.replace
     moves: list[str] = []
 
@@ -74,9 +74,9 @@ def test_a_rolled_back_replace_restores_the_output_and_leaves_no_old_folder(
         real_replace(src, dst)  # type: ignore[arg-type]
 
     monkeypatch.setattr(os, "replace", failing_second_move)
-    with pytest.raises(OutputError, match="nothing was written"), of.output_folder(out) as temp:
-        (temp / "new.txt").write_text("new")
-    assert sorted(p.name for p in out.iterdir()) == ["old.txt"]
+    with pytest.raises(OutputError, match="nothing was written"), of.output_folder(out, force=True) as temp:
+        (temp / "model.safetensors").write_text("new")
+    assert sorted(p.name for p in out.iterdir()) == ["config.json"]
     assert _leftovers(tmp_path) == []
 
 
@@ -105,3 +105,131 @@ def test_an_output_the_disk_cannot_hold_is_refused_in_a_sentence(tmp_path: Path,
         of.check_room(out, 1_400_000_000_000)
     monkeypatch.setattr(free_space.shutil, "disk_usage", lambda path: (_ for _ in ()).throw(OSError("no")))
     of.check_room(out, 1_400_000_000_000)  # the system does not say: left to the save
+
+
+# --------------------------------------------------------------------------- what --force may replace, and where
+
+
+def _source(tiny_model: Path):
+    from shortgpt_desktop.core.model.sources import resolve
+
+    return resolve(str(tiny_model))
+
+
+def _card() -> str:
+    from shortgpt_desktop.core.report import Report, model_card
+
+    return model_card(Report(model="m", metric="bi", scores=[0.1, 0.2], removed_layers=[1]), "m")
+
+
+@pytest.mark.parametrize("files", [
+    {"results_2024.json": "{}", "README.md": "# my results"},  # a folder of the user's own results
+    {"a.gguf": "GGUF", "b.gguf": "GGUF"},  # a collection of models
+    {"config.json": "{}", "model.safetensors": "w", "README.md": "---\nlicense: mit\n---\n# Someone's model"},
+])
+def test_force_replaces_only_an_earlier_output(tiny_model: Path, tmp_path: Path, files: dict[str, str]) -> None:
+    """``--force`` deleted any folder of ``*.json``, ``*.gguf`` and ``README.md``: a folder of results, a folder of
+    GGUF models, a downloaded model with its card. It replaces one model this app could have written."""
+    out = tmp_path / "out"
+    out.mkdir()
+    for name, text in files.items():
+        (out / name).write_text(text)
+    with pytest.raises(OutputError, match="choose an empty folder or an earlier output"):
+        of.check_output_folder(out, _source(tiny_model), force=True)
+    assert sorted(p.name for p in out.iterdir()) == sorted(files)
+    for name in [n for n in files if n != "README.md"][1:]:
+        (out / name).unlink()  # what is left: one model
+    if "README.md" in files:
+        (out / "README.md").write_text(_card())  # the card this app writes
+    (out / ".DS_Store").write_text("")  # and what a file browser leaves
+    if "results_2024.json" in files:
+        (out / "results_2024.json").rename(out / "config.json")
+    assert of.check_output_folder(out, _source(tiny_model), force=True) == out.resolve()
+
+
+def test_a_second_path_to_the_source_is_the_source(tiny_model: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bind mount (or another case of the name on a case-insensitive disk) reaches the source under another path:
+    compared as strings the two differed, and ``--force`` replaced the source model."""
+    import shutil
+
+    source_dir = tmp_path / "models" / "tiny"
+    shutil.copytree(tiny_model, source_dir)
+    alias = tmp_path / "alias"
+    alias.mkdir()
+    real_samefile = os.path.samefile
+
+    def same(a: object, b: object) -> bool:  # what the kernel says of a bind mount of ``models`` at ``alias``
+        a, b = (Path(x).resolve() for x in (a, b))  # type: ignore[arg-type]
+        a, b = (Path(str(x).replace(str(alias), str(tmp_path / "models"))) for x in (a, b))
+        return real_samefile(a, b)
+
+    monkeypatch.setattr(os.path, "samefile", same)
+    (alias / "tiny").mkdir()
+    for out, word in ((alias / "tiny", "is the source"), (alias / "tiny" / "pruned", "is the source"),
+                      (alias, "contains the source")):
+        with pytest.raises(OutputError, match=word):
+            of.check_output_folder(out, _source(source_dir), force=True)
+
+
+def test_a_folder_filled_while_the_model_is_written_is_not_replaced(tmp_path: Path) -> None:
+    """Checked at the start and again at the move: a second job's output, or the user's notes put there meanwhile,
+    stay; the finished folder is not moved over them."""
+    out = tmp_path / "out"
+    with pytest.raises(OutputError, match="no longer empty"), of.output_folder(out) as temp:
+        (temp / "model.safetensors").write_text("new")
+        out.mkdir()
+        (out / "my_notes.txt").write_text("precious")
+    assert [p.name for p in out.iterdir()] == ["my_notes.txt"] and _leftovers(tmp_path) == []
+    (out / "my_notes.txt").unlink()
+    (out / "config.json").write_text("an earlier output")
+    with pytest.raises(OutputError, match="holds more than a model"), of.output_folder(out, force=True) as temp:
+        (temp / "model.safetensors").write_text("new")
+        (out / "my_notes.txt").write_text("precious")
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "my_notes.txt"]
+
+
+def test_odd_output_paths_are_one_sentence(tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A drive's top folder (its mount point cannot be moved aside: the save failed after the whole job), a link
+    loop, ``~nosuchuser``, a folder one may not read, a name too long for the save's temporary folder."""
+    source = _source(tiny_model)
+    drive = tmp_path / "usb"
+    drive.mkdir()
+    monkeypatch.setattr(os.path, "ismount", lambda path: Path(path) == drive.resolve())
+    with pytest.raises(OutputError, match="top of a drive"):
+        of.check_output_folder(drive, source, force=False)
+    of.check_output_folder(drive / "pruned", source, force=False)
+    loop_a, loop_b = tmp_path / "loop-a", tmp_path / "loop-b"
+    loop_a.symlink_to(loop_b)
+    loop_b.symlink_to(loop_a)
+    for out in (loop_a / "out", Path("~no-such-user-here/out")):
+        with pytest.raises(OutputError, match="Cannot use"):
+            of.check_output_folder(out, source, force=False)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "x").write_text("x")
+    real_iterdir = Path.iterdir
+
+    def refused(self: Path):
+        if self == locked.resolve():
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", refused)
+    with pytest.raises(OutputError, match="permission denied"):
+        of.check_output_folder(locked, source, force=True)
+    with pytest.raises(OutputError, match=r"Cannot create .*: file name too long"):
+        of.check_output_folder(tmp_path / ("m" * 240), source, force=False)
+
+
+def test_a_report_is_never_written_over_or_into_the_model(tiny_model: Path, tmp_path: Path) -> None:
+    import shutil
+
+    folder = tmp_path / "tiny"
+    shutil.copytree(tiny_model, folder)
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF")
+    for path, model in ((folder / "config.json", folder), (folder / "report.json", folder), (gguf, gguf)):
+        with pytest.raises(OutputError, match="choose another place"):
+            of.check_report_path(path, [model])
+    assert of.check_report_path(tmp_path / "report.json", [folder, gguf, "org/hub-id"]) == tmp_path / "report.json"
