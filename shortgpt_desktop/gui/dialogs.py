@@ -51,8 +51,12 @@ def ask_output_folder(parent: QWidget | None, suggestion: str) -> str | None:
 
 
 def folder_is_nonempty(path: str) -> bool:
+    """False too where the folder cannot be read: the save's own check then says why, in a sentence."""
     p = Path(path)
-    return p.is_dir() and any(p.iterdir())
+    try:
+        return p.is_dir() and any(p.iterdir())
+    except OSError:
+        return False
 
 
 def ask_scores_save_path(parent: QWidget | None, suggestion: str) -> str | None:

@@ -810,13 +810,17 @@ class MainWindow(QMainWindow):
         if self.busy or self.plan is None:
             return
         out = str(out)
-        if not force and dialogs.folder_is_nonempty(out):
-            if not dialogs.ask_yes_no(self, "Replace folder?",
-                                      f"{out} is not empty. Replace its contents with the pruned model?"):
-                return
-            force = True
-        plan, spec = self.plan, self._final_spec()
+        plan = self.plan
         try:
+            spec = self._final_spec()
+            if not force and dialogs.folder_is_nonempty(out):
+                # What replacing it would meet, before asking: a folder that cannot be replaced (the user's own
+                # files, another model) is refused without a question whose Yes would be refused anyway.
+                self.session.refuse_save(plan, spec, out, True)
+                if not dialogs.ask_yes_no(self, "Replace folder?",
+                                          f"{out} holds an earlier output. Replace it with the pruned model?"):
+                    return
+                force = True
             self.session.refuse_save(plan, spec, out, force)  # refused at once, not after a job has started
         except UserError as exc:
             self.show_error("Cannot save", user_message(exc))

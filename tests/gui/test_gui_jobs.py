@@ -190,15 +190,30 @@ def test_save_refuses_the_source_folder_and_asks_before_replacing(qtbot, opened,
     window.last_dialog.close()
     qtbot.waitUntil(lambda: not window.busy)
 
+    # A folder of the user's own files is refused at once: no question whose Yes would be refused anyway.
     occupied = tmp_path / "occupied"
     occupied.mkdir()
     (occupied / "keep.txt").write_text("mine", encoding="utf-8")
-    monkeypatch.setattr(dialogs, "ask_yes_no", lambda parent, title, text: asked.append(text) or False)
     started: list[str] = []
     window.jobs.started.connect(started.append)
-    window.save_to(occupied)
-    assert started == [] and "not empty" in asked[-1]
+    asked.clear()
+    with qtbot.waitSignal(window.errorShown, timeout=30_000) as shown:
+        window.save_to(occupied)
+    assert "holds more than a model (keep.txt)" in shown.args[0] and asked == [] and started == []
     assert leftovers(occupied) == ["keep.txt"]
+    window.last_dialog.close()
+    # An earlier output: asked first; No leaves it, Yes replaces it.
+    earlier = tmp_path / "earlier"
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.save_to(earlier)
+    written = leftovers(earlier)
+    monkeypatch.setattr(dialogs, "ask_yes_no", lambda parent, title, text: asked.append(text) or False)
+    window.save_to(earlier)
+    assert "holds an earlier output" in asked[-1] and started == ["save"]
+    monkeypatch.setattr(dialogs, "ask_yes_no", lambda parent, title, text: asked.append(text) or True)
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000) as finished:
+        window.save_to(earlier)
+    assert finished.args == ["save", "ok"] and leftovers(earlier) == written
 
 
 def test_event_loop_never_stalls(qtbot, opened, tmp_path: Path) -> None:
