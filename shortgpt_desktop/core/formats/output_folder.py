@@ -230,7 +230,10 @@ def _move_into_place(temp: Path, out: Path) -> None:
             os.replace(aside / out.name, out)  # if this fails too, the old output stays in ``aside``
             aside.rmdir()
             raise
-        shutil.rmtree(aside, ignore_errors=True)
+        try:
+            shutil.rmtree(aside, ignore_errors=True)
+        except KeyboardInterrupt:  # the new output is in place: the save is done, only the old one's removal is left
+            shutil.rmtree(aside, ignore_errors=True)
     else:
         os.replace(temp, out)
 

@@ -233,3 +233,28 @@ def test_a_report_is_never_written_over_or_into_the_model(tiny_model: Path, tmp_
         with pytest.raises(OutputError, match="choose another place"):
             of.check_report_path(path, [model])
     assert of.check_report_path(tmp_path / "report.json", [folder, gguf, "org/hub-id"]) == tmp_path / "report.json"
+
+
+def test_ctrl_c_while_the_old_output_is_removed_finishes_the_save(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The new output is in place once it is moved in: a Ctrl-C while the old one is deleted left both (the old
+    one in a hidden folder) and the command line said that nothing was written."""
+    import shutil
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "config.json").write_text("an earlier output")
+    real_rmtree = shutil.rmtree
+    interrupted: list[str] = []
+
+    def interrupted_once(path: object, *args: object, **kwargs: object) -> None:
+        if ".old-" in str(path) and not interrupted:
+            interrupted.append(str(path))
+            raise KeyboardInterrupt
+        real_rmtree(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(of.shutil, "rmtree", interrupted_once)
+    with of.output_folder(out, force=True) as temp:
+        (temp / "model.safetensors").write_text("new")
+    assert interrupted and sorted(p.name for p in out.iterdir()) == ["model.safetensors"]
+    assert _leftovers(tmp_path) == []
