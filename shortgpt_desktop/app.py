@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         window.settings_panel.set_values({**window.settings_panel.values(), **overrides, "sizes_chosen": True})
     if args.calib:
         window.calibration_panel.set_sources(
-            [p if p == BUILTIN_CORPUS else str(Path(p).resolve()) for p in args.calib])
+            [p if p == BUILTIN_CORPUS else os.path.abspath(os.path.expanduser(p)) for p in args.calib])
 
     rc = {"code": 0}
     if args.measure_startup:

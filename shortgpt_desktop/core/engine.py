@@ -143,6 +143,10 @@ class Engine:
     mode_decision: tuple[tuple, str] | None = None
     tokens: TokenSet | None = None
     token_key: tuple | None = None
+    #: The calibration files as they were when the last scoring began (pipeline.text_stamp), part of the token
+    #: key: a file edited or added since is read again by the next scoring, while the jobs after a scoring keep
+    #: the tokens it scored.
+    text_stamp: tuple = ()
     token_names: list[str] = field(default_factory=list)
     token_warnings: list[str] = field(default_factory=list)
     stats: HookStats | None = None  # the hooked pass behind the scores, when the metric had one
@@ -419,7 +423,7 @@ class Engine:
 
     def _token_key(self, spec: JobSpec) -> tuple:
         return (tuple(spec.calib), spec.eval_text, spec.samples, spec.seq_len, spec.seed, spec.eval_windows,
-                self.load_key)
+                self.load_key, self.text_stamp)
 
     def check_text(self, spec: JobSpec) -> None:
         """Refuse unusable calibration text before a model loads (nothing to do when it is tokenised already)."""
@@ -451,6 +455,7 @@ class Engine:
         """
         metric = get_metric(spec.metric)
         if metric.needs_text:
+            self.text_stamp = pipeline.text_stamp(spec)
             self.check_text(spec)
         started = time.perf_counter()
         loaded = self.load(spec, progress, cancel)

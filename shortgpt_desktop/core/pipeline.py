@@ -23,6 +23,7 @@ from .measure.calibration import (
     TokenSet,
     build_token_set,
     builtin_corpus,
+    collect_files,
     read_texts,
     surely_too_short,
 )
@@ -32,7 +33,7 @@ from .measure.scoring import LayerScores
 from .model.config import architecture_name
 from .model.dtypes import stored_bytes_per_element
 from .model.loading import LoadedModel, ModelInfo, inspect_model, load_model
-from .model.sources import ModelSource, resolve
+from .model.sources import ModelSource, file_stamp, resolve
 from .progress import CancelCheck, Progress, no_progress
 from .report import Report, model_card
 
@@ -127,6 +128,17 @@ def read_calibration(paths: Sequence[str]) -> tuple[list[str], list[str], list[s
         texts += builtin_corpus()
         names.append("built-in corpus (Python standard library docstrings)")
     return texts, names, warnings
+
+
+def text_stamp(spec: JobSpec) -> tuple:
+    """Each calibration and evaluation file's path, size and modification time: tokens cut before a file was
+    edited (or a file added to a listed folder) are not the text any more. Empty where the paths cannot be listed
+    (reading them says why)."""
+    paths = [p for p in spec.calib if p != BUILTIN_CORPUS] + ([spec.eval_text] if spec.eval_text else [])
+    try:
+        return tuple(file_stamp(f) for f in collect_files(paths))
+    except (OSError, CalibrationError):
+        return ()
 
 
 def check_calibration(spec: JobSpec) -> list[str]:

@@ -137,6 +137,14 @@ class DropList(QTreeWidget):
         painter.end()
 
 
+def _resolved(path: Path) -> str:
+    """``path`` with its links followed, or as given where they loop (resolve() raises RuntimeError there)."""
+    try:
+        return str(path.resolve())
+    except (OSError, RuntimeError):
+        return str(path.absolute())
+
+
 class CalibrationPanel(QGroupBox):
     """Emits :attr:`changed` whenever the set of calibration sources changes."""
 
@@ -209,14 +217,14 @@ class CalibrationPanel(QGroupBox):
         ticked again). ``quiet`` (restoring saved sources) changes neither that nor emits :attr:`changed`.
         """
         first_own = not self.paths()
-        known = {str(Path(p).resolve()) for p in self.paths()}
+        known = {_resolved(Path(p)) for p in self.paths()}
         added = 0
         for raw in paths:
             path = Path(raw).expanduser()
-            key = str(path.resolve())
+            key = _resolved(path)
             if key in known:
                 continue
-            if not path.exists():
+            if not path.exists():  # a link loop too
                 self.problem.emit(f"{path} does not exist.")
                 continue
             try:

@@ -228,6 +228,33 @@ def test_a_rescore_of_the_same_text_keeps_the_fit_and_other_text_drops_it(tiny_m
     assert engine.adjust(spec, plan.removed) is not fitted
 
 
+def test_a_rescore_after_the_text_was_edited_reads_it_again(tiny_model: Path, small_calib: Path,
+                                                             tmp_path: Path) -> None:
+    """The tokens were kept by the calibration paths alone: a file edited (or one added to a listed folder) was
+    never read again until another model was opened. Jobs after a scoring keep the tokens it scored."""
+    import shutil
+
+    calib = tmp_path / "texts"
+    calib.mkdir()
+    shutil.copy(small_calib, calib / "a.txt")
+    spec = JobSpec(model=str(tiny_model), calib=[str(calib)], samples=8, seq_len=32, eval_windows=4, batch_size=4,
+                   device="cpu", dtype="float32", prompt="")
+    engine = Engine()
+    engine.score(spec)
+    first = engine.tokens_for(spec)
+    (calib / "a.txt").write_text("Other prose entirely, of another kind and another length. " * 400)
+    assert engine.tokens_for(spec) is first  # until the next scoring: the check and the save use what was scored
+    engine.score(spec)
+    edited = engine.tokens_for(spec)
+    assert edited is not first and edited.samples != first.samples
+    (calib / "b.txt").write_text(small_calib.read_text(encoding="utf-8"), encoding="utf-8")
+    engine.score(spec)
+    added = engine.tokens_for(spec)
+    assert added is not edited
+    engine.score(spec)
+    assert engine.tokens_for(spec) is added  # nothing changed since: kept
+
+
 def test_the_room_asked_before_scoring_is_for_the_largest_layers_gone(monkeypatch: pytest.MonkeyPatch,
                                                                      tmp_path: Path) -> None:
     """Layers of different sizes: the least the output can weigh is the file without the largest ones."""

@@ -458,3 +458,14 @@ def test_scores_export_and_import_for_the_same_model(qtbot, opened, make_window,
 def test_import_needs_an_opened_model(window, tmp_path: Path) -> None:
     window.import_scores(tmp_path / "whatever.json")
     assert "Open the model" in window.dialogs[-1].text()
+
+
+def test_a_link_loop_dropped_on_the_calibration_list_is_a_sentence(qtbot, window, tmp_path: Path) -> None:
+    """Resolving a link loop raised RuntimeError in the panel's slot: a traceback, not a sentence."""
+    loop_a, loop_b = tmp_path / "loop-a", tmp_path / "loop-b"
+    loop_a.symlink_to(loop_b)
+    loop_b.symlink_to(loop_a)
+    with qtbot.waitSignal(window.errorShown, timeout=10_000) as shown:
+        window.calibration_panel.add_paths([str(loop_a)])
+    assert shown.args == [f"{loop_a} does not exist."] and window.calibration_panel.paths() == []
+    window.last_dialog.close()

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ...format import human_bytes
 from ..errors import CalibrationError
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,11 @@ _MAGIC = (
     (b"SQLite format 3\x00", "an SQLite database"),
     (b"\xd0\xcf\x11\xe0", "an old Microsoft Office document"),
 )
+#: The most calibration text one job reads, in bytes: some 8 M tokens, well over a hundred times what the largest
+#: preset samples (128 × 512 tokens and 64 held-out windows). Tokenising keeps a Python list of ids, about 28
+#: bytes of memory per byte of text at this size (20 MB of text took 560 MB more): a file of several GB read
+#: whole was killed for want of memory, with no sentence. Text past it is left out, and the job says so.
+MAX_TEXT_BYTES = 32_000_000
 #: Share of the calibration tokens held out for perplexity when no separate evaluation text is given.
 DEFAULT_HELDOUT_FRACTION = 0.2
 #: Rough characters per token, for estimates shown before a tokenizer is loaded.
@@ -108,8 +114,11 @@ def collect_files(paths: Iterable[str | Path], passed_over: list[str] | None = N
             raise CalibrationError(f"The calibration path {path} does not exist.")
         if path.is_dir():
             found += sorted(p for p in path.rglob("*") if p.is_file() and not _hidden(p, path))
-        else:
+        elif path.is_file():
             found.append(path)
+        else:  # reading a pipe or a terminal waits for a writer that may never come
+            raise CalibrationError(f"The calibration path {path} is not a file (a pipe or a device); give text "
+                                   "files or folders.")
     unique: dict[Path, None] = {}
     for p in found:
         unique.setdefault(p.resolve(), None)
@@ -154,6 +163,15 @@ def decode_bytes(data: bytes) -> str | None:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
         pass
+    # UTF-8 with a stray byte, or cut in the middle of a character (``head -c``): where the text's other non-ASCII
+    # characters are UTF-8, only the bad bytes are replaced (read as cp1252, every other character turned to
+    # mojibake, "Café" to "CafÃ©"). Legacy text has no valid multi-byte sequences to speak for UTF-8.
+    mostly = data.decode("utf-8-sig", errors="replace")
+    bad = mostly.count("\ufffd")
+    valid = sum(1 for ch in mostly if ord(ch) > 127 and ch != "\ufffd")
+    if bad and valid >= bad:
+        log.info("%d byte sequence(s) that are not UTF-8 replaced in otherwise UTF-8 text", bad)
+        return mostly
     # Legacy 8-bit text: cp1252 covers Windows Western text; control bytes betray binary content.
     sample = data[:65536]
     controls = sum(1 for b in sample if b < 32 and b not in (9, 10, 12, 13))
@@ -162,15 +180,21 @@ def decode_bytes(data: bytes) -> str | None:
     return data.decode("cp1252", errors="replace")
 
 
-def texts_from_file(path: Path, notes: list[str] | None = None) -> list[str]:
+def texts_from_file(path: Path, notes: list[str] | None = None, limit: int | None = None) -> list[str]:
     """The texts in one file; raises ValueError (with a reason) when it cannot be used.
 
-    Records left out of a usable file (JSON Lines without a ``text`` field) are counted in ``notes``.
+    Records left out of a usable file (JSON Lines without a ``text`` field) are counted in ``notes``. ``limit``:
+    the most bytes read, cut back to the last whole line (a JSON or notebook file is one document: refused).
     """
     kind = sniff(path)
     if kind is not None:
         raise ValueError(f"it is {kind}, not text")
-    data = path.read_bytes()
+    with open(path, "rb") as handle:
+        data = handle.read() if limit is None else handle.read(limit + 1)
+    if limit is not None and len(data) > limit:
+        if path.suffix.lower() in (".json", ".ipynb"):
+            raise ValueError(f"it is one JSON document larger than the {human_bytes(limit)} of text a job reads")
+        data = data[: data.rfind(b"\n", 0, limit) + 1] or data[:limit]
     text = decode_bytes(data)
     if text is None:
         raise ValueError("it looks binary (it does not decode as text)")
@@ -180,7 +204,9 @@ def texts_from_file(path: Path, notes: list[str] | None = None) -> list[str]:
     if suffix == ".jsonl":
         out = []
         dropped = 0
-        for number, line in enumerate(text.splitlines(), 1):
+        # Records end at "\n" only: splitlines() also splits at U+2028, U+2029 and U+0085, which JSON strings may
+        # hold unescaped (scraped text often does), and dropped the whole file as "not JSON".
+        for number, line in enumerate(text.split("\n"), 1):
             if not line.strip():
                 continue
             try:
@@ -232,9 +258,15 @@ def _notebook_cells(text: str) -> list[str]:
 def read_texts(paths: Iterable[str | Path]) -> TextSet:
     """Read every usable file; binary and unreadable ones are skipped with a warning that names them."""
     result = TextSet()
+    budget, left_out = MAX_TEXT_BYTES, 0
     for path in collect_files(paths, result.skipped):
+        if budget <= 0:
+            left_out += 1
+            continue
         try:
-            texts = [t for t in texts_from_file(path, result.skipped) if t.strip()]
+            size = path.stat().st_size
+            texts = [t for t in texts_from_file(path, result.skipped, budget if size > budget else None)
+                     if t.strip()]
         except (OSError, ValueError) as exc:
             reason = f"Skipped {path}: {exc}."
             log.info(reason)
@@ -244,8 +276,15 @@ def read_texts(paths: Iterable[str | Path]) -> TextSet:
             result.skipped.append(f"Skipped {path}: it is empty.")
             log.info("Skipped %s: it is empty.", path)
             continue
+        if size > budget:
+            result.skipped.append(f"Read the first {human_bytes(budget)} of {path} ({human_bytes(size)}): a job reads "
+                                  f"at most {human_bytes(MAX_TEXT_BYTES)} of text, far more than it samples.")
+        budget -= min(size, budget)
         result.texts += texts
         result.files.append(path)
+    if left_out:
+        result.skipped.append(f"Left out {left_out} more file{'s' if left_out != 1 else ''}: a job reads at most "
+                              f"{human_bytes(MAX_TEXT_BYTES)} of text, far more than it samples.")
     return result
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -220,3 +221,58 @@ def test_binary_kinds_by_content(head: bytes, kind: str) -> None:
 def test_text_that_begins_like_a_signature_is_still_text(text: str) -> None:
     assert calibration.binary_kind(text.encode()) is None
     assert calibration.binary_kind(text.encode("utf-16")) is None
+
+
+# ------------------------------------------------------------------------------ what a hobbyist drops in
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+@pytest.mark.timeout(30)  # reading a pipe without a writer waited for ever
+def test_a_pipe_or_device_is_refused_not_waited_on(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path in (fifo, Path("/dev/null")):
+        with pytest.raises(CalibrationError, match="is not a file"):
+            calibration.read_texts([path])
+    (tmp_path / "text.txt").write_text(PROSE)
+    assert calibration.read_texts([tmp_path]).texts == [PROSE]  # a folder's pipe is passed over
+
+
+def test_json_lines_keep_line_separators_inside_their_strings(tmp_path: Path) -> None:
+    """U+2028, U+2029 and U+0085 may stand unescaped in a JSON string; splitlines() cut the records there, and the
+    whole file was dropped as "not JSON"."""
+    texts = ["first\u2028line", "second\u2029para", "third\u0085next"]
+    path = tmp_path / "scraped.jsonl"
+    path.write_text("\r\n".join(json.dumps({"text": t}, ensure_ascii=False) for t in texts) + "\r\n",
+                    encoding="utf-8")
+    assert calibration.read_texts([path]).texts == texts
+
+
+def test_utf8_with_a_stray_byte_stays_utf8() -> None:
+    """A file cut in the middle of a character, or with one bad byte, was read whole as cp1252: every accent and
+    every CJK character turned to mojibake. Only the bad bytes are replaced now; legacy text stays legacy."""
+    text = "Café in Tōkyō, 東京, naïve façade. " * 20
+    cut = text.encode("utf-8")[:-2] + b"\xe6\x9d"  # head -c in the middle of a character
+    stray = text.encode("utf-8") + b"\xff" + text.encode("utf-8")
+    for data in (cut, stray):
+        decoded = calibration.decode_bytes(data)
+        assert decoded is not None and decoded.count("\ufffd") == 1 and "Café in Tōkyō, 東京" in decoded
+    assert calibration.decode_bytes("Legacy café and façade".encode("cp1252")) == "Legacy café and façade"
+
+
+def test_a_job_reads_at_most_so_much_text_and_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file of several GB was read and tokenised whole (killed for want of memory, no sentence): the job reads
+    the first MAX_TEXT_BYTES, cut at a line's end, and says what it left out."""
+    monkeypatch.setattr(calibration, "MAX_TEXT_BYTES", 1000)
+    line = "A line of plain prose, forty-odd bytes.\n"
+    (tmp_path / "a-big.txt").write_text(line * 100)
+    (tmp_path / "b-more.txt").write_text(line * 5)
+    (tmp_path / "c-big.json").write_text(json.dumps(["x" * 2000]))
+    result = calibration.read_texts([tmp_path / "a-big.txt", tmp_path / "b-more.txt"])
+    assert result.texts == [line * (1000 // len(line))]
+    assert result.skipped[0] == (f"Read the first 1.0 kB of {tmp_path / 'a-big.txt'} (4.0 kB): a job reads at most "
+                                 "1.0 kB of text, far more than it samples.")
+    assert result.skipped[1].startswith("Left out 1 more file:")
+    skipped = calibration.read_texts([tmp_path / "c-big.json"]).skipped
+    assert skipped == [f"Skipped {tmp_path / 'c-big.json'}: it is one JSON document larger than the 1.0 kB of text "
+                       "a job reads."]
