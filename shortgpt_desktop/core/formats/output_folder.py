@@ -80,10 +80,14 @@ def check_output_folder(out: Path, source: ModelSource, force: bool) -> Path:
     try:
         out = Path(out).expanduser().resolve()
         # A GGUF source is one file: a new folder beside it is fine. A model folder is off limits as a whole.
-        src = (source.folder / source.gguf_file).resolve() if source.gguf_file else source.folder.resolve()
+        given = source.folder / source.gguf_file if source.gguf_file else source.folder
+        src = given.resolve()
+        # A GGUF that is a link (a Hub cache's snapshot) resolves to its blob elsewhere: the folder holding the
+        # link holds the source too, and replacing it would delete the user's link and its neighbours.
+        link = given.parent.resolve() / given.name
         if _is_within(out, src):
             raise OutputError(f"The output folder {out} is the source model's folder or inside it; choose another.")
-        if _is_within(src, out):
+        if _is_within(src, out) or _is_within(link, out):
             raise OutputError(f"The output folder {out} contains the source model; choose another.")
         if out.exists() and not out.is_dir():
             raise OutputError(f"{out} exists and is a file; choose a folder.")

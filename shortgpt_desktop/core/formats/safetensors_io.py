@@ -107,10 +107,14 @@ def replacement_entry(entry: TensorEntry, tensor: Any) -> TensorEntry:
 
 
 def bin_entries(path: Path) -> Iterator[TensorEntry]:
-    """Entries for a legacy PyTorch checkpoint, read with ``weights_only=True`` (no code runs) and mmap."""
+    """Entries for a legacy PyTorch checkpoint, read with ``weights_only=True`` (no code runs), mapped where the
+    file is torch's zip format (the format before it, torch < 1.6, cannot be mapped: it is read whole, as
+    transformers reads it; mapping it failed the save after the whole job)."""
+    import zipfile
+
     import torch
 
-    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     for name, tensor in state.items():
         yield tensor_entry(name, tensor)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,6 +97,24 @@ def resolve(
     spec = str(spec).strip()
     if not spec:
         raise ModelSourceError("No model given: choose a model folder, a .gguf file or a Hugging Face Hub id.")
+    try:
+        local = _local_source(spec)
+    except OSError as exc:  # a folder one may not enter, a file one may not read
+        reason = (exc.strerror or str(exc)).rstrip(".").lower()
+        raise ModelSourceError(f"{spec} cannot be read ({reason}); choose a model you can open.") from None
+    if local is not None:
+        return local
+    if looks_like_hub_id(spec):
+        folder = hub_download(spec, revision=revision, progress=progress, cancel=cancel)
+        source = _folder_source(folder, spec)
+        source.kind = "hub"
+        source.revision = revision
+        return source
+    raise ModelSourceError(f"{spec} does not exist: give a model folder, a .gguf file or a Hub id like org/name.")
+
+
+def _local_source(spec: str) -> ModelSource | None:
+    """The model at the local path ``spec`` (None where there is no such file or folder)."""
     path = Path(spec).expanduser()
     if path.is_file():
         if path.suffix.lower() != ".gguf":
@@ -113,13 +131,7 @@ def resolve(
         )
     if path.is_dir():
         return _folder_source(path, spec)
-    if looks_like_hub_id(spec):
-        folder = hub_download(spec, revision=revision, progress=progress, cancel=cancel)
-        source = _folder_source(folder, spec)
-        source.kind = "hub"
-        source.revision = revision
-        return source
-    raise ModelSourceError(f"{spec} does not exist: give a model folder, a .gguf file or a Hub id like org/name.")
+    return None
 
 
 def _folder_source(folder: Path, spec: str) -> ModelSource:
@@ -129,8 +141,15 @@ def _folder_source(folder: Path, spec: str) -> ModelSource:
         raise ModelSourceError(f"{folder} has no config.json, so it is not a Hugging Face model folder.{hint}")
     try:
         json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except OSError as exc:
+        raise ModelSourceError(f"{folder / 'config.json'} cannot be read ({exc.strerror or exc}).") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelSourceError(f"{folder / 'config.json'} is not valid JSON ({exc}).") from None
+    if (folder / "adapter_config.json").is_file():
+        # transformers (with peft installed) applies the adapter while loading the whole model, but not one
+        # layer at a time, and the save copies the base checkpoint: the scores and the saved model disagreed.
+        raise ModelSourceError(f"{folder} holds a LoRA adapter (adapter_config.json) beside the model; merge it into "
+                               "the model first, or move it out to prune the base model.")
     files = find_weight_files(folder)
     if not files:
         raise ModelSourceError(f"{folder} has a config.json but no weights (.safetensors or .bin files).")
@@ -150,9 +169,11 @@ def find_weight_files(folder: Path) -> list[WeightFile]:
         if index.is_file():
             try:
                 weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-            except (OSError, ValueError, KeyError) as exc:
+                names = sorted(set(weight_map.values()))
+                if not all(isinstance(n, str) for n in names):
+                    raise ValueError("a file name that is not a string")
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
                 raise ModelSourceError(f"{index} is not a valid checkpoint index ({exc}).") from None
-            names = sorted(set(weight_map.values()))
             missing = [n for n in names if not (folder / n).is_file()]
             if missing:
                 raise ModelSourceError(
@@ -163,6 +184,10 @@ def find_weight_files(folder: Path) -> list[WeightFile]:
         if (folder / single).is_file():
             return [WeightFile(folder / single, fmt, (folder / single).stat().st_size)]
         others = sorted(folder.glob(f"*.{fmt}"))
+        broken = [p for p in others if not p.is_file()]
+        if broken:  # a link into a Hub cache whose blob is gone
+            raise ModelSourceError(f"{broken[0]} is missing (a link to a file that is not there: an interrupted "
+                                   "download?); download the model again.")
         if others:
             return [WeightFile(p, fmt, p.stat().st_size) for p in others]
     return []
@@ -268,9 +293,7 @@ def _download(
 
         raise LocalEntryNotFoundError("offline")
     check_hub_reachable(repo_id)
-    files = hub.list_repo_files(repo_id, revision=revision)
-    patterns = list(_HUB_BASE_PATTERNS)
-    patterns += ["*.safetensors"] if any(f.endswith(".safetensors") for f in files) else ["*.bin"]
+    patterns = hub_patterns(hub.list_repo_files(repo_id, revision=revision))
     plan = hub.snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=patterns,
                                  dry_run=True)
     check_free_space(cache_dir, sum(f.file_size or 0 for f in plan if f.will_download), repo_id)
@@ -280,6 +303,20 @@ def _download(
             repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=patterns, tqdm_class=tqdm_class
         )
     )
+
+
+def hub_patterns(files: Sequence[str]) -> list[str]:
+    """What to fetch of a Hub repo's ``files``: config, tokenizer and the model's own code (a model that needs
+    ``--trust-remote-code`` brings its ``*.py``), and one copy of the weights: the top folder's safetensors (else
+    its ``.bin``), without Mistral's ``consolidated`` copy or the ``original/`` folder's, which doubled the
+    download and the room asked for."""
+    top = [f for f in files if "/" not in f]
+    for suffix in (".safetensors", ".bin"):
+        weights = [f for f in top if f.endswith(suffix)]
+        own = [f for f in weights if not f.startswith("consolidated")]
+        if weights:
+            return [*_HUB_BASE_PATTERNS, "*.py", *(own or weights)]
+    return [*_HUB_BASE_PATTERNS, "*.py"]
 
 
 #: Seconds the reachability probe waits for the Hub's host to accept a connection.

@@ -258,3 +258,20 @@ def test_ctrl_c_while_the_old_output_is_removed_finishes_the_save(tmp_path: Path
         (temp / "model.safetensors").write_text("new")
     assert interrupted and sorted(p.name for p in out.iterdir()) == ["model.safetensors"]
     assert _leftovers(tmp_path) == []
+
+
+def test_the_folder_holding_a_linked_gguf_holds_the_source(tmp_path: Path) -> None:
+    """A GGUF in a Hub cache's snapshot is a link to a blob elsewhere: resolved, the source was the blob, and the
+    snapshot folder holding the link could be replaced with --force."""
+    from shortgpt_desktop.core.model.sources import ModelSource
+
+    blob = tmp_path / "blobs" / "abc123"
+    blob.parent.mkdir()
+    blob.write_bytes(b"GGUF")
+    snap = tmp_path / "snap"
+    snap.mkdir()
+    (snap / "model.gguf").symlink_to(blob)
+    source = ModelSource(spec=str(snap / "model.gguf"), kind="gguf", folder=snap, gguf_file="model.gguf")
+    with pytest.raises(OutputError, match="contains the source model"):
+        of.check_output_folder(snap, source, force=True)
+    assert of.check_output_folder(tmp_path / "out", source, force=False) == (tmp_path / "out").resolve()

@@ -134,12 +134,16 @@ def test_tied_embeddings_stay_tied(tmp_path: Path, tiny_model: Path) -> None:
     torch.testing.assert_close(logits(reloaded), logits(reference_pruned(folder)))
 
 
-def test_legacy_bin_source(tiny_model: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("zipped", [True, False], ids=["zip", "before torch 1.6"])
+def test_legacy_bin_source(tiny_model: Path, tmp_path: Path, zipped: bool) -> None:
+    """Both formats of ``pytorch_model.bin``: the one before torch's zip format cannot be memory-mapped, and the
+    save failed on it after the whole job."""
     from safetensors.torch import load_file
 
     folder = tmp_path / "bin-model"
     shutil.copytree(tiny_model, folder)
-    torch.save(load_file(folder / "model.safetensors"), folder / "pytorch_model.bin")
+    torch.save(load_file(folder / "model.safetensors"), folder / "pytorch_model.bin",
+               _use_new_zipfile_serialization=zipped)
     (folder / "model.safetensors").unlink()
     loaded = load(folder)
     assert loaded.source.weight_format == "bin"

@@ -304,7 +304,7 @@ def test_hub_download_skips_bin_when_safetensors_exist(tmp_path: Path, monkeypat
     progress: list[tuple[int, int]] = []
     sources.hub_download("someone/model", progress=lambda d, t: progress.append((d, t)), cache_dir=tmp_path)
     patterns = seen["allow_patterns"]
-    assert "*.safetensors" in patterns and "*.bin" not in patterns
+    assert "model.safetensors" in patterns and "pytorch_model.bin" not in patterns and "*.py" in patterns
     tqdm_class = seen["tqdm_class"]
     network_bar = tqdm_class(total=0, unit="B", desc="Downloading bytes")
     bar = tqdm_class(total=0, unit="B", desc="Reconstructing")
@@ -398,3 +398,60 @@ def test_a_file_stamp_follows_links_and_changes_when_the_file_is_rewritten(tmp_p
     path.unlink()
     with pytest.raises(OSError):
         sources.file_stamp(link)
+
+
+def test_hub_patterns_fetch_one_copy_of_the_weights_and_the_models_code() -> None:
+    """``*.safetensors`` also matched Mistral's consolidated copy and the ``original/`` folder's (twice the
+    download and the room asked), and ``*.py`` was left out, so a remote-code model could not load."""
+    mistral = ["config.json", "consolidated.safetensors", "model-00001-of-00002.safetensors",
+               "model-00002-of-00002.safetensors", "model.safetensors.index.json", "original/consolidated.safetensors",
+               "original/params.json", "tokenizer.json", "modeling_custom.py"]
+    patterns = sources.hub_patterns(mistral)
+    assert "*.py" in patterns and "model-00001-of-00002.safetensors" in patterns
+    weights = [f for f in mistral if f.endswith((".safetensors", ".bin"))]
+    import fnmatch
+
+    fetched = [f for f in weights if any(fnmatch.fnmatch(f, p) for p in patterns)]
+    assert fetched == ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+    assert sources.hub_patterns(["config.json", "consolidated.safetensors"])[-1] == "consolidated.safetensors"
+    assert sources.hub_patterns(["config.json", "pytorch_model.bin"])[-1] == "pytorch_model.bin"
+
+
+def test_a_broken_download_or_index_is_one_sentence(tiny_model: Path, tmp_path: Path) -> None:
+    """A Hub cache snapshot whose blob is gone (a link to nothing), and indexes that are JSON but not an index,
+    gave tracebacks."""
+    folder = copy_model(tiny_model, tmp_path / "snap")
+    (folder / "model.safetensors").unlink()
+    (folder / "model.safetensors").symlink_to(tmp_path / "blobs" / "gone")
+    with pytest.raises(ModelSourceError, match=r"is missing .*download the model again"):
+        sources.resolve(str(folder))
+    (folder / "model.safetensors").unlink()
+    for index in ("[]", '{"weight_map": null}', '{"weight_map": {"a": 1}}'):
+        (folder / "model.safetensors.index.json").write_text(index)
+        with pytest.raises(ModelSourceError, match="is not a valid checkpoint index"):
+            sources.resolve(str(folder))
+
+
+def test_a_lora_adapter_beside_the_model_is_refused(tiny_model: Path, tmp_path: Path) -> None:
+    """transformers applied it while loading the whole model, not one layer at a time, and the save copied the
+    base checkpoint: the scores and the saved model disagreed, without a word."""
+    folder = copy_model(tiny_model, tmp_path / "with-adapter")
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4}))
+    with pytest.raises(ModelSourceError, match="holds a LoRA adapter"):
+        sources.resolve(str(folder))
+
+
+def test_a_model_one_may_not_read_is_one_sentence(tiny_model: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """pathlib raises PermissionError for a path under a folder one may not enter (root here may enter all)."""
+    locked = tmp_path / "locked" / "m"
+    real_is_file = Path.is_file
+
+    def refused(self: Path) -> bool:
+        if str(self).startswith(str(locked.parent)):
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_is_file(self)
+
+    monkeypatch.setattr(Path, "is_file", refused)
+    with pytest.raises(ModelSourceError, match="cannot be read \\(permission denied\\)"):
+        sources.resolve(str(locked))
