@@ -103,8 +103,9 @@ def open_model(spec: JobSpec, progress: Progress = _noop, cancel: CancelCheck | 
     return loaded
 
 
-def read_calibration(paths: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
-    """(texts, names used, warnings) for calibration paths; none or ``builtin`` gives the built-in corpus."""
+def read_calibration(paths: Sequence[str], what: str = "calibration") -> tuple[list[str], list[str], list[str]]:
+    """(texts, names used, warnings) for calibration paths; none or ``builtin`` gives the built-in corpus.
+    ``what``: the text's name in the sentence when none of it is usable ("evaluation" for ``--eval-text``)."""
     paths = list(paths)
     use_builtin = not paths or BUILTIN_CORPUS in paths
     files = [p for p in paths if p != BUILTIN_CORPUS]
@@ -121,7 +122,7 @@ def read_calibration(paths: Sequence[str]) -> tuple[list[str], list[str], list[s
             why = (text_set.skipped[0].rstrip(".") if text_set.skipped
                    else f"no files were found in {', '.join(str(f) for f in files)}")
             raise CalibrationError(
-                f"No usable calibration text: {why[:1].lower()}{why[1:]}"
+                f"No usable {what} text: {why[:1].lower()}{why[1:]}"
                 + (f" (and {more} more file{'s' if more > 1 else ''} skipped)." if more > 0 else ".")
             )
     if use_builtin:
@@ -154,7 +155,7 @@ def check_calibration(spec: JobSpec) -> list[str]:
     if too_short:
         raise CalibrationError(too_short)
     if spec.eval_text:
-        warnings += read_calibration([spec.eval_text])[2]
+        warnings += read_calibration([spec.eval_text], "evaluation")[2]
     return warnings
 
 
@@ -163,7 +164,7 @@ def prepare_tokens(loaded: LoadedModel, spec: JobSpec) -> tuple[TokenSet, list[s
     texts, names, warnings = read_calibration(spec.calib)
     eval_texts = None
     if spec.eval_text:
-        eval_texts, _, eval_warnings = read_calibration([spec.eval_text])
+        eval_texts, _, eval_warnings = read_calibration([spec.eval_text], "evaluation")
         warnings += eval_warnings
     tokens = build_token_set(
         loaded.tokenizer, texts, eval_texts, spec.samples, spec.seq_len, spec.seed,

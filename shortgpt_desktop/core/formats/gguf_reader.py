@@ -300,7 +300,8 @@ def _check_not_split(path: Path) -> None:
         return
     count = int(match["count"])
     no = int(match["no"])
-    parts = [path.with_name(f"{match['stem']}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
+    # The parts' ending as this one has it: on a case-sensitive disk ``.GGUF`` parts are not ``.gguf`` files.
+    parts = [path.with_name(f"{match['stem']}-{i:05d}-of-{count:05d}{path.suffix}") for i in range(1, count + 1)]
     missing = [p.name for p in parts if not p.is_file()]
     if missing:
         raise ModelSourceError(

@@ -276,3 +276,14 @@ def test_a_job_reads_at_most_so_much_text_and_says_so(tmp_path: Path, monkeypatc
     skipped = calibration.read_texts([tmp_path / "c-big.json"]).skipped
     assert skipped == [f"Skipped {tmp_path / 'c-big.json'}: it is one JSON document larger than the 1.0 kB of text "
                        "a job reads."]
+
+
+def test_unusable_evaluation_text_is_called_so(tmp_path: Path) -> None:
+    """It was called calibration text, which the user had given and which was fine."""
+    from shortgpt_desktop.core.pipeline import JobSpec, check_calibration
+
+    good, binary = tmp_path / "good.txt", tmp_path / "eval.txt"
+    good.write_text(PROSE * 4)
+    binary.write_bytes(b"\x00\x01" * 100)
+    with pytest.raises(CalibrationError, match=r"^No usable evaluation text: skipped .*eval\.txt"):
+        check_calibration(JobSpec(model="m", calib=[str(good)], eval_text=str(binary)))

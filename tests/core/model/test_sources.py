@@ -380,6 +380,11 @@ def test_split_gguf_names_the_missing_part_or_asks_for_a_merge(tmp_path: Path) -
     _tiny_gguf(tmp_path / "m-00002-of-00003.gguf")
     with pytest.raises(ModelSourceError, match="merge the parts into one file"):
         sources.resolve(str(first))
+    # Parts named .GGUF, all there: "2 part(s) are missing" (the parts were looked for as .gguf).
+    for path in tmp_path.glob("m-*.gguf"):
+        path.rename(path.with_suffix(".GGUF"))
+    with pytest.raises(ModelSourceError, match=r"merge .*llama-gguf-split --merge m-00001-of-00003\.GGUF"):
+        sources.resolve(str(first.with_suffix(".GGUF")))
 
 
 def test_a_file_stamp_follows_links_and_changes_when_the_file_is_rewritten(tmp_path: Path) -> None:
