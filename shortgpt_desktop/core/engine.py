@@ -1001,6 +1001,9 @@ class Engine:
         self.check_text(spec)
         loaded = self.load(spec, progress, cancel)
         tokens = self.tokens_for(spec, progress)
+        if not tokens.eval_windows and spec.eval_text:
+            raise CalibrationError(f"The evaluation text {spec.eval_text} is too short to measure perplexity on; "
+                                   "give more text.")
         if not tokens.eval_windows:
             raise CalibrationError("The calibration text leaves no held-out text for perplexity; add more text or "
                                    "give a separate evaluation text.")

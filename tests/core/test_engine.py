@@ -255,6 +255,18 @@ def test_a_rescore_after_the_text_was_edited_reads_it_again(tiny_model: Path, sm
     assert engine.tokens_for(spec) is added  # nothing changed since: kept
 
 
+def test_an_evaluation_text_too_short_is_named(tiny_model: Path, small_calib: Path, tmp_path: Path) -> None:
+    """It was told to "give a separate evaluation text", which it was."""
+    from shortgpt_desktop.core.errors import CalibrationError
+
+    short = tmp_path / "eval.txt"
+    short.write_text("a")  # one token: no window of two
+    spec = JobSpec(model=str(tiny_model), calib=[str(small_calib)], eval_text=str(short), samples=4, seq_len=32,
+                   eval_windows=2, batch_size=4, device="cpu", dtype="float32", prompt="")
+    with pytest.raises(CalibrationError, match=f"^The evaluation text {short} is too short"):
+        Engine().held_out(spec)
+
+
 def test_the_room_asked_before_scoring_is_for_the_largest_layers_gone(monkeypatch: pytest.MonkeyPatch,
                                                                      tmp_path: Path) -> None:
     """Layers of different sizes: the least the output can weigh is the file without the largest ones."""
