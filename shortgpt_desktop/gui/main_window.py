@@ -463,15 +463,19 @@ class MainWindow(QMainWindow):
 
     def _reset_view(self, message: str) -> None:
         """A new model: nothing measured on the old one stays on screen."""
-        self.plan = None
-        self.manual = False
+        self._forget_plan()
         self.last_saved = None
         self.chart.clear(message)
+        self.compare_panel.clear()
+        self.progress_label.setText("")
+
+    def _forget_plan(self) -> None:
+        """No plan, no slider range and no curve: the scores they came from are gone."""
+        self.plan = None
+        self.manual = False
         self.plan_panel.set_maximum(0)
         self.plan_panel.show_plan(None)
         self.plan_panel.clear_curve()
-        self.compare_panel.clear()
-        self.progress_label.setText("")
 
     def _on_opened(self, info: ModelInfo) -> None:
         source = self.engine.source
@@ -558,11 +562,7 @@ class MainWindow(QMainWindow):
             return True
         self.chart.clear("Press Score to measure each layer's importance.")
         if kept is None or self.engine.sizes is None:
-            self.plan = None
-            self.manual = False
-            self.plan_panel.set_maximum(0)
-            self.plan_panel.show_plan(None)
-            self.plan_panel.clear_curve()
+            self._forget_plan()
             self.compare_panel.mark_stale()
             self._update_buttons()
         return False
@@ -579,10 +579,13 @@ class MainWindow(QMainWindow):
                 f"Scoring cancelled: the scores shown come from the {scored.sample_tokens:,} tokens measured so "
                 "far (partial).", 15000)
             return
-        if self._restore_chart():
-            self.statusBar().showMessage("Scoring cancelled; nothing changed.", 8000)
-        else:
-            self.statusBar().showMessage("Scoring cancelled; press Score to measure the layers.", 8000)
+        self._say_cancelled("Scoring")
+
+    def _say_cancelled(self, job: str) -> None:
+        """After a scoring or import job was cancelled: the scores before it back, and whether anything changed."""
+        restored = self._restore_chart()
+        self.statusBar().showMessage(f"{job} cancelled; " + ("nothing changed." if restored
+                                                               else "press Score to measure the layers."), 8000)
 
     # ----------------------------------------------------------------------------------------------- plan
 
@@ -781,15 +784,11 @@ class MainWindow(QMainWindow):
             self._restore_chart()
             self.show_error("Cannot import the scores", failure)
 
-        def cancelled() -> None:
-            self.statusBar().showMessage("Import cancelled; nothing changed." if self._restore_chart()
-                                         else "Import cancelled; press Score to measure the layers.", 8000)
-
         self.jobs.start(
             "import",
             lambda progress, cancel: self.engine.use_imported_scores(spec, imported.scores, imported.partial,
                                                                      progress, cancel),
-            on_success=imported_in, on_failure=failed, on_cancel=cancelled,
+            on_success=imported_in, on_failure=failed, on_cancel=lambda: self._say_cancelled("Import"),
         )
 
     # ----------------------------------------------------------------------------------------------- save

@@ -277,15 +277,19 @@ def read_texts(paths: Iterable[str | Path]) -> TextSet:
             log.info("Skipped %s: it is empty.", path)
             continue
         if size > budget:
-            result.skipped.append(f"Read the first {human_bytes(budget)} of {path} ({human_bytes(size)}): a job reads "
-                                  f"at most {human_bytes(MAX_TEXT_BYTES)} of text, far more than it samples.")
+            result.skipped.append(f"Read the first {human_bytes(budget)} of {path} ({human_bytes(size)}): "
+                                  + _reads_at_most())
         budget -= min(size, budget)
         result.texts += texts
         result.files.append(path)
     if left_out:
-        result.skipped.append(f"Left out {left_out} more file{'s' if left_out != 1 else ''}: a job reads at most "
-                              f"{human_bytes(MAX_TEXT_BYTES)} of text, far more than it samples.")
+        result.skipped.append(f"Left out {left_out} more file{'s' if left_out != 1 else ''}: " + _reads_at_most())
     return result
+
+
+def _reads_at_most() -> str:
+    """Why text was left out (MAX_TEXT_BYTES read when said)."""
+    return f"a job reads at most {human_bytes(MAX_TEXT_BYTES)} of text, far more than it samples."
 
 
 def text_files(path: str | Path) -> list[Path]:
