@@ -134,6 +134,17 @@ def missing_xcb_libraries() -> str | None:
             f"`sudo apt install {packages}` and start again.")
 
 
+def _missing_calibration(paths: list[str]) -> str | None:
+    """The sentence for a ``--calib`` path that is not there (the window's list would leave it out unsaid)."""
+    from .core.measure.calibration import BUILTIN_CORPUS
+    from .core.user_paths import expand_home
+
+    missing = [p for p in paths if p != BUILTIN_CORPUS and not expand_home(p).exists()]
+    if not missing:
+        return None
+    return f"The calibration path {missing[0]} does not exist."
+
+
 def settings_for(args: argparse.Namespace) -> tuple[object, tempfile.TemporaryDirectory | None]:
     """The QSettings the window keeps its state in, and the scratch folder to delete on exit (if any).
 
@@ -166,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.screenshot and not args.model:
         _say("--screenshot needs a MODEL to open.")
         return 2
-    problem = missing_xcb_libraries()
+    problem = _missing_calibration(args.calib or []) or missing_xcb_libraries()
     if problem:
         print(problem, file=sys.stderr if sys.stderr is not None else sys.stdout)
         return 2
@@ -175,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtCore import QTimer
 
     from .core.measure.calibration import BUILTIN_CORPUS
+    from .core.user_paths import expand_home
     from .gui.main_window import MainWindow
     from .gui.workers import wait_all
 
@@ -185,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         window.settings_panel.set_values({**window.settings_panel.values(), **overrides, "sizes_chosen": True})
     if args.calib:
         window.calibration_panel.set_sources(
-            [p if p == BUILTIN_CORPUS else os.path.abspath(os.path.expanduser(p)) for p in args.calib])
+            [p if p == BUILTIN_CORPUS else os.path.abspath(expand_home(p)) for p in args.calib])
 
     rc = {"code": 0}
     if args.measure_startup:

@@ -211,6 +211,10 @@ def test_score_and_eval(tiny_model: Path, small_calib: Path, tmp_path: Path) -> 
     assert not streamed["quiz"], "one layer at a time, as in the check, no quiz"
 
 
+#: A home folder no user here has (``~user`` of an unknown user).
+NO_SUCH_HOME = "~no-such-user-shortgpt"
+
+
 def bad(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
     code = cli.main(list(argv))
     err = capsys.readouterr().err.strip().splitlines()
@@ -255,6 +259,12 @@ def test_bad_inputs_are_one_line_and_write_nothing(
         "inside it": ["prune", m, "--ratio", "0.2", *base[:-1], str(tiny_model / "sub")],
         "source model's folder": ["prune", m, "--ratio", "0.2", *base[:-1], m],
         "invalid choice": ["prune", m, "--ratio", "0.2", "--metric", "nope", *base],
+        # ~user for no such user: Path.expanduser raised RuntimeError, a traceback
+        f"{NO_SUCH_HOME}/model does not exist": ["prune", f"{NO_SUCH_HOME}/model", "--ratio", "0.2", *base],
+        f"calibration path {NO_SUCH_HOME}/a.txt does not exist": [
+            "prune", m, "--ratio", "0.2", *base[:1], f"{NO_SUCH_HOME}/a.txt", *base[2:]],
+        f"evaluation text {NO_SUCH_HOME}/b.txt does not exist": [
+            "prune", m, "--ratio", "0.2", "--eval-text", f"{NO_SUCH_HOME}/b.txt", *base],
     }
     for expected, argv in cases.items():
         line = bad(capsys, *argv)

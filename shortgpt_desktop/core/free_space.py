@@ -6,10 +6,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from .user_paths import expand_home
+
 
 def nearest_existing(path: str | Path) -> Path:
     """``path`` if it exists, else its nearest existing parent: where a folder not made yet will be made."""
-    probe = Path(path).expanduser().resolve()
+    probe = expand_home(path).resolve()
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     return probe

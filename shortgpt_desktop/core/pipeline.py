@@ -36,6 +36,7 @@ from .model.loading import LoadedModel, ModelInfo, inspect_model, load_model
 from .model.sources import ModelSource, file_stamp, resolve
 from .progress import CancelCheck, Progress, no_progress
 from .report import Report, model_card
+from .user_paths import expand_home
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +149,7 @@ def check_calibration(spec: JobSpec) -> list[str]:
     if not spec.calib:
         raise CalibrationError("The calibration set is empty: add text files or folders, or use the built-in "
                                "corpus.")
-    if spec.eval_text and not Path(spec.eval_text).expanduser().exists():
+    if spec.eval_text and not expand_home(spec.eval_text).exists():
         raise CalibrationError(f"The evaluation text {spec.eval_text} does not exist.")
     texts, _, warnings = read_calibration(spec.calib)
     too_short = surely_too_short(texts, held_out=not spec.eval_text)

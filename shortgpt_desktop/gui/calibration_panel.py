@@ -41,6 +41,7 @@ from ..core.measure.calibration import (
     sniff,
     text_files,
 )
+from ..core.user_paths import expand_home
 from ..format import human_bytes, human_count
 from .elided_label import ElidedLabel
 
@@ -220,7 +221,7 @@ class CalibrationPanel(QGroupBox):
         known = {_resolved(Path(p)) for p in self.paths()}
         added = 0
         for raw in paths:
-            path = Path(raw).expanduser()
+            path = expand_home(raw)
             key = _resolved(path)
             if key in known:
                 continue

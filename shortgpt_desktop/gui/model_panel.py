@@ -33,9 +33,12 @@ def model_key(text: str) -> str:
     text = text.strip()
     if not text:
         return text
-    path = Path(text).expanduser()
-    if path.exists():
-        return str(path.resolve())
+    try:
+        path = Path(text).expanduser()
+        if path.exists():
+            return str(path.resolve())
+    except (RuntimeError, OSError):  # ~user for no such user, a link loop, a folder one may not enter
+        pass  # kept as typed: opening it says what is wrong
     return text
 
 

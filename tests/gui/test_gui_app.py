@@ -232,3 +232,15 @@ def test_screenshot_mode_fails_cleanly(tmp_path: Path, args: list[str]) -> None:
     assert not (tmp_path / "x.png").exists()
     assert user_ini.read_bytes() == before
     assert sorted(p.name for p in config.rglob("*")) == ["ShortGPT Desktop", "shortgpt-desktop.ini"]
+
+
+@pytest.mark.timeout(60)  # before the fix the window opened and waited for its user
+def test_a_calibration_path_that_is_not_there_is_said_before_the_window_opens(
+        tmp_path: Path, calib_text: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The window's list restores saved paths quietly, dropping those that are gone; ``--calib`` given now was
+    dropped the same way, and the window opened as if it had never been asked for."""
+    from shortgpt_desktop import app
+
+    missing = tmp_path / "notes.txt"
+    assert app.main(["--calib", str(calib_text), str(missing), "--settings-file", str(tmp_path / "s.ini")]) == 2
+    assert capsys.readouterr().err.strip() == f"The calibration path {missing} does not exist."

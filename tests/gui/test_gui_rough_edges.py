@@ -469,3 +469,16 @@ def test_a_link_loop_dropped_on_the_calibration_list_is_a_sentence(qtbot, window
         window.calibration_panel.add_paths([str(loop_a)])
     assert shown.args == [f"{loop_a} does not exist."] and window.calibration_panel.paths() == []
     window.last_dialog.close()
+
+
+def test_a_home_of_no_such_user_typed_as_the_model_is_a_sentence(qtbot, opened) -> None:
+    """``~user/...`` of an unknown user raised RuntimeError in Score's slot (the typed model compared with the open
+    one) and again when the window closed (the last model remembered), so the settings were not written."""
+    typed = "~no-such-user-shortgpt/model"
+    opened.model_panel.set_text(typed)
+    with qtbot.waitSignal(opened.errorShown, timeout=30_000) as shown:
+        opened.start_scoring()
+    assert f"{typed} does not exist" in shown.args[0]
+    opened.last_dialog.close()
+    opened.save_state()
+    assert opened.store.last_model() == typed

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import Hint, OutputError
 from ..model.sources import ModelSource
+from ..user_paths import expand_home
 
 #: What an earlier output of this app holds (its weights, config, tokenizer and card), and what a file browser
 #: leaves in any folder: ``force`` replaces a folder only when everything in it matches one of these. Named, not
@@ -251,7 +252,7 @@ def check_report_path(path: Path, sources: Sequence[str | Path] = ()) -> Path:
     except RuntimeError as exc:  # ~user for no such user
         raise OutputError(f"Cannot write {path}: {exc}.") from None
     for source in sources:
-        model = Path(source).expanduser()
+        model = expand_home(source)
         if not model.exists():  # a Hub id, or not there: nothing of it to overwrite here
             continue
         inside = model.is_dir() and path.parent.is_dir() and _is_within(path.parent.resolve(), model.resolve())

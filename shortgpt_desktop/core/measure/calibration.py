@@ -16,6 +16,7 @@ from typing import Any
 
 from ...format import human_bytes
 from ..errors import CalibrationError
+from ..user_paths import expand_home
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ def collect_files(paths: Iterable[str | Path], passed_over: list[str] | None = N
     """
     found: list[Path] = []
     for raw in paths:
-        path = Path(raw).expanduser()
+        path = expand_home(raw)
         if not path.exists():
             raise CalibrationError(f"The calibration path {path} does not exist.")
         if path.is_dir():

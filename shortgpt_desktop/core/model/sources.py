@@ -14,6 +14,7 @@ from shortgpt_desktop.core.formats.gguf_reader import check_gguf
 from shortgpt_desktop.core.formats.safetensors_reader import check_safetensors
 
 from ..errors import Cancelled, HubError, ModelSourceError
+from ..user_paths import expand_home
 
 #: (bytes_done, bytes_total) while a Hub download runs.
 DownloadProgress = Callable[[int, int], None]
@@ -115,7 +116,7 @@ def resolve(
 
 def _local_source(spec: str) -> ModelSource | None:
     """The model at the local path ``spec`` (None where there is no such file or folder)."""
-    path = Path(spec).expanduser()
+    path = expand_home(spec)
     if path.is_file():
         if path.suffix.lower() != ".gguf":
             raise ModelSourceError(
