@@ -70,7 +70,7 @@ def read_scores(path: str | Path) -> ImportedScores:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise ScoresFileError(f"{path} cannot be read ({exc}).") from None
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply for Python's parser
         raise ScoresFileError(f"{path} is not valid JSON ({exc}).") from None
     if not isinstance(data, dict) or not isinstance(data.get("n_layers"), int) or not data.get("scores"):
         raise ScoresFileError(f"{path} holds no layer scores: export them from ShortGPT Desktop first.")

@@ -482,3 +482,13 @@ def test_a_home_of_no_such_user_typed_as_the_model_is_a_sentence(qtbot, opened) 
     opened.last_dialog.close()
     opened.save_state()
     assert opened.store.last_model() == typed
+
+
+def test_a_scores_file_nested_too_deeply_is_a_sentence(tmp_path: Path) -> None:
+    """Python's JSON parser raises RecursionError, not ValueError, on nesting this deep: a traceback."""
+    from shortgpt_desktop.gui.scores_file import ScoresFileError, read_scores
+
+    deep = tmp_path / "scores.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
+    with pytest.raises(ScoresFileError, match="is not valid JSON"):
+        read_scores(deep)

@@ -152,12 +152,15 @@ def format_note(path: Path) -> str | None:
 
 
 def decode_bytes(data: bytes) -> str | None:
-    """UTF-8 (with or without BOM), UTF-16 with BOM, else a legacy 8-bit encoding; None for binary data."""
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        try:
-            return data.decode("utf-16")
-        except UnicodeDecodeError:
-            return None
+    """UTF-8 (with or without BOM), UTF-16 or UTF-32 with BOM, else a legacy 8-bit encoding; None for binary
+    data. UTF-32's little-endian BOM begins with UTF-16's, so it is looked for first (read as UTF-16, every other
+    character was a NUL)."""
+    for boms, codec in (((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff"), "utf-32"), ((b"\xff\xfe", b"\xfe\xff"), "utf-16")):
+        if data.startswith(boms):
+            try:
+                return data.decode(codec)
+            except UnicodeDecodeError:
+                return None
     if b"\x00" in data[:8192]:
         return None
     try:
@@ -211,7 +214,7 @@ def texts_from_file(path: Path, notes: list[str] | None = None, limit: int | Non
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                record = _json(line)
             except json.JSONDecodeError:
                 raise ValueError(f"line {number} is not JSON") from None
             if isinstance(record, dict) and isinstance(record.get("text"), str):
@@ -227,7 +230,7 @@ def texts_from_file(path: Path, notes: list[str] | None = None, limit: int | Non
         return out
     if suffix == ".json":
         try:
-            value = json.loads(text)
+            value = _json(text)
         except json.JSONDecodeError as exc:
             raise ValueError(f"it is not valid JSON ({exc.msg})") from None
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
@@ -238,10 +241,18 @@ def texts_from_file(path: Path, notes: list[str] | None = None, limit: int | Non
     return [text]
 
 
+def _json(text: str) -> Any:
+    """``json.loads``, with nesting too deep for Python's parser (RecursionError, a traceback) made a decode error."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", text, 0) from None
+
+
 def _notebook_cells(text: str) -> list[str]:
     """A Jupyter notebook's cells (code and Markdown), without the JSON, outputs and metadata around them."""
     try:
-        notebook = json.loads(text)
+        notebook = _json(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"it is not a valid notebook ({exc.msg})") from None
     cells = notebook.get("cells") if isinstance(notebook, dict) else None

@@ -146,6 +146,8 @@ def _folder_source(folder: Path, spec: str) -> ModelSource:
         raise ModelSourceError(f"{folder / 'config.json'} cannot be read ({exc.strerror or exc}).") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelSourceError(f"{folder / 'config.json'} is not valid JSON ({exc}).") from None
+    except RecursionError:
+        raise ModelSourceError(f"{folder / 'config.json'} is not a model config (it nests too deeply).") from None
     if (folder / "adapter_config.json").is_file():
         # transformers (with peft installed) applies the adapter while loading the whole model, but not one
         # layer at a time, and the save copies the base checkpoint: the scores and the saved model disagreed.
@@ -161,11 +163,15 @@ def _folder_source(folder: Path, spec: str) -> ModelSource:
 
 
 def find_weight_files(folder: Path) -> list[WeightFile]:
-    """The checkpoint files of a folder: safetensors (sharded via its index) first, legacy ``.bin`` else."""
+    """The checkpoint files of a folder: safetensors (sharded via its index) first, legacy ``.bin`` else; a single
+    file before an index, as transformers chooses (a stale index beside a whole ``model.safetensors`` was refused
+    for the shards it names, though transformers loads the single file and never reads the index)."""
     for fmt, index_name, single in (
         ("safetensors", "model.safetensors.index.json", "model.safetensors"),
         ("bin", "pytorch_model.bin.index.json", "pytorch_model.bin"),
     ):
+        if (folder / single).is_file():
+            return [WeightFile(folder / single, fmt, (folder / single).stat().st_size)]
         index = folder / index_name
         if index.is_file():
             try:
@@ -173,7 +179,7 @@ def find_weight_files(folder: Path) -> list[WeightFile]:
                 names = sorted(set(weight_map.values()))
                 if not all(isinstance(n, str) for n in names):
                     raise ValueError("a file name that is not a string")
-            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
                 raise ModelSourceError(f"{index} is not a valid checkpoint index ({exc}).") from None
             missing = [n for n in names if not (folder / n).is_file()]
             if missing:
@@ -182,8 +188,6 @@ def find_weight_files(folder: Path) -> list[WeightFile]:
                     f"starting with {missing[0]}."
                 )
             return [WeightFile(folder / n, fmt, (folder / n).stat().st_size) for n in names]
-        if (folder / single).is_file():
-            return [WeightFile(folder / single, fmt, (folder / single).stat().st_size)]
         others = sorted(folder.glob(f"*.{fmt}"))
         broken = [p for p in others if not p.is_file()]
         if broken:  # a link into a Hub cache whose blob is gone

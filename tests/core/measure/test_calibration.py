@@ -151,6 +151,26 @@ def test_decode_bytes() -> None:
     assert calibration.decode_bytes("x".encode("utf-16-le")) is None  # NULs without a BOM: binary
     assert calibration.decode_bytes(b"\xef\xbb\xbfbom") == "bom"
     assert calibration.decode_bytes("é".encode("cp1252")) == "é"
+    # UTF-32's little-endian BOM begins with UTF-16's: read as UTF-16, every other character was a NUL
+    assert calibration.decode_bytes("naïve 字".encode("utf-32")) == "naïve 字"
+    assert calibration.decode_bytes("\ufeffnaïve 字".encode("utf-32-be")) == "naïve 字"
+
+
+def test_json_nested_too_deeply_is_skipped_with_the_reason(tmp_path: Path) -> None:
+    """Python's JSON parser raises RecursionError, not a decode error, on nesting this deep: a traceback."""
+    good = tmp_path / "good.txt"
+    good.write_text(PROSE)
+    deep = "[" * 100_000 + "]" * 100_000
+    (tmp_path / "deep.json").write_text(deep)
+    (tmp_path / "deep.ipynb").write_text(deep)
+    (tmp_path / "deep.jsonl").write_text(json.dumps({"text": PROSE}) + "\n" + deep + "\n")
+    result = calibration.read_texts([good, *(tmp_path / f"deep.{s}" for s in ("json", "ipynb", "jsonl"))])
+    assert result.texts == [PROSE]
+    assert sorted(result.skipped) == sorted([
+        f"Skipped {tmp_path / 'deep.ipynb'}: it is not a valid notebook (nested too deeply).",
+        f"Skipped {tmp_path / 'deep.json'}: it is not valid JSON (nested too deeply).",
+        f"Skipped {tmp_path / 'deep.jsonl'}: line 2 is not JSON.",
+    ])
 
 
 def test_estimate_tokens(tmp_path: Path) -> None:

@@ -69,6 +69,32 @@ def test_sharded_index_with_missing_shard(tiny_model: Path, tmp_path: Path) -> N
         sources.resolve(str(folder))
 
 
+def test_a_stale_index_beside_a_whole_checkpoint_is_not_read(tiny_model: Path, tmp_path: Path) -> None:
+    """transformers loads ``model.safetensors`` where there is one and never reads an index beside it; a stale
+    index left from an earlier sharded download was refused for the shards it names."""
+    from transformers import AutoModelForCausalLM
+
+    folder = copy_model(tiny_model, tmp_path / "m")
+    index = {"metadata": {}, "weight_map": {"a": "model-00001-of-00002.safetensors"}}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    source = sources.resolve(str(folder))
+    assert [w.path.name for w in source.weight_files] == ["model.safetensors"]
+    assert AutoModelForCausalLM.from_pretrained(folder) is not None  # as transformers reads the folder
+
+
+def test_json_nested_too_deeply_is_one_sentence(tiny_model: Path, tmp_path: Path) -> None:
+    """Python's JSON parser raises RecursionError, not a decode error, on nesting this deep: a traceback."""
+    deep = "[" * 100_000 + "]" * 100_000
+    folder = copy_model(tiny_model, tmp_path / "m")
+    (folder / "model.safetensors").unlink()
+    (folder / "model.safetensors.index.json").write_text(deep)
+    with pytest.raises(ModelSourceError, match="is not a valid checkpoint index"):
+        sources.resolve(str(folder))
+    (folder / "config.json").write_text(deep)
+    with pytest.raises(ModelSourceError, match=r"config.json is not a model config \(it nests too deeply\)"):
+        sources.resolve(str(folder))
+
+
 def test_config_without_weights(tiny_model: Path, tmp_path: Path) -> None:
     folder = copy_model(tiny_model, tmp_path / "m")
     (folder / "model.safetensors").unlink()
