@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import fnmatch
+import hashlib
+import logging
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -24,6 +28,8 @@ MODEL_FILES = ("config.json", "generation_config.json", "model*.safetensors", "m
                "chat_template.json", "README.md", ".gitattributes", ".DS_Store", "Thumbs.db", "desktop.ini")
 #: The tag in the front matter of the model card this app writes (``report.model_card``).
 CARD_TAG = "- shortgpt"
+
+log = logging.getLogger(__name__)
 
 
 def not_model_files(folder: Path) -> list[str]:
@@ -140,7 +146,7 @@ def _check_creatable(out: Path) -> None:
     if not parent.is_dir():
         raise OutputError(f"Cannot create {out}: {parent} is a file, not a folder.")
     try:  # named as the save names it, so that a name too long for the disk is refused now
-        Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=parent)).rmdir()
+        Path(tempfile.mkdtemp(prefix=_partial_prefix(out), dir=parent)).rmdir()
     except OSError as exc:
         raise OutputError(f"Cannot create {out}: {_reason(exc)}.") from None
 
@@ -156,7 +162,9 @@ def output_folder(out: Path, force: bool = False) -> Iterator[Path]:
     """
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        temp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        for abandoned in remove_abandoned(out):
+            log.info("Removed %s, left by a save to %s whose process was killed.", abandoned, out)
+        temp = Path(tempfile.mkdtemp(prefix=_partial_prefix(out), dir=out.parent))
     except OSError as exc:
         raise OutputError(f"Cannot create {out}: {_reason(exc)}.") from None
     with suppress(OSError):  # a disk that keeps no modes (some network and Windows-formatted drives): as made
@@ -171,6 +179,50 @@ def output_folder(out: Path, force: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
+
+
+def _partial_prefix(out: Path) -> str:
+    """How the folder a save writes into beside ``out`` begins: it names this machine and this process, so that a
+    later save can tell a folder whose job was killed from one another job is still writing."""
+    return f".{out.name}.partial-{_host_tag()}-{os.getpid()}-"
+
+
+def _host_tag() -> str:
+    return hashlib.sha1(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:6]
+
+
+def remove_abandoned(out: Path) -> list[Path]:
+    """Remove the folders that saves to ``out`` from this machine left when their process was killed (a SIGKILL,
+    a power cut, the window killed from a task manager): each is hidden and may hold a whole model. A folder whose
+    process still runs, or that another machine made (a shared disk), is left alone. POSIX only: on Windows
+    ``os.kill(pid, 0)`` would end the process it asks about."""
+    if os.name != "posix":
+        return []
+    pattern = re.compile(rf"\.{re.escape(out.name)}\.partial-{_host_tag()}-(\d+)-")
+    try:
+        entries = list(out.parent.iterdir())
+    except OSError:
+        return []
+    removed = []
+    for entry in entries:
+        found = pattern.match(entry.name)
+        if found and entry.is_dir() and not entry.is_symlink() and not _running(int(found[1])):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine (POSIX): signal 0 checks without sending anything."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):  # another user's process (it runs), or no pid this app wrote: left alone
+        return True
+    return True
 
 
 def _check_still_replaceable(out: Path, force: bool) -> None:

@@ -275,3 +275,37 @@ def test_the_folder_holding_a_linked_gguf_holds_the_source(tmp_path: Path) -> No
     with pytest.raises(OutputError, match="contains the source model"):
         of.check_output_folder(snap, source, force=True)
     assert of.check_output_folder(tmp_path / "out", source, force=False) == (tmp_path / "out").resolve()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="whether a process runs is asked on POSIX only")
+def test_a_save_removes_what_a_killed_save_left_and_nothing_else(tmp_path: Path) -> None:
+    """A save killed outright (SIGKILL, a power cut) left its hidden ``.out.partial-*`` folder, a model's size, for
+    good. The next save to the same output removes it, but not a folder another process is still writing, one
+    from another machine (a shared disk), nor one of another output's."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    with of.output_folder(out) as temp:  # as a save names it: this machine and this process
+        ours = temp.name
+    assert ours.startswith(f".out.partial-{of._host_tag()}-{os.getpid()}-")
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(ended.stdout)
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        host = of._host_tag()
+        killed = tmp_path / f".out.partial-{host}-{dead}-abc123"
+        (killed / "sub").mkdir(parents=True)
+        (killed / "sub" / "model.safetensors").write_bytes(b"x" * 1000)
+        kept = [tmp_path / f".out.partial-{host}-{running.pid}-def456",  # still being written
+                tmp_path / f".out.partial-{'0' * 6 if host != '0' * 6 else '1' * 6}-{dead}-ghi789",  # another machine
+                tmp_path / f".other.partial-{host}-{dead}-jkl012"]  # another output's
+        for folder in kept:
+            folder.mkdir()
+        with of.output_folder(out, force=True) as temp:
+            (temp / "model.safetensors").write_text("new")
+        assert not killed.exists() and all(folder.is_dir() for folder in kept)
+        assert (out / "model.safetensors").read_text() == "new"
+    finally:
+        running.kill()
+        running.wait()
