@@ -216,7 +216,9 @@ class MainWindow(QMainWindow):
             act = QAction(text, self)
             if shortcut is not None:
                 act.setShortcut(QKeySequence(shortcut))
-            act.triggered.connect(slot)
+            # triggered(bool) would pass its checked flag as the slot's first argument: Export scores… took False
+            # for the path to write and raised instead of asking for one.
+            act.triggered.connect(lambda _checked=False: slot())
             return act
 
         file_menu = self.menuBar().addMenu("&File")

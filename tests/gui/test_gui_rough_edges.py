@@ -404,8 +404,12 @@ def test_xcb_library_list_matches_the_installed_plugin() -> None:
 
 
 def test_scores_export_and_import_for_the_same_model(qtbot, opened, make_window, gui_model: Path,
-                                                     tmp_path: Path) -> None:
+                                                     tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the File menu's actions, as a user does it: their triggered(bool) passed False as the path, and both
+    raised in the slot instead of asking for a file."""
     import json
+
+    from shortgpt_desktop.gui import dialogs
 
     window = opened
     with qtbot.waitSignal(window.jobFinished, timeout=60_000):
@@ -415,7 +419,10 @@ def test_scores_export_and_import_for_the_same_model(qtbot, opened, make_window,
     assert window.export_action.isEnabled()
     out = tmp_path / "export"
     out.mkdir()
-    path = window.export_scores(out / "scores.json")
+    path = out / "scores.json"
+    monkeypatch.setattr(dialogs, "ask_scores_save_path", lambda parent, suggestion: str(path))
+    window.export_action.trigger()
+    assert window.dialogs == []
     data = json.loads(path.read_text(encoding="utf-8"))
     scores = window.engine.scores
     assert data["metric"] == "bi" and data["n_layers"] == 6 and data["partial"] is False
@@ -429,8 +436,9 @@ def test_scores_export_and_import_for_the_same_model(qtbot, opened, make_window,
     with qtbot.waitSignal(fresh.jobFinished, timeout=60_000):
         fresh.open_model(str(gui_model))
     fresh.settings_panel.set_values({"metric": "angular"})
+    monkeypatch.setattr(dialogs, "ask_scores_open_path", lambda parent, start: str(path))
     with qtbot.waitSignal(fresh.jobFinished, timeout=60_000) as imported:
-        fresh.import_scores(path)
+        fresh.import_action.trigger()
     assert imported.args == ["import", "ok"]
     assert fresh.chart.scores == scores.scores and fresh.engine.scores.metric == "bi"
     assert fresh.settings_panel.values()["metric"] == "bi"
