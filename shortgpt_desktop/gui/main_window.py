@@ -454,6 +454,13 @@ class MainWindow(QMainWindow):
         text = text.strip()
         if self.busy or not text:
             return
+        source = self.engine.source
+        if source is not None and self.engine.scores is not None and model_key(text) == model_key(source.spec):
+            # Enter in the field, Open, or the same recent entry: reopening would throw the scores away (hours of
+            # a big model's scoring), the plan and the check with them, for the model that is open already.
+            self.model_panel.set_text(source.spec)
+            self.statusBar().showMessage(f"{source.display_name} is open already; its scores are kept.", 10000)
+            return
         self.model_panel.set_text(text)
         self._after_open = then
         spec = self.job_spec(model=text)
@@ -855,7 +862,8 @@ class MainWindow(QMainWindow):
         self._show_final(plan)
         self.last_saved = Path(result.folder)
         self.store.set_save_dir(str(self.last_saved.parent))
-        message = (f"Saved the pruned model ({len(self.plan.removed) if self.plan else 0} layers removed, "
+        removed = len(self.plan.removed) if self.plan else 0
+        message = (f"Saved the pruned model ({removed} layer{'s' if removed != 1 else ''} removed, "
                    f"{human_bytes(model_bytes(result.folder, result.files))}) to {result.folder}")
         log.info(message)
         self.statusBar().showMessage(message, 15000)

@@ -314,3 +314,4 @@ class SettingsPanel(QGroupBox):
         """Settings are fixed while a job runs: the job uses the values it started with."""
         for box in self._boxes():
             box.setEnabled(not busy)
+        self.refit_box.setEnabled(not busy and self.repair_box.isChecked())  # a refit is on top of the repair

@@ -500,3 +500,25 @@ def test_a_scores_file_nested_too_deeply_is_a_sentence(tmp_path: Path) -> None:
     deep.write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
     with pytest.raises(ScoresFileError, match="is not valid JSON"):
         read_scores(deep)
+
+
+def test_enter_on_the_open_model_keeps_its_scores(qtbot, opened, gui_model: Path) -> None:
+    """Enter in the unchanged field, or the same model picked again, reopened it: the scores, the plan and the
+    check were thrown away without a word (hours of a big model's scoring)."""
+    from PySide6.QtCore import Qt
+    from PySide6.QtTest import QTest
+
+    window = opened
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.start_scoring()
+    window.plan_panel.set_count(2, emit=True)
+    qtbot.waitUntil(lambda: window.plan is not None, timeout=3000)
+    scores, plan = window.engine.scores, window.plan
+    edit = window.model_panel.field.lineEdit()
+    edit.setText(f"{gui_model}/")  # the same folder, typed another way
+    QTest.keyClick(edit, Qt.Key.Key_Return)
+    window.model_panel.modelChosen.emit(str(gui_model))  # picked again from the recent list
+    qtbot.wait(50)
+    assert not window.busy and window.engine.scores is scores and window.plan is plan
+    assert window.save_button.isEnabled() and "open already" in window.statusBar().currentMessage()
+    assert window.model_panel.text == str(gui_model)

@@ -137,3 +137,19 @@ def test_a_cancelled_rescore_that_reloaded_does_not_say_nothing_changed(qtbot, o
     assert window.engine.scores is None  # the premise: the reload dropped them
     assert "nothing changed" not in window.statusBar().currentMessage()
     assert window.plan is None and not window.save_button.isEnabled()
+
+
+def test_the_refit_box_stays_off_after_a_job_while_the_repair_is_off(qtbot) -> None:
+    """A job ending enabled every setting, the refit too although it refits on top of a repair that was off; a
+    click on it then marked the check stale for a setting that changed nothing."""
+    from shortgpt_desktop.gui.settings_panel import SettingsPanel
+
+    panel = SettingsPanel()
+    qtbot.addWidget(panel)
+    panel.repair_box.setChecked(False)
+    assert not panel.refit_box.isEnabled()
+    panel.set_busy(True)
+    panel.set_busy(False)
+    assert not panel.refit_box.isEnabled() and panel.repair_box.isEnabled()
+    panel.repair_box.setChecked(True)
+    assert panel.refit_box.isEnabled()
