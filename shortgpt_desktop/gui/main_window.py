@@ -435,7 +435,10 @@ class MainWindow(QMainWindow):
 
     def _on_probed(self, choices: list) -> None:
         self.probe_error = None
-        self.settings_panel.set_devices(choices)
+        missing = self.settings_panel.set_devices(choices, probed=True)
+        if missing is not None:
+            self.statusBar().showMessage(f"The device chosen last time ({missing}) is not here; jobs use "
+                                         f"{self.settings_panel.device_label()}.", 15000)
         self._update_status()
         self.devicesProbed.emit()
 

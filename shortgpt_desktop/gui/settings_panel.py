@@ -234,8 +234,13 @@ class SettingsPanel(QGroupBox):
         box.setKeyboardTracking(False)  # one change per finished edit, not per keystroke
         return box
 
-    def set_devices(self, choices: Sequence[DeviceChoice]) -> None:
-        """Replace the device list, keeping the current choice when it is still offered."""
+    def set_devices(self, choices: Sequence[DeviceChoice], probed: bool = False) -> str | None:
+        """Replace the device list, keeping the current choice when it is still offered.
+
+        Before the probe (``probed`` False) a saved GPU not listed yet is kept for when it appears; once the probe
+        has listed the devices there are, it is dropped and returned, so that what the box shows is what a job
+        uses (the box said Auto while the jobs asked for the missing ``cuda:0``, and failed).
+        """
         current = self._wanted_device or self.device_box.currentData() or "auto"
         self.device_box.blockSignals(True)
         self.device_box.clear()
@@ -244,9 +249,11 @@ class SettingsPanel(QGroupBox):
         index = self.device_box.findData(current)
         self.device_box.setCurrentIndex(max(index, 0))
         self.device_box.blockSignals(False)
-        self._wanted_device = current if index < 0 else None
+        missing = current if index < 0 else None
+        self._wanted_device = missing if not probed else None
         if self.follow_device():  # a GPU appeared (or went): the suggested preset changes with it
             self.changed.emit("preset")
+        return missing if probed else None
 
     def device_label(self) -> str:
         """The chosen device as the box shows it (e.g. "GPU 0: NVIDIA …")."""

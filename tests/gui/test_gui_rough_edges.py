@@ -522,3 +522,22 @@ def test_enter_on_the_open_model_keeps_its_scores(qtbot, opened, gui_model: Path
     assert not window.busy and window.engine.scores is scores and window.plan is plan
     assert window.save_button.isEnabled() and "open already" in window.statusBar().currentMessage()
     assert window.model_panel.text == str(gui_model)
+
+
+def test_a_saved_gpu_the_probe_does_not_find_is_dropped_and_said(qtbot, make_window, settings: QSettings,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings saved on a machine with a GPU (or before a driver went): the box said Auto while every job asked
+    for the missing cuda:0 and failed, choosing Auto again changed nothing, and cuda:0 was saved again on close."""
+    import json
+
+    from shortgpt_desktop.gui import main_window
+    from shortgpt_desktop.gui.system import INITIAL_DEVICES
+
+    settings.setValue("job/settings", json.dumps({"device": "cuda:0"}))
+    monkeypatch.setattr(main_window, "probe_devices", lambda: list(INITIAL_DEVICES))  # a CPU-only machine
+    window = make_window(probe=True, fast=False)
+    qtbot.waitUntil(lambda: "not here" in window.statusBar().currentMessage(), timeout=30_000)
+    assert window.settings_panel.values()["device"] == "auto"
+    assert "(cuda:0) is not here; jobs use Auto" in window.statusBar().currentMessage()
+    window.save_state()
+    assert json.loads(settings.value("job/settings"))["device"] == "auto"
