@@ -174,6 +174,7 @@ class CalibrationPanel(QGroupBox):
         self.skipped_label.setVisible(False)
         self._skipped: dict[str, list[str]] = {}  # source path → sentences, from reading it when added
         self._scored_skips: list[str] = []  # sentences the last scoring reported
+        self._missing: list[str] = []  # restored sources not found (see set_sources)
         buttons = QHBoxLayout()
         buttons.addWidget(self.add_files_button)
         buttons.addWidget(self.add_folder_button)
@@ -199,12 +200,22 @@ class CalibrationPanel(QGroupBox):
         return [*self.paths(), *([BUILTIN_CORPUS] if self.builtin.isChecked() else [])]
 
     def set_sources(self, sources: list[str]) -> None:
+        """Restore saved sources. One that is not there now (a drive not mounted) is left out of the list, said
+        under it, and kept in :meth:`stored_sources` until the user changes the list: it was dropped without a
+        word, and the list saved on closing lost it for good."""
         self.list.clear()
         self.builtin.blockSignals(True)
         self.builtin.setChecked(BUILTIN_CORPUS in sources)
         self.builtin.blockSignals(False)
-        self.add_paths([s for s in sources if s != BUILTIN_CORPUS and Path(s).exists()], quiet=True)
+        own = [s for s in sources if s != BUILTIN_CORPUS]
+        self.add_paths([s for s in own if expand_home(s).exists()], quiet=True)
         self._emit_changed()
+        self._missing = [s for s in own if not expand_home(s).exists()]
+        self._update_skipped()
+
+    def stored_sources(self) -> list[str]:
+        """What to save for the next start: :meth:`sources` and the restored sources that were not found."""
+        return [*self.paths(), *self._missing, *([BUILTIN_CORPUS] if self.builtin.isChecked() else [])]
 
     def estimated_tokens(self) -> int:
         total = sum(int(self.list.topLevelItem(i).data(2, Qt.ItemDataRole.UserRole) or 0)
@@ -263,7 +274,8 @@ class CalibrationPanel(QGroupBox):
     def skipped(self) -> list[str]:
         """Every sentence about what the engine leaves out of the listed sources (added or scored)."""
         listed = set(self.paths())
-        sentences = [s for path, notes in self._skipped.items() if path in listed for s in notes]
+        sentences = [f"{path} was not found; it is left out." for path in self._missing]
+        sentences += [s for path, notes in self._skipped.items() if path in listed for s in notes]
         return sentences + [s for s in self._scored_skips if s not in sentences]
 
     def set_scored_skips(self, sentences: list[str]) -> None:
@@ -304,6 +316,7 @@ class CalibrationPanel(QGroupBox):
 
     def _emit_changed(self) -> None:
         self._scored_skips = []  # about the sources of the last pass, which changed
+        self._missing = []  # the user changed the list they saw
         self._update_summary()
         self._update_skipped()
         self.changed.emit()

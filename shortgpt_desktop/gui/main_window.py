@@ -284,7 +284,7 @@ class MainWindow(QMainWindow):
         store.set_settings(self.settings_panel.values())
         store.set_recent_models(self.model_panel.recent())
         store.set_last_model(model_key(self.model_panel.text))
-        store.set_calibration(self.calibration_panel.sources())
+        store.set_calibration(self.calibration_panel.stored_sources())
         store.set_prompt(self.compare_panel.prompt_text())
         store.sync()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -244,3 +245,28 @@ def test_a_calibration_path_that_is_not_there_is_said_before_the_window_opens(
     missing = tmp_path / "notes.txt"
     assert app.main(["--calib", str(calib_text), str(missing), "--settings-file", str(tmp_path / "s.ini")]) == 2
     assert capsys.readouterr().err.strip() == f"The calibration path {missing} does not exist."
+
+
+def test_saved_calibration_that_is_not_there_now_is_said_and_kept(make_window, settings: QSettings,
+                                                                  calib_text: Path, tmp_path: Path) -> None:
+    """A saved source on a drive not mounted now was dropped without a word (Score then said the set was empty),
+    and the list saved on closing lost it for good."""
+    away = tmp_path / "usb" / "notes.txt"
+    settings.setValue("calibration/sources", json.dumps([str(calib_text), str(away)]))
+    first = make_window(fast=False)
+    assert first.calibration_panel.sources() == [str(calib_text)]
+    assert first.calibration_panel.skipped_label.isVisibleTo(first)
+    assert f"{away} was not found; it is left out." in first.calibration_panel.skipped()
+    first.close()
+    away.parent.mkdir()
+    away.write_text(calib_text.read_text(encoding="utf-8"), encoding="utf-8")  # the drive is back
+    second = make_window(fast=False)
+    assert second.calibration_panel.sources() == [str(calib_text), str(away)]
+    assert not any("not found" in s for s in second.calibration_panel.skipped())
+    # Once the user changes the list they see, what was not found is no longer kept.
+    away.unlink()
+    second.close()
+    third = make_window(fast=False)
+    third.calibration_panel.builtin.setChecked(True)
+    third.close()
+    assert make_window(fast=False).calibration_panel.stored_sources() == [str(calib_text), "builtin"]
