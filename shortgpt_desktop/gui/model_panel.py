@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QUrl, Signal
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import (
     QComboBox,
@@ -39,6 +39,19 @@ def model_key(text: str) -> str:
             return str(path.resolve())
     except (RuntimeError, OSError):  # ~user for no such user, a link loop, a folder one may not enter
         pass  # kept as typed: opening it says what is wrong
+    return text
+
+
+def typed_model(text: str) -> str:
+    """The model named in the field as it is meant: a path pasted with its quotes (Windows Explorer's "Copy as
+    path" adds them) or as a ``file://`` URL (copied from a browser or a file manager) was "does not exist"."""
+    text = text.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        text = text[1:-1].strip()
+    if text.lower().startswith("file:"):
+        local = QUrl(text).toLocalFile()
+        if local:
+            text = local
     return text
 
 
@@ -133,7 +146,7 @@ class ModelPanel(QGroupBox):
 
     @property
     def text(self) -> str:
-        return self.field.currentText().strip()
+        return typed_model(self.field.currentText())
 
     def set_text(self, text: str) -> None:
         self.field.setEditText(text)

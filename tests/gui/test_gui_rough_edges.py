@@ -541,3 +541,16 @@ def test_a_saved_gpu_the_probe_does_not_find_is_dropped_and_said(qtbot, make_win
     assert "(cuda:0) is not here; jobs use Auto" in window.statusBar().currentMessage()
     window.save_state()
     assert json.loads(settings.value("job/settings"))["device"] == "auto"
+
+
+def test_a_model_path_pasted_with_quotes_or_as_a_file_url_opens(qtbot, window, gui_model: Path) -> None:
+    """Windows Explorer's "Copy as path" adds quotes, a browser or file manager copies a file:// URL: both were
+    "does not exist" for a folder that exists."""
+    from PySide6.QtCore import QUrl
+
+    for pasted in (f'"{gui_model}"', f"'{gui_model}' ", QUrl.fromLocalFile(str(gui_model)).toString()):
+        window.model_panel.set_text(pasted)
+        with qtbot.waitSignal(window.jobFinished, timeout=60_000) as opened:
+            window.model_panel.modelChosen.emit(window.model_panel.text)
+        assert opened.args == ["open", "ok"], pasted
+        assert window.model_panel.text == str(gui_model) and window.engine.source.folder == gui_model
