@@ -503,11 +503,19 @@ class MainWindow(QMainWindow):
                  info.n_layers, f"{info.n_params:,}")
 
     def _on_open_failed(self, failure: Failure) -> None:
+        self._show_open_model()
         self.model_panel.set_message(failure.message)
         self.show_error("The model cannot be opened", failure)
 
     def _on_open_cancelled(self) -> None:
+        self._show_open_model()
         self.model_panel.set_message("Opening was cancelled.")
+
+    def _show_open_model(self) -> None:
+        """After an open that did not happen, the field names the model the window still holds: Save and Check
+        act on it, and the field naming the other model made its plan look like that one's."""
+        if self.engine.source is not None:
+            self.model_panel.set_text(self.engine.source.spec)
 
     # ---------------------------------------------------------------------------------------------- score
 

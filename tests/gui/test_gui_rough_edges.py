@@ -488,6 +488,7 @@ def test_a_home_of_no_such_user_typed_as_the_model_is_a_sentence(qtbot, opened) 
         opened.start_scoring()
     assert f"{typed} does not exist" in shown.args[0]
     opened.last_dialog.close()
+    opened.model_panel.set_text(typed)
     opened.save_state()
     assert opened.store.last_model() == typed
 
@@ -554,3 +555,20 @@ def test_a_model_path_pasted_with_quotes_or_as_a_file_url_opens(qtbot, window, g
             window.model_panel.modelChosen.emit(window.model_panel.text)
         assert opened.args == ["open", "ok"], pasted
         assert window.model_panel.text == str(gui_model) and window.engine.source.folder == gui_model
+
+
+def test_a_failed_open_leaves_the_open_models_name_in_the_field(qtbot, opened, gui_model: Path,
+                                                               tmp_path: Path) -> None:
+    """Save and Check act on the model the window holds; the field kept naming the model that failed to open, so
+    its plan and its Save's suggested name looked like the other model's."""
+    window = opened
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.start_scoring()
+    missing = tmp_path / "other-model"
+    window.model_panel.set_text(str(missing))
+    with qtbot.waitSignal(window.errorShown, timeout=30_000) as shown:
+        window.model_panel.modelChosen.emit(window.model_panel.text)
+    window.last_dialog.close()
+    said = f"{missing} does not exist"
+    assert said in shown.args[0] and said in window.model_panel.message.text()
+    assert window.model_panel.text == str(gui_model) and window.engine.scores is not None
