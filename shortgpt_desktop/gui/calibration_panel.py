@@ -138,6 +138,17 @@ class DropList(QTreeWidget):
         painter.end()
 
 
+def looks_like_a_model(path: Path) -> bool:
+    """A ``.gguf`` file, or a folder with a ``config.json`` and weights: a model dropped on the wrong list."""
+    if path.is_file():
+        return path.suffix.lower() == ".gguf"
+    try:
+        return (path / "config.json").is_file() and any(
+            next(path.glob(pattern), None) is not None for pattern in ("*.safetensors", "*.bin", "*.gguf"))
+    except OSError:
+        return False
+
+
 def _resolved(path: Path) -> str:
     """``path`` with its links followed, or as given where they loop (resolve() raises RuntimeError there)."""
     try:
@@ -238,6 +249,9 @@ class CalibrationPanel(QGroupBox):
                 continue
             if not path.exists():  # a link loop too
                 self.problem.emit(f"{path} does not exist.")
+                continue
+            if looks_like_a_model(path):  # its tokenizer.json was listed as millions of tokens of text
+                self.problem.emit(f"{path} is a model, not text: open it in the Model box instead.")
                 continue
             try:
                 size, files, tokens = describe_path(str(path))

@@ -572,3 +572,17 @@ def test_a_failed_open_leaves_the_open_models_name_in_the_field(qtbot, opened, g
     said = f"{missing} does not exist"
     assert said in shown.args[0] and said in window.model_panel.message.text()
     assert window.model_panel.text == str(gui_model) and window.engine.scores is not None
+
+
+def test_a_model_dropped_on_the_calibration_list_is_pointed_to_the_model_box(qtbot, window, gui_model: Path,
+                                                                             tmp_path: Path) -> None:
+    """A model folder was listed as text (its tokenizer.json as thousands of tokens, millions on a real model)
+    and Score then failed; a .gguf file was listed with 0 tokens."""
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(60))
+    for model in (gui_model, gguf):
+        with qtbot.waitSignal(window.errorShown, timeout=10_000) as shown:
+            window.calibration_panel.add_paths([str(model)])
+        assert shown.args == [f"{model} is a model, not text: open it in the Model box instead."]
+        window.last_dialog.close()
+    assert window.calibration_panel.paths() == []
