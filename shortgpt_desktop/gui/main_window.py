@@ -327,6 +327,9 @@ class MainWindow(QMainWindow):
         self.calibration_panel.set_busy(busy)
         self.settings_panel.set_busy(busy)
         self.plan_panel.set_busy(busy)
+        # The check generates from the prompt it started with: an edit meanwhile showed that continuation under
+        # another prompt. Read-only, not disabled, so that Esc there still cancels.
+        self.compare_panel.prompt.setReadOnly(busy)
         scroll.setValue(position)
         if not busy and self._focus_before_job is not None:
             widget, self._focus_before_job = self._focus_before_job, None

@@ -153,3 +153,14 @@ def test_the_refit_box_stays_off_after_a_job_while_the_repair_is_off(qtbot) -> N
     assert not panel.refit_box.isEnabled() and panel.repair_box.isEnabled()
     panel.repair_box.setChecked(True)
     assert panel.refit_box.isEnabled()
+
+
+def test_the_prompt_cannot_be_edited_while_a_job_runs(qtbot, opened) -> None:
+    """The check generates from the prompt it started with: an edit meanwhile showed that continuation under
+    another prompt."""
+    window = opened
+    prompt = window.compare_panel.prompt
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.start_scoring()
+        assert window.busy and prompt.isReadOnly() and prompt.isEnabled()
+    assert not prompt.isReadOnly()
