@@ -72,7 +72,7 @@ class PlanPanel(QGroupBox):
         grid = QGridLayout(self)
         grid.addWidget(self.slider, 0, 0, 1, 2)
         grid.addWidget(self.count_label, 0, 2)
-        grid.addWidget(QLabel("Layers:", self), 1, 0)
+        grid.addWidget(QLabel("Removed layers:", self), 1, 0)
         grid.addWidget(self.layers_label, 1, 1, 1, 2)
         grid.addWidget(QLabel("Parameters:", self), 2, 0)
         grid.addWidget(self.params_label, 2, 1, 1, 2)
@@ -195,7 +195,7 @@ class PlanPanel(QGroupBox):
         how = " · chosen by hand" if manual else ""
         if not manual and plan.notes and plan.notes[0].startswith("not yet checked"):
             how = " · checked on Check/Save"
-        self.count_label.setText(f"<b>{k}</b> of {n} layers ({100 * k / n:.0f} %, never rounded up){how}")
+        self.count_label.setText(f"<b>{k}</b> of {n} layers ({100 * k / n:.0f} %){how}")
         self.count_label.setToolTip("\n".join(plan.notes))
         self.layers_label.setText(layer_list(plan.removed) if k else "none")
         self.layers_label.setToolTip(", ".join(map(str, plan.removed)))
