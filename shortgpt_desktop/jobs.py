@@ -17,7 +17,7 @@ from .core.cut.plan import (
 )
 from .core.cut.surgery import layer_sizes
 from .core.engine import Engine
-from .core.errors import PlanError, UserError
+from .core.errors import ModelSourceError, PlanError, UserError
 from .core.formats.output_folder import check_output_folder
 from .core.measure.metrics import get_metric
 from .core.measure.quiz import marked, model_answers, quiz_prompts
@@ -203,8 +203,15 @@ def run_eval(engine: Engine, spec: JobSpec, other: str | None = None, progress: 
     if other:  # found (its header read) before the first model's passes: a wrong path costs nothing
         other_spec = dataclasses.replace(spec, model=other, revision=None, eval_text=None)
         second = Engine()
-        second.open(other_spec, progress, cancel)
+        other_info = second.open(other_spec, progress, cancel)
     info = engine.open(spec, progress, cancel)
+    if second is not None and other_info.vocab_size != info.vocab_size:
+        # Its tokens are the first model's: ids past its vocabulary raised IndexError (a traceback), and
+        # perplexities over two tokenizations would not compare anyway.
+        raise ModelSourceError(
+            f"{other} has a vocabulary of {other_info.vocab_size:,} tokens and {spec.model} one of "
+            f"{info.vocab_size:,}: they do not share a tokenizer, so they cannot be measured on the same tokens; "
+            "compare a model with a pruned copy of it.")
     if on_info is not None:
         on_info(info)
     loaded, tokens = engine.held_out(spec, progress, cancel)

@@ -274,6 +274,21 @@ def test_bad_inputs_are_one_line_and_write_nothing(
         p.name for p in tiny_model.iterdir() if p.name != "sub")
 
 
+def test_eval_against_a_model_of_another_vocabulary_is_one_sentence(tiny_model: Path, small_calib: Path,
+                                                                    tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """The second model is fed the first one's tokens: ids past its vocabulary raised IndexError, a traceback (the
+    README's own example compared two models of different vocabularies)."""
+    from shortgpt_desktop.core.testing.tiny_models import TINY_LLAMA, build_tiny_model
+
+    small = build_tiny_model(tmp_path / "small-vocab", config_overrides={**TINY_LLAMA, "vocab_size": 300})
+    line = bad(capsys, "eval", str(tiny_model), "--against", str(small), "--calib", str(small_calib),
+               "--seq-len", "32", "-q")
+    assert line.endswith(f"{small} has a vocabulary of 300 tokens and {tiny_model} one of 512: they do not share a "
+                         "tokenizer, so they cannot be measured on the same tokens; compare a model with a pruned "
+                         "copy of it.")
+
+
 def test_ctrl_c_exits_130_and_leaves_no_output(tiny_model: Path, valid_text: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = subprocess.Popen(
