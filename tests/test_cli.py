@@ -459,3 +459,17 @@ def test_a_run_starting_at_layer_0_says_not_repaired_once(tiny_model: Path, smal
     assert line.count("not repaired") == 1 and "removed 2 of 6 layers (33%): 0,3" in out
     card = (tmp_path / "out" / "README.md").read_text(encoding="utf-8")
     assert card.count("not repaired") == 1
+
+
+def test_a_refit_a_family_cannot_have_is_said(tiny_family, small_calib: Path, tmp_path: Path,
+                                              capfd: pytest.CaptureFixture[str]) -> None:
+    """OPT's MLP is not one module: --repair refit kept the linear repair alone, and nothing said so (the README
+    promises it does)."""
+    from shortgpt_desktop.core.cut.mlp_refit import NOTE_NO_MLP_MODULE
+
+    report = tmp_path / "opt.json"
+    assert cli.main(["prune", str(tiny_family("opt")), "--remove", "2", "--repair", "refit", "--no-eval", "--calib",
+                     str(small_calib), "--samples", "4", "--seq-len", "32", "--out", str(tmp_path / "out"),
+                     "--json", str(report)]) == 0
+    assert f"warning: {NOTE_NO_MLP_MODULE}" in capfd.readouterr().out
+    assert json.loads(report.read_text())["warnings"] == [NOTE_NO_MLP_MODULE]

@@ -27,6 +27,7 @@ from . import pipeline
 from .backends import ops
 from .backends.base import Backend, InMemory, backend_class, open_backend
 from .cut.fitted_repairs import FittedRepairs
+from .cut.mlp_refit import NOTE_NO_MLP_MODULE
 from .cut.plan import LayerSizes, PrunePlan, apply_sizes, check_layer_list, count_for_ratio, make_plan, max_removable
 from .cut.surgery import layer_sizes
 from .errors import CalibrationError, Cancelled, PlanError, ResourceError, UserError
@@ -1082,6 +1083,8 @@ class Engine:
             ]
             if adjusted.refit is not None:
                 report.timings["refit"] = adjusted.step_seconds.get("refit", adjusted.refit.seconds)
+                if NOTE_NO_MLP_MODULE in adjusted.refit.notes:  # asked for, and not done: said (OPT)
+                    report.warnings.append(NOTE_NO_MLP_MODULE)
                 if adjusted.refit.chat is not None:
                     report.refit_chat = dataclasses.asdict(adjusted.refit.chat)
             # What the step took in this job: nothing when bi+ had fitted this very repair while choosing.

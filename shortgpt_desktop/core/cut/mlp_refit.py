@@ -65,7 +65,8 @@ CHECK_EVERY = 50
 #: Steps at least, for a small calibration set (the best held-out step guards against fitting it too closely).
 MIN_STEPS = 200
 
-NOTE_NO_MLP_MODULE = "this family's MLP is not one module; the linear repair only"
+NOTE_NO_MLP_MODULE = ("The MLP refit was not done: this family's MLP is not one module, so the linear repair alone is "
+                      "saved.")
 STAGE = "refit"
 
 
