@@ -195,8 +195,8 @@ def run_eval(engine: Engine, spec: JobSpec, other: str | None = None, progress: 
     """
     started = time.perf_counter()
     # Nothing is scored, chosen or repaired: the memory estimate (and the way the model runs) counts neither
-    # bi+'s caches nor the repair's streams.
-    spec = dataclasses.replace(spec, metric="bi", repair="none")
+    # bi+'s caches nor the repair's streams, nor calibration samples (a text short of --samples was warned about).
+    spec = dataclasses.replace(spec, metric="bi", repair="none", samples=1)
     _checked_before_model(spec, text=True, on_note=on_note)
     second: Engine | None = None
     other_spec = None

@@ -383,8 +383,16 @@ def test_eval_counts_neither_bi_plus_nor_the_repair_in_its_memory(tiny_model: Pa
     assert spec.metric == "bi+" and spec.repair == "linear", "the defaults this test is about"
     seen: list[Any] = []
     run_eval(Engine(), spec, on_info=seen.append)
-    plain = Engine().open(replace(spec, metric="bi", repair="none")).memory_needed_bytes
+    plain = Engine().open(replace(spec, metric="bi", repair="none", samples=1)).memory_needed_bytes
     assert seen[0].memory_needed_bytes == plain < Engine().open(spec).memory_needed_bytes
+
+
+def test_eval_does_not_warn_of_calibration_samples_it_never_takes(tiny_model: Path, small_calib: Path) -> None:
+    """eval measures held-out windows only: it said the text gave "only 79 samples (128 asked for)"."""
+    spec = JobSpec(model=str(tiny_model), calib=[str(small_calib)], samples=100_000, seq_len=32, eval_windows=2,
+                   prompt="")
+    report = run_eval(Engine(), spec)
+    assert report.ppl_before > 1 and not any("samples" in w for w in report.warnings), report.warnings
 
 
 @pytest.mark.parametrize(("repair", "heal_steps"), [("none", 0), ("linear", 0), ("linear", 1)])

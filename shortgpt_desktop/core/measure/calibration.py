@@ -469,7 +469,7 @@ def build_token_set(
     rng = random.Random(seed)
     picked = sorted(rng.sample(range(len(chunks)), min(samples, len(chunks))))
     if len(picked) < samples:
-        log.warning("The calibration text gives only %d samples of %d tokens (%d asked for).",
+        log.info("The calibration text gives only %d samples of %d tokens (%d asked for).",  # said by the job
                     len(picked), seq_len, samples)
     prefix = [bos] if bos is not None else []
     sample_ids = [prefix + chunks[i] for i in picked]
