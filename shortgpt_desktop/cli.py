@@ -460,14 +460,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress = ProgressBar(quiet=args.quiet)
     try:
         from .core.engine import Engine
+        from .core.errors import OutputError
         from .core.formats.output_folder import check_report_path
+        from .core.user_paths import expand_home
         from .jobs import run_eval, run_prune, run_score, run_sweep
 
         spec = spec_from_args(args)
         models = [m for m in (spec.model, getattr(args, "against", None)) if m]  # never written over
-        for path in (getattr(args, "json", None), getattr(args, "csv", None)):
-            if path:
-                check_report_path(Path(path), models)  # before the job, not after it
+        texts = [t for t in (*spec.calib, spec.eval_text) if t and t != BUILTIN_CORPUS]
+        reports = [p for p in (getattr(args, "json", None), getattr(args, "csv", None)) if p]
+        if len(reports) == 2 and expand_home(reports[0]) == expand_home(reports[1]):
+            raise OutputError(f"--json and --csv both name {reports[0]}; give each its own file.")
+        for path in reports:  # before the job, not after it
+            check_report_path(Path(path), models, texts, getattr(args, "out", None))
         engine = Engine()
         progress.per_layer = lambda stage: counts_layers(stage, engine.is_streamed, spec.metric)
         info = None if args.quiet else print_model_info

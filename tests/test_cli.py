@@ -263,6 +263,11 @@ def test_bad_inputs_are_one_line_and_write_nothing(
         f"{NO_SUCH_HOME}/model does not exist": ["prune", f"{NO_SUCH_HOME}/model", "--ratio", "0.2", *base],
         f"calibration path {NO_SUCH_HOME}/a.txt does not exist": [
             "prune", m, "--ratio", "0.2", *base[:1], f"{NO_SUCH_HOME}/a.txt", *base[2:]],
+        # a report over the text the job reads replaced it (exit 0), or over the output made it no model
+        "it is the text the job reads": ["prune", m, "--ratio", "0.2", *base, "--json", str(small_calib)],
+        "in the output folder": ["prune", m, "--ratio", "0.2", *base, "--json", str(out / "report.json")],
+        "give each its own file": ["sweep", m, *base[:-2], "--json", str(tmp_path / "r"), "--csv",
+                                   str(tmp_path / "r")],
         f"evaluation text {NO_SUCH_HOME}/b.txt does not exist": [
             "prune", m, "--ratio", "0.2", "--eval-text", f"{NO_SUCH_HOME}/b.txt", *base],
     }

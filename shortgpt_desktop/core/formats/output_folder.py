@@ -295,14 +295,14 @@ def _move_into_place(temp: Path, out: Path) -> None:
         os.replace(temp, out)
 
 
-def check_report_path(path: Path, sources: Sequence[str | Path] = ()) -> Path:
+def check_report_path(path: Path, sources: Sequence[str | Path] = (), texts: Sequence[str | Path] = (),
+                      out: str | Path | None = None) -> Path:
     """``path`` expanded, or the sentence why a file cannot be written there (checked before a job runs too):
     never inside a ``sources`` model's folder, nor over its file (``--json model/config.json`` replaced the
-    source's config with the report)."""
-    try:
-        path = Path(path).expanduser()
-    except RuntimeError as exc:  # ~user for no such user
-        raise OutputError(f"Cannot write {path}: {exc}.") from None
+    source's config with the report); never over a ``texts`` file (the calibration or evaluation text the job
+    reads: ``--json notes.txt`` replaced the user's text) nor inside a ``texts`` folder; never at or inside the
+    output folder ``out`` (the save writes and ``--force`` replaces it: the report replaced its config.json)."""
+    path = expand_home(path)
     for source in sources:
         model = expand_home(source)
         if not model.exists():  # a Hub id, or not there: nothing of it to overwrite here
@@ -311,6 +311,19 @@ def check_report_path(path: Path, sources: Sequence[str | Path] = ()) -> Path:
         if inside or (path.exists() and _same_file(path, model)):
             where = "inside the folder of the model" if inside else "the model's own file"
             raise OutputError(f"Cannot write {path}: it is {where} {model}; choose another place.")
+    for text in texts:
+        given = expand_home(text)
+        if given.is_dir() and path.parent.is_dir() and _is_within(path.parent.resolve(), given.resolve()):
+            raise OutputError(f"Cannot write {path}: it is inside the folder of text the job reads, {given}; "
+                              "choose another place.")
+        if path.exists() and _same_file(path, given):
+            raise OutputError(f"Cannot write {path}: it is the text the job reads, {given}; choose another place.")
+    if out is not None:
+        folder = expand_home(out)
+        if path == folder or folder in path.parents or (path.exists() and _same_file(path, folder)) or (
+                path.parent.is_dir() and folder.exists() and _is_within(path.parent.resolve(), folder.resolve())):
+            raise OutputError(f"Cannot write {path}: it is in the output folder {folder}, which the save writes; "
+                              "choose a place beside it.")
     if not path.parent.is_dir():
         raise OutputError(f"Cannot write {path}: the folder {path.parent} does not exist.")
     if path.is_dir():

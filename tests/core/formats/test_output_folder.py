@@ -235,6 +235,26 @@ def test_a_report_is_never_written_over_or_into_the_model(tiny_model: Path, tmp_
     assert of.check_report_path(tmp_path / "report.json", [folder, gguf, "org/hub-id"]) == tmp_path / "report.json"
 
 
+def test_a_report_is_never_written_over_the_text_the_job_reads_nor_into_the_output(tmp_path: Path) -> None:
+    """``--json notes.txt`` replaced the user's calibration text with the report (exit 0); ``--json OUT/config.json``
+    with ``--force`` replaced the pruned model's config; ``--json OUT`` failed after the whole job."""
+    notes, folder, out = tmp_path / "notes.txt", tmp_path / "texts", tmp_path / "out"
+    notes.write_text("my text")
+    folder.mkdir()
+    (folder / "a.txt").write_text("more text")
+    out.mkdir()
+    (out / "config.json").write_text("{}")
+    cases = {notes: "it is the text the job reads", folder / "a.txt": "inside the folder of text the job reads",
+             folder / "report.json": "inside the folder of text the job reads",
+             out: "in the output folder", out / "config.json": "in the output folder",
+             tmp_path / "new" / "report.json": "in the output folder"}
+    for path, said in cases.items():
+        with pytest.raises(OutputError, match=said):
+            of.check_report_path(path, texts=[notes, folder], out=tmp_path / ("new" if "new" in str(path) else "out"))
+    assert notes.read_text() == "my text"
+    assert of.check_report_path(tmp_path / "report.json", texts=[notes, folder], out=out) == tmp_path / "report.json"
+
+
 def test_ctrl_c_while_the_old_output_is_removed_finishes_the_save(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """The new output is in place once it is moved in: a Ctrl-C while the old one is deleted left both (the old
