@@ -173,10 +173,17 @@ def _ratio(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
 
 
+#: The arguments being parsed (for :meth:`_Parser.error`'s hint; subparsers do not see the whole command).
+_given: list[str] = []
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that exits with 2 and one line, as every other bad input does."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        if "required: MODEL" in message and "--calib" in _given:
+            # `prune --calib notes.txt MODEL …`: --calib takes every path after it, MODEL included
+            message += " (--calib takes every path after it: put MODEL before --calib, or end its list with --)"
         self.exit(EXIT_BAD_INPUT, f"shortgpt: error: {message}\n")
 
 
@@ -448,7 +455,11 @@ def _share(value: float | None) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # a Windows console or a file in cp1252: generated text is any Unicode
+        if stream is not None and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
+    _given[:] = list(argv if argv is not None else sys.argv[1:])
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error already printed as one line

@@ -478,3 +478,18 @@ def test_a_refit_a_family_cannot_have_is_said(tiny_family, small_calib: Path, tm
                      "--json", str(report)]) == 0
     assert f"warning: {NOTE_NO_MLP_MODULE}" in capfd.readouterr().out
     assert json.loads(report.read_text())["warnings"] == [NOTE_NO_MLP_MODULE]
+
+
+def test_output_in_a_legacy_encoding_is_written_not_a_traceback() -> None:
+    """A Windows console or a redirected file in cp1252: the help's '−' and '‖', a generated text's CJK or U+FFFD
+    and a path outside cp1252 raised UnicodeEncodeError (exit 1, after the model was saved and before its report)."""
+    result = subprocess.run([sys.executable, "-m", "shortgpt_desktop.cli", "score", "--help"], capture_output=True,
+                            env=dict(os.environ, PYTHONIOENCODING="cp1252"), timeout=120)
+    assert result.returncode == 0, result.stderr.decode("cp1252", "replace")[-300:]
+    assert b"--block-size" in result.stdout
+
+
+def test_calib_before_model_is_told_what_happened(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--calib`` takes every path after it: ``prune --calib notes.txt MODEL`` said MODEL was missing, though given."""
+    assert cli.main(["prune", "--calib", "notes.txt", "some/model", "--ratio", "0.25", "--out", "o"]) == 2
+    assert "put MODEL before --calib, or end its list with --" in capsys.readouterr().err
