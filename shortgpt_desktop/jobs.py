@@ -11,6 +11,7 @@ from typing import Any
 from .core import pipeline
 from .core.backends import ops
 from .core.cut.plan import (
+    MAX_LAYER_INDEX,
     check_layer_list,
     count_for_ratio,
     max_removable,
@@ -42,7 +43,10 @@ def _checked_request(spec: JobSpec) -> None:
     if spec.count is not None and spec.count < 1:
         raise PlanError(f"The number of layers to remove must be at least 1 (got {spec.count}).")
     if spec.layers is not None:
-        check_layer_list(spec.layers, 10**9)  # repeats and negatives (the depth is checked once it is read)
+        too_deep = [i for i in spec.layers if i >= MAX_LAYER_INDEX]
+        if too_deep:  # (check_layer_list would name a depth it does not know yet)
+            raise PlanError(f"Layer {too_deep[0]} is out of range: no model has that many layers.")
+        check_layer_list(spec.layers, MAX_LAYER_INDEX)  # repeats and negatives (the depth is checked once it is read)
 
 
 def _checked_before_model(spec: JobSpec, *, text: bool, out: str | None = None, progress: Progress = no_progress,

@@ -256,6 +256,7 @@ def test_bad_inputs_are_one_line_and_write_nothing(
         "leaves none": ["prune", m, "--layers", "6", *base],
         "out of range": ["prune", m, "--remove", "1,6", *base],
         "twice": ["prune", m, "--remove", "2,2", *base],
+        "no model has that many layers": ["prune", m, "--remove", "99999999999999999999", *base],
         "inside it": ["prune", m, "--ratio", "0.2", *base[:-1], str(tiny_model / "sub")],
         "source model's folder": ["prune", m, "--ratio", "0.2", *base[:-1], m],
         "invalid choice": ["prune", m, "--ratio", "0.2", "--metric", "nope", *base],

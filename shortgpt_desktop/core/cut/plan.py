@@ -70,6 +70,10 @@ def count_for_ratio(ratio: float, n_layers: int) -> int:
     return count
 
 
+#: More decoder layers than any model has (the largest have about 130): a layer list past it is a typo.
+MAX_LAYER_INDEX = 100_000
+
+
 def parse_layer_list(text: str) -> list[int]:
     """``"3,5,9"`` or ``"3-5,9"`` → [3, 4, 5, 9]; bad syntax is a :class:`PlanError`."""
     out: list[int] = []
@@ -79,8 +83,12 @@ def parse_layer_list(text: str) -> list[int]:
         try:
             if "-" in part[1:]:
                 lo, hi = (int(x) for x in part.split("-", 1))
+                if lo < 0 or hi < 0:  # "1--2"
+                    raise PlanError(f"{part!r}: layers are counted from 0; write a range low to high, like 3-5.")
                 if hi < lo:
                     raise PlanError(f"{part!r} runs backwards; write a range low to high, like {hi}-{lo}.")
+                if hi >= MAX_LAYER_INDEX:  # the range would be built in memory first (0-9999999999: MemoryError)
+                    raise PlanError(f"Layer {hi} is out of range: no model has that many layers.")
                 out += list(range(lo, hi + 1))
             else:
                 out.append(int(part))

@@ -77,3 +77,12 @@ def test_parse_layer_list() -> None:
         parse_layer_list("3,x")
     with pytest.raises(PlanError, match="'3-1' runs backwards; write a range low to high, like 1-3"):
         parse_layer_list("3-1")  # it was an empty range, and 'No layers to remove were given.'
+
+
+def test_a_layer_list_no_model_could_have_is_refused_before_it_is_built() -> None:
+    """``--remove=0-9999999999`` built the whole range in memory first (MemoryError, or minutes of swapping);
+    ``1--2`` was told to write ``-2-1``."""
+    with pytest.raises(PlanError, match="Layer 9999999999 is out of range: no model has that many layers"):
+        parse_layer_list("0-9999999999")
+    with pytest.raises(PlanError, match="'1--2': layers are counted from 0"):
+        parse_layer_list("1--2")
