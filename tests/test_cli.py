@@ -257,6 +257,8 @@ def test_bad_inputs_are_one_line_and_write_nothing(
         "out of range": ["prune", m, "--remove", "1,6", *base],
         "twice": ["prune", m, "--remove", "2,2", *base],
         "no model has that many layers": ["prune", m, "--remove", "99999999999999999999", *base],
+        "A block of 7 layers does not fit this 6-layer model": ["score", m, "--metric", "angular", "--block-size",
+                                                                "7", *base[:-2]],
         "inside it": ["prune", m, "--ratio", "0.2", *base[:-1], str(tiny_model / "sub")],
         "source model's folder": ["prune", m, "--ratio", "0.2", *base[:-1], m],
         "invalid choice": ["prune", m, "--ratio", "0.2", "--metric", "nope", *base],

@@ -458,6 +458,11 @@ class Engine:
         if metric.needs_text:
             self.text_stamp = pipeline.text_stamp(spec)
             self.check_text(spec)
+        n = self.info.n_layers if self.info is not None else None
+        if metric.block and n is not None and not 1 <= spec.block_size <= max_removable(n):
+            # every block would be left unscored: a table of dashes, exit 0
+            raise PlanError(f"A block of {spec.block_size} layers does not fit this {n}-layer model; use a block of "
+                            f"1 to {max_removable(n)} layers.")
         started = time.perf_counter()
         loaded = self.load(spec, progress, cancel)
         assert self.backend is not None
