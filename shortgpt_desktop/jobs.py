@@ -209,6 +209,8 @@ def run_eval(engine: Engine, spec: JobSpec, other: str | None = None, progress: 
         second = Engine()
         other_info = second.open(other_spec, progress, cancel)
     info = engine.open(spec, progress, cancel)
+    if second is not None:
+        pipeline.check_sample_length(other_info, spec.seq_len)  # it reads the first model's windows
     if second is not None and other_info.vocab_size != info.vocab_size:
         # Its tokens are the first model's: ids past its vocabulary raised IndexError (a traceback), and
         # perplexities over two tokenizations would not compare anyway.

@@ -496,3 +496,18 @@ def test_calib_before_model_is_told_what_happened(capsys: pytest.CaptureFixture[
     """``--calib`` takes every path after it: ``prune --calib notes.txt MODEL`` said MODEL was missing, though given."""
     assert cli.main(["prune", "--calib", "notes.txt", "some/model", "--ratio", "0.25", "--out", "o"]) == 2
     assert "put MODEL before --calib, or end its list with --" in capsys.readouterr().err
+
+
+def test_samples_longer_than_learned_positions_are_one_sentence(tiny_family, tiny_model: Path, small_calib: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """GPT-2 and OPT learn a table of positions (the tiny ones 256; GPT-2 1,024): a longer --seq-len indexed past
+    it, an IndexError traceback, in score, prune, sweep and eval (the --against model too)."""
+    gpt2, opt = tiny_family("gpt2"), tiny_family("opt")
+    common = ["--calib", str(small_calib), "--samples", "2", "-q"]
+    for argv, name in ((["score", str(gpt2), "--seq-len", "257", "--metric", "bi"], gpt2.name),
+                       (["score", str(opt), "--seq-len", "300", "--metric", "bi"], opt.name),
+                       (["eval", str(tiny_model), "--against", str(gpt2), "--seq-len", "300"], gpt2.name)):
+        line = bad(capsys, *argv, *common)
+        assert line.endswith(f"Samples of {argv[argv.index('--seq-len') + 1]} tokens are longer than {name} can read "
+                             "(256 positions); use samples of at most 256 tokens."), line
+    assert cli.main(["score", str(gpt2), "--seq-len", "256", "--metric", "bi", *common]) == 0  # the most it reads

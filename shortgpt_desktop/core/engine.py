@@ -427,7 +427,9 @@ class Engine:
                 self.load_key, self.text_stamp)
 
     def check_text(self, spec: JobSpec) -> None:
-        """Refuse unusable calibration text before a model loads (nothing to do when it is tokenised already)."""
+        """Refuse unusable calibration text, or samples longer than the model reads, before a model loads (nothing
+        to do for text tokenised already)."""
+        pipeline.check_sample_length(self.info, spec.seq_len)
         if self.tokens is None or self.token_key != self._token_key(spec):
             pipeline.check_calibration(spec)
 

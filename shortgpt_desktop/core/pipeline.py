@@ -143,6 +143,15 @@ def text_stamp(spec: JobSpec) -> tuple:
         return ()
 
 
+def check_sample_length(info: ModelInfo | None, seq_len: int) -> None:
+    """Refuse samples longer than a model with learned positions reads (GPT-2's 1,024): its position table was
+    indexed past its end, an IndexError traceback in the middle of the job."""
+    limit = info.context_length if info is not None else None
+    if limit is not None and seq_len > limit:
+        raise CalibrationError(f"Samples of {seq_len:,} tokens are longer than {info.name} can read ({limit:,} "
+                               f"positions); use samples of at most {limit:,} tokens.")
+
+
 def check_calibration(spec: JobSpec) -> list[str]:
     """Refuse unusable calibration text (empty, binary-only, missing) before the model is loaded; returns one
     sentence per file (or record) that will be left out, for the front ends to say at the start of a job."""

@@ -52,6 +52,9 @@ class Family:
     #: A norm applied to the MLP output before the residual add (Gemma 2/3, OLMo 2), relative to a decoder layer:
     #: the repair's map is then fitted through it (:mod:`.repair`), since a plain least-squares map would be undone.
     mlp_out_norm: str | None = None
+    #: The config field that bounds the positions a model can read, where they are learned (absolute position
+    #: embeddings): a longer sample indexes past its position table (IndexError). None: rotary or ALiBi positions.
+    positions_field: str | None = None
     repair_note: str = ""
     notes: str = ""
 
@@ -109,10 +112,11 @@ FAMILIES: tuple[Family, ...] = (
     _family("gemma2", mlp_out="mlp.down_proj", mlp_out_norm="post_feedforward_layernorm"),
     _family("gemma3_text", mlp_out="mlp.down_proj", mlp_out_norm="post_feedforward_layernorm"),
     _family("phi3", mlp_out="mlp.down_proj"),
-    _family("gpt2", layers_path="transformer.h", count_field="n_layer", mlp_out="mlp.c_proj"),
+    _family("gpt2", layers_path="transformer.h", count_field="n_layer", mlp_out="mlp.c_proj",
+            positions_field="n_positions"),
     _family("gpt_neox", layers_path="gpt_neox.layers", mlp_out="mlp.dense_4h_to_h"),
     _family("gptj", layers_path="transformer.h", count_field="n_layer", mlp_out="mlp.fc_out"),
-    _family("opt", layers_path="model.decoder.layers", mlp_out="fc2"),
+    _family("opt", layers_path="model.decoder.layers", mlp_out="fc2", positions_field="max_position_embeddings"),
     _family("falcon", layers_path="transformer.h", mlp_out="mlp.dense_4h_to_h"),
     _family("stablelm", mlp_out="mlp.down_proj"),
     _family("olmo", mlp_out="mlp.down_proj"),

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import Hint, ModelSourceError, ResourceError
-from .families import Family, layer_count, resolve_family
+from .families import Family, family_for_model_type, layer_count, resolve_family
 from .skeleton import check_config_fits_weights
 from .sources import ModelSource
 
@@ -45,6 +45,8 @@ class ModelInfo:
     device: str
     dtype: str
     memory: MemoryEstimate  # what a job needs in memory and layer by layer, for the chosen settings
+    #: The most tokens a sample may hold, where the model's positions are learned (GPT-2, OPT); None: no such bound.
+    context_length: int | None = None
 
     @property
     def memory_needed_bytes(self) -> int:
@@ -115,7 +117,15 @@ def inspect_model(source: ModelSource, device: str = "auto", dtype: str = "auto"
         device=memory.device,
         dtype=memory.dtype,
         memory=memory,
+        context_length=_learned_positions(config),
     )
+
+
+def _learned_positions(config: dict[str, Any]) -> int | None:
+    """How many positions a model with learned absolute position embeddings has (None for the others)."""
+    family = family_for_model_type(config.get("model_type"))
+    value = config.get(family.positions_field) if family is not None and family.positions_field else None
+    return value if isinstance(value, int) and value > 0 else None
 
 
 # --------------------------------------------------------------------------------------------------- load
