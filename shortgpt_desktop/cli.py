@@ -184,6 +184,8 @@ class _Parser(argparse.ArgumentParser):
         if "required: MODEL" in message and "--calib" in _given:
             # `prune --calib notes.txt MODEL …`: --calib takes every path after it, MODEL included
             message += " (--calib takes every path after it: put MODEL before --calib, or end its list with --)"
+        if message.startswith("argument --layers") and "not a whole number" in message:
+            message += " (--layers is how many to remove; to name the layers, use --remove 3,5)"
         self.exit(EXIT_BAD_INPUT, f"shortgpt: error: {message}\n")
 
 

@@ -261,6 +261,8 @@ def test_bad_inputs_are_one_line_and_write_nothing(
                                                                 "7", *base[:-2]],
         "inside it": ["prune", m, "--ratio", "0.2", *base[:-1], str(tiny_model / "sub")],
         "source model's folder": ["prune", m, "--ratio", "0.2", *base[:-1], m],
+        "small.gguf names a file, but the output is a folder": [
+            "prune", m, "--ratio", "0.2", *base[:-1], str(tmp_path / "small.gguf")],
         "invalid choice": ["prune", m, "--ratio", "0.2", "--metric", "nope", *base],
         # ~user for no such user: Path.expanduser raised RuntimeError, a traceback
         f"{NO_SUCH_HOME}/model does not exist": ["prune", f"{NO_SUCH_HOME}/model", "--ratio", "0.2", *base],
@@ -496,6 +498,8 @@ def test_calib_before_model_is_told_what_happened(capsys: pytest.CaptureFixture[
     """``--calib`` takes every path after it: ``prune --calib notes.txt MODEL`` said MODEL was missing, though given."""
     assert cli.main(["prune", "--calib", "notes.txt", "some/model", "--ratio", "0.25", "--out", "o"]) == 2
     assert "put MODEL before --calib, or end its list with --" in capsys.readouterr().err
+    assert cli.main(["prune", "some/model", "--layers", "3,5", "--out", "o"]) == 2
+    assert "to name the layers, use --remove 3,5" in capsys.readouterr().err
 
 
 def test_samples_longer_than_learned_positions_are_one_sentence(tiny_family, tiny_model: Path, small_calib: Path,

@@ -98,6 +98,10 @@ def check_output_folder(out: Path, source: ModelSource, force: bool) -> Path:
             raise OutputError(f"The output folder {out} contains the source model; choose another.")
         if out.exists() and not out.is_dir():
             raise OutputError(f"{out} exists and is a file; choose a folder.")
+        if not out.exists() and out.suffix.lower() in (".gguf", ".safetensors"):
+            # `--out small.gguf` made a folder small.gguf holding small.gguf.gguf, which `llama-cli -m` cannot open
+            raise OutputError(f"{out.name} names a file, but the output is a folder (the model is written inside it, "
+                              f"named after it); give a folder name, like {out.with_suffix('').name}.")
         if out.is_dir() and os.path.ismount(out):
             raise OutputError(f"{out} is the top of a drive (a mount point), which cannot be replaced; choose a "
                               "folder inside it.")
