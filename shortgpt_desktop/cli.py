@@ -24,7 +24,7 @@ from .core.measure.quiz import quiz_summary
 from .core.model.loading import quiet_library_progress
 from .core.progress import counts_layers, stage_unit
 from .core.report import after_fitted, left_as_it_was, requantized
-from .format import human_bytes, human_count, human_seconds, time_left
+from .format import collapsed, human_bytes, human_count, human_seconds, time_left
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 2, 130
 
@@ -425,7 +425,7 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
                   f"{report.bytes_after:,} bytes; MB = 10^6 bytes)\n")
         for line in requantized(report.changed_types, report.kept_layers, arrow="->"):
             out.write(f"re-quantized {line}\n")
-    for warning in report.warnings:
+    for warning in collapsed(report.warnings):
         out.write(f"warning: {warning}\n")
 
 

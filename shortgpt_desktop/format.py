@@ -87,3 +87,25 @@ def time_left(done: int, total: int, elapsed: float, since: int = 0) -> float | 
     if total <= 0 or done <= since or done >= total or elapsed <= 0:
         return None
     return elapsed / (done - since) * (total - done)
+
+
+#: Sentences about files left out that are said one by one; past this many, the rest are counted.
+NOTES_SAID = 5
+
+
+def collapsed(sentences: list[str], keep: int = NOTES_SAID) -> list[str]:
+    """``sentences`` with those about files left out ("Skipped …", "Left out …") said ``keep`` at most and the
+    rest counted in one: a folder like ``~/Documents`` gave a line for each of its hundreds of binary files, twice.
+    Every other sentence is kept."""
+    out: list[str] = []
+    dropped = 0
+    for sentence in sentences:
+        about_a_file = sentence.startswith(("Skipped ", "Left out "))
+        if about_a_file and sum(s.startswith(("Skipped ", "Left out ")) for s in out) >= keep:
+            dropped += 1
+        else:
+            out.append(sentence)
+    if dropped:
+        out.append(f"... and {dropped} more file{'s' if dropped != 1 else ''} left out (a --json report lists "
+                   "each).")
+    return out

@@ -26,6 +26,7 @@ from .core.model.loading import ModelInfo
 from .core.pipeline import JobSpec
 from .core.progress import CancelCheck, Progress, no_progress
 from .core.report import Report, model_bytes
+from .format import collapsed
 
 InfoCallback = Callable[[ModelInfo], None]
 #: Hears, at the start of a job, each sentence about what will be left out (a calibration file that is not text).
@@ -58,7 +59,7 @@ def _checked_before_model(spec: JobSpec, *, text: bool, out: str | None = None, 
     without reading its config.
     """
     if text:
-        for sentence in pipeline.check_calibration(spec):
+        for sentence in collapsed(pipeline.check_calibration(spec)):
             if on_note is not None:
                 on_note(sentence)
     if out:

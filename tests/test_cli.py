@@ -515,3 +515,23 @@ def test_samples_longer_than_learned_positions_are_one_sentence(tiny_family, tin
         assert line.endswith(f"Samples of {argv[argv.index('--seq-len') + 1]} tokens are longer than {name} can read "
                              "(256 positions); use samples of at most 256 tokens."), line
     assert cli.main(["score", str(gpt2), "--seq-len", "256", "--metric", "bi", *common]) == 0  # the most it reads
+
+
+def test_a_folder_of_many_unusable_files_is_said_in_a_few_lines(tiny_model: Path, small_calib: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """A folder like ~/Documents gave a note for each of its hundreds of binary files, and a warning for each again
+    after the job; the JSON report keeps every one."""
+    folder = tmp_path / "documents"
+    folder.mkdir()
+    (folder / "notes.txt").write_text(small_calib.read_text(encoding="utf-8"), encoding="utf-8")
+    for i in range(40):
+        (folder / f"photo{i:02}.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4)
+    report = tmp_path / "score.json"
+    assert cli.main(["score", str(tiny_model), "--calib", str(folder), "--samples", "2", "--seq-len", "32",
+                     "--metric", "bi", "--json", str(report)]) == 0
+    captured = capsys.readouterr()
+    notes = [line for line in captured.err.splitlines() if line.startswith("note: ")]
+    warnings = [line for line in captured.out.splitlines() if line.startswith("warning: ")]
+    for lines in (notes, warnings):
+        assert len(lines) == 6 and lines[-1].endswith("... and 35 more files left out (a --json report lists each).")
+    assert len([w for w in json.loads(report.read_text())["warnings"] if w.startswith("Skipped")]) == 40
