@@ -63,7 +63,9 @@ class ScoreChart(QWidget):
         self.plot.setMenuEnabled(False)
         self.plot.hideButtons()
         self.plot.setMouseEnabled(x=False, y=False)
-        self.plot.setMinimumHeight(180)
+        # Low enough that the chart's title, plot and hint fit what the window leaves it at its minimum size (860 ×
+        # 600): at 180 the chart was squeezed below its own minimum there and the hint was drawn over the axis.
+        self.plot.setMinimumHeight(130)
         item = self.plot.getPlotItem()
         item.showGrid(x=False, y=True, alpha=0.25)
         item.setLabel("bottom", "Layer")

@@ -586,3 +586,13 @@ def test_a_model_dropped_on_the_calibration_list_is_pointed_to_the_model_box(qtb
         assert shown.args == [f"{model} is a model, not text: open it in the Model box instead."]
         window.last_dialog.close()
     assert window.calibration_panel.paths() == []
+
+
+def test_at_the_smallest_window_the_chart_is_not_squeezed_below_its_minimum(qtbot, window) -> None:
+    """At 860 × 600 the chart got less height than its own minimum, and its hint was drawn over the layer axis."""
+    window.resize(window.minimumSize())
+    qtbot.waitUntil(lambda: window.height() == window.minimumHeight(), timeout=3000)
+    qtbot.wait(20)
+    chart = window.chart
+    assert chart.height() >= chart.minimumSizeHint().height()
+    assert chart.hover_label.geometry().top() >= chart.plot.geometry().bottom()
