@@ -257,6 +257,10 @@ def test_bad_inputs_are_one_line_and_write_nothing(
         "out of range": ["prune", m, "--remove", "1,6", *base],
         "twice": ["prune", m, "--remove", "2,2", *base],
         "no model has that many layers": ["prune", m, "--remove", "99999999999999999999", *base],
+        # an empty name was ignored: the report the user asked for was never written
+        "--json was given an empty name": ["prune", m, "--ratio", "0.2", *base, "--json", ""],
+        "--against was given an empty name": ["eval", m, "--against", " ", *base[:-2]],
+        "--revision picks a Hub revision, but": ["prune", m, "--ratio", "0.2", "--revision", "main", *base],
         "A block of 7 layers does not fit this 6-layer model": ["score", m, "--metric", "angular", "--block-size",
                                                                 "7", *base[:-2]],
         "inside it": ["prune", m, "--ratio", "0.2", *base[:-1], str(tiny_model / "sub")],
