@@ -537,3 +537,23 @@ def test_a_disk_too_small_for_any_cut_is_said_before_scoring(source: str, tiny_q
     with pytest.raises(Scored):
         run_prune(Engine(), spec)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("family", ["falcon", "qwen3_moe"])
+def test_healing_runs_for_families_the_others_did_not_cover(tiny_family, family: str, small_calib: Path,
+                                                           tmp_path: Path) -> None:
+    """Falcon's head was handed a bare tensor by the teacher's fresh stack (IndexError); Qwen3-MoE's dense layers
+    (mlp_only_layers) are left unwrapped by peft, and the merge asked them for a base layer (AttributeError)."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "out"
+    spec = JobSpec(model=str(tiny_family(family)), calib=[str(small_calib)], samples=4, seq_len=32, layers=[1, 2],
+                   heal_steps=2, out=str(out), device="cpu", dtype="float32", low_memory=False,
+                   check_perplexity=False, prompt="")
+    report = run_prune(Engine(), spec)
+    assert report.heal_steps == 2 and len(report.heal_losses) == 2
+    assert load_file(out / "model.safetensors")
+    reloaded = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    with torch.no_grad():
+        assert torch.isfinite(reloaded(input_ids=torch.tensor([[1, 5, 9, 12]])).logits).all()

@@ -902,12 +902,16 @@ class Engine:
             states = [batch.hidden.to("cpu") for batch in ops.final_states(
                 self.backend.stack, samples, tokens.pad_id, (), spec.batch_size, None, cancel)]
         loaded = self.loaded
+        # What the decoder layers return (a tuple, or a bare tensor) was learned by the passes above: a fresh stack
+        # that does not know it handed Falcon's head a bare tensor where it takes a tuple (IndexError).
+        output_kind = self.backend.stack.output_kind
 
         class Teacher:
             def bind(self) -> Any:
                 """``logits(batch_number, ids, mask)`` through the model's own head, for the model as it is now
                 (inside the pruned view: the head does not change, the decoder is replayed)."""
                 stack = InMemoryStack(loaded.model, loaded.family)
+                stack.output_kind = output_kind
 
                 def logits(number: int, ids: Any, mask: Any) -> Any:
                     with stack.head() as logits_of:

@@ -126,11 +126,15 @@ def _adapters(model: Any, family: Family, rank: int, alpha: float | None,
               layers: Sequence[int] | None = None) -> Iterator[tuple[Any, list[str]]]:
     """LoRA adapters on the model; on leaving they are removed WITHOUT merging unless the caller merged."""
     from peft import get_peft_model
+    from peft.tuners.tuners_utils import BaseTunerLayer
 
     flags = {name: p.requires_grad for name, p in model.named_parameters()}
     config, targets = _lora_config(model, family, rank, alpha, layers)
     _quiet_peft_warnings()
     peft_model = get_peft_model(model, config)
+    # Only what peft wrapped: its mixture-of-experts handling leaves a Qwen3-MoE dense layer's projections (named by
+    # mlp_only_layers) plain Linears, which the merge then found with no base layer (AttributeError).
+    targets = [t for t in targets if isinstance(model.get_submodule(t), BaseTunerLayer)]
     state = {"merged": False}
     try:
         yield peft_model, targets, state  # type: ignore[misc]
