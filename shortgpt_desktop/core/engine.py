@@ -64,6 +64,9 @@ class Scored:
     eval_tokens: int
     seconds: float
     partial: bool = False  # cancelled part-way: scores from the samples measured so far
+    #: The scoring pass alone (``seconds`` counts the load and the tokenising too): the speed the rest of a job is
+    #: estimated at. From ``seconds``, the first estimate after scoring was three times what the job took.
+    pass_seconds: float | None = None
 
 
 @dataclass
@@ -472,6 +475,7 @@ class Engine:
         if problem is not None:
             raise problem
         tokens = self.tokens_for(spec, progress) if metric.needs_text else None
+        pass_started = time.perf_counter()
         ctx = ScoringContext(loaded.model, loaded.family, tokens, spec.batch_size, progress, cancel,
                              stack=self.backend.stack)
         partial = False
@@ -486,12 +490,14 @@ class Engine:
             ctx.stats = exc.partial if isinstance(exc.partial, HookStats) else None
             scores = (metric.from_stats(ctx.stats, 1) if ctx.stats is not None
                       else LayerScores(metric.name, list(exc.partial)))
-            self._accept(spec, loaded, tokens, ctx.stats, scores, started, partial)
+            self._accept(spec, loaded, tokens, ctx.stats, scores, (started, pass_started), partial)
             raise
-        return self._accept(spec, loaded, tokens, ctx.stats, scores, started, partial)
+        return self._accept(spec, loaded, tokens, ctx.stats, scores, (started, pass_started), partial)
 
     def _accept(self, spec: JobSpec, loaded: LoadedModel, tokens: TokenSet | None, stats: HookStats | None,
-                scores: LayerScores, started: float, partial: bool) -> Scored:
+                scores: LayerScores, clocks: tuple[float, float], partial: bool) -> Scored:
+        """Keep a scoring's results; ``clocks``: when the job began and when its pass began."""
+        started, pass_started = clocks
         self.stats, self.scores = stats, scores
         self.selections = {}
         if self.adjusted is not None and self.adjusted.token_key != self._token_key(spec):
@@ -508,6 +514,7 @@ class Engine:
             if tokens is not None else 0,
             eval_tokens=tokens.eval_tokens if tokens is not None else 0,
             seconds=time.perf_counter() - started, partial=partial,
+            pass_seconds=time.perf_counter() - pass_started,
         )
         log.info("scored %d layers with %s in %.1f s%s", loaded.n_layers, spec.metric, self.scored.seconds,
                  " (partial)" if partial else "")
@@ -524,7 +531,7 @@ class Engine:
         if len(scores.scores) != loaded.n_layers:
             raise PlanError(f"These scores are for {len(scores.scores)} layers, but the model has {loaded.n_layers}.")
         spec.metric = scores.metric
-        return self._accept(spec, loaded, None, None, scores, started, partial)
+        return self._accept(spec, loaded, None, None, scores, (started, time.perf_counter()), partial)
 
     def rescore(self, metric_name: str, block_size: int = 1) -> LayerScores | None:
         """Scores of another metric without a new pass, or None when that metric needs one."""
@@ -597,17 +604,24 @@ class Engine:
         scored = self.scored
         if scored is None or self.loaded is None or not scored.sample_tokens or scored.partial:
             return None
-        rate = scored.seconds / max(scored.sample_tokens * shape_of(self.loaded).n_layers, 1)
+        seconds = scored.pass_seconds if scored.pass_seconds is not None else scored.seconds
+        rate = seconds / max(scored.sample_tokens * shape_of(self.loaded).n_layers, 1)
         refines = self.scores is not None and get_metric(self.scores.metric).refines \
             and self._selection_for(count) is None
         estimate = self.estimate_at(_dc.replace(spec, check_perplexity=check), rate, scored.sample_tokens,
                                     scored.eval_tokens, count, refines)
         estimate.steps.pop("scoring", None)
-        if self.adjusted is not None and self.adjusted.removed == self.plan(count=count).removed:
-            estimate.steps.pop("repairing", None)
-            if self.adjusted.refit is not None:
+        # Done already only where fitted for these very settings: healing set to 60 after a check without it was
+        # left out of the estimate (the plan's layers alone were compared). The linear repair of a cut is kept
+        # for the job (the refit starts from it); the refit and healing are fitted again for other settings.
+        done = self.adjusted
+        key = self._adjust_key(spec, self.plan(count=count).removed)
+        if done is not None and (done.key[0], *done.key[3:]) == (key[0], *key[3:]):
+            if done.repair is not None and spec.repair != "none":
+                estimate.steps.pop("repairing", None)
+            if done.key == key:
                 estimate.steps.pop("refitting", None)
-            estimate.steps.pop("healing", None)
+                estimate.steps.pop("healing", None)
         return estimate
 
     def estimate_at(self, spec: JobSpec, seconds_per_token_layer: float, sample_tokens: int, eval_tokens: int,
@@ -838,6 +852,10 @@ class Engine:
 
     # ------------------------------------------------------------------------------------------- repair
 
+    def _adjust_key(self, spec: JobSpec, removed: Sequence[int]) -> tuple:
+        """What an adjustment is for: the layers, the repair, the healing steps, the model as loaded, the tokens."""
+        return (tuple(sorted(removed)), spec.repair, spec.heal_steps, self.load_key, self._token_key(spec))
+
     def adjust(self, spec: JobSpec, removed: Sequence[int], progress: Progress = no_progress,
                cancel: CancelCheck | None = None) -> Adjusted:
         """Repair (and, if asked, heal) the model pruned as ``removed``; the loaded weights stay as they are.
@@ -851,7 +869,7 @@ class Engine:
 
         removed = sorted(removed)
         token_key = self._token_key(spec)
-        key = (tuple(removed), spec.repair, spec.heal_steps, self.load_key, token_key)
+        key = self._adjust_key(spec, removed)
         if self.adjusted is not None and self.adjusted.key == key:
             return self.adjusted
         for adjuster in ADJUSTERS:
