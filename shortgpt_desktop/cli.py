@@ -439,7 +439,7 @@ def print_curve(curve: Any, out: TextIO | None = None) -> None:
     quiz = any(p.quiz_known for p in curve.points)
     header = f"{'removed':>7}  {'layers':<24} {'perplexity':>11} {'same top':>9}" + (f" {'quiz':>7}" if quiz else "")
     if base:
-        header += f"   {'plain bi':>11} {'same top':>9}"
+        header += f"   {'plain ' + curve.baseline.label:>11} {'same top':>9}"
     out.write(header + "\n")
     for point in curve.points:
         line = (f"{point.k:>7}  {','.join(map(str, point.removed)) or '-':<24} {point.perplexity:>11.3f} "

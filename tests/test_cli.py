@@ -78,6 +78,19 @@ def test_sweep_no_quiz_leaves_out_the_quiz_at_every_count(tiny_model: Path, smal
     assert all(p["quiz_known"] is not None for p in default)
 
 
+def test_the_sweeps_reference_order_is_named_for_what_it_is(tiny_model: Path, small_calib: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """With a metric that gives no BI statistics (reverse, sequential, ppl) the reference curve is that metric's
+    own order, unrepaired: it was labelled plain BI in the table, the JSON and the window."""
+    path = tmp_path / "curve.json"
+    assert cli.main(["sweep", str(tiny_model), "--metric", "reverse", "--max", "2", "--no-quiz", "--calib",
+                     str(small_calib), "--samples", "4", "--seq-len", "32", "--eval-windows", "2", "--json",
+                     str(path)]) == 0
+    baseline = json.loads(path.read_text())["baseline"]
+    assert baseline["label"] == "reverse" and baseline["order"] == [5, 4]
+    assert "plain reverse" in capsys.readouterr().out
+
+
 def test_the_mlp_refit_is_a_repair_choice_said_in_the_summary(tiny_model: Path, small_calib: Path, tmp_path: Path,
                                                                 capfd: pytest.CaptureFixture[str]) -> None:
     """The summary says what the refit did; its bar counts layer runs (the training's steps counted in them)."""

@@ -816,8 +816,11 @@ class Engine:
         label = self.scores.metric + (" + repair" if spec.repair != "none" else "")
         curve = QualityCurve(label=label, order=[], windows=len(tokens.eval_windows), tokens=reference.result.tokens,
                              data="held-out windows (the check's)")
+        # Plain BI where the pass gave its statistics; a metric without them (sequential, reverse, ppl) has its
+        # own order beside the curve, named so (it was labelled BI).
         bi_scores = self.stats.bi if self.stats is not None else self.scores.scores
-        baseline = QualityCurve(label="bi", order=removal_order(bi_scores)[:limit],
+        baseline = QualityCurve(label="bi" if self.stats is not None else self.scores.metric,
+                                order=removal_order(bi_scores)[:limit],
                                 windows=len(tokens.eval_windows), tokens=reference.result.tokens,
                                 data="held-out windows (the check's)")
         curve.points.append(curve_point(0, None, [], reference.result, None))

@@ -926,7 +926,8 @@ class MainWindow(QMainWindow):
         baseline = [(p.k, p.perplexity) for p in curve.baseline.points] if curve.baseline is not None else None
         self.plan_panel.show_curve([(p.k, p.perplexity, p.same_top) for p in curve.points], curve.label,
                                    curve.windows, curve.tokens, baseline,
-                                   {p.k: (p.quiz_kept, p.quiz_known) for p in curve.points if p.quiz_known})
+                                   {p.k: (p.quiz_kept, p.quiz_known) for p in curve.points if p.quiz_known},
+                                   curve.baseline.label if curve.baseline is not None else "bi")
 
     # ---------------------------------------------------------------------------------------------- close
 

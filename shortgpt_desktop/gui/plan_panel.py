@@ -146,7 +146,7 @@ class PlanPanel(QGroupBox):
 
     def show_curve(self, points: list[tuple[int, float, float | None]], label: str, windows: int, tokens: int,
                    baseline: list[tuple[int, float]] | None = None,
-                   quizzes: dict[int, tuple[int, int]] | None = None) -> None:
+                   quizzes: dict[int, tuple[int, int]] | None = None, baseline_label: str = "bi") -> None:
         """The quality curve: (layers removed, perplexity, same top token) of the recipe, plain BI dashed beside
         it, with the slider's place marked; ``quizzes``: the check's quiz at each count, (kept, known)."""
         quizzes = quizzes or {}
@@ -156,8 +156,9 @@ class PlanPanel(QGroupBox):
         base = baseline or []
         self.baseline_line.setData([k for k, _ in base], [max(v, 1e-9) for _, v in base])
         self.curve_marker.setValue(self.slider.value())
-        self.curve_note.setText(f"{label} (solid) and plain BI (dashed): perplexity on the check's {windows} held-out "
-                                f"windows ({tokens:,} tokens)")
+        plain = "BI" if baseline_label == "bi" else baseline_label
+        self.curve_note.setText(f"{label} (solid) and plain {plain} (dashed): perplexity on the check's {windows} "
+                                f"held-out windows ({tokens:,} tokens)")
         if quizzes:
             self.curve_note.setText(self.curve_note.text() + "; the quiz at each count in the tooltip")
         self.curve_note.setToolTip("\n".join(
