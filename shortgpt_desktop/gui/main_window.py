@@ -889,6 +889,11 @@ class MainWindow(QMainWindow):
         if self.busy or self.plan is None or not self.plan.removed or self.engine.scored_spec is None:
             return
         plan, spec = self.plan, self._final_spec()
+        try:  # healing one layer at a time: said at the click, not after bi+'s measured choice has run
+            self.engine.refusal(spec)
+        except UserError as exc:
+            self.show_error("Cannot check", user_message(exc))
+            return
         self.compare_panel.show_measuring()
 
         self.jobs.start(

@@ -96,6 +96,7 @@ class Session:
         writer cannot write back (a GGUF layout locked to positions, a healed weight), and a disk too full."""
         self.engine.check_output(out, force)
         self.engine.report(plan)
+        self.engine.refusal(spec)  # healing one layer at a time: said at the click, not after the choice has run
         self.engine.refusal_to_save()
         self.engine.check_output_job(spec, plan.removed)
         self.engine.check_room(out, plan, spec)

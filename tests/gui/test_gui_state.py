@@ -164,3 +164,24 @@ def test_the_prompt_cannot_be_edited_while_a_job_runs(qtbot, opened) -> None:
         window.start_scoring()
         assert window.busy and prompt.isReadOnly() and prompt.isEnabled()
     assert not prompt.isReadOnly()
+
+
+def test_healing_one_layer_at_a_time_is_refused_at_the_click(qtbot, opened, tmp_path: Path, monkeypatch) -> None:
+    """Low memory and heal steps: Check ran bi+'s measured choice (long on a big streamed model) before failing,
+    and Save started its job and then failed as "Saving failed"; the command line refuses before scoring."""
+    from shortgpt_desktop.gui import dialogs
+
+    window = opened
+    window.settings_panel.low_memory_box.setChecked(True)
+    window = scored_with_plan(qtbot, window)
+    assert window.engine.is_streamed
+    window.settings_panel.heal_box.setValue(2)
+    started: list[str] = []
+    window.jobs.started.connect(started.append)
+    for act, title in ((window.check, "Cannot check"), (window.save, "Cannot save")):
+        monkeypatch.setattr(dialogs, "ask_output_folder", lambda parent, suggestion: str(tmp_path / "out"))
+        with qtbot.waitSignal(window.errorShown, timeout=10_000) as shown:
+            act()
+        assert "Healing" in shown.args[0] and window.dialogs[-1].windowTitle() == title
+        window.last_dialog.close()
+    assert started == [] and not window.busy and not (tmp_path / "out").exists()
