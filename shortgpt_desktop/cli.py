@@ -385,7 +385,9 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
                 out.write(f", then its whole MLP trained (held-out error {run['refit_before']:.3f} -> "
                           f"{run['refit_after']:.3f})")
                 if not run.get("refit_kept", True):
-                    out.write(", refit dropped: the original's chat answers were less likely with it")
+                    out.write(", refit dropped: " + ("no step did better on held-out rows"
+                                                     if run["refit_after"] >= run["refit_before"]
+                                                     else "the original's chat answers were less likely with it"))
             after = run.get("after")
             if after is not None:
                 if not after_fitted(run):

@@ -173,7 +173,7 @@ def test_a_refit_the_chat_guard_drops_is_said_and_the_linear_repair_is_saved(
     monkeypatch.setattr(chat_guard, "keep_refits", lambda *args, **kwargs: ([], chat_guard.GuardFigures(2.0, 2.5, 2.0)))
     for repair in ("refit", "linear"):
         assert cli.main(["prune", str(tiny_model), "--remove", "2,3", "--repair", repair, "--no-eval", "--calib",
-                         str(small_calib), "--samples", "4", "--seq-len", "32", "--out", str(tmp_path / repair),
+                         str(small_calib), "--samples", "8", "--seq-len", "32", "--out", str(tmp_path / repair),
                          "--json", str(tmp_path / f"{repair}.json")]) == 0
     out = capfd.readouterr().out
     assert "then its whole MLP trained (held-out error" in out and "refit dropped: the original's chat answers" in out

@@ -108,7 +108,7 @@ def guard_refit(result: Any, repair: Any, family: Family, stack: LayerStack, tok
     original's chat answers less likely (see the module's docstring); ``repair`` is the linear repair it started
     from. Records the figures in ``result.chat`` and a note when a refit is dropped."""
     module = mlp_path(family)
-    refitted_runs = [r for r in result.runs if r.steps]
+    refitted_runs = [r for r in result.runs if r.steps and r.kept]
     if module is None or not refitted_runs:
         return
     answers = chat_answers(stack, tokenizer, model, progress, cancel)
@@ -127,7 +127,7 @@ def guard_refit(result: Any, repair: Any, family: Family, stack: LayerStack, tok
         tensors.update(refitted[layer])
     result.tensors = tensors
     for run in result.runs:
-        run.kept = run.layer not in dropped
+        run.kept = run.kept and run.layer not in dropped  # (one no step improved stays dropped)
     result.notes.append(
         f"the MLP refit of layer{'s' if len(dropped) > 1 else ''} {', '.join(map(str, dropped))} was dropped: the "
         f"original's answers to the check prompts were less likely with it (loss per answer token "

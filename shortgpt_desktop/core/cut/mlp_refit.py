@@ -82,7 +82,8 @@ class RunRefit:
     residual_after: float = 0.0
     steps: int = 0  # Adam steps taken (the kept weights are those of the best held-out check among them)
     tokens: int = 0
-    #: False when the chat guard dropped this refit (the linear repair alone stays): :mod:`.chat_guard`.
+    #: False when no step did better on the held-out rows, or when the chat guard dropped this refit
+    #: (:mod:`.chat_guard`): the linear repair alone stays. ``residual_after < residual_before`` tells which.
     kept: bool = True
 
 
@@ -297,7 +298,12 @@ def fit_mlp_refit(
             for p in mlp.parameters():
                 p.requires_grad_(True)
             before, after, taken = _train(mlp, post, a, d, device, seed, lambda: clock.add(step_work))
-        result.runs.append(RunRefit(run.start, run.end, layer_index, before, after, taken, a.shape[0]))
+        # No step did better on the held-out rows: the linear repair stays as it is. Its weights were written
+        # anyway, and a GGUF then re-quantized the layer's unchanged gate and up projections at Q8_0.
+        improved = after < before
+        result.runs.append(RunRefit(run.start, run.end, layer_index, before, after, taken, a.shape[0], kept=improved))
+        if not improved:
+            return
         prefix = f"{family.layers_path}.{layer_index}.{module}."
         for name, p in mlp.named_parameters():
             result.tensors[prefix + name] = p.detach().to("cpu", dtypes[name]).contiguous()

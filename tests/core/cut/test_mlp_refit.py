@@ -82,8 +82,9 @@ def test_the_linear_repair_stays_when_no_step_beats_it_on_the_held_out_rows(tiny
     error rises from the first step, so the refit must hand back the linear repair's weights unchanged."""
     _, _, repair, refit = _fits(tiny_family("gemma3"), prose, [2, 3])
     (run,) = refit.runs
-    assert run.residual_after == run.residual_before
-    assert refit.tensors.keys() > repair.tensors.keys()
+    assert run.residual_after == run.residual_before and not run.kept
+    # Nothing of that MLP is written (its unchanged gate and up projections were, and a GGUF re-quantized them).
+    assert refit.tensors.keys() == repair.tensors.keys()
     for key, value in repair.tensors.items():
         assert torch.equal(refit.tensors[key], value), key
 
@@ -170,7 +171,9 @@ def test_the_refit_job_saves_a_stock_model_alike_in_memory_and_streamed(tiny_fam
     with torch.no_grad():
         torch.testing.assert_close(reloaded(input_ids=PROMPT).logits, in_memory, rtol=1e-5, atol=1e-5)
     card = (tmp_path / "memory" / "README.md").read_text(encoding="utf-8")
-    assert "refitted on the calibration activations" in card
+    # Said where a step did better on held-out rows; a run none improved keeps the linear repair, and says so.
+    improved = [r for r in refitted if r["refit_after"] < r["refit_before"]]
+    assert ("refitted on the calibration activations" in card) == bool(improved)
 
 
 def test_the_estimate_counts_the_refit(tiny_model: Path, small_calib: Path, tmp_path: Path) -> None:
@@ -204,6 +207,6 @@ def test_the_estimate_counts_the_chat_guard_of_a_chat_models_refit(tiny_model: P
     assert guard.prompts == 6 and guard.new_tokens == ANSWER_TOKENS and guard.kv_cache
     assert engine.guard_work(JobSpec(**{**spec.__dict__, "repair": "linear"})) is None
     chat = engine.job_estimate(spec, 2, check=False).steps["refitting"]
-    rate = engine.scored.seconds / (engine.scored.sample_tokens * shape_of(engine.loaded).n_layers)
+    rate = engine.scored.pass_seconds / (engine.scored.sample_tokens * shape_of(engine.loaded).n_layers)
     assert chat - base == pytest.approx(guard_token_layers(guard, shape_of(engine.loaded), 2) * rate, rel=1e-9)
     assert chat > base
