@@ -829,6 +829,26 @@ class Engine:
         total = 2 * limit
         partial: list[float | None] = [reference.result.perplexity] + [None] * limit
         progress(SWEEP_STAGE, 0, total, list(partial))
+        # The fit Check or Save made (a healing of minutes or hours) is kept: the curve's own fits are linear and
+        # unhealed, and Save healed again after the curve had replaced it.
+        fitted_before = self.adjusted
+        try:
+            self._curve_points(spec, tokens, limit, curve, baseline, asks_quiz, partial, total, progress, cancel)
+        finally:
+            if fitted_before is not None:
+                self.adjusted = fitted_before
+        curve.order = [p.layer for p in curve.points[1:] if p.layer is not None]
+        curve.baseline = baseline
+        curve.seconds = time.perf_counter() - started
+        return curve
+
+    def _curve_points(self, spec: JobSpec, tokens: TokenSet, limit: int, curve: Any, baseline: Any,
+                      asks_quiz: bool, partial: list[float | None], total: int, progress: Progress,
+                      cancel: CancelCheck | None) -> None:
+        """The recipe's point and plain removal's for each count up to ``limit`` (see :meth:`quality_curve`)."""
+        from .measure.sweep import STAGE as SWEEP_STAGE
+        from .measure.sweep import curve_point
+
         previous: list[int] = []
         for k in range(1, limit + 1):
             removed = self.plan(count=k).removed
@@ -848,10 +868,6 @@ class Engine:
             result, fidelity = self._compared(spec, tokens, plain, {}, no_progress, cancel)
             baseline.points.append(curve_point(k, baseline.order[k - 1], plain, result, fidelity))
             progress(SWEEP_STAGE, 2 * k, total, list(partial))
-        curve.order = [p.layer for p in curve.points[1:] if p.layer is not None]
-        curve.baseline = baseline
-        curve.seconds = time.perf_counter() - started
-        return curve
 
     # ------------------------------------------------------------------------------------------- repair
 

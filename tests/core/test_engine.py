@@ -325,3 +325,18 @@ def test_a_bfloat16_checkpoint_loaded_in_float32_is_sized_by_what_its_files_stor
     result = engine.save(plan, tmp_path / "out")
     written = sum((result.folder / f).stat().st_size for f in result.files if f.endswith(".safetensors"))
     assert plan.bytes_after == pytest.approx(written, rel=0.02)
+
+
+def test_the_quality_curve_keeps_the_fit_check_made(tiny_model: Path, small_calib: Path) -> None:
+    """The curve fits each count linear and unhealed; it replaced the healed fit of the check, and Save healed again
+    (minutes to hours on a CPU) for the same result."""
+    spec = JobSpec(model=str(tiny_model), calib=[str(small_calib)], samples=8, seq_len=32, eval_windows=2,
+                   batch_size=4, device="cpu", dtype="float32", prompt="", metric="bi", heal_steps=1)
+    engine = Engine()
+    engine.score(spec)
+    removed = engine.plan(count=2).removed
+    engine.check(spec, removed)
+    healed = engine.adjusted
+    assert healed is not None and healed.heal is not None
+    engine.quality_curve(spec, 3)
+    assert engine.adjusted is healed and engine.adjust(spec, removed) is healed  # nothing to heal again
