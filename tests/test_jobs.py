@@ -557,3 +557,16 @@ def test_healing_runs_for_families_the_others_did_not_cover(tiny_family, family:
     reloaded = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
     with torch.no_grad():
         assert torch.isfinite(reloaded(input_ids=torch.tensor([[1, 5, 9, 12]])).logits).all()
+
+
+def test_eval_one_layer_at_a_time_measures_fidelity_for_a_tied_model(tiny_family, small_calib: Path,
+                                                                     tmp_path: Path) -> None:
+    """GPT-2 ties its head to its embeddings: streamed, a fresh model's head was left on the embedding's old copy,
+    so the first model and a copy of it had "other embeddings or another head", and no KL was measured."""
+    gpt2 = tiny_family("gpt2")
+    spec = JobSpec(model=str(gpt2), calib=[str(small_calib)], samples=4, seq_len=32, eval_windows=2, prompt="")
+    whole = run_eval(Engine(), spec, other=str(gpt2))
+    streamed = run_eval(Engine(), dataclasses.replace(spec, low_memory=True), other=str(gpt2))
+    assert whole.fidelity and streamed.fidelity, streamed.warnings
+    assert streamed.fidelity["mean_kl"] == pytest.approx(whole.fidelity["mean_kl"], abs=1e-6)
+    assert streamed.ppl_after == pytest.approx(whole.ppl_after, rel=1e-5)

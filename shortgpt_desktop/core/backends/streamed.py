@@ -132,8 +132,13 @@ class StreamedModel(LayerStack):
         if self._head:
             load_part(self.model, self.reader.others(skip_prefixes=()), self.device, "the output head")
         head = self.model.get_output_embeddings()
-        if not self._head or (head is not None and head.weight.device.type == "meta"):
-            self._tie()  # a tied checkpoint has no head of its own (loaded again after a drop: tie it again)
+        tied = getattr(self.model.config, "tie_word_embeddings", False)
+        if not self._head or tied or (head is not None and head.weight.device.type == "meta"):
+            # A tied checkpoint has no head of its own (loaded again after a drop: tie it again). Loading what lies
+            # outside the layers replaced the embedding: a first head step left the head on the old copy, so a
+            # fresh model's head names differed from one that had dropped and reloaded it, and eval --low-memory
+            # found "another head" on a copy of the same model (no KL), with the embedding held twice.
+            self._tie()
         if head is not None:
             check_materialized(head, "the output head")
         self._head_loaded = True
