@@ -552,3 +552,24 @@ def test_a_folder_of_many_unusable_files_is_said_in_a_few_lines(tiny_model: Path
     for lines in (notes, warnings):
         assert len(lines) == 6 and lines[-1].endswith("... and 35 more files left out (a --json report lists each).")
     assert len([w for w in json.loads(report.read_text())["warnings"] if w.startswith("Skipped")]) == 40
+
+
+def test_a_gguf_padding_id_past_the_vocabulary_is_a_sentence(tiny_model: Path, small_calib: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """transformers' embedding asserted on such a file while its parameters were counted, a traceback (exit 1) in
+    every command, one layer at a time too. The config now leaves the id unset, as llama.cpp does; transformers'
+    GGUF tokenizer still cannot read it, which is said in one sentence."""
+    from gguf import GGUFValueType
+
+    from shortgpt_desktop.core.model.config import drop_bad_pad_id
+    from shortgpt_desktop.core.testing.gguf_export import export_gguf
+
+    path = tmp_path / "pad.gguf"
+    export_gguf(tiny_model, path, "llama", tokens="tokenizer", block_weights="Q4_0",
+                extra={"tokenizer.ggml.padding_token_id": (512, GGUFValueType.UINT32)})  # the vocabulary is 512
+    for low in ([], ["--low-memory"]):
+        line = bad(capsys, "score", str(path), "--calib", str(small_calib), "--samples", "4", "--seq-len", "32",
+                   "--metric", "bi", "-q", *low)
+        assert "has no usable tokenizer" in line, line
+    assert drop_bad_pad_id({"pad_token_id": 512, "vocab_size": 512})["pad_token_id"] is None
+    assert drop_bad_pad_id({"pad_token_id": 3, "vocab_size": 512})["pad_token_id"] == 3

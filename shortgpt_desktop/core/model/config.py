@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 from typing import TYPE_CHECKING, Any
 
 from ..errors import Hint, ModelSourceError, UnsupportedModelError
 from .families import family_for_model_type
 from .sources import ModelSource
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     pass
@@ -59,13 +62,30 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return "Cannot allocate memory" in text or "not enough memory" in text
 
 
+def drop_bad_pad_id(config: Any) -> Any:
+    """``config`` (a dict or a transformers config) without a padding id outside the vocabulary, which llama.cpp
+    ignores ("bad special token … using default id -1") and transformers' embedding refuses with an AssertionError,
+    a traceback. Changed in place, and returned."""
+    is_dict = isinstance(config, dict)
+    pad = config.get("pad_token_id") if is_dict else getattr(config, "pad_token_id", None)
+    vocab = config.get("vocab_size") if is_dict else getattr(config, "vocab_size", None)
+    if isinstance(pad, int) and isinstance(vocab, int) and vocab > 0 and not 0 <= pad < vocab:
+        log.info("padding token id %d is outside the vocabulary of %d tokens: left unset, as llama.cpp does", pad,
+                 vocab)
+        if is_dict:
+            config["pad_token_id"] = None
+        else:
+            config.pad_token_id = None
+    return config
+
+
 def read_config(source: ModelSource) -> dict[str, Any]:
     """The model's config as a dict, without loading weights (GGUF metadata goes through transformers)."""
     if source.gguf_file:
         from transformers import AutoConfig
 
         try:
-            config = AutoConfig.from_pretrained(source.folder, gguf_file=source.gguf_file).to_dict()
+            config = drop_bad_pad_id(AutoConfig.from_pretrained(source.folder, gguf_file=source.gguf_file).to_dict())
         except Exception as exc:  # transformers raises ValueError/RuntimeError for unknown GGUF architectures
             if not rejected_by_library(exc):
                 raise

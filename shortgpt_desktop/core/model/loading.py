@@ -19,6 +19,7 @@ from shortgpt_desktop.core.model.config import (
     _first_line,
     architecture_name,
     check_supported,
+    drop_bad_pad_id,
     is_out_of_memory,
     read_config,
     read_header_config,
@@ -158,7 +159,7 @@ def _load_model(source: ModelSource, device: str, dtype: str, trust_remote_code:
     check_supported(raw_config, trust_remote_code)
     kwargs = _from_pretrained_kwargs(source, trust_remote_code)
     try:
-        config = AutoConfig.from_pretrained(source.folder, **kwargs)
+        config = drop_bad_pad_id(AutoConfig.from_pretrained(source.folder, **kwargs))
         check_config_fits_weights(source, config, raw_config, trust_remote_code)
         model, info = AutoModelForCausalLM.from_pretrained(  # gguf-py's name maps: built once (.gguf_parse_once)
             source.folder, config=config, dtype=torch_dtype(dtype), low_cpu_mem_usage=True,
