@@ -409,7 +409,7 @@ class Engine:
         and asked, so a job that would stop at its repair or its save is refused before its scoring.
         """
         wanted = dict(metric=get_metric(metric) if metric else None, heal_steps=spec.heal_steps,
-                      output_format=self.resolved_format)
+                      output_format=self.resolved_format, asked=spec.low_memory is not None)
         loaded = self.backend is not None and self.load_key == self._load_key(spec)
         if self.source is None and not loaded:
             return
@@ -471,7 +471,7 @@ class Engine:
         started = time.perf_counter()
         loaded = self.load(spec, progress, cancel)
         assert self.backend is not None
-        problem = self.backend.refusal(metric=metric)
+        problem = self.backend.refusal(metric=metric, asked=spec.low_memory is not None)
         if problem is not None:
             raise problem
         tokens = self.tokens_for(spec, progress) if metric.needs_text else None
@@ -1203,7 +1203,8 @@ class Engine:
     def refusal_to_save(self) -> None:
         """The output format this backend cannot write, said before anything runs."""
         if self.backend is not None:
-            problem = self.backend.refusal(output_format=self.resolved_format)
+            asked = self.scored_spec is None or self.scored_spec.low_memory is not None
+            problem = self.backend.refusal(output_format=self.resolved_format, asked=asked)
             if problem is not None:
                 raise problem
 

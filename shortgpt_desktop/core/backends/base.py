@@ -40,13 +40,16 @@ class Backend:
                     cancel: CancelCheck | None) -> HookStats:
         raise NotImplementedError
 
-    def refusal(self, *, metric: Any = None, heal_steps: int = 0, output_format: str | None = None) -> UserError | None:
-        """Why this backend cannot run a step of a job with these settings (None: it can), before it starts."""
-        return self.refusal_for(self.loaded.source, metric=metric, heal_steps=heal_steps, output_format=output_format)
+    def refusal(self, *, metric: Any = None, heal_steps: int = 0, output_format: str | None = None,
+                asked: bool = True) -> UserError | None:
+        """Why this backend cannot run a step of a job with these settings (None: it can), before it starts.
+        ``asked``: the user chose this way of running (False: it was chosen for them, for want of memory)."""
+        return self.refusal_for(self.loaded.source, metric=metric, heal_steps=heal_steps, output_format=output_format,
+                                asked=asked)
 
     @classmethod
     def refusal_for(cls, source: ModelSource, *, metric: Any = None, heal_steps: int = 0,
-                    output_format: str | None = None) -> UserError | None:
+                    output_format: str | None = None, asked: bool = True) -> UserError | None:
         """:meth:`refusal` for a model not loaded yet: what the mode cannot do is known from the source alone."""
         return None
 
@@ -115,17 +118,24 @@ class Streamed(Backend):
 
     @classmethod
     def refusal_for(cls, source: ModelSource, *, metric: Any = None, heal_steps: int = 0,
-                    output_format: str | None = None) -> UserError | None:
+                    output_format: str | None = None, asked: bool = True) -> UserError | None:
+        # A mode the user never chose is not named as theirs, nor is leaving it out offered: the model did not fit.
+        hint = Hint.LOW_MEMORY_METRIC if asked else None
         if metric is not None and metric.needs_text and not metric.hooked:
-            return UserError(f"{metric.label} needs the whole model in memory; in low-memory mode choose Block "
-                             "Influence (bi+ or bi), Relative Magnitude or Angular distance.",
-                             hint=Hint.LOW_MEMORY_METRIC)
+            where = ("in low-memory mode" if asked
+                     else "this model does not fit in memory, so it runs one layer at a time:")
+            return UserError(f"{metric.label} needs the whole model in memory; {where} choose Block Influence (bi+ or "
+                             "bi), Relative Magnitude or Angular distance.", hint=hint)
         if heal_steps > 0:
-            return UserError("Healing trains the whole model at once, which low-memory mode cannot hold; set the "
-                             "heal steps to 0 (the repair still runs).", hint=Hint.LOW_MEMORY_METRIC)
+            held = ("which low-memory mode cannot hold" if asked
+                    else "and this model does not fit in memory (it runs one layer at a time)")
+            return UserError(f"Healing trains the whole model at once, {held}; set the heal steps to 0 (the repair "
+                             "still runs).", hint=hint)
         if output_format == "safetensors" and source.gguf_file:
-            return UserError("In low-memory mode a GGUF model is saved as GGUF (its float copy would need the "
-                             "whole model in memory).")
+            where = ("In low-memory mode" if asked
+                     else "This model does not fit in memory, so it runs one layer at a time, and then")
+            return UserError(f"{where} a GGUF model is saved as GGUF (its float copy would need the whole model in "
+                             "memory).")
         return None
 
     def generate(self, prompt: str, removed: Sequence[int], weights: dict[str, Any], max_new_tokens: int,

@@ -258,3 +258,19 @@ def test_smollm2s_default_job_streamed_equals_the_job_in_memory(fmt: str, smollm
             assert (b[key][1] - value).abs().max() <= step and (b[key][1] != value).float().mean() < 0.01
         else:
             torch.testing.assert_close(b[key][1], value, rtol=1e-5, atol=1e-5)
+
+
+def test_a_mode_chosen_for_want_of_memory_is_not_called_the_users(tiny_q4_gguf: Path) -> None:
+    """Chosen for the user (the model did not fit), one layer at a time was refused as "low-memory mode", with
+    "leave out --low-memory" for a flag they never gave."""
+    from shortgpt_desktop.cli import error_line
+    from shortgpt_desktop.core.backends.base import Streamed
+    from shortgpt_desktop.core.measure.metrics import get_metric
+    from shortgpt_desktop.core.model.sources import resolve
+
+    source = resolve(str(tiny_q4_gguf))
+    cases = [dict(metric=get_metric("ppl")), dict(heal_steps=2), dict(output_format="safetensors")]
+    for wanted in cases:
+        asked, chosen = (Streamed.refusal_for(source, **wanted, asked=a) for a in (True, False))
+        assert "low-memory mode" in str(asked) and "low-memory" not in str(chosen), chosen
+        assert "does not fit in memory" in str(chosen) and "--low-memory" not in error_line(chosen)
