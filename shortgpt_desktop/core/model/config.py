@@ -79,13 +79,34 @@ def drop_bad_pad_id(config: Any) -> Any:
     return config
 
 
+def with_gguf_layer_types(config: Any, source: ModelSource) -> Any:
+    """``config`` (a dict or a transformers config) with the sliding-window layout a GGUF states per layer
+    (:func:`.gguf_facts.sliding_window_layers`), where the config has per-layer attention types (Gemma 2/3): as
+    llama.cpp reads the file. Changed in place, and returned."""
+    if not source.gguf_file:
+        return config
+    from .gguf_facts import sliding_window_layers
+
+    pattern = sliding_window_layers(source.folder / source.gguf_file)
+    if pattern is None:
+        return config
+    types = ["sliding_attention" if slides else "full_attention" for slides in pattern]
+    if isinstance(config, dict):
+        if "layer_types" in config:
+            config["layer_types"] = types
+    elif getattr(config, "layer_types", None) is not None:
+        config.layer_types = types
+    return config
+
+
 def read_config(source: ModelSource) -> dict[str, Any]:
     """The model's config as a dict, without loading weights (GGUF metadata goes through transformers)."""
     if source.gguf_file:
         from transformers import AutoConfig
 
         try:
-            config = drop_bad_pad_id(AutoConfig.from_pretrained(source.folder, gguf_file=source.gguf_file).to_dict())
+            config = with_gguf_layer_types(drop_bad_pad_id(
+                AutoConfig.from_pretrained(source.folder, gguf_file=source.gguf_file).to_dict()), source)
         except Exception as exc:  # transformers raises ValueError/RuntimeError for unknown GGUF architectures
             if not rejected_by_library(exc):
                 raise

@@ -14,6 +14,8 @@ from typing import Any
 from ..errors import UnsupportedModelError
 from ..formats.gguf_reader import GGUFLayout, check_gguf
 
+_GGUF_BOOL = 7  # GGUF value type of a bool
+
 #: gguf architecture → transformers ``model_type`` where they differ (as transformers' GGUF loader renames them).
 _RENAMED = {"qwen2moe": "qwen2_moe", "qwen3moe": "qwen3_moe", "gpt-oss": "gpt_oss", "minimax-m2": "minimax_m2",
             "gemma3": "gemma3_text", "gemma4": "gemma4_text"}
@@ -53,6 +55,24 @@ def header_config(path: Path, layout: GGUFLayout | None = None) -> dict[str, Any
     config["tie_word_embeddings"] = all(t.name != "output.weight" for t in layout.tensors) or arch in ("falcon",
                                                                                                         "bloom")
     return config
+
+
+def sliding_window_layers(path: Path, layout: GGUFLayout | None = None) -> list[bool] | None:
+    """The per-layer sliding-window pattern a GGUF states (``{arch}.attention.sliding_window_pattern``, one bool a
+    layer, True where the layer slides), or None where it states none, or a period instead.
+
+    This tool writes one for a pruned Gemma 2/3 (the kept layers' pattern is no longer periodic by index), and
+    llama.cpp reads it; transformers' GGUF config ignores it and derives the pattern from the layer count, so the
+    pruned file was read back, here, as another model than the one llama.cpp runs."""
+    layout = layout or check_gguf(path)
+    arch = str(layout.metadata.get("general.architecture", ""))
+    field = layout.fields.get(f"{arch}.attention.sliding_window_pattern")
+    if field is None or field.item_type != _GGUF_BOOL or field.count != layout.metadata.get(f"{arch}.block_count"):
+        return None
+    with open(path, "rb") as handle:
+        handle.seek(field.value_start)
+        data = handle.read(field.count)
+    return [byte != 0 for byte in data] if len(data) == field.count else None
 
 
 def file_type_name(layout: GGUFLayout) -> str | None:

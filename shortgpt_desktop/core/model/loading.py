@@ -24,6 +24,7 @@ from shortgpt_desktop.core.model.config import (
     read_config,
     read_header_config,
     rejected_by_library,
+    with_gguf_layer_types,
 )
 from shortgpt_desktop.core.model.devices import resolve_device, resolve_dtype, torch_dtype
 
@@ -159,7 +160,7 @@ def _load_model(source: ModelSource, device: str, dtype: str, trust_remote_code:
     check_supported(raw_config, trust_remote_code)
     kwargs = _from_pretrained_kwargs(source, trust_remote_code)
     try:
-        config = drop_bad_pad_id(AutoConfig.from_pretrained(source.folder, **kwargs))
+        config = with_gguf_layer_types(drop_bad_pad_id(AutoConfig.from_pretrained(source.folder, **kwargs)), source)
         check_config_fits_weights(source, config, raw_config, trust_remote_code)
         model, info = AutoModelForCausalLM.from_pretrained(  # gguf-py's name maps: built once (.gguf_parse_once)
             source.folder, config=config, dtype=torch_dtype(dtype), low_cpu_mem_usage=True,

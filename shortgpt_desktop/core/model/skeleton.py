@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ModelSourceError
-from .config import drop_bad_pad_id, read_config
+from .config import drop_bad_pad_id, read_config, with_gguf_layer_types
 from .memory import _tensor_elements
 from .sources import ModelSource
 
@@ -69,7 +69,7 @@ def build_skeleton(source: ModelSource, dtype: str, trust_remote_code: bool = Fa
         kwargs["gguf_file"] = source.gguf_file
     if source.revision:
         kwargs["revision"] = source.revision
-    config = drop_bad_pad_id(AutoConfig.from_pretrained(source.folder, **kwargs))
+    config = with_gguf_layer_types(drop_bad_pad_id(AutoConfig.from_pretrained(source.folder, **kwargs)), source)
     check_config_fits_weights(source, config, read_config(source), trust_remote_code)
     with init_empty_weights(include_buffers=False):
         model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype),

@@ -326,6 +326,16 @@ def test_shifted_sliding_window_pattern_is_written_out(tiny_gemma3: tuple[Path, 
     agree, worst = agreement(steps, reference, len(prompt))
     # llama.cpp's CPU GELU reads an f16 table: ~0.015 already between the unpruned file and transformers
     assert agree == 1.0 and worst < 0.1, worst
+    # Read back here as llama.cpp reads it: transformers' GGUF config ignores the written pattern and derived the
+    # period-6 one from the layer count, so the file's check (eval --against) measured another model.
+    from shortgpt_desktop.core.model.config import read_config
+    from shortgpt_desktop.core.model.skeleton import build_skeleton
+    from shortgpt_desktop.core.model.sources import resolve
+
+    expected = ["sliding_attention" if slides else "full_attention" for slides in result.plan.swa_pattern]
+    source = resolve(str(result.gguf_path))
+    assert read_config(source)["layer_types"] == expected
+    assert build_skeleton(source, "float32").config.layer_types == expected
 
     naive = block_count_only(path, removed, tmp_path / "naive" / "naive.gguf")
     naive_steps = LlamaCpp(naive).greedy(prompt, 8)  # loads without a word...
