@@ -119,6 +119,9 @@ def _quiet_peft_warnings() -> None:
     printed in the middle of every healing job on the command line, and no user of either library can act on it.
     Put in front of the filters each time adapters are made (a test harness may reset the filters in between)."""
     warnings.filterwarnings("ignore", message=r".*`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+    # peft's own mixture-of-experts patterns, unused where a model's experts are not adapted (Qwen3-MoE)
+    warnings.filterwarnings("ignore", message=r"The following (rank|alpha)_pattern keys did not match",
+                            category=RuntimeWarning)
 
 
 @contextmanager
