@@ -570,6 +570,6 @@ def test_a_gguf_padding_id_past_the_vocabulary_is_a_sentence(tiny_model: Path, s
     for low in ([], ["--low-memory"]):
         line = bad(capsys, "score", str(path), "--calib", str(small_calib), "--samples", "4", "--seq-len", "32",
                    "--metric", "bi", "-q", *low)
-        assert "has no usable tokenizer" in line, line
+        assert f"The model in {path} has no usable tokenizer" in line, line  # the file, not the folder it lies in
     assert drop_bad_pad_id({"pad_token_id": 512, "vocab_size": 512})["pad_token_id"] is None
     assert drop_bad_pad_id({"pad_token_id": 3, "vocab_size": 512})["pad_token_id"] == 3

@@ -176,7 +176,7 @@ def _load_model(source: ModelSource, device: str, dtype: str, trust_remote_code:
                                 hint=Hint.LOW_MEMORY) from None
         if not rejected_by_library(exc):
             raise
-        raise ModelSourceError(f"The model in {source.folder} could not be loaded: {_first_line(exc)}.") from None
+        raise ModelSourceError(f"The model in {source.location} could not be loaded: {_first_line(exc)}.") from None
     missing = sorted(info.get("missing_keys") or [])
     if missing:  # transformers fills them with random values and says so only in a log line
         raise ModelSourceError(f"The checkpoint in {source.folder} has no weights for {missing[0]}"
@@ -216,7 +216,7 @@ def load_tokenizer(source: ModelSource, trust_remote_code: bool = False) -> Any:
         if not (rejected_by_library(exc) or isinstance(exc, TypeError)):
             raise
         raise ModelSourceError(
-            f"The model in {source.folder} has no usable tokenizer ({_first_line(exc)})."
+            f"The model in {source.location} has no usable tokenizer ({_first_line(exc)})."
         ) from None
 
 

@@ -67,6 +67,12 @@ class ModelSource:
         return self.spec if self.kind == "hub" else Path(self.spec).name or self.spec
 
     @property
+    def location(self) -> Path:
+        """Where the model lies, as a sentence names it: the ``.gguf`` file itself, or the model's folder (a GGUF's
+        folder is wherever it was saved, ~/Downloads say, and "the model in Downloads" named no model)."""
+        return self.folder / self.gguf_file if self.gguf_file else self.folder
+
+    @property
     def bytes_on_disk(self) -> int:
         return sum(w.size for w in self.weight_files)
 
