@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "no ending...); .jsonl/.json records' text, .ipynb notebooks' cells; binary files are left "
                        f"out and said; '{BUILTIN_CORPUS}' (the default) for the built-in corpus")
         p.add_argument("--eval-text", metavar="PATH", help="separate text for perplexity (default: a held-out "
-                       "part of the calibration text)")
+                       f"part of the calibration text); '{BUILTIN_CORPUS}' for the built-in corpus")
         p.add_argument("--preset", choices=list(defaults.PRESETS),
                        help="sizes in one word: " + "; ".join(f"{k}: {v.samples}x{v.seq_len} tokens, {v.trade_off}"
                                                               for k, v in defaults.PRESETS.items()))

@@ -573,3 +573,11 @@ def test_a_gguf_padding_id_past_the_vocabulary_is_a_sentence(tiny_model: Path, s
         assert f"The model in {path} has no usable tokenizer" in line, line  # the file, not the folder it lies in
     assert drop_bad_pad_id({"pad_token_id": 512, "vocab_size": 512})["pad_token_id"] is None
     assert drop_bad_pad_id({"pad_token_id": 3, "vocab_size": 512})["pad_token_id"] == 3
+
+
+def test_the_built_in_corpus_can_be_the_evaluation_text(tiny_model: Path, small_calib: Path, tmp_path: Path) -> None:
+    """``--calib builtin`` is the built-in corpus; ``--eval-text builtin`` was "does not exist"."""
+    report = tmp_path / "eval.json"
+    assert cli.main(["eval", str(tiny_model), "--calib", str(small_calib), "--eval-text", "builtin", "--seq-len", "32",
+                     "--eval-windows", "2", "-q", "--json", str(report)]) == 0
+    assert json.loads(report.read_text())["ppl_before"] > 1

@@ -158,7 +158,7 @@ def check_calibration(spec: JobSpec) -> list[str]:
     if not spec.calib:
         raise CalibrationError("The calibration set is empty: add text files or folders, or use the built-in "
                                "corpus.")
-    if spec.eval_text and not expand_home(spec.eval_text).exists():
+    if spec.eval_text and spec.eval_text != BUILTIN_CORPUS and not expand_home(spec.eval_text).exists():
         raise CalibrationError(f"The evaluation text {spec.eval_text} does not exist.")
     texts, _, warnings = read_calibration(spec.calib)
     too_short = surely_too_short(texts, held_out=not spec.eval_text)
