@@ -46,7 +46,10 @@ class CurvePoint:
 @dataclass
 class QualityCurve:
     label: str  # e.g. "bi" or "bi+"
-    order: list[int]  # removal order; point k removes order[:k]
+    #: Removal order: point k removes order[:k] where the counts' choices are nested. The recipe's are not always
+    #: (bi+ chooses each count's set as a whole): there the order holds the layers each point added alone, and is
+    #: shorter than the points; each point's own ``removed`` is what it removes.
+    order: list[int]
     points: list[CurvePoint] = field(default_factory=list)
     windows: int = 0  # held-out windows used per point (a subset of the token set's)
     tokens: int = 0  # predicted tokens per point
