@@ -13,6 +13,7 @@ from .core.backends import ops
 from .core.cut.plan import (
     MAX_LAYER_INDEX,
     check_layer_list,
+    check_possible,
     count_for_ratio,
     max_removable,
 )
@@ -44,9 +45,7 @@ def _checked_request(spec: JobSpec) -> None:
     if spec.count is not None and spec.count < 1:
         raise PlanError(f"The number of layers to remove must be at least 1 (got {spec.count}).")
     if spec.layers is not None:
-        too_deep = [i for i in spec.layers if i >= MAX_LAYER_INDEX]
-        if too_deep:  # (check_layer_list would name a depth it does not know yet)
-            raise PlanError(f"Layer {too_deep[0]} is out of range: no model has that many layers.")
+        check_possible(spec.layers)  # (check_layer_list would name a depth it does not know yet)
         check_layer_list(spec.layers, MAX_LAYER_INDEX)  # repeats and negatives (the depth is checked once it is read)
 
 

@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import pipeline
 from .backends import ops
@@ -101,6 +101,20 @@ LOST_ANSWER = ("The pruned model answers the prompt with nothing (it ends its tu
                "answered; remove fewer layers, or calibrate on text like the prompts you will give it.")
 
 
+class AdjustKey(NamedTuple):
+    """What an adjustment (repair, refit, healing) was computed for."""
+
+    removed: tuple[int, ...]
+    repair: str
+    heal_steps: int
+    load_key: tuple | None  # the model as loaded
+    token_key: tuple  # the calibration tokens
+
+    def same_cut(self, other: AdjustKey) -> bool:
+        """The same layers of the same model, on the same tokens: the linear repair fitted for one is the other's."""
+        return (self.removed, self.load_key, self.token_key) == (other.removed, other.load_key, other.token_key)
+
+
 @dataclass
 class Adjusted:
     """What the repair and the healing changed for one set of removed layers (no tensors cross to a window)."""
@@ -108,11 +122,10 @@ class Adjusted:
     removed: list[int]
     results: dict[str, Any] = field(default_factory=dict)  # adjuster name → what it measured and did
     weights: dict[str, Any] = field(default_factory=dict)  # parameter name (original index) → new value
-    key: tuple = ()
+    key: AdjustKey | None = None
     seconds: float = 0.0
     step_seconds: dict[str, float] = field(default_factory=dict)  # adjuster name → seconds it took here
     changes: WeightChanges = field(default_factory=WeightChanges)  # the settings it was computed for
-    token_key: tuple = ()  # the calibration tokens it was fitted on (Engine._token_key)
 
     @property
     def repair(self) -> Any:
@@ -500,7 +513,8 @@ class Engine:
         started, pass_started = clocks
         self.stats, self.scores = stats, scores
         self.selections = {}
-        if self.adjusted is not None and self.adjusted.token_key != self._token_key(spec):
+        if self.adjusted is not None and (self.adjusted.key is None
+                                          or self.adjusted.key.token_key != self._token_key(spec)):
             self.adjusted = None  # fitted on other tokens; a rescore of the same text keeps the fit (and healing)
         self.sizes = layer_sizes(loaded.model, loaded.family, pipeline.checkpoint_bytes_per_param(loaded))
         self.scored_spec = spec
@@ -616,7 +630,7 @@ class Engine:
         # for the job (the refit starts from it); the refit and healing are fitted again for other settings.
         done = self.adjusted
         key = self._adjust_key(spec, self.plan(count=count).removed)
-        if done is not None and (done.key[0], *done.key[3:]) == (key[0], *key[3:]):
+        if done is not None and done.key is not None and done.key.same_cut(key):
             if done.repair is not None and spec.repair != "none":
                 estimate.steps.pop("repairing", None)
             if done.key == key:
@@ -871,9 +885,9 @@ class Engine:
 
     # ------------------------------------------------------------------------------------------- repair
 
-    def _adjust_key(self, spec: JobSpec, removed: Sequence[int]) -> tuple:
-        """What an adjustment is for: the layers, the repair, the healing steps, the model as loaded, the tokens."""
-        return (tuple(sorted(removed)), spec.repair, spec.heal_steps, self.load_key, self._token_key(spec))
+    def _adjust_key(self, spec: JobSpec, removed: Sequence[int]) -> AdjustKey:
+        """What an adjustment of ``removed`` with ``spec`` is for (:class:`AdjustKey`)."""
+        return AdjustKey(tuple(sorted(removed)), spec.repair, spec.heal_steps, self.load_key, self._token_key(spec))
 
     def adjust(self, spec: JobSpec, removed: Sequence[int], progress: Progress = no_progress,
                cancel: CancelCheck | None = None) -> Adjusted:
@@ -887,14 +901,13 @@ class Engine:
         from .cut.adjusters import ADJUSTERS, AdjustContext
 
         removed = sorted(removed)
-        token_key = self._token_key(spec)
         key = self._adjust_key(spec, removed)
         if self.adjusted is not None and self.adjusted.key == key:
             return self.adjusted
         for adjuster in ADJUSTERS:
             adjuster.check(spec)
         started = time.perf_counter()
-        adjusted = Adjusted(removed, key=key, changes=WeightChanges.of(spec), token_key=token_key)
+        adjusted = Adjusted(removed, key=key, changes=WeightChanges.of(spec))
         wanted = [a for a in ADJUSTERS if a.wanted(spec)]
         if not wanted or not removed:
             self.adjusted = adjusted

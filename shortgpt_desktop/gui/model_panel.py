@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..core.model.loading import ModelInfo
+from ..core.user_paths import expand_home
 from ..format import human_bytes, human_count, human_rate
 from .elided_label import ElidedLabel
 
@@ -34,10 +35,10 @@ def model_key(text: str) -> str:
     if not text:
         return text
     try:
-        path = Path(text).expanduser()
+        path = expand_home(text)
         if path.exists():
             return str(path.resolve())
-    except (RuntimeError, OSError):  # ~user for no such user, a link loop, a folder one may not enter
+    except (RuntimeError, OSError):  # a link loop, a folder one may not enter
         pass  # kept as typed: opening it says what is wrong
     return text
 

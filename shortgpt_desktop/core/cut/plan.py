@@ -74,6 +74,13 @@ def count_for_ratio(ratio: float, n_layers: int) -> int:
 MAX_LAYER_INDEX = 100_000
 
 
+def check_possible(layers: Sequence[int]) -> None:
+    """Refuse a layer index no model could have (a typo), before the model's depth is known."""
+    too_deep = [i for i in layers if i >= MAX_LAYER_INDEX]
+    if too_deep:
+        raise PlanError(f"Layer {too_deep[0]} is out of range: no model has that many layers.")
+
+
 def parse_layer_list(text: str) -> list[int]:
     """``"3,5,9"`` or ``"3-5,9"`` → [3, 4, 5, 9]; bad syntax is a :class:`PlanError`."""
     out: list[int] = []
@@ -87,8 +94,7 @@ def parse_layer_list(text: str) -> list[int]:
                     raise PlanError(f"{part!r}: layers are counted from 0; write a range low to high, like 3-5.")
                 if hi < lo:
                     raise PlanError(f"{part!r} runs backwards; write a range low to high, like {hi}-{lo}.")
-                if hi >= MAX_LAYER_INDEX:  # the range would be built in memory first (0-9999999999: MemoryError)
-                    raise PlanError(f"Layer {hi} is out of range: no model has that many layers.")
+                check_possible([hi])  # before the range is built in memory (0-9999999999: MemoryError)
                 out += list(range(lo, hi + 1))
             else:
                 out.append(int(part))

@@ -62,6 +62,26 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return "Cannot allocate memory" in text or "not enough memory" in text
 
 
+def from_pretrained_kwargs(source: ModelSource, trust_remote_code: bool = False) -> dict[str, Any]:
+    """What every ``from_pretrained`` call of a source takes: the GGUF file, the Hub revision, the code gate."""
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if source.gguf_file:
+        kwargs["gguf_file"] = source.gguf_file
+    if source.revision:
+        kwargs["revision"] = source.revision
+    return kwargs
+
+
+def transformers_config(source: ModelSource, trust_remote_code: bool = False) -> Any:
+    """The transformers config the model is built from, the one place it is made: as ``AutoConfig`` reads it, with
+    what transformers' GGUF reader gets wrong put right as llama.cpp reads the file (:func:`drop_bad_pad_id`,
+    :func:`_with_gguf_layer_types`)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(source.folder, **from_pretrained_kwargs(source, trust_remote_code))
+    return _with_gguf_layer_types(drop_bad_pad_id(config), source)
+
+
 def drop_bad_pad_id(config: Any) -> Any:
     """``config`` (a dict or a transformers config) without a padding id outside the vocabulary, which llama.cpp
     ignores ("bad special token … using default id -1") and transformers' embedding refuses with an AssertionError,
@@ -79,34 +99,24 @@ def drop_bad_pad_id(config: Any) -> Any:
     return config
 
 
-def with_gguf_layer_types(config: Any, source: ModelSource) -> Any:
-    """``config`` (a dict or a transformers config) with the sliding-window layout a GGUF states per layer
-    (:func:`.gguf_facts.sliding_window_layers`), where the config has per-layer attention types (Gemma 2/3): as
-    llama.cpp reads the file. Changed in place, and returned."""
-    if not source.gguf_file:
+def _with_gguf_layer_types(config: Any, source: ModelSource) -> Any:
+    """``config`` with the sliding-window layout a GGUF states per layer (:func:`.gguf_facts.sliding_window_layers`),
+    where the config has per-layer attention types (Gemma 2/3): as llama.cpp reads the file."""
+    if not source.gguf_file or getattr(config, "layer_types", None) is None:
         return config
     from .gguf_facts import sliding_window_layers
 
     pattern = sliding_window_layers(source.folder / source.gguf_file)
-    if pattern is None:
-        return config
-    types = ["sliding_attention" if slides else "full_attention" for slides in pattern]
-    if isinstance(config, dict):
-        if "layer_types" in config:
-            config["layer_types"] = types
-    elif getattr(config, "layer_types", None) is not None:
-        config.layer_types = types
+    if pattern is not None:
+        config.layer_types = ["sliding_attention" if slides else "full_attention" for slides in pattern]
     return config
 
 
 def read_config(source: ModelSource) -> dict[str, Any]:
     """The model's config as a dict, without loading weights (GGUF metadata goes through transformers)."""
     if source.gguf_file:
-        from transformers import AutoConfig
-
         try:
-            config = with_gguf_layer_types(drop_bad_pad_id(
-                AutoConfig.from_pretrained(source.folder, gguf_file=source.gguf_file).to_dict()), source)
+            config = transformers_config(source).to_dict()
         except Exception as exc:  # transformers raises ValueError/RuntimeError for unknown GGUF architectures
             if not rejected_by_library(exc):
                 raise

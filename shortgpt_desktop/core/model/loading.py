@@ -19,12 +19,12 @@ from shortgpt_desktop.core.model.config import (
     _first_line,
     architecture_name,
     check_supported,
-    drop_bad_pad_id,
+    from_pretrained_kwargs,
     is_out_of_memory,
     read_config,
     read_header_config,
     rejected_by_library,
-    with_gguf_layer_types,
+    transformers_config,
 )
 from shortgpt_desktop.core.model.devices import resolve_device, resolve_dtype, torch_dtype
 
@@ -152,15 +152,15 @@ def load_model(
 
 def _load_model(source: ModelSource, device: str, dtype: str, trust_remote_code: bool) -> LoadedModel:
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
     raw_config = read_config(source)
     check_supported(raw_config, trust_remote_code)
-    kwargs = _from_pretrained_kwargs(source, trust_remote_code)
+    kwargs = from_pretrained_kwargs(source, trust_remote_code)
     try:
-        config = with_gguf_layer_types(drop_bad_pad_id(AutoConfig.from_pretrained(source.folder, **kwargs)), source)
+        config = transformers_config(source, trust_remote_code)
         check_config_fits_weights(source, config, raw_config, trust_remote_code)
         model, info = AutoModelForCausalLM.from_pretrained(  # gguf-py's name maps: built once (.gguf_parse_once)
             source.folder, config=config, dtype=torch_dtype(dtype), low_cpu_mem_usage=True,
@@ -195,21 +195,11 @@ def _load_model(source: ModelSource, device: str, dtype: str, trust_remote_code:
     return LoadedModel(model, tokenizer, family, config_dict, source, device, dtype)
 
 
-def _from_pretrained_kwargs(source: ModelSource, trust_remote_code: bool) -> dict[str, Any]:
-    """What every ``from_pretrained`` call of a source takes: the GGUF file, the Hub revision, the code gate."""
-    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
-    if source.gguf_file:
-        kwargs["gguf_file"] = source.gguf_file
-    if source.revision:
-        kwargs["revision"] = source.revision
-    return kwargs
-
-
 def load_tokenizer(source: ModelSource, trust_remote_code: bool = False) -> Any:
     """The model's tokenizer (from the folder's files or the GGUF's metadata)."""
     from transformers import AutoTokenizer
 
-    kwargs = _from_pretrained_kwargs(source, trust_remote_code)
+    kwargs = from_pretrained_kwargs(source, trust_remote_code)
     try:
         return AutoTokenizer.from_pretrained(source.folder, **kwargs)
     except Exception as exc:  # the tokenizers binding raises TypeError for merges it cannot parse

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ModelSourceError
-from .config import drop_bad_pad_id, read_config, with_gguf_layer_types
+from .config import read_config, transformers_config
 from .memory import _tensor_elements
 from .sources import ModelSource
 
@@ -62,14 +62,9 @@ def build_skeleton(source: ModelSource, dtype: str, trust_remote_code: bool = Fa
     """The model with every parameter on the meta device (no weight memory) and its buffers computed."""
     import torch
     from accelerate import init_empty_weights
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
-    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
-    if source.gguf_file:
-        kwargs["gguf_file"] = source.gguf_file
-    if source.revision:
-        kwargs["revision"] = source.revision
-    config = with_gguf_layer_types(drop_bad_pad_id(AutoConfig.from_pretrained(source.folder, **kwargs)), source)
+    config = transformers_config(source, trust_remote_code)
     check_config_fits_weights(source, config, read_config(source), trust_remote_code)
     with init_empty_weights(include_buffers=False):
         model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype),
