@@ -180,7 +180,7 @@ def test_a_refit_the_chat_guard_drops_is_said_and_the_linear_repair_is_saved(
     refit, linear = (load_file(tmp_path / r / "model.safetensors") for r in ("refit", "linear"))
     assert refit.keys() == linear.keys() and all(torch.equal(refit[k], linear[k]) for k in linear)
     report = json.loads((tmp_path / "refit.json").read_text())
-    assert report["repair_runs"][0]["refit_kept"] is False and report["repair"] == "refit"
+    assert report["repair_runs"][0]["refit_kept"] is False and report["repair"] == "linear"  # what is saved
     assert report["refit_chat"] == {"linear": 2.0, "refit": 2.5, "kept": 2.0}
     card = (tmp_path / "refit" / "README.md").read_text(encoding="utf-8")
     assert ("the MLP refit was not kept: the original's own answers to the answer check's prompts were less likely "
@@ -499,7 +499,8 @@ def test_a_refit_a_family_cannot_have_is_said(tiny_family, small_calib: Path, tm
                      str(small_calib), "--samples", "4", "--seq-len", "32", "--out", str(tmp_path / "out"),
                      "--json", str(report)]) == 0
     assert f"warning: {NOTE_NO_MLP_MODULE}" in capfd.readouterr().out
-    assert json.loads(report.read_text())["warnings"] == [NOTE_NO_MLP_MODULE]
+    saved = json.loads(report.read_text())
+    assert saved["warnings"] == [NOTE_NO_MLP_MODULE] and saved["repair"] == "linear"  # what is saved
 
 
 def test_output_in_a_legacy_encoding_is_written_not_a_traceback() -> None:

@@ -1124,7 +1124,10 @@ class Engine:
         adjusted = self._adjusted_for(plan.removed)
         report.repair = "none"
         if adjusted is not None and adjusted.repair is not None:
-            report.repair = "refit" if adjusted.refit is not None else "linear"
+            # "refit" where a refitted MLP is written: not where none was done (OPT) or none kept (no step did
+            # better on the held-out rows, or the chat guard dropped it); the linear repair alone is saved there
+            written = adjusted.refit is not None and any(run.kept for run in adjusted.refit.runs)
+            report.repair = "refit" if written else "linear"
             refits = {r.layer: r for r in adjusted.refit.runs} if adjusted.refit is not None else {}
             after = {c.patched_layer: c for c in adjusted.repair.corrections}  # the kept layer after a run
 

@@ -58,7 +58,9 @@ class Report:
     generation_chat_template: bool = False  # the prompt went through the model's chat template
     warnings: list[str] = field(default_factory=list)
     selection: str = ""  # how a refining metric (bi+) chose the removed layers
-    repair: str = "none"  # "linear": the training-free repair; "refit": it, then the MLP refit beside the cuts
+    #: "linear": the training-free repair; "refit": it, then the MLP refit beside the cuts, written for at least one
+    #: run ("linear" where the refit was asked for and none was kept or none could be done)
+    repair: str = "none"
     repair_runs: list[dict[str, Any]] = field(default_factory=list)  # per run of removed layers: what it did
     repair_own_answers: int = 0  # the original's own chat answers the repair was fitted on beside the text
     #: The refit's chat guard: loss per answer token of the original's answers to the check prompts with the linear
@@ -251,7 +253,9 @@ def model_card(report: Report, base_model: str) -> str:
         output_format += f" ({report.quantization})"
     if report.changed_types:
         changes = "; ".join(requantized(report.changed_types, report.kept_layers))
-        output_format += f"; re-quantized after repair: {changes}"
+        causes = [cause for cause, done in (("repair", report.repair != "none"), ("healing", report.heal_steps > 0))
+                  if done]
+        output_format += f"; re-quantized after {' and '.join(causes) or 'the changes'}: {changes}"
     return f"""---
 {base_model_line}library_name: {"gguf" if report.output_format == "gguf" else "transformers"}
 tags:
