@@ -160,13 +160,15 @@ def test_a_healings_requantized_tensors_are_summed_up_per_change_of_type(capsys:
     changed["blk.2.attn_v.weight"] = ["Q6_K", "Q8_0"]
     report = Report(model="m.gguf", architecture="LlamaForCausalLM", n_layers=10, metric="bi+",
                     removed_layers=[3, 4, 7], kept_layers=kept, output="out", output_format="gguf",
-                    quantization="Q4_1", changed_types=changed)
+                    quantization="Q4_1", changed_types=changed, heal_steps=20, heal_losses=[0.3, 0.2])
     cli.print_summary(report)
     lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("re-quantized")]
     assert lines == ["re-quantized 14 weights Q4_1 -> Q8_0: attn_q.weight, ffn_down.weight of layers 0–2, 5, 6, 8, 9",
                      "re-quantized 1 weight Q6_K -> Q8_0: attn_v.weight of layer 2"]
-    assert ("re-quantized after repair: 14 weights Q4_1 → Q8_0: attn_q.weight, ffn_down.weight of layers 0–2, 5, 6, "
+    assert ("re-quantized after healing: 14 weights Q4_1 → Q8_0: attn_q.weight, ffn_down.weight of layers 0–2, 5, 6, "
             "8, 9; 1 weight Q6_K → Q8_0: attn_v.weight of layer 2") in model_card(report, "m.gguf")
+    report.repair = "linear"
+    assert "re-quantized after repair and healing: 14 weights" in model_card(report, "m.gguf")
 
 
 # ------------------------------------------------------------ GGUF output and healing (issue 19)
