@@ -560,6 +560,8 @@ def test_a_gguf_padding_id_past_the_vocabulary_is_a_sentence(tiny_model: Path, s
     """transformers' embedding asserted on such a file while its parameters were counted, a traceback (exit 1) in
     every command, one layer at a time too. The config now leaves the id unset, as llama.cpp does; transformers'
     GGUF tokenizer still cannot read it, which is said in one sentence."""
+    from types import SimpleNamespace
+
     from gguf import GGUFValueType
 
     from shortgpt_desktop.core.model.config import drop_bad_pad_id
@@ -572,8 +574,8 @@ def test_a_gguf_padding_id_past_the_vocabulary_is_a_sentence(tiny_model: Path, s
         line = bad(capsys, "score", str(path), "--calib", str(small_calib), "--samples", "4", "--seq-len", "32",
                    "--metric", "bi", "-q", *low)
         assert f"The model in {path} has no usable tokenizer" in line, line  # the file, not the folder it lies in
-    assert drop_bad_pad_id({"pad_token_id": 512, "vocab_size": 512})["pad_token_id"] is None
-    assert drop_bad_pad_id({"pad_token_id": 3, "vocab_size": 512})["pad_token_id"] == 3
+    assert drop_bad_pad_id(SimpleNamespace(pad_token_id=512, vocab_size=512)).pad_token_id is None
+    assert drop_bad_pad_id(SimpleNamespace(pad_token_id=3, vocab_size=512)).pad_token_id == 3
 
 
 def test_the_built_in_corpus_can_be_the_evaluation_text(tiny_model: Path, small_calib: Path, tmp_path: Path) -> None:

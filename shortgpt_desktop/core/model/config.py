@@ -83,19 +83,14 @@ def transformers_config(source: ModelSource, trust_remote_code: bool = False) ->
 
 
 def drop_bad_pad_id(config: Any) -> Any:
-    """``config`` (a dict or a transformers config) without a padding id outside the vocabulary, which llama.cpp
-    ignores ("bad special token … using default id -1") and transformers' embedding refuses with an AssertionError,
-    a traceback. Changed in place, and returned."""
-    is_dict = isinstance(config, dict)
-    pad = config.get("pad_token_id") if is_dict else getattr(config, "pad_token_id", None)
-    vocab = config.get("vocab_size") if is_dict else getattr(config, "vocab_size", None)
+    """``config`` (a transformers config) without a padding id outside the vocabulary, which llama.cpp ignores ("bad
+    special token … using default id -1") and transformers' embedding refuses with an AssertionError, a traceback.
+    Changed in place, and returned."""
+    pad, vocab = getattr(config, "pad_token_id", None), getattr(config, "vocab_size", None)
     if isinstance(pad, int) and isinstance(vocab, int) and vocab > 0 and not 0 <= pad < vocab:
         log.info("padding token id %d is outside the vocabulary of %d tokens: left unset, as llama.cpp does", pad,
                  vocab)
-        if is_dict:
-            config["pad_token_id"] = None
-        else:
-            config.pad_token_id = None
+        config.pad_token_id = None
     return config
 
 
