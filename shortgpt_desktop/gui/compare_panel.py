@@ -92,8 +92,7 @@ class ComparePanel(QWidget):
         if checked.chat_template and checked.prompt:
             self.result.setText(self.result.text() + " The prompt went through the model's chat template.")
         if not checked.prompt:
-            self.result.setText(self.result.text() + " No text was generated (no prompt, or low-memory mode: "
-                                "generating needs the whole model in memory).")
+            self.result.setText(self.result.text() + " No text was generated: the prompt is empty.")
 
     def mark_stale(self) -> None:
         """The plan or its recipe changed since the last check: say so instead of showing numbers for another."""

@@ -572,6 +572,7 @@ class MainWindow(QMainWindow):
         log.info("scoring finished in %s (%son %s, %s)", human_seconds(scored.seconds), tokens,
                  scored.device, scored.dtype)
         self.statusBar().showMessage(f"Scored {n} layers in {human_seconds(scored.seconds)}.", 8000)
+        self._memory_timer.start()  # the Runs line: the way it was scored is the way the settings ask now
 
     def _restore_chart(self) -> bool:
         """After a scoring (or import) job that failed or was cancelled: the scores shown before it, where the
@@ -686,6 +687,11 @@ class MainWindow(QMainWindow):
                 self.plan_panel.clear_curve()  # drawn with (or without) the repair at each count
         if name in ("samples", "seq_len", "eval_windows", "preset"):
             self._note_scored_text_kept("sizes")
+        if name in ("low_memory", "device", "dtype") and not self.busy and self._scored_way() is not None:
+            message = (f"Check, Save and the quality curve keep running the model as it was scored "
+                       f"({self._scored_way()}); press Score to use the new settings.")
+            self.statusBar().showMessage(message, 15000)
+            log.info(message)
         if name == "metric":
             self._switch_metric(self.settings_panel.values()["metric"])
         if name == "device":
@@ -720,7 +726,9 @@ class MainWindow(QMainWindow):
             if self.engine.source is source:
                 self.memory_view = view
                 self.model_panel.set_memory(view.info)
-                self.model_panel.set_mode(view.mode, view.details)
+                way = self._scored_way()
+                mode = view.mode if way is None else f"{way.split(',')[0]} until the next Score, then {view.mode}"
+                self.model_panel.set_mode(mode, view.details)
                 self._update_status()
 
         def failed(failure: Failure) -> None:
@@ -729,6 +737,28 @@ class MainWindow(QMainWindow):
 
         self.background.start("memory", self.session.memory_job(self.job_spec()), on_success=done,
                               on_failure=failed)
+
+    def _scored_way(self) -> str | None:
+        """How Check, Save and the curve run the model (``one layer at a time, on cpu in float32``) where Low memory,
+        the device or the dtype now ask another way: they keep the way it was scored, on which the scores, the
+        repair and the caches were made. None where the settings still ask that way."""
+        scored, loaded = self.engine.scored_spec, self.engine.loaded
+        if scored is None or loaded is None:
+            return None
+        now = self.job_spec()
+        if (now.low_memory, now.device, now.dtype) == (scored.low_memory, scored.device, scored.dtype):
+            return None
+        way = "one layer at a time" if self.engine.is_streamed else "whole, in memory"
+        return f"{way}, on {loaded.device} in {loaded.dtype}"
+
+    def _refusal(self, exc: UserError) -> str:
+        """A refusal of Check or Save, with the way they run the model where the settings now ask another (a GGUF
+        scored one layer at a time is saved as GGUF though Low memory is off now: Score loads it whole)."""
+        way = self._scored_way()
+        message = user_message(exc)
+        if way is None:
+            return message
+        return f"{message} Check and Save run the model as it was scored ({way}); press Score to use the new settings."
 
     def _note_scored_text_kept(self, what: str) -> None:
         """The calibration text or its sizes changed after scoring: Check, Save and the curve go on with the text
@@ -845,7 +875,7 @@ class MainWindow(QMainWindow):
                 force = True
             self.session.refuse_save(plan, spec, out, force)  # refused at once, not after a job has started
         except UserError as exc:
-            self.show_error("Cannot save", user_message(exc))
+            self.show_error("Cannot save", self._refusal(exc))
             return
         self.jobs.start(
             "save", self.session.save_job(plan, spec, out, force), on_success=self._on_saved,
@@ -892,7 +922,7 @@ class MainWindow(QMainWindow):
         try:  # healing one layer at a time: said at the click, not after bi+'s measured choice has run
             self.engine.refusal(spec)
         except UserError as exc:
-            self.show_error("Cannot check", user_message(exc))
+            self.show_error("Cannot check", self._refusal(exc))
             return
         self.compare_panel.show_measuring()
 

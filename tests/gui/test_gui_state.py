@@ -66,6 +66,7 @@ def test_the_repair_switch_marks_the_check_stale_and_drops_the_curve(qtbot, open
     window = scored_with_plan(qtbot, opened)
     window.compare_panel.set_prompt("")  # no generation: a quicker check
     assert run(qtbot, window, window.check) == ["check", "ok"]
+    assert "No text was generated: the prompt is empty." in window.compare_panel.result.text()
     assert run(qtbot, window, window.quality_curve) == ["curve", "ok"]
     assert window.plan_panel.curve_points
     window.settings_panel.repair_box.setChecked(not window.settings_panel.repair_box.isChecked())
@@ -185,3 +186,35 @@ def test_healing_one_layer_at_a_time_is_refused_at_the_click(qtbot, opened, tmp_
         assert "Healing" in shown.args[0] and window.dialogs[-1].windowTitle() == title
         window.last_dialog.close()
     assert started == [] and not window.busy and not (tmp_path / "out").exists()
+
+
+def test_low_memory_unticked_after_scoring_is_said_and_check_and_save_keep_the_scored_way(
+        qtbot, window, tiny_q4_gguf: Path, calib_text: Path, tmp_path: Path, monkeypatch) -> None:
+    """Check and Save run the model as it was scored (its scores, repair and caches were made so). Unticking Low
+    memory afterwards showed "whole, in memory" under Runs while Check ran one layer at a time, said nothing, and a
+    GGUF's safetensors save was refused "in low-memory mode" with the box unticked and no way out given."""
+    from shortgpt_desktop.gui import dialogs
+
+    assert run(qtbot, window, window.open_model, str(tiny_q4_gguf)) == ["open", "ok"]
+    window.calibration_panel.add_paths([str(calib_text)])
+    window.settings_panel.low_memory_box.setChecked(True)
+    window = scored_with_plan(qtbot, window)
+    assert window.engine.is_streamed
+    window.settings_panel.low_memory_box.setChecked(False)
+    said = window.statusBar().currentMessage()
+    assert "keep running the model as it was scored (one layer at a time, on cpu in float32)" in said, said
+    mode = window.model_panel.values["mode"]
+    qtbot.waitUntil(lambda: "until the next Score" in mode.text(), timeout=10_000)
+    assert mode.text().startswith("one layer at a time until the next Score, then whole"), mode.text()
+    window.set_output_format("safetensors")
+    monkeypatch.setattr(dialogs, "ask_output_folder", lambda parent, suggestion: str(tmp_path / "out"))
+    with qtbot.waitSignal(window.errorShown, timeout=10_000) as shown:
+        window.save()
+    assert "press Score to use the new settings" in shown.args[0], shown.args[0]
+    window.last_dialog.close()
+    window.settings_panel.low_memory_box.setChecked(True)  # back to the scored way: nothing to say
+    qtbot.waitUntil(lambda: "until the next Score" not in mode.text(), timeout=10_000)
+    window.settings_panel.low_memory_box.setChecked(False)
+    assert run(qtbot, window, window.start_scoring) == ["score", "ok"]  # scored whole now
+    assert not window.engine.is_streamed
+    qtbot.waitUntil(lambda: mode.text() == "whole, in memory", timeout=10_000)
