@@ -557,9 +557,11 @@ class MainWindow(QMainWindow):
         first = self.plan is None
         self.plan_panel.clear_curve()  # it was for the previous scores
         n = scored.n_layers
-        self.plan_panel.set_maximum(self.engine.max_removable)
-        count = self.plan_panel.count if not first and self.plan_panel.count else \
-            min(self.engine.max_removable, max(1, int(defaults.RATIO * n)))
+        # A scoring cancelled one layer at a time leaves the later layers unscored: the plan can take only the others
+        most = min(self.engine.max_removable, sum(score is not None for score in scored.scores.scores))
+        self.plan_panel.set_maximum(most)
+        count = min(most, self.plan_panel.count if not first and self.plan_panel.count else
+                    max(1, int(defaults.RATIO * n)))
         label = METRICS[scored.scores.metric].label
         self.chart.set_metric(label + (" (partial)" if scored.partial else ""))
         self.plan_panel.set_count(count)
@@ -599,9 +601,14 @@ class MainWindow(QMainWindow):
         scored = self.engine.scored
         if scored is not None and scored.partial:
             self._on_scored(scored)
-            self.statusBar().showMessage(
-                f"Scoring cancelled: the scores shown come from the {scored.sample_tokens:,} tokens measured so "
-                "far (partial).", 15000)
+            known = sum(score is not None for score in scored.scores.scores)
+            if known < len(scored.scores.scores):  # one layer at a time: every token, for the first layers
+                message = (f"Scoring cancelled: {known} of {scored.n_layers} layers were scored (partial); the plan "
+                           "can remove only those.")
+            else:
+                message = (f"Scoring cancelled: the scores shown come from the {scored.sample_tokens:,} tokens "
+                           "measured so far (partial).")
+            self.statusBar().showMessage(message, 15000)
             return
         self._say_cancelled("Scoring")
 
@@ -621,6 +628,8 @@ class MainWindow(QMainWindow):
             plan = self.engine.plan(count=count)
         except PlanError as exc:
             self.statusBar().showMessage(str(exc), 8000)
+            if self.plan is not None:  # the slider shows the plan that stands
+                self.plan_panel.set_count(len(self.plan.removed))
             return
         self.manual = False
         self._show_plan(plan)
@@ -726,8 +735,8 @@ class MainWindow(QMainWindow):
             if self.engine.source is source:
                 self.memory_view = view
                 self.model_panel.set_memory(view.info)
-                way = self._scored_way()
-                mode = view.mode if way is None else f"{way.split(',')[0]} until the next Score, then {view.mode}"
+                scored = self._scored_mode()
+                mode = view.mode if scored is None else f"{scored} until the next Score, then {view.mode}"
                 self.model_panel.set_mode(mode, view.details)
                 self._update_status()
 
@@ -738,18 +747,22 @@ class MainWindow(QMainWindow):
         self.background.start("memory", self.session.memory_job(self.job_spec()), on_success=done,
                               on_failure=failed)
 
-    def _scored_way(self) -> str | None:
-        """How Check, Save and the curve run the model (``one layer at a time, on cpu in float32``) where Low memory,
-        the device or the dtype now ask another way: they keep the way it was scored, on which the scores, the
-        repair and the caches were made. None where the settings still ask that way."""
-        scored, loaded = self.engine.scored_spec, self.engine.loaded
-        if scored is None or loaded is None:
+    def _scored_mode(self) -> str | None:
+        """How Check, Save and the curve run the model (``one layer at a time``) where Low memory, the device or the
+        dtype now ask another way: they keep the way it was scored, on which the scores, the repair and the caches
+        were made. None where the settings still ask that way."""
+        scored = self.engine.scored_spec
+        if scored is None or self.engine.loaded is None:
             return None
         now = self.job_spec()
         if (now.low_memory, now.device, now.dtype) == (scored.low_memory, scored.device, scored.dtype):
             return None
-        way = "one layer at a time" if self.engine.is_streamed else "whole, in memory"
-        return f"{way}, on {loaded.device} in {loaded.dtype}"
+        return "one layer at a time" if self.engine.is_streamed else "whole, in memory"
+
+    def _scored_way(self) -> str | None:
+        """:meth:`_scored_mode` with the device and dtype: ``one layer at a time, on cpu in float32``."""
+        mode, loaded = self._scored_mode(), self.engine.loaded
+        return None if mode is None or loaded is None else f"{mode}, on {loaded.device} in {loaded.dtype}"
 
     def _refusal(self, exc: UserError) -> str:
         """A refusal of Check or Save, with the way they run the model where the settings now ask another (a GGUF

@@ -344,7 +344,9 @@ def test_low_memory_mode_scores_the_same_one_layer_at_a_time(qtbot, opened) -> N
     whole = list(window.engine.scores.scores)
     assert not window.engine.is_streamed
     window.settings_panel.low_memory_box.setChecked(True)
-    qtbot.waitUntil(lambda: label.text().startswith("one layer at a time (as asked)"), timeout=20_000)
+    # Check and Save keep the way it was scored until the next Score
+    qtbot.waitUntil(lambda: label.text() == "whole, in memory until the next Score, then one layer at a time (as "
+                    "asked)", timeout=20_000)
     with qtbot.waitSignal(window.jobFinished, timeout=60_000) as scored:
         window.start_scoring()
     assert scored.args == ["score", "ok"] and window.engine.is_streamed

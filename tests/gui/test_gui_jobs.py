@@ -73,6 +73,33 @@ def test_cancel_mid_scoring(qtbot, opened, monkeypatch) -> None:
     assert again.args == ["score", "ok"]
 
 
+def test_a_scoring_cancelled_one_layer_at_a_time_plans_only_the_layers_it_scored(qtbot, opened, monkeypatch) -> None:
+    """One layer at a time, a cancel leaves the later layers unscored: the slider still went to 5 of 6, and a
+    count past the scored layers was refused in the status bar while the slider stayed there, away from the plan;
+    the message spoke of "tokens measured so far", though every token was measured for the layers scored."""
+    window = opened
+    window.settings_panel.low_memory_box.setChecked(True)
+    slow_progress(window, monkeypatch, "score", 0.05)
+
+    def on_progress(job, stage, done, total, partial):
+        if stage == "scoring" and done >= 2 and window.cancel_button.isEnabled():
+            window.cancel_button.click()  # once two layers are scored
+
+    window.jobs.progressed.connect(on_progress)
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000) as finished:
+        window.score_button.click()
+    assert finished.args == ["score", "cancelled"]
+    scores = window.engine.scores.scores
+    known = sum(score is not None for score in scores)
+    assert 2 <= known < len(scores)  # the premise: the later layers are unscored
+    assert window.plan_panel.slider.maximum() == known
+    assert f"{known} of 6 layers were scored (partial)" in window.statusBar().currentMessage()
+    window.plan_panel.slider.setValue(known)
+    window.plan_panel.flush()
+    assert len(window.plan.removed) == known
+    assert all(scores[i] is not None for i in window.plan.removed)
+
+
 def test_cancel_mid_saving_leaves_nothing(qtbot, opened, tmp_path: Path, monkeypatch) -> None:
     window = opened
     with qtbot.waitSignal(window.jobFinished, timeout=60_000):
