@@ -7,6 +7,7 @@ import dataclasses
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -327,10 +328,12 @@ def test_a_healing_job_that_would_not_fit_in_memory_is_refused_before_it_loads_i
     loads: list[str] = []
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("shortgpt_desktop.core.engine.open_backend", lambda *a, **k: loads.append("load"))
-        with pytest.raises(ResourceError, match=r"With healing this job needs about .* GB of memory but .* GB is "
+        with pytest.raises(ResourceError, match=r"With healing this job needs about .* of memory but .* is "
                                                 r"free") as raised:
             run_prune(Engine(), spec)
     assert "low-memory" not in str(raised.value) and "heal steps to 0" in str(raised.value)
+    small = SimpleNamespace(on_cpu=True, in_memory_total=30_000_000, available_ram_bytes=20_000_000)
+    assert "needs about 30.0 MB of memory but 20.0 MB is free" in memory.healing_does_not_fit(small)  # not "0.0 GB"
     assert loads == [] and not (tmp_path / "out").exists()
     assert engine.mode_for(dataclasses.replace(spec, heal_steps=0)) == "memory"  # the same job unhealed fits
     # The window's way: the model already loaded one layer at a time for these settings (scored), then a check or a

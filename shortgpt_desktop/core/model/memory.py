@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from ...format import human_bytes
 from .. import defaults
 from ..errors import ModelSourceError, ResourceError, UnsupportedModelError
 from ..formats.safetensors_reader import stored_values_and_bytes
@@ -364,21 +365,22 @@ def choose_mode(estimate: MemoryEstimate) -> str:
         return "memory"
     if estimate.not_streamable:
         raise ResourceError(
-            f"The whole model needs {_gb(estimate.in_memory_total)} but only "
-            f"{_gb(estimate.available_device_bytes)} is free, and it cannot run one layer at a time: "
+            f"The whole model needs {human_bytes(estimate.in_memory_total)} but only "
+            f"{human_bytes(estimate.available_device_bytes)} is free, and it cannot run one layer at a time: "
             f"{estimate.not_streamable[0].lower()}{estimate.not_streamable[1:]}"
         )
     if estimate.hidden_states_bytes > SAFETY * estimate.available_ram_bytes:
         raise ResourceError(
-            f"The calibration samples' hidden states alone need {_gb(estimate.hidden_states_bytes)} of memory but "
-            f"only {_gb(estimate.available_ram_bytes)} is free; use fewer samples or a shorter sequence length."
+            f"The calibration samples' hidden states alone need {human_bytes(estimate.hidden_states_bytes)} of memory "
+            f"but only {human_bytes(estimate.available_ram_bytes)} is free; use fewer samples or a shorter sequence "
+            "length."
         )
     if estimate.streamed_fits:
         return "streamed"
     where = "memory" if estimate.on_cpu else f"memory on {estimate.device}"
     raise ResourceError(
-        f"Even one layer at a time this model needs {_gb(estimate.streamed_total)} but only "
-        f"{_gb(estimate.available_device_bytes if not estimate.on_cpu else estimate.available_ram_bytes)} of "
+        f"Even one layer at a time this model needs {human_bytes(estimate.streamed_total)} but only "
+        f"{human_bytes(estimate.available_device_bytes if not estimate.on_cpu else estimate.available_ram_bytes)} of "
         f"{where} is free; use a smaller dtype, fewer samples or a shorter sequence length."
     )
 
@@ -393,14 +395,10 @@ def healing_does_not_fit(estimate: MemoryEstimate) -> str:
             f"memory on {estimate.device}"
     else:
         need, free, where = estimate.in_memory_ram_bytes, estimate.available_ram_bytes, "RAM"
-    return (f"With healing this job needs about {need / 1e9:.1f} GB of {where} but {free / 1e9:.1f} GB is free (of "
+    return (f"With healing this job needs about {human_bytes(need)} of {where} but {human_bytes(free)} is free (of "
             f"which it may use {SAFETY:.0%}), and healing trains the whole model at once; set the heal steps to 0 "
             "(the repair still runs), or heal on fewer tokens a step (a shorter sequence length or a smaller "
             "batch).")
-
-
-def _gb(n: int | float) -> str:
-    return f"{n / 1e9:.1f} GB"
 
 
 def describe(estimate: MemoryEstimate) -> dict[str, Any]:
