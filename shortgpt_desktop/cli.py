@@ -477,15 +477,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .core.engine import Engine
         from .core.errors import OutputError
         from .core.formats.output_folder import check_report_path
+        from .core.model.sources import hub_id_of
         from .core.user_paths import expand_home
         from .jobs import run_eval, run_prune, run_score, run_sweep
 
         for flag in ("json", "csv", "against", "out", "eval_text", "revision"):
             if getattr(args, flag, None) is not None and not str(getattr(args, flag)).strip():
                 raise UserError(f"--{flag.replace('_', '-')} was given an empty name; give one or leave it out.")
-        spec = spec_from_args(args)
         if args.revision and expand_home(args.model).exists():
             raise UserError(f"--revision picks a Hub revision, but {args.model} is a local path; leave it out.")
+        if not expand_home(args.model).exists():  # a Hub page's address or an id with a slash after it: the id
+            args.model, args.revision = hub_id_of(args.model, args.revision)
+        if getattr(args, "against", None) and not expand_home(args.against).exists():
+            args.against, against_revision = hub_id_of(args.against, None)
+            if against_revision is not None:
+                raise UserError(f"--against opens a Hub model's main revision; give its id, {args.against}.")
+        spec = spec_from_args(args)
         models = [m for m in (spec.model, getattr(args, "against", None)) if m]  # never written over
         texts = [t for t in (*spec.calib, spec.eval_text) if t and t != BUILTIN_CORPUS]
         reports = [p for p in (getattr(args, "json", None), getattr(args, "csv", None)) if p]

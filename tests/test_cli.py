@@ -584,3 +584,23 @@ def test_the_built_in_corpus_can_be_the_evaluation_text(tiny_model: Path, small_
     assert cli.main(["eval", str(tiny_model), "--calib", str(small_calib), "--eval-text", "builtin", "--seq-len", "32",
                      "--eval-windows", "2", "-q", "--json", str(report)]) == 0
     assert json.loads(report.read_text())["ppl_before"] > 1
+
+
+def test_a_hub_page_address_is_the_models_id(tiny_model: Path, small_calib: Path, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Hub model's page address, as copied from the browser, was "does not exist"; it opens as its id, which
+    the report names, and ``--against`` says it opens the main revision alone."""
+    from tests.core.model.test_sources import fill_hub_cache
+
+    cache = tmp_path / "hub"
+    fill_hub_cache(cache, "someone/tiny-llama", tiny_model)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    report = tmp_path / "score.json"
+    assert cli.main(["score", "https://huggingface.co/someone/tiny-llama/tree/main", "--calib", str(small_calib),
+                     "--samples", "4", "--seq-len", "32", "--metric", "bi", "-q", "--json", str(report)]) == 0
+    assert json.loads(report.read_text())["model"] == "someone/tiny-llama"
+    line = bad(capsys, "eval", str(tiny_model), "--against", "https://hf.co/someone/tiny-llama/tree/dev", "--calib",
+               str(small_calib), "--seq-len", "32", "-q")
+    assert "--against opens a Hub model's main revision; give its id, someone/tiny-llama." in line, line

@@ -53,6 +53,16 @@ def typed_model(text: str) -> str:
         local = QUrl(text).toLocalFile()
         if local:
             text = local
+    if not expand_home(text).exists():  # a Hub page's address (``https://huggingface.co/org/name``): its id
+        from ..core.errors import UserError
+        from ..core.model.sources import hub_id_of
+
+        try:
+            repo_id, revision = hub_id_of(text, None)
+        except UserError:
+            return text  # a dataset's or a Space's page: opening it says why not
+        if revision in (None, "main"):  # the window opens the main revision; another stays as typed, and opens
+            text = repo_id
     return text
 
 

@@ -557,6 +557,21 @@ def test_a_model_path_pasted_with_quotes_or_as_a_file_url_opens(qtbot, window, g
         assert window.model_panel.text == str(gui_model) and window.engine.source.folder == gui_model
 
 
+def test_a_hub_page_address_pasted_in_the_model_field_is_its_id(tmp_path: Path, monkeypatch) -> None:
+    """The Hub page's address, as the browser copies it, was "does not exist"; a page of another revision stays as
+    pasted and opens that revision (the window has no revision field)."""
+    from shortgpt_desktop.gui.model_panel import typed_model
+
+    monkeypatch.chdir(tmp_path)
+    assert typed_model("https://huggingface.co/HuggingFaceTB/SmolLM2-135M") == "HuggingFaceTB/SmolLM2-135M"
+    assert typed_model(" hf.co/HuggingFaceTB/SmolLM2-135M/tree/main ") == "HuggingFaceTB/SmolLM2-135M"
+    assert typed_model("HuggingFaceTB/SmolLM2-135M/") == "HuggingFaceTB/SmolLM2-135M"
+    dev = "https://huggingface.co/org/name/tree/dev"
+    assert typed_model(dev) == dev
+    (tmp_path / "org" / "name").mkdir(parents=True)
+    assert typed_model("org/name/") == "org/name/"  # a local folder stays a path
+
+
 def test_a_failed_open_leaves_the_open_models_name_in_the_field(qtbot, opened, gui_model: Path,
                                                                tmp_path: Path) -> None:
     """Save and Check act on the model the window holds; the field kept naming the model that failed to open, so

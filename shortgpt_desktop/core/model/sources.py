@@ -111,13 +111,33 @@ def resolve(
         raise ModelSourceError(f"{spec} cannot be read ({reason}); choose a model you can open.") from None
     if local is not None:
         return local
-    if looks_like_hub_id(spec):
-        folder = hub_download(spec, revision=revision, progress=progress, cancel=cancel)
-        source = _folder_source(folder, spec)
+    repo_id, revision = hub_id_of(spec, revision)
+    if looks_like_hub_id(repo_id):
+        folder = hub_download(repo_id, revision=revision, progress=progress, cancel=cancel)
+        source = _folder_source(folder, spec)  # named as given: the front ends give the id itself (hub_id_of)
         source.kind = "hub"
         source.revision = revision
         return source
     raise ModelSourceError(f"{spec} does not exist: give a model folder, a .gguf file or a Hub id like org/name.")
+
+
+#: A model's Hub page as a browser shows it: ``https://huggingface.co/org/name``, ``hf.co/org/name/tree/dev``.
+_HUB_PAGE = re.compile(r"^(?:https?://)?(?:www\.)?(?:huggingface\.co|hf\.co)/(?P<kind>datasets/|spaces/)?"
+                       r"(?P<id>[^/\s?#]+/[^/\s?#]+)(?:/(?:tree|blob|resolve)/(?P<revision>[^/\s?#]+))?[^\s]*$",
+                       re.IGNORECASE)
+
+
+def hub_id_of(spec: str, revision: str | None) -> tuple[str, str | None]:
+    """The Hub id (and revision) in a pasted page address (``https://huggingface.co/org/name/tree/dev`` → ``org/name``,
+    ``dev``) or an id typed with a trailing slash; ``spec`` as it is otherwise. A revision given on its own wins over
+    the page's. Called for what is not a local path."""
+    page = _HUB_PAGE.match(spec)
+    if page is None:
+        return (spec.rstrip("/") if _HUB_ID.match(spec.rstrip("/")) else spec), revision
+    if page["kind"]:
+        raise ModelSourceError(f"{spec} is a Hub {page['kind'].rstrip('s/')}, not a model; give a model's id like "
+                               "org/name.")
+    return page["id"], revision or page["revision"]
 
 
 def _local_source(spec: str) -> ModelSource | None:
@@ -199,9 +219,29 @@ def find_weight_files(folder: Path) -> list[WeightFile]:
         if broken:  # a link into a Hub cache whose blob is gone
             raise ModelSourceError(f"{broken[0]} is missing (a link to a file that is not there: an interrupted "
                                    "download?); download the model again.")
+        missing = missing_shards([p.name for p in others])
+        if missing:  # shards without their index: an interrupted download fetches them before it
+            raise ModelSourceError(f"{folder} is incomplete: {missing[0]} is missing ({len(missing)} weight file(s) "
+                                   "of the set), and no index names the files.")
         if others:
             return [WeightFile(p, fmt, p.stat().st_size) for p in others]
     return []
+
+
+#: ``model-00002-of-00004.safetensors``: part 2 of a checkpoint saved in 4 shards.
+_SHARD = re.compile(r"^(?P<stem>.+)-(?P<part>\d+)-of-(?P<total>\d+)(?P<suffix>\.\w+)$")
+
+
+def missing_shards(names: Sequence[str]) -> list[str]:
+    """The shard files a set names by its ``-NNNNN-of-MMMMM`` parts and that are not among ``names``."""
+    found: dict[tuple[str, str, str, int], set[int]] = {}
+    for name in names:
+        shard = _SHARD.match(name)
+        if shard is not None:
+            key = (shard["stem"], shard["suffix"], shard["total"], len(shard["part"]))
+            found.setdefault(key, set()).add(int(shard["part"]))
+    return [f"{stem}-{part:0{width}d}-of-{total}{suffix}" for (stem, suffix, total, width), parts in found.items()
+            for part in range(1, int(total) + 1) if part not in parts]
 
 
 # --------------------------------------------------------------------------------------------------- Hub
@@ -225,13 +265,23 @@ def hub_download(
     # Its retry chatter (each of five retries logged, twice with a root handler) ends in our one sentence anyway;
     # importing it resets its logger, so a front end's setting made before the import does not hold.
     hub_logging.set_verbosity_error()
+    named = f"{repo_id} (revision {revision})" if revision else repo_id
+    incomplete: str | None = None
     try:
-        cached = _cached_snapshot(repo_id, revision, cache_dir)
+        from huggingface_hub.utils import validate_repo_id
+
+        validate_repo_id(repo_id)
+        cached, incomplete = _cached_snapshot(repo_id, revision, cache_dir)
         if cached is not None:
             return cached
         return _download(repo_id, revision, progress, cancel, cache_dir)
     except (Cancelled, HubError):
         raise
+    except (hub_errors.LocalEntryNotFoundError, hub_errors.OfflineModeIsEnabled):
+        where = (f"is in the local Hub cache but incomplete ({incomplete})" if incomplete
+                 else "is not in the local Hub cache")
+        raise HubError(f"{named} {where} and the Hub cannot be reached; connect to the internet or choose a local "
+                       "folder.") from None
     except hub_errors.GatedRepoError:
         raise HubError(
             f"{repo_id} is gated: accept its licence on its Hub page, then log in with `hf auth login`."
@@ -241,11 +291,6 @@ def hub_download(
     except hub_errors.RepositoryNotFoundError:
         raise HubError(
             f"{repo_id} was not found on the Hub; check the spelling, or log in if it is private."
-        ) from None
-    except hub_errors.LocalEntryNotFoundError:
-        raise HubError(
-            f"{repo_id} is not in the local Hub cache and the Hub cannot be reached; connect to the internet "
-            "or choose a local folder."
         ) from None
     except hub_errors.HFValidationError:
         raise HubError(f"{repo_id} is not a valid Hub id; use the form org/name.") from None
@@ -274,20 +319,42 @@ def _network_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def _cached_snapshot(repo_id: str, revision: str | None, cache_dir: str | Path | None) -> Path | None:
-    """A usable snapshot (config + weights) from the cache, if there is one: cached models load offline."""
+def _cached_snapshot(repo_id: str, revision: str | None,
+                     cache_dir: str | Path | None) -> tuple[Path | None, str | None]:
+    """A usable snapshot from the cache (config, tokenizer and every weight file), if there is one: cached models
+    load offline. Else None, and why a snapshot that is there cannot be used (a notebook's ``from_pretrained``
+    caches no tokenizer; an interrupted download leaves some shards): the download then fetches what is missing.
+    A snapshot of GGUF files alone is said at once: the Hub id is not what opens them."""
     import huggingface_hub as hub
     from huggingface_hub import errors as hub_errors
 
     try:
         folder = Path(hub.snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, local_files_only=True))
     except (hub_errors.LocalEntryNotFoundError, hub_errors.HFValidationError, OSError, ValueError):
-        return None
+        return None, None
+    if not (folder / "config.json").is_file():
+        ggufs = sorted(p for p in folder.glob("*.gguf") if p.is_file())
+        if ggufs:
+            raise HubError(gguf_only(repo_id, [p.name for p in ggufs], folder))
+        return None, "no config.json"
     try:
-        usable = (folder / "config.json").is_file() and bool(find_weight_files(folder))
-    except ModelSourceError:
-        return None
-    return folder if usable else None
+        if not find_weight_files(folder):
+            return None, "no weights"
+    except ModelSourceError as exc:
+        return None, str(exc).rstrip(".")
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES) and not any(folder.glob("*.tiktoken")):
+        return None, "no tokenizer"
+    return folder, None
+
+
+def gguf_only(repo_id: str, names: Sequence[str], folder: Path | None = None) -> str:
+    """The sentence for a Hub repo of GGUF files alone (the usual ``*-GGUF`` repos): which to open, and how."""
+    listed = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    if folder is not None:  # in the cache already: the file itself opens
+        return (f"{repo_id} holds GGUF files only ({listed}); open the file itself, e.g. "
+                f"{folder / names[0]}.")
+    return (f"{repo_id} holds GGUF files only ({listed}); download the one you want (hf download {repo_id} "
+            f"{names[0]}) and open that file.")
 
 
 def _download(
@@ -298,13 +365,18 @@ def _download(
     cache_dir: str | Path | None,
 ) -> Path:
     import huggingface_hub as hub
+    from huggingface_hub.constants import ENV_VARS_TRUE_VALUES
 
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+    if os.environ.get("HF_HUB_OFFLINE", "").upper() in ENV_VARS_TRUE_VALUES:  # as huggingface_hub reads it
         from huggingface_hub.errors import LocalEntryNotFoundError
 
         raise LocalEntryNotFoundError("offline")
     check_hub_reachable(repo_id)
-    patterns = hub_patterns(hub.list_repo_files(repo_id, revision=revision))
+    files = hub.list_repo_files(repo_id, revision=revision)
+    patterns = hub_patterns(files)
+    ggufs = sorted(f for f in files if f.lower().endswith(".gguf"))
+    if ggufs and not any(f.endswith((".safetensors", ".bin")) for f in files if "/" not in f):
+        raise HubError(gguf_only(repo_id, ggufs))  # before a download that fetches no weights
     plan = hub.snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=patterns,
                                  dry_run=True)
     check_free_space(cache_dir, sum(f.file_size or 0 for f in plan if f.will_download), repo_id)

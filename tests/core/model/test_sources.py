@@ -486,3 +486,139 @@ def test_a_model_one_may_not_read_is_one_sentence(tiny_model: Path, tmp_path: Pa
     monkeypatch.setattr(Path, "is_file", refused)
     with pytest.raises(ModelSourceError, match="cannot be read \\(permission denied\\)"):
         sources.resolve(str(locked))
+
+
+# ------------------------------------------------------------ what a hobbyist types as a Hub model, and its cache
+
+
+def test_an_incomplete_cached_snapshot_is_downloaded_again_or_said_offline(
+        tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A notebook's ``from_pretrained`` caches config and weights but no tokenizer, and an interrupted download of
+    shards leaves some of them before their index: both were taken as a whole model (then "no usable tokenizer",
+    or "the model files do not belong together"), and the Hub was never asked for the rest."""
+    cache = tmp_path / "hub"
+    snapshot = fill_hub_cache(cache, "someone/no-tokenizer", tiny_model)
+    for item in snapshot.iterdir():
+        if item.name in sources.TOKENIZER_FILES:
+            item.unlink()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(HubError, match=r"^someone/no-tokenizer is in the local Hub cache but incomplete \(no "
+                                       r"tokenizer\) and the Hub cannot be reached"):
+        sources.hub_download("someone/no-tokenizer", cache_dir=cache)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    downloads: list[str] = []
+    real = __import__("huggingface_hub").snapshot_download
+
+    def snapshot_download(repo_id: str, **kwargs: object):
+        if kwargs.get("local_files_only"):
+            return real(repo_id, **kwargs)
+        if kwargs.get("dry_run"):
+            return []
+        downloads.append(repo_id)  # the rest fetched: here, the tokenizer put back
+        for item in tiny_model.iterdir():
+            if item.name in sources.TOKENIZER_FILES:
+                shutil.copy2(item, snapshot / item.name)
+        return str(snapshot)
+
+    monkeypatch.setattr("huggingface_hub.snapshot_download", snapshot_download)
+    monkeypatch.setattr("huggingface_hub.list_repo_files", lambda *a, **k: [p.name for p in tiny_model.iterdir()])
+    assert sources.hub_download("someone/no-tokenizer", cache_dir=cache) == snapshot and downloads
+
+
+def test_shards_without_their_index_name_the_missing_one(tiny_model: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = copy_model(tiny_model, tmp_path / "sharded")
+    (folder / "model.safetensors").rename(folder / "model-00001-of-00003.safetensors")
+    shutil.copy2(folder / "model-00001-of-00003.safetensors", folder / "model-00002-of-00003.safetensors")
+    with pytest.raises(ModelSourceError, match=r"sharded is incomplete: model-00003-of-00003\.safetensors is missing "
+                                               r"\(1 weight file"):
+        sources.resolve(str(folder))
+    cache = tmp_path / "hub"
+    fill_hub_cache(cache, "someone/sharded", folder)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(HubError, match=r"in the local Hub cache but incomplete \(.*model-00003-of-00003"):
+        sources.hub_download("someone/sharded", cache_dir=cache)
+
+
+def test_a_repo_of_gguf_files_alone_says_which_file_to_open(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The usual ``*-GGUF`` repos: offline, "not in the local Hub cache" though they were; online, a download of
+    the tokenizer patterns and then "…/snapshots/0123… has no config.json", a folder the user never typed."""
+    quants = tmp_path / "quants"
+    quants.mkdir()
+    for name in ("tiny-Q8_0.gguf", "tiny-F32.gguf"):
+        _tiny_gguf(quants / name)
+    cache = tmp_path / "hub"
+    snapshot = fill_hub_cache(cache, "someone/tiny-GGUF", quants)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(HubError, match=r"^someone/tiny-GGUF holds GGUF files only \(tiny-F32\.gguf, tiny-Q8_0\.gguf\);"
+                                       r" open the file itself, e\.g\. ") as raised:
+        sources.hub_download("someone/tiny-GGUF", cache_dir=cache)
+    assert str(snapshot / "tiny-F32.gguf") in str(raised.value)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr("huggingface_hub.list_repo_files",
+                        lambda *a, **k: ["README.md", ".gitattributes", "tiny-Q4_K_M.gguf", "tiny-Q8_0.gguf"])
+
+    def snapshot_download(repo_id: str, **kwargs: object):
+        from huggingface_hub.errors import LocalEntryNotFoundError
+
+        assert kwargs.get("local_files_only"), "nothing is downloaded"
+        raise LocalEntryNotFoundError("not cached")
+
+    monkeypatch.setattr("huggingface_hub.snapshot_download", snapshot_download)
+    with pytest.raises(HubError, match=r"^someone/other-GGUF holds GGUF files only \(tiny-Q4_K_M\.gguf, "
+                                       r"tiny-Q8_0\.gguf\); download the one you want \(hf download someone/other-GGUF "
+                                       r"tiny-Q4_K_M\.gguf\)"):
+        sources.hub_download("someone/other-GGUF", cache_dir=tmp_path / "empty")
+
+
+def test_offline_sentences_name_the_revision_and_an_invalid_id(tiny_model: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = tmp_path / "hub"
+    fill_hub_cache(cache, "someone/tiny-llama", tiny_model)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(HubError, match=r"^someone/tiny-llama \(revision v2\) is not in the local Hub cache"):
+        sources.hub_download("someone/tiny-llama", revision="v2", cache_dir=cache)
+    with pytest.raises(HubError, match=r"^someone/tiny--llama is not a valid Hub id"):
+        sources.hub_download("someone/tiny--llama", cache_dir=cache)
+
+
+def test_offline_is_read_as_huggingface_hub_reads_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``HF_HUB_OFFLINE=ON`` (which huggingface_hub honours) probed the network and said the Hub could not be
+    reached; its refusal to go online was passed on as its own text, an API address and two full stops."""
+    monkeypatch.setattr(sources, "check_hub_reachable", _raise(AssertionError("no probe offline")))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "ON")
+    with pytest.raises(HubError, match=r"^someone/not-cached is not in the local Hub cache"):
+        sources.hub_download("someone/not-cached", cache_dir=tmp_path)
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(sources, "check_hub_reachable", lambda repo_id: None)
+    monkeypatch.setattr("huggingface_hub.list_repo_files", _raise(OfflineModeIsEnabled("offline mode is enabled.")))
+    with pytest.raises(HubError, match=r"^someone/not-cached is not in the local Hub cache"):
+        sources.hub_download("someone/not-cached", cache_dir=tmp_path)
+
+
+@pytest.mark.parametrize("typed", ["https://huggingface.co/someone/tiny-llama", "huggingface.co/someone/tiny-llama/",
+                                   "https://hf.co/someone/tiny-llama/tree/main", "someone/tiny-llama/",
+                                   "https://huggingface.co/someone/tiny-llama/blob/main/config.json"])
+def test_a_pasted_hub_page_or_a_trailing_slash_opens_the_model(typed: str, tiny_model: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The way most people copy a Hub model is its page's address: it was "does not exist"."""
+    cache = tmp_path / "hub"
+    snapshot = fill_hub_cache(cache, "someone/tiny-llama", tiny_model)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    monkeypatch.chdir(tmp_path)
+    assert sources.hub_id_of(typed, None) == ("someone/tiny-llama", "main" if "/main" in typed else None)
+    source = sources.resolve(typed)
+    assert source.kind == "hub" and source.folder == snapshot
+
+
+def test_a_hub_page_names_its_revision_and_a_dataset_is_not_a_model() -> None:
+    assert sources.hub_id_of("https://huggingface.co/org/name/tree/dev", None) == ("org/name", "dev")
+    assert sources.hub_id_of("https://huggingface.co/org/name/tree/dev", "v1") == ("org/name", "v1")
+    assert sources.hub_id_of("./some/folder/", None) == ("./some/folder/", None)
+    with pytest.raises(ModelSourceError, match="is a Hub dataset, not a model"):
+        sources.hub_id_of("https://huggingface.co/datasets/org/texts", None)
+    with pytest.raises(ModelSourceError, match="is a Hub space, not a model"):
+        sources.hub_id_of("https://huggingface.co/spaces/org/demo", None)
