@@ -590,7 +590,8 @@ def test_a_hub_page_address_is_the_models_id(tiny_model: Path, small_calib: Path
                                              capsys: pytest.CaptureFixture[str],
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """A Hub model's page address, as copied from the browser, was "does not exist"; it opens as its id, which
-    the report names, and ``--against`` says it opens the main revision alone."""
+    the report names with the revision and commit its files came from (the card named no revision), and
+    ``--against`` says it opens the main revision alone."""
     from tests.core.model.test_sources import fill_hub_cache
 
     cache = tmp_path / "hub"
@@ -600,7 +601,17 @@ def test_a_hub_page_address_is_the_models_id(tiny_model: Path, small_calib: Path
     report = tmp_path / "score.json"
     assert cli.main(["score", "https://huggingface.co/someone/tiny-llama/tree/main", "--calib", str(small_calib),
                      "--samples", "4", "--seq-len", "32", "--metric", "bi", "-q", "--json", str(report)]) == 0
-    assert json.loads(report.read_text())["model"] == "someone/tiny-llama"
+    scored = json.loads(report.read_text())
+    assert scored["model"] == "someone/tiny-llama" and scored["model_revision"] == "main"
+    assert scored["model_commit"] == "0123456789abcdef0123456789abcdef01234567"  # the snapshot's
+    # Another revision: the card's base_model line names the repo alone (its main revision), the text names it.
+    fill_hub_cache(cache, "someone/tiny-dev", tiny_model, revision="dev")
+    assert cli.main(["prune", "someone/tiny-dev", "--revision", "dev", "--remove", "2", "--repair", "none",
+                     "--no-eval", "--calib", str(small_calib), "--samples", "4", "--seq-len", "32", "-q", "--out",
+                     str(tmp_path / "out")]) == 0
+    card = (tmp_path / "out" / "README.md").read_text(encoding="utf-8")
+    assert ("removed from `someone/tiny-dev` at revision `dev` (commit `0123456789abcdef0123456789abcdef01234567`)"
+            in card), card
     line = bad(capsys, "eval", str(tiny_model), "--against", "https://hf.co/someone/tiny-llama/tree/dev", "--calib",
                str(small_calib), "--seq-len", "32", "-q")
     assert "--against opens a Hub model's main revision; give its id, someone/tiny-llama." in line, line

@@ -293,8 +293,12 @@ def save(loaded: LoadedModel, plan: PrunePlan, out: str | Path, report: Report |
 
 
 def new_report(loaded: LoadedModel, spec: JobSpec) -> Report:
+    source = loaded.source
+    hub = source is not None and source.kind == "hub"
     return Report(
         model=spec.model,
+        model_revision=(source.revision or "main") if hub else "",
+        model_commit=source.folder.name if hub else "",  # the Hub cache's snapshot folder is named by its commit
         architecture=architecture_name(loaded.config),
         n_layers=loaded.n_layers,
         metric=spec.metric,

@@ -18,6 +18,10 @@ class Report:
     """Everything a job measured. ``scores`` and ``removed_layers`` use original 0-based layer indices."""
 
     model: str
+    #: A Hub model's revision as asked for ("main" where none was) and the commit its files came from; empty for a
+    #: local model. The base_model line names the repo alone, which reads as its main revision.
+    model_revision: str = ""
+    model_commit: str = ""
     architecture: str = ""
     n_layers: int = 0
     metric: str = "bi"
@@ -172,6 +176,13 @@ def after_fitted(run: dict[str, Any]) -> bool:
     return after is not None and not left_as_it_was(after)
 
 
+def _revision(report: Report) -> str:
+    """`` at revision `dev` (commit `0123abc…`)`` for a Hub model; nothing for a local one."""
+    if not report.model_commit:
+        return ""
+    return f" at revision `{report.model_revision}` (commit `{report.model_commit}`)"
+
+
 def model_card(report: Report, base_model: str) -> str:
     """A Hugging Face model card: base model, removed layers, score table, perplexity, how it was made."""
     base_model = public_name(base_model)
@@ -265,7 +276,7 @@ tags:
 
 # {Path(base_model).name or base_model}, pruned with ShortGPT Desktop
 
-{len(report.removed_layers)} of {report.n_layers} decoder layers were removed from `{base_model}` \
+{len(report.removed_layers)} of {report.n_layers} decoder layers were removed from `{base_model}`{_revision(report)} \
 ({report.architecture}) {_how_chosen(report)}.
 
 Removed layers (0-based, original numbering): {", ".join(map(str, report.removed_layers)) or "none"}.
