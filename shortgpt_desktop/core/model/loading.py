@@ -205,8 +205,9 @@ def load_tokenizer(source: ModelSource, trust_remote_code: bool = False) -> Any:
     except Exception as exc:  # the tokenizers binding raises TypeError for merges it cannot parse
         if not (rejected_by_library(exc) or isinstance(exc, TypeError)):
             raise
-        raise ModelSourceError(
-            f"The model in {source.location} has no usable tokenizer ({_first_line(exc)})."
-        ) from None
+        reason = _first_line(exc)
+        if reason.startswith("Couldn't instantiate the backend tokenizer"):  # its list of three ways, on more lines
+            reason = "none of tokenizer.json, tokenizer.model, or vocab.json with merges.txt is there to build it from"
+        raise ModelSourceError(f"The model in {source.location} has no usable tokenizer ({reason}).") from None
 
 

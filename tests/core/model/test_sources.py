@@ -622,3 +622,16 @@ def test_a_hub_page_names_its_revision_and_a_dataset_is_not_a_model() -> None:
         sources.hub_id_of("https://huggingface.co/datasets/org/texts", None)
     with pytest.raises(ModelSourceError, match="is a Hub space, not a model"):
         sources.hub_id_of("https://huggingface.co/spaces/org/demo", None)
+
+
+def test_a_model_without_tokenizer_files_says_so_in_a_whole_sentence(tiny_model: Path, tmp_path: Path) -> None:
+    """transformers lists three ways it could not build the tokenizer over several lines; the first line alone read
+    "(Couldn't instantiate the backend tokenizer from one of)"."""
+    from shortgpt_desktop.core.model.loading import load_tokenizer
+
+    folder = copy_model(tiny_model, tmp_path / "no-tokenizer")
+    for name in ("tokenizer.json", "special_tokens_map.json"):
+        (folder / name).unlink(missing_ok=True)
+    with pytest.raises(ModelSourceError, match=r"has no usable tokenizer \(none of tokenizer\.json, tokenizer\.model, "
+                                               r"or vocab\.json with merges\.txt is there to build it from\)\.$"):
+        load_tokenizer(sources.resolve(str(folder)))
