@@ -164,7 +164,11 @@ def _local_source(spec: str) -> ModelSource | None:
 def _folder_source(folder: Path, spec: str) -> ModelSource:
     if not (folder / "config.json").is_file():
         ggufs = sorted(folder.glob("*.gguf"))
-        hint = f" It holds {ggufs[0].name}: choose that file instead." if ggufs else ""
+        if len(ggufs) > 1:
+            shown = ", ".join(p.name for p in ggufs[:5]) + (f" and {len(ggufs) - 5} more" if len(ggufs) > 5 else "")
+            hint = f" It holds {shown}: choose one of those files instead."
+        else:
+            hint = f" It holds {ggufs[0].name}: choose that file instead." if ggufs else ""
         raise ModelSourceError(f"{folder} has no config.json, so it is not a Hugging Face model folder.{hint}")
     try:
         json.loads((folder / "config.json").read_text(encoding="utf-8"))

@@ -40,7 +40,10 @@ def test_folder_without_config(tmp_path: Path) -> None:
 
 def test_folder_with_gguf_but_no_config_points_at_the_file(tmp_path: Path) -> None:
     (tmp_path / "m.gguf").write_bytes(b"GGUF....")
-    with pytest.raises(ModelSourceError, match=r"m\.gguf"):
+    with pytest.raises(ModelSourceError, match=r"It holds m\.gguf: choose that file instead\.$"):
+        sources.resolve(str(tmp_path))
+    (tmp_path / "m-Q8_0.gguf").write_bytes(b"GGUF....")  # several quantizations: each named, not the first alone
+    with pytest.raises(ModelSourceError, match=r"It holds m-Q8_0\.gguf, m\.gguf: choose one of those files instead\.$"):
         sources.resolve(str(tmp_path))
 
 
