@@ -152,9 +152,10 @@ def test_the_refit_job_saves_a_stock_model_alike_in_memory_and_streamed(tiny_fam
         reports[mode] = run_prune(engine, _spec(folder, small_calib, tmp_path / mode, low_memory=low))
         engines[mode] = engine
     whole, streamed = reports["memory"], reports["streamed"]
-    assert whole.repair == streamed.repair == "refit"
     assert streamed.removed_layers == whole.removed_layers
     refitted = [r for r in whole.repair_runs if "refit_after" in r]
+    # "refit" where a refitted MLP is written; a run no step improved keeps the linear repair
+    assert whole.repair == streamed.repair == ("refit" if any(r["refit_kept"] for r in refitted) else "linear")
     assert refitted and all(r["refit_after"] <= r["refit_before"] for r in refitted)
     assert "refit" in whole.timings
     a, b = load_file(tmp_path / "memory" / "model.safetensors"), load_file(tmp_path / "streamed" / "model.safetensors")
