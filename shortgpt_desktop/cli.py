@@ -478,17 +478,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .core.errors import OutputError
         from .core.formats.output_folder import check_report_path
         from .core.model.sources import hub_id_of
-        from .core.user_paths import expand_home
+        from .core.user_paths import exists, expand_home
         from .jobs import run_eval, run_prune, run_score, run_sweep
 
         for flag in ("json", "csv", "against", "out", "eval_text", "revision"):
             if getattr(args, flag, None) is not None and not str(getattr(args, flag)).strip():
                 raise UserError(f"--{flag.replace('_', '-')} was given an empty name; give one or leave it out.")
-        if args.revision and expand_home(args.model).exists():
+        if args.revision and exists(args.model):
             raise UserError(f"--revision picks a Hub revision, but {args.model} is a local path; leave it out.")
-        if not expand_home(args.model).exists():  # a Hub page's address or an id with a slash after it: the id
+        if not exists(args.model):  # a Hub page's address or an id with a slash after it: the id
             args.model, args.revision = hub_id_of(args.model, args.revision)
-        if getattr(args, "against", None) and not expand_home(args.against).exists():
+        if getattr(args, "against", None) and not exists(args.against):
             args.against, against_revision = hub_id_of(args.against, None)
             if against_revision is not None:
                 raise UserError(f"--against opens a Hub model's main revision; give its id, {args.against}.")

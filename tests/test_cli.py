@@ -615,3 +615,12 @@ def test_a_hub_page_address_is_the_models_id(tiny_model: Path, small_calib: Path
     line = bad(capsys, "eval", str(tiny_model), "--against", "https://hf.co/someone/tiny-llama/tree/dev", "--calib",
                str(small_calib), "--seq-len", "32", "-q")
     assert "--against opens a Hub model's main revision; give its id, someone/tiny-llama." in line, line
+
+
+def test_a_model_name_past_the_file_systems_limit_is_a_sentence(small_calib: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Whether such a name exists cannot be asked (Path.exists raises OSError: File name too long)."""
+    line = bad(capsys, "score", "y" * 300, "--calib", str(small_calib), "-q")
+    assert line.endswith("cannot be read (file name too long); choose a model you can open."), line
+    line = bad(capsys, "eval", "y" * 300, "--against", "z" * 300, "--calib", str(small_calib), "-q")
+    assert "cannot be read (file name too long)" in line, line

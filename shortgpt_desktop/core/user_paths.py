@@ -13,3 +13,12 @@ def expand_home(path: str | os.PathLike[str]) -> Path:
     ``os.path.expanduser`` leaves such a path alone, so the caller's own sentence ("... does not exist") follows.
     """
     return Path(os.path.expanduser(os.fspath(path)))
+
+
+def exists(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` (``~`` expanded) names something, False where the system cannot even look (a name past
+    the file system's length limit raises OSError from ``Path.exists``, a NUL byte ValueError)."""
+    try:
+        return expand_home(path).exists()
+    except (OSError, ValueError):
+        return False

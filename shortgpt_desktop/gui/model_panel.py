@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..core.model.loading import ModelInfo
-from ..core.user_paths import expand_home
+from ..core.user_paths import exists, expand_home
 from ..format import human_bytes, human_count, human_rate
 from .elided_label import ElidedLabel
 
@@ -53,7 +53,7 @@ def typed_model(text: str) -> str:
         local = QUrl(text).toLocalFile()
         if local:
             text = local
-    if not expand_home(text).exists():  # a Hub page's address (``https://huggingface.co/org/name``): its id
+    if not exists(text):  # a Hub page's address (``https://huggingface.co/org/name``): its id
         from ..core.errors import UserError
         from ..core.model.sources import hub_id_of
 
@@ -260,13 +260,13 @@ class ModelPanel(QGroupBox):
         self._commit_text()
 
     def browse_folder(self) -> None:
-        start = self.text if Path(self.text).exists() else str(Path.home())
+        start = self.text if exists(self.text) else str(Path.home())
         folder = QFileDialog.getExistingDirectory(self, "Choose a model folder", start)
         if folder:
             self.choose(folder)
 
     def browse_gguf(self) -> None:
-        start = str(Path(self.text).parent) if Path(self.text).exists() else str(Path.home())
+        start = str(Path(self.text).parent) if exists(self.text) else str(Path.home())
         path, _ = QFileDialog.getOpenFileName(self, "Choose a GGUF model file", start, "GGUF models (*.gguf)")
         if path:
             self.choose(path)
