@@ -11,7 +11,9 @@ import time
 _T0 = time.perf_counter()  # first thing: the launch-to-shown clock starts here (plus interpreter start-up)
 
 import argparse  # noqa: E402
+import math  # noqa: E402
 import os  # noqa: E402
+import re  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -35,8 +37,49 @@ def _interpreter_age() -> float:
 _AGE_AT_T0 = _interpreter_age()
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that says a bad argument in one line, exit code 2, as the command line does."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+#: Each side of a ``--screenshot`` window, in pixels: the window's least size, and a picture of at most 256 MB.
+SIZE_RANGE = (100, 8192)
+
+
+def _window_size(text: str) -> tuple[int, int]:
+    """``1280x720`` → (1280, 720); anything else is refused before the window is built."""
+    match = re.fullmatch(r"\s*(\d{1,6})\s*[xX]\s*(\d{1,6})\s*", text)
+    low, high = SIZE_RANGE
+    if match is None or not all(low <= int(side) <= high for side in match.groups()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a window size like 1280x720 (each side {low} to {high} "
+                                         "pixels)")
+    return int(match[1]), int(match[2])
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:  # NaN too
+        raise argparse.ArgumentTypeError(f"{text!r} is not a share of the layers from 0 to 1")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 1_000_000:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to 1,000,000")
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="shortgpt-desktop",
         description="Shrink a language model by deleting its most redundant layers, in a desktop window.",
     )
@@ -47,10 +90,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="open MODEL with --calib, score, render the window to this PNG and exit")
     parser.add_argument("--check", action="store_true",
                         help="with --screenshot: also check perplexity before taking the picture")
-    parser.add_argument("--ratio", type=float, help="with --screenshot: the share of layers to remove")
-    parser.add_argument("--samples", type=int, help="calibration samples (overrides the saved setting)")
-    parser.add_argument("--seq-len", type=int, help="tokens per sample (overrides the saved setting)")
-    parser.add_argument("--size", default="1280x720",
+    parser.add_argument("--ratio", type=_share, help="with --screenshot: the share of layers to remove")
+    parser.add_argument("--samples", type=_count, help="calibration samples (overrides the saved setting)")
+    parser.add_argument("--seq-len", type=_count, help="tokens per sample (overrides the saved setting)")
+    parser.add_argument("--size", type=_window_size, default=(1280, 720),
                         help="with --screenshot: window size (default 1280x720)")
     parser.add_argument("--self-test", action="store_true",
                         help="run the whole flow offscreen on a tiny model built on the fly; "
@@ -145,6 +188,26 @@ def _missing_calibration(paths: list[str]) -> str | None:
     return f"The calibration path {missing[0]} does not exist."
 
 
+def _unwritable_picture(out: Path) -> str | None:
+    """Why the ``--screenshot`` picture could not be written, said before the model is opened and scored (it was
+    found after the whole run, or the run waited for its 30-minute time-out)."""
+    from PySide6.QtGui import QImageWriter
+
+    formats = {bytes(f).decode().lower() for f in QImageWriter.supportedImageFormats()}
+    if out.suffix.lower().lstrip(".") not in formats:
+        return f"--screenshot cannot write a {out.suffix or 'nameless'} picture; name it .png."
+    blocking = next((parent for parent in out.parents if parent.exists() and not parent.is_dir()), None)
+    if blocking is not None:
+        return f"--screenshot cannot write {out} ({blocking} is a file, not a folder)."
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"--screenshot cannot write {out} ({(exc.strerror or str(exc)).lower()})."
+    if out.is_dir() or not os.access(out.parent, os.W_OK):
+        return f"--screenshot cannot write {out} ({'a folder' if out.is_dir() else 'permission denied'})."
+    return None
+
+
 def settings_for(args: argparse.Namespace) -> tuple[object, tempfile.TemporaryDirectory | None]:
     """The QSettings the window keeps its state in, and the scratch folder to delete on exit (if any).
 
@@ -183,6 +246,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     app = make_app()
+    if args.screenshot:
+        problem = _unwritable_picture(Path(os.path.abspath(args.screenshot)))
+        if problem:
+            _say(problem)
+            return 2
     from PySide6.QtCore import QTimer
 
     from .core.measure.calibration import BUILTIN_CORPUS
@@ -212,9 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.screenshot:
         from .gui.screenshot import ScreenshotRun
 
-        width, _, height = args.size.partition("x")
         runner = ScreenshotRun(window, args.model, Path(args.screenshot), ratio=args.ratio, check=args.check,
-                               size=(int(width), int(height)))
+                               size=args.size)
         runner.done.connect(lambda code: rc.update(code=code))
         QTimer.singleShot(0, runner.start)
     elif args.model:

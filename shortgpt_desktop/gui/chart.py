@@ -149,7 +149,8 @@ class ScoreChart(QWidget):
         """Tick the options saved last time (unknown keys are ignored); emits nothing."""
         for key, box in (("zoom", self.zoom_box), ("others", self.others_box)):
             box.blockSignals(True)
-            box.setChecked(bool(options.get(key, box.isChecked())))
+            if key in options:  # a hand-edited "false" is false (bool("false") was True)
+                box.setChecked(options[key] in (True, "true", "1", 1))
             box.blockSignals(False)
         if self.scores:
             self._fit(False)

@@ -266,7 +266,7 @@ class MainWindow(QMainWindow):
             state = store.bytes(key)
             if state is not None:
                 splitter.restoreState(state)
-        self.settings_panel.set_values(store.settings())
+        unusable = self.settings_panel.set_values(store.settings())
         self.model_panel.set_recent(store.recent_models())
         self.model_panel.set_text(store.last_model())
         sources = store.calibration()
@@ -275,6 +275,16 @@ class MainWindow(QMainWindow):
         prompt = store.prompt()
         if prompt is not None:
             self.compare_panel.set_prompt(prompt)
+        notes = []
+        if unusable or store.unreadable:
+            notes.append("Saved settings this version cannot use were set to their defaults: "
+                         + ", ".join([*unusable, *store.unreadable]) + ".")
+        if not store.writable():
+            notes.append(f"Settings cannot be saved: {store.qs.fileName()} cannot be written.")
+        for note in notes:
+            log.warning(note)
+        if notes:
+            self.statusBar().showMessage(" ".join(notes), 20000)
 
     def save_state(self) -> None:
         store = self.store
@@ -286,7 +296,8 @@ class MainWindow(QMainWindow):
         store.set_last_model(model_key(self.model_panel.text))
         store.set_calibration(self.calibration_panel.stored_sources())
         store.set_prompt(self.compare_panel.prompt_text())
-        store.sync()
+        if not store.sync():
+            log.warning("The settings could not be saved to %s.", store.qs.fileName())
 
     # ============================================================================================ helpers
 

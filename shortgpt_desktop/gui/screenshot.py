@@ -45,6 +45,12 @@ class ScreenshotRun(QObject):
         print(f"error: {message}", file=sys.stderr)
 
     def _on_job(self, name: str, outcome: str) -> None:
+        try:
+            self._next(name, outcome)
+        except Exception as exc:  # a slot that raised would leave the run waiting for its 30-minute time-out
+            self._finish(1, f"{name}: {exc.__class__.__name__}: {exc}")
+
+    def _next(self, name: str, outcome: str) -> None:
         if outcome != "ok":
             self._finish(1, f"{name} {outcome}")
             return
@@ -65,8 +71,12 @@ class ScreenshotRun(QObject):
         QTimer.singleShot(500, self._shoot)  # let the last repaint and layout settle
 
     def _shoot(self) -> None:
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        ok = self.window.grab().save(str(self.out))
+        try:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            ok = self.window.grab().save(str(self.out))
+        except OSError as exc:
+            self._finish(1, f"could not write {self.out} ({exc.strerror or exc})")
+            return
         message = f"wrote {self.out}" if ok else f"could not write {self.out}"
         self._finish(0 if ok and not self._failed else 1, message)
 

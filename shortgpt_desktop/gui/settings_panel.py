@@ -276,12 +276,15 @@ class SettingsPanel(QGroupBox):
             "sizes_chosen": self._sizes_chosen,
         }
 
-    def set_values(self, values: dict[str, Any]) -> None:
+    def set_values(self, values: dict[str, Any]) -> list[str]:
         """Set some or all settings; those not given keep their current values.
 
         Sizes given without ``sizes_chosen`` count as chosen (the device no longer changes them); restored
-        settings carry the flag, so a preset the device suggested keeps following the device.
+        settings carry the flag, so a preset the device suggested keeps following the device. Returns the values
+        that could not be used (``metric 'future-metric'``: one this version does not know, a size that is not a
+        number), which keep their defaults; a size out of its box's range is brought into it.
         """
+        unusable: list[str] = []
         merged = {**DEFAULTS, **self.values(), **{k: v for k, v in values.items() if v is not None}}
         if "sizes_chosen" in values:
             self._sizes_chosen = values["sizes_chosen"] in (True, "true", "1", 1)
@@ -292,15 +295,21 @@ class SettingsPanel(QGroupBox):
         device_index = self.device_box.findData(str(merged["device"]))
         self._wanted_device = str(merged["device"]) if device_index < 0 else None
         self.device_box.setCurrentIndex(max(device_index, 0))
-        self.dtype_box.setCurrentIndex(max(self.dtype_box.findData(str(merged["dtype"])), 0))
+        for box, key in ((self.dtype_box, "dtype"), (self.metric_box, "metric")):
+            index = box.findData(str(merged[key]))
+            if index < 0:  # from another version of the app, or edited by hand
+                unusable.append(f"{key} {merged[key]!r}")
+                index = max(box.findData(str(DEFAULTS[key])), 0)
+            box.setCurrentIndex(index)
         spins = ((self.samples_box, "samples"), (self.seq_len_box, "seq_len"), (self.eval_box, "eval_windows"),
                  (self.batch_box, "batch_size"), (self.heal_box, "heal_steps"))
         for box, key in spins:
             try:
-                box.setValue(int(merged[key]))
-            except (TypeError, ValueError):
-                box.setValue(int(DEFAULTS[key]))
-        self.metric_box.setCurrentIndex(max(self.metric_box.findData(str(merged["metric"])), 0))
+                value = int(merged[key])
+            except (TypeError, ValueError, OverflowError):  # OverflowError: Infinity, which JSON allows
+                unusable.append(f"{key} {merged[key]!r}")
+                value = int(DEFAULTS[key])
+            box.setValue(min(max(value, box.minimum()), box.maximum()))  # 1e300 overflowed Qt's int
         for box, key in ((self.trust_box, "trust_remote_code"), (self.low_memory_box, "low_memory"),
                          (self.repair_box, "repair"), (self.refit_box, "refit")):
             box.setChecked(merged[key] in (True, "true", "1", 1))  # QSettings may hand back strings
@@ -311,6 +320,7 @@ class SettingsPanel(QGroupBox):
         self.follow_device()
         for box in self._boxes():
             box.blockSignals(False)
+        return unusable
 
     def _boxes(self) -> tuple[QWidget, ...]:
         return (self.device_box, self.dtype_box, self.preset_box, self.samples_box, self.seq_len_box,

@@ -21,6 +21,9 @@ class Store:
 
     def __init__(self, settings: QSettings | None = None) -> None:
         self.qs = settings if settings is not None else default_settings()
+        #: Keys whose saved value could not be read (not JSON, or not the kind of value the key holds): the window
+        #: says so once, instead of putting defaults in their place without a word.
+        self.unreadable: list[str] = []
 
     def _json(self, key: str, default: Any) -> Any:
         raw = self.qs.value(key)
@@ -29,8 +32,12 @@ class Store:
         try:
             value = json.loads(str(raw))
         except (TypeError, ValueError):
+            value = None
+        if not isinstance(value, type(default)):
+            if key not in self.unreadable:
+                self.unreadable.append(key)
             return default
-        return value if isinstance(value, type(default)) else default
+        return value
 
     def _set_json(self, key: str, value: Any) -> None:
         self.qs.setValue(key, json.dumps(value))
@@ -56,10 +63,25 @@ class Store:
         self.qs.setValue("models/last", text)
 
     def calibration(self) -> list[str] | None:
-        """The saved sources, or None when nothing was ever saved (then the built-in corpus is ticked)."""
-        if self.qs.value("calibration/sources") is None:
+        """The saved sources, or None when nothing was ever saved or the value cannot be read (then the built-in
+        corpus is ticked: a value that was not a JSON list became no text at all, saved so at close). A path
+        written by hand (``sources=/home/me/notes.txt``, or several with commas, which QSettings splits) is kept."""
+        raw = self.qs.value("calibration/sources")
+        if raw is None:
             return None
-        return [str(x) for x in self._json("calibration/sources", []) if isinstance(x, str)]
+        if isinstance(raw, list):
+            return [str(x) for x in raw]
+        try:
+            value = json.loads(str(raw))
+        except ValueError:
+            return [str(raw)] if str(raw).strip() else None
+        if isinstance(value, str):
+            return [value]
+        if not isinstance(value, list):
+            if "calibration/sources" not in self.unreadable:
+                self.unreadable.append("calibration/sources")
+            return None
+        return [str(x) for x in value if isinstance(x, str)]
 
     def set_calibration(self, sources: list[str]) -> None:
         self._set_json("calibration/sources", sources)
@@ -90,5 +112,10 @@ class Store:
     def set_bytes(self, key: str, value: QByteArray) -> None:
         self.qs.setValue(key, value)
 
-    def sync(self) -> None:
+    def writable(self) -> bool:
+        return self.qs.isWritable()
+
+    def sync(self) -> bool:
+        """Write the settings out; False where they could not be (a read-only file or folder, a full disk)."""
         self.qs.sync()
+        return self.qs.isWritable() and self.qs.status() == QSettings.Status.NoError

@@ -270,3 +270,36 @@ def test_saved_calibration_that_is_not_there_now_is_said_and_kept(make_window, s
     third.calibration_panel.builtin.setChecked(True)
     third.close()
     assert make_window(fast=False).calibration_panel.stored_sources() == [str(calib_text), "builtin"]
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["--size", "abc"], "argument --size: 'abc' is not a window size like 1280x720"),
+    (["--size", "99999999999x100"], "is not a window size like 1280x720 (each side 100 to 8192 pixels)"),
+    (["--ratio", "nan"], "argument --ratio: 'nan' is not a share of the layers from 0 to 1"),
+    (["--samples", "100000000000000000000"], "argument --samples: '100000000000000000000' is not a whole number"),
+    (["--seq-len", "0"], "argument --seq-len: '0' is not a whole number from 1 to 1,000,000"),
+])
+def test_bad_window_arguments_are_one_line_before_anything_opens(args: list[str], said: str,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """A screenshot's --size was a ValueError traceback after the window was built, or an OverflowError that left
+    the run waiting 30 minutes for its time-out; --ratio nan failed after scoring and waited too; --samples 1e20 was
+    an OverflowError at start, and 0 was ignored without a word."""
+    from shortgpt_desktop import app
+
+    with pytest.raises(SystemExit) as exited:
+        app.main(["some/model", "--screenshot", "x.png", *args])
+    err = capsys.readouterr().err.strip()
+    assert exited.value.code == 2 and len(err.splitlines()) == 1 and said in err, err
+
+
+def test_a_screenshot_that_could_not_be_written_is_said_before_the_run(qapp, tmp_path: Path) -> None:
+    """Its folder under a file, or a picture type Qt does not write, was found after opening and scoring (a
+    FileExistsError in a slot, and the run waited for its 30-minute time-out)."""
+    from shortgpt_desktop.app import _unwritable_picture
+
+    (tmp_path / "afile").write_text("x", encoding="utf-8")
+    blocked = tmp_path / "afile" / "shots" / "s.png"
+    assert _unwritable_picture(blocked) == f"--screenshot cannot write {blocked} ({tmp_path / 'afile'} is a file, " \
+                                           "not a folder)."
+    assert _unwritable_picture(tmp_path / "s.xyz") == "--screenshot cannot write a .xyz picture; name it .png."
+    assert _unwritable_picture(tmp_path / "new" / "s.png") is None and (tmp_path / "new").is_dir()

@@ -1,0 +1,85 @@
+"""What the window reads at start and writes at close survives what a hobbyist's machine holds: a settings file
+from another version or edited by hand, one that cannot be written, a model field no file system can look up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QSettings
+
+from shortgpt_desktop.gui.settings_panel import DEFAULTS
+
+
+def ini(path: Path, text: str) -> QSettings:
+    path.write_text(text, encoding="utf-8")
+    return QSettings(str(path), QSettings.Format.IniFormat)
+
+
+@pytest.mark.parametrize(("value", "expected", "said"), [
+    ("Infinity", DEFAULTS["seq_len"], "seq_len inf"), ("1e300", "most", None), ("-1e30", "least", None),
+    ('\\"many\\"', DEFAULTS["seq_len"], "seq_len 'many'")])
+def test_a_size_no_box_can_hold_falls_back_and_the_window_starts(make_window, tmp_path: Path, value: str,
+                                                                 expected: object, said: str | None) -> None:
+    """``"seq_len": Infinity`` (which Python's JSON writes and reads) or 1e300 was an OverflowError while the
+    window was built: the app could not start until the file was found and deleted."""
+    settings = ini(tmp_path / "s.ini", f'[job]\nsettings="{{\\"seq_len\\": {value}, \\"samples\\": 24}}"\n')
+    window = make_window(settings, fast=False)
+    values, box = window.settings_panel.values(), window.settings_panel.seq_len_box
+    assert values["samples"] == 24  # the other keys are kept
+    assert values["seq_len"] == {"most": box.maximum(), "least": box.minimum()}.get(expected, expected)
+    message = window.statusBar().currentMessage()
+    assert (said in message) if said else not message, message  # a number brought into range is not said
+
+
+def test_values_this_version_does_not_know_are_said(make_window, tmp_path: Path) -> None:
+    """A metric or dtype from another version, and a job settings value that is not JSON at all, became the
+    defaults without a word (a saved device the probe does not find is said)."""
+    settings = ini(tmp_path / "s.ini", '[job]\nsettings="{\\"metric\\": \\"future-metric\\", \\"dtype\\": '
+                                       '\\"float8\\", \\"seq_len\\": Infinity}"\n[models]\nrecent="{not json"\n')
+    window = make_window(settings, fast=False)
+    said = window.statusBar().currentMessage()
+    assert said.startswith("Saved settings this version cannot use were set to their defaults: "), said
+    for part in ("dtype 'float8'", "metric 'future-metric'", "seq_len inf", "models/recent"):
+        assert part in said, (part, said)
+    assert window.settings_panel.values()["metric"] == DEFAULTS["metric"]
+
+
+def test_a_calibration_value_written_by_hand_is_kept_and_one_that_cannot_be_read_is_the_built_in_corpus(
+        make_window, tmp_path: Path) -> None:
+    """``sources=/home/me/notes.txt`` (not a JSON list) became no calibration text at all, and that was saved
+    over the user's path at close."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("Some prose. " * 50, encoding="utf-8")
+    window = make_window(ini(tmp_path / "a.ini", f"[calibration]\nsources={notes}\n"), fast=False)
+    assert window.calibration_panel.sources() == [str(notes)]
+    window = make_window(ini(tmp_path / "b.ini", '[calibration]\nsources="{}"\n'), fast=False)
+    assert window.calibration_panel.sources() == ["builtin"]
+    assert "calibration/sources" in window.statusBar().currentMessage()
+
+
+def test_a_chart_option_saved_as_the_text_false_is_off(make_window, tmp_path: Path) -> None:
+    window = make_window(ini(tmp_path / "s.ini", '[chart]\noptions="{\\"zoom\\": \\"false\\"}"\n'), fast=False)
+    assert not window.chart.zoom_box.isChecked()
+
+
+def test_closing_with_a_model_name_no_file_system_can_look_up_saves_everything(make_window, tmp_path: Path) -> None:
+    """A name past the file system's limits in the Model field (pasted by mistake, or restored): closing raised
+    OSError (File name too long) in save_state, and the last model, the calibration sources and the prompt were
+    not saved."""
+    path = tmp_path / "s.ini"
+    window = make_window(QSettings(str(path), QSettings.Format.IniFormat), fast=False)
+    window.model_panel.set_text("/gone" + "/abcdefgh" * 600)
+    window.compare_panel.set_prompt("my new prompt")
+    window.close()
+    assert "my new prompt" in path.read_text(encoding="utf-8")
+
+
+def test_settings_that_cannot_be_saved_are_said_in_a_folder_that_is_a_file(make_window, tmp_path: Path) -> None:
+    """A settings file under a file (or any place it cannot be written) lost every change of the session without
+    a word; root can write a read-only file, so the test blocks the folder instead."""
+    (tmp_path / "afile").write_text("x", encoding="utf-8")
+    settings = QSettings(str(tmp_path / "afile" / "s.ini"), QSettings.Format.IniFormat)
+    window = make_window(settings, fast=False)
+    assert "Settings cannot be saved: " in window.statusBar().currentMessage()
+    assert window.store.sync() is False
