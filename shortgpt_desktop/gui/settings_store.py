@@ -56,8 +56,16 @@ class Store:
     def set_recent_models(self, items: list[str]) -> None:
         self._set_json("models/recent", items)
 
+    def _text(self, key: str) -> str | None:
+        """A text value; one written by hand with commas (``prompt=a, b``) QSettings hands back as a list, which
+        ``str`` made ``"['a', 'b']"``: joined again as it was written."""
+        value = self.qs.value(key)
+        if value is None:
+            return None
+        return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+
     def last_model(self) -> str:
-        return str(self.qs.value("models/last", "") or "")
+        return self._text("models/last") or ""
 
     def set_last_model(self, text: str) -> None:
         self.qs.setValue("models/last", text)
@@ -93,14 +101,13 @@ class Store:
         self._set_json("chart/options", options)
 
     def prompt(self) -> str | None:
-        value = self.qs.value("compare/prompt")
-        return None if value is None else str(value)
+        return self._text("compare/prompt")
 
     def set_prompt(self, text: str) -> None:
         self.qs.setValue("compare/prompt", text)
 
     def save_dir(self) -> str:
-        return str(self.qs.value("save/dir", "") or "")
+        return self._text("save/dir") or ""
 
     def set_save_dir(self, path: str) -> None:
         self.qs.setValue("save/dir", path)

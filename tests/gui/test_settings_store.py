@@ -83,3 +83,9 @@ def test_settings_that_cannot_be_saved_are_said_in_a_folder_that_is_a_file(make_
     window = make_window(settings, fast=False)
     assert "Settings cannot be saved: " in window.statusBar().currentMessage()
     assert window.store.sync() is False
+
+
+def test_text_written_by_hand_with_commas_is_read_as_written(make_window, tmp_path: Path) -> None:
+    """QSettings hands an unquoted value with commas back as a list, which the window showed as "['a', 'b']"."""
+    window = make_window(ini(tmp_path / "s.ini", "[compare]\nprompt=Name three colours, then stop\n"), fast=False)
+    assert window.compare_panel.prompt_text() == "Name three colours, then stop"
