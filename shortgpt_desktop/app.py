@@ -78,6 +78,12 @@ def _count(text: str) -> int:
     return value
 
 
+def _file_name(text: str) -> str:
+    if not text.strip():  # "" was taken as no file: the user's own settings, which a test run must not touch
+        raise argparse.ArgumentTypeError("an empty name; give a file or leave the option out")
+    return text
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = _Parser(
         prog="shortgpt-desktop",
@@ -98,7 +104,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--self-test", action="store_true",
                         help="run the whole flow offscreen on a tiny model built on the fly; "
                         "exit 0 if every step works")
-    parser.add_argument("--settings-file", metavar="PATH",
+    parser.add_argument("--settings-file", metavar="PATH", type=_file_name,
                         help="keep settings in this INI file instead of the user's settings")
     parser.add_argument("--measure-startup", action="store_true",
                         help="print the time from launch to the window being shown, then exit")

@@ -278,6 +278,7 @@ def test_saved_calibration_that_is_not_there_now_is_said_and_kept(make_window, s
     (["--ratio", "nan"], "argument --ratio: 'nan' is not a share of the layers from 0 to 1"),
     (["--samples", "100000000000000000000"], "argument --samples: '100000000000000000000' is not a whole number"),
     (["--seq-len", "0"], "argument --seq-len: '0' is not a whole number from 1 to 1,000,000"),
+    (["--settings-file", ""], "argument --settings-file: an empty name; give a file or leave the option out"),
 ])
 def test_bad_window_arguments_are_one_line_before_anything_opens(args: list[str], said: str,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
