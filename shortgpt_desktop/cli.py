@@ -486,7 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise UserError(f"--{flag.replace('_', '-')} was given an empty name; give one or leave it out.")
         if args.revision and exists(args.model):
             raise UserError(f"--revision picks a Hub revision, but {args.model} is a local path; leave it out.")
-        if not exists(args.model):  # a Hub page's address or an id with a slash after it: the id
+        if not exists(args.model):  # a Hub page's address: the id
             args.model, args.revision = hub_id_of(args.model, args.revision)
         if getattr(args, "against", None) and not exists(args.against):
             args.against, against_revision = hub_id_of(args.against, None)

@@ -565,7 +565,6 @@ def test_a_hub_page_address_pasted_in_the_model_field_is_its_id(tmp_path: Path, 
     monkeypatch.chdir(tmp_path)
     assert typed_model("https://huggingface.co/HuggingFaceTB/SmolLM2-135M") == "HuggingFaceTB/SmolLM2-135M"
     assert typed_model(" hf.co/HuggingFaceTB/SmolLM2-135M/tree/main ") == "HuggingFaceTB/SmolLM2-135M"
-    assert typed_model("HuggingFaceTB/SmolLM2-135M/") == "HuggingFaceTB/SmolLM2-135M"
     dev = "https://huggingface.co/org/name/tree/dev"
     assert typed_model(dev) == dev
     (tmp_path / "org" / "name").mkdir(parents=True)

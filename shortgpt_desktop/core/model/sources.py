@@ -129,11 +129,12 @@ _HUB_PAGE = re.compile(r"^(?:https?://)?(?:www\.)?(?:huggingface\.co|hf\.co)/(?P
 
 def hub_id_of(spec: str, revision: str | None) -> tuple[str, str | None]:
     """The Hub id (and revision) in a pasted page address (``https://huggingface.co/org/name/tree/dev`` → ``org/name``,
-    ``dev``) or an id typed with a trailing slash; ``spec`` as it is otherwise. A revision given on its own wins over
-    the page's. Called for what is not a local path."""
+    ``dev``); ``spec`` as it is otherwise (``org/name/`` too: a path with a slash after it that does not exist is a
+    folder typed wrong, not looked up on the Hub). A revision given on its own wins over the page's. Called for what
+    is not a local path."""
     page = _HUB_PAGE.match(spec)
     if page is None:
-        return (spec.rstrip("/") if _HUB_ID.match(spec.rstrip("/")) else spec), revision
+        return spec, revision
     if page["kind"]:
         raise ModelSourceError(f"{spec} is a Hub {page['kind'].rstrip('s/')}, not a model; give a model's id like "
                                "org/name.")

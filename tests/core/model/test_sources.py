@@ -602,9 +602,9 @@ def test_offline_is_read_as_huggingface_hub_reads_it(tmp_path: Path, monkeypatch
 
 
 @pytest.mark.parametrize("typed", ["https://huggingface.co/someone/tiny-llama", "huggingface.co/someone/tiny-llama/",
-                                   "https://hf.co/someone/tiny-llama/tree/main", "someone/tiny-llama/",
+                                   "https://hf.co/someone/tiny-llama/tree/main",
                                    "https://huggingface.co/someone/tiny-llama/blob/main/config.json"])
-def test_a_pasted_hub_page_or_a_trailing_slash_opens_the_model(typed: str, tiny_model: Path, tmp_path: Path,
+def test_a_pasted_hub_page_opens_the_model(typed: str, tiny_model: Path, tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """The way most people copy a Hub model is its page's address: it was "does not exist"."""
     cache = tmp_path / "hub"
@@ -621,6 +621,8 @@ def test_a_hub_page_names_its_revision_and_a_dataset_is_not_a_model() -> None:
     assert sources.hub_id_of("https://huggingface.co/org/name/tree/dev", None) == ("org/name", "dev")
     assert sources.hub_id_of("https://huggingface.co/org/name/tree/dev", "v1") == ("org/name", "v1")
     assert sources.hub_id_of("./some/folder/", None) == ("./some/folder/", None)
+    with pytest.raises(ModelSourceError, match=r"^org/name/ does not exist"):  # a folder typed wrong, not a Hub id
+        sources.resolve("org/name/")
     with pytest.raises(ModelSourceError, match="is a Hub dataset, not a model"):
         sources.hub_id_of("https://huggingface.co/datasets/org/texts", None)
     with pytest.raises(ModelSourceError, match="is a Hub space, not a model"):
