@@ -432,6 +432,11 @@ def test_the_size_expected_before_saving_is_the_size_written(tiny_q4_gguf: Path,
         assert bound == expected[0] and written > 1.15 * plain
     elif repair != "none":
         assert written >= plain + down_growth
+    # The card written beside the file names what was re-quantized (it was made before the writer knew, and
+    # named nothing): the job's summary and JSON said it, the saved card did not.
+    card = (tmp_path / "out" / "README.md").read_text(encoding="utf-8")
+    cause = {("none", 0): None, ("linear", 0): "repair", ("linear", 1): "repair and healing"}[(repair, heal_steps)]
+    assert (f"re-quantized after {cause}: " in card) if cause else "re-quantized" not in card, card
 
 
 

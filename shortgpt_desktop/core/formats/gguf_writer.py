@@ -27,7 +27,7 @@ import mmap
 import re
 import struct
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -270,13 +270,16 @@ def write_pruned_gguf(
     out: str | Path,
     *,
     file_name: str | None = None,
-    card_text: str = "",
+    card_text: str | Callable[[Mapping[str, tuple[str, str]]], str] = "",
     replaced: Mapping[str, Any] | None = None,
     force: bool = False,
     progress: Progress | None = None,
     cancel: CancelCheck | None = None,
 ) -> GGUFSaveResult:
     """Write ``out/<file_name>.gguf`` (and ``README.md`` from ``card_text``) with ``removed`` blocks cut out.
+
+    ``card_text`` may be a function of the tensors re-quantized (name → source type, written type), which are
+    known only here: a card made before named none of them.
 
     ``replaced`` maps Hugging Face parameter names with the ORIGINAL layer index (``model.layers.5.mlp.down_proj.
     weight``) to new values (torch or numpy, Hugging Face orientation); each is written in its source tensor's
@@ -299,8 +302,9 @@ def write_pruned_gguf(
     with output_folder(out_path, force) as temp:
         written, n_tensors = _write_file(temp / name, path, layout, plan, new_data, progress, cancel)
         files = [name]
-        if card_text:
-            (temp / "README.md").write_text(card_text, encoding="utf-8")
+        card = card_text(changed) if callable(card_text) else card_text
+        if card:
+            (temp / "README.md").write_text(card, encoding="utf-8")
             files.append("README.md")
     log.info("wrote pruned GGUF %s (%d bytes)", out_path / name, written)
     return GGUFSaveResult(

@@ -9,7 +9,7 @@ folder, :mod:`.safetensors_writer`). Adding a format is one class and one :func:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -214,11 +214,16 @@ class GGUFWriter(Writer):
         from .gguf_writer import write_pruned_gguf
 
         source = loaded.source
-        card = model_card(report, source.spec) if report is not None else ""
+
+        def card(changed: Mapping[str, tuple[str, str]]) -> str:
+            """The card once the writer knows what it re-quantized (made before, it named none of them)."""
+            if report is None:
+                return ""
+            report.changed_types = {k: list(v) for k, v in changed.items()}
+            return model_card(report, source.spec)
+
         result = write_pruned_gguf(source, plan.removed, out, card_text=card, force=force, replaced=weights,
                                    progress=progress, cancel=cancel)
-        if report is not None:
-            report.changed_types = {k: list(v) for k, v in result.changed_types.items()}
         return SaveResult(result.folder, result.files, result.tensors, result.bytes_written)
 
 
