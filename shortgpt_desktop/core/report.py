@@ -206,6 +206,9 @@ def model_card(report: Report, base_model: str) -> str:
         q = report.quiz
         ppl += (f"\nQuiz ({q['asked']} short questions of fact, greedy answers): the original answers {q['known']} "
                 f"right, the pruned model {q['kept']} of those.\n")
+    if ppl and report.changed_types:  # the check ran the changed weights at full precision, before the writer
+        ppl += ("\nThese figures were measured before the changed weights were re-quantized for this file (see "
+                "Format); the file's own may differ slightly (`shortgpt eval` measures it).\n")
     sizes = ""
     if report.params_before:
         sizes = f"| parameters | {report.params_before:,} | {report.params_after:,} |\n"
