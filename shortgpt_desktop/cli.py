@@ -123,9 +123,10 @@ class ProgressBar:
 
 
 def estimate_text(estimate: Any) -> str:
-    """``the whole job: about 4 min 10 s (scoring 40.0 s, choosing 2 min 05 s, ...), from the first batch``."""
+    """``the whole job: about 4 min 10 s (scoring 40.0 s, choosing 2 min 05 s, ...), at the second scoring batch's
+    speed``."""
     parts = ", ".join(f"{name} {human_seconds(seconds)}" for name, seconds in estimate.steps.items())
-    return f"the whole job: about {human_seconds(estimate.total)} ({parts}), from the first batch's speed"
+    return f"the whole job: about {human_seconds(estimate.total)} ({parts}), at {estimate.basis}'s speed"
 
 
 def progress_text(stage: str, done: int, total: int, elapsed: float, unit: str | None = None, since: int = 0) -> str:

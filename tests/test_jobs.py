@@ -584,3 +584,30 @@ def test_eval_one_layer_at_a_time_measures_fidelity_for_a_tied_model(tiny_family
     assert whole.fidelity and streamed.fidelity, streamed.warnings
     assert streamed.fidelity["mean_kl"] == pytest.approx(whole.fidelity["mean_kl"], abs=1e-6)
     assert streamed.ppl_after == pytest.approx(whole.ppl_after, rel=1e-5)
+
+
+def test_the_estimate_leaves_out_the_first_batchs_warm_up_and_is_said_again_at_the_end_of_the_pass(
+        tiny_model: Path, small_calib: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a real SmolLM2 job the first scoring batch took 11.5 s and the others 5.9 s: the whole job, estimated at
+    the first batch's speed, was said to take 33 min and took 11. On a clock the test moves (10 s for the first
+    batch, 5 s for each other), the scoring step is said at 5 s a batch, after the second batch and again at the
+    end of the pass."""
+    from shortgpt_desktop import jobs
+
+    clock = SimpleNamespace(now=0.0)
+    monkeypatch.setattr(jobs, "time", SimpleNamespace(perf_counter=lambda: clock.now))
+    said: list[Any] = []
+
+    def progress(stage: str, done: int, total: int, partial: Any = None) -> None:
+        if stage == "estimate":
+            said.append(partial)
+        elif stage == "scoring" and done:
+            clock.now += 10.0 if done == 4 else 5.0  # samples done, 4 a batch
+
+    spec = JobSpec(model=str(tiny_model), calib=[str(small_calib)], samples=16, seq_len=32, eval_windows=2,
+                   batch_size=4, device="cpu", dtype="float32", count=2, out=str(tmp_path / "out"), prompt="",
+                   metric="bi", repair="none", check_perplexity=False)
+    run_prune(Engine(), spec, progress)
+    assert [e.basis for e in said] == ["the second scoring batch", "the scoring pass"]
+    assert [e.steps["scoring"] for e in said] == pytest.approx([20.0, 20.0], rel=1e-6)  # 4 batches at 5 s
+    assert "at the second scoring batch's speed" in cli.estimate_text(said[0])

@@ -55,9 +55,11 @@ class ModelShape:
 
 @dataclass
 class JobEstimate:
-    """Seconds per step (in the order they run) and in all."""
+    """Seconds per step (in the order they run) and in all, and the speed they come from (``the second
+    scoring batch``)."""
 
     steps: dict[str, float] = field(default_factory=dict)
+    basis: str = "the scoring pass"
 
     @property
     def total(self) -> float:
