@@ -239,7 +239,11 @@ def run_eval(engine: Engine, spec: JobSpec, other: str | None = None, progress: 
         on_info(info)
     loaded, tokens = engine.held_out(spec, progress, cancel)
     report = pipeline.new_report(loaded, spec)
-    report.calibration, report.warnings = list(engine.token_names), list(engine.token_warnings)
+    # Nothing was scored or sampled: the JSON named the metric, the one sample and the built-in corpus this job's
+    # spec carries for the estimate. The calibration text is named where the windows were cut from its end.
+    report.metric, report.samples = "", 0
+    report.calibration = [] if spec.eval_text else list(engine.token_names)
+    report.warnings = list(engine.token_warnings)
     report.eval_text, report.against = spec.eval_text, other
     reference = engine.reference_for(spec, tokens, progress, cancel)
     report.ppl_before, report.eval_tokens = reference.result.perplexity, reference.result.tokens

@@ -206,6 +206,9 @@ def test_score_and_eval(tiny_model: Path, small_calib: Path, tmp_path: Path) -> 
     evaluated = json.loads(eval_json.read_text())
     assert evaluated["ppl_before"] > 1 and evaluated["ppl_after"] > 1
     assert evaluated["against"] == str(pruned) and evaluated["eval_text"] is None  # the end of --calib
+    # Nothing scored or sampled: no metric or sample count of the estimate's spec is named; the text is, where the
+    # windows were cut from its end (with --eval-text it is not, below)
+    assert evaluated["metric"] == "" and evaluated["samples"] == 0 and evaluated["calibration"]
     # The check's quiz, asked of the saved copy: the same answers, word for word, as the check's pruned view gave.
     checked_quiz = json.loads(prune_json.read_text())["quiz"]
     assert evaluated["quiz"]["asked"] == checked_quiz["asked"] > 0
@@ -583,7 +586,8 @@ def test_the_built_in_corpus_can_be_the_evaluation_text(tiny_model: Path, small_
     report = tmp_path / "eval.json"
     assert cli.main(["eval", str(tiny_model), "--calib", str(small_calib), "--eval-text", "builtin", "--seq-len", "32",
                      "--eval-windows", "2", "-q", "--json", str(report)]) == 0
-    assert json.loads(report.read_text())["ppl_before"] > 1
+    evaluated = json.loads(report.read_text())
+    assert evaluated["ppl_before"] > 1 and evaluated["calibration"] == []  # --calib was not read
 
 
 def test_a_hub_page_address_is_the_models_id(tiny_model: Path, small_calib: Path, tmp_path: Path,
