@@ -165,6 +165,12 @@ def _local_source(spec: str) -> ModelSource | None:
 def _folder_source(folder: Path, spec: str) -> ModelSource:
     if not (folder / "config.json").is_file():
         ggufs = sorted(folder.glob("*.gguf"))
+        if len(ggufs) == 1 and ggufs[0].is_file() and _SHARD.match(ggufs[0].name) is None:
+            # A folder holding one GGUF (what this tool saves, a card beside the file): that file, named as typed.
+            # It was refused ("choose that file instead") though the prune had just said "saved to" the folder.
+            check_gguf(ggufs[0])
+            return ModelSource(spec=spec, kind="gguf", folder=folder, gguf_file=ggufs[0].name,
+                               weight_files=[WeightFile(ggufs[0], "gguf", ggufs[0].stat().st_size)])
         if len(ggufs) > 1:
             shown = ", ".join(p.name for p in ggufs[:5]) + (f" and {len(ggufs) - 5} more" if len(ggufs) > 5 else "")
             hint = f" It holds {shown}: choose one of those files instead."

@@ -38,10 +38,14 @@ def test_folder_without_config(tmp_path: Path) -> None:
         sources.resolve(str(tmp_path))
 
 
-def test_folder_with_gguf_but_no_config_points_at_the_file(tmp_path: Path) -> None:
-    (tmp_path / "m.gguf").write_bytes(b"GGUF....")
-    with pytest.raises(ModelSourceError, match=r"It holds m\.gguf: choose that file instead\.$"):
-        sources.resolve(str(tmp_path))
+def test_a_folder_of_one_gguf_opens_it_and_one_of_several_names_them(tmp_path: Path) -> None:
+    """What this tool saves as GGUF is a folder holding the file and its card: the folder opens as that file (it
+    was "choose that file instead", though the prune had just said "saved to" the folder). A folder of several
+    quantizations names each."""
+    _tiny_gguf(tmp_path / "m.gguf")
+    (tmp_path / "README.md").write_text("the card", encoding="utf-8")
+    source = sources.resolve(str(tmp_path))
+    assert (source.kind, source.gguf_file, source.folder, source.spec) == ("gguf", "m.gguf", tmp_path, str(tmp_path))
     (tmp_path / "m-Q8_0.gguf").write_bytes(b"GGUF....")  # several quantizations: each named, not the first alone
     with pytest.raises(ModelSourceError, match=r"It holds m-Q8_0\.gguf, m\.gguf: choose one of those files instead\.$"):
         sources.resolve(str(tmp_path))
