@@ -26,7 +26,8 @@ DEFAULT_CALIB = HERE.parent.parent / "shared" / "data" / "wikitext2-valid.txt"
 
 
 def job(model: str, calib: str, ratio: float, out: Path, **settings: object) -> tuple[float, dict[str, float], Any]:
-    """(seconds, the report's step timings, the job's own estimate after its first batch and when it came)."""
+    """(seconds, the report's step timings, the job's first estimate (after its second scoring batch) and when it
+    came)."""
     from shortgpt_desktop.core.engine import Engine
     from shortgpt_desktop.core.pipeline import JobSpec
     from shortgpt_desktop.jobs import run_prune
@@ -97,7 +98,7 @@ def main() -> None:
         if said is not None:
             at, estimate = said
             steps_said = ", ".join(f"{k} {v:.0f}" for k, v in estimate.steps.items())
-            print(f"  default job with the check: {checked:.1f} s; estimated after the first batch ({at:.1f} s in): "
+            print(f"  default job with the check: {checked:.1f} s; estimated at {estimate.basis}'s speed ({at:.1f} s in): "
                   f"{at + estimate.total:.1f} s ({steps_said}); estimate / real {(at + estimate.total) / checked:.2f}",
                   flush=True)
 
