@@ -98,7 +98,8 @@ def main() -> None:
         if said is not None:
             at, estimate = said
             steps_said = ", ".join(f"{k} {v:.0f}" for k, v in estimate.steps.items())
-            print(f"  default job with the check: {checked:.1f} s; estimated at {estimate.basis}'s speed ({at:.1f} s in): "
+            print(f"  default job with the check: {checked:.1f} s; estimated at {estimate.basis}'s speed "
+                  f"({at:.1f} s in): "
                   f"{at + estimate.total:.1f} s ({steps_said}); estimate / real {(at + estimate.total) / checked:.2f}",
                   flush=True)
 
