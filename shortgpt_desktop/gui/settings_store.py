@@ -48,7 +48,14 @@ class Store:
         return self._json("job/settings", {})
 
     def set_settings(self, values: dict[str, Any]) -> None:
-        self._set_json("job/settings", values)
+        """``values`` over the saved settings: keys this version does not know (a newer version's) are kept, so
+        going back a version and forward again does not lose them."""
+        raw = self.qs.value("job/settings")
+        try:
+            saved = json.loads(str(raw)) if raw is not None else {}
+        except ValueError:
+            saved = {}
+        self._set_json("job/settings", {**(saved if isinstance(saved, dict) else {}), **values})
 
     def recent_models(self) -> list[str]:
         return [str(x) for x in self._json("models/recent", []) if isinstance(x, str)]

@@ -89,3 +89,14 @@ def test_text_written_by_hand_with_commas_is_read_as_written(make_window, tmp_pa
     """QSettings hands an unquoted value with commas back as a list, which the window showed as "['a', 'b']"."""
     window = make_window(ini(tmp_path / "s.ini", "[compare]\nprompt=Name three colours, then stop\n"), fast=False)
     assert window.compare_panel.prompt_text() == "Name three colours, then stop"
+
+
+def test_a_newer_versions_settings_keys_survive_a_session_of_this_one(make_window, tmp_path: Path) -> None:
+    path = tmp_path / "s.ini"
+    window = make_window(ini(path, '[job]\nsettings="{\\"samples\\": 24, \\"future_knob\\": 3}"\n'), fast=False)
+    window.settings_panel.samples_box.setValue(40)
+    window.close()
+    from shortgpt_desktop.gui.settings_store import Store
+
+    saved = Store(QSettings(str(path), QSettings.Format.IniFormat)).settings()
+    assert saved["samples"] == 40 and saved["future_knob"] == 3
