@@ -21,6 +21,7 @@ from .core.cut.surgery import layer_sizes
 from .core.engine import Engine
 from .core.errors import ModelSourceError, PlanError, UserError
 from .core.formats.output_folder import check_output_folder
+from .core.formats.writers import expanded_from_gguf
 from .core.measure.metrics import get_metric
 from .core.measure.quiz import marked, model_answers, quiz_prompts
 from .core.model.loading import ModelInfo
@@ -107,6 +108,11 @@ def run_prune(engine: Engine, spec: JobSpec, progress: Progress = no_progress, c
         on_info(info)
     _checked_against_model(spec, info.n_layers)
     engine.set_output_format(spec.output_format)
+    if engine.source is not None and engine.source.gguf_file and engine.resolved_format == "safetensors" \
+            and on_note is not None:
+        note = expanded_from_gguf(info.bytes_on_disk, info.n_params, info.dtype)
+        if note is not None:  # its size was said only once written
+            on_note(note)
     engine.mode_for(spec)  # refuses, before loading, a model that fits neither way
     engine.check_output_job(spec)  # a GGUF output that cannot be written: refused before scoring
     engine.refusal(spec, spec.metric if needs_scores else None)  # what that mode cannot run: before scoring too

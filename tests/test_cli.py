@@ -629,3 +629,18 @@ def test_a_model_name_past_the_file_systems_limit_is_a_sentence(small_calib: Pat
     assert line.endswith("cannot be read (file name too long); choose a model you can open."), line
     line = bad(capsys, "eval", "y" * 300, "--against", "z" * 300, "--calib", str(small_calib), "-q")
     assert "cannot be read (file name too long)" in line, line
+
+
+def test_a_quantized_gguf_saved_as_safetensors_says_how_big_it_will_be(tiny_q4_gguf: Path, small_calib: Path,
+                                                                       tmp_path: Path,
+                                                                       capfd: pytest.CaptureFixture[str]) -> None:
+    """A 98 MB Q4_1 SmolLM2 saved as safetensors became a 439 MB folder, said only once written."""
+    for fmt in ("safetensors", "gguf"):
+        assert cli.main(["prune", str(tiny_q4_gguf), "--remove", "2", "--repair", "none", "--no-eval", "--format", fmt,
+                         "--calib", str(small_calib), "--samples", "4", "--seq-len", "32", "-q", "--out",
+                         str(tmp_path / fmt)]) == 0
+        err = capfd.readouterr().err
+        said = "note: a quantized GGUF saved as safetensors is written in float32: about "
+        assert (said in err) == (fmt == "safetensors"), err
+        if fmt == "safetensors":
+            assert f"where the GGUF is {cli.human_bytes(tiny_q4_gguf.stat().st_size)}" in err

@@ -231,6 +231,19 @@ class GGUFWriter(Writer):
 WRITERS: dict[str, Writer] = {}
 
 
+def expanded_from_gguf(gguf_bytes: int, n_params: int, dtype: str) -> str | None:
+    """The note for a quantized GGUF saved as safetensors, whose weights are written expanded to ``dtype``: a
+    98 MB Q4_1 SmolLM2 became a 439 MB folder, said only once written. None where the file is not much smaller
+    than that (an F32 or F16 GGUF)."""
+    from ...format import human_bytes
+
+    expanded = n_params * (4 if dtype == "float32" else 2)
+    if gguf_bytes >= 0.8 * expanded:
+        return None
+    return (f"a quantized GGUF saved as safetensors is written in {dtype}: about {human_bytes(expanded)} before the "
+            f"cut, where the GGUF is {human_bytes(gguf_bytes)} (--format gguf keeps its quantization).")
+
+
 def register(writer: Writer) -> Writer:
     WRITERS[writer.name] = writer
     return writer
