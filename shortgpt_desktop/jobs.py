@@ -258,6 +258,8 @@ def run_eval(engine: Engine, spec: JobSpec, other: str | None = None, progress: 
         engine.backend.stack.prepare_head()  # a streamed head is dropped after each head step
         outside = _outside_layers(engine.backend.stack)
         quiz = _first_quiz_answers(engine, loaded, spec, progress, cancel)
+        tokenizer = loaded.tokenizer
+        del loaded  # held here, the first model stayed in memory beside the second (SmolLM2: 1.3 GB at its load)
         engine.forget()
         second.load(other_spec, progress, cancel)
         assert second.backend is not None
@@ -272,7 +274,7 @@ def run_eval(engine: Engine, spec: JobSpec, other: str | None = None, progress: 
             report.fidelity = fidelity.to_json()
             if quiz is not None and second.backend.whole_model:
                 prompts, first_answers = quiz
-                second_answers = model_answers(stack, loaded.tokenizer, prompts, "quiz_after", progress=progress,
+                second_answers = model_answers(stack, tokenizer, prompts, "quiz_after", progress=progress,
                                                cancel=cancel)
                 report.quiz = marked(first_answers, second_answers, prompts.chat_template).to_json()
         else:
