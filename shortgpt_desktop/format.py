@@ -89,6 +89,12 @@ def time_left(done: int, total: int, elapsed: float, since: int = 0) -> float | 
     return elapsed / (done - since) * (total - done)
 
 
+def some_of(names: Sequence[str], shown: int) -> str:
+    """``a, b, c and 4 more``: the first ``shown`` names, and how many others."""
+    rest = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {rest} more" if rest > 0 else "")
+
+
 #: Sentences about files left out that are said one by one; past this many, the rest are counted.
 NOTES_SAID = 5
 

@@ -154,7 +154,6 @@ class JobClock:
     def __init__(self, engine: Engine, spec: JobSpec, count: int, progress: Progress) -> None:
         self.engine, self.spec, self.count, self.progress = engine, spec, count, progress
         self.marks: list[tuple[int, float]] = []  # (samples or layers done, when) since the pass started
-        self.total = 0
         self.ended = False
 
     def __call__(self, stage: str, done: int, total: int, partial: Any = None) -> None:
@@ -167,16 +166,15 @@ class JobClock:
         if not self.marks or self.engine.loaded is None or self.engine.tokens is None:
             return
         self.marks.append((done, time.perf_counter()))
-        self.total = total
         batches, self.ended = len(self.marks) - 1, done >= total
         if batches == 1 and self.ended:  # a pass of one batch
-            self._say(self.marks[0], "the first scoring batch")
+            self._say(self.marks[0], total, "the first scoring batch")
         elif batches == 2:
-            self._say(self.marks[1], "the second scoring batch")
+            self._say(self.marks[1], total, "the second scoring batch")
         elif self.ended:  # all the batches but the first
-            self._say(self.marks[1], "the scoring pass")
+            self._say(self.marks[1], total, "the scoring pass")
 
-    def _say(self, since: tuple[int, float], basis: str) -> None:
+    def _say(self, since: tuple[int, float], total: int, basis: str) -> None:
         from .core.measure.metrics import get_metric
 
         tokens = self.engine.tokens
@@ -184,7 +182,7 @@ class JobClock:
         per_sample = tokens.sample_tokens / max(len(tokens.samples), 1)
         done, now = self.marks[-1]
         # In memory the pass counts samples through every layer; one layer at a time it counts layers.
-        samples = self.total == len(tokens.samples)
+        samples = total == len(tokens.samples)
         unit = per_sample * self.engine.n_layers if samples else tokens.sample_tokens
         rate = (now - since[1]) / max(unit * (done - since[0]), 1.0)
         estimate = self.engine.estimate_at(self.spec, rate, tokens.sample_tokens, tokens.eval_tokens, self.count,

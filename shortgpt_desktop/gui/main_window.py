@@ -569,7 +569,7 @@ class MainWindow(QMainWindow):
         self.plan_panel.clear_curve()  # it was for the previous scores
         n = scored.n_layers
         # A scoring cancelled one layer at a time leaves the later layers unscored: the plan can take only the others
-        most = min(self.engine.max_removable, sum(score is not None for score in scored.scores.scores))
+        most = min(self.engine.max_removable, scored.scores.scored_layers)
         self.plan_panel.set_maximum(most)
         count = min(most, self.plan_panel.count if not first and self.plan_panel.count else
                     max(1, int(defaults.RATIO * n)))
@@ -612,7 +612,7 @@ class MainWindow(QMainWindow):
         scored = self.engine.scored
         if scored is not None and scored.partial:
             self._on_scored(scored)
-            known = sum(score is not None for score in scored.scores.scores)
+            known = scored.scores.scored_layers
             if known < len(scored.scores.scores):  # one layer at a time: every token, for the first layers
                 message = (f"Scoring cancelled: {known} of {scored.n_layers} layers were scored (partial); the plan "
                            "can remove only those.")
@@ -707,9 +707,10 @@ class MainWindow(QMainWindow):
                 self.plan_panel.clear_curve()  # drawn with (or without) the repair at each count
         if name in ("samples", "seq_len", "eval_windows", "preset"):
             self._note_scored_text_kept("sizes")
-        if name in ("low_memory", "device", "dtype") and not self.busy and self._scored_way() is not None:
-            message = (f"Check, Save and the quality curve keep running the model as it was scored "
-                       f"({self._scored_way()}); press Score to use the new settings.")
+        way = self._scored_way() if name in ("low_memory", "device", "dtype") and not self.busy else None
+        if way is not None:
+            message = (f"Check, Save and the quality curve keep running the model as it was scored ({way}); press "
+                       "Score to use the new settings.")
             self.statusBar().showMessage(message, 15000)
             log.info(message)
         if name == "metric":

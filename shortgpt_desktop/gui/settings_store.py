@@ -11,6 +11,10 @@ ORGANIZATION = "ShortGPT Desktop"
 APPLICATION = "shortgpt-desktop"
 
 
+#: What :meth:`Store._decoded` gives for a saved text that is not JSON (None means nothing is saved).
+NOT_JSON = object()
+
+
 def default_settings() -> QSettings:
     return QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, ORGANIZATION, APPLICATION)
 
@@ -25,17 +29,27 @@ class Store:
         #: says so once, instead of putting defaults in their place without a word.
         self.unreadable: list[str] = []
 
-    def _json(self, key: str, default: Any) -> Any:
+    def _decoded(self, key: str) -> Any:
+        """The JSON value saved under ``key``; :data:`NOT_JSON` where the text does not parse, None where nothing
+        is saved."""
         raw = self.qs.value(key)
         if raw is None:
-            return default
+            return None
         try:
-            value = json.loads(str(raw))
+            return json.loads(str(raw))
         except (TypeError, ValueError):
-            value = None
+            return NOT_JSON
+
+    def _unreadable(self, key: str) -> None:
+        if key not in self.unreadable:
+            self.unreadable.append(key)
+
+    def _json(self, key: str, default: Any) -> Any:
+        value = self._decoded(key)
+        if value is None:
+            return default
         if not isinstance(value, type(default)):
-            if key not in self.unreadable:
-                self.unreadable.append(key)
+            self._unreadable(key)
             return default
         return value
 
@@ -50,11 +64,7 @@ class Store:
     def set_settings(self, values: dict[str, Any]) -> None:
         """``values`` over the saved settings: keys this version does not know (a newer version's) are kept, so
         going back a version and forward again does not lose them."""
-        raw = self.qs.value("job/settings")
-        try:
-            saved = json.loads(str(raw)) if raw is not None else {}
-        except ValueError:
-            saved = {}
+        saved = self._decoded("job/settings")
         self._set_json("job/settings", {**(saved if isinstance(saved, dict) else {}), **values})
 
     def recent_models(self) -> list[str]:
@@ -86,15 +96,13 @@ class Store:
             return None
         if isinstance(raw, list):
             return [str(x) for x in raw]
-        try:
-            value = json.loads(str(raw))
-        except ValueError:
+        value = self._decoded("calibration/sources")
+        if value is NOT_JSON:
             return [str(raw)] if str(raw).strip() else None
         if isinstance(value, str):
             return [value]
         if not isinstance(value, list):
-            if "calibration/sources" not in self.unreadable:
-                self.unreadable.append("calibration/sources")
+            self._unreadable("calibration/sources")
             return None
         return [str(x) for x in value if isinstance(x, str)]
 

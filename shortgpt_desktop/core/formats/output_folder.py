@@ -15,6 +15,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+from ...format import some_of
 from ..errors import Hint, OutputError
 from ..model.sources import ModelSource
 from ..user_paths import expand_home
@@ -44,8 +45,7 @@ def not_an_earlier_output(folder: Path) -> str | None:
     a collection, not one output."""
     others = not_model_files(folder)
     if others:
-        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
-        return f"holds more than a model ({shown}), which replacing it would delete"
+        return f"holds more than a model ({some_of(others, 3)}), which replacing it would delete"
     ggufs = sorted(p.name for p in folder.glob("*.gguf"))
     if len(ggufs) > 1:
         return f"holds {len(ggufs)} GGUF files ({', '.join(ggufs[:3])}{'…' if len(ggufs) > 3 else ''}), not one output"

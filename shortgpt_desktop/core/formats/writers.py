@@ -236,8 +236,9 @@ def expanded_from_gguf(gguf_bytes: int, n_params: int, dtype: str) -> str | None
     98 MB Q4_1 SmolLM2 became a 439 MB folder, said only once written. None where the file is not much smaller
     than that (an F32 or F16 GGUF)."""
     from ...format import human_bytes
+    from ..model.dtypes import bytes_per_element
 
-    expanded = n_params * (4 if dtype == "float32" else 2)
+    expanded = int(n_params * bytes_per_element(dtype))
     if gguf_bytes >= 0.8 * expanded:
         return None
     return (f"a quantized GGUF saved as safetensors is written in {dtype}: about {human_bytes(expanded)} before the "

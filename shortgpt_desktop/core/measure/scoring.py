@@ -63,6 +63,11 @@ class LayerScores:
     block_size: int | None = None
     extra: dict[str, list[float | None]] = field(default_factory=dict)  # the other metrics of the same pass
 
+    @property
+    def scored_layers(self) -> int:
+        """How many layers have a score (a pass cancelled one layer at a time leaves the later ones None)."""
+        return sum(score is not None for score in self.scores)
+
 
 # ------------------------------------------------------------------------------------------------ batching
 

@@ -13,6 +13,7 @@ from typing import Any
 from shortgpt_desktop.core.formats.gguf_reader import check_gguf
 from shortgpt_desktop.core.formats.safetensors_reader import check_safetensors
 
+from ...format import some_of
 from ..errors import Cancelled, HubError, ModelSourceError
 from ..user_paths import expand_home
 
@@ -149,17 +150,17 @@ def _local_source(spec: str) -> ModelSource | None:
             raise ModelSourceError(
                 f"{path} is a file but not a .gguf model; choose the model's folder or a .gguf file."
             )
-        check_gguf(path)
-        return ModelSource(
-            spec=spec,
-            kind="gguf",
-            folder=path.parent,
-            gguf_file=path.name,
-            weight_files=[WeightFile(path, "gguf", path.stat().st_size)],
-        )
+        return _gguf_source(path, spec)
     if path.is_dir():
         return _folder_source(path, spec)
     return None
+
+
+def _gguf_source(path: Path, spec: str) -> ModelSource:
+    """The checked GGUF file ``path``, named ``spec`` as the user gave it (the file, or the folder holding it)."""
+    check_gguf(path)
+    return ModelSource(spec=spec, kind="gguf", folder=path.parent, gguf_file=path.name,
+                       weight_files=[WeightFile(path, "gguf", path.stat().st_size)])
 
 
 def _folder_source(folder: Path, spec: str) -> ModelSource:
@@ -168,12 +169,9 @@ def _folder_source(folder: Path, spec: str) -> ModelSource:
         if len(ggufs) == 1 and ggufs[0].is_file() and _SHARD.match(ggufs[0].name) is None:
             # A folder holding one GGUF (what this tool saves, a card beside the file): that file, named as typed.
             # It was refused ("choose that file instead") though the prune had just said "saved to" the folder.
-            check_gguf(ggufs[0])
-            return ModelSource(spec=spec, kind="gguf", folder=folder, gguf_file=ggufs[0].name,
-                               weight_files=[WeightFile(ggufs[0], "gguf", ggufs[0].stat().st_size)])
+            return _gguf_source(ggufs[0], spec)
         if len(ggufs) > 1:
-            shown = ", ".join(p.name for p in ggufs[:5]) + (f" and {len(ggufs) - 5} more" if len(ggufs) > 5 else "")
-            hint = f" It holds {shown}: choose one of those files instead."
+            hint = f" It holds {some_of([p.name for p in ggufs], 5)}: choose one of those files instead."
         else:
             hint = f" It holds {ggufs[0].name}: choose that file instead." if ggufs else ""
         raise ModelSourceError(f"{folder} has no config.json, so it is not a Hugging Face model folder.{hint}")
@@ -360,7 +358,7 @@ def _cached_snapshot(repo_id: str, revision: str | None,
 
 def gguf_only(repo_id: str, names: Sequence[str], folder: Path | None = None) -> str:
     """The sentence for a Hub repo of GGUF files alone (the usual ``*-GGUF`` repos): which to open, and how."""
-    listed = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    listed = some_of(names, 5)
     if folder is not None:  # in the cache already: the file itself opens
         return (f"{repo_id} holds GGUF files only ({listed}); open the file itself, e.g. "
                 f"{folder / names[0]}.")
