@@ -188,14 +188,14 @@ def heal_token_layers(spec: Any, shape: ModelShape, count: int) -> float:
 
 def refit_token_layers(shape: ModelShape, sample_tokens: int, count: int) -> float:
     """Tokens × layers the MLP refit costs for ``count`` removed layers (see the module's list)."""
-    from .cut.mlp_refit import EPOCHS, token_cap
+    from .cut.mlp_refit import token_cap, trained_rows
 
     runs = max(1, round(count / 2))
     kept = min(sample_tokens, token_cap(shape.hidden)) if shape.hidden else sample_tokens
     mlp_share = shape.mlp_params / shape.layer_params if shape.mlp_params else 2 / 3
     # Forward and backward are about three forwards; Adam's update and the held-out checks bring a step to about
     # four (SmolLM2-135M, 8 of 30 removed, 128 × 512 tokens: 530 s measured, about 5.5 scoring passes' worth here).
-    return sample_tokens * (2 * shape.n_layers - count) + runs * EPOCHS * 0.9 * kept * 4 * mlp_share
+    return sample_tokens * (2 * shape.n_layers - count) + runs * trained_rows(kept) * 4 * mlp_share
 
 
 def guard_token_layers(guard: AnswerWork, shape: ModelShape, count: int) -> float:

@@ -77,3 +77,19 @@ def test_the_choice_of_a_job_that_repairs_counts_its_four_finalists_judged_repai
     subset = tokens * defaults.SELECTION_SAMPLES / 32
     assert repaired - plain == pytest.approx(subset * 4 * judging_layers(18, 4, gemma.head_layers) * rate)
     assert 1.4 < repaired / plain < 1.8
+
+
+@pytest.mark.parametrize("tokens", [8192, 65536])
+def test_the_refits_estimate_counts_the_steps_the_refit_takes(tokens: int) -> None:
+    """SmolLM2-135M's shape, 8 of 30 removed, at the quick preset's 32 × 256 tokens and the app's 128 × 512: each of
+    the four runs' refit takes ``training_steps`` Adam steps of up to a batch of rows (at least MIN_STEPS, which on
+    the quick preset's 7,373 training rows is 2.5 times the ten epochs the estimate used to count), each step about
+    four passes of the MLP's share of a layer."""
+    from shortgpt_desktop.core.cut.mlp_refit import BATCH_TOKENS, MIN_STEPS, training_steps
+    from shortgpt_desktop.core.estimate import ModelShape, refit_token_layers
+
+    shape = ModelShape(30, 3.98e6, 28.3e6, 2.65e6, 576)
+    steps = training_steps(tokens)
+    assert (steps == MIN_STEPS) == (tokens == 8192)
+    training = refit_token_layers(shape, tokens, 8) - tokens * (2 * 30 - 8)
+    assert training == pytest.approx(4 * steps * min(BATCH_TOKENS, tokens) * 4 * 2.65e6 / 3.98e6)

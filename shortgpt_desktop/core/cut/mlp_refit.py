@@ -112,6 +112,13 @@ def training_steps(tokens: int) -> int:
     return max(EPOCHS * math.ceil(train / min(BATCH_TOKENS, max(train, 1))), MIN_STEPS)
 
 
+def trained_rows(tokens: int) -> int:
+    """Rows a run's refit reads in its training steps, counted in whole batches as its progress clock counts them:
+    at least :data:`MIN_STEPS` batches, so a small calibration set reads its rows many more times than
+    :data:`EPOCHS` (the estimate's measure of the refit's work)."""
+    return training_steps(tokens) * min(BATCH_TOKENS, max(tokens, 1))
+
+
 def token_cap(hidden: int) -> int:
     """Rows kept per run: two float32 vectors of ``hidden`` each, within :data:`MAX_REFIT_BYTES`."""
     return max(BATCH_TOKENS, min(MAX_REFIT_TOKENS, MAX_REFIT_BYTES // (8 * hidden)))
