@@ -125,6 +125,33 @@ def test_a_job_that_needs_no_text_never_reads_it(tiny_model: Path, pdf_folder: P
     shutil.rmtree(tmp_path / "out")
 
 
+def test_the_card_and_json_name_the_text_a_job_of_given_layers_read_and_none_where_it_read_none(
+        tiny_model: Path, small_calib: Path, test_text: Path, tmp_path: Path) -> None:
+    """Layers given by hand are not scored, so the text is read after, for the repair and the check: the card said
+    "Calibration: built-in corpus" and the JSON no calibration, though the repair was fitted on the user's file. A
+    check on separate text named no text (the JSON's null reads "the calibration's end"). Where nothing read text,
+    the card said the built-in corpus and sizes that nothing used."""
+    repaired = tmp_path / "repaired"
+    report = run_prune(Engine(), spec(tiny_model, small_calib, layers=[1], out=str(repaired), prompt=""))
+    card = (repaired / "README.md").read_text(encoding="utf-8")
+    assert report.calibration == [str(small_calib)] and report.repair == "linear" and report.eval_text is None
+    assert "- Calibration: calib.txt; 4 samples × 32 tokens, seed 0" in card
+    assert "tokens held out at the end of the calibration text, the same tokens" in card
+
+    measured = tmp_path / "measured"
+    report = run_prune(Engine(), spec(tiny_model, small_calib, layers=[1], out=str(measured), prompt="",
+                                      eval_text=str(test_text)))
+    assert report.eval_text == str(test_text) and report.ppl_after is not None
+    assert f"tokens of `{test_text.name}`, the same tokens" in (measured / "README.md").read_text(encoding="utf-8")
+
+    bare = tmp_path / "bare"
+    report = run_prune(Engine(), spec(tiny_model, small_calib, layers=[1], out=str(bare), repair="none",
+                                      check_perplexity=False))
+    assert (report.calibration, report.samples, report.seq_len, report.eval_text) == ([], 0, 0, None)
+    card = (bare / "README.md").read_text(encoding="utf-8")
+    assert "- Calibration: none (the layers were given by hand, and nothing was fitted or measured on text)" in card
+
+
 def test_saved_size_is_the_bytes_written_and_said_in_one_unit(tiny_model: Path, small_calib: Path, tmp_path: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     s = spec(tiny_model, small_calib, layers=[1, 3], out=str(tmp_path / "out"), repair="none",

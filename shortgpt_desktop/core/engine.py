@@ -1111,6 +1111,11 @@ class Engine:
         if self.scored is not None:
             report.calibration = list(self.scored.calibration)
             report.warnings = list(self.scored.warnings)
+        if not report.calibration and self.tokens is not None and self.token_key == self._token_key(spec):
+            # Layers given by hand are not scored: the text was read after, for the repair or the check
+            report.calibration, report.warnings = list(self.token_names), list(self.token_warnings)
+        if not report.calibration:
+            report.samples = report.seq_len = 0  # no text was read: nothing was scored, fitted or measured
         report.removed_layers, report.kept_layers = list(plan.removed), plan.kept
         report.params_before, report.params_after = plan.params_before, plan.params_after
         report.bytes_before, report.bytes_after = plan.bytes_before, plan.bytes_after
@@ -1164,6 +1169,7 @@ class Engine:
         c = self.checked
         if c is not None and c.removed == list(plan.removed):
             report.ppl_before, report.ppl_after, report.eval_tokens = c.ppl_before, c.ppl_after, c.eval_tokens
+            report.eval_text = spec.eval_text  # None: the windows were held out of the calibration text's end
             report.timings["perplexity"] = c.seconds
             if c.fidelity is not None:
                 report.fidelity = c.fidelity.to_json()

@@ -183,6 +183,22 @@ def _revision(report: Report) -> str:
     return f" at revision `{report.model_revision}` (commit `{report.model_commit}`)"
 
 
+def _eval_source(report: Report) -> str:
+    """Where the check's tokens came from: ``tokens of `test.txt``` or held out of the calibration text."""
+    if not report.eval_text:
+        return "tokens held out at the end of the calibration text"
+    name = "the built-in corpus" if report.eval_text == "builtin" else f"`{public_name(report.eval_text)}`"
+    return f"tokens of {name}"
+
+
+def _calibration_line(report: Report, calibration: list[str]) -> str:
+    """The calibration text and sizes, or that none was read (layers given by hand, no repair, no check)."""
+    if not calibration:
+        return "none (the layers were given by hand, and nothing was fitted or measured on text)"
+    return (f"{', '.join(calibration)}; {report.samples} samples × {report.seq_len} tokens, seed {report.seed}"
+            + (f" ({report.tokens:,} tokens scored)" if report.tokens else ""))
+
+
 def model_card(report: Report, base_model: str) -> str:
     """A Hugging Face model card: base model, removed layers, score table, perplexity, how it was made."""
     base_model = public_name(base_model)
@@ -195,7 +211,8 @@ def model_card(report: Report, base_model: str) -> str:
     if report.ppl_before is not None and report.ppl_after is not None:
         ppl = (
             f"| perplexity | {report.ppl_before:.3f} | {report.ppl_after:.3f} |\n"
-            f"\nPerplexity measured on {report.eval_tokens:,} held-out tokens, the same tokens for both models.\n"
+            f"\nPerplexity measured on {report.eval_tokens:,} {_eval_source(report)}, the same tokens for both "
+            "models.\n"
         )
     if report.fidelity:
         f = report.fidelity
@@ -293,8 +310,7 @@ Removed layers (0-based, original numbering): {", ".join(map(str, report.removed
 - Tool: ShortGPT Desktop {report.version}
 - Metric: {report.metric}{f" (block of {report.block_size})" if report.block_size else ""}\
 {f"; {report.selection}" if report.selection else ""}
-- Calibration: {", ".join(calibration) or "built-in corpus"}; {report.samples} samples × {report.seq_len} \
-tokens, seed {report.seed}{f" ({report.tokens:,} tokens scored)" if report.tokens else ""}
+- Calibration: {_calibration_line(report, calibration)}
 - Device: {report.device}, {report.dtype}
 - Format: {output_format}
 - Repair: {repair_line}
