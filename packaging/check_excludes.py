@@ -5,13 +5,17 @@ the same names here shows in seconds, before a long PyInstaller build, whether a
 
     QT_QPA_PLATFORM=offscreen python packaging/check_excludes.py          # exit status of the self-test
 
-The build scripts run it in the build venv; tests/packaging runs it in the test venv.
+It also lists, on a line of its own, every data file of an installed package that the self-test opens (not
+modules, not dist-info metadata): the frozen app has such a file only where a PyInstaller hook or the spec's
+DATA_PACKAGES collects it. The build scripts run it in the build venv; tests/packaging runs it in the test venv.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import sysconfig
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -39,6 +43,30 @@ class Hider:
         return getattr(self.finder, name)
 
 
+#: The line that lists the package data files the self-test opened (JSON: paths relative to site-packages).
+DATA_FILES_LINE = "package data files read: "
+_MODULE_SUFFIXES = (".py", ".pyc", ".so", ".pyd", ".dll", ".dylib")
+
+
+def record_package_data(read: set[str]) -> None:
+    """Add to ``read`` every data file under site-packages that is opened from now on (an audit hook)."""
+    roots = {os.path.normcase(str(Path(sysconfig.get_paths()[key]).resolve())) + os.sep
+             for key in ("purelib", "platlib")}
+
+    def hook(event: str, args: tuple) -> None:
+        if event != "open" or not args or not isinstance(args[0], (str, bytes)):
+            return
+        path = os.path.normcase(os.path.abspath(os.fsdecode(args[0])))
+        for root in roots:
+            if path.startswith(root):
+                inside = path[len(root):].replace(os.sep, "/")
+                first = inside.split("/", 1)[0]
+                if not first.endswith((".dist-info", ".egg-info")) and not inside.endswith(_MODULE_SUFFIXES):
+                    read.add(inside)
+
+    sys.addaudithook(hook)
+
+
 def main() -> int:
     excludes = spec_constants()["EXCLUDES"]
     already = sorted(name for name in sys.modules if excluded(name, excludes))
@@ -48,9 +76,12 @@ def main() -> int:
     refused: set[str] = set()
     sys.meta_path[:] = [Hider(finder, excludes, refused) for finder in sys.meta_path]
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    read: set[str] = set()
+    record_package_data(read)
     from shortgpt_desktop.app import main as app_main
 
     code = app_main(["--self-test"])
+    print(DATA_FILES_LINE + json.dumps(sorted(read)))
     if refused:
         print(f"excluded modules asked for (the self-test did without them): {sorted(refused)}")
     return code

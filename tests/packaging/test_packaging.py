@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import configparser
 import importlib
+import json
 import os
 import re
 import shutil
@@ -32,6 +33,7 @@ RESOURCES = REPO / "resources"
 DESKTOP_FILE = RESOURCES / "shortgpt-desktop.desktop"
 
 sys.path.insert(0, str(PACKAGING))
+import check_excludes  # noqa: E402
 import speclib  # noqa: E402
 
 sys.path.remove(str(PACKAGING))
@@ -148,6 +150,18 @@ def test_self_test_passes_without_the_excluded_modules():
     steps = [line for line in done.stdout.splitlines() if line.startswith(("ok", "FAIL", "skip"))]
     assert [s.split()[0] for s in steps] == ["ok"] * 8, done.stdout
     assert "self-test passed" in done.stdout
+    # A library's data file that nothing collects is missing from the bundle: transformers 5.25 reads kernels'
+    # python_depends.json on every model load, and the frozen app could load no model.
+    line = next(x for x in done.stdout.splitlines() if x.startswith(check_excludes.DATA_FILES_LINE))
+    read = json.loads(line[len(check_excludes.DATA_FILES_LINE):])
+    uncollected = [path for path in read if path.split("/")[0] not in CONSTANTS["DATA_PACKAGES"]]
+    assert not uncollected, f"the self-test reads {uncollected}: add their packages to the spec's DATA_PACKAGES"
+
+
+def test_spec_collects_the_data_files_of_the_data_packages(spec_run):
+    """kernels' python_depends.json, which no PyInstaller hook collects, lands where kernels reads it."""
+    datas = {(Path(src).name, dest) for src, dest in spec_run["Analysis"].kwargs["datas"]}
+    assert ("python_depends.json", str(Path("kernels") / "_internals")) in datas
 
 
 class _Target:
@@ -173,6 +187,14 @@ _BINARIES = {
 _DATAS = ["torch/include/ATen/ATen.h", "torch/bin/test_api", "torch/bin/torch_shm_manager",
           "torch/share/cmake/Torch/TorchConfig.cmake", "torch/test/basic", "transformers/__init__.py",
           "torch/_C/__init__.pyi"]
+
+
+def _collect_data_files(package: str, **kwargs: Any) -> list[tuple[str, str]]:
+    """PyInstaller's collect_data_files, for a plain installed package: every file that is not a module, as
+    (source, folder in the bundle)."""
+    root = Path(importlib.import_module(package).__file__).parent
+    return [(str(p), str(Path(package) / p.parent.relative_to(root))) for p in root.rglob("*")
+            if p.is_file() and p.suffix not in (".py", ".pyc", ".so", ".pyd")]
 
 
 def _run_spec(tmp_path: Path, platform: str) -> dict[str, Any]:
@@ -204,6 +226,7 @@ def _run_spec(tmp_path: Path, platform: str) -> dict[str, Any]:
     hooks = types.ModuleType("PyInstaller.utils.hooks")
     hooks.collect_submodules = lambda name, **kwargs: [name]
     hooks.copy_metadata = lambda name, **kwargs: []
+    hooks.collect_data_files = _collect_data_files
     bindepend = types.ModuleType("PyInstaller.depend.bindepend")
     bindepend.get_imports = lambda src: {(name, f"/lib/{name}") for name in _BINARIES[src[len("/src/"):]]}
     stand_ins = {"PyInstaller": types.ModuleType("PyInstaller"),
