@@ -62,7 +62,9 @@ Source: "{#BundleDir}\*"; DestDir: "{app}"; Flags: ignoreversion recursesubdirs 
 
 [Icons]
 Name: "{group}\{#AppName}"; Filename: "{app}\{#AppExe}"; Comment: "Shrink a language model by deleting its most redundant layers"
-Name: "{group}\{#AppName} command line"; Filename: "{cmd}"; Parameters: "/k ""{app}\{#CliExe}"" --help"; WorkingDir: "{userdocs}"
+; The prompt opens in Documents with the program folder put first on its PATH, so that `shortgpt` typed there runs
+; (cmd strips the outer quotes of /k "…": set "PATH=…;%PATH%" && "shortgpt.exe" --help).
+Name: "{group}\{#AppName} command line"; Filename: "{cmd}"; Parameters: "/k ""set ""PATH={app};%PATH%"" && ""{#CliExe}"" --help"""; WorkingDir: "{userdocs}"
 Name: "{group}\{cm:UninstallProgram,{#AppName}}"; Filename: "{uninstallexe}"
 Name: "{autodesktop}\{#AppName}"; Filename: "{app}\{#AppExe}"; Tasks: desktopicon
 

@@ -447,6 +447,21 @@ def test_inno_setup_script_has_spanning_menu_entry_icon_and_uninstaller():
     assert "{uninstallexe}" in icons
 
 
+
+def test_the_command_line_entry_opens_a_prompt_where_shortgpt_runs():
+    """The Start-menu prompt must find ``shortgpt`` when the user types it: nothing else puts the program folder
+    on PATH, so the entry did print the help and then answered "'shortgpt' is not recognized". Inno Setup doubles a
+    quote inside a quoted value; cmd strips the outer quotes of ``/k "…"`` (more than two quotes in it)."""
+    text = ISS.read_text(encoding="utf-8")
+    entry = next(line for line in text.splitlines() if line.startswith('Name: "{group}\\{#AppName} command line"'))
+    fields = dict(re.findall(r'(\w+): "((?:[^"]|"")*)"', entry))
+    assert fields["Filename"] == "{cmd}" and fields["WorkingDir"] == "{userdocs}"
+    arguments = fields["Parameters"].replace('""', '"')
+    assert arguments.startswith('/k "') and arguments.endswith('"') and arguments.count('"') > 2
+    command = arguments[len('/k "'):-1]
+    assert command == 'set "PATH={app};%PATH%" && "{#CliExe}" --help', command
+
+
 def test_windows_script_parses():
     text = WINDOWS.read_text(encoding="utf-8")
     assert "[ValidateSet('cpu', 'cuda')]" in text
