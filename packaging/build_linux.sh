@@ -144,7 +144,8 @@ cat > "$STAGE/usr/share/doc/$DEB_NAME/copyright" <<EOF
 Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: ShortGPT Desktop
 Comment: /opt/$APP bundles Python, PyTorch, transformers, Qt (PySide6) and their dependencies, each under its own
- licence (their license files are in /opt/$APP/_internal).
+ licence (their licence texts are in /opt/$APP/_internal/LICENSES: ShortGPT Desktop's, Qt's LGPL-3.0 and
+ GPL-3.0, Python's, and each Python distribution's own).
 
 Files: *
 Copyright: ShortGPT Desktop contributors

@@ -38,6 +38,8 @@ PrivilegesRequiredOverridesAllowed=commandline dialog
 ArchitecturesAllowed=x64compatible
 ArchitecturesInstallIn64BitMode=x64compatible
 SetupIconFile=..\..\resources\icon.ico
+; The app's licence on the installer's licence page; the bundled components' are in {app}\_internal\LICENSES.
+LicenseFile=..\..\LICENSE
 UninstallDisplayIcon={app}\{#AppExe}
 UninstallDisplayName={#AppName} ({#Flavour})
 OutputDir=..\..\dist\installers

@@ -158,6 +158,25 @@ def test_self_test_passes_without_the_excluded_modules():
     assert not uncollected, f"the self-test reads {uncollected}: add their packages to the spec's DATA_PACKAGES"
 
 
+def test_the_licence_texts_ship_with_the_wheel_and_the_bundle(spec_run):
+    """pyproject declared Apache-2.0 with no licence text in the repository, the wheel or the bundle, and the .deb's
+    copyright file sent the reader to bundled licence files that were not there (none for Qt or Python)."""
+    assert (REPO / "LICENSE").read_text(encoding="utf-8").split()[:4] == ["Apache", "License", "Version", "2.0,"]
+    project = pyproject()["project"]
+    assert project["license"] == "Apache-2.0" and project["license-files"] == ["LICENSE"]
+    dest = CONSTANTS["LICENSES_DEST"]
+    shipped = {(Path(src).name, folder) for src, folder in spec_run["Analysis"].kwargs["datas"]
+               if folder.startswith(dest + "/")}
+    assert ("LICENSE", f"{dest}/shortgpt-desktop") in shipped
+    assert {("LGPL-3.0.txt", f"{dest}/Qt"), ("GPL-3.0.txt", f"{dest}/Qt")} <= shipped
+    assert ("LICENSE.txt", f"{dest}/Python") in shipped
+    assert {folder for _, folder in shipped} >= {f"{dest}/torch", f"{dest}/transformers"}
+    for name in ("LGPL-3.0.txt", "GPL-3.0.txt"):
+        assert "GNU" in (PACKAGING / "licenses" / name).read_text(encoding="utf-8")[:200]
+    assert f"/opt/$APP/_internal/{dest}" in LINUX.read_text(encoding="utf-8")
+    assert from_iss(iss_setup()["LicenseFile"]) == REPO / "LICENSE"
+
+
 def test_spec_collects_the_data_files_of_the_data_packages(spec_run):
     """kernels' python_depends.json, which no PyInstaller hook collects, lands where kernels reads it."""
     datas = {(Path(src).name, dest) for src, dest in spec_run["Analysis"].kwargs["datas"]}
