@@ -86,6 +86,9 @@ if [ "$PACKAGE_ONLY" = 0 ]; then
             "$VENV/bin/python" -m pip install --quiet "torch==$TORCH_VERSION"
         fi
     fi
+    # setuptools builds the wheel in the checkout's build/lib and never empties it: a module deleted since the last
+    # build would be installed, and bundled, again
+    rm -rf build/lib build/bdist.*
     "$VENV/bin/python" -m pip install --quiet ".[build]"
     "$VENV/bin/python" packaging/check_torch_flavour.py "$FLAVOUR"
 

@@ -78,6 +78,9 @@ if ($ReuseVenv -and (Test-Path $VenvPython)) {
         Invoke-Checked $VenvPython -m pip install --quiet "torch==$TorchVersion"
     }
 }
+# setuptools builds the wheel in the checkout's build\lib and never empties it: a module deleted since the last
+# build would be installed, and bundled, again
+Remove-Item -Recurse -Force build\lib, build\bdist.* -ErrorAction SilentlyContinue
 Invoke-Checked $VenvPython -m pip install --quiet ".[build]"
 Invoke-Checked $VenvPython packaging\check_torch_flavour.py $Flavour
 
