@@ -536,6 +536,10 @@ def test_workflow_builds_both_systems_and_flavours_and_runs_the_self_test():
     # the build runs before the self-tests, which run before the upload
     order = [i for i, step in enumerate(steps) if "build_" in str(step.get("run", ""))]
     assert max(order) < min(steps.index(s) for s in self_tests) < steps.index(uploads[0])
+    # Built again each week and on a change of the app's code: a library's new release or a new import can break
+    # the frozen app though nothing under packaging/ changed (PyYAML reads the key `on` as True).
+    triggers = workflow.get("on", workflow.get(True))
+    assert triggers["schedule"] and "shortgpt_desktop/**" in triggers["pull_request"]["paths"]
 
 
 def test_readme_explains_the_installers():
