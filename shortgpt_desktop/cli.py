@@ -500,7 +500,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if len(reports) == 2 and expand_home(reports[0]) == expand_home(reports[1]):
             raise OutputError(f"--json and --csv both name {reports[0]}; give each its own file.")
         for path in reports:  # before the job, not after it
-            check_report_path(Path(path), models, texts, getattr(args, "out", None))
+            check_report_path(Path(path), models, texts, getattr(args, "out", None), reports_only=True)
         engine = Engine()
         progress.per_layer = lambda stage: counts_layers(stage, engine.is_streamed, spec.metric)
         info = None if args.quiet else print_model_info

@@ -427,6 +427,34 @@ def test_reports_to_a_path_that_cannot_be_written_are_one_line(tiny_model: Path,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-folder"] and not any(folder.iterdir())
 
 
+def test_a_report_replaces_only_an_earlier_report_and_never_a_read_only_file(
+        tiny_model: Path, small_calib: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``sweep --csv wiki.test.txt`` (meant for ``--eval-text``) replaced the user's file with the curve, read-only or
+    not: ``--out`` asks for ``--force``, and a report path asked nothing. An existing file is replaced only where it
+    is an earlier report of this tool, or empty; never where it is read-only (``os.replace`` needs only the folder's
+    permission). Refused before the job, in one sentence, the file unchanged."""
+    common = ["--calib", str(small_calib), "--samples", "4", "--seq-len", "32", "--eval-windows", "1", "-q"]
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes, not a report\n", encoding="utf-8")
+    for command, flag in (("sweep", "--csv"), ("sweep", "--json"), ("score", "--json")):
+        extra = ["--max", "1"] if command == "sweep" else []
+        error = bad(capsys, command, str(tiny_model), *extra, flag, str(notes), *common)
+        assert error == (f"shortgpt: error: Cannot write {notes}: the file exists and is not a report of this tool; "
+                         "choose another name, or delete it first.")
+    assert notes.read_text(encoding="utf-8") == "my notes, not a report\n"
+    report, curve, table = tmp_path / "r.json", tmp_path / "c.json", tmp_path / "c.csv"
+    table.write_text("", encoding="utf-8")  # an empty file: made by touch, nothing to lose
+    for _ in range(2):  # the same command again replaces its own reports
+        assert cli.main(["score", str(tiny_model), "--json", str(report), *common]) == 0
+        assert cli.main(["sweep", str(tiny_model), "--max", "1", "--json", str(curve), "--csv", str(table),
+                         *common]) == 0
+    assert json.loads(report.read_text())["n_layers"] == 6 and json.loads(curve.read_text())["points"]
+    assert table.read_text().startswith("k,layer,removed,")
+    report.chmod(0o444)
+    error = bad(capsys, "score", str(tiny_model), "--json", str(report), *common)
+    assert error == f"shortgpt: error: Cannot write {report}: the file is read-only; choose another name."
+
+
 def test_progress_counters_say_the_unit_they_count() -> None:
     from shortgpt_desktop.core.progress import counts_layers, stage_unit
 

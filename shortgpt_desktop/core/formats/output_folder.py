@@ -300,12 +300,15 @@ def _move_into_place(temp: Path, out: Path) -> None:
 
 
 def check_report_path(path: Path, sources: Sequence[str | Path] = (), texts: Sequence[str | Path] = (),
-                      out: str | Path | None = None) -> Path:
+                      out: str | Path | None = None, reports_only: bool = False) -> Path:
     """``path`` expanded, or the sentence why a file cannot be written there (checked before a job runs too):
     never inside a ``sources`` model's folder, nor over its file (``--json model/config.json`` replaced the
     source's config with the report); never over a ``texts`` file (the calibration or evaluation text the job
     reads: ``--json notes.txt`` replaced the user's text) nor inside a ``texts`` folder; never at or inside the
-    output folder ``out`` (the save writes and ``--force`` replaces it: the report replaced its config.json)."""
+    output folder ``out`` (the save writes and ``--force`` replaces it: the report replaced its config.json); never
+    over a read-only file. ``reports_only`` (the command line, where no dialog asked): an existing file is replaced
+    only where it is an earlier report of this tool (or empty): ``--csv test.txt``, typed for ``--eval-text``,
+    replaced the user's text."""
     path = expand_home(path)
     for source in sources:
         model = expand_home(source)
@@ -332,7 +335,41 @@ def check_report_path(path: Path, sources: Sequence[str | Path] = (), texts: Seq
         raise OutputError(f"Cannot write {path}: the folder {path.parent} does not exist.")
     if path.is_dir():
         raise OutputError(f"Cannot write {path}: it is a folder; give a file name.")
+    if path.is_file() and (not os.access(path, os.W_OK) or not path.stat().st_mode & 0o222):
+        # mkstemp beside it and os.replace need only the folder's permission: its own would never be asked
+        raise OutputError(f"Cannot write {path}: the file is read-only; choose another name.")
+    if reports_only and path.is_file() and not _earlier_report(path):
+        raise OutputError(f"Cannot write {path}: the file exists and is not a report of this tool; choose another "
+                          "name, or delete it first.")
     return path
+
+
+def _earlier_report(path: Path) -> bool:
+    """Whether ``path`` is empty or holds a report this tool writes: a job's JSON (``--json``), a quality curve's
+    JSON or CSV (``sweep --json/--csv``). Read from its first MiB: a report is a few kB to a few hundred."""
+    import json
+
+    from ..measure.sweep import CSV_FIELDS
+
+    try:
+        with path.open("rb") as stream:
+            head = stream.read(1 << 20)
+            whole = not stream.read(1)
+    except OSError:
+        return False
+    if not head.strip():
+        return True
+    text = head.decode("utf-8", errors="replace")
+    if text.startswith(",".join(CSV_FIELDS[:3]) + ","):
+        return True
+    if not whole:
+        return False
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return False
+    job, curve = {"model", "n_layers", "removed_layers"}, {"label", "order", "points"}
+    return isinstance(data, dict) and (job <= data.keys() or curve <= data.keys())
 
 
 def write_file_atomically(path: Path, write: Callable[[Any], None]) -> Path:
