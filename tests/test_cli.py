@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -453,6 +454,22 @@ def test_a_report_replaces_only_an_earlier_report_and_never_a_read_only_file(
     report.chmod(0o444)
     error = bad(capsys, "score", str(tiny_model), "--json", str(report), *common)
     assert error == f"shortgpt: error: Cannot write {report}: the file is read-only; choose another name."
+
+
+def test_the_curves_files_say_what_it_was_measured_on_and_the_csv_has_plain_bis_kl(
+        tiny_model: Path, small_calib: Path, test_text: Path, tmp_path: Path) -> None:
+    """``sweep --json`` named no model, text, sizes or seed (``prune --json`` does), and the CSV left out the
+    plain-BI curve's mean KL, which the JSON has."""
+    curve_json, curve_csv = tmp_path / "c.json", tmp_path / "c.csv"
+    assert cli.main(["sweep", str(tiny_model), "--max", "2", "--calib", str(small_calib), "--eval-text",
+                     str(test_text), "--samples", "4", "--seq-len", "32", "--eval-windows", "1", "--seed", "3",
+                     "--json", str(curve_json), "--csv", str(curve_csv), "-q"]) == 0
+    data = json.loads(curve_json.read_text())
+    assert (data["model"], data["calibration"], data["eval_text"]) == (str(tiny_model), [str(small_calib)],
+                                                                      str(test_text))
+    assert (data["samples"], data["seq_len"], data["seed"]) == (4, 32, 3)
+    rows = list(csv.DictReader(curve_csv.open()))
+    assert [float(r["baseline_mean_kl"]) for r in rows] == [p["mean_kl"] for p in data["baseline"]["points"]]
 
 
 def test_progress_counters_say_the_unit_they_count() -> None:

@@ -56,6 +56,14 @@ class QualityCurve:
     data: str = "held-out windows (subset)"
     seconds: float = 0.0
     baseline: QualityCurve | None = None  # another order's curve on the same windows, for reference (plain BI)
+    #: What the curve was measured on (``sweep --json`` names it, as ``prune --json`` does): the model, the
+    #: calibration text read, the evaluation text (None: the calibration text's end), the sizes and the seed.
+    model: str = ""
+    calibration: list[str] = field(default_factory=list)
+    eval_text: str | None = None
+    samples: int = 0
+    seq_len: int = 0
+    seed: int = 0
 
     @property
     def perplexities(self) -> list[float]:
@@ -76,7 +84,8 @@ class QualityCurve:
         """One row per point; written beside ``path`` and moved into place when complete."""
         def write(stream: Any) -> None:
             writer = csv.writer(stream)
-            extra = ("baseline_removed", "baseline_perplexity", "baseline_same_top") if self.baseline else ()
+            extra = (("baseline_removed", "baseline_perplexity", "baseline_same_top", "baseline_mean_kl")
+                     if self.baseline else ())
             writer.writerow(CSV_FIELDS + extra)
             base = {p.k: p for p in self.baseline.points} if self.baseline else {}
             for p in self.points:
@@ -85,8 +94,8 @@ class QualityCurve:
                        _cell(p.quiz_known)]
                 if self.baseline:
                     b = base.get(p.k)
-                    row += ["", "", ""] if b is None else [" ".join(map(str, b.removed)), repr(b.perplexity),
-                                                           _cell(b.same_top)]
+                    row += ["", "", "", ""] if b is None else [" ".join(map(str, b.removed)), repr(b.perplexity),
+                                                               _cell(b.same_top), _cell(b.mean_kl)]
                 writer.writerow(row)
 
         return _write_atomically(Path(path), write)
