@@ -203,10 +203,7 @@ def run_sweep(engine: Engine, spec: JobSpec, max_removed: int | None = None, pro
         raise PlanError(f"The curve can go up to {max_removable(info.n_layers)} removed layers of {info.n_layers} "
                         f"(asked for {max_removed}).")
     engine.score(spec, progress, cancel)
-    curve = engine.quality_curve(spec, max_removed, progress, cancel)
-    curve.model, curve.calibration, curve.eval_text = spec.model, list(engine.token_names), spec.eval_text
-    curve.samples, curve.seq_len, curve.seed = spec.samples, spec.seq_len, spec.seed
-    return curve
+    return engine.quality_curve(spec, max_removed, progress, cancel)
 
 
 def run_eval(engine: Engine, spec: JobSpec, other: str | None = None, progress: Progress = no_progress,

@@ -829,7 +829,9 @@ class Engine:
                 self.selections.update(metric.refine_counts(ctx, self.scores.scores, missing))
         label = self.scores.metric + (" + repair" if spec.repair != "none" else "")
         curve = QualityCurve(label=label, order=[], windows=len(tokens.eval_windows), tokens=reference.result.tokens,
-                             data="held-out windows (the check's)")
+                             data="held-out windows (the check's)", model=spec.model,
+                             calibration=list(self.token_names), eval_text=spec.eval_text, samples=spec.samples,
+                             seq_len=spec.seq_len, seed=spec.seed)
         # Plain BI where the pass gave its statistics; a metric without them (sequential, reverse, ppl) has its
         # own order beside the curve, named so (it was labelled BI).
         bi_scores = self.stats.bi if self.stats is not None else self.scores.scores
