@@ -146,6 +146,7 @@ def test_a_full_disk_rolls_back(tiny_model: Path, tmp_path: Path, monkeypatch: p
     out = tmp_path / "out"
     out.mkdir()
     (out / "model.safetensors").write_text("an earlier output")
+    (out / "README.md").write_text("---\ntags:\n- shortgpt\n---\n")  # its card
     with pytest.raises(OutputError, match="no space left on device; nothing was written"):
         loaded = load_model(resolve(str(tiny_model)), "cpu", "float32")
         save_pruned(source=loaded.source, family=loaded.family, original_config=loaded.config, removed=[1],

@@ -20,13 +20,15 @@ from ..errors import Hint, OutputError
 from ..model.sources import ModelSource
 from ..user_paths import expand_home
 
+#: What a file browser leaves in any folder: a folder holding only these holds nothing of the user's.
+SYSTEM_FILES = (".DS_Store", "Thumbs.db", "desktop.ini")
 #: What an earlier output of this app holds (its weights, config, tokenizer and card), and what a file browser
 #: leaves in any folder: ``force`` replaces a folder only when everything in it matches one of these. Named, not
 #: ``*.json``: a folder of the user's results (``results_2024.json``) was replaced with ``--force``.
 MODEL_FILES = ("config.json", "generation_config.json", "model*.safetensors", "model.safetensors.index.json",
                "*.gguf", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
                "vocab.json", "merges.txt", "vocab.txt", "tokenizer.model", "spiece.model", "chat_template.jinja",
-               "chat_template.json", "README.md", ".gitattributes", ".DS_Store", "Thumbs.db", "desktop.ini")
+               "chat_template.json", "README.md", ".gitattributes", *SYSTEM_FILES)
 #: The tag in the front matter of the model card this app writes (``report.model_card``).
 CARD_TAG = "- shortgpt"
 
@@ -40,9 +42,11 @@ def not_model_files(folder: Path) -> list[str]:
 
 
 def not_an_earlier_output(folder: Path) -> str | None:
-    """Why ``force`` may not replace ``folder`` (None: it holds one model this app could have written, and nothing
-    else). A model card this app did not write is someone else's model (a download), and several GGUF files are
-    a collection, not one output."""
+    """Why ``force`` may not replace ``folder`` (None: it holds one model this app wrote, and nothing else, or only a
+    file browser's leftovers). Every output of this app has its model card (README.md with :data:`CARD_TAG`): a
+    folder without one is the user's own model (a GGUF downloaded there, a ``save_pretrained`` folder: ``--force``
+    deleted them), a card this app did not write is someone else's model, and several GGUF files are a collection,
+    not one output."""
     others = not_model_files(folder)
     if others:
         return f"holds more than a model ({some_of(others, 3)}), which replacing it would delete"
@@ -50,8 +54,12 @@ def not_an_earlier_output(folder: Path) -> str | None:
     if len(ggufs) > 1:
         return f"holds {len(ggufs)} GGUF files ({', '.join(ggufs[:3])}{'…' if len(ggufs) > 3 else ''}), not one output"
     card = folder / "README.md"
-    if card.is_file() and not _card_written_here(card):
-        return "holds a model card this app did not write (README.md), so it is not an earlier output"
+    if card.is_file():
+        if not _card_written_here(card):
+            return "holds a model card this app did not write (README.md), so it is not an earlier output"
+    elif any(p.name not in SYSTEM_FILES for p in folder.iterdir()):
+        return ("holds a model without this app's model card (README.md), so it is not an earlier output but "
+                "a model of yours")
     return None
 
 
@@ -310,6 +318,8 @@ def check_report_path(path: Path, sources: Sequence[str | Path] = (), texts: Seq
     only where it is an earlier report of this tool (or empty): ``--csv test.txt``, typed for ``--eval-text``,
     replaced the user's text."""
     path = expand_home(path)
+    if path.is_symlink():  # written through: the link stays, its target is replaced (and checked as such)
+        path = path.resolve()
     for source in sources:
         model = expand_home(source)
         if not model.exists():  # a Hub id, or not there: nothing of it to overwrite here
@@ -335,6 +345,9 @@ def check_report_path(path: Path, sources: Sequence[str | Path] = (), texts: Seq
         raise OutputError(f"Cannot write {path}: the folder {path.parent} does not exist.")
     if path.is_dir():
         raise OutputError(f"Cannot write {path}: it is a folder; give a file name.")
+    if path.exists() and not path.is_file():  # replacing /dev/null (as root) broke the whole machine
+        raise OutputError(f"Cannot write {path}: it is not a regular file (a device, a pipe or a socket); give a "
+                          "file name.")
     if path.is_file() and (not os.access(path, os.W_OK) or not path.stat().st_mode & 0o222):
         # mkstemp beside it and os.replace need only the folder's permission: its own would never be asked
         raise OutputError(f"Cannot write {path}: the file is read-only; choose another name.")

@@ -45,6 +45,12 @@ def test_the_probe_reads_the_umask_where_proc_is_missing(tmp_path: Path, monkeyp
         os.umask(old)
 
 
+def _earlier_output(out: Path) -> None:
+    """What an earlier save leaves: a model and the card this app writes (without it the folder is the user's)."""
+    (out / "config.json").write_text("an earlier output")
+    (out / "README.md").write_text(_card())
+
+
 def _leftovers(parent: Path) -> list[str]:
     return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
 
@@ -52,7 +58,7 @@ def _leftovers(parent: Path) -> list[str]:
 def test_replacing_an_output_leaves_no_old_folder(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    (out / "config.json").write_text("an earlier output")
+    _earlier_output(out)
     with of.output_folder(out, force=True) as temp:
         (temp / "model.safetensors").write_text("new")
     assert sorted(p.name for p in out.iterdir()) == ["model.safetensors"]
@@ -63,7 +69,7 @@ def test_a_rolled_back_replace_restores_the_output_and_leaves_no_old_folder(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    (out / "config.json").write_text("an earlier output")
+    _earlier_output(out)
     real_replace = os.replace
     moves: list[str] = []
 
@@ -76,7 +82,7 @@ def test_a_rolled_back_replace_restores_the_output_and_leaves_no_old_folder(
     monkeypatch.setattr(os, "replace", failing_second_move)
     with pytest.raises(OutputError, match="nothing was written"), of.output_folder(out, force=True) as temp:
         (temp / "model.safetensors").write_text("new")
-    assert sorted(p.name for p in out.iterdir()) == ["config.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json"]
     assert _leftovers(tmp_path) == []
 
 
@@ -126,10 +132,13 @@ def _card() -> str:
     {"results_2024.json": "{}", "README.md": "# my results"},  # a folder of the user's own results
     {"a.gguf": "GGUF", "b.gguf": "GGUF"},  # a collection of models
     {"config.json": "{}", "model.safetensors": "w", "README.md": "---\nlicense: mit\n---\n# Someone's model"},
+    {"mymodel.gguf": "GGUF"},  # the user's own GGUF, no card: --force deleted it
+    {"config.json": "{}", "model.safetensors": "w", "tokenizer.json": "{}"},  # a save_pretrained folder, no card
 ])
 def test_force_replaces_only_an_earlier_output(tiny_model: Path, tmp_path: Path, files: dict[str, str]) -> None:
     """``--force`` deleted any folder of ``*.json``, ``*.gguf`` and ``README.md``: a folder of results, a folder of
-    GGUF models, a downloaded model with its card. It replaces one model this app could have written."""
+    GGUF models, a downloaded model with its card, and a model without a card (a GGUF downloaded there, a
+    ``save_pretrained`` folder). It replaces one model this app wrote: every output of it has its card."""
     out = tmp_path / "out"
     out.mkdir()
     for name, text in files.items():
@@ -139,8 +148,7 @@ def test_force_replaces_only_an_earlier_output(tiny_model: Path, tmp_path: Path,
     assert sorted(p.name for p in out.iterdir()) == sorted(files)
     for name in [n for n in files if n != "README.md"][1:]:
         (out / name).unlink()  # what is left: one model
-    if "README.md" in files:
-        (out / "README.md").write_text(_card())  # the card this app writes
+    (out / "README.md").write_text(_card())  # the card this app writes
     (out / ".DS_Store").write_text("")  # and what a file browser leaves
     if "results_2024.json" in files:
         (out / "results_2024.json").rename(out / "config.json")
@@ -182,11 +190,11 @@ def test_a_folder_filled_while_the_model_is_written_is_not_replaced(tmp_path: Pa
         (out / "my_notes.txt").write_text("precious")
     assert [p.name for p in out.iterdir()] == ["my_notes.txt"] and _leftovers(tmp_path) == []
     (out / "my_notes.txt").unlink()
-    (out / "config.json").write_text("an earlier output")
+    _earlier_output(out)
     with pytest.raises(OutputError, match="holds more than a model"), of.output_folder(out, force=True) as temp:
         (temp / "model.safetensors").write_text("new")
         (out / "my_notes.txt").write_text("precious")
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "my_notes.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "my_notes.txt"]
 
 
 def test_odd_output_paths_are_one_sentence(tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -255,6 +263,25 @@ def test_a_report_is_never_written_over_the_text_the_job_reads_nor_into_the_outp
     assert of.check_report_path(tmp_path / "report.json", texts=[notes, folder], out=out) == tmp_path / "report.json"
 
 
+def test_a_report_never_replaces_a_device_or_a_pipe_and_writes_through_a_link(tmp_path: Path) -> None:
+    """``--json /dev/null`` (run as root, as in Docker) replaced the machine's /dev/null with the report, a regular
+    file: ``os.replace`` swaps whatever is at the path. A pipe was replaced the same way, and a link to an earlier
+    report was replaced by a file while the report it points to stayed as it was."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path in (Path("/dev/null"), fifo, tmp_path / "to-null.json"):
+        if path.name == "to-null.json":
+            path.symlink_to("/dev/null")
+        with pytest.raises(OutputError, match=r"it is not a regular file \(a device, a pipe or a socket\)"):
+            of.check_report_path(path)
+    assert fifo.is_fifo() and Path("/dev/null").is_char_device()
+    earlier, link = tmp_path / "earlier.json", tmp_path / "link.json"
+    earlier.write_text("{}")
+    link.symlink_to(earlier.name)
+    assert of.write_file_atomically(link, lambda stream: stream.write('{"new": 1}')) == earlier
+    assert link.is_symlink() and earlier.read_text() == '{"new": 1}'
+
+
 def test_ctrl_c_while_the_old_output_is_removed_finishes_the_save(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """The new output is in place once it is moved in: a Ctrl-C while the old one is deleted left both (the old
@@ -263,7 +290,7 @@ def test_ctrl_c_while_the_old_output_is_removed_finishes_the_save(tmp_path: Path
 
     out = tmp_path / "out"
     out.mkdir()
-    (out / "config.json").write_text("an earlier output")
+    _earlier_output(out)
     real_rmtree = shutil.rmtree
     interrupted: list[str] = []
 

@@ -191,6 +191,7 @@ def test_non_empty_output_needs_force(tiny_model: Path, tmp_path: Path) -> None:
     shutil.rmtree(out)
     save(loaded, out)
     (out / "model.safetensors").write_bytes(b"an earlier output")
+    (out / "README.md").write_text("---\ntags:\n- shortgpt\n---\n")  # its card, which the front ends' saves write
     save(loaded, out, force=True)  # a model folder (an earlier output) is replaced
     assert (out / "model.safetensors").stat().st_size > 100
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # nothing left beside it
