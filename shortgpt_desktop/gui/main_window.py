@@ -31,6 +31,7 @@ from ..core import defaults
 from ..core.cut.plan import PrunePlan
 from ..core.engine import JobSpec, Scored
 from ..core.errors import PlanError, UserError
+from ..core.measure.calibration import BUILTIN_CORPUS
 from ..core.measure.metrics import METRICS
 from ..core.model.loading import ModelInfo
 from ..core.report import model_bytes
@@ -816,7 +817,9 @@ class MainWindow(QMainWindow):
         try:
             report = self.engine.report(self.engine.plan(0))
             report.removed_layers = list(self.plan.removed) if self.plan is not None else []
-            written = write_scores(report, scored.partial, path)
+            spec = self.engine.scored_spec
+            texts = [t for t in (*spec.calib, spec.eval_text) if t and t != BUILTIN_CORPUS] if spec else []
+            written = write_scores(report, scored.partial, path, [spec.model] if spec else [], texts)
         except (UserError, OSError) as exc:
             self.show_error("Cannot export the scores", user_message(exc) if isinstance(exc, UserError)
                             else f"{path} cannot be written ({exc.strerror or exc}).")

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..core.errors import UserError
+from ..core.formats.output_folder import write_file_atomically
 from ..core.measure.metrics import METRICS
 from ..core.measure.scoring import LayerScores
 from ..core.report import Report
@@ -34,19 +34,15 @@ class ImportedScores:
     removed: list[int] = field(default_factory=list)
 
 
-def write_scores(report: Report, partial: bool, path: str | Path) -> Path:
-    """Write ``report`` as JSON to ``path`` via a temporary file beside it (never a half-written file)."""
-    path = Path(path)
+def write_scores(report: Report, partial: bool, path: str | Path, sources: Sequence[str | Path] = (),
+                 texts: Sequence[str | Path] = ()) -> Path:
+    """Write ``report`` as JSON to ``path`` via a temporary file beside it (never a half-written file), refused as
+    the command line's ``--json`` is over or inside the ``sources`` model, over the ``texts`` the job read, over a
+    read-only file or a device (the save dialog has asked before replacing a file): the export replaced the open
+    model's ``config.json``, and read-only files, with the scores."""
     data = {**report.to_dict(), "partial": partial}
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as f:
-            f.write(json.dumps(data, indent=2) + "\n")
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_file_atomically(Path(path), lambda stream: stream.write(json.dumps(data, indent=2) + "\n"),
+                                 sources, texts)
 
 
 def _score_list(value: Any, n: int, what: str) -> list[float | None]:

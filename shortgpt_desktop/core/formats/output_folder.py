@@ -385,13 +385,15 @@ def _earlier_report(path: Path) -> bool:
     return isinstance(data, dict) and (job <= data.keys() or curve <= data.keys())
 
 
-def write_file_atomically(path: Path, write: Callable[[Any], None]) -> Path:
+def write_file_atomically(path: Path, write: Callable[[Any], None], sources: Sequence[str | Path] = (),
+                          texts: Sequence[str | Path] = ()) -> Path:
     """``write(stream)`` (text) into a temporary file beside ``path``, moved into place only when complete.
 
     A path that cannot be written (no such folder, no permission, a folder in the way, a full disk) is one
-    :class:`OutputError` sentence, and nothing is left behind.
+    :class:`OutputError` sentence, and nothing is left behind; nor is one :func:`check_report_path` refuses with
+    the ``sources`` and ``texts`` of the job.
     """
-    path = check_report_path(path)
+    path = check_report_path(path, sources, texts)
     try:
         handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     except OSError as exc:
