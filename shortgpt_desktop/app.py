@@ -78,10 +78,38 @@ def _count(text: str) -> int:
     return value
 
 
-def _file_name(text: str) -> str:
+#: The groups the window keeps its settings in (``gui.settings_store``): an existing ``--settings-file`` holds one.
+SETTINGS_GROUPS = ("calibration", "chart", "compare", "job", "models", "save", "window")
+
+
+def _settings_file(text: str) -> str:
     if not text.strip():  # "" was taken as no file: the user's own settings, which a test run must not touch
         raise argparse.ArgumentTypeError("an empty name; give a file or leave the option out")
+    why = not_a_settings_file(Path(text))
+    if why is not None:
+        raise argparse.ArgumentTypeError(f"{text} {why}; give a new file name or a settings file of this window")
     return text
+
+
+def not_a_settings_file(path: Path) -> str | None:
+    """Why the window may not keep its settings in ``path`` (None: it is new, empty, or settings the window wrote).
+    Qt writes the settings file anew on closing: a model's ``tokenizer.json`` or a read-only file of notes given
+    here was replaced without a word."""
+    if not path.exists():
+        return None
+    if not path.is_file():
+        return "is not a regular file"
+    if not os.access(path, os.W_OK) or not path.stat().st_mode & 0o222:
+        return "is read-only"
+    try:
+        with path.open("rb") as stream:
+            head = stream.read(1 << 16).decode("utf-8", errors="replace")
+    except OSError as exc:
+        return f"cannot be read ({(exc.strerror or str(exc)).lower()})"
+    groups = re.findall(r"^\[([^\]\r\n]+)\]\s*$", head, flags=re.MULTILINE)
+    if head.strip() and not set(groups) & set(SETTINGS_GROUPS):
+        return "is not a settings file of this window, and the window would replace it"
+    return None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -104,7 +132,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--self-test", action="store_true",
                         help="run the whole flow offscreen on a tiny model built on the fly; "
                         "exit 0 if every step works")
-    parser.add_argument("--settings-file", metavar="PATH", type=_file_name,
+    parser.add_argument("--settings-file", metavar="PATH", type=_settings_file,
                         help="keep settings in this INI file instead of the user's settings")
     parser.add_argument("--measure-startup", action="store_true",
                         help="print the time from launch to the window being shown, then exit")

@@ -26,6 +26,47 @@ def test_settings_for_gives_a_screenshot_run_a_throwaway_store(tmp_path: Path) -
     assert settings_for(parse_args([])) == (None, None)
 
 
+def test_the_settings_file_is_never_a_file_of_the_user(qtbot, make_window, settings: QSettings, gui_model: Path,
+                                                      tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--settings-file`` replaced whatever it named on closing (Qt writes the file anew): a model's tokenizer.json
+    (the model no longer opened), a read-only file of notes. Only a new, empty or window-written file is taken."""
+    import re
+    import shutil
+
+    from shortgpt_desktop.app import SETTINGS_GROUPS, not_a_settings_file, parse_args
+
+    window = make_window()
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.open_model(str(gui_model))
+    window.close()  # what the window keeps, written as it closes
+    settings.sync()
+    written = Path(settings.fileName())
+    groups = set(re.findall(r"^\[(.+)\]$", written.read_text(), flags=re.MULTILINE))
+    assert {"window", "job"} <= groups <= set(SETTINGS_GROUPS)
+    assert not_a_settings_file(written) is None and parse_args(["--settings-file", str(written)])
+    empty = tmp_path / "empty.ini"
+    empty.write_text("")
+    assert parse_args(["--settings-file", str(empty)]) and parse_args(["--settings-file", str(tmp_path / "new.ini")])
+
+    model = tmp_path / "model"
+    shutil.copytree(gui_model, model)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("[my notes]\nprecious\n")
+    notes.chmod(0o444)
+    ini = tmp_path / "other-app.ini"
+    ini.write_text("[General]\nx=1\n")
+    cases = {model / "tokenizer.json": "is not a settings file of this window", notes: "is read-only",
+             ini: "is not a settings file of this window", tmp_path: "is not a regular file",
+             Path("/dev/null"): "is not a regular file"}
+    before = {path: path.read_bytes() for path in cases if path.is_file()}
+    for path, said in cases.items():
+        with pytest.raises(SystemExit) as exited:
+            parse_args(["--settings-file", str(path)])
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert exited.value.code == 2 and said in err and "give a new file name" in err, err
+    assert {path: path.read_bytes() for path in before} == before
+
+
 def test_recent_models_are_absolute_and_unique(qtbot, make_window, settings: QSettings, gui_model: Path,
                                               tmp_path: Path, monkeypatch) -> None:
     window = make_window()
@@ -430,6 +471,18 @@ def test_scores_export_and_import_for_the_same_model(qtbot, opened, make_window,
     assert data["model"] == str(gui_model) and data["tokens"] == scores.tokens > 0
     assert data["removed_layers"] == window.plan.removed
     assert [p.name for p in out.iterdir()] == ["scores.json"]  # no temporary file left
+
+    # The save dialog asks before replacing a file, but no Yes replaces the open model's own file or a read-only
+    # one: the export replaced the model's config.json (the model no longer opened) and read-only notes.
+    config, notes = gui_model / "config.json", tmp_path / "notes.txt"
+    config_before = config.read_bytes()
+    notes.write_text("my notes")
+    notes.chmod(0o444)
+    for target, said in ((config, "inside the folder of the model"), (notes, "the file is read-only")):
+        assert window.export_scores(target) is None
+        assert said in window.dialogs[-1].text()
+    assert config.read_bytes() == config_before and notes.read_text() == "my notes"
+    window.dialogs.clear()
 
     # A fresh window with the same model opened: import, and the chart and slider work without a pass.
     fresh = make_window()
