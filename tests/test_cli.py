@@ -43,6 +43,42 @@ def test_prune_end_to_end(tiny_model: Path, small_calib: Path, tmp_path: Path) -
     assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 4
 
 
+@pytest.mark.parametrize("template", ["{{ raise_exception('System role not supported') }}", "{% if %}"])
+def test_a_chat_template_that_fails_leaves_the_prompt_as_raw_text(tiny_model: Path, small_calib: Path, tmp_path: Path,
+                                                                  template: str,
+                                                                  capfd: pytest.CaptureFixture[str]) -> None:
+    """A template that raises on a user turn, or does not parse, was a traceback in the check's generation after
+    the scoring and the choice (nothing saved); the prompt now goes in as text, as for a base model."""
+    import shutil
+
+    model = tmp_path / "tiny-template"
+    shutil.copytree(tiny_model, model)
+    config = json.loads((model / "tokenizer_config.json").read_text(encoding="utf-8"))
+    config["chat_template"] = template
+    (model / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    report = tmp_path / "report.json"
+    assert cli.main(["prune", str(model), "--remove", "2", "--repair", "none", "--calib", str(small_calib),
+                     "--samples", "4", "--seq-len", "32", "--eval-windows", "2", "--out", str(tmp_path / "out"),
+                     "--json", str(report), "-q"]) == 0
+    data = json.loads(report.read_text())
+    assert data["generation_chat_template"] is False and data["generation_before"] is not None
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_model_file_name_that_is_not_utf8_is_saved(tiny_model: Path, small_calib: Path, tmp_path: Path) -> None:
+    """A GGUF named with a Latin-1 byte (``g\\xe9.gguf``, from an old archive) ran the whole job, then the model
+    card could not be written (UnicodeEncodeError, a traceback): the card shows the byte as U+FFFD."""
+    from shortgpt_desktop.core.testing.fuzz import write_gguf
+
+    name = os.fsdecode(b"g\xe9.gguf")
+    gguf = write_gguf(tiny_model, tmp_path / name)
+    out = tmp_path / "out"
+    assert cli.main(["prune", str(gguf), "--remove", "2", "--repair", "none", "--no-eval", "--calib",
+                     str(small_calib), "--samples", "4", "--seq-len", "32", "--out", str(out), "-q"]) == 0
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert "g\ufffd" in card and (out / "out.gguf").stat().st_size > 0
+
+
 def test_an_empty_prompt_leaves_out_the_generation_and_the_quiz(tiny_model: Path, small_calib: Path, tmp_path: Path,
                                                                 capfd: pytest.CaptureFixture[str]) -> None:
     """``--prompt ""`` keeps the check's perplexity and fidelity and leaves out its text and quiz (it used to fall

@@ -224,8 +224,17 @@ def _exp(mean_nll: float) -> float:
 
 
 def has_chat_template(tokenizer: Any) -> bool:
-    """An instruction-tuned model's tokenizer says how a conversation is laid out; a base model's does not."""
-    return bool(getattr(tokenizer, "chat_template", None))
+    """An instruction-tuned model's tokenizer says how a conversation is laid out; a base model's does not. A
+    template that refuses a lone user turn (it raises, or does not parse) counts as none, so prompts go in as raw
+    text: the check's generation failed with the template's traceback after the whole job had run."""
+    if not getattr(tokenizer, "chat_template", None):
+        return False
+    try:
+        tokenizer.apply_chat_template([{"role": "user", "content": "Hello"}], tokenize=False,
+                                      add_generation_prompt=True)
+    except Exception:  # jinja2's TemplateError, or whatever the template itself raises
+        return False
+    return True
 
 
 def end_ids_of(tokenizer: Any, model: Any = None) -> set[int]:
