@@ -287,7 +287,7 @@ def model_card(report: Report, base_model: str) -> str:
         causes = [cause for cause, done in (("repair", report.repair != "none"), ("healing", report.heal_steps > 0))
                   if done]
         output_format += f"; re-quantized after {' and '.join(causes) or 'the changes'}: {changes}"
-    return f"""---
+    return _encodable(f"""---
 {base_model_line}library_name: {"gguf" if report.output_format == "gguf" else "transformers"}
 tags:
 - shortgpt
@@ -316,7 +316,13 @@ Removed layers (0-based, original numbering): {", ".join(map(str, report.removed
 - Repair: {repair_line}
 
 Layer-pruned models usually lose some quality, most of all in free generation; check it on your own task.
-{_score_table(report.metric, rows)}"""
+{_score_table(report.metric, rows)}""")
+
+
+def _encodable(text: str) -> str:
+    """``text`` with the bytes of a file name that is not UTF-8 (Python keeps them as lone surrogates, as in
+    ``g\\udce9.gguf``) shown as U+FFFD: the card could not be written, after the whole job."""
+    return re.sub("[\ud800-\udfff]", "\ufffd", text)
 
 
 def _how_chosen(report: Report) -> str:
