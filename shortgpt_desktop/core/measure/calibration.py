@@ -261,7 +261,8 @@ def _notebook_cells(text: str) -> list[str]:
     out = []
     for cell in cells:
         source = cell.get("source") if isinstance(cell, dict) else None
-        joined = "".join(source) if isinstance(source, list) else source
+        # a list of lines; what is not text in it (a hand-edited or broken notebook) is left out, not a TypeError
+        joined = "".join(line for line in source if isinstance(line, str)) if isinstance(source, list) else source
         if isinstance(joined, str) and joined.strip():
             out.append(joined)
     return ["\n\n".join(out)] if out else []

@@ -224,6 +224,11 @@ def test_notebook_gives_its_cells_not_its_json(tmp_path: Path) -> None:
     assert "nbformat" not in texts[0] and "kernelspec" not in texts[0]
     assert calibration.format_note(tmp_path / "n.ipynb").startswith("Jupyter notebook")
     assert calibration.format_note(tmp_path / "x.py") is None
+    # A hand-edited notebook whose lines are not all text was a TypeError (a traceback on the command line): what is
+    # not text is left out.
+    notebook["cells"][0]["source"] = ["# Title\n", 3, None, "Some prose."]
+    (tmp_path / "n.ipynb").write_text(json.dumps(notebook))
+    assert calibration.texts_from_file(tmp_path / "n.ipynb") == texts
 
 
 @pytest.mark.parametrize(("head", "kind"), [
