@@ -36,6 +36,7 @@ HINTS: dict[Hint, str] = {
     Hint.SMALLER_BATCH: "use a smaller --batch-size or --seq-len, or --dtype bfloat16",
     Hint.LOW_MEMORY: "add --low-memory to score it one layer at a time",
     Hint.LOW_MEMORY_METRIC: "or leave out --low-memory",
+    Hint.WIDER_DTYPE: "use --dtype float32 or --dtype bfloat16",
 }
 
 

@@ -30,7 +30,7 @@ from .cut.fitted_repairs import FittedRepairs
 from .cut.mlp_refit import NOTE_NO_MLP_MODULE
 from .cut.plan import LayerSizes, PrunePlan, apply_sizes, check_layer_list, count_for_ratio, make_plan, max_removable
 from .cut.surgery import layer_sizes
-from .errors import CalibrationError, Cancelled, PlanError, ResourceError, UserError
+from .errors import CalibrationError, Cancelled, Hint, PlanError, ResourceError, UserError
 from .formats.output_folder import check_output_folder, check_room
 from .formats.safetensors_writer import SaveResult
 from .formats.writers import WRITERS, WeightChanges, Writer, get_writer
@@ -496,6 +496,7 @@ class Engine:
             if metric.hooked and tokens is not None:
                 ctx.stats = self.backend.hooked_pass(tokens, spec.batch_size, progress, cancel)
             scores = metric.score(ctx, spec.block_size if metric.block else 1)
+            _refuse_non_finite(scores, ctx.stats, loaded.dtype)
         except Cancelled as exc:
             if exc.partial is None:
                 raise
@@ -1235,6 +1236,23 @@ class Engine:
     def _quantization(self) -> str:
         """What the output's weights are: a GGUF's file type as llama.cpp names it (Q4_K_M), else nothing."""
         return self.writer.quantization(self.source) if self.source is not None else ""
+
+
+def _refuse_non_finite(scores: LayerScores, stats: HookStats | None, dtype: str) -> None:
+    """The sentence for a pass whose hidden states were not numbers (NaN or infinite): every score after them is
+    NaN, and the job went on to remove layers chosen among NaNs, saved the model and exited 0 ("perplexity: nan").
+    In float16 that is an overflow (Gemma 3 on the CPU, or where ``auto`` picks float16: MPS, GPUs without
+    bfloat16); in a wider type the weights themselves hold such values."""
+    values = [*scores.scores, *(stats.bi if stats is not None else [])]
+    bad = sorted({i % len(scores.scores) for i, v in enumerate(values) if v is not None and not math.isfinite(v)})
+    if not bad:
+        return
+    where = f"layer {bad[0]}" + (f" and {len(bad) - 1} more" if len(bad) > 1 else "")
+    if dtype == "float16":
+        raise UserError(f"The model's hidden states overflow float16 at {where} (not finite numbers), so no layer "
+                        "can be scored; compute in float32 or bfloat16.", hint=Hint.WIDER_DTYPE)
+    raise UserError(f"The model's hidden states are not finite numbers at {where} in {dtype}, so no layer can be "
+                    "scored: its weights may hold NaN or infinite values; check the model file.")
 
 
 __all__ = ["METRICS", "Checked", "Engine", "JobSpec", "Scored"]

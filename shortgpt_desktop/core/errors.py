@@ -23,6 +23,7 @@ class Hint(str, Enum):
     SMALLER_BATCH = "smaller_batch"  # out of memory: fewer samples per batch, shorter samples
     LOW_MEMORY = "low_memory"  # the model does not fit: score it layer by layer
     LOW_MEMORY_METRIC = "low_memory_metric"  # a metric that needs the whole model: turn low memory off
+    WIDER_DTYPE = "wider_dtype"  # float16 overflows: compute in float32 or bfloat16
 
 
 class UserError(Exception):

@@ -11,6 +11,7 @@ HINTS: dict[Hint, str] = {
     Hint.SMALLER_BATCH: "lower Batch size or Sequence length in Settings, or choose bfloat16",
     Hint.LOW_MEMORY: "tick “Low memory” in Settings to score it one layer at a time",
     Hint.LOW_MEMORY_METRIC: "or untick “Low memory” in Settings",
+    Hint.WIDER_DTYPE: "choose float32 or bfloat16 as the Dtype in Settings",
 }
 
 

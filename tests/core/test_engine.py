@@ -340,3 +340,39 @@ def test_the_quality_curve_keeps_the_fit_check_made(tiny_model: Path, small_cali
     assert healed is not None and healed.heal is not None
     engine.quality_curve(spec, 3)
     assert engine.adjusted is healed and engine.adjust(spec, removed) is healed  # nothing to heal again
+
+
+@pytest.mark.parametrize(("dtype", "scale", "said"), [
+    ("float32", float("nan"), r"hidden states are not finite numbers at layer 3 and 2 more in float32, so no layer "
+                              r"can be scored: its weights may hold NaN"),
+    ("float16", 1e6, r"hidden states overflow float16 at layer 3 and 2 more \(not finite numbers\), so no layer can "
+                     r"be scored; compute in float32 or bfloat16"),
+])
+def test_hidden_states_that_are_not_numbers_are_refused_after_the_pass(tiny_model: Path, small_calib: Path,
+                                                                      tmp_path: Path, dtype: str, scale: float,
+                                                                      said: str) -> None:
+    """Gemma 3 in float16 (on the CPU asked for, and where ``auto`` picks it) overflowed from layer 7 on: 11 of its 18
+    layers scored NaN, the job chose among NaNs, saved the model and exited 0 with "perplexity: nan". Weights
+    holding NaN did the same. Both are now one sentence, the float16 one with the front end's way out."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from shortgpt_desktop import cli
+    from shortgpt_desktop.core.errors import Hint, UserError
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model, broken)
+    model = AutoModelForCausalLM.from_pretrained(broken)
+    with torch.no_grad():
+        model.model.layers[3].mlp.down_proj.weight.mul_(scale)
+    model.save_pretrained(broken)
+    spec = JobSpec(model=str(broken), calib=[str(small_calib)], samples=4, seq_len=32, batch_size=4, device="cpu",
+                   dtype=dtype)
+    with pytest.raises(UserError, match=said) as refused:
+        Engine().score(spec)
+    if dtype == "float16":
+        assert refused.value.hint is Hint.WIDER_DTYPE and "--dtype float32" in cli.error_line(refused.value)
+    Engine().score(JobSpec(model=str(tiny_model), calib=[str(small_calib)], samples=4, seq_len=32, batch_size=4,
+                           device="cpu", dtype=dtype))  # the same model whole scores in either type
