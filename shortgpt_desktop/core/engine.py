@@ -1250,7 +1250,7 @@ def _refuse_non_finite(scores: LayerScores, stats: HookStats | None, dtype: str)
     where = f"layer {bad[0]}" + (f" and {len(bad) - 1} more" if len(bad) > 1 else "")
     if dtype == "float16":
         raise UserError(f"The model's hidden states overflow float16 at {where} (not finite numbers), so no layer "
-                        "can be scored; compute in float32 or bfloat16.", hint=Hint.WIDER_DTYPE)
+                        "can be scored.", hint=Hint.WIDER_DTYPE)  # the front end says how to pick another type
     raise UserError(f"The model's hidden states are not finite numbers at {where} in {dtype}, so no layer can be "
                     "scored: its weights may hold NaN or infinite values; check the model file.")
 
