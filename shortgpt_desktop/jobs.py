@@ -260,7 +260,8 @@ def run_eval(engine: Engine, spec: JobSpec, other: str | None = None, progress: 
         del loaded  # held here, the first model stayed in memory beside the second (SmolLM2: 1.3 GB at its load)
         engine.forget()
         second.load(other_spec, progress, cancel)
-        assert second.backend is not None
+        assert second.backend is not None and second.loaded is not None
+        _check_same_tokens(tokenizer, second.loaded.tokenizer, spec.model, other)
         stack = second.backend.stack
         stack.prepare_head()
         same_head = _outside_layers(stack).keys() == outside.keys() and all(
@@ -298,6 +299,18 @@ def _first_quiz_answers(engine: Engine, loaded: Any, spec: JobSpec, progress: Pr
         return None
     return prompts, model_answers(engine.backend.stack, loaded.tokenizer, prompts, "quiz_before",
                                   progress=progress, cancel=cancel)
+
+
+def _check_same_tokens(tokenizer: Any, other_tokenizer: Any, model: str, other: str) -> None:
+    """Refuse a second model whose token ids mean other tokens than the first's: it reads the first's ids, so with a
+    vocabulary of the same size and another tokenizer (Llama 2 and Mistral, 32,000 each) its perplexity was printed
+    for text it never saw (one with the same weights read 100% same top token)."""
+    if tokenizer is None or other_tokenizer is None:
+        return
+    if tokenizer.get_vocab() != other_tokenizer.get_vocab():
+        raise ModelSourceError(
+            f"{other} and {model} have vocabularies of the same size but not the same tokens: they do not share a "
+            "tokenizer, so they cannot be measured on the same tokens; compare a model with a pruned copy of it.")
 
 
 def _outside_layers(stack: Any) -> dict[str, Any]:

@@ -354,6 +354,25 @@ def test_eval_against_a_model_of_another_vocabulary_is_one_sentence(tiny_model: 
     assert line.endswith(f"{small} has a vocabulary of 300 tokens and {tiny_model} one of 512: they do not share a "
                          "tokenizer, so they cannot be measured on the same tokens; compare a model with a pruned "
                          "copy of it.")
+    # A vocabulary of the same size that maps ids to other tokens (Llama 2 and Mistral): the second model's
+    # perplexity was printed for tokens that meant other text to it.
+    import shutil
+
+    other = tmp_path / "other-tokens"
+    shutil.copytree(tiny_model, other)
+    data = json.loads((other / "tokenizer.json").read_text(encoding="utf-8"))
+    vocab = data["model"]["vocab"]
+    first, second = list(vocab)[100:102]
+    vocab[first], vocab[second] = vocab[second], vocab[first]
+    (other / "tokenizer.json").write_text(json.dumps(data), encoding="utf-8")
+    line = bad(capsys, "eval", str(tiny_model), "--against", str(other), "--calib", str(small_calib),
+               "--seq-len", "32", "-q")
+    assert line.endswith(f"{other} and {tiny_model} have vocabularies of the same size but not the same tokens: they "
+                         "do not share a tokenizer, so they cannot be measured on the same tokens; compare a model "
+                         "with a pruned copy of it.")
+    shutil.copytree(tiny_model, tmp_path / "copy")  # the same tokens: compared
+    assert cli.main(["eval", str(tiny_model), "--against", str(tmp_path / "copy"), "--calib", str(small_calib),
+                     "--seq-len", "32", "-q"]) == 0
 
 
 def test_ctrl_c_exits_130_and_leaves_no_output(tiny_model: Path, valid_text: Path, tmp_path: Path) -> None:
