@@ -17,6 +17,7 @@ from typing import Any, TextIO
 from . import __version__
 from .core import defaults
 from .core.cut.plan import parse_layer_list
+from .core.cut.selection import protected_layers
 from .core.errors import Cancelled, Hint, UserError, worded
 from .core.measure.calibration import BUILTIN_CORPUS
 from .core.measure.metrics import METRICS
@@ -296,6 +297,10 @@ def spec_from_args(args: argparse.Namespace) -> Any:
     if args.command in ("score", "prune", "sweep"):
         spec.metric = args.metric or defaults.METRIC
     if args.command == "score":
+        if args.block_size != 1 and not METRICS[spec.metric].block:  # it was ignored without a word
+            blocks = ", ".join(name for name, metric in METRICS.items() if metric.block)
+            raise UserError(f"--block-size scores blocks of layers with --metric {blocks} only, and {spec.metric} "
+                            "scores each layer on its own; leave it out or choose that metric.")
         spec.block_size = args.block_size
     if args.command == "prune":
         spec.ratio = args.ratio
@@ -352,11 +357,18 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
     out = out or sys.stdout
     removed = set(report.removed_layers)
     if report.scores:
-        out.write(f"{'layer':>5}  {report.metric:>12}\n")
+        # bi+'s column is plain BI, and it never removes the ends: a user who passed the lowest rows to --remove
+        # removed a layer bi+ keeps (Gemma 3's last layer reads among its lowest)
+        refines = report.metric in METRICS and METRICS[report.metric].refines
+        protected = set(protected_layers(len(report.scores))) if refines else set()
+        out.write(f"{'layer':>5}  {report.metric + (' (BI)' if refines else ''):>12}\n")
         for i, value in enumerate(report.scores):
-            mark = "  removed" if i in removed else ""
+            mark = "  removed" if i in removed else "  protected" if i in protected else ""
             shown = "—" if value is None else f"{value:.5f}"
             out.write(f"{i:>5}  {shown:>12}{mark}\n")
+        if refines and not removed:
+            out.write(f"{report.metric} keeps the protected layers and measures the lowest others before it removes "
+                      "any: prune may keep a low one.\n")
     if report.selection:
         out.write(f"choice: {report.selection}\n")
     if report.removed_layers:

@@ -276,6 +276,26 @@ def bad(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
     return err[-1]
 
 
+def test_the_score_table_of_bi_plus_says_what_it_shows(tiny_model: Path, small_calib: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """bi+'s column is plain BI and bi+ never removes the ends, but the table said "bi+" and marked nothing: a user
+    who passed its lowest rows to --remove removed a layer bi+ keeps. --block-size with a metric that scores one
+    layer at a time was ignored without a word."""
+    base = ["--calib", str(small_calib), "--samples", "4", "--seq-len", "32", "-q"]
+    assert cli.main(["score", str(tiny_model), *base]) == 0
+    out = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(out) if line.split()[:1] == ["layer"])
+    rows = out[header + 1:header + 7]
+    assert out[header].split() == ["layer", "bi+", "(BI)"]
+    assert [row.split()[0] for row in rows if row.endswith("  protected")] == ["0", "5"]
+    assert "bi+ keeps the protected layers and measures the lowest others before it removes any" in out[header + 7]
+    assert cli.main(["score", str(tiny_model), "--metric", "bi", *base]) == 0
+    assert "protected" not in capsys.readouterr().out
+    line = bad(capsys, "score", str(tiny_model), "--metric", "bi", "--block-size", "3", *base)
+    assert line.endswith("--block-size scores blocks of layers with --metric angular only, and bi scores each layer "
+                         "on its own; leave it out or choose that metric.")
+
+
 def test_bad_inputs_are_one_line_and_write_nothing(
     tiny_model: Path, small_calib: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
