@@ -395,6 +395,31 @@ def test_eval_against_a_model_of_another_vocabulary_is_one_sentence(tiny_model: 
                      "--seq-len", "32", "-q"]) == 0
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_or_sighup_while_saving_leaves_no_partial_folder(tiny_model: Path, small_calib: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch, signum: int,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """``timeout``, ``kill`` or a closed terminal during the save left a hidden ``.pruned.partial-…`` folder (as big
+    as the model) beside the output, removed only by a later save to that name: no handler unwound the job."""
+    from shortgpt_desktop.core.formats import safetensors_writer as saving
+
+    real = saving.write_sharded
+
+    def stopped_part_way(*args: object, **kwargs: object) -> None:
+        real(*args, **kwargs)  # the weights are on disk in the temporary folder
+        os.kill(os.getpid(), signum)
+        time.sleep(5)  # the handler runs at once; this is never reached
+
+    monkeypatch.setattr(saving, "write_sharded", stopped_part_way)
+    before = signal.getsignal(signum)
+    code = cli.main(["prune", str(tiny_model), "--remove", "2", "--repair", "none", "--no-eval", "--calib",
+                     str(small_calib), "--samples", "4", "--seq-len", "32", "--out", str(tmp_path / "pruned"), "-q"])
+    assert code == 128 + signum
+    assert capsys.readouterr().err.strip().endswith(f"stopped by {signal.Signals(signum).name}; nothing was written.")
+    assert list(tmp_path.iterdir()) == []  # no output, no partial folder
+    assert signal.getsignal(signum) == before  # the handler that was there is back
+
+
 def test_ctrl_c_exits_130_and_leaves_no_output(tiny_model: Path, valid_text: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = subprocess.Popen(
