@@ -147,13 +147,27 @@ def _local_source(spec: str) -> ModelSource | None:
     path = expand_home(spec)
     if path.is_file():
         if path.suffix.lower() != ".gguf":
+            if _starts_as_gguf(path):  # an Ollama blob (sha256-…) is a GGUF file without the ending
+                raise ModelSourceError(
+                    f"{path} is a GGUF model without the .gguf ending (as Ollama stores them); give it one, for "
+                    "example with a link named model.gguf that points to it.")
             raise ModelSourceError(
                 f"{path} is a file but not a .gguf model; choose the model's folder or a .gguf file."
             )
         return _gguf_source(path, spec)
     if path.is_dir():
         return _folder_source(path, spec)
+    if path.exists():  # a device or a pipe was said not to exist
+        raise ModelSourceError(f"{path} is not a file or a folder; choose the model's folder or a .gguf file.")
     return None
+
+
+def _starts_as_gguf(path: Path) -> bool:
+    try:
+        with path.open("rb") as stream:
+            return stream.read(4) == b"GGUF"
+    except OSError:
+        return False
 
 
 def _gguf_source(path: Path, spec: str) -> ModelSource:

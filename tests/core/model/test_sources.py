@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -30,6 +31,24 @@ def test_folder_resolves_with_its_weights(tiny_model: Path) -> None:
 def test_missing_path_is_one_sentence(tmp_path: Path) -> None:
     with pytest.raises(ModelSourceError, match="does not exist"):
         sources.resolve(str(tmp_path / "nowhere"))
+
+
+def test_a_gguf_without_its_ending_and_a_device_are_named_for_what_they_are(tmp_path: Path) -> None:
+    """An Ollama blob (a GGUF named ``sha256-…``) was "a file but not a .gguf model", and a pipe or ``/dev/zero``
+    "does not exist"."""
+    blob = tmp_path / "sha256-6a0746a1ec1aef3e7ec53868f220ff6e389f6f8ef87a01d77c96807de94ca2aa"
+    blob.write_bytes(b"GGUF\x03\x00\x00\x00" + bytes(16))
+    with pytest.raises(ModelSourceError, match=r"is a GGUF model without the \.gguf ending \(as Ollama stores them\); "
+                                               r"give it one, for example with a link named model\.gguf"):
+        sources.resolve(str(blob))
+    (tmp_path / "notes.bin").write_bytes(b"not a model")
+    with pytest.raises(ModelSourceError, match=r"is a file but not a \.gguf model"):
+        sources.resolve(str(tmp_path / "notes.bin"))
+    fifo = tmp_path / "pipe.gguf"
+    os.mkfifo(fifo)
+    for path in (fifo, Path("/dev/zero")):
+        with pytest.raises(ModelSourceError, match=rf"^{path} is not a file or a folder; choose the model's folder"):
+            sources.resolve(str(path))
 
 
 def test_folder_without_config(tmp_path: Path) -> None:
