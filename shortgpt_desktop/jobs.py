@@ -82,6 +82,7 @@ def run_score(engine: Engine, spec: JobSpec, progress: Progress = no_progress, c
     """Check the text, open, load and score; nothing is written but the report."""
     metric = get_metric(spec.metric)
     started = time.perf_counter()
+    spec = dataclasses.replace(spec, scores_only=True)
     _checked_before_model(spec, text=metric.needs_text, on_note=on_note)
     info = engine.open(spec, progress, cancel)
     if on_info is not None:

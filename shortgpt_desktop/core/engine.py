@@ -19,6 +19,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -310,6 +311,8 @@ class Engine:
         info = self._inspect(source, spec)
         self.close()
         self.source, self.info = source, info
+        with suppress(ResourceError):  # neither way fits: said in one sentence when the job loads
+            info.mode = self.mode_for(spec)  # decided here once and kept for the load, as it is said
         return info
 
     def estimate(self, spec: JobSpec) -> ModelInfo:
@@ -327,6 +330,8 @@ class Engine:
     @staticmethod
     def _recipe(spec: JobSpec) -> dict[str, Any]:
         """What of the recipe ``spec`` runs, for the memory estimate: bi+'s measured choice, the repair, healing."""
+        if spec.scores_only:
+            return {"refines": False, "repairs": False, "heal_steps": 0}
         metric = METRICS.get(spec.metric)
         return {"refines": bool(metric is not None and metric.refines), "repairs": spec.repair != "none",
                 "heal_steps": max(spec.heal_steps, 0)}
