@@ -28,6 +28,7 @@ from .core.measure.quiz import quiz_summary
 from .core.model.loading import quiet_library_progress
 from .core.progress import counts_layers, stage_unit
 from .core.report import after_fitted, left_as_it_was, requantized
+from .core.user_paths import exists
 from .format import collapsed, human_bytes, human_count, human_seconds, time_left
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 2, 130
@@ -282,7 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="perplexity of a model (and of a second one on the same tokens)")
     common(ev)
-    ev.add_argument("--against", metavar="MODEL", help="a second model (e.g. the pruned one) to compare")
+    ev.add_argument("--against", metavar="MODEL", help="a second model (e.g. the pruned one) to compare with the "
+                    "first, which is the reference: the KL divergence and the quiz measure the second against it")
     return parser
 
 
@@ -326,11 +328,18 @@ def spec_from_args(args: argparse.Namespace) -> Any:
     return spec
 
 
-def fidelity_line(fidelity: dict[str, float]) -> str:
-    """The figures ``llama-perplexity --kl-divergence`` prints for a quantization, for the pruned model."""
-    return (f"fidelity to the original (as llama-perplexity --kl-divergence): mean KLD {fidelity['mean_kl']:.4f}, "
+def fidelity_line(fidelity: dict[str, float], of: str = "to the original") -> str:
+    """The figures ``llama-perplexity --kl-divergence`` prints for a quantization, for the pruned model (``of``: which
+    model to which, where they are not a job's original and pruned model)."""
+    return (f"fidelity {of} (as llama-perplexity --kl-divergence): mean KLD {fidelity['mean_kl']:.4f}, "
             f"99.0% KLD {fidelity['p99_kl']:.4f}, max KLD {fidelity['max_kl']:.3f}, "
             f"same top p {fidelity['same_top']:.1%}")
+
+
+def _shown(model: str) -> str:
+    """A model as a line names it: a path's last part (``SmolLM2.Q4_1.gguf``), a Hub id whole."""
+    name = Path(model.rstrip("/\\")).name
+    return name if exists(model) and name else model
 
 
 def print_model_info(info: Any, out: TextIO | None = None) -> None:
@@ -430,10 +439,16 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
         if report.ppl_after is not None:
             line += f" -> {report.ppl_after:.3f} (x{report.ppl_after / report.ppl_before:.2f})"
         out.write(line + f" on {report.eval_tokens:,} tokens\n")
+    # eval --against: the first model is the reference whichever it is, and each is named (given the pruned copy
+    # first, the line spoke of the copy as "the original")
+    first, second = (_shown(report.model), _shown(report.against)) if report.against else ("", "")
     if report.fidelity:
-        out.write(fidelity_line(report.fidelity) + "\n")
+        out.write(fidelity_line(report.fidelity, f"of {second} to {first}" if first else "to the original") + "\n")
     if report.quiz:
-        out.write(quiz_summary(report.quiz["asked"], report.quiz["known"], report.quiz["kept"]) + "\n")
+        line = quiz_summary(report.quiz["asked"], report.quiz["known"], report.quiz["kept"])
+        if first:
+            line = line.replace("the pruned model", second, 1).replace("the original", first, 1)
+        out.write(line + "\n")
     if report.generation_before is not None:
         out.write(f"prompt: {report.generation_prompt}\n  original: {report.generation_before.strip()!r}\n"
                   f"  pruned:   {(report.generation_after or '').strip()!r}\n")
@@ -529,7 +544,7 @@ def _run(args: argparse.Namespace, progress: ProgressBar) -> int:
         from .core.errors import OutputError
         from .core.formats.output_folder import check_report_path
         from .core.model.sources import hub_id_of
-        from .core.user_paths import exists, expand_home
+        from .core.user_paths import expand_home
         from .jobs import run_eval, run_prune, run_score, run_sweep
 
         for flag in ("json", "csv", "against", "out", "eval_text", "revision"):

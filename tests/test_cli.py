@@ -395,9 +395,16 @@ def test_eval_against_a_model_of_another_vocabulary_is_one_sentence(tiny_model: 
     assert line.endswith(f"{other} and {tiny_model} have vocabularies of the same size but not the same tokens: they "
                          "do not share a tokenizer, so they cannot be measured on the same tokens; compare a model "
                          "with a pruned copy of it.")
-    shutil.copytree(tiny_model, tmp_path / "copy")  # the same tokens: compared
-    assert cli.main(["eval", str(tiny_model), "--against", str(tmp_path / "copy"), "--calib", str(small_calib),
+    pruned = tmp_path / "pruned"  # the same tokens: compared, each model named (given first, the pruned copy was
+    # called "the original")
+    assert cli.main(["prune", str(tiny_model), "--remove", "2", "--repair", "none", "--no-eval", "--calib",
+                     str(small_calib), "--samples", "4", "--seq-len", "32", "--out", str(pruned), "-q"]) == 0
+    capsys.readouterr()
+    assert cli.main(["eval", str(pruned), "--against", str(tiny_model), "--calib", str(small_calib),
                      "--seq-len", "32", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert f"fidelity of {tiny_model.name} to pruned (as llama-perplexity --kl-divergence): mean KLD" in out
+    assert "original" not in out.replace("  original:", "")  # the generation's label is not printed by eval
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
