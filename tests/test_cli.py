@@ -301,6 +301,17 @@ def test_the_score_table_of_bi_plus_says_what_it_shows(tiny_model: Path, small_c
                          "on its own; leave it out or choose that metric.")
 
 
+def test_the_report_counts_the_samples_the_text_gave(tiny_model: Path, small_calib: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """A text short of --samples was warned about ("only 24 samples"), and the JSON and the card said the 100 asked."""
+    report = tmp_path / "score.json"
+    assert cli.main(["score", str(tiny_model), "--calib", str(small_calib), "--samples", "100000", "--seq-len", "32",
+                     "--metric", "bi", "--json", str(report), "-q"]) == 0
+    data = json.loads(report.read_text())
+    assert f"gives only {data['samples']} samples of 32 tokens" in capsys.readouterr().out
+    assert 0 < data["samples"] < 100000 and data["tokens"] <= data["samples"] * 32
+
+
 def test_bad_inputs_are_one_line_and_write_nothing(
     tiny_model: Path, small_calib: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -1124,6 +1124,8 @@ class Engine:
             report.calibration, report.warnings = list(self.token_names), list(self.token_warnings)
         if not report.calibration:
             report.samples = report.seq_len = 0  # no text was read: nothing was scored, fitted or measured
+        elif self.tokens is not None and self.token_key == self._token_key(spec):
+            report.samples = len(self.tokens.samples)  # what the text gave: 24 of 100 asked, the JSON said 100
         report.removed_layers, report.kept_layers = list(plan.removed), plan.kept
         report.params_before, report.params_after = plan.params_before, plan.params_after
         report.bytes_before, report.bytes_after = plan.bytes_before, plan.bytes_after
