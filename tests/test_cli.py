@@ -308,7 +308,9 @@ def test_the_report_counts_the_samples_the_text_gave(tiny_model: Path, small_cal
     assert cli.main(["score", str(tiny_model), "--calib", str(small_calib), "--samples", "100000", "--seq-len", "32",
                      "--metric", "bi", "--json", str(report), "-q"]) == 0
     data = json.loads(report.read_text())
-    assert f"gives only {data['samples']} samples of 32 tokens" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"gives only {data['samples']} samples of 32 tokens" in out
+    assert "parameters: 287,552\n" in out  # nothing removed: no "-> 287,552 (100.0%)"
     assert 0 < data["samples"] < 100000 and data["tokens"] <= data["samples"] * 32
 
 
