@@ -22,6 +22,7 @@ from .core.engine import Engine
 from .core.errors import ModelSourceError, PlanError, UserError
 from .core.formats.output_folder import check_output_folder
 from .core.formats.writers import expanded_from_gguf
+from .core.measure.calibration import BUILTIN_CORPUS
 from .core.measure.metrics import get_metric
 from .core.measure.quiz import marked, model_answers, quiz_prompts
 from .core.model.loading import ModelInfo
@@ -223,6 +224,8 @@ def run_eval(engine: Engine, spec: JobSpec, other: str | None = None, progress: 
     # Nothing is scored, chosen or repaired: the memory estimate (and the way the model runs) counts neither
     # bi+'s caches nor the repair's streams, nor calibration samples (a text short of --samples was warned about).
     spec = dataclasses.replace(spec, metric="bi", repair="none", samples=1)
+    if spec.eval_text:  # the calibration text is not read at all: a short one was refused ("too short")
+        spec = dataclasses.replace(spec, calib=[BUILTIN_CORPUS])
     _checked_before_model(spec, text=True, on_note=on_note)
     second: Engine | None = None
     other_spec = None

@@ -314,6 +314,18 @@ def test_the_report_counts_the_samples_the_text_gave(tiny_model: Path, small_cal
     assert 0 < data["samples"] < 100000 and data["tokens"] <= data["samples"] * 32
 
 
+def test_eval_with_its_own_text_does_not_read_the_calibration_text(tiny_model: Path, small_calib: Path,
+                                                                     tmp_path: Path) -> None:
+    """eval measures on --eval-text and reads no calibration text, but a short --calib was refused ("too short")."""
+    short = tmp_path / "short.txt"
+    short.write_text("four")
+    report = tmp_path / "eval.json"
+    assert cli.main(["eval", str(tiny_model), "--calib", str(short), "--eval-text", str(small_calib), "--seq-len",
+                     "32", "--json", str(report), "-q"]) == 0
+    data = json.loads(report.read_text())
+    assert data["ppl_before"] > 1 and data["calibration"] == [] and data["eval_text"] == str(small_calib)
+
+
 def test_bad_inputs_are_one_line_and_write_nothing(
     tiny_model: Path, small_calib: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
