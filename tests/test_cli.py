@@ -326,6 +326,30 @@ def test_eval_with_its_own_text_does_not_read_the_calibration_text(tiny_model: P
     assert data["ppl_before"] > 1 and data["calibration"] == [] and data["eval_text"] == str(small_calib)
 
 
+def test_an_evaluation_text_that_is_also_calibration_text_is_said(tiny_model: Path, small_calib: Path,
+                                                                   tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """--eval-text naming a calibration file (or a file inside a calibration folder) measured the pruned model on the
+    text its layers were chosen and repaired on, without a word."""
+    import shutil
+
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    shutil.copy(small_calib, folder / "a.txt")
+    base = ["prune", str(tiny_model), "--remove", "2", "--repair", "none", "--samples", "4", "--seq-len", "32",
+            "--eval-windows", "2", "--prompt", ""]
+    for calib, evaluated in ((small_calib, small_calib), (folder, folder / "a.txt")):
+        out = tmp_path / f"out-{calib.name}"
+        assert cli.main([*base, "--calib", str(calib), "--eval-text", str(evaluated), "--out", str(out)]) == 0
+        err = capsys.readouterr().err
+        assert (f"note: The evaluation text {evaluated} is also calibration text: the check measures the pruned "
+                "model on text its layers were chosen and repaired on") in err
+    other = tmp_path / "other.txt"
+    shutil.copy(small_calib, other)  # the same words in another file are not looked for
+    assert cli.main([*base, "--calib", str(folder), "--eval-text", str(other), "--out", str(tmp_path / "o3")]) == 0
+    assert "is also calibration text" not in capsys.readouterr().err
+
+
 def test_bad_inputs_are_one_line_and_write_nothing(
     tiny_model: Path, small_calib: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
