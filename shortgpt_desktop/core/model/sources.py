@@ -230,6 +230,10 @@ def find_weight_files(folder: Path) -> list[WeightFile]:
                     raise ValueError("a file name that is not a string")
             except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
                 raise ModelSourceError(f"{index} is not a valid checkpoint index ({exc}).") from None
+            outside = [n for n in names if Path(n).is_absolute() or ".." in Path(n).parts]
+            if outside:  # it was read, then called "not a valid safetensors file… download it again"
+                raise ModelSourceError(f"{index} names a weight file outside the model's folder ({outside[0]}); the "
+                                       "index is broken or belongs to another model.")
             missing = [n for n in names if not (folder / n).is_file()]
             if missing:
                 raise ModelSourceError(

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -93,6 +94,19 @@ def test_sharded_index_with_missing_shard(tiny_model: Path, tmp_path: Path) -> N
     (folder / "model.safetensors.index.json").write_text(json.dumps(index))
     with pytest.raises(ModelSourceError, match="incomplete"):
         sources.resolve(str(folder))
+
+
+def test_an_index_naming_a_file_outside_the_folder_is_said_so(tiny_model: Path, tmp_path: Path) -> None:
+    """An index pointing at ``../../../../etc/passwd`` was read, then called "not a valid safetensors file… download
+    it again"."""
+    folder = copy_model(tiny_model, tmp_path / "m")
+    (folder / "model.safetensors").rename(tmp_path / "elsewhere.safetensors")
+    for name in ("../elsewhere.safetensors", str(tmp_path / "elsewhere.safetensors")):
+        index = {"metadata": {}, "weight_map": {"a": name}}
+        (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+        with pytest.raises(ModelSourceError, match=r"names a weight file outside the model's folder \("
+                                                   + re.escape(name) + r"\); the index is broken"):
+            sources.resolve(str(folder))
 
 
 def test_a_stale_index_beside_a_whole_checkpoint_is_not_read(tiny_model: Path, tmp_path: Path) -> None:
