@@ -1249,9 +1249,10 @@ def _refuse_non_finite(scores: LayerScores, stats: HookStats | None, dtype: str)
     """The sentence for a pass whose hidden states were not numbers (NaN or infinite): every score after them is
     NaN, and the job went on to remove layers chosen among NaNs, saved the model and exited 0 ("perplexity: nan").
     In float16 that is an overflow (Gemma 3 on the CPU, or where ``auto`` picks float16: MPS, GPUs without
-    bfloat16); in a wider type the weights themselves hold such values."""
-    values = [*scores.scores, *(stats.bi if stats is not None else [])]
-    bad = sorted({i % len(scores.scores) for i, v in enumerate(values) if v is not None and not math.isfinite(v)})
+    bfloat16); in a wider type the weights themselves hold such values. The states' own cosines are read where the
+    pass kept them (a metric's ratio may divide by zero on its own), the scores otherwise."""
+    values = stats.bi if stats is not None else scores.scores
+    bad = [i for i, v in enumerate(values) if v is not None and not math.isfinite(v)]
     if not bad:
         return
     where = f"layer {bad[0]}" + (f" and {len(bad) - 1} more" if len(bad) > 1 else "")
