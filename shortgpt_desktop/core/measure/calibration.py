@@ -133,10 +133,29 @@ def binary_kind(head: bytes) -> str | None:
             return kind
     if len(head) >= 10 and head[8:10] == b'{"' and int.from_bytes(head[:8], "little") < 100_000_000:
         return "a safetensors model file"
-    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")) or bomless_utf16(head):
         return None  # UTF-16 text has NUL bytes
     if b"\x00" in head:
         return "binary data"
+    return None
+
+
+def bomless_utf16(data: bytes) -> str | None:
+    """``"utf-16-le"`` or ``"utf-16-be"`` for UTF-16 text saved without a BOM (Windows tools and PowerShell's
+    ``Out-File`` write it): mostly Latin script, so every other byte is NUL and the rest are not. Such text was
+    "binary data". None otherwise."""
+    sample = data[:8192]
+    sample = sample[: len(sample) - len(sample) % 2]
+    if len(sample) < 16:
+        return None
+    for codec, zeros, others in (("utf-16-le", sample[1::2], sample[0::2]), ("utf-16-be", sample[0::2], sample[1::2])):
+        if zeros.count(0) >= 0.9 * len(zeros) and others.count(0) <= 0.1 * len(others):
+            try:
+                text = sample.decode(codec)
+            except UnicodeDecodeError:
+                continue
+            if sum(ch.isprintable() or ch in "\t\r\n" for ch in text) >= 0.95 * len(text):
+                return codec
     return None
 
 
@@ -162,7 +181,8 @@ def decode_bytes(data: bytes) -> str | None:
             except UnicodeDecodeError:
                 return None
     if b"\x00" in data[:8192]:
-        return None
+        codec = bomless_utf16(data)
+        return data.decode(codec, errors="replace") if codec else None
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:

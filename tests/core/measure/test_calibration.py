@@ -154,6 +154,13 @@ def test_decode_bytes() -> None:
     # UTF-32's little-endian BOM begins with UTF-16's: read as UTF-16, every other character was a NUL
     assert calibration.decode_bytes("naïve 字".encode("utf-32")) == "naïve 字"
     assert calibration.decode_bytes("\ufeffnaïve 字".encode("utf-32-be")) == "naïve 字"
+    # UTF-16 without a BOM (PowerShell's Out-File, Windows tools) was "binary data": every other byte is NUL
+    prose = "The tower is 324 metres tall, about the same height as an 81-storey building.\r\n" * 3
+    for codec in ("utf-16-le", "utf-16-be"):
+        assert calibration.decode_bytes(prose.encode(codec)) == prose
+        assert calibration.binary_kind(prose.encode(codec)) is None
+    packed = b"".join(i.to_bytes(4, "little") for i in range(1000))  # numbers, not text
+    assert calibration.decode_bytes(packed) is None and calibration.binary_kind(packed) == "binary data"
 
 
 def test_json_nested_too_deeply_is_skipped_with_the_reason(tmp_path: Path) -> None:
