@@ -205,7 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"shortgpt {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    def common(p: argparse.ArgumentParser) -> None:
+    def common(p: argparse.ArgumentParser, samples: bool = True) -> None:
+        """The options every command takes; without ``samples`` (eval draws no samples) --samples and --seed are
+        accepted but not offered in the help."""
         p.add_argument("model", metavar="MODEL", help="model folder, .gguf file, or Hugging Face Hub id (org/name)")
         p.add_argument("--revision", help="Hub branch, tag or commit")
         p.add_argument("--calib", nargs="+", default=[BUILTIN_CORPUS], metavar="PATH",
@@ -217,13 +219,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--preset", choices=list(defaults.PRESETS),
                        help="sizes in one word: " + "; ".join(f"{k}: {v.samples}x{v.seq_len} tokens, {v.trade_off}"
                                                               for k, v in defaults.PRESETS.items()))
-        p.add_argument("--samples", type=_positive_int, help=f"calibration samples (default {defaults.SAMPLES})")
+        p.add_argument("--samples", type=_positive_int,
+                       help=f"calibration samples (default {defaults.SAMPLES})" if samples else argparse.SUPPRESS)
         p.add_argument("--seq-len", type=_positive_int, help=f"tokens per sample (default {defaults.SEQ_LEN})")
         p.add_argument("--eval-windows", type=_positive_int,
                        help=f"held-out windows for perplexity (default {defaults.EVAL_WINDOWS})")
         p.add_argument("--batch-size", type=_positive_int, default=defaults.BATCH_SIZE,
                        help=f"samples per forward pass (default {defaults.BATCH_SIZE})")
-        p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+        p.add_argument("--seed", type=int, default=0,
+                       help="sampling seed (default 0)" if samples else argparse.SUPPRESS)
         p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
         p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16 (default auto)")
         p.add_argument("--low-memory", action="store_const", const=True, default=None,
@@ -282,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "questions, asked of every point's model); perplexity and fidelity stay")
 
     ev = sub.add_parser("eval", help="perplexity of a model (and of a second one on the same tokens)")
-    common(ev)
+    common(ev, samples=False)
     ev.add_argument("--against", metavar="MODEL", help="a second model (e.g. the pruned one) to compare with the "
                     "first, which is the reference: the KL divergence and the quiz measure the second against it")
     return parser

@@ -324,6 +324,11 @@ def test_eval_with_its_own_text_does_not_read_the_calibration_text(tiny_model: P
                      "32", "--json", str(report), "-q"]) == 0
     data = json.loads(report.read_text())
     assert data["ppl_before"] > 1 and data["calibration"] == [] and data["eval_text"] == str(small_calib)
+    # --samples and --seed draw nothing for eval: not offered in its help, still taken from a script that gives them
+    help_text = cli.build_parser()._subparsers._group_actions[0].choices["eval"].format_help()
+    assert "--samples" not in help_text and "--seed" not in help_text and "--seq-len" in help_text
+    assert cli.main(["eval", str(tiny_model), "--eval-text", str(small_calib), "--seq-len", "32", "--samples", "3",
+                     "--seed", "1", "-q"]) == 0
 
 
 def test_an_evaluation_text_that_is_also_calibration_text_is_said(tiny_model: Path, small_calib: Path,
