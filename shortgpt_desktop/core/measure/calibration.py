@@ -218,6 +218,8 @@ def texts_from_file(path: Path, notes: list[str] | None = None, limit: int | Non
     if limit is not None and len(data) > limit:
         if path.suffix.lower() in (".json", ".ipynb"):
             raise ValueError(f"it is one JSON document larger than the {human_bytes(limit)} of text a job reads")
+        if path.suffix.lower() == ".jsonl" and b"\n" not in data[:limit]:  # its first record, cut, was "not JSON"
+            raise ValueError(f"its first record is larger than the {human_bytes(limit)} of text a job reads")
         data = data[: data.rfind(b"\n", 0, limit) + 1] or data[:limit]
     text = decode_bytes(data)
     if text is None:

@@ -308,6 +308,11 @@ def test_a_job_reads_at_most_so_much_text_and_says_so(tmp_path: Path, monkeypatc
     skipped = calibration.read_texts([tmp_path / "c-big.json"]).skipped
     assert skipped == [f"Skipped {tmp_path / 'c-big.json'}: it is one JSON document larger than the 1.0 kB of text "
                        "a job reads."]
+    # One JSON Lines record larger than that was cut, then called "line 1 is not JSON"
+    (tmp_path / "d-big.jsonl").write_text(json.dumps({"text": "x" * 2000}) + "\n")
+    skipped = calibration.read_texts([tmp_path / "d-big.jsonl"]).skipped
+    assert skipped == [f"Skipped {tmp_path / 'd-big.jsonl'}: its first record is larger than the 1.0 kB of text a "
+                       "job reads."]
 
 
 def test_unusable_evaluation_text_is_called_so(tmp_path: Path) -> None:
