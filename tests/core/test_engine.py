@@ -402,3 +402,17 @@ def test_the_memory_said_before_a_job_is_for_the_way_it_will_run(tiny_model: Pat
     run_score(Engine(), spec, on_info=said.append)
     assert said[0].memory.recipe_bytes == 0 < whole.memory.recipe_bytes
     assert said[0].memory_needed_bytes < whole.memory_needed_bytes
+
+
+def test_the_memory_said_before_eval_counts_a_batch_of_its_windows(tiny_model: Path, small_calib: Path) -> None:
+    """eval draws one sample, and its estimate counted the logits of one window where its passes hold a batch of
+    four: Gemma 3's ``eval --against`` said 2.6 GB and peaked at 4.7 GB while comparing the two models' logits."""
+    from shortgpt_desktop.jobs import run_eval
+
+    said = []
+    spec = JobSpec(model=str(tiny_model), calib=[str(small_calib)], seq_len=32, eval_windows=4, batch_size=4,
+                   device="cpu", dtype="float32")
+    run_eval(Engine(), spec, on_info=said.append)
+    four = Engine().open(JobSpec(**{**spec.__dict__, "samples": 4, "metric": "bi", "repair": "none"})).memory
+    one = Engine().open(JobSpec(**{**spec.__dict__, "samples": 1, "check_perplexity": False})).memory
+    assert said[0].memory.batch_working_bytes == four.batch_working_bytes == 4 * one.batch_working_bytes
