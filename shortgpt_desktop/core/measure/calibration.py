@@ -154,7 +154,10 @@ def bomless_utf16(data: bytes) -> str | None:
                 text = sample.decode(codec)
             except UnicodeDecodeError:
                 continue
-            if sum(ch.isprintable() or ch in "\t\r\n" for ch in text) >= 0.95 * len(text):
+            spaces = sum(ch in " \t\r\n" for ch in text)
+            printable = sum(ch.isprintable() or ch in "\t\r\n" for ch in text)
+            # words between spaces, and more than a few letters: b"\x00\xff" * 500 reads as "ÿÿÿ…", not as text
+            if printable >= 0.95 * len(text) and spaces >= 0.03 * len(text) and len(set(text)) >= 10:
                 return codec
     return None
 
