@@ -16,7 +16,10 @@ import os  # noqa: E402
 import re  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 from . import __version__  # noqa: E402
 from .gui.application import make_app  # noqa: E402
@@ -259,6 +262,32 @@ def settings_for(args: argparse.Namespace) -> tuple[object, tempfile.TemporaryDi
     return None, None
 
 
+@contextmanager
+def closed_by_signals(window: Any) -> Iterator[None]:
+    """SIGTERM and SIGHUP close ``window`` as its close button does, without the question (``stop_and_close``):
+    a running save was killed where it stood and left its partial folder. Python runs a handler only between
+    bytecodes and Qt's idle event loop runs none, so a timer wakes the interpreter; the handlers that were there
+    come back after."""
+    import signal
+
+    from PySide6.QtCore import QTimer
+
+    kept = {}
+    for name in ("SIGTERM", "SIGHUP"):  # no SIGHUP on Windows
+        number = getattr(signal, name, None)
+        if number is not None:
+            kept[number] = signal.signal(number, lambda *_: window.stop_and_close())
+    waker = QTimer()
+    waker.timeout.connect(lambda: None)
+    waker.start(250)
+    try:
+        yield
+    finally:
+        waker.stop()
+        for number, handler in kept.items():
+            signal.signal(number, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from .core.model.loading import quiet_library_progress
@@ -321,7 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.model:
         QTimer.singleShot(0, lambda: window.open_model(args.model))
     window.show()
-    code = app.exec()
+    with closed_by_signals(window):
+        code = app.exec()
     wait_all()
     if scratch is not None:
         scratch.cleanup()

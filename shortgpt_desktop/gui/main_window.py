@@ -82,6 +82,7 @@ class MainWindow(QMainWindow):
         self.dialogs: list[QMessageBox] = []
         self.last_saved: Path | None = None
         self._closing = False
+        self._stop_without_asking = False  # stop_and_close: a signal, not the user, closes the window
         self.probe_error: str | None = None  # why the device list could not be probed, if it could not
         self._after_open: str | None = None  # "score" when Score was pressed before the model was opened
         self._scoring_metric = "bi"  # the metric of the scoring job in progress
@@ -994,11 +995,18 @@ class MainWindow(QMainWindow):
 
     # ---------------------------------------------------------------------------------------------- close
 
+    def stop_and_close(self) -> None:
+        """Close as the close button does, without asking whether to stop a running job: on SIGTERM or SIGHUP
+        (logging out, ``kill``) nobody is there to answer. The job is cancelled, so a save leaves no partial
+        folder behind (the process was killed where it stood)."""
+        self._stop_without_asking = True
+        self.close()
+
     def closeEvent(self, event: QCloseEvent) -> None:
         if self.jobs.busy or self.background.busy:
             if not self._closing:
                 job = job_title(self.jobs.current) if self.jobs.current else "A job"
-                if self.jobs.busy and not dialogs.ask_yes_no(
+                if self.jobs.busy and not self._stop_without_asking and not dialogs.ask_yes_no(
                     self, "Stop and quit?", f"{job} is still running. Stop it and close?"
                 ):
                     event.ignore()

@@ -324,6 +324,35 @@ def test_closing_when_the_job_ends_while_the_question_is_open(qtbot, opened, mon
     assert workers.live_threads() == 0
 
 
+def test_sigterm_during_a_save_closes_without_asking_and_leaves_no_partial_folder(qtbot, opened, monkeypatch,
+                                                                                   tmp_path: Path) -> None:
+    """Logging out or ``kill`` sends SIGTERM: the window was killed where it stood, and a running save left its
+    hidden partial folder beside the output. It now closes as its close button does, without the question nobody is
+    there to answer, and the cancelled save removes its folder."""
+    import os
+    import signal
+
+    from shortgpt_desktop.app import closed_by_signals
+
+    window = opened
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.start_scoring()
+    window.plan_panel.set_count(2, emit=True)
+    qtbot.waitUntil(lambda: window.plan is not None and len(window.plan.removed) == 2, timeout=3000)
+    slow_progress(window, monkeypatch, "save", 0.3)
+    monkeypatch.setattr(dialogs, "ask_yes_no", lambda *a: pytest.fail("nobody is there to answer"))
+    before = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "saves" / "pruned"
+    out.parent.mkdir()
+    with closed_by_signals(window):
+        with qtbot.waitSignal(window.jobs.progressed, timeout=30_000):
+            window.save_to(out)
+        os.kill(os.getpid(), signal.SIGTERM)
+        qtbot.waitUntil(lambda: not window.isVisible(), timeout=15_000)
+    assert signal.getsignal(signal.SIGTERM) == before
+    assert workers.live_threads() == 0 and list(out.parent.iterdir()) == []
+
+
 def test_closing_while_the_device_probe_runs(qtbot, make_window) -> None:
     window = make_window(probe=True)
     window.close()
