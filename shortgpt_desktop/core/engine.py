@@ -323,35 +323,26 @@ class Engine:
 
     @staticmethod
     def _inspect(source: ModelSource, spec: JobSpec) -> ModelInfo:
-        return inspect_model(source, spec.device, spec.dtype, samples=Engine._estimated_samples(spec),
-                             seq_len=spec.seq_len, batch_size=spec.batch_size, trust_remote_code=spec.trust_remote_code,
+        return inspect_model(source, spec.device, spec.dtype, samples=spec.samples, seq_len=spec.seq_len,
+                             batch_size=spec.batch_size, trust_remote_code=spec.trust_remote_code,
                              **Engine._recipe(spec))
 
     @staticmethod
-    def _estimated_samples(spec: JobSpec) -> int:
-        """The samples the memory estimate counts: at least a batch of the check's windows where the job checks,
-        since a batch's logits are counted at the estimate's batch. ``eval`` draws one sample, and its estimate
-        counted the logits of one window where its passes hold four: Gemma 3's ``eval --against`` said 2.6 GB and
-        peaked at 4.7 GB."""
-        if spec.scores_only or not spec.check_perplexity:
-            return spec.samples
-        return max(spec.samples, min(spec.batch_size, spec.eval_windows))
-
-    @staticmethod
     def _recipe(spec: JobSpec) -> dict[str, Any]:
-        """What of the recipe ``spec`` runs, for the memory estimate: bi+'s measured choice, the repair, healing."""
+        """What of the recipe ``spec`` runs, for the memory estimate: bi+'s measured choice, the repair, healing, and
+        the check's windows."""
         if spec.scores_only:
-            return {"refines": False, "repairs": False, "heal_steps": 0}
+            return {"refines": False, "repairs": False, "heal_steps": 0, "check_windows": 0}
         metric = METRICS.get(spec.metric)
         return {"refines": bool(metric is not None and metric.refines), "repairs": spec.repair != "none",
-                "heal_steps": max(spec.heal_steps, 0)}
+                "heal_steps": max(spec.heal_steps, 0),
+                "check_windows": spec.eval_windows if spec.check_perplexity else 0}
 
     def memory_estimate(self, spec: JobSpec) -> MemoryEstimate:
         """What scoring needs in memory and one layer at a time, and what is free (no weights read)."""
         if self.source is None:
             raise UserError("Choose a model first.")
-        return estimate_memory(self.source, spec.device, spec.dtype, self._estimated_samples(spec), spec.seq_len,
-                               spec.batch_size,
+        return estimate_memory(self.source, spec.device, spec.dtype, spec.samples, spec.seq_len, spec.batch_size,
                                **self._recipe(spec))
 
     def mode_for(self, spec: JobSpec, estimate: MemoryEstimate | None = None) -> str:

@@ -281,10 +281,14 @@ def estimate_memory(
     refines: bool = False,
     repairs: bool = False,
     heal_steps: int = 0,
+    check_windows: int = 0,
 ) -> MemoryEstimate:
     """What a job on ``samples`` × ``seq_len`` tokens costs in memory and layer by layer (weights unread); with
     ``refines`` (bi+) and ``repairs`` (the repair) what the default recipe holds too (:func:`recipe_bytes`), with
-    ``heal_steps`` what healing holds (:func:`healing_bytes`; the whole model in memory only)."""
+    ``heal_steps`` what healing holds (:func:`healing_bytes`; the whole model in memory only). ``check_windows``:
+    the held-out windows the job checks on, whose batches hold the logits as the samples' do (``eval`` draws one
+    sample: its estimate counted one window's logits where its passes hold four, and Gemma 3's ``eval --against``
+    said 2.6 GB for a peak of 4.7 GB)."""
     from .config import read_header_config
     from .devices import resolve_device, resolve_dtype
     from .families import layer_count
@@ -303,7 +307,7 @@ def estimate_memory(
     vocab = int(config.get("vocab_size") or 0)
     heads = int(config.get("num_attention_heads") or config.get("n_head") or 1)
     head_dim = int(config.get("head_dim") or (hidden // max(heads, 1)))
-    batch = max(1, min(batch_size, samples))
+    batch = max(1, min(batch_size, max(samples, check_windows)))
     # A layer's activations (MLP intermediate, attention) are a few hidden-state copies. The check holds a batch
     # of the original's logits beside the pruned model's (their log-softmax is taken a few positions at a time:
     # evaluation.CHUNK_ELEMENTS), and a head that soft-caps its logits (Gemma 2) makes a passing copy of its own:
