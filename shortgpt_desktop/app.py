@@ -268,24 +268,18 @@ def closed_by_signals(window: Any) -> Iterator[None]:
     a running save was killed where it stood and left its partial folder. Python runs a handler only between
     bytecodes and Qt's idle event loop runs none, so a timer wakes the interpreter; the handlers that were there
     come back after."""
-    import signal
-
     from PySide6.QtCore import QTimer
 
-    kept = {}
-    for name in ("SIGTERM", "SIGHUP"):  # no SIGHUP on Windows
-        number = getattr(signal, name, None)
-        if number is not None:
-            kept[number] = signal.signal(number, lambda *_: window.stop_and_close())
+    from .stop_signals import on_stop_signals
+
     waker = QTimer()
     waker.timeout.connect(lambda: None)
     waker.start(250)
     try:
-        yield
+        with on_stop_signals(lambda *_: window.stop_and_close()):
+            yield
     finally:
         waker.stop()
-        for number, handler in kept.items():
-            signal.signal(number, handler)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,8 +12,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -30,6 +29,7 @@ from .core.progress import counts_layers, stage_unit
 from .core.report import after_fitted, left_as_it_was, requantized
 from .core.user_paths import exists
 from .format import collapsed, human_bytes, human_count, human_seconds, time_left
+from .stop_signals import on_stop_signals
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 2, 130
 
@@ -505,23 +505,8 @@ class Stopped(KeyboardInterrupt):
         self.signum = signum
 
 
-@contextmanager
-def stopped_as_ctrl_c() -> Iterator[None]:
-    """SIGTERM and SIGHUP raise :class:`Stopped` while the job runs; the handlers that were there come back after."""
-    def stop(signum: int, frame: Any) -> None:
-        raise Stopped(signum)
-
-    kept = {}
-    for name in ("SIGTERM", "SIGHUP"):  # no SIGHUP on Windows
-        number = getattr(signal, name, None)
-        if number is not None:
-            with suppress(ValueError):  # not the main thread (a front end's worker): left as it is
-                kept[number] = signal.signal(number, stop)
-    try:
-        yield
-    finally:
-        for number, handler in kept.items():
-            signal.signal(number, handler)
+def _stop(signum: int, frame: Any) -> None:
+    raise Stopped(signum)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -539,7 +524,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     quiet_library_progress()  # our own bar reports loading and downloads
     progress = ProgressBar(quiet=args.quiet)
-    with stopped_as_ctrl_c():
+    with on_stop_signals(_stop):  # SIGTERM and SIGHUP raise Stopped while the job runs
         return _run(args, progress)
 
 
