@@ -451,10 +451,8 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
     if report.fidelity:
         out.write(fidelity_line(report.fidelity, f"of {second} to {first}" if first else "to the original") + "\n")
     if report.quiz:
-        line = quiz_summary(report.quiz["asked"], report.quiz["known"], report.quiz["kept"])
-        if first:
-            line = line.replace("the pruned model", second, 1).replace("the original", first, 1)
-        out.write(line + "\n")
+        names = (first, second) if first else ()
+        out.write(quiz_summary(report.quiz["asked"], report.quiz["known"], report.quiz["kept"], *names) + "\n")
     if report.generation_before is not None:
         out.write(f"prompt: {report.generation_prompt}\n  original: {report.generation_before.strip()!r}\n"
                   f"  pruned:   {(report.generation_after or '').strip()!r}\n")

@@ -61,11 +61,13 @@ def right(answer: str, words: Sequence[str]) -> bool:
     return any(re.search(rf"(?<![\w.,-]){re.escape(w)}(?![\w]|[.,]\d)", text) for w in words)
 
 
-def quiz_summary(asked: int, known: int, kept: int) -> str:
-    """``quiz: the pruned model answers 5 of the 16 questions the original answers right (26 asked)``."""
+def quiz_summary(asked: int, known: int, kept: int, original: str = "the original",
+                 pruned: str = "the pruned model") -> str:
+    """``quiz: the pruned model answers 5 of the 16 questions the original answers right (26 asked)``; ``original``
+    and ``pruned`` name the two models otherwise (``eval --against``: the files)."""
     if not known:
-        return f"quiz: the original answers none of the {asked} questions right, so it says nothing"
-    return f"quiz: the pruned model answers {kept} of the {known} questions the original answers right ({asked} asked)"
+        return f"quiz: {original} answers none of the {asked} questions right, so it says nothing"
+    return f"quiz: {pruned} answers {kept} of the {known} questions {original} answers right ({asked} asked)"
 
 
 @dataclass
