@@ -102,7 +102,9 @@ def not_a_settings_file(path: Path) -> str | None:
         return None
     if not path.is_file():
         return "is not a regular file"
-    if not os.access(path, os.W_OK) or not path.stat().st_mode & 0o222:
+    from .core.user_paths import read_only
+
+    if read_only(path):
         return "is read-only"
     try:
         with path.open("rb") as stream:

@@ -22,3 +22,9 @@ def exists(path: str | os.PathLike[str]) -> bool:
         return expand_home(path).exists()
     except (OSError, ValueError):
         return False
+
+
+def read_only(path: Path) -> bool:
+    """An existing file its owner may not write: replacing it needs only its folder's permission (a temporary file
+    moved over it), so its own mode would never be asked. Root may write anything, so the mode is read too."""
+    return not os.access(path, os.W_OK) or not path.stat().st_mode & 0o222

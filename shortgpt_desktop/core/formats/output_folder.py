@@ -18,7 +18,7 @@ from typing import Any
 from ...format import some_of
 from ..errors import Hint, OutputError
 from ..model.sources import ModelSource
-from ..user_paths import expand_home
+from ..user_paths import expand_home, read_only
 
 #: What a file browser leaves in any folder: a folder holding only these holds nothing of the user's.
 SYSTEM_FILES = (".DS_Store", "Thumbs.db", "desktop.ini")
@@ -348,8 +348,7 @@ def check_report_path(path: Path, sources: Sequence[str | Path] = (), texts: Seq
     if path.exists() and not path.is_file():  # replacing /dev/null (as root) broke the whole machine
         raise OutputError(f"Cannot write {path}: it is not a regular file (a device, a pipe or a socket); give a "
                           "file name.")
-    if path.is_file() and (not os.access(path, os.W_OK) or not path.stat().st_mode & 0o222):
-        # mkstemp beside it and os.replace need only the folder's permission: its own would never be asked
+    if path.is_file() and read_only(path):
         raise OutputError(f"Cannot write {path}: the file is read-only; choose another name.")
     if reports_only and path.is_file() and not _earlier_report(path):
         raise OutputError(f"Cannot write {path}: the file exists and is not a report of this tool; choose another "
