@@ -163,25 +163,21 @@ def check_calibration(spec: JobSpec) -> list[str]:
                                "corpus.")
     if spec.eval_text and spec.eval_text != BUILTIN_CORPUS and not expand_home(spec.eval_text).exists():
         raise CalibrationError(f"The evaluation text {spec.eval_text} does not exist.")
-    texts, _, warnings = read_calibration(spec.calib)
+    texts, names, warnings = read_calibration(spec.calib)
     too_short = surely_too_short(texts, held_out=not spec.eval_text)
     if too_short:
         raise CalibrationError(too_short)
     if spec.eval_text:
-        warnings += read_calibration([spec.eval_text], "evaluation")[2]
-        warnings += _also_calibration(spec)
+        _, eval_names, eval_warnings = read_calibration([spec.eval_text], "evaluation")
+        warnings += eval_warnings + _also_calibration(spec, names, eval_names)
     return warnings
 
 
-def _also_calibration(spec: JobSpec) -> list[str]:
-    """The sentence where the evaluation text is also calibration text: the check then measures on text the layers
-    were chosen and repaired on, which reads better than text the model has not seen (it was said nowhere)."""
-    if spec.eval_text == BUILTIN_CORPUS:
-        shared = BUILTIN_CORPUS in spec.calib
-    else:
-        calibration = set(collect_files([c for c in spec.calib if c != BUILTIN_CORPUS]))
-        shared = any(f in calibration for f in collect_files([spec.eval_text]))
-    if not shared:
+def _also_calibration(spec: JobSpec, names: list[str], eval_names: list[str]) -> list[str]:
+    """The sentence where the evaluation text is also calibration text (``names``, ``eval_names``: the files each
+    read, or the built-in corpus's name): the check then measures on text the layers were chosen and repaired on,
+    which reads better than text the model has not seen (it was said nowhere)."""
+    if not set(eval_names) & set(names):
         return []
     return [f"The evaluation text {spec.eval_text} is also calibration text: the check measures the pruned model on "
             "text its layers were chosen and repaired on, so it reads better than on text it has not seen."]
