@@ -12,6 +12,10 @@ from typing import Any
 from .. import __version__
 from ..format import layer_list
 
+#: Fields every job's JSON report holds, by which a file is known as one (``output_folder``: the command line
+#: replaces an earlier report of this tool, never another file).
+REPORT_KEYS = ("model", "n_layers", "removed_layers")
+
 
 @dataclass
 class Report:

@@ -361,7 +361,8 @@ def _earlier_report(path: Path) -> bool:
     JSON or CSV (``sweep --json/--csv``). Read from its first MiB: a report is a few kB to a few hundred."""
     import json
 
-    from ..measure.sweep import CSV_FIELDS
+    from ..measure.sweep import CSV_FIELDS, CURVE_KEYS
+    from ..report import REPORT_KEYS
 
     try:
         with path.open("rb") as stream:
@@ -380,8 +381,7 @@ def _earlier_report(path: Path) -> bool:
         data = json.loads(text)
     except ValueError:
         return False
-    job, curve = {"model", "n_layers", "removed_layers"}, {"label", "order", "points"}
-    return isinstance(data, dict) and (job <= data.keys() or curve <= data.keys())
+    return isinstance(data, dict) and (set(REPORT_KEYS) <= data.keys() or set(CURVE_KEYS) <= data.keys())
 
 
 def write_file_atomically(path: Path, write: Callable[[Any], None], sources: Sequence[str | Path] = (),

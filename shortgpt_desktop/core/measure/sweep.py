@@ -25,6 +25,8 @@ from .calibration import TokenSet
 STAGE = "sweep"
 DEFAULT_EVAL_WINDOWS = 8
 CSV_FIELDS = ("k", "layer", "removed", "perplexity", "nll", "tokens", "same_top", "mean_kl", "quiz_kept", "quiz_known")
+#: Fields every quality curve's JSON holds, by which a file is known as one (see ``report.REPORT_KEYS``).
+CURVE_KEYS = ("label", "order", "points")
 
 
 @dataclass
