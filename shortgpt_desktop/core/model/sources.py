@@ -355,9 +355,16 @@ def _cached_snapshot(repo_id: str, revision: str | None,
     import huggingface_hub as hub
     from huggingface_hub import errors as hub_errors
 
-    try:
-        folder = Path(hub.snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, local_files_only=True))
-    except (hub_errors.LocalEntryNotFoundError, hub_errors.HFValidationError, OSError, ValueError):
+    folder = None
+    for spelled in (repo_id, cached_spelling(repo_id, cache_dir)):
+        try:
+            if spelled is not None:
+                folder = Path(hub.snapshot_download(spelled, revision=revision, cache_dir=cache_dir,
+                                                    local_files_only=True))
+                break
+        except (hub_errors.LocalEntryNotFoundError, hub_errors.HFValidationError, OSError, ValueError):
+            continue
+    if folder is None:
         return None, None
     if not (folder / "config.json").is_file():
         ggufs = sorted(p for p in folder.glob("*.gguf") if p.is_file())
@@ -372,6 +379,24 @@ def _cached_snapshot(repo_id: str, revision: str | None,
     if not any((folder / name).is_file() for name in TOKENIZER_FILES) and not any(folder.glob("*.tiktoken")):
         return None, "no tokenizer"
     return folder, None
+
+
+def cached_spelling(repo_id: str, cache_dir: str | Path | None) -> str | None:
+    """The id the Hub cache holds ``repo_id`` under when it is spelled with other capitals there, else None.
+
+    The Hub finds a repo whatever the case of its id (``huggingfacetb/smollm2-135m`` opens HuggingFaceTB's), but its
+    cache is a folder per spelling: a model downloaded as ``HuggingFaceTB/SmolLM2-135M`` was "not in the local Hub
+    cache" offline when typed in lower case, and online it was downloaded a second time."""
+    from huggingface_hub import constants
+
+    wanted = "models--" + repo_id.replace("/", "--").lower()
+    try:
+        entries = [entry.name for entry in Path(cache_dir or constants.HF_HUB_CACHE).iterdir()]
+    except OSError:
+        return None
+    typed = "models--" + repo_id.replace("/", "--")
+    spelled = [name for name in entries if name.lower() == wanted and name != typed]
+    return spelled[0].removeprefix("models--").replace("--", "/", 1) if len(spelled) == 1 else None
 
 
 def gguf_only(repo_id: str, names: Sequence[str], folder: Path | None = None) -> str:

@@ -188,6 +188,22 @@ def test_cached_hub_model_loads_offline(tiny_model: Path, tmp_path: Path, monkey
     assert loaded.n_layers == 6
 
 
+def test_a_cached_model_opens_whatever_the_case_its_id_is_typed_in(tiny_model: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Hub finds a repo whatever the case of its id, its cache keeps the spelling it was downloaded under: typed
+    in lower case, a cached model was 'not in the local Hub cache' offline."""
+    cache = tmp_path / "hub"
+    snapshot = fill_hub_cache(cache, "SomeOne/Tiny-Llama", tiny_model)
+    fill_hub_cache(cache, "someone/tiny-llama-2", tiny_model)  # another model, whose name only begins alike
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert sources.hub_download("someone/tiny-llama", cache_dir=cache) == snapshot
+    assert sources.hub_download("SOMEONE/TINY-LLAMA", cache_dir=cache) == snapshot
+    with pytest.raises(HubError, match="not in the local Hub cache"):
+        sources.hub_download("someone/tiny-llam", cache_dir=cache)
+    assert sources.cached_spelling("someone/tiny-llama", cache) == "SomeOne/Tiny-Llama"
+    assert sources.cached_spelling("SomeOne/Tiny-Llama", cache) is None  # as typed: nothing to respell
+
+
 def test_hub_offline_and_not_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(HubError, match="not in the local Hub cache"):
