@@ -346,10 +346,11 @@ def _shown(model: str) -> str:
     return name if exists(model) and name else model
 
 
-def print_model_info(info: Any, out: TextIO | None = None) -> None:
-    """What the model is and what it will cost, before the weights load."""
+def print_model_info(info: Any, out: TextIO | None = None, label: str = "model") -> None:
+    """What the model is and what it will cost, before the weights load (``label``: ``against`` for eval's second
+    model, which loads once the first is freed)."""
     out = out or sys.stderr
-    out.write(f"model: {info.architecture}, {info.n_layers} layers, {human_count(info.n_params)} parameters, "
+    out.write(f"{label}: {info.architecture}, {info.n_layers} layers, {human_count(info.n_params)} parameters, "
               f"{human_bytes(info.bytes_on_disk)} on disk ({info.weight_format}); needs about "
               f"{human_bytes(info.memory_needed_bytes)} on {info.device} in {info.dtype}\n")
     out.flush()
@@ -558,6 +559,9 @@ def _run(args: argparse.Namespace, progress: ProgressBar) -> int:
         engine = Engine()
         progress.per_layer = lambda stage: counts_layers(stage, engine.is_streamed, spec.metric)
         info = None if args.quiet else print_model_info
+        if info is not None and getattr(args, "against", None):
+            labels = iter(("model", "against"))
+            info = lambda model_info: print_model_info(model_info, label=next(labels))  # noqa: E731
         note = print_note  # said even with --quiet: a file left out changes what the job measures
         if args.command == "sweep":
             curve = run_sweep(engine, spec, args.max_removed, progress, on_info=info, on_note=note)

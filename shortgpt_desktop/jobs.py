@@ -245,6 +245,8 @@ def run_eval(engine: Engine, spec: JobSpec, other: str | None = None, progress: 
             "compare a model with a pruned copy of it.")
     if on_info is not None:
         on_info(info)
+        if second is not None:  # loaded once the first is freed: the job needs the larger of the two figures
+            on_info(other_info)
     loaded, tokens = engine.held_out(spec, progress, cancel)
     report = pipeline.new_report(loaded, spec)
     # Nothing was scored or sampled: the JSON named the metric, the one sample and the built-in corpus this job's

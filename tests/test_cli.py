@@ -459,6 +459,13 @@ def test_eval_against_a_model_of_another_vocabulary_is_one_sentence(tiny_model: 
     out = capsys.readouterr().out
     assert f"fidelity of {tiny_model.name} to pruned (as llama-perplexity --kl-divergence): mean KLD" in out
     assert "original" not in out.replace("  original:", "")  # the generation's label is not printed by eval
+    # Each model's size and memory is said, the second (loaded once the first is freed) as "against": the pruned
+    # copy's figure alone was printed, where the larger original is what the job needs.
+    assert cli.main(["eval", str(pruned), "--against", str(tiny_model), "--calib", str(small_calib),
+                     "--seq-len", "32"]) == 0
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith(("model:", "against:"))]
+    assert [line.split(":")[0] for line in said] == ["model", "against"], said
+    assert "5 layers" in said[0] and "6 layers" in said[1], said
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
