@@ -85,6 +85,8 @@ class Checked:
     chat_template: bool = False  # the prompt went through the model's chat template
     fidelity: Fidelity | None = None  # KL to the original and same top token (None where not measured)
     quiz: Quiz | None = None  # the questions the original answers right, asked of both (None where not asked)
+    #: What was measured: the cut with its repair, refit and healing, on these tokens (:meth:`Engine._checked_key`).
+    key: tuple | None = None
 
     @property
     def ratio(self) -> float:
@@ -1036,8 +1038,14 @@ class Engine:
             progress("generate", 2, 2, None)
         quiz = self._quiz(removed, weights, progress, cancel) if self._generates(prompt) else None
         self.checked = Checked(list(removed), before.perplexity, after.perplexity, before.tokens, prompt or "",
-                               gen_before, gen_after, time.perf_counter() - started, chat, fidelity, quiz)
+                               gen_before, gen_after, time.perf_counter() - started, chat, fidelity, quiz,
+                               self._checked_key(spec, removed))
         return self.checked
+
+    def _checked_key(self, spec: JobSpec, removed: Sequence[int]) -> tuple:
+        """What a check of ``removed`` with ``spec`` measures: a check of the repaired cut is not the figures of the
+        same layers saved without the repair (the window's Save after unticking Repair wrote them in the card)."""
+        return self._adjust_key(spec, removed), self._reference_key(spec)
 
     @staticmethod
     def _generates(prompt: str | None) -> bool:
@@ -1179,7 +1187,7 @@ class Engine:
             report.heal_compute_dtype = adjusted.heal.compute_dtype
             report.timings["heal"] = adjusted.heal.seconds
         c = self.checked
-        if c is not None and c.removed == list(plan.removed):
+        if c is not None and c.removed == list(plan.removed) and c.key == self._checked_key(spec, plan.removed):
             report.ppl_before, report.ppl_after, report.eval_tokens = c.ppl_before, c.ppl_after, c.eval_tokens
             report.eval_text = spec.eval_text  # None: the windows were held out of the calibration text's end
             report.timings["perplexity"] = c.seconds

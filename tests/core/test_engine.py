@@ -416,3 +416,26 @@ def test_the_memory_said_before_eval_counts_a_batch_of_its_windows(tiny_model: P
     four = Engine().open(JobSpec(**{**spec.__dict__, "samples": 4, "metric": "bi", "repair": "none"})).memory
     one = Engine().open(JobSpec(**{**spec.__dict__, "samples": 1, "check_perplexity": False})).memory
     assert said[0].memory.batch_working_bytes == four.batch_working_bytes == 4 * one.batch_working_bytes
+
+
+def test_the_report_carries_the_check_only_for_the_recipe_it_measured(tiny_model: Path, small_calib: Path) -> None:
+    """The window's Check of the repaired cut, then Save with Repair unticked: the card gave the repaired model's
+    perplexity, KL and same top beside 'Repair: none'. A check is the report's only for the same cut, repair,
+    healing and tokens."""
+    import dataclasses
+
+    spec = JobSpec(model=str(tiny_model), calib=[str(small_calib)], samples=8, seq_len=32, eval_windows=2,
+                   batch_size=4, device="cpu", dtype="float32", prompt="", metric="bi", repair="linear")
+    engine = Engine()
+    engine.score(spec)
+    plan = engine.plan(count=2)
+    checked = engine.check(spec, plan.removed)
+    report = engine.report(plan, spec)
+    assert report.ppl_after == checked.ppl_after and report.fidelity["mean_kl"] == checked.fidelity.mean_kl
+    for other in (dataclasses.replace(spec, repair="none"), dataclasses.replace(spec, heal_steps=1),
+                  dataclasses.replace(spec, eval_windows=1)):
+        report = engine.report(plan, other)
+        assert report.ppl_before is None and report.ppl_after is None and not report.fidelity, other
+    plain = engine.check(dataclasses.replace(spec, repair="none"), plan.removed)
+    assert plain.ppl_after != checked.ppl_after  # the repair changes the figures the card gave
+    assert engine.report(plan, dataclasses.replace(spec, repair="none")).ppl_after == plain.ppl_after
