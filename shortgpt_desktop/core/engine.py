@@ -857,10 +857,14 @@ class Engine:
         progress(SWEEP_STAGE, 0, total, list(partial))
         # The fit Check or Save made (a healing of minutes or hours) is kept: the curve's own fits are linear and
         # unhealed, and Save healed again after the curve had replaced it.
-        fitted_before = self.adjusted
+        # So are the scores: a block metric's plan for k recomputes them for blocks of k, and after an angular curve
+        # the engine held blocks of the curve's last count under the slider's plan (the export and the card said
+        # 'block of 6' for 3 layers removed).
+        fitted_before, scores_before = self.adjusted, self.scores
         try:
             self._curve_points(spec, tokens, limit, curve, baseline, asks_quiz, partial, total, progress, cancel)
         finally:
+            self.scores = scores_before
             if fitted_before is not None:
                 self.adjusted = fitted_before
         curve.order = [p.layer for p in curve.points[1:] if p.layer is not None]

@@ -439,3 +439,18 @@ def test_the_report_carries_the_check_only_for_the_recipe_it_measured(tiny_model
     plain = engine.check(dataclasses.replace(spec, repair="none"), plan.removed)
     assert plain.ppl_after != checked.ppl_after  # the repair changes the figures the card gave
     assert engine.report(plan, dataclasses.replace(spec, repair="none")).ppl_after == plain.ppl_after
+
+
+def test_a_block_metrics_curve_leaves_the_scores_of_the_plan_on_screen(tiny_model: Path, small_calib: Path) -> None:
+    """Angular scores depend on the block size: the curve's plans for 1..k recomputed them, and the engine kept the
+    blocks of its last count, so the export and the card of a 2-layer plan said 'block of 3'."""
+    spec = JobSpec(model=str(tiny_model), calib=[str(small_calib)], samples=8, seq_len=32, eval_windows=2,
+                   batch_size=4, device="cpu", dtype="float32", prompt="", metric="angular", repair="none")
+    engine = Engine()
+    engine.score(spec)
+    plan = engine.plan(count=2)
+    shown = engine.scores
+    assert shown.block_size == 2
+    engine.quality_curve(spec, 3)
+    assert engine.scores is shown
+    assert engine.report(plan, spec).block_size == 2
