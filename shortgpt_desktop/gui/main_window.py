@@ -992,6 +992,8 @@ class MainWindow(QMainWindow):
                                    curve.windows, curve.tokens, baseline,
                                    {p.k: (p.quiz_kept, p.quiz_known) for p in curve.points if p.quiz_known},
                                    curve.baseline.label if curve.baseline is not None else "bi")
+        if not self.manual:  # bi+ has measured every count now: the slider's plan is its measured choice
+            self._replan()
 
     # ---------------------------------------------------------------------------------------------- close
 

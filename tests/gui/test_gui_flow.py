@@ -380,6 +380,23 @@ def test_quality_curve_draws_the_recipe_and_plain_bi_and_agrees_with_check(qtbot
     assert dict(panel.curve_points)[2] == pytest.approx(window.engine.checked.ppl_after, rel=1e-9)
 
 
+def test_after_the_curve_the_plan_on_screen_is_bi_plus_measured_choice(qtbot, opened) -> None:
+    """The curve measures bi+'s choice at every count; the slider's plan still showed the unmeasured layers (red
+    bars, 'not yet checked'), where the curve's point, Check and Save use the measured ones."""
+    window = opened
+    box = window.settings_panel.metric_box
+    box.setCurrentIndex(box.findData("bi+"))
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.start_scoring()
+    window.plan_panel.set_count(2, emit=True)
+    assert any("not yet checked" in note for note in window.plan.notes)
+    with qtbot.waitSignal(window.jobFinished, timeout=120_000):
+        window.plan_panel.curve_button.click()
+    measured = window.engine.selections[2]
+    assert window.plan.removed == list(measured.removed)
+    assert not any("not yet checked" in note for note in window.plan.notes), window.plan.notes
+
+
 def test_check_says_what_it_will_cost_before_it_runs(qtbot, opened) -> None:
     """The ETA before a job: from the scoring pass's measured speed and the steps the recipe will run."""
     window = opened
