@@ -183,6 +183,9 @@ class Engine:
     adjusted: Adjusted | None = None  # the repair (and healing) of the last plan that was checked or saved
     #: A refining metric's measured choices (selection.SelectionResult) for the current scores, by count.
     selections: dict[int, Any] = field(default_factory=dict)
+    #: The measured choices of a metric of the same pass shown before, by its name, until it is shown again: a look
+    #: at BI's bars threw away bi+'s measured choices (minutes of a CPU's time each on a real model).
+    set_aside: dict[str, dict[int, Any]] = field(default_factory=dict)
     #: Repairs fitted for the current model and tokens, by removed set (bi+'s answer check fits the one it saves).
     fitted: FittedRepairs = field(default_factory=FittedRepairs)
     #: The original's own chat answers the repair is fitted on too, with the (model, length) they were written for.
@@ -217,7 +220,7 @@ class Engine:
         self.tokens = self.token_key = None
         self.stats = self.scores = self.scored = self.sizes = self.scored_spec = self.checked = None
         self.adjusted = self.weight_changes = None
-        self.selections = {}
+        self.selections, self.set_aside = {}, {}
         self.fitted.clear()
         self.answers = None
         self.reference = self.reference_key = None
@@ -522,7 +525,7 @@ class Engine:
         """Keep a scoring's results; ``clocks``: when the job began and when its pass began."""
         started, pass_started = clocks
         self.stats, self.scores = stats, scores
-        self.selections = {}
+        self.selections, self.set_aside = {}, {}
         if self.adjusted is not None and (self.adjusted.key is None
                                           or self.adjusted.key.token_key != self._token_key(spec)):
             self.adjusted = None  # fitted on other tokens; a rescore of the same text keeps the fit (and healing)
@@ -574,9 +577,12 @@ class Engine:
         return None
 
     def use_scores(self, scores: LayerScores) -> None:
-        """Show and plan with ``scores`` (another metric of the same pass)."""
+        """Show and plan with ``scores`` (another metric of the same pass); a metric shown again gets back the
+        choices measured for it."""
+        if self.scores is not None and self.selections:
+            self.set_aside[self.scores.metric] = self.selections
         self.scores = scores
-        self.selections = {}
+        self.selections = self.set_aside.pop(scores.metric, {})
         if self.scored_spec is not None:
             self.scored_spec.metric = scores.metric
 

@@ -454,3 +454,21 @@ def test_a_block_metrics_curve_leaves_the_scores_of_the_plan_on_screen(tiny_mode
     engine.quality_curve(spec, 3)
     assert engine.scores is shown
     assert engine.report(plan, spec).block_size == 2
+
+
+def test_bi_plus_measured_choices_come_back_with_bi_plus_after_a_look_at_another_metric(
+        tiny_model: Path, small_calib: Path) -> None:
+    """The window's Metric box shows another metric of the same pass; flipping to BI and back threw away every
+    choice bi+ had measured (minutes each on a CPU for a real model)."""
+    spec = JobSpec(model=str(tiny_model), calib=[str(small_calib)], samples=8, seq_len=32, eval_windows=2,
+                   batch_size=4, device="cpu", dtype="float32", prompt="", metric="bi+", repair="none")
+    engine = Engine()
+    engine.score(spec)
+    removed = engine.prepare(spec, engine.plan(count=2)).removed
+    measured = engine.selections[2]
+    engine.use_scores(engine.rescore("bi", 1))
+    assert engine.selections == {} and "not yet checked" not in " ".join(engine.plan(count=2).notes)
+    engine.use_scores(engine.rescore("bi+", 1))
+    assert engine.selections[2] is measured and engine.plan(count=2).removed == removed
+    engine.score(spec)  # a new pass: what was measured on the last one is gone
+    assert engine.selections == {} and engine.set_aside == {}
