@@ -851,7 +851,8 @@ class Engine:
         # Plain BI where the pass gave its statistics; a metric without them (sequential, reverse, ppl) has its
         # own order beside the curve, named so (it was labelled BI).
         bi_scores = self.stats.bi if self.stats is not None else self.scores.scores
-        baseline = QualityCurve(label="bi" if self.stats is not None else self.scores.metric,
+        # bi+'s scores are BI's: imported ones (no statistics) read 'plain bi+' for what is plain BI.
+        baseline = QualityCurve(label="bi" if self.stats is not None or metric.refines else self.scores.metric,
                                 order=removal_order(bi_scores)[:limit],
                                 windows=len(tokens.eval_windows), tokens=reference.result.tokens,
                                 data="held-out windows (the check's)")

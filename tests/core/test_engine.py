@@ -472,3 +472,18 @@ def test_bi_plus_measured_choices_come_back_with_bi_plus_after_a_look_at_another
     assert engine.selections[2] is measured and engine.plan(count=2).removed == removed
     engine.score(spec)  # a new pass: what was measured on the last one is gone
     assert engine.selections == {} and engine.set_aside == {}
+
+
+def test_the_curve_of_imported_bi_plus_scores_names_its_baseline_plain_bi(tiny_model: Path, small_calib: Path) -> None:
+    """Scores read back from a report have no pass statistics; bi+'s are BI's, and the dashed baseline in their
+    order was labelled 'plain bi+'."""
+    spec = JobSpec(model=str(tiny_model), calib=[str(small_calib)], samples=8, seq_len=32, eval_windows=2,
+                   batch_size=4, device="cpu", dtype="float32", prompt="", metric="bi+", repair="none")
+    engine = Engine()
+    engine.score(spec)
+    fresh = engine.quality_curve(spec, 2)
+    engine.use_imported_scores(spec, engine.scores)
+    assert engine.stats is None
+    imported = engine.quality_curve(spec, 2)
+    assert imported.baseline.label == fresh.baseline.label == "bi"
+    assert [p.removed for p in imported.baseline.points] == [p.removed for p in fresh.baseline.points]
