@@ -1048,7 +1048,9 @@ class Engine:
             raise_if_cancelled(cancel)
             progress("generate", 2, 2, None)
         quiz = self._quiz(removed, weights, progress, cancel) if self._generates(prompt) else None
-        self.checked = Checked(list(removed), before.perplexity, after.perplexity, before.tokens, prompt or "",
+        # A blank prompt generates nothing: none is named (the card gave a prompt of spaces and its chat template).
+        prompt = prompt if self._generates(prompt) else ""
+        self.checked = Checked(list(removed), before.perplexity, after.perplexity, before.tokens, prompt,
                                gen_before, gen_after, time.perf_counter() - started, chat, fidelity, quiz,
                                self._checked_key(spec, removed))
         return self.checked

@@ -487,3 +487,16 @@ def test_the_curve_of_imported_bi_plus_scores_names_its_baseline_plain_bi(tiny_m
     imported = engine.quality_curve(spec, 2)
     assert imported.baseline.label == fresh.baseline.label == "bi"
     assert [p.removed for p in imported.baseline.points] == [p.removed for p in fresh.baseline.points]
+
+
+def test_a_blank_prompt_is_no_prompt_in_the_check_and_the_card(tiny_model: Path, small_calib: Path) -> None:
+    """A prompt of spaces generates nothing, and the card gave it as the prompt, with its chat template's note."""
+    spec = JobSpec(model=str(tiny_model), calib=[str(small_calib)], samples=8, seq_len=32, eval_windows=2,
+                   batch_size=4, device="cpu", dtype="float32", prompt="   ", metric="bi", repair="none")
+    engine = Engine()
+    engine.score(spec)
+    plan = engine.plan(count=1)
+    checked = engine.check(spec, plan.removed)
+    assert checked.prompt == "" and checked.generation_before == checked.generation_after == ""
+    report = engine.report(plan, spec)
+    assert report.generation_prompt in ("", None) and not report.generation_chat_template
