@@ -926,8 +926,8 @@ class MainWindow(QMainWindow):
     def _show_final(self, plan: PrunePlan) -> None:
         """A job refined the plan: show the layers that were really measured or written, and the size once the
         weights the repair and healing change are known."""
-        if self.plan is None or (plan.removed, plan.notes, plan.bytes_after) != (
-                self.plan.removed, self.plan.notes, self.plan.bytes_after):
+        shown = ("removed", "notes", "bytes_after", "reencoded_at_most")  # 'up to' stayed when the fit came out exact
+        if self.plan is None or any(getattr(plan, name) != getattr(self.plan, name) for name in shown):
             self._show_plan(plan)
 
     def _on_saved(self, outcome: Any) -> None:

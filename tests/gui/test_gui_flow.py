@@ -243,6 +243,28 @@ def test_the_size_before_save_follows_the_weights_the_settings_change(qtbot, win
     assert after() == plain
 
 
+def test_the_size_says_up_to_until_the_check_has_fitted_the_repair(qtbot, window, tiny_q4_gguf: Path,
+                                                                   calib_text: Path) -> None:
+    """After Check the size is exact; where the fitted repair came to the bound's bytes (the last layer removed:
+    the one projection before it), the label kept 'up to', since only a changed size redrew it."""
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.open_model(str(tiny_q4_gguf))
+    window.calibration_panel.add_paths([str(calib_text)])
+    box = window.settings_panel.metric_box
+    box.setCurrentIndex(box.findData("bi"))
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.start_scoring()
+    window.plan_panel.slider.setValue(0)
+    window.plan_panel.flush()
+    window.toggle_layer(window.engine.n_layers - 1)
+    assert window.plan.reencoded_at_most and "up to" in window.plan_panel.size_label.text()
+    bound = window.plan.bytes_after
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.check()
+    assert window.plan.bytes_after == bound  # the case: the same bytes, now known exactly
+    assert not window.plan.reencoded_at_most and "up to" not in window.plan_panel.size_label.text()
+
+
 def test_a_failed_rescore_leaves_the_plan_and_the_settings_usable(qtbot, opened, monkeypatch) -> None:
     """A rescore with a new dtype forgets the scores, then fails to load: the plan drawn from them goes with them
     (Save and Check had nothing behind it), and a repair or healing setting changed then neither re-plans nor
