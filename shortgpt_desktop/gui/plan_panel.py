@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import ClassVar
 
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (
     QComboBox,
     QGridLayout,
@@ -20,6 +23,29 @@ from PySide6.QtWidgets import (
 
 from ..core.cut.plan import PrunePlan
 from ..format import change, human_bytes, human_count, layer_list
+from .elided_label import ElidedLabel
+
+
+def perplexity_ticks(values: list[float], most: int = 4) -> list[tuple[float, str]]:
+    """Ticks for the curve's logarithmic perplexity axis, as (log10 of the value, label): values of the 1-2-5
+    series within the curve's range, thinned to ``most``. pyqtgraph's own log ticks labelled the minor ticks too,
+    and on a 110-pixel plot their labels piled up into one smear ("9·10¹8·10¹…")."""
+    finite = [v for v in values if v > 0 and math.isfinite(v)]
+    if not finite:
+        return []
+    low, high = min(finite), max(finite)
+    series = [m * 10.0**e for e in range(math.floor(math.log10(low)) - 1, math.ceil(math.log10(high)) + 1)
+              for m in (1, 2, 5)]
+    inside = [v for v in series if low <= v <= high]
+    if len(inside) < 2:  # a narrow range: its two ends, rounded inwards to three digits (outside, none shows)
+        inside = sorted({_round_to_3(low, math.ceil), _round_to_3(high, math.floor)})
+    step = max(1, math.ceil(len(inside) / most))
+    return [(math.log10(v), f"{v:,.0f}" if v >= 10 else f"{v:g}") for v in inside[::step]]
+
+
+def _round_to_3(value: float, rounding: Callable[[float], int]) -> float:
+    scale = 10.0 ** (math.floor(math.log10(value)) - 2)
+    return rounding(value / scale) * scale
 
 
 class PlanPanel(QGroupBox):
@@ -99,13 +125,16 @@ class PlanPanel(QGroupBox):
         item.setLogMode(y=True)
         item.setLabel("bottom", "layers removed")
         item.setLabel("left", "perplexity")
-        self.curve_line = item.plot([], [], pen=pg.mkPen(width=2), symbol="o", symbolSize=5)
-        self.baseline_line = item.plot([], [], pen=pg.mkPen((150, 150, 150), width=1, style=Qt.PenStyle.DashLine))
+        self.curve_line = item.plot([], [], symbol="o", symbolSize=5, symbolPen=None)
+        self.baseline_line = item.plot([], [])
         self.curve_marker = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("r", width=1))
         item.addItem(self.curve_marker)
         self.curve_plot.setVisible(False)
-        self.curve_note = QLabel(self)
+        # Two lines at most, elided, with every count's figures in its tooltip (and the plot's): at 1280 × 720 a
+        # plain label was cut off mid-sentence, before the word that said where those figures are.
+        self.curve_note = ElidedLabel(self, max_lines=2)
         self.curve_note.setVisible(False)
+        self._apply_curve_palette()
         grid.addWidget(self.size_note, 4, 1, 1, 2)
         grid.addWidget(self.curve_button, 5, 0)
         grid.addWidget(self.curve_note, 5, 1, 1, 2)
@@ -155,18 +184,37 @@ class PlanPanel(QGroupBox):
         self.curve_line.setData([k for k, _, _ in points], [max(v, 1e-9) for _, v, _ in points])
         base = baseline or []
         self.baseline_line.setData([k for k, _ in base], [max(v, 1e-9) for _, v in base])
+        self.curve_plot.getPlotItem().getAxis("left").setTicks(
+            [perplexity_ticks([v for _, v, _ in points] + [v for _, v in base]), []])
+        self._apply_curve_palette()
         self.curve_marker.setValue(self.slider.value())
         plain = "BI" if baseline_label == "bi" else baseline_label
-        self.curve_note.setText(f"{label} (solid) and plain {plain} (dashed): perplexity on the check's {windows} "
-                                f"held-out windows ({tokens:,} tokens)")
-        if quizzes:
-            self.curve_note.setText(self.curve_note.text() + "; the quiz at each count in the tooltip")
-        self.curve_note.setToolTip("\n".join(
+        note = (f"{label} (solid) and plain {plain} (dashed): perplexity on the check's {windows} held-out windows "
+                f"({tokens:,} tokens); point at it for same top token" + (" and the quiz" if quizzes else "")
+                + " at each count")
+        details = "\n".join(
             f"{k} removed: perplexity {v:.2f}" + (f", same top token {top:.0%}" if top is not None else "")
             + (f", quiz {quizzes[k][0]} of {quizzes[k][1]}" if k in quizzes else "")
-            for k, v, top in points))
+            for k, v, top in points)
+        self.curve_note.setText(note)
+        self.curve_note.set_details(f"{note}\n\n{details}")
+        self.curve_plot.setToolTip(details)
         self.curve_plot.setVisible(True)
         self.curve_note.setVisible(True)
+
+    def _apply_curve_palette(self) -> None:
+        """The recipe's line in the kept bars' colour, plain BI's dashed in a quieter one, the axes in the text's
+        colour (pyqtgraph's default grey drew the recipe's line pale, close to the baseline)."""
+        pal = self.palette()
+        kept, text = pal.color(QPalette.ColorRole.Highlight), pal.color(QPalette.ColorRole.WindowText)
+        quiet = pal.color(QPalette.ColorRole.PlaceholderText)
+        self.curve_line.setPen(pg.mkPen(kept, width=2))
+        self.curve_line.setSymbolBrush(kept)
+        self.baseline_line.setPen(pg.mkPen(quiet, width=1, style=Qt.PenStyle.DashLine))
+        item = self.curve_plot.getPlotItem()
+        for name in ("left", "bottom"):
+            item.getAxis(name).setPen(pg.mkPen(text))
+            item.getAxis(name).setTextPen(pg.mkPen(text))
 
     def clear_curve(self) -> None:
         self.curve_points = []

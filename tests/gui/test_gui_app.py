@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from PySide6.QtCore import QSettings, Qt
-from PySide6.QtGui import QImage
+from PySide6.QtGui import QImage, QPalette
 
 from shortgpt_desktop.core.cut.plan import PrunePlan
 from shortgpt_desktop.core.engine import Checked
@@ -125,11 +126,39 @@ def test_the_curve_says_the_quiz_at_each_count_where_it_was_asked(qtbot) -> None
     qtbot.addWidget(panel)
     points = [(0, 10.0, 1.0), (1, 12.0, 0.8), (2, 20.0, 0.6)]
     panel.show_curve(points, "bi+ + repair", 4, 1024, [(0, 10.0), (1, 15.0), (2, 30.0)], {0: (9, 9), 2: (4, 9)})
-    tip = panel.curve_note.toolTip().splitlines()
+    tip = panel.curve_plot.toolTip().splitlines()  # the plot's and the note's
     assert tip[0].endswith("quiz 9 of 9") and "quiz" not in tip[1] and tip[2].endswith("quiz 4 of 9")
+    assert panel.curve_note.toolTip().endswith(panel.curve_plot.toolTip())
     assert "quiz" in panel.curve_note.text()
     panel.show_curve(points, "bi+ + repair", 4, 1024)
     assert "quiz" not in panel.curve_note.toolTip() and "quiz" not in panel.curve_note.text()
+
+
+def test_the_curve_reads_at_the_windows_default_size(qtbot) -> None:
+    """At 1280 x 720 the curve's log axis labelled its minor ticks into one smear ('9·10¹8·10¹…'), its note was
+    cut off mid-sentence before saying where each count's figures are, and the recipe's line was pyqtgraph's pale
+    grey beside the grey baseline."""
+    from shortgpt_desktop.gui.plan_panel import perplexity_ticks
+
+    panel = PlanPanel()
+    qtbot.addWidget(panel)
+    panel.resize(880, 300)
+    panel.show()
+    recipe = [62.1, 62.9, 64.0, 66.5, 75.1, 80, 88, 97, 99, 104, 118, 125, 133, 150, 190, 195]
+    plain = [62.1, 64, 70, 72, 80, 95, 120, 140, 160, 175, 260, 330, 380, 560, 980, 870]
+    panel.show_curve([(k, v, 0.5) for k, v in enumerate(recipe)], "bi+ + repair", 16, 2032, list(enumerate(plain)),
+                     {k: (17 - k, 17) for k in range(16)})
+    ticks = panel.curve_plot.getPlotItem().getAxis("left")._tickLevels
+    assert ticks is not None and [label for _, label in ticks[0]] == ["100", "200", "500"] and ticks[1] == []
+    note = panel.curve_note
+    assert "at each count" in note.toolTip() and "62.10" in note.toolTip()
+    assert note.shown_text().count("\n") <= 1 and "point at it" in note.text()
+    assert panel.curve_line.opts["pen"].color() == panel.palette().color(QPalette.ColorRole.Highlight)
+    # Ticks stay few, inside the range, and distinct, whatever the range.
+    for values in ([524.7, 541.2], [38.8, 5444.9], [1.5, 3e6], [50.0]):
+        placed = perplexity_ticks(values)
+        assert 1 <= len(placed) <= 4 and len({label for _, label in placed}) == len(placed)
+        assert all(math.log10(min(values)) - 1e-9 <= at <= math.log10(max(values)) + 1e-9 for at, _ in placed)
 
 
 def test_plan_panel_offers_the_formats_with_what_each_is_for(qtbot) -> None:
