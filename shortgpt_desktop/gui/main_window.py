@@ -982,7 +982,7 @@ class MainWindow(QMainWindow):
             return
         spec = self._final_spec()
         self.jobs.start(
-            "curve", self.session.curve_job(spec),
+            "curve", self.session.curve_job(spec, self.plan_panel.curve_max.value()),
             on_success=self._on_curve, on_failure=lambda f: self.show_error("The quality curve failed", f),
         )
 

@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSizePolicy,
     QSlider,
+    QSpinBox,
     QWidget,
 )
 
@@ -117,6 +118,14 @@ class PlanPanel(QGroupBox):
                                      "windows: how far you can cut before the model breaks")
         self.curve_button.clicked.connect(self.curveRequested.emit)
         self.curve_button.setEnabled(False)
+        # As sweep's --max: each count is a measured choice, a fit and a pass, so a first curve of a few layers on
+        # a CPU takes minutes where half the layers of SmolLM2 took a quarter of an hour.
+        self.curve_max = QSpinBox(self)
+        self.curve_max.setRange(1, 1)
+        self.curve_max.setPrefix("to ")
+        self.curve_max.setToolTip("How many layers removed the quality curve goes up to: each count is measured, so "
+                                  "fewer is faster")
+        self.curve_max.setEnabled(False)
         self.curve_plot = pg.PlotWidget(self, background=None)
         self.curve_plot.setFixedHeight(110)
         self.curve_plot.setMouseEnabled(x=False, y=False)
@@ -136,7 +145,10 @@ class PlanPanel(QGroupBox):
         self.curve_note.setVisible(False)
         self._apply_curve_palette()
         grid.addWidget(self.size_note, 4, 1, 1, 2)
-        grid.addWidget(self.curve_button, 5, 0)
+        curve_row = QHBoxLayout()
+        curve_row.addWidget(self.curve_button)
+        curve_row.addWidget(self.curve_max)
+        grid.addLayout(curve_row, 5, 0)
         grid.addWidget(self.curve_note, 5, 1, 1, 2)
         grid.addWidget(self.curve_plot, 6, 0, 1, 3)
         self.curve_points: list[tuple[int, float]] = []
@@ -154,6 +166,9 @@ class PlanPanel(QGroupBox):
         return self.slider.value()
 
     def set_maximum(self, maximum: int) -> None:
+        if maximum != self.slider.maximum():  # another model: the curve goes to half its layers, as sweep's
+            self.curve_max.setRange(1, max(1, maximum))
+            self.curve_max.setValue(max(1, (maximum + 1) // 2))
         self.slider.blockSignals(True)
         self.slider.setRange(0, max(0, maximum))
         self.slider.setTickInterval(1 if maximum <= 40 else max(1, maximum // 20))
@@ -277,4 +292,5 @@ class PlanPanel(QGroupBox):
     def set_busy(self, busy: bool) -> None:
         self.slider.setEnabled(not busy and self.slider.maximum() > 0)
         self.curve_button.setEnabled(not busy and self.slider.maximum() > 0)
+        self.curve_max.setEnabled(self.curve_button.isEnabled())
         self.format_box.setEnabled(not busy and self.format_box.count() > 1)

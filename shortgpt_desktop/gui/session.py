@@ -88,8 +88,8 @@ class Session:
 
         return work
 
-    def curve_job(self, spec: JobSpec) -> Work:
-        return lambda progress, cancel: self.engine.quality_curve(spec, None, progress, cancel)
+    def curve_job(self, spec: JobSpec, max_removed: int | None = None) -> Work:
+        return lambda progress, cancel: self.engine.quality_curve(spec, max_removed, progress, cancel)
 
     def refuse_save(self, plan: PrunePlan, spec: JobSpec, out: str, force: bool) -> None:
         """Everything that can refuse a save before its job starts: the folder, the plan, the format, what the

@@ -402,6 +402,21 @@ def test_quality_curve_draws_the_recipe_and_plain_bi_and_agrees_with_check(qtbot
     assert dict(panel.curve_points)[2] == pytest.approx(window.engine.checked.ppl_after, rel=1e-9)
 
 
+def test_the_curve_goes_as_far_as_asked(qtbot, opened) -> None:
+    """As sweep's --max: the window's curve always went to half the layers (a quarter of an hour for SmolLM2 on a
+    CPU with plain BI, far longer with bi+), though the README advises a small first curve."""
+    window = opened
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.start_scoring()
+    spin = window.plan_panel.curve_max
+    assert spin.isEnabled() and spin.value() == window.engine.n_layers // 2
+    assert spin.maximum() == window.engine.max_removable
+    spin.setValue(2)
+    with qtbot.waitSignal(window.jobFinished, timeout=120_000):
+        window.plan_panel.curve_button.click()
+    assert [k for k, _ in window.plan_panel.curve_points] == [0, 1, 2]
+
+
 def test_after_the_curve_the_plan_on_screen_is_bi_plus_measured_choice(qtbot, opened) -> None:
     """The curve measures bi+'s choice at every count; the slider's plan still showed the unmeasured layers (red
     bars, 'not yet checked'), where the curve's point, Check and Save use the measured ones."""
