@@ -335,13 +335,16 @@ class Engine:
     @staticmethod
     def _recipe(spec: JobSpec) -> dict[str, Any]:
         """What of the recipe ``spec`` runs, for the memory estimate: bi+'s measured choice, the repair, healing, and
-        the check's windows."""
-        if spec.scores_only:
-            return {"refines": False, "repairs": False, "heal_steps": 0, "check_windows": 0}
+        the check's windows; ``logits``: whether a pass runs the head over a batch (bi+'s candidates, the check, the
+        single-removal perplexity metric), which the hooked scoring pass never does."""
         metric = METRICS.get(spec.metric)
-        return {"refines": bool(metric is not None and metric.refines), "repairs": spec.repair != "none",
-                "heal_steps": max(spec.heal_steps, 0),
-                "check_windows": spec.eval_windows if spec.check_perplexity else 0}
+        own_logits = metric is not None and not metric.hooked and metric.needs_text  # single-removal perplexity
+        if spec.scores_only:
+            return {"refines": False, "repairs": False, "heal_steps": 0, "check_windows": 0, "logits": own_logits}
+        refines = bool(metric is not None and metric.refines)
+        check_windows = spec.eval_windows if spec.check_perplexity else 0
+        return {"refines": refines, "repairs": spec.repair != "none", "heal_steps": max(spec.heal_steps, 0),
+                "check_windows": check_windows, "logits": own_logits or refines or check_windows > 0}
 
     def memory_estimate(self, spec: JobSpec) -> MemoryEstimate:
         """What scoring needs in memory and one layer at a time, and what is free (no weights read)."""

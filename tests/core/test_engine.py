@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -402,6 +403,25 @@ def test_the_memory_said_before_a_job_is_for_the_way_it_will_run(tiny_model: Pat
     run_score(Engine(), spec, on_info=said.append)
     assert said[0].memory.recipe_bytes == 0 < whole.memory.recipe_bytes
     assert said[0].memory_needed_bytes < whole.memory_needed_bytes
+
+
+def test_a_scoring_pass_that_stops_at_the_final_norm_counts_no_logits(tiny_model: Path, small_calib: Path) -> None:
+    """`shortgpt score` with a hooked metric never runs the head, and its estimate counted three float32 copies of
+    a batch's logits: a random 1.3 GB Llama (49k vocabulary) at 4 x 2048 tokens said 6.2 GB for a 1.3 GB peak, and
+    with 3 GB free the job was refused. The single-removal perplexity metric does run the head."""
+    from shortgpt_desktop.jobs import run_score
+
+    def said(metric: str) -> Any:
+        infos: list[Any] = []
+        spec = JobSpec(model=str(tiny_model), calib=[str(small_calib)], samples=4, seq_len=32, batch_size=4,
+                       device="cpu", dtype="float32", metric=metric)
+        run_score(Engine(), spec, on_info=infos.append)
+        return infos[0].memory
+
+    hooked, own = said("bi"), said("ppl")
+    vocab = Engine().open(JobSpec(model=str(tiny_model), calib=[str(small_calib)])).vocab_size
+    assert own.batch_working_bytes - hooked.batch_working_bytes == 4 * 32 * 3 * 4 * vocab
+    assert said("angular").batch_working_bytes == hooked.batch_working_bytes == 4 * 32 * 8 * 64 * 4  # hidden 64
 
 
 def test_the_memory_said_before_eval_counts_a_batch_of_its_windows(tiny_model: Path, small_calib: Path) -> None:

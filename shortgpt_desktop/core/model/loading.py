@@ -101,7 +101,8 @@ def quiet_library_progress() -> None:
 
 def inspect_model(source: ModelSource, device: str = "auto", dtype: str = "auto", samples: int = 128,
                   seq_len: int = 512, batch_size: int = 1, trust_remote_code: bool = False, refines: bool = False,
-                  repairs: bool = False, heal_steps: int = 0, check_windows: int = 0) -> ModelInfo:
+                  repairs: bool = False, heal_steps: int = 0, check_windows: int = 0,
+                  logits: bool = True) -> ModelInfo:
     """Architecture, layers, parameters, bytes on disk and the memory a job on ``samples`` × ``seq_len`` tokens
     needs with the chosen device and dtype (with bi+'s measured choice and the repair when ``refines`` and
     ``repairs``: see :func:`.memory.recipe_bytes`; with healing for ``heal_steps``: :func:`.memory.healing_bytes`;
@@ -111,7 +112,7 @@ def inspect_model(source: ModelSource, device: str = "auto", dtype: str = "auto"
     config = read_header_config(source)
     check_supported(config, trust_remote_code)
     memory = estimate_memory(source, device, dtype, samples, seq_len, batch_size, config=config, refines=refines,
-                             repairs=repairs, heal_steps=heal_steps, check_windows=check_windows)
+                             repairs=repairs, heal_steps=heal_steps, check_windows=check_windows, logits=logits)
     return ModelInfo(
         name=source.display_name,
         architecture=architecture_name(config),

@@ -282,13 +282,16 @@ def estimate_memory(
     repairs: bool = False,
     heal_steps: int = 0,
     check_windows: int = 0,
+    logits: bool = True,
 ) -> MemoryEstimate:
     """What a job on ``samples`` × ``seq_len`` tokens costs in memory and layer by layer (weights unread); with
     ``refines`` (bi+) and ``repairs`` (the repair) what the default recipe holds too (:func:`recipe_bytes`), with
     ``heal_steps`` what healing holds (:func:`healing_bytes`; the whole model in memory only). ``check_windows``:
     the held-out windows the job checks on, whose batches hold the logits as the samples' do (``eval`` draws one
     sample: its estimate counted one window's logits where its passes hold four, and Gemma 3's ``eval --against``
-    said 2.6 GB for a peak of 4.7 GB)."""
+    said 2.6 GB for a peak of 4.7 GB). ``logits``: whether a pass runs the head over a batch (False for a scoring pass
+    of the hooked metrics alone, which stops at the final norm: at 4 × 2048 tokens of a 49k vocabulary the three
+    copies counted came to 4.8 GB that never existed, and a score that runs in 1.3 GB was refused)."""
     from .config import read_header_config
     from .devices import resolve_device, resolve_dtype
     from .families import layer_count
@@ -312,7 +315,7 @@ def estimate_memory(
     # of the original's logits beside the pruned model's (their log-softmax is taken a few positions at a time:
     # evaluation.CHUNK_ELEMENTS), and a head that soft-caps its logits (Gemma 2) makes a passing copy of its own:
     # three fp32 copies at most.
-    working = batch * seq_len * (8 * hidden * per + 3 * 4 * vocab)
+    working = batch * seq_len * (8 * hidden * per + (3 * 4 * vocab if logits else 0))
     states = samples * seq_len * hidden * per
     # Captured call arguments kept between layers: rotary cos/sin per sample (masks are None without padding).
     call_args = samples * seq_len * head_dim * 2 * 4
