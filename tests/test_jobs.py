@@ -670,3 +670,29 @@ def test_eval_against_frees_the_first_model_before_the_second_loads(tiny_model: 
     report = run_eval(Engine(), spec, str(tiny_model))
     assert alive == [False] and report.ppl_after == pytest.approx(report.ppl_before, rel=1e-5)
     assert report.quiz["asked"] > 0  # the second model's answers, with the first's tokenizer
+
+
+def test_low_memory_asked_for_is_refused_where_one_layer_at_a_time_would_not_fit_either(
+        tiny_model: Path, small_calib: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--low-memory skipped every memory check: with too little memory a job said it needed several GB and started
+    scoring anyway (to be killed for memory), where the same job without the flag was refused in one sentence."""
+    from shortgpt_desktop.core.errors import ResourceError
+    from shortgpt_desktop.core.model import memory
+
+    spec = JobSpec(model=str(tiny_model), calib=[str(small_calib)], samples=8, seq_len=64, batch_size=4,
+                   device="cpu", dtype="float32", metric="bi", repair="none", scores_only=True, low_memory=True)
+    engine = Engine()
+    engine.open(spec)
+    need = engine.memory_estimate(spec)
+    free = int(need.streamed_total / 2)
+    monkeypatch.setattr(memory, "available_memory", lambda device: (free, free))
+    loads: list[str] = []
+    monkeypatch.setattr("shortgpt_desktop.core.engine.open_backend", lambda *a, **k: loads.append("load"))
+    for low_memory in (True, None):  # asked for, and chosen: the same sentence
+        with pytest.raises(ResourceError, match="Even one layer at a time this model needs"):
+            run_score(Engine(), dataclasses.replace(spec, low_memory=low_memory))
+    little = int(need.hidden_states_bytes / 2)
+    monkeypatch.setattr(memory, "available_memory", lambda device: (little, little))
+    with pytest.raises(ResourceError, match="hidden states alone need"):
+        run_score(Engine(), spec)
+    assert loads == []

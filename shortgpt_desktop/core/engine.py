@@ -41,7 +41,13 @@ from .measure.metrics import METRICS, ScoringContext, get_metric
 from .measure.quiz import Quiz, ask_quiz
 from .measure.scoring import HookStats, LayerScores
 from .model.loading import LoadedModel, ModelInfo, inspect_model
-from .model.memory import MemoryEstimate, choose_mode, estimate_memory, healing_does_not_fit
+from .model.memory import (
+    MemoryEstimate,
+    check_streamed_fits,
+    choose_mode,
+    estimate_memory,
+    healing_does_not_fit,
+)
 from .model.sources import ModelSource
 from .pipeline import JobSpec
 from .progress import CancelCheck, Progress, no_progress, raise_if_cancelled
@@ -362,8 +368,11 @@ class Engine:
         fresh estimate would say "streamed"). ``estimate`` is this spec's, when the caller has it already; with
         it nothing is remembered (the window's estimates for settings not yet used).
         """
+        if spec.low_memory:  # asked for: a job that would not fit even so is refused before it loads, as when chosen
+            check_streamed_fits(estimate or self.memory_estimate(spec))
+            return "streamed"
         if spec.low_memory is not None:
-            return "streamed" if spec.low_memory else "memory"
+            return "memory"
         key = self._mode_key(spec)
         if estimate is not None:
             return choose_mode(estimate)

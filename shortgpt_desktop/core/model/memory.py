@@ -376,6 +376,13 @@ def choose_mode(estimate: MemoryEstimate) -> str:
             f"{human_bytes(estimate.available_device_bytes)} is free, and it cannot run one layer at a time: "
             f"{estimate.not_streamable[0].lower()}{estimate.not_streamable[1:]}"
         )
+    check_streamed_fits(estimate)
+    return "streamed"
+
+
+def check_streamed_fits(estimate: MemoryEstimate) -> None:
+    """Refuse, in one sentence, a job that one layer at a time would not fit either (asked for with
+    ``--low-memory`` or the window's Low memory, or chosen): its hidden states, or a layer's work beside them."""
     if estimate.hidden_states_bytes > SAFETY * estimate.available_ram_bytes:
         raise ResourceError(
             f"The calibration samples' hidden states alone need {human_bytes(estimate.hidden_states_bytes)} of memory "
@@ -383,7 +390,7 @@ def choose_mode(estimate: MemoryEstimate) -> str:
             "length."
         )
     if estimate.streamed_fits:
-        return "streamed"
+        return
     where = "memory" if estimate.on_cpu else f"memory on {estimate.device}"
     raise ResourceError(
         f"Even one layer at a time this model needs {human_bytes(estimate.streamed_total)} but only "
