@@ -352,7 +352,8 @@ def print_model_info(info: Any, out: TextIO | None = None, label: str = "model")
     out = out or sys.stderr
     out.write(f"{label}: {info.architecture}, {info.n_layers} layers, {human_count(info.n_params)} parameters, "
               f"{human_bytes(info.bytes_on_disk)} on disk ({info.weight_format}); needs about "
-              f"{human_bytes(info.memory_needed_bytes)} on {info.device} in {info.dtype}\n")
+              f"{human_bytes(info.memory_needed_bytes)} on {info.device} in {info.dtype}"
+              f"{', one layer at a time' if info.mode == 'streamed' else ''}\n")
     out.flush()
 
 

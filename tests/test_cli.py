@@ -862,3 +862,14 @@ def test_a_quantized_gguf_saved_as_safetensors_says_how_big_it_will_be(tiny_q4_g
         assert (said in err) == (fmt == "safetensors"), err
         if fmt == "safetensors":
             assert f"where the GGUF is {cli.human_bytes(tiny_q4_gguf.stat().st_size)}" in err
+
+
+def test_the_model_line_says_when_the_job_runs_one_layer_at_a_time(tiny_model: Path, small_calib: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Chosen for want of memory (or asked for), one layer at a time was said nowhere: only the progress counting
+    layers hinted at it."""
+    for flag, said in (([], False), (["--low-memory"], True)):
+        assert cli.main(["score", str(tiny_model), "--calib", str(small_calib), "--samples", "2", "--seq-len", "32",
+                         *flag]) == 0
+        line = next(line for line in capsys.readouterr().err.splitlines() if line.startswith("model:"))
+        assert line.endswith(", one layer at a time") == said, line
