@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from shortgpt_desktop.core import defaults
-from shortgpt_desktop.core.estimate import PROJECTION_SUMS_COST, estimate_job, shape_of
+from shortgpt_desktop.core.estimate import PROJECTION_SUMS_COST, estimate_job, ridge_token_layers, shape_of
 from shortgpt_desktop.core.model.loading import load_model
 from shortgpt_desktop.core.model.sources import resolve
 from shortgpt_desktop.core.pipeline import JobSpec
@@ -35,9 +35,32 @@ def test_the_repairs_estimate_adds_the_projections_sums_per_run() -> None:
     tokens, rate = 8192, 1e-6
     before = estimate_job(spec, mapped, rate, tokens, 0, 8, refines=False).steps["repairing"]
     after = estimate_job(spec, whole, rate, tokens, 0, 8, refines=False).steps["repairing"]
-    assert before == pytest.approx(tokens * (2 * 30 - 8) * rate)
-    assert after - before == pytest.approx(tokens * 8 * PROJECTION_SUMS_COST * 1536**2 / 3.98e6 * rate)
-    assert 1.1 < after / before < 1.2
+    solved_before, solved_after = (ridge_token_layers(shape, 4, spec.samples) * rate for shape in (mapped, whole))
+    assert before - solved_before == pytest.approx(tokens * (2 * 30 - 8) * rate)
+    assert after - solved_after - (before - solved_before) == pytest.approx(
+        tokens * 8 * PROJECTION_SUMS_COST * 1536**2 / 3.98e6 * rate)
+    assert 1.1 < (after - solved_after) / (before - solved_before) < 1.2
+
+
+def test_the_repairs_estimate_counts_its_ridge_solves() -> None:
+    """Each fit solves its k x k system once per ridge tried on the held-out samples, then once more: O(k³)
+    whatever the tokens, left out of the estimate (a random 1.3 GB Llama, k = 2,816, repaired in 168 s where
+    48.8 s was said; 6.3 s said for 112 s at 8 samples)."""
+    from shortgpt_desktop.core.cut.repair import RIDGE_CHOICES, can_choose_ridge
+    from shortgpt_desktop.core.estimate import RIDGE_SOLVE_COST, ModelShape
+
+    big = ModelShape(20, 12.8e6, 50e6, 8.6e6, 1024, 2816)
+    per_solve = RIDGE_SOLVE_COST * (2 / 3 * 2816**3 + 4 * 2816**2 * 1024) / 12.8e6
+    assert can_choose_ridge(32) and not can_choose_ridge(8)
+    assert ridge_token_layers(big, 3, 32) == pytest.approx(2 * 3 * (len(RIDGE_CHOICES) + 1) * per_solve)
+    assert ridge_token_layers(big, 3, 8) == pytest.approx(2 * 3 * per_solve)
+    # At the layer's measured 179 µs a token (one thread): more than the 0.65 s a solve alone measured, the
+    # held-out residual's products on top, and less than twice it.
+    assert 0.65 < per_solve * 179e-6 < 2 * 0.65
+    spec = JobSpec(model="m", calib=[], metric="bi", count=5, samples=32, seq_len=256)
+    rate = 179e-6 / 2  # two threads
+    repairing = estimate_job(spec, big, rate, 32 * 256, 0, 5, refines=False).steps["repairing"]
+    assert ridge_token_layers(big, round(5 / 2), 32) * rate > 0.3 * repairing  # on this shape, a large share
 
 
 def test_healing_in_bfloat16_is_estimated_at_its_own_cost(tiny_model, monkeypatch: pytest.MonkeyPatch) -> None:
