@@ -11,6 +11,12 @@ from shortgpt_desktop.core.engine import Engine
 from shortgpt_desktop.core.pipeline import JobSpec
 
 
+def small_job(model: Path, calib: Path, **settings: Any) -> JobSpec:
+    """8 x 32 tokens of ``calib``, 2 held-out windows, on the CPU in float32, no prompt unless given."""
+    return JobSpec(**{"model": str(model), "calib": [str(calib)], "samples": 8, "seq_len": 32, "eval_windows": 2,
+                      "batch_size": 4, "device": "cpu", "dtype": "float32", "prompt": "", **settings})
+
+
 def test_the_quality_curve_point_at_a_count_is_the_check_at_that_count(tiny_model: Path, small_calib: Path) -> None:
     spec = JobSpec(model=str(tiny_model), calib=[str(small_calib)], samples=8, seq_len=32, eval_windows=4,
                    batch_size=4, device="cpu", dtype="float32", prompt="")
@@ -444,8 +450,7 @@ def test_the_report_carries_the_check_only_for_the_recipe_it_measured(tiny_model
     healing and tokens."""
     import dataclasses
 
-    spec = JobSpec(model=str(tiny_model), calib=[str(small_calib)], samples=8, seq_len=32, eval_windows=2,
-                   batch_size=4, device="cpu", dtype="float32", prompt="", metric="bi", repair="linear")
+    spec = small_job(tiny_model, small_calib, metric="bi", repair="linear")
     engine = Engine()
     engine.score(spec)
     plan = engine.plan(count=2)
@@ -464,8 +469,7 @@ def test_the_report_carries_the_check_only_for_the_recipe_it_measured(tiny_model
 def test_a_block_metrics_curve_leaves_the_scores_of_the_plan_on_screen(tiny_model: Path, small_calib: Path) -> None:
     """Angular scores depend on the block size: the curve's plans for 1..k recomputed them, and the engine kept the
     blocks of its last count, so the export and the card of a 2-layer plan said 'block of 3'."""
-    spec = JobSpec(model=str(tiny_model), calib=[str(small_calib)], samples=8, seq_len=32, eval_windows=2,
-                   batch_size=4, device="cpu", dtype="float32", prompt="", metric="angular", repair="none")
+    spec = small_job(tiny_model, small_calib, metric="angular", repair="none")
     engine = Engine()
     engine.score(spec)
     plan = engine.plan(count=2)
@@ -480,8 +484,7 @@ def test_bi_plus_measured_choices_come_back_with_bi_plus_after_a_look_at_another
         tiny_model: Path, small_calib: Path) -> None:
     """The window's Metric box shows another metric of the same pass; flipping to BI and back threw away every
     choice bi+ had measured (minutes each on a CPU for a real model)."""
-    spec = JobSpec(model=str(tiny_model), calib=[str(small_calib)], samples=8, seq_len=32, eval_windows=2,
-                   batch_size=4, device="cpu", dtype="float32", prompt="", metric="bi+", repair="none")
+    spec = small_job(tiny_model, small_calib, metric="bi+", repair="none")
     engine = Engine()
     engine.score(spec)
     removed = engine.prepare(spec, engine.plan(count=2)).removed
@@ -497,8 +500,7 @@ def test_bi_plus_measured_choices_come_back_with_bi_plus_after_a_look_at_another
 def test_the_curve_of_imported_bi_plus_scores_names_its_baseline_plain_bi(tiny_model: Path, small_calib: Path) -> None:
     """Scores read back from a report have no pass statistics; bi+'s are BI's, and the dashed baseline in their
     order was labelled 'plain bi+'."""
-    spec = JobSpec(model=str(tiny_model), calib=[str(small_calib)], samples=8, seq_len=32, eval_windows=2,
-                   batch_size=4, device="cpu", dtype="float32", prompt="", metric="bi+", repair="none")
+    spec = small_job(tiny_model, small_calib, metric="bi+", repair="none")
     engine = Engine()
     engine.score(spec)
     fresh = engine.quality_curve(spec, 2)
@@ -511,8 +513,7 @@ def test_the_curve_of_imported_bi_plus_scores_names_its_baseline_plain_bi(tiny_m
 
 def test_a_blank_prompt_is_no_prompt_in_the_check_and_the_card(tiny_model: Path, small_calib: Path) -> None:
     """A prompt of spaces generates nothing, and the card gave it as the prompt, with its chat template's note."""
-    spec = JobSpec(model=str(tiny_model), calib=[str(small_calib)], samples=8, seq_len=32, eval_windows=2,
-                   batch_size=4, device="cpu", dtype="float32", prompt="   ", metric="bi", repair="none")
+    spec = small_job(tiny_model, small_calib, prompt="   ", metric="bi", repair="none")
     engine = Engine()
     engine.score(spec)
     plan = engine.plan(count=1)

@@ -382,12 +382,17 @@ def test_low_memory_mode_scores_the_same_one_layer_at_a_time(qtbot, opened) -> N
     assert checked.ppl_after > 1 and checked.fidelity is not None and checked.generation_after
 
 
-def test_quality_curve_draws_the_recipe_and_plain_bi_and_agrees_with_check(qtbot, opened) -> None:
-    window = opened
+def scored_with(qtbot, window, metric: str):
+    """``window`` with ``metric`` chosen in the Metric box and the layers scored."""
     box = window.settings_panel.metric_box
-    box.setCurrentIndex(box.findData("bi+"))
+    box.setCurrentIndex(box.findData(metric))
     with qtbot.waitSignal(window.jobFinished, timeout=60_000):
         window.start_scoring()
+    return window
+
+
+def test_quality_curve_draws_the_recipe_and_plain_bi_and_agrees_with_check(qtbot, opened) -> None:
+    window = scored_with(qtbot, opened, "bi+")
     with qtbot.waitSignal(window.jobFinished, timeout=120_000) as done:
         window.plan_panel.curve_button.click()
     assert done.args == ["curve", "ok"]
@@ -420,11 +425,7 @@ def test_the_curve_goes_as_far_as_asked(qtbot, opened) -> None:
 def test_after_the_curve_the_plan_on_screen_is_bi_plus_measured_choice(qtbot, opened) -> None:
     """The curve measures bi+'s choice at every count; the slider's plan still showed the unmeasured layers (red
     bars, 'not yet checked'), where the curve's point, Check and Save use the measured ones."""
-    window = opened
-    box = window.settings_panel.metric_box
-    box.setCurrentIndex(box.findData("bi+"))
-    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
-        window.start_scoring()
+    window = scored_with(qtbot, opened, "bi+")
     window.plan_panel.set_count(2, emit=True)
     assert any("not yet checked" in note for note in window.plan.notes)
     with qtbot.waitSignal(window.jobFinished, timeout=120_000):
@@ -436,11 +437,7 @@ def test_after_the_curve_the_plan_on_screen_is_bi_plus_measured_choice(qtbot, op
 
 def test_check_says_what_it_will_cost_before_it_runs(qtbot, opened) -> None:
     """The ETA before a job: from the scoring pass's measured speed and the steps the recipe will run."""
-    window = opened
-    box = window.settings_panel.metric_box
-    box.setCurrentIndex(box.findData("bi+"))
-    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
-        window.start_scoring()
+    window = scored_with(qtbot, opened, "bi+")
     window.plan_panel.set_count(2, emit=True)
     said: list[str] = []
     window.jobs.started.connect(lambda name: said.append(window.progress_label.text()))
