@@ -169,14 +169,26 @@ class JobClock:
             return
         self.marks.append((done, time.perf_counter()))
         batches, self.ended = len(self.marks) - 1, done >= total
+        scores = partial if self.ended else None  # the whole pass's BI once it ends
         if batches == 1 and self.ended:  # a pass of one batch
-            self._say(self.marks[0], total, "the first scoring batch")
+            self._say(self.marks[0], total, "the first scoring batch", scores)
         elif batches == 2:
-            self._say(self.marks[1], total, "the second scoring batch")
+            self._say(self.marks[1], total, "the second scoring batch", scores)
         elif self.ended:  # all the batches but the first
-            self._say(self.marks[1], total, "the scoring pass")
+            self._say(self.marks[1], total, "the scoring pass", scores)
 
-    def _say(self, since: tuple[int, float], total: int, basis: str) -> None:
+    def _runs(self, bi: Any) -> int | None:
+        """The runs of layers the repair will fit, where the layers are known: plain BI's lowest once its pass has
+        ended; else None (the estimate guesses one per two layers)."""
+        from .core.estimate import run_count
+        from .core.measure.metrics import get_metric
+
+        if self.spec.metric == "bi" and isinstance(bi, list) and len(bi) == self.engine.n_layers \
+                and all(value is not None for value in bi):
+            return run_count(get_metric("bi").removal(bi, self.count))
+        return None
+
+    def _say(self, since: tuple[int, float], total: int, basis: str, scores: Any = None) -> None:
         from .core.measure.metrics import get_metric
 
         tokens = self.engine.tokens
@@ -188,7 +200,7 @@ class JobClock:
         unit = per_sample * self.engine.n_layers if samples else tokens.sample_tokens
         rate = (now - since[1]) / max(unit * (done - since[0]), 1.0)
         estimate = self.engine.estimate_at(self.spec, rate, tokens.sample_tokens, tokens.eval_tokens, self.count,
-                                           get_metric(self.spec.metric).refines)
+                                           get_metric(self.spec.metric).refines, self._runs(scores))
         estimate.basis = basis
         self.progress("estimate", 0, 0, estimate)
 

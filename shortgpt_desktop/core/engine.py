@@ -641,7 +641,7 @@ class Engine:
         the speed the scoring pass measured; None before a scoring pass (see :mod:`.estimate`)."""
         import dataclasses as _dc
 
-        from .estimate import shape_of
+        from .estimate import run_count, shape_of
 
         scored = self.scored
         if scored is None or self.loaded is None or not scored.sample_tokens or scored.partial:
@@ -650,14 +650,15 @@ class Engine:
         rate = seconds / max(scored.sample_tokens * shape_of(self.loaded).n_layers, 1)
         refines = self.scores is not None and get_metric(self.scores.metric).refines \
             and self._selection_for(count) is None
+        removed = self.plan(count=count).removed  # the layers the job removes, unless bi+ has still to choose
         estimate = self.estimate_at(_dc.replace(spec, check_perplexity=check), rate, scored.sample_tokens,
-                                    scored.eval_tokens, count, refines)
+                                    scored.eval_tokens, count, refines, None if refines else run_count(removed))
         estimate.steps.pop("scoring", None)
         # Done already only where fitted for these very settings: healing set to 60 after a check without it was
         # left out of the estimate (the plan's layers alone were compared). The linear repair of a cut is kept
         # for the job (the refit starts from it); the refit and healing are fitted again for other settings.
         done = self.adjusted
-        key = self._adjust_key(spec, self.plan(count=count).removed)
+        key = self._adjust_key(spec, removed)
         if done is not None and done.key is not None and done.key.same_cut(key):
             if done.repair is not None and spec.repair != "none":
                 estimate.steps.pop("repairing", None)
@@ -667,7 +668,7 @@ class Engine:
         return estimate
 
     def estimate_at(self, spec: JobSpec, seconds_per_token_layer: float, sample_tokens: int, eval_tokens: int,
-                    count: int | None, refines: bool) -> Any:
+                    count: int | None, refines: bool, runs: int | None = None) -> Any:
         """The whole job ``spec`` describes at a measured speed (:func:`.estimate.estimate_job`), with the loaded
         model's shape and the answers its chat model still has to write: the one place both the engine's
         estimate and the one printed after the first scoring batch are put together."""
@@ -679,7 +680,8 @@ class Engine:
         on_cpu = next(model.parameters()).device.type == "cpu"  # where the cost was measured
         heal_cost = BFLOAT16_HEAL_COST if spec.heal_steps and on_cpu and compute_dtype_for(model) else 1.0
         return estimate_job(spec, shape_of(self.loaded), seconds_per_token_layer, sample_tokens, eval_tokens, count,
-                            refines, self.answer_work(spec), self.guard_work(spec), self.quiz_work(spec), heal_cost)
+                            refines, self.answer_work(spec), self.guard_work(spec), self.quiz_work(spec), heal_cost,
+                            runs)
 
     def guard_work(self, spec: JobSpec) -> Any:
         """The answers the refit's chat guard will ask the original for (None: no refit, or not a chat model)."""

@@ -27,6 +27,7 @@ The figures are an estimate said as such, and they are measured against the real
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,12 +128,13 @@ class AnswerWork:
 def estimate_job(spec: Any, shape: ModelShape, seconds_per_token_layer: float, sample_tokens: int,
                  eval_tokens: int, count: int | None, refines: bool, answers: AnswerWork | None = None,
                  guard: AnswerWork | None = None, quiz: AnswerWork | None = None,
-                 heal_cost: float = 1.0) -> JobEstimate:
+                 heal_cost: float = 1.0, runs: int | None = None) -> JobEstimate:
     """The job ``spec`` describes (its metric, count, repair, healing, check), at the measured speed. ``answers``:
     the own answers the repair still needs; ``guard``: the answers the refit's chat guard asks for (a chat
     model's refit); ``quiz``: the check's quiz answers still to write (both models', or the pruned one's);
     ``heal_cost``: what a token-layer of healing costs against one of the measured (float32) speed
-    (:data:`BFLOAT16_HEAL_COST` where healing computes in bfloat16)."""
+    (:data:`BFLOAT16_HEAL_COST` where healing computes in bfloat16); ``runs``: the runs of removed layers the repair
+    fits, where the layers are known (:func:`run_count`), else about one per two layers removed."""
 
     n, head = shape.n_layers, shape.head_layers
     rate = seconds_per_token_layer
@@ -156,16 +158,16 @@ def estimate_job(spec: Any, shape: ModelShape, seconds_per_token_layer: float, s
     if count and spec.repair != "none" and answers is not None:
         out.steps["answering"] = answers.token_layers(n, head) * rate
     if count and spec.repair != "none":
-        runs = max(1, round(count / 2))  # about one run per two layers removed
+        runs = runs or guessed_runs(count)
         # the kept layers before and after each run (the one after only where refitted whole, as these sums are; a
         # run at layer 0 or right after another has none: a small overestimate there)
         sums = 2 * runs * PROJECTION_SUMS_COST * shape.projection_inputs**2 / max(shape.layer_params, 1.0)
         solves = ridge_token_layers(shape, runs, spec.samples)
         out.steps["repairing"] = (sample_tokens * (2 * n - count + sums) + solves) * rate
     if count and spec.repair == "refit":
-        out.steps["refitting"] = refit_token_layers(shape, sample_tokens, count) * rate
+        out.steps["refitting"] = refit_token_layers(shape, sample_tokens, count, runs) * rate
         if guard is not None:
-            out.steps["refitting"] += guard_token_layers(guard, shape, count) * rate
+            out.steps["refitting"] += guard_token_layers(guard, shape, count, runs) * rate
     if count and spec.heal_steps > 0:
         out.steps["healing"] = heal_token_layers(spec, shape, count) * rate * heal_cost
     if count and spec.check_perplexity:
@@ -173,6 +175,18 @@ def estimate_job(spec: Any, shape: ModelShape, seconds_per_token_layer: float, s
         if quiz is not None:
             out.steps["checking"] += quiz.token_layers(n, head) * rate
     return out
+
+
+def guessed_runs(count: int) -> int:
+    """Runs of removed layers where the layers are not known yet: about one per two layers removed."""
+    return max(1, round(count / 2))
+
+
+def run_count(removed: Sequence[int]) -> int:
+    """Runs of consecutive layers in ``removed`` (5, 10, 13, 15, 18: five, where two were guessed, and the
+    repair, whose solves are per run, took twice the estimate)."""
+    layers = sorted(set(removed))
+    return sum(1 for i, layer in enumerate(layers) if i == 0 or layers[i - 1] != layer - 1)
 
 
 def ridge_token_layers(shape: ModelShape, runs: int, samples: int) -> float:
@@ -207,11 +221,11 @@ def heal_token_layers(spec: Any, shape: ModelShape, count: int) -> float:
     return teacher + (spec.heal_steps + 1) * step_tokens * (3 * (n - count + head) + head)
 
 
-def refit_token_layers(shape: ModelShape, sample_tokens: int, count: int) -> float:
+def refit_token_layers(shape: ModelShape, sample_tokens: int, count: int, runs: int | None = None) -> float:
     """Tokens × layers the MLP refit costs for ``count`` removed layers (see the module's list)."""
     from .cut.mlp_refit import token_cap, trained_rows
 
-    runs = max(1, round(count / 2))
+    runs = runs or guessed_runs(count)
     kept = min(sample_tokens, token_cap(shape.hidden)) if shape.hidden else sample_tokens
     mlp_share = shape.mlp_params / shape.layer_params if shape.mlp_params else 2 / 3
     # Forward and backward are about three forwards; Adam's update and the held-out checks bring a step to about
@@ -219,11 +233,11 @@ def refit_token_layers(shape: ModelShape, sample_tokens: int, count: int) -> flo
     return sample_tokens * (2 * shape.n_layers - count) + runs * trained_rows(kept) * 4 * mlp_share
 
 
-def guard_token_layers(guard: AnswerWork, shape: ModelShape, count: int) -> float:
+def guard_token_layers(guard: AnswerWork, shape: ModelShape, count: int, runs: int | None = None) -> float:
     """Tokens × layers the refit's chat guard costs: the original's answers to the check prompts, then one pass
     of them (head at every position) per variant it scores: the linear repair alone, every cut refitted, and each
     cut's refit dropped in turn."""
-    runs = max(1, round(count / 2))
+    runs = runs or guessed_runs(count)
     tokens = guard.prompts * (guard.prompt_tokens + guard.new_tokens)
     return (guard.token_layers(shape.n_layers, shape.head_layers)
             + (runs + 2) * tokens * (shape.n_layers - count + shape.head_layers))

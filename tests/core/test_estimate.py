@@ -116,3 +116,19 @@ def test_the_refits_estimate_counts_the_steps_the_refit_takes(tokens: int) -> No
     assert (steps == MIN_STEPS) == (tokens == 8192)
     training = refit_token_layers(shape, tokens, 8) - tokens * (2 * 30 - 8)
     assert training == pytest.approx(4 * steps * min(BATCH_TOKENS, tokens) * 4 * 2.65e6 / 3.98e6)
+
+
+def test_the_repairs_estimate_counts_the_runs_of_the_layers_it_removes() -> None:
+    """The repair's sums and solves are per run of removed layers; one run per two layers was guessed even where
+    the layers were known, and BI's five scattered layers of a random 1.3 GB Llama (five runs, two guessed)
+    repaired in 85 s where 43 s was said."""
+    from shortgpt_desktop.core.estimate import ModelShape, run_count
+
+    assert run_count([5, 10, 13, 15, 18]) == 5 and run_count([3, 4, 5, 7, 16, 17, 25, 26]) == 4
+    assert run_count([18, 5, 5, 6]) == 2 and run_count([]) == 0
+    big = ModelShape(20, 12.8e6, 50e6, 8.6e6, 1024, 2816)
+    spec = JobSpec(model="m", calib=[], metric="bi", count=5, samples=32, seq_len=256)
+    guessed = estimate_job(spec, big, 1e-4, 8192, 0, 5, refines=False).steps["repairing"]
+    known = estimate_job(spec, big, 1e-4, 8192, 0, 5, refines=False, runs=5).steps["repairing"]
+    assert known - guessed == pytest.approx((ridge_token_layers(big, 5, 32) - ridge_token_layers(big, 2, 32)
+                                             + 8192 * 2 * 3 * PROJECTION_SUMS_COST * 2816**2 / 12.8e6) * 1e-4)
