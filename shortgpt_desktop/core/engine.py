@@ -369,6 +369,8 @@ class Engine:
         it nothing is remembered (the window's estimates for settings not yet used).
         """
         if spec.low_memory:  # asked for: a job that would not fit even so is refused before it loads, as when chosen
+            if estimate is None and self.backend is not None and self.load_key != self._load_key(spec):
+                self.forget()  # as below: the whole model loaded before must not count against its streamed load
             check_streamed_fits(estimate or self.memory_estimate(spec))
             return "streamed"
         if spec.low_memory is not None:
@@ -679,9 +681,12 @@ class Engine:
         model = self.loaded.model
         on_cpu = next(model.parameters()).device.type == "cpu"  # where the cost was measured
         heal_cost = BFLOAT16_HEAL_COST if spec.heal_steps and on_cpu and compute_dtype_for(model) else 1.0
+        answers = self.answer_work(spec)
+        # The repair fits on the samples and a chat model's own answers (whether its ridge is chosen hangs on both).
+        own = answers.prompts if answers is not None else len(self.answers[1]) if self.answers is not None else 0
         return estimate_job(spec, shape_of(self.loaded), seconds_per_token_layer, sample_tokens, eval_tokens, count,
-                            refines, self.answer_work(spec), self.guard_work(spec), self.quiz_work(spec), heal_cost,
-                            runs)
+                            refines, answers, self.guard_work(spec), self.quiz_work(spec), heal_cost, runs,
+                            spec.samples + own)
 
     def guard_work(self, spec: JobSpec) -> Any:
         """The answers the refit's chat guard will ask the original for (None: no refit, or not a chat model)."""

@@ -55,6 +55,9 @@ class ModelShape:
     mlp_params: float = 0.0  # parameters of a layer's MLP (0: not known; two thirds of the layer is assumed)
     hidden: int = 0  # the residual stream's width
     projection_inputs: int = 0  # the input width of the MLP output projection the repair refits whole (0: a map)
+    #: Whether the repair solves a linear system (False where a norm follows the MLP output, Gemma 2/3 and OLMo 2:
+    #: fitted by gradient steps instead).
+    solves: bool = True
 
     @property
     def head_layers(self) -> float:
@@ -90,7 +93,8 @@ def shape_of(loaded: Any) -> ModelShape:
         with contextlib.suppress(AttributeError):  # no such module: the share is assumed
             mlp = float(sum(p.numel() for p in get_submodule(layers[0], module).parameters()))
     hidden = int(embed.weight.shape[1]) if embed is not None else 0
-    return ModelShape(len(layers), float(per_layer), head, mlp, hidden, projection_inputs(loaded.family, layers))
+    return ModelShape(len(layers), float(per_layer), head, mlp, hidden, projection_inputs(loaded.family, layers),
+                      solves=loaded.family.mlp_out_norm is None)
 
 
 def projection_inputs(family: Any, layers: Any) -> int:
@@ -128,13 +132,14 @@ class AnswerWork:
 def estimate_job(spec: Any, shape: ModelShape, seconds_per_token_layer: float, sample_tokens: int,
                  eval_tokens: int, count: int | None, refines: bool, answers: AnswerWork | None = None,
                  guard: AnswerWork | None = None, quiz: AnswerWork | None = None,
-                 heal_cost: float = 1.0, runs: int | None = None) -> JobEstimate:
+                 heal_cost: float = 1.0, runs: int | None = None, fit_samples: int | None = None) -> JobEstimate:
     """The job ``spec`` describes (its metric, count, repair, healing, check), at the measured speed. ``answers``:
     the own answers the repair still needs; ``guard``: the answers the refit's chat guard asks for (a chat
     model's refit); ``quiz``: the check's quiz answers still to write (both models', or the pruned one's);
     ``heal_cost``: what a token-layer of healing costs against one of the measured (float32) speed
     (:data:`BFLOAT16_HEAL_COST` where healing computes in bfloat16); ``runs``: the runs of removed layers the repair
-    fits, where the layers are known (:func:`run_count`), else about one per two layers removed."""
+    fits, where the layers are known (:func:`run_count`), else about one per two layers removed; ``fit_samples``:
+    the samples the repair fits on, a chat model's own answers included (default: ``spec.samples``)."""
 
     n, head = shape.n_layers, shape.head_layers
     rate = seconds_per_token_layer
@@ -162,7 +167,7 @@ def estimate_job(spec: Any, shape: ModelShape, seconds_per_token_layer: float, s
         # the kept layers before and after each run (the one after only where refitted whole, as these sums are; a
         # run at layer 0 or right after another has none: a small overestimate there)
         sums = 2 * runs * PROJECTION_SUMS_COST * shape.projection_inputs**2 / max(shape.layer_params, 1.0)
-        solves = ridge_token_layers(shape, runs, spec.samples)
+        solves = ridge_token_layers(shape, runs, fit_samples or spec.samples)
         out.steps["repairing"] = (sample_tokens * (2 * n - count + sums) + solves) * rate
     if count and spec.repair == "refit":
         out.steps["refitting"] = refit_token_layers(shape, sample_tokens, count, runs) * rate
@@ -192,8 +197,12 @@ def run_count(removed: Sequence[int]) -> int:
 def ridge_token_layers(shape: ModelShape, runs: int, samples: int) -> float:
     """The repair's solves, in token-layers: for the projection before each run and the one after (as the sums
     count them), each ridge tried on the held-out samples where there are enough (:func:`.cut.repair.can_choose_ridge`),
-    then the fit itself; ``k`` is the projection's input width where it is refitted whole, else the hidden width."""
+    then the fit itself; ``k`` is the projection's input width where it is refitted whole, else the hidden width.
+    None where the repair fits through a norm by gradient steps (counted with the streams)."""
     from .cut.repair import RIDGE_CHOICES, can_choose_ridge
+
+    if not shape.solves:
+        return 0.0
 
     k, width = (shape.projection_inputs or shape.hidden), shape.hidden
     per_solve = RIDGE_SOLVE_COST * (2 / 3 * k**3 + 4 * k * k * width) / max(shape.layer_params, 1.0)

@@ -45,7 +45,7 @@ def test_the_repairs_estimate_adds_the_projections_sums_per_run() -> None:
 def test_the_repairs_estimate_counts_its_ridge_solves() -> None:
     """Each fit solves its k x k system once per ridge tried on the held-out samples, then once more: O(k³)
     whatever the tokens, left out of the estimate (a random 1.3 GB Llama, k = 2,816, repaired in 168 s where
-    48.8 s was said; 6.3 s said for 112 s at 8 samples)."""
+    48.8 s was said; 6.3 s said for 112 s at 8 samples and its chat template's own answers)."""
     from shortgpt_desktop.core.cut.repair import RIDGE_CHOICES, can_choose_ridge
     from shortgpt_desktop.core.estimate import RIDGE_SOLVE_COST, ModelShape
 
@@ -132,3 +132,35 @@ def test_the_repairs_estimate_counts_the_runs_of_the_layers_it_removes() -> None
     known = estimate_job(spec, big, 1e-4, 8192, 0, 5, refines=False, runs=5).steps["repairing"]
     assert known - guessed == pytest.approx((ridge_token_layers(big, 5, 32) - ridge_token_layers(big, 2, 32)
                                              + 8192 * 2 * 3 * PROJECTION_SUMS_COST * 2816**2 / 12.8e6) * 1e-4)
+
+
+def test_the_ridge_solves_are_counted_for_the_fit_the_model_really_gets(tiny_model, tiny_family, tmp_path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chat model's repair fits on its own answers too, so at 8 samples it still chooses a ridge (9 solves a fit,
+    where one was counted); a repair through a norm (Gemma 2/3, OLMo 2) solves nothing, and was counted 9 a fit."""
+    import json
+    import shutil
+
+    from shortgpt_desktop.core import estimate
+    from shortgpt_desktop.core.engine import Engine
+    from shortgpt_desktop.core.estimate import ModelShape
+
+    assert ridge_token_layers(ModelShape(20, 12.8e6, 50e6, 8.6e6, 1024, 0, solves=False), 3, 32) == 0.0
+    chat = tmp_path / "tiny-chat"
+    shutil.copytree(tiny_model, chat)
+    config = json.loads((chat / "tokenizer_config.json").read_text(encoding="utf-8"))
+    config["chat_template"] = ("{% for m in messages %}<|user|>{{ m['content'] }}\n{% endfor %}"
+                               "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    (chat / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    asked: list[tuple[bool, int]] = []
+    counted = estimate.ridge_token_layers
+    monkeypatch.setattr(estimate, "ridge_token_layers",
+                        lambda shape, runs, samples: asked.append((shape.solves, samples)) or counted(shape, runs,
+                                                                                                       samples))
+    for model in (chat, tiny_model, tiny_family("gemma3")):
+        engine = Engine()
+        spec = JobSpec(model=str(model), calib=[], samples=8, seq_len=32, device="cpu", dtype="float32", count=2)
+        engine.load(spec)
+        engine.estimate_at(spec, 1e-6, 256, 0, 2, False)
+    (chat_solves, chat_samples), (plain_solves, plain_samples), (gemma_solves, _) = asked
+    assert chat_solves and chat_samples > 8 and plain_solves and plain_samples == 8 and not gemma_solves
