@@ -691,6 +691,10 @@ def test_low_memory_asked_for_is_refused_where_one_layer_at_a_time_would_not_fit
     for low_memory in (True, None):  # asked for, and chosen: the same sentence
         with pytest.raises(ResourceError, match="Even one layer at a time this model needs"):
             run_score(Engine(), dataclasses.replace(spec, low_memory=low_memory))
+    said: list[Any] = []
+    with pytest.raises(ResourceError):
+        run_score(Engine(), spec, on_info=said.append)
+    assert said[0].mode == "streamed"  # the model line said the whole model's figure before the refusal
     little = int(need.hidden_states_bytes / 2)
     monkeypatch.setattr(memory, "available_memory", lambda device: (little, little))
     with pytest.raises(ResourceError, match="hidden states alone need"):

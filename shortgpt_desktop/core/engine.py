@@ -322,6 +322,8 @@ class Engine:
         info = self._inspect(source, spec)
         self.close()
         self.source, self.info = source, info
+        if spec.low_memory:  # asked for: its figure is said, and a refusal follows when the job loads
+            info.mode = "streamed"
         with suppress(ResourceError):  # neither way fits: said in one sentence when the job loads
             info.mode = self.mode_for(spec)  # decided here once and kept for the load, as it is said
         return info
