@@ -84,6 +84,21 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_chat_model(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path:
+    """The tiny Llama with a chat template (read-only use): its repair fits on its own answers too."""
+    import json
+    import shutil
+
+    chat = tmp_path_factory.mktemp("tiny-chat") / "tiny-chat"
+    shutil.copytree(tiny_model, chat)
+    config = json.loads((chat / "tokenizer_config.json").read_text(encoding="utf-8"))
+    config["chat_template"] = ("{% for m in messages %}<|user|>{{ m['content'] }}\n{% endfor %}"
+                               "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    (chat / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    return chat
+
+
+@pytest.fixture(scope="session")
 def tiny_family(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path):
     """A function: a family's short name (``TINY_FAMILIES``) → its tiny random model, built once per test
     session and shared by every module that needs it (read-only: copy to modify)."""

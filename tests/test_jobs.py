@@ -377,17 +377,12 @@ def test_a_healing_job_that_would_not_fit_in_memory_is_refused_before_it_loads_i
     streamed.refusal(dataclasses.replace(spec, heal_steps=0))  # nothing else refused
 
 
-def test_the_estimate_after_the_first_batch_counts_a_chat_models_own_answers(tiny_model: Path, small_calib: Path,
-                                                                             tmp_path: Path) -> None:
+def test_the_estimate_after_the_first_batch_counts_a_chat_models_own_answers(tiny_chat_model: Path,
+                                                                             small_calib: Path, tmp_path: Path) -> None:
     """What the job prints after its first scoring batch includes writing the answers its repair fits on."""
     from shortgpt_desktop.core.estimate import JobEstimate
 
-    chat = tmp_path / "tiny-chat"
-    shutil.copytree(tiny_model, chat)
-    config = json.loads((chat / "tokenizer_config.json").read_text(encoding="utf-8"))
-    config["chat_template"] = ("{% for m in messages %}<|user|>{{ m['content'] }}\n{% endfor %}"
-                               "{% if add_generation_prompt %}<|assistant|>{% endif %}")
-    (chat / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    chat = tiny_chat_model
     said: list[JobEstimate] = []
 
     def progress(stage: str, done: int, total: int, partial: Any = None) -> None:

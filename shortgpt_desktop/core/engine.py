@@ -371,9 +371,7 @@ class Engine:
         it nothing is remembered (the window's estimates for settings not yet used).
         """
         if spec.low_memory:  # asked for: a job that would not fit even so is refused before it loads, as when chosen
-            if estimate is None and self.backend is not None and self.load_key != self._load_key(spec):
-                self.forget()  # as below: the whole model loaded before must not count against its streamed load
-            check_streamed_fits(estimate or self.memory_estimate(spec))
+            check_streamed_fits(estimate or self._estimate_before_load(spec))
             return "streamed"
         if spec.low_memory is not None:
             return "memory"
@@ -382,11 +380,16 @@ class Engine:
             return choose_mode(estimate)
         if self.mode_decision is not None and self.mode_decision[0] == key:
             return self.mode_decision[1]
-        if self.backend is not None and self.load_key != self._load_key(spec):
-            self.forget()  # these settings load the model anew: the old copy must not count against the new one
-        mode = choose_mode(self.memory_estimate(spec))
+        mode = choose_mode(self._estimate_before_load(spec))
         self.mode_decision = (key, mode)
         return mode
+
+    def _estimate_before_load(self, spec: JobSpec) -> MemoryEstimate:
+        """The memory estimate for loading with ``spec``, a copy loaded with other settings let go first: these
+        settings load the model anew, and the old copy must not count against the new one."""
+        if self.backend is not None and self.load_key != self._load_key(spec):
+            self.forget()
+        return self.memory_estimate(spec)
 
     @staticmethod
     def _mode_key(spec: JobSpec) -> tuple:

@@ -198,12 +198,11 @@ def ridge_token_layers(shape: ModelShape, runs: int, samples: int) -> float:
     """The repair's solves, in token-layers: for the projection before each run and the one after (as the sums
     count them), each ridge tried on the held-out samples where there are enough (:func:`.cut.repair.can_choose_ridge`),
     then the fit itself; ``k`` is the projection's input width where it is refitted whole, else the hidden width.
-    None where the repair fits through a norm by gradient steps (counted with the streams)."""
+    Nothing where the repair fits through a norm by gradient steps (counted with the streams)."""
     from .cut.repair import RIDGE_CHOICES, can_choose_ridge
 
     if not shape.solves:
         return 0.0
-
     k, width = (shape.projection_inputs or shape.hidden), shape.hidden
     per_solve = RIDGE_SOLVE_COST * (2 / 3 * k**3 + 4 * k * k * width) / max(shape.layer_params, 1.0)
     solves = len(RIDGE_CHOICES) + 1 if can_choose_ridge(samples) else 1

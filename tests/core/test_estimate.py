@@ -134,24 +134,16 @@ def test_the_repairs_estimate_counts_the_runs_of_the_layers_it_removes() -> None
                                              + 8192 * 2 * 3 * PROJECTION_SUMS_COST * 2816**2 / 12.8e6) * 1e-4)
 
 
-def test_the_ridge_solves_are_counted_for_the_fit_the_model_really_gets(tiny_model, tiny_family, tmp_path,
+def test_the_ridge_solves_are_counted_for_the_fit_the_model_really_gets(tiny_model, tiny_chat_model, tiny_family,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """A chat model's repair fits on its own answers too, so at 8 samples it still chooses a ridge (9 solves a fit,
     where one was counted); a repair through a norm (Gemma 2/3, OLMo 2) solves nothing, and was counted 9 a fit."""
-    import json
-    import shutil
-
     from shortgpt_desktop.core import estimate
     from shortgpt_desktop.core.engine import Engine
     from shortgpt_desktop.core.estimate import ModelShape
 
     assert ridge_token_layers(ModelShape(20, 12.8e6, 50e6, 8.6e6, 1024, 0, solves=False), 3, 32) == 0.0
-    chat = tmp_path / "tiny-chat"
-    shutil.copytree(tiny_model, chat)
-    config = json.loads((chat / "tokenizer_config.json").read_text(encoding="utf-8"))
-    config["chat_template"] = ("{% for m in messages %}<|user|>{{ m['content'] }}\n{% endfor %}"
-                               "{% if add_generation_prompt %}<|assistant|>{% endif %}")
-    (chat / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    chat = tiny_chat_model
     asked: list[tuple[bool, int]] = []
     counted = estimate.ridge_token_layers
     monkeypatch.setattr(estimate, "ridge_token_layers",
