@@ -44,6 +44,14 @@ def outlier_ceiling(values: Sequence[float | None]) -> float | None:
     return inliers[-1]
 
 
+def color_axes(item: pg.PlotItem, color: QColor) -> None:
+    """A plot's left and bottom axes, line and labels, in ``color`` (the palette's text: pyqtgraph's own grey)."""
+    for name in ("left", "bottom"):
+        axis = item.getAxis(name)
+        axis.setPen(pg.mkPen(color))
+        axis.setTextPen(pg.mkPen(color))
+
+
 class ScoreChart(QWidget):
     """A pyqtgraph bar chart of per-layer scores.
 
@@ -266,11 +274,7 @@ class ScoreChart(QWidget):
         background = pal.color(QPalette.ColorRole.Base)
         text = pal.color(QPalette.ColorRole.WindowText)
         self.plot.setBackground(background)
-        item = self.plot.getPlotItem()
-        for name in ("left", "bottom"):
-            axis = item.getAxis(name)
-            axis.setPen(pg.mkPen(text))
-            axis.setTextPen(pg.mkPen(text))
+        color_axes(self.plot.getPlotItem(), text)
         self.placeholder.setColor(text)
         self._update_legend()
         if self.scores:

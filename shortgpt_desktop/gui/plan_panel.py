@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 
 from ..core.cut.plan import PrunePlan
 from ..format import change, human_bytes, human_count, layer_list
+from .chart import color_axes
 from .elided_label import ElidedLabel
 
 
@@ -226,10 +227,7 @@ class PlanPanel(QGroupBox):
         self.curve_line.setPen(pg.mkPen(kept, width=2))
         self.curve_line.setSymbolBrush(kept)
         self.baseline_line.setPen(pg.mkPen(quiet, width=1, style=Qt.PenStyle.DashLine))
-        item = self.curve_plot.getPlotItem()
-        for name in ("left", "bottom"):
-            item.getAxis(name).setPen(pg.mkPen(text))
-            item.getAxis(name).setTextPen(pg.mkPen(text))
+        color_axes(self.curve_plot.getPlotItem(), text)
 
     def clear_curve(self) -> None:
         self.curve_points = []
