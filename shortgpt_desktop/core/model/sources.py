@@ -7,7 +7,7 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from shortgpt_desktop.core.formats.gguf_reader import check_gguf
@@ -230,7 +230,7 @@ def find_weight_files(folder: Path) -> list[WeightFile]:
                     raise ValueError("a file name that is not a string")
             except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
                 raise ModelSourceError(f"{index} is not a valid checkpoint index ({exc}).") from None
-            outside = [n for n in names if Path(n).is_absolute() or ".." in Path(n).parts]
+            outside = [n for n in names if _outside_the_folder(n)]
             if outside:  # it was read, then called "not a valid safetensors file… download it again"
                 raise ModelSourceError(f"{index} names a weight file outside the model's folder ({outside[0]}); the "
                                        "index is broken or belongs to another model.")
@@ -257,6 +257,14 @@ def find_weight_files(folder: Path) -> list[WeightFile]:
 
 #: ``model-00002-of-00004.safetensors``: part 2 of a checkpoint saved in 4 shards.
 _SHARD = re.compile(r"^(?P<stem>.+)-(?P<part>\d+)-of-(?P<total>\d+)(?P<suffix>\.\w+)$")
+
+
+def _outside_the_folder(name: str) -> bool:
+    """Whether an index's file name points out of the model's folder, read as Windows reads it too: there
+    ``\\x\\m.safetensors``, ``/x/m.safetensors`` and ``C:m.safetensors`` leave the folder (a root or a drive), and a
+    posix reading sees none of them."""
+    return any(path.is_absolute() or path.anchor or ".." in path.parts for path in (PurePosixPath(name),
+                                                                                    PureWindowsPath(name)))
 
 
 def missing_shards(names: Sequence[str]) -> list[str]:

@@ -109,6 +109,20 @@ def test_an_index_naming_a_file_outside_the_folder_is_said_so(tiny_model: Path, 
             sources.resolve(str(folder))
 
 
+@pytest.mark.parametrize("name", ["\\x\\m.safetensors", "C:m.safetensors", "D:/models/m.safetensors",
+                                  "..\\m.safetensors", "//server/share/m.safetensors"])
+def test_an_index_naming_a_file_outside_the_folder_as_windows_reads_it_is_said_so(name: str, tiny_model: Path,
+                                                                                 tmp_path: Path) -> None:
+    """On Windows ``folder / "\\x\\m.safetensors"`` is ``D:\\x\\m.safetensors`` and ``folder / "C:m.safetensors"``
+    another drive's folder: weights from elsewhere would have been read without a word. Refused on every system, so
+    that a model folder means the same on each."""
+    folder = copy_model(tiny_model, tmp_path / "m")
+    (folder / "model.safetensors").unlink()
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": {"a": name}}))
+    with pytest.raises(ModelSourceError, match="names a weight file outside the model's folder"):
+        sources.resolve(str(folder))
+
+
 def test_a_stale_index_beside_a_whole_checkpoint_is_not_read(tiny_model: Path, tmp_path: Path) -> None:
     """transformers loads ``model.safetensors`` where there is one and never reads an index beside it; a stale
     index left from an earlier sharded download was refused for the shards it names."""
