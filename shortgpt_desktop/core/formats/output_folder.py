@@ -10,6 +10,7 @@ import re
 import shutil
 import socket
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -110,6 +111,9 @@ def check_output_folder(out: Path, source: ModelSource, force: bool) -> Path:
             # `--out small.gguf` made a folder small.gguf holding small.gguf.gguf, which `llama-cli -m` cannot open
             raise OutputError(f"{out.name} names a file, but the output is a folder (the model is written inside it, "
                               f"named after it); give a folder name, like {out.with_suffix('').name}.")
+        if CURRENT_FOLDER_IS_LOCKED and out.exists() and _is_within(Path.cwd().resolve(), out):
+            raise OutputError(f"{out} is the folder this program runs in, which Windows does not let it replace; "
+                              "choose another folder, or start it from another folder.")
         if out.is_dir() and os.path.ismount(out):
             raise OutputError(f"{out} is the top of a drive (a mount point), which cannot be replaced; choose a "
                               "folder inside it.")
@@ -126,6 +130,13 @@ def check_output_folder(out: Path, source: ModelSource, force: bool) -> Path:
     _check_creatable(out)
     return out
 
+
+#: Windows refuses to rename or remove a folder that is a process's current folder (``--out .`` run inside the
+#: output folder): the finished model's move would fail at the end of the job.
+CURRENT_FOLDER_IS_LOCKED = os.name == "nt"
+#: Seconds to wait between tries of a move Windows refused (PermissionError): a virus scanner or an indexer holds
+#: the files it has just seen for a moment. Where it still fails, the finished model is kept beside ``out``.
+MOVE_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0)
 
 #: Room kept beyond the size the plan expects: the file system's rounding, a GGUF's header, the model card.
 ROOM_MARGIN = 1.02
@@ -184,13 +195,48 @@ def output_folder(out: Path, force: bool = False) -> Iterator[Path]:
     try:
         yield temp
         _check_still_replaceable(out, force)
-        _move_into_place(temp, out)
     except OSError as exc:
         shutil.rmtree(temp, ignore_errors=True)
         raise OutputError(f"Writing {out} failed: {_reason(exc)}; nothing was written.") from None
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
+    try:
+        _move_into_place(temp, out)
+    except OSError as exc:  # the model is complete: kept, not deleted (a job of hours would be lost)
+        kept = _keep_finished(temp, out)
+        raise OutputError(f"The finished model could not be moved into {out} ({_reason(exc)}: another program may "
+                          f"have it open); it is kept complete in {kept}.") from None
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+
+
+def _keep_finished(temp: Path, out: Path) -> Path:
+    """Give the finished folder whose move failed a visible name beside ``out`` (a later save would remove a hidden
+    partial folder as abandoned); where even that fails, it stays where it was written."""
+    for number in range(1, 100):
+        kept = out.with_name(f"{out.name}.finished" + (f"-{number}" if number > 1 else ""))
+        if kept.exists():
+            continue
+        try:
+            _replace(temp, kept)
+        except OSError:
+            return temp
+        return kept
+    return temp
+
+
+def _replace(src: Path, dst: Path) -> None:
+    """``os.replace``, tried again for a few seconds where the system refuses it (see :data:`MOVE_RETRY_DELAYS`)."""
+    for delay in (*MOVE_RETRY_DELAYS, None):
+        try:
+            os.replace(src, dst)
+            return
+        except PermissionError:
+            if delay is None:
+                raise
+            time.sleep(delay)
 
 
 def _partial_prefix(out: Path) -> str:
@@ -206,10 +252,7 @@ def _host_tag() -> str:
 def remove_abandoned(out: Path) -> list[Path]:
     """Remove the folders that saves to ``out`` from this machine left when their process was killed (a SIGKILL,
     a power cut, the window killed from a task manager): each is hidden and may hold a whole model. A folder whose
-    process still runs, or that another machine made (a shared disk), is left alone. POSIX only: on Windows
-    ``os.kill(pid, 0)`` would end the process it asks about."""
-    if os.name != "posix":
-        return []
+    process still runs, or that another machine made (a shared disk), is left alone."""
     pattern = re.compile(rf"\.{re.escape(out.name)}\.partial-{_host_tag()}-(\d+)-")
     try:
         entries = list(out.parent.iterdir())
@@ -225,16 +268,16 @@ def remove_abandoned(out: Path) -> list[Path]:
 
 
 def _running(pid: int) -> bool:
-    """Whether a process ``pid`` runs on this machine (POSIX): signal 0 checks without sending anything."""
+    """Whether a process ``pid`` runs on this machine. psutil asks without sending anything (on Windows
+    ``os.kill(pid, 0)`` would end the process it asks about, so abandoned folders were never removed there)."""
+    import psutil
+
     if pid == os.getpid():
         return True
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (OSError, OverflowError):  # another user's process (it runs), or no pid this app wrote: left alone
+        return psutil.pid_exists(pid)
+    except (OSError, OverflowError, ValueError):  # no pid this app wrote: left alone
         return True
-    return True
 
 
 def _check_still_replaceable(out: Path, force: bool) -> None:
@@ -289,14 +332,14 @@ def _move_into_place(temp: Path, out: Path) -> None:
     if out.exists():
         aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
         try:
-            os.replace(out, aside / out.name)
+            _replace(out, aside / out.name)
         except BaseException:
             aside.rmdir()
             raise
         try:
-            os.replace(temp, out)
+            _replace(temp, out)
         except BaseException:
-            os.replace(aside / out.name, out)  # if this fails too, the old output stays in ``aside``
+            _replace(aside / out.name, out)  # if this fails too, the old output stays in ``aside``
             aside.rmdir()
             raise
         try:
@@ -304,7 +347,7 @@ def _move_into_place(temp: Path, out: Path) -> None:
         except KeyboardInterrupt:  # the new output is in place: the save is done, only the old one's removal is left
             shutil.rmtree(aside, ignore_errors=True)
     else:
-        os.replace(temp, out)
+        _replace(temp, out)
 
 
 def check_report_path(path: Path, sources: Sequence[str | Path] = (), texts: Sequence[str | Path] = (),
