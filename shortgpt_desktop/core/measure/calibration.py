@@ -227,6 +227,9 @@ def texts_from_file(path: Path, notes: list[str] | None = None, limit: int | Non
     text = decode_bytes(data)
     if text is None:
         raise ValueError("it looks binary (it does not decode as text)")
+    # Line ends as Python's text files read them: the same text saved on Windows (Notepad, git's autocrlf) gave
+    # other tokens, so other scores and possibly other layers, than on Linux.
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
     suffix = path.suffix.lower()
     if suffix == ".ipynb":
         return _notebook_cells(text)

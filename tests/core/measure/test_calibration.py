@@ -281,6 +281,20 @@ def test_json_lines_keep_line_separators_inside_their_strings(tmp_path: Path) ->
     assert calibration.read_texts([path]).texts == texts
 
 
+def test_windows_line_ends_read_as_the_same_text(tokenizer, tmp_path: Path) -> None:
+    """The same text saved on Windows (Notepad, git's autocrlf: CR LF) or an old Mac (CR) gave other tokens than on
+    Linux, so other scores and possibly other layers removed. Read as Python reads text files, they are one text."""
+    lines = [f"Line {i} of the text, with a few words to read." for i in range(400)]
+    unix, windows, mac = (tmp_path / name for name in ("unix.txt", "windows.txt", "mac.txt"))
+    unix.write_bytes("\n".join(lines).encode() + b"\n")
+    windows.write_bytes("\r\n".join(lines).encode() + b"\r\n")
+    mac.write_bytes("\r".join(lines).encode() + b"\r")
+    texts = [calibration.read_texts([path]).texts for path in (unix, windows, mac)]
+    assert texts[0] == texts[1] == texts[2] and "\r" not in texts[0][0]
+    samples = [calibration.build_token_set(tokenizer, t, samples=4, seq_len=32).samples for t in texts]
+    assert samples[0] == samples[1] == samples[2]
+
+
 def test_utf8_with_a_stray_byte_stays_utf8() -> None:
     """A file cut in the middle of a character, or with one bad byte, was read whole as cp1252: every accent and
     every CJK character turned to mojibake. Only the bad bytes are replaced now; legacy text stays legacy."""
