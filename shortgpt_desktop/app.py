@@ -22,6 +22,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 from . import __version__  # noqa: E402
+from .console import tolerant_console  # noqa: E402
 from .gui.application import make_app  # noqa: E402
 
 
@@ -285,6 +286,7 @@ def closed_by_signals(window: Any) -> Iterator[None]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    tolerant_console()  # paths and messages in any script, on a console or a file in a legacy encoding
     args = parse_args(argv)
     from .core.model.loading import quiet_library_progress
 

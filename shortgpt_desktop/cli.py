@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import __version__
+from .console import tolerant_console
 from .core import defaults
 from .core.cut.plan import parse_layer_list
 from .core.cut.selection import protected_layers
@@ -510,9 +511,7 @@ def _stop(signum: int, frame: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    for stream in (sys.stdout, sys.stderr):  # a Windows console or a file in cp1252: generated text is any Unicode
-        if stream is not None and hasattr(stream, "reconfigure"):
-            stream.reconfigure(errors="backslashreplace")
+    tolerant_console()
     parser = build_parser()
     _given[:] = list(argv if argv is not None else sys.argv[1:])
     try:

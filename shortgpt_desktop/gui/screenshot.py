@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import sys
 from pathlib import Path
@@ -30,8 +31,10 @@ class ScreenshotRun(QObject):
         self._failed = False
         # The command line's progress lines on stderr (a long run is not silent): each stage's first and last
         # line at once, others every few seconds when stderr is not a terminal.
-        self.bar = ProgressBar(sys.stderr, per_layer=lambda stage: counts_layers(
-            stage, window.engine.is_streamed, window.settings_panel.values().get("metric", "")))
+        # A windowed program on Windows has no stderr (None): the run goes on without its progress lines.
+        self.bar = ProgressBar(sys.stderr or io.StringIO(), quiet=sys.stderr is None,
+                               per_layer=lambda stage: counts_layers(stage, window.engine.is_streamed,
+                                                                     window.settings_panel.values().get("metric", "")))
         self.window.jobs.started.connect(lambda job: print(f"job: {job}", file=sys.stderr, flush=True))
         self.window.jobs.progressed.connect(lambda job, stage, done, total, partial: self.bar(stage, done, total))
 

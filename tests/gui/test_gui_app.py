@@ -333,3 +333,32 @@ def test_a_screenshot_that_could_not_be_written_is_said_before_the_run(qapp, tmp
                                            "not a folder)."
     assert _unwritable_picture(tmp_path / "s.xyz") == "--screenshot cannot write a .xyz picture; name it .png."
     assert _unwritable_picture(tmp_path / "new" / "s.png") is None and (tmp_path / "new").is_dir()
+
+
+def test_the_window_program_writes_any_path_to_a_console_in_a_legacy_encoding(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Windows console or a redirected file in cp1252: a calibration path in Japanese raised UnicodeEncodeError
+    in the window program (a traceback where one sentence was due), which the command line already escaped."""
+    import io
+
+    from shortgpt_desktop import app
+
+    raw = io.BytesIO()
+    legacy = io.TextIOWrapper(raw, encoding="cp1252")
+    monkeypatch.setattr("sys.stderr", legacy)
+    missing = tmp_path / "東京.txt"
+    assert app.main(["--calib", str(missing), "--settings-file", str(tmp_path / "s.ini")]) == 2
+    legacy.flush()
+    assert raw.getvalue().decode("cp1252").strip() == (
+        f"The calibration path {tmp_path}/\\u6771\\u4eac.txt does not exist.")
+
+
+def test_a_screenshot_run_without_stderr_works_without_progress_lines(make_window, gui_model: Path,
+                                                                      tmp_path: Path, monkeypatch) -> None:
+    """A windowed program on Windows has no stderr (None): ``--screenshot`` raised AttributeError before it began."""
+    from shortgpt_desktop.gui.screenshot import ScreenshotRun
+
+    monkeypatch.setattr("sys.stderr", None)
+    run = ScreenshotRun(make_window(), str(gui_model), tmp_path / "shot.png")
+    run.bar("scoring", 1, 8)  # drawn nowhere, and no error
+    assert run.bar.quiet
