@@ -185,7 +185,8 @@ def _copy_side_files(temp: Path, source: ModelSource, model: Any, tokenizer: Any
     if source.gguf_file is None:
         for name in (*TOKENIZER_FILES, "generation_config.json"):
             if (source.folder / name).is_file():
-                shutil.copy2(source.folder / name, temp / name)
+                # The bytes only: copy2 carried a read-only source's mode (a Nix store, a shared cache) to the output.
+                shutil.copyfile(source.folder / name, temp / name)
                 copied.append(name)
         return copied
     if tokenizer is not None:

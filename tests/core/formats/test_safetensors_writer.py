@@ -69,6 +69,28 @@ def test_saved_model_matches_in_memory_pruning(tiny_model: Path, tmp_path: Path)
     assert not list(tmp_path.glob(".out.partial-*"))
 
 
+def test_side_files_of_a_read_only_source_are_written_as_new_files(tiny_model: Path, tmp_path: Path) -> None:
+    """A model on a read-only store (a Nix store, a shared cache, files marked read-only on Windows): copied with
+    their modes, the saved tokenizer files were read-only too, so the user could not edit the output's tokenizer
+    config, and on Windows a replaced or failed output could not be deleted. They are written as the save's own."""
+    import stat
+
+    from shortgpt_desktop.core.formats.output_folder import current_umask
+
+    source = tmp_path / "store" / "model"
+    shutil.copytree(tiny_model, source)
+    for path in source.iterdir():
+        path.chmod(0o444)
+    out = tmp_path / "out"
+    result = save(load(source), out)
+    copied = [name for name in ("tokenizer.json", "tokenizer_config.json") if name in result.files]
+    assert copied
+    expected = 0o666 & ~current_umask(tmp_path)
+    for name in copied:
+        assert stat.S_IMODE((out / name).stat().st_mode) == expected, name
+        assert (out / name).read_bytes() == (source / name).read_bytes()
+
+
 def test_generation_matches_the_skip_reference(tiny_model: Path, tmp_path: Path) -> None:
     """The reloaded model, generating with its cache, writes what the original model writes with the removed
     layers turned into no-ops (no surgery, no cache): the saved model and its KV cache indices are right."""
