@@ -156,3 +156,41 @@ def test_the_ridge_solves_are_counted_for_the_fit_the_model_really_gets(tiny_mod
         engine.estimate_at(spec, 1e-6, 256, 0, 2, False)
     (chat_solves, chat_samples), (plain_solves, plain_samples), (gemma_solves, _) = asked
     assert chat_solves and chat_samples > 8 and plain_solves and plain_samples == 8 and not gemma_solves
+
+
+def test_each_steps_estimate_counts_every_pass_the_step_runs() -> None:
+    """A pass left out of a step (the pruned model's in the check, the teacher's in healing, half of bi+'s
+    candidates, the growing context of answers written without a key-value cache) changed no test: only ratios and
+    differences were checked, which the left-out pass cancels from. Here each step is the sum of its passes, in
+    layer runs per token, at SmolLM2-135M's shape with 8 of 30 layers removed."""
+    from shortgpt_desktop.core.cut.healing import batches_used
+    from shortgpt_desktop.core.estimate import AnswerWork, ModelShape
+
+    shape = ModelShape(30, 3.98e6, 28.3e6, 2.65e6, 576)
+    n, head, count, rate = 30, 28.3e6 / 3.98e6, 8, 1e-6
+    spec = JobSpec(model="m", calib=[], count=count, samples=32, seq_len=256, batch_size=4, heal_steps=10,
+                   check_perplexity=True)
+    sample_tokens, eval_tokens = 32 * 256, 16 * 256
+    steps = estimate_job(spec, shape, rate, sample_tokens, eval_tokens, count, refines=True).steps
+    # The check: the original over the held-out windows (every layer, the head), then the pruned model (its kept
+    # layers, the head, and the KL against the original's kept log-probabilities: about a head more).
+    assert steps["checking"] == pytest.approx(eval_tokens * ((n + head) + (n - count + 2 * head)) * rate)
+    # Healing: the original over the batches it reads, as the teacher; then each step (one more timed) about three
+    # passes of the pruned model forward and backward, and the original's head for the target.
+    step_tokens = 4 * 256
+    teacher = batches_used(32, 4, 10) * step_tokens * n
+    assert steps["healing"] == pytest.approx((teacher + 11 * step_tokens * (3 * (n - count + head) + head)) * rate)
+    # bi+'s choice, on its first 8 samples: every layer alone, then two windows of three candidates for each layer
+    # of the greedy search, and four more; each from where it differs (half the stack) and every 2nd position's
+    # head; a cache refresh per greedy step (half the stack); four finalists judged repaired.
+    subset = sample_tokens * defaults.SELECTION_SAMPLES / 32
+    candidates = n + count * 2 * defaults.SELECTION_WINDOW + 4
+    judged = 4 * (3 * (n - count) + n + head)
+    assert steps["choosing"] == pytest.approx(subset * (candidates * (n / 2 + head / 2) + count * n / 2 + judged)
+                                              * rate)
+    # Answers without a key-value cache: each new token runs the whole context so far, the prompt and the half of
+    # the new tokens written on average, through every layer, and the head once.
+    slow = AnswerWork(prompts=4, prompt_tokens=20.0, new_tokens=64, kv_cache=False)
+    assert slow.token_layers(n, head) == pytest.approx(4 * 64 * ((20.0 + 32) * n + head))
+    cached = AnswerWork(prompts=4, prompt_tokens=20.0, new_tokens=64, kv_cache=True)
+    assert cached.token_layers(n, head) == pytest.approx(4 * 20.0 * n + 4 * 64 * (n + head))

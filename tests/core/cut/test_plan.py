@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from shortgpt_desktop.core.cut.plan import LayerSizes, count_for_ratio, make_plan, parse_layer_list
@@ -26,6 +28,15 @@ def test_count_and_sizes() -> None:
 
 def test_ties_remove_the_deeper_layer_first() -> None:
     assert make_plan(4, [0.1, 0.1, 0.5, 0.6], count=1).removed == [1]
+
+
+def test_layers_without_a_score_never_go() -> None:
+    """A layer not measured (None: a cancelled pass) or whose score is not a number (NaN sorts anywhere) is never
+    chosen, and counts as no score when too few layers have one."""
+    assert make_plan(4, [0.1, math.nan, 0.2, 0.3], count=1).removed == [0]
+    assert make_plan(4, [math.nan, 0.2, None, 0.1], count=2).removed == [1, 3]
+    with pytest.raises(PlanError, match="Only 2 layers have scores; cannot remove 3"):
+        make_plan(4, [math.nan, 0.2, None, 0.1], count=3)
 
 
 def test_explicit_list() -> None:

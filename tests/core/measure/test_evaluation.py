@@ -125,6 +125,13 @@ def test_fidelity_of_a_pruned_model_is_the_kl_divergence_per_token(loaded) -> No
     _, single = ops.compare(stack, windows[:1], 0, one, removed=[2, 3])
     assert single.mean_kl == pytest.approx(float(expected.mean()), rel=1e-4)
     assert single.same_top == pytest.approx(float(first), abs=1e-9)
+    # The figures a llama.cpp user compares with `llama-perplexity --kl-divergence`'s: "99.0% KLD" (linear
+    # interpolation between the ranked tokens' KL, as numpy's default) and "Maximum KLD".
+    ranked = sorted(float(v) for v in expected)
+    at = 0.99 * (len(ranked) - 1)
+    p99 = ranked[int(at)] + (at - int(at)) * (ranked[int(at) + 1] - ranked[int(at)])
+    assert single.p99_kl == pytest.approx(p99, rel=1e-4)
+    assert single.max_kl == pytest.approx(ranked[-1], rel=1e-4)
 
 
 def test_nan_logits_give_nan_perplexity_not_a_huge_number() -> None:
