@@ -12,10 +12,26 @@ from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QToolTip, QVBoxLay
 
 #: Removed layers: a warm red that reads on light and dark backgrounds alike.
 REMOVED_COLOR = QColor(224, 83, 61)
+#: Kept layers where the palette's highlight is too close to :data:`REMOVED_COLOR` to tell apart: Okabe–Ito blue.
+KEPT_FALLBACK = QColor(0, 114, 178)
+#: Hues closer than this (degrees) to the removed red count as too close: Ubuntu's orange highlight is 9° away,
+#: Windows' pink accent 45°, its blue 200°.
+MIN_HUE_DISTANCE = 50.0
 #: The other metrics of the same pass, drawn as lines over the bars (colour-blind-safe Okabe–Ito hues).
 EXTRA_COLORS = (QColor(0, 158, 115), QColor(230, 159, 0), QColor(204, 121, 167), QColor(86, 180, 233))
 #: A score is an outlier when it lies this many interquartile ranges above the upper quartile.
 OUTLIER_IQR = 3.0
+
+
+def kept_color(palette: QPalette) -> QColor:
+    """The kept bars' colour: the palette's highlight, unless its hue is close to the removed layers' red (Ubuntu's
+    orange highlight, a red or orange accent colour): then kept and removed bars, and the legend's two squares,
+    looked alike, and colour is all that tells them apart."""
+    color = palette.color(QPalette.ColorRole.Highlight)
+    if color.hslSaturationF() < 0.25:  # a grey highlight stands apart from the red already
+        return color
+    distance = abs(color.hslHueF() - REMOVED_COLOR.hslHueF()) * 360.0
+    return KEPT_FALLBACK if min(distance, 360.0 - distance) < MIN_HUE_DISTANCE else color
 
 
 def _finite(value: float | None) -> bool:
@@ -258,7 +274,7 @@ class ScoreChart(QWidget):
 
     def _brushes(self) -> list[QColor]:
         pal = self.palette()
-        kept = pal.color(QPalette.ColorRole.Highlight)
+        kept = kept_color(pal)
         unknown = pal.color(QPalette.ColorRole.Mid)
         return [REMOVED_COLOR if i in self.removed else (kept if _finite(s) else unknown)
                 for i, s in enumerate(self.scores)]
@@ -276,12 +292,14 @@ class ScoreChart(QWidget):
         self.plot.setBackground(background)
         color_axes(self.plot.getPlotItem(), text)
         self.placeholder.setColor(text)
+        for label in self.outlier_labels:  # written in the old palette's text colour
+            label.setColor(text)
         self._update_legend()
         if self.scores:
             self.bars.setOpts(brushes=self._brushes(), pens=self._pens())
 
     def _update_legend(self) -> None:
-        kept = self.palette().color(QPalette.ColorRole.Highlight).name()
+        kept = kept_color(self.palette()).name()
         parts = [f'<span style="color:{kept}">■</span> kept',
                  f'<span style="color:{REMOVED_COLOR.name()}">■</span> removed']
         for n, name in enumerate(self.extra if self.extra_curves else []):

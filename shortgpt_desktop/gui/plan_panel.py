@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import ClassVar
 
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, Qt, QTimer, Signal
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (
     QComboBox,
@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 
 from ..core.cut.plan import PrunePlan
 from ..format import change, human_bytes, human_count, layer_list
-from .chart import color_axes
+from .chart import color_axes, kept_color
 from .elided_label import ElidedLabel
 
 
@@ -222,12 +222,19 @@ class PlanPanel(QGroupBox):
         """The recipe's line in the kept bars' colour, plain BI's dashed in a quieter one, the axes in the text's
         colour (pyqtgraph's default grey drew the recipe's line pale, close to the baseline)."""
         pal = self.palette()
-        kept, text = pal.color(QPalette.ColorRole.Highlight), pal.color(QPalette.ColorRole.WindowText)
+        kept, text = kept_color(pal), pal.color(QPalette.ColorRole.WindowText)
         quiet = pal.color(QPalette.ColorRole.PlaceholderText)
         self.curve_line.setPen(pg.mkPen(kept, width=2))
         self.curve_line.setSymbolBrush(kept)
         self.baseline_line.setPen(pg.mkPen(quiet, width=1, style=Qt.PenStyle.DashLine))
         color_axes(self.curve_plot.getPlotItem(), text)
+
+    def changeEvent(self, event: QEvent) -> None:
+        """Follow a light/dark switch while the window is open (the curve kept the old palette's axes till the next
+        curve)."""
+        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange):
+            self._apply_curve_palette()
+        super().changeEvent(event)
 
     def clear_curve(self) -> None:
         self.curve_points = []

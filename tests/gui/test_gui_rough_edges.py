@@ -235,6 +235,57 @@ def _chart(qtbot):
     return chart
 
 
+def _hue_distance(a, b) -> float:
+    distance = abs(a.hslHueF() - b.hslHueF()) * 360.0
+    return min(distance, 360.0 - distance)
+
+
+@pytest.mark.parametrize(("highlight", "own"), [("#e95420", False), ("#d13438", False), ("#e3008c", False),
+                                                ("#0078d7", True), ("#3daee9", True), ("#8e8e8e", True)])
+def test_kept_and_removed_bars_differ_whatever_the_highlight(qtbot, highlight: str, own: bool) -> None:
+    """Kept bars took the system's highlight and removed ones a fixed red: on Ubuntu's default theme (orange
+    highlight) or with a red or pink accent, every bar and both legend squares looked alike. A highlight close to
+    the red gives way to a blue; others (Windows' and KDE's blues, a grey) are kept."""
+    from PySide6.QtGui import QColor, QPalette
+
+    from shortgpt_desktop.gui.chart import REMOVED_COLOR
+
+    chart = _chart(qtbot)
+    palette = chart.palette()
+    palette.setColor(QPalette.ColorRole.Highlight, QColor(highlight))
+    chart.setPalette(palette)
+    chart.set_scores([0.3, 0.1, 0.2, 0.4], removed=[1])
+    brushes = chart.bars.opts["brushes"]
+    removed, kept = QColor(brushes[1]), QColor(brushes[0])
+    assert removed == REMOVED_COLOR and (kept == QColor(highlight)) == own
+    assert _hue_distance(kept, removed) >= 50 or kept.hslSaturationF() < 0.25
+    assert f"color:{kept.name()}" in chart.legend.text() and f"color:{removed.name()}" in chart.legend.text()
+
+
+def test_a_light_dark_switch_while_open_recolours_the_curve_and_the_outlier_labels(qtbot) -> None:
+    """The curve kept the old palette's axes and line, and an outlier's value label its old text colour, until the
+    next curve: black on a dark window."""
+    from PySide6.QtGui import QColor, QPalette
+
+    from shortgpt_desktop.gui.plan_panel import PlanPanel
+
+    chart = _chart(qtbot)
+    chart.zoom_box.setChecked(True)
+    chart.set_scores(OUTLIER_SCORES, removed=[])
+    panel = PlanPanel()
+    qtbot.addWidget(panel)
+    panel.show_curve([(1, 60.0, 0.5), (2, 70.0, 0.4)], "bi+ + repair", 2, 1024, [(1, 65.0), (2, 90.0)], {})
+    dark = QPalette(chart.palette())
+    dark.setColor(QPalette.ColorRole.WindowText, QColor("#eeeeee"))
+    dark.setColor(QPalette.ColorRole.Highlight, QColor("#3daee9"))
+    for widget in (chart, panel):
+        widget.setPalette(dark)
+    assert chart.outlier_labels[0].color == QColor("#eeeeee")
+    assert panel.curve_line.opts["pen"].color() == QColor("#3daee9")
+    axis = panel.curve_plot.getPlotItem().getAxis("left")
+    assert axis.textPen().color() == QColor("#eeeeee")
+
+
 def test_zoom_past_outliers_shows_the_bulk_of_the_layers(qtbot) -> None:
     chart = _chart(qtbot)
     chart.set_scores(OUTLIER_SCORES, removed=[])
