@@ -50,6 +50,16 @@ def _round_to_3(value: float, rounding: Callable[[float], int]) -> float:
     return rounding(value / scale) * scale
 
 
+def count_ticks(counts: list[int], most: int = 12) -> list[tuple[int, str]]:
+    """Whole layer counts for the curve's x-axis, every few where there are many (pyqtgraph's own ticks said
+    "0.5, 1.5, 2.5 layers removed" on a short curve)."""
+    if not counts:
+        return []
+    low, high = min(counts), max(counts)
+    step = max(1, math.ceil((high - low + 1) / most))
+    return [(k, str(k)) for k in range(low, high + 1, step)]
+
+
 class PlanPanel(QGroupBox):
     """Emits :attr:`countChanged` (throttled) when the user moves the slider."""
 
@@ -202,6 +212,8 @@ class PlanPanel(QGroupBox):
         self.baseline_line.setData([k for k, _ in base], [max(v, 1e-9) for _, v in base])
         self.curve_plot.getPlotItem().getAxis("left").setTicks(
             [perplexity_ticks([v for _, v, _ in points] + [v for _, v in base]), []])
+        counts = [k for k, _, _ in points] + [k for k, _ in base]
+        self.curve_plot.getPlotItem().getAxis("bottom").setTicks([count_ticks(counts), []])
         self._apply_curve_palette()
         self.curve_marker.setValue(self.slider.value())
         plain = "BI" if baseline_label == "bi" else baseline_label

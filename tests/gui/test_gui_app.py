@@ -154,6 +154,10 @@ def test_the_curve_reads_at_the_windows_default_size(qtbot) -> None:
     assert "at each count" in note.toolTip() and "62.10" in note.toolTip()
     assert note.shown_text().count("\n") <= 1 and "point at it" in note.text()
     assert panel.curve_line.opts["pen"].color() == panel.palette().color(QPalette.ColorRole.Highlight)
+    # The x-axis counts whole layers (pyqtgraph's own ticks said "0.5, 1.5" on a short curve), every few on a long one.
+    assert panel.curve_plot.getPlotItem().getAxis("bottom")._tickLevels[0] == [(k, str(k)) for k in range(0, 16, 2)]
+    panel.show_curve([(0, 510.0, 1.0), (1, 537.0, 0.6), (2, 524.0, 0.5), (3, 512.0, 0.5)], "bi+ + repair", 16, 496)
+    assert panel.curve_plot.getPlotItem().getAxis("bottom")._tickLevels[0] == [(k, str(k)) for k in range(4)]
     # Ticks stay few, inside the range, and distinct, whatever the range.
     for values in ([524.7, 541.2], [38.8, 5444.9], [1.5, 3e6], [50.0]):
         placed = perplexity_ticks(values)
