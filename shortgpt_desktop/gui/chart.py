@@ -109,6 +109,7 @@ class ScoreChart(QWidget):
         self.extra_curves: list[pg.PlotDataItem] = []
 
         self.title = QLabel("<b>Layer importance</b> (lower = removed first)", self)
+        self.title.setWordWrap(True)  # two lines in a narrow pane, where one line clipped the legend off the window
         self.zoom_box = QCheckBox("Zoom past outliers", self)
         self.zoom_box.setToolTip("Scale the axis to the bulk of the layers; a bar far above the others (often "
                                  "layer 0) is cut at the top and its score written on it")
@@ -121,8 +122,7 @@ class ScoreChart(QWidget):
         self.hover_label = QLabel(self.HINT, self)
         self.hover_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         head = QHBoxLayout()
-        head.addWidget(self.title)
-        head.addStretch(1)
+        head.addWidget(self.title, 1)  # the room left over: one line where there is room, wrapped where there is not
         head.addWidget(self.zoom_box)
         head.addWidget(self.others_box)
         head.addSpacing(8)

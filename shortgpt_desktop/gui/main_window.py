@@ -8,8 +8,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QSettings, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtCore import QSettings, QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
     QFrame,
@@ -94,6 +94,7 @@ class MainWindow(QMainWindow):
         # An explicit minimum: otherwise the layouts' minimum grows with word-wrapped text (a long model name
         # made it 1034 px wide) and the window could not be narrowed again.
         self.setMinimumSize(860, 600)
+        self._fit_to_screen()
         self._restore()
         self.jobs.started.connect(self._on_job_started)
         self.jobs.finished.connect(self._on_job_finished)
@@ -136,7 +137,8 @@ class MainWindow(QMainWindow):
         scroll.setWidget(left)
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        # A scroll bar where a large font makes the column wider than its pane (13 pt: labels were cut, unreachable).
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
         scroll.setMinimumWidth(330)
         self.left_scroll = scroll
 
@@ -161,7 +163,6 @@ class MainWindow(QMainWindow):
         self.check_button.setToolTip("Perplexity and a short generation of the original and the pruned "
                                      "model, on the same held-out tokens")
         self.check_button.clicked.connect(self.check)
-        self.score_button.setDefault(True)
         self.progress = QProgressBar(self)
         self.progress.setTextVisible(False)
         self.progress.setMaximumWidth(220)
@@ -181,11 +182,23 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.log_panel, "Log")
         self.tabs.setDocumentMode(True)
 
+        # The chart and the plan scroll where the window is smaller than they need (a 1024 × 600 screen, a scaled or
+        # large font: the curve and its axis were cut off, out of reach); the buttons below them stay in view.
+        scored = QWidget(self)
+        scored_layout = QVBoxLayout(scored)
+        scored_layout.setContentsMargins(0, 0, 0, 0)
+        scored_layout.addWidget(self.chart, 1)
+        scored_layout.addWidget(self.plan_panel)
+        top_scroll = QScrollArea(self)
+        top_scroll.setWidget(scored)
+        top_scroll.setWidgetResizable(True)
+        top_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        top_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.top_scroll = top_scroll
         top = QWidget(self)
         top_layout = QVBoxLayout(top)
         top_layout.setContentsMargins(4, 0, 0, 0)
-        top_layout.addWidget(self.chart, 1)
-        top_layout.addWidget(self.plan_panel)
+        top_layout.addWidget(top_scroll, 1)
         top_layout.addLayout(actions)
         self.right_splitter = QSplitter(Qt.Orientation.Vertical, self)
         self.right_splitter.addWidget(top)
@@ -257,13 +270,25 @@ class MainWindow(QMainWindow):
             "Language Models are More Redundant Than You Expect</i>).</p><p>Apache-2.0.</p>",
         )
 
+    def _available(self) -> QSize:
+        """The room the screen gives a window (without the task bar), or the default size where none is known."""
+        screen = self.screen() or QGuiApplication.primaryScreen()
+        return screen.availableGeometry().size() if screen is not None else QSize(1280, 720)
+
+    def _fit_to_screen(self) -> None:
+        """A minimum no larger than the screen: on a 1024 × 600 netbook, or 1366 × 768 at 150 % (911 × 512 pixels
+        of room), the window started larger than the screen and could not be made to fit."""
+        room = self._available()
+        self.setMinimumSize(min(self.minimumWidth(), room.width()), min(self.minimumHeight(), room.height()))
+
     # ========================================================================================= persistence
 
     def _restore(self) -> None:
         store = self.store
         geometry = store.bytes("window/geometry")
         if geometry is None or not self.restoreGeometry(geometry):
-            self.resize(1280, 720)
+            room = self._available()
+            self.resize(min(1280, room.width()), min(720, room.height()))
         for key, splitter in (("window/splitter", self.splitter), ("window/right", self.right_splitter)):
             state = store.bytes(key)
             if state is not None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QImage, QPalette
+from PySide6.QtWidgets import QApplication
 
 from shortgpt_desktop.core.cut.plan import PrunePlan
 from shortgpt_desktop.core.engine import Checked
@@ -366,3 +367,56 @@ def test_a_screenshot_run_without_stderr_works_without_progress_lines(make_windo
     run = ScreenshotRun(make_window(), str(gui_model), tmp_path / "shot.png")
     run.bar("scoring", 1, 8)  # drawn nowhere, and no error
     assert run.bar.quiet
+
+
+def test_on_a_small_screen_the_window_fits_and_the_curve_and_buttons_are_reached(make_window, monkeypatch) -> None:
+    """On a 1024 × 600 netbook, or 1366 × 768 at 150 % (911 × 512 of room), the window started at 1280 × 720 with
+    a minimum of 860 × 600, larger than the screen; the chart's header held the right pane wider than it was (its
+    legend and the Save as box cut off), and the quality curve shrank to a sliver, out of reach."""
+    from PySide6.QtCore import QSize
+
+    from shortgpt_desktop.gui.main_window import MainWindow
+
+    monkeypatch.setattr(MainWindow, "_available", lambda self: QSize(911, 512))
+    window = make_window(fast=False)
+    assert window.width() <= 911 and window.height() <= 512
+    assert window.minimumWidth() <= 911 and window.minimumHeight() <= 512
+    window.resize(1024, 600)
+    window.plan_panel.show_curve([(k, 60.0 + 5 * k, 0.6) for k in range(8)], "bi+ + repair", 16, 4096,
+                                 [(k, 60.0 + 9 * k) for k in range(8)])
+    QApplication.processEvents()
+    scroll = window.top_scroll
+    assert scroll.widget().width() <= scroll.viewport().width(), "nothing cut off at the right"
+    scroll.ensureWidgetVisible(window.plan_panel.curve_plot)
+    QApplication.processEvents()
+    curve = window.plan_panel.curve_plot
+    top_left = curve.mapTo(scroll.viewport(), curve.rect().topLeft())
+    assert scroll.viewport().rect().contains(top_left) and curve.height() >= 100, "the curve is scrolled to"
+    for button in (window.score_button, window.save_button, window.check_button):
+        corner = button.mapTo(window, button.rect().bottomRight())
+        assert window.rect().contains(corner) and button.isVisible(), f"{button.text()} stays in view"
+
+
+def test_only_a_focused_button_looks_focused(make_window) -> None:
+    """Score was the default button, drawn with the focus frame at all times: with the focus elsewhere two buttons
+    looked focused, and with the focus on Score nothing changed (in a main window a default button does nothing)."""
+    window = make_window()
+    assert not any(button.isDefault() for button in (window.score_button, window.save_button, window.check_button))
+
+
+def test_a_large_font_leaves_the_left_column_reachable(make_window) -> None:
+    """With a 13 pt font the left column's content is wider than its pane, and its horizontal scroll bar was forced
+    off: labels cut ("el", "ings"), out of reach."""
+    from PySide6.QtGui import QFont
+
+    window = make_window()
+    font = QFont(window.font())
+    font.setPointSize(font.pointSize() * 2)
+    window.setFont(font)
+    window.splitter.setSizes([330, 950])
+    QApplication.processEvents()
+    left = window.left_scroll
+    if left.widget().minimumSizeHint().width() > left.viewport().width():
+        assert left.horizontalScrollBar().isVisible() and left.horizontalScrollBar().maximum() > 0
+    else:
+        pytest.fail("the font did not make the column wider than its pane")
