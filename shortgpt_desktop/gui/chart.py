@@ -84,6 +84,7 @@ class ScoreChart(QWidget):
         super().__init__(parent)
         pg.setConfigOptions(antialias=True)
         self.plot = pg.PlotWidget(self)
+        self.plot.setAccessibleName("Layer importance: one bar per layer")
         self.plot.setMenuEnabled(False)
         self.plot.hideButtons()
         self.plot.setMouseEnabled(x=False, y=False)

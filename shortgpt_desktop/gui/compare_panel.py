@@ -36,8 +36,12 @@ class ComparePanel(QWidget):
         self.after = self._text_box()
         self.before_title = QLabel("<b>Original</b>", self)
         self.after_title = QLabel("<b>Pruned</b>", self)
+        self.before.setAccessibleName("Original model's text")
+        self.after.setAccessibleName("Pruned model's text")
+        prompt_label = QLabel("&Prompt:", self)
+        prompt_label.setBuddy(self.prompt)  # named by it for a screen reader, and Alt+P reaches it
         prompt_row = QHBoxLayout()
-        prompt_row.addWidget(QLabel("Prompt:", self))
+        prompt_row.addWidget(prompt_label)
         prompt_row.addWidget(self.prompt, 1)
         grid = QGridLayout()
         grid.addWidget(self.before_title, 0, 0)

@@ -137,7 +137,9 @@ class PlanPanel(QGroupBox):
         self.curve_max.setToolTip("How many layers removed the quality curve goes up to: each count is measured, so "
                                   "fewer is faster")
         self.curve_max.setEnabled(False)
+        self.curve_max.setAccessibleName("Quality curve up to this many layers removed")  # not the group's title
         self.curve_plot = pg.PlotWidget(self, background=None)
+        self.curve_plot.setAccessibleName("Quality curve: perplexity by layers removed")
         self.curve_plot.setFixedHeight(110)
         self.curve_plot.setMouseEnabled(x=False, y=False)
         self.curve_plot.hideButtons()

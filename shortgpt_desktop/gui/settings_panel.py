@@ -7,6 +7,7 @@ The preset follows the device (Quick on a CPU, Standard on a GPU) until the user
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -123,6 +124,18 @@ class SettingsPanel(QGroupBox):
         more.addRow(self.trust_box)
         self.tabs.addTab(basic, "Basic")
         self.tabs.addTab(advanced, "Advanced")
+        # Read to a screen reader by these names: the row's label ("Samples:") names the row, not each box in it.
+        for box, name in ((self.samples_box, "Calibration samples"), (self.seq_len_box, "Tokens per sample"),
+                          (self.eval_box, "Check windows"), (self.batch_box, "Batch size"),
+                          (self.heal_box, "Heal steps")):
+            box.setAccessibleName(name)
+        # The tab bar first, then the page it shows: the fields were made before the tabs, so Tab went from the
+        # Basic page past the tab bar, and the Advanced page's fields were reached only with Shift+Tab.
+        chain = [self.tabs, self.device_box, self.preset_box, self.samples_box, self.seq_len_box, self.metric_box,
+                 self.repair_box, self.dtype_box, self.eval_box, self.batch_box, self.refit_box, self.heal_box,
+                 self.low_memory_box, self.trust_box]
+        for first, second in itertools.pairwise(chain):
+            QWidget.setTabOrder(first, second)
         self.tabs.setTabToolTip(1, "Dtype, perplexity windows, batch size, MLP refit, healing, low memory, the "
                                   "model's own code")
         outer = QVBoxLayout(self)

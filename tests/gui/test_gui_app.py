@@ -420,3 +420,35 @@ def test_a_large_font_leaves_the_left_column_reachable(make_window) -> None:
         assert left.horizontalScrollBar().isVisible() and left.horizontalScrollBar().maximum() > 0
     else:
         pytest.fail("the font did not make the column wider than its pane")
+
+
+def test_every_field_has_a_name_a_screen_reader_can_say(make_window) -> None:
+    """The boxes of a two-box row (Samples × tokens, Check windows and Batch), the prompt, both models' texts, the
+    curve's "to N" box (read as the group's title, "Layers to remove") and both charts had no name of their own."""
+    from PySide6.QtWidgets import QLabel
+
+    window = make_window()
+    settings, compare, plan = window.settings_panel, window.compare_panel, window.plan_panel
+    named = [settings.samples_box, settings.seq_len_box, settings.eval_box, settings.batch_box, compare.before,
+             compare.after, plan.curve_max, window.chart.plot, plan.curve_plot]
+    assert all(widget.accessibleName() for widget in named), [type(w).__name__ for w in named if not w.accessibleName()]
+    assert len({widget.accessibleName() for widget in named}) == len(named)
+    assert plan.curve_max.accessibleName() != "Layers to remove"
+    assert any(label.buddy() is compare.prompt for label in compare.findChildren(QLabel))
+
+
+def test_tab_goes_from_the_settings_tab_bar_to_the_page_it_shows(make_window) -> None:
+    """The fields were made before the tabs: Tab went from the Basic page past the tab bar, and the Advanced page's
+    fields (Dtype, Heal steps, Low memory) were reached only with Shift+Tab."""
+    window = make_window()
+    panel = window.settings_panel
+    panel.tabs.setCurrentIndex(1)
+    QApplication.processEvents()
+    order, widget = [], panel.tabs.tabBar()
+    for _ in range(12):
+        widget = widget.nextInFocusChain()
+        while not (widget.isVisible() and widget.isEnabled() and widget.focusPolicy() & Qt.FocusPolicy.TabFocus):
+            widget = widget.nextInFocusChain()
+        order.append(widget)
+    assert order[0] is panel.dtype_box, type(order[0]).__name__
+    assert panel.heal_box in order and panel.low_memory_box in order
