@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent, QPoint, QPointF, Qt, Signal
-from PySide6.QtGui import QColor, QCursor, QPalette
+from PySide6.QtGui import QColor, QCursor, QKeyEvent, QPalette
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QToolTip, QVBoxLayout, QWidget
 
 #: Removed layers: a warm red that reads on light and dark backgrounds alike.
@@ -78,13 +78,17 @@ class ScoreChart(QWidget):
 
     layerClicked = Signal(int)
     optionsChanged = Signal(dict)  # {"zoom": bool, "others": bool}, when the user ticks an option
-    HINT = "Point at a bar for its score; click it to keep or remove that layer."
+    HINT = "Point at a bar for its score; click it to keep or remove that layer (or the arrow keys and Space)."
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         pg.setConfigOptions(antialias=True)
         self.plot = pg.PlotWidget(self)
         self.plot.setAccessibleName("Layer importance: one bar per layer")
+        # From the keyboard: the arrow keys, Home and End move from bar to bar (outlined, its score written below, as
+        # the pointer does) and Space or Enter keeps or removes it. The chart took the focus and did nothing.
+        self.plot.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.plot.installEventFilter(self)
         self.plot.setMenuEnabled(False)
         self.plot.hideButtons()
         self.plot.setMouseEnabled(x=False, y=False)
@@ -355,6 +359,35 @@ class ScoreChart(QWidget):
                 QToolTip.hideText()
         if index is not None:
             QToolTip.showText(QCursor.pos(), self.hover_text(index), self.plot)
+
+    def eventFilter(self, watched: object, event: QEvent) -> bool:
+        if watched is self.plot and self.scores:
+            if event.type() == QEvent.Type.FocusIn and self._hovered is None:
+                self._set_hovered(0)
+            elif event.type() == QEvent.Type.FocusOut:
+                self._set_hovered(None)
+            elif event.type() == QEvent.Type.KeyPress:
+                return self._on_key(event)  # type: ignore[arg-type]
+        return super().eventFilter(watched, event)
+
+    def _on_key(self, event: QKeyEvent) -> bool:
+        """Move between bars and toggle one; True where the key was used (others go on to the window)."""
+        n, key, at = len(self.scores), event.key(), self._hovered if self._hovered is not None else 0
+        moves = {Qt.Key.Key_Left: at - 1, Qt.Key.Key_Right: at + 1, Qt.Key.Key_Home: 0, Qt.Key.Key_End: n - 1}
+        if key in moves:
+            self._set_hovered(max(0, min(n - 1, moves[key])))
+            return True
+        if key in (Qt.Key.Key_Space, Qt.Key.Key_Return, Qt.Key.Key_Enter) and self.clickable:
+            self._set_hovered(at)
+            self.layerClicked.emit(at)
+            return True
+        return False
+
+    def _set_hovered(self, index: int | None) -> None:
+        self._hovered = index
+        if self.scores:
+            self.bars.setOpts(pens=self._pens())
+        self._update_hover_text()
 
     def _on_mouse_clicked(self, event: object) -> None:
         if not self.clickable or event.button() != Qt.MouseButton.LeftButton:  # type: ignore[attr-defined]

@@ -286,6 +286,28 @@ def test_a_light_dark_switch_while_open_recolours_the_curve_and_the_outlier_labe
     assert axis.textPen().color() == QColor("#eeeeee")
 
 
+def test_the_chart_is_used_from_the_keyboard(qtbot) -> None:
+    """Tab stopped on the chart, and nothing showed it or answered a key: keeping or removing one layer took a
+    mouse click, and a layer's score showed only under the pointer. The arrow keys, Home and End now move an
+    outlined bar, its score written below as the pointer writes it, and Space or Enter keeps or removes it."""
+    chart = _chart(qtbot)
+    chart.set_scores([0.3, 0.1, 0.2, 0.4], removed=[1])
+    chart.clickable = True
+    chart.plot.setFocus()
+    qtbot.waitUntil(chart.plot.hasFocus)
+    assert chart.hover_label.text().startswith("Layer 0: ")
+    qtbot.keyClick(chart.plot, Qt.Key.Key_Right)
+    assert chart.hover_label.text() == chart.hover_text(1) and chart.hover_text(1).endswith("— removed")
+    assert chart.bars.opts["pens"][1] != chart.bars.opts["pens"][0], "the bar in hand is outlined"
+    with qtbot.waitSignal(chart.layerClicked) as clicked:
+        qtbot.keyClick(chart.plot, Qt.Key.Key_Space)
+    assert clicked.args == [1]
+    qtbot.keyClick(chart.plot, Qt.Key.Key_End)
+    assert chart.hover_label.text().startswith("Layer 3: ")
+    qtbot.keyClick(chart.plot, Qt.Key.Key_Right)  # stays on the last bar
+    assert chart.hover_label.text().startswith("Layer 3: ")
+
+
 def test_zoom_past_outliers_shows_the_bulk_of_the_layers(qtbot) -> None:
     chart = _chart(qtbot)
     chart.set_scores(OUTLIER_SCORES, removed=[])
