@@ -23,7 +23,8 @@
 #define BundleDir "..\..\dist\" + Flavour + "\shortgpt-desktop"
 
 [Setup]
-; One AppId for both flavours: installing the CUDA build over the CPU build (or back) replaces it.
+; One AppId for both flavours: installing the CUDA build over the CPU build (or back) replaces it, the bundle's
+; folder emptied first ([InstallDelete]).
 AppId={{8C0E7D1A-5B2F-4E8B-9A47-3D6F1C2B9E15}
 AppName={#AppName}
 AppVersion={#AppVersion}
@@ -58,6 +59,11 @@ Name: "english"; MessagesFile: "compiler:Default.isl"
 
 [Tasks]
 Name: "desktopicon"; Description: "{cm:CreateDesktopIcon}"; GroupDescription: "{cm:AdditionalIcons}"; Flags: unchecked
+
+[InstallDelete]
+; Inno Setup only adds and overwrites: an upgrade, or the CPU build over the CUDA build, left the old bundle's files
+; in place, and torch loads every DLL in torch\lib (several GB of CUDA libraries beside the CPU build's).
+Type: filesandordirs; Name: "{app}\_internal"
 
 [Files]
 Source: "{#BundleDir}\*"; DestDir: "{app}"; Flags: ignoreversion recursesubdirs createallsubdirs

@@ -548,3 +548,14 @@ def test_readme_explains_the_installers():
     section = readme.split("## Installers", 1)[1]
     for phrase in ("packaging/build_linux.sh", "build_windows.ps1", "FLAVOUR=cuda", "AppImage", "CPU", "CUDA"):
         assert phrase in section
+
+
+def test_an_install_over_another_empties_the_bundle_first() -> None:
+    """Inno Setup adds and overwrites, never removes: an upgrade, or the CPU build installed over the CUDA build,
+    kept the old bundle's files, and torch on Windows loads every DLL in torch\\lib (the CUDA ones too)."""
+    text = ISS.read_text(encoding="utf-8")
+    assert "\n[InstallDelete]\n" in text
+    section = text.split("\n[InstallDelete]\n", 1)[1].split("\n[", 1)[0]
+    entries = [line for line in section.splitlines() if line.strip() and not line.lstrip().startswith(";")]
+    assert entries == ['Type: filesandordirs; Name: "{app}\\_internal"']
+    assert text.index("\n[InstallDelete]\n") < text.index("\n[Files]\n")
