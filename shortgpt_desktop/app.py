@@ -267,10 +267,10 @@ def settings_for(args: argparse.Namespace) -> tuple[object, tempfile.TemporaryDi
 
 @contextmanager
 def closed_by_signals(window: Any) -> Iterator[None]:
-    """SIGTERM and SIGHUP close ``window`` as its close button does, without the question (``stop_and_close``):
-    a running save was killed where it stood and left its partial folder. Python runs a handler only between
-    bytecodes and Qt's idle event loop runs none, so a timer wakes the interpreter; the handlers that were there
-    come back after."""
+    """SIGTERM, SIGHUP and SIGBREAK close ``window`` as its close button does, without the question
+    (``stop_and_close``): a running save was killed where it stood and left its partial folder. Python runs a handler
+    only between bytecodes and Qt's idle event loop runs none, so a timer wakes the interpreter; the handlers that were
+    there come back after."""
     from PySide6.QtCore import QTimer
 
     from .stop_signals import on_stop_signals

@@ -1,7 +1,8 @@
-"""``shortgpt score | prune | eval``: the engine from a terminal.
+"""``shortgpt score | prune | sweep | eval``: the engine from a terminal.
 
 Exit codes: 0 done, 2 bad input (one line on stderr, no traceback), 130 cancelled (Ctrl-C; nothing written), 128 +
-the signal's number when stopped by SIGTERM (143) or SIGHUP (129), nothing written either.
+the signal's number when stopped by SIGTERM (143), SIGHUP (129) or Ctrl-Break on Windows (149), nothing written
+either.
 """
 
 from __future__ import annotations
@@ -498,8 +499,9 @@ def _share(value: float | None) -> str:
 
 
 class Stopped(KeyboardInterrupt):
-    """SIGTERM or SIGHUP (``timeout``, ``kill``, the terminal closed): unwound as Ctrl-C is, so the save's temporary
-    folder is removed (a 6 MB hidden partial folder was left beside the output, until a later save to that name)."""
+    """SIGTERM, SIGHUP or SIGBREAK (``timeout``, ``kill``, the terminal closed, Ctrl-Break): unwound as Ctrl-C
+    is, so the save's temporary folder is removed (a 6 MB hidden partial folder was left beside the output, until a
+    later save to that name)."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
@@ -523,7 +525,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     quiet_library_progress()  # our own bar reports loading and downloads
     progress = ProgressBar(quiet=args.quiet)
-    with on_stop_signals(_stop):  # SIGTERM and SIGHUP raise Stopped while the job runs
+    with on_stop_signals(_stop):  # SIGTERM, SIGHUP and SIGBREAK raise Stopped while the job runs
         return _run(args, progress)
 
 

@@ -439,7 +439,7 @@ class Engine:
         return self.backend.loaded
 
     def adopt(self, loaded: LoadedModel, spec: JobSpec) -> None:
-        """Use a model loaded elsewhere for ``spec`` (tests and benchmarks share one load between jobs)."""
+        """Use a model loaded elsewhere for ``spec`` (the tests share one load between jobs)."""
         if self.source is None or self.source.spec != spec.model:
             self.open(spec)
         self.forget()

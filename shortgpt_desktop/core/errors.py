@@ -6,7 +6,7 @@ dialog. Anything else is a bug and keeps its traceback.
 
 The engine's messages never name a command-line flag or a widget: what the user can do about an error
 depends on the front end, so an error carries a :class:`Hint` as data and each front end words it
-(``cli.HINTS``, ``gui.dialogs.HINTS``).
+(``cli.HINTS``, ``gui.messages.HINTS``).
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from . import defaults
-from .cut.plan import PrunePlan, apply_sizes, make_plan
-from .cut.surgery import layer_sizes, pruned_view
+from .cut.plan import PrunePlan
+from .cut.surgery import pruned_view
 from .errors import CalibrationError
 from .formats.safetensors_writer import SaveResult, save_pruned
 from .measure.calibration import (
@@ -28,8 +28,6 @@ from .measure.calibration import (
     surely_too_short,
 )
 from .measure.evaluation import PerplexityResult, generate_text, has_chat_template, perplexity_of
-from .measure.metrics import get_metric, score_model
-from .measure.scoring import LayerScores
 from .model.config import architecture_name
 from .model.dtypes import stored_bytes_per_element
 from .model.loading import LoadedModel, ModelInfo, inspect_model, load_model
@@ -200,25 +198,6 @@ def prepare_tokens(loaded: LoadedModel, spec: JobSpec) -> tuple[TokenSet, list[s
             f"({spec.samples} asked for)."
         )
     return tokens, names, warnings
-
-
-def score(
-    loaded: LoadedModel, tokens: TokenSet | None, metric: str = "bi", batch_size: int = 4, block_size: int = 1,
-    progress: Progress = _noop, cancel: CancelCheck | None = None,
-) -> LayerScores:
-    return score_model(loaded.model, loaded.family, tokens, metric, batch_size, block_size, progress, cancel)
-
-
-def plan_for(loaded: LoadedModel, scores: LayerScores | None, *, ratio: float | None = None,
-             count: int | None = None, layers: Sequence[int] | None = None) -> PrunePlan:
-    """A plan with sizes in the checkpoint's own dtype (what the saved folder will weigh)."""
-    n = loaded.n_layers
-    block = scores is not None and get_metric(scores.metric).block
-    plan = make_plan(n, scores.scores if scores else None, ratio=ratio, count=count,
-                     layers=list(layers) if layers is not None else None,
-                     metric=scores.metric if scores else "manual", block=block)
-    apply_sizes(plan, layer_sizes(loaded.model, loaded.family, checkpoint_bytes_per_param(loaded)))
-    return plan
 
 
 def checkpoint_bytes_per_param(loaded: LoadedModel) -> float:

@@ -20,10 +20,6 @@ def no_progress(stage: str, done: int, total: int, partial: Any = None) -> None:
     """A progress callback that ignores everything."""
 
 
-def never_cancel() -> bool:
-    return False
-
-
 def raise_if_cancelled(cancel: CancelCheck | None) -> None:
     if cancel is not None and cancel():
         raise Cancelled()

@@ -193,11 +193,6 @@ class ModelPanel(QGroupBox):
             w.setEnabled(not busy)
         self.setAcceptDrops(not busy)
 
-    def clear_info(self) -> None:
-        for value in self.values.values():
-            value.setText("—")
-        self.message.setVisible(False)
-
     def set_info(self, info: ModelInfo) -> None:
         self.values["architecture"].setText(f"{info.architecture} ({info.model_type})")
         self.values["architecture"].setToolTip(f"{info.architecture} ({info.model_type}) · {info.name}")

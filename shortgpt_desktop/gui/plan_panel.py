@@ -165,7 +165,6 @@ class PlanPanel(QGroupBox):
         grid.addWidget(self.curve_note, 5, 1, 1, 2)
         grid.addWidget(self.curve_plot, 6, 0, 1, 3)
         self.curve_points: list[tuple[int, float]] = []
-        self.curve_tops: dict[int, float | None] = {}
         grid.setColumnStretch(1, 1)
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
@@ -208,7 +207,6 @@ class PlanPanel(QGroupBox):
         it, with the slider's place marked; ``quizzes``: the check's quiz at each count, (kept, known)."""
         quizzes = quizzes or {}
         self.curve_points = [(k, v) for k, v, _ in points]
-        self.curve_tops = {k: top for k, _, top in points}
         self.curve_line.setData([k for k, _, _ in points], [max(v, 1e-9) for _, v, _ in points])
         base = baseline or []
         self.baseline_line.setData([k for k, _ in base], [max(v, 1e-9) for _, v in base])
@@ -252,7 +250,6 @@ class PlanPanel(QGroupBox):
 
     def clear_curve(self) -> None:
         self.curve_points = []
-        self.curve_tops = {}
         self.curve_line.setData([], [])
         self.baseline_line.setData([], [])
         self.curve_plot.setVisible(False)

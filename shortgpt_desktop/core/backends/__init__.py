@@ -1,1 +1,2 @@
-"""Ways to run a model: one decoder layer at a time when it does not fit in memory."""
+"""How the opened model runs: whole in memory, or one decoder layer at a time when it does not fit; and the
+passes (perplexity, fidelity, generation) that run over either."""

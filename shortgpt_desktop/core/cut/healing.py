@@ -258,10 +258,10 @@ def heal(
 ) -> HealResult:
     """Train LoRA adapters for ``steps`` steps (cycling over the calibration batches) and merge them in place.
 
-    The merge changes the weights in place, also inside ``pruned_view``; with ``keep_original`` the model is left
-    as it was and the healed values are only in the result (show them with :func:`.repair.weights_view` inside
-    the pruned view): each is merged into a copy of its weight (:func:`_merged_copies`), so the job never holds
-    a second copy of the whole model's projections besides the result. ``compute``: see :func:`compute_dtype_for`.
+    The merge changes the weights in place, also inside ``pruned_view``; with ``keep_original`` the model is left as it
+    was and the healed values are only in the result (show them with :func:`..model.weights_view.weights_view` inside
+    the pruned view): each is merged into a copy of its weight (:func:`_merged_copies`), so the job never holds a second
+    copy of the whole model's projections besides the result. ``compute``: see :func:`compute_dtype_for`.
     """
     import torch
 

@@ -179,8 +179,9 @@ def output_folder(out: Path, force: bool = False) -> Iterator[Path]:
     """A temporary folder beside ``out`` to write into; moved into place when the block completes.
 
     Whatever goes wrong (a cancel, a full disk, a bug), the temporary folder is removed and ``out`` is left
-    as it was. A filesystem error while writing is the user's to fix (a file in the way, no space, no
-    permission): it becomes one sentence. What is at ``out`` is checked again just before the move (``force``:
+    as it was; only a finished model whose move into place fails is kept, beside ``out`` (:func:`_keep_finished`).
+    A filesystem error while writing is the user's to fix (a file in the way, no space, no permission): it becomes
+    one sentence. What is at ``out`` is checked again just before the move (``force``:
     as :func:`check_output_folder` checks it): files put there while the model was written are never replaced.
     """
     try:

@@ -70,10 +70,6 @@ class TextSet:
     files: list[Path] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # one sentence per skipped file
 
-    @property
-    def chars(self) -> int:
-        return sum(len(t) for t in self.texts)
-
 
 @dataclass
 class TokenSet:
@@ -102,11 +98,11 @@ def _hidden(path: Path, root: Path) -> bool:
     return any(part.startswith(".") or part == "__pycache__" for part in path.relative_to(root).parts)
 
 
-def collect_files(paths: Iterable[str | Path], passed_over: list[str] | None = None) -> list[Path]:
+def collect_files(paths: Iterable[str | Path]) -> list[Path]:
     """Files under the given paths (folders recursively, hidden files left out), sorted, unique.
 
     Every file is returned whatever its ending: what is text is decided by its content when it is read
-    (:func:`texts_from_file`). ``passed_over`` is kept for callers that collect sentences; nothing is added.
+    (:func:`texts_from_file`).
     """
     found: list[Path] = []
     for raw in paths:
@@ -300,7 +296,7 @@ def read_texts(paths: Iterable[str | Path]) -> TextSet:
     """Read every usable file; binary and unreadable ones are skipped with a warning that names them."""
     result = TextSet()
     budget, left_out = MAX_TEXT_BYTES, 0
-    for path in collect_files(paths, result.skipped):
+    for path in collect_files(paths):
         if budget <= 0:
             left_out += 1
             continue

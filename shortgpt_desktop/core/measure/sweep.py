@@ -1,9 +1,8 @@
-"""The quality curve (the paper's Figure 5): perplexity with the k first layers of a removal order removed.
+"""The quality curve (the paper's Figure 5) as data: perplexity and fidelity with k layers removed, k = 0, 1, ….
 
-For k = 0..max_removed the model is pruned in place for the measurement only (:func:`.surgery.pruned_view`)
-and its perplexity measured on a *subset* of the held-out windows; the result says how many windows and
-tokens, so nobody mistakes it for the full before/after check. The order is either given (e.g. the nested
-greedy order of :mod:`.selection`) or follows from scores exactly as :func:`.plan.lowest` picks layers.
+:meth:`..engine.Engine.quality_curve` measures it (each count's choice and repair as Save would make them, plain
+BI's beside it) on the check's held-out windows; this module holds its points, writes them as CSV and JSON, and
+gives the removal order that follows from scores exactly as :func:`..cut.plan.lowest` picks layers.
 """
 
 from __future__ import annotations
@@ -11,19 +10,12 @@ from __future__ import annotations
 import csv
 import json
 import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..cut.plan import max_removable
-from ..errors import Cancelled, PlanError
-from ..progress import CancelCheck, Progress
-from .calibration import TokenSet
-
 STAGE = "sweep"
-DEFAULT_EVAL_WINDOWS = 8
 CSV_FIELDS = ("k", "layer", "removed", "perplexity", "nll", "tokens", "same_top", "mean_kl", "quiz_kept", "quiz_known")
 #: Fields every quality curve's JSON holds, by which a file is known as one (see ``report.REPORT_KEYS``).
 CURVE_KEYS = ("label", "order", "points")
@@ -66,10 +58,6 @@ class QualityCurve:
     samples: int = 0
     seq_len: int = 0
     seed: int = 0
-
-    @property
-    def perplexities(self) -> list[float]:
-        return [p.perplexity for p in self.points]
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -127,83 +115,7 @@ def curve_point(k: int, layer: int | None, removed: list[int], result: Any, fide
                       1.0 if fidelity is None else fidelity.same_top, 0.0 if fidelity is None else fidelity.mean_kl)
 
 
-def read_curve_csv(path: str | Path) -> list[CurvePoint]:
-    """The points of a CSV written by :meth:`QualityCurve.write_csv`."""
-    with open(path, newline="", encoding="utf-8") as stream:
-        return [
-            CurvePoint(
-                k=int(row["k"]),
-                layer=int(row["layer"]) if row["layer"] else None,
-                removed=[int(x) for x in row["removed"].split()],
-                perplexity=float(row["perplexity"]),
-                nll=float(row["nll"]),
-                tokens=int(row["tokens"]),
-                same_top=float(row["same_top"]) if row.get("same_top") else None,
-                mean_kl=float(row["mean_kl"]) if row.get("mean_kl") else None,
-            )
-            for row in csv.DictReader(stream)
-        ]
-
-
 def removal_order(scores: Sequence[float | None]) -> list[int]:
     """Layers from first to last removed: lowest score first, ties the later layer first (as in plan.lowest)."""
     known = [(s, -i) for i, s in enumerate(scores) if s is not None and not math.isnan(s)]
     return [-neg for _, neg in sorted(known)]
-
-
-def _as_order(order_or_scores: Sequence[Any]) -> list[int]:
-    """An order is a list of distinct ints; anything with floats or Nones is scores."""
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in order_or_scores):
-        return list(order_or_scores)
-    return removal_order(order_or_scores)
-
-
-def quality_curve(
-    stack: Any,
-    token_set: TokenSet,
-    order_or_scores: Sequence[Any],
-    max_removed: int | None = None,
-    eval_windows: int = DEFAULT_EVAL_WINDOWS,
-    batch_size: int = 4,
-    label: str = "",
-    progress: Progress | None = None,
-    cancel: CancelCheck | None = None,
-) -> QualityCurve:
-    """Perplexity on the first ``eval_windows`` held-out windows for k = 0..max_removed layers removed.
-
-    ``stack`` is the backend's :class:`~..backends.layerwise.LayerStack`. ``order_or_scores`` is a removal
-    order (list of layer indices, first removed first) or per-layer scores
-    (floats, lower removed first). Point k removes the first k layers of the order, so the curve is nested.
-    """
-    started = time.perf_counter()
-    from ..backends import ops
-
-    n = stack.n_layers
-    order = _as_order(order_or_scores)
-    if len(set(order)) != len(order) or any(not 0 <= i < n for i in order):
-        raise PlanError(f"A removal order must list distinct layers between 0 and {n - 1}.")
-    limit = min(len(order), max_removable(n))
-    if max_removed is None:
-        max_removed = limit
-    if not 0 <= max_removed <= limit:
-        raise PlanError(f"The curve can go up to {limit} removed layers (asked for {max_removed}).")
-    windows = token_set.eval_windows[: max(1, eval_windows)]
-    if not windows:
-        raise PlanError("There are no held-out windows to measure perplexity on.")
-    curve = QualityCurve(label=label, order=order[:max_removed], windows=len(windows))
-    partial: list[float | None] = [None] * (max_removed + 1)
-    if progress is not None:
-        progress(STAGE, 0, max_removed + 1, list(partial))
-    for k in range(max_removed + 1):
-        if cancel is not None and cancel():
-            raise Cancelled()
-        removed = sorted(order[:k])
-        result = ops.perplexity(stack, windows, token_set.pad_id, removed, batch_size, cancel=cancel)
-        curve.points.append(CurvePoint(k, order[k - 1] if k else None, removed, result.perplexity, result.nll,
-                                       result.tokens))
-        curve.tokens = result.tokens
-        partial[k] = result.perplexity
-        if progress is not None:
-            progress(STAGE, k + 1, max_removed + 1, list(partial))
-    curve.seconds = time.perf_counter() - started
-    return curve

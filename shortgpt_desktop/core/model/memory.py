@@ -337,7 +337,7 @@ def estimate_memory(
     # The job's phases in memory, one after another: bi+'s choice and the repair's fits (their caches, ``recipe``,
     # beside a batch's work; a GGUF's load-time copy before them), healing's steps (the caches are freed by then),
     # and the check with what healing handed back, and a copy of it in the model while it generates
-    # (``repair.weights_view``). Measured on SmolLM2, quick preset, default job with 2 healing steps, the most
+    # (``weights_view.weights_view``). Measured on SmolLM2, quick preset, default job with 2 healing steps, the most
     # resident memory while choosing and repairing 2.19 GB, while healing 2.82 GB, while checking 2.78 GB; this
     # says 2.57 GB while healing (0.91) and 2.70 GB for the job, its peak while choosing (0.96).
     if device.startswith("cuda"):
@@ -414,14 +414,3 @@ def healing_does_not_fit(estimate: MemoryEstimate) -> str:
             "(the repair still runs), or heal on fewer tokens a step (a shorter sequence length or a smaller "
             "batch).")
 
-
-def describe(estimate: MemoryEstimate) -> dict[str, Any]:
-    """Plain figures for the front ends (bytes)."""
-    return {
-        "in_memory": estimate.in_memory_total,
-        "streamed": estimate.streamed_total,
-        "available_ram": estimate.available_ram_bytes,
-        "available_device": estimate.available_device_bytes,
-        "in_memory_fits": estimate.in_memory_fits,
-        "streamed_fits": estimate.streamed_fits,
-    }
