@@ -127,18 +127,10 @@ class MainWindow(QMainWindow):
         self.settings_panel = SettingsPanel(self)
         self.settings_panel.changed.connect(self._on_setting_changed)
 
-        left = QWidget(self)
-        left_layout = QVBoxLayout(left)
-        left_layout.setContentsMargins(0, 0, 4, 0)
-        left_layout.addWidget(self.model_panel)
-        left_layout.addWidget(self.calibration_panel, 1)
-        left_layout.addWidget(self.settings_panel)
-        scroll = QScrollArea(self)
-        scroll.setWidget(left)
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.Shape.NoFrame)
-        # A scroll bar where a large font makes the column wider than its pane (13 pt: labels were cut, unreachable).
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        # A scroll bar sideways too where a large font makes the column wider than its pane (13 pt: labels were cut,
+        # out of reach).
+        scroll = self._scrolled((self.model_panel, 0), (self.calibration_panel, 1), (self.settings_panel, 0),
+                                margins=(0, 0, 4, 0), sideways=True)
         scroll.setMinimumWidth(330)
         self.left_scroll = scroll
 
@@ -184,16 +176,7 @@ class MainWindow(QMainWindow):
 
         # The chart and the plan scroll where the window is smaller than they need (a 1024 × 600 screen, a scaled or
         # large font: the curve and its axis were cut off, out of reach); the buttons below them stay in view.
-        scored = QWidget(self)
-        scored_layout = QVBoxLayout(scored)
-        scored_layout.setContentsMargins(0, 0, 0, 0)
-        scored_layout.addWidget(self.chart, 1)
-        scored_layout.addWidget(self.plan_panel)
-        top_scroll = QScrollArea(self)
-        top_scroll.setWidget(scored)
-        top_scroll.setWidgetResizable(True)
-        top_scroll.setFrameShape(QFrame.Shape.NoFrame)
-        top_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        top_scroll = self._scrolled((self.chart, 1), (self.plan_panel, 0), margins=(0, 0, 0, 0), sideways=False)
         self.top_scroll = top_scroll
         top = QWidget(self)
         top_layout = QVBoxLayout(top)
@@ -269,6 +252,23 @@ class MainWindow(QMainWindow):
             "redundant layers, ranked by Block Influence (Men et al., 2024, <i>ShortGPT: Layers in Large "
             "Language Models are More Redundant Than You Expect</i>).</p><p>Apache-2.0.</p>",
         )
+
+    def _scrolled(self, *parts: tuple[QWidget, int], margins: tuple[int, int, int, int],
+                  sideways: bool) -> QScrollArea:
+        """``parts`` (a widget and its stretch) one above the other, in a frameless scroll area that scrolls up and
+        down where needed, and sideways only where ``sideways``."""
+        inner = QWidget(self)
+        layout = QVBoxLayout(inner)
+        layout.setContentsMargins(*margins)
+        for widget, stretch in parts:
+            layout.addWidget(widget, stretch)
+        scroll = QScrollArea(self)
+        scroll.setWidget(inner)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded if sideways
+                                            else Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        return scroll
 
     def _available(self) -> QSize:
         """The room the screen gives a window (without the task bar), or the default size where none is known."""
