@@ -10,6 +10,8 @@ from PySide6.QtCore import QEvent, QPoint, QPointF, Qt, Signal
 from PySide6.QtGui import QColor, QCursor, QKeyEvent, QPalette
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QToolTip, QVBoxLayout, QWidget
 
+from .elided_label import ElidedLabel
+
 #: Removed layers: a warm red that reads on light and dark backgrounds alike.
 REMOVED_COLOR = QColor(224, 83, 61)
 #: Kept layers where the palette's highlight is too close to :data:`REMOVED_COLOR` to tell apart: Okabe–Ito blue.
@@ -124,7 +126,10 @@ class ScoreChart(QWidget):
         for box in (self.zoom_box, self.others_box):
             box.toggled.connect(self._on_option_toggled)
         self.legend = QLabel(self)
-        self.hover_label = QLabel(self.HINT, self)
+        # One line, elided where the pane is narrow (the whole line in its tooltip): a plain label's text held the
+        # chart, and so the window's right pane, at least as wide as the longest hover text.
+        self.hover_label = ElidedLabel(self)
+        self.hover_label.setText(self.HINT)
         self.hover_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         head = QHBoxLayout()
         head.addWidget(self.title, 1)  # the room left over: one line where there is room, wrapped where there is not
