@@ -873,3 +873,22 @@ def test_the_model_line_says_when_the_job_runs_one_layer_at_a_time(tiny_model: P
                          *flag]) == 0
         line = next(line for line in capsys.readouterr().err.splitlines() if line.startswith("model:"))
         assert line.endswith(", one layer at a time") == said, line
+
+
+def test_the_summary_gives_the_figures_of_the_report() -> None:
+    """The parameters' share, the perplexity ratio and the healing's first and last loss were in no assertion."""
+    import io
+
+    from shortgpt_desktop.core.report import Report
+
+    report = Report(model="m", metric="bi", scores=[0.1] * 6, removed_layers=[1, 2])
+    report.n_layers = 6
+    report.params_before, report.params_after = 1000, 750
+    report.ppl_before, report.ppl_after, report.eval_tokens = 10.0, 12.5, 2048
+    report.heal_steps, report.heal_losses = 2, [0.5, 0.3]
+    stream = io.StringIO()
+    cli.print_summary(report, stream)
+    out = stream.getvalue()
+    assert "parameters: 1,000 -> 750 (75.0%)" in out
+    assert "perplexity: 10.000 -> 12.500 (x1.25) on 2,048 tokens" in out
+    assert "loss (KL to the original) 0.500 -> 0.300" in out

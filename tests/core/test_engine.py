@@ -521,3 +521,17 @@ def test_a_blank_prompt_is_no_prompt_in_the_check_and_the_card(tiny_model: Path,
     assert checked.prompt == "" and checked.generation_before == checked.generation_after == ""
     report = engine.report(plan, spec)
     assert report.generation_prompt in ("", None) and not report.generation_chat_template
+
+
+def test_another_seed_draws_other_samples_from_an_open_engine(tiny_model: Path, small_calib: Path) -> None:
+    """The tokens are cached per text and sizes; a key without the seed gave the first seed's samples again."""
+    import dataclasses
+
+    spec = JobSpec(model=str(tiny_model), calib=[str(small_calib)], samples=4, seq_len=32, device="cpu",
+                   dtype="float32", seed=0)
+    engine = Engine()
+    engine.open(spec)
+    engine.load(spec)
+    first = engine.tokens_for(spec).samples
+    assert engine.tokens_for(dataclasses.replace(spec, seed=1)).samples != first
+    assert engine.tokens_for(spec).samples == first

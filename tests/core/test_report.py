@@ -61,3 +61,16 @@ def test_the_card_counts_a_layer_after_a_run_refitted_where_the_run_itself_was_l
     line = next(line for line in model_card(report, "m").splitlines() if "linear repair" in line)
     assert "(the MLP output projection of 1 kept layer after a run refitted the same way; no new parameters)" in line
     assert "nothing fitted" not in line, line
+
+
+def test_the_card_gives_the_figures_of_the_report() -> None:
+    """The layers, the perplexity before and after and the KL figures were in no assertion: swapped or wrong, every
+    test passed."""
+    report = Report(model="m", metric="bi", scores=[0.1] * 6, removed_layers=[1, 2])
+    report.n_layers = 6
+    report.ppl_before, report.ppl_after, report.eval_tokens = 10.0, 12.5, 2048
+    report.fidelity = {"mean_kl": 0.1234, "p99_kl": 1.5, "same_top": 0.8}
+    card = model_card(report, "m")
+    assert "| layers | 6 | 4 |" in card
+    assert "| perplexity | 10.000 | 12.500 |" in card
+    assert "mean KL divergence 0.1234 nats per token (99th percentile 1.500)" in card

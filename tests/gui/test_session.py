@@ -183,3 +183,12 @@ def test_the_end_of_a_job_and_what_the_next_will_cost_are_worded_here() -> None:
     assert words.cancelling() == "Cancelling…"
     assert words.announced("check", "about 2 min") == "Checking perplexity: about 2 min…"
     assert words.announced("save", "") == "" and job_title("save") == "Saving" and job_title("x") == "x"
+
+
+@pytest.mark.parametrize(("repair", "refit", "expected"), [(True, True, "refit"), (True, False, "linear"),
+                                                           (False, True, "none"), (False, False, "none")])
+def test_the_repair_boxes_give_the_jobs_repair(repair: bool, refit: bool, expected: str) -> None:
+    """Ticking "Refit the MLP" ran a linear repair, and no test looked at the job the boxes made."""
+    values = dict(samples=8, seq_len=64, eval_windows=4, batch_size=2, metric="bi", device="cpu", dtype="float32",
+                  trust_remote_code=False, low_memory=False, repair=repair, refit=refit, heal_steps=0)
+    assert Session.__new__(Session).job_spec(values, ["a.txt"], "hi", "m").repair == expected

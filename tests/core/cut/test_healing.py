@@ -263,3 +263,24 @@ def test_healing_prints_no_library_deprecation_warning(tiny_model: Path, tokens)
         warnings.simplefilter("always")  # every warning shown, as a first run in a fresh process shows it
         heal(loaded.model, loaded.family, tokens, steps=1, batch_size=2)
     assert not [w for w in caught if "is_gradient_checkpointing" in str(w.message)]
+
+
+def test_each_step_reads_the_next_batch_and_cycles(tiny_model: Path, valid_text: Path) -> None:
+    """Healing cycles over the calibration batches; a step that always read the first batch changed no test, and
+    the rest of the text would never be read."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    tokens = build_token_set(tokenizer, [valid_text.read_text(encoding="utf-8")[:20_000]], None, samples=8,
+                             seq_len=32, max_eval_windows=2)
+    loaded = load_model(resolve(str(tiny_model)), "cpu", "float32")
+    asked: list[tuple[int, list[int]]] = []
+
+    def teacher(number: int, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        asked.append((number, ids[:, 1].tolist()))
+        with torch.no_grad():
+            return loaded.model(input_ids=ids, attention_mask=mask).logits.clone()
+
+    heal(loaded.model, loaded.family, tokens, steps=3, batch_size=4, teacher=teacher, keep_original=True)
+    assert [number for number, _ in asked] == [0, 1, 0]
+    assert asked[0][1] == [s[1] for s in tokens.samples[:4]] and asked[1][1] == [s[1] for s in tokens.samples[4:8]]

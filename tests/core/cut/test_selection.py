@@ -399,3 +399,12 @@ def test_a_finalist_that_ends_its_turn_at_once_is_passed_over(judge_repaired: bo
     # they run (it was full while the first finalist was asked, and again before a second one's fit began).
     assert len(asked) >= 2 and bar[-1][0] == bar[-1][1]
     assert all(done < total for done, total in bar[:-1]), bar
+
+
+def test_the_ends_stay_protected_until_too_few_layers_are_left_besides_them() -> None:
+    """The first and last layers are kept out of the choice while the other layers can give the count: 4 of 6 still
+    can (layers 1-4), 5 of 6 cannot."""
+    from shortgpt_desktop.core.cut.selection import protected_for
+
+    scores = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+    assert protected_for(scores, 4) == [0, 5] and protected_for(scores, 5) == []

@@ -417,3 +417,27 @@ def test_whether_a_saving_process_runs_is_asked_without_a_signal(tmp_path: Path,
     left.mkdir()
     monkeypatch.setattr(psutil, "pid_exists", lambda pid: pid != parent_pid)
     assert of.remove_abandoned(tmp_path / "out") == [left] and not left.exists()
+
+
+def _card() -> str:
+    from shortgpt_desktop.core.report import Report, model_card
+
+    return model_card(Report(model="m", metric="bi", scores=[0.1, 0.2], removed_layers=[1]), "m")
+
+
+def test_force_never_takes_a_collection_or_a_card_only_mentioning_the_app_for_an_earlier_output(
+        tmp_path: Path) -> None:
+    """Two GGUF files beside this app's card are a collection, not one output; a card that names "- shortgpt" in its
+    text, not in its front matter's tags, or that has no front matter, is someone else's: --force would delete their
+    model. (The parametrized cases had no card, so the card rule refused them first and hid these.)"""
+    collection = tmp_path / "collection"
+    collection.mkdir()
+    for name in ("a.gguf", "b.gguf"):
+        (collection / name).write_text("G", encoding="utf-8")
+    (collection / "README.md").write_text(_card(), encoding="utf-8")
+    assert "holds 2 GGUF files" in (of.not_an_earlier_output(collection) or "")
+    (collection / "b.gguf").unlink()
+    assert of.not_an_earlier_output(collection) is None, "one GGUF and this app's card: an earlier output"
+    for text in ("---\nlicense: mit\n---\n# My model\nTools I tried:\n- shortgpt\n", "# My model\n- shortgpt\n"):
+        (collection / "README.md").write_text(text, encoding="utf-8")
+        assert "model card this app did not write" in (of.not_an_earlier_output(collection) or ""), text

@@ -339,3 +339,18 @@ def test_unusable_evaluation_text_is_called_so(tmp_path: Path) -> None:
     binary.write_bytes(b"\x00\x01" * 100)
     with pytest.raises(CalibrationError, match=r"^No usable evaluation text: skipped .*eval\.txt"):
         check_calibration(JobSpec(model="m", calib=[str(good)], eval_text=str(binary)))
+
+
+def test_the_held_out_windows_stop_at_the_count_asked_for(tokenizer, valid_text: Path) -> None:
+    """``max_eval_windows`` bounds the check: without it the check ran on the whole held-out text, slower and
+    larger than its estimate."""
+    text = valid_text.read_text(encoding="utf-8")[:20_000]
+    assert len(calibration.build_token_set(tokenizer, [text], samples=4, seq_len=32, max_eval_windows=3).eval_windows) \
+        == 3
+
+
+def test_json_lines_of_plain_strings_are_texts(tmp_path: Path) -> None:
+    """A JSON Lines file whose records are strings, not objects with a ``text`` field, is read as those strings."""
+    path = tmp_path / "a.jsonl"
+    path.write_text('"first document"\n"second document"\n', encoding="utf-8")
+    assert calibration.read_texts([path]).texts == ["first document", "second document"]

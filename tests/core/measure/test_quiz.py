@@ -122,3 +122,17 @@ def test_a_streamed_check_asks_no_quiz(tiny_model: Path, small_calib: Path) -> N
     engine.score(spec)
     assert not engine.backend.whole_model
     assert engine.check(spec, [2]).quiz is None and engine.quiz_work(spec) is None
+
+
+def test_a_base_models_answer_ends_at_its_line_and_a_decimal_is_not_a_whole_number(tiny_model: Path) -> None:
+    """A base model goes on after its answer with a question of its own: words from it counted as right answers.
+    And "9.5" is not the answer "9"."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    prompts = quiz_module.quiz_prompts(tokenizer, None, QUESTIONS[:1])
+    assert not prompts.chat_template
+    written = prompts.ids[0] + tokenizer("I am not sure\nQuestion: Where is Paris?", add_special_tokens=False)[
+        "input_ids"]
+    assert quiz_module.answer_texts(tokenizer, prompts, [written]) == ["I am not sure"]
+    assert not right("about 9.5", ["9"]) and right("about 9, I think", ["9"])

@@ -257,3 +257,28 @@ def test_a_whole_projection_refit_counts_its_inputs_and_sums_up_to_the_width_it_
     assert ffn_width({"model_type": "falcon", "ffn_hidden_size": None}, 64) == 256
     assert ffn_width({"model_type": "gemma3_text", "intermediate_size": 2048}, 640) == 0  # a map through the norm
     assert intermediate_size({"model_type": "gemma3_text", "intermediate_size": 2048}, 640) == 2048  # its MLP
+
+
+def test_one_layer_at_a_time_counts_the_layer_it_reads_beside_the_states(tmp_path: Path) -> None:
+    """The streamed figure holds the samples' hidden states and, beside them, the layer being read from the file:
+    a model whose layers are wider (the same hidden size and text, a wider MLP) needs that much more room one layer
+    at a time. Left out, a job that then ran out of memory was accepted one layer at a time."""
+    from shortgpt_desktop.core.testing.tiny_models import TINY_LLAMA, build_tiny_model
+
+    narrow, wide = (estimate_memory(resolve(str(build_tiny_model(tmp_path / name, "llama", {**TINY_LLAMA, **extra}))),
+                                    "cpu", "float32", samples=8, seq_len=64, batch_size=4)
+                    for name, extra in (("narrow", {}), ("wide", {"intermediate_size": 512})))
+    assert wide.largest_layer_bytes > narrow.largest_layer_bytes
+    assert wide.streamed_ram_bytes - narrow.streamed_ram_bytes == wide.largest_layer_bytes - narrow.largest_layer_bytes
+    assert narrow.streamed_ram_bytes >= narrow.hidden_states_bytes + narrow.largest_layer_bytes
+
+
+def test_the_healing_teacher_holds_the_final_states_of_every_sample_it_reads() -> None:
+    """The original's final states, one per token of every batch healing reads (two steps of four samples here),
+    were counted once per step instead of once per sample."""
+    from shortgpt_desktop.core.model.memory import healing_bytes
+
+    shape = dict(hidden=64, attention=64, intermediate=128, vocab=100, layers=2)
+    held = healing_bytes(samples=32, seq_len=128, batch=4, heal_steps=2, shape=shape, layers_bytes=0, per=4,
+                         compute_bytes=4)
+    assert held.teacher == 8 * 128 * 64 * 4
