@@ -660,6 +660,8 @@ def test_progress_counters_say_the_unit_they_count() -> None:
         assert " 31/31 steps" in cli.progress_text("ppl_before", 31, 31, 1.0, unit)
     assert cli.progress_text("ppl_both", 31, 31, 1.0).startswith("perplexity, original and pruned: [")
     assert "10/10 passes" in cli.progress_text("selecting", 10, 10, 1.0)
+    # The curve measures the recipe and plain BI at each count: 30 for 15 counts, which "30/30 points" misread.
+    assert " 30/30 measurements" in cli.progress_text("sweep", 30, 30, 1.0)
     assert "refitting the MLPs beside the cuts: [" in cli.progress_text("refit", 3, 40, 1.0)
     assert " 3/40 layer runs" in cli.progress_text("refit", 3, 40, 1.0)
     assert cli.progress_text("load", 0, 1, 0.5).startswith("loading...")

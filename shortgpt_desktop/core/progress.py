@@ -34,7 +34,7 @@ STAGE_UNITS = {
     "writing GGUF": "tensors", "generate": "generations", "quiz_before": "tokens", "quiz_after": "tokens",
     "repair": "layer runs", "refit": "layer runs",
     "answers": "tokens", "heal": "steps",
-    "sweep": "points", "selecting": "passes",
+    "sweep": "measurements", "selecting": "passes",  # sweep: the recipe's and plain BI's at each count
 }
 #: Stages whose count is layers when the model runs one decoder layer at a time.
 LAYERWISE_STAGES = ("scoring",)
