@@ -31,7 +31,7 @@ from .cut.fitted_repairs import FittedRepairs
 from .cut.mlp_refit import NOTE_NO_MLP_MODULE
 from .cut.plan import LayerSizes, PrunePlan, apply_sizes, check_layer_list, count_for_ratio, make_plan, max_removable
 from .cut.surgery import layer_sizes
-from .errors import CalibrationError, Cancelled, Hint, PlanError, ResourceError, UserError
+from .errors import CalibrationError, Cancelled, Hint, ModelSourceError, PlanError, ResourceError, UserError
 from .formats.output_folder import check_output_folder, check_room
 from .formats.safetensors_writer import SaveResult
 from .formats.writers import WRITERS, WeightChanges, Writer, get_writer
@@ -48,7 +48,7 @@ from .model.memory import (
     estimate_memory,
     healing_does_not_fit,
 )
-from .model.sources import ModelSource
+from .model.sources import ModelSource, file_stamp
 from .pipeline import JobSpec
 from .progress import CancelCheck, Progress, no_progress, raise_if_cancelled
 from .report import Report
@@ -200,6 +200,8 @@ class Engine:
     reference_key: tuple | None = None
     #: The original's answers to the quiz (:mod:`.measure.quiz`), with the model they were written by.
     quiz_original: tuple[tuple, list[str]] | None = None
+    #: The weight files' paths, sizes and modification times when the model was loaded (:meth:`check_unchanged`).
+    loaded_stamp: tuple | None = None
 
     # ----------------------------------------------------------------------------------------------- state
 
@@ -222,7 +224,7 @@ class Engine:
         """Drop the model and everything measured on it (frees its memory)."""
         if self.backend is not None:
             self.backend.close()
-        self.backend = self.load_key = None
+        self.backend = self.load_key = self.loaded_stamp = None
         self.tokens = self.token_key = None
         self.stats = self.scores = self.scored = self.sizes = self.scored_spec = self.checked = None
         self.adjusted = self.weight_changes = None
@@ -435,6 +437,7 @@ class Engine:
         progress("load", 0, 1, None)
         self.backend = open_backend(mode, self.source, spec.device, spec.dtype, spec.trust_remote_code)
         self.load_key = key
+        self.loaded_stamp = self._weights_stamp()
         progress("load", 1, 1, None)
         return self.backend.loaded
 
@@ -445,6 +448,35 @@ class Engine:
         self.forget()
         self.backend = InMemory(loaded)
         self.load_key = self._load_key(spec)
+        self.loaded_stamp = self._weights_stamp()
+
+    def _weights_stamp(self) -> tuple | None:
+        """The weight files' paths, sizes and modification times (None where one cannot be read)."""
+        source = self.source
+        if source is None:
+            return None
+        paths = [source.folder / source.gguf_file] if source.gguf_file else [w.path for w in source.weight_files]
+        try:
+            return tuple(file_stamp(path) for path in paths)
+        except OSError:
+            return None
+
+    def check_unchanged(self) -> None:
+        """Refuse a step when the model's weight files changed since it was loaded. The save copies the kept
+        tensors from the files, and one layer at a time every pass reads them: another model copied over the folder
+        between Score and Save was saved, pruned by the first model's scores, with the first one's repair in it and
+        its perplexities on the card; a folder removed meanwhile was "not a valid safetensors file"."""
+        if self.loaded_stamp is None or self.source is None:
+            return
+        now = self._weights_stamp()
+        if now == self.loaded_stamp:
+            return
+        name = self.source.display_name
+        if now is None:
+            raise ModelSourceError(f"The weights of {name} are no longer where they were loaded from "
+                                   f"({self.source.folder}); nothing was written.")
+        raise ModelSourceError(f"The weights of {name} changed on disk since it was loaded; open it again and score "
+                               "it, so that what is saved is the model that was measured.")
 
     def refusal(self, spec: JobSpec, metric: str | None = None) -> None:
         """Raise, before a job starts, the sentence for a step this model's backend cannot run with ``spec``.
@@ -850,6 +882,7 @@ class Engine:
 
         if self.scores is None or self.loaded is None or self.backend is None:
             raise PlanError("Score the layers first.")
+        self.check_unchanged()
         spec = dataclasses.replace(spec, heal_steps=0, repair="linear" if spec.repair == "refit" else spec.repair)
         metric = get_metric(self.scores.metric)
         known = sum(v is not None for v in self.scores.scores)
@@ -1050,6 +1083,7 @@ class Engine:
         """Perplexity of the original and the pruned model on the same held-out windows, then a generation."""
         if not removed:
             raise PlanError("The plan removes no layers: choose how many to remove first.")
+        self.check_unchanged()
         started = time.perf_counter()
         loaded, tokens = self.held_out(spec, progress, cancel)
         weights = self.adjust(spec, removed, progress, cancel).weights
@@ -1274,6 +1308,7 @@ class Engine:
             raise UserError("Score the layers first: the model is not loaded.")
         if not plan.removed:
             raise PlanError("The plan removes no layers: choose how many to remove first.")
+        self.check_unchanged()
         adjusted = self._adjusted_for(plan.removed)
         weights = adjusted.weights if adjusted is not None else {}
         self.refusal_to_save()

@@ -535,3 +535,38 @@ def test_another_seed_draws_other_samples_from_an_open_engine(tiny_model: Path, 
     first = engine.tokens_for(spec).samples
     assert engine.tokens_for(dataclasses.replace(spec, seed=1)).samples != first
     assert engine.tokens_for(spec).samples == first
+
+
+@pytest.mark.parametrize("low_memory", [False, True])
+def test_weights_rewritten_after_loading_are_refused_before_check_save_and_curve(tiny_model: Path, small_calib: Path,
+                                                                                 tmp_path: Path,
+                                                                                 low_memory: bool) -> None:
+    """Another model copied over the folder between Score and Save was saved: its tensors, pruned by the first
+    model's scores, with the first one's repair in a layer and its perplexities on the card; one layer at a time,
+    Check set the first model's perplexity beside the second's. A folder removed meanwhile was "not a valid
+    safetensors file… download it again". Each is refused in a sentence, and nothing is written."""
+    import shutil
+
+    from shortgpt_desktop.core.errors import ModelSourceError
+    from shortgpt_desktop.core.testing.tiny_models import build_tiny_model
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model, folder)
+    other = build_tiny_model(tmp_path / "other", "llama", seed=1)
+    spec = JobSpec(model=str(folder), calib=[str(small_calib)], samples=8, seq_len=32, eval_windows=4, batch_size=4,
+                   device="cpu", dtype="float32", count=2, metric="bi", low_memory=low_memory, prompt="",
+                   out=str(tmp_path / "out"))
+    engine = Engine()
+    engine.score(spec)
+    plan = engine.plan(count=2)
+    engine.check(spec, plan.removed)
+    shutil.copyfile(other / "model.safetensors", folder / "model.safetensors")
+    for step in (lambda: engine.check(spec, plan.removed), lambda: engine.quality_curve(spec, 1),
+                 lambda: engine.save(plan, tmp_path / "out")):
+        with pytest.raises(ModelSourceError, match="changed on disk since it was loaded; open it again and score it"):
+            step()
+    assert not (tmp_path / "out").exists()
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(ModelSourceError, match="are no longer where they were loaded from"):
+        engine.save(plan, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
