@@ -874,7 +874,7 @@ class MainWindow(QMainWindow):
         except UserError as exc:
             self.show_error("Cannot import the scores", user_message(exc))
             return
-        if not same_model(imported, source.spec, source.display_name, info.n_layers):
+        if not same_model(imported, source.spec, source.display_name, info.n_layers, info.architecture):
             self.show_error("Cannot import the scores",
                             f"These scores are for {imported.model or 'another model'} ({imported.n_layers} "
                             f"layers), not for the opened model {source.display_name} ({info.n_layers} layers).")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,10 +88,23 @@ def read_scores(path: str | Path) -> ImportedScores:
                           bool(data.get("partial", False)), removed)
 
 
-def same_model(imported: ImportedScores, spec: str, display_name: str, n_layers: int) -> bool:
-    """Whether scores measured on ``imported.model`` fit the opened model: same layer count and same name
-    (a folder may have moved, so a path's last part is enough)."""
+def same_model(imported: ImportedScores, spec: str, display_name: str, n_layers: int, architecture: str = "") -> bool:
+    """Whether scores measured on ``imported.model`` fit the opened model: the same layer count, the same
+    architecture where both are known, and the same model. Where the file names a model on this machine (an absolute
+    path that is there) it must be the opened one: two runs' folders both named ``final`` passed on their name, and
+    one's scores were shown and saved as the other's. A path that is not here (the folder moved, another machine)
+    is matched by its last part."""
     def name(text: str) -> str:
         return Path(text.rstrip("/\\")).name or text
 
-    return imported.n_layers == n_layers and name(imported.model) in (name(spec), name(display_name))
+    if imported.n_layers != n_layers:
+        return False
+    if imported.architecture and architecture and imported.architecture != architecture:
+        return False
+    recorded = Path(imported.model) if imported.model else None
+    if recorded is not None and recorded.is_absolute() and recorded.exists() and Path(spec).exists():
+        try:
+            return os.path.samefile(recorded, spec)
+        except OSError:
+            return False
+    return name(imported.model) in (name(spec), name(display_name))

@@ -736,3 +736,25 @@ def test_at_the_smallest_window_the_chart_is_not_squeezed_below_its_minimum(qtbo
     chart = window.chart
     assert chart.height() >= chart.minimumSizeHint().height()
     assert chart.hover_label.geometry().top() >= chart.plot.geometry().bottom()
+
+
+def test_scores_of_another_model_on_this_machine_are_refused_though_its_folder_has_the_same_name(
+        tmp_path: Path) -> None:
+    """Two runs' folders both named ``final``, same layer count: the second accepted the first's scores on the
+    name, showed them as its own (a fresh score gives others) and saved with them. A model this machine holds is
+    matched by its path; one that is not here (moved, another machine) by its name; another architecture never."""
+    from shortgpt_desktop.core.measure.scoring import LayerScores
+    from shortgpt_desktop.gui.scores_file import ImportedScores, same_model
+
+    first, second = tmp_path / "run1" / "final", tmp_path / "run2" / "final"
+    for folder in (first, second):
+        folder.mkdir(parents=True)
+
+    def scores_of(model: str, architecture: str = "LlamaForCausalLM") -> ImportedScores:
+        return ImportedScores(model, 6, architecture, LayerScores("bi", [0.1] * 6))
+
+    assert same_model(scores_of(str(first)), str(first), "final", 6, "LlamaForCausalLM")
+    assert not same_model(scores_of(str(first)), str(second), "final", 6, "LlamaForCausalLM")
+    assert same_model(scores_of("/elsewhere/final"), str(second), "final", 6, "LlamaForCausalLM"), "moved: its name"
+    assert not same_model(scores_of(str(first), "Qwen2ForCausalLM"), str(first), "final", 6, "LlamaForCausalLM")
+    assert not same_model(scores_of(str(first)), str(first), "final", 8, "LlamaForCausalLM")
