@@ -563,6 +563,7 @@ class MainWindow(QMainWindow):
     def start_scoring(self) -> None:
         if self.busy:
             return
+        self.plan_panel.flush()  # a slider move still pending is planned now, not on this thread during the job
         text = self.model_panel.text
         if not text and self.engine.source is None:
             self.show_error("No model", "Choose a model first: a Hub id, a model folder or a .gguf file.")
@@ -659,8 +660,9 @@ class MainWindow(QMainWindow):
     # ----------------------------------------------------------------------------------------------- plan
 
     def set_count(self, count: int) -> None:
-        """The slider moved: remove the ``count`` lowest-scored layers."""
-        if self.engine.sizes is None or self.engine.scores is None:
+        """The slider moved: remove the ``count`` lowest-scored layers. Not while a job uses the engine from its
+        thread (a move delivered late, after the job began): the plan is made again when the job ends."""
+        if self.engine.sizes is None or self.engine.scores is None or self.busy:
             return
         try:
             plan = self.engine.plan(count=count)
@@ -1005,6 +1007,7 @@ class MainWindow(QMainWindow):
         """Measure perplexity for 0, 1, 2… layers removed in the current order; draw it beside the slider."""
         if self.busy or self.engine.scores is None or self.engine.scored_spec is None:
             return
+        self.plan_panel.flush()  # as Check and Save do: the curve's job uses the engine from its own thread
         spec = self._final_spec()
         self.jobs.start(
             "curve", self.session.curve_job(spec, self.plan_panel.curve_max.value()),

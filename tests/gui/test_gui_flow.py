@@ -445,3 +445,28 @@ def test_check_says_what_it_will_cost_before_it_runs(qtbot, opened) -> None:
         window.check()
         said.append(window.progress_label.text())
     assert any("Checking perplexity: about" in text and "choosing" in text for text in said), said
+
+
+def test_a_slider_move_just_before_the_curve_or_a_score_is_planned_before_the_job(qtbot, opened,
+                                                                                  monkeypatch) -> None:
+    """The slider's move is delivered 40 ms late; started within that, the curve (or a score) ran the plan on the
+    window's thread while its job used the engine from another. Check and Save already delivered it first."""
+    import threading
+
+    window = scored_with(qtbot, opened, "bi")
+    planned_while_busy: list[int] = []
+    real_plan = window.engine.plan
+
+    def plan(*args, **kwargs):
+        if window.busy and threading.current_thread() is threading.main_thread():  # not the job's own plans
+            planned_while_busy.append(kwargs.get("count", -1))
+        return real_plan(*args, **kwargs)
+
+    monkeypatch.setattr(window.engine, "plan", plan)
+    for start in (window.quality_curve, window.start_scoring):
+        window.plan_panel.slider.setValue(3 if start == window.quality_curve else 1)  # as a drag: throttled
+        with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+            start()
+        qtbot.wait(100)  # past the throttle: nothing late is delivered
+    assert planned_while_busy == []
+    assert window.plan is not None and len(window.plan.removed) == 1
