@@ -322,6 +322,9 @@ class Engine:
         source = pipeline.resolve_source(spec.model, spec.revision, progress, cancel)
         progress("inspect", 0, 1, None)
         info = self._inspect(source, spec)
+        # A Cancel pressed while the description was read: the model on screen and its scores stay (the open went
+        # on, dropped them and answered "ok").
+        raise_if_cancelled(cancel)
         self.close()
         self.source, self.info = source, info
         if spec.low_memory:  # asked for: its figure is said, and a refusal follows when the job loads

@@ -462,6 +462,7 @@ class MainWindow(QMainWindow):
 
     def cancel(self) -> None:
         if self.jobs.busy:
+            self._after_open = None  # Score pressed before the model was opened: not started after a Cancel
             self.jobs.cancel()
             self.progress_label.setText(self.job_progress.cancelling())
             log.info("cancel requested for %s", self.jobs.current)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 from shortgpt_desktop.core.errors import UserError
 
 
@@ -218,3 +220,34 @@ def test_low_memory_unticked_after_scoring_is_said_and_check_and_save_keep_the_s
     assert run(qtbot, window, window.start_scoring) == ["score", "ok"]  # scored whole now
     assert not window.engine.is_streamed
     qtbot.waitUntil(lambda: mode.text() == "whole, in memory", timeout=10_000)
+
+
+@pytest.mark.parametrize("then", [None, "score"])
+def test_cancel_while_another_model_is_read_keeps_the_scored_one(qtbot, opened, tmp_path: Path, monkeypatch,
+                                                                 then: str | None) -> None:
+    """Cancel pressed while another model's description was read said "Cancelling…", then the open went on: the
+    scored model, its plan and check were dropped without a word. And with Score pressed before the model was
+    opened, the score still started after the Cancel."""
+    import time
+
+    from shortgpt_desktop.core.engine import Engine
+    from shortgpt_desktop.core.testing.tiny_models import build_tiny_model
+
+    window = scored_with_plan(qtbot, opened)
+    scored_source, scores = window.engine.source, window.engine.scores
+    other = build_tiny_model(tmp_path / "other", "llama", seed=1)
+    real_inspect = Engine._inspect
+
+    def slow_inspect(source, spec):
+        time.sleep(0.3)  # long enough for the Cancel pressed when the stage began
+        return real_inspect(source, spec)
+
+    monkeypatch.setattr(Engine, "_inspect", staticmethod(slow_inspect))
+    window.jobs.progressed.connect(lambda job, stage, *rest: window.cancel() if stage == "inspect" else None)
+    started: list[str] = []
+    window.jobs.started.connect(started.append)
+    assert run(qtbot, window, window.open_model, str(other), then) == ["open", "cancelled"]
+    qtbot.wait(200)
+    assert started == ["open"], "nothing started after the Cancel"
+    assert window.engine.source is scored_source and window.engine.scores is scores
+    assert window.plan is not None and len(window.plan.removed) == 2
