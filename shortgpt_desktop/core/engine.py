@@ -1116,6 +1116,13 @@ class Engine:
                                self._checked_key(spec, removed))
         return self.checked
 
+    def checked_for(self, spec: JobSpec, removed: Sequence[int]) -> Checked | None:
+        """The last check where it measured ``removed`` with ``spec``'s recipe and windows (None otherwise)."""
+        c = self.checked
+        if c is not None and c.removed == list(removed) and c.key == self._checked_key(spec, removed):
+            return c
+        return None
+
     def _checked_key(self, spec: JobSpec, removed: Sequence[int]) -> tuple:
         """What a check of ``removed`` with ``spec`` measures: a check of the repaired cut is not the figures of the
         same layers saved without the repair (the window's Save after unticking Repair wrote them in the card)."""
@@ -1260,8 +1267,8 @@ class Engine:
             report.heal_losses = [adjusted.heal.losses[0], adjusted.heal.losses[-1]]
             report.heal_compute_dtype = adjusted.heal.compute_dtype
             report.timings["heal"] = adjusted.heal.seconds
-        c = self.checked
-        if c is not None and c.removed == list(plan.removed) and c.key == self._checked_key(spec, plan.removed):
+        c = self.checked_for(spec, plan.removed)
+        if c is not None:
             report.ppl_before, report.ppl_after, report.eval_tokens = c.ppl_before, c.ppl_after, c.eval_tokens
             report.eval_text = spec.eval_text  # None: the windows were held out of the calibration text's end
             report.timings["perplexity"] = c.seconds

@@ -623,8 +623,13 @@ class MainWindow(QMainWindow):
         previous = getattr(self, "_scores_before", None)
         kept = self.engine.scores
         if previous is not None and kept is not None and self.engine.sizes is not None and self.plan is not None:
+            # The bars, the other metrics' lines and the check's figures as they were: the job cleared the lines and
+            # called the check stale, though nothing it measured had changed.
             self.chart.set_metric(METRICS[kept.metric].label)
-            self.chart.set_scores(kept.scores, removed=self.plan.removed)
+            self._show_plan(self.plan)
+            checked = self.engine.checked_for(self.job_spec(), self.plan.removed)
+            if checked is not None:
+                self.compare_panel.show_checked(checked)
             return True
         self.chart.clear("Press Score to measure each layer's importance.")
         if kept is None or self.engine.sizes is None:

@@ -251,3 +251,33 @@ def test_cancel_while_another_model_is_read_keeps_the_scored_one(qtbot, opened, 
     assert started == ["open"], "nothing started after the Cancel"
     assert window.engine.source is scored_source and window.engine.scores is scores
     assert window.plan is not None and len(window.plan.removed) == 2
+
+
+def test_a_rescore_that_fails_without_reloading_keeps_the_check_and_the_other_metrics_lines(
+        qtbot, opened, tmp_path: Path, monkeypatch) -> None:
+    """Score, Other metrics, Check, then a rescore that fails (its calibration file deleted): the Before/after
+    panel said "The plan or its settings changed since the last check", though nothing had, while Save still put
+    those figures in the card; the other metrics' lines were gone and their box disabled."""
+    from shortgpt_desktop.gui import dialogs
+
+    monkeypatch.setattr(dialogs, "error_dialog", lambda *args, **kwargs: dialogs.QMessageBox())
+    window = scored_with_plan(qtbot, opened)
+    window.chart.others_box.setChecked(True)
+    lines = len(window.chart.extra_curves)
+    assert lines and run(qtbot, window, window.check) == ["check", "ok"]
+    shown = window.compare_panel.result.text()
+    assert "pruned <b>" in shown
+    engine = window.engine
+    real_score = engine.score
+
+    def failing(*args, **kwargs):
+        raise UserError("The calibration path calib.txt does not exist.")
+
+    monkeypatch.setattr(engine, "score", failing)
+    assert run(qtbot, window, window.start_scoring) == ["score", "failed"]
+    monkeypatch.setattr(engine, "score", real_score)
+    assert window.compare_panel.result.text() == shown
+    assert len(window.chart.extra_curves) == lines and window.chart.others_box.isEnabled()
+    # A change of recipe still calls the figures stale.
+    window.settings_panel.repair_box.setChecked(not window.settings_panel.repair_box.isChecked())
+    assert "changed since the last check" in window.compare_panel.result.text()
