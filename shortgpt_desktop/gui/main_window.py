@@ -84,6 +84,7 @@ class MainWindow(QMainWindow):
         self._closing = False
         self._stop_without_asking = False  # stop_and_close: a signal, not the user, closes the window
         self.probe_error: str | None = None  # why the device list could not be probed, if it could not
+        self._probed_later: list | None = None  # devices the probe found while a job ran, listed when it ends
         self._after_open: str | None = None  # "score" when Score was pressed before the model was opened
         self._scoring_metric = "bi"  # the metric of the scoring job in progress
         self._focus_before_job: QWidget | None = None  # a left-pane field that had the focus when a job began
@@ -433,6 +434,9 @@ class MainWindow(QMainWindow):
 
     def _on_job_finished(self, name: str, outcome: str) -> None:
         self._set_busy(False)
+        if self._probed_later is not None:
+            choices, self._probed_later = self._probed_later, None
+            self._on_probed(choices)
         self.model_panel.hide_download()
         self.progress_label.setText(self.job_progress.finished(outcome))
         self._update_status()
@@ -476,6 +480,9 @@ class MainWindow(QMainWindow):
                               on_success=self._on_probed, on_failure=self._on_probe_failed)
 
     def _on_probed(self, choices: list) -> None:
+        if self.busy:  # the sizes follow the device: not under a job that read them as it started (said after it)
+            self._probed_later = choices
+            return
         self.probe_error = None
         missing = self.settings_panel.set_devices(choices, probed=True)
         if missing is not None:

@@ -281,3 +281,30 @@ def test_a_rescore_that_fails_without_reloading_keeps_the_check_and_the_other_me
     # A change of recipe still calls the figures stale.
     window.settings_panel.repair_box.setChecked(not window.settings_panel.repair_box.isChecked())
     assert "changed since the last check" in window.compare_panel.result.text()
+
+
+def test_devices_found_while_a_score_runs_change_the_sizes_only_after_it(qtbot, opened) -> None:
+    """First start, sizes left to the device: the probe found a GPU while the first Score ran, the panel switched to
+    the GPU's larger preset under the job, which scored (and Check and Save went on) with the CPU's, and nothing
+    was said. The devices are listed when the job ends, and the change of sizes is said then."""
+    from shortgpt_desktop.gui.system import INITIAL_DEVICES, DeviceChoice
+
+    window = opened
+    panel = window.settings_panel
+    panel.set_values({"device": "auto", "samples": 32, "seq_len": 256, "eval_windows": 16, "sizes_chosen": False})
+    before = {k: panel.values()[k] for k in ("samples", "seq_len", "eval_windows")}
+    during: list[dict] = []
+
+    def probe_answers(name: str, stage: str, *rest) -> None:
+        if name == "score" and not during:
+            window._on_probed([INITIAL_DEVICES[0], DeviceChoice("cuda:0", "GPU 0: Fake (8 GB)"), INITIAL_DEVICES[1]])
+            during.append({k: panel.values()[k] for k in before})
+
+    window.jobs.progressed.connect(probe_answers)
+    assert run(qtbot, window, window.start_scoring) == ["score", "ok"]
+    assert during == [before], "the sizes stay while the job runs"
+    scored = window.engine.scored_spec
+    assert (scored.samples, scored.seq_len) == (32, 256)
+    assert panel.device_box.findData("cuda:0") >= 0, "listed once the job ended"
+    if {k: panel.values()[k] for k in before} != before:
+        assert "sample sizes changed" in window.statusBar().currentMessage()
