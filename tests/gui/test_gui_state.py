@@ -308,3 +308,68 @@ def test_devices_found_while_a_score_runs_change_the_sizes_only_after_it(qtbot, 
     assert panel.device_box.findData("cuda:0") >= 0, "listed once the job ended"
     if {k: panel.values()[k] for k in before} != before:
         assert "sample sizes changed" in window.statusBar().currentMessage()
+
+
+def _slow_score(window, monkeypatch) -> None:
+    """Scoring with a pause at each progress event, so that the window can be looked at while it runs."""
+    import time
+
+    from shortgpt_desktop.core.errors import Cancelled
+
+    real = window.engine.score
+
+    def slow(spec, progress, cancel):
+        def paused(stage, done, total, partial=None):
+            time.sleep(0.03)
+            if cancel():
+                raise Cancelled()
+            progress(stage, done, total, partial)
+        return real(spec, paused, cancel)
+
+    monkeypatch.setattr(window.engine, "score", slow)
+
+
+def test_bars_fill_in_while_scoring_and_cancel_says_so_at_once(qtbot, opened, monkeypatch) -> None:
+    """The bars grow from each progress event, not only at the end; Cancel says "Cancelling…" as it is pressed. No
+    test looked at the chart during a job, nor at the label after Cancel (a mutation audit)."""
+    window = opened
+    _slow_score(window, monkeypatch)
+    seen: list[int] = []
+    window.jobs.progressed.connect(lambda *a: seen.append(sum(s is not None for s in window.chart.scores)))
+    assert run(qtbot, window, window.start_scoring) == ["score", "ok"]
+    assert any(seen), seen
+    window.start_scoring()
+    qtbot.waitUntil(lambda: window.busy)
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.cancel()
+        assert window.progress_label.text() == "Cancelling…"
+
+
+def test_a_rescore_keeps_the_slider_and_a_failed_one_the_red_bars(qtbot, opened, monkeypatch) -> None:
+    """A rescore keeps the count the slider shows; after a rescore that fails, the plan's layers are red again."""
+    window = opened
+    assert run(qtbot, window, window.start_scoring) == ["score", "ok"]
+    window.plan_panel.set_count(3, emit=True)
+    assert run(qtbot, window, window.start_scoring) == ["score", "ok"]
+    assert window.plan_panel.count == 3 and len(window.plan.removed) == 3
+    removed = list(window.plan.removed)
+
+    def fail(spec, progress, cancel):
+        raise UserError("no")
+
+    from shortgpt_desktop.gui import dialogs
+
+    monkeypatch.setattr(dialogs, "error_dialog", lambda *args, **kwargs: dialogs.QMessageBox())
+    monkeypatch.setattr(window.engine, "score", fail)
+    assert run(qtbot, window, window.start_scoring) == ["score", "failed"]
+    assert window.plan.removed == removed and window.chart.removed == set(removed)
+
+
+def test_the_next_save_is_offered_beside_the_last(qtbot, opened, tmp_path: Path) -> None:
+    """After a save, the next one (and Export scores) is offered in the folder the last went to, not inside it."""
+    window = scored_with_plan(qtbot, opened)
+    with qtbot.waitSignal(window.jobFinished, timeout=120_000):
+        window.save_to(tmp_path / "out" / "pruned")
+    assert window.store.save_dir() == str(tmp_path / "out")
+    assert Path(window.suggested_output()).parent == tmp_path / "out"
+

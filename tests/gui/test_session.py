@@ -192,3 +192,35 @@ def test_the_repair_boxes_give_the_jobs_repair(repair: bool, refit: bool, expect
     values = dict(samples=8, seq_len=64, eval_windows=4, batch_size=2, metric="bi", device="cpu", dtype="float32",
                   trust_remote_code=False, low_memory=False, repair=repair, refit=refit, heal_steps=0)
     assert Session.__new__(Session).job_spec(values, ["a.txt"], "hi", "m").repair == expected
+
+
+VALUES = dict(samples=8, seq_len=64, eval_windows=5, batch_size=2, metric="bi", device="cpu", dtype="float32",
+              trust_remote_code=False, low_memory=False, repair=True, refit=False, heal_steps=0)
+
+
+def _spec(**over):
+    return Session.__new__(Session).job_spec({**VALUES, **over}, ["a.txt"], "hi", "m")
+
+
+def test_low_memory_unticked_leaves_the_way_to_the_engine() -> None:
+    """Unticked is "decide" (None), not "never": told never, a model that does not fit was loaded whole instead of
+    one layer at a time. A mutation audit found no test of it."""
+    assert _spec(low_memory=False).low_memory is None and _spec(low_memory=True).low_memory is True
+    assert _spec().eval_windows == 5
+
+
+def test_the_suggested_folder_counts_the_kept_layers_and_is_never_in_the_hub_cache(tmp_path: Path) -> None:
+    """"…-shortgpt-4L" for a model of 4 layers left; a Hub model's folder is its cache's snapshot, where a save must
+    not go: the suggestion is in the home folder instead."""
+    from types import SimpleNamespace
+
+    plan = SimpleNamespace(kept=[0, 1, 2, 3], removed=[4, 5])
+
+    def engine(kind: str, folder: Path):
+        return SimpleNamespace(source=SimpleNamespace(display_name="my model", kind=kind, folder=folder))
+
+    assert suggested_output(engine("folder", tmp_path / "m"), plan, "").endswith("my-model-shortgpt-4L")
+    cache = tmp_path / "hub" / "snapshots" / "abc"
+    out = suggested_output(engine("hub", cache), plan, "")
+    assert not out.startswith(str(cache.parent)) and out.startswith(str(Path.home()))
+

@@ -1,0 +1,145 @@
+"""The window's panels on their own: the left pane's calibration list and settings, the chart, the plan panel,
+the Before/after panel, and the job runner. Each assertion here was missing: a mutation audit of the window's logic
+broke the code and every test still passed."""
+
+from __future__ import annotations
+
+import time
+
+from shortgpt_desktop.core import defaults
+from shortgpt_desktop.core.cut.plan import PrunePlan
+from shortgpt_desktop.core.engine import Checked
+from shortgpt_desktop.core.errors import Cancelled
+from shortgpt_desktop.core.measure.calibration import BUILTIN_TOKENS_ESTIMATE, CHARS_PER_TOKEN
+from shortgpt_desktop.core.measure.quiz import Quiz
+from shortgpt_desktop.gui.calibration_panel import CalibrationPanel
+from shortgpt_desktop.gui.chart import ScoreChart
+from shortgpt_desktop.gui.compare_panel import ComparePanel
+from shortgpt_desktop.gui.plan_panel import PlanPanel
+from shortgpt_desktop.gui.settings_panel import SettingsPanel
+from shortgpt_desktop.gui.system import INITIAL_DEVICES, DeviceChoice
+from shortgpt_desktop.gui.workers import JobRunner
+
+TEXT = "Plain English prose for the calibration list. " * 200
+
+
+def test_the_token_estimate_counts_the_builtin_corpus_and_the_files(qtbot, tmp_path) -> None:
+    """With the built-in corpus ticked the summary said "≈ 0 tokens"; a file counts its characters' tokens."""
+    panel = CalibrationPanel()
+    qtbot.addWidget(panel)
+    panel.set_sources(["builtin"])
+    assert panel.estimated_tokens() == BUILTIN_TOKENS_ESTIMATE
+    (tmp_path / "a.txt").write_text(TEXT)
+    (tmp_path / "b.txt").write_text(TEXT)
+    panel.add_paths([str(tmp_path / "a.txt")])
+    assert not panel.builtin.isChecked(), "the first own text unticks the built-in corpus"
+    assert panel.estimated_tokens() == int(len(TEXT) / CHARS_PER_TOKEN)
+    panel.builtin.setChecked(True)  # the user wants both
+    panel.add_paths([str(tmp_path / "b.txt")])
+    assert panel.builtin.isChecked()
+
+
+def test_sizes_follow_the_device_until_chosen_and_a_gpu_not_found_is_dropped(qtbot) -> None:
+    panel = SettingsPanel()
+    qtbot.addWidget(panel)
+    quick = defaults.PRESETS["quick"]
+    panel.set_values({"samples": quick.samples, "seq_len": quick.seq_len, "eval_windows": quick.eval_windows,
+                      "sizes_chosen": False})
+    panel.set_devices([*INITIAL_DEVICES, DeviceChoice("cuda:0", "GPU 0")])
+    assert panel.values()["samples"] == defaults.PRESETS["standard"].samples
+    custom = SettingsPanel()
+    qtbot.addWidget(custom)
+    custom.set_values({"samples": 7, "seq_len": 48, "eval_windows": 3, "sizes_chosen": False})
+    custom.set_devices([*INITIAL_DEVICES, DeviceChoice("cuda:0", "GPU 0")])
+    assert (custom.values()["samples"], custom.values()["sizes_chosen"]) == (7, True)
+    # A saved GPU is kept until the probe has run; then, not found, the job's device is the box's (Auto): it asked
+    # for the missing cuda:0 and failed.
+    gone = SettingsPanel()
+    qtbot.addWidget(gone)
+    gone.set_values({"device": "cuda:0"})
+    assert gone.values()["device"] == "cuda:0"
+    assert gone.set_devices(list(INITIAL_DEVICES), probed=True) == "cuda:0" and gone.values()["device"] == "auto"
+
+
+def _waiting(progress, cancel):
+    end = time.monotonic() + 10
+    while time.monotonic() < end:
+        if cancel():
+            raise Cancelled()
+        time.sleep(0.01)
+    return "timed out"
+
+
+def test_cancel_stops_every_background_job(qtbot) -> None:
+    """Closing the window cancels the device probe and a memory estimate alike; one left running made it wait."""
+    runner = JobRunner(exclusive=False)
+    outcomes: list[tuple[str, str]] = []
+    runner.finished.connect(lambda name, outcome: outcomes.append((name, outcome)))
+    runner.start("one", _waiting)
+    runner.start("two", _waiting)
+    runner.cancel()
+    qtbot.waitUntil(lambda: len(outcomes) == 2, timeout=5000)
+    assert sorted(outcomes) == [("one", "cancelled"), ("two", "cancelled")]
+    single = JobRunner()
+    finished, called = [], []
+    single.finished.connect(lambda name, outcome: finished.append(outcome))
+    single.start("one", _waiting, on_cancel=lambda: called.append(1))
+    single.cancel()
+    qtbot.waitUntil(lambda: bool(finished), timeout=5000)
+    assert finished == ["cancelled"] and called == [1]
+
+
+def test_the_chart_tells_unscored_kept_and_removed_layers_apart(qtbot) -> None:
+    chart = ScoreChart()
+    qtbot.addWidget(chart)
+    chart.set_scores([1.0, None, 2.0], removed=[2])
+    brushes = chart.bars.opts["brushes"]
+    assert brushes[1] != brushes[0] and brushes[2] != brushes[0] and brushes[1] != brushes[2]
+    assert chart.hover_text(2).endswith("— removed") and chart.hover_text(0).endswith("— kept")
+    chart.set_options({"zoom": False})
+    chart.set_scores([0.10, 0.11, 0.12, 0.10, 0.13, 0.11, 5.0])
+    assert chart.plot.getPlotItem().vb.viewRange()[1][1] >= 5.0
+    chart.set_options({"zoom": True})
+    assert chart.plot.getPlotItem().vb.viewRange()[1][1] < 5.0
+
+
+def _plan(**over) -> PrunePlan:
+    values = dict(n_layers=6, removed=[2, 3], params_before=600, params_after=400, bytes_before=6000,
+                  bytes_after=4000)
+    return PrunePlan(**{**values, **over})
+
+
+def test_the_plan_panel_says_how_the_plan_was_made_and_what_it_weighs(qtbot) -> None:
+    panel = PlanPanel()
+    qtbot.addWidget(panel)
+    panel.show_plan(_plan(notes=["not yet checked: bi+ measures its choice"]), manual=True)
+    assert "chosen by hand" in panel.count_label.text()
+    panel.show_plan(_plan(notes=["not yet checked: bi+ measures its choice"]))
+    assert "checked on Check/Save" in panel.count_label.text()
+    panel.show_plan(_plan(removed=[]))
+    assert panel.layers_label.text() == "none"
+    panel.show_plan(_plan(reencoded_at_most=True, bytes_reencoded=100))
+    assert "up to" in panel.size_label.text() and panel.size_note.text().startswith("up to")
+    panel.show_curve([(0, 10.0, 1.0), (1, 12.0, 0.9)], "bi+ repaired", 4, 512, quizzes={1: (3, 4)})
+    assert "and the quiz" in panel.curve_note.text()
+    panel.set_maximum(5)
+    assert panel.curve_max.value() == 3 and panel.curve_max.maximum() == 5
+
+
+def _checked(**over) -> Checked:
+    values = dict(removed=[3, 4], ppl_before=10.0, ppl_after=12.5, eval_tokens=2048, prompt="Hi",
+                  generation_before=" a", generation_after=" b", seconds=1.0)
+    return Checked(**{**values, **over})
+
+
+def test_the_before_after_panel_gives_the_checks_figures_and_calls_them_stale(qtbot) -> None:
+    panel = ComparePanel()
+    qtbot.addWidget(panel)
+    panel.show_checked(_checked())
+    assert "(× 1.25)" in panel.result.text()
+    panel.show_checked(_checked(quiz=Quiz(answers=[])))
+    assert "Quiz" not in panel.result.text()
+    panel.show_checked(_checked(prompt=""))
+    assert not panel.before.toPlainText()
+    panel.mark_stale()
+    assert "pruned <b>" not in panel.result.text() and "changed since the last check" in panel.result.text()
