@@ -194,12 +194,12 @@ def test_the_repair_boxes_give_the_jobs_repair(repair: bool, refit: bool, expect
     assert Session.__new__(Session).job_spec(values, ["a.txt"], "hi", "m").repair == expected
 
 
-VALUES = dict(samples=8, seq_len=64, eval_windows=5, batch_size=2, metric="bi", device="cpu", dtype="float32",
+BOXES = dict(samples=8, seq_len=64, eval_windows=5, batch_size=2, metric="bi", device="cpu", dtype="float32",
               trust_remote_code=False, low_memory=False, repair=True, refit=False, heal_steps=0)
 
 
 def _spec(**over):
-    return Session.__new__(Session).job_spec({**VALUES, **over}, ["a.txt"], "hi", "m")
+    return Session.__new__(Session).job_spec({**BOXES, **over}, ["a.txt"], "hi", "m")
 
 
 def test_low_memory_unticked_leaves_the_way_to_the_engine() -> None:
