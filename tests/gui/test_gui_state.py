@@ -228,7 +228,7 @@ def test_cancel_while_another_model_is_read_keeps_the_scored_one(qtbot, opened, 
     """Cancel pressed while another model's description was read said "Cancelling…", then the open went on: the
     scored model, its plan and check were dropped without a word. And with Score pressed before the model was
     opened, the score still started after the Cancel."""
-    import time
+    import threading
 
     from shortgpt_desktop.core.engine import Engine
     from shortgpt_desktop.core.testing.tiny_models import build_tiny_model
@@ -237,13 +237,19 @@ def test_cancel_while_another_model_is_read_keeps_the_scored_one(qtbot, opened, 
     scored_source, scores = window.engine.source, window.engine.scores
     other = build_tiny_model(tmp_path / "other", "llama", seed=1)
     real_inspect = Engine._inspect
+    pressed = threading.Event()
 
     def slow_inspect(source, spec):
-        time.sleep(0.3)  # long enough for the Cancel pressed when the stage began
+        pressed.wait(30)  # the description is read until the user has pressed Cancel
         return real_inspect(source, spec)
 
+    def cancel_at_inspect(job: str, stage: str, *rest) -> None:
+        if stage == "inspect":
+            window.cancel()
+            pressed.set()
+
     monkeypatch.setattr(Engine, "_inspect", staticmethod(slow_inspect))
-    window.jobs.progressed.connect(lambda job, stage, *rest: window.cancel() if stage == "inspect" else None)
+    window.jobs.progressed.connect(cancel_at_inspect)
     started: list[str] = []
     window.jobs.started.connect(started.append)
     assert run(qtbot, window, window.open_model, str(other), then) == ["open", "cancelled"]
