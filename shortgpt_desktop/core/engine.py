@@ -48,7 +48,7 @@ from .model.memory import (
     estimate_memory,
     healing_does_not_fit,
 )
-from .model.sources import ModelSource, file_stamp
+from .model.sources import ModelSource, weights_stamp
 from .pipeline import JobSpec
 from .progress import CancelCheck, Progress, no_progress, raise_if_cancelled
 from .report import Report
@@ -455,12 +455,10 @@ class Engine:
 
     def _weights_stamp(self) -> tuple | None:
         """The weight files' paths, sizes and modification times (None where one cannot be read)."""
-        source = self.source
-        if source is None:
+        if self.source is None:
             return None
-        paths = [source.folder / source.gguf_file] if source.gguf_file else [w.path for w in source.weight_files]
         try:
-            return tuple(file_stamp(path) for path in paths)
+            return weights_stamp(self.source)
         except OSError:
             return None
 

@@ -106,10 +106,10 @@ class SafetensorsWriter(Writer):
 
         if source is None or source.gguf_file or not source.weight_files:
             return None
-        from ..model.sources import file_stamp
+        from ..model.sources import weights_stamp
 
         try:
-            key = (tuple(file_stamp(w.path) for w in source.weight_files), n_layers)
+            key = (weights_stamp(source), n_layers)
             if key not in self._layers:
                 self._layers[key] = self._read_layer_bytes(source, n_layers)
         # moved or broken since it was opened (said where it is read again), or what the layer reader refuses (a

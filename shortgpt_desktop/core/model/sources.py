@@ -45,6 +45,14 @@ def file_stamp(path: str | os.PathLike[str]) -> tuple[str, int, int]:
     return real, stat.st_size, stat.st_mtime_ns
 
 
+def weights_stamp(source: ModelSource) -> tuple[tuple[str, int, int], ...]:
+    """:func:`file_stamp` of each file holding the model's weights (its GGUF, or its checkpoint files): what a cache
+    of something read from the weights is keyed on, and how a change on disk after loading is noticed. OSError where
+    one is gone."""
+    paths = [source.folder / source.gguf_file] if source.gguf_file else [w.path for w in source.weight_files]
+    return tuple(file_stamp(path) for path in paths)
+
+
 @dataclass
 class WeightFile:
     path: Path
