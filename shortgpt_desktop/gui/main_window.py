@@ -546,6 +546,7 @@ class MainWindow(QMainWindow):
         self.model_panel.set_info(info)
         self._memory_timer.start()  # which way it runs, and what each way needs
         self.model_panel.remember(source.spec)
+        self.setWindowTitle(f"{source.display_name} — ShortGPT Desktop")
         self.store.set_recent_models(self.model_panel.recent())
         self.store.set_last_model(model_key(source.spec))
         log.info("opened %s: %s, %d layers, %s parameters", source.display_name, info.architecture,
@@ -559,6 +560,22 @@ class MainWindow(QMainWindow):
     def _on_open_cancelled(self) -> None:
         self._show_open_model()
         self.model_panel.set_message("Opening was cancelled.")
+
+    def _acts_on_open_model(self, action: str) -> bool:
+        """Whether ``action`` (Check, Save, the quality curve) may go on. A model typed into the box without Enter or
+        Open is not open: the action would act on the open model, whose scores the plan holds, while the box names
+        the other. The user is asked; on Yes the box names the open model again."""
+        typed, source = self.model_panel.text, self.engine.source
+        if source is None or not typed or model_key(typed) == model_key(source.spec):
+            return True
+        name = source.display_name
+        if not dialogs.ask_yes_no(
+                self, f"{action}: {name}?",
+                f"The Model box names {typed}, which is not open (press Enter or Open to open it). {action} acts on "
+                f"the open model, {name}, whose layers were scored. Go on with {name}?"):
+            return False
+        self.model_panel.set_text(source.spec)
+        return True
 
     def _show_open_model(self) -> None:
         """After an open that did not happen, the field names the model the window still holds: Save and Check
@@ -920,7 +937,7 @@ class MainWindow(QMainWindow):
 
     def save(self) -> None:
         self.plan_panel.flush()
-        if self.busy or self.plan is None or not self.plan.removed:
+        if self.busy or self.plan is None or not self.plan.removed or not self._acts_on_open_model("Save"):
             return
         out = dialogs.ask_output_folder(self, self.suggested_output())
         if out:
@@ -987,6 +1004,8 @@ class MainWindow(QMainWindow):
         self.plan_panel.flush()
         if self.busy or self.plan is None or not self.plan.removed or self.engine.scored_spec is None:
             return
+        if not self._acts_on_open_model("Check"):
+            return
         plan, spec = self.plan, self._final_spec()
         try:  # healing one layer at a time: said at the click, not after bi+'s measured choice has run
             self.engine.refusal(spec)
@@ -1021,6 +1040,8 @@ class MainWindow(QMainWindow):
         if self.busy or self.engine.scores is None or self.engine.scored_spec is None:
             return
         self.plan_panel.flush()  # as Check and Save do: the curve's job uses the engine from its own thread
+        if not self._acts_on_open_model("The quality curve"):
+            return
         spec = self._final_spec()
         self.jobs.start(
             "curve", self.session.curve_job(spec, self.plan_panel.curve_max.value()),

@@ -651,6 +651,44 @@ def test_enter_on_the_open_model_keeps_its_scores(qtbot, opened, gui_model: Path
     assert window.model_panel.text == str(gui_model)
 
 
+def test_a_model_typed_but_not_opened_is_asked_about_before_check_save_or_the_curve(
+        qtbot, opened, gui_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A path typed into the box without Enter or Open: Check, Save and the curve acted on the open model while the
+    box named the other, so its plan and its saved folder read as the typed model's. Now each asks first; No does
+    nothing, Yes goes on with the open model and the box names it again. The title names the open model."""
+    from shortgpt_desktop.gui import dialogs
+
+    window = opened
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.start_scoring()
+    window.plan_panel.set_count(2, emit=True)
+    qtbot.waitUntil(lambda: window.plan is not None, timeout=3000)
+    name = window.engine.source.display_name
+    assert window.windowTitle() == f"{name} — ShortGPT Desktop"
+    other = tmp_path / "another-model"
+    asked: list[tuple[str, str]] = []
+    answers: list[bool] = []
+    monkeypatch.setattr(dialogs, "ask_yes_no",
+                        lambda parent, title, text: asked.append((title, text)) or answers.pop(0))
+    folders: list[str] = []
+    monkeypatch.setattr(dialogs, "ask_output_folder", lambda parent, suggestion: folders.append(suggestion))
+
+    window.model_panel.field.lineEdit().setText(str(other))  # typed, no Enter
+    answers[:] = [False, False, False]
+    window.check()
+    window.save()
+    window.quality_curve()
+    assert [t for t, _ in asked] == [f"Check: {name}?", f"Save: {name}?", f"The quality curve: {name}?"]
+    assert str(other) in asked[0][1] and "not open" in asked[0][1]
+    assert not window.busy and not folders and window.model_panel.text == str(other)
+
+    answers[:] = [True]
+    window.save()
+    assert len(folders) == 1 and window.model_panel.text == str(gui_model)
+    window.save()  # the box names the open model again: nothing to ask
+    assert len(asked) == 4 and len(folders) == 2
+
+
 def test_a_saved_gpu_the_probe_does_not_find_is_dropped_and_said(qtbot, make_window, settings: QSettings,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """Settings saved on a machine with a GPU (or before a driver went): the box said Auto while every job asked
