@@ -74,6 +74,8 @@ class Scored:
     #: The scoring pass alone (``seconds`` counts the load and the tokenising too): the speed the rest of a job is
     #: estimated at. From ``seconds``, the first estimate after scoring was three times what the job took.
     pass_seconds: float | None = None
+    #: Imported scores (Import scores…): the file and what they were measured on (``Report.scores_imported``).
+    imported: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -600,8 +602,10 @@ class Engine:
         return self.scored
 
     def use_imported_scores(self, spec: JobSpec, scores: LayerScores, partial: bool = False,
-                            progress: Progress = no_progress, cancel: CancelCheck | None = None) -> Scored:
-        """Plan with scores measured earlier (a saved report) instead of a new pass.
+                            progress: Progress = no_progress, cancel: CancelCheck | None = None,
+                            origin: dict[str, Any] | None = None) -> Scored:
+        """Plan with scores measured earlier (a saved report) instead of a new pass; ``origin``: the file and what
+        the scores were measured on there, for the report and the card.
 
         The model is loaded, because the plan needs its layer sizes and saving needs its weights.
         """
@@ -610,7 +614,10 @@ class Engine:
         if len(scores.scores) != loaded.n_layers:
             raise PlanError(f"These scores are for {len(scores.scores)} layers, but the model has {loaded.n_layers}.")
         spec.metric = scores.metric
-        return self._accept(spec, loaded, None, None, scores, (started, time.perf_counter()), partial)
+        self._accept(spec, loaded, None, None, scores, (started, time.perf_counter()), partial)
+        assert self.scored is not None
+        self.scored.imported = dict(origin or {})
+        return self.scored
 
     def rescore(self, metric_name: str, block_size: int = 1) -> LayerScores | None:
         """Scores of another metric without a new pass, or None when that metric needs one."""
@@ -1208,6 +1215,8 @@ class Engine:
         if self.scored is not None:
             report.calibration = list(self.scored.calibration)
             report.warnings = list(self.scored.warnings)
+            if plan.metric != "manual":
+                report.scores_imported = dict(self.scored.imported)
         if not report.calibration and self.tokens is not None and self.token_key == self._token_key(spec):
             # Layers given by hand are not scored: the text was read after, for the repair or the check
             report.calibration, report.warnings = list(self.token_names), list(self.token_warnings)

@@ -66,6 +66,10 @@ class Report:
     generation_chat_template: bool = False  # the prompt went through the model's chat template
     warnings: list[str] = field(default_factory=list)
     selection: str = ""  # how a refining metric (bi+) chose the removed layers
+    #: Layer scores imported from a scores file (the window's Import scores…): the file's name and what the scores
+    #: were measured on there (calibration, samples, seq_len, seed, tokens); empty when this job scored them.
+    #: ``calibration`` above is the text this job read (for the repair or the check), not the scores'.
+    scores_imported: dict[str, Any] = field(default_factory=dict)
     #: "linear": the training-free repair; "refit": it, then the MLP refit beside the cuts, written for at least one
     #: run ("linear" where the refit was asked for and none was kept or none could be done)
     repair: str = "none"
@@ -196,7 +200,20 @@ def _eval_source(report: Report) -> str:
 
 
 def _calibration_line(report: Report, calibration: list[str]) -> str:
-    """The calibration text and sizes, or that none was read (layers given by hand, no repair, no check)."""
+    """The calibration text and sizes, or that none was read (layers given by hand, no repair, no check); for
+    imported scores, what they were measured on, apart from the text this job read."""
+    imported = report.scores_imported
+    if imported:
+        texts = ", ".join(public_name(str(c)) for c in imported.get("calibration") or []) or "text not recorded"
+        sizes = (f"; {imported.get('samples')} samples × {imported.get('seq_len')} tokens, seed {imported.get('seed')}"
+                 if imported.get("samples") else "")
+        tokens = imported.get("tokens")
+        scores = (f"layer scores imported from {public_name(str(imported.get('file', '')))}, measured there on {texts}"
+                  f"{sizes}" + (f" ({tokens:,} tokens scored)" if tokens else ""))
+        if not calibration:
+            return f"{scores}; this job read no text"
+        return (f"{scores}; text this job read itself: {', '.join(calibration)} ({report.samples} samples × "
+                f"{report.seq_len} tokens, seed {report.seed})")
     if not calibration:
         return "none (the layers were given by hand, and nothing was fitted or measured on text)"
     return (f"{', '.join(calibration)}; {report.samples} samples × {report.seq_len} tokens, seed {report.seed}"

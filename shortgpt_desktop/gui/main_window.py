@@ -926,7 +926,7 @@ class MainWindow(QMainWindow):
         self.jobs.start(
             "import",
             lambda progress, cancel: self.engine.use_imported_scores(spec, imported.scores, imported.partial,
-                                                                     progress, cancel),
+                                                                     progress, cancel, imported.origin),
             on_success=imported_in, on_failure=failed, on_cancel=lambda: self._say_cancelled("Import"),
         )
 

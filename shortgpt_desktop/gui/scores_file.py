@@ -33,6 +33,8 @@ class ImportedScores:
     scores: LayerScores
     partial: bool = False
     removed: list[int] = field(default_factory=list)
+    #: The file and what the scores were measured on there (``Report.scores_imported``, for the card).
+    origin: dict[str, Any] = field(default_factory=dict)
 
 
 def write_scores(report: Report, partial: bool, path: str | Path, sources: Sequence[str | Path] = (),
@@ -85,7 +87,24 @@ def read_scores(path: str | Path) -> ImportedScores:
                                block_size=block if isinstance(block, int) else None, extra=extra)
     removed = [int(i) for i in data.get("removed_layers") or [] if isinstance(i, int) and 0 <= i < n]
     return ImportedScores(str(data.get("model", "")), n, str(data.get("architecture", "")), layer_scores,
-                          bool(data.get("partial", False)), removed)
+                          bool(data.get("partial", False)), removed, _origin(path, data, layer_scores.tokens))
+
+
+def _origin(path: Path, data: dict[str, Any], tokens: int) -> dict[str, Any]:
+    """What the file says its scores were measured on; a scores file imported again (its card said so) keeps the
+    first file's record."""
+    earlier = data.get("scores_imported")
+    if isinstance(earlier, dict) and earlier.get("file"):
+        return {k: earlier.get(k) for k in ("file", "calibration", "samples", "seq_len", "seed", "tokens")}
+
+    def whole(key: str) -> int | None:
+        value = data.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    calibration = data.get("calibration")
+    texts = [str(c) for c in calibration] if isinstance(calibration, list) else []
+    return {"file": str(path), "calibration": texts, "samples": whole("samples"), "seq_len": whole("seq_len"),
+            "seed": whole("seed"), "tokens": tokens}
 
 
 def same_model(imported: ImportedScores, spec: str, display_name: str, n_layers: int, architecture: str = "") -> bool:

@@ -589,6 +589,48 @@ def test_scores_export_and_import_for_the_same_model(qtbot, opened, make_window,
     assert "not valid JSON" in fresh.dialogs[-1].text()
 
 
+def test_imported_scores_say_what_they_were_measured_on_in_the_card(qtbot, opened, make_window, gui_model: Path,
+                                                                     calib_text: Path, tmp_path: Path) -> None:
+    """Scores imported, then the model saved with other calibration text in the window: the card named the window's
+    text as the one the layers were scored on, and the import's own text nowhere."""
+    window = opened
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.start_scoring()
+    window.plan_panel.set_count(2, emit=True)
+    qtbot.waitUntil(lambda: window.plan is not None, timeout=3000)
+    exported = window.export_scores(tmp_path / "scores.json")
+    assert exported is not None
+    samples = window.engine.scored.sample_count
+
+    other_text = tmp_path / "other-text.txt"
+    other_text.write_text(calib_text.read_text(encoding="utf-8"), encoding="utf-8")
+    fresh = make_window()
+    with qtbot.waitSignal(fresh.jobFinished, timeout=60_000):
+        fresh.open_model(str(gui_model))
+    fresh.calibration_panel.add_paths([str(other_text)])
+    with qtbot.waitSignal(fresh.jobFinished, timeout=60_000):
+        fresh.import_scores(exported)
+    fresh.plan_panel.set_count(2, emit=True)
+    qtbot.waitUntil(lambda: fresh.plan is not None, timeout=3000)
+    with qtbot.waitSignal(fresh.jobFinished, timeout=60_000) as saved:
+        fresh.save_to(tmp_path / "pruned")
+    assert saved.args == ["save", "ok"]
+    card = (tmp_path / "pruned" / "README.md").read_text(encoding="utf-8")
+    line = next(x for x in card.splitlines() if x.startswith("- Calibration:"))
+    assert f"layer scores imported from scores.json, measured there on {calib_text.name}; {samples} samples" in line
+    assert line.endswith("; text this job read itself: other-text.txt (8 samples × 32 tokens, seed 0)"), line
+    report = fresh.engine.report(fresh.plan)
+    assert report.scores_imported["calibration"] == [str(calib_text)]
+    assert report.calibration == [str(other_text)]
+
+    # Exported again from the importing window, the file keeps the first measurement's record.
+    again = fresh.export_scores(tmp_path / "again.json")
+    from shortgpt_desktop.gui.scores_file import read_scores
+
+    assert read_scores(again).origin["calibration"] == [str(calib_text)]
+    assert read_scores(again).origin["file"] == str(exported)
+
+
 def test_import_needs_an_opened_model(window, tmp_path: Path) -> None:
     window.import_scores(tmp_path / "whatever.json")
     assert "Open the model" in window.dialogs[-1].text()
