@@ -892,5 +892,9 @@ def test_the_summary_gives_the_figures_of_the_report() -> None:
     cli.print_summary(report, stream)
     out = stream.getvalue()
     assert "parameters: 1,000 -> 750 (75.0%)" in out
-    assert "perplexity: 10.000 -> 12.500 (x1.25) on 2,048 tokens" in out
+    assert "perplexity: 10.000 -> 12.500 (x1.25) on 2,048 tokens\n" in out
+    report.eval_tokens = 510  # an evaluation text that gave two windows
+    stream = io.StringIO()
+    cli.print_summary(report, stream)
+    assert "on 510 tokens (few for a steady figure" in stream.getvalue()
     assert "loss (KL to the original) 0.500 -> 0.300" in out
