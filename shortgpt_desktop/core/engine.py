@@ -1215,7 +1215,9 @@ class Engine:
         if self.scored is not None:
             report.calibration = list(self.scored.calibration)
             report.warnings = list(self.scored.warnings)
-            if plan.metric != "manual":
+            if plan.metric in METRICS and METRICS[plan.metric].needs_text:
+                # Imported scores, or another metric the file carried; one worked out from the weights (sequential,
+                # reverse) or the order given by hand is not theirs.
                 report.scores_imported = dict(self.scored.imported)
         if not report.calibration and self.tokens is not None and self.token_key == self._token_key(spec):
             # Layers given by hand are not scored: the text was read after, for the repair or the check

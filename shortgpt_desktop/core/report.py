@@ -206,7 +206,7 @@ def _calibration_line(report: Report, calibration: list[str]) -> str:
     if imported:
         texts = ", ".join(public_name(str(c)) for c in imported.get("calibration") or []) or "text not recorded"
         sizes = (f"; {imported.get('samples')} samples × {imported.get('seq_len')} tokens, seed {imported.get('seed')}"
-                 if imported.get("samples") else "")
+                 if imported.get("samples") and imported.get("seq_len") else "")
         tokens = imported.get("tokens")
         scores = (f"layer scores imported from {public_name(str(imported.get('file', '')))}, measured there on {texts}"
                   f"{sizes}" + (f" ({tokens:,} tokens scored)" if tokens else ""))

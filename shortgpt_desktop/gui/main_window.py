@@ -44,7 +44,7 @@ from .elided_label import ElidedLabel
 from .icons import app_icon
 from .log_panel import LogPanel
 from .messages import user_message
-from .model_panel import ModelPanel, model_key
+from .model_panel import ModelPanel, model_key, typed_model
 from .plan_panel import PlanPanel
 from .scores_file import read_scores, same_model, write_scores
 from .session import JobProgress, MemoryView, Session, job_title, suggested_output
@@ -503,7 +503,7 @@ class MainWindow(QMainWindow):
 
         What is on screen stays until the new model has been found: a mistyped path costs nothing.
         """
-        text = text.strip()
+        text = typed_model(text)  # as the box reads it: a Hub page's address opened as its id, as Score opens it
         if self.busy or not text:
             return
         source = self.engine.source

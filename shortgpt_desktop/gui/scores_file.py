@@ -82,8 +82,11 @@ def read_scores(path: str | Path) -> ImportedScores:
     extra = {name: _score_list(values, n, f"{name} scores") for name, values in extra_raw.items()
              if isinstance(extra_raw, dict)}
     block = data.get("block_size")
-    layer_scores = LayerScores(metric, scores, tokens=int(data.get("tokens") or 0),
-                               seconds=float(data.get("timings", {}).get("scoring", 0.0) or 0.0),
+    tokens, timings = data.get("tokens"), data.get("timings")
+    seconds = timings.get("scoring") if isinstance(timings, dict) else None
+    layer_scores = LayerScores(metric, scores,
+                               tokens=tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else 0,
+                               seconds=float(seconds) if isinstance(seconds, (int, float)) else 0.0,
                                block_size=block if isinstance(block, int) else None, extra=extra)
     removed = [int(i) for i in data.get("removed_layers") or [] if isinstance(i, int) and 0 <= i < n]
     return ImportedScores(str(data.get("model", "")), n, str(data.get("architecture", "")), layer_scores,
@@ -94,17 +97,17 @@ def _origin(path: Path, data: dict[str, Any], tokens: int) -> dict[str, Any]:
     """What the file says its scores were measured on; a scores file imported again (its card said so) keeps the
     first file's record."""
     earlier = data.get("scores_imported")
-    if isinstance(earlier, dict) and earlier.get("file"):
-        return {k: earlier.get(k) for k in ("file", "calibration", "samples", "seq_len", "seed", "tokens")}
+    record, file = (earlier, earlier.get("file")) if isinstance(earlier, dict) and earlier.get("file") \
+        else (data, str(path))
 
     def whole(key: str) -> int | None:
-        value = data.get(key)
-        return value if isinstance(value, int) and not isinstance(value, bool) else None
+        value = record.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
-    calibration = data.get("calibration")
+    calibration = record.get("calibration")
     texts = [str(c) for c in calibration] if isinstance(calibration, list) else []
-    return {"file": str(path), "calibration": texts, "samples": whole("samples"), "seq_len": whole("seq_len"),
-            "seed": whole("seed"), "tokens": tokens}
+    return {"file": str(file), "calibration": texts, "samples": whole("samples"), "seq_len": whole("seq_len"),
+            "seed": whole("seed"), "tokens": whole("tokens") if record is earlier else tokens}
 
 
 def same_model(imported: ImportedScores, spec: str, display_name: str, n_layers: int, architecture: str = "") -> bool:

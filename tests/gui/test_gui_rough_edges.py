@@ -630,6 +630,64 @@ def test_imported_scores_say_what_they_were_measured_on_in_the_card(qtbot, opene
     assert read_scores(again).origin["calibration"] == [str(calib_text)]
     assert read_scores(again).origin["file"] == str(exported)
 
+    # A metric worked out from the weights after the import is not the imported scores': the card says nothing of
+    # them (it named the import under "Metric: sequential").
+    fresh.engine.use_scores(fresh.engine.rescore("sequential"))
+    plan = fresh.engine.plan(count=2)
+    assert plan.metric == "sequential" and fresh.engine.report(plan).scores_imported == {}
+
+
+def test_a_hostile_scores_file_record_is_read_as_far_as_it_makes_sense(qtbot, opened, tmp_path: Path) -> None:
+    """A scores file whose record of an earlier import, token count or timings had the wrong types was imported,
+    and Save then failed with a traceback in the model card."""
+    import json
+
+    from shortgpt_desktop.gui.scores_file import read_scores
+
+    window = opened
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.start_scoring()
+    window.plan_panel.set_count(2, emit=True)
+    qtbot.waitUntil(lambda: window.plan is not None, timeout=3000)
+    data = json.loads(window.export_scores(tmp_path / "scores.json").read_text(encoding="utf-8"))
+    data["scores_imported"] = {"file": "x.json", "calibration": 7, "samples": "many", "seq_len": -3, "tokens": "lots"}
+    data["tokens"], data["timings"] = "lots", ["not", "a", "dict"]
+    hostile = tmp_path / "hostile.json"
+    hostile.write_text(json.dumps(data), encoding="utf-8")
+    imported = read_scores(hostile)
+    assert imported.scores.tokens == 0 and imported.scores.seconds == 0.0
+    assert imported.origin == {"file": "x.json", "calibration": [], "samples": None, "seq_len": None, "seed": None,
+                               "tokens": None}
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.import_scores(hostile)
+    window.plan_panel.set_count(2, emit=True)
+    qtbot.waitUntil(lambda: window.plan is not None and bool(window.plan.removed), timeout=3000)
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000) as saved:
+        window.save_to(tmp_path / "pruned")
+    assert saved.args == ["save", "ok"] and window.dialogs == []
+    card = (tmp_path / "pruned" / "README.md").read_text(encoding="utf-8")
+    assert "layer scores imported from x.json, measured there on text not recorded; text this job read" in card
+
+
+def test_a_hub_page_address_opens_as_its_id(qtbot, window, gui_model: Path, calib_text: Path, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Given on the command line, a Hub page's address was opened as typed, while the box reads its id: Check after
+    an import asked whether to go on with the model that was open, and the title showed the whole address."""
+    from shortgpt_desktop.gui import dialogs
+    from tests.core.model.test_sources import fill_hub_cache
+
+    cache = tmp_path / "hub"
+    fill_hub_cache(cache, "someone/tiny-llama", gui_model)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000) as opened:
+        window.open_model("https://huggingface.co/someone/tiny-llama")
+    assert opened.args == ["open", "ok"] and window.engine.source.spec == "someone/tiny-llama"
+    assert window.windowTitle() == f"{window.engine.source.display_name} — ShortGPT Desktop"
+    assert "https" not in window.windowTitle()
+    asked: list[str] = []
+    monkeypatch.setattr(dialogs, "ask_yes_no", lambda parent, title, text: asked.append(title) or False)
+    assert window._acts_on_open_model("Check") and asked == []
+
 
 def test_import_needs_an_opened_model(window, tmp_path: Path) -> None:
     window.import_scores(tmp_path / "whatever.json")
