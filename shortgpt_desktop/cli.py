@@ -87,17 +87,19 @@ class ProgressBar:
     starts); later lines are throttled. The time left is extrapolated from the stage's own pace so far.
     """
 
-    def __init__(self, stream: TextIO = sys.stderr, quiet: bool = False,
+    def __init__(self, stream: TextIO | None = None, quiet: bool = False,
                  per_layer: Callable[[str], bool] | None = None) -> None:
-        self.stream = stream
+        self.stream = stream if stream is not None else sys.stderr  # the stderr of now, not of the module's import
         self.quiet = quiet
         #: Whether a stage counts layers (low-memory mode, the ppl metric) rather than its usual unit.
         self.per_layer = per_layer or (lambda stage: False)
-        self.tty = stream.isatty()
+        self.tty = self.stream.isatty()
         self.stage: str | None = None
         self.started = time.perf_counter()
         self.since = 0  # the count the stage (re)started at
         self.last_draw = 0.0
+        #: Stage labels of this run in place of ``_STAGE_LABELS``' (eval --against names its two models).
+        self.labels: dict[str, str] = {}
 
     def __call__(self, stage: str, done: int, total: int, partial: Any = None) -> None:
         if self.quiet:
@@ -116,7 +118,7 @@ class ProgressBar:
             return
         self.last_draw = now
         text = progress_text(stage, done, total, now - self.started, stage_unit(stage, self.per_layer(stage)),
-                             self.since)
+                             self.since, self.labels.get(stage))
         if stage == "heal" and done == 0 and isinstance(partial, float):
             text += f", estimated {human_seconds(partial)} in all"
         if self.tty:
@@ -143,10 +145,11 @@ def estimate_text(estimate: Any) -> str:
     return f"the whole job: about {human_seconds(estimate.total)} ({parts}), at {estimate.basis}'s speed"
 
 
-def progress_text(stage: str, done: int, total: int, elapsed: float, unit: str | None = None, since: int = 0) -> str:
+def progress_text(stage: str, done: int, total: int, elapsed: float, unit: str | None = None, since: int = 0,
+                  label: str | None = None) -> str:
     """``scoring: [####......] 12/128 samples  0:41, about 3 min 10 s left`` (the counter's unit said; the pace
-    counts from ``since``, where the stage started)."""
-    label = _STAGE_LABELS.get(stage, stage)
+    counts from ``since``, where the stage started; ``label`` in place of the stage's usual one)."""
+    label = label or _STAGE_LABELS.get(stage, stage)
     unit = unit if unit is not None else stage_unit(stage)
     if stage == "download" and total:
         text = f"{label}: {done / 1e6:,.1f} / {total / 1e6:,.1f} MB"
@@ -569,6 +572,11 @@ def _run(args: argparse.Namespace, progress: ProgressBar) -> int:
         engine = Engine()
         progress.per_layer = lambda stage: counts_layers(stage, engine.is_streamed, spec.metric)
         info = None if args.quiet else print_model_info
+        if getattr(args, "against", None):
+            # Either model may be the pruned one: "perplexity, original" named the first whichever it was
+            first, second = _shown(spec.model), _shown(args.against)
+            progress.labels = {"ppl_before": f"perplexity, {first}", "ppl_after": f"perplexity, {second}",
+                               "quiz_before": f"quiz, {first}", "quiz_after": f"quiz, {second}"}
         if info is not None and getattr(args, "against", None):
             labels = iter(("model", "against"))
             info = lambda model_info: print_model_info(model_info, label=next(labels))  # noqa: E731

@@ -463,9 +463,25 @@ def test_eval_against_a_model_of_another_vocabulary_is_one_sentence(tiny_model: 
     # copy's figure alone was printed, where the larger original is what the job needs.
     assert cli.main(["eval", str(pruned), "--against", str(tiny_model), "--calib", str(small_calib),
                      "--seq-len", "32"]) == 0
-    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith(("model:", "against:"))]
+    err = capsys.readouterr().err
+    said = [line for line in err.splitlines() if line.startswith(("model:", "against:"))]
     assert [line.split(":")[0] for line in said] == ["model", "against"], said
     assert "5 layers" in said[0] and "6 layers" in said[1], said
+
+
+def test_eval_against_names_each_model_in_its_progress(tiny_model: Path, small_calib: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Given the pruned copy first, its perplexity was drawn as "perplexity, original" and the original's as
+    "perplexity, pruned"."""
+    pruned = tmp_path / "pruned"
+    assert cli.main(["prune", str(tiny_model), "--remove", "2", "--repair", "none", "--no-eval", "--calib",
+                     str(small_calib), "--samples", "4", "--seq-len", "32", "--out", str(pruned), "-q"]) == 0
+    capsys.readouterr()
+    assert cli.main(["eval", str(pruned), "--against", str(tiny_model), "--calib", str(small_calib),
+                     "--seq-len", "32"]) == 0
+    err = capsys.readouterr().err
+    assert "perplexity, pruned: " in err and f"perplexity, {tiny_model.name}: " in err, err
+    assert "perplexity, original" not in err
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
