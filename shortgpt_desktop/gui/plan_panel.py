@@ -132,6 +132,7 @@ class PlanPanel(QGroupBox):
         # As sweep's --max: each count is a measured choice, a fit and a pass, so a first curve of a few layers on
         # a CPU takes minutes where half the layers of SmolLM2 took a quarter of an hour.
         self.curve_max = QSpinBox(self)
+        self._curve_for = 0  # the slider maximum the curve box's range was set for
         self.curve_max.setRange(1, 1)
         self.curve_max.setPrefix("to ")
         self.curve_max.setToolTip("How many layers removed the quality curve goes up to: each count is measured, so "
@@ -178,8 +179,11 @@ class PlanPanel(QGroupBox):
         return self.slider.value()
 
     def set_maximum(self, maximum: int) -> None:
-        if maximum != self.slider.maximum():  # another model: the curve goes to half its layers, as sweep's
-            self.curve_max.setRange(1, max(1, maximum))
+        """The slider's range; the curve box goes to half the layers (as sweep's) for another maximum, but keeps the
+        user's count through a rescore that dropped the plan for a while (0), as a failed one with a new dtype does."""
+        if maximum and maximum != self._curve_for:
+            self._curve_for = maximum
+            self.curve_max.setRange(1, maximum)
             self.curve_max.setValue(max(1, (maximum + 1) // 2))
         self.slider.blockSignals(True)
         self.slider.setRange(0, max(0, maximum))

@@ -143,3 +143,18 @@ def test_the_before_after_panel_gives_the_checks_figures_and_calls_them_stale(qt
     assert not panel.before.toPlainText()
     panel.mark_stale()
     assert "pruned <b>" not in panel.result.text() and "changed since the last check" in panel.result.text()
+
+
+def test_the_curve_box_keeps_the_users_count_through_a_plan_dropped_for_a_while(qtbot) -> None:
+    """A rescore that failed (a new dtype: the scores and the plan dropped, the slider's maximum 0) put the curve box
+    back to half the layers when the next score came in; another model still starts at half its layers."""
+    panel = PlanPanel()
+    qtbot.addWidget(panel)
+    panel.set_maximum(29)
+    assert (panel.curve_max.maximum(), panel.curve_max.value()) == (29, 15)
+    panel.curve_max.setValue(4)
+    panel.set_maximum(0)
+    panel.set_maximum(29)
+    assert panel.curve_max.value() == 4
+    panel.set_maximum(17)
+    assert (panel.curve_max.maximum(), panel.curve_max.value()) == (17, 9)
