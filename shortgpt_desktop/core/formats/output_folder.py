@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import json
 import logging
 import os
 import re
@@ -36,10 +37,26 @@ CARD_TAG = "- shortgpt"
 log = logging.getLogger(__name__)
 
 
+def model_code_files(folder: Path) -> list[str]:
+    """The files of a model's own code and vocabulary that travel with it, by name: the top folder's ``*.py`` where
+    its config names classes in them (``auto_map``: a remote-code model), and ``*.tiktoken`` vocabularies. Not any
+    ``*.py``: a script of the user's beside an earlier output is theirs."""
+    names = sorted(p.name for p in folder.glob("*.tiktoken") if p.is_file())
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return names
+    if isinstance(config, dict) and config.get("auto_map"):
+        names += sorted(p.name for p in folder.glob("*.py") if p.is_file())
+    return names
+
+
 def not_model_files(folder: Path) -> list[str]:
     """The entries of ``folder`` a model folder would not hold (sub-folders, notes, anything else), sorted."""
+    code = set(model_code_files(folder))
     return sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir()
-                  if p.is_dir() or not any(fnmatch.fnmatchcase(p.name, pattern) for pattern in MODEL_FILES))
+                  if p.is_dir() or (p.name not in code
+                                    and not any(fnmatch.fnmatchcase(p.name, pattern) for pattern in MODEL_FILES)))
 
 
 def not_an_earlier_output(folder: Path) -> str | None:

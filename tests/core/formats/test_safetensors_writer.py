@@ -91,6 +91,42 @@ def test_side_files_of_a_read_only_source_are_written_as_new_files(tiny_model: P
         assert (out / name).read_bytes() == (source / name).read_bytes()
 
 
+def test_a_remote_code_models_output_carries_its_code_and_loads(tiny_model: Path, tmp_path: Path) -> None:
+    """A model with its own code (``auto_map``, ``--trust-remote-code``): the output kept the config's auto_map but
+    not the modules it names, so ``from_pretrained(..., trust_remote_code=True)`` failed on the saved folder. The
+    modules travel now, and a save over that output with ``force`` counts them as the model's, not the user's."""
+    from transformers import AutoModelForCausalLM
+
+    from shortgpt_desktop.core.formats.output_folder import not_an_earlier_output
+
+    source = tmp_path / "remote"
+    shutil.copytree(tiny_model, source)
+    (source / "configuration_tiny.py").write_text(
+        "from transformers import LlamaConfig\n\n\nclass TinyConfig(LlamaConfig):\n    model_type = 'tinyremote'\n",
+        encoding="utf-8")
+    (source / "modeling_tiny.py").write_text(
+        "from transformers import LlamaForCausalLM\n\nfrom .configuration_tiny import TinyConfig\n\n\n"
+        "class TinyForCausalLM(LlamaForCausalLM):\n    config_class = TinyConfig\n", encoding="utf-8")
+    config = json.loads((source / "config.json").read_text(encoding="utf-8"))
+    config["auto_map"] = {"AutoConfig": "configuration_tiny.TinyConfig",
+                          "AutoModelForCausalLM": "modeling_tiny.TinyForCausalLM"}
+    (source / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    loaded = load_model(resolve(str(source)), "cpu", "float32", trust_remote_code=True)
+    out = tmp_path / "out"
+    result = save(loaded, out)
+    assert {"configuration_tiny.py", "modeling_tiny.py"} <= set(result.files)
+    reloaded = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True, dtype=torch.float32).eval()
+    assert type(reloaded).__name__ == "TinyForCausalLM" and reloaded.config.num_hidden_layers == 4
+    torch.testing.assert_close(logits(reloaded), logits(reference_pruned(tiny_model)), rtol=1e-5, atol=1e-5)
+    (out / "README.md").write_text("---\ntags:\n- shortgpt\n---\n", encoding="utf-8")  # the card a job writes
+    assert not_an_earlier_output(out) is None
+    (out / "my_script.py").write_text("print('mine')\n", encoding="utf-8")  # the user's, beside a model without code
+    config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    del config["auto_map"]
+    (out / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    assert "my_script.py" in (not_an_earlier_output(out) or "")
+
+
 def test_generation_matches_the_skip_reference(tiny_model: Path, tmp_path: Path) -> None:
     """The reloaded model, generating with its cache, writes what the original model writes with the removed
     layers turned into no-ops (no surgery, no cache): the saved model and its KV cache indices are right."""
