@@ -159,6 +159,12 @@ def get_submodule(model: Any, dotted: str) -> Any:
     return obj
 
 
+#: Integer config fields known to mean "layers below this index differ" in families with no entry here: DeepSeek
+#: V2/V3's dense layers before the experts (``first_k_dense_replace``), Qwen-style sliding-window layers. Kept as
+#: they were, a pruned DeepSeek's first expert layer was built dense, its expert weights dropped as unexpected.
+DISCOVERED_THRESHOLDS = ("first_k_dense_replace", "max_window_layers")
+
+
 def discover_family(model: Any, config: dict[str, Any]) -> Family:
     """Fallback for a model type we have no entry for: find its decoder layers by shape.
 
@@ -191,12 +197,20 @@ def discover_family(model: Any, config: dict[str, Any]) -> Family:
     per_layer = tuple(
         k for k, v in config.items() if isinstance(v, list) and len(v) == count and k != "architectures"
     )
+    step = config.get("moe_layer_freq")
+    if isinstance(step, int) and not isinstance(step, bool) and step > 1:
+        raise UnsupportedModelError(
+            f"{architecture} is not a supported architecture: one layer in {step} is a mixture of experts "
+            "(moe_layer_freq), a pattern that removing layers would shift, so it cannot be pruned safely.")
+    thresholds = tuple(k for k in DISCOVERED_THRESHOLDS
+                       if isinstance(config.get(k), int) and not isinstance(config.get(k), bool))
     return Family(
         name=f"{model_type} (discovered)",
         model_types=(model_type,),
         layers_path=best[1],
         count_field=count_field,
         per_layer_lists=per_layer,
+        index_thresholds=thresholds,
         repair_note=DISCOVERED_NOTE,
         notes="found by shape, not tested",
     )

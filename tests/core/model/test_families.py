@@ -116,6 +116,15 @@ def test_fallback_refuses_what_it_cannot_find() -> None:
                                 "num_hidden_layers": 4})
 
 
+def test_fallback_refuses_experts_every_kth_layer(tiny_model: Path) -> None:
+    """DeepSeek's ``moe_layer_freq``: removing a layer would shift which layers have experts."""
+    loaded = load_model(resolve(str(tiny_model)), "cpu", "float32")
+    config = dict(loaded.config, model_type="mystery_moe", moe_layer_freq=2)
+    with pytest.raises(UnsupportedModelError, match="one layer in 2 is a mixture of experts"):
+        discover_family(loaded.model, config)
+    assert discover_family(loaded.model, dict(config, moe_layer_freq=1)).index_thresholds == ()
+
+
 def test_gpt2_with_per_layer_attention_scaling_is_refused(tiny_model: Path, tmp_path: Path) -> None:
     model_type, kwargs = TINY_FAMILIES["gpt2"]
     folder = build_tiny_model(tmp_path / "g", model_type, config_overrides={**kwargs,
@@ -137,6 +146,14 @@ FALLBACK_FAMILIES = {
             "num_attention_heads": 4, "max_position_embeddings": 256},
     "granite": {"vocab_size": 512, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 5,
                 "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 256},
+    # Two dense layers, then experts: with layer 1 removed the saved config must say one dense layer, or the first
+    # expert layer reloads as a dense MLP with its weights missing.
+    "deepseek_v3": {"vocab_size": 512, "hidden_size": 64, "intermediate_size": 128, "moe_intermediate_size": 32,
+                    "num_hidden_layers": 5, "num_attention_heads": 4, "num_key_value_heads": 4,
+                    "max_position_embeddings": 256, "n_routed_experts": 4, "n_shared_experts": 1,
+                    "num_experts_per_tok": 2, "first_k_dense_replace": 2, "n_group": 1, "topk_group": 1,
+                    "q_lora_rank": None, "kv_lora_rank": 16, "qk_rope_head_dim": 8, "qk_nope_head_dim": 8,
+                    "v_head_dim": 16},
 }
 
 
