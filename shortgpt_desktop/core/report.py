@@ -66,6 +66,9 @@ class Report:
     generation_chat_template: bool = False  # the prompt went through the model's chat template
     warnings: list[str] = field(default_factory=list)
     selection: str = ""  # how a refining metric (bi+) chose the removed layers
+    #: The source's licence as its card or GGUF metadata declares it (``pipeline.source_license``): ``license``, and
+    #: for ``other`` its ``license_name`` and ``license_link``; the card's front matter carries it.
+    license: dict[str, str] = field(default_factory=dict)
     #: Layer scores imported from a scores file (the window's Import scores…): the file's name and what the scores
     #: were measured on there (calibration, samples, seq_len, seed, tokens); empty when this job scored them.
     #: ``calibration`` above is the text this job read (for the repair or the check), not the scores'.
@@ -308,8 +311,11 @@ def model_card(report: Report, base_model: str) -> str:
         causes = [cause for cause, done in (("repair", report.repair != "none"), ("healing", report.heal_steps > 0))
                   if done]
         output_format += f"; re-quantized after {' and '.join(causes) or 'the changes'}: {changes}"
+    licence_lines = "".join(f"{key}: {report.license[key]}\n" for key in ("license", "license_name", "license_link")
+                            if report.license.get(key))
     return _encodable(f"""---
-{base_model_line}library_name: {"gguf" if report.output_format == "gguf" else "transformers"}
+{base_model_line}{licence_lines}library_name: {"gguf" if report.output_format == "gguf" else "transformers"}
+pipeline_tag: text-generation
 tags:
 - shortgpt
 - layer-pruning

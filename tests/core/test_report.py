@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from shortgpt_desktop.core.report import Report, model_card
 
 
@@ -74,3 +76,50 @@ def test_the_card_gives_the_figures_of_the_report() -> None:
     assert "| layers | 6 | 4 |" in card
     assert "| perplexity | 10.000 | 12.500 |" in card
     assert "mean KL divergence 0.1234 nats per token (99th percentile 1.500)" in card
+
+
+def test_the_card_carries_the_sources_licence(tiny_model: Path, tmp_path: Path) -> None:
+    """A source whose card or GGUF metadata declares a licence: the pruned copy's card dropped it, so the copy
+    shared on the Hub showed none. Only a licence id is carried (a value that is not one is left out)."""
+    import shutil
+
+    import yaml
+
+    from shortgpt_desktop.core.model.sources import resolve
+    from shortgpt_desktop.core.pipeline import source_license
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model, folder)
+    assert source_license(resolve(str(folder))) == {}
+    (folder / "README.md").write_text("---\nlanguage: en\nlicense: apache-2.0\ntags:\n- chat\n---\n# A model\n",
+                                      encoding="utf-8")
+    assert source_license(resolve(str(folder))) == {"license": "apache-2.0"}
+    (folder / "README.md").write_text('---\nlicense: other\nlicense_name: "gemma"\n'
+                                      "license_link: https://ai.google.dev/gemma/terms\n---\n", encoding="utf-8")
+    other = source_license(resolve(str(folder)))
+    assert other == {"license": "other", "license_name": "gemma", "license_link": "https://ai.google.dev/gemma/terms"}
+    (folder / "README.md").write_text("---\nlicense: see the file: {evil}\n---\n", encoding="utf-8")
+    assert source_license(resolve(str(folder))) == {}
+
+    report = Report(model="org/name", n_layers=6, removed_layers=[2], scores=[0.1] * 6, license=other)
+    front = yaml.safe_load(model_card(report, "org/name").split("---")[1])
+    assert front["license"] == "other" and front["license_name"] == "gemma"
+    assert front["license_link"] == "https://ai.google.dev/gemma/terms" and front["base_model"] == "org/name"
+    assert front["pipeline_tag"] == "text-generation" and "shortgpt" in front["tags"]
+    plain = yaml.safe_load(model_card(Report(model="m", n_layers=6, scores=[0.1] * 6), "m").split("---")[1])
+    assert "license" not in plain and plain["pipeline_tag"] == "text-generation"
+
+
+def test_a_gguf_sources_licence_comes_from_its_metadata(tiny_model: Path, tmp_path: Path) -> None:
+    import gguf
+
+    from shortgpt_desktop.core.model.sources import resolve
+    from shortgpt_desktop.core.pipeline import source_license
+    from shortgpt_desktop.core.testing.gguf_export import export_gguf
+
+    path = tmp_path / "licensed.gguf"
+    export_gguf(tiny_model, path, "llama", tokens="tokenizer",
+                extra={"general.license": ("apache-2.0", gguf.GGUFValueType.STRING)})
+    assert source_license(resolve(str(path))) == {"license": "apache-2.0"}
+    export_gguf(tiny_model, tmp_path / "plain.gguf", "llama", tokens="tokenizer")
+    assert source_license(resolve(str(tmp_path / "plain.gguf"))) == {}

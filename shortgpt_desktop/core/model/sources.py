@@ -21,8 +21,9 @@ from ..user_paths import expand_home
 DownloadProgress = Callable[[int, int], None]
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-#: What a Hub download fetches: config, tokenizer, weights. ``.bin`` only when there is no safetensors.
-_HUB_BASE_PATTERNS = ["*.json", "*.model", "*.txt", "*.jinja", "tokenizer*", "*.tiktoken"]
+#: What a Hub download fetches: config, tokenizer, weights, and the model card (README.md: the licence the pruned
+#: copy's card carries over). ``.bin`` only when there is no safetensors.
+_HUB_BASE_PATTERNS = ["*.json", "*.model", "*.txt", "*.jinja", "tokenizer*", "*.tiktoken", "README.md"]
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
