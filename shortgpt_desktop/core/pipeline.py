@@ -328,8 +328,11 @@ def source_license(source: ModelSource | None) -> dict[str, str]:
 def new_report(loaded: LoadedModel, spec: JobSpec) -> Report:
     source = loaded.source
     hub = source is not None and source.kind == "hub"
+    from .formats.provenance import earlier_removed
+
     return Report(
         license=source_license(source),
+        earlier_removed=earlier_removed(source),
         model=spec.model,
         model_revision=(source.revision or "main") if hub else "",
         model_commit=source.folder.name if hub else "",  # the Hub cache's snapshot folder is named by its commit

@@ -69,6 +69,9 @@ class Report:
     #: The source's licence as its card or GGUF metadata declares it (``pipeline.source_license``): ``license``, and
     #: for ``other`` its ``license_name`` and ``license_link``; the card's front matter carries it.
     license: dict[str, str] = field(default_factory=dict)
+    #: Layers of the first original the source already lacked (pruned before by this app: ``formats.provenance``),
+    #: in that original's numbering; ``removed_layers`` count the source's own layers.
+    earlier_removed: list[int] = field(default_factory=list)
     #: Layer scores imported from a scores file (the window's Import scores…): the file's name and what the scores
     #: were measured on there (calibration, samples, seq_len, seed, tokens); empty when this job scored them.
     #: ``calibration`` above is the text this job read (for the repair or the check), not the scores'.
@@ -326,7 +329,7 @@ tags:
 {len(report.removed_layers)} of {report.n_layers} decoder layers were removed from `{base_model}`{_revision(report)} \
 ({report.architecture}) {_how_chosen(report)}.
 
-Removed layers (0-based, original numbering): {", ".join(map(str, report.removed_layers)) or "none"}.
+{_removed_line(report)}
 
 | | original | pruned |
 |---|---|---|
@@ -344,6 +347,20 @@ Removed layers (0-based, original numbering): {", ".join(map(str, report.removed
 
 Layer-pruned models usually lose some quality, most of all in free generation; check it on your own task.
 {_score_table(report.metric, rows)}""")
+
+
+def _removed_line(report: Report) -> str:
+    """The removed layers by number; for a source pruned before, in its own numbering and in the first original's."""
+    removed = ", ".join(map(str, report.removed_layers)) or "none"
+    if not report.earlier_removed:
+        return f"Removed layers (0-based, original numbering): {removed}."
+    from .formats.provenance import removed_in_first_original
+
+    first = removed_in_first_original(report.earlier_removed, report.removed_layers, report.n_layers)
+    return (f"Removed layers (0-based, numbered as in `{public_name(report.model)}`, which had been pruned before: "
+            f"it lacked layers {', '.join(map(str, report.earlier_removed))} of its original): {removed}. Of the "
+            f"first original's {report.n_layers + len(report.earlier_removed)} layers, this model lacks "
+            f"{', '.join(map(str, first))}.")
 
 
 def _encodable(text: str) -> str:

@@ -38,6 +38,7 @@ from ..progress import CancelCheck, Progress
 from .gguf_orientation import replacement_problem, to_gguf
 from .gguf_reader import GGUF_SCALARS, GGUFField, GGUFLayout, check_gguf
 from .output_folder import check_output_folder, output_folder
+from .provenance import removed_in_first_original
 
 log = logging.getLogger(__name__)
 
@@ -205,12 +206,8 @@ def _plan(path: Path, layout: GGUFLayout, removed: Sequence[int]) -> GGUFPlan:
         swa_pattern=swa, leading_dense=leading, removed_from_original=gone, source_bytes=path.stat().st_size,
         output_bytes=0,
     )
+    plan.removed_from_original = removed_in_first_original(gguf_removed_layers(path, layout), gone, n_layer)
     with _open_view(path) as view:
-        prior_field = layout.fields.get(_PROVENANCE)
-        if prior_field is not None and prior_field.item_type in _SCALAR_FORMATS:
-            prior = set(_read_array(view, prior_field))
-            original = [i for i in range(n_layer + len(prior)) if i not in prior]
-            plan.removed_from_original = sorted(prior | {original[i] for i in gone})
         header = _header_bytes(view, layout, plan, _tensor_table(layout, plan, _NewData()))
     plan.output_bytes = _aligned(len(header), layout.alignment) + sum(
         _aligned(t.n_bytes, layout.alignment) for t in _kept_tensors(layout, plan)
@@ -417,6 +414,16 @@ def _pack_scalar(type_id: int, value: Any) -> bytes:
 def _pack_array(item_type: int, values: Sequence[Any]) -> bytes:
     fmt = _SCALAR_FORMATS[item_type]
     return struct.pack("<IIQ", _ARRAY, item_type, len(values)) + struct.pack(f"<{len(values)}{fmt}", *values)
+
+
+def gguf_removed_layers(path: Path, layout: GGUFLayout | None = None) -> list[int]:
+    """The layers of the first original a GGUF this app wrote lacks (its ``shortgpt.removed_layers``; else [])."""
+    layout = layout or check_gguf(path)
+    field = layout.fields.get(_PROVENANCE)
+    if field is None or field.item_type not in _SCALAR_FORMATS:
+        return []
+    with _open_view(path) as view:
+        return sorted({int(i) for i in _read_array(view, field) if int(i) >= 0})
 
 
 def _read_array(view: Any, f: GGUFField) -> list[Any]:

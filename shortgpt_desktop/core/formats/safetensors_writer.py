@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from shortgpt_desktop.core.formats.output_folder import check_output_folder, model_code_files, output_folder
+from shortgpt_desktop.core.formats.provenance import CONFIG_KEY, earlier_removed, removed_in_first_original
 
 from ..errors import Cancelled, UnsupportedModelError
 from ..model.dtypes import dtype_name
@@ -100,6 +101,7 @@ def save_pruned(
     kept = [i for i in range(n_layers) if i not in gone]
     new_index = {old: new for new, old in enumerate(kept)}
     patch = prune_config(original_config, family, kept)
+    patch.values[CONFIG_KEY] = removed_in_first_original(earlier_removed(source), sorted(gone), n_layers)
 
     with output_folder(out_path, force) as temp:
         written = _write_all(

@@ -1,0 +1,54 @@
+"""Pruning a pruned model again: what is gone is recorded and said in the first original's numbering."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from shortgpt_desktop import cli
+from shortgpt_desktop.core.formats.gguf_writer import gguf_removed_layers
+from shortgpt_desktop.core.formats.provenance import CONFIG_KEY, removed_in_first_original
+
+
+def test_removed_layers_are_counted_in_the_first_originals_numbering() -> None:
+    assert removed_in_first_original([], [1, 3], 6) == [1, 3]
+    # The first original had 7 layers; 0 and 5 went first, so the 5 left are 1, 2, 3, 4, 6.
+    assert removed_in_first_original([0, 5], [1], 5) == [0, 2, 5]
+    assert removed_in_first_original([0, 5], [4], 5) == [0, 5, 6]
+
+
+def prune(model: Path, remove: str, out: Path, calib: Path, *extra: str) -> None:
+    assert cli.main(["prune", str(model), "--remove", remove, "--repair", "none", "--no-eval", "--calib", str(calib),
+                     "--samples", "2", "--seq-len", "32", "--out", str(out), "-q", *extra]) == 0
+
+
+def removed_line(folder: Path) -> str:
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    return next(line for line in card.splitlines() if line.startswith("Removed layers"))
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "gguf"])
+def test_a_second_prune_says_what_the_first_original_lacks(fmt: str, tiny_model: Path, tiny_q4_gguf: Path,
+                                                           small_calib: Path, tmp_path: Path) -> None:
+    """The card of a second prune called the pruned copy's numbering the original's ("original numbering: 1" for
+    the first original's layer 2), and a safetensors copy kept no record of the first cut."""
+    source = tiny_model if fmt == "safetensors" else tiny_q4_gguf
+    prune(source, "0,5", tmp_path / "first", small_calib)
+    first = tmp_path / "first" if fmt == "safetensors" else next((tmp_path / "first").glob("*.gguf"))
+    assert removed_line(tmp_path / "first") == "Removed layers (0-based, original numbering): 0, 5."
+    prune(first, "1", tmp_path / "second", small_calib)
+    if fmt == "safetensors":
+        config = json.loads((tmp_path / "second" / "config.json").read_text(encoding="utf-8"))
+        assert config[CONFIG_KEY] == [0, 2, 5] and config["num_hidden_layers"] == 3
+    else:
+        assert gguf_removed_layers(next((tmp_path / "second").glob("*.gguf"))) == [0, 2, 5]
+    line = removed_line(tmp_path / "second")
+    assert "which had been pruned before: it lacked layers 0, 5 of its original): 1." in line, line
+    assert line.endswith("Of the first original's 6 layers, this model lacks 0, 2, 5."), line
+    # A third prune, back to the safetensors a GGUF source can be saved as: the record goes on.
+    second = tmp_path / "second" if fmt == "safetensors" else next((tmp_path / "second").glob("*.gguf"))
+    prune(second, "2", tmp_path / "third", small_calib, "--format", "safetensors")
+    config = json.loads((tmp_path / "third" / "config.json").read_text(encoding="utf-8"))
+    assert config[CONFIG_KEY] == [0, 2, 4, 5] and config["num_hidden_layers"] == 2
