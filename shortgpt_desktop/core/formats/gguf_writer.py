@@ -364,6 +364,9 @@ def _header_bytes(view: Any, layout: GGUFLayout, plan: GGUFPlan, table: bytes) -
         changes[lead_key] = _pack_scalar(layout.fields[lead_key].type_id, plan.leading_dense[1])
     if plan.removed:
         changes[_PROVENANCE] = _pack_array(_INT32, plan.removed_from_original)
+        name = layout.metadata.get("general.name")
+        if isinstance(name, str) and layout.fields["general.name"].type_id == _STRING:
+            changes["general.name"] = struct.pack("<I", _STRING) + _pack_string(pruned_name(name, plan.new_block_count))
 
     entries: list[bytes] = []
     for key, f in layout.fields.items():
@@ -400,6 +403,16 @@ def _renamed(name: str, plan: GGUFPlan) -> str:
     if match is None:
         return name
     return f"blk.{plan.kept.index(int(match[1]))}.{match[2]}"
+
+
+#: The suffix :func:`pruned_name` adds, taken off again when a pruned file is pruned once more.
+_PRUNED_SUFFIX = re.compile(r" \(pruned to \d+ layers\)$")
+
+
+def pruned_name(name: str, layers: int) -> str:
+    """``general.name`` of the pruned file: runtimes (llama.cpp's log, Ollama, LM Studio) showed the pruned file under
+    the original's name, as if it were the original."""
+    return f"{_PRUNED_SUFFIX.sub('', name)} (pruned to {layers} layers)"
 
 
 def _pack_string(text: str) -> bytes:

@@ -179,8 +179,10 @@ def test_pruned_smollm2_keeps_every_tensor_byte_for_byte(smollm2_gguf: Path,
     assert sorted(p.name for p in smol_pruned.folder.iterdir()) == ["README.md", "smol-pruned.gguf"]
     src, out = read_gguf_layout(smollm2_gguf), read_gguf_layout(smol_pruned.gguf_path)
     assert out.metadata["llama.block_count"] == 22
-    assert {k: v for k, v in out.metadata.items() if k not in ("llama.block_count", "shortgpt.removed_layers#len")} \
-        == {k: v for k, v in src.metadata.items() if k != "llama.block_count"}
+    assert out.metadata["general.name"] == src.metadata["general.name"] + " (pruned to 22 layers)"
+    changed = ("llama.block_count", "general.name")
+    assert {k: v for k, v in out.metadata.items() if k not in (*changed, "shortgpt.removed_layers#len")} \
+        == {k: v for k, v in src.metadata.items() if k not in changed}
     kept = [i for i in range(30) if i not in SMOL_REMOVED]
     by_name = {t.name: t for t in src.tensors}
     assert len(out.tensors) == len(src.tensors) - 72

@@ -44,6 +44,12 @@ def test_a_second_prune_says_what_the_first_original_lacks(fmt: str, tiny_model:
         assert config[CONFIG_KEY] == [0, 2, 5] and config["num_hidden_layers"] == 3
     else:
         assert gguf_removed_layers(next((tmp_path / "second").glob("*.gguf"))) == [0, 2, 5]
+        # Runtimes show the file's general.name: the pruned file went by the original's.
+        from shortgpt_desktop.core.formats.gguf_reader import check_gguf
+
+        assert check_gguf(first).metadata["general.name"] == "tiny (pruned to 4 layers)"
+        second_file = next((tmp_path / "second").glob("*.gguf"))
+        assert check_gguf(second_file).metadata["general.name"] == "tiny (pruned to 3 layers)"
     line = removed_line(tmp_path / "second")
     assert "which had been pruned before: it lacked layers 0, 5 of its original): 1." in line, line
     assert line.endswith("Of the first original's 6 layers, this model lacks 0, 2, 5."), line
