@@ -174,11 +174,24 @@ def _write_all(
 def _base_config(source: ModelSource, model: Any, original_config: dict[str, Any]) -> dict[str, Any]:
     """The source's own config.json keys (GGUF: the loaded config, without its GGUF-only keys)."""
     if source.gguf_file is None:
-        return json.loads((source.folder / "config.json").read_text(encoding="utf-8"))
+        config = json.loads((source.folder / "config.json").read_text(encoding="utf-8"))
+        if _local_path(config.get("_name_or_path")):
+            # A fine-tune's config names the folder it was saved from ("/home/alice/runs/final"): a pruned copy
+            # shared on the Hub carried the user's home folder. A Hub id stays.
+            del config["_name_or_path"]
+        return config
     config = {k: v for k, v in original_config.items() if k not in _GGUF_ONLY_KEYS}
     config["architectures"] = [type(model).__name__]
     config["dtype"] = dtype_name(next(model.parameters()).dtype)
     return config
+
+
+def _local_path(value: Any) -> bool:
+    """Whether a config's ``_name_or_path`` is a folder on someone's machine rather than a Hub id (``org/name``)."""
+    if not isinstance(value, str) or not value:
+        return False
+    return (value.startswith(("/", "~", ".", "\\")) or ":" in value or value.count("/") != 1
+            or "\\" in value)
 
 
 def _copy_side_files(temp: Path, source: ModelSource, model: Any, tokenizer: Any) -> list[str]:

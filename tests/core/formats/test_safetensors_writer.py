@@ -127,6 +127,21 @@ def test_a_remote_code_models_output_carries_its_code_and_loads(tiny_model: Path
     assert "my_script.py" in (not_an_earlier_output(out) or "")
 
 
+@pytest.mark.parametrize("name_or_path, kept", [("/home/alice/runs/final", False), ("C:\\Users\\bob\\m", False),
+                                                 ("runs/final/checkpoint-500", False), ("HuggingFaceTB/SmolLM2", True)])
+def test_the_config_names_no_folder_of_the_users(tiny_model: Path, tmp_path: Path, name_or_path: str,
+                                                 kept: bool) -> None:
+    """A fine-tune's config.json names the folder it was saved from: the pruned copy, shared on the Hub, carried the
+    user's home folder. A Hub id stays."""
+    source = tmp_path / "model"
+    shutil.copytree(tiny_model, source)
+    config = json.loads((source / "config.json").read_text(encoding="utf-8"))
+    (source / "config.json").write_text(json.dumps({**config, "_name_or_path": name_or_path}), encoding="utf-8")
+    save(load(source), tmp_path / "out")
+    saved = json.loads((tmp_path / "out" / "config.json").read_text(encoding="utf-8"))
+    assert ("_name_or_path" in saved) == kept and saved.get("_name_or_path", name_or_path) == name_or_path
+
+
 def test_generation_matches_the_skip_reference(tiny_model: Path, tmp_path: Path) -> None:
     """The reloaded model, generating with its cache, writes what the original model writes with the removed
     layers turned into no-ops (no surgery, no cache): the saved model and its KV cache indices are right."""
