@@ -121,9 +121,17 @@ def _fmt(value: float | None, digits: int = 4) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
+#: A folder of the Hub's cache given as a local path: ``…/models--ORG--NAME/snapshots/<commit>[/file]``.
+_HUB_SNAPSHOT = re.compile(r"(?:^|[/\\])models--([^/\\]+?)--([^/\\]+)[/\\]snapshots[/\\][0-9a-f]{40}(?:[/\\]|$)")
+
+
 def public_name(spec: str) -> str:
     """How a model or text source is named in a card meant to be shared: a Hub id as it is, a local path by
-    its last part only (the user's folders are nobody's business)."""
+    its last part only (the user's folders are nobody's business), a folder of the Hub's cache by its repo's id
+    (its last part is a commit hash: the card's title was that hash, with no base model)."""
+    snapshot = _HUB_SNAPSHOT.search(spec)
+    if snapshot is not None:
+        return f"{snapshot[1]}/{snapshot[2]}"
     path = Path(spec)
     looks_hub = spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and not path.exists()
     return spec if looks_hub else path.name or spec

@@ -123,3 +123,17 @@ def test_a_gguf_sources_licence_comes_from_its_metadata(tiny_model: Path, tmp_pa
     assert source_license(resolve(str(path))) == {"license": "apache-2.0"}
     export_gguf(tiny_model, tmp_path / "plain.gguf", "llama", tokens="tokenizer")
     assert source_license(resolve(str(tmp_path / "plain.gguf"))) == {}
+
+
+def test_a_folder_of_the_hub_cache_is_named_by_its_repo() -> None:
+    """Given the Hub cache's snapshot folder as a local path, the card's title was the commit hash, with no base
+    model; a plain local path still shows its last part only."""
+    from shortgpt_desktop.core.report import public_name
+
+    snapshot = "/home/alice/.cache/huggingface/hub/models--HuggingFaceTB--SmolLM2-135M/snapshots/" + "a" * 40
+    assert public_name(snapshot) == public_name(snapshot + "/") == "HuggingFaceTB/SmolLM2-135M"
+    assert public_name(snapshot + "/model.gguf") == "HuggingFaceTB/SmolLM2-135M"
+    assert public_name("/home/alice/models/final") == "final"
+    card = model_card(Report(model=snapshot, n_layers=6, removed_layers=[2], scores=[0.1] * 6), snapshot)
+    assert "base_model: HuggingFaceTB/SmolLM2-135M\n" in card and "# SmolLM2-135M, pruned" in card
+    assert "alice" not in card
