@@ -37,11 +37,17 @@ CARD_TAG = "- shortgpt"
 log = logging.getLogger(__name__)
 
 
-def model_code_files(folder: Path) -> list[str]:
-    """The files of a model's own code and vocabulary that travel with it, by name: the top folder's ``*.py`` where
-    its config names classes in them (``auto_map``: a remote-code model), and ``*.tiktoken`` vocabularies. Not any
-    ``*.py``: a script of the user's beside an earlier output is theirs."""
-    names = sorted(p.name for p in folder.glob("*.tiktoken") if p.is_file())
+#: A model's licence texts, which its licence may require to travel with any copy (Gemma's terms, Llama's use
+#: policy); the card's ``license_link: LICENSE`` points to the first.
+LICENCE_FILES = ("LICENSE", "LICENSE.*", "LICENCE", "LICENCE.*", "NOTICE", "NOTICE.*", "USE_POLICY.*")
+
+
+def model_own_files(folder: Path) -> list[str]:
+    """The files of a model that travel with it, by name: its licence texts, ``*.tiktoken`` vocabularies, and the top
+    folder's ``*.py`` where its config names classes in them (``auto_map``: a remote-code model). Not any ``*.py``: a
+    script of the user's beside an earlier output is theirs."""
+    names = sorted(p.name for p in folder.iterdir() if p.is_file() and (
+        p.suffix == ".tiktoken" or any(fnmatch.fnmatchcase(p.name, pattern) for pattern in LICENCE_FILES)))
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -53,7 +59,7 @@ def model_code_files(folder: Path) -> list[str]:
 
 def not_model_files(folder: Path) -> list[str]:
     """The entries of ``folder`` a model folder would not hold (sub-folders, notes, anything else), sorted."""
-    code = set(model_code_files(folder))
+    code = set(model_own_files(folder))
     return sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir()
                   if p.is_dir() or (p.name not in code
                                     and not any(fnmatch.fnmatchcase(p.name, pattern) for pattern in MODEL_FILES)))

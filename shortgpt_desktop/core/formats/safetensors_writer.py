@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from shortgpt_desktop.core.formats.output_folder import check_output_folder, model_code_files, output_folder
+from shortgpt_desktop.core.formats.output_folder import check_output_folder, model_own_files, output_folder
 from shortgpt_desktop.core.formats.provenance import CONFIG_KEY, earlier_removed, removed_in_first_original
 
 from ..errors import Cancelled, UnsupportedModelError
@@ -196,10 +196,11 @@ def _local_path(value: Any) -> bool:
 
 def _copy_side_files(temp: Path, source: ModelSource, model: Any, tokenizer: Any) -> list[str]:
     """Tokenizer and generation config travel with the weights, and so do a remote-code model's own modules (its
-    config's ``auto_map`` names them: without them the output did not load) and tiktoken vocabularies."""
+    config's ``auto_map`` names them: without them the output did not load), tiktoken vocabularies and licence
+    texts."""
     copied = []
     if source.gguf_file is None:
-        for name in (*TOKENIZER_FILES, "generation_config.json", *model_code_files(source.folder)):
+        for name in (*TOKENIZER_FILES, "generation_config.json", *model_own_files(source.folder)):
             if (source.folder / name).is_file():
                 # The bytes only: copy2 carried a read-only source's mode (a Nix store, a shared cache) to the output.
                 shutil.copyfile(source.folder / name, temp / name)

@@ -21,9 +21,11 @@ from ..user_paths import expand_home
 DownloadProgress = Callable[[int, int], None]
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-#: What a Hub download fetches: config, tokenizer, weights, and the model card (README.md: the licence the pruned
-#: copy's card carries over). ``.bin`` only when there is no safetensors.
-_HUB_BASE_PATTERNS = ["*.json", "*.model", "*.txt", "*.jinja", "tokenizer*", "*.tiktoken", "README.md"]
+#: What a Hub download fetches: config, tokenizer, weights, and the model card and licence texts (README.md: the
+#: licence the pruned copy's card carries over; LICENSE and the like travel with the copy). ``.bin`` only when there
+#: is no safetensors.
+_HUB_BASE_PATTERNS = ["*.json", "*.model", "*.txt", "*.jinja", "tokenizer*", "*.tiktoken", "README.md", "LICENSE*",
+                      "LICENCE*", "NOTICE*", "USE_POLICY*"]
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",

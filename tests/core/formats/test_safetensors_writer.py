@@ -142,6 +142,24 @@ def test_the_config_names_no_folder_of_the_users(tiny_model: Path, tmp_path: Pat
     assert ("_name_or_path" in saved) == kept and saved.get("_name_or_path", name_or_path) == name_or_path
 
 
+def test_the_licence_texts_travel_with_the_model(tiny_model: Path, tmp_path: Path) -> None:
+    """A licence may require its text with any copy (Gemma's terms, Llama's use policy), and the card's
+    ``license_link: LICENSE`` points to it: the output had neither file."""
+    from shortgpt_desktop.core.formats.output_folder import not_an_earlier_output
+
+    source = tmp_path / "model"
+    shutil.copytree(tiny_model, source)
+    (source / "LICENSE").write_text("the terms\n", encoding="utf-8")
+    (source / "USE_POLICY.md").write_text("the policy\n", encoding="utf-8")
+    (source / "notes.md").write_text("the user's own\n", encoding="utf-8")
+    out = tmp_path / "out"
+    result = save(load(source), out)
+    assert {"LICENSE", "USE_POLICY.md"} <= set(result.files) and "notes.md" not in result.files
+    assert (out / "LICENSE").read_text(encoding="utf-8") == "the terms\n"
+    (out / "README.md").write_text("---\ntags:\n- shortgpt\n---\n", encoding="utf-8")  # the card a job writes
+    assert not_an_earlier_output(out) is None  # --force may replace it: all of it is the model's
+
+
 def test_generation_matches_the_skip_reference(tiny_model: Path, tmp_path: Path) -> None:
     """The reloaded model, generating with its cache, writes what the original model writes with the removed
     layers turned into no-ops (no surgery, no cache): the saved model and its KV cache indices are right."""

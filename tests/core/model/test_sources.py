@@ -401,7 +401,7 @@ def test_hub_download_skips_bin_when_safetensors_exist(tmp_path: Path, monkeypat
     sources.hub_download("someone/model", progress=lambda d, t: progress.append((d, t)), cache_dir=tmp_path)
     patterns = seen["allow_patterns"]
     assert "model.safetensors" in patterns and "pytorch_model.bin" not in patterns and "*.py" in patterns
-    assert "README.md" in patterns  # the source's card: its licence goes on the pruned copy's
+    assert "README.md" in patterns and "LICENSE*" in patterns  # the licence goes on the pruned copy's card, and travels
     tqdm_class = seen["tqdm_class"]
     network_bar = tqdm_class(total=0, unit="B", desc="Downloading bytes")
     bar = tqdm_class(total=0, unit="B", desc="Reconstructing")
