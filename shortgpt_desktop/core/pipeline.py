@@ -18,6 +18,7 @@ from . import defaults
 from .cut.plan import PrunePlan
 from .cut.surgery import pruned_view
 from .errors import CalibrationError
+from .formats.provenance import earlier_removed
 from .formats.safetensors_writer import SaveResult, save_pruned
 from .measure.calibration import (
     BUILTIN_CORPUS,
@@ -328,8 +329,6 @@ def source_license(source: ModelSource | None) -> dict[str, str]:
 def new_report(loaded: LoadedModel, spec: JobSpec) -> Report:
     source = loaded.source
     hub = source is not None and source.kind == "hub"
-    from .formats.provenance import earlier_removed
-
     return Report(
         license=source_license(source),
         earlier_removed=earlier_removed(source),
