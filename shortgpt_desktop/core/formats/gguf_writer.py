@@ -367,6 +367,9 @@ def _header_bytes(view: Any, layout: GGUFLayout, plan: GGUFPlan, table: bytes) -
         name = layout.metadata.get("general.name")
         if isinstance(name, str) and layout.fields["general.name"].type_id == _STRING:
             changes["general.name"] = struct.pack("<I", _STRING) + _pack_string(pruned_name(name, plan.new_block_count))
+        label = _size_label(layout, plan)
+        if label is not None:
+            changes["general.size_label"] = struct.pack("<I", _STRING) + _pack_string(label)
 
     entries: list[bytes] = []
     for key, f in layout.fields.items():
@@ -413,6 +416,21 @@ def pruned_name(name: str, layers: int) -> str:
     """``general.name`` of the pruned file: runtimes (llama.cpp's log, Ollama, LM Studio) showed the pruned file under
     the original's name, as if it were the original."""
     return f"{_PRUNED_SUFFIX.sub('', name)} (pruned to {layers} layers)"
+
+
+def _size_label(layout: GGUFLayout, plan: GGUFPlan) -> str | None:
+    """``general.size_label`` of the pruned file, as llama.cpp's converter writes it (``135M`` → ``104M``), from the
+    kept tensors' elements; None where the source has none, or for a mixture of experts (its label counts one
+    expert's share, ``8x7B``, which the tensors alone do not tell)."""
+    field = layout.fields.get("general.size_label")
+    if field is None or field.type_id != _STRING:
+        return None
+    experts = layout.metadata.get(f"{plan.architecture}.expert_count")
+    if isinstance(experts, int) and experts > 0:
+        return None
+    from gguf.utility import size_label
+
+    return size_label(sum(math.prod(t.shape) for t in _kept_tensors(layout, plan)), 0, 0, 0)
 
 
 def _pack_string(text: str) -> bytes:

@@ -180,7 +180,9 @@ def test_pruned_smollm2_keeps_every_tensor_byte_for_byte(smollm2_gguf: Path,
     src, out = read_gguf_layout(smollm2_gguf), read_gguf_layout(smol_pruned.gguf_path)
     assert out.metadata["llama.block_count"] == 22
     assert out.metadata["general.name"] == src.metadata["general.name"] + " (pruned to 22 layers)"
-    changed = ("llama.block_count", "general.name")
+    # As llama.cpp's converter labels a file: SmolLM2's 134.5 M parameters less 8 layers of 3.54 M each
+    assert (src.metadata["general.size_label"], out.metadata["general.size_label"]) == ("135M", "106M")
+    changed = ("llama.block_count", "general.name", "general.size_label")
     assert {k: v for k, v in out.metadata.items() if k not in (*changed, "shortgpt.removed_layers#len")} \
         == {k: v for k, v in src.metadata.items() if k not in changed}
     kept = [i for i in range(30) if i not in SMOL_REMOVED]
