@@ -26,7 +26,7 @@ from shortgpt_desktop.core.formats.provenance import CONFIG_KEY, earlier_removed
 from ..errors import Cancelled, UnsupportedModelError
 from ..model.dtypes import dtype_name
 from ..model.families import Family, layer_count, prune_config
-from ..model.sources import TOKENIZER_FILES, ModelSource
+from ..model.sources import TOKENIZER_FILES, ModelSource, looks_like_hub_id
 from .safetensors_io import checkpoint_entries, model_entries, plan_shards, replacement_entry, write_sharded
 
 log = logging.getLogger(__name__)
@@ -175,7 +175,8 @@ def _base_config(source: ModelSource, model: Any, original_config: dict[str, Any
     """The source's own config.json keys (GGUF: the loaded config, without its GGUF-only keys)."""
     if source.gguf_file is None:
         config = json.loads((source.folder / "config.json").read_text(encoding="utf-8"))
-        if _local_path(config.get("_name_or_path")):
+        name_or_path = config.get("_name_or_path")
+        if isinstance(name_or_path, str) and name_or_path and not looks_like_hub_id(name_or_path):
             # A fine-tune's config names the folder it was saved from ("/home/alice/runs/final"): a pruned copy
             # shared on the Hub carried the user's home folder. A Hub id stays.
             del config["_name_or_path"]
@@ -184,14 +185,6 @@ def _base_config(source: ModelSource, model: Any, original_config: dict[str, Any
     config["architectures"] = [type(model).__name__]
     config["dtype"] = dtype_name(next(model.parameters()).dtype)
     return config
-
-
-def _local_path(value: Any) -> bool:
-    """Whether a config's ``_name_or_path`` is a folder on someone's machine rather than a Hub id (``org/name``)."""
-    if not isinstance(value, str) or not value:
-        return False
-    return (value.startswith(("/", "~", ".", "\\")) or ":" in value or value.count("/") != 1
-            or "\\" in value)
 
 
 def _copy_side_files(temp: Path, source: ModelSource, model: Any, tokenizer: Any) -> list[str]:
