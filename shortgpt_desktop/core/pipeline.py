@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from . import defaults
 from .cut.plan import PrunePlan
 from .cut.surgery import pruned_view
 from .errors import CalibrationError
-from .formats.provenance import earlier_removed
+from .formats.provenance import earlier_removed, source_license
 from .formats.safetensors_writer import SaveResult, save_pruned
 from .measure.calibration import (
     BUILTIN_CORPUS,
@@ -285,45 +284,6 @@ def save(loaded: LoadedModel, plan: PrunePlan, out: str | Path, report: Report |
 
 
 # --------------------------------------------------------------------------------------------------- jobs
-
-
-#: A licence as the Hub's model cards name it (``apache-2.0``, ``llama3.1``, ``other``): anything else is not carried.
-_LICENSE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
-_LICENSE_LINK = re.compile(r"(https?://|LICENSE)[^\s]{0,200}")
-
-
-def source_license(source: ModelSource | None) -> dict[str, str]:
-    """The licence the source declares, for the card's front matter: a GGUF file's ``general.license``, else the
-    front matter of the folder's own card (README.md: ``license``, and for ``other`` its ``license_name`` and
-    ``license_link``). Empty where none is said: the card then claims none. The card dropped it, so a pruned copy
-    shared on the Hub showed no licence."""
-    if source is None:
-        return {}
-    if source.gguf_file is not None:
-        from .formats.gguf_reader import check_gguf
-
-        try:
-            value = check_gguf(source.folder / source.gguf_file).metadata.get("general.license")
-        except Exception:  # the file was read to load it: a licence is not worth a failed save
-            return {}
-        return {"license": str(value)} if isinstance(value, str) and _LICENSE_ID.fullmatch(value) else {}
-    try:
-        with (source.folder / "README.md").open(encoding="utf-8", errors="replace") as stream:
-            head = stream.read(65536)
-    except OSError:
-        return {}
-    if not head.startswith("---"):
-        return {}
-    found: dict[str, str] = {}
-    for line in head[3:].split("\n---", 1)[0].splitlines():
-        key, _, value = line.partition(":")
-        value = value.strip().strip("\"'")
-        pattern = _LICENSE_LINK if key == "license_link" else _LICENSE_ID
-        if key in ("license", "license_name", "license_link") and pattern.fullmatch(value):
-            found[key] = value
-    if "license" not in found:
-        return {}
-    return found if found["license"] == "other" else {"license": found["license"]}
 
 
 def new_report(loaded: LoadedModel, spec: JobSpec) -> Report:

@@ -66,8 +66,8 @@ class Report:
     generation_chat_template: bool = False  # the prompt went through the model's chat template
     warnings: list[str] = field(default_factory=list)
     selection: str = ""  # how a refining metric (bi+) chose the removed layers
-    #: The source's licence as its card or GGUF metadata declares it (``pipeline.source_license``): ``license``, and
-    #: for ``other`` its ``license_name`` and ``license_link``; the card's front matter carries it.
+    #: The source's licence as its card or GGUF metadata declares it (``formats.provenance.source_license``):
+    #: ``license``, and for ``other`` its ``license_name`` and ``license_link``; the card's front matter carries it.
     license: dict[str, str] = field(default_factory=dict)
     #: Layers of the first original the source already lacked (pruned before by this app: ``formats.provenance``),
     #: in that original's numbering; ``removed_layers`` count the source's own layers.

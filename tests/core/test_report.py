@@ -85,8 +85,8 @@ def test_the_card_carries_the_sources_licence(tiny_model: Path, tmp_path: Path) 
 
     import yaml
 
+    from shortgpt_desktop.core.formats.provenance import source_license
     from shortgpt_desktop.core.model.sources import resolve
-    from shortgpt_desktop.core.pipeline import source_license
 
     folder = tmp_path / "model"
     shutil.copytree(tiny_model, folder)
@@ -113,8 +113,8 @@ def test_the_card_carries_the_sources_licence(tiny_model: Path, tmp_path: Path) 
 def test_a_gguf_sources_licence_comes_from_its_metadata(tiny_model: Path, tmp_path: Path) -> None:
     import gguf
 
+    from shortgpt_desktop.core.formats.provenance import source_license
     from shortgpt_desktop.core.model.sources import resolve
-    from shortgpt_desktop.core.pipeline import source_license
     from shortgpt_desktop.core.testing.gguf_export import export_gguf
 
     path = tmp_path / "licensed.gguf"

@@ -1,16 +1,19 @@
-"""Which layers of the first original a pruned model lacks, across prunes: a model this app pruned records them in
-its ``config.json`` (``shortgpt_removed_layers``) or GGUF header (``shortgpt.removed_layers``), in the first
-original's numbering, so that pruning it again says what is gone from the original and not only from the copy
-(the card called the copy's numbering the original's)."""
+"""What a saved model records of its source. Which layers of the first original it lacks, across prunes: a model this
+app pruned records them in its ``config.json`` (``shortgpt_removed_layers``) or GGUF header
+(``shortgpt.removed_layers``), in the first original's numbering, so that pruning it again says what is gone from the
+original and not only from the copy (the card called the copy's numbering the original's). And the source's licence,
+which the card carries."""
 
 from __future__ import annotations
 
 import json
+import re
 import struct
 from collections.abc import Sequence
 
 from ..errors import UserError
 from ..model.sources import ModelSource
+from .gguf_reader import check_gguf
 
 #: The key in a saved config.json; GGUF output carries the same list as ``shortgpt.removed_layers``.
 CONFIG_KEY = "shortgpt_removed_layers"
@@ -42,3 +45,40 @@ def earlier_removed(source: ModelSource | None) -> list[int]:
     if isinstance(value, list) and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in value):
         return sorted(set(value))
     return []
+
+
+#: A licence as the Hub's model cards name it (``apache-2.0``, ``llama3.1``, ``other``): anything else is not carried.
+_LICENSE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+_LICENSE_LINK = re.compile(r"(https?://|LICENSE)[^\s]{0,200}")
+
+
+def source_license(source: ModelSource | None) -> dict[str, str]:
+    """The licence the source declares, for the card's front matter: a GGUF file's ``general.license``, else the
+    front matter of the folder's own card (README.md: ``license``, and for ``other`` its ``license_name`` and
+    ``license_link``). Empty where none is said: the card then claims none. The card dropped it, so a pruned copy
+    shared on the Hub showed no licence."""
+    if source is None:
+        return {}
+    if source.gguf_file is not None:
+        try:
+            value = check_gguf(source.folder / source.gguf_file).metadata.get("general.license")
+        except Exception:  # the file was read to load it: a licence is not worth a failed save
+            return {}
+        return {"license": str(value)} if isinstance(value, str) and _LICENSE_ID.fullmatch(value) else {}
+    try:
+        with (source.folder / "README.md").open(encoding="utf-8", errors="replace") as stream:
+            head = stream.read(65536)
+    except OSError:
+        return {}
+    if not head.startswith("---"):
+        return {}
+    found: dict[str, str] = {}
+    for line in head[3:].split("\n---", 1)[0].splitlines():
+        key, _, value = line.partition(":")
+        value = value.strip().strip("\"'")
+        pattern = _LICENSE_LINK if key == "license_link" else _LICENSE_ID
+        if key in ("license", "license_name", "license_link") and pattern.fullmatch(value):
+            found[key] = value
+    if "license" not in found:
+        return {}
+    return found if found["license"] == "other" else {"license": found["license"]}
