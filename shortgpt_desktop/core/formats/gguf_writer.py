@@ -366,10 +366,10 @@ def _header_bytes(view: Any, layout: GGUFLayout, plan: GGUFPlan, table: bytes) -
         changes[_PROVENANCE] = _pack_array(_INT32, plan.removed_from_original)
         name = layout.metadata.get("general.name")
         if isinstance(name, str) and layout.fields["general.name"].type_id == _STRING:
-            changes["general.name"] = struct.pack("<I", _STRING) + _pack_string(pruned_name(name, plan.new_block_count))
+            changes["general.name"] = _pack_string_value(pruned_name(name, plan.new_block_count))
         label = _size_label(layout, plan)
         if label is not None:
-            changes["general.size_label"] = struct.pack("<I", _STRING) + _pack_string(label)
+            changes["general.size_label"] = _pack_string_value(label)
 
     entries: list[bytes] = []
     for key, f in layout.fields.items():
@@ -436,6 +436,11 @@ def _size_label(layout: GGUFLayout, plan: GGUFPlan) -> str | None:
 def _pack_string(text: str) -> bytes:
     raw = text.encode("utf-8")
     return struct.pack("<Q", len(raw)) + raw
+
+
+def _pack_string_value(text: str) -> bytes:
+    """A metadata value of type string: its type, then the string."""
+    return struct.pack("<I", _STRING) + _pack_string(text)
 
 
 def _pack_scalar(type_id: int, value: Any) -> bytes:
