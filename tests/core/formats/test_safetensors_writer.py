@@ -151,11 +151,14 @@ def test_the_licence_texts_travel_with_the_model(tiny_model: Path, tmp_path: Pat
     shutil.copytree(tiny_model, source)
     (source / "LICENSE").write_text("the terms\n", encoding="utf-8")
     (source / "USE_POLICY.md").write_text("the policy\n", encoding="utf-8")
+    (source / "NOTICE").write_text("the attributions\n", encoding="utf-8")  # Apache-2.0 asks it of any copy
+    (source / "cl100k_base.tiktoken").write_text("IQ== 0\n", encoding="utf-8")  # a tiktoken model's vocabulary
     (source / "notes.md").write_text("the user's own\n", encoding="utf-8")
     out = tmp_path / "out"
     result = save(load(source), out)
-    assert {"LICENSE", "USE_POLICY.md"} <= set(result.files) and "notes.md" not in result.files
-    assert (out / "LICENSE").read_text(encoding="utf-8") == "the terms\n"
+    travels = {"LICENSE", "USE_POLICY.md", "NOTICE", "cl100k_base.tiktoken"}
+    assert travels <= set(result.files) and "notes.md" not in result.files
+    assert all((out / name).read_bytes() == (source / name).read_bytes() for name in travels)
     (out / "README.md").write_text("---\ntags:\n- shortgpt\n---\n", encoding="utf-8")  # the card a job writes
     assert not_an_earlier_output(out) is None  # --force may replace it: all of it is the model's
 

@@ -401,7 +401,16 @@ def test_hub_download_skips_bin_when_safetensors_exist(tmp_path: Path, monkeypat
     sources.hub_download("someone/model", progress=lambda d, t: progress.append((d, t)), cache_dir=tmp_path)
     patterns = seen["allow_patterns"]
     assert "model.safetensors" in patterns and "pytorch_model.bin" not in patterns and "*.py" in patterns
-    assert "README.md" in patterns and "LICENSE*" in patterns  # the licence goes on the pruned copy's card, and travels
+    # The card carries the licence over, and the files a copy needs travel with it: a tiktoken vocabulary, and the
+    # licence texts by each name the writer copies (output_folder.LICENCE_FILES).
+    from fnmatch import fnmatchcase
+
+    from shortgpt_desktop.core.formats.output_folder import LICENCE_FILES
+
+    travelling = ["README.md", "cl100k_base.tiktoken", "LICENSE", "LICENSE.md", "LICENCE", "LICENCE.txt", "NOTICE", "NOTICE.txt",
+                  "USE_POLICY.md"]
+    assert all(any(fnmatchcase(name, pattern) for pattern in patterns) for name in travelling)
+    assert all(any(fnmatchcase(name, pattern) for name in travelling) for pattern in LICENCE_FILES)
     tqdm_class = seen["tqdm_class"]
     network_bar = tqdm_class(total=0, unit="B", desc="Downloading bytes")
     bar = tqdm_class(total=0, unit="B", desc="Reconstructing")
