@@ -125,6 +125,24 @@ def test_a_job_that_needs_no_text_never_reads_it(tiny_model: Path, pdf_folder: P
     shutil.rmtree(tmp_path / "out")
 
 
+def test_a_licensed_sources_pruned_copy_carries_its_licence_and_text(tiny_model: Path, small_calib: Path,
+                                                                     tmp_path: Path) -> None:
+    """The whole job, not only the card's writer: the source's card declares a licence and its folder holds the text,
+    and the pruned copy's card and folder carry both (the licence line never reaching the card went unnoticed)."""
+    import yaml
+
+    source = tmp_path / "licensed"
+    shutil.copytree(tiny_model, source)
+    (source / "README.md").write_text("---\nlicense: apache-2.0\n---\n# A model\n", encoding="utf-8")
+    (source / "LICENSE").write_text("Apache License\n", encoding="utf-8")
+    out = tmp_path / "out"
+    report = run_prune(Engine(), spec(source, small_calib, layers=[1], out=str(out), repair="none",
+                                      check_perplexity=False, prompt=""))
+    front = yaml.safe_load((out / "README.md").read_text(encoding="utf-8").split("---")[1])
+    assert report.license == {"license": "apache-2.0"} and front["license"] == "apache-2.0"
+    assert (out / "LICENSE").read_text(encoding="utf-8") == "Apache License\n"
+
+
 def test_the_card_and_json_name_the_text_a_job_of_given_layers_read_and_none_where_it_read_none(
         tiny_model: Path, small_calib: Path, test_text: Path, tmp_path: Path) -> None:
     """Layers given by hand are not scored, so the text is read after, for the repair and the check: the card said

@@ -100,6 +100,14 @@ def test_the_card_carries_the_sources_licence(tiny_model: Path, tmp_path: Path) 
     assert other == {"license": "other", "license_name": "gemma", "license_link": "https://ai.google.dev/gemma/terms"}
     (folder / "README.md").write_text("---\nlicense: see the file: {evil}\n---\n", encoding="utf-8")
     assert source_license(resolve(str(folder))) == {}
+    # Only the front matter declares: a "license:" line in the card's text, after it or with none, is prose.
+    for text in ("# A model\nlicense: mit\n", "---\nlanguage: en\n---\n# A model\nlicense: mit\n"):
+        (folder / "README.md").write_text(text, encoding="utf-8")
+        assert source_license(resolve(str(folder))) == {}, text
+    # A name and a link go with "other" only: beside an id they would contradict it.
+    (folder / "README.md").write_text("---\nlicense: mit\nlicense_name: gemma\nlicense_link: LICENSE\n---\n",
+                                      encoding="utf-8")
+    assert source_license(resolve(str(folder))) == {"license": "mit"}
 
     report = Report(model="org/name", n_layers=6, removed_layers=[2], scores=[0.1] * 6, license=other)
     front = yaml.safe_load(model_card(report, "org/name").split("---")[1])
