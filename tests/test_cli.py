@@ -480,8 +480,12 @@ def test_eval_against_names_each_model_in_its_progress(tiny_model: Path, small_c
     assert cli.main(["eval", str(pruned), "--against", str(tiny_model), "--calib", str(small_calib),
                      "--seq-len", "32"]) == 0
     err = capsys.readouterr().err
-    assert "perplexity, pruned: " in err and f"perplexity, {tiny_model.name}: " in err, err
-    assert "perplexity, original" not in err
+    # Each model's bars come after its own load: the pruned copy's first, then the original's.
+    first, loading, second = err.partition("loading...")[2].partition("loading...")
+    assert loading, err
+    for labels, part in (("pruned", first), (tiny_model.name, second)):
+        assert f"perplexity, {labels}: " in part and f"quiz, {labels}: " in part, err
+    assert tiny_model.name not in first and "pruned" not in second and "original" not in err
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
