@@ -913,8 +913,9 @@ def test_the_summary_gives_the_figures_of_the_report() -> None:
     out = stream.getvalue()
     assert "parameters: 1,000 -> 750 (75.0%)" in out
     assert "perplexity: 10.000 -> 12.500 (x1.25) on 2,048 tokens\n" in out
-    report.eval_tokens = 510  # an evaluation text that gave two windows
-    stream = io.StringIO()
-    cli.print_summary(report, stream)
-    assert "on 510 tokens (few for a steady figure" in stream.getvalue()
+    for tokens, rough in ((510, True), (768, True), (1023, True), (1024, False)):  # 2 and 3 windows of 256: rough
+        report.eval_tokens = tokens
+        stream = io.StringIO()
+        cli.print_summary(report, stream)
+        assert (f"on {tokens:,} tokens (few for a steady figure" in stream.getvalue()) == rough, tokens
     assert "loss (KL to the original) 0.500 -> 0.300" in out
