@@ -78,6 +78,24 @@ def test_the_card_gives_the_figures_of_the_report() -> None:
     assert "mean KL divergence 0.1234 nats per token (99th percentile 1.500)" in card
 
 
+def test_imported_scores_card_says_what_they_were_measured_on_and_what_this_job_read() -> None:
+    """Scores imported from a file were measured on another job's text: the card names that text and its token
+    count, and says when this job read none of its own (no repair, no check) rather than naming an empty text."""
+    imported = {"file": "/home/alice/scores.json", "calibration": ["/data/wiki.txt"], "samples": 64, "seq_len": 256,
+                "seed": 3, "tokens": 16384}
+
+    def line(**kwargs: object) -> str:
+        report = Report(model="m", n_layers=6, removed_layers=[2], scores=[0.1] * 6, scores_imported=imported,
+                        **kwargs)
+        return next(x for x in model_card(report, "m").splitlines() if x.startswith("- Calibration:"))
+
+    measured = ("- Calibration: layer scores imported from scores.json, measured there on wiki.txt; 64 samples × 256 "
+                "tokens, seed 3 (16,384 tokens scored)")
+    assert line() == measured + "; this job read no text"
+    assert line(calibration=["/data/own.txt"], samples=8, seq_len=32, seed=0) == (
+        measured + "; text this job read itself: own.txt (8 samples × 32 tokens, seed 0)")
+
+
 def test_the_card_carries_the_sources_licence(tiny_model: Path, tmp_path: Path) -> None:
     """A source whose card or GGUF metadata declares a licence: the pruned copy's card dropped it, so the copy
     shared on the Hub showed none. Only a licence id is carried (a value that is not one is left out)."""
