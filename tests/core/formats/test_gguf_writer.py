@@ -128,6 +128,21 @@ def tiny_gguf(path: Path, arch: str = "llama", n_layer: int = 6, metadata: dict[
 V = gguf.GGUFValueType
 
 
+def test_the_size_label_counts_the_kept_weights_but_a_mixture_of_experts_keeps_its_own(tmp_path: Path) -> None:
+    """``general.size_label`` is what Ollama and LM Studio show: a dense file's counts the kept tensors' elements,
+    as llama.cpp's converter does; a mixture of experts' counts one expert's share (``8x7B``), which the tensors
+    alone do not tell, so it stays the source's."""
+    blocks = {f"blk.{i}.ffn_down.weight": (np.zeros((100, 1000), np.float32), None) for i in range(6)}
+    tensors = {"token_embd.weight": (np.zeros((8, 4), np.float32), None), **blocks}
+    dense = tiny_gguf(tmp_path / "dense.gguf", metadata={"general.size_label": ("600K", V.STRING)}, tensors=tensors)
+    out = gguf_writer.write_pruned_gguf(dense, [1, 2], tmp_path / "dense-out")
+    assert read_gguf_layout(out.gguf_path).metadata["general.size_label"] == "400K"
+    moe = tiny_gguf(tmp_path / "moe.gguf", tensors=tensors, metadata={"general.size_label": ("8x7B", V.STRING),
+                                                                       "llama.expert_count": (8, V.UINT32)})
+    out = gguf_writer.write_pruned_gguf(moe, [1, 2], tmp_path / "moe-out")
+    assert read_gguf_layout(out.gguf_path).metadata["general.size_label"] == "8x7B"
+
+
 def test_the_tensors_a_job_rewrites_are_beside_each_run_or_every_kept_one_when_healing(tmp_path: Path) -> None:
     """The bound the size before Save counts: the repair's MLP output projections on both sides of each run (none
     for a run from layer 0, no layer after the last), the refit's MLP projections before each run, healing's
