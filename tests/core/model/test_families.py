@@ -147,13 +147,14 @@ FALLBACK_FAMILIES = {
     "granite": {"vocab_size": 512, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 5,
                 "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 256},
     # Two dense layers, then experts: with layer 1 removed the saved config must say one dense layer, or the first
-    # expert layer reloads as a dense MLP with its weights missing.
+    # expert layer reloads as a dense MLP with its weights missing. A sliding-window threshold, as Qwen-style models
+    # carry it, must be renumbered the same way (DeepSeek ignores it; the config keeps it).
     "deepseek_v3": {"vocab_size": 512, "hidden_size": 64, "intermediate_size": 128, "moe_intermediate_size": 32,
                     "num_hidden_layers": 5, "num_attention_heads": 4, "num_key_value_heads": 4,
                     "max_position_embeddings": 256, "n_routed_experts": 4, "n_shared_experts": 1,
                     "num_experts_per_tok": 2, "first_k_dense_replace": 2, "n_group": 1, "topk_group": 1,
                     "q_lora_rank": None, "kv_lora_rank": 16, "qk_rope_head_dim": 8, "qk_nope_head_dim": 8,
-                    "v_head_dim": 16},
+                    "v_head_dim": 16, "max_window_layers": 4},
 }
 
 
@@ -173,6 +174,12 @@ def test_unlisted_family_goes_through_the_fallback_end_to_end(model_type: str, t
     reference = skip_layers_reference(loaded.model, layers, removed)
     save_pruned(source=loaded.source, family=loaded.family, original_config=loaded.config, removed=removed,
                 out=tmp_path / "out", model=loaded.model, tokenizer=loaded.tokenizer)
+    saved = json.loads((tmp_path / "out" / "config.json").read_text(encoding="utf-8"))
+    kept = [i for i in range(len(layers)) if i not in removed]
+    for key in ("first_k_dense_replace", "max_window_layers"):  # "the layers below this index": among the kept ones
+        if key in FALLBACK_FAMILIES[model_type]:
+            kept_below = sum(1 for i in kept if i < FALLBACK_FAMILIES[model_type][key])
+            assert saved[key] == kept_below, (key, saved[key])
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "out", dtype=torch.float32).eval()
     with torch.no_grad():
         torch.testing.assert_close(reloaded(input_ids=PROMPT).logits, reference, rtol=1e-5, atol=1e-5)
