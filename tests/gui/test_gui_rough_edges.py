@@ -3,6 +3,7 @@ scale and hints, the calibration panel's skipped files, scores as JSON, missing 
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -787,6 +788,10 @@ def test_a_model_typed_but_not_opened_is_asked_about_before_check_save_or_the_cu
     assert len(folders) == 1 and window.model_panel.text == str(gui_model)
     window.save()  # the box names the open model again: nothing to ask
     assert len(asked) == 4 and len(folders) == 2
+    for same in (str(gui_model) + os.sep, ""):  # the same folder typed another way, or an emptied box: not another
+        window.model_panel.field.lineEdit().setText(same)
+        window.save()
+    assert len(asked) == 4 and len(folders) == 4
 
 
 def test_a_saved_gpu_the_probe_does_not_find_is_dropped_and_said(qtbot, make_window, settings: QSettings,

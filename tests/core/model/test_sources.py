@@ -407,8 +407,8 @@ def test_hub_download_skips_bin_when_safetensors_exist(tmp_path: Path, monkeypat
 
     from shortgpt_desktop.core.formats.output_folder import LICENCE_FILES
 
-    travelling = ["README.md", "cl100k_base.tiktoken", "LICENSE", "LICENSE.md", "LICENCE", "LICENCE.txt", "NOTICE", "NOTICE.txt",
-                  "USE_POLICY.md"]
+    travelling = ["README.md", "cl100k_base.tiktoken", "LICENSE", "LICENSE.md", "LICENCE", "LICENCE.txt", "NOTICE",
+                  "NOTICE.txt", "USE_POLICY.md"]
     assert all(any(fnmatchcase(name, pattern) for pattern in patterns) for name in travelling)
     assert all(any(fnmatchcase(name, pattern) for name in travelling) for pattern in LICENCE_FILES)
     tqdm_class = seen["tqdm_class"]
