@@ -170,6 +170,7 @@ def test_fidelity_and_nll_a_few_positions_at_a_time_equal_the_whole_batch_to_the
     vocab = 1000
     original = torch.randn(3, tokens, vocab, generator=generator) * 3
     pruned = original + torch.randn(3, tokens, vocab, generator=generator)
+    pruned[2, tokens - 2] = torch.randn(vocab, generator=generator) * 30  # the last token counted: the worst KL
     ids = torch.randint(0, vocab, (3, tokens), generator=generator)
     mask = torch.ones(3, tokens, dtype=torch.long)
     mask[1, tokens // 2:] = 0  # padding never counts
@@ -183,6 +184,11 @@ def test_fidelity_and_nll_a_few_positions_at_a_time_equal_the_whole_batch_to_the
     sums.add(original, pruned, ids, mask)
     assert (sums.total_nll, sums.tokens, sums.same) == (total_nll, count, same)
     assert torch.equal(torch.cat(sums.kls), kls)
+    # The original's perplexity on the same tokens, padding left out as for the pruned model's.
+    assert sums.original_nll == _whole_batch_sums(original, original, ids, mask)[0]
+    _, fidelity = sums.result(1.0)
+    assert fidelity.max_kl == float(kls.max()) == float(kls[-1]) and fidelity.mean_kl == float(kls.mean())
+    assert fidelity.p99_kl == float(torch.quantile(kls, 0.99)) and fidelity.tokens == count
     # bi+'s candidate passes take the head at chosen positions only and score each of them (every=True).
     every = list(evaluation.position_spans(pruned, every=True))
     assert [(r, p) for r, span in every for p in range(span.start, span.stop)] == [
