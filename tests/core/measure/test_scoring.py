@@ -67,6 +67,8 @@ def test_padding_is_masked_out(loaded: LoadedModel, tokens: TokenSet) -> None:
     assert padded.tokens == one_by_one.tokens == 20 + 48
     assert padded.bi == pytest.approx(one_by_one.bi, abs=1e-6)
     assert padded.relative_magnitude == pytest.approx(one_by_one.relative_magnitude, abs=1e-6)
+    # The angular distance reads each sample's last real token, not a pad position of the shorter one.
+    assert padded.angular(2) == pytest.approx(one_by_one.angular(2), abs=1e-6)
 
 
 def test_angular_distance_of_blocks(loaded: LoadedModel, tokens: TokenSet) -> None:
@@ -81,6 +83,7 @@ def test_angular_distance_of_blocks(loaded: LoadedModel, tokens: TokenSet) -> No
             assert got[start] == pytest.approx(float((torch.arccos(cos) / math.pi).mean()), abs=1e-5)
     picked = METRICS["angular"].from_stats(stats, 2)
     assert picked.block_size == 2 and set(picked.extra) == {"bi", "relative_magnitude"}
+    assert picked.scores == stats.angular(2)  # the distance across the block that would be removed
 
 
 def test_baselines_need_no_pass(loaded: LoadedModel) -> None:
@@ -103,6 +106,9 @@ def test_progress_reports_partial_scores_and_cancel_stops(loaded: LoadedModel, t
     assert [e[1] for e in events] == [0, 2, 4, 6] and all(e[2] == 6 for e in events)
     assert events[0][3] is None  # the start, before anything is known
     assert all(len(e[3]) == loaded.n_layers and None not in e[3] for e in events[1:])
+    # The live bars are Block Influence so far: after the last batch, the scores themselves.
+    assert events[-1][3] == pytest.approx(measure_layers(loaded.model, loaded.family, tokens, batch_size=2).bi,
+                                          abs=1e-9)
     calls = []
 
     def cancel() -> bool:
