@@ -27,7 +27,7 @@ def test_the_quality_curve_point_at_a_count_is_the_check_at_that_count(tiny_mode
     assert curve.label == "bi+ + repair"
     assert curve.baseline is not None and [p.k for p in curve.baseline.points] == [0, 1, 2, 3]
     assert curve.points[0].perplexity == curve.baseline.points[0].perplexity
-    assert curve.points[0].same_top == 1.0
+    assert curve.points[0].same_top == 1.0 and curve.points[0].mean_kl == 0.0
     for k in (2, 3):
         plan = engine.prepare(spec, engine.plan(count=k))
         checked = engine.check(spec, plan.removed)
@@ -35,6 +35,7 @@ def test_the_quality_curve_point_at_a_count_is_the_check_at_that_count(tiny_mode
         assert point.removed == plan.removed
         assert point.perplexity == pytest.approx(checked.ppl_after, rel=1e-9)
         assert point.same_top == pytest.approx(checked.fidelity.same_top, rel=1e-9)
+        assert point.mean_kl == pytest.approx(checked.fidelity.mean_kl, rel=1e-9) and point.mean_kl > 0
         assert checked.ppl_before == pytest.approx(curve.points[0].perplexity, rel=1e-9)
     # Plain BI is plain removal in BI order, measured on the same windows.
     assert all(p.quiz_known is None for p in curve.points + curve.baseline.points)  # no prompt: no quiz, as Check
