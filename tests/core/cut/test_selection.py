@@ -408,3 +408,29 @@ def test_the_ends_stay_protected_until_too_few_layers_are_left_besides_them() ->
 
     scores = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
     assert protected_for(scores, 4) == [0, 5] and protected_for(scores, 5) == []
+
+
+def test_each_count_of_a_curve_keeps_the_ends_it_would_keep_alone() -> None:
+    """One search serves the quality curve's counts, but the ends protected depend on each count: a curve going past
+    the layers that can go besides the ends (5 of 6) must still keep them at 1, as Save for 1 layer does."""
+    from shortgpt_desktop.core.cut.selection import choose_for_counts
+
+    model, family, n, tokens, _ = scored_tiny_family("llama", samples=8)
+    bi = [0.01, 0.5, 0.4, 0.3, 0.2, 0.02]  # the ends score lowest: only their protection keeps them
+    out = choose_for_counts(InMemoryStack(model, family), tokens, [1, 5], bi, eval_samples=6, window=2)
+    assert out[1].protected == [0, n - 1] and not {0, n - 1} & set(out[1].removed)
+    assert out[5].protected == [] and len(out[5].removed) == 5
+
+
+def test_each_greedy_step_also_tries_the_layers_whose_removal_alone_costs_least() -> None:
+    """The greedy step measures the lowest-BI layers and the lowest single-removal ones (the paper's own baseline):
+    where BI ranks last the layer whose removal costs least, the first step still measures it."""
+    model, family, n, tokens, bi = scored_tiny_family("llama", samples=8)
+    first = choose_layers_safely(model, family, tokens, 1, bi, eval_samples=6, window=1)
+    open_layers = [i for i in range(n) if i not in first.protected]
+    cheapest = min(open_layers, key=lambda i: first.single_removal[i])
+    against = [0.9 if i == cheapest else 0.1 + 0.01 * i for i in range(n)]  # BI ranks it last of all
+    result = choose_layers_safely(model, family, tokens, 1, against, eval_samples=6, window=1)
+    assert result.considered == [min(open_layers, key=lambda i: against[i]), cheapest]
+    assert result.single_removal == first.single_removal
+

@@ -51,3 +51,11 @@ def test_a_metric_added_by_one_class_and_one_register_runs_from_the_command_line
                      str(tmp_path / "pruned"), "--repair", "none", "--no-eval", "--json", str(prune_json), *argv]) == 0
     lowest_two = sorted(sorted(range(6), key=lambda i: report["scores"][i])[:2])
     assert json.loads(prune_json.read_text())["removed_layers"] == lowest_two
+
+
+def test_bi_plus_before_its_measurement_keeps_the_ends_too() -> None:
+    """The plan shown before bi+'s choice is measured (sizes, time estimate) already keeps the first and last
+    layers out, as the measured choice will."""
+    scores = [0.01, 0.5, 0.4, 0.3, 0.2, 0.02]
+    assert METRICS["bi+"].removal(scores, 2) == [3, 4]
+    assert METRICS["bi"].removal(scores, 2) == [0, 5]
