@@ -24,6 +24,10 @@ def test_count_and_sizes() -> None:
     assert plan.removed == [1, 3, 5]
     assert (plan.params_before, plan.params_after) == (100, 70)
     assert (plan.bytes_before, plan.bytes_after) == (200, 140)
+    # Layers of different sizes (a MoE's dense-only layers, Gemma 3n's): each removed layer counts its own.
+    uneven = LayerSizes(layer_params=[10, 11, 12, 13, 14, 15, 16, 17], other_params=20, bytes_per_param=2)
+    plan = make_plan(8, SCORES, count=3, sizes=uneven)
+    assert (plan.params_before, plan.params_after) == (128, 128 - 11 - 13 - 15)
 
 
 def test_ties_remove_the_deeper_layer_first() -> None:
