@@ -22,10 +22,7 @@ import os
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-CACHE = Path.home() / ".cache" / "shortgpt-desktop-tests"
-DEFAULT_MODELS = [CACHE / "SmolLM2-135M-Instruct.Q4_1.gguf", CACHE / "gemma-3-270m-q4_k_m.gguf"]
-DEFAULT_CALIB = HERE.parent.parent / "shared" / "data" / "wikitext2-valid.txt"
+from bench_paths import GEMMA3, SMOLLM2, VALID, cached, require
 
 
 def compare(model: str, calib: str, samples: int, seq_len: int, batch_size: int) -> None:
@@ -71,13 +68,15 @@ def compare(model: str, calib: str, samples: int, seq_len: int, batch_size: int)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="*", default=[str(m) for m in DEFAULT_MODELS])
-    parser.add_argument("--calib", default=str(DEFAULT_CALIB))
+    parser.add_argument("models", nargs="*", help="default: the SmolLM2 and Gemma 3 GGUFs the tests cache")
+    parser.add_argument("--calib", default=str(VALID))
     parser.add_argument("--samples", type=int, default=8, help="bi+'s candidate samples (SELECTION_SAMPLES)")
     parser.add_argument("--seq-len", type=int, default=256, help="tokens a sample (the quick preset's)")
     parser.add_argument("--batch-size", type=int, default=4, help="the job's batch size")
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     args = parser.parse_args()
+    args.models = args.models or [str(m) for m in cached([SMOLLM2, GEMMA3])]
+    require(args.calib, *args.models)
 
     import torch
 

@@ -75,10 +75,11 @@ def _load(model_spec: str, device: str) -> Any:
 
 
 def _tokens(loaded: Any, args: dict[str, Any]) -> Any:
+    from bench_paths import VALID
+
     from shortgpt_desktop.core.measure.calibration import build_token_set, builtin_corpus
 
-    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext2-valid.txt"
-    texts = [data.read_text(encoding="utf-8")[:600_000]] if data.is_file() else builtin_corpus()
+    texts = [VALID.read_text(encoding="utf-8")[:600_000]] if VALID.is_file() else builtin_corpus()
     return build_token_set(loaded.tokenizer, texts, samples=args["samples"], seq_len=args["seq_len"])
 
 
@@ -178,10 +179,10 @@ def in_child(target: Any, kind: str, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def default_model() -> str:
-    cache = Path(os.environ.get("SHORTGPT_TEST_CACHE") or Path.home() / ".cache" / "shortgpt-desktop-tests")
-    gguf = cache / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    if gguf.is_file():
-        return str(gguf)
+    from bench_paths import SMOLLM2
+
+    if SMOLLM2.is_file():
+        return str(SMOLLM2)
     from shortgpt_desktop.core.testing.tiny_models import build_tiny_model
 
     return str(build_tiny_model(Path(tempfile.mkdtemp()) / "tiny"))

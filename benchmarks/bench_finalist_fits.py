@@ -18,19 +18,18 @@ import os
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-DEFAULT_MODEL = Path.home() / ".cache" / "shortgpt-desktop-tests" / "SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_CALIB = HERE.parent.parent / "shared" / "data" / "wikitext2-valid.txt"
+from bench_paths import SMOLLM2, VALID, require
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=str(DEFAULT_MODEL))
-    parser.add_argument("--calib", default=str(DEFAULT_CALIB))
+    parser.add_argument("--model", default=str(SMOLLM2))
+    parser.add_argument("--calib", default=str(VALID))
     parser.add_argument("--remove", action="append", default=None, help="a set to fit, e.g. 3,4,5 (repeatable)")
     parser.add_argument("--count", type=int, default=8, help="layers in BI's sets")
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     args = parser.parse_args()
+    require(args.model, args.calib)
 
     from shortgpt_desktop.core.model.loading import quiet_library_progress
 

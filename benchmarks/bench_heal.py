@@ -24,11 +24,9 @@ import os
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-from shortgpt_desktop.core.defaults import SAMPLES, SEQ_LEN  # noqa: E402
+from bench_paths import SMOLLM2, TEST, VALID, require
 
-DEFAULT_MODEL = Path.home() / ".cache" / "shortgpt-desktop-tests" / "SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_DATA = HERE.parent.parent / "shared" / "data"
+from shortgpt_desktop.core.defaults import SAMPLES, SEQ_LEN
 
 
 def as_it_was(engine, spec, tokens, removed) -> tuple[float, float, float]:
@@ -83,9 +81,9 @@ def as_it_is(engine, spec, tokens, removed) -> tuple[float, float, float]:
 def cut_arguments(description: str, steps: int, batch_size: int) -> argparse.ArgumentParser:
     """The options the healing benchmarks share: the model, the texts, the cut, the steps, the threads."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--model", default=str(DEFAULT_MODEL))
-    parser.add_argument("--calib", default=str(DEFAULT_DATA / "wikitext2-valid.txt"))
-    parser.add_argument("--eval", default=str(DEFAULT_DATA / "wikitext2-test.txt"))
+    parser.add_argument("--model", default=str(SMOLLM2))
+    parser.add_argument("--calib", default=str(VALID))
+    parser.add_argument("--eval", default=str(TEST))
     parser.add_argument("--remove", default="3,4,5,7,16,17,25,26", help="the cut (default: the default job's)")
     parser.add_argument("--steps", type=int, default=steps)
     parser.add_argument("--batch-size", type=int, default=batch_size)
@@ -98,6 +96,7 @@ def main() -> None:
     parser.add_argument("--heal", action="store_true", help="then repair and heal the cut, and measure it")
     parser.add_argument("--heal-only", action="store_true", help="skip the before-the-first-step comparison")
     args = parser.parse_args()
+    require(args.model, args.calib, args.eval)
 
     from shortgpt_desktop.core.model.loading import quiet_library_progress
 

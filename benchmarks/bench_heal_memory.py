@@ -28,8 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-CALIB = HERE.parent.parent / "shared" / "data" / "wikitext2-valid.txt"
+from bench_paths import VALID, require
 
 
 def status(field: str) -> int:
@@ -62,20 +61,20 @@ def heal_the_way_it_was(model, family, tokens, **kwargs):
     return result
 
 
-def child(way: str, model_path: str, steps: int, samples: int, seq_len: int, threads: int) -> None:
+def child(way: str, model_path: str, calib: str, steps: int, samples: int, seq_len: int, threads: int) -> None:
     import torch
 
     from shortgpt_desktop.core.cut.healing import autocast_to, compute_dtype_for, heal
     from shortgpt_desktop.core.cut.surgery import prune_in_memory
-    from shortgpt_desktop.core.measure.calibration import build_token_set
+    from shortgpt_desktop.core.measure.calibration import build_token_set, builtin_corpus
     from shortgpt_desktop.core.measure.scoring import iter_batches
     from shortgpt_desktop.core.model.loading import load_model
     from shortgpt_desktop.core.model.sources import resolve
 
     torch.set_num_threads(threads)
     loaded = load_model(resolve(model_path), "cpu", "float32")
-    tokens = build_token_set(loaded.tokenizer, [CALIB.read_text(encoding="utf-8")[:400_000]], None, samples=samples,
-                             seq_len=seq_len)
+    texts = builtin_corpus() if calib == "builtin" else [Path(calib).read_text(encoding="utf-8")[:400_000]]
+    tokens = build_token_set(loaded.tokenizer, texts, None, samples=samples, seq_len=seq_len)
     # The teacher, as the engine's: the original's logits on the batches the steps read, in healing's dtype.
     batches = [(ids, mask) for ids, mask, _ in iter_batches(tokens, 4, "cpu")][:steps]
     with torch.no_grad(), autocast_to(loaded.model, compute_dtype_for(loaded.model)):
@@ -99,9 +98,9 @@ def child(way: str, model_path: str, steps: int, samples: int, seq_len: int, thr
 
 
 def run_child(way: str, args: argparse.Namespace, model_path: str) -> dict:
-    run = subprocess.run([sys.executable, __file__, "--child", way, "--model", model_path, "--steps", str(args.steps),
-                          "--samples", str(args.samples), "--seq-len", str(args.seq_len), "--threads",
-                          str(args.threads)], capture_output=True, text=True, check=False)
+    run = subprocess.run([sys.executable, __file__, "--child", way, "--model", model_path, "--calib", args.calib,
+                          "--steps", str(args.steps), "--samples", str(args.samples), "--seq-len", str(args.seq_len),
+                          "--threads", str(args.threads)], capture_output=True, text=True, check=False)
     if run.returncode != 0:
         raise SystemExit(run.stderr[-3000:])
     return json.loads(run.stdout.strip().splitlines()[-1])
@@ -110,14 +109,17 @@ def run_child(way: str, args: argparse.Namespace, model_path: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="a model folder or GGUF file (default: a tiny 16-layer Llama built here)")
+    parser.add_argument("--calib", default=str(VALID) if VALID.is_file() else "builtin",
+                        help="a text file, or builtin (default: WikiText-2 in ../shared/data where it is there)")
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--child", choices=["was", "is"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    require(args.calib)
     if args.child:
-        child(args.child, args.model, args.steps, args.samples, args.seq_len, args.threads)
+        child(args.child, args.model, args.calib, args.steps, args.samples, args.seq_len, args.threads)
         return
     with tempfile.TemporaryDirectory() as scratch:
         model_path = args.model

@@ -16,14 +16,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-CACHE = Path(os.environ.get("SHORTGPT_TEST_CACHE") or Path.home() / ".cache" / "shortgpt-desktop-tests")
-MODELS = [CACHE / "SmolLM2-135M-Instruct.Q4_1.gguf", CACHE / "gemma-3-270m-q4_k_m.gguf"]
+from bench_paths import GEMMA3, SMOLLM2
+
+MODELS = [SMOLLM2, GEMMA3]
 
 
 WAYS = {"each": "a parse per reader", "once": "parsed once, gguf-py", "fast": "parsed once, fast (tool)"}

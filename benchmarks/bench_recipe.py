@@ -20,9 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-DEFAULT_MODEL = Path.home() / ".cache" / "shortgpt-desktop-tests" / "SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_CALIB = HERE.parent.parent / "shared" / "data" / "wikitext2-valid.txt"
+from bench_paths import SMOLLM2, VALID, require
 
 
 def job(model: str, calib: str, ratio: float, out: Path, **settings: object) -> tuple[float, dict[str, float], Any]:
@@ -70,11 +68,12 @@ def bare_forward(model: str, calib: str) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="*", default=[str(DEFAULT_MODEL)])
-    parser.add_argument("--calib", default=str(DEFAULT_CALIB))
+    parser.add_argument("models", nargs="*", default=[str(SMOLLM2)])
+    parser.add_argument("--calib", default=str(VALID))
     parser.add_argument("--ratio", type=float, default=0.25)
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     args = parser.parse_args()
+    require(args.calib, *args.models)
     from shortgpt_desktop.core.model.loading import quiet_library_progress
 
     quiet_library_progress()  # before torch: tqdm reads TQDM_DISABLE when it is first imported

@@ -23,10 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-from shortgpt_desktop.core.defaults import SAMPLES, SEQ_LEN  # noqa: E402
+from bench_paths import TEST, VALID, require
 
-DEFAULT_DATA = HERE.parent.parent / "shared" / "data"
+from shortgpt_desktop.core.defaults import SAMPLES, SEQ_LEN
+
 CODE_MODULES = ("argparse", "textwrap", "json.decoder", "csv", "fractions", "shlex", "heapq", "calendar")
 
 
@@ -41,8 +41,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
     parser.add_argument("--remove", required=True, help="the cut, e.g. 8,9,13,14")
-    parser.add_argument("--calib", default=str(DEFAULT_DATA / "wikitext2-valid.txt"))
-    parser.add_argument("--eval", default=str(DEFAULT_DATA / "wikitext2-test.txt"), help="a text file, or stdlib")
+    parser.add_argument("--calib", default=str(VALID))
+    parser.add_argument("--eval", default=str(TEST), help="a text file, or stdlib")
     parser.add_argument("--samples", type=int, default=SAMPLES)
     parser.add_argument("--seq-len", type=int, default=SEQ_LEN)
     parser.add_argument("--eval-windows", type=int, default=8)
@@ -50,6 +50,7 @@ def main() -> None:
     parser.add_argument("--prompt", default="What is the capital of France, and why is it famous?")
     parser.add_argument("--max-new-tokens", type=int, default=24)
     args = parser.parse_args()
+    require(args.model, args.calib, args.eval)
 
     from shortgpt_desktop.core.model.loading import quiet_library_progress
 

@@ -19,10 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-from bench_refit import DEFAULT_DATA, stdlib_text  # noqa: E402
+from bench_paths import TEST, VALID, require
+from bench_refit import stdlib_text
 
-from shortgpt_desktop.core.defaults import SAMPLES, SEQ_LEN  # noqa: E402
+from shortgpt_desktop.core.defaults import SAMPLES, SEQ_LEN
 
 
 def main() -> None:
@@ -37,12 +37,13 @@ def main() -> None:
                         help="'one' (the kept layer before each run), 'both' (and the kept layer after every "
                         "repaired run, whatever its fit; the default does so only where the run's projection is "
                         "refitted whole), or both")
-    parser.add_argument("--calib", default=str(DEFAULT_DATA / "wikitext2-valid.txt"))
-    parser.add_argument("--prose", default=str(DEFAULT_DATA / "wikitext2-test.txt"))
+    parser.add_argument("--calib", default=str(VALID))
+    parser.add_argument("--prose", default=str(TEST))
     parser.add_argument("--samples", type=int, default=SAMPLES)
     parser.add_argument("--seq-len", type=int, default=SEQ_LEN)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    require(args.model, args.calib, args.prose)
 
     from shortgpt_desktop.core.model.loading import quiet_library_progress
 

@@ -36,13 +36,19 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 def build(folder: Path, layers: int, hidden: int, vocab: int | None = None, tied: bool = False) -> Path:
     from shortgpt_desktop.core.testing.large_models import write_random_model
 
+    shape = dict(hidden_size=hidden, num_hidden_layers=layers, tie_word_embeddings=tied,
+                 **({"vocab_size": vocab} if vocab else {}))
     if (folder / "model.safetensors.index.json").is_file():
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        other = {key: config.get(key) for key, value in shape.items() if config.get(key) != value}
+        if other:  # the folder was built for other options: measuring it would measure another model
+            sys.exit(f"{folder} holds a model built with {other}, not the shape asked for; give another --folder "
+                     "or remove that one.")
         return folder
     started = time.perf_counter()
     write_random_model(folder, dict(
-        hidden_size=hidden, intermediate_size=int(hidden * 2.6875) // 64 * 64, num_hidden_layers=layers,
-        num_attention_heads=hidden // 64, num_key_value_heads=hidden // 64, max_position_embeddings=2048,
-        tie_word_embeddings=tied, **({"vocab_size": vocab} if vocab else {}),
+        **shape, intermediate_size=int(hidden * 2.6875) // 64 * 64, num_attention_heads=hidden // 64,
+        num_key_value_heads=hidden // 64, max_position_embeddings=2048,
     ), shard_bytes=1_000_000_000)
     print(f"built {folder} in {time.perf_counter() - started:.0f} s")
     return folder
