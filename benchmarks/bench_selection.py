@@ -73,8 +73,10 @@ def run(model: str, calib: list[str], eval_text: list[str], ratio: float, sample
         "single-removal ppl": lowest(single, count),
         "single-removal ppl, ends protected": lowest(without(single, protected), count),
         "angular block": best_block(stats.angular(count), count),
-        "bi+ (greedy, BI window 3)": old.removed,
-        f"bi+ wider ({new.chosen})": new.removed,
+        # The search as bi+ runs it, but its finalists judged unrepaired: the default job judges them repaired
+        # (judge_repaired, with the answer check), which this table does not run.
+        "bi+'s search, BI window 3, unrepaired judging": old.removed,
+        f"bi+'s search, wider, unrepaired judging ({new.chosen})": new.removed,
     }
     print("| candidate | removed | calib ppl | calib KL | held-out ppl | x dense | mean KL | same top |")
     print("|---|---|---|---|---|---|---|---|")
