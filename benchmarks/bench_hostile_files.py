@@ -30,8 +30,9 @@ def main() -> None:
     parser.add_argument("--first", type=int, default=0)
     parser.add_argument("--count", type=int, default=1500)
     args = parser.parse_args()
-    base = Path(tempfile.mkdtemp(prefix="hostile-"))
-    out = tf.run_fuzz(fuzz.build_bases(base / "bases"), range(args.first, args.first + args.count), base)
+    with tempfile.TemporaryDirectory(prefix="hostile-") as scratch:
+        base = Path(scratch)
+        out = tf.run_fuzz(fuzz.build_bases(base / "bases"), range(args.first, args.first + args.count), base)
     table(out)
 
 
