@@ -186,3 +186,20 @@ def test_unlisted_family_goes_through_the_fallback_end_to_end(model_type: str, t
         cached = reloaded.generate(PROMPT, max_new_tokens=10, min_new_tokens=10, do_sample=False, use_cache=True)
         full = reloaded.generate(PROMPT, max_new_tokens=10, min_new_tokens=10, do_sample=False, use_cache=False)
     assert torch.equal(cached, full)
+
+
+@pytest.mark.parametrize("model_type", ["qwen2", "qwen2_moe", "qwen3", "qwen3_moe"])
+def test_the_config_patch_renumbers_every_field_that_counts_or_names_layers(model_type: str) -> None:
+    """What reloads the pruned weights is the patched config: every field holding the layer count, the "layers below
+    this index" thresholds of the listed families (Qwen2's sliding window, read by older transformers and other
+    runtimes), and transformers' per-layer overrides keyed by layer index."""
+    from shortgpt_desktop.core.model.families import prune_config
+
+    kept = [0, 2, 3, 5]  # of 6: layers 1 and 4 removed
+    family = family_for_model_type(model_type)
+    config = {"model_type": model_type, "num_hidden_layers": 6, "n_layer": 6, "max_window_layers": 4,
+              "per_layer_config": {"3": {"rope_theta": 1.0}, "4": {"rope_theta": 2.0}, "5": {"rope_theta": 3.0}}}
+    patch = prune_config(config, family, kept).values
+    assert patch["num_hidden_layers"] == patch["n_layer"] == 4
+    assert patch["max_window_layers"] == 3  # layers 0, 2 and 3 are below the old 4
+    assert patch["per_layer_config"] == {"2": {"rope_theta": 1.0}, "3": {"rope_theta": 3.0}}
