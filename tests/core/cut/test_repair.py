@@ -103,6 +103,8 @@ def test_closed_form_recovers_a_known_map_and_ignores_padding() -> None:
     assert stats.relative_residual(t_ridge) == pytest.approx(direct_after, rel=1e-7)
     assert 0 < direct_after < direct_before
     assert float((t_ridge - torch.eye(dim, dtype=torch.float64)).norm()) < float((a.double() - torch.eye(dim)).norm())
+    # A ridge far above the data pulls the map all the way to the identity (plain pruning), not to zero.
+    torch.testing.assert_close(stats.solve(ridge=1e9), torch.eye(dim, dtype=torch.float64), rtol=0, atol=1e-6)
 
 
 def test_a_whole_projection_is_fitted_in_closed_form_and_pulled_toward_its_own_weight() -> None:
@@ -122,6 +124,7 @@ def test_a_whole_projection_is_fitted_in_closed_form_and_pulled_toward_its_own_w
     stats.anchor = own.double()
     torch.testing.assert_close(stats.solve(ridge=1e-12), true.double(), rtol=1e-6, atol=1e-6)
     assert torch.equal(stats.solve(ridge=float("inf")), own.double())
+    torch.testing.assert_close(stats.solve(ridge=1e9), own.double(), rtol=0, atol=1e-5)  # toward it, not zero
     d = (y - r).double()[keep]
     direct_before = float((h[keep].double() @ own.double() - d).norm() / d.norm())
     assert stats.relative_residual() == pytest.approx(direct_before, rel=1e-7)
@@ -204,6 +207,28 @@ def actual_relative_residual(model, family, tokens, result, run) -> float:
     m = grab["m"][0].double().reshape(out.shape)  # OPT runs its MLP on [tokens, hidden]
     r = out - m
     return float((out - y).norm() / (y - r).norm())
+
+
+@pytest.mark.parametrize("fit", ["map", "projection"])
+def test_a_projections_bias_is_folded_and_anchored_as_its_weight_is(tiny_family, tiny_tokens, fit: str) -> None:
+    """Every tiny model's biases are zero, which hid what a fit does with them. With random biases on GPT-2 (whose
+    MLP output projection has one): the saved tensors give the residual the fit reports (a map T folds the bias as
+    Tᵀb), and a fit pulled hard toward "as it was" leaves the bias as it was, not zero."""
+    loaded = load_model(resolve(str(tiny_family("gpt2"))), "cpu", "float32")
+    model, family = loaded.model, loaded.family
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith(".bias"):
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
+    result = fit_linear_repair(model, family, tiny_tokens, [2, 3], ridge=0.05, fit=fit)
+    run = result.runs[0]
+    assert run.fit == fit and run.patched_layer == 1
+    assert actual_relative_residual(model, family, tiny_tokens, result, run) == pytest.approx(run.residual_after,
+                                                                                                rel=1e-3)
+    held = fit_linear_repair(model, family, tiny_tokens, [2, 3], ridge=1e9, fit=fit)
+    bias = f"{family.layers_path}.1.{family.mlp_out}.bias"
+    torch.testing.assert_close(held.tensors[bias], model.get_parameter(bias), rtol=0, atol=1e-4)
 
 
 @pytest.mark.parametrize("name", list(TINY_FAMILIES))
