@@ -19,6 +19,7 @@ import torch
 
 from shortgpt_desktop.core.cut.repair import (
     NOTE_FIRST_LAYER,
+    NOTE_POST_LN,
     RIDGE,
     RunRepair,
     _PatchedLayer,
@@ -229,6 +230,17 @@ def test_a_projections_bias_is_folded_and_anchored_as_its_weight_is(tiny_family,
     held = fit_linear_repair(model, family, tiny_tokens, [2, 3], ridge=1e9, fit=fit)
     bias = f"{family.layers_path}.1.{family.mlp_out}.bias"
     torch.testing.assert_close(held.tensors[bias], model.get_parameter(bias), rtol=0, atol=1e-4)
+
+
+def test_a_post_layer_norm_opt_is_not_repaired_and_says_why(tiny_model: Path, tiny_tokens, tmp_path: Path) -> None:
+    """OPT-350m normalises after the residual add, so a map folded into the MLP's projection would be undone by the
+    norm: the repair leaves it as it is (the fit would be on meaningless states) and the note says why."""
+    model_type, kwargs = TINY_FAMILIES["opt"]
+    folder = build_tiny_model(tmp_path / "opt-post-ln", model_type, tokenizer_from=tiny_model,
+                              config_overrides={**kwargs, "do_layer_norm_before": False})
+    loaded = load_model(resolve(str(folder)), "cpu", "float32")
+    result = fit_linear_repair(loaded.model, loaded.family, tiny_tokens, [2, 3], ridge=RIDGE)
+    assert result.tensors == {} and [r.note for r in result.runs] == [NOTE_POST_LN]
 
 
 @pytest.mark.parametrize("name", list(TINY_FAMILIES))
