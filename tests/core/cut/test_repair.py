@@ -26,6 +26,7 @@ from shortgpt_desktop.core.cut.repair import (
     _PatchedLayer,
     _statistics,
     _Stats,
+    _Tokens,
     apply_repair,
     choose_ridge,
     contiguous_runs,
@@ -107,6 +108,26 @@ def test_closed_form_recovers_a_known_map_and_ignores_padding() -> None:
     assert float((t_ridge - torch.eye(dim, dtype=torch.float64)).norm()) < float((a.double() - torch.eye(dim)).norm())
     # A ridge far above the data pulls the map all the way to the identity (plain pruning), not to zero.
     torch.testing.assert_close(stats.solve(ridge=1e9), torch.eye(dim, dtype=torch.float64), rtol=0, atol=1e-6)
+
+
+def test_a_fit_through_the_norm_keeps_its_best_step_and_reports_that_one() -> None:
+    """Gemma's repair is fitted through the MLP output's norm by Adam steps; the map kept is the step best on the
+    held-out rows, and the error reported is that map's. Steps too long to converge (here) end far from the best:
+    saving the last step would save a map worse than the one the card reports."""
+    gen = torch.Generator().manual_seed(3)
+    tokens = _Tokens()
+    z, r = torch.randn(1, 400, 16, generator=gen), torch.zeros(1, 400, 16)
+    norm = torch.nn.RMSNorm(16)
+    with torch.no_grad():
+        y = norm(z @ (torch.eye(16) + 0.3 * torch.randn(16, 16, generator=gen)))
+    tokens.add(z, r, y, torch.ones(1, 400, dtype=torch.bool))
+    for lr, improves in ((0.5, True), (50.0, False)):  # steps that converge, and steps that only diverge
+        t, before, after = tokens.fit(norm, steps=30, lr=lr)
+        with torch.no_grad():
+            d = y[0].double()
+            direct = float((norm(z[0] @ t.float()).double() - d).norm() / d.norm())
+        assert direct == pytest.approx(after, rel=1e-4), lr
+        assert (after < 0.5 * before) if improves else (after == before), (lr, before, after)
 
 
 def test_a_whole_projection_is_fitted_in_closed_form_and_pulled_toward_its_own_weight() -> None:
