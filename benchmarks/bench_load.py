@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench_paths import GEMMA3, SMOLLM2
+from bench_paths import GEMMA3, SMOLLM2, cached
 
 MODELS = [SMOLLM2, GEMMA3]
 
@@ -95,7 +95,7 @@ def main() -> None:
     if args.parse:
         parse_alone(args.parse)
         return
-    models = args.models or [m for m in MODELS if m.is_file()]
+    models = args.models or cached(MODELS)
     if not models:
         sys.exit("No GGUF model given and none cached; run the slow tests once or pass a path.")
     print(f"{'model':36s} {'mode':9s} {'way':26s} {'seconds':>8s} {'parses':>6s} {'peak MB':>8s}")

@@ -33,8 +33,8 @@ def cached(models: Iterable[Path]) -> list[Path]:
     return found
 
 
-def require(*paths: str | Path, hint: str = "give another with --model, --calib or --eval") -> None:
+def require(*paths: str | Path) -> None:
     """Exit with one line where a file the benchmark reads is not there ("stdlib" and "builtin" name no file)."""
     for path in paths:
         if str(path) not in ("stdlib", "builtin") and not Path(path).exists():
-            sys.exit(f"{path} does not exist: {hint}.")
+            sys.exit(f"{path} does not exist: give another with --model, --calib or --eval.")
