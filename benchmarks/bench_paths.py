@@ -13,6 +13,8 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+#: The folder ``tests/conftest.py``'s ``model_cache_dir`` downloads to (not imported: that would tie the benchmarks to
+#: pytest).
 CACHE = Path(os.environ.get("SHORTGPT_TEST_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
              / "shortgpt-desktop-tests")
 SMOLLM2 = CACHE / "SmolLM2-135M-Instruct.Q4_1.gguf"
