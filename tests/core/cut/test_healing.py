@@ -284,3 +284,24 @@ def test_each_step_reads_the_next_batch_and_cycles(tiny_model: Path, valid_text:
     heal(loaded.model, loaded.family, tokens, steps=3, batch_size=4, teacher=teacher, keep_original=True)
     assert [number for number, _ in asked] == [0, 1, 0]
     assert asked[0][1] == [s[1] for s in tokens.samples[:4]] and asked[1][1] == [s[1] for s in tokens.samples[4:8]]
+
+
+def test_healing_sees_the_model_without_dropout(tiny_model: Path, tokens, tmp_path: Path) -> None:
+    """GPT-2 and OPT are trained with dropout, and a caller may leave a model in training mode: healing's steps must
+    see the model as it will run (the merged weights should be what the loss saw), so its first loss is the
+    model's own loss without dropout; and the model is left in the mode it was in."""
+    from shortgpt_desktop.core.cut import healing
+    from shortgpt_desktop.core.testing.tiny_models import TINY_FAMILIES, build_tiny_model
+
+    model_type, kwargs = TINY_FAMILIES["gpt2"]
+    folder = build_tiny_model(tmp_path / "gpt2-dropout", model_type, tokenizer_from=tiny_model,
+                              config_overrides={**kwargs, "resid_pdrop": 0.5, "embd_pdrop": 0.5, "attn_pdrop": 0.5})
+    loaded = load_model(resolve(str(folder)), "cpu", "float32")
+    ids, mask = healing._batches(tokens, 4, "cpu")[0]
+    with torch.no_grad():
+        expected = float(loaded.model(input_ids=ids, attention_mask=mask,
+                                      labels=ids.masked_fill(mask == 0, -100)).loss)
+    loaded.model.train()
+    result = heal(loaded.model, loaded.family, tokens, steps=1, batch_size=4, keep_original=True, compute=None)
+    assert result.losses[0] == pytest.approx(expected, rel=1e-5)
+    assert loaded.model.training
