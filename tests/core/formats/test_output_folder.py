@@ -441,3 +441,20 @@ def test_force_never_takes_a_collection_or_a_card_only_mentioning_the_app_for_an
     for text in ("---\nlicense: mit\n---\n# My model\nTools I tried:\n- shortgpt\n", "# My model\n- shortgpt\n"):
         (collection / "README.md").write_text(text, encoding="utf-8")
         assert "model card this app did not write" in (of.not_an_earlier_output(collection) or ""), text
+
+
+@pytest.mark.parametrize("mine", ["results_2024.json", "runs/"])
+def test_force_never_takes_an_earlier_output_holding_a_file_or_folder_of_the_users(tmp_path: Path, mine: str) -> None:
+    """An earlier output with its card, and beside it a file of the user's results or a folder of their runs: --force
+    would delete them with it. (The other cases had no card, so the card rule refused them first and hid this.)"""
+    out = tmp_path / "out"
+    out.mkdir()
+    for name, text in {"config.json": "{}", "model.safetensors": "w", "README.md": _card()}.items():
+        (out / name).write_text(text, encoding="utf-8")
+    assert of.not_an_earlier_output(out) is None
+    if mine.endswith("/"):
+        (out / mine).mkdir()
+        (out / mine / "notes.txt").write_text("mine", encoding="utf-8")
+    else:
+        (out / mine).write_text("{}", encoding="utf-8")
+    assert mine in (of.not_an_earlier_output(out) or "")
