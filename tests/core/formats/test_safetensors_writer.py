@@ -468,3 +468,27 @@ def test_a_checkpoint_written_again_is_sized_again(tiny_model: Path, tmp_path: P
     source = resolve(str(folder))
     (folder / "model.safetensors").unlink()
     assert writer.sizes(source, REMOVED, 6) is None
+
+
+@pytest.mark.parametrize("failing", ["_copy_side_files", "card"])
+def test_a_disk_error_after_the_weights_leaves_nothing_in_place_and_no_partial_folder(
+        tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str) -> None:
+    """The tokenizer, side files and card go into the temporary folder before it moves into place: a disk that fills
+    while they are written leaves no folder that looks finished (weights and card, no tokenizer), and no hidden
+    partial folder as big as the model (a full disk stays full)."""
+    import errno
+
+    from shortgpt_desktop.core.formats import safetensors_writer
+
+    def full(*args: object, **kwargs: object) -> list[str]:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if failing == "card":
+        monkeypatch.setattr(Path, "write_text", lambda self, *a, **k: full() if self.name == "README.md" else
+                            Path.write_bytes(self, str(a[0]).encode("utf-8")))
+    else:
+        monkeypatch.setattr(safetensors_writer, failing, full)
+    out = tmp_path / "out"
+    with pytest.raises(OutputError, match="failed: no space left on device; nothing was written"):
+        save(load(tiny_model), out, card_text="# card\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
