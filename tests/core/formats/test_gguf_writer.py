@@ -466,6 +466,14 @@ def test_bad_layer_lists_and_cancel_write_nothing(tmp_path: Path) -> None:
                                       progress=lambda stage, done, total, _: seen.append((stage, done, total)))
     assert seen == [("writing GGUF", 0, 4), ("writing GGUF", 1, 4)]
     assert_nothing_written(tmp_path)
+    # The card is written into the temporary folder too: a card that cannot be made leaves no output without one
+    # (which --force would then take for the user's own model).
+    def no_card(changed: object) -> str:
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(UserError, match="no space left on device; nothing was written"):
+        gguf_writer.write_pruned_gguf(path, [1], tmp_path / "out", card_text=no_card)
+    assert_nothing_written(tmp_path)
 
 
 def _llama_cpp_against_transformers(smollm2: Any, path: Path, removed: list[int], weights: dict[str, Any]
