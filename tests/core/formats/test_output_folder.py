@@ -242,6 +242,12 @@ def test_a_folder_filled_while_the_model_is_written_is_not_replaced(tmp_path: Pa
         (temp / "model.safetensors").write_text("new")
         (out / "my_notes.txt").write_text("precious")
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "my_notes.txt"]
+    # A file made at the output's very name meanwhile (a download, another program's log) stays as it was.
+    made = tmp_path / "made"
+    with pytest.raises(OutputError, match="is now a file"), of.output_folder(made) as temp:
+        (temp / "model.safetensors").write_text("new")
+        made.write_text("precious")
+    assert made.read_text() == "precious" and _leftovers(tmp_path) == []
 
 
 def test_odd_output_paths_are_one_sentence(tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
