@@ -128,6 +128,33 @@ def tiny_gguf(path: Path, arch: str = "llama", n_layer: int = 6, metadata: dict[
 V = gguf.GGUFValueType
 
 
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names a descriptor's file through /proc")
+def test_every_file_written_is_on_the_disk_before_the_folder_moves_into_place(
+        tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A power cut after the move must not leave a finished-looking folder around a short weights file: the GGUF and
+    each safetensors shard are synced before the move (the GGUF was not)."""
+    import os
+
+    from shortgpt_desktop.core.formats import output_folder
+    from shortgpt_desktop.core.formats.safetensors_writer import save_pruned
+    from shortgpt_desktop.core.model.loading import load_model
+    from shortgpt_desktop.core.model.sources import resolve
+
+    synced: list[str] = []
+    real_fsync, real_move = os.fsync, output_folder._move_into_place
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or real_fsync(fd))
+    monkeypatch.setattr(output_folder, "_move_into_place", lambda temp, out: synced.append("moved") or
+                        real_move(temp, out))
+    gguf_writer.write_pruned_gguf(tiny_gguf(tmp_path / "tiny.gguf"), [2], tmp_path / "gguf-out")
+    assert [Path(s).name if s != "moved" else s for s in synced] == ["gguf-out.gguf", "moved"]
+    synced.clear()
+    loaded = load_model(resolve(str(tiny_model)), device="cpu", dtype="float32")
+    save_pruned(source=loaded.source, family=loaded.family, original_config=loaded.config, removed=[2],
+                out=tmp_path / "st-out", model=loaded.model, tokenizer=loaded.tokenizer, max_shard_bytes=300_000)
+    shards = [Path(s).name for s in synced[:-1]]
+    assert synced[-1] == "moved" and len(shards) >= 2 and all(n.endswith(".safetensors") for n in shards)
+
+
 def test_the_size_label_counts_the_kept_weights_but_a_mixture_of_experts_keeps_its_own(tmp_path: Path) -> None:
     """``general.size_label`` is what Ollama and LM Studio show: a dense file's counts the kept tensors' elements,
     as llama.cpp's converter does; a mixture of experts' counts one expert's share (``8x7B``), which the tensors
