@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -76,6 +77,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     args = parser.parse_args()
     args.models = args.models or [str(m) for m in cached([SMOLLM2, GEMMA3])]
+    if not args.models:
+        sys.exit("No GGUF model given and none cached; run the slow tests once or pass a path.")
     require(args.calib, *args.models)
 
     import torch

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from bench_heal import cut_arguments  # the same options as bench_heal.py
+from bench_paths import require
 
 
 @dataclasses.dataclass
@@ -196,6 +197,7 @@ def main() -> None:
     parser = cut_arguments(__doc__.splitlines()[0], steps=20, batch_size=4)
     parser.add_argument("--only", nargs="*", help="names of the variants to run, in that order (default: all)")
     args = parser.parse_args()
+    require(args.model, args.calib, args.eval)
 
     from shortgpt_desktop.core.model.loading import quiet_library_progress
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from bench_paths import require
 
 from shortgpt_desktop.core.backends import ops
 from shortgpt_desktop.core.backends.layerwise import InMemoryStack
@@ -76,6 +77,7 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    require(args.model, *args.calib, *args.eval)
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     loaded = open_model(JobSpec(model=args.model, device="cpu", dtype="float32"))

@@ -18,6 +18,8 @@ import argparse
 import time
 from typing import Any
 
+from bench_paths import require
+
 from shortgpt_desktop.core.backends import ops
 from shortgpt_desktop.core.backends.layerwise import InMemoryStack
 from shortgpt_desktop.core.cut.plan import best_block, count_for_ratio, lowest
@@ -99,6 +101,7 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=16)
     parser.add_argument("--subset", type=int, default=8, help="calibration samples for measured choices")
     args = parser.parse_args()
+    require(*args.models, *args.calib, *args.eval_text)
     import torch
 
     torch.manual_seed(0)

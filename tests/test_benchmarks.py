@@ -43,18 +43,25 @@ def run_benchmarks(runs: list[list[str]]) -> dict[str, list]:
 def test_each_benchmark_says_its_options_and_a_missing_file_in_one_line(tmp_path: Path) -> None:
     scripts = sorted(str(p) for p in BENCHMARKS.glob("bench_*.py") if p.name != "bench_paths.py")
     missing = str(tmp_path / "not-there.txt")
+    there = tmp_path / "there.txt"  # every other file the run names exists: the line must name the missing one
+    there.write_text("text", encoding="utf-8")
+    bench = {name: str(BENCHMARKS / f"{name}.py") for name in ("bench_quality", "bench_recipe", "bench_heal_memory",
+                                                               "bench_candidate_precision", "bench_heal_variants",
+                                                               "bench_selection")}
     runs = [[s, "--help"] for s in scripts] + [
-        [str(BENCHMARKS / "bench_quality.py"), "--calib", missing],
-        [str(BENCHMARKS / "bench_recipe.py"), "--calib", missing],
-        [str(BENCHMARKS / "bench_heal_memory.py"), "--calib", missing],
-        [str(BENCHMARKS / "bench_candidate_precision.py"), str(tmp_path / "model.gguf")],
+        [bench["bench_quality"], "--model", str(there), "--calib", missing, "--eval", str(there)],
+        [bench["bench_recipe"], str(there), "--calib", missing],
+        [bench["bench_heal_memory"], "--calib", missing],
+        [bench["bench_candidate_precision"], missing, "--calib", str(there)],
+        [bench["bench_heal_variants"], "--model", str(there), "--calib", str(there), "--eval", missing],
+        [bench["bench_selection"], str(there), "--calib", str(there), "--eval", missing],
     ]
     results = run_benchmarks(runs)
     helps = {name: value for name, value in results.items() if name.endswith("--help")}
     assert len(helps) == len(scripts) >= 19
     for name, (code, out) in helps.items():
         assert code in (0, None) and "usage:" in out, (name, code)
-    for name, (code, _) in results.items():
-        if not name.endswith("--help"):
-            assert isinstance(code, str) and code.endswith("does not exist: give another with --model, --calib or "
-                                                           "--eval.") and "\n" not in code, (name, code)
+    refused = {name: code for name, (code, _) in results.items() if not name.endswith("--help")}
+    assert len(refused) == 6
+    for name, code in refused.items():
+        assert code == f"{missing} does not exist: give another with --model, --calib or --eval.", (name, code)
