@@ -392,16 +392,16 @@ def test_both_sides_patches_the_kept_layer_after_each_run(tiny_model: Path, tiny
     # Each fit's reported error is what the saved tensors give, measured on the repaired model itself: the layer
     # after a run is fitted toward the state leaving it, and a later run (here after a kept layer, 3, between the
     # first run's correction and the second run) is fitted on the stream through every kept layer before it.
-    for removed in ([2, 3], [1, 5]):
+    for removed, fits in (([2, 3], 2), ([1, 5], 3)):  # a run and its correction; two runs, one correction
         both = fit_linear_repair(model, family, tiny_tokens, removed, batch_size=4, both_sides=True)
         # The target, given here rather than read from the fit: a run's original state is the one leaving its last
         # removed layer; a correction's, the one leaving the layer it patches.
         targets = [(run, run.end) for run in both.runs] + [(c, c.patched_layer + 1) for c in both.corrections]
+        assert len(targets) == fits and all(run.repaired for run, _ in targets), removed  # none passed over
         for run, end in targets:
-            if run.repaired:
-                where = SimpleNamespace(end=end, patched_layer=run.patched_layer)
-                assert actual_relative_residual(model, family, tiny_tokens, both, where) == pytest.approx(
-                    run.residual_after, rel=1e-3), (removed, run)
+            where = SimpleNamespace(end=end, patched_layer=run.patched_layer)
+            assert actual_relative_residual(model, family, tiny_tokens, both, where) == pytest.approx(
+                run.residual_after, rel=1e-3), (removed, run)
 
 
 @pytest.mark.parametrize("removed", [[2, 3], [2], [1, 4], [0, 3], [1, 2, 4]])
