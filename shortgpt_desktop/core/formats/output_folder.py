@@ -19,7 +19,7 @@ from typing import Any
 
 from ...format import some_of
 from ..errors import Hint, OutputError
-from ..model.sources import ModelSource
+from ..model.sources import LICENCE_FILES, ModelSource
 from ..user_paths import expand_home, read_only
 
 #: What a file browser leaves in any folder: a folder holding only these holds nothing of the user's.
@@ -35,11 +35,6 @@ MODEL_FILES = ("config.json", "generation_config.json", "model*.safetensors", "m
 CARD_TAG = "- shortgpt"
 
 log = logging.getLogger(__name__)
-
-
-#: A model's licence texts, which its licence may require to travel with any copy (Gemma's terms, Llama's use
-#: policy); the card's ``license_link: LICENSE`` points to the first.
-LICENCE_FILES = ("LICENSE", "LICENSE.*", "LICENCE", "LICENCE.*", "NOTICE", "NOTICE.*", "USE_POLICY.*")
 
 
 def model_own_files(folder: Path) -> list[str]:

@@ -21,11 +21,14 @@ from ..user_paths import expand_home
 DownloadProgress = Callable[[int, int], None]
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+#: A model's licence texts, which its licence may require to travel with any copy (Gemma's terms, Llama's use
+#: policy): a Hub download fetches them and the writer copies them (``formats.output_folder.model_own_files``); the
+#: card's ``license_link: LICENSE`` points to the first.
+LICENCE_FILES = ("LICENSE", "LICENSE.*", "LICENCE", "LICENCE.*", "NOTICE", "NOTICE.*", "USE_POLICY.*")
 #: What a Hub download fetches: config, tokenizer, weights, and the model card and licence texts (README.md: the
-#: licence the pruned copy's card carries over; LICENSE and the like travel with the copy). ``.bin`` only when there
-#: is no safetensors.
-_HUB_BASE_PATTERNS = ["*.json", "*.model", "*.txt", "*.jinja", "tokenizer*", "*.tiktoken", "README.md", "LICENSE*",
-                      "LICENCE*", "NOTICE*", "USE_POLICY*"]
+#: licence the pruned copy's card carries over). ``.bin`` only when there is no safetensors.
+_HUB_BASE_PATTERNS = ["*.json", "*.model", "*.txt", "*.jinja", "tokenizer*", "*.tiktoken", "README.md",
+                      *LICENCE_FILES]
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
