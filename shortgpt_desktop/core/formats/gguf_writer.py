@@ -24,7 +24,6 @@ import functools
 import logging
 import math
 import mmap
-import os
 import re
 import struct
 import time
@@ -341,10 +340,6 @@ def _write_file(target: Path, source: Path, layout: GGUFLayout, plan: GGUFPlan, 
             if progress is not None:
                 progress(STAGE, done, len(tensors), None)
         written = out.tell()
-        # On the disk before the folder moves into place, as the safetensors shards are: a power cut after the
-        # move must not leave a folder that looks finished around a short file.
-        out.flush()
-        os.fsync(out.fileno())
     return written, len(tensors)
 
 

@@ -10,7 +10,6 @@ stays at one chunk whatever the model's size.
 from __future__ import annotations
 
 import json
-import os
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -177,8 +176,6 @@ def write_shard(path: Path, entries: list[TensorEntry], on_tensor: Callable[[], 
                 raise OSError(f"tensor {entry.name} wrote {written} bytes, {entry.nbytes} expected")
             if on_tensor is not None:
                 on_tensor()
-        out.flush()
-        os.fsync(out.fileno())
     return offset
 
 

@@ -131,8 +131,9 @@ V = gguf.GGUFValueType
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names a descriptor's file through /proc")
 def test_every_file_written_is_on_the_disk_before_the_folder_moves_into_place(
         tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A power cut after the move must not leave a finished-looking folder around a short weights file: the GGUF and
-    each safetensors shard are synced before the move (the GGUF was not)."""
+    """A power cut after the move must not leave a finished-looking folder around a short file: every file of the
+    output (the GGUF and its card; each safetensors shard, the index, config, tokenizer and card) is synced before the
+    move, and the folder holding the output after it (only the weights were synced, and the GGUF not at first)."""
     import os
 
     from shortgpt_desktop.core.formats import output_folder
@@ -145,14 +146,21 @@ def test_every_file_written_is_on_the_disk_before_the_folder_moves_into_place(
     monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or real_fsync(fd))
     monkeypatch.setattr(output_folder, "_move_into_place", lambda temp, out: synced.append("moved") or
                         real_move(temp, out))
-    gguf_writer.write_pruned_gguf(tiny_gguf(tmp_path / "tiny.gguf"), [2], tmp_path / "gguf-out")
-    assert [Path(s).name if s != "moved" else s for s in synced] == ["gguf-out.gguf", "moved"]
-    synced.clear()
+
+    def check(out: Path) -> None:
+        files = sorted(p.name for p in out.iterdir())
+        assert sorted(Path(s).name for s in synced[:synced.index("moved")]) == files
+        assert synced[synced.index("moved") + 1:] == [str(tmp_path)]
+        synced.clear()
+
+    check(gguf_writer.write_pruned_gguf(tiny_gguf(tmp_path / "tiny.gguf"), [2], tmp_path / "gguf-out").folder)
     loaded = load_model(resolve(str(tiny_model)), device="cpu", dtype="float32")
     save_pruned(source=loaded.source, family=loaded.family, original_config=loaded.config, removed=[2],
                 out=tmp_path / "st-out", model=loaded.model, tokenizer=loaded.tokenizer, max_shard_bytes=300_000)
-    shards = [Path(s).name for s in synced[:-1]]
-    assert synced[-1] == "moved" and len(shards) >= 2 and all(n.endswith(".safetensors") for n in shards)
+    written = {p.name for p in (tmp_path / "st-out").iterdir()}
+    assert len([n for n in written if n.startswith("model-")]) >= 2
+    assert {"config.json", "model.safetensors.index.json", "tokenizer.json"} <= written
+    check(tmp_path / "st-out")
 
 
 def test_the_size_label_counts_the_kept_weights_but_a_mixture_of_experts_keeps_its_own(tmp_path: Path) -> None:
