@@ -36,7 +36,9 @@ CASES: dict[str, list[tuple[str, str, tuple[int, ...]]]] = {
     "phi3": [("model.layers.1.self_attn.qkv_proj.weight", "attn_qkv", (3 * HIDDEN, HIDDEN))],
     "falcon": [("transformer.h.1.self_attention.query_key_value.weight", "attn_qkv", (HIDDEN + 2 * 4, HIDDEN))],
     "gpt2": [("transformer.h.1.attn.c_attn.weight", "attn_qkv", (HIDDEN, 3 * HIDDEN)),
-             ("transformer.h.1.mlp.c_proj.weight", "ffn_down", (FFN, HIDDEN))],
+             ("transformer.h.1.mlp.c_proj.weight", "ffn_down", (FFN, HIDDEN)),
+             ("transformer.h.1.mlp.c_fc.weight", "ffn_up", (HIDDEN, FFN))],
+    "nemotron": [("model.layers.1.input_layernorm.weight", "attn_norm", (HIDDEN,))],  # stored as 1 + w
     "bloom": [("transformer.h.1.self_attention.query_key_value.weight", "attn_qkv", (3 * HIDDEN, HIDDEN))],
     "gemma2": [("model.layers.1.self_attn.q_proj.weight", "attn_q", (HIDDEN, HIDDEN)),
                ("model.layers.1.input_layernorm.weight", "attn_norm", (HIDDEN,))],
@@ -86,8 +88,19 @@ def _transformers_view(arch: str, name: str, data: np.ndarray, metadata: dict[st
 
 @pytest.mark.parametrize("arch", sorted(CASES))
 def test_a_replaced_weight_comes_back_from_transformers_unchanged(arch: str, tmp_path: Path) -> None:
+    _check_round_trip(arch, _metadata(arch), tmp_path)
+
+
+def test_an_older_llama_file_without_a_kv_head_count_keeps_q_and_k_as_stored(tmp_path: Path) -> None:
+    """transformers un-permutes Q and K only where both head counts are in the file; without
+    ``head_count_kv`` it reads them as stored, so the writer must not permute them either (Q was written permuted,
+    and K was a TypeError after the repair had run)."""
+    metadata = {k: v for k, v in _metadata("llama").items() if not k.endswith("head_count_kv")}
+    _check_round_trip("llama", metadata, tmp_path)
+
+
+def _check_round_trip(arch: str, metadata: dict[str, tuple[Any, Any]], tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    metadata = _metadata(arch)
     tensors = {}
     for _, kind, hf_shape in CASES[arch]:
         for i in range(N_LAYER):
@@ -121,10 +134,22 @@ def test_unknown_layouts_are_refused_before_any_work(arch: str, metadata: dict, 
     assert "\n" not in str(refused.value)
 
 
-def test_fused_expert_tensors_are_never_written_back() -> None:
+@pytest.mark.parametrize(("name", "arch", "match"), [
+    ("blk.0.ffn_up_exps.weight", "qwen2moe", "mixture-of-experts"),
+    ("blk.0.ffn_gate_up_projs.weight", "qwen2moe", "mixture-of-experts"),
+    ("blk.0.ffn_down_projs.weight", "minimax-m2", "mixture-of-experts"),
+    ("blk.0.ssm_a", "mamba", "stored transformed"),
+    ("blk.0.ssm_conv1d.weight", "mamba", "stored transformed"),
+])
+def test_tensors_stored_fused_or_transformed_are_never_written_back(name: str, arch: str, match: str) -> None:
     from shortgpt_desktop.core.formats.gguf_orientation import replacement_problem
 
-    assert "mixture-of-experts" in (replacement_problem("blk.0.ffn_up_exps.weight", "qwen2moe", lambda n, k: 4) or "")
+    assert match in (replacement_problem(name, arch, lambda n, k: 4) or "")
+
+
+def test_a_mixture_of_experts_router_can_be_written_back() -> None:
+    from shortgpt_desktop.core.formats.gguf_orientation import replacement_problem
+
     assert replacement_problem("blk.0.ffn_gate_inp.weight", "qwen2moe", lambda n, k: 4) is None
 
 
