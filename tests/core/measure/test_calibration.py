@@ -354,3 +354,102 @@ def test_json_lines_of_plain_strings_are_texts(tmp_path: Path) -> None:
     path = tmp_path / "a.jsonl"
     path.write_text('"first document"\n"second document"\n', encoding="utf-8")
     assert calibration.read_texts([path]).texts == ["first document", "second document"]
+
+
+class CharTokenizer:
+    """One token per character (id = code point + 10); BOS id 1 added to plain text when ``adds_bos``."""
+
+    def __init__(self, adds_bos: bool = True) -> None:
+        self.bos_token_id, self.pad_token_id, self.eos_token_id, self.adds_bos = 1, 0, 2, adds_bos
+
+    def __call__(self, text: str, add_special_tokens: bool = True) -> dict:
+        ids = [ord(c) + 10 for c in text]
+        return {"input_ids": ([1] if add_special_tokens and self.adds_bos else []) + ids}
+
+
+def test_samples_and_windows_are_the_stream_cut_exactly_once() -> None:
+    """Every scored token appears once, before the cut; every held-out token once, after it; a last partial
+    sample of at least 16 tokens and a last partial window are kept."""
+    text = "".join(chr(0x4E00 + i) for i in range(260))  # 260 distinct tokens
+    tokens = calibration.build_token_set(CharTokenizer(), [text], samples=100, seq_len=32)
+    stream = calibration.tokenize_stream(CharTokenizer(), [text])
+    cut = int(len(stream) * (1 - calibration.DEFAULT_HELDOUT_FRACTION))
+    assert (len(stream), cut) == (260, 208)  # 6 samples of 31 tokens and one of 22; windows of 31 and 21
+    assert all(s[0] == 1 for s in tokens.samples + tokens.eval_windows)
+    assert [t for s in tokens.samples for t in s[1:]] == stream[:cut]
+    assert [t for w in tokens.eval_windows for t in w[1:]] == stream[cut:]
+
+
+def test_a_scoring_part_under_the_minimum_is_refused_not_left_empty() -> None:
+    """19 tokens: 15 left once a fifth is held out, which gave a TokenSet with no samples (then a bare ValueError)."""
+    with pytest.raises(CalibrationError, match="too short"):
+        calibration.build_token_set(CharTokenizer(), ["Nineteen tokens ok."], samples=4, seq_len=32)
+
+
+def test_no_bos_is_prepended_where_the_tokenizer_adds_none() -> None:
+    tokens = calibration.build_token_set(CharTokenizer(adds_bos=False), ["plain prose " * 30], samples=2, seq_len=32)
+    assert tokens.bos_id is None and all(s[0] != 1 for s in tokens.samples + tokens.eval_windows)
+
+
+def test_text_over_the_budget_is_cut_at_a_line_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(calibration, "MAX_TEXT_BYTES", 1000)
+    line = "A line of plain prose, some thirty-seven.\n"  # 42 bytes: 1000 is not a whole number of lines
+    (tmp_path / "big.txt").write_text(line * 100)
+    assert calibration.read_texts([tmp_path / "big.txt"]).texts == [line * (1000 // len(line))]
+    records = "".join(json.dumps({"text": f"record {i} of some prose"}) + "\n" for i in range(100))
+    (tmp_path / "big.jsonl").write_text(records)
+    result = calibration.read_texts([tmp_path / "big.jsonl"])
+    assert result.texts == [f"record {i} of some prose" for i in range(len(result.texts))] and len(result.texts) > 10
+    assert result.skipped[0].startswith("Read the first 1.0 kB of")
+
+
+def test_one_file_named_twice_is_read_once(tmp_path: Path) -> None:
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    (folder / "a.txt").write_text("Some prose to calibrate on. " * 10)
+    (tmp_path / "link.txt").symlink_to(folder / "a.txt")
+    result = calibration.read_texts([folder, folder / ".." / "texts" / "a.txt", tmp_path / "link.txt"])
+    assert len(result.texts) == 1 and len(result.files) == 1
+
+
+def test_windows_1252_text_with_short_lines_and_curly_quotes() -> None:
+    text = "“Quoted” – line one, café\nline two\nline three, € 5\n" * 5
+    assert calibration.decode_bytes(text.encode("cp1252")) == text
+
+
+def test_a_short_utf16_file_without_bom_is_text() -> None:
+    data = "Short note: buy milk and eggs.\r\n".encode("utf-16-le")  # 64 bytes
+    assert calibration.binary_kind(data) is None
+    assert calibration.decode_bytes(data) == "Short note: buy milk and eggs.\r\n"
+
+
+def test_one_accent_and_one_stray_byte_stay_utf8() -> None:
+    assert calibration.decode_bytes("Café menu".encode() + b"\xff") == "Café menu\ufffd"
+
+
+def test_binary_data_without_nul_bytes_does_not_decode() -> None:
+    blob = bytes((i * 7919 + 13) % 255 + 1 for i in range(20_000))  # every byte but NUL
+    assert calibration.decode_bytes(blob) is None
+
+
+def test_utf16_like_data_that_is_not_prose_is_binary() -> None:
+    assert calibration.bomless_utf16(("ÿ " * 500).encode("utf-16-le")) is None  # too few distinct characters
+    assert calibration.bomless_utf16(("abcdefghijkl" * 50).encode("utf-16-le")) is None  # no spaces: not words
+
+
+def test_a_json_list_of_records_gives_their_text(tmp_path: Path) -> None:
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps([{"text": "first doc"}, {"text": "second doc"}]))
+    assert calibration.read_texts([path]).texts == ["first doc", "second doc"]
+
+
+def test_a_file_of_whitespace_is_said_empty(tmp_path: Path) -> None:
+    path = tmp_path / "w.txt"
+    path.write_text("   \n\n  ")
+    result = calibration.read_texts([path])
+    assert result.texts == [] and result.skipped == [f"Skipped {path.resolve()}: it is empty."]
+
+
+def test_the_tokenizer_chunks_keep_every_character() -> None:
+    text = "\n\n".join(f"Paragraph {i} " + "word " * 50 for i in range(2000))  # over two 200k-char chunks
+    assert "".join(calibration._chunks([text], 200_000)) == text
