@@ -14,7 +14,7 @@ from ..errors import ModelSourceError
 from ..model.layer_set import first_layer_gap
 
 #: ``name-00001-of-00003.gguf``: one part of a model that llama.cpp's gguf-split cut into several files.
-_SPLIT_GGUF = re.compile(r"^(?P<stem>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
+_SPLIT_GGUF = re.compile(r"^(?P<stem>.*)-(?P<no>\d{5})-(?P<of>of)-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
 
 
 #: GGUF metadata value types: id → struct format of a scalar (8 = string, 9 = array, handled apart).
@@ -66,7 +66,7 @@ class _Truncated(Exception):
 
 #: Limits of the format and of llama.cpp (gguf.cpp, ggml.h): what a sound file never exceeds.
 MAX_DIMS = 4  # GGML_MAX_DIMS
-MAX_TENSOR_NAME = 64  # GGML_MAX_NAME, the terminating zero included in llama.cpp
+MAX_TENSOR_NAME = 63  # llama.cpp refuses a name of GGML_MAX_NAME (64) bytes or more: its buffer ends in a zero
 MAX_KEY_BYTES = 65_535
 #: Characters of a key or tensor name an error quotes: a corrupt header can make a "key" of a whole token list.
 SHOWN_NAME_CHARS = 60
@@ -300,8 +300,10 @@ def _check_not_split(path: Path) -> None:
         return
     count = int(match["count"])
     no = int(match["no"])
-    # The parts' ending as this one has it: on a case-sensitive disk ``.GGUF`` parts are not ``.gguf`` files.
-    parts = [path.with_name(f"{match['stem']}-{i:05d}-of-{count:05d}{path.suffix}") for i in range(1, count + 1)]
+    # The parts' "-of-" and ending as this one has them: on a case-sensitive disk ``-OF-…GGUF`` parts are not
+    # ``-of-…gguf`` files (this very file was said to be missing).
+    parts = [path.with_name(f"{match['stem']}-{i:05d}-{match['of']}-{count:05d}{path.suffix}")
+             for i in range(1, count + 1)]
     missing = [p.name for p in parts if not p.is_file()]
     if missing:
         raise ModelSourceError(
