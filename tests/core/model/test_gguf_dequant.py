@@ -5,6 +5,7 @@ from __future__ import annotations
 import gguf
 import numpy as np
 import pytest
+import torch
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from shortgpt_desktop.core.model import gguf_dequant
@@ -143,3 +144,35 @@ def test_the_real_models_tensors_dequantize_to_gguf_pys_values(smollm2_gguf, gem
             got = gguf_dequant.dequantize(tensor.data, tensor.tensor_type)
             assert_same_bits(got, gguf.quants.dequantize(tensor.data, tensor.tensor_type))
     assert len(seen & set(gguf_dequant.KERNELS)) >= 3, seen
+
+
+def test_the_thread_count_is_given_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernels run on one thread; torch's count is restored after, also when a kernel fails (every forward pass
+    after a GGUF load would otherwise run on one thread)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        gguf_dequant.dequantize(np.zeros((4, 34), np.uint8), GGMLQuantizationType.Q8_0)
+        assert torch.get_num_threads() == 2
+
+        def broken(blocks):
+            assert torch.get_num_threads() == 1  # the kernels run on one thread
+            raise RuntimeError("kernel failed")
+
+        monkeypatch.setitem(gguf_dequant.KERNELS, GGMLQuantizationType.Q8_0, broken)
+        with pytest.raises(RuntimeError, match="kernel failed"):
+            gguf_dequant.dequantize(np.zeros((4, 34), np.uint8), GGMLQuantizationType.Q8_0)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_type_given_as_an_int_finds_its_kernel() -> None:
+    """transformers and the streamed reader may hand the type over as a plain int: gguf-py's slower path is then
+    never taken (same values, several times the time)."""
+    def fallback(data, qtype):
+        raise AssertionError("went to gguf-py")
+
+    data = np.random.default_rng(0).integers(0, 256, size=(3, 2 * 34), dtype=np.uint8)
+    got = gguf_dequant.dequantize(data, int(GGMLQuantizationType.Q8_0), fallback=fallback)
+    assert got.shape == (3, 64)

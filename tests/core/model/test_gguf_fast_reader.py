@@ -115,3 +115,21 @@ def test_the_real_models_read_as_gguf_py_reads_them(smollm2_gguf: Path, gemma3_g
     """SmolLM2's 49k-token vocabulary and Gemma 3's 262k (byte tokens, every script) read alike."""
     for path in (smollm2_gguf, gemma3_gguf):
         assert_same_reader(FastGGUFReader(path), gguf.GGUFReader(path))
+
+
+def test_a_big_endian_file_reads_as_gguf_py_reads_it(tmp_path: Path) -> None:
+    """The fast reader's arrays follow the file's byte order, not this host's."""
+    path = tmp_path / "big.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama", endianess=gguf.GGUFEndian.BIG)
+    writer.add_array("tokenizer.ggml.tokens", ["<s>", "hello", "wörld", "x" * 300])
+    writer.add_array("tokenizer.ggml.scores", [0.5, -1.0, 2.0, 3.0])
+    writer.add_tensor("token_embd.weight", np.arange(32, dtype=np.float32).reshape(4, 8).byteswap())
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    fast, reference = FastGGUFReader(str(path)), gguf.GGUFReader(str(path))
+    assert fast.byte_order == reference.byte_order == "S"  # the other order than this (little-endian) host's
+    for name in ("tokenizer.ggml.tokens", "tokenizer.ggml.scores"):
+        assert fast.fields[name].contents() == reference.fields[name].contents()
+    assert fast.fields["tokenizer.ggml.tokens"].contents() == ["<s>", "hello", "wörld", "x" * 300]
