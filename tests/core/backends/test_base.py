@@ -10,6 +10,7 @@ import torch
 from shortgpt_desktop.core import engine as engine_module
 from shortgpt_desktop.core.engine import Engine
 from shortgpt_desktop.core.model import memory
+from shortgpt_desktop.core.model.sources import resolve
 from shortgpt_desktop.core.pipeline import JobSpec
 from shortgpt_desktop.core.testing.tiny_models import TINY_FAMILIES
 from shortgpt_desktop.jobs import run_prune
@@ -274,3 +275,37 @@ def test_a_mode_chosen_for_want_of_memory_is_not_called_the_users(tiny_q4_gguf: 
         asked, chosen = (Streamed.refusal_for(source, **wanted, asked=a) for a in (True, False))
         assert "low-memory mode" in str(asked) and "low-memory" not in str(chosen), chosen
         assert "does not fit in memory" in str(chosen) and "--low-memory" not in error_line(chosen)
+
+
+def test_both_backends_give_the_same_check_texts_in_the_same_order(tiny_model: Path, caplog,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """generate_both: (original, pruned and repaired), the same on both backends; the streamed one caps its
+    length and says which way the model runs."""
+    import logging
+
+    from shortgpt_desktop.core.backends import base
+
+    source = resolve(str(tiny_model))
+    with caplog.at_level(logging.INFO, logger="shortgpt_desktop.core.backends.base"):
+        streamed = base.open_backend("streamed", source, "cpu", "float32", False)
+    assert any("runs one layer at a time" in r.getMessage() for r in caplog.records)
+    memory = base.open_backend("memory", source, "cpu", "float32", False)
+    try:
+        name = f"{streamed.stack.family.layers_path}.1.mlp.down_proj.weight"
+        with streamed.stack.open_layer(1) as opened:
+            weights = {name: opened.mlp.down_proj.weight.detach().clone() * -20.0}
+        prompt, removed = "The history of", [2, 3]
+        original = streamed.generate(prompt, (), {}, 4, False)
+        pruned = streamed.generate(prompt, removed, weights, 4, False)
+        assert streamed.generate(prompt, removed, {}, 4, False) != pruned, "the repair must tell"
+        assert original != pruned
+        assert streamed.generate_both(prompt, removed, weights, 4, False) == (original, pruned)
+        assert memory.generate_both(prompt, removed, weights, 4, False) == (original, pruned)
+        asked: list[int] = []
+        real = base.ops.generate
+        monkeypatch.setattr(base.ops, "generate", lambda *a, **k: (asked.append(a[5]), real(*a, **k))[1])
+        streamed.generate(prompt, (), {}, 50, False)
+        assert asked == [streamed.MAX_NEW_TOKENS]
+    finally:
+        streamed.close()
+        memory.close()

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from shortgpt_desktop.core.backends import ops
+from shortgpt_desktop.core.backends.layerwise import LayerObserver
 from shortgpt_desktop.core.backends.streamed import StreamedModel
 from shortgpt_desktop.core.measure.calibration import build_token_set
-from shortgpt_desktop.core.model.loading import load_tokenizer
+from shortgpt_desktop.core.model.loading import load_model, load_tokenizer
 from shortgpt_desktop.core.model.sources import resolve
 
 
@@ -153,3 +154,84 @@ def test_a_heavy_head_counts_on_the_bar_as_the_layers_it_weighs() -> None:
     for name, (seen, layers, total) in passes.items():
         assert {t for _, t in seen} == {total}, (name, seen)
         assert seen[-1] == (total, total) and seen[-2][0] == layers, (name, seen)
+
+
+def test_repair_weights_reach_the_perplexity_and_the_joint_pass(setup) -> None:
+    """The pruned and repaired model's perplexity, one layer at a time, is the whole model's with the same
+    weights put in (transformers' forward), not the unrepaired model's."""
+    from shortgpt_desktop.core.cut.surgery import pruned_view
+    from shortgpt_desktop.core.measure.evaluation import perplexity_of
+    from shortgpt_desktop.core.model.weights_view import weights_view
+
+    source, _, tokens = setup
+    removed = [2, 3]
+    with StreamedModel(source) as model:
+        weights = _repair_like_weights(model, 1)
+        plain = ops.perplexity(model, tokens.eval_windows, tokens.pad_id, removed, batch_size=2)
+        repaired = ops.perplexity(model, tokens.eval_windows, tokens.pad_id, removed, batch_size=2, weights=weights)
+        _, (joint, _) = ops.reference_and_compare(model, tokens.eval_windows, tokens.pad_id, removed, batch_size=2,
+                                                  weights=weights)
+    loaded = load_model(source, "cpu", "float32")
+    with weights_view(loaded.model, weights), pruned_view(loaded.model, loaded.family, removed):
+        expected = perplexity_of(loaded.model, tokens.eval_windows, tokens.pad_id, batch_size=2)
+    assert abs(repaired.perplexity - plain.perplexity) > 1e-3, "the weights must change something"
+    assert repaired.perplexity == pytest.approx(expected.perplexity, rel=1e-5)
+    assert joint.perplexity == pytest.approx(expected.perplexity, rel=1e-5)
+
+
+def test_an_observer_sees_each_layers_own_inputs_and_outputs(setup) -> None:
+    source, _, tokens = setup
+
+    class Record(LayerObserver):
+        def __init__(self) -> None:
+            self.seen: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+
+        def batch(self, index, layer, inputs, outputs, kwargs, mask) -> None:
+            self.seen.setdefault(index, []).append((inputs.clone(), outputs.clone()))
+
+    record = Record()
+    with StreamedModel(source) as model:
+        batches = model.capture(tokens.samples, tokens.pad_id, 2)
+        entering = [b.hidden.clone() for b in batches]
+        model.run_layers(batches, range(model.n_layers), [record])
+    for (x, _), h in zip(record.seen[0], entering, strict=True):
+        torch.testing.assert_close(x, h, rtol=0, atol=0)
+    for i in range(1, model.n_layers):
+        for (x, _), (_, y) in zip(record.seen[i], record.seen[i - 1], strict=True):
+            torch.testing.assert_close(x, y, rtol=0, atol=0)
+    for (_, y), batch in zip(record.seen[model.n_layers - 1], batches, strict=True):
+        torch.testing.assert_close(y, batch.hidden, rtol=0, atol=0)
+
+
+def test_generation_one_layer_at_a_time_stops_at_the_end_token(setup) -> None:
+    """The model's first greedy token made the end token: the continuation is that token alone, for each view
+    generated together, not the tokens after it."""
+    import copy
+
+    source, _, _ = setup
+    tokenizer = copy.deepcopy(load_tokenizer(source))
+    with StreamedModel(source) as model:
+        prompt_ids = tokenizer("The history of")["input_ids"]
+        first = ops.next_tokens(model, [prompt_ids], tokenizer.pad_token_id or 0)[0]
+        tokenizer.eos_token = tokenizer.convert_ids_to_tokens(first)
+        assert tokenizer.eos_token_id == first
+        alone = ops.generate(model, tokenizer, "The history of", (), {}, 4)
+        both = ops.generate_variants(model, tokenizer, "The history of", [((), {}), ([2, 3], {})], 4)
+    assert alone == tokenizer.decode([first], skip_special_tokens=True)
+    assert both[0] == alone
+
+
+def test_each_view_generated_together_gets_only_its_own_weights(setup) -> None:
+    """generate_both's original must not take the pruned view's repair (the check would show the original
+    speaking like the repaired model)."""
+    source, _, _ = setup
+    tokenizer = load_tokenizer(source)
+    with StreamedModel(source) as model:
+        name = f"{model.family.layers_path}.1.mlp.down_proj.weight"
+        with model.open_layer(1) as opened:
+            weights = {name: opened.mlp.down_proj.weight.detach().clone() * -20.0}
+        plain = ops.generate(model, tokenizer, "The history of", (), {}, 4)
+        assert ops.generate(model, tokenizer, "The history of", (), weights, 4) != plain, "weights must tell"
+        both = ops.generate_variants(model, tokenizer, "The history of", [((), {}), ([2, 3], weights)], 4)
+        pruned = ops.generate(model, tokenizer, "The history of", [2, 3], weights, 4)
+    assert both == [plain, pruned]

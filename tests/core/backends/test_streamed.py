@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from shortgpt_desktop.core.backends import ops
 from shortgpt_desktop.core.backends.streamed import (
     LayerObserver,
     StreamedModel,
@@ -22,7 +23,7 @@ from shortgpt_desktop.core.errors import Cancelled
 from shortgpt_desktop.core.measure.calibration import TokenSet, build_token_set
 from shortgpt_desktop.core.measure.evaluation import perplexity_of
 from shortgpt_desktop.core.measure.scoring import HookStats, _identity_hook, measure_layers
-from shortgpt_desktop.core.model.loading import load_model
+from shortgpt_desktop.core.model.loading import load_model, load_tokenizer
 from shortgpt_desktop.core.model.memory import estimate_memory
 from shortgpt_desktop.core.model.sources import resolve
 from shortgpt_desktop.core.testing.tiny_models import TINY_FAMILIES
@@ -217,3 +218,65 @@ def test_streaming_runs_under_a_memory_limit_the_loaded_model_cannot_meet(tiny_m
     assert results["memory"].get("error", "").startswith("ResourceError: Not enough memory"), results["memory"]
     assert "bi" in results["streamed"], results["streamed"]
     assert len(results["streamed"]["bi"]) == 8
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_model: Path, small_calib: Path):
+    """The tiny model and a few calibration samples and held-out windows of its tokens."""
+    source = resolve(str(tiny_model))
+    tokens = build_token_set(load_tokenizer(source), [small_calib.read_text(encoding="utf-8")[:20_000]], samples=4,
+                             seq_len=24, seed=0, max_eval_windows=3)
+    return source, None, tokens
+
+
+def test_one_decoder_layer_is_resident_at_a_time_and_none_after(setup) -> None:
+    source, _, tokens = setup
+    with StreamedModel(source) as model:
+        real_open = StreamedModel.open_layer
+        resident: list[list[int]] = []
+
+        def open_layer(self, index):
+            resident.append([i for i, layer in enumerate(self.layers)
+                             if any(p.device.type != "meta" for p in layer.parameters())])
+            return real_open(self, index)
+
+        model.open_layer = open_layer.__get__(model)  # type: ignore[method-assign]
+        ops.perplexity(model, tokens.eval_windows, tokens.pad_id, [1], batch_size=2)
+        assert resident and all(r == [] for r in resident), resident
+        assert all(p.device.type == "meta" for p in model.layers.parameters())
+
+
+def test_a_tied_head_step_drops_the_embeddings_with_the_head(tiny_family, setup) -> None:
+    _, _, tokens = setup
+    source = resolve(str(tiny_family("gemma")))
+    with StreamedModel(source) as model:
+        assert model.model.get_input_embeddings().weight.device.type != "meta"
+        first = ops.perplexity(model, tokens.eval_windows, tokens.pad_id, batch_size=2)
+        assert model.model.get_output_embeddings().weight.device.type == "meta"
+        assert model.model.get_input_embeddings().weight.device.type == "meta", "the tied embedding is held"
+        again = ops.perplexity(model, tokens.eval_windows, tokens.pad_id, batch_size=2)
+    assert again.perplexity == first.perplexity
+
+
+def test_a_cancelled_pass_scores_exactly_the_layers_it_finished(setup) -> None:
+    """Cancelled inside a layer: that layer and the ones after it have no score (a half-measured layer's BI would
+    be a number the chart and the choice could take)."""
+    from shortgpt_desktop.core.backends.streamed import streamed_measure_layers
+    from shortgpt_desktop.core.errors import Cancelled
+
+    source, _, tokens = setup
+    done: list[int] = []
+    checks = [0]
+
+    def cancel() -> bool:
+        checks[0] += 1
+        return len(done) > 3 and done[-1] >= 2  # two layers finished, then some batches of the third
+
+    with pytest.raises(Cancelled) as raised:
+        streamed_measure_layers(source, tokens, batch_size=1, cancel=cancel,
+                                progress=lambda stage, d, total, partial: done.append(d))
+    stats = raised.value.partial
+    finished = done[-1]
+    assert 0 < finished < len(stats.bi)
+    assert [v is not None for v in stats.bi] == [i < finished for i in range(len(stats.bi))]
+    assert [v is not None for v in stats.relative_magnitude] == [i < finished for i in range(len(stats.bi))]

@@ -3,6 +3,7 @@ head scores exactly the positions it says."""
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import torch
 
 from shortgpt_desktop.core.backends import ops
 from shortgpt_desktop.core.backends.layerwise import InMemoryStack
-from shortgpt_desktop.core.cut.candidates import CandidateRunner
+from shortgpt_desktop.core.cut.candidates import CandidateRunner, head_stride
 from shortgpt_desktop.core.cut.surgery import pruned_view
 from shortgpt_desktop.core.model.loading import load_model
 from shortgpt_desktop.core.model.sources import resolve
@@ -120,3 +121,96 @@ def test_a_runner_computing_in_bfloat16_runs_its_layers_so_and_its_head_in_float
     for a, b, c in zip(cached, direct, full, strict=True):
         assert a.perplexity == pytest.approx(b.perplexity, rel=1e-9)
         assert a.perplexity != c.perplexity and a.perplexity == pytest.approx(c.perplexity, rel=0.05)
+
+
+def _layer_bytes(loaded, batch_size: int) -> int:
+    """The bytes of one layer's states for SEQUENCES, float32, padded per batch (computed here, not by the runner)."""
+    hidden = loaded.model.config.hidden_size
+    total = 0
+    for start in range(0, len(SEQUENCES), batch_size):
+        chunk = SEQUENCES[start:start + batch_size]
+        total += len(chunk) * max(len(s) for s in chunk) * hidden * 4
+    return total
+
+
+def test_a_cache_over_budget_keeps_every_kth_layer_says_so_and_stays_within_it(loaded, caplog) -> None:
+    stack = InMemoryStack(loaded.model, loaded.family)
+    per_layer = _layer_bytes(loaded, 2)
+    budget = per_layer * stack.n_layers * 2 // 3  # all six layers need 1.5 budgets: every 2nd layer is kept
+    with caplog.at_level(logging.INFO, logger="shortgpt_desktop.core.cut.candidates"):
+        runner = CandidateRunner(stack, SEQUENCES, 0, batch_size=2, budget=budget)
+    assert runner.every == 2
+    assert any("every 2-th layer" in r.getMessage() for r in caplog.records), "the fallback must be said"
+
+    def check_cache() -> None:
+        assert all(k % 2 == 0 for k in runner.cache), sorted(runner.cache)
+        held = sum(h.numel() * h.element_size() for states in runner.cache.values() for h in states)
+        assert held <= budget
+        assert all(len(states) == len(runner.batches) for states in runner.cache.values())
+
+    check_cache()
+    runner.rebase([3])
+    check_cache()
+    sets = [[3, 4], [3, 5], [1, 3]]
+    for removed, result in zip(sets, runner.measure(sets), strict=True):
+        direct = ops.perplexity(stack, SEQUENCES, 0, removed, batch_size=2)
+        assert result.perplexity == pytest.approx(direct.perplexity, rel=1e-9), removed
+    runner.measure([[3, 4]])  # its states fit beside the cache: kept, at the checkpoints only
+    runner.rebase([3, 4])  # from the states kept while measuring
+    check_cache()
+    (again,) = runner.measure([[3, 4, 5]])
+    assert again.perplexity == pytest.approx(ops.perplexity(stack, SEQUENCES, 0, [3, 4, 5], batch_size=2).perplexity,
+                                             rel=1e-9)
+
+
+def test_a_base_rebased_without_measuring_refills_its_cache_once(loaded) -> None:
+    """A base never measured (a new protected group starts from no removal, or the sets were not kept) is run
+    again from the layer it changed: each cached layer holds one state per batch, and candidates from there equal
+    a full pass."""
+    stack = InMemoryStack(loaded.model, loaded.family)
+    runner = CandidateRunner(stack, SEQUENCES, 0, batch_size=2)
+    runner.rebase([3])
+    runner.rebase([1, 3])  # not measured: refilled from layer 1
+    assert all(len(states) == len(runner.batches) for states in runner.cache.values())
+    runner.rebase([])  # as the search does for its next protected group
+    assert all(len(states) == len(runner.batches) for states in runner.cache.values())
+    sets = [[1], [2], [4]]
+    for removed, result in zip(sets, runner.measure(sets), strict=True):
+        direct = ops.perplexity(stack, SEQUENCES, 0, removed, batch_size=2)
+        assert result.perplexity == pytest.approx(direct.perplexity, rel=1e-9), removed
+
+
+def test_a_strided_head_never_scores_a_padding_target(loaded) -> None:
+    """A short sample whose last real token is a scored position: its next token is padding, not counted."""
+    model, family = loaded.model, loaded.family
+    sequences = [[1, *range(20, 61)], [1, *range(60, 89)]]  # 42 and 30 tokens: position 29 is scored (stride 3)
+    assert (len(sequences[1]) - 1) % 3 == 2
+    runner = CandidateRunner(InMemoryStack(model, family), sequences, 0, batch_size=2, stride=3)
+    (result,) = runner.measure([[2]])
+    total, count = 0.0, 0
+    with pruned_view(model, family, [2]), torch.no_grad():
+        for sequence in sequences:
+            logprobs = torch.log_softmax(model(input_ids=torch.tensor([sequence])).logits[0].double(), -1)
+            for position in range(2, len(sequence) - 1, 3):
+                total -= float(logprobs[position, sequence[position + 1]])
+                count += 1
+    assert result.tokens == count
+    assert result.perplexity == pytest.approx(math.exp(total / count), rel=1e-5)
+
+
+@pytest.mark.parametrize(("vocab", "stride"), [(2048, 1), (4096, 2)])
+def test_the_head_is_strided_only_past_about_four_layers(vocab: int, stride: int) -> None:
+    """The docstring's promise: every position while the head costs no more than ~4 decoder layers."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from shortgpt_desktop.core.backends.layerwise import head_layers
+    from shortgpt_desktop.core.model.families import family_for_model_type
+    from shortgpt_desktop.core.testing.tiny_models import TINY_FAMILIES
+
+    config = AutoConfig.for_model("llama", **{**TINY_FAMILIES["llama"][1], "num_hidden_layers": 2,
+                                              "vocab_size": vocab})
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    stack = InMemoryStack(model, family_for_model_type("llama"))
+    layers = head_layers(stack)
+    assert (layers <= 4) == (stride == 1), layers
+    assert head_stride(stack) == stride
