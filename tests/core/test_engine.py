@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from shortgpt_desktop.core.engine import Engine
+from shortgpt_desktop.core.model import memory
+from shortgpt_desktop.core.model.memory import SAFETY
 from shortgpt_desktop.core.pipeline import JobSpec
 
 
@@ -571,3 +574,187 @@ def test_weights_rewritten_after_loading_are_refused_before_check_save_and_curve
     with pytest.raises(ModelSourceError, match="are no longer where they were loaded from"):
         engine.save(plan, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_the_way_said_when_the_model_opens_is_the_way_it_loads_though_free_memory_drops_meanwhile(
+        tiny_model, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The model line says the way when the model opens; the load that follows (the first Score) keeps it, as it
+    keeps it once the model is loaded: the decision is made once per opened model and settings."""
+    from shortgpt_desktop.core.engine import Engine
+
+    spec = JobSpec(model=str(tiny_model), calib=[], samples=8, seq_len=64, batch_size=4, device="cpu",
+                   dtype="float32", metric="bi", repair="none", scores_only=True)
+    engine = Engine()
+    info = engine.open(spec)
+    assert info.mode == "memory"
+    need = engine.memory_estimate(spec)
+    room = int((need.streamed_total + need.in_memory_total) / 2 / SAFETY)  # streamed fits, whole does not
+    assert need.streamed_total <= SAFETY * room < need.in_memory_total
+    monkeypatch.setattr(memory, "available_memory", lambda device: (room, room))
+    engine.refusal(spec)
+    assert engine.decided_mode(spec) == "memory"
+    engine.load(spec)
+    assert engine.backend is not None and engine.backend.mode == "memory"
+
+
+def test_more_samples_decide_their_way_anew(tiny_model, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The repair's streams grow with the samples: a way decided for 8 samples is not kept for 256, which do not
+    fit beside the whole model."""
+    from shortgpt_desktop.core.engine import Engine
+    from shortgpt_desktop.core.errors import ResourceError
+
+    few = JobSpec(model=str(tiny_model), calib=[], samples=8, seq_len=64, batch_size=4, device="cpu",
+                  dtype="float32", metric="bi", repair="linear", count=2)
+    many = dataclasses.replace(few, samples=256)
+    probe = Engine()
+    probe.open(few)
+    need_few, need_many = probe.memory_estimate(few), probe.memory_estimate(many)
+    room = int(need_few.in_memory_total / SAFETY) + 1024
+    assert SAFETY * room < need_many.in_memory_total
+    monkeypatch.setattr(memory, "available_memory", lambda device: (room, room))
+    engine = Engine()
+    engine.open(few)
+    assert engine.mode_for(few) == "memory"
+    try:
+        way = engine.mode_for(many)
+    except ResourceError:
+        way = "refused"
+    assert way != "memory"
+
+
+def test_a_loaded_model_keeps_its_way_when_a_later_job_adds_healing(tiny_model, small_calib,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scored whole with just enough memory; then the window's Prune with healing. The loaded model runs it whole:
+    a fresh decision, with the model's own weights counted against the free memory, would say 'one layer at a
+    time' and refuse the healing job mid-session in a sentence about memory the job never ran short of."""
+    from shortgpt_desktop.core import engine as engine_module
+    from shortgpt_desktop.core.engine import Engine
+
+    spec = JobSpec(model=str(tiny_model), calib=[str(small_calib)], samples=8, seq_len=64, batch_size=4,
+                   device="cpu", dtype="float32", metric="bi", repair="none", count=2)
+    probe = Engine()
+    probe.open(spec)
+    healed = dataclasses.replace(spec, heal_steps=1)
+    need = max(probe.memory_estimate(spec).in_memory_total, probe.memory_estimate(healed).in_memory_total)
+    loaded = {"bytes": 0}
+    real_open = engine_module.open_backend
+
+    def open_and_count(mode, *args, **kwargs):
+        backend = real_open(mode, *args, **kwargs)
+        loaded["bytes"] = sum(p.numel() * p.element_size() for p in backend.loaded.model.parameters())
+        return backend
+
+    def free(device: str) -> tuple[int, int]:
+        room = int(need / SAFETY) + 1024 - loaded["bytes"]
+        return room, room
+
+    monkeypatch.setattr(memory, "available_memory", free)
+    monkeypatch.setattr(engine_module, "open_backend", open_and_count)
+    engine = Engine()
+    engine.score(spec)
+    assert engine.backend.mode == "memory" and free("cpu")[0] * SAFETY < need
+    engine.refusal(healed)  # nothing to refuse: the model is loaded whole
+    assert engine.decided_mode(healed) == "memory"
+
+
+def test_reopening_the_model_decides_its_way_again(tiny_model, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Opening is the one moment the way is decided; opening the same model again (after other programs took the
+    memory) decides it anew rather than keeping the way of a closed model."""
+    from shortgpt_desktop.core.engine import Engine
+
+    spec = JobSpec(model=str(tiny_model), calib=[], samples=8, seq_len=64, batch_size=4, device="cpu",
+                   dtype="float32", metric="bi", repair="none", scores_only=True)
+    engine = Engine()
+    assert engine.open(spec).mode == "memory"
+    need = engine.memory_estimate(spec)
+    room = int((need.streamed_total + need.in_memory_total) / 2 / SAFETY)
+    assert need.streamed_total <= SAFETY * room < need.in_memory_total
+    monkeypatch.setattr(memory, "available_memory", lambda device: (room, room))
+    assert engine.open(spec).mode == "streamed" and engine.decided_mode(spec) == "streamed"
+
+
+def test_another_dtype_loads_the_model_anew(tiny_model) -> None:
+    import torch
+
+    from shortgpt_desktop.core.engine import Engine
+
+    spec = JobSpec(model=str(tiny_model), calib=[], samples=8, seq_len=64, device="cpu", dtype="float32")
+    engine = Engine()
+    assert next(engine.load(spec).model.parameters()).dtype == torch.float32
+    half = dataclasses.replace(spec, dtype="bfloat16")
+    assert next(engine.load(half).model.parameters()).dtype == torch.bfloat16
+
+
+def test_the_healing_refusal_says_the_healing_jobs_own_figure(tiny_model, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shortgpt_desktop.core.engine import Engine
+    from shortgpt_desktop.core.errors import ResourceError
+    from shortgpt_desktop.format import human_bytes
+
+    spec = JobSpec(model=str(tiny_model), calib=[], samples=8, seq_len=64, batch_size=4, device="cpu",
+                   dtype="float32", metric="bi", repair="none", heal_steps=2, count=2)
+    engine = Engine()
+    engine.open(spec)
+    healing = engine.memory_estimate(spec)
+    room = int((healing.streamed_total + healing.in_memory_total) / 2 / SAFETY)
+    assert healing.streamed_total <= SAFETY * room < healing.in_memory_total
+    monkeypatch.setattr(memory, "available_memory", lambda device: (room, room))
+    with pytest.raises(ResourceError) as refused:
+        _refuse(spec)
+    assert f"needs about {human_bytes(healing.in_memory_total)} of memory but {human_bytes(room)} is free" in str(
+        refused.value)
+
+
+def _refuse(spec: JobSpec) -> None:
+    from shortgpt_desktop.core.engine import Engine
+
+    engine = Engine()
+    engine.open(spec)
+    engine.refusal(spec)
+
+
+def test_the_estimate_after_scoring_runs_at_the_scoring_passes_speed_per_token_and_layer(tiny_model,
+                                                                                         small_calib) -> None:
+    """The scoring pass ran every sample token through every layer: the speed is its seconds over tokens × layers,
+    and the check (the original and the pruned model over the held-out windows) is counted at that speed. Over
+    tokens alone every step was said n_layers times too long."""
+    from shortgpt_desktop.core.engine import Engine
+    from shortgpt_desktop.core.estimate import shape_of
+
+    spec = JobSpec(model=str(tiny_model), calib=[str(small_calib)], samples=8, seq_len=32, eval_windows=2,
+                   batch_size=4, device="cpu", dtype="float32", metric="bi", repair="none", count=2, prompt="")
+    engine = Engine()
+    engine.score(spec)
+    scored = engine.scored
+    shape = shape_of(engine.loaded)
+    n, head = shape.n_layers, shape.head_layers
+    rate = (scored.pass_seconds if scored.pass_seconds is not None else scored.seconds) / (scored.sample_tokens * n)
+    steps = engine.job_estimate(spec, 2, check=True).steps
+    assert steps["checking"] == pytest.approx(scored.eval_tokens * ((n + head) + (n - 2 + 2 * head)) * rate)
+
+
+def test_a_chat_models_own_answers_one_layer_at_a_time_are_counted_without_a_cache(tiny_chat_model,
+                                                                                   small_calib) -> None:
+    from shortgpt_desktop.core.engine import Engine
+
+    spec = JobSpec(model=str(tiny_chat_model), calib=[str(small_calib)], samples=8, seq_len=32, device="cpu",
+                   dtype="float32", metric="bi", count=2)
+    for low, cached in ((True, False), (None, True)):
+        engine = Engine()
+        engine.load(dataclasses.replace(spec, low_memory=low))
+        work = engine.answer_work(spec)
+        assert work is not None and work.kv_cache is cached
+
+
+def test_the_checks_quiz_counts_the_originals_answers_until_they_are_written(tiny_chat_model, small_calib) -> None:
+    from shortgpt_desktop.core.engine import Engine
+
+    spec = JobSpec(model=str(tiny_chat_model), calib=[str(small_calib)], samples=8, seq_len=32, eval_windows=2,
+                   device="cpu", dtype="float32", metric="bi", repair="none", count=2, prompt="The history of",
+                   max_new_tokens=4)
+    engine = Engine()
+    engine.load(spec)
+    first = engine.quiz_work(spec)
+    if first is None:
+        pytest.skip("the tiny chat model asks no quiz")
+    engine._original_quiz_answers = lambda: ["written"]  # as after the first check
+    assert engine.quiz_work(spec).prompts * 2 == first.prompts

@@ -7,7 +7,16 @@ import dataclasses
 import pytest
 
 from shortgpt_desktop.core import defaults
-from shortgpt_desktop.core.estimate import PROJECTION_SUMS_COST, estimate_job, ridge_token_layers, shape_of
+from shortgpt_desktop.core.estimate import (
+    PROJECTION_SUMS_COST,
+    AnswerWork,
+    ModelShape,
+    estimate_job,
+    guard_token_layers,
+    refit_token_layers,
+    ridge_token_layers,
+    shape_of,
+)
 from shortgpt_desktop.core.model.loading import load_model
 from shortgpt_desktop.core.model.sources import resolve
 from shortgpt_desktop.core.pipeline import JobSpec
@@ -194,3 +203,35 @@ def test_each_steps_estimate_counts_every_pass_the_step_runs() -> None:
     assert slow.token_layers(n, head) == pytest.approx(4 * 64 * ((20.0 + 32) * n + head))
     cached = AnswerWork(prompts=4, prompt_tokens=20.0, new_tokens=64, kv_cache=True)
     assert cached.token_layers(n, head) == pytest.approx(4 * 20.0 * n + 4 * 64 * (n + head))
+
+
+SMOLLM2 = ModelShape(30, 3.98e6, 28.3e6, 2.65e6, 576, 1536)
+
+
+def test_a_chat_models_refit_is_estimated_as_the_refit_and_its_guard_together() -> None:
+    """--repair refit on a chat model: the refit's streams and training steps, plus the guard's original answers
+    and one pass of them per variant scored (the linear repair alone, every cut refitted, each cut's refit dropped:
+    runs + 2). The guard alone is seconds where the refit is minutes."""
+    spec = JobSpec(model="m", calib=[], count=8, samples=32, seq_len=256, repair="refit", check_perplexity=False)
+    guard = AnswerWork(prompts=6, prompt_tokens=30.0, new_tokens=24, kv_cache=True)
+    n, head, rate, tokens, runs = 30, SMOLLM2.head_layers, 1e-6, 32 * 256, 4
+    steps = estimate_job(spec, SMOLLM2, rate, tokens, 0, 8, refines=False, guard=guard, runs=runs).steps
+    answers = 6 * 30.0 * n + 6 * 24 * (n + head)
+    passes = (runs + 2) * 6 * (30.0 + 24) * (n - 8 + head)
+    assert guard_token_layers(guard, SMOLLM2, 8, runs) == pytest.approx(answers + passes)
+    assert steps["refitting"] == pytest.approx((refit_token_layers(SMOLLM2, tokens, 8, runs) + answers + passes) * rate)
+    without = estimate_job(spec, SMOLLM2, rate, tokens, 0, 8, refines=False, guard=None, runs=runs).steps
+    assert steps["refitting"] - without["refitting"] == pytest.approx((answers + passes) * rate)
+
+
+def test_bi_plus_on_fewer_samples_than_its_subset_measures_them_all_once() -> None:
+    """bi+ measures its candidates on the first SELECTION_SAMPLES samples, or on all of them where there are fewer:
+    at 4 samples its choice costs half what 8 would."""
+    from shortgpt_desktop.core import defaults
+
+    assert defaults.SELECTION_SAMPLES == 8
+    spec = JobSpec(model="m", calib=[], count=4, samples=4, seq_len=256, repair="none", check_perplexity=False)
+    four = estimate_job(spec, SMOLLM2, 1e-6, 4 * 256, 0, 4, refines=True).steps["choosing"]
+    spec8 = dataclasses.replace(spec, samples=8)
+    eight = estimate_job(spec8, SMOLLM2, 1e-6, 8 * 256, 0, 4, refines=True).steps["choosing"]
+    assert four == pytest.approx(eight / 2)

@@ -382,7 +382,11 @@ def choose_mode(estimate: MemoryEstimate) -> str:
 
 def check_streamed_fits(estimate: MemoryEstimate) -> None:
     """Refuse, in one sentence, a job that one layer at a time would not fit either (asked for with
-    ``--low-memory`` or the window's Low memory, or chosen): its hidden states, or a layer's work beside them."""
+    ``--low-memory`` or the window's Low memory, or chosen): a model whose layers cannot be read one at a time, its
+    hidden states, or a layer's work beside them."""
+    if estimate.not_streamable:  # a legacy .bin checkpoint was told "needs 0 B but only 23.0 GB is free"
+        raise ResourceError(f"This model cannot run one layer at a time: {estimate.not_streamable[0].lower()}"
+                            f"{estimate.not_streamable[1:].rstrip('.')}; run it whole (without low memory).")
     if estimate.hidden_states_bytes > SAFETY * estimate.available_ram_bytes:
         raise ResourceError(
             f"The calibration samples' hidden states alone need {human_bytes(estimate.hidden_states_bytes)} of memory "

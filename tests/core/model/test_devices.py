@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from shortgpt_desktop.core.model import memory
 from shortgpt_desktop.core.model.devices import fast_training_dtype
 
 
@@ -40,3 +41,40 @@ def test_a_cuda_gpu_computes_in_bfloat16_where_it_does_so_natively(monkeypatch: 
                             lambda index, major=major: asked.append(index) or (major, 0))
         assert fast_training_dtype("cuda:1", torch.float32) is expected
     assert asked == [1, 1, 1]
+
+
+def test_the_last_gpu_is_accepted_and_the_one_after_it_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from shortgpt_desktop.core.model.devices import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == "cuda:1" and resolve_device("cuda:0") == "cuda:0"
+    with pytest.raises(memory.ResourceError, match="no CUDA GPU number 2"):
+        resolve_device("cuda:2")
+
+
+@pytest.mark.parametrize(("device", "bf16", "expected"), [("cuda", True, "bfloat16"), ("cuda:0", False, "float16"),
+                                                          ("mps", False, "float16"), ("cpu", True, "float32")])
+def test_auto_dtype_is_bfloat16_where_the_gpu_supports_it(device: str, bf16: bool, expected: str,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from shortgpt_desktop.core.model.devices import resolve_dtype
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+    assert resolve_dtype("auto", device) == expected
+    assert resolve_dtype("half", device) == "float16" and resolve_dtype("bf16", device) == "bfloat16"
+
+
+def test_auto_picks_a_gpu_first_and_mps_can_be_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from shortgpt_desktop.core.model.devices import resolve_device
+
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == "mps" and resolve_device("mps") == "mps" and resolve_device("MPS") == "mps"

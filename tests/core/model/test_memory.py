@@ -16,8 +16,9 @@ import torch
 
 from shortgpt_desktop import cli
 from shortgpt_desktop.core.errors import ResourceError
+from shortgpt_desktop.core.model import memory
 from shortgpt_desktop.core.model.loading import inspect_model, load_model
-from shortgpt_desktop.core.model.memory import RUNTIME_BYTES, choose_mode, estimate_memory
+from shortgpt_desktop.core.model.memory import RUNTIME_BYTES, SAFETY, MemoryEstimate, choose_mode, estimate_memory
 from shortgpt_desktop.core.model.sources import resolve
 
 REPO = Path(__file__).resolve().parents[3]
@@ -282,3 +283,218 @@ def test_the_healing_teacher_holds_the_final_states_of_every_sample_it_reads() -
     held = healing_bytes(samples=32, seq_len=128, batch=4, heal_steps=2, shape=shape, layers_bytes=0, per=4,
                          compute_bytes=4)
     assert held.teacher == 8 * 128 * 64 * 4
+
+
+def _estimate(device: str, **sizes: int) -> MemoryEstimate:
+    values = dict(device=device, dtype="float32", n_layers=4, n_params=0, largest_layer_bytes=0,
+                  outside_layers_bytes=0, weights_bytes=0, loading_bytes=0, hidden_states_bytes=0,
+                  batch_working_bytes=0, in_memory_device_bytes=0, in_memory_ram_bytes=0, streamed_device_bytes=0,
+                  streamed_ram_bytes=0, available_ram_bytes=0, available_device_bytes=0)
+    values.update(sizes)
+    return MemoryEstimate(**values)
+
+
+def test_on_a_cpu_one_layer_at_a_time_fits_only_with_its_ram_side_counted() -> None:
+    """On a CPU the device is the RAM: the streamed figure's states and caches (its RAM side) and its layer's work
+    (its device side) share the free memory. Counting the device side alone accepted a job that needs several times
+    the free memory."""
+    gb = 1024**3
+    tight = _estimate("cpu", streamed_device_bytes=gb // 2, streamed_ram_bytes=3 * gb, hidden_states_bytes=gb,
+                      available_ram_bytes=2 * gb, available_device_bytes=2 * gb, in_memory_device_bytes=8 * gb)
+    assert not tight.streamed_fits
+    with pytest.raises(memory.ResourceError, match=r"one layer at a time this model needs 3\.8 GB but only 2\.1 GB"):
+        memory.choose_mode(tight)
+    room = dataclasses.replace(tight, available_ram_bytes=int(3.5 * gb / SAFETY) + 1,
+                               available_device_bytes=int(3.5 * gb / SAFETY) + 1)
+    assert room.streamed_fits and memory.choose_mode(room) == "streamed"
+
+
+@pytest.mark.parametrize(("device_need", "ram_need", "fits"), [(1, 1, True), (3, 1, False), (1, 3, False)])
+def test_on_a_gpu_both_the_gpus_memory_and_the_ram_must_hold_their_share(device_need: int, ram_need: int,
+                                                                        fits: bool) -> None:
+    """A GPU job needs its device figure on the GPU and its RAM figure (the load's CPU copy, the streamed states) in
+    RAM: either one short is out of memory, in either mode."""
+    gb = 1024**3
+    est = _estimate("cuda:0", in_memory_device_bytes=device_need * gb, in_memory_ram_bytes=ram_need * gb,
+                    streamed_device_bytes=device_need * gb, streamed_ram_bytes=ram_need * gb,
+                    available_ram_bytes=2 * gb, available_device_bytes=2 * gb)
+    assert est.in_memory_fits is fits and est.streamed_fits is fits
+
+
+def test_a_gpus_free_memory_is_read_from_the_gpu_not_the_ram(monkeypatch: pytest.MonkeyPatch) -> None:
+    import psutil
+    import torch
+
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: type("V", (), {"available": 64 * 1024**3})())
+    asked: list[int] = []
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda index: asked.append(index) or (6 * 1024**3, 80 * 1024**3))
+    assert memory.available_memory("cuda:1") == (64 * 1024**3, 6 * 1024**3) and asked == [1]
+    assert memory.available_memory("cpu") == (64 * 1024**3, 64 * 1024**3)
+
+
+def test_a_model_that_cannot_run_one_layer_at_a_time_never_fits_that_way() -> None:
+    """A legacy .bin checkpoint: its streamed figures are zero, which must not read as 'fits'."""
+    est = _estimate("cpu", not_streamable="Layer-by-layer scoring needs safetensors or GGUF weights.",
+                    in_memory_device_bytes=10 * 1024**3, available_ram_bytes=1024**3, available_device_bytes=1024**3)
+    assert not est.streamed_fits
+    with pytest.raises(memory.ResourceError, match="cannot run one layer at a time"):
+        memory.choose_mode(est)
+
+
+def test_one_layer_at_a_time_counts_the_recipes_caches_too(tiny_model) -> None:
+    """bi+'s state cache and the repair's streams live in RAM one layer at a time as they do in memory: left out of
+    the streamed figure, a default job that then ran out of memory was accepted one layer at a time."""
+    from shortgpt_desktop.core.model.memory import estimate_memory
+    from shortgpt_desktop.core.model.sources import resolve
+
+    source = resolve(str(tiny_model))
+    plain = estimate_memory(source, "cpu", "float32", samples=16, seq_len=64, batch_size=4)
+    default = estimate_memory(source, "cpu", "float32", samples=16, seq_len=64, batch_size=4, refines=True,
+                              repairs=True)
+    assert default.recipe_bytes > 0
+    assert default.streamed_ram_bytes - plain.streamed_ram_bytes == default.recipe_bytes
+    assert default.streamed_device_bytes == plain.streamed_device_bytes
+
+
+def test_a_batchs_work_and_its_logits_are_counted_in_both_ways(tiny_model) -> None:
+    """A batch's activations (about eight hidden-state copies) and, where a pass runs the head, three float32 copies
+    of its logits; one layer at a time the layer, the weights outside the layers and that work are held at once,
+    and beside the states a batch's outputs, the captured rotary arguments and the layer being read."""
+    from shortgpt_desktop.core.model.memory import estimate_memory
+    from shortgpt_desktop.core.model.sources import resolve
+
+    source = resolve(str(tiny_model))
+    kwargs = dict(samples=8, seq_len=64, batch_size=4)
+    est = estimate_memory(source, "cpu", "float32", **kwargs)
+    hooked = estimate_memory(source, "cpu", "float32", **kwargs, logits=False)
+    import json
+
+    config = json.loads((tiny_model / "config.json").read_text())
+    hidden, vocab = config["hidden_size"], config["vocab_size"]
+    head_dim = config.get("head_dim") or hidden // config["num_attention_heads"]
+    assert hooked.batch_working_bytes == 4 * 64 * 8 * hidden * 4
+    assert est.batch_working_bytes - hooked.batch_working_bytes == 4 * 64 * 3 * 4 * vocab
+    assert est.streamed_device_bytes == est.largest_layer_bytes + est.outside_layers_bytes + est.batch_working_bytes
+    assert est.streamed_ram_bytes == (est.hidden_states_bytes + 4 * 64 * hidden * 4 + 8 * 64 * head_dim * 2 * 4
+                                      + est.largest_layer_bytes)
+    # The check's windows: the batch is as large as the windows allow, though the samples are fewer.
+    checked = estimate_memory(source, "cpu", "float32", samples=2, seq_len=64, batch_size=4, check_windows=8)
+    few = estimate_memory(source, "cpu", "float32", samples=2, seq_len=64, batch_size=4)
+    assert checked.batch_working_bytes == 2 * few.batch_working_bytes
+
+
+def test_a_gguf_counts_its_dequantised_copy_while_loading_and_its_float32_read_buffer(tiny_q4_gguf) -> None:
+    from shortgpt_desktop.core.model.memory import estimate_memory
+    from shortgpt_desktop.core.model.sources import resolve
+
+    source = resolve(str(tiny_q4_gguf))
+    est = {}
+    for dtype in ("float32", "bfloat16"):
+        est[dtype] = e = estimate_memory(source, "cpu", dtype, samples=8, seq_len=64, batch_size=4)
+        assert e.loading_bytes == e.weights_bytes > 0
+        assert e.in_memory_total == e.weights_bytes + max(e.loading_bytes, e.batch_working_bytes)
+    small = estimate_memory(source, "cpu", "float32", samples=1, seq_len=8, batch_size=1, logits=False)
+    assert small.loading_bytes > small.batch_working_bytes  # the load's copy is the larger: it sets the total
+    assert small.in_memory_total == 2 * small.weights_bytes
+    # The layer is read dequantised to float32 whatever the dtype: the streamed RAM differs between float32 and
+    # bfloat16 by the states and a batch's outputs (half of the samples here) alone.
+    f32, b16 = est["float32"], est["bfloat16"]
+    states = f32.hidden_states_bytes - b16.hidden_states_bytes
+    assert f32.streamed_ram_bytes - b16.streamed_ram_bytes == states + states // 2
+
+
+def test_a_projection_exactly_as_wide_as_the_limit_is_refitted_whole_and_counted() -> None:
+    """Llama 2 7B's MLP is 11,008 wide, the limit itself: its repair refits the projection whole (refits_whole
+    takes the limit), so its inputs and 5 × 11,008² float64 sums (4.8 GB) must be counted."""
+    from shortgpt_desktop.core import defaults
+    from shortgpt_desktop.core.model.families import family_for_model_type, refits_whole
+    from shortgpt_desktop.core.model.memory import recipe_bytes
+
+    limit = defaults.MAX_PROJECTION_INPUTS
+    assert refits_whole(family_for_model_type("llama"), limit)
+    base = recipe_bytes(128, 512, 4096, 32, 2, refines=True, repairs=True)
+    at = recipe_bytes(128, 512, 4096, 32, 2, refines=True, repairs=True, ffn=limit)
+    assert at - base == 160 * 512 * limit * 2 + 5 * limit**2 * 8
+
+
+def test_on_a_gpu_the_recipe_sits_on_the_gpu_and_a_ggufs_load_copies_in_ram(tiny_q4_gguf,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """No GPU needed: the estimate reads the headers only. On a GPU the whole model, a batch's work and the recipe's
+    caches are on the GPU; the RAM holds the load (the weights, and a GGUF's dequantised copy beside them)."""
+    import torch
+
+    from shortgpt_desktop.core.model.memory import estimate_memory
+    from shortgpt_desktop.core.model.sources import resolve
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(memory, "available_memory", lambda device: (8 * 1024**3, 4 * 1024**3))
+    source = resolve(str(tiny_q4_gguf))
+    est = estimate_memory(source, "cuda", "float32", samples=8, seq_len=64, batch_size=4, refines=True, repairs=True)
+    assert est.recipe_bytes > 0 and not est.on_cpu
+    assert est.in_memory_device_bytes == est.weights_bytes + est.batch_working_bytes + est.recipe_bytes
+    assert est.in_memory_ram_bytes == 2 * est.weights_bytes
+    assert est.available_device_bytes == 4 * 1024**3 and est.available_ram_bytes == 8 * 1024**3
+
+
+@pytest.mark.parametrize("short", ["gpu", "ram"])
+def test_a_gpu_healing_refusal_names_the_memory_that_is_short(short: str) -> None:
+    gb = 1024**3
+    est = _estimate("cuda:0", in_memory_device_bytes=(6 if short == "gpu" else 1) * gb,
+                    in_memory_ram_bytes=(1 if short == "gpu" else 12) * gb,
+                    available_device_bytes=4 * gb, available_ram_bytes=8 * gb)
+    said = memory.healing_does_not_fit(est)
+    if short == "gpu":
+        assert "of memory on cuda:0 but 4.3 GB is free" in said and "RAM" not in said
+    else:
+        assert "of RAM but 8.6 GB is free" in said and "cuda:0" not in said
+
+
+def test_one_layer_at_a_time_on_a_gpu_says_the_gpus_free_memory() -> None:
+    gb = 1024**3
+    est = _estimate("cuda:0", streamed_device_bytes=6 * gb, streamed_ram_bytes=gb, hidden_states_bytes=gb // 2,
+                    in_memory_device_bytes=20 * gb, available_device_bytes=4 * gb, available_ram_bytes=64 * gb)
+    with pytest.raises(memory.ResourceError, match=r"needs 7.5 GB but only 4.3 GB of memory on cuda:0 is free"):
+        memory.choose_mode(est)
+
+
+def test_a_healing_step_holds_what_was_measured_per_token_and_layer() -> None:
+    """SmolLM2's shape under autocast to bfloat16: 33.8 kB per token and layer (30.5 kB measured), three copies of
+    the logits in bfloat16, and a bfloat16 copy of the layers and the head; on 2 samples a batch of 4 holds 2."""
+    from shortgpt_desktop.core.model.memory import healing_bytes
+
+    shape = dict(hidden=576, attention=576, intermediate=1536, vocab=49152, layers=30)
+    layers_bytes = 30 * 3_980_000 * 4
+    held = healing_bytes(samples=2, seq_len=512, batch=4, heal_steps=3, shape=shape, layers_bytes=layers_bytes,
+                         per=4, compute_bytes=2)
+    tokens = 2 * 512
+    casts = (30 * 3_980_000 + 49152 * 576) * 2
+    assert held.step == tokens * 30 * 33_792 + 3 * tokens * 49152 * 2 + casts
+    assert held.held == layers_bytes
+
+
+def test_a_healing_job_in_memory_counts_its_step_with_its_teacher_and_two_copies_of_the_healed_weights(
+        tiny_model) -> None:
+    from shortgpt_desktop.core.model.memory import estimate_memory
+    from shortgpt_desktop.core.model.sources import resolve
+
+    est = estimate_memory(resolve(str(tiny_model)), "cpu", "float32", samples=8, seq_len=64, batch_size=4,
+                          heal_steps=2)
+    teacher = 8 * 64 * est.hidden_states_bytes // (8 * 64)  # the final states of the 8 samples two steps read
+    assert est.heal_step_bytes > teacher > 0
+    assert est.in_memory_total == est.weights_bytes + max(est.batch_working_bytes, est.heal_step_bytes,
+                                                          est.batch_working_bytes + 2 * est.heal_held_bytes)
+
+
+def test_low_memory_asked_for_a_bin_checkpoint_says_it_cannot_run_one_layer_at_a_time(bin_model: Path) -> None:
+    """A legacy .bin model with --low-memory (or the window's Low memory) was told "Even one layer at a time this
+    model needs 0 B but only 23.0 GB of memory is free": its streamed figures are zero because it cannot stream."""
+    from shortgpt_desktop.core.engine import Engine
+    from shortgpt_desktop.core.pipeline import JobSpec
+
+    spec = JobSpec(model=str(bin_model), calib=[], samples=8, seq_len=64, device="cpu", dtype="float32",
+                   metric="bi", repair="none", low_memory=True)
+    engine = Engine()
+    engine.open(spec)
+    with pytest.raises(ResourceError, match=r"^This model cannot run one layer at a time: .*\.bin format; run it "
+                                            r"whole \(without low memory\)\.$"):
+        engine.mode_for(spec)
