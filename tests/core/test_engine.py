@@ -758,3 +758,47 @@ def test_the_checks_quiz_counts_the_originals_answers_until_they_are_written(tin
         pytest.skip("the tiny chat model asks no quiz")
     engine._original_quiz_answers = lambda: ["written"]  # as after the first check
     assert engine.quiz_work(spec).prompts * 2 == first.prompts
+
+
+def test_the_repairs_estimate_counts_the_runs_of_the_layers_the_plan_removes(tiny_model: Path, small_calib: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The repair solves once per run of removed layers: three apart are three runs, where the count alone guesses
+    two (five apart once took twice the estimate). A plan already chosen is counted, not guessed."""
+    from shortgpt_desktop.core.estimate import estimate_job, guessed_runs, shape_of
+
+    spec = JobSpec(model=str(tiny_model), calib=[str(small_calib)], samples=8, seq_len=32, batch_size=4,
+                   device="cpu", dtype="float32", metric="bi", repair="linear", count=3, prompt="")
+    engine = Engine()
+    engine.score(spec)
+    real_plan = engine.plan
+    monkeypatch.setattr(engine, "plan", lambda **kw: dataclasses.replace(real_plan(**kw), removed=[0, 2, 4]))
+    assert guessed_runs(3) != 3
+    said = engine.job_estimate(spec, 3, check=False).steps["repairing"]
+    scored = engine.scored
+    shape = shape_of(engine.loaded)
+    rate = (scored.pass_seconds if scored.pass_seconds is not None else scored.seconds) / (
+        scored.sample_tokens * shape.n_layers)
+
+    def repairing(runs: int) -> float:
+        return estimate_job(spec, shape, rate, scored.sample_tokens, scored.eval_tokens, 3, False,
+                            runs=runs, fit_samples=spec.samples).steps["repairing"]
+
+    assert repairing(3) != repairing(guessed_runs(3))
+    assert said == pytest.approx(repairing(3))
+
+
+def test_a_cut_checked_without_the_repair_still_counts_the_repair_a_later_job_fits(tiny_model: Path,
+                                                                                    small_calib: Path) -> None:
+    """Checked with --repair none, then saved with the repair: the cut is the same, but nothing was fitted, so the
+    repair's time stays in the estimate (it was left out: a job said seconds for minutes of fitting)."""
+    spec = JobSpec(model=str(tiny_model), calib=[str(small_calib)], samples=8, seq_len=32, batch_size=4,
+                   device="cpu", dtype="float32", metric="bi", repair="none", count=2, prompt="")
+    engine = Engine()
+    engine.score(spec)
+    linear = dataclasses.replace(spec, repair="linear")
+    assert engine.job_estimate(linear, 2, check=False).steps.get("repairing", 0) > 0
+    engine.adjust(spec, engine.plan(count=2).removed)  # the check's adjustment: nothing fitted
+    assert engine.adjusted is not None and engine.adjusted.repair is None
+    assert engine.job_estimate(linear, 2, check=False).steps.get("repairing", 0) > 0
+    engine.adjust(linear, engine.plan(count=2).removed)  # fitted now: the job keeps it
+    assert "repairing" not in engine.job_estimate(linear, 2, check=False).steps
