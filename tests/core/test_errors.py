@@ -164,9 +164,10 @@ def test_cli_output_errors_exit_2(tiny_model: Path, tmp_path: Path, capsys: pyte
     assert "is a file" in err or "Cannot create" in err
 
 
-@pytest.mark.parametrize("name", ["cuda:x", "cuda:", "cuda:-1", "cuda:0:1", "cudax"])
+@pytest.mark.parametrize("name", ["cuda:x", "cuda:", "cuda:-1", "cuda:0:1", "cudax", "cuda:²"])
 def test_a_malformed_cuda_device_is_a_sentence_even_with_a_gpu(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``--device cuda:x`` used to reach ``int()`` (a ValueError traceback) on machines with CUDA."""
+    """``--device cuda:x`` used to reach ``int()`` (a ValueError traceback) on machines with CUDA; "²" is a digit to
+    Python, not to int()."""
     from shortgpt_desktop.core.model.memory import available_memory
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
