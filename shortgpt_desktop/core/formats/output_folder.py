@@ -243,7 +243,7 @@ def _sync_files(folder: Path) -> None:
             continue
         try:
             descriptor = os.open(path, flags | getattr(os, "O_BINARY", 0))
-        except OSError:  # made read-only by another program meanwhile: left as written; a failed sync is an error
+        except OSError:  # cannot be opened (made read-only meanwhile, on Windows): left as written
             continue
         try:
             os.fsync(descriptor)
