@@ -479,8 +479,7 @@ def test_a_healing_job_in_memory_counts_its_step_with_its_teacher_and_two_copies
 
     est = estimate_memory(resolve(str(tiny_model)), "cpu", "float32", samples=8, seq_len=64, batch_size=4,
                           heal_steps=2)
-    teacher = 8 * 64 * est.hidden_states_bytes // (8 * 64)  # the final states of the 8 samples two steps read
-    assert est.heal_step_bytes > teacher > 0
+    assert est.heal_step_bytes > est.hidden_states_bytes > 0  # a step holds more than the samples' states
     assert est.in_memory_total == est.weights_bytes + max(est.batch_working_bytes, est.heal_step_bytes,
                                                           est.batch_working_bytes + 2 * est.heal_held_bytes)
 
