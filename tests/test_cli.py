@@ -919,3 +919,127 @@ def test_the_summary_gives_the_figures_of_the_report() -> None:
         cli.print_summary(report, stream)
         assert (f"on {tokens:,} tokens (few for a steady figure" in stream.getvalue()) == rough, tokens
     assert "loss (KL to the original) 0.500 -> 0.300" in out
+
+
+def test_every_prune_flag_reaches_the_job() -> None:
+    """A flag parsed but not handed on to the engine is ignored without a word: --force would still refuse the
+    earlier output, --no-eval would still spend minutes on perplexity, --repair none would still refit."""
+    parser = cli.build_parser()
+    given = cli.spec_from_args(parser.parse_args([
+        "prune", "m", "--ratio", "0.25", "--out", "o", "--force", "--no-eval", "--heal", "3", "--repair", "none",
+        "--format", "gguf", "--samples", "7", "--seq-len", "48", "--eval-windows", "5", "--batch-size", "3",
+        "--seed", "9", "--device", "cpu", "--dtype", "float32", "--revision", "v1", "--trust-remote-code",
+        "--low-memory", "--prompt", "Hi", "--metric", "bi"]))
+    assert (given.force, given.check_perplexity, given.heal_steps, given.repair, given.output_format) == (
+        True, False, 3, "none", "gguf")
+    assert (given.samples, given.seq_len, given.eval_windows, given.batch_size, given.seed) == (7, 48, 5, 3, 9)
+    assert (given.device, given.dtype, given.revision, given.trust_remote_code, given.low_memory) == (
+        "cpu", "float32", "v1", True, True)
+    assert (given.ratio, given.out, given.prompt, given.metric) == (0.25, "o", "Hi", "bi")
+    plain = cli.spec_from_args(parser.parse_args(["prune", "m", "--layers", "2", "--out", "o"]))
+    assert (plain.force, plain.check_perplexity, plain.heal_steps, plain.trust_remote_code, plain.low_memory) == (
+        False, True, 0, False, None)
+    assert plain.count == 2 and plain.ratio is None and plain.layers is None
+    assert cli.spec_from_args(parser.parse_args(["prune", "m", "--remove", "1,3", "--out", "o"])).layers == [1, 3]
+    block = cli.spec_from_args(parser.parse_args(["score", "m", "--metric", "angular", "--block-size", "2"]))
+    assert block.block_size == 2
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    (["score", "m", "--samples", "0"], "--samples: 0 must be at least 1"),
+    (["score", "m", "--seq-len", "-1"], "--seq-len: -1 must be at least 1"),
+    (["prune", "m", "--ratio", "0.2", "--out", "o", "--heal", "-1"], "--heal: -1 must be at least 0"),
+    (["prune", "m", "--out", "o"], "one of the arguments --ratio --layers --remove is required"),
+    (["prune", "m", "--ratio", "a quarter", "--out", "o"], "--ratio: 'a quarter' is not a number"),
+    (["score"], "required: MODEL"),
+])
+def test_usage_errors_are_one_line_with_exit_2(argv: list[str], said: str,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """argparse's own errors printed the usage block above the error, and --samples 0 became the default 128
+    without a word; the command line promises one line and exit code 2."""
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("shortgpt: error: ") and err.count("\n") == 1, err
+    assert said in err, err
+
+
+def test_a_report_that_fails_to_write_after_the_job_is_one_line_after_the_summary(
+        tiny_model: Path, small_calib: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk fills (or the folder goes) while the job runs: the summary is still shown, then one sentence and exit
+    2, not a traceback after minutes of work."""
+    from shortgpt_desktop.core.report import Report
+
+    def full(self, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Report, "write_json", full)
+    report = tmp_path / "r.json"
+    code = cli.main(["score", str(tiny_model), "--metric", "bi", "--json", str(report), "--calib", str(small_calib),
+                     "--samples", "4", "--seq-len", "32", "-q"])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "layer" in captured.out  # the table, shown before the report is written
+    assert captured.err.strip().splitlines() == [
+        f"shortgpt: error: Could not write the report to {report}: No space left on device."]
+
+
+def test_the_curve_goes_no_further_than_one_layer_left(tiny_model: Path, small_calib: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """``sweep --max 6`` of a 6-layer model would remove every layer: one sentence, before scoring."""
+    line = bad(capsys, "sweep", str(tiny_model), "--max", "6", "--calib", str(small_calib), "--samples", "4",
+               "--seq-len", "32", "-q")
+    assert "The curve can go up to 5 removed layers of 6 (asked for 6)" in line
+
+
+def test_json_and_csv_naming_one_file_through_the_home_folder_are_refused(
+        tiny_model: Path, small_calib: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--json ~/curve --csv /home/me/curve`` name one file: the CSV was written over the JSON report."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    line = bad(capsys, "sweep", str(tiny_model), "--max", "1", "--json", "~/curve", "--csv", str(tmp_path / "curve"),
+               "--calib", str(small_calib), "--samples", "4", "--seq-len", "32", "-q")
+    assert "give each its own file" in line
+    assert not (tmp_path / "curve").exists()
+
+
+def test_quiet_prints_no_model_line_but_still_the_notes(tiny_model: Path, small_calib: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """-q: no progress and no model line on stderr (a script's log), but a file left out is still said."""
+    (tmp_path / "a.pdf").write_bytes(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
+    shutil.copy(small_calib, tmp_path / "text.txt")
+    assert cli.main(["score", str(tiny_model), "--metric", "bi", "--calib", str(tmp_path), "--samples", "4",
+                     "--seq-len", "32", "-q"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert not any(line.startswith(("model:", "scoring")) for line in err), err
+    assert any(line.startswith("note: ") and "a.pdf" in line for line in err), err
+
+
+def test_progress_to_a_file_is_plain_lines_without_blank_ones() -> None:
+    """stderr redirected to a log: every event is one line, the estimate too (no carriage returns, no blank line
+    before the estimate), and -q writes nothing."""
+    import io
+    from types import SimpleNamespace
+
+    log = io.StringIO()
+    bar = cli.ProgressBar(log)
+    bar("scoring", 0, 8)
+    bar("estimate", 0, 0, SimpleNamespace(steps={"scoring": 4.0}, total=10.0, basis="the second scoring batch"))
+    bar("scoring", 8, 8)
+    lines = log.getvalue().split("\n")
+    assert lines[-1] == "" and "" not in lines[:-1] and "\r" not in log.getvalue(), lines
+    assert lines[0].startswith("scoring: [") and lines[1].startswith("the whole job: about")
+    assert lines[2].startswith("scoring: [") and "8/8" in lines[2]
+    quiet = io.StringIO()
+    q = cli.ProgressBar(quiet, quiet=True)
+    q("scoring", 0, 8)
+    q("estimate", 0, 0, SimpleNamespace(steps={}, total=1.0, basis="x"))
+    assert quiet.getvalue() == ""
+
+
+def test_the_bar_counts_layers_where_the_scoring_pass_goes_layer_by_layer(
+        tiny_model: Path, small_calib: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--metric ppl measures one layer's removal at a time: its bar said "6/6 samples" for 6 layers."""
+    assert cli.main(["score", str(tiny_model), "--metric", "ppl", "--calib", str(small_calib), "--samples", "4",
+                     "--seq-len", "32"]) == 0
+    assert "] 6/6 layers" in capsys.readouterr().err

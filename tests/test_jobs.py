@@ -761,3 +761,137 @@ def test_low_memory_ticked_after_a_whole_load_counts_the_memory_the_whole_model_
     assert engine.backend.mode == "memory"
     engine.score(dataclasses.replace(spec, low_memory=True))
     assert engine.is_streamed
+
+
+@pytest.mark.parametrize(("how", "said"), [
+    ({}, "Say how much to remove"),
+    ({"count": 0}, "at least 1"),
+    ({"count": 1, "out": None}, "Give an output folder"),
+    ({"count": 1, "out": ""}, "Give an output folder"),
+])
+def test_a_prune_request_the_command_line_would_refuse_is_refused_before_inspection(
+        tiny_model: Path, small_calib: Path, slow_inspection: list[str], how: dict, said: str) -> None:
+    """The jobs are shared with other callers than argparse: a request without an amount, of no layers or without an
+    output is a sentence before anything is opened (no amount reached ``float(None)``, a TypeError traceback)."""
+    from shortgpt_desktop.core.errors import UserError
+
+    with pytest.raises(UserError, match=said):
+        run_prune(Engine(), spec(tiny_model, small_calib, **how))
+    assert slow_inspection == []
+
+
+@pytest.mark.parametrize("needs", [{"check_perplexity": True, "repair": "none"},
+                                   {"check_perplexity": False, "repair": "linear"},
+                                   {"check_perplexity": False, "repair": "none", "heal_steps": 1}])
+def test_given_layers_with_a_check_repair_or_healing_read_the_text_before_inspection(
+        tiny_model: Path, pdf_folder: Path, tmp_path: Path, slow_inspection: list[str], needs: dict) -> None:
+    """Named layers need no scores, but the check, the repair and healing read the text: a folder of PDFs is said
+    before the model is opened, not after it has loaded."""
+    s = spec(tiny_model, pdf_folder, layers=[1], out=str(tmp_path / "out"), **needs)
+    with pytest.raises(CalibrationError, match="No usable calibration text"):
+        run_prune(Engine(), s)
+    assert slow_inspection == []
+
+
+@pytest.mark.parametrize("job", ["score", "prune"])
+def test_a_cancel_asked_for_mid_job_reaches_each_step(tiny_model: Path, small_calib: Path, tmp_path: Path,
+                                                      job: str) -> None:
+    """``cancel`` goes to every step, the scoring pass and the save too: asked for once the pass (or the save) has
+    begun, the job stops there and writes nothing."""
+    from shortgpt_desktop.core.errors import Cancelled
+
+    stage = "scoring" if job == "score" else "saving"
+    seen: list[str] = []
+    progress = lambda s, done, total, partial=None: seen.append(s)  # noqa: E731
+    out = tmp_path / "out"
+    with pytest.raises(Cancelled):
+        if job == "score":
+            run_score(Engine(), spec(tiny_model, small_calib, metric="bi"), progress, cancel=lambda: stage in seen)
+        else:
+            run_prune(Engine(), spec(tiny_model, small_calib, layers=[1], out=str(out), repair="none",
+                                     check_perplexity=False), progress, cancel=lambda: stage in seen)
+    assert stage in seen and not out.exists()
+
+
+def test_eval_against_a_model_with_another_final_norm_measures_perplexity_only(tiny_model: Path, small_calib: Path,
+                                                                                tmp_path: Path) -> None:
+    """The KL divergence compares the second model's output with the first's hidden states put through the first's
+    head: for a model whose final norm, embeddings or head differ, those figures would be made up."""
+    from safetensors.torch import load_file, save_file
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_model, other)
+    tensors = load_file(other / "model.safetensors")
+    tensors["model.norm.weight"] = tensors["model.norm.weight"] * 2
+    save_file(tensors, other / "model.safetensors", metadata={"format": "pt"})
+    report = run_eval(Engine(), spec(tiny_model, small_calib, eval_windows=1), str(other))
+    assert not report.fidelity and not report.quiz and report.ppl_after is not None
+    assert any("other embeddings or another head" in w for w in report.warnings), report.warnings
+
+
+def test_a_metric_low_memory_mode_cannot_run_is_refused_before_the_model_loads(
+        tiny_model: Path, small_calib: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--metric ppl --low-memory: said before loading (minutes for a model too big for memory), not after."""
+    from shortgpt_desktop.core.errors import UserError
+
+    loads: list[str] = []
+    monkeypatch.setattr("shortgpt_desktop.core.engine.open_backend", lambda *a, **k: loads.append("load"))
+    s = spec(tiny_model, small_calib, metric="ppl", low_memory=True, count=1, out=str(tmp_path / "out"))
+    with pytest.raises(UserError, match="needs the whole model in memory"):
+        run_prune(Engine(), s)
+    assert loads == [] and not (tmp_path / "out").exists()
+
+
+def test_prune_asks_the_disk_again_for_the_layers_it_finally_chose(tiny_model: Path, small_calib: Path,
+                                                                    tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The job hands its output folder to ``prepare``, which asks the disk for the chosen layers before the repair
+    and healing (bi+ may choose bigger layers than the plan the first room check saw)."""
+    outs: list[Any] = []
+    prepare = Engine.prepare
+
+    def spying(self: Engine, *args: Any, **kwargs: Any) -> Any:
+        outs.append(kwargs.get("out"))
+        return prepare(self, *args, **kwargs)
+
+    monkeypatch.setattr(Engine, "prepare", spying)
+    out = tmp_path / "out"
+    run_prune(Engine(), spec(tiny_model, small_calib, layers=[1], out=str(out), repair="none",
+                             check_perplexity=False))
+    assert outs == [str(out)]
+
+
+def test_score_counts_only_the_scoring_in_its_memory(tiny_model: Path, small_calib: Path) -> None:
+    """``shortgpt score`` neither repairs, heals nor checks: the model line's memory figure (and the way the model
+    runs) must not count them, or a model that fits for scoring is run one layer at a time or refused."""
+    infos: list[Any] = []
+    run_score(Engine(), spec(tiny_model, small_calib, repair="refit", heal_steps=5, check_perplexity=True),
+              on_info=infos.append)
+    run_score(Engine(), spec(tiny_model, small_calib, repair="none", check_perplexity=False), on_info=infos.append)
+    assert infos[0].memory_needed_bytes == infos[1].memory_needed_bytes
+
+
+def test_eval_reports_the_tokens_its_perplexity_was_measured_on(tiny_model: Path, small_calib: Path) -> None:
+    """``eval``'s line and JSON say how many held-out tokens the perplexity rests on (0 read as no measurement, and
+    hid the "few for a steady figure" warning)."""
+    report = run_eval(Engine(), spec(tiny_model, small_calib, eval_windows=2))
+    assert report.ppl_before > 1 and 2 * 31 <= report.eval_tokens <= 2 * 32
+
+
+def test_eval_keeps_the_texts_warnings_and_prune_says_its_model(tiny_model: Path, small_calib: Path,
+                                                                 tmp_path: Path) -> None:
+    """The files eval left out stay in its report (the summary's "warning:" lines and the JSON), and prune hands
+    the model's line (its size and memory) to the front end before it loads."""
+    report = run_eval(Engine(), spec(tiny_model, code_folder(tmp_path / "code", small_calib), eval_windows=1))
+    assert any("paper.pdf" in w for w in report.warnings), report.warnings
+    infos: list[Any] = []
+    run_prune(Engine(), spec(tiny_model, small_calib, layers=[1], out=str(tmp_path / "out"), repair="none",
+                             check_perplexity=False), on_info=infos.append)
+    assert [info.n_layers for info in infos] == [6]
+
+
+@pytest.mark.parametrize("metric", ["reverse", "sequential"])
+def test_a_score_that_needs_no_text_never_reads_it(tiny_model: Path, pdf_folder: Path, metric: str) -> None:
+    """The order metrics read no text: ``score --metric reverse`` with a folder of PDFs was refused for its text."""
+    report = run_score(Engine(), spec(tiny_model, pdf_folder, metric=metric))
+    assert len(report.scores) == 6

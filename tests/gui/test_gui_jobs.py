@@ -392,3 +392,138 @@ def test_the_window_shows_the_sessions_progress_words(window) -> None:
     assert (window.progress.value(), window.progress.maximum()) == (3, 30)
     window._on_progress("open", "load", 0, 1, None)
     assert window.progress_label.text() == "Loading the model…" and window.progress.maximum() == 0
+
+
+def _ran(fn) -> list[tuple]:
+    """The signals a Worker emits for ``fn``, in order, run in this thread (direct connections)."""
+    seen: list[tuple] = []
+    worker = workers.Worker(fn, "job", 7)
+    worker.progress.connect(lambda *a: seen.append(("progress", *a)))
+    worker.succeeded.connect(lambda *a: seen.append(("succeeded", *a)))
+    worker.failed.connect(lambda *a: seen.append(("failed", *a)))
+    worker.cancelled.connect(lambda *a: seen.append(("cancelled", *a)))
+    worker.done.connect(lambda: seen.append(("done",)))
+    worker.run()
+    return seen
+
+
+def test_a_workers_outcome_is_one_signal_then_done(qapp) -> None:
+    """Each way a job ends is its own signal, before ``done``: a cancel is not a failure, the user's own error is one
+    sentence without a traceback, running out of memory is said as such, and only a bug carries details."""
+    from shortgpt_desktop.core.errors import Cancelled, PlanError
+
+    def cancelled(progress, is_cancelled):
+        raise Cancelled()
+
+    def mistaken(progress, is_cancelled):
+        raise PlanError("Removing 6 of 6 layers leaves none; at least one must stay.")
+
+    def too_big(progress, is_cancelled):
+        raise MemoryError()
+
+    def buggy(progress, is_cancelled):
+        raise ZeroDivisionError("simulated bug")
+
+    assert _ran(lambda progress, is_cancelled: 42) == [("succeeded", 7, 42), ("done",)]
+    assert _ran(cancelled) == [("cancelled", 7), ("done",)]
+    (kind, job, failure), last = _ran(mistaken)
+    assert (kind, job, last) == ("failed", 7, ("done",))
+    assert failure.message == "Removing 6 of 6 layers leaves none; at least one must stay."
+    assert failure.details is None and not failure.is_bug
+    (kind, _, failure), _ = _ran(too_big)
+    assert kind == "failed" and "ran out of memory" in failure.message and not failure.is_bug
+    (kind, _, failure), _ = _ran(buggy)
+    assert kind == "failed" and failure.is_bug and failure.message == "ZeroDivisionError: simulated bug"
+    assert "Traceback" in failure.details
+
+    def exits(progress, is_cancelled):
+        raise SystemExit(3)  # a library that calls sys.exit: the job fails as a bug, the thread still ends
+
+    (kind, _, failure), last = _ran(exits)
+    assert kind == "failed" and failure.is_bug and failure.message.startswith("SystemExit") and last == ("done",)
+
+
+def test_a_workers_progress_keeps_each_stages_first_and_last_step_and_copies_the_scores(qapp) -> None:
+    """Throttled in between, but a stage's first and last step always reach the window (a bar left at 7 of 8), with
+    its numbers as given, and a list of scores is a copy (the engine goes on filling its own)."""
+    scores = [0.5, None]
+
+    def job(progress, is_cancelled):
+        for done in range(9):
+            progress("scoring", done, 8, scores)
+        progress("saving", 0, 3)
+        progress("saving", 3, 3)
+        return None
+
+    events = [e for e in _ran(job) if e[0] == "progress"]
+    scoring = [(done, total) for _, _, stage, done, total, _ in events if stage == "scoring"]
+    assert scoring[0] == (0, 8) and scoring[-1] == (8, 8) and len(scoring) < 9
+    assert [(e[3], e[4]) for e in events if e[2] == "saving"] == [(0, 3), (3, 3)]
+    assert all(e[1] == 7 for e in events)
+    partial = events[0][5]
+    assert partial == scores and partial is not scores
+
+
+def test_the_runner_says_how_each_job_ended_after_its_thread_stopped(qtbot) -> None:
+    """Cancel reaches the running job, its callback runs once the thread has stopped, and ``finished`` names the
+    outcome; one job at a time."""
+    from shortgpt_desktop.core.errors import Cancelled
+
+    runner = workers.JobRunner()
+    started = []
+
+    def until_cancelled(progress, is_cancelled):
+        started.append(True)
+        deadline = time.monotonic() + 20
+        while not is_cancelled():
+            if time.monotonic() > deadline:
+                return "never cancelled"
+            time.sleep(0.01)
+        raise Cancelled()
+
+    calls: list[str] = []
+    with qtbot.waitSignal(runner.finished, timeout=30_000) as finished:
+        runner.start("score", until_cancelled, on_success=lambda r: calls.append(f"ok {r}"),
+                     on_failure=lambda f: calls.append("failed"), on_cancel=lambda: calls.append("cancelled"))
+        with pytest.raises(RuntimeError, match="already running"):
+            runner.start("save", lambda progress, is_cancelled: None)
+        qtbot.waitUntil(lambda: bool(started), timeout=10_000)
+        runner.cancel()
+    assert finished.args == ["score", "cancelled"] and calls == ["cancelled"]
+    assert not runner.busy and workers.live_threads() == 0
+
+    with qtbot.waitSignal(runner.finished, timeout=30_000) as finished:
+        runner.start("open", lambda progress, is_cancelled: 5, on_success=lambda r: calls.append(f"ok {r}"))
+    assert finished.args == ["open", "ok"] and calls[-1] == "ok 5"
+
+    stages: list[tuple] = []
+    runner.progressed.connect(lambda *a: stages.append(a[:4]))
+    with qtbot.waitSignal(runner.finished, timeout=30_000):
+        runner.start("check", lambda progress, is_cancelled: progress("ppl_before", 3, 4))
+    assert stages == [("check", "ppl_before", 3, 4)]
+
+
+def test_wait_all_on_exit_stops_a_running_job(qtbot) -> None:
+    """Once the window's loop has ended (the app quits, a signal closed it), ``wait_all`` cancels what still runs:
+    without the cancel the exit hung for 30 s and then left the thread running."""
+    from shortgpt_desktop.core.errors import Cancelled
+
+    runner = workers.JobRunner()
+    started = []
+
+    def until_cancelled(progress, is_cancelled):
+        started.append(True)
+        deadline = time.monotonic() + 20
+        while not is_cancelled():
+            if time.monotonic() > deadline:
+                return "never cancelled"
+            time.sleep(0.01)
+        raise Cancelled()
+
+    with qtbot.waitSignal(runner.finished, timeout=30_000) as finished:
+        runner.start("score", until_cancelled)
+        qtbot.waitUntil(lambda: bool(started), timeout=10_000)
+        begun = time.monotonic()
+        assert workers.wait_all(3_000)
+        assert time.monotonic() - begun < 3
+    assert finished.args == ["score", "cancelled"]

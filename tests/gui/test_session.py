@@ -224,3 +224,96 @@ def test_the_suggested_folder_counts_the_kept_layers_and_is_never_in_the_hub_cac
     out = suggested_output(engine("hub", cache), plan, "")
     assert not out.startswith(str(cache.parent)) and out.startswith(str(Path.home()))
 
+
+def test_check_and_save_take_the_scorings_settings_with_the_repair_healing_and_prompt_chosen_now() -> None:
+    """The boxes ticked after scoring reach Check and Save: a heal count or prompt typed after scoring was dropped."""
+    from types import SimpleNamespace
+
+    from shortgpt_desktop.core.errors import UserError
+
+    session = Session.__new__(Session)
+    session.engine = SimpleNamespace(scored_spec=None)
+    with pytest.raises(UserError, match="Score the layers first"):
+        session.final_spec(_spec())
+    session.engine.scored_spec = _spec(samples=16, repair=False)
+    now = Session.__new__(Session).job_spec({**BOXES, "refit": True, "heal_steps": 5}, ["b.txt"], "new prompt", "m")
+    final = session.final_spec(now)
+    assert (final.samples, final.calib, final.repair, final.heal_steps, final.prompt) == (
+        16, ["a.txt"], "refit", 5, "new prompt")
+    assert _spec(heal_steps=3).heal_steps == 3 and _spec(trust_remote_code=True).trust_remote_code is True
+
+
+def test_a_save_forwards_its_folder_and_replace_choice_and_is_refused_before_its_job() -> None:
+    """Save's job writes where the user chose, replacing an earlier output only when they said yes; the refusals run
+    at the click (the folder, the room on the disk), not after the repair has run."""
+    from types import SimpleNamespace
+
+    calls: list[tuple] = []
+
+    def recorder(name):
+        return lambda *args, **kwargs: calls.append((name, args, kwargs)) or SimpleNamespace(removed=[1], kept=[0])
+
+    session = Session.__new__(Session)
+    session.engine = SimpleNamespace(**{n: recorder(n) for n in (
+        "prepare", "report", "save", "check", "check_output", "refusal", "refusal_to_save", "check_output_job",
+        "check_room")})
+    plan, spec = SimpleNamespace(removed=[1], kept=[0]), _spec()
+    session.save_job(plan, spec, "/o", True)(noop, lambda: False)
+    prepare = next(c for c in calls if c[0] == "prepare")
+    save = next(c for c in calls if c[0] == "save")
+    assert prepare[2].get("out") == "/o" and save[1][1] == "/o" and save[1][3] is True
+    calls.clear()
+    session.refuse_save(plan, spec, "/o", True)
+    assert ("check_output", ("/o", True), {}) in calls and any(c[0] == "check_room" for c in calls)
+
+
+def test_the_memory_line_says_why_the_model_runs_one_layer_at_a_time() -> None:
+    from types import SimpleNamespace
+
+    from shortgpt_desktop.gui.session import describe_modes
+
+    estimate = SimpleNamespace(streamed_total=10**9, not_streamable="", in_memory_total=4 * 10**9,
+                               available_device_bytes=2 * 10**9)
+    engine = SimpleNamespace(mode_for=lambda spec, est: "streamed")
+    assert describe_modes(engine, _spec(low_memory=True), estimate)[0] == "one layer at a time (as asked)"
+    assert describe_modes(engine, _spec(), estimate)[0] == "one layer at a time (it would not fit whole)"
+    assert describe_modes(engine, _spec(), estimate, decided="whole")[0] == "whole, in memory"
+
+
+def test_no_estimate_for_the_next_job_says_nothing() -> None:
+    """An estimate without steps (nothing timed yet) is no text, not "about 0.0 s (, from the scoring speed)"."""
+    from types import SimpleNamespace
+
+    session = Session.__new__(Session)
+    session.engine = SimpleNamespace(job_estimate=lambda spec, count, check: SimpleNamespace(steps={}, total=0.0))
+    assert session.next_job_text(_spec(), 2, check=True) == ""
+    session.engine = SimpleNamespace(job_estimate=lambda spec, count, check: None)
+    assert session.next_job_text(_spec(), 2, check=True) == ""
+
+
+def test_the_curve_job_goes_as_far_as_the_box_says() -> None:
+    """The plan panel's "up to N removed" reached no job: the curve went to half the layers whatever it said."""
+    from types import SimpleNamespace
+
+    asked: list[object] = []
+    session = Session.__new__(Session)
+    session.engine = SimpleNamespace(quality_curve=lambda spec, max_removed, progress, cancel: asked.append(
+        max_removed))
+    session.curve_job(_spec(), 3)(noop, lambda: False)
+    session.curve_job(_spec())(noop, lambda: False)
+    assert asked == [3, None]
+
+
+def test_a_model_that_fits_neither_way_is_said_in_the_memory_line_not_as_a_failed_job() -> None:
+    from types import SimpleNamespace
+
+    from shortgpt_desktop.core.errors import ResourceError
+    from shortgpt_desktop.gui.session import describe_modes
+
+    def refuse(spec, estimate):
+        raise ResourceError("Even one layer at a time this model needs 9.0 GB, and 2.0 GB is free.")
+
+    estimate = SimpleNamespace(streamed_total=9 * 10**9, not_streamable="", in_memory_total=40 * 10**9,
+                               available_device_bytes=2 * 10**9)
+    mode, details = describe_modes(SimpleNamespace(mode_for=refuse), _spec(), estimate)
+    assert mode == "does not fit" and details.startswith("Even one layer at a time this model needs 9.0 GB")
