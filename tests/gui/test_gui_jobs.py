@@ -464,15 +464,11 @@ def test_a_workers_progress_keeps_each_stages_first_and_last_step_and_copies_the
     assert partial == scores and partial is not scores
 
 
-def test_the_runner_says_how_each_job_ended_after_its_thread_stopped(qtbot) -> None:
-    """Cancel reaches the running job, its callback runs once the thread has stopped, and ``finished`` names the
-    outcome; one job at a time."""
+def _until_cancelled(started: list[bool]):
+    """A job that notes it started, then waits (20 s at most) for its cancel and ends cancelled."""
     from shortgpt_desktop.core.errors import Cancelled
 
-    runner = workers.JobRunner()
-    started = []
-
-    def until_cancelled(progress, is_cancelled):
+    def job(progress, is_cancelled):
         started.append(True)
         deadline = time.monotonic() + 20
         while not is_cancelled():
@@ -480,6 +476,16 @@ def test_the_runner_says_how_each_job_ended_after_its_thread_stopped(qtbot) -> N
                 return "never cancelled"
             time.sleep(0.01)
         raise Cancelled()
+
+    return job
+
+
+def test_the_runner_says_how_each_job_ended_after_its_thread_stopped(qtbot) -> None:
+    """Cancel reaches the running job, its callback runs once the thread has stopped, and ``finished`` names the
+    outcome; one job at a time."""
+    runner = workers.JobRunner()
+    started: list[bool] = []
+    until_cancelled = _until_cancelled(started)
 
     calls: list[str] = []
     with qtbot.waitSignal(runner.finished, timeout=30_000) as finished:
@@ -506,19 +512,9 @@ def test_the_runner_says_how_each_job_ended_after_its_thread_stopped(qtbot) -> N
 def test_wait_all_on_exit_stops_a_running_job(qtbot) -> None:
     """Once the window's loop has ended (the app quits, a signal closed it), ``wait_all`` cancels what still runs:
     without the cancel the exit hung for 30 s and then left the thread running."""
-    from shortgpt_desktop.core.errors import Cancelled
-
     runner = workers.JobRunner()
-    started = []
-
-    def until_cancelled(progress, is_cancelled):
-        started.append(True)
-        deadline = time.monotonic() + 20
-        while not is_cancelled():
-            if time.monotonic() > deadline:
-                return "never cancelled"
-            time.sleep(0.01)
-        raise Cancelled()
+    started: list[bool] = []
+    until_cancelled = _until_cancelled(started)
 
     with qtbot.waitSignal(runner.finished, timeout=30_000) as finished:
         runner.start("score", until_cancelled)
