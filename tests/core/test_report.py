@@ -42,6 +42,7 @@ def test_the_card_counts_only_the_layers_a_map_changed_and_names_each_ridge() ->
     assert "map" not in whole, whole
     refitted = card_repair_line(refit=True)
     assert "refitted" in refitted and "no layer is changed" not in refitted, refitted
+    assert ", then the whole MLP of that layer refitted on the calibration activations" in refitted, refitted
 
 
 def test_the_card_counts_the_kept_layers_after_the_runs_that_were_refitted() -> None:
@@ -68,14 +69,17 @@ def test_the_card_counts_a_layer_after_a_run_refitted_where_the_run_itself_was_l
 def test_the_card_gives_the_figures_of_the_report() -> None:
     """The layers, the perplexity before and after and the KL figures were in no assertion: swapped or wrong, every
     test passed."""
-    report = Report(model="m", metric="bi", scores=[0.1] * 6, removed_layers=[1, 2])
+    report = Report(model="m", metric="bi", scores=[0.1] * 6, removed_layers=[1, 2], calibration=["/data/wiki.txt"],
+                    samples=8, seq_len=32, tokens=2560)
     report.n_layers = 6
     report.ppl_before, report.ppl_after, report.eval_tokens = 10.0, 12.5, 2048
     report.fidelity = {"mean_kl": 0.1234, "p99_kl": 1.5, "same_top": 0.8}
     card = model_card(report, "m")
+    assert "2 of 6 decoder layers were removed from `m`" in card
     assert "| layers | 6 | 4 |" in card
     assert "| perplexity | 10.000 | 12.500 |" in card
-    assert "mean KL divergence 0.1234 nats per token (99th percentile 1.500)" in card
+    assert "mean KL divergence 0.1234 nats per token (99th percentile 1.500), same top token for 80.0% of" in card
+    assert "- Calibration: wiki.txt; 8 samples × 32 tokens, seed 0 (2,560 tokens scored)\n" in card
 
 
 def test_imported_scores_card_says_what_they_were_measured_on_and_what_this_job_read() -> None:
@@ -163,3 +167,105 @@ def test_a_folder_of_the_hub_cache_is_named_by_its_repo() -> None:
     card = model_card(Report(model=snapshot, n_layers=6, removed_layers=[2], scores=[0.1] * 6), snapshot)
     assert "base_model: HuggingFaceTB/SmolLM2-135M\n" in card and "# SmolLM2-135M, pruned" in card
     assert "alice" not in card
+
+
+def test_the_card_names_the_runs_left_unrepaired_and_why() -> None:
+    runs = [*chosen_runs(refit=False), {"layers": [7, 7], "note": "the last layer has no kept layer after it"}]
+    report = Report(model="m", n_layers=8, removed_layers=[2, 3, 5, 7], kept_layers=[0, 1, 4, 6], repair="linear",
+                    repair_runs=runs)
+    line = next(line for line in model_card(report, "m").splitlines() if "linear repair" in line)
+    assert line.endswith("; not repaired: layers 7-7: the last layer has no kept layer after it"), line
+
+
+def test_the_score_table_gives_each_layers_score_and_whether_it_was_removed() -> None:
+    report = Report(model="m", n_layers=4, metric="bi", scores=[0.5, 0.125, None, 0.75], removed_layers=[1])
+    assert ("| layer | bi | |\n|---|---|---|\n| 0 | 0.5000 | kept |\n| 1 | 0.1250 | removed |\n| 2 | — | kept |\n"
+            "| 3 | 0.7500 | kept |\n") in model_card(report, "m")
+
+
+def test_the_json_report_writes_nan_and_infinity_as_null(tmp_path: Path) -> None:
+    """A diverged model's perplexity is infinite and a layer's score can be NaN: ``json.dumps`` writes them as bare
+    NaN and Infinity, which strict JSON readers (browsers' JSON.parse, jq) refuse."""
+    import json
+    import math
+
+    report = Report(model="m", n_layers=3, scores=[0.5, math.nan, 0.25], ppl_before=12.0, ppl_after=math.inf,
+                    fidelity={"mean_kl": math.inf, "same_top": 0.5}, other_scores={"ppl": [1.0, -math.inf, 2.0]})
+    report.write_json(tmp_path / "report.json")
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    data = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"), parse_constant=refuse)
+    assert data["scores"] == [0.5, None, 0.25] and (data["ppl_before"], data["ppl_after"]) == (12.0, None)
+    assert data["fidelity"] == {"mean_kl": None, "same_top": 0.5} and data["other_scores"]["ppl"] == [1.0, None, 2.0]
+
+
+def test_the_front_matter_names_only_a_hub_base_model_and_the_library_of_the_output_format() -> None:
+    import yaml
+
+    def front(report: Report, base_model: str) -> dict:
+        return yaml.safe_load(model_card(report, base_model).split("---")[1])
+
+    local = front(Report(model="/home/alice/tiny", n_layers=6), "/home/alice/tiny")
+    assert "base_model" not in local and local["library_name"] == "transformers"
+    hub = front(Report(model="org/name", n_layers=6, output_format="gguf"), "org/name")
+    assert hub["base_model"] == "org/name" and hub["library_name"] == "gguf"
+
+
+def test_the_card_says_the_healing_steps_their_precision_and_what_the_gguf_re_quantized_after() -> None:
+    report = Report(model="m.gguf", n_layers=6, removed_layers=[0], kept_layers=[1, 2, 3, 4, 5], repair="linear",
+                    heal_steps=20, heal_losses=[0.5, 0.3], heal_compute_dtype="bfloat16", output_format="gguf",
+                    changed_types={"blk.1.ffn_down.weight": ["Q4_0", "Q8_0"]})
+    card = model_card(report, "m.gguf")
+    assert ("; healed with 20 LoRA steps on the calibration text (distilled from the original, computed in bfloat16), "
+            "merged\n") in card
+    assert ("- Format: gguf; re-quantized after repair and healing: layer 2 ffn_down.weight (blk.1 in the pruned "
+            "file): Q4_0 → Q8_0\n") in card
+    report.heal_steps = 0
+    assert "re-quantized after repair: layer 2 ffn_down.weight" in model_card(report, "m.gguf")
+
+
+def test_up_to_eight_re_quantized_tensors_are_named_one_by_one_and_more_are_summed_up() -> None:
+    from shortgpt_desktop.core.report import NAMED_CHANGES, requantized
+
+    kept = [0, 1, 2, 4, 5, 6, 7, 8, 9, 10]
+    changed = {f"blk.{i}.ffn_down.weight": ["Q4_0", "Q8_0"] for i in range(NAMED_CHANGES)}
+    named = requantized(changed, kept)
+    assert NAMED_CHANGES == 8 and len(named) == 8
+    assert named[-1] == "layer 8 ffn_down.weight (blk.7 in the pruned file): Q4_0 → Q8_0"
+    changed["blk.8.ffn_down.weight"] = ["Q4_0", "Q8_0"]
+    assert requantized(changed, kept) == ["9 weights Q4_0 → Q8_0: ffn_down.weight of layers 0–2, 4–9"]
+
+
+def test_a_source_pruned_before_has_its_layers_counted_in_the_first_originals_numbering_too() -> None:
+    report = Report(model="m", n_layers=4, earlier_removed=[0, 5], removed_layers=[1])
+    assert ("Removed layers (0-based, numbered as in `m`, which had been pruned before: it lacked layers 0, 5 of its "
+            "original): 1. Of the first original's 6 layers, this model lacks 0, 2, 5.") in model_card(report, "m")
+
+
+def test_a_path_that_only_looks_like_a_hub_id_is_named_by_its_last_part(tmp_path: Path, monkeypatch) -> None:
+    """``org/name`` names a Hub model unless a folder of that name is here; a path with more parts is never one."""
+    from shortgpt_desktop.core.report import public_name
+
+    monkeypatch.chdir(tmp_path)
+    assert public_name("someone/tiny") == "someone/tiny"
+    (tmp_path / "someone" / "tiny").mkdir(parents=True)
+    assert public_name("someone/tiny") == "tiny"
+    assert public_name("models/someone/final") == "final"
+
+
+def test_a_hub_models_card_names_its_revision_and_commit_and_a_local_models_neither() -> None:
+    hub = Report(model="org/name", n_layers=6, model_revision="dev", model_commit="0123abc")
+    assert "were removed from `org/name` at revision `dev` (commit `0123abc`) (" in model_card(hub, "org/name")
+    assert "were removed from `tiny` (" in model_card(Report(model="/models/tiny", n_layers=6), "/models/tiny")
+
+
+def test_the_card_says_how_the_layers_were_chosen_and_which_text_the_perplexity_was_measured_on() -> None:
+    report = Report(model="m", n_layers=6, metric="manual", removed_layers=[2], ppl_before=10.0, ppl_after=11.0,
+                    eval_tokens=512, eval_text="builtin")
+    card = model_card(report, "m")
+    assert "1 of 6 decoder layers were removed from `m` () as listed by hand (no scoring)." in card
+    assert "Perplexity measured on 512 tokens of the built-in corpus, the same tokens for both models." in card
+    report.eval_text = "/home/alice/test.txt"
+    assert "Perplexity measured on 512 tokens of `test.txt`, the same tokens" in model_card(report, "m")

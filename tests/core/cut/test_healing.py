@@ -160,11 +160,16 @@ def test_distillation_pulls_the_pruned_model_back_toward_the_original(tiny_model
 def test_the_estimate_times_one_step_after_a_short_warm_up(tiny_model: Path, tokens,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """The estimate costs one step of the first batch (and a warm-up on a slice of it), not two real steps: a
-    short healing's budget goes to healing. The teacher is asked once, for the first batch."""
+    short healing's budget goes to healing. The teacher is asked once, for the first batch. The estimate is that
+    step's time (2.5 s on a clock of the test's) times the steps."""
+    import itertools
+    from types import SimpleNamespace
+
     from shortgpt_desktop.core.cut import healing
 
     loaded = load_model(resolve(str(tiny_model)), "cpu", "float32")
     prune_in_memory(loaded.model, loaded.family, [2, 3])
+    monkeypatch.setattr(healing, "time", SimpleNamespace(perf_counter=itertools.count(0.0, 2.5).__next__))
     shapes_seen: list[tuple[int, ...]] = []
     step = healing._step
     monkeypatch.setattr(healing, "_step", lambda model, optimizer, ids, mask, target=None, compute=None:
@@ -179,7 +184,7 @@ def test_the_estimate_times_one_step_after_a_short_warm_up(tiny_model: Path, tok
 
     seconds = estimate_heal_seconds(loaded.model, loaded.family, tokens, steps=10, batch_size=4, teacher=teacher)
     vocab = loaded.model.config.vocab_size
-    assert seconds > 0 and asked == [0]
+    assert seconds == 25.0 and asked == [0]
     assert shapes_seen == [((1, healing.WARM_UP_TOKENS), (1, healing.WARM_UP_TOKENS, vocab)),
                            ((4, 32), (4, 32, vocab))]
     assert healing.batches_used(8, 4, 1) == 1 and healing.batches_used(8, 4, 3) == 2
@@ -305,3 +310,47 @@ def test_healing_sees_the_model_without_dropout(tiny_model: Path, tokens, tmp_pa
     result = heal(loaded.model, loaded.family, tokens, steps=1, batch_size=4, keep_original=True, compute=None)
     assert result.losses[0] == pytest.approx(expected, rel=1e-5)
     assert loaded.model.training
+
+
+def test_the_layers_beside_a_cut_at_either_end_of_the_model_are_its_one_kept_neighbour() -> None:
+    from shortgpt_desktop.core.cut.healing import layers_beside
+
+    assert layers_beside([0], 6) == [0]  # original layer 1
+    assert layers_beside([1], 6) == [0, 1]  # original layers 0 and 2
+    assert layers_beside([5], 6) == [4]
+    assert layers_beside([4, 5], 6) == [3]
+
+
+def test_healing_refuses_no_steps_and_trains_at_the_rate_and_adapter_scale_given(tiny_model: Path, tokens) -> None:
+    """At a learning rate of 0 the adapters stay as made (B = 0) and the merge gives the weights back bit for bit;
+    the adapters scale by alpha / rank = 2 unless an alpha is given (the default rate was measured so)."""
+    from shortgpt_desktop.core.cut.healing import _lora_config
+
+    loaded = load_model(resolve(str(tiny_model)), "cpu", "float32")
+    model, family = loaded.model, loaded.family
+    with pytest.raises(ValueError, match="steps must be at least 1"):
+        heal(model, family, tokens, steps=0)
+    assert _lora_config(model, family, 4, None)[0].lora_alpha == 8
+    assert _lora_config(model, family, 4, 3.0)[0].lora_alpha == 3.0
+    weights = dict(model.named_parameters())
+    result = heal(model, family, tokens, steps=2, batch_size=8, learning_rate=0.0, keep_original=True, compute=None)
+    assert result.learning_rate == 0.0 and len(result.changed) > 0
+    assert all(torch.equal(value, weights[name]) for name, value in result.changed.items())
+
+
+def test_each_step_updates_on_its_own_batchs_gradient_alone(tiny_model: Path, tokens,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gradient left from the step before would be added to the next one's, as if the batches were one."""
+    from shortgpt_desktop.core.cut import healing
+
+    loaded = load_model(resolve(str(tiny_model)), "cpu", "float32")
+    left: list[int] = []
+    step = healing._step
+
+    def counted(peft_model, *args):
+        left.append(sum(p.grad is not None for p in peft_model.parameters()))
+        return step(peft_model, *args)
+
+    monkeypatch.setattr(healing, "_step", counted)
+    heal(loaded.model, loaded.family, tokens, steps=2, batch_size=4, keep_original=True, compute=None)
+    assert left == [0, 0]

@@ -56,6 +56,8 @@ def test_csv_and_json_round_trip(tmp_path: Path) -> None:
         rows = list(csv.DictReader(stream))
     assert [row["baseline_removed"] for row in rows] == ["", "3", "3 5"]
     assert [row["baseline_perplexity"] for row in rows] == ["31.5", "33.25", "52.0"]
+    assert [row["baseline_same_top"] for row in rows] == ["1.0", "0.91", "0.7"]
+    assert [row["baseline_mean_kl"] for row in rows] == ["0.0", "0.042", "0.3"]
     data = json.loads(curve.write_json(tmp_path / "curve.json").read_text(encoding="utf-8"))
     assert QualityCurve.from_json(data) == curve
     assert QualityCurve.from_json(json.loads(json.dumps(curve.to_json()))) == curve
@@ -81,3 +83,25 @@ def test_an_unwritable_curve_path_is_a_sentence_and_leaves_nothing(tmp_path: Pat
     with pytest.raises(OutputError, match="no space left on device"):
         sweep._write_atomically(tmp_path / "curve.csv", disk_full)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-folder"], "no temporary files left"
+
+
+def test_a_curve_without_a_baseline_has_no_baseline_columns_and_round_trips(tmp_path: Path) -> None:
+    from shortgpt_desktop.core.measure.sweep import CSV_FIELDS
+
+    curve = QualityCurve("bi", [3, 1], _curve().points)
+    with open(curve.write_csv(tmp_path / "curve.csv"), newline="", encoding="utf-8") as stream:
+        assert tuple(next(csv.reader(stream))) == CSV_FIELDS
+    assert read_curve_csv(tmp_path / "curve.csv") == curve.points
+    assert QualityCurve.from_json(json.loads(json.dumps(curve.to_json()))) == curve
+
+
+def test_the_unpruned_point_agrees_with_the_original_on_every_token() -> None:
+    """The point k = 0 is the original itself: no fidelity is measured, and it is the whole of it."""
+    from types import SimpleNamespace
+
+    from shortgpt_desktop.core.measure.sweep import curve_point
+
+    result = SimpleNamespace(perplexity=31.5, nll=math.log(31.5), tokens=138)
+    assert curve_point(0, None, [], result, None) == CurvePoint(0, None, [], 31.5, math.log(31.5), 138, 1.0, 0.0)
+    pruned = curve_point(2, 1, [1, 3], result, SimpleNamespace(same_top=0.8, mean_kl=0.17))
+    assert (pruned.removed, pruned.same_top, pruned.mean_kl) == ([1, 3], 0.8, 0.17)
