@@ -103,6 +103,26 @@ def test_few_tokens_per_run_are_a_memory_bound_said_in_the_result(tiny_model: Pa
     assert refit.capped and refit.runs[0].tokens == 700  # evenly spread over the set
 
 
+def test_a_half_precision_models_refit_comes_back_in_its_own_dtype(tiny_model: Path, prose,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Trained in float32, written in the model's dtype as the linear repair's tensors are (float32 copies of a
+    large bfloat16 model's MLPs take twice the memory)."""
+    monkeypatch.setattr(mlp_refit, "MIN_STEPS", 20)  # a few steps improve on the map already
+    loaded = load_model(resolve(str(tiny_model)), "cpu", "bfloat16")
+    repair = fit_linear_repair(loaded.model, loaded.family, prose, [3], batch_size=8, fit="map")
+    refit = fit_mlp_refit(InMemoryStack(loaded.model, loaded.family), loaded.family, prose, repair, batch_size=8)
+    assert refit.runs[0].kept and len(refit.tensors) == 3  # the gate, up and down projections of layer 2
+    assert {v.dtype for v in refit.tensors.values()} == {torch.bfloat16}
+
+
+def test_the_refit_keeps_its_rows_within_the_memory_bound_and_counts_the_rows_it_reads() -> None:
+    """Two float32 rows a token within 1 GiB, between a batch and MAX_REFIT_TOKENS; the estimate counts a small
+    set's rows in batches of that set's size, a large one's in batches of BATCH_TOKENS."""
+    assert (mlp_refit.token_cap(4096), mlp_refit.token_cap(64), mlp_refit.token_cap(10**6)) == (32_768, 131_072, 1024)
+    assert mlp_refit.trained_rows(500) == 200 * 500  # MIN_STEPS steps of every one of the 500 rows
+    assert mlp_refit.trained_rows(100_000) == 880 * 1024  # 10 epochs of 88 batches of the 90,000 not held out
+
+
 def test_cancel_stops_the_training_and_the_model_is_as_it_was(tiny_model: Path, prose) -> None:
     loaded = load_model(resolve(str(tiny_model)), "cpu", "float32")
     model, family = loaded.model, loaded.family
@@ -229,9 +249,18 @@ def test_the_refit_keeps_the_best_step_it_reports() -> None:
     mlp = torch.nn.Sequential(torch.nn.Linear(8, 512), torch.nn.ReLU(), torch.nn.Linear(512, 8))
     torch.nn.init.zeros_(mlp[2].weight)
     torch.nn.init.zeros_(mlp[2].bias)
-    before, after, _ = mlp_refit._train(mlp, torch.nn.Identity(), inputs, targets, "cpu", 0)
     _, held, _ = held_out_split(n, 0)
-    with torch.no_grad():
-        kept = math.sqrt(float(((mlp(inputs[held]) - targets[held]) ** 2).sum()) / float((targets[held] ** 2).sum()))
+
+    def held_error() -> float:
+        with torch.no_grad():
+            error = float(((mlp(inputs[held]) - targets[held]) ** 2).sum())
+        return math.sqrt(error / float((targets[held] ** 2).sum()))
+
+    errors: list[float] = []  # the held-out error after each step
+    before, after, steps = mlp_refit._train(mlp, torch.nn.Identity(), inputs, targets, "cpu", 0,
+                                            lambda: errors.append(held_error()))
     assert after < before
-    assert kept == pytest.approx(after, abs=1e-6)
+    assert held_error() == pytest.approx(after, abs=1e-6)
+    # Checked every CHECK_EVERY steps and at the last: here the best check is not the last step.
+    checked = [e for step, e in enumerate(errors) if (step + 1) % mlp_refit.CHECK_EVERY == 0 or step == steps - 1]
+    assert after == pytest.approx(min(checked), abs=1e-6) and after < errors[-1] - 0.01

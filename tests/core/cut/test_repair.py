@@ -128,6 +128,23 @@ def test_a_fit_through_the_norm_keeps_its_best_step_and_reports_that_one() -> No
             direct = float((norm(z[0] @ t.float()).double() - d).norm() / d.norm())
         assert direct == pytest.approx(after, rel=1e-4), lr
         assert (after < 0.5 * before) if improves else (after == before), (lr, before, after)
+        assert all(p.requires_grad for p in norm.parameters())  # the model's norm is left as the fit found it
+
+
+def test_a_fit_through_the_norm_keeps_the_rows_of_its_first_tokens_up_to_its_limit() -> None:
+    """The rows are kept in memory (two float32 rows a token, MAX_NORM_TOKENS at most): past the limit, later
+    batches' tokens are left out, and padding is never kept."""
+    z = torch.arange(2 * 20 * 3, dtype=torch.float32).reshape(2, 20, 3)
+    r = torch.ones(2, 20, 3)
+    keep = torch.ones(2, 20, dtype=torch.bool)
+    keep[1, 12:] = False  # 32 real tokens a batch
+    tokens = _Tokens(limit=70)
+    for _ in range(3):
+        tokens.add(z, r, 3 * z, keep)
+    first = torch.cat([z[keep]] * 3)[:70]
+    assert tokens.tokens == 70
+    torch.testing.assert_close(torch.cat(tokens.z), first, rtol=0, atol=0)
+    torch.testing.assert_close(torch.cat(tokens.d), 3 * first - 1, rtol=0, atol=0)
 
 
 def test_a_whole_projection_is_fitted_in_closed_form_and_pulled_toward_its_own_weight() -> None:
@@ -172,6 +189,7 @@ def test_the_projection_fit_reaches_what_the_map_reaches_and_more(tiny_family, n
             for fit in ("map", "projection")}
     (mapped,), (whole,) = fits["map"].runs, fits["projection"].runs
     assert (mapped.fit, whole.fit) == ("map", "projection")
+    assert whole.inputs == mapped.inputs == 128  # the MLP's intermediate width, not its output's 64 (Conv1D: first)
     assert whole.residual_after < 0.95 * mapped.residual_after, (whole, mapped)
     # the same error, summed as d × d and as k × k quadratic forms: float64 sums of float32 rows differ in the 9th digit
     assert whole.residual_before == pytest.approx(mapped.residual_before, rel=1e-7)
