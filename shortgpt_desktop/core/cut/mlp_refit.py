@@ -245,6 +245,13 @@ class _Clock:
         if self.progress is not None and int(self.done) > before:
             self.progress(STAGE, int(self.done), self.total, None)
 
+    def finish(self) -> None:
+        """The stage's last report, ``(total, total)``: the counted work is fractional and adds up to less than the
+        whole total (rounded up), and a training that stops early does fewer steps than planned."""
+        if self.progress is not None and int(self.done) < self.total:
+            self.progress(STAGE, self.total, self.total, None)
+        self.done = float(self.total)
+
 
 def fit_mlp_refit(
     stack: Any,
@@ -318,5 +325,6 @@ def fit_mlp_refit(
     share = kept_tokens / real_tokens
     walk_sequential(stack, full, to_fit, kept, repair.removed[0], result.tensors,
                     lambda run: _MlpRows(family, run, share), finish, lambda *_: clock.add(1), cancel)
+    clock.finish()
     result.seconds = time.perf_counter() - started
     return result

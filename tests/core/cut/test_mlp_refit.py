@@ -110,8 +110,12 @@ def test_a_half_precision_models_refit_comes_back_in_its_own_dtype(tiny_model: P
     monkeypatch.setattr(mlp_refit, "MIN_STEPS", 20)  # a few steps improve on the map already
     loaded = load_model(resolve(str(tiny_model)), "cpu", "bfloat16")
     repair = fit_linear_repair(loaded.model, loaded.family, prose, [3], batch_size=8, fit="map")
-    refit = fit_mlp_refit(InMemoryStack(loaded.model, loaded.family), loaded.family, prose, repair, batch_size=8)
+    seen: list[tuple[int, int]] = []
+    refit = fit_mlp_refit(InMemoryStack(loaded.model, loaded.family), loaded.family, prose, repair, batch_size=8,
+                          progress=lambda stage, done, total, partial=None: seen.append((done, total)))
     assert refit.runs[0].kept and len(refit.tensors) == 3  # the gate, up and down projections of layer 2
+    # The bar ends full: the training's fractional work once added up to one short of the total rounded up.
+    assert seen[0] == (0, seen[0][1]) and seen[-1] == (seen[0][1], seen[0][1]) and seen == sorted(seen)
     assert {v.dtype for v in refit.tensors.values()} == {torch.bfloat16}
 
 
