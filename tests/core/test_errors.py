@@ -49,6 +49,13 @@ def test_an_encoder_model_is_refused_before_loading(tiny_model: Path, tmp_path: 
         inspect_model(resolve(str(folder)), "cpu", "float32")
 
 
+def test_a_config_that_is_not_an_object_is_refused_before_loading(tiny_model: Path, tmp_path: Path) -> None:
+    folder = shutil.copytree(tiny_model, tmp_path / "listed")
+    (folder / "config.json").write_text("[1, 2]")
+    with pytest.raises(ModelSourceError, match=r"config\.json is not a JSON object, so it is not a model config\.$"):
+        inspect_model(resolve(str(folder)), "cpu", "float32")
+
+
 def test_device_and_dtype_resolution() -> None:
     assert resolve_device("cpu") == "cpu" and resolve_device("CPU") == "cpu"
     if not torch.cuda.is_available():
@@ -81,6 +88,44 @@ def test_out_of_memory_is_a_sentence(tiny_model: Path, monkeypatch: pytest.Monke
 def test_weights_that_do_not_fit_the_config_are_a_sentence(tiny_model: Path, tmp_path: Path) -> None:
     folder = _with_config(tiny_model, tmp_path / "mismatch", hidden_size=128, intermediate_size=256)
     with pytest.raises(ModelSourceError, match="could not be loaded"):
+        load_model(resolve(str(folder)), "cpu", "float32")
+
+
+def test_a_config_field_of_the_wrong_type_is_named_in_the_sentence(tiny_model: Path, tmp_path: Path) -> None:
+    """huggingface_hub's config validation puts its reason on a second line, under "Validation error for field"."""
+    folder = _with_config(tiny_model, tmp_path / "typo", rms_norm_eps="tiny")
+    with pytest.raises(ModelSourceError, match=r"could not be loaded: Field 'rms_norm_eps' expected float, got str "
+                                               r"\(value: 'tiny'\)\.$"):
+        load_model(resolve(str(folder)), "cpu", "float32")
+
+
+def test_a_checkpoint_missing_some_weights_is_refused_naming_them(tiny_model: Path, tmp_path: Path) -> None:
+    """transformers fills what a checkpoint lacks with random values and says so only in a log line."""
+    from safetensors.torch import load_file, save_file
+
+    folder = shutil.copytree(tiny_model, tmp_path / "gaps")
+    tensors = load_file(folder / "model.safetensors")
+    for name in ("model.norm.weight", "model.layers.3.mlp.down_proj.weight"):
+        del tensors[name]
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ModelSourceError, match=r"^The checkpoint in .*gaps has no weights for "
+                                               r"model\.layers\.3\.mlp\.down_proj\.weight and 1 other parameter\(s\), "
+                                               r"so the model would run with random values there\.$"):
+        load_model(resolve(str(folder)), "cpu", "float32")
+
+
+def test_a_tensor_of_the_wrong_shape_is_said_plainly(tiny_model: Path, tmp_path: Path) -> None:
+    """transformers' "You set `ignore_mismatched_sizes` to `False`... look at the above report" points at a report
+    the user never sees."""
+    from safetensors.torch import load_file, save_file
+
+    folder = shutil.copytree(tiny_model, tmp_path / "transposed")
+    tensors = load_file(folder / "model.safetensors")
+    name = "model.layers.2.mlp.down_proj.weight"
+    tensors[name] = tensors[name].t().contiguous()  # as many values, the wrong shape
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ModelSourceError, match=r"^The model in .*transposed could not be loaded: its weights do not "
+                                               r"have the sizes its config gives\.$"):
         load_model(resolve(str(folder)), "cpu", "float32")
 
 

@@ -120,12 +120,15 @@ def test_safetensors_trailing_bytes_repeated_names_and_deep_json(tmp_path: Path)
 @pytest.mark.parametrize(("config", "message"), [
     ({"num_hidden_layers": 0}, "num_hidden_layers = 0"),
     ({"num_hidden_layers": True}, "num_hidden_layers = True"),
+    ({"num_hidden_layers": 1001}, "num_hidden_layers = 1001; a model has a whole number from 1 to 1,000"),
+    ({"num_key_value_heads": []}, r"num_key_value_heads = \[\]"),  # a per-layer list of no layers
     ({"hidden_size": "64"}, "hidden_size = '64'"),
     ({"vocab_size": 10**9}, "vocab_size = 1000000000"),
     ({"intermediate_size": -1}, "intermediate_size = -1"),
     ({"num_attention_heads": 4, "num_key_value_heads": 3}, "do not group evenly"),
     ({"hidden_size": 64, "num_attention_heads": 5}, "does not divide evenly"),
     ({"model_type": ["llama"]}, "not a name"),
+    ({"architectures": ["LlamaForCausalLM", 7]}, "not a list of names"),
     ({"text_config": {"hidden_size": 0}}, "hidden_size = 0"),
     ({"hidden_size": [1, 2, 3]}, r"hidden_size = \[1, 2, 3\]"),  # found by the fuzz test: per-layer lists only
 ])
@@ -134,3 +137,8 @@ def test_config_sizes_are_bounded(config: dict, message: str) -> None:
         check_config_values(config, "config.json")
     check_config_values({"num_hidden_layers": 30, "hidden_size": 576, "num_attention_heads": 9,
                          "num_key_value_heads": 3, "vocab_size": 49152, "num_kv_heads": [1, 2]}, "config.json")
+    # Llama 3.1 405B's sizes; heads whose head_dim is given need not divide the hidden size.
+    check_config_values({"num_hidden_layers": 126, "hidden_size": 16384, "num_attention_heads": 128,
+                         "num_key_value_heads": 8, "intermediate_size": 53248, "vocab_size": 128256,
+                         "max_position_embeddings": 131072}, "config.json")
+    check_config_values({"hidden_size": 64, "num_attention_heads": 5, "head_dim": 16}, "config.json")

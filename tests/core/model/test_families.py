@@ -203,3 +203,12 @@ def test_the_config_patch_renumbers_every_field_that_counts_or_names_layers(mode
     assert patch["num_hidden_layers"] == patch["n_layer"] == 4
     assert patch["max_window_layers"] == 3  # layers 0, 2 and 3 are below the old 4
     assert patch["per_layer_config"] == {"2": {"rope_theta": 1.0}, "3": {"rope_theta": 3.0}}
+
+
+def test_layer_keys_are_found_with_or_without_the_models_prefix() -> None:
+    """GPT-2's own checkpoint names its layers ``h.0.`` (no ``transformer.``): its tensors are renumbered too."""
+    pattern = family_for_model_type("gpt2").key_pattern()
+    for key, pre in (("transformer.h.3.mlp.c_proj.weight", "transformer."), ("h.3.mlp.c_proj.weight", "")):
+        found = pattern.match(key)
+        assert found is not None and (found["pre"], found["idx"], found["rest"]) == (pre, "3", "mlp.c_proj.weight")
+    assert pattern.match("transformer.wte.weight") is None

@@ -67,6 +67,9 @@ def test_the_model_panel_and_the_command_line_read_the_same_estimate(
     assert longer.memory_needed_bytes > info.memory_needed_bytes
     cli.print_model_info(info)
     assert f"needs about {cli.human_bytes(estimate.peak_bytes)}" in capsys.readouterr().err
+    # One layer at a time, the figure is that way's own peak, not the whole model's.
+    streamed = dataclasses.replace(info, mode="streamed")
+    assert streamed.memory_needed_bytes == RUNTIME_BYTES + estimate.streamed_total < estimate.peak_bytes
 
 
 #: A command-line job in a child process, reporting its own peak resident size when it ends. ``VmHWM`` (the

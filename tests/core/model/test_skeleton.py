@@ -66,3 +66,18 @@ def test_a_config_far_bigger_than_its_weights_is_refused(tiny_model: Path, monke
     for _ in range(2):
         with pytest.raises(ModelSourceError, match="do not belong together"):
             skeleton.check_config_fits_weights(source, config, read_config(source))
+
+
+def test_loading_refuses_a_config_far_bigger_than_its_weights_before_building_it(tiny_model: Path,
+                                                                                  tmp_path: Path) -> None:
+    """Without the check, transformers built the config's 590 MB model before it found the sizes wrong."""
+    import json
+    import shutil
+
+    from shortgpt_desktop.core.model.loading import load_model
+
+    folder = shutil.copytree(tiny_model, tmp_path / "inflated")
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    (folder / "config.json").write_text(json.dumps(dict(config, intermediate_size=128_000)), encoding="utf-8")
+    with pytest.raises(ModelSourceError, match="do not belong together"):
+        load_model(resolve(str(folder)), "cpu", "float32")

@@ -25,8 +25,10 @@ def copy_model(src: Path, dst: Path) -> Path:
 def test_folder_resolves_with_its_weights(tiny_model: Path) -> None:
     source = sources.resolve(str(tiny_model))
     assert source.kind == "folder"
+    assert (source.display_name, source.location) == ("tiny-llama", tiny_model)  # the folder's name, not its path
     assert [w.path.name for w in source.weight_files] == ["model.safetensors"]
     assert source.bytes_on_disk == (tiny_model / "model.safetensors").stat().st_size
+    assert sources.resolve(f" {tiny_model}\n").folder == tiny_model  # pasted with the spaces around it
 
 
 def test_missing_path_is_one_sentence(tmp_path: Path) -> None:
@@ -93,6 +95,33 @@ def test_sharded_index_with_missing_shard(tiny_model: Path, tmp_path: Path) -> N
     index = {"metadata": {}, "weight_map": {"a": "model-00001-of-00002.safetensors"}}
     (folder / "model.safetensors.index.json").write_text(json.dumps(index))
     with pytest.raises(ModelSourceError, match="incomplete"):
+        sources.resolve(str(folder))
+
+
+def test_a_sharded_checkpoint_counts_each_shard_once_and_names_how_many_are_missing(tiny_model: Path,
+                                                                                   tmp_path: Path) -> None:
+    """An index names a shard once per tensor in it: the shards were each one weight file, and the size on disk their
+    sum, whatever the number of tensors in each."""
+    from safetensors.torch import load_file, save_file
+
+    folder = copy_model(tiny_model, tmp_path / "m")
+    tensors = load_file(folder / "model.safetensors")
+    (folder / "model.safetensors").unlink()
+    names = sorted(tensors)
+    weight_map = {}
+    for part, chunk in enumerate((names[: len(names) // 2], names[len(names) // 2:]), start=1):
+        shard = f"model-{part:05d}-of-00002.safetensors"
+        save_file({name: tensors[name] for name in chunk}, folder / shard)
+        weight_map.update(dict.fromkeys(chunk, shard))
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    source = sources.resolve(str(folder))
+    shards = [folder / "model-00001-of-00002.safetensors", folder / "model-00002-of-00002.safetensors"]
+    assert [w.path for w in source.weight_files] == shards
+    assert source.bytes_on_disk == sum(path.stat().st_size for path in shards)
+    shards[1].unlink()
+    with pytest.raises(ModelSourceError, match=r"m is incomplete: 1 weight file\(s\) listed in "
+                                               r"model\.safetensors\.index\.json are missing, starting with "
+                                               r"model-00002-of-00002\.safetensors\.$"):
         sources.resolve(str(folder))
 
 
@@ -195,6 +224,7 @@ def test_cached_hub_model_loads_offline(tiny_model: Path, tmp_path: Path, monkey
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
     source = sources.resolve("someone/tiny-llama")
     assert source.kind == "hub" and source.folder == snapshot
+    assert source.display_name == "someone/tiny-llama"  # the id, not the snapshot's folder or the id's last part
 
     from shortgpt_desktop.core.model.loading import load_model
 
@@ -293,6 +323,10 @@ def test_a_hub_that_cannot_be_reached_is_said_at_once(tmp_path: Path, monkeypatc
     monkeypatch.setattr("huggingface_hub.list_repo_files", _raise(RuntimeError("asked the Hub")))
     with pytest.raises(RuntimeError, match="asked the Hub"):
         sources.hub_download("someone/model", cache_dir=tmp_path)
+    for name in ("NO_PROXY", "no_proxy"):  # the Hub is reached directly: the probe stands in again
+        monkeypatch.setenv(name, "hub.invalid")
+    with pytest.raises(HubError, match=r"hub\.invalid cannot be looked up"):
+        sources.hub_download("someone/model", cache_dir=tmp_path)
 
 
 @pytest.mark.real_hub_probe
@@ -326,7 +360,8 @@ def test_a_name_lookup_that_hangs_is_given_up_within_the_probes_time(tmp_path: P
 
 @pytest.mark.real_hub_probe
 def test_the_probe_connects_to_the_address_the_lookup_gave(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Looked up on its own thread, the host is then connected to by address, the first that answers."""
+    """Looked up on its own thread, the host is then connected to by address, the first that answers, on the
+    endpoint's port (https's own where it names none)."""
     import socket
 
     from huggingface_hub import constants
@@ -334,9 +369,11 @@ def test_the_probe_connects_to_the_address_the_lookup_gave(monkeypatch: pytest.M
     for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(constants, "ENDPOINT", "https://hub.example:8443")
-    infos = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, 8443)) for ip in ("192.0.2.1", "192.0.2.2")]
-    monkeypatch.setattr(socket, "getaddrinfo", lambda host, port, **kw: infos if host == "hub.example" else 1 / 0)
+    ips = ["192.0.2.1", "192.0.2.2"]
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, port, **kw: [
+        (socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port)) for ip in ips] if host == "hub.example" else 1 / 0)
     tried: list[tuple[str, int]] = []
+    silent: set[str] = set()
 
     class Connection:
         def close(self) -> None:
@@ -345,6 +382,8 @@ def test_the_probe_connects_to_the_address_the_lookup_gave(monkeypatch: pytest.M
     def connect(address: tuple[str, int], timeout: float) -> Connection:
         tried.append(address)
         assert 0 < timeout <= sources.PROBE_TIMEOUT
+        if address[0] in silent:
+            raise TimeoutError("timed out")
         if address[0] == "192.0.2.1":
             raise ConnectionRefusedError(111, "Connection refused")
         return Connection()
@@ -352,8 +391,15 @@ def test_the_probe_connects_to_the_address_the_lookup_gave(monkeypatch: pytest.M
     monkeypatch.setattr(socket, "create_connection", connect)
     sources.check_hub_reachable("someone/model")
     assert tried == [("192.0.2.1", 8443), ("192.0.2.2", 8443)]
+    monkeypatch.setattr(constants, "ENDPOINT", "https://hub.example")
     tried.clear()
-    infos.pop()
+    sources.check_hub_reachable("someone/model")
+    assert tried == [("192.0.2.1", 443), ("192.0.2.2", 443)]
+    silent.update(ips)
+    with pytest.raises(HubError, match=r"\(no answer from hub\.example in 5 s\)"):
+        sources.check_hub_reachable("someone/model")
+    silent.clear()
+    ips.pop()
     with pytest.raises(HubError, match=r"hub\.example: Connection refused"):
         sources.check_hub_reachable("someone/model")
 
@@ -367,10 +413,10 @@ def test_hub_http_error_and_full_disk(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr("huggingface_hub.list_repo_files", _raise(_http_error(errors.HfHubHTTPError, "503")))
     with pytest.raises(HubError, match="refused the download"):
         sources.hub_download("someone/model", cache_dir=tmp_path)
-    monkeypatch.setattr("huggingface_hub.list_repo_files",
-                        _raise(OSError(errno.ENOSPC, "No space left on device")))
-    with pytest.raises(HubError, match="disk is full"):
-        sources.hub_download("someone/model", cache_dir=tmp_path)
+    for words in ("No space left on device", "There is not enough space on the disk"):  # Linux, Windows
+        monkeypatch.setattr("huggingface_hub.list_repo_files", _raise(OSError(errno.ENOSPC, words)))
+        with pytest.raises(HubError, match="disk is full"):
+            sources.hub_download("someone/model", cache_dir=tmp_path)
 
 
 def test_an_unknown_error_is_a_bug_not_a_sentence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -388,8 +434,9 @@ def test_hub_download_skips_bin_when_safetensors_exist(tmp_path: Path, monkeypat
             from huggingface_hub.errors import LocalEntryNotFoundError
 
             raise LocalEntryNotFoundError("not cached")
-        if kwargs.get("dry_run"):
-            return [SimpleNamespace(file_size=1000, will_download=True)]
+        if kwargs.get("dry_run"):  # a huge file cached already asks for no room
+            return [SimpleNamespace(file_size=1000, will_download=True),
+                    SimpleNamespace(file_size=10**15, will_download=False)]
         seen.update(kwargs)
         return str(tmp_path)
 
@@ -413,12 +460,15 @@ def test_hub_download_skips_bin_when_safetensors_exist(tmp_path: Path, monkeypat
     assert all(any(fnmatchcase(name, pattern) for name in travelling) for pattern in LICENCE_FILES)
     tqdm_class = seen["tqdm_class"]
     network_bar = tqdm_class(total=0, unit="B", desc="Downloading bytes")
+    files_bar = tqdm_class(total=3, desc="Fetching 3 files")  # counts files, not bytes
     bar = tqdm_class(total=0, unit="B", desc="Reconstructing")
     bar.total = 100  # huggingface_hub grows the total as each file starts
     bar.update(40)
     network_bar.update(40)  # not counted twice
+    files_bar.update(1)
     bar.update(60)
-    assert progress == [(40, 100), (100, 100)]
+    bar.update(20)  # past the total it was given: the total grows with it
+    assert progress == [(40, 100), (100, 100), (120, 120)]
 
 
 def test_hub_download_refuses_what_the_disk_cannot_hold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -445,10 +495,14 @@ def test_hub_download_cancel(tmp_path: Path) -> None:
         bar.update(1)
 
 
-def test_looks_like_hub_id() -> None:
+def test_looks_like_hub_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert sources.looks_like_hub_id("HuggingFaceTB/SmolLM2-135M")
     assert not sources.looks_like_hub_id("./local/folder")
     assert not sources.looks_like_hub_id("just-a-name")
+    assert not sources.looks_like_hub_id("models/Nope.GGUF")  # a file ending in any case is a path
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    assert not sources.looks_like_hub_id("models/nope")  # a mistyped name in a local folder, not a Hub id
 
 
 def _tiny_gguf(path: Path) -> Path:
@@ -605,6 +659,31 @@ def test_an_incomplete_cached_snapshot_is_downloaded_again_or_said_offline(
     assert sources.hub_download("someone/no-tokenizer", cache_dir=cache) == snapshot and downloads
 
 
+def test_a_cached_model_whose_tokenizer_is_a_tiktoken_file_opens_offline(tiny_model: Path, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = tmp_path / "hub"
+    snapshot = fill_hub_cache(cache, "someone/tiktoken-model", tiny_model)
+    for item in snapshot.iterdir():
+        if item.name in sources.TOKENIZER_FILES:
+            item.unlink()
+    (snapshot / "cl100k_base.tiktoken").write_text("IQ== 0\n", encoding="utf-8")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert sources.hub_download("someone/tiktoken-model", cache_dir=cache) == snapshot
+
+
+def test_a_hub_revision_asked_for_is_the_one_every_later_read_asks_for(tiny_model: Path, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from shortgpt_desktop.core.model.config import from_pretrained_kwargs
+
+    cache = tmp_path / "hub"
+    snapshot = fill_hub_cache(cache, "someone/tiny-llama", tiny_model, revision="v2")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    source = sources.resolve("someone/tiny-llama", revision="v2")
+    assert (source.kind, source.folder, source.revision) == ("hub", snapshot, "v2")
+    assert from_pretrained_kwargs(source) == {"trust_remote_code": False, "revision": "v2"}
+
+
 def test_shards_without_their_index_name_the_missing_one(tiny_model: Path, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     folder = copy_model(tiny_model, tmp_path / "sharded")
@@ -648,6 +727,11 @@ def test_a_repo_of_gguf_files_alone_says_which_file_to_open(tmp_path: Path, monk
     with pytest.raises(HubError, match=r"^someone/other-GGUF holds GGUF files only \(tiny-Q4_K_M\.gguf, "
                                        r"tiny-Q8_0\.gguf\); download the one you want \(hf download someone/other-GGUF "
                                        r"tiny-Q4_K_M\.gguf\)"):
+        sources.hub_download("someone/other-GGUF", cache_dir=tmp_path / "empty")
+    # Safetensors in a subfolder only (the download fetches the top folder's weights): still GGUF files only.
+    monkeypatch.setattr("huggingface_hub.list_repo_files",
+                        lambda *a, **k: ["config.json", "tiny-Q8_0.gguf", "original/model.safetensors"])
+    with pytest.raises(HubError, match=r"^someone/other-GGUF holds GGUF files only \(tiny-Q8_0\.gguf\)"):
         sources.hub_download("someone/other-GGUF", cache_dir=tmp_path / "empty")
 
 
@@ -717,3 +801,17 @@ def test_a_model_without_tokenizer_files_says_so_in_a_whole_sentence(tiny_model:
     with pytest.raises(ModelSourceError, match=r"has no usable tokenizer \(none of tokenizer\.json, tokenizer\.model, "
                                                r"or vocab\.json with merges\.txt is there to build it from\)\.$"):
         load_tokenizer(sources.resolve(str(folder)))
+
+
+def test_merges_the_tokenizers_library_cannot_parse_are_a_sentence(tiny_model: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tokenizers binding raises TypeError, not one of the loaders' errors, for merges it cannot read."""
+    import transformers
+
+    from shortgpt_desktop.core.model.loading import load_tokenizer
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained",
+                        _raise(TypeError("argument 'merges': failed to extract enum PyMerges.\nmore")))
+    with pytest.raises(ModelSourceError, match=r"has no usable tokenizer \(argument 'merges': failed to extract enum "
+                                               r"PyMerges\)\.$"):
+        load_tokenizer(sources.resolve(str(tiny_model)))
