@@ -218,7 +218,8 @@ def _folder_source(folder: Path, spec: str) -> ModelSource:
                                "the model first, or move it out to prune the base model.")
     files = find_weight_files(folder)
     if not files:
-        raise ModelSourceError(f"{folder} has a config.json but no weights (.safetensors or .bin files).")
+        raise ModelSourceError(f"{folder} has a config.json but no weights (no model.safetensors, pytorch_model.bin "
+                               "or shards of either).")
     for weight in files:
         if weight.format == "safetensors":
             check_safetensors(weight.path)
@@ -255,7 +256,10 @@ def find_weight_files(folder: Path) -> list[WeightFile]:
                     f"starting with {missing[0]}."
                 )
             return [WeightFile(folder / n, fmt, (folder / n).stat().st_size) for n in names]
-        others = sorted(folder.glob(f"*.{fmt}"))
+        # Shards without their index, as a download that stopped leaves them; not every file of the format: a
+        # training run's training_args.bin or adapter_model.safetensors was taken for the weights (a model of 5
+        # bytes and 1 parameter, then transformers' own "no file named model.safetensors" at the load).
+        others = sorted(p for p in folder.glob(f"*.{fmt}") if is_checkpoint_file(p.name))
         broken = [p for p in others if not p.is_file()]
         if broken:  # a link into a Hub cache whose blob is gone
             raise ModelSourceError(f"{broken[0]} is missing (a link to a file that is not there: an interrupted "
@@ -271,6 +275,17 @@ def find_weight_files(folder: Path) -> list[WeightFile]:
 
 #: ``model-00002-of-00004.safetensors``: part 2 of a checkpoint saved in 4 shards.
 _SHARD = re.compile(r"^(?P<stem>.+)-(?P<part>\d+)-of-(?P<total>\d+)(?P<suffix>\.\w+)$")
+
+
+def is_checkpoint_file(name: str) -> bool:
+    """Whether a file of a model's folder (or a Hub repo's top folder) holds its weights as transformers names
+    them: ``model.safetensors``, ``pytorch_model.bin``, or a shard of a set (``model-00001-of-00004.safetensors``).
+    Not the other ``.bin`` or ``.safetensors`` files beside them (``training_args.bin``, ``optimizer.bin``,
+    ``adapter_model.safetensors``)."""
+    if name in ("model.safetensors", "pytorch_model.bin"):
+        return True
+    shard = _SHARD.match(name)
+    return shard is not None and shard["suffix"] in (".safetensors", ".bin")
 
 
 def _outside_the_folder(name: str) -> bool:
@@ -449,7 +464,7 @@ def _download(
     files = hub.list_repo_files(repo_id, revision=revision)
     patterns = hub_patterns(files)
     ggufs = sorted(f for f in files if f.lower().endswith(".gguf"))
-    if ggufs and not any(f.endswith((".safetensors", ".bin")) for f in files if "/" not in f):
+    if ggufs and not any(is_checkpoint_file(f) for f in files if "/" not in f):
         raise HubError(gguf_only(repo_id, ggufs))  # before a download that fetches no weights
     plan = hub.snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=patterns,
                                  dry_run=True)

@@ -183,6 +183,23 @@ def test_config_without_weights(tiny_model: Path, tmp_path: Path) -> None:
     (folder / "model.safetensors").unlink()
     with pytest.raises(ModelSourceError, match="no weights"):
         sources.resolve(str(folder))
+    # What a training run leaves beside its weights is not a checkpoint: it was taken for one (5 bytes, 1
+    # parameter), and the load then failed with transformers' own words.
+    (folder / "training_args.bin").write_bytes(b"abcde")
+    shutil.copy(tiny_model / "model.safetensors", folder / "adapter_model.safetensors")
+    with pytest.raises(ModelSourceError, match=r"has a config.json but no weights \(no model.safetensors, "
+                                               r"pytorch_model.bin or shards of either\)"):
+        sources.resolve(str(folder))
+    # Shards without their index are still the weights (one layer at a time reads them).
+    shutil.copy(tiny_model / "model.safetensors", folder / "model-00001-of-00001.safetensors")
+    assert [w.path.name for w in sources.resolve(str(folder)).weight_files] == ["model-00001-of-00001.safetensors"]
+
+
+def test_only_the_files_transformers_loads_weights_from_are_checkpoint_files() -> None:
+    names = ["model.safetensors", "pytorch_model.bin", "model-00002-of-00004.safetensors",
+             "pytorch_model-00001-of-00002.bin", "training_args.bin", "optimizer.bin", "adapter_model.safetensors",
+             "model.safetensors.index.json", "model-00001-of-00002.gguf", "scheduler.pt"]
+    assert [sources.is_checkpoint_file(name) for name in names] == [True] * 4 + [False] * 6
 
 
 def test_non_gguf_file(tmp_path: Path) -> None:
@@ -731,6 +748,11 @@ def test_a_repo_of_gguf_files_alone_says_which_file_to_open(tmp_path: Path, monk
     # Safetensors in a subfolder only (the download fetches the top folder's weights): still GGUF files only.
     monkeypatch.setattr("huggingface_hub.list_repo_files",
                         lambda *a, **k: ["config.json", "tiny-Q8_0.gguf", "original/model.safetensors"])
+    with pytest.raises(HubError, match=r"^someone/other-GGUF holds GGUF files only \(tiny-Q8_0\.gguf\)"):
+        sources.hub_download("someone/other-GGUF", cache_dir=tmp_path / "empty")
+    # A training run's arguments beside the GGUF files are not weights to download either.
+    monkeypatch.setattr("huggingface_hub.list_repo_files",
+                        lambda *a, **k: ["config.json", "tiny-Q8_0.gguf", "training_args.bin"])
     with pytest.raises(HubError, match=r"^someone/other-GGUF holds GGUF files only \(tiny-Q8_0\.gguf\)"):
         sources.hub_download("someone/other-GGUF", cache_dir=tmp_path / "empty")
 
