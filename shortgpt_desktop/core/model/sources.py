@@ -191,12 +191,20 @@ def _gguf_source(path: Path, spec: str) -> ModelSource:
                        weight_files=[WeightFile(path, "gguf", path.stat().st_size)])
 
 
+def _one_split_model(paths: Sequence[Path]) -> bool:
+    """Whether ``paths`` are all parts of one model that llama.cpp's gguf-split cut (same name, same count)."""
+    matches = [_SHARD.match(p.name) for p in paths]
+    return all(matches) and len({(m["stem"], m["total"]) for m in matches if m}) == 1
+
+
 def _folder_source(folder: Path, spec: str) -> ModelSource:
     if not (folder / "config.json").is_file():
         ggufs = sorted(folder.glob("*.gguf"))
-        if len(ggufs) == 1 and ggufs[0].is_file() and _SHARD.match(ggufs[0].name) is None:
+        if ggufs and ggufs[0].is_file() and (len(ggufs) == 1 or _one_split_model(ggufs)):
             # A folder holding one GGUF (what this tool saves, a card beside the file): that file, named as typed.
-            # It was refused ("choose that file instead") though the prune had just said "saved to" the folder.
+            # It was refused ("choose that file instead") though the prune had just said "saved to" the folder. The
+            # parts of one split model: the first part, whose refusal says which part is missing or how to merge
+            # them (the folder was "choose that file", and that file then refused).
             return _gguf_source(ggufs[0], spec)
         if len(ggufs) > 1:
             hint = f" It holds {some_of([p.name for p in ggufs], 5)}: choose one of those files instead."
