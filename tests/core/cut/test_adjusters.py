@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from shortgpt_desktop.core.cut.adjusters import ADJUSTERS
@@ -30,3 +31,16 @@ def test_healing_starts_from_the_repaired_and_refitted_weights_and_comes_last(ti
         # and they stay far nearer the mended values than the original's (it trained the mended model).
         assert not torch.equal(healed, mended), name
         assert float((healed - mended).norm()) < 0.2 * float((mended - original).norm()), name
+
+
+def test_an_unknown_repair_is_refused_with_the_ones_there_are() -> None:
+    """A JobSpec made in Python can name any repair; the command line and the window offer only these."""
+    from types import SimpleNamespace
+
+    from shortgpt_desktop.core.errors import UserError
+
+    repair = next(a for a in ADJUSTERS if a.name == "repair")
+    for known in ("linear", "refit", "none"):
+        repair.check(SimpleNamespace(repair=known))
+    with pytest.raises(UserError, match=r"^Unknown repair 'fancy': choose linear, refit or none\.$"):
+        repair.check(SimpleNamespace(repair="fancy"))

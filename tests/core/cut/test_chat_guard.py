@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from shortgpt_desktop.core.backends.layerwise import InMemoryStack
+from shortgpt_desktop.core.cut.answer_probe import PROMPTS
 from shortgpt_desktop.core.cut.chat_guard import chat_answers, guard_refit, keep_refits
 from shortgpt_desktop.core.cut.mlp_refit import RefitResult, RunRefit
 from shortgpt_desktop.core.cut.repair import RepairResult
@@ -37,8 +38,10 @@ def test_the_answers_loss_is_the_models_own_loss_on_the_answer_tokens(chat_model
     assert answers is not None and len(answers.sequences) == 6
     total, count = 0.0, 0
     with torch.no_grad():
-        for sequence, start in zip(answers.sequences, answers.prompt_lengths, strict=True):
+        for prompt, sequence, start in zip(PROMPTS, answers.sequences, answers.prompt_lengths, strict=True):
             assert len(sequence) > start  # every prompt has an answer (at least the token that ends it)
+            # the answer starts where the templated prompt ends
+            assert loaded.tokenizer.decode(sequence[:start]).endswith(f"{prompt}\n<|assistant|>")
             logprobs = torch.log_softmax(loaded.model(input_ids=torch.tensor([sequence])).logits[0].double(), -1)
             for position in range(start, len(sequence)):
                 total -= float(logprobs[position - 1, sequence[position]])
@@ -84,10 +87,20 @@ def test_the_refits_left_are_dropped_too_when_they_still_do_worse_than_the_linea
     answers = _Scored({frozenset(): 1.0, frozenset({1, 3}): 0.8, frozenset({3}): 0.9, frozenset({1}): 0.7})
     kept, figures = keep_refits(answers, None, (), {"linear": 0}, refitted)
     assert kept == [1] and figures.kept == 0.7
+    # A refit is dropped only where that makes the answers more likely, and the refits left only where they do worse
+    # than the linear repair alone: as likely is kept.
+    answers = _Scored({frozenset(): 1.0, frozenset({1, 3}): 0.8, frozenset({3}): 0.8, frozenset({1}): 0.9})
+    assert keep_refits(answers, None, (), {"linear": 0}, refitted)[0] == [1, 3]
+    answers = _Scored({frozenset(): 1.0, frozenset({1, 3}): 1.0, frozenset({3}): 1.1, frozenset({1}): 1.2})
+    assert keep_refits(answers, None, (), {"linear": 0}, refitted)[0] == [1, 3]
 
 
-def _result(loaded, tensors: dict[str, torch.Tensor], layers: list[int]) -> RefitResult:
-    return RefitResult([RunRefit(layer, layer + 1, layer, 0.5, 0.4, 10, 100) for layer in layers], dict(tensors))
+def _result(loaded, tensors: dict[str, torch.Tensor], layers: list[int], not_improved: int | None = None
+            ) -> RefitResult:
+    runs = [RunRefit(layer, layer + 1, layer, 0.5, 0.4, 10, 100) for layer in layers]
+    if not_improved is not None:  # a run no step improved: the linear repair alone stays there
+        runs.append(RunRefit(not_improved, not_improved + 1, not_improved, 0.5, 0.6, 10, 100, kept=False))
+    return RefitResult(runs, dict(tensors))
 
 
 def test_the_guard_lays_the_linear_repair_back_where_it_drops_a_refit_and_says_so(chat_model) -> None:
@@ -96,9 +109,10 @@ def test_the_guard_lays_the_linear_repair_back_where_it_drops_a_refit_and_says_s
     repair = RepairResult(n_layers=6, removed=[], runs=[], tensors=dict(linear))
     up = "model.layers.1.mlp.up_proj.weight"  # a weight the linear repair leaves: the original's again
     refit = {DOWN.format(1): _noisy(loaded, 1, 10.0, 5), up: loaded.model.state_dict()[up] * 1.5}
-    result = _result(loaded, refit, [1])
+    result = _result(loaded, refit, [1], not_improved=3)
     guard_refit(result, repair, loaded.family, stack, loaded.tokenizer, loaded.model, [])
     assert not result.runs[0].kept and result.chat is not None
+    assert not result.runs[1].kept, "a refit no step improved stays dropped"
     assert result.tensors.keys() == linear.keys()
     assert torch.equal(result.tensors[DOWN.format(1)], linear[DOWN.format(1)])
     assert any("refit of layer 1 was dropped" in note for note in result.notes)
@@ -121,3 +135,15 @@ def test_the_model_card_says_what_the_guard_measured_for_the_refits_it_kept() ->
     assert "then the whole MLP of that layer refitted" in card
     assert ("kept where the original's own answers to the answer check's prompts stayed as likely: loss per answer "
             "token 1.955 with the linear repair alone, 1.737 as saved") in card
+
+
+def test_the_guard_keeps_a_refit_that_helps_and_says_nothing(chat_model) -> None:
+    loaded, stack = chat_model
+    linear = {DOWN.format(1): _noisy(loaded, 1, 10.0, 0)}
+    repair = RepairResult(n_layers=6, removed=[], runs=[], tensors=dict(linear))
+    refit = {DOWN.format(1): loaded.model.state_dict()[DOWN.format(1)].clone()}  # back to the original: helps
+    result = _result(loaded, refit, [1])
+    guard_refit(result, repair, loaded.family, stack, loaded.tokenizer, loaded.model, [])
+    assert result.runs[0].kept and result.notes == []
+    assert result.chat is not None and result.chat.kept == result.chat.refit < result.chat.linear
+    assert torch.equal(result.tensors[DOWN.format(1)], refit[DOWN.format(1)])

@@ -16,6 +16,7 @@ def test_ratio_removes_lowest_scores() -> None:
     plan = make_plan(8, SCORES, ratio=0.25)
     assert plan.removed == [1, 3]
     assert plan.kept == [0, 2, 4, 5, 6, 7]
+    assert plan.ratio == 0.25
 
 
 def test_count_and_sizes() -> None:
@@ -45,6 +46,8 @@ def test_layers_without_a_score_never_go() -> None:
 
 def test_explicit_list() -> None:
     assert make_plan(8, None, layers=[5, 2]).removed == [2, 5]
+    # Layers given by hand are the user's choice, whatever metric scored the model.
+    assert make_plan(8, SCORES, layers=[5, 2], metric="bi").metric == "manual"
 
 
 @pytest.mark.parametrize("ratio", [0, -0.1, 1.0, 0.2])  # 0.2 of 4 is 0.8 layers: none
@@ -57,13 +60,18 @@ def test_ratio_rounding() -> None:
     assert count_for_ratio(0.25, 30) == 7  # 7.5 rounds down: never more than the share asked for
     assert count_for_ratio(0.28125, 32) == 9  # the paper's 9 of 32
     assert count_for_ratio(0.28, 32) == 8  # 8.96: 9 would be 28.1%, more than asked
+    assert count_for_ratio(0.7, 90) == 63  # 0.7 × 90 is 62.99999999999999 in floating point
     with pytest.raises(PlanError, match="removes no layer"):
         count_for_ratio(0.01, 30)
+    assert count_for_ratio(0.75, 4) == 3  # all but one may go
+    with pytest.raises(PlanError, match="removes all 8 layers; at least one must stay"):
+        count_for_ratio(0.9999999999, 8)  # below 1, yet within the rounding's tolerance of every layer
 
 
 @pytest.mark.parametrize(
     ("layers", "message"),
-    [([8], "out of range"), ([-1], "out of range"), ([2, 2], "twice"), (list(range(8)), "all 8")],
+    [([8], "Layer 8 is out of range: this model's layers are 0 to 7"),
+     ([-1], "Layer -1 is out of range: layers are counted from 0"), ([2, 2], "twice"), (list(range(8)), "all 8")],
 )
 def test_bad_layer_lists(layers: list[int], message: str) -> None:
     with pytest.raises(PlanError, match=message):
@@ -73,6 +81,8 @@ def test_bad_layer_lists(layers: list[int], message: str) -> None:
 def test_exactly_one_choice() -> None:
     with pytest.raises(PlanError, match="exactly one"):
         make_plan(8, SCORES, ratio=0.2, count=2)
+    with pytest.raises(PlanError, match="exactly one"):
+        make_plan(8, SCORES)
 
 
 def test_count_that_leaves_nothing() -> None:
@@ -88,6 +98,8 @@ def test_block_plan_takes_the_best_block() -> None:
 def test_parse_layer_list() -> None:
     assert parse_layer_list("3,5,9") == [3, 5, 9]
     assert parse_layer_list("2-4, 7") == [2, 3, 4, 7]
+    # A one-layer range is that layer; a negative index is kept for the plan to refuse as counted from 0.
+    assert parse_layer_list("3-3,-1") == [3, -1]
     with pytest.raises(PlanError, match="not a layer index"):
         parse_layer_list("3,x")
     with pytest.raises(PlanError, match="'3-1' runs backwards; write a range low to high, like 1-3"):

@@ -145,6 +145,11 @@ def test_the_search_runs_on_tiny_families_and_says_what_it_measured(name: str) -
             assert candidate.calibration_perplexity == pytest.approx(
                 calibration_ppl(model, family, tokens, candidate.removed, 6), rel=1e-9), candidate.name
         assert result.removed == min(result.candidates, key=lambda c: c.calibration_perplexity).removed
+        assert all(c.removed == sorted(c.removed) for c in result.candidates)
+        # The paper's baseline: the open layers whose removal alone costs least.
+        open_layers = [i for i in range(n) if i not in result.protected]
+        cheapest = sorted(open_layers, key=lambda i: result.single_removal[i])[:count]
+        assert next(c for c in result.candidates if c.name == "single-removal").removed == sorted(cheapest)
         # The greedy order is nested and each step's perplexity is what that prefix measures.
         k = max(1, count - 1)
         assert result.order_perplexity[k - 1] == pytest.approx(
@@ -403,11 +408,15 @@ def test_a_finalist_that_ends_its_turn_at_once_is_passed_over(judge_repaired: bo
 
 def test_the_ends_stay_protected_until_too_few_layers_are_left_besides_them() -> None:
     """The first and last layers are kept out of the choice while the other layers can give the count: 4 of 6 still
-    can (layers 1-4), 5 of 6 cannot."""
-    from shortgpt_desktop.core.cut.selection import protected_for
+    can (layers 1-4), 5 of 6 cannot; a layer without a score (a cancelled pass) cannot go, so it gives none. A
+    model of 2 layers has no ends to protect."""
+    from shortgpt_desktop.core.cut.selection import protected_for, protected_layers
 
     scores = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
     assert protected_for(scores, 4) == [0, 5] and protected_for(scores, 5) == []
+    unscored = [0.1, None, 0.3, 0.4, None, 0.6]
+    assert protected_for(unscored, 2) == [0, 5] and protected_for(unscored, 3) == []
+    assert protected_layers(2) == [] and protected_layers(3) == [0, 2]
 
 
 def test_each_count_of_a_curve_keeps_the_ends_it_would_keep_alone() -> None:
@@ -417,9 +426,14 @@ def test_each_count_of_a_curve_keeps_the_ends_it_would_keep_alone() -> None:
 
     model, family, n, tokens, _ = scored_tiny_family("llama", samples=8)
     bi = [0.01, 0.5, 0.4, 0.3, 0.2, 0.02]  # the ends score lowest: only their protection keeps them
-    out = choose_for_counts(InMemoryStack(model, family), tokens, [1, 5], bi, eval_samples=6, window=2)
+    out = choose_for_counts(InMemoryStack(model, family), tokens, [1, 2, 5], bi, eval_samples=6, window=1)
     assert out[1].protected == [0, n - 1] and not {0, n - 1} & set(out[1].removed)
     assert out[5].protected == [] and len(out[5].removed) == 5
+    # Counts 1 and 2 share one search: each says its own prefix of the order and what its own steps measured
+    # (the first step: the open layer lowest on BI, 4, and the one whose removal alone costs least besides it).
+    assert out[1].order == out[2].order[:1] and len(out[1].order_perplexity) == 1 and len(out[2].order) == 2
+    assert out[1].considered == [4, min((1, 2, 3), key=lambda i: out[1].single_removal[i])]
+    assert len(out[2].considered) > len(out[1].considered)
 
 
 def test_each_greedy_step_also_tries_the_layers_whose_removal_alone_costs_least() -> None:
@@ -434,3 +448,63 @@ def test_each_greedy_step_also_tries_the_layers_whose_removal_alone_costs_least(
     assert result.considered == [min(open_layers, key=lambda i: against[i]), cheapest]
     assert result.single_removal == first.single_removal
 
+
+def test_a_greedy_step_never_takes_a_layer_whose_removal_measures_not_a_number(monkeypatch: pytest.MonkeyPatch) -> None:
+    """fp16 can overflow for one set and not the others: the step takes the best finite one, even where the layer
+    that overflows comes first in BI order (a NaN compares as neither lower nor higher)."""
+    import dataclasses
+
+    from shortgpt_desktop.core.cut import candidates
+
+    model, family, n, tokens, bi = scored_tiny_family("llama", samples=8)
+    overflowing = min(range(1, n - 1), key=lambda i: bi[i])  # the first layer each step measures
+    measure = candidates.CandidateRunner.measure
+
+    def overflows(self: Any, sets: Any, *args: Any, **kwargs: Any) -> Any:
+        return [dataclasses.replace(r, perplexity=math.nan) if overflowing in s else r
+                for s, r in zip(sets, measure(self, sets, *args, **kwargs), strict=True)]
+
+    monkeypatch.setattr(candidates.CandidateRunner, "measure", overflows)
+    result = choose_layers_safely(model, family, tokens, 2, bi, eval_samples=6)
+    assert overflowing not in result.order and all(math.isfinite(p) for p in result.order_perplexity)
+    assert overflowing not in result.removed and math.isnan(result.single_removal[overflowing])
+
+
+def test_the_explanation_names_each_other_set_once_and_says_which_fell_silent() -> None:
+    from shortgpt_desktop.core.cut.selection import Candidate, _explain
+
+    greedy = Candidate("greedy", [2, 3], 10.0, silent=0)
+    others = [Candidate("bi-ends-protected", [2, 3], 10.0, silent=0), Candidate("bi", [3, 5], 50.0, silent=2),
+              Candidate("single-removal", [1, 3], 20.0)]
+    assert _explain(greedy, [greedy, *others], 2, 8, 248) == (
+        "Removed 2 layers chosen by greedy: calibration perplexity 10 on 8 samples (248 tokens), the same set as "
+        "bi-ends-protected; other candidates: bi 50, single-removal 20; ending their turn at once on chat prompts the "
+        "original answers: bi on 2.")
+    every = [Candidate("greedy", [2, 3], 10.0, 9.5, silent=1), Candidate("bi", [3, 5], 50.0, 12.0, silent=2)]
+    assert _explain(every[0], every, 2, 8, 248) == (
+        "Removed 2 layers chosen by greedy: calibration perplexity 9.5 repaired (10 before the repair) on 8 samples "
+        "(248 tokens); other candidates: bi 12; ending their turn at once on chat prompts the original answers: bi on "
+        "2; the chosen set too ends its turn at once on 1 chat prompts (every finalist does).")
+
+
+def test_a_finalist_whose_repaired_model_measures_not_a_number_is_never_chosen(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The greedy set is measured finite before its repair; repaired it can overflow (fp16), and it is the first
+    finalist, where a NaN would stay the lowest (it compares as neither lower nor higher)."""
+    import dataclasses
+
+    from shortgpt_desktop.core.backends import ops
+
+    model, family, n, tokens, bi = scored_tiny_family("llama", samples=14)
+    perplexity, judged = ops.perplexity, []
+
+    def greedy_overflows(*args: Any, **kwargs: Any) -> Any:  # the finalists are judged greedy first
+        judged.append(1)
+        result = perplexity(*args, **kwargs)
+        return dataclasses.replace(result, perplexity=math.nan) if len(judged) == 1 else result
+
+    monkeypatch.setattr(ops, "perplexity", greedy_overflows)
+    result = choose_layers_safely(model, family, tokens, n // 2, bi, eval_samples=6, judge_repaired=True)
+    greedy = next(c for c in result.candidates if c.name == "greedy")
+    assert math.isnan(greedy.judged) and math.isfinite(greedy.calibration_perplexity)
+    assert result.removed != greedy.removed
+    assert math.isfinite(next(c for c in result.candidates if c.name == result.chosen).judged)
