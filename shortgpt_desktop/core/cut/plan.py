@@ -64,10 +64,24 @@ def count_for_ratio(ratio: float, n_layers: int) -> int:
         raise PlanError(f"A ratio of {ratio} removes every layer; use a ratio below 1.")
     count = math.floor(ratio * n_layers + 1e-9)
     if count < 1:
-        raise PlanError(f"A ratio of {ratio} removes no layer of {n_layers}; use at least {1 / n_layers:.3g}.")
+        raise PlanError(f"A ratio of {ratio} removes no layer of {n_layers}; use at least "
+                        f"{smallest_ratio(n_layers):g}.")
     if count > max_removable(n_layers):
         raise PlanError(f"A ratio of {ratio} removes all {n_layers} layers; at least one must stay.")
     return count
+
+
+def smallest_ratio(n_layers: int) -> float:
+    """The smallest ratio, to three significant digits, that removes one layer of ``n_layers``: 1 / n rounded up
+    (rounded to nearest, 1/30 was "use at least 0.0333", a ratio that removes no layer either)."""
+    exact = 1 / n_layers
+    scale = 10 ** (2 - math.floor(math.log10(exact)))
+    return math.ceil(exact * scale - 1e-9) / scale
+
+
+def is_known(score: float | None) -> bool:
+    """A score a layer choice can rank: measured, and not NaN (a pass whose states overflowed)."""
+    return score is not None and not math.isnan(score)
 
 
 #: More decoder layers than any model has (the largest have about 130): a layer list past it is a typo.
@@ -124,7 +138,7 @@ def check_layer_list(layers: Sequence[int], n_layers: int) -> list[int]:
 def lowest(scores: Sequence[float | None], count: int) -> list[int]:
     """The ``count`` layers with the lowest score (ties: the later layer first, as deeper layers are more
     redundant in the paper's findings); unknown scores never go."""
-    known = [(s, -i) for i, s in enumerate(scores) if s is not None and not math.isnan(s)]
+    known = [(s, -i) for i, s in enumerate(scores) if is_known(s)]
     if count > len(known):
         raise PlanError(f"Only {len(known)} layers have scores; cannot remove {count}.")
     return sorted(-neg for _, neg in sorted(known)[:count])
@@ -132,7 +146,7 @@ def lowest(scores: Sequence[float | None], count: int) -> list[int]:
 
 def best_block(block_scores: Sequence[float | None], size: int) -> list[int]:
     """The contiguous block of ``size`` layers whose start has the lowest angular distance."""
-    known = [(s, i) for i, s in enumerate(block_scores) if s is not None]
+    known = [(s, i) for i, s in enumerate(block_scores) if is_known(s)]
     if not known:
         raise PlanError(f"No block of {size} layers fits this model.")
     _, start = min(known)

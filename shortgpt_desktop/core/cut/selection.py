@@ -51,7 +51,7 @@ from ..measure.sweep import removal_order
 from ..progress import CancelCheck, Progress
 from .answer_probe import AnswerProbe
 from .candidates import CandidateRunner, head_stride
-from .plan import lowest, max_removable
+from .plan import is_known, lowest, max_removable
 from .repair import OriginalStates
 
 STAGE = "selecting"
@@ -137,7 +137,7 @@ def protected_layers(n_layers: int) -> list[int]:
 def protected_for(scores: Sequence[float | None], count: int) -> list[int]:
     """The ends protected when ``count`` layers go: none when the other scored layers are too few for it."""
     protected = protected_layers(len(scores))
-    open_known = sum(s is not None for i, s in enumerate(scores) if i not in protected)
+    open_known = sum(is_known(s) for i, s in enumerate(scores) if i not in protected)
     return protected if open_known >= count else []
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 
@@ -61,11 +62,27 @@ def test_ratio_rounding() -> None:
     assert count_for_ratio(0.28125, 32) == 9  # the paper's 9 of 32
     assert count_for_ratio(0.28, 32) == 8  # 8.96: 9 would be 28.1%, more than asked
     assert count_for_ratio(0.7, 90) == 63  # 0.7 × 90 is 62.99999999999999 in floating point
-    with pytest.raises(PlanError, match="removes no layer"):
+    with pytest.raises(PlanError, match=r"removes no layer of 30; use at least 0\.0334\.$"):
         count_for_ratio(0.01, 30)
     assert count_for_ratio(0.75, 4) == 3  # all but one may go
     with pytest.raises(PlanError, match="removes all 8 layers; at least one must stay"):
         count_for_ratio(0.9999999999, 8)  # below 1, yet within the rounding's tolerance of every layer
+
+
+def test_the_smallest_ratio_said_removes_one_layer() -> None:
+    """The ratio a refusal suggests is taken: 1 / n rounded to nearest was "use at least 0.0333" for 30 layers, a
+    ratio that removes no layer either (66 of the layer counts from 2 to 129)."""
+    for n in range(2, 2049):
+        said = float(re.search(r"use at least ([\d.e-]+)\.$", _refusal(1 / n / 2, n))[1])
+        assert count_for_ratio(said, n) == 1, n
+        assert said <= 1.01 / n, n  # three significant digits: not far above the least
+    assert _refusal(0.1, 3).endswith("use at least 0.334.") and _refusal(0.1, 8).endswith("use at least 0.125.")
+
+
+def _refusal(ratio: float, n_layers: int) -> str:
+    with pytest.raises(PlanError) as raised:
+        count_for_ratio(ratio, n_layers)
+    return str(raised.value)
 
 
 @pytest.mark.parametrize(
@@ -93,6 +110,8 @@ def test_count_that_leaves_nothing() -> None:
 def test_block_plan_takes_the_best_block() -> None:
     plan = make_plan(6, [0.5, 0.2, 0.3, None, None, None], count=3, block=True)
     assert plan.removed == [1, 2, 3]
+    # A NaN block (states that overflowed) is no score: min() of it first kept it, as NaN compares false.
+    assert make_plan(6, [math.nan, 0.2, 0.3, None, None, None], count=3, block=True).removed == [1, 2, 3]
 
 
 def test_parse_layer_list() -> None:

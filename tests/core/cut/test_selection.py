@@ -416,6 +416,10 @@ def test_the_ends_stay_protected_until_too_few_layers_are_left_besides_them() ->
     assert protected_for(scores, 4) == [0, 5] and protected_for(scores, 5) == []
     unscored = [0.1, None, 0.3, 0.4, None, 0.6]
     assert protected_for(unscored, 2) == [0, 5] and protected_for(unscored, 3) == []
+    # A NaN score cannot go either (plan.lowest never takes one): counted as a score, it kept the ends protected
+    # and the choice then failed with "Only 2 layers have scores; cannot remove 3".
+    overflowed = [0.1, math.nan, math.nan, 0.4, 0.5, 0.6]
+    assert protected_for(overflowed, 2) == [0, 5] and protected_for(overflowed, 3) == []
     assert protected_layers(2) == [] and protected_layers(3) == [0, 2]
 
 
