@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shortgpt_desktop.format import change, human_bytes, human_count, human_seconds, layer_list
+from shortgpt_desktop.format import change, human_bytes, human_count, human_seconds, layer_list, some_of, time_left
 
 
 def test_formatting() -> None:
@@ -13,3 +13,37 @@ def test_formatting() -> None:
     assert layer_list([9, 3, 4, 5, 7, 8]) == "3–5, 7–9"
     assert layer_list([1, 2]) == "1, 2" and layer_list([]) == "none"
     assert change(100, 75) == "−25 %"
+
+
+def test_a_size_or_count_at_a_units_boundary_is_said_in_the_larger_unit() -> None:
+    """Each unit starts at its own round number: "1.0 kB", not "1000 B"; "1.0 M", not "1000.0 k"."""
+    assert human_bytes(999) == "999 B" and human_bytes(1000) == "1.0 kB" and human_bytes(10**9) == "1.0 GB"
+    assert human_count(999) == "999" and human_count(1e6) == "1.0 M" and human_count(1e9) == "1.0 B"
+
+
+def test_long_durations_are_said_in_hours_and_minutes() -> None:
+    assert human_seconds(89.5) == "89.5 s" and human_seconds(90) == "1 min 30 s"
+    assert human_seconds(89 * 60 + 59) == "89 min 59 s" and human_seconds(2 * 3600 + 5 * 60) == "2 h 05 min"
+
+
+def test_a_long_layer_list_is_cut_only_past_its_limit() -> None:
+    """Twenty-four runs are all said, with no ellipsis promising more."""
+    runs = [3 * i for i in range(24)]
+    assert layer_list(runs) == ", ".join(map(str, runs))
+    assert layer_list([*runs, 72]) == ", ".join(map(str, runs)) + ", …"
+
+
+def test_no_change_has_no_minus_sign() -> None:
+    assert change(100, 100) == "+0 %" and change(100, 125) == "+25 %" and change(0, 5) == ""
+
+
+def test_no_time_left_is_given_before_a_step_of_the_stage_is_measured() -> None:
+    """A stage that (re)starts at ``since`` has no pace yet: no step since then to divide by."""
+    assert time_left(0, 30, 4.0) is None and time_left(74, 92, 4.0, since=74) is None
+    assert time_left(75, 92, 11.0, since=74) == 11.0 * 17
+    assert time_left(30, 30, 4.0) is None
+
+
+def test_a_short_list_of_names_says_no_more() -> None:
+    assert some_of(["a.gguf", "b.gguf", "c.gguf"], 3) == "a.gguf, b.gguf, c.gguf"
+    assert some_of(["a", "b", "c", "d"], 3) == "a, b, c and 1 more"

@@ -309,6 +309,35 @@ def test_the_chart_is_used_from_the_keyboard(qtbot) -> None:
     assert chart.hover_label.text().startswith("Layer 3: ")
 
 
+def test_the_left_key_moves_back_and_no_key_toggles_a_layer_while_the_chart_is_not_clickable(qtbot) -> None:
+    """While a job runs the chart is not clickable: Space must not keep or remove a layer then."""
+    chart = _chart(qtbot)
+    chart.set_scores([0.3, 0.1, 0.2, 0.4])
+    chart.plot.setFocus()
+    qtbot.waitUntil(chart.plot.hasFocus)
+    qtbot.keyClick(chart.plot, Qt.Key.Key_End)
+    qtbot.keyClick(chart.plot, Qt.Key.Key_Left)
+    assert chart.hover_label.text().startswith("Layer 2: ")
+    clicked: list[int] = []
+    chart.layerClicked.connect(clicked.append)
+    for key in (Qt.Key.Key_Space, Qt.Key.Key_Return):
+        qtbot.keyClick(chart.plot, key)
+    assert clicked == []
+
+
+def test_the_pointer_between_two_bars_is_on_neither(qtbot) -> None:
+    """A click in the gap between two bars toggles neither."""
+    from PySide6.QtCore import QPointF
+
+    chart = _chart(qtbot)
+    chart.set_scores([0.3, 0.1, 0.2, 0.4])
+    view = chart.plot.getPlotItem().vb
+    y = view.viewRange()[1][1] / 2
+    assert chart.layer_at(view.mapViewToScene(QPointF(1.0, y))) == 1
+    assert chart.layer_at(view.mapViewToScene(QPointF(1.4, y))) == 1
+    assert chart.layer_at(view.mapViewToScene(QPointF(1.5, y))) is None
+
+
 def test_zoom_past_outliers_shows_the_bulk_of_the_layers(qtbot) -> None:
     chart = _chart(qtbot)
     chart.set_scores(OUTLIER_SCORES, removed=[])
@@ -330,6 +359,8 @@ def test_outlier_ceiling_leaves_an_even_chart_alone() -> None:
 
     assert outlier_ceiling([0.1, 0.2, 0.3, 0.4, 0.5, 0.6]) is None
     assert outlier_ceiling([0.9, None, 0.1]) is None  # too few to say
+    # 20 is high, but within three interquartile ranges above the upper quartile (8.25 + 3 × 5.5): not cut off
+    assert outlier_ceiling([*range(11), 20]) is None
     assert outlier_ceiling(OUTLIER_SCORES) == max(OUTLIER_SCORES[1:])
 
 
@@ -364,6 +395,13 @@ def test_other_metrics_overlay_scaled_to_the_axis(qtbot) -> None:
     assert "Angular distance 4" in chart.hover_text(2) and "Relative magnitude 0.5" in chart.hover_text(2)
     chart.others_box.setChecked(False)
     assert chart.extra_curves == [] and "Angular" not in chart.legend.text()
+
+
+def test_other_metrics_for_another_layer_count_are_not_drawn(qtbot) -> None:
+    chart = _chart(qtbot)
+    chart.set_scores([0.2, 0.1, 0.4, 0.3])
+    chart.set_extra({"Angular distance": [2.0, 1.0, 4.0]})
+    assert chart.extra == {} and not chart.others_box.isEnabled()
 
 
 def test_hover_hint_follows_clicks_and_cancel_and_options_are_remembered(qtbot, opened, make_window,
@@ -728,6 +766,27 @@ def test_a_scores_file_nested_too_deeply_is_a_sentence(tmp_path: Path) -> None:
     deep.write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
     with pytest.raises(ScoresFileError, match="is not valid JSON"):
         read_scores(deep)
+
+
+def test_a_scores_file_must_give_one_finite_score_per_layer_and_only_layers_the_model_has(tmp_path: Path) -> None:
+    """Scores for fewer layers than the file's count, or NaN (which Python's JSON reads), would be drawn and cut by;
+    a removed layer past the last one is dropped."""
+    import json
+
+    from shortgpt_desktop.gui.scores_file import ScoresFileError, read_scores
+
+    path = tmp_path / "scores.json"
+
+    def read(**over: object):
+        path.write_text(json.dumps({"n_layers": 4, "metric": "bi", "scores": [0.1, 0.2, 0.3, 0.4], **over}),
+                        encoding="utf-8")
+        return read_scores(path)
+
+    assert read(removed_layers=[1, 3, 4, -1]).removed == [1, 3]
+    assert read(samples=8, seq_len=32, seed=0).origin["seed"] == 0  # the default seed, said in the card
+    for scores in ([0.1, 0.2, 0.3], [0.1, float("nan"), 0.3, 0.4], [0.1, float("inf"), 0.3, 0.4]):
+        with pytest.raises(ScoresFileError, match="not one number per layer"):
+            read(scores=scores)
 
 
 def test_enter_on_the_open_model_keeps_its_scores(qtbot, opened, gui_model: Path) -> None:

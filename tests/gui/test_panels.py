@@ -5,6 +5,11 @@ broke the code and every test still passed."""
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
+
+from PySide6.QtCore import QPoint, QPointF, Qt
+from PySide6.QtGui import QWheelEvent
+from PySide6.QtWidgets import QApplication
 
 from shortgpt_desktop.core import defaults
 from shortgpt_desktop.core.cut.plan import PrunePlan
@@ -15,7 +20,8 @@ from shortgpt_desktop.core.measure.quiz import Quiz
 from shortgpt_desktop.gui.calibration_panel import CalibrationPanel
 from shortgpt_desktop.gui.chart import ScoreChart
 from shortgpt_desktop.gui.compare_panel import ComparePanel
-from shortgpt_desktop.gui.plan_panel import PlanPanel
+from shortgpt_desktop.gui.model_panel import ModelPanel
+from shortgpt_desktop.gui.plan_panel import PlanPanel, count_ticks, perplexity_ticks
 from shortgpt_desktop.gui.settings_panel import SettingsPanel
 from shortgpt_desktop.gui.system import INITIAL_DEVICES, DeviceChoice
 from shortgpt_desktop.gui.workers import JobRunner
@@ -39,6 +45,41 @@ def test_the_token_estimate_counts_the_builtin_corpus_and_the_files(qtbot, tmp_p
     assert panel.builtin.isChecked()
 
 
+def test_sizes_set_without_saying_whether_they_were_chosen_count_as_chosen(qtbot) -> None:
+    """Quick's sizes given as such (not restored with their flag) stay Quick when a GPU appears."""
+    panel = SettingsPanel()
+    qtbot.addWidget(panel)
+    quick = defaults.PRESETS["quick"]
+    panel.set_values({"samples": quick.samples, "seq_len": quick.seq_len, "eval_windows": quick.eval_windows})
+    panel.set_devices([*INITIAL_DEVICES, DeviceChoice("cuda:0", "GPU 0")])
+    assert panel.values()["samples"] == quick.samples and panel.preset_box.currentData() == "quick"
+
+
+def test_a_folder_is_refused_as_a_model_only_with_weights_and_as_text_only_with_text(qtbot, tmp_path) -> None:
+    """A project folder with a config.json is text; a folder of nothing but binary files adds nothing."""
+    panel = CalibrationPanel()
+    qtbot.addWidget(panel)
+    problems: list[str] = []
+    panel.problem.connect(problems.append)
+    project, photos = tmp_path / "project", tmp_path / "photos"
+    for folder in (project, photos):
+        folder.mkdir()
+    (project / "config.json").write_text('{"name": "my project"}')
+    (project / "notes.txt").write_text(TEXT)
+    (photos / "a.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4)
+    panel.add_paths([str(project), str(photos)])
+    assert panel.paths() == [str(project)]
+    assert problems == [f"The folder {photos} holds no text files (every file in it is binary or unreadable)."]
+
+
+def test_a_size_typed_by_the_user_stays_when_a_gpu_appears(qtbot) -> None:
+    panel = SettingsPanel()
+    qtbot.addWidget(panel)
+    panel.samples_box.setValue(7)
+    panel.set_devices([*INITIAL_DEVICES, DeviceChoice("cuda:0", "GPU 0")])
+    assert panel.values()["samples"] == 7 and panel.values()["sizes_chosen"] is True
+
+
 def test_sizes_follow_the_device_until_chosen_and_a_gpu_not_found_is_dropped(qtbot) -> None:
     panel = SettingsPanel()
     qtbot.addWidget(panel)
@@ -59,6 +100,16 @@ def test_sizes_follow_the_device_until_chosen_and_a_gpu_not_found_is_dropped(qtb
     gone.set_values({"device": "cuda:0"})
     assert gone.values()["device"] == "cuda:0"
     assert gone.set_devices(list(INITIAL_DEVICES), probed=True) == "cuda:0" and gone.values()["device"] == "auto"
+
+
+def test_an_apple_gpu_chosen_by_name_gets_the_gpus_sizes(qtbot) -> None:
+    panel = SettingsPanel()
+    qtbot.addWidget(panel)
+    panel.set_devices([*INITIAL_DEVICES, DeviceChoice("mps", "Apple GPU")])
+    panel.set_values({"device": "cpu"})
+    assert panel.values()["samples"] == defaults.PRESETS["quick"].samples
+    panel.set_values({"device": "mps"})
+    assert panel.device_is_gpu() and panel.values()["samples"] == defaults.PRESETS["standard"].samples
 
 
 def _waiting(progress, cancel):
@@ -126,6 +177,64 @@ def test_the_plan_panel_says_how_the_plan_was_made_and_what_it_weighs(qtbot) -> 
     assert panel.curve_max.value() == 3 and panel.curve_max.maximum() == 5
 
 
+def test_the_plan_panel_gives_the_share_removed_and_the_parameters_before_and_after(qtbot) -> None:
+    panel = PlanPanel()
+    qtbot.addWidget(panel)
+    panel.show_plan(_plan(removed=[4], params_before=6_000_000, params_after=5_000_000))
+    assert panel.count_label.text() == "<b>1</b> of 6 layers (17 %)"
+    assert panel.params_label.text() == "6.0 M → <b>5.0 M</b> (−17 %)"
+    assert panel.layers_label.text() == "4"
+
+
+def test_the_curves_axes_are_labelled_at_round_values_and_at_most_twelve_counts() -> None:
+    assert [label for _, label in perplexity_ticks([10.0, 50.0])] == ["10", "20", "50"]
+    assert [label for _, label in count_ticks(list(range(13)))] == [str(k) for k in range(0, 13, 2)]
+
+
+def test_the_download_bar_and_line_say_how_much_is_in(qtbot) -> None:
+    panel = ModelPanel()
+    qtbot.addWidget(panel)
+    panel.show_download(250_000_000, 1_000_000_000)
+    assert panel.download_bar.value() == 250 and panel.download_bar.maximum() == 1000
+    assert panel.download_label.text() == "Downloading: 250.0 MB of 1.0 GB"
+
+
+def test_the_wheel_over_a_box_without_the_focus_leaves_its_value(qtbot) -> None:
+    """The wheel scrolls the settings: it must not change a box that passes under the pointer."""
+    panel = SettingsPanel()
+    qtbot.addWidget(panel)
+    box = panel.samples_box
+    before = box.value()
+    wheel = QWheelEvent(QPointF(5, 5), QPointF(5, 5), QPoint(0, 0), QPoint(0, 120), Qt.MouseButton.NoButton,
+                        Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
+    QApplication.sendEvent(box, wheel)
+    assert not box.hasFocus() and box.value() == before
+
+
+def test_the_recent_models_keep_the_newest_twelve(qtbot) -> None:
+    panel = ModelPanel()
+    qtbot.addWidget(panel)
+    panel.set_recent([f"org/model-{i}" for i in range(20)])
+    assert panel.recent() == [f"org/model-{i}" for i in range(12)]
+
+
+def test_the_memory_tooltip_says_what_a_gpu_holds_and_what_ram_holds_while_loading(qtbot) -> None:
+    panel = ModelPanel()
+    qtbot.addWidget(panel)
+    memory = SimpleNamespace(peak_bytes=3 * 10**9, batch_working_bytes=2 * 10**8, loading_bytes=5 * 10**8,
+                             in_memory_ram_bytes=10**9, runtime_bytes=4 * 10**8, weights_bytes=2 * 10**9,
+                             on_cpu=False)
+    panel.set_memory(SimpleNamespace(memory=memory, device="cuda:0", dtype="bfloat16"))
+    label = panel.values["memory"]
+    assert label.text() == "3.0 GB on cuda:0, bfloat16"
+    assert label.toolTip() == ("the program 400.0 MB + weights 2.0 GB + working memory 200.0 MB on cuda:0, and in "
+                               "RAM while loading 1.0 GB")
+    memory.on_cpu = True
+    panel.set_memory(SimpleNamespace(memory=memory, device="cpu", dtype="float32"))
+    assert label.toolTip().endswith("the larger of working memory 200.0 MB (for the chosen batch size and sequence "
+                                    "length) and what loading holds for a moment 500.0 MB")
+
+
 def _checked(**over) -> Checked:
     values = dict(removed=[3, 4], ppl_before=10.0, ppl_after=12.5, eval_tokens=2048, prompt="Hi",
                   generation_before=" a", generation_after=" b", seconds=1.0)
@@ -139,8 +248,9 @@ def test_the_before_after_panel_gives_the_checks_figures_and_calls_them_stale(qt
     assert "(× 1.25)" in panel.result.text()
     panel.show_checked(_checked(quiz=Quiz(answers=[])))
     assert "Quiz" not in panel.result.text()
-    panel.show_checked(_checked(prompt=""))
-    assert not panel.before.toPlainText()
+    panel.show_checked(_checked(prompt="", chat_template=True))  # a chat model, asked nothing
+    assert not panel.before.toPlainText() and "chat template" not in panel.result.text()
+    assert panel.result.text().endswith(" No text was generated: the prompt is empty.")
     panel.mark_stale()
     assert "pruned <b>" not in panel.result.text() and "changed since the last check" in panel.result.text()
 

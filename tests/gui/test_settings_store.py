@@ -100,3 +100,11 @@ def test_a_newer_versions_settings_keys_survive_a_session_of_this_one(make_windo
 
     saved = Store(QSettings(str(path), QSettings.Format.IniFormat)).settings()
     assert saved["samples"] == 40 and saved["future_knob"] == 3
+
+
+def test_calibration_paths_written_by_hand_with_commas_are_each_a_source(tmp_path: Path) -> None:
+    """QSettings hands ``sources=a, b`` back as a list: each item is a path, not one path "['a', 'b']"."""
+    from shortgpt_desktop.gui.settings_store import Store
+
+    store = Store(ini(tmp_path / "s.ini", "[calibration]\nsources=/home/me/a.txt, /home/me/b.txt\n"))
+    assert store.calibration() == ["/home/me/a.txt", "/home/me/b.txt"]
