@@ -48,6 +48,11 @@ def write_scores(report: Report, partial: bool, path: str | Path, sources: Seque
                                  sources, texts)
 
 
+def _whole(value: Any) -> int | None:
+    """``value`` where it is a whole number of 0 or more (JSON's true is not 1 layer), else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
 def _score_list(value: Any, n: int, what: str) -> list[float | None]:
     if not isinstance(value, list) or len(value) != n:
         raise ScoresFileError(f"The {what} in the file are not one number per layer.")
@@ -71,7 +76,7 @@ def read_scores(path: str | Path) -> ImportedScores:
         raise ScoresFileError(f"{path} cannot be read ({exc}).") from None
     except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply for Python's parser
         raise ScoresFileError(f"{path} is not valid JSON ({exc}).") from None
-    if not isinstance(data, dict) or not isinstance(data.get("n_layers"), int) or not data.get("scores"):
+    if not isinstance(data, dict) or not _whole(data.get("n_layers")) or not data.get("scores"):
         raise ScoresFileError(f"{path} holds no layer scores: export them from ShortGPT Desktop first.")
     n = int(data["n_layers"])
     metric = str(data.get("metric", ""))
@@ -79,16 +84,18 @@ def read_scores(path: str | Path) -> ImportedScores:
         raise ScoresFileError(f"{path} uses a metric this version does not know ({metric or 'none'}).")
     scores = _score_list(data["scores"], n, "scores")
     extra_raw = data.get("other_scores") or {}
-    extra = {name: _score_list(values, n, f"{name} scores") for name, values in extra_raw.items()
-             if isinstance(extra_raw, dict)}
+    if not isinstance(extra_raw, dict):  # a list here raised AttributeError out of the window's slot, unsaid
+        raise ScoresFileError("The other metrics' scores in the file are not one list per metric.")
+    extra = {str(name): _score_list(values, n, f"{name} scores") for name, values in extra_raw.items()}
     block = data.get("block_size")
     tokens, timings = data.get("tokens"), data.get("timings")
     seconds = timings.get("scoring") if isinstance(timings, dict) else None
     layer_scores = LayerScores(metric, scores,
-                               tokens=tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else 0,
+                               tokens=_whole(tokens) or 0,
                                seconds=float(seconds) if isinstance(seconds, (int, float)) else 0.0,
                                block_size=block if isinstance(block, int) else None, extra=extra)
-    removed = [int(i) for i in data.get("removed_layers") or [] if isinstance(i, int) and 0 <= i < n]
+    listed = data.get("removed_layers")  # a record of the file's plan, not scores: what is not a layer is left out
+    removed = [i for i in listed if _whole(i) is not None and i < n] if isinstance(listed, list) else []
     return ImportedScores(str(data.get("model", "")), n, str(data.get("architecture", "")), layer_scores,
                           bool(data.get("partial", False)), removed, _origin(path, data, layer_scores.tokens))
 
@@ -101,8 +108,7 @@ def _origin(path: Path, data: dict[str, Any], tokens: int) -> dict[str, Any]:
         else (data, str(path))
 
     def whole(key: str) -> int | None:
-        value = record.get(key)
-        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+        return _whole(record.get(key))
 
     calibration = record.get("calibration")
     texts = [str(c) for c in calibration] if isinstance(calibration, list) else []

@@ -787,6 +787,14 @@ def test_a_scores_file_must_give_one_finite_score_per_layer_and_only_layers_the_
     for scores in ([0.1, 0.2, 0.3], [0.1, float("nan"), 0.3, 0.4], [0.1, float("inf"), 0.3, 0.4]):
         with pytest.raises(ScoresFileError, match="not one number per layer"):
             read(scores=scores)
+    # Parts of another shape were an AttributeError or a TypeError out of the window's import, and no dialog.
+    for other in ([1], "abc", 5):
+        with pytest.raises(ScoresFileError, match=r"^The other metrics' scores in the file are not one list per"):
+            read(other_scores=other)
+    assert read(other_scores={"rm": [0.5, None, 0.25, 1]}).scores.extra == {"rm": [0.5, None, 0.25, 1.0]}
+    assert read(removed_layers=5).removed == [] and read(removed_layers=[True, 2, "3"]).removed == [2]
+    with pytest.raises(ScoresFileError, match="holds no layer scores"):
+        read(n_layers=True, scores=[0.1])  # JSON's true is not one layer
 
 
 def test_enter_on_the_open_model_keeps_its_scores(qtbot, opened, gui_model: Path) -> None:
