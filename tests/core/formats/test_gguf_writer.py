@@ -201,6 +201,7 @@ def test_the_tensors_a_job_rewrites_are_beside_each_run_or_every_kept_one_when_h
     healed = names([2, 3, 6], heal=True)
     assert len(healed) == 5 * 4 and not any(n.startswith(("blk.2.", "blk.3.", "blk.6.")) for n in healed)
     assert not any("norm" in n for n in healed)
+    assert names([2, 3, 4], repair=True) == ["blk.1.ffn_down.weight", "blk.5.ffn_down.weight"]  # a run of three
     assert names([2, 3, 6]) == []
     assert names([], repair=True, refit=True, heal=True) == []  # nothing removed: nothing repaired or healed
 
@@ -417,6 +418,8 @@ def test_per_layer_arrays_leading_dense_and_mtp_blocks(tmp_path: Path) -> None:
     assert reader.fields["deepseek2.feed_forward_length"].contents() == [10, 12, 14, 15]
     assert reader.fields["deepseek2.rope.dimension_sections"].contents() == [1, 2, 3, 4, 5, 6]
     assert reader.fields["deepseek2.leading_dense_block_count"].contents() == 2
+    # layer 3, the first sparse one, is kept and stays sparse: only the kept layers below 3 count
+    assert gguf_writer.plan_gguf_pruning(path, [1]).leading_dense == (3, 2)
     assert reader.fields["shortgpt.removed_layers"].contents() == [1, 3]
     downs = {t.name: float(t.data[0, 0]) for t in reader.tensors if t.name.endswith("ffn_down.weight")}
     assert downs == {"blk.0.ffn_down.weight": 0, "blk.1.ffn_down.weight": 2, "blk.2.ffn_down.weight": 4,
@@ -433,10 +436,66 @@ def test_positional_layouts_are_refused_unless_their_phase_is_kept(tmp_path: Pat
     with pytest.raises(UnsupportedModelError, match="period of 4"):
         gguf_writer.plan_gguf_pruning(path, [2])
     assert gguf_writer.plan_gguf_pruning(path, [2, 3, 4, 5]).new_block_count == 4
+    stepped = tiny_gguf(tmp_path / "step.gguf", "llama", 6, {"llama.interleave_moe_layer_step": (2, V.UINT32)})
+    with pytest.raises(UnsupportedModelError, match="period of 2"):
+        gguf_writer.plan_gguf_pruning(stepped, [1])
+    assert gguf_writer.plan_gguf_pruning(stepped, [2, 3]).new_block_count == 4
     for arch, meta in (("llama4", {}), ("gemma3n", {}),
-                       ("gemma4", {"gemma4.attention.shared_kv_layers": (2, V.UINT32)})):
+                       ("gemma4", {"gemma4.attention.shared_kv_layers": (1, V.UINT32)})):  # one sharing layer is enough
         with pytest.raises(UnsupportedModelError, match=r"^[^\n]+\.$"):
             gguf_writer.plan_gguf_pruning(tiny_gguf(tmp_path / f"{arch}.gguf", arch, 6, meta), [1])
+
+
+def test_a_tensor_sized_by_the_layer_count_outside_the_blocks_is_refused(tmp_path: Path) -> None:
+    tensors = {"per_layer_token_embd.weight": (np.zeros((8, 4), np.float32), None),
+               **{f"blk.{i}.ffn_down.weight": (np.zeros((4, 4), np.float32), None) for i in range(4)}}
+    with pytest.raises(UnsupportedModelError, match=r"outside the blocks \(per_layer_token_embd\.weight\)"):
+        gguf_writer.plan_gguf_pruning(tiny_gguf(tmp_path / "per-layer.gguf", n_layer=4, tensors=tensors), [1])
+
+
+def test_a_periodic_sliding_window_layout_is_written_out_only_where_pruning_shifts_it(tmp_path: Path) -> None:
+    """llama.cpp derives these layouts from the layer index (``set_swa_pattern``): smallthinker's dense layer comes
+    first in each period of 4, a period stored as a scalar replaces the architecture's own, gemma3's applies only
+    with a sliding window, and cuts in whole periods keep every kept layer's phase."""
+    def pattern(arch: str, n_layer: int, metadata: dict[str, Any], removed: list[int]) -> list[bool] | None:
+        path = tiny_gguf(tmp_path / f"{arch}-{len(metadata)}.gguf", arch, n_layer, metadata)
+        return gguf_writer.plan_gguf_pruning(path, removed).swa_pattern
+
+    window = (8, V.UINT32)
+    t, f = True, False
+    assert pattern("smallthinker", 8, {"smallthinker.attention.sliding_window": window}, [1]) == \
+        [f, t, t, f, t, t, t]
+    assert pattern("gemma2", 6, {"gemma2.attention.sliding_window_pattern": (3, V.UINT32)}, [1]) == [t, f, t, t, f]
+    assert pattern("gemma2", 6, {}, [2, 3]) is None  # every kept layer keeps its phase of 2
+    assert pattern("gemma3", 12, {}, [1]) is None  # no sliding window: llama.cpp applies no pattern
+    assert pattern("gemma3", 12, {"gemma3.attention.sliding_window": window}, [1]) == [t] * 4 + [f] + [t] * 5 + [f]
+
+
+def test_a_replaced_weight_in_a_type_it_keeps_is_written_as_given_and_no_change_reported(tmp_path: Path) -> None:
+    new = np.arange(16, dtype=np.float32).reshape(4, 4) / 7
+    result = gguf_writer.write_pruned_gguf(tiny_gguf(tmp_path / "f32.gguf"), [0], tmp_path / "out",
+                                           replaced={"model.layers.2.mlp.down_proj.weight": new})
+    assert (result.replaced, result.changed_types) == (["blk.1.ffn_down.weight"], {})
+    reader = gguf.GGUFReader(str(result.gguf_path))
+    tensor = next(t for t in reader.tensors if t.name == "blk.1.ffn_down.weight")
+    assert tensor.tensor_type == gguf.GGMLQuantizationType.F32
+    np.testing.assert_array_equal(np.asarray(tensor.data).reshape(4, 4), new)
+
+
+def test_a_replacement_the_writer_cannot_write_back_is_refused_by_each_layers_metadata_and_names_the_step(
+        tmp_path: Path) -> None:
+    """A per-layer head count is read at the tensor's own layer (falcon's fused QKV can be written back only with
+    one key/value head; here layer 1 has two), and the refusal names the step that would change the tensor."""
+    qkv = {f"blk.{i}.attn_qkv.weight": (np.zeros((12, 4), np.float32), None) for i in range(4)}
+    falcon = tiny_gguf(tmp_path / "falcon.gguf", "falcon", 4, {
+        "falcon.attention.head_count": (2, V.UINT32), "falcon.attention.head_count_kv": ([1, 2, 1, 1], V.ARRAY),
+    }, qkv)
+    with pytest.raises(UnsupportedModelError, match=r"blk\.1\.attn_qkv.*the healing would change it"):
+        gguf_writer.check_gguf_replacements(falcon, repair=False, heal=True)
+    fused = {f"blk.{i}.ffn_gate_up_projs.weight": (np.zeros((8, 4), np.float32), None) for i in range(4)}
+    moe = tiny_gguf(tmp_path / "moe.gguf", "qwen2moe", 4, tensors=fused)
+    with pytest.raises(UnsupportedModelError, match=r"mixture-of-experts.*the MLP refit would change it"):
+        gguf_writer.check_gguf_replacements(moe, repair=False, heal=False, refit=True)
 
 
 def test_unquantizable_type_falls_back_to_q8_0(tmp_path: Path) -> None:
