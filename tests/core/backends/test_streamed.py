@@ -234,15 +234,18 @@ def test_one_decoder_layer_is_resident_at_a_time_and_none_after(setup) -> None:
     with StreamedModel(source) as model:
         real_open = StreamedModel.open_layer
         resident: list[list[int]] = []
+        heads: set[str] = set()
 
         def open_layer(self, index):
             resident.append([i for i, layer in enumerate(self.layers)
                              if any(p.device.type != "meta" for p in layer.parameters())])
+            heads.add(self.model.get_output_embeddings().weight.device.type)
             return real_open(self, index)
 
         model.open_layer = open_layer.__get__(model)  # type: ignore[method-assign]
         ops.perplexity(model, tokens.eval_windows, tokens.pad_id, [1], batch_size=2)
         assert resident and all(r == [] for r in resident), resident
+        assert heads == {"meta"}, "the untied head is loaded for the head step only, not beside the layers"
         assert all(p.device.type == "meta" for p in model.layers.parameters())
 
 

@@ -94,6 +94,13 @@ GOOD = {"a": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]},
     ({"b": {"dtype": "F16", "shape": [4], "data_offsets": [20, 28]}}, "leaves a gap"),
     ({"__metadata__": {"format": 5}}, "not a table of strings"),
     ({"a": [1]}, "not a table"),
+    ({"__metadata__": {"format": "pt", "note": 5}}, "not a table of strings"),
+    ({"a": {"dtype": "F32", "shape": [1] * 15 + [2, 2], "data_offsets": [0, 16]}}, "not a list of non-negative"),
+    ({"a": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16, 24]}}, "not \\[begin, end\\]"),
+    ({"a": {"dtype": "F4", "shape": [3], "data_offsets": [0, 1]},  # 12 bits: not whole bytes
+      "b": {"dtype": "F16", "shape": [4], "data_offsets": [1, 9]}}, r"F4 \[3\] but has 1 "),
+    ({"a": {"dtype": "F32", "shape": [2, 2], "data_offsets": [8, 24]},
+      "b": {"dtype": "F16", "shape": [4], "data_offsets": [24, 32]}}, "a's data leaves a gap after the start of the"),
 ])
 def test_a_safetensors_header_is_checked(tmp_path: Path, change: dict, message: str) -> None:
     path = _safetensors(tmp_path / "model.safetensors", {**GOOD, **change}, bytes(28 if "28" in str(change) else 24))
@@ -115,6 +122,23 @@ def test_safetensors_trailing_bytes_repeated_names_and_deep_json(tmp_path: Path)
     (tmp_path / "n.safetensors").write_bytes(struct.pack("<Q", len(raw)) + raw)
     with pytest.raises(ModelSourceError, match=r"nests too deeply|not a JSON object"):
         check_safetensors(tmp_path / "n.safetensors")
+
+
+def test_a_safetensors_file_too_short_or_claiming_too_much_is_a_sentence(tmp_path: Path) -> None:
+    path = tmp_path / "model.safetensors"
+    for data, message in [(b"\x08\x00\x00", "it is shorter than a header"),
+                          (struct.pack("<Q", 100_000_001), "its header claims 100,000,001 bytes"),
+                          (struct.pack("<Q", 20) + b'{"a": 1}' + bytes(11), r"truncated \(it ends inside its header")]:
+        path.write_bytes(data)
+        with pytest.raises(ModelSourceError, match=message):
+            check_safetensors(path)
+
+
+def test_one_byte_missing_or_left_over_is_a_sentence(tmp_path: Path) -> None:
+    with pytest.raises(ModelSourceError, match="not a valid safetensors file: 1 byte follows its last tensor"):
+        check_safetensors(_safetensors(tmp_path / "t.safetensors", GOOD, bytes(25)))
+    with pytest.raises(ModelSourceError, match=r"truncated \(\d+ bytes, \d+ expected\)"):
+        check_safetensors(_safetensors(tmp_path / "s.safetensors", GOOD, bytes(23)))
 
 
 @pytest.mark.parametrize(("config", "message"), [

@@ -14,6 +14,7 @@ import torch
 from shortgpt_desktop.core.cut.surgery import prune_in_memory
 from shortgpt_desktop.core.engine import Engine, JobSpec
 from shortgpt_desktop.core.errors import Cancelled, OutputError
+from shortgpt_desktop.core.formats.safetensors_io import TensorEntry, model_entries, plan_shards, write_shard
 from shortgpt_desktop.core.formats.safetensors_writer import save_pruned
 from shortgpt_desktop.core.model.loading import LoadedModel, load_model
 from shortgpt_desktop.core.model.sources import ModelSource, WeightFile, resolve
@@ -346,7 +347,7 @@ def test_full_job_writes_card_and_report(tiny_model: Path, small_calib: Path, tm
 def test_a_replacement_for_a_tensor_stored_as_integers_is_a_sentence(tmp_path: Path) -> None:
     """An int8-quantized checkpoint cannot take a repaired float weight: a sentence, never a silent cast."""
     from shortgpt_desktop.core.errors import UnsupportedModelError
-    from shortgpt_desktop.core.formats.safetensors_io import TensorEntry, replacement_entry, tensor_entry
+    from shortgpt_desktop.core.formats.safetensors_io import replacement_entry, tensor_entry
 
     stored = TensorEntry("model.layers.0.mlp.down_proj.weight", "I8", [4, 4], 16, lambda out: None)
     with pytest.raises(UnsupportedModelError, match=r"stores model\.layers\.0\.mlp\.down_proj\.weight as I8.*\.$"):
@@ -492,3 +493,33 @@ def test_a_disk_error_after_the_weights_leaves_nothing_in_place_and_no_partial_f
     with pytest.raises(OutputError, match="failed: no space left on device; nothing was written"):
         save(load(tiny_model), out, card_text="# card\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def _entry(name: str, nbytes: int) -> TensorEntry:
+    return TensorEntry(name, "U8", [nbytes], nbytes, lambda out: out.write(bytes(nbytes)))
+
+
+def test_shards_fill_up_to_the_limit_exactly_and_each_starts_empty() -> None:
+    entries = [_entry(name, n) for name, n in zip("abcd", [8, 8, 4, 4], strict=True)]
+    assert [[e.name for e in shard] for shard in plan_shards(entries, 8)] == [["a"], ["b"], ["c", "d"]]
+
+
+def test_a_shard_keeps_its_data_8_byte_aligned_and_refuses_a_tensor_of_the_wrong_size(tmp_path: Path) -> None:
+    for name in ("a", "ab", "abc", "abcd"):  # headers of every length modulo 8
+        path = tmp_path / f"{name}.safetensors"
+        assert write_shard(path, [_entry(name, 3)]) == 3
+        assert int.from_bytes(path.read_bytes()[:8], "little") % 8 == 0
+    short = TensorEntry("w", "U8", [4], 4, lambda out: out.write(bytes(3)))
+    with pytest.raises(OSError, match="tensor w wrote 3 bytes, 4 expected"):
+        write_shard(tmp_path / "short.safetensors", [short])
+
+
+def test_a_tied_head_is_left_out_of_a_model_saved_from_memory() -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    sizes = dict(vocab_size=32, hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2,
+                 num_key_value_heads=2)
+    tied = LlamaForCausalLM(LlamaConfig(**sizes, tie_word_embeddings=True))
+    untied = LlamaForCausalLM(LlamaConfig(**sizes, tie_word_embeddings=False))
+    assert "lm_head.weight" not in {e.name for e in model_entries(tied)}
+    assert "lm_head.weight" in {e.name for e in model_entries(untied)}
