@@ -99,6 +99,8 @@ def _check_entries(header: dict[str, Any]) -> None:
     for name, info in header.items():
         if name == "__metadata__":
             continue
+        if name.startswith("__"):  # every reader here skips such keys as its own: the tensor was left out unsaid
+            raise _Bad(f"tensor {name} has a name starting with __, which this tool keeps for the file's own entries")
         if not isinstance(info, dict):
             raise _Bad(f"the entry of {name} is not a table")
         dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
@@ -111,7 +113,8 @@ def _check_entries(header: dict[str, Any]) -> None:
             raise _Bad(f"tensor {name} has data offsets {offsets!r}, not [begin, end]")
         bits = math.prod(shape) * DTYPE_BITS[dtype]
         if bits % 8 or bits // 8 != offsets[1] - offsets[0]:
-            raise _Bad(f"tensor {name} is {dtype} {shape} but has {offsets[1] - offsets[0]:,} bytes of data")
+            size = offsets[1] - offsets[0]
+            raise _Bad(f"tensor {name} is {dtype} {shape} but has {size:,} byte{'' if size == 1 else 's'} of data")
         spans.append((offsets[0], offsets[1], name))
     spans.sort()
     end, previous = 0, None

@@ -357,9 +357,9 @@ def load_part(model: Any, tensors: dict[str, Any], device: str, part: str) -> No
 def check_materialized(module: Any, part: str) -> None:
     missing = [name for name, p in module.named_parameters() if p.device.type == "meta"]
     if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""  # one missing was "… and 0 more"
         raise UnsupportedModelError(
-            f"The checkpoint has no weights for {part} ({missing[0]} and {len(missing) - 1} more); it cannot be "
-            "scored layer by layer."
+            f"The checkpoint has no weights for {part} ({missing[0]}{more}); it cannot be scored layer by layer."
         )
 
 

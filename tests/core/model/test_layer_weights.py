@@ -104,6 +104,9 @@ def test_a_layer_with_weights_missing_or_of_the_wrong_shape_is_a_sentence(tiny_m
         for name in [k for k in tensors if k.startswith("model.layers.2.mlp.")]:
             del tensors[name]
 
+    def drop_down(tensors: dict) -> None:
+        del tensors["model.layers.2.mlp.down_proj.weight"]
+
     def narrow(tensors: dict) -> None:
         name = "model.layers.2.mlp.down_proj.weight"
         tensors[name] = tensors[name][:, :-1].contiguous()
@@ -111,6 +114,8 @@ def test_a_layer_with_weights_missing_or_of_the_wrong_shape_is_a_sentence(tiny_m
     for change, message in [
         (drop_mlp, r"^The checkpoint has no weights for decoder layer 2 \(mlp\.\w+_proj\.weight and 2 more\); it "
                    r"cannot be scored layer by layer\.$"),
+        (drop_down, r"^The checkpoint has no weights for decoder layer 2 \(mlp\.down_proj\.weight\); it cannot be "
+                    r"scored layer by layer\.$"),  # not "… and 0 more"
         (narrow, r"^The checkpoint's model\.layers\.2\.mlp\.down_proj\.weight has shape \(64, 127\) where the model "
                  r"expects \(64, 128\); it cannot be scored layer by layer \(decoder layer 2\)\.$"),
     ]:
