@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from shortgpt_desktop.cli import _STAGE_LABELS
 from shortgpt_desktop.core.cut.own_answers import own_answers
 from shortgpt_desktop.core.engine import Engine
 from shortgpt_desktop.core.measure.evaluation import encode_prompt
 from shortgpt_desktop.core.pipeline import JobSpec
+from shortgpt_desktop.core.progress import STAGE_UNITS
 
 TEMPLATE = ("{% for m in messages %}<|user|>{{ m['content'] }}\n{% endfor %}"
             "{% if add_generation_prompt %}<|assistant|>{% endif %}")
@@ -55,6 +57,20 @@ def test_each_answer_is_the_originals_greedy_continuation_up_to_the_end_of_its_t
     fitting = [full for full, p in zip(reference, PROMPTS, strict=True)
                if len(encode_prompt(loaded.tokenizer, p, True)["input_ids"][0]) <= prompt_len]
     assert capped == [full[:prompt_len + 1] for full in fitting]  # longer prompts are left out
+    lengths = [len(encode_prompt(loaded.tokenizer, p, True)["input_ids"][0]) for p in PROMPTS]
+    shortest = min(lengths)
+    assert max(lengths) > shortest, "the prompts must differ in length"
+    room_for_one = own_answers(engine.backend.stack, loaded.tokenizer, loaded.model, PROMPTS, max_new_tokens=6,
+                               max_len=shortest + 1, kv_cache=kv_cache)
+    assert room_for_one == [full[:shortest + 1] for full, n in zip(reference, lengths, strict=True) if n == shortest]
+    # A prompt as long as the cap has no room for an answer: left out, not fitted as a prompt alone.
+    assert own_answers(engine.backend.stack, loaded.tokenizer, loaded.model, PROMPTS, max_new_tokens=6,
+                       max_len=shortest, kv_cache=kv_cache) == []
+    stages: set[str] = set()
+    one_token = own_answers(engine.backend.stack, loaded.tokenizer, loaded.model, PROMPTS, max_new_tokens=1,
+                            kv_cache=kv_cache, progress=lambda stage, done, total, _: stages.add(stage))
+    assert one_token == [full[:n + 1] for full, n in zip(reference, lengths, strict=True)]
+    assert stages and all(stage in _STAGE_LABELS and stage in STAGE_UNITS for stage in stages)  # said in words
 
 
 def test_a_model_without_a_chat_template_writes_none_and_its_repair_fits_the_text_alone(engine) -> None:
