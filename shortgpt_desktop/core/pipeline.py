@@ -138,7 +138,10 @@ def text_stamp(spec: JobSpec) -> tuple:
     """Each calibration and evaluation file's path, size and modification time: tokens cut before a file was
     edited (or a file added to a listed folder) are not the text any more. Empty where the paths cannot be listed
     (reading them says why)."""
-    paths = [p for p in spec.calib if p != BUILTIN_CORPUS] + ([spec.eval_text] if spec.eval_text else [])
+    # The built-in corpus ships with the app; as the evaluation text too it must be left out ("the calibration path
+    # builtin does not exist" emptied the stamp, and an edited calibration file went unnoticed).
+    listed = [*spec.calib, *([spec.eval_text] if spec.eval_text else [])]
+    paths = [p for p in listed if p != BUILTIN_CORPUS]
     try:
         return tuple(file_stamp(f) for f in collect_files(paths))
     except (OSError, CalibrationError):

@@ -53,6 +53,13 @@ def test_the_text_stamp_changes_when_any_calibration_or_evaluation_file_is_edite
         edited = text_stamp(spec)
         assert edited != stamp, path.name
         stamp = edited
+    # The built-in corpus as the evaluation text (--eval-text builtin) is left out as it is from the calibration: it
+    # emptied the whole stamp, so an edited calibration file went unnoticed.
+    builtin_eval = JobSpec(model="m", calib=[str(files[0])], eval_text="builtin")
+    stamp = text_stamp(builtin_eval)
+    assert len(stamp) == 1
+    files[0].write_text("Prose edited once more. " * 30, encoding="utf-8")
+    assert text_stamp(builtin_eval) not in (stamp, ())
 
 
 def test_a_missing_evaluation_text_is_named_as_one_when_scoring(small_calib: Path, tmp_path: Path) -> None:
