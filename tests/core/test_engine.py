@@ -119,7 +119,9 @@ def test_a_chat_models_estimate_counts_its_own_answers_until_they_are_written(ti
     import dataclasses
 
     assert "answering" not in engine.job_estimate(dataclasses.replace(spec, repair="none"), 2, check=False).steps
+    engine.answers = ((("another model",), spec.seq_len), [[7, 7, 7]])  # another model's, kept from before
     engine.repair_tokens(engine.tokens_for(spec))
+    assert engine.answers[0] == (engine.load_key, spec.seq_len) and engine.answers[1] != [[7, 7, 7]]
     assert "answering" not in engine.job_estimate(spec, 2, check=False).steps  # written once per model
 
 
@@ -220,6 +222,14 @@ def test_the_checks_joint_pass_counts_as_one_stage_to_its_end(tiny_model: Path, 
     seen.clear()
     engine.check(spec, [1], progress=lambda stage, done, total, partial=None: seen.append((stage, done, total)))
     assert {stage for stage, _, _ in seen if stage.startswith("ppl")} == {"ppl_after"}  # the original's is kept
+    seen.clear()
+    first = engine.checked
+    fewer = engine.check(dataclasses.replace(spec, eval_windows=1), [1],
+                         progress=lambda stage, done, total, partial=None: seen.append((stage, done, total)))
+    assert {stage for stage, _, _ in seen if stage.startswith("ppl")} == {"ppl_both"}  # other windows: run again
+    assert fewer.eval_tokens < first.eval_tokens and fewer.ppl_before != first.ppl_before
+    # and the original's pass kept for the curve is the one of its own windows
+    assert engine.reference_for(spec, engine.tokens_for(spec)).result.perplexity == first.ppl_before
 
 
 def test_a_rescore_of_the_same_text_keeps_the_fit_and_other_text_drops_it(tiny_model: Path,
@@ -346,11 +356,16 @@ def test_the_quality_curve_keeps_the_fit_check_made(tiny_model: Path, small_cali
     engine = Engine()
     engine.score(spec)
     removed = engine.plan(count=2).removed
-    engine.check(spec, removed)
+    healed_ppl = engine.check(spec, removed).ppl_after
     healed = engine.adjusted
     assert healed is not None and healed.heal is not None
-    engine.quality_curve(spec, 3)
+    curve = engine.quality_curve(spec)  # half the 6 layers by default
+    assert [p.k for p in curve.points] == [0, 1, 2, 3]
     assert engine.adjusted is healed and engine.adjust(spec, removed) is healed  # nothing to heal again
+    # and its points are unhealed: they would train once per count
+    unhealed = engine.check(dataclasses.replace(spec, heal_steps=0), removed)
+    assert curve.points[2].removed == removed
+    assert curve.points[2].perplexity == pytest.approx(unhealed.ppl_after, rel=1e-9) != healed_ppl
 
 
 @pytest.mark.parametrize(("dtype", "scale", "said"), [
@@ -461,6 +476,11 @@ def test_the_report_carries_the_check_only_for_the_recipe_it_measured(tiny_model
     checked = engine.check(spec, plan.removed)
     report = engine.report(plan, spec)
     assert report.ppl_after == checked.ppl_after and report.fidelity["mean_kl"] == checked.fidelity.mean_kl
+    assert report.repair == "linear" and report.repair_runs
+    # A cut that shares its first layer with the one repaired is not that cut: no repair of it is written or named.
+    first = plan.removed[0]
+    other_cut = engine.plan(layers=[first, next(i for i in range(first + 1, 6) if i not in plan.removed)])
+    assert engine.report(other_cut, spec).repair == "none" and not engine.report(other_cut, spec).repair_runs
     for other in (dataclasses.replace(spec, repair="none"), dataclasses.replace(spec, heal_steps=1),
                   dataclasses.replace(spec, eval_windows=1)):
         report = engine.report(plan, other)
@@ -523,8 +543,9 @@ def test_a_blank_prompt_is_no_prompt_in_the_check_and_the_card(tiny_model: Path,
     plan = engine.plan(count=1)
     checked = engine.check(spec, plan.removed)
     assert checked.prompt == "" and checked.generation_before == checked.generation_after == ""
+    assert checked.quiz is None  # nor is the quiz asked
     report = engine.report(plan, spec)
-    assert report.generation_prompt in ("", None) and not report.generation_chat_template
+    assert report.generation_prompt in ("", None) and not report.generation_chat_template and not report.quiz
 
 
 def test_another_seed_draws_other_samples_from_an_open_engine(tiny_model: Path, small_calib: Path) -> None:
@@ -755,8 +776,10 @@ def test_the_checks_quiz_counts_the_originals_answers_until_they_are_written(tin
     engine.load(spec)
     first = engine.quiz_work(spec)
     assert first is not None, "the tiny chat model is asked the quiz"
-    engine._original_quiz_answers = lambda: ["written"]  # as after the first check
+    engine.quiz_original = (engine.load_key, ["written"])  # as after the first check
     assert engine.quiz_work(spec).prompts * 2 == first.prompts
+    engine.quiz_original = (("another model",), ["written"])  # the answers of a model loaded before
+    assert engine.quiz_work(spec).prompts == first.prompts
 
 
 def test_the_repairs_estimate_counts_the_runs_of_the_layers_the_plan_removes(tiny_model: Path, small_calib: Path,
@@ -801,3 +824,232 @@ def test_a_cut_checked_without_the_repair_still_counts_the_repair_a_later_job_fi
     assert engine.job_estimate(linear, 2, check=False).steps.get("repairing", 0) > 0
     engine.adjust(linear, engine.plan(count=2).removed)  # fitted now: the job keeps it
     assert "repairing" not in engine.job_estimate(linear, 2, check=False).steps
+    # fitted on these samples only: fewer samples fit it again
+    assert engine.job_estimate(dataclasses.replace(linear, samples=4), 2, check=False).steps["repairing"] > 0
+
+
+def test_a_metric_refused_where_the_model_was_chosen_to_run_one_layer_at_a_time_speaks_of_memory(
+        tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The user never asked for low-memory mode: the refusal says the model does not fit, and offers no way out
+    through a setting they never ticked."""
+    from shortgpt_desktop.core.errors import UserError
+
+    spec = JobSpec(model=str(tiny_model), calib=[], samples=8, seq_len=64, batch_size=4, device="cpu",
+                   dtype="float32", metric="ppl", repair="none", scores_only=True)
+    engine = Engine()
+    engine.open(spec)
+    need = engine.memory_estimate(spec)
+    room = int((need.streamed_total + need.in_memory_total) / 2 / SAFETY)
+    assert need.streamed_total <= SAFETY * room < need.in_memory_total
+    monkeypatch.setattr(memory, "available_memory", lambda device: (room, room))
+    assert engine.open(spec).mode == "streamed"
+    with pytest.raises(UserError, match="needs the whole model in memory; this model does not fit in memory, so it "
+                                        "runs one layer at a time:") as refused:
+        engine.refusal(spec, spec.metric)
+    assert "low-memory" not in str(refused.value) and refused.value.hint is None
+
+
+def test_a_gguf_chosen_to_run_one_layer_at_a_time_is_refused_a_float_copy_before_anything_is_written(
+        tiny_q4_gguf: Path, tmp_path: Path) -> None:
+    """Save names the way the model runs as the user's own only where they asked for it."""
+    from types import SimpleNamespace
+
+    from shortgpt_desktop.core.backends.base import Streamed
+    from shortgpt_desktop.core.cut.plan import PrunePlan
+    from shortgpt_desktop.core.errors import UserError
+
+    spec = JobSpec(model=str(tiny_q4_gguf), calib=[], device="cpu", dtype="float32", metric="bi", repair="none")
+    engine = Engine()
+    engine.open(spec)
+    engine.set_output_format("safetensors")
+    # A streamed backend in name only: the refusal needs no weights, and nothing past it may run.
+    engine.backend = SimpleNamespace(mode="streamed", loaded=object(), close=lambda: None,
+                                     refusal=lambda **wanted: Streamed.refusal_for(engine.source, **wanted))
+    plan = PrunePlan(engine.n_layers, [1])
+    out = tmp_path / "out"
+    engine.scored_spec = spec  # the way was chosen for want of memory
+    with pytest.raises(UserError, match=r"^This model does not fit in memory, so it runs one layer at a time, and "
+                                        "then a GGUF model is saved as GGUF"):
+        engine.save(plan, out)
+    engine.scored_spec = dataclasses.replace(spec, low_memory=True)
+    with pytest.raises(UserError, match=r"^In low-memory mode a GGUF model is saved as GGUF"):
+        engine.save(plan, out)
+    assert not out.exists()
+
+
+def test_a_plan_that_removes_nothing_is_neither_checked_nor_saved(tiny_model: Path, small_calib: Path,
+                                                                  tmp_path: Path) -> None:
+    from shortgpt_desktop.core.errors import PlanError
+
+    spec = small_job(tiny_model, small_calib, metric="bi", repair="none")
+    engine = Engine()
+    engine.score(spec)
+    with pytest.raises(PlanError, match=r"^The plan removes no layers"):
+        engine.check(spec, [])
+    with pytest.raises(PlanError, match=r"^The plan removes no layers"):
+        engine.save(engine.plan(count=0), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_scoring_cancelled_part_way_counts_the_tokens_it_measured_and_drops_the_last_check(
+        tiny_model: Path, small_calib: Path) -> None:
+    """The partial scores are kept, said to be measured on the samples done so far (not on every sample); the check
+    shown was of the scores before them."""
+    from shortgpt_desktop.core.errors import Cancelled
+
+    spec = small_job(tiny_model, small_calib, metric="bi", repair="none")
+    engine = Engine()
+    engine.score(spec)
+    engine.check(spec, engine.plan(count=1).removed)
+    assert engine.checked is not None
+    stop = {"now": False}
+
+    def progress(stage: str, done: int, total: int, partial: Any = None) -> None:
+        stop["now"] = stop["now"] or (stage == "scoring" and done >= 2)
+
+    with pytest.raises(Cancelled):
+        engine.score(spec, progress=progress, cancel=lambda: stop["now"])
+    scored = engine.scored
+    assert scored.partial and engine.checked is None
+    assert 0 < scored.sample_tokens == engine.stats.tokens < engine.tokens.sample_tokens
+
+
+def test_a_block_may_be_as_long_as_the_layers_that_may_go_and_no_longer(tiny_model: Path, small_calib: Path) -> None:
+    from shortgpt_desktop.core.errors import PlanError
+
+    engine = Engine()
+    longest = small_job(tiny_model, small_calib, metric="angular", repair="none", block_size=5)  # 6 layers
+    engine.open(longest)
+    with pytest.raises(PlanError, match=r"^A block of 6 layers does not fit this 6-layer model; use a block of 1 to 5"):
+        engine.score(dataclasses.replace(longest, block_size=6))
+    scores = engine.score(longest).scores
+    assert scores.block_size == 5 and sum(s is not None for s in scores.scores) == 2
+
+
+@pytest.mark.parametrize(("values", "said"), [
+    ([0.1, float("inf"), 0.3], "at layer 1 in float32"),
+    ([0.1, float("nan"), 0.3, float("-inf")], "at layer 1 and 1 more in float32"),
+])
+def test_scores_that_are_not_finite_are_refused_and_their_layers_counted(values: list[float], said: str) -> None:
+    from shortgpt_desktop.core.engine import _refuse_non_finite
+    from shortgpt_desktop.core.errors import UserError
+    from shortgpt_desktop.core.measure.scoring import LayerScores
+
+    with pytest.raises(UserError, match=f"not finite numbers {said}, so no layer can be scored"):
+        _refuse_non_finite(LayerScores("bi", values), None, "float32")
+    _refuse_non_finite(LayerScores("bi", [0.1, None, 0.3]), None, "float32")  # a layer left unscored is no number
+
+
+def test_the_curve_of_imported_scores_cut_short_stops_at_the_layers_they_scored(tiny_model: Path,
+                                                                               small_calib: Path) -> None:
+    """A pass cancelled one layer at a time leaves the later layers unscored: no count can be chosen among them."""
+    from shortgpt_desktop.core.errors import PlanError
+    from shortgpt_desktop.core.measure.scoring import LayerScores
+
+    spec = small_job(tiny_model, small_calib, metric="angular", repair="none")
+    engine = Engine()
+    with pytest.raises(PlanError, match=r"^These scores are for 5 layers, but the model has 6"):
+        engine.use_imported_scores(spec, LayerScores("bi", [0.3, 0.1, 0.2, 0.4, 0.5]))
+    origin = {"file": "scores.json", "model": "tiny"}
+    engine.use_imported_scores(spec, LayerScores("bi", [0.3, 0.1, None, None, None, None]), partial=True,
+                               origin=origin)
+    assert engine.scored_spec.metric == "bi"  # the jobs after it plan with the metric the file holds
+    assert engine.report(engine.plan(count=1), spec).scores_imported == origin  # and the card names the file
+    curve = engine.quality_curve(spec)
+    assert [p.removed for p in curve.points] == [[], [1], [0, 1]]
+    assert [p.removed for p in curve.baseline.points] == [[], [1], [0, 1]]
+
+
+def test_a_curve_point_names_the_layer_it_adds_only_where_it_adds_one(tiny_model: Path, small_calib: Path) -> None:
+    """bi+ chooses each count afresh: where its choice for k is not the choice for k - 1 plus one layer, the point
+    names no single layer, and the curve's order stops short of it."""
+    from types import SimpleNamespace
+
+    spec = small_job(tiny_model, small_calib, metric="bi+", repair="none")
+    engine = Engine()
+    engine.score(spec)
+    engine.selections = {k: SimpleNamespace(removed=removed, explanation="measured", judged_repaired=False, seconds=0.0)
+                         for k, removed in ((1, [3]), (2, [1, 2]))}
+    curve = engine.quality_curve(spec, 2)
+    assert [p.removed for p in curve.points] == [[], [3], [1, 2]]
+    assert [p.layer for p in curve.points] == [None, 3, None] and curve.order == [3]
+
+
+def test_a_chat_models_check_writes_its_answers_through_its_chat_template(tiny_chat_model: Path, small_calib: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = small_job(tiny_chat_model, small_calib, prompt="The history of", metric="bi", repair="none",
+                     max_new_tokens=2)
+    engine = Engine()
+    engine.load(spec)
+    asked: list[bool] = []
+    generate_both = engine.backend.generate_both
+    monkeypatch.setattr(engine.backend, "generate_both",
+                        lambda *args: asked.append(args[-1]) or generate_both(*args))
+    monkeypatch.setattr(Engine, "_quiz", lambda self, *args: None)  # not what is measured here
+    checked = engine.check(spec, [2])
+    assert asked == [True] and checked.chat_template and checked.prompt == "The history of"
+
+
+def test_unusable_calibration_text_is_refused_before_the_next_load_though_other_text_is_tokenised(
+        tiny_model: Path, small_calib: Path, tmp_path: Path) -> None:
+    """The tokens of the last scoring are for other text: the new text is checked before another model loads."""
+    from shortgpt_desktop.core.errors import CalibrationError
+
+    spec = small_job(tiny_model, small_calib, metric="bi", repair="none")
+    engine = Engine()
+    engine.score(spec)
+    papers = tmp_path / "papers"
+    papers.mkdir()
+    (papers / "a.pdf").write_bytes(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Type /Catalog >>\nendobj\n")
+    with pytest.raises(CalibrationError, match=r"^No usable calibration text: skipped .*a\.pdf: it is a PDF document"):
+        engine.check_text(dataclasses.replace(spec, calib=[str(papers)]))
+
+
+def test_a_repair_the_gguf_writer_cannot_write_back_is_refused_right_after_open(
+        tiny_q4_gguf: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shortgpt_desktop.core.errors import UnsupportedModelError
+    from shortgpt_desktop.core.formats import gguf_writer
+
+    monkeypatch.setattr(gguf_writer, "replacement_problem",  # a layout whose down projections cannot be replaced
+                        lambda name, arch, meta_int: f"{name} is stored oddly" if "ffn_down" in name else None)
+    spec = JobSpec(model=str(tiny_q4_gguf), calib=[], device="cpu", dtype="float32", metric="bi", repair="none")
+    engine = Engine()
+    engine.open(spec)
+    engine.check_output_job(spec)  # nothing changes a weight
+    with pytest.raises(UnsupportedModelError, match=r"^Blk\.\d+\.ffn_down\.weight is stored oddly, and the repair "
+                                                    r"would change it; save as safetensors instead"):
+        engine.check_output_job(dataclasses.replace(spec, repair="linear"))
+
+
+def test_the_room_asked_before_the_fits_counts_the_weights_the_job_rewrites(tiny_q4_gguf: Path, small_calib: Path,
+                                                                           tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plan on screen was sized for the scoring's settings; healing ticked since writes the kept layers of a
+    4-bit GGUF as Q8_0, larger, and that is what the disk must hold."""
+    from shortgpt_desktop.core import engine as engine_module
+    from shortgpt_desktop.core.measure.scoring import LayerScores
+
+    spec = small_job(tiny_q4_gguf, small_calib, metric="bi", repair="none")
+    engine = Engine()
+    engine.use_imported_scores(spec, LayerScores("bi", [0.6, 0.1, 0.2, 0.5, 0.4, 0.3]))
+    plan = engine.plan(count=2)
+    asked: list[int] = []
+    monkeypatch.setattr(engine_module, "check_room", lambda out, need, side: asked.append(need))
+    engine.check_room(tmp_path, plan, spec)
+    engine.check_room(tmp_path, plan, dataclasses.replace(spec, heal_steps=1))
+    assert asked[0] == plan.bytes_after < asked[1]
+
+
+def test_the_curve_of_a_refit_job_shows_the_linear_repair_the_refit_starts_from(
+        tiny_model: Path, small_calib: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The refit trains once per point, as healing does: the curve leaves it out."""
+    from shortgpt_desktop.core.cut.adjusters import MlpRefit
+
+    spec = small_job(tiny_model, small_calib, metric="bi", repair="refit")
+    engine = Engine()
+    engine.score(spec)
+    monkeypatch.setattr(MlpRefit, "apply", lambda *args: pytest.fail("the curve refitted"))
+    curve = engine.quality_curve(spec, 1)
+    assert curve.label == "bi + repair"
+    linear = engine.check(dataclasses.replace(spec, repair="linear"), curve.points[1].removed)
+    assert curve.points[1].perplexity == pytest.approx(linear.ppl_after, rel=1e-9)
