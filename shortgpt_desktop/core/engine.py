@@ -200,7 +200,8 @@ class Engine:
     answers: tuple[tuple, list[list[int]]] | None = None
     reference: Reference | None = None  # the original's pass over the held-out windows, kept for every check
     reference_key: tuple | None = None
-    #: The original's answers to the quiz (:mod:`.measure.quiz`), with the model they were written by.
+    #: The original's answers to the quiz (:mod:`.measure.quiz`), with the model they were written by: its load key
+    #: and its weight files' stamp (another model copied over the folder and opened again has the same load key).
     quiz_original: tuple[tuple, list[str]] | None = None
     #: The weight files' paths, sizes and modification times when the model was loaded (:meth:`check_unchanged`).
     loaded_stamp: tuple | None = None
@@ -1141,7 +1142,7 @@ class Engine:
 
     def _original_quiz_answers(self) -> list[str] | None:
         """The original's quiz answers, when they were written by the model loaded now."""
-        if self.quiz_original is None or self.quiz_original[0] != self.load_key:
+        if self.quiz_original is None or self.quiz_original[0] != self._quiz_key():
             return None
         return self.quiz_original[1]
 
@@ -1158,8 +1159,12 @@ class Engine:
         if asked is None:
             return None
         quiz, original = asked
-        self.quiz_original = (self.load_key, original)
+        self.quiz_original = (self._quiz_key(), original)
         return quiz
+
+    def _quiz_key(self) -> tuple:
+        """The model the original's quiz answers were written by: as loaded, and its weights as they were then."""
+        return (self.load_key, self.loaded_stamp)
 
     def held_out(self, spec: JobSpec, progress: Progress = no_progress,
                  cancel: CancelCheck | None = None) -> tuple[LoadedModel, TokenSet]:

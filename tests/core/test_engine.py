@@ -776,9 +776,13 @@ def test_the_checks_quiz_counts_the_originals_answers_until_they_are_written(tin
     engine.load(spec)
     first = engine.quiz_work(spec)
     assert first is not None, "the tiny chat model is asked the quiz"
-    engine.quiz_original = (engine.load_key, ["written"])  # as after the first check
+    engine.quiz_original = ((engine.load_key, engine.loaded_stamp), ["written"])  # as after the first check
     assert engine.quiz_work(spec).prompts * 2 == first.prompts
-    engine.quiz_original = (("another model",), ["written"])  # the answers of a model loaded before
+    engine.quiz_original = ((("another model",), engine.loaded_stamp), ["written"])  # a model loaded before
+    assert engine.quiz_work(spec).prompts == first.prompts
+    # The same folder with other weights copied over it and opened again: the same load key, not the same model. The
+    # next check graded its pruned answers against the first model's.
+    engine.quiz_original = ((engine.load_key, (("model.safetensors", 1, 2),)), ["written"])
     assert engine.quiz_work(spec).prompts == first.prompts
 
 
