@@ -399,6 +399,18 @@ def test_on_a_small_screen_the_window_fits_and_the_curve_and_buttons_are_reached
         assert window.rect().contains(corner) and button.isVisible(), f"{button.text()} stays in view"
 
 
+def test_on_a_screen_narrower_than_the_usual_minimum_the_window_can_be_narrowed_to_fit(make_window,
+                                                                                         monkeypatch) -> None:
+    """1280 × 800 at 150 % leaves 853 pixels of room, less than the window's usual minimum width of 860."""
+    from PySide6.QtCore import QSize
+
+    from shortgpt_desktop.gui.main_window import MainWindow
+
+    monkeypatch.setattr(MainWindow, "_available", lambda self: QSize(853, 533))
+    window = make_window(fast=False)
+    assert window.minimumWidth() <= 853 and window.width() <= 853
+
+
 def test_only_a_focused_button_looks_focused(make_window) -> None:
     """Score was the default button, drawn with the focus frame at all times: with the focus elsewhere two buttons
     looked focused, and with the focus on Score nothing changed (in a main window a default button does nothing)."""

@@ -115,6 +115,7 @@ def test_metric_switch_needs_no_new_pass(qtbot, opened) -> None:
     with qtbot.waitSignal(window.jobFinished, timeout=60_000):
         window.start_scoring()
     bi = list(window.chart.scores)
+    assert "Relative Magnitude" in window.chart.extra  # the other metrics' lines are named as the Metric box names them
     started: list[str] = []
     window.jobs.started.connect(started.append)
     box = window.settings_panel.metric_box
@@ -132,6 +133,14 @@ def test_metric_switch_needs_no_new_pass(qtbot, opened) -> None:
     box.setCurrentIndex(box.findData("ppl"))
     assert started == []
     assert "Press Score" in window.statusBar().currentMessage()
+    # Layers picked by hand stay picked under another metric: only the slider plans by the metric's order.
+    magnitude = window.engine.rescore("relative_magnitude", 1).scores
+    most_important = max(range(6), key=lambda i: magnitude[i])
+    window.plan_panel.set_count(0, emit=True)
+    window.toggle_layer(most_important)
+    box.setCurrentIndex(box.findData("relative_magnitude"))
+    assert window.engine.scores.metric == "relative_magnitude"
+    assert window.plan.removed == [most_important]
 
 
 def test_model_drop_opens_it(qtbot, window, drop_paths, gui_model: Path, tmp_path: Path) -> None:
@@ -142,6 +151,7 @@ def test_model_drop_opens_it(qtbot, window, drop_paths, gui_model: Path, tmp_pat
         assert drop_paths(window.model_panel, [gui_model])
     assert opened.args == ["open", "ok"]
     assert window.model_panel.text == str(gui_model)
+    assert window.chart.placeholder.toPlainText() == "6 layers. Press Score to measure each one's importance."
 
 
 def test_calibration_folder_and_remove(qtbot, window, drop_paths, calib_text: Path, tmp_path: Path) -> None:
@@ -244,7 +254,7 @@ def test_the_size_before_save_follows_the_weights_the_settings_change(qtbot, win
 
 
 def test_the_size_says_up_to_until_the_check_has_fitted_the_repair(qtbot, window, tiny_q4_gguf: Path,
-                                                                   calib_text: Path) -> None:
+                                                                   calib_text: Path, monkeypatch) -> None:
     """After Check the size is exact; where the fitted repair came to the bound's bytes (the last layer removed:
     the one projection before it), the label kept 'up to', since only a changed size redrew it."""
     with qtbot.waitSignal(window.jobFinished, timeout=60_000):
@@ -254,6 +264,10 @@ def test_the_size_says_up_to_until_the_check_has_fitted_the_repair(qtbot, window
     box.setCurrentIndex(box.findData("bi"))
     with qtbot.waitSignal(window.jobFinished, timeout=60_000):
         window.start_scoring()
+    offered: list[str] = []
+    monkeypatch.setattr(dialogs, "ask_scores_save_path", lambda parent, suggestion: offered.append(suggestion) or "")
+    assert window.export_scores() is None
+    assert Path(offered[0]).name == f"{tiny_q4_gguf.stem}-bi.json"  # the file's name without .gguf
     window.plan_panel.slider.setValue(0)
     window.plan_panel.flush()
     window.toggle_layer(window.engine.n_layers - 1)
@@ -348,11 +362,13 @@ def test_single_layer_perplexity_metric_fills_bar_by_bar(qtbot, opened) -> None:
     )
     with qtbot.waitSignal(window.jobFinished, timeout=60_000) as scored:
         window.start_scoring()
+        assert window.chart.scores == [None] * 6  # no bars until a layer is measured, not bars of 0
     assert scored.args == ["score", "ok"]
     assert any(None in p for p in partials)  # bars appear one layer at a time
     assert all(s is not None and s > 1 for s in window.chart.scores)
     assert window.chart.metric_label == "Single-layer removal perplexity"
     assert len(window.plan.removed) == 1  # a quarter of 6, rounded down
+    assert window.statusBar().currentMessage().startswith("Scored 6 layers in ")
 
 
 def test_low_memory_mode_scores_the_same_one_layer_at_a_time(qtbot, opened) -> None:
@@ -435,16 +451,21 @@ def test_after_the_curve_the_plan_on_screen_is_bi_plus_measured_choice(qtbot, op
     assert not any("not yet checked" in note for note in window.plan.notes), window.plan.notes
 
 
-def test_check_says_what_it_will_cost_before_it_runs(qtbot, opened) -> None:
+def test_check_says_what_it_will_cost_before_it_runs(qtbot, opened, monkeypatch) -> None:
     """The ETA before a job: from the scoring pass's measured speed and the steps the recipe will run."""
     window = scored_with(qtbot, opened, "bi+")
     window.plan_panel.set_count(2, emit=True)
+    counts: list[int] = []
+    estimate = window.session.next_job_text
+    monkeypatch.setattr(window.session, "next_job_text",
+                        lambda spec, count, check: counts.append(count) or estimate(spec, count, check))
     said: list[str] = []
     window.jobs.started.connect(lambda name: said.append(window.progress_label.text()))
     with qtbot.waitSignal(window.jobFinished, timeout=60_000):
         window.check()
         said.append(window.progress_label.text())
     assert any("Checking perplexity: about" in text and "choosing" in text for text in said), said
+    assert counts == [2]  # the cost of removing the plan's 2 layers, not of the 4 it keeps
 
 
 def test_a_slider_move_just_before_the_curve_or_a_score_is_planned_before_the_job(qtbot, opened,

@@ -62,7 +62,7 @@ def test_cancel_mid_scoring(qtbot, opened, monkeypatch) -> None:
     assert scored is not None and scored.partial and 0 < scored.sample_tokens < 16 * 32
     assert window.chart.n_layers == 6 and "partial" in window.chart.metric_label
     assert window.plan is not None and len(window.plan.removed) == 1
-    assert "partial" in window.statusBar().currentMessage()
+    assert f"from the {scored.sample_tokens:,} tokens measured so far (partial)" in window.statusBar().currentMessage()
     assert window.save_button.isEnabled()  # partial scores are scores: the user decides
     assert window.dialogs == []
     assert workers.live_threads() == 0
@@ -117,6 +117,7 @@ def test_cancel_mid_saving_leaves_nothing(qtbot, opened, tmp_path: Path, monkeyp
     with qtbot.waitSignal(window.jobFinished, timeout=60_000) as finished:
         window.save_to(out)
     assert finished.args == ["save", "cancelled"]
+    assert window.statusBar().currentMessage() == "Saving cancelled; nothing was written."
     assert leftovers(parent) == []  # neither the folder nor a temporary one
     assert window.dialogs == []
     assert window.last_saved is None
@@ -297,9 +298,10 @@ def test_closing_with_a_job_running_asks_then_stops_cleanly(qtbot, opened, monke
     with qtbot.waitSignal(window.jobs.progressed, timeout=30_000):
         window.start_scoring()
     assert not window.close()  # "No": the window stays, the job goes on
-    assert window.isVisible() and window.busy and "still running" in asked[0]
+    assert window.isVisible() and window.busy and asked[0] == "Scoring is still running. Stop it and close?"
     started = time.monotonic()
     window.close()  # "Yes": cancel, then close once the thread has stopped
+    assert window.progress_label.text() == "Stopping before closing…"
     qtbot.waitUntil(lambda: not window.isVisible(), timeout=15_000)
     assert time.monotonic() - started < 5
     assert len(asked) == 2
@@ -369,11 +371,20 @@ def test_slider_ends(qtbot, opened, count: int) -> None:
     assert len(window.plan.removed) == count
     assert window.save_button.isEnabled() == (count > 0)
     if count == 5:
-        # Every layer but one is removed; clicking the last one left is refused.
+        # A click may take the plan to every layer but one; clicking the last one left is refused.
+        first = window.plan.removed[0]
+        window.toggle_layer(first)
+        window.toggle_layer(first)
+        assert len(window.plan.removed) == 5 and window.manual
         last = next(i for i in range(6) if i not in window.plan.removed)
         window.toggle_layer(last)
         assert len(window.plan.removed) == 5
         assert "must stay" in window.statusBar().currentMessage()
+    else:
+        # With nothing removed, a block metric shows its scores for blocks of one layer, as the slider's 1 plans.
+        box = window.settings_panel.metric_box
+        box.setCurrentIndex(box.findData("angular"))
+        assert window.engine.scores.metric == "angular" and window.engine.scores.block_size == 1
 
 
 def test_the_window_shows_the_sessions_progress_words(window) -> None:

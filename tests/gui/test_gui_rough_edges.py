@@ -815,7 +815,8 @@ def test_enter_on_the_open_model_keeps_its_scores(qtbot, opened, gui_model: Path
     window.model_panel.modelChosen.emit(str(gui_model))  # picked again from the recent list
     qtbot.wait(50)
     assert not window.busy and window.engine.scores is scores and window.plan is plan
-    assert window.save_button.isEnabled() and "open already" in window.statusBar().currentMessage()
+    assert window.save_button.isEnabled()
+    assert window.statusBar().currentMessage() == f"{gui_model.name} is open already; its scores are kept."
     assert window.model_panel.text == str(gui_model)
 
 

@@ -48,10 +48,18 @@ def test_a_rescore_that_reloads_and_fails_leaves_nothing_to_save(qtbot, opened, 
 
 def test_a_failed_check_says_so_and_drops_the_last_checks_figures(qtbot, opened, monkeypatch) -> None:
     window = scored_with_plan(qtbot, opened)
-    assert run(qtbot, window, window.check) == ["check", "ok"]
+    window.tabs.setCurrentWidget(window.log_panel)
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000) as checked:
+        window.check()
+        window.set_count(3)  # a slider move delivered late: the engine is the check's until it ends
+        assert len(window.plan.removed) == 2
+    assert checked.args == ["check", "ok"]
+    assert window.tabs.currentWidget() is window.compare_panel  # the figures come into view, not under the Log tab
     assert "· perplexity" in window.compare_panel.after_title.text()
+    assert "changed since the last check" not in window.compare_panel.result.text()
     window.plan_panel.slider.setValue(3)
     window.plan_panel.flush()
+    assert "changed since the last check" in window.compare_panel.result.text()  # its figures are for 2 layers
 
     def refused(*args, **kwargs):
         raise UserError("Not enough memory for the check.")
@@ -62,6 +70,11 @@ def test_a_failed_check_says_so_and_drops_the_last_checks_figures(qtbot, opened,
     assert panel.result.text() == "The check failed; nothing was measured."  # not "Measuring…" for good
     assert "perplexity" not in panel.before_title.text() + panel.after_title.text()
     assert not panel.before.toPlainText() and not panel.after.toPlainText()
+    monkeypatch.undo()
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000) as cancelled:
+        window.check()
+        window.cancel()
+    assert cancelled.args == ["check", "cancelled"] and panel.result.text() == "Check cancelled."
 
 
 def test_the_repair_switch_marks_the_check_stale_and_drops_the_curve(qtbot, opened) -> None:
@@ -371,11 +384,29 @@ def test_a_rescore_keeps_the_slider_and_a_failed_one_the_red_bars(qtbot, opened,
     assert window.plan.removed == removed and window.chart.removed == set(removed)
 
 
-def test_the_next_save_is_offered_beside_the_last(qtbot, opened, tmp_path: Path) -> None:
+def test_the_next_save_is_offered_beside_the_last(qtbot, opened, tmp_path: Path, monkeypatch) -> None:
     """After a save, the next one (and Export scores) is offered in the folder the last went to, not inside it."""
     window = scored_with_plan(qtbot, opened)
+    announced: list[tuple[int, bool]] = []
+    estimate = window.session.next_job_text
+    monkeypatch.setattr(window.session, "next_job_text",
+                        lambda spec, count, check: announced.append((count, check)) or estimate(spec, count, check))
     with qtbot.waitSignal(window.jobFinished, timeout=120_000):
         window.save_to(tmp_path / "out" / "pruned")
+    assert announced == [(2, False)]  # the cost said before the save: its 2 layers, no check
     assert window.store.save_dir() == str(tmp_path / "out")
     assert Path(window.suggested_output()).parent == tmp_path / "out"
+    said = window.statusBar().currentMessage()
+    assert said.startswith("Saved the pruned model (2 layers removed, ") and said.endswith(f") to {window.last_saved}")
 
+
+
+def test_the_curve_from_the_engine_says_the_quiz_only_at_the_counts_where_it_was_asked(window) -> None:
+    from types import SimpleNamespace as Measured
+
+    points = [Measured(k=0, perplexity=10.0, same_top=1.0, quiz_kept=9, quiz_known=9),
+              Measured(k=1, perplexity=12.0, same_top=0.8, quiz_kept=0, quiz_known=0),
+              Measured(k=2, perplexity=20.0, same_top=0.6, quiz_kept=4, quiz_known=9)]
+    window._on_curve(Measured(points=points, baseline=None, label="bi+", windows=4, tokens=1024))
+    tip = window.plan_panel.curve_plot.toolTip().splitlines()
+    assert tip[0].endswith("quiz 9 of 9") and "quiz" not in tip[1] and tip[2].endswith("quiz 4 of 9"), tip
