@@ -4,7 +4,6 @@ the right. All long work goes through :class:`~.workers.JobRunner`; this module 
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +46,7 @@ from .messages import user_message
 from .model_panel import ModelPanel, model_key, typed_model
 from .plan_panel import PlanPanel
 from .scores_file import read_scores, same_model, write_scores
-from .session import JobProgress, MemoryView, Session, job_title, suggested_output
+from .session import JobProgress, MemoryView, Session, job_title, model_file_name, suggested_output
 from .settings_panel import SettingsPanel
 from .settings_store import Store
 from .system import gpu_memory, probe_devices, process_memory, total_memory
@@ -866,7 +865,7 @@ class MainWindow(QMainWindow):
         if self.busy or scored is None or self.engine.scores is None:
             return None
         source = self.engine.source
-        name = re.sub(r"[^\w.-]+", "-", Path(source.display_name).stem if source else "model").strip("-")
+        name = model_file_name(source)
         if path is None:
             folder = self.store.save_dir() or str(Path.home())
             path = dialogs.ask_scores_save_path(self, str(Path(folder) / f"{name}-{self.engine.scores.metric}.json"))

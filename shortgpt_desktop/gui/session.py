@@ -150,12 +150,21 @@ def describe_modes(engine: Engine, spec: JobSpec, estimate: MemoryEstimate,
     return "whole, in memory", details
 
 
-def suggested_output(engine: Engine, plan: PrunePlan | None, save_dir: str | None) -> str:
-    """A new folder named after the model and the layers kept, beside the last save or the model."""
+def model_file_name(source: Any) -> str:
+    """The model's name as the start of a file or folder name: its last part with a ``.gguf`` ending dropped, and
+    only that (the name's stem cut "Qwen2.5-0.5B-Instruct" to "Qwen2", "SmolLM2-1.7B-Instruct" to "SmolLM2-1")."""
     import re
 
+    name = Path(source.display_name).name if source is not None else "model"
+    if name.lower().endswith(".gguf"):
+        name = name[: -len(".gguf")]
+    return re.sub(r"[^\w.-]+", "-", name).strip("-") or "model"
+
+
+def suggested_output(engine: Engine, plan: PrunePlan | None, save_dir: str | None) -> str:
+    """A new folder named after the model and the layers kept, beside the last save or the model."""
     source = engine.source
-    name = re.sub(r"[^\w.-]+", "-", Path(source.display_name).stem if source else "model").strip("-")
+    name = model_file_name(source)
     kept = len(plan.kept) if plan else 0
     folder = save_dir
     if not folder and source is not None and source.kind != "hub":

@@ -223,6 +223,12 @@ def test_the_suggested_folder_counts_the_kept_layers_and_is_never_in_the_hub_cac
     cache = tmp_path / "hub" / "snapshots" / "abc"
     out = suggested_output(engine("hub", cache), plan, "")
     assert not out.startswith(str(cache.parent)) and out.startswith(str(Path.home()))
+    # A dot in the name is not an ending: the stem cut "Qwen/Qwen2.5-0.5B-Instruct" to "Qwen2", so that models of
+    # one family were offered one folder. Only a GGUF file's ending is dropped.
+    for shown, start in [("Qwen/Qwen2.5-0.5B-Instruct", "Qwen2.5-0.5B-Instruct"), ("SmolLM2-Q4.GGUF", "SmolLM2-Q4"),
+                         ("my.model v2", "my.model-v2")]:
+        source = SimpleNamespace(display_name=shown, kind="folder", folder=tmp_path / "m")
+        assert Path(suggested_output(SimpleNamespace(source=source), plan, "")).name == f"{start}-shortgpt-4L"
 
 
 def test_check_and_save_take_the_scorings_settings_with_the_repair_healing_and_prompt_chosen_now() -> None:
