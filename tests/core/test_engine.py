@@ -609,9 +609,7 @@ def test_the_way_said_when_the_model_opens_is_the_way_it_loads_though_free_memor
     info = engine.open(spec)
     assert info.mode == "memory"
     need = engine.memory_estimate(spec)
-    room = int((need.streamed_total + need.in_memory_total) / 2 / SAFETY)  # streamed fits, whole does not
-    assert need.streamed_total <= SAFETY * room < need.in_memory_total
-    monkeypatch.setattr(memory, "available_memory", lambda device: (room, room))
+    _only_streamed_fits(need, monkeypatch)
     engine.refusal(spec)
     assert engine.decided_mode(spec) == "memory"
     engine.load(spec)
@@ -688,9 +686,7 @@ def test_reopening_the_model_decides_its_way_again(tiny_model, monkeypatch: pyte
     engine = Engine()
     assert engine.open(spec).mode == "memory"
     need = engine.memory_estimate(spec)
-    room = int((need.streamed_total + need.in_memory_total) / 2 / SAFETY)
-    assert need.streamed_total <= SAFETY * room < need.in_memory_total
-    monkeypatch.setattr(memory, "available_memory", lambda device: (room, room))
+    _only_streamed_fits(need, monkeypatch)
     assert engine.open(spec).mode == "streamed" and engine.decided_mode(spec) == "streamed"
 
 
@@ -716,9 +712,7 @@ def test_the_healing_refusal_says_the_healing_jobs_own_figure(tiny_model, monkey
     engine = Engine()
     engine.open(spec)
     healing = engine.memory_estimate(spec)
-    room = int((healing.streamed_total + healing.in_memory_total) / 2 / SAFETY)
-    assert healing.streamed_total <= SAFETY * room < healing.in_memory_total
-    monkeypatch.setattr(memory, "available_memory", lambda device: (room, room))
+    room = _only_streamed_fits(healing, monkeypatch)
     with pytest.raises(ResourceError) as refused:
         _refuse(spec)
     assert f"needs about {human_bytes(healing.in_memory_total)} of memory but {human_bytes(room)} is free" in str(
@@ -843,9 +837,7 @@ def test_a_metric_refused_where_the_model_was_chosen_to_run_one_layer_at_a_time_
     engine = Engine()
     engine.open(spec)
     need = engine.memory_estimate(spec)
-    room = int((need.streamed_total + need.in_memory_total) / 2 / SAFETY)
-    assert need.streamed_total <= SAFETY * room < need.in_memory_total
-    monkeypatch.setattr(memory, "available_memory", lambda device: (room, room))
+    _only_streamed_fits(need, monkeypatch)
     assert engine.open(spec).mode == "streamed"
     with pytest.raises(UserError, match="needs the whole model in memory; this model does not fit in memory, so it "
                                         "runs one layer at a time:") as refused:
@@ -1057,3 +1049,12 @@ def test_the_curve_of_a_refit_job_shows_the_linear_repair_the_refit_starts_from(
     assert curve.label == "bi + repair"
     linear = engine.check(dataclasses.replace(spec, repair="linear"), curve.points[1].removed)
     assert curve.points[1].perplexity == pytest.approx(linear.ppl_after, rel=1e-9)
+
+
+def _only_streamed_fits(need, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Free memory set halfway between the two ways' needs (``need``, the engine's estimate): one layer at a time
+    fits, the whole model does not. Returns that room."""
+    room = int((need.streamed_total + need.in_memory_total) / 2 / SAFETY)
+    assert need.streamed_total <= SAFETY * room < need.in_memory_total
+    monkeypatch.setattr(memory, "available_memory", lambda device: (room, room))
+    return room
