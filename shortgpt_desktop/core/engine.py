@@ -886,8 +886,9 @@ class Engine:
         is plain removal in BI order, without the quiz.
         ``max_removed`` defaults to half the layers (past that, models are broken).
         """
+        from .cut.plan import removal_order
         from .measure.sweep import STAGE as SWEEP_STAGE
-        from .measure.sweep import QualityCurve, curve_point, removal_order
+        from .measure.sweep import QualityCurve, curve_point
 
         if self.scores is None or self.loaded is None or self.backend is None:
             raise PlanError("Score the layers first.")

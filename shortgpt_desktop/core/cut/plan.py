@@ -135,13 +135,19 @@ def check_layer_list(layers: Sequence[int], n_layers: int) -> list[int]:
     return sorted(seen)
 
 
-def lowest(scores: Sequence[float | None], count: int) -> list[int]:
-    """The ``count`` layers with the lowest score (ties: the later layer first, as deeper layers are more
-    redundant in the paper's findings); unknown scores never go."""
+def removal_order(scores: Sequence[float | None]) -> list[int]:
+    """Layers from first to last removed: lowest score first, ties the later layer first (as deeper layers are more
+    redundant in the paper's findings); unknown scores never go. The quality curve's point k removes the first k."""
     known = [(s, -i) for i, s in enumerate(scores) if is_known(s)]
-    if count > len(known):
-        raise PlanError(f"Only {len(known)} layers have scores; cannot remove {count}.")
-    return sorted(-neg for _, neg in sorted(known)[:count])
+    return [-neg for _, neg in sorted(known)]
+
+
+def lowest(scores: Sequence[float | None], count: int) -> list[int]:
+    """The ``count`` layers with the lowest score, in layer order: the first ``count`` of :func:`removal_order`."""
+    order = removal_order(scores)
+    if count > len(order):
+        raise PlanError(f"Only {len(order)} layers have scores; cannot remove {count}.")
+    return sorted(order[:count])
 
 
 def best_block(block_scores: Sequence[float | None], size: int) -> list[int]:

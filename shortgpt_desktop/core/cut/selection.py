@@ -47,11 +47,10 @@ from .. import defaults
 from ..backends.layerwise import LayerStack, head_layers
 from ..errors import PlanError, ResourceError
 from ..measure.calibration import TokenSet
-from ..measure.sweep import removal_order
 from ..progress import CancelCheck, Progress
 from .answer_probe import AnswerProbe
 from .candidates import CandidateRunner, head_stride
-from .plan import is_known, lowest, max_removable
+from .plan import is_known, lowest, max_removable, removal_order
 from .repair import OriginalStates
 
 STAGE = "selecting"

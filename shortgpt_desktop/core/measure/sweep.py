@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,9 +112,3 @@ def curve_point(k: int, layer: int | None, removed: list[int], result: Any, fide
     """A point from a perplexity result and (for a pruned model) its fidelity to the original."""
     return CurvePoint(k, layer, list(removed), result.perplexity, result.nll, result.tokens,
                       1.0 if fidelity is None else fidelity.same_top, 0.0 if fidelity is None else fidelity.mean_kl)
-
-
-def removal_order(scores: Sequence[float | None]) -> list[int]:
-    """Layers from first to last removed: lowest score first, ties the later layer first (as in plan.lowest)."""
-    known = [(s, -i) for i, s in enumerate(scores) if s is not None and not math.isnan(s)]
-    return [-neg for _, neg in sorted(known)]

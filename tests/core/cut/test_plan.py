@@ -7,7 +7,14 @@ import re
 
 import pytest
 
-from shortgpt_desktop.core.cut.plan import LayerSizes, count_for_ratio, make_plan, parse_layer_list
+from shortgpt_desktop.core.cut.plan import (
+    LayerSizes,
+    count_for_ratio,
+    lowest,
+    make_plan,
+    parse_layer_list,
+    removal_order,
+)
 from shortgpt_desktop.core.errors import PlanError
 
 SCORES = [0.9, 0.1, 0.5, 0.05, 0.3, 0.2, 0.7, 0.4]
@@ -105,6 +112,16 @@ def test_exactly_one_choice() -> None:
 def test_count_that_leaves_nothing() -> None:
     with pytest.raises(PlanError, match="at least one must stay"):
         make_plan(4, [0.1, 0.2, 0.3, 0.4], count=4)
+
+
+def test_the_removal_order_is_the_order_plan_picks_layers_in() -> None:
+    """Lowest score first, ties the later layer first, unknown scores never: point k removes what a plan of k
+    layers removes."""
+    scores = [0.5, 0.1, 0.3, 0.1, 0.9, 0.2]
+    order = removal_order([*scores, None, math.nan])
+    assert order == [3, 1, 5, 2, 0, 4]
+    for k in range(1, 6):
+        assert sorted(order[:k]) == lowest(scores, k)
 
 
 def test_block_plan_takes_the_best_block() -> None:

@@ -9,10 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shortgpt_desktop.core.cut.plan import lowest
-from shortgpt_desktop.core.measure.sweep import CurvePoint, QualityCurve, removal_order
-
-SCORES = [0.5, 0.1, 0.3, 0.1, 0.9, 0.2]
+from shortgpt_desktop.core.measure.sweep import CurvePoint, QualityCurve
 
 
 def _curve() -> QualityCurve:
@@ -38,15 +35,6 @@ def read_curve_csv(path: Path) -> list[CurvePoint]:
                            number(row["same_top"], float), number(row["mean_kl"], float),
                            number(row["quiz_kept"], int), number(row["quiz_known"], int))
                 for row in csv.DictReader(stream)]
-
-
-def test_the_removal_order_is_the_order_plan_picks_layers_in() -> None:
-    """Lowest score first, ties the later layer first, unknown scores never: point k removes what a plan of k
-    layers removes."""
-    order = removal_order([*SCORES, None, math.nan])
-    assert order == [3, 1, 5, 2, 0, 4]
-    for k in range(1, 6):
-        assert sorted(order[:k]) == lowest(SCORES, k)
 
 
 def test_csv_and_json_round_trip(tmp_path: Path) -> None:
