@@ -895,9 +895,8 @@ class Engine:
         self.check_unchanged()
         spec = dataclasses.replace(spec, heal_steps=0, repair="linear" if spec.repair == "refit" else spec.repair)
         metric = get_metric(self.scores.metric)
-        known = sum(v is not None for v in self.scores.scores)
         limit = min(max_removed if max_removed is not None else max(1, self.n_layers // 2),
-                    max_removable(self.n_layers), known)
+                    max_removable(self.n_layers), self.scores.known_layers)
         tokens = self.tokens_for(spec, progress)
         started = time.perf_counter()
         reference = self.reference_for(spec, tokens, progress, cancel)

@@ -620,8 +620,9 @@ class MainWindow(QMainWindow):
         first = self.plan is None
         self.plan_panel.clear_curve()  # it was for the previous scores
         n = scored.n_layers
-        # A scoring cancelled one layer at a time leaves the later layers unscored: the plan can take only the others
-        most = min(self.engine.max_removable, scored.scores.scored_layers)
+        # A scoring cancelled one layer at a time leaves the later layers unscored, and a pass whose states overflowed
+        # leaves NaN: the plan can take only the others
+        most = min(self.engine.max_removable, scored.scores.known_layers)
         self.plan_panel.set_maximum(most)
         count = min(most, self.plan_panel.count if not first and self.plan_panel.count else
                     max(1, int(defaults.RATIO * n)))

@@ -956,6 +956,19 @@ def test_the_curve_of_imported_scores_cut_short_stops_at_the_layers_they_scored(
     assert [p.removed for p in curve.baseline.points] == [[], [1], [0, 1]]
 
 
+def test_the_curve_stops_at_the_layers_whose_scores_are_numbers(tiny_model: Path, small_calib: Path) -> None:
+    """A NaN score cannot be ranked: the curve counted it as scored and went on to a count no plan can take."""
+    import math
+
+    from shortgpt_desktop.core.measure.scoring import LayerScores
+
+    spec = small_job(tiny_model, small_calib, metric="bi", repair="none")
+    engine = Engine()
+    engine.use_imported_scores(spec, LayerScores("bi", [0.3, 0.1, math.nan, math.nan, math.nan, 0.5]))
+    curve = engine.quality_curve(spec, max_removed=5)
+    assert [p.removed for p in curve.points] == [[], [1], [0, 1], [0, 1, 5]]
+
+
 def test_a_curve_point_names_the_layer_it_adds_only_where_it_adds_one(tiny_model: Path, small_calib: Path) -> None:
     """bi+ chooses each count afresh: where its choice for k is not the choice for k - 1 plus one layer, the point
     names no single layer, and the curve's order stops short of it."""

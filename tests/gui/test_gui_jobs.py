@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import math
 import time
 from pathlib import Path
 
@@ -71,6 +72,29 @@ def test_cancel_mid_scoring(qtbot, opened, monkeypatch) -> None:
     with qtbot.waitSignal(window.jobFinished, timeout=60_000) as again:
         window.score_button.click()
     assert again.args == ["score", "ok"]
+
+
+def test_layers_whose_scores_are_nan_are_not_offered_by_the_slider(qtbot, opened, monkeypatch) -> None:
+    """A score can be NaN though the states are finite (relative magnitude divides by the layer's output). The
+    slider counted such a layer as scored and offered one count more per NaN than the plan can take."""
+    window = opened
+    window.settings_panel.set_values({"metric": "bi"})
+    real = window.engine.score
+
+    def score(spec, progress, cancel):
+        scored = real(spec, progress=progress, cancel=cancel)
+        scored.scores.scores[1] = scored.scores.scores[4] = math.nan
+        return scored
+
+    monkeypatch.setattr(window.engine, "score", score)
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000) as finished:
+        window.score_button.click()
+    assert finished.args == ["score", "ok"]
+    assert window.plan_panel.slider.maximum() == 4  # 6 layers, 5 removable, 2 of them NaN
+    window.plan_panel.slider.setValue(4)
+    window.plan_panel.flush()
+    assert window.plan.removed == [0, 2, 3, 5]
+    assert window.dialogs == []
 
 
 def test_a_scoring_cancelled_one_layer_at_a_time_plans_only_the_layers_it_scored(qtbot, opened, monkeypatch) -> None:

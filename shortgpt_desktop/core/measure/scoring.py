@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..cut.plan import is_known
 from ..errors import Cancelled, Hint, ResourceError
 from ..model.families import Family, get_submodule
 from ..progress import CancelCheck, Progress
@@ -67,6 +68,12 @@ class LayerScores:
     def scored_layers(self) -> int:
         """How many layers have a score (a pass cancelled one layer at a time leaves the later ones None)."""
         return sum(score is not None for score in self.scores)
+
+    @property
+    def known_layers(self) -> int:
+        """How many layers a choice can rank: scored, and not NaN (a pass whose states overflowed). The most a
+        plan can remove, where :attr:`scored_layers` counts what the pass measured."""
+        return sum(is_known(score) for score in self.scores)
 
 
 # ------------------------------------------------------------------------------------------------ batching

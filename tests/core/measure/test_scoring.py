@@ -13,7 +13,7 @@ from shortgpt_desktop.core.errors import Cancelled
 from shortgpt_desktop.core.measure.calibration import TokenSet, build_token_set
 from shortgpt_desktop.core.measure.evaluation import perplexity_of
 from shortgpt_desktop.core.measure.metrics import METRICS, score_model
-from shortgpt_desktop.core.measure.scoring import HookStats, measure_layers
+from shortgpt_desktop.core.measure.scoring import HookStats, LayerScores, measure_layers
 from shortgpt_desktop.core.model.loading import LoadedModel, load_model
 from shortgpt_desktop.core.model.sources import resolve
 
@@ -155,3 +155,9 @@ def test_bf16_accumulates_in_float(tiny_model: Path, tokens: TokenSet) -> None:
         assert bi16[i] == pytest.approx(float(1 - cos.mean()), abs=1e-6)
     naive = [float(1 - torch.nn.functional.cosine_similarity(x, y, dim=-1).mean()) for x, y in captured]
     assert any(abs(a - b) > 1e-4 for a, b in zip(naive, bi16, strict=True)), "bf16 sums would not be caught"
+
+
+def test_a_nan_score_is_scored_but_not_known() -> None:
+    """The pass measured the layer (the cancel message counts it), but no choice can rank it (the slider's most)."""
+    scores = LayerScores("bi", [0.1, math.nan, None, 0.3, None])
+    assert (scores.scored_layers, scores.known_layers) == (3, 2)
