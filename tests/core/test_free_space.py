@@ -36,3 +36,9 @@ def test_a_hub_download_the_disk_cannot_hold_is_refused_before_it_starts(tmp_pat
     with pytest.raises(HubError, match=r"^org/model needs 3\.1 GB but only 1\.2 GB is free on the disk of .*hub; "
                                        r"free some space or set HF_HOME to a bigger disk\.$"):
         sources.check_free_space(tmp_path / "hub", 3_100_000_000, "org/model")
+
+
+def test_a_relative_path_is_asked_through_its_absolute_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--out pruned`` said the disk of "." had no room: the sentence names the folder itself."""
+    monkeypatch.chdir(tmp_path)
+    assert free_space.nearest_existing(Path("a") / "b") == tmp_path.resolve()

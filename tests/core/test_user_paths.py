@@ -3,7 +3,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from shortgpt_desktop.core.user_paths import expand_home
+from shortgpt_desktop.core.user_paths import exists, expand_home, read_only
 
 
 def test_a_home_is_expanded_and_an_unknown_users_is_left_as_typed(monkeypatch) -> None:
@@ -14,3 +14,18 @@ def test_a_home_is_expanded_and_an_unknown_users_is_left_as_typed(monkeypatch) -
     assert expand_home("~no-such-user-shortgpt/x") == Path("~no-such-user-shortgpt/x")
     assert expand_home("models/~x") == Path("models/~x")
     assert os.fspath(expand_home("plain")) == "plain"
+
+
+def test_a_file_the_system_says_we_may_not_write_is_read_only(tmp_path: Path, monkeypatch) -> None:
+    """Its mode has write bits (another user's file in a folder we may write, which ``os.replace`` would replace),
+    but the system, asked, says no."""
+    theirs = tmp_path / "theirs.json"
+    theirs.write_text("{}")
+    assert not read_only(theirs)
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: Path(path) != theirs and real_access(path, mode, **kw))
+    assert read_only(theirs)
+
+
+def test_a_name_the_system_cannot_look_up_does_not_exist(tmp_path: Path) -> None:
+    assert exists(tmp_path) and not exists(tmp_path / "a\0b") and not exists(tmp_path / ("x" * 5000))

@@ -464,3 +464,145 @@ def test_force_never_takes_an_earlier_output_holding_a_file_or_folder_of_the_use
     else:
         (out / mine).write_text("{}", encoding="utf-8")
     assert mine in (of.not_an_earlier_output(out) or "")
+
+
+# --------------------------------------------------------------------------- refusals, names and cleanup in detail
+
+
+def test_force_takes_a_folder_of_a_file_browsers_leftovers_and_an_earlier_card_with_indented_tags(
+        tiny_model: Path, tmp_path: Path) -> None:
+    """A folder holding only what a file browser leaves holds nothing of the user's; a card whose tags an editor
+    indented ("  - shortgpt") is still this app's."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".DS_Store").write_text("")
+    with pytest.raises(OutputError, match="is not empty; choose an empty folder"):
+        of.check_output_folder(out, _source(tiny_model), force=False)
+    assert of.check_output_folder(out, _source(tiny_model), force=True) == out.resolve()
+    indented = _card().replace("\n- shortgpt\n", "\n  - shortgpt\n")
+    assert "\n  - shortgpt\n" in indented
+    (out / "model.gguf").write_text("G")
+    (out / "README.md").write_text(indented)
+    assert of.not_an_earlier_output(out) is None
+
+
+def test_a_collection_names_its_first_three_files_and_an_ellipsis_only_for_more(tmp_path: Path) -> None:
+    for name in ("a.gguf", "b.gguf", "c.gguf"):
+        (tmp_path / name).write_text("G")
+    assert of.not_an_earlier_output(tmp_path) == "holds 3 GGUF files (a.gguf, b.gguf, c.gguf), not one output"
+    (tmp_path / "d.gguf").write_text("G")
+    assert of.not_an_earlier_output(tmp_path) == "holds 4 GGUF files (a.gguf, b.gguf, c.gguf…), not one output"
+
+
+def test_a_file_in_the_way_is_refused_before_the_job_and_the_check_leaves_nothing_behind(
+        tiny_model: Path, tmp_path: Path) -> None:
+    """A file at the output's name (or above it) passed the check and failed the save after the whole job; a name
+    ending in .GGUF is a file's name whatever its case; the probe folder the check makes beside the output is
+    removed (the window checks at every change: hidden folders piled up)."""
+    source = _source(tiny_model)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    with pytest.raises(OutputError, match=r"notes\.txt exists and is a file; choose a folder\.$"):
+        of.check_output_folder(notes, source, force=True)
+    with pytest.raises(OutputError, match=r"^Cannot create .*pruned: .*notes\.txt is a file, not a folder\.$"):
+        of.check_output_folder(notes / "pruned", source, force=False)
+    with pytest.raises(OutputError, match=r"Small\.GGUF names a file, but the output is a folder"):
+        of.check_output_folder(tmp_path / "Small.GGUF", source, force=False)
+    assert of.check_output_folder(tmp_path / "pruned", source, force=False) == (tmp_path / "pruned").resolve()
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"] and notes.read_text() == "mine"
+
+
+def test_the_room_sentence_says_the_least_size_the_margin_and_the_disk_asked(tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before the layers are chosen the size is the least the output can weigh; weights that fit byte for byte are
+    refused for the margin alone; the folder named is the one whose disk was asked, not the output not made yet."""
+    from shortgpt_desktop.core import free_space
+
+    monkeypatch.setattr(free_space.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 2_000_000_000})())
+    with pytest.raises(OutputError) as refused:
+        of.check_room(tmp_path / "not" / "yet", 1_980_000_000, at_least=True)
+    assert str(refused.value) == (f"The pruned model needs at least 2.0 GB (2.0 GB with its other files and a margin) "
+                                  f"but only 2.0 GB is free on the disk of {tmp_path.resolve()}; free some space or "
+                                  "choose a folder on another disk.")
+    of.check_room(tmp_path / "not" / "yet", 1_950_000_000, at_least=True)
+
+
+def test_ctrl_c_during_the_move_leaves_the_old_output_and_no_partial_folder(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    _earlier_output(out)
+    real_replace = os.replace
+
+    def interrupted(src: object, dst: object) -> None:
+        if Path(dst) == out and ".partial-" in Path(src).name:
+            raise KeyboardInterrupt
+        real_replace(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt), of.output_folder(out, force=True) as temp:
+        (temp / "model.safetensors").write_text("new")
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json"] and _leftovers(tmp_path) == []
+
+
+def test_an_output_that_cannot_be_moved_aside_stays_and_the_finished_model_takes_a_free_name(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An earlier failure's ``out.finished`` is the user's to keep: the new finished model goes to ``out.finished-2``
+    (not left in a hidden folder a later save removes as abandoned), and the folder made to move the old output
+    aside is removed."""
+    import re
+
+    out = tmp_path / "out"
+    out.mkdir()
+    _earlier_output(out)
+    earlier = tmp_path / "out.finished"
+    earlier.mkdir()
+    (earlier / "model.safetensors").write_text("earlier")
+    real_replace = os.replace
+
+    def refused_aside(src: object, dst: object) -> None:
+        if Path(src) == out:
+            raise PermissionError(13, "Access is denied")
+        real_replace(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "replace", refused_aside)
+    monkeypatch.setattr(of.time, "sleep", lambda seconds: None)
+    kept = tmp_path / "out.finished-2"
+    with pytest.raises(OutputError, match=rf"it is kept complete in {re.escape(str(kept))}\.$"), \
+            of.output_folder(out, force=True) as temp:
+        (temp / "model.safetensors").write_text("new")
+    assert (kept / "model.safetensors").read_text() == "new"
+    assert (earlier / "model.safetensors").read_text() == "earlier"
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json"] and _leftovers(tmp_path) == []
+
+
+def test_the_output_and_a_report_are_group_writable_where_the_umask_says_so(tmp_path: Path) -> None:
+    old = os.umask(0o002)
+    try:
+        with of.output_folder(tmp_path / "out") as temp:
+            (temp / "a.txt").write_text("x")
+        assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o775
+        report = of.write_file_atomically(tmp_path / "report.json", lambda stream: stream.write("{}"))
+        assert stat.S_IMODE(report.stat().st_mode) == 0o664
+    finally:
+        os.umask(old)
+
+
+@pytest.mark.parametrize("failure", [OSError(28, "No space left on device"), KeyboardInterrupt()],
+                         ids=["disk-full", "ctrl-c"])
+def test_a_report_whose_writing_fails_leaves_the_earlier_one_and_no_partial_file(tmp_path: Path,
+                                                                                  failure: BaseException) -> None:
+    report = tmp_path / "report.json"
+    report.write_text('{"earlier": 1}')
+
+    def write(stream: object) -> None:
+        stream.write("{")  # type: ignore[attr-defined]
+        raise failure
+
+    if isinstance(failure, OSError):
+        with pytest.raises(OutputError, match=r"^Cannot write .*report\.json: no space left on device\.$"):
+            of.write_file_atomically(report, write)
+    else:
+        with pytest.raises(KeyboardInterrupt):
+            of.write_file_atomically(report, write)
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"] and report.read_text() == '{"earlier": 1}'

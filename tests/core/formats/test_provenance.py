@@ -9,7 +9,13 @@ import pytest
 
 from shortgpt_desktop import cli
 from shortgpt_desktop.core.formats.gguf_writer import gguf_removed_layers
-from shortgpt_desktop.core.formats.provenance import CONFIG_KEY, removed_in_first_original
+from shortgpt_desktop.core.formats.provenance import (
+    CONFIG_KEY,
+    earlier_removed,
+    removed_in_first_original,
+    source_license,
+)
+from shortgpt_desktop.core.model.sources import ModelSource
 
 
 def test_removed_layers_are_counted_in_the_first_originals_numbering() -> None:
@@ -58,3 +64,28 @@ def test_a_second_prune_says_what_the_first_original_lacks(fmt: str, tiny_model:
     prune(second, "2", tmp_path / "third", small_calib, "--format", "safetensors")
     config = json.loads((tmp_path / "third" / "config.json").read_text(encoding="utf-8"))
     assert config[CONFIG_KEY] == [0, 2, 4, 5] and config["num_hidden_layers"] == 2
+
+
+@pytest.mark.parametrize(("recorded", "earlier"), [
+    ([5, 0, 5], [0, 5]),  # as written by hand: sorted, once each
+    ([0, -1], []), ([True, 2], []), ([0, 5.0], []), ("0,5", []),  # not layer indices: no record
+])
+def test_the_record_of_earlier_cuts_is_read_only_as_layer_indices(tmp_path: Path, recorded: object,
+                                                                  earlier: list[int]) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", CONFIG_KEY: recorded}), encoding="utf-8")
+    assert earlier_removed(ModelSource(spec=str(tmp_path), kind="folder", folder=tmp_path)) == earlier
+
+
+def test_a_licence_name_without_a_licence_or_a_gguf_licence_that_is_not_an_id_is_not_carried(
+        tiny_model: Path, tmp_path: Path) -> None:
+    import gguf
+
+    from shortgpt_desktop.core.model.sources import resolve
+    from shortgpt_desktop.core.testing.gguf_export import export_gguf
+
+    (tmp_path / "README.md").write_text("---\nlicense_name: gemma\nlicense_link: LICENSE\n---\n", encoding="utf-8")
+    assert source_license(ModelSource(spec=str(tmp_path), kind="folder", folder=tmp_path)) == {}
+    path = tmp_path / "licensed.gguf"
+    export_gguf(tiny_model, path, "llama", tokens="tokenizer",
+                extra={"general.license": ("apache-2.0 (see LICENSE)", gguf.GGUFValueType.STRING)})
+    assert source_license(resolve(str(path))) == {}
