@@ -202,12 +202,14 @@ def output_folder(out: Path, force: bool = False) -> Iterator[Path]:
     one sentence. What is at ``out`` is checked again just before the move (``force``:
     as :func:`check_output_folder` checks it): files put there while the model was written are never replaced.
     """
+    made = _missing_folders(out.parent)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         for abandoned in remove_abandoned(out):
             log.info("Removed %s, left by a save to %s whose process was killed.", abandoned, out)
         temp = Path(tempfile.mkdtemp(prefix=_partial_prefix(out), dir=out.parent))
     except OSError as exc:
+        _remove_if_empty(made)
         raise OutputError(f"Cannot create {out}: {_reason(exc)}.") from None
     with suppress(OSError):  # a disk that keeps no modes (some network and Windows-formatted drives): as made
         _chmod_like_a_new_folder(temp)
@@ -216,10 +218,10 @@ def output_folder(out: Path, force: bool = False) -> Iterator[Path]:
         _check_still_replaceable(out, force)
         _sync_files(temp)
     except OSError as exc:
-        shutil.rmtree(temp, ignore_errors=True)
+        _discard(temp, made)
         raise OutputError(f"Writing {out} failed: {_reason(exc)}; nothing was written.") from None
     except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
+        _discard(temp, made)
         raise
     try:
         _move_into_place(temp, out)
@@ -228,9 +230,35 @@ def output_folder(out: Path, force: bool = False) -> Iterator[Path]:
         raise OutputError(f"The finished model could not be moved into {out} ({_reason(exc)}: another program may "
                           f"have it open); it is kept complete in {kept}.") from None
     except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
+        _discard(temp, made)
         raise
     _sync_folder(out.parent)
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, deepest first: what making it will create."""
+    missing = []
+    for path in (folder, *folder.parents):
+        if path.exists():
+            break
+        missing.append(path)
+    return missing
+
+
+def _remove_if_empty(folders: Sequence[Path]) -> None:
+    """Remove the folders a failed save made for its output (deepest first), while they are empty: a failed or
+    cancelled save to ``new/models/out`` left ``new/models`` behind, empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # something else was put there meanwhile, or it is gone: leave the rest
+            return
+
+
+def _discard(temp: Path, made: Sequence[Path]) -> None:
+    """A save that did not finish: its temporary folder, and the folders it made for the output, go."""
+    shutil.rmtree(temp, ignore_errors=True)
+    _remove_if_empty(made)
 
 
 def _sync_files(folder: Path) -> None:

@@ -606,3 +606,18 @@ def test_a_report_whose_writing_fails_leaves_the_earlier_one_and_no_partial_file
         with pytest.raises(KeyboardInterrupt):
             of.write_file_atomically(report, write)
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"] and report.read_text() == '{"earlier": 1}'
+
+
+@pytest.mark.parametrize("failure", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_a_save_that_does_not_finish_removes_the_folders_it_made_for_the_output(tmp_path: Path,
+                                                                                failure: BaseException) -> None:
+    """A failed or cancelled save to ``new/models/out`` left ``new/models`` behind, empty, though nothing was
+    saved; folders that were there before stay, and so does one that something else was put into meanwhile."""
+    (tmp_path / "kept").mkdir()
+    with pytest.raises((OutputError, KeyboardInterrupt)), of.output_folder(tmp_path / "new" / "models" / "out"):
+        raise failure
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]
+    with pytest.raises((OutputError, KeyboardInterrupt)), of.output_folder(tmp_path / "kept" / "a" / "out"):
+        (tmp_path / "kept" / "a" / "notes.txt").write_text("mine")
+        raise failure
+    assert sorted(p.name for p in (tmp_path / "kept" / "a").iterdir()) == ["notes.txt"]
