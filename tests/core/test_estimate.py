@@ -63,6 +63,10 @@ def test_the_repairs_estimate_counts_its_ridge_solves() -> None:
     assert can_choose_ridge(32) and not can_choose_ridge(8)
     assert ridge_token_layers(big, 3, 32) == pytest.approx(2 * 3 * (len(RIDGE_CHOICES) + 1) * per_solve)
     assert ridge_token_layers(big, 3, 8) == pytest.approx(2 * 3 * per_solve)
+    # Where the repair fits a map instead (the projection too wide to refit whole, or none known), the system is
+    # hidden × hidden.
+    mapped = dataclasses.replace(big, projection_inputs=0)
+    assert ridge_token_layers(mapped, 3, 8) == pytest.approx(2 * 3 * RIDGE_SOLVE_COST * (2 / 3 + 4) * 1024**3 / 12.8e6)
     # At the layer's measured 179 µs a token (one thread): more than the 0.65 s a solve alone measured, the
     # held-out residual's products on top, and less than twice it.
     assert 0.65 < per_solve * 179e-6 < 2 * 0.65
@@ -111,17 +115,18 @@ def test_the_choice_of_a_job_that_repairs_counts_its_four_finalists_judged_repai
     assert 1.4 < repaired / plain < 1.8
 
 
-@pytest.mark.parametrize("tokens", [8192, 65536])
+@pytest.mark.parametrize("tokens", [8192, 65536, 262144])
 def test_the_refits_estimate_counts_the_steps_the_refit_takes(tokens: int) -> None:
     """SmolLM2-135M's shape, 8 of 30 removed, at the quick preset's 32 × 256 tokens and the app's 128 × 512: each of
     the four runs' refit takes ``training_steps`` Adam steps of up to a batch of rows (at least MIN_STEPS, which on
     the quick preset's 7,373 training rows is 2.5 times the ten epochs the estimate used to count), each step about
-    four passes of the MLP's share of a layer."""
-    from shortgpt_desktop.core.cut.mlp_refit import BATCH_TOKENS, MIN_STEPS, training_steps
+    four passes of the MLP's share of a layer. At 512 × 512 tokens a run keeps MAX_REFIT_TOKENS rows (131,072 of
+    576 wide) and trains on those: the streams still run every token."""
+    from shortgpt_desktop.core.cut.mlp_refit import BATCH_TOKENS, MAX_REFIT_TOKENS, MIN_STEPS, training_steps
     from shortgpt_desktop.core.estimate import ModelShape, refit_token_layers
 
     shape = ModelShape(30, 3.98e6, 28.3e6, 2.65e6, 576)
-    steps = training_steps(tokens)
+    steps = training_steps(min(tokens, MAX_REFIT_TOKENS))
     assert (steps == MIN_STEPS) == (tokens == 8192)
     training = refit_token_layers(shape, tokens, 8) - tokens * (2 * 30 - 8)
     assert training == pytest.approx(4 * steps * min(BATCH_TOKENS, tokens) * 4 * 2.65e6 / 3.98e6)
@@ -235,3 +240,32 @@ def test_bi_plus_on_fewer_samples_than_its_subset_measures_them_all_once() -> No
     spec8 = dataclasses.replace(spec, samples=8)
     eight = estimate_job(spec8, SMOLLM2, 1e-6, 8 * 256, 0, 4, refines=True).steps["choosing"]
     assert four == pytest.approx(eight / 2)
+
+
+def test_the_shape_is_read_from_the_models_own_sizes(tiny_model) -> None:
+    """Every step is counted in layer runs of this shape: the tiny Llama's six layers, each attention (64 × 64 for
+    the queries and the output, 64 × 32 for the keys and values of its two key-value heads), an MLP of three
+    64 × 128 matrices and two norms; the head vocabulary × 64."""
+    loaded = load_model(resolve(str(tiny_model)), "cpu", "float32")
+    attention, mlp = 2 * 64 * 64 + 2 * 64 * 32, 3 * 64 * 128
+    assert shape_of(loaded) == ModelShape(n_layers=6, layer_params=attention + mlp + 2 * 64,
+                                          head_params=loaded.model.config.vocab_size * 64, mlp_params=mlp, hidden=64,
+                                          projection_inputs=128, solves=True)
+
+
+def test_a_step_the_job_does_not_run_is_not_estimated() -> None:
+    """The estimate names each step it counts: a linear repair has no refit, a job without healing no healing, and
+    a job that removes nothing (or does not know how many yet) is its scoring alone; the whole is the steps' sum."""
+    spec = JobSpec(model="m", calib=[], count=8, samples=32, seq_len=256, repair="linear", heal_steps=0,
+                   check_perplexity=True)
+    tokens, held_out, rate = 32 * 256, 16 * 256, 1e-6
+    linear = estimate_job(spec, SMOLLM2, rate, tokens, held_out, 8, refines=False)
+    assert list(linear.steps) == ["scoring", "repairing", "checking"]
+    assert linear.total == pytest.approx(linear.steps["scoring"] + linear.steps["repairing"]
+                                         + linear.steps["checking"])
+    healed = estimate_job(dataclasses.replace(spec, repair="refit", heal_steps=4), SMOLLM2, rate, tokens, held_out, 8,
+                          refines=False)
+    assert list(healed.steps) == ["scoring", "repairing", "refitting", "healing", "checking"]
+    for count in (0, None):
+        alone = estimate_job(spec, SMOLLM2, rate, tokens, held_out, count, refines=True)
+        assert alone.steps == {"scoring": pytest.approx(tokens * 30 * rate)}

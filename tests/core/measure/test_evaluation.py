@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from shortgpt_desktop.core.errors import Cancelled
 from shortgpt_desktop.core.measure.evaluation import generate_text, perplexity_of
 from shortgpt_desktop.core.model.loading import load_model
 from shortgpt_desktop.core.model.sources import resolve
@@ -39,6 +40,23 @@ def test_padding_does_not_count(loaded) -> None:
     nll = sum(r.nll * r.tokens for r in alone) / sum(r.tokens for r in alone)
     assert together.tokens == 60 + 20
     assert together.nll == pytest.approx(nll, rel=1e-5)
+
+
+def test_perplexity_says_the_windows_measured_and_stops_when_cancelled(loaded) -> None:
+    windows = [[1, *range(20, 40)], [1, *range(40, 60)], [1, *range(60, 80)]]
+    seen: list[tuple[int, int]] = []
+
+    def progress(done: int, total: int) -> None:
+        seen.append((done, total))
+
+    perplexity_of(loaded.model, windows, pad_id=0, batch_size=2, progress=progress)
+    assert seen == [(0, 3), (2, 3), (3, 3)]  # the last batch holds one window: 3 of 3, not 4
+    asked: list[int] = []
+    seen.clear()
+    with pytest.raises(Cancelled):
+        perplexity_of(loaded.model, windows, pad_id=0, batch_size=2, cancel=lambda: asked.append(1) or len(asked) > 1,
+                      progress=progress)
+    assert len(asked) == 2 and seen == [(0, 3), (2, 3)]  # stopped before the second batch
 
 
 def test_generation_is_greedy_and_repeatable(loaded) -> None:
@@ -141,6 +159,21 @@ def test_nan_logits_give_nan_perplexity_not_a_huge_number() -> None:
     assert _exp(1000.0) == math.exp(700.0)
 
 
+def test_a_model_whose_logits_differ_from_the_originals_by_a_constant_is_at_no_kl_not_below() -> None:
+    """A constant added to every logit leaves each distribution as it was, but float32 rounding makes some tokens'
+    KL a little negative: an unchanged model's mean KLD would print as -0.0000."""
+    from shortgpt_desktop.core.measure.evaluation import FidelitySums
+
+    generator = torch.Generator().manual_seed(0)
+    original = torch.randn(3, 9, 1000, generator=generator) * 3
+    ids = torch.randint(0, 1000, (3, 9), generator=generator)
+    sums = FidelitySums()
+    sums.add(original, original + 5.0, ids, torch.ones(3, 9, dtype=torch.long))
+    _, fidelity = sums.result(1.0)
+    assert float(torch.cat(sums.kls).min()) == 0.0 and fidelity.same_top == 1.0
+    assert 0.0 <= fidelity.mean_kl < 1e-6 and f"{fidelity.mean_kl:.4f}" == "0.0000"
+
+
 def _whole_batch_sums(original_logits, logits, ids, mask):
     """Perplexity sums and fidelity over a whole batch at once: the plain formulas the chunked code must equal."""
     from shortgpt_desktop.core.measure.evaluation import kl_per_token
@@ -156,13 +189,14 @@ def _whole_batch_sums(original_logits, logits, ids, mask):
     return float(nll[keep].double().sum()), int(keep.sum()), torch.cat(kls), same
 
 
-@pytest.mark.parametrize("chunk", [1 << 12, 3000, 1 << 30])
+@pytest.mark.parametrize("chunk", [1 << 12, 3000, 1500, 1 << 30])
 @pytest.mark.parametrize("tokens", [2, 3, 4, 5, 6, 9, 33])
 def test_fidelity_and_nll_a_few_positions_at_a_time_equal_the_whole_batch_to_the_last_digit(
         monkeypatch: pytest.MonkeyPatch, chunk: int, tokens: int) -> None:
     """Spans of two to a few positions (and a whole row where the vocabulary is small) give the very floats the
     whole batch gives on a CPU: the same per-token values, summed in the same order. (5 and 6 tokens leave one
-    position after the last whole span of 3 or 4, which joins the span before it.)"""
+    position after the last whole span of 3 or 4, which joins the span before it; a chunk narrower than two
+    positions' logits still spans two.)"""
     from shortgpt_desktop.core.measure import evaluation
 
     monkeypatch.setattr(evaluation, "CHUNK_ELEMENTS", chunk)
