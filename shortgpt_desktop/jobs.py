@@ -200,7 +200,8 @@ class JobClock:
         unit = per_sample * self.engine.n_layers if samples else tokens.sample_tokens
         rate = (now - since[1]) / max(unit * (done - since[0]), 1.0)
         estimate = self.engine.estimate_at(self.spec, rate, tokens.sample_tokens, tokens.eval_tokens, self.count,
-                                           get_metric(self.spec.metric).refines, self._runs(scores))
+                                           get_metric(self.spec.metric).refines, self._runs(scores),
+                                           len(tokens.samples))
         estimate.basis = basis
         self.progress("estimate", 0, 0, estimate)
 

@@ -421,6 +421,40 @@ def test_the_estimate_after_the_first_batch_counts_a_chat_models_own_answers(tin
     assert with_quiz > without * 1.2, (without, with_quiz)
 
 
+def test_the_estimate_counts_the_samples_the_text_gave_not_those_asked_for(tiny_model: Path, small_calib: Path,
+                                                                           tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Asking for more samples than the text gives changes nothing the job runs, so nothing it is said to take:
+    with 100 asked of a text that gave 24, bi+'s choice was estimated at a quarter of what it ran."""
+    from shortgpt_desktop import jobs
+    from shortgpt_desktop.core.errors import Cancelled
+
+    clock = SimpleNamespace(now=0.0)
+    monkeypatch.setattr(jobs, "time", SimpleNamespace(perf_counter=lambda: clock.now))
+    calib = tmp_path / "short.txt"
+    calib.write_text(small_calib.read_text(encoding="utf-8")[:8_000], encoding="utf-8")
+    said: list[Any] = []
+
+    def progress(stage: str, done: int, total: int, partial: Any = None) -> None:
+        if stage == "estimate":
+            said.append(partial)
+        elif stage == "scoring" and done:
+            clock.now += 5.0
+
+    engine = Engine()
+    spec = JobSpec(model=str(tiny_model), calib=[str(calib)], samples=100, seq_len=128, eval_windows=2,
+                   batch_size=4, device="cpu", dtype="float32", count=2, out=str(tmp_path / "out"), prompt="",
+                   heal_steps=2, check_perplexity=False)
+    with pytest.raises(Cancelled):
+        run_prune(engine, spec, progress, cancel=lambda: bool(said))
+    given = len(engine.tokens.samples)
+    assert 8 < given < 100  # the premise: more than bi+ searches on, fewer than asked
+    with pytest.raises(Cancelled):
+        run_prune(Engine(), dataclasses.replace(spec, samples=given), progress, cancel=lambda: len(said) > 1)
+    assert said[0].steps == said[1].steps
+    assert said[0].steps["choosing"] > 0 and said[0].steps["healing"] > 0
+
+
 def test_eval_counts_neither_bi_plus_nor_the_repair_in_its_memory(tiny_model: Path, small_calib: Path) -> None:
     """``shortgpt eval`` scores, chooses and repairs nothing: with the command line's default metric and repair
     in its spec it said SmolLM2 needs 2.5 GB (the default prune's figure) where 1.6 GB is what it runs in, and

@@ -700,7 +700,8 @@ class Engine:
             and self._selection_for(count) is None
         removed = self.plan(count=count).removed  # the layers the job removes, unless bi+ has still to choose
         estimate = self.estimate_at(_dc.replace(spec, check_perplexity=check), rate, scored.sample_tokens,
-                                    scored.eval_tokens, count, refines, None if refines else run_count(removed))
+                                    scored.eval_tokens, count, refines, None if refines else run_count(removed),
+                                    scored.sample_count)
         estimate.steps.pop("scoring", None)
         # Done already only where fitted for these very settings: healing set to 60 after a check without it was
         # left out of the estimate (the plan's layers alone were compared). The linear repair of a cut is kept
@@ -716,14 +717,20 @@ class Engine:
         return estimate
 
     def estimate_at(self, spec: JobSpec, seconds_per_token_layer: float, sample_tokens: int, eval_tokens: int,
-                    count: int | None, refines: bool, runs: int | None = None) -> Any:
+                    count: int | None, refines: bool, runs: int | None = None, samples: int | None = None) -> Any:
         """The whole job ``spec`` describes at a measured speed (:func:`.estimate.estimate_job`), with the loaded
         model's shape and the answers its chat model still has to write: the one place both the engine's
-        estimate and the one printed after the first scoring batch are put together."""
+        estimate and the one printed after the first scoring batch are put together. ``samples``: the samples the
+        text gave (``sample_tokens`` are theirs), where fewer than ``spec.samples``: bi+'s search, the repair's
+        ridge and healing's teacher run on those (24 of 100 asked: the choice was estimated at a quarter of it)."""
+        import dataclasses as _dc
+
         from .cut.healing import compute_dtype_for
         from .estimate import BFLOAT16_HEAL_COST, estimate_job, shape_of
 
         assert self.loaded is not None
+        if samples is not None:
+            spec = _dc.replace(spec, samples=samples)
         model = self.loaded.model
         on_cpu = next(model.parameters()).device.type == "cpu"  # where the cost was measured
         heal_cost = BFLOAT16_HEAL_COST if spec.heal_steps and on_cpu and compute_dtype_for(model) else 1.0

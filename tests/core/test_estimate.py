@@ -269,3 +269,21 @@ def test_a_step_the_job_does_not_run_is_not_estimated() -> None:
     for count in (0, None):
         alone = estimate_job(spec, SMOLLM2, rate, tokens, held_out, count, refines=True)
         assert alone.steps == {"scoring": pytest.approx(tokens * 30 * rate)}
+
+
+def test_the_engines_estimate_counts_the_samples_the_text_gave(tiny_model, small_calib, tmp_path) -> None:
+    """The window's estimate for a count, after scoring on a text that gave fewer samples than asked: the job runs
+    on those, so asking for more must not make it look shorter (bi+'s choice was a quarter of what it ran)."""
+    from shortgpt_desktop.core.engine import Engine
+
+    calib = tmp_path / "short.txt"
+    calib.write_text(small_calib.read_text(encoding="utf-8")[:8_000], encoding="utf-8")
+    spec = JobSpec(model=str(tiny_model), calib=[str(calib)], samples=100, seq_len=128, eval_windows=2, batch_size=4,
+                   device="cpu", dtype="float32", prompt="")
+    engine = Engine()
+    engine.score(spec)
+    given = engine.scored.sample_count
+    assert 8 < given < 100
+    asked = engine.job_estimate(spec, 2, check=False)
+    assert asked.steps == engine.job_estimate(dataclasses.replace(spec, samples=given), 2, check=False).steps
+    assert asked.steps["choosing"] > 0
