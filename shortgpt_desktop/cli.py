@@ -540,6 +540,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args, progress)
 
 
+def _report_kind(command: str, flag: str) -> str:
+    """What ``command``'s ``--json`` or ``--csv`` may replace (``output_folder.check_report_path``)."""
+    from .core.formats import output_folder as of
+
+    if command == "sweep":
+        return of.CURVE_CSV if flag == "csv" else of.CURVE
+    return of.SAVED_REPORT if command == "prune" else of.REPORT
+
+
 def _run(args: argparse.Namespace, progress: ProgressBar) -> int:
     """The command of ``args``, with its exit code."""
     try:
@@ -567,8 +576,10 @@ def _run(args: argparse.Namespace, progress: ProgressBar) -> int:
         reports = [p for p in (getattr(args, "json", None), getattr(args, "csv", None)) if p]
         if len(reports) == 2 and expand_home(reports[0]) == expand_home(reports[1]):
             raise OutputError(f"--json and --csv both name {reports[0]}; give each its own file.")
-        for path in reports:  # before the job, not after it
-            check_report_path(Path(path), models, texts, getattr(args, "out", None), reports_only=True)
+        for flag in ("json", "csv"):  # before the job, not after it
+            if getattr(args, flag, None):
+                check_report_path(Path(getattr(args, flag)), models, texts, getattr(args, "out", None),
+                                  replaces=_report_kind(args.command, flag))
         engine = Engine()
         progress.per_layer = lambda stage: counts_layers(stage, engine.is_streamed, spec.metric)
         info = None if args.quiet else print_model_info

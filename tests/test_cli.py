@@ -649,6 +649,35 @@ def test_a_report_replaces_only_an_earlier_report_and_never_a_read_only_file(
     assert error == f"shortgpt: error: Cannot write {report}: the file is read-only; choose another name."
 
 
+def test_a_report_replaces_only_an_earlier_report_of_its_own_kind(
+        tiny_model: Path, small_calib: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``sweep --csv curve.json`` replaced the curve's JSON with its table, and ``score --json`` replaced the report
+    of a prune, the record of where a model was saved: any report of this tool could be replaced by any other."""
+    common = ["--calib", str(small_calib), "--samples", "4", "--seq-len", "32", "--eval-windows", "1", "-q"]
+    saved = {"model": "tiny", "n_layers": 6, "removed_layers": [2], "output": "pruned"}
+    files = {"saved.json": json.dumps(saved), "job.json": json.dumps({**saved, "output": None}),
+             "curve.json": json.dumps({"label": "bi+", "order": [2], "points": []}),
+             "curve.csv": "k,layer,removed,perplexity\n0,,,12.5\n"}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    for command, flag, name, held, wrote in (
+            ("sweep", "--csv", "curve.json", "a quality curve", "a quality curve's table"),
+            ("sweep", "--json", "curve.csv", "a quality curve's table", "a quality curve"),
+            ("score", "--json", "curve.json", "a quality curve", "a job's report"),
+            ("score", "--json", "saved.json", "the report of a saved model", "a job's report"),
+            ("eval", "--json", "saved.json", "the report of a saved model", "a job's report")):
+        extra = ["--max", "1"] if command == "sweep" else []
+        path = tmp_path / name
+        assert bad(capsys, command, str(tiny_model), *extra, flag, str(path), *common) == (
+            f"shortgpt: error: Cannot write {path}: it holds {held}, which this would replace with {wrote}; "
+            "choose another name.")
+    assert all((tmp_path / name).read_text(encoding="utf-8") == text for name, text in files.items())
+    # prune may replace a job's report without a save, as score and eval may replace each other's
+    assert cli.main(["prune", str(tiny_model), "--layers", "1", "--metric", "bi", "--repair", "none", "--no-eval",
+                     "--out", str(tmp_path / "out"), "--json", str(tmp_path / "job.json"), *common]) == 0
+    assert json.loads((tmp_path / "job.json").read_text())["output"] == str(tmp_path / "out")
+
+
 def test_the_curves_files_say_what_it_was_measured_on_and_the_csv_has_plain_bis_kl(
         tiny_model: Path, small_calib: Path, test_text: Path, tmp_path: Path) -> None:
     """``sweep --json`` named no model, text, sizes or seed (``prune --json`` does), and the CSV left out the

@@ -430,16 +430,22 @@ def _move_into_place(temp: Path, out: Path) -> None:
         _replace(temp, out)
 
 
+#: What a report path may replace on the command line (``check_report_path``'s ``replaces``): a job's JSON report
+#: (score, eval), a job's report that may also replace one recording a save (prune), a quality curve's JSON or CSV.
+REPORT, SAVED_REPORT, CURVE, CURVE_CSV = "report", "saved report", "curve", "curve csv"
+
+
 def check_report_path(path: Path, sources: Sequence[str | Path] = (), texts: Sequence[str | Path] = (),
-                      out: str | Path | None = None, reports_only: bool = False) -> Path:
+                      out: str | Path | None = None, replaces: str | None = None) -> Path:
     """``path`` expanded, or the sentence why a file cannot be written there (checked before a job runs too):
     never inside a ``sources`` model's folder, nor over its file (``--json model/config.json`` replaced the
     source's config with the report); never over a ``texts`` file (the calibration or evaluation text the job
     reads: ``--json notes.txt`` replaced the user's text) nor inside a ``texts`` folder; never at or inside the
     output folder ``out`` (the save writes and ``--force`` replaces it: the report replaced its config.json); never
-    over a read-only file. ``reports_only`` (the command line, where no dialog asked): an existing file is replaced
-    only where it is an earlier report of this tool (or empty): ``--csv test.txt``, typed for ``--eval-text``,
-    replaced the user's text."""
+    over a read-only file. ``replaces`` (the command line, where no dialog asked; :data:`REPORT`...): an existing
+    file is replaced only where it is an earlier report of that kind (or empty): ``--csv test.txt``, typed for
+    ``--eval-text``, replaced the user's text; ``--csv curve.json`` replaced the curve's JSON with its table, and
+    ``score --json`` replaced prune's report, the record of where a model was saved."""
     path = expand_home(path)
     if path.is_symlink():  # written through: the link stays, its target is replaced (and checked as such)
         path = path.resolve()
@@ -473,15 +479,25 @@ def check_report_path(path: Path, sources: Sequence[str | Path] = (), texts: Seq
                           "file name.")
     if path.is_file() and read_only(path):
         raise OutputError(f"Cannot write {path}: the file is read-only; choose another name.")
-    if reports_only and path.is_file() and not _earlier_report(path):
-        raise OutputError(f"Cannot write {path}: the file exists and is not a report of this tool; choose another "
-                          "name, or delete it first.")
+    if replaces is not None and path.is_file():
+        found = _earlier_report(path)
+        if found is None:
+            raise OutputError(f"Cannot write {path}: the file exists and is not a report of this tool; choose another "
+                              "name, or delete it first.")
+        if found and found != replaces and not (found == REPORT and replaces == SAVED_REPORT):
+            raise OutputError(f"Cannot write {path}: it holds {_REPORT_NAMES[found]}, which this would replace with "
+                              f"{_REPORT_NAMES[replaces]}; choose another name.")
     return path
 
 
-def _earlier_report(path: Path) -> bool:
-    """Whether ``path`` is empty or holds a report this tool writes: a job's JSON (``--json``), a quality curve's
-    JSON or CSV (``sweep --json/--csv``). Read from its first MiB: a report is a few kB to a few hundred."""
+_REPORT_NAMES = {REPORT: "a job's report", SAVED_REPORT: "the report of a saved model", CURVE: "a quality curve",
+                 CURVE_CSV: "a quality curve's table"}
+
+
+def _earlier_report(path: Path) -> str | None:
+    """Which report of this tool ``path`` holds (:data:`REPORT`…; "" where it is empty, None where it holds none):
+    a job's JSON (``--json``; one that names a saved model is :data:`SAVED_REPORT`), a quality curve's JSON or CSV
+    (``sweep --json/--csv``). Read from its first MiB: a report is a few kB to a few hundred."""
     import json
 
     from ..measure.sweep import CSV_FIELDS, CURVE_KEYS
@@ -492,19 +508,23 @@ def _earlier_report(path: Path) -> bool:
             head = stream.read(1 << 20)
             whole = not stream.read(1)
     except OSError:
-        return False
+        return None
     if not head.strip():
-        return True
+        return ""
     text = head.decode("utf-8", errors="replace")
     if text.startswith(",".join(CSV_FIELDS[:3]) + ","):
-        return True
+        return CURVE_CSV
     if not whole:
-        return False
+        return None
     try:
         data = json.loads(text)
     except ValueError:
-        return False
-    return isinstance(data, dict) and (set(REPORT_KEYS) <= data.keys() or set(CURVE_KEYS) <= data.keys())
+        return None
+    if not isinstance(data, dict):
+        return None
+    if set(REPORT_KEYS) <= data.keys():
+        return SAVED_REPORT if data.get("output") else REPORT
+    return CURVE if set(CURVE_KEYS) <= data.keys() else None
 
 
 def write_file_atomically(path: Path, write: Callable[[Any], None], sources: Sequence[str | Path] = (),
