@@ -404,7 +404,7 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
         k = len(report.removed_layers)
         out.write(f"removed {k} of {report.n_layers} layers ({k / report.n_layers:.0%}): "
                   f"{','.join(map(str, report.removed_layers))}\n")
-    if report.params_before and report.removed_layers:
+    if report.params_before and (report.removed_layers or (report.against and report.params_after)):
         out.write(f"parameters: {report.params_before:,} -> {report.params_after:,} "
                   f"({report.params_after / report.params_before:.1%})\n")
     elif report.params_before:  # a score removes nothing: "-> the same (100.0%)" read as a cut

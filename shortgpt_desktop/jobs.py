@@ -268,6 +268,10 @@ def run_eval(engine: Engine, spec: JobSpec, other: str | None = None, progress: 
     report.calibration = [] if spec.eval_text else list(engine.token_names)
     report.warnings = list(engine.token_warnings)
     report.eval_text, report.against = spec.eval_text, other
+    # Each model's size as the summary printed it (the JSON said 0 for both): the second's as the "after" figures
+    report.params_before, report.bytes_before = info.n_params, info.bytes_on_disk
+    if second is not None:
+        report.params_after, report.bytes_after = other_info.n_params, other_info.bytes_on_disk
     reference = engine.reference_for(spec, tokens, progress, cancel)
     report.ppl_before, report.eval_tokens = reference.result.perplexity, reference.result.tokens
     if second is not None and other_spec is not None:

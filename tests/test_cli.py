@@ -6,6 +6,7 @@ import csv
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -479,7 +480,10 @@ def test_eval_against_names_each_model_in_its_progress(tiny_model: Path, small_c
     capsys.readouterr()
     assert cli.main(["eval", str(pruned), "--against", str(tiny_model), "--calib", str(small_calib),
                      "--seq-len", "32"]) == 0
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
+    # The two models' sizes, the pruned copy's first (the summary said neither; the JSON said 0 for both)
+    sizes = re.search(r"^parameters: ([\d,]+) -> ([\d,]+) \(", out, re.MULTILINE)
+    assert sizes is not None and 0 < int(sizes[1].replace(",", "")) < int(sizes[2].replace(",", "")), out
     # Each model's bars come after its own load: the pruned copy's first, then the original's.
     first, loading, second = err.partition("loading...")[2].partition("loading...")
     assert loading, err

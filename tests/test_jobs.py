@@ -863,6 +863,24 @@ def test_eval_against_a_model_with_another_final_norm_measures_perplexity_only(t
     assert any("other embeddings or another head" in w for w in report.warnings), report.warnings
 
 
+def test_eval_reports_each_models_size(tiny_model: Path, small_calib: Path, tmp_path: Path) -> None:
+    """``eval --json`` wrote 0 parameters and 0 bytes for both models, though the summary had printed their sizes:
+    the first model's are the "before" figures, the second's the "after" ones."""
+    from shortgpt_desktop.core.engine import inspect_model
+    from shortgpt_desktop.core.model.sources import resolve
+
+    pruned = tmp_path / "pruned"
+    run_prune(Engine(), spec(tiny_model, small_calib, metric="bi", repair="none", count=2, check_perplexity=False,
+                             out=str(pruned)))
+    report = run_eval(Engine(), spec(tiny_model, small_calib, eval_windows=1), str(pruned))
+    sizes = [inspect_model(resolve(str(m)), "cpu", "float32") for m in (tiny_model, pruned)]
+    assert (report.params_before, report.params_after) == (sizes[0].n_params, sizes[1].n_params)
+    assert (report.bytes_before, report.bytes_after) == (sizes[0].bytes_on_disk, sizes[1].bytes_on_disk)
+    assert report.params_before > report.params_after > 0
+    alone = run_eval(Engine(), spec(tiny_model, small_calib, eval_windows=1))
+    assert (alone.params_before, alone.params_after) == (sizes[0].n_params, 0)
+
+
 def test_a_metric_low_memory_mode_cannot_run_is_refused_before_the_model_loads(
         tiny_model: Path, small_calib: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """--metric ppl --low-memory: said before loading (minutes for a model too big for memory), not after."""
