@@ -15,6 +15,7 @@ hands back (kept, and marked partial).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
 import time
@@ -947,7 +948,9 @@ class Engine:
             self.scores = scores_before
             if fitted_before is not None:
                 self.adjusted = fitted_before
-        curve.order = [p.layer for p in curve.points[1:] if p.layer is not None]
+        # The order as far as the points are nested (point k removes order[:k]): after a count whose choice is not the
+        # last one plus a layer, a later point's added layer is no step of it ([2, 2] for {2}, {1, 3}, {1, 2, 3})
+        curve.order = [int(p.layer) for p in itertools.takewhile(lambda p: p.layer is not None, curve.points[1:])]
         curve.baseline = baseline
         curve.seconds = time.perf_counter() - started
         return curve

@@ -978,10 +978,11 @@ def test_a_curve_point_names_the_layer_it_adds_only_where_it_adds_one(tiny_model
     engine = Engine()
     engine.score(spec)
     engine.selections = {k: SimpleNamespace(removed=removed, explanation="measured", judged_repaired=False, seconds=0.0)
-                         for k, removed in ((1, [3]), (2, [1, 2]))}
-    curve = engine.quality_curve(spec, 2)
-    assert [p.removed for p in curve.points] == [[], [3], [1, 2]]
-    assert [p.layer for p in curve.points] == [None, 3, None] and curve.order == [3]
+                         for k, removed in ((1, [3]), (2, [1, 2]), (3, [1, 2, 3]))}
+    curve = engine.quality_curve(spec, 3)
+    assert [p.removed for p in curve.points] == [[], [3], [1, 2], [1, 2, 3]]
+    # the order stops at the first point that is not nested: layer 3 added again after it is no second step
+    assert [p.layer for p in curve.points] == [None, 3, None, 3] and curve.order == [3]
 
 
 def test_a_chat_models_check_writes_its_answers_through_its_chat_template(tiny_chat_model: Path, small_calib: Path,
