@@ -39,9 +39,9 @@ class CurvePoint:
 @dataclass
 class QualityCurve:
     label: str  # e.g. "bi" or "bi+"
-    #: Removal order: point k removes order[:k] where the counts' choices are nested. The recipe's are not always
-    #: (bi+ chooses each count's set as a whole): there the order holds the layers each point added alone, and is
-    #: shorter than the points; each point's own ``removed`` is what it removes.
+    #: Removal order: point k removes order[:k]. The recipe's choices are not always nested (bi+ chooses each
+    #: count's set as a whole): the order then stops before the first point that is not its predecessor plus one
+    #: layer, and is shorter than the points; each point's own ``removed`` is what it removes.
     order: list[int]
     points: list[CurvePoint] = field(default_factory=list)
     windows: int = 0  # held-out windows used per point (a subset of the token set's)
