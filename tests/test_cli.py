@@ -980,7 +980,8 @@ def test_every_prune_flag_reaches_the_job() -> None:
 
 @pytest.mark.parametrize(("argv", "said"), [
     (["score", "m", "--samples", "0"], "--samples: 0 must be at least 1"),
-    (["score", "m", "--seq-len", "-1"], "--seq-len: -1 must be at least 1"),
+    (["score", "m", "--seq-len", "-1"], "--seq-len: -1 must be at least 8"),
+    (["eval", "m", "--seq-len", "7"], "--seq-len: 7 must be at least 8"),  # was said after the model had loaded
     (["prune", "m", "--ratio", "0.2", "--out", "o", "--heal", "-1"], "--heal: -1 must be at least 0"),
     (["prune", "m", "--out", "o"], "one of the arguments --ratio --layers --remove is required"),
     (["prune", "m", "--ratio", "a quarter", "--out", "o"], "--ratio: 'a quarter' is not a number"),

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 SAMPLES = 128
 SEQ_LEN = 512
+#: Fewest tokens per sample a job takes (the command line refuses fewer before the model loads).
+MIN_SEQ_LEN = 8
 BATCH_SIZE = 4
 METRIC = "bi+"
 REPAIR = "linear"

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ...format import human_bytes
+from .. import defaults
 from ..errors import CalibrationError
 from ..user_paths import expand_home
 
@@ -470,8 +471,9 @@ def build_token_set(
     Without separate evaluation text, the last ``heldout_fraction`` of the calibration token stream is held
     out for perplexity and the samples are drawn only from the part before it.
     """
-    if samples < 1 or seq_len < 8:
-        raise CalibrationError("Use at least 1 sample and a sequence length of at least 8 tokens.")
+    if samples < 1 or seq_len < defaults.MIN_SEQ_LEN:
+        raise CalibrationError(f"Use at least 1 sample and a sequence length of at least {defaults.MIN_SEQ_LEN} "
+                               "tokens.")
     if not calib_texts or not any(t.strip() for t in calib_texts):
         raise CalibrationError("The calibration text is empty: add text files or use the built-in corpus.")
     bos = bos_policy(tokenizer)
