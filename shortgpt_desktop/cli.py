@@ -30,7 +30,7 @@ from .core.model.loading import quiet_library_progress
 from .core.progress import counts_layers, stage_unit
 from .core.report import after_fitted, left_as_it_was, requantized
 from .core.user_paths import exists
-from .format import collapsed, human_bytes, human_count, human_seconds, time_left
+from .format import collapsed, human_bytes, human_count, human_seconds, layer_span, time_left, unit_of
 from .stop_signals import on_stop_signals
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 2, 130
@@ -415,14 +415,14 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
         if run.get("parameter"):
             whole = run.get("fit") == "projection"
             if left_as_it_was(run):
-                out.write(f"layers {first}-{last}: "
+                out.write(f"{layer_span(first, last)}: "
                           + (f"no refit of layer {run['patched_layer']}'s MLP output projection" if whole
                              else f"no map folded into layer {run['patched_layer']}")
                           + " did better than none on held-out calibration samples"
                           + ("" if "refit_after" in run and run.get("refit_kept", True)
                              else ", so it is unchanged" + ("" if after_fitted(run) else " (plain removal)")))
             else:
-                out.write(f"repaired layers {first}-{last}: "
+                out.write(f"repaired {layer_span(first, last)}: "
                           + (f"layer {run['patched_layer']}'s MLP output projection refitted" if whole
                              else f"a map folded into layer {run['patched_layer']}")
                           + _fit_figures(run, run.get("held_out_residual") is not None,
@@ -444,7 +444,7 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
                               "too" + _fit_figures(after, after.get("ridge") is not None))
             out.write("\n")
         else:
-            out.write(f"not repaired, layers {first}-{last}: {run['note']}\n")
+            out.write(f"not repaired, {layer_span(first, last)}: {run['note']}\n")
     if report.refit_chat:
         chat = report.refit_chat
         out.write(f"refit's chat check: the original's answers to the check prompts, loss per answer token "
@@ -475,8 +475,9 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
     if report.output:
         fmt = report.output_format + (f" {report.quantization}" if report.quantization else "")
         files = ", ".join(report.output_files)
-        out.write(f"saved to {report.output} ({fmt}; {files}: {human_bytes(report.bytes_after)} = "
-                  f"{report.bytes_after:,} bytes; MB = 10^6 bytes)\n")
+        size = human_bytes(report.bytes_after)
+        legend = f"; {unit_of(size)}" if unit_of(size) else ""
+        out.write(f"saved to {report.output} ({fmt}; {files}: {size} = {report.bytes_after:,} bytes{legend})\n")
         for line in requantized(report.changed_types, report.kept_layers, arrow="->"):
             out.write(f"re-quantized {line}\n")
     for warning in collapsed(report.warnings):

@@ -21,6 +21,23 @@ def human_bytes(n: float | None) -> str:
     return f"{value:.1f} TB"  # pragma: no cover
 
 
+def unit_of(size: str) -> str:
+    """What the unit of a :func:`human_bytes` figure is (``411.6 kB`` → ``kB = 1,000 bytes``): said beside a size
+    given in bytes too, the legend names the unit shown (it said "MB = 10^6 bytes" beside a size in kB)."""
+    legends = {"kB": "kB = 1,000 bytes", "MB": "MB = 10^6 bytes", "GB": "GB = 10^9 bytes", "TB": "TB = 10^12 bytes"}
+    return legends.get(size.rsplit(" ", 1)[-1], "")
+
+
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 layer``, ``3 layers``: a count with its noun in the right number."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
+def layer_span(first: int, last: int) -> str:
+    """``layer 3`` or ``layers 3-5``: a run of layers (it said "layers 3-3" for one)."""
+    return f"layer {first}" if first == last else f"layers {first}-{last}"
+
+
 def human_count(n: float | None) -> str:
     """``287552`` → ``287.6 k``; ``6.7e9`` → ``6.7 B`` (how model sizes are usually quoted)."""
     if n is None:

@@ -183,7 +183,7 @@ def test_a_run_left_unmapped_by_its_ridge_choice_is_said_so_unless_its_mlp_was_r
     plain = summary(refit=False)
     assert "repaired layers 2-3: a map folded into layer 1 (calibration error 0.500 -> 0.400; ridge 0.1, " \
            "chosen on held-out samples)" in plain, plain
-    assert "layers 5-5: no map folded into layer 4 did better than none on held-out calibration samples, so it " \
+    assert "layer 5: no map folded into layer 4 did better than none on held-out calibration samples, so it " \
            "is unchanged (plain removal)" in plain, plain
     refitted = summary(refit=True)
     assert "unchanged" not in refitted, refitted
@@ -193,7 +193,7 @@ def test_a_run_left_unmapped_by_its_ridge_choice_is_said_so_unless_its_mlp_was_r
                              repair_runs=chosen_runs(False, fit="projection")), whole)
     assert "repaired layers 2-3: layer 1's MLP output projection refitted (calibration error 0.500 -> 0.400; " \
            "ridge 0.1, chosen on held-out samples)" in whole.getvalue(), whole.getvalue()
-    assert "layers 5-5: no refit of layer 4's MLP output projection did better than none" in whole.getvalue()
+    assert "layer 5: no refit of layer 4's MLP output projection did better than none" in whole.getvalue()
     both = io.StringIO()
     cli.print_summary(Report(model="m", n_layers=8, removed_layers=[2, 3, 5],
                              repair_runs=chosen_runs(False, fit="projection", after=True)), both)
@@ -759,7 +759,7 @@ def test_a_run_starting_at_layer_0_says_not_repaired_once(tiny_model: Path, smal
     assert cli.main(["prune", str(tiny_model), "--remove", "0,3", "--no-eval", "--calib", str(small_calib),
                      "--samples", "4", "--seq-len", "32", "--out", str(tmp_path / "out")]) == 0
     out = capfd.readouterr().out
-    line = next(line for line in out.splitlines() if line.startswith("not repaired, layers 0-0: "))
+    line = next(line for line in out.splitlines() if line.startswith("not repaired, layer 0: "))
     assert line.count("not repaired") == 1 and "removed 2 of 6 layers (33%): 0,3" in out
     card = (tmp_path / "out" / "README.md").read_text(encoding="utf-8")
     assert card.count("not repaired") == 1

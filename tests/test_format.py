@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from shortgpt_desktop.format import change, human_bytes, human_count, human_seconds, layer_list, some_of, time_left
+from shortgpt_desktop.format import (
+    change,
+    counted,
+    human_bytes,
+    human_count,
+    human_seconds,
+    layer_list,
+    layer_span,
+    some_of,
+    time_left,
+    unit_of,
+)
 
 
 def test_formatting() -> None:
@@ -47,3 +58,18 @@ def test_no_time_left_is_given_before_a_step_of_the_stage_is_measured() -> None:
 def test_a_short_list_of_names_says_no_more() -> None:
     assert some_of(["a.gguf", "b.gguf", "c.gguf"], 3) == "a.gguf, b.gguf, c.gguf"
     assert some_of(["a", "b", "c", "d"], 3) == "a, b, c and 1 more"
+
+
+def test_counts_and_spans_read_in_the_right_number() -> None:
+    """"Removed 1 layers", "1 part(s) are missing" and "repaired layers 3-3" were printed."""
+    assert (counted(1, "layer"), counted(3, "layer"), counted(0, "part")) == ("1 layer", "3 layers", "0 parts")
+    assert counted(2, "copy", "copies") == "2 copies"
+    assert (layer_span(3, 3), layer_span(3, 5)) == ("layer 3", "layers 3-5")
+
+
+def test_the_unit_legend_names_the_unit_shown() -> None:
+    """"411.6 kB = 411,592 bytes; MB = 10^6 bytes" named a unit the figure did not use."""
+    assert unit_of(human_bytes(411_592)) == "kB = 1,000 bytes"
+    assert unit_of(human_bytes(98_400_000)) == "MB = 10^6 bytes"
+    assert unit_of(human_bytes(2.5e9)) == "GB = 10^9 bytes"
+    assert unit_of(human_bytes(12)) == ""

@@ -179,7 +179,11 @@ def test_saved_size_is_the_bytes_written_and_said_in_one_unit(tiny_model: Path, 
     assert report.bytes_after == on_disk and report.output_files == ["model.safetensors"]
     cli.print_summary(report)
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("saved to"))
-    assert f"{on_disk:,} bytes" in line and "MB = 10^6 bytes" in line
+    assert f"{on_disk:,} bytes" in line and "MB = 10^6 bytes" in line and on_disk >= 1e6
+    report.bytes_after = 411_592  # a size in kB is said with the kB's legend, not MB's
+    cli.print_summary(report)
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("saved to"))
+    assert line.endswith("411.6 kB = 411,592 bytes; kB = 1,000 bytes)"), line
 
 
 def test_requantized_tensors_are_named_by_their_original_layer(capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..format import layer_list
+from ..format import layer_list, layer_span
 
 #: Fields every job's JSON report holds, by which a file is known as one (``output_folder``: the command line
 #: replaces an earlier report of this tool, never another file).
@@ -287,7 +287,7 @@ def model_card(report: Report, base_model: str) -> str:
         if chosen:
             afters = [r["after"] for r in chosen if r.get("after", {}).get("held_out_residual") is not None]
             repair_line += (", each fit's ridge chosen on calibration samples held out of it ("
-                            + ", ".join(f"layers {r['layers'][0]}-{r['layers'][1]}: " + _ridge_words(r)
+                            + ", ".join(f"{layer_span(*r['layers'])}: " + _ridge_words(r)
                                         for r in chosen)
                             + "".join(f"; layer {a['patched_layer']} after a run: " + _ridge_words(a) for a in afters)
                             + ")")
@@ -309,7 +309,7 @@ def model_card(report: Report, base_model: str) -> str:
         skipped = [r for r in report.repair_runs if r.get("note")]
         if skipped:
             repair_line += "; not repaired: " + "; ".join(
-                f"layers {r['layers'][0]}-{r['layers'][1]}: {r['note']}" for r in skipped)
+                f"{layer_span(*r['layers'])}: {r['note']}" for r in skipped)
     if report.heal_steps:
         computed = f", computed in {report.heal_compute_dtype}" if report.heal_compute_dtype else ""
         repair_line += (f"; healed with {report.heal_steps} LoRA steps on the calibration text (distilled from the "
@@ -334,8 +334,7 @@ tags:
 
 # {Path(base_model).name or base_model}, pruned with ShortGPT Desktop
 
-{len(report.removed_layers)} of {report.n_layers} decoder layers were removed from `{base_model}`{_revision(report)} \
-({report.architecture}) {_how_chosen(report)}.
+{_were_removed(report)} from `{base_model}`{_revision(report)} ({report.architecture}) {_how_chosen(report)}.
 
 {_removed_line(report)}
 
@@ -355,6 +354,12 @@ tags:
 
 Layer-pruned models usually lose some quality, most of all in free generation; check it on your own task.
 {_score_table(report.metric, rows)}""")
+
+
+def _were_removed(report: Report) -> str:
+    """``2 of 6 decoder layers were removed`` (``1 of 6 … was``)."""
+    count = len(report.removed_layers)
+    return f"{count} of {report.n_layers} decoder layers {'was' if count == 1 else 'were'} removed"
 
 
 def _removed_line(report: Report) -> str:

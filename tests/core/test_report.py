@@ -35,7 +35,7 @@ def card_repair_line(refit: bool, fit: str = "map", after: bool = False) -> str:
 def test_the_card_counts_only_the_layers_a_map_changed_and_names_each_ridge() -> None:
     line = card_repair_line(refit=False)
     assert "a fitted map folded into the MLP output projection of 1 kept layer;" in line, line
-    assert "layers 2-3: 0.1, layers 5-5: no fit did better than none" in line, line
+    assert "layers 2-3: 0.1, layer 5: no fit did better than none" in line, line
     whole = card_repair_line(refit=False, fit="projection")
     assert "the MLP output projection of 1 kept layer before a run of removed layers refitted in closed form;" \
         in whole, whole
@@ -49,7 +49,7 @@ def test_the_card_counts_the_kept_layers_after_the_runs_that_were_refitted() -> 
     line = card_repair_line(refit=False, fit="projection", after=True)
     assert "the MLP output projection of 1 kept layer before a run of removed layers refitted in closed form; that " \
            "of 1 kept layer after a run refitted the same way;" in line, line
-    assert "layers 2-3: 0.1, layers 5-5: no fit did better than none; layer 4 after a run: 0.3; layer 6 after a run: " \
+    assert "layers 2-3: 0.1, layer 5: no fit did better than none; layer 4 after a run: 0.3; layer 6 after a run: " \
            "no fit did better than none)" in line, line
 
 
@@ -174,7 +174,7 @@ def test_the_card_names_the_runs_left_unrepaired_and_why() -> None:
     report = Report(model="m", n_layers=8, removed_layers=[2, 3, 5, 7], kept_layers=[0, 1, 4, 6], repair="linear",
                     repair_runs=runs)
     line = next(line for line in model_card(report, "m").splitlines() if "linear repair" in line)
-    assert line.endswith("; not repaired: layers 7-7: the last layer has no kept layer after it"), line
+    assert line.endswith("; not repaired: layer 7: the last layer has no kept layer after it"), line
 
 
 def test_the_score_table_gives_each_layers_score_and_whether_it_was_removed() -> None:
@@ -265,7 +265,7 @@ def test_the_card_says_how_the_layers_were_chosen_and_which_text_the_perplexity_
     report = Report(model="m", n_layers=6, metric="manual", removed_layers=[2], ppl_before=10.0, ppl_after=11.0,
                     eval_tokens=512, eval_text="builtin")
     card = model_card(report, "m")
-    assert "1 of 6 decoder layers were removed from `m` () as listed by hand (no scoring)." in card
+    assert "1 of 6 decoder layers was removed from `m` () as listed by hand (no scoring)." in card
     assert "Perplexity measured on 512 tokens of the built-in corpus, the same tokens for both models." in card
     report.eval_text = "/home/alice/test.txt"
     assert "Perplexity measured on 512 tokens of `test.txt`, the same tokens" in model_card(report, "m")

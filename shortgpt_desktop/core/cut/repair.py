@@ -103,6 +103,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...format import layer_span
 from .. import defaults
 from ..backends.layerwise import LayerObserver
 from ..measure.calibration import TokenSet
@@ -183,7 +184,7 @@ class RepairResult:
 
     @property
     def notes(self) -> list[str]:
-        return [f"layers {r.start}-{r.end - 1} not repaired: {r.note}" for r in self.runs if r.note]
+        return [f"{layer_span(r.start, r.end - 1)} not repaired: {r.note}" for r in self.runs if r.note]
 
 
 def contiguous_runs(removed: Sequence[int]) -> list[tuple[int, int]]:

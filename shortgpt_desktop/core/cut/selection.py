@@ -43,6 +43,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ...format import counted
 from .. import defaults
 from ..backends.layerwise import LayerStack, head_layers
 from ..errors import PlanError, ResourceError
@@ -568,7 +569,7 @@ def _explain(best: Candidate, candidates: list[Candidate], count: int, n_samples
     )
     same = [c.name for c in candidates if c is not best and c.removed == best.removed]
     text = (
-        f"Removed {count} layers chosen by {best.name}: calibration perplexity "
+        f"Removed {counted(count, 'layer')} chosen by {best.name}: calibration perplexity "
         + (f"{best.judged:.4g} repaired ({best.calibration_perplexity:.4g} before the repair)" if repaired
            else f"{best.calibration_perplexity:.4g}")
         + f" on {n_samples} samples ({tokens} tokens)"

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ...format import counted
 from ..errors import ModelSourceError
 from ..model.layer_set import first_layer_gap
 
@@ -307,7 +308,8 @@ def _check_not_split(path: Path) -> None:
     missing = [p.name for p in parts if not p.is_file()]
     if missing:
         raise ModelSourceError(
-            f"{path.name} is part {no} of {count} of a split GGUF model and {len(missing)} part(s) are missing, "
+            f"{path.name} is part {no} of {count} of a split GGUF model and {counted(len(missing), 'part')} "
+            f"{'is' if len(missing) == 1 else 'are'} missing, "
             f"starting with {missing[0]}; download every part."
         )
     raise ModelSourceError(

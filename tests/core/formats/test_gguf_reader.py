@@ -121,7 +121,7 @@ def test_a_split_part_is_refused_by_its_metadata_or_an_upper_case_name(tmp_path:
         check_gguf(renamed)
     upper = _gguf(tmp_path / "M-00001-OF-00002.GGUF")  # the parts named as this one is (it was said missing itself)
     with pytest.raises(ModelSourceError, match=r"^M-00001-OF-00002\.GGUF is part 1 of 2 of a split GGUF model and "
-                                               r"1 part\(s\) are missing, starting with M-00002-OF-00002\.GGUF;"):
+                                               r"1 part is missing, starting with M-00002-OF-00002\.GGUF;"):
         check_gguf(upper)
     _gguf(tmp_path / "M-00002-OF-00002.GGUF")
     with pytest.raises(ModelSourceError, match=r"merge .*--merge M-00001-OF-00002\.GGUF merged\.gguf"):

@@ -552,7 +552,7 @@ def test_truncated_gguf_is_one_sentence(tmp_path: Path) -> None:
 def test_split_gguf_names_the_missing_part_or_asks_for_a_merge(tmp_path: Path) -> None:
     first = _tiny_gguf(tmp_path / "m-00001-of-00003.gguf")
     _tiny_gguf(tmp_path / "m-00003-of-00003.gguf")
-    with pytest.raises(ModelSourceError, match=r"part 1 of 3 .* 1 part\(s\) are missing, starting with m-00002"):
+    with pytest.raises(ModelSourceError, match=r"part 1 of 3 .* 1 part is missing, starting with m-00002"):
         sources.resolve(str(first))
     _tiny_gguf(tmp_path / "m-00002-of-00003.gguf")
     with pytest.raises(ModelSourceError, match="merge the parts into one file"):
@@ -560,7 +560,7 @@ def test_split_gguf_names_the_missing_part_or_asks_for_a_merge(tmp_path: Path) -
     # Their folder is refused in the same words: it was "It holds m-00001-of-00003.gguf: choose that file instead",
     # and that file was then refused.
     (tmp_path / "m-00002-of-00003.gguf").unlink()
-    with pytest.raises(ModelSourceError, match=r"^m-00001-of-00003\.gguf is part 1 of 3 .* 1 part\(s\) are missing"):
+    with pytest.raises(ModelSourceError, match=r"^m-00001-of-00003\.gguf is part 1 of 3 .* 1 part is missing"):
         sources.resolve(str(tmp_path))
     _tiny_gguf(tmp_path / "m-00002-of-00003.gguf")
     with pytest.raises(ModelSourceError, match=r"^m-00001-of-00003\.gguf is part 1 of 3 .*merge the parts"):
@@ -569,7 +569,7 @@ def test_split_gguf_names_the_missing_part_or_asks_for_a_merge(tmp_path: Path) -
     with pytest.raises(ModelSourceError, match=r"It holds m-00001-of-00003\.gguf, .*other\.gguf: choose one of"):
         sources.resolve(str(tmp_path))
     (tmp_path / "other.gguf").unlink()
-    # Parts named .GGUF, all there: "2 part(s) are missing" (the parts were looked for as .gguf).
+    # Parts named .GGUF, all there: "2 parts are missing" (the parts were looked for as .gguf).
     for path in tmp_path.glob("m-*.gguf"):
         path.rename(path.with_suffix(".GGUF"))
     with pytest.raises(ModelSourceError, match=r"merge .*llama-gguf-split --merge m-00001-of-00003\.GGUF"):
