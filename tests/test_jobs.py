@@ -18,6 +18,7 @@ from shortgpt_desktop.core.engine import Engine
 from shortgpt_desktop.core.errors import CalibrationError, OutputError, UnsupportedModelError
 from shortgpt_desktop.core.formats.writers import WeightChanges
 from shortgpt_desktop.core.pipeline import JobSpec
+from shortgpt_desktop.format import human_bytes
 from shortgpt_desktop.jobs import run_eval, run_prune, run_score, run_sweep
 
 PDF = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Type /Catalog >>\nendobj\n"
@@ -179,11 +180,12 @@ def test_saved_size_is_the_bytes_written_and_said_in_one_unit(tiny_model: Path, 
     assert report.bytes_after == on_disk and report.output_files == ["model.safetensors"]
     cli.print_summary(report)
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("saved to"))
-    assert f"{on_disk:,} bytes" in line and "MB = 10^6 bytes" in line and on_disk >= 1e6
-    report.bytes_after = 411_592  # a size in kB is said with the kB's legend, not MB's
+    # the legend names the unit shown: it said "MB = 10^6 bytes" beside this size in kB
+    assert line.endswith(f"{human_bytes(on_disk)} = {on_disk:,} bytes; kB = 1,000 bytes)") and on_disk < 1e6, line
+    report.bytes_after = 98_400_000
     cli.print_summary(report)
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("saved to"))
-    assert line.endswith("411.6 kB = 411,592 bytes; kB = 1,000 bytes)"), line
+    assert line.endswith("98.4 MB = 98,400,000 bytes; MB = 10^6 bytes)"), line
 
 
 def test_requantized_tensors_are_named_by_their_original_layer(capsys: pytest.CaptureFixture[str]) -> None:
