@@ -387,8 +387,9 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
     out = out or sys.stdout
     removed = set(report.removed_layers)
     if report.scores:
-        # bi+'s column is plain BI, and it never removes the ends: a user who passed the lowest rows to --remove
-        # removed a layer bi+ keeps (Gemma 3's last layer reads among its lowest)
+        # bi+'s column is plain BI, and its search leaves the ends out: a user who passed the lowest rows to --remove
+        # removed a layer bi+ keeps (Gemma 3's last layer reads among its lowest). Its finalists include plain BI's
+        # lowest layers, ends and all, so the line below does not say it never removes them.
         refines = report.metric in METRICS and METRICS[report.metric].refines
         protected = set(protected_layers(len(report.scores))) if refines else set()
         out.write(f"{'layer':>5}  {report.metric + (' (BI)' if refines else ''):>12}\n")
@@ -397,8 +398,9 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
             shown = "—" if value is None else f"{value:.5f}"
             out.write(f"{i:>5}  {shown:>12}{mark}\n")
         if refines and not removed:
-            out.write(f"{report.metric} keeps the protected layers and measures the lowest others before it removes "
-                      "any: prune may keep a low one.\n")
+            out.write(f"{report.metric} leaves the protected layers out of its search and measures its finalists, "
+                      "plain BI's lowest layers among them, before it removes any: prune may keep a low layer, and "
+                      "takes a protected one only where plain BI's set measures best.\n")
     if report.selection:
         out.write(f"choice: {report.selection}\n")
     if report.removed_layers:
