@@ -52,7 +52,8 @@ def _checked_request(spec: JobSpec) -> None:
 
 
 def _checked_before_model(spec: JobSpec, *, text: bool, out: str | None = None, progress: Progress = no_progress,
-                          cancel: CancelCheck | None = None, on_note: NoteCallback | None = None) -> None:
+                          cancel: CancelCheck | None = None, on_note: NoteCallback | None = None,
+                          checks_a_cut: bool = False) -> None:
     """Everything the paths and the text can tell, before the model is inspected or loaded.
 
     The calibration text is read (a folder of PDFs is refused here, and every file left out is said through
@@ -60,7 +61,7 @@ def _checked_before_model(spec: JobSpec, *, text: bool, out: str | None = None, 
     without reading its config.
     """
     if text:
-        for sentence in collapsed(pipeline.check_calibration(spec)):
+        for sentence in collapsed(pipeline.check_calibration(spec, checks_a_cut)):
             if on_note is not None:
                 on_note(sentence)
     if out:
@@ -104,7 +105,8 @@ def run_prune(engine: Engine, spec: JobSpec, progress: Progress = no_progress, c
     started = time.perf_counter()
     needs_scores = spec.layers is None
     needs_text = needs_scores or spec.check_perplexity or spec.repair != "none" or spec.heal_steps > 0
-    _checked_before_model(spec, text=needs_text, out=spec.out, progress=progress, cancel=cancel, on_note=on_note)
+    _checked_before_model(spec, text=needs_text, out=spec.out, progress=progress, cancel=cancel, on_note=on_note,
+                          checks_a_cut=spec.check_perplexity)
     info = engine.open(spec, progress, cancel)
     if on_info is not None:
         on_info(info)
@@ -210,7 +212,7 @@ def run_sweep(engine: Engine, spec: JobSpec, max_removed: int | None = None, pro
               cancel: CancelCheck | None = None, on_info: InfoCallback | None = None,
               on_note: NoteCallback | None = None) -> Any:
     """Check the text, open, score, and measure the quality curve."""
-    _checked_before_model(spec, text=True, on_note=on_note)
+    _checked_before_model(spec, text=True, on_note=on_note, checks_a_cut=True)
     info = engine.open(spec, progress, cancel)
     if on_info is not None:
         on_info(info)

@@ -356,6 +356,11 @@ def test_an_evaluation_text_that_is_also_calibration_text_is_said(tiny_model: Pa
     shutil.copy(small_calib, other)  # the same words in another file are not looked for
     assert cli.main([*base, "--calib", str(folder), "--eval-text", str(other), "--out", str(tmp_path / "o3")]) == 0
     assert "is also calibration text" not in capsys.readouterr().err
+    # Nor where no cut is measured on it: eval measures the model itself, and prune --no-eval measures nothing
+    assert cli.main(["eval", str(tiny_model), "--eval-text", "builtin", "--seq-len", "32", "--eval-windows", "1"]) == 0
+    assert cli.main([*base, "--calib", str(small_calib), "--eval-text", str(small_calib), "--no-eval", "--out",
+                     str(tmp_path / "o4")]) == 0
+    assert "is also calibration text" not in capsys.readouterr().err
 
 
 def test_bad_inputs_are_one_line_and_write_nothing(

@@ -157,9 +157,11 @@ def check_sample_length(info: ModelInfo | None, seq_len: int) -> None:
                                f"positions); use samples of at most {limit:,} tokens.")
 
 
-def check_calibration(spec: JobSpec) -> list[str]:
+def check_calibration(spec: JobSpec, checks_a_cut: bool = True) -> list[str]:
     """Refuse unusable calibration text (empty, binary-only, missing) before the model is loaded; returns one
-    sentence per file (or record) that will be left out, for the front ends to say at the start of a job."""
+    sentence per file (or record) that will be left out, for the front ends to say at the start of a job.
+    ``checks_a_cut``: the job measures a cut on the evaluation text (a prune's check, a sweep), so an evaluation
+    text that is also calibration text is said (``eval``, ``score`` and ``prune --no-eval`` measure none)."""
     if not spec.calib:
         raise CalibrationError("The calibration set is empty: add text files or folders, or use the built-in "
                                "corpus.")
@@ -171,7 +173,7 @@ def check_calibration(spec: JobSpec) -> list[str]:
         raise CalibrationError(too_short)
     if spec.eval_text:
         _, eval_names, eval_warnings = read_calibration([spec.eval_text], "evaluation")
-        warnings += eval_warnings + _also_calibration(spec, names, eval_names)
+        warnings += eval_warnings + (_also_calibration(spec, names, eval_names) if checks_a_cut else [])
     return warnings
 
 
