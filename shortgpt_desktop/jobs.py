@@ -14,6 +14,7 @@ from .core.cut.plan import (
     MAX_LAYER_INDEX,
     check_layer_list,
     check_possible,
+    check_removable,
     count_for_ratio,
     max_removable,
 )
@@ -75,8 +76,7 @@ def _checked_against_model(spec: JobSpec, n_layers: int) -> None:
         check_layer_list(spec.layers, n_layers)
         return
     count = spec.count if spec.count is not None else count_for_ratio(float(spec.ratio), n_layers)  # type: ignore[arg-type]
-    if count > max_removable(n_layers):
-        raise PlanError(f"Removing {count} of {n_layers} layers leaves none; at least one must stay.")
+    check_removable(count, n_layers)
 
 
 def run_score(engine: Engine, spec: JobSpec, progress: Progress = no_progress, cancel: CancelCheck | None = None,

@@ -394,6 +394,7 @@ def test_bad_inputs_are_one_line_and_write_nothing(
         "above 0": ["prune", m, "--ratio", "0", *base],
         "below 1": ["prune", m, "--ratio", "1.5", *base],
         "leaves none": ["prune", m, "--layers", "6", *base],
+        "The model has only 6 layers; remove at most 5.": ["prune", m, "--layers", "7", *base],  # "7 of 6" read as 7
         "out of range": ["prune", m, "--remove", "1,6", *base],
         "twice": ["prune", m, "--remove", "2,2", *base],
         "no model has that many layers": ["prune", m, "--remove", "99999999999999999999", *base],

@@ -30,7 +30,16 @@ from .backends import ops
 from .backends.base import Backend, InMemory, backend_class, open_backend
 from .cut.fitted_repairs import FittedRepairs
 from .cut.mlp_refit import NOTE_NO_MLP_MODULE
-from .cut.plan import LayerSizes, PrunePlan, apply_sizes, check_layer_list, count_for_ratio, make_plan, max_removable
+from .cut.plan import (
+    LayerSizes,
+    PrunePlan,
+    apply_sizes,
+    check_layer_list,
+    check_removable,
+    count_for_ratio,
+    make_plan,
+    max_removable,
+)
 from .cut.surgery import layer_sizes
 from .errors import CalibrationError, Cancelled, Hint, ModelSourceError, PlanError, ResourceError, UserError
 from .formats.output_folder import check_output_folder, check_room
@@ -674,8 +683,7 @@ class Engine:
             scores = metric.from_stats(self.stats, count)
             assert scores is not None
             self.scores = scores
-        if count > max_removable(n):
-            raise PlanError(f"Removing {count} of {n} layers leaves none; at least one must stay.")
+        check_removable(count, n)
         selection = self._selection_for(count) if metric.refines else None
         if selection is not None:
             plan = PrunePlan(n, list(selection.removed), metric=scores.metric, notes=[selection.explanation])

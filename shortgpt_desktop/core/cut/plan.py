@@ -53,6 +53,15 @@ def max_removable(n_layers: int) -> int:
     return max(n_layers - 1, 0)
 
 
+def check_removable(count: int, n_layers: int) -> None:
+    """Refuse removing ``count`` layers where none would stay: "Removing 31 of 30 layers" read as a cut of a
+    model with 31, so a count past the model's layers says how many it has."""
+    if count > n_layers:
+        raise PlanError(f"The model has only {n_layers} layers; remove at most {max_removable(n_layers)}.")
+    if count > max_removable(n_layers):
+        raise PlanError(f"Removing {count} of {n_layers} layers leaves none; at least one must stay.")
+
+
 def count_for_ratio(ratio: float, n_layers: int) -> int:
     """Layers to remove for a ratio: rounded down, so never more than the share asked for.
 
@@ -186,8 +195,7 @@ def make_plan(
             count = count_for_ratio(float(ratio), n_layers)  # type: ignore[arg-type]
         if count < 1:
             raise PlanError(f"The number of layers to remove must be at least 1 (got {count}).")
-        if count > max_removable(n_layers):
-            raise PlanError(f"Removing {count} of {n_layers} layers leaves none; at least one must stay.")
+        check_removable(count, n_layers)
         if scores is None:
             raise PlanError("Score the layers first, or give an explicit list of layers.")
         removed = best_block(scores, count) if block else lowest(scores, count)

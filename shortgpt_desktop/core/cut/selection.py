@@ -51,7 +51,7 @@ from ..measure.calibration import TokenSet
 from ..progress import CancelCheck, Progress
 from .answer_probe import AnswerProbe
 from .candidates import CandidateRunner, head_stride
-from .plan import is_known, lowest, max_removable, removal_order
+from .plan import check_removable, is_known, lowest, removal_order
 from .repair import OriginalStates
 
 STAGE = "selecting"
@@ -201,8 +201,7 @@ def choose_for_counts(
     for count in counts:
         if count < 1:
             raise PlanError(f"The number of layers to remove must be at least 1 (got {count}).")
-        if count > max_removable(n):
-            raise PlanError(f"Removing {count} of {n} layers leaves none; at least one must stay.")
+        check_removable(count, n)
     samples = token_set.samples[: max(1, eval_samples)]
     if not samples:
         raise PlanError("There are no calibration samples to measure perplexity on.")
