@@ -355,9 +355,13 @@ def test_what_low_memory_mode_cannot_run_is_refused_before_the_model_loads(
     monkeypatch.setattr("shortgpt_desktop.core.engine.open_backend", lambda *a, **k: loads.append("load"))
     spec = JobSpec(model=str(tiny_model), calib=[str(small_calib)], samples=4, seq_len=16, eval_windows=2,
                    out=str(tmp_path / "out"), device="cpu", dtype="float32", low_memory=True, heal_steps=1, ratio=0.25)
-    with pytest.raises(UserError, match="Healing trains the whole model"):
+    with pytest.raises(UserError, match="Healing trains the whole model") as raised:
         run_prune(Engine(), spec)
     assert loads == [] and not (tmp_path / "out").exists()
+    # in either front end's words: it said "set the heal steps to 0", the window's spin box, on the command line too
+    assert cli.error_line(raised.value) == (
+        "Healing trains the whole model at once, which low-memory mode cannot hold; turn healing off (the repair still "
+        "runs); or leave out --low-memory.")
 
 
 def test_a_healing_job_that_would_not_fit_in_memory_is_refused_before_it_loads_in_a_sentence_about_memory(
@@ -386,7 +390,7 @@ def test_a_healing_job_that_would_not_fit_in_memory_is_refused_before_it_loads_i
         with pytest.raises(ResourceError, match=r"With healing this job needs about .* of memory but .* is "
                                                 r"free") as raised:
             run_prune(Engine(), spec)
-    assert "low-memory" not in str(raised.value) and "heal steps to 0" in str(raised.value)
+    assert "low-memory" not in str(raised.value) and "turn healing off (the repair still runs)" in str(raised.value)
     small = SimpleNamespace(on_cpu=True, in_memory_total=30_000_000, available_ram_bytes=20_000_000)
     assert "needs about 30.0 MB of memory but 20.0 MB is free" in memory.healing_does_not_fit(small)  # not "0.0 GB"
     assert loads == [] and not (tmp_path / "out").exists()

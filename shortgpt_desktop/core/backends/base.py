@@ -129,8 +129,8 @@ class Streamed(Backend):
         if heal_steps > 0:
             held = ("which low-memory mode cannot hold" if asked
                     else "and this model does not fit in memory (it runs one layer at a time)")
-            return UserError(f"Healing trains the whole model at once, {held}; set the heal steps to 0 (the repair "
-                             "still runs).", hint=hint)
+            return UserError(f"Healing trains the whole model at once, {held}; turn healing off (the repair still "
+                             "runs).", hint=hint)
         if output_format == "safetensors" and source.gguf_file:
             where = ("In low-memory mode" if asked
                      else "This model does not fit in memory, so it runs one layer at a time, and then")

@@ -414,7 +414,6 @@ def healing_does_not_fit(estimate: MemoryEstimate) -> str:
     else:
         need, free, where = estimate.in_memory_ram_bytes, estimate.available_ram_bytes, "RAM"
     return (f"With healing this job needs about {human_bytes(need)} of {where} but {human_bytes(free)} is free (of "
-            f"which it may use {SAFETY:.0%}), and healing trains the whole model at once; set the heal steps to 0 "
-            "(the repair still runs), or heal on fewer tokens a step (a shorter sequence length or a smaller "
-            "batch).")
+            f"which it may use {SAFETY:.0%}), and healing trains the whole model at once; turn healing off (the repair "
+            "still runs), or heal on fewer tokens a step (a shorter sequence length or a smaller batch).")
 
