@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import QObject, QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QImage, QPalette
 from PySide6.QtWidgets import QApplication
 
@@ -312,9 +312,12 @@ def test_saved_calibration_that_is_not_there_now_is_said_and_kept(make_window, s
     (["--size", "abc"], "argument --size: 'abc' is not a window size like 1280x720"),
     (["--size", "99999999999x100"], "is not a window size like 1280x720 (each side 100 to 8192 pixels)"),
     (["--ratio", "nan"], "argument --ratio: 'nan' is not a share of the layers from 0 to 1"),
+    (["--ratio", "half"], "argument --ratio: 'half' is not a share of the layers from 0 to 1"),
+    (["--samples", "many"], "argument --samples: 'many' is not a whole number from 1 to 1,000,000"),
     (["--samples", "100000000000000000000"], "argument --samples: '100000000000000000000' is not a whole number"),
     (["--seq-len", "0"], "argument --seq-len: '0' is not a whole number from 1 to 1,000,000"),
     (["--settings-file", ""], "argument --settings-file: an empty name; give a file or leave the option out"),
+    (["--settings-file", "  "], "argument --settings-file: an empty name; give a file or leave the option out"),
 ])
 def test_bad_window_arguments_are_one_line_before_anything_opens(args: list[str], said: str,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
@@ -340,6 +343,9 @@ def test_a_screenshot_that_could_not_be_written_is_said_before_the_run(qapp, tmp
                                            "not a folder)."
     assert _unwritable_picture(tmp_path / "s.xyz") == "--screenshot cannot write a .xyz picture; name it .png."
     assert _unwritable_picture(tmp_path / "new" / "s.png") is None and (tmp_path / "new").is_dir()
+    taken = tmp_path / "taken.png"
+    taken.mkdir()
+    assert _unwritable_picture(taken) == f"--screenshot cannot write {taken} (a folder)."
 
 
 def test_the_window_program_writes_any_path_to_a_console_in_a_legacy_encoding(
@@ -369,6 +375,127 @@ def test_a_screenshot_run_without_stderr_works_without_progress_lines(make_windo
     run = ScreenshotRun(make_window(), str(gui_model), tmp_path / "shot.png")
     run.bar("scoring", 1, 8)  # drawn nowhere, and no error
     assert run.bar.quiet
+
+
+def test_window_sizes_are_width_by_height_and_the_ends_of_each_range_are_allowed() -> None:
+    from shortgpt_desktop.app import SIZE_RANGE, parse_args
+
+    assert parse_args(["--size", "900x640"]).size == (900, 640)
+    assert parse_args(["--size", f"{SIZE_RANGE[0]}X{SIZE_RANGE[1]}"]).size == SIZE_RANGE
+    assert (parse_args(["--ratio", "0"]).ratio, parse_args(["--ratio", "1"]).ratio) == (0.0, 1.0)
+
+
+def test_the_startup_measure_without_a_display_is_drawn_offscreen(
+        qapp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from types import SimpleNamespace
+
+    from shortgpt_desktop import app
+    from shortgpt_desktop.gui import main_window
+
+    monkeypatch.setattr(main_window, "MainWindow", lambda settings: SimpleNamespace(
+        show=lambda: None, close=lambda: None, stop_and_close=lambda: None))
+    monkeypatch.setattr(app, "make_app", lambda: SimpleNamespace(exec=lambda: QApplication.processEvents() or 0))
+    monkeypatch.setattr(app.sys, "platform", "linux")
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(name, raising=False)
+    assert app.main(["--measure-startup", "--settings-file", str(tmp_path / "s.ini")]) == 0
+    assert os.environ["QT_QPA_PLATFORM"] == "offscreen" and "window shown" in capsys.readouterr().out
+
+
+def test_the_command_line_hands_the_window_its_model_sizes_and_calibration(
+        qapp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``main`` in this process, with a stand-in window (the real window's run is test_screenshot_mode's child
+    process): ``~`` in --calib is the home folder, the built-in corpus is a source, and sizes given on the command
+    line stay when a GPU is found later (sizes not chosen follow the device)."""
+    from types import SimpleNamespace
+
+    from shortgpt_desktop import app
+    from shortgpt_desktop.gui import main_window
+    from shortgpt_desktop.gui.system import INITIAL_DEVICES, DeviceChoice
+
+    class Window:
+        def __init__(self, settings: object) -> None:
+            self.settings_panel = SettingsPanel()
+            self.sources: list[str] = []
+            self.calibration_panel = SimpleNamespace(set_sources=self.sources.extend)
+            self.opened: list[str] = []
+            made.append(self)
+
+        def open_model(self, model: str) -> None:
+            self.opened.append(model)
+
+        def show(self) -> None:
+            pass
+
+        def stop_and_close(self) -> None:
+            pass
+
+    made: list[Window] = []
+    monkeypatch.setattr(main_window, "MainWindow", Window)
+    monkeypatch.setattr(app, "make_app", lambda: SimpleNamespace(exec=lambda: QApplication.processEvents() or 0))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "notes.txt").write_text("Some prose.", encoding="utf-8")
+    settings = str(tmp_path / "s.ini")
+    assert app.main(["org/model", "--calib", "builtin", "~/notes.txt", "--samples", "32", "--seq-len", "256",
+                     "--settings-file", settings]) == 0
+    window, = made
+    assert window.opened == ["org/model"]
+    assert window.sources == ["builtin", str(tmp_path / "notes.txt")]
+    window.settings_panel.set_devices([*INITIAL_DEVICES, DeviceChoice("cuda:0", "GPU 0")])
+    values = window.settings_panel.values()
+    assert (values["samples"], values["seq_len"], values["sizes_chosen"]) == (32, 256, True)
+    # Of several paths not there, the first is named.
+    assert app.main(["--calib", "~/a.txt", "~/b.txt", "--settings-file", settings]) == 2
+    assert capsys.readouterr().err.strip() == "The calibration path ~/a.txt does not exist."
+
+
+class _JobWindow(QObject):
+    """What the self-test's driver listens to on the window."""
+
+    jobFinished = Signal(str, str)
+    errorShown = Signal(str)
+
+
+def test_the_self_test_fails_a_step_whose_job_did_not_end_ok_or_showed_an_error(qapp) -> None:
+    from shortgpt_desktop.gui.selftest import SelfTestError, _Driver
+
+    window = _JobWindow()
+    driver = _Driver(window)
+    driver.run_job("score", lambda: window.jobFinished.emit("score", "ok"))
+    with pytest.raises(SelfTestError, match=r"^the score job ended: cancelled$"):
+        driver.run_job("score", lambda: window.jobFinished.emit("score", "cancelled"))
+    # An error shown without a job (a refusal at the click) ends the step at once, in the error's words; a timer
+    # ends the job late in case the driver kept waiting for it.
+    late = QTimer()
+    late.setSingleShot(True)
+    late.timeout.connect(lambda: window.jobFinished.emit("save", "failed"))
+    late.start(3000)
+    try:
+        with pytest.raises(SelfTestError, match=r"^Cannot save here$"):
+            driver.run_job("save", lambda: window.errorShown.emit("Cannot save here"))
+        assert late.isActive()
+    finally:
+        late.stop()
+
+
+def test_a_failed_self_test_step_skips_the_rest_and_the_run_exits_1(
+        qapp, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from shortgpt_desktop.core.testing import tiny_models
+    from shortgpt_desktop.gui import application, main_window
+    from shortgpt_desktop.gui.selftest import SelfTestError, run_self_test
+
+    def no_room(*args: object) -> Path:
+        raise SelfTestError("no room on the disk")
+
+    monkeypatch.setattr(application, "make_app", QApplication.instance)  # the test's app keeps its name
+    monkeypatch.setattr(tiny_models, "build_tiny_model", no_room)
+    monkeypatch.setattr(main_window, "MainWindow", no_room)  # a step run after all fails too, at once
+    assert run_self_test() == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert re.fullmatch(r"FAIL  build tiny model \([\d.]+ s\): no room on the disk", lines[0])
+    assert lines[1:8] == [f"skip  {step}" for step in ("open window", "open model", "load and score", "slide",
+                                                        "save", "reload", "perplexity")]
+    assert lines[8].startswith("self-test FAILED in ") and len(lines) == 9
 
 
 def test_on_a_small_screen_the_window_fits_and_the_curve_and_buttons_are_reached(make_window, monkeypatch) -> None:

@@ -24,6 +24,9 @@ def test_settings_for_gives_a_screenshot_run_a_throwaway_store(tmp_path: Path) -
     scratch.cleanup()
     named, none = settings_for(parse_args(["--settings-file", str(tmp_path / "s.ini")]))
     assert none is None and named.fileName() == str(tmp_path / "s.ini")
+    timed, scratch = settings_for(parse_args(["--measure-startup"]))  # also closes the window, which saves
+    assert scratch is not None and timed.fileName().startswith(scratch.name)
+    scratch.cleanup()
     assert settings_for(parse_args([])) == (None, None)
 
 
@@ -533,6 +536,20 @@ def test_missing_xcb_libraries_are_named_before_qt_aborts(monkeypatch, capsys) -
     monkeypatch.delenv("XDG_SESSION_TYPE", raising=False)
     assert "libxcb-icccm4" in app.missing_xcb_libraries()
     monkeypatch.setattr(app, "_library_loads", lambda name: True)
+    assert app.missing_xcb_libraries() is None
+
+
+def test_one_missing_xcb_library_is_said_in_the_singular_and_a_list_of_platforms_is_read_from_its_first(
+        monkeypatch) -> None:
+    from shortgpt_desktop import app
+
+    monkeypatch.setattr(app, "_library_loads", lambda name: name != "libxcb-cursor.so.0")
+    monkeypatch.setattr(app.sys, "platform", "linux")
+    monkeypatch.setenv("QT_QPA_PLATFORM", "xcb;offscreen")  # Qt tries xcb, then offscreen
+    assert app.missing_xcb_libraries() == (
+        "The window cannot open: Qt's X11 (xcb) plugin needs libxcb-cursor.so.0, which is not installed; on Debian "
+        "or Ubuntu run `sudo apt install libxcb-cursor0` and start again.")
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen;xcb")
     assert app.missing_xcb_libraries() is None
 
 

@@ -268,3 +268,84 @@ def test_the_curve_box_keeps_the_users_count_through_a_plan_dropped_for_a_while(
     assert panel.curve_max.value() == 4
     panel.set_maximum(17)
     assert (panel.curve_max.maximum(), panel.curve_max.value()) == (17, 9)
+
+
+def test_a_question_defaults_to_no_and_only_yes_answers_yes(qtbot, monkeypatch) -> None:
+    """Enter on "Replace folder?" must not replace it."""
+    from PySide6.QtWidgets import QMessageBox
+
+    from shortgpt_desktop.gui import dialogs
+
+    asked: list[tuple] = []
+    answer = QMessageBox.StandardButton.Yes
+    monkeypatch.setattr(QMessageBox, "question", lambda *args: asked.append(args) or answer)
+    assert dialogs.ask_yes_no(None, "Replace folder?", "Replace it?") is True
+    assert asked[0][-1] == QMessageBox.StandardButton.No
+    answer = QMessageBox.StandardButton.No
+    assert dialogs.ask_yes_no(None, "Replace folder?", "Replace it?") is False
+
+
+def test_only_a_folder_with_something_in_it_is_asked_about_before_saving(tmp_path) -> None:
+    from shortgpt_desktop.gui.dialogs import folder_is_nonempty
+
+    assert not folder_is_nonempty(str(tmp_path / "new"))
+    assert not folder_is_nonempty(str(tmp_path))
+    (tmp_path / "config.json").write_text("{}")
+    assert folder_is_nonempty(str(tmp_path))
+
+
+def test_the_devices_offered_are_auto_each_gpu_by_name_apple_and_the_cpu_last(monkeypatch) -> None:
+    import sys
+
+    from shortgpt_desktop.gui import system
+
+    gpus = [SimpleNamespace(name="RTX 4090", total_memory=24 * 10**9), SimpleNamespace(name="A100", total_memory=8e10)]
+    torch = SimpleNamespace(
+        cuda=SimpleNamespace(is_available=lambda: True, device_count=lambda: 2, current_device=lambda: 0,
+                             get_device_properties=gpus.__getitem__, memory_allocated=lambda i: [5, 7][i]),
+        backends=SimpleNamespace(mps=SimpleNamespace(is_available=lambda: True)))
+    monkeypatch.setitem(sys.modules, "torch", torch)
+    assert system.probe_devices() == [
+        DeviceChoice("auto", "Auto (best available)"), DeviceChoice("cuda:0", "GPU 0: RTX 4090 (24.0 GB)"),
+        DeviceChoice("cuda:1", "GPU 1: A100 (80.0 GB)"), DeviceChoice("mps", "Apple GPU (MPS)"),
+        DeviceChoice("cpu", "CPU")]
+    # The status bar's GPU memory: the device's own, and none for a device that is not CUDA or no model at all.
+    assert system.gpu_memory("cuda:1") == (7, 8 * 10**10)
+    assert system.gpu_memory("cuda") == (5, 24 * 10**9)
+    assert system.gpu_memory("mps") is None and system.gpu_memory("") is None
+
+
+def test_the_log_shortens_a_long_error_keeps_a_long_warning_and_stops_listening_when_detached(qtbot) -> None:
+    import logging
+
+    from shortgpt_desktop.gui.log_panel import LogPanel
+
+    panel = LogPanel()
+    qtbot.addWidget(panel)
+    lines = [f"line {i}" for i in range(20)]
+    panel.append("\n".join(lines), logging.ERROR)
+    assert panel.view.toPlainText().splitlines() == [*lines[:3], "  …", *lines[-6:]]
+    panel.view.clear()
+    panel.append("\n".join(lines), logging.WARNING)
+    assert panel.view.toPlainText().splitlines() == lines
+    logger = logging.getLogger("shortgpt_desktop.test_log_panel")
+    panel.attach(logger.name)
+    panel.detach()
+    assert panel.handler not in logger.handlers
+
+
+def test_a_label_of_three_lines_shows_the_first_two_whole_and_follows_its_width(qtbot) -> None:
+    from shortgpt_desktop.gui.elided_label import ElidedLabel
+
+    label = ElidedLabel(max_lines=3)
+    qtbot.addWidget(label)
+    label.resize(120, 100)
+    label.show()
+    words = " ".join(f"word{i}" for i in range(60))
+    label.setText(words)
+    shown = label.shown_text().split("\n")
+    assert len(shown) == 3 and shown[2].endswith("…") and label.toolTip() == words
+    assert words.startswith(" ".join(shown[:2]) + " ")
+    label.resize(8000, 100)
+    qtbot.waitUntil(lambda: label.shown_text() == words, timeout=2000)
+    assert label.toolTip() == ""
