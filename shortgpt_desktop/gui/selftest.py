@@ -46,11 +46,13 @@ class _Driver:
         self.errors.clear()
         start()
         loop = QEventLoop()
+        deadline = time.monotonic() + STEP_TIMEOUT
         timer = QTimer()
         timer.setInterval(20)
-        timer.timeout.connect(lambda: loop.quit() if self._done(name) else None)
+        # The loop ends at the deadline too: it ended only once the job had, so a job that never reported its end
+        # hung --self-test (and an installer's smoke test) forever instead of failing the step.
+        timer.timeout.connect(lambda: loop.quit() if self._done(name) or time.monotonic() >= deadline else None)
         timer.start()
-        deadline = time.monotonic() + STEP_TIMEOUT
         while not self._done(name) and time.monotonic() < deadline:
             loop.exec()
         timer.stop()

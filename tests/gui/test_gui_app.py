@@ -478,6 +478,22 @@ def test_the_self_test_fails_a_step_whose_job_did_not_end_ok_or_showed_an_error(
         late.stop()
 
 
+@pytest.mark.timeout(30, method="thread")  # were it to hang again: the test fails, the suite goes on
+def test_a_self_test_step_whose_job_never_ends_fails_at_its_time_limit(qapp, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The event loop ended only once the job had, so the time limit was never read: a job that never reported its
+    end hung --self-test forever (an installer's smoke test until CI's own limit)."""
+    import time
+
+    from shortgpt_desktop.gui import selftest
+
+    monkeypatch.setattr(selftest, "STEP_TIMEOUT", 0.2)
+    driver = selftest._Driver(_JobWindow())
+    started = time.monotonic()
+    with pytest.raises(selftest.SelfTestError, match=r"^the save job did not finish within 0.2 s$"):
+        driver.run_job("save", lambda: None)
+    assert time.monotonic() - started < 5
+
+
 def test_a_failed_self_test_step_skips_the_rest_and_the_run_exits_1(
         qapp, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     from shortgpt_desktop.core.testing import tiny_models
