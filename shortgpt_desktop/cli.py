@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
@@ -100,6 +101,7 @@ class ProgressBar:
         self.last_draw = 0.0
         #: Stage labels of this run in place of ``_STAGE_LABELS``' (eval --against names its two models).
         self.labels: dict[str, str] = {}
+        self.open_line = False  # a terminal line drawn in place and not ended yet
 
     def __call__(self, stage: str, done: int, total: int, partial: Any = None) -> None:
         if self.quiet:
@@ -110,8 +112,7 @@ class ProgressBar:
         now = time.perf_counter()
         new_stage = stage != self.stage
         if new_stage:
-            if self.stage is not None and self.tty:
-                self.stream.write("\n")
+            self.end_line()
             self.stage, self.started, self.since = stage, now, done
         finished = total > 0 and done >= total
         if not (new_stage or finished) and now - self.last_draw < (0.1 if self.tty else 5.0):
@@ -122,7 +123,11 @@ class ProgressBar:
         if stage == "heal" and done == 0 and isinstance(partial, float):
             text += f", estimated {human_seconds(partial)} in all"
         if self.tty:
-            self.stream.write("\r" + text.ljust(78))
+            # One line the terminal's width, never wider: a wrapped line is not redrawn in place by "\r", and on a
+            # 40-column terminal each update left fragments (the width is read at each draw: windows get resized).
+            width = max(20, shutil.get_terminal_size((80, 24)).columns - 1)
+            self.stream.write("\r" + text[:width].ljust(width))
+            self.open_line = not finished
             if finished:
                 self.stream.write("\n")
                 self.stage = None
@@ -132,10 +137,17 @@ class ProgressBar:
 
     def _say(self, text: str) -> None:
         """A line of its own, between progress lines."""
-        if self.tty and self.stage is not None:
-            self.stream.write("\n")
+        self.end_line()
         self.stream.write(text + "\n")
         self.stream.flush()
+
+    def end_line(self) -> None:
+        """End a terminal line drawn in place, so that what is written next starts a line of its own (the model's
+        line was written after "reading the model's header...  0.0s" and its padding, and wrapped there)."""
+        if self.open_line:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.open_line = False
 
 
 def estimate_text(estimate: Any) -> str:
@@ -586,7 +598,7 @@ def _run(args: argparse.Namespace, progress: ProgressBar) -> int:
                                   replaces=_report_kind(args.command, flag))
         engine = Engine()
         progress.per_layer = lambda stage: counts_layers(stage, engine.is_streamed, spec.metric)
-        info = None if args.quiet else print_model_info
+        info = None if args.quiet else lambda model_info: (progress.end_line(), print_model_info(model_info))
         if getattr(args, "against", None):
             # Either model may be the pruned one: "perplexity, original" named the first whichever it was
             first, second = _shown(spec.model), _shown(args.against)
@@ -594,8 +606,9 @@ def _run(args: argparse.Namespace, progress: ProgressBar) -> int:
                                "quiz_before": f"quiz, {first}", "quiz_after": f"quiz, {second}"}
         if info is not None and getattr(args, "against", None):
             labels = iter(("model", "against"))
-            info = lambda model_info: print_model_info(model_info, label=next(labels))  # noqa: E731
-        note = print_note  # said even with --quiet: a file left out changes what the job measures
+            info = lambda model_info: (progress.end_line(), print_model_info(model_info, label=next(labels)))  # noqa: E731
+        # said even with --quiet: a file left out changes what the job measures
+        note = lambda sentence: (progress.end_line(), print_note(sentence))  # noqa: E731
         if args.command == "sweep":
             curve = run_sweep(engine, spec, args.max_removed, progress, on_info=info, on_note=note)
             print_curve(curve)  # shown even if a file cannot be written after all

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import os
@@ -1055,6 +1056,30 @@ def test_quiet_prints_no_model_line_but_still_the_notes(tiny_model: Path, small_
     err = capsys.readouterr().err.splitlines()
     assert not any(line.startswith(("model:", "scoring")) for line in err), err
     assert any(line.startswith("note: ") and "a.pdf" in line for line in err), err
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_on_a_terminal_fits_its_width_and_other_lines_start_lines_of_their_own(
+        tiny_model: Path, small_calib: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a terminal the bar was padded to 78 columns whatever its width (on 40 columns every update wrapped and
+    left fragments), and the model's line was written after "reading the model's header...  0.0s" and its padding."""
+    import shutil
+
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    monkeypatch.setattr(shutil, "get_terminal_size", lambda fallback=(80, 24): os.terminal_size((40, 24)))
+    assert cli.main(["score", str(tiny_model), "--metric", "bi", "--calib", str(small_calib), "--samples", "4",
+                     "--seq-len", "32"]) == 0
+    drawn = terminal.getvalue()
+    lines = drawn.split("\n")
+    assert any(line.startswith("model: LlamaForCausalLM, 6 layers") for line in lines), drawn
+    updates = [part for line in lines for part in line.split("\r")[1:]]  # each bar drawn in place
+    assert updates and all(len(part) == 39 for part in updates), updates
+    assert any(part.startswith("scoring: [") for part in updates)
 
 
 def test_progress_to_a_file_is_plain_lines_without_blank_ones() -> None:
