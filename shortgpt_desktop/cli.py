@@ -165,6 +165,8 @@ def progress_text(stage: str, done: int, total: int, elapsed: float, unit: str |
     unit = unit if unit is not None else stage_unit(stage)
     if stage == "download" and total:
         text = f"{label}: {done / 1e6:,.1f} / {total / 1e6:,.1f} MB"
+    elif stage == "tokenize" and total > 1:  # a long text, counted in characters
+        text = f"{label}: {done / 1e6:,.1f} / {total / 1e6:,.1f} million characters"
     elif total > 1 or (total and unit):
         width = 30
         filled = int(width * done / total)

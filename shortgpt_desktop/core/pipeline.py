@@ -21,6 +21,7 @@ from .formats.provenance import earlier_removed, source_license
 from .formats.safetensors_writer import SaveResult, save_pruned
 from .measure.calibration import (
     BUILTIN_CORPUS,
+    TextProgress,
     TokenSet,
     build_token_set,
     builtin_corpus,
@@ -187,8 +188,10 @@ def _also_calibration(spec: JobSpec, names: list[str], eval_names: list[str]) ->
             "text its layers were chosen and repaired on, so it reads better than on text it has not seen."]
 
 
-def prepare_tokens(loaded: LoadedModel, spec: JobSpec) -> tuple[TokenSet, list[str], list[str]]:
-    """Token samples and perplexity windows for the spec; returns (tokens, calibration names, warnings)."""
+def prepare_tokens(loaded: LoadedModel, spec: JobSpec,
+                   on_text: TextProgress | None = None) -> tuple[TokenSet, list[str], list[str]]:
+    """Token samples and perplexity windows for the spec; returns (tokens, calibration names, warnings).
+    ``on_text(characters, in_all)``: how far tokenising is."""
     texts, names, warnings = read_calibration(spec.calib)
     eval_texts = None
     if spec.eval_text:
@@ -196,7 +199,7 @@ def prepare_tokens(loaded: LoadedModel, spec: JobSpec) -> tuple[TokenSet, list[s
         warnings += eval_warnings
     tokens = build_token_set(
         loaded.tokenizer, texts, eval_texts, spec.samples, spec.seq_len, spec.seed,
-        max_eval_windows=spec.eval_windows,
+        max_eval_windows=spec.eval_windows, on_text=on_text,
     )
     if len(tokens.samples) < spec.samples:
         warnings.append(

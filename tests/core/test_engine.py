@@ -1072,3 +1072,22 @@ def _only_streamed_fits(need, monkeypatch: pytest.MonkeyPatch) -> int:
     assert need.streamed_total <= SAFETY * room < need.in_memory_total
     monkeypatch.setattr(memory, "available_memory", lambda device: (room, room))
     return room
+
+
+def test_tokenising_a_long_text_is_counted_and_a_short_one_is_one_step(tiny_model: Path, small_calib: Path,
+                                                                       valid_text: Path, tmp_path: Path) -> None:
+    """The command line sat at "tokenising..." for 41 s on a 40 MB text: a text of more than one chunk is counted in
+    characters up to the whole; a short one still goes from start to done in one step."""
+    long_text = tmp_path / "long.txt"
+    long_text.write_text(valid_text.read_text(encoding="utf-8") * 3, encoding="utf-8")
+    for calib, counted in ((long_text, True), (small_calib, False)):
+        heard: list[tuple[int, int]] = []
+        engine = Engine()
+        spec = small_job(tiny_model, calib)
+        engine.load(spec)
+        engine.tokens_for(spec, lambda stage, done, total, partial=None, heard=heard: heard.append((done, total))
+                          if stage == "tokenize" else None)
+        size = len(calib.read_text(encoding="utf-8"))
+        assert heard[0] == (0, 1)
+        assert heard[1:] == ([(d, size) for d, _ in heard[1:]] if counted else [(1, 1)]), heard
+        assert not counted or (len(heard) > 2 and heard[-1] == (size, size))

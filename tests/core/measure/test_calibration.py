@@ -127,6 +127,34 @@ def test_separate_eval_text_is_used_whole(tokenizer) -> None:
     assert used == eval_stream[: len(used)]
 
 
+def test_tokenising_says_how_far_it_is_through_the_calibration_and_evaluation_text(tokenizer, valid_text: Path,
+                                                                                     test_text: Path) -> None:
+    """A 40 MB text sat at "tokenising..." for 41 s without a word: each chunk reports the characters done, through
+    the calibration text and then the evaluation text, up to their sum; the tokens are the same as without it."""
+    calib = [valid_text.read_text(encoding="utf-8")] * 4  # about 480,000 characters: three chunks
+    evaluation = [test_text.read_text(encoding="utf-8")]
+    heard: list[tuple[int, int]] = []
+    tokens = calibration.build_token_set(tokenizer, calib, evaluation, samples=4, seq_len=64,
+                                         on_text=lambda done, in_all: heard.append((done, in_all)))
+    in_all = sum(map(len, calib)) + len(evaluation[0])
+    assert len(heard) >= 3 and {total for _, total in heard} == {in_all}
+    done = [d for d, _ in heard]
+    assert done == sorted(done) and done[-1] == in_all and sum(map(len, calib)) in done
+    assert tokens == calibration.build_token_set(tokenizer, calib, evaluation, samples=4, seq_len=64)
+
+
+def test_a_paragraph_longer_than_a_chunk_is_cut_at_the_end_of_a_line() -> None:
+    """WikiText's files have no blank line: a 40 MB one went to the tokenizer as one piece. Pieces end at a line's
+    end, join back to the documents, and text whose paragraphs fit is cut at paragraph breaks as before."""
+    lines = "".join(f"line {i} of the only paragraph\n" for i in range(40))
+    pieces = list(calibration._chunks([lines, "second document"], 200))
+    assert "".join(pieces) == lines + "\n\n" + "second document"
+    assert len(pieces) > 3 and all(piece.endswith("\n") for piece in pieces[:-1])
+    assert all(len(piece) < 2 * 200 for piece in pieces)
+    assert list(calibration._chunks(["a" * 150 + "\n\n" + "b" * 150, "c"], 200)) == [
+        "a" * 150 + "\n\n" + "b" * 150 + "\n\n", "c"]
+
+
 def test_too_short_or_empty_text(tokenizer) -> None:
     with pytest.raises(CalibrationError, match="empty"):
         calibration.build_token_set(tokenizer, ["   "], samples=2, seq_len=32)
