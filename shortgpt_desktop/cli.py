@@ -600,17 +600,22 @@ def _run(args: argparse.Namespace, progress: ProgressBar) -> int:
                                   replaces=_report_kind(args.command, flag))
         engine = Engine()
         progress.per_layer = lambda stage: counts_layers(stage, engine.is_streamed, spec.metric)
-        info = None if args.quiet else lambda model_info: (progress.end_line(), print_model_info(model_info))
+        labels = iter(("model", "against") if getattr(args, "against", None) else ("model",))
         if getattr(args, "against", None):
             # Either model may be the pruned one: "perplexity, original" named the first whichever it was
             first, second = _shown(spec.model), _shown(args.against)
             progress.labels = {"ppl_before": f"perplexity, {first}", "ppl_after": f"perplexity, {second}",
                                "quiz_before": f"quiz, {first}", "quiz_after": f"quiz, {second}"}
-        if info is not None and getattr(args, "against", None):
-            labels = iter(("model", "against"))
-            info = lambda model_info: (progress.end_line(), print_model_info(model_info, label=next(labels)))  # noqa: E731
-        # said even with --quiet: a file left out changes what the job measures
-        note = lambda sentence: (progress.end_line(), print_note(sentence))  # noqa: E731
+
+        def model_line(model_info: Any) -> None:  # each on a line of its own, after any bar drawn in place
+            progress.end_line()
+            print_model_info(model_info, label=next(labels, "model"))
+
+        def note(sentence: str) -> None:  # said even with --quiet: a file left out changes what the job measures
+            progress.end_line()
+            print_note(sentence)
+
+        info = None if args.quiet else model_line
         if args.command == "sweep":
             curve = run_sweep(engine, spec, args.max_removed, progress, on_info=info, on_note=note)
             print_curve(curve)  # shown even if a file cannot be written after all
