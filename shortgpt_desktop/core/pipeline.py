@@ -158,7 +158,7 @@ def check_sample_length(info: ModelInfo | None, seq_len: int) -> None:
                                f"positions); use samples of at most {limit:,} tokens.")
 
 
-def check_calibration(spec: JobSpec, checks_a_cut: bool = True) -> list[str]:
+def check_calibration(spec: JobSpec, checks_a_cut: bool = False) -> list[str]:
     """Refuse unusable calibration text (empty, binary-only, missing) before the model is loaded; returns one
     sentence per file (or record) that will be left out, for the front ends to say at the start of a job.
     ``checks_a_cut``: the job measures a cut on the evaluation text (a prune's check, a sweep), so an evaluation

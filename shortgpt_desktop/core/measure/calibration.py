@@ -440,7 +440,8 @@ def tokenize_stream(tokenizer: Any, texts: Sequence[str], on_text: TextProgress 
 
 
 def text_length(texts: Sequence[str]) -> int:
-    """The characters :func:`tokenize_stream` reads: the texts and the blank lines between their paragraphs."""
+    """The texts' characters, what :func:`tokenize_stream` counts through (the blank lines it puts between
+    documents are not counted)."""
     return sum(len(text) for text in texts)
 
 
