@@ -26,7 +26,7 @@ from .core.formats.writers import expanded_from_gguf
 from .core.measure.calibration import BUILTIN_CORPUS
 from .core.measure.metrics import get_metric
 from .core.measure.quiz import marked, model_answers, quiz_prompts
-from .core.model.loading import ModelInfo
+from .core.model.loading import ModelInfo, load_tokenizer
 from .core.pipeline import JobSpec
 from .core.progress import CancelCheck, Progress, no_progress
 from .core.report import Report, model_bytes
@@ -251,6 +251,10 @@ def run_eval(engine: Engine, spec: JobSpec, other: str | None = None, progress: 
     info = engine.open(spec, progress, cancel)
     if second is not None:
         pipeline.check_sample_length(other_info, spec.seq_len)  # it reads the first model's windows
+        if second.source is not None and second.source.gguf_file is None:
+            # Its tokenizer, read now: a folder without one failed only when it loaded, after the first model's
+            # passes (minutes on a real model). A GGUF file carries its own.
+            load_tokenizer(second.source, spec.trust_remote_code)
     if second is not None and other_info.vocab_size != info.vocab_size:
         # Its tokens are the first model's: ids past its vocabulary raised IndexError (a traceback), and
         # perplexities over two tokenizations would not compare anyway.

@@ -873,6 +873,20 @@ def test_eval_against_a_model_with_another_final_norm_measures_perplexity_only(t
     assert any("other embeddings or another head" in w for w in report.warnings), report.warnings
 
 
+def test_eval_against_a_folder_without_a_tokenizer_is_said_before_the_first_models_passes(
+        tiny_model: Path, small_calib: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second model's tokenizer was read only when it loaded, after the first model's perplexity and quiz."""
+    from shortgpt_desktop.core.errors import ModelSourceError
+
+    other = tmp_path / "no-tokenizer"
+    shutil.copytree(tiny_model, other, ignore=shutil.ignore_patterns("tokenizer*", "special_tokens*"))
+    passes: list[str] = []
+    monkeypatch.setattr(Engine, "reference_for", lambda *a, **k: passes.append("first model") or pytest.fail())
+    with pytest.raises(ModelSourceError, match=r"^The model in .*no-tokenizer has no usable tokenizer"):
+        run_eval(Engine(), spec(tiny_model, small_calib, eval_windows=1), str(other))
+    assert passes == []
+
+
 def test_eval_reports_each_models_size(tiny_model: Path, small_calib: Path, tmp_path: Path) -> None:
     """``eval --json`` wrote 0 parameters and 0 bytes for both models, though the summary had printed their sizes:
     the first model's are the "before" figures, the second's the "after" ones."""
