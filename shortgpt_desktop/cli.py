@@ -287,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "earlier output (one model, as this app writes it) and nothing else")
     prune.add_argument("--format", choices=["gguf", "safetensors"], dest="output_format",
                        help="what to write (default: the source's format; a .gguf source stays a GGUF of the "
-                       "same quantization, for llama.cpp, Ollama and LM Studio)")
+                       "same quantization, for llama.cpp, Ollama and LM Studio; gguf needs a .gguf source)")
     prune.add_argument("--no-eval", action="store_true", help="skip perplexity and generation before/after")
     prune.add_argument("--repair", choices=list(defaults.REPAIRS), default=defaults.REPAIR,
                        help="linear (default): refit the MLP output projection of the layers before and after "
@@ -419,11 +419,12 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
         out.write(f"choice: {report.selection}\n")
     if report.removed_layers:
         k = len(report.removed_layers)
-        out.write(f"removed {k} of {report.n_layers} layers ({k / report.n_layers:.0%}): "
+        out.write(f"removed {k} of {report.n_layers} layers ({k / report.n_layers:.0%} of them): "
                   f"{','.join(map(str, report.removed_layers))}\n")
     if report.params_before and (report.removed_layers or (report.against and report.params_after)):
+        # each share says what it is a share of: "(83%)" removed, then "(35.7%)" kept, read as two of one thing
         out.write(f"parameters: {report.params_before:,} -> {report.params_after:,} "
-                  f"({report.params_after / report.params_before:.1%})\n")
+                  f"({report.params_after / report.params_before:.1%} kept)\n")
     elif report.params_before:  # a score removes nothing: "-> the same (100.0%)" read as a cut
         out.write(f"parameters: {report.params_before:,}\n")
     for run in report.repair_runs:

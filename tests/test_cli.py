@@ -769,7 +769,7 @@ def test_a_run_starting_at_layer_0_says_not_repaired_once(tiny_model: Path, smal
                      "--samples", "4", "--seq-len", "32", "--out", str(tmp_path / "out")]) == 0
     out = capfd.readouterr().out
     line = next(line for line in out.splitlines() if line.startswith("not repaired, layer 0: "))
-    assert line.count("not repaired") == 1 and "removed 2 of 6 layers (33%): 0,3" in out
+    assert line.count("not repaired") == 1 and "removed 2 of 6 layers (33% of them): 0,3" in out
     card = (tmp_path / "out" / "README.md").read_text(encoding="utf-8")
     assert card.count("not repaired") == 1
 
@@ -953,7 +953,7 @@ def test_the_summary_gives_the_figures_of_the_report() -> None:
     stream = io.StringIO()
     cli.print_summary(report, stream)
     out = stream.getvalue()
-    assert "parameters: 1,000 -> 750 (75.0%)" in out
+    assert "parameters: 1,000 -> 750 (75.0% kept)" in out
     assert "perplexity: 10.000 -> 12.500 (x1.25) on 2,048 tokens\n" in out
     for tokens, rough in ((510, True), (768, True), (1023, True), (1024, False)):  # 2 and 3 windows of 256: rough
         report.eval_tokens = tokens
