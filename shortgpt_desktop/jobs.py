@@ -27,6 +27,7 @@ from .core.measure.calibration import BUILTIN_CORPUS
 from .core.measure.metrics import get_metric
 from .core.measure.quiz import marked, model_answers, quiz_prompts
 from .core.model.loading import ModelInfo, load_tokenizer
+from .core.model.sources import weights_stamp
 from .core.pipeline import JobSpec
 from .core.progress import CancelCheck, Progress, no_progress
 from .core.report import Report, model_bytes
@@ -255,6 +256,9 @@ def run_eval(engine: Engine, spec: JobSpec, other: str | None = None, progress: 
             # Its tokenizer, read now: a folder without one failed only when it loaded, after the first model's
             # passes (minutes on a real model). A GGUF file carries its own.
             load_tokenizer(second.source, spec.trust_remote_code)
+        if on_note is not None and _same_weight_files(engine, second):
+            on_note(f"{other} and {spec.model} are the same weight files: both are measured, and their figures will "
+                    "be the same.")
     if second is not None and other_info.vocab_size != info.vocab_size:
         # Its tokens are the first model's: ids past its vocabulary raised IndexError (a traceback), and
         # perplexities over two tokenizations would not compare anyway.
@@ -314,6 +318,17 @@ def run_eval(engine: Engine, spec: JobSpec, other: str | None = None, progress: 
         second.close()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _same_weight_files(first: Engine, second: Engine) -> bool:
+    """Whether the two opened models read the very same weight files (``eval m --against m``, or a link to it)."""
+    if first.source is None or second.source is None:
+        return False
+    try:
+        return [path for path, _, _ in weights_stamp(first.source)] == [
+            path for path, _, _ in weights_stamp(second.source)]
+    except OSError:
+        return False
 
 
 def _first_quiz_answers(engine: Engine, loaded: Any, spec: JobSpec, progress: Progress,

@@ -887,6 +887,22 @@ def test_eval_against_a_folder_without_a_tokenizer_is_said_before_the_first_mode
     assert passes == []
 
 
+def test_eval_against_the_same_weight_files_says_so(tiny_model: Path, small_calib: Path, tmp_path: Path) -> None:
+    """``eval m --against m`` measured the model twice without a word (through a link too); a copy is another file
+    and is not named."""
+    notes: list[str] = []
+    link = tmp_path / "link"
+    link.symlink_to(tiny_model)
+    run_eval(Engine(), spec(tiny_model, small_calib, eval_windows=1), str(link), on_note=notes.append)
+    assert notes == [f"{link} and {tiny_model} are the same weight files: both are measured, and their figures will "
+                     "be the same."]
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_model, copy)
+    notes.clear()
+    run_eval(Engine(), spec(tiny_model, small_calib, eval_windows=1), str(copy), on_note=notes.append)
+    assert not any("same weight files" in note for note in notes)
+
+
 def test_eval_reports_each_models_size(tiny_model: Path, small_calib: Path, tmp_path: Path) -> None:
     """``eval --json`` wrote 0 parameters and 0 bytes for both models, though the summary had printed their sizes:
     the first model's are the "before" figures, the second's the "after" ones."""
