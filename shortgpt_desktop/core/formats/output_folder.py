@@ -123,8 +123,9 @@ def check_output_folder(out: Path, source: ModelSource, force: bool) -> Path:
             raise OutputError(f"The output folder {out} is the source model's folder or inside it; choose another.")
         if _is_within(src, out) or _is_within(link, out):
             raise OutputError(f"The output folder {out} contains the source model; choose another.")
-        if out.exists() and not out.is_dir():
-            raise OutputError(f"{out} exists and is a file; choose a folder.")
+        if out.exists() and not out.is_dir():  # /dev/null was "a file"
+            kind = "a file" if out.is_file() else "not a folder (a device, a pipe or a socket)"
+            raise OutputError(f"{out} exists and is {kind}; choose a folder.")
         if not out.exists() and out.suffix.lower() in (".gguf", ".safetensors"):
             # `--out small.gguf` made a folder small.gguf holding small.gguf.gguf, which `llama-cli -m` cannot open
             raise OutputError(f"{out.name} names a file, but the output is a folder (the model is written inside it, "

@@ -504,6 +504,9 @@ def test_a_file_in_the_way_is_refused_before_the_job_and_the_check_leaves_nothin
     notes.write_text("mine")
     with pytest.raises(OutputError, match=r"notes\.txt exists and is a file; choose a folder\.$"):
         of.check_output_folder(notes, source, force=True)
+    if Path("/dev/null").exists():  # not on Windows
+        with pytest.raises(OutputError, match=r"^/dev/null exists and is not a folder \(a device, a pipe or a socket"):
+            of.check_output_folder(Path("/dev/null"), source, force=True)  # it said "is a file"
     with pytest.raises(OutputError, match=r"^Cannot create .*pruned: .*notes\.txt is a file, not a folder\.$"):
         of.check_output_folder(notes / "pruned", source, force=False)
     with pytest.raises(OutputError, match=r"Small\.GGUF names a file, but the output is a folder"):
