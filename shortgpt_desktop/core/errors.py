@@ -53,6 +53,10 @@ class HubError(ModelSourceError):
     """A Hugging Face Hub download failed for a reason the user can fix."""
 
 
+class HubModelNotFound(HubError):
+    """A Hub id could not be found: not on the Hub, or not in the local cache while the Hub cannot be reached."""
+
+
 class UnsupportedModelError(UserError):
     """The model's architecture is not one this tool can prune safely."""
 

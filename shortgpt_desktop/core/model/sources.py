@@ -14,7 +14,7 @@ from shortgpt_desktop.core.formats.gguf_reader import check_gguf
 from shortgpt_desktop.core.formats.safetensors_reader import check_safetensors
 
 from ...format import some_of
-from ..errors import Cancelled, HubError, ModelSourceError
+from ..errors import Cancelled, HubError, HubModelNotFound, ModelSourceError
 from ..user_paths import expand_home
 
 #: (bytes_done, bytes_total) while a Hub download runs.
@@ -128,7 +128,11 @@ def resolve(
         return local
     repo_id, revision = hub_id_of(spec, revision)
     if looks_like_hub_id(repo_id):
-        folder = hub_download(repo_id, revision=revision, progress=progress, cancel=cancel)
+        try:
+            folder = hub_download(repo_id, revision=revision, progress=progress, cancel=cancel)
+        except HubModelNotFound as exc:  # a local path typed wrong (models/llama) was told only of the Hub
+            raise HubModelNotFound(f"{str(exc).rstrip('.')} ({spec} is not a folder or file on this computer "
+                                   "either).") from None
         source = _folder_source(folder, spec)  # named as given: the front ends give the id itself (hub_id_of)
         source.kind = "hub"
         source.revision = revision
@@ -352,8 +356,9 @@ def hub_download(
     except (hub_errors.LocalEntryNotFoundError, hub_errors.OfflineModeIsEnabled):
         where = (f"is in the local Hub cache but incomplete ({incomplete})" if incomplete
                  else "is not in the local Hub cache")
-        raise HubError(f"{named} {where} and the Hub cannot be reached; connect to the internet or choose a local "
-                       "folder.") from None
+        error = HubError if incomplete else HubModelNotFound  # an incomplete one is a Hub model: nothing to add
+        raise error(f"{named} {where} and the Hub cannot be reached; connect to the internet or choose a local "
+                    "folder.") from None
     except hub_errors.GatedRepoError:
         raise HubError(
             f"{repo_id} is gated: accept its licence on its Hub page, then log in with `hf auth login`."
@@ -361,7 +366,7 @@ def hub_download(
     except hub_errors.RevisionNotFoundError:
         raise HubError(f"{repo_id} has no revision {revision!r}; check the branch, tag or commit.") from None
     except hub_errors.RepositoryNotFoundError:
-        raise HubError(
+        raise HubModelNotFound(
             f"{repo_id} was not found on the Hub; check the spelling, or log in if it is private."
         ) from None
     except hub_errors.HFValidationError:
@@ -374,7 +379,7 @@ def hub_download(
             raise HubError(f"The disk is full while downloading {repo_id}; free some space.") from None
         raise HubError(f"Could not download {repo_id}: {exc}.") from None
     except _network_errors() as exc:  # the HTTP client's own errors: no connection, DNS failure, time-out
-        raise HubError(_unreachable(repo_id, exc.__class__.__name__)) from None
+        raise HubModelNotFound(_unreachable(repo_id, exc.__class__.__name__)) from None
 
 
 def _network_errors() -> tuple[type[BaseException], ...]:
@@ -531,10 +536,10 @@ def check_hub_reachable(repo_id: str) -> None:
     try:
         addresses = _looked_up(host, port, PROBE_TIMEOUT)
     except socket.gaierror:
-        raise HubError(_unreachable(repo_id, f"{host} cannot be looked up: is this computer offline?")) \
+        raise HubModelNotFound(_unreachable(repo_id, f"{host} cannot be looked up: is this computer offline?")) \
             from None
     except TimeoutError:
-        raise HubError(_unreachable(repo_id, f"{host} could not be looked up in {PROBE_TIMEOUT:g} s: is the "
+        raise HubModelNotFound(_unreachable(repo_id, f"{host} could not be looked up in {PROBE_TIMEOUT:g} s: is the "
                                     "network's name server answering?")) from None
     error: OSError = TimeoutError()
     for address in addresses:  # as socket.create_connection tries them, within what is left of the time-out
@@ -544,8 +549,8 @@ def check_hub_reachable(repo_id: str) -> None:
         except OSError as exc:
             error = exc
     if isinstance(error, TimeoutError):
-        raise HubError(_unreachable(repo_id, f"no answer from {host} in {PROBE_TIMEOUT:g} s")) from None
-    raise HubError(_unreachable(repo_id, f"{host}: {error.strerror or error}")) from None
+        raise HubModelNotFound(_unreachable(repo_id, f"no answer from {host} in {PROBE_TIMEOUT:g} s")) from None
+    raise HubModelNotFound(_unreachable(repo_id, f"{host}: {error.strerror or error}")) from None
 
 
 def _looked_up(host: str, port: int, timeout: float) -> list[tuple[str, int]]:

@@ -796,6 +796,24 @@ def test_offline_is_read_as_huggingface_hub_reads_it(tmp_path: Path, monkeypatch
         sources.hub_download("someone/not-cached", cache_dir=tmp_path)
 
 
+def test_a_path_typed_wrong_and_taken_for_a_hub_id_says_there_is_no_such_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``models/llama`` typed for a folder that is not there reads as a Hub id: the user was told only that the Hub
+    could not be reached. An incomplete cached download is a Hub model, and says nothing of folders."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(HubError, match=r"^models/llama is not in the local Hub cache and the Hub cannot be reached; "
+                                       r"connect to the internet or choose a local folder \(models/llama is not a "
+                                       r"folder or file on this computer either\)\.$"):
+        sources.resolve("models/llama")
+    monkeypatch.setattr(sources, "hub_download", _raise(HubError("someone/x is in the local Hub cache but "
+                                                                 "incomplete (no weights)")))
+    with pytest.raises(HubError, match=r"incomplete \(no weights\)$"):
+        sources.resolve("someone/x")
+
+
 @pytest.mark.parametrize("typed", ["https://huggingface.co/someone/tiny-llama", "huggingface.co/someone/tiny-llama/",
                                    "https://hf.co/someone/tiny-llama/tree/main",
                                    "https://huggingface.co/someone/tiny-llama/blob/main/config.json"])
