@@ -202,7 +202,21 @@ def _ratio(text: str) -> float:
     try:
         return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        pass
+    meant = _meant_share(text)
+    raise argparse.ArgumentTypeError(f"{text!r} is not a number" + (f"; for a share, write {meant:g}" if meant else ""))
+
+
+def _meant_share(text: str) -> float | None:
+    """The share ``25%`` or ``0,25`` meant (0.25), where it is one; None elsewhere."""
+    typed = text.strip()
+    percent = typed.endswith("%")
+    try:
+        value = float(typed.rstrip("%").strip().replace(",", ".", 1))
+    except ValueError:
+        return None
+    value = value / 100 if percent else value
+    return value if 0 < value < 1 else None
 
 
 #: The arguments being parsed (for :meth:`_Parser.error`'s hint; subparsers do not see the whole command).

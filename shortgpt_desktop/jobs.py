@@ -45,7 +45,8 @@ def _checked_request(spec: JobSpec) -> None:
     if given != 1:
         raise PlanError("Say how much to remove: a ratio, a number of layers, or a list of layers.")
     if spec.ratio is not None and not 0 < spec.ratio < 1:
-        raise PlanError(f"The ratio must be above 0 and below 1 (got {spec.ratio}).")
+        percent = f"; for {spec.ratio:g}% write {spec.ratio / 100:g}" if 1 < spec.ratio < 100 else ""
+        raise PlanError(f"The ratio must be above 0 and below 1 (got {spec.ratio:g}){percent}.")
     if spec.count is not None and spec.count < 1:
         raise PlanError(f"The number of layers to remove must be at least 1 (got {spec.count}).")
     if spec.layers is not None:

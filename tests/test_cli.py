@@ -394,6 +394,7 @@ def test_bad_inputs_are_one_line_and_write_nothing(
         "No usable calibration text ": ["prune", m, "--ratio", "0.2", *base[:1], str(empty), *base[2:]],
         "above 0": ["prune", m, "--ratio", "0", *base],
         "below 1": ["prune", m, "--ratio", "1.5", *base],
+        "below 1 (got 25); for 25% write 0.25.": ["prune", m, "--ratio", "25", *base],
         "leaves none": ["prune", m, "--layers", "6", *base],
         "The model has only 6 layers; remove at most 5.": ["prune", m, "--layers", "7", *base],  # "7 of 6" read as 7
         "out of range": ["prune", m, "--remove", "1,6", *base],
@@ -994,6 +995,8 @@ def test_every_prune_flag_reaches_the_job() -> None:
     (["prune", "m", "--ratio", "0.2", "--out", "o", "--heal", "-1"], "--heal: -1 must be at least 0"),
     (["prune", "m", "--out", "o"], "one of the arguments --ratio --layers --remove is required"),
     (["prune", "m", "--ratio", "a quarter", "--out", "o"], "--ratio: 'a quarter' is not a number"),
+    (["prune", "m", "--ratio", "25%", "--out", "o"], "--ratio: '25%' is not a number; for a share, write 0.25"),
+    (["prune", "m", "--ratio", "0,25", "--out", "o"], "--ratio: '0,25' is not a number; for a share, write 0.25"),
     (["score"], "required: MODEL"),
 ])
 def test_usage_errors_are_one_line_with_exit_2(argv: list[str], said: str,
