@@ -615,7 +615,7 @@ def _run(args: argparse.Namespace, progress: ProgressBar) -> int:
                                   replaces=_report_kind(args.command, flag))
         engine = Engine()
         progress.per_layer = lambda stage: counts_layers(stage, engine.is_streamed, spec.metric)
-        labels = iter(("model", "against") if getattr(args, "against", None) else ("model",))
+        labels = iter(("model", "against"))  # eval --against's second model is "against"; any other job opens one
         if getattr(args, "against", None):
             # Either model may be the pruned one: "perplexity, original" named the first whichever it was
             first, second = _shown(spec.model), _shown(args.against)
