@@ -822,6 +822,27 @@ def test_samples_longer_than_learned_positions_are_one_sentence(tiny_family, tin
     assert cli.main(["score", str(gpt2), "--seq-len", "256", "--metric", "bi", *common]) == 0  # the most it reads
 
 
+def test_samples_longer_than_the_trained_positions_are_said_when_the_model_is_read(
+        tiny_model: Path, small_calib: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A model with computed positions (RoPE) reads samples past what it was trained on, so ``--seq-len 4096`` on a
+    model trained on 1,024 ran without a word; it is said as the model's header is read, and in the report."""
+    model = tmp_path / "short-context"
+    shutil.copytree(tiny_model, model)
+    config = json.loads((model / "config.json").read_text(encoding="utf-8"))
+    config["max_position_embeddings"] = 32
+    (model / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    common = ["score", str(model), "--calib", str(small_calib), "--samples", "2", "--metric", "bi"]
+    report = tmp_path / "score.json"
+    assert cli.main([*common, "--seq-len", "40", "--json", str(report)]) == 0
+    err = capsys.readouterr().err
+    sentence = ("Samples of 40 tokens are longer than short-context was trained to read (32 positions): past that its "
+                "scores and perplexity come from positions it never saw; use samples of at most 32 tokens.")
+    assert f"note: {sentence}" in err and err.index(sentence) < err.index("scoring")
+    assert sentence in json.loads(report.read_text())["warnings"]
+    assert cli.main([*common, "--seq-len", "32"]) == 0  # the most it was trained on
+    assert "trained to read" not in capsys.readouterr().err
+
+
 def test_a_folder_of_many_unusable_files_is_said_in_a_few_lines(tiny_model: Path, small_calib: Path, tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     """A folder like ~/Documents gave a note for each of its hundreds of binary files, and a warning for each again

@@ -206,7 +206,23 @@ def prepare_tokens(loaded: LoadedModel, spec: JobSpec,
             f"The calibration text gives only {len(tokens.samples)} samples of {spec.seq_len} tokens "
             f"({spec.samples} asked for)."
         )
+    beyond = beyond_trained_positions(loaded.source.display_name, loaded.config.get("max_position_embeddings"),
+                                      spec.seq_len)
+    if beyond:
+        warnings.append(beyond)
     return tokens, names, warnings
+
+
+def beyond_trained_positions(name: str, trained: Any, seq_len: int) -> str | None:
+    """The note for samples longer than a model with computed positions (RoPE, ALiBi) was trained on (``trained``:
+    its config's ``max_position_embeddings``). It runs them, so the job went on without a word (``--seq-len 4096``
+    on a model trained on 1,024), though past that point its states, and so its scores and perplexity, come from
+    positions it never saw. Learned positions are refused before the model loads (:func:`check_sample_length`)."""
+    if not isinstance(trained, int) or trained <= 0 or seq_len <= trained:
+        return None
+    return (f"Samples of {seq_len:,} tokens are longer than {name} was trained to read ({trained:,} positions): past "
+            f"that its scores and perplexity come from positions it never saw; use samples of at most {trained:,} "
+            "tokens.")
 
 
 def checkpoint_bytes_per_param(loaded: LoadedModel) -> float:

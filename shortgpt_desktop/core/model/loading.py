@@ -49,6 +49,9 @@ class ModelInfo:
     memory: MemoryEstimate  # what a job needs in memory and layer by layer, for the chosen settings
     #: The most tokens a sample may hold, where the model's positions are learned (GPT-2, OPT); None: no such bound.
     context_length: int | None = None
+    #: The positions it was trained on (``max_position_embeddings``), where they are computed (RoPE): it reads more,
+    #: but past them it sees positions it never saw.
+    trained_positions: int | None = None
     #: How the job will run the model, where the engine has settled it: "memory" (whole) or "streamed".
     mode: str = "memory"
 
@@ -127,14 +130,18 @@ def inspect_model(source: ModelSource, device: str = "auto", dtype: str = "auto"
         dtype=memory.dtype,
         memory=memory,
         context_length=_learned_positions(config),
+        trained_positions=_as_count(config.get("max_position_embeddings")),
     )
+
+
+def _as_count(value: Any) -> int | None:
+    return value if isinstance(value, int) and value > 0 else None
 
 
 def _learned_positions(config: dict[str, Any]) -> int | None:
     """How many positions a model with learned absolute position embeddings has (None for the others)."""
     family = family_for_model_type(config.get("model_type"))
-    value = config.get(family.positions_field) if family is not None and family.positions_field else None
-    return value if isinstance(value, int) and value > 0 else None
+    return _as_count(config.get(family.positions_field) if family is not None and family.positions_field else None)
 
 
 # --------------------------------------------------------------------------------------------------- load
