@@ -232,7 +232,52 @@ class _Parser(argparse.ArgumentParser):
             message += " (--calib takes every path after it: put MODEL before --calib, or end its list with --)"
         if message.startswith("argument --layers") and "not a whole number" in message:
             message += " (--layers is how many to remove; to name the layers, use --remove 3,5)"
+        message += _misspelt_options(self) + _remove_list_hint(message)
         self.exit(EXIT_BAD_INPUT, f"shortgpt: error: {message}\n")
+
+
+def _command_options(parser: argparse.ArgumentParser) -> tuple[str | None, list[str], dict[str, list[str]]]:
+    """The command being parsed, the options it takes and every command's options (``parser`` may be the top one,
+    which reports unknown arguments without knowing the command's options)."""
+    options, commands, command = list(parser._option_string_actions), {}, None
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            commands = {name: list(sub._option_string_actions) for name, sub in action.choices.items()}
+            command = next((a for a in _given if a in commands), None)
+            options += commands.get(command, [])
+    return command, options, commands
+
+
+def _misspelt_options(parser: argparse.ArgumentParser) -> str:
+    """Name a mistyped option: ``prune m --ratoi 0.25`` said only that one of --ratio, --layers and --remove is
+    required, not that --ratoi is no option; ``score m --ratio 0.3`` only that it was not recognised."""
+    import difflib
+
+    command, known, commands = _command_options(parser)
+    words = []
+    for given in _given:
+        if given == "--":
+            break
+        name = given.split("=", 1)[0]
+        if not name.startswith("--") or any(option.startswith(name) for option in known):
+            continue  # a value, or a known option (or the start of one, as argparse takes it)
+        elsewhere = [other for other, options in commands.items() if name in options]
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+        words.append(f"{name} is an option of {' and '.join(elsewhere)}, not of {command}" if elsewhere and command
+                     else f"{name} is not an option" + (f"; did you mean {close[0]}?" if close else ""))
+    return f" ({'; '.join(words)})" if words else ""
+
+
+def _remove_list_hint(message: str) -> str:
+    """``--remove 3 5`` said only "unrecognized arguments: 5": the layers go in one list."""
+    if not message.startswith("unrecognized arguments: ") or "--remove" not in _given:
+        return ""
+    at = _given.index("--remove")
+    extra = message.removeprefix("unrecognized arguments: ").split()
+    listed = _given[at + 1 : at + 2 + len(extra)]
+    if not extra or listed[1:] != extra or not all(part.replace("-", "").isdigit() for part in listed):
+        return ""
+    return f" (--remove takes one list: write --remove {','.join(listed)})"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -807,6 +807,25 @@ def test_calib_before_model_is_told_what_happened(capsys: pytest.CaptureFixture[
     assert "to name the layers, use --remove 3,5" in capsys.readouterr().err
 
 
+def test_a_mistyped_option_is_named_and_a_list_of_layers_split_in_two_is_hinted(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``--ratoi 0.25`` said only that one of --ratio, --layers and --remove is required; ``score --ratio`` and
+    ``--remove 3 5`` only that an argument was not recognised."""
+    assert bad(capsys, "prune", "m", "--ratoi", "0.25", "--out", "o").endswith(
+        "one of the arguments --ratio --layers --remove is required (--ratoi is not an option; did you mean --ratio?)")
+    assert bad(capsys, "score", "m", "--calibb=x").endswith(
+        "unrecognized arguments: --calibb=x (--calibb is not an option; did you mean --calib?)")
+    assert bad(capsys, "score", "m", "--zzz").endswith("unrecognized arguments: --zzz (--zzz is not an option)")
+    assert bad(capsys, "score", "m", "--ratio", "0.3").endswith(
+        "unrecognized arguments: --ratio 0.3 (--ratio is an option of prune, not of score)")
+    assert bad(capsys, "prune", "m", "--remove", "3", "5-6", "--out", "o").endswith(
+        "unrecognized arguments: 5-6 (--remove takes one list: write --remove 3,5-6)")
+    assert bad(capsys, "prune", "m", "--remove", "3", "--out", "o", "5").endswith("unrecognized arguments: 5")
+    # Abbreviations argparse takes stay as they were.
+    assert bad(capsys, "prune", "m", "--rat", "2", "--out", "o").endswith(
+        "The ratio must be above 0 and below 1 (got 2); for 2% write 0.02.")
+
+
 def test_samples_longer_than_learned_positions_are_one_sentence(tiny_family, tiny_model: Path, small_calib: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     """GPT-2 and OPT learn a table of positions (the tiny ones 256; GPT-2 1,024): a longer --seq-len indexed past
