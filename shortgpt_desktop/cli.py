@@ -31,7 +31,7 @@ from .core.model.loading import quiet_library_progress
 from .core.progress import counts_layers, stage_unit
 from .core.report import after_fitted, left_as_it_was, requantized
 from .core.user_paths import exists
-from .format import collapsed, human_bytes, human_count, human_seconds, layer_span, time_left, unit_of
+from .format import collapsed, counted, human_bytes, human_count, human_seconds, layer_span, time_left, unit_of
 from .stop_signals import on_stop_signals
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 2, 130
@@ -528,7 +528,7 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
                   f"as saved\n")
     if report.heal_steps:
         computed = f" computed in {report.heal_compute_dtype}," if report.heal_compute_dtype else ""
-        out.write(f"healed: {report.heal_steps} LoRA steps,{computed} loss (KL to the original) "
+        out.write(f"healed: {counted(report.heal_steps, 'LoRA step')},{computed} loss (KL to the original) "
                   f"{report.heal_losses[0]:.3f} -> {report.heal_losses[-1]:.3f}\n")
     if report.ppl_before is not None:
         line = f"perplexity: {report.ppl_before:.3f}"
@@ -556,6 +556,10 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
         out.write(f"saved to {report.output} ({fmt}; {files}: {size} = {report.bytes_after:,} bytes{legend})\n")
         for line in requantized(report.changed_types, report.kept_layers, arrow="->"):
             out.write(f"re-quantized {line}\n")
+        if report.bytes_after > report.bytes_before > 0:  # a healed Q4 file: 141 MB from 98 MB, without a word
+            why = ": the weights re-quantized above take more bytes than they did" if report.changed_types else ""
+            out.write(f"note: the saved model is {report.bytes_after / report.bytes_before - 1:.0%} larger than its "
+                      f"source ({human_bytes(report.bytes_before)}){why}\n")
     for warning in collapsed(report.warnings):
         out.write(f"warning: {warning}\n")
 

@@ -217,10 +217,21 @@ def test_a_healings_requantized_tensors_are_summed_up_per_change_of_type(capsys:
     report = Report(model="m.gguf", architecture="LlamaForCausalLM", n_layers=10, metric="bi+",
                     removed_layers=[3, 4, 7], kept_layers=kept, output="out", output_format="gguf",
                     quantization="Q4_1", changed_types=changed, heal_steps=20, heal_losses=[0.3, 0.2])
+    report.bytes_before, report.bytes_after = 98_362_432, 141_045_888  # SmolLM2's Q4_1 file, healed
     cli.print_summary(report)
-    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("re-quantized")]
+    out = capsys.readouterr().out.splitlines()
+    lines = [x for x in out if x.startswith("re-quantized")]
     assert lines == ["re-quantized 14 weights Q4_1 -> Q8_0: attn_q.weight, ffn_down.weight of layers 0–2, 5, 6, 8, 9",
                      "re-quantized 1 weight Q6_K -> Q8_0: attn_v.weight of layer 2"]
+    # A file larger than its source says so (141 MB from 98 MB read as a failed cut), and why.
+    assert out[out.index(lines[-1]) + 1] == ("note: the saved model is 43% larger than its source (98.4 MB): the "
+                                             "weights re-quantized above take more bytes than they did")
+    assert "healed: 20 LoRA steps," in "\n".join(out)
+    report.bytes_after, report.heal_steps, report.heal_losses = 90_000_000, 1, [0.3]
+    cli.print_summary(report)
+    out = capsys.readouterr().out
+    assert "larger than its source" not in out and "healed: 1 LoRA step," in out  # it said "1 LoRA steps"
+    assert "healed with 1 LoRA step on the calibration text" in model_card(report, "m.gguf")
     assert ("re-quantized after healing: 14 weights Q4_1 → Q8_0: attn_q.weight, ffn_down.weight of layers 0–2, 5, 6, "
             "8, 9; 1 weight Q6_K → Q8_0: attn_v.weight of layer 2") in model_card(report, "m.gguf")
     report.repair = "linear"

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..format import layer_list, layer_span
+from ..format import counted, layer_list, layer_span
 
 #: Fields every job's JSON report holds, by which a file is known as one (``output_folder``: the command line
 #: replaces an earlier report of this tool, never another file).
@@ -312,8 +312,8 @@ def model_card(report: Report, base_model: str) -> str:
                 f"{layer_span(*r['layers'])}: {r['note']}" for r in skipped)
     if report.heal_steps:
         computed = f", computed in {report.heal_compute_dtype}" if report.heal_compute_dtype else ""
-        repair_line += (f"; healed with {report.heal_steps} LoRA steps on the calibration text (distilled from the "
-                        f"original{computed}), merged")
+        repair_line += (f"; healed with {counted(report.heal_steps, 'LoRA step')} on the calibration text (distilled "
+                        f"from the original{computed}), merged")
     output_format = report.output_format or "safetensors"
     if report.quantization:
         output_format += f" ({report.quantization})"
