@@ -24,7 +24,7 @@ from .core import defaults
 from .core.cut.plan import parse_layer_list
 from .core.cut.selection import protected_layers
 from .core.errors import Cancelled, Hint, UserError, worded
-from .core.measure.calibration import BUILTIN_CORPUS
+from .core.measure.calibration import BUILTIN_CORPUS, DEFAULT_HELDOUT_FRACTION
 from .core.measure.metrics import METRICS
 from .core.measure.quiz import quiz_summary
 from .core.model.loading import quiet_library_progress
@@ -298,8 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="calibration text files or folders: any file that is text (prose, source code, HTML, "
                        "no ending...); .jsonl/.json records' text, .ipynb notebooks' cells; binary files are left "
                        f"out and said; '{BUILTIN_CORPUS}' (the default) for the built-in corpus")
-        p.add_argument("--eval-text", metavar="PATH", help="separate text for perplexity (default: a held-out "
-                       f"part of the calibration text); '{BUILTIN_CORPUS}' for the built-in corpus")
+        p.add_argument("--eval-text", metavar="PATH", help="separate text for perplexity (default: the last "
+                       f"{DEFAULT_HELDOUT_FRACTION:.0%}% of the calibration text, held out; given, the calibration "
+                       f"text is used whole); '{BUILTIN_CORPUS}' for the built-in corpus")
         p.add_argument("--preset", choices=list(defaults.PRESETS),
                        help="sizes in one word: " + "; ".join(f"{k}: {v.samples}x{v.seq_len} tokens, {v.trade_off}"
                                                               for k, v in defaults.PRESETS.items()))
@@ -622,6 +623,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args, progress)
 
 
+def _idle_without_check(args: argparse.Namespace) -> list[str]:
+    """What ``prune --no-eval`` makes idle, or not (each was dropped, or changed the cut, without a word)."""
+    if not args.no_eval:
+        return []
+    idle = [flag for flag, value in (("--prompt", args.prompt), ("--eval-windows", args.eval_windows))
+            if value is not None]
+    notes = [f"--no-eval leaves out the check, so {' and '.join(idle)} {'is' if len(idle) == 1 else 'are'} not used."
+             ] if idle else []
+    if args.eval_text:
+        notes.append(f"--eval-text still changes the cut with --no-eval: the calibration text is used whole, where "
+                     f"without it its last {DEFAULT_HELDOUT_FRACTION:.0%} is held out for the check.")
+    return notes
+
+
 def _report_kind(command: str, flag: str) -> str:
     """What ``command``'s ``--json`` or ``--csv`` may replace (``output_folder.check_report_path``)."""
     from .core.formats import output_folder as of
@@ -691,6 +706,8 @@ def _run(args: argparse.Namespace, progress: ProgressBar) -> int:
         if args.command == "score":
             report = run_score(engine, spec, progress, on_info=info, on_note=note)
         elif args.command == "prune":
+            for sentence in _idle_without_check(args):
+                note(sentence)
             report = run_prune(engine, spec, progress, on_info=info, on_note=note)
         else:
             report = run_eval(engine, spec, args.against, progress, on_info=info, on_note=note)

@@ -1101,6 +1101,28 @@ def test_quiet_prints_no_model_line_but_still_the_notes(tiny_model: Path, small_
     assert any(line.startswith("note: ") and "a.pdf" in line for line in err), err
 
 
+def test_what_no_eval_leaves_idle_is_said_and_each_commands_help_prints(
+        tiny_model: Path, small_calib: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``prune --no-eval`` dropped --prompt and --eval-windows without a word, and --eval-text changed the cut (the
+    calibration text is then used whole) though it reads as a perplexity option."""
+    checked = ["prune", str(tiny_model), "--remove", "2", "--repair", "none", "--calib", str(small_calib), "-q",
+               "--seq-len", "32"]
+    common = [*checked, "--no-eval"]
+    assert cli.main([*common, "--prompt", "Hi", "--eval-windows", "3", "--eval-text", str(small_calib),
+                     "--out", str(tmp_path / "a")]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: ")]
+    assert notes == ["note: --no-eval leaves out the check, so --prompt and --eval-windows are not used.",
+                     "note: --eval-text still changes the cut with --no-eval: the calibration text is used whole, "
+                     "where without it its last 20% is held out for the check."]
+    assert cli.main([*common, "--prompt", "", "--out", str(tmp_path / "b")]) == 0
+    assert "note: --no-eval leaves out the check, so --prompt is not used." in capsys.readouterr().err
+    assert cli.main([*checked, "--out", str(tmp_path / "c"), "--prompt", "Hi", "--eval-windows", "2"]) == 0
+    assert "note:" not in capsys.readouterr().err  # with the check, both are used
+    for command in ("score", "prune", "sweep", "eval"):  # a "%" in a help text was a TypeError traceback
+        assert cli.main([command, "--help"]) == 0
+        assert "'builtin' for the built-in corpus" in capsys.readouterr().out
+
+
 class _Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True
