@@ -24,6 +24,7 @@ from .core import defaults
 from .core.cut.plan import parse_layer_list
 from .core.cut.selection import protected_layers
 from .core.errors import Cancelled, Hint, UserError, worded
+from .core.formats.provenance import in_first_original
 from .core.measure.calibration import BUILTIN_CORPUS, DEFAULT_HELDOUT_FRACTION
 from .core.measure.metrics import METRICS
 from .core.measure.quiz import quiz_summary
@@ -31,7 +32,17 @@ from .core.model.loading import quiet_library_progress
 from .core.progress import counts_layers, stage_unit
 from .core.report import after_fitted, left_as_it_was, requantized
 from .core.user_paths import exists
-from .format import collapsed, counted, human_bytes, human_count, human_seconds, layer_span, time_left, unit_of
+from .format import (
+    collapsed,
+    counted,
+    human_bytes,
+    human_count,
+    human_seconds,
+    layer_list,
+    layer_span,
+    time_left,
+    unit_of,
+)
 from .stop_signals import on_stop_signals
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 2, 130
@@ -457,6 +468,17 @@ def _fit_figures(fit: dict[str, Any], show_ridge: bool, ridge_note: str = "") ->
     return f" (calibration error {fit['residual_before']:.3f} -> {fit['residual_after']:.3f}{ridge})"
 
 
+def _numbered_as(report: Any) -> str:
+    """For a source this app pruned before, whose numbering the layers follow: "14" of a model that lacks its first
+    original's 14 read as a layer already gone (the card said so; the terminal did not)."""
+    if not report.earlier_removed:
+        return ""
+    first = in_first_original(report.earlier_removed, report.removed_layers, report.n_layers)
+    earlier = report.earlier_removed
+    return (f" (as numbered in {_shown(report.model)}, which lacks its original's layer{'s' * (len(earlier) > 1)} "
+            f"{layer_list(earlier)}; in the original: {','.join(map(str, first))})")
+
+
 def print_summary(report: Any, out: TextIO | None = None) -> None:
     out = out or sys.stdout
     removed = set(report.removed_layers)
@@ -480,7 +502,7 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
     if report.removed_layers:
         k = len(report.removed_layers)
         out.write(f"removed {k} of {report.n_layers} layers ({k / report.n_layers:.0%} of them): "
-                  f"{','.join(map(str, report.removed_layers))}\n")
+                  f"{','.join(map(str, report.removed_layers))}{_numbered_as(report)}\n")
     if report.params_before and (report.removed_layers or (report.against and report.params_after)):
         # each share says what it is a share of: "(83%)" removed, then "(35.7%)" kept, read as two of one thing
         out.write(f"parameters: {report.params_before:,} -> {report.params_after:,} "

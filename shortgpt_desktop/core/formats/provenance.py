@@ -19,12 +19,18 @@ from .gguf_reader import check_gguf
 CONFIG_KEY = "shortgpt_removed_layers"
 
 
+def in_first_original(earlier: Sequence[int], layers: Sequence[int], n_layers: int) -> list[int]:
+    """``layers`` (indices of a model of ``n_layers`` layers that lacks the first original's ``earlier`` layers) in
+    the first original's numbering."""
+    gone = set(earlier)
+    original = [i for i in range(n_layers + len(gone)) if i not in gone]
+    return [original[i] for i in layers]
+
+
 def removed_in_first_original(earlier: Sequence[int], removed: Sequence[int], n_layers: int) -> list[int]:
     """``removed`` (indices of a model of ``n_layers`` layers) in the first original's numbering, together with the
     ``earlier`` layers that model already lacked (in that numbering)."""
-    gone = set(earlier)
-    original = [i for i in range(n_layers + len(gone)) if i not in gone]
-    return sorted(gone | {original[i] for i in removed})
+    return sorted(set(earlier) | set(in_first_original(earlier, removed, n_layers)))
 
 
 def earlier_removed(source: ModelSource | None) -> list[int]:

@@ -37,14 +37,19 @@ def removed_line(folder: Path) -> str:
 
 @pytest.mark.parametrize("fmt", ["safetensors", "gguf"])
 def test_a_second_prune_says_what_the_first_original_lacks(fmt: str, tiny_model: Path, tiny_q4_gguf: Path,
-                                                           small_calib: Path, tmp_path: Path) -> None:
+                                                           small_calib: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
     """The card of a second prune called the pruned copy's numbering the original's ("original numbering: 1" for
-    the first original's layer 2), and a safetensors copy kept no record of the first cut."""
+    the first original's layer 2), and a safetensors copy kept no record of the first cut. The terminal said
+    "removed 1 of 4 layers: 1" in the copy's numbering without a word."""
     source = tiny_model if fmt == "safetensors" else tiny_q4_gguf
     prune(source, "0,5", tmp_path / "first", small_calib)
     first = tmp_path / "first" if fmt == "safetensors" else next((tmp_path / "first").glob("*.gguf"))
     assert removed_line(tmp_path / "first") == "Removed layers (0-based, original numbering): 0, 5."
+    assert "removed 2 of 6 layers (33% of them): 0,5\n" in capsys.readouterr().out
     prune(first, "1", tmp_path / "second", small_calib)
+    assert (f"removed 1 of 4 layers (25% of them): 1 (as numbered in {first.name}, which lacks its original's layers "
+            "0, 5; in the original: 2)\n") in capsys.readouterr().out
     if fmt == "safetensors":
         config = json.loads((tmp_path / "second" / "config.json").read_text(encoding="utf-8"))
         assert config[CONFIG_KEY] == [0, 2, 5] and config["num_hidden_layers"] == 3
