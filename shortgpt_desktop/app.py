@@ -220,12 +220,12 @@ def missing_xcb_libraries() -> str | None:
 def _missing_calibration(paths: list[str]) -> str | None:
     """The sentence for a ``--calib`` path that is not there (the window's list would leave it out unsaid)."""
     from .core.measure.calibration import BUILTIN_CORPUS
-    from .core.user_paths import expand_home
+    from .core.user_paths import expand_home, not_there
 
     missing = [p for p in paths if p != BUILTIN_CORPUS and not expand_home(p).exists()]
     if not missing:
         return None
-    return f"The calibration path {missing[0]} does not exist."
+    return f"The calibration path {missing[0]} {not_there(missing[0])}."
 
 
 def _unwritable_picture(out: Path) -> str | None:

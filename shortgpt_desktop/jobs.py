@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from .core.cut.plan import (
 )
 from .core.cut.surgery import layer_sizes
 from .core.engine import Engine
-from .core.errors import ModelSourceError, PlanError, UserError
+from .core.errors import ModelSourceError, PlanError, UnsupportedModelError, UserError
 from .core.formats.output_folder import check_output_folder
 from .core.formats.writers import expanded_from_gguf
 from .core.measure.calibration import BUILTIN_CORPUS
@@ -262,8 +263,10 @@ def run_eval(engine: Engine, spec: JobSpec, other: str | None = None, progress: 
     if other:  # found (its header read) before the first model's passes: a wrong path costs nothing
         other_spec = dataclasses.replace(spec, model=other, revision=None, eval_text=None)
         second = Engine()
-        other_info = second.open(other_spec, progress, cancel)
-    info = engine.open(spec, progress, cancel)
+        with _named(other):
+            other_info = second.open(other_spec, progress, cancel)
+    with _named(spec.model if other else None):
+        info = engine.open(spec, progress, cancel)
     if second is not None:
         pipeline.check_sample_length(other_info, spec.seq_len)  # it reads the first model's windows
         if second.source is not None and second.source.gguf_file is None:
@@ -285,7 +288,8 @@ def run_eval(engine: Engine, spec: JobSpec, other: str | None = None, progress: 
         if second is not None:  # loaded once the first is freed: the job needs the larger of the two figures
             on_info(other_info)
     _said_after_open(info, spec, on_note)
-    loaded, tokens = engine.held_out(spec, progress, cancel)
+    with _named(spec.model if other else None):
+        loaded, tokens = engine.held_out(spec, progress, cancel)
     report = pipeline.new_report(loaded, spec)
     # Nothing was scored or sampled: the JSON named the metric, the one sample and the built-in corpus this job's
     # spec carries for the estimate. The calibration text is named where the windows were cut from its end.
@@ -307,7 +311,8 @@ def run_eval(engine: Engine, spec: JobSpec, other: str | None = None, progress: 
         tokenizer = loaded.tokenizer
         del loaded  # held here, the first model stayed in memory beside the second (SmolLM2: 1.3 GB at its load)
         engine.forget()
-        second.load(other_spec, progress, cancel)
+        with _named(other):
+            second.load(other_spec, progress, cancel)
         assert second.backend is not None and second.loaded is not None
         _check_same_tokens(tokenizer, second.loaded.tokenizer, spec.model, other)
         stack = second.backend.stack
@@ -333,6 +338,19 @@ def run_eval(engine: Engine, spec: JobSpec, other: str | None = None, progress: 
         second.close()
     report.seconds = time.perf_counter() - started
     return report
+
+
+@contextmanager
+def _named(model: str | None) -> Iterator[None]:
+    """With two models (``eval --against``), a model's fault names it: "model.safetensors is truncated" did not
+    say which of the two."""
+    try:
+        yield
+    except (ModelSourceError, UnsupportedModelError) as exc:
+        if model is None or model in str(exc):
+            raise
+        exc.args = (f"{model}: {exc}",)
+        raise
 
 
 def _same_weight_files(first: Engine, second: Engine) -> bool:

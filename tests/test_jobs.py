@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,7 +16,7 @@ import torch
 
 from shortgpt_desktop import cli
 from shortgpt_desktop.core.engine import Engine
-from shortgpt_desktop.core.errors import CalibrationError, OutputError, UnsupportedModelError
+from shortgpt_desktop.core.errors import CalibrationError, ModelSourceError, OutputError, UnsupportedModelError
 from shortgpt_desktop.core.formats.writers import WeightChanges
 from shortgpt_desktop.core.pipeline import JobSpec
 from shortgpt_desktop.format import human_bytes
@@ -896,6 +897,21 @@ def test_eval_against_a_folder_without_a_tokenizer_is_said_before_the_first_mode
     with pytest.raises(ModelSourceError, match=r"^The model in .*no-tokenizer has no usable tokenizer"):
         run_eval(Engine(), spec(tiny_model, small_calib, eval_windows=1), str(other))
     assert passes == []
+
+
+def test_eval_against_names_the_model_a_fault_is_in(tiny_model: Path, small_calib: Path, tmp_path: Path) -> None:
+    """With two models, "model.safetensors is truncated (…)" did not say which of the two."""
+    cut = tmp_path / "cut"
+    shutil.copytree(tiny_model, cut)
+    weights = cut / "model.safetensors"
+    os.truncate(weights, weights.stat().st_size // 2)
+    for first, second in ((tiny_model, cut), (cut, tiny_model)):
+        with pytest.raises(ModelSourceError) as raised:
+            run_eval(Engine(), spec(first, small_calib, eval_windows=1), str(second))
+        assert str(raised.value).startswith(f"{cut}: model.safetensors is truncated ("), raised.value
+    with pytest.raises(ModelSourceError) as raised:  # one model: its name would only repeat the command
+        run_eval(Engine(), spec(cut, small_calib, eval_windows=1))
+    assert str(raised.value).startswith("model.safetensors is truncated ("), raised.value
 
 
 def test_eval_against_the_same_weight_files_says_so(tiny_model: Path, small_calib: Path, tmp_path: Path) -> None:

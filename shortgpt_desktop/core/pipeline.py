@@ -36,7 +36,7 @@ from .model.loading import LoadedModel, ModelInfo, inspect_model, load_model
 from .model.sources import ModelSource, file_stamp, resolve
 from .progress import CancelCheck, Progress, no_progress
 from .report import Report, model_card
-from .user_paths import expand_home
+from .user_paths import expand_home, not_there
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ def check_calibration(spec: JobSpec, checks_a_cut: bool = False) -> list[str]:
         raise CalibrationError("The calibration set is empty: add text files or folders, or use the built-in "
                                "corpus.")
     if spec.eval_text and spec.eval_text != BUILTIN_CORPUS and not expand_home(spec.eval_text).exists():
-        raise CalibrationError(f"The evaluation text {spec.eval_text} does not exist.")
+        raise CalibrationError(f"The evaluation text {spec.eval_text} {not_there(spec.eval_text)}.")
     texts, names, warnings = read_calibration(spec.calib)
     too_short = surely_too_short(texts, held_out=not spec.eval_text)
     if too_short:

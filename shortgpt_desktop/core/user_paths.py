@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -28,3 +29,21 @@ def read_only(path: Path) -> bool:
     """An existing file its owner may not write: replacing it needs only its folder's permission (a temporary file
     moved over it), so its own mode would never be asked. Root may write anything, so the mode is read too."""
     return not os.access(path, os.W_OK) or not path.stat().st_mode & 0o222
+
+
+def not_there(path: str | os.PathLike[str]) -> str:
+    """Why a path that is not there cannot be read, as the end of a sentence naming it: ``does not exist``, or a
+    link's own fault (a link whose target is gone, or a loop of links, said "does not exist" though ``ls`` lists
+    it)."""
+    given = expand_home(path)
+    if not given.is_symlink():
+        return "does not exist"
+    try:
+        given.resolve(strict=True)
+    except RuntimeError:  # Python before 3.13: "Symlink loop"
+        return "is a link that leads back to itself (a loop of links)"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "is a link that leads back to itself (a loop of links)"
+        return f"is a link to {os.readlink(given)}, which does not exist"
+    return "does not exist"

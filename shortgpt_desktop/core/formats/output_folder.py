@@ -469,8 +469,9 @@ def check_report_path(path: Path, sources: Sequence[str | Path] = (), texts: Seq
         folder = expand_home(out)
         if path == folder or folder in path.parents or (path.exists() and _same_file(path, folder)) or (
                 path.parent.is_dir() and folder.exists() and _is_within(path.parent.resolve(), folder.resolve())):
-            raise OutputError(f"Cannot write {path}: it is in the output folder {folder}, which the save writes; "
-                              "choose a place beside it.")
+            where = "the output folder" if path == folder or _same_file(path, folder) else "in the output folder"
+            raise OutputError(f"Cannot write {path}: it is {where} {folder}, which the save writes; choose a place "
+                              "beside it.")
     if not path.parent.is_dir():
         raise OutputError(f"Cannot write {path}: the folder {path.parent} does not exist.")
     if path.is_dir():

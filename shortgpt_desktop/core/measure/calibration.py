@@ -17,7 +17,7 @@ from typing import Any
 from ...format import human_bytes
 from .. import defaults
 from ..errors import CalibrationError
-from ..user_paths import expand_home
+from ..user_paths import expand_home, not_there
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def collect_files(paths: Iterable[str | Path]) -> list[Path]:
     for raw in paths:
         path = expand_home(raw)
         if not path.exists():
-            raise CalibrationError(f"The calibration path {path} does not exist.")
+            raise CalibrationError(f"The calibration path {path} {not_there(path)}.")
         if path.is_dir():
             found += sorted(p for p in path.rglob("*") if p.is_file() and not _hidden(p, path))
         elif path.is_file():

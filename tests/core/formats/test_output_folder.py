@@ -307,7 +307,7 @@ def test_a_report_is_never_written_over_the_text_the_job_reads_nor_into_the_outp
     (out / "config.json").write_text("{}")
     cases = {notes: "it is the text the job reads", folder / "a.txt": "inside the folder of text the job reads",
              folder / "report.json": "inside the folder of text the job reads",
-             out: "in the output folder", out / "config.json": "in the output folder",
+             out: "it is the output folder", out / "config.json": "it is in the output folder",
              tmp_path / "new" / "report.json": "in the output folder"}
     for path, said in cases.items():
         with pytest.raises(OutputError, match=said):
