@@ -561,17 +561,23 @@ _NAN = ("The pruned model's perplexity is not a number for every candidate layer
         "dtype); use float32 or bfloat16.")
 
 
+def _perplexity(value: float) -> str:
+    """A perplexity in the choice's sentence: two decimals each (".4g" wrote "37.2 repaired (49.45 before…)"), and
+    grouped whole numbers from 1,000 up (a random model's)."""
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.2f}"
+
+
 def _explain(best: Candidate, candidates: list[Candidate], count: int, n_samples: int, tokens: int) -> str:
     repaired = best.repaired_perplexity is not None
     others = ", ".join(
-        f"{c.name} {c.judged:.4g}" for c in candidates if c is not best and c.removed != best.removed
+        f"{c.name} {_perplexity(c.judged)}" for c in candidates if c is not best and c.removed != best.removed
     )
     same = [c.name for c in candidates if c is not best and c.removed == best.removed]
     text = (
         f"Removed {counted(count, 'layer')} chosen by {best.name}: calibration perplexity "
-        + (f"{best.judged:.4g} repaired ({best.calibration_perplexity:.4g} before the repair)" if repaired
-           else f"{best.calibration_perplexity:.4g}")
-        + f" on {n_samples} samples ({tokens} tokens)"
+        + (f"{_perplexity(best.judged)} repaired ({_perplexity(best.calibration_perplexity)} before the repair)"
+           if repaired else _perplexity(best.calibration_perplexity))
+        + f" on {counted(n_samples, 'sample')} ({tokens:,} tokens)"
     )
     if same:
         text += f", the same set as {' and '.join(same)}"
@@ -582,5 +588,6 @@ def _explain(best: Candidate, candidates: list[Candidate], count: int, n_samples
         text += "; ending their turn at once on chat prompts the original answers: " + ", ".join(
             f"{c.name} on {c.silent}" for c in silent)
     if best.silent:
-        text += f"; the chosen set too ends its turn at once on {best.silent} chat prompts (every finalist does)"
+        text += (f"; the chosen set too ends its turn at once on {counted(best.silent, 'chat prompt')} (every "
+                 "finalist does)")
     return text + "."

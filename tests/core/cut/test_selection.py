@@ -481,14 +481,21 @@ def test_the_explanation_names_each_other_set_once_and_says_which_fell_silent() 
     others = [Candidate("bi-ends-protected", [2, 3], 10.0, silent=0), Candidate("bi", [3, 5], 50.0, silent=2),
               Candidate("single-removal", [1, 3], 20.0)]
     assert _explain(greedy, [greedy, *others], 2, 8, 248) == (
-        "Removed 2 layers chosen by greedy: calibration perplexity 10 on 8 samples (248 tokens), the same set as "
-        "bi-ends-protected; other candidates: bi 50, single-removal 20; ending their turn at once on chat prompts the "
-        "original answers: bi on 2.")
+        "Removed 2 layers chosen by greedy: calibration perplexity 10.00 on 8 samples (248 tokens), the same set as "
+        "bi-ends-protected; other candidates: bi 50.00, single-removal 20.00; ending their turn at once on chat "
+        "prompts the original answers: bi on 2.")
     every = [Candidate("greedy", [2, 3], 10.0, 9.5, silent=1), Candidate("bi", [3, 5], 50.0, 12.0, silent=2)]
     assert _explain(every[0], every, 2, 8, 248) == (
-        "Removed 2 layers chosen by greedy: calibration perplexity 9.5 repaired (10 before the repair) on 8 samples "
-        "(248 tokens); other candidates: bi 12; ending their turn at once on chat prompts the original answers: bi on "
-        "2; the chosen set too ends its turn at once on 1 chat prompts (every finalist does).")
+        "Removed 2 layers chosen by greedy: calibration perplexity 9.50 repaired (10.00 before the repair) on 8 "
+        "samples (248 tokens); other candidates: bi 12.00; ending their turn at once on chat prompts the original "
+        "answers: bi on 2; the chosen set too ends its turn at once on 1 chat prompt (every finalist does).")
+    # One precision in a line (".4g" wrote "37.2 repaired (49.45 before the repair)"), counts grouped and in number.
+    big = [Candidate("bi", [1], 1234.5, 527.83), Candidate("greedy", [2], 49.449, 37.2)]
+    assert _explain(big[1], big, 1, 1, 2040) == (
+        "Removed 1 layer chosen by greedy: calibration perplexity 37.20 repaired (49.45 before the repair) on 1 sample "
+        "(2,040 tokens); other candidates: bi 527.83.")
+    assert _explain(big[0], big[:1], 1, 1, 2040).startswith(
+        "Removed 1 layer chosen by bi: calibration perplexity 527.83 repaired (1,234 before the repair)")
 
 
 def test_a_finalist_whose_repaired_model_measures_not_a_number_is_never_chosen(monkeypatch: pytest.MonkeyPatch) -> None:
