@@ -738,9 +738,16 @@ def test_the_curve_table_has_a_quiz_column_only_where_the_quiz_was_asked() -> No
     points = [CurvePoint(0, None, [], 10.0, 2.3, 100, 1.0, 0.0, 9, 9), CurvePoint(1, 4, [4], 12.0, 2.5, 100, 0.8, 0.2,
                                                                                   5, 9)]
     out = io.StringIO()
-    cli.print_curve(QualityCurve("bi+ + repair", [4], points, 4, 100), out)
-    _, header, first, second = out.getvalue().splitlines()
+    cli.print_curve(QualityCurve("bi+ + repair", [4], points, 4, 1100, data="held-out windows (the check's)"), out)
+    title, header, first, second = out.getvalue().splitlines()
     assert header.split()[-1] == "quiz" and first.split()[-1] == "9/9" and second.split()[-1] == "5/9"
+    # The windows said once (it said "on 4 held-out windows, 100 tokens; held-out windows (the check's)"), one in
+    # number
+    assert title == ("quality curve (bi+ + repair; perplexity and same top token vs the original on 4 held-out "
+                     "windows (the check's), 1,100 tokens)")
+    out = io.StringIO()
+    cli.print_curve(QualityCurve("bi+ + repair", [4], points, 1, 100, data="held-out windows (the check's)"), out)
+    assert "on 1 held-out window (the check's), 100 tokens)" in out.getvalue()
     for point in points:
         point.quiz_kept = point.quiz_known = None
     out = io.StringIO()
