@@ -91,6 +91,24 @@ def test_weights_that_do_not_fit_the_config_are_a_sentence(tiny_model: Path, tmp
         load_model(resolve(str(folder)), "cpu", "float32")
 
 
+def test_a_local_model_missing_its_own_code_is_not_sent_to_the_hub(tiny_model: Path, tmp_path: Path) -> None:
+    """transformers ends "…has no file named configuration_x.py" with "Checkout 'https://huggingface.co/<folder>/
+    tree/main' for available files": a page of the Hub for a folder on this computer."""
+    from shortgpt_desktop.core.model.loading import _for_where_it_is
+
+    folder = _with_config(tiny_model, tmp_path / "custom", model_type="xcustom",
+                          auto_map={"AutoConfig": "configuration_x.XConfig",
+                                    "AutoModelForCausalLM": "modeling_x.XForCausalLM"})
+    with pytest.raises(ModelSourceError) as caught:
+        load_model(resolve(str(folder)), "cpu", "float32", trust_remote_code=True)
+    assert str(caught.value) == (f"The model in {folder} could not be loaded: {folder} does not appear to have a file "
+                                 "named configuration_x.py."), caught.value
+    hub = resolve(str(folder))
+    hub.kind = "hub"  # a downloaded model: the page is its own
+    said = "org/m does not appear to have a file named x.py. Checkout 'https://huggingface.co/org/m/tree/main' for"
+    assert _for_where_it_is(said + " available files", hub) == said + " available files"
+
+
 def test_a_config_field_of_the_wrong_type_is_named_in_the_sentence(tiny_model: Path, tmp_path: Path) -> None:
     """huggingface_hub's config validation puts its reason on a second line, under "Validation error for field"."""
     folder = _with_config(tiny_model, tmp_path / "typo", rms_norm_eps="tiny")
@@ -109,7 +127,7 @@ def test_a_checkpoint_missing_some_weights_is_refused_naming_them(tiny_model: Pa
         del tensors[name]
     save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(ModelSourceError, match=r"^The checkpoint in .*gaps has no weights for "
-                                               r"model\.layers\.3\.mlp\.down_proj\.weight and 1 other parameter\(s\), "
+                                               r"model\.layers\.3\.mlp\.down_proj\.weight and 1 other parameter, "
                                                r"so the model would run with random values there\.$"):
         load_model(resolve(str(folder)), "cpu", "float32")
 

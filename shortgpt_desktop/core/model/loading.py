@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ...format import counted
 from ..errors import Hint, ModelSourceError, ResourceError
 from .families import Family, family_for_model_type, layer_count, resolve_family
 from .skeleton import check_config_fits_weights
@@ -164,6 +166,15 @@ def load_model(
         return _load_model(source, device, dtype, trust_remote_code)
 
 
+def _for_where_it_is(reason: str, source: ModelSource) -> str:
+    """A library's reason, less its pointer to the Hub where the model is a folder on this computer: "custom does
+    not appear to have a file named configuration_x.py. Checkout 'https://huggingface.co/custom/tree/main' for
+    available files" sent the user to a page that is not theirs."""
+    if source.kind == "hub":
+        return reason
+    return re.sub(r"\.?\s*Checkout 'https?://[^']*' for available files\.?", "", reason).rstrip(".!:; ")
+
+
 def _load_model(source: ModelSource, device: str, dtype: str, trust_remote_code: bool) -> LoadedModel:
     import torch
     from transformers import AutoModelForCausalLM
@@ -190,11 +201,12 @@ def _load_model(source: ModelSource, device: str, dtype: str, trust_remote_code:
                                 hint=Hint.LOW_MEMORY) from None
         if not rejected_by_library(exc):
             raise
-        raise ModelSourceError(f"The model in {source.location} could not be loaded: {_first_line(exc)}.") from None
+        raise ModelSourceError(f"The model in {source.location} could not be loaded: "
+                               f"{_for_where_it_is(_first_line(exc), source)}.") from None
     missing = sorted(info.get("missing_keys") or [])
     if missing:  # transformers fills them with random values and says so only in a log line
         raise ModelSourceError(f"The checkpoint in {source.folder} has no weights for {missing[0]}"
-                               + (f" and {len(missing) - 1} other parameter(s)" if len(missing) > 1 else "")
+                               + (f" and {counted(len(missing) - 1, 'other parameter')}" if len(missing) > 1 else "")
                                + ", so the model would run with random values there.")
     tokenizer = load_tokenizer(source, trust_remote_code)
     try:

@@ -12,6 +12,7 @@ from typing import Any
 
 from shortgpt_desktop.core.formats.gguf_reader import check_gguf
 from shortgpt_desktop.core.formats.safetensors_reader import check_safetensors
+from shortgpt_desktop.format import counted
 
 from ...format import some_of
 from ..errors import Cancelled, HubError, HubModelNotFound, ModelSourceError
@@ -264,8 +265,8 @@ def find_weight_files(folder: Path) -> list[WeightFile]:
             missing = [n for n in names if not (folder / n).is_file()]
             if missing:
                 raise ModelSourceError(
-                    f"{folder} is incomplete: {len(missing)} weight file(s) listed in {index_name} are missing, "
-                    f"starting with {missing[0]}."
+                    f"{folder} is incomplete: {counted(len(missing), 'weight file')} listed in {index_name} "
+                    f"{'is' if len(missing) == 1 else 'are'} missing, starting with {missing[0]}."
                 )
             return [WeightFile(folder / n, fmt, (folder / n).stat().st_size) for n in names]
         # Shards without their index, as a download that stopped leaves them; not every file of the format: a
@@ -278,8 +279,9 @@ def find_weight_files(folder: Path) -> list[WeightFile]:
                                    "download?); download the model again.")
         missing = missing_shards([p.name for p in others])
         if missing:  # shards without their index: an interrupted download fetches them before it
-            raise ModelSourceError(f"{folder} is incomplete: {missing[0]} is missing ({len(missing)} weight file(s) "
-                                   "of the set), and no index names the files.")
+            raise ModelSourceError(f"{folder} is incomplete: {missing[0]} is missing "
+                                   f"({counted(len(missing), 'weight file')} of the set), and no index names the "
+                                   "files.")
         if others:
             return [WeightFile(p, fmt, p.stat().st_size) for p in others]
     return []

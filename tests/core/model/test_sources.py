@@ -119,8 +119,8 @@ def test_a_sharded_checkpoint_counts_each_shard_once_and_names_how_many_are_miss
     assert [w.path for w in source.weight_files] == shards
     assert source.bytes_on_disk == sum(path.stat().st_size for path in shards)
     shards[1].unlink()
-    with pytest.raises(ModelSourceError, match=r"m is incomplete: 1 weight file\(s\) listed in "
-                                               r"model\.safetensors\.index\.json are missing, starting with "
+    with pytest.raises(ModelSourceError, match=r"m is incomplete: 1 weight file listed in "
+                                               r"model\.safetensors\.index\.json is missing, starting with "
                                                r"model-00002-of-00002\.safetensors\.$"):
         sources.resolve(str(folder))
 
@@ -719,7 +719,7 @@ def test_shards_without_their_index_name_the_missing_one(tiny_model: Path, tmp_p
     (folder / "model.safetensors").rename(folder / "model-00001-of-00003.safetensors")
     shutil.copy2(folder / "model-00001-of-00003.safetensors", folder / "model-00002-of-00003.safetensors")
     with pytest.raises(ModelSourceError, match=r"sharded is incomplete: model-00003-of-00003\.safetensors is missing "
-                                               r"\(1 weight file"):
+                                               r"\(1 weight file of the set\)"):
         sources.resolve(str(folder))
     cache = tmp_path / "hub"
     fill_hub_cache(cache, "someone/sharded", folder)
