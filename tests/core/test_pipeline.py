@@ -90,13 +90,14 @@ def test_the_window_and_a_prune_sample_and_score_as_the_command_lines_defaults_d
 
 @pytest.fixture(scope="module")
 def tokenizer_only(tiny_model: Path):
-    """What prepare_tokens reads of a loaded model: its tokenizer."""
+    """What prepare_tokens reads of a loaded model: its tokenizer, its config's positions and its name."""
     from types import SimpleNamespace
 
     from shortgpt_desktop.core.model.loading import load_tokenizer
     from shortgpt_desktop.core.model.sources import resolve
 
-    return SimpleNamespace(tokenizer=load_tokenizer(resolve(str(tiny_model))))
+    source = resolve(str(tiny_model))
+    return SimpleNamespace(tokenizer=load_tokenizer(source), config={"max_position_embeddings": 1024}, source=source)
 
 
 def test_the_tokens_take_the_windows_asked_and_warn_of_the_evaluation_texts_skipped_files(
