@@ -232,6 +232,8 @@ def _meant_share(text: str) -> float | None:
 
 #: The arguments being parsed (for :meth:`_Parser.error`'s hint; subparsers do not see the whole command).
 _given: list[str] = []
+#: The top parser, where a command's parser reports an error (it knows only its own options).
+_top: list[argparse.ArgumentParser] = []
 
 
 class _Parser(argparse.ArgumentParser):
@@ -243,15 +245,16 @@ class _Parser(argparse.ArgumentParser):
             message += " (--calib takes every path after it: put MODEL before --calib, or end its list with --)"
         if message.startswith("argument --layers") and "not a whole number" in message:
             message += " (--layers is how many to remove; to name the layers, use --remove 3,5)"
-        message += _misspelt_options(self) + _remove_list_hint(message)
+        message += _misspelt_options() + _remove_list_hint(message)
         self.exit(EXIT_BAD_INPUT, f"shortgpt: error: {message}\n")
 
 
-def _command_options(parser: argparse.ArgumentParser) -> tuple[str | None, list[str], dict[str, list[str]]]:
-    """The command being parsed, the options it takes and every command's options (``parser`` may be the top one,
-    which reports unknown arguments without knowing the command's options)."""
-    options, commands, command = list(parser._option_string_actions), {}, None
-    for action in parser._actions:
+def _command_options() -> tuple[str | None, list[str], dict[str, list[str]]]:
+    """The command being parsed, the options it takes and every command's options, read from the top parser: a
+    command's own parser (which reports a missing required option) knows only its own."""
+    top = _top[0]
+    options, commands, command = list(top._option_string_actions), {}, None
+    for action in top._actions:
         if isinstance(action, argparse._SubParsersAction):
             commands = {name: list(sub._option_string_actions) for name, sub in action.choices.items()}
             command = next((a for a in _given if a in commands), None)
@@ -259,12 +262,14 @@ def _command_options(parser: argparse.ArgumentParser) -> tuple[str | None, list[
     return command, options, commands
 
 
-def _misspelt_options(parser: argparse.ArgumentParser) -> str:
+def _misspelt_options() -> str:
     """Name a mistyped option: ``prune m --ratoi 0.25`` said only that one of --ratio, --layers and --remove is
     required, not that --ratoi is no option; ``score m --ratio 0.3`` only that it was not recognised."""
     import difflib
 
-    command, known, commands = _command_options(parser)
+    if not _top:
+        return ""
+    command, known, commands = _command_options()
     words = []
     for given in _given:
         if given == "--":
@@ -280,15 +285,22 @@ def _misspelt_options(parser: argparse.ArgumentParser) -> str:
 
 
 def _remove_list_hint(message: str) -> str:
-    """``--remove 3 5`` said only "unrecognized arguments: 5": the layers go in one list."""
-    if not message.startswith("unrecognized arguments: ") or "--remove" not in _given:
+    """``--remove 3 5`` (or ``3, 5``, ``--remove=3 5``, ``--rem 3 5``) said only "unrecognized arguments: 5": the
+    layers go in one list."""
+    if not message.startswith("unrecognized arguments: "):
         return ""
-    at = _given.index("--remove")
     extra = message.removeprefix("unrecognized arguments: ").split()
-    listed = _given[at + 1 : at + 2 + len(extra)]
-    if not extra or listed[1:] != extra or not all(part.replace("-", "").isdigit() for part in listed):
+    for at, token in enumerate(_given):
+        name, equals, value = token.partition("=")
+        if len(name) > 4 and "--remove".startswith(name):  # argparse takes --rem for --remove
+            first, rest = ([value], _given[at + 1:]) if equals else (_given[at + 1:at + 2], _given[at + 2:])
+            break
+    else:
         return ""
-    return f" (--remove takes one list: write --remove {','.join(listed)})"
+    parts = [part for part in ",".join([*first, *extra]).split(",") if part]
+    if rest[:len(extra)] != extra or not parts or not all(part.replace("-", "").isdigit() for part in parts):
+        return ""
+    return f" (--remove takes one list: write --remove {','.join(parts)})"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -297,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Score a language model's layers by Block Influence (ShortGPT) and delete the most "
         "redundant ones.",
     )
+    _top[:] = [parser]
     parser.add_argument("--version", action="version", version=f"shortgpt {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 

@@ -828,6 +828,12 @@ def test_a_mistyped_option_is_named_and_a_list_of_layers_split_in_two_is_hinted(
     assert bad(capsys, "prune", "m", "--remove", "3", "5-6", "--out", "o").endswith(
         "unrecognized arguments: 5-6 (--remove takes one list: write --remove 3,5-6)")
     assert bad(capsys, "prune", "m", "--remove", "3", "--out", "o", "5").endswith("unrecognized arguments: 5")
+    for split in (["--remove", "3,", "5"], ["--remove=3", "5"], ["--rem", "3", "5"]):
+        assert bad(capsys, "prune", "m", *split, "--out", "o").endswith(
+            "unrecognized arguments: 5 (--remove takes one list: write --remove 3,5)"), split
+    # A command's own parser reports a missing required option: it knew only its own options.
+    assert bad(capsys, "prune", "m", "--against", "x", "--out", "o").endswith(
+        "one of the arguments --ratio --layers --remove is required (--against is an option of eval, not of prune)")
     # Abbreviations argparse takes stay as they were.
     assert bad(capsys, "prune", "m", "--rat", "2", "--out", "o").endswith(
         "The ratio must be above 0 and below 1 (got 2); for 2% write 0.02.")
