@@ -82,9 +82,9 @@ def _checked_against_model(spec: JobSpec, n_layers: int) -> None:
     check_removable(count, n_layers)
 
 
-def _said_after_open(info: ModelInfo, spec: JobSpec, on_note: NoteCallback | None) -> None:
-    """Samples longer than the model was trained on, said when its header is read, not after the job: the job
-    reports it too (where the window shows it), but on a real model that is after minutes of scoring."""
+def _note_long_samples(info: ModelInfo, spec: JobSpec, on_note: NoteCallback | None) -> None:
+    """Say samples longer than the model was trained on when its header is read: the job reports it too (where the
+    window shows it), but on a real model that is after minutes of scoring."""
     note = pipeline.beyond_trained_positions(info.name, info.trained_positions, spec.seq_len)
     if note is not None and on_note is not None:
         on_note(note)
@@ -101,7 +101,7 @@ def run_score(engine: Engine, spec: JobSpec, progress: Progress = no_progress, c
     if on_info is not None:
         on_info(info)
     if metric.needs_text:
-        _said_after_open(info, spec, on_note)
+        _note_long_samples(info, spec, on_note)
     engine.score(spec, progress, cancel)
     report = engine.report(engine.plan(0), spec)
     report.seconds = time.perf_counter() - started
@@ -124,7 +124,7 @@ def run_prune(engine: Engine, spec: JobSpec, progress: Progress = no_progress, c
     if on_info is not None:
         on_info(info)
     if needs_text:
-        _said_after_open(info, spec, on_note)
+        _note_long_samples(info, spec, on_note)
     _checked_against_model(spec, info.n_layers)
     engine.set_output_format(spec.output_format)
     if engine.source is not None and engine.source.gguf_file and engine.resolved_format == "safetensors" \
@@ -231,7 +231,7 @@ def run_sweep(engine: Engine, spec: JobSpec, max_removed: int | None = None, pro
     info = engine.open(spec, progress, cancel)
     if on_info is not None:
         on_info(info)
-    _said_after_open(info, spec, on_note)
+    _note_long_samples(info, spec, on_note)
     if max_removed is not None and not 1 <= max_removed <= max_removable(info.n_layers):
         raise PlanError(f"The curve can go up to {max_removable(info.n_layers)} removed layers of {info.n_layers} "
                         f"(asked for {max_removed}).")
@@ -287,7 +287,9 @@ def run_eval(engine: Engine, spec: JobSpec, other: str | None = None, progress: 
         on_info(info)
         if second is not None:  # loaded once the first is freed: the job needs the larger of the two figures
             on_info(other_info)
-    _said_after_open(info, spec, on_note)
+    _note_long_samples(info, spec, on_note)
+    if second is not None:  # it reads the first model's windows
+        _note_long_samples(other_info, spec, on_note)
     with _named(spec.model if other else None):
         loaded, tokens = engine.held_out(spec, progress, cancel)
     report = pipeline.new_report(loaded, spec)

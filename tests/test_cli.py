@@ -841,12 +841,14 @@ def test_a_mistyped_option_is_named_and_a_list_of_layers_split_in_two_is_hinted(
 
 def test_samples_longer_than_learned_positions_are_one_sentence(tiny_family, tiny_model: Path, small_calib: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    """GPT-2 and OPT learn a table of positions (the tiny ones 256; GPT-2 1,024): a longer --seq-len indexed past
-    it, an IndexError traceback, in score, prune, sweep and eval (the --against model too)."""
-    gpt2, opt = tiny_family("gpt2"), tiny_family("opt")
+    """GPT-2 and OPT learn a table of positions and GPT-J keeps one of sines and cosines (the tiny ones 256; GPT-2
+    1,024): a longer --seq-len indexed past it, an IndexError traceback, in score, prune, sweep and eval (the
+    --against model too)."""
+    gpt2, opt, gptj = tiny_family("gpt2"), tiny_family("opt"), tiny_family("gptj")
     common = ["--calib", str(small_calib), "--samples", "2", "-q"]
     for argv, name in ((["score", str(gpt2), "--seq-len", "257", "--metric", "bi"], gpt2.name),
                        (["score", str(opt), "--seq-len", "300", "--metric", "bi"], opt.name),
+                       (["score", str(gptj), "--seq-len", "300", "--metric", "bi"], gptj.name),
                        (["eval", str(tiny_model), "--against", str(gpt2), "--seq-len", "300"], gpt2.name)):
         line = bad(capsys, *argv, *common)
         assert line.endswith(f"Samples of {argv[argv.index('--seq-len') + 1]} tokens are longer than {name} can read "
@@ -857,21 +859,28 @@ def test_samples_longer_than_learned_positions_are_one_sentence(tiny_family, tin
 def test_samples_longer_than_the_trained_positions_are_said_when_the_model_is_read(
         tiny_model: Path, small_calib: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A model with computed positions (RoPE) reads samples past what it was trained on, so ``--seq-len 4096`` on a
-    model trained on 1,024 ran without a word; it is said as the model's header is read, and in the report."""
+    model trained on 1,024 ran without a word; it is said as the model's header is read, and in the report, by
+    every command that reads samples (eval --against: of either model)."""
     model = tmp_path / "short-context"
     shutil.copytree(tiny_model, model)
     config = json.loads((model / "config.json").read_text(encoding="utf-8"))
     config["max_position_embeddings"] = 32
     (model / "config.json").write_text(json.dumps(config), encoding="utf-8")
-    common = ["score", str(model), "--calib", str(small_calib), "--samples", "2", "--metric", "bi"]
+    sizes = ["--calib", str(small_calib), "--samples", "2", "--eval-windows", "1"]
     report = tmp_path / "score.json"
-    assert cli.main([*common, "--seq-len", "40", "--json", str(report)]) == 0
+    assert cli.main(["score", str(model), *sizes, "--metric", "bi", "--seq-len", "40", "--json", str(report)]) == 0
     err = capsys.readouterr().err
     sentence = ("Samples of 40 tokens are longer than short-context was trained to read (32 positions): past that its "
                 "scores and perplexity come from positions it never saw; use samples of at most 32 tokens.")
     assert f"note: {sentence}" in err and err.index(sentence) < err.index("scoring")
     assert sentence in json.loads(report.read_text())["warnings"]
-    assert cli.main([*common, "--seq-len", "32"]) == 0  # the most it was trained on
+    for argv in (["eval", str(tiny_model), "--against", str(model)],
+                 ["sweep", str(model), "--max", "1", "--no-quiz", "--metric", "bi"],
+                 ["prune", str(model), "--remove", "2", "--repair", "none", "--prompt", "", "--out",
+                  str(tmp_path / "out")]):
+        assert cli.main([*argv, *sizes, "--seq-len", "40", "-q"]) == 0
+        assert f"note: {sentence}" in capsys.readouterr().err, argv[0]
+    assert cli.main(["score", str(model), *sizes, "--metric", "bi", "--seq-len", "32"]) == 0  # the most it read
     assert "trained to read" not in capsys.readouterr().err
 
 

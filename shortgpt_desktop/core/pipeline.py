@@ -32,7 +32,7 @@ from .measure.calibration import (
 from .measure.evaluation import PerplexityResult, generate_text, has_chat_template, perplexity_of
 from .model.config import architecture_name
 from .model.dtypes import stored_bytes_per_element
-from .model.loading import LoadedModel, ModelInfo, inspect_model, load_model
+from .model.loading import LoadedModel, ModelInfo, inspect_model, load_model, trained_positions
 from .model.sources import ModelSource, file_stamp, resolve
 from .progress import CancelCheck, Progress, no_progress
 from .report import Report, model_card
@@ -150,8 +150,8 @@ def text_stamp(spec: JobSpec) -> tuple:
 
 
 def check_sample_length(info: ModelInfo | None, seq_len: int) -> None:
-    """Refuse samples longer than a model with learned positions reads (GPT-2's 1,024): its position table was
-    indexed past its end, an IndexError traceback in the middle of the job."""
+    """Refuse samples longer than a model with a table of positions reads (GPT-2's 1,024, GPT-J's 2,048): the table
+    was indexed past its end, an IndexError traceback in the middle of the job."""
     limit = info.context_length if info is not None else None
     if limit is not None and seq_len > limit:
         raise CalibrationError(f"Samples of {seq_len:,} tokens are longer than {info.name} can read ({limit:,} "
@@ -206,19 +206,18 @@ def prepare_tokens(loaded: LoadedModel, spec: JobSpec,
             f"The calibration text gives only {len(tokens.samples)} samples of {spec.seq_len} tokens "
             f"({spec.samples} asked for)."
         )
-    beyond = beyond_trained_positions(loaded.source.display_name, loaded.config.get("max_position_embeddings"),
-                                      spec.seq_len)
+    beyond = beyond_trained_positions(loaded.source.display_name, trained_positions(loaded.config), spec.seq_len)
     if beyond:
         warnings.append(beyond)
     return tokens, names, warnings
 
 
-def beyond_trained_positions(name: str, trained: Any, seq_len: int) -> str | None:
+def beyond_trained_positions(name: str, trained: int | None, seq_len: int) -> str | None:
     """The note for samples longer than a model with computed positions (RoPE, ALiBi) was trained on (``trained``:
-    its config's ``max_position_embeddings``). It runs them, so the job went on without a word (``--seq-len 4096``
-    on a model trained on 1,024), though past that point its states, and so its scores and perplexity, come from
-    positions it never saw. Learned positions are refused before the model loads (:func:`check_sample_length`)."""
-    if not isinstance(trained, int) or trained <= 0 or seq_len <= trained:
+    :func:`~.loading.trained_positions`). It runs them, so the job went on without a word (``--seq-len 4096`` on a
+    model trained on 1,024), though past that point its states, and so its scores and perplexity, come from
+    positions it never saw. A table of positions is refused before the model loads (:func:`check_sample_length`)."""
+    if trained is None or seq_len <= trained:
         return None
     return (f"Samples of {seq_len:,} tokens are longer than {name} was trained to read ({trained:,} positions): past "
             f"that its scores and perplexity come from positions it never saw; use samples of at most {trained:,} "

@@ -52,8 +52,9 @@ class Family:
     #: A norm applied to the MLP output before the residual add (Gemma 2/3, OLMo 2), relative to a decoder layer:
     #: the repair's map is then fitted through it (:mod:`.repair`), since a plain least-squares map would be undone.
     mlp_out_norm: str | None = None
-    #: The config field that bounds the positions a model can read, where they are learned (absolute position
-    #: embeddings): a longer sample indexes past its position table (IndexError). None: rotary or ALiBi positions.
+    #: The config field that bounds the positions a model can read, where it keeps a table of them: learned absolute
+    #: position embeddings (GPT-2, OPT), or GPT-J's table of rotary sines and cosines. A longer sample indexes past
+    #: the table (IndexError). None: positions computed as far as asked (rotary in other families, ALiBi).
     positions_field: str | None = None
     repair_note: str = ""
     notes: str = ""
@@ -115,7 +116,8 @@ FAMILIES: tuple[Family, ...] = (
     _family("gpt2", layers_path="transformer.h", count_field="n_layer", mlp_out="mlp.c_proj",
             positions_field="n_positions"),
     _family("gpt_neox", layers_path="gpt_neox.layers", mlp_out="mlp.dense_4h_to_h"),
-    _family("gptj", layers_path="transformer.h", count_field="n_layer", mlp_out="mlp.fc_out"),
+    _family("gptj", layers_path="transformer.h", count_field="n_layer", mlp_out="mlp.fc_out",
+            positions_field="n_positions"),
     _family("opt", layers_path="model.decoder.layers", mlp_out="fc2", positions_field="max_position_embeddings"),
     _family("falcon", layers_path="transformer.h", mlp_out="mlp.dense_4h_to_h"),
     _family("stablelm", mlp_out="mlp.down_proj"),

@@ -49,10 +49,11 @@ class ModelInfo:
     device: str
     dtype: str
     memory: MemoryEstimate  # what a job needs in memory and layer by layer, for the chosen settings
-    #: The most tokens a sample may hold, where the model's positions are learned (GPT-2, OPT); None: no such bound.
+    #: The most tokens a sample may hold, where the model keeps a table of positions (GPT-2, OPT, GPT-J); None: no
+    #: such bound.
     context_length: int | None = None
-    #: The positions it was trained on (``max_position_embeddings``), where they are computed (RoPE): it reads more,
-    #: but past them it sees positions it never saw.
+    #: The positions it was trained on (:func:`trained_positions`): a model whose positions are computed (RoPE) reads
+    #: more, but past them it sees positions it never saw (one with a table of positions cannot: ``context_length``).
     trained_positions: int | None = None
     #: How the job will run the model, where the engine has settled it: "memory" (whole) or "streamed".
     mode: str = "memory"
@@ -131,8 +132,8 @@ def inspect_model(source: ModelSource, device: str = "auto", dtype: str = "auto"
         device=memory.device,
         dtype=memory.dtype,
         memory=memory,
-        context_length=_learned_positions(config),
-        trained_positions=_as_count(config.get("max_position_embeddings")),
+        context_length=_position_table(config),
+        trained_positions=trained_positions(config),
     )
 
 
@@ -140,8 +141,15 @@ def _as_count(value: Any) -> int | None:
     return value if isinstance(value, int) and value > 0 else None
 
 
-def _learned_positions(config: dict[str, Any]) -> int | None:
-    """How many positions a model with learned absolute position embeddings has (None for the others)."""
+def trained_positions(config: dict[str, Any]) -> int | None:
+    """The positions a model was trained on, from its config: ``max_position_embeddings``, or GPT-J's (and GPT-2's)
+    ``n_positions``."""
+    return _as_count(config.get("max_position_embeddings")) or _as_count(config.get("n_positions"))
+
+
+def _position_table(config: dict[str, Any]) -> int | None:
+    """How many positions a model that keeps a table of them has (learned embeddings, GPT-J's sines and cosines;
+    None for the others)."""
     family = family_for_model_type(config.get("model_type"))
     return _as_count(config.get(family.positions_field) if family is not None and family.positions_field else None)
 
