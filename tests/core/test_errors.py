@@ -91,10 +91,12 @@ def test_weights_that_do_not_fit_the_config_are_a_sentence(tiny_model: Path, tmp
         load_model(resolve(str(folder)), "cpu", "float32")
 
 
-def test_a_local_model_missing_its_own_code_is_not_sent_to_the_hub(tiny_model: Path, tmp_path: Path) -> None:
+def test_a_model_missing_its_own_code_is_named_and_told_what_to_do(tiny_model: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """transformers ends "…has no file named configuration_x.py" with "Checkout 'https://huggingface.co/<folder>/
-    tree/main' for available files": a page of the Hub for a folder on this computer."""
-    from shortgpt_desktop.core.model.loading import _for_where_it_is
+    tree/main' for available files", a page built from the folder it loads: a Hub page for a folder on this
+    computer, and for a downloaded model one named after its cache folder (huggingface.co//home/…/snapshots/…)."""
+    from tests.core.model.test_sources import fill_hub_cache
 
     folder = _with_config(tiny_model, tmp_path / "custom", model_type="xcustom",
                           auto_map={"AutoConfig": "configuration_x.XConfig",
@@ -102,11 +104,20 @@ def test_a_local_model_missing_its_own_code_is_not_sent_to_the_hub(tiny_model: P
     with pytest.raises(ModelSourceError) as caught:
         load_model(resolve(str(folder)), "cpu", "float32", trust_remote_code=True)
     assert str(caught.value) == (f"The model in {folder} could not be loaded: {folder} does not appear to have a file "
-                                 "named configuration_x.py."), caught.value
-    hub = resolve(str(folder))
-    hub.kind = "hub"  # a downloaded model: the page is its own
-    said = "org/m does not appear to have a file named x.py. Checkout 'https://huggingface.co/org/m/tree/main' for"
-    assert _for_where_it_is(said + " available files", hub) == said + " available files"
+                                 "named configuration_x.py; put the model's own code (configuration_x.py) in its "
+                                 "folder."), caught.value
+    cache = tmp_path / "hub"
+    snapshot = fill_hub_cache(cache, "someone/custom", folder)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    source = resolve("someone/custom")
+    assert source.kind == "hub"
+    with pytest.raises(ModelSourceError) as caught:
+        load_model(source, "cpu", "float32", trust_remote_code=True)
+    assert str(caught.value) == ("The model in someone/custom could not be loaded: someone/custom does not appear to "
+                                 "have a file named configuration_x.py; the model's page, https://huggingface.co/"
+                                 "someone/custom/tree/main, lists the files it has."), caught.value
+    assert str(snapshot) not in str(caught.value)
 
 
 def test_a_config_field_of_the_wrong_type_is_named_in_the_sentence(tiny_model: Path, tmp_path: Path) -> None:

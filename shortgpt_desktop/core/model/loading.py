@@ -175,12 +175,21 @@ def load_model(
 
 
 def _for_where_it_is(reason: str, source: ModelSource) -> str:
-    """A library's reason, less its pointer to the Hub where the model is a folder on this computer: "custom does
-    not appear to have a file named configuration_x.py. Checkout 'https://huggingface.co/custom/tree/main' for
-    available files" sent the user to a page that is not theirs."""
+    """A library's reason worded for where the model is. transformers ends "…does not appear to have a file named
+    configuration_x.py" with "Checkout 'https://huggingface.co/<folder>/tree/main' for available files", a page built
+    from the folder it was given: a Hub page for a folder on this computer, and for a downloaded model one named
+    after its cache folder. The link is left out, the cache folder is named by the model's id, and the sentence
+    says what to do."""
+    reason = re.sub(r"\.?\s*Checkout 'https?://[^']*' for available files\.?", "", reason).rstrip(".!:; ")
+    missing = re.search(r"does not appear to have a file named (\S+?)$", reason)
     if source.kind == "hub":
-        return reason
-    return re.sub(r"\.?\s*Checkout 'https?://[^']*' for available files\.?", "", reason).rstrip(".!:; ")
+        reason = reason.replace(str(source.folder), source.display_name)
+        if missing:
+            reason += (f"; the model's page, https://huggingface.co/{source.spec}/tree/{source.revision or 'main'}, "
+                       "lists the files it has")
+    elif missing:
+        reason += f"; put the model's own code ({missing[1]}) in its folder"
+    return reason
 
 
 def _load_model(source: ModelSource, device: str, dtype: str, trust_remote_code: bool) -> LoadedModel:
@@ -209,7 +218,8 @@ def _load_model(source: ModelSource, device: str, dtype: str, trust_remote_code:
                                 hint=Hint.LOW_MEMORY) from None
         if not rejected_by_library(exc):
             raise
-        raise ModelSourceError(f"The model in {source.location} could not be loaded: "
+        where = source.display_name if source.kind == "hub" else source.location  # not its cache folder
+        raise ModelSourceError(f"The model in {where} could not be loaded: "
                                f"{_for_where_it_is(_first_line(exc), source)}.") from None
     missing = sorted(info.get("missing_keys") or [])
     if missing:  # transformers fills them with random values and says so only in a log line
