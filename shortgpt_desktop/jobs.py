@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -349,7 +350,8 @@ def _named(model: str | None) -> Iterator[None]:
     try:
         yield
     except (ModelSourceError, UnsupportedModelError) as exc:
-        if model is None or model in str(exc):
+        # Named already where the path stands as a word: "model" is not named by "model.safetensors is truncated"
+        if model is None or re.search(rf"(^|[\s('\"]){re.escape(model)}($|[\s:;,)'\"]|\.($|\s))", str(exc)):
             raise
         exc.args = (f"{model}: {exc}",)
         raise

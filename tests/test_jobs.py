@@ -899,19 +899,25 @@ def test_eval_against_a_folder_without_a_tokenizer_is_said_before_the_first_mode
     assert passes == []
 
 
-def test_eval_against_names_the_model_a_fault_is_in(tiny_model: Path, small_calib: Path, tmp_path: Path) -> None:
-    """With two models, "model.safetensors is truncated (…)" did not say which of the two."""
-    cut = tmp_path / "cut"
-    shutil.copytree(tiny_model, cut)
-    weights = cut / "model.safetensors"
+def test_eval_against_names_the_model_a_fault_is_in(tiny_model: Path, small_calib: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """With two models, "model.safetensors is truncated (…)" did not say which of the two (a model folder named
+    "model" is not named by it either)."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(tiny_model, "model")
+    shutil.copytree(tiny_model, "model-ok")
+    weights = Path("model") / "model.safetensors"
     os.truncate(weights, weights.stat().st_size // 2)
-    for first, second in ((tiny_model, cut), (cut, tiny_model)):
+    for first, second in (("model-ok", "model"), ("model", "model-ok")):
         with pytest.raises(ModelSourceError) as raised:
-            run_eval(Engine(), spec(first, small_calib, eval_windows=1), str(second))
-        assert str(raised.value).startswith(f"{cut}: model.safetensors is truncated ("), raised.value
+            run_eval(Engine(), spec(Path(first), small_calib, eval_windows=1), second)
+        assert str(raised.value).startswith("model: model.safetensors is truncated ("), raised.value
     with pytest.raises(ModelSourceError) as raised:  # one model: its name would only repeat the command
-        run_eval(Engine(), spec(cut, small_calib, eval_windows=1))
+        run_eval(Engine(), spec(Path("model"), small_calib, eval_windows=1))
     assert str(raised.value).startswith("model.safetensors is truncated ("), raised.value
+    with pytest.raises(ModelSourceError) as raised:  # a sentence that names it already is left as it is
+        run_eval(Engine(), spec(Path("model-ok"), small_calib, eval_windows=1), "missing")
+    assert str(raised.value).startswith("missing does not exist"), raised.value
 
 
 def test_eval_against_the_same_weight_files_says_so(tiny_model: Path, small_calib: Path, tmp_path: Path) -> None:
