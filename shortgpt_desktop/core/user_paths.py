@@ -45,5 +45,5 @@ def not_there(path: str | os.PathLike[str]) -> str:
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             return "is a link that leads back to itself (a loop of links)"
-        return f"is a link to {os.readlink(given)}, which does not exist"
+        return f"is a link to {os.path.realpath(given)}, which does not exist"  # where a chain of links ends
     return "does not exist"

@@ -41,7 +41,7 @@ from ..core.measure.calibration import (
     sniff,
     text_files,
 )
-from ..core.user_paths import expand_home
+from ..core.user_paths import expand_home, not_there
 from ..format import human_bytes, human_count
 from .elided_label import ElidedLabel
 
@@ -247,8 +247,8 @@ class CalibrationPanel(QGroupBox):
             key = _resolved(path)
             if key in known:
                 continue
-            if not path.exists():  # a link loop too
-                self.problem.emit(f"{path} does not exist.")
+            if not path.exists():  # a link loop or a dangling link too, said as such
+                self.problem.emit(f"{path} {not_there(path)}.")
                 continue
             if looks_like_a_model(path):  # its tokenizer.json was listed as millions of tokens of text
                 self.problem.emit(f"{path} is a model, not text: open it in the Model box instead.")

@@ -3,7 +3,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from shortgpt_desktop.core.user_paths import exists, expand_home, read_only
+from shortgpt_desktop.core.user_paths import exists, expand_home, not_there, read_only
 
 
 def test_a_home_is_expanded_and_an_unknown_users_is_left_as_typed(monkeypatch) -> None:
@@ -29,3 +29,16 @@ def test_a_file_the_system_says_we_may_not_write_is_read_only(tmp_path: Path, mo
 
 def test_a_name_the_system_cannot_look_up_does_not_exist(tmp_path: Path) -> None:
     assert exists(tmp_path) and not exists(tmp_path / "a\0b") and not exists(tmp_path / ("x" * 5000))
+
+
+def test_a_path_not_there_is_said_for_what_it_is(tmp_path: Path) -> None:
+    """A dangling link and a loop of links, which ``ls`` lists, were said not to exist; a chain of links is said
+    by where it ends."""
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    (tmp_path / "old").symlink_to("gone.txt")
+    (tmp_path / "chain").symlink_to("old")
+    assert not_there(tmp_path / "missing") == "does not exist"
+    assert not_there(tmp_path / "a") == "is a link that leads back to itself (a loop of links)"
+    assert not_there(tmp_path / "old") == f"is a link to {tmp_path / 'gone.txt'}, which does not exist"
+    assert not_there(tmp_path / "chain") == f"is a link to {tmp_path / 'gone.txt'}, which does not exist"

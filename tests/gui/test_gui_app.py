@@ -332,6 +332,17 @@ def test_bad_window_arguments_are_one_line_before_anything_opens(args: list[str]
     assert exited.value.code == 2 and len(err.splitlines()) == 1 and said in err, err
 
 
+def test_a_calibration_link_that_leads_nowhere_is_said_before_the_screenshot_run(tmp_path: Path) -> None:
+    """The window's --calib check said a dangling link or a loop of links did not exist."""
+    from shortgpt_desktop.app import _missing_calibration
+
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    assert _missing_calibration(["builtin", str(tmp_path / "a")]) == (
+        f"The calibration path {tmp_path / 'a'} is a link that leads back to itself (a loop of links).")
+    assert _missing_calibration(["builtin"]) is None
+
+
 def test_a_screenshot_that_could_not_be_written_is_said_before_the_run(qapp, tmp_path: Path) -> None:
     """Its folder under a file, or a picture type Qt does not write, was found after opening and scoring (a
     FileExistsError in a slot, and the run waited for its 30-minute time-out)."""

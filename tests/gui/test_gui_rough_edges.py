@@ -757,7 +757,8 @@ def test_a_link_loop_dropped_on_the_calibration_list_is_a_sentence(qtbot, window
     loop_b.symlink_to(loop_a)
     with qtbot.waitSignal(window.errorShown, timeout=10_000) as shown:
         window.calibration_panel.add_paths([str(loop_a)])
-    assert shown.args == [f"{loop_a} does not exist."] and window.calibration_panel.paths() == []
+    assert shown.args == [f"{loop_a} is a link that leads back to itself (a loop of links)."]
+    assert window.calibration_panel.paths() == []
     window.last_dialog.close()
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from ...format import some_of
 from ..errors import Hint, OutputError
 from ..model.sources import LICENCE_FILES, ModelSource
-from ..user_paths import expand_home, read_only
+from ..user_paths import expand_home, not_there, read_only
 
 #: What a file browser leaves in any folder: a folder holding only these holds nothing of the user's.
 SYSTEM_FILES = (".DS_Store", "Thumbs.db", "desktop.ini")
@@ -473,7 +473,7 @@ def check_report_path(path: Path, sources: Sequence[str | Path] = (), texts: Seq
             raise OutputError(f"Cannot write {path}: it is {where} {folder}, which the save writes; choose a place "
                               "beside it.")
     if not path.parent.is_dir():
-        raise OutputError(f"Cannot write {path}: the folder {path.parent} does not exist.")
+        raise OutputError(f"Cannot write {path}: the folder {path.parent} {not_there(path.parent)}.")
     if path.is_dir():
         raise OutputError(f"Cannot write {path}: it is a folder; give a file name.")
     if path.exists() and not path.is_file():  # replacing /dev/null (as root) broke the whole machine

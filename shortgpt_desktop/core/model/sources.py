@@ -16,7 +16,7 @@ from shortgpt_desktop.format import counted
 
 from ...format import some_of
 from ..errors import Cancelled, HubError, HubModelNotFound, ModelSourceError
-from ..user_paths import expand_home
+from ..user_paths import expand_home, not_there
 
 #: (bytes_done, bytes_total) while a Hub download runs.
 DownloadProgress = Callable[[int, int], None]
@@ -178,6 +178,8 @@ def _local_source(spec: str) -> ModelSource | None:
         return _folder_source(path, spec)
     if path.exists():  # a device or a pipe was said not to exist
         raise ModelSourceError(f"{path} is not a file or a folder; choose the model's folder or a .gguf file.")
+    if path.is_symlink():  # one named like org/name was looked up on the Hub
+        raise ModelSourceError(f"{spec} {not_there(spec)}; choose the model's folder or a .gguf file.")
     return None
 
 

@@ -294,6 +294,11 @@ def test_a_report_is_never_written_over_or_into_the_model(tiny_model: Path, tmp_
         with pytest.raises(OutputError, match="choose another place"):
             of.check_report_path(path, [model])
     assert of.check_report_path(tmp_path / "report.json", [folder, gguf, "org/hub-id"]) == tmp_path / "report.json"
+    (tmp_path / "reports").symlink_to(tmp_path / "gone")  # said not to exist, though ls lists it
+    with pytest.raises(OutputError) as raised:
+        of.check_report_path(tmp_path / "reports" / "r.json", [model])
+    assert str(raised.value) == (f"Cannot write {tmp_path / 'reports' / 'r.json'}: the folder {tmp_path / 'reports'} "
+                                 f"is a link to {tmp_path / 'gone'}, which does not exist.")
 
 
 def test_a_report_is_never_written_over_the_text_the_job_reads_nor_into_the_output(tmp_path: Path) -> None:

@@ -867,3 +867,18 @@ def test_merges_the_tokenizers_library_cannot_parse_are_a_sentence(tiny_model: P
     with pytest.raises(ModelSourceError, match=r"has no usable tokenizer \(argument 'merges': failed to extract enum "
                                                r"PyMerges\)\.$"):
         load_tokenizer(sources.resolve(str(tiny_model)))
+
+
+def test_a_model_path_that_is_a_link_to_nothing_is_said_and_not_looked_up_on_the_hub(tmp_path: Path,
+                                                                                     monkeypatch: pytest.MonkeyPatch
+                                                                                     ) -> None:
+    """A dangling link named like an id (``models/llama``) was looked up on the Hub; one named otherwise said it
+    did not exist, though ``ls`` lists it."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "llama").symlink_to(tmp_path / "gone")
+    monkeypatch.setattr(sources, "hub_download", lambda *a, **k: pytest.fail("looked up on the Hub"))
+    with pytest.raises(ModelSourceError) as raised:
+        sources.resolve("models/llama")
+    assert str(raised.value) == (f"models/llama is a link to {tmp_path / 'gone'}, which does not exist; choose the "
+                                 "model's folder or a .gguf file.")
