@@ -322,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="calibration text files or folders: any file that is text (prose, source code, HTML, "
                        "no ending...); .jsonl/.json records' text, .ipynb notebooks' cells; binary files are left "
                        f"out and said; '{BUILTIN_CORPUS}' (the default) for the built-in corpus")
+        # "%%" below: argparse formats a help text with %, so a lone "%" was a TypeError traceback at --help
         p.add_argument("--eval-text", metavar="PATH", help="separate text for perplexity (default: the last "
                        f"{DEFAULT_HELDOUT_FRACTION:.0%}% of the calibration text, held out; given, the calibration "
                        f"text is used whole); '{BUILTIN_CORPUS}' for the built-in corpus")
@@ -372,7 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--format", choices=["gguf", "safetensors"], dest="output_format",
                        help="what to write (default: the source's format; a .gguf source stays a GGUF of the "
                        "same quantization, for llama.cpp, Ollama and LM Studio; gguf needs a .gguf source)")
-    prune.add_argument("--no-eval", action="store_true", help="skip perplexity and generation before/after")
+    prune.add_argument("--no-eval", action="store_true", help="skip the check: no perplexity, fidelity, text or quiz "
+                       "before and after (--prompt and --eval-windows are then not used)")
     prune.add_argument("--repair", choices=list(defaults.REPAIRS), default=defaults.REPAIR,
                        help="linear (default): refit the MLP output projection of the layers before and after "
                        "each run of removed layers on the calibration text, in closed form (no new parameters); "
@@ -489,7 +491,7 @@ def _numbered_as(report: Any) -> str:
     first = in_first_original(report.earlier_removed, report.removed_layers, report.n_layers)
     earlier = report.earlier_removed
     return (f" (as numbered in {_shown(report.model)}, which lacks its original's layer{'s' * (len(earlier) > 1)} "
-            f"{layer_list(earlier)}; in the original: {','.join(map(str, first))})")
+            f"{layer_list(earlier)}; in the original: {layer_list(first)})")
 
 
 def print_summary(report: Any, out: TextIO | None = None) -> None:
@@ -593,9 +595,11 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
         for line in requantized(report.changed_types, report.kept_layers, arrow="->"):
             out.write(f"re-quantized {line}\n")
         if report.bytes_after > report.bytes_before > 0:  # a healed Q4 file: 141 MB from 98 MB, without a word
+            growth = report.bytes_after / report.bytes_before - 1
+            by = f"{growth:.0%}" if growth >= 0.01 else "slightly"
             why = ": the weights re-quantized above take more bytes than they did" if report.changed_types else ""
-            out.write(f"note: the saved model is {report.bytes_after / report.bytes_before - 1:.0%} larger than its "
-                      f"source ({human_bytes(report.bytes_before)}){why}\n")
+            out.write(f"note: the saved model is {by} larger than the original in this format "
+                      f"({human_bytes(report.bytes_before)}){why}.\n")
     for warning in collapsed(report.warnings):
         out.write(f"warning: {warning}\n")
 

@@ -1142,7 +1142,9 @@ def test_what_no_eval_leaves_idle_is_said_and_each_commands_help_prints(
     assert "note:" not in capsys.readouterr().err  # with the check, both are used
     for command in ("score", "prune", "sweep", "eval"):  # a "%" in a help text was a TypeError traceback
         assert cli.main([command, "--help"]) == 0
-        assert "'builtin' for the built-in corpus" in capsys.readouterr().out
+        shown = " ".join(capsys.readouterr().out.split())
+        assert "the last 20% of the calibration text, held out; given, the calibration text is used whole" in shown
+        assert ("(--prompt and --eval-windows are then not used)" in shown) == (command == "prune")
 
 
 class _Terminal(io.StringIO):

@@ -371,7 +371,8 @@ def _removed_line(report: Report) -> str:
 
     first = removed_in_first_original(report.earlier_removed, report.removed_layers, report.n_layers)
     return (f"Removed layers (0-based, numbered as in `{public_name(report.model)}`, which had been pruned before: "
-            f"it lacked layers {', '.join(map(str, report.earlier_removed))} of its original): {removed}. Of the "
+            f"it lacked layer{'s' * (len(report.earlier_removed) > 1)} {', '.join(map(str, report.earlier_removed))} "
+            f"of its original): {removed}. Of the "
             f"first original's {report.n_layers + len(report.earlier_removed)} layers, this model lacks "
             f"{', '.join(map(str, first))}.")
 

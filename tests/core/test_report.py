@@ -242,6 +242,8 @@ def test_a_source_pruned_before_has_its_layers_counted_in_the_first_originals_nu
     report = Report(model="m", n_layers=4, earlier_removed=[0, 5], removed_layers=[1])
     assert ("Removed layers (0-based, numbered as in `m`, which had been pruned before: it lacked layers 0, 5 of its "
             "original): 1. Of the first original's 6 layers, this model lacks 0, 2, 5.") in model_card(report, "m")
+    report.earlier_removed = [5]  # "it lacked layers 5"
+    assert "which had been pruned before: it lacked layer 5 of its original): 1." in model_card(report, "m")
 
 
 def test_a_path_that_only_looks_like_a_hub_id_is_named_by_its_last_part(tmp_path: Path, monkeypatch) -> None:
