@@ -609,10 +609,14 @@ def print_curve(curve: Any, out: TextIO | None = None) -> None:
     count, plain BI beside it."""
     out = out or sys.stdout
     base = {p.k: p for p in curve.baseline.points} if curve.baseline is not None else {}
-    # "on 4 held-out windows, 252 tokens; held-out windows (the check's)" said the windows twice
-    windows = curve.data.replace("windows", "window", 1) if curve.windows == 1 else curve.data
-    out.write(f"quality curve ({curve.label}; perplexity and same top token vs the original on {curve.windows} "
-              f"{windows}, {curve.tokens:,} tokens)\n")
+    # "on 4 held-out windows, 252 tokens; held-out windows (the check's)" said the windows twice: the curve's data
+    # (JSON's "held-out windows (the check's)") gives only its qualifier
+    qualifier = curve.data.removeprefix("held-out windows").strip()
+    if qualifier and not qualifier.startswith("("):
+        qualifier = f"({qualifier})"
+    windows = " ".join(filter(None, (counted(curve.windows, "held-out window"), qualifier)))
+    out.write(f"quality curve ({curve.label}; perplexity and same top token vs the original on {windows}, "
+              f"{curve.tokens:,} tokens)\n")
     quiz = any(p.quiz_known for p in curve.points)
     header = f"{'removed':>7}  {'layers':<24} {'perplexity':>11} {'same top':>9}" + (f" {'quiz':>7}" if quiz else "")
     if base:

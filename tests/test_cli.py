@@ -748,6 +748,9 @@ def test_the_curve_table_has_a_quiz_column_only_where_the_quiz_was_asked() -> No
     out = io.StringIO()
     cli.print_curve(QualityCurve("bi+ + repair", [4], points, 1, 100, data="held-out windows (the check's)"), out)
     assert "on 1 held-out window (the check's), 100 tokens)" in out.getvalue()
+    out = io.StringIO()
+    cli.print_curve(QualityCurve("bi+ + repair", [4], points, 2, 100, data="text of its own"), out)
+    assert "on 2 held-out windows (text of its own), 100 tokens)" in out.getvalue()
     for point in points:
         point.quiz_kept = point.quiz_known = None
     out = io.StringIO()

@@ -562,8 +562,8 @@ _NAN = ("The pruned model's perplexity is not a number for every candidate layer
 
 
 def _perplexity(value: float) -> str:
-    """A perplexity in the choice's sentence: two decimals each (".4g" wrote "37.2 repaired (49.45 before…)"), and
-    grouped whole numbers from 1,000 up (a random model's)."""
+    """A perplexity in the choice's sentence: two decimals below 1,000 (".4g" wrote "37.2 repaired (49.45 before…)"),
+    grouped whole numbers from 1,000 up (a random model's), whatever the other figures in the line."""
     return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.2f}"
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...format import human_bytes
+from ...format import counted, human_bytes
 from .. import defaults
 from ..errors import CalibrationError
 from ..user_paths import expand_home, not_there
@@ -194,7 +194,8 @@ def decode_bytes(data: bytes) -> str | None:
     bad = mostly.count("\ufffd")
     valid = sum(1 for ch in mostly if ord(ch) > 127 and ch != "\ufffd")
     if bad and valid >= bad:
-        log.info("%d byte sequence(s) that are not UTF-8 replaced in otherwise UTF-8 text", bad)
+        log.info("%s that %s not UTF-8 replaced in otherwise UTF-8 text", counted(bad, "byte sequence"),
+                 "is" if bad == 1 else "are")
         return mostly
     # Legacy 8-bit text: cp1252 covers Windows Western text; control bytes betray binary content.
     sample = data[:65536]

@@ -12,9 +12,8 @@ from typing import Any
 
 from shortgpt_desktop.core.formats.gguf_reader import check_gguf
 from shortgpt_desktop.core.formats.safetensors_reader import check_safetensors
-from shortgpt_desktop.format import counted
 
-from ...format import some_of
+from ...format import counted, some_of
 from ..errors import Cancelled, HubError, HubModelNotFound, ModelSourceError
 from ..user_paths import expand_home, not_there
 
