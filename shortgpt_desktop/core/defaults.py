@@ -49,7 +49,8 @@ PRESETS: dict[str, Preset] = {
     for p in (
         Preset("quick", "Quick (CPU)", 32, 256, 16,
                "8k calibration tokens: scoring a 135M model takes about half a minute on 2 CPU cores, the whole "
-               "default prune about 6 min (about 22 min for a 0.5B model); the ranking of the middle layers is noisier"),
+               "default prune about 6 min (about 22 min for a 0.5B model); the ranking of the middle layers is "
+               "noisier"),
         Preset("standard", "Standard", SAMPLES, SEQ_LEN, EVAL_WINDOWS,
                "65k calibration tokens, the paper's scale: best on a GPU, about 16 min for 135M on a CPU"),
     )
