@@ -100,6 +100,7 @@ class ScoreChart(QWidget):
         item = self.plot.getPlotItem()
         item.showGrid(x=False, y=True, alpha=0.25)
         item.setLabel("bottom", "Layer")
+        item.setLabel("left", "score")  # the metric is named in the title
         item.getAxis("left").enableAutoSIPrefix(False)  # plain 0.05, 0.1, … rather than "(x0.001)" scaling
         self.bars = pg.BarGraphItem(x=[], height=[], width=0.78)
         self.plot.addItem(self.bars)
@@ -126,20 +127,25 @@ class ScoreChart(QWidget):
         for box in (self.zoom_box, self.others_box):
             box.toggled.connect(self._on_option_toggled)
         self.legend = QLabel(self)
+        # Wrapped where the pane is narrow: on one line, "Other metrics" made it wider than the window (its right pane
+        # has no sideways scroll bar), and cut the chart's last bars and the plan's figures off the edge.
+        self.legend.setWordWrap(True)
         # One line, elided where the pane is narrow (the whole line in its tooltip): a plain label's text held the
         # chart, and so the window's right pane, at least as wide as the longest hover text.
         self.hover_label = ElidedLabel(self)
         self.hover_label.setText(self.HINT)
         self.hover_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        head = QHBoxLayout()
-        head.addWidget(self.title, 1)  # the room left over: one line where there is room, wrapped where there is not
-        head.addWidget(self.zoom_box)
-        head.addWidget(self.others_box)
-        head.addSpacing(8)
-        head.addWidget(self.legend)
+        # The title on a line of its own, the options and the legend below it: side by side, the title wrapped to
+        # four lines at the window's minimum width and the legend still did not fit.
+        options = QHBoxLayout()
+        options.addWidget(self.zoom_box)
+        options.addWidget(self.others_box)
+        options.addSpacing(8)
+        options.addWidget(self.legend, 1)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addLayout(head)
+        layout.addWidget(self.title)
+        layout.addLayout(options)
         layout.addWidget(self.plot, 1)
         layout.addWidget(self.hover_label)
 
@@ -201,9 +207,13 @@ class ScoreChart(QWidget):
         if self.scores:
             self._fit(False)
 
-    def set_metric(self, label: str) -> None:
+    def set_metric(self, label: str, measured: bool = False) -> None:
+        """Name the metric in the title (on the axis, a vertical label of "Block Influence+ (checked) (partial)" was
+        cut to "Block Influence+ (checked) (p" at the plot's height, and "partial" with it). ``measured``: the plan
+        measures its choice (bi+), so it need not take the lowest bars."""
         self.metric_label = label
-        self.plot.getPlotItem().setLabel("left", label)
+        rule = "lower = more redundant; the plan measures its choice" if measured else "lower = removed first"
+        self.title.setText(f"<b>Layer importance</b> · {label} ({rule})")
 
     def set_scores(self, scores: Sequence[float | None], removed: Sequence[int] | None = None) -> None:
         """Heights from ``scores`` (None or NaN: not known yet, drawn as an empty slot)."""
@@ -310,11 +320,11 @@ class ScoreChart(QWidget):
 
     def _update_legend(self) -> None:
         kept = kept_color(self.palette()).name()
-        parts = [f'<span style="color:{kept}">■</span> kept',
-                 f'<span style="color:{REMOVED_COLOR.name()}">■</span> removed']
+        parts = [f'<span style="color:{kept}">■</span>&nbsp;kept',
+                 f'<span style="color:{REMOVED_COLOR.name()}">■</span>&nbsp;removed']
         for n, name in enumerate(self.extra if self.extra_curves else []):
-            parts.append(f'<span style="color:{EXTRA_COLORS[n % len(EXTRA_COLORS)].name()}">—</span> {name}')
-        self.legend.setText(" &nbsp; ".join(parts) + (" (scaled)" if self.extra_curves else ""))
+            parts.append(f'<span style="color:{EXTRA_COLORS[n % len(EXTRA_COLORS)].name()}">—</span>&nbsp;{name}')
+        self.legend.setText("&nbsp; ".join(parts) + (" (scaled)" if self.extra_curves else ""))
 
     def changeEvent(self, event: QEvent) -> None:
         if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange):

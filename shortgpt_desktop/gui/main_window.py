@@ -607,7 +607,7 @@ class MainWindow(QMainWindow):
         self._scores_before = self.engine.scores
         self.chart.clickable = False
         self.chart.set_extra({})
-        self.chart.set_metric(metric.live_label or metric.label)
+        self.chart.set_metric(metric.live_label or metric.label, metric.refines and not metric.live_label)
         if metric.needs_text:
             self.chart.set_scores([None] * n, removed=[])
         self.compare_panel.mark_stale()
@@ -627,7 +627,7 @@ class MainWindow(QMainWindow):
         count = min(most, self.plan_panel.count if not first and self.plan_panel.count else
                     max(1, int(defaults.RATIO * n)))
         label = METRICS[scored.scores.metric].label
-        self.chart.set_metric(label + (" (partial)" if scored.partial else ""))
+        self.chart.set_metric(label + (" (partial)" if scored.partial else ""), METRICS[scored.scores.metric].refines)
         self.plan_panel.set_count(count)
         self.set_count(count)
         for warning in scored.warnings:
@@ -649,7 +649,7 @@ class MainWindow(QMainWindow):
         if previous is not None and kept is not None and self.engine.sizes is not None and self.plan is not None:
             # The bars, the other metrics' lines and the check's figures as they were: the job cleared the lines and
             # called the check stale, though nothing it measured had changed.
-            self.chart.set_metric(METRICS[kept.metric].label)
+            self.chart.set_metric(METRICS[kept.metric].label, METRICS[kept.metric].refines)
             self._show_plan(self.plan)
             checked = self.engine.checked_for(self.job_spec(), self.plan.removed)
             if checked is not None:
@@ -788,7 +788,7 @@ class MainWindow(QMainWindow):
             return
         self.engine.use_scores(scores)
         self.plan_panel.clear_curve()  # it followed the other metric's order
-        self.chart.set_metric(METRICS[metric].label)
+        self.chart.set_metric(METRICS[metric].label, METRICS[metric].refines)
         if self.manual and self.plan is not None:
             self._show_plan(self.plan)
         else:
