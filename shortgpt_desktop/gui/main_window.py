@@ -873,8 +873,11 @@ class MainWindow(QMainWindow):
             if not path:
                 return None
         try:
-            report = self.engine.report(self.engine.plan(0))
-            report.removed_layers = list(self.plan.removed) if self.plan is not None else []
+            report = self.engine.report(self.engine.plan(0))  # the scores' own metric (a plan by hand has none)
+            plan = self.plan or self.engine.plan(0)
+            # The plan on screen whole: only its removed layers were set, beside plan(0)'s kept layers and sizes
+            report.removed_layers, report.kept_layers = list(plan.removed), plan.kept
+            report.params_after, report.bytes_after = plan.params_after, plan.bytes_after
             spec = self.engine.scored_spec
             texts = [t for t in (*spec.calib, spec.eval_text) if t and t != BUILTIN_CORPUS] if spec else []
             written = write_scores(report, scored.partial, path, [spec.model] if spec else [], texts)

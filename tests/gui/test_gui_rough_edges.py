@@ -3,6 +3,7 @@ scale and hints, the calibration panel's skipped files, scores as JSON, missing 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -675,6 +676,12 @@ def test_imported_scores_say_what_they_were_measured_on_in_the_card(qtbot, opene
     exported = window.export_scores(tmp_path / "scores.json")
     assert exported is not None
     samples = window.engine.scored.sample_count
+    # The file is the plan on screen whole: it kept every layer and the whole size beside the removed ones
+    data = json.loads(exported.read_text(encoding="utf-8"))
+    assert len(data["removed_layers"]) == 2 and data["kept_layers"] == window.plan.kept
+    assert sorted(data["removed_layers"] + data["kept_layers"]) == list(range(6))
+    assert data["params_after"] == window.plan.params_after < data["params_before"]
+    assert data["bytes_after"] == window.plan.bytes_after < data["bytes_before"]
 
     other_text = tmp_path / "other-text.txt"
     other_text.write_text(calib_text.read_text(encoding="utf-8"), encoding="utf-8")
