@@ -85,6 +85,7 @@ class MainWindow(QMainWindow):
         self.probe_error: str | None = None  # why the device list could not be probed, if it could not
         self._probed_later: list | None = None  # devices the probe found while a job ran, listed when it ends
         self._after_open: str | None = None  # "score" when Score was pressed before the model was opened
+        self._cancel_asked = False  # Cancel pressed during the running job
         self._scoring_metric = "bi"  # the metric of the scoring job in progress
         self._focus_before_job: QWidget | None = None  # a left-pane field that had the focus when a job began
         self._scores_before: Any = None  # scores shown before that job, restored if it fails
@@ -427,6 +428,7 @@ class MainWindow(QMainWindow):
     # ============================================================================================== jobs
 
     def _on_job_started(self, name: str) -> None:
+        self._cancel_asked = False
         self._set_busy(True)
         self.progress.setRange(0, 0)
         self.progress_label.setText(self.job_progress.started(name))
@@ -467,6 +469,7 @@ class MainWindow(QMainWindow):
         if self.jobs.busy:
             self._after_open = None  # Score pressed before the model was opened: not started after a Cancel
             self.jobs.cancel()
+            self._cancel_asked = True  # a job that ends anyway says so (a Cancel near the end went unsaid)
             self.progress_label.setText(self.job_progress.cancelling())
             log.info("cancel requested for %s", self.jobs.current)
 
@@ -633,12 +636,27 @@ class MainWindow(QMainWindow):
         for warning in scored.warnings:
             log.warning(warning)
         self.calibration_panel.set_scored_skips(scored.warnings)
-        tokens = f"{scored.sample_count} samples, {scored.sample_tokens:,} tokens, " if scored.sample_count \
-            else ""
-        log.info("scoring finished in %s (%son %s, %s)", human_seconds(scored.seconds), tokens,
-                 scored.device, scored.dtype)
-        self.statusBar().showMessage(f"Scored {n} layers in {human_seconds(scored.seconds)}.", 8000)
+        self._say_scored(scored)
         self._memory_timer.start()  # the Runs line: the way it was scored is the way the settings ask now
+
+    def _say_scored(self, scored: Scored) -> None:
+        """What came in, in the log and the status bar: an import said "Scored 6 layers in 1 ms", and a cancelled
+        pass "scoring finished … (128 samples, 1,536 tokens)", the samples asked beside the tokens measured."""
+        n, seconds = scored.n_layers, human_seconds(scored.seconds)
+        if scored.imported:
+            name = Path(str(scored.imported.get("file") or "")).name or "the file"
+            log.info("imported the scores of %d layers from %s", n, name)
+            self.statusBar().showMessage(f"Imported the scores of {n} layers from {name}.", 8000)
+            return
+        where = f"on {scored.device}, {scored.dtype}"
+        if scored.partial:  # the status bar says what the scores come from (_on_score_cancelled)
+            log.info("scoring cancelled after %s: the scores come from %s tokens, part of the %d samples asked (%s)",
+                     seconds, f"{scored.sample_tokens:,}", scored.sample_count, where)
+            return
+        tokens = f"{scored.sample_count} samples, {scored.sample_tokens:,} tokens, " if scored.sample_count else ""
+        log.info("scoring finished in %s (%s%s)", seconds, tokens, where)
+        late = "Scoring ended before it could be cancelled: s" if self._cancel_asked else "S"
+        self.statusBar().showMessage(f"{late}cored {n} layers in {seconds}.", 8000)
 
     def _restore_chart(self) -> bool:
         """After a scoring (or import) job that failed or was cancelled: the scores shown before it, where the

@@ -40,8 +40,9 @@ def leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
 
-def test_cancel_mid_scoring(qtbot, opened, monkeypatch) -> None:
+def test_cancel_mid_scoring(qtbot, opened, monkeypatch, caplog) -> None:
     window = opened
+    records = caplog
     window.settings_panel.set_values({"samples": 16, "batch_size": 1})
     slow_progress(window, monkeypatch, "score", 0.05)
     seen: list[tuple[int, int]] = []
@@ -68,6 +69,32 @@ def test_cancel_mid_scoring(qtbot, opened, monkeypatch) -> None:
     assert window.dialogs == []
     assert workers.live_threads() == 0
     assert window.score_button.isEnabled()
+    # The log said "scoring finished … (16 samples, 32 tokens …)": the samples asked beside the tokens measured
+    assert any("scoring cancelled after " in r.getMessage() and f"the scores come from {scored.sample_tokens:,} "
+               "tokens, part of the 16 samples asked" in r.getMessage() for r in records.records)
+
+
+def test_a_cancel_the_scoring_ends_before_is_said_and_an_import_is_called_one(qtbot, opened, monkeypatch,
+                                                                             tmp_path: Path) -> None:
+    """A Cancel pressed as the pass ended was dropped without a word ("Scored 6 layers in 59.4 s"), and an import
+    said "Scored 6 layers in 1 ms"."""
+    window = opened
+    score_job = window.session.score_job
+    monkeypatch.setattr(window.session, "score_job",  # a pass that ends however soon Cancel comes
+                        lambda spec: (lambda progress, cancel: score_job(spec)(progress, lambda: False)))
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000) as finished:
+        window.score_button.click()
+        window.cancel_button.click()
+    assert finished.args == ["score", "ok"]
+    assert window.statusBar().currentMessage().startswith("Scoring ended before it could be cancelled: scored 6 "
+                                                          "layers in ")
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.score_button.click()
+    assert window.statusBar().currentMessage().startswith("Scored 6 layers in ")  # a new job, no Cancel
+    exported = window.export_scores(tmp_path / "scores.json")
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.import_scores(exported)
+    assert window.statusBar().currentMessage() == "Imported the scores of 6 layers from scores.json."
     # The model stays loaded, so scoring again works and is complete.
     with qtbot.waitSignal(window.jobFinished, timeout=60_000) as again:
         window.score_button.click()
