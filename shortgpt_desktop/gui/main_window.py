@@ -802,11 +802,15 @@ class MainWindow(QMainWindow):
         block = len(self.plan.removed) if self.plan is not None and self.plan.removed else 1
         scores = self.engine.rescore(metric, block)
         if scores is None:
-            self.statusBar().showMessage(f"Press Score to measure {METRICS[metric].label}.", 10000)
+            # Said until another metric is shown: the chart (and Check and Save) keep the scores on screen
+            shown = METRICS[self.engine.scores.metric].label
+            self.statusBar().showMessage(f"The chart still shows {shown}, which Check and Save use; press Score to "
+                                         f"measure {METRICS[metric].label}.")
             return
         self.engine.use_scores(scores)
         self.plan_panel.clear_curve()  # it followed the other metric's order
         self.chart.set_metric(METRICS[metric].label, METRICS[metric].refines)
+        self.statusBar().showMessage(f"Showing {METRICS[metric].label}.", 8000)
         if self.manual and self.plan is not None:
             self._show_plan(self.plan)
         else:

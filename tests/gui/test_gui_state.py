@@ -96,6 +96,14 @@ def test_another_metric_from_the_same_pass_drops_the_curve_of_the_first(qtbot, o
     box.setCurrentIndex(box.findData("relative_magnitude"))  # from the same hooked pass: no new job
     assert window.engine.scores.metric == "relative_magnitude"
     assert not window.plan_panel.curve_points
+    # A metric that needs its own pass: the chart keeps what it shows, and says so until another metric is shown
+    # ("Press Score to measure …" stayed after Block Influence was shown again)
+    box.setCurrentIndex(box.findData("ppl"))
+    assert window.engine.scores.metric == "relative_magnitude"
+    assert window.statusBar().currentMessage() == ("The chart still shows Relative Magnitude, which Check and Save "
+                                                   "use; press Score to measure Single-layer removal perplexity.")
+    box.setCurrentIndex(box.findData("bi"))
+    assert window.statusBar().currentMessage() == "Showing Block Influence."
 
 
 def test_a_failed_import_leaves_the_metric_box_as_it_was(qtbot, opened, monkeypatch, tmp_path: Path) -> None:
