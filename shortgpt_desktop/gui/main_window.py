@@ -1071,6 +1071,9 @@ class MainWindow(QMainWindow):
         self.jobs.start(
             "curve", self.session.curve_job(spec, self.plan_panel.curve_max.value()),
             on_success=self._on_curve, on_failure=lambda f: self.show_error("The quality curve failed", f),
+            # it said nothing: "Cancelled." beside the buttons and "Scored 6 layers" below
+            on_cancel=lambda: self.statusBar().showMessage("The quality curve was cancelled; no curve was drawn.",
+                                                           8000),
         )
 
     def _on_curve(self, curve: Any) -> None:

@@ -418,3 +418,17 @@ def test_the_curve_from_the_engine_says_the_quiz_only_at_the_counts_where_it_was
     window._on_curve(Measured(points=points, baseline=None, label="bi+", windows=4, tokens=1024))
     tip = window.plan_panel.curve_plot.toolTip().splitlines()
     assert tip[0].endswith("quiz 9 of 9") and "quiz" not in tip[1] and tip[2].endswith("quiz 4 of 9"), tip
+
+
+def test_a_cancelled_quality_curve_says_so(qtbot, opened) -> None:
+    """Check and Save said they were cancelled; the curve left "Cancelled." beside the buttons and "Scored 6 layers"
+    below."""
+    window = scored_with_plan(qtbot, opened)
+
+    def start_and_cancel() -> None:
+        window.quality_curve()
+        window.cancel()
+
+    assert run(qtbot, window, start_and_cancel) == ["curve", "cancelled"]
+    assert window.statusBar().currentMessage() == "The quality curve was cancelled; no curve was drawn."
+    assert not window.plan_panel.curve_points
