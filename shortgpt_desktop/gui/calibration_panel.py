@@ -247,6 +247,10 @@ class CalibrationPanel(QGroupBox):
             key = _resolved(path)
             if key in known:
                 continue
+            holder = next((k for k in known if Path(key).is_relative_to(k)), None)
+            if holder is not None:  # listed twice, its tokens counted twice (the job reads each file once)
+                self.problem.emit(f"{path} is already in the list, in the folder {holder}.")
+                continue
             if not path.exists():  # a link loop or a dangling link too, said as such
                 self.problem.emit(f"{path} {not_there(path)}.")
                 continue
@@ -265,15 +269,22 @@ class CalibrationPanel(QGroupBox):
             name = path.name + ("/" if path.is_dir() else "")
             if path.is_dir():
                 name += f"  ({files} text file{'s' if files != 1 else ''})"
+            skipped = read_texts([path]).skipped if size <= CHECK_BYTES else binary_files(path)
+            if path.is_file() and skipped:  # a binary file read "0 B", and a skipped config.json counted its tokens
+                size, tokens = path.stat().st_size, 0
             note = format_note(path) if path.is_file() else None
-            item = QTreeWidgetItem([name, human_bytes(size), human_count(tokens)])
+            item = QTreeWidgetItem([name, human_bytes(size), human_count(tokens) if tokens or not skipped else "—"])
             item.setData(0, Qt.ItemDataRole.UserRole, str(path))
             item.setData(2, Qt.ItemDataRole.UserRole, tokens)
             item.setToolTip(0, str(path) + (f"\n{note}" if note else ""))
             item.setTextAlignment(1, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             item.setTextAlignment(2, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             self.list.addTopLevelItem(item)
-            self._mark_skipped(item, read_texts([path]).skipped if size <= CHECK_BYTES else binary_files(path))
+            self._mark_skipped(item, skipped)
+            if path.is_dir():  # the entries it holds are listed once, as part of it
+                for held in [k for k in known if Path(k).is_relative_to(key)]:
+                    self._take(held)
+                    known.discard(held)
             known.add(key)
             added += 1
         if added and first_own and not quiet and self.builtin.isChecked():
@@ -313,6 +324,13 @@ class CalibrationPanel(QGroupBox):
         more = f" (and {len(sentences) - 1} more: point here)" if len(sentences) > 1 else ""
         self.skipped_label.setText(f"⚠ {sentences[0]}{more}")
         self.skipped_label.set_details("\n".join(sentences))
+
+    def _take(self, key: str) -> None:
+        """Drop the entry whose path resolves to ``key``."""
+        for i in range(self.list.topLevelItemCount()):
+            if _resolved(Path(self.list.topLevelItem(i).data(0, Qt.ItemDataRole.UserRole))) == key:
+                self.list.takeTopLevelItem(i)
+                return
 
     def remove_selected(self) -> None:
         items = self.list.selectedItems()

@@ -132,7 +132,7 @@ def test_metric_switch_needs_no_new_pass(qtbot, opened) -> None:
     assert window.engine.scores.block_size == 3
     box.setCurrentIndex(box.findData("ppl"))
     assert started == []
-    assert "Press Score" in window.statusBar().currentMessage()
+    assert "press Score to measure Single-layer removal perplexity" in window.statusBar().currentMessage()
     # Layers picked by hand stay picked under another metric: only the slider plans by the metric's order.
     magnitude = window.engine.rescore("relative_magnitude", 1).scores
     most_important = max(range(6), key=lambda i: magnitude[i])

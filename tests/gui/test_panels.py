@@ -17,6 +17,7 @@ from shortgpt_desktop.core.engine import Checked
 from shortgpt_desktop.core.errors import Cancelled
 from shortgpt_desktop.core.measure.calibration import BUILTIN_TOKENS_ESTIMATE, CHARS_PER_TOKEN
 from shortgpt_desktop.core.measure.quiz import Quiz
+from shortgpt_desktop.format import human_bytes
 from shortgpt_desktop.gui.calibration_panel import CalibrationPanel
 from shortgpt_desktop.gui.chart import ScoreChart
 from shortgpt_desktop.gui.compare_panel import ComparePanel
@@ -43,6 +44,34 @@ def test_the_token_estimate_counts_the_builtin_corpus_and_the_files(qtbot, tmp_p
     panel.builtin.setChecked(True)  # the user wants both
     panel.add_paths([str(tmp_path / "b.txt")])
     assert panel.builtin.isChecked()
+
+
+def test_each_file_is_listed_once_and_a_skipped_one_counts_no_tokens(qtbot, tmp_path) -> None:
+    """A folder added after a file in it listed the file twice and counted its tokens twice; a binary file was listed
+    at "0 B", and a skipped config.json counted its tokens."""
+    panel = CalibrationPanel()
+    qtbot.addWidget(panel)
+    problems: list[str] = []
+    panel.problem.connect(problems.append)
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    (texts / "a.txt").write_text(TEXT)
+    (texts / "b.txt").write_text(TEXT)
+    panel.add_paths([str(texts / "a.txt")])
+    panel.add_paths([str(texts)])
+    assert panel.paths() == [str(texts)]
+    assert panel.estimated_tokens() == 2 * int(len(TEXT) / CHARS_PER_TOKEN)
+    panel.add_paths([str(texts / "b.txt")])
+    assert panel.paths() == [str(texts)]
+    assert problems == [f"{texts / 'b.txt'} is already in the list, in the folder {texts}."]
+    photo, config = tmp_path / "photo.jpg", tmp_path / "config.json"
+    photo.write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 80)
+    config.write_text('{"name": "not text records"}' * 20)
+    panel.add_paths([str(photo), str(config)])
+    for i, path in ((1, photo), (2, config)):
+        item = panel.list.topLevelItem(i)
+        assert item.text(1) == human_bytes(path.stat().st_size) and item.text(2) == "—", (item.text(1), item.text(2))
+    assert panel.estimated_tokens() == 2 * int(len(TEXT) / CHARS_PER_TOKEN)
 
 
 def test_sizes_set_without_saying_whether_they_were_chosen_count_as_chosen(qtbot) -> None:
