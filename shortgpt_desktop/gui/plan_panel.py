@@ -103,6 +103,7 @@ class PlanPanel(QGroupBox):
                              "weight the repair, the MLP refit or healing changes is written as Q8_0 where it "
                              "was 4 to 6 bits, and counted so here (healing changes every kept layer). Before "
                              "Check or Save has fitted the repair, this is the most it can be")
+        self._source_format: str | None = None  # the first of set_formats (a GGUF source: GGUF)
         self.format_box = QComboBox(self)
         self.format_box.setToolTip("What Save writes; the size above is for this format")
         self.format_box.currentIndexChanged.connect(
@@ -287,14 +288,21 @@ class PlanPanel(QGroupBox):
             f"{human_count(plan.params_before)} → <b>{human_count(plan.params_after)}</b> "
             f"({change(plan.params_before, plan.params_after) or '±0 %'})"
         )
-        bound = "up to " if plan.reencoded_at_most else ""
-        self.size_label.setText(f"{human_bytes(plan.bytes_before)} → {bound}<b>{human_bytes(plan.bytes_after)}</b>")
-        self.size_note.setText(f"{bound}{human_bytes(plan.bytes_reencoded)} more for the weights the repair or "
+        # An estimate ("≈": the file's header is not counted; 854.3 kB said, 858.3 kB written on a tiny model), or
+        # the most it can come to where the repair is not fitted yet
+        bound = "up to " if plan.reencoded_at_most else "≈ "
+        before = human_bytes(plan.bytes_before)
+        if self._source_format and self.output_format and self.output_format != self._source_format:
+            before += f" as {self.output_format}"  # a GGUF's 98.4 MB on disk read "538.1 MB → 438.9 MB"
+        self.size_label.setText(f"{before} → {bound}<b>{human_bytes(plan.bytes_after)}</b>")
+        # part of that size ("up to 1.9 MB more", after "up to 84.8 MB", read as more than 84.8 MB)
+        self.size_note.setText(f"of which {bound}{human_bytes(plan.bytes_reencoded)} for the weights the repair or "
                                "healing changes, written at 8 bits or more" if plan.bytes_reencoded > 0 else "")
         self.size_note.setVisible(plan.bytes_reencoded > 0)
 
     def set_formats(self, formats: list[str], current: str) -> None:
         """The formats this model can be saved in (a GGUF source: GGUF first)."""
+        self._source_format = formats[0] if formats else None
         self.format_box.blockSignals(True)
         self.format_box.clear()
         for name in formats:

@@ -221,12 +221,12 @@ def test_the_size_before_save_follows_the_weights_the_settings_change(qtbot, win
     window.toggle_layer(4)  # two runs: the MLP output projection after the second (layer 5) may be refitted
     assert window.plan.removed == [2, 4] and window.plan_panel.format_box.currentData() == "gguf"
 
-    def after(bound: str = "") -> int:
+    def after(bound: str = "≈ ") -> int:
         """The size Save will write, as the label shows it, with what the changed weights add (none: no note),
-        ``bound`` ("up to ") where the repair is not fitted yet."""
+        ``bound`` ("up to ") where the repair is not fitted yet (else an estimate, "≈")."""
         plan, panel = window.plan, window.plan_panel
         assert panel.size_label.text().endswith(f"→ {bound}<b>{human_bytes(plan.bytes_after)}</b>")
-        note = f"{bound}{human_bytes(plan.bytes_reencoded)} more for the weights the repair or healing changes, "
+        note = f"of which {bound}{human_bytes(plan.bytes_reencoded)} for the weights the repair or healing changes, "
         assert panel.size_note.text().startswith(note) if plan.bytes_reencoded else not panel.size_note.text()
         assert panel.size_note.isVisibleTo(panel) == bool(plan.bytes_reencoded)
         return plan.bytes_after

@@ -199,7 +199,15 @@ def test_the_plan_panel_says_how_the_plan_was_made_and_what_it_weighs(qtbot) -> 
     panel.show_plan(_plan(removed=[]))
     assert panel.layers_label.text() == "none"
     panel.show_plan(_plan(reencoded_at_most=True, bytes_reencoded=100))
-    assert "up to" in panel.size_label.text() and panel.size_note.text().startswith("up to")
+    assert "up to" in panel.size_label.text() and panel.size_note.text().startswith("of which up to")
+    panel.show_plan(_plan())
+    assert "→ ≈ <b>" in panel.size_label.text()  # an estimate: the file's header is not counted
+    panel.set_formats(["gguf", "safetensors"], "safetensors")  # a GGUF saved as safetensors: not its size on disk
+    panel.show_plan(_plan())
+    assert " as safetensors → ≈ <b>" in panel.size_label.text()
+    panel.set_formats(["gguf", "safetensors"], "gguf")
+    panel.show_plan(_plan())
+    assert " as " not in panel.size_label.text()
     panel.show_curve([(0, 10.0, 1.0), (1, 12.0, 0.9)], "bi+ repaired", 4, 512, quizzes={1: (3, 4)})
     assert "and the quiz" in panel.curve_note.text()
     panel.set_maximum(5)
