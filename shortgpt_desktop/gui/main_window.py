@@ -86,6 +86,7 @@ class MainWindow(QMainWindow):
         self._probed_later: list | None = None  # devices the probe found while a job ran, listed when it ends
         self._after_open: str | None = None  # "score" when Score was pressed before the model was opened
         self._cancel_asked = False  # Cancel pressed during the running job
+        self._stage = ""  # the running job's last progress stage ("load": its model is loading)
         self._scoring_metric = "bi"  # the metric of the scoring job in progress
         self._focus_before_job: QWidget | None = None  # a left-pane field that had the focus when a job began
         self._scores_before: Any = None  # scores shown before that job, restored if it fails
@@ -428,7 +429,7 @@ class MainWindow(QMainWindow):
     # ============================================================================================== jobs
 
     def _on_job_started(self, name: str) -> None:
-        self._cancel_asked = False
+        self._cancel_asked, self._stage = False, ""
         self._set_busy(True)
         self.progress.setRange(0, 0)
         self.progress_label.setText(self.job_progress.started(name))
@@ -450,6 +451,7 @@ class MainWindow(QMainWindow):
             self.start_scoring()
 
     def _on_progress(self, name: str, stage: str, done: int, total: int, partial: Any) -> None:
+        self._stage = stage
         if self._closing:
             return
         view = self.job_progress.update(stage, done, total, partial, streamed=self.engine.is_streamed,
@@ -470,6 +472,7 @@ class MainWindow(QMainWindow):
             self._after_open = None  # Score pressed before the model was opened: not started after a Cancel
             self.jobs.cancel()
             self._cancel_asked = True  # a job that ends anyway says so (a Cancel near the end went unsaid)
+            self.cancel_button.setEnabled(False)  # asked: a second click did nothing more
             self.progress_label.setText(self.job_progress.cancelling())
             log.info("cancel requested for %s", self.jobs.current)
 
@@ -1111,7 +1114,11 @@ class MainWindow(QMainWindow):
                 self._memory_timer.stop()
                 self.jobs.cancel()
                 self.background.cancel()
-                self.progress_label.setText("Stopping before closing…")
+                # A model's load cannot be stopped part-way: on a GGUF the window waited minutes without a word
+                self.progress_label.setText(
+                    "Stopping before closing: a model that is loading cannot be interrupted, so the window closes "
+                    "once it has loaded…" if self._stage == "load" else "Stopping before closing…")
+                self.cancel_button.setEnabled(False)  # the stop is asked already
                 log.info("closing: waiting for running jobs to stop")
                 self.jobs.finished.connect(self._close_when_idle)
                 self.background.finished.connect(self._close_when_idle)

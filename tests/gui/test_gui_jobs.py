@@ -346,17 +346,35 @@ def test_closing_with_a_job_running_asks_then_stops_cleanly(qtbot, opened, monke
     answers = iter([False, True])
     asked: list[str] = []
     monkeypatch.setattr(dialogs, "ask_yes_no", lambda parent, title, text: asked.append(text) or next(answers))
-    with qtbot.waitSignal(window.jobs.progressed, timeout=30_000):
+    with qtbot.waitSignal(window.jobs.progressed, timeout=30_000,
+                          check_params_cb=lambda name, stage, *rest: stage == "scoring"):
         window.start_scoring()
     assert not window.close()  # "No": the window stays, the job goes on
     assert window.isVisible() and window.busy and asked[0] == "Scoring is still running. Stop it and close?"
     started = time.monotonic()
     window.close()  # "Yes": cancel, then close once the thread has stopped
-    assert window.progress_label.text() == "Stopping before closing…"
+    assert window.progress_label.text() == "Stopping before closing…" and not window.cancel_button.isEnabled()
     qtbot.waitUntil(lambda: not window.isVisible(), timeout=15_000)
     assert time.monotonic() - started < 5
     assert len(asked) == 2
     assert workers.live_threads() == 0 and not window.jobs.busy
+
+
+def test_closing_while_the_model_loads_says_the_load_goes_on(qtbot, opened, monkeypatch) -> None:
+    """A GGUF's load cannot be stopped part-way: "Yes" to stopping left "Stopping before closing…" for six minutes,
+    and a Cancel button that looked as if it would do more."""
+    window = opened
+    slow_progress(window, monkeypatch, "score", 0.3)
+    monkeypatch.setattr(dialogs, "ask_yes_no", lambda parent, title, text: True)
+    with qtbot.waitSignal(window.jobs.progressed, timeout=30_000,
+                          check_params_cb=lambda name, stage, *rest: stage == "load"):
+        window.start_scoring()
+    window.close()
+    assert window.progress_label.text() == ("Stopping before closing: a model that is loading cannot be interrupted, "
+                                            "so the window closes once it has loaded…")
+    assert not window.cancel_button.isEnabled()
+    qtbot.waitUntil(lambda: not window.isVisible(), timeout=30_000)
+    assert workers.live_threads() == 0
 
 
 def test_closing_when_the_job_ends_while_the_question_is_open(qtbot, opened, monkeypatch) -> None:
