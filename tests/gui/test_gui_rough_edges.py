@@ -358,6 +358,18 @@ def test_zoom_past_outliers_shows_the_bulk_of_the_layers(qtbot) -> None:
     assert chart.plot.getPlotItem().vb.viewRange()[1][1] > 0.98 and chart.outlier_labels == []
 
 
+def test_neighbouring_cut_bars_write_their_values_on_two_lines(qtbot) -> None:
+    """SmolLM2's layers 0 and 1 are both cut when zoomed: their values ran into each other (".97… 0.163 ↑")."""
+    chart = _chart(qtbot)
+    scores = OUTLIER_SCORES[:]
+    scores[1], scores[10] = 0.16, 0.9
+    chart.set_scores(scores, removed=[])
+    chart.zoom_box.setChecked(True)
+    labels = chart.outlier_labels
+    assert [label.toPlainText() for label in labels] == ["0.98 ↑", "0.16 ↑", "0.9 ↑"]
+    assert [round(label.anchor.y(), 2) for label in labels] == [0.0, -1.1, 0.0]  # a lone one on the first line
+
+
 def test_outlier_ceiling_leaves_an_even_chart_alone() -> None:
     from shortgpt_desktop.gui.chart import outlier_ceiling
 
