@@ -87,7 +87,10 @@ class PlanPanel(QGroupBox):
         self.slider.setToolTip("How many layers to remove; the lowest-scored go first")
         self.slider.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.count_label = QLabel(self)
-        self.count_label.setMinimumWidth(190)
+        # Wrapped where the pane is narrow: "1 of 6 layers (17 %) · checked on Check/Save" on one line held the
+        # window's right pane wider than the window at its minimum size (860 × 600), its end cut off
+        self.count_label.setWordWrap(True)
+        self.count_label.setMinimumWidth(150)
         self.layers_label = QLabel(self)
         self.layers_label.setWordWrap(True)
         self.layers_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -116,14 +119,14 @@ class PlanPanel(QGroupBox):
         grid.addWidget(QLabel("Parameters:", self), 2, 0)
         grid.addWidget(self.params_label, 2, 1, 1, 2)
         grid.addWidget(QLabel("Size on disk:", self), 3, 0)
-        grid.addWidget(self.size_label, 3, 1)
+        grid.addWidget(self.size_label, 3, 1, 1, 2)
         # "Save as" with the box as wide as its longest item ("GGUF, for llama.cpp & Ollama" was clipped).
         self.format_box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        # On a row of its own: beside the size it held the pane wider than the window at 860 × 600 ("Save as:
+        # safetensors, fo" cut off the edge)
         save_as = QHBoxLayout()
-        save_as.addStretch(1)
-        save_as.addWidget(QLabel("Save as:", self))
         save_as.addWidget(self.format_box)
-        grid.addLayout(save_as, 3, 2)
+        save_as.addStretch(1)
         self.curve_button = QPushButton("Quality curve", self)
         self.curve_button.setToolTip("Held-out perplexity for 0, 1, 2… layers removed by the recipe Save uses "
                                      "(measured choice and repair), with plain BI for reference, on the check's "
@@ -160,14 +163,17 @@ class PlanPanel(QGroupBox):
         self.curve_note.setVisible(False)
         self._apply_curve_palette()
         grid.addWidget(self.size_note, 4, 1, 1, 2)
+        grid.addWidget(QLabel("Save as:", self), 5, 0)
+        grid.addLayout(save_as, 5, 1, 1, 2)
         curve_row = QHBoxLayout()
         curve_row.addWidget(self.curve_button)
         curve_row.addWidget(self.curve_max)
-        grid.addLayout(curve_row, 5, 0)
-        grid.addWidget(self.curve_note, 5, 1, 1, 2)
-        grid.addWidget(self.curve_plot, 6, 0, 1, 3)
+        grid.addLayout(curve_row, 6, 0)
+        grid.addWidget(self.curve_note, 6, 1, 1, 2)
+        grid.addWidget(self.curve_plot, 7, 0, 1, 3)
         self.curve_points: list[tuple[int, float]] = []
         grid.setColumnStretch(1, 1)
+        grid.setColumnStretch(2, 1)  # room for the count's line where there is room (wrapped, it took two lines)
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(self.THROTTLE_MS)
