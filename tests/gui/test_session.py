@@ -216,10 +216,14 @@ def test_the_suggested_folder_counts_the_kept_layers_and_is_never_in_the_hub_cac
 
     plan = SimpleNamespace(kept=[0, 1, 2, 3], removed=[4, 5])
 
-    def engine(kind: str, folder: Path):
-        return SimpleNamespace(source=SimpleNamespace(display_name="my model", kind=kind, folder=folder))
+    def engine(kind: str, folder: Path, gguf_file: str | None = None):
+        return SimpleNamespace(source=SimpleNamespace(display_name="my model", kind=kind, folder=folder,
+                                                      gguf_file=gguf_file))
 
-    assert suggested_output(engine("folder", tmp_path / "m"), plan, "").endswith("my-model-shortgpt-4L")
+    assert suggested_output(engine("folder", tmp_path / "m"), plan, "") == str(tmp_path / "my-model-shortgpt-4L")
+    # A GGUF's folder is the one holding the file: the folder above it was offered
+    assert suggested_output(engine("gguf", tmp_path / "models", "my model.gguf"), plan, "") == str(
+        tmp_path / "models" / "my-model-shortgpt-4L")
     cache = tmp_path / "hub" / "snapshots" / "abc"
     out = suggested_output(engine("hub", cache), plan, "")
     assert not out.startswith(str(cache.parent)) and out.startswith(str(Path.home()))
