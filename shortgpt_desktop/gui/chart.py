@@ -275,7 +275,10 @@ class ScoreChart(QWidget):
                 # goes a line lower
                 row = 1 - row if i == previous + 1 else 0
                 previous = i
-                label = pg.TextItem(f"{score:.3g} ↑", color=text, anchor=(0.5, -1.1 * row))
+                # the last bar's value ends at its middle, the first's starts there: centred, they were cut at the
+                # chart's edges (layer 29 of 30)
+                across = 1.0 if i == len(self.scores) - 1 else 0.0 if i == 0 else 0.5
+                label = pg.TextItem(f"{score:.3g} ↑", color=text, anchor=(across, -1.1 * row))
                 label.setPos(i, top)
                 self.plot.addItem(label)
                 self.outlier_labels.append(label)

@@ -368,6 +368,11 @@ def test_neighbouring_cut_bars_write_their_values_on_two_lines(qtbot) -> None:
     labels = chart.outlier_labels
     assert [label.toPlainText() for label in labels] == ["0.98 ↑", "0.16 ↑", "0.9 ↑"]
     assert [round(label.anchor.y(), 2) for label in labels] == [0.0, -1.1, 0.0]  # a lone one on the first line
+    # The first and the last bar's values are kept inside the chart (centred, layer 29's was cut at its edge)
+    assert [label.anchor.x() for label in labels] == [0.0, 0.5, 0.5]
+    scores[-1] = 0.95
+    chart.set_scores(scores, removed=[])
+    assert chart.outlier_labels[-1].anchor.x() == 1.0
 
 
 def test_outlier_ceiling_leaves_an_even_chart_alone() -> None:
