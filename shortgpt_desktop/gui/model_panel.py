@@ -206,14 +206,23 @@ class ModelPanel(QGroupBox):
     def set_memory(self, info: ModelInfo) -> None:
         memory = info.memory
         self.values["memory"].setText(f"{human_bytes(memory.peak_bytes)} on {info.device}, {info.dtype}")
-        extra = (f"the larger of working memory {human_bytes(memory.batch_working_bytes)} (for the chosen batch size "
-                 f"and sequence length) and what loading holds for a moment {human_bytes(memory.loading_bytes)}")
+        working = f"working memory {human_bytes(memory.batch_working_bytes)} (for the chosen batch size and sequence " \
+                  "length)"
+        extra, listed = working, memory.batch_working_bytes
+        if memory.loading_bytes:
+            extra = f"the larger of {working} and what loading holds for a moment {human_bytes(memory.loading_bytes)}"
+            listed = max(memory.batch_working_bytes, memory.loading_bytes)
         if not memory.on_cpu:
             extra = (f"working memory {human_bytes(memory.batch_working_bytes)} on {info.device}, and in RAM while "
                      f"loading {human_bytes(memory.in_memory_ram_bytes)}")
+            listed = memory.batch_working_bytes + memory.in_memory_ram_bytes
+        # What the parts above leave out, so that they add up to the figure shown (12.4 TB shown, 10.2 TB listed)
+        rest = memory.peak_bytes - memory.runtime_bytes - memory.weights_bytes - listed
+        more = (f" + the samples' hidden states, the measured choice's caches, the repair and healing "
+                f"{human_bytes(rest)}" if rest > 0 else "")
         self.values["memory"].setToolTip(
-            f"the program {human_bytes(memory.runtime_bytes)} + weights {human_bytes(memory.weights_bytes)} + {extra}"
-        )
+            f"the program {human_bytes(memory.runtime_bytes)} + weights {human_bytes(memory.weights_bytes)} + "
+            f"{extra}{more}")
 
     def set_memory_error(self, message: str) -> None:
         self.values["memory"].setText(message)

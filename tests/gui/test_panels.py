@@ -280,8 +280,15 @@ def test_the_memory_tooltip_says_what_a_gpu_holds_and_what_ram_holds_while_loadi
                                "RAM while loading 1.0 GB")
     memory.on_cpu = True
     panel.set_memory(SimpleNamespace(memory=memory, device="cpu", dtype="float32"))
+    # The parts add up to the figure shown (12.4 TB shown against 10.2 TB listed at 4,096 × 32,768 tokens)
     assert label.toolTip().endswith("the larger of working memory 200.0 MB (for the chosen batch size and sequence "
-                                    "length) and what loading holds for a moment 500.0 MB")
+                                    "length) and what loading holds for a moment 500.0 MB + the samples' hidden "
+                                    "states, the measured choice's caches, the repair and healing 100.0 MB")
+    memory.loading_bytes = 0  # "what loading holds for a moment 0 B"
+    panel.set_memory(SimpleNamespace(memory=memory, device="cpu", dtype="float32"))
+    assert label.toolTip() == ("the program 400.0 MB + weights 2.0 GB + working memory 200.0 MB (for the chosen batch "
+                               "size and sequence length) + the samples' hidden states, the measured choice's caches, "
+                               "the repair and healing 400.0 MB")
 
 
 def _checked(**over) -> Checked:
