@@ -597,8 +597,9 @@ class Engine:
         return self._accept(spec, loaded, tokens, ctx.stats, scores, (started, pass_started), partial)
 
     def _accept(self, spec: JobSpec, loaded: LoadedModel, tokens: TokenSet | None, stats: HookStats | None,
-                scores: LayerScores, clocks: tuple[float, float], partial: bool) -> Scored:
-        """Keep a scoring's results; ``clocks``: when the job began and when its pass began."""
+                scores: LayerScores, clocks: tuple[float, float], partial: bool, imported: bool = False) -> Scored:
+        """Keep a scoring's results; ``clocks``: when the job began and when its pass began; ``imported``: scores
+        read from a file (logged as "scored 6 layers with bi+ in 0.0 s")."""
         started, pass_started = clocks
         self.stats, self.scores = stats, scores
         self.selections, self.set_aside = {}, {}
@@ -619,8 +620,12 @@ class Engine:
             seconds=time.perf_counter() - started, partial=partial,
             pass_seconds=time.perf_counter() - pass_started,
         )
-        log.info("scored %d layers with %s in %.1f s%s", loaded.n_layers, spec.metric, self.scored.seconds,
-                 " (partial)" if partial else "")
+        if imported:
+            log.info("took in imported %s scores of %d layers%s", scores.metric, loaded.n_layers,
+                     " (partial)" if partial else "")
+        else:
+            log.info("scored %d layers with %s in %.1f s%s", loaded.n_layers, spec.metric, self.scored.seconds,
+                     " (partial)" if partial else "")
         return self.scored
 
     def use_imported_scores(self, spec: JobSpec, scores: LayerScores, partial: bool = False,
@@ -636,7 +641,7 @@ class Engine:
         if len(scores.scores) != loaded.n_layers:
             raise PlanError(f"These scores are for {len(scores.scores)} layers, but the model has {loaded.n_layers}.")
         spec.metric = scores.metric
-        self._accept(spec, loaded, None, None, scores, (started, time.perf_counter()), partial)
+        self._accept(spec, loaded, None, None, scores, (started, time.perf_counter()), partial, imported=True)
         assert self.scored is not None
         self.scored.imported = dict(origin or {})
         return self.scored

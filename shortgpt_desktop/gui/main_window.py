@@ -34,7 +34,7 @@ from ..core.measure.calibration import BUILTIN_CORPUS
 from ..core.measure.metrics import METRICS
 from ..core.model.loading import ModelInfo
 from ..core.report import model_bytes
-from ..format import human_bytes, human_seconds, layer_list
+from ..format import counted, human_bytes, human_seconds, layer_list
 from . import dialogs
 from .calibration_panel import CalibrationPanel
 from .chart import ScoreChart
@@ -656,7 +656,8 @@ class MainWindow(QMainWindow):
             log.info("scoring cancelled after %s: the scores come from %s tokens, part of the %d samples asked (%s)",
                      seconds, f"{scored.sample_tokens:,}", scored.sample_count, where)
             return
-        tokens = f"{scored.sample_count} samples, {scored.sample_tokens:,} tokens, " if scored.sample_count else ""
+        tokens = f"{counted(scored.sample_count, 'sample')}, {scored.sample_tokens:,} tokens, " \
+            if scored.sample_count else ""
         log.info("scoring finished in %s (%s%s)", seconds, tokens, where)
         late = "Scoring ended before it could be cancelled: s" if self._cancel_asked else "S"
         self.statusBar().showMessage(f"{late}cored {n} layers in {seconds}.", 8000)

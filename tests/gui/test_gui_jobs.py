@@ -74,7 +74,7 @@ def test_cancel_mid_scoring(qtbot, opened, monkeypatch, caplog) -> None:
                "tokens, part of the 16 samples asked" in r.getMessage() for r in records.records)
 
 
-def test_a_cancel_the_scoring_ends_before_is_said_and_an_import_is_called_one(qtbot, opened, monkeypatch,
+def test_a_cancel_the_scoring_ends_before_is_said_and_an_import_is_called_one(qtbot, opened, monkeypatch, caplog,
                                                                              tmp_path: Path) -> None:
     """A Cancel pressed as the pass ended was dropped without a word ("Scored 6 layers in 59.4 s"), and an import
     said "Scored 6 layers in 1 ms"."""
@@ -92,9 +92,13 @@ def test_a_cancel_the_scoring_ends_before_is_said_and_an_import_is_called_one(qt
         window.score_button.click()
     assert window.statusBar().currentMessage().startswith("Scored 6 layers in ")  # a new job, no Cancel
     exported = window.export_scores(tmp_path / "scores.json")
+    caplog.clear()
     with qtbot.waitSignal(window.jobFinished, timeout=60_000):
         window.import_scores(exported)
     assert window.statusBar().currentMessage() == "Imported the scores of 6 layers from scores.json."
+    said = [r.getMessage() for r in caplog.records]
+    assert f"took in imported {window.engine.scores.metric} scores of 6 layers" in said, said
+    assert not any(m.startswith("scored") for m in said), said  # "scored 6 layers with bi in 0.0 s"
     # The model stays loaded, so scoring again works and is complete.
     with qtbot.waitSignal(window.jobFinished, timeout=60_000) as again:
         window.score_button.click()
