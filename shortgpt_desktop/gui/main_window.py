@@ -430,6 +430,8 @@ class MainWindow(QMainWindow):
 
     def _on_job_started(self, name: str) -> None:
         self._cancel_asked, self._stage = False, ""
+        if name != "open":  # why a model could not be opened stayed under the open model's facts from then on
+            self.model_panel.set_message("")
         self._set_busy(True)
         self.progress.setRange(0, 0)
         self.progress_label.setText(self.job_progress.started(name))

@@ -983,6 +983,10 @@ def test_a_failed_open_leaves_the_open_models_name_in_the_field(qtbot, opened, g
     said = f"{missing} does not exist"
     assert said in shown.args[0] and said in window.model_panel.message.text()
     assert window.model_panel.text == str(gui_model) and window.engine.scores is not None
+    # Said until the next job: it stayed under the open model's facts from then on
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.start_scoring()
+    assert not window.model_panel.message.isVisibleTo(window) and not window.model_panel.message.text()
 
 
 def test_a_model_dropped_on_the_calibration_list_is_pointed_to_the_model_box(qtbot, window, gui_model: Path,
