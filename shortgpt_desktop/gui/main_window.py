@@ -345,6 +345,7 @@ class MainWindow(QMainWindow):
         if isinstance(failure, str):
             failure = Failure(failure)
         box = dialogs.error_dialog(self, title, failure)
+        self.statusBar().clearMessage()  # "Saved the pruned model … to …" stayed beside each failed save after it
         self.dialogs = [d for d in self.dialogs if d.isVisible()] + [box]
         self.log_panel.note(f"{title}: {failure.message}")
         self.errorShown.emit(failure.message)
@@ -432,6 +433,8 @@ class MainWindow(QMainWindow):
         self._cancel_asked, self._stage = False, ""
         if name != "open":  # why a model could not be opened stayed under the open model's facts from then on
             self.model_panel.set_message("")
+        # The last job's word is not this one's: three failed saves ran under "Saved the pruned model … to …"
+        self.statusBar().clearMessage()
         self._set_busy(True)
         self.progress.setRange(0, 0)
         self.progress_label.setText(self.job_progress.started(name))

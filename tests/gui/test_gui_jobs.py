@@ -297,6 +297,12 @@ def test_save_refuses_the_source_folder_and_asks_before_replacing(qtbot, opened,
     with qtbot.waitSignal(window.jobFinished, timeout=60_000) as finished:
         window.save_to(earlier)
     assert finished.args == ["save", "ok"] and leftovers(earlier) == written
+    assert window.statusBar().currentMessage().startswith("Saved the pruned model")
+    # A save refused after it: "Saved the pruned model … to …" stayed beside its dialog
+    with qtbot.waitSignal(window.errorShown, timeout=30_000):
+        window.save_to(occupied)
+    assert window.statusBar().currentMessage() == ""
+    window.last_dialog.close()
 
 
 def test_event_loop_never_stalls(qtbot, opened, tmp_path: Path) -> None:
