@@ -637,8 +637,7 @@ class MainWindow(QMainWindow):
         self.plan_panel.set_maximum(most)
         count = min(most, self.plan_panel.count if not first and self.plan_panel.count else
                     max(1, int(defaults.RATIO * n)))
-        label = METRICS[scored.scores.metric].label
-        self.chart.set_metric(label + (" (partial)" if scored.partial else ""), METRICS[scored.scores.metric].refines)
+        self._show_metric(scored.scores.metric, scored.partial)
         self.plan_panel.set_count(count)
         self.set_count(count)
         for warning in scored.warnings:
@@ -646,6 +645,10 @@ class MainWindow(QMainWindow):
         self.calibration_panel.set_scored_skips(scored.warnings)
         self._say_scored(scored)
         self._memory_timer.start()  # the Runs line: the way it was scored is the way the settings ask now
+
+    def _show_metric(self, metric: str, partial: bool = False) -> None:
+        """Name the metric of the scores on the chart, and whether its plan measures its choice (bi+)."""
+        self.chart.set_metric(METRICS[metric].label + (" (partial)" if partial else ""), METRICS[metric].refines)
 
     def _say_scored(self, scored: Scored) -> None:
         """What came in, in the log and the status bar: an import said "Scored 6 layers in 1 ms", and a cancelled
@@ -676,7 +679,7 @@ class MainWindow(QMainWindow):
         if previous is not None and kept is not None and self.engine.sizes is not None and self.plan is not None:
             # The bars, the other metrics' lines and the check's figures as they were: the job cleared the lines and
             # called the check stale, though nothing it measured had changed.
-            self.chart.set_metric(METRICS[kept.metric].label, METRICS[kept.metric].refines)
+            self._show_metric(kept.metric)
             self._show_plan(self.plan)
             checked = self.engine.checked_for(self.job_spec(), self.plan.removed)
             if checked is not None:
@@ -818,7 +821,7 @@ class MainWindow(QMainWindow):
             return
         self.engine.use_scores(scores)
         self.plan_panel.clear_curve()  # it followed the other metric's order
-        self.chart.set_metric(METRICS[metric].label, METRICS[metric].refines)
+        self._show_metric(metric)
         self.statusBar().showMessage(f"Showing {METRICS[metric].label}.", 8000)
         if self.manual and self.plan is not None:
             self._show_plan(self.plan)
