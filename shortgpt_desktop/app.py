@@ -211,9 +211,11 @@ def missing_xcb_libraries() -> str | None:
     missing = [name for name in XCB_LIBRARIES if not _library_loads(name)]
     if not missing:
         return None
+    from .format import in_number
+
     packages = " ".join(XCB_LIBRARIES[name] for name in missing)
     return (f"The window cannot open: Qt's X11 (xcb) plugin needs {', '.join(missing)}, which "
-            f"{'is' if len(missing) == 1 else 'are'} not installed; on Debian or Ubuntu run "
+            f"{in_number(len(missing), 'is', 'are')} not installed; on Debian or Ubuntu run "
             f"`sudo apt install {packages}` and start again.")
 
 

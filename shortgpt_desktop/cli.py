@@ -38,6 +38,7 @@ from .format import (
     human_bytes,
     human_count,
     human_seconds,
+    in_number,
     layer_list,
     layer_span,
     time_left,
@@ -490,7 +491,7 @@ def _numbered_as(report: Any) -> str:
         return ""
     first = in_first_original(report.earlier_removed, report.removed_layers, report.n_layers)
     earlier = report.earlier_removed
-    return (f" (as numbered in {_shown(report.model)}, which lacks its original's layer{'s' * (len(earlier) > 1)} "
+    return (f" (as numbered in {_shown(report.model)}, which lacks its original's {in_number(len(earlier), 'layer')} "
             f"{layer_list(earlier)}; in the original: {layer_list(first)})")
 
 
@@ -674,7 +675,7 @@ def _idle_without_check(args: argparse.Namespace) -> list[str]:
         return []
     idle = [flag for flag, value in (("--prompt", args.prompt), ("--eval-windows", args.eval_windows))
             if value is not None]
-    notes = [f"--no-eval leaves out the check, so {' and '.join(idle)} {'is' if len(idle) == 1 else 'are'} not used."
+    notes = [f"--no-eval leaves out the check, so {' and '.join(idle)} {in_number(len(idle), 'is', 'are')} not used."
              ] if idle else []
     if args.eval_text:
         notes.append(f"--eval-text still changes the cut with --no-eval: the calibration text is used whole, where "

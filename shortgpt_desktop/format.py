@@ -28,9 +28,14 @@ def unit_of(size: str) -> str:
     return legends.get(size.rsplit(" ", 1)[-1], "")
 
 
+def in_number(n: int, word: str, plural: str | None = None) -> str:
+    """``word`` in the number of ``n``: ``layer``/``layers``, ``is``/``are`` (``plural`` where it is not word + s)."""
+    return word if n == 1 else plural or word + "s"
+
+
 def counted(n: int, noun: str, plural: str | None = None) -> str:
     """``1 layer``, ``3 layers``: a count with its noun in the right number."""
-    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+    return f"{n} {in_number(n, noun, plural)}"
 
 
 def layer_span(first: int, last: int) -> str:

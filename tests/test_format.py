@@ -64,6 +64,9 @@ def test_counts_and_spans_read_in_the_right_number() -> None:
     """"Removed 1 layers", "1 part(s) are missing" and "repaired layers 3-3" were printed."""
     assert (counted(1, "layer"), counted(3, "layer"), counted(0, "part")) == ("1 layer", "3 layers", "0 parts")
     assert counted(2, "copy", "copies") == "2 copies"
+    from shortgpt_desktop.format import in_number
+
+    assert (in_number(1, "is", "are"), in_number(2, "is", "are"), in_number(3, "layer")) == ("is", "are", "layers")
     assert (layer_span(3, 3), layer_span(3, 5)) == ("layer 3", "layers 3-5")
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..format import counted, layer_list, layer_span
+from ..format import counted, in_number, layer_list, layer_span
 
 #: Fields every job's JSON report holds, by which a file is known as one (``output_folder``: the command line
 #: replaces an earlier report of this tool, never another file).
@@ -171,8 +171,9 @@ def requantized(changed_types: dict[str, Any], kept_layers: list[int], arrow: st
             layers.add(kept_layers[int(match[1])])
         else:
             kinds.add(name)
-    return [f"{len(names)} weight{'s' * (len(names) > 1)} {old} {arrow} {new}: {', '.join(sorted(kinds))}"
-            + (f" of layer{'s' * (len(layers) > 1)} {layer_list(sorted(layers), limit=len(layers))}" if layers else "")
+    return [f"{counted(len(names), 'weight')} {old} {arrow} {new}: {', '.join(sorted(kinds))}"
+            + (f" of {in_number(len(layers), 'layer')} {layer_list(sorted(layers), limit=len(layers))}"
+               if layers else "")
             for (old, new), (names, kinds, layers) in groups.items()]
 
 
@@ -371,8 +372,8 @@ def _removed_line(report: Report) -> str:
 
     first = removed_in_first_original(report.earlier_removed, report.removed_layers, report.n_layers)
     return (f"Removed layers (0-based, numbered as in `{public_name(report.model)}`, which had been pruned before: "
-            f"it lacked layer{'s' * (len(report.earlier_removed) > 1)} {', '.join(map(str, report.earlier_removed))} "
-            f"of its original): {removed}. Of the "
+            f"it lacked {in_number(len(report.earlier_removed), 'layer')} "
+            f"{', '.join(map(str, report.earlier_removed))} of its original): {removed}. Of the "
             f"first original's {report.n_layers + len(report.earlier_removed)} layers, this model lacks "
             f"{', '.join(map(str, first))}.")
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...format import counted
+from ...format import counted, in_number
 from ..errors import ModelSourceError
 from ..model.layer_set import first_layer_gap
 
@@ -309,7 +309,7 @@ def _check_not_split(path: Path) -> None:
     if missing:
         raise ModelSourceError(
             f"{path.name} is part {no} of {count} of a split GGUF model and {counted(len(missing), 'part')} "
-            f"{'is' if len(missing) == 1 else 'are'} missing, "
+            f"{in_number(len(missing), 'is', 'are')} missing, "
             f"starting with {missing[0]}; download every part."
         )
     raise ModelSourceError(

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...format import counted, human_bytes
+from ...format import counted, human_bytes, in_number
 from .. import defaults
 from ..errors import CalibrationError
 from ..user_paths import expand_home, not_there
@@ -195,7 +195,7 @@ def decode_bytes(data: bytes) -> str | None:
     valid = sum(1 for ch in mostly if ord(ch) > 127 and ch != "\ufffd")
     if bad and valid >= bad:
         log.info("%s that %s not UTF-8 replaced in otherwise UTF-8 text", counted(bad, "byte sequence"),
-                 "is" if bad == 1 else "are")
+                 in_number(bad, "is", "are"))
         return mostly
     # Legacy 8-bit text: cp1252 covers Windows Western text; control bytes betray binary content.
     sample = data[:65536]

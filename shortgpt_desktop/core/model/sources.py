@@ -13,7 +13,7 @@ from typing import Any
 from shortgpt_desktop.core.formats.gguf_reader import check_gguf
 from shortgpt_desktop.core.formats.safetensors_reader import check_safetensors
 
-from ...format import counted, some_of
+from ...format import counted, in_number, some_of
 from ..errors import Cancelled, HubError, HubModelNotFound, ModelSourceError
 from ..user_paths import expand_home, not_there
 
@@ -267,7 +267,7 @@ def find_weight_files(folder: Path) -> list[WeightFile]:
             if missing:
                 raise ModelSourceError(
                     f"{folder} is incomplete: {counted(len(missing), 'weight file')} listed in {index_name} "
-                    f"{'is' if len(missing) == 1 else 'are'} missing, starting with {missing[0]}."
+                    f"{in_number(len(missing), 'is', 'are')} missing, starting with {missing[0]}."
                 )
             return [WeightFile(folder / n, fmt, (folder / n).stat().st_size) for n in names]
         # Shards without their index, as a download that stopped leaves them; not every file of the format: a
