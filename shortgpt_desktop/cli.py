@@ -41,6 +41,8 @@ from .format import (
     in_number,
     layer_list,
     layer_span,
+    listed,
+    quoted,
     time_left,
     unit_of,
 )
@@ -64,11 +66,6 @@ def error_line(exc: UserError) -> str:
     """The engine's sentence, with this front end's words for the hint."""
     return worded(exc, HINTS)
 
-#: Below this many held-out tokens the summary says the perplexity is rough. Measured with SmolLM2 on WikiText-2
-#: test text, the mean loss of a 256-token window spreads by 0.35 nats from window to window (16 windows), so over
-#: four windows the mean has a standard error near 0.17 nats: the perplexity can move by a fifth with another text
-#: of the same length, more with fewer tokens.
-FEW_EVAL_TOKENS = 1024
 
 _STAGE_LABELS = {
     "download": "downloading",
@@ -521,8 +518,10 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
                   f"{','.join(map(str, report.removed_layers))}{_numbered_as(report)}\n")
     if report.params_before and (report.removed_layers or (report.against and report.params_after)):
         # each share says what it is a share of: "(83%)" removed, then "(35.7%)" kept, read as two of one thing
-        out.write(f"parameters: {report.params_before:,} -> {report.params_after:,} "
-                  f"({report.params_after / report.params_before:.1%} kept)\n")
+        share = report.params_after / report.params_before
+        # eval --against a larger model: "(134.6% kept)"
+        of_it = f"{share:.1%} kept" if share <= 1 else f"{share:.2f} times as many"
+        out.write(f"parameters: {report.params_before:,} -> {report.params_after:,} ({of_it})\n")
     elif report.params_before:  # a score removes nothing: "-> the same (100.0%)" read as a cut
         out.write(f"parameters: {report.params_before:,}\n")
     for run in report.repair_runs:
@@ -573,8 +572,7 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
         line = f"perplexity: {report.ppl_before:.3f}"
         if report.ppl_after is not None:
             line += f" -> {report.ppl_after:.3f} (x{report.ppl_after / report.ppl_before:.2f})"
-        few = (" (few for a steady figure: another text of this length can move it by a fifth or more; give a longer "
-               "evaluation text)" if 0 < report.eval_tokens < FEW_EVAL_TOKENS else "")
+        few = f" ({defaults.ROUGH_FIGURE})" if 0 < report.eval_tokens < defaults.FEW_EVAL_TOKENS else ""
         out.write(line + f" on {report.eval_tokens:,} tokens{few}\n")
     # eval --against: the first model is the reference whichever it is, and each is named (given the pruned copy
     # first, the line spoke of the copy as "the original")
@@ -585,8 +583,8 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
         names = (first, second) if first else ()
         out.write(quiz_summary(report.quiz["asked"], report.quiz["known"], report.quiz["kept"], *names) + "\n")
     if report.generation_before is not None:
-        out.write(f"prompt: {report.generation_prompt}\n  original: {report.generation_before.strip()!r}\n"
-                  f"  pruned:   {(report.generation_after or '').strip()!r}\n")
+        out.write(f"prompt: {report.generation_prompt}\n  original: {quoted(report.generation_before)}\n"
+                  f"  pruned:   {quoted(report.generation_after or '')}\n")
     if report.output:
         fmt = report.output_format + (f" {report.quantization}" if report.quantization else "")
         files = ", ".join(report.output_files)
@@ -616,12 +614,17 @@ def print_curve(curve: Any, out: TextIO | None = None) -> None:
     if qualifier and not qualifier.startswith("("):
         qualifier = f"({qualifier})"
     windows = " ".join(filter(None, (counted(curve.windows, "held-out window"), qualifier)))
+    few = f"; {defaults.ROUGH_FIGURE}" if 0 < curve.tokens < defaults.FEW_EVAL_TOKENS else ""
     out.write(f"quality curve ({curve.label}; perplexity and same top token vs the original on {windows}, "
-              f"{curve.tokens:,} tokens)\n")
+              f"{curve.tokens:,} tokens{few})\n")
     quiz = any(p.quiz_known for p in curve.points)
     header = f"{'removed':>7}  {'layers':<24} {'perplexity':>11} {'same top':>9}" + (f" {'quiz':>7}" if quiz else "")
     if base:
         header += f"   {'plain ' + curve.baseline.label:>11} {'same top':>9}"
+    # plain BI's own layers, where they are not the recipe's: its columns read as the same layers unrepaired
+    others = any(p.k in base and base[p.k].removed != p.removed for p in curve.points)
+    if others:
+        header += f" plain {curve.baseline.label} layers"
     out.write(header + "\n")
     for point in curve.points:
         line = (f"{point.k:>7}  {','.join(map(str, point.removed)) or '-':<24} {point.perplexity:>11.3f} "
@@ -631,7 +634,11 @@ def print_curve(curve: Any, out: TextIO | None = None) -> None:
         b = base.get(point.k)
         if b is not None:
             line += f"   {b.perplexity:>11.3f} {_share(b.same_top):>9}"
+            if others:
+                line += f" {','.join(map(str, b.removed)) or '-'}"
         out.write(line + "\n")
+    for warning in collapsed(curve.warnings):  # what the text gave short, left out or said of it, as prune's
+        out.write(f"warning: {warning}\n")
 
 
 def _share(value: float | None) -> str:
@@ -675,21 +682,27 @@ def _idle_without_check(args: argparse.Namespace) -> list[str]:
         return []
     idle = [flag for flag, value in (("--prompt", args.prompt), ("--eval-windows", args.eval_windows))
             if value is not None]
-    notes = [f"--no-eval leaves out the check, so {' and '.join(idle)} {in_number(len(idle), 'is', 'are')} not used."
+    # What reads the calibration text: the choice (layers not given by hand), the repair, the healing
+    chooses = args.remove is None and METRICS[args.metric or defaults.METRIC].needs_text  # reverse: by position
+    readers = [what for what, runs in (("the cut", chooses), ("the repair", args.repair != "none"),
+                                       ("the healing", args.heal > 0)) if runs]
+    if args.eval_text and not readers:  # layers by hand, nothing fitted: no text is read at all
+        idle.append("--eval-text")
+    notes = [f"--no-eval leaves out the check, so {listed(idle)} {in_number(len(idle), 'is', 'are')} not used."
              ] if idle else []
-    if args.eval_text:
-        notes.append(f"--eval-text still changes the cut with --no-eval: the calibration text is used whole, where "
-                     f"without it its last {DEFAULT_HELDOUT_FRACTION:.0%} is held out for the check.")
+    if args.eval_text and readers:
+        notes.append(f"--eval-text still changes {listed(readers)} with --no-eval: the calibration text is used "
+                     f"whole, where without it its last {DEFAULT_HELDOUT_FRACTION:.0%} is held out for the check.")
     return notes
 
 
 def _report_kind(command: str, flag: str) -> str:
     """What ``command``'s ``--json`` or ``--csv`` may replace (``output_folder.check_report_path``)."""
-    from .core.formats import output_folder as of
+    from .core.formats import report_files as rf
 
     if command == "sweep":
-        return of.CURVE_CSV if flag == "csv" else of.CURVE
-    return of.SAVED_REPORT if command == "prune" else of.REPORT
+        return rf.CURVE_CSV if flag == "csv" else rf.CURVE
+    return rf.SAVED_REPORT if command == "prune" else rf.REPORT
 
 
 def _run(args: argparse.Namespace, progress: ProgressBar) -> int:

@@ -38,6 +38,11 @@ def counted(n: int, noun: str, plural: str | None = None) -> str:
     return f"{n} {in_number(n, noun, plural)}"
 
 
+def listed(items: Sequence[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``: items in a sentence ("--prompt and --eval-windows and --eval-text")."""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}" if items else ""
+
+
 def layer_span(first: int, last: int) -> str:
     """``layer 3`` or ``layers 3-5``: a run of layers (it said "layers 3-3" for one)."""
     return f"layer {first}" if first == last else f"layers {first}-{last}"
@@ -137,3 +142,24 @@ def collapsed(sentences: list[str], keep: int = NOTES_SAID) -> list[str]:
         out.append(f"... and {dropped} more file{'s' if dropped != 1 else ''} left out (a --json report lists "
                    "each).")
     return out
+
+
+def quoted(text: str) -> str:
+    """A model's text on one line, in double quotes, its line breaks and quotes escaped as JSON writes them: Python's
+    ``repr`` switched to single quotes, or back to double ones where the text held an apostrophe."""
+    import json
+    import unicodedata
+
+    # JSON escapes only what is below U+0020; a line separator (U+2028), a right-to-left override or an 8-bit
+    # control reached the terminal as they are, where repr escaped them. Spaces of other widths, joiners and soft
+    # hyphens are text, and stay.
+    def moves_the_terminal(ch: str) -> bool:
+        return unicodedata.category(ch) in ("Cc", "Zl", "Zp") or ch in _BIDI_CONTROLS
+
+    return "".join(ascii(ch)[1:-1] if moves_the_terminal(ch) else ch
+                   for ch in json.dumps(text.strip(), ensure_ascii=False))
+
+
+#: Characters that reorder the text around them on a terminal (marks, embeddings, overrides, isolates).
+_BIDI_CONTROLS = frozenset("\u200e\u200f\u061c" + "".join(map(chr, range(0x202A, 0x202F)))
+                           + "".join(map(chr, range(0x2066, 0x206A))))

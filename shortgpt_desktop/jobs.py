@@ -21,7 +21,7 @@ from .core.cut.plan import (
     max_removable,
 )
 from .core.cut.surgery import layer_sizes
-from .core.engine import Engine
+from .core.engine import Engine, streamed_check_note
 from .core.errors import ModelSourceError, PlanError, UnsupportedModelError, UserError
 from .core.formats.output_folder import check_output_folder
 from .core.formats.writers import expanded_from_gguf
@@ -297,8 +297,12 @@ def run_eval(engine: Engine, spec: JobSpec, other: str | None = None, progress: 
     # Nothing was scored or sampled: the JSON named the metric, the one sample and the built-in corpus this job's
     # spec carries for the estimate. The calibration text is named where the windows were cut from its end.
     report.metric, report.samples = "", 0
+    report.repair = ""  # nothing is repaired here: "none" read as said of the --against model, repaired or not
     report.calibration = [] if spec.eval_text else list(engine.token_names)
     report.warnings = list(engine.token_warnings)
+    fewer = pipeline.fewer_windows(spec, tokens)
+    if fewer is not None:
+        report.warnings.append(fewer)
     report.eval_text, report.against = spec.eval_text, other
     # Each model's size as the summary printed it (the JSON said 0 for both): the second's as the "after" figures
     report.params_before, report.bytes_before = info.n_params, info.bytes_on_disk
@@ -311,6 +315,8 @@ def run_eval(engine: Engine, spec: JobSpec, other: str | None = None, progress: 
         engine.backend.stack.prepare_head()  # a streamed head is dropped after each head step
         outside = _outside_layers(engine.backend.stack)
         quiz = _first_quiz_answers(engine, loaded, spec, progress, cancel)
+        if Engine.generates(spec.prompt) and not engine.backend.whole_model:
+            report.warnings.append(streamed_check_note())
         tokenizer = loaded.tokenizer
         del loaded  # held here, the first model stayed in memory beside the second (SmolLM2: 1.3 GB at its load)
         engine.forget()
@@ -327,7 +333,9 @@ def run_eval(engine: Engine, spec: JobSpec, other: str | None = None, progress: 
             after, fidelity = ops.compare(stack, tokens.eval_windows, tokens.pad_id, reference, (), None, cancel,
                                           count)
             report.fidelity = fidelity.to_json()
-            if quiz is not None and second.backend.whole_model:
+            if quiz is not None and not second.backend.whole_model:  # the second alone runs one layer at a time
+                report.warnings.append(streamed_check_note())
+            elif quiz is not None:
                 prompts, first_answers = quiz
                 second_answers = model_answers(stack, tokenizer, prompts, "quiz_after", progress=progress,
                                                cancel=cancel)
@@ -373,7 +381,7 @@ def _first_quiz_answers(engine: Engine, loaded: Any, spec: JobSpec, progress: Pr
     """The quiz's prompts and the first model's answers, where the check would ask it (a prompt, a model run
     whole); None elsewhere."""
     assert engine.backend is not None
-    if not (spec.prompt and spec.prompt.strip()) or not engine.backend.whole_model:
+    if not Engine.generates(spec.prompt) or not engine.backend.whole_model:
         return None
     prompts = quiz_prompts(loaded.tokenizer, loaded.model)
     if prompts is None:

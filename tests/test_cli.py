@@ -318,6 +318,176 @@ def test_the_report_counts_the_samples_the_text_gave(tiny_model: Path, small_cal
     assert 0 < data["samples"] < 100000 and data["tokens"] <= data["samples"] * 32
 
 
+def test_fewer_held_out_windows_than_asked_are_said_by_each_job_that_measures_them(
+        tiny_model: Path, small_calib: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--eval-windows 1000 on a text that gives a few measured those few without a word (only the tokens measured
+    hinted at it): prune, eval and sweep say it, their JSON carries it; as many as asked say nothing, and a score,
+    which reads no window, says nothing either."""
+    sizes = ["--calib", str(small_calib), "--seq-len", "32", "--samples", "4"]
+
+    def said(args: list[str]) -> tuple[list[str], dict]:
+        report = tmp_path / "r.json"
+        report.unlink(missing_ok=True)
+        assert cli.main([*args, *sizes, "--json", str(report), "-q"]) == 0
+        lines = [line for line in capsys.readouterr().out.splitlines() if "windows of at most" in line]
+        return lines, json.loads(report.read_text())
+
+    lines, data = said(["prune", str(tiny_model), "--remove", "2", "--repair", "none", "--out",
+                        str(tmp_path / "cut"), "--eval-windows", "1000"])
+    windows = -(-data["eval_tokens"] // 31)  # 31 tokens predicted a window of 32, fewer in the last
+    assert 1 < windows < 1000
+    expected = (f"The calibration text's held-out end gives only {windows} windows of at most 32 tokens (1,000 asked "
+                "for), and perplexity is measured on them; give more calibration text to measure on more.")
+    assert lines == [f"warning: {expected}"] and data["warnings"] == [expected]
+    lines, data = said(["eval", str(tiny_model), "--eval-windows", "1000"])
+    assert lines == [f"warning: {expected}"] and data["warnings"] == [expected]
+    lines, data = said(["sweep", str(tiny_model), "--metric", "bi", "--max", "1", "--no-quiz", "--eval-windows",
+                        "1000"])
+    assert lines[-1] == f"warning: {expected}" and data["warnings"] == [expected]
+    assert said(["prune", str(tiny_model), "--remove", "2", "--repair", "none", "--out", str(tmp_path / "cut2"),
+                 "--eval-windows", str(windows)])[1]["warnings"] == []
+    assert said(["score", str(tiny_model), "--metric", "bi", "--eval-windows", "1000"])[1]["warnings"] == []
+
+
+def test_a_cut_by_hand_checked_on_its_own_text_names_no_calibration(tiny_model: Path, small_calib: Path,
+                                                                    tmp_path: Path) -> None:
+    """``--remove 2 --repair none --eval-text t`` used no calibration text, yet the card named it and its sizes for
+    figures any other text gives alike; with the repair it is used, and named."""
+    sizes = ["--eval-text", str(small_calib), "--seq-len", "32", "--samples", "100000", "--eval-windows", "2",
+             "--prompt", ""]
+    for repair, calibration in (("none", []), ("linear", [str(small_calib)])):
+        out, report = tmp_path / repair, tmp_path / f"{repair}.json"
+        assert cli.main(["prune", str(tiny_model), "--calib", str(small_calib), "--remove", "2", "--repair", repair,
+                         *sizes, "--out", str(out), "--json", str(report), "-q"]) == 0
+        data = json.loads(report.read_text())
+        card = (out / "README.md").read_text()
+        assert [str(Path(c)) for c in data["calibration"]] == calibration
+        # "gives only 2,288 samples (100,000 asked for)" was said of text the job never used
+        assert any("gives only" in w for w in data["warnings"]) == (repair == "linear"), data["warnings"]
+        if repair == "none":
+            assert data["samples"] == 0
+            assert ("- Calibration: none (the layers were given by hand, and nothing was fitted on text; the check "
+                    "read its own text)") in card
+        else:
+            assert data["samples"] > 0 and f"{data['samples']} samples × 32 tokens" in card
+
+
+def test_a_check_one_layer_at_a_time_says_what_it_leaves_out(tiny_model: Path, small_calib: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """--low-memory dropped the quiz and cut the text to 8 tokens, in prune and in eval, without a word."""
+    sizes = ["--calib", str(small_calib), "--seq-len", "32", "--samples", "4", "--eval-windows", "2"]
+    assert cli.main(["prune", str(tiny_model), "--remove", "2", "--repair", "none", *sizes, "--low-memory",
+                     "--out", str(tmp_path / "cut"), "-q"]) == 0
+    assert ("warning: One layer at a time, the check writes 8 tokens of the prompt and asks no quiz: each new token "
+            "runs every layer again; run it in memory for the whole check.") in capsys.readouterr().out
+    assert cli.main(["eval", str(tiny_model), "--against", str(tmp_path / "cut"), *sizes, "--low-memory", "-q"]) == 0
+    assert ("warning: One layer at a time, the check asks no quiz: each new token runs every layer again; run it in "
+            "memory for the whole check.") in capsys.readouterr().out
+    assert cli.main(["eval", str(tiny_model), "--against", str(tmp_path / "cut"), *sizes, "-q"]) == 0
+    assert "One layer at a time" not in capsys.readouterr().out  # in memory: the whole check, and no note
+    assert cli.main(["prune", str(tiny_model), "--remove", "2", "--repair", "none", *sizes, "--low-memory",
+                     "--prompt", "", "--out", str(tmp_path / "quiet"), "-q"]) == 0
+    assert "One layer at a time" not in capsys.readouterr().out  # no prompt: neither text nor quiz was asked
+    assert cli.main(["sweep", str(tiny_model), "--metric", "bi", "--max", "1", *sizes, "--low-memory", "-q"]) == 0
+    assert ("warning: One layer at a time, the curve has no quiz column: each answer would run every layer again for "
+            "each token; run it in memory for the quiz.") in capsys.readouterr().out  # gone without a word
+
+
+def test_figures_measured_before_weights_were_requantized_are_said_so(tiny_q4_gguf: Path, small_calib: Path,
+                                                                     tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """A repaired 4-bit GGUF writes its refitted weights as Q8_0 after the check measured them in full precision:
+    only the card said the file's own figures may differ; the summary and the JSON now do too."""
+    sizes = ["--calib", str(small_calib), "--seq-len", "32", "--samples", "8", "--eval-windows", "2", "--prompt", ""]
+    for repair in ("linear", "none"):
+        report = tmp_path / f"{repair}.json"
+        assert cli.main(["prune", str(tiny_q4_gguf), "--remove", "2", "--repair", repair, *sizes,
+                         "--out", str(tmp_path / repair), "--json", str(report), "-q"]) == 0
+        data, out = json.loads(report.read_text()), capsys.readouterr().out
+        said = any("measured before the changed weights were re-quantized" in w for w in data["warnings"])
+        assert said == bool(data["changed_types"]) == (repair == "linear")
+        assert ("warning: This job's perplexity and fidelity were measured before" in out) == said
+
+
+def test_the_curves_plain_bi_columns_name_their_own_layers_where_they_differ() -> None:
+    """Plain BI removed 0, then 0 and 5, beside the recipe's 3, then 2 and 3: only the CSV said so, and the table's
+    right-hand columns read as the same layers unrepaired."""
+    from shortgpt_desktop.core.measure.sweep import CurvePoint, QualityCurve
+
+    def point(k: int, removed: list[int]) -> CurvePoint:
+        return CurvePoint(k, removed[-1] if removed else None, removed, 10.0 + k, 2.3, 100, 1.0, 0.0)
+
+    curve = QualityCurve("bi+ + repair", [3], [point(0, []), point(1, [3]), point(2, [2, 3])], 4, 2000)
+    curve.baseline = QualityCurve("bi", [0, 5], [point(0, []), point(1, [0]), point(2, [0, 5])], 4, 2000)
+    out = io.StringIO()
+    cli.print_curve(curve, out)
+    header, *rows = out.getvalue().splitlines()[1:]
+    assert header.endswith("plain bi layers") and [row.split()[-1] for row in rows] == ["-", "0", "0,5"]
+    curve.baseline.points = [point(0, []), point(1, [3]), point(2, [2, 3])]  # the same layers: no column
+    out = io.StringIO()
+    cli.print_curve(curve, out)
+    assert "plain bi layers" not in out.getvalue()
+
+
+def test_a_larger_second_model_is_not_said_kept(capsys: pytest.CaptureFixture[str]) -> None:
+    """eval of a pruned model --against its original said "(134.6% kept)"."""
+    from shortgpt_desktop.core.report import Report
+
+    out = io.StringIO()
+    cli.print_summary(Report(model="small", n_layers=4, params_before=200, params_after=300, against="big"), out)
+    assert "parameters: 200 -> 300 (1.50 times as many)\n" in out.getvalue()
+    out = io.StringIO()
+    cli.print_summary(Report(model="big", n_layers=6, params_before=300, params_after=200, against="small"), out)
+    assert "parameters: 300 -> 200 (66.7% kept)\n" in out.getvalue()
+
+
+def test_a_model_saved_among_the_texts_is_not_read_as_text_by_the_next_job(
+        tiny_model: Path, small_calib: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--calib texts --out texts/pruned``: the next job read the saved model's card as calibration text and said its
+    weights skipped. The folder of a model this app saved is left out, in one sentence; a README of the user's is
+    text as before."""
+    texts = tmp_path / "texts"
+    (texts / "notes").mkdir(parents=True)
+    (texts / "a.txt").write_text(small_calib.read_text())
+    (texts / "notes" / "README.md").write_text("---\ntitle: my notes\n---\n" + "Some notes of mine. " * 50)
+    for run in (1, 2):
+        report = tmp_path / f"{run}.json"
+        assert cli.main(["prune", str(tiny_model), "--calib", str(texts), "--remove", "2", "--no-eval", "--samples",
+                         "4", "--seq-len", "32", "--out", str(texts / f"pruned{run}"), "--json", str(report),
+                         "-q"]) == 0
+        data = json.loads(report.read_text())
+        assert sorted(Path(c).name for c in data["calibration"]) == ["README.md", "a.txt"]
+        left_out = [w for w in data["warnings"] if w.startswith("Left out")]
+        assert left_out == ([] if run == 1 else [f"Left out {texts / 'pruned1'}: it holds a model this app saved, "
+                                                 "not text."])
+        assert not any("Skipped" in w for w in data["warnings"]), data["warnings"]
+    capsys.readouterr()
+
+
+def test_a_saved_model_given_as_the_calibration_folder_is_left_out_in_one_sentence(
+        tiny_model: Path, small_calib: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--calib *`` run again, with the first output among the names: its card was read as text and its files
+    said skipped one by one."""
+    assert cli.main(["prune", str(tiny_model), "--remove", "2", "--repair", "none", "--no-eval", "--out",
+                     str(tmp_path / "pruned"), "-q"]) == 0
+    assert cli.main(["score", str(tiny_model), "--calib", str(tmp_path / "pruned"), "--metric", "bi", "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (f"shortgpt: error: No usable calibration text: left out {(tmp_path / 'pruned').resolve()}: it "
+                       "holds a model this app saved, not text.")
+    assert cli.main(["score", str(tiny_model), "--calib", str(tmp_path / "pruned"), str(small_calib), "--metric",
+                     "bi", "--samples", "4", "--seq-len", "32", "-q"]) == 0
+    assert capsys.readouterr().out.count("Left out") == 1
+
+
+def test_a_sweep_says_what_its_text_gave_short_of_what_was_asked(tiny_model: Path, small_calib: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """prune and score warned of a text short of --samples; the sweep printed its curve without a word."""
+    assert cli.main(["sweep", str(tiny_model), "--calib", str(small_calib), "--samples", "100000", "--seq-len", "32",
+                     "--metric", "bi", "--max", "1", "--no-quiz", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "warning: The calibration text gives only" in out and "(100,000 asked for)" in out
+
+
 def test_eval_with_its_own_text_does_not_read_the_calibration_text(tiny_model: Path, small_calib: Path,
                                                                      tmp_path: Path) -> None:
     """eval measures on --eval-text and reads no calibration text, but a short --calib was refused ("too short")."""
@@ -747,10 +917,11 @@ def test_the_curve_table_has_a_quiz_column_only_where_the_quiz_was_asked() -> No
                      "windows (the check's), 1,100 tokens)")
     out = io.StringIO()
     cli.print_curve(QualityCurve("bi+ + repair", [4], points, 1, 100, data="held-out windows (the check's)"), out)
-    assert "on 1 held-out window (the check's), 100 tokens)" in out.getvalue()
+    assert ("on 1 held-out window (the check's), 100 tokens; few for a steady figure: another text of this length can "
+            "move it by a fifth or more; give a longer evaluation text)") in out.getvalue()
     out = io.StringIO()
     cli.print_curve(QualityCurve("bi+ + repair", [4], points, 2, 100, data="text of its own"), out)
-    assert "on 2 held-out windows (text of its own), 100 tokens)" in out.getvalue()
+    assert "on 2 held-out windows (text of its own), 100 tokens; few for a steady figure" in out.getvalue()
     for point in points:
         point.quiz_kept = point.quiz_known = None
     out = io.StringIO()
@@ -992,6 +1163,10 @@ def test_a_quantized_gguf_saved_as_safetensors_says_how_big_it_will_be(tiny_q4_g
         assert (said in err) == (fmt == "safetensors"), err
         if fmt == "safetensors":
             assert f"where the GGUF is {cli.human_bytes(tiny_q4_gguf.stat().st_size)}" in err
+        # and the card, which travels with the folder, says why it is larger (it said nothing of it)
+        card = (tmp_path / fmt / "README.md").read_text()
+        assert ("from a Q4_0 GGUF whose weights were de-quantized to float32 (larger on disk than the GGUF)"
+                in card) == (fmt == "safetensors"), card
 
 
 def test_the_model_line_says_when_the_job_runs_one_layer_at_a_time(tiny_model: Path, small_calib: Path,
@@ -1136,9 +1311,20 @@ def test_what_no_eval_leaves_idle_is_said_and_each_commands_help_prints(
     assert cli.main([*common, "--prompt", "Hi", "--eval-windows", "3", "--eval-text", str(small_calib),
                      "--out", str(tmp_path / "a")]) == 0
     notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: ")]
-    assert notes == ["note: --no-eval leaves out the check, so --prompt and --eval-windows are not used.",
-                     "note: --eval-text still changes the cut with --no-eval: the calibration text is used whole, "
-                     "where without it its last 20% is held out for the check."]
+    # layers by hand and nothing fitted: no text is read at all (it said --eval-text "still changes the cut")
+    assert notes == ["note: --no-eval leaves out the check, so --prompt, --eval-windows and --eval-text are not "
+                     "used."]
+    variants = [(["--repair", "linear"], "the repair"), (["--metric", "bi", "--layers", "1"], "the cut"),
+                (["--heal", "1"], "the healing"), (["--repair", "linear", "--heal", "1"], "the repair and the healing"),
+                (["--metric", "reverse", "--layers", "1", "--repair", "linear"], "the repair")]  # reverse reads none
+    for n, (how, changes) in enumerate(variants):
+        args = [*common, "--eval-text", str(small_calib), "--out", str(tmp_path / f"out{n}"), *how]
+        if "--layers" in how:
+            args = [a for i, a in enumerate(args) if a != "--remove" and args[i - 1] != "--remove"]
+        assert cli.main(args) == 0
+        notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: ")]
+        assert notes == [f"note: --eval-text still changes {changes} with --no-eval: the calibration text is used "
+                         "whole, where without it its last 20% is held out for the check."]
     assert cli.main([*common, "--prompt", "", "--out", str(tmp_path / "b")]) == 0
     assert "note: --no-eval leaves out the check, so --prompt is not used." in capsys.readouterr().err
     assert cli.main([*checked, "--out", str(tmp_path / "c"), "--prompt", "Hi", "--eval-windows", "2"]) == 0

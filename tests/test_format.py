@@ -76,3 +76,22 @@ def test_the_unit_legend_names_the_unit_shown() -> None:
     assert unit_of(human_bytes(98_400_000)) == "MB = 10^6 bytes"
     assert unit_of(human_bytes(2.5e9)) == "GB = 10^9 bytes"
     assert unit_of(human_bytes(12)) == ""
+
+
+def test_a_models_text_is_quoted_one_way_whatever_it_holds() -> None:
+    """``repr`` quoted "it's" in double quotes and "no apostrophe" in single ones, one line under the other."""
+    from shortgpt_desktop.format import quoted
+
+    assert quoted("  no apostrophe ") == '"no apostrophe"'
+    assert quoted('it\'s "so"\nnext line') == '"it\'s \\"so\\"\\nnext line"'
+    assert quoted("Größe 東京") == '"Größe 東京"'  # any script as it is, not as escapes
+    assert quoted("a\u2028b\u202ec\x9bd") == '"a\\u2028b\\u202ec\\x9bd"'  # what would move or reorder the terminal
+    # spaces of other widths, joiners and soft hyphens are text
+    text = "Bonjour\u00a0! 東京\u3000大阪 👨\u200d👩 co\u00adop"
+    assert quoted(text) == f'"{text}"'
+
+
+def test_items_are_listed_as_a_sentence_lists_them() -> None:
+    from shortgpt_desktop.format import listed
+
+    assert [listed(x) for x in ([], ["a"], ["a", "b"], ["a", "b", "c"])] == ["", "a", "a and b", "a, b and c"]

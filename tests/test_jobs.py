@@ -502,6 +502,8 @@ def test_eval_does_not_warn_of_calibration_samples_it_never_takes(tiny_model: Pa
                    prompt="")
     report = run_eval(Engine(), spec)
     assert report.ppl_before > 1 and not any("samples" in w for w in report.warnings), report.warnings
+    # nor does its JSON say of the models what the job did not do to them ("repair": "none" of a repaired model)
+    assert report.repair == "" and report.metric == "" and report.samples == 0
 
 
 @pytest.mark.parametrize(("repair", "heal_steps"), [("none", 0), ("linear", 0), ("linear", 1)])

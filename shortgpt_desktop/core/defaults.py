@@ -55,3 +55,13 @@ PRESETS: dict[str, Preset] = {
                "65k calibration tokens, the paper's scale: best on a GPU, about 16 min for 135M on a CPU"),
     )
 }
+
+#: Held-out tokens under which a perplexity is said to be rough (the summary, the card and the sweep say so). Measured
+#: with SmolLM2 on WikiText-2 test text, the mean loss of a 256-token window spreads by 0.35 nats from window to window
+#: (16 windows), so over four windows the mean has a standard error near 0.17 nats: the perplexity can move by a
+#: fifth with another text of the same length, more with fewer tokens.
+FEW_EVAL_TOKENS = 1024
+_ROUGH = "few for a steady figure: another text of this length can move it by a fifth or more"
+ROUGH_FIGURE = f"{_ROUGH}; give a longer evaluation text"
+#: The same in the window, which has no evaluation text of its own: its held-out windows are a setting.
+ROUGH_FIGURE_WINDOW = f"{_ROUGH}; more check windows (Advanced) give a steadier one"

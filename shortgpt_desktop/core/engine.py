@@ -61,7 +61,7 @@ from .model.memory import (
 from .model.sources import ModelSource, weights_stamp
 from .pipeline import JobSpec
 from .progress import CancelCheck, Progress, no_progress, raise_if_cancelled
-from .report import Report
+from .report import MEASURED_BEFORE_REQUANTIZED, Report
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,14 @@ class Checked:
     quiz: Quiz | None = None  # the questions the original answers right, asked of both (None where not asked)
     #: What was measured: the cut with its repair, refit and healing, on these tokens (:meth:`Engine._checked_key`).
     key: tuple | None = None
+    #: The text it writes where it ran one layer at a time (a few tokens, and no quiz); None where it ran whole.
+    streamed_tokens: int | None = None
+
+    @property
+    def streamed_note(self) -> str | None:
+        """The note for a check one layer at a time that was asked to write text: it wrote only a few tokens and asked
+        no quiz."""
+        return streamed_check_note(self.streamed_tokens) if self.streamed_tokens and self.prompt else None
 
     @property
     def ratio(self) -> float:
@@ -169,6 +177,19 @@ class Adjusted:
         return notes + (list(self.refit.notes) if self.refit is not None else [])
 
 
+def streamed_check_note(new_tokens: int | None = None) -> str:
+    """What a check one layer at a time leaves out, which was said nowhere (the quiz gone, the text cut short): each
+    new token there runs every layer again. ``new_tokens``: the text it writes (None: eval, which writes none)."""
+    text = f"writes {new_tokens} tokens of the prompt and " if new_tokens else ""
+    return (f"One layer at a time, the check {text}asks no quiz: each new token runs every layer again; run it in "
+            "memory for the whole check.")
+
+
+#: The quality curve's quiz column, gone one layer at a time (its perplexity points are whole).
+STREAMED_CURVE_NOTE = ("One layer at a time, the curve has no quiz column: each answer would run every layer again for "
+                       "each token; run it in memory for the quiz.")
+
+
 @dataclass
 class Engine:
     """Everything known about the current model and its scores, and the steps that change it."""
@@ -187,6 +208,8 @@ class Engine:
     text_stamp: tuple = ()
     token_names: list[str] = field(default_factory=list)
     token_warnings: list[str] = field(default_factory=list)
+    #: The token key whose shortfall of held-out windows the log has said (once, not at every check).
+    windows_noted: tuple | None = None
     stats: HookStats | None = None  # the hooked pass behind the scores, when the metric had one
     scores: LayerScores | None = None
     scored: Scored | None = None
@@ -354,29 +377,39 @@ class Engine:
 
     @staticmethod
     def _inspect(source: ModelSource, spec: JobSpec) -> ModelInfo:
-        return inspect_model(source, spec.device, spec.dtype, samples=spec.samples, seq_len=spec.seq_len,
-                             batch_size=spec.batch_size, trust_remote_code=spec.trust_remote_code,
-                             **Engine._recipe(spec))
+        return inspect_model(source, spec.device, spec.dtype, seq_len=spec.seq_len, batch_size=spec.batch_size,
+                             trust_remote_code=spec.trust_remote_code, **Engine._recipe(spec))
 
     @staticmethod
     def _recipe(spec: JobSpec) -> dict[str, Any]:
-        """What of the recipe ``spec`` runs, for the memory estimate: bi+'s measured choice, the repair, healing, and
-        the check's windows; ``logits``: whether a pass runs the head over a batch (bi+'s candidates, the check, the
-        single-removal perplexity metric), which the hooked scoring pass never does."""
+        """What of the recipe ``spec`` runs, for the memory estimate: the calibration samples, bi+'s measured choice,
+        the repair, healing, and the check's windows; ``logits``: whether a pass runs the head over a batch (bi+'s
+        candidates, the check, the single-removal perplexity metric), which the hooked scoring pass never does.
+
+        Layers given by hand are not chosen, and with nothing fitted no sample runs (``prune --remove 10 --repair
+        none`` counted 128 × 512 tokens and bi+'s caches it never runs: 3.3 GB said for a 1.2 GB peak, which can
+        choose one layer at a time for nothing); its check still holds the held-out windows' states one layer at a
+        time, the original's and the pruned model's: as many as two samples a window."""
         metric = METRICS.get(spec.metric)
         own_logits = metric is not None and not metric.hooked and metric.needs_text  # single-removal perplexity
         if spec.scores_only:
-            return {"refines": False, "repairs": False, "heal_steps": 0, "check_windows": 0, "logits": own_logits}
-        refines = bool(metric is not None and metric.refines)
+            return {"samples": spec.samples, "refines": False, "repairs": False, "heal_steps": 0, "check_windows": 0,
+                    "logits": own_logits}
+        by_hand = spec.layers is not None
+        refines = bool(metric is not None and metric.refines and not by_hand)
         check_windows = spec.eval_windows if spec.check_perplexity else 0
-        return {"refines": refines, "repairs": spec.repair != "none", "heal_steps": max(spec.heal_steps, 0),
-                "check_windows": check_windows, "logits": own_logits or refines or check_windows > 0}
+        samples = spec.samples
+        if by_hand and spec.repair == "none" and spec.heal_steps <= 0:
+            samples = max(1, 2 * check_windows)
+        return {"samples": samples, "refines": refines, "repairs": spec.repair != "none",
+                "heal_steps": max(spec.heal_steps, 0), "check_windows": check_windows,
+                "logits": own_logits or refines or check_windows > 0}
 
     def memory_estimate(self, spec: JobSpec) -> MemoryEstimate:
         """What scoring needs in memory and one layer at a time, and what is free (no weights read)."""
         if self.source is None:
             raise UserError("Choose a model first.")
-        return estimate_memory(self.source, spec.device, spec.dtype, spec.samples, spec.seq_len, spec.batch_size,
+        return estimate_memory(self.source, spec.device, spec.dtype, seq_len=spec.seq_len, batch_size=spec.batch_size,
                                **self._recipe(spec))
 
     def mode_for(self, spec: JobSpec, estimate: MemoryEstimate | None = None) -> str:
@@ -414,7 +447,7 @@ class Engine:
         """What the memory estimate behind the decision depends on: the settings, the sizes and the recipe (bi+'s
         caches and the repair's streams are counted), so a plain BI decision is not kept for the default job."""
         return (spec.model, spec.revision, spec.device, spec.dtype, spec.trust_remote_code, spec.low_memory,
-                spec.samples, spec.seq_len, spec.batch_size, tuple(sorted(Engine._recipe(spec).items())))
+                spec.seq_len, spec.batch_size, tuple(sorted(Engine._recipe(spec).items())))
 
     @staticmethod
     def _load_key(spec: JobSpec) -> tuple:
@@ -785,7 +818,7 @@ class Engine:
         from .measure.quiz import MAX_NEW_TOKENS, QUESTIONS, quiz_prompts
 
         if self.loaded is None or self.backend is None or not self.backend.whole_model \
-                or not self._generates(spec.prompt):
+                or not self.generates(spec.prompt):
             return None
         prompts = quiz_prompts(self.loaded.tokenizer, self.loaded.model, QUESTIONS)
         if prompts is None:
@@ -945,7 +978,10 @@ class Engine:
         curve = QualityCurve(label=label, order=[], windows=len(tokens.eval_windows), tokens=reference.result.tokens,
                              data="held-out windows (the check's)", model=spec.model,
                              calibration=list(self.token_names), eval_text=spec.eval_text, samples=spec.samples,
-                             seq_len=spec.seq_len, seed=spec.seed)
+                             seq_len=spec.seq_len, seed=spec.seed, warnings=list(self.token_warnings))
+        fewer = self._fewer_windows(spec, tokens)
+        if fewer is not None:
+            curve.warnings.append(fewer)
         # Plain BI where the pass gave its statistics; a metric without them (sequential, reverse, ppl) has its
         # own order beside the curve, named so (it was labelled BI).
         bi_scores = self.stats.bi if self.stats is not None else self.scores.scores
@@ -956,7 +992,9 @@ class Engine:
                                 data="held-out windows (the check's)")
         curve.points.append(curve_point(0, None, [], reference.result, None))
         baseline.points.append(curve_point(0, None, [], reference.result, None))
-        asks_quiz = self._generates(spec.prompt)  # as the check does
+        asks_quiz = self.generates(spec.prompt)  # as the check does
+        if asks_quiz and not self.backend.whole_model:  # the quiz column was gone without a word
+            curve.warnings.append(STREAMED_CURVE_NOTE)
         total = 2 * limit
         partial: list[float | None] = [reference.result.perplexity] + [None] * limit
         progress(SWEEP_STAGE, 0, total, list(partial))
@@ -1142,18 +1180,20 @@ class Engine:
         gen_before = gen_after = ""
         prompt = spec.prompt if prompt is None else prompt
         chat = has_chat_template(loaded.tokenizer)
-        if self._generates(prompt):
+        if self.generates(prompt):
             assert self.backend is not None
             progress("generate", 0, 2, None)
             gen_before, gen_after = self.backend.generate_both(prompt, removed, weights, spec.max_new_tokens, chat)
             raise_if_cancelled(cancel)
             progress("generate", 2, 2, None)
-        quiz = self._quiz(removed, weights, progress, cancel) if self._generates(prompt) else None
+        quiz = self._quiz(removed, weights, progress, cancel) if self.generates(prompt) else None
         # A blank prompt generates nothing: none is named (the card gave a prompt of spaces and its chat template).
-        prompt = prompt if self._generates(prompt) else ""
+        prompt = prompt if self.generates(prompt) else ""
+        streamed = None if self.backend is None or self.backend.whole_model else getattr(self.backend,
+                                                                                             "MAX_NEW_TOKENS", None)
         self.checked = Checked(list(removed), before.perplexity, after.perplexity, before.tokens, prompt,
                                gen_before, gen_after, time.perf_counter() - started, chat, fidelity, quiz,
-                               self._checked_key(spec, removed))
+                               self._checked_key(spec, removed), streamed)
         return self.checked
 
     def checked_for(self, spec: JobSpec, removed: Sequence[int]) -> Checked | None:
@@ -1169,7 +1209,7 @@ class Engine:
         return self._adjust_key(spec, removed), self._reference_key(spec)
 
     @staticmethod
-    def _generates(prompt: str | None) -> bool:
+    def generates(prompt: str | None) -> bool:
         """Whether the check generates (the prompt's text side by side, then the quiz): a prompt that is not blank
         (the command line's ``--prompt ""`` turns both off)."""
         return bool((prompt or "").strip())
@@ -1212,7 +1252,18 @@ class Engine:
         if not tokens.eval_windows:
             raise CalibrationError("The calibration text leaves no held-out text for perplexity; add more text or "
                                    "give a separate evaluation text.")
+        self._fewer_windows(spec, tokens)
         return loaded, tokens
+
+    def _fewer_windows(self, spec: JobSpec, tokens: TokenSet) -> str | None:
+        """The note that the text gave fewer held-out windows than asked for (:func:`.pipeline.fewer_windows`),
+        logged once for these tokens (the window's log; the command line prints the report's and the curve's
+        warnings). Said where windows are measured, not by a scoring, which never reads them."""
+        fewer = pipeline.fewer_windows(spec, tokens)
+        if fewer is not None and self.windows_noted != self.token_key:
+            log.info(fewer)  # INFO: the command line shows the engine's warnings, and prints this at the end
+            self.windows_noted = self.token_key
+        return fewer
 
     def reference_for(self, spec: JobSpec, tokens: TokenSet, progress: Progress = no_progress,
                       cancel: CancelCheck | None = None) -> Reference:
@@ -1275,6 +1326,8 @@ class Engine:
             report.timings["selection"] = selection.seconds
         report.output_format = self.resolved_format
         report.quantization = self._quantization()
+        if self.source is not None and self.source.gguf_file and self.resolved_format != "gguf":
+            report.source_quantization = WRITERS["gguf"].quantization(self.source)
         adjusted = self._adjusted_for(plan.removed)
         report.repair = "none"
         if adjusted is not None and adjusted.repair is not None:
@@ -1318,6 +1371,9 @@ class Engine:
         c = self.checked_for(spec, plan.removed)
         if c is not None:
             report.ppl_before, report.ppl_after, report.eval_tokens = c.ppl_before, c.ppl_after, c.eval_tokens
+            fewer = pipeline.fewer_windows(spec, self.tokens) if self.tokens is not None else None
+            if fewer is not None and self.token_key == self._token_key(spec):
+                report.warnings.append(fewer)
             report.eval_text = spec.eval_text  # None: the windows were held out of the calibration text's end
             report.timings["perplexity"] = c.seconds
             if c.fidelity is not None:
@@ -1330,6 +1386,13 @@ class Engine:
                 report.generation_before, report.generation_after = c.generation_before, c.generation_after
                 if c.lost_answer:
                     report.warnings.append(LOST_ANSWER)
+        if c is not None and c.streamed_note:
+            report.warnings.append(c.streamed_note)
+        if plan.metric == "manual" and report.repair == "none" and not report.heal_steps and spec.eval_text:
+            # Layers given by hand, nothing fitted, the check on a text of its own: the calibration text was read and
+            # never used, yet the card named it and its sizes for figures that any other text gives alike.
+            report.calibration, report.samples = [], 0
+            report.warnings = [w for w in report.warnings if not pipeline.about_calibration_use(w)]
         return report
 
     def check_output(self, out: str | Path, force: bool = False) -> Path:
@@ -1370,7 +1433,11 @@ class Engine:
         adjusted = self._adjusted_for(plan.removed)
         weights = adjusted.weights if adjusted is not None else {}
         self.refusal_to_save()
-        return self.writer.write(self.loaded, plan, out, report, force, progress, cancel, weights)
+        result = self.writer.write(self.loaded, plan, out, report, force, progress, cancel, weights)
+        if report is not None and report.changed_types and report.ppl_after is not None \
+                and MEASURED_BEFORE_REQUANTIZED not in report.warnings:  # the card said it; the summary and JSON not
+            report.warnings.append(MEASURED_BEFORE_REQUANTIZED)
+        return result
 
     def refusal_to_save(self) -> None:
         """The output format this backend cannot write, said before anything runs."""

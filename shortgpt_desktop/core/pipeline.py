@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..format import in_number
 from . import defaults
 from .cut.plan import PrunePlan
 from .cut.surgery import pruned_view
@@ -135,16 +136,20 @@ def read_calibration(paths: Sequence[str], what: str = "calibration") -> tuple[l
     return texts, names, warnings
 
 
+def text_paths(spec: JobSpec) -> list[str]:
+    """The calibration and evaluation paths the job reads from disk (the built-in corpus ships with the app)."""
+    listed = [*spec.calib, *([spec.eval_text] if spec.eval_text else [])]
+    return [p for p in listed if p != BUILTIN_CORPUS]
+
+
 def text_stamp(spec: JobSpec) -> tuple:
     """Each calibration and evaluation file's path, size and modification time: tokens cut before a file was
     edited (or a file added to a listed folder) are not the text any more. Empty where the paths cannot be listed
     (reading them says why)."""
     # The built-in corpus ships with the app; as the evaluation text too it must be left out ("the calibration path
     # builtin does not exist" emptied the stamp, and an edited calibration file went unnoticed).
-    listed = [*spec.calib, *([spec.eval_text] if spec.eval_text else [])]
-    paths = [p for p in listed if p != BUILTIN_CORPUS]
     try:
-        return tuple(file_stamp(f) for f in collect_files(paths))
+        return tuple(file_stamp(f) for f in collect_files(text_paths(spec)))
     except (OSError, CalibrationError):
         return ()
 
@@ -178,13 +183,25 @@ def check_calibration(spec: JobSpec, checks_a_cut: bool = False) -> list[str]:
     return warnings
 
 
+#: The notes about what the calibration text gives the job; left out where the job did not use it (a cut by hand, with
+#: nothing fitted, checked on its own text: "is also calibration text" was said of text the job never used).
+ALSO_CALIBRATION = "is also calibration text"
+SAMPLES_SHORT = "The calibration text gives only"
+
+
+def about_calibration_use(note: str) -> bool:
+    """Whether ``note`` speaks of what the calibration text gave the job or of its use (:data:`ALSO_CALIBRATION`,
+    :data:`SAMPLES_SHORT`)."""
+    return note.startswith(SAMPLES_SHORT) or ALSO_CALIBRATION in note
+
+
 def _also_calibration(spec: JobSpec, names: list[str], eval_names: list[str]) -> list[str]:
     """The sentence where the evaluation text is also calibration text (``names``, ``eval_names``: the files each
     read, or the built-in corpus's name): the check then measures on text the layers were chosen and repaired on,
     which reads better than text the model has not seen (it was said nowhere)."""
     if not set(eval_names) & set(names):
         return []
-    return [f"The evaluation text {spec.eval_text} is also calibration text: the check measures the pruned model on "
+    return [f"The evaluation text {spec.eval_text} {ALSO_CALIBRATION}: the check measures the pruned model on "
             "text its layers were chosen and repaired on, so it reads better than on text it has not seen."]
 
 
@@ -201,15 +218,31 @@ def prepare_tokens(loaded: LoadedModel, spec: JobSpec,
         loaded.tokenizer, texts, eval_texts, spec.samples, spec.seq_len, spec.seed,
         max_eval_windows=spec.eval_windows, on_text=on_text,
     )
-    if len(tokens.samples) < spec.samples:
-        warnings.append(
-            f"The calibration text gives only {len(tokens.samples)} samples of {spec.seq_len} tokens "
-            f"({spec.samples} asked for)."
-        )
+    got = len(tokens.samples)
+    if got < spec.samples:
+        warnings.append(f"{SAMPLES_SHORT} {got:,} {in_number(got, 'sample')} of {spec.seq_len:,} tokens "
+                        f"({spec.samples:,} asked for).")
     beyond = beyond_trained_positions(loaded.source.display_name, trained_positions(loaded.config), spec.seq_len)
     if beyond:
         warnings.append(beyond)
     return tokens, names, warnings
+
+
+def fewer_windows(spec: JobSpec, tokens: TokenSet) -> str | None:
+    """The note for a check, curve or evaluation measured on fewer held-out windows than asked for: the text gave no
+    more (``--eval-windows 1000`` measured 70 without a word; only the tokens measured hinted at it)."""
+    got = len(tokens.eval_windows)
+    if not got or got >= spec.eval_windows:
+        return None
+    if not spec.eval_text:
+        source, more = "The calibration text's held-out end", "more calibration text"
+    elif spec.eval_text == BUILTIN_CORPUS:
+        source, more = "The built-in corpus", "a longer evaluation text"
+    else:
+        source, more = f"The evaluation text {spec.eval_text}", "a longer evaluation text"
+    return (f"{source} gives only {got:,} {in_number(got, 'window')} of at most {spec.seq_len:,} tokens "
+            f"({spec.eval_windows:,} asked for), and perplexity is measured on {in_number(got, 'it', 'them')}; give "
+            f"{more} to measure on more.")
 
 
 def beyond_trained_positions(name: str, trained: int | None, seq_len: int) -> str | None:

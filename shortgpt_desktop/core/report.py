@@ -11,10 +11,14 @@ from typing import Any
 
 from .. import __version__
 from ..format import counted, in_number, layer_list, layer_span
+from . import defaults
 
-#: Fields every job's JSON report holds, by which a file is known as one (``output_folder``: the command line
-#: replaces an earlier report of this tool, never another file).
-REPORT_KEYS = ("model", "n_layers", "removed_layers")
+#: GGUF file types that hold floats, not quantized blocks: saved as safetensors they are converted, not de-quantized.
+FLOAT_TYPES = ("F32", "F16", "BF16", "F64", "ALL_F32", "MOSTLY_F16", "MOSTLY_BF16")
+#: Said after a save that re-quantized weights the check measured at full precision (the card says it in its own words).
+MEASURED_BEFORE_REQUANTIZED = ("This job's perplexity and fidelity were measured before the changed weights were "
+                               "re-quantized for the file; the saved file's own may differ slightly (shortgpt eval "
+                               "measures it).")
 
 
 @dataclass
@@ -89,6 +93,9 @@ class Report:
     heal_compute_dtype: str = ""  # the dtype healing's forward passes ran in ("bfloat16" under autocast, "float32")
     output_format: str = ""  # "safetensors" or "gguf"
     quantization: str = ""  # a GGUF output's file type as llama.cpp names it (Q4_K_M, Q4_1…)
+    #: A GGUF source's file type where the output is safetensors: a quantized one's weights were de-quantized (the card
+    #: said nothing of why a 98 MB Q4_1 file became a 524 MB folder).
+    source_quantization: str = ""
     # GGUF tensors re-quantized: name in the pruned file (new block index) → [from, to]; tensor_label() words it
     changed_types: dict[str, list[str]] = field(default_factory=dict)
     version: str = __version__
@@ -215,7 +222,8 @@ def _eval_source(report: Report) -> str:
 
 
 def _calibration_line(report: Report, calibration: list[str]) -> str:
-    """The calibration text and sizes, or that none was read (layers given by hand, no repair, no check); for
+    """The calibration text and sizes, or that none was used (layers given by hand, no repair, and no check or one on
+    an evaluation text of its own); for
     imported scores, what they were measured on, apart from the text this job read."""
     imported = report.scores_imported
     if imported:
@@ -230,6 +238,8 @@ def _calibration_line(report: Report, calibration: list[str]) -> str:
         return (f"{scores}; text this job read itself: {', '.join(calibration)} ({report.samples} samples × "
                 f"{report.seq_len} tokens, seed {report.seed})")
     if not calibration:
+        if report.ppl_after is not None and report.eval_text:  # the check read its own text, and only that
+            return "none (the layers were given by hand, and nothing was fitted on text; the check read its own text)"
         return "none (the layers were given by hand, and nothing was fitted or measured on text)"
     return (f"{', '.join(calibration)}; {report.samples} samples × {report.seq_len} tokens, seed {report.seed}"
             + (f" ({report.tokens:,} tokens scored)" if report.tokens else ""))
@@ -248,7 +258,10 @@ def model_card(report: Report, base_model: str) -> str:
         ppl = (
             f"| perplexity | {report.ppl_before:.3f} | {report.ppl_after:.3f} |\n"
             f"\nPerplexity measured on {report.eval_tokens:,} {_eval_source(report)}, the same tokens for both "
-            "models.\n"
+            "models" + (f" (fewer than {defaults.FEW_EVAL_TOKENS:,} tokens: a rough figure, which another text of "
+                        "this length can move by a fifth or more)"
+                        if 0 < report.eval_tokens < defaults.FEW_EVAL_TOKENS else "")
+            + ".\n"
         )
     if report.fidelity:
         f = report.fidelity
@@ -294,8 +307,10 @@ def model_card(report: Report, base_model: str) -> str:
                             + ")")
         refitted = [r for r in repaired if "refit_after" in r and r.get("refit_kept", True)]
         if report.repair == "refit" and refitted:
+            # trained, where the repair before it is closed-form: "training-free" read as said of the whole
             repair_line += (f", then the whole MLP of {'those layers' if len(refitted) > 1 else 'that layer'} "
-                            f"refitted on the calibration activations to the original's next state")
+                            f"refitted on the calibration activations to the original's next state (trained by "
+                            f"gradient steps: this part is not training-free)")
         if report.refit_chat:
             chat = report.refit_chat
             repair_line += (f" (kept where the original's own answers to the answer check's prompts stayed as likely: "
@@ -315,9 +330,15 @@ def model_card(report: Report, base_model: str) -> str:
         computed = f", computed in {report.heal_compute_dtype}" if report.heal_compute_dtype else ""
         repair_line += (f"; healed with {counted(report.heal_steps, 'LoRA step')} on the calibration text (distilled "
                         f"from the original{computed}), merged")
+    if report.earlier_removed:  # "none" read as said of the model's whole history, whose earlier card is not copied
+        repair_line += (f"; this job's only: the pruning that made `{public_name(report.model)}` may have repaired or "
+                        "healed its kept layers, as its own card says")
     output_format = report.output_format or "safetensors"
     if report.quantization:
         output_format += f" ({report.quantization})"
+    if report.source_quantization and report.source_quantization.upper() not in FLOAT_TYPES:
+        output_format += (f", from a {report.source_quantization} GGUF whose weights were de-quantized to "
+                          f"{report.dtype or 'floating point'} (larger on disk than the GGUF)")
     if report.changed_types:
         changes = "; ".join(requantized(report.changed_types, report.kept_layers))
         causes = [cause for cause, done in (("repair", report.repair != "none"), ("healing", report.heal_steps > 0))

@@ -60,8 +60,9 @@ def describe_path(path: str) -> tuple[int, int, int]:
 
 def binary_files(path: str | Path) -> list[str]:
     """One sentence per file of ``path`` that is not text, from its first bytes only (cheap on big folders)."""
-    sentences = []
-    for file in collect_files([path]):
+    sentences: list[str] = []
+    files = collect_files([path], sentences)  # what it leaves out, as the job says it (read_texts)
+    for file in files:
         try:
             kind = sniff(file)
         except OSError as exc:

@@ -13,6 +13,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..core import defaults
 from ..core.defaults import PROMPT as DEFAULT_PROMPT
 from ..core.engine import LOST_ANSWER, Checked
 from ..format import layer_list
@@ -62,8 +63,9 @@ class ComparePanel(QWidget):
 
     def show_checked(self, checked: Checked) -> None:
         ratio = checked.ratio
+        rough = f" ({defaults.ROUGH_FIGURE_WINDOW})" if 0 < checked.eval_tokens < defaults.FEW_EVAL_TOKENS else ""
         self.result.setText(
-            f"Perplexity on {checked.eval_tokens:,} held-out tokens: "
+            f"Perplexity on {checked.eval_tokens:,} held-out tokens{rough}: "
             f"original <b>{checked.ppl_before:.2f}</b>, "
             f"pruned <b>{checked.ppl_after:.2f}</b> (× {ratio:.2f}); "
             f"removed layers {layer_list(checked.removed)}."
@@ -97,6 +99,8 @@ class ComparePanel(QWidget):
             self.result.setText(self.result.text() + " The prompt went through the model's chat template.")
         if not checked.prompt:
             self.result.setText(self.result.text() + " No text was generated: the prompt is empty.")
+        if checked.streamed_note:  # the quiz gone and the text cut short, without a word
+            self.result.setText(self.result.text() + f" {checked.streamed_note}")
 
     def mark_stale(self) -> None:
         """The plan or its recipe changed since the last check: say so instead of showing numbers for another."""

@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 from .. import __version__
 from ..core import defaults
 from ..core.cut.plan import PrunePlan
-from ..core.engine import JobSpec, Scored
+from ..core.engine import STREAMED_CURVE_NOTE, JobSpec, Scored
 from ..core.errors import PlanError, UserError
 from ..core.measure.calibration import BUILTIN_CORPUS
 from ..core.measure.metrics import METRICS
@@ -1089,6 +1089,8 @@ class MainWindow(QMainWindow):
         )
 
     def _on_curve(self, curve: Any) -> None:
+        if STREAMED_CURVE_NOTE in getattr(curve, "warnings", ()):  # the quiz gone, one layer at a time
+            log.warning(STREAMED_CURVE_NOTE)
         baseline = [(p.k, p.perplexity) for p in curve.baseline.points] if curve.baseline is not None else None
         self.plan_panel.show_curve([(p.k, p.perplexity, p.same_top) for p in curve.points], curve.label,
                                    curve.windows, curve.tokens, baseline,

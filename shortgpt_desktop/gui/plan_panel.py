@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..core import defaults
 from ..core.cut.plan import PrunePlan
 from ..format import change, human_bytes, human_count, layer_list
 from .chart import color_axes, kept_color
@@ -228,8 +229,9 @@ class PlanPanel(QGroupBox):
         self._apply_curve_palette()
         self.curve_marker.setValue(self.slider.value())
         plain = "BI" if baseline_label == "bi" else baseline_label
+        rough = f", {defaults.ROUGH_FIGURE_WINDOW}" if 0 < tokens < defaults.FEW_EVAL_TOKENS else ""
         note = (f"{label} (solid) and plain {plain} (dashed): perplexity on the check's {windows} held-out windows "
-                f"({tokens:,} tokens); point at it for same top token" + (" and the quiz" if quizzes else "")
+                f"({tokens:,} tokens{rough}); point at it for same top token" + (" and the quiz" if quizzes else "")
                 + " at each count")
         details = "\n".join(
             f"{k} removed: perplexity {v:.2f}" + (f", same top token {top:.0%}" if top is not None else "")

@@ -1091,3 +1091,42 @@ def test_tokenising_a_long_text_is_counted_and_a_short_one_is_one_step(tiny_mode
         assert heard[0] == (0, 1)
         assert heard[1:] == ([(d, size) for d, _ in heard[1:]] if counted else [(1, 1)]), heard
         assert not counted or (len(heard) > 2 and heard[-1] == (size, size))
+
+
+def test_fewer_held_out_windows_than_asked_are_logged_once_for_the_window(tiny_model: Path, small_calib: Path,
+                                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """The window's log said nothing when the text gave fewer windows than its box asked for; it says so once, at
+    the first job that measures them (not at the scoring, which reads none, nor again at each check or curve)."""
+    spec = small_job(tiny_model, small_calib, eval_windows=100000, metric="bi", repair="none")
+    engine = Engine()
+    with caplog.at_level("INFO", logger="shortgpt_desktop"):
+        engine.score(spec)
+        assert not [r for r in caplog.records if "windows of at most" in r.getMessage()]
+        engine.check(spec, engine.plan(count=1).removed)
+        plan = engine.plan(count=2)
+        engine.check(spec, plan.removed)
+        engine.quality_curve(spec, max_removed=1)
+    said = [r.getMessage() for r in caplog.records if "windows of at most" in r.getMessage()]
+    assert len(said) == 1 and "(100,000 asked for)" in said[0]
+    assert said[0] in engine.report(plan, spec).warnings  # the report (its JSON) carries the check's note
+
+
+def test_a_cut_given_by_hand_with_nothing_fitted_counts_no_samples_and_no_search(tiny_model: Path,
+                                                                                small_calib: Path) -> None:
+    """``prune --remove 10 --repair none`` counted 128 × 512 calibration tokens and bi+'s caches that it never runs:
+    3.3 GB said for SmolLM2, whose peak was 1.2 GB (which can choose one layer at a time for nothing)."""
+    spec = small_job(tiny_model, small_calib, samples=128, seq_len=256, layers=[2], repair="none",
+                     check_perplexity=False)
+    by_hand = Engine().open(spec)
+    assert by_hand.memory.recipe_bytes == 0
+    one_sample = Engine().open(dataclasses.replace(spec, samples=1, metric="bi"))
+    assert by_hand.memory_needed_bytes == one_sample.memory_needed_bytes
+    assert by_hand.memory.hidden_states_bytes == one_sample.memory.hidden_states_bytes
+    # fitted on the text, or chosen by a search: the samples (and bi+'s caches) count as before
+    repaired = Engine().open(dataclasses.replace(spec, repair="linear"))
+    chosen = Engine().open(dataclasses.replace(spec, layers=None))
+    assert by_hand.memory.hidden_states_bytes < repaired.memory.hidden_states_bytes
+    assert chosen.memory.recipe_bytes > 0 and by_hand.memory_needed_bytes < chosen.memory_needed_bytes
+    # with its check, one layer at a time holds the windows' states, the original's and the pruned model's: counted
+    checked = Engine().open(dataclasses.replace(spec, check_perplexity=True, eval_windows=64))
+    assert checked.memory.hidden_states_bytes == 2 * 64 * by_hand.memory.hidden_states_bytes  # one sample's each

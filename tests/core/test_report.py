@@ -42,7 +42,8 @@ def test_the_card_counts_only_the_layers_a_map_changed_and_names_each_ridge() ->
     assert "map" not in whole, whole
     refitted = card_repair_line(refit=True)
     assert "refitted" in refitted and "no layer is changed" not in refitted, refitted
-    assert ", then the whole MLP of that layer refitted on the calibration activations" in refitted, refitted
+    assert (", then the whole MLP of that layer refitted on the calibration activations to the original's next state "
+            "(trained by gradient steps: this part is not training-free)") in refitted, refitted
 
 
 def test_the_card_counts_the_kept_layers_after_the_runs_that_were_refitted() -> None:
@@ -244,6 +245,11 @@ def test_a_source_pruned_before_has_its_layers_counted_in_the_first_originals_nu
             "original): 1. Of the first original's 6 layers, this model lacks 0, 2, 5.") in model_card(report, "m")
     report.earlier_removed = [5]  # "it lacked layers 5"
     assert "which had been pruned before: it lacked layer 5 of its original): 1." in model_card(report, "m")
+    # "Repair: none" read as said of the model's whole history, though the earlier job had refitted 4 kept layers
+    assert ("- Repair: none (plain layer removal); this job's only: the pruning that made `m` may have repaired or "
+            "healed its kept layers, as its own card says\n") in model_card(report, "m")
+    report.earlier_removed = []
+    assert "- Repair: none (plain layer removal)\n" in model_card(report, "m")
 
 
 def test_a_path_that_only_looks_like_a_hub_id_is_named_by_its_last_part(tmp_path: Path, monkeypatch) -> None:
@@ -268,6 +274,21 @@ def test_the_card_says_how_the_layers_were_chosen_and_which_text_the_perplexity_
                     eval_tokens=512, eval_text="builtin")
     card = model_card(report, "m")
     assert "1 of 6 decoder layers was removed from `m` () as listed by hand (no scoring)." in card
-    assert "Perplexity measured on 512 tokens of the built-in corpus, the same tokens for both models." in card
+    # under 1,024 tokens the card says the figure is rough, as the summary does (the shared file lost it)
+    assert ("Perplexity measured on 512 tokens of the built-in corpus, the same tokens for both models (fewer than "
+            "1,024 tokens: a rough figure, which another text of this length can move by a fifth or more).") in card
     report.eval_text = "/home/alice/test.txt"
     assert "Perplexity measured on 512 tokens of `test.txt`, the same tokens" in model_card(report, "m")
+    report.eval_tokens = 1024
+    assert "the same tokens for both models.\n" in model_card(report, "m")
+
+
+def test_only_a_quantized_gguf_saved_as_safetensors_is_said_de_quantized() -> None:
+    """An F32 GGUF read "from a F32 GGUF whose weights were de-quantized to float32 (larger…)": neither is true."""
+    report = Report(model="m.gguf", n_layers=4, removed_layers=[1], output_format="safetensors", dtype="float32",
+                    source_quantization="Q4_1")
+    assert ("- Format: safetensors, from a Q4_1 GGUF whose weights were de-quantized to float32 (larger on disk than "
+            "the GGUF)\n") in model_card(report, "m.gguf")
+    for floats in ("F32", "BF16", "MOSTLY_F16"):
+        report.source_quantization = floats
+        assert "- Format: safetensors\n" in model_card(report, "m.gguf")

@@ -5,8 +5,10 @@ broke the code and every test still passed."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtGui import QWheelEvent
 from PySide6.QtWidgets import QApplication
@@ -15,10 +17,11 @@ from shortgpt_desktop.core import defaults
 from shortgpt_desktop.core.cut.plan import PrunePlan
 from shortgpt_desktop.core.engine import Checked
 from shortgpt_desktop.core.errors import Cancelled
+from shortgpt_desktop.core.measure import calibration
 from shortgpt_desktop.core.measure.calibration import BUILTIN_TOKENS_ESTIMATE, CHARS_PER_TOKEN
 from shortgpt_desktop.core.measure.quiz import Quiz
 from shortgpt_desktop.format import human_bytes
-from shortgpt_desktop.gui.calibration_panel import CalibrationPanel
+from shortgpt_desktop.gui.calibration_panel import CalibrationPanel, binary_files, describe_path
 from shortgpt_desktop.gui.chart import ScoreChart
 from shortgpt_desktop.gui.compare_panel import ComparePanel
 from shortgpt_desktop.gui.model_panel import ModelPanel
@@ -222,6 +225,10 @@ def test_the_plan_panel_says_how_the_plan_was_made_and_what_it_weighs(qtbot) -> 
     assert " as " not in panel.size_label.text()
     panel.show_curve([(0, 10.0, 1.0), (1, 12.0, 0.9)], "bi+ repaired", 4, 512, quizzes={1: (3, 4)})
     assert "and the quiz" in panel.curve_note.text()
+    # under 1,024 tokens the curve is rough, as the check and the card say
+    assert "(512 tokens, few for a steady figure: " in panel.curve_note.toolTip()
+    panel.show_curve([(0, 10.0, 1.0), (1, 12.0, 0.9)], "bi+ repaired", 8, 2048)
+    assert "(2,048 tokens);" in panel.curve_note.toolTip()
     panel.set_maximum(5)
     assert panel.curve_max.value() == 3 and panel.curve_max.maximum() == 5
 
@@ -309,6 +316,21 @@ def test_the_before_after_panel_gives_the_checks_figures_and_calls_them_stale(qt
     assert panel.result.text().endswith(" No text was generated: the prompt is empty.")
     panel.mark_stale()
     assert "pruned <b>" not in panel.result.text() and "changed since the last check" in panel.result.text()
+
+
+def test_the_before_after_panel_says_what_a_check_one_layer_at_a_time_left_out_and_a_rough_figure(qtbot) -> None:
+    """In low-memory mode the quiz was gone and the text cut to 8 tokens without a word; under 1,024 tokens the
+    figure is rough, as the command line and the card say."""
+    panel = ComparePanel()
+    qtbot.addWidget(panel)
+    panel.show_checked(_checked(streamed_tokens=8))
+    assert panel.result.text().endswith(" One layer at a time, the check writes 8 tokens of the prompt and asks no "
+                                        "quiz: each new token runs every layer again; run it in memory for the "
+                                        "whole check.")
+    assert "steady figure" not in panel.result.text()  # 2,048 tokens
+    panel.show_checked(_checked(streamed_tokens=8, prompt="", eval_tokens=500))  # nothing written: nothing left out
+    assert "One layer at a time" not in panel.result.text()
+    assert "Perplexity on 500 held-out tokens (few for a steady figure: " in panel.result.text()
 
 
 def test_the_curve_box_keeps_the_users_count_through_a_plan_dropped_for_a_while(qtbot) -> None:
@@ -405,3 +427,17 @@ def test_a_label_of_three_lines_shows_the_first_two_whole_and_follows_its_width(
     label.resize(8000, 100)
     qtbot.waitUntil(lambda: label.shown_text() == words, timeout=2000)
     assert label.toolTip() == ""
+
+
+def test_the_list_does_not_count_a_file_this_run_writes_its_output_to(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The window's calibration list counted the file (its size, its tokens, "2 text files") that the job skips."""
+    (tmp_path / "a.txt").write_text("The quick brown fox jumps over the lazy dog. " * 40)
+    log_file = tmp_path / "err.txt"
+    log_file.write_text("a line of the log\n" * 40)
+    with open(log_file, "a") as stream:
+        monkeypatch.setattr(calibration, "OUTPUT_STREAMS", ((stream.fileno(), "standard error"),))
+        size, files, _ = describe_path(str(tmp_path))
+        assert (size, files) == ((tmp_path / "a.txt").stat().st_size, 1)
+        assert binary_files(tmp_path) == [f"Skipped {log_file.resolve()}: this run writes its standard error to it."]
+

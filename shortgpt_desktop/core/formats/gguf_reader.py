@@ -243,6 +243,15 @@ def _parse_gguf_header(view: Any, size: int, quant_sizes: Any, quant_type: Any) 
     return metadata, fields, tensors, pos
 
 
+def read_scalar_array(path: Path, field: GGUFField) -> list[Any]:
+    """The values of an array entry of numbers (its ``item_type`` in :data:`GGUF_SCALARS`), read from its place in
+    the file (:func:`read_gguf_layout` keeps only an array's length)."""
+    fmt = f"<{field.count}{GGUF_SCALARS[field.item_type or 0]}"
+    with open(path, "rb") as stream:
+        stream.seek(field.value_start)
+        return list(struct.unpack(fmt, stream.read(struct.calcsize(fmt))))
+
+
 def check_gguf(path: Path) -> GGUFLayout:
     """A GGUF file that is whole: readable header, every tensor's bytes present, not one part of a split model,
     and a block count that matches its ``blk.N`` tensors."""

@@ -38,7 +38,7 @@ from ..progress import CancelCheck, Progress
 from .gguf_orientation import replacement_problem, to_gguf
 from .gguf_reader import GGUF_SCALARS, GGUFField, GGUFLayout, check_gguf
 from .output_folder import check_output_folder, output_folder
-from .provenance import removed_in_first_original
+from .provenance import GGUF_KEY, gguf_removed_layers, removed_in_first_original
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ SWA_PERIODIC = {
 }
 #: ``{arch}.*`` arrays that are not per-layer even when their length happens to equal the block count.
 _NOT_PER_LAYER = ("rope.dimension_sections",)
-_PROVENANCE = "shortgpt.removed_layers"
+_PROVENANCE = GGUF_KEY  # the layers of the first original the file lacks
 
 
 @dataclass
@@ -450,16 +450,6 @@ def _pack_scalar(type_id: int, value: Any) -> bytes:
 def _pack_array(item_type: int, values: Sequence[Any]) -> bytes:
     fmt = _SCALAR_FORMATS[item_type]
     return struct.pack("<IIQ", _ARRAY, item_type, len(values)) + struct.pack(f"<{len(values)}{fmt}", *values)
-
-
-def gguf_removed_layers(path: Path, layout: GGUFLayout | None = None) -> list[int]:
-    """The layers of the first original a GGUF this app wrote lacks (its ``shortgpt.removed_layers``; else [])."""
-    layout = layout or check_gguf(path)
-    field = layout.fields.get(_PROVENANCE)
-    if field is None or field.item_type not in _SCALAR_FORMATS:
-        return []
-    with _open_view(path) as view:
-        return sorted({int(i) for i in _read_array(view, field) if int(i) >= 0})
 
 
 def _read_array(view: Any, f: GGUFField) -> list[Any]:

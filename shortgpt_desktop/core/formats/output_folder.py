@@ -21,6 +21,7 @@ from ...format import some_of
 from ..errors import Hint, OutputError
 from ..model.sources import LICENCE_FILES, ModelSource
 from ..user_paths import expand_home, not_there, read_only
+from .report_files import REPORT, REPORT_NAMES, SAVED_REPORT, earlier_report
 
 #: What a file browser leaves in any folder: a folder holding only these holds nothing of the user's.
 SYSTEM_FILES = (".DS_Store", "Thumbs.db", "desktop.ini")
@@ -74,7 +75,7 @@ def not_an_earlier_output(folder: Path) -> str | None:
         return f"holds {len(ggufs)} GGUF files ({', '.join(ggufs[:3])}{'…' if len(ggufs) > 3 else ''}), not one output"
     card = folder / "README.md"
     if card.is_file():
-        if not _card_written_here(card):
+        if not card_written_here(card):
             return "holds a model card this app did not write (README.md), so it is not an earlier output"
     elif any(p.name not in SYSTEM_FILES for p in folder.iterdir()):
         return ("holds a model without this app's model card (README.md), so it is not an earlier output but "
@@ -82,9 +83,14 @@ def not_an_earlier_output(folder: Path) -> str | None:
     return None
 
 
-def _card_written_here(card: Path) -> bool:
-    with card.open(encoding="utf-8", errors="replace") as stream:
-        head = stream.read(4096)
+def card_written_here(card: Path) -> bool:
+    """Whether ``card`` is a model card this app wrote (its front matter carries :data:`CARD_TAG`); a file that cannot
+    be read is not (the reader that needs it says why)."""
+    try:
+        with card.open(encoding="utf-8", errors="replace") as stream:
+            head = stream.read(4096)
+    except OSError:
+        return False
     if not head.startswith("---"):
         return False
     front = head[3:].split("\n---", 1)[0]
@@ -431,11 +437,6 @@ def _move_into_place(temp: Path, out: Path) -> None:
         _replace(temp, out)
 
 
-#: What a report path may replace on the command line (``check_report_path``'s ``replaces``): a job's JSON report
-#: (score, eval), a job's report that may also replace one recording a save (prune), a quality curve's JSON or CSV.
-REPORT, SAVED_REPORT, CURVE, CURVE_CSV = "report", "saved report", "curve", "curve csv"
-
-
 def check_report_path(path: Path, sources: Sequence[str | Path] = (), texts: Sequence[str | Path] = (),
                       out: str | Path | None = None, replaces: str | None = None) -> Path:
     """``path`` expanded, or the sentence why a file cannot be written there (checked before a job runs too):
@@ -482,51 +483,14 @@ def check_report_path(path: Path, sources: Sequence[str | Path] = (), texts: Seq
     if path.is_file() and read_only(path):
         raise OutputError(f"Cannot write {path}: the file is read-only; choose another name.")
     if replaces is not None and path.is_file():
-        found = _earlier_report(path)
+        found = earlier_report(path)
         if found is None:
             raise OutputError(f"Cannot write {path}: the file exists and is not a report of this tool; choose another "
                               "name, or delete it first.")
         if found and found != replaces and not (found == REPORT and replaces == SAVED_REPORT):
-            raise OutputError(f"Cannot write {path}: it holds {_REPORT_NAMES[found]}, which this would replace with "
-                              f"{_REPORT_NAMES[replaces]}; choose another name.")
+            raise OutputError(f"Cannot write {path}: it holds {REPORT_NAMES[found]}, which this would replace with "
+                              f"{REPORT_NAMES[replaces]}; choose another name.")
     return path
-
-
-_REPORT_NAMES = {REPORT: "a job's report", SAVED_REPORT: "the report of a saved model", CURVE: "a quality curve",
-                 CURVE_CSV: "a quality curve's table"}
-
-
-def _earlier_report(path: Path) -> str | None:
-    """Which report of this tool ``path`` holds (:data:`REPORT`…; "" where it is empty, None where it holds none):
-    a job's JSON (``--json``; one that names a saved model is :data:`SAVED_REPORT`), a quality curve's JSON or CSV
-    (``sweep --json/--csv``). Read from its first MiB: a report is a few kB to a few hundred."""
-    import json
-
-    from ..measure.sweep import CSV_FIELDS, CURVE_KEYS
-    from ..report import REPORT_KEYS
-
-    try:
-        with path.open("rb") as stream:
-            head = stream.read(1 << 20)
-            whole = not stream.read(1)
-    except OSError:
-        return None
-    if not head.strip():
-        return ""
-    text = head.decode("utf-8", errors="replace")
-    if text.startswith(",".join(CSV_FIELDS[:3]) + ","):
-        return CURVE_CSV
-    if not whole:
-        return None
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return None
-    if not isinstance(data, dict):
-        return None
-    if set(REPORT_KEYS) <= data.keys():
-        return SAVED_REPORT if data.get("output") else REPORT
-    return CURVE if set(CURVE_KEYS) <= data.keys() else None
 
 
 def write_file_atomically(path: Path, write: Callable[[Any], None], sources: Sequence[str | Path] = (),

@@ -10,13 +10,15 @@ import json
 import re
 import struct
 from collections.abc import Sequence
+from pathlib import Path
 
 from ..errors import UserError
 from ..model.sources import ModelSource
-from .gguf_reader import check_gguf
+from .gguf_reader import GGUF_SCALARS, GGUFLayout, check_gguf, read_scalar_array
 
-#: The key in a saved config.json; GGUF output carries the same list as ``shortgpt.removed_layers``.
+#: The key in a saved config.json; GGUF output carries the same list under :data:`GGUF_KEY`.
 CONFIG_KEY = "shortgpt_removed_layers"
+GGUF_KEY = "shortgpt.removed_layers"
 
 
 def in_first_original(earlier: Sequence[int], layers: Sequence[int], n_layers: int) -> list[int]:
@@ -33,13 +35,20 @@ def removed_in_first_original(earlier: Sequence[int], removed: Sequence[int], n_
     return sorted(set(earlier) | set(in_first_original(earlier, removed, n_layers)))
 
 
+def gguf_removed_layers(path: Path, layout: GGUFLayout | None = None) -> list[int]:
+    """The layers of the first original a GGUF this app wrote lacks (its :data:`GGUF_KEY`; else [])."""
+    layout = layout or check_gguf(path)
+    field = layout.fields.get(GGUF_KEY)
+    if field is None or field.item_type not in GGUF_SCALARS:
+        return []
+    return sorted({int(i) for i in read_scalar_array(path, field) if int(i) >= 0})
+
+
 def earlier_removed(source: ModelSource | None) -> list[int]:
     """The layers of the first original the source lacks, where this app pruned it before (else [])."""
     if source is None:
         return []
     if source.gguf_file is not None:
-        from .gguf_writer import gguf_removed_layers
-
         try:
             return gguf_removed_layers(source.folder / source.gguf_file)
         except (UserError, OSError, ValueError, struct.error):  # a GGUF source saved from memory, its file gone

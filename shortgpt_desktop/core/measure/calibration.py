@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
+import stat
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +34,8 @@ FORMAT_NOTES = {
 TEXT_SUFFIXES = (".txt", ".md", ".jsonl", ".json", ".ipynb", ".py", ".rst", ".html", ".csv")
 #: Bytes read to recognise a binary file before the whole file is read.
 SNIFF_BYTES = 8192
+#: The streams this process writes (file descriptor, name), which may be files in a calibration folder.
+OUTPUT_STREAMS = ((1, "standard output"), (2, "standard error"))
 #: File signatures (magic bytes) → what the file is, for the sentence that says why it is skipped. Other binary
 #: files (programs, pickles, audio...) hold NUL bytes early, or do not decode.
 _MAGIC = (
@@ -99,19 +103,38 @@ def _hidden(path: Path, root: Path) -> bool:
     return any(part.startswith(".") or part == "__pycache__" for part in path.relative_to(root).parts)
 
 
-def collect_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Files under the given paths (folders recursively, hidden files left out), sorted, unique.
+#: What a saved model's folder holds beside its card: only a README.md beside one of them is opened to look for it.
+_MODEL_FILES = ("config.json", ".gguf", ".safetensors")
+
+
+def saved_models_within(files: Sequence[Path]) -> set[Path]:
+    """The folders among ``files`` that hold a model this app saved (its model card beside its weights or config):
+    ``--calib . --out pruned`` put the model among the texts, and the next job read its card as calibration text."""
+    from ..formats.output_folder import card_written_here
+
+    holders = {f.parent for f in files if f.name == _MODEL_FILES[0] or f.suffix in _MODEL_FILES[1:]}
+    return {f.parent for f in files if f.name == "README.md" and f.parent in holders and card_written_here(f)}
+
+
+def collect_files(paths: Iterable[str | Path], left_out: list[str] | None = None) -> list[Path]:
+    """Files under the given paths (folders recursively, hidden files left out), sorted, unique. Also left out, each
+    with a sentence in ``left_out``: the folders of models this app saved (:func:`saved_models_within`), and a file
+    this run writes its output to (:func:`own_output`).
 
     Every file is returned whatever its ending: what is text is decided by its content when it is read
     (:func:`texts_from_file`).
     """
     found: list[Path] = []
+    notes: list[str] = []
     for raw in paths:
         path = expand_home(raw)
         if not path.exists():
             raise CalibrationError(f"The calibration path {path} {not_there(path)}.")
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and not _hidden(p, path))
+            files = sorted(p for p in path.rglob("*") if p.is_file() and not _hidden(p, path))
+            models = saved_models_within(files)
+            notes += [f"Left out {m.resolve()}: it holds a model this app saved, not text." for m in sorted(models)]
+            found += [p for p in files if models.isdisjoint(p.parents)]
         elif path.is_file():
             found.append(path)
         else:  # reading a pipe or a terminal waits for a writer that may never come
@@ -119,7 +142,13 @@ def collect_files(paths: Iterable[str | Path]) -> list[Path]:
                                    "files or folders.")
     unique: dict[Path, None] = {}
     for p in found:
-        unique.setdefault(p.resolve(), None)
+        stream = own_output(p)
+        if stream is None:
+            unique.setdefault(p.resolve(), None)
+        else:
+            notes.append(f"Skipped {p.resolve()}: this run writes its {stream} to it.")
+    if left_out is not None:
+        left_out += [note for note in dict.fromkeys(notes) if note not in left_out]  # each said once
     return list(unique)
 
 
@@ -294,11 +323,36 @@ def _notebook_cells(text: str) -> list[str]:
     return ["\n\n".join(out)] if out else []
 
 
+def own_output(path: Path) -> str | None:
+    """The name of this process's stream (standard output or error) that is written to ``path``, or None.
+    ``shortgpt score m --calib . > log.txt 2> err.txt`` read err.txt as calibration text: it held the job's own
+    notes by the time the text was read (it was empty, and said skipped, when the text was checked)."""
+    try:
+        file = path.stat()
+    except OSError:
+        return None
+    if not file.st_ino:  # a file system that gives no file numbers: every file would match
+        return None
+    for descriptor, name in OUTPUT_STREAMS:
+        try:
+            stream = os.fstat(descriptor)
+        except OSError:  # closed, or no console (a windowed app on Windows)
+            continue
+        if stat.S_ISREG(stream.st_mode) and (stream.st_dev, stream.st_ino) == (file.st_dev, file.st_ino):
+            return name
+    return None
+
+
 def read_texts(paths: Iterable[str | Path]) -> TextSet:
     """Read every usable file; binary and unreadable ones are skipped with a warning that names them."""
     result = TextSet()
     budget, left_out = MAX_TEXT_BYTES, 0
-    for path in collect_files(paths):
+    notes: list[str] = []
+    files = collect_files(paths, notes)
+    for reason in notes:
+        log.info(reason)
+        result.skipped.append(reason)
+    for path in files:
         if budget <= 0:
             left_out += 1
             continue

@@ -14,10 +14,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..formats.report_files import CSV_FIELDS
+
 STAGE = "sweep"
-CSV_FIELDS = ("k", "layer", "removed", "perplexity", "nll", "tokens", "same_top", "mean_kl", "quiz_kept", "quiz_known")
-#: Fields every quality curve's JSON holds, by which a file is known as one (see ``report.REPORT_KEYS``).
-CURVE_KEYS = ("label", "order", "points")
 
 
 @dataclass
@@ -57,6 +56,8 @@ class QualityCurve:
     samples: int = 0
     seq_len: int = 0
     seed: int = 0
+    #: What the text gave short of what was asked (fewer samples or windows), as a prune's report says it.
+    warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

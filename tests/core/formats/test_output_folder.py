@@ -629,3 +629,17 @@ def test_a_save_that_does_not_finish_removes_the_folders_it_made_for_the_output(
         (tmp_path / "kept" / "a" / "notes.txt").write_text("mine")
         raise failure
     assert sorted(p.name for p in (tmp_path / "kept" / "a").iterdir()) == ["notes.txt"]
+
+
+def test_a_readme_that_cannot_be_read_is_not_taken_for_this_apps_card(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading a calibration folder looks for this app's cards: a README.md it may not read stopped the whole job."""
+    card = tmp_path / "README.md"
+    card.write_text(f"---\ntags:\n{of.CARD_TAG}\n---\n")
+    assert of.card_written_here(card)
+
+    def refused(self: Path, *args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "open", refused)
+    assert not of.card_written_here(card)

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from shortgpt_desktop import cli
-from shortgpt_desktop.core.formats.gguf_writer import gguf_removed_layers
 from shortgpt_desktop.core.formats.provenance import (
     CONFIG_KEY,
     earlier_removed,
+    gguf_removed_layers,
     removed_in_first_original,
     source_license,
 )

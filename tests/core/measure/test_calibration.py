@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -499,3 +500,36 @@ def test_a_file_of_whitespace_is_said_empty(tmp_path: Path) -> None:
 def test_the_tokenizer_chunks_keep_every_character() -> None:
     text = "\n\n".join(f"Paragraph {i} " + "word " * 50 for i in range(2000))  # over two 200k-char chunks
     assert "".join(calibration._chunks([text], 200_000)) == text
+
+
+def test_a_file_this_run_writes_its_output_to_is_not_read_as_calibration_text(tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--calib . 2> err.txt`` read the job's own notes as text (err.txt had them by the time the text was read);
+    a file of the same name that is not the stream, and the other texts, are read as before."""
+    text = "The quick brown fox jumps over the lazy dog. " * 40
+    (tmp_path / "a.txt").write_text(text)
+    log_file = tmp_path / "err.txt"
+    log_file.write_text("note: reading the model's header...\n" * 40)
+    with open(log_file, "a") as stream:
+        monkeypatch.setattr(calibration, "OUTPUT_STREAMS", ((stream.fileno(), "standard error"),))
+        read = calibration.read_texts([tmp_path])
+    assert read.files == [(tmp_path / "a.txt").resolve()] and read.texts == [text]
+    assert read.skipped == [f"Skipped {log_file.resolve()}: this run writes its standard error to it."]
+    monkeypatch.setattr(calibration, "OUTPUT_STREAMS", ((1, "standard output"), (2, "standard error")))
+    assert len(calibration.read_texts([tmp_path]).files) == 2  # the same file, not this run's stream, is text
+
+
+def test_a_file_system_without_file_numbers_matches_no_file_to_the_output(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where every file's number is 0 (some Windows file systems), every file on the volume of a redirected stream
+    would have been taken for it."""
+    text = tmp_path / "a.txt"
+    text.write_text("Some text.")
+    with open(tmp_path / "log.txt", "w") as stream:
+        monkeypatch.setattr(calibration, "OUTPUT_STREAMS", ((stream.fileno(), "standard output"),))
+        real = os.stat_result
+        numberless = real((*text.stat()[:1], 0, *text.stat()[2:]))
+        assert calibration.own_output(tmp_path / "log.txt") == "standard output"
+        monkeypatch.setattr(Path, "stat", lambda self, **kw: numberless)
+        monkeypatch.setattr(calibration.os, "fstat", lambda fd: real((stat.S_IFREG | 0o644, 0, *numberless[2:])))
+        assert calibration.own_output(text) is None

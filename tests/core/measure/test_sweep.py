@@ -74,7 +74,7 @@ def test_an_unwritable_curve_path_is_a_sentence_and_leaves_nothing(tmp_path: Pat
 
 
 def test_a_curve_without_a_baseline_has_no_baseline_columns_and_round_trips(tmp_path: Path) -> None:
-    from shortgpt_desktop.core.measure.sweep import CSV_FIELDS
+    from shortgpt_desktop.core.formats.report_files import CSV_FIELDS
 
     curve = QualityCurve("bi", [3, 1], _curve().points)
     with open(curve.write_csv(tmp_path / "curve.csv"), newline="", encoding="utf-8") as stream:

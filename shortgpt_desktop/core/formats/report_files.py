@@ -1,0 +1,49 @@
+"""The files the command line writes beside a job (``--json``, ``--csv``) and how an earlier one is known again: the
+command line replaces an earlier report of this tool, never another file (see ``output_folder.check_report_path``).
+The fields named here are each file's signature; :mod:`..report` and :mod:`..measure.sweep` write them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+#: What a report path may replace on the command line (``check_report_path``'s ``replaces``): a job's JSON report
+#: (score, eval), a job's report that may also replace one recording a save (prune), a quality curve's JSON or CSV.
+REPORT, SAVED_REPORT, CURVE, CURVE_CSV = "report", "saved report", "curve", "curve csv"
+#: Fields every job's JSON report holds, by which a file is known as one.
+REPORT_KEYS = ("model", "n_layers", "removed_layers")
+#: Fields every quality curve's JSON holds.
+CURVE_KEYS = ("label", "order", "points")
+#: A quality curve's CSV columns (``sweep --csv``), the first three of which make its header known.
+CSV_FIELDS = ("k", "layer", "removed", "perplexity", "nll", "tokens", "same_top", "mean_kl", "quiz_kept", "quiz_known")
+
+REPORT_NAMES = {REPORT: "a job's report", SAVED_REPORT: "the report of a saved model", CURVE: "a quality curve",
+                CURVE_CSV: "a quality curve's table"}
+
+
+def earlier_report(path: Path) -> str | None:
+    """Which report of this tool ``path`` holds (:data:`REPORT`…; "" where it is empty, None where it holds none):
+    a job's JSON (``--json``; one that names a saved model is :data:`SAVED_REPORT`), a quality curve's JSON or CSV
+    (``sweep --json/--csv``). Read from its first MiB: a report is a few kB to a few hundred."""
+    try:
+        with path.open("rb") as stream:
+            head = stream.read(1 << 20)
+            whole = not stream.read(1)
+    except OSError:
+        return None
+    if not head.strip():
+        return ""
+    text = head.decode("utf-8", errors="replace")
+    if text.startswith(",".join(CSV_FIELDS[:3]) + ","):
+        return CURVE_CSV
+    if not whole:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    if set(REPORT_KEYS) <= data.keys():
+        return SAVED_REPORT if data.get("output") else REPORT
+    return CURVE if set(CURVE_KEYS) <= data.keys() else None
