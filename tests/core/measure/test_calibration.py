@@ -396,6 +396,32 @@ def test_the_held_out_windows_stop_at_the_count_asked_for(tokenizer, valid_text:
         == 3
 
 
+def test_a_long_evaluation_text_is_tokenised_only_as_far_as_its_windows_reach(
+        tokenizer, valid_text: Path, test_text: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 40 MB evaluation text was tokenised whole (about 20 s) for the first ``max_eval_windows`` windows: it stops
+    at the chunk that gives them, and the windows are those of the whole text's stream."""
+    monkeypatch.setattr(calibration, "TOKENIZE_CHUNK", 10_000)
+    evaluation = [test_text.read_text(encoding="utf-8")] * 3  # about 180 kB: many chunks
+    read: list[int] = []
+
+    def counting(text: str, add_special_tokens: bool = True) -> dict:
+        read.append(len(text))
+        return tokenizer(text, add_special_tokens=add_special_tokens)
+
+    for name in ("bos_token_id", "pad_token_id", "eos_token_id"):
+        setattr(counting, name, getattr(tokenizer, name))
+    calib = [valid_text.read_text(encoding="utf-8")[:20_000]]
+    heard: list[tuple[int, int]] = []
+    tokens = calibration.build_token_set(counting, calib, evaluation, samples=4, seq_len=64, max_eval_windows=8,
+                                         on_text=lambda done, in_all: heard.append((done, in_all)))
+    whole = calibration.tokenize_stream(tokenizer, evaluation)
+    body = 64 - (tokens.bos_id is not None)
+    assert [w[len(w) - body:] for w in tokens.eval_windows] == [whole[i: i + body] for i in range(0, 8 * body, body)]
+    assert sum(read) < calibration.text_length(calib) + calibration.TOKENIZE_CHUNK * 2
+    assert calibration.text_length(evaluation) > calibration.TOKENIZE_CHUNK * 4
+    assert heard[-1][0] == heard[-1][1]  # the bar ends full
+
+
 def test_json_lines_of_plain_strings_are_texts(tmp_path: Path) -> None:
     """A JSON Lines file whose records are strings, not objects with a ``text`` field, is read as those strings."""
     path = tmp_path / "a.jsonl"
