@@ -3,6 +3,7 @@ after a setting that changes the recipe, and while a job runs."""
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -418,6 +419,21 @@ def test_the_curve_from_the_engine_says_the_quiz_only_at_the_counts_where_it_was
     window._on_curve(Measured(points=points, baseline=None, label="bi+", windows=4, tokens=1024))
     tip = window.plan_panel.curve_plot.toolTip().splitlines()
     assert tip[0].endswith("quiz 9 of 9") and "quiz" not in tip[1] and tip[2].endswith("quiz 4 of 9"), tip
+
+
+def test_a_curve_measured_one_layer_at_a_time_says_why_it_has_no_quiz(window, caplog) -> None:
+    """Streamed, the curve asks no quiz (each answer would run every layer again): the window said nothing of it,
+    and the tooltip's quiz column was simply missing."""
+    from types import SimpleNamespace as Measured
+
+    from shortgpt_desktop.core.engine import STREAMED_CURVE_NOTE
+
+    points = [Measured(k=k, perplexity=10.0 + k, same_top=1.0 - k / 10, quiz_kept=0, quiz_known=0) for k in range(3)]
+    with caplog.at_level(logging.WARNING):
+        window._on_curve(Measured(points=points, baseline=None, label="bi+", windows=4, tokens=1024,
+                                  warnings=[STREAMED_CURVE_NOTE]))
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [STREAMED_CURVE_NOTE]
+    assert "quiz" not in window.plan_panel.curve_plot.toolTip()
 
 
 def test_a_cancelled_quality_curve_says_so(qtbot, opened) -> None:
