@@ -111,6 +111,9 @@ class ProgressBar:
         #: Stage labels of this run in place of ``_STAGE_LABELS``' (eval --against names its two models).
         self.labels: dict[str, str] = {}
         self.open_line = False  # a terminal line drawn in place and not ended yet
+        #: The last finished line drawn, (stage, done, total): a stage that reports its end twice (bi+'s choice, then
+        #: the engine) printed "checking candidates: [###] 27/27 passes" twice.
+        self.finished: tuple[str, int, int] | None = None
 
     def __call__(self, stage: str, done: int, total: int, partial: Any = None) -> None:
         if self.quiet:
@@ -118,12 +121,15 @@ class ProgressBar:
         if stage == "estimate":
             self._say(estimate_text(partial))
             return
+        finished = total > 0 and done >= total
+        if finished and (stage, done, total) == self.finished:
+            return
+        self.finished = (stage, done, total) if finished else None
         now = time.perf_counter()
         new_stage = stage != self.stage
         if new_stage:
             self.end_line()
             self.stage, self.started, self.since = stage, now, done
-        finished = total > 0 and done >= total
         if not (new_stage or finished) and now - self.last_draw < (0.1 if self.tty else 5.0):
             return
         self.last_draw = now

@@ -1375,6 +1375,11 @@ def test_progress_to_a_file_is_plain_lines_without_blank_ones() -> None:
     assert lines[-1] == "" and "" not in lines[:-1] and "\r" not in log.getvalue(), lines
     assert lines[0].startswith("scoring: [") and lines[1].startswith("the whole job: about")
     assert lines[2].startswith("scoring: [") and "8/8" in lines[2]
+    bar("scoring", 8, 8)  # a stage that reports its end twice (bi+'s choice, then the engine) says it once
+    assert log.getvalue().count("8/8") == 1, log.getvalue()
+    bar("scoring", 0, 8)  # a stage that starts again is drawn again
+    bar("scoring", 8, 8)
+    assert log.getvalue().count("8/8") == 2, log.getvalue()
     quiet = io.StringIO()
     q = cli.ProgressBar(quiet, quiet=True)
     q("scoring", 0, 8)
