@@ -918,7 +918,14 @@ def test_the_curve_table_has_a_quiz_column_only_where_the_quiz_was_asked() -> No
     out = io.StringIO()
     cli.print_curve(QualityCurve("bi+ + repair", [4], points, 1, 100, data="held-out windows (the check's)"), out)
     assert ("on 1 held-out window (the check's), 100 tokens; few for a steady figure: another text of this length can "
-            "move it by a fifth or more; give a longer evaluation text)") in out.getvalue()
+            "move it by a fifth or more; a larger --eval-windows gives a steadier one)") in out.getvalue()
+    # Where the text gave fewer windows than asked, more windows would measure no more: more text would.
+    fewer = ("The evaluation text t.txt gives only 1 window of at most 256 tokens (64 asked for), and perplexity is "
+             "measured on it; give a longer evaluation text to measure on more.")
+    out = io.StringIO()
+    cli.print_curve(QualityCurve("bi+ + repair", [4], points, 1, 100, data="held-out windows (the check's)",
+                                 eval_text="t.txt", warnings=[fewer]), out)
+    assert "by a fifth or more; give a longer evaluation text)" in out.getvalue()
     out = io.StringIO()
     cli.print_curve(QualityCurve("bi+ + repair", [4], points, 2, 100, data="text of its own"), out)
     assert "on 2 held-out windows (text of its own), 100 tokens; few for a steady figure" in out.getvalue()
@@ -1183,7 +1190,10 @@ def test_the_model_line_says_when_the_job_runs_one_layer_at_a_time(tiny_model: P
 def test_the_summary_gives_the_figures_of_the_report() -> None:
     """The parameters' share, the perplexity ratio and the healing's first and last loss were in no assertion."""
     import io
+    from types import SimpleNamespace
 
+    from shortgpt_desktop.core import pipeline
+    from shortgpt_desktop.core.pipeline import JobSpec
     from shortgpt_desktop.core.report import Report
 
     report = Report(model="m", metric="bi", scores=[0.1] * 6, removed_layers=[1, 2])
@@ -1201,6 +1211,20 @@ def test_the_summary_gives_the_figures_of_the_report() -> None:
         stream = io.StringIO()
         cli.print_summary(report, stream)
         assert (f"on {tokens:,} tokens (few for a steady figure" in stream.getvalue()) == rough, tokens
+    # The advice that gives more: windows where the text has more to give, else text (more windows measured no more)
+    report.eval_tokens = 510
+    advice = {}
+    for eval_text, ran_out in ((None, False), (None, True), ("t.txt", True)):
+        report.eval_text = eval_text
+        spec = JobSpec(model="m", eval_text=eval_text, eval_windows=64, seq_len=256)
+        report.warnings = [pipeline.fewer_windows(spec, SimpleNamespace(eval_windows=[[1]] * 2))] if ran_out else []
+        stream = io.StringIO()
+        cli.print_summary(report, stream)
+        advice[eval_text, ran_out] = stream.getvalue().split("or more; ")[1].split(")\n")[0]
+    assert advice == {(None, False): "a larger --eval-windows gives a steadier one",
+                      (None, True): "give more calibration text (its held-out end is measured) or an evaluation text "
+                                    "(--eval-text)",
+                      ("t.txt", True): "give a longer evaluation text"}, advice
     assert "loss (KL to the original) 0.500 -> 0.300" in out
 
 

@@ -62,6 +62,22 @@ PRESETS: dict[str, Preset] = {
 #: fifth with another text of the same length, more with fewer tokens.
 FEW_EVAL_TOKENS = 1024
 _ROUGH = "few for a steady figure: another text of this length can move it by a fifth or more"
-ROUGH_FIGURE = f"{_ROUGH}; give a longer evaluation text"
-#: The same in the window, which has no evaluation text of its own: its held-out windows are a setting.
-ROUGH_FIGURE_WINDOW = f"{_ROUGH}; more check windows (Advanced) give a steadier one"
+
+
+def rough_figure(tokens: int, text_ran_out: bool, eval_text: bool = False, window: bool = False) -> str | None:
+    """The caveat for a perplexity measured on fewer than :data:`FEW_EVAL_TOKENS` tokens (None for more), with the
+    advice that gives more: more text where the text gave fewer windows than asked (``text_ran_out``: asking for
+    more windows measures no more; the window said "more check windows give a steadier one" of a 6 kB text), else
+    more windows. ``eval_text``: the figure was measured on an evaluation text of its own; ``window``: said in the
+    window, which has no evaluation text, and whose held-out windows are a setting (Advanced)."""
+    if not 0 < tokens < FEW_EVAL_TOKENS:
+        return None
+    if text_ran_out and window:
+        advice = "more calibration text gives a steadier one (its held-out end is measured)"
+    elif text_ran_out:
+        advice = ("give a longer evaluation text" if eval_text else
+                  "give more calibration text (its held-out end is measured) or an evaluation text (--eval-text)")
+    else:
+        advice = ("more check windows (Advanced) give a steadier one" if window else
+                  "a larger --eval-windows gives a steadier one")
+    return f"{_ROUGH}; {advice}"

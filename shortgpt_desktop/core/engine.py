@@ -107,6 +107,9 @@ class Checked:
     key: tuple | None = None
     #: The text it writes where it ran one layer at a time (a few tokens, and no quiz); None where it ran whole.
     streamed_tokens: int | None = None
+    #: The text gave fewer held-out windows than asked for (:func:`.pipeline.fewer_windows`): more windows would
+    #: measure no more, more text would.
+    text_ran_out: bool = False
 
     @property
     def streamed_note(self) -> str | None:
@@ -1193,7 +1196,8 @@ class Engine:
                                                                                              "MAX_NEW_TOKENS", None)
         self.checked = Checked(list(removed), before.perplexity, after.perplexity, before.tokens, prompt,
                                gen_before, gen_after, time.perf_counter() - started, chat, fidelity, quiz,
-                               self._checked_key(spec, removed), streamed)
+                               self._checked_key(spec, removed), streamed,
+                               pipeline.fewer_windows(spec, tokens) is not None)
         return self.checked
 
     def checked_for(self, spec: JobSpec, removed: Sequence[int]) -> Checked | None:

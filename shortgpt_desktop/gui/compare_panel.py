@@ -63,7 +63,8 @@ class ComparePanel(QWidget):
 
     def show_checked(self, checked: Checked) -> None:
         ratio = checked.ratio
-        rough = f" ({defaults.ROUGH_FIGURE_WINDOW})" if 0 < checked.eval_tokens < defaults.FEW_EVAL_TOKENS else ""
+        rough = defaults.rough_figure(checked.eval_tokens, checked.text_ran_out, window=True)
+        rough = f" ({rough})" if rough else ""
         self.result.setText(
             f"Perplexity on {checked.eval_tokens:,} held-out tokens{rough}: "
             f"original <b>{checked.ppl_before:.2f}</b>, "

@@ -33,6 +33,7 @@ from ..core.errors import PlanError, UserError
 from ..core.measure.calibration import BUILTIN_CORPUS
 from ..core.measure.metrics import METRICS
 from ..core.model.loading import ModelInfo
+from ..core.pipeline import text_ran_out
 from ..core.report import model_bytes
 from ..format import counted, human_bytes, human_seconds, layer_list
 from . import dialogs
@@ -1095,7 +1096,8 @@ class MainWindow(QMainWindow):
         self.plan_panel.show_curve([(p.k, p.perplexity, p.same_top) for p in curve.points], curve.label,
                                    curve.windows, curve.tokens, baseline,
                                    {p.k: (p.quiz_kept, p.quiz_known) for p in curve.points if p.quiz_known},
-                                   curve.baseline.label if curve.baseline is not None else "bi")
+                                   curve.baseline.label if curve.baseline is not None else "bi",
+                                   text_ran_out(getattr(curve, "warnings", ())))
         if not self.manual:  # bi+ has measured every count now: the slider's plan is its measured choice
             self._replan()
 

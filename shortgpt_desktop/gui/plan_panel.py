@@ -214,9 +214,11 @@ class PlanPanel(QGroupBox):
 
     def show_curve(self, points: list[tuple[int, float, float | None]], label: str, windows: int, tokens: int,
                    baseline: list[tuple[int, float]] | None = None,
-                   quizzes: dict[int, tuple[int, int]] | None = None, baseline_label: str = "bi") -> None:
+                   quizzes: dict[int, tuple[int, int]] | None = None, baseline_label: str = "bi",
+                   text_ran_out: bool = False) -> None:
         """The quality curve: (layers removed, perplexity, same top token) of the recipe, plain BI dashed beside
-        it, with the slider's place marked; ``quizzes``: the check's quiz at each count, (kept, known)."""
+        it, with the slider's place marked; ``quizzes``: the check's quiz at each count, (kept, known);
+        ``text_ran_out``: the text gave fewer held-out windows than asked for."""
         quizzes = quizzes or {}
         self.curve_points = [(k, v) for k, v, _ in points]
         self.curve_line.setData([k for k, _, _ in points], [max(v, 1e-9) for _, v, _ in points])
@@ -229,7 +231,8 @@ class PlanPanel(QGroupBox):
         self._apply_curve_palette()
         self.curve_marker.setValue(self.slider.value())
         plain = "BI" if baseline_label == "bi" else baseline_label
-        rough = f", {defaults.ROUGH_FIGURE_WINDOW}" if 0 < tokens < defaults.FEW_EVAL_TOKENS else ""
+        rough = defaults.rough_figure(tokens, text_ran_out, window=True)
+        rough = f", {rough}" if rough else ""
         note = (f"{label} (solid) and plain {plain} (dashed): perplexity on the check's {windows} held-out windows "
                 f"({tokens:,} tokens{rough}); point at it for same top token" + (" and the quiz" if quizzes else "")
                 + " at each count")

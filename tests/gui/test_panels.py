@@ -227,6 +227,10 @@ def test_the_plan_panel_says_how_the_plan_was_made_and_what_it_weighs(qtbot) -> 
     assert "and the quiz" in panel.curve_note.text()
     # under 1,024 tokens the curve is rough, as the check and the card say
     assert "(512 tokens, few for a steady figure: " in panel.curve_note.toolTip()
+    assert "more check windows (Advanced)" in panel.curve_note.toolTip()
+    panel.show_curve([(0, 10.0, 1.0), (1, 12.0, 0.9)], "bi+ repaired", 2, 512, text_ran_out=True)
+    assert "more calibration text gives" in panel.curve_note.toolTip()
+    assert "check windows (Advanced)" not in panel.curve_note.toolTip()
     panel.show_curve([(0, 10.0, 1.0), (1, 12.0, 0.9)], "bi+ repaired", 8, 2048)
     assert "(2,048 tokens);" in panel.curve_note.toolTip()
     panel.set_maximum(5)
@@ -331,6 +335,11 @@ def test_the_before_after_panel_says_what_a_check_one_layer_at_a_time_left_out_a
     panel.show_checked(_checked(streamed_tokens=8, prompt="", eval_tokens=500))  # nothing written: nothing left out
     assert "One layer at a time" not in panel.result.text()
     assert "Perplexity on 500 held-out tokens (few for a steady figure: " in panel.result.text()
+    assert "more check windows (Advanced) give a steadier one" in panel.result.text()
+    # The calibration text gave fewer windows than asked: more windows would measure no more (it said they would)
+    panel.show_checked(_checked(prompt="", eval_tokens=500, text_ran_out=True))
+    assert "check windows" not in panel.result.text()
+    assert "more calibration text gives a steadier one" in panel.result.text()
 
 
 def test_the_curve_box_keeps_the_users_count_through_a_plan_dropped_for_a_while(qtbot) -> None:
