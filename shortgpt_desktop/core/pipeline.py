@@ -154,6 +154,13 @@ def text_stamp(spec: JobSpec) -> tuple:
         return ()
 
 
+def reads_only_evaluation_text(spec: JobSpec) -> bool:
+    """Whether a prune reads no calibration text, only its evaluation text: layers given by hand, nothing fitted
+    (no repair, no healing), and the check measured on an evaluation text of its own."""
+    return (spec.layers is not None and spec.repair == "none" and spec.heal_steps == 0 and spec.check_perplexity
+            and bool(spec.eval_text))
+
+
 def check_sample_length(info: ModelInfo | None, seq_len: int) -> None:
     """Refuse samples longer than a model with a table of positions reads (GPT-2's 1,024, GPT-J's 2,048): the table
     was indexed past its end, an IndexError traceback in the middle of the job."""
