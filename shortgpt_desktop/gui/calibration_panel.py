@@ -58,6 +58,21 @@ def describe_path(path: str) -> tuple[int, int, int]:
     return size, len(files), int(size / CHARS_PER_TOKEN)
 
 
+def _why_no_text(folder: Path) -> str:
+    """Why a folder gives no text files: the models this app saved in it, left out as the job leaves them out (it
+    said "every file in it is binary or unreadable" of a folder of saved models, whose cards and configs are
+    text), else its files' kinds."""
+    left_out: list[str] = []
+    try:
+        collect_files([folder], left_out)
+    except (OSError, CalibrationError):
+        left_out = []
+    saved = [s for s in left_out if s.startswith("Left out ")]
+    if saved:
+        return "; ".join(s.removeprefix("Left out ").rstrip(".") for s in saved).replace(": it holds", " holds")
+    return "every file in it is binary or unreadable"
+
+
 def binary_files(path: str | Path) -> list[str]:
     """One sentence per file of ``path`` that is not text, from its first bytes only (cheap on big folders)."""
     sentences: list[str] = []
@@ -264,8 +279,7 @@ class CalibrationPanel(QGroupBox):
                 self.problem.emit(f"{path} cannot be read ({exc}).")
                 continue
             if path.is_dir() and files == 0:
-                self.problem.emit(f"The folder {path} holds no text files (every file in it is binary or "
-                                  "unreadable).")
+                self.problem.emit(f"The folder {path} holds no text files ({_why_no_text(path)}).")
                 continue
             name = path.name + ("/" if path.is_dir() else "")
             if path.is_dir():

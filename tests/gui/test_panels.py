@@ -102,6 +102,17 @@ def test_a_folder_is_refused_as_a_model_only_with_weights_and_as_text_only_with_
     panel.add_paths([str(project), str(photos)])
     assert panel.paths() == [str(project)]
     assert problems == [f"The folder {photos} holds no text files (every file in it is binary or unreadable)."]
+    # A folder of models this app saved: their cards and configs are text, left out as the job leaves them out
+    # (it was said to hold only binary or unreadable files; the command line said why)
+    outputs = tmp_path / "outputs"
+    (outputs / "pruned").mkdir(parents=True)
+    (outputs / "pruned" / "config.json").write_text('{"model_type": "llama"}')
+    (outputs / "pruned" / "README.md").write_text("---\ntags:\n- shortgpt\n---\n" + TEXT)
+    problems.clear()
+    panel.add_paths([str(outputs)])
+    assert panel.paths() == [str(project)]
+    assert problems == [f"The folder {outputs} holds no text files ({(outputs / 'pruned').resolve()} holds a model "
+                        "this app saved, not text)."], problems
 
 
 def test_a_size_typed_by_the_user_stays_when_a_gpu_appears(qtbot) -> None:
