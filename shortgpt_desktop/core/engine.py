@@ -391,8 +391,8 @@ class Engine:
 
         Layers given by hand are not chosen, and with nothing fitted no sample runs (``prune --remove 10 --repair
         none`` counted 128 × 512 tokens and bi+'s caches it never runs: 3.3 GB said for a 1.2 GB peak, which can
-        choose one layer at a time for nothing); its check still holds the held-out windows' states one layer at a
-        time, the original's and the pruned model's: as many as two samples a window."""
+        choose one layer at a time for nothing); its check's windows are counted by the estimate
+        (:func:`~.model.memory.estimate_memory`, ``check_windows``)."""
         metric = METRICS.get(spec.metric)
         own_logits = metric is not None and not metric.hooked and metric.needs_text  # single-removal perplexity
         if spec.scores_only:
@@ -401,9 +401,7 @@ class Engine:
         by_hand = spec.layers is not None
         refines = bool(metric is not None and metric.refines and not by_hand)
         check_windows = spec.eval_windows if spec.check_perplexity else 0
-        samples = spec.samples
-        if by_hand and spec.repair == "none" and spec.heal_steps <= 0:
-            samples = max(1, 2 * check_windows)
+        samples = 1 if by_hand and spec.repair == "none" and spec.heal_steps <= 0 else spec.samples
         return {"samples": samples, "refines": refines, "repairs": spec.repair != "none",
                 "heal_steps": max(spec.heal_steps, 0), "check_windows": check_windows,
                 "logits": own_logits or refines or check_windows > 0}

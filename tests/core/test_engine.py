@@ -411,7 +411,7 @@ def test_the_memory_said_before_a_job_is_for_the_way_it_will_run(tiny_model: Pat
     model's peak: 2.7 GB for SmolLM2's quick score, whose peak was under 1 GB. The way is decided when the model is
     opened and kept for its load."""
     spec = JobSpec(model=str(tiny_model), calib=[str(small_calib)], samples=4, seq_len=32, batch_size=4,
-                   device="cpu", dtype="float32")
+                   device="cpu", dtype="float32", eval_windows=2)
     engine = Engine()
     whole = engine.open(spec)
     assert whole.mode == "memory" and whole.memory_needed_bytes == whole.memory.peak_bytes
@@ -1134,3 +1134,12 @@ def test_a_cut_given_by_hand_with_nothing_fitted_counts_no_samples_and_no_search
     # with its check, one layer at a time holds the windows' states, the original's and the pruned model's: counted
     checked = Engine().open(dataclasses.replace(spec, check_perplexity=True, eval_windows=64))
     assert checked.memory.hidden_states_bytes == 2 * 64 * by_hand.memory.hidden_states_bytes  # one sample's each
+    # ... and so does a fitted job's check where its windows outnumber the samples: the same cut with nothing fitted
+    # was estimated above it (the cheapest job as the dearest)
+    checked_repaired = Engine().open(dataclasses.replace(spec, check_perplexity=True, eval_windows=1000,
+                                                         repair="linear"))
+    checked_by_hand = Engine().open(dataclasses.replace(spec, check_perplexity=True, eval_windows=1000))
+    assert checked_repaired.memory.hidden_states_bytes == checked_by_hand.memory.hidden_states_bytes \
+        == 2 * 1000 * by_hand.memory.hidden_states_bytes
+    assert checked_by_hand.memory_needed_bytes <= checked_repaired.memory_needed_bytes
+    assert checked_repaired.memory.states_of_windows and not repaired.memory.states_of_windows

@@ -42,7 +42,7 @@ class MemoryEstimate:
     outside_layers_bytes: int  # embeddings, final norm, output head
     weights_bytes: int  # the whole model in ``dtype``
     loading_bytes: int  # held only while loading (a GGUF is dequantised into a second full copy)
-    hidden_states_bytes: int  # all calibration samples' hidden states between two layers (RAM)
+    hidden_states_bytes: int  # the samples' (or the check's windows') hidden states between two layers (RAM)
     batch_working_bytes: int  # activations of one batch inside one layer, and the perplexity pass's logits
     in_memory_device_bytes: int
     in_memory_ram_bytes: int
@@ -55,6 +55,7 @@ class MemoryEstimate:
     recipe_bytes: int = 0  # bi+'s state cache and the repair's streams (:func:`recipe_bytes`), in both totals
     heal_step_bytes: int = 0  # a healing step at its fullest (:func:`healing_bytes`), in the in-memory total
     heal_held_bytes: int = 0  # the weights healing hands back, held until the save, in the in-memory total
+    states_of_windows: bool = False  # hidden_states_bytes counts the check's windows, which outnumber the samples
 
     @property
     def on_cpu(self) -> bool:
@@ -316,9 +317,13 @@ def estimate_memory(
     # evaluation.CHUNK_ELEMENTS), and a head that soft-caps its logits (Gemma 2) makes a passing copy of its own:
     # three fp32 copies at most.
     working = batch * seq_len * (8 * hidden * per + (3 * 4 * vocab if logits else 0))
-    states = samples * seq_len * hidden * per
+    # One layer at a time, the states between two layers: the samples' (scoring, the recipe's passes), or the check's
+    # held-out windows', the original's and the pruned model's, two a window, where those outnumber them (a repaired
+    # job with --eval-windows 1000 was estimated below the same cut with nothing fitted, which counted them).
+    held = max(samples, 2 * check_windows)
+    states = held * seq_len * hidden * per
     # Captured call arguments kept between layers: rotary cos/sin per sample (masks are None without padding).
-    call_args = samples * seq_len * head_dim * 2 * 4
+    call_args = held * seq_len * head_dim * 2 * 4
     # Reading one layer: the checkpoint's tensors on the CPU before they move (dequantized float32 for GGUF).
     read_buffer = max(layer_elements, default=0) * (8 if source.gguf_file else per)
     streamed_device = largest + outside + working
@@ -363,6 +368,7 @@ def estimate_memory(
         in_memory_ram_bytes=in_memory_ram, streamed_device_bytes=streamed_device, streamed_ram_bytes=streamed_ram,
         available_ram_bytes=ram, available_device_bytes=free_device, not_streamable=not_streamable,
         recipe_bytes=recipe, heal_step_bytes=healing.step + healing.teacher, heal_held_bytes=healing.held,
+        states_of_windows=held > samples,
     )
 
 
@@ -388,10 +394,11 @@ def check_streamed_fits(estimate: MemoryEstimate) -> None:
         raise ResourceError(f"This model cannot run one layer at a time: {estimate.not_streamable[0].lower()}"
                             f"{estimate.not_streamable[1:].rstrip('.')}; run it whole (without low memory).")
     if estimate.hidden_states_bytes > SAFETY * estimate.available_ram_bytes:
+        whose, fewer = (("The check's held-out windows'", "fewer held-out windows") if estimate.states_of_windows
+                        else ("The calibration samples'", "fewer samples"))
         raise ResourceError(
-            f"The calibration samples' hidden states alone need {human_bytes(estimate.hidden_states_bytes)} of memory "
-            f"but only {human_bytes(estimate.available_ram_bytes)} is free; use fewer samples or a shorter sequence "
-            "length."
+            f"{whose} hidden states alone need {human_bytes(estimate.hidden_states_bytes)} of memory but only "
+            f"{human_bytes(estimate.available_ram_bytes)} is free; use {fewer} or a shorter sequence length."
         )
     if estimate.streamed_fits:
         return

@@ -49,8 +49,17 @@ def test_memory_estimate_and_choice(tiny_model: Path) -> None:
     assert not estimate.in_memory_fits
     assert choose_mode(estimate) == "streamed"
     estimate.available_ram_bytes = estimate.available_device_bytes = estimate.hidden_states_bytes // 2
-    with pytest.raises(ResourceError, match="hidden states"):
+    with pytest.raises(ResourceError, match=r"^The calibration samples' hidden states .* use fewer samples or"):
         choose_mode(estimate)
+    # One layer at a time a check holds its windows' states, two a window (the original's and the pruned model's):
+    # where they outnumber the samples they are counted, and named when they cannot fit
+    checked = estimate_memory(resolve(str(tiny_model)), "cpu", "float32", samples=8, seq_len=64, check_windows=100)
+    assert checked.hidden_states_bytes == 200 * 64 * 64 * 4 and checked.states_of_windows
+    few = estimate_memory(resolve(str(tiny_model)), "cpu", "float32", samples=8, seq_len=64, check_windows=4)
+    assert few.hidden_states_bytes == estimate.hidden_states_bytes and not few.states_of_windows
+    checked.available_ram_bytes = checked.available_device_bytes = checked.hidden_states_bytes // 2
+    with pytest.raises(ResourceError, match=r"^The check's held-out windows' hidden states .* fewer held-out windows"):
+        choose_mode(checked)
 
 
 def test_the_model_panel_and_the_command_line_read_the_same_estimate(
