@@ -1026,7 +1026,7 @@ class MainWindow(QMainWindow):
             self._show_plan(plan)
 
     def _on_saved(self, outcome: Any) -> None:
-        plan, result = outcome
+        plan, result, notes = outcome
         self._show_final(plan)
         self.last_saved = Path(result.folder)
         self.store.set_save_dir(str(self.last_saved.parent))
@@ -1034,6 +1034,8 @@ class MainWindow(QMainWindow):
         message = (f"Saved the pruned model ({removed} layer{'s' if removed != 1 else ''} removed, "
                    f"{human_bytes(model_bytes(result.folder, result.files))}) to {result.folder}")
         log.info(message)
+        for note in notes:  # the figures beside it were measured before weights were re-quantized for the file
+            log.warning(note)
         self.statusBar().showMessage(message, 15000)
 
     # ---------------------------------------------------------------------------------------------- check

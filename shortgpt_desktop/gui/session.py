@@ -23,6 +23,7 @@ from ..core.engine import Engine, JobSpec
 from ..core.errors import UserError
 from ..core.model.memory import MemoryEstimate
 from ..core.progress import counts_layers, stage_unit
+from ..core.report import MEASURED_BEFORE_REQUANTIZED
 from ..format import human_bytes, human_seconds, time_left
 
 Work = Callable[[Any, Any], Any]
@@ -80,11 +81,14 @@ class Session:
         return work
 
     def save_job(self, plan: PrunePlan, spec: JobSpec, out: str, force: bool) -> Work:
-        """The same preparation, then the report and the atomic save: (final plan, SaveResult)."""
+        """The same preparation, then the report and the atomic save: (final plan, SaveResult, what the save says
+        of the figures: :data:`~..core.report.MEASURED_BEFORE_REQUANTIZED` where they were measured before weights
+        were re-quantized for the file, which the card, the command line and the JSON said, and the window not)."""
         def work(progress: Any, cancel: Any) -> Any:
             final = self.engine.prepare(spec, plan, progress, cancel, out=out)
             report = self.engine.report(final, spec)
-            return final, self.engine.save(final, out, report, force, progress, cancel)
+            result = self.engine.save(final, out, report, force, progress, cancel)
+            return final, result, [w for w in report.warnings if w == MEASURED_BEFORE_REQUANTIZED]
 
         return work
 

@@ -42,8 +42,29 @@ def test_a_session_runs_the_window_jobs_without_qt(tiny_model: Path, small_calib
         patch.setattr(free_space.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 1000})())
         with pytest.raises(OutputError, match="is free on the disk of"):
             session.refuse_save(final, final_spec, out, False)
-    saved_plan, result = session.save_job(final, final_spec, out, False)(noop, lambda: False)
+    saved_plan, result, _ = session.save_job(final, final_spec, out, False)(noop, lambda: False)
     assert saved_plan.removed == final.removed and (Path(result.folder) / "model.safetensors").is_file()
+
+
+
+def test_a_save_that_requantizes_checked_weights_says_its_figures_came_before(tiny_q4_gguf: Path, small_calib: Path,
+                                                                               tmp_path: Path) -> None:
+    """A repaired 4-bit GGUF is written with its changed weights as Q8_0 after the check measured them in full
+    precision: the card, the command line and the JSON said so; the window's save said nothing."""
+    from shortgpt_desktop.core.report import MEASURED_BEFORE_REQUANTIZED
+
+    session = Session()
+    values = {**VALUES, "metric": "bi"}
+    said = {}
+    for repair in (True, False):
+        spec = session.job_spec({**values, "repair": repair}, [str(small_calib)], "", str(tiny_q4_gguf))
+        session.open_job(spec)(noop, lambda: False)
+        session.score_job(spec)(noop, lambda: False)
+        final_spec = session.final_spec(spec)
+        plan, _ = session.check_job(session.engine.plan(count=2), final_spec)(noop, lambda: False)
+        *_, notes = session.save_job(plan, final_spec, str(tmp_path / f"out-{repair}"), False)(noop, lambda: False)
+        said[repair] = notes
+    assert said == {True: [MEASURED_BEFORE_REQUANTIZED], False: []}, said
 
 
 # ------------------------------------------------------------------------ free memory that drops as it loads
@@ -58,7 +79,7 @@ def _window_sequence(session: Session, model: Path, calib: Path, out: Path) -> d
     plan, checked = session.check_job(session.engine.plan(count=2), final_spec)(noop, lambda: False)
     adjusted = session.engine.adjusted
     view = session.memory_job(spec)(noop, lambda: False)  # the panel's estimate, asked again with the model loaded
-    saved_plan, result = session.save_job(plan, final_spec, str(out), False)(noop, lambda: False)
+    saved_plan, result, _ = session.save_job(plan, final_spec, str(out), False)(noop, lambda: False)
     curve = session.curve_job(final_spec)(noop, lambda: False)
     return {"plan": plan, "saved": saved_plan, "checked": checked, "adjusted": adjusted, "view": view,
             "folder": Path(result.folder), "curve": curve, "streamed": session.engine.is_streamed}
@@ -261,7 +282,8 @@ def test_a_save_forwards_its_folder_and_replace_choice_and_is_refused_before_its
     calls: list[tuple] = []
 
     def recorder(name):
-        return lambda *args, **kwargs: calls.append((name, args, kwargs)) or SimpleNamespace(removed=[1], kept=[0])
+        return lambda *args, **kwargs: calls.append((name, args, kwargs)) or SimpleNamespace(removed=[1], kept=[0],
+                                                                                            warnings=[])
 
     session = Session.__new__(Session)
     session.engine = SimpleNamespace(**{n: recorder(n) for n in (
