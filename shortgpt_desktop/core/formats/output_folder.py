@@ -143,10 +143,10 @@ def check_output_folder(out: Path, source: ModelSource, force: bool) -> Path:
             raise OutputError(f"{out} is the top of a drive (a mount point), which cannot be replaced; choose a "
                               "folder inside it.")
         if out.is_dir() and any(out.iterdir()):
-            if not force:
-                raise OutputError(f"{out} is not empty; choose an empty folder.", hint=Hint.REPLACE_OUTPUT)
             why = not_an_earlier_output(out)
-            if why:
+            if not force and not why:  # an earlier output: --force (the window's "Replace") may replace it
+                raise OutputError(f"{out} is not empty; choose an empty folder.", hint=Hint.REPLACE_OUTPUT)
+            if why:  # "add --force to replace it" was said of a folder of notes, which --force then refused
                 raise OutputError(f"{out} {why}; choose an empty folder or an earlier output.")
     except OSError as exc:  # a folder one may not read or enter
         raise OutputError(f"Cannot use {out} as the output folder: {_reason(exc)}.") from None

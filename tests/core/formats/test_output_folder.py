@@ -491,6 +491,26 @@ def test_force_takes_a_folder_of_a_file_browsers_leftovers_and_an_earlier_card_w
     assert of.not_an_earlier_output(out) is None
 
 
+def test_a_folder_force_would_not_replace_is_refused_without_offering_force(tiny_model: Path, tmp_path: Path) -> None:
+    """``--out notes`` said "not empty; add --force to replace it", and --force then refused the folder of notes:
+    the hint is given only where --force (the window's Replace) can replace the folder."""
+    from shortgpt_desktop.core.errors import Hint
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("mine")
+    with pytest.raises(OutputError, match=r"holds more than a model \(todo.txt\)") as refused:
+        of.check_output_folder(notes, _source(tiny_model), force=False)
+    assert refused.value.hint is None
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "model.gguf").write_text("G")
+    (earlier / "README.md").write_text(_card())
+    with pytest.raises(OutputError, match="is not empty; choose an empty folder") as refused:
+        of.check_output_folder(earlier, _source(tiny_model), force=False)
+    assert refused.value.hint is Hint.REPLACE_OUTPUT
+
+
 def test_a_collection_names_its_first_three_files_and_an_ellipsis_only_for_more(tmp_path: Path) -> None:
     for name in ("a.gguf", "b.gguf", "c.gguf"):
         (tmp_path / name).write_text("G")
