@@ -331,9 +331,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--eval-text", metavar="PATH", help="separate text for perplexity (default: the last "
                        f"{DEFAULT_HELDOUT_FRACTION:.0%}% of the calibration text, held out; given, the calibration "
                        f"text is used whole); '{BUILTIN_CORPUS}' for the built-in corpus")
+        # eval draws no samples and runs no prune: its presets are held-out windows (the prune's minutes said nothing)
         p.add_argument("--preset", choices=list(defaults.PRESETS),
-                       help="sizes in one word: " + "; ".join(f"{k}: {v.samples}x{v.seq_len} tokens, {v.trade_off}"
-                                                              for k, v in defaults.PRESETS.items()))
+                       help="sizes in one word: " + "; ".join(
+                           f"{k}: {v.samples}x{v.seq_len} tokens, {v.trade_off}" if samples else
+                           f"{k}: {v.eval_windows} held-out windows of {v.seq_len} tokens"
+                           for k, v in defaults.PRESETS.items()))
         p.add_argument("--samples", type=_positive_int,
                        help=f"calibration samples (default {defaults.SAMPLES})" if samples else argparse.SUPPRESS)
         p.add_argument("--seq-len", type=_whole_number(defaults.MIN_SEQ_LEN),
@@ -352,7 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--trust-remote-code", action="store_true",
                        help="run the model's own Python code (only for models you trust)")
         p.add_argument("--json", metavar="PATH", help="write a JSON report")
-        p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+        p.add_argument("--quiet", "-q", action="store_true",
+                       help="no progress bar, model line or time estimate (the notes, the summary and errors are "
+                       "printed)")
 
     def metric_arg(p: argparse.ArgumentParser) -> None:
         p.add_argument("--metric", choices=list(METRICS),

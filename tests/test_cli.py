@@ -510,6 +510,10 @@ def test_eval_with_its_own_text_does_not_read_the_calibration_text(tiny_model: P
     # --samples and --seed draw nothing for eval: not offered in its help, still taken from a script that gives them
     help_text = cli.build_parser()._subparsers._group_actions[0].choices["eval"].format_help()
     assert "--samples" not in help_text and "--seed" not in help_text and "--seq-len" in help_text
+    # its presets are windows to measure on, not a prune's minutes
+    quick = cli.defaults.PRESETS["quick"]
+    assert f"quick: {quick.eval_windows} held-out windows of {quick.seq_len} tokens" in " ".join(help_text.split())
+    assert quick.trade_off not in " ".join(help_text.split())
     assert cli.main(["eval", str(tiny_model), "--eval-text", str(small_calib), "--seq-len", "32", "--samples", "3",
                      "--seed", "1", "-q"]) == 0
 
