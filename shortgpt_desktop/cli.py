@@ -340,7 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--samples", type=_positive_int,
                        help=f"calibration samples (default {defaults.SAMPLES})" if samples else argparse.SUPPRESS)
         p.add_argument("--seq-len", type=_whole_number(defaults.MIN_SEQ_LEN),
-                       help=f"tokens per sample (default {defaults.SEQ_LEN})")
+                       help=f"tokens per {'sample and ' if samples else ''}held-out window "
+                       f"(default {defaults.SEQ_LEN})")
         p.add_argument("--eval-windows", type=_positive_int,
                        help=f"held-out windows for perplexity (default {defaults.EVAL_WINDOWS})")
         p.add_argument("--batch-size", type=_positive_int, default=defaults.BATCH_SIZE,

@@ -514,6 +514,7 @@ def test_eval_with_its_own_text_does_not_read_the_calibration_text(tiny_model: P
     quick = cli.defaults.PRESETS["quick"]
     assert f"quick: {quick.eval_windows} held-out windows of {quick.seq_len} tokens" in " ".join(help_text.split())
     assert quick.trade_off not in " ".join(help_text.split())
+    assert "tokens per held-out window" in " ".join(help_text.split())  # it said "per sample"
     assert cli.main(["eval", str(tiny_model), "--eval-text", str(small_calib), "--seq-len", "32", "--samples", "3",
                      "--seed", "1", "-q"]) == 0
 

@@ -274,7 +274,7 @@ def test_non_empty_output_needs_force(tiny_model: Path, tmp_path: Path) -> None:
     out.mkdir()
     (out / "keep.txt").write_text("precious")
     loaded = load(tiny_model)
-    with pytest.raises(OutputError, match="not empty"):
+    with pytest.raises(OutputError, match=r"holds more than a model \(keep.txt\)"):  # --force would not replace it
         save(loaded, out)
     assert (out / "keep.txt").read_text() == "precious"
     # Even forced, a folder holding more than a model is not replaced: `--out . --force` in a folder of notes
