@@ -393,9 +393,9 @@ def check_streamed_fits(estimate: MemoryEstimate) -> None:
     if estimate.not_streamable:  # a legacy .bin checkpoint was told "needs 0 B but only 23.0 GB is free"
         raise ResourceError(f"This model cannot run one layer at a time: {estimate.not_streamable[0].lower()}"
                             f"{estimate.not_streamable[1:].rstrip('.')}; run it whole (without low memory).")
+    whose, fewer = (("The check's held-out windows'", "fewer held-out windows") if estimate.states_of_windows
+                    else ("The calibration samples'", "fewer samples"))
     if estimate.hidden_states_bytes > SAFETY * estimate.available_ram_bytes:
-        whose, fewer = (("The check's held-out windows'", "fewer held-out windows") if estimate.states_of_windows
-                        else ("The calibration samples'", "fewer samples"))
         raise ResourceError(
             f"{whose} hidden states alone need {human_bytes(estimate.hidden_states_bytes)} of memory but only "
             f"{human_bytes(estimate.available_ram_bytes)} is free; use {fewer} or a shorter sequence length."
@@ -406,7 +406,7 @@ def check_streamed_fits(estimate: MemoryEstimate) -> None:
     raise ResourceError(
         f"Even one layer at a time this model needs {human_bytes(estimate.streamed_total)} but only "
         f"{human_bytes(estimate.available_device_bytes if not estimate.on_cpu else estimate.available_ram_bytes)} of "
-        f"{where} is free; use a smaller dtype, fewer samples or a shorter sequence length."
+        f"{where} is free; use a smaller dtype, {fewer} or a shorter sequence length."
     )
 
 

@@ -60,6 +60,10 @@ def test_memory_estimate_and_choice(tiny_model: Path) -> None:
     checked.available_ram_bytes = checked.available_device_bytes = checked.hidden_states_bytes // 2
     with pytest.raises(ResourceError, match=r"^The check's held-out windows' hidden states .* fewer held-out windows"):
         choose_mode(checked)
+    checked.available_ram_bytes = checked.available_device_bytes = 2 * checked.hidden_states_bytes
+    assert checked.streamed_total > checked.available_ram_bytes
+    with pytest.raises(ResourceError, match=r"^Even one layer at a time .* a smaller dtype, fewer held-out windows or"):
+        memory.check_streamed_fits(checked)
 
 
 def test_the_model_panel_and_the_command_line_read_the_same_estimate(
