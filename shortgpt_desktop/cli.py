@@ -628,8 +628,7 @@ def print_curve(curve: Any, out: TextIO | None = None) -> None:
     if qualifier and not qualifier.startswith("("):
         qualifier = f"({qualifier})"
     windows = " ".join(filter(None, (counted(curve.windows, "held-out window"), qualifier)))
-    rough = defaults.rough_figure(curve.tokens, text_ran_out(getattr(curve, "warnings", ())),
-                                  eval_text=bool(getattr(curve, "eval_text", None)))
+    rough = defaults.rough_figure(curve.tokens, text_ran_out(curve.warnings), eval_text=bool(curve.eval_text))
     few = f"; {rough}" if rough else ""
     out.write(f"quality curve ({curve.label}; perplexity and same top token vs the original on {windows}, "
               f"{curve.tokens:,} tokens{few})\n")

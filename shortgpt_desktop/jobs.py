@@ -121,7 +121,7 @@ def run_prune(engine: Engine, spec: JobSpec, progress: Progress = no_progress, c
     only_evaluation_text = pipeline.reads_only_evaluation_text(spec)
     if only_evaluation_text:
         # Nothing reads the calibration text: a short one was refused ("too short") and said to be "also calibration
-        # text" of the check's own text, and it was tokenised for nothing. The built-in corpus stands in, as for eval.
+        # text" of the check's own text. The built-in corpus stands in, as for eval (it is still tokenised).
         spec = dataclasses.replace(spec, calib=[BUILTIN_CORPUS])
     needs_text = needs_scores or spec.check_perplexity or spec.repair != "none" or spec.heal_steps > 0
     _checked_before_model(spec, text=needs_text, out=spec.out, progress=progress, cancel=cancel, on_note=on_note,

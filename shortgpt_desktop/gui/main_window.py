@@ -1092,14 +1092,15 @@ class MainWindow(QMainWindow):
         )
 
     def _on_curve(self, curve: Any) -> None:
-        if STREAMED_CURVE_NOTE in getattr(curve, "warnings", ()):  # the quiz gone, one layer at a time
+        warnings = getattr(curve, "warnings", ())
+        if STREAMED_CURVE_NOTE in warnings:  # the quiz gone, one layer at a time
             log.warning(STREAMED_CURVE_NOTE)
         baseline = [(p.k, p.perplexity) for p in curve.baseline.points] if curve.baseline is not None else None
         self.plan_panel.show_curve([(p.k, p.perplexity, p.same_top) for p in curve.points], curve.label,
                                    curve.windows, curve.tokens, baseline,
                                    {p.k: (p.quiz_kept, p.quiz_known) for p in curve.points if p.quiz_known},
                                    curve.baseline.label if curve.baseline is not None else "bi",
-                                   text_ran_out(getattr(curve, "warnings", ())))
+                                   text_ran_out(warnings))
         if not self.manual:  # bi+ has measured every count now: the slider's plan is its measured choice
             self._replan()
 
