@@ -95,7 +95,9 @@ class ProgressBar:
     """A one-line progress bar on stderr (plain lines when stderr is not a terminal), with an ETA.
 
     Each stage's first line is always drawn at once (a script reading stderr sees a stage start when it
-    starts); later lines are throttled. The time left is extrapolated from the stage's own pace so far.
+    starts); later lines are throttled. The time left is extrapolated from the stage's own pace so far. A stage
+    that another one interrupts (bi+'s choice waits for the chat answers its repair fits on) resumes with its own
+    clock: its seconds and its pace count the time it ran, not the other stage's, and do not start again at 0.0s.
     """
 
     def __init__(self, stream: TextIO | None = None, quiet: bool = False,
@@ -107,7 +109,11 @@ class ProgressBar:
         self.tty = self.stream.isatty()
         self.stage: str | None = None
         self.started = time.perf_counter()
-        self.since = 0  # the count the stage (re)started at
+        self.since = 0  # the count the stage started at
+        self.done = 0  # the stage's count at its last report
+        #: Stages another one interrupted before they finished: stage → (the seconds it ran, its ``since``, its
+        #: count), so that it resumes where it stood.
+        self.paused: dict[str, tuple[float, int, int]] = {}
         self.last_draw = 0.0
         #: Stage labels of this run in place of ``_STAGE_LABELS``' (eval --against names its two models).
         self.labels: dict[str, str] = {}
@@ -125,12 +131,21 @@ class ProgressBar:
         finished = total > 0 and done >= total
         if finished and (stage, done, total) == self.finished:
             return
+        left_unfinished = self.stage is not None and self.finished is None  # the stage drawn last
         self.finished = (stage, done, total) if finished else None
         now = time.perf_counter()
         new_stage = stage != self.stage
         if new_stage:
             self.end_line()
-            self.stage, self.started, self.since = stage, now, done
+            if left_unfinished:
+                self.paused[self.stage] = (now - self.started, self.since, self.done)
+            ran, since, stood = self.paused.pop(stage, (0.0, done, 0))
+            if done < stood:  # counting again from below where it stood: a new run of the stage
+                ran, since = 0.0, done
+            self.stage, self.started, self.since = stage, now - ran, since
+        self.done = done
+        if finished:
+            self.paused.pop(stage, None)
         if not (new_stage or finished) and now - self.last_draw < (0.1 if self.tty else 5.0):
             return
         self.last_draw = now

@@ -969,6 +969,28 @@ def test_the_time_left_counts_from_where_a_stage_resumed(monkeypatch: pytest.Mon
     assert stream.getvalue().splitlines()[-1].endswith("about 3 min 07 s left"), stream.getvalue()
 
 
+def test_a_stage_another_one_interrupted_resumes_with_its_own_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bi+'s choice, 50 of 100 passes in 100 s, waits 300 s for the chat answers and resumes: its line said 0.0s and
+    its pace came from the seconds since it resumed (about 7 min left after one pass, then 3 min 30 s). Its clock
+    counts the 100 s it ran, not the answers' 300 s; a stage counting again from below where it stood starts
+    afresh."""
+    import io
+
+    clock = iter([0.0, 0.0, 100.0, 100.0, 400.0, 400.0, 406.0, 500.0, 510.0])
+    monkeypatch.setattr(cli.time, "perf_counter", lambda: next(clock))
+    stream = io.StringIO()
+    bar = cli.ProgressBar(stream)  # takes the first reading
+    for stage, done, total in (("selecting", 0, 100), ("selecting", 50, 100), ("answers", 0, 64),
+                               ("answers", 64, 64), ("selecting", 50, 100), ("selecting", 51, 100)):
+        bar(stage, done, total)
+    lines = stream.getvalue().splitlines()
+    assert lines[-2].startswith("checking candidates: [") and "50/100 passes  100.0s" in lines[-2], lines
+    assert lines[-1].endswith("51/100 passes  106.0s, about 1 min 41 s left"), lines  # 106 s for 51, 49 to go
+    bar("answers", 0, 64)  # interrupts at 51, then the choice counts again from 0: a new run
+    bar("selecting", 0, 100)
+    assert stream.getvalue().splitlines()[-1].endswith("0/100 passes    0.0s"), stream.getvalue()
+
+
 def test_a_run_starting_at_layer_0_says_not_repaired_once(tiny_model: Path, small_calib: Path, tmp_path: Path,
                                                            capfd: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["prune", str(tiny_model), "--remove", "0,3", "--no-eval", "--calib", str(small_calib),
