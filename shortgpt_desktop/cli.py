@@ -34,6 +34,7 @@ from .core.progress import counts_layers, stage_unit
 from .core.report import after_fitted, left_as_it_was, requantized
 from .core.user_paths import exists
 from .format import (
+    StageClock,
     collapsed,
     counted,
     human_bytes,
@@ -95,9 +96,8 @@ class ProgressBar:
     """A one-line progress bar on stderr (plain lines when stderr is not a terminal), with an ETA.
 
     Each stage's first line is always drawn at once (a script reading stderr sees a stage start when it
-    starts); later lines are throttled. The time left is extrapolated from the stage's own pace so far. A stage
-    that another one interrupts (bi+'s choice waits for the chat answers its repair fits on) resumes with its own
-    clock: its seconds and its pace count the time it ran, not the other stage's, and do not start again at 0.0s.
+    starts); later lines are throttled. The time left is extrapolated from the stage's own pace so far
+    (:class:`..format.StageClock`: a stage another one interrupted resumes with its own clock).
     """
 
     def __init__(self, stream: TextIO | None = None, quiet: bool = False,
@@ -107,13 +107,8 @@ class ProgressBar:
         #: Whether a stage counts layers (low-memory mode, the ppl metric) rather than its usual unit.
         self.per_layer = per_layer or (lambda stage: False)
         self.tty = self.stream.isatty()
-        self.stage: str | None = None
-        self.started = time.perf_counter()
-        self.since = 0  # the count the stage started at
-        self.done = 0  # the stage's count at its last report
-        #: Stages another one interrupted before they finished: stage → (the seconds it ran, its ``since``, its
-        #: count), so that it resumes where it stood.
-        self.paused: dict[str, tuple[float, int, int]] = {}
+        self.stage: str | None = None  # the stage whose line is drawn (None once a terminal line is ended)
+        self.clock = StageClock()  # each stage's seconds and pace
         self.last_draw = 0.0
         #: Stage labels of this run in place of ``_STAGE_LABELS``' (eval --against names its two models).
         self.labels: dict[str, str] = {}
@@ -131,26 +126,18 @@ class ProgressBar:
         finished = total > 0 and done >= total
         if finished and (stage, done, total) == self.finished:
             return
-        left_unfinished = self.stage is not None and self.finished is None  # the stage drawn last
         self.finished = (stage, done, total) if finished else None
         now = time.perf_counter()
+        elapsed, since = self.clock.update(stage, done, total, now)
         new_stage = stage != self.stage
         if new_stage:
             self.end_line()
-            if left_unfinished:
-                self.paused[self.stage] = (now - self.started, self.since, self.done)
-            ran, since, stood = self.paused.pop(stage, (0.0, done, 0))
-            if done < stood:  # counting again from below where it stood: a new run of the stage
-                ran, since = 0.0, done
-            self.stage, self.started, self.since = stage, now - ran, since
-        self.done = done
-        if finished:
-            self.paused.pop(stage, None)
+            self.stage = stage
         if not (new_stage or finished) and now - self.last_draw < (0.1 if self.tty else 5.0):
             return
         self.last_draw = now
-        text = progress_text(stage, done, total, now - self.started, stage_unit(stage, self.per_layer(stage)),
-                             self.since, self.labels.get(stage))
+        text = progress_text(stage, done, total, elapsed, stage_unit(stage, self.per_layer(stage)), since,
+                             self.labels.get(stage))
         if stage == "heal" and done == 0 and isinstance(partial, float):
             text += f", estimated {human_seconds(partial)} in all"
         if self.tty:

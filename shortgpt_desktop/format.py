@@ -108,12 +108,51 @@ def change(before: float, after: float) -> str:
 
 
 def time_left(done: int, total: int, elapsed: float, since: int = 0) -> float | None:
-    """Seconds left at the pace so far: ``elapsed`` seconds since the stage (re)started at ``since`` done (bi+'s
-    selection resumes at 74 of 92 after the chat answers it waited for; its pace is not 74 in 5 s). None until
-    one step has been measured, or once done."""
+    """Seconds left at the pace so far: ``elapsed`` seconds that the stage ran from ``since`` done (bi+'s selection
+    resumes at 74 of 92 after the chat answers it waited for: its pace counts the seconds it ran, not the answers'
+    ones; :class:`StageClock`). None until one step has been measured, or once done."""
     if total <= 0 or done <= since or done >= total or elapsed <= 0:
         return None
     return elapsed / (done - since) * (total - done)
+
+
+class StageClock:
+    """The seconds a job's current stage has run and the count it started at, for its line and its pace.
+
+    A stage that another one interrupts before it finishes (bi+'s choice waits for the chat answers its repair
+    fits on) resumes with its own clock: it counts the seconds it ran, not the other stage's, and does not start
+    again at 0 s (its line said "0.0s" and its time left came from the seconds since it resumed). A stage counting
+    again from below where it stood, or after it finished, is a new run and starts afresh. Both front ends use it.
+    """
+
+    def __init__(self) -> None:
+        self.stage: str | None = None
+        self.started = 0.0  # when the stage began, less the seconds it ran before an interruption
+        self.since = 0  # the count it began at
+        self.done = 0
+        self.total = 0
+        #: Stages interrupted before they finished: stage → (the seconds it ran, its ``since``, its count).
+        self.paused: dict[str, tuple[float, int, int]] = {}
+
+    def reset(self) -> None:
+        """A new job: no stage runs, none is interrupted."""
+        self.stage, self.done, self.total = None, 0, 0
+        self.paused.clear()
+
+    def update(self, stage: str, done: int, total: int, now: float) -> tuple[float, int]:
+        """(seconds the stage has run, the count its pace counts from) at this report of ``stage``."""
+        was_finished = self.total > 0 and self.done >= self.total
+        if stage != self.stage:
+            if self.stage is not None and not was_finished:
+                self.paused[self.stage] = (now - self.started, self.since, self.done)
+            ran, since, stood = self.paused.pop(stage, (0.0, done, 0))
+            if done < stood:
+                ran, since = 0.0, done
+            self.stage, self.started, self.since = stage, now - ran, since
+        elif done < self.done:
+            self.started, self.since = now, done
+        self.done, self.total = done, total
+        return now - self.started, self.since
 
 
 def some_of(names: Sequence[str], shown: int) -> str:

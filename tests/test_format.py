@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from shortgpt_desktop.format import (
+    StageClock,
     change,
     counted,
     human_bytes,
@@ -95,3 +96,21 @@ def test_items_are_listed_as_a_sentence_lists_them() -> None:
     from shortgpt_desktop.format import listed
 
     assert [listed(x) for x in ([], ["a"], ["a", "b"], ["a", "b", "c"])] == ["", "a", "a and b", "a, b and c"]
+
+
+def test_a_stage_clock_resumes_an_interrupted_stage_and_restarts_a_new_run() -> None:
+    clock = StageClock()
+    assert clock.update("selecting", 0, 10, now=5.0) == (0.0, 0)
+    assert clock.update("selecting", 4, 10, now=25.0) == (20.0, 0)
+    assert clock.update("answers", 0, 64, now=25.0) == (0.0, 0)  # interrupts the choice at 4
+    assert clock.update("answers", 64, 64, now=85.0) == (60.0, 0)
+    assert clock.update("selecting", 4, 10, now=85.0) == (20.0, 0)  # its own 20 s, counted from 0
+    assert clock.update("selecting", 10, 10, now=90.0) == (25.0, 0)
+    assert clock.update("answers", 0, 64, now=90.0) == (0.0, 0)  # finished before: never resumed, a new run
+    assert clock.update("selecting", 0, 10, now=95.0) == (0.0, 0)
+    assert clock.update("selecting", 3, 10, now=99.0) == (4.0, 0)
+    assert clock.update("selecting", 1, 10, now=100.0) == (0.0, 1)  # counting again from below: a new run
+    clock.update("answers", 0, 5, now=100.0)
+    assert clock.update("selecting", 0, 10, now=101.0) == (0.0, 0)  # back below where it stood: a new run too
+    clock.reset()
+    assert clock.update("answers", 0, 5, now=200.0) == (0.0, 0) and not clock.paused

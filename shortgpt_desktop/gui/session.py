@@ -24,7 +24,7 @@ from ..core.errors import UserError
 from ..core.model.memory import MemoryEstimate
 from ..core.progress import counts_layers, stage_unit
 from ..core.report import MEASURED_BEFORE_REQUANTIZED
-from ..format import human_bytes, human_seconds, time_left
+from ..format import StageClock, human_bytes, human_seconds, time_left
 
 Work = Callable[[Any, Any], Any]
 
@@ -222,35 +222,32 @@ class ProgressView:
 class JobProgress:
     """Words the progress of the window's jobs: ``Scoring: 3 of 30 layers, about 2 min 10 s left…``.
 
-    Keeps when the current stage began, for the time left at the stage's own pace; ``clock`` is
-    :func:`time.monotonic` unless a test gives its own.
+    Keeps when the current stage began, for the time left at the stage's own pace (:class:`..format.StageClock`: a
+    stage another one interrupted resumes with its own clock); ``clock`` is :func:`time.monotonic` unless a test
+    gives its own.
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
-        self.stage = ""
-        self.stage_started = 0.0
-        self.stage_since = 0  # the count the stage (re)started at
+        self.stages = StageClock()
 
     def started(self, job: str) -> str:
         """The line while a job starts, before its first progress."""
-        self.stage = ""
+        self.stages.reset()
         return job_title(job) + "…"
 
     def update(self, stage: str, done: int, total: int, partial: Any = None, *, streamed: bool = False,
                metric: str = "") -> ProgressView:
         """One event of the engine's progress (``streamed``: the model runs one layer at a time; ``metric``:
         the scoring job's, whose counter counts layers for the ppl metric)."""
-        now = self.clock()
-        if stage != self.stage:
-            self.stage, self.stage_started, self.stage_since = stage, now, done
+        elapsed, since = self.stages.update(stage, done, total, self.clock())
         text = STAGE_TEXT.get(stage, stage)
         unit = stage_unit(stage, counts_layers(stage, streamed, metric))
         if stage == "download" and total:
             text += f": {human_bytes(done)} of {human_bytes(total)}"
         elif unit and total:
             text += f": {done} of {total} {unit}"
-        left = time_left(done, total, now - self.stage_started, self.stage_since)
+        left = time_left(done, total, elapsed, since)
         if left is not None and left >= 1:
             text += f", about {human_seconds(left)} left"
         if done < total or not total:

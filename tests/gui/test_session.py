@@ -176,11 +176,27 @@ def test_progress_is_worded_here_with_the_counters_unit_and_the_time_left() -> N
     assert download.text.startswith("Downloading the model: 1.5 MB of 3.0 MB") and download.download == (
         1_500_000, 3_000_000)
     assert words.update("a new stage", 0, 0).text == "a new stage…"
-    clock.now = 200.0
-    words.update("selecting", 74, 92)  # bi+'s choice resumes after the chat answers it waited for
-    clock.now = 211.0
+
+
+def test_a_stage_another_one_interrupted_keeps_its_own_pace() -> None:
+    """bi+'s choice, 74 of 92 passes in 148 s, waits 300 s for the chat answers its repair fits on, then resumes: its
+    pace is its own 2 s a pass, neither the answers' seconds nor the 7 s its first pass after them took (the time
+    left said "about 1 min 59 s" for 35 s)."""
+    from shortgpt_desktop.gui.session import JobProgress
+
+    clock = Clock()
+    words = JobProgress(clock)
+    words.started("prune")
+    words.update("selecting", 0, 92)
+    clock.now = 148.0
+    words.update("selecting", 74, 92)
+    words.update("answers", 0, 64)
+    clock.now = 448.0
+    words.update("answers", 64, 64)
+    words.update("selecting", 74, 92)
+    clock.now = 455.0
     assert words.update("selecting", 75, 92).text == \
-        "Checking the candidate layers: 75 of 92 passes, about 3 min 07 s left…", "not 75 passes in 11 s"
+        "Checking the candidate layers: 75 of 92 passes, about 35.1 s left…", "155 s for 75 passes, 17 to go"
 
 
 def test_a_new_job_times_its_first_stage_afresh() -> None:
