@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench_paths import GEMMA3, SMOLLM2, cached
+from bench_paths import GEMMA3, SMOLLM2, cached, require
 
 MODELS = [SMOLLM2, GEMMA3]
 
@@ -95,6 +95,7 @@ def main() -> None:
     if args.parse:
         parse_alone(args.parse)
         return
+    require(*args.models)
     models = args.models or cached(MODELS)
     if not models:
         sys.exit("No GGUF model given and none cached; run the slow tests once or pass a path.")

@@ -47,7 +47,8 @@ def test_each_benchmark_says_its_options_and_a_missing_file_in_one_line(tmp_path
     there.write_text("text", encoding="utf-8")
     bench = {name: str(BENCHMARKS / f"{name}.py") for name in ("bench_quality", "bench_recipe", "bench_heal_memory",
                                                                "bench_candidate_precision", "bench_heal_variants",
-                                                               "bench_selection")}
+                                                               "bench_selection", "bench_open", "bench_dequant",
+                                                               "bench_load")}
     runs = [[s, "--help"] for s in scripts] + [
         [bench["bench_quality"], "--model", str(there), "--calib", missing, "--eval", str(there)],
         [bench["bench_recipe"], str(there), "--calib", missing],
@@ -55,6 +56,9 @@ def test_each_benchmark_says_its_options_and_a_missing_file_in_one_line(tmp_path
         [bench["bench_candidate_precision"], missing, "--calib", str(there)],
         [bench["bench_heal_variants"], "--model", str(there), "--calib", str(there), "--eval", missing],
         [bench["bench_selection"], str(there), "--calib", str(there), "--eval", missing],
+        [bench["bench_open"], "--model", missing],
+        [bench["bench_dequant"], "--model", missing],
+        [bench["bench_load"], str(there), missing],
     ]
     results = run_benchmarks(runs)
     helps = {name: value for name, value in results.items() if name.endswith("--help")}
@@ -62,6 +66,6 @@ def test_each_benchmark_says_its_options_and_a_missing_file_in_one_line(tmp_path
     for name, (code, out) in helps.items():
         assert code in (0, None) and "usage:" in out, (name, code)
     refused = {name: code for name, (code, _) in results.items() if not name.endswith("--help")}
-    assert len(refused) == 6
+    assert len(refused) == 9
     for name, code in refused.items():
         assert code == f"{missing} does not exist: give another with --model, --calib or --eval.", (name, code)
