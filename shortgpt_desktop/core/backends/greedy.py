@@ -8,7 +8,7 @@ Both stop a sequence at the first of ``end_ids`` (kept) or after ``max_new_token
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from typing import Any
 
@@ -31,7 +31,8 @@ def greedy_answers(stack: LayerStack, prompts: Sequence[Sequence[int]], end_ids:
     if progress is not None:
         progress(stage, 0, max_new_tokens, None)
     if kv_cache:
-        out = _with_kv_cache(stack, sequences, end_ids, pad_id, max_new_tokens, max_len, removed, weights)
+        out = _with_kv_cache(stack, sequences, end_ids, pad_id, max_new_tokens, max_len, removed, weights,
+                             _each_token(progress, stage, max_new_tokens, cancel))
     else:
         out = _pass_per_token(stack, sequences, end_ids, pad_id, max_new_tokens, max_len, removed, weights,
                               progress, stage, cancel)
@@ -49,20 +50,35 @@ def _pass_per_token(stack: LayerStack, sequences: list[list[int]], end_ids: set[
     for step in range(max_new_tokens):
         if not active:
             break
-        if progress is not None:
-            progress(stage, step, max_new_tokens, None)
         for i, token in zip(active, ops.next_tokens(stack, [sequences[i] for i in active], pad_id, removed, weights,
                                                     cancel), strict=True):
             sequences[i].append(token)
+        if progress is not None and step + 1 < max_new_tokens:
+            progress(stage, step + 1, max_new_tokens, None)
         active = [i for i in active if sequences[i][-1] not in end_ids
                   and (max_len is None or len(sequences[i]) < max_len)]
     return sequences
 
 
+def _each_token(progress: Progress | None, stage: str, max_new_tokens: int,
+                cancel: CancelCheck | None) -> Callable[[int], None]:
+    """``after(written)``, called by generation after each new token: the stage's progress, and a cancel that stops
+    it there (transformers' ``generate`` ran its 64 tokens for minutes with the bar at 0 and no way to stop)."""
+    def after(written: int) -> None:
+        raise_if_cancelled(cancel)
+        if progress is not None and written < max_new_tokens:
+            progress(stage, written, max_new_tokens, None)
+
+    return after
+
+
 def _with_kv_cache(stack: Any, prompts: list[list[int]], end_ids: set[int], pad_id: int, max_new_tokens: int,
-                   max_len: int | None, removed: Sequence[int], weights: dict[str, Any] | None) -> list[list[int]]:
-    """The same greedy answers with transformers' KV cache, the view put in for the block only."""
+                   max_len: int | None, removed: Sequence[int], weights: dict[str, Any] | None,
+                   after_token: Callable[[int], None] | None = None) -> list[list[int]]:
+    """The same greedy answers with transformers' KV cache, the view put in for the block only; ``after_token``
+    is called with the count of new tokens written after each one (:func:`_each_token`)."""
     import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
 
     from ..cut.surgery import pruned_view
     from ..model.weights_view import weights_view
@@ -75,10 +91,17 @@ def _with_kv_cache(stack: Any, prompts: list[list[int]], end_ids: set[int], pad_
     for row, prompt in enumerate(prompts):
         ids[row, width - len(prompt):] = torch.tensor(prompt)
         mask[row, width - len(prompt):] = 1
+    class EachToken(StoppingCriteria):  # never stops generation itself: it reports and lets a cancel through
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            if after_token is not None:
+                after_token(int(input_ids.shape[1]) - width)
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
     pruned = pruned_view(model, stack.family, removed) if removed else nullcontext()
     with weights_view(model, dict(weights or {})), pruned, torch.inference_mode():
         out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
-                             do_sample=False, eos_token_id=sorted(end_ids), pad_token_id=pad_id)
+                             do_sample=False, eos_token_id=sorted(end_ids), pad_token_id=pad_id,
+                             stopping_criteria=StoppingCriteriaList([EachToken()]))
     sequences = []
     for row, prompt in enumerate(prompts):
         answer = out[row, width:].tolist()
