@@ -1018,21 +1018,33 @@ class MainWindow(QMainWindow):
         """The scoring's settings with the repair, healing and prompt chosen now."""
         return self.session.final_spec(self.job_spec())
 
-    def _show_final(self, plan: PrunePlan) -> None:
+    def _show_final(self, plan: PrunePlan) -> str:
         """A job refined the plan: show the layers that were really measured or written, and the size once the
-        weights the repair and healing change are known."""
-        shown = ("removed", "notes", "bytes_after", "reencoded_at_most")  # 'up to' stayed when the fit came out exact
-        if self.plan is None or any(getattr(plan, name) != getattr(self.plan, name) for name in shown):
+        weights the repair and healing change are known. Returns a sentence where bi+ removed other layers than
+        the lowest scores shown ("" otherwise), for the job's own message."""
+        # 'up to' stayed when the fit came out exact, since only a changed size redrew the plan
+        shown = ("removed", "notes", "bytes_after", "reencoded_at_most", "chosen_later")
+        before = self.plan
+        if before is None or any(getattr(plan, name) != getattr(before, name) for name in shown):
             self._show_plan(plan)
+        if before is None or not before.chosen_later or before.removed == plan.removed:
+            return ""
+        # The layers changed under the user's eyes and nothing said so: Save wrote 3, 5, 7, 12, 13, 17, 25 where
+        # 12–15, 17, 25, 26 were shown.
+        said = (f"bi+ measured its candidates and removed layers {layer_list(plan.removed)}, not the lowest scores "
+                f"shown before ({layer_list(before.removed)})")
+        return said
 
     def _on_saved(self, outcome: Any) -> None:
         plan, result, notes = outcome
-        self._show_final(plan)
+        chosen = self._show_final(plan)
         self.last_saved = Path(result.folder)
         self.store.set_save_dir(str(self.last_saved.parent))
         removed = len(self.plan.removed) if self.plan else 0
         message = (f"Saved the pruned model ({removed} layer{'s' if removed != 1 else ''} removed, "
                    f"{human_bytes(model_bytes(result.folder, result.files))}) to {result.folder}")
+        if chosen:
+            message += f"; {chosen}"
         log.info(message)
         for note in notes:  # the figures beside it were measured before weights were re-quantized for the file
             log.warning(note)
@@ -1067,7 +1079,10 @@ class MainWindow(QMainWindow):
 
     def _on_checked(self, outcome: Any) -> None:
         plan, checked = outcome
-        self._show_final(plan)
+        chosen = self._show_final(plan)
+        if chosen:
+            log.info(chosen)
+            self.statusBar().showMessage(f"Checked; {chosen}.", 15000)
         self.compare_panel.show_checked(checked)
         self.tabs.setCurrentWidget(self.compare_panel)
         log.info("perplexity %.3f → %.3f (× %.2f) with layers %s removed", checked.ppl_before,

@@ -289,11 +289,16 @@ class PlanPanel(QGroupBox):
             return
         k, n = len(plan.removed), plan.n_layers
         how = " · chosen by hand" if manual else ""
-        if not manual and plan.notes and plan.notes[0].startswith("not yet checked"):
+        later = plan.chosen_later and not manual and k > 0
+        if later:
             how = " · checked on Check/Save"
         self.count_label.setText(f"<b>{k}</b> of {n} layers ({100 * k / n:.0f} %){how}")
         self.count_label.setToolTip("\n".join(plan.notes))
-        self.layers_label.setText(layer_list(plan.removed) if k else "none")
+        # Save wrote 3, 5, 7, 12, 13, 17, 25 where 12–15, 17, 25, 26 were shown, and nothing said that it could.
+        muted = self.palette().color(QPalette.ColorRole.PlaceholderText).name()  # the disabled text's was too pale
+        self.layers_label.setText((layer_list(plan.removed) if k else "none") + (
+            f" <span style='color: {muted}'>· the lowest scores for now; Check or Save measures and may remove "
+            "others</span>" if later else ""))
         self.layers_label.setToolTip(", ".join(map(str, plan.removed)))
         self.params_label.setText(
             f"{human_count(plan.params_before)} → <b>{human_count(plan.params_after)}</b> "
@@ -307,8 +312,10 @@ class PlanPanel(QGroupBox):
             before += f" as {self.output_format}"  # a GGUF's 98.4 MB on disk read "538.1 MB → 438.9 MB"
         self.size_label.setText(f"{before} → {bound}<b>{human_bytes(plan.bytes_after)}</b>")
         # part of that size ("up to 1.9 MB more", after "up to 84.8 MB", read as more than 84.8 MB)
+        for_shown = ", for the layers shown" if later else ""
         self.size_note.setText(f"of which {bound}{human_bytes(plan.bytes_reencoded)} for the weights the repair or "
-                               "healing changes, written at 8 bits or more" if plan.bytes_reencoded > 0 else "")
+                               f"healing changes, written at 8 bits or more{for_shown}" if plan.bytes_reencoded > 0
+                               else "")
         self.size_note.setVisible(plan.bytes_reencoded > 0)
 
     def set_formats(self, formats: list[str], current: str) -> None:

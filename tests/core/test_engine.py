@@ -505,6 +505,24 @@ def test_a_block_metrics_curve_leaves_the_scores_of_the_plan_on_screen(tiny_mode
     assert engine.report(plan, spec).block_size == 2
 
 
+def test_a_plan_bi_plus_has_still_to_choose_says_so_and_bounds_no_size(tiny_q4_gguf: Path, small_calib: Path) -> None:
+    """The lowest scores stand in until bi+ measures: its other layers can have more cuts to repair, so the size of
+    the layers shown is no 'up to' (SmolLM2: 84.8 MB said 'up to', 86.3 MB written)."""
+    spec = small_job(tiny_q4_gguf, small_calib, metric="bi+")
+    engine = Engine()
+    engine.open(spec)
+    engine.set_output_format("gguf")  # the format that writes a repaired weight in another type (Q8_0)
+    engine.score(spec)
+    shown = engine.plan(count=2)
+    assert shown.chosen_later and shown.bytes_reencoded > 0 and not shown.reencoded_at_most
+    final = engine.prepare(spec, shown)
+    assert not final.chosen_later and not engine.plan(count=2).chosen_later
+    plain = engine.rescore("bi", 1)
+    engine.use_scores(plain)
+    by_bi = engine.plan(count=2)
+    assert not by_bi.chosen_later and by_bi.reencoded_at_most  # plain BI's layers are the ones saved: a bound
+
+
 def test_bi_plus_measured_choices_come_back_with_bi_plus_after_a_look_at_another_metric(
         tiny_model: Path, small_calib: Path) -> None:
     """The window's Metric box shows another metric of the same pass; flipping to BI and back threw away every

@@ -10,7 +10,7 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor
 
-from shortgpt_desktop.format import human_bytes
+from shortgpt_desktop.format import human_bytes, layer_list
 from shortgpt_desktop.gui import dialogs
 from shortgpt_desktop.gui.chart import REMOVED_COLOR
 
@@ -491,3 +491,26 @@ def test_a_slider_move_just_before_the_curve_or_a_score_is_planned_before_the_jo
         qtbot.wait(100)  # past the throttle: nothing late is delivered
     assert planned_while_busy == []
     assert window.plan is not None and len(window.plan.removed) == 1
+
+
+def test_the_plan_says_bi_plus_may_remove_other_layers_and_the_check_says_it_did(qtbot, opened) -> None:
+    """Save wrote layers 3, 5, 7, 12, 13, 17, 25 of SmolLM2 where 12–15, 17, 25, 26 were shown, its size above the
+    'up to' figure shown, and nothing said either could happen, or had."""
+    window = scored_with(qtbot, opened, "bi+")
+    changed = []
+    for count in (1, 2, 3):
+        window.plan_panel.set_count(count, emit=True)
+        shown = list(window.plan.removed)
+        assert window.plan.chosen_later and "may remove others" in window.plan_panel.layers_label.text()
+        assert "up to" not in window.plan_panel.size_label.text()  # the layers shown are no bound
+        with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+            window.check()
+        assert not window.plan.chosen_later and "may remove others" not in window.plan_panel.layers_label.text()
+        said = window.statusBar().currentMessage()
+        if window.plan.removed != shown:
+            changed.append(count)
+            assert said == (f"Checked; bi+ measured its candidates and removed layers {layer_list(window.plan.removed)}"
+                            f", not the lowest scores shown before ({layer_list(shown)}).")
+        else:
+            assert "bi+ measured" not in said
+    assert changed, "no count where bi+ chose other layers than the lowest scores: the case is not tested"

@@ -211,7 +211,8 @@ def test_the_plan_panel_fits_the_windows_right_pane_at_its_minimum_size(qtbot) -
     panel.set_formats(["gguf", "safetensors"], "gguf")
     panel.set_maximum(5)
     panel.show_plan(_plan(n_layers=30, removed=[3, 4, 5], metric="bi+", bytes_before=98_000_000,
-                          bytes_after=85_000_000, notes=["not yet checked: bi+ measures its choice"]))
+                          bytes_after=85_000_000, bytes_reencoded=1_900_000, chosen_later=True,
+                          notes=["not yet checked: bi+ measures its choice"]))
     assert panel.minimumSizeHint().width() < 440, panel.minimumSizeHint()
 
 
@@ -220,8 +221,12 @@ def test_the_plan_panel_says_how_the_plan_was_made_and_what_it_weighs(qtbot) -> 
     qtbot.addWidget(panel)
     panel.show_plan(_plan(notes=["not yet checked: bi+ measures its choice"]), manual=True)
     assert "chosen by hand" in panel.count_label.text()
-    panel.show_plan(_plan(notes=["not yet checked: bi+ measures its choice"]))
+    panel.show_plan(_plan(notes=["not yet checked: bi+ measures its choice"], chosen_later=True,
+                          bytes_reencoded=100))
     assert "checked on Check/Save" in panel.count_label.text()
+    assert "may remove others" in panel.layers_label.text() and panel.size_note.text().endswith("for the layers shown")
+    panel.show_plan(_plan(notes=["not yet checked: bi+ measures its choice"], chosen_later=True), manual=True)
+    assert "may remove others" not in panel.layers_label.text()  # by hand: the layers shown are the ones cut
     panel.show_plan(_plan(removed=[]))
     assert panel.layers_label.text() == "none"
     panel.show_plan(_plan(reencoded_at_most=True, bytes_reencoded=100))

@@ -36,6 +36,9 @@ class PrunePlan:
     bytes_reencoded: int = 0
     #: ``bytes_reencoded`` is the most the job can change (the repair not fitted yet: it may leave some alone).
     reencoded_at_most: bool = False
+    #: The lowest scores for now: bi+ has still to measure its candidates, and Check or Save may remove other layers
+    #: (as many), so the sizes are those of the layers shown, not a bound.
+    chosen_later: bool = False
     notes: list[str] = field(default_factory=list)
 
     @property
