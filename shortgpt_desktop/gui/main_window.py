@@ -163,12 +163,22 @@ class MainWindow(QMainWindow):
         self.progress.setMaximumWidth(220)
         self.progress.setVisible(False)
         self.progress_label = ElidedLabel(self)  # one line, elided; the whole text in its tooltip
-        actions = QHBoxLayout()
+        # The progress on a row of its own, the pane's width: beside the four buttons it was cut before its time left
+        # at 1280 × 720 ("…20 of 89 passes, ab…"), and at 860 × 600 it squeezed the label to nothing and "Save
+        # pruned model…" to "ive pruned model".
+        buttons = QHBoxLayout()
         for button in (self.score_button, self.cancel_button, self.save_button, self.check_button):
-            actions.addWidget(button)
-        actions.addSpacing(8)
-        actions.addWidget(self.progress)
-        actions.addWidget(self.progress_label, 1)
+            buttons.addWidget(button)
+        buttons.addStretch(1)
+        status = QHBoxLayout()
+        status.addWidget(self.progress)
+        status.addWidget(self.progress_label, 1)
+        buttons.setSpacing(6)
+        status.setSpacing(6)  # a nested row takes its parent's spacing otherwise: the buttons touched
+        actions = QVBoxLayout()
+        actions.setSpacing(2)
+        actions.addLayout(buttons)
+        actions.addLayout(status)
 
         self.compare_panel = ComparePanel(self)
         self.log_panel = LogPanel(self)

@@ -1033,3 +1033,23 @@ def test_scores_of_another_model_on_this_machine_are_refused_though_its_folder_h
     assert same_model(scores_of("/elsewhere/final"), str(second), "final", 6, "LlamaForCausalLM"), "moved: its name"
     assert not same_model(scores_of(str(first), "Qwen2ForCausalLM"), str(first), "final", 6, "LlamaForCausalLM")
     assert not same_model(scores_of(str(first)), str(first), "final", 8, "LlamaForCausalLM")
+
+
+@pytest.mark.parametrize("size", [(1280, 720), "minimum"])
+def test_the_progress_line_and_the_buttons_keep_their_words_during_a_job(qtbot, window, size) -> None:
+    """Beside the four buttons, the progress line was cut before its time left at 1280 × 720 ("Checking the candidate
+    layers: 20 of 89 passes, ab…"); at 860 × 600 it was 1 pixel wide and the Save button read "ive pruned model"."""
+    if size == "minimum":
+        window.resize(window.minimumSize())
+    else:
+        window.resize(*size)
+    window.progress.setVisible(True)  # as during a job
+    window.progress_label.setText("Checking the candidate layers: 20 of 89 passes, about 5 min 41 s left…")
+    qtbot.wait(20)
+    for button in (window.score_button, window.cancel_button, window.save_button, window.check_button):
+        assert button.width() >= button.sizeHint().width(), button.text()
+    label = window.progress_label
+    if size == (1280, 720):
+        assert label.fontMetrics().horizontalAdvance(label.text()) <= label.width()  # the whole line, time left too
+    else:
+        assert label.width() >= 200
