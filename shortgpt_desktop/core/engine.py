@@ -8,8 +8,8 @@ the window calls the very same methods from its worker thread, one job at a time
 
 Threading rule for the window: a step may change the engine's state because no other step runs beside it
 and the window reads the state only between jobs. A step replaces a result only when it completes: a failed
-or cancelled scoring leaves the previous scores in place, except for the partial scores a cancelled pass
-hands back (kept, and marked partial).
+or cancelled scoring leaves the previous scores in place; where there are none (or only partial ones), the partial
+scores a cancelled pass hands back are kept, and marked partial.
 """
 
 from __future__ import annotations
@@ -594,9 +594,11 @@ class Engine:
 
         A hooked metric keeps its whole pass, so the other hooked metrics can be shown without a new one.
         When the user cancels a pass part-way, the scores of the samples measured so far are kept and marked
-        partial (and :class:`Cancelled` still propagates).
+        partial (and :class:`Cancelled` still propagates), unless a whole pass had scored this model before: those
+        scores stay (a cancelled re-score put 1,024 tokens' partial scores in place of 8,192 tokens' whole ones).
         """
         metric = get_metric(spec.metric)
+        stamp_before = self.text_stamp  # the scores that stay when this pass is cancelled were cut from that text
         if metric.needs_text:
             self.text_stamp = pipeline.text_stamp(spec)
             self.check_text(spec)
@@ -622,7 +624,8 @@ class Engine:
             scores = metric.score(ctx, spec.block_size if metric.block else 1)
             _refuse_non_finite(scores, ctx.stats, loaded.dtype)
         except Cancelled as exc:
-            if exc.partial is None:
+            if exc.partial is None or (self.scored is not None and not self.scored.partial):
+                self.text_stamp = stamp_before
                 raise
             partial = True
             ctx.stats = exc.partial if isinstance(exc.partial, HookStats) else None

@@ -906,17 +906,15 @@ def test_a_plan_that_removes_nothing_is_neither_checked_nor_saved(tiny_model: Pa
     assert not (tmp_path / "out").exists()
 
 
-def test_a_scoring_cancelled_part_way_counts_the_tokens_it_measured_and_drops_the_last_check(
+def test_a_scoring_cancelled_part_way_counts_the_tokens_it_measured_and_a_rescore_keeps_the_whole_scores(
         tiny_model: Path, small_calib: Path) -> None:
-    """The partial scores are kept, said to be measured on the samples done so far (not on every sample); the check
-    shown was of the scores before them."""
+    """The partial scores are kept, said to be measured on the samples done so far (not on every sample); a
+    cancelled re-score of a model scored whole leaves those scores and their check (it put 1,024 tokens' partial
+    scores in their place)."""
     from shortgpt_desktop.core.errors import Cancelled
 
     spec = small_job(tiny_model, small_calib, metric="bi", repair="none")
     engine = Engine()
-    engine.score(spec)
-    engine.check(spec, engine.plan(count=1).removed)
-    assert engine.checked is not None
     stop = {"now": False}
 
     def progress(stage: str, done: int, total: int, partial: Any = None) -> None:
@@ -925,8 +923,19 @@ def test_a_scoring_cancelled_part_way_counts_the_tokens_it_measured_and_drops_th
     with pytest.raises(Cancelled):
         engine.score(spec, progress=progress, cancel=lambda: stop["now"])
     scored = engine.scored
-    assert scored.partial and engine.checked is None
+    assert scored.partial
     assert 0 < scored.sample_tokens == engine.stats.tokens < engine.tokens.sample_tokens
+    stop["now"] = False
+    with pytest.raises(Cancelled):  # partial again: the later partial scores stand
+        engine.score(spec, progress=progress, cancel=lambda: stop["now"])
+    assert engine.scored is not scored and engine.scored.partial
+    whole = engine.score(spec)
+    engine.check(spec, engine.plan(count=1).removed)
+    checked, stats = engine.checked, engine.stats
+    stop["now"] = False
+    with pytest.raises(Cancelled):
+        engine.score(spec, progress=progress, cancel=lambda: stop["now"])
+    assert engine.scored is whole and not whole.partial and engine.stats is stats and engine.checked is checked
 
 
 def test_a_block_may_be_as_long_as_the_layers_that_may_go_and_no_longer(tiny_model: Path, small_calib: Path) -> None:

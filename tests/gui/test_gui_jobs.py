@@ -74,6 +74,30 @@ def test_cancel_mid_scoring(qtbot, opened, monkeypatch, caplog) -> None:
                "tokens, part of the 16 samples asked" in r.getMessage() for r in records.records)
 
 
+def test_a_cancelled_rescore_keeps_the_whole_scores_on_screen(qtbot, opened, monkeypatch) -> None:
+    """A re-score cancelled after a sample replaced the whole pass's scores with 1,024 tokens' partial ones (the
+    chart marked partial, the bars changed), where a cancel should change nothing."""
+    window = opened
+    window.settings_panel.set_values({"samples": 16, "batch_size": 1})
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.score_button.click()
+    whole, bars, plan = window.engine.scored, list(window.chart.scores), window.plan
+    assert not whole.partial
+    slow_progress(window, monkeypatch, "score", 0.05)
+
+    def on_progress(job, stage, done, total, partial):
+        if stage == "scoring" and done >= 1 and window.cancel_button.isEnabled():
+            window.cancel_button.click()
+
+    window.jobs.progressed.connect(on_progress)
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000) as finished:
+        window.score_button.click()
+    assert finished.args == ["score", "cancelled"]
+    assert window.engine.scored is whole and list(window.chart.scores) == bars
+    assert "partial" not in window.chart.metric_label and window.plan.removed == plan.removed
+    assert window.statusBar().currentMessage() == "Scoring cancelled; nothing changed."
+
+
 def test_a_cancel_the_scoring_ends_before_is_said_and_an_import_is_called_one(qtbot, opened, monkeypatch, caplog,
                                                                              tmp_path: Path) -> None:
     """A Cancel pressed as the pass ended was dropped without a word ("Scored 6 layers in 59.4 s"), and an import
