@@ -58,10 +58,10 @@ def describe_path(path: str) -> tuple[int, int, int]:
     return size, len(files), int(size / CHARS_PER_TOKEN)
 
 
-def _why_no_text(folder: Path) -> str:
+def _why_no_text(folder: Path) -> str | None:
     """Why a folder gives no text files: the models this app saved in it, left out as the job leaves them out (it
     said "every file in it is binary or unreadable" of a folder of saved models, whose cards and configs are
-    text), else its files' kinds."""
+    text), else its files' kinds; None where it holds no file at all."""
     left_out: list[str] = []
     try:
         collect_files([folder], left_out)
@@ -70,7 +70,12 @@ def _why_no_text(folder: Path) -> str:
     saved = [s for s in left_out if s.startswith("Left out ")]
     if saved:
         return "; ".join(s.removeprefix("Left out ").rstrip(".") for s in saved).replace(": it holds", " holds")
-    return "every file in it is binary or unreadable"
+    try:
+        if not any(p.is_file() for p in folder.rglob("*")):  # it said "every file in it is binary" of no file at all
+            return None
+    except OSError:
+        pass
+    return "every file in it is binary, hidden or unreadable"
 
 
 def binary_files(path: str | Path) -> list[str]:
@@ -255,9 +260,11 @@ class CalibrationPanel(QGroupBox):
         The user's first own source unticks the built-in corpus (mixing the two is rarely wanted; it can be
         ticked again). ``quiet`` (restoring saved sources) changes neither that nor emits :attr:`changed`.
         """
-        first_own = not self.paths()
+        # No text of the user's own yet (a binary file listed gives none)
+        first_own = not any(int(self.list.topLevelItem(i).data(2, Qt.ItemDataRole.UserRole) or 0)
+                            for i in range(self.list.topLevelItemCount()))
         known = {_resolved(Path(p)) for p in self.paths()}
-        added = 0
+        added = usable = 0
         for raw in paths:
             path = expand_home(raw)
             key = _resolved(path)
@@ -279,7 +286,9 @@ class CalibrationPanel(QGroupBox):
                 self.problem.emit(f"{path} cannot be read ({exc}).")
                 continue
             if path.is_dir() and files == 0:
-                self.problem.emit(f"The folder {path} holds no text files ({_why_no_text(path)}).")
+                why = _why_no_text(path)
+                self.problem.emit(f"The folder {path} is empty." if why is None
+                                  else f"The folder {path} holds no text files ({why}).")
                 continue
             name = path.name + ("/" if path.is_dir() else "")
             if path.is_dir():
@@ -302,7 +311,10 @@ class CalibrationPanel(QGroupBox):
                     known.discard(held)
             known.add(key)
             added += 1
-        if added and first_own and not quiet and self.builtin.isChecked():
+            usable += not (path.is_file() and skipped)
+        # A file with no text in it (a binary one) is listed, marked skipped, but leaves the built-in corpus ticked:
+        # unticked, the job had "≈ 0 tokens" and Score failed once pressed.
+        if usable and first_own and not quiet and self.builtin.isChecked():
             self.builtin.blockSignals(True)
             self.builtin.setChecked(False)
             self.builtin.blockSignals(False)

@@ -109,6 +109,7 @@ class PlanPanel(QGroupBox):
                              "Check or Save has fitted the repair, this is the most it can be")
         self._source_format: str | None = None  # the first of set_formats (a GGUF source: GGUF)
         self.format_box = QComboBox(self)
+        self.format_box.setEnabled(False)  # empty until a model's formats are known: it looked ready to use
         self.format_box.setToolTip("What Save writes; the size above is for this format")
         self.format_box.currentIndexChanged.connect(
             lambda: self.formatChanged.emit(self.format_box.currentData() or ""))

@@ -101,7 +101,7 @@ def test_a_folder_is_refused_as_a_model_only_with_weights_and_as_text_only_with_
     (photos / "a.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4)
     panel.add_paths([str(project), str(photos)])
     assert panel.paths() == [str(project)]
-    assert problems == [f"The folder {photos} holds no text files (every file in it is binary or unreadable)."]
+    assert problems == [f"The folder {photos} holds no text files (every file in it is binary, hidden or unreadable)."]
     # A folder of models this app saved: their cards and configs are text, left out as the job leaves them out
     # (it was said to hold only binary or unreadable files; the command line said why)
     outputs = tmp_path / "outputs"
@@ -113,6 +113,27 @@ def test_a_folder_is_refused_as_a_model_only_with_weights_and_as_text_only_with_
     assert panel.paths() == [str(project)]
     assert problems == [f"The folder {outputs} holds no text files ({(outputs / 'pruned').resolve()} holds a model "
                         "this app saved, not text)."], problems
+    empty = tmp_path / "empty"
+    (empty / "inner").mkdir(parents=True)  # no file, at any depth: "every file in it is binary" was said of it
+    problems.clear()
+    panel.add_paths([str(empty)])
+    assert problems == [f"The folder {empty} is empty."]
+
+
+def test_a_file_with_no_text_leaves_the_built_in_corpus_ticked(qtbot, tmp_path) -> None:
+    """A binary file was the user's "first own source": it unticked the built-in corpus, the summary read
+    "1 source · ≈ 0 tokens", and Score failed once pressed; the first text file still unticks it."""
+    panel = CalibrationPanel()
+    qtbot.addWidget(panel)
+    panel.builtin.setChecked(True)
+    blob = tmp_path / "blob.bin"
+    blob.write_bytes(bytes(range(256)) * 16)
+    panel.add_paths([str(blob)])
+    assert panel.paths() == [str(blob)] and panel.builtin.isChecked()
+    text = tmp_path / "notes.txt"
+    text.write_text(TEXT)
+    panel.add_paths([str(text)])
+    assert not panel.builtin.isChecked()  # the user's first text: unticked, as ever
 
 
 def test_a_size_typed_by_the_user_stays_when_a_gpu_appears(qtbot) -> None:
@@ -219,6 +240,7 @@ def test_the_plan_panel_fits_the_windows_right_pane_at_its_minimum_size(qtbot) -
 def test_the_plan_panel_says_how_the_plan_was_made_and_what_it_weighs(qtbot) -> None:
     panel = PlanPanel()
     qtbot.addWidget(panel)
+    assert not panel.format_box.isEnabled()  # empty before a model's formats are known, it looked ready to use
     panel.show_plan(_plan(notes=["not yet checked: bi+ measures its choice"]), manual=True)
     assert "chosen by hand" in panel.count_label.text()
     panel.show_plan(_plan(notes=["not yet checked: bi+ measures its choice"], chosen_later=True,
