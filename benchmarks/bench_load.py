@@ -95,7 +95,7 @@ def main() -> None:
     if args.parse:
         parse_alone(args.parse)
         return
-    require(*args.models)
+    require(*args.models, instead="give the path of a GGUF file")
     models = args.models or cached(MODELS)
     if not models:
         sys.exit("No GGUF model given and none cached; run the slow tests once or pass a path.")

@@ -35,8 +35,9 @@ def cached(models: Iterable[Path]) -> list[Path]:
     return found
 
 
-def require(*paths: str | Path) -> None:
-    """Exit with one line where a file the benchmark reads is not there ("stdlib" and "builtin" name no file)."""
+def require(*paths: str | Path, instead: str = "give another with --model, --calib or --eval") -> None:
+    """Exit with one line where a file the benchmark reads is not there ("stdlib" and "builtin" name no file);
+    ``instead``: what to do, in the benchmark's own options."""
     for path in paths:
         if str(path) not in ("stdlib", "builtin") and not Path(path).exists():
-            sys.exit(f"{path} does not exist: give another with --model, --calib or --eval.")
+            sys.exit(f"{path} does not exist: {instead}.")

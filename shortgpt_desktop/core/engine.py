@@ -596,9 +596,21 @@ class Engine:
         When the user cancels a pass part-way, the scores of the samples measured so far are kept and marked
         partial (and :class:`Cancelled` still propagates), unless a whole pass had scored this model before: those
         scores stay (a cancelled re-score put 1,024 tokens' partial scores in place of 8,192 tokens' whole ones).
+        Scores that stay keep the text they were cut from: a pass that ends without new scores puts back the
+        tokens and the files' stamp it replaced (a Check after a re-score of an edited text, cancelled, measured
+        the original on the old text and the pruned model on the new one).
         """
+        text = (self.text_stamp, self.tokens, self.token_key, self.token_names, self.token_warnings)
+        scored = self.scored
+        try:
+            return self._score(spec, progress, cancel)
+        except BaseException:
+            if self.scored is scored:  # nothing new kept
+                self.text_stamp, self.tokens, self.token_key, self.token_names, self.token_warnings = text
+            raise
+
+    def _score(self, spec: JobSpec, progress: Progress, cancel: CancelCheck | None) -> Scored:
         metric = get_metric(spec.metric)
-        stamp_before = self.text_stamp  # the scores that stay when this pass is cancelled were cut from that text
         if metric.needs_text:
             self.text_stamp = pipeline.text_stamp(spec)
             self.check_text(spec)
@@ -625,7 +637,6 @@ class Engine:
             _refuse_non_finite(scores, ctx.stats, loaded.dtype)
         except Cancelled as exc:
             if exc.partial is None or (self.scored is not None and not self.scored.partial):
-                self.text_stamp = stamp_before
                 raise
             partial = True
             ctx.stats = exc.partial if isinstance(exc.partial, HookStats) else None
@@ -1145,6 +1156,9 @@ class Engine:
         """The plan as it will be checked or written: a refining metric (bi+) measures its choice, then the
         repair (and healing) are fitted for it. Returns the final plan. ``out``: where it will be saved, whose disk
         must hold the layers chosen (asked again before the fits: bi+ may choose layers of another size)."""
+        # A choice compared repaired is not the choice of a job that does not repair, or the other way round (Check
+        # after the Repair box was unticked reused it; only the quality curve asked)
+        self._judge_selections(spec)
         if self.needs_refining(plan):
             plan = self.refine(spec, len(plan.removed), progress, cancel)
         if out is not None:

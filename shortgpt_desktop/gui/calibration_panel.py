@@ -293,8 +293,13 @@ class CalibrationPanel(QGroupBox):
             name = path.name + ("/" if path.is_dir() else "")
             if path.is_dir():
                 name += f"  ({files} text file{'s' if files != 1 else ''})"
-            skipped = read_texts([path]).skipped if size <= CHECK_BYTES else binary_files(path)
-            if path.is_file() and skipped:  # a binary file read "0 B", and a skipped config.json counted its tokens
+            if size <= CHECK_BYTES:
+                read = read_texts([path])
+                skipped, gives_text = read.skipped, bool(read.texts)
+            else:  # sniffed only: a big file is text unless its first bytes say otherwise
+                skipped = binary_files(path)
+                gives_text = not path.is_file() or not skipped
+            if path.is_file() and not gives_text:  # a binary file read "0 B", a skipped config.json counted its tokens
                 size, tokens = path.stat().st_size, 0
             note = format_note(path) if path.is_file() else None
             item = QTreeWidgetItem([name, human_bytes(size), human_count(tokens) if tokens or not skipped else "—"])
@@ -311,7 +316,7 @@ class CalibrationPanel(QGroupBox):
                     known.discard(held)
             known.add(key)
             added += 1
-            usable += not (path.is_file() and skipped)
+            usable += gives_text  # a JSON Lines file with one record without "text" gives text all the same
         # A file with no text in it (a binary one) is listed, marked skipped, but leaves the built-in corpus ticked:
         # unticked, the job had "≈ 0 tokens" and Score failed once pressed.
         if usable and first_own and not quiet and self.builtin.isChecked():

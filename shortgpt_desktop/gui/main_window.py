@@ -56,6 +56,17 @@ from .workers import Failure, JobRunner
 log = logging.getLogger(__name__)
 
 
+
+def _chosen_otherwise(before: PrunePlan | None, after: PrunePlan | None) -> str:
+    """The sentence for bi+ removing other layers than the lowest scores shown (``before``, not yet measured), once
+    a job measured them (``after``); "" otherwise. The layers changed under the user's eyes and nothing said so:
+    Save wrote 3, 5, 7, 12, 13, 17, 25 where 12–15, 17, 25, 26 were shown."""
+    if before is None or after is None or not before.chosen_later or before.removed == after.removed \
+            or len(before.removed) != len(after.removed):
+        return ""
+    return (f"bi+ measured its candidates and removed layers {layer_list(after.removed)}, not the lowest scores "
+            f"shown before ({layer_list(before.removed)})")
+
 class MainWindow(QMainWindow):
     """The whole desktop product in one window.
 
@@ -1037,13 +1048,7 @@ class MainWindow(QMainWindow):
         before = self.plan
         if before is None or any(getattr(plan, name) != getattr(before, name) for name in shown):
             self._show_plan(plan)
-        if before is None or not before.chosen_later or before.removed == plan.removed:
-            return ""
-        # The layers changed under the user's eyes and nothing said so: Save wrote 3, 5, 7, 12, 13, 17, 25 where
-        # 12–15, 17, 25, 26 were shown.
-        said = (f"bi+ measured its candidates and removed layers {layer_list(plan.removed)}, not the lowest scores "
-                f"shown before ({layer_list(before.removed)})")
-        return said
+        return _chosen_otherwise(before, plan)
 
     def _on_saved(self, outcome: Any) -> None:
         plan, result, notes = outcome
@@ -1127,7 +1132,12 @@ class MainWindow(QMainWindow):
                                    curve.baseline.label if curve.baseline is not None else "bi",
                                    text_ran_out(warnings))
         if not self.manual:  # bi+ has measured every count now: the slider's plan is its measured choice
+            before = self.plan
             self._replan()
+            chosen = _chosen_otherwise(before, self.plan)
+            if chosen:  # the layers on screen changed without a word
+                log.info(chosen)
+                self.statusBar().showMessage(f"Quality curve drawn; {chosen}.", 15000)
 
     # ---------------------------------------------------------------------------------------------- close
 

@@ -523,6 +523,18 @@ def test_a_plan_bi_plus_has_still_to_choose_says_so_and_bounds_no_size(tiny_q4_g
     assert not by_bi.chosen_later and by_bi.reencoded_at_most  # plain BI's layers are the ones saved: a bound
 
 
+def test_a_check_without_the_repair_does_not_reuse_a_choice_compared_repaired(tiny_model: Path,
+                                                                             small_calib: Path) -> None:
+    spec = small_job(tiny_model, small_calib, metric="bi+")
+    engine = Engine()
+    engine.score(spec)
+    plan = engine.prepare(spec, engine.plan(count=2))
+    assert engine.selections[2].judged_repaired
+    unrepaired = dataclasses.replace(spec, repair="none")
+    engine.prepare(unrepaired, plan)
+    assert not engine.selections[2].judged_repaired  # measured again, compared as the job saves it: unrepaired
+
+
 def test_bi_plus_measured_choices_come_back_with_bi_plus_after_a_look_at_another_metric(
         tiny_model: Path, small_calib: Path) -> None:
     """The window's Metric box shows another metric of the same pass; flipping to BI and back threw away every
@@ -936,6 +948,37 @@ def test_a_scoring_cancelled_part_way_counts_the_tokens_it_measured_and_a_rescor
     with pytest.raises(Cancelled):
         engine.score(spec, progress=progress, cancel=lambda: stop["now"])
     assert engine.scored is whole and not whole.partial and engine.stats is stats and engine.checked is checked
+
+
+def test_the_scores_a_cancelled_rescore_leaves_keep_the_text_they_were_cut_from(
+        tiny_model: Path, small_calib: Path, tmp_path: Path) -> None:
+    """The calibration file edited, a re-score cancelled after a batch: the whole scores stayed, but the tokens were
+    the edited text's, so the next check measured the original on the old text (cached) and the pruned model on the
+    new one."""
+    from shortgpt_desktop.core.errors import Cancelled
+
+    calib = tmp_path / "calib.txt"
+    calib.write_text(small_calib.read_text(encoding="utf-8"), encoding="utf-8")
+    spec = small_job(tiny_model, calib, metric="bi", repair="none")
+    engine = Engine()
+    engine.score(spec)
+    removed = engine.plan(count=1).removed
+    first = engine.check(spec, removed)
+    tokens = engine.tokens
+    calib.write_text("Another text altogether, of other words. " * 400, encoding="utf-8")
+    stop = {"now": False}
+
+    def progress(stage: str, done: int, total: int, partial: Any = None) -> None:
+        stop["now"] = stop["now"] or (stage == "scoring" and done >= 2)
+
+    with pytest.raises(Cancelled):
+        engine.score(spec, progress=progress, cancel=lambda: stop["now"])
+    assert engine.tokens is tokens and not engine.scored.partial
+    again = engine.check(spec, removed)
+    assert (again.ppl_before, again.ppl_after) == (first.ppl_before, first.ppl_after)
+    fresh = Engine()
+    fresh.score(spec)  # the edited text measures otherwise: the figures above are the old text's, both of them
+    assert fresh.check(spec, removed).ppl_after != first.ppl_after
 
 
 def test_a_block_may_be_as_long_as_the_layers_that_may_go_and_no_longer(tiny_model: Path, small_calib: Path) -> None:

@@ -442,13 +442,18 @@ def test_after_the_curve_the_plan_on_screen_is_bi_plus_measured_choice(qtbot, op
     """The curve measures bi+'s choice at every count; the slider's plan still showed the unmeasured layers (red
     bars, 'not yet checked'), where the curve's point, Check and Save use the measured ones."""
     window = scored_with(qtbot, opened, "bi+")
-    window.plan_panel.set_count(2, emit=True)
+    window.plan_panel.set_count(3, emit=True)
     assert any("not yet checked" in note for note in window.plan.notes)
+    shown = list(window.plan.removed)
     with qtbot.waitSignal(window.jobFinished, timeout=120_000):
         window.plan_panel.curve_button.click()
-    measured = window.engine.selections[2]
+    measured = window.engine.selections[3]
     assert window.plan.removed == list(measured.removed)
     assert not any("not yet checked" in note for note in window.plan.notes), window.plan.notes
+    said = window.statusBar().currentMessage()  # the layers on screen changed: said, as Check and Save say it
+    assert shown != window.plan.removed and said == (
+        f"Quality curve drawn; bi+ measured its candidates and removed layers {layer_list(window.plan.removed)}, "
+        f"not the lowest scores shown before ({layer_list(shown)}).")
 
 
 def test_check_says_what_it_will_cost_before_it_runs(qtbot, opened, monkeypatch) -> None:

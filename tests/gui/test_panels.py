@@ -4,6 +4,7 @@ broke the code and every test still passed."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -134,6 +135,21 @@ def test_a_file_with_no_text_leaves_the_built_in_corpus_ticked(qtbot, tmp_path) 
     text.write_text(TEXT)
     panel.add_paths([str(text)])
     assert not panel.builtin.isChecked()  # the user's first text: unticked, as ever
+    # A folder of empty text files gives no text either; a JSON Lines file with one record without "text" does
+    # (it was counted as no text: "—" tokens, and the built-in corpus stayed in)
+    empties = tmp_path / "empties"
+    empties.mkdir()
+    for name in ("a.txt", "b.md"):
+        (empties / name).write_text("")
+    records = tmp_path / "data.jsonl"
+    records.write_text("\n".join([json.dumps({"text": TEXT})] * 20 + ['{"id": 1}']))
+    for path, gives_text in ((empties, False), (records, True)):
+        fresh = CalibrationPanel()
+        qtbot.addWidget(fresh)
+        fresh.builtin.setChecked(True)
+        fresh.add_paths([str(path)])
+        assert fresh.paths() == [str(path)] and fresh.builtin.isChecked() != gives_text, path
+        assert (fresh.list.topLevelItem(0).text(2) != "—") == gives_text, fresh.list.topLevelItem(0).text(2)
 
 
 def test_a_size_typed_by_the_user_stays_when_a_gpu_appears(qtbot) -> None:
