@@ -56,7 +56,6 @@ from .workers import Failure, JobRunner
 log = logging.getLogger(__name__)
 
 
-
 def _chosen_otherwise(before: PrunePlan | None, after: PrunePlan | None) -> str:
     """The sentence for bi+ removing other layers than the lowest scores shown (``before``, not yet measured), once
     a job measured them (``after``); "" otherwise. The layers changed under the user's eyes and nothing said so:
@@ -66,6 +65,7 @@ def _chosen_otherwise(before: PrunePlan | None, after: PrunePlan | None) -> str:
         return ""
     return (f"bi+ measured its candidates and removed layers {layer_list(after.removed)}, not the lowest scores "
             f"shown before ({layer_list(before.removed)})")
+
 
 class MainWindow(QMainWindow):
     """The whole desktop product in one window.

@@ -91,6 +91,7 @@ def _with_kv_cache(stack: Any, prompts: list[list[int]], end_ids: set[int], pad_
     for row, prompt in enumerate(prompts):
         ids[row, width - len(prompt):] = torch.tensor(prompt)
         mask[row, width - len(prompt):] = 1
+
     class EachToken(StoppingCriteria):  # never stops generation itself: it reports and lets a cancel through
         def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
             if after_token is not None:
