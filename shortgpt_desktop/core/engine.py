@@ -1204,7 +1204,12 @@ class Engine:
         if self.generates(prompt):
             assert self.backend is not None
             progress("generate", 0, 2, None)
-            gen_before, gen_after = self.backend.generate_both(prompt, removed, weights, spec.max_new_tokens, chat)
+            def between() -> None:
+                raise_if_cancelled(cancel)
+                progress("generate", 1, 2, None)
+
+            gen_before, gen_after = self.backend.generate_both(prompt, removed, weights, spec.max_new_tokens, chat,
+                                                               between)
             raise_if_cancelled(cancel)
             progress("generate", 2, 2, None)
         quiz = self._quiz(removed, weights, progress, cancel) if self.generates(prompt) else None

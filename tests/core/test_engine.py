@@ -1065,10 +1065,41 @@ def test_a_chat_models_check_writes_its_answers_through_its_chat_template(tiny_c
     asked: list[bool] = []
     generate_both = engine.backend.generate_both
     monkeypatch.setattr(engine.backend, "generate_both",
-                        lambda *args: asked.append(args[-1]) or generate_both(*args))
+                        lambda *args: asked.append(args[4]) or generate_both(*args))  # chat
     monkeypatch.setattr(Engine, "_quiz", lambda self, *args: None)  # not what is measured here
     checked = engine.check(spec, [2])
     assert asked == [True] and checked.chat_template and checked.prompt == "The history of"
+
+
+def test_the_checks_sample_text_is_counted_per_model_and_stops_on_a_cancel_between(tiny_model: Path,
+                                                                                    small_calib: Path) -> None:
+    """The original's and the pruned model's continuations: the bar went from 0 to 2 of 2 with nothing between, and
+    a cancel waited for both."""
+    from shortgpt_desktop.core.errors import Cancelled
+
+    spec = small_job(tiny_model, small_calib, prompt="The history of", metric="bi", repair="none",
+                     max_new_tokens=2)
+    engine = Engine()
+    engine.score(spec)
+    seen: list[int] = []
+    engine.check(spec, [2], progress=lambda stage, done, total, partial=None: seen.append(done)
+                 if stage == "generate" else None)
+    assert seen == [0, 1, 2]
+    stop = {"now": False}
+    generated: list[tuple[int, ...]] = []
+    generate = engine.backend.generate
+
+    def counted(prompt: str, removed: Any, *args: Any) -> str:
+        generated.append(tuple(removed))
+        return generate(prompt, removed, *args)
+
+    def progress(stage: str, done: int, total: int, partial: Any = None) -> None:
+        stop["now"] = stop["now"] or stage == "generate"  # Cancel pressed as the generation begins
+
+    engine.backend.generate = counted  # type: ignore[method-assign]
+    with pytest.raises(Cancelled):
+        engine.check(spec, [3], progress=progress, cancel=lambda: stop["now"])
+    assert generated == [()]  # the original's only: the pruned model's was not begun
 
 
 def test_unusable_calibration_text_is_refused_before_the_next_load_though_other_text_is_tokenised(

@@ -10,7 +10,7 @@ the same scores, choice, repair and perplexities. What one of them cannot do is 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..errors import Hint, UserError
@@ -58,10 +58,13 @@ class Backend:
         raise NotImplementedError
 
     def generate_both(self, prompt: str, removed: Sequence[int], weights: dict[str, Any], max_new_tokens: int,
-                      chat: bool) -> tuple[str, str]:
-        """The original's and the pruned (and repaired) model's continuations of ``prompt``."""
-        return (self.generate(prompt, (), {}, max_new_tokens, chat),
-                self.generate(prompt, removed, weights, max_new_tokens, chat))
+                      chat: bool, between: Callable[[], None] | None = None) -> tuple[str, str]:
+        """The original's and the pruned (and repaired) model's continuations of ``prompt``; ``between`` is called
+        after the first (progress, and a cancel that stops there: the check's bar stood at 0 of 2 for both)."""
+        before = self.generate(prompt, (), {}, max_new_tokens, chat)
+        if between is not None:
+            between()
+        return before, self.generate(prompt, removed, weights, max_new_tokens, chat)
 
     def close(self) -> None:
         """Free what the backend holds."""
@@ -144,8 +147,9 @@ class Streamed(Backend):
                             min(max_new_tokens, self.MAX_NEW_TOKENS), chat)
 
     def generate_both(self, prompt: str, removed: Sequence[int], weights: dict[str, Any], max_new_tokens: int,
-                      chat: bool) -> tuple[str, str]:
-        """Both continuations in one sweep per token: each layer is read once for the two models."""
+                      chat: bool, between: Callable[[], None] | None = None) -> tuple[str, str]:
+        """Both continuations in one sweep per token: each layer is read once for the two models (so there is no
+        point between them for ``between``)."""
         before, after = ops.generate_variants(self.stack, self.loaded.tokenizer, prompt, [((), {}), (removed, weights)],
                                               min(max_new_tokens, self.MAX_NEW_TOKENS), chat)
         return before, after
