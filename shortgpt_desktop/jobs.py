@@ -282,6 +282,12 @@ def run_eval(engine: Engine, spec: JobSpec, other: str | None = None, progress: 
         if on_note is not None and _same_weight_files(engine, second):
             on_note(f"{other} and {spec.model} are the same weight files: both are measured, and their figures will "
                     "be the same.")
+        elif on_note is not None and _reference_looks_pruned(engine, info, second, other_info):
+            # `eval pruned.gguf --against original.gguf` reported everything backwards (x0.70, the original
+            # "answers 3 of the 4 questions" the pruned model knew) without a word
+            on_note(f"{spec.model} is a model this app pruned, with fewer layers than {other}: the first model is the "
+                    f"reference, so the figures read backwards; to measure the cut, run shortgpt eval {other} "
+                    f"--against {spec.model}.")
     if second is not None and other_info.vocab_size != info.vocab_size:
         # Its tokens are the first model's: ids past its vocabulary raised IndexError (a traceback), and
         # perplexities over two tokenizations would not compare anyway.
@@ -368,6 +374,15 @@ def _named(model: str | None) -> Iterator[None]:
             raise
         exc.args = (f"{model}: {exc}",)
         raise
+
+
+def _reference_looks_pruned(engine: Engine, info: ModelInfo, second: Engine, other_info: ModelInfo) -> bool:
+    """Whether the reference (the first model) is a copy this app pruned and the --against model has more layers:
+    the two given the other way round."""
+    from .core.formats.provenance import earlier_removed
+
+    return bool(earlier_removed(engine.source)) and other_info.n_layers > info.n_layers \
+        and not earlier_removed(second.source)
 
 
 def _same_weight_files(first: Engine, second: Engine) -> bool:

@@ -415,7 +415,7 @@ def test_figures_measured_before_weights_were_requantized_are_said_so(tiny_q4_gg
         data, out = json.loads(report.read_text()), capsys.readouterr().out
         said = any("measured before the changed weights were re-quantized" in w for w in data["warnings"])
         assert said == bool(data["changed_types"]) == (repair == "linear")
-        assert ("warning: This job's perplexity and fidelity were measured before" in out) == said
+        assert ("warning: This job's perplexity, fidelity and quiz were measured before" in out) == said
 
 
 def test_the_curves_plain_bi_columns_name_their_own_layers_where_they_differ() -> None:
@@ -615,6 +615,24 @@ def test_bad_inputs_are_one_line_and_write_nothing(
         assert not out.exists(), expected
     assert sorted(p.name for p in tiny_model.iterdir()) == sorted(
         p.name for p in tiny_model.iterdir() if p.name != "sub")
+
+
+def test_eval_given_the_pruned_model_first_says_the_figures_read_backwards(tiny_model: Path, small_calib: Path,
+                                                                           tmp_path: Path,
+                                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """`eval pruned --against original`, the order a user types, printed "x0.70" and the original answering "3 of the
+    4 questions" the pruned model knew, without a word: the first model is the reference."""
+    sizes = ["--calib", str(small_calib), "--seq-len", "32", "--samples", "4", "--eval-windows", "2"]
+    cut = tmp_path / "cut"
+    assert cli.main(["prune", str(tiny_model), "--remove", "2", "--repair", "none", *sizes, "--no-eval",
+                     "--out", str(cut), "-q"]) == 0
+    capsys.readouterr()
+    assert cli.main(["eval", str(cut), "--against", str(tiny_model), *sizes, "-q"]) == 0
+    assert (f"note: {cut} is a model this app pruned, with fewer layers than {tiny_model}: the first model is the "
+            f"reference, so the figures read backwards; to measure the cut, run shortgpt eval {tiny_model} --against "
+            f"{cut}.") in capsys.readouterr().err
+    assert cli.main(["eval", str(tiny_model), "--against", str(cut), *sizes, "-q"]) == 0
+    assert "read backwards" not in capsys.readouterr().err
 
 
 def test_eval_against_a_model_of_another_vocabulary_is_one_sentence(tiny_model: Path, small_calib: Path,
