@@ -1122,7 +1122,7 @@ class MainWindow(QMainWindow):
         )
 
     def _on_curve(self, curve: Any) -> None:
-        warnings = getattr(curve, "warnings", ())
+        warnings = curve.warnings  # a QualityCurve's (the session's curve job hands one back)
         if STREAMED_CURVE_NOTE in warnings:  # the quiz gone, one layer at a time
             log.warning(STREAMED_CURVE_NOTE)
         baseline = [(p.k, p.perplexity) for p in curve.baseline.points] if curve.baseline is not None else None
