@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtWidgets import QFileDialog, QMessageBox, QWidget
+from PySide6.QtWidgets import QDialog, QFileDialog, QMessageBox, QWidget
 
 from .workers import Failure
 
@@ -41,13 +41,43 @@ def ask_yes_no(parent: QWidget | None, title: str, text: str) -> bool:
     return answer == QMessageBox.StandardButton.Yes
 
 
+class OutputFolderDialog(QFileDialog):
+    """Qt's save dialog, except that Save on an existing folder chooses it instead of opening it.
+
+    A stock save dialog treats a folder as a place to go into: picking the folder of an earlier output and pressing
+    Save opened it, so it could never be chosen (its name could only be typed anew). Double-clicking a folder still
+    opens it; Save with no name typed (the folder shown itself) still does nothing. The save then asks before
+    replacing a folder that holds an earlier output and refuses one that holds anything else. Qt's own dialog, not
+    the platform's: a native one cannot be told this."""
+
+    def __init__(self, parent: QWidget | None, suggestion: str) -> None:
+        super().__init__(parent, "Save the pruned model as a folder", suggestion, "Model folder (*)")
+        self.setAcceptMode(QFileDialog.AcceptMode.AcceptSave)
+        self.setFileMode(QFileDialog.FileMode.AnyFile)
+        self.setOption(QFileDialog.Option.ShowDirsOnly)
+        self.setOption(QFileDialog.Option.DontUseNativeDialog)
+
+    def chosen_folder(self) -> str | None:
+        """The existing folder the name typed or picked points at (None: a new name, a file, or no name)."""
+        chosen = self.selectedFiles()
+        if not chosen or Path(chosen[0]) == Path(self.directory().absolutePath()):
+            return None
+        return chosen[0] if Path(chosen[0]).is_dir() else None
+
+    def accept(self) -> None:
+        if self.chosen_folder() is not None:
+            QDialog.accept(self)  # Qt's accept would open the folder
+            return
+        super().accept()
+
+
 def ask_output_folder(parent: QWidget | None, suggestion: str) -> str | None:
-    """A new folder for the pruned model: the user names it; it need not exist yet."""
-    path, _ = QFileDialog.getSaveFileName(
-        parent, "Save the pruned model as a new folder", suggestion, "Model folder (*)",
-        options=QFileDialog.Option.ShowDirsOnly,
-    )
-    return path or None
+    """The folder for the pruned model: a new name, or an existing folder (an earlier output, to replace)."""
+    dialog = OutputFolderDialog(parent, suggestion)
+    if dialog.exec() != QDialog.DialogCode.Accepted:
+        return None
+    chosen = dialog.selectedFiles()
+    return chosen[0] if chosen and chosen[0] else None
 
 
 def folder_is_nonempty(path: str) -> bool:

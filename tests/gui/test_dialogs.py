@@ -1,0 +1,83 @@
+"""The output folder dialog: an existing folder can be chosen, not only opened."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QDialog, QFileDialog
+
+from shortgpt_desktop.gui import dialogs
+
+
+def _stock_save_dialog(suggestion: str) -> QFileDialog:
+    """What ``ask_output_folder`` used before: Qt's save dialog, folders only."""
+    dialog = QFileDialog(None, "stock", suggestion, "Model folder (*)")
+    dialog.setAcceptMode(QFileDialog.AcceptMode.AcceptSave)
+    dialog.setFileMode(QFileDialog.FileMode.AnyFile)
+    dialog.setOption(QFileDialog.Option.ShowDirsOnly)
+    dialog.setOption(QFileDialog.Option.DontUseNativeDialog)
+    return dialog
+
+
+@pytest.fixture
+def earlier_output(tmp_path: Path) -> Path:
+    folder = tmp_path / "SmolLM2-pruned"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}", encoding="utf-8")
+    return folder
+
+
+def test_save_on_an_existing_folder_chooses_it_where_qts_own_dialog_opened_it(qtbot, tmp_path: Path,
+                                                                              earlier_output: Path) -> None:
+    stock = _stock_save_dialog(str(tmp_path / "new-name"))
+    qtbot.addWidget(stock)
+    stock.selectFile(earlier_output.name)
+    stock.accept()
+    # the user's complaint, reproduced: the folder is opened, the dialog stays, nothing is chosen
+    assert stock.result() != QDialog.DialogCode.Accepted
+    assert Path(stock.directory().absolutePath()) == earlier_output
+
+    dialog = dialogs.OutputFolderDialog(None, str(tmp_path / "new-name"))
+    qtbot.addWidget(dialog)
+    dialog.selectFile(earlier_output.name)
+    dialog.accept()
+    assert dialog.result() == QDialog.DialogCode.Accepted
+    assert [Path(p) for p in dialog.selectedFiles()] == [earlier_output]
+
+
+def test_a_new_name_is_chosen_and_save_with_no_name_chooses_nothing(qtbot, tmp_path: Path,
+                                                                    earlier_output: Path) -> None:
+    dialog = dialogs.OutputFolderDialog(None, str(tmp_path / "new-name"))
+    qtbot.addWidget(dialog)
+    dialog.accept()  # the suggested name, which does not exist yet
+    assert dialog.result() == QDialog.DialogCode.Accepted
+    assert [Path(p) for p in dialog.selectedFiles()] == [tmp_path / "new-name"]
+
+    empty = dialogs.OutputFolderDialog(None, str(tmp_path))
+    qtbot.addWidget(empty)
+    empty.selectFile("")
+    empty.accept()  # the folder shown, with no name typed: not taken as the answer
+    assert empty.result() != QDialog.DialogCode.Accepted and empty.chosen_folder() is None
+
+
+def _open_dialog() -> dialogs.OutputFolderDialog:
+    from PySide6.QtWidgets import QApplication
+
+    return next(w for w in QApplication.topLevelWidgets() if isinstance(w, dialogs.OutputFolderDialog) and w.isVisible())
+
+
+def test_ask_output_folder_returns_the_existing_folder_picked(qtbot, tmp_path: Path, earlier_output: Path) -> None:
+    """The function the window calls, driven as a user drives it: the folder picked, then Save; or Cancel."""
+
+    def pick_and_save() -> None:
+        dialog = _open_dialog()
+        dialog.selectFile(earlier_output.name)
+        dialog.accept()
+
+    QTimer.singleShot(0, pick_and_save)
+    assert dialogs.ask_output_folder(None, str(tmp_path / "new-name")) == str(earlier_output)
+
+    QTimer.singleShot(0, lambda: _open_dialog().reject())
+    assert dialogs.ask_output_folder(None, str(tmp_path / "new-name")) is None
