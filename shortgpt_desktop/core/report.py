@@ -98,6 +98,9 @@ class Report:
     source_quantization: str = ""
     # GGUF tensors re-quantized: name in the pruned file (new block index) → [from, to]; tensor_label() words it
     changed_types: dict[str, list[str]] = field(default_factory=dict)
+    #: A GGUF output's sliding-window layout, one bool a kept layer, where the writer put it in the file because
+    #: removing layers shifted the one llama.cpp derives from the layer index (empty: none written)
+    gguf_sliding_window: list[bool] = field(default_factory=list)
     version: str = __version__
 
     def to_dict(self) -> dict[str, Any]:
@@ -345,6 +348,8 @@ def model_card(report: Report, base_model: str) -> str:
         causes = [cause for cause, done in (("repair", report.repair != "none"), ("healing", report.heal_steps > 0))
                   if done]
         output_format += f"; re-quantized after {' and '.join(causes) or 'the changes'}: {changes}"
+    if report.gguf_sliding_window:
+        output_format += "; " + sliding_window_words(report.gguf_sliding_window)
     licence_lines = "".join(f"{key}: {report.license[key]}\n" for key in ("license", "license_name", "license_link")
                             if report.license.get(key))
     return _encodable(f"""---
@@ -377,6 +382,17 @@ tags:
 
 Layer-pruned models usually lose some quality, most of all in free generation; check it on your own task.
 {_score_table(report.metric, rows)}""")
+
+
+def sliding_window_words(pattern: list[bool]) -> str:
+    """What a GGUF output's written sliding-window layout means for its reader: llama.cpp reads it, transformers'
+    own GGUF loader derives another from the layer count (its text parted from llama.cpp's after 7 tokens on a
+    pruned Gemma 3 270M)."""
+    full = [i for i, slides in enumerate(pattern) if not slides]
+    return (f"the sliding-window layout written per layer (full attention in layer{'s' if len(full) != 1 else ''} "
+            f"{', '.join(map(str, full)) or 'none'} of the pruned model), since removing layers shifted the one "
+            "llama.cpp derives from the layer index: llama.cpp and the runtimes built on it read it, transformers' own "
+            "GGUF loader does not (load the safetensors output in transformers instead)")
 
 
 def _were_removed(report: Report) -> str:

@@ -65,7 +65,8 @@ def test_a_new_name_is_chosen_and_save_with_no_name_chooses_nothing(qtbot, tmp_p
 def _open_dialog() -> dialogs.OutputFolderDialog:
     from PySide6.QtWidgets import QApplication
 
-    return next(w for w in QApplication.topLevelWidgets() if isinstance(w, dialogs.OutputFolderDialog) and w.isVisible())
+    return next(w for w in QApplication.topLevelWidgets()
+                if isinstance(w, dialogs.OutputFolderDialog) and w.isVisible())
 
 
 def test_ask_output_folder_returns_the_existing_folder_picked(qtbot, tmp_path: Path, earlier_output: Path) -> None:

@@ -267,7 +267,7 @@ def write_pruned_gguf(
     out: str | Path,
     *,
     file_name: str | None = None,
-    card_text: str | Callable[[Mapping[str, tuple[str, str]]], str] = "",
+    card_text: str | Callable[[Mapping[str, tuple[str, str]], GGUFPlan], str] = "",
     replaced: Mapping[str, Any] | None = None,
     force: bool = False,
     progress: Progress | None = None,
@@ -275,8 +275,8 @@ def write_pruned_gguf(
 ) -> GGUFSaveResult:
     """Write ``out/<file_name>.gguf`` (and ``README.md`` from ``card_text``) with ``removed`` blocks cut out.
 
-    ``card_text`` may be a function of the tensors re-quantized (name → source type, written type), which are
-    known only here: a card made before named none of them.
+    ``card_text`` may be a function of the tensors re-quantized (name → source type, written type) and of the plan
+    (the sliding-window layout written out, say), which are known only here: a card made before named none of them.
 
     ``replaced`` maps Hugging Face parameter names with the ORIGINAL layer index (``model.layers.5.mlp.down_proj.
     weight``) to new values (torch or numpy, Hugging Face orientation); each is written in its source tensor's
@@ -299,7 +299,7 @@ def write_pruned_gguf(
     with output_folder(out_path, force) as temp:
         written, n_tensors = _write_file(temp / name, path, layout, plan, new_data, progress, cancel)
         files = [name]
-        card = card_text(changed) if callable(card_text) else card_text
+        card = card_text(changed, plan) if callable(card_text) else card_text
         if card:
             (temp / "README.md").write_text(card, encoding="utf-8")
             files.append("README.md")

@@ -215,11 +215,13 @@ class GGUFWriter(Writer):
 
         source = loaded.source
 
-        def card(changed: Mapping[str, tuple[str, str]]) -> str:
-            """The card once the writer knows what it re-quantized (made before, it named none of them)."""
+        def card(changed: Mapping[str, tuple[str, str]], written: Any) -> str:
+            """The card once the writer knows what it re-quantized (made before, it named none of them) and whether
+            it wrote the sliding-window layout out."""
             if report is None:
                 return ""
             report.changed_types = {k: list(v) for k, v in changed.items()}
+            report.gguf_sliding_window = list(written.swa_pattern or [])
             return model_card(report, source.spec)
 
         result = write_pruned_gguf(source, plan.removed, out, card_text=card, force=force, replaced=weights,

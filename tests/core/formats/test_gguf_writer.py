@@ -370,6 +370,37 @@ def tiny_gemma3(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     return base / "tiny-gemma3.gguf", model
 
 
+def test_the_card_says_where_the_sliding_window_layout_is_written_and_who_reads_it(
+        tiny_model: Path, tiny_q4_gguf: Path, tmp_path: Path) -> None:
+    """transformers' own GGUF loader ignores the written layout (README, GGUF output): the file's card said nothing."""
+    import json
+
+    from shortgpt_desktop import cli
+    from shortgpt_desktop.core.testing.tiny_models import TINY_FAMILIES, build_tiny_model
+
+    kwargs = {k: v for k, v in TINY_FAMILIES["gemma3"][1].items() if k != "layer_types"}
+    kwargs.update(num_hidden_layers=12,
+                  layer_types=["full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(12)])
+    folder = build_tiny_model(tmp_path / "hf", "gemma3_text", config_overrides=kwargs, tokenizer_from=tiny_model)
+    path = tmp_path / "gemma3.gguf"  # with its tokenizer: the job reads one
+    export_gguf(folder, path, "gemma3", tokens="tokenizer",
+                extra={"gemma3.attention.sliding_window": (kwargs["sliding_window"], V.UINT32)})
+    out = tmp_path / "gemma"
+    assert cli.main(["prune", str(path), "--remove", "1,7", "--repair", "none", "--no-eval", "--out", str(out),
+                     "--json", str(tmp_path / "gemma.json"), "-q"]) == 0
+    card = " ".join((out / "README.md").read_text(encoding="utf-8").split())
+    assert ("the sliding-window layout written per layer (full attention in layers 4, 9 of the pruned model)" in card
+            and "transformers' own GGUF loader does not" in card), card
+    report = json.loads((tmp_path / "gemma.json").read_text(encoding="utf-8"))
+    assert report["gguf_sliding_window"] == [True] * 4 + [False] + [True] * 4 + [False]
+
+    # no sliding window: nothing written, nothing said
+    assert cli.main(["prune", str(tiny_q4_gguf), "--remove", "1", "--repair", "none", "--no-eval", "--out",
+                     str(tmp_path / "llama"), "--json", str(tmp_path / "llama.json"), "-q"]) == 0
+    assert "sliding-window" not in (tmp_path / "llama" / "README.md").read_text(encoding="utf-8")
+    assert json.loads((tmp_path / "llama.json").read_text(encoding="utf-8"))["gguf_sliding_window"] == []
+
+
 def test_shifted_sliding_window_pattern_is_written_out(tiny_gemma3: tuple[Path, Any], tmp_path: Path) -> None:
     path, model = tiny_gemma3
     removed = [1, 7]  # every later layer moves up: llama.cpp's period-6 default no longer fits
@@ -562,7 +593,7 @@ def test_bad_layer_lists_and_cancel_write_nothing(tmp_path: Path) -> None:
     assert_nothing_written(tmp_path)
     # The card is written into the temporary folder too: a card that cannot be made leaves no output without one
     # (which --force would then take for the user's own model).
-    def no_card(changed: object) -> str:
+    def no_card(changed: object, plan: object) -> str:
         raise OSError(28, "No space left on device")
 
     with pytest.raises(UserError, match="no space left on device; nothing was written"):
