@@ -1203,15 +1203,18 @@ class Engine:
         chat = has_chat_template(loaded.tokenizer)
         if self.generates(prompt):
             assert self.backend is not None
-            progress("generate", 0, 2, None)
-            def between() -> None:
+            total = 2 * self.backend.tokens_to_generate(spec.max_new_tokens)
+            progress("generate", 0, total, None)
+
+            def on_token(done: int, total: int) -> None:
                 raise_if_cancelled(cancel)
-                progress("generate", 1, 2, None)
+                if done < total:  # its end is said once both are written (either may stop early)
+                    progress("generate", done, total, None)
 
             gen_before, gen_after = self.backend.generate_both(prompt, removed, weights, spec.max_new_tokens, chat,
-                                                               between)
+                                                               on_token, cancel)
             raise_if_cancelled(cancel)
-            progress("generate", 2, 2, None)
+            progress("generate", total, total, None)
         quiz = self._quiz(removed, weights, progress, cancel) if self.generates(prompt) else None
         # A blank prompt generates nothing: none is named (the card gave a prompt of spaces and its chat template).
         prompt = prompt if self.generates(prompt) else ""

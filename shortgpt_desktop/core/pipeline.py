@@ -331,15 +331,17 @@ def modified(loaded: LoadedModel, removed: Sequence[int] = (), weights: dict[str
 
 
 def generate(loaded: LoadedModel, prompt: str, removed: Sequence[int] = (), max_new_tokens: int = 24,
-             chat: bool | None = None, weights: dict[str, Any] | None = None) -> str:
-    """Greedy continuation with the cache on, of the original or the pruned (and repaired) model.
+             chat: bool | None = None, weights: dict[str, Any] | None = None,
+             after_token: Callable[[int], None] | None = None) -> str:
+    """Greedy continuation with the cache on, of the original or the pruned (and repaired) model;
+    ``after_token(written)`` follows each new token.
 
     ``chat=None`` uses the model's chat template when it has one.
     """
     if chat is None:
         chat = has_chat_template(loaded.tokenizer)
     with modified(loaded, removed, weights):
-        return generate_text(loaded.model, loaded.tokenizer, prompt, max_new_tokens, chat)
+        return generate_text(loaded.model, loaded.tokenizer, prompt, max_new_tokens, chat, after_token)
 
 
 def save(loaded: LoadedModel, plan: PrunePlan, out: str | Path, report: Report | None = None,

@@ -31,7 +31,7 @@ def raise_if_cancelled(cancel: CancelCheck | None) -> None:
 #: windows, then the head (31 for a 30-layer model; it said "31/31 windows" of 16).
 STAGE_UNITS = {
     "scoring": "samples", "ppl_before": "steps", "ppl_after": "steps", "ppl_both": "steps", "saving": "tensors",
-    "writing GGUF": "tensors", "generate": "generations", "quiz_before": "tokens", "quiz_after": "tokens",
+    "writing GGUF": "tensors", "generate": "tokens", "quiz_before": "tokens", "quiz_after": "tokens",
     "repair": "layer runs", "refit": "layer runs",
     "answers": "tokens", "heal": "steps",
     "sweep": "measurements", "selecting": "passes",  # sweep: the recipe's and plain BI's at each count

@@ -1071,20 +1071,20 @@ def test_a_chat_models_check_writes_its_answers_through_its_chat_template(tiny_c
     assert asked == [True] and checked.chat_template and checked.prompt == "The history of"
 
 
-def test_the_checks_sample_text_is_counted_per_model_and_stops_on_a_cancel_between(tiny_model: Path,
-                                                                                    small_calib: Path) -> None:
+def test_the_checks_sample_text_is_counted_in_tokens_and_stops_on_a_cancel_within_a_model(tiny_model: Path,
+                                                                                          small_calib: Path) -> None:
     """The original's and the pruned model's continuations: the bar went from 0 to 2 of 2 with nothing between, and
-    a cancel waited for both."""
+    a cancel waited for both (then for the end of the model's 64 tokens)."""
     from shortgpt_desktop.core.errors import Cancelled
 
     spec = small_job(tiny_model, small_calib, prompt="The history of", metric="bi", repair="none",
                      max_new_tokens=2)
     engine = Engine()
     engine.score(spec)
-    seen: list[int] = []
-    engine.check(spec, [2], progress=lambda stage, done, total, partial=None: seen.append(done)
+    seen: list[tuple[int, int]] = []
+    engine.check(spec, [2], progress=lambda stage, done, total, partial=None: seen.append((done, total))
                  if stage == "generate" else None)
-    assert seen == [0, 1, 2]
+    assert seen == [(0, 4), (1, 4), (2, 4), (3, 4), (4, 4)]  # each model's 2 tokens, the original's first
     stop = {"now": False}
     generated: list[tuple[int, ...]] = []
     generate = engine.backend.generate
@@ -1093,13 +1093,18 @@ def test_the_checks_sample_text_is_counted_per_model_and_stops_on_a_cancel_betwe
         generated.append(tuple(removed))
         return generate(prompt, removed, *args)
 
+    said: list[int] = []
+
     def progress(stage: str, done: int, total: int, partial: Any = None) -> None:
-        stop["now"] = stop["now"] or stage == "generate"  # Cancel pressed as the generation begins
+        if stage == "generate":
+            said.append(done)
+            stop["now"] = stop["now"] or done >= 1  # Cancel pressed once the original's first token is out
 
     engine.backend.generate = counted  # type: ignore[method-assign]
     with pytest.raises(Cancelled):
-        engine.check(spec, [3], progress=progress, cancel=lambda: stop["now"])
+        engine.check(dataclasses.replace(spec, max_new_tokens=32), [3], progress=progress, cancel=lambda: stop["now"])
     assert generated == [()]  # the original's only: the pruned model's was not begun
+    assert said == [0, 1]  # and the original stopped at its next token, not at its 32nd
 
 
 def test_unusable_calibration_text_is_refused_before_the_next_load_though_other_text_is_tokenised(

@@ -18,13 +18,17 @@ from ..measure.calibration import TokenSet
 from ..measure.scoring import HookStats, measure_layers
 from ..model.loading import LoadedModel
 from ..model.sources import ModelSource
-from ..progress import CancelCheck, Progress
+from ..progress import CancelCheck, Progress, raise_if_cancelled
 from . import ops
 from .layerwise import InMemoryStack, LayerStack
 
 log = logging.getLogger(__name__)
 
 MODES = ("memory", "streamed")
+
+
+#: ``on_token(done, total)``: generation's progress, in new tokens.
+TokenProgress = Callable[[int, int], None]
 
 
 class Backend:
@@ -54,17 +58,29 @@ class Backend:
         return None
 
     def generate(self, prompt: str, removed: Sequence[int], weights: dict[str, Any], max_new_tokens: int,
-                 chat: bool) -> str:
+                 chat: bool, after_token: Callable[[int], None] | None = None,
+                 cancel: CancelCheck | None = None) -> str:
+        """The greedy continuation of ``prompt`` by the original (``removed`` empty) or the pruned and repaired
+        model; ``after_token(written)`` follows each new token, and ``cancel`` stops it between tokens or layers."""
         raise NotImplementedError
 
     def generate_both(self, prompt: str, removed: Sequence[int], weights: dict[str, Any], max_new_tokens: int,
-                      chat: bool, between: Callable[[], None] | None = None) -> tuple[str, str]:
-        """The original's and the pruned (and repaired) model's continuations of ``prompt``; ``between`` is called
-        after the first (progress, and a cancel that stops there: the check's bar stood at 0 of 2 for both)."""
-        before = self.generate(prompt, (), {}, max_new_tokens, chat)
-        if between is not None:
-            between()
-        return before, self.generate(prompt, removed, weights, max_new_tokens, chat)
+                      chat: bool, on_token: TokenProgress | None = None,
+                      cancel: CancelCheck | None = None) -> tuple[str, str]:
+        """The original's and the pruned (and repaired) model's continuations of ``prompt``, the original's first.
+        ``on_token(done, total)`` follows each new token of either, counted over both, and may raise to stop them
+        (the check's bar stood at 0 of 2 for both, and Cancel waited for the end of 64 tokens each)."""
+        total = 2 * self.tokens_to_generate(max_new_tokens)
+
+        def counted(offset: int) -> Callable[[int], None] | None:
+            return None if on_token is None else lambda written: on_token(offset + written, total)
+
+        before = self.generate(prompt, (), {}, max_new_tokens, chat, counted(0), cancel)
+        return before, self.generate(prompt, removed, weights, max_new_tokens, chat, counted(total // 2), cancel)
+
+    def tokens_to_generate(self, max_new_tokens: int) -> int:
+        """How many new tokens a continuation asked for ``max_new_tokens`` runs at most."""
+        return max_new_tokens
 
     def close(self) -> None:
         """Free what the backend holds."""
@@ -85,10 +101,16 @@ class InMemory(Backend):
         return measure_layers(self.loaded.model, self.loaded.family, tokens, batch_size, progress, cancel)
 
     def generate(self, prompt: str, removed: Sequence[int], weights: dict[str, Any], max_new_tokens: int,
-                 chat: bool) -> str:
+                 chat: bool, after_token: Callable[[int], None] | None = None,
+                 cancel: CancelCheck | None = None) -> str:
         from ..pipeline import generate
 
-        return generate(self.loaded, prompt, removed, max_new_tokens, chat, weights)
+        def each(written: int) -> None:
+            raise_if_cancelled(cancel)
+            if after_token is not None:
+                after_token(written)
+
+        return generate(self.loaded, prompt, removed, max_new_tokens, chat, weights, each)
 
 
 class Streamed(Backend):
@@ -142,17 +164,24 @@ class Streamed(Backend):
         return None
 
     def generate(self, prompt: str, removed: Sequence[int], weights: dict[str, Any], max_new_tokens: int,
-                 chat: bool) -> str:
+                 chat: bool, after_token: Callable[[int], None] | None = None,
+                 cancel: CancelCheck | None = None) -> str:
         return ops.generate(self.stack, self.loaded.tokenizer, prompt, removed, weights,
-                            min(max_new_tokens, self.MAX_NEW_TOKENS), chat)
+                            self.tokens_to_generate(max_new_tokens), chat, after_token, cancel)
 
     def generate_both(self, prompt: str, removed: Sequence[int], weights: dict[str, Any], max_new_tokens: int,
-                      chat: bool, between: Callable[[], None] | None = None) -> tuple[str, str]:
-        """Both continuations in one sweep per token: each layer is read once for the two models (so there is no
-        point between them for ``between``)."""
+                      chat: bool, on_token: TokenProgress | None = None,
+                      cancel: CancelCheck | None = None) -> tuple[str, str]:
+        """Both continuations in one sweep per token: each layer is read once for the two models, so each step
+        writes a token of each (counted as two); ``cancel`` is asked before each layer is read."""
+        total = 2 * self.tokens_to_generate(max_new_tokens)
+        after_token = None if on_token is None else (lambda written: on_token(2 * written, total))
         before, after = ops.generate_variants(self.stack, self.loaded.tokenizer, prompt, [((), {}), (removed, weights)],
-                                              min(max_new_tokens, self.MAX_NEW_TOKENS), chat)
+                                              self.tokens_to_generate(max_new_tokens), chat, after_token, cancel)
         return before, after
+
+    def tokens_to_generate(self, max_new_tokens: int) -> int:
+        return min(max_new_tokens, self.MAX_NEW_TOKENS)
 
     def close(self) -> None:
         self.stack.close()  # type: ignore[attr-defined]

@@ -78,9 +78,9 @@ def _with_kv_cache(stack: Any, prompts: list[list[int]], end_ids: set[int], pad_
     """The same greedy answers with transformers' KV cache, the view put in for the block only; ``after_token``
     is called with the count of new tokens written after each one (:func:`_each_token`)."""
     import torch
-    from transformers import StoppingCriteria, StoppingCriteriaList
 
     from ..cut.surgery import pruned_view
+    from ..measure.evaluation import after_each_token
     from ..model.weights_view import weights_view
 
     model = stack.model
@@ -92,17 +92,11 @@ def _with_kv_cache(stack: Any, prompts: list[list[int]], end_ids: set[int], pad_
         ids[row, width - len(prompt):] = torch.tensor(prompt)
         mask[row, width - len(prompt):] = 1
 
-    class EachToken(StoppingCriteria):  # never stops generation itself: it reports and lets a cancel through
-        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-            if after_token is not None:
-                after_token(int(input_ids.shape[1]) - width)
-            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-
     pruned = pruned_view(model, stack.family, removed) if removed else nullcontext()
     with weights_view(model, dict(weights or {})), pruned, torch.inference_mode():
         out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
                              do_sample=False, eos_token_id=sorted(end_ids), pad_token_id=pad_id,
-                             stopping_criteria=StoppingCriteriaList([EachToken()]))
+                             stopping_criteria=after_each_token(after_token, width))
     sequences = []
     for row, prompt in enumerate(prompts):
         answer = out[row, width:].tolist()

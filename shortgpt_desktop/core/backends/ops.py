@@ -11,7 +11,7 @@ from ..errors import Cancelled
 from ..measure.calibration import TokenSet
 from ..measure.evaluation import FidelitySums, PerplexityResult, Reference, nll_of
 from ..measure.scoring import HookStats, _Accumulator
-from ..progress import CancelCheck, Progress
+from ..progress import CancelCheck, Progress, raise_if_cancelled
 from .layerwise import Batch, LayerObserver, LayerStack, head_layers
 
 Counter = Callable[[int, int], None]
@@ -229,20 +229,25 @@ def reference_and_compare(stack: LayerStack, windows: Sequence[Sequence[int]], p
 
 
 def generate(stack: LayerStack, tokenizer: Any, prompt: str, removed: Sequence[int] = (),
-             weights: dict[str, Any] | None = None, max_new_tokens: int = 8, chat: bool = False) -> str:
+             weights: dict[str, Any] | None = None, max_new_tokens: int = 8, chat: bool = False,
+             after_token: Callable[[int], None] | None = None, cancel: CancelCheck | None = None) -> str:
     """Greedy continuation, one layer at a time: each new token runs the whole (pruned) stack again, with no KV
     cache, so keep ``max_new_tokens`` small. Same tokens as :func:`..measure.evaluation.generate_text`."""
-    return generate_variants(stack, tokenizer, prompt, [(removed, weights)], max_new_tokens, chat)[0]
+    return generate_variants(stack, tokenizer, prompt, [(removed, weights)], max_new_tokens, chat, after_token,
+                             cancel)[0]
 
 
 def generate_variants(stack: LayerStack, tokenizer: Any, prompt: str,
                       variants: Sequence[tuple[Sequence[int], dict[str, Any] | None]], max_new_tokens: int = 8,
-                      chat: bool = False) -> list[str]:
+                      chat: bool = False, after_token: Callable[[int], None] | None = None,
+                      cancel: CancelCheck | None = None) -> list[str]:
     """:func:`generate` for several pruned (and repaired) views at once, e.g. the original and the pruned model.
 
     Each new token is one sweep over the layers in which every layer is opened once for all the views that keep
     it (the streamed stack reads it once, not once per view); each view runs exactly the operations it would
-    alone, so the tokens are the same.
+    alone, so the tokens are the same. ``after_token(written)`` follows each token's sweep; ``cancel`` is asked
+    before each layer is opened (a streamed model too large for memory reads every layer for each token: its 8
+    tokens could not be stopped).
     """
     from ..measure.evaluation import encode_prompt
 
@@ -253,11 +258,12 @@ def generate_variants(stack: LayerStack, tokenizer: Any, prompt: str,
     sequences = [list(ids) for _ in variants]
     kept = [set(kept_layers(stack.n_layers, removed)) for removed, _ in variants]
     active = list(range(len(variants)))
-    for _ in range(max_new_tokens):
+    for step in range(max_new_tokens):
         if not active:
             break
         batches = dict(zip(active, stack.capture([sequences[v] for v in active], pad, 1), strict=True))
         for index in sorted(set().union(*(kept[v] for v in active))):
+            raise_if_cancelled(cancel)
             users = [v for v in active if index in kept[v]]
             with stack.open_layer(index) as layer:
                 for v in users:
@@ -267,4 +273,6 @@ def generate_variants(stack: LayerStack, tokenizer: Any, prompt: str,
                 batch = batches[v]
                 sequences[v].append(int(logits_of(batch, batch.hidden)[0, -1].argmax()))
         active = [v for v in active if sequences[v][-1] != eos]
+        if after_token is not None:
+            after_token(step + 1)
     return [tokenizer.decode(s[first:], skip_special_tokens=True) for s in sequences]

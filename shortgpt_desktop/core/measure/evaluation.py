@@ -257,8 +257,26 @@ def encode_prompt(tokenizer: Any, prompt: str, chat: bool) -> Any:
     return tokenizer(prompt, return_tensors="pt")
 
 
-def generate_text(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int = 40, chat: bool = False) -> str:
-    """Greedy continuation of ``prompt`` with the KV cache on (what a user of the pruned model will see).
+def after_each_token(after_token: Callable[[int], None] | None, prompt_width: int) -> Any:
+    """A ``StoppingCriteriaList`` for transformers' ``generate`` that calls ``after_token(written)`` after each new
+    token and never stops generation itself: what ``after_token`` raises (a cancel) goes through, so a 64-token
+    generation can be followed and stopped."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class EachToken(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            if after_token is not None:
+                after_token(int(input_ids.shape[1]) - prompt_width)
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([EachToken()])
+
+
+def generate_text(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int = 40, chat: bool = False,
+                  after_token: Callable[[int], None] | None = None) -> str:
+    """Greedy continuation of ``prompt`` with the KV cache on (what a user of the pruned model will see);
+    ``after_token(written)`` follows each new token (:func:`after_each_token`).
 
     With ``chat`` the prompt is sent as a user message through the model's chat template, as an Instruct
     model expects (a raw prompt makes such a model ramble whether pruned or not).
@@ -268,8 +286,10 @@ def generate_text(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int =
     device = next(model.parameters()).device
     encoded = encode_prompt(tokenizer, prompt, chat).to(device)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    width = int(encoded["input_ids"].shape[1])
     with torch.inference_mode():
         out = model.generate(
             **encoded, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True, pad_token_id=pad,
+            stopping_criteria=after_each_token(after_token, width),
         )
-    return tokenizer.decode(out[0, encoded["input_ids"].shape[1] :], skip_special_tokens=True)
+    return tokenizer.decode(out[0, width:], skip_special_tokens=True)

@@ -301,6 +301,27 @@ def test_both_backends_give_the_same_check_texts_in_the_same_order(tiny_model: P
         assert original != pruned
         assert streamed.generate_both(prompt, removed, weights, 4, False) == (original, pruned)
         assert memory.generate_both(prompt, removed, weights, 4, False) == (original, pruned)
+        # Each token counted, over both models: the streamed backend writes one of each per sweep over the layers
+        counts: dict[str, list[tuple[int, int]]] = {"streamed": [], "memory": []}
+        for kind, backend in (("streamed", streamed), ("memory", memory)):
+            assert backend.generate_both(prompt, removed, weights, 4, False,
+                                         lambda done, total, kind=kind: counts[kind].append((done, total))) == (
+                original, pruned)
+        assert counts == {"streamed": [(2, 8), (4, 8), (6, 8), (8, 8)], "memory": [(i, 8) for i in range(1, 9)]}
+        # and a cancel stops the streamed sweep before its next layer is read, not after all 8 tokens
+        from shortgpt_desktop.core.errors import Cancelled
+
+        opened: list[int] = []
+        open_layer = streamed.stack.open_layer
+        streamed.stack.open_layer = lambda i: (opened.append(i), open_layer(i))[1]
+        stop = {"now": False}
+        try:
+            with pytest.raises(Cancelled):
+                streamed.generate_both(prompt, removed, weights, 4, False,
+                                       lambda done, total: stop.update(now=True), lambda: stop["now"])
+        finally:
+            del streamed.stack.open_layer
+        assert opened == list(range(streamed.stack.n_layers))  # one sweep: the first token of each, then stopped
         asked: list[int] = []
         real = base.ops.generate
         monkeypatch.setattr(base.ops, "generate", lambda *a, **k: (asked.append(a[5]), real(*a, **k))[1])
