@@ -29,7 +29,6 @@ from .core.measure.calibration import BUILTIN_CORPUS, DEFAULT_HELDOUT_FRACTION
 from .core.measure.metrics import METRICS
 from .core.measure.quiz import quiz_summary
 from .core.model.loading import quiet_library_progress
-from .core.pipeline import text_ran_out
 from .core.progress import counts_layers, stage_unit
 from .core.report import after_fitted, left_as_it_was, requantized
 from .core.user_paths import exists
@@ -587,8 +586,7 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
         line = f"perplexity: {report.ppl_before:.3f}"
         if report.ppl_after is not None:
             line += f" -> {report.ppl_after:.3f} (x{report.ppl_after / report.ppl_before:.2f})"
-        rough = defaults.rough_figure(report.eval_tokens, text_ran_out(report.warnings),
-                                      eval_text=bool(report.eval_text))
+        rough = defaults.rough_figure(report.eval_tokens, report.text_ran_out, eval_text=bool(report.eval_text))
         out.write(line + f" on {report.eval_tokens:,} tokens" + (f" ({rough})" if rough else "") + "\n")
     # eval --against: the first model is the reference whichever it is, and each is named (given the pruned copy
     # first, the line spoke of the copy as "the original")
@@ -630,7 +628,7 @@ def print_curve(curve: Any, out: TextIO | None = None) -> None:
     if qualifier and not qualifier.startswith("("):
         qualifier = f"({qualifier})"
     windows = " ".join(filter(None, (counted(curve.windows, "held-out window"), qualifier)))
-    rough = defaults.rough_figure(curve.tokens, text_ran_out(curve.warnings), eval_text=bool(curve.eval_text))
+    rough = defaults.rough_figure(curve.tokens, curve.text_ran_out, eval_text=bool(curve.eval_text))
     few = f"; {rough}" if rough else ""
     out.write(f"quality curve ({curve.label}; perplexity and same top token vs the original on {windows}, "
               f"{curve.tokens:,} tokens{few})\n")

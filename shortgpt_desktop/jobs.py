@@ -314,6 +314,7 @@ def run_eval(engine: Engine, spec: JobSpec, other: str | None = None, progress: 
     fewer = pipeline.fewer_windows(spec, tokens)
     if fewer is not None:
         report.warnings.append(fewer)
+        report.text_ran_out = True
     report.eval_text, report.against = spec.eval_text, other
     # Each model's size as the summary printed it (the JSON said 0 for both): the second's as the "after" figures
     report.params_before, report.bytes_before = info.n_params, info.bytes_on_disk

@@ -959,7 +959,7 @@ def test_the_curve_table_has_a_quiz_column_only_where_the_quiz_was_asked() -> No
              "measured on it; give a longer evaluation text to measure on more.")
     out = io.StringIO()
     cli.print_curve(QualityCurve("bi+ + repair", [4], points, 1, 100, data="held-out windows (the check's)",
-                                 eval_text="t.txt", warnings=[fewer]), out)
+                                 eval_text="t.txt", warnings=[fewer], text_ran_out=True), out)
     assert "by a fifth or more; give a longer evaluation text)" in out.getvalue()
     out = io.StringIO()
     cli.print_curve(QualityCurve("bi+ + repair", [4], points, 2, 100, data="text of its own"), out)
@@ -1275,6 +1275,7 @@ def test_the_summary_gives_the_figures_of_the_report() -> None:
         report.eval_text = eval_text
         spec = JobSpec(model="m", eval_text=eval_text, eval_windows=64, seq_len=256)
         report.warnings = [pipeline.fewer_windows(spec, SimpleNamespace(eval_windows=[[1]] * 2))] if ran_out else []
+        report.text_ran_out = ran_out
         stream = io.StringIO()
         cli.print_summary(report, stream)
         advice[eval_text, ran_out] = stream.getvalue().split("or more; ")[1].split(")\n")[0]

@@ -1000,6 +1000,7 @@ class Engine:
         fewer = self._fewer_windows(spec, tokens)
         if fewer is not None:
             curve.warnings.append(fewer)
+            curve.text_ran_out = True
         # Plain BI where the pass gave its statistics; a metric without them (sequential, reverse, ppl) has its
         # own order beside the curve, named so (it was labelled BI).
         bi_scores = self.stats.bi if self.stats is not None else self.scores.scores
@@ -1404,6 +1405,7 @@ class Engine:
             fewer = pipeline.fewer_windows(spec, self.tokens) if self.tokens is not None else None
             if fewer is not None and self.token_key == self._token_key(spec):
                 report.warnings.append(fewer)
+                report.text_ran_out = True
             report.eval_text = spec.eval_text  # None: the windows were held out of the calibration text's end
             report.timings["perplexity"] = c.seconds
             if c.fidelity is not None:

@@ -235,16 +235,6 @@ def prepare_tokens(loaded: LoadedModel, spec: JobSpec,
     return tokens, names, warnings
 
 
-#: Words of :func:`fewer_windows`'s sentence, by which a front end knows that the text ran out (asking for more windows
-#: would measure no more): :func:`text_ran_out`.
-FEWER_WINDOWS = "asked for), and perplexity is measured on"
-
-
-def text_ran_out(notes: Sequence[str]) -> bool:
-    """Whether ``notes`` (a report's or a curve's warnings) say that the text gave fewer windows than asked."""
-    return any(FEWER_WINDOWS in note for note in notes)
-
-
 def fewer_windows(spec: JobSpec, tokens: TokenSet) -> str | None:
     """The note for a check, curve or evaluation measured on fewer held-out windows than asked for: the text gave no
     more (``--eval-windows 1000`` measured 70 without a word; only the tokens measured hinted at it)."""
@@ -258,7 +248,7 @@ def fewer_windows(spec: JobSpec, tokens: TokenSet) -> str | None:
     else:
         source, more = f"The evaluation text {spec.eval_text}", "a longer evaluation text"
     return (f"{source} gives only {got:,} {in_number(got, 'window')} of at most {spec.seq_len:,} tokens "
-            f"({spec.eval_windows:,} {FEWER_WINDOWS} {in_number(got, 'it', 'them')}; give "
+            f"({spec.eval_windows:,} asked for), and perplexity is measured on {in_number(got, 'it', 'them')}; give "
             f"{more} to measure on more.")
 
 

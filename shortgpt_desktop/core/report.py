@@ -69,6 +69,9 @@ class Report:
     generation_after: str | None = None
     generation_chat_template: bool = False  # the prompt went through the model's chat template
     warnings: list[str] = field(default_factory=list)
+    #: The check's text gave fewer held-out windows than asked for (one of ``warnings`` says so): more text, not
+    #: more windows, gives a steadier figure.
+    text_ran_out: bool = False
     selection: str = ""  # how a refining metric (bi+) chose the removed layers
     #: The source's licence as its card or GGUF metadata declares it (``formats.provenance.source_license``):
     #: ``license``, and for ``other`` its ``license_name`` and ``license_link``; the card's front matter carries it.

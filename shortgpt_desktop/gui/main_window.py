@@ -33,7 +33,6 @@ from ..core.errors import PlanError, UserError
 from ..core.measure.calibration import BUILTIN_CORPUS
 from ..core.measure.metrics import METRICS
 from ..core.model.loading import ModelInfo
-from ..core.pipeline import text_ran_out
 from ..core.report import model_bytes
 from ..format import counted, human_bytes, human_seconds, layer_list
 from . import dialogs
@@ -1130,7 +1129,7 @@ class MainWindow(QMainWindow):
                                    curve.windows, curve.tokens, baseline,
                                    {p.k: (p.quiz_kept, p.quiz_known) for p in curve.points if p.quiz_known},
                                    curve.baseline.label if curve.baseline is not None else "bi",
-                                   text_ran_out(warnings))
+                                   curve.text_ran_out)
         if not self.manual:  # bi+ has measured every count now: the slider's plan is its measured choice
             before = self.plan
             self._replan()

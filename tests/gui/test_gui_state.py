@@ -416,7 +416,8 @@ def test_the_curve_from_the_engine_says_the_quiz_only_at_the_counts_where_it_was
     points = [Measured(k=0, perplexity=10.0, same_top=1.0, quiz_kept=9, quiz_known=9),
               Measured(k=1, perplexity=12.0, same_top=0.8, quiz_kept=0, quiz_known=0),
               Measured(k=2, perplexity=20.0, same_top=0.6, quiz_kept=4, quiz_known=9)]
-    window._on_curve(Measured(points=points, baseline=None, label="bi+", windows=4, tokens=1024, warnings=[]))
+    window._on_curve(Measured(points=points, baseline=None, label="bi+", windows=4, tokens=1024, warnings=[],
+                              text_ran_out=False))
     tip = window.plan_panel.curve_plot.toolTip().splitlines()
     assert tip[0].endswith("quiz 9 of 9") and "quiz" not in tip[1] and tip[2].endswith("quiz 4 of 9"), tip
 
@@ -431,7 +432,7 @@ def test_a_curve_measured_one_layer_at_a_time_says_why_it_has_no_quiz(window, ca
     points = [Measured(k=k, perplexity=10.0 + k, same_top=1.0 - k / 10, quiz_kept=0, quiz_known=0) for k in range(3)]
     with caplog.at_level(logging.WARNING):
         window._on_curve(Measured(points=points, baseline=None, label="bi+", windows=4, tokens=1024,
-                                  warnings=[STREAMED_CURVE_NOTE]))
+                                  warnings=[STREAMED_CURVE_NOTE], text_ran_out=False))
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [STREAMED_CURVE_NOTE]
     assert "quiz" not in window.plan_panel.curve_plot.toolTip()
 

@@ -58,6 +58,9 @@ class QualityCurve:
     seed: int = 0
     #: What the text gave short of what was asked (fewer samples or windows), as a prune's report says it.
     warnings: list[str] = field(default_factory=list)
+    #: The text gave fewer held-out windows than asked for: asking for more would measure no more (one of
+    #: ``warnings`` says so in words).
+    text_ran_out: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
