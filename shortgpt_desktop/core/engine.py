@@ -61,7 +61,7 @@ from .model.memory import (
 from .model.sources import ModelSource, weights_stamp
 from .pipeline import JobSpec
 from .progress import CancelCheck, Progress, no_progress, raise_if_cancelled
-from .report import MEASURED_BEFORE_REQUANTIZED, Report
+from .report import MEASURED_BEFORE_REQUANTIZED, Report, measured_before_requantized
 
 log = logging.getLogger(__name__)
 
@@ -1467,8 +1467,8 @@ class Engine:
         self.refusal_to_save()
         result = self.writer.write(self.loaded, plan, out, report, force, progress, cancel, weights)
         if report is not None and report.changed_types and report.ppl_after is not None \
-                and MEASURED_BEFORE_REQUANTIZED not in report.warnings:  # the card said it; the summary and JSON not
-            report.warnings.append(MEASURED_BEFORE_REQUANTIZED)
+                and not set(MEASURED_BEFORE_REQUANTIZED) & set(report.warnings):  # the card said it; the JSON not
+            report.warnings.append(measured_before_requantized(bool(report.quiz.get("known"))))
         return result
 
     def refusal_to_save(self) -> None:

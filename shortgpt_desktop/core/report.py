@@ -16,9 +16,19 @@ from . import defaults
 #: GGUF file types that hold floats, not quantized blocks: saved as safetensors they are converted, not de-quantized.
 FLOAT_TYPES = ("F32", "F16", "BF16", "F64", "ALL_F32", "MOSTLY_F16", "MOSTLY_BF16")
 #: Said after a save that re-quantized weights the check measured at full precision (the card says it in its own words).
-MEASURED_BEFORE_REQUANTIZED = ("This job's perplexity, fidelity and quiz were measured before the changed weights "
-                               "were re-quantized for the file; the saved file's own may differ (a quiz answer or "
-                               "two, where it is close), and shortgpt eval measures it.")
+def measured_before_requantized(quiz: bool) -> str:
+    """The warning for figures measured before the changed weights were re-quantized for the file; ``quiz``: the
+    quiz was asked and the original knew some answers (one layer at a time none is asked: it named one anyway)."""
+    if quiz:
+        return ("This job's perplexity, fidelity and quiz were measured before the changed weights were re-quantized "
+                "for the file; the saved file's own may differ (a quiz answer or two, where it is close), and "
+                "shortgpt eval measures it.")
+    return ("This job's perplexity and fidelity were measured before the changed weights were re-quantized for the "
+            "file; the saved file's own may differ, and shortgpt eval measures it.")
+
+
+#: Both wordings of :func:`measured_before_requantized`, by which a front end finds the warning among a report's.
+MEASURED_BEFORE_REQUANTIZED = (measured_before_requantized(True), measured_before_requantized(False))
 
 
 @dataclass
@@ -279,9 +289,9 @@ def model_card(report: Report, base_model: str) -> str:
         ppl += (f"\nQuiz ({q['asked']} short questions of fact, greedy answers): the original answers {q['known']} "
                 f"right, the pruned model {q['kept']} of those.\n")
     if ppl and report.changed_types:  # the check ran the changed weights at full precision, before the writer
+        quiz_too = ", by a quiz answer or two where it is close" if report.quiz.get("known") else ""
         ppl += ("\nThese figures were measured before the changed weights were re-quantized for this file (see "
-                "Format); the file's own may differ, by a quiz answer or two where it is close (`shortgpt eval` "
-                "measures it).\n")
+                f"Format); the file's own may differ{quiz_too} (`shortgpt eval` measures it).\n")
     sizes = ""
     if report.params_before:
         sizes = f"| parameters | {report.params_before:,} | {report.params_after:,} |\n"

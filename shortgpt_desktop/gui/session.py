@@ -82,13 +82,13 @@ class Session:
 
     def save_job(self, plan: PrunePlan, spec: JobSpec, out: str, force: bool) -> Work:
         """The same preparation, then the report and the atomic save: (final plan, SaveResult, what the save says
-        of the figures: :data:`~..core.report.MEASURED_BEFORE_REQUANTIZED` where they were measured before weights
+        of the figures: :func:`~..core.report.measured_before_requantized` where they were measured before weights
         were re-quantized for the file, which the card, the command line and the JSON said, and the window not)."""
         def work(progress: Any, cancel: Any) -> Any:
             final = self.engine.prepare(spec, plan, progress, cancel, out=out)
             report = self.engine.report(final, spec)
             result = self.engine.save(final, out, report, force, progress, cancel)
-            return final, result, [w for w in report.warnings if w == MEASURED_BEFORE_REQUANTIZED]
+            return final, result, [w for w in report.warnings if w in MEASURED_BEFORE_REQUANTIZED]
 
         return work
 
