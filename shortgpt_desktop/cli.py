@@ -717,7 +717,7 @@ def _report_kind(command: str, flag: str) -> str:
 
     if command == "sweep":
         return rf.CURVE_CSV if flag == "csv" else rf.CURVE
-    return rf.SAVED_REPORT if command == "prune" else rf.REPORT
+    return {"prune": rf.SAVED_REPORT, "eval": rf.EVAL_REPORT}.get(command, rf.SCORE_REPORT)
 
 
 def _run(args: argparse.Namespace, progress: ProgressBar) -> int:

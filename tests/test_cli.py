@@ -875,8 +875,9 @@ def test_a_report_replaces_only_an_earlier_report_of_its_own_kind(
     """``sweep --csv curve.json`` replaced the curve's JSON with its table, and ``score --json`` replaced the report
     of a prune, the record of where a model was saved: any report of this tool could be replaced by any other."""
     common = ["--calib", str(small_calib), "--samples", "4", "--seq-len", "32", "--eval-windows", "1", "-q"]
-    saved = {"model": "tiny", "n_layers": 6, "removed_layers": [2], "output": "pruned"}
-    files = {"saved.json": json.dumps(saved), "job.json": json.dumps({**saved, "output": None}),
+    saved = {"model": "tiny", "n_layers": 6, "removed_layers": [2], "output": "pruned", "metric": "bi+"}
+    files = {"saved.json": json.dumps(saved), "score.json": json.dumps({**saved, "output": None}),
+             "eval.json": json.dumps({**saved, "output": None, "metric": ""}),
              "curve.json": json.dumps({"label": "bi+", "order": [2], "points": []}),
              "curve.csv": "k,layer,removed,perplexity\n0,,,12.5\n"}
     for name, text in files.items():
@@ -884,19 +885,29 @@ def test_a_report_replaces_only_an_earlier_report_of_its_own_kind(
     for command, flag, name, held, wrote in (
             ("sweep", "--csv", "curve.json", "a quality curve", "a quality curve's table"),
             ("sweep", "--json", "curve.csv", "a quality curve's table", "a quality curve"),
-            ("score", "--json", "curve.json", "a quality curve", "a job's report"),
-            ("score", "--json", "saved.json", "the report of a saved model", "a job's report"),
-            ("eval", "--json", "saved.json", "the report of a saved model", "a job's report")):
-        extra = ["--max", "1"] if command == "sweep" else []
+            ("score", "--json", "curve.json", "a quality curve", "the scores of a score job"),
+            ("score", "--json", "saved.json", "the report of a saved model", "the scores of a score job"),
+            ("eval", "--json", "saved.json", "the report of a saved model", "the report of an evaluation"),
+            # prune --json eval.json replaced the evaluation without a word; score and eval replaced each other's
+            ("prune", "--json", "eval.json", "the report of an evaluation", "the report of a saved model"),
+            ("prune", "--json", "score.json", "the scores of a score job", "the report of a saved model"),
+            ("score", "--json", "eval.json", "the report of an evaluation", "the scores of a score job"),
+            ("eval", "--json", "score.json", "the scores of a score job", "the report of an evaluation")):
+        extra = {"sweep": ["--max", "1"], "prune": ["--layers", "1", "--out", str(tmp_path / "no")]}.get(command, [])
         path = tmp_path / name
         assert bad(capsys, command, str(tiny_model), *extra, flag, str(path), *common) == (
             f"shortgpt: error: Cannot write {path}: it holds {held}, which this would replace with {wrote}; "
             "choose another name.")
     assert all((tmp_path / name).read_text(encoding="utf-8") == text for name, text in files.items())
-    # prune may replace a job's report without a save, as score and eval may replace each other's
-    assert cli.main(["prune", str(tiny_model), "--layers", "1", "--metric", "bi", "--repair", "none", "--no-eval",
-                     "--out", str(tmp_path / "out"), "--json", str(tmp_path / "job.json"), *common]) == 0
-    assert json.loads((tmp_path / "job.json").read_text())["output"] == str(tmp_path / "out")
+    assert not (tmp_path / "no").exists()  # refused before the job
+    # each command replaces its own kind: prune's report of an earlier save, eval's evaluation
+    for _ in range(2):
+        assert cli.main(["prune", str(tiny_model), "--layers", "1", "--metric", "bi", "--repair", "none", "--no-eval",
+                         "--out", str(tmp_path / "out"), "--force", "--json", str(tmp_path / "saved.json"),
+                         *common]) == 0
+        assert cli.main(["eval", str(tiny_model), "--json", str(tmp_path / "eval.json"), *common]) == 0
+    assert json.loads((tmp_path / "saved.json").read_text())["output"] == str(tmp_path / "out")
+    assert json.loads((tmp_path / "eval.json").read_text())["metric"] == ""
 
 
 def test_the_curves_files_say_what_it_was_measured_on_and_the_csv_has_plain_bis_kl(

@@ -21,7 +21,7 @@ from ...format import some_of
 from ..errors import Hint, OutputError
 from ..model.sources import LICENCE_FILES, ModelSource
 from ..user_paths import expand_home, not_there, read_only
-from .report_files import REPORT, REPORT_NAMES, SAVED_REPORT, earlier_report
+from .report_files import REPORT_NAMES, earlier_report
 
 #: What a file browser leaves in any folder: a folder holding only these holds nothing of the user's.
 SYSTEM_FILES = (".DS_Store", "Thumbs.db", "desktop.ini")
@@ -444,10 +444,10 @@ def check_report_path(path: Path, sources: Sequence[str | Path] = (), texts: Seq
     source's config with the report); never over a ``texts`` file (the calibration or evaluation text the job
     reads: ``--json notes.txt`` replaced the user's text) nor inside a ``texts`` folder; never at or inside the
     output folder ``out`` (the save writes and ``--force`` replaces it: the report replaced its config.json); never
-    over a read-only file. ``replaces`` (the command line, where no dialog asked; :data:`REPORT`...): an existing
-    file is replaced only where it is an earlier report of that kind (or empty): ``--csv test.txt``, typed for
-    ``--eval-text``, replaced the user's text; ``--csv curve.json`` replaced the curve's JSON with its table, and
-    ``score --json`` replaced prune's report, the record of where a model was saved."""
+    over a read-only file. ``replaces`` (the command line, where no dialog asked; :data:`.report_files.SCORE_REPORT`
+    ...): an existing file is replaced only where it is an earlier report of that kind (or empty): ``--csv test.txt``,
+    typed for ``--eval-text``, replaced the user's text; ``--csv curve.json`` replaced the curve's JSON with its table,
+    and ``score --json`` replaced prune's report, the record of where a model was saved; ``prune --json`` an eval's."""
     path = expand_home(path)
     if path.is_symlink():  # written through: the link stays, its target is replaced (and checked as such)
         path = path.resolve()
@@ -487,7 +487,7 @@ def check_report_path(path: Path, sources: Sequence[str | Path] = (), texts: Seq
         if found is None:
             raise OutputError(f"Cannot write {path}: the file exists and is not a report of this tool; choose another "
                               "name, or delete it first.")
-        if found and found != replaces and not (found == REPORT and replaces == SAVED_REPORT):
+        if found and found != replaces:
             raise OutputError(f"Cannot write {path}: it holds {REPORT_NAMES[found]}, which this would replace with "
                               f"{REPORT_NAMES[replaces]}; choose another name.")
     return path

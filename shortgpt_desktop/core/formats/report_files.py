@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-#: What a report path may replace on the command line (``check_report_path``'s ``replaces``): a job's JSON report
-#: (score, eval), a job's report that may also replace one recording a save (prune), a quality curve's JSON or CSV.
-REPORT, SAVED_REPORT, CURVE, CURVE_CSV = "report", "saved report", "curve", "curve csv"
+#: What a report path may replace on the command line (``check_report_path``'s ``replaces``), one kind a command:
+#: score's JSON (the scores), eval's (its measurements: no metric), prune's (a save recorded), a quality curve's
+#: JSON or CSV (sweep). ``prune --json eval.json`` replaced an evaluation with a prune's report without a word.
+SCORE_REPORT, EVAL_REPORT, SAVED_REPORT, CURVE, CURVE_CSV = "score report", "eval report", "saved report", "curve", \
+    "curve csv"
 #: Fields every job's JSON report holds, by which a file is known as one.
 REPORT_KEYS = ("model", "n_layers", "removed_layers")
 #: Fields every quality curve's JSON holds.
@@ -17,14 +19,16 @@ CURVE_KEYS = ("label", "order", "points")
 #: A quality curve's CSV columns (``sweep --csv``), the first three of which make its header known.
 CSV_FIELDS = ("k", "layer", "removed", "perplexity", "nll", "tokens", "same_top", "mean_kl", "quiz_kept", "quiz_known")
 
-REPORT_NAMES = {REPORT: "a job's report", SAVED_REPORT: "the report of a saved model", CURVE: "a quality curve",
+REPORT_NAMES = {SCORE_REPORT: "the scores of a score job", EVAL_REPORT: "the report of an evaluation",
+                SAVED_REPORT: "the report of a saved model", CURVE: "a quality curve",
                 CURVE_CSV: "a quality curve's table"}
 
 
 def earlier_report(path: Path) -> str | None:
-    """Which report of this tool ``path`` holds (:data:`REPORT`…; "" where it is empty, None where it holds none):
-    a job's JSON (``--json``; one that names a saved model is :data:`SAVED_REPORT`), a quality curve's JSON or CSV
-    (``sweep --json/--csv``). Read from its first MiB: a report is a few kB to a few hundred."""
+    """Which report of this tool ``path`` holds (:data:`SCORE_REPORT`…; "" where it is empty, None where it holds
+    none): a job's JSON (``--json``: one that names a saved model is :data:`SAVED_REPORT`, one without a metric
+    :data:`EVAL_REPORT`), a quality curve's JSON or CSV (``sweep --json/--csv``). Read from its first MiB: a report
+    is a few kB to a few hundred."""
     try:
         with path.open("rb") as stream:
             head = stream.read(1 << 20)
@@ -45,5 +49,7 @@ def earlier_report(path: Path) -> str | None:
     if not isinstance(data, dict):
         return None
     if set(REPORT_KEYS) <= data.keys():
-        return SAVED_REPORT if data.get("output") else REPORT
+        if data.get("output"):
+            return SAVED_REPORT
+        return SCORE_REPORT if data.get("metric") else EVAL_REPORT
     return CURVE if set(CURVE_KEYS) <= data.keys() else None

@@ -5,13 +5,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shortgpt_desktop.core.formats.report_files import CURVE, CURVE_CSV, REPORT, SAVED_REPORT, earlier_report
+from shortgpt_desktop.core.formats.report_files import (
+    CURVE,
+    CURVE_CSV,
+    EVAL_REPORT,
+    SAVED_REPORT,
+    SCORE_REPORT,
+    earlier_report,
+)
 from shortgpt_desktop.core.measure.sweep import CurvePoint, QualityCurve
 from shortgpt_desktop.core.report import Report
 
 
 def test_each_file_a_job_writes_is_known_as_its_own_kind(tmp_path: Path) -> None:
-    report = Report(model="m", n_layers=4, removed_layers=[1])
+    report = Report(model="m", n_layers=4, removed_layers=[1], metric="")
+    report.write_json(tmp_path / "eval.json")  # eval scores nothing: no metric
+    report.metric = "bi+"
     report.write_json(tmp_path / "score.json")
     report.output = str(tmp_path / "pruned")
     report.write_json(tmp_path / "prune.json")
@@ -19,7 +28,8 @@ def test_each_file_a_job_writes_is_known_as_its_own_kind(tmp_path: Path) -> None
     curve.points.append(CurvePoint(k=0, layer=None, removed=[], perplexity=9.0, nll=2.2, tokens=10))
     curve.write_json(tmp_path / "curve.json")
     curve.write_csv(tmp_path / "curve.csv")
-    assert earlier_report(tmp_path / "score.json") == REPORT
+    assert earlier_report(tmp_path / "eval.json") == EVAL_REPORT
+    assert earlier_report(tmp_path / "score.json") == SCORE_REPORT
     assert earlier_report(tmp_path / "prune.json") == SAVED_REPORT
     assert earlier_report(tmp_path / "curve.json") == CURVE
     assert earlier_report(tmp_path / "curve.csv") == CURVE_CSV
