@@ -450,6 +450,45 @@ def test_the_estimate_after_the_first_batch_counts_a_chat_models_own_answers(tin
     assert with_quiz > without * 1.2, (without, with_quiz)
 
 
+def test_a_cut_given_by_hand_says_the_whole_jobs_time_from_a_timed_layer(tiny_chat_model: Path, small_calib: Path,
+                                                                          tmp_path: Path) -> None:
+    """A cut given by hand runs no scoring pass, whose speed the estimate came from: it said nothing, then took 460 s
+    one layer at a time (the chat answers its repair fits on) where the same job took 93 s in memory."""
+    from shortgpt_desktop.core.backends.layerwise import LayerStack
+
+    said: list[Any] = []
+
+    def progress(stage: str, done: int, total: int, partial: Any = None) -> None:
+        if stage == "estimate":
+            said.append(partial)
+
+    spec = JobSpec(model=str(tiny_chat_model), calib=[str(small_calib)], samples=8, seq_len=64, eval_windows=2,
+                   batch_size=4, device="cpu", dtype="float32", layers=[2, 3], out=str(tmp_path / "out"), prompt="")
+    timed: list[tuple[int, list[int]]] = []
+    run_layers = LayerStack.run_layers
+
+    def counted(self: Any, batches: Any, indices: Any, *args: Any, **kwargs: Any) -> Any:
+        timed.append((sum(int(b.ids.shape[0]) for b in batches), list(indices)))
+        return run_layers(self, batches, indices, *args, **kwargs)
+
+    for low_memory in (False, True):
+        timed.clear()
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(LayerStack, "run_layers", counted)
+            run_prune(Engine(), dataclasses.replace(spec, low_memory=low_memory, out=str(tmp_path / f"o{low_memory}")),
+                      progress)
+        estimate = said[-1]
+        assert estimate.basis == "a timed layer" and "scoring" not in estimate.steps  # no scoring pass runs
+        assert {"answering", "repairing", "checking"} <= estimate.steps.keys() and estimate.total > 0
+        # timed on layer 1 after an untimed layer 0: a batch in memory, every sample one layer at a time
+        assert timed[:2] == [(4, [0]), (4, [1])] if not low_memory else [(8, [0]), (8, [1])], timed[:2]
+    assert len(said) == 2
+    # a cut that only saves has nothing to time
+    run_prune(Engine(), dataclasses.replace(spec, repair="none", check_perplexity=False, out=str(tmp_path / "bare")),
+              progress)
+    assert len(said) == 2
+
+
 def test_the_estimate_counts_the_samples_the_text_gave_not_those_asked_for(tiny_model: Path, small_calib: Path,
                                                                            tmp_path: Path,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:

@@ -817,6 +817,23 @@ class Engine:
                             refines, answers, self.guard_work(spec), self.quiz_work(spec), heal_cost, runs,
                             spec.samples + own)
 
+    def timed_speed(self, spec: JobSpec, tokens: TokenSet, cancel: CancelCheck | None = None) -> float:
+        """Seconds a token spends in a decoder layer, timed on this model for a job that runs no scoring pass (a cut
+        given by hand), whose estimate would otherwise have no speed to start from: one layer of tokens timed after
+        a first one untimed (its first touches), as the scoring pass runs them. In memory, a batch of samples; one
+        layer at a time every sample, since each layer's read is shared by all of them (a batch alone would bear
+        it). About 2 / layers of a scoring pass."""
+        assert self.backend is not None
+        stack = self.backend.stack
+        sequences = tokens.samples or tokens.eval_windows
+        if self.backend.whole_model:
+            sequences = sequences[: spec.batch_size]
+        batches = stack.capture(sequences, tokens.pad_id, spec.batch_size, cancel)
+        stack.run_layers(batches, [0], cancel=cancel)
+        started = time.perf_counter()
+        stack.run_layers(batches, [1], cancel=cancel)
+        return (time.perf_counter() - started) / max(sum(len(s) for s in sequences), 1)
+
     def guard_work(self, spec: JobSpec) -> Any:
         """The answers the refit's chat guard will ask the original for (None: no refit, or not a chat model)."""
         from .cut.answer_probe import PROMPTS
