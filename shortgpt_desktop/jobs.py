@@ -14,6 +14,7 @@ from .core import pipeline
 from .core.backends import ops
 from .core.cut.plan import (
     MAX_LAYER_INDEX,
+    PrunePlan,
     check_layer_list,
     check_possible,
     check_removable,
@@ -33,7 +34,7 @@ from .core.model.sources import weights_stamp
 from .core.pipeline import JobSpec
 from .core.progress import CancelCheck, Progress, no_progress
 from .core.report import Report, model_bytes
-from .format import collapsed
+from .format import collapsed, human_bytes
 
 InfoCallback = Callable[[ModelInfo], None]
 #: Hears, at the start of a job, each sentence about what will be left out (a calibration file that is not text).
@@ -157,6 +158,7 @@ def run_prune(engine: Engine, spec: JobSpec, progress: Progress = no_progress, c
     if engine.needs_refining(plan):
         plan = engine.refine(spec, len(plan.removed), progress, cancel)
     engine.check_output_job(spec, plan.removed)  # the layers are known now: refused before repair and healing
+    _note_larger_output(plan, spec, on_note)
     plan = engine.prepare(spec, plan, progress, cancel, out=spec.out)
     if spec.check_perplexity:
         engine.check(spec, plan.removed, spec.prompt, progress, cancel)
@@ -169,6 +171,18 @@ def run_prune(engine: Engine, spec: JobSpec, progress: Progress = no_progress, c
     report.output_files = [f for f in result.files if f.endswith((".gguf", ".safetensors"))]
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _note_larger_output(plan: PrunePlan, spec: JobSpec, on_note: NoteCallback | None) -> None:
+    """The saved model's size where it will outweigh the original, said before the repair and healing run: a healed
+    4-bit SmolLM2 came to 122 MB from 98 MB, said only after its healing (minutes to hours)."""
+    if on_note is None or not plan.bytes_before or plan.bytes_after <= plan.bytes_before:
+        return
+    why = ("healing changes nearly every kept weight" if spec.heal_steps > 0
+           else "the weights the repair changes are")
+    on_note(f"the saved model will be about {human_bytes(plan.bytes_after)}, larger than the original's "
+            f"{human_bytes(plan.bytes_before)} in this format: {why} written at 8 bits or more where the source "
+            f"has fewer" + ("; without --heal it is smaller" if spec.heal_steps > 0 else "") + ".")
 
 
 def _say_timed_estimate(engine: Engine, spec: JobSpec, removed: list[int], progress: Progress,
