@@ -158,7 +158,7 @@ def run_prune(engine: Engine, spec: JobSpec, progress: Progress = no_progress, c
     if engine.needs_refining(plan):
         plan = engine.refine(spec, len(plan.removed), progress, cancel)
     engine.check_output_job(spec, plan.removed)  # the layers are known now: refused before repair and healing
-    _note_larger_output(plan, spec, on_note)
+    _note_larger_output(engine, plan, spec, on_note)
     plan = engine.prepare(spec, plan, progress, cancel, out=spec.out)
     if spec.check_perplexity:
         engine.check(spec, plan.removed, spec.prompt, progress, cancel)
@@ -173,16 +173,25 @@ def run_prune(engine: Engine, spec: JobSpec, progress: Progress = no_progress, c
     return report
 
 
-def _note_larger_output(plan: PrunePlan, spec: JobSpec, on_note: NoteCallback | None) -> None:
+def _note_larger_output(engine: Engine, plan: PrunePlan, spec: JobSpec, on_note: NoteCallback | None) -> None:
     """The saved model's size where it will outweigh the original, said before the repair and healing run: a healed
-    4-bit SmolLM2 came to 122 MB from 98 MB, said only after its healing (minutes to hours)."""
+    4-bit SmolLM2 came to 122 MB from 98 MB, said only after its healing (minutes to hours). Where the repair is not
+    fitted yet the size is the most it can come to ("up to": it may leave some weights alone)."""
+    from .core.formats.writers import WeightChanges
+
     if on_note is None or not plan.bytes_before or plan.bytes_after <= plan.bytes_before:
         return
-    why = ("healing changes nearly every kept weight" if spec.heal_steps > 0
-           else "the weights the repair changes are")
-    on_note(f"the saved model will be about {human_bytes(plan.bytes_after)}, larger than the original's "
+    bound = "up to" if plan.reencoded_at_most else "about"
+    why = "healing changes nearly every kept weight" if spec.heal_steps > 0 else "the weights the repair changes are"
+    unhealed = ""
+    if spec.heal_steps > 0 and engine.source is not None:
+        sizes = engine.writer.sizes(engine.source, plan.removed, engine.n_layers,
+                                    WeightChanges.of(dataclasses.replace(spec, heal_steps=0)))
+        if sizes is not None and sizes[1] < plan.bytes_before:
+            unhealed = f"; without --heal it would be at most {human_bytes(sizes[1])}"
+    on_note(f"the saved model will be {bound} {human_bytes(plan.bytes_after)}, larger than the original's "
             f"{human_bytes(plan.bytes_before)} in this format: {why} written at 8 bits or more where the source "
-            f"has fewer" + ("; without --heal it is smaller" if spec.heal_steps > 0 else "") + ".")
+            f"has fewer{unhealed}.")
 
 
 def _say_timed_estimate(engine: Engine, spec: JobSpec, removed: list[int], progress: Progress,

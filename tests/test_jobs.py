@@ -481,7 +481,7 @@ def test_a_cut_given_by_hand_says_the_whole_jobs_time_from_a_timed_layer(tiny_ch
         assert estimate.basis == "a timed layer" and "scoring" not in estimate.steps  # no scoring pass runs
         assert {"answering", "repairing", "checking"} <= estimate.steps.keys() and estimate.total > 0
         # timed on layer 1 after an untimed layer 0: a batch in memory, every sample one layer at a time
-        assert timed[:2] == [(4, [0]), (4, [1])] if not low_memory else [(8, [0]), (8, [1])], timed[:2]
+        assert timed[:2] == ([(4, [0]), (4, [1])] if not low_memory else [(8, [0]), (8, [1])]), timed[:2]
     assert len(said) == 2
     # a cut that only saves has nothing to time
     run_prune(Engine(), dataclasses.replace(spec, repair="none", check_perplexity=False, out=str(tmp_path / "bare")),

@@ -828,10 +828,14 @@ class Engine:
         sequences = tokens.samples or tokens.eval_windows
         if self.backend.whole_model:
             sequences = sequences[: spec.batch_size]
+        from .model.devices import wait_for
+
         batches = stack.capture(sequences, tokens.pad_id, spec.batch_size, cancel)
         stack.run_layers(batches, [0], cancel=cancel)
+        wait_for(batches[0].hidden.device)
         started = time.perf_counter()
         stack.run_layers(batches, [1], cancel=cancel)
+        wait_for(batches[0].hidden.device)
         return (time.perf_counter() - started) / max(sum(len(s) for s in sequences), 1)
 
     def guard_work(self, spec: JobSpec) -> Any:

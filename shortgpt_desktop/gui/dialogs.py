@@ -6,9 +6,10 @@ instead of driving a native file dialog.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from PySide6.QtWidgets import QDialog, QFileDialog, QMessageBox, QWidget
+from PySide6.QtWidgets import QDialog, QDialogButtonBox, QFileDialog, QLineEdit, QMessageBox, QWidget
 
 from .workers import Failure
 
@@ -46,23 +47,46 @@ class OutputFolderDialog(QFileDialog):
 
     A stock save dialog treats a folder as a place to go into: picking the folder of an earlier output and pressing
     Save opened it, so it could never be chosen (its name could only be typed anew). Double-clicking a folder still
-    opens it; Save with no name typed (the folder shown itself) still does nothing. The save then asks before
+    opens it, and so do ``..`` and a name of a folder above; Save with no name typed (the folder shown itself) still
+    does nothing. The button keeps its Save label where Qt relabels it Open on a folder. The save then asks before
     replacing a folder that holds an earlier output and refuses one that holds anything else. Qt's own dialog, not
     the platform's: a native one cannot be told this."""
 
     def __init__(self, parent: QWidget | None, suggestion: str) -> None:
-        super().__init__(parent, "Save the pruned model as a folder", suggestion, "Model folder (*)")
+        suggested = Path(suggestion)
+        # The suggested name is an earlier output (the same cut saved again): Qt opened the dialog inside it, with
+        # no name and Save greyed out; it is shown in its parent, selected.
+        earlier = suggested.is_dir() and suggested.name
+        super().__init__(parent, "Save the pruned model as a folder", str(suggested.parent) if earlier else suggestion,
+                         "Model folder (*)")
         self.setAcceptMode(QFileDialog.AcceptMode.AcceptSave)
         self.setFileMode(QFileDialog.FileMode.AnyFile)
         self.setOption(QFileDialog.Option.ShowDirsOnly)
         self.setOption(QFileDialog.Option.DontUseNativeDialog)
+        name_edit = self.findChild(QLineEdit, "fileNameEdit")
+        if name_edit is not None:  # after Qt's own slot, which relabels the button Open on a folder
+            name_edit.textChanged.connect(self._keep_save_label)
+        if earlier:
+            self.selectFile(suggested.name)
+        self._keep_save_label()
+
+    def _keep_save_label(self) -> None:
+        box = self.findChild(QDialogButtonBox)
+        for button in box.buttons() if box is not None else []:
+            if box.buttonRole(button) == QDialogButtonBox.ButtonRole.AcceptRole:
+                button.setText("&Save")
 
     def chosen_folder(self) -> str | None:
-        """The existing folder the name typed or picked points at (None: a new name, a file, or no name)."""
+        """The existing folder the name typed or picked points at (None: a new name, a file, no name, or the folder
+        shown or one above it: ``..`` goes up, as in any file dialog)."""
         chosen = self.selectedFiles()
-        if not chosen or Path(chosen[0]) == Path(self.directory().absolutePath()):
+        if not chosen or not chosen[0]:
             return None
-        return chosen[0] if Path(chosen[0]).is_dir() else None
+        folder = Path(os.path.normpath(chosen[0]))
+        here = Path(os.path.normpath(self.directory().absolutePath()))
+        if folder == here or here.is_relative_to(folder) or not folder.is_dir():
+            return None
+        return str(folder)
 
     def accept(self) -> None:
         if self.chosen_folder() is not None:
@@ -76,8 +100,8 @@ def ask_output_folder(parent: QWidget | None, suggestion: str) -> str | None:
     dialog = OutputFolderDialog(parent, suggestion)
     if dialog.exec() != QDialog.DialogCode.Accepted:
         return None
-    chosen = dialog.selectedFiles()
-    return chosen[0] if chosen and chosen[0] else None
+    chosen = dialog.chosen_folder() or next(iter(dialog.selectedFiles()), "")
+    return chosen or None
 
 
 def folder_is_nonempty(path: str) -> bool:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from PySide6.QtCore import QTimer
-from PySide6.QtWidgets import QDialog, QFileDialog
+from PySide6.QtWidgets import QDialog, QDialogButtonBox, QFileDialog
 
 from shortgpt_desktop.gui import dialogs
 
@@ -55,11 +55,60 @@ def test_a_new_name_is_chosen_and_save_with_no_name_chooses_nothing(qtbot, tmp_p
     assert dialog.result() == QDialog.DialogCode.Accepted
     assert [Path(p) for p in dialog.selectedFiles()] == [tmp_path / "new-name"]
 
-    empty = dialogs.OutputFolderDialog(None, str(tmp_path))
+    empty = dialogs.OutputFolderDialog(None, str(tmp_path / "new-name"))
     qtbot.addWidget(empty)
-    empty.selectFile("")
+    _type(empty, "")
     empty.accept()  # the folder shown, with no name typed: not taken as the answer
     assert empty.result() != QDialog.DialogCode.Accepted and empty.chosen_folder() is None
+
+
+def _type(dialog: QFileDialog, text: str) -> None:
+    """Text typed in the dialog's name box (``selectFile`` would complete it)."""
+    from PySide6.QtWidgets import QLineEdit
+
+    dialog.findChild(QLineEdit, "fileNameEdit").setText(text)
+
+
+def _accept_label(dialog: QFileDialog) -> str:
+    box = dialog.findChild(QDialogButtonBox)
+    return next(b.text() for b in box.buttons() if box.buttonRole(b) == QDialogButtonBox.ButtonRole.AcceptRole)
+
+
+def test_the_button_says_save_on_a_folder_and_dot_dot_still_goes_up(qtbot, tmp_path: Path,
+                                                                     earlier_output: Path) -> None:
+    """Qt relabels Save "Open" on a folder, where Save now chooses it; ``..`` typed went up, and would have been
+    taken as the folder to replace."""
+    stock = _stock_save_dialog(str(tmp_path / "new-name"))
+    qtbot.addWidget(stock)
+    stock.selectFile(earlier_output.name)
+    assert _accept_label(stock) == "&Open"  # what the user saw on the folder they meant to replace
+
+    dialog = dialogs.OutputFolderDialog(None, str(tmp_path / "new-name"))
+    qtbot.addWidget(dialog)
+    dialog.selectFile(earlier_output.name)
+    assert _accept_label(dialog) == "&Save"
+    inside = dialogs.OutputFolderDialog(None, str(earlier_output / "new-name"))
+    qtbot.addWidget(inside)
+    _type(inside, "..")
+    assert inside.chosen_folder() is None
+    inside.accept()  # up one folder, as in any file dialog
+    assert inside.result() != QDialog.DialogCode.Accepted
+    assert Path(inside.directory().absolutePath()) == tmp_path
+
+
+def test_an_earlier_output_suggested_again_is_shown_selected_in_its_folder(qtbot, tmp_path: Path,
+                                                                           earlier_output: Path) -> None:
+    """The same cut saved again suggests the earlier output's name: Qt opened the dialog inside that folder, with
+    no name and Save greyed out."""
+    stock = _stock_save_dialog(str(earlier_output))
+    qtbot.addWidget(stock)
+    assert Path(stock.directory().absolutePath()) == earlier_output  # inside it: nothing to pick
+
+    dialog = dialogs.OutputFolderDialog(None, str(earlier_output))
+    qtbot.addWidget(dialog)
+    assert Path(dialog.directory().absolutePath()) == tmp_path
+    dialog.accept()
+    assert dialog.result() == QDialog.DialogCode.Accepted and dialog.chosen_folder() == str(earlier_output)
 
 
 def _open_dialog() -> dialogs.OutputFolderDialog:

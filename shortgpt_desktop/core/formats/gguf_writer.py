@@ -119,6 +119,10 @@ class GGUFPlan:
     removed_from_original: list[int]
     source_bytes: int
     output_bytes: int  # the pruned .gguf's exact size when no tensor changes type
+    #: The per-layer sliding-window layout the output states, where it is not the one llama.cpp's period gives for
+    #: its layer count (which transformers' GGUF loader derives instead): ``swa_pattern`` written now, or the array
+    #: of a source pruned before, sliced (pruned again, the card said nothing of it).
+    stated_swa: list[bool] | None = None
 
 
 @dataclass
@@ -207,6 +211,7 @@ def _plan(path: Path, layout: GGUFLayout, removed: Sequence[int]) -> GGUFPlan:
         output_bytes=0,
     )
     plan.removed_from_original = removed_in_first_original(gguf_removed_layers(path, layout), gone, n_layer)
+    plan.stated_swa = swa if swa is not None else _sliced_swa_pattern(arch, path, layout, kept, sliced)
     with _open_view(path) as view:
         header = _header_bytes(view, layout, plan, _tensor_table(layout, plan, _NewData()))
     plan.output_bytes = _aligned(len(header), layout.alignment) + sum(
@@ -256,6 +261,22 @@ def _shifted_swa_pattern(arch: str, layout: GGUFLayout, n_layer: int, kept: list
     period = stored if isinstance(stored, int) and not isinstance(stored, bool) else None
     new = [rule.pattern(n_layer, period)[k] for k in kept]
     return new if new != rule.pattern(len(kept), period) else None
+
+
+def _sliced_swa_pattern(arch: str, path: Path, layout: GGUFLayout, kept: list[int],
+                        sliced: list[str]) -> list[bool] | None:
+    """The kept layers' part of a per-layer sliding-window array the source states (a file pruned before), where
+    it is not what llama.cpp's period gives for the new layer count."""
+    from ..model.gguf_facts import sliding_window_layers
+
+    rule = SWA_PERIODIC.get(arch)
+    if rule is None or f"{arch}.attention.sliding_window_pattern" not in sliced:
+        return None
+    stated = sliding_window_layers(path, layout)
+    if stated is None:
+        return None
+    new = [stated[k] for k in kept]
+    return new if new != rule.pattern(len(kept)) else None
 
 
 # --------------------------------------------------------------------------------------------------- write

@@ -26,9 +26,9 @@ REPORT_NAMES = {SCORE_REPORT: "the scores of a score job", EVAL_REPORT: "the rep
 
 def earlier_report(path: Path) -> str | None:
     """Which report of this tool ``path`` holds (:data:`SCORE_REPORT`…; "" where it is empty, None where it holds
-    none): a job's JSON (``--json``: one that names a saved model is :data:`SAVED_REPORT`, one without a metric
-    :data:`EVAL_REPORT`), a quality curve's JSON or CSV (``sweep --json/--csv``). Read from its first MiB: a report
-    is a few kB to a few hundred."""
+    none): a job's JSON (``--json``: one that names a saved model is :data:`SAVED_REPORT`, one with a perplexity
+    and no save, or no metric, :data:`EVAL_REPORT`), a quality curve's JSON or CSV (``sweep --json/--csv``). Read
+    from its first MiB: a report is a few kB to a few hundred."""
     try:
         with path.open("rb") as stream:
             head = stream.read(1 << 20)
@@ -51,5 +51,7 @@ def earlier_report(path: Path) -> str | None:
     if set(REPORT_KEYS) <= data.keys():
         if data.get("output"):
             return SAVED_REPORT
-        return SCORE_REPORT if data.get("metric") else EVAL_REPORT
+        # eval measures perplexity and scores nothing; a score job measures no perplexity (an eval's report written
+        # before eval left its metric empty named one, and was taken for a score's)
+        return EVAL_REPORT if data.get("ppl_before") is not None or not data.get("metric") else SCORE_REPORT
     return CURVE if set(CURVE_KEYS) <= data.keys() else None

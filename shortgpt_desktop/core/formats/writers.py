@@ -221,7 +221,7 @@ class GGUFWriter(Writer):
             if report is None:
                 return ""
             report.changed_types = {k: list(v) for k, v in changed.items()}
-            report.gguf_sliding_window = list(written.swa_pattern or [])
+            report.gguf_sliding_window = list(written.stated_swa or [])
             return model_card(report, source.spec)
 
         result = write_pruned_gguf(source, plan.removed, out, card_text=card, force=force, replaced=weights,

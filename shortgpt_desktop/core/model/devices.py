@@ -54,6 +54,18 @@ def cuda_index(name: str) -> int | None:
     return int(number)
 
 
+def wait_for(device: Any) -> None:
+    """Wait until the work queued on ``device`` (a torch device or its name) is done, so that a clock read next
+    times it: a GPU only queues kernels (a timed layer read as its launch time). Nothing to wait for on the CPU."""
+    import torch
+
+    kind = torch.device(device).type
+    if kind == "cuda":
+        torch.cuda.synchronize(device)
+    elif kind == "mps":
+        torch.mps.synchronize()
+
+
 def resolve_dtype(name: str, device: str) -> str:
     """``auto`` → bf16 on GPUs that support it (fp16 on older ones and MPS), fp32 on CPU."""
     import torch

@@ -393,6 +393,14 @@ def test_the_card_says_where_the_sliding_window_layout_is_written_and_who_reads_
             and "transformers' own GGUF loader does not" in card), card
     report = json.loads((tmp_path / "gemma.json").read_text(encoding="utf-8"))
     assert report["gguf_sliding_window"] == [True] * 4 + [False] + [True] * 4 + [False]
+    # pruned again, the file's own per-layer array is sliced: still not llama.cpp's period, and said so again
+    again = tmp_path / "again"
+    assert cli.main(["prune", str(out / "gemma.gguf"), "--remove", "0", "--repair", "none", "--no-eval", "--out",
+                     str(again), "--json", str(tmp_path / "again.json"), "-q"]) == 0
+    assert "(full attention in layers 3, 8 of the pruned model)" in " ".join(
+        (again / "README.md").read_text(encoding="utf-8").split())
+    assert json.loads((tmp_path / "again.json").read_text(encoding="utf-8"))["gguf_sliding_window"] == (
+        [True] * 3 + [False] + [True] * 4 + [False])
 
     # no sliding window: nothing written, nothing said
     assert cli.main(["prune", str(tiny_q4_gguf), "--remove", "1", "--repair", "none", "--no-eval", "--out",

@@ -20,7 +20,9 @@ from shortgpt_desktop.core.report import Report
 def test_each_file_a_job_writes_is_known_as_its_own_kind(tmp_path: Path) -> None:
     report = Report(model="m", n_layers=4, removed_layers=[1], metric="")
     report.write_json(tmp_path / "eval.json")  # eval scores nothing: no metric
-    report.metric = "bi+"
+    report.metric, report.ppl_before = "bi", 12.5
+    report.write_json(tmp_path / "old-eval.json")  # eval named a metric before it left it empty
+    report.metric, report.ppl_before = "bi+", None
     report.write_json(tmp_path / "score.json")
     report.output = str(tmp_path / "pruned")
     report.write_json(tmp_path / "prune.json")
@@ -28,7 +30,7 @@ def test_each_file_a_job_writes_is_known_as_its_own_kind(tmp_path: Path) -> None
     curve.points.append(CurvePoint(k=0, layer=None, removed=[], perplexity=9.0, nll=2.2, tokens=10))
     curve.write_json(tmp_path / "curve.json")
     curve.write_csv(tmp_path / "curve.csv")
-    assert earlier_report(tmp_path / "eval.json") == EVAL_REPORT
+    assert earlier_report(tmp_path / "eval.json") == earlier_report(tmp_path / "old-eval.json") == EVAL_REPORT
     assert earlier_report(tmp_path / "score.json") == SCORE_REPORT
     assert earlier_report(tmp_path / "prune.json") == SAVED_REPORT
     assert earlier_report(tmp_path / "curve.json") == CURVE
