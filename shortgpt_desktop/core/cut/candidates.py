@@ -179,16 +179,19 @@ class CandidateRunner:
         return picked_nll_sum(logits, targets, keep, every=True)
 
     def measure(self, sets: Sequence[Sequence[int]], after_each: Callable[[int], None] | None = None,
-                during: Callable[[float], None] | None = None) -> list[PerplexityResult]:
+                during: Callable[[float], None] | None = None, keep_states: bool = True) -> list[PerplexityResult]:
         """Calibration perplexity of each pruned set, run together layer by layer (each layer opened once).
         ``after_each(number)`` follows each set's result; ``during(fraction)`` each layer of the sweep before them
-        (the 30 single removals of a 30-layer model are one sweep: without it, a bar would stand still)."""
+        (the 30 single removals of a 30-layer model are one sweep: without it, a bar would stand still).
+        ``keep_states``: keep each set's states, for :meth:`rebase` to one of them without running it again (a greedy
+        step's few candidates); not for a sweep of every single removal, whose states (about layers² / 2 of them,
+        1-2 GB for SmolLM2 at 16 × 128 tokens) were held to spare one rebase half a pass."""
         import time
 
         started = time.perf_counter()
         variants = [self._variant(s) for s in sets]
         # Each variant's checkpoint states are kept while they fit the cache's budget beside the cache itself.
-        keeping = self.cached and self._per_layer * (len(self.cache) + sum(
+        keeping = keep_states and self.cached and self._per_layer * (len(self.cache) + sum(
             sum(1 for i in v.layers if self._checkpoint(i)) for v in variants)) <= self._budget
         self._measured = {v.removed: v for v in variants}
         for variant in variants:

@@ -237,16 +237,17 @@ def choose_for_counts(
         """The weights the saved model gets for ``removed`` (None when the job does not repair)."""
         return saved_fit(partial)(removed).tensors if judge_repaired else None
 
-    def measure_all(sets: Sequence[Sequence[int]], order_so_far: list[int], counted: int) -> list[float]:
+    def measure_all(sets: Sequence[Sequence[int]], order_so_far: list[int], counted: int,
+                    keep_states: bool = True) -> list[float]:
         """Each set's perplexity, measuring only those not measured yet (``counted``: the passes the bar's total
-        holds for this call)."""
+        holds for this call; ``keep_states``: :meth:`.candidates.CandidateRunner.measure`'s)."""
         keys = [tuple(sorted(s)) for s in sets]
         new = [k for k in dict.fromkeys(keys) if k not in measured]
         bar.skip(counted - len(new))
         if new:
             began = time.perf_counter()
             results = runner.measure(new, lambda _: bar.measured_one(order_so_far),
-                                     during=bar.swept(len(new), order_so_far))
+                                     during=bar.swept(len(new), order_so_far), keep_states=keep_states)
             bar.searched(time.perf_counter() - began)
             measured.update({k: r.perplexity for k, r in zip(new, results, strict=True)})
         return [measured[k] for k in keys]
@@ -255,7 +256,9 @@ def choose_for_counts(
     # The paper's own baseline: each layer's removal alone, measured (one layer-major sweep from the cache).
     single: list[float | None] = [None] * n
     if wider:
-        for layer, ppl in zip(known, measure_all([[i] for i in known], [], len(known)), strict=True):
+        # its states are not kept: the memory estimate counts a greedy step's, and a rebase runs the one it needs
+        for layer, ppl in zip(known, measure_all([[i] for i in known], [], len(known), keep_states=False),
+                              strict=True):
             single[layer] = ppl
     out: dict[int, SelectionResult] = {}
     for protected_key, group in groups.items():

@@ -297,6 +297,26 @@ def test_smollm2_bi_plus_not_worse_than_bi(smollm2_tokens) -> None:
     assert held_plus < 1.1 * held_plain, "the calibration choice should carry over to held-out text"
 
 
+def test_the_single_removal_sweep_keeps_no_states_and_the_greedy_steps_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sweep's states (about layers² / 2) were held to spare one rebase; the greedy steps' few are worth it."""
+    from shortgpt_desktop.core.cut import candidates
+
+    model = random_model("llama", dict(TINY_FAMILIES["llama"][1], num_hidden_layers=8), seed=5)
+    tokens = random_tokens(8, 24, seed=6)
+    bi = measure_layers(model, LLAMA, tokens, keep_last_token=False).bi
+    calls: list[tuple[int, bool]] = []
+    measure = candidates.CandidateRunner.measure
+
+    def recorded(self: Any, sets: Any, *args: Any, keep_states: bool = True, **kwargs: Any) -> Any:
+        calls.append((len(sets), keep_states))
+        return measure(self, sets, *args, keep_states=keep_states, **kwargs)
+
+    monkeypatch.setattr(candidates.CandidateRunner, "measure", recorded)
+    choose_layers_safely(model, LLAMA, tokens, 3, bi, eval_samples=6)
+    assert calls[0] == (8, False)  # every layer's removal, in one sweep
+    assert len(calls) > 1 and all(keep for _, keep in calls[1:])
+
+
 def test_the_cache_changes_no_number() -> None:
     """Each candidate starts from the cached states of the layers chosen so far: same choice, same perplexities
     as measuring every candidate from the first layer."""
