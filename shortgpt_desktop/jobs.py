@@ -184,9 +184,8 @@ def _note_larger_output(engine: Engine, plan: PrunePlan, spec: JobSpec, on_note:
     bound = "up to" if plan.reencoded_at_most else "about"
     why = "healing changes nearly every kept weight" if spec.heal_steps > 0 else "the weights the repair changes are"
     unhealed = ""
-    if spec.heal_steps > 0 and engine.source is not None:
-        sizes = engine.writer.sizes(engine.source, plan.removed, engine.n_layers,
-                                    WeightChanges.of(dataclasses.replace(spec, heal_steps=0)))
+    if spec.heal_steps > 0:
+        sizes = engine.output_sizes(plan.removed, WeightChanges.of(dataclasses.replace(spec, heal_steps=0)))
         if sizes is not None and sizes[1] < plan.bytes_before:
             unhealed = f"; without --heal it would be at most {human_bytes(sizes[1])}"
     on_note(f"the saved model will be {bound} {human_bytes(plan.bytes_after)}, larger than the original's "

@@ -329,6 +329,13 @@ class Engine:
         settings of the moment; the scoring's until then)."""
         self.weight_changes = WeightChanges.of(spec)
 
+    def output_sizes(self, removed: Sequence[int], changes: WeightChanges | None = None) -> tuple[int, int] | None:
+        """Bytes of the source and of the output without ``removed``, in the format that will be written, the
+        weights ``changes`` names counted as they will be written (None: the writer cannot tell before writing)."""
+        if self.source is None:
+            return None
+        return self.writer.sizes(self.source, removed, self.n_layers, changes or WeightChanges())
+
     def _with_output_sizes(self, plan: PrunePlan, changes: WeightChanges | None = None) -> PrunePlan:
         """Bytes before and after in the format that will be written (a GGUF stays quantized, and the weights the
         job changes are counted as they will be written: ``changes``, else the settings of the moment)."""
@@ -340,8 +347,8 @@ class Engine:
         adjusted = self._adjusted_for(plan.removed)
         if adjusted is not None and adjusted.changes == changes:  # fitted: the weights it changed, exactly
             changes = dataclasses.replace(changes, names=frozenset(adjusted.weights))
-        sizes = self.writer.sizes(self.source, plan.removed, self.n_layers, changes)
-        plain = self.writer.sizes(self.source, plan.removed, self.n_layers)
+        sizes = self.output_sizes(plan.removed, changes)
+        plain = self.output_sizes(plan.removed)
         if sizes is not None and plain is not None:
             plan.bytes_before, plan.bytes_after = sizes
             plan.bytes_reencoded = sizes[1] - plain[1]
@@ -823,13 +830,13 @@ class Engine:
         a first one untimed (its first touches), as the scoring pass runs them. In memory, a batch of samples; one
         layer at a time every sample, since each layer's read is shared by all of them (a batch alone would bear
         it). About 2 / layers of a scoring pass."""
+        from .model.devices import wait_for
+
         assert self.backend is not None
         stack = self.backend.stack
         sequences = tokens.samples or tokens.eval_windows
         if self.backend.whole_model:
             sequences = sequences[: spec.batch_size]
-        from .model.devices import wait_for
-
         batches = stack.capture(sequences, tokens.pad_id, spec.batch_size, cancel)
         stack.run_layers(batches, [0], cancel=cancel)
         wait_for(batches[0].hidden.device)
@@ -1228,8 +1235,7 @@ class Engine:
             total = 2 * self.backend.tokens_to_generate(spec.max_new_tokens)
             progress("generate", 0, total, None)
 
-            def on_token(done: int, total: int) -> None:
-                raise_if_cancelled(cancel)
+            def on_token(done: int, total: int) -> None:  # a cancel is asked by the backend, given ``cancel``
                 if done < total:  # its end is said once both are written (either may stop early)
                     progress("generate", done, total, None)
 

@@ -111,8 +111,8 @@ class Report:
     source_quantization: str = ""
     # GGUF tensors re-quantized: name in the pruned file (new block index) → [from, to]; tensor_label() words it
     changed_types: dict[str, list[str]] = field(default_factory=dict)
-    #: A GGUF output's sliding-window layout, one bool a kept layer, where the writer put it in the file because
-    #: removing layers shifted the one llama.cpp derives from the layer index (empty: none written)
+    #: A GGUF output's sliding-window layout, one bool a kept layer, where the file states it per layer and it is not
+    #: the one llama.cpp derives from the layer count (``GGUFPlan.stated_swa``; empty: none stated)
     gguf_sliding_window: list[bool] = field(default_factory=list)
     version: str = __version__
 
