@@ -353,10 +353,7 @@ def run_eval(engine: Engine, spec: JobSpec, other: str | None = None, progress: 
     report.repair = ""  # nothing is repaired here: "none" read as said of the --against model, repaired or not
     report.calibration = [] if spec.eval_text else list(engine.token_names)
     report.warnings = list(engine.token_warnings)
-    fewer = pipeline.fewer_windows(spec, tokens)
-    if fewer is not None:
-        report.warnings.append(fewer)
-        report.text_ran_out = True
+    pipeline.note_fewer_windows(report, spec, tokens)
     report.eval_text, report.against = spec.eval_text, other
     # Each model's size as the summary printed it (the JSON said 0 for both): the second's as the "after" figures
     report.params_before, report.bytes_before = info.n_params, info.bytes_on_disk

@@ -1025,10 +1025,8 @@ class Engine:
                              data="held-out windows (the check's)", model=spec.model,
                              calibration=list(self.token_names), eval_text=spec.eval_text, samples=spec.samples,
                              seq_len=spec.seq_len, seed=spec.seed, warnings=list(self.token_warnings))
-        fewer = self._fewer_windows(spec, tokens)
-        if fewer is not None:
-            curve.warnings.append(fewer)
-            curve.text_ran_out = True
+        self._log_fewer_windows(spec, tokens)
+        pipeline.note_fewer_windows(curve, spec, tokens)
         # Plain BI where the pass gave its statistics; a metric without them (sequential, reverse, ppl) has its
         # own order beside the curve, named so (it was labelled BI).
         bi_scores = self.stats.bi if self.stats is not None else self.scores.scores
@@ -1310,10 +1308,10 @@ class Engine:
         if not tokens.eval_windows:
             raise CalibrationError("The calibration text leaves no held-out text for perplexity; add more text or "
                                    "give a separate evaluation text.")
-        self._fewer_windows(spec, tokens)
+        self._log_fewer_windows(spec, tokens)
         return loaded, tokens
 
-    def _fewer_windows(self, spec: JobSpec, tokens: TokenSet) -> str | None:
+    def _log_fewer_windows(self, spec: JobSpec, tokens: TokenSet) -> None:
         """The note that the text gave fewer held-out windows than asked for (:func:`.pipeline.fewer_windows`),
         logged once for these tokens (the window's log; the command line prints the report's and the curve's
         warnings). Said where windows are measured, not by a scoring, which never reads them."""
@@ -1321,7 +1319,6 @@ class Engine:
         if fewer is not None and self.windows_noted != self.token_key:
             log.info(fewer)  # INFO: the command line shows the engine's warnings, and prints this at the end
             self.windows_noted = self.token_key
-        return fewer
 
     def reference_for(self, spec: JobSpec, tokens: TokenSet, progress: Progress = no_progress,
                       cancel: CancelCheck | None = None) -> Reference:
@@ -1429,10 +1426,8 @@ class Engine:
         c = self.checked_for(spec, plan.removed)
         if c is not None:
             report.ppl_before, report.ppl_after, report.eval_tokens = c.ppl_before, c.ppl_after, c.eval_tokens
-            fewer = pipeline.fewer_windows(spec, self.tokens) if self.tokens is not None else None
-            if fewer is not None and self.token_key == self._token_key(spec):
-                report.warnings.append(fewer)
-                report.text_ran_out = True
+            if self.tokens is not None and self.token_key == self._token_key(spec):
+                pipeline.note_fewer_windows(report, spec, self.tokens)
             report.eval_text = spec.eval_text  # None: the windows were held out of the calibration text's end
             report.timings["perplexity"] = c.seconds
             if c.fidelity is not None:

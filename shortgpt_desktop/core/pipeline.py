@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ..format import in_number
 from . import defaults
@@ -250,6 +250,24 @@ def fewer_windows(spec: JobSpec, tokens: TokenSet) -> str | None:
     return (f"{source} gives only {got:,} {in_number(got, 'window')} of at most {spec.seq_len:,} tokens "
             f"({spec.eval_windows:,} asked for), and perplexity is measured on {in_number(got, 'it', 'them')}; give "
             f"{more} to measure on more.")
+
+
+class _Warned(Protocol):
+    """What states its figures' warnings: a report or a quality curve."""
+
+    warnings: list[str]
+    text_ran_out: bool
+
+
+def note_fewer_windows(target: _Warned, spec: JobSpec, tokens: TokenSet) -> bool:
+    """Put :func:`fewer_windows`'s note among ``target``'s warnings and mark that the text ran out (the summary and
+    the window then advise more text rather than more windows). False where the text gave every window asked."""
+    fewer = fewer_windows(spec, tokens)
+    if fewer is None:
+        return False
+    target.warnings.append(fewer)
+    target.text_ran_out = True
+    return True
 
 
 def beyond_trained_positions(name: str, trained: int | None, seq_len: int) -> str | None:
