@@ -16,6 +16,7 @@ from typing import Any
 
 from ..core.errors import UserError
 from ..core.formats.output_folder import write_file_atomically
+from ..core.formats.report_files import SCORE_REPORT
 from ..core.measure.metrics import METRICS
 from ..core.measure.scoring import LayerScores
 from ..core.report import Report
@@ -41,11 +42,12 @@ def write_scores(report: Report, partial: bool, path: str | Path, sources: Seque
                  texts: Sequence[str | Path] = ()) -> Path:
     """Write ``report`` as JSON to ``path`` via a temporary file beside it (never a half-written file), refused as
     the command line's ``--json`` is over or inside the ``sources`` model, over the ``texts`` the job read, over a
-    read-only file or a device (the save dialog has asked before replacing a file): the export replaced the open
-    model's ``config.json``, and read-only files, with the scores."""
+    read-only file or a device, and over any file but scores exported before: the export replaced the open model's
+    ``config.json``, read-only files, and (the save dialog's "Replace?" answered Yes, as for any file) a note
+    ``todo.txt`` and another program's ``data.json``."""
     data = {**report.to_dict(), "partial": partial}
     return write_file_atomically(Path(path), lambda stream: stream.write(json.dumps(data, indent=2) + "\n"),
-                                 sources, texts)
+                                 sources, texts, replaces=SCORE_REPORT)
 
 
 def _whole(value: Any) -> int | None:

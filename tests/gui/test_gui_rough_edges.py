@@ -647,6 +647,21 @@ def test_scores_export_and_import_for_the_same_model(qtbot, opened, make_window,
         assert window.export_scores(target) is None
         assert said in window.dialogs[-1].text()
     assert config.read_bytes() == config_before and notes.read_text() == "my notes"
+    # Nor one that is not scores exported before, as --json: a note and another program's JSON were replaced after
+    # the dialog's Yes. An earlier export is replaced.
+    todo, other_json = out / "todo.txt", out / "data.json"
+    todo.write_text("buy milk\n")
+    other_json.write_text('{"a": 1}\n')
+    for target in (todo, other_json):
+        assert window.export_scores(target) is None
+        assert "is not a report of this tool" in window.dialogs[-1].text()
+    assert todo.read_text() == "buy milk\n" and other_json.read_text() == '{"a": 1}\n'
+    window.plan_panel.set_count(1, emit=True)
+    qtbot.waitUntil(lambda: window.plan is not None and len(window.plan.removed) == 1, timeout=3000)
+    assert window.export_scores(path) == path
+    assert json.loads(path.read_text(encoding="utf-8"))["removed_layers"] == window.plan.removed
+    todo.unlink()
+    other_json.unlink()
     window.dialogs.clear()
 
     # A fresh window with the same model opened: import, and the chart and slider work without a pass.

@@ -494,14 +494,15 @@ def check_report_path(path: Path, sources: Sequence[str | Path] = (), texts: Seq
 
 
 def write_file_atomically(path: Path, write: Callable[[Any], None], sources: Sequence[str | Path] = (),
-                          texts: Sequence[str | Path] = ()) -> Path:
+                          texts: Sequence[str | Path] = (), replaces: str | None = None) -> Path:
     """``write(stream)`` (text) into a temporary file beside ``path``, moved into place only when complete.
 
     A path that cannot be written (no such folder, no permission, a folder in the way, a full disk) is one
     :class:`OutputError` sentence, and nothing is left behind; nor is one :func:`check_report_path` refuses with
-    the ``sources`` and ``texts`` of the job.
+    the ``sources`` and ``texts`` of the job, or over a file other than an earlier report of the kind ``replaces``
+    names (where given).
     """
-    path = check_report_path(path, sources, texts)
+    path = check_report_path(path, sources, texts, replaces=replaces)
     try:
         handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     except OSError as exc:
