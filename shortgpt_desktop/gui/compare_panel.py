@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
 from ..core import defaults
 from ..core.defaults import PROMPT as DEFAULT_PROMPT
 from ..core.engine import LOST_ANSWER, Checked
+from ..core.measure.quiz import QuizAnswer
 from ..format import layer_list
 
 _INTRO = ("Press <b>Check perplexity</b> to compare the original and the pruned model on the same held-out "
@@ -86,8 +87,7 @@ class ComparePanel(QWidget):
             self.result.setText(self.result.text() + f" Quiz: the pruned model answers <b>{quiz.kept} of the "
                                 f"{quiz.known}</b> questions of fact the original answers right.")
             tip += ("\n\nQuiz, the questions the original answers right (the pruned model's greedy answers):\n"
-                    + "\n".join(f"{'right' if a.pruned_right else 'wrong'}: {a.question} → {a.pruned[:80]}"
-                                for a in quiz.answers if a.original_right))
+                    + "\n".join(_quiz_line(a) for a in quiz.answers if a.original_right))
         self.result.setToolTip(tip.strip())
         self.before_title.setText(f"<b>Original</b> · perplexity {checked.ppl_before:.2f}")
         self.after_title.setText(f"<b>Pruned</b> · perplexity {checked.ppl_after:.2f}")
@@ -135,6 +135,16 @@ class ComparePanel(QWidget):
         self.after_title.setText("<b>Pruned</b>")
         self.before.clear()
         self.after.clear()
+
+
+def _quiz_line(answer: QuizAnswer) -> str:
+    """One question of the quiz's tooltip: the pruned model's whole answer (cut at 80 characters, answers marked
+    right had lost the word that made them right: "… located in the Pacific Islands,"), and the original's
+    beside a wrong one."""
+    line = f"{'right' if answer.pruned_right else 'wrong'}: {answer.question} → {' '.join(answer.pruned.split())}"
+    if not answer.pruned_right:
+        line += f"\n        (the original: {' '.join(answer.original.split())})"
+    return line
 
 
 def _shown(checked: Checked, generation: str) -> str:

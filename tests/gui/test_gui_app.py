@@ -108,14 +108,17 @@ def test_the_quiz_is_said_in_the_panel_with_each_answer_in_its_tooltip_and_forgo
     panel = ComparePanel()
     qtbot.addWidget(panel)
     questions = (("Capital of Japan?", ("tokyo",)), ("Red planet?", ("mars",)), ("Gold's symbol?", ("au",)))
-    quiz = marked(["Tokyo.", "Mars.", "Gold."], ["Tokyo is.", "Venus.", "Au."], True, questions)
+    # A long answer is shown whole: cut at 80 characters, the word that made it right was lost.
+    long_right = "The capital of Japan is a densely populated city located in the Pacific Islands, Tokyo."
+    quiz = marked(["Tokyo.", "Mars, the\nfourth planet.", "Gold."], [long_right, "Venus.", "Au."], True, questions)
     checked = Checked(removed=[3, 4], ppl_before=10.0, ppl_after=12.5, eval_tokens=2048, prompt="Hi",
                       generation_before="Hello.", generation_after="Hello.", seconds=1.0, chat_template=True,
                       quiz=quiz)
     panel.show_checked(checked)
     assert "answers <b>1 of the 2</b> questions of fact the original answers right" in panel.result.text()
     tip = panel.result.toolTip()
-    assert "right: Capital of Japan? → Tokyo is." in tip and "wrong: Red planet? → Venus." in tip
+    assert f"right: Capital of Japan? → {long_right}" in tip and "wrong: Red planet? → Venus." in tip
+    assert "(the original: Mars, the fourth planet.)" in tip and tip.count("the original: ") == 1
     assert "Gold's symbol?" not in tip  # the original got it wrong: it does not count
     checked.quiz = None
     panel.show_checked(checked)
