@@ -77,7 +77,7 @@ def test_output_folder_refusals_come_before_inspection(tiny_model: Path, small_c
     full = tmp_path / "full"
     full.mkdir()
     (full / "keep.txt").write_text("mine")
-    with pytest.raises(OutputError, match=r"holds more than a model \(keep.txt\)"):
+    with pytest.raises(OutputError, match=r"holds no model but other files \(keep.txt\)"):
         run_prune(Engine(), spec(tiny_model, small_calib, count=1, out=str(full)))
     with pytest.raises(OutputError, match="source model's folder or inside it"):
         run_prune(Engine(), spec(tiny_model, small_calib, count=1, out=str(tiny_model / "pruned")))

@@ -306,7 +306,7 @@ def test_save_refuses_the_source_folder_and_asks_before_replacing(qtbot, opened,
     asked.clear()
     with qtbot.waitSignal(window.errorShown, timeout=30_000) as shown:
         window.save_to(occupied)
-    assert "holds more than a model (keep.txt)" in shown.args[0] and asked == [] and started == []
+    assert "holds no model but other files (keep.txt)" in shown.args[0] and asked == [] and started == []
     assert leftovers(occupied) == ["keep.txt"]
     window.last_dialog.close()
     # An earlier output: asked first; No leaves it, Yes replaces it.

@@ -69,7 +69,11 @@ def not_an_earlier_output(folder: Path) -> str | None:
     not one output."""
     others = not_model_files(folder)
     if others:
-        return f"holds more than a model ({some_of(others, 3)}), which replacing it would delete"
+        # A folder of notes alone was said to hold "more than a model", as if it held one.
+        model = any(p.name not in SYSTEM_FILES and p.name + ("/" if p.is_dir() else "") not in others
+                    for p in folder.iterdir())
+        what = "more than a model" if model else "no model but other files"
+        return f"holds {what} ({some_of(others, 3)}), which replacing it would delete"
     ggufs = sorted(p.name for p in folder.glob("*.gguf"))
     if len(ggufs) > 1:
         return f"holds {len(ggufs)} GGUF files ({', '.join(ggufs[:3])}{'…' if len(ggufs) > 3 else ''}), not one output"

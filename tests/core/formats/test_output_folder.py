@@ -499,7 +499,7 @@ def test_a_folder_force_would_not_replace_is_refused_without_offering_force(tiny
     notes = tmp_path / "notes"
     notes.mkdir()
     (notes / "todo.txt").write_text("mine")
-    with pytest.raises(OutputError, match=r"holds more than a model \(todo.txt\)") as refused:
+    with pytest.raises(OutputError, match=r"holds no model but other files \(todo.txt\)") as refused:
         of.check_output_folder(notes, _source(tiny_model), force=False)
     assert refused.value.hint is None
     earlier = tmp_path / "earlier"

@@ -274,13 +274,13 @@ def test_non_empty_output_needs_force(tiny_model: Path, tmp_path: Path) -> None:
     out.mkdir()
     (out / "keep.txt").write_text("precious")
     loaded = load(tiny_model)
-    with pytest.raises(OutputError, match=r"holds more than a model \(keep.txt\)"):  # --force would not replace it
+    with pytest.raises(OutputError, match=r"holds no model but other files \(keep.txt\)"):  # forced or not
         save(loaded, out)
     assert (out / "keep.txt").read_text() == "precious"
     # Even forced, a folder holding more than a model is not replaced: `--out . --force` in a folder of notes
     # deleted the notes.
     (out / "notes").mkdir()
-    with pytest.raises(OutputError, match=r"holds more than a model \(keep.txt, notes/\)"):
+    with pytest.raises(OutputError, match=r"holds no model but other files \(keep.txt, notes/\)"):
         save(loaded, out, force=True)
     assert (out / "keep.txt").read_text() == "precious"
     shutil.rmtree(out)
