@@ -297,8 +297,12 @@ class PlanPanel(QGroupBox):
         self.count_label.setToolTip("\n".join(plan.notes))
         # Save wrote 3, 5, 7, 12, 13, 17, 25 where 12–15, 17, 25, 26 were shown, and nothing said that it could.
         muted = self.palette().color(QPalette.ColorRole.PlaceholderText).name()  # the disabled text's was too pale
+        # bi+ leaves the first and last layers out: "the lowest scores" beside a red bar above a blue one at layer 0
+        # read as a fault.
+        ends = n > 2 and 0 not in plan.removed and n - 1 not in plan.removed
+        which = "the lowest scores apart from the first and last layers" if ends else "the lowest scores"
         self.layers_label.setText((layer_list(plan.removed) if k else "none") + (
-            f" <span style='color: {muted}'>· the lowest scores for now; Check or Save measures and may remove "
+            f" <span style='color: {muted}'>· {which} for now; Check or Save measures and may remove "
             "others</span>" if later else ""))
         self.layers_label.setToolTip(", ".join(map(str, plan.removed)))
         self.params_label.setText(

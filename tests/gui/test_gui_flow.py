@@ -507,6 +507,9 @@ def test_the_plan_says_bi_plus_may_remove_other_layers_and_the_check_says_it_did
         window.plan_panel.set_count(count, emit=True)
         shown = list(window.plan.removed)
         assert window.plan.chosen_later and "may remove others" in window.plan_panel.layers_label.text()
+        # the ends are not among the lowest scores shown, though one of them may score lower
+        assert 0 not in shown and 5 not in shown
+        assert "the lowest scores apart from the first and last layers" in window.plan_panel.layers_label.text()
         assert "up to" not in window.plan_panel.size_label.text()  # the layers shown are no bound
         with qtbot.waitSignal(window.jobFinished, timeout=60_000):
             window.check()
