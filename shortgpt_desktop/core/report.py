@@ -292,6 +292,9 @@ def model_card(report: Report, base_model: str) -> str:
         quiz_too = ", by a quiz answer or two where it is close" if report.quiz.get("known") else ""
         ppl += ("\nThese figures were measured before the changed weights were re-quantized for this file (see "
                 f"Format); the file's own may differ{quiz_too} (`shortgpt eval` measures it).\n")
+    if report.ppl_after is None:  # a save without the check (the window's Save, --no-eval): the card said nothing
+        ppl = (f"\nNo quality figures: this model was saved without a check. `shortgpt eval {base_model} --against "
+               "THIS_FOLDER` measures both models' perplexity, the fidelity and the quiz.\n")
     sizes = ""
     if report.params_before:
         sizes = f"| parameters | {report.params_before:,} | {report.params_after:,} |\n"

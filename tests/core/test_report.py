@@ -81,6 +81,17 @@ def test_the_card_gives_the_figures_of_the_report() -> None:
     assert "| perplexity | 10.000 | 12.500 |" in card
     assert "mean KL divergence 0.1234 nats per token (99th percentile 1.500), same top token for 80.0% of" in card
     assert "- Calibration: wiki.txt; 8 samples × 32 tokens, seed 0 (2,560 tokens scored)\n" in card
+    assert "No quality figures" not in card
+
+
+def test_a_card_saved_without_a_check_says_so_and_how_to_measure() -> None:
+    """The window's Save without Check (and --no-eval) wrote a card with layers and sizes and not a word on quality."""
+    report = Report(model="org/m", metric="bi", scores=[0.1] * 6, removed_layers=[1, 2], samples=8, seq_len=32)
+    report.n_layers, report.changed_types = 6, {"blk.1.ffn_down.weight": ["Q4_K", "Q8_0"]}
+    card = model_card(report, "org/m")
+    assert ("No quality figures: this model was saved without a check. `shortgpt eval org/m --against THIS_FOLDER` "
+            "measures both models' perplexity, the fidelity and the quiz.") in card
+    assert "| perplexity |" not in card and "measured before the changed weights" not in card
 
 
 def test_imported_scores_card_says_what_they_were_measured_on_and_what_this_job_read() -> None:
