@@ -17,7 +17,7 @@ from ..core import defaults
 from ..core.defaults import PROMPT as DEFAULT_PROMPT
 from ..core.engine import LOST_ANSWER, Checked
 from ..core.measure.quiz import QuizAnswer
-from ..format import layer_list
+from ..format import in_number, layer_list
 
 _INTRO = ("Press <b>Check perplexity</b> to compare the original and the pruned model on the same held-out "
           "tokens.")
@@ -70,7 +70,7 @@ class ComparePanel(QWidget):
             f"Perplexity on {checked.eval_tokens:,} held-out tokens{rough}: "
             f"original <b>{checked.ppl_before:.2f}</b>, "
             f"pruned <b>{checked.ppl_after:.2f}</b> (× {ratio:.2f}); "
-            f"removed layers {layer_list(checked.removed)}."
+            f"removed {in_number(len(checked.removed), 'layer')} {layer_list(checked.removed)}."
         )
         tip = ""
         fidelity = checked.fidelity

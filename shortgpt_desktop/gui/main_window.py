@@ -34,7 +34,7 @@ from ..core.measure.calibration import BUILTIN_CORPUS
 from ..core.measure.metrics import METRICS
 from ..core.model.loading import ModelInfo
 from ..core.report import model_bytes
-from ..format import counted, human_bytes, human_seconds, layer_list
+from ..format import counted, human_bytes, human_seconds, in_number, layer_list
 from . import dialogs
 from .calibration_panel import CalibrationPanel
 from .chart import ScoreChart
@@ -62,7 +62,8 @@ def _chosen_otherwise(before: PrunePlan | None, after: PrunePlan | None) -> str:
     if before is None or after is None or not before.chosen_later or before.removed == after.removed \
             or len(before.removed) != len(after.removed):
         return ""
-    return (f"bi+ measured its candidates and removed layers {layer_list(after.removed)}, not the lowest scores "
+    return (f"bi+ measured its candidates and removed {in_number(len(after.removed), 'layer')} "
+            f"{layer_list(after.removed)}, not the lowest scores "
             f"shown before ({layer_list(before.removed)})")
 
 

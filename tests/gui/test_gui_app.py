@@ -123,6 +123,10 @@ def test_the_quiz_is_said_in_the_panel_with_each_answer_in_its_tooltip_and_forgo
     checked.quiz = None
     panel.show_checked(checked)
     assert "Quiz" not in panel.result.text() and "Quiz" not in panel.result.toolTip()
+    assert "removed layers 3, 4." in panel.result.text()
+    checked.removed = [3]
+    panel.show_checked(checked)
+    assert "removed layer 3." in panel.result.text()  # it said "removed layers 3."
 
 
 def test_the_curve_says_the_quiz_at_each_count_where_it_was_asked(qtbot) -> None:

@@ -517,8 +517,10 @@ def test_the_plan_says_bi_plus_may_remove_other_layers_and_the_check_says_it_did
         said = window.statusBar().currentMessage()
         if window.plan.removed != shown:
             changed.append(count)
-            assert said == (f"Checked; bi+ measured its candidates and removed layers {layer_list(window.plan.removed)}"
-                            f", not the lowest scores shown before ({layer_list(shown)}).")
+            layers = "layer" if count == 1 else "layers"  # "removed layers 1."
+            assert said == (f"Checked; bi+ measured its candidates and removed {layers} "
+                            f"{layer_list(window.plan.removed)}, not the lowest scores shown before "
+                            f"({layer_list(shown)}).")
         else:
             assert "bi+ measured" not in said
     assert changed, "no count where bi+ chose other layers than the lowest scores: the case is not tested"
