@@ -28,6 +28,7 @@ class ComparePanel(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self._showing: Checked | None = None  # the check whose figures are on screen
         self.prompt = QLineEdit(DEFAULT_PROMPT, self)
         self.prompt.setPlaceholderText("A prompt for both models to continue (empty: no generation)")
         self.prompt.setClearButtonEnabled(True)
@@ -63,6 +64,7 @@ class ComparePanel(QWidget):
         return box
 
     def show_checked(self, checked: Checked) -> None:
+        self._showing = checked
         ratio = checked.ratio
         rough = defaults.rough_figure(checked.eval_tokens, checked.text_ran_out, window=True)
         rough = f" ({rough})" if rough else ""
@@ -103,6 +105,10 @@ class ComparePanel(QWidget):
         if checked.streamed_note:  # the quiz gone and the text cut short, without a word
             self.result.setText(self.result.text() + f" {checked.streamed_note}")
 
+    def shows(self, checked: Checked) -> bool:
+        """Whether the panel shows ``checked``'s figures now (not a message in their place)."""
+        return self._showing is checked
+
     def mark_stale(self) -> None:
         """The plan or its recipe changed since the last check: say so instead of showing numbers for another."""
         if self.before.toPlainText() or "pruned <b>" in self.result.text():
@@ -116,11 +122,13 @@ class ComparePanel(QWidget):
         self.prompt.setText(text)
 
     def show_measuring(self) -> None:
+        self._showing = None
         self.result.setText("Measuring…")
 
     def show_message(self, text: str) -> None:
         """``text`` in place of the figures: the titles' perplexities and the texts go with them (they would be
         another plan's, or a check's that did not finish)."""
+        self._showing = None
         self.result.setText(text)
         self.result.setToolTip("")
         self.before_title.setText("<b>Original</b>")
@@ -130,6 +138,7 @@ class ComparePanel(QWidget):
 
     def clear(self) -> None:
         """Another model: nothing measured on the previous one stays."""
+        self._showing = None
         self.result.setText(_INTRO)
         self.before_title.setText("<b>Original</b>")
         self.after_title.setText("<b>Pruned</b>")

@@ -797,9 +797,13 @@ class MainWindow(QMainWindow):
         else:
             self.chart.set_removed(plan.removed)
         self.plan_panel.show_plan(plan, manual=self.manual)
-        checked = self.engine.checked
-        if checked is None or checked.removed != list(plan.removed):
+        # Back at the plan checked last (the slider moved away and back), its figures again: the panel kept "press
+        # Check again", and a 9-minute check was run again for the same numbers.
+        checked = self.engine.checked_for(self.job_spec(), plan.removed) if self.engine.checked else None
+        if checked is None:
             self.compare_panel.mark_stale()
+        elif not self.compare_panel.shows(checked):
+            self.compare_panel.show_checked(checked)
         self._update_buttons()
 
     # --------------------------------------------------------------------------------------------- settings

@@ -61,6 +61,12 @@ def test_a_failed_check_says_so_and_drops_the_last_checks_figures(qtbot, opened,
     window.plan_panel.slider.setValue(3)
     window.plan_panel.flush()
     assert "changed since the last check" in window.compare_panel.result.text()  # its figures are for 2 layers
+    # Back at the plan it checked, its figures again without a job (a 9-minute check was run again for them).
+    window.plan_panel.slider.setValue(2)
+    window.plan_panel.flush()
+    assert not window.busy and "· perplexity" in window.compare_panel.after_title.text()
+    assert "changed since the last check" not in window.compare_panel.result.text()
+    assert window.compare_panel.result.text().count("pruned <b>") == 1
 
     def refused(*args, **kwargs):
         raise UserError("Not enough memory for the check.")
