@@ -227,6 +227,9 @@ class Engine:
     adjusted: Adjusted | None = None  # the repair (and healing) of the last plan that was checked or saved
     #: A refining metric's measured choices (selection.SelectionResult) for the current scores, by count.
     selections: dict[int, Any] = field(default_factory=dict)
+    #: (key, cut.selection.SearchMemo): what bi+'s searches measured, for the next search of another count on the
+    #: same samples, batch size and recipe (:meth:`_search_memo`); dropped with the selections.
+    search_memo: tuple[tuple, Any] | None = None
     #: The measured choices of a metric of the same pass shown before, by its name, until it is shown again: a look
     #: at BI's bars threw away bi+'s measured choices (minutes of a CPU's time each on a real model).
     set_aside: dict[str, dict[int, Any]] = field(default_factory=dict)
@@ -268,6 +271,7 @@ class Engine:
         self.stats = self.scores = self.scored = self.sizes = self.scored_spec = self.checked = None
         self.adjusted = self.weight_changes = None
         self.selections, self.set_aside = {}, {}
+        self.search_memo = None
         self.fitted.clear()
         self.answers = None
         self.reference = self.reference_key = None
@@ -660,6 +664,7 @@ class Engine:
         started, pass_started = clocks
         self.stats, self.scores = stats, scores
         self.selections, self.set_aside = {}, {}
+        self.search_memo = None
         if self.adjusted is not None and (self.adjusted.key is None
                                           or self.adjusted.key.token_key != self._token_key(spec)):
             self.adjusted = None  # fitted on other tokens; a rescore of the same text keeps the fit (and healing)
@@ -949,6 +954,16 @@ class Engine:
         answers = self.answers[1]
         return dataclasses.replace(tokens, samples=list(tokens.samples) + answers) if answers else tokens
 
+    def _search_memo(self, spec: JobSpec) -> Any:
+        """The :class:`.cut.selection.SearchMemo` for searches with ``spec``'s samples, batch size and recipe on the
+        model as it runs now (a new one where any of them changed)."""
+        from .cut.selection import SearchMemo
+
+        key = (self._reference_key(spec), id(self.backend), spec.repair != "none")
+        if self.search_memo is None or self.search_memo[0] != key:
+            self.search_memo = (key, SearchMemo())
+        return self.search_memo[1]
+
     def _selection_for(self, count: int) -> Any:
         """The refining metric's measured choice of ``count`` layers for the current scores, if it was made."""
         return self.selections.get(count)
@@ -972,7 +987,8 @@ class Engine:
             tokens = self.tokens_for(spec, progress)
             ctx = ScoringContext(self.loaded.model, self.loaded.family, tokens, spec.batch_size, progress, cancel,
                                  stack=self.backend.stack, repaired=spec.repair != "none", probe=self._answer_probe(),
-                                 repair_for=self._repair_for(spec, tokens, cancel, progress))
+                                 repair_for=self._repair_for(spec, tokens, cancel, progress),
+                                 memo=self._search_memo(spec))
             self.selections.update(metric.refine_counts(ctx, scores.scores, [count]))
         return self.plan(count=count)
 
@@ -1018,7 +1034,8 @@ class Engine:
                 ctx = ScoringContext(self.loaded.model, self.loaded.family, tokens, spec.batch_size, progress,
                                      cancel, stack=self.backend.stack, repaired=spec.repair != "none",
                                      probe=self._answer_probe(),
-                                     repair_for=self._repair_for(spec, tokens, cancel, progress))
+                                     repair_for=self._repair_for(spec, tokens, cancel, progress),
+                                     memo=self._search_memo(spec))
                 self.selections.update(metric.refine_counts(ctx, self.scores.scores, missing))
         label = self.scores.metric + (" + repair" if spec.repair != "none" else "")
         curve = QualityCurve(label=label, order=[], windows=len(tokens.eval_windows), tokens=reference.result.tokens,

@@ -1249,3 +1249,50 @@ def test_a_cut_given_by_hand_with_nothing_fitted_counts_no_samples_and_no_search
         == 2 * 1000 * by_hand.memory.hidden_states_bytes
     assert checked_by_hand.memory_needed_bytes <= checked_repaired.memory_needed_bytes
     assert checked_repaired.memory.states_of_windows and not repaired.memory.states_of_windows
+
+
+@pytest.mark.parametrize("first, then", [(3, 2), (2, 3)])
+def test_bi_plus_at_another_count_takes_what_the_search_before_measured(tiny_model: Path, small_calib: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch,
+                                                                         first: int, then: int) -> None:
+    """A Save at 8 layers after a Check at 7 ran bi+'s whole search again (113 passes, about 10 minutes of SmolLM2
+    on a CPU), though its single removals and first greedy steps are the sets the search for 7 measured. Now the
+    figures of every set measured before are taken, and the choice is exactly a fresh engine's."""
+    from shortgpt_desktop.core.cut import candidates as candidates_module
+    from shortgpt_desktop.core.cut.answer_probe import AnswerProbe
+
+    monkeypatch.setattr(Engine, "_answer_probe", lambda self: AnswerProbe([[5, 6, 7, 8]], {-1}, 0))
+    sets_run: list[tuple[int, ...]] = []
+    measure = candidates_module.CandidateRunner.measure
+
+    def counting(self, sets, *args, **kwargs):
+        sets_run.extend(tuple(sorted(s)) for s in sets)
+        return measure(self, sets, *args, **kwargs)
+
+    monkeypatch.setattr(candidates_module.CandidateRunner, "measure", counting)
+    spec = small_job(tiny_model, small_calib, metric="bi+")
+    engine = Engine()
+    engine.score(spec)
+    engine.refine(spec, first)
+    before = list(sets_run)
+    sets_run.clear()
+    chosen = engine.refine(spec, then).removed
+    again = list(sets_run)
+    assert again and len(again) < len(before) / 2 and not set(again) & set(before)  # nothing measured twice
+
+    sets_run.clear()
+    fresh = Engine()
+    fresh.score(spec)
+    assert fresh.refine(spec, then).removed == chosen
+    ours, theirs = engine.selections[then], fresh.selections[then]
+    assert ours.order == theirs.order and ours.order_perplexity == theirs.order_perplexity  # exactly
+    assert ours.single_removal == theirs.single_removal and ours.chosen == theirs.chosen
+    assert [(c.name, c.removed, c.calibration_perplexity, c.repaired_perplexity, c.silent)
+            for c in ours.candidates] == [(c.name, c.removed, c.calibration_perplexity, c.repaired_perplexity,
+                                           c.silent) for c in theirs.candidates]
+    # Another batch size measures other batches: nothing is taken from the searches before.
+    sets_run.clear()
+    other = dataclasses.replace(spec, batch_size=spec.batch_size + 1)
+    engine.selections = {}
+    engine.refine(other, then)
+    assert len(sets_run) == len(set(sets_run)) and len(sets_run) > len(again)
