@@ -48,7 +48,7 @@ from .formats.writers import WRITERS, WeightChanges, Writer, get_writer
 from .measure.calibration import TOKENIZE_CHUNK, TokenSet
 from .measure.evaluation import Fidelity, Reference, has_chat_template
 from .measure.metrics import METRICS, ScoringContext, get_metric
-from .measure.quiz import Quiz, ask_quiz
+from .measure.quiz import Quiz, ask_quiz, lost_most
 from .measure.scoring import HookStats, LayerScores
 from .model.loading import LoadedModel, ModelInfo, inspect_model
 from .model.memory import (
@@ -1451,6 +1451,9 @@ class Engine:
                 report.fidelity = c.fidelity.to_json()
             if c.quiz is not None:
                 report.quiz = c.quiz.to_json()
+                lost = lost_most(c.quiz.known, c.quiz.kept)
+                if lost is not None:
+                    report.warnings.append(lost)
             if c.prompt:
                 report.generation_prompt = c.prompt
                 report.generation_chat_template = c.chat_template

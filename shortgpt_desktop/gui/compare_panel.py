@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (
 from ..core import defaults
 from ..core.defaults import PROMPT as DEFAULT_PROMPT
 from ..core.engine import LOST_ANSWER, Checked
-from ..core.measure.quiz import QuizAnswer
+from ..core.measure.quiz import QuizAnswer, lost_most
 from ..format import in_number, layer_list
 
 _INTRO = ("Press <b>Check perplexity</b> to compare the original and the pruned model on the same held-out "
@@ -88,6 +88,9 @@ class ComparePanel(QWidget):
         if quiz is not None and quiz.known:
             self.result.setText(self.result.text() + f" Quiz: the pruned model answers <b>{quiz.kept} of the "
                                 f"{quiz.known}</b> questions of fact the original answers right.")
+            if lost_most(quiz.known, quiz.kept) is not None:
+                self.result.setText(self.result.text() + " <b>It has lost most of what the original knows</b>: "
+                                    "remove fewer layers (the Quality curve shows where it breaks).")
             tip += ("\n\nQuiz, the questions the original answers right (the pruned model's greedy answers):\n"
                     + "\n".join(_quiz_line(a) for a in quiz.answers if a.original_right))
         self.result.setToolTip(tip.strip())

@@ -120,6 +120,11 @@ def test_the_quiz_is_said_in_the_panel_with_each_answer_in_its_tooltip_and_forgo
     assert f"right: Capital of Japan? → {long_right}" in tip and "wrong: Red planet? → Venus." in tip
     assert "(the original: Mars, the fourth planet.)" in tip and tip.count("the original: ") == 1
     assert "Gold's symbol?" not in tip  # the original got it wrong: it does not count
+    assert "lost most" not in panel.result.text()  # 1 of 2: too few known to say
+    four = (*questions[:2], ("Capital of Italy?", ("rome",)), ("Capital of Spain?", ("madrid",)))
+    checked.quiz = marked(["Tokyo.", "Mars.", "Rome.", "Madrid."], ["Tokyo.", "No.", "No.", "No."], True, four)
+    panel.show_checked(checked)
+    assert "<b>It has lost most of what the original knows</b>" in panel.result.text()
     checked.quiz = None
     panel.show_checked(checked)
     assert "Quiz" not in panel.result.text() and "Quiz" not in panel.result.toolTip()

@@ -61,6 +61,21 @@ def right(answer: str, words: Sequence[str]) -> bool:
     return any(re.search(rf"(?<![\w.,-]){re.escape(w)}(?![\w]|[.,]\d)", text) for w in words)
 
 
+#: Fewest questions the original must answer right for the quiz to say that a cut lost most of them.
+LOST_MOST_KNOWN = 4
+
+
+def lost_most(known: int, kept: int, curve: str = "shortgpt sweep") -> str | None:
+    """The warning for a pruned model that answers fewer than half of the questions the original answers right
+    (None otherwise, or where the original knows too few for it to mean much). A Gemma 3 270M cut of 4 of 18 layers
+    answered none of 16 with nothing said beyond the quiz's count; ``curve`` names where the quality curve is."""
+    if known < LOST_MOST_KNOWN or 2 * kept >= known:
+        return None
+    return (f"The pruned model answers only {kept} of the {known} quiz questions the original answers right: it has "
+            f"lost most of what the original knows; remove fewer layers (the quality curve, {curve}, shows where it "
+            "breaks).")
+
+
 def quiz_summary(asked: int, known: int, kept: int, original: str = "the original",
                  pruned: str = "the pruned model") -> str:
     """``quiz: the pruned model answers 5 of the 16 questions the original answers right (26 asked)``; ``original``

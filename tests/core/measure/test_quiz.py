@@ -136,3 +136,23 @@ def test_a_base_models_answer_ends_at_its_line_and_a_decimal_is_not_a_whole_numb
         "input_ids"]
     assert quiz_module.answer_texts(tokenizer, prompts, [written]) == ["I am not sure"]
     assert not right("about 9.5", ["9"]) and right("about 9, I think", ["9"])
+
+
+def test_a_cut_that_lost_most_of_the_answers_is_warned_about(engine) -> None:
+    """Gemma 3 270M with 4 of 18 layers removed answered none of the 16 questions its original answers, and the
+    job said only the count. Fewer than half kept, of at least 4 known, is a warning in the report (the summary's
+    'warning:' lines, the JSON); a quiz the original knows little of says nothing more."""
+    assert quiz_module.lost_most(16, 0) is not None and quiz_module.lost_most(17, 8) is not None
+    assert quiz_module.lost_most(17, 9) is None and quiz_module.lost_most(3, 0) is None
+    assert "answers only 0 of the 16 quiz questions" in quiz_module.lost_most(16, 0)
+    engine, spec = engine
+    plan = engine.plan(count=2)
+    engine.check(spec, plan.removed)
+    questions = QUESTIONS[:4]
+    engine.checked.quiz = marked(["Paris.", "Tokyo.", "Rome.", "Berlin."], ["Paris.", "No.", "No.", "No."], True,
+                                 questions)
+    warned = [w for w in engine.report(plan, spec).warnings if "lost most" in w]
+    assert warned == [quiz_module.lost_most(4, 1)]
+    engine.checked.quiz = marked(["Paris.", "Tokyo.", "Rome.", "Berlin."], ["Paris.", "Tokyo.", "No.", "No."], True,
+                                 questions)
+    assert not [w for w in engine.report(plan, spec).warnings if "lost most" in w]
