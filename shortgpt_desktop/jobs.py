@@ -92,6 +92,22 @@ def _note_long_samples(info: ModelInfo, spec: JobSpec, on_note: NoteCallback | N
         on_note(note)
 
 
+def _note_more_than_half(spec: JobSpec, n_layers: int, on_note: NoteCallback | None) -> None:
+    """Say a cut of more than half the layers before it runs: ``--ratio 0.99`` removed 17 of 18 layers of Gemma 3
+    270M without a word (``--layers 18`` is refused: it leaves none)."""
+    if spec.layers is not None:
+        count = len(set(spec.layers))
+    elif spec.count is not None:
+        count = spec.count
+    elif spec.ratio is not None:
+        count = count_for_ratio(float(spec.ratio), n_layers)
+    else:
+        return
+    if on_note is not None and 2 * count > n_layers:
+        on_note(f"removing {count} of {n_layers} layers, more than half: past half its layers a model rarely still "
+                "answers (shortgpt sweep draws where it breaks).")
+
+
 def run_score(engine: Engine, spec: JobSpec, progress: Progress = no_progress, cancel: CancelCheck | None = None,
               on_info: InfoCallback | None = None, on_note: NoteCallback | None = None) -> Report:
     """Check the text, open, load and score; nothing is written but the report."""
@@ -133,6 +149,7 @@ def run_prune(engine: Engine, spec: JobSpec, progress: Progress = no_progress, c
     if needs_text:
         _note_long_samples(info, spec, on_note)
     _checked_against_model(spec, info.n_layers)
+    _note_more_than_half(spec, info.n_layers, on_note)
     engine.set_output_format(spec.output_format)
     if engine.source is not None and engine.source.gguf_file and engine.resolved_format == "safetensors" \
             and on_note is not None:

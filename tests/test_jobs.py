@@ -1068,3 +1068,24 @@ def test_a_score_that_needs_no_text_never_reads_it(tiny_model: Path, pdf_folder:
     """The order metrics read no text: ``score --metric reverse`` with a folder of PDFs was refused for its text."""
     report = run_score(Engine(), spec(tiny_model, pdf_folder, metric=metric))
     assert len(report.scores) == 6
+
+
+def test_a_cut_of_more_than_half_the_layers_is_said_before_the_model_loads(tiny_model: Path, small_calib: Path,
+                                                                           tmp_path: Path) -> None:
+    """``--ratio 0.99`` removed 17 of 18 layers of Gemma 3 270M without a word; --layers 18 is refused."""
+    class Said(Exception):
+        pass
+
+    def stop(note: str) -> None:
+        raise Said(note)
+
+    for how in ({"ratio": 0.7}, {"count": 4}, {"layers": [0, 1, 2, 3]}):  # 6 layers: 4 is more than half
+        with pytest.raises(Said, match=r"^removing 4 of 6 layers, more than half: past half its layers a model "):
+            run_prune(Engine(), spec(tiny_model, small_calib, out=str(tmp_path / "out"), metric="bi", **how),
+                      progress=lambda stage, *a: stage == "inspect" or pytest.fail(f"{stage} before the note"),
+                      on_note=stop)
+    notes: list[str] = []
+    run_prune(Engine(), spec(tiny_model, small_calib, out=str(tmp_path / "half"), metric="bi", count=3,
+                             repair="none", check_perplexity=False), on_note=notes.append)
+    assert not [n for n in notes if "more than half" in n]
+    assert not (tmp_path / "out").exists()
