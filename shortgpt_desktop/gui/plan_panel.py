@@ -234,11 +234,15 @@ class PlanPanel(QGroupBox):
         plain = "BI" if baseline_label == "bi" else baseline_label
         rough = defaults.rough_figure(tokens, text_ran_out, window=True)
         rough = f", {rough}" if rough else ""
-        note = (f"{label} (solid) and plain {plain} (dashed): perplexity on the check's {windows} held-out windows "
-                f"({tokens:,} tokens{rough}); point at it for same top token" + (" and the quiz" if quizzes else "")
-                + " at each count")
+        note = (f"{label} (solid) and plain {plain} (dashed, no repair): perplexity on the check's {windows} held-out "
+                f"windows ({tokens:,} tokens{rough}); point at it for same top token"
+                + (" and the quiz" if quizzes else "") + " at each count")
+        # The dashed line's figures too: it fell below the solid one on a tiny model, and only the solid one's were
+        # listed.
+        plain_at = dict(base)
         details = "\n".join(
-            f"{k} removed: perplexity {v:.2f}" + (f", same top token {top:.0%}" if top is not None else "")
+            f"{k} removed: perplexity {v:.2f}" + (f" (plain {plain} {plain_at[k]:.2f})" if k and k in plain_at else "")
+            + (f", same top token {top:.0%}" if top is not None else "")
             + (f", quiz {quizzes[k][0]} of {quizzes[k][1]}" if k in quizzes else "")
             for k, v, top in points)
         self.curve_note.setText(note)

@@ -4,6 +4,7 @@ reload, check."""
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -416,7 +417,13 @@ def test_quality_curve_draws_the_recipe_and_plain_bi_and_agrees_with_check(qtbot
     ks = [k for k, _ in panel.curve_points]
     assert ks == list(range(len(ks))) and len(ks) == window.engine.n_layers // 2 + 1
     assert len(panel.baseline_line.getData()[0]) == len(ks)
-    assert "plain BI (dashed)" in panel.curve_note.text() and "same top token" in panel.curve_note.toolTip()
+    assert "plain BI (dashed, no repair)" in panel.curve_note.text() and "same top token" in panel.curve_note.toolTip()
+    # each count gives the dashed line's figure beside the solid one's (only the solid one's were listed)
+    xs, ys = panel.baseline_line.getData()
+    tip = panel.curve_plot.toolTip()
+    assert tip.startswith("0 removed: perplexity ") and "(plain" not in tip.splitlines()[0]
+    said = re.search(rf"^2 removed: perplexity {dict(panel.curve_points)[2]:.2f} \(plain BI ([\d.]+)\)", tip, re.M)
+    assert said and float(said[1]) == pytest.approx(10 ** ys[list(xs).index(2)], abs=0.006)  # drawn on a log axis
     window.plan_panel.set_count(2, emit=True)
     with qtbot.waitSignal(window.jobFinished, timeout=60_000):
         window.check()
