@@ -823,7 +823,7 @@ def test_what_the_config_and_files_can_tell_is_refused_before_loading(
             ["prune", m, "--ratio", "0.3", "--calib", str(binaries), *out],
         "out of range": ["prune", m, "--remove", "1,40", *calib, *out],
         "leaves none": ["prune", m, "--layers", "6", *calib, *out],
-        "holds more than a model (keep.txt)": ["prune", m, "--ratio", "0.3", *calib, "--out", str(full), "-q"],
+        "holds no model but other files (keep.txt)": ["prune", m, "--ratio", "0.3", *calib, "--out", str(full), "-q"],
         "encoder model": ["prune", str(bert), "--ratio", "0.3", *calib, *out],
         "does not exist": ["prune", str(Path("models") / "nope.gguf"), "--ratio", "0.3", *calib, *out],
         "counted from 0": ["prune", m, "--remove=-1", *calib, *out],
@@ -847,7 +847,7 @@ def test_what_the_config_and_files_can_tell_is_refused_before_loading(
         line = bad(capsys, *argv)
         assert expected in line, (expected, line)
     # --force would refuse a folder of the user's files too: it is not offered (it was, then refused)
-    assert "--force" not in bad(capsys, *cases["holds more than a model (keep.txt)"])
+    assert "--force" not in bad(capsys, *cases["holds no model but other files (keep.txt)"])
     assert (full / "keep.txt").read_text() == "mine" and not (tmp_path / "out").exists()
 
 
