@@ -28,7 +28,7 @@ from .core.formats.output_folder import check_output_folder
 from .core.formats.writers import expanded_from_gguf
 from .core.measure.calibration import BUILTIN_CORPUS
 from .core.measure.metrics import get_metric
-from .core.measure.quiz import marked, model_answers, quiz_prompts
+from .core.measure.quiz import lost_most, marked, model_answers, quiz_prompts
 from .core.model.loading import ModelInfo, load_tokenizer
 from .core.model.sources import weights_stamp
 from .core.pipeline import JobSpec
@@ -407,7 +407,12 @@ def run_eval(engine: Engine, spec: JobSpec, other: str | None = None, progress: 
                 prompts, first_answers = quiz
                 second_answers = model_answers(stack, tokenizer, prompts, "quiz_after", progress=progress,
                                                cancel=cancel)
-                report.quiz = marked(first_answers, second_answers, prompts.chat_template).to_json()
+                asked = marked(first_answers, second_answers, prompts.chat_template)
+                report.quiz = asked.to_json()
+                # as prune warns: the card of a model saved without a check sends its reader here for the quiz
+                lost = lost_most(asked.known, asked.kept, original=spec.model, pruned=other)
+                if lost is not None:
+                    report.warnings.append(lost)
         else:
             after = ops.perplexity(stack, tokens.eval_windows, tokens.pad_id, (), spec.batch_size, cancel=cancel,
                                    progress=count)

@@ -1089,3 +1089,25 @@ def test_a_cut_of_more_than_half_the_layers_is_said_before_the_model_loads(tiny_
                              repair="none", check_perplexity=False), on_note=notes.append)
     assert not [n for n in notes if "more than half" in n]
     assert not (tmp_path / "out").exists()
+
+
+def test_eval_against_warns_as_prune_does_where_most_of_the_quiz_is_lost(tiny_model: Path, small_calib: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The card of a model saved without a check sends its reader to ``eval --against`` for the quiz; a pruned model
+    that lost most of it was warned about by prune only."""
+    from shortgpt_desktop import jobs
+    from shortgpt_desktop.core.measure.quiz import QUESTIONS
+
+    def answers(stack, tokenizer, prompts, stage, **kwargs):
+        right = [words[0] for _, words in QUESTIONS[: len(prompts.ids)]]
+        if stage == "quiz_before":
+            return right[:4] + ["I do not know."] * (len(right) - 4)
+        return [right[0]] + ["I do not know."] * (len(right) - 1)
+
+    monkeypatch.setattr(jobs, "model_answers", answers)
+    spec = JobSpec(model=str(tiny_model), calib=[str(small_calib)], samples=4, seq_len=32, eval_windows=2)
+    report = run_eval(Engine(), spec, str(tiny_model))
+    assert (report.quiz["known"], report.quiz["kept"]) == (4, 1)
+    assert [w for w in report.warnings if "lost most" in w] == [
+        f"{tiny_model} answers only 1 of the 4 quiz questions {tiny_model} answers right: it has lost most of what "
+        f"{tiny_model} knows; remove fewer layers (the quality curve, shortgpt sweep, shows where it breaks)."]

@@ -228,7 +228,8 @@ class Engine:
     #: A refining metric's measured choices (selection.SelectionResult) for the current scores, by count.
     selections: dict[int, Any] = field(default_factory=dict)
     #: (key, cut.selection.SearchMemo): what bi+'s searches measured, for the next search of another count on the
-    #: same samples, batch size and recipe (:meth:`_search_memo`); dropped with the selections.
+    #: same samples, batch size and recipe (:meth:`_search_memo`, whose key tells when they changed); dropped with
+    #: the scores.
     search_memo: tuple[tuple, Any] | None = None
     #: The measured choices of a metric of the same pass shown before, by its name, until it is shown again: a look
     #: at BI's bars threw away bi+'s measured choices (minutes of a CPU's time each on a real model).

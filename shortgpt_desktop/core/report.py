@@ -293,7 +293,9 @@ def model_card(report: Report, base_model: str) -> str:
         ppl += ("\nThese figures were measured before the changed weights were re-quantized for this file (see "
                 f"Format); the file's own may differ{quiz_too} (`shortgpt eval` measures it).\n")
     if report.ppl_after is None:  # a save without the check (the window's Save, --no-eval): the card said nothing
-        ppl = (f"\nNo quality figures: this model was saved without a check. `shortgpt eval {base_model} --against "
+        # a Hub id runs as it is; a local model is named by its folder's name alone, which no reader could run
+        original = base_model if "/" in base_model else "ORIGINAL_MODEL"
+        ppl = (f"\nNo quality figures: this model was saved without a check. `shortgpt eval {original} --against "
                "THIS_FOLDER` measures both models' perplexity, the fidelity and the quiz.\n")
     sizes = ""
     if report.params_before:

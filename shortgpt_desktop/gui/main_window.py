@@ -799,7 +799,11 @@ class MainWindow(QMainWindow):
         self.plan_panel.show_plan(plan, manual=self.manual)
         # Back at the plan checked last (the slider moved away and back), its figures again: the panel kept "press
         # Check again", and a 9-minute check was run again for the same numbers.
+        # The same prompt too: another one's text would read as the answer to the one in the box.
         checked = self.engine.checked_for(self.job_spec(), plan.removed) if self.engine.checked else None
+        prompt = self.compare_panel.prompt_text()
+        if checked is not None and checked.prompt != (prompt if self.engine.generates(prompt) else ""):
+            checked = None
         if checked is None:
             self.compare_panel.mark_stale()
         elif not self.compare_panel.shows(checked):
@@ -816,8 +820,9 @@ class MainWindow(QMainWindow):
             self._memory_timer.start()
         if name in ("repair", "refit", "heal_steps"):  # a GGUF writes the weights they change as Q8_0
             self.engine.set_weight_changes(self.job_spec())
-            self._replan()
-            self.compare_panel.mark_stale()  # its figures are the other recipe's
+            self._replan()  # the check's figures stay only where they are this recipe's (set back as it was)
+            if self.plan is None:
+                self.compare_panel.mark_stale()
             if name == "repair":
                 self.plan_panel.clear_curve()  # drawn with (or without) the repair at each count
         if name in ("samples", "seq_len", "eval_windows", "preset"):

@@ -1251,7 +1251,7 @@ def test_a_cut_given_by_hand_with_nothing_fitted_counts_no_samples_and_no_search
     assert checked_repaired.memory.states_of_windows and not repaired.memory.states_of_windows
 
 
-@pytest.mark.parametrize("first, then", [(3, 2), (2, 3)])
+@pytest.mark.parametrize("first, then", [(3, 2), (2, 3), (3, 1)])
 def test_bi_plus_at_another_count_takes_what_the_search_before_measured(tiny_model: Path, small_calib: Path,
                                                                          monkeypatch: pytest.MonkeyPatch,
                                                                          first: int, then: int) -> None:
@@ -1278,7 +1278,8 @@ def test_bi_plus_at_another_count_takes_what_the_search_before_measured(tiny_mod
     sets_run.clear()
     chosen = engine.refine(spec, then).removed
     again = list(sets_run)
-    assert again and len(again) < len(before) / 2 and not set(again) & set(before)  # nothing measured twice
+    assert len(again) < len(before) / 2 and not set(again) & set(before)  # nothing measured twice
+    assert bool(again) == (then > 1)  # one layer: every set was among the earlier search's single removals
 
     sets_run.clear()
     fresh = Engine()
@@ -1287,6 +1288,8 @@ def test_bi_plus_at_another_count_takes_what_the_search_before_measured(tiny_mod
     ours, theirs = engine.selections[then], fresh.selections[then]
     assert ours.order == theirs.order and ours.order_perplexity == theirs.order_perplexity  # exactly
     assert ours.single_removal == theirs.single_removal and ours.chosen == theirs.chosen
+    # what it says it measured on: it said "(0 tokens)" where it measured nothing new
+    assert ours.eval_tokens == theirs.eval_tokens > 0 and ours.explanation == theirs.explanation
     assert [(c.name, c.removed, c.calibration_perplexity, c.repaired_perplexity, c.silent)
             for c in ours.candidates] == [(c.name, c.removed, c.calibration_perplexity, c.repaired_perplexity,
                                            c.silent) for c in theirs.candidates]

@@ -92,6 +92,8 @@ def test_a_card_saved_without_a_check_says_so_and_how_to_measure() -> None:
     assert ("No quality figures: this model was saved without a check. `shortgpt eval org/m --against THIS_FOLDER` "
             "measures both models' perplexity, the fidelity and the quiz.") in card
     assert "| perplexity |" not in card and "measured before the changed weights" not in card
+    local = model_card(report, "/home/u/models/SmolLM2-135M")  # named by its folder alone: not a command to run
+    assert "`shortgpt eval ORIGINAL_MODEL --against THIS_FOLDER`" in local
 
 
 def test_imported_scores_card_says_what_they_were_measured_on_and_what_this_job_read() -> None:

@@ -67,6 +67,12 @@ def test_a_failed_check_says_so_and_drops_the_last_checks_figures(qtbot, opened,
     assert not window.busy and "· perplexity" in window.compare_panel.after_title.text()
     assert "changed since the last check" not in window.compare_panel.result.text()
     assert window.compare_panel.result.text().count("pruned <b>") == 1
+    # Not under another prompt: its text would read as the answer to the prompt in the box.
+    window.compare_panel.set_prompt("Another question?")
+    for count in (3, 2):
+        window.plan_panel.slider.setValue(count)
+        window.plan_panel.flush()
+    assert "changed since the last check" in window.compare_panel.result.text()
 
     def refused(*args, **kwargs):
         raise UserError("Not enough memory for the check.")
@@ -94,6 +100,9 @@ def test_the_repair_switch_marks_the_check_stale_and_drops_the_curve(qtbot, open
     window.settings_panel.repair_box.setChecked(not window.settings_panel.repair_box.isChecked())
     assert "changed since the last check" in window.compare_panel.result.text()
     assert not window.plan_panel.curve_points and not window.plan_panel.curve_plot.isVisibleTo(window)
+    # Set back as it was, the check's figures are this recipe's again (they were called changed)
+    window.settings_panel.repair_box.setChecked(not window.settings_panel.repair_box.isChecked())
+    assert "No text was generated: the prompt is empty." in window.compare_panel.result.text()
 
 
 def test_another_metric_from_the_same_pass_drops_the_curve_of_the_first(qtbot, opened) -> None:

@@ -265,6 +265,11 @@ def test_the_plan_panel_says_how_the_plan_was_made_and_what_it_weighs(qtbot) -> 
     assert "may remove others" in panel.layers_label.text() and panel.size_note.text().endswith("for the layers shown")
     panel.show_plan(_plan(notes=["not yet checked: bi+ measures its choice"], chosen_later=True), manual=True)
     assert "may remove others" not in panel.layers_label.text()  # by hand: the layers shown are the ones cut
+    assert "more than half" not in panel.count_label.text()
+    panel.show_plan(_plan(n_layers=6, removed=[1, 2, 3]))
+    assert "more than half" not in panel.count_label.text()  # half is not more
+    panel.show_plan(_plan(n_layers=6, removed=[1, 2, 3, 4]))  # the command line says it before the job; so here
+    assert "<b>more than half</b>: a model rarely still answers" in panel.count_label.text()
     panel.show_plan(_plan(removed=[]))
     assert panel.layers_label.text() == "none"
     panel.show_plan(_plan(reencoded_at_most=True, bytes_reencoded=100))

@@ -116,7 +116,7 @@ class SelectionResult:
     considered: list[int] = field(default_factory=list)  # every layer the greedy steps measured
     protected: list[int] = field(default_factory=list)
     single_removal: list[float | None] = field(default_factory=list)  # calibration ppl with each layer alone gone
-    forward_passes: int = 0  # perplexity passes over the calibration subset
+    forward_passes: int = 0  # perplexity passes over the calibration subset (this search's: not an earlier one's)
     eval_samples: int = 0
     eval_tokens: int = 0  # predicted tokens per pass
     judged_repaired: bool = False  # the finalists were compared repaired (see the module docstring, step 4)
@@ -140,6 +140,8 @@ class SearchMemo:
     measured: dict[tuple[int, ...], float] = field(default_factory=dict)
     repaired: dict[tuple[int, ...], float] = field(default_factory=dict)
     silent: dict[tuple[int, ...], int] = field(default_factory=dict)
+    #: Next tokens each measurement scores (a search that measures nothing new said "(0 tokens)").
+    tokens: int = 0
 
 
 def protected_layers(n_layers: int) -> list[int]:
@@ -271,6 +273,7 @@ def choose_for_counts(
                                      during=bar.swept(len(new), order_so_far), keep_states=keep_states)
             bar.searched(time.perf_counter() - began)
             measured.update({k: r.perplexity for k, r in zip(new, results, strict=True)})
+            memo.tokens = runner.tokens
         return [measured[k] for k in keys]
 
     bar.report([])
@@ -336,8 +339,8 @@ def choose_for_counts(
                 considered=considered_after[count - 1],
                 protected=protected, forward_passes=runner.passes, eval_samples=len(samples),
                 single_removal=list(single),
-                eval_tokens=runner.tokens, judged_repaired=judge_repaired, seconds=time.perf_counter() - started,
-                explanation=_explain(best, candidates, count, len(samples), runner.tokens),
+                eval_tokens=memo.tokens, judged_repaired=judge_repaired, seconds=time.perf_counter() - started,
+                explanation=_explain(best, candidates, count, len(samples), memo.tokens),
             )
     bar.report(out[most].order, final=True)
     return out

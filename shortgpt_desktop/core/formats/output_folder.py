@@ -70,7 +70,8 @@ def not_an_earlier_output(folder: Path) -> str | None:
     others = not_model_files(folder)
     if others:
         # A folder of notes alone was said to hold "more than a model", as if it held one.
-        model = any(p.name not in SYSTEM_FILES and p.name + ("/" if p.is_dir() else "") not in others
+        # a model is its weights or its config: a project's README.md or LICENSE beside notes is none
+        model = any(p.is_file() and (p.suffix in (".safetensors", ".gguf", ".bin") or p.name == "config.json")
                     for p in folder.iterdir())
         what = "more than a model" if model else "no model but other files"
         return f"holds {what} ({some_of(others, 3)}), which replacing it would delete"

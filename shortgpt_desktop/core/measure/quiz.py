@@ -65,15 +65,16 @@ def right(answer: str, words: Sequence[str]) -> bool:
 LOST_MOST_KNOWN = 4
 
 
-def lost_most(known: int, kept: int, curve: str = "shortgpt sweep") -> str | None:
+def lost_most(known: int, kept: int, curve: str = "shortgpt sweep", original: str = "the original",
+              pruned: str = "The pruned model") -> str | None:
     """The warning for a pruned model that answers fewer than half of the questions the original answers right
     (None otherwise, or where the original knows too few for it to mean much). A Gemma 3 270M cut of 4 of 18 layers
-    answered none of 16 with nothing said beyond the quiz's count; ``curve`` names where the quality curve is."""
+    answered none of 16 with nothing said beyond the quiz's count; ``curve`` names where the quality curve is;
+    ``original`` and ``pruned`` name the two models otherwise (``eval --against``: the files)."""
     if known < LOST_MOST_KNOWN or 2 * kept >= known:
         return None
-    return (f"The pruned model answers only {kept} of the {known} quiz questions the original answers right: it has "
-            f"lost most of what the original knows; remove fewer layers (the quality curve, {curve}, shows where it "
-            "breaks).")
+    return (f"{pruned} answers only {kept} of the {known} quiz questions {original} answers right: it has lost most "
+            f"of what {original} knows; remove fewer layers (the quality curve, {curve}, shows where it breaks).")
 
 
 def quiz_summary(asked: int, known: int, kept: int, original: str = "the original",

@@ -502,6 +502,12 @@ def test_a_folder_force_would_not_replace_is_refused_without_offering_force(tiny
     with pytest.raises(OutputError, match=r"holds no model but other files \(todo.txt\)") as refused:
         of.check_output_folder(notes, _source(tiny_model), force=False)
     assert refused.value.hint is None
+    (notes / "README.md").write_text("# my project")  # a project's own readme and licence are no model either
+    (notes / "LICENSE").write_text("MIT")
+    with pytest.raises(OutputError, match=r"holds no model but other files \(todo.txt\)"):
+        of.check_output_folder(notes, _source(tiny_model), force=True)
+    (notes / "README.md").unlink()
+    (notes / "LICENSE").unlink()
     earlier = tmp_path / "earlier"
     earlier.mkdir()
     (earlier / "model.gguf").write_text("G")
