@@ -393,7 +393,10 @@ class CalibrationPanel(QGroupBox):
         if not n and not self.builtin.isChecked():
             self.summary.setText("No calibration text yet: add some, or tick the built-in corpus.")
             return
-        parts = [f"{n} source{'s' if n != 1 else ''}"] if n else []
+        # Files that give no text are listed (marked skipped) but are no source: "3 sources" counted three skipped.
+        usable = sum(1 for i in range(n) if int(self.list.topLevelItem(i).data(2, Qt.ItemDataRole.UserRole) or 0))
+        skipped = f" ({n - usable} skipped)" if usable < n else ""
+        parts = [f"{usable} source{'s' if usable != 1 else ''}{skipped}"] if n else []
         if self.builtin.isChecked():
             parts.append("built-in corpus")
         self.summary.setText(f"{' + '.join(parts)} · ≈ {human_count(self.estimated_tokens())} tokens")

@@ -76,6 +76,8 @@ def test_each_file_is_listed_once_and_a_skipped_one_counts_no_tokens(qtbot, tmp_
         item = panel.list.topLevelItem(i)
         assert item.text(1) == human_bytes(path.stat().st_size) and item.text(2) == "—", (item.text(1), item.text(2))
     assert panel.estimated_tokens() == 2 * int(len(TEXT) / CHARS_PER_TOKEN)
+    # the skipped files are listed, not counted as sources ("3 sources" counted three skipped files)
+    assert panel.summary.text().startswith("1 source (2 skipped)"), panel.summary.text()
 
 
 def test_sizes_set_without_saying_whether_they_were_chosen_count_as_chosen(qtbot) -> None:
