@@ -1455,6 +1455,11 @@ def test_what_no_eval_leaves_idle_is_said_and_each_commands_help_prints(
     assert "note: --no-eval leaves out the check, so --prompt is not used." in capsys.readouterr().err
     assert cli.main([*checked, "--out", str(tmp_path / "c"), "--prompt", "Hi", "--eval-windows", "2"]) == 0
     assert "note:" not in capsys.readouterr().err  # with the check, both are used
+    score = ["score", str(tiny_model), "--calib", str(small_calib), "-q", "--seq-len", "32", "--samples", "4"]
+    assert cli.main([*score, "--eval-windows", "3"]) == 0  # score measures no perplexity: it was taken silently
+    assert "note: score measures no perplexity, so --eval-windows is not used." in capsys.readouterr().err
+    assert cli.main(score) == 0
+    assert "note:" not in capsys.readouterr().err
     for command in ("score", "prune", "sweep", "eval"):  # a "%" in a help text was a TypeError traceback
         assert cli.main([command, "--help"]) == 0
         shown = " ".join(capsys.readouterr().out.split())
