@@ -21,6 +21,7 @@ class ElidedLabel(QLabel):
         self.max_lines = max(1, max_lines)
         self._full = ""
         self._details = ""  # a tooltip shown whether or not the text is cut
+        self._note = ""  # a tooltip line kept below the (cut) text as the text changes
         self._lines = 1
         self.setTextFormat(Qt.TextFormat.PlainText)
         self.setWordWrap(False)
@@ -43,6 +44,12 @@ class ElidedLabel(QLabel):
     def set_details(self, details: str) -> None:
         """A tooltip that is always shown (instead of the full text, which it should include)."""
         self._details = details
+        self._relayout()
+
+    def set_note(self, note: str) -> None:
+        """A line the tooltip keeps below the full text (when cut) whatever the text becomes: the progress line's
+        whole-job estimate, which each step's own line replaces."""
+        self._note = note
         self._relayout()
 
     def _wrapped(self, width: int) -> list[str]:
@@ -72,7 +79,8 @@ class ElidedLabel(QLabel):
             rest = " ".join(lines[self.max_lines - 1:])
             lines = [*head, metrics.elidedText(rest, Qt.TextElideMode.ElideRight, width)]
         super().setText("\n".join(lines))
-        self.setToolTip(self._details or (self._full if self.is_elided() else ""))
+        self.setToolTip(self._details or "\n\n".join(t for t in (self._full if self.is_elided() else "", self._note)
+                                                       if t))
         if len(lines) != self._lines:
             self._lines = len(lines)
             self.updateGeometry()

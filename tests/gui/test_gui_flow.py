@@ -473,10 +473,16 @@ def test_check_says_what_it_will_cost_before_it_runs(qtbot, opened, monkeypatch)
                         lambda spec, count, check: counts.append(count) or estimate(spec, count, check))
     said: list[str] = []
     window.jobs.started.connect(lambda name: said.append(window.progress_label.text()))
+    tips: list[str] = []  # the tooltip as each step's progress replaces the line
+    window.jobs.progressed.connect(lambda *args: tips.append(window.progress_label.toolTip()))
     with qtbot.waitSignal(window.jobFinished, timeout=60_000):
         window.check()
         said.append(window.progress_label.text())
+        tip = window.progress_label.toolTip()  # the step's progress replaces the line; the whole job's stays here
     assert any("Checking perplexity: about" in text and "choosing" in text for text in said), said
+    assert tip.startswith("Said as the job started: Checking perplexity: about") and "choosing" in tip, tip
+    assert tips and all(t.endswith(tip) for t in tips), tips
+    assert window.progress_label.toolTip() == ""  # not once the job is over
     assert counts == [2]  # the cost of removing the plan's 2 layers, not of the 4 it keeps
 
 
