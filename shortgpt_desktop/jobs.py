@@ -20,6 +20,7 @@ from .core.cut.plan import (
     check_removable,
     count_for_ratio,
     max_removable,
+    more_than_half,
 )
 from .core.cut.surgery import layer_sizes
 from .core.engine import Engine, streamed_check_note
@@ -75,13 +76,19 @@ def _checked_before_model(spec: JobSpec, *, text: bool, out: str | None = None, 
         check_output_folder(Path(out), source, spec.force)
 
 
+def _count_asked(spec: JobSpec, n_layers: int) -> int:
+    """How many layers the job removes: the list's, the count, or the ratio's share of ``n_layers``."""
+    if spec.layers is not None:
+        return len(set(spec.layers))
+    return spec.count if spec.count is not None else count_for_ratio(float(spec.ratio), n_layers)  # type: ignore[arg-type]
+
+
 def _checked_against_model(spec: JobSpec, n_layers: int) -> None:
     """What the layer count (known from the config) can tell about the request."""
     if spec.layers is not None:
         check_layer_list(spec.layers, n_layers)
         return
-    count = spec.count if spec.count is not None else count_for_ratio(float(spec.ratio), n_layers)  # type: ignore[arg-type]
-    check_removable(count, n_layers)
+    check_removable(_count_asked(spec, n_layers), n_layers)
 
 
 def _note_long_samples(info: ModelInfo, spec: JobSpec, on_note: NoteCallback | None) -> None:
@@ -95,15 +102,10 @@ def _note_long_samples(info: ModelInfo, spec: JobSpec, on_note: NoteCallback | N
 def _note_more_than_half(spec: JobSpec, n_layers: int, on_note: NoteCallback | None) -> None:
     """Say a cut of more than half the layers before it runs: ``--ratio 0.99`` removed 17 of 18 layers of Gemma 3
     270M without a word (``--layers 18`` is refused: it leaves none)."""
-    if spec.layers is not None:
-        count = len(set(spec.layers))
-    elif spec.count is not None:
-        count = spec.count
-    elif spec.ratio is not None:
-        count = count_for_ratio(float(spec.ratio), n_layers)
-    else:
+    if spec.layers is None and spec.count is None and spec.ratio is None:
         return
-    if on_note is not None and 2 * count > n_layers:
+    count = _count_asked(spec, n_layers)
+    if on_note is not None and more_than_half(count, n_layers):
         on_note(f"removing {count} of {n_layers} layers, more than half: past half its layers a model rarely still "
                 "answers (shortgpt sweep draws where it breaks).")
 
@@ -160,7 +162,7 @@ def run_prune(engine: Engine, spec: JobSpec, progress: Progress = no_progress, c
     engine.check_output_job(spec)  # a GGUF output that cannot be written: refused before scoring
     engine.refusal(spec, spec.metric if needs_scores else None)  # what that mode cannot run: before scoring too
     if needs_scores:
-        count = spec.count if spec.count is not None else count_for_ratio(float(spec.ratio), info.n_layers)  # type: ignore[arg-type]
+        count = _count_asked(spec, info.n_layers)
         engine.check_room_before_scoring(spec.out, count)  # the least the output can weigh: before the long pass
         engine.score(spec, JobClock(engine, spec, count, progress), cancel)
     else:

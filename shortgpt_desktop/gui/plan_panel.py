@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..core import defaults
-from ..core.cut.plan import PrunePlan
+from ..core.cut.plan import PrunePlan, more_than_half
 from ..format import change, human_bytes, human_count, layer_list
 from .chart import color_axes, kept_color
 from .elided_label import ElidedLabel
@@ -298,7 +298,7 @@ class PlanPanel(QGroupBox):
         if later:
             how = " · checked on Check/Save"
         # as the command line's note: 17 of 18 layers went without a word
-        half = " · <b>more than half</b>: a model rarely still answers" if 2 * k > n else ""
+        half = " · <b>more than half</b>: a model rarely still answers" if more_than_half(k, n) else ""
         self.count_label.setText(f"<b>{k}</b> of {n} layers ({100 * k / n:.0f} %){how}{half}")
         self.count_label.setToolTip("\n".join(plan.notes))
         # Save wrote 3, 5, 7, 12, 13, 17, 25 where 12–15, 17, 25, 26 were shown, and nothing said that it could.

@@ -56,6 +56,12 @@ def max_removable(n_layers: int) -> int:
     return max(n_layers - 1, 0)
 
 
+def more_than_half(count: int, n_layers: int) -> bool:
+    """Whether removing ``count`` layers takes more than half of ``n_layers``: past that a model rarely still answers
+    (the command line says so before a prune, the window's plan beside the count)."""
+    return 2 * count > n_layers
+
+
 def check_removable(count: int, n_layers: int) -> None:
     """Refuse removing ``count`` layers where none would stay: "Removing 31 of 30 layers" read as a cut of a
     model with 31, so a count past the model's layers says how many it has."""
