@@ -869,7 +869,14 @@ class MainWindow(QMainWindow):
             self._memory_timer.start()  # one estimate at a time; try again shortly
             return
 
+        spec = self.job_spec()
+
         def done(view: MemoryView) -> None:  # on the window's thread; the engine is not touched
+            if self.job_spec() != spec:
+                # Made for settings changed since (Low memory unticked while it ran showed "one layer at a time
+                # until the next Score, then one layer at a time (as asked)"): the estimate for these is to come.
+                self._memory_timer.start()
+                return
             if self.engine.source is source:
                 self.memory_view = view
                 self.model_panel.set_memory(view.info)
@@ -882,7 +889,7 @@ class MainWindow(QMainWindow):
             if self.engine.source is source:
                 self.model_panel.set_memory_error(failure.message)
 
-        self.background.start("memory", self.session.memory_job(self.job_spec()), on_success=done,
+        self.background.start("memory", self.session.memory_job(spec), on_success=done,
                               on_failure=failed)
 
     def _scored_mode(self) -> str | None:
