@@ -765,7 +765,8 @@ class Engine:
         check_removable(count, n)
         selection = self._selection_for(count) if metric.refines else None
         if selection is not None:
-            plan = PrunePlan(n, list(selection.removed), metric=scores.metric, notes=[selection.explanation])
+            plan = PrunePlan(n, list(selection.removed), metric=scores.metric, measured=True,
+                             notes=[selection.explanation])
         else:
             plan = PrunePlan(n, metric.removal(scores.scores, count), metric=scores.metric)
             if metric.refines:

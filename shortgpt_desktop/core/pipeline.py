@@ -22,6 +22,7 @@ from .formats.provenance import earlier_removed, source_license
 from .formats.safetensors_writer import SaveResult, save_pruned
 from .measure.calibration import (
     BUILTIN_CORPUS,
+    SAMPLES_SHORT,
     TextProgress,
     TokenSet,
     build_token_set,
@@ -193,7 +194,6 @@ def check_calibration(spec: JobSpec, checks_a_cut: bool = False) -> list[str]:
 #: The notes about what the calibration text gives the job; left out where the job did not use it (a cut by hand, with
 #: nothing fitted, checked on its own text: "is also calibration text" was said of text the job never used).
 ALSO_CALIBRATION = "is also calibration text"
-SAMPLES_SHORT = "The calibration text gives only"
 
 
 def about_calibration_use(note: str) -> bool:

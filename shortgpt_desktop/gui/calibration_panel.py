@@ -34,6 +34,7 @@ from ..core.measure.calibration import (
     BUILTIN_CORPUS,
     BUILTIN_TOKENS_ESTIMATE,
     CHARS_PER_TOKEN,
+    SAMPLES_SHORT,
     TEXT_SUFFIXES,
     collect_files,
     format_note,
@@ -336,8 +337,9 @@ class CalibrationPanel(QGroupBox):
         return sentences + [s for s in self._scored_skips if s not in sentences]
 
     def set_scored_skips(self, sentences: list[str]) -> None:
-        """What a scoring pass reported leaving out (covers sources too big to read when added)."""
-        self._scored_skips = [s for s in sentences if s.startswith(("Skipped", "Left out"))]
+        """What a scoring pass reported leaving out (covers sources too big to read when added), and where the text
+        gave fewer samples than asked: that sat in the Log tab alone, and the scores came from a third of them."""
+        self._scored_skips = [s for s in sentences if s.startswith(("Skipped", "Left out", SAMPLES_SHORT))]
         self._update_skipped()
 
     def _mark_skipped(self, item: QTreeWidgetItem, sentences: list[str]) -> None:

@@ -1066,7 +1066,7 @@ class MainWindow(QMainWindow):
         weights the repair and healing change are known. Returns a sentence where bi+ removed other layers than
         the lowest scores shown ("" otherwise), for the job's own message."""
         # 'up to' stayed when the fit came out exact, since only a changed size redrew the plan
-        shown = ("removed", "notes", "bytes_after", "reencoded_at_most", "chosen_later")
+        shown = ("removed", "notes", "bytes_after", "reencoded_at_most", "chosen_later", "measured")
         before = self.plan
         if before is None or any(getattr(plan, name) != getattr(before, name) for name in shown):
             self._show_plan(plan)

@@ -307,9 +307,15 @@ class PlanPanel(QGroupBox):
         # read as a fault.
         ends = n > 2 and 0 not in plan.removed and n - 1 not in plan.removed
         which = "the lowest scores apart from the first and last layers" if ends else "the lowest scores"
+        if later:
+            note = f"{which} for now; Check or Save measures and may remove others"
+        elif plan.measured and not manual and k > 0:
+            # said in the status bar for 15 s alone: the bars marked beside lower unmarked ones read as a fault
+            note = "chosen by measuring candidates, not by the scores alone (point at the count for how)"
+        else:
+            note = ""
         self.layers_label.setText((layer_list(plan.removed) if k else "none") + (
-            f" <span style='color: {muted}'>· {which} for now; Check or Save measures and may remove "
-            "others</span>" if later else ""))
+            f" <span style='color: {muted}'>· {note}</span>" if note else ""))
         self.layers_label.setToolTip(", ".join(map(str, plan.removed)))
         self.params_label.setText(
             f"{human_count(plan.params_before)} → <b>{human_count(plan.params_after)}</b> "

@@ -527,6 +527,9 @@ def test_the_plan_says_bi_plus_may_remove_other_layers_and_the_check_says_it_did
         with qtbot.waitSignal(window.jobFinished, timeout=60_000):
             window.check()
         assert not window.plan.chosen_later and "may remove others" not in window.plan_panel.layers_label.text()
+        # said beside the layers for as long as they are shown, not only in the status bar for 15 s
+        assert "chosen by measuring candidates" in window.plan_panel.layers_label.text()
+        assert window.plan.notes[0] in window.plan_panel.count_label.toolTip()
         said = window.statusBar().currentMessage()
         if window.plan.removed != shown:
             changed.append(count)

@@ -1068,3 +1068,22 @@ def test_the_progress_line_and_the_buttons_keep_their_words_during_a_job(qtbot, 
         assert label.fontMetrics().horizontalAdvance(label.text()) <= label.width()  # the whole line, time left too
     else:
         assert label.width() >= 200
+
+
+def test_a_text_that_gives_fewer_samples_than_asked_is_said_under_the_list_until_it_changes(
+        qtbot, opened, tmp_path: Path) -> None:
+    """The note that the text gave only some of the samples asked sat in the Log tab alone (a new user saw the
+    scores drawn from 10 samples of the 32 asked and nothing on screen said so)."""
+    window = opened
+    settings = window.settings_panel
+    settings.samples_box.setValue(settings.samples_box.maximum())
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000) as finished:
+        window.start_scoring()
+    assert finished.args == ["score", "ok"]
+    label = window.calibration_panel.skipped_label
+    assert label.isVisible() and "The calibration text gives only" in label.text(), label.text()
+    assert f"({settings.samples_box.maximum():,} asked for)" in label.toolTip()
+    more = tmp_path / "more.txt"
+    more.write_text("Another paragraph of plain prose for the list. " * 40, encoding="utf-8")
+    window.calibration_panel.add_paths([str(more)])  # the list changed: the note was about the last pass's text
+    assert not label.isVisible()

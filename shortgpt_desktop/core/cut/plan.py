@@ -39,6 +39,8 @@ class PrunePlan:
     #: The lowest scores for now: bi+ has still to measure its candidates, and Check or Save may remove other layers
     #: (as many), so the sizes are those of the layers shown, not a bound.
     chosen_later: bool = False
+    #: bi+ measured its candidates and chose these layers (``notes`` say how): they may differ from the lowest scores.
+    measured: bool = False
     notes: list[str] = field(default_factory=list)
 
     @property

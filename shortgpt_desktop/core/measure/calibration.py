@@ -58,6 +58,9 @@ _MAGIC = (
 #: bytes of memory per byte of text at this size (20 MB of text took 560 MB more): a file of several GB read
 #: whole was killed for want of memory, with no sentence. Text past it is left out, and the job says so.
 MAX_TEXT_BYTES = 32_000_000
+#: How the note begins where the calibration text gives fewer samples than asked (the job's warnings; the window
+#: keeps it under the calibration list until the list changes).
+SAMPLES_SHORT = "The calibration text gives only"
 #: Share of the calibration tokens held out for perplexity when no separate evaluation text is given.
 DEFAULT_HELDOUT_FRACTION = 0.2
 #: Rough characters per token, for estimates shown before a tokenizer is loaded.
