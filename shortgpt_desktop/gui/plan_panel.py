@@ -311,7 +311,7 @@ class PlanPanel(QGroupBox):
             note = f"{which} for now; Check or Save measures and may remove others"
         elif plan.measured and not manual and k > 0:
             # said in the status bar for 15 s alone: the bars marked beside lower unmarked ones read as a fault
-            note = "chosen by measuring candidates, not by the scores alone (point at the count for how)"
+            note = "chosen by measuring candidates (point at the count for how)"
         else:
             note = ""
         self.layers_label.setText((layer_list(plan.removed) if k else "none") + (
