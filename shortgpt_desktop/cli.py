@@ -779,7 +779,7 @@ def _run(args: argparse.Namespace, progress: ProgressBar) -> int:
             return EXIT_OK
         if args.command == "score":
             if args.eval_windows is not None:  # accepted without a word, as prune --no-eval's were
-                note("score measures no perplexity, so --eval-windows is not used.")
+                note("score measures no held-out perplexity (the check's windows), so --eval-windows is not used.")
             report = run_score(engine, spec, progress, on_info=info, on_note=note)
         elif args.command == "prune":
             for sentence in _idle_without_check(args):

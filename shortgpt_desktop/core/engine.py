@@ -786,8 +786,10 @@ class Engine:
             return None
         seconds = scored.pass_seconds if scored.pass_seconds is not None else scored.seconds
         rate = seconds / max(scored.sample_tokens * shape_of(self.loaded).n_layers, 1)
-        refines = self.scores is not None and get_metric(self.scores.metric).refines \
-            and self._selection_for(count) is None
+        # a choice measured with the repair on (or off) is made again for a job that does not (or does) repair
+        selection = self._selection_for(count)
+        refines = self.scores is not None and get_metric(self.scores.metric).refines and (
+            selection is None or selection.judged_repaired != (spec.repair != "none"))
         removed = self.plan(count=count).removed  # the layers the job removes, unless bi+ has still to choose
         estimate = self.estimate_at(_dc.replace(spec, check_perplexity=check), rate, scored.sample_tokens,
                                     scored.eval_tokens, count, refines, None if refines else run_count(removed),
@@ -819,6 +821,9 @@ class Engine:
         from .estimate import BFLOAT16_HEAL_COST, estimate_job, shape_of
 
         assert self.loaded is not None
+        # the searches before ran on the samples the text gave, under the settings as asked (the memo's key)
+        memo = self._search_memo(spec, create=False) if refines and count and self.scores is not None else None
+        search_left = memo.still_to_run(self.scores.scores, count) if memo is not None else None
         if samples is not None:
             spec = _dc.replace(spec, samples=samples)
         model = self.loaded.model
@@ -829,7 +834,7 @@ class Engine:
         own = answers.prompts if answers is not None else len(self.answers[1]) if self.answers is not None else 0
         return estimate_job(spec, shape_of(self.loaded), seconds_per_token_layer, sample_tokens, eval_tokens, count,
                             refines, answers, self.guard_work(spec), self.quiz_work(spec), heal_cost, runs,
-                            spec.samples + own)
+                            spec.samples + own, search_left)
 
     def timed_speed(self, spec: JobSpec, tokens: TokenSet, cancel: CancelCheck | None = None) -> float:
         """Seconds a token spends in a decoder layer, timed on this model for a job that runs no scoring pass (a cut
@@ -956,13 +961,16 @@ class Engine:
         answers = self.answers[1]
         return dataclasses.replace(tokens, samples=list(tokens.samples) + answers) if answers else tokens
 
-    def _search_memo(self, spec: JobSpec) -> Any:
+    def _search_memo(self, spec: JobSpec, create: bool = True) -> Any:
         """The :class:`.cut.selection.SearchMemo` for searches with ``spec``'s samples, batch size and recipe on the
-        model as it runs now (a new one where any of them changed)."""
+        model as it runs now (a new one where any of them changed; None then where ``create`` is false: an
+        estimate reads it and leaves the one kept alone)."""
         from .cut.selection import SearchMemo
 
         key = (self._reference_key(spec), id(self.backend), spec.repair != "none")
         if self.search_memo is None or self.search_memo[0] != key:
+            if not create:
+                return None
             self.search_memo = (key, SearchMemo())
         return self.search_memo[1]
 

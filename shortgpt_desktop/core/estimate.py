@@ -132,14 +132,17 @@ class AnswerWork:
 def estimate_job(spec: Any, shape: ModelShape, seconds_per_token_layer: float, sample_tokens: int,
                  eval_tokens: int, count: int | None, refines: bool, answers: AnswerWork | None = None,
                  guard: AnswerWork | None = None, quiz: AnswerWork | None = None,
-                 heal_cost: float = 1.0, runs: int | None = None, fit_samples: int | None = None) -> JobEstimate:
+                 heal_cost: float = 1.0, runs: int | None = None, fit_samples: int | None = None,
+                 search_left: tuple[bool, int] | None = None) -> JobEstimate:
     """The job ``spec`` describes (its metric, count, repair, healing, check), at the measured speed. ``answers``:
     the own answers the repair still needs; ``guard``: the answers the refit's chat guard asks for (a chat
     model's refit); ``quiz``: the check's quiz answers still to write (both models', or the pruned one's);
     ``heal_cost``: what a token-layer of healing costs against one of the measured (float32) speed
     (:data:`BFLOAT16_HEAL_COST` where healing computes in bfloat16); ``runs``: the runs of removed layers the repair
     fits, where the layers are known (:func:`run_count`), else about one per two layers removed; ``fit_samples``:
-    the samples the repair fits on, a chat model's own answers included (default: ``spec.samples``)."""
+    the samples the repair fits on, a chat model's own answers included (default: ``spec.samples``);
+    ``search_left``: what bi+'s search still has to measure where earlier searches measured part of it (the single
+    removals or not, the greedy steps: :meth:`.cut.selection.SearchMemo.still_to_run`), else the whole search."""
 
     n, head = shape.n_layers, shape.head_layers
     rate = seconds_per_token_layer
@@ -152,13 +155,14 @@ def estimate_job(spec: Any, shape: ModelShape, seconds_per_token_layer: float, s
 
         subset = sample_tokens * min(defaults.SELECTION_SAMPLES, spec.samples) / max(spec.samples, 1)
         stride = min(8, max(1, math.ceil(head / 4)))  # as cut.candidates.head_stride scores the search
-        candidates = n + count * 2 * defaults.SELECTION_WINDOW + 4
+        singles, steps = search_left if search_left is not None else (True, count)
+        candidates = (n if singles else 0) + steps * 2 * defaults.SELECTION_WINDOW + 4
         # Each candidate runs from where it differs (about half the stack) and a strided head; each greedy step
         # refreshes the cache from the layer it chose (about half the stack again); a job that repairs judges
         # the four finalists repaired (on Gemma 3 270M as long as the candidate passes: left out, the choice was
         # estimated at 0.60 of its time).
         judged = 4 * judging_layers(n, count, head) if spec.repair != "none" else 0.0
-        out.steps["choosing"] = subset * (candidates * candidate_layers(n, head, stride) + count * n / 2
+        out.steps["choosing"] = subset * (candidates * candidate_layers(n, head, stride) + steps * n / 2
                                           + judged) * rate
     if count and spec.repair != "none" and answers is not None:
         out.steps["answering"] = answers.token_layers(n, head) * rate

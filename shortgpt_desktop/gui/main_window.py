@@ -871,11 +871,16 @@ class MainWindow(QMainWindow):
 
         spec = self.job_spec()
 
+        def outdated() -> bool:
+            """Made for settings changed since (Low memory unticked while it ran showed "one layer at a time until
+            the next Score, then one layer at a time (as asked)"): the estimate for these is started instead."""
+            if self.job_spec() == spec:
+                return False
+            self._memory_timer.start()
+            return True
+
         def done(view: MemoryView) -> None:  # on the window's thread; the engine is not touched
-            if self.job_spec() != spec:
-                # Made for settings changed since (Low memory unticked while it ran showed "one layer at a time
-                # until the next Score, then one layer at a time (as asked)"): the estimate for these is to come.
-                self._memory_timer.start()
+            if outdated():
                 return
             if self.engine.source is source:
                 self.memory_view = view
@@ -885,8 +890,8 @@ class MainWindow(QMainWindow):
                 self.model_panel.set_mode(mode, view.details)
                 self._update_status()
 
-        def failed(failure: Failure) -> None:
-            if self.engine.source is source:
+        def failed(failure: Failure) -> None:  # an error for the settings before (a device gone) as well
+            if not outdated() and self.engine.source is source:
                 self.model_panel.set_memory_error(failure.message)
 
         self.background.start("memory", self.session.memory_job(spec), on_success=done,
@@ -1040,16 +1045,21 @@ class MainWindow(QMainWindow):
         except UserError as exc:
             self.show_error("Cannot save", self._refusal(exc))
             return
+        cost = self._cost("save", spec, plan, check=False)
         self.jobs.start(
             "save", self.session.save_job(plan, spec, out, force), on_success=self._on_saved,
             on_failure=lambda f: self.show_error("Saving failed", f),
             on_cancel=lambda: self.statusBar().showMessage("Saving cancelled; nothing was written.", 8000),
         )
-        self._announce("save", spec, plan, check=False)
+        self._announce(cost)
 
-    def _announce(self, job: str, spec: JobSpec, plan: PrunePlan, check: bool) -> None:
-        """What the job just started will cost, from the scoring pass's speed, until its first progress."""
-        text = self.job_progress.announced(job, self.session.next_job_text(spec, len(plan.removed), check))
+    def _cost(self, job: str, spec: JobSpec, plan: PrunePlan, check: bool) -> str:
+        """What the job about to start will cost, from the scoring pass's speed: worked out before it starts, as
+        the job's thread changes what it reads (bi+'s measured choices, forgotten where the repair changed)."""
+        return self.job_progress.announced(job, self.session.next_job_text(spec, len(plan.removed), check))
+
+    def _announce(self, text: str) -> None:
+        """Say ``text`` (:meth:`_cost`) under the buttons until the job's first progress."""
         if text:
             self.progress_label.setText(text)
             # The first progress replaces the line with its own step's time left: the whole job's stays in reach
@@ -1103,12 +1113,13 @@ class MainWindow(QMainWindow):
             return
         self.compare_panel.show_measuring()
 
+        cost = self._cost("check", spec, plan, check=True)
         self.jobs.start(
             "check", self.session.check_job(plan, spec),
             on_success=self._on_checked, on_failure=self._on_check_failed,
             on_cancel=lambda: self.compare_panel.show_message("Check cancelled."),
         )
-        self._announce("check", spec, plan, check=True)
+        self._announce(cost)
 
     def _on_check_failed(self, failure: Failure) -> None:
         self.compare_panel.show_message("The check failed; nothing was measured.")

@@ -1251,6 +1251,45 @@ def test_a_cut_given_by_hand_with_nothing_fitted_counts_no_samples_and_no_search
     assert checked_repaired.memory.states_of_windows and not repaired.memory.states_of_windows
 
 
+def test_the_time_said_before_a_search_at_another_count_counts_only_what_it_will_measure(
+        tiny_model: Path, small_calib: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The time said before a Save at 8 after a Check at 7 counted bi+'s whole search again (about 10 minutes of
+    SmolLM2 on a CPU) for a job that took 1.7: the single removals and the first 7 greedy steps were measured
+    already. The estimate now counts only the greedy steps past those, and never fewer sets than the search runs."""
+    from shortgpt_desktop.core import defaults
+    from shortgpt_desktop.core.cut import candidates as candidates_module
+
+    sets_run: list[tuple[int, ...]] = []
+    measure = candidates_module.CandidateRunner.measure
+
+    def counting(self, sets, *args, **kwargs):
+        sets_run.extend(tuple(sorted(s)) for s in sets)
+        return measure(self, sets, *args, **kwargs)
+
+    monkeypatch.setattr(candidates_module.CandidateRunner, "measure", counting)
+    spec = small_job(tiny_model, small_calib, metric="bi+")
+    engine = Engine()
+    engine.score(spec)
+    whole = engine.job_estimate(spec, 3, check=False).steps["choosing"]
+    engine.refine(spec, 2)
+    memo = engine.search_memo[1]
+    assert memo.still_to_run(engine.scores.scores, 3) == (False, 1)
+    assert memo.still_to_run(engine.scores.scores, 1) == (False, 0)
+    left = engine.job_estimate(spec, 3, check=False).steps["choosing"]
+    assert 0 < left < 0.7 * whole, (left, whole)  # on this 6-layer model the four finalists judged weigh most
+    # another batch size measures other batches: the whole search again, as said
+    other = dataclasses.replace(spec, batch_size=spec.batch_size + 1)
+    assert engine.job_estimate(other, 3, check=False).steps["choosing"] == pytest.approx(whole)
+    # the choice for 2 was compared repaired: a job without the repair measures it again, and said it would not
+    unrepaired = dataclasses.replace(spec, repair="none")
+    assert "choosing" not in engine.job_estimate(spec, 2, check=False).steps
+    assert engine.job_estimate(unrepaired, 2, check=False).steps["choosing"] > 0
+    sets_run.clear()
+    engine.refine(spec, 3)
+    # what the estimate counted: one greedy step's candidates and the four finalists, no single removal
+    assert 0 < len(sets_run) <= 2 * defaults.SELECTION_WINDOW + 4 and all(len(s) > 1 for s in sets_run), sets_run
+
+
 @pytest.mark.parametrize("first, then", [(3, 2), (2, 3), (3, 1)])
 def test_bi_plus_at_another_count_takes_what_the_search_before_measured(tiny_model: Path, small_calib: Path,
                                                                          monkeypatch: pytest.MonkeyPatch,

@@ -227,8 +227,9 @@ def test_healing_one_layer_at_a_time_is_refused_at_the_click(qtbot, opened, tmp_
     assert started == [] and not window.busy and not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("fails", [False, True])
 def test_an_estimate_made_for_settings_changed_while_it_ran_is_not_shown(
-        qtbot, window, tiny_q4_gguf: Path, calib_text: Path) -> None:
+        qtbot, window, tiny_q4_gguf: Path, calib_text: Path, fails: bool) -> None:
     """Low memory unticked while the Runs line's estimate for the ticked box was running: its answer came back
     after the change and showed "one layer at a time until the next Score, then one layer at a time (as asked)"
     (the way the box no longer asks), until the next estimate replaced it (a test caught it once in CI's load)."""
@@ -247,20 +248,25 @@ def test_an_estimate_made_for_settings_changed_while_it_ran_is_not_shown(
 
         def held(progress, cancel):
             release.wait(10)
+            if fails and spec.low_memory:  # the error for the settings before (a device gone) is not shown either
+                raise UserError("The device chosen is not here.")
             return work(progress, cancel)
 
         return held
 
     shown: list[str] = []
+    errors: list[str] = []
     real_set_mode = window.model_panel.set_mode
     window.session.memory_job = held_job
     window.model_panel.set_mode = lambda mode, details: (shown.append(mode), real_set_mode(mode, details))
+    window.model_panel.set_memory_error = errors.append
     window._update_memory_estimate()  # the estimate for the ticked box, held until the box is unticked
     assert window.background.busy and window.background.current == "memory"
     window.settings_panel.low_memory_box.setChecked(False)
     release.set()
     qtbot.waitUntil(lambda: bool(shown), timeout=10_000)
     assert shown == ["one layer at a time until the next Score, then whole, in memory"], shown
+    assert errors == []
 
 
 def test_low_memory_unticked_after_scoring_is_said_and_check_and_save_keep_the_scored_way(
