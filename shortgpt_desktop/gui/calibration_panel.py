@@ -171,6 +171,14 @@ def looks_like_a_model(path: Path) -> bool:
         return False
 
 
+#: The item data role (column 0) that holds whether reading the entry found text in it.
+GIVES_TEXT = Qt.ItemDataRole.UserRole + 1
+
+
+def _gives_text(item: QTreeWidgetItem) -> bool:
+    return bool(item.data(0, GIVES_TEXT))
+
+
 def _resolved(path: Path) -> str:
     """``path`` with its links followed, or as given where they loop (resolve() raises RuntimeError there)."""
     try:
@@ -262,8 +270,7 @@ class CalibrationPanel(QGroupBox):
         ticked again). ``quiet`` (restoring saved sources) changes neither that nor emits :attr:`changed`.
         """
         # No text of the user's own yet (a binary file listed gives none)
-        first_own = not any(int(self.list.topLevelItem(i).data(2, Qt.ItemDataRole.UserRole) or 0)
-                            for i in range(self.list.topLevelItemCount()))
+        first_own = not any(_gives_text(self.list.topLevelItem(i)) for i in range(self.list.topLevelItemCount()))
         known = {_resolved(Path(p)) for p in self.paths()}
         added = usable = 0
         for raw in paths:
@@ -301,11 +308,14 @@ class CalibrationPanel(QGroupBox):
                 skipped = binary_files(path)
                 gives_text = not path.is_file() or not skipped
             if path.is_file() and not gives_text:  # a binary file read "0 B", a skipped config.json counted its tokens
-                size, tokens = path.stat().st_size, 0
+                size = path.stat().st_size
+            if not gives_text:  # a folder of JSON Lines without "text" fields counted its tokens too
+                tokens = 0
             note = format_note(path) if path.is_file() else None
             item = QTreeWidgetItem([name, human_bytes(size), human_count(tokens) if tokens or not skipped else "—"])
             item.setData(0, Qt.ItemDataRole.UserRole, str(path))
             item.setData(2, Qt.ItemDataRole.UserRole, tokens)
+            item.setData(0, GIVES_TEXT, gives_text)
             item.setToolTip(0, str(path) + (f"\n{note}" if note else ""))
             item.setTextAlignment(1, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             item.setTextAlignment(2, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
@@ -396,7 +406,9 @@ class CalibrationPanel(QGroupBox):
             self.summary.setText("No calibration text yet: add some, or tick the built-in corpus.")
             return
         # Files that give no text are listed (marked skipped) but are no source: "3 sources" counted three skipped.
-        usable = sum(1 for i in range(n) if int(self.list.topLevelItem(i).data(2, Qt.ItemDataRole.UserRole) or 0))
+        # By what reading it found, not by its token estimate: a 3-byte text file read "0 sources (1 skipped)" and a
+        # folder of records without "text" counted as a source.
+        usable = sum(1 for i in range(n) if _gives_text(self.list.topLevelItem(i)))
         skipped = f" ({n - usable} skipped)" if usable < n else ""
         parts = [f"{usable} source{'s' if usable != 1 else ''}{skipped}"] if n else []
         if self.builtin.isChecked():

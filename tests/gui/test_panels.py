@@ -78,6 +78,21 @@ def test_each_file_is_listed_once_and_a_skipped_one_counts_no_tokens(qtbot, tmp_
     assert panel.estimated_tokens() == 2 * int(len(TEXT) / CHARS_PER_TOKEN)
     # the skipped files are listed, not counted as sources ("3 sources" counted three skipped files)
     assert panel.summary.text().startswith("1 source (2 skipped)"), panel.summary.text()
+    # counted by what reading found: a folder of records without "text" is no source and counts no tokens; a text
+    # file too short for a token estimate is one ("0 sources (1 skipped)" for a 3-byte file)
+    records = tmp_path / "records"
+    records.mkdir()
+    (records / "chat.jsonl").write_text('{"prompt": "Hello there", "completion": "General Kenobi"}\n' * 40)
+    tiny = tmp_path / "tiny.txt"
+    tiny.write_text("Hi.")
+    panel.add_paths([str(records), str(tiny)])
+    assert panel.summary.text().startswith("2 sources (3 skipped)"), panel.summary.text()
+    assert panel.estimated_tokens() == 2 * int(len(TEXT) / CHARS_PER_TOKEN)
+    alone = CalibrationPanel()
+    qtbot.addWidget(alone)
+    alone.builtin.setChecked(True)
+    alone.add_paths([str(records)])  # the built-in corpus stays ticked: the folder gives no text
+    assert alone.builtin.isChecked() and alone.summary.text().startswith("0 sources (1 skipped) + built-in corpus")
 
 
 def test_sizes_set_without_saying_whether_they_were_chosen_count_as_chosen(qtbot) -> None:
