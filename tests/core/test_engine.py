@@ -1309,16 +1309,22 @@ def test_bi_plus_at_another_count_takes_what_the_search_before_measured(tiny_mod
         return measure(self, sets, *args, **kwargs)
 
     monkeypatch.setattr(candidates_module.CandidateRunner, "measure", counting)
+    fills: list[int] = []
+    fill = candidates_module.CandidateRunner._fill
+    monkeypatch.setattr(candidates_module.CandidateRunner, "_fill", lambda self, start: (fills.append(start),
+                                                                                          fill(self, start))[1])
     spec = small_job(tiny_model, small_calib, metric="bi+")
     engine = Engine()
     engine.score(spec)
     engine.refine(spec, first)
     before = list(sets_run)
     sets_run.clear()
+    fills.clear()
     chosen = engine.refine(spec, then).removed
     again = list(sets_run)
     assert len(again) < len(before) / 2 and not set(again) & set(before)  # nothing measured twice
     assert bool(again) == (then > 1)  # one layer: every set was among the earlier search's single removals
+    assert bool(fills) == bool(again)  # and no pass ran to cache states for none (it ran one whole pass)
 
     sets_run.clear()
     fresh = Engine()

@@ -67,22 +67,44 @@ class CandidateRunner:
         self.cancel = cancel
         self.cached = cached
         self.n = stack.n_layers
-        self.batches = stack.capture(sequences, pad_id, batch_size, cancel)
-        self.inputs = [b.hidden for b in self.batches]  # the states entering layer 0
-        per_layer = sum(int(b.hidden.numel()) * b.hidden.element_size() for b in self.batches)
-        self.every = max(1, math.ceil(per_layer * self.n / budget)) if cached else self.n + 1
-        if cached and self.every > 1:
-            log.info("the candidate cache keeps every %d-th layer's states (%.0f MB a layer)", self.every,
-                     per_layer / 1e6)
         self.base: tuple[int, ...] = ()
-        self.cache: dict[int, list[Any]] = {}  # layer → states entering it under the base set
         self.passes = 0
         self.tokens = 0
-        self._per_layer = per_layer
         self._budget = budget
         self._measured: dict[tuple[int, ...], _Variant] = {}  # the last measure's variants, by set
-        if cached:
+        # The samples are captured and the base's states cached at the first measurement (:meth:`_ready`): a
+        # search whose every set an earlier one measured (:class:`.selection.SearchMemo`) ran a whole pass for none.
+        self._to_capture: tuple[Sequence[Sequence[int]], int, int] | None = (sequences, pad_id, batch_size)
+        self._cache: dict[int, list[Any]] = {}  # layer → states entering it under the base set
+
+    def _ready(self) -> None:
+        """Capture the samples and cache the base set's states, once."""
+        if self._to_capture is None:
+            return
+        sequences, pad_id, batch_size = self._to_capture
+        self.batches = self.stack.capture(sequences, pad_id, batch_size, self.cancel)
+        self.inputs = [b.hidden for b in self.batches]  # the states entering layer 0
+        per_layer = sum(int(b.hidden.numel()) * b.hidden.element_size() for b in self.batches)
+        self._every = max(1, math.ceil(per_layer * self.n / self._budget)) if self.cached else self.n + 1
+        if self.cached and self._every > 1:
+            log.info("the candidate cache keeps every %d-th layer's states (%.0f MB a layer)", self._every,
+                     per_layer / 1e6)
+        self._per_layer = per_layer
+        self._to_capture = None
+        if self.cached:
             self._fill(0)
+
+    @property
+    def every(self) -> int:
+        """Every how many layers the cache keeps the states (1: every layer, within the budget)."""
+        self._ready()
+        return self._every
+
+    @property
+    def cache(self) -> dict[int, list[Any]]:
+        """The base set's states at the checkpoints (captured and run first where not yet)."""
+        self._ready()
+        return self._cache
 
     # --------------------------------------------------------------------------------------------- cache
 
@@ -134,7 +156,7 @@ class CandidateRunner:
             return
         changed = min(set(new) ^ set(self.base))
         self.base = new
-        if not self.cached:
+        if not self.cached or self._to_capture is not None:  # the first measurement caches this base whole
             return
         kept = self._measured.get(new)
         self._measured.clear()
@@ -189,6 +211,7 @@ class CandidateRunner:
         import time
 
         started = time.perf_counter()
+        self._ready()
         variants = [self._variant(s) for s in sets]
         # Each variant's checkpoint states are kept while they fit the cache's budget beside the cache itself.
         keeping = keep_states and self.cached and self._per_layer * (len(self.cache) + sum(

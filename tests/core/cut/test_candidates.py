@@ -159,7 +159,7 @@ def test_a_cache_over_budget_keeps_every_kth_layer_says_so_and_stays_within_it(l
     budget = per_layer * stack.n_layers * 2 // 3  # all six layers need 1.5 budgets: every 2nd layer is kept
     with caplog.at_level(logging.INFO, logger="shortgpt_desktop.core.cut.candidates"):
         runner = CandidateRunner(stack, SEQUENCES, 0, batch_size=2, budget=budget)
-    assert runner.every == 2
+        assert runner.every == 2  # said when the cache is first made
     assert any("every 2-th layer" in r.getMessage() for r in caplog.records), "the fallback must be said"
 
     def check_cache() -> None:
