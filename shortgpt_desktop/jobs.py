@@ -303,6 +303,9 @@ def run_sweep(engine: Engine, spec: JobSpec, max_removed: int | None = None, pro
         raise PlanError(f"The curve can go up to {max_removable(info.n_layers)} removed layers of {info.n_layers} "
                         f"(asked for {max_removed}).")
     engine.score(spec, progress, cancel)
+    estimate = engine.curve_estimate(spec, max_removed)
+    if estimate is not None:  # the rest, at the scoring pass's speed (each step said only its own time left)
+        progress("estimate", 0, 0, estimate)
     return engine.quality_curve(spec, max_removed, progress, cancel)
 
 

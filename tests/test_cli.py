@@ -106,16 +106,18 @@ def test_an_empty_prompt_leaves_out_the_generation_and_the_quiz(tiny_model: Path
 
 
 def test_sweep_no_quiz_leaves_out_the_quiz_at_every_count(tiny_model: Path, small_calib: Path,
-                                                          tmp_path: Path) -> None:
+                                                          tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``sweep --no-quiz`` keeps each point's perplexity and fidelity and asks no quiz (a point asked and known to
     none reads 0 of 0; one not asked reads none); without it every point of the recipe's curve is asked."""
     curves = {}
     for name, extra in (("no quiz", ["--no-quiz"]), ("default", [])):
         path = tmp_path / f"{name}.json"
         assert cli.main(["sweep", str(tiny_model), "--metric", "bi", "--max", "2", "--calib", str(small_calib),
-                         "--samples", "4", "--seq-len", "32", "--eval-windows", "2", "--json", str(path), "-q",
+                         "--samples", "4", "--seq-len", "32", "--eval-windows", "2", "--json", str(path),
                          *extra]) == 0
         curves[name] = json.loads(path.read_text())["points"]
+        # the whole sweep's time after the scoring pass (each step said only its own time left)
+        assert "the whole job: about" in capsys.readouterr().err
     quiet, default = curves["no quiz"], curves["default"]
     assert [p["perplexity"] for p in quiet] == pytest.approx([p["perplexity"] for p in default], rel=1e-6)
     assert all(p["quiz_known"] is None for p in quiet)

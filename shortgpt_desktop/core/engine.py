@@ -808,6 +808,47 @@ class Engine:
                 estimate.steps.pop("healing", None)
         return estimate
 
+    def curve_estimate(self, spec: JobSpec, max_removed: int | None = None) -> Any:
+        """Seconds the quality curve up to ``max_removed`` will take (:meth:`quality_curve`), at the speed the
+        scoring pass measured; None before a whole scoring pass (see :func:`.estimate.estimate_curve`)."""
+        from .estimate import estimate_curve, shape_of
+
+        scored = self.scored
+        if scored is None or self.loaded is None or self.scores is None or not scored.sample_tokens \
+                or scored.partial:
+            return None
+        spec = self._curve_spec(spec)
+        shape = shape_of(self.loaded)
+        seconds = scored.pass_seconds if scored.pass_seconds is not None else scored.seconds
+        rate = seconds / max(scored.sample_tokens * shape.n_layers, 1)
+        limit = self._curve_limit(max_removed)
+        searched: list[int] = []
+        if get_metric(self.scores.metric).refines:
+            repaired = spec.repair != "none"
+            searched = [k for k in range(1, limit + 1)
+                        if k not in self.selections or self.selections[k].judged_repaired != repaired]
+        memo = self._search_memo(spec, create=False) if searched else None
+        search_left = memo.still_to_run(self.scores.scores, max(searched)) if memo is not None else None
+        quiz = self.quiz_work(spec)
+        original_quiz = quiz is not None and self._original_quiz_answers() is None
+        if quiz is not None and original_quiz:  # one model's answers per count; the original's once
+            quiz = dataclasses.replace(quiz, prompts=quiz.prompts // 2)
+        estimate = estimate_curve(spec, shape, rate, scored.sample_tokens, scored.eval_tokens, limit, searched,
+                                  self.answer_work(spec), quiz, original_quiz, search_left)
+        estimate.steps.pop("scoring", None)
+        return estimate
+
+    def _curve_spec(self, spec: JobSpec) -> JobSpec:
+        """``spec`` as the quality curve runs it: no healing, and the linear repair where the refit was asked for
+        (each would train once per point)."""
+        return dataclasses.replace(spec, heal_steps=0, repair="linear" if spec.repair == "refit" else spec.repair)
+
+    def _curve_limit(self, max_removed: int | None) -> int:
+        """The most layers the quality curve removes: ``max_removed``, else half the layers, within what can go."""
+        assert self.scores is not None
+        return min(max_removed if max_removed is not None else max(1, self.n_layers // 2),
+                   max_removable(self.n_layers), self.scores.known_layers)
+
     def estimate_at(self, spec: JobSpec, seconds_per_token_layer: float, sample_tokens: int, eval_tokens: int,
                     count: int | None, refines: bool, runs: int | None = None, samples: int | None = None) -> Any:
         """The whole job ``spec`` describes at a measured speed (:func:`.estimate.estimate_job`), with the loaded
@@ -1030,10 +1071,9 @@ class Engine:
         if self.scores is None or self.loaded is None or self.backend is None:
             raise PlanError("Score the layers first.")
         self.check_unchanged()
-        spec = dataclasses.replace(spec, heal_steps=0, repair="linear" if spec.repair == "refit" else spec.repair)
+        spec = self._curve_spec(spec)
         metric = get_metric(self.scores.metric)
-        limit = min(max_removed if max_removed is not None else max(1, self.n_layers // 2),
-                    max_removable(self.n_layers), self.scores.known_layers)
+        limit = self._curve_limit(max_removed)
         tokens = self.tokens_for(spec, progress)
         started = time.perf_counter()
         reference = self.reference_for(spec, tokens, progress, cancel)

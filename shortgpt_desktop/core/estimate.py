@@ -149,21 +149,7 @@ def estimate_job(spec: Any, shape: ModelShape, seconds_per_token_layer: float, s
     out = JobEstimate()
     out.steps["scoring"] = sample_tokens * n * rate
     if count and refines:
-        import math
-
-        from .cut.selection import candidate_layers, judging_layers
-
-        subset = sample_tokens * min(defaults.SELECTION_SAMPLES, spec.samples) / max(spec.samples, 1)
-        stride = min(8, max(1, math.ceil(head / 4)))  # as cut.candidates.head_stride scores the search
-        singles, steps = search_left if search_left is not None else (True, count)
-        candidates = (n if singles else 0) + steps * 2 * defaults.SELECTION_WINDOW + 4
-        # Each candidate runs from where it differs (about half the stack) and a strided head; each greedy step
-        # refreshes the cache from the layer it chose (about half the stack again); a job that repairs judges
-        # the four finalists repaired (on Gemma 3 270M as long as the candidate passes: left out, the choice was
-        # estimated at 0.60 of its time).
-        judged = 4 * judging_layers(n, count, head) if spec.repair != "none" else 0.0
-        out.steps["choosing"] = subset * (candidates * candidate_layers(n, head, stride) + steps * n / 2
-                                          + judged) * rate
+        out.steps["choosing"] = choosing_seconds(spec, shape, rate, sample_tokens, [count], search_left)
     if count and spec.repair != "none" and answers is not None:
         out.steps["answering"] = answers.token_layers(n, head) * rate
     if count and spec.repair != "none":
@@ -183,6 +169,56 @@ def estimate_job(spec: Any, shape: ModelShape, seconds_per_token_layer: float, s
         out.steps["checking"] = eval_tokens * ((n + head) + (n - count + 2 * head)) * rate
         if quiz is not None:
             out.steps["checking"] += quiz.token_layers(n, head) * rate
+    return out
+
+
+def choosing_seconds(spec: Any, shape: ModelShape, rate: float, sample_tokens: int, counts: Sequence[int],
+                     search_left: tuple[bool, int] | None = None) -> float:
+    """bi+'s one nested search for ``counts`` (:func:`.cut.selection.choose_for_counts`): the single removals, a
+    greedy step per layer up to the most, and each count's four finalists, measured and (where the job repairs)
+    judged repaired; ``search_left``: as :func:`estimate_job`'s."""
+    import math
+
+    from .cut.selection import candidate_layers, judging_layers
+
+    n, head = shape.n_layers, shape.head_layers
+    subset = sample_tokens * min(defaults.SELECTION_SAMPLES, spec.samples) / max(spec.samples, 1)
+    stride = min(8, max(1, math.ceil(head / 4)))  # as cut.candidates.head_stride scores the search
+    singles, steps = search_left if search_left is not None else (True, max(counts))
+    candidates = (n if singles else 0) + steps * 2 * defaults.SELECTION_WINDOW + 4 * len(counts)
+    # Each candidate runs from where it differs (about half the stack) and a strided head; each greedy step
+    # refreshes the cache from the layer it chose (about half the stack again); a job that repairs judges
+    # the four finalists repaired (on Gemma 3 270M as long as the candidate passes: left out, the choice was
+    # estimated at 0.60 of its time).
+    judged = sum(4 * judging_layers(n, k, head) for k in counts) if spec.repair != "none" else 0.0
+    return subset * (candidates * candidate_layers(n, head, stride) + steps * n / 2 + judged) * rate
+
+
+def estimate_curve(spec: Any, shape: ModelShape, rate: float, sample_tokens: int, eval_tokens: int,
+                   limit: int, searched: Sequence[int], answers: AnswerWork | None = None,
+                   quiz: AnswerWork | None = None, original_quiz: bool = False,
+                   search_left: tuple[bool, int] | None = None) -> JobEstimate:
+    """The quality curve up to ``limit`` layers removed (:meth:`.engine.Engine.quality_curve`; ``spec`` as it
+    runs it: no healing, the linear repair): bi+'s search for the counts in ``searched`` (those not measured yet;
+    empty for a metric that does not measure), then at each count the repair's fit, the recipe's point and plain
+    BI's on the held-out windows (the original's pass once), and the quiz's answers (``quiz``: one model's;
+    ``original_quiz``: the original's still to write). A sweep to 8 on SmolLM2 ran for minutes with each step's
+    time left only."""
+    n, head = shape.n_layers, shape.head_layers
+    out = JobEstimate()
+    out.steps["scoring"] = sample_tokens * n * rate
+    if searched:
+        out.steps["choosing"] = choosing_seconds(spec, shape, rate, sample_tokens, searched, search_left)
+    if spec.repair != "none":
+        if answers is not None:
+            out.steps["answering"] = answers.token_layers(n, head) * rate
+        fitted = [estimate_job(spec, shape, rate, sample_tokens, eval_tokens, k, False, fit_samples=spec.samples)
+                  for k in range(1, limit + 1)]
+        out.steps["repairing"] = sum(e.steps.get("repairing", 0.0) for e in fitted)
+    measuring = eval_tokens * (n + head) + sum(2 * eval_tokens * (n - k + 2 * head) for k in range(1, limit + 1))
+    if quiz is not None:
+        measuring += quiz.token_layers(n, head) * (limit + (1 if original_quiz else 0))
+    out.steps["measuring"] = measuring * rate
     return out
 
 

@@ -1146,13 +1146,16 @@ class MainWindow(QMainWindow):
         if not self._acts_on_open_model("The quality curve"):
             return
         spec = self._final_spec()
+        most = self.plan_panel.curve_max.value()
+        cost = self.job_progress.announced("curve", self.session.next_curve_text(spec, most))
         self.jobs.start(
-            "curve", self.session.curve_job(spec, self.plan_panel.curve_max.value()),
+            "curve", self.session.curve_job(spec, most),
             on_success=self._on_curve, on_failure=lambda f: self.show_error("The quality curve failed", f),
             # it said nothing: "Cancelled." beside the buttons and "Scored 6 layers" below
             on_cancel=lambda: self.statusBar().showMessage("The quality curve was cancelled; no curve was drawn.",
                                                            8000),
         )
+        self._announce(cost)
 
     def _on_curve(self, curve: Any) -> None:
         warnings = curve.warnings  # a QualityCurve's (the session's curve job hands one back)

@@ -123,11 +123,18 @@ class Session:
 
     def next_job_text(self, spec: JobSpec, count: int, check: bool) -> str:
         """``about 2 min 10 s (choosing 1 min 30 s, repairing 40.0 s)`` for the job a button starts, or ""."""
-        estimate = self.engine.job_estimate(spec, count, check)
-        if estimate is None or not estimate.steps:
-            return ""
-        parts = ", ".join(f"{name} {human_seconds(seconds)}" for name, seconds in estimate.steps.items())
-        return f"about {human_seconds(estimate.total)} ({parts}, from the scoring speed)"
+        return _estimate_words(self.engine.job_estimate(spec, count, check))
+
+    def next_curve_text(self, spec: JobSpec, max_removed: int | None) -> str:
+        """The same for the quality curve up to ``max_removed`` layers (it said nothing of its whole time)."""
+        return _estimate_words(self.engine.curve_estimate(spec, max_removed))
+
+
+def _estimate_words(estimate: Any) -> str:
+    if estimate is None or not estimate.steps:
+        return ""
+    parts = ", ".join(f"{name} {human_seconds(seconds)}" for name, seconds in estimate.steps.items())
+    return f"about {human_seconds(estimate.total)} ({parts}, from the scoring speed)"
 
 
 def describe_modes(engine: Engine, spec: JobSpec, estimate: MemoryEstimate,

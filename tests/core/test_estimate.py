@@ -287,3 +287,55 @@ def test_the_engines_estimate_counts_the_samples_the_text_gave(tiny_model, small
     asked = engine.job_estimate(spec, 2, check=False)
     assert asked.steps == engine.job_estimate(dataclasses.replace(spec, samples=given), 2, check=False).steps
     assert asked.steps["choosing"] > 0
+
+
+def test_the_quality_curves_estimate_counts_one_search_and_each_points_passes() -> None:
+    """The curve (a sweep) said only each step's time left: a sweep to 8 on SmolLM2 ran for minutes with no whole
+    time. Its estimate, in layer runs per token at SmolLM2's shape: bi+'s one nested search (every layer alone, two
+    windows of three per greedy step up to the most, and each count's four finalists measured and judged
+    repaired), the repair's fit at each count, the original over the held-out windows once, then the recipe's
+    point and plain BI's at each count, and the quiz's answers per count (the original's once)."""
+    from shortgpt_desktop.core.cut.selection import judging_layers
+    from shortgpt_desktop.core.estimate import choosing_seconds, estimate_curve
+
+    n, head, rate, limit = 30, 28.3e6 / 3.98e6, 1e-6, 4
+    spec = JobSpec(model="m", calib=[], samples=32, seq_len=256, batch_size=4)
+    sample_tokens, eval_tokens = 32 * 256, 16 * 256
+    quiz = AnswerWork(prompts=17, prompt_tokens=30.0, new_tokens=24, kv_cache=True)
+    steps = estimate_curve(spec, SMOLLM2, rate, sample_tokens, eval_tokens, limit, [1, 2, 3, 4], quiz=quiz,
+                           original_quiz=True).steps
+    subset = sample_tokens * defaults.SELECTION_SAMPLES / 32
+    candidates = n + limit * 2 * defaults.SELECTION_WINDOW + 4 * limit
+    judged = sum(4 * judging_layers(n, k, head) for k in range(1, limit + 1))
+    assert steps["choosing"] == pytest.approx(subset * (candidates * (n / 2 + head / 2) + limit * n / 2 + judged)
+                                              * rate)
+    assert steps["repairing"] == pytest.approx(sum(
+        estimate_job(spec, SMOLLM2, rate, sample_tokens, eval_tokens, k, False).steps["repairing"]
+        for k in range(1, limit + 1)))
+    points = eval_tokens * (n + head) + sum(2 * eval_tokens * (n - k + 2 * head) for k in range(1, limit + 1))
+    assert steps["measuring"] == pytest.approx((points + 5 * quiz.token_layers(n, head)) * rate)
+    # one count: the search for it costs what a job's choice of it costs
+    assert choosing_seconds(spec, SMOLLM2, rate, sample_tokens, [3]) == pytest.approx(
+        estimate_job(spec, SMOLLM2, rate, sample_tokens, eval_tokens, 3, refines=True).steps["choosing"])
+    # counts measured before are not searched; without the repair nothing is fitted or judged
+    again = estimate_curve(spec, SMOLLM2, rate, sample_tokens, eval_tokens, limit, []).steps
+    assert "choosing" not in again and again["measuring"] == pytest.approx(points * rate)
+    plain = estimate_curve(dataclasses.replace(spec, repair="none"), SMOLLM2, rate, sample_tokens, eval_tokens,
+                           limit, [1, 2, 3, 4]).steps
+    assert "repairing" not in plain and plain["choosing"] < steps["choosing"]
+
+
+def test_the_engine_estimates_the_curve_from_what_it_has_measured(tiny_model, small_calib) -> None:
+    """After a curve to 2, the curve to 3 searches one count more: it says less choosing than a fresh engine's
+    curve to 3, and a curve to 2 again none."""
+    from shortgpt_desktop.core.engine import Engine
+
+    spec = JobSpec(model=str(tiny_model), calib=[str(small_calib)], samples=8, seq_len=32, eval_windows=2,
+                   batch_size=4, device="cpu", dtype="float32", prompt="", metric="bi+")
+    engine = Engine()
+    engine.score(spec)
+    fresh = engine.curve_estimate(spec, 3)
+    assert set(fresh.steps) == {"choosing", "repairing", "measuring"} and fresh.total > 0
+    engine.quality_curve(spec, 2)
+    assert "choosing" not in engine.curve_estimate(spec, 2).steps
+    assert 0 < engine.curve_estimate(spec, 3).steps["choosing"] < fresh.steps["choosing"]

@@ -412,7 +412,10 @@ def test_quality_curve_draws_the_recipe_and_plain_bi_and_agrees_with_check(qtbot
     window = scored_with(qtbot, opened, "bi+")
     with qtbot.waitSignal(window.jobFinished, timeout=120_000) as done:
         window.plan_panel.curve_button.click()
+        # as Check and Save do, it says the whole curve's time as it starts (it said each step's only)
+        said = window.progress_label.toolTip()
     assert done.args == ["curve", "ok"]
+    assert said.startswith("Said as the job started: Quality curve: about") and "choosing" in said, said
     panel = window.plan_panel
     ks = [k for k, _ in panel.curve_points]
     assert ks == list(range(len(ks))) and len(ks) == window.engine.n_layers // 2 + 1
