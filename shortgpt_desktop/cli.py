@@ -31,7 +31,7 @@ from .core.measure.quiz import quiz_summary
 from .core.model.loading import quiet_library_progress
 from .core.progress import counts_layers, stage_unit
 from .core.report import after_fitted, left_as_it_was, requantized
-from .core.user_paths import exists
+from .core.user_paths import exists, expand_home
 from .format import (
     StageClock,
     collapsed,
@@ -678,6 +678,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     tolerant_console()
     parser = build_parser()
     _given[:] = list(argv if argv is not None else sys.argv[1:])
+    if not _given:  # "the following arguments are required: command" named none of them
+        parser.print_help(sys.stderr)
+        return EXIT_BAD_INPUT
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error already printed as one line
@@ -689,6 +692,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress = ProgressBar(quiet=args.quiet)
     with on_stop_signals(_stop):  # SIGTERM, SIGHUP and SIGBREAK raise Stopped while the job runs
         return _run(args, progress)
+
+
+def _say_written(args: argparse.Namespace, *paths: str | None) -> None:
+    """Where the report files went, as written (no command said it: a relative path, or '-', left the user
+    looking for it)."""
+    written = [str(expand_home(p).resolve()) for p in paths if p]
+    if written and not args.quiet:
+        print(f"{in_number(len(written), 'report')} written to {listed(written)}")
 
 
 def _idle_without_check(args: argparse.Namespace) -> list[str]:
@@ -776,6 +787,7 @@ def _run(args: argparse.Namespace, progress: ProgressBar) -> int:
                 curve.write_json(args.json)
             if args.csv:
                 curve.write_csv(args.csv)
+            _say_written(args, args.json, args.csv)
             return EXIT_OK
         if args.command == "score":
             if args.eval_windows is not None:  # accepted without a word, as prune --no-eval's were
@@ -793,6 +805,7 @@ def _run(args: argparse.Namespace, progress: ProgressBar) -> int:
                 report.write_json(args.json)
             except OSError as exc:
                 raise UserError(f"Could not write the report to {args.json}: {exc.strerror or exc}.") from None
+            _say_written(args, args.json)
     except UserError as exc:
         sys.stderr.write(f"\nshortgpt: error: {error_line(exc)}\n" if progress.stage and progress.tty
                          else f"shortgpt: error: {error_line(exc)}\n")

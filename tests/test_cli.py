@@ -38,6 +38,7 @@ def test_prune_end_to_end(tiny_model: Path, small_calib: Path, tmp_path: Path) -
     assert report["ppl_before"] > 1 and report["ppl_after"] > 1
     assert report["tokens"] == 8 * 64 and report["seconds"] > 0
     assert "perplexity:" in result.stdout and "saved to" in result.stdout
+    assert f"report written to {report_path.resolve()}" in result.stdout  # no command said where it went
     # The check's quiz, in the report and the summary (a random model knows none of the answers, and says so).
     assert report["quiz"]["asked"] == len(report["quiz"]["answers"]) > 0
     assert any(line in result.stdout for line in ("quiz: the original answers none of the",
@@ -1527,3 +1528,17 @@ def test_the_bar_counts_layers_where_the_scoring_pass_goes_layer_by_layer(
     assert cli.main(["score", str(tiny_model), "--metric", "ppl", "--calib", str(small_calib), "--samples", "4",
                      "--seq-len", "32"]) == 0
     assert "] 6/6 layers" in capsys.readouterr().err
+
+
+def test_no_command_prints_the_commands_and_a_report_to_dash_is_refused(tiny_model: Path, small_calib: Path,
+                                                                       tmp_path: Path, monkeypatch,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """``shortgpt`` alone said "the following arguments are required: command" and named none; ``--json -`` wrote a
+    file named "-" in the working folder without a word."""
+    assert cli.main([]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: shortgpt") and all(c in err for c in ("score", "prune", "sweep", "eval"))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["score", str(tiny_model), "--calib", str(small_calib), "--samples", "4", "--seq-len", "32",
+                     "--json", "-", "-q"]) == 2
+    assert "Cannot write a report to '-'" in capsys.readouterr().err and not (tmp_path / "-").exists()

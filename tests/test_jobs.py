@@ -290,6 +290,14 @@ def test_heal_from_the_command_line(tiny_model: Path, small_calib: Path, tmp_pat
                      "--json", str(report)]) == 0
     data = json.loads(report.read_text())
     assert data["heal_steps"] == 2 and len(data["heal_losses"]) == 2
+    # a healing whose loss did not fall is said (it was "loss 0.201 -> 0.208" and nothing more)
+    first, last = data["heal_losses"]
+    assert (last >= first) == any(w.startswith("healing did not lower its loss") for w in data["warnings"])
+    from shortgpt_desktop.core.cut.healing import healing_did_not_help
+
+    assert healing_did_not_help([0.3, 0.2]) == "" and healing_did_not_help([0.3]) == ""
+    assert healing_did_not_help([0.201, 0.25, 0.208]).startswith(
+        "healing did not lower its loss (0.201 -> 0.208 in 3 steps")
     from shortgpt_desktop.core.model.devices import fast_training_dtype
 
     assert data["heal_compute_dtype"] == str(fast_training_dtype("cpu", torch.float32) or torch.float32).split(".")[-1]

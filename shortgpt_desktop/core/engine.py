@@ -1490,6 +1490,11 @@ class Engine:
             report.heal_losses = [adjusted.heal.losses[0], adjusted.heal.losses[-1]]
             report.heal_compute_dtype = adjusted.heal.compute_dtype
             report.timings["heal"] = adjusted.heal.seconds
+            from .cut.healing import healing_did_not_help
+
+            unhealed = healing_did_not_help(adjusted.heal.losses)
+            if unhealed:
+                report.warnings.append(unhealed)
         c = self.checked_for(spec, plan.removed)
         if c is not None:
             report.ppl_before, report.ppl_after, report.eval_tokens = c.ppl_before, c.ppl_after, c.eval_tokens

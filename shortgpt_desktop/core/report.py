@@ -226,6 +226,8 @@ def _revision(report: Report) -> str:
     """`` at revision `dev` (commit `0123abc…`)`` for a Hub model; nothing for a local one."""
     if not report.model_commit:
         return ""
+    if report.model_revision == report.model_commit:  # "at revision `0123…` (commit `0123…`)"
+        return f" at commit `{report.model_commit}`"
     return f" at revision `{report.model_revision}` (commit `{report.model_commit}`)"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from shortgpt_desktop.core.report import Report, model_card
@@ -279,6 +280,8 @@ def test_a_path_that_only_looks_like_a_hub_id_is_named_by_its_last_part(tmp_path
 def test_a_hub_models_card_names_its_revision_and_commit_and_a_local_models_neither() -> None:
     hub = Report(model="org/name", n_layers=6, model_revision="dev", model_commit="0123abc")
     assert "were removed from `org/name` at revision `dev` (commit `0123abc`) (" in model_card(hub, "org/name")
+    pinned = dataclasses.replace(hub, model_revision="0123abc")  # the commit asked for: said once
+    assert "were removed from `org/name` at commit `0123abc` (" in model_card(pinned, "org/name")
     assert "were removed from `tiny` (" in model_card(Report(model="/models/tiny", n_layers=6), "/models/tiny")
 
 

@@ -70,6 +70,17 @@ class HealResult:
     compute_dtype: str = ""  # what the forward passes ran in: "bfloat16" under autocast, else the model's dtype
 
 
+def healing_did_not_help(losses: Sequence[float]) -> str:
+    """The warning for a healing whose loss did not fall from its first step to its last, else "": 2 steps said
+    "loss 0.201 -> 0.208" and nothing more, while the healed weights (every kept one, written at 8 bits or more in
+    a GGUF) made the file 20% larger than the original."""
+    if len(losses) < 2 or losses[-1] < losses[0]:
+        return ""
+    return (f"healing did not lower its loss ({losses[0]:.3f} -> {losses[-1]:.3f} in {len(losses)} steps, each on "
+            "other text): its weights may be no better than the repair's alone; give more steps (the README "
+            "measures 20 to 60) or leave healing out.")
+
+
 def target_modules(model: Any, family: Family, layers: Sequence[int] | None = None) -> list[str]:
     """Names of the linear projections inside the decoder layers (never the embeddings or the LM head); only
     those of ``layers`` (current indices) when given."""

@@ -353,7 +353,7 @@ def choose_for_counts(
                 protected=protected, forward_passes=runner.passes, eval_samples=len(samples),
                 single_removal=list(single),
                 eval_tokens=memo.tokens, judged_repaired=judge_repaired, seconds=time.perf_counter() - started,
-                explanation=_explain(best, candidates, count, len(samples), memo.tokens),
+                explanation=_explain(best, candidates, count, len(samples), memo.tokens, runner.stride),
             )
     bar.report(out[most].order, final=True)
     return out
@@ -605,7 +605,15 @@ def _perplexity(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.2f}"
 
 
-def _explain(best: Candidate, candidates: list[Candidate], count: int, n_samples: int, tokens: int) -> str:
+def _ordinal(n: int) -> str:
+    """``2nd``, ``3rd``, ``8th``."""
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
+def _explain(best: Candidate, candidates: list[Candidate], count: int, n_samples: int, tokens: int,
+             stride: int = 1) -> str:
+    """The choice in words. ``stride``: the search scores every ``stride``-th next token (the head's cost), said
+    beside the count: 1,016, 504 and 120 tokens for 8 samples read as a fault."""
     repaired = best.repaired_perplexity is not None
     others = ", ".join(
         f"{c.name} {_perplexity(c.judged)}" for c in candidates if c is not best and c.removed != best.removed
@@ -615,7 +623,8 @@ def _explain(best: Candidate, candidates: list[Candidate], count: int, n_samples
         f"Removed {counted(count, 'layer')} chosen by {best.name}: calibration perplexity "
         + (f"{_perplexity(best.judged)} repaired ({_perplexity(best.calibration_perplexity)} before the repair)"
            if repaired else _perplexity(best.calibration_perplexity))
-        + f" on {counted(n_samples, 'sample')} ({tokens:,} tokens)"
+        + f" on {counted(n_samples, 'sample')} ({tokens:,} tokens"
+        + (f", every {_ordinal(stride)} next token" if stride > 1 else "") + ")"
     )
     if same:
         text += f", the same set as {' and '.join(same)}"

@@ -453,6 +453,9 @@ def check_report_path(path: Path, sources: Sequence[str | Path] = (), texts: Seq
     ...): an existing file is replaced only where it is an earlier report of that kind (or empty): ``--csv test.txt``,
     typed for ``--eval-text``, replaced the user's text; ``--csv curve.json`` replaced the curve's JSON with its table,
     and ``score --json`` replaced prune's report, the record of where a model was saved; ``prune --json`` an eval's."""
+    if str(path) == "-":  # read as standard output by many tools: it wrote a file named "-" without a word
+        raise OutputError("Cannot write a report to '-': standard output holds the summary; give a file's path, "
+                          "such as report.json.")
     path = expand_home(path)
     if path.is_symlink():  # written through: the link stays, its target is replaced (and checked as such)
         path = path.resolve()

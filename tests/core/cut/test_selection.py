@@ -516,6 +516,9 @@ def test_the_explanation_names_each_other_set_once_and_says_which_fell_silent() 
         "(2,040 tokens); other candidates: bi 527.83.")
     assert _explain(big[0], big[:1], 1, 1, 2040).startswith(
         "Removed 1 layer chosen by bi: calibration perplexity 527.83 repaired (1,234 before the repair)")
+    # where the search scores every n-th next token, the count says so (1,016, 504 and 120 tokens read as a fault)
+    assert "on 8 samples (504 tokens, every 2nd next token);" in _explain(big[1], big, 1, 8, 504, stride=2)
+    assert "(120 tokens, every 8th next token)" in _explain(big[1], big, 1, 8, 120, stride=8)
 
 
 def test_a_finalist_whose_repaired_model_measures_not_a_number_is_never_chosen(monkeypatch: pytest.MonkeyPatch) -> None:
