@@ -354,6 +354,8 @@ def hub_download(
         if cached is not None:
             return cached
         return _download(repo_id, revision, progress, cancel, cache_dir)
+    except HubUnreachable as exc:
+        raise _unreachable_here(exc.why, named, repo_id, revision, incomplete, cache_dir) from None
     except (Cancelled, HubError):
         raise
     except (hub_errors.LocalEntryNotFoundError, hub_errors.OfflineModeIsEnabled):
@@ -382,7 +384,59 @@ def hub_download(
             raise HubError(f"The disk is full while downloading {repo_id}; free some space.") from None
         raise HubError(f"Could not download {repo_id}: {exc}.") from None
     except _network_errors() as exc:  # the HTTP client's own errors: no connection, DNS failure, time-out
-        raise HubModelNotFound(_unreachable(repo_id, exc.__class__.__name__)) from None
+        raise _unreachable_here(exc.__class__.__name__, named, repo_id, revision, incomplete, cache_dir) from None
+
+
+class HubUnreachable(HubModelNotFound):
+    """The Hub's host cannot be reached (``why``: the lookup's or the connection's failure)."""
+
+    def __init__(self, repo_id: str, why: str) -> None:
+        super().__init__(_unreachable(repo_id, why))
+        self.why = why
+
+
+def _unreachable_here(why: str, named: str, repo_id: str, revision: str | None, incomplete: str | None,
+                      cache_dir: str | Path | None) -> HubError:
+    """The Hub cannot be reached, with what the local cache holds of the model: set ``HF_HUB_OFFLINE`` and the same
+    cases were exact ("is in the local Hub cache but incomplete (no tokenizer)"); without it each said only that the
+    Hub cannot be reached, the revision asked for unnamed and the cached model unmentioned."""
+    held = _what_the_cache_holds(repo_id, revision, incomplete, cache_dir)
+    error = HubError if incomplete else HubModelNotFound  # an incomplete one is a Hub model: nothing to add
+    return error(f"The Hugging Face Hub cannot be reached to download {named} ({why}){held}; check the connection, "
+                 "or choose a model folder or .gguf file on this computer.")
+
+
+def _what_the_cache_holds(repo_id: str, revision: str | None, incomplete: str | None,
+                          cache_dir: str | Path | None) -> str:
+    """``; the local Hub cache holds it …`` where the cache has it incomplete, at other revisions, or has an id
+    spelled nearly the same (a typing slip); "" where it holds nothing of the kind."""
+    import difflib
+
+    from huggingface_hub import constants
+
+    if incomplete:
+        return f"; the local Hub cache holds it, but incomplete ({incomplete})"
+    root = Path(cache_dir or constants.HF_HUB_CACHE)
+    spelled = cached_spelling(repo_id, cache_dir) or repo_id
+    folder = root / ("models--" + spelled.replace("/", "--"))
+    try:
+        if folder.is_dir():
+            refs = sorted(p.name for p in (folder / "refs").iterdir()) if (folder / "refs").is_dir() else []
+            commits = sorted(p.name[:12] for p in (folder / "snapshots").iterdir()) \
+                if (folder / "snapshots").is_dir() else []
+            at = refs or commits
+            if revision and at:
+                return f"; the local Hub cache holds it at {', '.join(at)}, not at {revision}"
+            return ""
+        ids = [e.name.removeprefix("models--").replace("--", "/", 1) for e in root.iterdir()
+               if e.name.startswith("models--")]
+    except OSError:
+        return ""
+    near = difflib.get_close_matches(repo_id.lower(), [i.lower() for i in ids], n=1, cutoff=0.85)
+    if not near:
+        return ""
+    match = next(i for i in ids if i.lower() == near[0])
+    return f"; the local Hub cache holds {match}, spelled otherwise"
 
 
 def _network_errors() -> tuple[type[BaseException], ...]:
@@ -539,11 +593,10 @@ def check_hub_reachable(repo_id: str) -> None:
     try:
         addresses = _looked_up(host, port, PROBE_TIMEOUT)
     except socket.gaierror:
-        raise HubModelNotFound(_unreachable(repo_id, f"{host} cannot be looked up: is this computer offline?")) \
-            from None
+        raise HubUnreachable(repo_id, f"{host} cannot be looked up: is this computer offline?") from None
     except TimeoutError:
-        raise HubModelNotFound(_unreachable(repo_id, f"{host} could not be looked up in {PROBE_TIMEOUT:g} s: is the "
-                                    "network's name server answering?")) from None
+        raise HubUnreachable(repo_id, f"{host} could not be looked up in {PROBE_TIMEOUT:g} s: is the network's "
+                             "name server answering?") from None
     error: OSError = TimeoutError()
     for address in addresses:  # as socket.create_connection tries them, within what is left of the time-out
         try:
@@ -552,8 +605,8 @@ def check_hub_reachable(repo_id: str) -> None:
         except OSError as exc:
             error = exc
     if isinstance(error, TimeoutError):
-        raise HubModelNotFound(_unreachable(repo_id, f"no answer from {host} in {PROBE_TIMEOUT:g} s")) from None
-    raise HubModelNotFound(_unreachable(repo_id, f"{host}: {error.strerror or error}")) from None
+        raise HubUnreachable(repo_id, f"no answer from {host} in {PROBE_TIMEOUT:g} s") from None
+    raise HubUnreachable(repo_id, f"{host}: {error.strerror or error}") from None
 
 
 def _looked_up(host: str, port: int, timeout: float) -> list[tuple[str, int]]:

@@ -882,3 +882,37 @@ def test_a_model_path_that_is_a_link_to_nothing_is_said_and_not_looked_up_on_the
         sources.resolve("models/llama")
     assert str(raised.value) == (f"models/llama is a link to {tmp_path / 'gone'}, which does not exist; choose the "
                                  "model's folder or a .gguf file.")
+
+
+def test_an_unreachable_hub_says_what_the_local_cache_holds_of_the_model(
+        tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without HF_HUB_OFFLINE every case read "The Hugging Face Hub cannot be reached to download someorg/tiny":
+    the revision asked for unnamed, the copy at another revision, an incomplete copy and a copy spelled nearly the
+    same all unmentioned (with HF_HUB_OFFLINE=1 each was exact)."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    offline = "huggingface.co cannot be looked up: is this computer offline?"
+
+    def unreachable(repo_id: str) -> None:
+        raise sources.HubUnreachable(repo_id, offline)
+
+    monkeypatch.setattr(sources, "check_hub_reachable", unreachable)
+    cache = tmp_path / "hub"
+    fill_hub_cache(cache, "someone/tiny-llama", tiny_model)
+    partial = fill_hub_cache(cache, "someone/no-tokenizer", tiny_model)
+    for item in partial.iterdir():
+        if item.name in sources.TOKENIZER_FILES:
+            item.unlink()
+    cases = {
+        ("someone/tiny-llama", "dev"): "someone/tiny-llama (revision dev) ({offline}); the local Hub cache holds it "
+                                       "at main, not at dev; check the connection",
+        ("someone/no-tokenizer", None): "someone/no-tokenizer ({offline}); the local Hub cache holds it, but "
+                                        "incomplete (no tokenizer); check the connection",
+        ("someone/tinny-llama", None): "someone/tinny-llama ({offline}); the local Hub cache holds someone/tiny-llama, "
+                                       "spelled otherwise; check the connection",
+        ("someone/else", None): "someone/else ({offline}); check the connection",
+    }
+    for (repo_id, revision), said in cases.items():
+        with pytest.raises(HubError) as raised:
+            sources.hub_download(repo_id, revision=revision, cache_dir=cache)
+        expected = "The Hugging Face Hub cannot be reached to download " + said.format(offline=offline)
+        assert str(raised.value).startswith(expected), str(raised.value)
