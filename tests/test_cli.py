@@ -1247,6 +1247,14 @@ def test_a_hub_page_address_is_the_models_id(tiny_model: Path, small_calib: Path
     card = (tmp_path / "out" / "README.md").read_text(encoding="utf-8")
     assert ("removed from `someone/tiny-dev` at revision `dev` (commit `0123456789abcdef0123456789abcdef01234567`)"
             in card), card
+    # Pruned again from the saved copy: the card names the Hub model it was first pruned from (it had no base_model
+    # and the Hub id nowhere, "removed from `out`" alone)
+    assert cli.main(["prune", str(tmp_path / "out"), "--remove", "1", "--repair", "none", "--no-eval", "--calib",
+                     str(small_calib), "--samples", "4", "--seq-len", "32", "-q", "--out",
+                     str(tmp_path / "again")]) == 0
+    again = (tmp_path / "again" / "README.md").read_text(encoding="utf-8")
+    assert "\nbase_model: someone/tiny-dev\n" in again
+    assert "pruned before, first pruned from `someone/tiny-dev`:" in again
     line = bad(capsys, "eval", str(tiny_model), "--against", "https://hf.co/someone/tiny-llama/tree/dev", "--calib",
                str(small_calib), "--seq-len", "32", "-q")
     assert "--against opens a Hub model's main revision; give its id, someone/tiny-llama." in line, line

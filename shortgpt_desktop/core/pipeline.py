@@ -18,7 +18,7 @@ from . import defaults
 from .cut.plan import PrunePlan
 from .cut.surgery import pruned_view
 from .errors import CalibrationError
-from .formats.provenance import earlier_removed, source_license
+from .formats.provenance import earlier_removed, first_original, source_license
 from .formats.safetensors_writer import SaveResult, save_pruned
 from .measure.calibration import (
     BUILTIN_CORPUS,
@@ -375,6 +375,7 @@ def new_report(loaded: LoadedModel, spec: JobSpec) -> Report:
     return Report(
         license=source_license(source),
         earlier_removed=earlier_removed(source),
+        first_original=first_original(source),
         model=spec.model,
         model_revision=(source.revision or "main") if hub else "",
         model_commit=source.folder.name if hub else "",  # the Hub cache's snapshot folder is named by its commit

@@ -89,6 +89,9 @@ class Report:
     #: Layers of the first original the source already lacked (pruned before by this app: ``formats.provenance``),
     #: in that original's numbering; ``removed_layers`` count the source's own layers.
     earlier_removed: list[int] = field(default_factory=list)
+    #: The Hub id the source was first pruned from, where the source is a copy this app pruned before and its card
+    #: names one (``formats.provenance.first_original``): the card's ``base_model``.
+    first_original: str = ""
     #: Layer scores imported from a scores file (the window's Import scores…): the file's name and what the scores
     #: were measured on there (calibration, samples, seq_len, seed, tokens); empty when this job scored them.
     #: ``calibration`` above is the text this job read (for the repair or the check), not the scores'.
@@ -302,7 +305,8 @@ def model_card(report: Report, base_model: str) -> str:
     sizes = ""
     if report.params_before:
         sizes = f"| parameters | {report.params_before:,} | {report.params_after:,} |\n"
-    base_model_line = f"base_model: {base_model}\n" if "/" in base_model else ""
+    hub_base = base_model if "/" in base_model else report.first_original  # a copy's first original, on the Hub
+    base_model_line = f"base_model: {hub_base}\n" if hub_base else ""
     repaired = [r for r in report.repair_runs if r.get("parameter")]
     repair_line = "none (plain layer removal)"
     if report.repair in ("linear", "refit"):
@@ -429,8 +433,9 @@ def _removed_line(report: Report) -> str:
     from .formats.provenance import removed_in_first_original
 
     first = removed_in_first_original(report.earlier_removed, report.removed_layers, report.n_layers)
-    return (f"Removed layers (0-based, numbered as in `{public_name(report.model)}`, which had been pruned before: "
-            f"it lacked {in_number(len(report.earlier_removed), 'layer')} "
+    origin = f", first pruned from `{report.first_original}`" if report.first_original else ""
+    return (f"Removed layers (0-based, numbered as in `{public_name(report.model)}`, which had been pruned "
+            f"before{origin}: it lacked {in_number(len(report.earlier_removed), 'layer')} "
             f"{', '.join(map(str, report.earlier_removed))} of its original): {removed}. Of the "
             f"first original's {report.n_layers + len(report.earlier_removed)} layers, this model lacks "
             f"{', '.join(map(str, first))}.")

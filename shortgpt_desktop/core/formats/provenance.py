@@ -67,6 +67,36 @@ _LICENSE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 _LICENSE_LINK = re.compile(r"(https?://|LICENSE)[^\s]{0,200}")
 
 
+#: A Hub id as a card's ``base_model`` names it (``org/name``).
+_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
+
+
+def _front_matter(folder: Path) -> list[tuple[str, str]]:
+    """The ``key: value`` lines of the front matter of the folder's own card (README.md), values unquoted."""
+    try:
+        with (folder / "README.md").open(encoding="utf-8", errors="replace") as stream:
+            head = stream.read(65536)
+    except OSError:
+        return []
+    if not head.startswith("---"):
+        return []
+    lines = []
+    for line in head[3:].split("\n---", 1)[0].splitlines():
+        key, _, value = line.partition(":")
+        lines.append((key, value.strip().strip("\"'")))  # an indented key is a nested one: not matched
+    return lines
+
+
+def first_original(source: ModelSource | None) -> str:
+    """The Hub id of the model a source this app pruned before was first pruned from, as its card's ``base_model``
+    names it ("" for another source, or where its card names none): pruning a pruned copy again wrote a card with
+    no ``base_model`` and the Hub id nowhere, "removed from `online`" alone."""
+    if source is None or source.gguf_file is not None or source.kind == "hub" or not earlier_removed(source):
+        return ""
+    found = [value for key, value in _front_matter(source.folder) if key == "base_model"]
+    return found[0] if found and _HUB_ID.fullmatch(found[0]) else ""
+
+
 def source_license(source: ModelSource | None) -> dict[str, str]:
     """The licence the source declares, for the card's front matter: a GGUF file's ``general.license``, else the
     front matter of the folder's own card (README.md: ``license``, and for ``other`` its ``license_name`` and
@@ -80,17 +110,8 @@ def source_license(source: ModelSource | None) -> dict[str, str]:
         except Exception:  # the file was read to load it: a licence is not worth a failed save
             return {}
         return {"license": str(value)} if isinstance(value, str) and _LICENSE_ID.fullmatch(value) else {}
-    try:
-        with (source.folder / "README.md").open(encoding="utf-8", errors="replace") as stream:
-            head = stream.read(65536)
-    except OSError:
-        return {}
-    if not head.startswith("---"):
-        return {}
     found: dict[str, str] = {}
-    for line in head[3:].split("\n---", 1)[0].splitlines():
-        key, _, value = line.partition(":")
-        value = value.strip().strip("\"'")
+    for key, value in _front_matter(source.folder):
         pattern = _LICENSE_LINK if key == "license_link" else _LICENSE_ID
         if key in ("license", "license_name", "license_link") and pattern.fullmatch(value):
             found[key] = value
