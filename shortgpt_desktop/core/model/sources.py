@@ -82,6 +82,13 @@ class ModelSource:
         return self.spec if self.kind == "hub" else Path(self.spec).name or self.spec
 
     @property
+    def cached_id(self) -> str | None:
+        """A Hub model's id as its cache folder spells it (``models--org--name/snapshots/COMMIT``), else None: the Hub
+        and its cache find an id whatever its capitals, and the card named ``SomeOrg/Tiny`` as typed."""
+        repo = self.folder.parent.parent.name if self.kind == "hub" else ""
+        return repo.removeprefix("models--").replace("--", "/", 1) if repo.startswith("models--") else None
+
+    @property
     def location(self) -> Path:
         """Where the model lies, as a sentence names it: the ``.gguf`` file itself, or the model's folder (a GGUF's
         folder is wherever it was saved, ~/Downloads say, and "the model in Downloads" named no model)."""
