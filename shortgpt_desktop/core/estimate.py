@@ -152,8 +152,12 @@ def estimate_job(spec: Any, shape: ModelShape, seconds_per_token_layer: float, s
         out.steps["choosing"] = choosing_seconds(spec, shape, rate, sample_tokens, [count], search_left)
     if count and spec.repair != "none" and answers is not None:
         out.steps["answering"] = answers.token_layers(n, head) * rate
-    if count and spec.repair != "none":
-        runs = runs or guessed_runs(count)
+    runs = runs or (guessed_runs(count) if count else 1)
+    # bi+ judges its finalists with the fit the job saves where its subset is at least half the samples (as
+    # cut.selection's bar has it): the repair is then made while choosing, and its step costs nothing more (8 × 128
+    # tokens with --heal 2: said 8 min 58 s, took 5 min 28 s, the repair counted twice)
+    fitted_while_choosing = refines and 2 * min(defaults.SELECTION_SAMPLES, spec.samples) >= spec.samples
+    if count and spec.repair != "none" and not fitted_while_choosing:
         # the kept layers before and after each run (the one after only where refitted whole, as these sums are; a
         # run at layer 0 or right after another has none: a small overestimate there)
         sums = 2 * runs * PROJECTION_SUMS_COST * shape.projection_inputs**2 / max(shape.layer_params, 1.0)
@@ -273,7 +277,7 @@ def refit_token_layers(shape: ModelShape, sample_tokens: int, count: int, runs: 
     """Tokens × layers the MLP refit costs for ``count`` removed layers (see the module's list)."""
     from .cut.mlp_refit import token_cap, trained_rows
 
-    runs = runs or guessed_runs(count)
+    runs = runs or (guessed_runs(count) if count else 1)
     kept = min(sample_tokens, token_cap(shape.hidden)) if shape.hidden else sample_tokens
     mlp_share = shape.mlp_params / shape.layer_params if shape.mlp_params else 2 / 3
     # Forward and backward are about three forwards; Adam's update and the held-out checks bring a step to about
@@ -285,7 +289,7 @@ def guard_token_layers(guard: AnswerWork, shape: ModelShape, count: int, runs: i
     """Tokens × layers the refit's chat guard costs: the original's answers to the check prompts, then one pass
     of them (head at every position) per variant it scores: the linear repair alone, every cut refitted, and each
     cut's refit dropped in turn."""
-    runs = runs or guessed_runs(count)
+    runs = runs or (guessed_runs(count) if count else 1)
     tokens = guard.prompts * (guard.prompt_tokens + guard.new_tokens)
     return (guard.token_layers(shape.n_layers, shape.head_layers)
             + (runs + 2) * tokens * (shape.n_layers - count + shape.head_layers))

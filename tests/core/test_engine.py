@@ -56,7 +56,8 @@ def test_the_rest_of_a_job_is_estimated_from_the_scoring_speed(tiny_model: Path,
     # At the speed of the pass alone: the load and the tokenising made the first estimate three times the job.
     assert 0 < engine.scored.pass_seconds < engine.scored.seconds
     estimate = engine.job_estimate(spec, 2, check=True)
-    assert list(estimate.steps) == ["choosing", "repairing", "checking"] and estimate.total > 0
+    # on 8 samples bi+ judges its finalists with the fit the job saves: the repair is made while choosing
+    assert list(estimate.steps) == ["choosing", "checking"] and estimate.total > 0
     assert "checking" not in engine.job_estimate(spec, 2, check=False).steps
     engine.prepare(spec, engine.plan(count=2))
     assert list(engine.job_estimate(spec, 2, check=True).steps) == ["checking"]  # chosen and repaired already
@@ -115,7 +116,7 @@ def test_a_chat_models_estimate_counts_its_own_answers_until_they_are_written(ti
     engine.loaded.tokenizer.chat_template = ("{% for m in messages %}<|user|>{{ m['content'] }}\n{% endfor %}"
                                              "{% if add_generation_prompt %}<|assistant|>{% endif %}")
     estimate = engine.job_estimate(spec, 2, check=False)
-    assert list(estimate.steps) == ["choosing", "answering", "repairing"] and estimate.steps["answering"] > 0
+    assert list(estimate.steps) == ["choosing", "answering"] and estimate.steps["answering"] > 0  # fitted choosing
     import dataclasses
 
     assert "answering" not in engine.job_estimate(dataclasses.replace(spec, repair="none"), 2, check=False).steps
