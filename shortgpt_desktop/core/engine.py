@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from ..format import counted, listed
 from . import pipeline
 from .backends import ops
 from .backends.base import Backend, InMemory, backend_class, open_backend
@@ -120,6 +121,18 @@ class Checked:
     @property
     def ratio(self) -> float:
         return self.ppl_after / self.ppl_before if self.ppl_before else float("nan")
+
+    @property
+    def adjusted_as(self) -> str:
+        """How the pruned side was adjusted, in words ("repaired and healed (2 LoRA steps)"; "" for plain removal):
+        a healed check's figures said nothing of the healing."""
+        if self.key is None:
+            return ""
+        cut = self.key[0]
+        done = {"linear": ["repaired"], "refit": ["repaired", "MLP refitted"]}.get(cut.repair, [])
+        if cut.heal_steps > 0:
+            done.append(f"healed ({counted(cut.heal_steps, 'LoRA step')})")
+        return listed(done)
 
     @property
     def lost_answer(self) -> bool:

@@ -72,7 +72,8 @@ class ComparePanel(QWidget):
             f"Perplexity on {checked.eval_tokens:,} held-out tokens{rough}: "
             f"original <b>{checked.ppl_before:.2f}</b>, "
             f"pruned <b>{checked.ppl_after:.2f}</b> (× {ratio:.2f}); "
-            f"removed {in_number(len(checked.removed), 'layer')} {layer_list(checked.removed)}."
+            f"removed {in_number(len(checked.removed), 'layer')} {layer_list(checked.removed)}"
+            + (f", {checked.adjusted_as}." if checked.adjusted_as else ".")
         )
         tip = ""
         fidelity = checked.fidelity

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QSettings, QSize, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QPoint, QSettings, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
@@ -1174,6 +1174,18 @@ class MainWindow(QMainWindow):
             if chosen:  # the layers on screen changed without a word
                 log.info(chosen)
                 self.statusBar().showMessage(f"Quality curve drawn; {chosen}.", 15000)
+        # at 1280 x 720 the curve was drawn below the fold, a strip of it in view and nothing said it was there
+        QTimer.singleShot(0, lambda: self._scroll_to(self.top_scroll, self.plan_panel.curve_plot))
+
+    @staticmethod
+    def _scroll_to(scroll: QScrollArea, widget: QWidget) -> None:
+        """Scroll ``widget``, just shown, into view: once the layouts have made room for it (at once, the area scrolled
+        to where it was before it showed)."""
+        QApplication.sendPostedEvents(None, QEvent.Type.LayoutRequest)
+        # By its rectangle: ensureWidgetVisible takes a plot's (a graphics view's) own input cursor rectangle for it.
+        top = widget.mapTo(scroll.widget(), QPoint(0, 0))
+        half_w, half_h = widget.width() // 2, widget.height() // 2
+        scroll.ensureVisible(top.x() + half_w, top.y() + half_h, half_w, half_h)
 
     # ---------------------------------------------------------------------------------------------- close
 

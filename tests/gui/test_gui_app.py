@@ -132,6 +132,18 @@ def test_the_quiz_is_said_in_the_panel_with_each_answer_in_its_tooltip_and_forgo
     checked.removed = [3]
     panel.show_checked(checked)
     assert "removed layer 3." in panel.result.text()  # it said "removed layers 3."
+    # how the pruned side was adjusted: a healed check's figures said nothing of the healing
+    from shortgpt_desktop.core.engine import AdjustKey
+
+    checked.key = (AdjustKey((3,), "linear", 2, None, ()), ())
+    panel.show_checked(checked)
+    assert "removed layer 3, repaired and healed (2 LoRA steps)." in panel.result.text()
+    checked.key = (AdjustKey((3,), "refit", 0, None, ()), ())
+    panel.show_checked(checked)
+    assert "removed layer 3, repaired and MLP refitted." in panel.result.text()
+    checked.key = (AdjustKey((3,), "none", 0, None, ()), ())
+    panel.show_checked(checked)
+    assert "removed layer 3." in panel.result.text()
 
 
 def test_the_curve_says_the_quiz_at_each_count_where_it_was_asked(qtbot) -> None:

@@ -8,8 +8,9 @@ import re
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QPoint, Qt
 from PySide6.QtGui import QColor
+from PySide6.QtWidgets import QApplication
 
 from shortgpt_desktop.format import human_bytes, layer_list
 from shortgpt_desktop.gui import dialogs
@@ -410,12 +411,21 @@ def scored_with(qtbot, window, metric: str):
 
 def test_quality_curve_draws_the_recipe_and_plain_bi_and_agrees_with_check(qtbot, opened) -> None:
     window = scored_with(qtbot, opened, "bi+")
+    window.resize(1024, 600)  # the curve drawn below the fold is scrolled into view
+    window.show()
     with qtbot.waitSignal(window.jobFinished, timeout=120_000) as done:
         window.plan_panel.curve_button.click()
         # as Check and Save do, it says the whole curve's time as it starts (it said each step's only)
         said = window.progress_label.toolTip()
     assert done.args == ["curve", "ok"]
-    assert said.startswith("Said as the job started: Quality curve: about") and "choosing" in said, said
+    assert "Said as the job started: Quality curve: about" in said and "choosing" in said, said
+    for _ in range(3):
+        QApplication.processEvents()
+    plot, scroll = window.plan_panel.curve_plot, window.top_scroll
+    top = plot.mapTo(scroll.widget(), QPoint(0, 0)).y()
+    seen = scroll.verticalScrollBar().value()
+    assert seen <= top and top + plot.height() <= seen + scroll.viewport().height(), (
+        top, plot.height(), seen, scroll.viewport().height())
     panel = window.plan_panel
     ks = [k for k, _ in panel.curve_points]
     assert ks == list(range(len(ks))) and len(ks) == window.engine.n_layers // 2 + 1
