@@ -884,7 +884,7 @@ class MainWindow(QMainWindow):
                 return
             if self.engine.source is source:
                 self.memory_view = view
-                self.model_panel.set_memory(view.info)
+                self.model_panel.set_memory(view.info, view.streamed)
                 scored = self._scored_mode()
                 mode = view.mode if scored is None else f"{scored} until the next Score, then {view.mode}"
                 self.model_panel.set_mode(mode, view.details)

@@ -132,7 +132,10 @@ class ModelPanel(QGroupBox):
         for key, label in (("architecture", "Architecture"), ("layers", "Layers"), ("params", "Parameters"),
                            ("disk", "Size on disk"), ("memory", "Memory needed"),
                            ("mode", "Runs")):
-            value = QLabel("—", self)
+            # "Runs" can say two things ("one layer at a time until the next Score, then whole, in memory"): two
+            # lines at most, the rest in its tooltip (it was cut at the comma)
+            value = ElidedLabel(self, max_lines=2) if key == "mode" else QLabel(self)
+            value.setText("—")
             value.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             # No word wrap (it would make the left column taller than a 720-px screen): a long value is cut,
             # and its tooltip shows it whole; the tiny minimum keeps it from widening the window.
@@ -203,8 +206,18 @@ class ModelPanel(QGroupBox):
         self.set_memory(info)
         self.message.setVisible(False)
 
-    def set_memory(self, info: ModelInfo) -> None:
+    def set_memory(self, info: ModelInfo, streamed: bool = False) -> None:
+        """What the job needs the way it runs: ``streamed``, one layer at a time (it showed the whole model's figure
+        beside "Runs: one layer at a time", 2.0 GB where the job used 0.8 GB)."""
         memory = info.memory
+        if streamed:
+            self.values["memory"].setText(f"{human_bytes(memory.runtime_bytes + memory.streamed_total)} on "
+                                          f"{info.device}, {info.dtype}, one layer at a time")
+            self.values["memory"].setToolTip(
+                f"the program {human_bytes(memory.runtime_bytes)} + one layer at a time "
+                f"{human_bytes(memory.streamed_total)} (the largest layer's weights, the weights outside the layers, "
+                "the samples' hidden states, one batch's working memory and the recipe's caches)")
+            return
         self.values["memory"].setText(f"{human_bytes(memory.peak_bytes)} on {info.device}, {info.dtype}")
         working = f"working memory {human_bytes(memory.batch_working_bytes)} (for the chosen batch size and sequence " \
                   "length)"
@@ -229,8 +242,10 @@ class ModelPanel(QGroupBox):
 
     def set_mode(self, text: str, details: str = "") -> None:
         """Whether the model runs whole or one layer at a time, and what each way needs."""
-        self.values["mode"].setText(text)
-        self.values["mode"].setToolTip(details)
+        mode = self.values["mode"]
+        mode.setText(text)
+        assert isinstance(mode, ElidedLabel)
+        mode.set_details(f"{text}\n{details}" if details else "")
 
     def set_message(self, text: str) -> None:
         self.message.setText(text)

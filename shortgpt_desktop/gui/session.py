@@ -36,6 +36,7 @@ class MemoryView:
     info: Any  # model.loading.ModelInfo for the settings asked about
     mode: str
     details: str
+    streamed: bool = False  # it runs one layer at a time: the memory shown is that way's
 
 
 class Session:
@@ -115,7 +116,7 @@ class Session:
                 raise UserError("Choose a model first.")
             info = Engine(source=source).estimate(spec)  # a throwaway engine: the real one is not touched
             mode, details = describe_modes(engine, spec, info.memory, decided)
-            return MemoryView(info, mode, details)
+            return MemoryView(info, mode, details, streamed=mode.startswith("one layer at a time"))
 
         return work
 
@@ -147,9 +148,12 @@ def describe_modes(engine: Engine, spec: JobSpec, estimate: MemoryEstimate,
     """
     from .messages import user_message
 
+    # Beside the program's own, which is running already (free memory is what is left of it): "Memory needed" counts
+    # it too, and said 2.0 GB beside "whole model: 1.6 GB" with nothing to tell why.
     streamed = (f"one layer at a time: {human_bytes(estimate.streamed_total)}" if not estimate.not_streamable
                 else f"not one layer at a time: {estimate.not_streamable.rstrip('.')}")
-    details = (f"whole model: {human_bytes(estimate.in_memory_total)}; {streamed}; free: "
+    details = (f"beyond the program's own {human_bytes(estimate.runtime_bytes)}, whole model: "
+               f"{human_bytes(estimate.in_memory_total)}; {streamed}; free: "
                f"{human_bytes(estimate.available_device_bytes)}")
     try:
         mode = decided or engine.mode_for(spec, estimate)
@@ -157,6 +161,9 @@ def describe_modes(engine: Engine, spec: JobSpec, estimate: MemoryEstimate,
         return "does not fit", f"{user_message(exc)} ({details})"
     if mode == "streamed":
         why = "as asked" if spec.low_memory else "it would not fit whole"
+        if spec.heal_steps > 0:  # said only once Check or Save was pressed
+            why += "; healing cannot run so: set Heal steps to 0" + (" or untick Low memory" if spec.low_memory
+                                                                      else "")
         return f"one layer at a time ({why})", details
     return "whole, in memory", details
 

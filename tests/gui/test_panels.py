@@ -376,6 +376,11 @@ def test_the_memory_tooltip_says_what_a_gpu_holds_and_what_ram_holds_while_loadi
     assert label.toolTip() == ("the program 400.0 MB + weights 2.0 GB + working memory 200.0 MB (for the chosen batch "
                                "size and sequence length) + the samples' hidden states, the measured choice's caches, "
                                "the repair and healing 400.0 MB")
+    # one layer at a time, that way's figure (it showed the whole model's, 2.0 GB where the job used 0.8 GB)
+    memory.streamed_total = 6 * 10**8
+    panel.set_memory(SimpleNamespace(memory=memory, device="cpu", dtype="float32"), streamed=True)
+    assert label.text() == "1.0 GB on cpu, float32, one layer at a time"
+    assert label.toolTip().startswith("the program 400.0 MB + one layer at a time 600.0 MB (")
 
 
 def _checked(**over) -> Checked:

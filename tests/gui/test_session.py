@@ -321,11 +321,21 @@ def test_the_memory_line_says_why_the_model_runs_one_layer_at_a_time() -> None:
     from shortgpt_desktop.gui.session import describe_modes
 
     estimate = SimpleNamespace(streamed_total=10**9, not_streamable="", in_memory_total=4 * 10**9,
-                               available_device_bytes=2 * 10**9)
+                               available_device_bytes=2 * 10**9, runtime_bytes=4 * 10**8)
     engine = SimpleNamespace(mode_for=lambda spec, est: "streamed")
-    assert describe_modes(engine, _spec(low_memory=True), estimate)[0] == "one layer at a time (as asked)"
+    mode, details = describe_modes(engine, _spec(low_memory=True), estimate)
+    assert mode == "one layer at a time (as asked)"
+    # each way's figure beyond the program's own, which "Memory needed" counts too (2.0 GB beside "whole model:
+    # 1.6 GB" and nothing to tell why)
+    assert details == ("beyond the program's own 400.0 MB, whole model: 4.0 GB; one layer at a time: 1.0 GB; "
+                       "free: 2.0 GB")
     assert describe_modes(engine, _spec(), estimate)[0] == "one layer at a time (it would not fit whole)"
     assert describe_modes(engine, _spec(), estimate, decided="whole")[0] == "whole, in memory"
+    # healing cannot run one layer at a time: said as it is set, not only once Check or Save is pressed
+    assert describe_modes(engine, _spec(low_memory=True, heal_steps=2), estimate)[0] == (
+        "one layer at a time (as asked; healing cannot run so: set Heal steps to 0 or untick Low memory)")
+    assert describe_modes(engine, _spec(heal_steps=2), estimate)[0] == (
+        "one layer at a time (it would not fit whole; healing cannot run so: set Heal steps to 0)")
 
 
 def test_no_estimate_for_the_next_job_says_nothing() -> None:
@@ -362,6 +372,6 @@ def test_a_model_that_fits_neither_way_is_said_in_the_memory_line_not_as_a_faile
         raise ResourceError("Even one layer at a time this model needs 9.0 GB, and 2.0 GB is free.")
 
     estimate = SimpleNamespace(streamed_total=9 * 10**9, not_streamable="", in_memory_total=40 * 10**9,
-                               available_device_bytes=2 * 10**9)
+                               available_device_bytes=2 * 10**9, runtime_bytes=4 * 10**8)
     mode, details = describe_modes(SimpleNamespace(mode_for=refuse), _spec(), estimate)
     assert mode == "does not fit" and details.startswith("Even one layer at a time this model needs 9.0 GB")
