@@ -91,6 +91,8 @@ class MainWindow(QMainWindow):
         self.plan: PrunePlan | None = None
         self.manual = False
         self.dialogs: list[QMessageBox] = []
+        #: The quality curves drawn for the scores shown, by (metric, repairs): switched away and back, drawn again.
+        self._curves: dict[tuple[str, bool], Any] = {}
         self.last_saved: Path | None = None
         self._closing = False
         self._stop_without_asking = False  # stop_and_close: a signal, not the user, closes the window
@@ -571,6 +573,7 @@ class MainWindow(QMainWindow):
         self.plan_panel.set_maximum(0)
         self.plan_panel.show_plan(None)
         self.plan_panel.clear_curve()
+        self._curves.clear()
 
     def _on_opened(self, info: ModelInfo) -> None:
         source = self.engine.source
@@ -654,6 +657,7 @@ class MainWindow(QMainWindow):
     def _on_scored(self, scored: Scored) -> None:
         first = self.plan is None
         self.plan_panel.clear_curve()  # it was for the previous scores
+        self._curves.clear()
         n = scored.n_layers
         # A scoring cancelled one layer at a time leaves the later layers unscored, and a pass whose states overflowed
         # leaves NaN: the plan can take only the others
@@ -827,6 +831,7 @@ class MainWindow(QMainWindow):
                 self.compare_panel.mark_stale()
             if name == "repair":
                 self.plan_panel.clear_curve()  # drawn with (or without) the repair at each count
+                self._restore_curve()
         if name in ("samples", "seq_len", "eval_windows", "preset"):
             self._note_scored_text_kept("sizes")
         way = self._scored_way() if name in ("low_memory", "device", "dtype") and not self.busy else None
@@ -854,6 +859,7 @@ class MainWindow(QMainWindow):
             return
         self.engine.use_scores(scores)
         self.plan_panel.clear_curve()  # it followed the other metric's order
+        self._restore_curve()
         self._show_metric(metric)
         self.statusBar().showMessage(f"Showing {METRICS[metric].label}.", 8000)
         if self.manual and self.plan is not None:
@@ -1157,16 +1163,26 @@ class MainWindow(QMainWindow):
         )
         self._announce(cost)
 
+    def _curve_key(self) -> tuple[str, bool] | None:
+        """What a curve drawn now is for: the scores' metric and whether the recipe repairs."""
+        scores = self.engine.scores
+        return None if scores is None else (scores.metric, self._final_spec().repair != "none")
+
+    def _restore_curve(self) -> None:
+        """Draw again the curve made for the metric and repair setting shown now, if one was: switching the metric or
+        the repair and back hid a curve of ten minutes' measuring without a word."""
+        curve = self._curves.get(self._curve_key())
+        if curve is not None:
+            self._draw_curve(curve)
+
     def _on_curve(self, curve: Any) -> None:
         warnings = curve.warnings  # a QualityCurve's (the session's curve job hands one back)
         if STREAMED_CURVE_NOTE in warnings:  # the quiz gone, one layer at a time
             log.warning(STREAMED_CURVE_NOTE)
-        baseline = [(p.k, p.perplexity) for p in curve.baseline.points] if curve.baseline is not None else None
-        self.plan_panel.show_curve([(p.k, p.perplexity, p.same_top) for p in curve.points], curve.label,
-                                   curve.windows, curve.tokens, baseline,
-                                   {p.k: (p.quiz_kept, p.quiz_known) for p in curve.points if p.quiz_known},
-                                   curve.baseline.label if curve.baseline is not None else "bi",
-                                   curve.text_ran_out)
+        key = self._curve_key()
+        if key is not None:
+            self._curves[key] = curve
+        self._draw_curve(curve)
         if not self.manual:  # bi+ has measured every count now: the slider's plan is its measured choice
             before = self.plan
             self._replan()
@@ -1176,6 +1192,14 @@ class MainWindow(QMainWindow):
                 self.statusBar().showMessage(f"Quality curve drawn; {chosen}.", 15000)
         # at 1280 x 720 the curve was drawn below the fold, a strip of it in view and nothing said it was there
         QTimer.singleShot(0, lambda: self._scroll_to(self.top_scroll, self.plan_panel.curve_plot))
+
+    def _draw_curve(self, curve: Any) -> None:
+        baseline = [(p.k, p.perplexity) for p in curve.baseline.points] if curve.baseline is not None else None
+        self.plan_panel.show_curve([(p.k, p.perplexity, p.same_top) for p in curve.points], curve.label,
+                                   curve.windows, curve.tokens, baseline,
+                                   {p.k: (p.quiz_kept, p.quiz_known) for p in curve.points if p.quiz_known},
+                                   curve.baseline.label if curve.baseline is not None else "bi",
+                                   curve.text_ran_out)
 
     @staticmethod
     def _scroll_to(scroll: QScrollArea, widget: QWidget) -> None:

@@ -553,3 +553,29 @@ def test_the_plan_says_bi_plus_may_remove_other_layers_and_the_check_says_it_did
         else:
             assert "bi+ measured" not in said
     assert changed, "no count where bi+ chose other layers than the lowest scores: the case is not tested"
+
+
+def test_a_curve_hidden_by_another_metric_or_repair_setting_comes_back_with_it(qtbot, opened) -> None:
+    """Switching the metric to Block Influence and back to Block Influence+, or unticking and ticking the repair,
+    hid a drawn curve (ten minutes of measuring on SmolLM2) without a word; it is drawn again when the setting it was
+    drawn for is back, and a new Score forgets it."""
+    window = scored_with(qtbot, opened, "bi+")
+    panel = window.plan_panel
+    with qtbot.waitSignal(window.jobFinished, timeout=120_000):
+        panel.curve_button.click()
+    drawn = list(panel.curve_points)
+    assert drawn and panel.curve_plot.isVisibleTo(window)
+    box = window.settings_panel.metric_box
+    box.setCurrentIndex(box.findData("bi"))
+    assert panel.curve_points == [] and not panel.curve_plot.isVisibleTo(window)  # bi+'s curve is not BI's
+    box.setCurrentIndex(box.findData("bi+"))
+    assert panel.curve_points == drawn and panel.curve_plot.isVisibleTo(window)
+    window.settings_panel.repair_box.setChecked(False)
+    assert panel.curve_points == []
+    window.settings_panel.repair_box.setChecked(True)
+    assert panel.curve_points == drawn
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.start_scoring()
+    window.settings_panel.repair_box.setChecked(False)
+    window.settings_panel.repair_box.setChecked(True)
+    assert panel.curve_points == []  # made on the scores before
