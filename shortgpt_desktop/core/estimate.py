@@ -201,13 +201,13 @@ def choosing_seconds(spec: Any, shape: ModelShape, rate: float, sample_tokens: i
 def estimate_curve(spec: Any, shape: ModelShape, rate: float, sample_tokens: int, eval_tokens: int,
                    limit: int, searched: Sequence[int], answers: AnswerWork | None = None,
                    quiz: AnswerWork | None = None, original_quiz: bool = False,
-                   search_left: tuple[bool, int] | None = None) -> JobEstimate:
+                   search_left: tuple[bool, int] | None = None, fitted: Sequence[int] = ()) -> JobEstimate:
     """The quality curve up to ``limit`` layers removed (:meth:`.engine.Engine.quality_curve`; ``spec`` as it
     runs it: no healing, the linear repair): bi+'s search for the counts in ``searched`` (those not measured yet;
     empty for a metric that does not measure), then at each count the repair's fit, the recipe's point and plain
     BI's on the held-out windows (the original's pass once), and the quiz's answers (``quiz``: one model's;
-    ``original_quiz``: the original's still to write). A sweep to 8 on SmolLM2 ran for minutes with each step's
-    time left only."""
+    ``original_quiz``: the original's still to write; ``fitted``: the counts whose repair is kept from before). A
+    sweep to 8 on SmolLM2 ran for minutes with each step's time left only."""
     n, head = shape.n_layers, shape.head_layers
     out = JobEstimate()
     out.steps["scoring"] = sample_tokens * n * rate
@@ -216,9 +216,10 @@ def estimate_curve(spec: Any, shape: ModelShape, rate: float, sample_tokens: int
     if spec.repair != "none":
         if answers is not None:
             out.steps["answering"] = answers.token_layers(n, head) * rate
-        fitted = [estimate_job(spec, shape, rate, sample_tokens, eval_tokens, k, False, fit_samples=spec.samples)
-                  for k in range(1, limit + 1)]
-        out.steps["repairing"] = sum(e.steps.get("repairing", 0.0) for e in fitted)
+        fits = [estimate_job(spec, shape, rate, sample_tokens, eval_tokens, k, False, fit_samples=spec.samples)
+                for k in range(1, limit + 1) if k not in fitted]
+        if fits:
+            out.steps["repairing"] = sum(e.steps.get("repairing", 0.0) for e in fits)
     measuring = eval_tokens * (n + head) + sum(2 * eval_tokens * (n - k + 2 * head) for k in range(1, limit + 1))
     if quiz is not None:
         measuring += quiz.token_layers(n, head) * (limit + (1 if original_quiz else 0))

@@ -55,6 +55,16 @@ from .workers import Failure, JobRunner
 log = logging.getLogger(__name__)
 
 
+def _measured_on(imported: dict[str, Any]) -> str:
+    """``, measured there on 16 × 128 tokens of wiki.txt; Check, Save and the repair read the text listed here``:
+    an import said only where the scores came from, and the next Check used other text and chose other layers."""
+    texts = ", ".join(Path(str(c)).name for c in imported.get("calibration") or [])
+    sizes = (f"{imported['samples']} × {imported['seq_len']} tokens" if imported.get("samples")
+             and imported.get("seq_len") else "")
+    what = " of ".join(part for part in (sizes, texts) if part)
+    return (f", measured there on {what}" if what else "") + "; Check, Save and the repair read the text listed here"
+
+
 def _chosen_otherwise(before: PrunePlan | None, after: PrunePlan | None) -> str:
     """The sentence for bi+ removing other layers than the lowest scores shown (``before``, not yet measured), once
     a job measured them (``after``); "" otherwise. The layers changed under the user's eyes and nothing said so:
@@ -684,8 +694,9 @@ class MainWindow(QMainWindow):
         n, seconds = scored.n_layers, human_seconds(scored.seconds)
         if scored.imported:
             name = Path(str(scored.imported.get("file") or "")).name or "the file"
-            log.info("imported the scores of %d layers from %s", n, name)
-            self.statusBar().showMessage(f"Imported the scores of {n} layers from {name}.", 8000)
+            said = f"Imported the scores of {n} layers from {name}{_measured_on(scored.imported)}."
+            log.info("%s", said)
+            self.statusBar().showMessage(said, 15000)
             return
         where = f"on {scored.device}, {scored.dtype}"
         if scored.partial:  # the status bar says what the scores come from (_on_score_cancelled)

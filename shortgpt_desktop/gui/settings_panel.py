@@ -166,6 +166,19 @@ class SettingsPanel(QGroupBox):
         self.repair_box.toggled.connect(self.refit_box.setEnabled)
         self.refit_box.toggled.connect(lambda: self.changed.emit("refit"))
         self.heal_box.valueChanged.connect(lambda: self.changed.emit("heal_steps"))
+        for signal in (self.heal_box.valueChanged, self.refit_box.toggled, self.repair_box.toggled,
+                       self.low_memory_box.toggled):
+            signal.connect(self._name_advanced)
+        self._name_advanced()
+
+    def _name_advanced(self) -> None:
+        """The Advanced tab's title names what on it changes a job's work: healing 2 steps came back with the
+        settings, on a tab not shown, and the next Check healed with only its time estimate saying so."""
+        on = [f"heal {self.heal_box.value()}" if self.heal_box.value() else "",
+              "refit" if self.refit_box.isChecked() and self.repair_box.isChecked() else "",
+              "low memory" if self.low_memory_box.isChecked() else ""]
+        named = ", ".join(word for word in on if word)
+        self.tabs.setTabText(1, f"Advanced ({named})" if named else "Advanced")
 
     def _row(self, *parts: QWidget | str) -> QWidget:
         """Widgets and words side by side in one form row (spin boxes share the width)."""
@@ -333,6 +346,7 @@ class SettingsPanel(QGroupBox):
         self.follow_device()
         for box in self._boxes():
             box.blockSignals(False)
+        self._name_advanced()
         return unusable
 
     def _boxes(self) -> tuple[QWidget, ...]:

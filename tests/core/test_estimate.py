@@ -337,8 +337,11 @@ def test_the_engine_estimates_the_curve_from_what_it_has_measured(tiny_model, sm
     fresh = engine.curve_estimate(spec, 3)
     assert set(fresh.steps) == {"choosing", "repairing", "measuring"} and fresh.total > 0
     engine.quality_curve(spec, 2)
-    assert "choosing" not in engine.curve_estimate(spec, 2).steps
+    again = engine.curve_estimate(spec, 2).steps
+    assert "choosing" not in again and "repairing" not in again  # chosen and fitted by the curve before
     assert 0 < engine.curve_estimate(spec, 3).steps["choosing"] < fresh.steps["choosing"]
+    # a Check at a count the curve measured takes its fit (it said 63 s, 33 of them repairing, for a job of 17 s)
+    assert list(engine.job_estimate(spec, 2, check=True).steps) == ["checking"]
 
 
 def test_a_repair_fitted_while_choosing_is_not_counted_again() -> None:

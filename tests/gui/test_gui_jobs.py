@@ -119,7 +119,13 @@ def test_a_cancel_the_scoring_ends_before_is_said_and_an_import_is_called_one(qt
     caplog.clear()
     with qtbot.waitSignal(window.jobFinished, timeout=60_000):
         window.import_scores(exported)
-    assert window.statusBar().currentMessage() == "Imported the scores of 6 layers from scores.json."
+    # what they were measured on, and that this window's text is what Check and Save read (the next Check used
+    # other text and chose other layers without a word)
+    spec = window.job_spec()
+    texts = ", ".join(Path(c).name for c in spec.calib)
+    assert window.statusBar().currentMessage() == (
+        f"Imported the scores of 6 layers from scores.json, measured there on {spec.samples} × {spec.seq_len} tokens "
+        f"of {texts}; Check, Save and the repair read the text listed here."), window.statusBar().currentMessage()
     said = [r.getMessage() for r in caplog.records]
     assert f"took in imported {window.engine.scores.metric} scores of 6 layers" in said, said
     assert not any(m.startswith("scored") for m in said), said  # "scored 6 layers with bi in 0.0 s"

@@ -531,3 +531,19 @@ def test_the_list_does_not_count_a_file_this_run_writes_its_output_to(tmp_path: 
         assert (size, files) == ((tmp_path / "a.txt").stat().st_size, 1)
         assert binary_files(tmp_path) == [f"Skipped {log_file.resolve()}: this run writes its standard error to it."]
 
+
+
+def test_the_advanced_tab_names_what_on_it_changes_a_jobs_work(qtbot) -> None:
+    """Heal steps 2 came back with the settings on the Advanced tab, not shown, and the next Check healed with only
+    its time estimate saying so."""
+    panel = SettingsPanel()
+    qtbot.addWidget(panel)
+    assert panel.tabs.tabText(1) == "Advanced"
+    panel.set_values({"heal_steps": 2})  # as restored: no signal
+    assert panel.tabs.tabText(1) == "Advanced (heal 2)"
+    panel.low_memory_box.setChecked(True)
+    panel.refit_box.setChecked(True)
+    assert panel.tabs.tabText(1) == "Advanced (heal 2, refit, low memory)"
+    panel.repair_box.setChecked(False)  # no refit without the repair
+    panel.heal_box.setValue(0)
+    assert panel.tabs.tabText(1) == "Advanced (low memory)"
