@@ -1070,13 +1070,19 @@ class MainWindow(QMainWindow):
         )
         self._announce(cost)
 
-    def _cost(self, job: str, spec: JobSpec, plan: PrunePlan, check: bool) -> str:
+    def _cost(self, job: str, spec: JobSpec, plan: PrunePlan, check: bool) -> tuple[str, float | None]:
         """What the job about to start will cost, from the scoring pass's speed: worked out before it starts, as
         the job's thread changes what it reads (bi+'s measured choices, forgotten where the repair changed)."""
-        return self.job_progress.announced(job, self.session.next_job_text(spec, len(plan.removed), check))
+        return self._worded(job, self.session.next_job_estimate(spec, len(plan.removed), check))
 
-    def _announce(self, text: str) -> None:
-        """Say ``text`` (:meth:`_cost`) under the buttons until the job's first progress."""
+    def _worded(self, job: str, estimate: Any) -> tuple[str, float | None]:
+        text = self.job_progress.announced(job, estimate)
+        return text, (estimate.total if text else None)
+
+    def _announce(self, cost: tuple[str, float | None]) -> None:
+        """Say the cost (:meth:`_cost`) under the buttons until the job's first progress, then beside each step's."""
+        text, seconds = cost
+        self.job_progress.keep_whole(seconds)
         if text:
             self.progress_label.setText(text)
             # The first progress replaces the line with its own step's time left: the whole job's stays in reach
@@ -1164,7 +1170,7 @@ class MainWindow(QMainWindow):
             return
         spec = self._final_spec()
         most = self.plan_panel.curve_max.value()
-        cost = self.job_progress.announced("curve", self.session.next_curve_text(spec, most))
+        cost = self._worded("curve", self.session.next_curve_estimate(spec, most))
         self.jobs.start(
             "curve", self.session.curve_job(spec, most),
             on_success=self._on_curve, on_failure=lambda f: self.show_error("The quality curve failed", f),

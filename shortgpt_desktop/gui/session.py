@@ -122,16 +122,21 @@ class Session:
 
     # -------------------------------------------------------------------------------------------- words
 
+    def next_job_estimate(self, spec: JobSpec, count: int, check: bool) -> Any:
+        """The estimate (:class:`..core.estimate.JobEstimate`) of the job a button starts, or None."""
+        return self.engine.job_estimate(spec, count, check)
+
     def next_job_text(self, spec: JobSpec, count: int, check: bool) -> str:
         """``about 2 min 10 s (choosing 1 min 30 s, repairing 40.0 s)`` for the job a button starts, or ""."""
-        return _estimate_words(self.engine.job_estimate(spec, count, check))
+        return estimate_words(self.next_job_estimate(spec, count, check))
 
-    def next_curve_text(self, spec: JobSpec, max_removed: int | None) -> str:
+    def next_curve_estimate(self, spec: JobSpec, max_removed: int | None) -> Any:
         """The same for the quality curve up to ``max_removed`` layers (it said nothing of its whole time)."""
-        return _estimate_words(self.engine.curve_estimate(spec, max_removed))
+        return self.engine.curve_estimate(spec, max_removed)
 
 
-def _estimate_words(estimate: Any) -> str:
+def estimate_words(estimate: Any) -> str:
+    """An estimate in words (``about 2 min 10 s (choosing …, from the scoring speed)``), or "" for none."""
     if estimate is None or not estimate.steps:
         return ""
     parts = ", ".join(f"{name} {human_seconds(seconds)}" for name, seconds in estimate.steps.items())
@@ -244,10 +249,13 @@ class JobProgress:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self.stages = StageClock()
+        #: When the job began and the seconds it was said to take in all (:meth:`announced`), else None.
+        self.whole: tuple[float, float] | None = None
 
     def started(self, job: str) -> str:
         """The line while a job starts, before its first progress."""
         self.stages.reset()
+        self.whole = None
         return job_title(job) + "…"
 
     def update(self, stage: str, done: int, total: int, partial: Any = None, *, streamed: bool = False,
@@ -264,6 +272,9 @@ class JobProgress:
         left = time_left(done, total, elapsed, since)
         if left is not None and left >= 1:
             text += f", about {human_seconds(left)} left"
+        if self.whole is not None:  # the whole job's, said as it started, beside each step's own (gone from view)
+            began, seconds = self.whole
+            text += f" · {human_seconds(self.clock() - began)} of about {human_seconds(seconds)} in all"
         if done < total or not total:
             text += "…"
         return ProgressView(
@@ -271,9 +282,9 @@ class JobProgress:
             download=(done, total) if stage == "download" else None,
             scores=partial if stage == "scoring" and isinstance(partial, list) else None)
 
-    @staticmethod
-    def finished(outcome: str) -> str:
+    def finished(self, outcome: str) -> str:
         """The line once a job has stopped (``ok``: nothing; the result speaks for itself)."""
+        self.whole = None
         return {"cancelled": "Cancelled.", "failed": "Failed."}.get(outcome, "")
 
     @staticmethod
@@ -281,10 +292,16 @@ class JobProgress:
         return "Cancelling…"
 
     @staticmethod
-    def announced(job: str, estimate_text: str) -> str:
-        """What a job just started will cost, until its first progress (``estimate_text``: from
-        :meth:`Session.next_job_text`; nothing to say when it is empty)."""
-        return f"{job_title(job)}: {estimate_text}…" if estimate_text else ""
+    def announced(job: str, estimate: Any) -> str:
+        """What a job about to start will cost, until its first progress (``estimate``: a
+        :class:`..core.estimate.JobEstimate`, or its words; nothing to say when there are none)."""
+        text = estimate if isinstance(estimate, str) else estimate_words(estimate)
+        return f"{job_title(job)}: {text}…" if text else ""
+
+    def keep_whole(self, seconds: float | None) -> None:
+        """Say the whole job's ``seconds`` beside each step's progress from now on (:meth:`update`; None: nothing):
+        the first step's line replaced the whole job's time at once, and only the tooltip kept it."""
+        self.whole = (self.clock(), float(seconds)) if seconds else None
 
 
 def job_title(job: str) -> str:

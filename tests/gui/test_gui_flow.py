@@ -481,13 +481,15 @@ def test_check_says_what_it_will_cost_before_it_runs(qtbot, opened, monkeypatch)
     window = scored_with(qtbot, opened, "bi+")
     window.plan_panel.set_count(2, emit=True)
     counts: list[int] = []
-    estimate = window.session.next_job_text
-    monkeypatch.setattr(window.session, "next_job_text",
+    estimate = window.session.next_job_estimate
+    monkeypatch.setattr(window.session, "next_job_estimate",
                         lambda spec, count, check: counts.append(count) or estimate(spec, count, check))
     said: list[str] = []
     window.jobs.started.connect(lambda name: said.append(window.progress_label.text()))
     tips: list[str] = []  # the tooltip as each step's progress replaces the line
     window.jobs.progressed.connect(lambda *args: tips.append(window.progress_label.toolTip()))
+    lines: list[str] = []  # and the line itself: the whole job's time beside the step's
+    window.jobs.progressed.connect(lambda *args: lines.append(window.progress_label.text()))
     with qtbot.waitSignal(window.jobFinished, timeout=60_000):
         window.check()
         said.append(window.progress_label.text())
@@ -495,6 +497,7 @@ def test_check_says_what_it_will_cost_before_it_runs(qtbot, opened, monkeypatch)
     assert any("Checking perplexity: about" in text and "choosing" in text for text in said), said
     assert tip.startswith("Said as the job started: Checking perplexity: about") and "choosing" in tip, tip
     assert tips and all(t.endswith(tip) for t in tips), tips
+    assert lines and all(re.search(r" · [\d.]+ m?s of about .+ in all", line) for line in lines if line), lines
     assert window.progress_label.toolTip() == ""  # not once the job is over
     assert counts == [2]  # the cost of removing the plan's 2 layers, not of the 4 it keeps
 

@@ -454,8 +454,8 @@ def test_the_next_save_is_offered_beside_the_last(qtbot, opened, tmp_path: Path,
     """After a save, the next one (and Export scores) is offered in the folder the last went to, not inside it."""
     window = scored_with_plan(qtbot, opened)
     announced: list[tuple[int, bool]] = []
-    estimate = window.session.next_job_text
-    monkeypatch.setattr(window.session, "next_job_text",
+    estimate = window.session.next_job_estimate
+    monkeypatch.setattr(window.session, "next_job_estimate",
                         lambda spec, count, check: announced.append((count, check)) or estimate(spec, count, check))
     with qtbot.waitSignal(window.jobFinished, timeout=120_000):
         window.save_to(tmp_path / "out" / "pruned")

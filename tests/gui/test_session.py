@@ -212,6 +212,24 @@ def test_a_new_job_times_its_first_stage_afresh() -> None:
     assert words.update("saving", 1, 10).text == "Saving the pruned model: 1 of 10 tensors…"
 
 
+def test_the_whole_jobs_time_stays_beside_each_steps_progress() -> None:
+    """The first step's line replaced the whole job's time at once ("about 8 min 39 s" gone within 0.1 s), and only
+    the tooltip kept it: each step's line now says the job's time so far against the whole said at its start."""
+    from shortgpt_desktop.gui.session import JobProgress
+
+    clock = Clock()
+    words = JobProgress(clock)
+    words.started("check")
+    words.keep_whole(519.0)
+    clock.now += 130.0
+    assert words.update("ppl_before", 5, 38).text.endswith(" · 2 min 10 s of about 8 min 39 s in all…")
+    words.finished("ok")
+    words.started("check")  # a job announced with no estimate says none
+    assert "in all" not in words.update("ppl_before", 5, 38).text
+    words.keep_whole(None)
+    assert "in all" not in words.update("ppl_before", 6, 38).text
+
+
 def test_the_end_of_a_job_and_what_the_next_will_cost_are_worded_here() -> None:
     from shortgpt_desktop.gui.session import JobProgress, job_title
 
