@@ -974,6 +974,10 @@ class MainWindow(QMainWindow):
             # The plan on screen whole: only its removed layers were set, beside plan(0)'s kept layers and sizes
             report.removed_layers, report.kept_layers = list(plan.removed), plan.kept
             report.params_after, report.bytes_after = plan.params_after, plan.bytes_after
+            if plan.removed:  # what was fitted for those layers (plan(0)'s said "repair": "none" after a Check)
+                shown = self.engine.report(plan)
+                report.repair, report.repair_runs = shown.repair, shown.repair_runs
+                report.heal_steps, report.heal_losses = shown.heal_steps, shown.heal_losses
             spec = self.engine.scored_spec
             texts = [t for t in (*spec.calib, spec.eval_text) if t and t != BUILTIN_CORPUS] if spec else []
             written = write_scores(report, scored.partial, path, [spec.model] if spec else [], texts)

@@ -1087,3 +1087,23 @@ def test_a_text_that_gives_fewer_samples_than_asked_is_said_under_the_list_until
     more.write_text("Another paragraph of plain prose for the list. " * 40, encoding="utf-8")
     window.calibration_panel.add_paths([str(more)])  # the list changed: the note was about the last pass's text
     assert not label.isVisible()
+
+
+def test_an_export_after_a_check_says_the_repair_and_healing_fitted_for_the_layers_it_lists(
+        qtbot, opened, tmp_path: Path) -> None:
+    """An export made after a repaired, healed Check listed the plan's layers beside "repair": "none" and
+    "heal_steps": 0, the figures of no layers removed."""
+    import json
+
+    window = opened
+    window.settings_panel.heal_box.setValue(2)
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.start_scoring()
+    data = json.loads(window.export_scores(tmp_path / "before.json").read_text(encoding="utf-8"))
+    assert data["repair"] == "none" and data["heal_steps"] == 0  # nothing fitted yet
+    window.plan_panel.set_count(2, emit=True)
+    with qtbot.waitSignal(window.jobFinished, timeout=120_000):
+        window.check()
+    data = json.loads(window.export_scores(tmp_path / "after.json").read_text(encoding="utf-8"))
+    assert data["removed_layers"] == window.plan.removed
+    assert data["repair"] == "linear" and data["heal_steps"] == 2 and len(data["heal_losses"]) == 2
