@@ -208,8 +208,8 @@ class ScoreChart(QWidget):
             self._fit(False)
 
     def set_metric(self, label: str, measured: bool = False) -> None:
-        """Name the metric in the title (on the axis, a vertical label of "Block Influence+ (checked) (partial)" was
-        cut to "Block Influence+ (checked) (p" at the plot's height, and "partial" with it). ``measured``: the plan
+        """Name the metric in the title (on the axis, a vertical label of "Block Influence+ (measured) (partial)" was
+        cut to "Block Influence+ (measured) (p" at the plot's height, and "partial" with it). ``measured``: the plan
         measures its choice (bi+), so it need not take the lowest bars."""
         self.metric_label = label
         rule = "lower = more redundant; the plan measures its choice" if measured else "lower = removed first"

@@ -88,7 +88,7 @@ class PlanPanel(QGroupBox):
         self.slider.setToolTip("How many layers to remove; the lowest-scored go first")
         self.slider.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.count_label = QLabel(self)
-        # Wrapped where the pane is narrow: "1 of 6 layers (17 %) · checked on Check/Save" on one line held the
+        # Wrapped where the pane is narrow: "1 of 6 layers (17 %) · measured on Check/Save" on one line held the
         # window's right pane wider than the window at its minimum size (860 × 600), its end cut off
         self.count_label.setWordWrap(True)
         self.count_label.setMinimumWidth(150)
@@ -296,7 +296,7 @@ class PlanPanel(QGroupBox):
         how = " · chosen by hand" if manual else ""
         later = plan.chosen_later and not manual and k > 0
         if later:
-            how = " · checked on Check/Save"
+            how = " · measured on Check/Save"
         # as the command line's note: 17 of 18 layers went without a word
         half = " · <b>more than half</b>: a model rarely still answers" if more_than_half(k, n) else ""
         self.count_label.setText(f"<b>{k}</b> of {n} layers ({100 * k / n:.0f} %){how}{half}")

@@ -404,15 +404,15 @@ def test_empty_chart_has_no_fractional_layer_ticks(qtbot) -> None:
 def test_other_metrics_keep_the_chart_within_a_narrow_window_and_the_title_names_the_metric(qtbot) -> None:
     """Ticking "Other metrics" put a legend on the title's line that made the chart, and so the window's right pane,
     wider than the window at 1280 × 720 (its last bars and the plan's figures cut off the edge); and the metric's
-    name on the vertical axis was cut to "Block Influence+ (checked) (p", "partial" with it."""
+    name on the vertical axis was cut to "Block Influence+ (measured) (p", "partial" with it."""
     chart = _chart(qtbot)
     chart.set_scores([0.2, 0.1, 0.4, 0.3, 0.2, 0.5])
     chart.set_extra({"Block Influence": [0.2] * 6, "Relative Magnitude": [0.3] * 6,
                      "Angular distance (block)": [0.1] * 6})
     chart.others_box.setChecked(True)
     assert chart.minimumSizeHint().width() < 430, chart.minimumSizeHint()  # the right pane is about 460 at 860 wide
-    chart.set_metric("Block Influence+ (checked) (partial)", measured=True)
-    assert chart.title.text() == ("<b>Layer importance</b> · Block Influence+ (checked) (partial) (lower = more "
+    chart.set_metric("Block Influence+ (measured) (partial)", measured=True)
+    assert chart.title.text() == ("<b>Layer importance</b> · Block Influence+ (measured) (partial) (lower = more "
                                   "redundant; the plan measures its choice)")
     assert chart.plot.getPlotItem().getAxis("left").labelText == "score"
     chart.set_metric("Block Influence")

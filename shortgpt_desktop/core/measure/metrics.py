@@ -209,7 +209,7 @@ class SaferBlockInfluence(BlockInfluence):
     measured calibration perplexity (see :mod:`.selection`), so a layer BI wrongly calls redundant stays."""
 
     name = "bi+"
-    label = "Block Influence+ (checked)"
+    label = "Block Influence+ (measured)"
     description = ("BI with the first and last layers protected, its candidates checked by measured calibration "
                    "perplexity; never worse there than plain BI (default)")
     refines = True
