@@ -1255,6 +1255,12 @@ def test_a_hub_page_address_is_the_models_id(tiny_model: Path, small_calib: Path
     again = (tmp_path / "again" / "README.md").read_text(encoding="utf-8")
     assert "\nbase_model: someone/tiny-dev\n" in again
     assert "pruned before, first pruned from `someone/tiny-dev`:" in again
+    # typed in other capitals, the card names it as the Hub (its cache) spells it
+    assert cli.main(["prune", "Someone/Tiny-Dev", "--revision", "dev", "--remove", "2", "--repair", "none",
+                     "--no-eval", "--calib", str(small_calib), "--samples", "4", "--seq-len", "32", "-q", "--out",
+                     str(tmp_path / "typed")]) == 0
+    typed = (tmp_path / "typed" / "README.md").read_text(encoding="utf-8")
+    assert "\nbase_model: someone/tiny-dev\n" in typed and "removed from `someone/tiny-dev`" in typed, typed
     line = bad(capsys, "eval", str(tiny_model), "--against", "https://hf.co/someone/tiny-llama/tree/dev", "--calib",
                str(small_calib), "--seq-len", "32", "-q")
     assert "--against opens a Hub model's main revision; give its id, someone/tiny-llama." in line, line

@@ -787,9 +787,10 @@ class Engine:
                 plan.notes.append("not yet checked by measured perplexity: Check or Save does that")
         return self._with_output_sizes(apply_sizes(plan, self.sizes))
 
-    def job_estimate(self, spec: JobSpec, count: int, check: bool) -> Any:
+    def job_estimate(self, spec: JobSpec, count: int, check: bool, layers: Sequence[int] | None = None) -> Any:
         """Seconds the rest of a job for ``count`` layers will take (choosing, repairing, healing, checking), at
-        the speed the scoring pass measured; None before a scoring pass (see :mod:`.estimate`)."""
+        the speed the scoring pass measured; None before a scoring pass (see :mod:`.estimate`). ``layers``: a cut
+        given by hand, which nothing chooses (under bi+ it was estimated as bi+'s search of the lowest scores)."""
         import dataclasses as _dc
 
         from .estimate import run_count, shape_of
@@ -801,9 +802,10 @@ class Engine:
         rate = seconds / max(scored.sample_tokens * shape_of(self.loaded).n_layers, 1)
         # a choice measured with the repair on (or off) is made again for a job that does not (or does) repair
         selection = self._selection_for(count)
-        refines = self.scores is not None and get_metric(self.scores.metric).refines and (
+        refines = layers is None and self.scores is not None and get_metric(self.scores.metric).refines and (
             selection is None or selection.judged_repaired != (spec.repair != "none"))
-        removed = self.plan(count=count).removed  # the layers the job removes, unless bi+ has still to choose
+        # the layers the job removes, unless bi+ has still to choose
+        removed = sorted(layers) if layers is not None else self.plan(count=count).removed
         estimate = self.estimate_at(_dc.replace(spec, check_perplexity=check), rate, scored.sample_tokens,
                                     scored.eval_tokens, count, refines, None if refines else run_count(removed),
                                     scored.sample_count)
@@ -837,7 +839,8 @@ class Engine:
         if scored is None or self.loaded is None or self.scores is None or not scored.sample_tokens \
                 or scored.partial:
             return None
-        spec = self._curve_spec(spec)
+        # on the samples the text gave, as a job's estimate counts them (24 of 100 asked: a third of the choosing)
+        spec = dataclasses.replace(self._curve_spec(spec), samples=scored.sample_count or spec.samples)
         shape = shape_of(self.loaded)
         seconds = scored.pass_seconds if scored.pass_seconds is not None else scored.seconds
         rate = seconds / max(scored.sample_tokens * shape.n_layers, 1)

@@ -216,8 +216,10 @@ def estimate_curve(spec: Any, shape: ModelShape, rate: float, sample_tokens: int
     if spec.repair != "none":
         if answers is not None:
             out.steps["answering"] = answers.token_layers(n, head) * rate
+        # a searched count's fit is made while choosing where its finalists are judged with it (:func:`estimate_job`)
+        while_choosing = 2 * min(defaults.SELECTION_SAMPLES, spec.samples) >= spec.samples
         fits = [estimate_job(spec, shape, rate, sample_tokens, eval_tokens, k, False, fit_samples=spec.samples)
-                for k in range(1, limit + 1) if k not in fitted]
+                for k in range(1, limit + 1) if k not in fitted and not (while_choosing and k in searched)]
         if fits:
             out.steps["repairing"] = sum(e.steps.get("repairing", 0.0) for e in fits)
     measuring = eval_tokens * (n + head) + sum(2 * eval_tokens * (n - k + 2 * head) for k in range(1, limit + 1))

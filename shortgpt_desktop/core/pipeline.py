@@ -356,7 +356,7 @@ def save(loaded: LoadedModel, plan: PrunePlan, out: str | Path, report: Report |
          force: bool = False, progress: Progress = _noop, cancel: CancelCheck | None = None,
          max_shard_bytes: int | None = None, weights: dict[str, Any] | None = None) -> SaveResult:
     """Write the pruned model (with its model card) to ``out``, atomically."""
-    card = model_card(report, loaded.source.spec) if report is not None else ""
+    card = model_card(report, loaded.source.card_name) if report is not None else ""
     kwargs = {"max_shard_bytes": max_shard_bytes} if max_shard_bytes else {}
     return save_pruned(
         source=loaded.source, family=loaded.family, original_config=loaded.config, removed=plan.removed,

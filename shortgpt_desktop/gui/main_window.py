@@ -901,8 +901,9 @@ class MainWindow(QMainWindow):
                 return
             if self.engine.source is source:
                 self.memory_view = view
-                self.model_panel.set_memory(view.info, view.streamed)
                 scored = self._scored_mode()
+                # the way Check and Save run until the next Score, where the settings now ask another
+                self.model_panel.set_memory(view.info, view.streamed if scored is None else self.engine.is_streamed)
                 mode = view.mode if scored is None else f"{scored} until the next Score, then {view.mode}"
                 self.model_panel.set_mode(mode, view.details)
                 self._update_status()
@@ -1077,7 +1078,8 @@ class MainWindow(QMainWindow):
     def _cost(self, job: str, spec: JobSpec, plan: PrunePlan, check: bool) -> tuple[str, float | None]:
         """What the job about to start will cost, from the scoring pass's speed: worked out before it starts, as
         the job's thread changes what it reads (bi+'s measured choices, forgotten where the repair changed)."""
-        return self._worded(job, self.session.next_job_estimate(spec, len(plan.removed), check))
+        by_hand = plan.removed if self.manual or plan.metric == "manual" else None  # nothing chooses it
+        return self._worded(job, self.session.next_job_estimate(spec, len(plan.removed), check, by_hand))
 
     def _worded(self, job: str, estimate: Any) -> tuple[str, float | None]:
         text = self.job_progress.announced(job, estimate)

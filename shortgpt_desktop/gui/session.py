@@ -122,9 +122,10 @@ class Session:
 
     # -------------------------------------------------------------------------------------------- words
 
-    def next_job_estimate(self, spec: JobSpec, count: int, check: bool) -> Any:
-        """The estimate (:class:`..core.estimate.JobEstimate`) of the job a button starts, or None."""
-        return self.engine.job_estimate(spec, count, check)
+    def next_job_estimate(self, spec: JobSpec, count: int, check: bool, layers: Sequence[int] | None = None) -> Any:
+        """The estimate (:class:`..core.estimate.JobEstimate`) of the job a button starts, or None (``layers``: a
+        plan chosen by hand)."""
+        return self.engine.job_estimate(spec, count, check, layers)
 
     def next_job_text(self, spec: JobSpec, count: int, check: bool) -> str:
         """``about 2 min 10 s (choosing 1 min 30 s, repairing 40.0 s)`` for the job a button starts, or ""."""

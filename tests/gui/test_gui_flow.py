@@ -483,7 +483,8 @@ def test_check_says_what_it_will_cost_before_it_runs(qtbot, opened, monkeypatch)
     counts: list[int] = []
     estimate = window.session.next_job_estimate
     monkeypatch.setattr(window.session, "next_job_estimate",
-                        lambda spec, count, check: counts.append(count) or estimate(spec, count, check))
+                        lambda spec, count, check, layers=None: counts.append(count) or estimate(spec, count, check,
+                                                                                               layers))
     said: list[str] = []
     window.jobs.started.connect(lambda name: said.append(window.progress_label.text()))
     tips: list[str] = []  # the tooltip as each step's progress replaces the line

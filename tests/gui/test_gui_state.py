@@ -287,6 +287,8 @@ def test_low_memory_unticked_after_scoring_is_said_and_check_and_save_keep_the_s
     mode = window.model_panel.values["mode"]
     qtbot.waitUntil(lambda: "until the next Score" in mode.text(), timeout=10_000)
     assert mode.text().startswith("one layer at a time until the next Score, then whole"), mode.text()
+    # Memory needed is the figure of the way Check and Save run until then, not the whole model's
+    assert window.model_panel.values["memory"].text().endswith(", one layer at a time")
     window.set_output_format("safetensors")
     monkeypatch.setattr(dialogs, "ask_output_folder", lambda parent, suggestion: str(tmp_path / "out"))
     with qtbot.waitSignal(window.errorShown, timeout=10_000) as shown:
@@ -456,7 +458,8 @@ def test_the_next_save_is_offered_beside_the_last(qtbot, opened, tmp_path: Path,
     announced: list[tuple[int, bool]] = []
     estimate = window.session.next_job_estimate
     monkeypatch.setattr(window.session, "next_job_estimate",
-                        lambda spec, count, check: announced.append((count, check)) or estimate(spec, count, check))
+                        lambda spec, count, check, layers=None: announced.append((count, check))
+                        or estimate(spec, count, check, layers))
     with qtbot.waitSignal(window.jobFinished, timeout=120_000):
         window.save_to(tmp_path / "out" / "pruned")
     assert announced == [(2, False)]  # the cost said before the save: its 2 layers, no check

@@ -361,9 +361,10 @@ def test_no_estimate_for_the_next_job_says_nothing() -> None:
     from types import SimpleNamespace
 
     session = Session.__new__(Session)
-    session.engine = SimpleNamespace(job_estimate=lambda spec, count, check: SimpleNamespace(steps={}, total=0.0))
+    session.engine = SimpleNamespace(job_estimate=lambda spec, count, check, layers=None: SimpleNamespace(steps={},
+                                                                                                        total=0.0))
     assert session.next_job_text(_spec(), 2, check=True) == ""
-    session.engine = SimpleNamespace(job_estimate=lambda spec, count, check: None)
+    session.engine = SimpleNamespace(job_estimate=lambda spec, count, check, layers=None: None)
     assert session.next_job_text(_spec(), 2, check=True) == ""
 
 

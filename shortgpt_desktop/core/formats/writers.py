@@ -222,7 +222,7 @@ class GGUFWriter(Writer):
                 return ""
             report.changed_types = {k: list(v) for k, v in changed.items()}
             report.gguf_sliding_window = list(written.stated_swa or [])
-            return model_card(report, source.spec)
+            return model_card(report, source.card_name)
 
         result = write_pruned_gguf(source, plan.removed, out, card_text=card, force=force, replaced=weights,
                                    progress=progress, cancel=cancel)

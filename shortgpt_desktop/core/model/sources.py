@@ -89,6 +89,12 @@ class ModelSource:
         return repo.removeprefix("models--").replace("--", "/", 1) if repo.startswith("models--") else None
 
     @property
+    def card_name(self) -> str:
+        """What the card calls the model: a Hub id as its cache spells it (:attr:`cached_id`), else as given."""
+        cached = self.cached_id
+        return cached if cached is not None and cached.lower() == self.spec.lower() else self.spec
+
+    @property
     def location(self) -> Path:
         """Where the model lies, as a sentence names it: the ``.gguf`` file itself, or the model's folder (a GGUF's
         folder is wherever it was saved, ~/Downloads say, and "the model in Downloads" named no model)."""
@@ -428,12 +434,17 @@ def _what_the_cache_holds(repo_id: str, revision: str | None, incomplete: str | 
     folder = root / ("models--" + spelled.replace("/", "--"))
     try:
         if folder.is_dir():
-            refs = sorted(p.name for p in (folder / "refs").iterdir()) if (folder / "refs").is_dir() else []
-            commits = sorted(p.name[:12] for p in (folder / "snapshots").iterdir()) \
-                if (folder / "snapshots").is_dir() else []
-            at = refs or commits
-            if revision and at:
-                return f"; the local Hub cache holds it at {', '.join(at)}, not at {revision}"
+            snapshots = folder / "snapshots"
+            commits = sorted(p.name for p in snapshots.iterdir()) if snapshots.is_dir() else []
+            refs = folder / "refs"
+            # the branches and tags whose snapshot is there (not a pull request's ref, nor one whose files are gone)
+            named = sorted(p.name for p in refs.iterdir() if p.is_file()
+                           and p.read_text(encoding="utf-8", errors="replace").strip() in commits) \
+                if refs.is_dir() else []
+            wanted = revision or "main"
+            at = [r for r in named if r != wanted] or [c[:12] for c in commits if not c.startswith(wanted)]
+            if at:
+                return f"; the local Hub cache holds it at {', '.join(at)}, not at {wanted}"
             return ""
         ids = [e.name.removeprefix("models--").replace("--", "/", 1) for e in root.iterdir()
                if e.name.startswith("models--")]

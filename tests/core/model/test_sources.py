@@ -272,6 +272,11 @@ def test_a_cached_model_opens_whatever_the_case_its_id_is_typed_in(tiny_model: P
     assert _as_the_hub_spells_it("someone/tiny-llama", source) == "SomeOne/Tiny-Llama"
     assert _as_the_hub_spells_it("other/model", source) == "other/model"
     assert sources.resolve(str(tiny_model)).cached_id is None
+    # and the card (its base_model line, "removed from", the eval hint) by the same name
+    from shortgpt_desktop.core.report import Report, model_card
+
+    assert source.card_name == "SomeOne/Tiny-Llama" and sources.resolve(str(tiny_model)).card_name == str(tiny_model)
+    assert "\nbase_model: SomeOne/Tiny-Llama\n" in model_card(Report(model="SomeOne/Tiny-Llama"), source.card_name)
 
 
 def test_hub_offline_and_not_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -920,6 +925,9 @@ def test_an_unreachable_hub_says_what_the_local_cache_holds_of_the_model(
                                        "spelled otherwise; check the connection",
         ("someone/else", None): "someone/else ({offline}); check the connection",
     }
+    fill_hub_cache(cache, "someone/dev-only", tiny_model, revision="dev")  # the main revision asked, not cached
+    cases[("someone/dev-only", None)] = ("someone/dev-only ({offline}); the local Hub cache holds it at dev, not at "
+                                         "main; check the connection")
     for (repo_id, revision), said in cases.items():
         with pytest.raises(HubError) as raised:
             sources.hub_download(repo_id, revision=revision, cache_dir=cache)
