@@ -1252,12 +1252,8 @@ def test_a_cut_given_by_hand_with_nothing_fitted_counts_no_samples_and_no_search
     assert checked_repaired.memory.states_of_windows and not repaired.memory.states_of_windows
 
 
-def test_the_time_said_before_a_search_at_another_count_counts_only_what_it_will_measure(
-        tiny_model: Path, small_calib: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The time said before a Save at 8 after a Check at 7 counted bi+'s whole search again (about 10 minutes of
-    SmolLM2 on a CPU) for a job that took 1.7: the single removals and the first 7 greedy steps were measured
-    already. The estimate now counts only the greedy steps past those, and never fewer sets than the search runs."""
-    from shortgpt_desktop.core import defaults
+def sets_measured(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, ...]]:
+    """The layer sets bi+'s candidate runner measures from now on, in order (filled as it measures them)."""
     from shortgpt_desktop.core.cut import candidates as candidates_module
 
     sets_run: list[tuple[int, ...]] = []
@@ -1268,6 +1264,17 @@ def test_the_time_said_before_a_search_at_another_count_counts_only_what_it_will
         return measure(self, sets, *args, **kwargs)
 
     monkeypatch.setattr(candidates_module.CandidateRunner, "measure", counting)
+    return sets_run
+
+
+def test_the_time_said_before_a_search_at_another_count_counts_only_what_it_will_measure(
+        tiny_model: Path, small_calib: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The time said before a Save at 8 after a Check at 7 counted bi+'s whole search again (about 10 minutes of
+    SmolLM2 on a CPU) for a job that took 1.7: the single removals and the first 7 greedy steps were measured
+    already. The estimate now counts only the greedy steps past those, and never fewer sets than the search runs."""
+    from shortgpt_desktop.core import defaults
+
+    sets_run = sets_measured(monkeypatch)
     spec = small_job(tiny_model, small_calib, metric="bi+")
     engine = Engine()
     engine.score(spec)
@@ -1302,14 +1309,7 @@ def test_bi_plus_at_another_count_takes_what_the_search_before_measured(tiny_mod
     from shortgpt_desktop.core.cut.answer_probe import AnswerProbe
 
     monkeypatch.setattr(Engine, "_answer_probe", lambda self: AnswerProbe([[5, 6, 7, 8]], {-1}, 0))
-    sets_run: list[tuple[int, ...]] = []
-    measure = candidates_module.CandidateRunner.measure
-
-    def counting(self, sets, *args, **kwargs):
-        sets_run.extend(tuple(sorted(s)) for s in sets)
-        return measure(self, sets, *args, **kwargs)
-
-    monkeypatch.setattr(candidates_module.CandidateRunner, "measure", counting)
+    sets_run = sets_measured(monkeypatch)
     fills: list[int] = []
     fill = candidates_module.CandidateRunner._fill
     monkeypatch.setattr(candidates_module.CandidateRunner, "_fill", lambda self, start: (fills.append(start),
