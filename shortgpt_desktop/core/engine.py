@@ -793,13 +793,13 @@ class Engine:
         given by hand, which nothing chooses (under bi+ it was estimated as bi+'s search of the lowest scores)."""
         import dataclasses as _dc
 
-        from .estimate import run_count, shape_of
+        from .estimate import run_count
 
-        scored = self.scored
-        if scored is None or self.loaded is None or not scored.sample_tokens or scored.partial:
+        rate = self._scoring_rate()
+        if rate is None:
             return None
-        seconds = scored.pass_seconds if scored.pass_seconds is not None else scored.seconds
-        rate = seconds / max(scored.sample_tokens * shape_of(self.loaded).n_layers, 1)
+        scored = self.scored
+        assert scored is not None
         # a choice measured with the repair on (or off) is made again for a job that does not (or does) repair
         selection = self._selection_for(count)
         refines = layers is None and self.scores is not None and get_metric(self.scores.metric).refines and (
@@ -830,20 +830,30 @@ class Engine:
         earlier job (bi+'s search or a curve, :class:`.cut.fitted_repairs.FittedRepairs`): the job takes it."""
         return self.fitted.key == self._reference_key(spec) and self.fitted.get(removed) is not None
 
+    def _scoring_rate(self) -> float | None:
+        """Seconds a token spends in a decoder layer, as the whole scoring pass measured it (the pass alone, not the
+        load and the tokenising); None before one, or after a partial one."""
+        from .estimate import shape_of
+
+        scored = self.scored
+        if scored is None or self.loaded is None or not scored.sample_tokens or scored.partial:
+            return None
+        seconds = scored.pass_seconds if scored.pass_seconds is not None else scored.seconds
+        return seconds / max(scored.sample_tokens * shape_of(self.loaded).n_layers, 1)
+
     def curve_estimate(self, spec: JobSpec, max_removed: int | None = None) -> Any:
         """Seconds the quality curve up to ``max_removed`` will take (:meth:`quality_curve`), at the speed the
         scoring pass measured; None before a whole scoring pass (see :func:`.estimate.estimate_curve`)."""
         from .estimate import estimate_curve, shape_of
 
-        scored = self.scored
-        if scored is None or self.loaded is None or self.scores is None or not scored.sample_tokens \
-                or scored.partial:
+        rate = self._scoring_rate()
+        if rate is None or self.scores is None:
             return None
+        scored = self.scored
+        assert scored is not None and self.loaded is not None
         # on the samples the text gave, as a job's estimate counts them (24 of 100 asked: a third of the choosing)
         spec = dataclasses.replace(self._curve_spec(spec), samples=scored.sample_count or spec.samples)
         shape = shape_of(self.loaded)
-        seconds = scored.pass_seconds if scored.pass_seconds is not None else scored.seconds
-        rate = seconds / max(scored.sample_tokens * shape.n_layers, 1)
         limit = self._curve_limit(max_removed)
         searched: list[int] = []
         if get_metric(self.scores.metric).refines:

@@ -152,11 +152,12 @@ def estimate_job(spec: Any, shape: ModelShape, seconds_per_token_layer: float, s
         out.steps["choosing"] = choosing_seconds(spec, shape, rate, sample_tokens, [count], search_left)
     if count and spec.repair != "none" and answers is not None:
         out.steps["answering"] = answers.token_layers(n, head) * rate
-    runs = runs or (guessed_runs(count) if count else 1)
-    # bi+ judges its finalists with the fit the job saves where its subset is at least half the samples (as
-    # cut.selection's bar has it): the repair is then made while choosing, and its step costs nothing more (8 × 128
-    # tokens with --heal 2: said 8 min 58 s, took 5 min 28 s, the repair counted twice)
-    fitted_while_choosing = refines and 2 * min(defaults.SELECTION_SAMPLES, spec.samples) >= spec.samples
+    from .cut.selection import judged_with_the_saved_fit
+
+    runs = runs or guessed_runs(count)
+    # where bi+ judges its finalists with the fit the job saves, the repair is made while choosing and its step
+    # costs nothing more (8 × 128 tokens with --heal 2: said 8 min 58 s, took 5 min 28 s, the repair counted twice)
+    fitted_while_choosing = refines and judged_with_the_saved_fit(spec.samples)
     if count and spec.repair != "none" and not fitted_while_choosing:
         # the kept layers before and after each run (the one after only where refitted whole, as these sums are; a
         # run at layer 0 or right after another has none: a small overestimate there)
@@ -216,8 +217,10 @@ def estimate_curve(spec: Any, shape: ModelShape, rate: float, sample_tokens: int
     if spec.repair != "none":
         if answers is not None:
             out.steps["answering"] = answers.token_layers(n, head) * rate
+        from .cut.selection import judged_with_the_saved_fit
+
         # a searched count's fit is made while choosing where its finalists are judged with it (:func:`estimate_job`)
-        while_choosing = 2 * min(defaults.SELECTION_SAMPLES, spec.samples) >= spec.samples
+        while_choosing = judged_with_the_saved_fit(spec.samples)
         fits = [estimate_job(spec, shape, rate, sample_tokens, eval_tokens, k, False, fit_samples=spec.samples)
                 for k in range(1, limit + 1) if k not in fitted and not (while_choosing and k in searched)]
         if fits:
@@ -229,9 +232,10 @@ def estimate_curve(spec: Any, shape: ModelShape, rate: float, sample_tokens: int
     return out
 
 
-def guessed_runs(count: int) -> int:
-    """Runs of removed layers where the layers are not known yet: about one per two layers removed."""
-    return max(1, round(count / 2))
+def guessed_runs(count: int | None) -> int:
+    """Runs of removed layers where the layers are not known yet: about one per two layers removed (one where no
+    count is known)."""
+    return max(1, round((count or 0) / 2))
 
 
 def run_count(removed: Sequence[int]) -> int:
@@ -280,7 +284,7 @@ def refit_token_layers(shape: ModelShape, sample_tokens: int, count: int, runs: 
     """Tokens × layers the MLP refit costs for ``count`` removed layers (see the module's list)."""
     from .cut.mlp_refit import token_cap, trained_rows
 
-    runs = runs or (guessed_runs(count) if count else 1)
+    runs = runs or guessed_runs(count)
     kept = min(sample_tokens, token_cap(shape.hidden)) if shape.hidden else sample_tokens
     mlp_share = shape.mlp_params / shape.layer_params if shape.mlp_params else 2 / 3
     # Forward and backward are about three forwards; Adam's update and the held-out checks bring a step to about
@@ -292,7 +296,7 @@ def guard_token_layers(guard: AnswerWork, shape: ModelShape, count: int, runs: i
     """Tokens × layers the refit's chat guard costs: the original's answers to the check prompts, then one pass
     of them (head at every position) per variant it scores: the linear repair alone, every cut refitted, and each
     cut's refit dropped in turn."""
-    runs = runs or (guessed_runs(count) if count else 1)
+    runs = runs or guessed_runs(count)
     tokens = guard.prompts * (guard.prompt_tokens + guard.new_tokens)
     return (guard.token_layers(shape.n_layers, shape.head_layers)
             + (runs + 2) * tokens * (shape.n_layers - count + shape.head_layers))

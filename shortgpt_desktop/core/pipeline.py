@@ -369,13 +369,6 @@ def save(loaded: LoadedModel, plan: PrunePlan, out: str | Path, report: Report |
 # --------------------------------------------------------------------------------------------------- jobs
 
 
-def _as_the_hub_spells_it(model: str, source: ModelSource | None) -> str:
-    """``model`` as the Hub cache spells it where they differ only in capitals (``SomeOrg/Tiny`` typed opens
-    ``someorg/tiny``, and the card and report named it as typed)."""
-    cached = source.cached_id if source is not None else None
-    return cached if cached is not None and cached.lower() == model.lower() else model
-
-
 def new_report(loaded: LoadedModel, spec: JobSpec) -> Report:
     source = loaded.source
     hub = source is not None and source.kind == "hub"
@@ -383,7 +376,7 @@ def new_report(loaded: LoadedModel, spec: JobSpec) -> Report:
         license=source_license(source),
         earlier_removed=earlier_removed(source),
         first_original=first_original(source),
-        model=_as_the_hub_spells_it(spec.model, source),
+        model=source.as_cached(spec.model) if source is not None else spec.model,
         model_revision=(source.revision or "main") if hub else "",
         model_commit=source.folder.name if hub else "",  # the Hub cache's snapshot folder is named by its commit
         architecture=architecture_name(loaded.config),

@@ -46,7 +46,15 @@ from .messages import user_message
 from .model_panel import ModelPanel, model_key, typed_model
 from .plan_panel import PlanPanel
 from .scores_file import read_scores, same_model, write_scores
-from .session import JobProgress, MemoryView, Session, job_title, model_file_name, suggested_output
+from .session import (
+    STREAMED_MODE,
+    JobProgress,
+    MemoryView,
+    Session,
+    job_title,
+    model_file_name,
+    suggested_output,
+)
 from .settings_panel import SettingsPanel
 from .settings_store import Store
 from .system import gpu_memory, probe_devices, process_memory, total_memory
@@ -925,7 +933,7 @@ class MainWindow(QMainWindow):
         now = self.job_spec()
         if (now.low_memory, now.device, now.dtype) == (scored.low_memory, scored.device, scored.dtype):
             return None
-        return "one layer at a time" if self.engine.is_streamed else "whole, in memory"
+        return STREAMED_MODE if self.engine.is_streamed else "whole, in memory"
 
     def _scored_way(self) -> str | None:
         """:meth:`_scored_mode` with the device and dtype: ``one layer at a time, on cpu in float32``."""
@@ -1078,7 +1086,7 @@ class MainWindow(QMainWindow):
     def _cost(self, job: str, spec: JobSpec, plan: PrunePlan, check: bool) -> tuple[str, float | None]:
         """What the job about to start will cost, from the scoring pass's speed: worked out before it starts, as
         the job's thread changes what it reads (bi+'s measured choices, forgotten where the repair changed)."""
-        by_hand = plan.removed if self.manual or plan.metric == "manual" else None  # nothing chooses it
+        by_hand = plan.removed if plan.metric == "manual" else None  # nothing chooses it (Engine.needs_refining)
         return self._worded(job, self.session.next_job_estimate(spec, len(plan.removed), check, by_hand))
 
     def _worded(self, job: str, estimate: Any) -> tuple[str, float | None]:

@@ -29,6 +29,10 @@ from ..format import StageClock, human_bytes, human_seconds, time_left
 Work = Callable[[Any, Any], Any]
 
 
+#: How the Runs line begins where the model runs one layer at a time (:func:`describe_modes`).
+STREAMED_MODE = "one layer at a time"
+
+
 @dataclasses.dataclass
 class MemoryView:
     """What the model panel shows about memory: the figures, and which way the model will run (plain data)."""
@@ -116,7 +120,7 @@ class Session:
                 raise UserError("Choose a model first.")
             info = Engine(source=source).estimate(spec)  # a throwaway engine: the real one is not touched
             mode, details = describe_modes(engine, spec, info.memory, decided)
-            return MemoryView(info, mode, details, streamed=mode.startswith("one layer at a time"))
+            return MemoryView(info, mode, details, streamed=mode.startswith(STREAMED_MODE))
 
         return work
 
@@ -170,7 +174,7 @@ def describe_modes(engine: Engine, spec: JobSpec, estimate: MemoryEstimate,
         if spec.heal_steps > 0:  # said only once Check or Save was pressed
             why += "; healing cannot run so: set Heal steps to 0" + (" or untick Low memory" if spec.low_memory
                                                                       else "")
-        return f"one layer at a time ({why})", details
+        return f"{STREAMED_MODE} ({why})", details
     return "whole, in memory", details
 
 

@@ -74,6 +74,14 @@ PROBE_PASSES = 1
 JUDGING_FIT = "map"
 
 
+def judged_with_the_saved_fit(samples: int, subset: int | None = None) -> bool:
+    """Whether bi+ judges its finalists with the very fit the job saves (so the job's repair is made while choosing):
+    where the ``subset`` of samples the search measures on (default: the first :data:`..defaults.SELECTION_SAMPLES`)
+    is at least half the ``samples``, the quick fit is fitted on all of them."""
+    subset = min(defaults.SELECTION_SAMPLES, samples) if subset is None else subset
+    return 2 * subset >= samples
+
+
 def judging_layers(n_layers: int, count: int, head: float) -> float:
     """Layer runs per token of the search's samples that judging one finalist repaired costs: the quick fit's
     pruned stream over twice the samples, the original's (run once and shared by the finalists; counted as
@@ -401,7 +409,7 @@ class _SelectionBar:
         repaired; ``probing``: each count's best finalist is asked whether it still answers."""
         n = runner.n
         full_fit = 2 * math.ceil(calibration_samples / n_samples)
-        saved_when_judged = judge_repaired and 2 * n_samples >= calibration_samples
+        saved_when_judged = judge_repaired and judged_with_the_saved_fit(calibration_samples, n_samples)
         judge_weight = float(JUDGING_PASSES) if saved_when_judged else max(
             float(JUDGING_PASSES), judging_layers(n, most, head) / candidate_layers(n, head, runner.stride))
         # A judging that is the saved fit counts its measurement here and its full fit as such (its own progress

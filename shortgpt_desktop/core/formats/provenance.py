@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import UserError
-from ..model.sources import ModelSource
+from ..model.sources import ModelSource, looks_like_hub_id
 from .gguf_reader import GGUF_SCALARS, GGUFLayout, check_gguf, read_scalar_array
 
 #: The key in a saved config.json; GGUF output carries the same list under :data:`GGUF_KEY`.
@@ -67,10 +67,6 @@ _LICENSE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 _LICENSE_LINK = re.compile(r"(https?://|LICENSE)[^\s]{0,200}")
 
 
-#: A Hub id as a card's ``base_model`` names it (``org/name``).
-_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
-
-
 def _front_matter(folder: Path) -> list[tuple[str, str]]:
     """The ``key: value`` lines of the front matter of the folder's own card (README.md), values unquoted."""
     try:
@@ -94,7 +90,7 @@ def first_original(source: ModelSource | None) -> str:
     if source is None or source.gguf_file is not None or source.kind == "hub" or not earlier_removed(source):
         return ""
     found = [value for key, value in _front_matter(source.folder) if key == "base_model"]
-    return found[0] if found and _HUB_ID.fullmatch(found[0]) else ""
+    return found[0] if found and looks_like_hub_id(found[0]) else ""
 
 
 def source_license(source: ModelSource | None) -> dict[str, str]:

@@ -85,14 +85,18 @@ class ModelSource:
     def cached_id(self) -> str | None:
         """A Hub model's id as its cache folder spells it (``models--org--name/snapshots/COMMIT``), else None: the Hub
         and its cache find an id whatever its capitals, and the card named ``SomeOrg/Tiny`` as typed."""
-        repo = self.folder.parent.parent.name if self.kind == "hub" else ""
-        return repo.removeprefix("models--").replace("--", "/", 1) if repo.startswith("models--") else None
+        return _hub_id_of(self.folder.parent.parent.name) if self.kind == "hub" else None
+
+    def as_cached(self, model: str) -> str:
+        """``model`` as the Hub cache spells it (:attr:`cached_id`) where the two differ only in capitals, else as
+        given: ``SomeOrg/Tiny`` typed opens ``someorg/tiny``, and the report and the card named it as typed."""
+        cached = self.cached_id
+        return cached if cached is not None and cached.lower() == model.lower() else model
 
     @property
     def card_name(self) -> str:
-        """What the card calls the model: a Hub id as its cache spells it (:attr:`cached_id`), else as given."""
-        cached = self.cached_id
-        return cached if cached is not None and cached.lower() == self.spec.lower() else self.spec
+        """What the card calls the model: :meth:`as_cached` of the name it was given by."""
+        return self.as_cached(self.spec)
 
     @property
     def location(self) -> Path:
@@ -431,7 +435,7 @@ def _what_the_cache_holds(repo_id: str, revision: str | None, incomplete: str | 
         return f"; the local Hub cache holds it, but incomplete ({incomplete})"
     root = Path(cache_dir or constants.HF_HUB_CACHE)
     spelled = cached_spelling(repo_id, cache_dir) or repo_id
-    folder = root / ("models--" + spelled.replace("/", "--"))
+    folder = root / _cache_folder_of(spelled)
     try:
         if folder.is_dir():
             snapshots = folder / "snapshots"
@@ -446,8 +450,7 @@ def _what_the_cache_holds(repo_id: str, revision: str | None, incomplete: str | 
             if at:
                 return f"; the local Hub cache holds it at {', '.join(at)}, not at {wanted}"
             return ""
-        ids = [e.name.removeprefix("models--").replace("--", "/", 1) for e in root.iterdir()
-               if e.name.startswith("models--")]
+        ids = [repo for repo in (_hub_id_of(e.name) for e in root.iterdir()) if repo is not None]
     except OSError:
         return ""
     near = difflib.get_close_matches(repo_id.lower(), [i.lower() for i in ids], n=1, cutoff=0.85)
@@ -514,14 +517,23 @@ def cached_spelling(repo_id: str, cache_dir: str | Path | None) -> str | None:
     cache" offline when typed in lower case, and online it was downloaded a second time."""
     from huggingface_hub import constants
 
-    wanted = "models--" + repo_id.replace("/", "--").lower()
+    typed = _cache_folder_of(repo_id)
     try:
         entries = [entry.name for entry in Path(cache_dir or constants.HF_HUB_CACHE).iterdir()]
     except OSError:
         return None
-    typed = "models--" + repo_id.replace("/", "--")
-    spelled = [name for name in entries if name.lower() == wanted and name != typed]
-    return spelled[0].removeprefix("models--").replace("--", "/", 1) if len(spelled) == 1 else None
+    spelled = [name for name in entries if name.lower() == typed.lower() and name != typed]
+    return _hub_id_of(spelled[0]) if len(spelled) == 1 else None
+
+
+def _cache_folder_of(repo_id: str) -> str:
+    """The Hub cache's folder name for a model ``repo_id`` (``models--org--name``)."""
+    return "models--" + repo_id.replace("/", "--")
+
+
+def _hub_id_of(folder_name: str) -> str | None:
+    """The model id a Hub cache folder holds (``models--org--name`` → ``org/name``); None for another folder."""
+    return folder_name.removeprefix("models--").replace("--", "/", 1) if folder_name.startswith("models--") else None
 
 
 def gguf_only(repo_id: str, names: Sequence[str], folder: Path | None = None) -> str:

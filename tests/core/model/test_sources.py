@@ -264,13 +264,11 @@ def test_a_cached_model_opens_whatever_the_case_its_id_is_typed_in(tiny_model: P
     assert sources.cached_spelling("someone/tiny-llama", cache) == "SomeOne/Tiny-Llama"
     assert sources.cached_spelling("SomeOne/Tiny-Llama", cache) is None  # as typed: nothing to respell
     # the report and the card name it as the Hub spells it, not as typed
-    from shortgpt_desktop.core.pipeline import _as_the_hub_spells_it
-
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
     source = sources.resolve("someone/tiny-llama")
     assert source.cached_id == "SomeOne/Tiny-Llama"
-    assert _as_the_hub_spells_it("someone/tiny-llama", source) == "SomeOne/Tiny-Llama"
-    assert _as_the_hub_spells_it("other/model", source) == "other/model"
+    assert source.as_cached("someone/tiny-llama") == "SomeOne/Tiny-Llama"
+    assert source.as_cached("other/model") == "other/model"
     assert sources.resolve(str(tiny_model)).cached_id is None
     # and the card (its base_model line, "removed from", the eval hint) by the same name
     from shortgpt_desktop.core.report import Report, model_card
