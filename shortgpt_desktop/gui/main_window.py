@@ -44,7 +44,7 @@ from .icons import app_icon
 from .log_panel import LogPanel
 from .messages import user_message
 from .model_panel import ModelPanel, model_key, typed_model
-from .plan_panel import PlanPanel
+from .plan_panel import BY_HAND, FROM_FILE, PlanPanel
 from .scores_file import read_scores, same_model, write_scores
 from .session import (
     STREAMED_MODE,
@@ -108,6 +108,8 @@ class MainWindow(QMainWindow):
         self.background = JobRunner(self, exclusive=False)  # device probe and memory estimates
         self.plan: PrunePlan | None = None
         self.manual = False
+        #: Who chose a plan that no count of the scores gives: "by hand" (bars clicked) or an imported file.
+        self.manual_by = BY_HAND
         self.dialogs: list[QMessageBox] = []
         #: The quality curves drawn for the scores shown, by (metric, repairs): switched away and back, drawn again.
         self._curves: dict[tuple[str, bool], Any] = {}
@@ -807,10 +809,31 @@ class MainWindow(QMainWindow):
         if len(removed) > self.engine.max_removable:
             self.statusBar().showMessage("At least one layer must stay.", 6000)
             return
-        plan = self.engine.plan(layers=sorted(removed))
-        self.manual = True
+        self._show_given_plan(sorted(removed), BY_HAND)
+
+    def _show_given_plan(self, removed: list[int], by: str) -> None:
+        """A plan no count of the scores chose: ``removed`` as given ``by`` (:data:`BY_HAND`, or a file)."""
+        plan = self.engine.plan(layers=removed)
+        self.manual, self.manual_by = True, by
         self.plan_panel.set_count(len(plan.removed))
         self._show_plan(plan)
+
+    def _show_listed_plan(self, removed: list[int]) -> str:
+        """The plan an imported scores file lists, shown as it was exported (the slider's plan for its count was
+        shown instead, and a plan chosen by hand or measured by bi+ was lost); the words that say so, '' where the
+        file lists none this model's scores can show."""
+        scores, removed = self.engine.scores, sorted(set(removed))
+        if not removed or scores is None or self.engine.sizes is None:
+            return ""
+        if len(removed) > self.plan_panel.slider.maximum() or any(scores.scores[i] is None for i in removed):
+            return ""  # not a plan these scores allow (a layer this file's pass never scored)
+        self.plan_panel.set_count(len(removed))
+        self.set_count(len(removed))
+        if self.plan is not None and self.plan.removed == removed:
+            return ""  # the count's own plan: nothing to say
+        self._show_given_plan(removed, FROM_FILE)
+        return (f" The plan shown is the file's, layers {layer_list(removed)}; Check and Save remove those "
+                "(move the slider for the scores' own).")
 
     def _show_plan(self, plan: PrunePlan) -> None:
         self.plan = plan
@@ -821,7 +844,7 @@ class MainWindow(QMainWindow):
                                   for name, values in scores.extra.items()})
         else:
             self.chart.set_removed(plan.removed)
-        self.plan_panel.show_plan(plan, manual=self.manual)
+        self.plan_panel.show_plan(plan, manual=self.manual, by=self.manual_by)
         # Back at the plan checked last (the slider moved away and back), its figures again: the panel kept "press
         # Check again", and a 9-minute check was run again for the same numbers.
         # The same prompt too: another one's text would read as the answer to the one in the box.
@@ -1030,6 +1053,9 @@ class MainWindow(QMainWindow):
         def imported_in(scored: Scored) -> None:  # the Metric box follows the scores shown, once they are in
             self.settings_panel.set_values({"metric": imported.scores.metric})
             self._on_scored(scored)
+            listed = self._show_listed_plan(imported.removed)
+            if listed:
+                self.statusBar().showMessage(self.statusBar().currentMessage() + listed, 20000)
 
         def failed(failure: Failure) -> None:
             self._restore_chart()

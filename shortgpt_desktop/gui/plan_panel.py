@@ -28,6 +28,10 @@ from ..format import change, human_bytes, human_count, layer_list
 from .chart import color_axes, kept_color
 from .elided_label import ElidedLabel
 
+#: Who chose a plan that no count of the scores gives, as the count line says it.
+BY_HAND = "chosen by hand"
+FROM_FILE = "as the imported file lists"
+
 
 def perplexity_ticks(values: list[float], most: int = 4) -> list[tuple[float, str]]:
     """Ticks for the curve's logarithmic perplexity axis, as (log10 of the value, label): values of the 1-2-5
@@ -285,7 +289,9 @@ class PlanPanel(QGroupBox):
             self._timer.stop()
             self._emit_count()
 
-    def show_plan(self, plan: PrunePlan | None, manual: bool = False) -> None:
+    def show_plan(self, plan: PrunePlan | None, manual: bool = False, by: str = BY_HAND) -> None:
+        """``plan`` on screen; ``manual``: one no count of the scores chose, given ``by`` whom (:data:`BY_HAND`,
+        :data:`FROM_FILE`)."""
         if plan is None:
             self.count_label.setText("Score the layers first")
             for label in (self.layers_label, self.params_label, self.size_label):
@@ -293,7 +299,7 @@ class PlanPanel(QGroupBox):
             self.size_note.setVisible(False)
             return
         k, n = len(plan.removed), plan.n_layers
-        how = " · chosen by hand" if manual else ""
+        how = f" · {by}" if manual else ""
         later = plan.chosen_later and not manual and k > 0
         if later:
             how = " · measured on Check/Save"

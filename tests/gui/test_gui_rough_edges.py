@@ -12,6 +12,8 @@ import pytest
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtWidgets import QWidget
 
+from shortgpt_desktop.format import layer_list
+
 # ------------------------------------------------------------------------------------------- 1. settings
 
 
@@ -694,6 +696,50 @@ def test_scores_export_and_import_for_the_same_model(qtbot, opened, make_window,
     broken.write_text("{not json", encoding="utf-8")
     fresh.import_scores(broken)
     assert "not valid JSON" in fresh.dialogs[-1].text()
+
+
+def test_an_imported_file_shows_the_plan_it_lists_and_check_removes_those(qtbot, opened, make_window,
+                                                                           gui_model: Path, tmp_path: Path) -> None:
+    """Export and Import did not round-trip a plan chosen by hand: the import showed the slider's plan for its count,
+    and Check and Save then removed other layers than the file lists."""
+    window = opened
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.start_scoring()
+    window.plan_panel.set_count(2, emit=True)
+    qtbot.waitUntil(lambda: window.plan is not None and len(window.plan.removed) == 2, timeout=3000)
+    own = list(window.plan.removed)
+    own_file = window.export_scores(tmp_path / "own.json")
+    window.toggle_layer(own[0])
+    window.toggle_layer(next(i for i in range(1, 5) if i not in own))
+    listed = list(window.plan.removed)
+    assert len(listed) == 2 and listed != own and window.manual
+    exported = window.export_scores(tmp_path / "by-hand.json")
+
+    fresh = make_window()
+    with qtbot.waitSignal(fresh.jobFinished, timeout=60_000):
+        fresh.open_model(str(gui_model))
+    with qtbot.waitSignal(fresh.jobFinished, timeout=60_000):
+        fresh.import_scores(exported)
+    assert fresh.plan.removed == listed and fresh.manual  # it showed the slider's plan, the scores' own
+    assert fresh.plan_panel.slider.value() == 2
+    assert "as the imported file lists" in fresh.plan_panel.count_label.text()
+    said = fresh.statusBar().currentMessage()
+    assert said.startswith("Imported the scores of 6 layers from by-hand.json") and said.endswith(
+        f" The plan shown is the file's, layers {layer_list(listed)}; Check and Save remove those (move the slider "
+        "for the scores' own)."), said
+    with qtbot.waitSignal(fresh.jobFinished, timeout=60_000) as checked:
+        fresh.check()
+    assert checked.args == ["check", "ok"] and fresh.engine.checked.removed == listed
+    fresh.set_count(2)  # the slider gives the scores' own plan back
+    assert fresh.plan.removed == own and not fresh.manual
+    fresh.toggle_layer(own[0])  # clicked after an import, a plan is the user's
+    assert "chosen by hand" in fresh.plan_panel.count_label.text()
+
+    # A file whose plan is its count's own shows that count's plan, as the scores choose it, and says nothing more.
+    with qtbot.waitSignal(fresh.jobFinished, timeout=60_000):
+        fresh.import_scores(own_file)
+    assert fresh.plan.removed == own and not fresh.manual
+    assert "The plan shown" not in fresh.statusBar().currentMessage()
 
 
 def test_imported_scores_say_what_they_were_measured_on_in_the_card(qtbot, opened, make_window, gui_model: Path,
