@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QUrl, Signal
+from PySide6.QtCore import QEvent, QObject, Qt, QUrl, Signal
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import (
     QComboBox,
@@ -90,6 +90,9 @@ class ModelPanel(QGroupBox):
         self.field.setToolTip("Type a Hugging Face Hub id or a path and press Enter, pick a recent model, "
                               "or drop a model folder or a .gguf file here.")
         self.field.lineEdit().returnPressed.connect(self._commit_text)
+        # A file dropped on the text box: the box typed its file:// address in at the cursor (into the path shown)
+        # and nothing opened; the drop now goes where a drop on the rest of the panel goes
+        self.field.lineEdit().installEventFilter(self)
         self.field.activated.connect(self._on_recent_activated)
         self.open_button = QPushButton("Open", self)
         self.open_button.setToolTip("Read the model's description (downloads a Hub model first)")
@@ -301,6 +304,19 @@ class ModelPanel(QGroupBox):
 
     def dragMoveEvent(self, event: QDragEnterEvent) -> None:
         self.dragEnterEvent(event)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        """Files dragged over the text box are the panel's drop (:meth:`dropEvent`), never text to type in."""
+        handlers = {QEvent.Type.DragEnter: self.dragEnterEvent, QEvent.Type.DragMove: self.dragMoveEvent,
+                    QEvent.Type.Drop: self.dropEvent}
+        handler = handlers.get(event.type())
+        if handler is not None and watched is self.field.lineEdit() and event.mimeData().hasUrls():  # type: ignore[attr-defined]
+            if self.acceptDrops():
+                handler(event)
+            else:  # busy: no drop, and no address typed in either
+                event.ignore()
+            return True
+        return super().eventFilter(watched, event)
 
     def dropEvent(self, event: QDropEvent) -> None:
         paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]

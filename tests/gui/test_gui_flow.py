@@ -156,6 +156,38 @@ def test_model_drop_opens_it(qtbot, window, drop_paths, gui_model: Path, tmp_pat
     assert window.chart.placeholder.toPlainText() == "6 layers. Press Score to measure each one's importance."
 
 
+def test_a_file_dropped_on_the_model_text_box_opens_and_types_nothing(qtbot, window, gui_model: Path,
+                                                                      tmp_path: Path) -> None:
+    """A file manager's drag carries the file's address as text beside its link: dropped on the Model text box
+    (whose tooltip says to drop there), the box typed "file:///…" into the path it showed and nothing opened."""
+    from PySide6.QtCore import QMimeData, QPointF, QUrl
+    from PySide6.QtGui import QDragEnterEvent, QDropEvent
+
+    def drop_on_text_box(path: Path) -> bool:
+        mime = QMimeData()
+        mime.setUrls([QUrl.fromLocalFile(str(path))])
+        mime.setText(QUrl.fromLocalFile(str(path)).toString())
+        box = window.model_panel.field.lineEdit()
+        centre, action = QPoint(box.width() // 2, box.height() // 2), Qt.DropAction.CopyAction
+        buttons, mods = Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
+        enter = QDragEnterEvent(centre, action, mime, buttons, mods)
+        QApplication.sendEvent(box, enter)
+        drop = QDropEvent(QPointF(centre), action, mime, buttons, mods)
+        QApplication.sendEvent(box, drop)
+        return enter.isAccepted() and drop.isAccepted()
+
+    window.model_panel.field.setEditText("/some/earlier/model")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello", encoding="utf-8")
+    assert not drop_on_text_box(notes)  # not a model: refused, and its address not typed in either
+    assert window.model_panel.text == "/some/earlier/model"
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000) as opened:
+        assert drop_on_text_box(gui_model)
+    assert opened.args == ["open", "ok"]
+    assert window.model_panel.text == str(gui_model)
+    assert "file:" not in window.model_panel.field.currentText()
+
+
 def test_calibration_folder_and_remove(qtbot, window, drop_paths, calib_text: Path, tmp_path: Path) -> None:
     folder = tmp_path / "texts"
     (folder / "sub").mkdir(parents=True)
