@@ -835,6 +835,14 @@ class MainWindow(QMainWindow):
         return (f" The plan shown is the file's, layers {layer_list(removed)}; Check and Save remove those "
                 "(move the slider for the scores' own).")
 
+    def _standing_check(self, plan: PrunePlan) -> Any:
+        """The check whose figures stand for ``plan`` with the settings and prompt on screen (None: none)."""
+        checked = self.engine.checked_for(self.job_spec(), plan.removed) if self.engine.checked else None
+        prompt = self.compare_panel.prompt_text()
+        if checked is not None and checked.prompt != (prompt if self.engine.generates(prompt) else ""):
+            return None
+        return checked
+
     def _show_plan(self, plan: PrunePlan) -> None:
         self.plan = plan
         scores = self.engine.scores
@@ -848,10 +856,7 @@ class MainWindow(QMainWindow):
         # Back at the plan checked last (the slider moved away and back), its figures again: the panel kept "press
         # Check again", and a 9-minute check was run again for the same numbers.
         # The same prompt too: another one's text would read as the answer to the one in the box.
-        checked = self.engine.checked_for(self.job_spec(), plan.removed) if self.engine.checked else None
-        prompt = self.compare_panel.prompt_text()
-        if checked is not None and checked.prompt != (prompt if self.engine.generates(prompt) else ""):
-            checked = None
+        checked = self._standing_check(plan)
         if checked is None:
             self.compare_panel.mark_stale()
         elif not self.compare_panel.shows(checked):
@@ -1180,9 +1185,20 @@ class MainWindow(QMainWindow):
         self.jobs.start(
             "check", self.session.check_job(plan, spec),
             on_success=self._on_checked, on_failure=self._on_check_failed,
-            on_cancel=lambda: self.compare_panel.show_message("Check cancelled."),
+            on_cancel=self._on_check_cancelled,
         )
         self._announce(cost)
+
+    def _on_check_cancelled(self) -> None:
+        """A check cancelled; the figures of an earlier one that still stands stay (a second Check of the same plan,
+        cancelled, left "Check cancelled." in place of a 95-second check's figures, which were kept all along)."""
+        checked = self._standing_check(self.plan) if self.plan is not None else None
+        if checked is None:
+            self.compare_panel.show_message("Check cancelled.")
+            return
+        self.compare_panel.show_checked(checked)
+        self.statusBar().showMessage("Check cancelled; the figures shown are the earlier check's, for the same plan.",
+                                     10000)
 
     def _on_check_failed(self, failure: Failure) -> None:
         self.compare_panel.show_message("The check failed; nothing was measured.")

@@ -90,6 +90,29 @@ def test_a_failed_check_says_so_and_drops_the_last_checks_figures(qtbot, opened,
     assert cancelled.args == ["check", "cancelled"] and panel.result.text() == "Check cancelled."
 
 
+def test_a_second_check_cancelled_leaves_the_first_checks_figures(qtbot, opened) -> None:
+    """Check, then Check again for the same plan and Cancel: the panel said "Check cancelled." with both texts
+    empty, though the first check's figures still stood (moving the slider away and back brought them back)."""
+    window = scored_with_plan(qtbot, opened)
+    assert run(qtbot, window, window.check) == ["check", "ok"]
+    panel = window.compare_panel
+    figures, before = panel.result.text(), panel.before.toPlainText()
+    assert "pruned <b>" in figures
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000) as cancelled:
+        window.check()
+        window.cancel()
+    assert cancelled.args == ["check", "cancelled"]
+    assert panel.result.text() == figures and panel.before.toPlainText() == before
+    assert window.statusBar().currentMessage().startswith("Check cancelled; the figures shown are the earlier")
+    # For another plan there are none to show.
+    window.plan_panel.slider.setValue(3)
+    window.plan_panel.flush()
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000) as cancelled:
+        window.check()
+        window.cancel()
+    assert cancelled.args == ["check", "cancelled"] and panel.result.text() == "Check cancelled."
+
+
 def test_the_repair_switch_marks_the_check_stale_and_drops_the_curve(qtbot, opened) -> None:
     window = scored_with_plan(qtbot, opened)
     window.compare_panel.set_prompt("")  # no generation: a quicker check
