@@ -1453,18 +1453,24 @@ class Engine:
             raise UserError("Score the layers first: the model is not loaded.")
         report = pipeline.new_report(self.loaded, spec)
         report.metric = plan.metric
-        if self.scores is not None and plan.metric != "manual":
-            report.scores = list(self.scores.scores)
-            report.other_scores = dict(self.scores.extra)
-            report.block_size = self.scores.block_size
-            report.tokens = self.scores.tokens
-            report.timings["scoring"] = self.scores.seconds
+        # Layers picked by hand are picked from the scores on screen, where there are any (the window's clicks; a
+        # command line's --layers scores nothing)
+        scored = self.scores if plan.metric != "manual" or self.scored is not None else None
+        metric = plan.metric
+        if plan.metric == "manual" and scored is not None:
+            report.picked_after = metric = scored.metric
+        if scored is not None:
+            report.scores = list(scored.scores)
+            report.other_scores = dict(scored.extra)
+            report.block_size = scored.block_size
+            report.tokens = scored.tokens
+            report.timings["scoring"] = scored.seconds
         if self.scored is not None:
             report.calibration = list(self.scored.calibration)
             report.warnings = list(self.scored.warnings)
-            if plan.metric in METRICS and METRICS[plan.metric].needs_text:
-                # Imported scores, or another metric the file carried; one worked out from the weights (sequential,
-                # reverse) or the order given by hand is not theirs.
+            if metric in METRICS and METRICS[metric].needs_text:
+                # Imported scores (layers picked by hand from them too), or another metric the file carried; one
+                # worked out from the weights (sequential, reverse) is not theirs.
                 report.scores_imported = dict(self.scored.imported)
         if not report.calibration and self.tokens is not None and self.token_key == self._token_key(spec):
             # Layers given by hand are not scored: the text was read after, for the repair or the check
@@ -1552,7 +1558,8 @@ class Engine:
                     report.warnings.append(LOST_ANSWER)
         if c is not None and c.streamed_note:
             report.warnings.append(c.streamed_note)
-        if plan.metric == "manual" and report.repair == "none" and not report.heal_steps and spec.eval_text:
+        if plan.metric == "manual" and not report.picked_after and report.repair == "none" and not report.heal_steps \
+                and spec.eval_text:
             # Layers given by hand, nothing fitted, the check on a text of its own: the calibration text was read and
             # never used, yet the card named it and its sizes for figures that any other text gives alike.
             report.calibration, report.samples = [], 0

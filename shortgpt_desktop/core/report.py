@@ -83,6 +83,9 @@ class Report:
     #: more windows, gives a steadier figure.
     text_ran_out: bool = False
     selection: str = ""  # how a refining metric (bi+) chose the removed layers
+    #: Layers picked by hand (``metric`` "manual") with scores on screen: the metric of those scores, which the
+    #: report carries (the card said "no scoring" and left out the table the user picked from).
+    picked_after: str = ""
     #: The source's licence as its card or GGUF metadata declares it (``formats.provenance.source_license``):
     #: ``license``, and for ``other`` its ``license_name`` and ``license_link``; the card's front matter carries it.
     license: dict[str, str] = field(default_factory=dict)
@@ -329,9 +332,12 @@ def model_card(report: Report, base_model: str) -> str:
         if chosen:
             afters = [r["after"] for r in chosen if r.get("after", {}).get("held_out_residual") is not None]
             repair_line += (", each fit's ridge chosen on calibration samples held out of it ("
-                            + ", ".join(f"{layer_span(*r['layers'])}: " + _ridge_words(r)
+                            # named by the removed run each fit stands in for, and said so: "layer 10: 0.3" read
+                            # as layer 10 refitted, where layer 10 is removed and layer 9 carries its fit
+                            + ", ".join(f"for removed {layer_span(*r['layers'])}: " + _ridge_words(r)
                                         for r in chosen)
-                            + "".join(f"; layer {a['patched_layer']} after a run: " + _ridge_words(a) for a in afters)
+                            + "".join(f"; kept layer {a['patched_layer']} after a run: " + _ridge_words(a)
+                                      for a in afters)
                             + ")")
         refitted = [r for r in repaired if "refit_after" in r and r.get("refit_kept", True)]
         if report.repair == "refit" and refitted:
@@ -397,7 +403,8 @@ tags:
 ## How it was made
 
 - Tool: ShortGPT Desktop {report.version}
-- Metric: {report.metric}{f" (block of {report.block_size})" if report.block_size else ""}\
+- Metric: {report.metric}{f" (layers picked from {report.picked_after} scores)" if report.picked_after else ""}\
+{f" (block of {report.block_size})" if report.block_size else ""}\
 {f"; {report.selection}" if report.selection else ""}
 - Calibration: {_calibration_line(report, calibration)}
 - Device: {report.device}, {report.dtype}
@@ -405,7 +412,7 @@ tags:
 - Repair: {repair_line}
 
 Layer-pruned models usually lose some quality, most of all in free generation; check it on your own task.
-{_score_table(report.metric, rows)}""")
+{_score_table(report.picked_after or report.metric, rows)}""")
 
 
 def sliding_window_words(pattern: list[bool]) -> str:
@@ -450,6 +457,8 @@ def _encodable(text: str) -> str:
 def _how_chosen(report: Report) -> str:
     """How the removed layers were chosen, in words that agree with the score table below."""
     if report.metric == "manual":
+        if report.picked_after:
+            return f"picked by hand, after scoring the layers with **{report.picked_after}** (the scores are below)"
         return "as listed by hand (no scoring)"
     if report.selection:
         return (f"by **{report.metric}**: layers ranked by their scores (ShortGPT, Men et al. 2024: the layers whose "

@@ -82,6 +82,8 @@ def read_scores(path: str | Path) -> ImportedScores:
         raise ScoresFileError(f"{path} holds no layer scores: export them from ShortGPT Desktop first.")
     n = int(data["n_layers"])
     metric = str(data.get("metric", ""))
+    if metric == "manual" and data.get("picked_after") in METRICS:  # a saved plan picked by hand from these scores
+        metric = str(data["picked_after"])
     if metric not in METRICS:
         raise ScoresFileError(f"{path} uses a metric this version does not know ({metric or 'none'}).")
     scores = _score_list(data["scores"], n, "scores")

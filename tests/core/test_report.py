@@ -36,7 +36,7 @@ def card_repair_line(refit: bool, fit: str = "map", after: bool = False) -> str:
 def test_the_card_counts_only_the_layers_a_map_changed_and_names_each_ridge() -> None:
     line = card_repair_line(refit=False)
     assert "a fitted map folded into the MLP output projection of 1 kept layer;" in line, line
-    assert "layers 2-3: 0.1, layer 5: no fit did better than none" in line, line
+    assert "for removed layers 2-3: 0.1, for removed layer 5: no fit did better than none" in line, line
     whole = card_repair_line(refit=False, fit="projection")
     assert "the MLP output projection of 1 kept layer before a run of removed layers refitted in closed form;" \
         in whole, whole
@@ -51,8 +51,8 @@ def test_the_card_counts_the_kept_layers_after_the_runs_that_were_refitted() -> 
     line = card_repair_line(refit=False, fit="projection", after=True)
     assert "the MLP output projection of 1 kept layer before a run of removed layers refitted in closed form; that " \
            "of 1 kept layer after a run refitted the same way;" in line, line
-    assert "layers 2-3: 0.1, layer 5: no fit did better than none; layer 4 after a run: 0.3; layer 6 after a run: " \
-           "no fit did better than none)" in line, line
+    assert "for removed layers 2-3: 0.1, for removed layer 5: no fit did better than none; kept layer 4 after a run: " \
+           "0.3; kept layer 6 after a run: no fit did better than none)" in line, line
 
 
 def test_the_card_counts_a_layer_after_a_run_refitted_where_the_run_itself_was_left_as_it_was() -> None:

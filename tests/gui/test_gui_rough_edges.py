@@ -742,6 +742,24 @@ def test_an_imported_file_shows_the_plan_it_lists_and_check_removes_those(qtbot,
     assert "The plan shown" not in fresh.statusBar().currentMessage()
 
 
+def test_the_report_of_a_plan_picked_by_hand_imports_as_its_scores_and_that_plan(tiny_model: Path,
+                                                                                  small_calib: Path,
+                                                                                  tmp_path: Path) -> None:
+    """A saved job's report whose layers were picked by hand from bi+ scores was refused by Import ("uses a metric
+    this version does not know (manual)"), though it carries the scores."""
+    from shortgpt_desktop.core.engine import Engine
+    from shortgpt_desktop.core.pipeline import JobSpec
+    from shortgpt_desktop.gui.scores_file import read_scores
+
+    spec = JobSpec(model=str(tiny_model), calib=[str(small_calib)], samples=8, seq_len=32, repair="none")
+    engine = Engine()
+    engine.score(spec)
+    engine.report(engine.plan(layers=[1, 4]), spec).write_json(tmp_path / "picked.json")
+    imported = read_scores(tmp_path / "picked.json")
+    assert imported.scores.metric == "bi+" and imported.scores.scores == engine.scores.scores
+    assert imported.removed == [1, 4]
+
+
 def test_imported_scores_say_what_they_were_measured_on_in_the_card(qtbot, opened, make_window, gui_model: Path,
                                                                      calib_text: Path, tmp_path: Path) -> None:
     """Scores imported, then the model saved with other calibration text in the window: the card named the window's

@@ -375,6 +375,13 @@ def test_the_card_says_how_the_layers_were_chosen(tiny_model: Path, small_calib:
     card = (tmp_path / "out" / "README.md").read_text()
     assert by_hand.metric == "manual" and "as listed by hand (no scoring)" in card
     assert "## Layer scores" not in card and "tokens scored" not in card and "**manual**" not in card
+    # Picked by hand in the window from scores on screen: the card said "no scoring" and left out the scores' table.
+    picked = model_card(engine.report(engine.plan(layers=[1, 4]), spec), str(tiny_model))
+    assert "picked by hand, after scoring the layers with **bi+** (the scores are below)" in picked, picked
+    assert "- Metric: manual (layers picked from bi+ scores)" in picked
+    assert "## Layer scores" in picked and "| layer | bi+ |" in picked and "no scoring" not in picked
+    report = engine.report(engine.plan(layers=[1, 4]), spec)
+    assert report.picked_after == "bi+" and report.scores == engine.scores.scores and report.calibration
 
 
 def tensor_bytes(files: list[Path]) -> int:
