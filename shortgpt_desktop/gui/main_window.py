@@ -7,8 +7,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QEvent, QPoint, QSettings, QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication, QKeySequence
+from PySide6.QtCore import QEvent, QPoint, QSettings, QSize, Qt, QTimer, QUrl, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
     QFrame,
@@ -114,6 +114,7 @@ class MainWindow(QMainWindow):
         #: The quality curves drawn for the scores shown, by (metric, repairs): switched away and back, drawn again.
         self._curves: dict[tuple[str, bool], Any] = {}
         self.last_saved: Path | None = None
+        self._saved_line = ""  # what the last Save wrote, kept under the buttons until the next job
         self._closing = False
         self._stop_without_asking = False  # stop_and_close: a signal, not the user, closes the window
         self.probe_error: str | None = None  # why the device list could not be probed, if it could not
@@ -280,6 +281,9 @@ class MainWindow(QMainWindow):
         file_menu.addSeparator()
         self.save_action = action("&Save pruned model…", self.save, QKeySequence.StandardKey.Save)
         file_menu.addAction(self.save_action)
+        self.open_saved_action = action("Open the saved f&older", self.open_saved_folder)
+        self.open_saved_action.setEnabled(False)
+        file_menu.addAction(self.open_saved_action)
         file_menu.addSeparator()
         file_menu.addAction(action("&Quit", self.close, QKeySequence.StandardKey.Quit))
         run_menu = self.menuBar().addMenu("&Run")
@@ -492,6 +496,9 @@ class MainWindow(QMainWindow):
         self.model_panel.hide_download()
         self.progress_label.setText(self.job_progress.finished(outcome))
         self.progress_label.set_note("")
+        if name == "save" and outcome == "ok" and self._saved_line:
+            # a status-bar line for 15 s was all a save left, and nothing opened the folder
+            self.progress_label.setText(self._saved_line)
         self._update_status()
         follow = self._after_open
         self._after_open = None
@@ -1164,6 +1171,20 @@ class MainWindow(QMainWindow):
         for note in notes:  # the figures beside it were measured before weights were re-quantized for the file
             log.warning(note)
         self.statusBar().showMessage(message, 15000)
+        self._saved_line = f"{message} · File → Open the saved folder"
+        self.open_saved_action.setEnabled(True)
+
+    def open_saved_folder(self) -> None:
+        """Show the folder the last Save wrote in the system's file manager."""
+        folder = self.last_saved
+        if folder is None:
+            return
+        if not folder.is_dir():
+            self.show_error("Cannot open the saved folder", f"{folder} is no longer there.")
+            return
+        if not QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder))):
+            self.show_error("Cannot open the saved folder",
+                            f"No file manager opened {folder}; the model is there to open by hand.")
 
     # ---------------------------------------------------------------------------------------------- check
 

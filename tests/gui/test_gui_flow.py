@@ -88,6 +88,21 @@ def test_full_flow(qtbot, window, drop_paths, gui_model: Path, calib_text: Path,
         qtbot.mouseClick(window.save_button, Qt.MouseButton.LeftButton)
     assert saved.args == ["save", "ok"]
     assert window.last_saved == out
+    # What was written stays said under the buttons (a status-bar line for 15 s was all), and File opens the folder.
+    line = window.progress_label.text()
+    assert line.startswith("Saved the pruned model (3 layers removed, ") and f"to {out}" in line, line
+    assert line.endswith("File → Open the saved folder") and window.open_saved_action.isEnabled()
+    from PySide6.QtGui import QDesktopServices
+
+    opened: list[str] = []
+    monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: opened.append(url.toLocalFile()) or True)
+    window.open_saved_action.trigger()
+    assert opened == [str(out)] and window.dialogs == []
+    window.last_saved = tmp_path / "moved-away"
+    window.open_saved_action.trigger()
+    assert window.dialogs[-1].text() == f"{tmp_path / 'moved-away'} is no longer there."
+    window.dialogs.pop().close()
+    window.last_saved = out
     card = (out / "README.md").read_text(encoding="utf-8")
     assert f"Removed layers (0-based, original numbering): {', '.join(map(str, lowest))}" in card
 
