@@ -742,6 +742,8 @@ class MainWindow(QMainWindow):
                 self.compare_panel.show_checked(checked)
             return True
         self.chart.clear("Press Score to measure each layer's importance.")
+        # the empty chart kept the pass's "Block Influence (live)" beside the Metric box's "Block Influence+"
+        self._show_metric(self.job_spec().metric)
         if kept is None or self.engine.sizes is None:
             self._forget_plan()
             self.compare_panel.mark_stale()

@@ -135,6 +135,28 @@ def test_a_cancel_the_scoring_ends_before_is_said_and_an_import_is_called_one(qt
     assert again.args == ["score", "ok"]
 
 
+def test_a_first_scoring_cancelled_names_the_chosen_metric_on_the_empty_chart(qtbot, opened, monkeypatch) -> None:
+    """Cancelled before any scores (while the model loaded), the empty chart kept the pass's title "Block Influence
+    (live)" beside the Metric box's "Block Influence+ (measured)"."""
+    from shortgpt_desktop.core.errors import Cancelled
+    from shortgpt_desktop.core.measure.metrics import METRICS
+
+    window = opened
+
+    def cancelled_at_once(spec):
+        def job(progress, cancel):
+            raise Cancelled()
+        return job
+
+    monkeypatch.setattr(window.session, "score_job", cancelled_at_once)
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000) as finished:
+        window.start_scoring()
+        assert "(live)" in window.chart.metric_label  # while it runs
+    assert finished.args == ["score", "cancelled"] and window.engine.scores is None
+    metric = window.job_spec().metric
+    assert window.chart.metric_label == METRICS[metric].label and "(live)" not in window.chart.title.text()
+
+
 def test_layers_whose_scores_are_nan_are_not_offered_by_the_slider(qtbot, opened, monkeypatch) -> None:
     """A score can be NaN though the states are finite (relative magnitude divides by the layer's output). The
     slider counted such a layer as scored and offered one count more per NaN than the plan can take."""
