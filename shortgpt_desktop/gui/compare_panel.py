@@ -57,6 +57,15 @@ class ComparePanel(QWidget):
         layout.addWidget(self.result)
         layout.addLayout(grid, 1)
 
+    def needed_height(self, width: int, lines: int = 5) -> int:
+        """The height that shows the result whole at ``width`` and ``lines`` lines of each model's text."""
+        layout = self.layout()
+        margins = layout.contentsMargins()
+        text = lines * self.before.fontMetrics().lineSpacing() + 2 * self.before.frameWidth() + 8
+        parts = [self.prompt.sizeHint().height(), self.result.heightForWidth(width - margins.left() - margins.right()),
+                 self.before_title.sizeHint().height(), text]
+        return sum(parts) + layout.spacing() * (len(parts) - 1) + margins.top() + margins.bottom()
+
     def _text_box(self) -> QPlainTextEdit:
         box = QPlainTextEdit(self)
         box.setReadOnly(True)

@@ -1212,6 +1212,25 @@ class MainWindow(QMainWindow):
         )
         self._announce(cost)
 
+    def _make_room_for_check(self) -> None:
+        """Give the check's figures the height they need, from the chart and plan above (which scroll): at 1280 × 720
+        the paragraph stopped at "remove fewer layers (the Quality curve shows" and each text showed two lines.
+        Never less than the user gave them, nor so much that the buttons and a third of the pane go."""
+        QApplication.sendPostedEvents(None, QEvent.Type.LayoutRequest)
+        sizes = self.right_splitter.sizes()
+        if len(sizes) != 2 or not sum(sizes):
+            return
+        total = sum(sizes)
+        chrome = self.tabs.height() - self.compare_panel.height()  # the tab bar
+        needed = self.compare_panel.needed_height(self.compare_panel.width()) + max(chrome, 0)
+        bottom = min(max(sizes[1], needed), total - max(total // 3, self.top_minimum()))
+        if bottom > sizes[1]:
+            self.right_splitter.setSizes([total - bottom, bottom])
+
+    def top_minimum(self) -> int:
+        """The least height the chart, plan and buttons keep when the check's figures take more."""
+        return self.score_button.sizeHint().height() * 2 + self.progress_label.sizeHint().height() + 120
+
     def _on_check_cancelled(self) -> None:
         """A check cancelled; the figures of an earlier one that still stands stay (a second Check of the same plan,
         cancelled, left "Check cancelled." in place of a 95-second check's figures, which were kept all along)."""
@@ -1235,6 +1254,7 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"Checked; {chosen}.", 15000)
         self.compare_panel.show_checked(checked)
         self.tabs.setCurrentWidget(self.compare_panel)
+        self._make_room_for_check()
         log.info("perplexity %.3f → %.3f (× %.2f) with layers %s removed", checked.ppl_before,
                  checked.ppl_after, checked.ratio, layer_list(checked.removed))
 

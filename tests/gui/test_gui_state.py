@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from PySide6.QtWidgets import QApplication
 
 from shortgpt_desktop.core.errors import UserError
 
@@ -111,6 +112,28 @@ def test_a_second_check_cancelled_leaves_the_first_checks_figures(qtbot, opened)
         window.check()
         window.cancel()
     assert cancelled.args == ["check", "cancelled"] and panel.result.text() == "Check cancelled."
+
+
+def test_the_checks_figures_get_the_height_they_need_at_1280_by_720(qtbot, opened) -> None:
+    """At 1280 × 720 the check's paragraph was cut mid-line (its advice to remove fewer layers unread, no tooltip
+    holding it) and each model's text showed two lines: the pane under the buttons now grows to hold them."""
+    window = opened
+    assert (window.width(), window.height()) == (1280, 720)
+    window = scored_with_plan(qtbot, window)
+    before = window.right_splitter.sizes()
+    assert run(qtbot, window, window.check) == ["check", "ok"]
+    QApplication.processEvents()
+    panel = window.compare_panel
+    after = window.right_splitter.sizes()
+    assert after[1] > before[1] and sum(after) == sum(before)
+    assert panel.result.height() >= panel.result.heightForWidth(panel.result.width()), panel.result.text()
+    assert panel.before.viewport().height() >= 4 * panel.before.fontMetrics().lineSpacing()
+    assert after[0] >= sum(after) // 3 and window.score_button.isVisible()
+    # A pane the user made larger stays as it is.
+    window.right_splitter.setSizes([sum(after) // 3, sum(after) - sum(after) // 3])
+    kept = window.right_splitter.sizes()
+    assert run(qtbot, window, window.check) == ["check", "ok"]
+    assert window.right_splitter.sizes() == kept
 
 
 def test_the_repair_switch_marks_the_check_stale_and_drops_the_curve(qtbot, opened) -> None:
