@@ -650,7 +650,9 @@ class Engine:
         problem = self.backend.refusal(metric=metric, asked=spec.low_memory is not None)
         if problem is not None:
             raise problem
+        raise_if_cancelled(cancel)  # a cancel while the model loaded went on to tokenise and start the pass
         tokens = self.tokens_for(spec, progress) if metric.needs_text else None
+        raise_if_cancelled(cancel)
         pass_started = time.perf_counter()
         ctx = ScoringContext(loaded.model, loaded.family, tokens, spec.batch_size, progress, cancel,
                              stack=self.backend.stack)

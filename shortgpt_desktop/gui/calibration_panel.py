@@ -200,10 +200,15 @@ class CalibrationPanel(QGroupBox):
         self.list.deletePressed.connect(self.remove_selected)
         self.list.itemSelectionChanged.connect(self._update_buttons)
         self.add_files_button = QPushButton("Add files…", self)
+        self.add_files_button.setToolTip("Add text files (.txt, .md, .json, .jsonl…) to calibrate on; or drop them on "
+                                         "the list")
         self.add_files_button.clicked.connect(self._browse_files)
         self.add_folder_button = QPushButton("Add folder…", self)
+        self.add_folder_button.setToolTip("Add every text file in a folder and the folders inside it")
         self.add_folder_button.clicked.connect(self._browse_folder)
         self.remove_button = QPushButton("Remove", self)
+        self.remove_button.setToolTip("Take the selected files or folders off the list (Delete); nothing is deleted "
+                                      "from the disk")
         self.remove_button.clicked.connect(self.remove_selected)
         self.builtin = QCheckBox(f"Built-in corpus (≈ {human_count(BUILTIN_TOKENS_ESTIMATE)} tokens)", self)
         self.builtin.setToolTip("English prose that ships with Python: the standard library's docstrings. "

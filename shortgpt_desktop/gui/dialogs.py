@@ -100,8 +100,17 @@ def ask_output_folder(parent: QWidget | None, suggestion: str) -> str | None:
     dialog = OutputFolderDialog(parent, suggestion)
     if dialog.exec() != QDialog.DialogCode.Accepted:
         return None
-    chosen = dialog.chosen_folder() or next(iter(dialog.selectedFiles()), "")
-    return chosen or None
+    return dialog.chosen_folder() or new_folder_path(next(iter(dialog.selectedFiles()), ""))
+
+
+def new_folder_path(selected: str) -> str | None:
+    """The new folder a name typed in the dialog means: without the spaces around the name (typed "  spaced  ", a
+    folder of that name, spaces and all, was made), None where no name is left."""
+    if not selected:
+        return None
+    path = Path(selected)
+    name = path.name.strip()
+    return str(path.with_name(name)) if name else None
 
 
 def folder_is_nonempty(path: str) -> bool:

@@ -49,6 +49,7 @@ class LogPanel(QWidget):
         self.view.setPlaceholderText("Messages from loading, scoring and saving appear here.")
         clear = QPushButton("Clear", self)
         clear.clicked.connect(self.view.clear)
+        clear.setToolTip("Empty this view of the messages")
         bar = QHBoxLayout()
         bar.addStretch(1)
         bar.addWidget(clear)

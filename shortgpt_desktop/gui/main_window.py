@@ -190,7 +190,7 @@ class MainWindow(QMainWindow):
         self.save_button.clicked.connect(self.save)
         self.check_button = QPushButton("Check perplexity", self)
         self.check_button.setToolTip("Perplexity and a short generation of the original and the pruned "
-                                     "model, on the same held-out tokens")
+                                     "model, on the same held-out tokens (Ctrl+P)")
         self.check_button.clicked.connect(self.check)
         self.progress = QProgressBar(self)
         self.progress.setTextVisible(False)
@@ -202,6 +202,7 @@ class MainWindow(QMainWindow):
         # pruned model…" to "ive pruned model".
         buttons = QHBoxLayout()
         for button in (self.score_button, self.cancel_button, self.save_button, self.check_button):
+            button.setAutoDefault(True)  # Enter presses the focused button, as Space does (Enter did nothing)
             buttons.addWidget(button)
         buttons.addStretch(1)
         status = QHBoxLayout()
@@ -316,6 +317,7 @@ class MainWindow(QMainWindow):
         scroll.setWidget(inner)
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # Tab stopped on it, with nothing to show it had the focus
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded if sideways
                                             else Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         return scroll

@@ -99,8 +99,10 @@ class ModelPanel(QGroupBox):
         self.open_button.clicked.connect(self._commit_text)
         self.folder_button = QPushButton("Folder…", self)
         self.folder_button.clicked.connect(self.browse_folder)
+        self.folder_button.setToolTip("Open a model folder (config.json and its weights) (Ctrl+O)")
         self.gguf_button = QPushButton(".gguf…", self)
         self.gguf_button.clicked.connect(self.browse_gguf)
+        self.gguf_button.setToolTip("Open a model saved as one .gguf file (llama.cpp, Ollama, LM Studio)")
 
         row = QHBoxLayout()
         row.addWidget(self.field, 1)
@@ -117,6 +119,7 @@ class ModelPanel(QGroupBox):
         self.download_label = QLabel(self)
         self.download_cancel = QPushButton("Cancel download", self)
         self.download_cancel.clicked.connect(self.cancelRequested)
+        self.download_cancel.setToolTip("Stop the download (Esc)")
         download_row = QHBoxLayout()
         download_row.addWidget(self.download_label, 1)
         download_row.addWidget(self.download_cancel)

@@ -89,7 +89,8 @@ class PlanPanel(QGroupBox):
         self.slider.setRange(0, 0)
         self.slider.setTickPosition(QSlider.TickPosition.TicksBelow)
         self.slider.setPageStep(1)
-        self.slider.setToolTip("How many layers to remove; the lowest-scored go first")
+        # "the lowest-scored go first" beside bi+, the default, which measures and may remove others
+        self.slider.setToolTip("How many layers to remove; the line below says which")
         self.slider.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.count_label = QLabel(self)
         # Wrapped where the pane is narrow: "1 of 6 layers (17 %) · measured on Check/Save" on one line held the

@@ -66,6 +66,8 @@ class SettingsPanel(QGroupBox):
         self.dtype_box = QComboBox(self)
         for key, label in DTYPES:
             self.dtype_box.addItem(label, key)
+        self.dtype_box.setToolTip("The number format the model runs in: bfloat16 halves the memory on a GPU; a CPU "
+                                  "runs float32 fastest")
         self.preset_box = QComboBox(self)
         for preset in defaults.PRESETS.values():
             self.preset_box.addItem(preset.label, preset.name)
@@ -84,6 +86,8 @@ class SettingsPanel(QGroupBox):
         for name, metric in METRICS.items():
             self.metric_box.addItem(metric.label, name)
             self.metric_box.setItemData(self.metric_box.count() - 1, metric.description, Qt.ItemDataRole.ToolTipRole)
+        self.metric_box.setToolTip("How each layer's importance is scored; Block Influence+ (the default) also "
+                                   "measures which set of layers to remove")
         self.repair_box = QCheckBox("Repair the pruned model (training-free)", self)
         self.repair_box.setToolTip("Refit the MLP output projection of the layers before and after each run of "
                                    "removed layers on the calibration text, in closed form: no new parameters, much "

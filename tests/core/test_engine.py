@@ -950,6 +950,26 @@ def test_a_scoring_cancelled_part_way_counts_the_tokens_it_measured_and_a_rescor
     assert engine.scored is whole and not whole.partial and engine.stats is stats and engine.checked is checked
 
 
+def test_a_cancel_while_the_model_loads_stops_before_the_text_is_read(tiny_model: Path, small_calib: Path) -> None:
+    """Cancelled while the model loaded, the job went on to tokenise the text and start the pass before it
+    stopped (9.6 s on SmolLM2 in the window)."""
+    from shortgpt_desktop.core.errors import Cancelled
+
+    spec = small_job(tiny_model, small_calib, metric="bi", repair="none")
+    engine = Engine()
+    stages: list[str] = []
+    stop = {"now": False}
+
+    def progress(stage: str, done: int, total: int, partial: Any = None) -> None:
+        stages.append(stage)
+        stop["now"] = stop["now"] or (stage == "load" and done == total)
+
+    with pytest.raises(Cancelled):
+        engine.score(spec, progress=progress, cancel=lambda: stop["now"])
+    assert "load" in stages and "tokenize" not in stages and "scoring" not in stages, stages
+    assert engine.scored is None and engine.loaded is not None  # loaded, kept for the next job
+
+
 def test_the_scores_a_cancelled_rescore_leaves_keep_the_text_they_were_cut_from(
         tiny_model: Path, small_calib: Path, tmp_path: Path) -> None:
     """The calibration file edited, a re-score cancelled after a batch: the whole scores stayed, but the tokens were

@@ -62,6 +62,17 @@ def test_a_new_name_is_chosen_and_save_with_no_name_chooses_nothing(qtbot, tmp_p
     assert empty.result() != QDialog.DialogCode.Accepted and empty.chosen_folder() is None
 
 
+def test_a_new_name_typed_with_spaces_around_it_names_the_folder_without_them(qtbot, tmp_path: Path) -> None:
+    """Typed "  spaced  ", a folder of that name, spaces and all, was made."""
+    dialog = dialogs.OutputFolderDialog(None, str(tmp_path / "new-name"))
+    qtbot.addWidget(dialog)
+    _type(dialog, "  spaced  ")
+    dialog.accept()
+    assert dialog.result() == QDialog.DialogCode.Accepted
+    assert dialogs.new_folder_path(dialog.selectedFiles()[0]) == str(tmp_path / "spaced")
+    assert dialogs.new_folder_path(str(tmp_path / "   ")) is None and dialogs.new_folder_path("") is None
+
+
 def _type(dialog: QFileDialog, text: str) -> None:
     """Text typed in the dialog's name box (``selectFile`` would complete it)."""
     from PySide6.QtWidgets import QLineEdit

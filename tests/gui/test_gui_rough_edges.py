@@ -225,6 +225,28 @@ def test_a_long_progress_text_is_elided_and_does_not_squeeze_the_left_column(qtb
     assert window.frameGeometry().width() <= 1024 + 50 and window.width() == 1024
 
 
+def test_enter_presses_the_focused_button_tab_skips_the_scroll_areas_and_every_control_says_what_it_does(
+        qtbot, opened) -> None:
+    """A keyboard user: Enter on a focused button did nothing (only Space), Tab stopped twice on the scroll areas
+    with nothing to show it, and some controls had no tooltip (Folder…, Add files…, Metric); the slider's said "the
+    lowest-scored go first" beside bi+, which may remove others."""
+    from PySide6.QtWidgets import QCheckBox, QComboBox, QPushButton, QScrollArea
+
+    window = opened
+    window.score_button.setFocus()
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000) as scored:
+        qtbot.keyClick(window.score_button, Qt.Key.Key_Return)
+        if not window.busy:  # nothing started: fail now, not after the wait
+            window.jobFinished.emit("none", "not pressed")
+    assert scored.args == ["score", "ok"]
+    assert all(area.focusPolicy() == Qt.FocusPolicy.NoFocus for area in window.findChildren(QScrollArea))
+    silent = [w.text() if hasattr(w, "text") else w.currentText()
+              for kind in (QPushButton, QComboBox, QCheckBox) for w in window.findChildren(kind) if not w.toolTip()]
+    assert silent == [], silent
+    assert "lowest-scored go first" not in window.plan_panel.slider.toolTip()
+    assert "Ctrl+P" in window.check_button.toolTip()
+
+
 # ----------------------------------------------------------------------------------------------- 3. chart
 
 #: A real model's shape: layer 0 far above the rest (SmolLM2-135M's BI: 0.98, then 0.025–0.07).
