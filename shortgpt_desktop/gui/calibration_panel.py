@@ -278,29 +278,32 @@ class CalibrationPanel(QGroupBox):
         first_own = not any(_gives_text(self.list.topLevelItem(i)) for i in range(self.list.topLevelItemCount()))
         known = {_resolved(Path(p)) for p in self.paths()}
         added = usable = 0
+        problems: list[str] = []  # said once for the whole drop (one box each had to be dismissed)
         for raw in paths:
             path = expand_home(raw)
             key = _resolved(path)
-            if key in known:
+            if key in known:  # ignored without a word, and a link to a listed file too
+                if not quiet:
+                    problems.append(f"{path} is already in the list.")
                 continue
             holder = next((k for k in known if Path(key).is_relative_to(k)), None)
             if holder is not None:  # listed twice, its tokens counted twice (the job reads each file once)
-                self.problem.emit(f"{path} is already in the list, in the folder {holder}.")
+                problems.append(f"{path} is already in the list, in the folder {holder}.")
                 continue
             if not path.exists():  # a link loop or a dangling link too, said as such
-                self.problem.emit(f"{path} {not_there(path)}.")
+                problems.append(f"{path} {not_there(path)}.")
                 continue
             if looks_like_a_model(path):  # its tokenizer.json was listed as millions of tokens of text
-                self.problem.emit(f"{path} is a model, not text: open it in the Model box instead.")
+                problems.append(f"{path} is a model, not text: open it in the Model box instead.")
                 continue
             try:
                 size, files, tokens = describe_path(str(path))
             except (OSError, CalibrationError) as exc:
-                self.problem.emit(f"{path} cannot be read ({exc}).")
+                problems.append(f"{path} cannot be read ({exc}).")
                 continue
             if path.is_dir() and files == 0:
                 why = _why_no_text(path)
-                self.problem.emit(f"The folder {path} is empty." if why is None
+                problems.append(f"The folder {path} is empty." if why is None
                                   else f"The folder {path} holds no text files ({why}).")
                 continue
             name = path.name + ("/" if path.is_dir() else "")
@@ -343,6 +346,8 @@ class CalibrationPanel(QGroupBox):
             self._emit_changed()
         elif added:
             self._update_summary()
+        if problems:
+            self.problem.emit("\n".join(problems))
 
     def skipped(self) -> list[str]:
         """Every sentence about what the engine leaves out of the listed sources (added or scored)."""

@@ -68,6 +68,14 @@ def test_each_file_is_listed_once_and_a_skipped_one_counts_no_tokens(qtbot, tmp_
     panel.add_paths([str(texts / "b.txt")])
     assert panel.paths() == [str(texts)]
     assert problems == [f"{texts / 'b.txt'} is already in the list, in the folder {texts}."]
+    # One drop of several things that cannot be added is one sentence each in one message (a box each was shown),
+    # and a file already listed is said too (it was ignored without a word)
+    problems.clear()
+    link = tmp_path / "texts-link"
+    link.symlink_to(texts)
+    panel.add_paths([str(texts), str(tmp_path / "gone.txt"), str(link)])
+    assert problems == [f"{texts} is already in the list.\n{tmp_path / 'gone.txt'} does not exist.\n"
+                        f"{link} is already in the list."], problems
     photo, config = tmp_path / "photo.jpg", tmp_path / "config.json"
     photo.write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 80)
     config.write_text('{"name": "not text records"}' * 20)
