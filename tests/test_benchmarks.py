@@ -48,7 +48,7 @@ def test_each_benchmark_says_its_options_and_a_missing_file_in_one_line(tmp_path
     bench = {name: str(BENCHMARKS / f"{name}.py") for name in ("bench_quality", "bench_recipe", "bench_heal_memory",
                                                                "bench_candidate_precision", "bench_heal_variants",
                                                                "bench_selection", "bench_open", "bench_dequant",
-                                                               "bench_load")}
+                                                               "bench_load", "bench_generation")}
     runs = [[s, "--help"] for s in scripts] + [
         [bench["bench_quality"], "--model", str(there), "--calib", missing, "--eval", str(there)],
         [bench["bench_recipe"], str(there), "--calib", missing],
@@ -59,6 +59,7 @@ def test_each_benchmark_says_its_options_and_a_missing_file_in_one_line(tmp_path
         [bench["bench_open"], "--model", missing],
         [bench["bench_dequant"], "--model", missing],
         [bench["bench_load"], str(there), missing],
+        [bench["bench_generation"], str(there), "--calib", missing],
     ]
     results = run_benchmarks(runs)
     helps = {name: value for name, value in results.items() if name.endswith("--help")}
@@ -66,7 +67,7 @@ def test_each_benchmark_says_its_options_and_a_missing_file_in_one_line(tmp_path
     for name, (code, out) in helps.items():
         assert code in (0, None) and "usage:" in out, (name, code)
     refused = {name: code for name, (code, _) in results.items() if not name.endswith("--help")}
-    assert len(refused) == 9
+    assert len(refused) == 10
     for name, code in refused.items():
         instead = "give the path of a GGUF file" if "bench_load" in name else \
             "give another with --model, --calib or --eval"

@@ -256,6 +256,9 @@ class Engine:
     #: The original's answers to the quiz (:mod:`.measure.quiz`), with the model they were written by: its load key
     #: and its weight files' stamp (another model copied over the folder and opened again has the same load key).
     quiz_original: tuple[tuple, list[str]] | None = None
+    #: A generation step timed on the model loaded now (:class:`.estimate.StepProbe`), with its load key: what the
+    #: estimates count for each new token of the answers, the quiz and the check's continuation.
+    step_probe: tuple[tuple, Any] | None = None
     #: The weight files' paths, sizes and modification times when the model was loaded (:meth:`check_unchanged`).
     loaded_stamp: tuple | None = None
 
@@ -653,6 +656,7 @@ class Engine:
         raise_if_cancelled(cancel)  # a cancel while the model loaded went on to tokenise and start the pass
         tokens = self.tokens_for(spec, progress) if metric.needs_text else None
         raise_if_cancelled(cancel)
+        self._probe_generation()  # before the pass: the estimate said after its second batch counts it
         pass_started = time.perf_counter()
         ctx = ScoringContext(loaded.model, loaded.family, tokens, spec.batch_size, progress, cancel,
                              stack=self.backend.stack)
@@ -867,7 +871,7 @@ class Engine:
         quiz = self.quiz_work(spec)
         original_quiz = quiz is not None and self._original_quiz_answers() is None
         if quiz is not None and original_quiz:  # one model's answers per count; the original's once
-            quiz = dataclasses.replace(quiz, prompts=quiz.prompts // 2)
+            quiz = dataclasses.replace(quiz, runs=1)
         fitted = [k for k in range(1, limit + 1) if k not in searched and k in self.selections
                   and self._fit_kept(spec, self.selections[k].removed)]
         estimate = estimate_curve(spec, shape, rate, scored.sample_tokens, scored.eval_tokens, limit, searched,
@@ -912,7 +916,7 @@ class Engine:
         own = answers.prompts if answers is not None else len(self.answers[1]) if self.answers is not None else 0
         return estimate_job(spec, shape_of(self.loaded), seconds_per_token_layer, sample_tokens, eval_tokens, count,
                             refines, answers, self.guard_work(spec), self.quiz_work(spec), heal_cost, runs,
-                            spec.samples + own, search_left)
+                            spec.samples + own, search_left, self.prompt_work(spec))
 
     def timed_speed(self, spec: JobSpec, tokens: TokenSet, cancel: CancelCheck | None = None) -> float:
         """Seconds a token spends in a decoder layer, timed on this model for a job that runs no scoring pass (a cut
@@ -923,6 +927,7 @@ class Engine:
         from .model.devices import wait_for
 
         assert self.backend is not None
+        self._probe_generation()
         stack = self.backend.stack
         sequences = tokens.samples or tokens.eval_windows
         if self.backend.whole_model:
@@ -934,6 +939,45 @@ class Engine:
         stack.run_layers(batches, [1], cancel=cancel)
         wait_for(batches[0].hidden.device)
         return (time.perf_counter() - started) / max(sum(len(s) for s in sequences), 1)
+
+    def _probe_generation(self) -> None:
+        """Time one generation step for 1 row and for :data:`.estimate.PROBE_ROWS` rows on the model loaded now
+        (kept per load; a model in memory only: one layer at a time writes its answers without the KV cache)."""
+        import torch
+
+        from .estimate import PROBE_ROWS, StepProbe
+        from .model.devices import wait_for
+
+        if self.backend is None or not isinstance(self.backend, InMemory) or self.loaded is None:
+            return
+        if self.step_probe is not None and self.step_probe[0] == self.load_key:
+            return
+        model = self.loaded.model
+        device = next(model.parameters()).device
+        timed = []
+        with torch.inference_mode():
+            for rows in (1, 1, PROBE_ROWS):  # the first untimed (its first touches)
+                ids = torch.zeros((rows, 1), dtype=torch.long, device=device)
+                started = time.perf_counter()
+                model(input_ids=ids, use_cache=False)
+                wait_for(device)
+                timed.append(time.perf_counter() - started)
+        self.step_probe = (self.load_key, StepProbe(timed[1], max(timed[2], timed[1])))
+
+    def _probed(self) -> Any:
+        """The generation step timed on the model loaded now (None: none timed)."""
+        return self.step_probe[1] if self.step_probe is not None and self.step_probe[0] == self.load_key else None
+
+    def prompt_work(self, spec: JobSpec, prompt: str | None = None) -> Any:
+        """The check's continuation of its prompt by both models, one row each (None: no prompt, or no model)."""
+        from .estimate import AnswerWork
+
+        prompt = spec.prompt if prompt is None else prompt
+        if self.loaded is None or self.backend is None or not self.generates(prompt) or not spec.check_perplexity:
+            return None
+        tokens = len(self.loaded.tokenizer(prompt)["input_ids"]) if self.loaded.tokenizer is not None else 16
+        return AnswerWork(1, float(tokens), self.backend.tokens_to_generate(spec.max_new_tokens),
+                          kv_cache=isinstance(self.backend, InMemory), runs=2, probe=self._probed())
 
     def guard_work(self, spec: JobSpec) -> Any:
         """The answers the refit's chat guard will ask the original for (None: no refit, or not a chat model)."""
@@ -960,8 +1004,8 @@ class Engine:
         if prompts is None:
             return None
         models = 1 if self._original_quiz_answers() is not None else 2
-        return AnswerWork(models * len(prompts.ids), sum(map(len, prompts.ids)) / len(prompts.ids), MAX_NEW_TOKENS,
-                          kv_cache=True)
+        return AnswerWork(len(prompts.ids), sum(map(len, prompts.ids)) / len(prompts.ids), MAX_NEW_TOKENS,
+                          kv_cache=True, runs=models, probe=self._probed())
 
     def answer_work(self, spec: JobSpec) -> Any:
         """The own chat answers this job's repair will still write (None: none, or written already)."""
@@ -985,7 +1029,7 @@ class Engine:
         if chat is None:
             return None
         return AnswerWork(len(chat.prompts), sum(map(len, chat.prompts)) / len(chat.prompts), new_tokens,
-                          kv_cache=isinstance(self.backend, InMemory))
+                          kv_cache=isinstance(self.backend, InMemory), probe=self._probed())
 
     def _judge_selections(self, spec: JobSpec) -> None:
         """Forget measured choices compared repaired when the job no longer repairs, and the other way round."""

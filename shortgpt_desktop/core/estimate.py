@@ -19,7 +19,11 @@ measures the seconds one token spends in one decoder layer, and the head costs a
   (about one per two layers removed) ``EPOCHS`` passes of one MLP over the kept tokens, forward, backward and
   update (about four forward passes' worth); for a chat model its guard (:mod:`.cut.chat_guard`) adds the
   original's answers to the check prompts and one pass of them per variant it scores;
-- the check: the original once and the pruned model once over the held-out windows, two heads for the latter.
+- the check: the original once and the pruned model once over the held-out windows, two heads for the latter,
+  then both models' continuations of the prompt and the quiz's answers;
+- greedy generation with the KV cache (the answers, the quiz, the continuation): the prompts' pass, then each new
+  token a step that costs at least what the scoring job timed for one (:class:`StepProbe`): such a step reads every
+  weight whatever its rows, so its tokens' share of a long pass said a half to a 26th of its time.
 
 The figures are an estimate said as such, and they are measured against the real job in the benchmarks.
 """
@@ -112,28 +116,62 @@ def projection_inputs(family: Any, layers: Any) -> int:
     return 0
 
 
+#: Rows of the larger step the probe times (:class:`StepProbe`): the repair's own answers run 24 prompts at once.
+PROBE_ROWS = 24
+
+
+@dataclass
+class StepProbe:
+    """Seconds of one step of greedy generation with the KV cache, timed on the loaded model: one new token through
+    every layer and the head for 1 row and for :data:`PROBE_ROWS` rows. Such a step costs what reading the weights
+    and calling each layer costs, not its tokens' share of a long pass: counted at the scoring pass's speed, the
+    repair's own answers were said at 4.5 s and took 26.4 s; a step of 24 rows took 2.1-2.9 times, and one of a
+    single row 26-29 times, that share (SmolLM2-135M and Gemma 3 270M, 2 threads), and the probe 0.80-1.19 of the
+    step (``benchmarks/bench_generation.py``)."""
+
+    one: float
+    many: float
+
+    def at(self, rows: int) -> float:
+        """Seconds of a step of ``rows`` rows (between the two timed, and on along the same line)."""
+        return self.one + (self.many - self.one) * (rows - 1) / (PROBE_ROWS - 1)
+
+
 @dataclass
 class AnswerWork:
-    """The own answers a chat model's repair still needs: how many prompts, their mean length, and how."""
+    """Greedy answers still to write: how many prompts at once, their mean length, how many new tokens, and how;
+    ``runs``: generations one after the other (the quiz's: the original's, then the pruned model's); ``probe``:
+    the timed step (:class:`StepProbe`), where the model runs in memory."""
 
     prompts: int
     prompt_tokens: float
     new_tokens: int
     kv_cache: bool
+    runs: int = 1
+    probe: StepProbe | None = None
 
     def token_layers(self, n_layers: int, head_layers: float) -> float:
         """Tokens × layers the answers run (the head only at each prompt's last position)."""
         steps = self.prompts * self.new_tokens
         if self.kv_cache:
-            return self.prompts * self.prompt_tokens * n_layers + steps * (n_layers + head_layers)
-        return steps * ((self.prompt_tokens + self.new_tokens / 2) * n_layers + head_layers)
+            return self.runs * (self.prompts * self.prompt_tokens * n_layers + steps * (n_layers + head_layers))
+        return self.runs * steps * ((self.prompt_tokens + self.new_tokens / 2) * n_layers + head_layers)
+
+    def seconds(self, n_layers: int, head_layers: float, rate: float) -> float:
+        """Seconds the answers take: their token-layers at ``rate``, each step with the KV cache at least what the
+        probe timed."""
+        if not self.kv_cache or self.probe is None:
+            return self.token_layers(n_layers, head_layers) * rate
+        prompts = self.runs * self.prompts * self.prompt_tokens * n_layers * rate
+        step = max(self.prompts * (n_layers + head_layers) * rate, self.probe.at(self.prompts))
+        return prompts + self.runs * self.new_tokens * step
 
 
 def estimate_job(spec: Any, shape: ModelShape, seconds_per_token_layer: float, sample_tokens: int,
                  eval_tokens: int, count: int | None, refines: bool, answers: AnswerWork | None = None,
                  guard: AnswerWork | None = None, quiz: AnswerWork | None = None,
                  heal_cost: float = 1.0, runs: int | None = None, fit_samples: int | None = None,
-                 search_left: tuple[bool, int] | None = None) -> JobEstimate:
+                 search_left: tuple[bool, int] | None = None, prompt: AnswerWork | None = None) -> JobEstimate:
     """The job ``spec`` describes (its metric, count, repair, healing, check), at the measured speed. ``answers``:
     the own answers the repair still needs; ``guard``: the answers the refit's chat guard asks for (a chat
     model's refit); ``quiz``: the check's quiz answers still to write (both models', or the pruned one's);
@@ -142,7 +180,8 @@ def estimate_job(spec: Any, shape: ModelShape, seconds_per_token_layer: float, s
     fits, where the layers are known (:func:`run_count`), else about one per two layers removed; ``fit_samples``:
     the samples the repair fits on, a chat model's own answers included (default: ``spec.samples``);
     ``search_left``: what bi+'s search still has to measure where earlier searches measured part of it (the single
-    removals or not, the greedy steps: :meth:`.cut.selection.SearchMemo.still_to_run`), else the whole search."""
+    removals or not, the greedy steps: :meth:`.cut.selection.SearchMemo.still_to_run`), else the whole search;
+    ``prompt``: the check's continuation of its prompt by both models."""
 
     n, head = shape.n_layers, shape.head_layers
     rate = seconds_per_token_layer
@@ -151,7 +190,7 @@ def estimate_job(spec: Any, shape: ModelShape, seconds_per_token_layer: float, s
     if count and refines:
         out.steps["choosing"] = choosing_seconds(spec, shape, rate, sample_tokens, [count], search_left)
     if count and spec.repair != "none" and answers is not None:
-        out.steps["answering"] = answers.token_layers(n, head) * rate
+        out.steps["answering"] = answers.seconds(n, head, rate)
     from .cut.selection import judged_with_the_saved_fit
 
     runs = runs or guessed_runs(count)
@@ -167,13 +206,14 @@ def estimate_job(spec: Any, shape: ModelShape, seconds_per_token_layer: float, s
     if count and spec.repair == "refit":
         out.steps["refitting"] = refit_token_layers(shape, sample_tokens, count, runs) * rate
         if guard is not None:
-            out.steps["refitting"] += guard_token_layers(guard, shape, count, runs) * rate
+            out.steps["refitting"] += guard_seconds(guard, shape, count, rate, runs)
     if count and spec.heal_steps > 0:
         out.steps["healing"] = heal_token_layers(spec, shape, count) * rate * heal_cost
     if count and spec.check_perplexity:
         out.steps["checking"] = eval_tokens * ((n + head) + (n - count + 2 * head)) * rate
-        if quiz is not None:
-            out.steps["checking"] += quiz.token_layers(n, head) * rate
+        for generation in (quiz, prompt):
+            if generation is not None:
+                out.steps["checking"] += generation.seconds(n, head, rate)
     return out
 
 
@@ -216,7 +256,7 @@ def estimate_curve(spec: Any, shape: ModelShape, rate: float, sample_tokens: int
         out.steps["choosing"] = choosing_seconds(spec, shape, rate, sample_tokens, searched, search_left)
     if spec.repair != "none":
         if answers is not None:
-            out.steps["answering"] = answers.token_layers(n, head) * rate
+            out.steps["answering"] = answers.seconds(n, head, rate)
         from .cut.selection import judged_with_the_saved_fit
 
         # a searched count's fit is made while choosing where its finalists are judged with it (:func:`estimate_job`)
@@ -226,9 +266,9 @@ def estimate_curve(spec: Any, shape: ModelShape, rate: float, sample_tokens: int
         if fits:
             out.steps["repairing"] = sum(e.steps.get("repairing", 0.0) for e in fits)
     measuring = eval_tokens * (n + head) + sum(2 * eval_tokens * (n - k + 2 * head) for k in range(1, limit + 1))
-    if quiz is not None:
-        measuring += quiz.token_layers(n, head) * (limit + (1 if original_quiz else 0))
     out.steps["measuring"] = measuring * rate
+    if quiz is not None:
+        out.steps["measuring"] += quiz.seconds(n, head, rate) * (limit + (1 if original_quiz else 0))
     return out
 
 
@@ -300,3 +340,10 @@ def guard_token_layers(guard: AnswerWork, shape: ModelShape, count: int, runs: i
     tokens = guard.prompts * (guard.prompt_tokens + guard.new_tokens)
     return (guard.token_layers(shape.n_layers, shape.head_layers)
             + (runs + 2) * tokens * (shape.n_layers - count + shape.head_layers))
+
+
+def guard_seconds(guard: AnswerWork, shape: ModelShape, count: int, rate: float, runs: int | None = None) -> float:
+    """Seconds the refit's chat guard takes (:func:`guard_token_layers`), its answers' steps as the probe timed."""
+    answers = guard.token_layers(shape.n_layers, shape.head_layers)
+    return (guard_token_layers(guard, shape, count, runs) - answers) * rate + guard.seconds(
+        shape.n_layers, shape.head_layers, rate)

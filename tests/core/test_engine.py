@@ -802,13 +802,36 @@ def test_the_checks_quiz_counts_the_originals_answers_until_they_are_written(tin
     first = engine.quiz_work(spec)
     assert first is not None, "the tiny chat model is asked the quiz"
     engine.quiz_original = ((engine.load_key, engine.loaded_stamp), ["written"])  # as after the first check
-    assert engine.quiz_work(spec).prompts * 2 == first.prompts
+    assert first.runs == 2 and engine.quiz_work(spec).runs == 1 and engine.quiz_work(spec).prompts == first.prompts
     engine.quiz_original = ((("another model",), engine.loaded_stamp), ["written"])  # a model loaded before
-    assert engine.quiz_work(spec).prompts == first.prompts
+    assert engine.quiz_work(spec).runs == 2
     # The same folder with other weights copied over it and opened again: the same load key, not the same model. The
     # next check graded its pruned answers against the first model's.
     engine.quiz_original = ((engine.load_key, (("model.safetensors", 1, 2),)), ["written"])
-    assert engine.quiz_work(spec).prompts == first.prompts
+    assert engine.quiz_work(spec).runs == 2
+
+
+def test_the_scoring_job_times_a_generation_step_for_the_estimates_in_memory_only(tiny_chat_model,
+                                                                                  small_calib: Path) -> None:
+    """The answers', the quiz's and the check's continuation's steps are counted at a step timed on the model (the
+    scoring pass's speed alone said a fifth of their time); one layer at a time, where none runs with the KV cache,
+    none is timed."""
+    from shortgpt_desktop.core.engine import Engine
+
+    spec = JobSpec(model=str(tiny_chat_model), calib=[str(small_calib)], samples=8, seq_len=32, eval_windows=2,
+                   device="cpu", dtype="float32", metric="bi", repair="linear", count=2, prompt="The history of",
+                   low_memory=False)
+    engine = Engine()
+    engine.score(spec)
+    probe = engine.step_probe[1]
+    assert engine.step_probe[0] == engine.load_key and 0 < probe.one <= probe.many
+    for work in (engine.quiz_work(spec), engine.answer_work(spec), engine.prompt_work(spec)):
+        assert work is not None and work.probe is probe
+    assert engine.prompt_work(spec).runs == 2 and engine.prompt_work(spec).prompts == 1
+    assert engine.prompt_work(dataclasses.replace(spec, prompt=" ")) is None
+    streamed = Engine()
+    streamed.score(dataclasses.replace(spec, low_memory=True))
+    assert streamed.step_probe is None and streamed.answer_work(spec).probe is None
 
 
 def test_the_repairs_estimate_counts_the_runs_of_the_layers_the_plan_removes(tiny_model: Path, small_calib: Path,

@@ -210,6 +210,31 @@ def test_each_steps_estimate_counts_every_pass_the_step_runs() -> None:
     assert cached.token_layers(n, head) == pytest.approx(4 * 20.0 * n + 4 * 64 * (n + head))
 
 
+def test_a_generation_step_costs_at_least_what_the_probe_timed() -> None:
+    """Counted at the scoring pass's speed alone, a step of 24 rows with the KV cache was said at a half to a third
+    of its time, and a single row's at a 26th: such a step reads every weight whatever its rows. Each step now costs
+    at least the probe's timed step for that many rows (on the line through the two it timed), and the prompts' pass
+    as before; the quiz's two generations each take their steps."""
+    from shortgpt_desktop.core.estimate import PROBE_ROWS, AnswerWork, StepProbe
+
+    n, head, rate = 30, 8.0, 50e-6
+    probe = StepProbe(one=0.06, many=0.11)
+    assert probe.at(1) == pytest.approx(0.06) and probe.at(PROBE_ROWS) == pytest.approx(0.11)
+    assert probe.at(26) == pytest.approx(0.06 + 0.05 * 25 / (PROBE_ROWS - 1))
+    answers = AnswerWork(prompts=24, prompt_tokens=37.0, new_tokens=64, kv_cache=True, probe=probe)
+    prompts = 24 * 37.0 * n * rate
+    assert answers.seconds(n, head, rate) == pytest.approx(prompts + 64 * 0.11)
+    assert answers.seconds(n, head, rate) > answers.token_layers(n, head) * rate * 1.5
+    quiz = AnswerWork(prompts=26, prompt_tokens=30.0, new_tokens=24, kv_cache=True, runs=2, probe=probe)
+    assert quiz.seconds(n, head, rate) == pytest.approx(2 * (26 * 30.0 * n * rate + 24 * probe.at(26)))
+    # A step whose rows cost more at the pass's speed than the probe timed (a fast device, many rows) counts those.
+    fast = AnswerWork(prompts=24, prompt_tokens=37.0, new_tokens=64, kv_cache=True, probe=StepProbe(1e-4, 2e-4))
+    assert fast.seconds(n, head, rate) == pytest.approx(fast.token_layers(n, head) * rate)
+    # Without a probe (one layer at a time, no KV cache) the token-layers alone, as before.
+    streamed = AnswerWork(prompts=24, prompt_tokens=37.0, new_tokens=64, kv_cache=False)
+    assert streamed.seconds(n, head, rate) == pytest.approx(streamed.token_layers(n, head) * rate)
+
+
 SMOLLM2 = ModelShape(30, 3.98e6, 28.3e6, 2.65e6, 576, 1536)
 
 
