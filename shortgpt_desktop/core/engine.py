@@ -874,8 +874,11 @@ class Engine:
             quiz = dataclasses.replace(quiz, runs=1)
         fitted = [k for k in range(1, limit + 1) if k not in searched and k in self.selections
                   and self._fit_kept(spec, self.selections[k].removed)]
+        answers = self.answer_work(spec)
+        own, own_tokens = self._own_answer_size(answers, spec.seq_len)
         estimate = estimate_curve(spec, shape, rate, scored.sample_tokens, scored.eval_tokens, limit, searched,
-                                  self.answer_work(spec), quiz, original_quiz, search_left, fitted)
+                                  answers, quiz, original_quiz, search_left, fitted, scored.sample_tokens + own_tokens,
+                                  spec.samples + own, self._bi_scores())
         estimate.steps.pop("scoring", None)
         return estimate
 
@@ -912,11 +915,28 @@ class Engine:
         on_cpu = next(model.parameters()).device.type == "cpu"  # where the cost was measured
         heal_cost = BFLOAT16_HEAL_COST if spec.heal_steps and on_cpu and compute_dtype_for(model) else 1.0
         answers = self.answer_work(spec)
-        # The repair fits on the samples and a chat model's own answers (whether its ridge is chosen hangs on both).
-        own = answers.prompts if answers is not None else len(self.answers[1]) if self.answers is not None else 0
+        own, own_tokens = self._own_answer_size(answers, spec.seq_len)
         return estimate_job(spec, shape_of(self.loaded), seconds_per_token_layer, sample_tokens, eval_tokens, count,
                             refines, answers, self.guard_work(spec), self.quiz_work(spec), heal_cost, runs,
-                            spec.samples + own, search_left, self.prompt_work(spec))
+                            spec.samples + own, search_left, self.prompt_work(spec), sample_tokens + own_tokens,
+                            self._bi_scores())
+
+    def _bi_scores(self) -> list[float | None] | None:
+        """The scores a measured choice (bi+) starts from, where a whole pass gave them (None: not known yet)."""
+        scores, scored = self.scores, self.scored
+        if scores is None or scored is None or scored.partial or not get_metric(scores.metric).refines:
+            return None
+        return list(scores.scores)
+
+    def _own_answer_size(self, answers: Any, seq_len: int) -> tuple[int, int]:
+        """The own answers the repair fits on beside the samples (whether its ridge is chosen hangs on both, and its
+        streams run over their tokens too: 2,174 tokens beside 1,024 of text at 8 × 128): how many, and their tokens
+        (those still to write at the most they may be, else those written)."""
+        if answers is not None:
+            return answers.prompts, int(answers.prompts * min(answers.prompt_tokens + answers.new_tokens, seq_len))
+        if self.answers is not None:
+            return len(self.answers[1]), sum(map(len, self.answers[1]))
+        return 0, 0
 
     def timed_speed(self, spec: JobSpec, tokens: TokenSet, cancel: CancelCheck | None = None) -> float:
         """Seconds a token spends in a decoder layer, timed on this model for a job that runs no scoring pass (a cut

@@ -171,7 +171,8 @@ def estimate_job(spec: Any, shape: ModelShape, seconds_per_token_layer: float, s
                  eval_tokens: int, count: int | None, refines: bool, answers: AnswerWork | None = None,
                  guard: AnswerWork | None = None, quiz: AnswerWork | None = None,
                  heal_cost: float = 1.0, runs: int | None = None, fit_samples: int | None = None,
-                 search_left: tuple[bool, int] | None = None, prompt: AnswerWork | None = None) -> JobEstimate:
+                 search_left: tuple[bool, int] | None = None, prompt: AnswerWork | None = None,
+                 fit_tokens: int | None = None, bi_scores: Sequence[float | None] | None = None) -> JobEstimate:
     """The job ``spec`` describes (its metric, count, repair, healing, check), at the measured speed. ``answers``:
     the own answers the repair still needs; ``guard``: the answers the refit's chat guard asks for (a chat
     model's refit); ``quiz``: the check's quiz answers still to write (both models', or the pruned one's);
@@ -181,14 +182,19 @@ def estimate_job(spec: Any, shape: ModelShape, seconds_per_token_layer: float, s
     the samples the repair fits on, a chat model's own answers included (default: ``spec.samples``);
     ``search_left``: what bi+'s search still has to measure where earlier searches measured part of it (the single
     removals or not, the greedy steps: :meth:`.cut.selection.SearchMemo.still_to_run`), else the whole search;
-    ``prompt``: the check's continuation of its prompt by both models."""
+    ``prompt``: the check's continuation of its prompt by both models; ``fit_tokens``: the tokens the repair fits
+    on, a chat model's own answers included (default: ``sample_tokens``); ``bi_scores``: the scores bi+ chooses
+    from, where known (:func:`choosing_seconds`)."""
 
     n, head = shape.n_layers, shape.head_layers
     rate = seconds_per_token_layer
     out = JobEstimate()
     out.steps["scoring"] = sample_tokens * n * rate
+    fit_tokens = fit_tokens or sample_tokens
+    fit_samples = fit_samples or spec.samples
     if count and refines:
-        out.steps["choosing"] = choosing_seconds(spec, shape, rate, sample_tokens, [count], search_left)
+        out.steps["choosing"] = choosing_seconds(spec, shape, rate, sample_tokens, [count], search_left, fit_tokens,
+                                                 fit_samples, bi_scores)
     if count and spec.repair != "none" and answers is not None:
         out.steps["answering"] = answers.seconds(n, head, rate)
     from .cut.selection import judged_with_the_saved_fit
@@ -198,11 +204,7 @@ def estimate_job(spec: Any, shape: ModelShape, seconds_per_token_layer: float, s
     # costs nothing more (8 × 128 tokens with --heal 2: said 8 min 58 s, took 5 min 28 s, the repair counted twice)
     fitted_while_choosing = refines and judged_with_the_saved_fit(spec.samples)
     if count and spec.repair != "none" and not fitted_while_choosing:
-        # the kept layers before and after each run (the one after only where refitted whole, as these sums are; a
-        # run at layer 0 or right after another has none: a small overestimate there)
-        sums = 2 * runs * PROJECTION_SUMS_COST * shape.projection_inputs**2 / max(shape.layer_params, 1.0)
-        solves = ridge_token_layers(shape, runs, fit_samples or spec.samples)
-        out.steps["repairing"] = (sample_tokens * (2 * n - count + sums) + solves) * rate
+        out.steps["repairing"] = (fit_tokens * n + fit_token_layers(shape, fit_tokens, count, runs, fit_samples)) * rate
     if count and spec.repair == "refit":
         out.steps["refitting"] = refit_token_layers(shape, sample_tokens, count, runs) * rate
         if guard is not None:
@@ -217,14 +219,29 @@ def estimate_job(spec: Any, shape: ModelShape, seconds_per_token_layer: float, s
     return out
 
 
+def fit_token_layers(shape: ModelShape, fit_tokens: int, count: int, runs: int, fit_samples: int) -> float:
+    """Tokens × layers of one repair fit beside the original's stream (which fits share): the pruned model's stream
+    over the fit's tokens, the float64 sums of each projection refitted whole (the kept layers before and after each
+    run; the one after only where refitted whole, as these sums are; a run at layer 0 or right after another has
+    none: a small overestimate there), and the ridge solves."""
+    sums = 2 * runs * PROJECTION_SUMS_COST * shape.projection_inputs**2 / max(shape.layer_params, 1.0)
+    return fit_tokens * (shape.n_layers - count + sums) + ridge_token_layers(shape, runs, fit_samples)
+
+
 def choosing_seconds(spec: Any, shape: ModelShape, rate: float, sample_tokens: int, counts: Sequence[int],
-                     search_left: tuple[bool, int] | None = None) -> float:
+                     search_left: tuple[bool, int] | None = None, fit_tokens: int | None = None,
+                     fit_samples: int | None = None, bi_scores: Sequence[float | None] | None = None) -> float:
     """bi+'s one nested search for ``counts`` (:func:`.cut.selection.choose_for_counts`): the single removals, a
     greedy step per layer up to the most, and each count's four finalists, measured and (where the job repairs)
-    judged repaired; ``search_left``: as :func:`estimate_job`'s."""
+    judged repaired; ``search_left``: as :func:`estimate_job`'s. Where the finalists are judged with the fit the job
+    saves (:func:`.cut.selection.judged_with_the_saved_fit`), each is that whole fit, on ``fit_tokens`` (the samples
+    and a chat model's own answers) and ``fit_samples``, the original's stream over them run once: counted as the
+    quick fit of the search's samples, the choice of 8 × 128 tokens on SmolLM2 was said at 0.8 of its time. The
+    distinct finalists fitted so are told by ``bi_scores`` where known
+    (:func:`.cut.selection.finalists_to_judge`): the fits are kept, so a set two finalists share is fitted once."""
     import math
 
-    from .cut.selection import candidate_layers, judging_layers
+    from .cut.selection import candidate_layers, finalists_to_judge, judged_with_the_saved_fit, judging_layers
 
     n, head = shape.n_layers, shape.head_layers
     subset = sample_tokens * min(defaults.SELECTION_SAMPLES, spec.samples) / max(spec.samples, 1)
@@ -235,25 +252,37 @@ def choosing_seconds(spec: Any, shape: ModelShape, rate: float, sample_tokens: i
     # refreshes the cache from the layer it chose (about half the stack again); a job that repairs judges
     # the four finalists repaired (on Gemma 3 270M as long as the candidate passes: left out, the choice was
     # estimated at 0.60 of its time).
-    judged = sum(4 * judging_layers(n, k, head) for k in counts) if spec.repair != "none" else 0.0
-    return subset * (candidates * candidate_layers(n, head, stride) + steps * n / 2 + judged) * rate
+    saved = spec.repair != "none" and judged_with_the_saved_fit(spec.samples)
+    judged = sum(4 * judging_layers(n, k, head) for k in counts) if spec.repair != "none" and not saved else 0.0
+    seconds = subset * (candidates * candidate_layers(n, head, stride) + steps * n / 2 + judged) * rate
+    if saved:  # each finalist's whole fit, then its repaired measurement with the head at every position
+        fit_tokens, fit_samples = fit_tokens or sample_tokens, fit_samples or spec.samples
+        fits = sum(finalists_to_judge(bi_scores, k) * (fit_token_layers(shape, fit_tokens, k, guessed_runs(k),
+                                                                         fit_samples) + subset * (n - k + head))
+                   for k in counts)
+        seconds += (fit_tokens * n + fits) * rate
+    return seconds
 
 
 def estimate_curve(spec: Any, shape: ModelShape, rate: float, sample_tokens: int, eval_tokens: int,
                    limit: int, searched: Sequence[int], answers: AnswerWork | None = None,
                    quiz: AnswerWork | None = None, original_quiz: bool = False,
-                   search_left: tuple[bool, int] | None = None, fitted: Sequence[int] = ()) -> JobEstimate:
+                   search_left: tuple[bool, int] | None = None, fitted: Sequence[int] = (),
+                   fit_tokens: int | None = None, fit_samples: int | None = None,
+                   bi_scores: Sequence[float | None] | None = None) -> JobEstimate:
     """The quality curve up to ``limit`` layers removed (:meth:`.engine.Engine.quality_curve`; ``spec`` as it
     runs it: no healing, the linear repair): bi+'s search for the counts in ``searched`` (those not measured yet;
     empty for a metric that does not measure), then at each count the repair's fit, the recipe's point and plain
     BI's on the held-out windows (the original's pass once), and the quiz's answers (``quiz``: one model's;
-    ``original_quiz``: the original's still to write; ``fitted``: the counts whose repair is kept from before). A
-    sweep to 8 on SmolLM2 ran for minutes with each step's time left only."""
+    ``original_quiz``: the original's still to write; ``fitted``: the counts whose repair is kept from before;
+    ``fit_tokens``, ``fit_samples``, ``bi_scores``: as :func:`estimate_job`'s). A sweep to 8 on SmolLM2 ran for
+    minutes with each step's time left only."""
     n, head = shape.n_layers, shape.head_layers
     out = JobEstimate()
     out.steps["scoring"] = sample_tokens * n * rate
     if searched:
-        out.steps["choosing"] = choosing_seconds(spec, shape, rate, sample_tokens, searched, search_left)
+        out.steps["choosing"] = choosing_seconds(spec, shape, rate, sample_tokens, searched, search_left, fit_tokens,
+                                                 fit_samples, bi_scores)
     if spec.repair != "none":
         if answers is not None:
             out.steps["answering"] = answers.seconds(n, head, rate)
@@ -261,7 +290,8 @@ def estimate_curve(spec: Any, shape: ModelShape, rate: float, sample_tokens: int
 
         # a searched count's fit is made while choosing where its finalists are judged with it (:func:`estimate_job`)
         while_choosing = judged_with_the_saved_fit(spec.samples)
-        fits = [estimate_job(spec, shape, rate, sample_tokens, eval_tokens, k, False, fit_samples=spec.samples)
+        fits = [estimate_job(spec, shape, rate, sample_tokens, eval_tokens, k, False, fit_samples=fit_samples,
+                             fit_tokens=fit_tokens)
                 for k in range(1, limit + 1) if k not in fitted and not (while_choosing and k in searched)]
         if fits:
             out.steps["repairing"] = sum(e.steps.get("repairing", 0.0) for e in fits)

@@ -235,6 +235,42 @@ def test_a_generation_step_costs_at_least_what_the_probe_timed() -> None:
     assert streamed.seconds(n, head, rate) == pytest.approx(streamed.token_layers(n, head) * rate)
 
 
+def test_finalists_judged_with_the_saved_fit_count_that_fit_on_the_own_answers_too() -> None:
+    """At 8 samples bi+ judges each finalist with the fit the job saves: on the samples and a chat model's own
+    answers (2,174 tokens beside 1,024 of text), its sums and its ridge solves. Counted as the quick fit of the
+    search's samples, SmolLM2's choice at 8 × 128 was said at 0.8 of its time; the repair of a job, where it runs
+    after the choice, fits on the answers' tokens too."""
+    from shortgpt_desktop.core.estimate import choosing_seconds, fit_token_layers, guessed_runs
+
+    shape = ModelShape(30, 3.98e6, 28.3e6, 2.65e6, 576, 1536)
+    n, head, rate, count = 30, 28.3e6 / 3.98e6, 1e-6, 7
+    spec = JobSpec(model="m", calib=[], count=count, samples=8, seq_len=128, repair="linear")
+    sample_tokens, fit_tokens, fit_samples = 8 * 128, 8 * 128 + 2174, 8 + 24
+    bare = choosing_seconds(dataclasses.replace(spec, repair="none"), shape, rate, sample_tokens, [count])
+    saved = choosing_seconds(spec, shape, rate, sample_tokens, [count], None, fit_tokens, fit_samples)
+    fit = fit_token_layers(shape, fit_tokens, count, guessed_runs(count), fit_samples)
+    # three sets fitted: the greedy's, the single removals', and BI's lowest, which is the ends-protected lowest unless
+    # it takes an end (the fits are kept: a set two finalists share is fitted once)
+    assert saved - bare == pytest.approx((fit_tokens * n + 3 * (fit + sample_tokens * (n - count + head))) * rate)
+    middle_lowest = [1.0] + [0.1 + i / 100 for i in range(28)] + [1.0]
+    assert choosing_seconds(spec, shape, rate, sample_tokens, [count], None, fit_tokens, fit_samples,
+                            middle_lowest) == pytest.approx(saved)
+    last_lowest = [*middle_lowest[:-1], 0.01]  # plain BI takes the last layer: a fourth set
+    assert choosing_seconds(spec, shape, rate, sample_tokens, [count], None, fit_tokens, fit_samples,
+                            last_lowest) - bare == pytest.approx(
+        (fit_tokens * n + 4 * (fit + sample_tokens * (n - count + head))) * rate)
+    assert fit > fit_tokens * (n - count)  # the sums and the solves on top of the pruned stream
+    # with more samples than the search's two thirds, the quick fit of the search's samples is counted, as before
+    many = dataclasses.replace(spec, samples=32)
+    quick = choosing_seconds(many, shape, rate, 32 * 128, [count], None, fit_tokens, fit_samples)
+    assert quick == pytest.approx(choosing_seconds(many, shape, rate, 32 * 128, [count]))
+    # a job's repair after the choice streams the original and the pruned model over the answers' tokens too
+    job = estimate_job(many, shape, rate, 32 * 128, 0, count, refines=True, fit_tokens=32 * 128 + 2174,
+                       fit_samples=32 + 24, runs=3)
+    assert job.steps["repairing"] == pytest.approx(
+        ((32 * 128 + 2174) * n + fit_token_layers(shape, 32 * 128 + 2174, count, 3, 32 + 24)) * rate)
+
+
 SMOLLM2 = ModelShape(30, 3.98e6, 28.3e6, 2.65e6, 576, 1536)
 
 
