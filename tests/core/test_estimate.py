@@ -233,6 +233,15 @@ def test_a_generation_step_costs_at_least_what_the_probe_timed() -> None:
     # Without a probe (one layer at a time, no KV cache) the token-layers alone, as before.
     streamed = AnswerWork(prompts=24, prompt_tokens=37.0, new_tokens=64, kv_cache=False)
     assert streamed.seconds(n, head, rate) == pytest.approx(streamed.token_layers(n, head) * rate)
+    # The refit's chat guard: its passes as before, its answers' 24 steps of 6 rows each at the probe's step.
+    from shortgpt_desktop.core.estimate import ModelShape, guard_seconds, guard_token_layers
+
+    shape = ModelShape(n, 3.98e6, head * 3.98e6)
+    guard = AnswerWork(prompts=6, prompt_tokens=30.0, new_tokens=24, kv_cache=True)
+    probed = AnswerWork(prompts=6, prompt_tokens=30.0, new_tokens=24, kv_cache=True, probe=probe)
+    assert guard_seconds(guard, shape, 8, rate, 4) == pytest.approx(guard_token_layers(guard, shape, 8, 4) * rate)
+    assert guard_seconds(probed, shape, 8, rate, 4) - guard_seconds(guard, shape, 8, rate, 4) == pytest.approx(
+        24 * (probe.at(6) - 6 * (n + head) * rate))
 
 
 def test_finalists_judged_with_the_saved_fit_count_that_fit_on_the_own_answers_too() -> None:

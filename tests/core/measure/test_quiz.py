@@ -109,9 +109,9 @@ def test_no_prompt_no_quiz_and_the_estimate_counts_it_only_while_it_is_to_come(e
     assert engine.check(silent, [2]).quiz is None
     assert engine.quiz_work(silent) is None
     first = engine.quiz_work(spec)
-    assert first.prompts == 2 * len(QUESTIONS)  # the original's answers and the pruned model's
+    assert (first.prompts, first.runs) == (len(QUESTIONS), 2)  # the original's answers and the pruned model's
     engine.check(spec, [2])
-    assert engine.quiz_work(spec).prompts == len(QUESTIONS)  # the original's are kept
+    assert (engine.quiz_work(spec).prompts, engine.quiz_work(spec).runs) == (len(QUESTIONS), 1)  # the original's kept
 
 
 def test_a_streamed_check_asks_no_quiz(tiny_model: Path, small_calib: Path) -> None:
