@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -674,6 +675,33 @@ def _stop(signum: int, frame: Any) -> None:
     raise Stopped(signum)
 
 
+#: Whether a job runs: Ctrl-C cancels it then (:func:`entry`); once it has ended, its files written and said, a
+#: Ctrl-C no longer changes how the command exits.
+_job_running = [False]
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """Ctrl-C for the ``shortgpt`` command: cancels a running job; ignored once it has ended. Python's own teardown
+    after it (freeing the model and torch, about a second) turned a Ctrl-C after "saved to …" and "report written
+    to …" into exit 130, which says cancelled, with every file complete."""
+    if _job_running[0]:
+        raise KeyboardInterrupt
+
+
+def entry() -> None:
+    """The ``shortgpt`` command: :func:`main`, exiting with its code."""
+    with suppress(ValueError):  # not the main thread (an embedding program): Python's own handling stays
+        signal.signal(signal.SIGINT, _interrupt)
+    _job_running[0] = True  # from the start: a Ctrl-C while Python imports the engine cancels, as ever
+    code = main()
+    for name in ("SIGTERM", "SIGHUP", "SIGBREAK"):  # over, too: its code stands
+        number = getattr(signal, name, None)
+        if number is not None:
+            with suppress(ValueError, OSError):
+                signal.signal(number, signal.SIG_IGN)
+    sys.exit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     tolerant_console()
     parser = build_parser()
@@ -816,8 +844,10 @@ def _run(args: argparse.Namespace, progress: ProgressBar) -> int:
     except (KeyboardInterrupt, Cancelled):
         sys.stderr.write("\nshortgpt: cancelled; nothing was written.\n")
         return EXIT_CANCELLED
+    finally:  # before this frame's engine and model are freed: a Ctrl-C from here on leaves the exit code as it is
+        _job_running[0] = False
     return EXIT_OK
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -793,6 +793,25 @@ def test_ctrl_c_exits_130_and_leaves_no_output(tiny_model: Path, valid_text: Pat
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_ctrl_c_once_the_job_has_ended_leaves_its_exit_code(tiny_model: Path, small_calib: Path,
+                                                             tmp_path: Path) -> None:
+    """Python's teardown after a job (freeing the model and torch, about a second) is not the job: a Ctrl-C there
+    made the exit 130, "cancelled", after "saved to" and "report written to", with every file complete. Here the
+    Ctrl-C comes as the command exits, after its report."""
+    report = tmp_path / "scores.json"
+    driver = ("import atexit, os, signal, sys, time\n"
+              "atexit.register(lambda: (os.kill(os.getpid(), signal.SIGINT), time.sleep(0.3)))\n"
+              "from shortgpt_desktop.cli import entry\n"
+              "sys.argv = ['shortgpt', *sys.argv[1:]]\n"
+              "entry()\n")
+    result = subprocess.run([sys.executable, "-c", driver, "score", str(tiny_model), "--calib", str(small_calib),
+                             "--samples", "4", "--seq-len", "32", "--metric", "bi", "--json", str(report)],
+                            capture_output=True, text=True, timeout=120, env=dict(os.environ, HF_HUB_OFFLINE="1"),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert result.returncode == 0 and "KeyboardInterrupt" not in result.stderr, result.stderr
+    assert "report written to" in result.stdout and json.loads(report.read_text())["n_layers"] == 6
+
+
 def test_what_the_config_and_files_can_tell_is_refused_before_loading(
     tiny_model: Path, small_calib: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
