@@ -631,8 +631,11 @@ def print_curve(curve: Any, out: TextIO | None = None) -> None:
     windows = " ".join(filter(None, (counted(curve.windows, "held-out window"), qualifier)))
     rough = defaults.rough_figure(curve.tokens, curve.text_ran_out, eval_text=bool(curve.eval_text))
     few = f"; {rough}" if rough else ""
+    # plain BI's columns are plain removal: the window says "(dashed, no repair)", the table said nothing, and a
+    # gap that is the repair's read as the metric's
+    plain = f"; plain {curve.baseline.label} beside it, no repair" if base else ""
     out.write(f"quality curve ({curve.label}; perplexity and same top token vs the original on {windows}, "
-              f"{curve.tokens:,} tokens{few})\n")
+              f"{curve.tokens:,} tokens{few}{plain})\n")
     quiz = any(p.quiz_known for p in curve.points)
     header = f"{'removed':>7}  {'layers':<24} {'perplexity':>11} {'same top':>9}" + (f" {'quiz':>7}" if quiz else "")
     if base:
@@ -640,7 +643,7 @@ def print_curve(curve: Any, out: TextIO | None = None) -> None:
     # plain BI's own layers, where they are not the recipe's: its columns read as the same layers unrepaired
     others = any(p.k in base and base[p.k].removed != p.removed for p in curve.points)
     if others:
-        header += f" plain {curve.baseline.label} layers"
+        header += f"   plain {curve.baseline.label} layers"  # "same top plain bi layers" ran two names together
     out.write(header + "\n")
     for point in curve.points:
         line = (f"{point.k:>7}  {','.join(map(str, point.removed)) or '-':<24} {point.perplexity:>11.3f} "
@@ -651,7 +654,7 @@ def print_curve(curve: Any, out: TextIO | None = None) -> None:
         if b is not None:
             line += f"   {b.perplexity:>11.3f} {_share(b.same_top):>9}"
             if others:
-                line += f" {','.join(map(str, b.removed)) or '-'}"
+                line += f"   {','.join(map(str, b.removed)) or '-'}"
         out.write(line + "\n")
     for warning in collapsed(curve.warnings):  # what the text gave short, left out or said of it, as prune's
         out.write(f"warning: {warning}\n")

@@ -133,8 +133,13 @@ def test_the_sweeps_reference_order_is_named_for_what_it_is(tiny_model: Path, sm
     assert cli.main(["sweep", str(tiny_model), "--metric", "reverse", "--max", "2", "--no-quiz", "--calib",
                      str(small_calib), "--samples", "4", "--seq-len", "32", "--eval-windows", "2", "--json",
                      str(path)]) == 0
-    baseline = json.loads(path.read_text())["baseline"]
+    curve = json.loads(path.read_text())
+    baseline = curve["baseline"]
     assert baseline["label"] == "reverse" and baseline["order"] == [5, 4]
+    # measured on what the curve was, and said to be plain removal (its block said model '' and 0 samples)
+    for key in ("model", "calibration", "samples", "seq_len", "seed", "eval_text", "windows", "tokens"):
+        assert baseline[key] == curve[key], key
+    assert baseline["model"] == str(tiny_model) and baseline["data"].endswith("plain removal, no repair")
     assert "plain reverse" in capsys.readouterr().out
 
 
@@ -466,8 +471,12 @@ def test_the_curves_plain_bi_columns_name_their_own_layers_where_they_differ() -
     curve.baseline = QualityCurve("bi", [0, 5], [point(0, []), point(1, [0]), point(2, [0, 5])], 4, 2000)
     out = io.StringIO()
     cli.print_curve(curve, out)
-    header, *rows = out.getvalue().splitlines()[1:]
+    title, header, *rows = out.getvalue().splitlines()
     assert header.endswith("plain bi layers") and [row.split()[-1] for row in rows] == ["-", "0", "0,5"]
+    # its own column, apart from "same top" ("same top plain bi layers"), and said to be plain removal: the window's
+    # dashed line says "no repair", the table said nothing and the repair's gap read as the metric's
+    assert header.split("same top")[-1].startswith("   plain bi layers")
+    assert title.endswith("; plain bi beside it, no repair)"), title
     curve.baseline.points = [point(0, []), point(1, [3]), point(2, [2, 3])]  # the same layers: no column
     out = io.StringIO()
     cli.print_curve(curve, out)

@@ -1199,10 +1199,10 @@ class Engine:
         # own order beside the curve, named so (it was labelled BI).
         bi_scores = self.stats.bi if self.stats is not None else self.scores.scores
         # bi+'s scores are BI's: imported ones (no statistics) read 'plain bi+' for what is plain BI.
-        baseline = QualityCurve(label="bi" if self.stats is not None or metric.refines else self.scores.metric,
-                                order=removal_order(bi_scores)[:limit],
-                                windows=len(tokens.eval_windows), tokens=reference.result.tokens,
-                                data="held-out windows (the check's)")
+        # measured on what the curve was (its JSON block said model '' and 0 samples), with no repair
+        baseline = dataclasses.replace(curve, label="bi" if self.stats is not None or metric.refines
+                                       else self.scores.metric, order=removal_order(bi_scores)[:limit], points=[],
+                                       data="held-out windows (the check's); plain removal, no repair", warnings=[])
         curve.points.append(curve_point(0, None, [], reference.result, None))
         baseline.points.append(curve_point(0, None, [], reference.result, None))
         asks_quiz = self.generates(spec.prompt)  # as the check does
