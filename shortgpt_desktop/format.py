@@ -202,3 +202,15 @@ def quoted(text: str) -> str:
 #: Characters that reorder the text around them on a terminal (marks, embeddings, overrides, isolates).
 _BIDI_CONTROLS = frozenset("\u200e\u200f\u061c" + "".join(map(chr, range(0x202A, 0x202F)))
                            + "".join(map(chr, range(0x2066, 0x206A))))
+
+
+def shell_word(text: str) -> str:
+    """``text`` as one word of a command to paste into this system's shell: quoted where it holds spaces or other
+    characters the shell reads (a suggested ``shortgpt eval modèles/smol lm2.gguf --against out/smol none`` ran as
+    four paths)."""
+    import os
+    import shlex
+
+    if os.name == "nt":  # cmd and PowerShell both read a double-quoted word
+        return f'"{text}"' if any(ch in text for ch in ' \t&|<>^()%!;,') else text
+    return shlex.quote(text)

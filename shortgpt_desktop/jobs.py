@@ -35,7 +35,7 @@ from .core.model.sources import weights_stamp
 from .core.pipeline import JobSpec
 from .core.progress import CancelCheck, Progress, no_progress
 from .core.report import Report, model_bytes
-from .format import collapsed, human_bytes
+from .format import collapsed, human_bytes, shell_word
 
 InfoCallback = Callable[[ModelInfo], None]
 #: Hears, at the start of a job, each sentence about what will be left out (a calibration file that is not text).
@@ -350,8 +350,8 @@ def run_eval(engine: Engine, spec: JobSpec, other: str | None = None, progress: 
             # `eval pruned.gguf --against original.gguf` reported everything backwards (x0.70, the original
             # "answers 3 of the 4 questions" the pruned model knew) without a word
             on_note(f"{spec.model} is a model this app pruned, with fewer layers than {other}: the first model is the "
-                    f"reference, so the figures read backwards; to measure the cut, run shortgpt eval {other} "
-                    f"--against {spec.model}.")
+                    f"reference, so the figures read backwards; to measure the cut, run shortgpt eval "
+                    f"{shell_word(other)} --against {shell_word(spec.model)}.")
     if second is not None and other_info.vocab_size != info.vocab_size:
         # Its tokens are the first model's: ids past its vocabulary raised IndexError (a traceback), and
         # perplexities over two tokenizations would not compare anyway.

@@ -114,3 +114,18 @@ def test_a_stage_clock_resumes_an_interrupted_stage_and_restarts_a_new_run() -> 
     assert clock.update("selecting", 0, 10, now=101.0) == (0.0, 0)  # back below where it stood: a new run too
     clock.reset()
     assert clock.update("answers", 0, 5, now=200.0) == (0.0, 0) and not clock.paused
+
+
+def test_a_path_in_a_suggested_command_is_one_word_for_the_shell(monkeypatch) -> None:
+    """eval's note suggested `shortgpt eval modèles/日本/smol lm2.gguf --against out/smol none`: four paths."""
+    import os
+    import shlex
+
+    from shortgpt_desktop.format import shell_word
+
+    path = "modèles/日本/smol lm2.gguf"
+    assert shlex.split(f"shortgpt eval {shell_word(path)} --against {shell_word('out/it')}") == [
+        "shortgpt", "eval", path, "--against", "out/it"]
+    assert shell_word("out/it") == "out/it" and shell_word("it's") != "it's"
+    monkeypatch.setattr(os, "name", "nt")
+    assert shell_word(r"C:\models\smol lm2.gguf") == r'"C:\models\smol lm2.gguf"' and shell_word("C:\\m") == "C:\\m"
