@@ -201,7 +201,17 @@ def _check_creatable(out: Path) -> None:
     try:  # named as the save names it, so that a name too long for the disk is refused now
         Path(tempfile.mkdtemp(prefix=_partial_prefix(out), dir=parent)).rmdir()
     except OSError as exc:
-        raise OutputError(f"Cannot create {out}: {_reason(exc)}.") from None
+        raise OutputError(f"Cannot create {out}: {_reason(exc)}{_beside(out, parent)}.") from None
+
+
+def _beside(out: Path, parent: Path) -> str:
+    """Why the folder beside ``out`` matters, where ``out`` is there already: an empty writable output folder in a
+    read-only parent was refused as "Cannot create …: operation not permitted", which read as a fault of the folder
+    named."""
+    if not out.is_dir():
+        return ""
+    return (f" in {parent}, where the model is written first, in a hidden folder beside {out.name}, and moved into "
+            "place once complete")
 
 
 @contextmanager
@@ -222,7 +232,7 @@ def output_folder(out: Path, force: bool = False) -> Iterator[Path]:
         temp = Path(tempfile.mkdtemp(prefix=_partial_prefix(out), dir=out.parent))
     except OSError as exc:
         _remove_if_empty(made)
-        raise OutputError(f"Cannot create {out}: {_reason(exc)}.") from None
+        raise OutputError(f"Cannot create {out}: {_reason(exc)}{_beside(out, out.parent)}.") from None
     with suppress(OSError):  # a disk that keeps no modes (some network and Windows-formatted drives): as made
         _chmod_like_a_new_folder(temp)
     try:

@@ -283,6 +283,29 @@ def test_odd_output_paths_are_one_sentence(tiny_model: Path, tmp_path: Path, mon
         of.check_output_folder(tmp_path / ("m" * 240), source, force=False)
 
 
+def test_an_empty_output_in_a_read_only_parent_names_the_parent(tiny_model: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """An existing, writable, empty output folder in a read-only parent was refused as "Cannot create OUT: operation
+    not permitted", which read as the folder's fault: the model is written beside it first."""
+    import tempfile
+
+    source = _source(tiny_model)
+    parent = tmp_path / "read-only"
+    out = parent / "emptyout"
+    out.mkdir(parents=True)
+
+    def refused(*args, **kwargs):  # as a read-only parent refuses (chattr +i here, as root ignores modes)
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", refused)
+    with pytest.raises(OutputError) as said:
+        of.check_output_folder(out, source, force=False)
+    assert str(said.value) == (f"Cannot create {out}: operation not permitted in {parent}, where the model is written "
+                               "first, in a hidden folder beside emptyout, and moved into place once complete.")
+    with pytest.raises(OutputError, match=r"Cannot create .*new: operation not permitted\.$"):  # not there yet
+        of.check_output_folder(parent / "new", source, force=False)
+
+
 def test_a_report_is_never_written_over_or_into_the_model(tiny_model: Path, tmp_path: Path) -> None:
     import shutil
 
