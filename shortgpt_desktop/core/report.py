@@ -136,11 +136,15 @@ class Report:
 
 
 def _json_safe(value: Any) -> Any:
-    """NaN and infinities are not JSON: they become null."""
+    """NaN and infinities are not JSON: they become null. A file name that is not UTF-8 (Python keeps its bytes as
+    lone surrogates, ``caf\udce9 notes.txt``) is written with U+FFFD in their place, as the card writes it: strict
+    JSON readers refuse a lone surrogate."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, str):
+        return _encodable(value)
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {_json_safe(k): _json_safe(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_json_safe(v) for v in value]
     return value

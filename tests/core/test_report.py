@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 from shortgpt_desktop.core.report import Report, model_card
@@ -308,3 +309,15 @@ def test_only_a_quantized_gguf_saved_as_safetensors_is_said_de_quantized() -> No
     for floats in ("F32", "BF16", "MOSTLY_F16"):
         report.source_quantization = floats
         assert "- Format: safetensors\n" in model_card(report, "m.gguf")
+
+
+def test_a_file_name_that_is_not_utf8_is_written_to_the_json_as_strict_readers_read_it(tmp_path: Path) -> None:
+    """The JSON's calibration held a lone surrogate ("caf\\udce9 notes.txt"), which strict JSON parsers refuse; the
+    card already wrote U+FFFD."""
+    report = Report(model="m", calibration=["/texts/caf\udce9 notes.txt"], warnings=["Skipped /texts/bin\udce9.dat"])
+    report.write_json(tmp_path / "r.json")
+    raw = (tmp_path / "r.json").read_bytes()
+    assert b"\\udc" not in raw
+    data = json.loads(raw.decode("utf-8"))
+    assert data["calibration"] == ["/texts/caf\ufffd notes.txt"]
+    assert data["warnings"] == ["Skipped /texts/bin\ufffd.dat"]
