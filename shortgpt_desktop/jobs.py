@@ -217,14 +217,12 @@ def _say_timed_estimate(engine: Engine, spec: JobSpec, removed: list[int], progr
     """The whole job's time for a cut given by hand, which runs no scoring pass to measure the speed from: it said
     nothing, then took 460 s one layer at a time where the same job took 93 s in memory. Timed on one layer of its
     tokens (:meth:`.core.engine.Engine.timed_speed`); nothing to say where it only saves."""
-    from .core.estimate import run_count
-
     if spec.repair == "none" and spec.heal_steps == 0 and not spec.check_perplexity:
         return
     tokens = engine.tokens_for(spec, progress)
     rate = engine.timed_speed(spec, tokens, cancel)
     estimate = engine.estimate_at(spec, rate, tokens.sample_tokens, tokens.eval_tokens, len(removed), False,
-                                  run_count(removed), len(tokens.samples))
+                                  removed, len(tokens.samples))
     estimate.steps.pop("scoring", None)  # none runs
     estimate.basis = "a timed layer"
     progress("estimate", 0, 0, estimate)
@@ -261,15 +259,14 @@ class JobClock:
         elif self.ended:  # all the batches but the first
             self._say(self.marks[1], total, "the scoring pass", scores)
 
-    def _runs(self, bi: Any) -> int | None:
-        """The runs of layers the repair will fit, where the layers are known: plain BI's lowest once its pass has
-        ended; else None (the estimate guesses one per two layers)."""
-        from .core.estimate import run_count
+    def _removed(self, bi: Any) -> list[int] | None:
+        """The layers the repair will fit for, where they are known: plain BI's lowest once its pass has ended; else
+        None (the estimate guesses one run per two layers, each stream the whole model)."""
         from .core.measure.metrics import get_metric
 
         if self.spec.metric == "bi" and isinstance(bi, list) and len(bi) == self.engine.n_layers \
                 and all(value is not None for value in bi):
-            return run_count(get_metric("bi").removal(bi, self.count))
+            return list(get_metric("bi").removal(bi, self.count))
         return None
 
     def _say(self, since: tuple[int, float], total: int, basis: str, scores: Any = None) -> None:
@@ -284,7 +281,7 @@ class JobClock:
         unit = per_sample * self.engine.n_layers if samples else tokens.sample_tokens
         rate = (now - since[1]) / max(unit * (done - since[0]), 1.0)
         estimate = self.engine.estimate_at(self.spec, rate, tokens.sample_tokens, tokens.eval_tokens, self.count,
-                                           get_metric(self.spec.metric).refines, self._runs(scores),
+                                           get_metric(self.spec.metric).refines, self._removed(scores),
                                            len(tokens.samples))
         estimate.basis = basis
         self.progress("estimate", 0, 0, estimate)

@@ -830,9 +830,8 @@ def test_low_memory_asked_for_is_refused_where_one_layer_at_a_time_would_not_fit
 def test_the_estimate_printed_after_the_pass_counts_the_runs_of_the_layers_removed(
         tiny_model: Path, small_calib: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Plain BI's layers are known once its pass has ended, and the repair's estimate is per run of them (a
-    random 1.3 GB Llama's five scattered layers repaired in 85 s where 43 s was said, two runs guessed)."""
-    from shortgpt_desktop.core.estimate import run_count
-
+    random 1.3 GB Llama's five scattered layers repaired in 85 s where 43 s was said, two runs guessed) and as deep
+    as the last of them."""
     asked: list[Any] = []
     estimate_at = Engine.estimate_at
 
@@ -846,7 +845,7 @@ def test_the_estimate_printed_after_the_pass_counts_the_runs_of_the_layers_remov
                    out=str(tmp_path / "out"))
     report = run_prune(Engine(), spec)
     assert asked[0] is None  # after the second batch, the layers are not known yet
-    assert asked[-1] == run_count(report.removed_layers), (asked, report.removed_layers)
+    assert asked[-1] == report.removed_layers, (asked, report.removed_layers)
 
 
 def test_low_memory_ticked_after_a_whole_load_counts_the_memory_the_whole_model_frees(

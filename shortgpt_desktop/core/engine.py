@@ -799,7 +799,6 @@ class Engine:
         given by hand, which nothing chooses (under bi+ it was estimated as bi+'s search of the lowest scores)."""
         import dataclasses as _dc
 
-        from .estimate import run_count
 
         rate = self._scoring_rate()
         if rate is None:
@@ -813,7 +812,7 @@ class Engine:
         # the layers the job removes, unless bi+ has still to choose
         removed = sorted(layers) if layers is not None else self.plan(count=count).removed
         estimate = self.estimate_at(_dc.replace(spec, check_perplexity=check), rate, scored.sample_tokens,
-                                    scored.eval_tokens, count, refines, None if refines else run_count(removed),
+                                    scored.eval_tokens, count, refines, None if refines else removed,
                                     scored.sample_count)
         estimate.steps.pop("scoring", None)
         # Done already only where fitted for these very settings: healing set to 60 after a check without it was
@@ -894,16 +893,18 @@ class Engine:
                    max_removable(self.n_layers), self.scores.known_layers)
 
     def estimate_at(self, spec: JobSpec, seconds_per_token_layer: float, sample_tokens: int, eval_tokens: int,
-                    count: int | None, refines: bool, runs: int | None = None, samples: int | None = None) -> Any:
+                    count: int | None, refines: bool, removed: Sequence[int] | None = None,
+                    samples: int | None = None) -> Any:
         """The whole job ``spec`` describes at a measured speed (:func:`.estimate.estimate_job`), with the loaded
         model's shape and the answers its chat model still has to write: the one place both the engine's
         estimate and the one printed after the first scoring batch are put together. ``samples``: the samples the
         text gave (``sample_tokens`` are theirs), where fewer than ``spec.samples``: bi+'s search, the repair's
-        ridge and healing's teacher run on those (24 of 100 asked: the choice was estimated at a quarter of it)."""
+        ridge and healing's teacher run on those (24 of 100 asked: the choice was estimated at a quarter of it);
+        ``removed``: the layers the job removes, where known before it runs (the repair's runs and depth)."""
         import dataclasses as _dc
 
         from .cut.healing import compute_dtype_for
-        from .estimate import BFLOAT16_HEAL_COST, estimate_job, shape_of
+        from .estimate import BFLOAT16_HEAL_COST, estimate_job, run_count, shape_of
 
         assert self.loaded is not None
         # the searches before ran on the samples the text gave, under the settings as asked (the memo's key)
@@ -917,9 +918,10 @@ class Engine:
         answers = self.answer_work(spec)
         own, own_tokens = self._own_answer_size(answers, spec.seq_len)
         return estimate_job(spec, shape_of(self.loaded), seconds_per_token_layer, sample_tokens, eval_tokens, count,
-                            refines, answers, self.guard_work(spec), self.quiz_work(spec), heal_cost, runs,
-                            spec.samples + own, search_left, self.prompt_work(spec), sample_tokens + own_tokens,
-                            self._bi_scores())
+                            refines, answers, self.guard_work(spec), self.quiz_work(spec), heal_cost,
+                            run_count(removed) if removed else None, spec.samples + own, search_left,
+                            self.prompt_work(spec), sample_tokens + own_tokens, self._bi_scores(),
+                            None if refines else removed)
 
     def _bi_scores(self) -> list[float | None] | None:
         """The scores a measured choice (bi+) starts from, where a whole pass gave them (None: not known yet)."""

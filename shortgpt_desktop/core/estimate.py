@@ -42,6 +42,12 @@ from . import defaults
 #: them, where ``k²`` / parameters per layer is 0.59.
 PROJECTION_SUMS_COST = 1.6
 
+#: One Adam step of the MLP refit over a row, in forward passes of the MLP over it (forward and backward are about
+#: three, the update and the held-out checks the rest): SmolLM2-135M measured 2.4-2.9 (8 x 128 tokens, one run of 3
+#: removed layers and three runs of 6; 32 x 256 tokens, one run), where 4 was counted and the refit was said at
+#: twice its time (a reviewer's walkthrough: 74.3 s said, 36.3 s taken).
+REFIT_STEP_COST = 2.75
+
 #: What one ridge of a fit costs, a float64 solve of the ``k × k`` system and its residual on the held-out sums
 #: (about ⅔k³ + 4k²·hidden operations), in layer runs of one token per that count / parameters per layer: a
 #: 2,816-wide projection of a 1,024-wide Llama layer solved in 0.65 s against 179 µs for the layer over a token
@@ -172,7 +178,8 @@ def estimate_job(spec: Any, shape: ModelShape, seconds_per_token_layer: float, s
                  guard: AnswerWork | None = None, quiz: AnswerWork | None = None,
                  heal_cost: float = 1.0, runs: int | None = None, fit_samples: int | None = None,
                  search_left: tuple[bool, int] | None = None, prompt: AnswerWork | None = None,
-                 fit_tokens: int | None = None, bi_scores: Sequence[float | None] | None = None) -> JobEstimate:
+                 fit_tokens: int | None = None, bi_scores: Sequence[float | None] | None = None,
+                 removed: Sequence[int] | None = None) -> JobEstimate:
     """The job ``spec`` describes (its metric, count, repair, healing, check), at the measured speed. ``answers``:
     the own answers the repair still needs; ``guard``: the answers the refit's chat guard asks for (a chat
     model's refit); ``quiz``: the check's quiz answers still to write (both models', or the pruned one's);
@@ -184,7 +191,8 @@ def estimate_job(spec: Any, shape: ModelShape, seconds_per_token_layer: float, s
     removals or not, the greedy steps: :meth:`.cut.selection.SearchMemo.still_to_run`), else the whole search;
     ``prompt``: the check's continuation of its prompt by both models; ``fit_tokens``: the tokens the repair fits
     on, a chat model's own answers included (default: ``sample_tokens``); ``bi_scores``: the scores bi+ chooses
-    from, where known (:func:`choosing_seconds`)."""
+    from, where known (:func:`choosing_seconds`); ``removed``: the layers the repair fits for, where known (not
+    for a choice still to make): its streams run only as deep as the last of them (:func:`stream_layers`)."""
 
     n, head = shape.n_layers, shape.head_layers
     rate = seconds_per_token_layer
@@ -204,9 +212,11 @@ def estimate_job(spec: Any, shape: ModelShape, seconds_per_token_layer: float, s
     # costs nothing more (8 × 128 tokens with --heal 2: said 8 min 58 s, took 5 min 28 s, the repair counted twice)
     fitted_while_choosing = refines and judged_with_the_saved_fit(spec.samples)
     if count and spec.repair != "none" and not fitted_while_choosing:
-        out.steps["repairing"] = (fit_tokens * n + fit_token_layers(shape, fit_tokens, count, runs, fit_samples)) * rate
+        original = stream_layers(n, count, removed)[0]
+        out.steps["repairing"] = (fit_tokens * original
+                                  + fit_token_layers(shape, fit_tokens, count, runs, fit_samples, removed)) * rate
     if count and spec.repair == "refit":
-        out.steps["refitting"] = refit_token_layers(shape, sample_tokens, count, runs) * rate
+        out.steps["refitting"] = refit_token_layers(shape, sample_tokens, count, runs, removed) * rate
         if guard is not None:
             out.steps["refitting"] += guard_seconds(guard, shape, count, rate, runs)
     if count and spec.heal_steps > 0:
@@ -219,13 +229,27 @@ def estimate_job(spec: Any, shape: ModelShape, seconds_per_token_layer: float, s
     return out
 
 
-def fit_token_layers(shape: ModelShape, fit_tokens: int, count: int, runs: int, fit_samples: int) -> float:
+def stream_layers(n_layers: int, count: int, removed: Sequence[int] | None = None) -> tuple[float, float]:
+    """Layer runs per token of a repair's two streams, the original's and the pruned model's: the original's up to
+    the kept layer after the last run, the pruned model's kept layers from the one before the first run (where the
+    streams split) to there (:func:`.cut.repair.sequential_layer_runs`); where the layers are not known yet, every
+    layer of both. Counted whole, a cut of layers 12-14 of 30 was said at 38.0 s of repair and took 20.3 s."""
+    if not removed:
+        return float(n_layers), float(n_layers - count)
+    gone = set(removed)
+    end = min(n_layers, max(gone) + 2)
+    return float(end), float(sum(1 for i in range(max(min(gone) - 1, 0), end) if i not in gone))
+
+
+def fit_token_layers(shape: ModelShape, fit_tokens: int, count: int, runs: int, fit_samples: int,
+                     removed: Sequence[int] | None = None) -> float:
     """Tokens × layers of one repair fit beside the original's stream (which fits share): the pruned model's stream
-    over the fit's tokens, the float64 sums of each projection refitted whole (the kept layers before and after each
-    run; the one after only where refitted whole, as these sums are; a run at layer 0 or right after another has
-    none: a small overestimate there), and the ridge solves."""
+    over the fit's tokens (:func:`stream_layers`), the float64 sums of each projection refitted whole (the kept
+    layers before and after each run; the one after only where refitted whole, as these sums are; a run at layer 0
+    or right after another has none: a small overestimate there), and the ridge solves."""
     sums = 2 * runs * PROJECTION_SUMS_COST * shape.projection_inputs**2 / max(shape.layer_params, 1.0)
-    return fit_tokens * (shape.n_layers - count + sums) + ridge_token_layers(shape, runs, fit_samples)
+    pruned = stream_layers(shape.n_layers, count, removed)[1]
+    return fit_tokens * (pruned + sums) + ridge_token_layers(shape, runs, fit_samples)
 
 
 def choosing_seconds(spec: Any, shape: ModelShape, rate: float, sample_tokens: int, counts: Sequence[int],
@@ -350,16 +374,17 @@ def heal_token_layers(spec: Any, shape: ModelShape, count: int) -> float:
     return teacher + (spec.heal_steps + 1) * step_tokens * (3 * (n - count + head) + head)
 
 
-def refit_token_layers(shape: ModelShape, sample_tokens: int, count: int, runs: int | None = None) -> float:
-    """Tokens × layers the MLP refit costs for ``count`` removed layers (see the module's list)."""
+def refit_token_layers(shape: ModelShape, sample_tokens: int, count: int, runs: int | None = None,
+                       removed: Sequence[int] | None = None) -> float:
+    """Tokens × layers the MLP refit costs for ``count`` removed layers (see the module's list; ``removed``: the
+    layers, where known, for the streams' depth)."""
     from .cut.mlp_refit import token_cap, trained_rows
 
     runs = runs or guessed_runs(count)
     kept = min(sample_tokens, token_cap(shape.hidden)) if shape.hidden else sample_tokens
     mlp_share = shape.mlp_params / shape.layer_params if shape.mlp_params else 2 / 3
-    # Forward and backward are about three forwards; Adam's update and the held-out checks bring a step to about
-    # four (SmolLM2-135M, 8 of 30 removed, 128 × 512 tokens: 530 s measured, about 5.5 scoring passes' worth here).
-    return sample_tokens * (2 * shape.n_layers - count) + runs * trained_rows(kept) * 4 * mlp_share
+    streams = sum(stream_layers(shape.n_layers, count, removed))
+    return sample_tokens * streams + runs * trained_rows(kept) * REFIT_STEP_COST * mlp_share
 
 
 def guard_token_layers(guard: AnswerWork, shape: ModelShape, count: int, runs: int | None = None) -> float:
