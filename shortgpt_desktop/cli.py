@@ -696,12 +696,10 @@ def entry() -> None:
     with suppress(ValueError):  # not the main thread (an embedding program): Python's own handling stays
         signal.signal(signal.SIGINT, _interrupt)
     _job_running[0] = True  # from the start: a Ctrl-C while Python imports the engine cancels, as ever
-    code = main()
-    for name in ("SIGTERM", "SIGHUP", "SIGBREAK"):  # over, too: its code stands
-        number = getattr(signal, name, None)
-        if number is not None:
-            with suppress(ValueError, OSError):
-                signal.signal(number, signal.SIG_IGN)
+    try:
+        code = main()
+    finally:  # also where main ended before any job (--help, a usage error)
+        _job_running[0] = False
     sys.exit(code)
 
 

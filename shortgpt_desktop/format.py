@@ -211,6 +211,6 @@ def shell_word(text: str) -> str:
     import os
     import shlex
 
-    if os.name == "nt":  # cmd and PowerShell both read a double-quoted word
-        return f'"{text}"' if any(ch in text for ch in ' \t&|<>^()%!;,') else text
+    if os.name == "nt":  # a double-quoted word, as cmd reads it (PowerShell still reads $ and ` inside: said plainly)
+        return f'"{text}"' if any(ch in text for ch in ' \t&|<>^()%!;,$`\'@{}#') else text
     return shlex.quote(text)

@@ -292,6 +292,7 @@ class Engine:
         self.fitted.clear()
         self.answers = None
         self.reference = self.reference_key = None
+        self.step_probe = None  # timed on this model: another copied over the folder has the same load key
 
     def close(self) -> None:
         """Forget the source too: the engine is as new."""
@@ -977,13 +978,17 @@ class Engine:
         model = self.loaded.model
         device = next(model.parameters()).device
         timed = []
-        with torch.inference_mode():
-            for rows in (1, 1, PROBE_ROWS):  # the first untimed (its first touches)
-                ids = torch.zeros((rows, 1), dtype=torch.long, device=device)
-                started = time.perf_counter()
-                model(input_ids=ids, use_cache=False)
-                wait_for(device)
-                timed.append(time.perf_counter() - started)
+        try:
+            with torch.inference_mode():
+                for rows in (1, 1, PROBE_ROWS):  # the first untimed (its first touches)
+                    ids = torch.zeros((rows, 1), dtype=torch.long, device=device)
+                    started = time.perf_counter()
+                    model(input_ids=ids, use_cache=False)
+                    wait_for(device)
+                    timed.append(time.perf_counter() - started)
+        except (RuntimeError, ValueError, TypeError) as exc:  # only an estimate hangs on it: never the job
+            log.info("generation step not timed (%s): generation is estimated at the scoring pass's speed", exc)
+            return
         self.step_probe = (self.load_key, StepProbe(timed[1], max(timed[2], timed[1])))
 
     def _probed(self) -> Any:
@@ -1527,6 +1532,7 @@ class Engine:
         metric = plan.metric
         if plan.metric == "manual" and scored is not None:
             report.picked_after = metric = scored.metric
+        report.listed_in = plan.listed_in
         if scored is not None:
             report.scores = list(scored.scores)
             report.other_scores = dict(scored.extra)

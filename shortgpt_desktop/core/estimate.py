@@ -11,14 +11,16 @@ measures the seconds one token spends in one decoder layer, and the head costs a
 - for a chat model, the original's own answers the repair is fitted on too (:mod:`.cut.own_answers`): each
   new token a short step for all prompts with the KV cache in memory, or a pass over every prompt's tokens so far
   when streamed;
-- the repair (:mod:`.cut.repair`): the original's and the pruned model's streams over every calibration token,
-  and for each run of removed layers whose MLP output projection it refits whole, float64 sums of that
+- the repair (:mod:`.cut.repair`): the original's and the pruned model's streams over every token it fits on (the
+  samples and a chat model's own answers), as deep as the last removed layer where the layers are known, and for
+  each run of removed layers whose MLP output projection it refits whole, float64 sums of that
   projection's ``k``-wide inputs squared over every token (about :data:`PROJECTION_SUMS_COST` × ``k²`` /
   parameters per layer layer runs a token), and as much again for the kept layer after the run, refitted too;
 - the MLP refit (:mod:`.cut.mlp_refit`, ``--repair refit``): both streams again, then per run of removed layers
-  (about one per two layers removed) ``EPOCHS`` passes of one MLP over the kept tokens, forward, backward and
-  update (about four forward passes' worth); for a chat model its guard (:mod:`.cut.chat_guard`) adds the
-  original's answers to the check prompts and one pass of them per variant it scores;
+  (about one per two layers removed) the training steps of one MLP over the kept tokens, forward, backward and
+  update (:data:`REFIT_STEP_COST` forward passes' worth a row); for a chat model its guard
+  (:mod:`.cut.chat_guard`) adds the original's answers to the check prompts and one pass of them per variant it
+  scores;
 - the check: the original once and the pruned model once over the held-out windows, two heads for the latter,
   then both models' continuations of the prompt and the quiz's answers;
 - greedy generation with the KV cache (the answers, the quiz, the continuation): the prompts' pass, then each new
@@ -216,7 +218,8 @@ def estimate_job(spec: Any, shape: ModelShape, seconds_per_token_layer: float, s
         out.steps["repairing"] = (fit_tokens * original
                                   + fit_token_layers(shape, fit_tokens, count, runs, fit_samples, removed)) * rate
     if count and spec.repair == "refit":
-        out.steps["refitting"] = refit_token_layers(shape, sample_tokens, count, runs, removed) * rate
+        # on what the repair fits on: the samples and a chat model's own answers
+        out.steps["refitting"] = refit_token_layers(shape, fit_tokens, count, runs, removed) * rate
         if guard is not None:
             out.steps["refitting"] += guard_seconds(guard, shape, count, rate, runs)
     if count and spec.heal_steps > 0:

@@ -86,6 +86,8 @@ class Report:
     #: Layers picked by hand (``metric`` "manual") with scores on screen: the metric of those scores, which the
     #: report carries (the card said "no scoring" and left out the table the user picked from).
     picked_after: str = ""
+    #: Layers given as a scores file listed them (the window's Import), not picked here: the file's name.
+    listed_in: str = ""
     #: The source's licence as its card or GGUF metadata declares it (``formats.provenance.source_license``):
     #: ``license``, and for ``other`` its ``license_name`` and ``license_link``; the card's front matter carries it.
     license: dict[str, str] = field(default_factory=dict)
@@ -407,7 +409,7 @@ tags:
 ## How it was made
 
 - Tool: ShortGPT Desktop {report.version}
-- Metric: {report.metric}{f" (layers picked from {report.picked_after} scores)" if report.picked_after else ""}\
+- Metric: {report.metric}{_given_words(report)}\
 {f" (block of {report.block_size})" if report.block_size else ""}\
 {f"; {report.selection}" if report.selection else ""}
 - Calibration: {_calibration_line(report, calibration)}
@@ -461,6 +463,9 @@ def _encodable(text: str) -> str:
 def _how_chosen(report: Report) -> str:
     """How the removed layers were chosen, in words that agree with the score table below."""
     if report.metric == "manual":
+        if report.listed_in:
+            return (f"as the imported scores file {Path(report.listed_in).name} lists them (chosen where it was "
+                    "written; its scores are below)")
         if report.picked_after:
             return f"picked by hand, after scoring the layers with **{report.picked_after}** (the scores are below)"
         return "as listed by hand (no scoring)"
@@ -470,6 +475,13 @@ def _how_chosen(report: Report) -> str:
                 "on the calibration text, so the removed layers need not be the lowest-scored ones")
     return (f"by ranking them with **{report.metric}** (ShortGPT, Men et al. 2024: the layers whose output is most "
             "similar to their input matter least) and deleting the lowest-ranked ones")
+
+
+def _given_words(report: Report) -> str:
+    """What the card's metric line adds for layers given, not chosen here."""
+    if report.listed_in:
+        return f" (the layers {Path(report.listed_in).name} lists, beside its {report.picked_after} scores)"
+    return f" (layers picked from {report.picked_after} scores)" if report.picked_after else ""
 
 
 def _score_table(metric: str, rows: str) -> str:

@@ -282,7 +282,7 @@ class CalibrationPanel(QGroupBox):
         for raw in paths:
             path = expand_home(raw)
             key = _resolved(path)
-            if key in known:  # ignored without a word, and a link to a listed file too
+            if key in known:  # said (it was ignored without a word), a link to a listed file too
                 if not quiet:
                     problems.append(f"{path} is already in the list.")
                 continue

@@ -3,6 +3,7 @@ the right. All long work goes through :class:`~.workers.JobRunner`; this module 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,7 @@ class MainWindow(QMainWindow):
         self.manual = False
         #: Who chose a plan that no count of the scores gives: "by hand" (bars clicked) or an imported file.
         self.manual_by = BY_HAND
+        self._listed_in = ""  # the scores file a plan FROM_FILE came from
         self.dialogs: list[QMessageBox] = []
         #: The quality curves drawn for the scores shown, by (metric, repairs): switched away and back, drawn again.
         self._curves: dict[tuple[str, bool], Any] = {}
@@ -590,7 +592,9 @@ class MainWindow(QMainWindow):
     def _reset_view(self, message: str) -> None:
         """A new model: nothing measured on the old one stays on screen."""
         self._forget_plan()
-        self.last_saved = None
+        self.last_saved, self._saved_line = None, ""
+        if hasattr(self, "open_saved_action"):  # it stayed on, and did nothing, after another model was opened
+            self.open_saved_action.setEnabled(False)
         self.chart.clear(message)
         self.compare_panel.clear()
         self.progress_label.setText("")
@@ -738,10 +742,7 @@ class MainWindow(QMainWindow):
             # The bars, the other metrics' lines and the check's figures as they were: the job cleared the lines and
             # called the check stale, though nothing it measured had changed.
             self._show_metric(kept.metric)
-            self._show_plan(self.plan)
-            checked = self.engine.checked_for(self.job_spec(), self.plan.removed)
-            if checked is not None:
-                self.compare_panel.show_checked(checked)
+            self._show_plan(self.plan)  # the check's figures too, where they stand (the prompt's own included)
             return True
         self.chart.clear("Press Score to measure each layer's importance.")
         # the empty chart kept the pass's "Block Influence (live)" beside the Metric box's "Block Influence+"
@@ -822,14 +823,15 @@ class MainWindow(QMainWindow):
             return
         self._show_given_plan(sorted(removed), BY_HAND)
 
-    def _show_given_plan(self, removed: list[int], by: str) -> None:
-        """A plan no count of the scores chose: ``removed`` as given ``by`` (:data:`BY_HAND`, or a file)."""
+    def _show_given_plan(self, removed: list[int], by: str, listed_in: str = "") -> None:
+        """A plan no count of the scores chose: ``removed`` as given ``by`` (:data:`BY_HAND`, or :data:`FROM_FILE`:
+        the scores file ``listed_in``)."""
         plan = self.engine.plan(layers=removed)
-        self.manual, self.manual_by = True, by
+        self.manual, self.manual_by, self._listed_in = True, by, listed_in
         self.plan_panel.set_count(len(plan.removed))
         self._show_plan(plan)
 
-    def _show_listed_plan(self, removed: list[int]) -> str:
+    def _show_listed_plan(self, removed: list[int], file: str) -> str:
         """The plan an imported scores file lists, shown as it was exported (the slider's plan for its count was
         shown instead, and a plan chosen by hand or measured by bi+ was lost); the words that say so, '' where the
         file lists none this model's scores can show."""
@@ -842,7 +844,7 @@ class MainWindow(QMainWindow):
         self.set_count(len(removed))
         if self.plan is not None and self.plan.removed == removed:
             return ""  # the count's own plan: nothing to say
-        self._show_given_plan(removed, FROM_FILE)
+        self._show_given_plan(removed, FROM_FILE, file)
         return (f" The plan shown is the file's, layers {layer_list(removed)}; Check and Save remove those "
                 "(move the slider for the scores' own).")
 
@@ -855,6 +857,8 @@ class MainWindow(QMainWindow):
         return checked
 
     def _show_plan(self, plan: PrunePlan) -> None:
+        if self.manual and self.manual_by == FROM_FILE and plan.metric == "manual":
+            plan = dataclasses.replace(plan, listed_in=self._listed_in)  # said so in the card, not "picked by hand"
         self.plan = plan
         scores = self.engine.scores
         if scores is not None:
@@ -1069,7 +1073,7 @@ class MainWindow(QMainWindow):
         def imported_in(scored: Scored) -> None:  # the Metric box follows the scores shown, once they are in
             self.settings_panel.set_values({"metric": imported.scores.metric})
             self._on_scored(scored)
-            listed = self._show_listed_plan(imported.removed)
+            listed = self._show_listed_plan(imported.removed, str(path))
             if listed:
                 self.statusBar().showMessage(self.statusBar().currentMessage() + listed, 20000)
 

@@ -313,7 +313,10 @@ class ModelPanel(QGroupBox):
         handlers = {QEvent.Type.DragEnter: self.dragEnterEvent, QEvent.Type.DragMove: self.dragMoveEvent,
                     QEvent.Type.Drop: self.dropEvent}
         handler = handlers.get(event.type())
-        if handler is not None and watched is self.field.lineEdit() and event.mimeData().hasUrls():  # type: ignore[attr-defined]
+        mime = getattr(event, "mimeData", lambda: None)()
+        files = mime is not None and any(url.isLocalFile() for url in mime.urls())
+        # files only: a Hub page's address dragged from a browser is text the box takes (typed_model reads it)
+        if handler is not None and watched is self.field.lineEdit() and files:
             if self.acceptDrops():
                 handler(event)
             else:  # busy: no drop, and no address typed in either

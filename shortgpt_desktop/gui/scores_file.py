@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,7 +127,8 @@ def same_model(imported: ImportedScores, spec: str, display_name: str, n_layers:
     path that is there) it must be the opened one: two runs' folders both named ``final`` passed on their name, and
     one's scores were shown and saved as the other's. A path that is not here (the folder moved, another machine)
     is matched by its last part."""
-    def name(text: str) -> str:
+    def name(text: str) -> str:  # a name that is not UTF-8 is written to the file with U+FFFD (report._json_safe)
+        text = re.sub("[\ud800-\udfff]", "\ufffd", text)
         return Path(text.rstrip("/\\")).name or text
 
     if imported.n_layers != n_layers:

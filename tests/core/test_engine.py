@@ -811,8 +811,8 @@ def test_the_checks_quiz_counts_the_originals_answers_until_they_are_written(tin
     assert engine.quiz_work(spec).runs == 2
 
 
-def test_the_scoring_job_times_a_generation_step_for_the_estimates_in_memory_only(tiny_chat_model,
-                                                                                  small_calib: Path) -> None:
+def test_the_scoring_job_times_a_generation_step_for_the_estimates_in_memory_only(
+        tiny_chat_model, small_calib: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The answers', the quiz's and the check's continuation's steps are counted at a step timed on the model (the
     scoring pass's speed alone said a fifth of their time); one layer at a time, where none runs with the KV cache,
     none is timed."""
@@ -832,6 +832,22 @@ def test_the_scoring_job_times_a_generation_step_for_the_estimates_in_memory_onl
     streamed = Engine()
     streamed.score(dataclasses.replace(spec, low_memory=True))
     assert streamed.step_probe is None and streamed.answer_work(spec).probe is None
+    engine.forget()  # another model copied over the folder has the same load key: its steps are timed again
+    assert engine.step_probe is None
+    # Only an estimate hangs on the probe: a model whose one-token step fails still scores, estimated as before.
+    failing = Engine()
+    failing.load(spec)
+    model_class = type(failing.loaded.model)
+    forward = model_class.forward
+
+    def no_single_token(self, input_ids=None, **kwargs):
+        if input_ids is not None and input_ids.shape[1] == 1:
+            raise RuntimeError("no single-token step here")
+        return forward(self, input_ids=input_ids, **kwargs)
+
+    monkeypatch.setattr(model_class, "forward", no_single_token)
+    assert failing.score(spec).scores is not None and failing.step_probe is None
+    assert failing.quiz_work(spec).probe is None
 
 
 def test_the_repairs_estimate_counts_the_runs_of_the_layers_the_plan_removes(tiny_model: Path, small_calib: Path,

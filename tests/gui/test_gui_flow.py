@@ -103,6 +103,7 @@ def test_full_flow(qtbot, window, drop_paths, gui_model: Path, calib_text: Path,
     assert window.dialogs[-1].text() == f"{tmp_path / 'moved-away'} is no longer there."
     window.dialogs.pop().close()
     window.last_saved = out
+    assert not window._saved_line or window.open_saved_action.isEnabled()
     card = (out / "README.md").read_text(encoding="utf-8")
     assert f"Removed layers (0-based, original numbering): {', '.join(map(str, lowest))}" in card
 
@@ -201,6 +202,15 @@ def test_a_file_dropped_on_the_model_text_box_opens_and_types_nothing(qtbot, win
     assert opened.args == ["open", "ok"]
     assert window.model_panel.text == str(gui_model)
     assert "file:" not in window.model_panel.field.currentText()
+    # A Hub page's address dragged from a browser is text for the box (typed_model reads it), not a file refused.
+    from PySide6.QtCore import QEvent
+
+    hub = QMimeData()
+    hub.setUrls([QUrl("https://huggingface.co/HuggingFaceTB/SmolLM2-135M")])
+    box = window.model_panel.field.lineEdit()
+    enter = QDragEnterEvent(QPoint(2, 2), Qt.DropAction.CopyAction, hub, Qt.MouseButton.LeftButton,
+                            Qt.KeyboardModifier.NoModifier)
+    assert enter.type() == QEvent.Type.DragEnter and not window.model_panel.eventFilter(box, enter)
 
 
 def test_calibration_folder_and_remove(qtbot, window, drop_paths, calib_text: Path, tmp_path: Path) -> None:

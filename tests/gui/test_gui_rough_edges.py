@@ -752,6 +752,12 @@ def test_an_imported_file_shows_the_plan_it_lists_and_check_removes_those(qtbot,
     with qtbot.waitSignal(fresh.jobFinished, timeout=60_000) as checked:
         fresh.check()
     assert checked.args == ["check", "ok"] and fresh.engine.checked.removed == listed
+    # The card says where the layers came from: "picked by hand, after scoring with bi+" of a choice the file kept
+    with qtbot.waitSignal(fresh.jobFinished, timeout=60_000) as saved:
+        fresh.save_to(tmp_path / "from-file")
+    assert saved.args == ["save", "ok"]
+    card = (tmp_path / "from-file" / "README.md").read_text(encoding="utf-8")
+    assert "as the imported scores file by-hand.json lists them" in card and "picked by hand" not in card, card
     fresh.set_count(2)  # the slider gives the scores' own plan back
     assert fresh.plan.removed == own and not fresh.manual
     fresh.toggle_layer(own[0])  # clicked after an import, a plan is the user's

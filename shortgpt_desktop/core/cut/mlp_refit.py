@@ -289,9 +289,11 @@ def fit_mlp_refit(
         log.info("MLP refit: %d of %d tokens kept per run, evenly spread (the memory bound)", kept_tokens,
                  real_tokens)
     # Progress in layer runs (every token through one layer); a training step is a batch of rows through one MLP
-    # forward, backward and Adam's update, about four passes of two thirds of a layer (see ..estimate).
+    # forward, backward and Adam's update, ..estimate.REFIT_STEP_COST passes of two thirds of a layer.
+    from ..estimate import REFIT_STEP_COST
+
     steps = training_steps(kept_tokens)
-    step_work = 8 / 3 * min(BATCH_TOKENS, real_tokens) / real_tokens
+    step_work = REFIT_STEP_COST * 2 / 3 * min(BATCH_TOKENS, real_tokens) / real_tokens
     clock = _Clock(progress, cancel,
                    sequential_layer_runs(to_fit, kept, repair.removed[0]) + len(to_fit) * steps * step_work)
 

@@ -41,6 +41,9 @@ class PrunePlan:
     chosen_later: bool = False
     #: bi+ measured its candidates and chose these layers (``notes`` say how): they may differ from the lowest scores.
     measured: bool = False
+    #: A plan given by hand (``metric`` "manual") that a scores file listed (the window's Import): the file. The card
+    #: said "picked by hand, after scoring with bi+" of a measured choice the file kept.
+    listed_in: str = ""
     notes: list[str] = field(default_factory=list)
 
     @property
