@@ -219,7 +219,7 @@ def test_the_estimate_counts_the_refit(tiny_model: Path, small_calib: Path, tmp_
 def test_the_estimate_counts_the_chat_guard_of_a_chat_models_refit(tiny_model: Path, small_calib: Path,
                                                                     tmp_path: Path) -> None:
     from shortgpt_desktop.core.cut.chat_guard import ANSWER_TOKENS
-    from shortgpt_desktop.core.estimate import guard_seconds, run_count, shape_of
+    from shortgpt_desktop.core.estimate import guard_seconds, refit_token_layers, run_count, shape_of
 
     spec = _spec(tiny_model, small_calib, tmp_path / "out", metric="bi")
     engine = Engine()
@@ -234,9 +234,16 @@ def test_the_estimate_counts_the_chat_guard_of_a_chat_models_refit(tiny_model: P
     chat = engine.job_estimate(spec, 2, check=False).steps["refitting"]
     rate = engine.scored.pass_seconds / (engine.scored.sample_tokens * shape_of(engine.loaded).n_layers)
     runs = run_count(engine.plan(count=2).removed)  # the plan's own runs, once the layers are known
-    # its answers' steps at least the generation step the scoring job timed (:class:`.estimate.StepProbe`)
+    # its answers' steps at least the generation step the scoring job timed (:class:`.estimate.StepProbe`); and the
+    # refit fits on the model's own chat answers beside the samples, as the repair does
     assert guard.probe is not None
-    assert chat - base == pytest.approx(guard_seconds(guard, shape_of(engine.loaded), 2, rate, runs), rel=1e-9)
+    shape, removed = shape_of(engine.loaded), engine.plan(count=2).removed
+    own = engine._own_answer_size(engine.answer_work(spec), spec.seq_len)[1]
+    assert own > 0
+    tokens = engine.scored.sample_tokens
+    answers = (refit_token_layers(shape, tokens + own, 2, runs, removed)
+               - refit_token_layers(shape, tokens, 2, runs, removed)) * rate
+    assert chat - base == pytest.approx(guard_seconds(guard, shape, 2, rate, runs) + answers, rel=1e-9)
     assert chat > base
 
 
