@@ -180,13 +180,10 @@ def test_the_bars_total_drops_what_is_not_run_again_and_ends_exact(monkeypatch: 
     assert all(t == final for d, t in seen if d > searched), seen
 
 
-def test_a_judging_that_costs_many_passes_counts_them_once_one_is_measured(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Judging a finalist repaired counts for what the model's shape says until one is judged, then for the passes
-    the judgings really took: on Gemma 3 270M a judging took about 13 passes' time, and at a count of 2 the bar
-    stood still for two minutes at "35/48" with "about 29 s left". On a clock the test moves (10 ms a candidate
-    pass; the first quick fit 3 s, as it also runs the original's states the others share, the others 1 s), the
-    first judged counts for 300 passes and the total grows to match; from the second on each counts for the mean
-    of those after the first (100), the total shrinks to match, and the bar moves forward and ends exact."""
+def clocked_search(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """bi+'s bar on a clock the test moves: 10 ms a candidate pass, the first repair fit 3 s (it also runs the
+    original's states the others share), the others 1 s, each counted after the fit has run (what comes before a
+    fit's first report is not the fit's). Returns the list of fits made, one entry each."""
     from types import SimpleNamespace
 
     from shortgpt_desktop.core.cut import candidates, repair, selection
@@ -201,12 +198,24 @@ def test_a_judging_that_costs_many_passes_counts_them_once_one_is_measured(monke
         return measure(self, sets, *args, **kwargs)
 
     def slow_fit(*args: Any, **kwargs: Any) -> Any:
+        result = fit(*args, **kwargs)
         now[0] += 3.0 if not fits else 1.0
         fits.append(1)
-        return fit(*args, **kwargs)
+        return result
 
     monkeypatch.setattr(candidates.CandidateRunner, "measure", timed_measure)
     monkeypatch.setattr(repair, "fit_linear_repair", slow_fit)
+    return fits
+
+
+def test_a_judging_that_costs_many_passes_counts_them_once_one_is_measured(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Judging a finalist repaired counts for what the model's shape says until one is judged, then for the passes
+    the judgings really took: on Gemma 3 270M a judging took about 13 passes' time, and at a count of 2 the bar
+    stood still for two minutes at "35/48" with "about 29 s left". On a clock the test moves (10 ms a candidate
+    pass; the first quick fit 3 s, as it also runs the original's states the others share, the others 1 s), the
+    first judged counts for 300 passes and the total grows to match; from the second on each counts for the mean
+    of those after the first (100), the total shrinks to match, and the bar moves forward and ends exact."""
+    fits = clocked_search(monkeypatch)
     model = random_model("llama", dict(TINY_FAMILIES["llama"][1], num_hidden_layers=8))
     tokens = random_tokens(24, 16, seed=4)  # more than the quick fit's 2 × 8 samples: not the saved fit
     bi = [0.1, 0.25, 0.2, 0.3, 0.15, 0.35, 0.4, 0.5]
@@ -235,27 +244,7 @@ def test_a_full_fit_that_costs_many_passes_counts_them_once_one_has_run(monkeypa
     36.7 s left" with 121 s to go. On a clock the test moves (10 ms a candidate pass; the first fit 3 s, as it also
     runs the original's states the others share, the others 1 s) the first fit makes those still counted count for
     300 passes, the second for the mean of those after the first (100), and the bar ends exact."""
-    from types import SimpleNamespace
-
-    from shortgpt_desktop.core.cut import candidates, repair, selection
-
-    now = [0.0]
-    monkeypatch.setattr(selection, "time", SimpleNamespace(perf_counter=lambda: now[0]))
-    measure, fit = candidates.CandidateRunner.measure, repair.fit_linear_repair
-    fits: list[int] = []
-
-    def timed_measure(self: Any, sets: Any, *args: Any, **kwargs: Any) -> Any:
-        now[0] += 0.01 * len(sets)
-        return measure(self, sets, *args, **kwargs)
-
-    def slow_fit(*args: Any, **kwargs: Any) -> Any:
-        result = fit(*args, **kwargs)  # its time after its first report (what comes before it is not the fit's)
-        now[0] += 3.0 if not fits else 1.0
-        fits.append(1)
-        return result
-
-    monkeypatch.setattr(candidates.CandidateRunner, "measure", timed_measure)
-    monkeypatch.setattr(repair, "fit_linear_repair", slow_fit)
+    fits = clocked_search(monkeypatch)
     model = random_model("llama", dict(TINY_FAMILIES["llama"][1], num_hidden_layers=8))
     tokens = random_tokens(16, 16, seed=4)  # the quick fit's 2 × 8 samples are all of them: the saved fit
     bi = [0.1, 0.25, 0.2, 0.3, 0.15, 0.35, 0.4, 0.5]
