@@ -874,11 +874,10 @@ class Engine:
             quiz = dataclasses.replace(quiz, runs=1)
         fitted = [k for k in range(1, limit + 1) if k not in searched and k in self.selections
                   and self._fit_kept(spec, self.selections[k].removed)]
-        answers = self.answer_work(spec)
-        own, own_tokens = self._own_answer_size(answers, spec.seq_len)
+        answers, fit_samples, fit_tokens = self._repair_fit(spec, scored.sample_tokens)
         estimate = estimate_curve(spec, shape, rate, scored.sample_tokens, scored.eval_tokens, limit, searched,
-                                  answers, quiz, original_quiz, search_left, fitted, scored.sample_tokens + own_tokens,
-                                  spec.samples + own, self._bi_scores())
+                                  answers, quiz, original_quiz, search_left, fitted, fit_tokens, fit_samples,
+                                  self._bi_scores())
         estimate.steps.pop("scoring", None)
         return estimate
 
@@ -916,13 +915,11 @@ class Engine:
         model = self.loaded.model
         on_cpu = next(model.parameters()).device.type == "cpu"  # where the cost was measured
         heal_cost = BFLOAT16_HEAL_COST if spec.heal_steps and on_cpu and compute_dtype_for(model) else 1.0
-        answers = self.answer_work(spec)
-        own, own_tokens = self._own_answer_size(answers, spec.seq_len)
+        answers, fit_samples, fit_tokens = self._repair_fit(spec, sample_tokens)
         return estimate_job(spec, shape_of(self.loaded), seconds_per_token_layer, sample_tokens, eval_tokens, count,
                             refines, answers, self.guard_work(spec), self.quiz_work(spec), heal_cost,
-                            run_count(removed) if removed else None, spec.samples + own, search_left,
-                            self.prompt_work(spec), sample_tokens + own_tokens, self._bi_scores(),
-                            None if refines else removed)
+                            run_count(removed) if removed else None, fit_samples, search_left,
+                            self.prompt_work(spec), fit_tokens, self._bi_scores(), None if refines else removed)
 
     def _bi_scores(self) -> list[float | None] | None:
         """The scores a measured choice (bi+) starts from, where a whole pass gave them (None: not known yet)."""
@@ -931,15 +928,19 @@ class Engine:
             return None
         return list(scores.scores)
 
-    def _own_answer_size(self, answers: Any, seq_len: int) -> tuple[int, int]:
-        """The own answers the repair fits on beside the samples (whether its ridge is chosen hangs on both, and its
-        streams run over their tokens too: 2,174 tokens beside 1,024 of text at 8 × 128): how many, and their tokens
-        (those still to write at the most they may be, else those written)."""
+    def _repair_fit(self, spec: JobSpec, sample_tokens: int) -> tuple[Any, int, int]:
+        """What the repair fits on, for the estimates: the own answers still to write (:meth:`answer_work`), and the
+        samples and tokens of the fit, a chat model's own answers beside the calibration samples (whether its ridge
+        is chosen hangs on both, and its streams run over their tokens too: 2,174 tokens beside 1,024 of text at
+        8 × 128; those still to write counted at the most they may be)."""
+        own, own_tokens = 0, 0
+        answers = self.answer_work(spec)
         if answers is not None:
-            return answers.prompts, int(answers.prompts * min(answers.prompt_tokens + answers.new_tokens, seq_len))
-        if self.answers is not None:
-            return len(self.answers[1]), sum(map(len, self.answers[1]))
-        return 0, 0
+            own = answers.prompts
+            own_tokens = int(own * min(answers.prompt_tokens + answers.new_tokens, spec.seq_len))
+        elif self.answers is not None:
+            own, own_tokens = len(self.answers[1]), sum(map(len, self.answers[1]))
+        return answers, spec.samples + own, sample_tokens + own_tokens
 
     def timed_speed(self, spec: JobSpec, tokens: TokenSet, cancel: CancelCheck | None = None) -> float:
         """Seconds a token spends in a decoder layer, timed on this model for a job that runs no scoring pass (a cut
@@ -973,7 +974,7 @@ class Engine:
 
         if self.backend is None or not isinstance(self.backend, InMemory) or self.loaded is None:
             return
-        if self.step_probe is not None and self.step_probe[0] == self.load_key:
+        if self._probed() is not None:
             return
         model = self.loaded.model
         device = next(model.parameters()).device
@@ -1528,17 +1529,17 @@ class Engine:
         report.metric = plan.metric
         # Layers picked by hand are picked from the scores on screen, where there are any (the window's clicks; a
         # command line's --layers scores nothing)
-        scored = self.scores if plan.metric != "manual" or self.scored is not None else None
+        shown = self.scores if plan.metric != "manual" or self.scored is not None else None
         metric = plan.metric
-        if plan.metric == "manual" and scored is not None:
-            report.picked_after = metric = scored.metric
+        if plan.metric == "manual" and shown is not None:
+            report.picked_after = metric = shown.metric
         report.listed_in = plan.listed_in
-        if scored is not None:
-            report.scores = list(scored.scores)
-            report.other_scores = dict(scored.extra)
-            report.block_size = scored.block_size
-            report.tokens = scored.tokens
-            report.timings["scoring"] = scored.seconds
+        if shown is not None:
+            report.scores = list(shown.scores)
+            report.other_scores = dict(shown.extra)
+            report.block_size = shown.block_size
+            report.tokens = shown.tokens
+            report.timings["scoring"] = shown.seconds
         if self.scored is not None:
             report.calibration = list(self.scored.calibration)
             report.warnings = list(self.scored.warnings)

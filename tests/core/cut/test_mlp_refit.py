@@ -238,7 +238,7 @@ def test_the_estimate_counts_the_chat_guard_of_a_chat_models_refit(tiny_model: P
     # refit fits on the model's own chat answers beside the samples, as the repair does
     assert guard.probe is not None
     shape, removed = shape_of(engine.loaded), engine.plan(count=2).removed
-    own = engine._own_answer_size(engine.answer_work(spec), spec.seq_len)[1]
+    own = engine._repair_fit(spec, 0)[2]  # the own answers' tokens alone
     assert own > 0
     tokens = engine.scored.sample_tokens
     answers = (refit_token_layers(shape, tokens + own, 2, runs, removed)
