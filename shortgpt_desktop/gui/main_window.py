@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,12 @@ def _chosen_otherwise(before: PrunePlan | None, after: PrunePlan | None) -> str:
             f"shown before ({layer_list(before.removed)})")
 
 
+#: The jobs whose results are lost with the open model (scores, the check's figures, the quality curve).
+MEASURING_JOBS = ("score", "check", "curve")
+#: Opening another model or quitting asks first where that much measuring would go unsaved.
+ASK_BEFORE_DROPPING_SECONDS = 60.0
+
+
 class MainWindow(QMainWindow):
     """The whole desktop product in one window.
 
@@ -127,6 +134,10 @@ class MainWindow(QMainWindow):
         self._scoring_metric = "bi"  # the metric of the scoring job in progress
         self._focus_before_job: QWidget | None = None  # a left-pane field that had the focus when a job began
         self._scores_before: Any = None  # scores shown before that job, restored if it fails
+        #: Seconds of measuring (score, check, curve jobs) on the open model since it opened or its scores were last
+        #: saved, exported or imported: opening another model or quitting asks before throwing that much away.
+        self.unkept_seconds = 0.0
+        self._job_started = 0.0
         self.job_progress = JobProgress()  # the progress line's words, from the session layer
 
         self._build()
@@ -483,6 +494,7 @@ class MainWindow(QMainWindow):
 
     def _on_job_started(self, name: str) -> None:
         self._cancel_asked, self._stage = False, ""
+        self._job_started = time.monotonic()
         if name != "open":  # why a model could not be opened stayed under the open model's facts from then on
             self.model_panel.set_message("")
         # The last job's word is not this one's: three failed saves ran under "Saved the pruned model … to …"
@@ -494,6 +506,10 @@ class MainWindow(QMainWindow):
 
     def _on_job_finished(self, name: str, outcome: str) -> None:
         self._set_busy(False)
+        if outcome == "ok" and name in MEASURING_JOBS and self.engine.scores is not None:
+            self.unkept_seconds += time.monotonic() - self._job_started
+        elif outcome == "ok" and name in ("save", "import"):
+            self.unkept_seconds = 0.0  # the scores are in the saved card or came from a file
         if self._probed_later is not None:
             choices, self._probed_later = self._probed_later, None
             self._on_probed(choices)
@@ -580,6 +596,9 @@ class MainWindow(QMainWindow):
             self.model_panel.set_text(source.spec)
             self.statusBar().showMessage(f"{source.display_name} is open already; its scores are kept.", 10000)
             return
+        if not self._may_drop_measured(f"Open {text}?", f"Opening {text}", f"Open {text} anyway?"):
+            self._show_open_model()
+            return
         self.model_panel.set_text(text)
         self._after_open = then
         spec = self.job_spec(model=text)
@@ -589,9 +608,23 @@ class MainWindow(QMainWindow):
             on_success=self._on_opened, on_failure=self._on_open_failed, on_cancel=self._on_open_cancelled,
         )
 
+    def _may_drop_measured(self, title: str, doing: str, question: str) -> bool:
+        """Whether what was measured on the open model may go (asked where it took a minute or more and was not
+        saved or exported): a model dropped on the window by mistake, or a close, threw away an hour's scoring of a big
+        model without a word."""
+        source = self.engine.source
+        if source is None or self.engine.scores is None or self.unkept_seconds < ASK_BEFORE_DROPPING_SECONDS:
+            return True
+        return dialogs.ask_yes_no(
+            self, title,
+            f"{doing} drops what was measured on {source.display_name}: its layer scores, plan and check, "
+            f"{human_seconds(self.unkept_seconds)} of work, neither saved nor exported (File → Export scores… keeps "
+            f"the scores to import later). {question}")
+
     def _reset_view(self, message: str) -> None:
         """A new model: nothing measured on the old one stays on screen."""
         self._forget_plan()
+        self.unkept_seconds = 0.0
         self.last_saved, self._saved_line = None, ""
         if hasattr(self, "open_saved_action"):  # it stayed on, and did nothing, after another model was opened
             self.open_saved_action.setEnabled(False)
@@ -1038,6 +1071,7 @@ class MainWindow(QMainWindow):
                             else f"{path} cannot be written ({exc.strerror or exc}).")
             return None
         self.statusBar().showMessage(f"Exported the scores to {written}", 10000)
+        self.unkept_seconds = 0.0
         log.info("exported scores to %s", written)
         return written
 
@@ -1336,9 +1370,10 @@ class MainWindow(QMainWindow):
     # ---------------------------------------------------------------------------------------------- close
 
     def stop_and_close(self) -> None:
-        """Close as the close button does, without asking whether to stop a running job: on SIGTERM or SIGHUP
-        (logging out, ``kill``) nobody is there to answer. The job is cancelled, so a save leaves no partial
-        folder behind (the process was killed where it stood)."""
+        """Close as the close button does, without asking whether to stop a running job or to drop unsaved scores:
+        on SIGTERM or SIGHUP (logging out, ``kill``), and at the end of a screenshot run or the self-test, nobody is
+        there to answer. The job is cancelled, so a save leaves no partial folder behind (the process was killed where
+        it stood)."""
         self._stop_without_asking = True
         self.close()
 
@@ -1368,6 +1403,10 @@ class MainWindow(QMainWindow):
                 self.jobs.finished.connect(self._close_when_idle)
                 self.background.finished.connect(self._close_when_idle)
             event.ignore()  # closed again by _close_when_idle once every thread has stopped
+            return
+        if not self._closing and not self._stop_without_asking and not self._may_drop_measured(
+                "Quit?", "Closing the window", "Quit anyway?"):
+            event.ignore()
             return
         self._finish_close(event)
 

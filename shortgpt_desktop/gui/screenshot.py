@@ -88,5 +88,5 @@ class ScreenshotRun(QObject):
         self.done.emit(code)
         for dialog in self.window.dialogs:
             dialog.close()
-        self.window.close()
+        self.window.stop_and_close()  # nobody is there to answer a question
         QApplication.quit()

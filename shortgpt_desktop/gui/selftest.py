@@ -186,7 +186,7 @@ def run_self_test() -> int:
         if win is not None:
             for dialog in win.dialogs:
                 dialog.close()
-            win.close()
+            win.stop_and_close()
             app.processEvents()
         wait_all(60_000)
         shutil.rmtree(work, ignore_errors=True)

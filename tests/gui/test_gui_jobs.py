@@ -493,6 +493,61 @@ def test_closing_while_the_device_probe_runs(qtbot, make_window) -> None:
     assert workers.live_threads() == 0
 
 
+def test_opening_another_model_or_quitting_asks_before_dropping_a_minute_of_unsaved_measuring(
+        qtbot, opened, gui_model: Path, tmp_path: Path, monkeypatch) -> None:
+    """A model dropped on the window by mistake, or a close, threw away an hour's scoring of a big model without a
+    word. Where a minute or more of measuring was neither saved nor exported the window asks first; on No nothing
+    changes. A tiny model's seconds of scoring, and scores exported since, are not asked about."""
+    import shutil
+
+    from shortgpt_desktop.gui import main_window
+
+    window = opened
+    other = tmp_path / "other-model"
+    shutil.copytree(gui_model, other)
+    asked: list[tuple[str, str]] = []
+    answer = {"yes": False}
+    monkeypatch.setattr(dialogs, "ask_yes_no",
+                        lambda parent, title, text: asked.append((title, text)) or answer["yes"])
+    started: list[str] = []
+    window.jobs.started.connect(started.append)
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.start_scoring()
+    scores = window.engine.scores
+    assert 0 < window.unkept_seconds < main_window.ASK_BEFORE_DROPPING_SECONDS  # the job's own seconds
+
+    monkeypatch.setattr(main_window, "ASK_BEFORE_DROPPING_SECONDS", 1e-6)  # as if the scoring took an hour
+    window.open_model(str(other))  # "No"
+    assert [title for title, _ in asked] == [f"Open {other}?"]
+    text = asked[0][1]
+    assert f"Opening {other} drops what was measured on {window.engine.source.display_name}" in text
+    assert "neither saved nor exported" in text and "Export scores" in text and text.endswith(f"Open {other} anyway?")
+    assert started == ["score"] and window.engine.scores is scores and window.plan is not None
+    assert window.model_panel.text == window.engine.source.spec == str(gui_model)
+    assert not window.close() and window.isVisible()  # "No" to quitting too
+    assert asked[-1][0] == "Quit?" and asked[-1][1].endswith("Quit anyway?")
+
+    assert window.export_scores(tmp_path / "scores.json") is not None  # kept: nothing to ask about
+    asked.clear()
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.open_model(str(other))
+    assert asked == [] and window.engine.source.spec == str(other) and window.engine.scores is None
+
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.start_scoring()
+    answer["yes"] = True
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.open_model(str(gui_model))  # "Yes": the other model's scores go
+    assert len(asked) == 1 and window.engine.source.spec == str(gui_model) and window.engine.scores is None
+    assert window.unkept_seconds == 0.0
+
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.start_scoring()
+    monkeypatch.setattr(dialogs, "ask_yes_no", lambda *a: pytest.fail("nobody is there to answer"))
+    window.stop_and_close()  # a signal, the screenshot run or the self-test: no question
+    assert not window.isVisible()
+
+
 @pytest.mark.parametrize("count", [0, 5])
 def test_slider_ends(qtbot, opened, count: int) -> None:
     window = opened
