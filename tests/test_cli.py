@@ -892,16 +892,22 @@ def test_ratio_rounds_down_and_says_so(tiny_model: Path, small_calib: Path, tmp_
 
 def test_reports_to_a_path_that_cannot_be_written_are_one_line(tiny_model: Path, small_calib: Path, tmp_path: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
-    """``sweep --json/--csv`` and ``score --json`` to a folder or a missing folder: exit 2, one sentence."""
+    """``sweep --json/--csv`` and ``score --json`` to a folder, or below a file: exit 2, one sentence, before the job.
+    A missing folder is made, as ``--out``'s is (it was refused, where ``--out`` in the same place was not)."""
     folder = tmp_path / "a-folder"
     folder.mkdir()
+    a_file = tmp_path / "a-file"
+    a_file.write_text("notes")
     common = ["--calib", str(small_calib), "--samples", "4", "--seq-len", "32", "--eval-windows", "1", "-q"]
     for flag in ("--json", "--csv"):
         error = bad(capsys, "sweep", str(tiny_model), "--max", "1", flag, str(folder), *common)
         assert error.startswith("shortgpt: error: Cannot write") and "it is a folder" in error
-    error = bad(capsys, "score", str(tiny_model), "--json", str(tmp_path / "missing" / "r.json"), *common)
-    assert error.startswith("shortgpt: error: Cannot write") and "does not exist" in error
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-folder"] and not any(folder.iterdir())
+    error = bad(capsys, "score", str(tiny_model), "--json", str(a_file / "r.json"), *common)
+    assert error == f"shortgpt: error: Cannot write {a_file / 'r.json'}: {a_file} is a file, not a folder."
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "a-folder"] and not any(folder.iterdir())
+    report = tmp_path / "reports" / "june" / "r.json"
+    assert cli.main(["score", str(tiny_model), "--json", str(report), *common]) == 0
+    assert json.loads(report.read_text())["n_layers"] == 6 and list(report.parent.iterdir()) == [report]
 
 
 def test_a_report_replaces_only_an_earlier_report_and_never_a_read_only_file(

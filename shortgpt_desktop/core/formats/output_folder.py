@@ -469,17 +469,25 @@ def check_report_path(path: Path, sources: Sequence[str | Path] = (), texts: Seq
     path = expand_home(path)
     if path.is_symlink():  # written through: the link stays, its target is replaced (and checked as such)
         path = path.resolve()
+    missing = _missing_folders(path.parent)  # made as the report is written, as --out's folders are
+    if any(folder.is_symlink() for folder in missing):  # a link to nowhere: said as such, not made through
+        raise OutputError(f"Cannot write {path}: the folder {path.parent} {not_there(path.parent)}.")
+    from ..free_space import nearest_existing
+
+    where = nearest_existing(path.parent)  # the folder itself, or the one its missing folders go into
+    if not where.is_dir():
+        raise OutputError(f"Cannot write {path}: {where} is a file, not a folder.")
     for source in sources:
         model = expand_home(source)
         if not model.exists():  # a Hub id, or not there: nothing of it to overwrite here
             continue
-        inside = model.is_dir() and path.parent.is_dir() and _is_within(path.parent.resolve(), model.resolve())
+        inside = model.is_dir() and _is_within(where, model.resolve())
         if inside or (path.exists() and _same_file(path, model)):
             where = "inside the folder of the model" if inside else "the model's own file"
             raise OutputError(f"Cannot write {path}: it is {where} {model}; choose another place.")
     for text in texts:
         given = expand_home(text)
-        if given.is_dir() and path.parent.is_dir() and _is_within(path.parent.resolve(), given.resolve()):
+        if given.is_dir() and _is_within(where, given.resolve()):
             raise OutputError(f"Cannot write {path}: it is inside the folder of text the job reads, {given}; "
                               "choose another place.")
         if path.exists() and _same_file(path, given):
@@ -487,12 +495,16 @@ def check_report_path(path: Path, sources: Sequence[str | Path] = (), texts: Seq
     if out is not None:
         folder = expand_home(out)
         if path == folder or folder in path.parents or (path.exists() and _same_file(path, folder)) or (
-                path.parent.is_dir() and folder.exists() and _is_within(path.parent.resolve(), folder.resolve())):
+                folder.exists() and _is_within(where, folder.resolve())):
             where = "the output folder" if path == folder or _same_file(path, folder) else "in the output folder"
             raise OutputError(f"Cannot write {path}: it is {where} {folder}, which the save writes; choose a place "
                               "beside it.")
-    if not path.parent.is_dir():
-        raise OutputError(f"Cannot write {path}: the folder {path.parent} {not_there(path.parent)}.")
+    if missing:  # refused now where the folders could not be made then (no permission), not after the job
+        try:
+            Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".probe", dir=where)).rmdir()
+        except OSError as exc:
+            raise OutputError(f"Cannot write {path}: the folder {path.parent} cannot be made in {where} "
+                              f"({_reason(exc)}).") from None
     if path.is_dir():
         raise OutputError(f"Cannot write {path}: it is a folder; give a file name.")
     if path.exists() and not path.is_file():  # replacing /dev/null (as root) broke the whole machine
@@ -521,9 +533,12 @@ def write_file_atomically(path: Path, write: Callable[[Any], None], sources: Seq
     names (where given).
     """
     path = check_report_path(path, sources, texts, replaces=replaces)
+    made = _missing_folders(path.parent)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     except OSError as exc:
+        _remove_if_empty(made)
         raise OutputError(f"Cannot write {path}: {_reason(exc)}.") from None
     try:
         with os.fdopen(handle, "w", newline="", encoding="utf-8") as stream:
@@ -532,8 +547,10 @@ def write_file_atomically(path: Path, write: Callable[[Any], None], sources: Seq
         os.replace(temporary, path)
     except OSError as exc:
         Path(temporary).unlink(missing_ok=True)
+        _remove_if_empty(made)
         raise OutputError(f"Cannot write {path}: {_reason(exc)}.") from None
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
+        _remove_if_empty(made)
         raise
     return path

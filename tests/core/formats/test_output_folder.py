@@ -317,6 +317,9 @@ def test_a_report_is_never_written_over_or_into_the_model(tiny_model: Path, tmp_
         with pytest.raises(OutputError, match="choose another place"):
             of.check_report_path(path, [model])
     assert of.check_report_path(tmp_path / "report.json", [folder, gguf, "org/hub-id"]) == tmp_path / "report.json"
+    with pytest.raises(OutputError, match="inside the folder of the model"):  # a folder the report would make there
+        of.check_report_path(folder / "reports" / "r.json", [folder])
+    assert not (folder / "reports").exists()
     (tmp_path / "reports").symlink_to(tmp_path / "gone")  # said not to exist, though ls lists it
     with pytest.raises(OutputError) as raised:
         of.check_report_path(tmp_path / "reports" / "r.json", [model])
@@ -663,6 +666,37 @@ def test_a_report_whose_writing_fails_leaves_the_earlier_one_and_no_partial_file
         with pytest.raises(KeyboardInterrupt):
             of.write_file_atomically(report, write)
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"] and report.read_text() == '{"earlier": 1}'
+
+
+@pytest.mark.parametrize("failure", [OSError(28, "No space left on device"), KeyboardInterrupt()],
+                         ids=["disk-full", "ctrl-c"])
+def test_a_report_makes_its_missing_folders_and_removes_them_where_its_writing_fails(
+        tmp_path: Path, failure: BaseException, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--json reports/june/r.json`` was refused ("the folder … does not exist") where ``--out`` in the same place
+    made its folders: a report makes them too, and a writing that fails leaves none behind. A folder that could not
+    be made is said before the job."""
+    import tempfile
+
+    report = tmp_path / "reports" / "june" / "r.json"
+    assert of.write_file_atomically(report, lambda stream: stream.write("{}")) == report and report.read_text() == "{}"
+
+    def write(stream: object) -> None:
+        stream.write("{")  # type: ignore[attr-defined]
+        raise failure
+
+    with pytest.raises((OutputError, KeyboardInterrupt)):
+        of.write_file_atomically(tmp_path / "more" / "new" / "r.json", write)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reports"]
+
+    def refused(*args, **kwargs):  # as a read-only parent refuses (root ignores modes)
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", refused)
+    with pytest.raises(OutputError) as said:
+        of.check_report_path(tmp_path / "new" / "r.json")
+    assert str(said.value) == (f"Cannot write {tmp_path / 'new' / 'r.json'}: the folder {tmp_path / 'new'} cannot be "
+                               f"made in {tmp_path} (operation not permitted).")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reports"]
 
 
 @pytest.mark.parametrize("failure", [OSError(28, "No space left on device"), KeyboardInterrupt()])
