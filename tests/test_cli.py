@@ -140,6 +140,8 @@ def test_the_sweeps_reference_order_is_named_for_what_it_is(tiny_model: Path, sm
     for key in ("model", "calibration", "samples", "seq_len", "seed", "eval_text", "windows", "tokens"):
         assert baseline[key] == curve[key], key
     assert baseline["model"] == str(tiny_model) and baseline["data"].endswith("plain removal, no repair")
+    # its passes ran between the curve's: their time is the curve's (it said 0.0 seconds, as if free)
+    assert curve["seconds"] > 0 and baseline["seconds"] is None
     assert "plain reverse" in capsys.readouterr().out
 
 

@@ -46,7 +46,9 @@ class QualityCurve:
     windows: int = 0  # held-out windows used per point (a subset of the token set's)
     tokens: int = 0  # predicted tokens per point
     data: str = "held-out windows (subset)"
-    seconds: float = 0.0
+    #: The whole curve job's seconds; None for its baseline, whose passes ran between the curve's (their time is
+    #: in the curve's: its JSON block said 0.0 seconds, as if measuring it had cost nothing).
+    seconds: float | None = None
     baseline: QualityCurve | None = None  # another order's curve on the same windows, for reference (plain BI)
     #: What the curve was measured on (``sweep --json`` names it, as ``prune --json`` does): the model, the
     #: calibration text read, the evaluation text (None: the calibration text's end), the sizes and the seed.

@@ -53,13 +53,14 @@ def test_csv_and_json_round_trip(tmp_path: Path) -> None:
 
 
 def test_an_unwritable_curve_path_is_a_sentence_and_leaves_nothing(tmp_path: Path) -> None:
-    """``sweep --json/--csv`` to a folder, a missing folder or a full disk: an OutputError, no temporary file."""
+    """``sweep --json/--csv`` to a folder, below a file or on a full disk: an OutputError, no temporary file."""
     from shortgpt_desktop.core.errors import OutputError
     from shortgpt_desktop.core.measure import sweep
 
     curve = _curve()
     (tmp_path / "a-folder").mkdir()
-    for target in (tmp_path / "a-folder", tmp_path / "missing" / "curve.csv"):
+    (tmp_path / "a-file").write_text("notes")
+    for target in (tmp_path / "a-folder", tmp_path / "a-file" / "curve.csv"):
         with pytest.raises(OutputError, match=r"^Cannot write .*\.$"):
             curve.write_csv(target)
         with pytest.raises(OutputError, match=r"^Cannot write .*\.$"):
@@ -70,7 +71,7 @@ def test_an_unwritable_curve_path_is_a_sentence_and_leaves_nothing(tmp_path: Pat
 
     with pytest.raises(OutputError, match="no space left on device"):
         sweep._write_atomically(tmp_path / "curve.csv", disk_full)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-folder"], "no temporary files left"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "a-folder"], "no temporary files left"
 
 
 def test_a_curve_without_a_baseline_has_no_baseline_columns_and_round_trips(tmp_path: Path) -> None:
