@@ -862,9 +862,9 @@ def test_what_the_config_and_files_can_tell_is_refused_before_loading(
         "counted from 0": ["prune", m, "--remove=-1", *calib, *out],
         "but --remove names them": ["prune", m, "--remove", "2,3", "--metric", "angular", *calib, *out],
         "The evaluation text": ["prune", m, "--ratio", "0.3", *calib, *out, "--eval-text", "nope-eval.txt"],
-        # report files whose folder is missing, found before the job (they were found after it, the summary lost)
-        "report-folder": ["prune", m, "--ratio", "0.3", *calib, *out, "--json",
-                          str(tmp_path / "report-folder" / "r.json")],
+        # report files that cannot be written, found before the job (they were found after it, the summary lost)
+        "is a file, not a folder": ["prune", m, "--ratio", "0.3", *calib, *out, "--json",
+                                    str(small_calib / "r.json")],
         "it is a folder": ["sweep", m, *calib, "-q", "--csv", str(tmp_path)],
         # a report over the model: --json model/config.json replaced the source's config with the report
         "inside the folder of the model": ["prune", m, "--ratio", "0.3", *calib, *out, "--json",
