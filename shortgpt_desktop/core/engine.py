@@ -800,7 +800,6 @@ class Engine:
         given by hand, which nothing chooses (under bi+ it was estimated as bi+'s search of the lowest scores)."""
         import dataclasses as _dc
 
-
         rate = self._scoring_rate()
         if rate is None:
             return None
@@ -815,21 +814,26 @@ class Engine:
         estimate = self.estimate_at(_dc.replace(spec, check_perplexity=check), rate, scored.sample_tokens,
                                     scored.eval_tokens, count, refines, None if refines else removed,
                                     scored.sample_count)
-        estimate.steps.pop("scoring", None)
-        # Done already only where fitted for these very settings: healing set to 60 after a check without it was
-        # left out of the estimate (the plan's layers alone were compared). The linear repair of a cut is kept
-        # for the job (the refit starts from it); the refit and healing are fitted again for other settings.
-        done = self.adjusted
-        key = self._adjust_key(spec, removed)
-        if not refines and spec.repair != "none" and self._fit_kept(spec, removed):
-            estimate.steps.pop("repairing", None)  # after a curve, Check said 63 s of which 33 s repairing; took 17 s
-        if done is not None and done.key is not None and done.key.same_cut(key):
-            if done.repair is not None and spec.repair != "none":
-                estimate.steps.pop("repairing", None)
-            if done.key == key:
-                estimate.steps.pop("refitting", None)
-                estimate.steps.pop("healing", None)
+        for step in ("scoring", *self._steps_done(spec, removed, refines)):
+            estimate.steps.pop(step, None)
         return estimate
+
+    def _steps_done(self, spec: JobSpec, removed: Sequence[int], refines: bool) -> set[str]:
+        """The steps of a job removing ``removed`` that earlier jobs made already, which the job takes instead of
+        running them: the linear repair of the cut, kept by bi+'s search or a curve (:meth:`_fit_kept`: after a curve,
+        Check said 63 s of which 33 s repairing, and took 17 s) or made by the last Check or Save (the refit starts
+        from it); the refit and healing only where made for these very settings (healing set to 60 after a check
+        without it was left out of the estimate: the plan's layers alone were compared)."""
+        done: set[str] = set()
+        last = self.adjusted
+        key = self._adjust_key(spec, removed)
+        same_cut = last is not None and last.key is not None and last.key.same_cut(key)
+        if spec.repair != "none" and ((not refines and self._fit_kept(spec, removed))
+                                      or (same_cut and last.repair is not None)):
+            done.add("repairing")
+        if same_cut and last.key == key:
+            done |= {"refitting", "healing"}
+        return done
 
     def _fit_kept(self, spec: JobSpec, removed: Sequence[int]) -> bool:
         """Whether the linear repair of ``removed`` for ``spec``'s model, tokens and batch size is kept from an
@@ -904,7 +908,7 @@ class Engine:
         import dataclasses as _dc
 
         from .cut.healing import compute_dtype_for
-        from .estimate import BFLOAT16_HEAL_COST, estimate_job, run_count, shape_of
+        from .estimate import BFLOAT16_HEAL_COST, JobWork, estimate_job, run_count, shape_of
 
         assert self.loaded is not None
         # the searches before ran on the samples the text gave, under the settings as asked (the memo's key)
@@ -916,10 +920,12 @@ class Engine:
         on_cpu = next(model.parameters()).device.type == "cpu"  # where the cost was measured
         heal_cost = BFLOAT16_HEAL_COST if spec.heal_steps and on_cpu and compute_dtype_for(model) else 1.0
         answers, fit_samples, fit_tokens = self._repair_fit(spec, sample_tokens)
+        work = JobWork(answers=answers, guard=self.guard_work(spec), quiz=self.quiz_work(spec),
+                       prompt=self.prompt_work(spec), heal_cost=heal_cost, runs=run_count(removed) if removed else None,
+                       fit_samples=fit_samples, fit_tokens=fit_tokens, search_left=search_left,
+                       bi_scores=self._bi_scores(), removed=None if refines else removed)
         return estimate_job(spec, shape_of(self.loaded), seconds_per_token_layer, sample_tokens, eval_tokens, count,
-                            refines, answers, self.guard_work(spec), self.quiz_work(spec), heal_cost,
-                            run_count(removed) if removed else None, fit_samples, search_left,
-                            self.prompt_work(spec), fit_tokens, self._bi_scores(), None if refines else removed)
+                            refines, work)
 
     def _bi_scores(self) -> list[float | None] | None:
         """The scores a measured choice (bi+) starts from, where a whole pass gave them (None: not known yet)."""

@@ -175,41 +175,57 @@ class AnswerWork:
         return prompts + self.runs * self.new_tokens * step
 
 
+@dataclass(frozen=True)
+class JobWork:
+    """What the engine knows, before a job runs, of the work :func:`estimate_job` counts beyond the job's sizes; each
+    left out is guessed or counted whole.
+
+    ``answers``: the own answers the repair still needs; ``guard``: the answers the refit's chat guard asks for (a
+    chat model's refit); ``quiz``: the check's quiz answers still to write (both models', or the pruned one's);
+    ``prompt``: the check's continuation of its prompt by both models. ``heal_cost``: what a token-layer of healing
+    costs against one of the measured (float32) speed (:data:`BFLOAT16_HEAL_COST` where healing computes in
+    bfloat16). ``runs``: the runs of removed layers the repair fits, where the layers are known (:func:`run_count`),
+    else about one per two layers removed. ``fit_samples`` and ``fit_tokens``: the samples and tokens the repair fits
+    on, a chat model's own answers included (default: the spec's samples and the sample tokens). ``search_left``: what
+    bi+'s search still has to measure where earlier searches measured part of it (the single removals or not, the
+    greedy steps: :meth:`.cut.selection.SearchMemo.still_to_run`), else the whole search. ``bi_scores``: the scores
+    bi+ chooses from, where known (:func:`choosing_seconds`). ``removed``: the layers the repair fits for, where known
+    (not for a choice still to make): its streams run only as deep as the last of them (:func:`stream_layers`)."""
+
+    answers: AnswerWork | None = None
+    guard: AnswerWork | None = None
+    quiz: AnswerWork | None = None
+    prompt: AnswerWork | None = None
+    heal_cost: float = 1.0
+    runs: int | None = None
+    fit_samples: int | None = None
+    fit_tokens: int | None = None
+    search_left: tuple[bool, int] | None = None
+    bi_scores: Sequence[float | None] | None = None
+    removed: Sequence[int] | None = None
+
+
 def estimate_job(spec: Any, shape: ModelShape, seconds_per_token_layer: float, sample_tokens: int,
-                 eval_tokens: int, count: int | None, refines: bool, answers: AnswerWork | None = None,
-                 guard: AnswerWork | None = None, quiz: AnswerWork | None = None,
-                 heal_cost: float = 1.0, runs: int | None = None, fit_samples: int | None = None,
-                 search_left: tuple[bool, int] | None = None, prompt: AnswerWork | None = None,
-                 fit_tokens: int | None = None, bi_scores: Sequence[float | None] | None = None,
-                 removed: Sequence[int] | None = None) -> JobEstimate:
-    """The job ``spec`` describes (its metric, count, repair, healing, check), at the measured speed. ``answers``:
-    the own answers the repair still needs; ``guard``: the answers the refit's chat guard asks for (a chat
-    model's refit); ``quiz``: the check's quiz answers still to write (both models', or the pruned one's);
-    ``heal_cost``: what a token-layer of healing costs against one of the measured (float32) speed
-    (:data:`BFLOAT16_HEAL_COST` where healing computes in bfloat16); ``runs``: the runs of removed layers the repair
-    fits, where the layers are known (:func:`run_count`), else about one per two layers removed; ``fit_samples``:
-    the samples the repair fits on, a chat model's own answers included (default: ``spec.samples``);
-    ``search_left``: what bi+'s search still has to measure where earlier searches measured part of it (the single
-    removals or not, the greedy steps: :meth:`.cut.selection.SearchMemo.still_to_run`), else the whole search;
-    ``prompt``: the check's continuation of its prompt by both models; ``fit_tokens``: the tokens the repair fits
-    on, a chat model's own answers included (default: ``sample_tokens``); ``bi_scores``: the scores bi+ chooses
-    from, where known (:func:`choosing_seconds`); ``removed``: the layers the repair fits for, where known (not
-    for a choice still to make): its streams run only as deep as the last of them (:func:`stream_layers`)."""
+                 eval_tokens: int, count: int | None, refines: bool, work: JobWork | None = None) -> JobEstimate:
+    """The job ``spec`` describes (its metric, count, repair, healing, check), at the measured speed, with what
+    ``work`` says is left of it (:class:`JobWork`)."""
 
     n, head = shape.n_layers, shape.head_layers
     rate = seconds_per_token_layer
+    work = work or JobWork()
+    removed = work.removed
     out = JobEstimate()
     out.steps["scoring"] = sample_tokens * n * rate
-    fit_tokens = fit_tokens or sample_tokens
-    fit_samples = fit_samples or spec.samples
+    fit_tokens = work.fit_tokens or sample_tokens
+    fit_samples = work.fit_samples or spec.samples
     if count and refines:
-        out.steps["choosing"] = choosing_seconds(spec, shape, rate, sample_tokens, [count], search_left, fit_tokens,
-                                                 fit_samples, bi_scores)
-    if count and spec.repair != "none" and answers is not None:
-        out.steps["answering"] = answers.seconds(n, head, rate)
+        out.steps["choosing"] = choosing_seconds(spec, shape, rate, sample_tokens, [count], work.search_left,
+                                                 fit_tokens, fit_samples, work.bi_scores)
+    if count and spec.repair != "none" and work.answers is not None:
+        out.steps["answering"] = work.answers.seconds(n, head, rate)
     from .cut.selection import judged_with_the_saved_fit
 
-    runs = runs or guessed_runs(count)
+    runs = work.runs or guessed_runs(count)
     # where bi+ judges its finalists with the fit the job saves, the repair is made while choosing and its step
     # costs nothing more (8 × 128 tokens with --heal 2: said 8 min 58 s, took 5 min 28 s, the repair counted twice)
     fitted_while_choosing = refines and judged_with_the_saved_fit(spec.samples)
@@ -220,13 +236,13 @@ def estimate_job(spec: Any, shape: ModelShape, seconds_per_token_layer: float, s
     if count and spec.repair == "refit":
         # on what the repair fits on: the samples and a chat model's own answers
         out.steps["refitting"] = refit_token_layers(shape, fit_tokens, count, runs, removed) * rate
-        if guard is not None:
-            out.steps["refitting"] += guard_seconds(guard, shape, count, rate, runs)
+        if work.guard is not None:
+            out.steps["refitting"] += guard_seconds(work.guard, shape, count, rate, runs)
     if count and spec.heal_steps > 0:
-        out.steps["healing"] = heal_token_layers(spec, shape, count) * rate * heal_cost
+        out.steps["healing"] = heal_token_layers(spec, shape, count) * rate * work.heal_cost
     if count and spec.check_perplexity:
         out.steps["checking"] = eval_tokens * ((n + head) + (n - count + 2 * head)) * rate
-        for generation in (quiz, prompt):
+        for generation in (work.quiz, work.prompt):
             if generation is not None:
                 out.steps["checking"] += generation.seconds(n, head, rate)
     return out
@@ -317,8 +333,8 @@ def estimate_curve(spec: Any, shape: ModelShape, rate: float, sample_tokens: int
 
         # a searched count's fit is made while choosing where its finalists are judged with it (:func:`estimate_job`)
         while_choosing = judged_with_the_saved_fit(spec.samples)
-        fits = [estimate_job(spec, shape, rate, sample_tokens, eval_tokens, k, False, fit_samples=fit_samples,
-                             fit_tokens=fit_tokens)
+        fit = JobWork(fit_samples=fit_samples, fit_tokens=fit_tokens)
+        fits = [estimate_job(spec, shape, rate, sample_tokens, eval_tokens, k, False, fit)
                 for k in range(1, limit + 1) if k not in fitted and not (while_choosing and k in searched)]
         if fits:
             out.steps["repairing"] = sum(e.steps.get("repairing", 0.0) for e in fits)

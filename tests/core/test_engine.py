@@ -854,7 +854,7 @@ def test_the_repairs_estimate_counts_the_runs_of_the_layers_the_plan_removes(tin
                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """The repair solves once per run of removed layers: three apart are three runs, where the count alone guesses
     two (five apart once took twice the estimate). A plan already chosen is counted, not guessed."""
-    from shortgpt_desktop.core.estimate import estimate_job, guessed_runs, shape_of
+    from shortgpt_desktop.core.estimate import JobWork, estimate_job, guessed_runs, shape_of
 
     spec = JobSpec(model=str(tiny_model), calib=[str(small_calib)], samples=8, seq_len=32, batch_size=4,
                    device="cpu", dtype="float32", metric="bi", repair="linear", count=3, prompt="")
@@ -871,7 +871,7 @@ def test_the_repairs_estimate_counts_the_runs_of_the_layers_the_plan_removes(tin
 
     def repairing(runs: int) -> float:
         return estimate_job(spec, shape, rate, scored.sample_tokens, scored.eval_tokens, 3, False,
-                            runs=runs, fit_samples=spec.samples).steps["repairing"]
+                            JobWork(runs=runs, fit_samples=spec.samples)).steps["repairing"]
 
     assert repairing(3) != repairing(guessed_runs(3))
     assert said == pytest.approx(repairing(3))

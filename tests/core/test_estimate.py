@@ -10,6 +10,7 @@ from shortgpt_desktop.core import defaults
 from shortgpt_desktop.core.estimate import (
     PROJECTION_SUMS_COST,
     AnswerWork,
+    JobWork,
     ModelShape,
     estimate_job,
     guard_token_layers,
@@ -150,7 +151,7 @@ def test_the_repairs_estimate_counts_the_runs_of_the_layers_it_removes() -> None
     big = ModelShape(20, 12.8e6, 50e6, 8.6e6, 1024, 2816)
     spec = JobSpec(model="m", calib=[], metric="bi", count=5, samples=32, seq_len=256)
     guessed = estimate_job(spec, big, 1e-4, 8192, 0, 5, refines=False).steps["repairing"]
-    known = estimate_job(spec, big, 1e-4, 8192, 0, 5, refines=False, runs=5).steps["repairing"]
+    known = estimate_job(spec, big, 1e-4, 8192, 0, 5, refines=False, work=JobWork(runs=5)).steps["repairing"]
     assert known - guessed == pytest.approx((ridge_token_layers(big, 5, 32) - ridge_token_layers(big, 2, 32)
                                              + 8192 * 2 * 3 * PROJECTION_SUMS_COST * 2816**2 / 12.8e6) * 1e-4)
 
@@ -281,8 +282,8 @@ def test_finalists_judged_with_the_saved_fit_count_that_fit_on_the_own_answers_t
     quick = choosing_seconds(many, shape, rate, 32 * 128, [count], None, fit_tokens, fit_samples)
     assert quick == pytest.approx(choosing_seconds(many, shape, rate, 32 * 128, [count]))
     # a job's repair after the choice streams the original and the pruned model over the answers' tokens too
-    job = estimate_job(many, shape, rate, 32 * 128, 0, count, refines=True, fit_tokens=32 * 128 + 2174,
-                       fit_samples=32 + 24, runs=3)
+    job = estimate_job(many, shape, rate, 32 * 128, 0, count, refines=True,
+                       work=JobWork(fit_tokens=32 * 128 + 2174, fit_samples=32 + 24, runs=3))
     assert job.steps["repairing"] == pytest.approx(
         ((32 * 128 + 2174) * n + fit_token_layers(shape, 32 * 128 + 2174, count, 3, 32 + 24)) * rate)
 
@@ -297,12 +298,12 @@ def test_a_chat_models_refit_is_estimated_as_the_refit_and_its_guard_together() 
     spec = JobSpec(model="m", calib=[], count=8, samples=32, seq_len=256, repair="refit", check_perplexity=False)
     guard = AnswerWork(prompts=6, prompt_tokens=30.0, new_tokens=24, kv_cache=True)
     n, head, rate, tokens, runs = 30, SMOLLM2.head_layers, 1e-6, 32 * 256, 4
-    steps = estimate_job(spec, SMOLLM2, rate, tokens, 0, 8, refines=False, guard=guard, runs=runs).steps
+    steps = estimate_job(spec, SMOLLM2, rate, tokens, 0, 8, refines=False, work=JobWork(guard=guard, runs=runs)).steps
     answers = 6 * 30.0 * n + 6 * 24 * (n + head)
     passes = (runs + 2) * 6 * (30.0 + 24) * (n - 8 + head)
     assert guard_token_layers(guard, SMOLLM2, 8, runs) == pytest.approx(answers + passes)
     assert steps["refitting"] == pytest.approx((refit_token_layers(SMOLLM2, tokens, 8, runs) + answers + passes) * rate)
-    without = estimate_job(spec, SMOLLM2, rate, tokens, 0, 8, refines=False, guard=None, runs=runs).steps
+    without = estimate_job(spec, SMOLLM2, rate, tokens, 0, 8, refines=False, work=JobWork(runs=runs)).steps
     assert steps["refitting"] - without["refitting"] == pytest.approx((answers + passes) * rate)
 
 
