@@ -376,7 +376,8 @@ def new_report(loaded: LoadedModel, spec: JobSpec) -> Report:
         license=source_license(source),
         earlier_removed=earlier_removed(source),
         first_original=first_original(source),
-        model=source.as_cached(spec.model) if source is not None else spec.model,
+        # a Hub model by its id, where it was given by its page's address (the card's heading said "dev")
+        model=source.as_cached(source.repo_id or spec.model) if source is not None else spec.model,
         model_revision=(source.revision or "main") if hub else "",
         model_commit=source.folder.name if hub else "",  # the Hub cache's snapshot folder is named by its commit
         architecture=architecture_name(loaded.config),

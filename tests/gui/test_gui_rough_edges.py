@@ -894,6 +894,38 @@ def test_a_hub_page_address_opens_as_its_id(qtbot, window, gui_model: Path, cali
     assert window._acts_on_open_model("Check") and asked == []
 
 
+def test_a_hub_page_of_another_revision_names_the_model_by_its_id(qtbot, window, gui_model: Path, calib_text: Path,
+                                                                   tmp_path: Path, monkeypatch) -> None:
+    """``https://huggingface.co/org/name/tree/dev`` opens revision dev, and stays as typed for the jobs to open the
+    same; but the title, the suggested folder and the card named the model "dev" (the card had no base_model line),
+    where the command line's ``--revision dev`` names it org/name."""
+    from shortgpt_desktop.gui.session import suggested_output
+    from tests.core.model.test_sources import fill_hub_cache
+
+    cache = tmp_path / "hub"
+    fill_hub_cache(cache, "someone/tiny-dev", gui_model, revision="dev")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    page = "https://huggingface.co/someone/tiny-dev/tree/dev"
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000) as opened:
+        window.open_model(page)
+    assert opened.args == ["open", "ok"] and window.engine.source.spec == page and window.model_panel.text == page
+    assert window.windowTitle() == "someone/tiny-dev — ShortGPT Desktop"
+    window.calibration_panel.add_paths([str(calib_text)])
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.start_scoring()
+    window.plan_panel.set_count(2, emit=True)
+    qtbot.waitUntil(lambda: window.plan is not None and len(window.plan.removed) == 2, timeout=3000)
+    assert Path(suggested_output(window.engine, window.plan, str(tmp_path))).name.startswith("tiny-dev-")
+    out = tmp_path / "saved"
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000) as saved:
+        window.save_to(out)
+    assert saved.args == ["save", "ok"]
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert "\nbase_model: someone/tiny-dev\n" in card and "# tiny-dev, pruned with ShortGPT Desktop" in card
+    assert "at revision `dev`" in card and "ORIGINAL_MODEL" not in card
+
+
 def test_import_needs_an_opened_model(window, tmp_path: Path) -> None:
     window.import_scores(tmp_path / "whatever.json")
     assert "Open the model" in window.dialogs[-1].text()

@@ -76,10 +76,16 @@ class ModelSource:
     gguf_file: str | None = None  # file name inside ``folder`` for a GGUF source
     weight_files: list[WeightFile] = field(default_factory=list)
     revision: str | None = None
+    #: A Hub model's id: ``spec`` may be its page's address (``https://huggingface.co/org/name/tree/dev``, which the
+    #: window keeps as typed so that it opens that revision again), and the title, the suggested folder and the card
+    #: named the model "dev".
+    repo_id: str | None = None
 
     @property
     def display_name(self) -> str:
-        return self.spec if self.kind == "hub" else Path(self.spec).name or self.spec
+        if self.kind == "hub":
+            return self.repo_id or self.spec
+        return Path(self.spec).name or self.spec
 
     @property
     def cached_id(self) -> str | None:
@@ -95,8 +101,8 @@ class ModelSource:
 
     @property
     def card_name(self) -> str:
-        """What the card calls the model: :meth:`as_cached` of the name it was given by."""
-        return self.as_cached(self.spec)
+        """What the card calls the model: :meth:`as_cached` of the name it was given by (a Hub model's id)."""
+        return self.as_cached(self.repo_id or self.spec)
 
     @property
     def location(self) -> Path:
@@ -152,7 +158,7 @@ def resolve(
                                    "either).") from None
         source = _folder_source(folder, spec)  # named as given: the front ends give the id itself (hub_id_of)
         source.kind = "hub"
-        source.revision = revision
+        source.revision, source.repo_id = revision, repo_id
         return source
     raise ModelSourceError(f"{spec} does not exist: give a model folder, a .gguf file or a Hub id like org/name.")
 
