@@ -298,6 +298,8 @@ def test_heal_from_the_command_line(tiny_model: Path, small_calib: Path, tmp_pat
     assert healing_did_not_help([0.3, 0.2]) == "" and healing_did_not_help([0.3]) == ""
     assert healing_did_not_help([0.201, 0.25, 0.208]).startswith(
         "healing did not lower its loss (0.201 -> 0.208 in 3 steps")
+    assert healing_did_not_help([0.00368, 0.00441]).startswith(  # it said "0.004 -> 0.004"
+        "healing did not lower its loss (0.00368 -> 0.00441 in 2 steps")
     from shortgpt_desktop.core.model.devices import fast_training_dtype
 
     assert data["heal_compute_dtype"] == str(fast_training_dtype("cpu", torch.float32) or torch.float32).split(".")[-1]

@@ -370,6 +370,10 @@ def model_card(report: Report, base_model: str) -> str:
         computed = f", computed in {report.heal_compute_dtype}" if report.heal_compute_dtype else ""
         repair_line += (f"; healed with {counted(report.heal_steps, 'LoRA step')} on the calibration text (distilled "
                         f"from the original{computed}), merged")
+        if len(report.heal_losses) == 2:  # whether it paid off: the card said "healed" of a loss that rose
+            first, last = report.heal_losses
+            repair_line += f"; its loss {first:.4g} → {last:.4g}" + (
+                " (not lowered: the healed weights may be no better than the repair's alone)" if last >= first else "")
     if report.earlier_removed:  # "none" read as said of the model's whole history, whose earlier card is not copied
         repair_line += (f"; this job's only: the pruning that made `{public_name(report.model)}` may have repaired or "
                         "healed its kept layers, as its own card says")

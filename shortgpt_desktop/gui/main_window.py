@@ -1292,6 +1292,10 @@ class MainWindow(QMainWindow):
         if chosen:
             log.info(chosen)
             self.statusBar().showMessage(f"Checked; {chosen}.", 15000)
+        unhealed = self.session.healing_note()
+        if unhealed:  # the command line warned, and the window said nothing
+            log.warning(unhealed)
+            self.statusBar().showMessage(f"Checked; {unhealed}", 20000)
         self.compare_panel.show_checked(checked)
         self.tabs.setCurrentWidget(self.compare_panel)
         self._make_room_for_check()

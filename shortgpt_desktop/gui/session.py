@@ -88,14 +88,26 @@ class Session:
     def save_job(self, plan: PrunePlan, spec: JobSpec, out: str, force: bool) -> Work:
         """The same preparation, then the report and the atomic save: (final plan, SaveResult, what the save says
         of the figures: :func:`~..core.report.measured_before_requantized` where they were measured before weights
-        were re-quantized for the file, which the card, the command line and the JSON said, and the window not)."""
+        were re-quantized for the file, which the card, the command line and the JSON said, and the window not; and
+        :meth:`healing_note`)."""
         def work(progress: Any, cancel: Any) -> Any:
             final = self.engine.prepare(spec, plan, progress, cancel, out=out)
             report = self.engine.report(final, spec)
             result = self.engine.save(final, out, report, force, progress, cancel)
-            return final, result, [w for w in report.warnings if w in MEASURED_BEFORE_REQUANTIZED]
+            said = [*MEASURED_BEFORE_REQUANTIZED, self.healing_note()]
+            return final, result, [w for w in report.warnings if w and w in said]
 
         return work
+
+    def healing_note(self) -> str:
+        """The warning for the last healing where its loss did not fall, else "" (the command line said so, and the
+        window said nothing: :func:`..core.cut.healing.healing_did_not_help`)."""
+        adjusted = self.engine.adjusted
+        if adjusted is None or adjusted.heal is None:
+            return ""
+        from ..core.cut.healing import healing_did_not_help
+
+        return healing_did_not_help(adjusted.heal.losses)
 
     def curve_job(self, spec: JobSpec, max_removed: int | None = None) -> Work:
         return lambda progress, cancel: self.engine.quality_curve(spec, max_removed, progress, cancel)

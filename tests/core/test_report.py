@@ -235,7 +235,10 @@ def test_the_card_says_the_healing_steps_their_precision_and_what_the_gguf_re_qu
                     changed_types={"blk.1.ffn_down.weight": ["Q4_0", "Q8_0"]})
     card = model_card(report, "m.gguf")
     assert ("; healed with 20 LoRA steps on the calibration text (distilled from the original, computed in bfloat16), "
-            "merged\n") in card
+            "merged; its loss 0.5 → 0.3\n") in card
+    report.heal_losses = [0.00368, 0.00441]  # a loss that rose is said so (the card said "healed" alone)
+    assert ("merged; its loss 0.00368 → 0.00441 (not lowered: the healed weights may be no better than the repair's "
+            "alone)\n") in model_card(report, "m.gguf")
     assert ("- Format: gguf; re-quantized after repair and healing: layer 2 ffn_down.weight (blk.1 in the pruned "
             "file): Q4_0 → Q8_0\n") in card
     report.heal_steps = 0

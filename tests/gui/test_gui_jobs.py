@@ -493,6 +493,39 @@ def test_closing_while_the_device_probe_runs(qtbot, make_window) -> None:
     assert workers.live_threads() == 0
 
 
+def test_a_healing_whose_loss_did_not_fall_is_said_after_check_and_save(qtbot, opened, tmp_path: Path,
+                                                                         caplog) -> None:
+    """The command line warned where healing did not lower its loss; the window's Check and Save, and the card,
+    said "healed" and nothing more."""
+    import logging
+
+    window = opened
+    window.settings_panel.set_values({"heal_steps": 2})
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.start_scoring()
+    window.plan_panel.set_count(2, emit=True)
+    qtbot.waitUntil(lambda: window.plan is not None and len(window.plan.removed) == 2, timeout=3000)
+    with caplog.at_level(logging.WARNING), qtbot.waitSignal(window.jobFinished, timeout=120_000) as checked:
+        window.check()
+    assert checked.args == ["check", "ok"]
+    first, last = window.engine.adjusted.heal.losses[0], window.engine.adjusted.heal.losses[-1]
+    said = [r.getMessage() for r in caplog.records if "healing did not lower its loss" in r.getMessage()]
+    assert bool(said) == (last >= first)  # this tiny model's two steps may go either way: said exactly when not
+    window.engine.adjusted.heal.losses[:] = [0.00368, 0.00441]  # as the walkthrough's tiny model gave them
+    caplog.clear()
+    with caplog.at_level(logging.WARNING), qtbot.waitSignal(window.jobFinished, timeout=120_000):
+        window.check()  # the same cut and settings: the healing is kept, and said again
+    note = "healing did not lower its loss (0.00368 -> 0.00441 in 2 steps"
+    assert window.statusBar().currentMessage().startswith(f"Checked; {note}")
+    assert any(r.getMessage().startswith(note) for r in caplog.records)
+    caplog.clear()
+    out = tmp_path / "healed"
+    with caplog.at_level(logging.WARNING), qtbot.waitSignal(window.jobFinished, timeout=120_000) as saved:
+        window.save_to(out)
+    assert saved.args == ["save", "ok"] and any(r.getMessage().startswith(note) for r in caplog.records)
+    assert "its loss 0.00368 → 0.00441 (not lowered" in (out / "README.md").read_text(encoding="utf-8")
+
+
 def test_opening_another_model_or_quitting_asks_before_dropping_a_minute_of_unsaved_measuring(
         qtbot, opened, gui_model: Path, tmp_path: Path, monkeypatch) -> None:
     """A model dropped on the window by mistake, or a close, threw away an hour's scoring of a big model without a

@@ -76,7 +76,8 @@ def healing_did_not_help(losses: Sequence[float]) -> str:
     a GGUF) made the file 20% larger than the original."""
     if len(losses) < 2 or losses[-1] < losses[0]:
         return ""
-    return (f"healing did not lower its loss ({losses[0]:.3f} -> {losses[-1]:.3f} in {len(losses)} steps, each on "
+    # four significant digits: a tiny model's 0.00368 -> 0.00441 read "0.004 -> 0.004"
+    return (f"healing did not lower its loss ({losses[0]:.4g} -> {losses[-1]:.4g} in {len(losses)} steps, each on "
             "other text): its weights may be no better than the repair's alone; give more steps (the README "
             "measures 20 to 60) or leave healing out.")
 
