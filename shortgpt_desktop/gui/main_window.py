@@ -594,6 +594,7 @@ class MainWindow(QMainWindow):
             # Enter in the field, Open, or the same recent entry: reopening would throw the scores away (hours of
             # a big model's scoring), the plan and the check with them, for the model that is open already.
             self.model_panel.set_text(source.spec)
+            self.model_panel.set_message("")  # why a path typed before could not be opened stayed under it
             self.statusBar().showMessage(f"{source.display_name} is open already; its scores are kept.", 10000)
             return
         if not self._may_drop_measured(f"Open {text}?", f"Opening {text}", f"Open {text} anyway?"):

@@ -926,6 +926,21 @@ def test_a_hub_page_of_another_revision_names_the_model_by_its_id(qtbot, window,
     assert "at revision `dev`" in card and "ORIGINAL_MODEL" not in card
 
 
+def test_the_open_model_typed_again_clears_why_another_could_not_be_opened(qtbot, opened, tmp_path: Path) -> None:
+    """After a mistyped path, the open model typed again said "open already; its scores are kept" in the status bar
+    while the panel still said the mistyped path did not exist."""
+    window = opened
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.start_scoring()
+    with qtbot.waitSignal(window.errorShown, timeout=30_000):
+        window.open_model(str(tmp_path / "nope"))
+    window.last_dialog.close()
+    assert "does not exist" in window.model_panel.message.text() and not window.model_panel.message.isHidden()
+    window.open_model(window.engine.source.spec)
+    assert window.model_panel.message.isHidden() and window.engine.scores is not None
+    assert "is open already" in window.statusBar().currentMessage()
+
+
 def test_import_needs_an_opened_model(window, tmp_path: Path) -> None:
     window.import_scores(tmp_path / "whatever.json")
     assert "Open the model" in window.dialogs[-1].text()
