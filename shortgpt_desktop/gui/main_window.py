@@ -91,6 +91,9 @@ def _chosen_otherwise(before: PrunePlan | None, after: PrunePlan | None) -> str:
 MEASURING_JOBS = ("score", "check", "curve")
 #: Opening another model or quitting asks first where that much measuring would go unsaved.
 ASK_BEFORE_DROPPING_SECONDS = 60.0
+#: Why safetensors is greyed out for a GGUF model that runs one layer at a time.
+GGUF_STAYS_GGUF = ("Not one layer at a time: a GGUF model is then saved as GGUF (its float copy would need the whole "
+                   "model in memory).")
 
 
 class MainWindow(QMainWindow):
@@ -988,7 +991,9 @@ class MainWindow(QMainWindow):
                 self.memory_view = view
                 scored = self._scored_mode()
                 # the way Check and Save run until the next Score, where the settings now ask another
-                self.model_panel.set_memory(view.info, view.streamed if scored is None else self.engine.is_streamed)
+                streamed = view.streamed if scored is None else self.engine.is_streamed
+                self.model_panel.set_memory(view.info, streamed)
+                self.plan_panel.refuse_format("safetensors", GGUF_STAYS_GGUF if streamed and source.gguf_file else "")
                 mode = view.mode if scored is None else f"{scored} until the next Score, then {view.mode}"
                 self.model_panel.set_mode(mode, view.details)
                 self._update_status()
@@ -1131,6 +1136,11 @@ class MainWindow(QMainWindow):
     def save(self) -> None:
         self.plan_panel.flush()
         if self.busy or self.plan is None or not self.plan.removed or not self._acts_on_open_model("Save"):
+            return
+        try:  # what no folder changes, before the folder is asked for (it was refused after the dialog)
+            self.session.refuse_before_folder(self._final_spec())
+        except UserError as exc:
+            self.show_error("Cannot save", self._refusal(exc))
             return
         out = dialogs.ask_output_folder(self, self.suggested_output())
         if out:

@@ -8,7 +8,7 @@ from typing import ClassVar
 
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent, Qt, QTimer, Signal
-from PySide6.QtGui import QPalette
+from PySide6.QtGui import QPalette, QStandardItemModel
 from PySide6.QtWidgets import (
     QComboBox,
     QGridLayout,
@@ -354,6 +354,17 @@ class PlanPanel(QGroupBox):
         self.format_box.setCurrentIndex(max(self.format_box.findData(current), 0))
         self.format_box.setEnabled(len(formats) > 1)
         self.format_box.blockSignals(False)
+
+    def refuse_format(self, name: str, why: str) -> None:
+        """Grey out the format ``name`` where the way the model runs cannot write it, ``why`` in its tooltip (""
+        offers it again). One already chosen stays chosen, and Save says ``why`` before it asks for a folder."""
+        index = self.format_box.findData(name)
+        model = self.format_box.model()
+        if index < 0 or not isinstance(model, QStandardItemModel):
+            return
+        item = model.item(index)
+        item.setEnabled(not why)
+        item.setToolTip(why or self.FORMATS.get(name, (name, ""))[1])
 
     @property
     def output_format(self) -> str | None:

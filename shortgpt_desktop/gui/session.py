@@ -112,6 +112,12 @@ class Session:
     def curve_job(self, spec: JobSpec, max_removed: int | None = None) -> Work:
         return lambda progress, cancel: self.engine.quality_curve(spec, max_removed, progress, cancel)
 
+    def refuse_before_folder(self, spec: JobSpec) -> None:
+        """What refuses a save whatever its folder, asked before the folder dialog: healing one layer at a time, a
+        format the way the model runs cannot write (a GGUF saved as safetensors one layer at a time)."""
+        self.engine.refusal(spec)
+        self.engine.refusal_to_save()
+
     def refuse_save(self, plan: PrunePlan, spec: JobSpec, out: str, force: bool) -> None:
         """Everything that can refuse a save before its job starts: the folder, the plan, the format, what the
         writer cannot write back (a GGUF layout locked to positions, a healed weight), and a disk too full."""

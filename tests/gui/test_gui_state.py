@@ -264,13 +264,46 @@ def test_healing_one_layer_at_a_time_is_refused_at_the_click(qtbot, opened, tmp_
     window.settings_panel.heal_box.setValue(2)
     started: list[str] = []
     window.jobs.started.connect(started.append)
+    folders: list[str] = []  # Save asked for a folder first, and then refused
+    monkeypatch.setattr(dialogs, "ask_output_folder",
+                        lambda parent, suggestion: folders.append(suggestion) or str(tmp_path / "out"))
     for act, title in ((window.check, "Cannot check"), (window.save, "Cannot save")):
-        monkeypatch.setattr(dialogs, "ask_output_folder", lambda parent, suggestion: str(tmp_path / "out"))
         with qtbot.waitSignal(window.errorShown, timeout=10_000) as shown:
             act()
         assert "Healing" in shown.args[0] and window.dialogs[-1].windowTitle() == title
         window.last_dialog.close()
-    assert started == [] and not window.busy and not (tmp_path / "out").exists()
+    assert started == [] and folders == [] and not window.busy and not (tmp_path / "out").exists()
+
+
+def test_a_gguf_saved_as_safetensors_one_layer_at_a_time_is_refused_before_the_folder_is_asked(
+        qtbot, window, tiny_q4_gguf: Path, calib_text: Path, tmp_path: Path, monkeypatch) -> None:
+    """Low memory on a GGUF model: Save as safetensors asked for a folder, then said a GGUF is saved as GGUF that
+    way; the format's tooltip says so before anything is asked."""
+    from shortgpt_desktop.gui import dialogs
+
+    window.settings_panel.low_memory_box.setChecked(True)
+    assert run(qtbot, window, window.open_model, str(tiny_q4_gguf)) == ["open", "ok"]
+    window.calibration_panel.add_paths([str(calib_text)])
+    window = scored_with_plan(qtbot, window)
+    assert window.engine.is_streamed
+    box = window.plan_panel.format_box
+    item = box.model().item(box.findData("safetensors"))
+    qtbot.waitUntil(lambda: not item.isEnabled(), timeout=20_000)  # greyed out, and why in its tooltip
+    assert item.toolTip().startswith("Not one layer at a time: a GGUF model is then saved as GGUF")
+    box.setCurrentIndex(box.findData("safetensors"))  # as chosen before Low memory was ticked
+    folders: list[str] = []
+    monkeypatch.setattr(dialogs, "ask_output_folder",
+                        lambda parent, suggestion: folders.append(suggestion) or str(tmp_path / "out"))
+    with qtbot.waitSignal(window.errorShown, timeout=10_000) as shown:
+        window.save()
+    assert "a GGUF model is saved as GGUF" in shown.args[0] and folders == []
+    window.last_dialog.close()
+    box.setCurrentIndex(box.findData("gguf"))
+    assert run(qtbot, window, window.save) == ["save", "ok"] and len(folders) == 1
+    window.settings_panel.low_memory_box.setChecked(False)  # whole until the next Score, then whole: offered again
+    assert run(qtbot, window, window.start_scoring) == ["score", "ok"] and not window.engine.is_streamed
+    qtbot.waitUntil(item.isEnabled, timeout=20_000)
+    assert not item.toolTip().startswith("Not one layer")
 
 
 @pytest.mark.parametrize("fails", [False, True])

@@ -320,7 +320,7 @@ def test_a_save_forwards_its_folder_and_replace_choice_and_is_refused_before_its
                                                                                             warnings=[])
 
     session = Session.__new__(Session)
-    session.engine = SimpleNamespace(**{n: recorder(n) for n in (
+    session.engine = SimpleNamespace(adjusted=None, **{n: recorder(n) for n in (
         "prepare", "report", "save", "check", "check_output", "refusal", "refusal_to_save", "check_output_job",
         "check_room")})
     plan, spec = SimpleNamespace(removed=[1], kept=[0]), _spec()
@@ -331,6 +331,9 @@ def test_a_save_forwards_its_folder_and_replace_choice_and_is_refused_before_its
     calls.clear()
     session.refuse_save(plan, spec, "/o", True)
     assert ("check_output", ("/o", True), {}) in calls and any(c[0] == "check_room" for c in calls)
+    calls.clear()
+    session.refuse_before_folder(spec)  # what no folder changes, before the dialog
+    assert [c[0] for c in calls] == ["refusal", "refusal_to_save"]
 
 
 def test_the_memory_line_says_why_the_model_runs_one_layer_at_a_time() -> None:
