@@ -103,8 +103,9 @@ class SettingsPanel(QGroupBox):
         self.heal_box.setSpecialValueText("off")
         self.low_memory_box = QCheckBox("Low memory: one layer at a time", self)
         self.low_memory_box.setToolTip("Score and check perplexity with one decoder layer in memory at a time, for "
-                                       "models bigger than memory (chosen by itself when a model would not fit); "
-                                       "no generated text in this mode")
+                                       "models bigger than memory (chosen by itself when a model would not fit). "
+                                       "Each new token runs every layer again, so the check writes only 8 tokens of "
+                                       "its prompt per model and asks no quiz; healing cannot run")
         self.trust_box = QCheckBox("Run the model's own code", self)
         self.trust_box.setToolTip("Some models ship Python code of their own; allow it only for models you trust")
         self.tabs = QTabWidget(self)

@@ -555,3 +555,14 @@ def test_the_advanced_tab_names_what_on_it_changes_a_jobs_work(qtbot) -> None:
     panel.repair_box.setChecked(False)  # no refit without the repair
     panel.heal_box.setValue(0)
     assert panel.tabs.tabText(1) == "Advanced (low memory)"
+
+
+def test_the_low_memory_tooltip_says_what_the_check_generates_that_way(qtbot) -> None:
+    """It said "no generated text in this mode", while the check writes a few tokens of its prompt per model."""
+    from shortgpt_desktop.core.backends.base import Streamed
+
+    panel = SettingsPanel()
+    qtbot.addWidget(panel)
+    tip = panel.low_memory_box.toolTip()
+    assert "no generated text" not in tip
+    assert f"the check writes only {Streamed.MAX_NEW_TOKENS} tokens of its prompt per model and asks no quiz" in tip
