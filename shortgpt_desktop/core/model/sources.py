@@ -385,7 +385,14 @@ def hub_download(
         where = (f"is in the local Hub cache but incomplete ({incomplete})" if incomplete
                  else "is not in the local Hub cache")
         error = HubError if incomplete else HubModelNotFound  # an incomplete one is a Hub model: nothing to add
-        raise error(f"{named} {where} and the Hub cannot be reached; connect to the internet or choose a local "
+        # what the cache holds instead (another revision, an id spelled nearly the same), as without HF_HUB_OFFLINE;
+        # and, where HF_HUB_OFFLINE keeps the Hub from being asked, that (connecting to the internet does not help)
+        held = "" if incomplete else _what_the_cache_holds(repo_id, revision, None, cache_dir)
+        if _offline_set():
+            raise error(f"{named} {where}, and HF_HUB_OFFLINE is set, so the Hub is not asked{held}; unset "
+                        "HF_HUB_OFFLINE to download it, or choose a model folder or .gguf file on this computer.") \
+                from None
+        raise error(f"{named} {where} and the Hub cannot be reached{held}; connect to the internet or choose a local "
                     "folder.") from None
     except hub_errors.GatedRepoError:
         raise HubError(
@@ -464,6 +471,14 @@ def _what_the_cache_holds(repo_id: str, revision: str | None, incomplete: str | 
         return ""
     match = next(i for i in ids if i.lower() == near[0])
     return f"; the local Hub cache holds {match}, spelled otherwise"
+
+
+def _offline_set() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` is set now, read as huggingface_hub reads it (its own constant is read once, at its
+    import)."""
+    from huggingface_hub.constants import ENV_VARS_TRUE_VALUES
+
+    return os.environ.get("HF_HUB_OFFLINE", "").upper() in ENV_VARS_TRUE_VALUES
 
 
 def _network_errors() -> tuple[type[BaseException], ...]:
@@ -560,9 +575,8 @@ def _download(
     cache_dir: str | Path | None,
 ) -> Path:
     import huggingface_hub as hub
-    from huggingface_hub.constants import ENV_VARS_TRUE_VALUES
 
-    if os.environ.get("HF_HUB_OFFLINE", "").upper() in ENV_VARS_TRUE_VALUES:  # as huggingface_hub reads it
+    if _offline_set():
         from huggingface_hub.errors import LocalEntryNotFoundError
 
         raise LocalEntryNotFoundError("offline")

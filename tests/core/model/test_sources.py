@@ -678,7 +678,7 @@ def test_an_incomplete_cached_snapshot_is_downloaded_again_or_said_offline(
             item.unlink()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(HubError, match=r"^someone/no-tokenizer is in the local Hub cache but incomplete \(no "
-                                       r"tokenizer\) and the Hub cannot be reached"):
+                                       r"tokenizer\), and HF_HUB_OFFLINE is set, so the Hub is not asked; unset"):
         sources.hub_download("someone/no-tokenizer", cache_dir=cache)
     monkeypatch.delenv("HF_HUB_OFFLINE")
     downloads: list[str] = []
@@ -816,9 +816,10 @@ def test_a_path_typed_wrong_and_taken_for_a_hub_id_says_there_is_no_such_folder(
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "cache"))
-    with pytest.raises(HubError, match=r"^models/llama is not in the local Hub cache and the Hub cannot be reached; "
-                                       r"connect to the internet or choose a local folder \(models/llama is not a "
-                                       r"folder or file on this computer either\)\.$"):
+    with pytest.raises(HubError, match=r"^models/llama is not in the local Hub cache, and HF_HUB_OFFLINE is set, so "
+                                       r"the Hub is not asked; unset HF_HUB_OFFLINE to download it, or choose a model "
+                                       r"folder or \.gguf file on this computer \(models/llama is not a folder or file "
+                                       r"on this computer either\)\.$"):
         sources.resolve("models/llama")
     monkeypatch.setattr(sources, "hub_download", _raise(HubError("someone/x is in the local Hub cache but "
                                                                  "incomplete (no weights)")))
@@ -894,6 +895,30 @@ def test_a_model_path_that_is_a_link_to_nothing_is_said_and_not_looked_up_on_the
         sources.resolve("models/llama")
     assert str(raised.value) == (f"models/llama is a link to {tmp_path / 'gone'}, which does not exist; choose the "
                                  "model's folder or a .gguf file.")
+
+
+def test_with_hf_hub_offline_set_a_missing_model_names_the_variable_and_what_the_cache_holds(
+        tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With HF_HUB_OFFLINE set, a model not in the cache said "connect to the internet" (which does not help while
+    the variable is set) and left out what the cache holds instead, which the same case without it says."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cache = tmp_path / "hub"
+    fill_hub_cache(cache, "someone/tiny-llama", tiny_model)
+    cases = {
+        ("someone/tinny-llama", None): "someone/tinny-llama is not in the local Hub cache, and HF_HUB_OFFLINE is set, "
+                                       "so the Hub is not asked; the local Hub cache holds someone/tiny-llama, "
+                                       "spelled otherwise; unset HF_HUB_OFFLINE to download it",
+        ("someone/tiny-llama", "dev"): "someone/tiny-llama (revision dev) is not in the local Hub cache, and "
+                                       "HF_HUB_OFFLINE is set, so the Hub is not asked; the local Hub cache holds it "
+                                       "at main, not at dev; unset HF_HUB_OFFLINE",
+        ("someone/else", None): "someone/else is not in the local Hub cache, and HF_HUB_OFFLINE is set, so the Hub is "
+                                "not asked; unset HF_HUB_OFFLINE to download it, or choose a model folder",
+    }
+    for (repo_id, revision), said in cases.items():
+        with pytest.raises(HubError) as raised:
+            sources.hub_download(repo_id, revision=revision, cache_dir=cache)
+        assert str(raised.value).startswith(said), str(raised.value)
+        assert "connect to the internet" not in str(raised.value)
 
 
 def test_an_unreachable_hub_says_what_the_local_cache_holds_of_the_model(
