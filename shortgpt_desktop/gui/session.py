@@ -297,7 +297,10 @@ class JobProgress:
             text += f", about {human_seconds(left)} left"
         if self.whole is not None:  # the whole job's, said as it started, beside each step's own (gone from view)
             began, seconds = self.whole
-            text += f" · {human_seconds(self.clock() - began)} of about {human_seconds(seconds)} in all"
+            so_far = self.clock() - began
+            # past the whole said, "1.2 s of about 949 ms in all" read as a slip of the counter
+            text += (f" · {human_seconds(so_far)} of about {human_seconds(seconds)} in all" if so_far <= seconds
+                     else f" · {human_seconds(so_far)} so far, past the {human_seconds(seconds)} said")
         if done < total or not total:
             text += "…"
         return ProgressView(
