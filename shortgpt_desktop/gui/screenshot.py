@@ -29,6 +29,7 @@ class ScreenshotRun(QObject):
         self.window.jobFinished.connect(self._on_job)
         self.window.errorShown.connect(self._on_error)
         self._failed = False
+        self._users_error = False  # the last dialog said a mistake of the input, not a bug: exit 2, as shortgpt does
         # The command line's progress lines on stderr (a long run is not silent): each stage's first and last
         # line at once, others every few seconds when stderr is not a terminal.
         # A windowed program on Windows has no stderr (None): the run goes on without its progress lines.
@@ -45,6 +46,8 @@ class ScreenshotRun(QObject):
 
     def _on_error(self, message: str) -> None:
         self._failed = True
+        box = self.window.last_dialog  # a bug's dialog carries its traceback
+        self._users_error = box is not None and not box.detailedText()
         print(f"error: {message}", file=sys.stderr)
 
     def _on_job(self, name: str, outcome: str) -> None:
@@ -54,8 +57,8 @@ class ScreenshotRun(QObject):
             self._finish(1, f"{name}: {exc.__class__.__name__}: {exc}")
 
     def _next(self, name: str, outcome: str) -> None:
-        if outcome != "ok":
-            self._finish(1, f"{name} {outcome}")
+        if outcome != "ok":  # a model not there, text that gives no sample: 2, as the command line exits
+            self._finish(2 if outcome == "failed" and self._users_error else 1, f"{name} {outcome}")
             return
         if name == "score":
             if self.ratio is not None:
