@@ -1393,6 +1393,12 @@ class MainWindow(QMainWindow):
         self.close()
 
     def closeEvent(self, event: QCloseEvent) -> None:
+        # Asked first, whatever runs beside (a memory estimate after each settings change skipped it); a running
+        # job's own question ("Stop it and close?") stands for it.
+        if not self._closing and not self._stop_without_asking and not self.jobs.busy and not self._may_drop_measured(
+                "Quit?", "Closing the window", "Quit anyway?"):
+            event.ignore()
+            return
         if self.jobs.busy or self.background.busy:
             if not self._closing:
                 job = job_title(self.jobs.current) if self.jobs.current else "A job"
@@ -1418,10 +1424,6 @@ class MainWindow(QMainWindow):
                 self.jobs.finished.connect(self._close_when_idle)
                 self.background.finished.connect(self._close_when_idle)
             event.ignore()  # closed again by _close_when_idle once every thread has stopped
-            return
-        if not self._closing and not self._stop_without_asking and not self._may_drop_measured(
-                "Quit?", "Closing the window", "Quit anyway?"):
-            event.ignore()
             return
         self._finish_close(event)
 

@@ -559,6 +559,22 @@ def test_opening_another_model_or_quitting_asks_before_dropping_a_minute_of_unsa
     assert window.model_panel.text == window.engine.source.spec == str(gui_model)
     assert not window.close() and window.isVisible()  # "No" to quitting too
     assert asked[-1][0] == "Quit?" and asked[-1][1].endswith("Quit anyway?")
+    import threading
+
+    release, estimate = threading.Event(), window.session.memory_job
+
+    def held(spec):  # a memory estimate (after each settings change) running as the window closes skipped the question
+        def work(progress, cancel):
+            release.wait(30)
+            return estimate(spec)(progress, cancel)
+        return work
+
+    monkeypatch.setattr(window.session, "memory_job", held)
+    window._update_memory_estimate()
+    qtbot.waitUntil(lambda: window.background.busy, timeout=5_000)
+    assert not window.close() and window.isVisible() and asked[-1][0] == "Quit?" and len(asked) == 3
+    release.set()
+    qtbot.waitUntil(lambda: not window.background.busy, timeout=30_000)
 
     assert window.export_scores(tmp_path / "scores.json") is not None  # kept: nothing to ask about
     asked.clear()
