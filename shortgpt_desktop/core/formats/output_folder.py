@@ -494,10 +494,13 @@ def check_report_path(path: Path, sources: Sequence[str | Path] = (), texts: Seq
             raise OutputError(f"Cannot write {path}: it is the text the job reads, {given}; choose another place.")
     if out is not None:
         folder = expand_home(out)
-        if path == folder or folder in path.parents or (path.exists() and _same_file(path, folder)) or (
-                folder.exists() and _is_within(where, folder.resolve())):
-            where = "the output folder" if path == folder or _same_file(path, folder) else "in the output folder"
-            raise OutputError(f"Cannot write {path}: it is {where} {folder}, which the save writes; choose a place "
+        # resolved too, for an output folder not made yet: "--out /abs/new --json new/config.json" was let through,
+        # the report's folders made, and the report replaced the saved model's config
+        at, into = path.resolve(), folder.resolve()
+        if path == folder or folder in path.parents or at == into or into in at.parents or (
+                path.exists() and _same_file(path, folder)) or (folder.exists() and _is_within(where, into)):
+            said = "the output folder" if at == into or _same_file(path, folder) else "in the output folder"
+            raise OutputError(f"Cannot write {path}: it is {said} {folder}, which the save writes; choose a place "
                               "beside it.")
     if missing:  # refused now where the folders could not be made then (no permission), not after the job
         try:

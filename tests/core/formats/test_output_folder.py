@@ -347,6 +347,20 @@ def test_a_report_is_never_written_over_the_text_the_job_reads_nor_into_the_outp
     assert of.check_report_path(tmp_path / "report.json", texts=[notes, folder], out=out) == tmp_path / "report.json"
 
 
+def test_a_report_is_never_written_into_an_output_folder_not_made_yet_however_the_two_are_spelled(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once a report's missing folders were made, ``--out /abs/new --json new/config.json`` (one absolute, one
+    relative) passed the check, and the report replaced the saved model's config after the save."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "link").symlink_to(tmp_path)
+    cases = [(Path("new/config.json"), tmp_path / "new"), (tmp_path / "new" / "sub" / "r.json", Path("new")),
+             (tmp_path / "link" / "new" / "r.json", tmp_path / "new"), (Path("new"), tmp_path / "new")]
+    for path, out in cases:
+        with pytest.raises(OutputError, match="output folder"):
+            of.check_report_path(path, out=out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link"]
+
+
 def test_a_report_never_replaces_a_device_or_a_pipe_and_writes_through_a_link(tmp_path: Path) -> None:
     """``--json /dev/null`` (run as root, as in Docker) replaced the machine's /dev/null with the report, a regular
     file: ``os.replace`` swaps whatever is at the path. A pipe was replaced the same way, and a link to an earlier
