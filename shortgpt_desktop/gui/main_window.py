@@ -509,7 +509,9 @@ class MainWindow(QMainWindow):
 
     def _on_job_finished(self, name: str, outcome: str) -> None:
         self._set_busy(False)
-        if outcome == "ok" and name in MEASURING_JOBS and self.engine.scores is not None:
+        # a cancelled scoring keeps what it measured (partial scores, which can be exported)
+        measured = outcome == "ok" or (name == "score" and outcome == "cancelled")
+        if measured and name in MEASURING_JOBS and self.engine.scores is not None:
             self.unkept_seconds += time.monotonic() - self._job_started
         elif outcome == "ok" and name in ("save", "import"):
             self.unkept_seconds = 0.0  # the scores are in the saved card or came from a file
@@ -617,13 +619,26 @@ class MainWindow(QMainWindow):
         saved or exported): a model dropped on the window by mistake, or a close, threw away an hour's scoring of a big
         model without a word."""
         source = self.engine.source
-        if source is None or self.engine.scores is None or self.unkept_seconds < ASK_BEFORE_DROPPING_SECONDS:
+        if source is None or not self._unkept_worth_asking():
             return True
         return dialogs.ask_yes_no(
             self, title,
             f"{doing} drops what was measured on {source.display_name}: its layer scores, plan and check, "
             f"{human_seconds(self.unkept_seconds)} of work, neither saved nor exported (File → Export scores… keeps "
             f"the scores to import later). {question}")
+
+    def _unkept_worth_asking(self) -> bool:
+        """A minute or more of measuring on the open model, scores still held, neither saved nor exported."""
+        return self.engine.scores is not None and self.unkept_seconds >= ASK_BEFORE_DROPPING_SECONDS
+
+    def _unkept_note(self) -> str:
+        """What closing drops beside the running job, for its "Stop it and close?" question (the unsaved-measuring
+        question is not asked then: its Yes stood for both)."""
+        source = self.engine.source
+        if source is None or not self._unkept_worth_asking():
+            return ""
+        return (f" What was measured on {source.display_name} before it ({human_seconds(self.unkept_seconds)}), "
+                "neither saved nor exported, goes too.")
 
     def _reset_view(self, message: str) -> None:
         """A new model: nothing measured on the old one stays on screen."""
@@ -1403,7 +1418,7 @@ class MainWindow(QMainWindow):
             if not self._closing:
                 job = job_title(self.jobs.current) if self.jobs.current else "A job"
                 if self.jobs.busy and not self._stop_without_asking and not dialogs.ask_yes_no(
-                    self, "Stop and quit?", f"{job} is still running. Stop it and close?"
+                    self, "Stop and quit?", f"{job} is still running. Stop it and close?{self._unkept_note()}"
                 ):
                     event.ignore()
                     return

@@ -526,6 +526,33 @@ def test_a_healing_whose_loss_did_not_fall_is_said_after_check_and_save(qtbot, o
     assert "its loss 0.00368 → 0.00441 (not lowered" in (out / "README.md").read_text(encoding="utf-8")
 
 
+def test_a_cancelled_scoring_counts_as_measuring_and_stopping_a_job_to_quit_says_what_goes_with_it(
+        qtbot, opened, monkeypatch) -> None:
+    """A scoring cancelled at 90% keeps its partial scores, which went without a word; and "Stop it and close?"
+    during a job did not say that the earlier unsaved scores go too."""
+    from shortgpt_desktop.gui import main_window
+
+    window = opened
+    window.settings_panel.set_values({"samples": 64, "batch_size": 1})
+    slow_progress(window, monkeypatch, "score", 0.05)
+    with qtbot.waitSignal(window.jobs.progressed, timeout=30_000,
+                          check_params_cb=lambda name, stage, done, *rest: stage == "scoring" and done >= 2):
+        window.start_scoring()
+    with qtbot.waitSignal(window.jobFinished, timeout=30_000) as ended:
+        window.cancel()
+    assert ended.args == ["score", "cancelled"] and window.engine.scored.partial and window.unkept_seconds > 0
+    monkeypatch.setattr(main_window, "ASK_BEFORE_DROPPING_SECONDS", 1e-6)
+    asked: list[str] = []
+    monkeypatch.setattr(dialogs, "ask_yes_no", lambda parent, title, text: asked.append(text) or False)
+    with qtbot.waitSignal(window.jobs.progressed, timeout=30_000):
+        window.start_scoring()
+    assert not window.close() and window.busy
+    assert asked[-1].startswith("Scoring is still running. Stop it and close? What was measured on tiny-llama "
+                                "before it (") and asked[-1].endswith("neither saved nor exported, goes too.")
+    with qtbot.waitSignal(window.jobFinished, timeout=30_000):
+        window.cancel()
+
+
 def test_opening_another_model_or_quitting_asks_before_dropping_a_minute_of_unsaved_measuring(
         qtbot, opened, gui_model: Path, tmp_path: Path, monkeypatch) -> None:
     """A model dropped on the window by mistake, or a close, threw away an hour's scoring of a big model without a
