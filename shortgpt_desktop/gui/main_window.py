@@ -1116,10 +1116,14 @@ class MainWindow(QMainWindow):
         except UserError as exc:
             self.show_error("Cannot import the scores", user_message(exc))
             return
-        if not same_model(imported, source.spec, source.display_name, info.n_layers, info.architecture):
+        revision = (source.revision or "main") if source.kind == "hub" else ""
+        if not same_model(imported, source.spec, source.display_name, info.n_layers, info.architecture, revision):
+            at = (f" at revision {imported.revision}", f" at revision {revision}") \
+                if imported.revision and revision and imported.revision != revision else ("", "")
             self.show_error("Cannot import the scores",
-                            f"These scores are for {imported.model or 'another model'} ({imported.n_layers} "
-                            f"layers), not for the opened model {source.display_name} ({info.n_layers} layers).")
+                            f"These scores are for {imported.model or 'another model'}{at[0]} ({imported.n_layers} "
+                            f"layers), not for the opened model {source.display_name}{at[1]} ({info.n_layers} "
+                            "layers).")
             return
         spec = self.job_spec()
         self._scoring_metric = imported.scores.metric

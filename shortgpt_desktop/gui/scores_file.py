@@ -37,6 +37,8 @@ class ImportedScores:
     removed: list[int] = field(default_factory=list)
     #: The file and what the scores were measured on there (``Report.scores_imported``, for the card).
     origin: dict[str, Any] = field(default_factory=dict)
+    #: The Hub revision the scores were measured on ("" for a local model, or a file that does not say).
+    revision: str = ""
 
 
 def write_scores(report: Report, partial: bool, path: str | Path, sources: Sequence[str | Path] = (),
@@ -102,7 +104,8 @@ def read_scores(path: str | Path) -> ImportedScores:
     listed = data.get("removed_layers")  # a record of the file's plan, not scores: what is not a layer is left out
     removed = [i for i in listed if _whole(i) is not None and i < n] if isinstance(listed, list) else []
     return ImportedScores(str(data.get("model", "")), n, str(data.get("architecture", "")), layer_scores,
-                          bool(data.get("partial", False)), removed, _origin(path, data, layer_scores.tokens))
+                          bool(data.get("partial", False)), removed, _origin(path, data, layer_scores.tokens),
+                          str(data.get("model_revision") or ""))
 
 
 def _origin(path: Path, data: dict[str, Any], tokens: int) -> dict[str, Any]:
@@ -121,12 +124,14 @@ def _origin(path: Path, data: dict[str, Any], tokens: int) -> dict[str, Any]:
             "seed": whole("seed"), "tokens": whole("tokens") if record is earlier else tokens}
 
 
-def same_model(imported: ImportedScores, spec: str, display_name: str, n_layers: int, architecture: str = "") -> bool:
+def same_model(imported: ImportedScores, spec: str, display_name: str, n_layers: int, architecture: str = "",
+               revision: str = "") -> bool:
     """Whether scores measured on ``imported.model`` fit the opened model: the same layer count, the same
-    architecture where both are known, and the same model. Where the file names a model on this machine (an absolute
-    path that is there) it must be the opened one: two runs' folders both named ``final`` passed on their name, and
-    one's scores were shown and saved as the other's. A path that is not here (the folder moved, another machine)
-    is matched by its last part."""
+    architecture where both are known, the same Hub revision where both are known (``revision``: the open model's;
+    a Hub model is named by its id, whichever revision's page opened it), and the same model. Where the file names a
+    model on this machine (an absolute path that is there) it must be the opened one: two runs' folders both named
+    ``final`` passed on their name, and one's scores were shown and saved as the other's. A path that is not here
+    (the folder moved, another machine) is matched by its last part."""
     def name(text: str) -> str:  # a name that is not UTF-8 is written to the file with U+FFFD (report._json_safe)
         text = re.sub("[\ud800-\udfff]", "\ufffd", text)
         return Path(text.rstrip("/\\")).name or text
@@ -134,6 +139,8 @@ def same_model(imported: ImportedScores, spec: str, display_name: str, n_layers:
     if imported.n_layers != n_layers:
         return False
     if imported.architecture and architecture and imported.architecture != architecture:
+        return False
+    if imported.revision and revision and imported.revision != revision:
         return False
     recorded = Path(imported.model) if imported.model else None
     if recorded is not None and recorded.is_absolute() and recorded.exists() and Path(spec).exists():

@@ -924,6 +924,17 @@ def test_a_hub_page_of_another_revision_names_the_model_by_its_id(qtbot, window,
     card = (out / "README.md").read_text(encoding="utf-8")
     assert "\nbase_model: someone/tiny-dev\n" in card and "# tiny-dev, pruned with ShortGPT Desktop" in card
     assert "at revision `dev`" in card and "ORIGINAL_MODEL" not in card
+    # named by its id, the revision keeps another revision's scores out (the id alone let them in)
+    exported = window.export_scores(tmp_path / "dev-scores.json")
+    repo = cache / "models--someone--tiny-dev"
+    (repo / "refs" / "main").write_text((repo / "refs" / "dev").read_text())
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.open_model("someone/tiny-dev")
+    assert window.engine.source.revision is None
+    with qtbot.waitSignal(window.errorShown, timeout=10_000) as refused:
+        window.import_scores(exported)
+    assert refused.args[0].startswith("These scores are for someone/tiny-dev at revision dev (6 layers), not for the "
+                                      "opened model someone/tiny-dev at revision main")
 
 
 def test_the_open_model_typed_again_clears_why_another_could_not_be_opened(qtbot, opened, tmp_path: Path) -> None:
