@@ -582,7 +582,7 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
     if report.heal_steps:
         computed = f" computed in {report.heal_compute_dtype}," if report.heal_compute_dtype else ""
         out.write(f"healed: {counted(report.heal_steps, 'LoRA step')},{computed} loss (KL to the original) "
-                  f"{report.heal_losses[0]:.3f} -> {report.heal_losses[-1]:.3f}\n")
+                  f"{report.heal_losses[0]:.4g} -> {report.heal_losses[-1]:.4g}\n")  # a tiny model's 0.00368: 0.004
     if report.ppl_before is not None:
         line = f"perplexity: {report.ppl_before:.3f}"
         if report.ppl_after is not None:

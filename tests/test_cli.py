@@ -1380,7 +1380,11 @@ def test_the_summary_gives_the_figures_of_the_report() -> None:
                       (None, True): "give more calibration text (its held-out end is measured) or an evaluation text "
                                     "(--eval-text)",
                       ("t.txt", True): "give a longer evaluation text"}, advice
-    assert "loss (KL to the original) 0.500 -> 0.300" in out
+    assert "loss (KL to the original) 0.5 -> 0.3\n" in out
+    report.heal_losses = [0.00368, 0.00441]  # four significant digits, as the warning beside it: it said 0.004 -> 0.004
+    stream = io.StringIO()
+    cli.print_summary(report, stream)
+    assert "loss (KL to the original) 0.00368 -> 0.00441\n" in stream.getvalue()
 
 
 def test_every_prune_flag_reaches_the_job() -> None:

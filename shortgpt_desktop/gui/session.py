@@ -298,9 +298,11 @@ class JobProgress:
         if self.whole is not None:  # the whole job's, said as it started, beside each step's own (gone from view)
             began, seconds = self.whole
             so_far = self.clock() - began
-            # past the whole said, "1.2 s of about 949 ms in all" read as a slip of the counter
-            text += (f" · {human_seconds(so_far)} of about {human_seconds(seconds)} in all" if so_far <= seconds
-                     else f" · {human_seconds(so_far)} so far, past the {human_seconds(seconds)} said")
+            # past the whole said, "1.2 s of about 949 ms in all" read as a slip of the counter (and past it as shown:
+            # not "8 min 39 s so far, past the 8 min 39 s said")
+            past = so_far > seconds and human_seconds(so_far) != human_seconds(seconds)
+            text += (f" · {human_seconds(so_far)} so far, past the {human_seconds(seconds)} said" if past
+                     else f" · {human_seconds(so_far)} of about {human_seconds(seconds)} in all")
         if done < total or not total:
             text += "…"
         return ProgressView(

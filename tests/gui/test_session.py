@@ -223,7 +223,9 @@ def test_the_whole_jobs_time_stays_beside_each_steps_progress() -> None:
     words.keep_whole(519.0)
     clock.now += 130.0
     assert words.update("ppl_before", 5, 38).text.endswith(" · 2 min 10 s of about 8 min 39 s in all…")
-    clock.now += 400.0  # past what was said: "9 min 30 s of about 8 min 39 s in all" read as a slip
+    clock.now += 389.4  # a moment past what was said, shown alike: not "8 min 39 s so far, past the 8 min 39 s said"
+    assert words.update("ppl_before", 29, 38).text.endswith(" · 8 min 39 s of about 8 min 39 s in all…")
+    clock.now += 10.6  # past what was said: "8 min 50 s of about 8 min 39 s in all" read as a slip
     assert words.update("ppl_before", 30, 38).text.endswith(" · 8 min 50 s so far, past the 8 min 39 s said…")
     words.finished("ok")
     words.started("check")  # a job announced with no estimate says none
