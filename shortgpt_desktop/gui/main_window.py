@@ -137,9 +137,9 @@ class MainWindow(QMainWindow):
         self._scoring_metric = "bi"  # the metric of the scoring job in progress
         self._focus_before_job: QWidget | None = None  # a left-pane field that had the focus when a job began
         self._scores_before: Any = None  # scores shown before that job, restored if it fails
-        #: Seconds of measuring (score, check, curve jobs) on the open model since it opened or its scores were last
-        #: saved, exported or imported: opening another model or quitting asks before throwing that much away.
-        self.unkept_seconds = 0.0
+        #: Seconds of measuring on the open model by job (score, check, curve) that no Save or import has kept since
+        #: it opened (an export keeps the scores alone): opening another model or quitting asks before dropping them.
+        self.unkept: dict[str, float] = {}
         self._job_started = 0.0
         self.job_progress = JobProgress()  # the progress line's words, from the session layer
 
@@ -512,9 +512,9 @@ class MainWindow(QMainWindow):
         # a cancelled scoring keeps what it measured (partial scores, which can be exported)
         measured = outcome == "ok" or (name == "score" and outcome == "cancelled")
         if measured and name in MEASURING_JOBS and self.engine.scores is not None:
-            self.unkept_seconds += time.monotonic() - self._job_started
+            self.unkept[name] = self.unkept.get(name, 0.0) + time.monotonic() - self._job_started
         elif outcome == "ok" and name in ("save", "import"):
-            self.unkept_seconds = 0.0  # the scores are in the saved card or came from a file
+            self.unkept.clear()  # the scores and the check are in the saved card, or came from a file
         if self._probed_later is not None:
             choices, self._probed_later = self._probed_later, None
             self._on_probed(choices)
@@ -621,11 +621,23 @@ class MainWindow(QMainWindow):
         source = self.engine.source
         if source is None or not self._unkept_worth_asking():
             return True
+        kept = (" (File → Export scores… keeps the scores and the plan to import later, not a check or a curve)"
+                if "score" in self.unkept else "")
         return dialogs.ask_yes_no(
             self, title,
-            f"{doing} drops what was measured on {source.display_name}: its layer scores, plan and check, "
-            f"{human_seconds(self.unkept_seconds)} of work, neither saved nor exported (File → Export scores… keeps "
-            f"the scores to import later). {question}")
+            f"{doing} drops what was measured on {source.display_name} and neither saved nor exported: "
+            f"{self._unkept_parts()}{kept}. {question}")
+
+    def _unkept_parts(self) -> str:
+        """What :attr:`unkept` holds, in words: "its layer scores (6 min 2 s) and its quality curve (3 min 43 s)"; the
+        question said "layer scores, plan and check" after a curve alone."""
+        words = {"score": "layer scores", "check": "check", "curve": "quality curve"}
+        parts = [f"its {words[name]} ({human_seconds(seconds)})" for name, seconds in self.unkept.items()]
+        return ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1]
+
+    @property
+    def unkept_seconds(self) -> float:
+        return sum(self.unkept.values())
 
     def _unkept_worth_asking(self) -> bool:
         """A minute or more of measuring on the open model, scores still held, neither saved nor exported."""
@@ -637,13 +649,13 @@ class MainWindow(QMainWindow):
         source = self.engine.source
         if source is None or not self._unkept_worth_asking():
             return ""
-        return (f" What was measured on {source.display_name} before it ({human_seconds(self.unkept_seconds)}), "
-                "neither saved nor exported, goes too.")
+        return f" What was measured on {source.display_name} before it, neither saved nor exported, goes too: " \
+               f"{self._unkept_parts()}."
 
     def _reset_view(self, message: str) -> None:
         """A new model: nothing measured on the old one stays on screen."""
         self._forget_plan()
-        self.unkept_seconds = 0.0
+        self.unkept.clear()
         self.last_saved, self._saved_line = None, ""
         if hasattr(self, "open_saved_action"):  # it stayed on, and did nothing, after another model was opened
             self.open_saved_action.setEnabled(False)
@@ -1092,7 +1104,7 @@ class MainWindow(QMainWindow):
                             else f"{path} cannot be written ({exc.strerror or exc}).")
             return None
         self.statusBar().showMessage(f"Exported the scores to {written}", 10000)
-        self.unkept_seconds = 0.0
+        self.unkept.pop("score", None)  # the file keeps the scores and the plan; a check's or a curve's figures not
         log.info("exported scores to %s", written)
         return written
 

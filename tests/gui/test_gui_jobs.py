@@ -548,7 +548,7 @@ def test_a_cancelled_scoring_counts_as_measuring_and_stopping_a_job_to_quit_says
         window.start_scoring()
     assert not window.close() and window.busy
     assert asked[-1].startswith("Scoring is still running. Stop it and close? What was measured on tiny-llama "
-                                "before it (") and asked[-1].endswith("neither saved nor exported, goes too.")
+                                "before it, neither saved nor exported, goes too: its layer scores (")
     with qtbot.waitSignal(window.jobFinished, timeout=30_000):
         window.cancel()
 
@@ -580,8 +580,9 @@ def test_opening_another_model_or_quitting_asks_before_dropping_a_minute_of_unsa
     window.open_model(str(other))  # "No"
     assert [title for title, _ in asked] == [f"Open {other}?"]
     text = asked[0][1]
-    assert f"Opening {other} drops what was measured on {window.engine.source.display_name}" in text
-    assert "neither saved nor exported" in text and "Export scores" in text and text.endswith(f"Open {other} anyway?")
+    assert text.startswith(f"Opening {other} drops what was measured on {window.engine.source.display_name} and "
+                           "neither saved nor exported: its layer scores (")
+    assert "Export scores… keeps the scores and the plan" in text and text.endswith(f"Open {other} anyway?")
     assert started == ["score"] and window.engine.scores is scores and window.plan is not None
     assert window.model_panel.text == window.engine.source.spec == str(gui_model)
     assert not window.close() and window.isVisible()  # "No" to quitting too
@@ -603,7 +604,15 @@ def test_opening_another_model_or_quitting_asks_before_dropping_a_minute_of_unsa
     release.set()
     qtbot.waitUntil(lambda: not window.background.busy, timeout=30_000)
 
-    assert window.export_scores(tmp_path / "scores.json") is not None  # kept: nothing to ask about
+    with qtbot.waitSignal(window.jobFinished, timeout=120_000):
+        window.check()
+    assert set(window.unkept) == {"score", "check"}
+    assert window.export_scores(tmp_path / "scores.json") is not None  # the scores and the plan, not the check
+    asked.clear()
+    window.open_model(str(other))  # "No": the check's figures, in no file, are asked about alone
+    assert len(asked) == 1 and ": its check (" in asked[0][1] and "scores (" not in asked[0][1]
+    assert "Export scores" not in asked[0][1] and window.engine.source.spec == str(gui_model)
+    window.unkept.clear()  # as after a Save
     asked.clear()
     with qtbot.waitSignal(window.jobFinished, timeout=60_000):
         window.open_model(str(other))
