@@ -908,7 +908,7 @@ class Engine:
         import dataclasses as _dc
 
         from .cut.healing import compute_dtype_for
-        from .estimate import BFLOAT16_HEAL_COST, JobWork, estimate_job, run_count, shape_of
+        from .estimate import BFLOAT16_HEAL_COST, JobWork, estimate_job, shape_of
 
         assert self.loaded is not None
         # the searches before ran on the samples the text gave, under the settings as asked (the memo's key)
@@ -921,9 +921,9 @@ class Engine:
         heal_cost = BFLOAT16_HEAL_COST if spec.heal_steps and on_cpu and compute_dtype_for(model) else 1.0
         answers, fit_samples, fit_tokens = self._repair_fit(spec, sample_tokens)
         work = JobWork(answers=answers, guard=self.guard_work(spec), quiz=self.quiz_work(spec),
-                       prompt=self.prompt_work(spec), heal_cost=heal_cost, runs=run_count(removed) if removed else None,
-                       fit_samples=fit_samples, fit_tokens=fit_tokens, search_left=search_left,
-                       bi_scores=self._bi_scores(), removed=None if refines else removed)
+                       prompt=self.prompt_work(spec), heal_cost=heal_cost, fit_samples=fit_samples,
+                       fit_tokens=fit_tokens, search_left=search_left, bi_scores=self._bi_scores(),
+                       removed=None if refines else removed)
         return estimate_job(spec, shape_of(self.loaded), seconds_per_token_layer, sample_tokens, eval_tokens, count,
                             refines, work)
 

@@ -184,9 +184,10 @@ class JobWork:
     chat model's refit); ``quiz``: the check's quiz answers still to write (both models', or the pruned one's);
     ``prompt``: the check's continuation of its prompt by both models. ``heal_cost``: what a token-layer of healing
     costs against one of the measured (float32) speed (:data:`BFLOAT16_HEAL_COST` where healing computes in
-    bfloat16). ``runs``: the runs of removed layers the repair fits, where the layers are known (:func:`run_count`),
-    else about one per two layers removed. ``fit_samples`` and ``fit_tokens``: the samples and tokens the repair fits
-    on, a chat model's own answers included (default: the spec's samples and the sample tokens). ``search_left``: what
+    bfloat16). ``runs``: the runs of removed layers the repair fits (default: :func:`run_count` of ``removed`` where
+    given, else about one per two layers removed). ``fit_samples`` and ``fit_tokens``: the samples and tokens the
+    repair fits on, a chat model's own answers included (default: the spec's samples and the sample tokens).
+    ``search_left``: what
     bi+'s search still has to measure where earlier searches measured part of it (the single removals or not, the
     greedy steps: :meth:`.cut.selection.SearchMemo.still_to_run`), else the whole search. ``bi_scores``: the scores
     bi+ chooses from, where known (:func:`choosing_seconds`). ``removed``: the layers the repair fits for, where known
@@ -225,7 +226,7 @@ def estimate_job(spec: Any, shape: ModelShape, seconds_per_token_layer: float, s
         out.steps["answering"] = work.answers.seconds(n, head, rate)
     from .cut.selection import judged_with_the_saved_fit
 
-    runs = work.runs or guessed_runs(count)
+    runs = work.runs or (run_count(removed) if removed else guessed_runs(count))
     # where bi+ judges its finalists with the fit the job saves, the repair is made while choosing and its step
     # costs nothing more (8 × 128 tokens with --heal 2: said 8 min 58 s, took 5 min 28 s, the repair counted twice)
     fitted_while_choosing = refines and judged_with_the_saved_fit(spec.samples)

@@ -1020,7 +1020,8 @@ class MainWindow(QMainWindow):
                 # the way Check and Save run until the next Score, where the settings now ask another
                 streamed = view.streamed if scored is None else self.engine.is_streamed
                 self.model_panel.set_memory(view.info, streamed)
-                self.plan_panel.refuse_format("safetensors", GGUF_STAYS_GGUF if streamed and source.gguf_file else "")
+                refused = self.session.format_refused("safetensors", streamed)
+                self.plan_panel.refuse_format("safetensors", GGUF_STAYS_GGUF if refused else "")
                 mode = view.mode if scored is None else f"{scored} until the next Score, then {view.mode}"
                 self.model_panel.set_mode(mode, view.details)
                 self._update_status()

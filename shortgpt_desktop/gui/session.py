@@ -118,13 +118,21 @@ class Session:
         self.engine.refusal(spec)
         self.engine.refusal_to_save()
 
+    def format_refused(self, name: str, streamed: bool) -> bool:
+        """Whether the open model cannot be saved as ``name`` the way it runs (``streamed``: one layer at a time), by
+        the backend's own rule (:meth:`..core.backends.base.Backend.refusal_for`), for the window to grey it out."""
+        from ..core.backends.base import backend_class
+
+        source = self.engine.source
+        return streamed and source is not None and \
+            backend_class("streamed").refusal_for(source, output_format=name) is not None
+
     def refuse_save(self, plan: PrunePlan, spec: JobSpec, out: str, force: bool) -> None:
         """Everything that can refuse a save before its job starts: the folder, the plan, the format, what the
         writer cannot write back (a GGUF layout locked to positions, a healed weight), and a disk too full."""
         self.engine.check_output(out, force)
         self.engine.report(plan)
-        self.engine.refusal(spec)  # healing one layer at a time: said at the click, not after the choice has run
-        self.engine.refusal_to_save()
+        self.refuse_before_folder(spec)  # healing one layer at a time: said at the click, not after the choice ran
         self.engine.check_output_job(spec, plan.removed)
         self.engine.check_room(out, plan, spec)
 

@@ -483,8 +483,8 @@ def check_report_path(path: Path, sources: Sequence[str | Path] = (), texts: Seq
             continue
         inside = model.is_dir() and _is_within(where, model.resolve())
         if inside or (path.exists() and _same_file(path, model)):
-            where = "inside the folder of the model" if inside else "the model's own file"
-            raise OutputError(f"Cannot write {path}: it is {where} {model}; choose another place.")
+            said = "inside the folder of the model" if inside else "the model's own file"
+            raise OutputError(f"Cannot write {path}: it is {said} {model}; choose another place.")
     for text in texts:
         given = expand_home(text)
         if given.is_dir() and _is_within(where, given.resolve()):
