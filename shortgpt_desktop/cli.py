@@ -530,7 +530,8 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
     if report.removed_layers:
         k = len(report.removed_layers)
         out.write(f"removed {k} of {report.n_layers} layers ({k / report.n_layers:.0%} of them): "
-                  f"{','.join(map(str, report.removed_layers))}{_numbered_as(report)}\n")
+                  f"{','.join(map(str, report.removed_layers))}{_numbered_as(report)}"
+                  f"{f' (as {_shown(report.against)} records them)' if report.against else ''}\n")
     if report.params_before and (report.removed_layers or (report.against and report.params_after)):
         # each share says what it is a share of: "(83%)" removed, then "(35.7%)" kept, read as two of one thing
         share = report.params_after / report.params_before

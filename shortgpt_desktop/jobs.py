@@ -26,6 +26,7 @@ from .core.cut.surgery import layer_sizes
 from .core.engine import Engine, streamed_check_note
 from .core.errors import ModelSourceError, PlanError, UnsupportedModelError, UserError
 from .core.formats.output_folder import check_output_folder
+from .core.formats.provenance import layers_a_copy_lacks
 from .core.formats.writers import expanded_from_gguf
 from .core.measure.calibration import BUILTIN_CORPUS
 from .core.measure.metrics import get_metric
@@ -388,6 +389,7 @@ def run_eval(engine: Engine, spec: JobSpec, other: str | None = None, progress: 
         if Engine.generates(spec.prompt) and not engine.backend.whole_model:
             report.warnings.append(streamed_check_note())
         tokenizer = loaded.tokenizer
+        first_source = engine.source  # forgotten with the model
         del loaded  # held here, the first model stayed in memory beside the second (SmolLM2: 1.3 GB at its load)
         engine.forget()
         with _named(other):
@@ -400,6 +402,12 @@ def run_eval(engine: Engine, spec: JobSpec, other: str | None = None, progress: 
             torch_equal(value, outside[name]) for name, value in _outside_layers(stack).items())
         count = lambda done, total: progress("ppl_after", done, total, None)  # noqa: E731
         if same_head:
+            # the layers it lacks, as a copy this app pruned records them (the JSON left them empty and the summary
+            # said nothing of them); the same embeddings and head: a copy of this model, not of another
+            report.removed_layers = layers_a_copy_lacks(first_source, info.n_layers, second.source,
+                                                        other_info.n_layers)
+            if report.removed_layers:
+                report.kept_layers = [i for i in range(info.n_layers) if i not in set(report.removed_layers)]
             after, fidelity = ops.compare(stack, tokens.eval_windows, tokens.pad_id, reference, (), None, cancel,
                                           count)
             report.fidelity = fidelity.to_json()

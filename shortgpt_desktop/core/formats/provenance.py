@@ -62,6 +62,18 @@ def earlier_removed(source: ModelSource | None) -> list[int]:
     return []
 
 
+def layers_a_copy_lacks(first: ModelSource | None, first_layers: int, copy: ModelSource | None,
+                        copy_layers: int) -> list[int]:
+    """The layers of ``first`` (of ``first_layers``, in its own numbering) that ``copy`` lacks, as ``copy``, a model
+    this app pruned, records them; [] where it records none, or where what it records does not fit ``first`` (more
+    layers gone from ``first`` than from ``copy``, or counts that do not add up to one original)."""
+    earlier, gone = set(earlier_removed(first)), set(earlier_removed(copy))
+    if not gone or not earlier < gone or first_layers + len(earlier) != copy_layers + len(gone):
+        return []
+    original = [i for i in range(first_layers + len(earlier)) if i not in earlier]  # first's layers, as numbered there
+    return [index for index, layer in enumerate(original) if layer in gone]
+
+
 #: A licence as the Hub's model cards name it (``apache-2.0``, ``llama3.1``, ``other``): anything else is not carried.
 _LICENSE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 _LICENSE_LINK = re.compile(r"(https?://|LICENSE)[^\s]{0,200}")

@@ -12,6 +12,7 @@ from shortgpt_desktop.core.formats.provenance import (
     CONFIG_KEY,
     earlier_removed,
     gguf_removed_layers,
+    layers_a_copy_lacks,
     removed_in_first_original,
     source_license,
 )
@@ -64,8 +65,22 @@ def test_a_second_prune_says_what_the_first_original_lacks(fmt: str, tiny_model:
     line = removed_line(tmp_path / "second")
     assert "which had been pruned before: it lacked layers 0, 5 of its original): 1." in line, line
     assert line.endswith("Of the first original's 6 layers, this model lacks 0, 2, 5."), line
-    # A third prune, back to the safetensors a GGUF source can be saved as: the record goes on.
+    # eval --against a copy names the layers it lacks, in the first model's numbering, where its record fits that
+    # model (the JSON left them empty, the summary said nothing of them).
     second = tmp_path / "second" if fmt == "safetensors" else next((tmp_path / "second").glob("*.gguf"))
+    evaluated = tmp_path / "eval.json"
+    for reference, lacking in ((source, [0, 2, 5]), (first, [1])):
+        assert cli.main(["eval", str(reference), "--against", str(second), "--calib", str(small_calib), "--seq-len",
+                         "32", "--eval-windows", "2", "--json", str(evaluated), "-q"]) == 0
+        report = json.loads(evaluated.read_text(encoding="utf-8"))
+        assert report["removed_layers"] == lacking
+        assert report["kept_layers"] == [i for i in range(report["n_layers"]) if i not in lacking]
+        listed = ",".join(map(str, lacking))
+        assert f"layers ({len(lacking) / report['n_layers']:.0%} of them): {listed}" in capsys.readouterr().out
+    assert cli.main(["eval", str(first), "--against", str(first), "--calib", str(small_calib), "--seq-len", "32",
+                     "--eval-windows", "2", "--json", str(evaluated), "-q"]) == 0
+    assert json.loads(evaluated.read_text(encoding="utf-8"))["removed_layers"] == []  # the same layers: none
+    # A third prune, back to the safetensors a GGUF source can be saved as: the record goes on.
     prune(second, "2", tmp_path / "third", small_calib, "--format", "safetensors")
     config = json.loads((tmp_path / "third" / "config.json").read_text(encoding="utf-8"))
     assert config[CONFIG_KEY] == [0, 2, 4, 5] and config["num_hidden_layers"] == 2
@@ -79,6 +94,23 @@ def test_the_record_of_earlier_cuts_is_read_only_as_layer_indices(tmp_path: Path
                                                                   earlier: list[int]) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", CONFIG_KEY: recorded}), encoding="utf-8")
     assert earlier_removed(ModelSource(spec=str(tmp_path), kind="folder", folder=tmp_path)) == earlier
+
+
+def test_the_layers_a_copy_lacks_are_said_only_where_its_record_fits_the_first_model(tmp_path: Path) -> None:
+    def source(name: str, recorded: list[int] | None) -> ModelSource:
+        folder = tmp_path / name
+        folder.mkdir()
+        config = {"model_type": "llama"} | ({CONFIG_KEY: recorded} if recorded is not None else {})
+        (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+        return ModelSource(spec=str(folder), kind="folder", folder=folder)
+
+    original, once, twice = source("original", None), source("once", [0, 5]), source("twice", [0, 2, 5])
+    assert layers_a_copy_lacks(original, 6, twice, 3) == [0, 2, 5]
+    assert layers_a_copy_lacks(once, 4, twice, 3) == [1]  # the first original's 2 is the first copy's 1
+    assert layers_a_copy_lacks(original, 6, original, 6) == []  # no record: nothing said
+    assert layers_a_copy_lacks(twice, 3, once, 4) == []  # the other way round: the reference lacks more
+    assert layers_a_copy_lacks(original, 8, twice, 3) == []  # 8 layers: not the original the record counts
+    assert layers_a_copy_lacks(source("other", [1]), 5, twice, 3) == []  # layer 1 was gone first: another line
 
 
 def test_a_licence_name_without_a_licence_or_a_gguf_licence_that_is_not_an_id_is_not_carried(
