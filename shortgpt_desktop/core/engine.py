@@ -1098,6 +1098,18 @@ class Engine:
 
         return repair_for
 
+    def _fit_cost(self, spec: JobSpec, tokens: TokenSet) -> Any:
+        """What a fit of the saved repair costs (:class:`.cut.selection.FitCost`), as the job's estimate counts it:
+        bi+'s progress bar counts its fits at it, where it counted each as two passes over the samples."""
+        from .cut.selection import FitCost
+        from .estimate import fit_token_layers, guessed_runs, shape_of
+
+        assert self.loaded is not None
+        shape = shape_of(self.loaded)
+        _, fit_samples, fit_tokens = self._repair_fit(spec, sum(map(len, tokens.samples)))
+        return FitCost(lambda count: fit_token_layers(shape, fit_tokens, count, guessed_runs(count), fit_samples),
+                       float(fit_tokens * shape.n_layers))
+
     def _answers_key(self, seq_len: int) -> tuple:
         """What the own answers depend on: the model and the longest sample they may be."""
         return (self.load_key, seq_len)
@@ -1154,7 +1166,7 @@ class Engine:
             ctx = ScoringContext(self.loaded.model, self.loaded.family, tokens, spec.batch_size, progress, cancel,
                                  stack=self.backend.stack, repaired=spec.repair != "none", probe=self._answer_probe(),
                                  repair_for=self._repair_for(spec, tokens, cancel, progress),
-                                 memo=self._search_memo(spec))
+                                 memo=self._search_memo(spec), fit_cost=self._fit_cost(spec, tokens))
             self.selections.update(metric.refine_counts(ctx, scores.scores, [count]))
         return self.plan(count=count)
 
@@ -1200,7 +1212,7 @@ class Engine:
                                      cancel, stack=self.backend.stack, repaired=spec.repair != "none",
                                      probe=self._answer_probe(),
                                      repair_for=self._repair_for(spec, tokens, cancel, progress),
-                                     memo=self._search_memo(spec))
+                                     memo=self._search_memo(spec), fit_cost=self._fit_cost(spec, tokens))
                 self.selections.update(metric.refine_counts(ctx, self.scores.scores, missing))
         label = self.scores.metric + (" + repair" if spec.repair != "none" else "")
         curve = QualityCurve(label=label, order=[], windows=len(tokens.eval_windows), tokens=reference.result.tokens,

@@ -1404,3 +1404,32 @@ def test_bi_plus_at_another_count_takes_what_the_search_before_measured(tiny_mod
     engine.selections = {}
     engine.refine(other, then)
     assert len(sets_run) == len(set(sets_run)) and len(sets_run) > len(again)
+
+
+def test_bi_plus_counts_the_saved_repairs_fits_on_its_bar_as_the_jobs_estimate_does(
+        tiny_model: Path, small_calib: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The search is given what a fit of the saved repair costs, as the job's estimate counts it (the streams over
+    the fit's tokens, the sums, the solves), for the choice and for the quality curve: its bar counted each fit as
+    two passes over the samples until one was timed, and went back from 84% to 30% on SmolLM2."""
+    from shortgpt_desktop.core import estimate
+    from shortgpt_desktop.core.cut import selection
+
+    given: list[Any] = []
+    choose = selection.choose_for_counts
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        given.append(kwargs["fit_cost"])
+        return choose(*args, **kwargs)
+
+    monkeypatch.setattr(selection, "choose_for_counts", recording)
+    spec = small_job(tiny_model, small_calib, metric="bi+")
+    engine = Engine()
+    engine.score(spec)
+    engine.refine(spec, 2)
+    engine.quality_curve(spec, max_removed=3)
+    assert len(given) == 2 and all(isinstance(cost, selection.FitCost) for cost in given)
+    tokens = sum(map(len, engine.tokens_for(spec).samples))  # no chat template: no own answers beside them
+    shape = estimate.shape_of(engine.loaded)
+    for cost in given:
+        assert cost.original == tokens * shape.n_layers
+        assert cost.fit(2) == estimate.fit_token_layers(shape, tokens, 2, 1, spec.samples) > 0

@@ -58,6 +58,19 @@ STAGE = "selecting"
 #: ``repair_for(removed, progress)`` → the repair (:class:`.repair.RepairResult`) the saved model gets for
 #: ``removed``; the engine's keeps each fit, so the job saves the very repair its probe asked.
 RepairFor = Callable[[Sequence[int], Progress | None], Any]
+
+
+@dataclass(frozen=True)
+class FitCost:
+    """What one fit of the saved repair costs, in token-layers, as the job's estimate counts it (the engine's, from
+    :mod:`..estimate`): ``fit(count)`` for ``count`` layers removed (the pruned stream over the fit's tokens, a chat
+    model's own answers among them, the float64 sums and the ridge solves), ``original`` the original's stream over
+    the same tokens, which the first fit runs and the later ones share (:class:`.repair.OriginalStates`). Counted
+    as two passes over the samples, SmolLM2's first fit at 8 × 128 (its sums and solves, 2,174 tokens with the chat
+    answers) took about 45 passes' time, and the bar went from 70/83 back to 95/233 once it was timed."""
+
+    fit: Callable[[int], float]
+    original: float
 #: The least judging one finalist repaired counts for on the progress bar, in candidate passes. Before one is
 #: judged it counts for :func:`judging_layers` against :func:`candidate_layers`; then for the passes the judgings
 #: really took (Gemma 3 270M, whose repair is fitted through a norm by gradient steps and whose head, run at every
@@ -213,6 +226,7 @@ def choose_layers_safely(
     probe: AnswerProbe | None = None,
     repair_for: RepairFor | None = None,
     memo: SearchMemo | None = None,
+    fit_cost: FitCost | None = None,
 ) -> SelectionResult:
     """Choose ``count`` layers to remove: greedy over a sliding BI window, then the best of three sets.
 
@@ -224,7 +238,7 @@ def choose_layers_safely(
     """
     return choose_for_counts(stack, token_set, [count], bi_scores, batch_size, eval_samples, window, progress,
                              cancel, cached, wider, judge_repaired=judge_repaired, probe=probe,
-                             repair_for=repair_for, memo=memo)[count]
+                             repair_for=repair_for, memo=memo, fit_cost=fit_cost)[count]
 
 
 def choose_for_counts(
@@ -244,11 +258,14 @@ def choose_for_counts(
     probe: AnswerProbe | None = None,
     repair_for: RepairFor | None = None,
     memo: SearchMemo | None = None,
+    fit_cost: FitCost | None = None,
 ) -> dict[int, SelectionResult]:
     """:func:`choose_layers_safely` for several counts from one greedy search (its order is nested: the choice
     for k layers extends the choice for k − 1), so the quality curve costs one search, not one per point.
     ``memo``: the figures of earlier searches with the same samples, batch size and recipe (:class:`SearchMemo`),
-    taken instead of measuring a set again, and this search's added to it."""
+    taken instead of measuring a set again, and this search's added to it. ``fit_cost``: what a fit of the saved
+    repair costs, for the progress bar (:class:`FitCost`; without it a fit counts as two passes over the samples
+    until one is timed)."""
     started = time.perf_counter()
     n = stack.n_layers
     if len(bi_scores) != n:
@@ -278,7 +295,9 @@ def choose_for_counts(
         progress, runner, head=head_layers(stack), most=most, finalist_sets=finalist_sets,
         search_sets=(len(known) if wider else 0) + sum(max(g) * per_step for g in groups.values()) + finalist_sets,
         n_counts=len(counts), n_samples=len(samples), calibration_samples=len(token_set.samples),
-        judge_repaired=judge_repaired, probing=probe is not None)
+        judge_repaired=judge_repaired, probing=probe is not None,
+        fit_in_passes=_fit_in_passes(fit_cost, most, sum(map(len, samples)) * candidate_layers(
+            n, head_layers(stack), runner.stride)))
 
     fit = repair_for if repair_for is not None else functools.partial(
         _fit_saved_repair, stack, token_set, batch_size=batch_size, cancel=cancel)
@@ -382,6 +401,14 @@ def choose_for_counts(
     return out
 
 
+def _fit_in_passes(cost: FitCost | None, count: int, pass_layers: float) -> tuple[float, float] | None:
+    """A fit of the saved repair for ``count`` and the original's stream the first fit runs, in candidate passes of
+    ``pass_layers`` token-layers each (None: not known)."""
+    if cost is None or pass_layers <= 0:
+        return None
+    return max(1.0, cost.fit(count) / pass_layers), cost.original / pass_layers
+
+
 class _SelectionBar:
     """The progress bar of one search (:func:`choose_for_counts`), in candidate passes' worth.
 
@@ -395,7 +422,7 @@ class _SelectionBar:
 
     def __init__(self, progress: Progress | None, runner: CandidateRunner, total: float, full_fit: int,
                  judge_weight: float, saved_when_judged: bool, to_judge: int, fits_counted: int,
-                 probes_counted: int) -> None:
+                 probes_counted: int, original: float = 0.0) -> None:
         self.progress = progress
         self.runner = runner
         self.total = total
@@ -405,6 +432,8 @@ class _SelectionBar:
         self.to_judge = to_judge  # the judgings ``total`` holds that are still to run
         self.fits_counted = fits_counted  # the full fits ``total`` holds
         self.probes_counted = probes_counted  # the asks ``total`` holds: the first one per count
+        #: the original's stream the first fit runs (the later ones share it), in passes, while ``total`` holds it
+        self.original = original
         self.asked = 0  # finalists asked whether they still answer so far
         self.judged_work = 0.0  # passes' worth of judging done
         self.search_seconds = 0.0  # what the runner's passes took, to measure a judging in passes
@@ -418,13 +447,16 @@ class _SelectionBar:
     @classmethod
     def for_search(cls, progress: Progress | None, runner: CandidateRunner, *, head: float, most: int,
                    search_sets: int, finalist_sets: int, n_counts: int, n_samples: int, calibration_samples: int,
-                   judge_repaired: bool, probing: bool) -> _SelectionBar:
+                   judge_repaired: bool, probing: bool,
+                   fit_in_passes: tuple[float, float] | None = None) -> _SelectionBar:
         """A bar for a search that measures ``search_sets`` sets (the single removals, the greedy steps' and the
         finalists', ``finalist_sets`` of them), on ``n_samples`` of the ``calibration_samples``, for ``n_counts``
         counts up to ``most``; ``head``: the head's cost in layers; ``judge_repaired``: the finalists are judged
-        repaired; ``probing``: each count's best finalist is asked whether it still answers."""
+        repaired; ``probing``: each count's best finalist is asked whether it still answers; ``fit_in_passes``: a
+        fit of the saved repair and the original's stream the first one runs, in passes (:func:`_fit_in_passes`;
+        None: a fit counts as both streams over every calibration sample)."""
         n = runner.n
-        full_fit = 2 * math.ceil(calibration_samples / n_samples)
+        full_fit, original = fit_in_passes or (float(2 * math.ceil(calibration_samples / n_samples)), 0.0)
         saved_when_judged = judge_repaired and judged_with_the_saved_fit(calibration_samples, n_samples)
         judge_weight = float(JUDGING_PASSES) if saved_when_judged else max(
             float(JUDGING_PASSES), judging_layers(n, most, head) / candidate_layers(n, head, runner.stride))
@@ -440,8 +472,11 @@ class _SelectionBar:
             fits_counted += n_counts
         probes_counted = n_counts if probing else 0
         total += PROBE_PASSES * probes_counted
+        if not fits_counted:
+            original = 0.0  # no fit counted: none runs the original's stream within the bar's count
+        total += original
         return cls(progress, runner, total, full_fit, judge_weight, saved_when_judged,
-                   finalist_sets if judge_repaired else 0, fits_counted, probes_counted)
+                   finalist_sets if judge_repaired else 0, fits_counted, probes_counted, original)
 
     def skip(self, passes: float) -> None:
         """``passes`` the total counted will not run (sets measured or judged before)."""
@@ -475,14 +510,16 @@ class _SelectionBar:
         """What a measurement of candidate sets took: a judging is timed in the runner's seconds per pass."""
         self.search_seconds += seconds
 
-    def fitting_progress(self, partial: list[int]) -> Progress:
-        """The progress a full fit reports (layer runs of the repair), as passes on the selection's bar."""
+    def fitting_progress(self, partial: list[int], span: float | None = None) -> Progress:
+        """The progress a full fit reports (layer runs of the repair), as passes on the selection's bar (``span``
+        of them; default: a fit's)."""
         base = self.fitting
+        span = self.full_fit if span is None else span
 
         def on_fit(stage: str, done: int, of: int, _: Any = None) -> None:
             if stage != "repair":  # only the fit's own count moves this bar
                 return
-            self.fitting = base + self.full_fit * done / max(of, 1)
+            self.fitting = base + span * done / max(of, 1)
             self.report(partial)
 
         return on_fit
@@ -496,7 +533,10 @@ class _SelectionBar:
             self.total += self.full_fit
         started_at = self.fitting
         started: list[float] = []  # when the fit itself began: its first report (a fit kept from before makes none)
-        on_fit = self.fitting_progress(partial)
+        # the first fit also runs the original's stream (counted once): its bar spans both
+        original, self.original = self.original, 0.0
+        span = self.full_fit + original
+        on_fit = self.fitting_progress(partial, span)
 
         def progress(stage: str, done: int, of: int, partial_value: Any = None) -> None:
             if not started:  # not before: the first fit also writes a chat model's own answers (26 s on SmolLM2)
@@ -504,16 +544,17 @@ class _SelectionBar:
             on_fit(stage, done, of, partial_value)
 
         result = fit(removed, progress)
-        self.fitting = started_at + self.full_fit
+        self.fitting = started_at + span
         if started:
-            self._timed_fit(time.perf_counter() - started[0])
+            self._timed_fit((time.perf_counter() - started[0]) * (span - original) / span)
         return result
 
     def _timed_fit(self, seconds: float) -> None:
         """A full fit ran for ``seconds``: the fits still counted count for what the fits took, in the runner's
         seconds per pass (the mean of those after the first, which also ran the original's states the others
         share), as judgings do. Counted as two passes each, SmolLM2's fits on its samples and chat answers took
-        about 18 passes' time each, and the bar said "about 36.7 s left" with 121 s to go."""
+        about 18 passes' time each, and the bar said "about 36.7 s left" with 121 s to go. The first fit's seconds
+        come without the share the original's stream was counted for, where the fit's cost is known."""
         runner = self.runner
         if not runner.passes or self.search_seconds <= 0:
             return
@@ -531,6 +572,9 @@ class _SelectionBar:
         if self.saved_when_judged and self.fits_counted > 0:
             self.fits_counted -= 1
             self.skip(self.full_fit)
+            if not self.fits_counted:  # no counted fit left to run the original's stream
+                self.skip(self.original)
+                self.original = 0.0
         self.report(partial)
 
     def asking(self, partial: list[int]) -> None:

@@ -38,6 +38,7 @@ class ScoringContext:
     probe: Any = None  # cut.answer_probe.AnswerProbe: chat prompts a measured choice's finalists must still answer
     repair_for: Any = None  # cut.selection.RepairFor: the saved model's repair of a set (the engine keeps each fit)
     memo: Any = None  # cut.selection.SearchMemo: what earlier searches on the same samples and recipe measured
+    fit_cost: Any = None  # cut.selection.FitCost: what a fit of the saved repair costs, for the progress bar
 
     def layer_stack(self) -> Any:
         if self.stack is None:
@@ -226,7 +227,7 @@ class SaferBlockInfluence(BlockInfluence):
             raise ValueError("bi+ needs calibration samples")
         return choose_layers_safely(ctx.layer_stack(), ctx.tokens, count, scores, ctx.batch_size,
                                     progress=ctx.progress, cancel=ctx.cancel, judge_repaired=ctx.repaired,
-                                    probe=ctx.probe, repair_for=ctx.repair_for, memo=ctx.memo)
+                                    probe=ctx.probe, repair_for=ctx.repair_for, memo=ctx.memo, fit_cost=ctx.fit_cost)
 
     def refine_counts(self, ctx: ScoringContext, scores: Sequence[float | None], counts: Sequence[int]) -> dict:
         from ..cut.selection import choose_for_counts
@@ -235,7 +236,7 @@ class SaferBlockInfluence(BlockInfluence):
             raise ValueError("bi+ needs calibration samples")
         return choose_for_counts(ctx.layer_stack(), ctx.tokens, counts, scores, ctx.batch_size,
                                  progress=ctx.progress, cancel=ctx.cancel, judge_repaired=ctx.repaired,
-                                 probe=ctx.probe, repair_for=ctx.repair_for, memo=ctx.memo)
+                                 probe=ctx.probe, repair_for=ctx.repair_for, memo=ctx.memo, fit_cost=ctx.fit_cost)
 
 
 for _metric in (SaferBlockInfluence(), BlockInfluence(), RelativeMagnitude(), AngularDistance(), Sequential(),

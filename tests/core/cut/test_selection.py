@@ -578,3 +578,33 @@ def test_a_finalist_whose_repaired_model_measures_not_a_number_is_never_chosen(m
     assert math.isnan(greedy.judged) and math.isfinite(greedy.calibration_perplexity)
     assert result.removed != greedy.removed
     assert math.isfinite(next(c for c in result.candidates if c.name == result.chosen).judged)
+
+
+def test_a_full_fit_whose_cost_is_known_is_counted_at_it_from_the_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the fit's cost given as the job's estimate counts it (:class:`FitCost`), the bar counts each fit at it
+    and the original's stream once from the start: on SmolLM2 at 8 × 128 the fits counted as two passes each until
+    the first was timed, and the bar went from 70/83 back to 95/233. On :func:`clocked_search`'s clock (10 ms a
+    pass, the first fit 3 s with the original's stream, the others 1 s), fits costed at 100 passes and the original's
+    stream at 200: the total only comes down, to the passes that ran, and the bar ends exact (without a cost, the
+    total grows by about 300 passes a fit still counted once the first has run: the test before)."""
+    from shortgpt_desktop.core.cut.candidates import head_stride
+    from shortgpt_desktop.core.cut.selection import FitCost, candidate_layers, head_layers
+
+    fits = clocked_search(monkeypatch)
+    model = random_model("llama", dict(TINY_FAMILIES["llama"][1], num_hidden_layers=8))
+    tokens = random_tokens(16, 16, seed=4)  # the saved fit judges the finalists
+    stack = InMemoryStack(model, LLAMA)
+    pass_layers = 8 * 16 * candidate_layers(8, head_layers(stack), head_stride(stack))  # the search's 8 samples
+    bi = [0.1, 0.25, 0.2, 0.3, 0.15, 0.35, 0.4, 0.5]
+    seen: list[tuple[int, int]] = []
+    result = _choose(stack, tokens, 3, bi, judge_repaired=True, progress=lambda s, d, t, p: seen.append((d, t)),
+                     fit_cost=FitCost(lambda count: 100 * pass_layers, 200 * pass_layers))
+    distinct = len({tuple(c.removed) for c in result.candidates})
+    assert distinct >= 3 and len(fits) == distinct
+    totals = [t for _, t in seen]
+    # It only comes down (a finalist judged before is not fitted again); no fit's time moved it up.
+    assert all(a >= b for a, b in itertools.pairwise(totals)), str([k for k, _ in itertools.groupby(seen)])
+    # Where it ends: the search's passes, the first fit with the original's stream, the later fits, each judging's
+    # measurement and the answer check (a few passes).
+    assert 0 <= totals[-1] - (result.forward_passes + 300 + 100 * (distinct - 1)) <= 2 * distinct + 2, totals[-1]
+    assert seen[-1][0] == seen[-1][1] and all(a[0] <= b[0] <= b[1] for a, b in itertools.pairwise(seen))
