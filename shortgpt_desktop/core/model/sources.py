@@ -373,6 +373,7 @@ def hub_download(
         from huggingface_hub.utils import validate_repo_id
 
         validate_repo_id(repo_id)
+        revision = _whole_commit(repo_id, revision, cache_dir) or revision
         cached, incomplete = _cached_snapshot(repo_id, revision, cache_dir)
         if cached is not None:
             return cached
@@ -399,6 +400,9 @@ def hub_download(
             f"{repo_id} is gated: accept its licence on its Hub page, then log in with `hf auth login`."
         ) from None
     except hub_errors.RevisionNotFoundError:
+        if revision is not None and SHORT_COMMIT.fullmatch(revision):
+            raise HubError(f"{repo_id} has no revision {revision!r}; the Hub takes a commit by its whole hash (40 "
+                           "characters), not a short one: copy it whole from the model's commit history.") from None
         raise HubError(f"{repo_id} has no revision {revision!r}; check the branch, tag or commit.") from None
     except hub_errors.RepositoryNotFoundError:
         raise HubModelNotFound(
@@ -415,6 +419,27 @@ def hub_download(
         raise HubError(f"Could not download {repo_id}: {exc}.") from None
     except _network_errors() as exc:  # the HTTP client's own errors: no connection, DNS failure, time-out
         raise _unreachable_here(exc.__class__.__name__, named, repo_id, revision, incomplete, cache_dir) from None
+
+
+#: A commit's hash cut short, as the Hub's pages and git show it (``0123456``): the Hub takes a commit whole only.
+SHORT_COMMIT = re.compile(r"[0-9a-f]{7,39}")
+
+
+def _whole_commit(repo_id: str, revision: str | None, cache_dir: str | Path | None) -> str | None:
+    """The whole hash of the one commit the local Hub cache holds of ``repo_id`` that a short hash (``--revision
+    0123456``, as the Hub's pages show a commit) begins, else None: the Hub takes a commit by its whole hash, and the
+    cache is a folder per whole hash, so a short one was "not in the local Hub cache" beside that very commit."""
+    from huggingface_hub import constants
+
+    if revision is None or not SHORT_COMMIT.fullmatch(revision):
+        return None
+    spelled = cached_spelling(repo_id, cache_dir) or repo_id
+    snapshots = Path(cache_dir or constants.HF_HUB_CACHE) / _cache_folder_of(spelled) / "snapshots"
+    try:
+        found = [p.name for p in snapshots.iterdir() if p.is_dir() and p.name.startswith(revision)]
+    except OSError:
+        return None
+    return found[0] if len(found) == 1 else None
 
 
 class HubUnreachable(HubModelNotFound):
