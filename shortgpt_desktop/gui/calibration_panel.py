@@ -202,10 +202,10 @@ class CalibrationPanel(QGroupBox):
         self.add_files_button = QPushButton("Add files…", self)
         self.add_files_button.setToolTip("Add text files (.txt, .md, .json, .jsonl…) to calibrate on; or drop them on "
                                          "the list")
-        self.add_files_button.clicked.connect(self._browse_files)
+        self.add_files_button.clicked.connect(self.browse_files)
         self.add_folder_button = QPushButton("Add folder…", self)
         self.add_folder_button.setToolTip("Add every text file in a folder and the folders inside it")
-        self.add_folder_button.clicked.connect(self._browse_folder)
+        self.add_folder_button.clicked.connect(self.browse_folder)
         self.remove_button = QPushButton("Remove", self)
         self.remove_button.setToolTip("Take the selected files or folders off the list (Delete); nothing is deleted "
                                       "from the disk")
@@ -425,14 +425,14 @@ class CalibrationPanel(QGroupBox):
             parts.append("built-in corpus")
         self.summary.setText(f"{' + '.join(parts)} · ≈ {human_count(self.estimated_tokens())} tokens")
 
-    def _browse_files(self) -> None:
+    def browse_files(self) -> None:
         patterns = " ".join(f"*{s}" for s in TEXT_SUFFIXES)
         paths, _ = QFileDialog.getOpenFileNames(self, "Add calibration text", str(Path.home()),
                                                 f"All files (*);;Text ({patterns})")
         if paths:
             self.add_paths(paths)
 
-    def _browse_folder(self) -> None:
+    def browse_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Add a folder of calibration text", str(Path.home()))
         if folder:
             self.add_paths([folder])

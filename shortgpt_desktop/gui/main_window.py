@@ -32,6 +32,7 @@ from ..core import defaults
 from ..core.cut.plan import PrunePlan
 from ..core.engine import STREAMED_CURVE_NOTE, JobSpec, Scored
 from ..core.errors import PlanError, UserError
+from ..core.formats.provenance import earlier_removed
 from ..core.measure.calibration import BUILTIN_CORPUS
 from ..core.measure.metrics import METRICS
 from ..core.model.loading import ModelInfo
@@ -45,7 +46,7 @@ from .elided_label import ElidedLabel
 from .icons import app_icon
 from .log_panel import LogPanel
 from .messages import user_message
-from .model_panel import ModelPanel, model_key, typed_model
+from .model_panel import ModelPanel, model_key, pruned_before, typed_model
 from .plan_panel import BY_HAND, FROM_FILE, PlanPanel
 from .scores_file import read_scores, same_model, write_scores
 from .session import (
@@ -135,7 +136,8 @@ class MainWindow(QMainWindow):
         self._cancel_asked = False  # Cancel pressed during the running job
         self._stage = ""  # the running job's last progress stage ("load": its model is loading)
         self._scoring_metric = "bi"  # the metric of the scoring job in progress
-        self._focus_before_job: QWidget | None = None  # a left-pane field that had the focus when a job began
+        self._focus_before_job: QWidget | None = None  # the control that had the focus when a job began
+        self._focus_landed: QWidget | None = None  # where Qt passed the focus as that control was disabled
         self._scores_before: Any = None  # scores shown before that job, restored if it fails
         #: Seconds of measuring on the open model by job (score, check, curve) that no Save or import has kept since
         #: it opened (an export keeps the scores alone): opening another model or quitting asks before dropping them.
@@ -218,7 +220,6 @@ class MainWindow(QMainWindow):
         # pruned model…" to "ive pruned model".
         buttons = QHBoxLayout()
         for button in (self.score_button, self.cancel_button, self.save_button, self.check_button):
-            button.setAutoDefault(True)  # Enter presses the focused button, as Space does (Enter did nothing)
             buttons.addWidget(button)
         buttons.addStretch(1)
         status = QHBoxLayout()
@@ -271,6 +272,10 @@ class MainWindow(QMainWindow):
         self.memory_label = QLabel(self)
         self.statusBar().addPermanentWidget(self.device_label)
         self.statusBar().addPermanentWidget(self.memory_label)
+        # Enter presses the focused button, as Space does: it did nothing outside a dialog, where a button is not
+        # auto-default (on 7 of 11 buttons after the four job buttons were set so: Open, Add files…, Quality curve…)
+        for button in self.findChildren(QPushButton):
+            button.setAutoDefault(True)
         self._build_menu()
 
     def _build_menu(self) -> None:
@@ -286,9 +291,17 @@ class MainWindow(QMainWindow):
         file_menu = self.menuBar().addMenu("&File")
         # Off while a job runs, as the Model panel's own buttons are: a model picked then would fill the Model
         # field while the window still shows, and the engine still holds, the other one.
+        # Each with a shortcut: a keyboard user reached "Open .gguf file…" through the menu only (Ctrl+O's folder
+        # dialog cannot pick a file), and the calibration text after a dozen Tabs.
         self.open_actions = (action("Open model &folder…", self.model_panel.browse_folder, "Ctrl+O"),
-                             action("Open .&gguf file…", self.model_panel.browse_gguf))
-        for act in self.open_actions:
+                             action("Open .&gguf file…", self.model_panel.browse_gguf, "Ctrl+Shift+O"),
+                             action("Add calibration &text files…", self.calibration_panel.browse_files, "Ctrl+T"),
+                             action("Add calibration text fol&der…", self.calibration_panel.browse_folder,
+                                    "Ctrl+Shift+T"))
+        for act in self.open_actions[:2]:
+            file_menu.addAction(act)
+        file_menu.addSeparator()
+        for act in self.open_actions[2:]:
             file_menu.addAction(act)
         file_menu.addSeparator()
         self.export_action = action("&Export scores…", self.export_scores)
@@ -302,12 +315,17 @@ class MainWindow(QMainWindow):
         self.open_saved_action.setEnabled(False)
         file_menu.addAction(self.open_saved_action)
         file_menu.addSeparator()
-        file_menu.addAction(action("&Quit", self.close, QKeySequence.StandardKey.Quit))
+        quit_action = action("&Quit", self.close)
+        # Windows and some Linux desktops bind no standard Quit key (the menu showed none): Ctrl+Q there
+        quit_action.setShortcuts(QKeySequence.keyBindings(QKeySequence.StandardKey.Quit) or [QKeySequence("Ctrl+Q")])
+        file_menu.addAction(quit_action)
         run_menu = self.menuBar().addMenu("&Run")
         self.score_action = action("&Score layers", self.start_scoring, "Ctrl+R")
         self.cancel_action = action("&Cancel", self.cancel, "Esc")
         self.check_action = action("Check &perplexity", self.check, "Ctrl+P")
-        for act in (self.score_action, self.cancel_action, self.check_action):
+        # the button sits below the chart, two dozen Tabs from the prompt; it had no menu entry nor shortcut
+        self.curve_action = action("&Quality curve", self.plan_panel.curve_button.click, "Ctrl+Shift+P")
+        for act in (self.score_action, self.cancel_action, self.check_action, self.curve_action):
             run_menu.addAction(act)
         help_menu = self.menuBar().addMenu("&Help")
         help_menu.addAction(action("&About ShortGPT Desktop", self._about))
@@ -422,13 +440,15 @@ class MainWindow(QMainWindow):
         return self.dialogs[-1] if self.dialogs else None
 
     def _set_busy(self, busy: bool) -> None:
-        # Disabling the focused field (Enter in the Model box) makes Qt pass the focus on, and the left pane
-        # scrolled to wherever it landed, taking the field out of view: the pane keeps its place, and the field
-        # gets the focus back when the job ends.
+        # Disabling the focused control (Enter in the Model box, the slider before Ctrl+P) makes Qt pass the focus
+        # on, and the left pane scrolled to wherever it landed, taking the field out of view: the pane keeps its
+        # place, and the control gets the focus back when the job ends, unless the user moved it meanwhile. After a
+        # check started from the slider the focus stayed in the prompt, its text selected: the next arrow key moved
+        # the text cursor and a typed letter replaced the prompt.
         scroll = self.left_scroll.verticalScrollBar()
         position = scroll.value()
         focused = QApplication.focusWidget()
-        if busy and focused is not None and self.left_scroll.isAncestorOf(focused):
+        if busy and focused is not None and self.isAncestorOf(focused):
             self._focus_before_job = focused
         self.model_panel.set_busy(busy)
         self.calibration_panel.set_busy(busy)
@@ -440,12 +460,17 @@ class MainWindow(QMainWindow):
         scroll.setValue(position)
         if not busy and self._focus_before_job is not None:
             widget, self._focus_before_job = self._focus_before_job, None
-            if widget.isEnabled() and widget.isVisible() and QApplication.focusWidget() is not widget:
+            now, landed, self._focus_landed = QApplication.focusWidget(), self._focus_landed, None
+            moved_by_hand = now is not None and now is not widget and now is not landed
+            if widget.isEnabled() and widget.isVisible() and now is not widget and not moved_by_hand:
                 widget.setFocus(Qt.FocusReason.OtherFocusReason)
-            self.left_scroll.ensureWidgetVisible(widget, 0, 0)
+            if self.left_scroll.isAncestorOf(widget):
+                self.left_scroll.ensureWidgetVisible(widget, 0, 0)
         self.chart.clickable = not busy and self.engine.sizes is not None
         self.progress.setVisible(busy)
         self._update_buttons()
+        if busy:  # where Qt passed the focus once the control that had it was disabled
+            self._focus_landed = QApplication.focusWidget()
 
     def _update_buttons(self) -> None:
         busy = self.busy
@@ -460,6 +485,8 @@ class MainWindow(QMainWindow):
         self.check_action.setEnabled(not busy and has_plan)
         for act in getattr(self, "open_actions", ()):
             act.setEnabled(not busy)
+        if hasattr(self, "curve_action"):  # as its button (the plan panel's rule: scores and a slider to move)
+            self.curve_action.setEnabled(self.plan_panel.curve_button.isEnabled())
         if hasattr(self, "export_action"):
             self.export_action.setEnabled(not busy and self.engine.scores is not None
                                           and self.engine.loaded is not None)
@@ -675,16 +702,18 @@ class MainWindow(QMainWindow):
     def _on_opened(self, info: ModelInfo) -> None:
         source = self.engine.source
         assert source is not None
-        self._reset_view(f"{info.n_layers} layers. Press Score to measure each one's importance.")
+        earlier = earlier_removed(source)
+        said = f" {pruned_before(info.n_layers, earlier)}" if earlier else ""
+        self._reset_view(f"{info.n_layers} layers.{said} Press Score to measure each one's importance.")
         self.plan_panel.set_formats(self.engine.formats(), self.engine.resolved_format)
-        self.model_panel.set_info(info)
+        self.model_panel.set_info(info, earlier)
         self._memory_timer.start()  # which way it runs, and what each way needs
         self.model_panel.remember(source.spec)
         self.setWindowTitle(f"{source.display_name} — ShortGPT Desktop")
         self.store.set_recent_models(self.model_panel.recent())
         self.store.set_last_model(model_key(source.spec))
-        log.info("opened %s: %s, %d layers, %s parameters", source.display_name, info.architecture,
-                 info.n_layers, f"{info.n_params:,}")
+        log.info("opened %s: %s, %d layers, %s parameters%s", source.display_name, info.architecture,
+                 info.n_layers, f"{info.n_params:,}", f". {said.strip()}" if said else "")
 
     def _on_open_failed(self, failure: Failure) -> None:
         self._show_open_model()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from PySide6.QtCore import QEvent, QObject, Qt, QUrl, Signal
@@ -70,6 +71,13 @@ def droppable_model(path: str) -> bool:
     """A dropped path is a model when it is a folder or a ``.gguf`` file."""
     p = Path(path)
     return p.is_dir() or (p.is_file() and p.suffix.lower() == ".gguf")
+
+
+def pruned_before(n_layers: int, earlier: Sequence[int]) -> str:
+    """What a model this app pruned before lacks, for the window: its layers are numbered as its own."""
+    return (f"This app pruned it before: its original had {n_layers + len(earlier)} layers, and it lacks "
+            f"{'layer' if len(earlier) == 1 else 'layers'} {', '.join(map(str, earlier))} of them. The layers here "
+            f"are numbered as this model's own {n_layers}; a saved model's card gives both numberings.")
 
 
 class ModelPanel(QGroupBox):
@@ -202,10 +210,17 @@ class ModelPanel(QGroupBox):
             w.setEnabled(not busy)
         self.setAcceptDrops(not busy)
 
-    def set_info(self, info: ModelInfo) -> None:
+    def set_info(self, info: ModelInfo, earlier: Sequence[int] = ()) -> None:
+        """The model's figures; ``earlier``: the layers of its first original it lacks, where this app pruned it
+        before (the window never said so: only the card of its next prune did)."""
         self.values["architecture"].setText(f"{info.architecture} ({info.model_type})")
         self.values["architecture"].setToolTip(f"{info.architecture} ({info.model_type}) · {info.name}")
-        self.values["layers"].setText(str(info.n_layers))
+        if earlier:
+            self.values["layers"].setText(f"{info.n_layers} (pruned before, of {info.n_layers + len(earlier)})")
+            self.values["layers"].setToolTip(pruned_before(info.n_layers, earlier))
+        else:
+            self.values["layers"].setText(str(info.n_layers))
+            self.values["layers"].setToolTip("")
         self.values["params"].setText(human_count(info.n_params))
         self.values["params"].setToolTip(f"{info.n_params:,} parameters")
         self.values["disk"].setText(f"{human_bytes(info.bytes_on_disk)} ({info.weight_format})")

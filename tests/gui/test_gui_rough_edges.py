@@ -247,6 +247,79 @@ def test_enter_presses_the_focused_button_tab_skips_the_scroll_areas_and_every_c
     assert "Ctrl+P" in window.check_button.toolTip()
 
 
+def test_every_button_takes_enter_and_the_focus_comes_back_to_the_control_a_job_was_started_from(qtbot, opened) -> None:
+    """A keyboard user (a walkthrough): Enter did nothing on 7 of the 11 buttons (Open, Add files…, Quality
+    curve…), and after a check started with Ctrl+P from the slider the focus stayed in the prompt, where Qt passed it
+    as the slider was disabled, its text selected: the next arrow key moved the text cursor, not the slider, and a
+    letter replaced the prompt. The focus comes back where the user left it, unless they moved it meanwhile."""
+    from PySide6.QtWidgets import QApplication, QPushButton
+
+    window = opened
+    assert all(button.autoDefault() for button in window.findChildren(QPushButton))
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.start_scoring()
+    slider = window.plan_panel.slider
+    slider.setFocus()
+    qtbot.waitUntil(lambda: QApplication.focusWidget() is slider, timeout=3000)
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000) as checked:
+        qtbot.keyClick(window, Qt.Key.Key_P, Qt.KeyboardModifier.ControlModifier)
+        if not window.busy:
+            window.jobFinished.emit("none", "not started")
+    assert checked.args == ["check", "ok"]
+    assert QApplication.focusWidget() is slider
+    value = slider.value()
+    qtbot.keyClick(slider, Qt.Key.Key_Right)
+    assert slider.value() == value + 1
+    # Return on the curve button starts the curve (its job from the keyboard; Ctrl+Shift+P too)
+    window.plan_panel.curve_button.setFocus()
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000) as curve:
+        qtbot.keyClick(window.plan_panel.curve_button, Qt.Key.Key_Return)
+        if not window.busy:
+            window.jobFinished.emit("none", "not started")
+        window.log_panel.findChild(QPushButton).setFocus()  # moved by hand while the curve runs: it stays there
+    assert curve.args == ["curve", "ok"]
+    assert QApplication.focusWidget() is window.log_panel.findChild(QPushButton)
+
+
+def test_each_job_and_text_to_open_has_a_shortcut_and_no_two_share_one(window) -> None:
+    """Open .gguf file…, the calibration text and the quality curve were reached only through many Tabs or the
+    menu, and Quit had no key where the platform binds none (Windows, the offscreen platform)."""
+    from PySide6.QtGui import QAction
+
+    keys = {a.text().replace("&", ""): [k.toString() for k in a.shortcuts()] for a in window.findChildren(QAction)
+            if a.shortcuts()}
+    for name in ("Open .gguf file…", "Add calibration text files…", "Add calibration text folder…", "Quality curve",
+                 "Quit"):
+        assert keys.get(name), (name, keys)
+    taken = [k for ks in keys.values() for k in ks]
+    assert len(taken) == len(set(taken)), keys
+    window.plan_panel.curve_button.setEnabled(False)
+    window._update_buttons()
+    assert not window.curve_action.isEnabled()  # as its button: no scores yet
+
+
+def test_a_model_this_app_pruned_before_says_so_when_opened(qtbot, window, gui_model: Path, calib_text: Path,
+                                                            tmp_path: Path) -> None:
+    """Opening a saved model to prune it again, the window said "4 layers" and nothing more: that it lacks layers of
+    its original, and that its layer numbers are its own, was said only by the card of its next prune."""
+    from shortgpt_desktop import cli
+
+    out = tmp_path / "once"
+    assert cli.main(["prune", str(gui_model), "--remove", "0,5", "--repair", "none", "--no-eval", "--calib",
+                     str(calib_text), "--samples", "2", "--seq-len", "32", "--out", str(out), "-q"]) == 0
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.open_model(str(out))
+    layers = window.model_panel.values["layers"]
+    assert layers.text() == "4 (pruned before, of 6)"
+    said = ("This app pruned it before: its original had 6 layers, and it lacks layers 0, 5 of them. The layers here "
+            "are numbered as this model's own 4; a saved model's card gives both numberings.")
+    assert layers.toolTip() == said
+    assert said in window.chart.placeholder.textItem.toPlainText()
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.open_model(str(gui_model))
+    assert layers.text() == "6" and not layers.toolTip()
+
+
 # ----------------------------------------------------------------------------------------------- 3. chart
 
 #: A real model's shape: layer 0 far above the rest (SmolLM2-135M's BI: 0.98, then 0.025–0.07).
