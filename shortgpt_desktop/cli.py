@@ -48,7 +48,7 @@ from .format import (
     time_left,
     unit_of,
 )
-from .stop_signals import on_stop_signals
+from .stop_signals import STOP_SIGNALS, on_stop_signals
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 2, 130
 
@@ -701,6 +701,14 @@ def entry() -> None:
         code = main()
     finally:  # also where main ended before any job (--help, a usage error)
         _job_running[0] = False
+    # Python's teardown puts a signal's default back before it frees the modules (torch and the model, about a
+    # second), where a Ctrl-C or a stop signal then killed the process (the shell saw 130 or 143 after "saved to"),
+    # unless the signal is ignored: the job is over, and its exit code is said.
+    for name in ("SIGINT", *STOP_SIGNALS):
+        number = getattr(signal, name, None)
+        if number is not None:
+            with suppress(ValueError):
+                signal.signal(number, signal.SIG_IGN)
     sys.exit(code)
 
 
