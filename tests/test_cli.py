@@ -882,10 +882,28 @@ def test_what_the_config_and_files_can_tell_is_refused_before_loading(
         # a folder of one GGUF is that file, read as such (here a stub)
         "pruned.gguf is incomplete or corrupt": ["eval", m, *calib, "--against", str(gguf_folder), "-q"],
         "nope-pruned": ["eval", m, *calib, "--against", str(tmp_path / "nope-pruned"), "-q"],
+        # a name too long for the file system: a traceback, before the job for --calib, after it for --json
+        "r.json: file name too long": ["prune", m, "--ratio", "0.3", *calib, *out, "--json",
+                                       str(tmp_path / ("r" * 300 + ".json"))],
+        "c.csv: file name too long": ["sweep", m, *calib, "-q", "--csv", str(tmp_path / ("c" * 300 + ".csv"))],
+        "t.txt cannot be read (file name too long)": ["score", m, "--calib", str(tmp_path / ("t" * 300 + ".txt")),
+                                                      "-q"],
+        "e.txt cannot be read (file name too long)": ["eval", m, "--eval-text", str(tmp_path / ("e" * 300 + ".txt")),
+                                                      "-q"],
     }
+    if sys.platform.startswith("linux"):
+        # found after the job, its model saved and exit 2: /proc takes no file, and standard output through a pipe
+        # (/dev/stdout there) resolved to a name that is not there ("Cannot write /proc/9993/fd/pipe:[18879]")
+        cases["/proc cannot be written"] = ["prune", m, "--ratio", "0.3", *calib, *out, "--json", "/proc/r.json"]
+        read_end, write_end = os.pipe()
+        cases["not a regular file (a device, a pipe"] = ["prune", m, "--ratio", "0.3", *calib, *out, "--json",
+                                                         f"/proc/self/fd/{write_end}"]
     for expected, argv in cases.items():
         line = bad(capsys, *argv)
         assert expected in line, (expected, line)
+    if sys.platform.startswith("linux"):
+        os.close(read_end)
+        os.close(write_end)
     # --force would refuse a folder of the user's files too: it is not offered (it was, then refused)
     assert "--force" not in bad(capsys, *cases["holds no model but other files (keep.txt)"])
     assert (full / "keep.txt").read_text() == "mine" and not (tmp_path / "out").exists()

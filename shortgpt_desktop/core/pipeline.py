@@ -28,6 +28,7 @@ from .measure.calibration import (
     build_token_set,
     builtin_corpus,
     collect_files,
+    exists_as_named,
     read_texts,
     surely_too_short,
 )
@@ -179,7 +180,8 @@ def check_calibration(spec: JobSpec, checks_a_cut: bool = False) -> list[str]:
     if not spec.calib:
         raise CalibrationError("The calibration set is empty: add text files or folders, or use the built-in "
                                "corpus.")
-    if spec.eval_text and spec.eval_text != BUILTIN_CORPUS and not expand_home(spec.eval_text).exists():
+    if spec.eval_text and spec.eval_text != BUILTIN_CORPUS and not exists_as_named(expand_home(spec.eval_text),
+                                                                                  "The evaluation text"):
         raise CalibrationError(f"The evaluation text {spec.eval_text} {not_there(spec.eval_text)}.")
     texts, names, warnings = read_calibration(spec.calib)
     too_short = surely_too_short(texts, held_out=not spec.eval_text)

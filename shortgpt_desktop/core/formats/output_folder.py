@@ -466,7 +466,20 @@ def check_report_path(path: Path, sources: Sequence[str | Path] = (), texts: Seq
     if str(path) == "-":  # read as standard output by many tools: it wrote a file named "-" without a word
         raise OutputError("Cannot write a report to '-': standard output holds the summary; give a file's path, "
                           "such as report.json.")
-    path = expand_home(path)
+    try:
+        return _checked_report_path(expand_home(path), sources, texts, out, replaces)
+    except OSError as exc:  # a name too long for the file system: it raised a traceback, before or after the job
+        raise OutputError(f"Cannot write {path}: {_reason(exc)}.") from None
+
+
+def _checked_report_path(path: Path, sources: Sequence[str | Path], texts: Sequence[str | Path],
+                         out: str | Path | None, replaces: str | None) -> Path:
+    """:func:`check_report_path`'s checks of an expanded ``path``."""
+    if path.exists() and not path.is_file() and not path.is_dir():  # replacing /dev/null (as root) broke the machine
+        # as given, before a link is followed: /dev/stdout into a pipe resolves to /proc/…/pipe:[N], a name that is
+        # not there, and was refused only after the job ("Cannot write /proc/9993/fd/pipe:[18879]")
+        raise OutputError(f"Cannot write {path}: it is not a regular file (a device, a pipe or a socket); give a "
+                          "file name.")
     if path.is_symlink():  # written through: the link stays, its target is replaced (and checked as such)
         path = path.resolve()
     missing = _missing_folders(path.parent)  # made as the report is written, as --out's folders are
@@ -502,17 +515,15 @@ def check_report_path(path: Path, sources: Sequence[str | Path] = (), texts: Seq
             said = "the output folder" if at == into or _same_file(path, folder) else "in the output folder"
             raise OutputError(f"Cannot write {path}: it is {said} {folder}, which the save writes; choose a place "
                               "beside it.")
-    if missing:  # refused now where the folders could not be made then (no permission), not after the job
-        try:
-            Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".probe", dir=where)).rmdir()
-        except OSError as exc:
-            raise OutputError(f"Cannot write {path}: the folder {path.parent} cannot be made in {where} "
-                              f"({_reason(exc)}).") from None
+    # refused now where the report or its folders could not be written then (no permission, /proc), not after
+    # the job: the job ran, its model was saved, and the command still said "Cannot write" with exit 2
+    try:
+        Path(tempfile.mkdtemp(prefix=".report.", suffix=".probe", dir=where)).rmdir()
+    except OSError as exc:
+        made = f"the folder {path.parent} cannot be made in {where}" if missing else f"{where} cannot be written"
+        raise OutputError(f"Cannot write {path}: {made} ({_reason(exc)}).") from None
     if path.is_dir():
         raise OutputError(f"Cannot write {path}: it is a folder; give a file name.")
-    if path.exists() and not path.is_file():  # replacing /dev/null (as root) broke the whole machine
-        raise OutputError(f"Cannot write {path}: it is not a regular file (a device, a pipe or a socket); give a "
-                          "file name.")
     if path.is_file() and read_only(path):
         raise OutputError(f"Cannot write {path}: the file is read-only; choose another name.")
     if replaces is not None and path.is_file():

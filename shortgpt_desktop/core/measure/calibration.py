@@ -119,6 +119,15 @@ def saved_models_within(files: Sequence[Path]) -> set[Path]:
     return {f.parent for f in files if f.name == "README.md" and f.parent in holders and card_written_here(f)}
 
 
+def exists_as_named(path: Path, what: str) -> bool:
+    """Whether ``path`` exists; a name the file system cannot even look up (too long) is one sentence naming it as
+    ``what`` ("The calibration path"), where it raised a traceback."""
+    try:
+        return path.exists()
+    except OSError as exc:
+        raise CalibrationError(f"{what} {path} cannot be read ({(exc.strerror or str(exc)).lower()}).") from None
+
+
 def collect_files(paths: Iterable[str | Path], left_out: list[str] | None = None) -> list[Path]:
     """Files under the given paths (folders recursively, hidden files left out), sorted, unique. Also left out, each
     with a sentence in ``left_out``: the folders of models this app saved (:func:`saved_models_within`), and a file
@@ -131,7 +140,7 @@ def collect_files(paths: Iterable[str | Path], left_out: list[str] | None = None
     notes: list[str] = []
     for raw in paths:
         path = expand_home(raw)
-        if not path.exists():
+        if not exists_as_named(path, "The calibration path"):
             raise CalibrationError(f"The calibration path {path} {not_there(path)}.")
         if path.is_dir():
             files = sorted(p for p in path.rglob("*") if p.is_file() and not _hidden(p, path))
