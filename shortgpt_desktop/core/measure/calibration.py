@@ -521,25 +521,46 @@ def text_length(texts: Sequence[str]) -> int:
 def _chunks(texts: Sequence[str], size: int) -> Iterable[str]:
     """Join documents with blank lines and cut into pieces of about ``size`` chars at paragraph breaks; a paragraph
     longer than ``size`` is cut at the end of a line past it (WikiText's files have no blank line at all: a 40 MB one
-    went to the tokenizer whole, 41 s without a progress report). Joined, the pieces are the documents."""
+    went to the tokenizer whole, 41 s without a progress report), a line longer than ``size`` before a space past it
+    (the next piece starts with the space, as its word's token does), and a run of ``size`` chars without a space at
+    ``size`` (a 50 MB text of one line went whole: a minute without a report, and Ctrl-C waited for it). Joined, the
+    pieces are the documents."""
+    last: tuple[str, str] | None = None
+    for piece, separator in _pieces(texts, size):
+        if last is not None:
+            yield last[0] + last[1]
+        last = (piece, separator)
+    if last is not None:  # the blank line after the last piece would come before nothing: it was tokenised too
+        yield last[0]
+
+
+def _pieces(texts: Sequence[str], size: int) -> Iterable[tuple[str, str]]:
+    """:func:`_chunks`' pieces, each with the blank line that follows it where one does (``"\n\n"`` or "")."""
     buffer: list[str] = []
     length = 0
     for text in texts:
         for para in text.split("\n\n"):
             while len(para) > size:
                 cut = para.find("\n", size) + 1  # just after a line break: the next piece starts a line
+                if cut <= 0:
+                    line_end = para.find("\n")
+                    if 0 <= line_end < size:  # lines shorter than a piece: cut after the last line break before it
+                        cut = para.rfind("\n", 0, size) + 1
+                    else:
+                        space = para.find(" ", size, 2 * size)
+                        cut = space if space > 0 else size
                 if cut <= 0 or cut >= len(para):
                     break
                 buffer.append(para[:cut])
-                yield "\n\n".join(buffer)
+                yield "\n\n".join(buffer), ""
                 buffer, length, para = [], 0, para[cut:]
             buffer.append(para)
             length += len(para) + 2
             if length >= size:
-                yield "\n\n".join(buffer) + "\n\n"
+                yield "\n\n".join(buffer), "\n\n"
                 buffer, length = [], 0
     if buffer:
-        yield "\n\n".join(buffer)
+        yield "\n\n".join(buffer), ""
 
 
 #: Fewest tokens of calibration text a job scores on.

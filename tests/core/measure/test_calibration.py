@@ -174,6 +174,19 @@ def test_a_paragraph_longer_than_a_chunk_is_cut_at_the_end_of_a_line() -> None:
         "a" * 150 + "\n\n" + "b" * 150 + "\n\n", "c"]
 
 
+def test_a_line_longer_than_a_chunk_is_cut_before_a_space_and_a_run_without_one_at_the_chunks_size() -> None:
+    """A 50 MB text of one line went to the tokenizer whole: a minute without a progress report, and Ctrl-C waited
+    for it. A long line is cut before a space (the next piece starts with the space its word's token carries), text
+    without spaces at the chunk's size, and the pieces join back to the text."""
+    one_line = "short line\n" + " ".join(f"word{i}" for i in range(300))
+    pieces = list(calibration._chunks([one_line], 200))
+    assert "".join(pieces) == one_line and len(pieces) > 5
+    assert pieces[0] == "short line\n" and all(p.startswith(" ") for p in pieces[2:])
+    assert all(len(p) < 2 * 200 for p in pieces)
+    unspaced = "字" * 1000
+    assert list(calibration._chunks([unspaced], 200)) == ["字" * 200] * 5
+
+
 def test_too_short_or_empty_text(tokenizer) -> None:
     with pytest.raises(CalibrationError, match="empty"):
         calibration.build_token_set(tokenizer, ["   "], samples=2, seq_len=32)
