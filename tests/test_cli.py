@@ -1621,3 +1621,25 @@ def test_no_command_prints_the_commands_and_a_report_to_dash_is_refused(tiny_mod
     assert cli.main(["score", str(tiny_model), "--calib", str(small_calib), "--samples", "4", "--seq-len", "32",
                      "--json", "-", "-q"]) == 2
     assert "Cannot write a report to '-'" in capsys.readouterr().err and not (tmp_path / "-").exists()
+
+
+def test_a_copy_of_a_bfloat16_model_says_the_type_its_weights_keep(tiny_model: Path, small_calib: Path,
+                                                                   tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A bfloat16 model's pruned copy kept bfloat16 weights, while its card said "Device: cpu, float32" and its JSON
+    "dtype": "float32" (the type the job computed in) and nothing said bfloat16 (a walkthrough)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    halved = tmp_path / "bf16"
+    AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.bfloat16).save_pretrained(halved)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (tiny_model / name).is_file():
+            shutil.copyfile(tiny_model / name, halved / name)
+    report = tmp_path / "r.json"
+    assert cli.main(["prune", str(halved), "--remove", "2", "--repair", "none", "--no-eval", "--calib",
+                     str(small_calib), "--samples", "2", "--seq-len", "32", "--out", str(tmp_path / "out"), "--json",
+                     str(report), "-q"]) == 0
+    assert f"saved to {tmp_path / 'out'} (safetensors bfloat16; " in capsys.readouterr().out
+    assert json.loads(report.read_text())["quantization"] == "bfloat16"
+    assert "- Format: safetensors (bfloat16)\n" in (tmp_path / "out" / "README.md").read_text(encoding="utf-8")

@@ -113,7 +113,9 @@ class Report:
     heal_losses: list[float] = field(default_factory=list)  # training loss at the first and the last step
     heal_compute_dtype: str = ""  # the dtype healing's forward passes ran in ("bfloat16" under autocast, "float32")
     output_format: str = ""  # "safetensors" or "gguf"
-    quantization: str = ""  # a GGUF output's file type as llama.cpp names it (Q4_K_M, Q4_1…)
+    #: a GGUF output's file type as llama.cpp names it (Q4_K_M, Q4_1…); a safetensors copy of a safetensors model:
+    #: the float type its weights keep (bfloat16)
+    quantization: str = ""
     #: A GGUF source's file type where the output is safetensors: a quantized one's weights were de-quantized (the card
     #: said nothing of why a 98 MB Q4_1 file became a 524 MB folder).
     source_quantization: str = ""

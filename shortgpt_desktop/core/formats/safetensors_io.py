@@ -34,6 +34,11 @@ _SAFETENSORS_TO_TORCH = {code: name for name, code in _TORCH_TO_SAFETENSORS.item
 _REPLACEABLE = ("F64", "F32", "F16", "BF16")
 
 
+def dtype_of_code(code: str) -> str:
+    """A safetensors dtype code as torch names the type ("BF16" → "bfloat16"; an unknown code as it is)."""
+    return _SAFETENSORS_TO_TORCH.get(code, code)
+
+
 @dataclass
 class TensorEntry:
     """One tensor to write: its name in the output, its layout, and how to put its bytes into a file."""

@@ -65,7 +65,8 @@ class Writer:
         return None
 
     def quantization(self, source: Any) -> str:
-        """What the written weights are (a GGUF file type such as Q4_K_M), or "" for float weights."""
+        """What the written weights are (a GGUF file type such as Q4_K_M, the float type a safetensors copy keeps),
+        or "" where the job's own float type says it."""
         return ""
 
     def write(self, loaded: Any, plan: Any, out: str | Path, report: Any, force: bool, progress: Any, cancel: Any,
@@ -77,6 +78,29 @@ class SafetensorsWriter(Writer):
     name = "safetensors"
     label = "safetensors"
     side_files_bytes = 64_000_000
+
+    def quantization(self, source: Any) -> str:
+        """The float type a safetensors model's weights keep in the copy (each tensor is written in its own type,
+        a repaired one cast back to it): the type that holds most of the source's bytes, "bfloat16" say. A bfloat16
+        model's copy said "Device: cpu, float32" on its card and "dtype": "float32" in the JSON, the type the job
+        computed in, and its own type nowhere. "" for a GGUF source (its card says what it was de-quantized to) and
+        a legacy .bin checkpoint."""
+        from collections import Counter
+
+        from .safetensors_io import dtype_of_code, safetensors_entries
+
+        if source is None or source.gguf_file is not None:
+            return ""
+        held: Counter[str] = Counter()
+        try:
+            for weight in source.weight_files:
+                if weight.format != "safetensors":
+                    return ""
+                for entry in safetensors_entries(weight.path):
+                    held[entry.dtype] += entry.nbytes
+        except (OSError, ValueError):  # read when the model was opened: a file gone since is the save's to say
+            return ""
+        return dtype_of_code(held.most_common(1)[0][0]) if held else ""
 
     def __init__(self) -> None:
         #: per set of weight files (each with its size and time of change: a folder converted again is read again)
