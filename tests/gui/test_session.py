@@ -401,3 +401,23 @@ def test_a_model_that_fits_neither_way_is_said_in_the_memory_line_not_as_a_faile
                                available_device_bytes=2 * 10**9, runtime_bytes=4 * 10**8)
     mode, details = describe_modes(SimpleNamespace(mode_for=refuse), _spec(), estimate)
     assert mode == "does not fit" and details.startswith("Even one layer at a time this model needs 9.0 GB")
+
+
+def test_a_save_of_a_gguf_this_app_saved_is_offered_beside_its_output_folder_not_inside(
+        tiny_q4_gguf: Path, small_calib: Path, tmp_path: Path) -> None:
+    """A GGUF is saved into a folder of its own (out/once/once.gguf): opened again, the next save was offered inside
+    that output (out/once/q4-shortgpt-3L), which then could not be replaced ("holds more than a model"). A GGUF the
+    user downloaded is still offered a folder beside it, in its own folder."""
+    from types import SimpleNamespace
+
+    from shortgpt_desktop import cli
+    from shortgpt_desktop.core.model.sources import resolve
+
+    assert cli.main(["prune", str(tiny_q4_gguf), "--remove", "1", "--repair", "none", "--no-eval", "--calib",
+                     str(small_calib), "--samples", "2", "--seq-len", "32", "--out", str(tmp_path / "out" / "once"),
+                     "-q"]) == 0
+    once = next((tmp_path / "out" / "once").glob("*.gguf"))
+    plan = SimpleNamespace(kept=[0, 1, 2])
+    assert Path(suggested_output(SimpleNamespace(source=resolve(str(once))), plan, None)).parent == tmp_path / "out"
+    downloaded = resolve(str(tiny_q4_gguf))
+    assert Path(suggested_output(SimpleNamespace(source=downloaded), plan, None)).parent == tiny_q4_gguf.parent
