@@ -304,6 +304,9 @@ def model_card(report: Report, base_model: str) -> str:
         q = report.quiz
         ppl += (f"\nQuiz ({q['asked']} short questions of fact, greedy answers): the original answers {q['known']} "
                 f"right, the pruned model {q['kept']} of those.\n")
+    elif report.quiz.get("asked"):  # it was left out, as if none had been asked
+        ppl += (f"\nQuiz ({report.quiz['asked']} short questions of fact, greedy answers): the original answers none "
+                "right, so it says nothing of this cut.\n")
     if ppl and report.changed_types:  # the check ran the changed weights at full precision, before the writer
         quiz_too = ", by a quiz answer or two where it is close" if report.quiz.get("known") else ""
         ppl += ("\nThese figures were measured before the changed weights were re-quantized for this file (see "

@@ -103,6 +103,9 @@ class ComparePanel(QWidget):
                                     "remove fewer layers (the Quality curve shows where it breaks).")
             tip += ("\n\nQuiz, the questions the original answers right (the pruned model's greedy answers):\n"
                     + "\n".join(_quiz_line(a) for a in quiz.answers if a.original_right))
+        elif quiz is not None and quiz.answers:  # it said nothing at all, as if no quiz had been asked
+            self.result.setText(self.result.text() + f" Quiz: the original answers none of the {len(quiz.answers)} "
+                                "questions of fact right, so it says nothing of this cut.")
         self.result.setToolTip(tip.strip())
         self.before_title.setText(f"<b>Original</b> · perplexity {checked.ppl_before:.2f}")
         self.after_title.setText(f"<b>Pruned</b> · perplexity {checked.ppl_after:.2f}")

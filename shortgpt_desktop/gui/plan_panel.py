@@ -239,7 +239,12 @@ class PlanPanel(QGroupBox):
         plain = "BI" if baseline_label == "bi" else baseline_label
         rough = defaults.rough_figure(tokens, text_ran_out, window=True)
         rough = f", {rough}" if rough else ""
-        note = (f"{label} (solid) and plain {plain} (dashed, no repair): perplexity on the check's {windows} held-out "
+        # where the recipe is plain BI unrepaired the dashed line lies under the solid one: the note named a line
+        # nobody could see
+        same = bool(base) and [(k, v) for k, v, _ in points] == list(base)
+        lines = (f"{label} (solid) and plain {plain} (dashed, no repair)" if base and not same
+                 else f"{label} (plain {plain} without the repair: the same line)" if same else label)
+        note = (f"{lines}: perplexity on the check's {windows} held-out "
                 f"windows ({tokens:,} tokens{rough}); point at it for same top token"
                 + (" and the quiz" if quizzes else "") + " at each count")
         # The dashed line's figures too: it fell below the solid one on a tiny model, and only the solid one's were

@@ -84,6 +84,12 @@ def test_the_card_gives_the_figures_of_the_report() -> None:
     assert "mean KL divergence 0.1234 nats per token (99th percentile 1.500), same top token for 80.0% of" in card
     assert "- Calibration: wiki.txt; 8 samples × 32 tokens, seed 0 (2,560 tokens scored)\n" in card
     assert "No quality figures" not in card
+    assert "Quiz" not in card  # none asked
+    report.quiz = {"asked": 26, "known": 0, "kept": 0}  # asked, the original knew none: it was left out unsaid
+    assert ("Quiz (26 short questions of fact, greedy answers): the original answers none right, so it says nothing "
+            "of this cut.") in model_card(report, "m")
+    report.quiz = {"asked": 26, "known": 17, "kept": 5}
+    assert "the original answers 17 right, the pruned model 5 of those." in model_card(report, "m")
 
 
 def test_a_card_saved_without_a_check_says_so_and_how_to_measure() -> None:

@@ -317,6 +317,11 @@ def test_the_plan_panel_says_how_the_plan_was_made_and_what_it_weighs(qtbot) -> 
     assert "check windows (Advanced)" not in panel.curve_note.toolTip()
     panel.show_curve([(0, 10.0, 1.0), (1, 12.0, 0.9)], "bi+ repaired", 8, 2048)
     assert "(2,048 tokens);" in panel.curve_note.toolTip()
+    # the dashed line is named only where it can be seen: plain BI unrepaired as the recipe lies under the solid one
+    panel.show_curve([(0, 10.0, 1.0), (1, 12.0, 0.9)], "bi + repair", 8, 2048, baseline=[(0, 10.0), (1, 15.0)])
+    assert panel.curve_note.text().startswith("bi + repair (solid) and plain BI (dashed, no repair): ")
+    panel.show_curve([(0, 10.0, 1.0), (1, 12.0, 0.9)], "bi", 8, 2048, baseline=[(0, 10.0), (1, 12.0)])
+    assert panel.curve_note.text().startswith("bi (plain BI without the repair: the same line): ")
     panel.set_maximum(5)
     assert panel.curve_max.value() == 3 and panel.curve_max.maximum() == 5
 
@@ -404,6 +409,13 @@ def test_the_before_after_panel_gives_the_checks_figures_and_calls_them_stale(qt
     assert "(× 1.25)" in panel.result.text()
     panel.show_checked(_checked(quiz=Quiz(answers=[])))
     assert "Quiz" not in panel.result.text()
+    # asked, and the original knew none: said (it said nothing, as if no quiz had been asked; a walkthrough)
+    from shortgpt_desktop.core.measure.quiz import QuizAnswer
+
+    wrong = [QuizAnswer(f"q{i}", "no idea", "none", False, False) for i in range(3)]
+    panel.show_checked(_checked(quiz=Quiz(answers=wrong)))
+    assert " Quiz: the original answers none of the 3 questions of fact right, so it says nothing of this cut." \
+        in panel.result.text()
     panel.show_checked(_checked(prompt="", chat_template=True))  # a chat model, asked nothing
     assert not panel.before.toPlainText() and "chat template" not in panel.result.text()
     assert panel.result.text().endswith(" No text was generated: the prompt is empty.")
