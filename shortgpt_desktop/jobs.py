@@ -349,7 +349,7 @@ def run_eval(engine: Engine, spec: JobSpec, other: str | None = None, progress: 
             # "answers 3 of the 4 questions" the pruned model knew) without a word
             on_note(f"{spec.model} is a model this app pruned, with fewer layers than {other}: the first model is the "
                     f"reference, so the figures read backwards; to measure the cut, run shortgpt eval "
-                    f"{shell_word(other)} --against {shell_word(spec.model)}.")
+                    f"{shell_word(other)} --against {shell_word(spec.model)} with the other options as given.")
     if second is not None and other_info.vocab_size != info.vocab_size:
         # Its tokens are the first model's: ids past its vocabulary raised IndexError (a traceback), and
         # perplexities over two tokenizations would not compare anyway.

@@ -131,6 +131,9 @@ def check_output_folder(out: Path, source: ModelSource, force: bool) -> Path:
         # link holds the source too, and replacing it would delete the user's link and its neighbours.
         link = given.parent.resolve() / given.name
         if _is_within(out, src):
+            if source.gguf_file and out == src:  # "the source model's folder" of a file (--out model.gguf)
+                raise OutputError(f"The output {out} is the source model's own file; --out takes a new folder, where "
+                                  "the pruned .gguf is written.")
             raise OutputError(f"The output folder {out} is the source model's folder or inside it; choose another.")
         if _is_within(src, out) or _is_within(link, out):
             raise OutputError(f"The output folder {out} contains the source model; choose another.")

@@ -143,7 +143,17 @@ def collect_files(paths: Iterable[str | Path], left_out: list[str] | None = None
         if not exists_as_named(path, "The calibration path"):
             raise CalibrationError(f"The calibration path {path} {not_there(path)}.")
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and not _hidden(p, path))
+            files, odd = [], []
+            for p in path.rglob("*"):
+                if _hidden(p, path):
+                    continue
+                if p.is_file():
+                    files.append(p)
+                elif not p.is_dir():  # a pipe, a device, a socket, a link to nowhere or to itself: left out unsaid
+                    odd.append(p)
+            files.sort()
+            notes += [f"Left out {p}: it is not a regular file (a pipe, a device, or a link to nothing)."
+                      for p in sorted(odd)]
             models = saved_models_within(files)
             notes += [f"Left out {m.resolve()}: it holds a model this app saved, not text." for m in sorted(models)]
             found += [p for p in files if models.isdisjoint(p.parents)]
@@ -373,7 +383,10 @@ def read_texts(paths: Iterable[str | Path]) -> TextSet:
             texts = [t for t in texts_from_file(path, result.skipped, budget if size > budget else None)
                      if t.strip()]
         except (OSError, ValueError) as exc:
-            reason = f"Skipped {path}: {exc}."
+            # "[Errno 13] Permission denied: '/the/path'" named the path twice, in Python's words
+            why = (exc.strerror or str(exc)).lower() if isinstance(exc, OSError) else str(exc)
+            reason = f"Skipped {path}: it cannot be read ({why})." if isinstance(exc, OSError) else \
+                f"Skipped {path}: {why}."
             log.info(reason)
             result.skipped.append(reason)
             continue

@@ -422,6 +422,20 @@ def test_the_folder_holding_a_linked_gguf_holds_the_source(tmp_path: Path) -> No
     assert of.check_output_folder(tmp_path / "out", source, force=False) == (tmp_path / "out").resolve()
 
 
+def test_the_source_gguf_given_as_the_output_is_called_a_file(tmp_path: Path) -> None:
+    """``--out model.gguf`` (the source file itself) was refused as "The output folder …/model.gguf is the source
+    model's folder or inside it", words for a folder (a walkthrough)."""
+    from shortgpt_desktop.core.model.sources import ModelSource
+
+    (tmp_path / "model.gguf").write_bytes(b"GGUF")
+    source = ModelSource(spec=str(tmp_path / "model.gguf"), kind="gguf", folder=tmp_path, gguf_file="model.gguf")
+    for force in (False, True):
+        with pytest.raises(OutputError) as raised:
+            of.check_output_folder(tmp_path / "model.gguf", source, force=force)
+        assert str(raised.value) == (f"The output {(tmp_path / 'model.gguf').resolve()} is the source model's own "
+                                     "file; --out takes a new folder, where the pruned .gguf is written.")
+
+
 def test_a_save_removes_what_a_killed_save_left_and_nothing_else(tmp_path: Path) -> None:
     """A save killed outright (SIGKILL, a power cut) left its hidden ``.out.partial-*`` folder, a model's size, for
     good. The next save to the same output removes it, but not a folder another process is still writing, one

@@ -572,3 +572,40 @@ def test_a_file_system_without_file_numbers_matches_no_file_to_the_output(tmp_pa
         monkeypatch.setattr(Path, "stat", lambda self, **kw: numberless)
         monkeypatch.setattr(calibration.os, "fstat", lambda fd: real((stat.S_IFREG | 0o644, 0, *numberless[2:])))
         assert calibration.own_output(text) is None
+
+
+def test_a_file_that_cannot_be_read_is_skipped_in_one_sentence(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unreadable file was skipped as "Skipped /a/b.txt: [Errno 13] Permission denied: '/a/b.txt'." (the path
+    twice, in Python's words; a walkthrough as another user)."""
+    good, locked = tmp_path / "good.txt", tmp_path / "locked.txt"
+    good.write_text("Some text to read. " * 20, encoding="utf-8")
+    locked.write_text("Not to be read. " * 20, encoding="utf-8")
+    read = calibration.texts_from_file
+
+    def refusing(path: Path, *args: object, **kwargs: object) -> object:
+        if path.name == "locked.txt":
+            raise PermissionError(13, "Permission denied", str(path))
+        return read(path, *args, **kwargs)
+
+    monkeypatch.setattr(calibration, "texts_from_file", refusing)
+    result = calibration.read_texts([tmp_path])
+    assert len(result.texts) == 1
+    assert result.skipped == [f"Skipped {locked}: it cannot be read (permission denied)."]
+
+
+def test_a_pipe_or_a_broken_link_in_a_folder_is_left_out_with_a_note(tmp_path: Path) -> None:
+    """They were left out without a word, while a binary or empty file is named (a walkthrough)."""
+    import os
+
+    (tmp_path / "good.txt").write_text("Some text to read. " * 20, encoding="utf-8")
+    (tmp_path / "nowhere.txt").symlink_to(tmp_path / "gone.txt")
+    (tmp_path / "loop.txt").symlink_to(tmp_path / "loop.txt")
+    odd = [tmp_path / "loop.txt", tmp_path / "nowhere.txt"]
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "pipe.txt")
+        odd.append(tmp_path / "pipe.txt")
+    result = calibration.read_texts([tmp_path])
+    assert len(result.texts) == 1
+    assert result.skipped == [f"Left out {p}: it is not a regular file (a pipe, a device, or a link to nothing)."
+                              for p in sorted(odd)]
