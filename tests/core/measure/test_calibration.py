@@ -376,10 +376,23 @@ def test_a_job_reads_at_most_so_much_text_and_says_so(tmp_path: Path, monkeypatc
     (tmp_path / "b-more.txt").write_text(line * 5)
     (tmp_path / "c-big.json").write_text(json.dumps(["x" * 2000]))
     result = calibration.read_texts([tmp_path / "a-big.txt", tmp_path / "b-more.txt"])
-    assert result.texts == [line * (1000 // len(line))]
-    assert result.skipped[0] == (f"Read the first 1.0 kB of {tmp_path / 'a-big.txt'} (4.0 kB): a job reads at most "
-                                 "1.0 kB of text, far more than it samples.")
-    assert result.skipped[1].startswith("Left out 1 more file:")
+    # the smaller file first, whole, then what is left of the big one (it took all, and b-more was left out); the
+    # texts in the order of the names
+    assert result.texts == [line * ((1000 - 5 * len(line)) // len(line)), line * 5]
+    assert result.skipped == [f"Read the first 800 B of {tmp_path / 'a-big.txt'} (4.0 kB): a job reads at most "
+                              "1.0 kB of text, far more than it samples."]
+    for name in ("e-small.txt", "f-small.txt", "g-small.txt", "h-small.txt"):
+        (tmp_path / name).write_text(line * 6)
+    result = calibration.read_texts([tmp_path / name for name in ("a-big.txt", "b-more.txt", "e-small.txt",
+                                                                  "f-small.txt", "g-small.txt", "h-small.txt")])
+    # 200 + 3 × 240 bytes whole, the first 80 of the last small one, and the big one left out, named
+    assert result.files == [tmp_path / n for n in ("b-more.txt", "e-small.txt", "f-small.txt", "g-small.txt",
+                                                   "h-small.txt")]
+    assert result.skipped == [
+        f"Read the first 80 B of {tmp_path / 'h-small.txt'} (240 B): a job reads at most 1.0 kB of text, far more "
+        "than it samples.",
+        f"Left out 1 more file ({tmp_path / 'a-big.txt'}): a job reads at most 1.0 kB of text, far more than it "
+        "samples."]
     skipped = calibration.read_texts([tmp_path / "c-big.json"]).skipped
     assert skipped == [f"Skipped {tmp_path / 'c-big.json'}: it is one JSON document larger than the 1.0 kB of text "
                        "a job reads."]
