@@ -66,6 +66,15 @@ from .workers import Failure, JobRunner
 log = logging.getLogger(__name__)
 
 
+def _say_why_off(widget: QWidget, why: str) -> None:
+    """``widget``'s own tooltip, and where it is off, ``why`` (its own kept in a property the first time)."""
+    own = widget.property("ownToolTip")
+    if own is None:
+        own = widget.toolTip()
+        widget.setProperty("ownToolTip", own)
+    widget.setToolTip(own if widget.isEnabled() else f"{own}\n\nOff now: {why}.")
+
+
 def _measured_on(imported: dict[str, Any]) -> str:
     """``, measured there on 16 × 128 tokens of wiki.txt; Check, Save and the repair read the text listed here``:
     an import said only where the scores came from, and the next Check used other text and chose other layers."""
@@ -491,6 +500,21 @@ class MainWindow(QMainWindow):
             self.export_action.setEnabled(not busy and self.engine.scores is not None
                                           and self.engine.loaded is not None)
             self.import_action.setEnabled(not busy and self.engine.source is not None)
+        why = self._why_off()
+        for button in (self.save_button, self.check_button, self.plan_panel.curve_button):
+            _say_why_off(button, why)
+
+    def _why_off(self) -> str:
+        """Why Save, Check and the quality curve are off, for their tooltips (they said what they do, not what they
+        waited for; a walkthrough)."""
+        if self.busy:
+            return "a job is running (Esc or Cancel stops it)"
+        if self.engine.source is None:
+            return "open a model, then Score its layers"
+        engine = self.engine
+        if self.plan is None or engine.loaded is None or engine.scored_spec is None or engine.sizes is None:
+            return "Score the layers first"
+        return "move the slider to remove at least one layer"
 
     @property
     def plan_is_usable(self) -> bool:

@@ -137,7 +137,7 @@ class PlanPanel(QGroupBox):
         self.curve_button = QPushButton("Quality curve", self)
         self.curve_button.setToolTip("Held-out perplexity for 0, 1, 2… layers removed by the recipe Save uses "
                                      "(measured choice and repair), with plain BI for reference, on the check's "
-                                     "windows: how far you can cut before the model breaks")
+                                     "windows: how far you can cut before the model breaks (Ctrl+Shift+P)")
         self.curve_button.clicked.connect(self.curveRequested.emit)
         self.curve_button.setEnabled(False)
         # As sweep's --max: each count is a measured choice, a fit and a pass, so a first curve of a few layers on

@@ -1330,3 +1330,21 @@ def test_an_export_after_a_check_says_the_repair_and_healing_fitted_for_the_laye
     data = json.loads(window.export_scores(tmp_path / "after.json").read_text(encoding="utf-8"))
     assert data["removed_layers"] == window.plan.removed
     assert data["repair"] == "linear" and data["heal_steps"] == 2 and len(data["heal_losses"]) == 2
+
+
+def test_save_check_and_the_curve_say_why_they_are_off(qtbot, window, gui_model: Path, calib_text: Path) -> None:
+    """Their tooltips said what they do, never what they waited for (a walkthrough)."""
+    buttons = (window.save_button, window.check_button, window.plan_panel.curve_button)
+    own = {b: b.toolTip() for b in buttons}
+    assert all(b.toolTip().endswith("Off now: open a model, then Score its layers.") for b in buttons)
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.open_model(str(gui_model))
+    window.calibration_panel.add_paths([str(calib_text)])
+    assert all(b.toolTip().endswith("Off now: Score the layers first.") for b in buttons)
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.start_scoring()
+    assert all(b.toolTip() == own[b].split("\n\nOff now:")[0] for b in buttons)  # on: their own words alone
+    window.plan_panel.slider.setValue(0)
+    window.plan_panel.flush()
+    qtbot.waitUntil(lambda: not window.save_button.isEnabled(), timeout=3000)
+    assert window.save_button.toolTip().endswith("Off now: move the slider to remove at least one layer.")
