@@ -57,6 +57,11 @@ class ComparePanel(QWidget):
         layout.addWidget(self.result)
         layout.addLayout(grid, 1)
 
+    @property
+    def showing(self) -> Checked | None:
+        """The check whose figures are on screen (None: none, or stale figures cleared)."""
+        return self._showing
+
     def needed_height(self, width: int, lines: int = 5) -> int:
         """The height that shows the result whole at ``width`` and ``lines`` lines of each model's text."""
         layout = self.layout()

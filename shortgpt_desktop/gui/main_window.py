@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QEvent, QPoint, QSettings, QSize, Qt, QTimer, QUrl, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QGuiApplication, QKeySequence
+from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QGuiApplication, QKeySequence, QResizeEvent
 from PySide6.QtWidgets import (
     QApplication,
     QFrame,
@@ -1476,6 +1476,13 @@ class MainWindow(QMainWindow):
         it stood)."""
         self._stop_without_asking = True
         self.close()
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        """A window made smaller after a check gives the check's figures their height again, as the check did: at
+        1024 × 600 the paragraph was cut mid-line ("It has lost most of what the"), with no scroll bar."""
+        super().resizeEvent(event)
+        if self.compare_panel.showing is not None and event.size().height() < event.oldSize().height():
+            QTimer.singleShot(0, self._make_room_for_check)
 
     def closeEvent(self, event: QCloseEvent) -> None:
         # Asked first, whatever runs beside (a memory estimate after each settings change skipped it); a running

@@ -134,6 +134,15 @@ def test_the_checks_figures_get_the_height_they_need_at_1280_by_720(qtbot, opene
     kept = window.right_splitter.sizes()
     assert run(qtbot, window, window.check) == ["check", "ok"]
     assert window.right_splitter.sizes() == kept
+    # The window made smaller after the check: the paragraph gets its height again (it was cut mid-line at 1024 ×
+    # 600, a walkthrough), within the share the chart and buttons keep
+    window.right_splitter.setSizes([sum(kept) - 60, 60])  # as small as a shrinking window may leave it
+    window.resize(1024, 600)
+    qtbot.waitUntil(lambda: window.height() == 600, timeout=3000)
+    qtbot.waitUntil(lambda: panel.result.height() >= panel.result.heightForWidth(panel.result.width()),
+                    timeout=3000)
+    sizes = window.right_splitter.sizes()
+    assert sizes[0] >= max(sum(sizes) // 3, window.top_minimum()) - 1
 
 
 def test_the_repair_switch_marks_the_check_stale_and_drops_the_curve(qtbot, opened) -> None:
