@@ -1712,7 +1712,8 @@ class Engine:
                 raise problem
 
     def _quantization(self) -> str:
-        """What the output's weights are: a GGUF's file type as llama.cpp names it (Q4_K_M), else nothing."""
+        """What the output's weights are: a GGUF's file type as llama.cpp names it (Q4_K_M), the float type a
+        safetensors model's weights keep in a safetensors copy (bfloat16), else nothing."""
         return self.writer.quantization(self.source) if self.source is not None else ""
 
 

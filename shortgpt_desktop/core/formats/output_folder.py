@@ -518,15 +518,22 @@ def _checked_report_path(path: Path, sources: Sequence[str | Path], texts: Seque
             said = "the output folder" if at == into or _same_file(path, folder) else "in the output folder"
             raise OutputError(f"Cannot write {path}: it is {said} {folder}, which the save writes; choose a place "
                               "beside it.")
+    if path.is_dir():
+        raise OutputError(f"Cannot write {path}: it is a folder; give a file name.")
     # refused now where the report or its folders could not be written then (no permission, /proc), not after
-    # the job: the job ran, its model was saved, and the command still said "Cannot write" with exit 2
+    # the job: the job ran, its model was saved, and the command still said "Cannot write" with exit 2. A file, as
+    # the report's temporary one is named (where a folder may be made but no file, or its name is too long), and a
+    # folder where folders are to be made.
     try:
-        Path(tempfile.mkdtemp(prefix=".report.", suffix=".probe", dir=where)).rmdir()
+        if missing:
+            Path(tempfile.mkdtemp(prefix=".report.", suffix=".probe", dir=where)).rmdir()
+        else:
+            handle, probe = tempfile.mkstemp(prefix=_report_prefix(path), suffix=".partial", dir=where)
+            os.close(handle)
+            os.unlink(probe)
     except OSError as exc:
         made = f"the folder {path.parent} cannot be made in {where}" if missing else f"{where} cannot be written"
         raise OutputError(f"Cannot write {path}: {made} ({_reason(exc)}).") from None
-    if path.is_dir():
-        raise OutputError(f"Cannot write {path}: it is a folder; give a file name.")
     if path.is_file() and read_only(path):
         raise OutputError(f"Cannot write {path}: the file is read-only; choose another name.")
     if replaces is not None and path.is_file():
@@ -538,6 +545,12 @@ def _checked_report_path(path: Path, sources: Sequence[str | Path], texts: Seque
             raise OutputError(f"Cannot write {path}: it holds {REPORT_NAMES[found]}, which this would replace with "
                               f"{REPORT_NAMES[replaces]}; choose another name.")
     return path
+
+
+def _report_prefix(path: Path) -> str:
+    """The start of the temporary file a report is written to beside ``path``: its name, cut to 64 characters (a
+    report named with 240 of the 255 a name may hold could not have its temporary file)."""
+    return f".{path.name[:64]}."
 
 
 def write_file_atomically(path: Path, write: Callable[[Any], None], sources: Sequence[str | Path] = (),
@@ -553,7 +566,7 @@ def write_file_atomically(path: Path, write: Callable[[Any], None], sources: Seq
     made = _missing_folders(path.parent)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+        handle, temporary = tempfile.mkstemp(prefix=_report_prefix(path), suffix=".partial", dir=path.parent)
     except OSError as exc:
         _remove_if_empty(made)
         raise OutputError(f"Cannot write {path}: {_reason(exc)}.") from None

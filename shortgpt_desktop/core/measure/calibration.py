@@ -268,10 +268,13 @@ def texts_from_file(path: Path, notes: list[str] | None = None, limit: int | Non
     with open(path, "rb") as handle:
         data = handle.read() if limit is None else handle.read(limit + 1)
     if limit is not None and len(data) > limit:
+        # what is left of the text a job reads, where other files took some ("larger than the 480 B of text a job
+        # reads" named no limit of the tool's)
+        room = human_bytes(limit) + (f" left of the {human_bytes(MAX_TEXT_BYTES)}" if limit < MAX_TEXT_BYTES else "")
         if path.suffix.lower() in (".json", ".ipynb"):
-            raise ValueError(f"it is one JSON document larger than the {human_bytes(limit)} of text a job reads")
+            raise ValueError(f"it is one JSON document larger than the {room} of text a job reads")
         if path.suffix.lower() == ".jsonl" and b"\n" not in data[:limit]:  # its first record, cut, was "not JSON"
-            raise ValueError(f"its first record is larger than the {human_bytes(limit)} of text a job reads")
+            raise ValueError(f"its first record is larger than the {room} of text a job reads")
         data = data[: data.rfind(b"\n", 0, limit) + 1] or data[:limit]
     text = decode_bytes(data)
     if text is None:
@@ -383,8 +386,8 @@ def read_texts(paths: Iterable[str | Path]) -> TextSet:
     left_out: list[Path] = []
     for index in sorted(range(len(files)), key=lambda i: (sizes[i], i)):
         path, size = files[index], sizes[index]
-        if budget <= 0:
-            left_out.append(path)
+        if budget <= 0 or (size > budget and size <= MAX_TEXT_BYTES and path.suffix.lower() in (".json", ".ipynb")):
+            left_out.append(path)  # a JSON document is read whole or not at all: one that fits a job is left out
             continue
         said: list[str] = []
         try:

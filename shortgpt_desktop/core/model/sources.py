@@ -400,9 +400,6 @@ def hub_download(
             f"{repo_id} is gated: accept its licence on its Hub page, then log in with `hf auth login`."
         ) from None
     except hub_errors.RevisionNotFoundError:
-        if revision is not None and SHORT_COMMIT.fullmatch(revision):
-            raise HubError(f"{repo_id} has no revision {revision!r}; the Hub takes a commit by its whole hash (40 "
-                           "characters), not a short one: copy it whole from the model's commit history.") from None
         raise HubError(f"{repo_id} has no revision {revision!r}; check the branch, tag or commit.") from None
     except hub_errors.RepositoryNotFoundError:
         raise HubModelNotFound(
@@ -421,14 +418,15 @@ def hub_download(
         raise _unreachable_here(exc.__class__.__name__, named, repo_id, revision, incomplete, cache_dir) from None
 
 
-#: A commit's hash cut short, as the Hub's pages and git show it (``0123456``): the Hub takes a commit whole only.
+#: A commit's hash cut short, as the Hub's pages and git show it (``0123456``).
 SHORT_COMMIT = re.compile(r"[0-9a-f]{7,39}")
 
 
 def _whole_commit(repo_id: str, revision: str | None, cache_dir: str | Path | None) -> str | None:
     """The whole hash of the one commit the local Hub cache holds of ``repo_id`` that a short hash (``--revision
-    0123456``, as the Hub's pages show a commit) begins, else None: the Hub takes a commit by its whole hash, and the
-    cache is a folder per whole hash, so a short one was "not in the local Hub cache" beside that very commit."""
+    0123456``, as the Hub's pages show a commit) begins, else None: the Hub resolves a short hash itself, but the
+    cache is a folder per whole hash, so offline a short one was "not in the local Hub cache" beside that very
+    commit."""
     from huggingface_hub import constants
 
     if revision is None or not SHORT_COMMIT.fullmatch(revision):

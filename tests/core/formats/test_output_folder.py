@@ -754,3 +754,14 @@ def test_a_readme_that_cannot_be_read_is_not_taken_for_this_apps_card(tmp_path: 
 
     monkeypatch.setattr(Path, "open", refused)
     assert not of.card_written_here(card)
+
+
+def test_a_report_with_a_long_name_is_written_and_one_too_long_refused_before_the_job(tmp_path: Path) -> None:
+    """A name of 250 of the 255 characters a name may hold passed the check before the job, then failed after it:
+    the temporary file beside it is named after it, and was too long (a review)."""
+    long = tmp_path / ("r" * 245 + ".json")
+    assert of.check_report_path(long) == long
+    of.write_file_atomically(long, lambda stream: stream.write("{}"))
+    assert long.read_text() == "{}" and [p.name for p in tmp_path.iterdir()] == [long.name]
+    with pytest.raises(OutputError, match="file name too long"):
+        of.check_report_path(tmp_path / ("r" * 300 + ".json"))

@@ -393,6 +393,13 @@ def test_a_job_reads_at_most_so_much_text_and_says_so(tmp_path: Path, monkeypatc
         "than it samples.",
         f"Left out 1 more file ({tmp_path / 'a-big.txt'}): a job reads at most 1.0 kB of text, far more than it "
         "samples."]
+    # read smallest first, a JSON document (read whole or not at all) that fits a job but not what the smaller files
+    # left is left out and named, not called too large with the figure left (a review)
+    (tmp_path / "i-doc.json").write_text(json.dumps(["y" * 600]))
+    result = calibration.read_texts([tmp_path / "b-more.txt", tmp_path / "e-small.txt", tmp_path / "i-doc.json"])
+    assert result.files == [tmp_path / "b-more.txt", tmp_path / "e-small.txt"]
+    assert result.skipped == [f"Left out 1 more file ({tmp_path / 'i-doc.json'}): a job reads at most 1.0 kB of "
+                              "text, far more than it samples."]
     skipped = calibration.read_texts([tmp_path / "c-big.json"]).skipped
     assert skipped == [f"Skipped {tmp_path / 'c-big.json'}: it is one JSON document larger than the 1.0 kB of text "
                        "a job reads."]
