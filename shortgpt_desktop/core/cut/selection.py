@@ -420,7 +420,7 @@ class _SelectionBar:
     report is done/done.
     """
 
-    def __init__(self, progress: Progress | None, runner: CandidateRunner, total: float, full_fit: int,
+    def __init__(self, progress: Progress | None, runner: CandidateRunner, total: float, full_fit: float,
                  judge_weight: float, saved_when_judged: bool, to_judge: int, fits_counted: int,
                  probes_counted: int, original: float = 0.0) -> None:
         self.progress = progress
