@@ -103,7 +103,7 @@ def not_a_settings_file(path: Path) -> str | None:
         return None
     if not path.is_file():
         return "is not a regular file"
-    from .core.user_paths import read_only
+    from .core.user_paths import os_reason, read_only
 
     if read_only(path):
         return "is read-only"
@@ -111,7 +111,7 @@ def not_a_settings_file(path: Path) -> str | None:
         with path.open("rb") as stream:
             head = stream.read(1 << 16).decode("utf-8", errors="replace")
     except OSError as exc:
-        return f"cannot be read ({(exc.strerror or str(exc)).lower()})"
+        return f"cannot be read ({os_reason(exc)})"
     groups = re.findall(r"^\[([^\]\r\n]+)\]\s*$", head, flags=re.MULTILINE)
     if head.strip() and not set(groups) & set(SETTINGS_GROUPS):
         return "is not a settings file of this window, and the window would replace it"
@@ -222,9 +222,9 @@ def missing_xcb_libraries() -> str | None:
 def _missing_calibration(paths: list[str]) -> str | None:
     """The sentence for a ``--calib`` path that is not there (the window's list would leave it out unsaid)."""
     from .core.measure.calibration import BUILTIN_CORPUS
-    from .core.user_paths import expand_home, not_there
+    from .core.user_paths import exists, not_there
 
-    missing = [p for p in paths if p != BUILTIN_CORPUS and not expand_home(p).exists()]
+    missing = [p for p in paths if p != BUILTIN_CORPUS and not exists(p)]
     if not missing:
         return None
     return f"The calibration path {missing[0]} {not_there(missing[0])}."
@@ -235,6 +235,8 @@ def _unwritable_picture(out: Path) -> str | None:
     found after the whole run, or the run waited for its 30-minute time-out)."""
     from PySide6.QtGui import QImageWriter
 
+    from .core.user_paths import os_reason
+
     formats = {bytes(f).decode().lower() for f in QImageWriter.supportedImageFormats()}
     if out.suffix.lower().lstrip(".") not in formats:
         return f"--screenshot cannot write a {out.suffix or 'nameless'} picture; name it .png."
@@ -244,7 +246,7 @@ def _unwritable_picture(out: Path) -> str | None:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        return f"--screenshot cannot write {out} ({(exc.strerror or str(exc)).lower()})."
+        return f"--screenshot cannot write {out} ({os_reason(exc)})."
     if out.is_dir() or not os.access(out.parent, os.W_OK):
         return f"--screenshot cannot write {out} ({'a folder' if out.is_dir() else 'permission denied'})."
     return None

@@ -389,7 +389,6 @@ def run_eval(engine: Engine, spec: JobSpec, other: str | None = None, progress: 
         if Engine.generates(spec.prompt) and not engine.backend.whole_model:
             report.warnings.append(streamed_check_note())
         tokenizer = loaded.tokenizer
-        first_source = engine.source  # forgotten with the model
         del loaded  # held here, the first model stayed in memory beside the second (SmolLM2: 1.3 GB at its load)
         engine.forget()
         with _named(other):
@@ -404,7 +403,7 @@ def run_eval(engine: Engine, spec: JobSpec, other: str | None = None, progress: 
         if same_head:
             # the layers it lacks, as a copy this app pruned records them (the JSON left them empty and the summary
             # said nothing of them); the same embeddings and head: a copy of this model, not of another
-            report.removed_layers = layers_a_copy_lacks(first_source, info.n_layers, second.source,
+            report.removed_layers = layers_a_copy_lacks(engine.source, info.n_layers, second.source,
                                                         other_info.n_layers)
             if report.removed_layers:
                 report.kept_layers = [i for i in range(info.n_layers) if i not in set(report.removed_layers)]

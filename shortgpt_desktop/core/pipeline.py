@@ -28,7 +28,6 @@ from .measure.calibration import (
     build_token_set,
     builtin_corpus,
     collect_files,
-    exists_as_named,
     read_texts,
     surely_too_short,
 )
@@ -39,7 +38,7 @@ from .model.loading import LoadedModel, ModelInfo, inspect_model, load_model, tr
 from .model.sources import ModelSource, file_stamp, resolve
 from .progress import CancelCheck, Progress, no_progress
 from .report import Report, model_card
-from .user_paths import expand_home, not_there
+from .user_paths import exists, not_there
 
 log = logging.getLogger(__name__)
 
@@ -180,8 +179,7 @@ def check_calibration(spec: JobSpec, checks_a_cut: bool = False) -> list[str]:
     if not spec.calib:
         raise CalibrationError("The calibration set is empty: add text files or folders, or use the built-in "
                                "corpus.")
-    if spec.eval_text and spec.eval_text != BUILTIN_CORPUS and not exists_as_named(expand_home(spec.eval_text),
-                                                                                  "The evaluation text"):
+    if spec.eval_text and spec.eval_text != BUILTIN_CORPUS and not exists(spec.eval_text):
         raise CalibrationError(f"The evaluation text {spec.eval_text} {not_there(spec.eval_text)}.")
     texts, names, warnings = read_calibration(spec.calib)
     too_short = surely_too_short(texts, held_out=not spec.eval_text)

@@ -31,12 +31,23 @@ def read_only(path: Path) -> bool:
     return not os.access(path, os.W_OK) or not path.stat().st_mode & 0o222
 
 
+def os_reason(exc: BaseException) -> str:
+    """Why the system refused, as the end of a sentence: ``permission denied``, ``file name too long`` (its own
+    words, lower case; Python's "[Errno 13] Permission denied: '/a/b'" named the path a second time)."""
+    return (getattr(exc, "strerror", None) or str(exc) or exc.__class__.__name__).rstrip(".").lower()
+
+
 def not_there(path: str | os.PathLike[str]) -> str:
     """Why a path that is not there cannot be read, as the end of a sentence naming it: ``does not exist``, or a
     link's own fault (a link whose target is gone, or a loop of links, said "does not exist" though ``ls`` lists
-    it)."""
+    it), or a name the system cannot even look up (``cannot be read (file name too long)``, where :func:`exists`
+    says False)."""
     given = expand_home(path)
-    if not given.is_symlink():
+    try:
+        link = given.is_symlink()
+    except (OSError, ValueError) as exc:  # too long a name raised a traceback where the caller said "does not exist"
+        return f"cannot be read ({os_reason(exc)})"
+    if not link:
         return "does not exist"
     try:
         given.resolve(strict=True)

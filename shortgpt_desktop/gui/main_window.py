@@ -511,8 +511,7 @@ class MainWindow(QMainWindow):
             return "a job is running (Esc or Cancel stops it)"
         if self.engine.source is None:
             return "open a model, then Score its layers"
-        engine = self.engine
-        if self.plan is None or engine.loaded is None or engine.scored_spec is None or engine.sizes is None:
+        if self.plan is None or not self._scores_behind_plan:
             return "Score the layers first"
         return "move the slider to remove at least one layer"
 
@@ -520,9 +519,13 @@ class MainWindow(QMainWindow):
     def plan_is_usable(self) -> bool:
         """A plan on screen that Check and Save can act on: layers to remove, and the engine's scores behind it (a
         rescore that loaded the model again, in another mode, and then failed leaves none)."""
+        return self.plan is not None and bool(self.plan.removed) and self._scores_behind_plan
+
+    @property
+    def _scores_behind_plan(self) -> bool:
+        """The engine holds the model and the scores a plan on screen comes from."""
         engine = self.engine
-        return (self.plan is not None and bool(self.plan.removed) and engine.loaded is not None
-                and engine.scored_spec is not None and engine.sizes is not None)
+        return engine.loaded is not None and engine.scored_spec is not None and engine.sizes is not None
 
     def _update_status(self) -> None:
         loaded = self.engine.loaded if not self.busy else None

@@ -20,7 +20,7 @@ from typing import Any
 from ...format import some_of
 from ..errors import Hint, OutputError
 from ..model.sources import LICENCE_FILES, ModelSource
-from ..user_paths import expand_home, not_there, read_only
+from ..user_paths import expand_home, not_there, os_reason, read_only
 from .report_files import REPORT_NAMES, earlier_report
 
 #: What a file browser leaves in any folder: a folder holding only these holds nothing of the user's.
@@ -157,7 +157,7 @@ def check_output_folder(out: Path, source: ModelSource, force: bool) -> Path:
             if why:  # "add --force to replace it" was said of a folder of notes, which --force then refused
                 raise OutputError(f"{out} {why}; choose an empty folder or an earlier output.")
     except OSError as exc:  # a folder one may not read or enter
-        raise OutputError(f"Cannot use {out} as the output folder: {_reason(exc)}.") from None
+        raise OutputError(f"Cannot use {out} as the output folder: {os_reason(exc)}.") from None
     except RuntimeError as exc:  # a link loop, or ~user for no such user
         raise OutputError(f"Cannot use {out} as the output folder: {exc}.") from None
     _check_creatable(out)
@@ -202,9 +202,20 @@ def _check_creatable(out: Path) -> None:
     if not parent.is_dir():
         raise OutputError(f"Cannot create {out}: {parent} is a file, not a folder.")
     try:  # named as the save names it, so that a name too long for the disk is refused now
-        Path(tempfile.mkdtemp(prefix=_partial_prefix(out), dir=parent)).rmdir()
+        _probe(parent, _partial_prefix(out), folder=True)
     except OSError as exc:
-        raise OutputError(f"Cannot create {out}: {_reason(exc)}{_beside(out, parent)}.") from None
+        raise OutputError(f"Cannot create {out}: {os_reason(exc)}{_beside(out, parent)}.") from None
+
+
+def _probe(where: Path, prefix: str, folder: bool, suffix: str = "") -> None:
+    """Make and remove a folder (``folder``) or a file named ``prefix…suffix`` in ``where``, as a save or a report
+    will: raises the OSError that would stop it there later (no permission, a name too long)."""
+    if folder:
+        Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=where)).rmdir()
+        return
+    handle, probe = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=where)
+    os.close(handle)
+    os.unlink(probe)
 
 
 def _beside(out: Path, parent: Path) -> str:
@@ -235,7 +246,7 @@ def output_folder(out: Path, force: bool = False) -> Iterator[Path]:
         temp = Path(tempfile.mkdtemp(prefix=_partial_prefix(out), dir=out.parent))
     except OSError as exc:
         _remove_if_empty(made)
-        raise OutputError(f"Cannot create {out}: {_reason(exc)}{_beside(out, out.parent)}.") from None
+        raise OutputError(f"Cannot create {out}: {os_reason(exc)}{_beside(out, out.parent)}.") from None
     with suppress(OSError):  # a disk that keeps no modes (some network and Windows-formatted drives): as made
         _chmod_like_a_new_folder(temp)
     try:
@@ -244,7 +255,7 @@ def output_folder(out: Path, force: bool = False) -> Iterator[Path]:
         _sync_files(temp)
     except OSError as exc:
         _discard(temp, made)
-        raise OutputError(f"Writing {out} failed: {_reason(exc)}; nothing was written.") from None
+        raise OutputError(f"Writing {out} failed: {os_reason(exc)}; nothing was written.") from None
     except BaseException:
         _discard(temp, made)
         raise
@@ -252,7 +263,7 @@ def output_folder(out: Path, force: bool = False) -> Iterator[Path]:
         _move_into_place(temp, out)
     except OSError as exc:  # the model is complete: kept, not deleted (a job of hours would be lost)
         kept = _keep_finished(temp, out)
-        raise OutputError(f"The finished model could not be moved into {out} ({_reason(exc)}: another program may "
+        raise OutputError(f"The finished model could not be moved into {out} ({os_reason(exc)}: another program may "
                           f"have it open); it is kept complete in {kept}.") from None
     except BaseException:
         _discard(temp, made)
@@ -396,9 +407,6 @@ def _check_still_replaceable(out: Path, force: bool) -> None:
         raise OutputError(f"{out} is now a file (made while the model was written); nothing was replaced.")
 
 
-def _reason(exc: OSError) -> str:
-    return (exc.strerror or str(exc) or exc.__class__.__name__).rstrip(".").lower()
-
 
 def _chmod_like_a_new_folder(folder: Path) -> None:
     """mkdtemp makes a private (0700) folder; the finished model should be readable like any other folder."""
@@ -472,7 +480,7 @@ def check_report_path(path: Path, sources: Sequence[str | Path] = (), texts: Seq
     try:
         return _checked_report_path(expand_home(path), sources, texts, out, replaces)
     except OSError as exc:  # a name too long for the file system: it raised a traceback, before or after the job
-        raise OutputError(f"Cannot write {path}: {_reason(exc)}.") from None
+        raise OutputError(f"Cannot write {path}: {os_reason(exc)}.") from None
 
 
 def _checked_report_path(path: Path, sources: Sequence[str | Path], texts: Sequence[str | Path],
@@ -526,14 +534,12 @@ def _checked_report_path(path: Path, sources: Sequence[str | Path], texts: Seque
     # folder where folders are to be made.
     try:
         if missing:
-            Path(tempfile.mkdtemp(prefix=".report.", suffix=".probe", dir=where)).rmdir()
+            _probe(where, ".report.", folder=True, suffix=".probe")
         else:
-            handle, probe = tempfile.mkstemp(prefix=_report_prefix(path), suffix=".partial", dir=where)
-            os.close(handle)
-            os.unlink(probe)
+            _probe(where, _report_prefix(path), folder=False, suffix=".partial")
     except OSError as exc:
         made = f"the folder {path.parent} cannot be made in {where}" if missing else f"{where} cannot be written"
-        raise OutputError(f"Cannot write {path}: {made} ({_reason(exc)}).") from None
+        raise OutputError(f"Cannot write {path}: {made} ({os_reason(exc)}).") from None
     if path.is_file() and read_only(path):
         raise OutputError(f"Cannot write {path}: the file is read-only; choose another name.")
     if replaces is not None and path.is_file():
@@ -569,7 +575,7 @@ def write_file_atomically(path: Path, write: Callable[[Any], None], sources: Seq
         handle, temporary = tempfile.mkstemp(prefix=_report_prefix(path), suffix=".partial", dir=path.parent)
     except OSError as exc:
         _remove_if_empty(made)
-        raise OutputError(f"Cannot write {path}: {_reason(exc)}.") from None
+        raise OutputError(f"Cannot write {path}: {os_reason(exc)}.") from None
     try:
         with os.fdopen(handle, "w", newline="", encoding="utf-8") as stream:
             write(stream)
@@ -578,7 +584,7 @@ def write_file_atomically(path: Path, write: Callable[[Any], None], sources: Seq
     except OSError as exc:
         Path(temporary).unlink(missing_ok=True)
         _remove_if_empty(made)
-        raise OutputError(f"Cannot write {path}: {_reason(exc)}.") from None
+        raise OutputError(f"Cannot write {path}: {os_reason(exc)}.") from None
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         _remove_if_empty(made)

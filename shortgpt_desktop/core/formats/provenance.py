@@ -70,8 +70,8 @@ def layers_a_copy_lacks(first: ModelSource | None, first_layers: int, copy: Mode
     earlier, gone = set(earlier_removed(first)), set(earlier_removed(copy))
     if not gone or not earlier < gone or first_layers + len(earlier) != copy_layers + len(gone):
         return []
-    original = [i for i in range(first_layers + len(earlier)) if i not in earlier]  # first's layers, as numbered there
-    return [index for index, layer in enumerate(original) if layer in gone]
+    as_numbered_there = in_first_original(sorted(earlier), range(first_layers), first_layers)
+    return [index for index, layer in enumerate(as_numbered_there) if layer in gone]
 
 
 #: A licence as the Hub's model cards name it (``apache-2.0``, ``llama3.1``, ``other``): anything else is not carried.

@@ -19,7 +19,7 @@ from typing import Any
 from ...format import counted, human_bytes, in_number
 from .. import defaults
 from ..errors import CalibrationError
-from ..user_paths import expand_home, not_there
+from ..user_paths import exists, expand_home, not_there, os_reason
 
 log = logging.getLogger(__name__)
 
@@ -119,15 +119,6 @@ def saved_models_within(files: Sequence[Path]) -> set[Path]:
     return {f.parent for f in files if f.name == "README.md" and f.parent in holders and card_written_here(f)}
 
 
-def exists_as_named(path: Path, what: str) -> bool:
-    """Whether ``path`` exists; a name the file system cannot even look up (too long) is one sentence naming it as
-    ``what`` ("The calibration path"), where it raised a traceback."""
-    try:
-        return path.exists()
-    except OSError as exc:
-        raise CalibrationError(f"{what} {path} cannot be read ({(exc.strerror or str(exc)).lower()}).") from None
-
-
 def collect_files(paths: Iterable[str | Path], left_out: list[str] | None = None) -> list[Path]:
     """Files under the given paths (folders recursively, hidden files left out), sorted, unique. Also left out, each
     with a sentence in ``left_out``: the folders of models this app saved (:func:`saved_models_within`), and a file
@@ -140,7 +131,7 @@ def collect_files(paths: Iterable[str | Path], left_out: list[str] | None = None
     notes: list[str] = []
     for raw in paths:
         path = expand_home(raw)
-        if not exists_as_named(path, "The calibration path"):
+        if not exists(path):  # a name too long to look up: a traceback, now said by not_there
             raise CalibrationError(f"The calibration path {path} {not_there(path)}.")
         if path.is_dir():
             files, odd = [], []
@@ -392,11 +383,9 @@ def read_texts(paths: Iterable[str | Path]) -> TextSet:
         said: list[str] = []
         try:
             texts = [t for t in texts_from_file(path, said, budget if size > budget else None) if t.strip()]
-        except (OSError, ValueError) as exc:
-            # "[Errno 13] Permission denied: '/the/path'" named the path twice, in Python's words
-            why = (exc.strerror or str(exc)).lower() if isinstance(exc, OSError) else str(exc)
-            said.append(f"Skipped {path}: it cannot be read ({why})." if isinstance(exc, OSError) else
-                        f"Skipped {path}: {why}.")
+        except (OSError, ValueError) as exc:  # a ValueError is texts_from_file's reason (binary, …)
+            why = f"it cannot be read ({os_reason(exc)})" if isinstance(exc, OSError) else str(exc)
+            said.append(f"Skipped {path}: {why}.")
             read[index] = ([], said)
             continue
         if not texts:

@@ -15,7 +15,7 @@ from shortgpt_desktop.core.formats.safetensors_reader import check_safetensors
 
 from ...format import counted, in_number, some_of
 from ..errors import Cancelled, HubError, HubModelNotFound, ModelSourceError
-from ..user_paths import expand_home, not_there
+from ..user_paths import expand_home, not_there, os_reason
 
 #: (bytes_done, bytes_total) while a Hub download runs.
 DownloadProgress = Callable[[int, int], None]
@@ -145,8 +145,7 @@ def resolve(
     try:
         local = _local_source(spec)
     except OSError as exc:  # a folder one may not enter, a file one may not read
-        reason = (exc.strerror or str(exc)).rstrip(".").lower()
-        raise ModelSourceError(f"{spec} cannot be read ({reason}); choose a model you can open.") from None
+        raise ModelSourceError(f"{spec} cannot be read ({os_reason(exc)}); choose a model you can open.") from None
     if local is not None:
         return local
     repo_id, revision = hub_id_of(spec, revision)
@@ -422,17 +421,22 @@ def hub_download(
 SHORT_COMMIT = re.compile(r"[0-9a-f]{7,39}")
 
 
+def _cached_repo_folder(repo_id: str, cache_dir: str | Path | None) -> Path:
+    """The Hub cache's folder of ``repo_id``, under the spelling the cache holds it by (:func:`cached_spelling`)."""
+    from huggingface_hub import constants
+
+    spelled = cached_spelling(repo_id, cache_dir) or repo_id
+    return Path(cache_dir or constants.HF_HUB_CACHE) / _cache_folder_of(spelled)
+
+
 def _whole_commit(repo_id: str, revision: str | None, cache_dir: str | Path | None) -> str | None:
     """The whole hash of the one commit the local Hub cache holds of ``repo_id`` that a short hash (``--revision
     0123456``, as the Hub's pages show a commit) begins, else None: the Hub resolves a short hash itself, but the
     cache is a folder per whole hash, so offline a short one was "not in the local Hub cache" beside that very
     commit."""
-    from huggingface_hub import constants
-
     if revision is None or not SHORT_COMMIT.fullmatch(revision):
         return None
-    spelled = cached_spelling(repo_id, cache_dir) or repo_id
-    snapshots = Path(cache_dir or constants.HF_HUB_CACHE) / _cache_folder_of(spelled) / "snapshots"
+    snapshots = _cached_repo_folder(repo_id, cache_dir) / "snapshots"
     try:
         found = [p.name for p in snapshots.iterdir() if p.is_dir() and p.name.startswith(revision)]
     except OSError:
@@ -470,8 +474,7 @@ def _what_the_cache_holds(repo_id: str, revision: str | None, incomplete: str | 
     if incomplete:
         return f"; the local Hub cache holds it, but incomplete ({incomplete})"
     root = Path(cache_dir or constants.HF_HUB_CACHE)
-    spelled = cached_spelling(repo_id, cache_dir) or repo_id
-    folder = root / _cache_folder_of(spelled)
+    folder = _cached_repo_folder(repo_id, cache_dir)
     try:
         if folder.is_dir():
             snapshots = folder / "snapshots"
