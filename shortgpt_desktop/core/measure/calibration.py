@@ -250,8 +250,9 @@ def decode_bytes(data: bytes) -> str | None:
 def texts_from_file(path: Path, notes: list[str] | None = None, limit: int | None = None) -> list[str]:
     """The texts in one file; raises ValueError (with a reason) when it cannot be used.
 
-    Records left out of a usable file (JSON Lines without a ``text`` field) are counted in ``notes``. ``limit``:
-    the most bytes read, cut back to the last whole line (a JSON or notebook file is one document: refused).
+    Records left out of a usable file (JSON Lines without a ``text`` field, or lines that are not JSON) are counted
+    in ``notes``. ``limit``: the most bytes read, cut back to the last whole line (a JSON or notebook file is one
+    document: refused).
     """
     kind = sniff(path)
     if kind is not None:
@@ -279,6 +280,7 @@ def texts_from_file(path: Path, notes: list[str] | None = None, limit: int | Non
     if suffix == ".jsonl":
         out = []
         dropped = 0
+        broken: list[int] = []  # lines that are not JSON: a record cut by a download or `head -c`, a stray line
         # Records end at "\n" only: splitlines() also splits at U+2028, U+2029 and U+0085, which JSON strings may
         # hold unescaped (scraped text often does), and dropped the whole file as "not JSON".
         for number, line in enumerate(text.split("\n"), 1):
@@ -287,7 +289,8 @@ def texts_from_file(path: Path, notes: list[str] | None = None, limit: int | Non
             try:
                 record = _json(line)
             except json.JSONDecodeError:
-                raise ValueError(f"line {number} is not JSON") from None
+                broken.append(number)
+                continue
             if isinstance(record, dict) and isinstance(record.get("text"), str):
                 out.append(record["text"])
             elif isinstance(record, str):
@@ -295,9 +298,15 @@ def texts_from_file(path: Path, notes: list[str] | None = None, limit: int | Non
             else:
                 dropped += 1
         if not out:
-            raise ValueError('it has no records with a "text" field')
+            # one bad record no longer loses the file's others, but a file with none usable is refused as before
+            raise ValueError(f"line {broken[0]} is not JSON" if broken else 'it has no records with a "text" field')
         if dropped and notes is not None:
             notes.append(f'Left out {dropped} line{"s" if dropped != 1 else ""} of {path} without a "text" field.')
+        if broken and notes is not None:
+            lines = ", ".join(map(str, broken[:5])) + (f" and {len(broken) - 5} more" if len(broken) > 5 else "")
+            notes.append(f'Left out {len(broken)} line{"s" if len(broken) != 1 else ""} of {path} that '
+                         f'{"is" if len(broken) == 1 else "are"} not JSON (line{"s" if len(broken) != 1 else ""} '
+                         f"{lines}).")
         return out
     if suffix == ".json":
         try:

@@ -232,12 +232,32 @@ def test_json_nested_too_deeply_is_skipped_with_the_reason(tmp_path: Path) -> No
     (tmp_path / "deep.json").write_text(deep)
     (tmp_path / "deep.ipynb").write_text(deep)
     (tmp_path / "deep.jsonl").write_text(json.dumps({"text": PROSE}) + "\n" + deep + "\n")
-    result = calibration.read_texts([good, *(tmp_path / f"deep.{s}" for s in ("json", "ipynb", "jsonl"))])
-    assert result.texts == [PROSE]
+    (tmp_path / "deeper.jsonl").write_text(deep + "\n")
+    result = calibration.read_texts([good, *(tmp_path / f"deep.{s}" for s in ("json", "ipynb", "jsonl")),
+                                     tmp_path / "deeper.jsonl"])
+    assert result.texts == [PROSE, PROSE]  # the JSON Lines file's first record is kept
     assert sorted(result.skipped) == sorted([
         f"Skipped {tmp_path / 'deep.ipynb'}: it is not a valid notebook (nested too deeply).",
         f"Skipped {tmp_path / 'deep.json'}: it is not valid JSON (nested too deeply).",
-        f"Skipped {tmp_path / 'deep.jsonl'}: line 2 is not JSON.",
+        f"Left out 1 line of {tmp_path / 'deep.jsonl'} that is not JSON (line 2).",
+        f"Skipped {tmp_path / 'deeper.jsonl'}: line 1 is not JSON.",
+    ])
+
+
+def test_a_json_lines_record_that_is_not_json_loses_only_itself(tmp_path: Path) -> None:
+    """A JSON Lines file whose last record was cut (a download stopped, ``head -c``) or with a stray line was
+    skipped whole as "line N is not JSON", its other records lost: only the bad lines are left out, by number."""
+    records = [json.dumps({"text": f"record {i}"}) for i in range(9)]
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text("\n".join(records) + "\n" + records[0][:12])  # the last record cut off
+    many = tmp_path / "many.jsonl"
+    many.write_text("\n".join(records[:2] + ["oops"] * 7 + ['{"title": 1}']) + "\n")
+    result = calibration.read_texts([cut, many])
+    assert result.texts == [f"record {i}" for i in range(9)] + ["record 0", "record 1"]
+    assert sorted(result.skipped) == sorted([
+        f"Left out 1 line of {cut} that is not JSON (line 10).",
+        f"Left out 7 lines of {many} that are not JSON (lines 3, 4, 5, 6, 7 and 2 more).",
+        f'Left out 1 line of {many} without a "text" field.',
     ])
 
 
