@@ -277,7 +277,7 @@ def test_the_suggested_folder_counts_the_kept_layers_and_is_never_in_the_hub_cac
 
     def engine(kind: str, folder: Path, gguf_file: str | None = None):
         return SimpleNamespace(source=SimpleNamespace(display_name="my model", kind=kind, folder=folder,
-                                                      gguf_file=gguf_file))
+                                                      gguf_file=gguf_file, in_hub_cache=None))
 
     assert suggested_output(engine("folder", tmp_path / "m"), plan, "") == str(tmp_path / "my-model-shortgpt-4L")
     # A GGUF's folder is the one holding the file: the folder above it was offered
@@ -290,8 +290,43 @@ def test_the_suggested_folder_counts_the_kept_layers_and_is_never_in_the_hub_cac
     # one family were offered one folder. Only a GGUF file's ending is dropped.
     for shown, start in [("Qwen/Qwen2.5-0.5B-Instruct", "Qwen2.5-0.5B-Instruct"), ("SmolLM2-Q4.GGUF", "SmolLM2-Q4"),
                          ("my.model v2", "my.model-v2")]:
-        source = SimpleNamespace(display_name=shown, kind="folder", folder=tmp_path / "m")
+        source = SimpleNamespace(display_name=shown, kind="folder", folder=tmp_path / "m", in_hub_cache=None)
         assert Path(suggested_output(SimpleNamespace(source=source), plan, "")).name == f"{start}-shortgpt-4L"
+
+
+def test_a_model_opened_by_its_path_in_the_hub_cache_is_named_by_its_id_and_saved_outside_the_cache(
+        tiny_model: Path, tmp_path: Path) -> None:
+    """A snapshot folder picked in ~/.cache/huggingface was named by its commit hash (the title, the suggested
+    name) and offered a save folder beside the cache's snapshots, where deleting the cache entry would delete it; a
+    GGUF file there was offered its snapshot folder."""
+    import shutil
+    from types import SimpleNamespace
+
+    from shortgpt_desktop.core.model.sources import resolve
+    from shortgpt_desktop.core.testing.fuzz import write_gguf
+
+    repo = tmp_path / "hub" / "models--SomeOrg--Tiny-Model"
+    snapshot = repo / "snapshots" / ("0123456789abcdef" * 3)[:40]
+    shutil.copytree(tiny_model, snapshot)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(snapshot.name)
+    plan = SimpleNamespace(kept=[0, 1, 2, 3], removed=[4, 5])
+    source = resolve(str(snapshot))
+    assert (source.kind, source.display_name, source.in_hub_cache) == ("folder", "SomeOrg/Tiny-Model",
+                                                                       "SomeOrg/Tiny-Model")
+    assert source.card_name == "SomeOrg/Tiny-Model"
+    out = Path(suggested_output(SimpleNamespace(source=source), plan, ""))
+    assert out == Path.home() / "Tiny-Model-shortgpt-4L"
+    (snapshot / "sub").mkdir()
+    gguf = resolve(str(write_gguf(tiny_model, snapshot / "sub" / "tiny.gguf")))
+    assert gguf.display_name == "tiny.gguf" and gguf.in_hub_cache == "SomeOrg/Tiny-Model"
+    assert Path(suggested_output(SimpleNamespace(source=gguf), plan, "")) == Path.home() / "tiny-shortgpt-4L"
+    # a folder of that name elsewhere, and the last save's folder, are as before
+    elsewhere = tmp_path / "snapshots" / "plain"
+    shutil.copytree(tiny_model, elsewhere)
+    assert resolve(str(elsewhere)).in_hub_cache is None
+    assert suggested_output(SimpleNamespace(source=source), plan, str(tmp_path)) == str(tmp_path /
+                                                                                        "Tiny-Model-shortgpt-4L")
 
 
 def test_check_and_save_take_the_scorings_settings_with_the_repair_healing_and_prompt_chosen_now() -> None:

@@ -85,7 +85,21 @@ class ModelSource:
     def display_name(self) -> str:
         if self.kind == "hub":
             return self.repo_id or self.spec
+        if self.gguf_file is None and (cached := self.in_hub_cache) is not None:
+            return cached  # its folder's own name is a commit hash
         return Path(self.spec).name or self.spec
+
+    @property
+    def in_hub_cache(self) -> str | None:
+        """The Hub id of the cache a model opened by its path lies in (``…/models--org--name/snapshots/COMMIT/``,
+        a folder picked in ``~/.cache/huggingface``), else None: the title, the suggested name and folder of a save
+        named the model by its commit hash and offered a folder inside the cache, beside its snapshots."""
+        if self.kind == "hub":
+            return None
+        for folder in (self.folder, *self.folder.parents):
+            if folder.parent.name == "snapshots" and (repo := _hub_id_of(folder.parent.parent.name)) is not None:
+                return repo
+        return None
 
     @property
     def cached_id(self) -> str | None:
@@ -101,8 +115,10 @@ class ModelSource:
 
     @property
     def card_name(self) -> str:
-        """What the card calls the model: :meth:`as_cached` of the name it was given by (a Hub model's id)."""
-        return self.as_cached(self.repo_id or self.spec)
+        """What the card calls the model: :meth:`as_cached` of the name it was given by (a Hub model's id; a folder in
+        the Hub cache, by the id it is cached under: the card named it by its commit hash)."""
+        in_cache = self.in_hub_cache if self.gguf_file is None else None
+        return self.as_cached(self.repo_id or in_cache or self.spec)
 
     @property
     def location(self) -> Path:
