@@ -20,6 +20,7 @@ from ..core.formats.output_folder import write_file_atomically
 from ..core.formats.report_files import SCORE_REPORT
 from ..core.measure.metrics import METRICS
 from ..core.measure.scoring import LayerScores
+from ..core.model.sources import looks_like_hub_id
 from ..core.report import Report
 
 
@@ -148,4 +149,7 @@ def same_model(imported: ImportedScores, spec: str, display_name: str, n_layers:
             return os.path.samefile(recorded, spec)
         except OSError:
             return False
+    if looks_like_hub_id(imported.model) and any(looks_like_hub_id(n) and n.casefold() == imported.model.casefold()
+                                                 for n in (spec, display_name)):
+        return True  # the Hub finds an id whatever its capitals: the same model typed in lower case was refused
     return name(imported.model) in (name(spec), name(display_name))

@@ -1273,6 +1273,25 @@ def test_scores_of_another_model_on_this_machine_are_refused_though_its_folder_h
     assert not same_model(scores_of(str(first)), str(first), "final", 8, "LlamaForCausalLM")
 
 
+def test_scores_of_a_hub_model_fit_its_id_typed_in_other_capitals(tmp_path: Path, monkeypatch) -> None:
+    """The Hub and its cache open ``huggingfacetb/smollm2-135m-instruct`` as HuggingFaceTB's model, but its exported
+    scores were refused for it: "These scores are for HuggingFaceTB/SmolLM2-135M-Instruct (29 layers), not for
+    the opened model huggingfacetb/smollm2-135m-instruct" (a window walkthrough). Another model's id still is not."""
+    from shortgpt_desktop.core.measure.scoring import LayerScores
+    from shortgpt_desktop.gui.scores_file import ImportedScores, same_model
+
+    monkeypatch.chdir(tmp_path)
+    scores = ImportedScores("HuggingFaceTB/SmolLM2-135M-Instruct", 30, "LlamaForCausalLM",
+                            LayerScores("bi", [0.1] * 30))
+    typed = "huggingfacetb/smollm2-135m-instruct"
+    assert same_model(scores, typed, typed, 30, "LlamaForCausalLM")
+    assert same_model(scores, f"https://huggingface.co/{typed}", typed, 30, "LlamaForCausalLM")
+    assert not same_model(scores, "huggingfacetb/smollm2-360m-instruct", "huggingfacetb/smollm2-360m-instruct", 30,
+                          "LlamaForCausalLM")
+    assert not same_model(scores, "otherorg/smollm2-135m-instruct", "otherorg/smollm2-135m-instruct", 30,
+                          "LlamaForCausalLM")  # the same name under another owner: its last part differs in case
+
+
 @pytest.mark.parametrize("size", [(1280, 720), "minimum"])
 def test_the_progress_line_and_the_buttons_keep_their_words_during_a_job(qtbot, window, size) -> None:
     """Beside the four buttons, the progress line was cut before its time left at 1280 × 720 ("Checking the candidate
