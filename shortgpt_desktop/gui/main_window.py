@@ -566,9 +566,16 @@ class MainWindow(QMainWindow):
         # a cancelled scoring keeps what it measured (partial scores, which can be exported)
         measured = outcome == "ok" or (name == "score" and outcome == "cancelled")
         if measured and name in MEASURING_JOBS and self.engine.scores is not None:
-            self.unkept[name] = self.unkept.get(name, 0.0) + time.monotonic() - self._job_started
-        elif outcome == "ok" and name in ("save", "import"):
-            self.unkept.clear()  # the scores and the check are in the saved card, or came from a file
+            seconds = time.monotonic() - self._job_started
+            if name != "score":
+                self.unkept[name] = self.unkept.get(name, 0.0) + seconds
+            elif self.engine.scores is not getattr(self, "_scores_before", None):  # new scores replace the old
+                self.unkept["score"] = seconds
+        elif outcome == "ok" and name == "import":
+            self.unkept.clear()  # the scores came from a file, and a check or a curve went with the scores before
+        elif outcome == "ok" and name == "save":
+            for kept in ("score", "check"):  # in the saved card; a quality curve is in no file
+                self.unkept.pop(kept, None)
         if self._probed_later is not None:
             choices, self._probed_later = self._probed_later, None
             self._on_probed(choices)
@@ -682,11 +689,11 @@ class MainWindow(QMainWindow):
             f"{doing} drops what was measured on {source.display_name} and neither saved nor exported: "
             f"{self._unkept_parts()}{kept}. {question}")
 
-    def _unkept_parts(self) -> str:
-        """What :attr:`unkept` holds, in words: "its layer scores (6 min 2 s) and its quality curve (3 min 43 s)"; the
-        question said "layer scores, plan and check" after a curve alone."""
+    def _unkept_parts(self, unkept: dict[str, float] | None = None) -> str:
+        """What :attr:`unkept` (or ``unkept``) holds, in words: "its layer scores (6 min 2 s) and its quality curve
+        (3 min 43 s)"; the question said "layer scores, plan and check" after a curve alone."""
         words = {"score": "layer scores", "check": "check", "curve": "quality curve"}
-        parts = [f"its {words[name]} ({human_seconds(seconds)})" for name, seconds in self.unkept.items()]
+        parts = [f"its {words[name]} ({human_seconds(seconds)})" for name, seconds in (unkept or self.unkept).items()]
         return ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1]
 
     @property
@@ -791,6 +798,8 @@ class MainWindow(QMainWindow):
         if self.engine.source is None or (text and model_key(text) != model_key(self.engine.source.spec)):
             self.open_model(text, then="score")
             return
+        if not self._may_drop_for_rescoring():
+            return
         spec = self.job_spec()
         metric = METRICS[spec.metric]
         self._scoring_metric = spec.metric
@@ -807,10 +816,23 @@ class MainWindow(QMainWindow):
             on_success=self._on_scored, on_failure=self._on_score_failed, on_cancel=self._on_score_cancelled,
         )
 
+    def _may_drop_for_rescoring(self) -> bool:
+        """Whether a check or a curve of a minute or more, neither saved nor exported, may go with the scores they
+        were measured for: a stray Ctrl+R threw away ten minutes of them without a word."""
+        source, dropped = self.engine.source, {k: v for k, v in self.unkept.items() if k in ("check", "curve")}
+        if source is None or self.engine.scores is None or sum(dropped.values()) < ASK_BEFORE_DROPPING_SECONDS:
+            return True
+        return dialogs.ask_yes_no(
+            self, "Score again?",
+            f"Scoring again drops what was measured on {source.display_name} for the scores shown, neither saved "
+            f"nor exported: {self._unkept_parts(dropped)}. Score again?")
+
     def _on_scored(self, scored: Scored) -> None:
         first = self.plan is None
         self.plan_panel.clear_curve()  # it was for the previous scores
         self._curves.clear()
+        for gone in ("check", "curve"):  # closing listed them as still to lose
+            self.unkept.pop(gone, None)
         n = scored.n_layers
         # A scoring cancelled one layer at a time leaves the later layers unscored, and a pass whose states overflowed
         # leaves NaN: the plan can take only the others

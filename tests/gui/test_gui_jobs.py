@@ -11,6 +11,7 @@ import pytest
 from PySide6.QtCore import QElapsedTimer, QTimer
 from PySide6.QtWidgets import QMessageBox
 
+from shortgpt_desktop.format import human_seconds
 from shortgpt_desktop.gui import dialogs, workers
 
 
@@ -631,6 +632,50 @@ def test_opening_another_model_or_quitting_asks_before_dropping_a_minute_of_unsa
     monkeypatch.setattr(dialogs, "ask_yes_no", lambda *a: pytest.fail("nobody is there to answer"))
     window.stop_and_close()  # a signal, the screenshot run or the self-test: no question
     assert not window.isVisible()
+
+
+def test_scoring_again_asks_before_dropping_a_check_and_closing_no_longer_lists_it(qtbot, opened, tmp_path: Path,
+                                                                                   monkeypatch) -> None:
+    """A stray Ctrl+R after a 5-minute check and a 6-minute curve threw both away without a word, and Quit then
+    still listed them ("drops … its check (4 min 55 s), its quality curve (6 min 01 s) and its layer scores"); the
+    layer scores' time added the scoring before to the one shown; a save dropped a curve from the question, which
+    it writes to no file (a window walkthrough)."""
+    from shortgpt_desktop.gui import main_window
+
+    window = opened
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.start_scoring()
+    with qtbot.waitSignal(window.jobFinished, timeout=120_000):
+        window.check()
+    assert set(window.unkept) == {"score", "check"}
+    monkeypatch.setattr(main_window, "ASK_BEFORE_DROPPING_SECONDS", 1e-6)
+    asked: list[tuple[str, str]] = []
+    answer = {"yes": False}
+    monkeypatch.setattr(dialogs, "ask_yes_no", lambda parent, title, text: asked.append((title, text)) or answer["yes"])
+    started: list[str] = []
+    window.jobs.started.connect(started.append)
+    scores, checked = window.engine.scores, dict(window.unkept)
+    window.start_scoring()  # "No": nothing starts, nothing goes
+    assert started == [] and window.engine.scores is scores and window.unkept == checked
+    assert asked == [("Score again?", "Scoring again drops what was measured on tiny-llama for the scores shown, "
+                                      f"neither saved nor exported: its check ({human_seconds(checked['check'])})."
+                                      " Score again?")]
+    answer["yes"] = True
+    window.unkept["score"] = 1e6  # as if the first scoring took days: the new scores' time replaces it
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000) as ended:
+        window.start_scoring()
+    assert ended.args == ["score", "ok"] and started == ["score"] and window.engine.scores is not scores
+    assert len(asked) == 2
+    assert set(window.unkept) == {"score"} and window.unkept["score"] < 1e6  # the check went with its scores
+    window.start_scoring()  # with no check to lose, nothing is asked
+    assert len(asked) == 2
+    qtbot.waitUntil(lambda: not window.busy, timeout=60_000)
+    # A save keeps the scores and a check in its card, and a quality curve in no file: closing still asks for it
+    with qtbot.waitSignal(window.jobFinished, timeout=120_000):
+        window.quality_curve()
+    with qtbot.waitSignal(window.jobFinished, timeout=120_000) as saved:
+        window.save_to(tmp_path / "pruned")
+    assert saved.args == ["save", "ok"] and set(window.unkept) == {"curve"}
 
 
 @pytest.mark.parametrize("count", [0, 5])
