@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent, QPoint, QPointF, Qt, Signal
-from PySide6.QtGui import QColor, QCursor, QKeyEvent, QPalette
+from PySide6.QtGui import QColor, QCursor, QFontMetrics, QKeyEvent, QPalette
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QToolTip, QVBoxLayout, QWidget
 
 from .elided_label import ElidedLabel
@@ -70,6 +70,17 @@ def color_axes(item: pg.PlotItem, color: QColor) -> None:
         axis.setTextPen(pg.mkPen(color))
 
 
+def layer_tick_step(layers: int, pixels: float, label_pixels: float) -> int:
+    """Every how many layers a number fits under the bars: 1, 2, 5, 10, 20, 50… the first whose numbers, each
+    ``label_pixels`` wide with its gap, fit ``pixels`` of axis (every layer where the width is not known yet)."""
+    if pixels <= 0 or layers <= 1:
+        return 1
+    step = 1
+    while step * pixels / layers < label_pixels and step < layers:
+        step = next(s * 10 ** e for e in range(8) for s in (1, 2, 5) if s * 10 ** e > step)
+    return step
+
+
 class ScoreChart(QWidget):
     """A pyqtgraph bar chart of per-layer scores.
 
@@ -113,6 +124,7 @@ class ScoreChart(QWidget):
 
         self.bottom_axis = item.getAxis("bottom")
         self.bottom_axis.setTicks([[], []])  # no fractional "layers" on the empty chart
+        item.getViewBox().sigResized.connect(lambda *_: self._set_layer_ticks())
         self.outlier_labels: list[pg.TextItem] = []
         self.extra_curves: list[pg.PlotDataItem] = []
 
@@ -235,6 +247,17 @@ class ScoreChart(QWidget):
         self._fit(new_count)
         self._update_hover_text()
 
+    def _set_layer_ticks(self) -> None:
+        """Layer numbers under the bars, every :func:`layer_tick_step`-th where the plot is too narrow for each (at
+        the window's minimum width, or scaled by 150 %, 30 numbers ran together: "…1011121314…")."""
+        n = len(self.scores)
+        if not n:
+            return
+        metrics = QFontMetrics(self.bottom_axis.style.get("tickFont") or self.bottom_axis.font())
+        label = metrics.horizontalAdvance(str(n - 1)) + metrics.horizontalAdvance("  ")
+        step = layer_tick_step(n, self.plot.getPlotItem().getViewBox().width(), label)
+        self.bottom_axis.setTicks([[(i, str(i)) for i in range(0, n, step)], []])
+
     def set_removed(self, removed: Sequence[int]) -> None:
         self.removed = set(removed)
         self.bars.setOpts(brushes=self._brushes(), pens=self._pens())
@@ -245,8 +268,7 @@ class ScoreChart(QWidget):
         n = len(self.scores)
         if new_count:
             item.setXRange(-0.6, max(n, 1) - 0.4, padding=0)
-            step = max(1, math.ceil(n / 32))
-            item.getAxis("bottom").setTicks([[(i, str(i)) for i in range(0, n, step)], []])
+            self._set_layer_ticks()
         known = [float(s) for s in self.scores if _finite(s)]
         if not known:
             return

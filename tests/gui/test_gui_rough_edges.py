@@ -482,6 +482,39 @@ def test_outlier_ceiling_leaves_an_even_chart_alone() -> None:
     assert outlier_ceiling(OUTLIER_SCORES) == max(OUTLIER_SCORES[1:])
 
 
+def test_layer_numbers_thin_out_where_the_chart_is_too_narrow_for_each(qtbot) -> None:
+    """At the window's minimum width, or scaled by 150 %, 30 numbers ran together under the bars
+    ("…10111213141516171819…"; a window walkthrough): every 2nd, 5th… number is written, the first step whose numbers
+    do not touch, and every one again where the chart is wide."""
+    from PySide6.QtGui import QFontMetrics
+
+    from shortgpt_desktop.gui.chart import layer_tick_step
+
+    assert layer_tick_step(30, 600, 18) == 1 and layer_tick_step(30, 300, 18) == 2
+    assert layer_tick_step(30, 150, 18) == 5 and layer_tick_step(80, 150, 18) == 10
+    assert layer_tick_step(30, 0, 18) == 1 and layer_tick_step(1, 10, 18) == 1
+    assert layer_tick_step(3, 1, 18) == 5  # past the last layer: the first number alone
+
+    chart = _chart(qtbot)
+    chart.set_scores([0.1] * 30)
+
+    def numbers() -> list[int]:
+        return [int(label) for _, label in chart.bottom_axis._tickLevels[0]]
+
+    def room_each() -> float:  # pixels between two written numbers, against the widest number and a gap
+        view, shown = chart.plot.getPlotItem().getViewBox().width(), numbers()
+        metrics = QFontMetrics(chart.bottom_axis.font())
+        return (shown[1] - shown[0]) * view / 30 - metrics.horizontalAdvance("29 ")
+
+    chart.resize(1400, 400)
+    qtbot.waitUntil(lambda: numbers() == list(range(30)))
+    chart.resize(330, 400)
+    qtbot.waitUntil(lambda: numbers()[1] > 1)
+    assert numbers() == list(range(0, 30, numbers()[1])) and room_each() >= 0
+    chart.resize(1400, 400)
+    qtbot.waitUntil(lambda: numbers() == list(range(30)))
+
+
 def test_empty_chart_has_no_fractional_layer_ticks(qtbot) -> None:
     chart = _chart(qtbot)
     axis = chart.bottom_axis
