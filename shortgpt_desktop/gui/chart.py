@@ -388,7 +388,8 @@ class ScoreChart(QWidget):
         state = "removed" if index in self.removed else "kept"
         others = "".join(f"; {name} {values[index]:.4g}" for name, values in self.extra.items()
                          if index < len(values) and _finite(values[index]))
-        return f"Layer {index}: {self.metric_label} {value}{others} — {state}"
+        # the state first: in a narrow window the line was cut before it ("… — rem…"), its most useful word
+        return f"Layer {index}: {state}, {self.metric_label} {value}{others}"
 
     def _update_hover_text(self) -> None:
         self.hover_label.setText(self.hover_text(self._hovered) if self._hovered is not None else self.HINT)
@@ -411,6 +412,10 @@ class ScoreChart(QWidget):
                 self._set_hovered(0)
             elif event.type() == QEvent.Type.FocusOut:
                 self._set_hovered(None)
+            elif event.type() == QEvent.Type.Leave and not self.plot.hasFocus():
+                # the pointer gone: the line kept the last bar it pointed at, outlined (the keys' bar stays)
+                self._set_hovered(None)
+                QToolTip.hideText()
             elif event.type() == QEvent.Type.KeyPress:
                 return self._on_key(event)  # type: ignore[arg-type]
         return super().eventFilter(watched, event)

@@ -243,8 +243,8 @@ def test_hover_shows_layer_and_score(qtbot, opened) -> None:
     point = chart.bar_position(3)
     chart._on_mouse_moved(chart.plot.mapToScene(point))  # what pyqtgraph's scene reports on a mouse move
     text = chart.hover_label.text()
-    assert text.startswith("Layer 3: Block Influence ") and f"{chart.scores[3]:.4g}" in text
-    assert ("removed" if 3 in window.plan.removed else "kept") in text
+    state = "removed" if 3 in window.plan.removed else "kept"
+    assert text.startswith(f"Layer 3: {state}, Block Influence ") and f"{chart.scores[3]:.4g}" in text
 
 
 def test_memory_estimate_follows_settings(qtbot, opened) -> None:

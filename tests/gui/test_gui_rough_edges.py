@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from PySide6.QtCore import QSettings, Qt
-from PySide6.QtWidgets import QWidget
+from PySide6.QtWidgets import QApplication, QWidget
 
 from shortgpt_desktop.format import layer_list
 
@@ -388,6 +388,26 @@ def test_a_light_dark_switch_while_open_recolours_the_curve_and_the_outlier_labe
     assert axis.textPen().color() == QColor("#eeeeee")
 
 
+def test_the_pointer_leaving_the_chart_leaves_no_bar_described(qtbot) -> None:
+    """"Layer 12: … — kept" stayed under the chart, bar 12 outlined, after the pointer had gone to the slider; and
+    in a narrow window the line was cut before its state ("— rem…"), which now comes first (a window walkthrough).
+    A bar chosen with the keys stays while the chart has the focus."""
+    from PySide6.QtCore import QEvent
+
+    chart = _chart(qtbot)
+    chart.set_scores([0.3, 0.1, 0.2, 0.4], removed=[1])
+    chart._on_mouse_moved(chart.plot.mapToScene(chart.bar_position(1)))
+    assert chart.hover_label.text().startswith("Layer 1: removed, ")
+    assert chart.bars.opts["pens"][1] != chart.bars.opts["pens"][0]
+    QApplication.sendEvent(chart.plot, QEvent(QEvent.Type.Leave))
+    assert chart.hover_label.text() == chart.HINT and chart.bars.opts["pens"][1] == chart.bars.opts["pens"][0]
+    chart.plot.setFocus()
+    qtbot.waitUntil(chart.plot.hasFocus)
+    qtbot.keyClick(chart.plot, Qt.Key.Key_Right)
+    QApplication.sendEvent(chart.plot, QEvent(QEvent.Type.Leave))
+    assert chart.hover_label.text().startswith("Layer 1: ")
+
+
 def test_the_chart_is_used_from_the_keyboard(qtbot) -> None:
     """Tab stopped on the chart, and nothing showed it or answered a key: keeping or removing one layer took a
     mouse click, and a layer's score showed only under the pointer. The arrow keys, Home and End now move an
@@ -399,7 +419,7 @@ def test_the_chart_is_used_from_the_keyboard(qtbot) -> None:
     qtbot.waitUntil(chart.plot.hasFocus)
     assert chart.hover_label.text().startswith("Layer 0: ")
     qtbot.keyClick(chart.plot, Qt.Key.Key_Right)
-    assert chart.hover_label.text() == chart.hover_text(1) and chart.hover_text(1).endswith("— removed")
+    assert chart.hover_label.text() == chart.hover_text(1) and chart.hover_text(1).startswith("Layer 1: removed, ")
     assert chart.bars.opts["pens"][1] != chart.bars.opts["pens"][0], "the bar in hand is outlined"
     with qtbot.waitSignal(chart.layerClicked) as clicked:
         qtbot.keyClick(chart.plot, Qt.Key.Key_Space)
@@ -583,10 +603,10 @@ def test_hover_hint_follows_clicks_and_cancel_and_options_are_remembered(qtbot, 
     chart = window.chart
     chart._on_mouse_moved(chart.plot.mapToScene(chart.bar_position(2)))
     state = "removed" if 2 in window.plan.removed else "kept"
-    assert chart.hover_label.text().endswith(state)
+    assert chart.hover_label.text().startswith(f"Layer 2: {state}, ")
     qtbot.mouseClick(chart.plot.viewport(), Qt.MouseButton.LeftButton, pos=chart.bar_position(2))
     flipped = "kept" if state == "removed" else "removed"
-    assert chart.hover_label.text().endswith(flipped)  # not the state before the click
+    assert chart.hover_label.text().startswith(f"Layer 2: {flipped}, ")  # not the state before the click
     assert "Angular" in chart.hover_label.text() or "angular" in chart.hover_label.text().lower()
     chart.clear("Press Score")  # what a failed or cancelled first pass leaves
     assert chart.hover_label.text() == chart.HINT

@@ -251,7 +251,7 @@ def test_the_chart_tells_unscored_kept_and_removed_layers_apart(qtbot) -> None:
     chart.set_scores([1.0, None, 2.0], removed=[2])
     brushes = chart.bars.opts["brushes"]
     assert brushes[1] != brushes[0] and brushes[2] != brushes[0] and brushes[1] != brushes[2]
-    assert chart.hover_text(2).endswith("— removed") and chart.hover_text(0).endswith("— kept")
+    assert chart.hover_text(2).startswith("Layer 2: removed, ") and chart.hover_text(0).startswith("Layer 0: kept, ")
     chart.set_options({"zoom": False})
     chart.set_scores([0.10, 0.11, 0.12, 0.10, 0.13, 0.11, 5.0])
     assert chart.plot.getPlotItem().vb.viewRange()[1][1] >= 5.0
