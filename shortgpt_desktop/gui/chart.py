@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent, QPoint, QPointF, Qt, Signal
-from PySide6.QtGui import QColor, QCursor, QFontMetrics, QKeyEvent, QPalette
+from PySide6.QtGui import QColor, QCursor, QFontMetrics, QKeyEvent, QPalette, QTextOption
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QToolTip, QVBoxLayout, QWidget
 
 from .elided_label import ElidedLabel
@@ -124,7 +124,12 @@ class ScoreChart(QWidget):
 
         self.bottom_axis = item.getAxis("bottom")
         self.bottom_axis.setTicks([[], []])  # no fractional "layers" on the empty chart
-        item.getViewBox().sigResized.connect(lambda *_: self._set_layer_ticks())
+        item.getViewBox().sigResized.connect(lambda *_: self._on_plot_resized())
+        # The message on the empty chart wraps, centred, to the plot's width: a long one (what a model pruned before
+        # lacks) ran off both sides, neither its start nor its end readable (a window walkthrough).
+        centred = QTextOption(Qt.AlignmentFlag.AlignHCenter)
+        centred.setWrapMode(QTextOption.WrapMode.WordWrap)
+        self.placeholder.textItem.document().setDefaultTextOption(centred)
         self.outlier_labels: list[pg.TextItem] = []
         self.extra_curves: list[pg.PlotDataItem] = []
 
@@ -246,6 +251,10 @@ class ScoreChart(QWidget):
                           pens=self._pens())
         self._fit(new_count)
         self._update_hover_text()
+
+    def _on_plot_resized(self) -> None:
+        self._set_layer_ticks()
+        self.placeholder.setTextWidth(max(120.0, self.plot.getPlotItem().getViewBox().width() - 24))
 
     def _set_layer_ticks(self) -> None:
         """Layer numbers under the bars, every :func:`layer_tick_step`-th where the plot is too narrow for each (at

@@ -535,6 +535,27 @@ def test_layer_numbers_thin_out_where_the_chart_is_too_narrow_for_each(qtbot) ->
     qtbot.waitUntil(lambda: numbers() == list(range(30)))
 
 
+def test_a_long_message_on_the_empty_chart_wraps_within_the_plot(qtbot) -> None:
+    """What a model pruned before lacks ran off both sides of the empty plot on one line, neither its start nor its
+    end readable (a window walkthrough): the message wraps to the plot's width, and follows it."""
+    from shortgpt_desktop.gui.model_panel import pruned_before
+
+    chart = _chart(qtbot)
+    chart.resize(520, 300)
+    message = f"29 layers. {pruned_before(29, [3])} Press Score to measure each one's importance."
+    chart.clear(message)
+    view = chart.plot.getPlotItem().getViewBox()
+
+    def fits() -> bool:
+        shown = chart.placeholder.mapRectToScene(chart.placeholder.boundingRect())
+        return view.sceneBoundingRect().contains(shown)
+
+    qtbot.waitUntil(fits)
+    assert chart.placeholder.textItem.toPlainText() == message
+    chart.resize(900, 300)
+    qtbot.waitUntil(lambda: fits() and chart.placeholder.textItem.textWidth() > 700)
+
+
 def test_empty_chart_has_no_fractional_layer_ticks(qtbot) -> None:
     chart = _chart(qtbot)
     axis = chart.bottom_axis
