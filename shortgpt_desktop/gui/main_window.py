@@ -1161,7 +1161,7 @@ class MainWindow(QMainWindow):
         source = self.engine.source
         name = model_file_name(source)
         if path is None:
-            folder = self.store.save_dir() or str(Path.home())
+            folder = self.store.scores_dir() or str(Path.home())
             path = dialogs.ask_scores_save_path(self, str(Path(folder) / f"{name}-{self.engine.scores.metric}.json"))
             if not path:
                 return None
@@ -1183,6 +1183,7 @@ class MainWindow(QMainWindow):
                             else f"{path} cannot be written ({exc.strerror or exc}).")
             return None
         self.statusBar().showMessage(f"Exported the scores to {written}", 10000)
+        self.store.set_scores_dir(str(Path(written).parent))
         self.unkept.pop("score", None)  # the file keeps the scores and the plan; a check's or a curve's figures not
         log.info("exported scores to %s", written)
         return written
@@ -1199,7 +1200,7 @@ class MainWindow(QMainWindow):
             self.show_error("Cannot import the scores", "Open the model the scores are for first.")
             return
         if path is None:
-            path = dialogs.ask_scores_open_path(self, self.store.save_dir() or str(Path.home()))
+            path = dialogs.ask_scores_open_path(self, self.store.scores_dir() or str(Path.home()))
             if not path:
                 return
         try:
@@ -1207,6 +1208,7 @@ class MainWindow(QMainWindow):
         except UserError as exc:
             self.show_error("Cannot import the scores", user_message(exc))
             return
+        self.store.set_scores_dir(str(Path(path).resolve().parent))  # the next dialog opens there, matched or not
         revision = (source.revision or "main") if source.kind == "hub" else ""
         if not same_model(imported, source.spec, source.display_name, info.n_layers, info.architecture, revision):
             at = (f" at revision {imported.revision}", f" at revision {revision}") \

@@ -127,6 +127,14 @@ class Store:
     def set_save_dir(self, path: str) -> None:
         self.qs.setValue("save/dir", path)
 
+    def scores_dir(self) -> str:
+        """Where scores were last exported or imported (else the last save's folder): Export and Import opened in the
+        home folder each time, and "export here, import in a new window" meant browsing back to it."""
+        return self._text("scores/dir") or self.save_dir()
+
+    def set_scores_dir(self, path: str) -> None:
+        self.qs.setValue("scores/dir", path)
+
     def bytes(self, key: str) -> QByteArray | None:
         value = self.qs.value(key)
         return value if isinstance(value, QByteArray) and not value.isEmpty() else None

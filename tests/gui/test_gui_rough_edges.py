@@ -840,10 +840,12 @@ def test_scores_export_and_import_for_the_same_model(qtbot, opened, make_window,
     with qtbot.waitSignal(fresh.jobFinished, timeout=60_000):
         fresh.open_model(str(gui_model))
     fresh.settings_panel.set_values({"metric": "angular"})
-    monkeypatch.setattr(dialogs, "ask_scores_open_path", lambda parent, start: str(path))
+    starts: list[str] = []
+    monkeypatch.setattr(dialogs, "ask_scores_open_path", lambda parent, start: starts.append(start) or str(path))
     with qtbot.waitSignal(fresh.jobFinished, timeout=60_000) as imported:
         fresh.import_action.trigger()
     assert imported.args == ["import", "ok"]
+    assert starts == [str(out)]  # where the export went (it opened in the home folder each time)
     assert fresh.chart.scores == scores.scores and fresh.engine.scores.metric == "bi"
     assert fresh.settings_panel.values()["metric"] == "bi"
     assert fresh.plan_panel.slider.maximum() == 5
