@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -973,22 +974,32 @@ class MainWindow(QMainWindow):
         self.plan_panel.set_count(len(plan.removed))
         self._show_plan(plan)
 
-    def _show_listed_plan(self, removed: list[int], file: str) -> str:
+    def _show_listed_plan(self, removed: list[int], file: str, left_out: Sequence[str] = ()) -> str:
         """The plan an imported scores file lists, shown as it was exported (the slider's plan for its count was
-        shown instead, and a plan chosen by hand or measured by bi+ was lost); the words that say so, '' where the
-        file lists none this model's scores can show."""
+        shown instead, and a plan chosen by hand or measured by bi+ was lost); the words that say so, and what of
+        it is left out (``left_out``: what it lists that is not a layer; a plan these scores cannot show), '' where
+        the file lists no plan."""
         scores, removed = self.engine.scores, sorted(set(removed))
+        dropped = (f" The file's plan also lists {', '.join(left_out[:-1]) + ' and ' if len(left_out) > 1 else ''}"
+                   f"{left_out[-1]}, not {'a layer' if len(left_out) == 1 else 'layers'} of this model: left out."
+                   if left_out else "")
         if not removed or scores is None or self.engine.sizes is None:
-            return ""
-        if len(removed) > self.plan_panel.slider.maximum() or any(scores.scores[i] is None for i in removed):
-            return ""  # not a plan these scores allow (a layer this file's pass never scored)
+            return dropped
+        unscored = [i for i in removed if scores.scores[i] is None]
+        if len(removed) > self.plan_panel.slider.maximum() or unscored:  # not a plan these scores allow
+            why = (f"it removes layer{'s' if len(unscored) > 1 else ''} {layer_list(unscored)}, which the file's "
+                   "scores do not cover" if unscored else
+                   f"it removes {'all' if len(removed) == self.engine.n_layers else len(removed)} of the "
+                   f"{self.engine.n_layers} layers, and at most {self.plan_panel.slider.maximum()} can go")
+            return (f"{dropped} The file's plan, {'layer' if len(removed) == 1 else 'layers'} {layer_list(removed)},"
+                    f" is not shown: {why}; the slider's plan is.")
         self.plan_panel.set_count(len(removed))
         self.set_count(len(removed))
         if self.plan is not None and self.plan.removed == removed:
-            return ""  # the count's own plan: nothing to say
+            return dropped  # the count's own plan: nothing more to say
         self._show_given_plan(removed, FROM_FILE, file)
         return (f" The plan shown is the file's, layers {layer_list(removed)}; Check and Save remove those "
-                "(move the slider for the scores' own).")
+                f"(move the slider for the scores' own).{dropped}")
 
     def _standing_check(self, plan: PrunePlan) -> Any:
         """The check whose figures stand for ``plan`` with the settings and prompt on screen (None: none)."""
@@ -1225,9 +1236,10 @@ class MainWindow(QMainWindow):
         def imported_in(scored: Scored) -> None:  # the Metric box follows the scores shown, once they are in
             self.settings_panel.set_values({"metric": imported.scores.metric})
             self._on_scored(scored)
-            listed = self._show_listed_plan(imported.removed, str(path))
+            listed = self._show_listed_plan(imported.removed, str(path), imported.left_out)
             if listed:
                 self.statusBar().showMessage(self.statusBar().currentMessage() + listed, 20000)
+                log.info("%s", listed.strip())
 
         def failed(failure: Failure) -> None:
             self._restore_chart()

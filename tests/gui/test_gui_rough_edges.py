@@ -918,6 +918,33 @@ def test_an_imported_file_shows_the_plan_it_lists_and_check_removes_those(qtbot,
     assert fresh.plan.removed == own and not fresh.manual
     assert "The plan shown" not in fresh.statusBar().currentMessage()
 
+    # A hand-edited plan: what is not a layer is left out and said; a plan removing every layer is not shown, and said
+    data = json.loads(exported.read_text(encoding="utf-8"))
+    data["removed_layers"] = [*listed, 99, -1, listed[0]]
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(data), encoding="utf-8")
+    with qtbot.waitSignal(fresh.jobFinished, timeout=60_000):
+        fresh.import_scores(edited)
+    said = fresh.statusBar().currentMessage()
+    assert fresh.plan.removed == listed and said.endswith(
+        f"(move the slider for the scores' own). The file's plan also lists 99, -1 and {listed[0]} twice, not layers "
+        "of this model: left out."), said
+    data["removed_layers"] = list(range(6))
+    edited.write_text(json.dumps(data), encoding="utf-8")
+    with qtbot.waitSignal(fresh.jobFinished, timeout=60_000):
+        fresh.import_scores(edited)
+    said = fresh.statusBar().currentMessage()
+    assert said.endswith(" The file's plan, layers 0–5, is not shown: it removes all of the 6 layers, and at most 5 "
+                         "can go; the slider's plan is."), said
+    assert not fresh.manual
+    data["removed_layers"], data["scores"][4], data["partial"] = [4], None, True
+    edited.write_text(json.dumps(data), encoding="utf-8")
+    with qtbot.waitSignal(fresh.jobFinished, timeout=60_000):
+        fresh.import_scores(edited)
+    said = fresh.statusBar().currentMessage()
+    assert said.endswith(" The file's plan, layer 4, is not shown: it removes layer 4, which the file's scores do "
+                         "not cover; the slider's plan is."), said
+
 
 def test_the_report_of_a_plan_picked_by_hand_imports_as_its_scores_and_that_plan(tiny_model: Path,
                                                                                   small_calib: Path,
@@ -1167,6 +1194,10 @@ def test_a_scores_file_must_give_one_finite_score_per_layer_and_only_layers_the_
             read(other_scores=other)
     assert read(other_scores={"rm": [0.5, None, 0.25, 1]}).scores.extra == {"rm": [0.5, None, 0.25, 1.0]}
     assert read(removed_layers=5).removed == [] and read(removed_layers=[True, 2, "3"]).removed == [2]
+    # what is left out is kept to be said (a hand-edited file's were dropped without a word)
+    listed = read(removed_layers=[1, 3, 4, -1, 3, "x", True, 2.0])
+    assert listed.removed == [1, 3] and listed.left_out == ["4", "-1", "3 twice", '"x"', "true", "2.0"]
+    assert read(removed_layers=[2, 0]).left_out == []
     with pytest.raises(ScoresFileError, match="holds no layer scores"):
         read(n_layers=True, scores=[0.1])  # JSON's true is not one layer
 
