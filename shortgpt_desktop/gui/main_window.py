@@ -1306,6 +1306,14 @@ class MainWindow(QMainWindow):
 
     def _worded(self, job: str, estimate: Any) -> tuple[str, float | None]:
         text = self.job_progress.announced(job, estimate)
+        if not text and estimate is None and self.engine.scored is not None:
+            # Nothing timed this machine's speed: the job started without a word of its whole time (an import)
+            why = ("the scores were imported, and no scoring here has timed this machine" if self.engine.scored.imported
+                   else "the scoring was cancelled before it timed a whole pass" if self.engine.scored.partial
+                   else "")
+            if why:
+                return (f"{job_title(job)}: no time said before it starts ({why}); each step says its own as it "
+                        "goes…", None)
         return text, (estimate.total if text else None)
 
     def _announce(self, cost: tuple[str, float | None]) -> None:

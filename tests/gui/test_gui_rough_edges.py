@@ -870,7 +870,8 @@ def test_scores_export_and_import_for_the_same_model(qtbot, opened, make_window,
 
 
 def test_an_imported_file_shows_the_plan_it_lists_and_check_removes_those(qtbot, opened, make_window,
-                                                                           gui_model: Path, tmp_path: Path) -> None:
+                                                                           gui_model: Path, tmp_path: Path,
+                                                                           caplog) -> None:
     """Export and Import did not round-trip a plan chosen by hand: the import showed the slider's plan for its count,
     and Check and Save then removed other layers than the file lists."""
     window = opened
@@ -898,9 +899,13 @@ def test_an_imported_file_shows_the_plan_it_lists_and_check_removes_those(qtbot,
     assert said.startswith("Imported the scores of 6 layers from by-hand.json") and said.endswith(
         f" The plan shown is the file's, layers {layer_list(listed)}; Check and Save remove those (move the slider "
         "for the scores' own)."), said
+    caplog.set_level("INFO", logger="shortgpt_desktop")
     with qtbot.waitSignal(fresh.jobFinished, timeout=60_000) as checked:
         fresh.check()
     assert checked.args == ["check", "ok"] and fresh.engine.checked.removed == listed
+    # no scoring timed this machine: the job said nothing of its whole time, where after a Score it does
+    assert "Checking perplexity: no time said before it starts (the scores were imported, and no scoring here has " \
+           "timed this machine); each step says its own as it goes" in caplog.messages
     # The card says where the layers came from: "picked by hand, after scoring with bi+" of a choice the file kept
     with qtbot.waitSignal(fresh.jobFinished, timeout=60_000) as saved:
         fresh.save_to(tmp_path / "from-file")
