@@ -306,15 +306,16 @@ class CalibrationPanel(QGroupBox):
                 problems.append(f"The folder {path} is empty." if why is None
                                   else f"The folder {path} holds no text files ({why}).")
                 continue
-            name = path.name + ("/" if path.is_dir() else "")
-            if path.is_dir():
-                name += f"  ({files} text file{'s' if files != 1 else ''})"
             if size <= CHECK_BYTES:
                 read = read_texts([path])
                 skipped, gives_text = read.skipped, bool(read.texts)
+                files = len(read.files)  # "(4 text files)" counted an empty file and a JSON it said it skipped
             else:  # sniffed only: a big file is text unless its first bytes say otherwise
                 skipped = binary_files(path)
                 gives_text = not path.is_file() or not skipped
+            name = path.name + ("/" if path.is_dir() else "")
+            if path.is_dir():
+                name += f"  ({files} text file{'s' if files != 1 else ''})"
             if path.is_file() and not gives_text:  # a binary file read "0 B", a skipped config.json counted its tokens
                 size = path.stat().st_size
             if not gives_text:  # a folder of JSON Lines without "text" fields counted its tokens too

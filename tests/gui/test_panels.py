@@ -553,6 +553,23 @@ def test_the_list_does_not_count_a_file_this_run_writes_its_output_to(tmp_path: 
 
 
 
+def test_a_folders_count_of_text_files_leaves_out_those_it_says_it_skips(qtbot, tmp_path: Path) -> None:
+    """"mixed/ (4 text files)" beside a tooltip saying two of them were skipped (an empty file, a JSON that is not
+    a list of strings; a window walkthrough): the count is of the files that give text."""
+    panel = CalibrationPanel()
+    qtbot.addWidget(panel)
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "ok.txt").write_text(TEXT)
+    (mixed / "empty.txt").write_text("")
+    (mixed / "dict.json").write_text('{"a": 1}')
+    (mixed / "bad.jsonl").write_text('{"text": "one record"}\nnot json\n')
+    panel.add_paths([str(mixed)])
+    item = panel.list.topLevelItem(0)
+    assert item.text(0) == "mixed/  (2 text files)"
+    assert len([s for s in panel.skipped() if "empty.txt" in s or "dict.json" in s or "bad.jsonl" in s]) == 3
+
+
 def test_the_advanced_tab_names_what_on_it_changes_a_jobs_work(qtbot) -> None:
     """Heal steps 2 came back with the settings on the Advanced tab, not shown, and the next Check healed with only
     its time estimate saying so."""
