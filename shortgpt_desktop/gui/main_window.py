@@ -10,8 +10,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QEvent, QPoint, QSettings, QSize, Qt, QTimer, QUrl, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QGuiApplication, QKeySequence, QResizeEvent
+from PySide6.QtCore import QEvent, QPoint, QRect, QSettings, QSize, Qt, QTimer, QUrl, Signal
+from PySide6.QtGui import (
+    QAction,
+    QCloseEvent,
+    QDesktopServices,
+    QGuiApplication,
+    QKeySequence,
+    QResizeEvent,
+    QShowEvent,
+)
 from PySide6.QtWidgets import (
     QApplication,
     QFrame,
@@ -65,6 +73,20 @@ from .system import gpu_memory, probe_devices, process_memory, total_memory
 from .workers import Failure, JobRunner
 
 log = logging.getLogger(__name__)
+
+
+def frame_on_screen(room: QRect, frame: QRect, client: QRect, minimum: QSize) -> QRect | None:
+    """The window's own geometry (``client``, inside its ``frame``) moved, and shrunk to no less than ``minimum``,
+    so that its frame lies in ``room``; None where it does already."""
+    if room.contains(frame):
+        return None
+    left, top = client.x() - frame.x(), client.y() - frame.y()  # the frame's edges beside the window's own
+    extra_w, extra_h = frame.width() - client.width(), frame.height() - client.height()
+    width = max(minimum.width(), min(client.width(), room.width() - extra_w))
+    height = max(minimum.height(), min(client.height(), room.height() - extra_h))
+    x = max(room.x(), min(frame.x(), room.x() + room.width() - width - extra_w))
+    y = max(room.y(), min(frame.y(), room.y() + room.height() - height - extra_h))
+    return QRect(x + left, y + top, width, height)
 
 
 def _say_why_off(widget: QWidget, why: str) -> None:
@@ -159,6 +181,7 @@ class MainWindow(QMainWindow):
         # An explicit minimum: otherwise the layouts' minimum grows with word-wrapped text (a long model name
         # made it 1034 px wide) and the window could not be narrowed again.
         self.setMinimumSize(860, 600)
+        self._frame_fitted = False
         self._fit_to_screen()
         self._restore()
         self.jobs.started.connect(self._on_job_started)
@@ -1523,6 +1546,28 @@ class MainWindow(QMainWindow):
         it stood)."""
         self._stop_without_asking = True
         self.close()
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        if not self._frame_fitted:
+            self._frame_fitted = True
+            # the window manager adds its frame once the window is mapped; twice, as some add it late
+            for delay in (0, 400):
+                QTimer.singleShot(delay, self._keep_frame_on_screen)
+
+    def _keep_frame_on_screen(self) -> None:
+        """The window with its frame inside the screen's room: sized to the room, the title bar pushed the bottom
+        (the status bar's device, memory and messages) off a 1366 × 768 screen at 150 % (a window walkthrough)."""
+        screen = self.screen()
+        if screen is None or self.isMaximized() or self.isFullScreen() or not self.isVisible():
+            return
+        room, frame, client = screen.availableGeometry(), self.frameGeometry(), self.geometry()
+        # the minimum, fitted to the room before the frame was known (_fit_to_screen), leaves the frame room too
+        self.setMinimumSize(min(self.minimumWidth(), room.width() - (frame.width() - client.width())),
+                            min(self.minimumHeight(), room.height() - (frame.height() - client.height())))
+        placed = frame_on_screen(room, frame, client, self.minimumSize())
+        if placed is not None:
+            self.setGeometry(placed)
 
     def resizeEvent(self, event: QResizeEvent) -> None:
         """A window made smaller after a check gives the check's figures their height again, as the check did: at

@@ -106,6 +106,32 @@ def _visible_in_scroll(scroll, widget) -> bool:
     return scroll.viewport().rect().contains(QRect(top_left, widget.size()))
 
 
+def test_the_window_and_its_frame_are_kept_inside_the_screen(qtbot, window, monkeypatch) -> None:
+    """Sized to the screen's room, the window manager's title bar pushed the status bar off the bottom of a 1366 ×
+    768 screen at 150 % (911 × 512 of room, the frame 913 × 528; a window walkthrough): the window, frame and all,
+    is moved and shrunk into the room once shown, never below its minimum."""
+    from PySide6.QtCore import QRect, QSize
+
+    from shortgpt_desktop.gui.main_window import frame_on_screen
+
+    room = QRect(0, 0, 911, 512)
+    # the frame: 1 pixel each side, a 13-pixel title bar and 3 below; the window itself fills the room
+    placed = frame_on_screen(room, QRect(0, 0, 913, 528), QRect(1, 13, 911, 512), QSize(400, 300))
+    assert placed == QRect(1, 13, 909, 496)
+    assert frame_on_screen(room, QRect(0, 0, 911, 512), QRect(1, 13, 909, 496), QSize(400, 300)) is None
+    # off the right and the bottom edge, small enough: moved only
+    assert frame_on_screen(room, QRect(700, 400, 402, 316), QRect(701, 413, 400, 300), QSize(400, 300)) == \
+        QRect(510, 209, 400, 300)
+    # the minimum wins over the room
+    assert frame_on_screen(room, QRect(0, 0, 913, 528), QRect(1, 13, 911, 512), QSize(911, 512)).size() == \
+        QSize(911, 512)
+    # once shown, the window asks it with its own frame and room
+    asked: list[tuple] = []
+    monkeypatch.setattr("shortgpt_desktop.gui.main_window.frame_on_screen", lambda *a: asked.append(a) or None)
+    window._keep_frame_on_screen()
+    assert asked and asked[0][1] == window.frameGeometry() and asked[0][2] == window.geometry()
+
+
 def test_every_setting_is_reachable_at_1024_by_600_with_a_long_error(qtbot, window) -> None:
     window.resize(1024, 600)
     qtbot.waitUntil(lambda: window.size().width() == 1024 and window.size().height() == 600, timeout=3000)
