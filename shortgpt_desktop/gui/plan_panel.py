@@ -100,6 +100,10 @@ class PlanPanel(QGroupBox):
         self.layers_label = QLabel(self)
         self.layers_label.setWordWrap(True)
         self.layers_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # Two lines high from the start: going from one line to two as the slider moved, it moved the slider itself
+        # 34 px under the pointer, and the next press missed the handle (a window walkthrough)
+        self.layers_label.setMinimumHeight(2 * self.layers_label.fontMetrics().lineSpacing())
+        self.layers_label.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
         self.params_label = QLabel(self)
         self.size_label = QLabel(self)
         # What the weights the job changes add, on a line of its own that wraps (on the size's line it widened the

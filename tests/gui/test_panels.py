@@ -595,3 +595,32 @@ def test_the_low_memory_tooltip_says_what_the_check_generates_that_way(qtbot) ->
     tip = panel.low_memory_box.toolTip()
     assert "no generated text" not in tip
     assert f"the check writes only {Streamed.MAX_NEW_TOKENS} tokens of its prompt per model and asks no quiz" in tip
+
+
+def test_the_removed_layers_line_keeps_its_height_from_one_line_to_two(qtbot) -> None:
+    """The removed layers' text going from one line to two as the slider moved changed the plan's height, which moved
+    the slider 34 px under the pointer; the next press missed its handle (a window walkthrough)."""
+    from PySide6.QtCore import QRect
+
+    from shortgpt_desktop.gui.plan_panel import PlanPanel
+
+    panel = PlanPanel()
+    qtbot.addWidget(panel)
+    panel.resize(420, panel.sizeHint().height())
+    panel.show()
+    qtbot.waitExposed(panel)
+    label = panel.layers_label
+    width, metrics = label.width(), label.fontMetrics()
+
+    def lines(text: str) -> int:
+        wrapped = metrics.boundingRect(QRect(0, 0, width, 10_000), Qt.TextFlag.TextWordWrap, text)
+        return round(wrapped.height() / metrics.lineSpacing())
+
+    layers = 1
+    while lines(", ".join(str(i) for i in range(layers))) < 2:
+        layers += 1
+    heights = []
+    for text in ("3", ", ".join(str(i) for i in range(layers))):
+        label.setText(text)
+        heights.append(label.heightForWidth(width))
+    assert heights[0] == heights[1], heights
