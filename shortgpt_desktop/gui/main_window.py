@@ -77,8 +77,9 @@ log = logging.getLogger(__name__)
 
 def frame_on_screen(room: QRect, frame: QRect, client: QRect, minimum: QSize) -> QRect | None:
     """The window's own geometry (``client``, inside its ``frame``) moved, and shrunk to no less than ``minimum``,
-    so that its frame lies in ``room``; None where it does already."""
-    if room.contains(frame):
+    so that its frame lies in ``room``; None where it does already, or where the window alone is larger than the
+    room (a size someone chose: the window's own start size fits the room)."""
+    if room.contains(frame) or client.width() > room.width() or client.height() > room.height():
         return None
     left, top = client.x() - frame.x(), client.y() - frame.y()  # the frame's edges beside the window's own
     extra_w, extra_h = frame.width() - client.width(), frame.height() - client.height()
@@ -1551,6 +1552,7 @@ class MainWindow(QMainWindow):
         super().showEvent(event)
         if not self._frame_fitted:
             self._frame_fitted = True
+            self._size_shown = self.size()
             # the window manager adds its frame once the window is mapped; twice, as some add it late
             for delay in (0, 400):
                 QTimer.singleShot(delay, self._keep_frame_on_screen)
@@ -1561,6 +1563,8 @@ class MainWindow(QMainWindow):
         screen = self.screen()
         if screen is None or self.isMaximized() or self.isFullScreen() or not self.isVisible():
             return
+        if getattr(self, "_size_shown", self.size()) != self.size():
+            return  # resized since it was shown, by the user or a script: their size stands
         room, frame, client = screen.availableGeometry(), self.frameGeometry(), self.geometry()
         # the minimum, fitted to the room before the frame was known (_fit_to_screen), leaves the frame room too
         self.setMinimumSize(min(self.minimumWidth(), room.width() - (frame.width() - client.width())),
@@ -1568,6 +1572,7 @@ class MainWindow(QMainWindow):
         placed = frame_on_screen(room, frame, client, self.minimumSize())
         if placed is not None:
             self.setGeometry(placed)
+            self._size_shown = placed.size()
 
     def resizeEvent(self, event: QResizeEvent) -> None:
         """A window made smaller after a check gives the check's figures their height again, as the check did: at
