@@ -1566,6 +1566,8 @@ class MainWindow(QMainWindow):
         if getattr(self, "_size_shown", self.size()) != self.size():
             return  # resized since it was shown, by the user or a script: their size stands
         room, frame, client = screen.availableGeometry(), self.frameGeometry(), self.geometry()
+        if frame_on_screen(room, frame, client, QSize(0, 0)) is None:
+            return
         # the minimum, fitted to the room before the frame was known (_fit_to_screen), leaves the frame room too
         self.setMinimumSize(min(self.minimumWidth(), room.width() - (frame.width() - client.width())),
                             min(self.minimumHeight(), room.height() - (frame.height() - client.height())))
