@@ -798,7 +798,7 @@ def _run(args: argparse.Namespace, progress: ProgressBar) -> int:
             raise OutputError(f"--json and --csv both name {reports[0]}; give each its own file.")
         for flag in ("json", "csv"):  # before the job, not after it
             if getattr(args, flag, None):
-                check_report_path(Path(getattr(args, flag)), models, texts, getattr(args, "out", None),
+                check_report_path(getattr(args, flag), models, texts, getattr(args, "out", None),
                                   replaces=_report_kind(args.command, flag))
         engine = Engine()
         progress.per_layer = lambda stage: counts_layers(stage, engine.is_streamed, spec.metric)

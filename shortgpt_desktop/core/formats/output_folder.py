@@ -463,7 +463,7 @@ def _move_into_place(temp: Path, out: Path) -> None:
         _replace(temp, out)
 
 
-def check_report_path(path: Path, sources: Sequence[str | Path] = (), texts: Sequence[str | Path] = (),
+def check_report_path(path: str | Path, sources: Sequence[str | Path] = (), texts: Sequence[str | Path] = (),
                       out: str | Path | None = None, replaces: str | None = None) -> Path:
     """``path`` expanded, or the sentence why a file cannot be written there (checked before a job runs too):
     never inside a ``sources`` model's folder, nor over its file (``--json model/config.json`` replaced the
@@ -477,6 +477,10 @@ def check_report_path(path: Path, sources: Sequence[str | Path] = (), texts: Seq
     if str(path) == "-":  # read as standard output by many tools: it wrote a file named "-" without a word
         raise OutputError("Cannot write a report to '-': standard output holds the summary; give a file's path, "
                           "such as report.json.")
+    if isinstance(path, str) and path.endswith(tuple(filter(None, ("/", os.sep, os.altsep)))):
+        # ``--json reports/``: a file named "reports" was written after the job, and broke ``--out reports/sub``
+        raise OutputError(f"Cannot write {path}: it names a folder (it ends with {path[-1]}); give a file name, such "
+                          f"as {path}report.json.")
     try:
         return _checked_report_path(expand_home(path), sources, texts, out, replaces)
     except OSError as exc:  # a name too long for the file system: it raised a traceback, before or after the job
