@@ -734,9 +734,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _say_written(args: argparse.Namespace, *paths: str | None) -> None:
     """Where the report files went, as written (no command said it: a relative path, or '-', left the user
-    looking for it)."""
+    looking for it); with ``--quiet`` too, as the summary it ends (it was left out, where -h and the README said
+    the summary is printed)."""
     written = [str(expand_home(p).resolve()) for p in paths if p]
-    if written and not args.quiet:
+    if written:
         print(f"{in_number(len(written), 'report')} written to {listed(written)}")
 
 

@@ -66,7 +66,9 @@ def test_a_chat_template_that_fails_leaves_the_prompt_as_raw_text(tiny_model: Pa
                      "--json", str(report), "-q"]) == 0
     data = json.loads(report.read_text())
     assert data["generation_chat_template"] is False and data["generation_before"] is not None
-    assert "Traceback" not in capfd.readouterr().err
+    printed = capfd.readouterr()
+    assert "Traceback" not in printed.err
+    assert f"report written to {report.resolve()}" in printed.out  # with -q too: the summary's last line
 
 
 def test_a_model_file_name_that_is_not_utf8_is_saved(tiny_model: Path, small_calib: Path, tmp_path: Path) -> None:
