@@ -831,6 +831,10 @@ def _run(args: argparse.Namespace, progress: ProgressBar) -> int:
         if args.command == "score":
             if args.eval_windows is not None:  # accepted without a word, as prune --no-eval's were
                 note("score measures no held-out perplexity (the check's windows), so --eval-windows is not used.")
+            if args.eval_text and METRICS[spec.metric].needs_text:  # the scores moved without a word
+                note(f"score measures no held-out perplexity, but --eval-text still changes the scores: the "
+                     f"calibration text is used whole, where without it its last {DEFAULT_HELDOUT_FRACTION:.0%} is "
+                     "held out (a prune with the same --eval-text scores the same samples).")
             report = run_score(engine, spec, progress, on_info=info, on_note=note)
         elif args.command == "prune":
             for sentence in _idle_without_check(args):

@@ -125,6 +125,10 @@ def run_score(engine: Engine, spec: JobSpec, progress: Progress = no_progress, c
         _note_long_samples(info, spec, on_note)
     engine.score(spec, progress, cancel)
     report = engine.report(engine.plan(0), spec)
+    if metric.needs_text and spec.eval_text:
+        # no perplexity is measured, but with it the calibration text is read whole: the report said eval_text null
+        # beside scores that differ from a run without it
+        report.eval_text = spec.eval_text
     report.seconds = time.perf_counter() - started
     return report
 

@@ -568,6 +568,26 @@ def test_eval_with_its_own_text_does_not_read_the_calibration_text(tiny_model: P
                      "--seed", "1", "-q"]) == 0
 
 
+def test_score_says_and_records_that_an_evaluation_text_changes_its_scores(tiny_model: Path, small_calib: Path,
+                                                                           tmp_path: Path,
+                                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """``score --eval-text`` reads the calibration text whole (its last 20% is not held out), so its scores differ
+    from a run without it, and neither the screen nor the JSON said why: its eval_text was null (a command-line
+    walkthrough)."""
+    reports = [tmp_path / "plain.json", tmp_path / "whole.json"]
+    base = ["score", str(tiny_model), "--calib", str(small_calib), "--samples", "4", "--seq-len", "64"]
+    assert cli.main([*base, "--json", str(reports[0])]) == 0
+    assert "--eval-text" not in capsys.readouterr().err
+    assert cli.main([*base, "--eval-text", "builtin", "--json", str(reports[1])]) == 0
+    assert ("note: score measures no held-out perplexity, but --eval-text still changes the scores: the calibration "
+            "text is used whole, where without it its last 20% is held out") in capsys.readouterr().err
+    plain, whole = (json.loads(r.read_text()) for r in reports)
+    assert plain["eval_text"] is None and whole["eval_text"] == "builtin" and plain["scores"] != whole["scores"]
+    # a metric that reads no text: nothing changes, nothing is said
+    assert cli.main([*base, "--metric", "reverse", "--eval-text", "builtin", "-q"]) == 0
+    assert "--eval-text" not in capsys.readouterr().err
+
+
 def test_an_evaluation_text_that_is_also_calibration_text_is_said(tiny_model: Path, small_calib: Path,
                                                                    tmp_path: Path,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
