@@ -137,6 +137,12 @@ def check_output_folder(out: Path, source: ModelSource, force: bool) -> Path:
             raise OutputError(f"The output folder {out} is the source model's folder or inside it; choose another.")
         if _is_within(src, out) or _is_within(link, out):
             raise OutputError(f"The output folder {out} contains the source model; choose another.")
+        cached = source.hub_cache_folder
+        if cached is not None and _is_within(out, cached.resolve()):
+            # its blobs/ folder was taken (the snapshot's files are links into it): deleting the model from the
+            # cache (huggingface-cli delete-cache) would delete the pruned model with it
+            raise OutputError(f"The output folder {out} is inside the Hugging Face cache's folder of the source model "
+                              f"({cached}), which deleting the model from the cache deletes; choose another.")
         if out.exists() and not out.is_dir():  # /dev/null was "a file"
             kind = "a file" if out.is_file() else "not a folder (a device, a pipe or a socket)"
             raise OutputError(f"{out} exists and is {kind}; choose a folder.")

@@ -96,9 +96,16 @@ class ModelSource:
         named the model by its commit hash and offered a folder inside the cache, beside its snapshots."""
         if self.kind == "hub":
             return None
+        folder = self.hub_cache_folder
+        return _hub_id_of(folder.name) if folder is not None else None
+
+    @property
+    def hub_cache_folder(self) -> Path | None:
+        """The Hub cache's folder of the model (``models--org--name``, holding ``snapshots/`` and the ``blobs/`` its
+        files link to), where it lies in one, opened by its id or its path; else None."""
         for folder in (self.folder, *self.folder.parents):
-            if folder.parent.name == "snapshots" and (repo := _hub_id_of(folder.parent.parent.name)) is not None:
-                return repo
+            if folder.parent.name == "snapshots" and _hub_id_of(folder.parent.parent.name) is not None:
+                return folder.parent.parent
         return None
 
     @property

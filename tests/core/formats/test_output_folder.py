@@ -765,3 +765,25 @@ def test_a_report_with_a_long_name_is_written_and_one_too_long_refused_before_th
     assert long.read_text() == "{}" and [p.name for p in tmp_path.iterdir()] == [long.name]
     with pytest.raises(OutputError, match="file name too long"):
         of.check_report_path(tmp_path / ("r" * 300 + ".json"))
+
+
+def test_no_output_goes_into_the_hub_cache_folder_of_the_source(tiny_model: Path, tmp_path: Path) -> None:
+    """``--out …/models--org--name/blobs/sub`` was taken (only the snapshot itself was refused): the snapshot's files
+    are links into blobs/, and deleting the model from the cache would delete the pruned model with it (a
+    command-line walkthrough). Beside the cache, or in another model's cache folder, is fine."""
+    import shutil
+
+    from shortgpt_desktop.core.model.sources import resolve
+
+    repo = tmp_path / "hub" / "models--walkb--linked"
+    snapshot = repo / "snapshots" / ("ab" * 20)
+    shutil.copytree(tiny_model, snapshot)
+    (repo / "blobs").mkdir()
+    source = resolve(str(snapshot))
+    assert source.hub_cache_folder == repo
+    for out in (repo / "blobs" / "sub", repo / "pruned", repo / "snapshots" / "other"):
+        with pytest.raises(OutputError, match=r"is inside the Hugging Face cache's folder of the source model \("):
+            of.check_output_folder(out, source, force=False)
+    for out in (tmp_path / "hub" / "pruned", tmp_path / "hub" / "models--other--model" / "x"):
+        assert of.check_output_folder(out, source, force=False) == out.resolve()
+    assert _source(tiny_model).hub_cache_folder is None
