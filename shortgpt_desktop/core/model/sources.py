@@ -182,6 +182,9 @@ def resolve(
         source.kind = "hub"
         source.revision, source.repo_id = revision, repo_id
         return source
+    bare = spec.rstrip("/")
+    if bare != spec and looks_like_hub_id(bare):  # an id copied with its slash: read as a folder, and said so
+        raise ModelSourceError(f"{spec} does not exist as a folder; as a Hub id, give it without the slash: {bare}.")
     raise ModelSourceError(f"{spec} does not exist: give a model folder, a .gguf file or a Hub id like org/name.")
 
 

@@ -31,9 +31,16 @@ def test_folder_resolves_with_its_weights(tiny_model: Path) -> None:
     assert sources.resolve(f" {tiny_model}\n").folder == tiny_model  # pasted with the spaces around it
 
 
-def test_missing_path_is_one_sentence(tmp_path: Path) -> None:
+def test_missing_path_is_one_sentence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ModelSourceError, match="does not exist"):
         sources.resolve(str(tmp_path / "nowhere"))
+    # A Hub id copied with its slash is read as a folder, as before; the sentence now says how to give the id (it
+    # said only "does not exist": a command-line walkthrough)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelSourceError) as raised:
+        sources.resolve("walkb/linked/")
+    assert str(raised.value) == "walkb/linked/ does not exist as a folder; as a Hub id, give it without the slash: " \
+                                "walkb/linked."
 
 
 def test_a_gguf_without_its_ending_and_a_device_are_named_for_what_they_are(tmp_path: Path) -> None:
