@@ -378,8 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     how = prune.add_mutually_exclusive_group(required=True)
     how.add_argument("--ratio", type=_ratio, help="share of layers to remove, rounded down (0.25 of 30 is 7)")
     how.add_argument("--layers", type=_positive_int, help="number of layers to remove")
-    how.add_argument("--remove", help="explicit 0-based layer indices and ranges, e.g. 3,5,9 or 3-5,9 (no "
-                     "scoring)")
+    how.add_argument("--remove", help="explicit 0-based layer indices and ranges, e.g. 3,5,9 or 3-5,9, or \"4 14\" "
+                     "as the sweep's CSV lists them (no scoring)")
     prune.add_argument("--out", required=True, metavar="DIR", help="output folder for the pruned model")
     prune.add_argument("--force", action="store_true", help="replace a non-empty output folder that holds an "
                        "earlier output (one model, as this app writes it) and nothing else")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -119,9 +120,10 @@ def check_possible(layers: Sequence[int]) -> None:
 
 
 def parse_layer_list(text: str) -> list[int]:
-    """``"3,5,9"`` or ``"3-5,9"`` → [3, 4, 5, 9]; bad syntax is a :class:`PlanError`."""
+    """``"3,5,9"``, ``"3-5,9"`` or ``"3 5 9"`` → [3, 4, 5, 9]; bad syntax is a :class:`PlanError`. Spaces separate
+    too: the sweep's CSV lists a count's layers as ``4 14``, and pasted into --remove they were "not a layer index"."""
     out: list[int] = []
-    for part in (p.strip() for p in text.split(",")):
+    for part in re.split(r"[,\s]+", text):
         if not part:
             continue
         try:

@@ -134,6 +134,7 @@ def test_block_plan_takes_the_best_block() -> None:
 def test_parse_layer_list() -> None:
     assert parse_layer_list("3,5,9") == [3, 5, 9]
     assert parse_layer_list("2-4, 7") == [2, 3, 4, 7]
+    assert parse_layer_list("4 14") == [4, 14] and parse_layer_list(" 2-3  9 ") == [2, 3, 9]  # as the sweep's CSV
     # A one-layer range is that layer; a negative index is kept for the plan to refuse as counted from 0.
     assert parse_layer_list("3-3,-1") == [3, -1]
     with pytest.raises(PlanError, match="not a layer index"):
