@@ -430,13 +430,13 @@ def _renamed(name: str, plan: GGUFPlan) -> str:
 
 
 #: The suffix :func:`pruned_name` adds, taken off again when a pruned file is pruned once more.
-_PRUNED_SUFFIX = re.compile(r" \(pruned to \d+ layers\)$")
+_PRUNED_SUFFIX = re.compile(r" \(pruned to \d+ layers?\)$")
 
 
 def pruned_name(name: str, layers: int) -> str:
     """``general.name`` of the pruned file: runtimes (llama.cpp's log, Ollama, LM Studio) showed the pruned file under
     the original's name, as if it were the original."""
-    return f"{_PRUNED_SUFFIX.sub('', name)} (pruned to {layers} layers)"
+    return f"{_PRUNED_SUFFIX.sub('', name)} (pruned to {layers} layer{'' if layers == 1 else 's'})"  # not "1 layers"
 
 
 def _size_label(layout: GGUFLayout, plan: GGUFPlan) -> str | None:

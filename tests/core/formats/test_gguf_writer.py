@@ -766,3 +766,10 @@ def test_the_writing_bars_start_at_zero_and_end_at_their_totals(tiny_model: Path
     for stage in (gguf_writer.STAGE, "saving"):
         bar = seen[stage]
         assert bar[0][0] == 0 and bar[-1][0] == bar[-1][1] > 0 and len(bar) == bar[-1][1] + 1, (stage, bar)
+
+
+def test_the_pruned_files_name_counts_its_layers_in_words() -> None:
+    """"(pruned to 1 layers)" (a command-line walkthrough); a name pruned again keeps one suffix, either way."""
+    assert gguf_writer.pruned_name("Tiny", 1) == "Tiny (pruned to 1 layer)"
+    assert gguf_writer.pruned_name("Tiny (pruned to 1 layer)", 3) == "Tiny (pruned to 3 layers)"
+    assert gguf_writer.pruned_name("Tiny (pruned to 4 layers)", 1) == "Tiny (pruned to 1 layer)"
