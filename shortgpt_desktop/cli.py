@@ -521,6 +521,13 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
             mark = "  removed" if i in removed else "  protected" if i in protected else ""
             shown = "—" if value is None else f"{value:.5f}"
             out.write(f"{i:>5}  {shown:>12}{mark}\n")
+        # what the figures mean, said nowhere but the saved model's card (a command-line walkthrough)
+        block = report.block_size if report.block_size and report.block_size > 1 else None
+        out.write("lower = more redundant, removed first" + (f"; each row is the block of {block} layers starting "
+                                                              "there" if block else "")
+                  + ("; — no block of that length starts there (it would run past the last layer)"
+                     if block and any(v is None for v in report.scores) else
+                     "; — not scored" if any(v is None for v in report.scores) else "") + "\n")
         if refines and not removed:
             out.write(f"{report.metric} leaves the protected layers out of its search and measures its finalists, "
                       "plain BI's lowest layers among them, before it removes any: prune may keep a low layer, and "
