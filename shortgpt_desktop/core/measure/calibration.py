@@ -297,8 +297,9 @@ def texts_from_file(path: Path, notes: list[str] | None = None, limit: int | Non
                 out.append(record)
             else:
                 dropped += 1
-        if not out:
-            # one bad record no longer loses the file's others, but a file with none usable is refused as before
+        if not out or len(broken) > len(out):
+            # one bad record no longer loses the file's others; a file mostly not JSON is not JSON Lines (prose saved
+            # as .jsonl whose one quoted line parsed), refused as before
             raise ValueError(f"line {broken[0]} is not JSON" if broken else 'it has no records with a "text" field')
         if dropped and notes is not None:
             notes.append(f'Left out {dropped} line{"s" if dropped != 1 else ""} of {path} without a "text" field.')

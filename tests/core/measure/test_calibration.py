@@ -251,13 +251,16 @@ def test_a_json_lines_record_that_is_not_json_loses_only_itself(tmp_path: Path) 
     cut = tmp_path / "cut.jsonl"
     cut.write_text("\n".join(records) + "\n" + records[0][:12])  # the last record cut off
     many = tmp_path / "many.jsonl"
-    many.write_text("\n".join(records[:2] + ["oops"] * 7 + ['{"title": 1}']) + "\n")
-    result = calibration.read_texts([cut, many])
-    assert result.texts == [f"record {i}" for i in range(9)] + ["record 0", "record 1"]
+    many.write_text("\n".join(records[:8] + ["oops"] * 7 + ['{"title": 1}']) + "\n")
+    prose = tmp_path / "prose.jsonl"  # prose saved as .jsonl, one quoted line of it parsing: not JSON Lines
+    prose.write_text('A line of prose.\n"A quoted line."\nAnother line.\n')
+    result = calibration.read_texts([cut, many, prose])
+    assert result.texts == [f"record {i}" for i in range(9)] + [f"record {i}" for i in range(8)]
     assert sorted(result.skipped) == sorted([
         f"Left out 1 line of {cut} that is not JSON (line 10).",
-        f"Left out 7 lines of {many} that are not JSON (lines 3, 4, 5, 6, 7 and 2 more).",
+        f"Left out 7 lines of {many} that are not JSON (lines 9, 10, 11, 12, 13 and 2 more).",
         f'Left out 1 line of {many} without a "text" field.',
+        f"Skipped {prose}: line 1 is not JSON.",
     ])
 
 
