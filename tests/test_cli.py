@@ -1053,6 +1053,8 @@ def test_the_curves_files_say_what_it_was_measured_on_and_the_csv_has_plain_bis_
     assert (data["model"], data["calibration"], data["eval_text"]) == (str(tiny_model), [str(small_calib)],
                                                                       str(test_text))
     assert (data["samples"], data["seq_len"], data["seed"]) == (4, 32, 3)
+    # where, as prune's and score's JSON say it (a command-line walkthrough)
+    assert (data["version"], data["device"], data["dtype"]) == (cli.__version__, "cpu", "float32")
     rows = list(csv.DictReader(curve_csv.open()))
     assert [float(r["baseline_mean_kl"]) for r in rows] == [p["mean_kl"] for p in data["baseline"]["points"]]
 

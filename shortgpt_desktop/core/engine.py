@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from .. import __version__
 from ..format import counted, listed
 from . import pipeline
 from .backends import ops
@@ -1218,7 +1219,8 @@ class Engine:
         curve = QualityCurve(label=label, order=[], windows=len(tokens.eval_windows), tokens=reference.result.tokens,
                              data="held-out windows (the check's)", model=spec.model,
                              calibration=list(self.token_names), eval_text=spec.eval_text, samples=spec.samples,
-                             seq_len=spec.seq_len, seed=spec.seed, warnings=list(self.token_warnings))
+                             seq_len=spec.seq_len, seed=spec.seed, warnings=list(self.token_warnings),
+                             version=__version__, device=self.loaded.device, dtype=self.loaded.dtype)
         self._log_fewer_windows(spec, tokens)
         pipeline.note_fewer_windows(curve, spec, tokens)
         # Plain BI where the pass gave its statistics; a metric without them (sequential, reverse, ppl) has its

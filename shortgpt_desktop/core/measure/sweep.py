@@ -63,6 +63,11 @@ class QualityCurve:
     #: The text gave fewer held-out windows than asked for: asking for more would measure no more (one of
     #: ``warnings`` says so in words).
     text_ran_out: bool = False
+    #: Where it was measured, as ``prune --json`` and ``score --json`` say it (the sweep's JSON did not): the
+    #: program's version, the device and the dtype the model ran in.
+    version: str = ""
+    device: str = ""
+    dtype: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
