@@ -523,8 +523,11 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
             out.write(f"{i:>5}  {shown:>12}{mark}\n")
         # what the figures mean, said nowhere but the saved model's card (a command-line walkthrough)
         block = report.block_size if report.block_size and report.block_size > 1 else None
-        out.write("lower = more redundant, removed first" + (f"; each row is the block of {block} layers starting "
-                                                              "there" if block else "")
+        measured = report.metric not in METRICS or METRICS[report.metric].needs_text  # sequential, reverse: positions
+        meaning = ("lower = more redundant, removed first" if measured
+                   else "lower = removed first (an order by position, not a measure)")
+        out.write(meaning + (", the protected layers apart" if protected else "")
+                  + (f"; each row is the block of {block} layers starting there" if block else "")
                   + ("; — no block of that length starts there (it would run past the last layer)"
                      if block and any(v is None for v in report.scores) else
                      "; — not scored" if any(v is None for v in report.scores) else "") + "\n")

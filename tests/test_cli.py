@@ -309,7 +309,7 @@ def test_the_score_table_of_bi_plus_says_what_it_shows(tiny_model: Path, small_c
     assert [row.split()[0] for row in rows if row.endswith("  protected")] == ["0", "5"]
     # it said "bi+ keeps the protected layers", and then a prune took them where plain BI's set measured best
     # what the figures mean, said nowhere but the saved model's card (a command-line walkthrough)
-    assert out[header + 7] == "lower = more redundant, removed first"
+    assert out[header + 7] == "lower = more redundant, removed first, the protected layers apart"
     assert out[header + 8].startswith("bi+ leaves the protected layers out of its search and measures its finalists, "
                                       "plain BI's lowest layers among them, before it removes any")
     assert cli.main(["score", str(tiny_model), "--metric", "bi", *base]) == 0
@@ -321,6 +321,8 @@ def test_the_score_table_of_bi_plus_says_what_it_shows(tiny_model: Path, small_c
     assert [row.split()[1] for row in out[header + 5:header + 7]] == ["—", "—"]
     assert out[header + 7] == ("lower = more redundant, removed first; each row is the block of 3 layers starting "
                                "there; — no block of that length starts there (it would run past the last layer)")
+    assert cli.main(["score", str(tiny_model), "--metric", "reverse", *base]) == 0  # positions: redundant says nothing
+    assert "lower = removed first (an order by position, not a measure)\n" in capsys.readouterr().out
     line = bad(capsys, "score", str(tiny_model), "--metric", "bi", "--block-size", "3", *base)
     assert line.endswith("--block-size scores blocks of layers with --metric angular only, and bi scores each layer "
                          "on its own; leave it out or choose that metric.")

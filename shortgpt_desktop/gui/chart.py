@@ -172,6 +172,7 @@ class ScoreChart(QWidget):
         self.metric_label = "score"
         self.clickable = False
         self._hovered: int | None = None
+        self._chosen_by_keys = False  # the bar described came from the arrow keys (kept when the pointer leaves)
         self.plot.scene().sigMouseMoved.connect(self._on_mouse_moved)
         self.plot.scene().sigMouseClicked.connect(self._on_mouse_clicked)
         self.apply_palette()
@@ -405,6 +406,8 @@ class ScoreChart(QWidget):
 
     def _on_mouse_moved(self, scene_pos: QPointF) -> None:
         index = self.layer_at(scene_pos)
+        if index is not None:
+            self._chosen_by_keys = False
         if index != self._hovered:
             self._hovered = index
             if self.scores:
@@ -419,10 +422,12 @@ class ScoreChart(QWidget):
         if watched is self.plot and self.scores:
             if event.type() == QEvent.Type.FocusIn and self._hovered is None:
                 self._set_hovered(0)
+                self._chosen_by_keys = True
             elif event.type() == QEvent.Type.FocusOut:
                 self._set_hovered(None)
-            elif event.type() == QEvent.Type.Leave and not self.plot.hasFocus():
-                # the pointer gone: the line kept the last bar it pointed at, outlined (the keys' bar stays)
+            elif event.type() == QEvent.Type.Leave and not self._chosen_by_keys:
+                # the pointer gone: the line kept the last bar it pointed at, outlined (a bar the keys chose stays;
+                # a click gives the chart the focus, so the focus cannot tell the two apart)
                 self._set_hovered(None)
                 QToolTip.hideText()
             elif event.type() == QEvent.Type.KeyPress:
@@ -435,6 +440,7 @@ class ScoreChart(QWidget):
         moves = {Qt.Key.Key_Left: at - 1, Qt.Key.Key_Right: at + 1, Qt.Key.Key_Home: 0, Qt.Key.Key_End: n - 1}
         if key in moves:
             self._set_hovered(max(0, min(n - 1, moves[key])))
+            self._chosen_by_keys = True
             return True
         if key in (Qt.Key.Key_Space, Qt.Key.Key_Return, Qt.Key.Key_Enter) and self.clickable:
             self._set_hovered(at)

@@ -998,15 +998,19 @@ class MainWindow(QMainWindow):
         self.plan_panel.set_count(len(plan.removed))
         self._show_plan(plan)
 
-    def _show_listed_plan(self, removed: list[int], file: str, left_out: Sequence[str] = ()) -> str:
+    def _show_listed_plan(self, removed: list[int], file: str, left_out: Sequence[str] = (),
+                          repeated: Sequence[int] = ()) -> str:
         """The plan an imported scores file lists, shown as it was exported (the slider's plan for its count was
         shown instead, and a plan chosen by hand or measured by bi+ was lost); the words that say so, and what of
-        it is left out (``left_out``: what it lists that is not a layer; a plan these scores cannot show), '' where
-        the file lists no plan."""
+        it is left out (``left_out``: what it lists that is not a layer; ``repeated``: layers it lists more than
+        once; a plan these scores cannot show), '' where the file lists no plan."""
         scores, removed = self.engine.scores, sorted(set(removed))
-        dropped = (f" The file's plan also lists {', '.join(left_out[:-1]) + ' and ' if len(left_out) > 1 else ''}"
+        dropped = (f" The file's plan lists {', '.join(left_out[:-1]) + ' and ' if len(left_out) > 1 else ''}"
                    f"{left_out[-1]}, not {'a layer' if len(left_out) == 1 else 'layers'} of this model: left out."
                    if left_out else "")
+        if repeated:
+            dropped += (f" It lists {'layer' if len(repeated) == 1 else 'layers'} {layer_list(sorted(repeated))} more "
+                        "than once: once is kept.")
         if not removed or scores is None or self.engine.sizes is None:
             return dropped
         unscored = [i for i in removed if scores.scores[i] is None]
@@ -1015,8 +1019,8 @@ class MainWindow(QMainWindow):
                    "scores do not cover" if unscored else
                    f"it removes {'all' if len(removed) == self.engine.n_layers else len(removed)} of the "
                    f"{self.engine.n_layers} layers, and at most {self.plan_panel.slider.maximum()} can go")
-            return (f"{dropped} The file's plan, {'layer' if len(removed) == 1 else 'layers'} {layer_list(removed)},"
-                    f" is not shown: {why}; the slider's plan is.")
+            return (f" The file's plan, {'layer' if len(removed) == 1 else 'layers'} {layer_list(removed)}, is not "
+                    f"shown: {why}; the slider's plan is.{dropped}")
         self.plan_panel.set_count(len(removed))
         self.set_count(len(removed))
         if self.plan is not None and self.plan.removed == removed:
@@ -1260,7 +1264,7 @@ class MainWindow(QMainWindow):
         def imported_in(scored: Scored) -> None:  # the Metric box follows the scores shown, once they are in
             self.settings_panel.set_values({"metric": imported.scores.metric})
             self._on_scored(scored)
-            listed = self._show_listed_plan(imported.removed, str(path), imported.left_out)
+            listed = self._show_listed_plan(imported.removed, str(path), imported.left_out, imported.repeated)
             if listed:
                 self.statusBar().showMessage(self.statusBar().currentMessage() + listed, 20000)
                 log.info("%s", listed.strip())

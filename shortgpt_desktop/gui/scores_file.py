@@ -40,9 +40,11 @@ class ImportedScores:
     origin: dict[str, Any] = field(default_factory=dict)
     #: The Hub revision the scores were measured on ("" for a local model, or a file that does not say).
     revision: str = ""
-    #: What the file's plan listed that is not a layer of the model, as written there (``-1``, ``"x"``, ``99``,
-    #: ``29 twice``): left out of :attr:`removed`, and said (a hand-edited file's were dropped without a word).
+    #: What the file's plan listed that is not a layer of the model, as written there (``-1``, ``"x"``, ``99``):
+    #: left out of :attr:`removed`, and said (a hand-edited file's were dropped without a word).
     left_out: list[str] = field(default_factory=list)
+    #: The layers the file's plan listed more than once (each kept once).
+    repeated: list[int] = field(default_factory=list)
 
 
 def write_scores(report: Report, partial: bool, path: str | Path, sources: Sequence[str | Path] = (),
@@ -106,25 +108,27 @@ def read_scores(path: str | Path) -> ImportedScores:
                                seconds=float(seconds) if isinstance(seconds, (int, float)) else 0.0,
                                block_size=block if isinstance(block, int) else None, extra=extra)
     listed = data.get("removed_layers")  # a record of the file's plan, not scores: what is not a layer is left out
-    removed, left_out = _listed_layers(listed if isinstance(listed, list) else [], n)
+    removed, left_out, repeated = _listed_layers(listed if isinstance(listed, list) else [], n)
     return ImportedScores(str(data.get("model", "")), n, str(data.get("architecture", "")), layer_scores,
                           bool(data.get("partial", False)), removed, _origin(path, data, layer_scores.tokens),
-                          str(data.get("model_revision") or ""), left_out)
+                          str(data.get("model_revision") or ""), left_out, repeated)
 
 
-def _listed_layers(listed: list[Any], n: int) -> tuple[list[int], list[str]]:
-    """The layers of ``n`` a file's plan lists, in order, once each; and what else it lists, as JSON writes it
-    (a layer listed again: ``"29 twice"``)."""
+def _listed_layers(listed: list[Any], n: int) -> tuple[list[int], list[str], list[int]]:
+    """The layers of ``n`` a file's plan lists, in order, once each; what else it lists, as JSON writes it; and the
+    layers it lists more than once."""
     removed: list[int] = []
     left_out: list[str] = []
+    repeated: list[int] = []
     for entry in listed:
         if _whole(entry) is None or entry >= n:
             left_out.append(json.dumps(entry)[:20])
         elif entry in removed:
-            left_out.append(f"{entry} twice")
+            if entry not in repeated:
+                repeated.append(entry)
         else:
             removed.append(entry)
-    return removed, left_out
+    return removed, left_out, repeated
 
 
 def _origin(path: Path, data: dict[str, Any], tokens: int) -> dict[str, Any]:

@@ -123,7 +123,8 @@ def parse_layer_list(text: str) -> list[int]:
     """``"3,5,9"``, ``"3-5,9"`` or ``"3 5 9"`` → [3, 4, 5, 9]; bad syntax is a :class:`PlanError`. Spaces separate
     too: the sweep's CSV lists a count's layers as ``4 14``, and pasted into --remove they were "not a layer index"."""
     out: list[int] = []
-    for part in re.split(r"[,\s]+", text):
+    # a range may have spaces around its dash ("3 - 5"), as before spaces separated layers too
+    for part in re.split(r"[,\s]+", re.sub(r"\s*-\s*", "-", text)):
         if not part:
             continue
         try:

@@ -283,9 +283,11 @@ def texts_from_file(path: Path, notes: list[str] | None = None, limit: int | Non
         broken: list[int] = []  # lines that are not JSON: a record cut by a download or `head -c`, a stray line
         # Records end at "\n" only: splitlines() also splits at U+2028, U+2029 and U+0085, which JSON strings may
         # hold unescaped (scraped text often does), and dropped the whole file as "not JSON".
+        last = 0  # the last line with anything on it
         for number, line in enumerate(text.split("\n"), 1):
             if not line.strip():
                 continue
+            last = number
             try:
                 record = _json(line)
             except json.JSONDecodeError:
@@ -297,10 +299,15 @@ def texts_from_file(path: Path, notes: list[str] | None = None, limit: int | Non
                 out.append(record)
             else:
                 dropped += 1
-        if not out or len(broken) > len(out):
-            # one bad record no longer loses the file's others; a file mostly not JSON is not JSON Lines (prose saved
-            # as .jsonl whose one quoted line parsed), refused as before
+        if not out:
             raise ValueError(f"line {broken[0]} is not JSON" if broken else 'it has no records with a "text" field')
+        within = [n for n in broken if n != last]  # a last record cut short (a stopped download) is no sign
+        if len(within) >= len(out) + dropped:
+            # one bad record no longer loses the file's others; a file with as many lines not JSON as JSON records is
+            # not JSON Lines (prose saved as .jsonl whose one quoted line parsed), refused as before
+            lines = len(broken) + len(out) + dropped
+            raise ValueError(f"{len(broken)} of its {lines} lines are not JSON (the first: line {broken[0]}): it is "
+                             "not JSON Lines")
         if dropped and notes is not None:
             notes.append(f'Left out {dropped} line{"s" if dropped != 1 else ""} of {path} without a "text" field.')
         if broken and notes is not None:

@@ -135,6 +135,8 @@ def test_parse_layer_list() -> None:
     assert parse_layer_list("3,5,9") == [3, 5, 9]
     assert parse_layer_list("2-4, 7") == [2, 3, 4, 7]
     assert parse_layer_list("4 14") == [4, 14] and parse_layer_list(" 2-3  9 ") == [2, 3, 9]  # as the sweep's CSV
+    assert parse_layer_list("3 - 5") == parse_layer_list("3- 5") == [3, 4, 5]  # spaces around a range's dash
+    assert parse_layer_list("3 -5, 9") == [3, 4, 5, 9] and parse_layer_list("3, -1") == [3, -1]
     # A one-layer range is that layer; a negative index is kept for the plan to refuse as counted from 0.
     assert parse_layer_list("3-3,-1") == [3, -1]
     with pytest.raises(PlanError, match="not a layer index"):

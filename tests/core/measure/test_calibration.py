@@ -260,8 +260,20 @@ def test_a_json_lines_record_that_is_not_json_loses_only_itself(tmp_path: Path) 
         f"Left out 1 line of {cut} that is not JSON (line 10).",
         f"Left out 7 lines of {many} that are not JSON (lines 9, 10, 11, 12, 13 and 2 more).",
         f'Left out 1 line of {many} without a "text" field.',
-        f"Skipped {prose}: line 1 is not JSON.",
+        f"Skipped {prose}: 2 of its 3 lines are not JSON (the first: line 1): it is not JSON Lines.",
     ])
+    tie = tmp_path / "tie.jsonl"  # a line of prose and a quoted one: as many lines not JSON as records
+    tie.write_text('A line of prose.\n"A quoted line."\n')
+    assert calibration.read_texts([tie]).skipped == [f"Skipped {tie}: 1 of its 2 lines are not JSON (the first: "
+                                                     "line 1): it is not JSON Lines."]
+    # one record and a last one cut short: the cut record is left out, the file read
+    one = tmp_path / "one.jsonl"
+    one.write_text(records[0] + "\n" + records[1][:9])
+    assert calibration.read_texts([one]).texts == ["record 0"]
+    # JSON Lines with few "text" records: its other records count as JSON (it was refused for two bad lines)
+    few = tmp_path / "few.jsonl"
+    few.write_text("\n".join([records[0], *['{"title": 1}'] * 10, "oops", "oops", '{"title": 2}']) + "\n")
+    assert calibration.read_texts([few]).texts == ["record 0"]
 
 
 def test_estimate_tokens(tmp_path: Path) -> None:
