@@ -965,10 +965,12 @@ def test_reports_to_a_path_that_cannot_be_written_are_one_line(tiny_model: Path,
     error = bad(capsys, "score", str(tiny_model), "--json", str(a_file / "r.json"), *common)
     assert error == f"shortgpt: error: Cannot write {a_file / 'r.json'}: {a_file} is a file, not a folder."
     # A folder not there yet, named with a trailing slash: a file named "reports" was written after the job
-    for command, flag in (("score", "--json"), ("sweep", "--csv")):
-        error = bad(capsys, command, str(tiny_model), flag, f"{tmp_path / 'reports'}/", *common)
-        assert error == (f"shortgpt: error: Cannot write {tmp_path / 'reports'}/: it names a folder (it ends with /); "
-                         f"give a file name, such as {tmp_path / 'reports'}/report.json.")
+    for command, flag, given, name in (("score", "--json", "/", "report.json"), ("sweep", "--csv", "//", "report.csv"),
+                                       ("score", "--json", "/.", "report.json")):
+        error = bad(capsys, command, str(tiny_model), flag, f"{tmp_path / 'reports'}{given}", *common)
+        said = f"{tmp_path / 'reports'}" + ("/." if given == "/." else "")
+        assert error == (f"shortgpt: error: Cannot write {tmp_path / 'reports'}{given}: it names a folder; give a "
+                         f"file name, such as {said}/{name}."), error
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "a-folder"] and not any(folder.iterdir())
     report = tmp_path / "reports" / "june" / "r.json"
     assert cli.main(["score", str(tiny_model), "--json", str(report), *common]) == 0

@@ -842,15 +842,18 @@ class MainWindow(QMainWindow):
         )
 
     def _may_drop_for_rescoring(self) -> bool:
-        """Whether a check or a curve of a minute or more, neither saved nor exported, may go with the scores they
-        were measured for: a stray Ctrl+R threw away ten minutes of them without a word."""
-        source, dropped = self.engine.source, {k: v for k, v in self.unkept.items() if k in ("check", "curve")}
-        if source is None or self.engine.scores is None or sum(dropped.values()) < ASK_BEFORE_DROPPING_SECONDS:
+        """Whether the scores shown, and a check or a curve measured for them, may go where they took a minute or more
+        and were neither saved nor exported: a stray Ctrl+R threw away ten minutes of them without a word, and
+        scoring with another metric replaced half an hour's scores."""
+        source = self.engine.source
+        if source is None or not self._unkept_worth_asking():
             return True
+        kept = (" (File → Export scores… keeps the scores and the plan, not a check or a curve)"
+                if "score" in self.unkept else "")
         return dialogs.ask_yes_no(
             self, "Score again?",
-            f"Scoring again drops what was measured on {source.display_name} for the scores shown, neither saved "
-            f"nor exported: {self._unkept_parts(dropped)}. Score again?")
+            f"Scoring again replaces what was measured on {source.display_name}, neither saved nor exported: "
+            f"{self._unkept_parts()}{kept}. Score again?")
 
     def _on_scored(self, scored: Scored) -> None:
         first = self.plan is None

@@ -544,9 +544,12 @@ def test_a_cancelled_scoring_counts_as_measuring_and_stopping_a_job_to_quit_says
     assert ended.args == ["score", "cancelled"] and window.engine.scored.partial and window.unkept_seconds > 0
     monkeypatch.setattr(main_window, "ASK_BEFORE_DROPPING_SECONDS", 1e-6)
     asked: list[str] = []
-    monkeypatch.setattr(dialogs, "ask_yes_no", lambda parent, title, text: asked.append(text) or False)
+    # Yes to scoring again over the partial scores (asked, as they were not exported), No to closing
+    monkeypatch.setattr(dialogs, "ask_yes_no",
+                        lambda parent, title, text: asked.append(text) or title == "Score again?")
     with qtbot.waitSignal(window.jobs.progressed, timeout=30_000):
         window.start_scoring()
+    assert asked[0].startswith("Scoring again replaces what was measured on tiny-llama")
     assert not window.close() and window.busy
     assert asked[-1].startswith("Scoring is still running. Stop it and close? What was measured on tiny-llama "
                                 "before it, neither saved nor exported, goes too: its layer scores (")
@@ -636,10 +639,10 @@ def test_opening_another_model_or_quitting_asks_before_dropping_a_minute_of_unsa
 
 def test_scoring_again_asks_before_dropping_a_check_and_closing_no_longer_lists_it(qtbot, opened, tmp_path: Path,
                                                                                    monkeypatch) -> None:
-    """A stray Ctrl+R after a 5-minute check and a 6-minute curve threw both away without a word, and Quit then
-    still listed them ("drops … its check (4 min 55 s), its quality curve (6 min 01 s) and its layer scores"); the
-    layer scores' time added the scoring before to the one shown; a save dropped a curve from the question, which
-    it writes to no file (a window walkthrough)."""
+    """A stray Ctrl+R after a 5-minute check and a 6-minute curve threw both away without a word (and another metric
+    half an hour's scores), and Quit then still listed them ("drops … its check (4 min 55 s), its quality curve
+    (6 min 01 s) and its layer scores"); the layer scores' time added the scoring before to the one shown; a save
+    dropped a curve from the question, which it writes to no file (a window walkthrough)."""
     from shortgpt_desktop.gui import main_window
 
     window = opened
@@ -657,9 +660,10 @@ def test_scoring_again_asks_before_dropping_a_check_and_closing_no_longer_lists_
     scores, checked = window.engine.scores, dict(window.unkept)
     window.start_scoring()  # "No": nothing starts, nothing goes
     assert started == [] and window.engine.scores is scores and window.unkept == checked
-    assert asked == [("Score again?", "Scoring again drops what was measured on tiny-llama for the scores shown, "
-                                      f"neither saved nor exported: its check ({human_seconds(checked['check'])})."
-                                      " Score again?")]
+    assert asked == [("Score again?", "Scoring again replaces what was measured on tiny-llama, neither saved nor "
+                                      f"exported: its layer scores ({human_seconds(checked['score'])}) and its check "
+                                      f"({human_seconds(checked['check'])}) (File → Export scores… keeps the scores "
+                                      "and the plan, not a check or a curve). Score again?")]
     answer["yes"] = True
     window.unkept["score"] = 1e6  # as if the first scoring took days: the new scores' time replaces it
     with qtbot.waitSignal(window.jobFinished, timeout=60_000) as ended:
@@ -667,8 +671,16 @@ def test_scoring_again_asks_before_dropping_a_check_and_closing_no_longer_lists_
     assert ended.args == ["score", "ok"] and started == ["score"] and window.engine.scores is not scores
     assert len(asked) == 2
     assert set(window.unkept) == {"score"} and window.unkept["score"] < 1e6  # the check went with its scores
-    window.start_scoring()  # with no check to lose, nothing is asked
+    window.unkept["score"] = 0.0  # the new scores took no time worth asking about (a minute, in the window)
+    monkeypatch.setattr(main_window, "ASK_BEFORE_DROPPING_SECONDS", 60.0)
+    window.start_scoring()  # with nothing worth a question to lose, nothing is asked
     assert len(asked) == 2
+    qtbot.waitUntil(lambda: not window.busy, timeout=60_000)
+    # scores of half an hour, with no check: scoring again asks too (another metric replaced them unasked)
+    window.unkept["score"] = 1800.0
+    window.start_scoring()
+    assert len(asked) == 3 and asked[-1][1].startswith("Scoring again replaces what was measured on tiny-llama, "
+                                                       "neither saved nor exported: its layer scores (30 min")
     qtbot.waitUntil(lambda: not window.busy, timeout=60_000)
     # A save keeps the scores and a check in its card, and a quality curve in no file: closing still asks for it
     with qtbot.waitSignal(window.jobFinished, timeout=120_000):

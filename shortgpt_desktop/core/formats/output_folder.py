@@ -483,10 +483,16 @@ def check_report_path(path: str | Path, sources: Sequence[str | Path] = (), text
     if str(path) == "-":  # read as standard output by many tools: it wrote a file named "-" without a word
         raise OutputError("Cannot write a report to '-': standard output holds the summary; give a file's path, "
                           "such as report.json.")
-    if isinstance(path, str) and path.endswith(tuple(filter(None, ("/", os.sep, os.altsep)))):
-        # ``--json reports/``: a file named "reports" was written after the job, and broke ``--out reports/sub``
-        raise OutputError(f"Cannot write {path}: it names a folder (it ends with {path[-1]}); give a file name, such "
-                          f"as {path}report.json.")
+    separators = "".join(filter(None, ("/", os.sep, os.altsep)))
+    if isinstance(path, str) and (path.endswith(tuple(separators)) or os.path.basename(path) in (".", "..")):
+        # ``--json reports/`` (or ``reports/.``): a file named "reports" was written after the job, and broke
+        # ``--out reports/sub``
+        from .report_files import CURVE_CSV
+
+        folder = path.rstrip(separators) or path
+        name = "report.csv" if replaces == CURVE_CSV else "report.json"
+        raise OutputError(f"Cannot write {path}: it names a folder; give a file name, such as "
+                          f"{folder}{'/' if '/' in path else os.sep}{name}.")
     try:
         return _checked_report_path(expand_home(path), sources, texts, out, replaces)
     except OSError as exc:  # a name too long for the file system: it raised a traceback, before or after the job
