@@ -124,7 +124,8 @@ class ScoreChart(QWidget):
 
         self.bottom_axis = item.getAxis("bottom")
         self.bottom_axis.setTicks([[], []])  # no fractional "layers" on the empty chart
-        item.getViewBox().sigResized.connect(lambda *_: self._on_plot_resized())
+        # a bound method, not a lambda holding self: Qt drops the connection with the chart
+        item.getViewBox().sigResized.connect(self._on_plot_resized)
         # The message on the empty chart wraps, centred, to the plot's width: a long one (what a model pruned before
         # lacks) ran off both sides, neither its start nor its end readable (a window walkthrough).
         centred = QTextOption(Qt.AlignmentFlag.AlignHCenter)
@@ -253,7 +254,7 @@ class ScoreChart(QWidget):
         self._fit(new_count)
         self._update_hover_text()
 
-    def _on_plot_resized(self) -> None:
+    def _on_plot_resized(self, *_: object) -> None:
         self._set_layer_ticks()
         self.placeholder.setTextWidth(max(120.0, self.plot.getPlotItem().getViewBox().width() - 24))
 

@@ -75,11 +75,15 @@ from .workers import Failure, JobRunner
 log = logging.getLogger(__name__)
 
 
-def frame_on_screen(room: QRect, frame: QRect, client: QRect, minimum: QSize) -> QRect | None:
+def frame_on_screen(room: QRect, frame: QRect, client: QRect, minimum: QSize,
+                    desktop: QRect | None = None) -> QRect | None:
     """The window's own geometry (``client``, inside its ``frame``) moved, and shrunk to no less than ``minimum``,
-    so that its frame lies in ``room``; None where it does already, or where the window alone is larger than the
-    room (a size someone chose: the window's own start size fits the room)."""
+    so that its frame lies in ``room``; None where it does already, where the window alone is larger than the
+    room (a size someone chose: the window's own start size fits the room), or where it lies across two screens
+    of the ``desktop`` as placed (not pulled onto one at every start)."""
     if room.contains(frame) or client.width() > room.width() or client.height() > room.height():
+        return None
+    if desktop is not None and desktop.contains(frame) and not room.contains(client):
         return None
     left, top = client.x() - frame.x(), client.y() - frame.y()  # the frame's edges beside the window's own
     extra_w, extra_h = frame.width() - client.width(), frame.height() - client.height()
@@ -1573,12 +1577,13 @@ class MainWindow(QMainWindow):
         if getattr(self, "_size_shown", self.size()) != self.size():
             return  # resized since it was shown, by the user or a script: their size stands
         room, frame, client = screen.availableGeometry(), self.frameGeometry(), self.geometry()
-        if frame_on_screen(room, frame, client, QSize(0, 0)) is None:
+        desktop = screen.availableVirtualGeometry()
+        if frame_on_screen(room, frame, client, QSize(0, 0), desktop) is None:
             return
         # the minimum, fitted to the room before the frame was known (_fit_to_screen), leaves the frame room too
         self.setMinimumSize(min(self.minimumWidth(), room.width() - (frame.width() - client.width())),
                             min(self.minimumHeight(), room.height() - (frame.height() - client.height())))
-        placed = frame_on_screen(room, frame, client, self.minimumSize())
+        placed = frame_on_screen(room, frame, client, self.minimumSize(), desktop)
         if placed is not None:
             self.setGeometry(placed)
             self._size_shown = placed.size()

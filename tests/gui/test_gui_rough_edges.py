@@ -122,6 +122,11 @@ def test_the_window_and_its_frame_are_kept_inside_the_screen(qtbot, window, monk
     # off the right and the bottom edge, small enough: moved only
     assert frame_on_screen(room, QRect(700, 400, 402, 316), QRect(701, 413, 400, 300), QSize(400, 300)) == \
         QRect(510, 209, 400, 300)
+    # placed across two screens side by side: left there; on one screen of the two, fitted as on one
+    two = QRect(0, 0, 1822, 512)
+    assert frame_on_screen(room, QRect(600, 0, 602, 316), QRect(601, 13, 600, 300), QSize(400, 300), two) is None
+    assert frame_on_screen(room, QRect(0, 0, 913, 528), QRect(1, 13, 911, 512), QSize(400, 300), two) == \
+        QRect(1, 13, 909, 496)
     # a window larger than the room by itself was sized so by someone: left alone
     assert frame_on_screen(room, QRect(0, 0, 1282, 736), QRect(1, 13, 1280, 720), QSize(400, 300)) is None
     # the minimum wins over the room

@@ -321,6 +321,13 @@ def test_a_model_opened_by_its_path_in_the_hub_cache_is_named_by_its_id_and_save
     gguf = resolve(str(write_gguf(tiny_model, snapshot / "sub" / "tiny.gguf")))
     assert gguf.display_name == "tiny.gguf" and gguf.in_hub_cache == "SomeOrg/Tiny-Model"
     assert Path(suggested_output(SimpleNamespace(source=gguf), plan, "")) == Path.home() / "tiny-shortgpt-4L"
+    # a model in a folder inside a snapshot keeps that folder's name, and is still saved outside the cache
+    variant = snapshot / "variant-x"
+    shutil.copytree(tiny_model, variant)
+    inner = resolve(str(variant))
+    assert (inner.display_name, inner.card_name, inner.in_hub_cache) == ("variant-x", str(variant),
+                                                                         "SomeOrg/Tiny-Model")
+    assert Path(suggested_output(SimpleNamespace(source=inner), plan, "")) == Path.home() / "variant-x-shortgpt-4L"
     # a folder of that name elsewhere, and the last save's folder, are as before
     elsewhere = tmp_path / "snapshots" / "plain"
     shutil.copytree(tiny_model, elsewhere)

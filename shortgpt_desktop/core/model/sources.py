@@ -85,8 +85,8 @@ class ModelSource:
     def display_name(self) -> str:
         if self.kind == "hub":
             return self.repo_id or self.spec
-        if self.gguf_file is None and (cached := self.in_hub_cache) is not None:
-            return cached  # its folder's own name is a commit hash
+        if self.gguf_file is None and self.folder.parent.name == "snapshots" and (cached := self.in_hub_cache):
+            return cached  # its folder's own name is a commit hash (a folder inside a snapshot has its own name)
         return Path(self.spec).name or self.spec
 
     @property
@@ -124,7 +124,7 @@ class ModelSource:
     def card_name(self) -> str:
         """What the card calls the model: :meth:`as_cached` of the name it was given by (a Hub model's id; a folder in
         the Hub cache, by the id it is cached under: the card named it by its commit hash)."""
-        in_cache = self.in_hub_cache if self.gguf_file is None else None
+        in_cache = self.in_hub_cache if self.gguf_file is None and self.folder.parent.name == "snapshots" else None
         return self.as_cached(self.repo_id or in_cache or self.spec)
 
     @property
