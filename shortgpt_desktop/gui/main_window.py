@@ -827,7 +827,9 @@ class MainWindow(QMainWindow):
         if self.engine.source is None or (text and model_key(text) != model_key(self.engine.source.spec)):
             self.open_model(text, then="score")
             return
-        if not self._may_drop_for_rescoring():
+        # the scores shown, and a check or a curve measured for them, go: a stray Ctrl+R threw away ten minutes of
+        # them without a word, and scoring with another metric half an hour's scores
+        if not self._may_drop_measured("Score again?", "Scoring again", "Score again?"):
             return
         spec = self.job_spec()
         metric = METRICS[spec.metric]
@@ -844,20 +846,6 @@ class MainWindow(QMainWindow):
             "score", self.session.score_job(spec),
             on_success=self._on_scored, on_failure=self._on_score_failed, on_cancel=self._on_score_cancelled,
         )
-
-    def _may_drop_for_rescoring(self) -> bool:
-        """Whether the scores shown, and a check or a curve measured for them, may go where they took a minute or more
-        and were neither saved nor exported: a stray Ctrl+R threw away ten minutes of them without a word, and
-        scoring with another metric replaced half an hour's scores."""
-        source = self.engine.source
-        if source is None or not self._unkept_worth_asking():
-            return True
-        kept = (" (File → Export scores… keeps the scores and the plan, not a check or a curve)"
-                if "score" in self.unkept else "")
-        return dialogs.ask_yes_no(
-            self, "Score again?",
-            f"Scoring again replaces what was measured on {source.display_name}, neither saved nor exported: "
-            f"{self._unkept_parts()}{kept}. Score again?")
 
     def _on_scored(self, scored: Scored) -> None:
         first = self.plan is None

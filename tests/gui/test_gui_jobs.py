@@ -549,7 +549,7 @@ def test_a_cancelled_scoring_counts_as_measuring_and_stopping_a_job_to_quit_says
                         lambda parent, title, text: asked.append(text) or title == "Score again?")
     with qtbot.waitSignal(window.jobs.progressed, timeout=30_000):
         window.start_scoring()
-    assert asked[0].startswith("Scoring again replaces what was measured on tiny-llama")
+    assert asked[0].startswith("Scoring again drops what was measured on tiny-llama")
     assert not window.close() and window.busy
     assert asked[-1].startswith("Scoring is still running. Stop it and close? What was measured on tiny-llama "
                                 "before it, neither saved nor exported, goes too: its layer scores (")
@@ -660,10 +660,10 @@ def test_scoring_again_asks_before_dropping_a_check_and_closing_no_longer_lists_
     scores, checked = window.engine.scores, dict(window.unkept)
     window.start_scoring()  # "No": nothing starts, nothing goes
     assert started == [] and window.engine.scores is scores and window.unkept == checked
-    assert asked == [("Score again?", "Scoring again replaces what was measured on tiny-llama, neither saved nor "
+    assert asked == [("Score again?", "Scoring again drops what was measured on tiny-llama and neither saved nor "
                                       f"exported: its layer scores ({human_seconds(checked['score'])}) and its check "
                                       f"({human_seconds(checked['check'])}) (File → Export scores… keeps the scores "
-                                      "and the plan, not a check or a curve). Score again?")]
+                                      "and the plan to import later, not a check or a curve). Score again?")]
     answer["yes"] = True
     window.unkept["score"] = 1e6  # as if the first scoring took days: the new scores' time replaces it
     with qtbot.waitSignal(window.jobFinished, timeout=60_000) as ended:
@@ -679,7 +679,7 @@ def test_scoring_again_asks_before_dropping_a_check_and_closing_no_longer_lists_
     # scores of half an hour, with no check: scoring again asks too (another metric replaced them unasked)
     window.unkept["score"] = 1800.0
     window.start_scoring()
-    assert len(asked) == 3 and asked[-1][1].startswith("Scoring again replaces what was measured on tiny-llama, "
+    assert len(asked) == 3 and asked[-1][1].startswith("Scoring again drops what was measured on tiny-llama and "
                                                        "neither saved nor exported: its layer scores (30 min")
     qtbot.waitUntil(lambda: not window.busy, timeout=60_000)
     # A save keeps the scores and a check in its card, and a quality curve in no file: closing still asks for it

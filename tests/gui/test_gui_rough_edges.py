@@ -963,28 +963,24 @@ def test_an_imported_file_shows_the_plan_it_lists_and_check_removes_those(qtbot,
 
     # A hand-edited plan: what is not a layer is left out and said; a plan removing every layer is not shown, and said
     data = json.loads(exported.read_text(encoding="utf-8"))
-    data["removed_layers"] = [*listed, 99, -1, listed[0]]
     edited = tmp_path / "edited.json"
-    edited.write_text(json.dumps(data), encoding="utf-8")
-    with qtbot.waitSignal(fresh.jobFinished, timeout=60_000):
-        fresh.import_scores(edited)
-    said = fresh.statusBar().currentMessage()
+
+    def import_edited(**changes: object) -> str:
+        data.update(changes)
+        edited.write_text(json.dumps(data), encoding="utf-8")
+        with qtbot.waitSignal(fresh.jobFinished, timeout=60_000):
+            fresh.import_scores(edited)
+        return fresh.statusBar().currentMessage()
+
+    said = import_edited(removed_layers=[*listed, 99, -1, listed[0]])
     assert fresh.plan.removed == listed and said.endswith(
         "(move the slider for the scores' own). The file's plan lists 99 and -1, not layers of this model: left out. "
         f"It lists layer {listed[0]} more than once: once is kept."), said
-    data["removed_layers"] = list(range(6))
-    edited.write_text(json.dumps(data), encoding="utf-8")
-    with qtbot.waitSignal(fresh.jobFinished, timeout=60_000):
-        fresh.import_scores(edited)
-    said = fresh.statusBar().currentMessage()
+    said = import_edited(removed_layers=list(range(6)))
     assert said.endswith(" The file's plan, layers 0–5, is not shown: it removes all of the 6 layers, and at most 5 "
                          "can go; the slider's plan is."), said
     assert not fresh.manual
-    data["removed_layers"], data["scores"][4], data["partial"] = [4], None, True
-    edited.write_text(json.dumps(data), encoding="utf-8")
-    with qtbot.waitSignal(fresh.jobFinished, timeout=60_000):
-        fresh.import_scores(edited)
-    said = fresh.statusBar().currentMessage()
+    said = import_edited(removed_layers=[4], scores=[*data["scores"][:4], None, *data["scores"][5:]], partial=True)
     assert said.endswith(" The file's plan, layer 4, is not shown: it removes layer 4, which the file's scores do "
                          "not cover; the slider's plan is."), said
 
