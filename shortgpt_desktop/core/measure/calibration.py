@@ -325,6 +325,10 @@ def texts_from_file(path: Path, notes: list[str] | None = None, limit: int | Non
             return list(value)
         if isinstance(value, list) and all(isinstance(v, dict) and isinstance(v.get("text"), str) for v in value):
             return [v["text"] for v in value]
+        if isinstance(value, dict) and "n_layers" in value and "scores" in value:
+            # an exported scores file dropped on the calibration list read as a JSON of the wrong shape
+            raise ValueError("it is a report of this app (layer scores), not text; the window's File → Import "
+                             "scores… reads it")
         raise ValueError("it is not a JSON list of strings")
     return [text]
 

@@ -664,3 +664,13 @@ def test_a_pipe_or_a_broken_link_in_a_folder_is_left_out_with_a_note(tmp_path: P
     assert len(result.texts) == 1
     assert result.skipped == [f"Left out {p}: it is not a regular file (a pipe, a device, or a link to nothing)."
                               for p in sorted(odd)]
+
+
+def test_a_scores_report_given_as_text_is_named_for_what_it_is(tmp_path: Path) -> None:
+    """An exported scores file dropped on the calibration list was "not a JSON list of strings", with no word of
+    where it goes (a window walkthrough)."""
+    report = tmp_path / "SmolLM2-bi.json"
+    report.write_text(json.dumps({"metric": "bi", "n_layers": 2, "scores": [0.1, 0.2]}))
+    assert calibration.read_texts([report]).skipped == [
+        f"Skipped {report}: it is a report of this app (layer scores), not text; the window's File → Import scores… "
+        "reads it."]
