@@ -73,6 +73,12 @@ def droppable_model(path: str) -> bool:
     return p.is_dir() or (p.is_file() and p.suffix.lower() == ".gguf")
 
 
+def droppable_scores(path: str) -> bool:
+    """A dropped ``.json`` file: scores exported before, for Import scores (which says what else it is)."""
+    p = Path(path)
+    return p.is_file() and p.suffix.lower() == ".json"
+
+
 def pruned_before(n_layers: int, earlier: Sequence[int]) -> str:
     """What a model this app pruned before lacks, for the window: its layers are numbered as its own."""
     return (f"This app pruned it before: its original had {n_layers + len(earlier)} layers, and it lacks "
@@ -84,6 +90,8 @@ class ModelPanel(QGroupBox):
     """Emits :attr:`modelChosen` with the text of the model the user committed to."""
 
     modelChosen = Signal(str)
+    #: A ``.json`` file dropped on the panel: scores to import for the open model (it was refused without a word).
+    scoresDropped = Signal(str)
     cancelRequested = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -315,7 +323,8 @@ class ModelPanel(QGroupBox):
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
         mime = event.mimeData()
-        if mime.hasUrls() and any(droppable_model(u.toLocalFile()) for u in mime.urls() if u.isLocalFile()):
+        if mime.hasUrls() and any(droppable_model(u.toLocalFile()) or droppable_scores(u.toLocalFile())
+                                  for u in mime.urls() if u.isLocalFile()):
             event.acceptProposedAction()
         else:
             event.ignore()
@@ -342,8 +351,12 @@ class ModelPanel(QGroupBox):
     def dropEvent(self, event: QDropEvent) -> None:
         paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
         models = [p for p in paths if droppable_model(p)]
-        if not models:
+        scores = [p for p in paths if droppable_scores(p)]
+        if not models and not scores:
             event.ignore()
             return
         event.acceptProposedAction()
-        self.choose(models[0])
+        if models:
+            self.choose(models[0])
+        else:
+            self.scoresDropped.emit(scores[0])

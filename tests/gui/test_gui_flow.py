@@ -161,7 +161,7 @@ def test_metric_switch_needs_no_new_pass(qtbot, opened) -> None:
     assert window.plan.removed == [most_important]
 
 
-def test_model_drop_opens_it(qtbot, window, drop_paths, gui_model: Path, tmp_path: Path) -> None:
+def test_model_drop_opens_it(qtbot, window, drop_paths, gui_model: Path, tmp_path: Path, calib_text: Path) -> None:
     not_a_model = tmp_path / "notes.txt"
     not_a_model.write_text("hello", encoding="utf-8")
     assert not drop_paths(window.model_panel, [not_a_model])
@@ -170,6 +170,18 @@ def test_model_drop_opens_it(qtbot, window, drop_paths, gui_model: Path, tmp_pat
     assert opened.args == ["open", "ok"]
     assert window.model_panel.text == str(gui_model)
     assert window.chart.placeholder.toPlainText() == "6 layers. Press Score to measure each one's importance."
+    # exported scores dropped there are imported for the open model (it refused them without a word; a walkthrough)
+    window.calibration_panel.add_paths([str(calib_text)])
+    window.settings_panel.set_values({"samples": 8, "seq_len": 32, "metric": "bi"})
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.start_scoring()
+    exported = window.export_scores(tmp_path / "scores.json")
+    scores = window.engine.scores
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000) as imported:
+        assert drop_paths(window.model_panel, [exported])
+    assert imported.args == ["import", "ok"] and window.engine.scores is not scores
+    assert window.engine.scores.scores == scores.scores
+    assert window.statusBar().currentMessage().startswith("Imported the scores of 6 layers from scores.json")
 
 
 def test_a_file_dropped_on_the_model_text_box_opens_and_types_nothing(qtbot, window, gui_model: Path,
