@@ -335,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
                        f"text is used whole); '{BUILTIN_CORPUS}' for the built-in corpus")
         # eval draws no samples and runs no prune: its presets are held-out windows (the prune's minutes said nothing)
         p.add_argument("--preset", choices=list(defaults.PRESETS),
-                       help="sizes in one word: " + "; ".join(
+                       help="sizes in one word (default: none, the sizes below as given): " + "; ".join(
                            f"{k}: {v.samples}x{v.seq_len} tokens, {v.trade_off}" if samples else
                            f"{k}: {v.eval_windows} held-out windows of {v.seq_len} tokens"
                            for k, v in defaults.PRESETS.items()))
@@ -370,7 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     score = sub.add_parser("score", help="score every layer and print the table")
     common(score)
     metric_arg(score)
-    score.add_argument("--block-size", type=_positive_int, default=1, help="layers per block for --metric angular")
+    score.add_argument("--block-size", type=_positive_int, default=1,
+                       help="layers per block for --metric angular (default 1)")
 
     prune = sub.add_parser("prune", help="score, remove layers, check perplexity, save")
     common(prune)
@@ -398,8 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="LoRA fine-tune on the calibration text for STEPS steps, distilled from the original, "
                        "merged into the weights (default 0: off; computed in bfloat16 where the CPU or GPU is faster "
                        "at it; slow on a CPU, minutes on a GPU; the time is estimated before the first step)")
-    prune.add_argument("--prompt", help="prompt for the before/after generation sample; \"\" leaves out the "
-                       "generation and the quiz")
+    prune.add_argument("--prompt", help="prompt for the before/after generation sample (default: \""
+                       f"{defaults.PROMPT}\"); \"\" leaves out the generation and the quiz")
 
     sweep = sub.add_parser("sweep", help="the quality curve: held-out perplexity for 0, 1, 2... layers removed")
     common(sweep)

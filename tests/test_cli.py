@@ -1685,3 +1685,12 @@ def test_a_copy_of_a_bfloat16_model_says_the_type_its_weights_keep(tiny_model: P
     assert f"saved to {tmp_path / 'out'} (safetensors bfloat16; " in capsys.readouterr().out
     assert json.loads(report.read_text())["quantization"] == "bfloat16"
     assert "- Format: safetensors (bfloat16)\n" in (tmp_path / "out" / "README.md").read_text(encoding="utf-8")
+
+
+def test_the_help_says_each_default() -> None:
+    """--prompt, --block-size and --preset did not say what they are when not given (a command-line walkthrough)."""
+    choices = cli.build_parser()._subparsers._group_actions[0].choices
+    prune, score = (" ".join(choices[c].format_help().split()) for c in ("prune", "score"))
+    assert f'(default: "{cli.defaults.PROMPT}")' in prune
+    assert "sizes in one word (default: none, the sizes below as given)" in prune
+    assert "layers per block for --metric angular (default 1)" in score
