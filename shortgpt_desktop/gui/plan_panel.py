@@ -312,7 +312,7 @@ class PlanPanel(QGroupBox):
         how = f" · {by}" if manual else ""
         later = plan.chosen_later and not manual and k > 0
         if later:
-            how = " · measured on Check/Save"
+            how = " · measured on Check or Save"  # "Check/ Save" broke at the slash at 150 %
         # as the command line's note: 17 of 18 layers went without a word
         half = " · <b>more than half</b>: a model rarely still answers" if more_than_half(k, n) else ""
         self.count_label.setText(f"<b>{k}</b> of {n} layers ({100 * k / n:.0f} %){how}{half}")

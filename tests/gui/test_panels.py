@@ -286,7 +286,7 @@ def test_the_plan_panel_says_how_the_plan_was_made_and_what_it_weighs(qtbot) -> 
     assert "chosen by hand" in panel.count_label.text()
     panel.show_plan(_plan(notes=["not yet checked: bi+ measures its choice"], chosen_later=True,
                           bytes_reencoded=100))
-    assert "measured on Check/Save" in panel.count_label.text()
+    assert "measured on Check or Save" in panel.count_label.text()
     assert "may remove others" in panel.layers_label.text() and panel.size_note.text().endswith("for the layers shown")
     panel.show_plan(_plan(notes=["not yet checked: bi+ measures its choice"], chosen_later=True), manual=True)
     assert "may remove others" not in panel.layers_label.text()  # by hand: the layers shown are the ones cut
