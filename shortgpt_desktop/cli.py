@@ -752,6 +752,11 @@ def _say_written(args: argparse.Namespace, *paths: str | None) -> None:
         print(f"{in_number(len(written), 'report')} written to {listed(written)}")
 
 
+#: What ``--eval-text`` does where no check reads it (prune --no-eval, score).
+_READ_WHOLE = (f"the calibration text is used whole, where without it its last {DEFAULT_HELDOUT_FRACTION:.0%} is "
+               "held out")
+
+
 def _idle_without_check(args: argparse.Namespace) -> list[str]:
     """What ``prune --no-eval`` makes idle, or not (each was dropped, or changed the cut, without a word)."""
     if not args.no_eval:
@@ -767,8 +772,7 @@ def _idle_without_check(args: argparse.Namespace) -> list[str]:
     notes = [f"--no-eval leaves out the check, so {listed(idle)} {in_number(len(idle), 'is', 'are')} not used."
              ] if idle else []
     if args.eval_text and readers:
-        notes.append(f"--eval-text still changes {listed(readers)} with --no-eval: the calibration text is used "
-                     f"whole, where without it its last {DEFAULT_HELDOUT_FRACTION:.0%} is held out for the check.")
+        notes.append(f"--eval-text still changes {listed(readers)} with --no-eval: {_READ_WHOLE} for the check.")
     return notes
 
 
@@ -843,9 +847,8 @@ def _run(args: argparse.Namespace, progress: ProgressBar) -> int:
             if args.eval_windows is not None:  # accepted without a word, as prune --no-eval's were
                 note("score measures no held-out perplexity (the check's windows), so --eval-windows is not used.")
             if args.eval_text and METRICS[spec.metric].needs_text:  # the scores moved without a word
-                note(f"score measures no held-out perplexity, but --eval-text still changes the scores: the "
-                     f"calibration text is used whole, where without it its last {DEFAULT_HELDOUT_FRACTION:.0%} is "
-                     "held out (a prune with the same --eval-text scores the same samples).")
+                note(f"score measures no held-out perplexity, but --eval-text still changes the scores: {_READ_WHOLE} "
+                     "(a prune with the same --eval-text scores the same samples).")
             report = run_score(engine, spec, progress, on_info=info, on_note=note)
         elif args.command == "prune":
             for sentence in _idle_without_check(args):

@@ -187,6 +187,7 @@ class MainWindow(QMainWindow):
         # made it 1034 px wide) and the window could not be narrowed again.
         self.setMinimumSize(860, 600)
         self._frame_fitted = False
+        self._size_shown: QSize | None = None  # the size at the first show, kept until someone resizes it
         self._fit_to_screen()
         self._restore()
         self.jobs.started.connect(self._on_job_started)
@@ -719,11 +720,11 @@ class MainWindow(QMainWindow):
             f"{doing} drops what was measured on {source.display_name} and neither saved nor exported: "
             f"{self._unkept_parts()}{kept}. {question}")
 
-    def _unkept_parts(self, unkept: dict[str, float] | None = None) -> str:
-        """What :attr:`unkept` (or ``unkept``) holds, in words: "its layer scores (6 min 2 s) and its quality curve
-        (3 min 43 s)"; the question said "layer scores, plan and check" after a curve alone."""
+    def _unkept_parts(self) -> str:
+        """What :attr:`unkept` holds, in words: "its layer scores (6 min 2 s) and its quality curve (3 min 43 s)"; the
+        question said "layer scores, plan and check" after a curve alone."""
         words = {"score": "layer scores", "check": "check", "curve": "quality curve"}
-        parts = [f"its {words[name]} ({human_seconds(seconds)})" for name, seconds in (unkept or self.unkept).items()]
+        parts = [f"its {words[name]} ({human_seconds(seconds)})" for name, seconds in self.unkept.items()]
         return ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1]
 
     @property
@@ -1563,7 +1564,7 @@ class MainWindow(QMainWindow):
         screen = self.screen()
         if screen is None or self.isMaximized() or self.isFullScreen() or not self.isVisible():
             return
-        if getattr(self, "_size_shown", self.size()) != self.size():
+        if self._size_shown is not None and self._size_shown != self.size():
             return  # resized since it was shown, by the user or a script: their size stands
         room, frame, client = screen.availableGeometry(), self.frameGeometry(), self.geometry()
         desktop = screen.availableVirtualGeometry()

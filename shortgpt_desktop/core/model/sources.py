@@ -85,17 +85,24 @@ class ModelSource:
     def display_name(self) -> str:
         if self.kind == "hub":
             return self.repo_id or self.spec
-        if self.gguf_file is None and self.folder.parent.name == "snapshots" and (cached := self.in_hub_cache):
-            return cached  # its folder's own name is a commit hash (a folder inside a snapshot has its own name)
-        return Path(self.spec).name or self.spec
+        return self._snapshot_id or Path(self.spec).name or self.spec
 
     @property
     def in_hub_cache(self) -> str | None:
         """The Hub id of the cache a model opened by its path lies in (``…/models--org--name/snapshots/COMMIT/``,
         a folder picked in ``~/.cache/huggingface``), else None: the title, the suggested name and folder of a save
         named the model by its commit hash and offered a folder inside the cache, beside its snapshots."""
-        if self.kind == "hub":
-            return None
+        return self._cache_id if self.kind != "hub" else None
+
+    @property
+    def _snapshot_id(self) -> str | None:
+        """:attr:`in_hub_cache` where the model's folder is a snapshot itself, not a GGUF in it: its name is a commit
+        hash, and the id names it (a folder inside a snapshot, or a GGUF file, has a name of its own)."""
+        return self.in_hub_cache if self.gguf_file is None and self.folder.parent.name == "snapshots" else None
+
+    @property
+    def _cache_id(self) -> str | None:
+        """The id the Hub cache folder the model lies in holds (:attr:`hub_cache_folder`), else None."""
         folder = self.hub_cache_folder
         return _hub_id_of(folder.name) if folder is not None else None
 
@@ -112,7 +119,7 @@ class ModelSource:
     def cached_id(self) -> str | None:
         """A Hub model's id as its cache folder spells it (``models--org--name/snapshots/COMMIT``), else None: the Hub
         and its cache find an id whatever its capitals, and the card named ``SomeOrg/Tiny`` as typed."""
-        return _hub_id_of(self.folder.parent.parent.name) if self.kind == "hub" else None
+        return self._cache_id if self.kind == "hub" else None
 
     def as_cached(self, model: str) -> str:
         """``model`` as the Hub cache spells it (:attr:`cached_id`) where the two differ only in capitals, else as
@@ -124,8 +131,7 @@ class ModelSource:
     def card_name(self) -> str:
         """What the card calls the model: :meth:`as_cached` of the name it was given by (a Hub model's id; a folder in
         the Hub cache, by the id it is cached under: the card named it by its commit hash)."""
-        in_cache = self.in_hub_cache if self.gguf_file is None and self.folder.parent.name == "snapshots" else None
-        return self.as_cached(self.repo_id or in_cache or self.spec)
+        return self.as_cached(self.repo_id or self._snapshot_id or self.spec)
 
     @property
     def location(self) -> Path:
