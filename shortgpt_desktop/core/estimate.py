@@ -18,7 +18,7 @@ measures the seconds one token spends in one decoder layer, and the head costs a
   parameters per layer layer runs a token), and as much again for the kept layer after the run, refitted too;
 - the MLP refit (:mod:`.cut.mlp_refit`, ``--repair refit``): both streams again, then per run of removed layers
   (about one per two layers removed) the training steps of one MLP over the kept tokens, forward, backward and
-  update (:data:`REFIT_STEP_COST` forward passes' worth a row); for a chat model its guard
+  update (:data:`.cut.mlp_refit.REFIT_STEP_COST` forward passes' worth a row); for a chat model its guard
   (:mod:`.cut.chat_guard`) adds the original's answers to the check prompts and one pass of them per variant it
   scores;
 - the check: the original once and the pruned model once over the held-out windows, two heads for the latter,
@@ -43,12 +43,6 @@ from . import defaults
 #: layer: SmolLM2-135M (k = 1,536) 381.6 ms for the sums of 2,048 tokens against 409.6 ms for a decoder layer over
 #: them, where ``k²`` / parameters per layer is 0.59.
 PROJECTION_SUMS_COST = 1.6
-
-#: One Adam step of the MLP refit over a row, in forward passes of the MLP over it (forward and backward are about
-#: three, the update and the held-out checks the rest): SmolLM2-135M measured 2.4-2.9 (8 x 128 tokens, one run of 3
-#: removed layers and three runs of 6; 32 x 256 tokens, one run), where 4 was counted and the refit was said at
-#: twice its time (a reviewer's walkthrough: 74.3 s said, 36.3 s taken).
-REFIT_STEP_COST = 2.75
 
 #: What one ridge of a fit costs, a float64 solve of the ``k × k`` system and its residual on the held-out sums
 #: (about ⅔k³ + 4k²·hidden operations), in layer runs of one token per that count / parameters per layer: a
@@ -398,7 +392,7 @@ def refit_token_layers(shape: ModelShape, sample_tokens: int, count: int, runs: 
                        removed: Sequence[int] | None = None) -> float:
     """Tokens × layers the MLP refit costs for ``count`` removed layers (see the module's list; ``removed``: the
     layers, where known, for the streams' depth)."""
-    from .cut.mlp_refit import token_cap, trained_rows
+    from .cut.mlp_refit import REFIT_STEP_COST, token_cap, trained_rows
 
     runs = runs or guessed_runs(count)
     kept = min(sample_tokens, token_cap(shape.hidden)) if shape.hidden else sample_tokens

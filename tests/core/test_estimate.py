@@ -124,15 +124,21 @@ def test_the_refits_estimate_counts_the_steps_the_refit_takes(tokens: int) -> No
     REFIT_STEP_COST passes of the MLP's share of a layer (four were counted, and the refit said at twice its time).
     At 512 × 512 tokens a run keeps MAX_REFIT_TOKENS rows (131,072 of 576 wide) and trains on those: the streams still
     run every token."""
-    from shortgpt_desktop.core.cut.mlp_refit import BATCH_TOKENS, MAX_REFIT_TOKENS, MIN_STEPS, training_steps
-    from shortgpt_desktop.core.estimate import REFIT_STEP_COST, ModelShape, refit_token_layers
+    from shortgpt_desktop.core.cut.mlp_refit import (
+        BATCH_TOKENS,
+        MAX_REFIT_TOKENS,
+        MIN_STEPS,
+        REFIT_STEP_COST,
+        training_steps,
+    )
+    from shortgpt_desktop.core.estimate import ModelShape, refit_token_layers
 
     shape = ModelShape(30, 3.98e6, 28.3e6, 2.65e6, 576)
     steps = training_steps(min(tokens, MAX_REFIT_TOKENS))
     assert (steps == MIN_STEPS) == (tokens == 8192)
     training = refit_token_layers(shape, tokens, 8) - tokens * (2 * 30 - 8)
     assert training == pytest.approx(4 * steps * min(BATCH_TOKENS, tokens) * REFIT_STEP_COST * 2.65e6 / 3.98e6)
-    assert 2.4 <= REFIT_STEP_COST <= 2.9  # as measured (estimate.py)
+    assert 2.4 <= REFIT_STEP_COST <= 2.9  # as measured (mlp_refit.py)
     # The layers known, the streams run only as deep as the last of them: 12-14 of 30, the original's 16 layers
     # and the pruned model's kept 11 and 15, not 30 and 27.
     deep = refit_token_layers(shape, tokens, 3, 1)
