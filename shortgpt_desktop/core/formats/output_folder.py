@@ -150,9 +150,12 @@ def check_output_folder(out: Path, source: ModelSource, force: bool) -> Path:
             # `--out small.gguf` made a folder small.gguf holding small.gguf.gguf, which `llama-cli -m` cannot open
             raise OutputError(f"{out.name} names a file, but the output is a folder (the model is written inside it, "
                               f"named after it); give a folder name, like {out.with_suffix('').name}.")
-        if CURRENT_FOLDER_IS_LOCKED and out.exists() and _is_within(Path.cwd().resolve(), out):
-            raise OutputError(f"{out} is the folder this program runs in, which Windows does not let it replace; "
-                              "choose another folder, or start it from another folder.")
+        if out.exists() and _is_within(Path.cwd().resolve(), out):
+            why = ("which Windows does not let it replace" if CURRENT_FOLDER_IS_LOCKED else
+                   "which the finished model replaces: the terminal would be left in a deleted folder, showing "
+                   "nothing where the model was saved")
+            raise OutputError(f"{out} is the folder this program runs in, {why}; choose another folder (a new "
+                              "one is made), or start it from another folder.")
         if out.is_dir() and os.path.ismount(out):
             raise OutputError(f"{out} is the top of a drive (a mount point), which cannot be replaced; choose a "
                               "folder inside it.")
@@ -171,7 +174,9 @@ def check_output_folder(out: Path, source: ModelSource, force: bool) -> Path:
 
 
 #: Windows refuses to rename or remove a folder that is a process's current folder (``--out .`` run inside the
-#: output folder): the finished model's move would fail at the end of the job.
+#: output folder): the finished model's move would fail at the end of the job. Elsewhere the move succeeds, and the
+#: shell that ran ``--out .`` is left in the deleted folder (``ls`` showed nothing after "saved to"): refused too,
+#: said in each system's terms.
 CURRENT_FOLDER_IS_LOCKED = os.name == "nt"
 #: Seconds to wait between tries of a move Windows refused (PermissionError): a virus scanner or an indexer holds
 #: the files it has just seen for a moment. Where it still fails, the finished model is kept beside ``out``.

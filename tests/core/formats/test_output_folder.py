@@ -116,17 +116,27 @@ def test_a_move_refused_for_a_moment_is_tried_again(tmp_path: Path, monkeypatch:
     assert _leftovers(tmp_path) == []
 
 
-def test_the_folder_the_program_runs_in_is_refused_where_it_cannot_be_replaced(
+def test_the_folder_the_program_runs_in_is_refused_as_the_output(
         tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``shortgpt prune … --out .`` in an empty folder passed every check, and on Windows the move at the end of
-    the job failed: a process's current folder cannot be renamed there. Refused before the job; elsewhere fine."""
+    the job failed: a process's current folder cannot be renamed there. Elsewhere the move succeeded and the shell
+    was left in the deleted folder: "saved to …", then ``ls`` showed nothing. Refused before the job on both, and a
+    folder that holds the current folder as well (replaced with ``--force`` as an earlier output)."""
     from shortgpt_desktop.core.model.sources import resolve
 
     out = tmp_path / "here"
     out.mkdir()
     source = resolve(str(tiny_model))
     monkeypatch.chdir(out)
-    assert of.check_output_folder(Path("."), source, force=False) == out.resolve()
+    monkeypatch.setattr(of, "CURRENT_FOLDER_IS_LOCKED", False)
+    with pytest.raises(OutputError, match="is the folder this program runs in, which the finished model replaces: the "
+                                          "terminal would be left in a deleted folder"):
+        of.check_output_folder(Path("."), source, force=False)
+    inner = out / "inner"
+    inner.mkdir()
+    monkeypatch.chdir(inner)
+    with pytest.raises(OutputError, match="is the folder this program runs in"):
+        of.check_output_folder(out, source, force=True)
     monkeypatch.setattr(of, "CURRENT_FOLDER_IS_LOCKED", True)
     with pytest.raises(OutputError, match="is the folder this program runs in, which Windows does not let it replace"):
         of.check_output_folder(Path("."), source, force=False)
