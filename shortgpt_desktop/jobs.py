@@ -94,7 +94,11 @@ def _checked_against_model(spec: JobSpec, n_layers: int) -> None:
 
 def _note_long_samples(info: ModelInfo, spec: JobSpec, on_note: NoteCallback | None) -> None:
     """Say samples longer than the model was trained on when its header is read: the job reports it too (where the
-    window shows it), but on a real model that is after minutes of scoring."""
+    window shows it), but on a real model that is after minutes of scoring. Not for a model with a table of
+    positions (GPT-2, OPT, GPT-J): such samples are refused (:func:`.core.pipeline.check_sample_length`), and the
+    note before the refusal told it to run them past where it read."""
+    if info.context_length is not None:
+        return
     note = pipeline.beyond_trained_positions(info.name, info.trained_positions, spec.seq_len)
     if note is not None and on_note is not None:
         on_note(note)
