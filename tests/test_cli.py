@@ -1227,6 +1227,15 @@ def test_a_mistyped_option_is_named_and_a_list_of_layers_split_in_two_is_hinted(
         "The ratio must be above 0 and below 1 (got 2); for 2% write 0.02.")
 
 
+@pytest.mark.skipif(not Path("/dev/null").exists(), reason="no /dev/null here")
+def test_an_evaluation_text_that_is_a_device_is_named_as_the_evaluation_text(
+        tiny_model: Path, small_calib: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--eval-text /dev/null`` was refused as "The calibration path /dev/null is not a file"."""
+    line = bad(capsys, "score", str(tiny_model), "--calib", str(small_calib), "--eval-text", "/dev/null", "-q")
+    assert line.endswith("The evaluation path /dev/null is not a file (a pipe or a device); give text files or "
+                         "folders."), line
+
+
 def test_samples_longer_than_learned_positions_are_one_sentence(tiny_family, tiny_model: Path, small_calib: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     """GPT-2 and OPT learn a table of positions and GPT-J keeps one of sines and cosines (the tiny ones 256; GPT-2

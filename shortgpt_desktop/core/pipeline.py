@@ -119,7 +119,7 @@ def read_calibration(paths: Sequence[str], what: str = "calibration") -> tuple[l
     names: list[str] = []
     warnings: list[str] = []
     if files:
-        text_set = read_texts(files)
+        text_set = read_texts(files, what)
         texts += text_set.texts
         names += [str(p) for p in text_set.files]
         warnings += text_set.skipped

@@ -119,10 +119,12 @@ def saved_models_within(files: Sequence[Path]) -> set[Path]:
     return {f.parent for f in files if f.name == "README.md" and f.parent in holders and card_written_here(f)}
 
 
-def collect_files(paths: Iterable[str | Path], left_out: list[str] | None = None) -> list[Path]:
+def collect_files(paths: Iterable[str | Path], left_out: list[str] | None = None,
+                  what: str = "calibration") -> list[Path]:
     """Files under the given paths (folders recursively, hidden files left out), sorted, unique. Also left out, each
     with a sentence in ``left_out``: the folders of models this app saved (:func:`saved_models_within`), and a file
-    this run writes its output to (:func:`own_output`).
+    this run writes its output to (:func:`own_output`). ``what``: the text's name where a path is refused
+    ("evaluation" for ``--eval-text``, which /dev/null was refused as "the calibration path").
 
     Every file is returned whatever its ending: what is text is decided by its content when it is read
     (:func:`texts_from_file`).
@@ -132,7 +134,7 @@ def collect_files(paths: Iterable[str | Path], left_out: list[str] | None = None
     for raw in paths:
         path = expand_home(raw)
         if not exists(path):  # a name too long to look up: a traceback, now said by not_there
-            raise CalibrationError(f"The calibration path {path} {not_there(path)}.")
+            raise CalibrationError(f"The {what} path {path} {not_there(path)}.")
         if path.is_dir():
             files, odd = [], []
             for p in path.rglob("*"):
@@ -151,7 +153,7 @@ def collect_files(paths: Iterable[str | Path], left_out: list[str] | None = None
         elif path.is_file():
             found.append(path)
         else:  # reading a pipe or a terminal waits for a writer that may never come
-            raise CalibrationError(f"The calibration path {path} is not a file (a pipe or a device); give text "
+            raise CalibrationError(f"The {what} path {path} is not a file (a pipe or a device); give text "
                                    "files or folders.")
     unique: dict[Path, None] = {}
     for p in found:
@@ -380,8 +382,9 @@ def own_output(path: Path) -> str | None:
     return None
 
 
-def read_texts(paths: Iterable[str | Path]) -> TextSet:
-    """Read every usable file; binary and unreadable ones are skipped with a warning that names them.
+def read_texts(paths: Iterable[str | Path], what: str = "calibration") -> TextSet:
+    """Read every usable file; binary and unreadable ones are skipped with a warning that names them (``what``: as
+    :func:`collect_files`').
 
     Past :data:`MAX_TEXT_BYTES` text is left out, the smallest files read first: in the order of their names, a
     50 MB file that sorted first took the whole budget and the 2,000 files beside it were left out, unnamed (a
@@ -389,7 +392,7 @@ def read_texts(paths: Iterable[str | Path]) -> TextSet:
     result = TextSet()
     budget = MAX_TEXT_BYTES
     notes: list[str] = []
-    files = collect_files(paths, notes)
+    files = collect_files(paths, notes, what)
     for reason in notes:
         log.info(reason)
         result.skipped.append(reason)
