@@ -157,6 +157,18 @@ def _no_display() -> bool:
     return sys.platform.startswith("linux") and not display
 
 
+#: Said where the window has nowhere to open (an SSH session, a server): Qt aborted (exit 134) with a message that
+#: blamed a missing libxcb-cursor0, which was installed.
+NO_DISPLAY = ("There is no display to open the window on (neither DISPLAY nor WAYLAND_DISPLAY is set): start it in a "
+              "desktop session, or over ssh -X; the command line, shortgpt, needs none.")
+
+
+def _no_display_to_open() -> str | None:
+    """:data:`NO_DISPLAY` where the window would open on X11 or Wayland and neither is there (a platform chosen with
+    QT_QPA_PLATFORM, such as offscreen or vnc, is Qt's to open)."""
+    return NO_DISPLAY if _no_display() and not os.environ.get("QT_QPA_PLATFORM") else None
+
+
 #: What Qt's xcb platform plugin (PySide6/Qt/plugins/platforms/libqxcb.so and libQt6XcbQpa.so.6) links
 #: against, by ``ldd``, with the Debian/Ubuntu package of each. Without one of them Qt aborts (rc 134) with a
 #: message that names libxcb-cursor0 whatever is missing.
@@ -305,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.screenshot and not args.model:
         _say("--screenshot needs a MODEL to open.")
         return 2
-    problem = _missing_calibration(args.calib or []) or missing_xcb_libraries()
+    problem = _missing_calibration(args.calib or []) or _no_display_to_open() or missing_xcb_libraries()
     if problem:
         print(problem, file=sys.stderr if sys.stderr is not None else sys.stdout)
         return 2

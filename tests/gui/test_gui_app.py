@@ -437,6 +437,25 @@ def test_the_startup_measure_without_a_display_is_drawn_offscreen(
     assert os.environ["QT_QPA_PLATFORM"] == "offscreen" and "window shown" in capsys.readouterr().out
 
 
+def test_the_window_without_a_display_says_so_in_one_sentence(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Over SSH without -X, Qt aborted (exit 134) blaming libxcb-cursor0, which was installed; a platform chosen by
+    hand (QT_QPA_PLATFORM) is still Qt's to open."""
+    from shortgpt_desktop import app
+
+    monkeypatch.setattr(app.sys, "platform", "linux")
+    monkeypatch.setattr(app, "make_app", lambda: pytest.fail("the window was opened"))
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(name, raising=False)
+    assert app.main(["--settings-file", str(tmp_path / "s.ini")]) == 2
+    assert capsys.readouterr().err.strip() == app.NO_DISPLAY
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
+    assert app._no_display_to_open() is None
+    monkeypatch.setenv("DISPLAY", ":0")
+    monkeypatch.delenv("QT_QPA_PLATFORM")
+    assert app._no_display_to_open() is None
+
+
 def test_the_command_line_hands_the_window_its_model_sizes_and_calibration(
         qapp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """``main`` in this process, with a stand-in window (the real window's run is test_screenshot_mode's child
