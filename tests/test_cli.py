@@ -1236,6 +1236,25 @@ def test_an_evaluation_text_that_is_a_device_is_named_as_the_evaluation_text(
                          "folders."), line
 
 
+@pytest.mark.skipif(os.name == "nt", reason="a Windows path is Windows' own there")
+def test_a_windows_path_to_write_to_is_refused_elsewhere(tiny_model: Path, small_calib: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """``--out 'C:\\models\\out'`` on Linux made a folder of that name in the current folder ("saved to
+    /home/me/C:\\models\\out"), and ``--json 'C:\\out\\r.json'`` a file so named: both are refused before the job, and
+    nothing is written."""
+    monkeypatch.chdir(tmp_path)
+    common = ["--calib", str(small_calib), "--samples", "2", "--seq-len", "16", "-q"]
+    line = bad(capsys, "prune", str(tiny_model), "--remove", "1", "--repair", "none", "--no-eval", "--out",
+               "C:\\models\\out", *common)
+    assert line.endswith("C:\\models\\out is a Windows path, which this system would take as a name in the current "
+                         "folder; give a path of this system, such as ~/out."), line
+    line = bad(capsys, "score", str(tiny_model), "--metric", "bi", "--json", "C:/out/r.json", *common)
+    assert line.endswith("C:/out/r.json is a Windows path, which this system would take as a name in the current "
+                         "folder; give a path of this system, such as ~/r.json."), line
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_samples_longer_than_learned_positions_are_one_sentence(tiny_family, tiny_model: Path, small_calib: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     """GPT-2 and OPT learn a table of positions and GPT-J keeps one of sines and cosines (the tiny ones 256; GPT-2

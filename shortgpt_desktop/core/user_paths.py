@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from pathlib import Path
 
 
@@ -58,3 +59,19 @@ def not_there(path: str | os.PathLike[str]) -> str:
             return "is a link that leads back to itself (a loop of links)"
         return f"is a link to {os.path.realpath(given)}, which does not exist"  # where a chain of links ends
     return "does not exist"
+
+
+_WINDOWS_PATH = re.compile(r"^(?:[A-Za-z]:[\\/]|\\\\)")  # C:\... or C:/..., and \\server\share
+
+
+def windows_path_here(path: str | os.PathLike[str]) -> str | None:
+    """The sentence for a path to write to typed as Windows writes them (``C:\\models\\out``, ``\\\\server\\share``)
+    on a system that is not Windows, where it is a legal name: ``--out 'C:\\models\\out'`` made a folder of that
+    name in the current folder, and "saved to /home/me/C:\\models\\out" was all that was said. None elsewhere."""
+    text = os.fspath(path)
+    if os.name == "nt" or not _WINDOWS_PATH.match(text):
+        return None
+    last = re.split(r"[\\/]", text.rstrip("\\/"))[-1]
+    last = last if last and not last.endswith(":") else "out"
+    return (f"{text} is a Windows path, which this system would take as a name in the current folder; give a path "
+            f"of this system, such as ~/{last}.")

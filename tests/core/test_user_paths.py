@@ -3,7 +3,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from shortgpt_desktop.core.user_paths import exists, expand_home, not_there, read_only
+import pytest
+
+from shortgpt_desktop.core.user_paths import exists, expand_home, not_there, read_only, windows_path_here
 
 
 def test_a_home_is_expanded_and_an_unknown_users_is_left_as_typed(monkeypatch) -> None:
@@ -42,3 +44,14 @@ def test_a_path_not_there_is_said_for_what_it_is(tmp_path: Path) -> None:
     assert not_there(tmp_path / "a") == "is a link that leads back to itself (a loop of links)"
     assert not_there(tmp_path / "old") == f"is a link to {tmp_path / 'gone.txt'}, which does not exist"
     assert not_there(tmp_path / "chain") == f"is a link to {tmp_path / 'gone.txt'}, which does not exist"
+
+
+@pytest.mark.skipif(os.name == "nt", reason="a Windows path is Windows' own there")
+def test_only_paths_written_as_windows_writes_them_are_said_to_be_windows_paths() -> None:
+    for text, suggested in (("C:\\models\\out", "~/out"), ("d:/x/r.json", "~/r.json"),
+                            ("\\\\server\\share\\m", "~/m"), ("C:\\", "~/out")):
+        said = windows_path_here(text)
+        assert said is not None and said.startswith(f"{text} is a Windows path") and said.endswith(
+            f"such as {suggested}."), said
+    for text in ("out", "c:", "a:b", "models/C:\\x", "/home/me/out", "~/out", "./C:"):
+        assert windows_path_here(text) is None, text

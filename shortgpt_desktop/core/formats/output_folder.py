@@ -20,7 +20,7 @@ from typing import Any
 from ...format import some_of
 from ..errors import Hint, OutputError
 from ..model.sources import LICENCE_FILES, ModelSource
-from ..user_paths import expand_home, not_there, os_reason, read_only
+from ..user_paths import expand_home, not_there, os_reason, read_only, windows_path_here
 from .report_files import REPORT_NAMES, earlier_report
 
 #: What a file browser leaves in any folder: a folder holding only these holds nothing of the user's.
@@ -122,6 +122,9 @@ def check_output_folder(out: Path, source: ModelSource, force: bool) -> Path:
     """Refuse outputs that could destroy data: the source, anything inside or above it, a non-empty folder, and
     even with ``force`` a folder that holds anything but a model (``--out . --force`` in a folder of notes would
     replace the notes with the model), a path whose nearest existing parent is not a folder one can write in."""
+    foreign = windows_path_here(out)
+    if foreign:
+        raise OutputError(foreign)
     try:
         out = Path(out).expanduser().resolve()
         # A GGUF source is one file: a new folder beside it is fine. A model folder is off limits as a whole.
@@ -485,6 +488,9 @@ def check_report_path(path: str | Path, sources: Sequence[str | Path] = (), text
     ...): an existing file is replaced only where it is an earlier report of that kind (or empty): ``--csv test.txt``,
     typed for ``--eval-text``, replaced the user's text; ``--csv curve.json`` replaced the curve's JSON with its table,
     and ``score --json`` replaced prune's report, the record of where a model was saved; ``prune --json`` an eval's."""
+    foreign = windows_path_here(path)
+    if foreign:
+        raise OutputError(foreign)
     if str(path) == "-":  # read as standard output by many tools: it wrote a file named "-" without a word
         raise OutputError("Cannot write a report to '-': standard output holds the summary; give a file's path, "
                           "such as report.json.")
