@@ -558,19 +558,22 @@ class Engine:
         raise ModelSourceError(f"The weights of {name} changed on disk since it was loaded; open it again and score "
                                "it, so that what is saved is the model that was measured.")
 
-    def refusal(self, spec: JobSpec, metric: str | None = None) -> None:
+    def refusal(self, spec: JobSpec, metric: str | None = None, scoring_only: bool = False) -> None:
         """Raise, before a job starts, the sentence for a step this model's backend cannot run with ``spec``.
 
         Before the model loads, the mode these settings will load it in is decided (once, see :meth:`mode_for`)
         and asked, so a job that would stop at its repair or its save is refused before its scoring.
+        ``scoring_only``: only ``metric`` is asked (the window's Score, whose healing and format come at Check and
+        Save: a metric one layer at a time cannot run was refused after the model had loaded, as "Scoring failed").
         """
-        wanted = dict(metric=get_metric(metric) if metric else None, heal_steps=spec.heal_steps,
-                      output_format=self.resolved_format, asked=spec.low_memory is not None)
+        wanted: dict[str, Any] = dict(metric=get_metric(metric) if metric else None, asked=spec.low_memory is not None)
+        if not scoring_only:
+            wanted.update(heal_steps=spec.heal_steps, output_format=self.resolved_format)
         loaded = self.backend is not None and self.load_key == self._load_key(spec)
         if self.source is None and not loaded:
             return
         mode = self.backend.mode if loaded else self.mode_for(spec)
-        if mode == "streamed" and spec.low_memory is None and spec.heal_steps > 0:
+        if mode == "streamed" and spec.low_memory is None and spec.heal_steps > 0 and not scoring_only:
             raise self._healing_does_not_fit(spec)  # chosen for want of memory, not asked for
         problem = self.backend.refusal(**wanted) if loaded else backend_class(mode).refusal_for(self.source, **wanted)
         if problem is not None:

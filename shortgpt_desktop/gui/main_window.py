@@ -831,9 +831,14 @@ class MainWindow(QMainWindow):
             return
         # the scores shown, and a check or a curve measured for them, go: a stray Ctrl+R threw away ten minutes of
         # them without a word, and scoring with another metric half an hour's scores
+        spec = self.job_spec()
+        try:  # a metric one layer at a time cannot run: said at the click, not as "Scoring failed" after the load
+            self.engine.refusal(spec, spec.metric, scoring_only=True)
+        except UserError as exc:
+            self.show_error("Cannot score", user_message(exc))
+            return
         if not self._may_drop_measured("Score again?", "Scoring again", "Score again?"):
             return
-        spec = self.job_spec()
         metric = METRICS[spec.metric]
         self._scoring_metric = spec.metric
         n = self.engine.n_layers

@@ -442,6 +442,22 @@ def test_single_layer_perplexity_metric_fills_bar_by_bar(qtbot, opened) -> None:
     assert window.statusBar().currentMessage().startswith("Scored 6 layers in ")
 
 
+def test_a_metric_one_layer_at_a_time_cannot_score_is_refused_at_the_click(qtbot, opened) -> None:
+    """Single-layer removal perplexity with Low memory loaded the model for 20 s on Gemma 3, then said "Scoring
+    failed"; the README says it is refused before the job starts."""
+    window = opened
+    box = window.settings_panel.metric_box
+    box.setCurrentIndex(box.findData("ppl"))
+    window.settings_panel.low_memory_box.setChecked(True)
+    window.start_scoring()
+    assert not window.busy and window.engine.loaded is None
+    box_shown = window.dialogs[-1]
+    assert box_shown.windowTitle().endswith("Cannot score")
+    assert box_shown.text().startswith("Single-layer removal perplexity needs the whole model in memory; in low-memory "
+                                       "mode choose Block Influence"), box_shown.text()
+    assert "untick “Low memory” in Settings" in box_shown.text()
+
+
 def test_low_memory_mode_scores_the_same_one_layer_at_a_time(qtbot, opened) -> None:
     """The checkbox says how the model will run before anything loads, and gives the same scores streamed."""
     window = opened
