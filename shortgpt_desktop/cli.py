@@ -348,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"held-out windows for perplexity (default {defaults.EVAL_WINDOWS})")
         p.add_argument("--batch-size", type=_positive_int, default=defaults.BATCH_SIZE,
                        help=f"samples per forward pass (default {defaults.BATCH_SIZE})")
-        p.add_argument("--seed", type=int, default=0,
+        p.add_argument("--seed", type=int, default=0 if samples else None,  # eval: None, to say it when given
                        help="sampling seed (default 0)" if samples else argparse.SUPPRESS)
         p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
         p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16 (default auto)")
@@ -425,7 +425,8 @@ def spec_from_args(args: argparse.Namespace) -> Any:
     spec = JobSpec(
         model=args.model, calib=list(args.calib), eval_text=args.eval_text,
         samples=args.samples or preset.samples, seq_len=args.seq_len or preset.seq_len,
-        eval_windows=args.eval_windows or preset.eval_windows, batch_size=args.batch_size, seed=args.seed,
+        eval_windows=args.eval_windows or preset.eval_windows, batch_size=args.batch_size,
+        seed=args.seed if args.seed is not None else 0,
         device=args.device, dtype=args.dtype, revision=args.revision, trust_remote_code=args.trust_remote_code,
         low_memory=args.low_memory,
     )
@@ -757,6 +758,11 @@ _READ_WHOLE = (f"the calibration text is used whole, where without it its last {
                "held out")
 
 
+def _not_used(flags: list[str]) -> str:
+    """The end of a note on options a command takes but does not use: ``--a and --b are not used.``"""
+    return f"{listed(flags)} {in_number(len(flags), 'is', 'are')} not used."
+
+
 def _idle_without_check(args: argparse.Namespace) -> list[str]:
     """What ``prune --no-eval`` makes idle, or not (each was dropped, or changed the cut, without a word)."""
     if not args.no_eval:
@@ -769,8 +775,7 @@ def _idle_without_check(args: argparse.Namespace) -> list[str]:
                                        ("the healing", args.heal > 0)) if runs]
     if args.eval_text and not readers:  # layers by hand, nothing fitted: no text is read at all
         idle.append("--eval-text")
-    notes = [f"--no-eval leaves out the check, so {listed(idle)} {in_number(len(idle), 'is', 'are')} not used."
-             ] if idle else []
+    notes = [f"--no-eval leaves out the check, so {_not_used(idle)}"] if idle else []
     if args.eval_text and readers:
         notes.append(f"--eval-text still changes {listed(readers)} with --no-eval: {_READ_WHOLE} for the check.")
     return notes
@@ -845,7 +850,7 @@ def _run(args: argparse.Namespace, progress: ProgressBar) -> int:
             return EXIT_OK
         if args.command == "score":
             if args.eval_windows is not None:  # accepted without a word, as prune --no-eval's were
-                note("score measures no held-out perplexity (the check's windows), so --eval-windows is not used.")
+                note(f"score measures no held-out perplexity (the check's windows), so {_not_used(['--eval-windows'])}")
             if args.eval_text and METRICS[spec.metric].needs_text:  # the scores moved without a word
                 note(f"score measures no held-out perplexity, but --eval-text still changes the scores: {_READ_WHOLE} "
                      "(a prune with the same --eval-text scores the same samples).")
@@ -855,6 +860,9 @@ def _run(args: argparse.Namespace, progress: ProgressBar) -> int:
                 note(sentence)
             report = run_prune(engine, spec, progress, on_info=info, on_note=note)
         else:
+            idle = [flag for flag, value in (("--samples", args.samples), ("--seed", args.seed)) if value is not None]
+            if idle:  # accepted (every command takes them) but hidden from eval -h, and dropped without a word
+                note(f"eval draws no calibration samples (it measures the held-out windows), so {_not_used(idle)}")
             report = run_eval(engine, spec, args.against, progress, on_info=info, on_note=note)
         print_summary(report)  # shown even if the report file cannot be written after all
         if args.json:

@@ -1625,6 +1625,21 @@ def test_what_no_eval_leaves_idle_is_said_and_each_commands_help_prints(
         assert ("(--prompt and --eval-windows are then not used)" in shown) == (command == "prune")
 
 
+def test_eval_says_that_it_does_not_use_samples_or_seed(tiny_model: Path, small_calib: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """``eval --samples 4 --seed 3`` was taken without a word (hidden from eval -h, as eval draws no samples);
+    a note says they are not used, as score's does for --eval-windows."""
+    common = ["eval", str(tiny_model), "--calib", str(small_calib), "-q", "--seq-len", "32", "--eval-windows", "2"]
+    assert cli.main([*common, "--samples", "4", "--seed", "3"]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: ")]
+    assert notes == ["note: eval draws no calibration samples (it measures the held-out windows), so --samples and "
+                     "--seed are not used."], notes
+    assert cli.main([*common, "--seed", "0"]) == 0  # given as the default, still given
+    assert "so --seed is not used." in capsys.readouterr().err
+    assert cli.main(common) == 0
+    assert "note:" not in capsys.readouterr().err
+
+
 class _Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True
