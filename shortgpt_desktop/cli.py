@@ -810,7 +810,10 @@ def _run(args: argparse.Namespace, progress: ProgressBar) -> int:
         if getattr(args, "against", None) and not exists(args.against):
             args.against, against_revision = hub_id_of(args.against, None)
             if against_revision is not None:
-                raise UserError(f"--against opens a Hub model's main revision; give its id, {args.against}.")
+                # "give its id" was followed, and the main revision compared without a word
+                raise UserError(f"--against cannot take a revision ({against_revision}): it compares with "
+                                f"{args.against}'s main revision on the Hub, or with a local folder or .gguf file; "
+                                f"to compare with {against_revision}, download that revision and give its folder.")
         spec = spec_from_args(args)
         models = [m for m in (spec.model, getattr(args, "against", None)) if m]  # never written over
         texts = [t for t in (*spec.calib, spec.eval_text) if t and t != BUILTIN_CORPUS]

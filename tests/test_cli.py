@@ -1362,7 +1362,7 @@ def test_a_hub_page_address_is_the_models_id(tiny_model: Path, small_calib: Path
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """A Hub model's page address, as copied from the browser, was "does not exist"; it opens as its id, which
     the report names with the revision and commit its files came from (the card named no revision), and
-    ``--against`` says it opens the main revision alone."""
+    ``--against`` says it takes no revision."""
     from tests.core.model.test_sources import fill_hub_cache
 
     cache = tmp_path / "hub"
@@ -1399,7 +1399,10 @@ def test_a_hub_page_address_is_the_models_id(tiny_model: Path, small_calib: Path
     assert "\nbase_model: someone/tiny-dev\n" in typed and "removed from `someone/tiny-dev`" in typed, typed
     line = bad(capsys, "eval", str(tiny_model), "--against", "https://hf.co/someone/tiny-llama/tree/dev", "--calib",
                str(small_calib), "--seq-len", "32", "-q")
-    assert "--against opens a Hub model's main revision; give its id, someone/tiny-llama." in line, line
+    # it said "give its id", which then compared with the main revision without a word
+    assert line == ("shortgpt: error: --against cannot take a revision (dev): it compares with someone/tiny-llama's "
+                    "main revision on the Hub, or with a local folder or .gguf file; to compare with dev, download "
+                    "that revision and give its folder."), line
 
 
 def test_a_model_name_past_the_file_systems_limit_is_a_sentence(small_calib: Path,
