@@ -477,9 +477,10 @@ def print_model_info(info: Any, out: TextIO | None = None, label: str = "model")
     """What the model is and what it will cost, before the weights load (``label``: ``against`` for eval's second
     model, which loads once the first is freed)."""
     out = out or sys.stderr
-    out.write(f"{label}: {info.architecture}, {info.n_layers} layers, {human_count(info.n_params)} parameters, "
-              f"{human_bytes(info.bytes_on_disk)} on disk ({info.weight_format}); needs about "
-              f"{human_bytes(info.memory_needed_bytes)} on {info.device} in {info.dtype}"
+    out.write(f"{label}: {info.architecture}, {counted(info.n_layers, 'layer')}, "  # "1 layers" for one
+              f"{human_count(info.n_params)} parameters, {human_bytes(info.bytes_on_disk)} on disk "
+              f"({info.weight_format}); needs about {human_bytes(info.memory_needed_bytes)} on {info.device} in "
+              f"{info.dtype}"
               f"{', one layer at a time' if info.mode == 'streamed' else ''}\n")
     out.flush()
 

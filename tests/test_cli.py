@@ -1643,6 +1643,19 @@ def test_eval_says_that_it_does_not_use_samples_or_seed(tiny_model: Path, small_
     assert "note:" not in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("n_layers", "said"), [(1, "1 layer,"), (2, "2 layers,")])
+def test_the_model_line_counts_its_layers_in_the_right_number(n_layers: int, said: str) -> None:
+    """A one-layer model (a pruned copy given to eval --against, say) was "1 layers"."""
+    from types import SimpleNamespace
+
+    info = SimpleNamespace(architecture="LlamaForCausalLM", n_layers=n_layers, n_params=4_000_000,
+                           bytes_on_disk=8_000_000, weight_format="safetensors", memory_needed_bytes=16_000_000,
+                           device="cpu", dtype="float32", mode="in memory")
+    out = io.StringIO()
+    cli.print_model_info(info, out, label="against")
+    assert out.getvalue().startswith(f"against: LlamaForCausalLM, {said} 4.0 M parameters"), out.getvalue()
+
+
 class _Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True
