@@ -405,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser("sweep", help="the quality curve: held-out perplexity for 0, 1, 2... layers removed")
     common(sweep)
     metric_arg(sweep)
-    sweep.add_argument("--max", type=_positive_int, dest="max_removed",
+    sweep.add_argument("--max", type=_positive_int, dest="max_removed", metavar="N",  # not MAX_REMOVED
                        help="the most layers to remove (default: half the layers)")
     sweep.add_argument("--csv", metavar="PATH", help="write the curve as CSV")
     sweep.add_argument("--no-quiz", action="store_true", help="leave out the quiz at each count (the check's short "

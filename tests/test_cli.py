@@ -1656,6 +1656,15 @@ def test_the_model_line_counts_its_layers_in_the_right_number(n_layers: int, sai
     assert out.getvalue().startswith(f"against: LlamaForCausalLM, {said} 4.0 M parameters"), out.getvalue()
 
 
+def test_sweeps_help_writes_max_as_the_readme_does(capsys: pytest.CaptureFixture[str]) -> None:
+    """``sweep -h`` showed ``--max MAX_REMOVED`` (its dest), which reads as an option --max-removed that is not one;
+    the README's table writes ``--max N``."""
+    assert cli.main(["sweep", "--help"]) == 0
+    shown = capsys.readouterr().out
+    assert "--max N" in shown and "MAX_REMOVED" not in shown, shown
+    assert "`--max N`" in (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+
+
 class _Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True
