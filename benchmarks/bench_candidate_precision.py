@@ -79,7 +79,7 @@ def main() -> None:
     args.models = args.models or [str(m) for m in cached([SMOLLM2, GEMMA3])]
     if not args.models:
         sys.exit("No GGUF model given and none cached; run the slow tests once or pass a path.")
-    require(args.calib, *args.models)
+    require(args.calib, *args.models, instead="give another model path or --calib")
 
     import torch
 

@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=8, help="layers in BI's sets")
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     args = parser.parse_args()
-    require(args.model, args.calib)
+    require(args.model, args.calib, instead="give another with --model or --calib")
 
     from shortgpt_desktop.core.model.loading import quiet_library_progress
 

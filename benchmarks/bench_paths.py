@@ -37,7 +37,8 @@ def cached(models: Iterable[Path]) -> list[Path]:
 
 def require(*paths: str | Path, instead: str = "give another with --model, --calib or --eval") -> None:
     """Exit with one line where a file the benchmark reads is not there ("stdlib" and "builtin" name no file);
-    ``instead``: what to do, in the benchmark's own options."""
+    ``instead``: what to do, in the benchmark's own options (the default names --model, --calib and --eval; one
+    that lacks any of them, or takes its models as arguments, says its own)."""
     for path in paths:
         if str(path) not in ("stdlib", "builtin") and not Path(path).exists():
             sys.exit(f"{path} does not exist: {instead}.")

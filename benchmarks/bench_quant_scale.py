@@ -77,7 +77,7 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    require(args.model, *args.calib, *args.eval)
+    require(args.model, *args.calib, *args.eval, instead="give another model path, --calib or --eval")
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     loaded = open_model(JobSpec(model=args.model, device="cpu", dtype="float32"))

@@ -73,7 +73,7 @@ def main() -> None:
     parser.add_argument("--ratio", type=float, default=0.25)
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     args = parser.parse_args()
-    require(args.calib, *args.models)
+    require(args.calib, *args.models, instead="give another model path or --calib")
     from shortgpt_desktop.core.model.loading import quiet_library_progress
 
     quiet_library_progress()  # before torch: tqdm reads TQDM_DISABLE when it is first imported

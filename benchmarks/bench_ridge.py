@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=SEQ_LEN)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    require(args.model, args.calib, args.prose)
+    require(args.model, args.calib, args.prose, instead="give another with --model, --calib or --prose")
 
     from shortgpt_desktop.core.model.loading import quiet_library_progress
 

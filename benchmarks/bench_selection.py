@@ -101,7 +101,7 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=16)
     parser.add_argument("--subset", type=int, default=8, help="calibration samples for measured choices")
     args = parser.parse_args()
-    require(*args.models, *args.calib, *args.eval_text)
+    require(*args.models, *args.calib, *args.eval_text, instead="give another model path, --calib or --eval")
     import torch
 
     torch.manual_seed(0)
