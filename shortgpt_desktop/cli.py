@@ -810,7 +810,7 @@ def _run(args: argparse.Namespace, progress: ProgressBar) -> int:
             args.model, args.revision = hub_id_of(args.model, args.revision)
         if getattr(args, "against", None) and not exists(args.against):
             args.against, against_revision = hub_id_of(args.against, None)
-            if against_revision is not None:
+            if against_revision not in (None, "main"):  # main is what it opens
                 # "give its id" was followed, and the main revision compared without a word
                 raise UserError(f"--against cannot take a revision ({against_revision}): it compares with "
                                 f"{args.against}'s main revision on the Hub, or with a local folder or .gguf file; "

@@ -1403,6 +1403,10 @@ def test_a_hub_page_address_is_the_models_id(tiny_model: Path, small_calib: Path
     assert line == ("shortgpt: error: --against cannot take a revision (dev): it compares with someone/tiny-llama's "
                     "main revision on the Hub, or with a local folder or .gguf file; to compare with dev, download "
                     "that revision and give its folder."), line
+    # main is the revision it opens: taken as the id
+    cli.main(["eval", str(tiny_model), "--against", "https://hf.co/someone/tiny-llama/tree/main", "--calib",
+              str(small_calib), "--seq-len", "32", "-q"])
+    assert "cannot take a revision" not in capsys.readouterr().err
 
 
 def test_a_model_name_past_the_file_systems_limit_is_a_sentence(small_calib: Path,
