@@ -67,7 +67,24 @@ class Store:
         saved = self._decoded("job/settings")
         self._set_json("job/settings", {**(saved if isinstance(saved, dict) else {}), **values})
 
+    def _written_by_hand(self, key: str) -> list[str] | None:
+        """The items of a list written by hand in the INI without its quotes (``recent=["/a/m.gguf", "/b/n.gguf"]``),
+        which QSettings reads as the texts ``[/a/m.gguf`` and ``/b/n.gguf]`` (its own quotes taken, split at the
+        commas): reported unreadable, it was saved back empty and the valid paths in it were lost. None for anything
+        else."""
+        raw = self.qs.value(key)
+        items = [str(x) for x in raw] if isinstance(raw, list) else [str(raw)] if raw is not None else []
+        if not items or not items[0].lstrip().startswith("[") or not items[-1].rstrip().endswith("]"):
+            return None
+        items[0] = items[0].lstrip()[1:]
+        items[-1] = items[-1].rstrip()[:-1]  # the same item where there is one
+        return [item.strip().strip('"') for item in items if item.strip().strip('"')]
+
     def recent_models(self) -> list[str]:
+        if self._decoded("models/recent") is NOT_JSON:
+            by_hand = self._written_by_hand("models/recent")
+            if by_hand is not None:
+                return by_hand
         return [str(x) for x in self._json("models/recent", []) if isinstance(x, str)]
 
     def set_recent_models(self, items: list[str]) -> None:
@@ -94,6 +111,9 @@ class Store:
         raw = self.qs.value("calibration/sources")
         if raw is None:
             return None
+        by_hand = self._written_by_hand("calibration/sources")
+        if by_hand is not None and self._decoded("calibration/sources") is NOT_JSON:
+            return by_hand
         if isinstance(raw, list):
             return [str(x) for x in raw]
         value = self._decoded("calibration/sources")

@@ -108,3 +108,17 @@ def test_calibration_paths_written_by_hand_with_commas_are_each_a_source(tmp_pat
 
     store = Store(ini(tmp_path / "s.ini", "[calibration]\nsources=/home/me/a.txt, /home/me/b.txt\n"))
     assert store.calibration() == ["/home/me/a.txt", "/home/me/b.txt"]
+
+
+def test_json_lists_written_by_hand_without_quotes_keep_their_paths(tmp_path: Path) -> None:
+    """``recent=["/a/m.gguf", "/b/n.gguf"]`` in the INI, unquoted: QSettings split it at the comma, the list was
+    reported unreadable and saved back empty, the valid model in it lost."""
+    from shortgpt_desktop.gui.settings_store import Store
+
+    store = Store(ini(tmp_path / "s.ini", '[models]\nrecent=["/a/m.gguf", "/b/n.gguf"]\n'
+                                          '[calibration]\nsources=["/t/a.txt", "/t/b.txt"]\n'))
+    assert store.recent_models() == ["/a/m.gguf", "/b/n.gguf"]
+    assert store.calibration() == ["/t/a.txt", "/t/b.txt"]
+    assert store.unreadable == []
+    one = Store(ini(tmp_path / "one.ini", '[models]\nrecent=["/a/m.gguf"]\n'))
+    assert one.recent_models() == ["/a/m.gguf"] and one.unreadable == []
