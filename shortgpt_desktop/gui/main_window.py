@@ -189,13 +189,15 @@ class MainWindow(QMainWindow):
         self._frame_fitted = False
         self._size_shown: QSize | None = None  # the size at the first show, kept until someone resizes it
         self._fit_to_screen()
+        # before the settings are restored: what they could not use was said in the status bar only, where the
+        # next message replaced it within a second
+        self.log_panel.attach("shortgpt_desktop", logging.INFO)
+        for name in ("transformers", "huggingface_hub"):
+            self.log_panel.attach(name)
         self._restore()
         self.jobs.started.connect(self._on_job_started)
         self.jobs.finished.connect(self._on_job_finished)
         self.jobs.progressed.connect(self._on_progress)
-        self.log_panel.attach("shortgpt_desktop", logging.INFO)
-        for name in ("transformers", "huggingface_hub"):
-            self.log_panel.attach(name)
         self._status_timer = QTimer(self)
         self._status_timer.setInterval(2000)
         self._status_timer.timeout.connect(self._update_status)
@@ -432,6 +434,9 @@ class MainWindow(QMainWindow):
         if unusable or store.unreadable:
             notes.append("Saved settings this version cannot use were set to their defaults: "
                          + ", ".join([*unusable, *store.unreadable]) + ".")
+        if self.settings_panel.out_of_range:
+            notes.append("Saved settings out of range were brought within it: "
+                         + ", ".join(self.settings_panel.out_of_range) + ".")
         if not store.writable():
             notes.append(f"Settings cannot be saved: {store.qs.fileName()} cannot be written.")
         for note in notes:

@@ -60,6 +60,7 @@ class SettingsPanel(QGroupBox):
         super().__init__("Settings", parent)
         self._wanted_device: str | None = None  # a saved choice not offered yet (GPUs appear after the probe)
         self._sizes_chosen = False  # the user picked a preset or a size: the device no longer decides them
+        self.out_of_range: list[str] = []  # the numbers the last set_values brought into their boxes' ranges
         self.device_box = QComboBox(self)
         self.set_devices(list(INITIAL_DEVICES))
         self.device_box.setToolTip("Where the model runs. GPUs appear once the PyTorch runtime has started.")
@@ -313,9 +314,12 @@ class SettingsPanel(QGroupBox):
         Sizes given without ``sizes_chosen`` count as chosen (the device no longer changes them); restored
         settings carry the flag, so a preset the device suggested keeps following the device. Returns the values
         that could not be used (``metric 'future-metric'``: one this version does not know, a size that is not a
-        number), which keep their defaults; a size out of its box's range is brought into it.
+        number, a tick that is neither true nor false), which keep their defaults; a number out of its box's range
+        is brought into it, and said in :attr:`out_of_range` (``heal_steps 1,000,000,000 → 100,000``: a settings
+        file edited by hand came back as "Advanced (heal 100000)" without a word).
         """
         unusable: list[str] = []
+        self.out_of_range = []
         merged = {**DEFAULTS, **self.values(), **{k: v for k, v in values.items() if v is not None}}
         if "sizes_chosen" in values:
             self._sizes_chosen = values["sizes_chosen"] in (True, "true", "1", 1)
@@ -340,10 +344,19 @@ class SettingsPanel(QGroupBox):
             except (TypeError, ValueError, OverflowError):  # OverflowError: Infinity, which JSON allows
                 unusable.append(f"{key} {merged[key]!r}")
                 value = int(DEFAULTS[key])
-            box.setValue(min(max(value, box.minimum()), box.maximum()))  # 1e300 overflowed Qt's int
+            kept = min(max(value, box.minimum()), box.maximum())  # 1e300 overflowed Qt's int
+            if kept != value:
+                raw = merged[key]
+                shown = f"{raw:,}" if isinstance(raw, int) else f"{raw:g}" if isinstance(raw, float) else str(raw)
+                self.out_of_range.append(f"{key} {shown} → {kept:,}")
+            box.setValue(kept)
         for box, key in ((self.trust_box, "trust_remote_code"), (self.low_memory_box, "low_memory"),
                          (self.repair_box, "repair"), (self.refit_box, "refit")):
-            box.setChecked(merged[key] in (True, "true", "1", 1))  # QSettings may hand back strings
+            value = merged[key]
+            if value not in (True, False, "true", "false", "1", "0", 1, 0):  # QSettings may hand back strings
+                unusable.append(f"{key} {value!r}")  # "maybe" unticked the repair without a word
+                value = DEFAULTS[key]
+            box.setChecked(value in (True, "true", "1", 1))
         self.refit_box.setEnabled(self.repair_box.isChecked())
         self._sync_preset()
         if self.preset_box.currentData() == CUSTOM:
