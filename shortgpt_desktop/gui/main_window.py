@@ -40,7 +40,7 @@ from .. import __version__
 from ..core import defaults
 from ..core.cut.plan import PrunePlan
 from ..core.engine import STREAMED_CURVE_NOTE, JobSpec, Scored
-from ..core.errors import PlanError, UserError
+from ..core.errors import Hint, PlanError, UserError
 from ..core.formats.provenance import earlier_removed
 from ..core.measure.calibration import BUILTIN_CORPUS
 from ..core.measure.metrics import METRICS
@@ -1178,9 +1178,10 @@ class MainWindow(QMainWindow):
         """A refusal of Check or Save, with the way they run the model where the settings now ask another (a GGUF
         scored one layer at a time is saved as GGUF though Low memory is off now: Score loads it whole)."""
         way = self._scored_way()
-        message = user_message(exc)
         if way is None:
-            return message
+            return user_message(exc)
+        # "…or untick 'Low memory' in Settings" was said with it unticked already: the scored way is what holds
+        message = str(exc).rstrip() if exc.hint == Hint.LOW_MEMORY_METRIC else user_message(exc)
         return f"{message} Check and Save run the model as it was scored ({way}); press Score to use the new settings."
 
     def _note_scored_text_kept(self, what: str) -> None:

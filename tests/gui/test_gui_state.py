@@ -386,6 +386,15 @@ def test_low_memory_unticked_after_scoring_is_said_and_check_and_save_keep_the_s
         window.save()
     assert "press Score to use the new settings" in shown.args[0], shown.args[0]
     window.last_dialog.close()
+    window.settings_panel.heal_box.setValue(2)  # "…or untick 'Low memory'" was said with it unticked already
+    with qtbot.waitSignal(window.errorShown, timeout=10_000) as shown:
+        window.check()
+    assert shown.args[0].startswith("Healing trains the whole model at once, which low-memory mode cannot hold; turn "
+                                    "healing off (the repair still runs). Check and Save run the model as it was "
+                                    "scored (one layer at a time"), shown.args[0]
+    assert "untick" not in shown.args[0], shown.args[0]
+    window.last_dialog.close()
+    window.settings_panel.heal_box.setValue(0)
     window.settings_panel.low_memory_box.setChecked(True)  # back to the scored way: nothing to say
     qtbot.waitUntil(lambda: "until the next Score" not in mode.text(), timeout=10_000)
     window.settings_panel.low_memory_box.setChecked(False)
