@@ -324,6 +324,12 @@ class JobProgress:
             download=(done, total) if stage == "download" else None,
             scores=partial if stage == "scoring" and isinstance(partial, list) else None)
 
+    def took(self, job: str, seconds: float) -> str:
+        """The Log's line for a job that ended well: its time, and the time said before it where one was (a Check of
+        4 min 23 s said nothing of its time, where a scoring says "Scored 18 layers in 21.3 s")."""
+        said = f", {human_seconds(self.whole[1])} said before it" if self.whole else ""
+        return f"{job_title(job)} took {human_seconds(seconds)}{said}."
+
     def finished(self, outcome: str) -> str:
         """The line once a job has stopped (``ok``: nothing; the result speaks for itself)."""
         self.whole = None

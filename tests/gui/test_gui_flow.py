@@ -480,6 +480,7 @@ def test_low_memory_mode_scores_the_same_one_layer_at_a_time(qtbot, opened) -> N
     with qtbot.waitSignal(window.jobFinished, timeout=60_000) as checked:
         window.check()
     assert checked.args == ["check", "ok"]
+    assert "Checking perplexity took " in window.log_panel.view.toPlainText()  # as a scoring says its own
     # One layer at a time the check is whole too: fidelity to the original and a (short) generation.
     checked = window.engine.checked
     assert checked.ppl_after > 1 and checked.fidelity is not None and checked.generation_after

@@ -178,6 +178,17 @@ def test_progress_is_worded_here_with_the_counters_unit_and_the_time_left() -> N
     assert words.update("a new stage", 0, 0).text == "a new stage…"
 
 
+def test_a_job_that_ended_says_its_time_and_the_time_said_before_it() -> None:
+    """A Check of 4 min 23 s said nothing of its time in the Log, where a scoring says "Scored 18 layers in 21.3 s";
+    set against the 3 min 14 s said before it, the estimate can be judged."""
+    from shortgpt_desktop.gui.session import JobProgress
+
+    words = JobProgress(Clock())
+    assert words.took("save", 21.0) == "Saving took 21.0 s."
+    words.keep_whole(194.0)
+    assert words.took("check", 263.0) == "Checking perplexity took 4 min 23 s, 3 min 14 s said before it."
+
+
 def test_a_stage_another_one_interrupted_keeps_its_own_pace() -> None:
     """bi+'s choice, 74 of 92 passes in 148 s, waits 300 s for the chat answers its repair fits on, then resumes: its
     pace is its own 2 s a pass, neither the answers' seconds nor the 7 s its first pass after them took (the time
