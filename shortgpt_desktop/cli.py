@@ -27,7 +27,7 @@ from .core.cut.selection import protected_layers
 from .core.errors import Cancelled, Hint, UserError, worded
 from .core.formats.provenance import in_first_original
 from .core.measure.calibration import BUILTIN_CORPUS, DEFAULT_HELDOUT_FRACTION
-from .core.measure.metrics import METRICS
+from .core.measure.metrics import METRICS, score_column
 from .core.measure.quiz import quiz_summary
 from .core.model.loading import quiet_library_progress
 from .core.progress import counts_layers, stage_unit
@@ -519,7 +519,7 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
         # lowest layers, ends and all, so the line below does not say it never removes them.
         refines = report.metric in METRICS and METRICS[report.metric].refines
         protected = set(protected_layers(len(report.scores))) if refines else set()
-        out.write(f"{'layer':>5}  {report.metric + (' (BI)' if refines else ''):>12}\n")
+        out.write(f"{'layer':>5}  {score_column(report.metric):>12}\n")
         for i, value in enumerate(report.scores):
             mark = "  removed" if i in removed else "  protected" if i in protected else ""
             shown = "—" if value is None else f"{value:.5f}"

@@ -12,6 +12,7 @@ from typing import Any
 from .. import __version__
 from ..format import counted, in_number, layer_list, layer_span
 from . import defaults
+from .measure.metrics import score_column
 
 #: GGUF file types that hold floats, not quantized blocks: saved as safetensors they are converted, not de-quantized.
 FLOAT_TYPES = ("F32", "F16", "BF16", "F64", "ALL_F32", "MOSTLY_F16", "MOSTLY_BF16")
@@ -420,14 +421,14 @@ tags:
 - Tool: ShortGPT Desktop {report.version}
 - Metric: {report.metric}{_given_words(report)}\
 {f" (block of {report.block_size})" if report.block_size else ""}\
-{f"; {report.selection}" if report.selection else ""}
+{f". {report.selection}" if report.selection else ""}
 - Calibration: {_calibration_line(report, calibration)}
 - Device: {report.device}, {report.dtype}
 - Format: {output_format}
 - Repair: {repair_line}
 
 Layer-pruned models usually lose some quality, most of all in free generation; check it on your own task.
-{_score_table(report.picked_after or report.metric, rows)}""")
+{_score_table(score_column(report.picked_after or report.metric), rows)}""")
 
 
 def sliding_window_words(pattern: list[bool]) -> str:

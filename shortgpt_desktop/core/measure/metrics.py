@@ -126,6 +126,13 @@ def register(metric: Metric) -> Metric:
     return metric
 
 
+def score_column(name: str) -> str:
+    """The heading of the metric ``name``'s column of scores: bi+'s are plain BI (its search measures sets, it does
+    not score layers), so "bi+ (BI)", as the command line's table writes it; the card's column said "bi+"."""
+    metric = METRICS.get(name)
+    return f"{name} (BI)" if metric is not None and metric.refines else name
+
+
 def get_metric(name: str) -> Metric:
     if name not in METRICS:
         raise UserError(f"Unknown metric {name!r}: choose one of {', '.join(METRICS)}.")

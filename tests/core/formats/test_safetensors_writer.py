@@ -371,6 +371,9 @@ def test_the_card_says_how_the_layers_were_chosen(tiny_model: Path, small_calib:
     measured = model_card(engine.report(plan, spec), str(tiny_model))
     assert "then the set chosen by measuring candidates" in measured and "lowest-ranked" not in measured
     assert "## Layer scores" in measured
+    # bi+'s column is plain BI (the command line's table says so), and its choice a sentence of its own ("bi+;
+    # Removed 2 layers chosen by …")
+    assert "| layer | bi+ (BI) |" in measured and "- Metric: bi+. Removed 2 layers chosen by " in measured, measured
     by_hand = run_prune(Engine(), dataclasses.replace(spec, layers=[1, 2], count=None, out=str(tmp_path / "out")))
     card = (tmp_path / "out" / "README.md").read_text()
     assert by_hand.metric == "manual" and "as listed by hand (no scoring)" in card
@@ -379,7 +382,7 @@ def test_the_card_says_how_the_layers_were_chosen(tiny_model: Path, small_calib:
     picked = model_card(engine.report(engine.plan(layers=[1, 4]), spec), str(tiny_model))
     assert "picked by hand, after scoring the layers with **bi+** (the scores are below)" in picked, picked
     assert "- Metric: manual (layers picked from bi+ scores)" in picked
-    assert "## Layer scores" in picked and "| layer | bi+ |" in picked and "no scoring" not in picked
+    assert "## Layer scores" in picked and "| layer | bi+ (BI) |" in picked and "no scoring" not in picked
     report = engine.report(engine.plan(layers=[1, 4]), spec)
     assert report.picked_after == "bi+" and report.scores == engine.scores.scores and report.calibration
 
