@@ -156,7 +156,9 @@ class ModelPanel(QGroupBox):
                            ("mode", "Runs")):
             # "Runs" can say two things ("one layer at a time until the next Score, then whole, in memory"): two
             # lines at most, the rest in its tooltip (it was cut at the comma)
-            value = ElidedLabel(self, max_lines=2) if key == "mode" else QLabel(self)
+            # Memory needed ("3.0 GB on cpu, float32, one layer at a time") was cut mid-word, with no "…": elided
+            value = ElidedLabel(self, max_lines=2 if key == "mode" else 1) if key in ("mode", "memory") \
+                else QLabel(self)
             value.setText("—")
             value.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             # No word wrap (it would make the left column taller than a 720-px screen): a long value is cut,
@@ -242,7 +244,7 @@ class ModelPanel(QGroupBox):
         if streamed:
             self.values["memory"].setText(f"{human_bytes(memory.runtime_bytes + memory.streamed_total)} on "
                                           f"{info.device}, {info.dtype}, one layer at a time")
-            self.values["memory"].setToolTip(
+            self.memory_label.set_details(
                 f"the program {human_bytes(memory.runtime_bytes)} + one layer at a time "
                 f"{human_bytes(memory.streamed_total)} (the largest layer's weights, the weights outside the layers, "
                 "the samples' hidden states, one batch's working memory and the recipe's caches)")
@@ -262,12 +264,19 @@ class ModelPanel(QGroupBox):
         rest = memory.peak_bytes - memory.runtime_bytes - memory.weights_bytes - listed
         more = (f" + the samples' hidden states, the measured choice's caches, the repair and healing "
                 f"{human_bytes(rest)}" if rest > 0 else "")
-        self.values["memory"].setToolTip(
+        self.memory_label.set_details(
             f"the program {human_bytes(memory.runtime_bytes)} + weights {human_bytes(memory.weights_bytes)} + "
             f"{extra}{more}")
 
     def set_memory_error(self, message: str) -> None:
-        self.values["memory"].setText(message)
+        self.memory_label.set_details("")  # the figure's parts were kept beside the error
+        self.memory_label.setText(message)
+
+    @property
+    def memory_label(self) -> ElidedLabel:
+        label = self.values["memory"]
+        assert isinstance(label, ElidedLabel)
+        return label
 
     def set_mode(self, text: str, details: str = "") -> None:
         """Whether the model runs whole or one layer at a time, and what each way needs."""

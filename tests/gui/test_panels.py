@@ -393,6 +393,9 @@ def test_the_memory_tooltip_says_what_a_gpu_holds_and_what_ram_holds_while_loadi
     memory.streamed_total = 6 * 10**8
     panel.set_memory(SimpleNamespace(memory=memory, device="cpu", dtype="float32"), streamed=True)
     assert label.text() == "1.0 GB on cpu, float32, one layer at a time"
+    label.resize(label.fontMetrics().horizontalAdvance("1.0 GB on cpu, float32, one"), label.height())
+    # cut mid-word with no mark ("…, one layer at a ti") on a narrow left column: elided, the parts still its tooltip
+    assert label.shown_text().endswith("…") and label.toolTip().startswith("the program 400.0 MB + one layer at a time")
     assert label.toolTip().startswith("the program 400.0 MB + one layer at a time 600.0 MB (")
 
 
