@@ -112,6 +112,9 @@ class Checked:
     #: The text gave fewer held-out windows than asked for (:func:`.pipeline.fewer_windows`): more windows would
     #: measure no more, more text would.
     text_ran_out: bool = False
+    #: The warning where the healing measured did not lower its loss (:func:`.cut.healing.healing_did_not_help`),
+    #: else "": the window said it in the Log and for 20 s in the status bar, not beside the figures.
+    healing_note: str = ""
 
     @property
     def streamed_note(self) -> str | None:
@@ -1414,7 +1417,8 @@ class Engine:
         self.check_unchanged()
         started = time.perf_counter()
         loaded, tokens = self.held_out(spec, progress, cancel)
-        weights = self.adjust(spec, removed, progress, cancel).weights
+        adjusted = self.adjust(spec, removed, progress, cancel)
+        weights = adjusted.weights
         if self.reference is not None and self.reference_key == self._reference_key(spec):
             after, fidelity = self._compared(spec, tokens, removed, weights, progress, cancel)
         else:  # the original's pass and the pruned model's together: each layer is read once for both
@@ -1445,10 +1449,13 @@ class Engine:
         prompt = prompt if self.generates(prompt) else ""
         streamed = None if self.backend is None or self.backend.whole_model else getattr(self.backend,
                                                                                              "MAX_NEW_TOKENS", None)
+        from .cut.healing import healing_did_not_help
+
         self.checked = Checked(list(removed), before.perplexity, after.perplexity, before.tokens, prompt,
                                gen_before, gen_after, time.perf_counter() - started, chat, fidelity, quiz,
                                self._checked_key(spec, removed), streamed,
-                               pipeline.fewer_windows(spec, tokens) is not None)
+                               pipeline.fewer_windows(spec, tokens) is not None,
+                               healing_did_not_help(adjusted.heal.losses) if adjusted.heal is not None else "")
         return self.checked
 
     def checked_for(self, spec: JobSpec, removed: Sequence[int]) -> Checked | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from html import escape
+
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QGridLayout,
@@ -88,6 +90,8 @@ class ComparePanel(QWidget):
             f"pruned <b>{checked.ppl_after:.2f}</b> (× {ratio:.2f}); "
             f"removed {in_number(len(checked.removed), 'layer')} {layer_list(checked.removed)}"
             + (f", {checked.adjusted_as}." if checked.adjusted_as else ".")
+            # in the Log and for 20 s in the status bar only, while Save wrote a file 12% larger for it
+            + (f" <b>The {escape(checked.healing_note)}</b>" if checked.healing_note else "")
         )
         tip = ""
         fidelity = checked.fidelity

@@ -85,6 +85,23 @@ def test_compare_panel_shows_a_chat_answer_alone_and_a_raw_continuation_with_its
     assert "chat template" not in panel.result.text()
 
 
+def test_a_healing_that_did_not_lower_its_loss_is_said_beside_the_figures(qtbot) -> None:
+    """It was said in the Log and for 20 s in the status bar; the paragraph read "repaired and healed (2 LoRA
+    steps)", and Save then wrote a file 12% larger for it."""
+    from shortgpt_desktop.core.cut.healing import healing_did_not_help
+
+    panel = ComparePanel()
+    qtbot.addWidget(panel)
+    note = healing_did_not_help([0.7299, 0.8329])
+    checked = Checked(removed=[3, 4], ppl_before=10.0, ppl_after=12.5, eval_tokens=2048, prompt="", seconds=1.0,
+                      generation_before="", generation_after="", healing_note=note)
+    panel.show_checked(checked)
+    assert "<b>The healing did not lower its loss (0.7299 -&gt; 0.8329 in 2 steps" in panel.result.text()
+    checked.healing_note = ""
+    panel.show_checked(checked)
+    assert "healing" not in panel.result.text()
+
+
 def test_an_answer_lost_to_the_cut_is_said_in_the_panel_and_the_report(qtbot) -> None:
     """A cut can keep perplexity and lose the chat turn (SmolLM2 at 8 of 30: the pruned model wrote nothing)."""
     from shortgpt_desktop.core.engine import LOST_ANSWER

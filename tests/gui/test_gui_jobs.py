@@ -518,6 +518,9 @@ def test_a_healing_whose_loss_did_not_fall_is_said_after_check_and_save(qtbot, o
         window.check()  # the same cut and settings: the healing is kept, and said again
     note = "healing did not lower its loss (0.00368 -> 0.00441 in 2 steps"
     assert window.statusBar().currentMessage().startswith(f"Checked; {note}")
+    # and beside the figures, where the status bar's 20 s were easy to miss
+    assert window.engine.checked.healing_note.startswith(note)
+    assert f"The {note.replace('->', '-&gt;')}" in window.compare_panel.result.text()
     assert any(r.getMessage().startswith(note) for r in caplog.records)
     caplog.clear()
     out = tmp_path / "healed"
