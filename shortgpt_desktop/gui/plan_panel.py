@@ -118,6 +118,8 @@ class PlanPanel(QGroupBox):
                              "Check or Save has fitted the repair, this is the most it can be")
         self._source_format: str | None = None  # the first of set_formats (a GGUF source: GGUF)
         self.format_box = QComboBox(self)
+        #: A format chosen, then greyed out (:meth:`refuse_format`): chosen again once it is offered again.
+        self._format_wanted: str | None = None
         self.format_box.setEnabled(False)  # empty until a model's formats are known: it looked ready to use
         self.format_box.setToolTip("What Save writes; the size above is for this format")
         self.format_box.currentIndexChanged.connect(
@@ -353,6 +355,7 @@ class PlanPanel(QGroupBox):
 
     def set_formats(self, formats: list[str], current: str) -> None:
         """The formats this model can be saved in (a GGUF source: GGUF first)."""
+        self._format_wanted = None
         self._source_format = formats[0] if formats else None
         self.format_box.blockSignals(True)
         self.format_box.clear()
@@ -364,16 +367,29 @@ class PlanPanel(QGroupBox):
         self.format_box.setEnabled(len(formats) > 1)
         self.format_box.blockSignals(False)
 
-    def refuse_format(self, name: str, why: str) -> None:
+    def refuse_format(self, name: str, why: str) -> bool:
         """Grey out the format ``name`` where the way the model runs cannot write it, ``why`` in its tooltip (""
-        offers it again). One already chosen stays chosen, and Save says ``why`` before it asks for a folder."""
+        offers it again). One already chosen gives way to the first format still offered until it is offered again
+        (it stayed chosen, greyed, with its size under it, and Save was refused at the click); True where the
+        choice changed so."""
         index = self.format_box.findData(name)
         model = self.format_box.model()
         if index < 0 or not isinstance(model, QStandardItemModel):
-            return
+            return False
         item = model.item(index)
         item.setEnabled(not why)
         item.setToolTip(why or self.FORMATS.get(name, (name, ""))[1])
+        if why and self.format_box.currentIndex() == index:
+            offered = [i for i in range(self.format_box.count()) if i != index and model.item(i).isEnabled()]
+            if offered:
+                self._format_wanted = name
+                self.format_box.setCurrentIndex(offered[0])  # formatChanged: the sizes follow
+                return True
+        elif not why and self._format_wanted == name:
+            self._format_wanted = None
+            self.format_box.setCurrentIndex(index)
+            return True
+        return False
 
     @property
     def output_format(self) -> str | None:

@@ -627,3 +627,21 @@ def test_the_removed_layers_line_keeps_its_height_from_one_line_to_two(qtbot) ->
         label.setText(text)
         heights.append(label.heightForWidth(width))
     assert heights[0] == heights[1], heights
+
+
+def test_a_format_greyed_out_while_chosen_gives_way_and_comes_back_when_offered_again(qtbot) -> None:
+    """Low memory ticked with safetensors chosen for a GGUF model: the greyed-out format stayed chosen, its size under
+    the plan, and Save was refused at the click."""
+    panel = PlanPanel()
+    qtbot.addWidget(panel)
+    panel.set_formats(["gguf", "safetensors"], "safetensors")
+    chosen: list[str] = []
+    panel.formatChanged.connect(chosen.append)
+    assert panel.refuse_format("safetensors", "Not one layer at a time.") is True
+    assert panel.output_format == "gguf" and chosen == ["gguf"]
+    assert panel.refuse_format("safetensors", "Not one layer at a time.") is False  # said once
+    assert panel.refuse_format("safetensors", "") is True and panel.output_format == "safetensors"
+    assert chosen == ["gguf", "safetensors"]
+    panel.set_formats(["gguf", "safetensors"], "gguf")  # chosen by hand while greyed: not brought back later
+    panel.refuse_format("safetensors", "Not one layer at a time.")
+    assert panel.refuse_format("safetensors", "") is False and panel.output_format == "gguf"
