@@ -201,10 +201,10 @@ class CalibrationPanel(QGroupBox):
         self.list.itemSelectionChanged.connect(self._update_buttons)
         self.add_files_button = QPushButton("Add files…", self)
         self.add_files_button.setToolTip("Add text files (.txt, .md, .json, .jsonl…) to calibrate on; or drop them on "
-                                         "the list")
+                                         "the list (Ctrl+T)")
         self.add_files_button.clicked.connect(self.browse_files)
         self.add_folder_button = QPushButton("Add folder…", self)
-        self.add_folder_button.setToolTip("Add every text file in a folder and the folders inside it")
+        self.add_folder_button.setToolTip("Add every text file in a folder and the folders inside it (Ctrl+Shift+T)")
         self.add_folder_button.clicked.connect(self.browse_folder)
         self.remove_button = QPushButton("Remove", self)
         self.remove_button.setToolTip("Take the selected files or folders off the list (Delete); nothing is deleted "

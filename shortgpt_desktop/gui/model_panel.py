@@ -118,7 +118,8 @@ class ModelPanel(QGroupBox):
         self.folder_button.setToolTip("Open a model folder (config.json and its weights) (Ctrl+O)")
         self.gguf_button = QPushButton(".gguf…", self)
         self.gguf_button.clicked.connect(self.browse_gguf)
-        self.gguf_button.setToolTip("Open a model saved as one .gguf file (llama.cpp, Ollama, LM Studio)")
+        self.gguf_button.setToolTip("Open a model saved as one .gguf file (llama.cpp, Ollama, LM Studio) "
+                                    "(Ctrl+Shift+O)")
 
         row = QHBoxLayout()
         row.addWidget(self.field, 1)

@@ -326,6 +326,11 @@ def test_each_job_and_text_to_open_has_a_shortcut_and_no_two_share_one(window) -
         assert keys.get(name), (name, keys)
     taken = [k for ks in keys.values() for k in ks]
     assert len(taken) == len(set(taken)), keys
+    # each panel button says its menu action's key, as Folder… said Ctrl+O (.gguf… and the two Add buttons did not)
+    buttons = (window.model_panel.folder_button, window.model_panel.gguf_button,
+               window.calibration_panel.add_files_button, window.calibration_panel.add_folder_button)
+    for button, act in zip(buttons, window.open_actions, strict=True):
+        assert button.toolTip().endswith(f"({act.shortcut().toString()})"), (button.toolTip(), act.text())
     window.plan_panel.curve_button.setEnabled(False)
     window._update_buttons()
     assert not window.curve_action.isEnabled()  # as its button: no scores yet
