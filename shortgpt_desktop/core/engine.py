@@ -567,13 +567,23 @@ class Engine:
         Before the model loads, the mode these settings will load it in is decided (once, see :meth:`mode_for`)
         and asked, so a job that would stop at its repair or its save is refused before its scoring.
         ``scoring_only``: only ``metric`` is asked (the window's Score, whose healing and format come at Check and
-        Save: a metric one layer at a time cannot run was refused after the model had loaded, as "Scoring failed").
+        Save: a metric one layer at a time cannot run was refused after the model had loaded, as "Scoring failed"),
+        and only where the way is settled without an estimate: an estimate for other settings lets the loaded copy
+        go, and the scores with it, before Score asked whether to drop them.
         """
         wanted: dict[str, Any] = dict(metric=get_metric(metric) if metric else None, asked=spec.low_memory is not None)
         if not scoring_only:
             wanted.update(heal_steps=spec.heal_steps, output_format=self.resolved_format)
         loaded = self.backend is not None and self.load_key == self._load_key(spec)
         if self.source is None and not loaded:
+            return
+        if scoring_only and not loaded:
+            settled = {True: "streamed", False: "memory"}.get(spec.low_memory) or self.decided_mode(spec)
+            if settled is None:  # the load decides, and refuses then
+                return
+            problem = backend_class(settled).refusal_for(self.source, **wanted)
+            if problem is not None:
+                raise problem
             return
         mode = self.backend.mode if loaded else self.mode_for(spec)
         if mode == "streamed" and spec.low_memory is None and spec.heal_steps > 0 and not scoring_only:

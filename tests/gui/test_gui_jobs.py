@@ -640,6 +640,34 @@ def test_opening_another_model_or_quitting_asks_before_dropping_a_minute_of_unsa
     assert not window.isVisible()
 
 
+@pytest.mark.parametrize("metric", ["bi", "ppl"])
+def test_score_with_other_settings_keeps_the_scores_until_its_question_is_answered(qtbot, opened, monkeypatch,
+                                                                                 metric: str) -> None:
+    """Score's refusal at the click (a metric one layer at a time cannot run) estimated the memory for the new
+    settings first, which let the loaded copy go and the scores with it: "Score again?" was never asked, and a
+    refused click left the plan on screen unusable (a review)."""
+    from shortgpt_desktop.gui import main_window
+
+    window = opened
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.start_scoring()
+    scores = window.engine.scores
+    monkeypatch.setattr(main_window, "ASK_BEFORE_DROPPING_SECONDS", 1e-6)
+    asked: list[str] = []
+    monkeypatch.setattr(dialogs, "ask_yes_no", lambda parent, title, text: asked.append(title) and False)
+    window.settings_panel.low_memory_box.setChecked(True)
+    box = window.settings_panel.metric_box
+    box.setCurrentIndex(box.findData(metric))
+    started: list[str] = []
+    window.jobs.started.connect(started.append)
+    window.start_scoring()
+    assert started == [] and window.engine.scores is scores and window.plan_is_usable
+    if metric == "ppl":  # refused at the click, with nothing asked
+        assert asked == [] and window.dialogs[-1].windowTitle().endswith("Cannot score")
+    else:  # asked, and "No" keeps them
+        assert asked == ["Score again?"]
+
+
 def test_scoring_again_asks_before_dropping_a_check_and_closing_no_longer_lists_it(qtbot, opened, tmp_path: Path,
                                                                                    monkeypatch) -> None:
     """A stray Ctrl+R after a 5-minute check and a 6-minute curve threw both away without a word (and another metric
