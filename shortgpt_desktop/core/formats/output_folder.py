@@ -153,12 +153,6 @@ def check_output_folder(out: Path, source: ModelSource, force: bool) -> Path:
             # `--out small.gguf` made a folder small.gguf holding small.gguf.gguf, which `llama-cli -m` cannot open
             raise OutputError(f"{out.name} names a file, but the output is a folder (the model is written inside it, "
                               f"named after it); give a folder name, like {out.with_suffix('').name}.")
-        if out.exists() and _is_within(Path.cwd().resolve(), out):
-            why = ("which Windows does not let it replace" if CURRENT_FOLDER_IS_LOCKED else
-                   "which the finished model replaces: the terminal would be left in a deleted folder, showing "
-                   "nothing where the model was saved")
-            raise OutputError(f"{out} is the folder this program runs in, {why}; choose another folder (a new "
-                              "one is made), or start it from another folder.")
         if out.is_dir() and os.path.ismount(out):
             raise OutputError(f"{out} is the top of a drive (a mount point), which cannot be replaced; choose a "
                               "folder inside it.")
@@ -168,6 +162,13 @@ def check_output_folder(out: Path, source: ModelSource, force: bool) -> Path:
                 raise OutputError(f"{out} is not empty; choose an empty folder.", hint=Hint.REPLACE_OUTPUT)
             if why:  # "add --force to replace it" was said of a folder of notes, which --force then refused
                 raise OutputError(f"{out} {why}; choose an empty folder or an earlier output.")
+        # after those: a folder of the user's files that holds the current one is refused for what it holds
+        if out.exists() and _is_within(Path.cwd().resolve(), out):
+            why = ("which Windows does not let it replace" if CURRENT_FOLDER_IS_LOCKED else
+                   "which the finished model replaces: a terminal there would be left in a deleted folder, showing "
+                   "nothing where the model was saved")
+            raise OutputError(f"{out} is the folder this program runs in, {why}; choose another folder (a new "
+                              "one is made), or start it from another folder.")
     except OSError as exc:  # a folder one may not read or enter
         raise OutputError(f"Cannot use {out} as the output folder: {os_reason(exc)}.") from None
     except RuntimeError as exc:  # a link loop, or ~user for no such user

@@ -129,14 +129,21 @@ def test_the_folder_the_program_runs_in_is_refused_as_the_output(
     source = resolve(str(tiny_model))
     monkeypatch.chdir(out)
     monkeypatch.setattr(of, "CURRENT_FOLDER_IS_LOCKED", False)
-    with pytest.raises(OutputError, match="is the folder this program runs in, which the finished model replaces: the "
-                                          "terminal would be left in a deleted folder"):
+    with pytest.raises(OutputError, match="is the folder this program runs in, which the finished model replaces: a "
+                                          "terminal there would be left in a deleted folder"):
         of.check_output_folder(Path("."), source, force=False)
-    inner = out / "inner"
-    inner.mkdir()
-    monkeypatch.chdir(inner)
+    _earlier_output(out)  # an earlier output replaced with --force, from inside it
+    with pytest.raises(OutputError, match="is not empty"):
+        of.check_output_folder(Path("."), source, force=False)
     with pytest.raises(OutputError, match="is the folder this program runs in"):
-        of.check_output_folder(out, source, force=True)
+        of.check_output_folder(Path("."), source, force=True)
+    # a folder of the user's files that holds the current one is refused for what it holds, not for a terminal
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match="holds") as refused:
+        of.check_output_folder(tmp_path, source, force=True)
+    assert "runs in" not in str(refused.value)
+    for name in ("config.json", "README.md"):
+        (out / name).unlink()
     monkeypatch.setattr(of, "CURRENT_FOLDER_IS_LOCKED", True)
     with pytest.raises(OutputError, match="is the folder this program runs in, which Windows does not let it replace"):
         of.check_output_folder(Path("."), source, force=False)
