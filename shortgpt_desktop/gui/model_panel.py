@@ -245,8 +245,8 @@ class ModelPanel(QGroupBox):
         if streamed:
             self.values["memory"].setText(f"{human_bytes(memory.runtime_bytes + memory.streamed_total)} on "
                                           f"{info.device}, {info.dtype}, one layer at a time")
-            self.memory_label.set_details(
-                f"the program {human_bytes(memory.runtime_bytes)} + one layer at a time "
+            self.memory_label.set_details(  # the text first: elided, its end was in no tooltip
+                f"{self.memory_label.text()}\nthe program {human_bytes(memory.runtime_bytes)} + one layer at a time "
                 f"{human_bytes(memory.streamed_total)} (the largest layer's weights, the weights outside the layers, "
                 "the samples' hidden states, one batch's working memory and the recipe's caches)")
             return
@@ -266,7 +266,8 @@ class ModelPanel(QGroupBox):
         more = (f" + the samples' hidden states, the measured choice's caches, the repair and healing "
                 f"{human_bytes(rest)}" if rest > 0 else "")
         self.memory_label.set_details(
-            f"the program {human_bytes(memory.runtime_bytes)} + weights {human_bytes(memory.weights_bytes)} + "
+            f"{self.memory_label.text()}\nthe program {human_bytes(memory.runtime_bytes)} + weights "
+            f"{human_bytes(memory.weights_bytes)} + "
             f"{extra}{more}")
 
     def set_memory_error(self, message: str) -> None:

@@ -376,8 +376,8 @@ def test_the_memory_tooltip_says_what_a_gpu_holds_and_what_ram_holds_while_loadi
     panel.set_memory(SimpleNamespace(memory=memory, device="cuda:0", dtype="bfloat16"))
     label = panel.values["memory"]
     assert label.text() == "3.0 GB on cuda:0, bfloat16"
-    assert label.toolTip() == ("the program 400.0 MB + weights 2.0 GB + working memory 200.0 MB on cuda:0, and in "
-                               "RAM while loading 1.0 GB")
+    assert label.toolTip() == ("3.0 GB on cuda:0, bfloat16\nthe program 400.0 MB + weights 2.0 GB + working memory "
+                               "200.0 MB on cuda:0, and in RAM while loading 1.0 GB")
     memory.on_cpu = True
     panel.set_memory(SimpleNamespace(memory=memory, device="cpu", dtype="float32"))
     # The parts add up to the figure shown (12.4 TB shown against 10.2 TB listed at 4,096 × 32,768 tokens)
@@ -386,17 +386,19 @@ def test_the_memory_tooltip_says_what_a_gpu_holds_and_what_ram_holds_while_loadi
                                     "states, the measured choice's caches, the repair and healing 100.0 MB")
     memory.loading_bytes = 0  # "what loading holds for a moment 0 B"
     panel.set_memory(SimpleNamespace(memory=memory, device="cpu", dtype="float32"))
-    assert label.toolTip() == ("the program 400.0 MB + weights 2.0 GB + working memory 200.0 MB (for the chosen batch "
-                               "size and sequence length) + the samples' hidden states, the measured choice's caches, "
-                               "the repair and healing 400.0 MB")
+    assert label.toolTip() == ("3.0 GB on cpu, float32\nthe program 400.0 MB + weights 2.0 GB + working memory "
+                               "200.0 MB (for the chosen batch size and sequence length) + the samples' hidden states, "
+                               "the measured choice's caches, the repair and healing 400.0 MB")
     # one layer at a time, that way's figure (it showed the whole model's, 2.0 GB where the job used 0.8 GB)
     memory.streamed_total = 6 * 10**8
     panel.set_memory(SimpleNamespace(memory=memory, device="cpu", dtype="float32"), streamed=True)
     assert label.text() == "1.0 GB on cpu, float32, one layer at a time"
     label.resize(label.fontMetrics().horizontalAdvance("1.0 GB on cpu, float32, one"), label.height())
     # cut mid-word with no mark ("…, one layer at a ti") on a narrow left column: elided, the parts still its tooltip
-    assert label.shown_text().endswith("…") and label.toolTip().startswith("the program 400.0 MB + one layer at a time")
-    assert label.toolTip().startswith("the program 400.0 MB + one layer at a time 600.0 MB (")
+    assert label.shown_text().endswith("…") and label.toolTip().startswith(
+        "1.0 GB on cpu, float32, one layer at a time\nthe program 400.0 MB + one layer at a time")
+    assert label.toolTip().startswith("1.0 GB on cpu, float32, one layer at a time\nthe program 400.0 MB + one layer "
+                                      "at a time 600.0 MB (")
 
 
 def _checked(**over) -> Checked:
