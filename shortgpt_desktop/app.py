@@ -153,8 +153,15 @@ def _say(text: str) -> None:
 
 
 def _no_display() -> bool:
-    display = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    display = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or _wayland_socket()
     return sys.platform.startswith("linux") and not display
+
+
+def _wayland_socket() -> bool:
+    """A Wayland compositor's socket in the session's runtime folder: Qt connects to ``wayland-0`` there where
+    WAYLAND_DISPLAY is not set, so such a session has a display."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    return bool(runtime) and any(Path(runtime).glob("wayland-*"))
 
 
 #: Said where the window has nowhere to open (an SSH session, a server): Qt aborted (exit 134) with a message that
