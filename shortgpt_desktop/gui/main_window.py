@@ -1149,7 +1149,8 @@ class MainWindow(QMainWindow):
                 streamed = view.streamed if scored is None else self.engine.is_streamed
                 self.model_panel.set_memory(view.info, streamed)
                 refused = self.session.format_refused("safetensors", streamed)
-                if self.plan_panel.refuse_format("safetensors", GGUF_STAYS_GGUF if refused else ""):
+                if self.plan_panel.refuse_format("safetensors", GGUF_STAYS_GGUF if refused else "",
+                                                 switch=not self.busy):
                     self.statusBar().showMessage(
                         "Saving as GGUF while the model runs one layer at a time: its safetensors copy would need the "
                         "whole model in memory." if refused else "Saving as safetensors again, as chosen: the model "

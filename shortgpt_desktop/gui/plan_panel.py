@@ -367,11 +367,12 @@ class PlanPanel(QGroupBox):
         self.format_box.setEnabled(len(formats) > 1)
         self.format_box.blockSignals(False)
 
-    def refuse_format(self, name: str, why: str) -> bool:
+    def refuse_format(self, name: str, why: str, switch: bool = True) -> bool:
         """Grey out the format ``name`` where the way the model runs cannot write it, ``why`` in its tooltip (""
         offers it again). One already chosen gives way to the first format still offered until it is offered again
         (it stayed chosen, greyed, with its size under it, and Save was refused at the click); True where the
-        choice changed so."""
+        choice changed so. ``switch``: False while a job runs, whose format must not change under it (Save says
+        ``why`` at the click, as before)."""
         index = self.format_box.findData(name)
         model = self.format_box.model()
         if index < 0 or not isinstance(model, QStandardItemModel):
@@ -379,6 +380,8 @@ class PlanPanel(QGroupBox):
         item = model.item(index)
         item.setEnabled(not why)
         item.setToolTip(why or self.FORMATS.get(name, (name, ""))[1])
+        if not switch:
+            return False
         if why and self.format_box.currentIndex() == index:
             offered = [i for i in range(self.format_box.count()) if i != index and model.item(i).isEnabled()]
             if offered:

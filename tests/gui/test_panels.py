@@ -644,6 +644,9 @@ def test_a_format_greyed_out_while_chosen_gives_way_and_comes_back_when_offered_
     assert panel.refuse_format("safetensors", "Not one layer at a time.") is False  # said once
     assert panel.refuse_format("safetensors", "") is True and panel.output_format == "safetensors"
     assert chosen == ["gguf", "safetensors"]
+    # while a job runs its format stays (the box is greyed then too)
+    assert panel.refuse_format("safetensors", "Not one layer at a time.", switch=False) is False
+    assert panel.output_format == "safetensors"
     panel.set_formats(["gguf", "safetensors"], "gguf")  # chosen by hand while greyed: not brought back later
     panel.refuse_format("safetensors", "Not one layer at a time.")
     assert panel.refuse_format("safetensors", "") is False and panel.output_format == "gguf"
