@@ -220,7 +220,7 @@ def estimate_job(spec: Any, shape: ModelShape, seconds_per_token_layer: float, s
         out.steps["answering"] = work.answers.seconds(n, head, rate)
     from .cut.selection import judged_with_the_saved_fit
 
-    runs = work.runs or (run_count(removed) if removed else guessed_runs(count))
+    runs = work.runs or (run_count(removed) if removed else likely_runs(count, work.bi_scores))
     # where bi+ judges its finalists with the fit the job saves, the repair is made while choosing and its step
     # costs nothing more (8 × 128 tokens with --heal 2: said 8 min 58 s, took 5 min 28 s, the repair counted twice)
     fitted_while_choosing = refines and judged_with_the_saved_fit(spec.samples)
@@ -279,24 +279,37 @@ def choosing_seconds(spec: Any, shape: ModelShape, rate: float, sample_tokens: i
     (:func:`.cut.selection.finalists_to_judge`): the fits are kept, so a set two finalists share is fitted once."""
     import math
 
-    from .cut.selection import candidate_layers, finalists_to_judge, judged_with_the_saved_fit, judging_layers
+    from .cut.selection import (
+        candidate_layers,
+        finalists_to_judge,
+        judged_with_the_saved_fit,
+        judging_layers,
+        protected_layers,
+    )
 
     n, head = shape.n_layers, shape.head_layers
     subset = sample_tokens * min(defaults.SELECTION_SAMPLES, spec.samples) / max(spec.samples, 1)
     stride = min(8, max(1, math.ceil(head / 4)))  # as cut.candidates.head_stride scores the search
     singles, steps = search_left if search_left is not None else (True, max(counts))
-    candidates = (n if singles else 0) + steps * 2 * defaults.SELECTION_WINDOW + 4 * len(counts)
-    # Each candidate runs from where it differs (about half the stack) and a strided head; each greedy step
-    # refreshes the cache from the layer it chose (about half the stack again); a job that repairs judges
+    most = max(counts)
+    # Each candidate runs from where it differs (about half the layers the step keeps) and a strided head; each
+    # greedy step refreshes the cache from the layer it chose (about half of them again); a job that repairs judges
     # the four finalists repaired (on Gemma 3 270M as long as the candidate passes: left out, the choice was
     # estimated at 0.60 of its time).
+    def width(s: int) -> int:  # a step's candidates: two windows, fewer where fewer layers are left to try
+        return max(1, min(2 * defaults.SELECTION_WINDOW, n - len(protected_layers(n)) - s))
+
+    search = ((n if singles else 0) * candidate_layers(n, head, stride)
+              + sum(width(s) * candidate_layers(n, head, stride, s) + (n - s) / 2 for s in range(most - steps, most))
+              + sum(4 * candidate_layers(n, head, stride, k) for k in counts))
     saved = spec.repair != "none" and judged_with_the_saved_fit(spec.samples)
     judged = sum(4 * judging_layers(n, k, head) for k in counts) if spec.repair != "none" and not saved else 0.0
-    seconds = subset * (candidates * candidate_layers(n, head, stride) + steps * n / 2 + judged) * rate
+    seconds = subset * (search + judged) * rate
     if saved:  # each finalist's whole fit, then its repaired measurement with the head at every position
         fit_tokens, fit_samples = fit_tokens or sample_tokens, fit_samples or spec.samples
-        fits = sum(finalists_to_judge(bi_scores, k) * (fit_token_layers(shape, fit_tokens, k, guessed_runs(k),
-                                                                         fit_samples) + subset * (n - k + head))
+        fits = sum(finalists_to_judge(bi_scores, k) * (fit_token_layers(shape, fit_tokens, k,
+                                                                         likely_runs(k, bi_scores), fit_samples)
+                                                       + subset * (n - k + head))
                    for k in counts)
         seconds += (fit_tokens * n + fits) * rate
     return seconds
@@ -344,6 +357,23 @@ def guessed_runs(count: int | None) -> int:
     """Runs of removed layers where the layers are not known yet: about one per two layers removed (one where no
     count is known)."""
     return max(1, round((count or 0) / 2))
+
+
+def likely_runs(count: int, bi_scores: Sequence[float | None] | None = None) -> int:
+    """Runs of removed layers where the layers are not chosen yet: those of BI's lowest ``count`` with the ends
+    protected where the scores are known (bi+'s finalists lie among them and cluster as they do: SmolLM2's 18 of 30
+    came in 4 runs where one per two layers, 9, was counted, and a fit's sums and solves are per run), else
+    :func:`guessed_runs`."""
+    from .cut.plan import lowest
+    from .cut.selection import protected_for, without
+    from .errors import PlanError
+
+    if not bi_scores:
+        return guessed_runs(count)
+    try:
+        return run_count(lowest(without(bi_scores, protected_for(bi_scores, count)), count))
+    except PlanError:
+        return guessed_runs(count)
 
 
 def run_count(removed: Sequence[int]) -> int:

@@ -209,13 +209,15 @@ def test_each_steps_estimate_counts_every_pass_the_step_runs() -> None:
     teacher = batches_used(32, 4, 10) * step_tokens * n
     assert steps["healing"] == pytest.approx((teacher + 11 * step_tokens * (3 * (n - count + head) + head)) * rate)
     # bi+'s choice, on its first 8 samples: every layer alone, then two windows of three candidates for each layer
-    # of the greedy search, and four more; each from where it differs (half the stack) and every 2nd position's
-    # head; a cache refresh per greedy step (half the stack); four finalists judged repaired.
+    # of the greedy search, and four more; each from where it differs (half the layers kept: the s chosen before a
+    # step are not run) and every 2nd position's head; a cache refresh per greedy step (half the layers kept); four
+    # finalists judged repaired.
     subset = sample_tokens * defaults.SELECTION_SAMPLES / 32
-    candidates = n + count * 2 * defaults.SELECTION_WINDOW + 4
+    search = (n * (n / 2 + head / 2)
+              + sum(2 * defaults.SELECTION_WINDOW * ((n - s) / 2 + head / 2) + (n - s) / 2 for s in range(count))
+              + 4 * ((n - count) / 2 + head / 2))
     judged = 4 * (3 * (n - count) + n + head)
-    assert steps["choosing"] == pytest.approx(subset * (candidates * (n / 2 + head / 2) + count * n / 2 + judged)
-                                              * rate)
+    assert steps["choosing"] == pytest.approx(subset * (search + judged) * rate)
     # Answers without a key-value cache: each new token runs the whole context so far, the prompt and the half of
     # the new tokens written on average, through every layer, and the head once.
     slow = AnswerWork(prompts=4, prompt_tokens=20.0, new_tokens=64, kv_cache=False)
@@ -275,13 +277,24 @@ def test_finalists_judged_with_the_saved_fit_count_that_fit_on_the_own_answers_t
     # three sets fitted: the greedy's, the single removals', and BI's lowest, which is the ends-protected lowest unless
     # it takes an end (the fits are kept: a set two finalists share is fitted once)
     assert saved - bare == pytest.approx((fit_tokens * n + 3 * (fit + sample_tokens * (n - count + head))) * rate)
+    # Where the scores are known, each fit counts the runs of BI's lowest with the ends protected (a fit's sums and
+    # solves are per run): layers 1-7, one run, where one per two layers (4) is guessed without them
     middle_lowest = [1.0] + [0.1 + i / 100 for i in range(28)] + [1.0]
+    one_run = fit_token_layers(shape, fit_tokens, count, 1, fit_samples)
+    assert guessed_runs(count) == 4 and one_run < fit
     assert choosing_seconds(spec, shape, rate, sample_tokens, [count], None, fit_tokens, fit_samples,
-                            middle_lowest) == pytest.approx(saved)
+                            middle_lowest) - bare == pytest.approx(
+        (fit_tokens * n + 3 * (one_run + sample_tokens * (n - count + head))) * rate)
     last_lowest = [*middle_lowest[:-1], 0.01]  # plain BI takes the last layer: a fourth set
     assert choosing_seconds(spec, shape, rate, sample_tokens, [count], None, fit_tokens, fit_samples,
                             last_lowest) - bare == pytest.approx(
-        (fit_tokens * n + 4 * (fit + sample_tokens * (n - count + head))) * rate)
+        (fit_tokens * n + 4 * (one_run + sample_tokens * (n - count + head))) * rate)
+    scattered = [1.0 if i % 4 else 0.1 for i in range(30)]  # every 4th layer lowest: seven runs of one
+    scattered[0] = scattered[-1] = 1.0
+    assert choosing_seconds(spec, shape, rate, sample_tokens, [count], None, fit_tokens, fit_samples,
+                            scattered) - bare == pytest.approx(
+        (fit_tokens * n + 3 * (fit_token_layers(shape, fit_tokens, count, 7, fit_samples)
+                               + sample_tokens * (n - count + head))) * rate)
     assert fit > fit_tokens * (n - count)  # the sums and the solves on top of the pruned stream
     # with more samples than the search's two thirds, the quick fit of the search's samples is counted, as before
     many = dataclasses.replace(spec, samples=32)
@@ -295,6 +308,21 @@ def test_finalists_judged_with_the_saved_fit_count_that_fit_on_the_own_answers_t
 
 
 SMOLLM2 = ModelShape(30, 3.98e6, 28.3e6, 2.65e6, 576, 1536)
+
+
+def test_a_deep_choice_counts_the_candidates_and_the_layers_each_step_has_left() -> None:
+    """bi+ choosing 27 of 30: each greedy step runs only the layers still kept after its candidate, and tries at most
+    the layers left (the ends apart); counted as six whole-stack candidates a step, SmolLM2's choice of 27 was said
+    at 2.5 times its time (180 s for 74.6 s at 8 × 64 tokens), of 18 at 1.5 times."""
+    from shortgpt_desktop.core.estimate import choosing_seconds
+
+    n, head, rate, count = 30, 28.3e6 / 3.98e6, 1e-6, 27
+    spec = JobSpec(model="m", calib=[], count=count, samples=8, seq_len=64, repair="none")
+    tried = [min(2 * defaults.SELECTION_WINDOW, n - 2 - s) for s in range(count)]
+    assert tried[:23] == [6] * 23 and tried[-3:] == [4, 3, 2]
+    search = (n * (n / 2 + head / 2) + sum(t * ((n - s) / 2 + head / 2) + (n - s) / 2 for s, t in enumerate(tried))
+              + 4 * ((n - count) / 2 + head / 2))
+    assert choosing_seconds(spec, SMOLLM2, rate, 8 * 64, [count]) == pytest.approx(8 * 64 * search * rate)
 
 
 def test_a_chat_models_refit_is_estimated_as_the_refit_and_its_guard_together() -> None:
@@ -389,10 +417,13 @@ def test_the_quality_curves_estimate_counts_one_search_and_each_points_passes() 
     steps = estimate_curve(spec, SMOLLM2, rate, sample_tokens, eval_tokens, limit, [1, 2, 3, 4], quiz=quiz,
                            original_quiz=True).steps
     subset = sample_tokens * defaults.SELECTION_SAMPLES / 32
-    candidates = n + limit * 2 * defaults.SELECTION_WINDOW + 4 * limit
     judged = sum(4 * judging_layers(n, k, head) for k in range(1, limit + 1))
-    assert steps["choosing"] == pytest.approx(subset * (candidates * (n / 2 + head / 2) + limit * n / 2 + judged)
-                                              * rate)
+    # the single removals from where each differs, then each greedy step's six candidates and its cache refresh over
+    # the layers it keeps (s chosen already), and each count's four finalists
+    search = (n * (n / 2 + head / 2)
+              + sum(2 * defaults.SELECTION_WINDOW * ((n - s) / 2 + head / 2) + (n - s) / 2 for s in range(limit))
+              + sum(4 * ((n - k) / 2 + head / 2) for k in range(1, limit + 1)))
+    assert steps["choosing"] == pytest.approx(subset * (search + judged) * rate)
     assert steps["repairing"] == pytest.approx(sum(
         estimate_job(spec, SMOLLM2, rate, sample_tokens, eval_tokens, k, False).steps["repairing"]
         for k in range(1, limit + 1)))
