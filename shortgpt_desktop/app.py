@@ -347,6 +347,9 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {k: v for k, v in (("samples", args.samples), ("seq_len", args.seq_len)) if v}
     if overrides:
         window.settings_panel.set_values({**window.settings_panel.values(), **overrides, "sizes_chosen": True})
+        if window.settings_panel.out_of_range:  # --seq-len 99999 became 32,768 without a word
+            print("note: the window's sizes do not go so far: " + ", ".join(window.settings_panel.out_of_range) + ".",
+                  file=sys.stderr if sys.stderr is not None else sys.stdout)
     if args.calib:
         window.calibration_panel.set_sources(
             [p if p == BUILTIN_CORPUS else os.path.abspath(expand_home(p)) for p in args.calib])

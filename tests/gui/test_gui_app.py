@@ -519,6 +519,10 @@ def test_the_command_line_hands_the_window_its_model_sizes_and_calibration(
     window.settings_panel.set_devices([*INITIAL_DEVICES, DeviceChoice("cuda:0", "GPU 0")])
     values = window.settings_panel.values()
     assert (values["samples"], values["seq_len"], values["sizes_chosen"]) == (32, 256, True)
+    assert "note:" not in capsys.readouterr().err
+    # sizes the window's boxes do not reach are brought into them and said (99,999 became 32,768 without a word)
+    assert app.main(["org/model", "--seq-len", "99999", "--settings-file", settings]) == 0
+    assert capsys.readouterr().err.strip() == "note: the window's sizes do not go so far: seq_len 99,999 → 32,768."
     # Of several paths not there, the first is named.
     assert app.main(["--calib", "~/a.txt", "~/b.txt", "--settings-file", settings]) == 2
     assert capsys.readouterr().err.strip() == "The calibration path ~/a.txt does not exist."
