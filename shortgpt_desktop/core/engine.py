@@ -988,11 +988,14 @@ class Engine:
         return (time.perf_counter() - started) / max(sum(len(s) for s in sequences), 1)
 
     def _probe_generation(self) -> None:
-        """Time one generation step for 1 row and for :data:`.estimate.PROBE_ROWS` rows on the model loaded now
-        (kept per load; a model in memory only: one layer at a time writes its answers without the KV cache)."""
+        """Time one generation step for 1 row and for :data:`.estimate.PROBE_ROWS` rows on the model loaded now,
+        each :data:`.estimate.PROBE_TRIES` times for the median (kept per load; a model in memory only: one layer at a
+        time writes its answers without the KV cache)."""
+        import statistics
+
         import torch
 
-        from .estimate import PROBE_ROWS, StepProbe
+        from .estimate import PROBE_ROWS, PROBE_TRIES, StepProbe
         from .model.devices import wait_for
 
         if self.backend is None or not isinstance(self.backend, InMemory) or self.loaded is None:
@@ -1001,19 +1004,21 @@ class Engine:
             return
         model = self.loaded.model
         device = next(model.parameters()).device
-        timed = []
+        timed: dict[int, list[float]] = {1: [], PROBE_ROWS: []}
         try:
             with torch.inference_mode():
-                for rows in (1, 1, PROBE_ROWS):  # the first untimed (its first touches)
+                # each size once untimed (its first touches), then the tries, the two sizes in turn
+                for rows in (1, PROBE_ROWS, *[1, PROBE_ROWS] * PROBE_TRIES):
                     ids = torch.zeros((rows, 1), dtype=torch.long, device=device)
                     started = time.perf_counter()
                     model(input_ids=ids, use_cache=False)
                     wait_for(device)
-                    timed.append(time.perf_counter() - started)
+                    timed[rows].append(time.perf_counter() - started)
         except (RuntimeError, ValueError, TypeError) as exc:  # only an estimate hangs on it: never the job
             log.info("generation step not timed (%s): generation is estimated at the scoring pass's speed", exc)
             return
-        self.step_probe = (self.load_key, StepProbe(timed[1], max(timed[2], timed[1])))
+        one, many = (statistics.median(timed[rows][1:]) for rows in (1, PROBE_ROWS))
+        self.step_probe = (self.load_key, StepProbe(one, max(many, one)))
 
     def _probed(self) -> Any:
         """The generation step timed on the model loaded now (None: none timed)."""

@@ -120,6 +120,10 @@ def projection_inputs(family: Any, layers: Any) -> int:
 
 #: Rows of the larger step the probe times (:class:`StepProbe`): the repair's own answers run 24 prompts at once.
 PROBE_ROWS = 24
+#: How often each step is timed; the median is kept. Timed once, one step slowed by another program on the machine
+#: stood for all: a 24-row step of SmolLM2 took 0.6-6.9 s from one try to the next under load, and the answers of a
+#: job of 21 s were said at 4 min 21 s. Each try costs one step of each size more before the job.
+PROBE_TRIES = 3
 
 
 @dataclass

@@ -811,6 +811,36 @@ def test_the_checks_quiz_counts_the_originals_answers_until_they_are_written(tin
     assert engine.quiz_work(spec).runs == 2
 
 
+def test_a_generation_step_slowed_once_does_not_stand_for_all(tiny_chat_model, small_calib: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Timed once, a step another program slowed stood for every step: the answers of a 21 s job were said at 4 min
+    21 s on a busy machine. Each size is timed PROBE_TRIES times and the median kept."""
+    import time
+
+    from shortgpt_desktop.core.engine import Engine
+    from shortgpt_desktop.core.estimate import PROBE_ROWS, PROBE_TRIES
+
+    spec = JobSpec(model=str(tiny_chat_model), calib=[str(small_calib)], samples=8, seq_len=32, device="cpu",
+                   dtype="float32", metric="bi", low_memory=False)
+    engine = Engine()
+    engine.load(spec)
+    model_class = type(engine.loaded.model)
+    forward = model_class.forward
+    wide: list[int] = []
+
+    def one_slow_try(self, input_ids=None, **kwargs):
+        if input_ids is not None and tuple(input_ids.shape) == (PROBE_ROWS, 1):
+            wide.append(1)
+            if len(wide) == 3:  # the second timed try, after the untimed first touch
+                time.sleep(0.5)
+        return forward(self, input_ids=input_ids, **kwargs)
+
+    monkeypatch.setattr(model_class, "forward", one_slow_try)
+    engine._probe_generation()
+    assert len(wide) == 1 + PROBE_TRIES and PROBE_TRIES >= 3
+    assert engine.step_probe[1].many < 0.5
+
+
 def test_the_scoring_job_times_a_generation_step_for_the_estimates_in_memory_only(
         tiny_chat_model, small_calib: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The answers', the quiz's and the check's continuation's steps are counted at a step timed on the model (the
