@@ -152,6 +152,11 @@ def _say(text: str) -> None:
         print(text, flush=True)
 
 
+def _warn(text: str) -> None:
+    """Print to stderr, or stdout where a windowed program has no stderr (None)."""
+    print(text, file=sys.stderr if sys.stderr is not None else sys.stdout)
+
+
 def _no_display() -> bool:
     display = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or _wayland_socket()
     return sys.platform.startswith("linux") and not display
@@ -326,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     problem = _missing_calibration(args.calib or []) or _no_display_to_open() or missing_xcb_libraries()
     if problem:
-        print(problem, file=sys.stderr if sys.stderr is not None else sys.stdout)
+        _warn(problem)
         return 2
 
     app = make_app()
@@ -348,8 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     if overrides:
         window.settings_panel.set_values({**window.settings_panel.values(), **overrides, "sizes_chosen": True})
         if window.settings_panel.out_of_range:  # --seq-len 99999 became 32,768 without a word
-            print("note: the window's sizes do not go so far: " + ", ".join(window.settings_panel.out_of_range) + ".",
-                  file=sys.stderr if sys.stderr is not None else sys.stdout)
+            _warn("note: the window's sizes do not go so far: " + ", ".join(window.settings_panel.out_of_range) + ".")
     if args.calib:
         window.calibration_panel.set_sources(
             [p if p == BUILTIN_CORPUS else os.path.abspath(expand_home(p)) for p in args.calib])

@@ -368,14 +368,13 @@ def likely_runs(count: int, bi_scores: Sequence[float | None] | None = None) -> 
     protected where the scores are known (bi+'s finalists lie among them and cluster as they do: SmolLM2's 18 of 30
     came in 4 runs where one per two layers, 9, was counted, and a fit's sums and solves are per run), else
     :func:`guessed_runs`."""
-    from .cut.plan import lowest
-    from .cut.selection import protected_for, without
+    from .cut.selection import ends_protected_lowest
     from .errors import PlanError
 
     if not bi_scores:
         return guessed_runs(count)
     try:
-        return run_count(lowest(without(bi_scores, protected_for(bi_scores, count)), count))
+        return run_count(ends_protected_lowest(bi_scores, count))
     except PlanError:
         return guessed_runs(count)
 

@@ -46,7 +46,7 @@ from ..core.measure.calibration import BUILTIN_CORPUS
 from ..core.measure.metrics import METRICS
 from ..core.model.loading import ModelInfo
 from ..core.report import model_bytes
-from ..format import counted, human_bytes, human_seconds, in_number, layer_list
+from ..format import counted, human_bytes, human_seconds, in_number, layer_list, listed
 from . import dialogs
 from .calibration_panel import CalibrationPanel
 from .chart import ScoreChart
@@ -607,7 +607,7 @@ class MainWindow(QMainWindow):
             seconds = time.monotonic() - self._job_started
             if name != "score":
                 self.unkept[name] = self.unkept.get(name, 0.0) + seconds
-            elif self.engine.scores is not getattr(self, "_scores_before", None):  # new scores replace the old
+            elif self.engine.scores is not self._scores_before:  # new scores replace the old
                 self.unkept["score"] = seconds
         elif outcome == "ok" and name == "import":
             self.unkept.clear()  # the scores came from a file, and a check or a curve went with the scores before
@@ -914,7 +914,7 @@ class MainWindow(QMainWindow):
         """After a scoring (or import) job that failed or was cancelled: the scores shown before it, where the
         engine still holds them (True). Where it holds none (the job loaded the model again, in another mode,
         before it stopped) the plan, the curve and the check's figures go too: nothing is left to act on."""
-        previous = getattr(self, "_scores_before", None)
+        previous = self._scores_before
         kept = self.engine.scores
         if previous is not None and kept is not None and self.engine.sizes is not None and self.plan is not None:
             # The bars, the other metrics' lines and the check's figures as they were: the job cleared the lines and
@@ -1016,9 +1016,8 @@ class MainWindow(QMainWindow):
         it is left out (``left_out``: what it lists that is not a layer; ``repeated``: layers it lists more than
         once; a plan these scores cannot show), '' where the file lists no plan."""
         scores, removed = self.engine.scores, sorted(set(removed))
-        dropped = (f" The file's plan lists {', '.join(left_out[:-1]) + ' and ' if len(left_out) > 1 else ''}"
-                   f"{left_out[-1]}, not {'a layer' if len(left_out) == 1 else 'layers'} of this model: left out."
-                   if left_out else "")
+        dropped = (f" The file's plan lists {listed(list(left_out))}, not "
+                   f"{'a layer' if len(left_out) == 1 else 'layers'} of this model: left out." if left_out else "")
         if repeated:
             dropped += (f" It lists {'layer' if len(repeated) == 1 else 'layers'} {layer_list(sorted(repeated))} more "
                         "than once: once is kept.")

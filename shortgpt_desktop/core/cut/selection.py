@@ -200,10 +200,16 @@ def finalists_to_judge(bi_scores: Sequence[float | None] | None, count: int) -> 
         return 3
     try:
         plain = lowest(bi_scores, count)
-        protected = lowest(without(bi_scores, protected_for(bi_scores, count)), count)
+        protected = ends_protected_lowest(bi_scores, count)
     except PlanError:
         return 4
     return 3 if plain == protected else 4
+
+
+def ends_protected_lowest(scores: Sequence[float | None], count: int) -> list[int]:
+    """The ``count`` lowest-scored layers with the ends protected (:func:`protected_for`): bi+'s ranking without its
+    measurement, one of its finalists, and what its fits are estimated for before it chooses."""
+    return lowest(without(scores, protected_for(scores, count)), count)
 
 
 def without(scores: Sequence[float | None], protected: Sequence[int]) -> list[float | None]:

@@ -223,9 +223,9 @@ class SaferBlockInfluence(BlockInfluence):
     refines = True
 
     def removal(self, scores: Sequence[float | None], count: int) -> list[int]:
-        from ..cut.selection import protected_for, without
+        from ..cut.selection import ends_protected_lowest
 
-        return lowest(without(scores, protected_for(scores, count)), count)
+        return ends_protected_lowest(scores, count)
 
     def refine(self, ctx: ScoringContext, scores: Sequence[float | None], count: int) -> Any:
         from ..cut.selection import choose_layers_safely
