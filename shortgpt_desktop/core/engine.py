@@ -577,15 +577,14 @@ class Engine:
         loaded = self.backend is not None and self.load_key == self._load_key(spec)
         if self.source is None and not loaded:
             return
-        if scoring_only and not loaded:
-            settled = {True: "streamed", False: "memory"}.get(spec.low_memory) or self.decided_mode(spec)
-            if settled is None:  # the load decides, and refuses then
+        if loaded:
+            mode = self.backend.mode
+        elif scoring_only:  # no estimate: the way as asked, or as decided before
+            mode = {True: "streamed", False: "memory"}.get(spec.low_memory) or self.decided_mode(spec)
+            if mode is None:  # the load decides, and refuses then
                 return
-            problem = backend_class(settled).refusal_for(self.source, **wanted)
-            if problem is not None:
-                raise problem
-            return
-        mode = self.backend.mode if loaded else self.mode_for(spec)
+        else:
+            mode = self.mode_for(spec)
         if mode == "streamed" and spec.low_memory is None and spec.heal_steps > 0 and not scoring_only:
             raise self._healing_does_not_fit(spec)  # chosen for want of memory, not asked for
         problem = self.backend.refusal(**wanted) if loaded else backend_class(mode).refusal_for(self.source, **wanted)
