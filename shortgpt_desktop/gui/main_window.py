@@ -863,8 +863,13 @@ class MainWindow(QMainWindow):
             on_success=self._on_scored, on_failure=self._on_score_failed, on_cancel=self._on_score_cancelled,
         )
 
-    def _on_scored(self, scored: Scored) -> None:
+    def _on_scored(self, scored: Scored, keep_picked: bool = True) -> None:
+        """``keep_picked``: a plan picked by hand (or listed by an imported file) stays where the new scores allow
+        it: Score again, with more samples or another metric, replaced the layers the user had clicked with the
+        slider's without a word (False: an imported file's own plan follows)."""
         first = self.plan is None
+        picked = (list(self.plan.removed), self.manual_by, self._listed_in) \
+            if keep_picked and self.manual and self.plan is not None and self.plan.removed else None
         self.plan_panel.clear_curve()  # it was for the previous scores
         self._curves.clear()
         for gone in ("check", "curve"):  # closing listed them as still to lose
@@ -879,11 +884,32 @@ class MainWindow(QMainWindow):
         self._show_metric(scored.scores.metric, scored.partial)
         self.plan_panel.set_count(count)
         self.set_count(count)
+        kept = self._keep_picked(picked, scored) if picked is not None else ""
         for warning in scored.warnings:
             log.warning(warning)
         self.calibration_panel.set_scored_skips(scored.warnings)
         self._say_scored(scored)
+        if kept:
+            log.info("%s", kept)
+            self.statusBar().showMessage(f"{self.statusBar().currentMessage()} {kept}".strip(), 15000)
         self._memory_timer.start()  # the Runs line: the way it was scored is the way the settings ask now
+
+    def _keep_picked(self, picked: tuple[list[int], str, str], scored: Scored) -> str:
+        """The plan picked by hand before a new scoring shown again where the new scores allow it (the words that say
+        so), else what replaced it and why."""
+        removed, by, listed_in = picked
+        scores = scored.scores.scores
+        unscored = [i for i in removed if i >= len(scores) or scores[i] is None]
+        whose = "picked by hand" if by == BY_HAND else "the imported file listed"
+        if unscored or len(removed) > self.plan_panel.slider.maximum():
+            why = (f"the new scores do not cover {'layer' if len(unscored) == 1 else 'layers'} {layer_list(unscored)}"
+                   if unscored else f"at most {self.plan_panel.slider.maximum()} layers can go")
+            return f"The plan {whose}, layers {layer_list(removed)}, gave way to the slider's: {why}."
+        if self.plan is not None and self.plan.removed == removed:
+            return ""  # the new scores' own plan for that count: nothing picked to keep
+        self._show_given_plan(removed, by, listed_in)
+        return (f"The plan {whose} stays: layers {layer_list(removed)} (move the slider for the new scores' "
+                "own).")
 
     def _show_metric(self, metric: str, partial: bool = False) -> None:
         """Name the metric of the scores on the chart, and whether its plan measures its choice (bi+)."""
@@ -1279,7 +1305,7 @@ class MainWindow(QMainWindow):
 
         def imported_in(scored: Scored) -> None:  # the Metric box follows the scores shown, once they are in
             self.settings_panel.set_values({"metric": imported.scores.metric})
-            self._on_scored(scored)
+            self._on_scored(scored, keep_picked=not imported.removed)
             listed = self._show_listed_plan(imported.removed, str(path), imported.left_out, imported.repeated)
             if listed:
                 self.statusBar().showMessage(self.statusBar().currentMessage() + listed, 20000)

@@ -552,6 +552,37 @@ def test_a_rescore_keeps_the_slider_and_a_failed_one_the_red_bars(qtbot, opened,
     assert window.plan.removed == removed and window.chart.removed == set(removed)
 
 
+def test_a_rescore_keeps_the_layers_picked_by_hand_where_the_new_scores_allow(qtbot, opened) -> None:
+    """Score again after bars were clicked: the layers picked stay planned, and the window says so (the slider's
+    plan replaced them without a word); where the new scores do not cover a picked layer it says what replaced it."""
+    from types import SimpleNamespace
+
+    from shortgpt_desktop.format import layer_list
+
+    window = scored_with_plan(qtbot, opened, 2)
+    by_count = list(window.plan.removed)
+    picked = sorted({*by_count[:1], next(i for i in range(1, window.engine.n_layers) if i not in by_count)})
+    for index in sorted(set(by_count) ^ set(picked)):
+        window.toggle_layer(index)
+    assert window.manual and window.plan.removed == picked
+    assert run(qtbot, window, window.start_scoring) == ["score", "ok"]
+    assert window.manual and window.plan.removed == picked and window.chart.removed == set(picked)
+    said = window.statusBar().currentMessage()
+    assert said.startswith("Scored ") and said.endswith(
+        f"The plan picked by hand stays: layers {layer_list(picked)} (move the slider for the new scores' own).")
+    window.plan_panel.set_count(2, emit=True)
+    window.plan_panel.flush()
+    assert not window.manual and window.plan.removed == by_count  # the slider gives the scores' own back
+
+    scores = [0.5] * window.engine.n_layers
+    scores[picked[-1]] = None
+    partial = SimpleNamespace(scores=SimpleNamespace(scores=scores))
+    assert window._keep_picked((picked, window.manual_by, ""), partial) == (
+        f"The plan picked by hand, layers {layer_list(picked)}, gave way to the slider's: the new scores do not "
+        f"cover layer {picked[1]}.")
+    assert window.plan.removed == by_count
+
+
 def test_the_next_save_is_offered_beside_the_last(qtbot, opened, tmp_path: Path, monkeypatch) -> None:
     """After a save, the next one (and Export scores) is offered in the folder the last went to, not inside it."""
     window = scored_with_plan(qtbot, opened)
