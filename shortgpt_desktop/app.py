@@ -377,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
         QTimer.singleShot(0, runner.start)
     elif args.model:
         QTimer.singleShot(0, lambda: window.open_model(args.model))
+    else:
+        QTimer.singleShot(0, window.reopen_last_model)
     window.show()
     with closed_by_signals(window):
         code = app.exec()

@@ -715,6 +715,20 @@ class MainWindow(QMainWindow):
             on_success=self._on_opened, on_failure=self._on_open_failed, on_cancel=self._on_open_cancelled,
         )
 
+    def reopen_last_model(self) -> None:
+        """At start: the model named last time is opened again (its description only: no weights are read) where it
+        is a file or folder on this machine; its fields showed "—" until Score, though the box named it. A Hub id is
+        not: opening it may download."""
+        text = self.model_panel.text
+        if not text or self.busy or self.engine.source is not None:
+            return
+        try:
+            local = Path(text).is_absolute() and Path(text).exists()
+        except OSError:  # a folder one may not enter: Score says so
+            local = False
+        if local:
+            self.open_model(text)
+
     def _may_drop_measured(self, title: str, doing: str, question: str) -> bool:
         """Whether what was measured on the open model may go (asked where it took a minute or more and was not
         saved or exported): a model dropped on the window by mistake, or a close, threw away an hour's scoring of a big

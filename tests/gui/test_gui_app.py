@@ -58,6 +58,31 @@ def test_settings_recent_models_and_geometry_persist(qtbot, make_window, setting
     assert (second.width(), second.height()) == size
 
 
+def test_the_model_named_last_time_is_opened_again_at_start_where_it_is_on_this_machine(
+        qtbot, make_window, settings: QSettings, gui_model: Path, tmp_path: Path) -> None:
+    """Its fields showed "—" until Score though the box named it; its description is read again (no weights). A Hub
+    id is not opened (that may download), nor a path no longer there: the box names them, as before."""
+    first = make_window()
+    with qtbot.waitSignal(first.jobFinished, timeout=60_000):
+        first.open_model(str(gui_model))
+    first.close()
+    second = make_window(fast=False)
+    assert second.engine.source is None and second.model_panel.values["layers"].text() == "—"
+    with qtbot.waitSignal(second.jobFinished, timeout=60_000) as finished:
+        second.reopen_last_model()
+    assert finished.args == ["open", "ok"] and second.engine.source is not None
+    assert second.model_panel.values["layers"].text() == str(second.engine.n_layers)
+    assert second.engine.scores is None  # opened, not scored
+    second.close()
+
+    for named in ("org/model", str(tmp_path / "gone.gguf")):
+        settings.setValue("models/last", named)
+        window = make_window(fast=False)
+        window.reopen_last_model()
+        assert not window.busy and window.engine.source is None and window.model_panel.text == named
+        window.close()
+
+
 def test_first_start_defaults(make_window) -> None:
     window = make_window(fast=False)
     assert window.calibration_panel.sources() == ["builtin"]
@@ -494,10 +519,14 @@ def test_the_command_line_hands_the_window_its_model_sizes_and_calibration(
             self.sources: list[str] = []
             self.calibration_panel = SimpleNamespace(set_sources=self.sources.extend)
             self.opened: list[str] = []
+            self.reopened = 0
             made.append(self)
 
         def open_model(self, model: str) -> None:
             self.opened.append(model)
+
+        def reopen_last_model(self) -> None:
+            self.reopened += 1
 
         def show(self) -> None:
             pass
@@ -514,7 +543,7 @@ def test_the_command_line_hands_the_window_its_model_sizes_and_calibration(
     assert app.main(["org/model", "--calib", "builtin", "~/notes.txt", "--samples", "32", "--seq-len", "256",
                      "--settings-file", settings]) == 0
     window, = made
-    assert window.opened == ["org/model"]
+    assert window.opened == ["org/model"] and window.reopened == 0  # the model named, not the last one
     assert window.sources == ["builtin", str(tmp_path / "notes.txt")]
     window.settings_panel.set_devices([*INITIAL_DEVICES, DeviceChoice("cuda:0", "GPU 0")])
     values = window.settings_panel.values()
@@ -523,6 +552,9 @@ def test_the_command_line_hands_the_window_its_model_sizes_and_calibration(
     # sizes the window's boxes do not reach are brought into them and said (99,999 became 32,768 without a word)
     assert app.main(["org/model", "--seq-len", "99999", "--settings-file", settings]) == 0
     assert capsys.readouterr().err.strip() == "note: the window's sizes do not go so far: seq_len 99,999 → 32,768."
+    # No model named: the one named last time, where it is on this machine (MainWindow.reopen_last_model)
+    assert app.main(["--settings-file", settings]) == 0
+    assert made[-1].opened == [] and made[-1].reopened == 1
     # Of several paths not there, the first is named.
     assert app.main(["--calib", "~/a.txt", "~/b.txt", "--settings-file", settings]) == 2
     assert capsys.readouterr().err.strip() == "The calibration path ~/a.txt does not exist."
