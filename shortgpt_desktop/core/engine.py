@@ -681,8 +681,9 @@ class Engine:
         try:
             if metric.hooked and tokens is not None:
                 ctx.stats = self.backend.hooked_pass(tokens, spec.batch_size, progress, cancel)
+                _refuse_non_finite(ctx.stats.bi, loaded.dtype)  # the pass stopped there: no metric reads it
             scores = metric.score(ctx, spec.block_size if metric.block else 1)
-            _refuse_non_finite(scores, ctx.stats, loaded.dtype)
+            _refuse_non_finite(ctx.stats.bi if ctx.stats is not None else scores.scores, loaded.dtype)
         except Cancelled as exc:
             if exc.partial is None or (self.scored is not None and not self.scored.partial):
                 raise
@@ -1743,13 +1744,13 @@ class Engine:
         return self.writer.quantization(self.source) if self.source is not None else ""
 
 
-def _refuse_non_finite(scores: LayerScores, stats: HookStats | None, dtype: str) -> None:
+def _refuse_non_finite(values: Sequence[float | None], dtype: str) -> None:
     """The sentence for a pass whose hidden states were not numbers (NaN or infinite): every score after them is
     NaN, and the job went on to remove layers chosen among NaNs, saved the model and exited 0 ("perplexity: nan").
     In float16 that is an overflow (Gemma 3 on the CPU, or where ``auto`` picks float16: MPS, GPUs without
-    bfloat16); in a wider type the weights themselves hold such values. The states' own cosines are read where the
-    pass kept them (a metric's ratio may divide by zero on its own), the scores otherwise."""
-    values = stats.bi if stats is not None else scores.scores
+    bfloat16); in a wider type the weights themselves hold such values. ``values``: the states' own cosines where
+    the pass kept them (a metric's ratio may divide by zero on its own), the scores otherwise. The hooked pass stops
+    at the first batch (or layer, one at a time) that gives such values: the layers after it may be unmeasured."""
     bad = [i for i, v in enumerate(values) if v is not None and not math.isfinite(v)]
     if not bad:
         return

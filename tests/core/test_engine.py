@@ -369,18 +369,23 @@ def test_the_quality_curve_keeps_the_fit_check_made(tiny_model: Path, small_cali
     assert curve.points[2].perplexity == pytest.approx(unhealed.ppl_after, rel=1e-9) != healed_ppl
 
 
-@pytest.mark.parametrize(("dtype", "scale", "said"), [
-    ("float32", float("nan"), r"hidden states are not finite numbers at layer 3 and 2 more in float32, so no layer "
-                              r"can be scored: its weights may hold NaN"),
-    ("float16", 1e6, r"hidden states overflow float16 at layer 3 and 2 more \(not finite numbers\), so no layer can "
-                     r"be scored\.$"),
+@pytest.mark.parametrize(("dtype", "scale", "low_memory", "said", "ran"), [
+    ("float32", float("nan"), False, r"hidden states are not finite numbers at layer 3 and 2 more in float32, so no "
+                                     r"layer can be scored: its weights may hold NaN", 4),
+    ("float16", 1e6, False, r"hidden states overflow float16 at layer 3 and 2 more \(not finite numbers\), so no "
+                            r"layer can be scored\.$", 4),
+    ("float16", 1e6, True, r"hidden states overflow float16 at layer 3 \(not finite numbers\), so no layer can be "
+                           r"scored\.$", 4),
 ])
-def test_hidden_states_that_are_not_numbers_are_refused_after_the_pass(tiny_model: Path, small_calib: Path,
-                                                                      tmp_path: Path, dtype: str, scale: float,
-                                                                      said: str) -> None:
+def test_hidden_states_that_are_not_numbers_are_refused_at_the_first_batch(tiny_model: Path, small_calib: Path,
+                                                                          tmp_path: Path, dtype: str, scale: float,
+                                                                          low_memory: bool, said: str,
+                                                                          ran: int) -> None:
     """Gemma 3 in float16 (on the CPU asked for, and where ``auto`` picks it) overflowed from layer 7 on: 11 of its 18
     layers scored NaN, the job chose among NaNs, saved the model and exited 0 with "perplexity: nan". Weights
-    holding NaN did the same. Both are now one sentence, the float16 one with the front end's way out."""
+    holding NaN did the same. Both are now one sentence, the float16 one with the front end's way out, said after
+    the first batch (``ran``: 4 of the 8 samples), or one layer at a time after the layer (4 of 6), not after the
+    whole pass."""
     import shutil
 
     import torch
@@ -395,10 +400,13 @@ def test_hidden_states_that_are_not_numbers_are_refused_after_the_pass(tiny_mode
     with torch.no_grad():
         model.model.layers[3].mlp.down_proj.weight.mul_(scale)
     model.save_pretrained(broken)
-    spec = JobSpec(model=str(broken), calib=[str(small_calib)], samples=4, seq_len=32, batch_size=4, device="cpu",
-                   dtype=dtype)
+    spec = JobSpec(model=str(broken), calib=[str(small_calib)], samples=8, seq_len=32, batch_size=4, device="cpu",
+                   dtype=dtype, low_memory=low_memory)
+    done: list[int] = []
     with pytest.raises(UserError, match=said) as refused:
-        Engine().score(spec)
+        Engine().score(spec, progress=lambda stage, at, total, partial=None: done.append(at) if stage == "scoring"
+                       else None)
+    assert max(done) == ran
     if dtype == "float16":
         assert refused.value.hint is Hint.WIDER_DTYPE
         assert cli.error_line(refused.value).endswith("be scored; use --dtype float32 or --dtype bfloat16.")
@@ -1089,11 +1097,10 @@ def test_a_block_may_be_as_long_as_the_layers_that_may_go_and_no_longer(tiny_mod
 def test_scores_that_are_not_finite_are_refused_and_their_layers_counted(values: list[float], said: str) -> None:
     from shortgpt_desktop.core.engine import _refuse_non_finite
     from shortgpt_desktop.core.errors import UserError
-    from shortgpt_desktop.core.measure.scoring import LayerScores
 
     with pytest.raises(UserError, match=f"not finite numbers {said}, so no layer can be scored"):
-        _refuse_non_finite(LayerScores("bi", values), None, "float32")
-    _refuse_non_finite(LayerScores("bi", [0.1, None, 0.3]), None, "float32")  # a layer left unscored is no number
+        _refuse_non_finite(values, "float32")
+    _refuse_non_finite([0.1, None, 0.3], "float32")  # a layer left unscored is no number
 
 
 def test_the_curve_of_imported_scores_cut_short_stops_at_the_layers_they_scored(tiny_model: Path,

@@ -10,7 +10,7 @@ from typing import Any
 from ..errors import Cancelled
 from ..measure.calibration import TokenSet
 from ..measure.evaluation import FidelitySums, PerplexityResult, Reference, nll_of
-from ..measure.scoring import HookStats, _Accumulator
+from ..measure.scoring import HookStats, _Accumulator, all_finite
 from ..progress import CancelCheck, Progress, raise_if_cancelled
 from .layerwise import Batch, LayerObserver, LayerStack, head_layers
 
@@ -53,22 +53,34 @@ def hooked_pass(
 
         def after_layer(done: int, index: int) -> None:
             done_layers[0] = done
+            partial = [v if i < done else None for i, v in enumerate(acc.partial_bi())]
             if progress is not None:
-                partial = acc.partial_bi()
-                progress("scoring", done, n, [partial[i] if i < done else None for i in range(n)])
+                progress("scoring", done, n, partial)
+            if not all_finite(partial):  # every later layer would be NaN too: the caller refuses now
+                raise _NotFinite
 
-        try:
-            stack.run_layers(batches, range(n), observers, after_layer, cancel, before_batch)
-        except Cancelled:
-            if not done_layers[0]:
-                raise
+        def so_far() -> HookStats:
+            """The statistics of the layers measured so far (the others have no score)."""
             stats = acc.stats(time.perf_counter() - started)
             stats.bi = [v if i < done_layers[0] else None for i, v in enumerate(stats.bi)]  # type: ignore[misc]
             stats.relative_magnitude = [v if i < done_layers[0] else None  # type: ignore[misc]
                                         for i, v in enumerate(stats.relative_magnitude)]
             stats.last_token_states = None
-            raise Cancelled(stats) from None
+            return stats
+
+        try:
+            stack.run_layers(batches, range(n), observers, after_layer, cancel, before_batch)
+        except _NotFinite:
+            return so_far()
+        except Cancelled:
+            if not done_layers[0]:
+                raise
+            raise Cancelled(so_far()) from None
         return acc.stats(time.perf_counter() - started)
+
+
+class _NotFinite(Exception):
+    """A layer's states were not numbers (float16 overflowed): the pass stops there."""
 
 
 def head_steps(stack: LayerStack) -> int:

@@ -214,9 +214,18 @@ def measure_layers(
             except torch.OutOfMemoryError:
                 raise _oom(device, batch_size, token_set.seq_len) from None
             done += ids.shape[0]
+            partial = acc.partial_bi()
             if progress is not None:
-                progress("scoring", done, total, acc.partial_bi())
+                progress("scoring", done, total, partial)
+            if not all_finite(partial):
+                break  # every later batch would overflow too: the caller refuses now, not after the whole pass
         return acc.stats(time.perf_counter() - started)
+
+
+def all_finite(values: Sequence[float | None]) -> bool:
+    """Whether every measured value is a number: a float16 pass whose states overflowed (or weights holding NaN)
+    gives NaN from the first batch on, and was said only after the whole pass (a big model's minutes)."""
+    return all(v is None or math.isfinite(v) for v in values)
 
 
 def _oom(device: Any, batch_size: int, seq_len: int) -> ResourceError:
