@@ -156,19 +156,21 @@ def check_output_folder(out: Path, source: ModelSource, force: bool) -> Path:
         if out.is_dir() and os.path.ismount(out):
             raise OutputError(f"{out} is the top of a drive (a mount point), which cannot be replaced; choose a "
                               "folder inside it.")
-        if out.is_dir() and any(out.iterdir()):
+        holds = out.is_dir() and any(out.iterdir())
+        if holds:
             why = not_an_earlier_output(out)
-            if not force and not why:  # an earlier output: --force (the window's "Replace") may replace it
-                raise OutputError(f"{out} is not empty; choose an empty folder.", hint=Hint.REPLACE_OUTPUT)
             if why:  # "add --force to replace it" was said of a folder of notes, which --force then refused
                 raise OutputError(f"{out} {why}; choose an empty folder or an earlier output.")
-        # after those: a folder of the user's files that holds the current one is refused for what it holds
+        # after that: a folder of the user's files that holds the current one is refused for what it holds; before
+        # the earlier output's "add --force", which --force would then refuse with this sentence
         if out.exists() and _is_within(Path.cwd().resolve(), out):
             why = ("which Windows does not let it replace" if CURRENT_FOLDER_IS_LOCKED else
                    "which the finished model replaces: a terminal there would be left in a deleted folder, showing "
                    "nothing where the model was saved")
             raise OutputError(f"{out} is the folder this program runs in, {why}; choose another folder (a new "
                               "one is made), or start it from another folder.")
+        if holds and not force:  # an earlier output: --force (the window's "Replace") may replace it
+            raise OutputError(f"{out} is not empty; choose an empty folder.", hint=Hint.REPLACE_OUTPUT)
     except OSError as exc:  # a folder one may not read or enter
         raise OutputError(f"Cannot use {out} as the output folder: {os_reason(exc)}.") from None
     except RuntimeError as exc:  # a link loop, or ~user for no such user
