@@ -163,10 +163,13 @@ def _no_display() -> bool:
 
 
 def _wayland_socket() -> bool:
-    """A Wayland compositor's socket in the session's runtime folder: Qt connects to ``wayland-0`` there where
-    WAYLAND_DISPLAY is not set, so such a session has a display."""
+    """A Wayland session's compositor socket in its runtime folder: where XDG_SESSION_TYPE is ``wayland`` Qt
+    connects to ``wayland-0`` there though WAYLAND_DISPLAY is not set, so such a session has a display. Elsewhere
+    (``tty`` over SSH, or unset) Qt opens X11 whatever the folder holds: an SSH login to a machine whose desktop
+    session left its socket in the user's runtime folder has no display (seen with PySide6 6.11)."""
     runtime = os.environ.get("XDG_RUNTIME_DIR")
-    return bool(runtime) and any(Path(runtime).glob("wayland-*"))
+    return (os.environ.get("XDG_SESSION_TYPE") == "wayland" and bool(runtime)
+            and any(Path(runtime).glob("wayland-*")))
 
 
 #: Said where the window has nowhere to open (an SSH session, a server): Qt aborted (exit 134) with a message that

@@ -487,14 +487,21 @@ def test_the_window_without_a_display_says_so_in_one_sentence(
 
     monkeypatch.setattr(app.sys, "platform", "linux")
     monkeypatch.setattr(app, "make_app", lambda: pytest.fail("the window was opened"))
-    for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM", "XDG_SESSION_TYPE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     assert app.main(["--settings-file", str(tmp_path / "s.ini")]) == 2
     assert capsys.readouterr().err.strip() == app.NO_DISPLAY
-    (tmp_path / "wayland-0").touch()  # a Wayland session without WAYLAND_DISPLAY: Qt connects to wayland-0
+    (tmp_path / "wayland-0").touch()  # the desktop session's socket, seen from an SSH login: Qt opens X11 there
+    for session in ("", "tty"):
+        if session:
+            monkeypatch.setenv("XDG_SESSION_TYPE", session)
+        assert app._no_display_to_open() == app.NO_DISPLAY
+    monkeypatch.setenv("XDG_SESSION_TYPE", "wayland")  # a Wayland session without WAYLAND_DISPLAY: Qt connects
     assert app._no_display_to_open() is None
     (tmp_path / "wayland-0").unlink()
+    assert app._no_display_to_open() == app.NO_DISPLAY
+    monkeypatch.delenv("XDG_SESSION_TYPE")
     monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
     assert app._no_display_to_open() is None
     monkeypatch.setenv("DISPLAY", ":0")
