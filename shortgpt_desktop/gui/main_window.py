@@ -178,6 +178,8 @@ class MainWindow(QMainWindow):
         self._focus_before_job: QWidget | None = None  # the control that had the focus when a job began
         self._focus_landed: QWidget | None = None  # where Qt passed the focus as that control was disabled
         self._scores_before: Any = None  # scores shown before that job, restored if it fails
+        #: A memory estimate ended while a job ran, so the format box did not follow it: it runs again after the job.
+        self._estimate_after_job = False
         #: Seconds of measuring on the open model by job (score, check, curve) that no Save or import has kept since
         #: it opened (an export keeps the scores alone): opening another model or quitting asks before dropping them.
         self.unkept: dict[str, float] = {}
@@ -631,6 +633,9 @@ class MainWindow(QMainWindow):
         self.jobFinished.emit(name, outcome)
         if self._closing:
             return
+        if self._estimate_after_job:  # the format box left as it was while the job ran follows the settings now
+            self._estimate_after_job = False
+            self._memory_timer.start()
         if name == "open" and outcome == "ok" and follow == "score":
             self.start_scoring()
 
@@ -1188,6 +1193,8 @@ class MainWindow(QMainWindow):
                 streamed = view.streamed if scored is None else self.engine.is_streamed
                 self.model_panel.set_memory(view.info, streamed)
                 refused = self.session.format_refused("safetensors", streamed)
+                # not under a job, whose format must not change: the estimate runs again when it ends
+                self._estimate_after_job = self._estimate_after_job or self.busy
                 if self.plan_panel.refuse_format("safetensors", GGUF_STAYS_GGUF if refused else "",
                                                  switch=not self.busy):
                     self.statusBar().showMessage(

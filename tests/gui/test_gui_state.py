@@ -640,3 +640,32 @@ def test_a_cancelled_quality_curve_says_so(qtbot, opened) -> None:
     assert run(qtbot, window, start_and_cancel) == ["curve", "cancelled"]
     assert window.statusBar().currentMessage() == "The quality curve was cancelled; no curve was drawn."
     assert not window.plan_panel.curve_points
+
+
+def test_a_format_switch_held_back_while_a_job_ran_is_made_when_it_ends(qtbot, opened, monkeypatch) -> None:
+    """A memory estimate that ends while a job runs leaves the format box as it is (the job's format must not change
+    under it); the box follows the settings once the job ends (it stayed greyed and chosen until a setting changed)."""
+    import threading
+
+    window = scored_with_plan(qtbot, opened)
+    qtbot.waitUntil(lambda: not window.background.busy, timeout=20_000)
+    switches: list[bool] = []
+    monkeypatch.setattr(window.plan_panel, "refuse_format",
+                        lambda name, why, switch=True: switches.append(switch) or False)
+    release = threading.Event()
+    check = window.engine.check
+
+    def held(*args, **kwargs):
+        release.wait(30)
+        return check(*args, **kwargs)
+
+    monkeypatch.setattr(window.engine, "check", held)
+    window.check()
+    assert window.busy
+    window._update_memory_estimate()
+    qtbot.waitUntil(lambda: bool(switches), timeout=20_000)
+    assert set(switches) == {False}  # held back while the check runs
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000) as finished:
+        release.set()
+    assert finished.args == ["check", "ok"]
+    qtbot.waitUntil(lambda: switches[-1:] == [True], timeout=20_000)
