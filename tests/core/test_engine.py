@@ -840,13 +840,14 @@ def test_a_generation_step_slowed_once_does_not_stand_for_all(tiny_chat_model, s
         if input_ids is not None and tuple(input_ids.shape) == (PROBE_ROWS, 1):
             wide.append(1)
             if len(wide) == 3:  # the second timed try, after the untimed first touch
-                time.sleep(0.5)
+                time.sleep(1.5)
         return forward(self, input_ids=input_ids, **kwargs)
 
     monkeypatch.setattr(model_class, "forward", one_slow_try)
     engine._probe_generation()
     assert len(wide) == 1 + PROBE_TRIES and PROBE_TRIES >= 3
-    assert engine.step_probe[1].many < 0.5
+    # the median: neither the slow try (1.5 s) nor a mean with it (0.5 s or more) but a fast one's (a tiny model: ms)
+    assert engine.step_probe[1].many < 0.4
 
 
 def test_the_scoring_job_times_a_generation_step_for_the_estimates_in_memory_only(
