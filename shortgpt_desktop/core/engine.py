@@ -1124,12 +1124,14 @@ class Engine:
         """What a fit of the saved repair costs (:class:`.cut.selection.FitCost`), as the job's estimate counts it:
         bi+'s progress bar counts its fits at it, where it counted each as two passes over the samples."""
         from .cut.selection import FitCost
-        from .estimate import fit_token_layers, guessed_runs, shape_of
+        from .estimate import fit_token_layers, likely_runs, shape_of
 
         assert self.loaded is not None
         shape = shape_of(self.loaded)
         _, fit_samples, fit_tokens = self._repair_fit(spec, sum(map(len, tokens.samples)))
-        return FitCost(lambda count: fit_token_layers(shape, fit_tokens, count, guessed_runs(count), fit_samples),
+        bi = self.stats.bi if self.stats is not None else None  # the runs the estimate counts (one per two layers
+        # removed was counted here: 9 where SmolLM2's 18 of 30 came in 4)
+        return FitCost(lambda count: fit_token_layers(shape, fit_tokens, count, likely_runs(count, bi), fit_samples),
                        float(fit_tokens * shape.n_layers))
 
     def _answers_key(self, seq_len: int) -> tuple:

@@ -1468,6 +1468,9 @@ def test_bi_plus_counts_the_saved_repairs_fits_on_its_bar_as_the_jobs_estimate_d
     assert len(given) == 2 and all(isinstance(cost, selection.FitCost) for cost in given)
     tokens = sum(map(len, engine.tokens_for(spec).samples))  # no chat template: no own answers beside them
     shape = estimate.shape_of(engine.loaded)
+    runs = {k: estimate.likely_runs(k, engine.stats.bi) for k in range(1, 5)}  # as the job's estimate counts them
+    assert runs != {k: estimate.guessed_runs(k) for k in runs}  # one per two layers removed, counted before
     for cost in given:
         assert cost.original == tokens * shape.n_layers
-        assert cost.fit(2) == estimate.fit_token_layers(shape, tokens, 2, 1, spec.samples) > 0
+        for k, fit_runs in runs.items():
+            assert cost.fit(k) == estimate.fit_token_layers(shape, tokens, k, fit_runs, spec.samples) > 0
