@@ -1489,7 +1489,8 @@ class MainWindow(QMainWindow):
     def _make_room_for_check(self) -> None:
         """Give the check's figures the height they need, from the chart and plan above (which scroll): at 1280 × 720
         the paragraph stopped at "remove fewer layers (the Quality curve shows" and each text showed two lines.
-        Never less than the user gave them, nor so much that the buttons and a third of the pane go."""
+        Never less than the user gave them, nor so much that the buttons and a third of the pane go. The plan above
+        scrolls to its Quality curve button."""
         QApplication.sendPostedEvents(None, QEvent.Type.LayoutRequest)
         sizes = self.right_splitter.sizes()
         if len(sizes) != 2 or not sum(sizes):
@@ -1500,6 +1501,8 @@ class MainWindow(QMainWindow):
         bottom = min(max(sizes[1], needed), total - max(total // 3, self.top_minimum()))
         if bottom > sizes[1]:
             self.right_splitter.setSizes([total - bottom, bottom])
+        # the Quality curve button, which the check's paragraph names, in view above (it was left half scrolled away)
+        QTimer.singleShot(0, lambda: self._scroll_to(self.top_scroll, self.plan_panel.curve_button))
 
     def top_minimum(self) -> int:
         """The least height the chart, plan and buttons keep when the check's figures take more."""

@@ -117,6 +117,14 @@ def test_a_second_check_cancelled_leaves_the_first_checks_figures(qtbot, opened)
     assert cancelled.args == ["check", "cancelled"] and panel.result.text() == "Check cancelled."
 
 
+def _in_view(scroll, widget) -> bool:
+    """Whether ``widget`` is wholly inside the scroll area's viewport."""
+    from PySide6.QtCore import QPoint, QRect
+
+    viewport = scroll.viewport()
+    return viewport.rect().contains(QRect(widget.mapTo(viewport, QPoint(0, 0)), widget.size()))
+
+
 def test_the_checks_figures_get_the_height_they_need_at_1280_by_720(qtbot, opened) -> None:
     """At 1280 × 720 the check's paragraph was cut mid-line (its advice to remove fewer layers unread, no tooltip
     holding it) and each model's text showed two lines: the pane under the buttons now grows to hold them."""
@@ -132,6 +140,8 @@ def test_the_checks_figures_get_the_height_they_need_at_1280_by_720(qtbot, opene
     assert panel.result.height() >= panel.result.heightForWidth(panel.result.width()), panel.result.text()
     assert panel.before.viewport().height() >= 4 * panel.before.fontMetrics().lineSpacing()
     assert after[0] >= sum(after) // 3 and window.score_button.isVisible()
+    # The Quality curve button, which the paragraph names, in view above them (it was half scrolled away)
+    qtbot.waitUntil(lambda: _in_view(window.top_scroll, window.plan_panel.curve_button), timeout=3000)
     # A pane the user made larger stays as it is.
     window.right_splitter.setSizes([sum(after) // 3, sum(after) - sum(after) // 3])
     kept = window.right_splitter.sizes()
@@ -146,6 +156,7 @@ def test_the_checks_figures_get_the_height_they_need_at_1280_by_720(qtbot, opene
                     timeout=3000)
     sizes = window.right_splitter.sizes()
     assert sizes[0] >= max(sum(sizes) // 3, window.top_minimum()) - 1
+    qtbot.waitUntil(lambda: _in_view(window.top_scroll, window.plan_panel.curve_button), timeout=3000)
 
 
 def test_the_repair_switch_marks_the_check_stale_and_drops_the_curve(qtbot, opened) -> None:
