@@ -455,7 +455,9 @@ class MainWindow(QMainWindow):
         store.set_bytes("window/right", self.right_splitter.saveState())
         store.set_settings(self.settings_panel.values())
         store.set_recent_models(self.model_panel.recent())
-        store.set_last_model(model_key(self.model_panel.text))
+        # the model open, where one is: a path typed and never opened (a typo) was opened at the next start
+        source = self.engine.source
+        store.set_last_model(model_key(source.spec if source is not None else self.model_panel.text))
         store.set_calibration(self.calibration_panel.stored_sources())
         store.set_prompt(self.compare_panel.prompt_text())
         if not store.sync():

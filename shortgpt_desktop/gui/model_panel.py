@@ -6,7 +6,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from PySide6.QtCore import QEvent, QObject, Qt, QUrl, Signal
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import (
     QComboBox,
@@ -108,6 +108,8 @@ class ModelPanel(QGroupBox):
         self.field.lineEdit().returnPressed.connect(self._commit_text)
         # A file dropped on the text box: the box typed its file:// address in at the cursor (into the path shown)
         # and nothing opened; the drop now goes where a drop on the rest of the panel goes
+        self._focus_leaving = False  # within the focus leaving the text box (see eventFilter)
+        self.field.installEventFilter(self)
         self.field.lineEdit().installEventFilter(self)
         self.field.activated.connect(self._on_recent_activated)
         self.open_button = QPushButton("Open", self)
@@ -315,6 +317,10 @@ class ModelPanel(QGroupBox):
             self.modelChosen.emit(self.text)
 
     def _on_recent_activated(self, index: int) -> None:
+        if self._focus_leaving:
+            # Qt's own: the box's text matching a recent entry when the focus leaves activates that entry (a path
+            # typed, then a click elsewhere or Ctrl+Q, opened the model), where a typed path opens on Enter or Open
+            return
         self.field.setEditText(self.field.itemText(index))
         self._commit_text()
 
@@ -344,7 +350,13 @@ class ModelPanel(QGroupBox):
         self.dragEnterEvent(event)
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
-        """Files dragged over the text box are the panel's drop (:meth:`dropEvent`), never text to type in."""
+        """Files dragged over the text box are the panel's drop (:meth:`dropEvent`), never text to type in; the focus
+        leaving it is no choice of a recent model (:meth:`_on_recent_activated`)."""
+        if event.type() == QEvent.Type.FocusOut and watched in (self.field, self.field.lineEdit()):
+            # the box handles the event after this filter, synchronously (the combo box passes its own focus-out to
+            # its line edit directly, past the line edit's filters)
+            self._focus_leaving = True
+            QTimer.singleShot(0, self._focus_left)
         handlers = {QEvent.Type.DragEnter: self.dragEnterEvent, QEvent.Type.DragMove: self.dragMoveEvent,
                     QEvent.Type.Drop: self.dropEvent}
         handler = handlers.get(event.type())
@@ -358,6 +370,9 @@ class ModelPanel(QGroupBox):
                 event.ignore()
             return True
         return super().eventFilter(watched, event)
+
+    def _focus_left(self) -> None:
+        self._focus_leaving = False
 
     def dropEvent(self, event: QDropEvent) -> None:
         paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]

@@ -13,6 +13,7 @@ from PySide6.QtCore import QSettings, Qt
 from PySide6.QtWidgets import QApplication, QWidget
 
 from shortgpt_desktop.format import layer_list
+from shortgpt_desktop.gui.model_panel import model_key
 
 # ------------------------------------------------------------------------------------------- 1. settings
 
@@ -1189,6 +1190,32 @@ def test_a_link_loop_dropped_on_the_calibration_list_is_a_sentence(qtbot, window
     window.last_dialog.close()
 
 
+def test_a_recent_model_typed_into_the_box_opens_on_enter_not_when_the_focus_leaves(qtbot, opened,
+                                                                                    tmp_path: Path) -> None:
+    """Qt activates the recent entry the box's text matches when the focus leaves it: a path typed, then a click
+    elsewhere or Ctrl+Q, opened that model (and Ctrl+Q asked "Open …?" before "Quit?"), where the README says a typed
+    path opens on Enter or Open."""
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(opened.engine.source.folder, other)
+    opened.model_panel.set_recent([*opened.model_panel.recent(), str(other)])  # not the box's current entry
+    box = opened.model_panel.field.lineEdit()
+    opened.activateWindow()
+    box.setFocus()
+    qtbot.waitUntil(box.hasFocus, timeout=3000)
+    box.clear()
+    qtbot.keyClicks(box, str(other))  # typed: Qt's editingFinished wants a user's edit
+    opened.score_button.setFocus()
+    qtbot.waitUntil(lambda: not box.hasFocus(), timeout=3000)
+    qtbot.wait(50)
+    assert not opened.busy and model_key(opened.engine.source.spec) != str(other.resolve())
+    with qtbot.waitSignal(opened.jobFinished, timeout=60_000) as finished:
+        box.setFocus()
+        qtbot.keyClick(box, Qt.Key.Key_Return)
+    assert finished.args == ["open", "ok"] and model_key(opened.engine.source.spec) == str(other.resolve())
+
+
 def test_a_home_of_no_such_user_typed_as_the_model_is_a_sentence(qtbot, opened) -> None:
     """``~user/...`` of an unknown user raised RuntimeError in Score's slot (the typed model compared with the open
     one) and again when the window closed (the last model remembered), so the settings were not written."""
@@ -1199,8 +1226,8 @@ def test_a_home_of_no_such_user_typed_as_the_model_is_a_sentence(qtbot, opened) 
     assert f"{typed} does not exist" in shown.args[0]
     opened.last_dialog.close()
     opened.model_panel.set_text(typed)
-    opened.save_state()
-    assert opened.store.last_model() == typed
+    opened.save_state()  # the model open is remembered, not the path typed and never opened
+    assert opened.store.last_model() == model_key(opened.engine.source.spec) != typed
 
 
 def test_a_scores_file_nested_too_deeply_is_a_sentence(tmp_path: Path) -> None:
