@@ -178,6 +178,9 @@ class MainWindow(QMainWindow):
         self._focus_before_job: QWidget | None = None  # the control that had the focus when a job began
         self._focus_landed: QWidget | None = None  # where Qt passed the focus as that control was disabled
         self._scores_before: Any = None  # scores shown before that job, restored if it fails
+        #: The plan/figures split as it was before a check made room for its figures (None: the user's own, or no
+        #: check grew it): remembered at close, where the check's room made every later start's plan scroll.
+        self._right_sizes_given: list[int] | None = None
         #: A memory estimate ended while a job ran, so the format box did not follow it: it runs again after the job.
         self._estimate_after_job = False
         #: Seconds of measuring on the open model by job (score, check, curve) that no Save or import has kept since
@@ -300,6 +303,7 @@ class MainWindow(QMainWindow):
         self.right_splitter.setStretchFactor(0, 3)
         self.right_splitter.setStretchFactor(1, 1)
         self.right_splitter.setChildrenCollapsible(False)
+        self.right_splitter.splitterMoved.connect(self._right_split_by_user)
 
         self.splitter = QSplitter(Qt.Orientation.Horizontal, self)
         self.splitter.addWidget(scroll)
@@ -452,6 +456,9 @@ class MainWindow(QMainWindow):
         store = self.store
         store.set_bytes("window/geometry", self.saveGeometry())
         store.set_bytes("window/splitter", self.splitter.saveState())
+        given = self._right_sizes_given
+        if given is not None:  # the figures' room was the check's, not the user's: the next start is as before it
+            self.right_splitter.setSizes(given)
         store.set_bytes("window/right", self.right_splitter.saveState())
         store.set_settings(self.settings_panel.values())
         store.set_recent_models(self.model_panel.recent())
@@ -1502,9 +1509,15 @@ class MainWindow(QMainWindow):
         needed = self.compare_panel.needed_height(self.compare_panel.width()) + max(chrome, 0)
         bottom = min(max(sizes[1], needed), total - max(total // 3, self.top_minimum()))
         if bottom > sizes[1]:
+            if self._right_sizes_given is None:
+                self._right_sizes_given = sizes
             self.right_splitter.setSizes([total - bottom, bottom])
         # the Quality curve button, which the check's paragraph names, in view above (it was left half scrolled away)
         QTimer.singleShot(0, lambda: self._scroll_to(self.top_scroll, self.plan_panel.curve_button))
+
+    def _right_split_by_user(self, *_: Any) -> None:
+        """The plan/figures split dragged: the user's, kept as it is at close."""
+        self._right_sizes_given = None
 
     def top_minimum(self) -> int:
         """The least height the chart, plan and buttons keep when the check's figures take more."""

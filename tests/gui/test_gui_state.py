@@ -680,3 +680,26 @@ def test_a_format_switch_held_back_while_a_job_ran_is_made_when_it_ends(qtbot, o
         release.set()
     assert finished.args == ["check", "ok"]
     qtbot.waitUntil(lambda: switches[-1:] == [True], timeout=20_000)
+
+
+def test_the_room_a_check_made_for_its_figures_is_not_the_next_starts(qtbot, make_window, gui_model: Path,
+                                                                    calib_text: Path) -> None:
+    """The split a check moved to make room for its figures was saved at close, and every later start showed the
+    plan scrolled, its Save as and Quality curve out of view (a walkthrough, at 1280 × 720); a split the user dragged
+    stays theirs."""
+    first = make_window()
+    with qtbot.waitSignal(first.jobFinished, timeout=60_000):
+        first.open_model(str(gui_model))
+    first.calibration_panel.add_paths([str(calib_text)])
+    before = first.right_splitter.sizes()
+    scored_with_plan(qtbot, first)
+    assert run(qtbot, first, first.check) == ["check", "ok"]
+    assert first.right_splitter.sizes()[1] > before[1]
+    first.close()
+    second = make_window(fast=False)
+    assert second.right_splitter.sizes() == before
+    dragged = [before[0] - 40, before[1] + 40]
+    second.right_splitter.setSizes(dragged)
+    second._right_split_by_user()  # what splitterMoved calls (emitted for a drag, not for setSizes)
+    second.close()
+    assert make_window(fast=False).right_splitter.sizes() == dragged
