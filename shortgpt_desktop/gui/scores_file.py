@@ -175,3 +175,15 @@ def same_model(imported: ImportedScores, spec: str, display_name: str, n_layers:
                                                  for n in (spec, display_name)):
         return True  # the Hub finds an id whatever its capitals: the same model typed in lower case was refused
     return name(imported.model) in (name(spec), name(display_name))
+
+
+def another_file_of_the_same_name(imported: ImportedScores, spec: str, n_layers: int) -> bool:
+    """Whether the scores were refused (:func:`same_model`) only for naming another file or folder on this machine
+    whose name is the opened model's (a copy, or another run's folder of the same name)."""
+    recorded = Path(imported.model) if imported.model else None
+    try:
+        return (recorded is not None and recorded.is_absolute() and recorded.exists() and Path(spec).exists()
+                and imported.n_layers == n_layers and recorded.name == Path(spec).name
+                and not os.path.samefile(recorded, spec))
+    except OSError:
+        return False

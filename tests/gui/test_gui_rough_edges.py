@@ -1452,6 +1452,27 @@ def test_scores_of_another_model_on_this_machine_are_refused_though_its_folder_h
     assert not same_model(scores_of(str(first)), str(first), "final", 8, "LlamaForCausalLM")
 
 
+def test_scores_refused_for_a_copy_of_the_model_say_it_is_another_file(qtbot, opened, tmp_path: Path) -> None:
+    """The scores of /tmp/a/m.gguf imported on a copy at /b/m.gguf were refused with "These scores are for /tmp/a/m.gguf
+    (30 layers), not for the opened model m.gguf (30 layers)", which read as a contradiction (a walkthrough)."""
+    import shutil
+
+    window = opened
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.start_scoring()
+    exported = window.export_scores(tmp_path / "scores.json")
+    original = window.engine.source.spec
+    copy = tmp_path / "copy" / Path(original).name
+    shutil.copytree(original, copy)
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.open_model(str(copy))
+    with qtbot.waitSignal(window.errorShown, timeout=10_000) as refused:
+        window.import_scores(exported)
+    assert refused.args[0].startswith(f"These scores were measured on {model_key(original)}, another file than the "
+                                      f"opened {window.engine.source.spec}, though of the same name")
+    window.last_dialog.close()
+
+
 def test_scores_of_a_hub_model_fit_its_id_typed_in_other_capitals(tmp_path: Path, monkeypatch) -> None:
     """The Hub and its cache open ``huggingfacetb/smollm2-135m-instruct`` as HuggingFaceTB's model, but its exported
     scores were refused for it: "These scores are for HuggingFaceTB/SmolLM2-135M-Instruct (29 layers), not for
