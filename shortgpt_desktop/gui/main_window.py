@@ -1286,6 +1286,7 @@ class MainWindow(QMainWindow):
                 shown = self.engine.report(plan)
                 report.repair, report.repair_runs = shown.repair, shown.repair_runs
                 report.heal_steps, report.heal_losses = shown.heal_steps, shown.heal_losses
+                report.selection = shown.selection  # how bi+ chose them ("" was written after a Check chose them)
             spec = self.engine.scored_spec
             texts = [t for t in (*spec.calib, spec.eval_text) if t and t != BUILTIN_CORPUS] if spec else []
             written = write_scores(report, scored.partial, path, [spec.model] if spec else [], texts)

@@ -991,6 +991,22 @@ def test_an_imported_file_shows_the_plan_it_lists_and_check_removes_those(qtbot,
                          "not cover; the slider's plan is."), said
 
 
+def test_exported_scores_say_how_bi_plus_chose_the_plan_a_check_measured(qtbot, opened, tmp_path: Path) -> None:
+    """After a Check had bi+ measure its choice, the export wrote "selection": "" beside the layers (a walkthrough)."""
+    window = opened
+    window.settings_panel.set_values({"metric": "bi+"})
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.start_scoring()
+    window.plan_panel.set_count(2, emit=True)
+    qtbot.waitUntil(lambda: window.plan is not None and len(window.plan.removed) == 2, timeout=3000)
+    with qtbot.waitSignal(window.jobFinished, timeout=120_000) as checked:
+        window.check()
+    assert checked.args == ["check", "ok"] and window.plan.measured
+    data = json.loads(window.export_scores(tmp_path / "measured.json").read_text(encoding="utf-8"))
+    assert data["removed_layers"] == window.plan.removed
+    assert data["selection"] and data["selection"] == window.engine.report(window.plan).selection
+
+
 def test_the_report_of_a_plan_picked_by_hand_imports_as_its_scores_and_that_plan(tiny_model: Path,
                                                                                   small_calib: Path,
                                                                                   tmp_path: Path) -> None:
