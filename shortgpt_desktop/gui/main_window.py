@@ -354,8 +354,9 @@ class MainWindow(QMainWindow):
         for act in self.open_actions[2:]:
             file_menu.addAction(act)
         file_menu.addSeparator()
-        self.export_action = action("&Export scores…", self.export_scores)
-        self.import_action = action("&Import scores…", self.import_scores)
+        # keys too: the README's "every job and file to open has a key" left these two out (a walkthrough)
+        self.export_action = action("&Export scores…", self.export_scores, "Ctrl+E")
+        self.import_action = action("&Import scores…", self.import_scores, "Ctrl+I")
         file_menu.addAction(self.export_action)
         file_menu.addAction(self.import_action)
         file_menu.addSeparator()

@@ -323,7 +323,7 @@ def test_each_job_and_text_to_open_has_a_shortcut_and_no_two_share_one(window) -
     keys = {a.text().replace("&", ""): [k.toString() for k in a.shortcuts()] for a in window.findChildren(QAction)
             if a.shortcuts()}
     for name in ("Open .gguf file…", "Add calibration text files…", "Add calibration text folder…", "Quality curve",
-                 "Quit"):
+                 "Quit", "Export scores…", "Import scores…"):
         assert keys.get(name), (name, keys)
     taken = [k for ks in keys.values() for k in ks]
     assert len(taken) == len(set(taken)), keys
