@@ -703,3 +703,22 @@ def test_the_room_a_check_made_for_its_figures_is_not_the_next_starts(qtbot, mak
     second._right_split_by_user()  # what splitterMoved calls (emitted for a drag, not for setSizes)
     second.close()
     assert make_window(fast=False).right_splitter.sizes() == dragged
+
+
+def test_removing_the_first_or_last_layer_by_hand_is_warned_at_the_click(qtbot, opened) -> None:
+    """Layers 0 and 29 clicked away said nothing until the check's gibberish (perplexity 121.7 -> 279,892.6)."""
+    window = scored_with_plan(qtbot, opened)
+    last = window.engine.n_layers - 1
+    for index, end in ((0, "first"), (last, "last")):
+        if index in window.plan.removed:
+            window.toggle_layer(index)
+        window.toggle_layer(index)
+        assert index in window.plan.removed
+        assert window.statusBar().currentMessage() == (
+            f"Layer {index} is the {end} layer: removing it usually breaks the model (the paper found that removing "
+            "the first or the last layers destroys it).")
+    window.statusBar().clearMessage()
+    window.toggle_layer(0)  # kept again: nothing to say
+    middle = next(i for i in range(1, last) if i not in window.plan.removed)
+    window.toggle_layer(middle)
+    assert window.statusBar().currentMessage() == ""
