@@ -930,15 +930,15 @@ class MainWindow(QMainWindow):
         scores = scored.scores.scores
         unscored = [i for i in removed if i >= len(scores) or scores[i] is None]
         whose = "picked by hand" if by == BY_HAND else "the imported file listed"
+        layers = "layer" if len(removed) == 1 else "layers"
         if unscored or len(removed) > self.plan_panel.slider.maximum():
             why = (f"the new scores do not cover {'layer' if len(unscored) == 1 else 'layers'} {layer_list(unscored)}"
                    if unscored else f"at most {self.plan_panel.slider.maximum()} layers can go")
-            return f"The plan {whose}, layers {layer_list(removed)}, gave way to the slider's: {why}."
+            return f"The plan {whose}, {layers} {layer_list(removed)}, gave way to the slider's: {why}."
         if self.plan is not None and self.plan.removed == removed:
             return ""  # the new scores' own plan for that count: nothing picked to keep
         self._show_given_plan(removed, by, listed_in)
-        return (f"The plan {whose} stays: layers {layer_list(removed)} (move the slider for the new scores' "
-                "own).")
+        return f"The plan {whose} stays: {layers} {layer_list(removed)} (move the slider for the new scores' own)."
 
     def _show_metric(self, metric: str, partial: bool = False) -> None:
         """Name the metric of the scores on the chart, and whether its plan measures its choice (bi+)."""
@@ -1334,10 +1334,10 @@ class MainWindow(QMainWindow):
             if another_file_of_the_same_name(imported, source.spec, info.n_layers):
                 # "…are for /a/m.gguf (30 layers), not for the opened model m.gguf (30 layers)" read as a contradiction
                 self.show_error("Cannot import the scores",
-                                f"These scores were measured on {imported.model}, another file than the opened "
-                                f"{source.spec}, though of the same name: scores are kept for the very file they "
-                                "were measured on (two runs' folders of one name are not one model); open that one "
-                                "to import them.")
+                                f"These scores were measured on {imported.model}, not on the opened {source.spec}, "
+                                "though the two have the same name: scores are kept for the very model they were "
+                                "measured on (two runs' folders of one name are not one model); open that one to "
+                                "import them.")
                 return
             self.show_error("Cannot import the scores",
                             f"These scores are for {imported.model or 'another model'}{at[0]} ({imported.n_layers} "

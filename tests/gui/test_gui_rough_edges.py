@@ -1484,8 +1484,8 @@ def test_scores_refused_for_a_copy_of_the_model_say_it_is_another_file(qtbot, op
         window.open_model(str(copy))
     with qtbot.waitSignal(window.errorShown, timeout=10_000) as refused:
         window.import_scores(exported)
-    assert refused.args[0].startswith(f"These scores were measured on {model_key(original)}, another file than the "
-                                      f"opened {window.engine.source.spec}, though of the same name")
+    assert refused.args[0].startswith(f"These scores were measured on {model_key(original)}, not on the opened "
+                                      f"{window.engine.source.spec}, though the two have the same name")
     window.last_dialog.close()
 
 

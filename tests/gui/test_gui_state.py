@@ -592,6 +592,8 @@ def test_a_rescore_keeps_the_layers_picked_by_hand_where_the_new_scores_allow(qt
         f"The plan picked by hand, layers {layer_list(picked)}, gave way to the slider's: the new scores do not "
         f"cover layer {picked[1]}.")
     assert window.plan.removed == by_count
+    assert window._keep_picked(([picked[1]], window.manual_by, ""), partial).startswith(
+        f"The plan picked by hand, layer {picked[1]}, gave way")  # one layer: "layer", as everywhere
 
 
 def test_the_next_save_is_offered_beside_the_last(qtbot, opened, tmp_path: Path, monkeypatch) -> None:
