@@ -57,7 +57,7 @@ from .log_panel import LogPanel
 from .messages import user_message
 from .model_panel import ModelPanel, model_key, pruned_before, typed_model
 from .plan_panel import BY_HAND, FROM_FILE, PlanPanel
-from .scores_file import another_file_of_the_same_name, read_scores, same_model, write_scores
+from .scores_file import another_model_of_the_same_name, read_scores, same_model, write_scores
 from .session import (
     STREAMED_MODE,
     JobProgress,
@@ -1331,7 +1331,7 @@ class MainWindow(QMainWindow):
         if not same_model(imported, source.spec, source.display_name, info.n_layers, info.architecture, revision):
             at = (f" at revision {imported.revision}", f" at revision {revision}") \
                 if imported.revision and revision and imported.revision != revision else ("", "")
-            if another_file_of_the_same_name(imported, source.spec, info.n_layers):
+            if another_model_of_the_same_name(imported, source.spec, info.n_layers):
                 # "…are for /a/m.gguf (30 layers), not for the opened model m.gguf (30 layers)" read as a contradiction
                 self.show_error("Cannot import the scores",
                                 f"These scores were measured on {imported.model}, not on the opened {source.spec}, "

@@ -177,7 +177,7 @@ def same_model(imported: ImportedScores, spec: str, display_name: str, n_layers:
     return name(imported.model) in (name(spec), name(display_name))
 
 
-def another_file_of_the_same_name(imported: ImportedScores, spec: str, n_layers: int) -> bool:
+def another_model_of_the_same_name(imported: ImportedScores, spec: str, n_layers: int) -> bool:
     """Whether the scores were refused (:func:`same_model`) only for naming another file or folder on this machine
     whose name is the opened model's (a copy, or another run's folder of the same name)."""
     recorded = Path(imported.model) if imported.model else None
