@@ -38,7 +38,7 @@ from PySide6.QtWidgets import (
 
 from .. import __version__
 from ..core import defaults
-from ..core.cut.plan import PrunePlan
+from ..core.cut.plan import PrunePlan, is_known
 from ..core.engine import STREAMED_CURVE_NOTE, JobSpec, Scored
 from ..core.errors import Hint, PlanError, UserError
 from ..core.formats.provenance import earlier_removed
@@ -181,6 +181,8 @@ class MainWindow(QMainWindow):
         #: The plan/figures split as it was before a check made room for its figures (None: the user's own, or no
         #: check grew it): remembered at close, where the check's room made every later start's plan scroll.
         self._right_sizes_given: list[int] | None = None
+        #: The open job under way is the reopening at start (:meth:`reopen_last_model`): a failure is said quietly.
+        self._quiet_open = False
         #: A memory estimate ended while a job ran, so the format box did not follow it: it runs again after the job.
         self._estimate_after_job = False
         #: Seconds of measuring on the open model by job (score, check, curve) that no Save or import has kept since
@@ -355,8 +357,9 @@ class MainWindow(QMainWindow):
             file_menu.addAction(act)
         file_menu.addSeparator()
         # keys too: the README's "every job and file to open has a key" left these two out (a walkthrough)
-        self.export_action = action("&Export scores…", self.export_scores, "Ctrl+E")
-        self.import_action = action("&Import scores…", self.import_scores, "Ctrl+I")
+        # (not Ctrl+E: on X11 a text box takes it for the end of the line, so it did nothing with the focus in one)
+        self.export_action = action("&Export scores…", self.export_scores, "Ctrl+Shift+E")
+        self.import_action = action("&Import scores…", self.import_scores, "Ctrl+Shift+I")
         file_menu.addAction(self.export_action)
         file_menu.addAction(self.import_action)
         file_menu.addSeparator()
@@ -742,6 +745,7 @@ class MainWindow(QMainWindow):
         except OSError:  # a folder one may not enter: Score says so
             local = False
         if local:
+            self._quiet_open = True  # a model that no longer opens is said under the box, not in a dialog each start
             self.open_model(text)
 
     def _may_drop_measured(self, title: str, doing: str, question: str) -> bool:
@@ -803,6 +807,7 @@ class MainWindow(QMainWindow):
         self._curves.clear()
 
     def _on_opened(self, info: ModelInfo) -> None:
+        self._quiet_open = False
         source = self.engine.source
         assert source is not None
         earlier = earlier_removed(source)
@@ -819,11 +824,16 @@ class MainWindow(QMainWindow):
                  info.n_layers, f"{info.n_params:,}", f". {said.strip()}" if said else "")
 
     def _on_open_failed(self, failure: Failure) -> None:
+        quiet, self._quiet_open = self._quiet_open, False
         self._show_open_model()
         self.model_panel.set_message(failure.message)
+        if quiet:  # the reopening at start: nobody asked for it now
+            log.warning("The model open last could not be opened again: %s", failure.message)
+            return
         self.show_error("The model cannot be opened", failure)
 
     def _on_open_cancelled(self) -> None:
+        self._quiet_open = False
         self._show_open_model()
         self.model_panel.set_message("Opening was cancelled.")
 
@@ -892,10 +902,11 @@ class MainWindow(QMainWindow):
             on_success=self._on_scored, on_failure=self._on_score_failed, on_cancel=self._on_score_cancelled,
         )
 
-    def _on_scored(self, scored: Scored, keep_picked: bool = True) -> None:
+    def _on_scored(self, scored: Scored, keep_picked: bool = True) -> str:
         """``keep_picked``: a plan picked by hand (or listed by an imported file) stays where the new scores allow
         it: Score again, with more samples or another metric, replaced the layers the user had clicked with the
-        slider's without a word (False: an imported file's own plan follows)."""
+        slider's without a word (False: an imported file's own plan follows). Returns what was said of that plan
+        ("": nothing picked), for a cancelled scoring's own status line."""
         first = self.plan is None
         picked = (list(self.plan.removed), self.manual_by, self._listed_in) \
             if keep_picked and self.manual and self.plan is not None and self.plan.removed else None
@@ -920,15 +931,17 @@ class MainWindow(QMainWindow):
         self._say_scored(scored)
         if kept:
             log.info("%s", kept)
-            self.statusBar().showMessage(f"{self.statusBar().currentMessage()} {kept}".strip(), 15000)
+            said = self.statusBar().currentMessage() if not scored.partial else ""  # a cancel says its own
+            self.statusBar().showMessage(f"{said} {kept}".strip(), 15000)
         self._memory_timer.start()  # the Runs line: the way it was scored is the way the settings ask now
+        return kept
 
     def _keep_picked(self, picked: tuple[list[int], str, str], scored: Scored) -> str:
         """The plan picked by hand before a new scoring shown again where the new scores allow it (the words that say
         so), else what replaced it and why."""
         removed, by, listed_in = picked
         scores = scored.scores.scores
-        unscored = [i for i in removed if i >= len(scores) or scores[i] is None]
+        unscored = [i for i in removed if i >= len(scores) or not is_known(scores[i])]  # NaN: no score either
         whose = "picked by hand" if by == BY_HAND else "the imported file listed"
         layers = "layer" if len(removed) == 1 else "layers"
         if unscored or len(removed) > self.plan_panel.slider.maximum():
@@ -993,7 +1006,7 @@ class MainWindow(QMainWindow):
     def _on_score_cancelled(self) -> None:
         scored = self.engine.scored
         if scored is not None and scored.partial:
-            self._on_scored(scored)
+            kept = self._on_scored(scored)
             known = scored.scores.scored_layers
             if known < len(scored.scores.scores):  # one layer at a time: every token, for the first layers
                 message = (f"Scoring cancelled: {known} of {scored.n_layers} layers were scored (partial); the plan "
@@ -1001,7 +1014,8 @@ class MainWindow(QMainWindow):
             else:
                 message = (f"Scoring cancelled: the scores shown come from the {scored.sample_tokens:,} tokens "
                            "measured so far (partial).")
-            self.statusBar().showMessage(message, 15000)
+            # what became of a plan picked by hand: "gave way" is mostly this case (layers left unscored)
+            self.statusBar().showMessage(f"{message} {kept}".strip(), 15000)
             return
         self._say_cancelled("Scoring")
 

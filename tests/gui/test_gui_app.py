@@ -81,6 +81,17 @@ def test_the_model_named_last_time_is_opened_again_at_start_where_it_is_on_this_
         window.reopen_last_model()
         assert not window.busy and window.engine.source is None and window.model_panel.text == named
         window.close()
+    # one there that no longer opens is said under the box, not in a dialog at every start
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"not a gguf file at all")
+    settings.setValue("models/last", str(broken))
+    window = make_window(fast=False)
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000) as finished:
+        window.reopen_last_model()
+    assert finished.args == ["open", "failed"] and window.dialogs == []
+    assert window.model_panel.message.text() and window.engine.source is None
+    with qtbot.waitSignal(window.errorShown, timeout=60_000):  # asked for by hand: the dialog, as before
+        window.open_model(str(broken))
 
 
 def test_first_start_defaults(make_window) -> None:

@@ -327,6 +327,8 @@ def test_each_job_and_text_to_open_has_a_shortcut_and_no_two_share_one(window) -
         assert keys.get(name), (name, keys)
     taken = [k for ks in keys.values() for k in ks]
     assert len(taken) == len(set(taken)), keys
+    # not Ctrl+E: on X11 a text box takes it (the end of the line), and Export did nothing with the focus in one
+    assert (keys["Export scores…"], keys["Import scores…"]) == (["Ctrl+Shift+E"], ["Ctrl+Shift+I"])
     # each panel button says its menu action's key, as Folder… said Ctrl+O (.gguf… and the two Add buttons did not)
     buttons = (window.model_panel.folder_button, window.model_panel.gguf_button,
                window.calibration_panel.add_files_button, window.calibration_panel.add_folder_button)

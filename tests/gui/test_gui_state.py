@@ -594,6 +594,33 @@ def test_a_rescore_keeps_the_layers_picked_by_hand_where_the_new_scores_allow(qt
     assert window.plan.removed == by_count
     assert window._keep_picked(([picked[1]], window.manual_by, ""), partial).startswith(
         f"The plan picked by hand, layer {picked[1]}, gave way")  # one layer: "layer", as everywhere
+    scores[picked[-1]] = float("nan")  # no score either (the slider's maximum leaves such layers out)
+    assert "gave way" in window._keep_picked((picked, window.manual_by, ""), partial)
+
+
+def test_a_cancelled_rescore_says_what_became_of_the_layers_picked_by_hand(qtbot, opened, monkeypatch) -> None:
+    """The cancelled scoring's own status line replaced the sentence at once: where a scoring cancelled one layer
+    at a time leaves a picked layer unscored, which is where the picked plan gives way, the user never saw why."""
+    import dataclasses
+
+    from shortgpt_desktop.core.measure.scoring import LayerScores
+
+    window = scored_with_plan(qtbot, opened, 2)
+    last = window.engine.n_layers - 2
+    picked = [1, last]
+    for index in sorted(set(window.plan.removed) ^ set(picked)):
+        window.toggle_layer(index)
+    assert window.plan.removed == picked
+    scored = window.engine.scored
+    cut_short = [*scored.scores.scores[:last], *[None] * (scored.n_layers - last)]  # the later layers unscored
+    monkeypatch.setattr(window.engine, "scored", dataclasses.replace(
+        scored, partial=True, scores=LayerScores(scored.scores.metric, cut_short)))
+    window._on_score_cancelled()
+    said = window.statusBar().currentMessage()
+    assert said.startswith(f"Scoring cancelled: {last} of {scored.n_layers} layers were scored (partial)")
+    assert said.endswith(f"The plan picked by hand, layers 1, {last}, gave way to the slider's: the new scores do not "
+                         f"cover layer {last}."), said
+    assert not window.manual
 
 
 def test_the_next_save_is_offered_beside_the_last(qtbot, opened, tmp_path: Path, monkeypatch) -> None:
@@ -700,9 +727,15 @@ def test_the_room_a_check_made_for_its_figures_is_not_the_next_starts(qtbot, mak
     first.close()
     second = make_window(fast=False)
     assert second.right_splitter.sizes() == before
-    dragged = [before[0] - 40, before[1] + 40]
-    second.right_splitter.setSizes(dragged)
-    second._right_split_by_user()  # what splitterMoved calls (emitted for a drag, not for setSizes)
+    # a check again, then the split dragged (moveSplitter is what a drag of the handle calls: splitterMoved)
+    with qtbot.waitSignal(second.jobFinished, timeout=60_000):
+        second.open_model(str(gui_model))
+    scored_with_plan(qtbot, second)
+    assert run(qtbot, second, second.check) == ["check", "ok"]
+    with qtbot.waitSignal(second.right_splitter.splitterMoved, timeout=3000):
+        second.right_splitter.moveSplitter(before[0] - 40, 1)
+    dragged = second.right_splitter.sizes()
+    assert dragged != before
     second.close()
     assert make_window(fast=False).right_splitter.sizes() == dragged
 
