@@ -683,7 +683,8 @@ class Engine:
                 ctx.stats = self.backend.hooked_pass(tokens, spec.batch_size, progress, cancel)
                 _refuse_non_finite(ctx.stats.bi, loaded.dtype)  # the pass stopped there: no metric reads it
             scores = metric.score(ctx, spec.block_size if metric.block else 1)
-            _refuse_non_finite(ctx.stats.bi if ctx.stats is not None else scores.scores, loaded.dtype)
+            if ctx.stats is None:  # a metric without the hooked pass (the states' cosines were checked above)
+                _refuse_non_finite(scores.scores, loaded.dtype)
         except Cancelled as exc:
             if exc.partial is None or (self.scored is not None and not self.scored.partial):
                 raise

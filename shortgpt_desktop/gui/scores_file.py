@@ -165,8 +165,8 @@ def same_model(imported: ImportedScores, spec: str, display_name: str, n_layers:
         return False
     if imported.revision and revision and imported.revision != revision:
         return False
-    recorded = Path(imported.model) if imported.model else None
-    if recorded is not None and recorded.is_absolute() and recorded.exists() and Path(spec).exists():
+    recorded = _recorded_here(imported, spec)
+    if recorded is not None:
         try:
             return os.path.samefile(recorded, spec)
         except OSError:
@@ -177,13 +177,21 @@ def same_model(imported: ImportedScores, spec: str, display_name: str, n_layers:
     return name(imported.model) in (name(spec), name(display_name))
 
 
+def _recorded_here(imported: ImportedScores, spec: str) -> Path | None:
+    """The model the file names where it is on this machine, as the opened one is (then matched as the very file
+    or folder), else None."""
+    recorded = Path(imported.model) if imported.model else None
+    if recorded is not None and recorded.is_absolute() and recorded.exists() and Path(spec).exists():
+        return recorded
+    return None
+
+
 def another_model_of_the_same_name(imported: ImportedScores, spec: str, n_layers: int) -> bool:
     """Whether the scores were refused (:func:`same_model`) only for naming another file or folder on this machine
     whose name is the opened model's (a copy, or another run's folder of the same name)."""
-    recorded = Path(imported.model) if imported.model else None
     try:
-        return (recorded is not None and recorded.is_absolute() and recorded.exists() and Path(spec).exists()
-                and imported.n_layers == n_layers and recorded.name == Path(spec).name
+        recorded = _recorded_here(imported, spec)
+        return (recorded is not None and imported.n_layers == n_layers and recorded.name == Path(spec).name
                 and not os.path.samefile(recorded, spec))
     except OSError:
         return False
