@@ -520,7 +520,7 @@ class Engine:
         raise_if_cancelled(cancel)
         assert self.source is not None
         progress("load", 0, 1, None)
-        self.backend = open_backend(mode, self.source, spec.device, spec.dtype, spec.trust_remote_code)
+        self.backend = open_backend(mode, self.source, spec.device, spec.dtype, spec.trust_remote_code, cancel)
         self.load_key = key
         self.loaded_stamp = self._weights_stamp()
         progress("load", 1, 1, None)

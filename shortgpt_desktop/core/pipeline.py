@@ -104,7 +104,7 @@ def open_model(spec: JobSpec, progress: Progress = _noop, cancel: CancelCheck | 
         on_info(inspect_model(source, spec.device, spec.dtype, samples=spec.samples, seq_len=spec.seq_len,
                               batch_size=spec.batch_size))
     progress("load", 0, 1, None)
-    loaded = load_model(source, spec.device, spec.dtype, spec.trust_remote_code)
+    loaded = load_model(source, spec.device, spec.dtype, spec.trust_remote_code, cancel)
     progress("load", 1, 1, None)
     return loaded
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from shortgpt_desktop.core.engine import Engine
+from shortgpt_desktop.core.errors import Cancelled
 from shortgpt_desktop.core.model import memory
 from shortgpt_desktop.core.model.memory import SAFETY
 from shortgpt_desktop.core.pipeline import JobSpec
@@ -1474,3 +1475,27 @@ def test_bi_plus_counts_the_saved_repairs_fits_on_its_bar_as_the_jobs_estimate_d
         assert cost.original == tokens * shape.n_layers
         for k, fit_runs in runs.items():
             assert cost.fit(k) == estimate.fit_token_layers(shape, tokens, k, fit_runs, spec.samples) > 0
+
+
+def test_a_cancel_while_a_gguf_loads_stops_the_load_and_the_next_job_loads_it(
+        tiny_q4_gguf: Path, small_calib: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The job's cancel check reaches the load itself: a Cancel pressed while the weights were read waited for the
+    whole load (about 20 s for Gemma 3); the engine is left without a half-loaded model, and loads again."""
+    from shortgpt_desktop.core.model import gguf_dequant
+
+    dequantized: list[object] = []
+    real = gguf_dequant.dequantize
+
+    def counted(*args, **kwargs):
+        dequantized.append(args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gguf_dequant, "dequantize", counted)
+    spec = JobSpec(model=str(tiny_q4_gguf), calib=[str(small_calib)], samples=4, seq_len=32, eval_windows=2,
+                   device="cpu", low_memory=False)
+    engine = Engine()
+    with pytest.raises(Cancelled):
+        engine.load(spec, cancel=lambda: len(dequantized) >= 2)
+    assert len(dequantized) == 2 and engine.backend is None
+    assert engine.load(spec).model is not None
+    assert len(dequantized) > 4

@@ -121,15 +121,19 @@ class Streamed(Backend):
     #: Tokens a streamed generation adds: each one runs every layer again (no KV cache across loads).
     MAX_NEW_TOKENS = 8
 
-    def __init__(self, source: ModelSource, device: str, dtype: str, trust_remote_code: bool) -> None:
+    def __init__(self, source: ModelSource, device: str, dtype: str, trust_remote_code: bool,
+                 cancel: CancelCheck | None = None) -> None:
         from ..model import gguf_parse_once
         from ..model.loading import load_tokenizer
         from .streamed import StreamedModel
 
-        with gguf_parse_once.gguf_parsed_once():  # the skeleton, the weight reader and the tokenizer share it
-            self.stack = streamed = StreamedModel(source, device, dtype, trust_remote_code)
+        # the skeleton, the weight reader and the tokenizer share one parse; ``cancel`` is asked between them
+        with gguf_parse_once.gguf_parsed_once(cancel):
+            self.stack = streamed = StreamedModel(source, device, dtype, trust_remote_code, cancel)
             try:
+                raise_if_cancelled(cancel)
                 tokenizer = load_tokenizer(source, trust_remote_code)
+                raise_if_cancelled(cancel)
             except BaseException:
                 streamed.close()
                 raise
@@ -192,10 +196,12 @@ def backend_class(mode: str) -> type[Backend]:
     return Streamed if mode == "streamed" else InMemory
 
 
-def open_backend(mode: str, source: ModelSource, device: str, dtype: str, trust_remote_code: bool) -> Backend:
-    """Load the model the way ``mode`` says (see :data:`MODES`)."""
+def open_backend(mode: str, source: ModelSource, device: str, dtype: str, trust_remote_code: bool,
+                 cancel: CancelCheck | None = None) -> Backend:
+    """Load the model the way ``mode`` says (see :data:`MODES`); ``cancel`` stops the load part-way
+    (:class:`~..errors.Cancelled`)."""
     if mode == "streamed":
-        return Streamed(source, device, dtype, trust_remote_code)
+        return Streamed(source, device, dtype, trust_remote_code, cancel)
     from ..model.loading import load_model
 
-    return InMemory(load_model(source, device, dtype, trust_remote_code))
+    return InMemory(load_model(source, device, dtype, trust_remote_code, cancel))

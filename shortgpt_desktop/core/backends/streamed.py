@@ -42,7 +42,7 @@ from ..model.layer_weights import (
 )
 from ..model.skeleton import build_skeleton
 from ..model.sources import ModelSource
-from ..progress import CancelCheck, Progress
+from ..progress import CancelCheck, Progress, raise_if_cancelled
 from . import ops
 from .layerwise import LayerObserver, LayerStack
 
@@ -54,7 +54,8 @@ class StreamedModel(LayerStack):
     """
 
     def __init__(self, source: ModelSource, device: str = "cpu", dtype: str = "float32",
-                 trust_remote_code: bool = False) -> None:
+                 trust_remote_code: bool = False, cancel: CancelCheck | None = None) -> None:
+        """``cancel`` is asked between the steps of opening (a Gemma 3 GGUF's took about 7 s on a 2-core CPU)."""
         from ..model.config import check_supported, read_config
         from ..model.devices import resolve_device, resolve_dtype
 
@@ -62,8 +63,10 @@ class StreamedModel(LayerStack):
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         check_supported(read_config(source), trust_remote_code)
+        raise_if_cancelled(cancel)
         self.source = source
         self.model = build_skeleton(source, self.dtype, trust_remote_code)
+        raise_if_cancelled(cancel)  # nothing of the skeleton is held yet but what the collector frees
         self.config = self.model.config.to_dict()
         self.family: Family = resolve_family(self.model, self.config)
         self.layers = layers_of(self.model, self.family)

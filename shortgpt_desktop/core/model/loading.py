@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...format import counted
 from ..errors import Hint, ModelSourceError, ResourceError
+from ..progress import CancelCheck, raise_if_cancelled
 from .families import Family, family_for_model_type, layer_count, resolve_family
 from .skeleton import check_config_fits_weights
 from .sources import ModelSource
@@ -162,16 +163,18 @@ def load_model(
     device: str = "auto",
     dtype: str = "auto",
     trust_remote_code: bool = False,
+    cancel: CancelCheck | None = None,
 ) -> LoadedModel:
     """Load model and tokenizer on ``device`` in ``dtype``; every failure the user can fix is a sentence.
 
     A GGUF's metadata is parsed once for the config, the weights and the tokenizer, and gguf-py's tensor name map
-    built once (:mod:`.gguf_parse_once`).
+    built once (:mod:`.gguf_parse_once`). ``cancel`` is polled between the steps of the load and, for a GGUF,
+    before each tensor is dequantized (:class:`~..errors.Cancelled`).
     """
     from . import gguf_parse_once
 
-    with gguf_parse_once.gguf_parsed_once():
-        return _load_model(source, device, dtype, trust_remote_code)
+    with gguf_parse_once.gguf_parsed_once(cancel):
+        return _load_model(source, device, dtype, trust_remote_code, cancel)
 
 
 def _for_where_it_is(reason: str, source: ModelSource) -> str:
@@ -192,7 +195,8 @@ def _for_where_it_is(reason: str, source: ModelSource) -> str:
     return reason
 
 
-def _load_model(source: ModelSource, device: str, dtype: str, trust_remote_code: bool) -> LoadedModel:
+def _load_model(source: ModelSource, device: str, dtype: str, trust_remote_code: bool,
+                cancel: CancelCheck | None = None) -> LoadedModel:
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -204,6 +208,7 @@ def _load_model(source: ModelSource, device: str, dtype: str, trust_remote_code:
     try:
         config = transformers_config(source, trust_remote_code)
         check_config_fits_weights(source, config, raw_config, trust_remote_code)
+        raise_if_cancelled(cancel)
         model, info = AutoModelForCausalLM.from_pretrained(  # gguf-py's name maps: built once (.gguf_parse_once)
             source.folder, config=config, dtype=torch_dtype(dtype), low_cpu_mem_usage=True,
             output_loading_info=True, **kwargs
@@ -226,7 +231,9 @@ def _load_model(source: ModelSource, device: str, dtype: str, trust_remote_code:
         raise ModelSourceError(f"The checkpoint in {source.folder} has no weights for {missing[0]}"
                                + (f" and {counted(len(missing) - 1, 'other parameter')}" if len(missing) > 1 else "")
                                + ", so the model would run with random values there.")
+    raise_if_cancelled(cancel)
     tokenizer = load_tokenizer(source, trust_remote_code)
+    raise_if_cancelled(cancel)
     try:
         model.to(device)
     except torch.OutOfMemoryError:

@@ -157,3 +157,70 @@ def test_a_streamed_load_builds_gguf_pys_tensor_name_map_once(tiny_gguf: Path,
         shared = gguf.get_tensor_name_map(arch, n_blocks)
         assert gguf.get_tensor_name_map(arch, n_blocks) is shared
         assert shared.mapping == real(arch, n_blocks).mapping
+
+
+class CancelAfter:
+    """A cancel check that says "cancel" from its ``polls``-th question on (counting them)."""
+
+    def __init__(self, polls: int) -> None:
+        self.polls, self.asked = polls, 0
+
+    def __call__(self) -> bool:
+        self.asked += 1
+        return self.asked >= self.polls
+
+
+def test_a_cancel_stops_a_gguf_load_at_the_next_tensor(tiny_gguf: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Cancel while a big GGUF loaded waited for the whole load (about 20 s for Gemma 3 on a 2-core CPU): the check
+    is asked before each tensor is dequantized, in the loading thread only, and the block ends as after a failure."""
+    import gguf
+
+    from shortgpt_desktop.core.errors import Cancelled
+    from shortgpt_desktop.core.model import gguf_dequant
+
+    dequantized: list[object] = []
+    real = gguf_dequant.dequantize
+
+    def counted(*args, **kwargs):
+        dequantized.append(args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gguf_dequant, "dequantize", counted)
+    source = resolve(str(tiny_gguf))
+    open_backend("memory", source, "cpu", "float32", False).close()
+    every = len(dequantized)
+    assert every > 10
+    dequantized.clear()
+
+    with pytest.raises(Cancelled):  # Cancel pressed as the third tensor was dequantized
+        open_backend("memory", source, "cpu", "float32", False, lambda: len(dequantized) >= 3)
+    assert len(dequantized) == 3 < every  # stopped at the next tensor, not after the load
+    assert gguf.dequantize is gguf.quants.dequantize and not gguf_parse_once._readers
+    assert not gguf_parse_once._cancels.checks  # this thread's next load is not asked
+
+    def other_thread_load() -> None:  # a block open elsewhere with a check that says "cancel" stops only its own
+        with gguf_parsed_once(lambda: True):
+            loaded.set()
+            leave.wait(30)
+
+    loaded, leave = threading.Event(), threading.Event()
+    thread = threading.Thread(target=other_thread_load)
+    thread.start()
+    try:
+        assert loaded.wait(30)
+        open_backend("memory", source, "cpu", "float32", False).close()
+    finally:
+        leave.set()
+        thread.join(30)
+
+
+@pytest.mark.parametrize("polls", [1, 2, 3])
+def test_a_cancel_stops_a_streamed_gguf_opening_between_its_steps(tiny_gguf: Path, polls: int) -> None:
+    """Opening a GGUF one layer at a time reads its config, builds the skeleton, maps the names and builds the
+    tokenizer (a Gemma 3's about 7 s and 4.6 s): a Cancel is heard between them."""
+    from shortgpt_desktop.core.errors import Cancelled
+
+    cancel = CancelAfter(polls)
+    with pytest.raises(Cancelled):
+        open_backend("streamed", resolve(str(tiny_gguf)), "cpu", "float32", False, cancel)
+    assert cancel.asked == polls
