@@ -168,8 +168,9 @@ def _wayland_socket() -> bool:
     (``tty`` over SSH, or unset) Qt opens X11 whatever the folder holds: an SSH login to a machine whose desktop
     session left its socket in the user's runtime folder has no display (seen with PySide6 6.11)."""
     runtime = os.environ.get("XDG_RUNTIME_DIR")
+    # wayland-0 only: libwayland's default name, the one Qt tries; wayland-1 or a leftover wayland-0.lock are not it
     return (os.environ.get("XDG_SESSION_TYPE") == "wayland" and bool(runtime)
-            and any(Path(runtime).glob("wayland-*")))
+            and (Path(runtime) / "wayland-0").exists())
 
 
 #: Said where the window has nowhere to open (an SSH session, a server): Qt aborted (exit 134) with a message that

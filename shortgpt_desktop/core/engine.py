@@ -1130,8 +1130,8 @@ class Engine:
         assert self.loaded is not None
         shape = shape_of(self.loaded)
         _, fit_samples, fit_tokens = self._repair_fit(spec, sum(map(len, tokens.samples)))
-        bi = self.stats.bi if self.stats is not None else None  # the runs the estimate counts (one per two layers
-        # removed was counted here: 9 where SmolLM2's 18 of 30 came in 4)
+        bi = self._bi_scores()  # the scores the estimate counts runs from (one per two layers removed was counted
+        # here: 9 where SmolLM2's 18 of 30 came in 4; and the pass's own, none for imported scores)
         return FitCost(lambda count: fit_token_layers(shape, fit_tokens, count, likely_runs(count, bi), fit_samples),
                        float(fit_tokens * shape.n_layers))
 

@@ -607,8 +607,10 @@ class MainWindow(QMainWindow):
         self._job_started = time.monotonic()
         if name != "open":  # why a model could not be opened stayed under the open model's facts from then on
             self.model_panel.set_message("")
-        # The last job's word is not this one's: three failed saves ran under "Saved the pruned model … to …"
-        self.statusBar().clearMessage()
+        # The last job's word is not this one's: three failed saves ran under "Saved the pruned model … to …". The
+        # model reopened at start is no one's job: the notes on the settings read at start stay
+        if not self._quiet_open:
+            self.statusBar().clearMessage()
         self._set_busy(True)
         self.progress.setRange(0, 0)
         self.progress_label.setText(self.job_progress.started(name))
@@ -902,11 +904,12 @@ class MainWindow(QMainWindow):
             on_success=self._on_scored, on_failure=self._on_score_failed, on_cancel=self._on_score_cancelled,
         )
 
-    def _on_scored(self, scored: Scored, keep_picked: bool = True) -> str:
+    def _on_scored(self, scored: Scored, keep_picked: bool = True, cancelled: bool = False) -> str:
         """``keep_picked``: a plan picked by hand (or listed by an imported file) stays where the new scores allow
         it: Score again, with more samples or another metric, replaced the layers the user had clicked with the
         slider's without a word (False: an imported file's own plan follows). Returns what was said of that plan
-        ("": nothing picked), for a cancelled scoring's own status line."""
+        ("": nothing picked), for a cancelled scoring's own status line (``cancelled``: that line replaces the
+        scored one; imported partial scores keep theirs)."""
         first = self.plan is None
         picked = (list(self.plan.removed), self.manual_by, self._listed_in) \
             if keep_picked and self.manual and self.plan is not None and self.plan.removed else None
@@ -931,7 +934,7 @@ class MainWindow(QMainWindow):
         self._say_scored(scored)
         if kept:
             log.info("%s", kept)
-            said = self.statusBar().currentMessage() if not scored.partial else ""  # a cancel says its own
+            said = self.statusBar().currentMessage() if not cancelled else ""  # a cancel says its own
             self.statusBar().showMessage(f"{said} {kept}".strip(), 15000)
         self._memory_timer.start()  # the Runs line: the way it was scored is the way the settings ask now
         return kept
@@ -942,7 +945,8 @@ class MainWindow(QMainWindow):
         removed, by, listed_in = picked
         scores = scored.scores.scores
         unscored = [i for i in removed if i >= len(scores) or not is_known(scores[i])]  # NaN: no score either
-        whose = "picked by hand" if by == BY_HAND else "the imported file listed"
+        # the file named: after a second import (of a file listing no plan) "the imported file" read as that one
+        whose = "picked by hand" if by == BY_HAND else f"{Path(listed_in).name or 'the imported file'} listed"
         layers = "layer" if len(removed) == 1 else "layers"
         if unscored or len(removed) > self.plan_panel.slider.maximum():
             why = (f"the new scores do not cover {'layer' if len(unscored) == 1 else 'layers'} {layer_list(unscored)}"
@@ -1006,7 +1010,7 @@ class MainWindow(QMainWindow):
     def _on_score_cancelled(self) -> None:
         scored = self.engine.scored
         if scored is not None and scored.partial:
-            kept = self._on_scored(scored)
+            kept = self._on_scored(scored, cancelled=True)
             known = scored.scores.scored_layers
             if known < len(scored.scores.scores):  # one layer at a time: every token, for the first layers
                 message = (f"Scoring cancelled: {known} of {scored.n_layers} layers were scored (partial); the plan "
@@ -1524,11 +1528,12 @@ class MainWindow(QMainWindow):
         )
         self._announce(cost)
 
-    def _make_room_for_check(self) -> None:
+    def _make_room_for_check(self, scroll: bool = True) -> None:
         """Give the check's figures the height they need, from the chart and plan above (which scroll): at 1280 × 720
         the paragraph stopped at "remove fewer layers (the Quality curve shows" and each text showed two lines.
-        Never less than the user gave them, nor so much that the buttons and a third of the pane go. The plan above
-        scrolls to its Quality curve button."""
+        Never less than the user gave them, nor so much that the buttons and a third of the pane go. ``scroll``: the
+        plan above scrolls to its Quality curve button (after a check, not as the window is made smaller: the chart
+        the user had scrolled to jumped back at every shrink)."""
         QApplication.sendPostedEvents(None, QEvent.Type.LayoutRequest)
         sizes = self.right_splitter.sizes()
         if len(sizes) != 2 or not sum(sizes):
@@ -1541,8 +1546,8 @@ class MainWindow(QMainWindow):
             if self._right_sizes_given is None:
                 self._right_sizes_given = sizes
             self.right_splitter.setSizes([total - bottom, bottom])
-        # the Quality curve button, which the check's paragraph names, in view above (it was left half scrolled away)
-        QTimer.singleShot(0, lambda: self._scroll_to(self.top_scroll, self.plan_panel.curve_button))
+        if scroll:  # the Quality curve button, which the check's paragraph names, in view (it was half scrolled away)
+            QTimer.singleShot(0, lambda: self._scroll_to(self.top_scroll, self.plan_panel.curve_button))
 
     def _right_split_by_user(self, *_: Any) -> None:
         """The plan/figures split dragged: the user's, kept as it is at close."""
@@ -1696,7 +1701,7 @@ class MainWindow(QMainWindow):
         1024 × 600 the paragraph was cut mid-line ("It has lost most of what the"), with no scroll bar."""
         super().resizeEvent(event)
         if self.compare_panel.showing is not None and event.size().height() < event.oldSize().height():
-            QTimer.singleShot(0, self._make_room_for_check)
+            QTimer.singleShot(0, lambda: self._make_room_for_check(scroll=False))
 
     def closeEvent(self, event: QCloseEvent) -> None:
         # Asked first, whatever runs beside (a memory estimate after each settings change skipped it); a running

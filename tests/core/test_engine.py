@@ -1475,6 +1475,15 @@ def test_bi_plus_counts_the_saved_repairs_fits_on_its_bar_as_the_jobs_estimate_d
         assert cost.original == tokens * shape.n_layers
         for k, fit_runs in runs.items():
             assert cost.fit(k) == estimate.fit_token_layers(shape, tokens, k, fit_runs, spec.samples) > 0
+    # bi+ scores imported (no pass here, so no hooked statistics): the bar counts the runs the estimate counts
+    # from the scores shown, where it guessed one per two layers removed
+    given.clear()
+    imported = Engine()
+    imported.use_imported_scores(spec, engine.scores)
+    imported.refine(spec, 2)
+    assert imported.stats is None and len(given) == 1
+    for k, fit_runs in runs.items():
+        assert given[0].fit(k) == estimate.fit_token_layers(shape, tokens, k, fit_runs, spec.samples)
 
 
 def test_a_cancel_while_a_gguf_loads_stops_the_load_and_the_next_job_loads_it(

@@ -66,11 +66,18 @@ def test_the_model_named_last_time_is_opened_again_at_start_where_it_is_on_this_
     with qtbot.waitSignal(first.jobFinished, timeout=60_000):
         first.open_model(str(gui_model))
     first.close()
+    import json
+
+    job = json.loads(str(settings.value("job/settings")))
+    settings.setValue("job/settings", json.dumps({**job, "samples": -3}))  # edited by hand: said at start
     second = make_window(fast=False)
     assert second.engine.source is None and second.model_panel.values["layers"].text() == "—"
+    note = second.statusBar().currentMessage()
+    assert note.startswith("Saved settings out of range were brought within it: samples -3 → 1"), note
     with qtbot.waitSignal(second.jobFinished, timeout=60_000) as finished:
         second.reopen_last_model()
     assert finished.args == ["open", "ok"] and second.engine.source is not None
+    assert second.statusBar().currentMessage() == note  # the reopening, nobody's job, wiped it at every start
     assert second.model_panel.values["layers"].text() == str(second.engine.n_layers)
     assert second.engine.scores is None  # opened, not scored
     second.close()
@@ -511,6 +518,9 @@ def test_the_window_without_a_display_says_so_in_one_sentence(
     monkeypatch.setenv("XDG_SESSION_TYPE", "wayland")  # a Wayland session without WAYLAND_DISPLAY: Qt connects
     assert app._no_display_to_open() is None
     (tmp_path / "wayland-0").unlink()
+    assert app._no_display_to_open() == app.NO_DISPLAY
+    for other in ("wayland-0.lock", "wayland-1"):  # not the socket Qt connects to without WAYLAND_DISPLAY
+        (tmp_path / other).touch()
     assert app._no_display_to_open() == app.NO_DISPLAY
     monkeypatch.delenv("XDG_SESSION_TYPE")
     monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")

@@ -971,6 +971,7 @@ def test_an_imported_file_shows_the_plan_it_lists_and_check_removes_those(qtbot,
 
     # A hand-edited plan: what is not a layer is left out and said; a plan removing every layer is not shown, and said
     data = json.loads(exported.read_text(encoding="utf-8"))
+    full_scores = list(data["scores"])
     edited = tmp_path / "edited.json"
 
     def import_edited(**changes: object) -> str:
@@ -991,6 +992,23 @@ def test_an_imported_file_shows_the_plan_it_lists_and_check_removes_those(qtbot,
     said = import_edited(removed_layers=[4], scores=[*data["scores"][:4], None, *data["scores"][5:]], partial=True)
     assert said.endswith(" The file's plan, layer 4, is not shown: it removes layer 4, which the file's scores do "
                          "not cover; the slider's plan is."), said
+
+    # Partial scores listing no plan, imported over a plan picked by hand: the import's own line stays before what
+    # became of that plan (a partial import was taken for a cancelled scoring, whose line replaces it)
+    shown = list(fresh.plan.removed)
+    fresh.toggle_layer(next(i for i in range(1, 5) if i not in shown and  # not the plan of the next count either
+                            sorted([*shown, i]) != fresh.engine.plan(count=len(shown) + 1).removed))
+    picked = list(fresh.plan.removed)
+    said = import_edited(removed_layers=[], scores=full_scores, partial=True)
+    assert said.startswith("Imported the scores of 6 layers from edited.json") and said.endswith(
+        f"The plan picked by hand stays: layers {layer_list(picked)} (move the slider for the new scores' own)."), said
+    # A plan a file listed, kept through the import of another that lists none, names the file that listed it
+    with qtbot.waitSignal(fresh.jobFinished, timeout=60_000):
+        fresh.import_scores(exported)
+    said = import_edited(partial=False)
+    assert fresh.plan.removed == listed and said.endswith(
+        f"The plan by-hand.json listed stays: layers {layer_list(listed)} (move the slider for the new scores' "
+        "own)."), said
 
 
 def test_exported_scores_say_how_bi_plus_chose_the_plan_a_check_measured(qtbot, opened, tmp_path: Path) -> None:
@@ -1234,7 +1252,7 @@ def test_a_recent_model_typed_into_the_box_opens_on_enter_not_when_the_focus_lea
     assert finished.args == ["open", "ok"] and model_key(opened.engine.source.spec) == str(other.resolve())
 
 
-def test_a_home_of_no_such_user_typed_as_the_model_is_a_sentence(qtbot, opened) -> None:
+def test_a_home_of_no_such_user_typed_as_the_model_is_a_sentence(qtbot, opened, make_window) -> None:
     """``~user/...`` of an unknown user raised RuntimeError in Score's slot (the typed model compared with the open
     one) and again when the window closed (the last model remembered), so the settings were not written."""
     typed = "~no-such-user-shortgpt/model"
@@ -1246,6 +1264,10 @@ def test_a_home_of_no_such_user_typed_as_the_model_is_a_sentence(qtbot, opened) 
     opened.model_panel.set_text(typed)
     opened.save_state()  # the model open is remembered, not the path typed and never opened
     assert opened.store.last_model() == model_key(opened.engine.source.spec) != typed
+    fresh = make_window()  # no model open: the box's text is what is remembered, and that raised
+    fresh.model_panel.set_text(typed)
+    fresh.save_state()
+    assert fresh.store.last_model() == typed
 
 
 def test_a_scores_file_nested_too_deeply_is_a_sentence(tmp_path: Path) -> None:
