@@ -1,6 +1,6 @@
 """Seconds and peak memory to load a GGUF model: its metadata parsed once per load by the fast reader (what the
-tool does), against a parse per reader (transformers' own way) and one parse by gguf-py's own reader, measured in
-the same run.
+tool does), against a parse per reader (transformers' own way), one parse by gguf-py's own reader, and the tool's
+way with each metadata value read by transformers' own ``_gguf_parse_value``, measured in the same run.
 
     python benchmarks/bench_load.py [MODEL.gguf ...] [--modes memory streamed] [--repeats 1]
 
@@ -26,7 +26,8 @@ from bench_paths import GEMMA3, SMOLLM2, cached, require
 MODELS = [SMOLLM2, GEMMA3]
 
 
-WAYS = {"each": "a parse per reader", "once": "parsed once, gguf-py", "fast": "parsed once, fast (tool)"}
+WAYS = {"each": "a parse per reader", "once": "parsed once, gguf-py", "values": "fast, transformers' values",
+        "fast": "parsed once, fast (tool)"}
 
 
 def child(model: str, mode: str, way: str) -> None:
@@ -47,7 +48,11 @@ def child(model: str, mode: str, way: str) -> None:
         init(self, *args, **kwargs)
 
     gguf.gguf_reader.GGUFReader.__init__ = counted  # type: ignore[method-assign]
-    if way != "fast":  # gguf-py's own reader wherever the tool builds one
+    if way == "values":  # the tool's way, each metadata value read by transformers' own _gguf_parse_value
+        from transformers.integrations.ggml import _gguf_parse_value
+
+        gguf_parse_once._parse_value = _gguf_parse_value
+    elif way != "fast":  # gguf-py's own reader wherever the tool builds one
         gguf_fast_reader.FastGGUFReader = gguf.gguf_reader.GGUFReader  # type: ignore[misc]
     if way == "each":
         gguf_parse_once.gguf_parsed_once = contextlib.nullcontext  # type: ignore[assignment]
@@ -99,12 +104,12 @@ def main() -> None:
     models = args.models or cached(MODELS)
     if not models:
         sys.exit("No GGUF model given and none cached; run the slow tests once or pass a path.")
-    print(f"{'model':36s} {'mode':9s} {'way':26s} {'seconds':>8s} {'parses':>6s} {'peak MB':>8s}")
+    print(f"{'model':36s} {'mode':9s} {'way':34s} {'seconds':>8s} {'parses':>6s} {'peak MB':>8s}")
     for model in models:
         out = subprocess.run([sys.executable, __file__, "--parse", str(model)], check=True, capture_output=True,
                              text=True).stdout
         parse = json.loads(out.strip().splitlines()[-1])
-        print(f"{model.name:36s} {'parse':9s} {'gguf-py / fast reader':26s} {parse['gguf-py']:7.2f}s / "
+        print(f"{model.name:36s} {'parse':9s} {'gguf-py / fast reader':34s} {parse['gguf-py']:7.2f}s / "
               f"{parse['fast']:.2f}s = {parse['gguf-py'] / parse['fast']:.1f}x")
         for mode in args.modes:
             runs: dict[str, list[dict[str, float]]] = {way: [] for way in WAYS}
@@ -114,12 +119,12 @@ def main() -> None:
             best = {way: min(r, key=lambda x: x["seconds"]) for way, r in runs.items()}
             for way, label in WAYS.items():
                 r = best[way]
-                print(f"{model.name:36s} {mode:9s} {label:26s} {r['seconds']:8.1f} {r['parses']:6.0f} "
+                print(f"{model.name:36s} {mode:9s} {label:34s} {r['seconds']:8.1f} {r['parses']:6.0f} "
                       f"{r['peak_mb']:8.0f}")
-            for way in ("each", "once"):
+            for way in ("each", "once", "values"):
                 ratio = best["fast"]["seconds"] / best[way]["seconds"]
                 peak = best["fast"]["peak_mb"] / best[way]["peak_mb"]
-                print(f"{'':36s} {mode:9s} {'tool / ' + WAYS[way]:26s} {ratio:7.2f}x {'':6s} {peak:7.2f}x")
+                print(f"{'':36s} {mode:9s} {'tool / ' + WAYS[way]:34s} {ratio:7.2f}x {'':6s} {peak:7.2f}x")
 
 
 if __name__ == "__main__":

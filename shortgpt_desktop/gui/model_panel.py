@@ -211,8 +211,24 @@ class ModelPanel(QGroupBox):
         self.field.blockSignals(True)
         self.field.clear()
         self.field.addItems(unique[:MAX_RECENT])
+        for index, item in enumerate(unique[:MAX_RECENT]):
+            self.field.setItemData(index, item, Qt.ItemDataRole.ToolTipRole)  # the whole path, where it is cut
         self.field.setEditText(current)
         self.field.blockSignals(False)
+        self._fit_popup()
+
+    def _fit_popup(self) -> None:
+        """The recent list's popup as wide as its longest entry, up to most of the screen: it was the box's width,
+        so paths deep in a home folder showed as "/home/me/models/…" without the model's own name. What is still
+        too long is cut in the middle, keeping the file or folder name."""
+        view = self.field.view()
+        view.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        metrics = view.fontMetrics()
+        widest = max((metrics.horizontalAdvance(self.field.itemText(i)) for i in range(self.field.count())),
+                     default=0)
+        screen = self.screen()
+        room = screen.availableGeometry().width() - 40 if screen is not None else widest + 40
+        view.setMinimumWidth(max(0, min(widest + 40, room)))
 
     def remember(self, text: str) -> None:
         """Put ``text`` first in the recent list (see :func:`model_key`)."""

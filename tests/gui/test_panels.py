@@ -367,6 +367,21 @@ def test_the_recent_models_keep_the_newest_twelve(qtbot) -> None:
     assert panel.recent() == [f"org/model-{i}" for i in range(12)]
 
 
+def test_the_recent_list_is_as_wide_as_its_longest_path_and_names_it_in_full_on_hover(qtbot) -> None:
+    """The popup was the box's width: a path deep in a home folder showed without the model's own name."""
+    panel = ModelPanel()
+    qtbot.addWidget(panel)
+    panel.resize(300, 200)
+    deep = "/home/someone/" + "/".join(["models-kept-for-later"] * 4) + "/SmolLM2-135M-Instruct.Q4_1.gguf"
+    panel.set_recent(["org/model", deep])
+    view = panel.field.view()
+    metrics = view.fontMetrics()
+    room = panel.screen().availableGeometry().width() - 40
+    assert view.minimumWidth() == min(metrics.horizontalAdvance(deep) + 40, room) > panel.field.width()
+    assert view.textElideMode() == Qt.TextElideMode.ElideMiddle  # what is still cut keeps the file's name
+    assert panel.field.itemData(1, Qt.ItemDataRole.ToolTipRole) == deep
+
+
 def test_the_memory_tooltip_says_what_a_gpu_holds_and_what_ram_holds_while_loading(qtbot) -> None:
     panel = ModelPanel()
     qtbot.addWidget(panel)

@@ -25,6 +25,11 @@ load of SmolLM2; 313 times, 2.6 s, for Gemma 3), and a name map is only read. An
 dequantized by :mod:`.gguf_dequant` (gguf-py's values to the last bit, in torch on every core), as the streamed
 backend's are.
 
+And transformers' reading of each metadata value (``_gguf_parse_value``, called once per element: 1.6 million times
+for one parse of Gemma 3's vocabulary, scores and token types) is done by :func:`_parse_value`, which gives the same
+values of the same types 3.6 times faster (1.01 s → 0.28 s a parse of Gemma 3's metadata, four to five parses a
+load).
+
 A block opened with a cancel check (:func:`gguf_parsed_once`) polls it before each tensor is dequantized and each
 name map is asked for, in the thread that opened it: a Cancel while a big GGUF loaded waited for the whole load
 (about 20 s for Gemma 3 on a 2-core CPU), and now stops at the next tensor.
@@ -46,7 +51,8 @@ from .sources import file_stamp
 
 _lock = threading.RLock()
 _depth = 0
-#: gguf.GGUFReader, gguf.get_tensor_name_map and gguf.dequantize as they were before the outermost block
+#: gguf.GGUFReader, gguf.get_tensor_name_map, gguf.dequantize and transformers' _gguf_parse_value as they were
+#: before the outermost block
 _original: list[Any] = []
 _readers: dict[tuple[str, int, int], Any] = {}
 _name_maps: dict[tuple[Any, int], Any] = {}
@@ -104,6 +110,41 @@ def _torch_dequantize(data: Any, qtype: Any) -> Any:
     return dequantize(data, qtype, fallback=gguf_pys)
 
 
+#: GGUF value types read as one number: the integers, the floats (gguf-py's GGUFValueType)
+_INTEGERS = frozenset((0, 1, 2, 3, 4, 5, 10, 11))
+_FLOATS = frozenset((6, 12))
+_STRING, _BOOL, _ARRAY = 8, 7, 9
+#: (transformers' own _gguf_parse_value, numpy.ndarray), bound as the first block opens (the function runs once
+#: per element: no import in it)
+_parse_with: tuple[Any, type] = (None, type(None))
+
+
+def _parse_value(value: Any, data_type: Any) -> Any:
+    """transformers' ``_gguf_parse_value`` while a block is open: one element of a metadata field (a numpy view of
+    its bytes) as the Python value transformers makes of it, without its per-call list building and its string
+    decoding byte by byte through a list; what is not a plain element of these types goes to transformers' own."""
+    transformers_own, array_type = _parse_with
+    kind = data_type
+    if type(data_type) is list:
+        if len(data_type) == 1:
+            kind = data_type[0]
+        elif len(data_type) == 2 and data_type[0] == _ARRAY and data_type[1] != _ARRAY:
+            kind = data_type[1]
+        else:
+            return transformers_own(value, data_type)
+    if type(value) is not array_type:
+        return transformers_own(value, data_type)
+    if kind == _STRING:
+        return value.tobytes().decode()
+    if kind in _INTEGERS:
+        return int(value[0])
+    if kind in _FLOATS:
+        return float(value[0])
+    if kind == _BOOL:
+        return bool(value[0])
+    return transformers_own(value, data_type)
+
+
 def reader_for(path: Any) -> Any:
     """A read-only reader of the GGUF file ``path``: the shared one inside a block, else a new fast one."""
     return _shared_reader(path)
@@ -125,12 +166,20 @@ def gguf_parsed_once(cancel: CancelCheck | None = None) -> Iterator[None]:
         checks = _cancels.checks = []
     if cancel is not None:
         checks.append(cancel)
+    import numpy as np
+    from transformers import modeling_gguf_pytorch_utils as transformers_gguf
+    from transformers.integrations.ggml import _gguf_parse_value as transformers_own
+
+    global _parse_with
     with _lock:
         if _depth == 0:
-            _original.append((gguf.GGUFReader, gguf.get_tensor_name_map, gguf.dequantize))
+            _parse_with = (transformers_own, np.ndarray)
+            _original.append((gguf.GGUFReader, gguf.get_tensor_name_map, gguf.dequantize,
+                              transformers_gguf._gguf_parse_value))
             gguf.GGUFReader = _shared_reader
             gguf.get_tensor_name_map = _shared_name_map
             gguf.dequantize = _torch_dequantize
+            transformers_gguf._gguf_parse_value = _parse_value
         _depth += 1
     try:
         yield
@@ -140,6 +189,7 @@ def gguf_parsed_once(cancel: CancelCheck | None = None) -> Iterator[None]:
         with _lock:
             _depth -= 1
             if _depth == 0:
-                gguf.GGUFReader, gguf.get_tensor_name_map, gguf.dequantize = _original.pop()
+                (gguf.GGUFReader, gguf.get_tensor_name_map, gguf.dequantize,
+                 transformers_gguf._gguf_parse_value) = _original.pop()
                 _readers.clear()
                 _name_maps.clear()

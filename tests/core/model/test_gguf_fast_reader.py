@@ -112,9 +112,20 @@ def test_an_array_cut_short_is_refused_with_a_value_error(tmp_path: Path, cut: s
 
 @pytest.mark.slow
 def test_the_real_models_read_as_gguf_py_reads_them(smollm2_gguf: Path, gemma3_gguf: Path) -> None:
-    """SmolLM2's 49k-token vocabulary and Gemma 3's 262k (byte tokens, every script) read alike."""
+    """SmolLM2's 49k-token vocabulary and Gemma 3's 262k (byte tokens, every script) read alike; and each metadata
+    value as transformers reads it, by the faster reading a load uses (``gguf_parse_once._parse_value``)."""
+    from transformers.integrations.ggml import _gguf_parse_value
+
+    from shortgpt_desktop.core.model import gguf_parse_once
+
     for path in (smollm2_gguf, gemma3_gguf):
-        assert_same_reader(FastGGUFReader(path), gguf.GGUFReader(path))
+        fast = FastGGUFReader(path)
+        assert_same_reader(fast, gguf.GGUFReader(path))
+        with gguf_parse_once.gguf_parsed_once():
+            for key, field in fast.fields.items():
+                theirs = [_gguf_parse_value(field.parts[i], field.types) for i in field.data]
+                ours = [gguf_parse_once._parse_value(field.parts[i], field.types) for i in field.data]
+                assert ours == theirs and list(map(type, ours)) == list(map(type, theirs)), key
 
 
 def test_a_big_endian_file_reads_as_gguf_py_reads_it(tmp_path: Path) -> None:

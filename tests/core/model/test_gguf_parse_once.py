@@ -224,3 +224,56 @@ def test_a_cancel_stops_a_streamed_gguf_opening_between_its_steps(tiny_gguf: Pat
     with pytest.raises(Cancelled):
         open_backend("streamed", resolve(str(tiny_gguf)), "cpu", "float32", False, cancel)
     assert cancel.asked == polls
+
+
+def test_metadata_values_are_read_as_transformers_reads_them(tiny_gguf: Path, tmp_path: Path) -> None:
+    """Within the block transformers' per-element reading of the metadata is :func:`gguf_parse_once._parse_value`:
+    every field of a file (strings, arrays of strings, floats and integers, one of each value type besides) gives
+    the same values of the same types as transformers' own, and the block hands transformers' own back."""
+    import gguf
+    import numpy as np
+    from transformers import modeling_gguf_pytorch_utils as transformers_gguf
+    from transformers.integrations.ggml import _gguf_parse_value as transformers_own
+
+    values = {"u8": (7, gguf.GGUFValueType.UINT8), "i8": (-7, gguf.GGUFValueType.INT8),
+              "u16": (700, gguf.GGUFValueType.UINT16), "i16": (-700, gguf.GGUFValueType.INT16),
+              "u32": (70_000, gguf.GGUFValueType.UINT32), "i32": (-70_000, gguf.GGUFValueType.INT32),
+              "u64": (2**40, gguf.GGUFValueType.UINT64), "i64": (-(2**40), gguf.GGUFValueType.INT64),
+              "f32": (0.1, gguf.GGUFValueType.FLOAT32), "f64": (0.1, gguf.GGUFValueType.FLOAT64),
+              "yes": (True, gguf.GGUFValueType.BOOL), "no": (False, gguf.GGUFValueType.BOOL),
+              "text": ("Tōkyō — 東京 ▁", gguf.GGUFValueType.STRING), "empty": ("", gguf.GGUFValueType.STRING)}
+    files = []
+    for order in (gguf.GGUFEndian.LITTLE, gguf.GGUFEndian.BIG):  # a big-endian file's arrays are in its own order
+        files.append(tmp_path / f"types-{order.name}.gguf")
+        writer = gguf.GGUFWriter(str(files[-1]), "llama", endianess=order)
+        for key, (value, kind) in values.items():
+            writer.add_key_value(f"test.{key}", value, kind)
+        writer.add_array("test.strings", ["a", "", "é", "<0x0A>"])
+        writer.add_array("test.integers", [1, -(2**31), 2**31 - 1])
+        writer.add_array("test.floats", [0.5, -1.25])
+        writer.add_array("test.bools", [True, False])
+        writer.add_array("test.nested", [[1, 2], [3]])
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+
+    checked = 0
+    with gguf_parsed_once():  # where it is used
+        for path in (tiny_gguf, *files):
+            for reader in (gguf_parse_once.reader_for(path), gguf.gguf_reader.GGUFReader(path)):
+                for key, field in reader.fields.items():
+                    try:
+                        theirs = [transformers_own(field.parts[i], field.types) for i in field.data]
+                    except ValueError:  # an array of arrays: transformers cannot read it, nor does the block
+                        with pytest.raises(ValueError):
+                            [gguf_parse_once._parse_value(field.parts[i], field.types) for i in field.data]
+                        continue
+                    ours = [gguf_parse_once._parse_value(field.parts[i], field.types) for i in field.data]
+                    assert ours == theirs and [type(v) for v in ours] == [type(v) for v in theirs], key
+                    checked += 1
+    assert checked > 80
+    assert isinstance(gguf_parse_once.reader_for(tiny_gguf).fields["general.architecture"].parts[-1], np.ndarray)
+    with gguf_parsed_once():
+        assert transformers_gguf._gguf_parse_value is gguf_parse_once._parse_value
+    assert transformers_gguf._gguf_parse_value is transformers_own
