@@ -791,6 +791,7 @@ class MainWindow(QMainWindow):
     def _reset_view(self, message: str) -> None:
         """A new model: nothing measured on the old one stays on screen."""
         self._forget_plan()
+        self.plan_panel.forget_curve_range()
         self.unkept.clear()
         self.last_saved, self._saved_line = None, ""
         if hasattr(self, "open_saved_action"):  # it stayed on, and did nothing, after another model was opened

@@ -203,12 +203,20 @@ class PlanPanel(QGroupBox):
         user's count through a rescore that dropped the plan for a while (0), as a failed one with a new dtype does."""
         if maximum and maximum != self._curve_for:
             self._curve_for = maximum
+            self.curve_max.setSpecialValueText("")
             self.curve_max.setRange(1, maximum)
             self.curve_max.setValue(max(1, (maximum + 1) // 2))
         self.slider.blockSignals(True)
         self.slider.setRange(0, max(0, maximum))
         self.slider.setTickInterval(1 if maximum <= 40 else max(1, maximum // 20))
         self.slider.blockSignals(False)
+
+    def forget_curve_range(self) -> None:
+        """Another model opened: the curve box said the last model's count ("to 15", greyed) until the new one was
+        scored; it says none ("to —") until then, and the new scores set it afresh."""
+        self._curve_for = 0
+        self.curve_max.setRange(0, 0)
+        self.curve_max.setSpecialValueText("to —")
 
     def set_count(self, count: int, emit: bool = False) -> None:
         """Move the slider without (by default) asking for a new plan (used for hand-picked layers)."""

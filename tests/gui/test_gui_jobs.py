@@ -624,6 +624,8 @@ def test_opening_another_model_or_quitting_asks_before_dropping_a_minute_of_unsa
     with qtbot.waitSignal(window.jobFinished, timeout=60_000):
         window.open_model(str(other))
     assert asked == [] and window.engine.source.spec == str(other) and window.engine.scores is None
+    # the curve box said the last model's count, greyed, until this one was scored
+    assert window.plan_panel.curve_max.text() == "to —" and not window.plan_panel.curve_max.isEnabled()
 
     with qtbot.waitSignal(window.jobFinished, timeout=60_000):
         window.start_scoring()

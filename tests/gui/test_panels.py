@@ -476,6 +476,11 @@ def test_the_curve_box_keeps_the_users_count_through_a_plan_dropped_for_a_while(
     assert panel.curve_max.value() == 4
     panel.set_maximum(17)
     assert (panel.curve_max.maximum(), panel.curve_max.value()) == (17, 9)
+    panel.curve_max.setValue(4)
+    panel.forget_curve_range()  # another model opened: not the last one's count, greyed, until it is scored
+    assert panel.curve_max.text() == "to —"
+    panel.set_maximum(17)  # a model of as many layers starts at half its layers too
+    assert (panel.curve_max.maximum(), panel.curve_max.value(), panel.curve_max.text()) == (17, 9, "to 9")
 
 
 def test_a_question_defaults_to_no_and_only_yes_answers_yes(qtbot, monkeypatch) -> None:
