@@ -537,7 +537,8 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
         if refines and not removed:
             out.write(f"{report.metric} leaves the protected layers out of its search and measures its finalists, "
                       "plain BI's lowest layers among them, before it removes any: prune may keep a low layer, and "
-                      "takes a protected one only where plain BI's set measures best.\n")
+                      "takes a protected one only where plain BI's set measures best, or where so many layers go "
+                      "that the others are too few.\n")
     if report.selection:
         out.write(f"choice: {report.selection}\n")
     if report.removed_layers:

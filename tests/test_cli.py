@@ -312,6 +312,10 @@ def test_the_score_table_of_bi_plus_says_what_it_shows(tiny_model: Path, small_c
     assert out[header + 7] == "lower = more redundant, removed first, the protected layers apart"
     assert out[header + 8].startswith("bi+ leaves the protected layers out of its search and measures its finalists, "
                                       "plain BI's lowest layers among them, before it removes any")
+    # 3 of 4 layers took both ends, which the line denied (a walkthrough): the ends are protected while the others
+    # are enough (selection.protected_for)
+    assert out[header + 8].endswith("takes a protected one only where plain BI's set measures best, or where so many "
+                                    "layers go that the others are too few.")
     assert cli.main(["score", str(tiny_model), "--metric", "bi", *base]) == 0
     assert "protected" not in capsys.readouterr().out
     # a block's score stands on its first layer; the last rows start no whole block

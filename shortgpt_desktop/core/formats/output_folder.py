@@ -118,6 +118,16 @@ def _is_within(inner: Path, outer: Path) -> bool:
     return any(_same_file(folder, outer) for folder in (inner, *inner.parents) if folder.exists())
 
 
+def _given_as_folder(source: ModelSource) -> bool:
+    """Whether a GGUF source was named by the folder holding it (``shortgpt prune models/smol``), not by its file."""
+    if source.kind == "hub" or not source.gguf_file:
+        return False
+    try:
+        return expand_home(source.spec).is_dir()
+    except (OSError, RuntimeError):
+        return False
+
+
 def check_output_folder(out: Path, source: ModelSource, force: bool) -> Path:
     """Refuse outputs that could destroy data: the source, anything inside or above it, a non-empty folder, and
     even with ``force`` a folder that holds anything but a model (``--out . --force`` in a folder of notes would
@@ -127,14 +137,16 @@ def check_output_folder(out: Path, source: ModelSource, force: bool) -> Path:
         raise OutputError(foreign)
     try:
         out = Path(out).expanduser().resolve()
-        # A GGUF source is one file: a new folder beside it is fine. A model folder is off limits as a whole.
-        given = source.folder / source.gguf_file if source.gguf_file else source.folder
+        # A GGUF source is one file: a new folder beside it is fine. A model folder is off limits as a whole, and so
+        # is the folder of a GGUF given by its folder (the user's model is that folder: `--out sc/inner` was taken)
+        one_file = bool(source.gguf_file) and not _given_as_folder(source)
+        given = source.folder / source.gguf_file if one_file else source.folder
         src = given.resolve()
         # A GGUF that is a link (a Hub cache's snapshot) resolves to its blob elsewhere: the folder holding the
         # link holds the source too, and replacing it would delete the user's link and its neighbours.
         link = given.parent.resolve() / given.name
         if _is_within(out, src):
-            if source.gguf_file and out == src:  # "the source model's folder" of a file (--out model.gguf)
+            if one_file and out == src:  # "the source model's folder" of a file (--out model.gguf)
                 raise OutputError(f"The output {out} is the source model's own file; --out takes a new folder, where "
                                   "the pruned .gguf is written.")
             raise OutputError(f"The output folder {out} is the source model's folder or inside it; choose another.")

@@ -804,3 +804,20 @@ def test_no_output_goes_into_the_hub_cache_folder_of_the_source(tiny_model: Path
     for out in (tmp_path / "hub" / "pruned", tmp_path / "hub" / "models--other--model" / "x"):
         assert of.check_output_folder(out, source, force=False) == out.resolve()
     assert _source(tiny_model).hub_cache_folder is None
+
+
+def test_the_folder_a_gguf_was_given_by_is_the_source(tmp_path: Path) -> None:
+    """A GGUF named by the folder holding it (``shortgpt prune models/smol``): an output inside that folder was taken,
+    where a model folder's is refused; a GGUF named by its file still takes a new folder beside it."""
+    from shortgpt_desktop.core.model.sources import ModelSource
+
+    folder = tmp_path / "smol"
+    folder.mkdir()
+    (folder / "model.gguf").write_bytes(b"GGUF")
+    by_folder = ModelSource(spec=str(folder), kind="gguf", folder=folder, gguf_file="model.gguf")
+    for out in (folder, folder / "inner", folder / "a" / "b"):
+        with pytest.raises(OutputError, match="is the source model's folder or inside it"):
+            of.check_output_folder(out, by_folder, force=True)
+    by_file = ModelSource(spec=str(folder / "model.gguf"), kind="gguf", folder=folder, gguf_file="model.gguf")
+    assert of.check_output_folder(folder / "inner", by_file, force=False) == (folder / "inner").resolve()
+    assert of.check_output_folder(tmp_path / "out", by_folder, force=False) == (tmp_path / "out").resolve()
