@@ -1034,7 +1034,8 @@ class Engine:
             return None
         tokens = len(self.loaded.tokenizer(prompt)["input_ids"]) if self.loaded.tokenizer is not None else 16
         return AnswerWork(1, float(tokens), self.backend.tokens_to_generate(spec.max_new_tokens),
-                          kv_cache=isinstance(self.backend, InMemory), runs=2, probe=self._probed())
+                          kv_cache=isinstance(self.backend, InMemory), runs=2, probe=self._probed(),
+                          layer_read=self.layer_read_seconds())
 
     def guard_work(self, spec: JobSpec) -> Any:
         """The answers the refit's chat guard will ask the original for (None: no refit, or not a chat model)."""
@@ -1072,11 +1073,13 @@ class Engine:
             return None
         if self.answers is not None and self.answers[0] == self._answers_key(spec.seq_len):
             return None
-        return self._chat_work(FIT_PROMPTS, MAX_NEW_TOKENS)
+        return self._chat_work(FIT_PROMPTS, MAX_NEW_TOKENS, max_len=spec.seq_len)
 
-    def _chat_work(self, prompts: Sequence[str], new_tokens: int) -> Any:
+    def _chat_work(self, prompts: Sequence[str], new_tokens: int, max_len: int | None = None) -> Any:
         """estimate.AnswerWork for the original's greedy answers to ``prompts`` (None: no model, or no chat
-        template)."""
+        template, or no prompt shorter than ``max_len``). ``max_len``: the answers stop there, prompt included, and
+        a prompt as long is left out (:func:`.cut.own_answers.own_answers`): at 8 × 64 tokens SmolLM2's answers ran
+        27 steps, not the 64 counted."""
         from .cut.answer_probe import answer_probe_for
         from .estimate import AnswerWork
 
@@ -1085,8 +1088,22 @@ class Engine:
         chat = answer_probe_for(self.loaded.tokenizer, self.loaded.model, prompts)
         if chat is None:
             return None
-        return AnswerWork(len(chat.prompts), sum(map(len, chat.prompts)) / len(chat.prompts), new_tokens,
-                          kv_cache=isinstance(self.backend, InMemory), probe=self._probed())
+        lengths = [len(p) for p in chat.prompts if max_len is None or len(p) < max_len]
+        if not lengths:
+            return None
+        if max_len is not None:
+            new_tokens = min(new_tokens, max_len - min(lengths))
+        return AnswerWork(len(lengths), sum(lengths) / len(lengths), new_tokens,
+                          kv_cache=isinstance(self.backend, InMemory), probe=self._probed(),
+                          layer_read=self.layer_read_seconds())
+
+    def layer_read_seconds(self) -> float:
+        """Seconds one decoder layer takes to read, one layer at a time: the median of the reads timed so far on the
+        model loaded now (0.0 in memory, or before any read)."""
+        import statistics
+
+        reads = getattr(self.backend.stack, "read_seconds", None) if self.backend is not None else None
+        return statistics.median(reads) if reads else 0.0
 
     def _judge_selections(self, spec: JobSpec) -> None:
         """Forget measured choices compared repaired when the job no longer repairs, and the other way round."""

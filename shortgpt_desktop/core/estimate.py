@@ -155,6 +155,11 @@ class AnswerWork:
     kv_cache: bool
     runs: int = 1
     probe: StepProbe | None = None
+    #: Without the KV cache (one layer at a time): seconds one decoder layer takes to read from the checkpoint,
+    #: where reads were timed. Each new token is one sweep over the layers, each read once for every prompt and
+    #: every model of the sweep, which a pass over many tokens bears once: counted at the pass's speed, the check
+    #: of SmolLM2 one layer at a time was said at 3.8 s and took 11 s, 9.6 s of it its 8 tokens.
+    layer_read: float = 0.0
 
     def token_layers(self, n_layers: int, head_layers: float) -> float:
         """Tokens × layers the answers run (the head only at each prompt's last position)."""
@@ -163,10 +168,16 @@ class AnswerWork:
             return self.runs * (self.prompts * self.prompt_tokens * n_layers + steps * (n_layers + head_layers))
         return self.runs * steps * ((self.prompt_tokens + self.new_tokens / 2) * n_layers + head_layers)
 
-    def seconds(self, n_layers: int, head_layers: float, rate: float) -> float:
+    def seconds(self, n_layers: int, head_layers: float, rate: float, pass_tokens: float = 0.0) -> float:
         """Seconds the answers take: their token-layers at ``rate``, each step with the KV cache at least what the
-        probe timed."""
-        if not self.kv_cache or self.probe is None:
+        probe timed. Without it, each step's reads of every layer (:attr:`layer_read`) and its token-layers at the
+        rate less the read's share of it: ``rate`` was timed on a pass of ``pass_tokens`` tokens a layer read (the
+        scoring pass's samples), which bears each read once for all of them (SmolLM2's own answers one layer at a
+        time, reads counted at that rate and again each step, were said at 4.2 times their time)."""
+        if not self.kv_cache:
+            compute = max(rate - self.layer_read / pass_tokens, 0.0) if pass_tokens > 0 else rate
+            return self.token_layers(n_layers, head_layers) * compute + self.new_tokens * n_layers * self.layer_read
+        if self.probe is None:
             return self.token_layers(n_layers, head_layers) * rate
         prompts = self.runs * self.prompts * self.prompt_tokens * n_layers * rate
         step = max(self.prompts * (n_layers + head_layers) * rate, self.probe.at(self.prompts))
@@ -221,7 +232,7 @@ def estimate_job(spec: Any, shape: ModelShape, seconds_per_token_layer: float, s
         out.steps["choosing"] = choosing_seconds(spec, shape, rate, sample_tokens, [count], work.search_left,
                                                  fit_tokens, fit_samples, work.bi_scores)
     if count and spec.repair != "none" and work.answers is not None:
-        out.steps["answering"] = work.answers.seconds(n, head, rate)
+        out.steps["answering"] = work.answers.seconds(n, head, rate, sample_tokens)
     from .cut.selection import judged_with_the_saved_fit
 
     runs = work.runs or (run_count(removed) if removed else likely_runs(count, work.bi_scores))
@@ -236,14 +247,14 @@ def estimate_job(spec: Any, shape: ModelShape, seconds_per_token_layer: float, s
         # on what the repair fits on: the samples and a chat model's own answers
         out.steps["refitting"] = refit_token_layers(shape, fit_tokens, count, runs, removed) * rate
         if work.guard is not None:
-            out.steps["refitting"] += guard_seconds(work.guard, shape, count, rate, runs)
+            out.steps["refitting"] += guard_seconds(work.guard, shape, count, rate, runs, sample_tokens)
     if count and spec.heal_steps > 0:
         out.steps["healing"] = heal_token_layers(spec, shape, count) * rate * work.heal_cost
     if count and spec.check_perplexity:
         out.steps["checking"] = eval_tokens * ((n + head) + (n - count + 2 * head)) * rate
         for generation in (work.quiz, work.prompt):
             if generation is not None:
-                out.steps["checking"] += generation.seconds(n, head, rate)
+                out.steps["checking"] += generation.seconds(n, head, rate, sample_tokens)
     return out
 
 
@@ -340,7 +351,7 @@ def estimate_curve(spec: Any, shape: ModelShape, rate: float, sample_tokens: int
                                                  fit_samples, bi_scores)
     if spec.repair != "none":
         if answers is not None:
-            out.steps["answering"] = answers.seconds(n, head, rate)
+            out.steps["answering"] = answers.seconds(n, head, rate, sample_tokens)
         from .cut.selection import judged_with_the_saved_fit
 
         # a searched count's fit is made while choosing where its finalists are judged with it (:func:`estimate_job`)
@@ -444,8 +455,10 @@ def guard_token_layers(guard: AnswerWork, shape: ModelShape, count: int, runs: i
             + (runs + 2) * tokens * (shape.n_layers - count + shape.head_layers))
 
 
-def guard_seconds(guard: AnswerWork, shape: ModelShape, count: int, rate: float, runs: int | None = None) -> float:
-    """Seconds the refit's chat guard takes (:func:`guard_token_layers`), its answers' steps as the probe timed."""
+def guard_seconds(guard: AnswerWork, shape: ModelShape, count: int, rate: float, runs: int | None = None,
+                  pass_tokens: float = 0.0) -> float:
+    """Seconds the refit's chat guard takes (:func:`guard_token_layers`), its answers' steps as the probe timed (or,
+    one layer at a time, as :meth:`AnswerWork.seconds` counts them from ``pass_tokens``)."""
     answers = guard.token_layers(shape.n_layers, shape.head_layers)
     return (guard_token_layers(guard, shape, count, runs) - answers) * rate + guard.seconds(
-        shape.n_layers, shape.head_layers, rate)
+        shape.n_layers, shape.head_layers, rate, pass_tokens)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -800,6 +801,31 @@ def test_a_chat_models_own_answers_one_layer_at_a_time_are_counted_without_a_cac
         assert work is not None and work.kv_cache is cached
 
 
+def test_the_own_answers_are_counted_as_far_as_the_sample_length_lets_them_run(tiny_chat_model, small_calib) -> None:
+    """The answers stop at the sample length, prompt included, and a prompt as long is left out (own_answers): at
+    8 × 64 SmolLM2's ran 27 steps, not the 64 counted."""
+    from shortgpt_desktop.core.cut.answer_probe import answer_probe_for
+    from shortgpt_desktop.core.cut.own_answers import FIT_PROMPTS, MAX_NEW_TOKENS, own_answers
+    from shortgpt_desktop.core.engine import Engine
+
+    engine = Engine()
+    spec = JobSpec(model=str(tiny_chat_model), calib=[str(small_calib)], samples=8, seq_len=512, device="cpu",
+                   dtype="float32", metric="bi", count=2)
+    engine.load(spec)
+    lengths = sorted(len(p) for p in answer_probe_for(engine.loaded.tokenizer, engine.loaded.model,
+                                                     FIT_PROMPTS).prompts)
+    long = engine.answer_work(spec)  # room for every answer
+    assert (long.prompts, long.new_tokens) == (len(lengths), MAX_NEW_TOKENS)
+    seq_len = lengths[len(lengths) // 2] + 1  # the longer half of the prompts is left out
+    short = engine.answer_work(dataclasses.replace(spec, seq_len=seq_len))
+    kept = [n for n in lengths if n < seq_len]
+    assert short.prompts == len(kept) < len(lengths)
+    assert short.prompt_tokens == pytest.approx(sum(kept) / len(kept))
+    assert short.new_tokens == seq_len - lengths[0] < MAX_NEW_TOKENS
+    written = own_answers(engine.backend.stack, engine.loaded.tokenizer, engine.loaded.model, max_len=seq_len)
+    assert len(written) == short.prompts and max(map(len, written)) <= seq_len  # what is counted is what runs
+
+
 def test_the_checks_quiz_counts_the_originals_answers_until_they_are_written(tiny_chat_model, small_calib) -> None:
     from shortgpt_desktop.core.engine import Engine
 
@@ -872,6 +898,14 @@ def test_the_scoring_job_times_a_generation_step_for_the_estimates_in_memory_onl
     streamed = Engine()
     streamed.score(dataclasses.replace(spec, low_memory=True))
     assert streamed.step_probe is None and streamed.answer_work(spec).probe is None
+    # One layer at a time each new token reads every layer again: the reads the scoring pass timed (one per layer,
+    # with its freeing) are counted for each step of the answers and the continuation, never in memory
+    reads = streamed.backend.stack.read_seconds
+    assert len(reads) >= streamed.n_layers and all(r > 0 for r in reads)
+    assert streamed.layer_read_seconds() == statistics.median(reads) > 0
+    for work in (streamed.answer_work(spec), streamed.prompt_work(spec)):
+        assert work.layer_read == streamed.layer_read_seconds()
+    assert engine.layer_read_seconds() == 0.0 and engine.prompt_work(spec).layer_read == 0.0
     engine.forget()  # another model copied over the folder has the same load key: its steps are timed again
     assert engine.step_probe is None
     # Only an estimate hangs on the probe: a model whose one-token step fails still scores, estimated as before.

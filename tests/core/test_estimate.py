@@ -224,6 +224,16 @@ def test_each_steps_estimate_counts_every_pass_the_step_runs() -> None:
     assert slow.token_layers(n, head) == pytest.approx(4 * 64 * ((20.0 + 32) * n + head))
     cached = AnswerWork(prompts=4, prompt_tokens=20.0, new_tokens=64, kv_cache=True)
     assert cached.token_layers(n, head) == pytest.approx(4 * 20.0 * n + 4 * 64 * (n + head))
+    # One layer at a time each new token is a sweep that reads every layer once for all prompts and models: a
+    # pass's speed bears a read once for many tokens (SmolLM2's check one layer at a time said 3.8 s, took 11 s)
+    # and the rate, timed on a pass whose every layer read served its 4,096 tokens, less that read's share: the
+    # answers' compute is counted at the rest (SmolLM2's own answers were said at 4.2 times their time)
+    read = AnswerWork(prompts=4, prompt_tokens=20.0, new_tokens=64, kv_cache=False, runs=2, layer_read=0.003)
+    assert 0 < rate - 0.003 / 4096 < rate / 2  # the read's share is most of this rate
+    assert read.seconds(n, head, rate, pass_tokens=4096) == pytest.approx(
+        read.token_layers(n, head) * (rate - 0.003 / 4096) + 64 * n * 0.003)
+    assert read.seconds(n, head, rate / 1000, pass_tokens=4096) == pytest.approx(64 * n * 0.003)  # never below
+    assert slow.seconds(n, head, rate, pass_tokens=4096) == pytest.approx(slow.token_layers(n, head) * rate)
 
 
 def test_a_generation_step_costs_at_least_what_the_probe_timed() -> None:

@@ -23,6 +23,7 @@ resident, and the head is dropped after each head step).
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -46,6 +47,9 @@ from ..progress import CancelCheck, Progress, raise_if_cancelled
 from . import ops
 from .layerwise import LayerObserver, LayerStack
 
+#: Layer reads whose seconds a streamed model keeps (the latest).
+READS_KEPT = 64
+
 
 class StreamedModel(LayerStack):
     """A model whose decoder layers are loaded one at a time; the weights outside them stay loaded.
@@ -60,6 +64,9 @@ class StreamedModel(LayerStack):
         from ..model.devices import resolve_device, resolve_dtype
 
         super().__init__()
+        #: The last :data:`READS_KEPT` layer reads' seconds: a generation step without the KV cache reads every layer
+        #: again, which a pass over many tokens bears once (see :meth:`.engine.Engine.layer_read_seconds`).
+        self.read_seconds: list[float] = []
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         check_supported(read_config(source), trust_remote_code)
@@ -150,15 +157,21 @@ class StreamedModel(LayerStack):
 
     @contextlib.contextmanager
     def open_layer(self, index: int) -> Iterator[Any]:
-        """Load decoder layer ``index`` from the checkpoint for the block, then free it."""
+        """Load decoder layer ``index`` from the checkpoint for the block, then free it (the seconds of each read and
+        freeing are kept in :attr:`read_seconds`)."""
         layer = self.layers[index]
+        started = time.perf_counter()
         load_part(self.model, self.reader.layer(index), self.device, f"decoder layer {index}")
+        read = time.perf_counter() - started
         try:
             check_materialized(layer, f"decoder layer {index}")
             yield layer
         finally:
+            started = time.perf_counter()
             release(layer)
             trim_heap()
+            self.read_seconds.append(read + time.perf_counter() - started)  # its freeing too
+            del self.read_seconds[:-READS_KEPT]
 
     def prepare_head(self) -> None:
         self.load_head()
