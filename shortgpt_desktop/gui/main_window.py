@@ -743,9 +743,15 @@ class MainWindow(QMainWindow):
         if not text or self.busy or self.engine.source is not None:
             return
         try:
-            local = Path(text).is_absolute() and Path(text).exists()
+            absolute = Path(text).is_absolute()
+            local = absolute and Path(text).exists()
         except OSError:  # a folder one may not enter: Score says so
-            local = False
+            absolute = local = False
+        if absolute and not local:  # moved or deleted since: said at start, not first by Score's dialog
+            said = f"The model opened last, {text}, is no longer there; open another."
+            self.model_panel.set_message(said)
+            log.warning("%s", said)
+            return
         if local:
             self._quiet_open = True  # a model that no longer opens is said under the box, not in a dialog each start
             self.open_model(text)

@@ -27,6 +27,7 @@ from ..core.cut.plan import PrunePlan, more_than_half
 from ..format import change, human_bytes, human_count, layer_list
 from .chart import color_axes, kept_color
 from .elided_label import ElidedLabel
+from .wheel_guard import WheelGuard
 
 #: Who chose a plan that no count of the scores gives, as the count line says it.
 BY_HAND = "chosen by hand"
@@ -192,6 +193,8 @@ class PlanPanel(QGroupBox):
         self._timer.setInterval(self.THROTTLE_MS)
         self._timer.timeout.connect(self._emit_count)
         self.slider.valueChanged.connect(self._on_value_changed)
+        self._wheel_guard = WheelGuard(self)  # the chart and plan scroll past these: the wheel scrolls them
+        self._wheel_guard.guard(self.slider, self.format_box, self.curve_max)
         self.show_plan(None)
 
     @property

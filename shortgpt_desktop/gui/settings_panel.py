@@ -11,7 +11,7 @@ import itertools
 from collections.abc import Sequence
 from typing import Any
 
-from PySide6.QtCore import QEvent, QObject, Qt, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 from ..core import defaults
 from ..core.measure.metrics import METRICS
 from .system import INITIAL_DEVICES, DeviceChoice
+from .wheel_guard import WheelGuard
 
 DTYPES = (("auto", "Auto (bf16 on GPU, fp32 on CPU)"), ("float32", "float32"), ("bfloat16", "bfloat16"),
           ("float16", "float16"))
@@ -39,16 +40,6 @@ DEFAULTS: dict[str, Any] = {
 }
 SIZE_KEYS = ("samples", "seq_len", "eval_windows")
 CUSTOM = "custom"
-
-
-class _WheelGuard(QObject):
-    """A wheel turned over an unfocused box scrolls the panel instead of silently changing the value."""
-
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
-        if event.type() == QEvent.Type.Wheel and isinstance(watched, QWidget) and not watched.hasFocus():
-            event.ignore()
-            return True
-        return False
 
 
 class SettingsPanel(QGroupBox):
@@ -152,11 +143,9 @@ class SettingsPanel(QGroupBox):
             # past a 1024-px window's share: the box shrinks, the open list still shows items whole.
             box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             box.setMinimumContentsLength(12)
-        self._wheel_guard = _WheelGuard(self)
-        for box in (self.device_box, self.dtype_box, self.preset_box, self.metric_box, self.samples_box,
-                    self.seq_len_box, self.eval_box, self.batch_box, self.heal_box):
-            box.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
-            box.installEventFilter(self._wheel_guard)
+        self._wheel_guard = WheelGuard(self)
+        self._wheel_guard.guard(self.device_box, self.dtype_box, self.preset_box, self.metric_box, self.samples_box,
+                                self.seq_len_box, self.eval_box, self.batch_box, self.heal_box)
         self.set_values(DEFAULTS)
         self.device_box.currentIndexChanged.connect(self._device_changed)
         self.dtype_box.currentIndexChanged.connect(lambda: self.changed.emit("dtype"))

@@ -87,6 +87,11 @@ def test_the_model_named_last_time_is_opened_again_at_start_where_it_is_on_this_
         window = make_window(fast=False)
         window.reopen_last_model()
         assert not window.busy and window.engine.source is None and window.model_panel.text == named
+        # a Hub id is not opened (that may download); a file no longer there is said at start, under the box
+        said = window.model_panel.message.text()
+        assert said == ("" if named == "org/model" else
+                        f"The model opened last, {named}, is no longer there; open another."), said
+        assert window.dialogs == []
         window.close()
     # one there that no longer opens is said under the box, not in a dialog at every start
     broken = tmp_path / "broken.gguf"

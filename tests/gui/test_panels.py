@@ -360,6 +360,30 @@ def test_the_wheel_over_a_box_without_the_focus_leaves_its_value(qtbot) -> None:
     assert not box.hasFocus() and box.value() == before
 
 
+def test_the_wheel_scrolling_the_plan_past_its_slider_leaves_the_plan(qtbot) -> None:
+    """At 1024 × 600 after a Check the chart and plan scroll: a wheel turned as the pointer passed the slider moved the
+    plan from 7 layers to 6 and marked the check's figures stale (a walkthrough). Clicked first, the wheel moves it."""
+    panel = PlanPanel()
+    qtbot.addWidget(panel)
+    panel.show()
+    panel.set_maximum(29)
+    panel.set_count(7)
+    panel.curve_max.setEnabled(True)
+
+    def wheel(widget) -> None:
+        QApplication.sendEvent(widget, QWheelEvent(
+            QPointF(5, 5), QPointF(5, 5), QPoint(0, 0), QPoint(0, -120), Qt.MouseButton.NoButton,
+            Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False))
+
+    before = panel.curve_max.value()
+    for widget in (panel.slider, panel.curve_max):
+        wheel(widget)
+    assert panel.count == 7 and panel.curve_max.value() == before
+    panel.slider.setFocus()
+    qtbot.waitUntil(panel.slider.hasFocus, timeout=3000)
+    wheel(panel.slider)
+    assert panel.count != 7  # focused, the wheel is the user's way to move it
+
 def test_the_recent_models_keep_the_newest_twelve(qtbot) -> None:
     panel = ModelPanel()
     qtbot.addWidget(panel)

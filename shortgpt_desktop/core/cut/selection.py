@@ -709,17 +709,33 @@ def _ordinal(n: int) -> str:
     return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
 
 
+#: Each candidate set named in the choice's sentence (the card, the summary, the window's tooltip): "chosen by
+#: bi-ends-protected" was read as a term of art (a walkthrough).
+CANDIDATE_WORDS = {
+    "greedy": "the greedy search",
+    "bi-ends-protected": "BI's lowest with the first and last layers kept",
+    "bi": "plain BI's lowest",
+    "single-removal": "single-removal perplexity's lowest",
+}
+
+
+def candidate_words(name: str) -> str:
+    """How the choice's sentence names the candidate set ``name``."""
+    return CANDIDATE_WORDS.get(name, name)
+
+
 def _explain(best: Candidate, candidates: list[Candidate], count: int, n_samples: int, tokens: int,
              stride: int = 1) -> str:
     """The choice in words. ``stride``: the search scores every ``stride``-th next token (the head's cost), said
     beside the count: 1,016, 504 and 120 tokens for 8 samples read as a fault."""
     repaired = best.repaired_perplexity is not None
     others = ", ".join(
-        f"{c.name} {_perplexity(c.judged)}" for c in candidates if c is not best and c.removed != best.removed
+        f"{candidate_words(c.name)} {_perplexity(c.judged)}" for c in candidates
+        if c is not best and c.removed != best.removed
     )
-    same = [c.name for c in candidates if c is not best and c.removed == best.removed]
+    same = [candidate_words(c.name) for c in candidates if c is not best and c.removed == best.removed]
     text = (
-        f"Removed {counted(count, 'layer')} chosen by {best.name}: calibration perplexity "
+        f"Removed {counted(count, 'layer')} chosen by {candidate_words(best.name)}: calibration perplexity "
         + (f"{_perplexity(best.judged)} repaired ({_perplexity(best.calibration_perplexity)} before the repair)"
            if repaired else _perplexity(best.calibration_perplexity))
         + f" on {counted(n_samples, 'sample')} ({tokens:,} tokens"
@@ -732,7 +748,7 @@ def _explain(best: Candidate, candidates: list[Candidate], count: int, n_samples
     silent = [c for c in candidates if c.silent and c.removed != best.removed]
     if silent:
         text += "; ending their turn at once on chat prompts the original answers: " + ", ".join(
-            f"{c.name} on {c.silent}" for c in silent)
+            f"{candidate_words(c.name)} on {c.silent}" for c in silent)
     if best.silent:
         text += (f"; the chosen set too ends its turn at once on {counted(best.silent, 'chat prompt')} (every "
                  "finalist does)")

@@ -18,6 +18,7 @@ import torch
 
 from shortgpt_desktop.core.backends.layerwise import InMemoryStack
 from shortgpt_desktop.core.cut.plan import lowest
+from shortgpt_desktop.core.cut.selection import candidate_words
 from shortgpt_desktop.core.cut.selection import choose_layers_safely as _choose
 from shortgpt_desktop.core.cut.surgery import pruned_view
 from shortgpt_desktop.core.errors import Cancelled, PlanError
@@ -119,7 +120,7 @@ def test_bi_plus_avoids_the_layer_plain_bi_wrongly_removes(trap: int) -> None:
     # One measured removal per open layer, then each step's BI and single-removal windows, then the finalists.
     assert result.forward_passes <= 6 + 2 * (2 * 3) + 4
     assert (trap in result.considered) == (trap not in result.protected)
-    assert result.explanation.startswith(f"Removed 2 layers chosen by {result.chosen}")
+    assert result.explanation.startswith(f"Removed 2 layers chosen by {candidate_words(result.chosen)}: ")
 
 
 def scored_tiny_family(name: str, samples: int) -> tuple[Any, Any, int, TokenSet, list[float]]:
@@ -537,21 +538,24 @@ def test_the_explanation_names_each_other_set_once_and_says_which_fell_silent() 
     others = [Candidate("bi-ends-protected", [2, 3], 10.0, silent=0), Candidate("bi", [3, 5], 50.0, silent=2),
               Candidate("single-removal", [1, 3], 20.0)]
     assert _explain(greedy, [greedy, *others], 2, 8, 248) == (
-        "Removed 2 layers chosen by greedy: calibration perplexity 10.00 on 8 samples (248 tokens), the same set as "
-        "bi-ends-protected; other candidates: bi 50.00, single-removal 20.00; ending their turn at once on chat "
-        "prompts the original answers: bi on 2.")
+        "Removed 2 layers chosen by the greedy search: calibration perplexity 10.00 on 8 samples (248 tokens), the "
+        "same set as BI's lowest with the first and last layers kept; other candidates: plain BI's lowest 50.00, "
+        "single-removal perplexity's lowest 20.00; ending their turn at once on chat prompts the original answers: "
+        "plain BI's lowest on 2.")
     every = [Candidate("greedy", [2, 3], 10.0, 9.5, silent=1), Candidate("bi", [3, 5], 50.0, 12.0, silent=2)]
     assert _explain(every[0], every, 2, 8, 248) == (
-        "Removed 2 layers chosen by greedy: calibration perplexity 9.50 repaired (10.00 before the repair) on 8 "
-        "samples (248 tokens); other candidates: bi 12.00; ending their turn at once on chat prompts the original "
-        "answers: bi on 2; the chosen set too ends its turn at once on 1 chat prompt (every finalist does).")
+        "Removed 2 layers chosen by the greedy search: calibration perplexity 9.50 repaired (10.00 before the repair) "
+        "on 8 samples (248 tokens); other candidates: plain BI's lowest 12.00; ending their turn at once on chat "
+        "prompts the original answers: plain BI's lowest on 2; the chosen set too ends its turn at once on 1 chat "
+        "prompt (every finalist does).")
     # One precision in a line (".4g" wrote "37.2 repaired (49.45 before the repair)"), counts grouped and in number.
     big = [Candidate("bi", [1], 1234.5, 527.83), Candidate("greedy", [2], 49.449, 37.2)]
     assert _explain(big[1], big, 1, 1, 2040) == (
-        "Removed 1 layer chosen by greedy: calibration perplexity 37.20 repaired (49.45 before the repair) on 1 sample "
-        "(2,040 tokens); other candidates: bi 527.83.")
+        "Removed 1 layer chosen by the greedy search: calibration perplexity 37.20 repaired (49.45 before the repair) "
+        "on 1 sample (2,040 tokens); other candidates: plain BI's lowest 527.83.")
     assert _explain(big[0], big[:1], 1, 1, 2040).startswith(
-        "Removed 1 layer chosen by bi: calibration perplexity 527.83 repaired (1,234 before the repair)")
+        "Removed 1 layer chosen by plain BI's lowest: calibration perplexity 527.83 repaired (1,234 before the "
+        "repair)")
     # where the search scores every n-th next token, the count says so (1,016, 504 and 120 tokens read as a fault)
     assert "on 8 samples (504 tokens, every 2nd next token);" in _explain(big[1], big, 1, 8, 504, stride=2)
     assert "(120 tokens, every 8th next token)" in _explain(big[1], big, 1, 8, 120, stride=8)
