@@ -262,6 +262,22 @@ def smollm2_safetensors(smollm2, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 
 @pytest.fixture
+def dequantized(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The GGUF tensor types dequantized from here on, one entry per tensor (loads still dequantize them)."""
+    from shortgpt_desktop.core.model import gguf_dequant
+
+    seen: list[object] = []
+    real = gguf_dequant.dequantize
+
+    def counted(*args, **kwargs):
+        seen.append(args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gguf_dequant, "dequantize", counted)
+    return seen
+
+
+@pytest.fixture
 def extra_metric():
     """A metric the tool does not ship, added the one way the registry allows: one class, one ``register``.
 

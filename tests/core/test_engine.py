@@ -1521,19 +1521,9 @@ def test_bi_plus_counts_the_saved_repairs_fits_on_its_bar_as_the_jobs_estimate_d
 
 
 def test_a_cancel_while_a_gguf_loads_stops_the_load_and_the_next_job_loads_it(
-        tiny_q4_gguf: Path, small_calib: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tiny_q4_gguf: Path, small_calib: Path, dequantized: list[object]) -> None:
     """The job's cancel check reaches the load itself: a Cancel pressed while the weights were read waited for the
     whole load (about 20 s for Gemma 3); the engine is left without a half-loaded model, and loads again."""
-    from shortgpt_desktop.core.model import gguf_dequant
-
-    dequantized: list[object] = []
-    real = gguf_dequant.dequantize
-
-    def counted(*args, **kwargs):
-        dequantized.append(args[1])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(gguf_dequant, "dequantize", counted)
     spec = JobSpec(model=str(tiny_q4_gguf), calib=[str(small_calib)], samples=4, seq_len=32, eval_windows=2,
                    device="cpu", low_memory=False)
     engine = Engine()
