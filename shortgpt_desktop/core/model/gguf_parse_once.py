@@ -51,8 +51,8 @@ from .sources import file_stamp
 
 _lock = threading.RLock()
 _depth = 0
-#: gguf.GGUFReader, gguf.get_tensor_name_map, gguf.dequantize and transformers' _gguf_parse_value as they were
-#: before the outermost block
+#: gguf.GGUFReader, gguf.get_tensor_name_map, gguf.dequantize, and (transformers' module, its _gguf_parse_value), as
+#: they were before the outermost block
 _original: list[Any] = []
 _readers: dict[tuple[str, int, int], Any] = {}
 _name_maps: dict[tuple[Any, int], Any] = {}
@@ -161,26 +161,25 @@ def gguf_parsed_once(cancel: CancelCheck | None = None) -> Iterator[None]:
     except ImportError:
         yield
         return
+    import numpy as np
+
+    values = _transformers_values()
+    global _parse_with
+    with _lock:
+        if _depth == 0:
+            _original.append((gguf.GGUFReader, gguf.get_tensor_name_map, gguf.dequantize, values))
+            gguf.GGUFReader = _shared_reader
+            gguf.get_tensor_name_map = _shared_name_map
+            gguf.dequantize = _torch_dequantize
+            if values is not None:
+                _parse_with = (values[1], np.ndarray)
+                values[0]._gguf_parse_value = _parse_value
+        _depth += 1
     checks = getattr(_cancels, "checks", None)
     if checks is None:
         checks = _cancels.checks = []
     if cancel is not None:
         checks.append(cancel)
-    import numpy as np
-    from transformers import modeling_gguf_pytorch_utils as transformers_gguf
-    from transformers.integrations.ggml import _gguf_parse_value as transformers_own
-
-    global _parse_with
-    with _lock:
-        if _depth == 0:
-            _parse_with = (transformers_own, np.ndarray)
-            _original.append((gguf.GGUFReader, gguf.get_tensor_name_map, gguf.dequantize,
-                              transformers_gguf._gguf_parse_value))
-            gguf.GGUFReader = _shared_reader
-            gguf.get_tensor_name_map = _shared_name_map
-            gguf.dequantize = _torch_dequantize
-            transformers_gguf._gguf_parse_value = _parse_value
-        _depth += 1
     try:
         yield
     finally:
@@ -189,7 +188,20 @@ def gguf_parsed_once(cancel: CancelCheck | None = None) -> Iterator[None]:
         with _lock:
             _depth -= 1
             if _depth == 0:
-                (gguf.GGUFReader, gguf.get_tensor_name_map, gguf.dequantize,
-                 transformers_gguf._gguf_parse_value) = _original.pop()
+                # the block that patched transformers' reading may not be the last to end (threads): its own
+                gguf.GGUFReader, gguf.get_tensor_name_map, gguf.dequantize, patched = _original.pop()
+                if patched is not None:
+                    patched[0]._gguf_parse_value = patched[1]
                 _readers.clear()
                 _name_maps.clear()
+
+
+def _transformers_values() -> tuple[Any, Any] | None:
+    """transformers' GGUF loading module and its own ``_gguf_parse_value`` (None where a version has neither, or a
+    block open in another thread has it patched: the values are then read its own way, or that block's)."""
+    try:
+        from transformers import modeling_gguf_pytorch_utils as module
+        from transformers.integrations.ggml import _gguf_parse_value as own
+    except ImportError:
+        return None
+    return (module, own) if getattr(module, "_gguf_parse_value", None) is own else None

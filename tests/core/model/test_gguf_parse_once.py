@@ -268,3 +268,54 @@ def test_metadata_values_are_read_as_transformers_reads_them(tiny_gguf: Path, tm
     with gguf_parsed_once():
         assert transformers_gguf._gguf_parse_value is gguf_parse_once._parse_value
     assert transformers_gguf._gguf_parse_value is transformers_own
+
+
+def test_transformers_reading_is_handed_back_whichever_thread_leaves_last() -> None:
+    """The block that patched transformers' value reading (the first opened) may end before a block another thread
+    opened meanwhile: the last to end hands transformers' own back all the same, and nothing is asked after."""
+    from transformers import modeling_gguf_pytorch_utils as transformers_gguf
+    from transformers.integrations.ggml import _gguf_parse_value as transformers_own
+
+    opened, leave, left = threading.Event(), threading.Event(), threading.Event()
+
+    def first() -> None:
+        with gguf_parsed_once(lambda: False):
+            opened.set()
+            leave.wait(30)
+        left.set()
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    try:
+        assert opened.wait(30)
+        with gguf_parsed_once():
+            assert transformers_gguf._gguf_parse_value is gguf_parse_once._parse_value
+            leave.set()
+            assert left.wait(30)  # the first block ended, this one is still open
+            assert transformers_gguf._gguf_parse_value is gguf_parse_once._parse_value
+    finally:
+        leave.set()
+        thread.join(30)
+    assert transformers_gguf._gguf_parse_value is transformers_own
+    assert not getattr(gguf_parse_once._cancels, "checks", [])
+
+
+def test_a_transformers_without_the_value_reading_it_knows_loads_as_before(tiny_gguf: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """transformers is required from 5.0 on, and its private ``_gguf_parse_value`` may change or go: the block then
+    leaves transformers' reading as it is, and the load is the same."""
+    from transformers import modeling_gguf_pytorch_utils as transformers_gguf
+
+    def another_version(value, data_type):
+        raise AssertionError("not this version's")
+
+    own = transformers_gguf._gguf_parse_value
+    monkeypatch.setattr(transformers_gguf, "_gguf_parse_value", another_version)
+    with gguf_parsed_once():
+        assert transformers_gguf._gguf_parse_value is another_version
+    assert transformers_gguf._gguf_parse_value is another_version
+    monkeypatch.setattr(transformers_gguf, "_gguf_parse_value", own)
+    monkeypatch.setattr(gguf_parse_once, "_transformers_values", lambda: None)
+    backend = open_backend("memory", resolve(str(tiny_gguf)), "cpu", "float32", False)
+    backend.close()
+    assert transformers_gguf._gguf_parse_value is own
