@@ -962,7 +962,8 @@ class Engine:
         if answers is not None:
             own = answers.prompts
             own_tokens = int(own * min(answers.prompt_tokens + answers.new_tokens, spec.seq_len))
-        elif self.answers is not None:
+        elif self.answers is not None and self.answers[0] == self._answers_key(spec.seq_len):
+            # written for these samples' length (no prompt fits a shorter one, and that job writes none)
             own, own_tokens = len(self.answers[1]), sum(map(len, self.answers[1]))
         return answers, spec.samples + own, sample_tokens + own_tokens
 

@@ -824,6 +824,14 @@ def test_the_own_answers_are_counted_as_far_as_the_sample_length_lets_them_run(t
     assert short.new_tokens == seq_len - lengths[0] < MAX_NEW_TOKENS
     written = own_answers(engine.backend.stack, engine.loaded.tokenizer, engine.loaded.model, max_len=seq_len)
     assert len(written) == short.prompts and max(map(len, written)) <= seq_len  # what is counted is what runs
+    # Written for one length, they are the fit's for that length only: at a length no prompt fits, none is written
+    # and none counted (the answers kept from the earlier length were counted in the fit)
+    engine.answers = (engine._answers_key(seq_len), written)
+    at_length = dataclasses.replace(spec, seq_len=seq_len)
+    assert engine._repair_fit(at_length, 100) == (None, spec.samples + len(written), 100 + sum(map(len, written)))
+    none_fit = dataclasses.replace(spec, seq_len=lengths[0])
+    assert engine.answer_work(none_fit) is None
+    assert engine._repair_fit(none_fit, 100) == (None, spec.samples, 100)
 
 
 def test_the_checks_quiz_counts_the_originals_answers_until_they_are_written(tiny_chat_model, small_calib) -> None:

@@ -150,7 +150,11 @@ def check_output_folder(out: Path, source: ModelSource, force: bool) -> Path:
                 raise OutputError(f"The output {out} is the source model's own file; --out takes a new folder, where "
                                   "the pruned .gguf is written.")
             raise OutputError(f"The output folder {out} is the source model's folder or inside it; choose another.")
-        if _is_within(src, out) or _is_within(link, out):
+        # and each weight file where it really lies: a GGUF named by its folder, or a folder's weights, may be links
+        # to files elsewhere, which replacing that folder would delete (the folder's own check does not reach them)
+        weights = [w.path.resolve() for w in source.weight_files] + [w.path.parent.resolve() / w.path.name
+                                                                     for w in source.weight_files]
+        if any(_is_within(held, out) for held in (src, link, *weights)):
             raise OutputError(f"The output folder {out} contains the source model; choose another.")
         cached = source.hub_cache_folder
         if cached is not None and _is_within(out, cached.resolve()):

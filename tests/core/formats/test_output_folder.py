@@ -809,7 +809,7 @@ def test_no_output_goes_into_the_hub_cache_folder_of_the_source(tiny_model: Path
 def test_the_folder_a_gguf_was_given_by_is_the_source(tmp_path: Path) -> None:
     """A GGUF named by the folder holding it (``shortgpt prune models/smol``): an output inside that folder was taken,
     where a model folder's is refused; a GGUF named by its file still takes a new folder beside it."""
-    from shortgpt_desktop.core.model.sources import ModelSource
+    from shortgpt_desktop.core.model.sources import ModelSource, WeightFile
 
     folder = tmp_path / "smol"
     folder.mkdir()
@@ -821,3 +821,30 @@ def test_the_folder_a_gguf_was_given_by_is_the_source(tmp_path: Path) -> None:
     by_file = ModelSource(spec=str(folder / "model.gguf"), kind="gguf", folder=folder, gguf_file="model.gguf")
     assert of.check_output_folder(folder / "inner", by_file, force=False) == (folder / "inner").resolve()
     assert of.check_output_folder(tmp_path / "out", by_folder, force=False) == (tmp_path / "out").resolve()
+
+    # The GGUF in that folder a link to a file elsewhere, in a folder this app wrote (its card): named by its folder,
+    # the file's own folder was no longer checked, and --force (the window's Replace) replaced it, the source with it
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "model.gguf").write_bytes(b"GGUF")
+    (store / "README.md").write_text("---\ntags:\n- shortgpt\n---\n")
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "model.gguf").symlink_to(store / "model.gguf")
+    for spec in (linked, linked / "model.gguf"):
+        source = ModelSource(spec=str(spec), kind="gguf", folder=linked, gguf_file="model.gguf",
+                             weight_files=[WeightFile(linked / "model.gguf", "gguf", 4)])
+        with pytest.raises(OutputError, match="contains the source model"):
+            of.check_output_folder(store, source, force=True)
+    # so are a model folder's weights that link elsewhere
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "blob").write_bytes(b"w")
+    (weights / "README.md").write_text("---\ntags:\n- shortgpt\n---\n")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.safetensors").symlink_to(weights / "blob")
+    source = ModelSource(spec=str(model), kind="folder", folder=model,
+                         weight_files=[WeightFile(model / "model.safetensors", "safetensors", 1)])
+    with pytest.raises(OutputError, match="contains the source model"):
+        of.check_output_folder(weights, source, force=True)

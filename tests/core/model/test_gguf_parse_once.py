@@ -277,11 +277,13 @@ def test_transformers_reading_is_handed_back_whichever_thread_leaves_last() -> N
     from transformers.integrations.ggml import _gguf_parse_value as transformers_own
 
     opened, leave, left = threading.Event(), threading.Event(), threading.Event()
+    asked_after: list[object] = []
 
     def first() -> None:
         with gguf_parsed_once(lambda: False):
             opened.set()
             leave.wait(30)
+        asked_after.extend(gguf_parse_once._cancels.checks)  # this thread's check, gone with its block
         left.set()
 
     thread = threading.Thread(target=first)
@@ -297,7 +299,23 @@ def test_transformers_reading_is_handed_back_whichever_thread_leaves_last() -> N
         leave.set()
         thread.join(30)
     assert transformers_gguf._gguf_parse_value is transformers_own
-    assert not getattr(gguf_parse_once._cancels, "checks", [])
+    assert asked_after == []
+
+
+def test_a_block_that_fails_as_it_opens_leaves_no_check_and_nothing_patched(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cancel check added before the block's imports stayed asked by this thread's later loads where they failed."""
+    import gguf
+
+    reader_class = gguf.GGUFReader
+
+    def failing() -> None:
+        raise ImportError("a transformers that cannot be imported")
+
+    monkeypatch.setattr(gguf_parse_once, "_transformers_values", failing)
+    with pytest.raises(ImportError), gguf_parsed_once(lambda: True):
+        pass
+    assert not getattr(gguf_parse_once._cancels, "checks", []) and gguf_parse_once._depth == 0
+    assert gguf.GGUFReader is reader_class
 
 
 def test_a_transformers_without_the_value_reading_it_knows_loads_as_before(tiny_gguf: Path,
@@ -315,7 +333,14 @@ def test_a_transformers_without_the_value_reading_it_knows_loads_as_before(tiny_
         assert transformers_gguf._gguf_parse_value is another_version
     assert transformers_gguf._gguf_parse_value is another_version
     monkeypatch.setattr(transformers_gguf, "_gguf_parse_value", own)
+    reference = open_backend("memory", resolve(str(tiny_gguf)), "cpu", "float32", False)
     monkeypatch.setattr(gguf_parse_once, "_transformers_values", lambda: None)
     backend = open_backend("memory", resolve(str(tiny_gguf)), "cpu", "float32", False)
-    backend.close()
+    try:
+        assert backend.loaded.config == reference.loaded.config
+        text = "The history of the tower, in 1887."
+        assert backend.loaded.tokenizer(text)["input_ids"] == reference.loaded.tokenizer(text)["input_ids"]
+    finally:
+        backend.close()
+        reference.close()
     assert transformers_gguf._gguf_parse_value is own
