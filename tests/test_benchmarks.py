@@ -7,6 +7,7 @@ and ``sys.path`` at import, which must not leak into the other tests.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -33,9 +34,12 @@ print(json.dumps(results))
 """
 
 
-def run_benchmarks(runs: list[list[str]]) -> dict[str, list]:
+def run_benchmarks(runs: list[list[str]], data: Path) -> dict[str, list]:
+    """``data``: where the benchmarks look for their default text (``SHORTGPT_BENCH_DATA``), a folder that is not
+    there: the tests read nothing beside the checkout (a user's clone has no ``../shared``)."""
+    env = {**os.environ, "SHORTGPT_BENCH_DATA": str(data)}
     result = subprocess.run([sys.executable, "-c", _DRIVER, str(BENCHMARKS), json.dumps(runs)], capture_output=True,
-                            text=True, timeout=120)
+                            text=True, timeout=120, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads(result.stdout.splitlines()[-1])
 
@@ -64,7 +68,7 @@ def test_each_benchmark_says_its_options_and_a_missing_file_in_one_line(tmp_path
         [bench["bench_ridge"], "--model", str(there), "--remove", "1", "--calib", str(there), "--prose", missing],
         [bench["bench_quant_scale"], str(there), "--remove", "1", "--calib", str(there), "--eval", missing],
     ]
-    results = run_benchmarks(runs)
+    results = run_benchmarks(runs, tmp_path / "no-data-here")
     helps = {name: value for name, value in results.items() if name.endswith("--help")}
     assert len(helps) == len(scripts) >= 19
     for name, (code, out) in helps.items():
@@ -72,7 +76,7 @@ def test_each_benchmark_says_its_options_and_a_missing_file_in_one_line(tmp_path
     refused = {name.split()[0]: code for name, (code, _) in results.items() if not name.endswith("--help")}
     assert len(refused) == 13
     # Each names the options it has: bench_recipe's "give another with --model, --calib or --eval" named two it
-    # does not take (its models are arguments), where ../shared/data is not there.
+    # does not take (its models are arguments), where its default text is not there.
     instead = dict.fromkeys(("bench_quality.py", "bench_heal_variants.py"),
                             "give another with --model, --calib or --eval")
     instead.update(dict.fromkeys(("bench_recipe.py", "bench_candidate_precision.py", "bench_generation.py"),
