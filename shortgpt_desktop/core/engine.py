@@ -1082,6 +1082,7 @@ class Engine:
         a prompt as long is left out (:func:`.cut.own_answers.own_answers`): at 8 × 64 tokens SmolLM2's answers ran
         27 steps, not the 64 counted."""
         from .cut.answer_probe import answer_probe_for
+        from .cut.own_answers import prompts_that_fit
         from .estimate import AnswerWork
 
         if self.loaded is None or self.backend is None:
@@ -1089,7 +1090,7 @@ class Engine:
         chat = answer_probe_for(self.loaded.tokenizer, self.loaded.model, prompts)
         if chat is None:
             return None
-        lengths = [len(p) for p in chat.prompts if max_len is None or len(p) < max_len]
+        lengths = [len(p) for p in prompts_that_fit(chat.prompts, max_len)]
         if not lengths:
             return None
         if max_len is not None:
@@ -1099,12 +1100,9 @@ class Engine:
                           layer_read=self.layer_read_seconds())
 
     def layer_read_seconds(self) -> float:
-        """Seconds one decoder layer takes to read, one layer at a time: the median of the reads timed so far on the
-        model loaded now (0.0 in memory, or before any read)."""
-        import statistics
-
-        reads = getattr(self.backend.stack, "read_seconds", None) if self.backend is not None else None
-        return statistics.median(reads) if reads else 0.0
+        """Seconds one decoder layer takes to read, one layer at a time, on the model loaded now (0.0 in memory, or
+        before any read): the backend's (:meth:`.backends.base.Backend.layer_read_seconds`)."""
+        return self.backend.layer_read_seconds() if self.backend is not None else 0.0
 
     def _judge_selections(self, spec: JobSpec) -> None:
         """Forget measured choices compared repaired when the job no longer repairs, and the other way round."""

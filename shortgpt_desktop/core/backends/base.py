@@ -82,6 +82,11 @@ class Backend:
         """How many new tokens a continuation asked for ``max_new_tokens`` runs at most."""
         return max_new_tokens
 
+    def layer_read_seconds(self) -> float:
+        """Seconds one decoder layer takes to read from the checkpoint, as timed so far (0.0: every layer is loaded
+        once and for all)."""
+        return 0.0
+
     def close(self) -> None:
         """Free what the backend holds."""
 
@@ -186,6 +191,13 @@ class Streamed(Backend):
 
     def tokens_to_generate(self, max_new_tokens: int) -> int:
         return min(max_new_tokens, self.MAX_NEW_TOKENS)
+
+    def layer_read_seconds(self) -> float:
+        """The median of the layer reads (and freeings) timed on this model so far (0.0 before any)."""
+        import statistics
+
+        reads = self.stack.read_seconds  # type: ignore[attr-defined]
+        return statistics.median(reads) if reads else 0.0
 
     def close(self) -> None:
         self.stack.close()  # type: ignore[attr-defined]

@@ -41,6 +41,12 @@ FIT_PROMPTS = (
 MAX_NEW_TOKENS = 64
 
 
+def prompts_that_fit(prompts: Sequence[Sequence[int]], max_len: int | None) -> list[Sequence[int]]:
+    """The prompts that leave room for an answer within ``max_len`` tokens (all where None): the others are left
+    out, by the answers and by their estimate alike."""
+    return [p for p in prompts if max_len is None or len(p) < max_len]
+
+
 def own_answers(stack: LayerStack, tokenizer: Any, model: Any = None, prompts: Sequence[str] = FIT_PROMPTS,
                 max_new_tokens: int = MAX_NEW_TOKENS, max_len: int | None = None, progress: Progress | None = None,
                 cancel: CancelCheck | None = None, kv_cache: bool | None = None) -> list[list[int]]:
@@ -51,7 +57,6 @@ def own_answers(stack: LayerStack, tokenizer: Any, model: Any = None, prompts: S
     chat = answer_probe_for(tokenizer, model, prompts)
     if chat is None:
         return []
-    # A prompt that leaves no room for an answer within ``max_len`` is left out.
-    sequences = [list(p) for p in chat.prompts if max_len is None or len(p) < max_len]
+    sequences = [list(p) for p in prompts_that_fit(chat.prompts, max_len)]
     return greedy_answers(stack, sequences, chat.end_ids, chat.pad_id, max_new_tokens, kv_cache=kv_cache,
                           max_len=max_len, progress=progress, stage=STAGE, cancel=cancel)

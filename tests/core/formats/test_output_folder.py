@@ -51,6 +51,19 @@ def _earlier_output(out: Path) -> None:
     (out / "README.md").write_text(_card())
 
 
+def _linked_into_an_earlier_output(parent: Path, name: str) -> tuple[Path, Path]:
+    """A folder holding an earlier output with the weight file ``name`` (which ``force`` may replace), and a model
+    folder whose ``name`` is a link to that file: (the earlier output, the linking folder)."""
+    stem = Path(name).suffix.lstrip(".")
+    store, linking = parent / f"store-{stem}", parent / f"linked-{stem}"
+    for folder in (store, linking):
+        folder.mkdir()
+    (store / name).write_bytes(b"GGUF")
+    _earlier_output(store)
+    (linking / name).symlink_to(store / name)
+    return store, linking
+
+
 def _leftovers(parent: Path) -> list[str]:
     return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
 
@@ -824,26 +837,14 @@ def test_the_folder_a_gguf_was_given_by_is_the_source(tmp_path: Path) -> None:
 
     # The GGUF in that folder a link to a file elsewhere, in a folder this app wrote (its card): named by its folder,
     # the file's own folder was no longer checked, and --force (the window's Replace) replaced it, the source with it
-    store = tmp_path / "store"
-    store.mkdir()
-    (store / "model.gguf").write_bytes(b"GGUF")
-    (store / "README.md").write_text("---\ntags:\n- shortgpt\n---\n")
-    linked = tmp_path / "linked"
-    linked.mkdir()
-    (linked / "model.gguf").symlink_to(store / "model.gguf")
+    store, linked = _linked_into_an_earlier_output(tmp_path, "model.gguf")
     for spec in (linked, linked / "model.gguf"):
         source = ModelSource(spec=str(spec), kind="gguf", folder=linked, gguf_file="model.gguf",
                              weight_files=[WeightFile(linked / "model.gguf", "gguf", 4)])
         with pytest.raises(OutputError, match="contains the source model"):
             of.check_output_folder(store, source, force=True)
     # so are a model folder's weights that link elsewhere
-    weights = tmp_path / "weights"
-    weights.mkdir()
-    (weights / "blob").write_bytes(b"w")
-    (weights / "README.md").write_text("---\ntags:\n- shortgpt\n---\n")
-    model = tmp_path / "model"
-    model.mkdir()
-    (model / "model.safetensors").symlink_to(weights / "blob")
+    weights, model = _linked_into_an_earlier_output(tmp_path, "model.safetensors")
     source = ModelSource(spec=str(model), kind="folder", folder=model,
                          weight_files=[WeightFile(model / "model.safetensors", "safetensors", 1)])
     with pytest.raises(OutputError, match="contains the source model"):
