@@ -1406,14 +1406,17 @@ class MainWindow(QMainWindow):
         except UserError as exc:
             self.show_error("Cannot save", self._refusal(exc))
             return
-        out = dialogs.ask_output_folder(self, self.suggested_output())
-        if out:
-            self.save_to(out)
+        suggestion = self.suggested_output()
+        while (out := dialogs.ask_output_folder(self, suggestion)) is not None:
+            if self.save_to(out) != "declined":
+                return
+            suggestion = out  # No to "Replace folder?": the folder dialog again, not no save at all
 
-    def save_to(self, out: str | Path, force: bool = False) -> None:
-        """Save the current plan to ``out`` (asks before replacing a non-empty folder)."""
+    def save_to(self, out: str | Path, force: bool = False) -> str | None:
+        """Save the current plan to ``out`` (asks before replacing a non-empty folder): "declined" where the user
+        answered No to replacing it."""
         if self.busy or self.plan is None:
-            return
+            return None
         out = str(out)
         plan = self.plan
         try:
@@ -1424,12 +1427,12 @@ class MainWindow(QMainWindow):
                 self.session.refuse_save(plan, spec, out, True)
                 if not dialogs.ask_yes_no(self, "Replace folder?",
                                           f"{out} holds an earlier output. Replace it with the pruned model?"):
-                    return
+                    return "declined"
                 force = True
             self.session.refuse_save(plan, spec, out, force)  # refused at once, not after a job has started
         except UserError as exc:
             self.show_error("Cannot save", self._refusal(exc))
-            return
+            return None
         cost = self._cost("save", spec, plan, check=False)
         self.jobs.start(
             "save", self.session.save_job(plan, spec, out, force), on_success=self._on_saved,

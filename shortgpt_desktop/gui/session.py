@@ -230,7 +230,24 @@ def suggested_output(engine: Engine, plan: PrunePlan | None, save_dir: str | Non
     if not folder and source is not None and source.kind != "hub" and source.in_hub_cache is None:
         gguf = getattr(source, "gguf_file", None)
         folder = str(source.folder.parent if not gguf or earlier_removed(source) else source.folder)
-    return str(Path(folder or Path.home()) / f"{name}-shortgpt-{kept}L")
+    return str(_unused(Path(folder or Path.home()) / f"{name}-shortgpt-{kept}L"))
+
+
+def _unused(path: Path) -> Path:
+    """``path``, or where it already holds something (the same cut saved before, in the other format), the first of
+    ``path-2``, ``path-3``, … that does not: the same name was offered again, and a No to "Replace folder?" left the
+    user with no save at all."""
+    def taken(folder: Path) -> bool:
+        try:
+            return folder.is_file() or (folder.is_dir() and any(folder.iterdir()))
+        except OSError:  # unreadable: the save's own check says why
+            return False
+
+    candidate, number = path, 1
+    while taken(candidate) and number < 1000:
+        number += 1
+        candidate = path.with_name(f"{path.name}-{number}")
+    return candidate
 
 
 # ------------------------------------------------------------------------------------------------ progress

@@ -346,6 +346,12 @@ def test_save_refuses_the_source_folder_and_asks_before_replacing(qtbot, opened,
     monkeypatch.setattr(dialogs, "ask_yes_no", lambda parent, title, text: asked.append(text) or False)
     window.save_to(earlier)
     assert "holds an earlier output" in asked[-1] and started == ["save"]
+    # Through Save, that No goes back to the folder dialog (it left no save at all), at the folder picked
+    picks, offered = iter([str(earlier), None]), []
+    monkeypatch.setattr(dialogs, "ask_output_folder", lambda parent, suggestion: offered.append(suggestion)
+                        or next(picks))
+    window.save()
+    assert offered[1:] == [str(earlier)] and len(asked) == 2 and started == ["save"]
     monkeypatch.setattr(dialogs, "ask_yes_no", lambda parent, title, text: asked.append(text) or True)
     with qtbot.waitSignal(window.jobFinished, timeout=60_000) as finished:
         window.save_to(earlier)

@@ -305,6 +305,23 @@ def test_the_suggested_folder_counts_the_kept_layers_and_is_never_in_the_hub_cac
         assert Path(suggested_output(SimpleNamespace(source=source), plan, "")).name == f"{start}-shortgpt-4L"
 
 
+def test_a_suggested_folder_that_holds_something_is_offered_with_a_number(tmp_path: Path) -> None:
+    """The same cut saved again (say as safetensors after a GGUF save) was offered the same folder, and a No to
+    "Replace folder?" then left no way to save but typing a name: the next free name is offered instead."""
+    from types import SimpleNamespace
+
+    plan = SimpleNamespace(kept=[0, 1, 2, 3], removed=[4, 5])
+    source = SimpleNamespace(display_name="my model", kind="folder", folder=tmp_path / "m", in_hub_cache=None)
+    offered = lambda: Path(suggested_output(SimpleNamespace(source=source), plan, ""))  # noqa: E731
+    first = tmp_path / "my-model-shortgpt-4L"
+    first.mkdir()
+    assert offered() == first  # an empty folder is as good as none
+    (first / "model.gguf").write_bytes(b"GGUF")
+    assert offered() == tmp_path / "my-model-shortgpt-4L-2"
+    (tmp_path / "my-model-shortgpt-4L-2").write_text("a file of that name")
+    assert offered() == tmp_path / "my-model-shortgpt-4L-3"
+
+
 def test_a_model_opened_by_its_path_in_the_hub_cache_is_named_by_its_id_and_saved_outside_the_cache(
         tiny_model: Path, tmp_path: Path) -> None:
     """A snapshot folder picked in ~/.cache/huggingface was named by its commit hash (the title, the suggested
