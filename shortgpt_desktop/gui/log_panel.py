@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 
 from PySide6.QtCore import QObject, Signal, Slot
 from PySide6.QtGui import QFontDatabase, QTextCursor
@@ -85,6 +84,8 @@ class LogPanel(QWidget):
         self.view.appendPlainText(text)
         self.view.moveCursor(QTextCursor.MoveOperation.End)
 
-    def note(self, message: str) -> None:
-        """A line from the window itself (not from logging)."""
-        self.append(f"{time.strftime('%H:%M:%S')}  {message}")
+    def note(self, message: str, level: int = logging.ERROR, name: str = "shortgpt_desktop.gui") -> None:
+        """A line from the window itself (a dialog's sentence, not a logging record), in the columns of the
+        records around it: time, level, source (a dialog's line had the time alone)."""
+        record = logging.LogRecord(name, level, "", 0, message, None, None)
+        self.append(self.handler.format(record), level)

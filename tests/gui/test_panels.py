@@ -567,6 +567,13 @@ def test_the_log_shortens_a_long_error_keeps_a_long_warning_and_stops_listening_
     assert panel.view.toPlainText().splitlines() == lines
     logger = logging.getLogger("shortgpt_desktop.test_log_panel")
     panel.attach(logger.name)
+    # A dialog's sentence in the same columns as the records around it (it had the time alone)
+    panel.view.clear()
+    logger.warning("a record")
+    panel.note("Cannot save: a sentence.")
+    record, note = panel.view.toPlainText().splitlines()
+    assert record[8:] == "  WARNING shortgpt_desktop.test_log_panel: a record"
+    assert note[8:] == "  ERROR   shortgpt_desktop.gui: Cannot save: a sentence.", note
     panel.detach()
     assert panel.handler not in logger.handlers
 
