@@ -1549,8 +1549,7 @@ class MainWindow(QMainWindow):
         if len(sizes) != 2 or not sum(sizes):
             return
         total = sum(sizes)
-        chrome = self.tabs.height() - self.compare_panel.height()  # the tab bar
-        needed = self.compare_panel.needed_height(self.compare_panel.width()) + max(chrome, 0)
+        needed = self._check_room_needed()
         bottom = min(max(sizes[1], needed), total - max(total // 3, self.top_minimum()))
         if bottom > sizes[1]:
             if self._right_sizes_given is None:
@@ -1558,6 +1557,26 @@ class MainWindow(QMainWindow):
             self.right_splitter.setSizes([total - bottom, bottom])
         if scroll:  # the Quality curve button, which the check's paragraph names, in view (it was half scrolled away)
             QTimer.singleShot(0, lambda: self._scroll_to(self.top_scroll, self.plan_panel.curve_button))
+
+    def _check_room_needed(self) -> int:
+        """The height the figures' pane needs for the check shown, at its width, with the tab bar."""
+        chrome = self.tabs.height() - self.compare_panel.height()
+        return self.compare_panel.needed_height(self.compare_panel.width()) + max(chrome, 0)
+
+    def _give_back_check_room(self) -> None:
+        """A window made larger after a check took room for its figures: the chart and plan get back what the figures
+        no longer need, down to the share the user had given the figures (at 1280 × 720 the check took the chart's
+        room, and maximising the window then grew both panes alike, the chart staying cramped)."""
+        given = self._right_sizes_given
+        sizes = self.right_splitter.sizes()
+        if given is None or len(sizes) != 2 or not sum(given) or not sum(sizes):
+            return
+        QApplication.sendPostedEvents(None, QEvent.Type.LayoutRequest)
+        total = sum(sizes)
+        needed = self._check_room_needed()
+        bottom = max(needed, round(total * given[1] / sum(given)))
+        if bottom < sizes[1]:
+            self.right_splitter.setSizes([total - bottom, bottom])
 
     def _right_split_by_user(self, *_: Any) -> None:
         """The plan/figures split dragged: the user's, kept as it is at close."""
@@ -1708,10 +1727,15 @@ class MainWindow(QMainWindow):
 
     def resizeEvent(self, event: QResizeEvent) -> None:
         """A window made smaller after a check gives the check's figures their height again, as the check did: at
-        1024 × 600 the paragraph was cut mid-line ("It has lost most of what the"), with no scroll bar."""
+        1024 × 600 the paragraph was cut mid-line ("It has lost most of what the"), with no scroll bar. One made
+        larger gives the chart back the room the check took (:meth:`_give_back_check_room`)."""
         super().resizeEvent(event)
-        if self.compare_panel.showing is not None and event.size().height() < event.oldSize().height():
+        if self.compare_panel.showing is None or event.oldSize().height() < 0:
+            return
+        if event.size().height() < event.oldSize().height():
             QTimer.singleShot(0, lambda: self._make_room_for_check(scroll=False))
+        elif event.size().height() > event.oldSize().height():
+            QTimer.singleShot(0, self._give_back_check_room)
 
     def closeEvent(self, event: QCloseEvent) -> None:
         # Asked first, whatever runs beside (a memory estimate after each settings change skipped it); a running

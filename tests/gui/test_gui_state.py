@@ -164,6 +164,21 @@ def test_the_checks_figures_get_the_height_they_need_at_1280_by_720(qtbot, opene
     QApplication.processEvents()
     assert bar.maximum() > 0 and bar.value() == 0
     assert not _in_view(window.top_scroll, window.plan_panel.curve_button)  # where a scroll would have brought it
+    # Made larger again: the chart gets back the room the check took (both panes grew alike, the chart staying
+    # cramped), the figures keeping the height they need, and the share they had before the first check
+    small = window.right_splitter.sizes()
+    window.resize(1280, 1000)
+    qtbot.waitUntil(lambda: window.height() == 1000, timeout=3000)
+
+    def given_back() -> bool:
+        sizes = window.right_splitter.sizes()
+        return sum(sizes) > sum(small) and sizes[1] <= max(window._check_room_needed(),
+                                                           round(sum(sizes) * before[1] / sum(before))) + 1
+
+    qtbot.waitUntil(given_back, timeout=3000)
+    sizes = window.right_splitter.sizes()
+    assert sizes[0] - small[0] > (sum(sizes) - sum(small)) * small[0] / sum(small) + 20, (small, sizes)
+    assert panel.result.height() >= panel.result.heightForWidth(panel.result.width()), panel.result.text()
 
 
 def test_the_repair_switch_marks_the_check_stale_and_drops_the_curve(qtbot, opened) -> None:
