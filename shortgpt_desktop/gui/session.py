@@ -329,6 +329,10 @@ class JobProgress:
         if self.whole is not None:  # the whole job's, said as it started, beside each step's own (gone from view)
             began, seconds = self.whole
             so_far = self.clock() - began
+            if left is not None and left >= 1:
+                # the step's own pace says more is left than the whole said: "about 2 min 40 s left · 5.0 s of about
+                # 2 min 17 s in all" contradicted itself (the step is part of the job)
+                seconds = max(seconds, so_far + left)
             # past the whole said, "1.2 s of about 949 ms in all" read as a slip of the counter (and past it as shown:
             # not "8 min 39 s so far, past the 8 min 39 s said")
             past = so_far > seconds and human_seconds(so_far) != human_seconds(seconds)

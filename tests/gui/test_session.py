@@ -235,9 +235,20 @@ def test_the_whole_jobs_time_stays_beside_each_steps_progress() -> None:
     clock.now += 130.0
     assert words.update("ppl_before", 5, 38).text.endswith(" · 2 min 10 s of about 8 min 39 s in all…")
     clock.now += 389.4  # a moment past what was said, shown alike: not "8 min 39 s so far, past the 8 min 39 s said"
-    assert words.update("ppl_before", 29, 38).text.endswith(" · 8 min 39 s of about 8 min 39 s in all…")
+    assert words.update("ppl_before", 38, 38).text.endswith(" · 8 min 39 s of about 8 min 39 s in all")
     clock.now += 10.6  # past what was said: "8 min 50 s of about 8 min 39 s in all" read as a slip
-    assert words.update("ppl_before", 30, 38).text.endswith(" · 8 min 50 s so far, past the 8 min 39 s said…")
+    assert words.update("ppl_before", 38, 38).text.endswith(" · 8 min 50 s so far, past the 8 min 39 s said")
+    # A step whose own pace says more is left than the whole said raises the whole: "about 2 min 40 s left · 5.0 s of
+    # about 2 min 17 s in all" contradicted itself
+    words.started("check")
+    words.keep_whole(137.0)
+    clock.now += 1.0
+    words.update("ppl_before", 0, 33)
+    clock.now += 5.0
+    assert words.update("ppl_before", 1, 33).text.endswith(
+        ", about 2 min 40 s left · 6.0 s of about 2 min 46 s in all…")
+    clock.now += 30.0  # faster since: the whole said stands where the step's pace leaves room for it
+    assert words.update("ppl_before", 30, 33).text.endswith(", about 3.5 s left · 36.0 s of about 2 min 17 s in all…")
     words.finished("ok")
     words.started("check")  # a job announced with no estimate says none
     assert "in all" not in words.update("ppl_before", 5, 38).text
