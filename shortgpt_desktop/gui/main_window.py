@@ -532,7 +532,13 @@ class MainWindow(QMainWindow):
         self.progress.setVisible(busy)
         self._update_buttons()
         if busy:  # where Qt passed the focus once the control that had it was disabled
-            self._focus_landed = QApplication.focusWidget()
+            landed = QApplication.focusWidget()
+            if landed is self.compare_panel.prompt and self._focus_before_job is not landed:
+                # the read-only prompt, its text selected: keys went nowhere visible while the job ran (Esc and the
+                # window's shortcuts work without a focused control)
+                landed.clearFocus()
+                landed = None
+            self._focus_landed = landed
 
     def _update_buttons(self) -> None:
         busy = self.busy
