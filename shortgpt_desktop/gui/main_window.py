@@ -55,7 +55,7 @@ from .elided_label import ElidedLabel
 from .icons import app_icon
 from .log_panel import LogPanel
 from .messages import user_message
-from .model_panel import ModelPanel, model_key, pruned_before, typed_model
+from .model_panel import ModelPanel, model_key, names_one_model, pruned_before, typed_model
 from .plan_panel import BY_HAND, FROM_FILE, PlanPanel
 from .scores_file import another_model_of_the_same_name, read_scores, same_model, write_scores
 from .session import (
@@ -722,7 +722,7 @@ class MainWindow(QMainWindow):
         if self.busy or not text:
             return
         source = self.engine.source
-        if source is not None and self.engine.scores is not None and model_key(text) == model_key(source.spec):
+        if source is not None and self.engine.scores is not None and names_one_model(text, source.spec):
             # Enter in the field, Open, or the same recent entry: reopening would throw the scores away (hours of
             # a big model's scoring), the plan and the check with them, for the model that is open already.
             self.model_panel.set_text(source.spec)
@@ -857,7 +857,7 @@ class MainWindow(QMainWindow):
         Open is not open: the action would act on the open model, whose scores the plan holds, while the box names
         the other. The user is asked; on Yes the box names the open model again."""
         typed, source = self.model_panel.text, self.engine.source
-        if source is None or not typed or model_key(typed) == model_key(source.spec):
+        if source is None or not typed or names_one_model(typed, source.spec):
             return True
         name = source.display_name
         if not dialogs.ask_yes_no(
@@ -889,7 +889,7 @@ class MainWindow(QMainWindow):
                             "The calibration set is empty: add text files or folders, or tick the "
                             "built-in corpus.")
             return
-        if self.engine.source is None or (text and model_key(text) != model_key(self.engine.source.spec)):
+        if self.engine.source is None or (text and not names_one_model(text, self.engine.source.spec)):
             self.open_model(text, then="score")
             return
         # the scores shown, and a check or a curve measured for them, go: a stray Ctrl+R threw away ten minutes of

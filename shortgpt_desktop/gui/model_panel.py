@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,18 +31,32 @@ MAX_RECENT = 12
 
 
 def model_key(text: str) -> str:
-    """How a model is remembered: a local path absolute and resolved (so it works from any working directory
-    and the same folder typed two ways counts once), a Hub id as typed."""
+    """How a model is remembered: a local path absolute and normalised (so it works from any working directory
+    and ``models/./m`` and ``models/m`` count once), a Hub id as typed. A link is kept, not followed: a GGUF file
+    linked as ``model.gguf`` to a file without the ending (Ollama's blobs, the Hub cache's) was remembered by its
+    target, which then could not be opened ("without the .gguf ending")."""
     text = text.strip()
     if not text:
         return text
     try:
         path = expand_home(text)
         if path.exists():
-            return str(path.resolve())
+            return os.path.normpath(os.path.abspath(path))
     except (RuntimeError, OSError):  # a link loop, a folder one may not enter
         pass  # kept as typed: opening it says what is wrong
     return text
+
+
+def names_one_model(first: str, second: str) -> bool:
+    """Whether two names of a model name the same one: the same key, or two paths to the same file or folder
+    (a link and its target)."""
+    a, b = model_key(first), model_key(second)
+    if a == b:
+        return True
+    try:
+        return bool(a and b) and os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def typed_model(text: str) -> str:

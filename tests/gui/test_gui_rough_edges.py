@@ -1254,6 +1254,32 @@ def test_a_recent_model_typed_into_the_box_opens_on_enter_not_when_the_focus_lea
     assert finished.args == ["open", "ok"] and model_key(opened.engine.source.spec) == str(other.resolve())
 
 
+def test_a_gguf_opened_through_a_link_is_remembered_by_the_link(qtbot, window, tiny_q4_gguf: Path,
+                                                                 tmp_path: Path) -> None:
+    """A GGUF file without the ending (Ollama's blobs, the Hub cache's), opened through a link named model.gguf as the
+    app's own sentence advises, was remembered by its target: the recent entry and the next start's reopening then
+    said it is "a GGUF model without the .gguf ending"."""
+    import shutil
+
+    from shortgpt_desktop.gui.model_panel import names_one_model
+
+    blob = tmp_path / "blobs" / "sha256-0123abcd"
+    blob.parent.mkdir()
+    shutil.copy(tiny_q4_gguf, blob)
+    link = tmp_path / "models" / "model.gguf"
+    link.parent.mkdir()
+    link.symlink_to(blob)
+    assert model_key(str(tmp_path / "models" / "." / "model.gguf")) == str(link)  # normalised, the link kept
+    assert names_one_model(str(link), str(blob)) and not names_one_model(str(link), str(tiny_q4_gguf))
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000) as opened:
+        window.open_model(str(link))
+    assert opened.args == ["open", "ok"] and window.model_panel.recent()[0] == str(link)
+    window.save_state()
+    assert window.store.last_model() == str(link)
+    window.model_panel.set_text(str(link))  # the open model named either way: no reopening, no question
+    assert window._acts_on_open_model("Save")
+
+
 def test_a_home_of_no_such_user_typed_as_the_model_is_a_sentence(qtbot, opened, make_window) -> None:
     """``~user/...`` of an unknown user raised RuntimeError in Score's slot (the typed model compared with the open
     one) and again when the window closed (the last model remembered), so the settings were not written."""
