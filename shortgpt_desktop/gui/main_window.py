@@ -1413,7 +1413,7 @@ class MainWindow(QMainWindow):
             self.show_error("Cannot save", self._refusal(exc))
             return
         suggestion = self.suggested_output()
-        while (out := dialogs.ask_output_folder(self, suggestion)) is not None:
+        while out := dialogs.ask_output_folder(self, suggestion):
             if self.save_to(out) != "declined":
                 return
             suggestion = out  # No to "Replace folder?": the folder dialog again, not no save at all
