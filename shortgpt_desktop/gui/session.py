@@ -217,10 +217,11 @@ def model_file_name(source: Any) -> str:
 
 def suggested_output(engine: Engine, plan: PrunePlan | None, save_dir: str | None) -> str:
     """A new folder named after the model and the layers kept, beside the last save or the model (a model folder's
-    parent; a GGUF file's own folder, where the folder above it was offered; for a GGUF this app saved, the folder
-    above the output folder it lies in: a folder inside that output was offered, which then could not be replaced,
-    holding more than a model; for a model in the Hub cache, the home folder, as for a Hub id: a folder beside its
-    snapshots was offered)."""
+    parent, and a GGUF's named by its folder; a GGUF file's own folder, where the folder above it was offered; for a
+    GGUF this app saved, the folder above the output folder it lies in: a folder inside that output was offered,
+    which then could not be replaced, holding more than a model; for a model in the Hub cache, the home folder, as
+    for a Hub id: a folder beside its snapshots was offered)."""
+    from ..core.formats.output_folder import gguf_given_as_folder
     from ..core.formats.provenance import earlier_removed
 
     source = engine.source
@@ -229,7 +230,9 @@ def suggested_output(engine: Engine, plan: PrunePlan | None, save_dir: str | Non
     folder = save_dir
     if not folder and source is not None and source.kind != "hub" and source.in_hub_cache is None:
         gguf = getattr(source, "gguf_file", None)
-        folder = str(source.folder.parent if not gguf or earlier_removed(source) else source.folder)
+        # a GGUF named by its folder: that folder is the source, where no save may go (it was offered, then refused)
+        beside = not gguf or earlier_removed(source) or gguf_given_as_folder(source)
+        folder = str(source.folder.parent if beside else source.folder)
     return str(_unused(Path(folder or Path.home()) / f"{name}-shortgpt-{kept}L"))
 
 

@@ -299,12 +299,18 @@ def test_the_suggested_folder_counts_the_kept_layers_and_is_never_in_the_hub_cac
 
     def engine(kind: str, folder: Path, gguf_file: str | None = None):
         return SimpleNamespace(source=SimpleNamespace(display_name="my model", kind=kind, folder=folder,
-                                                      gguf_file=gguf_file, in_hub_cache=None))
+                                                      gguf_file=gguf_file, in_hub_cache=None,
+                                                      spec=str(folder / gguf_file) if gguf_file else str(folder)))
 
     assert suggested_output(engine("folder", tmp_path / "m"), plan, "") == str(tmp_path / "my-model-shortgpt-4L")
     # A GGUF's folder is the one holding the file: the folder above it was offered
     assert suggested_output(engine("gguf", tmp_path / "models", "my model.gguf"), plan, "") == str(
         tmp_path / "models" / "my-model-shortgpt-4L")
+    # ... unless the GGUF was named by its folder: that folder is the source (offered, then refused by the save)
+    (tmp_path / "smol").mkdir()
+    by_folder = engine("gguf", tmp_path / "smol", "my model.gguf")
+    by_folder.source.spec = str(tmp_path / "smol")
+    assert suggested_output(by_folder, plan, "") == str(tmp_path / "my-model-shortgpt-4L")
     cache = tmp_path / "hub" / "snapshots" / "abc"
     out = suggested_output(engine("hub", cache), plan, "")
     assert not out.startswith(str(cache.parent)) and out.startswith(str(Path.home()))

@@ -27,11 +27,16 @@ from .report_files import REPORT_NAMES, earlier_report
 SYSTEM_FILES = (".DS_Store", "Thumbs.db", "desktop.ini")
 #: What an earlier output of this app holds (its weights, config, tokenizer and card), and what a file browser
 #: leaves in any folder: ``force`` replaces a folder only when everything in it matches one of these. Named, not
-#: ``*.json``: a folder of the user's results (``results_2024.json``) was replaced with ``--force``.
-MODEL_FILES = ("config.json", "generation_config.json", "model*.safetensors", "model.safetensors.index.json",
-               "*.gguf", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-               "vocab.json", "merges.txt", "vocab.txt", "tokenizer.model", "spiece.model", "chat_template.jinja",
-               "chat_template.json", "README.md", ".gitattributes", *SYSTEM_FILES)
+#: ``*.json``: a folder of the user's results (``results_2024.json``) was replaced with ``--force``. The weights by
+#: the names this app writes (``model-finetuned.safetensors`` beside an earlier output was deleted), and a GGUF only
+#: where its header says this app wrote it (:func:`gguf_written_here`: llama.cpp's converter writes its file into the
+#: folder it converts, and ``--force`` deleted that conversion).
+MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors",
+               "model-[0-9][0-9][0-9][0-9][0-9]-of-[0-9][0-9][0-9][0-9][0-9].safetensors",
+               "model.safetensors.index.json", "*.gguf", "tokenizer.json", "tokenizer_config.json",
+               "special_tokens_map.json", "added_tokens.json", "vocab.json", "merges.txt", "vocab.txt",
+               "tokenizer.model", "spiece.model", "chat_template.jinja", "chat_template.json", "README.md",
+               ".gitattributes", *SYSTEM_FILES)
 #: The tag in the front matter of the model card this app writes (``report.model_card``).
 CARD_TAG = "- shortgpt"
 
@@ -54,11 +59,34 @@ def model_own_files(folder: Path) -> list[str]:
 
 
 def not_model_files(folder: Path) -> list[str]:
-    """The entries of ``folder`` a model folder would not hold (sub-folders, notes, anything else), sorted."""
+    """The entries of ``folder`` a model folder would not hold (sub-folders, notes, a GGUF this app did not write,
+    anything else), sorted."""
     code = set(model_own_files(folder))
-    return sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir()
-                  if p.is_dir() or (p.name not in code
-                                    and not any(fnmatch.fnmatchcase(p.name, pattern) for pattern in MODEL_FILES)))
+
+    def other(p: Path) -> bool:
+        if p.is_dir():
+            return True
+        if p.name in code:
+            return False
+        if p.suffix.lower() == ".gguf":
+            return not gguf_written_here(p)
+        return not any(fnmatch.fnmatchcase(p.name, pattern) for pattern in MODEL_FILES)
+
+    return sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir() if other(p))
+
+
+def gguf_written_here(path: Path) -> bool:
+    """Whether the GGUF file ``path`` is one this app wrote: its header records the layers removed
+    (:data:`.provenance.GGUF_KEY`). A file that cannot be read as a GGUF is not."""
+    import struct
+
+    from ..errors import UserError
+    from .provenance import gguf_removed_layers
+
+    try:
+        return bool(gguf_removed_layers(path))
+    except (UserError, OSError, ValueError, struct.error):
+        return False
 
 
 def not_an_earlier_output(folder: Path) -> str | None:
@@ -68,6 +96,10 @@ def not_an_earlier_output(folder: Path) -> str | None:
     deleted them), a card this app did not write is someone else's model, and several GGUF files are a collection,
     not one output."""
     others = not_model_files(folder)
+    if others and all(name.lower().endswith((".gguf", ".safetensors")) for name in others):
+        # "holds more than a model (mymodel.gguf)" was said of a folder holding just the user's own GGUF
+        what = "a model" if len(others) == 1 else "weights"
+        return f"holds {what} this app did not write ({some_of(others, 3)}), which replacing it would delete"
     if others:
         # A folder of notes alone was said to hold "more than a model", as if it held one.
         # a model is its weights or its config: a project's README.md or LICENSE beside notes is none
@@ -118,7 +150,7 @@ def _is_within(inner: Path, outer: Path) -> bool:
     return any(_same_file(folder, outer) for folder in (inner, *inner.parents) if folder.exists())
 
 
-def _given_as_folder(source: ModelSource) -> bool:
+def gguf_given_as_folder(source: ModelSource) -> bool:
     """Whether a GGUF source was named by the folder holding it (``shortgpt prune models/smol``), not by its file."""
     if source.kind == "hub" or not source.gguf_file:
         return False
@@ -139,7 +171,7 @@ def check_output_folder(out: Path, source: ModelSource, force: bool) -> Path:
         out = Path(out).expanduser().resolve()
         # A GGUF source is one file: a new folder beside it is fine. A model folder is off limits as a whole, and so
         # is the folder of a GGUF given by its folder (the user's model is that folder: `--out sc/inner` was taken)
-        one_file = bool(source.gguf_file) and not _given_as_folder(source)
+        one_file = bool(source.gguf_file) and not gguf_given_as_folder(source)
         given = source.folder / source.gguf_file if one_file else source.folder
         src = given.resolve()
         # A GGUF that is a link (a Hub cache's snapshot) resolves to its blob elsewhere: the folder holding the
@@ -154,6 +186,10 @@ def check_output_folder(out: Path, source: ModelSource, force: bool) -> Path:
         # to files elsewhere, which replacing that folder would delete (the folder's own check does not reach them)
         weights = [w.path.resolve() for w in source.weight_files] + [w.path.parent.resolve() / w.path.name
                                                                      for w in source.weight_files]
+        # and every other file of a model folder where it really lies: a config or tokenizer linked to an earlier
+        # output's was rewritten by replacing that output, and the source no longer loaded
+        if not one_file:
+            weights += [p.resolve() for p in source.folder.iterdir() if p.is_symlink()]
         if any(_is_within(held, out) for held in (src, link, *weights)):
             raise OutputError(f"The output folder {out} contains the source model; choose another.")
         cached = source.hub_cache_folder

@@ -6,6 +6,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
@@ -109,10 +110,15 @@ class ModelSource:
     @property
     def hub_cache_folder(self) -> Path | None:
         """The Hub cache's folder of the model (``models--org--name``, holding ``snapshots/`` and the ``blobs/`` its
-        files link to), where it lies in one, opened by its id or its path; else None."""
-        for folder in (self.folder, *self.folder.parents):
-            if folder.parent.name == "snapshots" and _hub_id_of(folder.parent.parent.name) is not None:
-                return folder.parent.parent
+        files link to), where it lies in one, opened by its id or its path, or through a link to a snapshot (whose
+        output was let into the cache); else None."""
+        starts = [self.folder]
+        with suppress(OSError, RuntimeError):  # a link loop, a folder one may not enter: as written
+            starts.append(self.folder.resolve())
+        for start in starts:
+            for folder in (start, *start.parents):
+                if folder.parent.name == "snapshots" and _hub_id_of(folder.parent.parent.name) is not None:
+                    return folder.parent.parent
         return None
 
     @property

@@ -51,6 +51,23 @@ def _earlier_output(out: Path) -> None:
     (out / "README.md").write_text(_card())
 
 
+def _own_gguf(path: Path, written_here: bool = True) -> Path:
+    """A small GGUF file, whose header records the layers removed as this app's GGUF output does (``written_here``),
+    or not, as a conversion by llama.cpp's script does not."""
+    import gguf
+    import numpy as np
+
+    writer = gguf.GGUFWriter(str(path), "llama")
+    if written_here:
+        writer.add_array("shortgpt.removed_layers", [1, 2])
+    writer.add_tensor("x", np.zeros((4,), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
 def _linked_into_an_earlier_output(parent: Path, name: str) -> tuple[Path, Path]:
     """A folder holding an earlier output with the weight file ``name`` (which ``force`` may replace), and a model
     folder whose ``name`` is a link to that file: (the earlier output, the linking folder)."""
@@ -225,6 +242,8 @@ def test_force_replaces_only_an_earlier_output(tiny_model: Path, tmp_path: Path,
     assert sorted(p.name for p in out.iterdir()) == sorted(files)
     for name in [n for n in files if n != "README.md"][1:]:
         (out / name).unlink()  # what is left: one model
+    for name in [n for n in files if n.endswith(".gguf")][:1]:
+        _own_gguf(out / name)  # a GGUF this app wrote (its header says so)
     (out / "README.md").write_text(_card())  # the card this app writes
     (out / ".DS_Store").write_text("")  # and what a file browser leaves
     if "results_2024.json" in files:
@@ -528,10 +547,11 @@ def test_force_never_takes_a_collection_or_a_card_only_mentioning_the_app_for_an
     collection = tmp_path / "collection"
     collection.mkdir()
     for name in ("a.gguf", "b.gguf"):
-        (collection / name).write_text("G", encoding="utf-8")
+        _own_gguf(collection / name)
     (collection / "README.md").write_text(_card(), encoding="utf-8")
     assert "holds 2 GGUF files" in (of.not_an_earlier_output(collection) or "")
     (collection / "b.gguf").unlink()
+    _own_gguf(collection / "a.gguf")
     assert of.not_an_earlier_output(collection) is None, "one GGUF and this app's card: an earlier output"
     for text in ("---\nlicense: mit\n---\n# My model\nTools I tried:\n- shortgpt\n", "# My model\n- shortgpt\n"):
         (collection / "README.md").write_text(text, encoding="utf-8")
@@ -555,6 +575,28 @@ def test_force_never_takes_an_earlier_output_holding_a_file_or_folder_of_the_use
     assert mine in (of.not_an_earlier_output(out) or "")
 
 
+@pytest.mark.parametrize("mine", ["model-F16.gguf", "model-finetuned.safetensors"])
+def test_force_never_takes_weights_this_app_did_not_write_beside_an_earlier_output(tmp_path: Path, mine: str) -> None:
+    """llama.cpp's converter writes its GGUF into the folder it converts, and a user may keep other weights beside an
+    earlier output: ``*.gguf`` and ``model*.safetensors`` counted as the output's own, and ``--force`` deleted them. A
+    GGUF is this app's where its header says so; weights by the names this app writes."""
+    out = tmp_path / "out"
+    out.mkdir()
+    for name, text in {"config.json": "{}", "model.safetensors": "w", "README.md": _card()}.items():
+        (out / name).write_text(text, encoding="utf-8")
+    (out / "model-00001-of-00002.safetensors").write_text("w", encoding="utf-8")  # the shards this app writes
+    assert of.not_an_earlier_output(out) is None
+    if mine.endswith(".gguf"):
+        _own_gguf(out / mine, written_here=False)
+    else:
+        (out / mine).write_text("w", encoding="utf-8")
+    assert f"holds a model this app did not write ({mine})" in (of.not_an_earlier_output(out) or "")
+    if mine.endswith(".gguf"):  # the same file as this app writes it: an earlier GGUF output
+        (out / "model.safetensors").unlink()
+        _own_gguf(out / mine)
+        assert of.not_an_earlier_output(out) is None
+
+
 # --------------------------------------------------------------------------- refusals, names and cleanup in detail
 
 
@@ -570,7 +612,7 @@ def test_force_takes_a_folder_of_a_file_browsers_leftovers_and_an_earlier_card_w
     assert of.check_output_folder(out, _source(tiny_model), force=True) == out.resolve()
     indented = _card().replace("\n- shortgpt\n", "\n  - shortgpt\n")
     assert "\n  - shortgpt\n" in indented
-    (out / "model.gguf").write_text("G")
+    _own_gguf(out / "model.gguf")
     (out / "README.md").write_text(indented)
     assert of.not_an_earlier_output(out) is None
 
@@ -594,7 +636,7 @@ def test_a_folder_force_would_not_replace_is_refused_without_offering_force(tiny
     (notes / "LICENSE").unlink()
     earlier = tmp_path / "earlier"
     earlier.mkdir()
-    (earlier / "model.gguf").write_text("G")
+    _own_gguf(earlier / "model.gguf")
     (earlier / "README.md").write_text(_card())
     with pytest.raises(OutputError, match="is not empty; choose an empty folder") as refused:
         of.check_output_folder(earlier, _source(tiny_model), force=False)
@@ -603,9 +645,9 @@ def test_a_folder_force_would_not_replace_is_refused_without_offering_force(tiny
 
 def test_a_collection_names_its_first_three_files_and_an_ellipsis_only_for_more(tmp_path: Path) -> None:
     for name in ("a.gguf", "b.gguf", "c.gguf"):
-        (tmp_path / name).write_text("G")
+        _own_gguf(tmp_path / name)
     assert of.not_an_earlier_output(tmp_path) == "holds 3 GGUF files (a.gguf, b.gguf, c.gguf), not one output"
-    (tmp_path / "d.gguf").write_text("G")
+    _own_gguf(tmp_path / "d.gguf")
     assert of.not_an_earlier_output(tmp_path) == "holds 4 GGUF files (a.gguf, b.gguf, c.gguf…), not one output"
 
 
@@ -817,6 +859,13 @@ def test_no_output_goes_into_the_hub_cache_folder_of_the_source(tiny_model: Path
     for out in (tmp_path / "hub" / "pruned", tmp_path / "hub" / "models--other--model" / "x"):
         assert of.check_output_folder(out, source, force=False) == out.resolve()
     assert _source(tiny_model).hub_cache_folder is None
+    # opened through a link to the snapshot: the cache was not seen, and the output went into it
+    link = tmp_path / "snaplink"
+    link.symlink_to(snapshot)
+    through = resolve(str(link))
+    assert through.hub_cache_folder == repo
+    with pytest.raises(OutputError, match="inside the Hugging Face cache's folder of the source model"):
+        of.check_output_folder(repo / "mine", through, force=False)
 
 
 def test_the_folder_a_gguf_was_given_by_is_the_source(tmp_path: Path) -> None:
@@ -849,3 +898,16 @@ def test_the_folder_a_gguf_was_given_by_is_the_source(tmp_path: Path) -> None:
                          weight_files=[WeightFile(model / "model.safetensors", "safetensors", 1)])
     with pytest.raises(OutputError, match="contains the source model"):
         of.check_output_folder(weights, source, force=True)
+    # and so are its other files, its config and tokenizer, linked to an earlier output's: replacing that output
+    # rewrote them, and the source no longer loaded (its config said the pruned model's layers)
+    earlier, model = tmp_path / "earlier", tmp_path / "config-linked"
+    for folder in (earlier, model):
+        folder.mkdir()
+    _earlier_output(earlier)
+    (earlier / "config.json").write_text("{}", encoding="utf-8")
+    (model / "model.safetensors").write_bytes(b"w")
+    (model / "config.json").symlink_to(earlier / "config.json")
+    source = ModelSource(spec=str(model), kind="folder", folder=model,
+                         weight_files=[WeightFile(model / "model.safetensors", "safetensors", 1)])
+    with pytest.raises(OutputError, match="contains the source model"):
+        of.check_output_folder(earlier, source, force=True)
