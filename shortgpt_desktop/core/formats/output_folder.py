@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -318,6 +319,7 @@ def output_folder(out: Path, force: bool = False) -> Iterator[Path]:
         raise OutputError(f"Cannot create {out}: {os_reason(exc)}{_beside(out, out.parent)}.") from None
     with suppress(OSError):  # a disk that keeps no modes (some network and Windows-formatted drives): as made
         _chmod_like_a_new_folder(temp)
+        _like_the_replaced(temp, out)
     try:
         yield temp
         _check_still_replaceable(out, force)
@@ -480,6 +482,22 @@ def _check_still_replaceable(out: Path, force: bool) -> None:
 def _chmod_like_a_new_folder(folder: Path) -> None:
     """mkdtemp makes a private (0700) folder; the finished model should be readable like any other folder."""
     os.chmod(folder, 0o777 & ~current_umask(folder.parent))
+
+
+def _like_the_replaced(folder: Path, out: Path) -> None:
+    """Give ``folder`` the mode and group of the folder ``out`` it replaces, where there is one: a private (0700) or
+    a group's (2770) output folder chosen by the user became world-readable (0755) and the user's own."""
+    if os.name == "nt":  # no group, and a folder's mode there is only a read-only flag
+        return
+    try:
+        held = out.stat()
+    except OSError:
+        return
+    if not stat.S_ISDIR(held.st_mode):
+        return
+    with suppress(OSError):  # a group the user is not in: the mode still follows
+        os.chown(folder, -1, held.st_gid)
+    os.chmod(folder, stat.S_IMODE(held.st_mode) | stat.S_IRWXU)  # the owner still writes the model into it
 
 
 def current_umask(probe_parent: Path) -> int:

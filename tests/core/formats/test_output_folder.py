@@ -748,6 +748,27 @@ def test_the_output_and_a_report_are_group_writable_where_the_umask_says_so(tmp_
         os.umask(old)
 
 
+@pytest.mark.skipif(os.name == "nt", reason="no POSIX modes or groups")
+def test_a_replaced_output_keeps_the_mode_and_group_of_the_folder_it_replaces(tmp_path: Path) -> None:
+    """A private (0700) or a group's (2770) folder chosen as the output, or replaced with --force, became a 0755
+    folder of the user's own group: readable by everyone."""
+    out = tmp_path / "out"
+    out.mkdir()
+    groups = [g for g in os.getgroups() if g != out.stat().st_gid]
+    if groups:
+        os.chown(out, -1, groups[0])
+    os.chmod(out, 0o2750)
+    wanted = out.stat()
+    with of.output_folder(out, force=True) as temp:
+        _earlier_output(temp)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o2750 and out.stat().st_gid == wanted.st_gid
+    assert (out / "config.json").is_file()
+    os.chmod(out, 0o555)  # one the owner may not write into: written all the same, the owner's write given back
+    with of.output_folder(out, force=True) as temp:
+        _earlier_output(temp)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755 and (out / "config.json").is_file()
+
+
 @pytest.mark.parametrize("failure", [OSError(28, "No space left on device"), KeyboardInterrupt()],
                          ids=["disk-full", "ctrl-c"])
 def test_a_report_whose_writing_fails_leaves_the_earlier_one_and_no_partial_file(tmp_path: Path,
