@@ -199,6 +199,8 @@ def check_output_folder(out: Path, source: ModelSource, force: bool) -> Path:
             # cache (huggingface-cli delete-cache) would delete the pruned model with it
             raise OutputError(f"The output folder {out} is inside the Hugging Face cache's folder of the source model "
                               f"({cached}), which deleting the model from the cache deletes; choose another.")
+        for abandoned in remove_abandoned(out):  # before judging out: a killed save may have hidden the old output
+            log.info("Removed %s, left by a save to %s whose process was killed.", abandoned, out)
         if out.exists() and not out.is_dir():  # /dev/null was "a file"
             kind = "a file" if out.is_file() else "not a folder (a device, a pipe or a socket)"
             raise OutputError(f"{out} exists and is {kind}; choose a folder.")
@@ -436,21 +438,42 @@ def _host_tag() -> str:
     return hashlib.sha1(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:6]
 
 
+def _aside_prefix(out: Path) -> str:
+    """How the folder the old output is moved into while the new one takes its place begins (this machine and this
+    process named, as :func:`_partial_prefix`)."""
+    return f".{out.name}.old-{_host_tag()}-{os.getpid()}-"
+
+
 def remove_abandoned(out: Path) -> list[Path]:
     """Remove the folders that saves to ``out`` from this machine left when their process was killed (a SIGKILL,
     a power cut, the window killed from a task manager): each is hidden and may hold a whole model. A folder whose
-    process still runs, or that another machine made (a shared disk), is left alone."""
-    pattern = re.compile(rf"\.{re.escape(out.name)}\.partial-{_host_tag()}-(\d+)-")
+    process still runs, or that another machine made (a shared disk), is left alone.
+
+    A save killed between moving the old output aside and moving the new one in left no ``out`` at all, the old
+    output hidden in its ``.old-`` folder for good: it is put back first (the new one, never said to be saved, goes
+    with the other partial folders). One killed while removing the old output after the swap left that folder half
+    removed: it goes."""
+    tag = _host_tag()
+    partial = re.compile(rf"\.{re.escape(out.name)}\.partial-{tag}-(\d+)-")
+    aside = re.compile(rf"\.{re.escape(out.name)}\.old-{tag}-(\d+)-")
     try:
-        entries = list(out.parent.iterdir())
+        entries = sorted(out.parent.iterdir(), key=lambda entry: not aside.match(entry.name))  # the old ones first
     except OSError:
         return []
     removed = []
     for entry in entries:
-        found = pattern.match(entry.name)
-        if found and entry.is_dir() and not entry.is_symlink() and not _running(int(found[1])):
-            shutil.rmtree(entry, ignore_errors=True)
-            removed.append(entry)
+        found = partial.match(entry.name) or aside.match(entry.name)
+        if not found or not entry.is_dir() or entry.is_symlink() or _running(int(found[1])):
+            continue
+        old = entry / out.name
+        if found.re is aside and old.is_dir() and not os.path.lexists(out):
+            try:
+                os.replace(old, out)
+                log.warning("Put back the earlier output %s, which a killed save had moved aside.", out)
+            except OSError:
+                continue  # left where it is: a later save tries again
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(entry)
     return removed
 
 
@@ -530,7 +553,7 @@ def _move_into_place(temp: Path, out: Path) -> None:
     fails and is rolled back (then empty): no ``.name.old-*`` folder is left behind either way.
     """
     if out.exists():
-        aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        aside = Path(tempfile.mkdtemp(prefix=_aside_prefix(out), dir=out.parent))
         try:
             _replace(out, aside / out.name)
         except BaseException:

@@ -518,6 +518,44 @@ def test_a_save_removes_what_a_killed_save_left_and_nothing_else(tmp_path: Path)
         running.wait()
 
 
+def test_a_save_killed_between_its_two_moves_gets_the_old_output_back_before_the_next_job(
+        tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed after the old output was moved aside and before the new one was moved in, a save left no ``out`` at all
+    and the old output hidden in ``.out.old-*`` for good; the next save deleted the new one's folder as abandoned and
+    took the empty name. The old output is put back when the next job checks its folder (so it is asked about as any
+    earlier output), and a half-removed ``.old-`` folder beside a finished swap goes."""
+    import psutil
+
+    host, dead = of._host_tag(), 999_999
+    monkeypatch.setattr(psutil, "pid_exists", lambda pid: pid != dead)
+    out = tmp_path / "out"
+    with of.output_folder(out) as temp:
+        _earlier_output(temp)
+    aside = tmp_path / f".out.old-{host}-{dead}-abc123"
+    aside.mkdir()
+    out.rename(aside / "out")  # moved aside, then the process was killed
+    new = tmp_path / f".out.partial-{host}-{dead}-def456"
+    new.mkdir()
+    (new / "config.json").write_text("the new model")
+    with pytest.raises(OutputError, match="is not empty; choose an empty folder"):
+        of.check_output_folder(out, _source(tiny_model), force=False)
+    assert (out / "config.json").read_text() == "an earlier output"
+    assert _leftovers(tmp_path) == []
+    # killed while removing the old output after the swap: the new one in place, the rest of the old one goes
+    left = tmp_path / f".out.old-{host}-{dead}-ghi789"
+    (left / "out").mkdir(parents=True)
+    (left / "out" / "model.safetensors").write_text("half removed")
+    assert of.remove_abandoned(out) == [left] and _leftovers(tmp_path) == []
+    assert (out / "config.json").read_text() == "an earlier output"
+    # a save's own aside folder names this machine and this process, as its partial folder does
+    names: list[str] = []
+    replace = of._replace
+    monkeypatch.setattr(of, "_replace", lambda a, b: names.append(Path(b).parent.name) or replace(a, b))
+    with of.output_folder(out, force=True) as temp:
+        _earlier_output(temp)
+    assert names[0].startswith(f".out.old-{host}-{os.getpid()}-")
+
+
 def test_whether_a_saving_process_runs_is_asked_without_a_signal(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """On Windows ``os.kill(pid, 0)`` ends the process it asks about, so the check was skipped there, and a killed
