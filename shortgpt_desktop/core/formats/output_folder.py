@@ -324,8 +324,8 @@ def output_folder(out: Path, force: bool = False) -> Iterator[Path]:
         _like_the_replaced(temp, out)
     try:
         yield temp
-        _check_still_replaceable(out, force)
-        _sync_files(temp)
+        _sync_files(temp)  # seconds for a large model: what is at out is checked after it, just before the move
+        _check_still_replaceable(out, force)  # (two saves to one new folder both said saved, one model lost)
     except OSError as exc:
         _discard(temp, made)
         raise OutputError(f"Writing {out} failed: {os_reason(exc)}; nothing was written.") from None

@@ -556,6 +556,24 @@ def test_a_save_killed_between_its_two_moves_gets_the_old_output_back_before_the
     assert names[0].startswith(f".out.old-{host}-{os.getpid()}-")
 
 
+def test_an_output_another_save_finished_while_this_one_synced_its_files_is_not_replaced(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two saves to one new folder: both checked it before either moved in, and both said saved, one model lost. What
+    is at the output is checked after the files are synced (seconds for a large model), just before the move."""
+    out = tmp_path / "out"
+    sync = of._sync_files
+
+    def the_other_save_ends(folder: Path) -> None:
+        sync(folder)
+        out.mkdir()
+        _earlier_output(out)
+
+    monkeypatch.setattr(of, "_sync_files", the_other_save_ends)
+    with pytest.raises(OutputError, match="is no longer empty"), of.output_folder(out) as temp:
+        (temp / "config.json").write_text("this save's")
+    assert (out / "config.json").read_text() == "an earlier output" and _leftovers(tmp_path) == []
+
+
 def test_whether_a_saving_process_runs_is_asked_without_a_signal(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """On Windows ``os.kill(pid, 0)`` ends the process it asks about, so the check was skipped there, and a killed
