@@ -565,12 +565,26 @@ def _move_into_place(temp: Path, out: Path) -> None:
             _replace(aside / out.name, out)  # if this fails too, the old output stays in ``aside``
             aside.rmdir()
             raise
-        try:
-            shutil.rmtree(aside, ignore_errors=True)
-        except KeyboardInterrupt:  # the new output is in place: the save is done, only the old one's removal is left
-            shutil.rmtree(aside, ignore_errors=True)
+        _remove_through_interrupts(aside)
     else:
         _replace(temp, out)
+
+
+#: Ctrl-Cs :func:`_remove_through_interrupts` goes on through: the old output's files go in a moment.
+INTERRUPTS_WAITED = 10
+
+
+def _remove_through_interrupts(folder: Path) -> None:
+    """Remove the old output's folder after the new one is in place: the save is done, only this removal is left,
+    so a Ctrl-C (or a few: a second one left the folder half removed, and the command line said nothing was written)
+    does not stop it."""
+    for _ in range(INTERRUPTS_WAITED):
+        try:
+            shutil.rmtree(folder, ignore_errors=True)
+            return
+        except KeyboardInterrupt:
+            continue
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def check_report_path(path: str | Path, sources: Sequence[str | Path] = (), texts: Sequence[str | Path] = (),
