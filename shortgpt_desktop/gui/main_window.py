@@ -611,6 +611,9 @@ class MainWindow(QMainWindow):
     def _on_job_started(self, name: str) -> None:
         self._cancel_asked, self._stage = False, ""
         self._job_started = time.monotonic()
+        # each job's start in the Log: a Score pressed again right after one ended, then cancelled, read as a cancel
+        # of the scoring that had just finished ("scoring finished", then "cancel requested for score")
+        log.info("%s started", job_title(name))
         if name != "open":  # why a model could not be opened stayed under the open model's facts from then on
             self.model_panel.set_message("")
         # The last job's word is not this one's: three failed saves ran under "Saved the pruned model … to …". The
@@ -1374,6 +1377,9 @@ class MainWindow(QMainWindow):
                             f"These scores are for {imported.model or 'another model'}{at[0]} ({imported.n_layers} "
                             f"layers), not for the opened model {source.display_name}{at[1]} ({info.n_layers} "
                             "layers).")
+            return
+        # the check and a quality curve go with the scores they were measured for (an 8-minute curve went unasked)
+        if not self._may_drop_measured("Import the scores?", f"Importing {Path(path).name}", "Import them anyway?"):
             return
         spec = self.job_spec()
         self._scoring_metric = imported.scores.metric

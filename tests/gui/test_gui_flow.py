@@ -480,7 +480,10 @@ def test_low_memory_mode_scores_the_same_one_layer_at_a_time(qtbot, opened) -> N
     with qtbot.waitSignal(window.jobFinished, timeout=60_000) as checked:
         window.check()
     assert checked.args == ["check", "ok"]
-    assert "Checking perplexity took " in window.log_panel.view.toPlainText()  # as a scoring says its own
+    logged = window.log_panel.view.toPlainText()
+    assert "Checking perplexity took " in logged  # as a scoring says its own
+    # and each job's start: a Score pressed again right after one, then cancelled, read as a cancel of the first
+    assert logged.index("Checking perplexity started") < logged.index("Checking perplexity took ")
     # One layer at a time the check is whole too: fidelity to the original and a (short) generation.
     checked = window.engine.checked
     assert checked.ppl_after > 1 and checked.fidelity is not None and checked.generation_after

@@ -625,6 +625,14 @@ def test_opening_another_model_or_quitting_asks_before_dropping_a_minute_of_unsa
     window.open_model(str(other))  # "No": the check's figures, in no file, are asked about alone
     assert len(asked) == 1 and ": its check (" in asked[0][1] and "scores (" not in asked[0][1]
     assert "Export scores" not in asked[0][1] and window.engine.source.spec == str(gui_model)
+    # importing scores drops the check and a curve too: it did so without a word (a walkthrough lost an 8-minute curve)
+    asked.clear()
+    checked, started[:] = window.engine.checked, []
+    window.import_scores(tmp_path / "scores.json")  # "No"
+    assert [title for title, _ in asked] == ["Import the scores?"] and started == []
+    text = asked[0][1]
+    assert text.startswith("Importing scores.json drops what was measured on ") and ": its check (" in text
+    assert text.endswith("Import them anyway?") and window.engine.checked is checked
     window.unkept.clear()  # as after a Save
     asked.clear()
     with qtbot.waitSignal(window.jobFinished, timeout=60_000):
