@@ -131,6 +131,9 @@ MEASURING_JOBS = ("score", "check", "curve")
 TIMED_IN_THE_LOG = ("check", "save", "curve")
 #: Opening another model or quitting asks first where that much measuring would go unsaved.
 ASK_BEFORE_DROPPING_SECONDS = 60.0
+#: A quality curve said to take longer is asked about before it starts: its time was said only once it ran (34 min
+#: for a 135M model's default "to 15" at the smallest sizes, a walkthrough), and a cancelled curve draws nothing.
+ASK_BEFORE_A_LONG_CURVE_SECONDS = 300.0
 #: Why safetensors is greyed out for a GGUF model that runs one layer at a time.
 GGUF_STAYS_GGUF = ("Not one layer at a time: a GGUF model is then saved as GGUF (its float copy would need the whole "
                    "model in memory).")
@@ -1641,6 +1644,12 @@ class MainWindow(QMainWindow):
         spec = self._final_spec()
         most = self.plan_panel.curve_max.value()
         cost = self._worded("curve", self.session.next_curve_estimate(spec, most))
+        if cost[1] is not None and cost[1] >= ASK_BEFORE_A_LONG_CURVE_SECONDS and not dialogs.ask_yes_no(
+                self, "Draw the quality curve?",
+                f"The quality curve to {counted(most, 'layer')} removed will take about {human_seconds(cost[1])} "
+                "here: at each count it measures the recipe Save uses. A lower count in the box beside the button "
+                "takes less, and a cancelled curve draws nothing. Start it?"):
+            return
         self.jobs.start(
             "curve", self.session.curve_job(spec, most),
             on_success=self._on_curve, on_failure=lambda f: self.show_error("The quality curve failed", f),

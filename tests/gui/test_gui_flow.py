@@ -547,6 +547,31 @@ def test_the_curve_goes_as_far_as_asked(qtbot, opened) -> None:
     assert [k for k, _ in window.plan_panel.curve_points] == [0, 1, 2]
 
 
+def test_a_long_quality_curve_is_asked_about_before_it_starts(qtbot, opened, monkeypatch) -> None:
+    """Its time was said only once it ran: 34 min for a 135M model's default count at the smallest sizes (a
+    walkthrough), and a cancelled curve draws nothing. A curve said to take long is asked about first; No starts
+    nothing."""
+    from shortgpt_desktop.gui import dialogs, main_window
+
+    window = opened
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.start_scoring()
+    asked: list[tuple[str, str]] = []
+    monkeypatch.setattr(dialogs, "ask_yes_no", lambda parent, title, text: asked.append((title, text)) or False)
+    started: list[str] = []
+    window.jobs.started.connect(started.append)
+    window.plan_panel.curve_max.setValue(2)
+    monkeypatch.setattr(main_window, "ASK_BEFORE_A_LONG_CURVE_SECONDS", 1e-9)  # as if it took an hour
+    window.plan_panel.curve_button.click()
+    assert started == [] and [title for title, _ in asked] == ["Draw the quality curve?"]
+    text = asked[0][1]
+    assert text.startswith("The quality curve to 2 layers removed will take about ") and text.endswith("Start it?")
+    monkeypatch.setattr(main_window, "ASK_BEFORE_A_LONG_CURVE_SECONDS", 1e9)  # a short one starts unasked
+    with qtbot.waitSignal(window.jobFinished, timeout=120_000):
+        window.plan_panel.curve_button.click()
+    assert started == ["curve"] and len(asked) == 1
+
+
 def test_after_the_curve_the_plan_on_screen_is_bi_plus_measured_choice(qtbot, opened) -> None:
     """The curve measures bi+'s choice at every count; the slider's plan still showed the unmeasured layers (red
     bars, 'not yet checked'), where the curve's point, Check and Save use the measured ones."""
