@@ -95,11 +95,12 @@ def read_scores(path: str | Path) -> ImportedScores:
         metric = str(data["picked_after"])
     if metric not in METRICS:
         raise ScoresFileError(f"{path} uses a metric this version does not know ({metric or 'none'}).")
-    scores = _score_list(data["scores"], n, "scores")
+    scores = _within_range(_score_list(data["scores"], n, "scores"), metric, path)
     extra_raw = data.get("other_scores") or {}
     if not isinstance(extra_raw, dict):  # a list here raised AttributeError out of the window's slot, unsaid
         raise ScoresFileError("The other metrics' scores in the file are not one list per metric.")
-    extra = {str(name): _score_list(values, n, f"{name} scores") for name, values in extra_raw.items()}
+    extra = {str(name): _within_range(_score_list(values, n, f"{name} scores"), str(name), path)
+             for name, values in extra_raw.items()}
     block = data.get("block_size")
     tokens, timings = data.get("tokens"), data.get("timings")
     seconds = timings.get("scoring") if isinstance(timings, dict) else None
@@ -112,6 +113,27 @@ def read_scores(path: str | Path) -> ImportedScores:
     return ImportedScores(str(data.get("model", "")), n, str(data.get("architecture", "")), layer_scores,
                           bool(data.get("partial", False)), removed, _origin(path, data, layer_scores.tokens),
                           str(data.get("model_revision") or ""), left_out, repeated)
+
+
+#: Room beyond a metric's range for float rounding (a cosine of 1.0000001 gives a Block Influence just below 0).
+RANGE_SLACK = 1e-3
+
+
+def _within_range(scores: list[float | None], metric: str, path: Path) -> list[float | None]:
+    """``scores`` where each lies within what ``metric`` can give (:attr:`..core.measure.metrics.Metric.value_range`;
+    a metric this version does not know is not checked): a Block Influence of -5 and of 1e9, typed into an exported
+    file, drew a broken chart, whose bars all went at the next move of the slider."""
+    known = METRICS.get(metric)
+    if known is None:
+        return scores
+    low, high = known.value_range
+    for layer, value in enumerate(scores):
+        if value is not None and not low - RANGE_SLACK <= value <= high + RANGE_SLACK:
+            bounds = f"at least {low:g}" if math.isinf(high) else f"between {low:g} and {high:g}"
+            raise ScoresFileError(f"{path} gives layer {layer} a {known.label} score of {value:g}, which cannot be: "
+                                  f"such scores are {bounds}. The file was edited or damaged; export the scores "
+                                  "again, or score the model.")
+    return scores
 
 
 def _listed_layers(listed: list[Any], n: int) -> tuple[list[int], list[str], list[int]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -1333,6 +1334,17 @@ def test_a_scores_file_must_give_one_finite_score_per_layer_and_only_layers_the_
             read(other_scores=other)
     assert read(other_scores={"rm": [0.5, None, 0.25, 1]}).scores.extra == {"rm": [0.5, None, 0.25, 1.0]}
     assert read(removed_layers=5).removed == [] and read(removed_layers=[True, 2, "3"]).removed == [2]
+    # Scores no metric can give (a hand-edited file: a Block Influence of -5 and of 1e9 drew a broken chart, whose
+    # bars all went at the next slider move); float rounding just past a bound is kept
+    for metric, bad, word in (("bi", -5, "between 0 and 2"), ("bi", 1e9, "between 0 and 2"),
+                              ("ppl", 0.5, "at least 1"), ("angular", 1.5, "between 0 and 1")):
+        with pytest.raises(ScoresFileError, match=rf"gives layer 1 a .* score of {re.escape(f'{bad:g}')}, which "
+                                                  rf"cannot be: such scores are {word}"):
+            read(metric=metric, scores=[0.1 if metric != "ppl" else 2.0, bad, 0.3, 0.4])
+    with pytest.raises(ScoresFileError, match="Relative Magnitude score of -1"):
+        read(other_scores={"relative_magnitude": [0.5, -1, 0.25, 1]})
+    assert read(scores=[-1e-6, 0.2, 2.0 + 1e-6, 0.4]).scores.scores[0] == -1e-6
+    assert read(metric="sequential", scores=[-3, 0, 1, 2]).scores.scores[0] == -3  # no bounds known there
     # what is left out is kept to be said (a hand-edited file's were dropped without a word)
     listed = read(removed_layers=[1, 3, 4, -1, 3, "x", True, 2.0, 3])
     assert listed.removed == [1, 3] and listed.left_out == ["4", "-1", '"x"', "true", "2.0"]

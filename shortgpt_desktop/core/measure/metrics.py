@@ -10,6 +10,7 @@ window's metric box and the engine all read :data:`METRICS`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -76,6 +77,9 @@ class Metric:
     block: ClassVar[bool] = False
     #: What the chart shows while the metric is being measured.
     live_label: ClassVar[str] = ""
+    #: The least and the most a layer's score can be (an imported file's scores outside it were edited or damaged:
+    #: a Block Influence of -5 and of 1e9 drew a broken chart, whose bars went at the next slider move).
+    value_range: ClassVar[tuple[float, float]] = (-math.inf, math.inf)
     #: The final choice of layers measures the pruned model (forward passes): see :meth:`refine`.
     refines: ClassVar[bool] = False
 
@@ -146,6 +150,7 @@ class BlockInfluence(Metric):
     name = "bi"
     label = "Block Influence"
     description = "1 − mean cosine of each layer's input and output (ShortGPT)"
+    value_range = (0.0, 2.0)  # 1 − a cosine
     hooked = True
     live_label = "Block Influence (live)"
 
@@ -157,6 +162,7 @@ class RelativeMagnitude(Metric):
     name = "relative_magnitude"
     label = "Relative Magnitude"
     description = "mean ‖f(x)‖ / ‖x + f(x)‖ per token"
+    value_range = (0.0, math.inf)
     hooked = True
     live_label = "Block Influence (live)"
 
@@ -168,6 +174,7 @@ class AngularDistance(Metric):
     name = "angular"
     label = "Angular distance (block)"
     description = "arccos of the last token's cosine across n consecutive layers, / π (Gromov et al.)"
+    value_range = (0.0, 1.0)
     hooked = True
     block = True
     live_label = "Block Influence (live)"
@@ -201,6 +208,7 @@ class RemovalPerplexity(Metric):
     name = "ppl"
     label = "Single-layer removal perplexity"
     description = "perplexity of the calibration samples with that one layer skipped (one pass per layer)"
+    value_range = (1.0, math.inf)  # the exponential of a mean negative log-probability
     live_label = "Single-layer removal perplexity (live)"
 
     def values(self, ctx: ScoringContext, block_size: int = 1) -> list[float | None]:
