@@ -97,7 +97,7 @@ def not_an_earlier_output(folder: Path) -> str | None:
     deleted them), a card this app did not write is someone else's model, and several GGUF files are a collection,
     not one output."""
     others = not_model_files(folder)
-    if others and all(name.lower().endswith((".gguf", ".safetensors")) for name in others):
+    if others and all(name.lower().endswith((".gguf", ".safetensors", ".bin", ".pt", ".pth")) for name in others):
         # "holds more than a model (mymodel.gguf)" was said of a folder holding just the user's own GGUF
         what = "a model" if len(others) == 1 else "weights"
         return f"holds {what} this app did not write ({some_of(others, 3)}), which replacing it would delete"
@@ -151,6 +151,17 @@ def _is_within(inner: Path, outer: Path) -> bool:
     return any(_same_file(folder, outer) for folder in (inner, *inner.parents) if folder.exists())
 
 
+def _link_targets(folder: Path) -> list[Path]:
+    """Where the links in ``folder`` lead; a link that leads nowhere (a loop, a target one may not read) is left
+    out: it is not part of the model, and one in a model folder refused every save ("Symlink loop from …")."""
+    targets = []
+    for entry in folder.iterdir():
+        if entry.is_symlink():
+            with suppress(OSError, RuntimeError):
+                targets.append(entry.resolve(strict=True))
+    return targets
+
+
 def gguf_given_as_folder(source: ModelSource) -> bool:
     """Whether a GGUF source was named by the folder holding it (``shortgpt prune models/smol``), not by its file."""
     if source.kind == "hub" or not source.gguf_file:
@@ -190,7 +201,7 @@ def check_output_folder(out: Path, source: ModelSource, force: bool) -> Path:
         # and every other file of a model folder where it really lies: a config or tokenizer linked to an earlier
         # output's was rewritten by replacing that output, and the source no longer loaded
         if not one_file:
-            weights += [p.resolve() for p in source.folder.iterdir() if p.is_symlink()]
+            weights += _link_targets(source.folder)
         if any(_is_within(held, out) for held in (src, link, *weights)):
             raise OutputError(f"The output folder {out} contains the source model; choose another.")
         cached = source.hub_cache_folder
@@ -325,6 +336,7 @@ def output_folder(out: Path, force: bool = False) -> Iterator[Path]:
     try:
         yield temp
         _sync_files(temp)  # seconds for a large model: what is at out is checked after it, just before the move
+        replacing = out.is_dir() and any(out.iterdir())  # an earlier output (checked next): moved aside
         _check_still_replaceable(out, force)  # (two saves to one new folder both said saved, one model lost)
     except OSError as exc:
         _discard(temp, made)
@@ -333,9 +345,13 @@ def output_folder(out: Path, force: bool = False) -> Iterator[Path]:
         _discard(temp, made)
         raise
     try:
-        _move_into_place(temp, out)
+        _move_into_place(temp, out, replacing)
     except OSError as exc:  # the model is complete: kept, not deleted (a job of hours would be lost)
         kept = _keep_finished(temp, out)
+        if not replacing and out.is_dir() and any(out.iterdir()):
+            raise OutputError(f"{out} was filled while the model was moved in (another save, or another program); "
+                              f"nothing there was replaced, and the finished model is kept complete in {kept}.") \
+                from None
         raise OutputError(f"The finished model could not be moved into {out} ({os_reason(exc)}: another program may "
                           f"have it open); it is kept complete in {kept}.") from None
     except BaseException:
@@ -451,22 +467,25 @@ def remove_abandoned(out: Path) -> list[Path]:
 
     A save killed between moving the old output aside and moving the new one in left no ``out`` at all, the old
     output hidden in its ``.old-`` folder for good: it is put back first (the new one, never said to be saved, goes
-    with the other partial folders). One killed while removing the old output after the swap left that folder half
-    removed: it goes."""
-    tag = _host_tag()
-    partial = re.compile(rf"\.{re.escape(out.name)}\.partial-{tag}-(\d+)-")
-    aside = re.compile(rf"\.{re.escape(out.name)}\.old-{tag}-(\d+)-")
+    with the other partial folders). An ``.old-`` folder beside an ``out`` that exists again is left alone: it may
+    hold the only copy of that earlier output. One killed while removing the old output after the swap left a
+    ``.done-`` folder half removed: it goes."""
+    tag, name = _host_tag(), re.escape(out.name)
+    aside = re.compile(rf"\.{name}\.old-{tag}-(\d+)-")
+    gone = re.compile(rf"\.{name}\.(?:partial|done)-{tag}-(\d+)-")
     try:
         entries = sorted(out.parent.iterdir(), key=lambda entry: not aside.match(entry.name))  # the old ones first
     except OSError:
         return []
     removed = []
     for entry in entries:
-        found = partial.match(entry.name) or aside.match(entry.name)
+        found = gone.match(entry.name) or aside.match(entry.name)
         if not found or not entry.is_dir() or entry.is_symlink() or _running(int(found[1])):
             continue
-        old = entry / out.name
-        if found.re is aside and old.is_dir() and not os.path.lexists(out):
+        if found.re is aside:
+            old = entry / out.name
+            if not old.is_dir() or os.path.lexists(out):
+                continue
             try:
                 os.replace(old, out)
                 log.warning("Put back the earlier output %s, which a killed save had moved aside.", out)
@@ -546,12 +565,19 @@ def current_umask(probe_parent: Path) -> int:
         probe.rmdir()
 
 
-def _move_into_place(temp: Path, out: Path) -> None:
-    """Swap the finished folder in; an existing (empty, or forced) folder is moved aside first.
+def _move_into_place(temp: Path, out: Path, replacing: bool = True) -> None:
+    """Swap the finished folder in; an earlier output (``replacing``, checked as one) is moved aside first.
 
     The folder that held the old output is removed whether the swap succeeds (with the old output in it) or
-    fails and is rolled back (then empty): no ``.name.old-*`` folder is left behind either way.
+    fails and is rolled back (then empty): no ``.name.old-*`` folder is left behind either way. Where ``out`` was
+    empty or missing it is never moved aside: a folder filled since (another save to the same new folder, between
+    the check and the move) makes the move fail instead, and its files stay (both saves said saved, one model lost).
     """
+    if not replacing:
+        with suppress(FileNotFoundError):
+            out.rmdir()  # empty, as checked; a folder filled since is not removed (OSError: the move is refused)
+        _replace(temp, out)  # onto a folder made since: refused where it holds anything (and anywhere on Windows)
+        return
     if out.exists():
         aside = Path(tempfile.mkdtemp(prefix=_aside_prefix(out), dir=out.parent))
         try:
@@ -565,26 +591,27 @@ def _move_into_place(temp: Path, out: Path) -> None:
             _replace(aside / out.name, out)  # if this fails too, the old output stays in ``aside``
             aside.rmdir()
             raise
+        # renamed first: a save killed while removing it leaves a ".done-" folder, which the next save removes; an
+        # ".old-" one it finds holds the only copy of an earlier output
+        done = aside.with_name(aside.name.replace(".old-", ".done-", 1))
+        with suppress(OSError):
+            os.replace(aside, done)
+            aside = done
         _remove_through_interrupts(aside)
     else:
         _replace(temp, out)
-
-
-#: Ctrl-Cs :func:`_remove_through_interrupts` goes on through: the old output's files go in a moment.
-INTERRUPTS_WAITED = 10
 
 
 def _remove_through_interrupts(folder: Path) -> None:
     """Remove the old output's folder after the new one is in place: the save is done, only this removal is left,
     so a Ctrl-C (or a few: a second one left the folder half removed, and the command line said nothing was written)
     does not stop it."""
-    for _ in range(INTERRUPTS_WAITED):
+    while True:  # each try removes more of it, so it ends
         try:
             shutil.rmtree(folder, ignore_errors=True)
             return
         except KeyboardInterrupt:
             continue
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 def check_report_path(path: str | Path, sources: Sequence[str | Path] = (), texts: Sequence[str | Path] = (),
