@@ -31,17 +31,22 @@ MAX_RECENT = 12
 
 
 def model_key(text: str) -> str:
-    """How a model is remembered: a local path absolute and normalised (so it works from any working directory
-    and ``models/./m`` and ``models/m`` count once), a Hub id as typed. A link is kept, not followed: a GGUF file
-    linked as ``model.gguf`` to a file without the ending (Ollama's blobs, the Hub cache's) was remembered by its
-    target, which then could not be opened ("without the .gguf ending")."""
+    """How a model is remembered: a local path absolute, its folders resolved (so it works from any working directory
+    and ``models/./m`` and ``models/m`` count once), a Hub id as typed. The model's own name is kept where it is a
+    link, not followed: a GGUF file linked as ``model.gguf`` to a file without the ending (Ollama's blobs, the Hub
+    cache's) was remembered by its target, which then could not be opened ("without the .gguf ending")."""
     text = text.strip()
     if not text:
         return text
     try:
         path = expand_home(text)
         if path.exists():
-            return os.path.normpath(os.path.abspath(path))
+            path = path if path.is_absolute() else Path.cwd() / path
+            if path.name in ("", ".", ".."):
+                return str(path.resolve())
+            # the folders above resolved, the last part kept: "models/current/../qwen", where models/current is a
+            # link, is data/llms/qwen (normalised as text it named models/qwen, which is not there)
+            return str(path.parent.resolve() / path.name)
     except (RuntimeError, OSError):  # a link loop, a folder one may not enter
         pass  # kept as typed: opening it says what is wrong
     return text

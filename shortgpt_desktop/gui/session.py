@@ -332,10 +332,12 @@ class JobProgress:
         if self.whole is not None:  # the whole job's, said as it started, beside each step's own (gone from view)
             began, seconds = self.whole
             so_far = self.clock() - began
-            if left is not None and left >= 1:
+            if left is not None and left >= 1 and so_far + left > seconds:
                 # the step's own pace says more is left than the whole said: "about 2 min 40 s left · 5.0 s of about
-                # 2 min 17 s in all" contradicted itself (the step is part of the job)
-                seconds = max(seconds, so_far + left)
+                # 2 min 17 s in all" contradicted itself (the step is part of the job); kept, not said once and
+                # dropped at the next step
+                seconds = so_far + left
+                self.whole = (began, seconds)
             # past the whole said, "1.2 s of about 949 ms in all" read as a slip of the counter (and past it as shown:
             # not "8 min 39 s so far, past the 8 min 39 s said")
             past = so_far > seconds and human_seconds(so_far) != human_seconds(seconds)

@@ -1271,6 +1271,13 @@ def test_a_gguf_opened_through_a_link_is_remembered_by_the_link(qtbot, window, t
     link.parent.mkdir()
     link.symlink_to(blob)
     assert model_key(str(tmp_path / "models" / "." / "model.gguf")) == str(link)  # normalised, the link kept
+    # the folders above the name resolved: ".." after a folder link leads where the link's target's parent is
+    llms = tmp_path / "data" / "llms"
+    for name in ("phi", "qwen"):
+        (llms / name).mkdir(parents=True)
+    (tmp_path / "models" / "current").symlink_to(llms / "phi")
+    assert model_key(str(tmp_path / "models" / "current" / ".." / "qwen")) == str(llms / "qwen")
+    assert model_key(str(tmp_path / "models" / "current" / "..")) == str(llms)
     assert names_one_model(str(link), str(blob)) and not names_one_model(str(link), str(tiny_q4_gguf))
     with qtbot.waitSignal(window.jobFinished, timeout=60_000) as opened:
         window.open_model(str(link))

@@ -247,8 +247,10 @@ def test_the_whole_jobs_time_stays_beside_each_steps_progress() -> None:
     clock.now += 5.0
     assert words.update("ppl_before", 1, 33).text.endswith(
         ", about 2 min 40 s left · 6.0 s of about 2 min 46 s in all…")
-    clock.now += 30.0  # faster since: the whole said stands where the step's pace leaves room for it
-    assert words.update("ppl_before", 30, 33).text.endswith(", about 3.5 s left · 36.0 s of about 2 min 17 s in all…")
+    clock.now += 30.0  # faster since: the whole raised stands (not back to the 2 min 17 s first said)
+    assert words.update("ppl_before", 30, 33).text.endswith(", about 3.5 s left · 36.0 s of about 2 min 46 s in all…")
+    clock.now += 200.0  # past it: said against the raised whole
+    assert words.update("generate", 0, 0).text.endswith(" · 3 min 56 s so far, past the 2 min 46 s said…")
     words.finished("ok")
     words.started("check")  # a job announced with no estimate says none
     assert "in all" not in words.update("ppl_before", 5, 38).text

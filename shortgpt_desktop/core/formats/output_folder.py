@@ -204,7 +204,7 @@ def check_output_folder(out: Path, source: ModelSource, force: bool) -> Path:
             weights += _link_targets(source.folder)
         if any(_is_within(held, out) for held in (src, link, *weights)):
             raise OutputError(f"The output folder {out} contains the source model; choose another.")
-        cached = source.hub_cache_folder
+        cached = source.hub_cache_behind_links
         if cached is not None and _is_within(out, cached.resolve()):
             # its blobs/ folder was taken (the snapshot's files are links into it): deleting the model from the
             # cache (huggingface-cli delete-cache) would delete the pruned model with it

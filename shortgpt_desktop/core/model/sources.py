@@ -110,16 +110,19 @@ class ModelSource:
     @property
     def hub_cache_folder(self) -> Path | None:
         """The Hub cache's folder of the model (``models--org--name``, holding ``snapshots/`` and the ``blobs/`` its
-        files link to), where it lies in one, opened by its id or its path, or through a link to a snapshot (whose
-        output was let into the cache); else None."""
-        starts = [self.folder]
-        with suppress(OSError, RuntimeError):  # a link loop, a folder one may not enter: as written
-            starts.append(self.folder.resolve())
-        for start in starts:
-            for folder in (start, *start.parents):
-                if folder.parent.name == "snapshots" and _hub_id_of(folder.parent.parent.name) is not None:
-                    return folder.parent.parent
-        return None
+        files link to), where it lies in one, opened by its id or its path; else None."""
+        return _hub_cache_above(self.folder)
+
+    @property
+    def hub_cache_behind_links(self) -> Path | None:
+        """:attr:`hub_cache_folder`, or the one the model's folder lies in once its links are followed (a link to a
+        snapshot, ``~/models/qwen -> …/snapshots/abc``): what no output may go into (through the link, the output
+        was let into the cache). Not the model's name: one opened through a link of the user's keeps the link's."""
+        found = self.hub_cache_folder
+        if found is None:
+            with suppress(OSError, RuntimeError):  # a link loop, a folder one may not enter: as written
+                found = _hub_cache_above(self.folder.resolve())
+        return found
 
     @property
     def cached_id(self) -> str | None:
@@ -614,6 +617,14 @@ def cached_spelling(repo_id: str, cache_dir: str | Path | None) -> str | None:
 def _cache_folder_of(repo_id: str) -> str:
     """The Hub cache's folder name for a model ``repo_id`` (``models--org--name``)."""
     return "models--" + repo_id.replace("/", "--")
+
+
+def _hub_cache_above(start: Path) -> Path | None:
+    """The Hub cache's folder of a model (``models--org--name``) that ``start`` lies in, else None."""
+    for folder in (start, *start.parents):
+        if folder.parent.name == "snapshots" and _hub_id_of(folder.parent.parent.name) is not None:
+            return folder.parent.parent
+    return None
 
 
 def _hub_id_of(folder_name: str) -> str | None:
