@@ -113,6 +113,14 @@ def _measured_on(imported: dict[str, Any]) -> str:
     return (f", measured there on {what}" if what else "") + "; Check, Save and the repair read the text listed here"
 
 
+def _curve_words(label: str) -> str:
+    """A curve's label ("bi + repair", as its JSON and the command line give it) in the metric's own words, as the
+    Metric box names it: "bi + repair (solid)" read as the Block Influence+ metric under plain Block Influence."""
+    name, plus, rest = label.partition(" + ")
+    metric = METRICS.get(name)
+    return (metric.label if metric is not None else name) + (f" + {rest}" if plus else "")
+
+
 def _chosen_otherwise(before: PrunePlan | None, after: PrunePlan | None) -> str:
     """The sentence for bi+ removing other layers than the lowest scores shown (``before``, not yet measured), once
     a job measured them (``after``); "" otherwise. The layers changed under the user's eyes and nothing said so:
@@ -1691,7 +1699,7 @@ class MainWindow(QMainWindow):
 
     def _draw_curve(self, curve: Any) -> None:
         baseline = [(p.k, p.perplexity) for p in curve.baseline.points] if curve.baseline is not None else None
-        self.plan_panel.show_curve([(p.k, p.perplexity, p.same_top) for p in curve.points], curve.label,
+        self.plan_panel.show_curve([(p.k, p.perplexity, p.same_top) for p in curve.points], _curve_words(curve.label),
                                    curve.windows, curve.tokens, baseline,
                                    {p.k: (p.quiz_kept, p.quiz_known) for p in curve.points if p.quiz_known},
                                    curve.baseline.label if curve.baseline is not None else "bi",

@@ -545,6 +545,11 @@ def test_the_curve_goes_as_far_as_asked(qtbot, opened) -> None:
     with qtbot.waitSignal(window.jobFinished, timeout=120_000):
         window.plan_panel.curve_button.click()
     assert [k for k, _ in window.plan_panel.curve_points] == [0, 1, 2]
+    # named as the Metric box names the metric ("bi + repair (solid)" read as Block Influence+ under plain BI)
+    from shortgpt_desktop.core.measure.metrics import METRICS
+
+    label, note = METRICS[window.engine.scores.metric].label, window.plan_panel.curve_note.text()
+    assert note.startswith(f"{label} + repair (solid)"), note
 
 
 def test_a_long_quality_curve_is_asked_about_before_it_starts(qtbot, opened, monkeypatch) -> None:
