@@ -657,7 +657,7 @@ class MainWindow(QMainWindow):
         if outcome == "ok" and name in TIMED_IN_THE_LOG:
             log.info(self.job_progress.took(name, time.monotonic() - self._job_started))
         self.model_panel.hide_download()
-        self.progress_label.setText(self.job_progress.finished(outcome))
+        self.progress_label.setText(self.job_progress.finished(outcome, name))
         self.progress_label.set_note("")
         if name == "save" and outcome == "ok" and self._saved_line:
             # a status-bar line for 15 s was all a save left, and nothing opened the folder

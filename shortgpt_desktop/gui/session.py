@@ -356,10 +356,12 @@ class JobProgress:
         said = f", {human_seconds(self.whole[1])} said before it" if self.whole else ""
         return f"{job_title(job)} took {human_seconds(seconds)}{said}."
 
-    def finished(self, outcome: str) -> str:
-        """The line once a job has stopped (``ok``: nothing; the result speaks for itself)."""
+    def finished(self, outcome: str, job: str = "") -> str:
+        """The line once a job has stopped (``ok``: nothing; the result speaks for itself), naming the job: "Failed."
+        under the Score button after a model failed to open read as a failed scoring, beside the model still open."""
         self.whole = None
-        return {"cancelled": "Cancelled.", "failed": "Failed."}.get(outcome, "")
+        said = {"cancelled": "cancelled.", "failed": "failed."}.get(outcome, "")
+        return f"{job_title(job)} {said}" if said and job else said.capitalize()
 
     @staticmethod
     def cancelling() -> str:

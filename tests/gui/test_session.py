@@ -263,6 +263,9 @@ def test_the_end_of_a_job_and_what_the_next_will_cost_are_worded_here() -> None:
 
     words = JobProgress(Clock())
     assert [words.finished(o) for o in ("ok", "cancelled", "failed")] == ["", "Cancelled.", "Failed."]
+    # named: "Failed." under the Score button after a model failed to open read as a failed scoring
+    assert [words.finished(o, "open") for o in ("ok", "cancelled", "failed")] == [
+        "", "Opening the model cancelled.", "Opening the model failed."]
     assert words.cancelling() == "Cancelling…"
     assert words.announced("check", "about 2 min") == "Checking perplexity: about 2 min…"
     assert words.announced("save", "") == "" and job_title("save") == "Saving" and job_title("x") == "x"
