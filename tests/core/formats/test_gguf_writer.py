@@ -144,8 +144,8 @@ def test_every_file_written_is_on_the_disk_before_the_folder_moves_into_place(
     synced: list[str] = []
     real_fsync, real_move = os.fsync, output_folder._move_into_place
     monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or real_fsync(fd))
-    monkeypatch.setattr(output_folder, "_move_into_place", lambda temp, out: synced.append("moved") or
-                        real_move(temp, out))
+    monkeypatch.setattr(output_folder, "_move_into_place", lambda temp, out, *rest: synced.append("moved") or
+                        real_move(temp, out, *rest))
 
     def check(out: Path) -> None:
         files = sorted(p.name for p in out.iterdir())
