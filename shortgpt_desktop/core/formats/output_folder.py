@@ -593,7 +593,7 @@ def _move_into_place(temp: Path, out: Path, replacing: bool = True) -> None:
             raise
         # renamed first: a save killed while removing it leaves a ".done-" folder, which the next save removes; an
         # ".old-" one it finds holds the only copy of an earlier output
-        done = aside.with_name(aside.name.replace(".old-", ".done-", 1))
+        done = aside.with_name(f".{out.name}.done-" + aside.name[len(f".{out.name}.old-"):])  # (a name may hold .old-)
         with suppress(OSError):
             os.replace(aside, done)
             aside = done

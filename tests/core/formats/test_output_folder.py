@@ -429,13 +429,15 @@ def test_a_report_never_replaces_a_device_or_a_pipe_and_writes_through_a_link(tm
     assert link.is_symlink() and earlier.read_text() == '{"new": 1}'
 
 
-def test_ctrl_c_while_the_old_output_is_removed_finishes_the_save(tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("name", ["out", "my.old-model"])
+def test_ctrl_c_while_the_old_output_is_removed_finishes_the_save(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   name: str) -> None:
     """The new output is in place once it is moved in: a Ctrl-C (or several) while the old one is deleted left both
-    (the old one in a hidden folder) and the command line said that nothing was written."""
+    (the old one in a hidden folder) and the command line said that nothing was written. The folder being removed is
+    named as a later save finds it (``.NAME.done-``), whatever the output's own name holds."""
     import shutil
 
-    out = tmp_path / "out"
+    out = tmp_path / name
     out.mkdir()
     _earlier_output(out)
     real_rmtree = shutil.rmtree
@@ -452,6 +454,7 @@ def test_ctrl_c_while_the_old_output_is_removed_finishes_the_save(tmp_path: Path
         (temp / "model.safetensors").write_text("new")
     assert interrupted and sorted(p.name for p in out.iterdir()) == ["model.safetensors"]
     assert _leftovers(tmp_path) == []
+    assert all(Path(path).name.startswith(f".{name}.done-{of._host_tag()}-{os.getpid()}-") for path in interrupted)
 
 
 def test_the_folder_holding_a_linked_gguf_holds_the_source(tmp_path: Path) -> None:
