@@ -202,8 +202,10 @@ def check_output_folder(out: Path, source: ModelSource, force: bool) -> Path:
         # output's was rewritten by replacing that output, and the source no longer loaded
         if not one_file:
             weights += _link_targets(source.folder)
-        if any(_is_within(held, out) for held in (src, link, *weights)):
-            raise OutputError(f"The output folder {out} contains the source model; choose another.")
+        held = [path for path in (src, link, *weights) if _is_within(path, out)]
+        if held:
+            linked = "" if held[0] in (src, link) else f" ({held[0].name}, which {source.folder} links to)"
+            raise OutputError(f"The output folder {out} contains the source model{linked}; choose another.")
         cached = source.hub_cache_behind_links
         if cached is not None and _is_within(out, cached.resolve()):
             # its blobs/ folder was taken (the snapshot's files are links into it): deleting the model from the
