@@ -335,6 +335,9 @@ class MainWindow(QMainWindow):
         self.memory_label = QLabel(self)
         self.statusBar().addPermanentWidget(self.device_label)
         self.statusBar().addPermanentWidget(self.memory_label)
+        # a long line is cut by the labels at the right ("…the text listed here. The file's plan"): the whole of it
+        # while it shows, where the pointer rests (it is in the Log too)
+        self.statusBar().messageChanged.connect(self.statusBar().setToolTip)
         # Enter presses the focused button, as Space does: it did nothing outside a dialog, where a button is not
         # auto-default (on 7 of 11 buttons after the four job buttons were set so: Open, Add files…, Quality curve…)
         for button in self.findChildren(QPushButton):

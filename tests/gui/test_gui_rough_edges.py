@@ -1654,3 +1654,13 @@ def test_save_check_and_the_curve_say_why_they_are_off(qtbot, window, gui_model:
     window.plan_panel.flush()
     qtbot.waitUntil(lambda: not window.save_button.isEnabled(), timeout=3000)
     assert window.save_button.toolTip().endswith("Off now: move the slider to remove at least one layer.")
+
+
+def test_a_status_line_cut_by_the_labels_beside_it_is_whole_in_its_tooltip(window) -> None:
+    """After an import of a hand-edited file the line ended "…the text listed here. The file's plan", cut by the device
+    and memory labels: the part cut off was the one that mattered (a walkthrough)."""
+    said = "Imported the scores of 29 layers from edited.json. " + "The file's plan lists 99, not a layer. " * 8
+    window.statusBar().showMessage(said, 15000)
+    assert window.statusBar().toolTip() == said
+    window.statusBar().clearMessage()
+    assert window.statusBar().toolTip() == ""
