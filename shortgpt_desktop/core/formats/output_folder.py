@@ -383,8 +383,9 @@ def _remove_if_empty(folders: Sequence[Path]) -> None:
 
 
 def _discard(temp: Path, made: Sequence[Path]) -> None:
-    """A save that did not finish: its temporary folder, and the folders it made for the output, go."""
-    shutil.rmtree(temp, ignore_errors=True)
+    """A save that did not finish: its temporary folder, and the folders it made for the output, go, through further
+    Ctrl-Cs (a few in a row left the hidden partial folder behind, a model's size, until a later save to that name)."""
+    _remove_through_interrupts(temp)
     _remove_if_empty(made)
 
 
@@ -605,9 +606,9 @@ def _move_into_place(temp: Path, out: Path, replacing: bool = True) -> None:
 
 
 def _remove_through_interrupts(folder: Path) -> None:
-    """Remove the old output's folder after the new one is in place: the save is done, only this removal is left,
-    so a Ctrl-C (or a few: a second one left the folder half removed, and the command line said nothing was written)
-    does not stop it."""
+    """Remove ``folder`` whatever Ctrl-Cs come meanwhile: the old output's after the new one is in place (the save is
+    done, only this removal is left: a second Ctrl-C left it half removed, and the command line said nothing was
+    written), and an unfinished save's partial one."""
     while True:  # each try removes more of it, so it ends
         try:
             shutil.rmtree(folder, ignore_errors=True)

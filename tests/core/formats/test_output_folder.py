@@ -924,6 +924,27 @@ def test_a_save_that_does_not_finish_removes_the_folders_it_made_for_the_output(
     assert sorted(p.name for p in (tmp_path / "kept" / "a").iterdir()) == ["notes.txt"]
 
 
+def test_a_cancelled_save_removes_its_partial_folder_through_further_ctrl_cs(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C pressed a few times in a row left the hidden partial folder (a model's size) behind until a later save to
+    that name: the second one stopped its removal."""
+    import shutil
+
+    real_rmtree, interrupted = shutil.rmtree, []
+
+    def interrupted_twice(path: object, *args: object, **kwargs: object) -> None:
+        if ".partial-" in str(path) and len(interrupted) < 2:
+            interrupted.append(path)
+            raise KeyboardInterrupt
+        real_rmtree(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(of.shutil, "rmtree", interrupted_twice)
+    with pytest.raises(KeyboardInterrupt), of.output_folder(tmp_path / "out") as temp:
+        (temp / "model.safetensors").write_text("half written")
+        raise KeyboardInterrupt
+    assert len(interrupted) == 2 and list(tmp_path.iterdir()) == []
+
+
 def test_a_readme_that_cannot_be_read_is_not_taken_for_this_apps_card(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """Reading a calibration folder looks for this app's cards: a README.md it may not read stopped the whole job."""
