@@ -579,7 +579,12 @@ def _move_into_place(temp: Path, out: Path, replacing: bool = True) -> None:
     if not replacing:
         with suppress(FileNotFoundError):
             out.rmdir()  # empty, as checked; a folder filled since is not removed (OSError: the move is refused)
-        _replace(temp, out)  # onto a folder made since: refused where it holds anything (and anywhere on Windows)
+        try:
+            _replace(temp, out)  # onto a folder made since: refused where it holds anything (and anywhere on Windows)
+        except KeyboardInterrupt:
+            if os.path.lexists(temp):
+                raise
+            # moved in before the Ctrl-C came: the save is done (it said "cancelled; nothing was written")
         return
     if out.exists():
         aside = Path(tempfile.mkdtemp(prefix=_aside_prefix(out), dir=out.parent))
@@ -590,10 +595,13 @@ def _move_into_place(temp: Path, out: Path, replacing: bool = True) -> None:
             raise
         try:
             _replace(temp, out)
-        except BaseException:
-            _replace(aside / out.name, out)  # if this fails too, the old output stays in ``aside``
-            aside.rmdir()
-            raise
+        except BaseException as exc:
+            # a Ctrl-C that came once the new output was in: the save is done, and only the old one's removal is
+            # left (the rollback failed on the new output, and the finished model was said kept where it was not)
+            if not (isinstance(exc, KeyboardInterrupt) and not os.path.lexists(temp)):
+                _replace(aside / out.name, out)  # if this fails too, the old output stays in ``aside``
+                aside.rmdir()
+                raise
         # renamed first: a save killed while removing it leaves a ".done-" folder, which the next save removes; an
         # ".old-" one it finds holds the only copy of an earlier output
         done = aside.with_name(f".{out.name}.done-" + aside.name[len(f".{out.name}.old-"):])  # (a name may hold .old-)

@@ -945,6 +945,29 @@ def test_a_cancelled_save_removes_its_partial_folder_through_further_ctrl_cs(tmp
     assert len(interrupted) == 2 and list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("earlier", [False, True], ids=["new", "replaced"])
+def test_a_ctrl_c_just_after_the_new_output_moved_in_finishes_the_save(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                       earlier: bool) -> None:
+    """A Ctrl-C that came once the finished folder was moved in, before the move returned: the command line said
+    "cancelled; nothing was written" with the new model in place, or (replacing an earlier output) the rollback failed
+    on it and the finished model was said kept in a folder that no longer held it."""
+    out = tmp_path / "out"
+    if earlier:
+        out.mkdir()
+        _earlier_output(out)
+    replace = of._replace
+
+    def interrupted_after(src: Path, dst: Path) -> None:
+        replace(src, dst)
+        if Path(dst) == out:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(of, "_replace", interrupted_after)
+    with of.output_folder(out, force=earlier) as temp:
+        (temp / "config.json").write_text("the new model")
+    assert (out / "config.json").read_text() == "the new model" and _leftovers(tmp_path) == []
+
+
 def test_a_readme_that_cannot_be_read_is_not_taken_for_this_apps_card(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """Reading a calibration folder looks for this app's cards: a README.md it may not read stopped the whole job."""
