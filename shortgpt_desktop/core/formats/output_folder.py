@@ -212,8 +212,12 @@ def check_output_folder(out: Path, source: ModelSource, force: bool) -> Path:
             # cache (huggingface-cli delete-cache) would delete the pruned model with it
             raise OutputError(f"The output folder {out} is inside the Hugging Face cache's folder of the source model "
                               f"({cached}), which deleting the model from the cache deletes; choose another.")
+        was_there = os.path.lexists(out)
         for abandoned in remove_abandoned(out):  # before judging out: a killed save may have hidden the old output
             log.info("Removed %s, left by a save to %s whose process was killed.", abandoned, out)
+        # said with the refusal below: "is not empty" of a folder the user had seen missing read as a slip
+        put_back = "" if was_there or not out.exists() else \
+            " (it holds the earlier output that a killed save had moved aside, put back now)"
         if out.exists() and not out.is_dir():  # /dev/null was "a file"
             kind = "a file" if out.is_file() else "not a folder (a device, a pipe or a socket)"
             raise OutputError(f"{out} exists and is {kind}; choose a folder.")
@@ -238,7 +242,7 @@ def check_output_folder(out: Path, source: ModelSource, force: bool) -> Path:
             raise OutputError(f"{out} is the folder this program runs in, {why}; choose another folder (a new "
                               "one is made), or start it from another folder.")
         if holds and not force:  # an earlier output: --force (the window's "Replace") may replace it
-            raise OutputError(f"{out} is not empty; choose an empty folder.", hint=Hint.REPLACE_OUTPUT)
+            raise OutputError(f"{out} is not empty{put_back}; choose an empty folder.", hint=Hint.REPLACE_OUTPUT)
     except OSError as exc:  # a folder one may not read or enter
         raise OutputError(f"Cannot use {out} as the output folder: {os_reason(exc)}.") from None
     except RuntimeError as exc:  # a link loop, or ~user for no such user

@@ -540,7 +540,8 @@ def test_a_save_killed_between_its_two_moves_gets_the_old_output_back_before_the
     new = tmp_path / f".out.partial-{host}-{dead}-def456"
     new.mkdir()
     (new / "config.json").write_text("the new model")
-    with pytest.raises(OutputError, match="is not empty; choose an empty folder"):
+    with pytest.raises(OutputError, match=r"is not empty \(it holds the earlier output that a killed save had moved "
+                                          r"aside, put back now\); choose an empty folder"):
         of.check_output_folder(out, _source(tiny_model), force=False)
     assert (out / "config.json").read_text() == "an earlier output"
     assert _leftovers(tmp_path) == []
