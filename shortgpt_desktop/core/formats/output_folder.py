@@ -20,7 +20,7 @@ from typing import Any
 
 from ...format import some_of
 from ..errors import Hint, OutputError
-from ..model.sources import LICENCE_FILES, ModelSource
+from ..model.sources import LICENCE_FILES, ModelSource, hub_cache_holding
 from ..user_paths import expand_home, not_there, os_reason, read_only, windows_path_here
 from .report_files import REPORT_NAMES, earlier_report
 
@@ -69,8 +69,8 @@ def not_model_files(folder: Path) -> list[str]:
             return True
         if p.name in code:
             return False
-        if p.suffix.lower() == ".gguf":
-            return not gguf_written_here(p)
+        if p.suffix.lower() == ".gguf":  # read only where it is a file: a pipe of that name held the check for good
+            return not (p.is_file() and gguf_written_here(p))
         return not any(fnmatch.fnmatchcase(p.name, pattern) for pattern in MODEL_FILES)
 
     return sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir() if other(p))
@@ -206,7 +206,9 @@ def check_output_folder(out: Path, source: ModelSource, force: bool) -> Path:
         if held:
             linked = "" if held[0] in (src, link) else f" ({held[0].name}, which {source.folder} links to)"
             raise OutputError(f"The output folder {out} contains the source model{linked}; choose another.")
-        cached = source.hub_cache_behind_links
+        # the cache the model's folder lies in, or one its files lead into (a GGUF linked to a snapshot's file)
+        cached = next((c for c in (source.hub_cache_behind_links, *map(hub_cache_holding, (src, *weights)))
+                       if c is not None), None)
         if cached is not None and _is_within(out, cached.resolve()):
             # its blobs/ folder was taken (the snapshot's files are links into it): deleting the model from the
             # cache (huggingface-cli delete-cache) would delete the pruned model with it
@@ -241,6 +243,11 @@ def check_output_folder(out: Path, source: ModelSource, force: bool) -> Path:
                    "nothing where the model was saved")
             raise OutputError(f"{out} is the folder this program runs in, {why}; choose another folder (a new "
                               "one is made), or start it from another folder.")
+        if holds and force and not os.access(out, os.W_OK):
+            # moving a folder aside writes in it (its ".." entry): a read-only earlier output passed, and the finished
+            # model was kept beside it hours later, "another program may have it open"
+            raise OutputError(f"{out} is read-only, and replacing it needs permission to write in it; make it "
+                              "writable or choose another folder.")
         if holds and not force:  # an earlier output: --force (the window's "Replace") may replace it
             raise OutputError(f"{out} is not empty{put_back}; choose an empty folder.", hint=Hint.REPLACE_OUTPUT)
     except OSError as exc:  # a folder one may not read or enter
@@ -342,6 +349,7 @@ def output_folder(out: Path, force: bool = False) -> Iterator[Path]:
     try:
         yield temp
         _sync_files(temp)  # seconds for a large model: what is at out is checked after it, just before the move
+        remove_abandoned(out)  # a save killed mid-swap meanwhile: its earlier output back first, then judged
         replacing = out.is_dir() and any(out.iterdir())  # an earlier output (checked next): moved aside
         _check_still_replaceable(out, force)  # (two saves to one new folder both said saved, one model lost)
     except OSError as exc:
@@ -434,9 +442,17 @@ def _keep_finished(temp: Path, out: Path) -> Path:
         try:
             _replace(temp, kept)
         except OSError:
-            return temp
+            break
         return kept
+    # kept where it was written: marked beside it, so that no later save removes it as abandoned (it did, once the
+    # process had ended: the model said kept was deleted by the next folder check)
+    with suppress(OSError):
+        temp.with_name(temp.name + KEPT_MARK).touch()
     return temp
+
+
+#: Beside a partial folder whose finished model could not be given a visible name: :func:`remove_abandoned` leaves it.
+KEPT_MARK = ".kept"
 
 
 def _replace(src: Path, dst: Path) -> None:
@@ -478,21 +494,31 @@ def remove_abandoned(out: Path) -> list[Path]:
     hold the only copy of that earlier output. One killed while removing the old output after the swap left a
     ``.done-`` folder half removed: it goes."""
     tag, name = _host_tag(), re.escape(out.name)
-    aside = re.compile(rf"\.{name}\.old-{tag}-(\d+)-")
-    gone = re.compile(rf"\.{name}\.(?:partial|done)-{tag}-(\d+)-")
+    # whole names (mkdtemp's suffix has no dot): ".m.done-…-x.partial-…" is a save to an output named "m.done-…-x"
+    aside = re.compile(rf"\.{name}\.old-{tag}-(\d+)-[a-z0-9_]+")
+    gone = re.compile(rf"\.{name}\.(?:partial|done)-{tag}-(\d+)-[a-z0-9_]+")
+
+    def order(entry: Path) -> tuple[bool, float]:  # the ".old-" ones first, the newest of them first
+        try:
+            return not aside.fullmatch(entry.name), -entry.lstat().st_mtime
+        except OSError:
+            return True, 0.0
+
     try:
-        entries = sorted(out.parent.iterdir(), key=lambda entry: not aside.match(entry.name))  # the old ones first
+        entries = sorted(out.parent.iterdir(), key=order)
     except OSError:
         return []
     removed = []
     for entry in entries:
-        found = gone.match(entry.name) or aside.match(entry.name)
+        found = gone.fullmatch(entry.name) or aside.fullmatch(entry.name)
         if not found or not entry.is_dir() or entry.is_symlink() or _running(int(found[1])):
             continue
-        if found.re is aside:
-            old = entry / out.name
-            if not old.is_dir() or os.path.lexists(out):
-                continue
+        if entry.with_name(entry.name + KEPT_MARK).exists():
+            continue  # a finished model said kept there
+        old = entry / out.name
+        if found.re is aside and old.is_dir():  # (an empty one, killed before its move, just goes)
+            if os.path.lexists(out):
+                continue  # beside an output that exists again: it may hold the only copy of an earlier one
             try:
                 os.replace(old, out)
                 log.warning("Put back the earlier output %s, which a killed save had moved aside.", out)

@@ -619,6 +619,15 @@ def _cache_folder_of(repo_id: str) -> str:
     return "models--" + repo_id.replace("/", "--")
 
 
+def hub_cache_holding(path: Path) -> Path | None:
+    """The Hub cache's model folder (``models--org--name``) that ``path`` lies in through its ``snapshots/`` or its
+    ``blobs/``, else None: a GGUF linked from the user's own folder to a snapshot's file resolves to a blob."""
+    for folder in path.parents:
+        if folder.name in ("snapshots", "blobs") and _hub_id_of(folder.parent.name) is not None:
+            return folder.parent
+    return None
+
+
 def _hub_cache_above(start: Path) -> Path | None:
     """The Hub cache's folder of a model (``models--org--name``) that ``start`` lies in, else None."""
     for folder in (start, *start.parents):

@@ -606,6 +606,76 @@ def test_an_output_filled_between_the_last_check_and_the_move_is_not_moved_aside
     assert (tmp_path / "out.finished" / "config.json").read_text() == "this save's" and _leftovers(tmp_path) == []
 
 
+def test_what_a_later_save_finds_beside_the_output_is_judged_by_its_whole_name(
+        tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second review: a finished model said kept in its partial folder (its rename failed too) was deleted by the
+    next folder check once its process had ended; a save to an output named "m.done-…-x" had its partial folder
+    taken for one of "m"'s; an empty ".old-" folder (killed before its move) stayed for good; of two ".old-"
+    folders the one the listing gave first was put back, not the newest."""
+    import time
+
+    import psutil
+
+    host, dead = of._host_tag(), 999_999
+    monkeypatch.setattr(psutil, "pid_exists", lambda pid: pid != dead)
+    out = tmp_path / "m"
+    kept = tmp_path / f".m.partial-{host}-{dead}-kept0001"
+    kept.mkdir()
+    (kept / "model.safetensors").write_text("finished")
+    (tmp_path / (kept.name + of.KEPT_MARK)).touch()
+    other = tmp_path / f".m.done-{host}-{dead}-x.partial-{host}-{dead}-abcd1234"  # a save to "m.done-…-x"
+    other.mkdir()
+    empty = tmp_path / f".m.old-{host}-{dead}-empty001"
+    empty.mkdir()
+    older, newer = tmp_path / f".m.old-{host}-{dead}-older001", tmp_path / f".m.old-{host}-{dead}-newer001"
+    for folder, text in ((older, "older"), (newer, "newer")):
+        (folder / "m").mkdir(parents=True)
+        (folder / "m" / "config.json").write_text(text)
+    os.utime(older, (time.time() - 60, time.time() - 60))
+    removed = of.remove_abandoned(out)
+    assert (out / "config.json").read_text() == "newer" and newer in removed and empty in removed
+    assert kept.is_dir() and other.is_dir() and older.is_dir()  # older: beside an output that exists again
+
+
+def test_a_read_only_earlier_output_a_fifo_and_a_gguf_linked_into_the_hub_cache_are_refused_before_the_job(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second review: a read-only earlier output passed the check and failed after the job ("another program may
+    have it open"); a pipe named x.gguf held the check for good; a GGUF opened through a link to a Hub snapshot's
+    file let the output into the cache."""
+    import threading
+
+    from shortgpt_desktop.core.model.sources import ModelSource
+
+    out = tmp_path / "out"
+    out.mkdir()
+    _earlier_output(out)
+    source = ModelSource(spec=str(tmp_path / "a.gguf"), kind="gguf", folder=tmp_path, gguf_file="a.gguf")
+    (tmp_path / "a.gguf").write_bytes(b"GGUF")
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if Path(path) == out.resolve() and
+                        mode == os.W_OK else real_access(path, mode, **kw))
+    with pytest.raises(OutputError, match="is read-only, and replacing it needs permission to write in it"):
+        of.check_output_folder(out, source, force=True)
+    monkeypatch.setattr(os, "access", real_access)
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(out / "x.gguf")
+        done = threading.Event()
+        threading.Thread(target=lambda: (of.not_an_earlier_output(out), done.set()), daemon=True).start()
+        assert done.wait(10), "the check waited on the pipe"
+        (out / "x.gguf").unlink()
+    repo = tmp_path / "hub" / "models--org--m-GGUF"
+    (repo / "blobs").mkdir(parents=True)
+    (repo / "snapshots" / "abc").mkdir(parents=True)
+    (repo / "blobs" / "sha").write_bytes(b"GGUF")
+    (repo / "snapshots" / "abc" / "m.gguf").symlink_to(repo / "blobs" / "sha")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "m.gguf").symlink_to(repo / "snapshots" / "abc" / "m.gguf")
+    linked = ModelSource(spec=str(tmp_path / "mine" / "m.gguf"), kind="gguf", folder=tmp_path / "mine",
+                         gguf_file="m.gguf")
+    with pytest.raises(OutputError, match="inside the Hugging Face cache's folder of the source model"):
+        of.check_output_folder(repo / "pruned", linked, force=False)
+
+
 def test_whether_a_saving_process_runs_is_asked_without_a_signal(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """On Windows ``os.kill(pid, 0)`` ends the process it asks about, so the check was skipped there, and a killed
