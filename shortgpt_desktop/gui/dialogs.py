@@ -11,6 +11,7 @@ from pathlib import Path
 
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QFileDialog, QLineEdit, QMessageBox, QWidget
 
+from .session import folder_is_nonempty  # noqa: F401 (asked here, beside the folder dialog)
 from .workers import Failure
 
 BUG_TEXT = ("Something went wrong inside ShortGPT Desktop. This is a bug, not something you did; "
@@ -111,15 +112,6 @@ def new_folder_path(selected: str) -> str | None:
     path = Path(selected)
     name = path.name.strip()
     return str(path.with_name(name)) if name else None
-
-
-def folder_is_nonempty(path: str) -> bool:
-    """False too where the folder cannot be read: the save's own check then says why, in a sentence."""
-    p = Path(path)
-    try:
-        return p.is_dir() and any(p.iterdir())
-    except OSError:
-        return False
 
 
 def ask_scores_save_path(parent: QWidget | None, suggestion: str) -> str | None:

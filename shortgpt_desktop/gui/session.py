@@ -236,18 +236,22 @@ def suggested_output(engine: Engine, plan: PrunePlan | None, save_dir: str | Non
     return str(_unused(Path(folder or Path.home()) / f"{name}-shortgpt-{kept}L"))
 
 
+def folder_is_nonempty(path: str) -> bool:
+    """Whether ``path`` is a folder holding anything; False too where it cannot be read: the save's own check then
+    says why, in a sentence."""
+    p = Path(path)
+    try:
+        return p.is_dir() and any(p.iterdir())
+    except OSError:
+        return False
+
+
 def _unused(path: Path) -> Path:
     """``path``, or where it already holds something (the same cut saved before, in the other format), the first of
     ``path-2``, ``path-3``, … that does not: the same name was offered again, and a No to "Replace folder?" left the
     user with no save at all."""
-    def taken(folder: Path) -> bool:
-        try:
-            return folder.is_file() or (folder.is_dir() and any(folder.iterdir()))
-        except OSError:  # unreadable: the save's own check says why
-            return False
-
     candidate, number = path, 1
-    while taken(candidate) and number < 1000:
+    while (candidate.is_file() or folder_is_nonempty(str(candidate))) and number < 1000:
         number += 1
         candidate = path.with_name(f"{path.name}-{number}")
     return candidate

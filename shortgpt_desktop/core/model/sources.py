@@ -111,7 +111,7 @@ class ModelSource:
     def hub_cache_folder(self) -> Path | None:
         """The Hub cache's folder of the model (``models--org--name``, holding ``snapshots/`` and the ``blobs/`` its
         files link to), where it lies in one, opened by its id or its path; else None."""
-        return _hub_cache_above(self.folder)
+        return hub_cache_holding(self.folder)
 
     @property
     def hub_cache_behind_links(self) -> Path | None:
@@ -121,7 +121,7 @@ class ModelSource:
         found = self.hub_cache_folder
         if found is None:
             with suppress(OSError, RuntimeError):  # a link loop, a folder one may not enter: as written
-                found = _hub_cache_above(self.folder.resolve())
+                found = hub_cache_holding(self.folder.resolve())
         return found
 
     @property
@@ -622,17 +622,9 @@ def _cache_folder_of(repo_id: str) -> str:
 def hub_cache_holding(path: Path) -> Path | None:
     """The Hub cache's model folder (``models--org--name``) that ``path`` lies in through its ``snapshots/`` or its
     ``blobs/``, else None: a GGUF linked from the user's own folder to a snapshot's file resolves to a blob."""
-    for folder in path.parents:
+    for folder in (path, *path.parents):
         if folder.name in ("snapshots", "blobs") and _hub_id_of(folder.parent.name) is not None:
             return folder.parent
-    return None
-
-
-def _hub_cache_above(start: Path) -> Path | None:
-    """The Hub cache's folder of a model (``models--org--name``) that ``start`` lies in, else None."""
-    for folder in (start, *start.parents):
-        if folder.parent.name == "snapshots" and _hub_id_of(folder.parent.parent.name) is not None:
-            return folder.parent.parent
     return None
 
 
