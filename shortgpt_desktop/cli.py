@@ -690,19 +690,27 @@ class Stopped(KeyboardInterrupt):
 
 
 def _stop(signum: int, frame: Any) -> None:
-    raise Stopped(signum)
+    if not _unwinding[0]:
+        _unwinding[0] = True
+        raise Stopped(signum)
 
 
 #: Whether a job runs: Ctrl-C cancels it then (:func:`entry`); once it has ended, its files written and said, a
 #: Ctrl-C no longer changes how the command exits.
 _job_running = [False]
+#: Whether a Ctrl-C or a stop signal has been raised into the job. Each is raised once: a further one came inside
+#: the first one's unwinding (its partial folder being removed, "cancelled" being said) and ended the command with a
+#: traceback (three Ctrl-Cs 10 ms apart, once in about 13 tries). Set by the handler itself, so no moment is left
+#: between the first signal and the guard.
+_unwinding = [False]
 
 
 def _interrupt(signum: int, frame: Any) -> None:
     """Ctrl-C for the ``shortgpt`` command: cancels a running job; ignored once it has ended. Python's own teardown
     after it (freeing the model and torch, about a second) turned a Ctrl-C after "saved to …" and "report written
     to …" into exit 130, which says cancelled, with every file complete."""
-    if _job_running[0]:
+    if _job_running[0] and not _unwinding[0]:
+        _unwinding[0] = True
         raise KeyboardInterrupt
 
 
@@ -728,6 +736,7 @@ def entry() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     tolerant_console()
+    _unwinding[0] = False  # a command run again in the same process (the tests) starts afresh
     parser = build_parser()
     _given[:] = list(argv if argv is not None else sys.argv[1:])
     if not _given:  # "the following arguments are required: command" named none of them
