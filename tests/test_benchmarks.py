@@ -90,3 +90,14 @@ def test_each_benchmark_says_its_options_and_a_missing_file_in_one_line(tmp_path
                     "bench_ridge.py": "give another with --model, --calib or --prose"})
     for name, code in refused.items():
         assert code == f"{missing} does not exist: {instead[name]}.", (name, code)
+
+
+def test_the_default_text_is_looked_for_where_shortgpt_bench_data_says(tmp_path: Path) -> None:
+    """The benchmarks' default text moves with ``SHORTGPT_BENCH_DATA`` (which keeps the test above from reading
+    ``../shared`` beside the checkout): a benchmark given no ``--calib`` looks there."""
+    there = tmp_path / "there.txt"
+    there.write_text("text", encoding="utf-8")
+    data = tmp_path / "elsewhere"
+    results = run_benchmarks([[str(BENCHMARKS / "bench_recipe.py"), str(there)]], data)
+    [(code, _)] = results.values()
+    assert code == f"{data / 'wikitext2-valid.txt'} does not exist: give another model path or --calib.", code

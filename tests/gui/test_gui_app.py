@@ -102,6 +102,8 @@ def test_the_model_named_last_time_is_opened_again_at_start_where_it_is_on_this_
         window.reopen_last_model()
     assert finished.args == ["open", "failed"] and window.dialogs == []
     assert window.model_panel.message.text() and window.engine.source is None
+    # the line under the buttons names what failed (it said "Failed." under Score)
+    assert window.progress_label.text() == "Opening the model failed."
     with qtbot.waitSignal(window.errorShown, timeout=60_000):  # asked for by hand: the dialog, as before
         window.open_model(str(broken))
 

@@ -14,6 +14,7 @@ from PySide6.QtCore import QSettings, Qt
 from PySide6.QtWidgets import QApplication, QWidget
 
 from shortgpt_desktop.format import layer_list
+from shortgpt_desktop.gui import dialogs
 from shortgpt_desktop.gui.model_panel import model_key
 
 # ------------------------------------------------------------------------------------------- 1. settings
@@ -1255,8 +1256,8 @@ def test_a_recent_model_typed_into_the_box_opens_on_enter_not_when_the_focus_lea
     assert finished.args == ["open", "ok"] and model_key(opened.engine.source.spec) == str(other.resolve())
 
 
-def test_a_gguf_opened_through_a_link_is_remembered_by_the_link(qtbot, window, tiny_q4_gguf: Path,
-                                                                 tmp_path: Path) -> None:
+def test_a_gguf_opened_through_a_link_is_remembered_by_the_link(qtbot, window, tiny_q4_gguf: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """A GGUF file without the ending (Ollama's blobs, the Hub cache's), opened through a link named model.gguf as the
     app's own sentence advises, was remembered by its target: the recent entry and the next start's reopening then
     said it is "a GGUF model without the .gguf ending"."""
@@ -1284,8 +1285,13 @@ def test_a_gguf_opened_through_a_link_is_remembered_by_the_link(qtbot, window, t
     assert opened.args == ["open", "ok"] and window.model_panel.recent()[0] == str(link)
     window.save_state()
     assert window.store.last_model() == str(link)
-    window.model_panel.set_text(str(link))  # the open model named either way: no reopening, no question
-    assert window._acts_on_open_model("Save")
+    asked: list[str] = []
+    monkeypatch.setattr(dialogs, "ask_yes_no", lambda parent, title, text: asked.append(title) or False)
+    for named in (link, blob):  # the open model named either way: no reopening, no question
+        window.model_panel.set_text(str(named))
+        assert window._acts_on_open_model("Save") and asked == [], named
+    window.model_panel.set_text(str(tiny_q4_gguf))  # another model: asked
+    assert not window._acts_on_open_model("Save") and asked == [f"Save: {window.engine.source.display_name}?"]
 
 
 def test_a_home_of_no_such_user_typed_as_the_model_is_a_sentence(qtbot, opened, make_window) -> None:

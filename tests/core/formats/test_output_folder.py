@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -79,6 +81,16 @@ def _linked_into_an_earlier_output(parent: Path, name: str) -> tuple[Path, Path]
     _earlier_output(store)
     (linking / name).symlink_to(store / name)
     return store, linking
+
+
+@contextmanager
+def _finished_through_the_interrupts() -> Iterator[None]:
+    """A Ctrl-C that escapes a save a test expects to finish: a failure (let through, it stopped pytest itself,
+    "!!! KeyboardInterrupt !!!", and the rest of the file went unrun)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        pytest.fail("the Ctrl-C escaped the save, which should have finished")
 
 
 def _leftovers(parent: Path) -> list[str]:
@@ -450,7 +462,7 @@ def test_ctrl_c_while_the_old_output_is_removed_finishes_the_save(tmp_path: Path
         real_rmtree(path, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(of.shutil, "rmtree", interrupted_once)
-    with of.output_folder(out, force=True) as temp:
+    with _finished_through_the_interrupts(), of.output_folder(out, force=True) as temp:
         (temp / "model.safetensors").write_text("new")
     assert interrupted and sorted(p.name for p in out.iterdir()) == ["model.safetensors"]
     assert _leftovers(tmp_path) == []
@@ -562,6 +574,24 @@ def test_a_save_killed_between_its_two_moves_gets_the_old_output_back_before_the
     with of.output_folder(out, force=True) as temp:
         _earlier_output(temp)
     assert names[0].startswith(f".out.old-{host}-{os.getpid()}-")
+
+
+def test_a_save_killed_mid_swap_while_this_one_ran_gets_its_old_output_back_before_the_move(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another save to the same folder, killed between its two moves while this one wrote its files, left ``out``
+    missing and the earlier output only in ``.out.old-*``: this save then took the empty name, and that folder was
+    left for good. The earlier output is put back just before the move, and judged as any earlier output is."""
+    import psutil
+
+    host, dead = of._host_tag(), 999_999
+    monkeypatch.setattr(psutil, "pid_exists", lambda pid: pid != dead)
+    out = tmp_path / "out"
+    with pytest.raises(OutputError, match="is no longer empty"), of.output_folder(out, force=False) as temp:
+        (temp / "config.json").write_text("this save's")
+        hidden = tmp_path / f".out.old-{host}-{dead}-abc123" / "out"  # the other save, killed mid-swap
+        hidden.mkdir(parents=True)
+        _earlier_output(hidden)
+    assert (out / "config.json").read_text() == "an earlier output" and _leftovers(tmp_path) == []
 
 
 def test_an_output_another_save_finished_while_this_one_synced_its_files_is_not_replaced(
@@ -733,7 +763,8 @@ def test_force_never_takes_an_earlier_output_holding_a_file_or_folder_of_the_use
     assert mine in (of.not_an_earlier_output(out) or "")
 
 
-@pytest.mark.parametrize("mine", ["model-F16.gguf", "model-finetuned.safetensors"])
+@pytest.mark.parametrize("mine", ["model-F16.gguf", "model-finetuned.safetensors", "pytorch_model.bin", "ckpt.pt",
+                                  "lora.pth", "pytorch_model.bin+model-F16.gguf"])
 def test_force_never_takes_weights_this_app_did_not_write_beside_an_earlier_output(tmp_path: Path, mine: str) -> None:
     """llama.cpp's converter writes its GGUF into the folder it converts, and a user may keep other weights beside an
     earlier output: ``*.gguf`` and ``model*.safetensors`` counted as the output's own, and ``--force`` deleted them. A
@@ -744,11 +775,16 @@ def test_force_never_takes_weights_this_app_did_not_write_beside_an_earlier_outp
         (out / name).write_text(text, encoding="utf-8")
     (out / "model-00001-of-00002.safetensors").write_text("w", encoding="utf-8")  # the shards this app writes
     assert of.not_an_earlier_output(out) is None
-    if mine.endswith(".gguf"):
-        _own_gguf(out / mine, written_here=False)
-    else:
-        (out / mine).write_text("w", encoding="utf-8")
-    assert f"holds a model this app did not write ({mine})" in (of.not_an_earlier_output(out) or "")
+    names = mine.split("+")
+    for name in names:
+        if name.endswith(".gguf"):
+            _own_gguf(out / name, written_here=False)
+        else:
+            (out / name).write_text("w", encoding="utf-8")
+    what = "a model" if len(names) == 1 else "weights"  # two files are no one model
+    assert f"holds {what} this app did not write ({', '.join(sorted(names))})" in (of.not_an_earlier_output(out) or "")
+    if len(names) > 1:
+        return
     if mine.endswith(".gguf"):  # the same file as this app writes it: an earlier GGUF output
         (out / "model.safetensors").unlink()
         _own_gguf(out / mine)
@@ -894,6 +930,32 @@ def test_an_output_that_cannot_be_moved_aside_stays_and_the_finished_model_takes
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json"] and _leftovers(tmp_path) == []
 
 
+def test_a_finished_model_no_move_could_take_stays_in_its_partial_folder_and_no_later_save_removes_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where neither the output nor any ``out.finished`` name can take the finished model, it is kept where it was
+    written, and marked so: the next folder check, once this process had ended, deleted the model said kept."""
+    import psutil
+
+    out = tmp_path / "out"
+    real_replace = os.replace
+
+    def refused(src: object, dst: object) -> None:
+        if Path(src).name.startswith(".out.partial-"):
+            raise PermissionError(13, "Access is denied")
+        real_replace(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "replace", refused)
+    monkeypatch.setattr(of.time, "sleep", lambda seconds: None)
+    with pytest.raises(OutputError, match=r"it is kept complete in .*\.out\.partial-") as said, \
+            of.output_folder(out) as temp:
+        (temp / "model.safetensors").write_text("finished")
+    assert str(temp) in str(said.value) and (temp / "model.safetensors").read_text() == "finished"
+    assert (tmp_path / (temp.name + of.KEPT_MARK)).exists()
+    monkeypatch.setattr(psutil, "pid_exists", lambda pid: False)  # its process has ended
+    of.remove_abandoned(out)
+    assert (temp / "model.safetensors").read_text() == "finished"
+
+
 def test_the_output_and_a_report_are_group_writable_where_the_umask_says_so(tmp_path: Path) -> None:
     old = os.umask(0o002)
     try:
@@ -920,10 +982,13 @@ def test_a_replaced_output_keeps_the_mode_and_group_of_the_folder_it_replaces(tm
     with of.output_folder(out, force=True) as temp:
         _earlier_output(temp)
     assert stat.S_IMODE(out.stat().st_mode) == 0o2750 and (out / "config.json").is_file()
-    os.chmod(out, 0o555)  # one the owner may not write into: written all the same, the owner's write given back
-    with of.output_folder(out, force=True) as temp:
-        _earlier_output(temp)
-    assert stat.S_IMODE(out.stat().st_mode) == 0o755 and (out / "config.json").is_file()
+    if os.geteuid() == 0:
+        # One the owner may not write into, which only root may move aside (its ".." entry is written): written
+        # all the same, the owner's write given back. Anyone else is refused before the job (the read-only test).
+        os.chmod(out, 0o555)
+        with of.output_folder(out, force=True) as temp:
+            _earlier_output(temp)
+        assert stat.S_IMODE(out.stat().st_mode) == 0o755 and (out / "config.json").is_file()
     if group is None:
         pytest.skip("no second group to give the folder: its group is not checked here")
     assert out.stat().st_gid == group
@@ -1034,7 +1099,7 @@ def test_a_ctrl_c_just_after_the_new_output_moved_in_finishes_the_save(tmp_path:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(of, "_replace", interrupted_after)
-    with of.output_folder(out, force=earlier) as temp:
+    with _finished_through_the_interrupts(), of.output_folder(out, force=earlier) as temp:
         (temp / "config.json").write_text("the new model")
     assert (out / "config.json").read_text() == "the new model" and _leftovers(tmp_path) == []
 
