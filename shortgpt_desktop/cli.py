@@ -25,6 +25,7 @@ from .core import defaults
 from .core.cut.plan import parse_layer_list
 from .core.cut.selection import protected_layers
 from .core.errors import Cancelled, Hint, UserError, worded
+from .core.formats.output_folder import an_output_is_in_place, forget_outputs_in_place
 from .core.formats.provenance import in_first_original
 from .core.measure.calibration import BUILTIN_CORPUS, DEFAULT_HELDOUT_FRACTION
 from .core.measure.metrics import METRICS, score_column
@@ -690,7 +691,7 @@ class Stopped(KeyboardInterrupt):
 
 
 def _stop(signum: int, frame: Any) -> None:
-    if not _unwinding[0]:
+    if not _unwinding[0] and not an_output_is_in_place():  # the job ends in moments, its model saved: said so
         _unwinding[0] = True
         raise Stopped(signum)
 
@@ -709,7 +710,7 @@ def _interrupt(signum: int, frame: Any) -> None:
     """Ctrl-C for the ``shortgpt`` command: cancels a running job; ignored once it has ended. Python's own teardown
     after it (freeing the model and torch, about a second) turned a Ctrl-C after "saved to …" and "report written
     to …" into exit 130, which says cancelled, with every file complete."""
-    if _job_running[0] and not _unwinding[0]:
+    if _job_running[0] and not _unwinding[0] and not an_output_is_in_place():  # (a saved model is no cancel)
         _unwinding[0] = True
         raise KeyboardInterrupt
 
@@ -737,6 +738,7 @@ def entry() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     tolerant_console()
     _unwinding[0] = False  # a command run again in the same process (the tests) starts afresh
+    forget_outputs_in_place()
     parser = build_parser()
     _given[:] = list(argv if argv is not None else sys.argv[1:])
     if not _given:  # "the following arguments are required: command" named none of them

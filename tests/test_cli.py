@@ -875,6 +875,34 @@ def test_signals_that_come_while_the_first_one_unwinds_leave_one_sentence_and_it
     assert "Traceback" not in result.stderr and result.stderr.count(said) == 1, result.stderr
 
 
+def test_signals_once_the_model_is_in_place_leave_it_saved_and_its_report_written(
+        tiny_model: Path, small_calib: Path, tmp_path: Path) -> None:
+    """A Ctrl-C just after the finished model was moved into place (its folder synced, the summary or the report being
+    written) said "cancelled; nothing was written" and exited 130, with the new model in place (an earlier output
+    replaced) and no report: a walkthrough, 5 times in about 80 tries. The job is done there: it ends as saved."""
+    out, report = tmp_path / "out", tmp_path / "prune.json"
+    driver = ("import os, signal, sys\n"
+              "import shortgpt_desktop.core.formats.output_folder as of\n"
+              "from shortgpt_desktop.cli import entry\n"
+              "sync = of._sync_folder\n"
+              "def interrupted(folder):\n"  # each sync once the model is in: its folder's, then the report's
+              "    if of.an_output_is_in_place():\n"
+              "        os.kill(os.getpid(), signal.SIGINT)\n"
+              "        os.kill(os.getpid(), signal.SIGTERM)\n"
+              "    sync(folder)\n"
+              "of._sync_folder = interrupted\n"
+              "sys.argv = ['shortgpt', *sys.argv[1:]]\n"
+              "entry()\n")
+    result = subprocess.run([sys.executable, "-c", driver, "prune", str(tiny_model), "--calib", str(small_calib),
+                             "--samples", "2", "--seq-len", "16", "--remove", "2", "--repair", "none", "--no-eval",
+                             "--out", str(out), "--json", str(report)],
+                            capture_output=True, text=True, timeout=120, env=dict(os.environ, HF_HUB_OFFLINE="1"),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert result.returncode == 0, result.stderr
+    assert "saved to" in result.stdout and "cancelled" not in result.stderr and "stopped" not in result.stderr
+    assert (out / "config.json").is_file() and json.loads(report.read_text())["output"] == str(out)
+
+
 def test_a_ctrl_c_once_the_job_has_ended_leaves_its_exit_code(tiny_model: Path, small_calib: Path,
                                                              tmp_path: Path) -> None:
     """Python's teardown after a job (freeing the model and torch, about a second) is not the job: a Ctrl-C there

@@ -611,20 +611,28 @@ def _move_into_place(temp: Path, out: Path, replacing: bool = True) -> None:
             out.rmdir()  # empty, as checked; a folder filled since is not removed (OSError: the move is refused)
         try:
             _replace(temp, out)  # onto a folder made since: refused where it holds anything (and anywhere on Windows)
+            _moved_in[0] = True
         except KeyboardInterrupt:
             if os.path.lexists(temp):
                 raise
             # moved in before the Ctrl-C came: the save is done (it said "cancelled; nothing was written")
+            _moved_in[0] = True
         return
     if out.exists():
         aside = Path(tempfile.mkdtemp(prefix=_aside_prefix(out), dir=out.parent))
         try:
             _replace(out, aside / out.name)
         except BaseException:
-            aside.rmdir()
+            # a Ctrl-C that came once the old output was aside: put back (rmdir then failed on it, and its "directory
+            # not empty" was said as a move refused by "another program", the old output left hidden)
+            with suppress(OSError):
+                if os.path.lexists(aside / out.name) and not os.path.lexists(out):
+                    os.replace(aside / out.name, out)
+                aside.rmdir()  # where the put-back failed, the next save's folder check puts it back
             raise
         try:
             _replace(temp, out)
+            _moved_in[0] = True
         except BaseException as exc:
             # a Ctrl-C that came once the new output was in: the save is done, and only the old one's removal is
             # left (the rollback failed on the new output, and the finished model was said kept where it was not)
@@ -632,6 +640,7 @@ def _move_into_place(temp: Path, out: Path, replacing: bool = True) -> None:
                 _replace(aside / out.name, out)  # if this fails too, the old output stays in ``aside``
                 aside.rmdir()
                 raise
+            _moved_in[0] = True
         # renamed first: a save killed while removing it leaves a ".done-" folder, which the next save removes; an
         # ".old-" one it finds holds the only copy of an earlier output
         done = aside.with_name(f".{out.name}.done-" + aside.name[len(f".{out.name}.old-"):])  # (a name may hold .old-)
@@ -640,7 +649,30 @@ def _move_into_place(temp: Path, out: Path, replacing: bool = True) -> None:
             aside = done
         _remove_through_interrupts(aside)
     else:
-        _replace(temp, out)
+        try:
+            _replace(temp, out)
+            _moved_in[0] = True
+        except KeyboardInterrupt:
+            if os.path.lexists(temp):
+                raise
+            _moved_in[0] = True
+
+
+#: Whether a finished output has been moved into place in this process since :func:`forget_outputs_in_place`.
+_moved_in = [False]
+
+
+def an_output_is_in_place() -> bool:
+    """Whether this process has moved a finished output into place (since :func:`forget_outputs_in_place`). The
+    command line's Ctrl-C stops cancelling there: a Ctrl-C while the folder above was synced, or the summary or the
+    report was written, said "cancelled; nothing was written" with the new model in place (an earlier one replaced)
+    and no report. Set inside the move itself, so that no moment is left between the two."""
+    return _moved_in[0]
+
+
+def forget_outputs_in_place() -> None:
+    """Start a job afresh for :func:`an_output_is_in_place`."""
+    _moved_in[0] = False
 
 
 def _remove_through_interrupts(folder: Path) -> None:

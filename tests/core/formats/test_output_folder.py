@@ -1101,9 +1101,34 @@ def test_a_ctrl_c_just_after_the_new_output_moved_in_finishes_the_save(tmp_path:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(of, "_replace", interrupted_after)
+    of.forget_outputs_in_place()
     with _finished_through_the_interrupts(), of.output_folder(out, force=earlier) as temp:
         (temp / "config.json").write_text("the new model")
     assert (out / "config.json").read_text() == "the new model" and _leftovers(tmp_path) == []
+    assert of.an_output_is_in_place()  # the command line's Ctrl-C no longer cancels
+
+
+def test_a_ctrl_c_just_after_the_earlier_output_moved_aside_puts_it_back_and_cancels(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ctrl-C that came once the earlier output was moved aside, before that move returned: removing the folder it
+    was moved into failed on it, that "directory not empty" was said as a move refused by "another program", and the
+    earlier output stayed hidden beside the output until a later save (a walkthrough, 1 in about 80 tries)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    _earlier_output(out)
+    replace = of._replace
+
+    def interrupted_after(src: Path, dst: Path) -> None:
+        replace(src, dst)
+        if Path(src) == out:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(of, "_replace", interrupted_after)
+    of.forget_outputs_in_place()  # (the saves of the tests before)
+    with pytest.raises(KeyboardInterrupt), of.output_folder(out, force=True) as temp:
+        (temp / "config.json").write_text("the new model")
+    assert (out / "config.json").read_text() == "an earlier output" and _leftovers(tmp_path) == []
+    assert not of.an_output_is_in_place()
 
 
 def test_a_readme_that_cannot_be_read_is_not_taken_for_this_apps_card(tmp_path: Path,
