@@ -51,6 +51,8 @@ def _checked_request(spec: JobSpec) -> None:
         raise PlanError("Say how much to remove: a ratio, a number of layers, or a list of layers.")
     if spec.ratio is not None and not 0 < spec.ratio < 1:
         percent = f"; for {spec.ratio:g}% write {spec.ratio / 100:g}" if 1 < spec.ratio < 100 else ""
+        if percent and spec.ratio == int(spec.ratio):  # "--ratio 2" may mean two layers as well
+            percent += f", for {int(spec.ratio)} layers --layers {int(spec.ratio)}"
         raise PlanError(f"The ratio must be above 0 and below 1 (got {spec.ratio:g}){percent}.")
     if spec.count is not None and spec.count < 1:
         raise PlanError(f"The number of layers to remove must be at least 1 (got {spec.count}).")

@@ -663,8 +663,8 @@ def test_bad_inputs_are_one_line_and_write_nothing(
         "No usable calibration text": ["prune", m, "--ratio", "0.2", *base[:1], str(binary), *base[2:]],
         "No usable calibration text ": ["prune", m, "--ratio", "0.2", *base[:1], str(empty), *base[2:]],
         "above 0": ["prune", m, "--ratio", "0", *base],
-        "below 1": ["prune", m, "--ratio", "1.5", *base],
-        "below 1 (got 25); for 25% write 0.25.": ["prune", m, "--ratio", "25", *base],
+        "below 1 (got 1.5); for 1.5% write 0.015.": ["prune", m, "--ratio", "1.5", *base],
+        "below 1 (got 25); for 25% write 0.25, for 25 layers --layers 25.": ["prune", m, "--ratio", "25", *base],
         "leaves none": ["prune", m, "--layers", "6", *base],
         "The model has only 6 layers; remove at most 5.": ["prune", m, "--layers", "7", *base],  # "7 of 6" read as 7
         "out of range": ["prune", m, "--remove", "1,6", *base],
@@ -1290,7 +1290,7 @@ def test_a_mistyped_option_is_named_and_a_list_of_layers_split_in_two_is_hinted(
         "one of the arguments --ratio --layers --remove is required (--against is an option of eval, not of prune)")
     # Abbreviations argparse takes stay as they were.
     assert bad(capsys, "prune", "m", "--rat", "2", "--out", "o").endswith(
-        "The ratio must be above 0 and below 1 (got 2); for 2% write 0.02.")
+        "The ratio must be above 0 and below 1 (got 2); for 2% write 0.02, for 2 layers --layers 2.")
 
 
 @pytest.mark.skipif(not Path("/dev/null").exists(), reason="no /dev/null here")
