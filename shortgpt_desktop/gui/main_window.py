@@ -533,6 +533,9 @@ class MainWindow(QMainWindow):
         # The check generates from the prompt it started with: an edit meanwhile showed that continuation under
         # another prompt. Read-only, not disabled, so that Esc there still cancels.
         self.compare_panel.prompt.setReadOnly(busy)
+        # before the focus comes back: Check and Save were still off then, and their focus went nowhere (or to the
+        # prompt) after a check or a save started from the keyboard (a window walkthrough)
+        self._update_buttons()
         scroll.setValue(position)
         if not busy and self._focus_before_job is not None:
             widget, self._focus_before_job = self._focus_before_job, None
@@ -544,15 +547,8 @@ class MainWindow(QMainWindow):
                 self.left_scroll.ensureWidgetVisible(widget, 0, 0)
         self.chart.clickable = not busy and self.engine.sizes is not None
         self.progress.setVisible(busy)
-        self._update_buttons()
         if busy:  # where Qt passed the focus once the control that had it was disabled
-            landed = QApplication.focusWidget()
-            if landed is self.compare_panel.prompt and self._focus_before_job is not landed:
-                # the read-only prompt, its text selected: keys went nowhere visible while the job ran (Esc and the
-                # window's shortcuts work without a focused control)
-                landed.clearFocus()
-                landed = None
-            self._focus_landed = landed
+            self._focus_landed = self._unless_in_prompt(QApplication.focusWidget())
 
     def _update_buttons(self) -> None:
         busy = self.busy
@@ -699,9 +695,27 @@ class MainWindow(QMainWindow):
             self._after_open = None  # Score pressed before the model was opened: not started after a Cancel
             self.jobs.cancel()
             self._cancel_asked = True  # a job that ends anyway says so (a Cancel near the end went unsaid)
-            self.cancel_button.setEnabled(False)  # asked: a second click did nothing more
+            self._disable_cancel_button()  # asked: a second click did nothing more
             self.progress_label.setText(self.job_progress.cancelling())
             log.info("cancel requested for %s", self.jobs.current)
+
+    def _disable_cancel_button(self) -> None:
+        """Cancel off, its focus (it was clicked, or pressed from the keyboard) passed on as at a job's start: not left
+        in the read-only prompt, its text selected, where the next key typed replaced the prompt once the job ended;
+        the control the job was started from gets it back then (a window walkthrough)."""
+        had_focus = self.cancel_button.hasFocus()
+        self.cancel_button.setEnabled(False)
+        if had_focus:
+            self._focus_landed = self._unless_in_prompt(QApplication.focusWidget())
+
+    def _unless_in_prompt(self, landed: QWidget | None) -> QWidget | None:
+        """Where Qt passed the focus from a control that was disabled: not the read-only prompt, its text selected
+        (keys went nowhere visible while the job ran; Esc and the window's shortcuts work without a focused
+        control)."""
+        if landed is self.compare_panel.prompt and self._focus_before_job is not landed:
+            landed.clearFocus()
+            return None
+        return landed
 
     # ---------------------------------------------------------------------------------------------- probe
 
@@ -1741,21 +1755,34 @@ class MainWindow(QMainWindow):
         """The window with its frame inside the screen's room: sized to the room, the title bar pushed the bottom
         (the status bar's device, memory and messages) off a 1366 × 768 screen at 150 % (a window walkthrough)."""
         screen = self.screen()
-        if screen is None or self.isMaximized() or self.isFullScreen() or not self.isVisible():
+        if screen is None or self.isFullScreen() or not self.isVisible():
+            return
+        room, frame, client = screen.availableGeometry(), self.frameGeometry(), self.geometry()
+        if self.isMaximized():
+            # restored maximized (closed so): held at its minimum height, the frame's title bar pushed the status bar
+            # below a 1024 × 600 screen, and made normal it still could not fit (a window walkthrough)
+            if self._fit_minimum_to_frame(room, frame, client):
+                self.setWindowState(self.windowState() & ~Qt.WindowState.WindowMaximized)
+                self.setWindowState(self.windowState() | Qt.WindowState.WindowMaximized)
             return
         if self._size_shown is not None and self._size_shown != self.size():
             return  # resized since it was shown, by the user or a script: their size stands
-        room, frame, client = screen.availableGeometry(), self.frameGeometry(), self.geometry()
         desktop = screen.availableVirtualGeometry()
         if frame_on_screen(room, frame, client, QSize(0, 0), desktop) is None:
             return
-        # the minimum, fitted to the room before the frame was known (_fit_to_screen), leaves the frame room too
-        self.setMinimumSize(min(self.minimumWidth(), room.width() - (frame.width() - client.width())),
-                            min(self.minimumHeight(), room.height() - (frame.height() - client.height())))
+        self._fit_minimum_to_frame(room, frame, client)
         placed = frame_on_screen(room, frame, client, self.minimumSize(), desktop)
         if placed is not None:
             self.setGeometry(placed)
             self._size_shown = placed.size()
+
+    def _fit_minimum_to_frame(self, room: QRect, frame: QRect, client: QRect) -> bool:
+        """The minimum, fitted to the room before the frame was known (:meth:`_fit_to_screen`), leaves the frame room
+        too; whether it was lowered."""
+        before = self.minimumSize()
+        self.setMinimumSize(min(self.minimumWidth(), room.width() - (frame.width() - client.width())),
+                            min(self.minimumHeight(), room.height() - (frame.height() - client.height())))
+        return self.minimumSize() != before
 
     def resizeEvent(self, event: QResizeEvent) -> None:
         """A window made smaller after a check gives the check's figures their height again, as the check did: at
@@ -1796,7 +1823,7 @@ class MainWindow(QMainWindow):
                 self.progress_label.setText(
                     "Stopping before closing: a model that is loading cannot be interrupted, so the window closes "
                     "once it has loaded…" if self._stage == "load" else "Stopping before closing…")
-                self.cancel_button.setEnabled(False)  # the stop is asked already
+                self._disable_cancel_button()  # the stop is asked already
                 log.info("closing: waiting for running jobs to stop")
                 self.jobs.finished.connect(self._close_when_idle)
                 self.background.finished.connect(self._close_when_idle)

@@ -142,6 +142,27 @@ def test_the_window_and_its_frame_are_kept_inside_the_screen(qtbot, window, monk
     assert asked and asked[0][1] == window.frameGeometry() and asked[0][2] == window.geometry()
 
 
+def test_a_window_restored_maximized_leaves_its_title_bar_room(qtbot, window, monkeypatch) -> None:
+    """Closed maximized on a 1024 × 600 screen, the next start was held at its 600-pixel minimum under a 19-pixel
+    title bar: the status bar below the screen, and made normal it still could not fit (a window walkthrough;
+    openbox under Xvfb then measured 1024 × 581 at y = 19 with this)."""
+    from PySide6.QtCore import QRect
+
+    room = window.screen().availableGeometry()
+    client = QRect(room.x(), room.y() + 19, room.width(), window.minimumHeight())
+    states: list[bool] = []
+    monkeypatch.setattr(window, "isMaximized", lambda: True)
+    monkeypatch.setattr(window, "frameGeometry", lambda: client.adjusted(0, -19, 0, 0))
+    monkeypatch.setattr(window, "geometry", lambda: client)
+    monkeypatch.setattr(window, "setWindowState", lambda state: states.append(
+        bool(state & Qt.WindowState.WindowMaximized)))
+    window.setMinimumSize(860, room.height())
+    window._keep_frame_on_screen()
+    assert window.minimumHeight() == room.height() - 19 and states == [False, True]  # maximized again, to fit
+    window._keep_frame_on_screen()  # fitted: asked once
+    assert states == [False, True]
+
+
 def test_every_setting_is_reachable_at_1024_by_600_with_a_long_error(qtbot, window) -> None:
     window.resize(1024, 600)
     qtbot.waitUntil(lambda: window.size().width() == 1024 and window.size().height() == 600, timeout=3000)
@@ -317,6 +338,30 @@ def test_every_button_takes_enter_and_the_focus_comes_back_to_the_control_a_job_
         window.log_panel.findChild(QPushButton).setFocus()  # moved by hand while the curve runs: it stays there
     assert curve.args == ["curve", "ok"]
     assert QApplication.focusWidget() is window.log_panel.findChild(QPushButton)
+
+
+def test_check_started_or_cancelled_from_the_keyboard_gives_the_focus_back_to_its_button(qtbot, opened) -> None:
+    """Check pressed with Enter ended with the focus nowhere (the next Tab went to the Model box, scrolled out of
+    view), as Check was still off when the focus came back; Cancel pressed during it left the focus in the prompt,
+    its text selected, where the next key typed replaced the prompt (a window walkthrough)."""
+    from PySide6.QtWidgets import QApplication
+
+    window = opened
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.start_scoring()
+    check = window.check_button
+    for cancelled in (False, True):
+        check.setFocus()
+        qtbot.waitUntil(lambda: QApplication.focusWidget() is check, timeout=3000)
+        with qtbot.waitSignal(window.jobFinished, timeout=60_000) as ended:
+            qtbot.keyClick(check, Qt.Key.Key_Return)
+            assert window.busy
+            if cancelled:
+                window.cancel_button.setFocus()
+                qtbot.keyClick(window.cancel_button, Qt.Key.Key_Space)
+                assert QApplication.focusWidget() is not window.compare_panel.prompt
+        assert ended.args[0] == "check", ended.args
+        assert QApplication.focusWidget() is check, (cancelled, QApplication.focusWidget())
 
 
 def test_each_job_and_text_to_open_has_a_shortcut_and_no_two_share_one(window) -> None:
