@@ -115,6 +115,9 @@ class Checked:
     #: The warning where the healing measured did not lower its loss (:func:`.cut.healing.healing_did_not_help`),
     #: else "": the window said it in the Log and for 20 s in the status bar, not beside the figures.
     healing_note: str = ""
+    #: Whether the adjustment asked for changed any weight: a repair of a cut at the first layer fits nothing (no kept
+    #: layer before it), and the check said "removed layer 0, repaired." where the card said it was not.
+    fitted: bool = True
 
     @property
     def streamed_note(self) -> str | None:
@@ -133,6 +136,8 @@ class Checked:
         if self.key is None:
             return ""
         cut = self.key[0]
+        if not self.fitted:
+            return "not repaired (nothing could be fitted for this cut)" if cut.repair != "none" else ""
         done = {"linear": ["repaired"], "refit": ["repaired", "MLP refitted"]}.get(cut.repair, [])
         if cut.heal_steps > 0:
             done.append(f"healed ({counted(cut.heal_steps, 'LoRA step')})")
@@ -1489,7 +1494,8 @@ class Engine:
                                gen_before, gen_after, time.perf_counter() - started, chat, fidelity, quiz,
                                self._checked_key(spec, removed), streamed,
                                pipeline.fewer_windows(spec, tokens) is not None,
-                               healing_did_not_help(adjusted.heal.losses) if adjusted.heal is not None else "")
+                               healing_did_not_help(adjusted.heal.losses) if adjusted.heal is not None else "",
+                               fitted=bool(weights))
         return self.checked
 
     def checked_for(self, spec: JobSpec, removed: Sequence[int]) -> Checked | None:

@@ -337,7 +337,9 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.memory_label)
         # a long line is cut by the labels at the right ("…the text listed here. The file's plan"): the whole of it
         # while it shows, where the pointer rests (it is in the Log too)
-        self.statusBar().messageChanged.connect(self.statusBar().setToolTip)
+        # (through a slot of Python's: connected to the bar's own, PySide printed "Cannot add dynamic method
+        # setToolTip(QString)" at every start)
+        self.statusBar().messageChanged.connect(lambda text: self.statusBar().setToolTip(text))
         # Enter presses the focused button, as Space does: it did nothing outside a dialog, where a button is not
         # auto-default (on 7 of 11 buttons after the four job buttons were set so: Open, Add files…, Quality curve…)
         for button in self.findChildren(QPushButton):
@@ -1654,8 +1656,8 @@ class MainWindow(QMainWindow):
         self.compare_panel.show_checked(checked)
         self.tabs.setCurrentWidget(self.compare_panel)
         self._make_room_for_check()
-        log.info("perplexity %.3f → %.3f (× %.2f) with layers %s removed", checked.ppl_before,
-                 checked.ppl_after, checked.ratio, layer_list(checked.removed))
+        log.info("perplexity %.3f → %.3f (× %.2f) with %s %s removed", checked.ppl_before, checked.ppl_after,
+                 checked.ratio, "layer" if len(checked.removed) == 1 else "layers", layer_list(checked.removed))
 
     # ---------------------------------------------------------------------------------------------- curve
 

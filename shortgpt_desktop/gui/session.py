@@ -310,13 +310,16 @@ class JobProgress:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self.stages = StageClock()
-        #: When the job began and the seconds it was said to take in all (:meth:`announced`), else None.
+        #: When the job began and the seconds it was said to take in all (:meth:`announced`; raised where a step's own
+        #: pace says more), else None.
         self.whole: tuple[float, float] | None = None
+        #: The seconds said as the job started, as said (:meth:`took` sets the time it took against them), else None.
+        self.said: float | None = None
 
     def started(self, job: str) -> str:
         """The line while a job starts, before its first progress."""
         self.stages.reset()
-        self.whole = None
+        self.whole = self.said = None
         return job_title(job) + "…"
 
     def update(self, stage: str, done: int, total: int, partial: Any = None, *, streamed: bool = False,
@@ -357,13 +360,15 @@ class JobProgress:
     def took(self, job: str, seconds: float) -> str:
         """The Log's line for a job that ended well: its time, and the time said before it where one was (a Check of
         4 min 23 s said nothing of its time, where a scoring says "Scored 18 layers in 21.3 s")."""
-        said = f", {human_seconds(self.whole[1])} said before it" if self.whole else ""
+        # what was said as it started: the figure raised on the way ("about 38.5 s", then "took 33.1 s, 1 min 42 s
+        # said before it" in the Log; a walkthrough)
+        said = f", {human_seconds(self.said)} said before it" if self.said else ""
         return f"{job_title(job)} took {human_seconds(seconds)}{said}."
 
     def finished(self, outcome: str, job: str = "") -> str:
         """The line once a job has stopped (``ok``: nothing; the result speaks for itself), naming the job: "Failed."
         under the Score button after a model failed to open read as a failed scoring, beside the model still open."""
-        self.whole = None
+        self.whole = self.said = None
         said = {"cancelled": "cancelled.", "failed": "failed."}.get(outcome, "")
         return f"{job_title(job)} {said}" if said and job else said.capitalize()
 
@@ -382,6 +387,7 @@ class JobProgress:
         """Say the whole job's ``seconds`` beside each step's progress from now on (:meth:`update`; None: nothing):
         the first step's line replaced the whole job's time at once, and only the tooltip kept it."""
         self.whole = (self.clock(), float(seconds)) if seconds else None
+        self.said = float(seconds) if seconds else None
 
 
 def job_title(job: str) -> str:

@@ -1540,3 +1540,17 @@ def test_a_cancel_while_a_gguf_loads_stops_the_load_and_the_next_job_loads_it(
     assert len(dequantized) == 2 and engine.backend is None
     assert engine.load(spec).model is not None
     assert len(dequantized) > 4
+
+
+def test_a_check_says_repaired_only_where_the_repair_fitted_something(tiny_model: Path, small_calib: Path) -> None:
+    """A cut at the first layer has no kept layer before it to fit: the check said "removed layer 0, repaired." where
+    the card said it was not repaired (a window walkthrough)."""
+    spec = small_job(tiny_model, small_calib, metric="bi", repair="linear")
+    engine = Engine()
+    engine.score(spec)
+    first = engine.check(spec, [0])
+    assert not first.fitted and first.adjusted_as == "not repaired (nothing could be fitted for this cut)"
+    inner = engine.check(spec, [2])
+    assert inner.fitted and inner.adjusted_as == "repaired"
+    plain = engine.check(dataclasses.replace(spec, repair="none"), [0])
+    assert plain.adjusted_as == ""

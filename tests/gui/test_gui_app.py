@@ -342,6 +342,8 @@ def test_screenshot_mode(tmp_path: Path, gui_model: Path, calib_text: Path) -> N
     # Progress on stderr while it works, each counter in its unit and finishing at its total.
     assert "job: open" in result.stderr and "job: score" in result.stderr
     assert "scoring: [" in result.stderr and "8/8 samples" in result.stderr
+    # nothing of Qt's own at each start ("libpyside: addMetaMethod: Cannot add dynamic method", a walkthrough)
+    assert "libpyside" not in result.stderr and "Qt" not in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize("args", [["--screenshot", "x.png"], ["/no/such/model", "--screenshot", "x.png"]])

@@ -183,10 +183,20 @@ def test_a_job_that_ended_says_its_time_and_the_time_said_before_it() -> None:
     set against the 3 min 14 s said before it, the estimate can be judged."""
     from shortgpt_desktop.gui.session import JobProgress
 
-    words = JobProgress(Clock())
+    clock = Clock()
+    words = JobProgress(clock)
     assert words.took("save", 21.0) == "Saving took 21.0 s."
     words.keep_whole(194.0)
     assert words.took("check", 263.0) == "Checking perplexity took 4 min 23 s, 3 min 14 s said before it."
+    # the whole raised on the way (a step's pace said more) is not what was said before it: "about 38.5 s" was said,
+    # and the Log set the 33.1 s it took against "1 min 42 s" (a walkthrough)
+    words.started("check")
+    words.keep_whole(38.5)
+    words.update("perplexity", 0, 10)
+    clock.now = 10.0
+    words.update("perplexity", 1, 10)
+    assert words.whole is not None and words.whole[1] > 38.5  # raised: 90 s left at the step's pace
+    assert words.took("check", 33.1) == "Checking perplexity took 33.1 s, 38.5 s said before it."
 
 
 def test_a_stage_another_one_interrupted_keeps_its_own_pace() -> None:
