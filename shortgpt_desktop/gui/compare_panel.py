@@ -134,11 +134,11 @@ class ComparePanel(QWidget):
         """Whether the panel shows ``checked``'s figures now (not a message in their place)."""
         return self._showing is checked
 
-    def mark_stale(self) -> None:
-        """The plan or its recipe changed since the last check: say so instead of showing numbers for another."""
+    def mark_stale(self, why: str = "The plan or its settings changed since the last check") -> None:
+        """The plan or its recipe changed since the last check (or ``why`` its figures are not shown now): say so
+        instead of showing numbers for another."""
         if self.before.toPlainText() or "pruned <b>" in self.result.text():
-            self.show_message("The plan or its settings changed since the last check; press <b>Check "
-                              "perplexity</b> again.")
+            self.show_message(f"{why}; press <b>Check perplexity</b> again.")
 
     def prompt_text(self) -> str:
         return self.prompt.text()

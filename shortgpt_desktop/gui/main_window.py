@@ -944,7 +944,9 @@ class MainWindow(QMainWindow):
         self.chart.set_metric(metric.live_label or metric.label, metric.refines and not metric.live_label)
         if metric.needs_text:
             self.chart.set_scores([None] * n, removed=[])
-        self.compare_panel.mark_stale()
+        # the check goes with the scores it was made for (asked above): it said "the plan or its settings changed since
+        # the last check" where neither had (a walkthrough)
+        self.compare_panel.mark_stale("The layers were scored again since the last check")
         self.jobs.start(
             "score", self.session.score_job(spec),
             on_success=self._on_scored, on_failure=self._on_score_failed, on_cancel=self._on_score_cancelled,

@@ -718,6 +718,9 @@ def test_scoring_again_asks_before_dropping_a_check_and_closing_no_longer_lists_
     assert ended.args == ["score", "ok"] and started == ["score"] and window.engine.scores is not scores
     assert len(asked) == 2
     assert set(window.unkept) == {"score"} and window.unkept["score"] < 1e6  # the check went with its scores
+    # and says why: "The plan or its settings changed" was said where neither had
+    assert window.compare_panel.result.text() == ("The layers were scored again since the last check; press <b>Check "
+                                                  "perplexity</b> again.")
     window.unkept["score"] = 0.0  # the new scores took no time worth asking about (a minute, in the window)
     monkeypatch.setattr(main_window, "ASK_BEFORE_DROPPING_SECONDS", 60.0)
     window.start_scoring()  # with nothing worth a question to lose, nothing is asked
