@@ -1123,9 +1123,10 @@ class MainWindow(QMainWindow):
         self._show_given_plan(sorted(removed), BY_HAND)
         end = {0: "first", self.engine.n_layers - 1: "last"}.get(index)
         if end and index in removed:  # said before the check's gibberish (121.7 -> 279,892.6 with both ends removed)
-            self.statusBar().showMessage(
-                f"Layer {index} is the {end} layer: removing it usually breaks the model (the paper found that "
-                "removing the first or the last layers destroys it).", 12000)
+            said = (f"Layer {index} is the {end} layer: removing it usually breaks the model (the paper found that "
+                    "removing the first or the last layers destroys it).")
+            self.statusBar().showMessage(said, 12000)
+            log.warning(said)  # cut at 1024 pixels by the device and memory labels, and gone after 12 s
 
     def _show_given_plan(self, removed: list[int], by: str, listed_in: str = "") -> None:
         """A plan no count of the scores chose: ``removed`` as given ``by`` (:data:`BY_HAND`, or :data:`FROM_FILE`:

@@ -295,6 +295,11 @@ def test_the_plan_panel_says_how_the_plan_was_made_and_what_it_weighs(qtbot) -> 
     assert "more than half" not in panel.count_label.text()  # half is not more
     panel.show_plan(_plan(n_layers=6, removed=[1, 2, 3, 4]))  # the command line says it before the job; so here
     assert "<b>more than half</b>: a model rarely still answers" in panel.count_label.text()
+    assert "removed</b>" not in panel.count_label.text()
+    panel.show_plan(_plan(n_layers=6, removed=[0, 2]))  # plain BI's own plan did so without a word
+    assert panel.count_label.text().endswith(" · <b>the first layer removed</b>: that usually breaks a model")
+    panel.show_plan(_plan(n_layers=6, removed=[0, 5]))
+    assert "<b>the first and last layers removed</b>" in panel.count_label.text()
     panel.show_plan(_plan(removed=[]))
     assert panel.layers_label.text() == "none"
     panel.show_plan(_plan(reencoded_at_most=True, bytes_reencoded=100))
