@@ -64,6 +64,9 @@ class OutputFolderDialog(QFileDialog):
         self.setFileMode(QFileDialog.FileMode.AnyFile)
         self.setOption(QFileDialog.Option.ShowDirsOnly)
         self.setOption(QFileDialog.Option.DontUseNativeDialog)
+        # a file's name typed: Qt asked "short.txt already exists. Do you want to replace it?", and after Yes the save
+        # said it "exists and is a file; choose a folder" (a walkthrough); the save's own sentence alone
+        self.setOption(QFileDialog.Option.DontConfirmOverwrite)
         name_edit = self.findChild(QLineEdit, "fileNameEdit")
         if name_edit is not None:  # after Qt's own slot, which relabels the button Open on a folder
             name_edit.textChanged.connect(self._keep_save_label)

@@ -142,3 +142,28 @@ def test_ask_output_folder_returns_the_existing_folder_picked(qtbot, tmp_path: P
 
     QTimer.singleShot(0, lambda: _open_dialog().reject())
     assert dialogs.ask_output_folder(None, str(tmp_path / "new-name")) is None
+
+
+def test_a_files_name_typed_in_the_folder_dialog_gets_no_question_of_qts(qtbot, tmp_path: Path) -> None:
+    """Qt asked "short.txt already exists. Do you want to replace it?", and after Yes the save said the path "exists
+    and is a file; choose a folder" (a walkthrough): the save's own sentence alone."""
+    from PySide6.QtWidgets import QApplication, QMessageBox
+
+    (tmp_path / "short.txt").write_text("mine", encoding="utf-8")
+    asked: list[str] = []
+
+    def answer_questions() -> None:
+        for widget in QApplication.allWidgets():  # Qt's question is the file dialog's child
+            if isinstance(widget, QMessageBox) and widget.isVisible():
+                asked.append(widget.text())
+                widget.button(QMessageBox.StandardButton.Yes).click()
+
+    def type_the_file_and_save() -> None:
+        dialog = _open_dialog()
+        dialog.selectFile("short.txt")
+        QTimer.singleShot(300, answer_questions)
+        dialog.accept()
+
+    QTimer.singleShot(0, type_the_file_and_save)
+    assert dialogs.ask_output_folder(None, str(tmp_path / "new-name")) == str(tmp_path / "short.txt")
+    assert asked == [] and (tmp_path / "short.txt").read_text(encoding="utf-8") == "mine"
