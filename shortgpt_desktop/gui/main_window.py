@@ -1752,9 +1752,27 @@ class MainWindow(QMainWindow):
         if not self._frame_fitted:
             self._frame_fitted = True
             self._size_shown = self.size()
+            # the first control a user needs, not the settings' Basic/Advanced tab bar (a walkthrough)
+            self.model_panel.field.setFocus(Qt.FocusReason.OtherFocusReason)
+            # a control reached by Tab from the other pane stayed out of view, its pane scrolled elsewhere
+            app = QApplication.instance()
+            if isinstance(app, QApplication):
+                app.focusChanged.connect(self._show_focused)
             # the window manager adds its frame once the window is mapped; twice, as some add it late
             for delay in (0, 400):
                 QTimer.singleShot(delay, self._keep_frame_on_screen)
+
+    def _show_focused(self, old: QWidget | None, now: QWidget | None) -> None:
+        """Scroll the pane that holds the control that has just got the focus to it (Tab from one pane into the other
+        landed on the Model box with the left pane scrolled down: the focus was out of view)."""
+        if now is None or not self.isAncestorOf(now):
+            return
+        for scroll in (self.left_scroll, self.top_scroll):
+            if scroll.widget() is not None and scroll.widget().isAncestorOf(now) and now.height() < scroll.height():
+                # by its whole rectangle (ensureWidgetVisible takes a text box's cursor for it: its top edge stayed cut)
+                top = now.mapTo(scroll.widget(), QPoint(0, 0))
+                half_w, half_h = now.width() // 2, now.height() // 2
+                scroll.ensureVisible(top.x() + half_w, top.y() + half_h, half_w, half_h)
 
     def _keep_frame_on_screen(self) -> None:
         """The window with its frame inside the screen's room: sized to the room, the title bar pushed the bottom

@@ -364,6 +364,25 @@ def test_check_started_or_cancelled_from_the_keyboard_gives_the_focus_back_to_it
         assert QApplication.focusWidget() is check, (cancelled, QApplication.focusWidget())
 
 
+def test_the_model_box_has_the_focus_at_start_and_a_focused_control_is_scrolled_into_view(qtbot, window) -> None:
+    """At start the focus was on the settings' Basic/Advanced tab bar; Tab from the right pane into the Model box left
+    the left pane scrolled down, the focused box out of view (a walkthrough at 1024 × 600)."""
+    from PySide6.QtWidgets import QApplication
+
+    field = window.model_panel.field
+    qtbot.waitUntil(lambda: QApplication.focusWidget() is field, timeout=3000)
+    window.resize(1024, 600)
+    qtbot.waitUntil(lambda: window.height() == 600, timeout=3000)
+    bar = window.left_scroll.verticalScrollBar()
+    assert bar.maximum() > 0
+    window.plan_panel.slider.setFocus()
+    bar.setValue(bar.maximum())
+    field.setFocus(Qt.FocusReason.TabFocusReason)
+    qtbot.waitUntil(lambda: QApplication.focusWidget() is field, timeout=3000)
+    top = field.mapTo(window.left_scroll.widget(), field.rect().topLeft()).y()
+    assert bar.value() <= top, (bar.value(), top)
+
+
 def test_each_job_and_text_to_open_has_a_shortcut_and_no_two_share_one(window) -> None:
     """Open .gguf file…, the calibration text and the quality curve were reached only through many Tabs or the
     menu, and Quit had no key where the platform binds none (Windows, the offscreen platform)."""
