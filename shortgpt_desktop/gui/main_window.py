@@ -844,6 +844,18 @@ class MainWindow(QMainWindow):
         self.chart.clear(message)
         self.compare_panel.clear()
         self.progress_label.setText("")
+        self._chart_back_in_view()
+
+    def _chart_back_in_view(self) -> None:
+        """The chart in view again once the check it made room for is gone (a new model, or the layers scored again):
+        at 1024 × 600 only the bars' bottom edge showed, the pane scrolled to the check's Quality curve button and the
+        check's room kept (a walkthrough). The split the user had before the check comes back."""
+        given, self._right_sizes_given = self._right_sizes_given, None
+        sizes = self.right_splitter.sizes()
+        if given is not None and len(given) == len(sizes) == 2 and sum(given) and sum(sizes):
+            bottom = round(sum(sizes) * given[1] / sum(given))
+            self.right_splitter.setSizes([sum(sizes) - bottom, bottom])
+        self.top_scroll.verticalScrollBar().setValue(0)
 
     def _forget_plan(self) -> None:
         """No plan, no slider range and no curve: the scores they came from are gone."""
@@ -947,6 +959,7 @@ class MainWindow(QMainWindow):
         # the check goes with the scores it was made for (asked above): it said "the plan or its settings changed since
         # the last check" where neither had (a walkthrough)
         self.compare_panel.mark_stale("The layers were scored again since the last check")
+        self._chart_back_in_view()  # the bars grow as they are measured
         self.jobs.start(
             "score", self.session.score_job(spec),
             on_success=self._on_scored, on_failure=self._on_score_failed, on_cancel=self._on_score_cancelled,

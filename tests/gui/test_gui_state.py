@@ -762,6 +762,22 @@ def test_the_room_a_check_made_for_its_figures_is_not_the_next_starts(qtbot, mak
     assert make_window(fast=False).right_splitter.sizes() == dragged
 
 
+def test_the_chart_comes_back_into_view_once_the_check_it_made_room_for_is_gone(qtbot, opened) -> None:
+    """At 1024 × 600, after a check, scoring again (or another model) showed only the bars' bottom edge: the pane
+    stayed scrolled to the check's Quality curve button, and the check's room was kept (a walkthrough)."""
+    window = opened
+    window.resize(1024, 600)
+    qtbot.waitUntil(lambda: window.height() == 600, timeout=3000)
+    before = window.right_splitter.sizes()
+    scored_with_plan(qtbot, window)
+    assert run(qtbot, window, window.check) == ["check", "ok"]
+    bar = window.top_scroll.verticalScrollBar()
+    qtbot.waitUntil(lambda: bar.value() > 0, timeout=3000)  # scrolled to the Quality curve button
+    assert window.right_splitter.sizes()[1] > before[1]
+    assert run(qtbot, window, window.start_scoring) == ["score", "ok"]
+    assert abs(window.right_splitter.sizes()[1] - before[1]) <= 2 and bar.value() == 0
+
+
 def test_removing_the_first_or_last_layer_by_hand_is_warned_at_the_click(qtbot, opened) -> None:
     """Layers 0 and 29 clicked away said nothing until the check's gibberish (perplexity 121.7 -> 279,892.6)."""
     window = scored_with_plan(qtbot, opened)
