@@ -551,7 +551,10 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
         # each share says what it is a share of: "(83%)" removed, then "(35.7%)" kept, read as two of one thing
         share = report.params_after / report.params_before
         # eval --against a larger model: "(134.6% kept)"
-        of_it = f"{share:.1%} kept" if share <= 1 else f"{share:.2f} times as many"
+        # and against another model (another architecture, no layers recorded as removed): "(88.9% kept)" read as a
+        # pruned copy of it
+        of_it = (f"{share:.2f} times as many" if share > 1 else f"{share:.1%} kept" if report.removed_layers
+                 else f"{share:.1%} as many")
         out.write(f"parameters: {report.params_before:,} -> {report.params_after:,} ({of_it})\n")
     elif report.params_before:  # a score removes nothing: "-> the same (100.0%)" read as a cut
         out.write(f"parameters: {report.params_before:,}\n")

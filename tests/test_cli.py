@@ -510,8 +510,13 @@ def test_a_larger_second_model_is_not_said_kept(capsys: pytest.CaptureFixture[st
     cli.print_summary(Report(model="small", n_layers=4, params_before=200, params_after=300, against="big"), out)
     assert "parameters: 200 -> 300 (1.50 times as many)\n" in out.getvalue()
     out = io.StringIO()
-    cli.print_summary(Report(model="big", n_layers=6, params_before=300, params_after=200, against="small"), out)
+    cli.print_summary(Report(model="big", n_layers=6, params_before=300, params_after=200, against="small",
+                             removed_layers=[1, 2]), out)
     assert "parameters: 300 -> 200 (66.7% kept)\n" in out.getvalue()
+    # another model, none of its layers recorded as removed: no pruned copy (a walkthrough: another architecture)
+    out = io.StringIO()
+    cli.print_summary(Report(model="big", n_layers=6, params_before=300, params_after=200, against="other"), out)
+    assert "parameters: 300 -> 200 (66.7% as many)\n" in out.getvalue()
 
 
 def test_a_model_saved_among_the_texts_is_not_read_as_text_by_the_next_job(
