@@ -697,6 +697,15 @@ def _stop(signum: int, frame: Any) -> None:
     if not _unwinding[0] and not an_output_is_in_place():  # the job ends in moments, its model saved: said so
         _unwinding[0] = True
         raise Stopped(signum)
+    _say_still_stopping()
+
+
+def _say_still_stopping() -> None:
+    """A signal after the first, while the job unwinds: said, as the one that raised nothing (a Hub download waits for
+    the files it is fetching before it stops, minutes of silence where a second Ctrl-C used to say "cancelled")."""
+    if _unwinding[0]:
+        with suppress(OSError):  # (a terminal gone)
+            sys.stderr.write("\nshortgpt: still stopping: what was running finishes its step first.\n")
 
 
 #: Whether a job runs: Ctrl-C cancels it then (:func:`entry`); once it has ended, its files written and said, a
@@ -716,6 +725,7 @@ def _interrupt(signum: int, frame: Any) -> None:
     if _job_running[0] and not _unwinding[0] and not an_output_is_in_place():  # (a saved model is no cancel)
         _unwinding[0] = True
         raise KeyboardInterrupt
+    _say_still_stopping()
 
 
 def entry() -> None:
@@ -883,7 +893,10 @@ def _run(args: argparse.Namespace, progress: ProgressBar) -> int:
             if idle:  # accepted (every command takes them) but hidden from eval -h, and dropped without a word
                 note(f"eval draws no calibration samples (it measures the held-out windows), so {_not_used(idle)}")
             report = run_eval(engine, spec, args.against, progress, on_info=info, on_note=note)
-        print_summary(report)  # shown even if the report file cannot be written after all
+        # shown even if the report file cannot be written after all; a terminal closed once the model was in place
+        # (SIGHUP, no longer a cancel there) made it fail, and the report was not written (a review)
+        with suppress(OSError):
+            print_summary(report)
         if args.json:
             try:
                 report.write_json(args.json)

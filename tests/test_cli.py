@@ -878,6 +878,8 @@ def test_signals_that_come_while_the_first_one_unwinds_leave_one_sentence_and_it
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert result.returncode == code, result.stderr
     assert "Traceback" not in result.stderr and result.stderr.count(said) == 1, result.stderr
+    # each further one is said: a Hub download finishing its files before it stops was minutes of silence
+    assert result.stderr.count("still stopping: what was running finishes its step first") == 2, result.stderr
 
 
 def test_signals_once_the_model_is_in_place_leave_it_saved_and_its_report_written(
@@ -906,6 +908,20 @@ def test_signals_once_the_model_is_in_place_leave_it_saved_and_its_report_writte
     assert result.returncode == 0, result.stderr
     assert "saved to" in result.stdout and "cancelled" not in result.stderr and "stopped" not in result.stderr
     assert (out / "config.json").is_file() and json.loads(report.read_text())["output"] == str(out)
+
+
+def test_a_summary_the_terminal_cannot_take_leaves_the_report_written(
+        tiny_model: Path, small_calib: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The terminal closed once the model was in place (SIGHUP no longer cancels there): printing the summary failed,
+    the command ended with a traceback, and the report was not written (a review)."""
+    def closed(*args: object, **kwargs: object) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(cli, "print_summary", closed)
+    report = tmp_path / "scores.json"
+    assert cli.main(["score", str(tiny_model), "--calib", str(small_calib), "--samples", "2", "--seq-len", "16",
+                     "--metric", "bi", "--json", str(report), "--quiet"]) == 0
+    assert json.loads(report.read_text())["scores"]
 
 
 def test_a_ctrl_c_once_the_job_has_ended_leaves_its_exit_code(tiny_model: Path, small_calib: Path,

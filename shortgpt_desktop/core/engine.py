@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .. import __version__
-from ..format import counted, listed
+from ..format import counted, layer_list, listed
 from . import pipeline
 from .backends import ops
 from .backends.base import Backend, InMemory, backend_class, open_backend
@@ -115,9 +115,10 @@ class Checked:
     #: The warning where the healing measured did not lower its loss (:func:`.cut.healing.healing_did_not_help`),
     #: else "": the window said it in the Log and for 20 s in the status bar, not beside the figures.
     healing_note: str = ""
-    #: Whether the adjustment asked for changed any weight: a repair of a cut at the first layer fits nothing (no kept
-    #: layer before it), and the check said "removed layer 0, repaired." where the card said it was not.
-    fitted: bool = True
+    #: Each run of removed layers the repair went over, as (its first layer, whether it was repaired): a run at the
+    #: first layer has no kept layer before it to refit, and the check said "removed layer 0, repaired." where the card
+    #: said it was not (empty: no repair ran).
+    repair_runs: list[tuple[int, bool]] = field(default_factory=list)
 
     @property
     def streamed_note(self) -> str | None:
@@ -136,9 +137,12 @@ class Checked:
         if self.key is None:
             return ""
         cut = self.key[0]
-        if not self.fitted:
-            return "not repaired (nothing could be fitted for this cut)" if cut.repair != "none" else ""
         done = {"linear": ["repaired"], "refit": ["repaired", "MLP refitted"]}.get(cut.repair, [])
+        missed = [start for start, repaired in self.repair_runs if not repaired]
+        if done and missed and len(missed) == len(self.repair_runs):
+            done = ["not repaired (nothing could be fitted for this cut)"]
+        elif done and missed:
+            done[0] = f"repaired (not at {'layer' if len(missed) == 1 else 'layers'} {layer_list(missed)})"
         if cut.heal_steps > 0:
             done.append(f"healed ({counted(cut.heal_steps, 'LoRA step')})")
         return listed(done)
@@ -1495,7 +1499,8 @@ class Engine:
                                self._checked_key(spec, removed), streamed,
                                pipeline.fewer_windows(spec, tokens) is not None,
                                healing_did_not_help(adjusted.heal.losses) if adjusted.heal is not None else "",
-                               fitted=bool(weights))
+                               [(run.start, run.repaired) for run in adjusted.repair.runs]
+                               if adjusted.repair is not None else [])
         return self.checked
 
     def checked_for(self, spec: JobSpec, removed: Sequence[int]) -> Checked | None:

@@ -119,6 +119,9 @@ class ModelPanel(QGroupBox):
         self.setAcceptDrops(True)
         self.field = QComboBox(self)
         self.field.setEditable(True)
+        # not from the wheel: a wheel turn over it gave it the focus, and the pane was scrolled back to it, against the
+        # user's scroll (the window's focused control is scrolled into view; the slider and boxes ignore it so too)
+        self.field.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.field.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
         self.field.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.field.setMinimumContentsLength(18)

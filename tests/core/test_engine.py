@@ -1549,8 +1549,11 @@ def test_a_check_says_repaired_only_where_the_repair_fitted_something(tiny_model
     engine = Engine()
     engine.score(spec)
     first = engine.check(spec, [0])
-    assert not first.fitted and first.adjusted_as == "not repaired (nothing could be fitted for this cut)"
-    inner = engine.check(spec, [2])
-    assert inner.fitted and inner.adjusted_as == "repaired"
+    assert first.adjusted_as == "not repaired (nothing could be fitted for this cut)"
+    assert engine.check(spec, [2]).adjusted_as == "repaired"
+    assert engine.check(spec, [0, 3]).adjusted_as == "repaired (not at layer 0)"
+    # healing changes weights of its own: the repair still fitted nothing at layer 0 (a review)
+    healed = engine.check(dataclasses.replace(spec, heal_steps=1), [0])
+    assert healed.adjusted_as == "not repaired (nothing could be fitted for this cut) and healed (1 LoRA step)"
     plain = engine.check(dataclasses.replace(spec, repair="none"), [0])
     assert plain.adjusted_as == ""

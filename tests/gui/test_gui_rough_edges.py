@@ -365,12 +365,14 @@ def test_check_started_or_cancelled_from_the_keyboard_gives_the_focus_back_to_it
 
 
 def test_the_model_box_has_the_focus_at_start_and_a_focused_control_is_scrolled_into_view(qtbot, window) -> None:
-    """At start the focus was on the settings' Basic/Advanced tab bar; Tab from the right pane into the Model box left
-    the left pane scrolled down, the focused box out of view (a walkthrough at 1024 × 600)."""
+    """Tab from the right pane into the Model box left the left pane scrolled down, the focused box out of view (a
+    walkthrough at 1024 × 600); a wheel turn over the box does not give it the focus (the pane was scrolled back to
+    it, against the user's scroll: a review). (At start the focus is put in the box: the walkthrough found it on the
+    settings' tab bar, which these fresh settings do not reproduce.)"""
     from PySide6.QtWidgets import QApplication
 
     field = window.model_panel.field
-    qtbot.waitUntil(lambda: QApplication.focusWidget() is field, timeout=3000)
+    assert not field.focusPolicy() & Qt.FocusPolicy.WheelFocus & ~Qt.FocusPolicy.StrongFocus
     window.resize(1024, 600)
     qtbot.waitUntil(lambda: window.height() == 600, timeout=3000)
     bar = window.left_scroll.verticalScrollBar()

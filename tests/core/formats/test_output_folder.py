@@ -101,10 +101,13 @@ def test_replacing_an_output_leaves_no_old_folder(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     _earlier_output(out)
+    of.forget_outputs_in_place()
     with of.output_folder(out, force=True) as temp:
         (temp / "model.safetensors").write_text("new")
+        assert not of.an_output_is_in_place()
     assert sorted(p.name for p in out.iterdir()) == ["model.safetensors"]
     assert _leftovers(tmp_path) == []
+    assert of.an_output_is_in_place()  # the command line's Ctrl-C no longer cancels: the earlier output is gone
 
 
 def test_a_move_refused_for_good_restores_the_output_and_keeps_the_finished_model(
