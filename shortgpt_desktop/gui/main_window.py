@@ -1745,7 +1745,12 @@ class MainWindow(QMainWindow):
         """Scroll ``widget``, just shown, into view: once the layouts have made room for it (at once, the area scrolled
         to where it was before it showed)."""
         QApplication.sendPostedEvents(None, QEvent.Type.LayoutRequest)
-        # By its rectangle: ensureWidgetVisible takes a plot's (a graphics view's) own input cursor rectangle for it.
+        MainWindow._show_whole(scroll, widget)
+
+    @staticmethod
+    def _show_whole(scroll: QScrollArea, widget: QWidget) -> None:
+        """Scroll ``widget``'s whole rectangle into view: ensureWidgetVisible takes a plot's (a graphics view's) or a
+        text box's own input cursor rectangle for it (a text box's top edge stayed cut)."""
         top = widget.mapTo(scroll.widget(), QPoint(0, 0))
         half_w, half_h = widget.width() // 2, widget.height() // 2
         scroll.ensureVisible(top.x() + half_w, top.y() + half_h, half_w, half_h)
@@ -1782,10 +1787,7 @@ class MainWindow(QMainWindow):
             return
         for scroll in (self.left_scroll, self.top_scroll):
             if scroll.widget() is not None and scroll.widget().isAncestorOf(now) and now.height() < scroll.height():
-                # by its whole rectangle (ensureWidgetVisible takes a text box's cursor for it: its top edge stayed cut)
-                top = now.mapTo(scroll.widget(), QPoint(0, 0))
-                half_w, half_h = now.width() // 2, now.height() // 2
-                scroll.ensureVisible(top.x() + half_w, top.y() + half_h, half_w, half_h)
+                self._show_whole(scroll, now)
 
     def _keep_frame_on_screen(self) -> None:
         """The window with its frame inside the screen's room: sized to the room, the title bar pushed the bottom

@@ -609,14 +609,7 @@ def _move_into_place(temp: Path, out: Path, replacing: bool = True) -> None:
     if not replacing:
         with suppress(FileNotFoundError):
             out.rmdir()  # empty, as checked; a folder filled since is not removed (OSError: the move is refused)
-        try:
-            _replace(temp, out)  # onto a folder made since: refused where it holds anything (and anywhere on Windows)
-            _moved_in[0] = True
-        except KeyboardInterrupt:
-            if os.path.lexists(temp):
-                raise
-            # moved in before the Ctrl-C came: the save is done (it said "cancelled; nothing was written")
-            _moved_in[0] = True
+        _move_in(temp, out)  # onto a folder made since: refused where it holds anything (and anywhere on Windows)
         return
     if out.exists():
         aside = Path(tempfile.mkdtemp(prefix=_aside_prefix(out), dir=out.parent))
@@ -649,13 +642,19 @@ def _move_into_place(temp: Path, out: Path, replacing: bool = True) -> None:
             aside = done
         _remove_through_interrupts(aside)
     else:
-        try:
-            _replace(temp, out)
-            _moved_in[0] = True
-        except KeyboardInterrupt:
-            if os.path.lexists(temp):
-                raise
-            _moved_in[0] = True
+        _move_in(temp, out)
+
+
+def _move_in(temp: Path, out: Path) -> None:
+    """``temp`` moved to ``out``, where nothing is to be moved aside. A Ctrl-C that came once it was there is the save
+    done (it said "cancelled; nothing was written"); :func:`an_output_is_in_place` says so from that moment."""
+    try:
+        _replace(temp, out)
+        _moved_in[0] = True
+    except KeyboardInterrupt:
+        if os.path.lexists(temp):
+            raise
+        _moved_in[0] = True
 
 
 #: Whether a finished output has been moved into place in this process since :func:`forget_outputs_in_place`.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -1086,6 +1086,18 @@ def test_a_cancelled_save_removes_its_partial_folder_through_further_ctrl_cs(tmp
     assert len(interrupted) == 2 and list(tmp_path.iterdir()) == []
 
 
+def _ctrl_c_just_after(monkeypatch: pytest.MonkeyPatch, picked: Callable[[Path, Path], bool]) -> None:
+    """A Ctrl-C that comes once the save's move ``picked(src, dst)`` is done, before that move returned."""
+    replace = of._replace
+
+    def interrupted_after(src: Path, dst: Path) -> None:
+        replace(src, dst)
+        if picked(Path(src), Path(dst)):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(of, "_replace", interrupted_after)
+
+
 @pytest.mark.parametrize("earlier", [False, True], ids=["new", "replaced"])
 def test_a_ctrl_c_just_after_the_new_output_moved_in_finishes_the_save(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                        earlier: bool) -> None:
@@ -1096,14 +1108,7 @@ def test_a_ctrl_c_just_after_the_new_output_moved_in_finishes_the_save(tmp_path:
     if earlier:
         out.mkdir()
         _earlier_output(out)
-    replace = of._replace
-
-    def interrupted_after(src: Path, dst: Path) -> None:
-        replace(src, dst)
-        if Path(dst) == out:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(of, "_replace", interrupted_after)
+    _ctrl_c_just_after(monkeypatch, lambda src, dst: dst == out)
     of.forget_outputs_in_place()
     with _finished_through_the_interrupts(), of.output_folder(out, force=earlier) as temp:
         (temp / "config.json").write_text("the new model")
@@ -1119,14 +1124,7 @@ def test_a_ctrl_c_just_after_the_earlier_output_moved_aside_puts_it_back_and_can
     out = tmp_path / "out"
     out.mkdir()
     _earlier_output(out)
-    replace = of._replace
-
-    def interrupted_after(src: Path, dst: Path) -> None:
-        replace(src, dst)
-        if Path(src) == out:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(of, "_replace", interrupted_after)
+    _ctrl_c_just_after(monkeypatch, lambda src, dst: src == out)
     of.forget_outputs_in_place()  # (the saves of the tests before)
     with pytest.raises(KeyboardInterrupt), of.output_folder(out, force=True) as temp:
         (temp / "config.json").write_text("the new model")
