@@ -1456,6 +1456,11 @@ class MainWindow(QMainWindow):
         return suggested_output(self.engine, self.plan, self.store.save_dir())
 
     def save(self) -> None:
+        """Ask for a folder (a new one named after the model and the plan is offered) and save the plan there."""
+        self._save_asking(None)
+
+    def _save_asking(self, suggestion: str | None) -> None:
+        """:meth:`save`, the folder dialog offering ``suggestion`` (None: a new folder named after the plan)."""
         self.plan_panel.flush()
         if self.busy or self.plan is None or not self.plan.removed or not self._acts_on_open_model("Save"):
             return
@@ -1464,33 +1469,48 @@ class MainWindow(QMainWindow):
         except UserError as exc:
             self.show_error("Cannot save", self._refusal(exc))
             return
-        suggestion = self.suggested_output()
+        suggestion = suggestion or self.suggested_output()
         while out := dialogs.ask_output_folder(self, suggestion):
-            if self.save_to(out) != "declined":
+            outcome = self.save_to(out)
+            if outcome == "folder refused" and self.last_dialog is not None:
+                # The folder itself was refused (other files in it, no room on its disk): the dialog again once the
+                # refusal is read, at that folder, where the user had to press Save and find the place again
+                self.last_dialog.finished.connect(
+                    lambda *_, again=out: QTimer.singleShot(0, lambda: self._ask_again(again)))
+            if outcome != "declined":
                 return
             suggestion = out  # No to "Replace folder?": the folder dialog again, not no save at all
 
+    def _ask_again(self, refused: str) -> None:
+        if not self._closing and self.isVisible():
+            self._save_asking(refused)
+
     def save_to(self, out: str | Path, force: bool = False) -> str | None:
         """Save the current plan to ``out`` (asks before replacing a non-empty folder): "declined" where the user
-        answered No to replacing it."""
+        answered No to replacing it, "folder refused" where ``out`` itself was refused (another folder may do)."""
         if self.busy or self.plan is None:
             return None
         out = str(out)
         plan = self.plan
-        try:
+        try:  # what another folder would not change is said first, and the folder dialog is not asked again for it
             spec = self._final_spec()
+            self.session.refuse_plan(plan, spec)
+        except UserError as exc:
+            self.show_error("Cannot save", self._refusal(exc))
+            return None
+        try:
             if not force and dialogs.folder_is_nonempty(out):
                 # What replacing it would meet, before asking: a folder that cannot be replaced (the user's own
                 # files, another model) is refused without a question whose Yes would be refused anyway.
-                self.session.refuse_save(plan, spec, out, True)
+                self.session.refuse_folder(plan, spec, out, True)
                 if not dialogs.ask_yes_no(self, "Replace folder?",
                                           f"{out} holds an earlier output. Replace it with the pruned model?"):
                     return "declined"
                 force = True
-            self.session.refuse_save(plan, spec, out, force)  # refused at once, not after a job has started
+            self.session.refuse_folder(plan, spec, out, force)  # refused at once, not after a job has started
         except UserError as exc:
             self.show_error("Cannot save", self._refusal(exc))
-            return None
+            return "folder refused"
         cost = self._cost("save", spec, plan, check=False)
         self.jobs.start(
             "save", self.session.save_job(plan, spec, out, force), on_success=self._on_saved,

@@ -128,12 +128,21 @@ class Session:
             backend_class("streamed").refusal_for(source, output_format=name) is not None
 
     def refuse_save(self, plan: PrunePlan, spec: JobSpec, out: str, force: bool) -> None:
-        """Everything that can refuse a save before its job starts: the folder, the plan, the format, what the
-        writer cannot write back (a GGUF layout locked to positions, a healed weight), and a disk too full."""
-        self.engine.check_output(out, force)
+        """Everything that can refuse a save before its job starts: the plan, the format, what the writer cannot
+        write back (a GGUF layout locked to positions, a healed weight), then the folder and a disk too full."""
+        self.refuse_plan(plan, spec)
+        self.refuse_folder(plan, spec, out, force)
+
+    def refuse_plan(self, plan: PrunePlan, spec: JobSpec) -> None:
+        """What refuses this plan's save in any folder (another folder would be refused too)."""
         self.engine.report(plan)
         self.refuse_before_folder(spec)  # healing one layer at a time: said at the click, not after the choice ran
         self.engine.check_output_job(spec, plan.removed)
+
+    def refuse_folder(self, plan: PrunePlan, spec: JobSpec, out: str, force: bool) -> None:
+        """What refuses ``out`` itself: a folder that holds other files, lies inside the model, cannot be written, or
+        whose disk has no room for the output (another folder may do)."""
+        self.engine.check_output(out, force)
         self.engine.check_room(out, plan, spec)
 
     def memory_job(self, spec: JobSpec) -> Work:

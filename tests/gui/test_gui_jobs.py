@@ -338,6 +338,17 @@ def test_save_refuses_the_source_folder_and_asks_before_replacing(qtbot, opened,
     assert "holds no model but other files (keep.txt)" in shown.args[0] and asked == [] and started == []
     assert leftovers(occupied) == ["keep.txt"]
     window.last_dialog.close()
+    # Through Save, the folder dialog comes back at the refused folder once the refusal is closed (the user had to
+    # press Save and find the place again); cancelled there, nothing more is asked
+    picks, offered = iter([str(occupied), None]), []
+    monkeypatch.setattr(dialogs, "ask_output_folder", lambda parent, suggestion: offered.append(suggestion)
+                        or next(picks))
+    with qtbot.waitSignal(window.errorShown, timeout=30_000):
+        window.save()
+    assert len(offered) == 1 and started == []
+    window.last_dialog.close()
+    qtbot.waitUntil(lambda: len(offered) == 2, timeout=5_000)
+    assert offered[1] == str(occupied) and started == [] and len(window.dialogs) == 1
     # An earlier output: asked first; No leaves it, Yes replaces it.
     earlier = tmp_path / "earlier"
     with qtbot.waitSignal(window.jobFinished, timeout=60_000):
