@@ -230,7 +230,7 @@ def _say_timed_estimate(engine: Engine, spec: JobSpec, removed: list[int], progr
     tokens (:meth:`.core.engine.Engine.timed_speed`); nothing to say where it only saves."""
     if spec.repair == "none" and spec.heal_steps == 0 and not spec.check_perplexity:
         return
-    tokens = engine.tokens_for(spec, progress)
+    tokens = engine.tokens_for(spec, progress, cancel)
     rate = engine.timed_speed(spec, tokens, cancel)
     estimate = engine.estimate_at(spec, rate, tokens.sample_tokens, tokens.eval_tokens, len(removed), False,
                                   removed, len(tokens.samples))

@@ -616,8 +616,10 @@ class Engine:
         if self.tokens is None or self.token_key != self._token_key(spec):
             pipeline.check_calibration(spec)
 
-    def tokens_for(self, spec: JobSpec, progress: Progress = no_progress) -> TokenSet:
-        """Calibration samples and held-out windows for these settings (tokenised once)."""
+    def tokens_for(self, spec: JobSpec, progress: Progress = no_progress,
+                   cancel: CancelCheck | None = None) -> TokenSet:
+        """Calibration samples and held-out windows for these settings (tokenised once). ``cancel`` is asked after
+        each chunk: a Cancel while a 100 MB text was tokenised waited 40 s for the whole of it."""
         key = self._token_key(spec)
         if self.tokens is not None and self.token_key == key:
             return self.tokens
@@ -630,6 +632,7 @@ class Engine:
             """A text of more than one chunk is counted in characters (40 MB took 41 s without a word); a shorter one
             goes from the start to done, as before."""
             nonlocal counted
+            raise_if_cancelled(cancel)
             if in_all > TOKENIZE_CHUNK:
                 counted = True
                 progress("tokenize", done, in_all, None)
@@ -680,7 +683,7 @@ class Engine:
         if problem is not None:
             raise problem
         raise_if_cancelled(cancel)  # a cancel while the model loaded went on to tokenise and start the pass
-        tokens = self.tokens_for(spec, progress) if metric.needs_text else None
+        tokens = self.tokens_for(spec, progress, cancel) if metric.needs_text else None
         raise_if_cancelled(cancel)
         self._probe_generation()  # before the pass: the estimate said after its second batch counts it
         pass_started = time.perf_counter()
@@ -1212,7 +1215,7 @@ class Engine:
         self._judge_selections(spec)
         if metric.refines and self._selection_for(count) is None:
             assert self.backend is not None
-            tokens = self.tokens_for(spec, progress)
+            tokens = self.tokens_for(spec, progress, cancel)
             ctx = ScoringContext(self.loaded.model, self.loaded.family, tokens, spec.batch_size, progress, cancel,
                                  stack=self.backend.stack, repaired=spec.repair != "none", probe=self._answer_probe(),
                                  repair_for=self._repair_for(spec, tokens, cancel, progress),
@@ -1251,7 +1254,7 @@ class Engine:
         spec = self._curve_spec(spec)
         metric = get_metric(self.scores.metric)
         limit = self._curve_limit(max_removed)
-        tokens = self.tokens_for(spec, progress)
+        tokens = self.tokens_for(spec, progress, cancel)
         started = time.perf_counter()
         reference = self.reference_for(spec, tokens, progress, cancel)
         if metric.refines:
@@ -1366,7 +1369,7 @@ class Engine:
         loaded = self.load(spec, progress, cancel)
         assert self.backend is not None
         self.refusal(spec)
-        tokens = self.tokens_for(spec, progress)
+        tokens = self.tokens_for(spec, progress, cancel)
         ctx = AdjustContext(loaded, self.backend.stack, tokens, spec, progress, cancel,
                             teacher=lambda: self._teacher(spec, tokens, cancel),
                             modified=lambda gone, weights: pipeline.modified(loaded, gone, weights),
@@ -1552,7 +1555,7 @@ class Engine:
         """The model and its tokens, refusing text that leaves no held-out windows to measure perplexity on."""
         self.check_text(spec)
         loaded = self.load(spec, progress, cancel)
-        tokens = self.tokens_for(spec, progress)
+        tokens = self.tokens_for(spec, progress, cancel)
         if not tokens.eval_windows and spec.eval_text:
             raise CalibrationError(f"The evaluation text {spec.eval_text} is too short to measure perplexity on; "
                                    "give more text.")

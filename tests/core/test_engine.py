@@ -1091,6 +1091,35 @@ def test_a_cancel_while_the_model_loads_stops_before_the_text_is_read(tiny_model
     assert engine.scored is None and engine.loaded is not None  # loaded, kept for the next job
 
 
+
+def test_a_cancel_while_the_text_is_tokenised_stops_after_the_chunk(tiny_model: Path, small_calib: Path,
+                                                                     tmp_path: Path) -> None:
+    """A Cancel while a 100 MB text was tokenised waited 40 s for the whole of it (a walkthrough): it stops after
+    the chunk being tokenised, nothing is kept from the text, and the next job tokenises it whole."""
+    from shortgpt_desktop.core.errors import Cancelled
+    from shortgpt_desktop.core.measure.calibration import TOKENIZE_CHUNK
+
+    text = small_calib.read_text(encoding="utf-8")
+    big = tmp_path / "big.txt"
+    big.write_text(text * (5 * TOKENIZE_CHUNK // len(text) + 1), encoding="utf-8")  # five chunks and more
+    spec = small_job(tiny_model, big, metric="bi", repair="none")
+    engine = Engine()
+    heard: list[tuple[int, int]] = []
+    stop = {"now": False}
+
+    def progress(stage: str, done: int, total: int, partial: Any = None) -> None:
+        if stage == "tokenize" and total > 1:
+            heard.append((done, total))
+            stop["now"] = True
+
+    with pytest.raises(Cancelled):
+        engine.score(spec, progress=progress, cancel=lambda: stop["now"])
+    assert len(heard) == 1 and heard[0][0] < heard[0][1] / 4, heard  # one chunk of five, not the rest
+    assert engine.scored is None and engine.tokens is None
+    stop["now"], heard[:] = False, []
+    engine.score(spec, progress=lambda *args: None)
+    assert engine.scored is not None and engine.tokens is not None
+
 def test_the_scores_a_cancelled_rescore_leaves_keep_the_text_they_were_cut_from(
         tiny_model: Path, small_calib: Path, tmp_path: Path) -> None:
     """The calibration file edited, a re-score cancelled after a batch: the whole scores stayed, but the tokens were
