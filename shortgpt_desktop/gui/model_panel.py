@@ -11,6 +11,7 @@ from PySide6.QtCore import QEvent, QObject, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import (
     QComboBox,
+    QCompleter,
     QFileDialog,
     QFormLayout,
     QGroupBox,
@@ -123,6 +124,10 @@ class ModelPanel(QGroupBox):
         # user's scroll (the window's focused control is scrolled into view; the slider and boxes ignore it so too)
         self.field.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.field.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+        # Recent entries offered in a list under the box, not typed in: Qt's inline completion filled in the rest of
+        # the first recent entry the typed text began (in any case), and Enter opened that entry (a path to g1 opened
+        # the g1-st beside it; "Qwen/Qwen2.5-0.5B" opened a recent "…-Instruct")
+        self.field.completer().setCompletionMode(QCompleter.CompletionMode.PopupCompletion)
         self.field.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.field.setMinimumContentsLength(18)
         self.field.lineEdit().setPlaceholderText("Hub id (org/name), a model folder or a .gguf file")

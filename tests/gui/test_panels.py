@@ -706,3 +706,22 @@ def test_a_format_greyed_out_while_chosen_gives_way_and_comes_back_when_offered_
     panel.set_formats(["gguf", "safetensors"], "gguf")  # chosen by hand while greyed: not brought back later
     panel.refuse_format("safetensors", "Not one layer at a time.")
     assert panel.refuse_format("safetensors", "") is False and panel.output_format == "gguf"
+
+
+@pytest.mark.parametrize("typed", ["/models/g1", "Qwen/Qwen2.5-0.5B", "qwen/qwen2.5-0.5b-instruct-x"])
+def test_enter_opens_what_was_typed_not_a_recent_entry_it_begins(qtbot, typed: str) -> None:
+    """Qt's inline completion filled in the rest of the first recent entry the typed text began (in any case) and
+    Enter opened that entry: a typed path to g1 opened the g1-st beside it (a walkthrough)."""
+    panel = ModelPanel()
+    qtbot.addWidget(panel)
+    panel.set_recent(["/models/g1-st", "Qwen/Qwen2.5-0.5B-Instruct"])
+    panel.field.setEditText("")
+    chosen: list[str] = []
+    panel.modelChosen.connect(chosen.append)
+    panel.show()
+    panel.activateWindow()
+    panel.field.setFocus()
+    qtbot.waitUntil(panel.field.hasFocus)  # Qt completes only in a box that has the focus
+    qtbot.keyClicks(panel.field, typed)
+    qtbot.keyClick(panel.field, Qt.Key.Key_Return)
+    assert chosen == [typed] and panel.field.currentText() == typed
