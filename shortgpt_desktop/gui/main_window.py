@@ -63,6 +63,7 @@ from .session import (
     JobProgress,
     MemoryView,
     Session,
+    ended_line,
     job_title,
     model_file_name,
     suggested_output,
@@ -760,6 +761,8 @@ class MainWindow(QMainWindow):
             # a big model's scoring), the plan and the check with them, for the model that is open already.
             self.model_panel.set_text(source.spec)
             self.model_panel.set_message("")  # why a path typed before could not be opened stayed under it
+            if self.progress_label.text() == ended_line("failed", "open"):  # and that it failed, under the buttons
+                self.progress_label.setText("")
             self.statusBar().showMessage(f"{source.display_name} is open already; its scores are kept.", 10000)
             return
         if not self._may_drop_measured(f"Open {text}?", f"Opening {text}", f"Open {text} anyway?"):

@@ -378,8 +378,7 @@ class JobProgress:
         """The line once a job has stopped (``ok``: nothing; the result speaks for itself), naming the job: "Failed."
         under the Score button after a model failed to open read as a failed scoring, beside the model still open."""
         self.whole = self.said = None
-        said = {"cancelled": "cancelled.", "failed": "failed."}.get(outcome, "")
-        return f"{job_title(job)} {said}" if said and job else said.capitalize()
+        return ended_line(outcome, job)
 
     @staticmethod
     def cancelling() -> str:
@@ -397,6 +396,13 @@ class JobProgress:
         the first step's line replaced the whole job's time at once, and only the tooltip kept it."""
         self.whole = (self.clock(), float(seconds)) if seconds else None
         self.said = float(seconds) if seconds else None
+
+
+def ended_line(outcome: str, job: str = "") -> str:
+    """:meth:`JobProgress.finished`'s line: "Opening the model failed.", "Cancelled.", or "" for a job that ended
+    well."""
+    said = {"cancelled": "cancelled.", "failed": "failed."}.get(outcome, "")
+    return f"{job_title(job)} {said}" if said and job else said.capitalize()
 
 
 def job_title(job: str) -> str:

@@ -1454,6 +1454,13 @@ def test_enter_on_the_open_model_keeps_its_scores(qtbot, opened, gui_model: Path
     assert window.save_button.isEnabled()
     assert window.statusBar().currentMessage() == f"{gui_model.name} is open already; its scores are kept."
     assert window.model_panel.text == str(gui_model)
+    # A path that failed to open, then the open model again: "Opening the model failed." stayed under the buttons
+    with qtbot.waitSignal(window.jobFinished, timeout=30_000) as failed:
+        window.open_model(str(gui_model.parent / "no-such-model"))
+    assert failed.args == ["open", "failed"] and window.progress_label.text() == "Opening the model failed."
+    window.last_dialog.close()
+    window.model_panel.modelChosen.emit(str(gui_model))
+    assert window.progress_label.text() == "" and window.engine.scores is scores
 
 
 def test_a_model_typed_but_not_opened_is_asked_about_before_check_save_or_the_curve(
