@@ -59,6 +59,13 @@ def describe_path(path: str) -> tuple[int, int, int]:
     return size, len(files), int(size / CHARS_PER_TOKEN)
 
 
+def _size_or_zero(file: Path) -> int:
+    try:
+        return file.stat().st_size
+    except OSError:  # gone since it was read
+        return 0
+
+
 def _why_no_text(folder: Path) -> str | None:
     """Why a folder gives no text files: the models this app saved in it, left out as the job leaves them out (it
     said "every file in it is binary or unreadable" of a folder of saved models, whose cards and configs are
@@ -310,6 +317,10 @@ class CalibrationPanel(QGroupBox):
                 read = read_texts([path])
                 skipped, gives_text = read.skipped, bool(read.texts)
                 files = len(read.files)  # "(4 text files)" counted an empty file and a JSON it said it skipped
+                # and its size and tokens those the job skips too: a folder of seven JSON reports and a 3-byte note
+                # read "≈ 3.2 k tokens", then Score said the text was too short (3 bytes)
+                size = sum(_size_or_zero(f) for f in read.files)
+                tokens = int(sum(len(t.encode("utf-8")) for t in read.texts) / CHARS_PER_TOKEN)
             else:  # sniffed only: a big file is text unless its first bytes say otherwise
                 skipped = binary_files(path)
                 gives_text = not path.is_file() or not skipped

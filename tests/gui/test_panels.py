@@ -629,6 +629,17 @@ def test_a_folders_count_of_text_files_leaves_out_those_it_says_it_skips(qtbot, 
     item = panel.list.topLevelItem(0)
     assert item.text(0) == "mixed/  (2 text files)"
     assert len([s for s in panel.skipped() if "empty.txt" in s or "dict.json" in s or "bad.jsonl" in s]) == 3
+    # ... and so are its size and tokens: a folder of JSON reports and a 3-byte note read "≈ 3.2 k tokens", then
+    # Score said the text was too short (3 bytes)
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    for i in range(4):
+        (reports / f"report{i}.json").write_text('{"scores": [' + ", ".join(["0.123456"] * 500) + "]}")
+    (reports / "notes.txt").write_text("ok\n")
+    panel.add_paths([str(reports)])
+    item = panel.list.topLevelItem(1)
+    assert item.text(0) == "reports/  (1 text file)"
+    assert item.text(1) == "3 B" and item.data(2, Qt.ItemDataRole.UserRole) == 0, (item.text(1), item.text(2))
 
 
 def test_the_advanced_tab_names_what_on_it_changes_a_jobs_work(qtbot) -> None:
