@@ -214,10 +214,10 @@ def format_note(path: Path) -> str | None:
     return FORMAT_NOTES.get(path.suffix.lower())
 
 
-def decode_bytes(data: bytes) -> str | None:
+def decode_bytes(data: bytes, legacy: list[bool] | None = None) -> str | None:
     """UTF-8 (with or without BOM), UTF-16 or UTF-32 with BOM, else a legacy 8-bit encoding; None for binary
     data. UTF-32's little-endian BOM begins with UTF-16's, so it is looked for first (read as UTF-16, every other
-    character was a NUL)."""
+    character was a NUL). ``legacy`` hears True where the text was read as Windows-1252."""
     for boms, codec in (((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff"), "utf-32"), ((b"\xff\xfe", b"\xfe\xff"), "utf-16")):
         if data.startswith(boms):
             try:
@@ -246,7 +246,17 @@ def decode_bytes(data: bytes) -> str | None:
     controls = sum(1 for b in sample if b < 32 and b not in (9, 10, 12, 13))
     if controls > len(sample) * 0.01:
         return None
+    if legacy is not None:
+        legacy.append(True)
     return data.decode("cp1252", errors="replace")
+
+
+def reads_as_another_encoding(text: str) -> bool:
+    """Whether text read as Windows-1252 looks like text of another legacy encoding (Shift-JIS, GBK, EUC-KR, Big5,
+    Windows-1251…): most of its characters came out above ASCII, where Western text has a few accented letters.
+    Such text was read as gibberish without a word (a walkthrough); no guess is made of which encoding it is."""
+    sample = [ch for ch in text[:65536] if not ch.isspace()]
+    return len(sample) >= 20 and sum(ord(ch) > 127 for ch in sample) > 0.3 * len(sample)
 
 
 def texts_from_file(path: Path, notes: list[str] | None = None, limit: int | None = None) -> list[str]:
@@ -270,9 +280,13 @@ def texts_from_file(path: Path, notes: list[str] | None = None, limit: int | Non
         if path.suffix.lower() == ".jsonl" and b"\n" not in data[:limit]:  # its first record, cut, was "not JSON"
             raise ValueError(f"its first record is larger than the {room} of text a job reads")
         data = data[: data.rfind(b"\n", 0, limit) + 1] or data[:limit]
-    text = decode_bytes(data)
+    legacy: list[bool] = []
+    text = decode_bytes(data, legacy)
     if text is None:
         raise ValueError("it looks binary (it does not decode as text)")
+    if legacy and notes is not None and reads_as_another_encoding(text):
+        notes.append(f"{path} is not UTF-8, and read as Windows-1252 most of its characters are symbols: if it is in "
+                     "another encoding (Shift-JIS, GBK, EUC-KR, Big5, Windows-1251…), save it as UTF-8.")
     # Line ends as Python's text files read them: the same text saved on Windows (Notepad, git's autocrlf) gave
     # other tokens, so other scores and possibly other layers, than on Linux.
     text = text.replace("\r\n", "\n").replace("\r", "\n")

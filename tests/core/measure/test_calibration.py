@@ -224,6 +224,31 @@ def test_decode_bytes() -> None:
         assert calibration.decode_bytes(data) is None and calibration.binary_kind(data) == "binary data"
 
 
+def test_text_of_another_legacy_encoding_is_said_and_western_legacy_text_is_not(tmp_path: Path) -> None:
+    """Shift-JIS, GBK and EUC-KR files were read as Windows-1252 gibberish without a word (a walkthrough): said in
+    one sentence that names the file and what to do; a Windows-1252 text with its accents is read as before."""
+    samples = {"shift_jis": "吾輩は猫である。名前はまだ無い。どこで生れたかとんと見当がつかぬ。" * 4,
+               "gbk": "中文文本，用于校准。这是一个测试句子，没有别的意思。" * 4,
+               "euc_kr": "한국어 텍스트 파일입니다. 이것은 시험용 문장입니다." * 4,
+               "cp1251": "Съешь же ещё этих мягких французских булок, да выпей чаю. " * 4}
+    for codec, text in samples.items():
+        path = tmp_path / f"{codec}.txt"
+        path.write_bytes(text.encode(codec))
+        read = calibration.read_texts([path])
+        assert read.files == [path]  # still read: which encoding it is is not guessed
+        assert [s for s in read.skipped if "is not UTF-8" in s] == [
+            f"{path} is not UTF-8, and read as Windows-1252 most of its characters are symbols: if it is in another "
+            "encoding (Shift-JIS, GBK, EUC-KR, Big5, Windows-1251…), save it as UTF-8."], codec
+    western = tmp_path / "western.txt"
+    western.write_bytes(("Le café du coin était fermé; à côté, une crêperie naïve servait des œufs. " * 4)
+                        .encode("cp1252"))
+    read = calibration.read_texts([western])
+    assert read.skipped == [] and "café" in read.texts[0]
+    utf8 = tmp_path / "utf8.txt"
+    utf8.write_text(samples["shift_jis"], encoding="utf-8")
+    assert calibration.read_texts([utf8]).skipped == []
+
+
 def test_json_nested_too_deeply_is_skipped_with_the_reason(tmp_path: Path) -> None:
     """Python's JSON parser raises RecursionError, not a decode error, on nesting this deep: a traceback."""
     good = tmp_path / "good.txt"
