@@ -57,7 +57,7 @@ from .log_panel import LogPanel
 from .messages import user_message
 from .model_panel import ModelPanel, model_key, names_one_model, pruned_before, typed_model
 from .plan_panel import BY_HAND, FROM_FILE, PlanPanel
-from .scores_file import another_model_of_the_same_name, read_scores, same_model, write_scores
+from .scores_file import PlanOnlyFile, another_model_of_the_same_name, read_scores, same_model, write_scores
 from .session import (
     STREAMED_MODE,
     JobProgress,
@@ -1406,6 +1406,9 @@ class MainWindow(QMainWindow):
                 return
         try:
             imported = read_scores(path)
+        except PlanOnlyFile as plan_only:
+            self._import_listed_plan(plan_only, str(path))
+            return
         except UserError as exc:
             self.show_error("Cannot import the scores", user_message(exc))
             return
@@ -1452,6 +1455,27 @@ class MainWindow(QMainWindow):
                                                                      progress, cancel, imported.origin),
             on_success=imported_in, on_failure=failed, on_cancel=lambda: self._say_cancelled("Import"),
         )
+
+    def _import_listed_plan(self, listed: PlanOnlyFile, path: str) -> None:
+        """A report that lists a cut's layers and no scores (``prune --remove … --json``): its plan shown on the open
+        model's scores, as a scores file's plan is."""
+        source, info = self.engine.source, self.engine.info
+        assert source is not None and info is not None
+        self.store.set_scores_dir(str(Path(path).resolve().parent))
+        revision = (source.revision or "main") if source.kind == "hub" else ""
+        if not same_model(listed, source.spec, source.display_name, info.n_layers, info.architecture, revision):
+            self.show_error("Cannot import the plan",
+                            f"This plan is for {listed.model or 'another model'} ({listed.n_layers} layers), not "
+                            f"for the opened model {source.display_name} ({info.n_layers} layers).")
+            return
+        if self.engine.scores is None or self.engine.sizes is None:
+            self.show_error("Cannot import the plan", user_message(listed))
+            return
+        said = self._show_listed_plan(listed.removed, path, listed.left_out, listed.repeated)
+        if not listed.removed:
+            said = f" It lists no layer of this model.{said}"
+        self.statusBar().showMessage(f"Imported the plan of {Path(path).name}.{said}", 20000)
+        log.info("imported the plan of %s.%s", path, said)
 
     # ----------------------------------------------------------------------------------------------- save
 

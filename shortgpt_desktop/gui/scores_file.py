@@ -28,6 +28,18 @@ class ScoresFileError(UserError):
     """A scores file that cannot be read or is not for the opened model."""
 
 
+class PlanOnlyFile(ScoresFileError):
+    """A report that lists the layers a cut removed and no scores (``shortgpt prune --remove … --json``): its plan can
+    be shown on the open model's own scores (it was refused as "holds no layer scores", which the file's own program
+    had written)."""
+
+    def __init__(self, message: str, model: str, n_layers: int, architecture: str, revision: str,
+                 removed: list[int], left_out: list[str], repeated: list[int]) -> None:
+        super().__init__(message)
+        self.model, self.n_layers, self.architecture, self.revision = model, n_layers, architecture, revision
+        self.removed, self.left_out, self.repeated = removed, left_out, repeated
+
+
 @dataclass
 class ImportedScores:
     model: str
@@ -87,6 +99,15 @@ def read_scores(path: str | Path) -> ImportedScores:
         raise ScoresFileError(f"{path} cannot be read ({exc}).") from None
     except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply for Python's parser
         raise ScoresFileError(f"{path} is not valid JSON ({exc}).") from None
+    if isinstance(data, dict) and _whole(data.get("n_layers")) and not data.get("scores") \
+            and isinstance(data.get("removed_layers"), list) and data["removed_layers"]:
+        n = int(data["n_layers"])
+        removed, left_out, repeated = _listed_layers(data["removed_layers"], n)
+        layers = ", ".join(map(str, removed)) or "none of this model's"
+        raise PlanOnlyFile(f"{path} lists the layers a cut removed ({layers}) but no scores: score the layers, then "
+                           "import it again to show that plan on them.", str(data.get("model", "")), n,
+                           str(data.get("architecture", "")),
+                           str(data.get("model_revision") or ""), removed, left_out, repeated)
     if not isinstance(data, dict) or not _whole(data.get("n_layers")) or not data.get("scores"):
         raise ScoresFileError(f"{path} holds no layer scores: export them from ShortGPT Desktop first.")
     n = int(data["n_layers"])
@@ -169,8 +190,8 @@ def _origin(path: Path, data: dict[str, Any], tokens: int) -> dict[str, Any]:
             "seed": whole("seed"), "tokens": whole("tokens") if record is earlier else tokens}
 
 
-def same_model(imported: ImportedScores, spec: str, display_name: str, n_layers: int, architecture: str = "",
-               revision: str = "") -> bool:
+def same_model(imported: ImportedScores | PlanOnlyFile, spec: str, display_name: str, n_layers: int,
+               architecture: str = "", revision: str = "") -> bool:
     """Whether scores measured on ``imported.model`` fit the opened model: the same layer count, the same
     architecture where both are known, the same Hub revision where both are known (``revision``: the open model's;
     a Hub model is named by its id, whichever revision's page opened it), and the same model. Where the file names a
@@ -199,7 +220,7 @@ def same_model(imported: ImportedScores, spec: str, display_name: str, n_layers:
     return name(imported.model) in (name(spec), name(display_name))
 
 
-def _recorded_here(imported: ImportedScores, spec: str) -> Path | None:
+def _recorded_here(imported: ImportedScores | PlanOnlyFile, spec: str) -> Path | None:
     """The model the file names where it is on this machine, as the opened one is (then matched as the very file
     or folder), else None."""
     recorded = Path(imported.model) if imported.model else None
@@ -208,7 +229,7 @@ def _recorded_here(imported: ImportedScores, spec: str) -> Path | None:
     return None
 
 
-def another_model_of_the_same_name(imported: ImportedScores, spec: str, n_layers: int) -> bool:
+def another_model_of_the_same_name(imported: ImportedScores | PlanOnlyFile, spec: str, n_layers: int) -> bool:
     """Whether the scores were refused (:func:`same_model`) only for naming another file or folder on this machine
     whose name is the opened model's (a copy, or another run's folder of the same name)."""
     try:

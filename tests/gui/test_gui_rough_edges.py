@@ -1743,3 +1743,38 @@ def test_a_status_line_cut_by_the_labels_beside_it_is_whole_in_its_tooltip(windo
     assert window.statusBar().toolTip() == said
     window.statusBar().clearMessage()
     assert window.statusBar().toolTip() == ""
+
+
+def test_a_command_lines_report_of_a_cut_by_hand_imports_as_its_plan(qtbot, opened, gui_model: Path,
+                                                                      tmp_path: Path) -> None:
+    """``shortgpt prune --remove 2,3 --json`` writes the cut's layers and no scores: the window refused its own
+    program's file as "holds no layer scores: export them from ShortGPT Desktop first" (a walkthrough). Before a
+    Score it says to score first; after, the file's plan is shown on the model's scores, and Check removes those."""
+    from shortgpt_desktop import cli
+
+    report = tmp_path / "cut.json"
+    assert cli.main(["prune", str(gui_model), "--remove", "2,3", "--repair", "none", "--no-eval",
+                     "--out", str(tmp_path / "cut"), "--json", str(report)]) == 0
+    window = opened
+    with qtbot.waitSignal(window.errorShown, timeout=10_000) as refused:
+        window.import_scores(report)
+    assert refused.args[0] == (f"{report} lists the layers a cut removed (2, 3) but no scores: score the layers, then "
+                               "import it again to show that plan on them.")
+    window.last_dialog.close()
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.start_scoring()
+    window.import_scores(report)
+    assert window.plan.removed == [2, 3] and window.manual and not window.busy
+    said = window.statusBar().currentMessage()
+    assert said.startswith("Imported the plan of cut.json. The plan shown is the file's, layers 2, 3"), said
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000) as checked:
+        window.check()
+    assert checked.args == ["check", "ok"] and window.engine.checked.removed == [2, 3]
+    # another model's report is refused as another model's scores are
+    other = json.loads(report.read_text())
+    other.update(model="/elsewhere/other-model", n_layers=8)
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    with qtbot.waitSignal(window.errorShown, timeout=10_000) as refused:
+        window.import_scores(tmp_path / "other.json")
+    assert refused.args[0].startswith("This plan is for /elsewhere/other-model (8 layers), not for the opened model")
+    window.last_dialog.close()
