@@ -1179,8 +1179,9 @@ class MainWindow(QMainWindow):
         if self.plan is not None and self.plan.removed == removed:
             return dropped  # the count's own plan: nothing more to say
         self._show_given_plan(removed, FROM_FILE, file)
-        return (f" The plan shown is the file's, layers {layer_list(removed)}; Check and Save remove those "
-                f"(move the slider for the scores' own).{dropped}")
+        return (f" The plan shown is the file's, {'layer' if len(removed) == 1 else 'layers'} {layer_list(removed)}; "
+                f"Check and Save remove {'it' if len(removed) == 1 else 'those'} (move the slider for the scores' "
+                f"own).{dropped}")
 
     def _standing_check(self, plan: PrunePlan) -> Any:
         """The check whose figures stand for ``plan`` with the settings and prompt on screen (None: none)."""

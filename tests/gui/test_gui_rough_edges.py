@@ -1778,3 +1778,9 @@ def test_a_command_lines_report_of_a_cut_by_hand_imports_as_its_plan(qtbot, open
         window.import_scores(tmp_path / "other.json")
     assert refused.args[0].startswith("This plan is for /elsewhere/other-model (8 layers), not for the opened model")
     window.last_dialog.close()
+    one = json.loads(report.read_text())
+    one["removed_layers"] = [4]  # one layer: "layers 4; Check and Save remove those"
+    (tmp_path / "one.json").write_text(json.dumps(one))
+    window.import_scores(tmp_path / "one.json")
+    assert window.plan.removed == [4]
+    assert "The plan shown is the file's, layer 4; Check and Save remove it (" in window.statusBar().currentMessage()
