@@ -172,6 +172,36 @@ def gguf_given_as_folder(source: ModelSource) -> bool:
         return False
 
 
+#: Every mount of this process's view, Linux's (a bind mount too).
+MOUNTINFO = Path("/proc/self/mountinfo")
+
+
+def is_mount_point(folder: Path) -> bool:
+    """Whether a drive, or a bind mount, is mounted at ``folder``: ``os.path.ismount`` sees only a mount of another
+    device, so a bind mount on the same disk passed, and the save ran its whole job before the finished model could
+    not be moved over it ("device or resource busy"; a walkthrough). Linux lists every mount in /proc."""
+    if os.path.ismount(folder):
+        return True
+    try:
+        lines = MOUNTINFO.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:  # not Linux, or no /proc
+        return False
+    try:
+        here = os.path.realpath(folder)
+    except OSError:
+        return False
+    for line in lines:
+        fields = line.split(" ")
+        if len(fields) > 4 and _unescape_mount(fields[4]) == here:
+            return True
+    return False
+
+
+def _unescape_mount(field: str) -> str:
+    """A mountinfo path as written there: a space, a tab, a newline and a backslash as octal escapes (``\\040``)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
 def check_output_folder(out: Path, source: ModelSource, force: bool) -> Path:
     """Refuse outputs that could destroy data: the source, anything inside or above it, a non-empty folder, and
     even with ``force`` a folder that holds anything but a model (``--out . --force`` in a folder of notes would
@@ -227,7 +257,7 @@ def check_output_folder(out: Path, source: ModelSource, force: bool) -> Path:
             # `--out small.gguf` made a folder small.gguf holding small.gguf.gguf, which `llama-cli -m` cannot open
             raise OutputError(f"{out.name} names a file, but the output is a folder (the model is written inside it, "
                               f"named after it); give a folder name, like {out.with_suffix('').name}.")
-        if out.is_dir() and os.path.ismount(out):
+        if out.is_dir() and is_mount_point(out):
             raise OutputError(f"{out} is the top of a drive (a mount point), which cannot be replaced; choose a "
                               "folder inside it.")
         holds = out.is_dir() and any(out.iterdir())

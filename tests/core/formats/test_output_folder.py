@@ -314,6 +314,27 @@ def test_a_folder_filled_while_the_model_is_written_is_not_replaced(tmp_path: Pa
     assert made.read_text() == "precious" and _leftovers(tmp_path) == []
 
 
+def test_a_bind_mount_is_refused_as_a_mount_point_before_the_job(tiny_model: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """``os.path.ismount`` sees no bind mount on the same disk: a save into one ran its whole job, then failed with
+    "device or resource busy", a read-only one leaving its finished model beside it (a walkthrough). Linux's list of
+    mounts names it (a space in its path written as ``\\040``); a folder inside it is taken."""
+    source = _source(tiny_model)
+    mounted = tmp_path / "bind point"
+    mounted.mkdir()
+    info = tmp_path / "mountinfo"
+    info.write_text("22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n"
+                    f"98 22 8:1 /srv/data {str(mounted.resolve()).replace(' ', chr(92) + '040')} rw,relatime shared:1 "
+                    "- ext4 /dev/sda1 rw\n")
+    monkeypatch.setattr(of, "MOUNTINFO", info)
+    with pytest.raises(OutputError, match="top of a drive"):
+        of.check_output_folder(mounted, source, force=False)
+    of.check_output_folder(mounted / "pruned", source, force=False)
+    of.check_output_folder(tmp_path / "bind", source, force=False)
+    monkeypatch.setattr(of, "MOUNTINFO", tmp_path / "no-proc-here")  # another system: what ismount says
+    of.check_output_folder(mounted, source, force=False)
+
+
 def test_odd_output_paths_are_one_sentence(tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A drive's top folder (its mount point cannot be moved aside: the save failed after the whole job), a link
     loop, ``~nosuchuser``, a folder one may not read, a name too long for the save's temporary folder."""
