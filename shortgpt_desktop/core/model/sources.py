@@ -209,13 +209,19 @@ _HUB_PAGE = re.compile(r"^(?:https?://)?(?:www\.)?(?:huggingface\.co|hf\.co)/(?P
                        re.IGNORECASE)
 
 
+_HUB_ID_AT = re.compile(r"^(?P<id>[A-Za-z0-9][\w.-]*/[\w.-]+)@(?P<revision>[\w./-]+)$")
+
+
 def hub_id_of(spec: str, revision: str | None) -> tuple[str, str | None]:
     """The Hub id (and revision) in a pasted page address (``https://huggingface.co/org/name/tree/dev`` → ``org/name``,
-    ``dev``); ``spec`` as it is otherwise (``org/name/`` too: a path with a slash after it that does not exist is a
-    folder typed wrong, not looked up on the Hub). A revision given on its own wins over the page's. Called for what
-    is not a local path."""
+    ``dev``) or in ``org/name@dev``; ``spec`` as it is otherwise (``org/name/`` too: a path with a slash after it
+    that does not exist is a folder typed wrong, not looked up on the Hub). A revision given on its own wins over the
+    page's. Called for what is not a local path."""
     page = _HUB_PAGE.match(spec)
     if page is None:
+        at = _HUB_ID_AT.match(spec)  # org/name@dev, as pip and other tools write a revision: "does not exist"
+        if at is not None and not Path(spec).exists():
+            return at["id"], revision or at["revision"]
         return spec, revision
     if page["kind"]:
         raise ModelSourceError(f"{spec} is a Hub {page['kind'].rstrip('s/')}, not a model; give a model's id like "

@@ -855,7 +855,8 @@ def test_a_path_typed_wrong_and_taken_for_a_hub_id_says_there_is_no_such_folder(
 
 @pytest.mark.parametrize("typed", ["https://huggingface.co/someone/tiny-llama", "huggingface.co/someone/tiny-llama/",
                                    "https://hf.co/someone/tiny-llama/tree/main",
-                                   "https://huggingface.co/someone/tiny-llama/blob/main/config.json"])
+                                   "https://huggingface.co/someone/tiny-llama/blob/main/config.json",
+                                   "someone/tiny-llama@main"])
 def test_a_pasted_hub_page_opens_the_model(typed: str, tiny_model: Path, tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """The way most people copy a Hub model is its page's address: it was "does not exist"."""
@@ -864,7 +865,7 @@ def test_a_pasted_hub_page_opens_the_model(typed: str, tiny_model: Path, tmp_pat
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
     monkeypatch.chdir(tmp_path)
-    assert sources.hub_id_of(typed, None) == ("someone/tiny-llama", "main" if "/main" in typed else None)
+    assert sources.hub_id_of(typed, None) == ("someone/tiny-llama", "main" if "main" in typed else None)
     source = sources.resolve(typed)
     assert source.kind == "hub" and source.folder == snapshot
 
@@ -873,6 +874,10 @@ def test_a_hub_page_names_its_revision_and_a_dataset_is_not_a_model() -> None:
     assert sources.hub_id_of("https://huggingface.co/org/name/tree/dev", None) == ("org/name", "dev")
     assert sources.hub_id_of("https://huggingface.co/org/name/tree/dev", "v1") == ("org/name", "v1")
     assert sources.hub_id_of("./some/folder/", None) == ("./some/folder/", None)
+    # org/name@dev, as pip and other tools write a revision, was "does not exist"
+    assert sources.hub_id_of("org/name@dev", None) == ("org/name", "dev")
+    assert sources.hub_id_of("org/name@dev", "v1") == ("org/name", "v1")
+    assert sources.hub_id_of("org/name@", None) == ("org/name@", None)
     with pytest.raises(ModelSourceError, match=r"^org/name/ does not exist"):  # a folder typed wrong, not a Hub id
         sources.resolve("org/name/")
     with pytest.raises(ModelSourceError, match="is a Hub dataset, not a model"):
