@@ -33,7 +33,7 @@ from .core.measure.quiz import quiz_summary
 from .core.model.loading import quiet_library_progress
 from .core.progress import counts_layers, stage_unit
 from .core.report import after_fitted, left_as_it_was, requantized
-from .core.user_paths import exists, expand_home
+from .core.user_paths import exists, expand_home, shown_model
 from .format import (
     StageClock,
     collapsed,
@@ -468,12 +468,6 @@ def fidelity_line(fidelity: dict[str, float], of: str = "to the original") -> st
             f"same top p {fidelity['same_top']:.1%}")
 
 
-def _shown(model: str) -> str:
-    """A model as a line names it: a path's last part (``SmolLM2.Q4_1.gguf``), a Hub id whole."""
-    name = Path(model.rstrip("/\\")).name
-    return name if exists(model) and name else model
-
-
 def print_model_info(info: Any, out: TextIO | None = None, label: str = "model") -> None:
     """What the model is and what it will cost, before the weights load (``label``: ``against`` for eval's second
     model, which loads once the first is freed)."""
@@ -507,8 +501,18 @@ def _numbered_as(report: Any) -> str:
         return ""
     first = in_first_original(report.earlier_removed, report.removed_layers, report.n_layers)
     earlier = report.earlier_removed
-    return (f" (as numbered in {_shown(report.model)}, which lacks its original's {in_number(len(earlier), 'layer')} "
-            f"{layer_list(earlier)}; in the original: {layer_list(first)})")
+    return (f" (as numbered in {shown_model(report.model)}, which lacks its original's "
+            f"{in_number(len(earlier), 'layer')} {layer_list(earlier)}; in the original: {layer_list(first)})")
+
+
+def _text_measured(report: Any) -> str:
+    """What the perplexity line measured, where it is not the calibration text's held-out end (which the card says):
+    ``eval`` without ``--calib`` measured on the built-in corpus without a word, and its figures read twice as bad as
+    the prune's on WikiText (a walkthrough)."""
+    builtin = "built-in corpus (Python standard library docstrings)"
+    if report.eval_text == BUILTIN_CORPUS or (not report.eval_text and builtin in (report.calibration or [])):
+        return " of the built-in corpus (Python docstrings; --calib or --eval-text FILE measures your own text)"
+    return f" of {Path(report.eval_text).name}" if report.eval_text else ""
 
 
 def print_summary(report: Any, out: TextIO | None = None) -> None:
@@ -546,7 +550,7 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
         k = len(report.removed_layers)
         out.write(f"removed {k} of {report.n_layers} layers ({k / report.n_layers:.0%} of them): "
                   f"{','.join(map(str, report.removed_layers))}{_numbered_as(report)}"
-                  f"{f' (as {_shown(report.against)} records them)' if report.against else ''}\n")
+                  f"{f' (as {shown_model(report.against)} records them)' if report.against else ''}\n")
     if report.params_before and (report.removed_layers or (report.against and report.params_after)):
         # each share says what it is a share of: "(83%)" removed, then "(35.7%)" kept, read as two of one thing
         share = report.params_after / report.params_before
@@ -607,10 +611,11 @@ def print_summary(report: Any, out: TextIO | None = None) -> None:
         if report.ppl_after is not None:
             line += f" -> {report.ppl_after:.3f} (x{report.ppl_after / report.ppl_before:.2f})"
         rough = defaults.rough_figure(report.eval_tokens, report.text_ran_out, eval_text=bool(report.eval_text))
-        out.write(line + f" on {report.eval_tokens:,} tokens" + (f" ({rough})" if rough else "") + "\n")
+        out.write(line + f" on {report.eval_tokens:,} tokens{_text_measured(report)}" + (f" ({rough})" if rough else "")
+                  + "\n")
     # eval --against: the first model is the reference whichever it is, and each is named (given the pruned copy
     # first, the line spoke of the copy as "the original")
-    first, second = (_shown(report.model), _shown(report.against)) if report.against else ("", "")
+    first, second = (shown_model(report.model), shown_model(report.against)) if report.against else ("", "")
     if report.fidelity:
         out.write(fidelity_line(report.fidelity, f"of {second} to {first}" if first else "to the original") + "\n")
     if report.quiz:
@@ -855,7 +860,7 @@ def _run(args: argparse.Namespace, progress: ProgressBar) -> int:
         labels = iter(("model", "against"))  # eval --against's second model is "against"; any other job opens one
         if getattr(args, "against", None):
             # Either model may be the pruned one: "perplexity, original" named the first whichever it was
-            first, second = _shown(spec.model), _shown(args.against)
+            first, second = shown_model(spec.model), shown_model(args.against)
             progress.labels = {"ppl_before": f"perplexity, {first}", "ppl_after": f"perplexity, {second}",
                                "quiz_before": f"quiz, {first}", "quiz_after": f"quiz, {second}"}
 

@@ -36,6 +36,7 @@ from .core.model.sources import weights_stamp
 from .core.pipeline import JobSpec
 from .core.progress import CancelCheck, Progress, no_progress
 from .core.report import Report, model_bytes
+from .core.user_paths import shown_model
 from .format import collapsed, human_bytes, shell_word
 
 InfoCallback = Callable[[ModelInfo], None]
@@ -164,14 +165,15 @@ def run_prune(engine: Engine, spec: JobSpec, progress: Progress = no_progress, c
     _checked_against_model(spec, info.n_layers)
     _note_more_than_half(spec, info.n_layers, on_note)
     engine.set_output_format(spec.output_format)
+    engine.mode_for(spec)  # refuses, before loading, a model that fits neither way
+    engine.check_output_job(spec)  # a GGUF output that cannot be written: refused before scoring
+    engine.refusal(spec, spec.metric if needs_scores else None)  # what that mode cannot run: before scoring too
+    # after the refusals: the size of a safetensors copy was said, then low-memory mode refused to write one
     if engine.source is not None and engine.source.gguf_file and engine.resolved_format == "safetensors" \
             and on_note is not None:
         note = expanded_from_gguf(info.bytes_on_disk, info.n_params, info.dtype)
         if note is not None:  # its size was said only once written
             on_note(note)
-    engine.mode_for(spec)  # refuses, before loading, a model that fits neither way
-    engine.check_output_job(spec)  # a GGUF output that cannot be written: refused before scoring
-    engine.refusal(spec, spec.metric if needs_scores else None)  # what that mode cannot run: before scoring too
     if needs_scores:
         count = _count_asked(spec, info.n_layers)
         engine.check_room_before_scoring(spec.out, count)  # the least the output can weigh: before the long pass
@@ -429,7 +431,8 @@ def run_eval(engine: Engine, spec: JobSpec, other: str | None = None, progress: 
                 asked = marked(first_answers, second_answers, prompts.chat_template)
                 report.quiz = asked.to_json()
                 # as prune warns: the card of a model saved without a check sends its reader here for the quiz
-                lost = lost_most(asked.known, asked.kept, original=spec.model, pruned=other)
+                # named as the quiz line names them: two full paths made the warning three lines long
+                lost = lost_most(asked.known, asked.kept, original=shown_model(spec.model), pruned=shown_model(other))
                 if lost is not None:
                     report.warnings.append(lost)
         else:

@@ -1575,6 +1575,22 @@ def test_the_summary_gives_the_figures_of_the_report() -> None:
                                     "(--eval-text)",
                       ("t.txt", True): "give a longer evaluation text"}, advice
     assert "loss (KL to the original) 0.5 -> 0.3\n" in out
+    from shortgpt_desktop.core.measure.calibration import BUILTIN_CORPUS
+
+    # What text was measured, where it is not the calibration text's held-out end: eval without --calib measured the
+    # built-in corpus without a word, and read twice as bad as the prune had on WikiText (a walkthrough)
+    report.eval_tokens, report.text_ran_out, report.warnings = 2048, False, []
+    for eval_text, calibration, said in (
+            (None, ["valid.txt"], " on 2,048 tokens\n"),
+            ("test.txt", ["valid.txt"], " on 2,048 tokens of test.txt\n"),
+            (None, ["built-in corpus (Python standard library docstrings)"],
+             " on 2,048 tokens of the built-in corpus (Python docstrings; --calib or --eval-text FILE measures your "
+             "own text)\n"),
+            (BUILTIN_CORPUS, ["valid.txt"], " on 2,048 tokens of the built-in corpus (Python docstrings; ")):
+        report.eval_text, report.calibration = eval_text, calibration
+        stream = io.StringIO()
+        cli.print_summary(report, stream)
+        assert "perplexity: 10.000 -> 12.500 (x1.25)" + said in stream.getvalue(), (eval_text, stream.getvalue())
     report.heal_losses = [0.00368, 0.00441]  # four significant digits, as the warning beside it: it said 0.004 -> 0.004
     stream = io.StringIO()
     cli.print_summary(report, stream)
@@ -1858,3 +1874,15 @@ def test_the_help_says_each_default() -> None:
     assert f'(default: "{cli.defaults.PROMPT}")' in prune
     assert "sizes in one word (default: none, the sizes below as given)" in prune
     assert "layers per block for --metric angular (default 1)" in score
+
+
+def test_a_refused_safetensors_copy_of_a_gguf_is_not_sized_first(tiny_q4_gguf: Path, tmp_path: Path, capsys) -> None:
+    """Low-memory mode refuses a GGUF saved as safetensors: the copy's size in float32 was said on the line before the
+    refusal, of a save that would not happen (a walkthrough). Whole, the note is said before the job."""
+    args = ["prune", str(tiny_q4_gguf), "--format", "safetensors", "--remove", "3", "--no-eval", "--repair", "none",
+            "-q"]
+    assert cli.main([*args, "--low-memory", "--out", str(tmp_path / "refused")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("shortgpt: error: In low-memory mode a GGUF model is saved as GGUF") and "note:" not in err
+    assert cli.main([*args, "--out", str(tmp_path / "whole")]) == 0
+    assert "note: a quantized GGUF saved as safetensors is written in float32" in capsys.readouterr().err

@@ -205,6 +205,8 @@ def test_requantized_tensors_are_named_by_their_original_layer(capsys: pytest.Ca
     report.ppl_before, report.ppl_after, report.eval_tokens = 36.1, 50.4, 4080
     card = model_card(report, "m.gguf")
     assert "These figures were measured before the changed weights were re-quantized for this file" in card
+    # with the text to give it: eval's own default text is the built-in corpus (it read twice as bad; a walkthrough)
+    assert "(`shortgpt eval` measures it, given the same text as `--calib` or `--eval-text`)" in card
     assert "quiz" not in card  # none was asked
     report.quiz = {"asked": 26, "known": 17, "kept": 5}
     assert "may differ, by a quiz answer or two where it is close" in model_card(report, "m.gguf")
@@ -1117,6 +1119,8 @@ def test_eval_against_warns_as_prune_does_where_most_of_the_quiz_is_lost(tiny_mo
     spec = JobSpec(model=str(tiny_model), calib=[str(small_calib)], samples=4, seq_len=32, eval_windows=2)
     report = run_eval(Engine(), spec, str(tiny_model))
     assert (report.quiz["known"], report.quiz["kept"]) == (4, 1)
+    # the models named as the quiz line names them (their full paths made the warning three lines long)
+    name = tiny_model.name
     assert [w for w in report.warnings if "lost most" in w] == [
-        f"{tiny_model} answers only 1 of the 4 quiz questions {tiny_model} answers right: it has lost most of what "
-        f"{tiny_model} knows; remove fewer layers (the quality curve, shortgpt sweep, shows where it breaks)."]
+        f"{name} answers only 1 of the 4 quiz questions {name} answers right: it has lost most of what "
+        f"{name} knows; remove fewer layers (the quality curve, shortgpt sweep, shows where it breaks)."]

@@ -20,12 +20,15 @@ FLOAT_TYPES = ("F32", "F16", "BF16", "F64", "ALL_F32", "MOSTLY_F16", "MOSTLY_BF1
 def measured_before_requantized(quiz: bool) -> str:
     """The warning for figures measured before the changed weights were re-quantized for the file; ``quiz``: the
     quiz was asked and the original knew some answers (one layer at a time none is asked: it named one anyway)."""
+    # "shortgpt eval measures it" sent users to a command whose default text is the built-in corpus: the file read
+    # twice as bad as the prune said, on other text (a walkthrough)
+    same_text = "shortgpt eval measures it (give it the text this job measured on, as --calib or --eval-text)"
     if quiz:
         return ("This job's perplexity, fidelity and quiz were measured before the changed weights were re-quantized "
-                "for the file; the saved file's own may differ (a quiz answer or two, where it is close), and "
-                "shortgpt eval measures it.")
+                f"for the file; the saved file's own may differ (a quiz answer or two, where it is close), and "
+                f"{same_text}.")
     return ("This job's perplexity and fidelity were measured before the changed weights were re-quantized for the "
-            "file; the saved file's own may differ, and shortgpt eval measures it.")
+            f"file; the saved file's own may differ, and {same_text}.")
 
 
 #: Both wordings of :func:`measured_before_requantized`, by which a front end finds the warning among a report's.
@@ -311,7 +314,8 @@ def model_card(report: Report, base_model: str) -> str:
     if ppl and report.changed_types:  # the check ran the changed weights at full precision, before the writer
         quiz_too = ", by a quiz answer or two where it is close" if report.quiz.get("known") else ""
         ppl += ("\nThese figures were measured before the changed weights were re-quantized for this file (see "
-                f"Format); the file's own may differ{quiz_too} (`shortgpt eval` measures it).\n")
+                f"Format); the file's own may differ{quiz_too} (`shortgpt eval` measures it, given the same text "
+                "as `--calib` or `--eval-text`).\n")
     if report.ppl_after is None:  # a save without the check (the window's Save, --no-eval): the card said nothing
         # a Hub id runs as it is; a local model is named by its folder's name alone, which no reader could run
         original = base_model if "/" in base_model else "ORIGINAL_MODEL"

@@ -75,3 +75,9 @@ def windows_path_here(path: str | os.PathLike[str]) -> str | None:
     last = last if last and not last.endswith(":") else "out"
     return (f"{text} is a Windows path, which this system would take as a name in the current folder; give a path "
             f"of this system, such as ~/{last}.")
+
+
+def shown_model(model: str) -> str:
+    """A model as a line names it: a path's last part (``SmolLM2.Q4_1.gguf``), a Hub id whole."""
+    name = Path(model.rstrip("/\\")).name
+    return name if exists(model) and name else model
