@@ -297,6 +297,12 @@ class CalibrationPanel(QGroupBox):
             if holder is not None:  # listed twice, its tokens counted twice (the job reads each file once)
                 problems.append(f"{path} is already in the list, in the folder {holder}.")
                 continue
+            if not path.exists() and "\ufffd" in str(path):
+                # a name of other bytes than UTF-8 (a Latin-1 disk's caf\xe9.txt) reaches the window with U+FFFD in
+                # place of the byte, and "does not exist" was said of a file the user could see (a walkthrough)
+                problems.append(f"{path}: its name is not UTF-8, which the window cannot keep; rename the file, or add "
+                                "the folder that holds it.")
+                continue
             if not path.exists():  # a link loop or a dangling link too, said as such
                 problems.append(f"{path} {not_there(path)}.")
                 continue

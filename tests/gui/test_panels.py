@@ -5,7 +5,9 @@ broke the code and every test still passed."""
 from __future__ import annotations
 
 import json
+import os
 import time
+import urllib.parse
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -736,3 +738,30 @@ def test_enter_opens_what_was_typed_not_a_recent_entry_it_begins(qtbot, typed: s
     qtbot.keyClicks(panel.field, typed)
     qtbot.keyClick(panel.field, Qt.Key.Key_Return)
     assert chosen == [typed] and panel.field.currentText() == typed
+
+
+@pytest.mark.skipif(os.name == "nt", reason="Windows names files in UTF-16: no name is other bytes there")
+def test_a_dropped_file_whose_name_is_not_utf8_is_said_so(qtbot, tmp_path: Path) -> None:
+    """A file manager sends ``caf%E9.txt`` for a Latin-1 name: Qt decodes it with U+FFFD, and the dropped file "does
+    not exist" was said of a file the user could see (a walkthrough). Said for what it is; its folder is taken."""
+    from PySide6.QtCore import QMimeData
+    from PySide6.QtGui import QDropEvent
+
+    folder = tmp_path / "latin1"
+    folder.mkdir()
+    raw = os.fsencode(folder) + b"/caf\xe9.txt"
+    with open(raw, "w", encoding="utf-8") as stream:
+        stream.write(TEXT)
+    panel = CalibrationPanel()
+    qtbot.addWidget(panel)
+    said: list[str] = []
+    panel.problem.connect(said.append)
+    mime = QMimeData()
+    mime.setData("text/uri-list", b"file://" + urllib.parse.quote_from_bytes(raw).encode() + b"\r\n")
+    panel.list.dropEvent(QDropEvent(QPointF(5, 5), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                                    Qt.KeyboardModifier.NoModifier))
+    assert panel.paths() == []
+    assert len(said) == 1 and said[0].endswith(": its name is not UTF-8, which the window cannot keep; rename the "
+                                               "file, or add the folder that holds it."), said
+    panel.add_paths([str(folder)])
+    assert panel.paths() == [str(folder)]
