@@ -137,6 +137,7 @@ class ModelPanel(QGroupBox):
         # A file dropped on the text box: the box typed its file:// address in at the cursor (into the path shown)
         # and nothing opened; the drop now goes where a drop on the rest of the panel goes
         self._focus_leaving = False  # within the focus leaving the text box (see eventFilter)
+        self._just_committed = ""  # the text emitted in this turn of the event loop (see _commit_text)
         self.field.installEventFilter(self)
         self.field.lineEdit().installEventFilter(self)
         self.field.activated.connect(self._on_recent_activated)
@@ -357,8 +358,15 @@ class ModelPanel(QGroupBox):
     # ------------------------------------------------------------------------------------------- actions
 
     def _commit_text(self) -> None:
-        if self.text:
+        """Emit :attr:`modelChosen` once for one choice: a recent entry picked from the list under the box with Enter
+        comes as Enter in the box and as the entry's activation, and "Open …?" came back after its No."""
+        if self.text and self.text != self._just_committed:
+            self._just_committed = self.text
+            QTimer.singleShot(0, self._forget_commit)
             self.modelChosen.emit(self.text)
+
+    def _forget_commit(self) -> None:
+        self._just_committed = ""
 
     def _on_recent_activated(self, index: int) -> None:
         if self._focus_leaving:

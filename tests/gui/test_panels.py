@@ -765,3 +765,27 @@ def test_a_dropped_file_whose_name_is_not_utf8_is_said_so(qtbot, tmp_path: Path)
                                                "file, or add the folder that holds it."), said
     panel.add_paths([str(folder)])
     assert panel.paths() == [str(folder)]
+
+
+def test_a_recent_entry_picked_from_the_list_under_the_box_opens_once(qtbot) -> None:
+    """Down and Enter in the list of recent entries under the box came as Enter in the box and as the entry's
+    activation: the model was chosen twice, and "Open …?" came back after its No (a review)."""
+    panel = ModelPanel()
+    qtbot.addWidget(panel)
+    panel.set_recent(["/models/g1-st", "Qwen/Qwen2.5-0.5B-Instruct"])
+    panel.field.setEditText("")
+    chosen: list[str] = []
+    panel.modelChosen.connect(chosen.append)
+    panel.show()
+    panel.activateWindow()
+    panel.field.setFocus()
+    qtbot.waitUntil(panel.field.hasFocus)
+    qtbot.keyClicks(panel.field, "/models/g")
+    popup = panel.field.completer().popup()
+    qtbot.waitUntil(popup.isVisible)
+    qtbot.keyClick(popup, Qt.Key.Key_Down)
+    qtbot.keyClick(popup, Qt.Key.Key_Return)
+    assert chosen == ["/models/g1-st"]
+    qtbot.wait(10)  # a later choice of the same model is a choice again (Enter to reopen it says it is open)
+    qtbot.keyClick(panel.field, Qt.Key.Key_Return)
+    assert chosen == ["/models/g1-st", "/models/g1-st"]
