@@ -506,11 +506,14 @@ def _numbered_as(report: Any) -> str:
 
 
 def _text_measured(report: Any) -> str:
-    """What the perplexity line measured, where it is not the calibration text's held-out end (which the card says):
-    ``eval`` without ``--calib`` measured on the built-in corpus without a word, and its figures read twice as bad as
-    the prune's on WikiText (a walkthrough)."""
-    builtin = "built-in corpus (Python standard library docstrings)"
-    if report.eval_text == BUILTIN_CORPUS or (not report.eval_text and builtin in (report.calibration or [])):
+    """What text the perplexity line measured, where the user may not know: the built-in corpus (the default text of
+    every command) or a separate evaluation text; nothing for the held-out end of the user's own calibration text,
+    which the card names. ``eval`` without ``--calib`` measured the built-in corpus without a word, and its figures
+    read twice as bad as the prune's on WikiText (a walkthrough)."""
+    from .core.pipeline import BUILTIN_CORPUS_NAME
+
+    held_out_of_builtin = not report.eval_text and BUILTIN_CORPUS_NAME in (report.calibration or [])
+    if report.eval_text == BUILTIN_CORPUS or held_out_of_builtin:
         return " of the built-in corpus (Python docstrings; --calib or --eval-text FILE measures your own text)"
     return f" of {Path(report.eval_text).name}" if report.eval_text else ""
 

@@ -1576,6 +1576,7 @@ def test_the_summary_gives_the_figures_of_the_report() -> None:
                       ("t.txt", True): "give a longer evaluation text"}, advice
     assert "loss (KL to the original) 0.5 -> 0.3\n" in out
     from shortgpt_desktop.core.measure.calibration import BUILTIN_CORPUS
+    from shortgpt_desktop.core.pipeline import BUILTIN_CORPUS_NAME
 
     # What text was measured, where it is not the calibration text's held-out end: eval without --calib measured the
     # built-in corpus without a word, and read twice as bad as the prune had on WikiText (a walkthrough)
@@ -1583,7 +1584,7 @@ def test_the_summary_gives_the_figures_of_the_report() -> None:
     for eval_text, calibration, said in (
             (None, ["valid.txt"], " on 2,048 tokens\n"),
             ("test.txt", ["valid.txt"], " on 2,048 tokens of test.txt\n"),
-            (None, ["built-in corpus (Python standard library docstrings)"],
+            (None, [BUILTIN_CORPUS_NAME],
              " on 2,048 tokens of the built-in corpus (Python docstrings; --calib or --eval-text FILE measures your "
              "own text)\n"),
             (BUILTIN_CORPUS, ["valid.txt"], " on 2,048 tokens of the built-in corpus (Python docstrings; ")):

@@ -86,6 +86,10 @@ _noop = no_progress
 # ------------------------------------------------------------------------------------------------- steps
 
 
+#: How a report's ``calibration`` names the built-in corpus (the summary reads it there).
+BUILTIN_CORPUS_NAME = "built-in corpus (Python standard library docstrings)"
+
+
 def resolve_source(model: str, revision: str | None = None, progress: Progress = _noop,
                    cancel: CancelCheck | None = None) -> ModelSource:
     """The model's files on local disk; a Hub download reports ``("download", bytes_done, bytes_total)``."""
@@ -133,7 +137,7 @@ def read_calibration(paths: Sequence[str], what: str = "calibration") -> tuple[l
             )
     if use_builtin:
         texts += builtin_corpus()
-        names.append("built-in corpus (Python standard library docstrings)")
+        names.append(BUILTIN_CORPUS_NAME)
     return texts, names, warnings
 
 

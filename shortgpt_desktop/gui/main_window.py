@@ -57,7 +57,14 @@ from .log_panel import LogPanel
 from .messages import user_message
 from .model_panel import ModelPanel, model_key, names_one_model, pruned_before, typed_model
 from .plan_panel import BY_HAND, FROM_FILE, PlanPanel
-from .scores_file import PlanOnlyFile, another_model_of_the_same_name, read_scores, same_model, write_scores
+from .scores_file import (
+    ImportedScores,
+    PlanOnlyFile,
+    another_model_of_the_same_name,
+    read_scores,
+    same_model,
+    write_scores,
+)
 from .session import (
     STREAMED_MODE,
     JobProgress,
@@ -1153,7 +1160,7 @@ class MainWindow(QMainWindow):
         self._show_plan(plan)
 
     def _show_listed_plan(self, removed: list[int], file: str, left_out: Sequence[str] = (),
-                          repeated: Sequence[int] = ()) -> str:
+                          repeated: Sequence[int] = (), whose: str = "the file's") -> str:
         """The plan an imported scores file lists, shown as it was exported (the slider's plan for its count was
         shown instead, and a plan chosen by hand or measured by bi+ was lost); the words that say so, and what of
         it is left out (``left_out``: what it lists that is not a layer; ``repeated``: layers it lists more than
@@ -1168,7 +1175,7 @@ class MainWindow(QMainWindow):
             return dropped
         unscored = [i for i in removed if scores.scores[i] is None]
         if len(removed) > self.plan_panel.slider.maximum() or unscored:  # not a plan these scores allow
-            why = (f"it removes layer{'s' if len(unscored) > 1 else ''} {layer_list(unscored)}, which the file's "
+            why = (f"it removes layer{'s' if len(unscored) > 1 else ''} {layer_list(unscored)}, which {whose} "
                    "scores do not cover" if unscored else
                    f"it removes {'all' if len(removed) == self.engine.n_layers else len(removed)} of the "
                    f"{self.engine.n_layers} layers, and at most {self.plan_panel.slider.maximum()} can go")
@@ -1414,22 +1421,7 @@ class MainWindow(QMainWindow):
             self.show_error("Cannot import the scores", user_message(exc))
             return
         self.store.set_scores_dir(str(Path(path).resolve().parent))  # the next dialog opens there, matched or not
-        revision = (source.revision or "main") if source.kind == "hub" else ""
-        if not same_model(imported, source.spec, source.display_name, info.n_layers, info.architecture, revision):
-            at = (f" at revision {imported.revision}", f" at revision {revision}") \
-                if imported.revision and revision and imported.revision != revision else ("", "")
-            if another_model_of_the_same_name(imported, source.spec, info.n_layers):
-                # "…are for /a/m.gguf (30 layers), not for the opened model m.gguf (30 layers)" read as a contradiction
-                self.show_error("Cannot import the scores",
-                                f"These scores were measured on {imported.model}, not on the opened {source.spec}, "
-                                "though the two have the same name: scores are kept for the very model they were "
-                                "measured on (two runs' folders of one name are not one model); open that one to "
-                                "import them.")
-                return
-            self.show_error("Cannot import the scores",
-                            f"These scores are for {imported.model or 'another model'}{at[0]} ({imported.n_layers} "
-                            f"layers), not for the opened model {source.display_name}{at[1]} ({info.n_layers} "
-                            "layers).")
+        if self._refused_as_another_models(imported, "scores"):
             return
         # the check and a quality curve go with the scores they were measured for (an 8-minute curve went unasked)
         if not self._may_drop_measured("Import the scores?", f"Importing {Path(path).name}", "Import them anyway?"):
@@ -1457,22 +1449,41 @@ class MainWindow(QMainWindow):
             on_success=imported_in, on_failure=failed, on_cancel=lambda: self._say_cancelled("Import"),
         )
 
+    def _refused_as_another_models(self, imported: ImportedScores | PlanOnlyFile, what: str) -> bool:
+        """Whether the file's ``what`` ("scores", or a "plan" without scores) were measured on another model than the
+        open one: refused, said, True."""
+        source, info = self.engine.source, self.engine.info
+        assert source is not None and info is not None
+        revision = (source.revision or "main") if source.kind == "hub" else ""
+        if same_model(imported, source.spec, source.display_name, info.n_layers, info.architecture, revision):
+            return False
+        title = f"Cannot import the {what}"
+        these = "These scores are" if what == "scores" else "This plan is"
+        at = (f" at revision {imported.revision}", f" at revision {revision}") \
+            if imported.revision and revision and imported.revision != revision else ("", "")
+        if another_model_of_the_same_name(imported, source.spec, info.n_layers):
+            # "…are for /a/m.gguf (30 layers), not for the opened model m.gguf (30 layers)" read as a contradiction
+            made, kept, them = (("These scores were measured on", "scores are kept for the very model they were "
+                                 "measured on", "them") if what == "scores" else
+                                ("This plan was made for", "a plan is kept for the very model it was made for", "it"))
+            self.show_error(title, f"{made} {imported.model}, not {'on' if what == 'scores' else 'for'} the opened "
+                            f"{source.spec}, though the two have the same name: {kept} (two runs' folders of one name "
+                            f"are not one model); open that one to import {them}.")
+            return True
+        self.show_error(title, f"{these} for {imported.model or 'another model'}{at[0]} ({imported.n_layers} layers), "
+                        f"not for the opened model {source.display_name}{at[1]} ({info.n_layers} layers).")
+        return True
+
     def _import_listed_plan(self, listed: PlanOnlyFile, path: str) -> None:
         """A report that lists a cut's layers and no scores (``prune --remove … --json``): its plan shown on the open
         model's scores, as a scores file's plan is."""
-        source, info = self.engine.source, self.engine.info
-        assert source is not None and info is not None
         self.store.set_scores_dir(str(Path(path).resolve().parent))
-        revision = (source.revision or "main") if source.kind == "hub" else ""
-        if not same_model(listed, source.spec, source.display_name, info.n_layers, info.architecture, revision):
-            self.show_error("Cannot import the plan",
-                            f"This plan is for {listed.model or 'another model'} ({listed.n_layers} layers), not "
-                            f"for the opened model {source.display_name} ({info.n_layers} layers).")
+        if self._refused_as_another_models(listed, "plan"):
             return
         if self.engine.scores is None or self.engine.sizes is None:
             self.show_error("Cannot import the plan", user_message(listed))
             return
-        said = self._show_listed_plan(listed.removed, path, listed.left_out, listed.repeated)
+        said = self._show_listed_plan(listed.removed, path, listed.left_out, listed.repeated, whose="these")
         if not listed.removed:
             said = f" It lists no layer of this model.{said}"
         self.statusBar().showMessage(f"Imported the plan of {Path(path).name}.{said}", 20000)

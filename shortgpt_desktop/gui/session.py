@@ -127,14 +127,10 @@ class Session:
         return streamed and source is not None and \
             backend_class("streamed").refusal_for(source, output_format=name) is not None
 
-    def refuse_save(self, plan: PrunePlan, spec: JobSpec, out: str, force: bool) -> None:
-        """Everything that can refuse a save before its job starts: the plan, the format, what the writer cannot
-        write back (a GGUF layout locked to positions, a healed weight), then the folder and a disk too full."""
-        self.refuse_plan(plan, spec)
-        self.refuse_folder(plan, spec, out, force)
-
     def refuse_plan(self, plan: PrunePlan, spec: JobSpec) -> None:
-        """What refuses this plan's save in any folder (another folder would be refused too)."""
+        """What refuses this plan's save in any folder, before its job starts (another folder would be refused too):
+        the plan, the format, what the writer cannot write back (a GGUF layout locked to positions, a healed
+        weight). :meth:`refuse_folder` says what refuses the folder."""
         self.engine.report(plan)
         self.refuse_before_folder(spec)  # healing one layer at a time: said at the click, not after the choice ran
         self.engine.check_output_job(spec, plan.removed)

@@ -1091,7 +1091,6 @@ def test_a_cancel_while_the_model_loads_stops_before_the_text_is_read(tiny_model
     assert engine.scored is None and engine.loaded is not None  # loaded, kept for the next job
 
 
-
 def test_a_cancel_while_the_text_is_tokenised_stops_after_the_chunk(tiny_model: Path, small_calib: Path,
                                                                      tmp_path: Path) -> None:
     """A Cancel while a 100 MB text was tokenised waited 40 s for the whole of it (a walkthrough): it stops after
@@ -1119,6 +1118,7 @@ def test_a_cancel_while_the_text_is_tokenised_stops_after_the_chunk(tiny_model: 
     stop["now"], heard[:] = False, []
     engine.score(spec, progress=lambda *args: None)
     assert engine.scored is not None and engine.tokens is not None
+
 
 def test_the_scores_a_cancelled_rescore_leaves_keep_the_text_they_were_cut_from(
         tiny_model: Path, small_calib: Path, tmp_path: Path) -> None:

@@ -118,6 +118,9 @@ def test_a_model_missing_its_own_code_is_named_and_told_what_to_do(tiny_model: P
                                  "have a file named configuration_x.py; the model's page, https://huggingface.co/"
                                  "someone/custom/tree/main, lists the files it has."), caught.value
     assert str(snapshot) not in str(caught.value)
+    with pytest.raises(ModelSourceError) as caught:  # the page is the id's, not the text typed (a review)
+        load_model(resolve("someone/custom@main"), "cpu", "float32", trust_remote_code=True)
+    assert "the model's page, https://huggingface.co/someone/custom/tree/main, lists" in str(caught.value)
 
 
 def test_a_config_field_of_the_wrong_type_is_named_in_the_sentence(tiny_model: Path, tmp_path: Path) -> None:

@@ -1637,6 +1637,18 @@ def test_scores_refused_for_a_copy_of_the_model_say_it_is_another_file(qtbot, op
     assert refused.args[0].startswith(f"These scores were measured on {model_key(original)}, not on the opened "
                                       f"{window.engine.source.spec}, though the two have the same name")
     window.last_dialog.close()
+    # a report of a cut without scores is refused alike (it said "This plan is for /a/m (6 layers), not for the
+    # opened model m (6 layers)"; a review)
+    plan_only = json.loads(exported.read_text(encoding="utf-8"))
+    plan_only.update(scores=[], removed_layers=[2, 3], other_scores={})
+    (tmp_path / "cut.json").write_text(json.dumps(plan_only), encoding="utf-8")
+    with qtbot.waitSignal(window.errorShown, timeout=10_000) as refused:
+        window.import_scores(tmp_path / "cut.json")
+    assert refused.args[0] == (f"This plan was made for {model_key(original)}, not for the opened "
+                               f"{window.engine.source.spec}, though the two have the same name: a plan is kept for "
+                               "the very model it was made for (two runs' folders of one name are not one model); open "
+                               "that one to import it.")
+    window.last_dialog.close()
 
 
 def test_scores_of_a_hub_model_fit_its_id_typed_in_other_capitals(tmp_path: Path, monkeypatch) -> None:

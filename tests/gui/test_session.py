@@ -34,14 +34,15 @@ def test_a_session_runs_the_window_jobs_without_qt(tiny_model: Path, small_calib
     final, checked = session.check_job(plan, final_spec)(noop, lambda: False)
     assert checked.fidelity is not None and checked.removed == final.removed
     out = suggested_output(session.engine, final, str(tmp_path))
-    session.refuse_save(final, final_spec, out, False)
+    session.refuse_plan(final, final_spec)
+    session.refuse_folder(final, final_spec, out, False)
     from shortgpt_desktop.core import free_space
     from shortgpt_desktop.core.errors import OutputError
 
     with pytest.MonkeyPatch.context() as patch:  # a disk without room for the folder: refused before the job
         patch.setattr(free_space.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 1000})())
         with pytest.raises(OutputError, match="is free on the disk of"):
-            session.refuse_save(final, final_spec, out, False)
+            session.refuse_folder(final, final_spec, out, False)
     saved_plan, result, _ = session.save_job(final, final_spec, out, False)(noop, lambda: False)
     assert saved_plan.removed == final.removed and (Path(result.folder) / "model.safetensors").is_file()
 
@@ -435,8 +436,11 @@ def test_a_save_forwards_its_folder_and_replace_choice_and_is_refused_before_its
     save = next(c for c in calls if c[0] == "save")
     assert prepare[2].get("out") == "/o" and save[1][1] == "/o" and save[1][3] is True
     calls.clear()
-    session.refuse_save(plan, spec, "/o", True)
-    assert ("check_output", ("/o", True), {}) in calls and any(c[0] == "check_room" for c in calls)
+    session.refuse_folder(plan, spec, "/o", True)
+    assert [c[0] for c in calls] == ["check_output", "check_room"] and calls[0][1] == ("/o", True)
+    calls.clear()
+    session.refuse_plan(plan, spec)  # what another folder would not change: no folder asked of
+    assert [c[0] for c in calls] == ["report", "refusal", "refusal_to_save", "check_output_job"]
     calls.clear()
     session.refuse_before_folder(spec)  # what no folder changes, before the dialog
     assert [c[0] for c in calls] == ["refusal", "refusal_to_save"]

@@ -258,8 +258,8 @@ def check_output_folder(out: Path, source: ModelSource, force: bool) -> Path:
             raise OutputError(f"{out.name} names a file, but the output is a folder (the model is written inside it, "
                               f"named after it); give a folder name, like {out.with_suffix('').name}.")
         if out.is_dir() and is_mount_point(out):
-            raise OutputError(f"{out} is the top of a drive (a mount point), which cannot be replaced; choose a "
-                              "folder inside it.")
+            raise OutputError(f"{out} is a mount point (the top of a drive, or a bind mount), which cannot be "
+                              "replaced; choose a folder inside it.")
         holds = out.is_dir() and any(out.iterdir())
         if holds:
             why = not_an_earlier_output(out)

@@ -253,7 +253,8 @@ def decode_bytes(data: bytes, legacy: list[bool] | None = None) -> str | None:
 
 def reads_as_another_encoding(text: str) -> bool:
     """Whether text read as Windows-1252 looks like text of another legacy encoding (Shift-JIS, GBK, EUC-KR, Big5,
-    Windows-1251…): most of its characters came out above ASCII, where Western text has a few accented letters.
+    Windows-1251…): more than 30% of its characters came out above ASCII, where Western text has a few accented
+    letters.
     Such text was read as gibberish without a word (a walkthrough); no guess is made of which encoding it is."""
     sample = [ch for ch in text[:65536] if not ch.isspace()]
     return len(sample) >= 20 and sum(ord(ch) > 127 for ch in sample) > 0.3 * len(sample)
@@ -285,8 +286,9 @@ def texts_from_file(path: Path, notes: list[str] | None = None, limit: int | Non
     if text is None:
         raise ValueError("it looks binary (it does not decode as text)")
     if legacy and notes is not None and reads_as_another_encoding(text):
-        notes.append(f"{path} is not UTF-8, and read as Windows-1252 most of its characters are symbols: if it is in "
-                     "another encoding (Shift-JIS, GBK, EUC-KR, Big5, Windows-1251…), save it as UTF-8.")
+        notes.append(f"{path} is not UTF-8, and read as Windows-1252 much of it comes out as gibberish (accented "
+                     "letters and symbols): if it is in another encoding (Shift-JIS, GBK, EUC-KR, Big5, "
+                     "Windows-1251…), save it as UTF-8.")
     # Line ends as Python's text files read them: the same text saved on Windows (Notepad, git's autocrlf) gave
     # other tokens, so other scores and possibly other layers, than on Linux.
     text = text.replace("\r\n", "\n").replace("\r", "\n")

@@ -188,8 +188,9 @@ def _for_where_it_is(reason: str, source: ModelSource) -> str:
     if source.kind == "hub":
         reason = reason.replace(str(source.folder), source.display_name)
         if missing:
-            reason += (f"; the model's page, https://huggingface.co/{source.spec}/tree/{source.revision or 'main'}, "
-                       "lists the files it has")
+            # its id, not as typed: org/name@dev and a page's address gave huggingface.co/org/name@dev/tree/dev
+            reason += (f"; the model's page, https://huggingface.co/{source.display_name}/tree/"
+                       f"{source.revision or 'main'}, lists the files it has")
     elif missing:
         reason += f"; put the model's own code ({missing[1]}) in its folder"
     return reason

@@ -237,8 +237,9 @@ def test_text_of_another_legacy_encoding_is_said_and_western_legacy_text_is_not(
         read = calibration.read_texts([path])
         assert read.files == [path]  # still read: which encoding it is is not guessed
         assert [s for s in read.skipped if "is not UTF-8" in s] == [
-            f"{path} is not UTF-8, and read as Windows-1252 most of its characters are symbols: if it is in another "
-            "encoding (Shift-JIS, GBK, EUC-KR, Big5, Windows-1251…), save it as UTF-8."], codec
+            f"{path} is not UTF-8, and read as Windows-1252 much of it comes out as gibberish (accented letters and "
+            "symbols): if it is in another encoding (Shift-JIS, GBK, EUC-KR, Big5, Windows-1251…), save it as "
+            "UTF-8."], codec
     western = tmp_path / "western.txt"
     western.write_bytes(("Le café du coin était fermé; à côté, une crêperie naïve servait des œufs. " * 4)
                         .encode("cp1252"))
