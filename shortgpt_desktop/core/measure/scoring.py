@@ -274,7 +274,7 @@ def removal_perplexity(
         finally:
             handle.remove()
         scores[index] = result.perplexity
-        tokens += result.tokens
+        tokens = result.tokens  # the tokens scored, each pass the same: the JSON said n_layers times as many
         if progress is not None:
             progress("scoring", index + 1, n, list(scores))
     return LayerScores("ppl", scores, tokens=tokens, seconds=time.perf_counter() - started)

@@ -97,6 +97,8 @@ def test_single_removal_perplexity_is_exact(loaded: LoadedModel, tokens: TokenSe
         with pruned_view(loaded.model, loaded.family, [layer]):
             expected = perplexity_of(loaded.model, tokens.samples, tokens.pad_id).perplexity
         assert result.scores[layer] == pytest.approx(expected, rel=1e-5)
+    # the calibration tokens scored, as each pass scores them: the report said n_layers times as many (a walkthrough)
+    assert result.tokens == perplexity_of(loaded.model, tokens.samples, tokens.pad_id).tokens
 
 
 def test_progress_reports_partial_scores_and_cancel_stops(loaded: LoadedModel, tokens: TokenSet) -> None:
