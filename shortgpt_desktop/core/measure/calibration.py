@@ -136,15 +136,20 @@ def collect_files(paths: Iterable[str | Path], left_out: list[str] | None = None
         if not exists(path):  # a name too long to look up: a traceback, now said by not_there
             raise CalibrationError(f"The {what} path {path} {not_there(path)}.")
         if path.is_dir():
-            files, odd = [], []
+            files, odd, hidden = [], [], 0
             for p in path.rglob("*"):
                 if _hidden(p, path):
+                    hidden += p.is_file()
                     continue
                 if p.is_file():
                     files.append(p)
                 elif not p.is_dir():  # a pipe, a device, a socket, a link to nowhere or to itself: left out unsaid
                     odd.append(p)
             files.sort()
+            if hidden and not files:  # "no files were found in notes" of a folder holding .notes.txt (a walkthrough)
+                them = "it" if hidden == 1 else "them"
+                notes.append(f"Left out {counted(hidden, 'hidden file')} in {path}: names that start with a dot (and "
+                             f"__pycache__) are not read as text; rename {them} to use {them}.")
             notes += [f"Left out {p}: it is not a regular file (a pipe, a device, or a link to nothing)."
                       for p in sorted(odd)]
             models = saved_models_within(files)

@@ -700,3 +700,20 @@ def test_a_scores_report_given_as_text_is_named_for_what_it_is(tmp_path: Path) -
     assert calibration.read_texts([report]).skipped == [
         f"Skipped {report}: it is a report of this app (layer scores), not text; the window's File → Import scores… "
         "reads it."]
+
+
+def test_a_folder_of_hidden_files_only_says_they_were_left_out(tmp_path: Path) -> None:
+    """A folder holding only .notes.txt was "no files were found in hid" (a walkthrough): the hidden files are named
+    as left out; beside other files they are left out unsaid, as the README says."""
+    hid = tmp_path / "hid"
+    hid.mkdir()
+    (hid / ".notes.txt").write_text(PROSE)
+    (hid / "__pycache__").mkdir()
+    (hid / "__pycache__" / "x.txt").write_text(PROSE)
+    notes: list[str] = []
+    assert calibration.collect_files([hid], notes) == []
+    assert notes == [f"Left out 2 hidden files in {hid}: names that start with a dot (and __pycache__) are not read "
+                     "as text; rename them to use them."]
+    (hid / "notes.txt").write_text(PROSE)
+    notes.clear()
+    assert calibration.collect_files([hid], notes) == [(hid / "notes.txt").resolve()] and notes == []
