@@ -652,10 +652,13 @@ def print_curve(curve: Any, out: TextIO | None = None) -> None:
     base = {p.k: p for p in curve.baseline.points} if curve.baseline is not None else {}
     # "on 4 held-out windows, 252 tokens; held-out windows (the check's)" said the windows twice: the curve's data
     # (JSON's "held-out windows (the check's)") gives only its qualifier
-    qualifier = curve.data.removeprefix("held-out windows").strip()
+    qualifier = curve.data.removeprefix("held-out windows").removeprefix("windows of the evaluation text").strip()
     if qualifier and not qualifier.startswith("("):
         qualifier = f"({qualifier})"
     windows = " ".join(filter(None, (counted(curve.windows, "held-out window"), qualifier)))
+    if curve.eval_text:  # "held-out windows" of an evaluation text that was the calibration text too (a walkthrough)
+        text = "the built-in corpus" if curve.eval_text == BUILTIN_CORPUS else Path(curve.eval_text).name
+        windows = " ".join(filter(None, (f"{counted(curve.windows, 'window')} of {text}", qualifier)))
     rough = defaults.rough_figure(curve.tokens, curve.text_ran_out, eval_text=bool(curve.eval_text))
     few = f"; {rough}" if rough else ""
     # plain BI's columns are plain removal: the window says "(dashed, no repair)", the table said nothing, and a
@@ -683,6 +686,8 @@ def print_curve(curve: Any, out: TextIO | None = None) -> None:
             if others:
                 line += f"   {','.join(map(str, b.removed)) or '-'}"
         out.write(line + "\n")
+    if not quiz and any(p.quiz_known == 0 for p in curve.points):  # asked, and the column left out without a word
+        out.write("quiz: the original answers none of the questions right, so it says nothing of these cuts\n")
     for warning in collapsed(curve.warnings):  # what the text gave short, left out or said of it, as prune's
         out.write(f"warning: {warning}\n")
 

@@ -1201,6 +1201,18 @@ def test_the_curve_table_has_a_quiz_column_only_where_the_quiz_was_asked() -> No
     out = io.StringIO()
     cli.print_curve(QualityCurve("bi+ + repair", [4], points, 2, 100, data="text of its own"), out)
     assert "on 2 held-out windows (text of its own), 100 tokens; few for a steady figure" in out.getvalue()
+    # an evaluation text's windows are not "held out" (it may be the calibration text itself; a walkthrough)
+    out = io.StringIO()
+    cli.print_curve(QualityCurve("bi+ + repair", [4], points, 4, 1100, eval_text="/texts/small.txt",
+                                 data="windows of the evaluation text (the check's)"), out)
+    assert "vs the original on 4 windows of small.txt (the check's), 1,100 tokens)" in out.getvalue()
+    for point in points:
+        point.quiz_kept, point.quiz_known = 0, 0  # asked, and the original answers none: said, not left out unsaid
+    out = io.StringIO()
+    cli.print_curve(QualityCurve("bi+ + repair", [4], points, 4, 100), out)
+    assert out.getvalue().splitlines()[1].split()[-1] == "top"  # no quiz column
+    assert "quiz: the original answers none of the questions right, so it says nothing of these cuts\n" in \
+        out.getvalue()
     for point in points:
         point.quiz_kept = point.quiz_known = None
     out = io.StringIO()

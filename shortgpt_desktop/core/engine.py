@@ -1298,7 +1298,8 @@ class Engine:
                 self.selections.update(metric.refine_counts(ctx, self.scores.scores, missing))
         label = self.scores.metric + (" + repair" if spec.repair != "none" else "")
         curve = QualityCurve(label=label, order=[], windows=len(tokens.eval_windows), tokens=reference.result.tokens,
-                             data="held-out windows (the check's)", model=spec.model,
+                             data="held-out windows (the check's)" if not spec.eval_text
+                             else "windows of the evaluation text (the check's)", model=spec.model,
                              calibration=list(self.token_names), eval_text=spec.eval_text, samples=spec.samples,
                              seq_len=spec.seq_len, seed=spec.seed, warnings=list(self.token_warnings),
                              version=__version__, device=self.loaded.device, dtype=self.loaded.dtype)
@@ -1311,7 +1312,7 @@ class Engine:
         # measured on what the curve was (its JSON block said model '' and 0 samples), with no repair
         baseline = dataclasses.replace(curve, label="bi" if self.stats is not None or metric.refines
                                        else self.scores.metric, order=removal_order(bi_scores)[:limit], points=[],
-                                       data="held-out windows (the check's); plain removal, no repair", warnings=[])
+                                       data=f"{curve.data}; plain removal, no repair", warnings=[])
         curve.points.append(curve_point(0, None, [], reference.result, None))
         baseline.points.append(curve_point(0, None, [], reference.result, None))
         asks_quiz = self.generates(spec.prompt)  # as the check does
