@@ -331,9 +331,13 @@ def build_parser() -> argparse.ArgumentParser:
                        "no ending...); .jsonl/.json records' text, .ipynb notebooks' cells; binary files are left "
                        f"out and said; '{BUILTIN_CORPUS}' (the default) for the built-in corpus")
         # "%%" below: argparse formats a help text with %, so a lone "%" was a TypeError traceback at --help
-        p.add_argument("--eval-text", metavar="PATH", help="separate text for perplexity (default: the last "
-                       f"{DEFAULT_HELDOUT_FRACTION:.0%}% of the calibration text, held out; given, the calibration "
-                       f"text is used whole); '{BUILTIN_CORPUS}' for the built-in corpus")
+        # score measures no perplexity: its help spoke of one (a walkthrough); given, the scores use the whole text
+        p.add_argument("--eval-text", metavar="PATH", help=(
+            f"score measures no perplexity; given, the calibration text is scored whole, not less its last "
+            f"{DEFAULT_HELDOUT_FRACTION:.0%}%, as a prune given it scores it" if p.prog.endswith(" score")
+            else f"separate text for perplexity (default: the last {DEFAULT_HELDOUT_FRACTION:.0%}% of the "
+            f"calibration text, held out; given, the calibration text is used whole); '{BUILTIN_CORPUS}' for the "
+            "built-in corpus"))
         # eval draws no samples and runs no prune: its presets are held-out windows (the prune's minutes said nothing)
         p.add_argument("--preset", choices=list(defaults.PRESETS),
                        help="sizes in one word (default: none, the sizes below as given): " + "; ".join(

@@ -1744,7 +1744,11 @@ def test_what_no_eval_leaves_idle_is_said_and_each_commands_help_prints(
     for command in ("score", "prune", "sweep", "eval"):  # a "%" in a help text was a TypeError traceback
         assert cli.main([command, "--help"]) == 0
         shown = " ".join(capsys.readouterr().out.split())
-        assert "the last 20% of the calibration text, held out; given, the calibration text is used whole" in shown
+        # score's spoke of a "separate text for perplexity", which score does not measure (a walkthrough)
+        assert ("the last 20% of the calibration text, held out; given, the calibration text is used whole" in shown
+                ) == (command != "score")
+        assert ("score measures no perplexity; given, the calibration text is scored whole, not less its last 20%"
+                in shown) == (command == "score")
         assert ("(--prompt and --eval-windows are then not used)" in shown) == (command == "prune")
 
 
