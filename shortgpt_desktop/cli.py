@@ -900,6 +900,14 @@ def _run(args: argparse.Namespace, progress: ProgressBar) -> int:
             if args.eval_text and METRICS[spec.metric].needs_text:  # the scores moved without a word
                 note(f"score measures no held-out perplexity, but --eval-text still changes the scores: {_READ_WHOLE} "
                      "(a prune with the same --eval-text scores the same samples).")
+            if not METRICS[spec.metric].needs_text:  # the text's options taken without a word (a walkthrough)
+                given = [flag for flag, value in (("--calib", args.calib != [BUILTIN_CORPUS]),
+                                                  ("--samples", args.samples is not None),
+                                                  ("--seq-len", args.seq_len is not None),
+                                                  ("--eval-text", bool(args.eval_text))) if value]
+                if given:
+                    note(f"{spec.metric} orders the layers by their position alone, reading no text, so "
+                         f"{_not_used(given)}")
             report = run_score(engine, spec, progress, on_info=info, on_note=note)
         elif args.command == "prune":
             for sentence in _idle_without_check(args):

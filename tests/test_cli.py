@@ -1903,3 +1903,16 @@ def test_a_refused_safetensors_copy_of_a_gguf_is_not_sized_first(tiny_q4_gguf: P
     assert err.startswith("shortgpt: error: In low-memory mode a GGUF model is saved as GGUF") and "note:" not in err
     assert cli.main([*args, "--out", str(tmp_path / "whole")]) == 0
     assert "note: a quantized GGUF saved as safetensors is written in float32" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("metric", ["sequential", "reverse"])
+def test_score_by_position_says_the_text_options_are_not_used(metric: str, tiny_model: Path, small_calib: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """``score --metric sequential --calib … --samples 8`` took the text's options without a word, as score's unused
+    --eval-windows no longer is (a walkthrough); without them, nothing is said."""
+    assert cli.main(["score", str(tiny_model), "--metric", metric, "--calib", str(small_calib), "--samples", "8",
+                     "--seq-len", "32", "-q"]) == 0
+    assert (f"note: {metric} orders the layers by their position alone, reading no text, so --calib, --samples and "
+            "--seq-len are not used.") in capsys.readouterr().err
+    assert cli.main(["score", str(tiny_model), "--metric", metric, "-q"]) == 0
+    assert "note:" not in capsys.readouterr().err
