@@ -303,7 +303,9 @@ class JobClock:
 def run_sweep(engine: Engine, spec: JobSpec, max_removed: int | None = None, progress: Progress = no_progress,
               cancel: CancelCheck | None = None, on_info: InfoCallback | None = None,
               on_note: NoteCallback | None = None) -> Any:
-    """Check the text, open, score, and measure the quality curve."""
+    """Check the text, open, score, and measure the quality curve; its ``seconds`` are the whole job's, as score's
+    and prune's are (they left out the load, the tokenising and the scoring; a walkthrough)."""
+    started = time.perf_counter()
     _checked_before_model(spec, text=True, on_note=on_note, checks_a_cut=True)
     info = engine.open(spec, progress, cancel)
     if on_info is not None:
@@ -316,7 +318,9 @@ def run_sweep(engine: Engine, spec: JobSpec, max_removed: int | None = None, pro
     estimate = engine.curve_estimate(spec, max_removed)
     if estimate is not None:  # the rest, at the scoring pass's speed (each step said only its own time left)
         progress("estimate", 0, 0, estimate)
-    return engine.quality_curve(spec, max_removed, progress, cancel)
+    curve = engine.quality_curve(spec, max_removed, progress, cancel)
+    curve.seconds = time.perf_counter() - started
+    return curve
 
 
 def run_eval(engine: Engine, spec: JobSpec, other: str | None = None, progress: Progress = no_progress,
