@@ -1105,9 +1105,10 @@ def test_a_report_replaces_only_an_earlier_report_of_its_own_kind(
     for name, text in files.items():
         (tmp_path / name).write_text(text, encoding="utf-8")
     for command, flag, name, held, wrote in (
-            ("sweep", "--csv", "curve.json", "a quality curve", "a quality curve's table"),
-            ("sweep", "--json", "curve.csv", "a quality curve's table", "a quality curve"),
-            ("score", "--json", "curve.json", "a quality curve", "the scores of a score job"),
+            ("sweep", "--csv", "curve.json", "a quality curve's JSON report", "a quality curve's table"),
+            # "it holds a quality curve's table, which this would replace with a quality curve" (a walkthrough)
+            ("sweep", "--json", "curve.csv", "a quality curve's table", "a quality curve's JSON report"),
+            ("score", "--json", "curve.json", "a quality curve's JSON report", "the scores of a score job"),
             ("score", "--json", "saved.json", "the report of a saved model", "the scores of a score job"),
             ("eval", "--json", "saved.json", "the report of a saved model", "the report of an evaluation"),
             # prune --json eval.json replaced the evaluation without a word; score and eval replaced each other's

@@ -20,7 +20,7 @@ CURVE_KEYS = ("label", "order", "points")
 CSV_FIELDS = ("k", "layer", "removed", "perplexity", "nll", "tokens", "same_top", "mean_kl", "quiz_kept", "quiz_known")
 
 REPORT_NAMES = {SCORE_REPORT: "the scores of a score job", EVAL_REPORT: "the report of an evaluation",
-                SAVED_REPORT: "the report of a saved model", CURVE: "a quality curve",
+                SAVED_REPORT: "the report of a saved model", CURVE: "a quality curve's JSON report",
                 CURVE_CSV: "a quality curve's table"}
 
 
