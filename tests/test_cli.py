@@ -603,9 +603,10 @@ def test_score_says_and_records_that_an_evaluation_text_changes_its_scores(tiny_
             "text is used whole, where without it its last 20% is held out") in capsys.readouterr().err
     plain, whole = (json.loads(r.read_text()) for r in reports)
     assert plain["eval_text"] is None and whole["eval_text"] == "builtin" and plain["scores"] != whole["scores"]
-    # a metric that reads no text: nothing changes, nothing is said
+    # a metric that reads no text: nothing changes, and the options of the text are said not to be used
     assert cli.main([*base, "--metric", "reverse", "--eval-text", "builtin", "-q"]) == 0
-    assert "--eval-text" not in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "still changes the scores" not in err and "--seq-len and --eval-text are not used." in err
 
 
 def test_an_evaluation_text_that_is_also_calibration_text_is_said(tiny_model: Path, small_calib: Path,
