@@ -721,10 +721,9 @@ def test_a_format_greyed_out_while_chosen_gives_way_and_comes_back_when_offered_
     assert panel.refuse_format("safetensors", "") is False and panel.output_format == "gguf"
 
 
-@pytest.mark.parametrize("typed", ["/models/g1", "Qwen/Qwen2.5-0.5B", "qwen/qwen2.5-0.5b-instruct-x"])
-def test_enter_opens_what_was_typed_not_a_recent_entry_it_begins(qtbot, typed: str) -> None:
-    """Qt's inline completion filled in the rest of the first recent entry the typed text began (in any case) and
-    Enter opened that entry: a typed path to g1 opened the g1-st beside it (a walkthrough)."""
+def _focused_box_with_recent_entries(qtbot) -> tuple[ModelPanel, list[str]]:
+    """A Model box shown with two recent entries and the focus (Qt completes only in a box that has it), and the
+    list the models it chooses go to."""
     panel = ModelPanel()
     qtbot.addWidget(panel)
     panel.set_recent(["/models/g1-st", "Qwen/Qwen2.5-0.5B-Instruct"])
@@ -734,7 +733,15 @@ def test_enter_opens_what_was_typed_not_a_recent_entry_it_begins(qtbot, typed: s
     panel.show()
     panel.activateWindow()
     panel.field.setFocus()
-    qtbot.waitUntil(panel.field.hasFocus)  # Qt completes only in a box that has the focus
+    qtbot.waitUntil(panel.field.hasFocus)
+    return panel, chosen
+
+
+@pytest.mark.parametrize("typed", ["/models/g1", "Qwen/Qwen2.5-0.5B", "qwen/qwen2.5-0.5b-instruct-x"])
+def test_enter_opens_what_was_typed_not_a_recent_entry_it_begins(qtbot, typed: str) -> None:
+    """Qt's inline completion filled in the rest of the first recent entry the typed text began (in any case) and
+    Enter opened that entry: a typed path to g1 opened the g1-st beside it (a walkthrough)."""
+    panel, chosen = _focused_box_with_recent_entries(qtbot)
     qtbot.keyClicks(panel.field, typed)
     qtbot.keyClick(panel.field, Qt.Key.Key_Return)
     assert chosen == [typed] and panel.field.currentText() == typed
@@ -770,16 +777,7 @@ def test_a_dropped_file_whose_name_is_not_utf8_is_said_so(qtbot, tmp_path: Path)
 def test_a_recent_entry_picked_from_the_list_under_the_box_opens_once(qtbot) -> None:
     """Down and Enter in the list of recent entries under the box came as Enter in the box and as the entry's
     activation: the model was chosen twice, and "Open …?" came back after its No (a review)."""
-    panel = ModelPanel()
-    qtbot.addWidget(panel)
-    panel.set_recent(["/models/g1-st", "Qwen/Qwen2.5-0.5B-Instruct"])
-    panel.field.setEditText("")
-    chosen: list[str] = []
-    panel.modelChosen.connect(chosen.append)
-    panel.show()
-    panel.activateWindow()
-    panel.field.setFocus()
-    qtbot.waitUntil(panel.field.hasFocus)
+    panel, chosen = _focused_box_with_recent_entries(qtbot)
     qtbot.keyClicks(panel.field, "/models/g")
     popup = panel.field.completer().popup()
     qtbot.waitUntil(popup.isVisible)
