@@ -519,7 +519,12 @@ def _text_measured(report: Any) -> str:
     held_out_of_builtin = not report.eval_text and BUILTIN_CORPUS_NAME in (report.calibration or [])
     if report.eval_text == BUILTIN_CORPUS or held_out_of_builtin:
         return " of the built-in corpus (Python docstrings; --calib or --eval-text FILE measures your own text)"
-    return f" of {Path(report.eval_text).name}" if report.eval_text else ""
+    return f" of {_text_name(report.eval_text)}" if report.eval_text else ""
+
+
+def _text_name(eval_text: str) -> str:
+    """An evaluation text as a summary names it: its file's name, or the built-in corpus."""
+    return "the built-in corpus" if eval_text == BUILTIN_CORPUS else Path(eval_text).name
 
 
 def print_summary(report: Any, out: TextIO | None = None) -> None:
@@ -659,10 +664,10 @@ def print_curve(curve: Any, out: TextIO | None = None) -> None:
     qualifier = curve.data.removeprefix("held-out windows").removeprefix("windows of the evaluation text").strip()
     if qualifier and not qualifier.startswith("("):
         qualifier = f"({qualifier})"
-    windows = " ".join(filter(None, (counted(curve.windows, "held-out window"), qualifier)))
-    if curve.eval_text:  # "held-out windows" of an evaluation text that was the calibration text too (a walkthrough)
-        text = "the built-in corpus" if curve.eval_text == BUILTIN_CORPUS else Path(curve.eval_text).name
-        windows = " ".join(filter(None, (f"{counted(curve.windows, 'window')} of {text}", qualifier)))
+    # an evaluation text's windows are not "held out" (it may be the calibration text itself; a walkthrough)
+    noun = (f"{counted(curve.windows, 'window')} of {_text_name(curve.eval_text)}" if curve.eval_text
+            else counted(curve.windows, "held-out window"))
+    windows = " ".join(filter(None, (noun, qualifier)))
     rough = defaults.rough_figure(curve.tokens, curve.text_ran_out, eval_text=bool(curve.eval_text))
     few = f"; {rough}" if rough else ""
     # plain BI's columns are plain removal: the window says "(dashed, no repair)", the table said nothing, and a

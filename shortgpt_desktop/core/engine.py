@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .. import __version__
-from ..format import counted, human_bytes, layer_list, listed
+from ..format import counted, layer_list, listed
 from . import pipeline
 from .backends import ops
 from .backends.base import Backend, InMemory, backend_class, open_backend
@@ -59,6 +59,7 @@ from .model.memory import (
     choose_mode,
     estimate_memory,
     healing_does_not_fit,
+    refuse_padded_batches,
 )
 from .model.sources import ModelSource, weights_stamp
 from .pipeline import JobSpec
@@ -217,34 +218,6 @@ def streamed_check_note(new_tokens: int | None = None) -> str:
 #: The quality curve's quiz column, gone one layer at a time (its perplexity points are whole).
 STREAMED_CURVE_NOTE = ("One layer at a time, the curve has no quiz column: each answer would run every layer again for "
                        "each token; run it in memory for the quiz.")
-
-
-def refuse_padded_batches(tokens: TokenSet, spec: JobSpec, config: Any) -> None:
-    """Refuse a batch that holds a sample shorter than the others where padding it would not fit in memory. Padded,
-    a batch's attention builds a whole mask of length × length and runs without the memory-lean kernel: two samples
-    of 100,000 tokens, one cut short where the text ran out, took 23 GB and the system killed the job, where the
-    estimate said 830 MB (a walkthrough). Batches of even samples need neither, and are not checked."""
-    from .model.devices import resolve_device
-    from .model.memory import available_memory
-
-    heads = int(getattr(config, "num_attention_heads", None) or getattr(config, "n_head", None) or 1)
-    batch = max(1, spec.batch_size)
-    worst, length, short = 0, 0, 0
-    for rows in (tokens.samples, tokens.eval_windows):
-        for start in range(0, len(rows), batch):
-            lengths = [len(r) for r in rows[start: start + batch]]
-            if len(lengths) > 1 and min(lengths) < max(lengths):
-                need = len(lengths) * max(lengths) ** 2 * (1 + 4 * heads)  # a boolean mask, float32 weights per head
-                if need > worst:
-                    worst, length, short = need, max(lengths), min(lengths)
-    if not worst:
-        return
-    _ram, free = available_memory(resolve_device(spec.device))
-    if worst > free:
-        raise ResourceError(
-            f"The text gives a sample of {short:,} tokens beside samples of {length:,}: a batch that holds it is "
-            f"padded, and its attention at this length needs about {human_bytes(worst)}, more than the "
-            f"{human_bytes(free)} free.", hint=Hint.SMALLER_BATCH)
 
 
 @dataclass
@@ -666,7 +639,7 @@ class Engine:
                 progress("tokenize", done, in_all, None)
 
         tokens, names, warnings = pipeline.prepare_tokens(self.loaded, spec, on_text)
-        refuse_padded_batches(tokens, spec, self.loaded.model.config)
+        refuse_padded_batches(tokens, spec.batch_size, self.loaded.model.config, str(self.loaded.device))
         self.tokens, self.token_key = tokens, key
         self.token_names, self.token_warnings = names, warnings
         if not counted:

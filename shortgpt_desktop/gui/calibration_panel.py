@@ -39,6 +39,7 @@ from ..core.measure.calibration import (
     collect_files,
     format_note,
     read_texts,
+    size_of,
     sniff,
     text_files,
 )
@@ -57,13 +58,6 @@ def describe_path(path: str) -> tuple[int, int, int]:
     files = text_files(path)
     size = sum(f.stat().st_size for f in files)
     return size, len(files), int(size / CHARS_PER_TOKEN)
-
-
-def _size_or_zero(file: Path) -> int:
-    try:
-        return file.stat().st_size
-    except OSError:  # gone since it was read
-        return 0
 
 
 def _why_no_text(folder: Path) -> str | None:
@@ -325,7 +319,7 @@ class CalibrationPanel(QGroupBox):
                 files = len(read.files)  # "(4 text files)" counted an empty file and a JSON it said it skipped
                 # and its size and tokens those the job skips too: a folder of seven JSON reports and a 3-byte note
                 # read "≈ 3.2 k tokens", then Score said the text was too short (3 bytes)
-                size = sum(_size_or_zero(f) for f in read.files)
+                size = sum(size_of(f) for f in read.files)
                 tokens = int(sum(len(t.encode("utf-8")) for t in read.texts) / CHARS_PER_TOKEN)
             else:  # sniffed only: a big file is text unless its first bytes say otherwise
                 skipped = binary_files(path)

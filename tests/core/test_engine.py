@@ -1587,29 +1587,3 @@ def test_a_check_says_repaired_only_where_the_repair_fitted_something(tiny_model
     plain = engine.check(dataclasses.replace(spec, repair="none"), [0])
     assert plain.adjusted_as == ""
 
-
-def test_a_padded_batch_whose_attention_would_not_fit_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two samples of 100,000 tokens, one cut short where the text ran out: padded, the batch's attention took 23 GB
-    and the system killed the job, where the estimate said 830 MB (a walkthrough). Refused in one sentence; even
-    samples, and a sample in a batch of its own, need no padding and pass."""
-    from types import SimpleNamespace
-
-    from shortgpt_desktop.core import engine as engine_module
-    from shortgpt_desktop.core.errors import ResourceError
-    from shortgpt_desktop.core.measure.calibration import TokenSet
-    from shortgpt_desktop.core.model import memory
-
-    monkeypatch.setattr(memory, "available_memory", lambda device: (10**9, 10**9))
-    config = SimpleNamespace(num_attention_heads=4)
-
-    def tokens(*lengths: int) -> TokenSet:
-        return TokenSet([[1] * n for n in lengths], [[1] * 64], 100_000, None, 0)
-
-    spec = JobSpec(model="m", batch_size=2, device="cpu")
-    with pytest.raises(ResourceError, match=r"^The text gives a sample of 23,346 tokens beside samples of 100,000: a "
-                                            r"batch that holds it is padded, and its attention at this length needs "
-                                            r"about 340\.0 GB, more than the 1\.0 GB free"):
-        engine_module.refuse_padded_batches(tokens(100_000, 23_346), spec, config)
-    engine_module.refuse_padded_batches(tokens(100_000, 100_000), spec, config)  # even: no mask is built
-    engine_module.refuse_padded_batches(tokens(100_000, 23_346), dataclasses.replace(spec, batch_size=1), config)
-    engine_module.refuse_padded_batches(tokens(256, 200), spec, config)  # padded, and small: 1.3 MB

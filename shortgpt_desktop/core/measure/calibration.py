@@ -219,21 +219,27 @@ def format_note(path: Path) -> str | None:
     return FORMAT_NOTES.get(path.suffix.lower())
 
 
-def decode_bytes(data: bytes, legacy: list[bool] | None = None) -> str | None:
+def decode_bytes(data: bytes) -> str | None:
     """UTF-8 (with or without BOM), UTF-16 or UTF-32 with BOM, else a legacy 8-bit encoding; None for binary
-    data. UTF-32's little-endian BOM begins with UTF-16's, so it is looked for first (read as UTF-16, every other
-    character was a NUL). ``legacy`` hears True where the text was read as Windows-1252."""
+    data (:func:`decode_text`'s text)."""
+    return decode_text(data)[0]
+
+
+def decode_text(data: bytes) -> tuple[str | None, bool]:
+    """:func:`decode_bytes`' text, and whether it was read as Windows-1252, the legacy fallback. UTF-32's
+    little-endian BOM begins with UTF-16's, so it is looked for first (read as UTF-16, every other character was a
+    NUL)."""
     for boms, codec in (((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff"), "utf-32"), ((b"\xff\xfe", b"\xfe\xff"), "utf-16")):
         if data.startswith(boms):
             try:
-                return data.decode(codec)
+                return data.decode(codec), False
             except UnicodeDecodeError:
-                return None
+                return None, False
     if b"\x00" in data[:8192]:
         codec = bomless_utf16(data)
-        return data.decode(codec, errors="replace") if codec else None
+        return (data.decode(codec, errors="replace") if codec else None), False
     try:
-        return data.decode("utf-8-sig")
+        return data.decode("utf-8-sig"), False
     except UnicodeDecodeError:
         pass
     # UTF-8 with a stray byte, or cut in the middle of a character (``head -c``): where the text's other non-ASCII
@@ -245,22 +251,20 @@ def decode_bytes(data: bytes, legacy: list[bool] | None = None) -> str | None:
     if bad and valid >= bad:
         log.info("%s that %s not UTF-8 replaced in otherwise UTF-8 text", counted(bad, "byte sequence"),
                  in_number(bad, "is", "are"))
-        return mostly
+        return mostly, False
     # Legacy 8-bit text: cp1252 covers Windows Western text; control bytes betray binary content.
     sample = data[:65536]
     controls = sum(1 for b in sample if b < 32 and b not in (9, 10, 12, 13))
     if controls > len(sample) * 0.01:
-        return None
-    if legacy is not None:
-        legacy.append(True)
-    return data.decode("cp1252", errors="replace")
+        return None, False
+    return data.decode("cp1252", errors="replace"), True
 
 
 def reads_as_another_encoding(text: str) -> bool:
     """Whether text read as Windows-1252 looks like text of another legacy encoding (Shift-JIS, GBK, EUC-KR, Big5,
     Windows-1251…): more than 30% of its characters came out above ASCII, where Western text has a few accented
-    letters.
-    Such text was read as gibberish without a word (a walkthrough); no guess is made of which encoding it is."""
+    letters. Such text was read as gibberish without a word (a walkthrough); no guess is made of which encoding it
+    is."""
     sample = [ch for ch in text[:65536] if not ch.isspace()]
     return len(sample) >= 20 and sum(ord(ch) > 127 for ch in sample) > 0.3 * len(sample)
 
@@ -286,8 +290,7 @@ def texts_from_file(path: Path, notes: list[str] | None = None, limit: int | Non
         if path.suffix.lower() == ".jsonl" and b"\n" not in data[:limit]:  # its first record, cut, was "not JSON"
             raise ValueError(f"its first record is larger than the {room} of text a job reads")
         data = data[: data.rfind(b"\n", 0, limit) + 1] or data[:limit]
-    legacy: list[bool] = []
-    text = decode_bytes(data, legacy)
+    text, legacy = decode_text(data)
     if text is None:
         raise ValueError("it looks binary (it does not decode as text)")
     if legacy and notes is not None and reads_as_another_encoding(text):
@@ -417,7 +420,7 @@ def read_texts(paths: Iterable[str | Path], what: str = "calibration") -> TextSe
     for reason in notes:
         log.info(reason)
         result.skipped.append(reason)
-    sizes = [_size_of(path) for path in files]
+    sizes = [size_of(path) for path in files]
     read: dict[int, tuple[list[str], list[str]]] = {}  # file → its texts and its notes
     left_out: list[Path] = []
     for index in sorted(range(len(files)), key=lambda i: (sizes[i], i)):
@@ -456,7 +459,7 @@ def read_texts(paths: Iterable[str | Path], what: str = "calibration") -> TextSe
     return result
 
 
-def _size_of(path: Path) -> int:
+def size_of(path: Path) -> int:
     """A file's size, 0 where it cannot be read (reading it says why)."""
     try:
         return path.stat().st_size

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...format import human_bytes
 from .. import defaults
-from ..errors import ModelSourceError, ResourceError, UnsupportedModelError
+from ..errors import Hint, ModelSourceError, ResourceError, UnsupportedModelError
 from ..formats.safetensors_reader import stored_values_and_bytes
 from .dtypes import bytes_per_element, stored_bytes_per_element
 from .layer_set import first_layer_gap
 from .sources import ModelSource
+
+if TYPE_CHECKING:
+    from ..measure.calibration import TokenSet
 
 #: Share of the free memory a plan may use; the rest is left to the program and the system.
 SAFETY = 0.9
@@ -108,6 +111,32 @@ def available_memory(device: str) -> tuple[int, int]:
         free, _total = torch.cuda.mem_get_info(index)
         return ram, int(free)
     return ram, ram
+
+
+def refuse_padded_batches(tokens: TokenSet, batch_size: int, config: Any, device: str) -> None:
+    """Refuse a batch that holds a sample shorter than the others where padding it would not fit in ``device``'s free
+    memory. Padded, a batch's attention builds a whole mask of length × length and runs without the memory-lean
+    kernel: two samples of 100,000 tokens, one cut short where the text ran out, took 23 GB and the system killed the
+    job, where the estimate (:func:`estimate_memory`, which assumes even samples) said 830 MB (a walkthrough). Batches
+    of even samples need neither, and are not checked."""
+    heads = int(getattr(config, "num_attention_heads", None) or getattr(config, "n_head", None) or 1)
+    batch = max(1, batch_size)
+    worst, length, short = 0, 0, 0
+    for rows in (tokens.samples, tokens.eval_windows):
+        for start in range(0, len(rows), batch):
+            lengths = [len(r) for r in rows[start: start + batch]]
+            if len(lengths) > 1 and min(lengths) < max(lengths):
+                need = len(lengths) * max(lengths) ** 2 * (1 + 4 * heads)  # a boolean mask, float32 weights per head
+                if need > worst:
+                    worst, length, short = need, max(lengths), min(lengths)
+    if not worst:
+        return
+    _ram, free = available_memory(device)
+    if worst > free:
+        raise ResourceError(
+            f"The text gives a sample of {short:,} tokens beside samples of {length:,}: a batch that holds it is "
+            f"padded, and its attention at this length needs about {human_bytes(worst)}, more than the "
+            f"{human_bytes(free)} free.", hint=Hint.SMALLER_BATCH)
 
 
 def _tensor_elements(source: ModelSource, config: dict[str, Any]) -> tuple[list[int], int, str]:
