@@ -676,25 +676,35 @@ def print_curve(curve: Any, out: TextIO | None = None) -> None:
     out.write(f"quality curve ({curve.label}; perplexity and same top token vs the original on {windows}, "
               f"{curve.tokens:,} tokens{few}{plain})\n")
     quiz = any(p.quiz_known for p in curve.points)
-    header = f"{'removed':>7}  {'layers':<24} {'perplexity':>11} {'same top':>9}" + (f" {'quiz':>7}" if quiz else "")
+    # a point whose cut is partly unrepaired is marked (the label says "+ repair" of the whole curve)
+    lists = {p.k: (",".join(map(str, p.removed)) or "-") + ("*" if p.not_repaired else "") for p in curve.points}
+    # as wide as the longest list: 14 layers of a 28-layer model pushed the row past a fixed 24 characters
+    width = max(24, *map(len, lists.values())) if lists else 24
+    header = f"{'removed':>7}  {'layers':<{width}} {'perplexity':>11} {'same top':>9}"
+    header += f" {'quiz':>7}" if quiz else ""
+    # "plain relative_magnitude" is wider than a perplexity: its figures sit under its heading's end
+    plain_width = max(11, len(f"plain {curve.baseline.label}")) if base else 11
     if base:
-        header += f"   {'plain ' + curve.baseline.label:>11} {'same top':>9}"
+        header += f"   {'plain ' + curve.baseline.label:>{plain_width}} {'same top':>9}"
     # plain BI's own layers, where they are not the recipe's: its columns read as the same layers unrepaired
     others = any(p.k in base and base[p.k].removed != p.removed for p in curve.points)
     if others:
         header += f"   plain {curve.baseline.label} layers"  # "same top plain bi layers" ran two names together
     out.write(header + "\n")
     for point in curve.points:
-        line = (f"{point.k:>7}  {','.join(map(str, point.removed)) or '-':<24} {point.perplexity:>11.3f} "
+        line = (f"{point.k:>7}  {lists[point.k]:<{width}} {point.perplexity:>11.3f} "
                 f"{_share(point.same_top):>9}")
         if quiz:
             line += f" {'' if point.quiz_known is None else f'{point.quiz_kept}/{point.quiz_known}':>7}"
         b = base.get(point.k)
         if b is not None:
-            line += f"   {b.perplexity:>11.3f} {_share(b.same_top):>9}"
+            line += f"   {b.perplexity:>{plain_width}.3f} {_share(b.same_top):>9}"
             if others:
                 line += f"   {','.join(map(str, b.removed)) or '-'}"
         out.write(line + "\n")
+    reasons = dict.fromkeys(note.split(": ", 1)[-1] for p in curve.points for note in p.not_repaired)
+    if reasons:
+        out.write(f"*: part of the cut not repaired ({'; '.join(reasons)})\n")
     if not quiz and any(p.quiz_known == 0 for p in curve.points):  # asked, and the column left out without a word
         out.write("quiz: the original answers none of the questions right, so it says nothing of these cuts\n")
     for warning in collapsed(curve.warnings):  # what the text gave short, left out or said of it, as prune's

@@ -1222,6 +1222,37 @@ def test_the_curve_table_has_a_quiz_column_only_where_the_quiz_was_asked() -> No
     assert "quiz" not in out.getvalue()
 
 
+def test_the_curve_table_marks_the_points_not_wholly_repaired_and_fits_long_layer_lists() -> None:
+    import io
+
+    from shortgpt_desktop.core.measure.sweep import CurvePoint, QualityCurve
+
+    note = "layer 0 not repaired: the run starts at layer 0, so no kept layer comes before it to refit"
+    many = list(range(1, 15))  # 14 layers: "1,2,...,14" is 32 characters, past the column's 24
+    points = [CurvePoint(0, None, [], 10.0, 2.3, 100, 1.0, 0.0), CurvePoint(1, 0, [0], 12.0, 2.5, 100, 0.8, 0.2,
+                                                                           not_repaired=[note]),
+              CurvePoint(14, None, many, 90.0, 4.5, 100, 0.3, 2.0)]
+    out = io.StringIO()
+    cli.print_curve(QualityCurve("sequential + repair", [0], points, 4, 1100), out)
+    lines = out.getvalue().splitlines()
+    header, rows = lines[1], lines[2:5]
+    assert rows[1].split()[1] == "0*" and "*" not in rows[0] + rows[2]
+    assert rows[2].split()[1] == ",".join(map(str, many))
+    # every row's perplexity ends where the header's does
+    end = header.index("perplexity") + len("perplexity")
+    assert all(row[end - 6: end] in ("10.000", "12.000", "90.000") for row in rows)
+    assert lines[-1] == ("*: part of the cut not repaired (the run starts at layer 0, so no kept layer comes before "
+                         "it to refit)")
+    # a baseline's heading wider than its figures ("plain relative_magnitude"): they end where it ends
+    plain = QualityCurve("relative_magnitude", [5], [CurvePoint(0, None, [], 10.0, 2.3, 100, 1.0, 0.0),
+                                                      CurvePoint(1, 5, [5], 15.0, 2.5, 100, 0.7, 0.2)], 4, 100)
+    out = io.StringIO()
+    cli.print_curve(QualityCurve("relative_magnitude + repair", [0], points[:2], 4, 100, baseline=plain), out)
+    header, row = out.getvalue().splitlines()[1], out.getvalue().splitlines()[3]
+    end = header.index("plain relative_magnitude") + len("plain relative_magnitude")
+    assert row[end - 6: end] == "15.000"
+
+
 def test_the_time_left_counts_from_where_a_stage_resumed(monkeypatch: pytest.MonkeyPatch) -> None:
     """bi+'s selection stops for the chat answers its repair needs and resumes at 74 of 92 passes: the pace after
     it is one pass in 11 s, not 75 passes in 11 s ("about 2.5 s left" for three more minutes)."""

@@ -1323,10 +1323,12 @@ class Engine:
         previous: list[int] = []
         for k in range(1, limit + 1):
             removed = self.plan(count=k).removed
-            weights = self.adjust(spec, removed, no_progress, cancel).weights
+            adjusted = self.adjust(spec, removed, no_progress, cancel)
+            weights = adjusted.weights
             result, fidelity = self._compared(spec, tokens, removed, weights, no_progress, cancel)
             added = [i for i in removed if i not in previous]
             point = curve_point(k, added[0] if len(added) == 1 else None, removed, result, fidelity)
+            point.not_repaired = list(adjusted.notes)
             quiz = self._quiz(removed, weights, no_progress, cancel) if asks_quiz else None
             if quiz is not None:
                 point.quiz_kept, point.quiz_known = quiz.kept, quiz.known

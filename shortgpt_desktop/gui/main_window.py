@@ -1797,7 +1797,7 @@ class MainWindow(QMainWindow):
                                    curve.windows, curve.tokens, baseline,
                                    {p.k: (p.quiz_kept, p.quiz_known) for p in curve.points if p.quiz_known},
                                    curve.baseline.label if curve.baseline is not None else "bi",
-                                   curve.text_ran_out)
+                                   curve.text_ran_out, {p.k: p.not_repaired for p in curve.points if p.not_repaired})
 
     @staticmethod
     def _scroll_to(scroll: QScrollArea, widget: QWidget) -> None:

@@ -238,11 +238,12 @@ class PlanPanel(QGroupBox):
     def show_curve(self, points: list[tuple[int, float, float | None]], label: str, windows: int, tokens: int,
                    baseline: list[tuple[int, float]] | None = None,
                    quizzes: dict[int, tuple[int, int]] | None = None, baseline_label: str = "bi",
-                   text_ran_out: bool = False) -> None:
+                   text_ran_out: bool = False, unrepaired: dict[int, list[str]] | None = None) -> None:
         """The quality curve: (layers removed, perplexity, same top token) of the recipe, plain BI dashed beside
         it, with the slider's place marked; ``quizzes``: the check's quiz at each count, (kept, known);
-        ``text_ran_out``: the text gave fewer held-out windows than asked for."""
-        quizzes = quizzes or {}
+        ``text_ran_out``: the text gave fewer held-out windows than asked for; ``unrepaired``: at a count whose cut
+        the repair could not wholly reach, what it left (the label says "repair" of the whole line)."""
+        quizzes, unrepaired = quizzes or {}, unrepaired or {}
         self.curve_points = [(k, v) for k, v, _ in points]
         self.curve_line.setData([k for k, _, _ in points], [max(v, 1e-9) for _, v, _ in points])
         base = baseline or []
@@ -271,6 +272,7 @@ class PlanPanel(QGroupBox):
             f"{k} removed: perplexity {v:.2f}" + (f" (plain {plain} {plain_at[k]:.2f})" if k and k in plain_at else "")
             + (f", same top token {top:.0%}" if top is not None else "")
             + (f", quiz {quizzes[k][0]} of {quizzes[k][1]}" if k in quizzes else "")
+            + "".join(f"; {note}" for note in unrepaired.get(k, []))
             for k, v, top in points)
         self.curve_note.setText(note)
         self.curve_note.set_details(f"{note}\n\n{details}")

@@ -49,6 +49,25 @@ def test_the_quality_curve_point_at_a_count_is_the_check_at_that_count(tiny_mode
     assert curve.baseline.points[1].removed == [order[0]]
 
 
+def test_a_curve_point_says_which_part_of_its_cut_the_repair_could_not_reach(tiny_model: Path,
+                                                                             small_calib: Path) -> None:
+    """The sequential order removes layer 0 first: a run starting there has no kept layer before it to refit, so
+    the curve's "+ repair" is not true of those points, and each says so; reverse order's runs are repaired."""
+    spec = small_job(tiny_model, small_calib, metric="sequential")
+    engine = Engine()
+    engine.score(spec)
+    curve = engine.quality_curve(spec, max_removed=2)
+    assert curve.label == "sequential + repair"
+    assert [p.removed for p in curve.points[1:]] == [[0], [0, 1]]
+    assert curve.points[0].not_repaired == []
+    assert all(len(p.not_repaired) == 1 and "starts at layer 0" in p.not_repaired[0] for p in curve.points[1:])
+    reverse = Engine()
+    reverse.score(dataclasses.replace(spec, metric="reverse"))
+    curve = reverse.quality_curve(dataclasses.replace(spec, metric="reverse"), max_removed=2)
+    assert [p.removed for p in curve.points[1:]] != [[0], [0, 1]]
+    assert all(p.not_repaired == [] for p in curve.points)
+
+
 def test_the_rest_of_a_job_is_estimated_from_the_scoring_speed(tiny_model: Path, small_calib: Path) -> None:
     spec = JobSpec(model=str(tiny_model), calib=[str(small_calib)], samples=8, seq_len=32, eval_windows=4,
                    batch_size=4, device="cpu", dtype="float32", prompt="")

@@ -226,6 +226,16 @@ def test_the_curve_says_the_quiz_at_each_count_where_it_was_asked(qtbot) -> None
     assert "quiz" not in panel.curve_note.toolTip() and "quiz" not in panel.curve_note.text()
 
 
+def test_the_curve_says_where_the_repair_could_not_reach_a_counts_cut(qtbot) -> None:
+    panel = PlanPanel()
+    qtbot.addWidget(panel)
+    note = "layer 0 not repaired: the run starts at layer 0, so no kept layer comes before it to refit"
+    panel.show_curve([(0, 10.0, 1.0), (1, 12.0, 0.8), (2, 20.0, 0.6)], "sequential + repair", 4, 1024,
+                     unrepaired={1: [note]})
+    tip = panel.curve_plot.toolTip().splitlines()
+    assert tip[1].endswith(f"; {note}") and "repaired" not in tip[0] + tip[2]
+
+
 def test_the_curve_reads_at_the_windows_default_size(qtbot) -> None:
     """At 1280 x 720 the curve's log axis labelled its minor ticks into one smear ('9·10¹8·10¹…'), its note was
     cut off mid-sentence before saying where each count's figures are, and the recipe's line was pyqtgraph's pale

@@ -33,6 +33,10 @@ class CurvePoint:
     #: of those, the ones this model answers right too; None where it was not asked.
     quiz_kept: int | None = None
     quiz_known: int | None = None
+    #: Why part of this point's cut got no repair although the curve repairs (a run starting at layer 0 has no
+    #: kept layer before it to refit), as the repair says it; empty where every run was repaired. The label's
+    #: "+ repair" read as true of a sequential curve whose every point removes layer 0 (a walkthrough).
+    not_repaired: list[str] = field(default_factory=list)
 
 
 @dataclass
