@@ -217,6 +217,21 @@ _positive_int = _whole_number(1)
 _non_negative_int = _whole_number(0)
 
 
+def _one_of(choices: Sequence[str]) -> Callable[[str], str]:
+    """A choice as typed in another case or with a hyphen for the underscore (``--metric BI``, ``--repair Linear``,
+    ``--metric relative-magnitude``) taken as the choice it names; argparse refused it, listing the very word."""
+    by_word = {_choice_word(c): c for c in choices}
+
+    def choice(text: str) -> str:
+        return by_word.get(_choice_word(text), text)
+
+    return choice
+
+
+def _choice_word(text: str) -> str:
+    return text.strip().lower().replace("-", "_")
+
+
 def _ratio(text: str) -> float:
     try:
         return float(text)
@@ -339,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
             f"calibration text, held out; given, the calibration text is used whole); '{BUILTIN_CORPUS}' for the "
             "built-in corpus"))
         # eval draws no samples and runs no prune: its presets are held-out windows (the prune's minutes said nothing)
-        p.add_argument("--preset", choices=list(defaults.PRESETS),
+        p.add_argument("--preset", choices=list(defaults.PRESETS), type=_one_of(list(defaults.PRESETS)),
                        help="sizes in one word (default: none, the sizes below as given): " + "; ".join(
                            f"{k}: {v.samples}x{v.seq_len} tokens, {v.trade_off}" if samples else
                            f"{k}: {v.eval_windows} held-out windows of {v.seq_len} tokens"
@@ -368,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "printed)")
 
     def metric_arg(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--metric", choices=list(METRICS),
+        p.add_argument("--metric", choices=list(METRICS), type=_one_of(list(METRICS)),
                        help=f"layer importance metric (default {defaults.METRIC}): "
                        + "; ".join(f"{m.name}: {m.description}" for m in METRICS.values()))
 
@@ -389,12 +404,14 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--out", required=True, metavar="DIR", help="output folder for the pruned model")
     prune.add_argument("--force", action="store_true", help="replace a non-empty output folder that holds an "
                        "earlier output (one model, as this app writes it) and nothing else")
-    prune.add_argument("--format", choices=["gguf", "safetensors"], dest="output_format",
+    prune.add_argument("--format", choices=["gguf", "safetensors"], type=_one_of(["gguf", "safetensors"]),
+                       dest="output_format",
                        help="what to write (default: the source's format; a .gguf source stays a GGUF of the "
                        "same quantization, for llama.cpp, Ollama and LM Studio; gguf needs a .gguf source)")
     prune.add_argument("--no-eval", action="store_true", help="skip the check: no perplexity, fidelity, text or quiz "
                        "before and after (--prompt and --eval-windows are then not used)")
-    prune.add_argument("--repair", choices=list(defaults.REPAIRS), default=defaults.REPAIR,
+    prune.add_argument("--repair", choices=list(defaults.REPAIRS), type=_one_of(list(defaults.REPAIRS)),
+                       default=defaults.REPAIR,
                        help="linear (default): refit the MLP output projection of the layers before and after "
                        "each run of removed layers on the calibration text, in closed form (no new parameters); "
                        "refit: then "

@@ -1949,3 +1949,14 @@ def test_score_by_position_says_the_text_options_are_not_used(metric: str, tiny_
             "--seq-len are not used.") in capsys.readouterr().err
     assert cli.main(["score", str(tiny_model), "--metric", metric, "-q"]) == 0
     assert "note:" not in capsys.readouterr().err
+
+
+def test_a_choice_typed_in_another_case_or_with_a_hyphen_is_the_choice_it_names(capsys) -> None:
+    parser = cli.build_parser()
+    args = parser.parse_args(["prune", "m", "--metric", "BI", "--repair", "Linear", "--preset", "Quick", "--format",
+                              "GGUF", "--ratio", "0.25", "--out", "o"])
+    assert (args.metric, args.repair, args.preset, args.output_format) == ("bi", "linear", "quick", "gguf")
+    assert parser.parse_args(["score", "m", "--metric", "Relative-Magnitude"]).metric == "relative_magnitude"
+    with pytest.raises(SystemExit) as stopped:  # a word that names no choice is still refused, with the choices
+        parser.parse_args(["score", "m", "--metric", "bi++"])
+    assert stopped.value.code == 2 and "invalid choice: 'bi++' (choose from 'bi+', 'bi'," in capsys.readouterr().err
