@@ -245,6 +245,7 @@ class MainWindow(QMainWindow):
         self.model_panel = ModelPanel(self)
         self.model_panel.modelChosen.connect(self.open_model)
         self.model_panel.scoresDropped.connect(self.import_scores)
+        self.model_panel.problem.connect(lambda message: self.show_error("Model", message))
         self.model_panel.cancelRequested.connect(self.cancel)
         self.calibration_panel = CalibrationPanel(self)
         self.calibration_panel.problem.connect(self._on_calibration_problem)

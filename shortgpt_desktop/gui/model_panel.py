@@ -94,6 +94,16 @@ def droppable_model(path: str) -> bool:
     return p.is_dir() or (p.is_file() and p.suffix.lower() == ".gguf")
 
 
+def undecodable_name(path: str) -> bool:
+    """A dropped name Qt could not decode (bytes that are not UTF-8, such as a Latin-1 disk's ``mod\xe8le.gguf``):
+    Qt hands it over with U+FFFD in place of the byte, and no such path exists. The drop was ignored without a
+    word, where the calibration list says why."""
+    return "\ufffd" in path and not os.path.lexists(path)
+
+
+NOT_UTF8 = "{path}: its name is not UTF-8, which the window cannot keep; rename it, then drop or open it again."
+
+
 def droppable_scores(path: str) -> bool:
     """A dropped ``.json`` file: scores exported before, for Import scores (which says what else it is)."""
     p = Path(path)
@@ -113,6 +123,7 @@ class ModelPanel(QGroupBox):
     modelChosen = Signal(str)
     #: A ``.json`` file dropped on the panel: scores to import for the open model (it was refused without a word).
     scoresDropped = Signal(str)
+    problem = Signal(str)  # a dropped path that cannot be used, as a sentence
     cancelRequested = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -393,7 +404,7 @@ class ModelPanel(QGroupBox):
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
         mime = event.mimeData()
         if mime.hasUrls() and any(droppable_model(u.toLocalFile()) or droppable_scores(u.toLocalFile())
-                                  for u in mime.urls() if u.isLocalFile()):
+                                  or undecodable_name(u.toLocalFile()) for u in mime.urls() if u.isLocalFile()):
             event.acceptProposedAction()
         else:
             event.ignore()
@@ -431,7 +442,12 @@ class ModelPanel(QGroupBox):
         models = [p for p in paths if droppable_model(p)]
         scores = [p for p in paths if droppable_scores(p)]
         if not models and not scores:
-            event.ignore()
+            lost = [p for p in paths if undecodable_name(p)]
+            if lost:
+                event.acceptProposedAction()
+                self.problem.emit(NOT_UTF8.format(path=lost[0]))
+            else:
+                event.ignore()
             return
         event.acceptProposedAction()
         if models:

@@ -787,3 +787,32 @@ def test_a_recent_entry_picked_from_the_list_under_the_box_opens_once(qtbot) -> 
     qtbot.wait(10)  # a later choice of the same model is a choice again (Enter to reopen it says it is open)
     qtbot.keyClick(panel.field, Qt.Key.Key_Return)
     assert chosen == ["/models/g1-st", "/models/g1-st"]
+
+
+@pytest.mark.skipif(os.name == "nt", reason="Windows names files in UTF-16: no name is other bytes there")
+def test_a_dropped_model_whose_name_is_not_utf8_is_said_so(qtbot, tmp_path: Path) -> None:
+    """A .gguf named in Latin-1 reaches the Model box as ``mod\ufffdle.gguf``: the drag was refused and the drop
+    ignored without a word. It is said for what it is, and nothing is opened."""
+    from PySide6.QtCore import QMimeData
+    from PySide6.QtGui import QDragEnterEvent, QDropEvent
+
+    raw = os.fsencode(tmp_path) + b"/mod\xe8le.gguf"
+    with open(raw, "wb") as stream:
+        stream.write(b"GGUF")
+    panel = ModelPanel()
+    qtbot.addWidget(panel)
+    said: list[str] = []
+    chosen: list[str] = []
+    panel.problem.connect(said.append)
+    panel.modelChosen.connect(chosen.append)
+    mime = QMimeData()
+    mime.setData("text/uri-list", b"file://" + urllib.parse.quote_from_bytes(raw).encode() + b"\r\n")
+    enter = QDragEnterEvent(QPoint(5, 5), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                            Qt.KeyboardModifier.NoModifier)
+    panel.dragEnterEvent(enter)
+    assert enter.isAccepted()
+    panel.dropEvent(QDropEvent(QPointF(5, 5), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                               Qt.KeyboardModifier.NoModifier))
+    assert chosen == []
+    assert len(said) == 1 and said[0].endswith("le.gguf: its name is not UTF-8, which the window cannot keep; rename "
+                                               "it, then drop or open it again."), said
