@@ -923,3 +923,23 @@ def test_wait_all_on_exit_stops_a_running_job(qtbot) -> None:
         assert workers.wait_all(3_000)
         assert time.monotonic() - begun < 3
     assert finished.args == ["score", "cancelled"]
+
+
+def test_one_score_says_a_skipped_file_once(qtbot, window, gui_model: Path, calib_text: Path, tmp_path: Path) -> None:
+    """A folder with a binary file beside its text: the list marks it when added, and the Score's log said "Skipped
+    …b.bin" four times (the list's read, the job's check, its tokenising and the end of the job). Said once."""
+    from PySide6.QtWidgets import QApplication
+
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    (folder / "prose.txt").write_text(calib_text.read_text(encoding="utf-8"), encoding="utf-8")
+    (folder / "b.bin").write_bytes(b"\x00\x01\x02 binary")
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000):
+        window.open_model(str(gui_model))
+    window.calibration_panel.add_paths([str(folder)])
+    assert window.calibration_panel.skipped() == [f"Skipped {folder / 'b.bin'}: it is binary data, not text."]
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000) as scored:
+        window.score_button.click()
+    assert scored.args == ["score", "ok"]
+    QApplication.processEvents()
+    assert window.log_panel.view.toPlainText().count("b.bin: it is binary data") == 1

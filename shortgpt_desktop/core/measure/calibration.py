@@ -412,14 +412,16 @@ def read_texts(paths: Iterable[str | Path], what: str = "calibration") -> TextSe
 
     Past :data:`MAX_TEXT_BYTES` text is left out, the smallest files read first: in the order of their names, a
     50 MB file that sorted first took the whole budget and the 2,000 files beside it were left out, unnamed (a
-    walkthrough). The texts stay in the order of their names."""
+    walkthrough). The texts stay in the order of their names.
+
+    The notes are returned (``skipped``), not logged: the front end says them once. Logged here as well, one Score in
+    the window logged each four times (the calibration list's read, the job's check, its tokenising and the end of
+    the job)."""
     result = TextSet()
     budget = MAX_TEXT_BYTES
     notes: list[str] = []
     files = collect_files(paths, notes, what)
-    for reason in notes:
-        log.info(reason)
-        result.skipped.append(reason)
+    result.skipped += notes
     sizes = [size_of(path) for path in files]
     read: dict[int, tuple[list[str], list[str]]] = {}  # file → its texts and its notes
     left_out: list[Path] = []
@@ -445,8 +447,6 @@ def read_texts(paths: Iterable[str | Path], what: str = "calibration") -> TextSe
         read[index] = (texts, said)
     for index in sorted(read):
         texts, said = read[index]
-        for reason in said:
-            log.info(reason)
         result.skipped += said
         if texts:
             result.texts += texts
