@@ -871,7 +871,7 @@ def _run(args: argparse.Namespace, progress: ProgressBar) -> int:
         from .core.engine import Engine
         from .core.errors import OutputError
         from .core.formats.output_folder import check_report_path
-        from .core.model.sources import hub_id_of
+        from .core.model.sources import hub_file_of, hub_id_of
         from .core.user_paths import expand_home
         from .jobs import run_eval, run_prune, run_score, run_sweep
 
@@ -880,9 +880,11 @@ def _run(args: argparse.Namespace, progress: ProgressBar) -> int:
                 raise UserError(f"--{flag.replace('_', '-')} was given an empty name; give one or leave it out.")
         if args.revision and exists(args.model):
             raise UserError(f"--revision picks a Hub revision, but {args.model} is a local path; leave it out.")
-        if not exists(args.model):  # a Hub page's address: the id
+        # a Hub page's address: the id; a GGUF file's address stays whole, and opens that file (resolve reads it)
+        if not exists(args.model) and hub_file_of(args.model, args.revision) is None:
             args.model, args.revision = hub_id_of(args.model, args.revision)
-        if getattr(args, "against", None) and not exists(args.against):
+        against = getattr(args, "against", None)
+        if against and not exists(against) and hub_file_of(against, None) is None:
             args.against, against_revision = hub_id_of(args.against, None)
             if against_revision not in (None, "main"):  # main is what it opens
                 # "give its id" was followed, and the main revision compared without a word

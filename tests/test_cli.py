@@ -1960,3 +1960,17 @@ def test_a_choice_typed_in_another_case_or_with_a_hyphen_is_the_choice_it_names(
     with pytest.raises(SystemExit) as stopped:  # a word that names no choice is still refused, with the choices
         parser.parse_args(["score", "m", "--metric", "bi++"])
     assert stopped.value.code == 2 and "invalid choice: 'bi++' (choose from 'bi+', 'bi'," in capsys.readouterr().err
+
+
+def test_a_gguf_files_address_on_the_hub_is_that_file_not_its_repo(tiny_model: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """A page address is read as its id, which for a GGUF file's address opened the repo, refused as GGUF files
+    alone: the file is what is looked for (here offline, in an empty cache)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
+    address = "https://huggingface.co/someone/tiny-GGUF/blob/main/tiny-Q4_K_M.gguf"
+    assert cli.main(["score", address, "--quiet"]) == 2
+    assert capsys.readouterr().err.startswith("shortgpt: error: tiny-Q4_K_M.gguf of someone/tiny-GGUF is not in the "
+                                              "local Hub cache")
+    assert cli.main(["eval", str(tiny_model), "--against", address, "--quiet"]) == 2
+    assert "tiny-Q4_K_M.gguf of someone/tiny-GGUF is not in the local Hub cache" in capsys.readouterr().err

@@ -78,6 +78,12 @@ def windows_path_here(path: str | os.PathLike[str]) -> str | None:
 
 
 def shown_model(model: str) -> str:
-    """A model as a line names it: a path's last part (``SmolLM2.Q4_1.gguf``), a Hub id whole."""
+    """A model as a line names it: a path's last part (``SmolLM2.Q4_1.gguf``), a Hub id whole, a GGUF file's address
+    on the Hub by the file's name (the whole address made the quiz's line two lines long)."""
+    from .model.sources import hub_file_of
+
     name = Path(model.rstrip("/\\")).name
+    on_hub = hub_file_of(model, None)
+    if on_hub is not None:
+        return Path(on_hub[2]).name
     return name if exists(model) and name else model

@@ -77,8 +77,10 @@ def typed_model(text: str) -> str:
             text = local
     if not exists(text):  # a Hub page's address (``https://huggingface.co/org/name``): its id
         from ..core.errors import UserError
-        from ..core.model.sources import hub_id_of
+        from ..core.model.sources import hub_file_of, hub_id_of
 
+        if hub_file_of(text, None) is not None:  # a GGUF file's address: that file, not its repo (refused: GGUF only)
+            return text
         try:
             repo_id, revision = hub_id_of(text, None)
         except UserError:

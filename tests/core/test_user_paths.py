@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from shortgpt_desktop.core.user_paths import exists, expand_home, not_there, read_only, windows_path_here
+from shortgpt_desktop.core.user_paths import exists, expand_home, not_there, read_only, shown_model, windows_path_here
 
 
 def test_a_home_is_expanded_and_an_unknown_users_is_left_as_typed(monkeypatch) -> None:
@@ -55,3 +55,11 @@ def test_only_paths_written_as_windows_writes_them_are_said_to_be_windows_paths(
             f"such as {suggested}."), said
     for text in ("out", "c:", "a:b", "models/C:\\x", "/home/me/out", "~/out", "./C:"):
         assert windows_path_here(text) is None, text
+
+
+def test_a_model_is_shown_by_a_name_that_fits_a_line(tmp_path: Path) -> None:
+    gguf = tmp_path / "SmolLM2.Q4_1.gguf"
+    gguf.write_bytes(b"GGUF")
+    assert shown_model(str(gguf)) == "SmolLM2.Q4_1.gguf"
+    assert shown_model("HuggingFaceTB/SmolLM2-135M") == "HuggingFaceTB/SmolLM2-135M"
+    assert shown_model("https://huggingface.co/org/name-GGUF/blob/main/quants/name-Q4_K_M.gguf") == "name-Q4_K_M.gguf"

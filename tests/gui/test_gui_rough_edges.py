@@ -1549,6 +1549,9 @@ def test_a_hub_page_address_pasted_in_the_model_field_is_its_id(tmp_path: Path, 
     assert typed_model(dev) == dev
     (tmp_path / "org" / "name").mkdir(parents=True)
     assert typed_model("org/name/") == "org/name/"  # a local folder stays a path
+    # a GGUF file's address stays whole: that file opens (its repo, of GGUF files alone, was refused)
+    file = "https://huggingface.co/org/name-GGUF/blob/main/name-Q4_K_M.gguf"
+    assert typed_model(file) == file
 
 
 def test_a_failed_open_leaves_the_open_models_name_in_the_field(qtbot, opened, gui_model: Path,

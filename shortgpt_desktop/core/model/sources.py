@@ -186,6 +186,13 @@ def resolve(
         raise ModelSourceError(f"{spec} cannot be read ({os_reason(exc)}); choose a model you can open.") from None
     if local is not None:
         return local
+    hub_file = hub_file_of(spec, revision)
+    if hub_file is not None:  # a GGUF file's page on the Hub: that one file, where the id alone was refused
+        repo_id, revision, filename = hub_file
+        path = hub_download(repo_id, revision=revision, progress=progress, cancel=cancel, filename=filename)
+        source = _gguf_source(path, spec)
+        source.revision, source.repo_id = revision, repo_id
+        return source
     repo_id, revision = hub_id_of(spec, revision)
     if looks_like_hub_id(repo_id):
         try:
@@ -207,6 +214,25 @@ def resolve(
 _HUB_PAGE = re.compile(r"^(?:https?://)?(?:www\.)?(?:huggingface\.co|hf\.co)/(?P<kind>datasets/|spaces/)?"
                        r"(?P<id>[^/\s?#]+/[^/\s?#]+)(?:/(?:tree|blob|resolve)/(?P<revision>[^/\s?#]+))?[^\s]*$",
                        re.IGNORECASE)
+
+
+#: A file's page or download address on the Hub: ``https://huggingface.co/org/name/blob/main/x-Q4_K_M.gguf`` (or
+#: ``/resolve/…``, ``?download=true``), as a browser copies it from a GGUF repo's file list.
+_HUB_FILE = re.compile(r"^(?:https?://)?(?:www\.)?(?:huggingface\.co|hf\.co)/(?P<id>[^/\s?#]+/[^/\s?#]+)"
+                       r"/(?:blob|resolve)/(?P<revision>[^/\s?#]+)/(?P<file>[^\s?#]+\.gguf)(?:[?#]\S*)?$",
+                       re.IGNORECASE)
+
+
+def hub_file_of(spec: str, revision: str | None) -> tuple[str, str | None, str] | None:
+    """(Hub id, revision, file) of a GGUF file's address on the Hub, else None. A revision given on its own wins
+    over the address's; ``main`` is the default branch."""
+    found = _HUB_FILE.match(spec)
+    if found is None:
+        return None
+    from urllib.parse import unquote
+
+    asked = revision or unquote(found["revision"])
+    return found["id"], None if asked == "main" else asked, unquote(found["file"])
 
 
 _HUB_ID_AT = re.compile(r"^(?P<id>[A-Za-z0-9][\w.-]*/[\w.-]+)@(?P<revision>[\w./-]+)$")
@@ -401,8 +427,10 @@ def hub_download(
     progress: DownloadProgress | None = None,
     cancel: Callable[[], bool] | None = None,
     cache_dir: str | Path | None = None,
+    filename: str | None = None,
 ) -> Path:
-    """Download only what a model needs from the Hub (or take it from the cache when offline).
+    """Download only what a model needs from the Hub (or take it from the cache when offline); with ``filename``,
+    that one file (a GGUF of a repo of GGUF files), whose path is returned.
 
     The token comes from huggingface_hub's own login store (``hf auth login``) or ``HF_TOKEN``; it is never
     asked for or stored here. Each Hub error becomes a sentence the user can act on.
@@ -414,18 +442,22 @@ def hub_download(
     # importing it resets its logger, so a front end's setting made before the import does not hold.
     hub_logging.set_verbosity_error()
     named = f"{repo_id} (revision {revision})" if revision else repo_id
+    if filename is not None:
+        named = f"{filename} of {named}"
     incomplete: str | None = None
     try:
         from huggingface_hub.utils import validate_repo_id
 
         validate_repo_id(repo_id)
         revision = _whole_commit(repo_id, revision, cache_dir) or revision
+        if filename is not None:
+            return _download_file(repo_id, filename, revision, progress, cancel, cache_dir)
         cached, incomplete = _cached_snapshot(repo_id, revision, cache_dir)
         if cached is not None:
             return cached
         return _download(repo_id, revision, progress, cancel, cache_dir)
     except HubUnreachable as exc:
-        raise _unreachable_here(exc.why, named, repo_id, revision, incomplete, cache_dir) from None
+        raise _unreachable_here(exc.why, named, repo_id, revision, incomplete, cache_dir, filename) from None
     except (Cancelled, HubError):
         raise
     except (hub_errors.LocalEntryNotFoundError, hub_errors.OfflineModeIsEnabled):
@@ -434,13 +466,17 @@ def hub_download(
         error = HubError if incomplete else HubModelNotFound  # an incomplete one is a Hub model: nothing to add
         # what the cache holds instead (another revision, an id spelled nearly the same), as without HF_HUB_OFFLINE;
         # and, where HF_HUB_OFFLINE keeps the Hub from being asked, that (connecting to the internet does not help)
-        held = "" if incomplete else _what_the_cache_holds(repo_id, revision, None, cache_dir)
+        held = ("" if incomplete else _what_the_cache_holds(repo_id, revision, None, cache_dir) if filename is None
+                else _other_cached_files(repo_id, filename, cache_dir))
         if _offline_set():
             raise error(f"{named} {where}, and HF_HUB_OFFLINE is set, so the Hub is not asked{held}; unset "
                         "HF_HUB_OFFLINE to download it, or choose a model folder or .gguf file on this computer.") \
                 from None
         raise error(f"{named} {where} and the Hub cannot be reached{held}; connect to the internet or choose a local "
                     "folder.") from None
+    except hub_errors.RemoteEntryNotFoundError:
+        raise HubError(f"{repo_id} has no file {filename} at {revision or 'main'}; copy the file's address from its "
+                       "Files page again.") from None
     except hub_errors.GatedRepoError:
         raise HubError(
             f"{repo_id} is gated: accept its licence on its Hub page, then log in with `hf auth login`."
@@ -461,7 +497,8 @@ def hub_download(
             raise HubError(f"The disk is full while downloading {repo_id}; free some space.") from None
         raise HubError(f"Could not download {repo_id}: {exc}.") from None
     except _network_errors() as exc:  # the HTTP client's own errors: no connection, DNS failure, time-out
-        raise _unreachable_here(exc.__class__.__name__, named, repo_id, revision, incomplete, cache_dir) from None
+        raise _unreachable_here(exc.__class__.__name__, named, repo_id, revision, incomplete, cache_dir,
+                                filename) from None
 
 
 #: A commit's hash cut short, as the Hub's pages and git show it (``0123456``).
@@ -500,14 +537,28 @@ class HubUnreachable(HubModelNotFound):
 
 
 def _unreachable_here(why: str, named: str, repo_id: str, revision: str | None, incomplete: str | None,
-                      cache_dir: str | Path | None) -> HubError:
+                      cache_dir: str | Path | None, filename: str | None = None) -> HubError:
     """The Hub cannot be reached, with what the local cache holds of the model: set ``HF_HUB_OFFLINE`` and the same
     cases were exact ("is in the local Hub cache but incomplete (no tokenizer)"); without it each said only that the
     Hub cannot be reached, the revision asked for unnamed and the cached model unmentioned."""
-    held = _what_the_cache_holds(repo_id, revision, incomplete, cache_dir)
+    held = (_what_the_cache_holds(repo_id, revision, incomplete, cache_dir) if filename is None
+            else _other_cached_files(repo_id, filename, cache_dir))
     error = HubError if incomplete else HubModelNotFound  # an incomplete one is a Hub model: nothing to add
     return error(f"The Hugging Face Hub cannot be reached to download {named} ({why}){held}; check the connection, "
                  "or choose a model folder or .gguf file on this computer.")
+
+
+def _other_cached_files(repo_id: str, filename: str, cache_dir: str | Path | None) -> str:
+    """``; the local Hub cache holds …`` for one file asked of ``repo_id``: the repo's other GGUF files there, or the
+    file at another revision ("holds it at 0000…, not at main" was said of a repo whose main lacked only the file)."""
+    snapshots = _cached_repo_folder(repo_id, cache_dir) / "snapshots"
+    try:
+        held = sorted({p.relative_to(s).as_posix() for s in snapshots.iterdir() for p in s.rglob("*.gguf")})
+    except OSError:
+        return ""
+    if filename in held:
+        return "; the local Hub cache holds it at another revision"
+    return f"; the local Hub cache holds {some_of(held, 3)} of {repo_id}" if held else ""
 
 
 def _what_the_cache_holds(repo_id: str, revision: str | None, incomplete: str | None,
@@ -645,8 +696,8 @@ def gguf_only(repo_id: str, names: Sequence[str], folder: Path | None = None) ->
     if folder is not None:  # in the cache already: the file itself opens
         return (f"{repo_id} holds GGUF files only ({listed}); open the file itself, e.g. "
                 f"{folder / names[0]}.")
-    return (f"{repo_id} holds GGUF files only ({listed}); download the one you want (hf download {repo_id} "
-            f"{names[0]}) and open that file.")
+    return (f"{repo_id} holds GGUF files only ({listed}); open the one you want by its address on the Hub, which "
+            f"downloads that file alone, e.g. https://huggingface.co/{repo_id}/blob/main/{names[0]}.")
 
 
 def _download(
@@ -677,6 +728,26 @@ def _download(
             repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=patterns, tqdm_class=tqdm_class
         )
     )
+
+
+def _download_file(repo_id: str, filename: str, revision: str | None, progress: DownloadProgress | None,
+                   cancel: Callable[[], bool] | None, cache_dir: str | Path | None) -> Path:
+    """One file of a Hub repo, from the local cache where it is there (offline too), else downloaded into it after
+    the disk's room is checked."""
+    import huggingface_hub as hub
+
+    cached = hub.try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=revision)
+    if isinstance(cached, str):
+        return Path(cached)
+    if _offline_set():
+        from huggingface_hub.errors import LocalEntryNotFoundError
+
+        raise LocalEntryNotFoundError("offline")
+    check_hub_reachable(repo_id)
+    plan = hub.hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir, dry_run=True)
+    check_free_space(cache_dir, getattr(plan, "file_size", 0) or 0, repo_id)
+    tqdm_class = _progress_tqdm(progress, cancel) if (progress or cancel) else None
+    return Path(hub.hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir, tqdm_class=tqdm_class))
 
 
 def hub_patterns(files: Sequence[str]) -> list[str]:

@@ -792,8 +792,9 @@ def test_a_repo_of_gguf_files_alone_says_which_file_to_open(tmp_path: Path, monk
 
     monkeypatch.setattr("huggingface_hub.snapshot_download", snapshot_download)
     with pytest.raises(HubError, match=r"^someone/other-GGUF holds GGUF files only \(tiny-Q4_K_M\.gguf, "
-                                       r"tiny-Q8_0\.gguf\); download the one you want \(hf download someone/other-GGUF "
-                                       r"tiny-Q4_K_M\.gguf\)"):
+                                       r"tiny-Q8_0\.gguf\); open the one you want by its address on the Hub, which "
+                                       r"downloads that file alone, e\.g\. https://huggingface\.co/someone/other-GGUF/"
+                                       r"blob/main/tiny-Q4_K_M\.gguf\.$"):
         sources.hub_download("someone/other-GGUF", cache_dir=tmp_path / "empty")
     # Safetensors in a subfolder only (the download fetches the top folder's weights): still GGUF files only.
     monkeypatch.setattr("huggingface_hub.list_repo_files",
@@ -805,6 +806,70 @@ def test_a_repo_of_gguf_files_alone_says_which_file_to_open(tmp_path: Path, monk
                         lambda *a, **k: ["config.json", "tiny-Q8_0.gguf", "training_args.bin"])
     with pytest.raises(HubError, match=r"^someone/other-GGUF holds GGUF files only \(tiny-Q8_0\.gguf\)"):
         sources.hub_download("someone/other-GGUF", cache_dir=tmp_path / "empty")
+
+
+@pytest.mark.parametrize(("address", "expected"), [
+    ("https://huggingface.co/someone/tiny-GGUF/blob/main/tiny-Q8_0.gguf",
+     ("someone/tiny-GGUF", None, "tiny-Q8_0.gguf")),
+    ("https://huggingface.co/someone/tiny-GGUF/resolve/main/tiny-Q8_0.gguf?download=true",
+     ("someone/tiny-GGUF", None, "tiny-Q8_0.gguf")),
+    ("hf.co/someone/tiny-GGUF/blob/v2/quants/tiny%20Q8.GGUF", ("someone/tiny-GGUF", "v2", "quants/tiny Q8.GGUF")),
+    ("https://huggingface.co/someone/tiny/blob/main/config.json", None),  # not a model file
+    ("https://huggingface.co/someone/tiny-GGUF", None),  # the repo's page: the repo (hub_id_of)
+    ("someone/tiny-GGUF", None),
+])
+def test_a_gguf_files_address_on_the_hub_names_the_repo_the_revision_and_the_file(
+        address: str, expected: tuple | None) -> None:
+    assert sources.hub_file_of(address, None) == expected
+    if expected is not None:  # a revision given on its own wins
+        assert sources.hub_file_of(address, "dev")[1] == "dev"
+
+
+def test_a_gguf_files_address_opens_that_file_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A repo of GGUF files alone (the usual ``*-GGUF``) was refused by its id, and the address of one of its files,
+    pasted from the Files page, opened the repo and was refused the same way: the file is opened, from the cache
+    (offline too), else downloaded alone (the room for it checked first)."""
+    from huggingface_hub import errors
+
+    quants = tmp_path / "quants"
+    quants.mkdir()
+    _tiny_gguf(quants / "tiny-Q8_0.gguf")
+    cache = tmp_path / "hub"
+    snapshot = fill_hub_cache(cache, "someone/tiny-GGUF", quants)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    address = "https://huggingface.co/someone/tiny-GGUF/blob/main/tiny-Q8_0.gguf"
+    source = sources.resolve(address)
+    assert source.kind == "gguf" and source.folder == snapshot and source.gguf_file == "tiny-Q8_0.gguf"
+    assert source.repo_id == "someone/tiny-GGUF" and source.display_name == "tiny-Q8_0.gguf"
+    with pytest.raises(HubError, match=r"^tiny-Q4_K_M\.gguf of someone/tiny-GGUF is not in the local Hub cache, and "
+                                       r"HF_HUB_OFFLINE is set, so the Hub is not asked; the local Hub cache holds "
+                                       r"tiny-Q8_0\.gguf of someone/tiny-GGUF; unset"):
+        sources.resolve(address.replace("Q8_0", "Q4_K_M"))
+    with pytest.raises(HubError, match=r"^tiny-Q8_0\.gguf of someone/tiny-GGUF \(revision v2\) is not in the local "
+                                       r"Hub cache, .* holds it at another revision; unset"):
+        sources.resolve(address.replace("/main/", "/v2/"))
+    # online: that one file, the room for it checked before the download
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(sources, "check_hub_reachable", lambda repo_id: None)
+    asked: list[tuple] = []
+    downloaded = tmp_path / "downloaded" / "tiny-Q4_K_M.gguf"
+    downloaded.parent.mkdir()
+    shutil.copy2(quants / "tiny-Q8_0.gguf", downloaded)
+
+    def hf_hub_download(repo_id: str, filename: str, **kwargs: object):
+        asked.append((repo_id, filename, kwargs.get("revision"), bool(kwargs.get("dry_run"))))
+        return SimpleNamespace(file_size=downloaded.stat().st_size) if kwargs.get("dry_run") else str(downloaded)
+
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", hf_hub_download)
+    source = sources.resolve(address.replace("Q8_0", "Q4_K_M").replace("/main/", "/v2/"))
+    assert source.gguf_file == "tiny-Q4_K_M.gguf" and source.revision == "v2"
+    assert asked == [("someone/tiny-GGUF", "tiny-Q4_K_M.gguf", "v2", True),
+                     ("someone/tiny-GGUF", "tiny-Q4_K_M.gguf", "v2", False)]
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", _raise(_http_error(errors.RemoteEntryNotFoundError, "404")))
+    with pytest.raises(HubError, match=r"^someone/tiny-GGUF has no file tiny-Q2\.gguf at main; copy the file's "
+                                       r"address from its Files page again\.$"):
+        sources.resolve(address.replace("Q8_0", "Q2"))
 
 
 def test_offline_sentences_name_the_revision_and_an_invalid_id(tiny_model: Path, tmp_path: Path,
