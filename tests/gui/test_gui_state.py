@@ -666,9 +666,11 @@ def test_the_next_save_is_offered_beside_the_last(qtbot, opened, tmp_path: Path,
 def test_the_curve_from_the_engine_says_the_quiz_only_at_the_counts_where_it_was_asked(window) -> None:
     from types import SimpleNamespace as Measured
 
-    points = [Measured(k=0, perplexity=10.0, same_top=1.0, quiz_kept=9, quiz_known=9),
-              Measured(k=1, perplexity=12.0, same_top=0.8, quiz_kept=0, quiz_known=0),
-              Measured(k=2, perplexity=20.0, same_top=0.6, quiz_kept=4, quiz_known=9)]
+    from shortgpt_desktop.core.measure.sweep import CurvePoint
+
+    points = [CurvePoint(0, None, [], 10.0, 2.3, 1024, 1.0, 0.0, 9, 9),
+              CurvePoint(1, 3, [3], 12.0, 2.5, 1024, 0.8, 0.1, 0, 0),
+              CurvePoint(2, 4, [3, 4], 20.0, 3.0, 1024, 0.6, 0.3, 4, 9)]
     window._on_curve(Measured(points=points, baseline=None, label="bi+", windows=4, tokens=1024, warnings=[],
                               text_ran_out=False))
     tip = window.plan_panel.curve_plot.toolTip().splitlines()
@@ -681,8 +683,9 @@ def test_a_curve_measured_one_layer_at_a_time_says_why_it_has_no_quiz(window, ca
     from types import SimpleNamespace as Measured
 
     from shortgpt_desktop.core.engine import STREAMED_CURVE_NOTE
+    from shortgpt_desktop.core.measure.sweep import CurvePoint
 
-    points = [Measured(k=k, perplexity=10.0 + k, same_top=1.0 - k / 10, quiz_kept=0, quiz_known=0) for k in range(3)]
+    points = [CurvePoint(k, None, list(range(k)), 10.0 + k, 2.3, 1024, 1.0 - k / 10, 0.1 * k, 0, 0) for k in range(3)]
     with caplog.at_level(logging.WARNING):
         window._on_curve(Measured(points=points, baseline=None, label="bi+", windows=4, tokens=1024,
                                   warnings=[STREAMED_CURVE_NOTE], text_ran_out=False))
