@@ -891,7 +891,9 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(f"{source.display_name} — ShortGPT Desktop")
         self.store.set_recent_models(self.model_panel.recent())
         self.store.set_last_model(model_key(source.spec))
-        log.info("opened %s: %s, %d layers, %s parameters%s", source.display_name, info.architecture,
+        # a Hub model's files: where they lie (downloaded there now, or found there), which nothing said
+        where = f" (from the Hub cache, {source.folder})" if source.repo_id else ""
+        log.info("opened %s%s: %s, %d layers, %s parameters%s", source.display_name, where, info.architecture,
                  info.n_layers, f"{info.n_params:,}", f". {said.strip()}" if said else "")
 
     def _on_open_failed(self, failure: Failure) -> None:

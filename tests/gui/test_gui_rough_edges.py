@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -1219,6 +1220,33 @@ def test_a_hub_page_address_opens_as_its_id(qtbot, window, gui_model: Path, cali
     asked: list[str] = []
     monkeypatch.setattr(dialogs, "ask_yes_no", lambda parent, title, text: asked.append(title) or False)
     assert window._acts_on_open_model("Check") and asked == []
+
+
+def test_a_gguf_files_address_on_the_hub_opens_that_file_and_says_where_it_lies(
+        qtbot, window, tiny_q4_gguf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The usual way to a quantized model: a ``*-GGUF`` repo's file, its address pasted from the Files page. It was
+    read as the repo's id and refused (GGUF files alone); it opens that file, and the log says where it lies."""
+    from PySide6.QtWidgets import QApplication
+
+    from tests.core.model.test_sources import fill_hub_cache
+
+    quants = tmp_path / "quants"
+    quants.mkdir()
+    shutil.copy2(tiny_q4_gguf, quants / "tiny-Q4_0.gguf")
+    cache = tmp_path / "hub"
+    snapshot = fill_hub_cache(cache, "someone/tiny-GGUF", quants)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    address = "https://huggingface.co/someone/tiny-GGUF/blob/main/tiny-Q4_0.gguf"
+    window.model_panel.set_text(address)
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000) as opened:
+        qtbot.keyClick(window.model_panel.field.lineEdit(), Qt.Key.Key_Return)
+    assert opened.args == ["open", "ok"]
+    source = window.engine.source
+    assert source.spec == address and source.folder == snapshot and source.gguf_file == "tiny-Q4_0.gguf"
+    assert window.windowTitle() == "tiny-Q4_0.gguf — ShortGPT Desktop"
+    QApplication.processEvents()
+    assert f"opened tiny-Q4_0.gguf (from the Hub cache, {snapshot}): " in window.log_panel.view.toPlainText()
 
 
 def test_a_hub_page_of_another_revision_names_the_model_by_its_id(qtbot, window, gui_model: Path, calib_text: Path,
