@@ -120,6 +120,10 @@ class Checked:
     #: first layer has no kept layer before it to refit, and the check said "removed layer 0, repaired." where the card
     #: said it was not (empty: no repair ran).
     repair_runs: list[tuple[int, bool]] = field(default_factory=list)
+    #: Each run's MLP refit, as (the kept layer refitted, whether its refit was kept): a refit no better on its held-out
+    #: rows, or dropped by the chat guard, leaves the linear repair alone, and the check said "MLP refitted" of a model
+    #: byte for byte the repaired one (a walkthrough; empty: no refit ran).
+    refit_runs: list[tuple[int, bool]] = field(default_factory=list)
 
     @property
     def streamed_note(self) -> str | None:
@@ -144,6 +148,14 @@ class Checked:
             done = ["not repaired (nothing could be fitted for this cut)"]
         elif done and missed:
             done[0] = f"repaired (not at {'layer' if len(missed) == 1 else 'layers'} {layer_list(missed)})"
+        if "MLP refitted" in done:
+            at = done.index("MLP refitted")
+            dropped = [layer for layer, kept in self.refit_runs if not kept]
+            if len(dropped) == len(self.refit_runs):  # none kept (or none to refit): the linear repair alone
+                done[at] = "the MLP refit not kept (it did no better)"
+            elif dropped:
+                done[at] = (f"MLP refitted (not at {'layer' if len(dropped) == 1 else 'layers'} {layer_list(dropped)}, "
+                            "where it did no better)")
         if cut.heal_steps > 0:
             done.append(f"healed ({counted(cut.heal_steps, 'LoRA step')})")
         return listed(done)
@@ -1508,7 +1520,9 @@ class Engine:
                                pipeline.fewer_windows(spec, tokens) is not None,
                                healing_did_not_help(adjusted.heal.losses) if adjusted.heal is not None else "",
                                [(run.start, run.repaired) for run in adjusted.repair.runs]
-                               if adjusted.repair is not None else [])
+                               if adjusted.repair is not None else [],
+                               [(run.layer, run.kept) for run in adjusted.refit.runs]
+                               if adjusted.refit is not None else [])
         return self.checked
 
     def checked_for(self, spec: JobSpec, removed: Sequence[int]) -> Checked | None:

@@ -1360,6 +1360,34 @@ def test_the_curve_of_a_refit_job_shows_the_linear_repair_the_refit_starts_from(
     assert curve.points[1].perplexity == pytest.approx(linear.ppl_after, rel=1e-9)
 
 
+def test_a_checks_words_say_whether_each_runs_mlp_refit_was_kept(tiny_model: Path, small_calib: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check said "repaired and MLP refitted" of a model whose refit was dropped (byte for byte the repaired one):
+    it says what the fit kept."""
+    from shortgpt_desktop.core.cut import mlp_refit
+
+    spec = small_job(tiny_model, small_calib, metric="bi", repair="refit", count=2)
+    engine = Engine()
+    engine.score(spec)
+    removed = engine.plan(count=2).removed
+    checked = engine.check(spec, removed)
+    runs = engine.adjusted.refit.runs
+    assert runs and checked.refit_runs == [(run.layer, run.kept) for run in runs]
+    fit = mlp_refit.fit_mlp_refit
+
+    def nothing_kept(*args: Any, **kwargs: Any) -> Any:
+        result = fit(*args, **kwargs)
+        for run in result.runs:
+            run.kept = False
+        return result
+
+    monkeypatch.setattr(mlp_refit, "fit_mlp_refit", nothing_kept)
+    engine.adjusted = engine.checked = None  # fitted again
+    checked = engine.check(spec, removed)
+    assert checked.refit_runs and not any(kept for _, kept in checked.refit_runs)
+    assert checked.adjusted_as.endswith(" and the MLP refit not kept (it did no better)")
+
+
 def _only_streamed_fits(need, monkeypatch: pytest.MonkeyPatch) -> int:
     """Free memory set halfway between the two ways' needs (``need``, the engine's estimate): one layer at a time
     fits, the whole model does not. Returns that room."""
