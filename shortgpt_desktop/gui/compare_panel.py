@@ -34,6 +34,8 @@ class ComparePanel(QWidget):
         self.prompt = QLineEdit(DEFAULT_PROMPT, self)
         self.prompt.setPlaceholderText("A prompt for both models to continue (empty: no generation)")
         self.prompt.setClearButtonEnabled(True)
+        # the texts on screen answer the prompt checked: an edit left them under the new one, unmarked (a walkthrough)
+        self.prompt.textChanged.connect(self._on_prompt_edited)
         self.result = QLabel(_INTRO, self)
         self.result.setWordWrap(True)
         self.result.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -126,9 +128,17 @@ class ComparePanel(QWidget):
         if checked.chat_template and checked.prompt:
             self.result.setText(self.result.text() + " The prompt went through the model's chat template.")
         if not checked.prompt:
-            self.result.setText(self.result.text() + " No text was generated: the prompt is empty.")
+            self.result.setText(self.result.text() + " No text was generated and no quiz asked: the prompt was empty.")
+        if checked.prompt != _generating(self.prompt.text()):  # the prompt edited since the check
+            self.result.setText(self.result.text() + (
+                f" <b>The texts below answer the earlier prompt</b> “{escape(checked.prompt)}”" if checked.prompt
+                else " <b>The prompt has been edited since</b>") + "; press <b>Check perplexity</b> for the new one.")
         if checked.streamed_note:  # the quiz gone and the text cut short, without a word
             self.result.setText(self.result.text() + f" {checked.streamed_note}")
+
+    def _on_prompt_edited(self, _text: str) -> None:
+        if self._showing is not None:
+            self.show_checked(self._showing)
 
     def shows(self, checked: Checked) -> bool:
         """Whether the panel shows ``checked``'s figures now (not a message in their place)."""
@@ -169,6 +179,11 @@ class ComparePanel(QWidget):
         self.after_title.setText("<b>Pruned</b>")
         self.before.clear()
         self.after.clear()
+
+
+def _generating(prompt: str) -> str:
+    """The prompt as a check names it: a blank one generates nothing, and the check names none."""
+    return prompt if prompt.strip() else ""
 
 
 def _quiz_line(answer: QuizAnswer) -> str:

@@ -1194,12 +1194,11 @@ class MainWindow(QMainWindow):
                 f"own).{dropped}")
 
     def _standing_check(self, plan: PrunePlan) -> Any:
-        """The check whose figures stand for ``plan`` with the settings and prompt on screen (None: none)."""
-        checked = self.engine.checked_for(self.job_spec(), plan.removed) if self.engine.checked else None
-        prompt = self.compare_panel.prompt_text()
-        if checked is not None and checked.prompt != (prompt if self.engine.generates(prompt) else ""):
-            return None
-        return checked
+        """The check whose figures stand for ``plan`` with the settings on screen (None: none). Another prompt leaves
+        them standing: perplexity, fidelity and the quiz do not read it (Save wrote them to the card), and a slider
+        moved away and back threw a 4-minute check away for an edited prompt; the panel marks its texts as the
+        earlier prompt's (:meth:`.compare_panel.ComparePanel.show_checked`)."""
+        return self.engine.checked_for(self.job_spec(), plan.removed) if self.engine.checked else None
 
     def _show_plan(self, plan: PrunePlan) -> None:
         if self.manual and self.manual_by == FROM_FILE and plan.metric == "manual":
@@ -1215,7 +1214,6 @@ class MainWindow(QMainWindow):
         self.plan_panel.show_plan(plan, manual=self.manual, by=self.manual_by)
         # Back at the plan checked last (the slider moved away and back), its figures again: the panel kept "press
         # Check again", and a 9-minute check was run again for the same numbers.
-        # The same prompt too: another one's text would read as the answer to the one in the box.
         checked = self._standing_check(plan)
         if checked is None:
             self.compare_panel.mark_stale()

@@ -71,12 +71,20 @@ def test_a_failed_check_says_so_and_drops_the_last_checks_figures(qtbot, opened,
     assert not window.busy and "· perplexity" in window.compare_panel.after_title.text()
     assert "changed since the last check" not in window.compare_panel.result.text()
     assert window.compare_panel.result.text().count("pruned <b>") == 1
-    # Not under another prompt: its text would read as the answer to the prompt in the box.
+    # Under another prompt its figures stand (perplexity, fidelity and the quiz do not read the prompt; moving the
+    # slider away and back threw a 4-minute check away), and its texts are marked as the earlier prompt's at once:
+    # they read as the answers to the prompt in the box.
+    asked = window.engine.checked.prompt
     window.compare_panel.set_prompt("Another question?")
+    earlier = f"The texts below answer the earlier prompt</b> “{asked}”; press <b>Check perplexity</b> for the new one."
+    assert earlier in window.compare_panel.result.text()
     for count in (3, 2):
         window.plan_panel.slider.setValue(count)
         window.plan_panel.flush()
-    assert "changed since the last check" in window.compare_panel.result.text()
+    assert "changed since the last check" not in window.compare_panel.result.text()
+    assert earlier in window.compare_panel.result.text() and "· perplexity" in window.compare_panel.after_title.text()
+    window.compare_panel.set_prompt(asked)  # the prompt checked again: no mark
+    assert "earlier prompt" not in window.compare_panel.result.text()
 
     def refused(*args, **kwargs):
         raise UserError("Not enough memory for the check.")
@@ -88,6 +96,8 @@ def test_a_failed_check_says_so_and_drops_the_last_checks_figures(qtbot, opened,
     assert "perplexity" not in panel.before_title.text() + panel.after_title.text()
     assert not panel.before.toPlainText() and not panel.after.toPlainText()
     monkeypatch.undo()
+    window.plan_panel.slider.setValue(3)  # a plan never checked: a check to run
+    window.plan_panel.flush()
     with qtbot.waitSignal(window.jobFinished, timeout=60_000) as cancelled:
         window.check()
         window.cancel()
@@ -185,7 +195,7 @@ def test_the_repair_switch_marks_the_check_stale_and_drops_the_curve(qtbot, open
     window = scored_with_plan(qtbot, opened)
     window.compare_panel.set_prompt("")  # no generation: a quicker check
     assert run(qtbot, window, window.check) == ["check", "ok"]
-    assert "No text was generated: the prompt is empty." in window.compare_panel.result.text()
+    assert "No text was generated and no quiz asked: the prompt was empty." in window.compare_panel.result.text()
     assert run(qtbot, window, window.quality_curve) == ["curve", "ok"]
     assert window.plan_panel.curve_points
     window.settings_panel.repair_box.setChecked(not window.settings_panel.repair_box.isChecked())
@@ -193,7 +203,7 @@ def test_the_repair_switch_marks_the_check_stale_and_drops_the_curve(qtbot, open
     assert not window.plan_panel.curve_points and not window.plan_panel.curve_plot.isVisibleTo(window)
     # Set back as it was, the check's figures are this recipe's again (they were called changed)
     window.settings_panel.repair_box.setChecked(not window.settings_panel.repair_box.isChecked())
-    assert "No text was generated: the prompt is empty." in window.compare_panel.result.text()
+    assert "No text was generated and no quiz asked: the prompt was empty." in window.compare_panel.result.text()
 
 
 def test_another_metric_from_the_same_pass_drops_the_curve_of_the_first(qtbot, opened) -> None:

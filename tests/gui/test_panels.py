@@ -467,9 +467,10 @@ def test_the_before_after_panel_gives_the_checks_figures_and_calls_them_stale(qt
     panel.show_checked(_checked(quiz=Quiz(answers=wrong)))
     assert " Quiz: the original answers none of the 3 questions of fact right, so it says nothing of this cut." \
         in panel.result.text()
+    panel.set_prompt("")
     panel.show_checked(_checked(prompt="", chat_template=True))  # a chat model, asked nothing
     assert not panel.before.toPlainText() and "chat template" not in panel.result.text()
-    assert panel.result.text().endswith(" No text was generated: the prompt is empty.")
+    assert panel.result.text().endswith(" No text was generated and no quiz asked: the prompt was empty.")
     panel.mark_stale()
     assert "pruned <b>" not in panel.result.text() and "changed since the last check" in panel.result.text()
 
@@ -816,3 +817,25 @@ def test_a_dropped_model_whose_name_is_not_utf8_is_said_so(qtbot, tmp_path: Path
     assert chosen == []
     assert len(said) == 1 and said[0].endswith("le.gguf: its name is not UTF-8, which the window cannot keep; rename "
                                                "it, then drop or open it again."), said
+
+
+def test_the_checks_texts_are_marked_as_the_earlier_prompts_once_it_is_edited(qtbot) -> None:
+    """The two answers stayed under an edited prompt, unmarked: they read as its answers (a walkthrough)."""
+    panel = ComparePanel()
+    qtbot.addWidget(panel)
+    panel.set_prompt("Hi")
+    panel.show_checked(_checked(prompt="Hi"))
+    assert "earlier prompt" not in panel.result.text()
+    qtbot.keyClicks(panel.prompt, " there")
+    assert panel.result.text().endswith(" <b>The texts below answer the earlier prompt</b> “Hi”; press <b>Check "
+                                        "perplexity</b> for the new one.")
+    assert panel.before.toPlainText() and "pruned <b>12.50</b>" in panel.result.text()  # the figures stand
+    panel.set_prompt("Hi")
+    assert "earlier prompt" not in panel.result.text()
+    panel.set_prompt("   ")  # blank: the check would generate nothing, as a check with an empty prompt
+    assert "earlier prompt" in panel.result.text()
+    panel.show_checked(_checked(prompt=""))
+    assert "edited since" not in panel.result.text()
+    panel.set_prompt("Tell me")
+    assert "<b>The prompt has been edited since</b>; press <b>Check perplexity</b> for the new one." in \
+        panel.result.text()
