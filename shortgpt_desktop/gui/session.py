@@ -304,6 +304,11 @@ class ProgressView:
     scores: list | None = None  # the scores measured so far, while scoring
 
 
+#: The share of a step done from which its pace raises the whole job's time for good (:meth:`JobProgress.update`):
+#: 1 in 4.
+STEADY_SHARE = 4
+
+
 class JobProgress:
     """Words the progress of the window's jobs: ``Scoring: 3 of 30 layers, about 2 min 10 s left…``.
 
@@ -346,10 +351,12 @@ class JobProgress:
             so_far = self.clock() - began
             if left is not None and left >= 1 and so_far + left > seconds:
                 # the step's own pace says more is left than the whole said: "about 2 min 40 s left · 5.0 s of about
-                # 2 min 17 s in all" contradicted itself (the step is part of the job); kept, not said once and
-                # dropped at the next step
+                # 2 min 17 s in all" contradicted itself (the step is part of the job). Kept for the steps after it
+                # once a quarter of the step has set its pace; before that, said only: the first of a check's 105
+                # passes (its warm-up) said 12 min in all, kept to the end of a job of 4 min (a walkthrough).
                 seconds = so_far + left
-                self.whole = (began, seconds)
+                if total and done * STEADY_SHARE >= total:
+                    self.whole = (began, seconds)
             # past the whole said, "1.2 s of about 949 ms in all" read as a slip of the counter (and past it as shown:
             # not "8 min 39 s so far, past the 8 min 39 s said")
             past = so_far > seconds and human_seconds(so_far) != human_seconds(seconds)
