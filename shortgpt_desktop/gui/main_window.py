@@ -1351,9 +1351,21 @@ class MainWindow(QMainWindow):
         and sizes the layers were scored on (the repair is fitted on them), which the user is told."""
         if self.engine.scored_spec is None or self.busy:
             return
-        changed = "calibration text" if what == "text" else "sample sizes"
-        message = (f"The {changed} changed: Check, Save and the quality curve keep using those the layers were scored "
-                   "on; press Score to use the new ones.")
+        if what == "text":
+            message = ("The calibration text changed: Check, Save and the quality curve keep using the text the layers "
+                       "were scored on; press Score to use the new one.")
+        else:
+            # which size, and the one that holds: "the sample sizes changed" was said of the check windows, whose new
+            # count the field showed while each Check measured the old one (the held-out windows are cut from the
+            # same text as the samples, so they change together; a walkthrough)
+            scored, now = self.engine.scored_spec, self.job_spec()
+            sizes = [(name, getattr(scored, key), getattr(now, key)) for name, key in
+                     (("samples", "samples"), ("tokens per sample", "seq_len"), ("check windows", "eval_windows"))]
+            changed = [f"{name} {new} (the scores' {old})" for name, old, new in sizes if old != new]
+            if not changed:  # back as scored
+                return
+            message = (f"Changed after scoring: {', '.join(changed)}. Check, Save and the quality curve keep the "
+                       "scores' sizes (the check's windows are cut with the samples); press Score to use the new ones.")
         self.statusBar().showMessage(message, 15000)
         log.info(message)
 

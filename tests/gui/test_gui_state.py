@@ -259,7 +259,7 @@ def test_calibration_changed_after_scoring_is_said(qtbot, opened, tmp_path: Path
     assert "calibration text changed" in window.statusBar().currentMessage()
     window.statusBar().clearMessage()
     window.settings_panel.samples_box.setValue(window.settings_panel.samples_box.value() + 4)
-    assert "sample sizes changed" in window.statusBar().currentMessage()
+    assert "Changed after scoring: samples " in window.statusBar().currentMessage()
 
 
 def test_a_cancelled_rescore_that_reloaded_does_not_say_nothing_changed(qtbot, opened, monkeypatch) -> None:
@@ -537,7 +537,7 @@ def test_devices_found_while_a_score_runs_change_the_sizes_only_after_it(qtbot, 
     assert (scored.samples, scored.seq_len) == (32, 256)
     assert panel.device_box.findData("cuda:0") >= 0, "listed once the job ended"
     if {k: panel.values()[k] for k in before} != before:
-        assert "sample sizes changed" in window.statusBar().currentMessage()
+        assert "Changed after scoring: " in window.statusBar().currentMessage()
 
 
 def _slow_score(window, monkeypatch) -> None:
@@ -808,3 +808,17 @@ def test_removing_the_first_or_last_layer_by_hand_is_warned_at_the_click(qtbot, 
     middle = next(i for i in range(1, last) if i not in window.plan.removed)
     window.toggle_layer(middle)
     assert window.statusBar().currentMessage() == ""
+
+
+def test_a_size_changed_after_scoring_is_named_with_the_one_that_holds(qtbot, opened) -> None:
+    """Check windows lowered after a Score to make Check quicker: "The sample sizes changed" was said for a moment,
+    the field showed 4, and each Check measured the scores' windows. The size is named, with the one that holds."""
+    window = scored_with_plan(qtbot, opened)
+    scored = window.engine.scored_spec.eval_windows
+    window.settings_panel.eval_box.setValue(scored + 2)
+    said = window.statusBar().currentMessage()
+    assert said.startswith(f"Changed after scoring: check windows {scored + 2} (the scores' {scored}). Check, Save "
+                           "and the quality curve keep the scores' sizes"), said
+    window.statusBar().clearMessage()
+    window.settings_panel.eval_box.setValue(scored)  # back as scored: nothing to say
+    assert not window.statusBar().currentMessage()

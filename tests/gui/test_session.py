@@ -265,8 +265,8 @@ def test_the_whole_jobs_time_stays_beside_each_steps_progress() -> None:
     # a quarter of a step done at a pace that says more than the whole: the whole is raised, and stays raised
     words.update("ppl_after", 0, 40)
     clock.now += 100.0
-    assert words.update("ppl_after", 10, 40).text.endswith(", about 5 min 00 s left · 2 min 16 s of about 7 min 16 s in "
-                                                          "all…")
+    assert words.update("ppl_after", 10, 40).text.endswith(
+        ", about 5 min 00 s left · 2 min 16 s of about 7 min 16 s in all…")
     clock.now += 10.0
     assert words.update("ppl_after", 40, 40).text.endswith(" · 2 min 26 s of about 7 min 16 s in all")
     clock.now += 300.0  # past it: said against the raised whole
