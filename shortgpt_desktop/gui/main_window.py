@@ -1236,7 +1236,7 @@ class MainWindow(QMainWindow):
                 self.compare_panel.mark_stale()
             if name == "repair":
                 self.plan_panel.clear_curve()  # drawn with (or without) the repair at each count
-                self._restore_curve()
+            self._restore_curve()  # its note says what of the recipe it leaves out (healing, the refit)
         if name in ("samples", "seq_len", "eval_windows", "preset"):
             self._note_scored_text_kept("sizes")
         way = self._scored_way() if name in ("low_memory", "device", "dtype") and not self.busy else None
@@ -1794,6 +1794,8 @@ class MainWindow(QMainWindow):
         if key is not None:
             self._curves[key] = curve
         self._draw_curve(curve)
+        # each count's figures were in tooltips only: out of reach of the keyboard, and of the Log
+        log.info("Quality curve, %s:\n%s", self.plan_panel.curve_note.text(), self.plan_panel.curve_plot.toolTip())
         if not self.manual:  # bi+ has measured every count now: the slider's plan is its measured choice
             before = self.plan
             self._replan()
@@ -1810,7 +1812,15 @@ class MainWindow(QMainWindow):
                                    curve.windows, curve.tokens, baseline,
                                    {p.k: (p.quiz_kept, p.quiz_known) for p in curve.points if p.quiz_known},
                                    curve.baseline.label if curve.baseline is not None else "bi",
-                                   curve.text_ran_out, {p.k: p.not_repaired for p in curve.points if p.not_repaired})
+                                   curve.text_ran_out, {p.k: p.not_repaired for p in curve.points if p.not_repaired},
+                                   self._curve_leaves_out())
+
+    def _curve_leaves_out(self) -> str:
+        """What of the recipe set now the curve leaves out (it would train once per count), in words, or "": with heal
+        steps set, the curve read 524.93 and Check 525.34 at the same count, and nothing said why (a walkthrough)."""
+        spec = self.job_spec()
+        parts = (["the healing"] if spec.heal_steps > 0 else []) + (["the MLP refit"] if spec.repair == "refit" else [])
+        return f"without {listed(parts)}, which Check and Save add" if parts else ""
 
     @staticmethod
     def _scroll_to(scroll: QScrollArea, widget: QWidget) -> None:

@@ -238,11 +238,14 @@ class PlanPanel(QGroupBox):
     def show_curve(self, points: list[tuple[int, float, float | None]], label: str, windows: int, tokens: int,
                    baseline: list[tuple[int, float]] | None = None,
                    quizzes: dict[int, tuple[int, int]] | None = None, baseline_label: str = "bi",
-                   text_ran_out: bool = False, unrepaired: dict[int, list[str]] | None = None) -> None:
+                   text_ran_out: bool = False, unrepaired: dict[int, list[str]] | None = None,
+                   leaves_out: str = "") -> None:
         """The quality curve: (layers removed, perplexity, same top token) of the recipe, plain BI dashed beside
         it, with the slider's place marked; ``quizzes``: the check's quiz at each count, (kept, known);
         ``text_ran_out``: the text gave fewer held-out windows than asked for; ``unrepaired``: at a count whose cut
-        the repair could not wholly reach, what it left (the label says "repair" of the whole line)."""
+        the repair could not wholly reach, what it left (the label says "repair" of the whole line); ``leaves_out``:
+        what of the recipe set now the curve does not hold, in words ("without the healing, which Check and Save
+        add")."""
         quizzes, unrepaired = quizzes or {}, unrepaired or {}
         self.curve_points = [(k, v) for k, v, _ in points]
         self.curve_line.setData([k for k, _, _ in points], [max(v, 1e-9) for _, v, _ in points])
@@ -262,6 +265,7 @@ class PlanPanel(QGroupBox):
         same = bool(base) and [(k, v) for k, v, _ in points] == list(base)
         lines = (f"{label} (solid) and plain {plain} (dashed, no repair)" if base and not same
                  else f"{label} (plain {plain} without the repair: the same line)" if same else label)
+        lines += f" ({leaves_out})" if leaves_out else ""
         note = (f"{lines}: perplexity on the check's {windows} held-out "
                 f"windows ({tokens:,} tokens{rough}); point at it for same top token"
                 + (" and the quiz" if quizzes else "") + " at each count")

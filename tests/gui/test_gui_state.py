@@ -822,3 +822,24 @@ def test_a_size_changed_after_scoring_is_named_with_the_one_that_holds(qtbot, op
     window.statusBar().clearMessage()
     window.settings_panel.eval_box.setValue(scored)  # back as scored: nothing to say
     assert not window.statusBar().currentMessage()
+
+
+def test_the_curve_says_what_of_the_recipe_it_leaves_out_and_logs_its_figures(qtbot, opened) -> None:
+    """Heal steps set: the curve read 524.93 and Check 525.34 at the same count, and nothing said the curve is the
+    unhealed recipe. Each count's figures were in tooltips only, out of the keyboard's reach and the Log's."""
+    window = scored_with_plan(qtbot, opened)
+    panel = window.settings_panel
+    assert run(qtbot, window, window.quality_curve) == ["curve", "ok"]
+    QApplication.processEvents()
+    logged = window.log_panel.view.toPlainText()
+    first = window.plan_panel.curve_plot.toolTip().splitlines()[1]
+    assert first.startswith("1 removed: perplexity ") and first in logged and "Quality curve, " in logged
+    note = window.plan_panel.curve_note.text
+    assert "without" not in note()
+    panel.heal_box.setValue(2)
+    assert "(without the healing, which Check and Save add)" in note()
+    panel.refit_box.setChecked(True)
+    assert "(without the healing and the MLP refit, which Check and Save add)" in note()
+    panel.heal_box.setValue(0)
+    panel.refit_box.setChecked(False)
+    assert "without" not in note() and window.plan_panel.curve_plot.isVisible()
