@@ -1769,8 +1769,9 @@ class MainWindow(QMainWindow):
             "curve", self.session.curve_job(spec, most),
             on_success=self._on_curve, on_failure=lambda f: self.show_error("The quality curve failed", f),
             # it said nothing: "Cancelled." beside the buttons and "Scored 6 layers" below
-            on_cancel=lambda: self.statusBar().showMessage("The quality curve was cancelled; no curve was drawn.",
-                                                           8000),
+            on_cancel=lambda: self.statusBar().showMessage(
+                "The quality curve was cancelled; " + ("the earlier curve stays." if self.plan_panel.curve_points
+                                                       else "no curve was drawn."), 8000),
         )
         self._announce(cost)
 

@@ -715,6 +715,11 @@ def test_a_cancelled_quality_curve_says_so(qtbot, opened) -> None:
     assert run(qtbot, window, start_and_cancel) == ["curve", "cancelled"]
     assert window.statusBar().currentMessage() == "The quality curve was cancelled; no curve was drawn."
     assert not window.plan_panel.curve_points
+    # a second curve cancelled: "no curve was drawn" was said beside the first, which stays on screen
+    assert run(qtbot, window, window.quality_curve) == ["curve", "ok"]
+    assert run(qtbot, window, start_and_cancel) == ["curve", "cancelled"]
+    assert window.statusBar().currentMessage() == "The quality curve was cancelled; the earlier curve stays."
+    assert window.plan_panel.curve_points
 
 
 def test_a_format_switch_held_back_while_a_job_ran_is_made_when_it_ends(qtbot, opened, monkeypatch) -> None:
