@@ -81,6 +81,10 @@ def layer_tick_step(layers: int, pixels: float, label_pixels: float) -> int:
     return step
 
 
+#: The chart's title before anything is scored.
+UNSCORED_TITLE = "<b>Layer importance</b> (lower = removed first)"
+
+
 class ScoreChart(QWidget):
     """A pyqtgraph bar chart of per-layer scores.
 
@@ -134,7 +138,7 @@ class ScoreChart(QWidget):
         self.outlier_labels: list[pg.TextItem] = []
         self.extra_curves: list[pg.PlotDataItem] = []
 
-        self.title = QLabel("<b>Layer importance</b> (lower = removed first)", self)
+        self.title = QLabel(UNSCORED_TITLE, self)
         self.title.setWordWrap(True)  # two lines in a narrow pane, where one line clipped the legend off the window
         self.zoom_box = QCheckBox("Zoom past outliers", self)
         self.zoom_box.setToolTip("Scale the axis to the bulk of the layers; a bar far above the others (often "
@@ -186,6 +190,7 @@ class ScoreChart(QWidget):
 
     def clear(self, message: str | None = None) -> None:
         self.scores, self.removed, self.extra = [], set(), {}
+        self.title.setText(UNSCORED_TITLE)  # the last model's metric stayed named over a model not scored yet
         self._hovered = None
         # pyqtgraph 0.14 fails on an empty ``pens`` list; None means one shared pen and brush.
         self.bars.setOpts(x=[], height=[], brushes=None, pens=None)

@@ -848,3 +848,20 @@ def test_the_curve_says_what_of_the_recipe_it_leaves_out_and_logs_its_figures(qt
     panel.heal_box.setValue(0)
     panel.refit_box.setChecked(False)
     assert "without" not in note() and window.plan_panel.curve_plot.isVisible()
+
+
+def test_another_model_opened_shows_the_chart_title_of_a_model_not_scored(qtbot, opened, tmp_path: Path) -> None:
+    """The last model's metric stayed in the chart's title ("· Block Influence+ (measured)") over a model not scored
+    yet, where a fresh start says "Layer importance (lower = removed first)"."""
+    import shutil
+
+    from shortgpt_desktop.gui.chart import UNSCORED_TITLE
+
+    window = scored_with_plan(qtbot, opened)
+    assert window.chart.title.text() != UNSCORED_TITLE
+    other = tmp_path / "other"
+    shutil.copytree(window.engine.source.folder, other)
+    with qtbot.waitSignal(window.jobFinished, timeout=60_000) as opened_other:
+        window.open_model(str(other))
+    assert opened_other.args == ["open", "ok"]
+    assert window.chart.title.text() == UNSCORED_TITLE
