@@ -169,7 +169,9 @@ class PlanPanel(QGroupBox):
         self.curve_line = item.plot([], [], symbol="o", symbolSize=5, symbolPen=None)
         self.baseline_line = item.plot([], [])
         self.curve_marker = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("r", width=1))
-        item.addItem(self.curve_marker)
+        # out of the range's bounds: the slider at 7 over a curve to 2 stretched the axis to 7, the curve in its left
+        # third (a walkthrough); past the curve's counts the marker is out of view
+        item.addItem(self.curve_marker, ignoreBounds=True)
         self.curve_plot.setVisible(False)
         # Two lines at most, elided, with every count's figures in its tooltip (and the plot's): at 1280 × 720 a
         # plain label was cut off mid-sentence, before the word that said where those figures are.

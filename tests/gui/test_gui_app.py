@@ -247,6 +247,21 @@ def test_the_curve_says_where_the_repair_could_not_reach_a_counts_cut(qtbot) -> 
     assert tip[1].endswith(f"; {note}") and "repaired" not in tip[0] + tip[2]
 
 
+def test_the_slider_past_the_curves_counts_does_not_stretch_its_axis(qtbot) -> None:
+    """A curve to 2 with the slider at 7: the axis ran to 7 to hold the marker, the curve in its left third."""
+    panel = PlanPanel()
+    qtbot.addWidget(panel)
+    panel.set_maximum(10)
+    panel.set_count(7)
+    panel.show_curve([(0, 10.0, 1.0), (1, 12.0, 0.8), (2, 20.0, 0.6)], "bi+ + repair", 4, 1024)
+    panel.show()
+    qtbot.waitExposed(panel)
+    item = panel.curve_plot.getPlotItem()
+    item.enableAutoRange()
+    QApplication.processEvents()
+    assert item.viewRange()[0][1] < 3
+
+
 def test_the_curve_reads_at_the_windows_default_size(qtbot) -> None:
     """At 1280 x 720 the curve's log axis labelled its minor ticks into one smear ('9·10¹8·10¹…'), its note was
     cut off mid-sentence before saying where each count's figures are, and the recipe's line was pyqtgraph's pale
