@@ -181,8 +181,69 @@ NO_DISPLAY = ("There is no display to open the window on (neither DISPLAY nor WA
 
 def _no_display_to_open() -> str | None:
     """:data:`NO_DISPLAY` where the window would open on X11 or Wayland and neither is there (a platform chosen with
-    QT_QPA_PLATFORM, such as offscreen or vnc, is Qt's to open)."""
-    return NO_DISPLAY if _no_display() and not os.environ.get("QT_QPA_PLATFORM") else None
+    QT_QPA_PLATFORM, such as offscreen or vnc, is Qt's to open); the same where WAYLAND_DISPLAY names a socket that
+    is not there and DISPLAY is not set (a variable left from another session: Qt aborted, exit 134)."""
+    if os.environ.get("QT_QPA_PLATFORM") or not sys.platform.startswith("linux"):
+        return None
+    if _no_display():
+        return NO_DISPLAY
+    wayland = os.environ.get("WAYLAND_DISPLAY")
+    if wayland and not os.environ.get("DISPLAY") and not _wayland_socket() and not _socket_there(wayland):
+        return (f"There is no display to open the window on: WAYLAND_DISPLAY names {wayland}, which is not there, "
+                "and DISPLAY is not set. Start it in a desktop session, or over ssh -X; the command line, shortgpt, "
+                "needs none.")
+    return None
+
+
+def _socket_there(wayland: str) -> bool:
+    """Whether the Wayland socket ``wayland`` (a name in XDG_RUNTIME_DIR, or a path) is there."""
+    if os.path.isabs(wayland):
+        return Path(wayland).exists()
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    return bool(runtime) and (Path(runtime) / wayland).exists()
+
+
+#: Seconds the X display's probe waits: a display on a host that drops packets hangs in connect() for minutes (Qt
+#: would hang alike; past this the window is left to try).
+DISPLAY_PROBE_SECONDS = 5.0
+
+
+def unreachable_x_display() -> str | None:
+    """The sentence for an X display that is set but cannot be connected to, where Qt would open X11 on it; else None.
+
+    DISPLAY set with nothing answering (``ssh -X`` from a computer without an X server, stale forwarding, ``sudo``
+    without the X authority) made Qt abort (exit 134) with a message that blamed libxcb-cursor0, installed or not (a
+    walkthrough). The probe connects as Qt's xcb plugin does, through libxcb, and lets go at once; where libxcb is
+    not there, :func:`missing_xcb_libraries` says so instead."""
+    display = os.environ.get("DISPLAY")
+    if not display or not _platform_is_xcb():
+        return None
+    import ctypes
+    import threading
+
+    try:
+        xcb = ctypes.CDLL("libxcb.so.1")
+    except OSError:
+        return None
+    xcb.xcb_connect.restype = ctypes.c_void_p
+    xcb.xcb_connect.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
+    xcb.xcb_connection_has_error.argtypes = [ctypes.c_void_p]
+    xcb.xcb_disconnect.argtypes = [ctypes.c_void_p]
+    error: list[int] = []
+
+    def probe() -> None:  # ctypes lets the GIL go while libxcb connects
+        connection = xcb.xcb_connect(None, None)
+        error.append(int(xcb.xcb_connection_has_error(connection)))
+        xcb.xcb_disconnect(connection)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(DISPLAY_PROBE_SECONDS)
+    if not error or error[0] == 0:  # connected, or still trying: Qt's to open
+        return None
+    return (f"The window cannot connect to the X display {display} (DISPLAY): no X server answers there, or this "
+            "user may not use it. Over ssh -X, run an X server on the computer you connect from; the command line, "
+            "shortgpt, needs no display.")
 
 
 #: What Qt's xcb platform plugin (PySide6/Qt/plugins/platforms/libqxcb.so and libQt6XcbQpa.so.6) links
@@ -333,7 +394,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.screenshot and not args.model:
         _say("--screenshot needs a MODEL to open.")
         return 2
-    problem = _missing_calibration(args.calib or []) or _no_display_to_open() or missing_xcb_libraries()
+    problem = (_missing_calibration(args.calib or []) or _no_display_to_open() or missing_xcb_libraries()
+               or unreachable_x_display())
     if problem:
         _warn(problem)
         return 2

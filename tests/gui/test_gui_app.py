@@ -793,3 +793,37 @@ def test_tab_goes_from_the_settings_tab_bar_to_the_page_it_shows(make_window) ->
         order.append(widget)
     assert order[0] is panel.dtype_box, type(order[0]).__name__
     assert panel.heal_box in order and panel.low_memory_box in order
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="X11 and Wayland are Linux's")
+def test_a_display_that_is_set_but_not_there_is_said_in_one_sentence(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """DISPLAY set with no X server answering (ssh -X from a computer without one, stale forwarding) and a leftover
+    WAYLAND_DISPLAY made Qt abort (exit 134) blaming libxcb-cursor0, installed (a walkthrough)."""
+    import ctypes
+
+    from shortgpt_desktop import app
+
+    monkeypatch.setattr(app, "make_app", lambda: pytest.fail("the window was opened"))
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM", "XDG_SESSION_TYPE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    monkeypatch.setenv("WAYLAND_DISPLAY", "wayland-9")
+    assert app.main(["--settings-file", str(tmp_path / "s.ini")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "There is no display to open the window on: WAYLAND_DISPLAY names wayland-9, which is not there, and DISPLAY "
+        "is not set. Start it in a desktop session, or over ssh -X; the command line, shortgpt, needs none.")
+    (tmp_path / "wayland-9").touch()  # there: Qt's to open
+    assert app._no_display_to_open() is None
+    monkeypatch.delenv("WAYLAND_DISPLAY")
+    try:
+        ctypes.CDLL("libxcb.so.1")
+    except OSError:
+        pytest.skip("no libxcb here to connect with")
+    free = next(n for n in range(90, 200) if not Path(f"/tmp/.X11-unix/X{n}").exists()
+                and not Path(f"/tmp/.X{n}-lock").exists())
+    monkeypatch.setenv("DISPLAY", f":{free}")  # no X server there
+    assert app.main(["--settings-file", str(tmp_path / "s.ini")]) == 2
+    assert capsys.readouterr().err.strip().startswith(
+        f"The window cannot connect to the X display :{free} (DISPLAY): no X server answers there, or this user may "
+        "not use it.")
