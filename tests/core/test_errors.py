@@ -45,7 +45,13 @@ def test_remote_code_is_refused_until_allowed_and_each_face_says_how(tiny_model:
 
 def test_an_encoder_model_is_refused_before_loading(tiny_model: Path, tmp_path: Path) -> None:
     folder = _with_config(tiny_model, tmp_path / "bert", model_type="bert", architectures=["BertModel"])
-    with pytest.raises(UnsupportedModelError, match="encoder model"):
+    with pytest.raises(UnsupportedModelError, match="is an encoder model"):
+        inspect_model(resolve(str(folder)), "cpu", "float32")
+    # T5 and the like were "an encoder model" too, where the README's Limits say encoder-decoder
+    folder = _with_config(tiny_model, tmp_path / "t5", model_type="t5", architectures=["T5ForConditionalGeneration"],
+                          is_encoder_decoder=True)
+    with pytest.raises(UnsupportedModelError, match=r"^T5ForConditionalGeneration \(t5\) is an encoder-decoder model: "
+                                                    "only decoder-only"):
         inspect_model(resolve(str(folder)), "cpu", "float32")
 
 

@@ -230,9 +230,9 @@ def check_supported(config: dict[str, Any], trust_remote_code: bool) -> None:
         model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and family_for_model_type(model_type) is None
     )
     if encoder:
+        kind = "an encoder-decoder" if config.get("is_encoder_decoder") else "an encoder"  # T5 was "an encoder"
         raise UnsupportedModelError(
-            f"{architecture} ({model_type}) is an encoder model: only decoder-only causal language models "
-            "can be pruned."
+            f"{architecture} ({model_type}) is {kind} model: only decoder-only causal language models can be pruned."
         )
     if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         return
