@@ -350,6 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--eval-text", metavar="PATH", help=(
             f"score measures no perplexity; given, the calibration text is scored whole, not less its last "
             f"{DEFAULT_HELDOUT_FRACTION:.0%}%, as a prune given it scores it" if p.prog.endswith(" score")
+            # eval fits nothing: "the calibration text is used whole" meant nothing there (a walkthrough)
+            else f"the text to measure perplexity on (default: the last {DEFAULT_HELDOUT_FRACTION:.0%}% of the "
+            f"--calib text, or the built-in corpus; given, --calib is not used); '{BUILTIN_CORPUS}' for the "
+            "built-in corpus" if p.prog.endswith(" eval")
             else f"separate text for perplexity (default: the last {DEFAULT_HELDOUT_FRACTION:.0%}% of the "
             f"calibration text, held out; given, the calibration text is used whole); '{BUILTIN_CORPUS}' for the "
             "built-in corpus"))
@@ -951,6 +955,8 @@ def _run(args: argparse.Namespace, progress: ProgressBar) -> int:
             idle = [flag for flag, value in (("--samples", args.samples), ("--seed", args.seed)) if value is not None]
             if idle:  # accepted (every command takes them) but hidden from eval -h, and dropped without a word
                 note(f"eval draws no calibration samples (it measures the held-out windows), so {_not_used(idle)}")
+            if args.eval_text and args.calib:  # dropped without a word (a walkthrough)
+                note(f"eval measures {_text_name(args.eval_text)} (--eval-text), so {_not_used(['--calib'])}")
             report = run_eval(engine, spec, args.against, progress, on_info=info, on_note=note)
         # shown even if the report file cannot be written after all; a terminal closed once the model was in place
         # (SIGHUP, no longer a cancel there) made it fail, and the report was not written (a review)

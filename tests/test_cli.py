@@ -1779,7 +1779,10 @@ def test_what_no_eval_leaves_idle_is_said_and_each_commands_help_prints(
         shown = " ".join(capsys.readouterr().out.split())
         # score's spoke of a "separate text for perplexity", which score does not measure (a walkthrough)
         assert ("the last 20% of the calibration text, held out; given, the calibration text is used whole" in shown
-                ) == (command != "score")
+                ) == (command in ("prune", "sweep"))
+        # eval fits nothing with the text: "the calibration text is used whole" meant nothing there
+        assert ("the text to measure perplexity on (default: the last 20% of the --calib text, or the built-in corpus; "
+                "given, --calib is not used)" in shown) == (command == "eval")
         assert ("score measures no perplexity; given, the calibration text is scored whole, not less its last 20%"
                 in shown) == (command == "score")
         assert ("(--prompt and --eval-windows are then not used)" in shown) == (command == "prune")
@@ -1798,6 +1801,9 @@ def test_eval_says_that_it_does_not_use_samples_or_seed(tiny_model: Path, small_
     assert "so --seed is not used." in capsys.readouterr().err
     assert cli.main(common) == 0
     assert "note:" not in capsys.readouterr().err
+    # --calib beside --eval-text: the text measured is the latter, and --calib went unused without a word
+    assert cli.main([*common, "--eval-text", str(small_calib)]) == 0
+    assert f"note: eval measures {small_calib.name} (--eval-text), so --calib is not used." in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("n_layers", "said"), [(1, "1 layer,"), (2, "2 layers,")])
