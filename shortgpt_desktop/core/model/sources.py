@@ -298,9 +298,31 @@ def _one_split_model(paths: Sequence[Path]) -> bool:
     return all(matches) and len({(m["stem"], m["total"]) for m in matches if m}) == 1
 
 
+def _model_folders_in(folder: Path) -> list[Path]:
+    """The folders right inside ``folder`` that hold a model (a config.json or a .gguf), sorted; none where it
+    cannot be listed."""
+    try:
+        entries = sorted(p for p in folder.iterdir() if p.is_dir())
+    except OSError:
+        return []
+    found = []
+    for entry in entries:
+        try:
+            if (entry / "config.json").is_file() or any(entry.glob("*.gguf")):
+                found.append(entry)
+        except OSError:
+            continue
+    return found
+
+
 def _folder_source(folder: Path, spec: str) -> ModelSource:
     if not (folder / "config.json").is_file():
         ggufs = sorted(folder.glob("*.gguf"))
+        others = _model_folders_in(folder) if ggufs else []
+        if others:  # a folder of models: its one stray .gguf was pruned, unnamed, as "the folder" (a walkthrough)
+            raise ModelSourceError(
+                f"{folder} holds other models beside {some_of([p.name for p in ggufs], 3)} "
+                f"({some_of([p.name + '/' for p in others], 3)}): choose the one you mean, the file or a folder.")
         if ggufs and ggufs[0].is_file() and (len(ggufs) == 1 or _one_split_model(ggufs)):
             # A folder holding one GGUF (what this tool saves, a card beside the file): that file, named as typed.
             # It was refused ("choose that file instead") though the prune had just said "saved to" the folder. The

@@ -75,6 +75,15 @@ def test_a_folder_of_one_gguf_opens_it_and_one_of_several_names_them(tmp_path: P
     (tmp_path / "README.md").write_text("the card", encoding="utf-8")
     source = sources.resolve(str(tmp_path))
     assert (source.kind, source.gguf_file, source.folder, source.spec) == ("gguf", "m.gguf", tmp_path, str(tmp_path))
+    (tmp_path / "images").mkdir()  # a folder that holds no model is no other model
+    assert sources.resolve(str(tmp_path)).gguf_file == "m.gguf"
+    # a folder of models with one stray .gguf: the file was pruned, unnamed, as "the folder" (a walkthrough)
+    (tmp_path / "tiny").mkdir()
+    (tmp_path / "tiny" / "config.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(ModelSourceError, match=r"holds other models beside m\.gguf \(tiny/\): choose the one you "
+                                               r"mean, the file or a folder\.$"):
+        sources.resolve(str(tmp_path))
+    shutil.rmtree(tmp_path / "tiny")
     (tmp_path / "m-Q8_0.gguf").write_bytes(b"GGUF....")  # several quantizations: each named, not the first alone
     with pytest.raises(ModelSourceError, match=r"It holds m-Q8_0\.gguf, m\.gguf: choose one of those files instead\.$"):
         sources.resolve(str(tmp_path))
