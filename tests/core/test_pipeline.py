@@ -116,6 +116,25 @@ def test_the_tokens_take_the_windows_asked_and_warn_of_the_evaluation_texts_skip
     assert len(warnings) == 1 and "image.png" in warnings[0], warnings
 
 
+def test_a_text_that_runs_out_inside_a_sample_says_the_tokens_it_gives(tokenizer_only, small_calib: Path,
+                                                                        tmp_path: Path) -> None:
+    """Two lines of notes: "gives only 1 sample of 512 tokens" was said of a sample of 20 (a walkthrough). A text
+    of several samples, the last cut short, is said as before."""
+    notes = tmp_path / "notes.md"
+    notes.write_text("Some notes about things, and the things they are about.\nMore notes here, then some more.\n",
+                     encoding="utf-8")
+    tokens, _, warnings = prepare_tokens(tokenizer_only, JobSpec(model="m", calib=[str(notes)], eval_text="builtin",
+                                                                 samples=128, seq_len=512))
+    assert len(tokens.samples) == 1 and len(tokens.samples[0]) < 512
+    assert warnings == [f"The calibration text gives only 1 sample, of {len(tokens.samples[0])} tokens (128 of 512 "
+                        "tokens asked for)."]
+    notes.write_text("Some notes about things. " * 20, encoding="utf-8")  # samples: all whole but the last
+    tokens, _, warnings = prepare_tokens(tokenizer_only, JobSpec(model="m", calib=[str(notes)], eval_text="builtin",
+                                                                 samples=128, seq_len=64))
+    assert len(tokens.samples) > 1
+    assert warnings == [f"The calibration text gives only {len(tokens.samples)} samples of 64 tokens (128 asked for)."]
+
+
 def test_an_evaluation_text_with_nothing_to_read_is_named_as_one_when_tokenising(tokenizer_only, small_calib: Path,
                                                                                  tmp_path: Path) -> None:
     """The check before loading says so first; a file changed between the check and the tokenising reaches here."""
