@@ -221,9 +221,16 @@ def unreachable_x_display() -> str | None:
     import ctypes
     import threading
 
-    try:
-        xcb = ctypes.CDLL("libxcb.so.1")
-    except OSError:
+    xcb = None
+    # the system's, else the frozen bundle's own copy (the installers carry the xcb libraries Qt links)
+    bundled = getattr(sys, "_MEIPASS", None)
+    for name in ["libxcb.so.1"] + ([os.path.join(bundled, "libxcb.so.1")] if bundled else []):
+        try:
+            xcb = ctypes.CDLL(name)
+            break
+        except OSError:
+            continue
+    if xcb is None:
         return None
     xcb.xcb_connect.restype = ctypes.c_void_p
     xcb.xcb_connect.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
