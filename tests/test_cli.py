@@ -1980,3 +1980,30 @@ def test_a_gguf_files_address_on_the_hub_is_that_file_not_its_repo(tiny_model: P
                                               "local Hub cache")
     assert cli.main(["eval", str(tiny_model), "--against", address, "--quiet"]) == 2
     assert "tiny-Q4_K_M.gguf of someone/tiny-GGUF is not in the local Hub cache" in capsys.readouterr().err
+
+
+def test_a_model_pruned_from_a_hub_gguf_files_address_is_named_by_it(tiny_q4_gguf: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The card and the report named the repo alone, which no file, and whose eval line is refused (GGUF files
+    alone); the revision and commit were dropped (a review). The file is named with its repo, and runs again."""
+    import json
+    import shutil
+
+    from tests.core.model.test_sources import fill_hub_cache
+
+    quants = tmp_path / "quants"
+    quants.mkdir()
+    shutil.copy2(tiny_q4_gguf, quants / "tiny-Q4_0.gguf")
+    cache = tmp_path / "hub"
+    snapshot = fill_hub_cache(cache, "someone/tiny-GGUF", quants)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    address = "https://huggingface.co/someone/tiny-GGUF/blob/main/tiny-Q4_0.gguf"
+    assert cli.main(["prune", address, "--remove", "2", "--repair", "none", "--no-eval", "-q", "--out",
+                     str(tmp_path / "out"), "--json", str(tmp_path / "r.json")]) == 0
+    report = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
+    assert (report["model"], report["model_revision"], report["model_commit"]) == (address, "main", snapshot.name)
+    card = (tmp_path / "out" / "README.md").read_text(encoding="utf-8")
+    assert "\nbase_model: someone/tiny-GGUF\n" in card
+    assert f" from `tiny-Q4_0.gguf` of `someone/tiny-GGUF` at revision `main` (commit `{snapshot.name}`)" in card
+    assert f"`shortgpt eval {address} --against THIS_FOLDER`" in card

@@ -379,13 +379,17 @@ def save(loaded: LoadedModel, plan: PrunePlan, out: str | Path, report: Report |
 
 def new_report(loaded: LoadedModel, spec: JobSpec) -> Report:
     source = loaded.source
-    hub = source is not None and source.kind == "hub"
+    # a Hub repo's model (its id), or one GGUF file of a Hub repo (its address, which names the file and runs again:
+    # the card named the repo, which is refused as GGUF files alone, and no file; a review)
+    hub = source is not None and bool(source.repo_id)
+    hub_file = source is not None and source.kind == "gguf" and bool(source.repo_id)
     return Report(
         license=source_license(source),
         earlier_removed=earlier_removed(source),
         first_original=first_original(source),
         # a Hub model by its id, where it was given by its page's address (the card's heading said "dev")
-        model=source.as_cached(source.repo_id or spec.model) if source is not None else spec.model,
+        model=(spec.model if hub_file else source.as_cached(source.repo_id or spec.model)) if source is not None
+        else spec.model,
         model_revision=(source.revision or "main") if hub else "",
         model_commit=source.folder.name if hub else "",  # the Hub cache's snapshot folder is named by its commit
         architecture=architecture_name(loaded.config),

@@ -13,6 +13,7 @@ from .. import __version__
 from ..format import counted, in_number, layer_list, layer_span
 from . import defaults
 from .measure.metrics import score_column
+from .model.sources import hub_file_of
 
 #: GGUF file types that hold floats, not quantized blocks: saved as safetensors they are converted, not de-quantized.
 FLOAT_TYPES = ("F32", "F16", "BF16", "F64", "ALL_F32", "MOSTLY_F16", "MOSTLY_BF16")
@@ -284,6 +285,8 @@ def _calibration_line(report: Report, calibration: list[str]) -> str:
 def model_card(report: Report, base_model: str) -> str:
     """A Hugging Face model card: base model, removed layers, score table, perplexity, how it was made."""
     base_model = public_name(base_model)
+    on_hub = hub_file_of(report.model, None)  # one GGUF file of a Hub repo: named with the repo
+    source_words = f"`{on_hub[2]}` of `{base_model}`" if on_hub else f"`{base_model}`"
     calibration = [c if c.startswith("built-in") else public_name(c) for c in report.calibration]
     removed = set(report.removed_layers)
     rows = "\n".join(
@@ -317,8 +320,9 @@ def model_card(report: Report, base_model: str) -> str:
                 f"Format); the file's own may differ{quiz_too} (`shortgpt eval` measures it, given the same text "
                 "as `--calib` or `--eval-text`).\n")
     if report.ppl_after is None:  # a save without the check (the window's Save, --no-eval): the card said nothing
-        # a Hub id runs as it is; a local model is named by its folder's name alone, which no reader could run
-        original = base_model if "/" in base_model else "ORIGINAL_MODEL"
+        # a Hub id runs as it is (a GGUF file of a Hub repo, by its address); a local model is named by its folder's
+        # name alone, which no reader could run
+        original = report.model if on_hub else base_model if "/" in base_model else "ORIGINAL_MODEL"
         ppl = (f"\nNo quality figures: this model was saved without a check. `shortgpt eval {original} --against "
                "THIS_FOLDER` measures both models' perplexity, the fidelity and the quiz.\n")
     sizes = ""
@@ -412,7 +416,7 @@ tags:
 
 # {Path(base_model).name or base_model}, pruned with ShortGPT Desktop
 
-{_were_removed(report)} from `{base_model}`{_revision(report)} ({report.architecture}) {_how_chosen(report)}.
+{_were_removed(report)} from {source_words}{_revision(report)} ({report.architecture}) {_how_chosen(report)}.
 
 {_removed_line(report)}
 
