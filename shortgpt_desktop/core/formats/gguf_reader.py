@@ -15,7 +15,7 @@ from ..errors import ModelSourceError
 from ..model.layer_set import first_layer_gap
 
 #: ``name-00001-of-00003.gguf``: one part of a model that llama.cpp's gguf-split cut into several files.
-_SPLIT_GGUF = re.compile(r"^(?P<stem>.*)-(?P<no>\d{5})-(?P<of>of)-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
+SPLIT_GGUF = re.compile(r"^(?P<stem>.*)-(?P<no>\d{5})-(?P<of>of)-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
 
 
 #: GGUF metadata value types: id → struct format of a scalar (8 = string, 9 = array, handled apart).
@@ -305,7 +305,7 @@ _BLOCK_INDEX = re.compile(r"^blk\.(\d+)\.")
 
 def _check_not_split(path: Path) -> None:
     """Split GGUF models are refused with a sentence that says which part is missing, or how to merge them."""
-    match = _SPLIT_GGUF.match(path.name)
+    match = SPLIT_GGUF.match(path.name)
     if match is None:
         return
     count = int(match["count"])

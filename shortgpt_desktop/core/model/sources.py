@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
-from shortgpt_desktop.core.formats.gguf_reader import check_gguf
+from shortgpt_desktop.core.formats.gguf_reader import SPLIT_GGUF, check_gguf
 from shortgpt_desktop.core.formats.safetensors_reader import check_safetensors
 
 from ...format import counted, in_number, some_of
@@ -189,6 +189,12 @@ def resolve(
     hub_file = hub_file_of(spec, revision)
     if hub_file is not None:  # a GGUF file's page on the Hub: that one file, where the id alone was refused
         repo_id, revision, filename = hub_file
+        split = SPLIT_GGUF.match(PurePosixPath(filename).name)
+        if split is not None:  # one part of tens of GB was downloaded, then refused as a part (a review)
+            raise ModelSourceError(
+                f"{PurePosixPath(filename).name} is part {int(split['no'])} of {int(split['count'])} of a split GGUF "
+                "model, which opens only merged into one file: download every part, merge them (llama.cpp's "
+                "llama-gguf-split --merge) and choose that file, or choose a quantization of one file.")
         path = hub_download(repo_id, revision=revision, progress=progress, cancel=cancel, filename=filename)
         source = _gguf_source(path, spec)
         source.revision, source.repo_id = revision, repo_id
@@ -497,6 +503,8 @@ def hub_download(
         raise error(f"{named} {where} and the Hub cannot be reached{held}; connect to the internet or choose a local "
                     "folder.") from None
     except hub_errors.RemoteEntryNotFoundError:
+        if filename is None:  # a whole model's file gone between the listing and its download (said "no file None")
+            raise HubError(f"The Hub lost a file of {named} during its download; try again later.") from None
         raise HubError(f"{repo_id} has no file {filename} at {revision or 'main'}; copy the file's address from its "
                        "Files page again.") from None
     except hub_errors.GatedRepoError:

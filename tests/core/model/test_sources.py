@@ -875,6 +875,10 @@ def test_a_gguf_files_address_opens_that_file_alone(tmp_path: Path, monkeypatch:
     assert source.gguf_file == "tiny-Q4_K_M.gguf" and source.revision == "v2"
     assert asked == [("someone/tiny-GGUF", "tiny-Q4_K_M.gguf", "v2", True),
                      ("someone/tiny-GGUF", "tiny-Q4_K_M.gguf", "v2", False)]
+    # one part of a split model: refused before a download of tens of GB that could not open (a review)
+    with pytest.raises(ModelSourceError, match=r"^big-Q8_0-00001-of-00003\.gguf is part 1 of 3 of a split GGUF model, "
+                                               "which opens only merged into one file"):
+        sources.resolve("https://huggingface.co/someone/big-GGUF/blob/main/Q8_0/big-Q8_0-00001-of-00003.gguf")
     monkeypatch.setattr("huggingface_hub.hf_hub_download", _raise(_http_error(errors.RemoteEntryNotFoundError, "404")))
     with pytest.raises(HubError, match=r"^someone/tiny-GGUF has no file tiny-Q2\.gguf at main; copy the file's "
                                        r"address from its Files page again\.$"):
