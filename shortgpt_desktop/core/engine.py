@@ -148,14 +148,17 @@ class Checked:
             done = ["not repaired (nothing could be fitted for this cut)"]
         elif done and missed:
             done[0] = f"repaired (not at {'layer' if len(missed) == 1 else 'layers'} {layer_list(missed)})"
-        if "MLP refitted" in done:
+        if "MLP refitted" in done:  # what the refit kept (the card says why one was not)
             at = done.index("MLP refitted")
+            kept = [layer for layer, kept in self.refit_runs if kept]
             dropped = [layer for layer, kept in self.refit_runs if not kept]
-            if len(dropped) == len(self.refit_runs):  # none kept (or none to refit): the linear repair alone
-                done[at] = "the MLP refit not kept (it did no better)"
-            elif dropped:
-                done[at] = (f"MLP refitted (not at {'layer' if len(dropped) == 1 else 'layers'} {layer_list(dropped)}, "
-                            "where it did no better)")
+            if not self.refit_runs:  # a family without one MLP module (OPT), or no run with a layer before it
+                done[at] = "no MLP refit (nothing to refit for this cut)"
+            elif not kept:  # the linear repair alone
+                done[at] = "the MLP refit not kept"
+            elif dropped:  # the kept layers named, not the removed ones ("removed layers 3, 6 … not at layer 5")
+                done[at] = (f"the MLP of {'layer' if len(kept) == 1 else 'layers'} {layer_list(kept)} refitted (not "
+                            f"kept at {layer_list(dropped)})")
         if cut.heal_steps > 0:
             done.append(f"healed ({counted(cut.heal_steps, 'LoRA step')})")
         return listed(done)

@@ -212,13 +212,15 @@ def test_the_quiz_is_said_in_the_panel_with_each_answer_in_its_tooltip_and_forgo
     # a refit that did no better is not kept: the model is the repaired one, and "MLP refitted" was said of it
     checked.refit_runs = [(2, False)]
     panel.show_checked(checked)
-    assert "removed layer 3, repaired and the MLP refit not kept (it did no better)." in panel.result.text()
+    assert "removed layer 3, repaired and the MLP refit not kept." in panel.result.text()
     checked.removed, checked.refit_runs = [3, 6], [(2, True), (5, False)]
     checked.key = (AdjustKey((3, 6), "refit", 0, None, ()), ())
     panel.show_checked(checked)
-    assert ("removed layers 3, 6, repaired and MLP refitted (not at layer 5, where it did no better)."
-            in panel.result.text())
-    checked.removed, checked.refit_runs = [3], []
+    assert "removed layers 3, 6, repaired and the MLP of layer 2 refitted (not kept at 5)." in panel.result.text()
+    checked.refit_runs = []  # none to make (OPT has no one MLP module): not said "not kept"
+    panel.show_checked(checked)
+    assert "removed layers 3, 6, repaired and no MLP refit (nothing to refit for this cut)." in panel.result.text()
+    checked.removed = [3]
     checked.key = (AdjustKey((3,), "none", 0, None, ()), ())
     panel.show_checked(checked)
     assert "removed layer 3." in panel.result.text()
