@@ -230,10 +230,10 @@ def prepare_tokens(loaded: LoadedModel, spec: JobSpec,
         max_eval_windows=spec.eval_windows, on_text=on_text,
     )
     got = len(tokens.samples)
-    if got == 1 < spec.samples and len(tokens.samples[0]) < spec.seq_len:
+    if got == 1 and len(tokens.samples[0]) < spec.seq_len:
         # the text ran out inside its one sample: "1 sample of 512 tokens" was said of one of 20 (a walkthrough)
-        warnings.append(f"{SAMPLES_SHORT} 1 sample, of {len(tokens.samples[0]):,} tokens ({spec.samples:,} of "
-                        f"{spec.seq_len:,} tokens asked for).")
+        warnings.append(f"{SAMPLES_SHORT} 1 sample, of {len(tokens.samples[0]):,} tokens ({spec.samples:,} "
+                        f"{in_number(spec.samples, 'sample')} of {spec.seq_len:,} tokens asked for).")
     elif got < spec.samples:
         warnings.append(f"{SAMPLES_SHORT} {got:,} {in_number(got, 'sample')} of {spec.seq_len:,} tokens "
                         f"({spec.samples:,} asked for).")

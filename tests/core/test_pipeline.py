@@ -117,17 +117,23 @@ def test_the_tokens_take_the_windows_asked_and_warn_of_the_evaluation_texts_skip
 
 
 def test_a_text_that_runs_out_inside_a_sample_says_the_tokens_it_gives(tokenizer_only, small_calib: Path,
-                                                                        tmp_path: Path) -> None:
+                                                                        tmp_path: Path, caplog) -> None:
     """Two lines of notes: "gives only 1 sample of 512 tokens" was said of a sample of 20 (a walkthrough). A text
     of several samples, the last cut short, is said as before."""
     notes = tmp_path / "notes.md"
     notes.write_text("Some notes about things, and the things they are about.\nMore notes here, then some more.\n",
                      encoding="utf-8")
-    tokens, _, warnings = prepare_tokens(tokenizer_only, JobSpec(model="m", calib=[str(notes)], eval_text="builtin",
-                                                                 samples=128, seq_len=512))
+    with caplog.at_level("INFO"):
+        tokens, _, warnings = prepare_tokens(tokenizer_only, JobSpec(model="m", calib=[str(notes)],
+                                                                     eval_text="builtin", samples=128, seq_len=512))
     assert len(tokens.samples) == 1 and len(tokens.samples[0]) < 512
-    assert warnings == [f"The calibration text gives only 1 sample, of {len(tokens.samples[0])} tokens (128 of 512 "
-                        "tokens asked for)."]
+    assert warnings == [f"The calibration text gives only 1 sample, of {len(tokens.samples[0])} tokens (128 samples "
+                        "of 512 tokens asked for)."]
+    # said once, by the job: the token set's own log line said "1 samples of 512 tokens" in the window's Log first
+    assert not [r for r in caplog.records if "gives only" in r.getMessage()]
+    _, _, warnings = prepare_tokens(tokenizer_only, JobSpec(model="m", calib=[str(notes)], eval_text="builtin",
+                                                            samples=1, seq_len=512))
+    assert warnings and warnings[0].endswith("(1 sample of 512 tokens asked for).")  # asked for one, it is short
     notes.write_text("Some notes about things. " * 20, encoding="utf-8")  # samples: all whole but the last
     tokens, _, warnings = prepare_tokens(tokenizer_only, JobSpec(model="m", calib=[str(notes)], eval_text="builtin",
                                                                  samples=128, seq_len=64))

@@ -699,9 +699,6 @@ def build_token_set(
     chunks = [c for c in chunks if len(c) >= min(body_len, 16)]
     rng = random.Random(seed)
     picked = sorted(rng.sample(range(len(chunks)), min(samples, len(chunks))))
-    if len(picked) < samples:
-        log.info("The calibration text gives only %d samples of %d tokens (%d asked for).",  # said by the job
-                    len(picked), seq_len, samples)
     prefix = [bos] if bos is not None else []
     sample_ids = [prefix + chunks[i] for i in picked]
     windows = [prefix + eval_stream[i : i + body_len] for i in range(0, len(eval_stream), body_len)]
