@@ -396,8 +396,8 @@ def main(argv: list[str] | None = None) -> int:
         from .gui.selftest import run_self_test
 
         return run_self_test()
-    if (args.screenshot or args.measure_startup) and _no_display():
-        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    if (args.screenshot or args.measure_startup) and (_no_display() or unreachable_x_display()):
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # a picture needs no screen (nor one that answers)
     if args.screenshot and not args.model:
         _say("--screenshot needs a MODEL to open.")
         return 2

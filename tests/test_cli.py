@@ -1965,7 +1965,8 @@ def test_a_choice_typed_in_another_case_or_with_a_hyphen_is_the_choice_it_names(
     assert parser.parse_args(["score", "m", "--metric", "Relative-Magnitude"]).metric == "relative_magnitude"
     with pytest.raises(SystemExit) as stopped:  # a word that names no choice is still refused, with the choices
         parser.parse_args(["score", "m", "--metric", "bi++"])
-    assert stopped.value.code == 2 and "invalid choice: 'bi++' (choose from 'bi+', 'bi'," in capsys.readouterr().err
+    said = capsys.readouterr().err.replace("'", "")  # Python 3.12.8 and 3.13.1 on quote no choice
+    assert stopped.value.code == 2 and "invalid choice: bi++ (choose from bi+, bi," in said
 
 
 def test_a_gguf_files_address_on_the_hub_is_that_file_not_its_repo(tiny_model: Path, tmp_path: Path,

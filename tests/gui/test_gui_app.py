@@ -542,6 +542,19 @@ def test_the_startup_measure_without_a_display_is_drawn_offscreen(
         monkeypatch.delenv(name, raising=False)
     assert app.main(["--measure-startup", "--settings-file", str(tmp_path / "s.ini")]) == 0
     assert os.environ["QT_QPA_PLATFORM"] == "offscreen" and "window shown" in capsys.readouterr().out
+    # a display set but not answering: offscreen too, not refused (the window's probe; a review)
+    monkeypatch.delenv("QT_QPA_PLATFORM")
+    monkeypatch.setenv("DISPLAY", f":{_free_display()}")
+    if app.unreachable_x_display() is None:
+        pytest.skip("no libxcb here to probe a display with")
+    assert app.main(["--measure-startup", "--settings-file", str(tmp_path / "s.ini")]) == 0
+    assert os.environ["QT_QPA_PLATFORM"] == "offscreen"
+
+
+def _free_display() -> int:
+    """An X display number no server here holds."""
+    return next(n for n in range(90, 200) if not Path(f"/tmp/.X11-unix/X{n}").exists()
+                and not Path(f"/tmp/.X{n}-lock").exists())
 
 
 def test_the_window_without_a_display_says_so_in_one_sentence(
@@ -807,6 +820,7 @@ def test_a_display_that_is_set_but_not_there_is_said_in_one_sentence(
     from shortgpt_desktop import app
 
     monkeypatch.setattr(app, "make_app", lambda: pytest.fail("the window was opened"))
+    monkeypatch.setattr(app, "missing_xcb_libraries", lambda: None)  # said first where one is missing
     for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM", "XDG_SESSION_TYPE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
@@ -822,8 +836,7 @@ def test_a_display_that_is_set_but_not_there_is_said_in_one_sentence(
         ctypes.CDLL("libxcb.so.1")
     except OSError:
         pytest.skip("no libxcb here to connect with")
-    free = next(n for n in range(90, 200) if not Path(f"/tmp/.X11-unix/X{n}").exists()
-                and not Path(f"/tmp/.X{n}-lock").exists())
+    free = _free_display()
     monkeypatch.setenv("DISPLAY", f":{free}")  # no X server there
     assert app.main(["--settings-file", str(tmp_path / "s.ini")]) == 2
     assert capsys.readouterr().err.strip().startswith(
