@@ -31,6 +31,7 @@ class ComparePanel(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._showing: Checked | None = None  # the check whose figures are on screen
+        self._stale_prompt = False  # its texts are marked as an earlier prompt's
         self.prompt = QLineEdit(DEFAULT_PROMPT, self)
         self.prompt.setPlaceholderText("A prompt for both models to continue (empty: no generation)")
         self.prompt.setClearButtonEnabled(True)
@@ -129,16 +130,21 @@ class ComparePanel(QWidget):
             self.result.setText(self.result.text() + " The prompt went through the model's chat template.")
         if not checked.prompt:
             self.result.setText(self.result.text() + " No text was generated and no quiz asked: the prompt was empty.")
-        if checked.prompt != _generating(self.prompt.text()):  # the prompt edited since the check
+        self._stale_prompt = checked.prompt != _generating(self.prompt.text())  # the prompt edited since the check
+        if self._stale_prompt:
+            earlier = checked.prompt if len(checked.prompt) <= 80 else checked.prompt[:79] + "…"  # a line, not a page
             self.result.setText(self.result.text() + (
-                f" <b>The texts below answer the earlier prompt</b> “{escape(checked.prompt)}”" if checked.prompt
+                f" <b>The texts below answer the earlier prompt</b> “{escape(earlier)}”" if checked.prompt
                 else " <b>The prompt has been edited since</b>") + "; press <b>Check perplexity</b> for the new one.")
         if checked.streamed_note:  # the quiz gone and the text cut short, without a word
             self.result.setText(self.result.text() + f" {checked.streamed_note}")
 
-    def _on_prompt_edited(self, _text: str) -> None:
-        if self._showing is not None:
-            self.show_checked(self._showing)
+    def _on_prompt_edited(self, text: str) -> None:
+        """Mark the texts as the earlier prompt's, or unmark them, where that changes (drawn again at each keystroke,
+        both text boxes went back to their top)."""
+        shown = self._showing
+        if shown is not None and (shown.prompt != _generating(text)) != self._stale_prompt:
+            self.show_checked(shown)
 
     def shows(self, checked: Checked) -> bool:
         """Whether the panel shows ``checked``'s figures now (not a message in their place)."""

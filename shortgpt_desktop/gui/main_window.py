@@ -1195,9 +1195,10 @@ class MainWindow(QMainWindow):
 
     def _standing_check(self, plan: PrunePlan) -> Any:
         """The check whose figures stand for ``plan`` with the settings on screen (None: none). Another prompt leaves
-        them standing: perplexity, fidelity and the quiz do not read it (Save wrote them to the card), and a slider
-        moved away and back threw a 4-minute check away for an edited prompt; the panel marks its texts as the
-        earlier prompt's (:meth:`.compare_panel.ComparePanel.show_checked`)."""
+        them standing: perplexity, fidelity and the quiz's questions do not read it (only whether it is empty, which
+        the panel says), Save wrote them to the card, and a slider moved away and back threw a 4-minute check away for
+        an edited prompt; the panel marks its texts as the earlier prompt's
+        (:meth:`.compare_panel.ComparePanel.show_checked`)."""
         return self.engine.checked_for(self.job_spec(), plan.removed) if self.engine.checked else None
 
     def _show_plan(self, plan: PrunePlan) -> None:
@@ -1361,11 +1362,12 @@ class MainWindow(QMainWindow):
             scored, now = self.engine.scored_spec, self.job_spec()
             sizes = [(name, getattr(scored, key), getattr(now, key)) for name, key in
                      (("samples", "samples"), ("tokens per sample", "seq_len"), ("check windows", "eval_windows"))]
-            changed = [f"{name} {new} (the scores' {old})" for name, old, new in sizes if old != new]
+            changed = [f"{name} {new}, where the layers were scored with {old}" for name, old, new in sizes
+                       if old != new]
             if not changed:  # back as scored
                 return
-            message = (f"Changed after scoring: {', '.join(changed)}. Check, Save and the quality curve keep the "
-                       "scores' sizes (the check's windows are cut with the samples); press Score to use the new ones.")
+            message = (f"Changed after scoring: {'; '.join(changed)}. Check, Save and the quality curve keep the "
+                       "scored sizes (the check's windows are cut with the samples); press Score to use the new ones.")
         self.statusBar().showMessage(message, 15000)
         log.info(message)
 
@@ -1796,7 +1798,8 @@ class MainWindow(QMainWindow):
             self._curves[key] = curve
         self._draw_curve(curve)
         # each count's figures were in tooltips only: out of reach of the keyboard, and of the Log
-        log.info("Quality curve, %s:\n%s", self.plan_panel.curve_note.text(), self.plan_panel.curve_plot.toolTip())
+        log.info("Quality curve, %s, at each count:\n%s", _curve_words(curve.label),
+                 self.plan_panel.curve_plot.toolTip())
         if not self.manual:  # bi+ has measured every count now: the slider's plan is its measured choice
             before = self.plan
             self._replan()

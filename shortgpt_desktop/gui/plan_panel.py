@@ -267,8 +267,9 @@ class PlanPanel(QGroupBox):
         same = bool(base) and [(k, v) for k, v, _ in points] == list(base)
         lines = (f"{label} (solid) and plain {plain} (dashed, no repair)" if base and not same
                  else f"{label} (plain {plain} without the repair: the same line)" if same else label)
-        lines += f" ({leaves_out})" if leaves_out else ""
-        note = (f"{lines}: perplexity on the check's {windows} held-out "
+        # first, in a sentence of its own: "(dashed, no repair) (without …)" ran two asides together (a review)
+        ahead = f"{leaves_out[:1].upper()}{leaves_out[1:]}. " if leaves_out else ""
+        note = (f"{ahead}{lines}: perplexity on the check's {windows} held-out "
                 f"windows ({tokens:,} tokens{rough}); point at it for same top token"
                 + (" and the quiz" if quizzes else "") + " at each count")
         # The dashed line's figures too: it fell below the solid one on a tiny model, and only the solid one's were

@@ -822,8 +822,8 @@ def test_a_size_changed_after_scoring_is_named_with_the_one_that_holds(qtbot, op
     scored = window.engine.scored_spec.eval_windows
     window.settings_panel.eval_box.setValue(scored + 2)
     said = window.statusBar().currentMessage()
-    assert said.startswith(f"Changed after scoring: check windows {scored + 2} (the scores' {scored}). Check, Save "
-                           "and the quality curve keep the scores' sizes"), said
+    assert said.startswith(f"Changed after scoring: check windows {scored + 2}, where the layers were scored with "
+                           f"{scored}. Check, Save and the quality curve keep the scored sizes"), said
     window.statusBar().clearMessage()
     window.settings_panel.eval_box.setValue(scored)  # back as scored: nothing to say
     assert not window.statusBar().currentMessage()
@@ -839,15 +839,16 @@ def test_the_curve_says_what_of_the_recipe_it_leaves_out_and_logs_its_figures(qt
     logged = window.log_panel.view.toPlainText()
     first = window.plan_panel.curve_plot.toolTip().splitlines()[1]
     assert first.startswith("1 removed: perplexity ") and first in logged and "Quality curve, " in logged
+    assert "point at it" not in logged  # the note's words for the mouse, not the Log's
     note = window.plan_panel.curve_note.text
-    assert "without" not in note()
+    assert "ithout" not in note()
     panel.heal_box.setValue(2)
-    assert "(without the healing, which Check and Save add)" in note()
+    assert note().startswith("Without the healing, which Check and Save add. ")
     panel.refit_box.setChecked(True)
-    assert "(without the healing and the MLP refit, which Check and Save add)" in note()
+    assert note().startswith("Without the healing and the MLP refit, which Check and Save add. ")
     panel.heal_box.setValue(0)
     panel.refit_box.setChecked(False)
-    assert "without" not in note() and window.plan_panel.curve_plot.isVisible()
+    assert "ithout" not in note() and window.plan_panel.curve_plot.isVisible()
 
 
 def test_another_model_opened_shows_the_chart_title_of_a_model_not_scored(qtbot, opened, tmp_path: Path) -> None:

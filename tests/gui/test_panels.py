@@ -832,6 +832,16 @@ def test_the_checks_texts_are_marked_as_the_earlier_prompts_once_it_is_edited(qt
     assert panel.before.toPlainText() and "pruned <b>12.50</b>" in panel.result.text()  # the figures stand
     panel.set_prompt("Hi")
     assert "earlier prompt" not in panel.result.text()
+    panel.after.verticalScrollBar().setValue(panel.after.verticalScrollBar().maximum())
+    scrolled = panel.after.verticalScrollBar().value()
+    qtbot.keyClicks(panel.prompt, "!!")  # each keystroke drew the texts again, back at their top
+    assert panel.after.verticalScrollBar().value() == scrolled and "earlier prompt" in panel.result.text()
+    long = "Tell me, in many words and at length, everything there is to know about the capital of France. " * 3
+    panel.set_prompt(long)
+    panel.show_checked(_checked(prompt=long))
+    panel.set_prompt("Hi")  # the earlier prompt quoted in a line, not whole
+    assert f"“{long[:79]}…”" in panel.result.text()
+    panel.show_checked(_checked(prompt="Hi"))
     panel.set_prompt("   ")  # blank: the check would generate nothing, as a check with an empty prompt
     assert "earlier prompt" in panel.result.text()
     panel.show_checked(_checked(prompt=""))
