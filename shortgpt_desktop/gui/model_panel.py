@@ -100,7 +100,10 @@ def undecodable_name(path: str) -> bool:
     """A dropped name Qt could not decode (bytes that are not UTF-8, such as a Latin-1 disk's ``mod\xe8le.gguf``):
     Qt hands it over with U+FFFD in place of the byte, and no such path exists. The drop was ignored without a
     word, where the calibration list says why."""
-    return "\ufffd" in path and not os.path.lexists(path)
+    # a .gguf, or a name without an ending (a folder, as a file manager drags one): a picture or a text named so
+    # is not a model, whatever its name
+    suffix = Path(path).suffix.lower()
+    return "\ufffd" in path and not os.path.lexists(path) and suffix in ("", ".gguf")
 
 
 NOT_UTF8 = "{path}: its name is not UTF-8, which the window cannot keep; rename it, then drop or open it again."

@@ -355,7 +355,7 @@ class JobProgress:
                 # once a quarter of the step has set its pace; before that, said only: the first of a check's 105
                 # passes (its warm-up) said 12 min in all, kept to the end of a job of 4 min (a walkthrough).
                 seconds = so_far + left
-                if total and done * STEADY_SHARE >= total:
+                if total and done * STEADY_SHARE >= total and done >= 2:  # not a short step's first unit alone
                     self.whole = (began, seconds)
             # past the whole said, "1.2 s of about 949 ms in all" read as a slip of the counter (and past it as shown:
             # not "8 min 39 s so far, past the 8 min 39 s said")

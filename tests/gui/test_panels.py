@@ -817,6 +817,14 @@ def test_a_dropped_model_whose_name_is_not_utf8_is_said_so(qtbot, tmp_path: Path
     assert chosen == []
     assert len(said) == 1 and said[0].endswith("le.gguf: its name is not UTF-8, which the window cannot keep; rename "
                                                "it, then drop or open it again."), said
+    picture = os.fsencode(tmp_path) + b"/caf\xe9.png"  # not a model, whatever its name: no drop, no word
+    with open(picture, "wb") as stream:
+        stream.write(b"\x89PNG")
+    mime.setData("text/uri-list", b"file://" + urllib.parse.quote_from_bytes(picture).encode() + b"\r\n")
+    enter = QDragEnterEvent(QPoint(5, 5), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                            Qt.KeyboardModifier.NoModifier)
+    panel.dragEnterEvent(enter)
+    assert not enter.isAccepted() and len(said) == 1
 
 
 def test_the_checks_texts_are_marked_as_the_earlier_prompts_once_it_is_edited(qtbot) -> None:

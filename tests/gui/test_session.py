@@ -271,6 +271,14 @@ def test_the_whole_jobs_time_stays_beside_each_steps_progress() -> None:
     assert words.update("ppl_after", 40, 40).text.endswith(" · 2 min 26 s of about 7 min 16 s in all")
     clock.now += 300.0  # past it: said against the raised whole
     assert words.update("generate", 0, 0).text.endswith(" · 7 min 26 s so far, past the 7 min 16 s said…")
+    # a step of four units: its first alone is a quarter of it, and no steady pace either
+    words.started("check")
+    words.keep_whole(60.0)
+    words.update("quiz", 0, 4)
+    clock.now += 40.0
+    assert words.update("quiz", 1, 4).text.endswith(" · 40.0 s of about 2 min 40 s in all…")
+    clock.now += 2.0
+    assert words.update("quiz", 3, 4).text.endswith(" · 42.0 s of about 60.0 s in all…")
     words.finished("ok")
     words.started("check")  # a job announced with no estimate says none
     assert "in all" not in words.update("ppl_before", 5, 38).text

@@ -721,13 +721,16 @@ def _hub_id_of(folder_name: str) -> str | None:
 
 
 def gguf_only(repo_id: str, names: Sequence[str], folder: Path | None = None) -> str:
-    """The sentence for a Hub repo of GGUF files alone (the usual ``*-GGUF`` repos): which to open, and how."""
+    """The sentence for a Hub repo of GGUF files alone (the usual ``*-GGUF`` repos): which to open, and how (the
+    address quoted, so that a name with a space reads back as one)."""
+    from urllib.parse import quote
+
     listed = some_of(names, 5)
     if folder is not None:  # in the cache already: the file itself opens
         return (f"{repo_id} holds GGUF files only ({listed}); open the file itself, e.g. "
                 f"{folder / names[0]}.")
     return (f"{repo_id} holds GGUF files only ({listed}); open the one you want by its address on the Hub, which "
-            f"downloads that file alone, e.g. https://huggingface.co/{repo_id}/blob/main/{names[0]}.")
+            f"downloads that file alone, e.g. https://huggingface.co/{repo_id}/blob/main/{quote(names[0])}.")
 
 
 def _download(
