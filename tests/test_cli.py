@@ -1988,18 +1988,10 @@ def test_a_model_pruned_from_a_hub_gguf_files_address_is_named_by_it(tiny_q4_ggu
     """The card and the report named the repo alone, which no file, and whose eval line is refused (GGUF files
     alone); the revision and commit were dropped (a review). The file is named with its repo, and runs again."""
     import json
-    import shutil
 
-    from tests.core.model.test_sources import fill_hub_cache
+    from tests.core.model.test_sources import offline_gguf_repo
 
-    quants = tmp_path / "quants"
-    quants.mkdir()
-    shutil.copy2(tiny_q4_gguf, quants / "tiny-Q4_0.gguf")
-    cache = tmp_path / "hub"
-    snapshot = fill_hub_cache(cache, "someone/tiny-GGUF", quants)
-    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    address = "https://huggingface.co/someone/tiny-GGUF/blob/main/tiny-Q4_0.gguf"
+    snapshot, address = offline_gguf_repo(tmp_path, tiny_q4_gguf, monkeypatch)
     assert cli.main(["prune", address, "--remove", "2", "--repair", "none", "--no-eval", "-q", "--out",
                      str(tmp_path / "out"), "--json", str(tmp_path / "r.json")]) == 0
     report = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -1228,16 +1227,9 @@ def test_a_gguf_files_address_on_the_hub_opens_that_file_and_says_where_it_lies(
     read as the repo's id and refused (GGUF files alone); it opens that file, and the log says where it lies."""
     from PySide6.QtWidgets import QApplication
 
-    from tests.core.model.test_sources import fill_hub_cache
+    from tests.core.model.test_sources import offline_gguf_repo
 
-    quants = tmp_path / "quants"
-    quants.mkdir()
-    shutil.copy2(tiny_q4_gguf, quants / "tiny-Q4_0.gguf")
-    cache = tmp_path / "hub"
-    snapshot = fill_hub_cache(cache, "someone/tiny-GGUF", quants)
-    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    address = "https://huggingface.co/someone/tiny-GGUF/blob/main/tiny-Q4_0.gguf"
+    snapshot, address = offline_gguf_repo(tmp_path, tiny_q4_gguf, monkeypatch)
     window.model_panel.set_text(address)
     with qtbot.waitSignal(window.jobFinished, timeout=60_000) as opened:
         qtbot.keyClick(window.model_panel.field.lineEdit(), Qt.Key.Key_Return)

@@ -248,6 +248,19 @@ def fill_hub_cache(cache: Path, repo_id: str, model_dir: Path, revision: str = "
     return snapshot
 
 
+def offline_gguf_repo(tmp_path: Path, gguf: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, str]:
+    """``gguf`` as ``tiny-Q4_0.gguf`` of a repo of GGUF files alone in a Hub cache under ``tmp_path``, the cache in
+    use and HF_HUB_OFFLINE set: (its snapshot folder, the file's address on the Hub)."""
+    quants = tmp_path / "quants"
+    quants.mkdir()
+    shutil.copy2(gguf, quants / "tiny-Q4_0.gguf")
+    cache = tmp_path / "hub"
+    snapshot = fill_hub_cache(cache, "someone/tiny-GGUF", quants)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return snapshot, "https://huggingface.co/someone/tiny-GGUF/blob/main/tiny-Q4_0.gguf"
+
+
 def test_cached_hub_model_loads_offline(tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cache = tmp_path / "hub"
     snapshot = fill_hub_cache(cache, "someone/tiny-llama", tiny_model)
