@@ -535,6 +535,11 @@ class MainWindow(QMainWindow):
         scroll = self.left_scroll.verticalScrollBar()
         position = scroll.value()
         focused = QApplication.focusWidget()
+        if busy and (focused is None or not self.isAncestorOf(focused)):
+            # a job started as its file dialog closed (Save, Ctrl+O then Score): the window is not active again yet,
+            # and its own focus child is the control the user was on; the focus went to the chart or the prompt
+            # after the job, and a Space there removed a layer (a walkthrough)
+            focused = self.focusWidget()
         if busy and focused is not None and self.isAncestorOf(focused):
             self._focus_before_job = focused
         self.model_panel.set_busy(busy)
@@ -551,7 +556,10 @@ class MainWindow(QMainWindow):
         if not busy and self._focus_before_job is not None:
             widget, self._focus_before_job = self._focus_before_job, None
             now, landed, self._focus_landed = QApplication.focusWidget(), self._focus_landed, None
-            moved_by_hand = now is not None and now is not widget and now is not landed
+            # where Qt leaves the focus of a disabled control in a window not yet active again (its next control:
+            # the chart, or the prompt) is none of the user's doing
+            passed_on = now is not None and (now is self.compare_panel.prompt or self.chart.isAncestorOf(now))
+            moved_by_hand = now is not None and now is not widget and now is not landed and not passed_on
             if widget.isEnabled() and widget.isVisible() and now is not widget and not moved_by_hand:
                 widget.setFocus(Qt.FocusReason.OtherFocusReason)
             if self.left_scroll.isAncestorOf(widget):

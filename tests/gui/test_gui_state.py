@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QLineEdit
 
 from shortgpt_desktop.core.errors import UserError
 
@@ -866,3 +866,30 @@ def test_another_model_opened_shows_the_chart_title_of_a_model_not_scored(qtbot,
         window.open_model(str(other))
     assert opened_other.args == ["open", "ok"]
     assert window.chart.title.text() == UNSCORED_TITLE
+
+
+def test_a_job_started_as_a_dialog_closes_gives_the_focus_back_to_the_control_it_was_on(qtbot, opened) -> None:
+    """Save's folder dialog, or Ctrl+O's, closes and the job starts before the window is active again: the focus
+    went to the chart or the prompt when the job ended, and a Space there removed a layer from the plan just saved (a
+    walkthrough). It comes back to the control the user was on."""
+    window = scored_with_plan(qtbot, opened)
+    window.show()
+    qtbot.waitExposed(window)
+    window.activateWindow()
+    slider = window.plan_panel.slider
+    slider.setFocus()
+    qtbot.waitUntil(lambda: QApplication.focusWidget() is slider, timeout=2000)
+    dialog = QLineEdit()  # a dialog's field, in a window of its own, has the focus
+    qtbot.addWidget(dialog)
+    dialog.show()
+    dialog.activateWindow()
+    dialog.setFocus()
+    qtbot.waitUntil(lambda: QApplication.focusWidget() is dialog, timeout=2000)
+
+    def closed_then_checked() -> None:
+        dialog.close()
+        window.check()
+
+    assert run(qtbot, window, closed_then_checked) == ["check", "ok"]
+    window.activateWindow()
+    qtbot.waitUntil(lambda: QApplication.focusWidget() is slider, timeout=2000)
