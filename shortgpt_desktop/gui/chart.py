@@ -170,6 +170,9 @@ class ScoreChart(QWidget):
         layout.addLayout(options)
         layout.addWidget(self.plot, 1)
         layout.addWidget(self.hover_label)
+        # Tab in the order they stand: the options above the bars came after them (made first, the plot led)
+        QWidget.setTabOrder(self.zoom_box, self.others_box)
+        QWidget.setTabOrder(self.others_box, self.plot)
 
         self.scores: list[float | None] = []
         self.extra: dict[str, list[float | None]] = {}  # label → the other metrics' scores, same layers

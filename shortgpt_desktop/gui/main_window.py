@@ -561,7 +561,9 @@ class MainWindow(QMainWindow):
             passed_on = now is not None and (now is self.compare_panel.prompt or self.chart.isAncestorOf(now))
             moved_by_hand = now is not None and now is not widget and now is not landed and not passed_on
             if widget.isEnabled() and widget.isVisible() and now is not widget and not moved_by_hand:
-                widget.setFocus(Qt.FocusReason.OtherFocusReason)
+                # as a keyboard move, so that the style draws where it is (given back "otherwise", the slider had the
+                # focus and showed none; a walkthrough)
+                widget.setFocus(Qt.FocusReason.TabFocusReason)
             if self.left_scroll.isAncestorOf(widget):
                 self.left_scroll.ensureWidgetVisible(widget, 0, 0)
         self.chart.clickable = not busy and self.engine.sizes is not None
@@ -1801,6 +1803,8 @@ class MainWindow(QMainWindow):
         warnings = curve.warnings  # a QualityCurve's (the session's curve job hands one back)
         if STREAMED_CURVE_NOTE in warnings:  # the quiz gone, one layer at a time
             log.warning(STREAMED_CURVE_NOTE)
+            # said where it is seen: in the Log's tab alone, nothing beside the curve said why it had no quiz
+            self.statusBar().showMessage(STREAMED_CURVE_NOTE, 20000)
         key = self._curve_key()
         if key is not None:
             self._curves[key] = curve

@@ -393,7 +393,9 @@ class ModelPanel(QGroupBox):
         self._commit_text()
 
     def browse_folder(self) -> None:
+        # a .gguf open: its folder (the file's name in the dialog's box, Enter took a file for a folder)
         start = self.text if exists(self.text) else str(Path.home())
+        start = str(Path(start).parent) if Path(start).is_file() else start
         folder = QFileDialog.getExistingDirectory(self, "Choose a model folder", start)
         if folder:
             self.choose(folder)

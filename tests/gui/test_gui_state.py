@@ -700,6 +700,7 @@ def test_a_curve_measured_one_layer_at_a_time_says_why_it_has_no_quiz(window, ca
         window._on_curve(Measured(points=points, baseline=None, label="bi+", windows=4, tokens=1024,
                                   warnings=[STREAMED_CURVE_NOTE], text_ran_out=False))
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [STREAMED_CURVE_NOTE]
+    assert window.statusBar().currentMessage() == STREAMED_CURVE_NOTE  # where it is seen, not the Log's tab alone
     assert "quiz" not in window.plan_panel.curve_plot.toolTip()
 
 

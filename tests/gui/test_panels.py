@@ -857,3 +857,28 @@ def test_the_checks_texts_are_marked_as_the_earlier_prompts_once_it_is_edited(qt
     panel.set_prompt("Tell me")
     assert "<b>The prompt has been edited since</b>; press <b>Check perplexity</b> for the new one." in \
         panel.result.text()
+
+
+def test_the_charts_options_come_before_its_bars_in_the_tab_order(qtbot) -> None:
+    """Zoom past outliers and Other metrics stand above the bars, and came after them on Tab (a walkthrough)."""
+    from shortgpt_desktop.gui.chart import ScoreChart
+
+    chart = ScoreChart()
+    qtbot.addWidget(chart)
+    assert chart.zoom_box.nextInFocusChain() is chart.others_box
+    assert chart.others_box.nextInFocusChain() is chart.plot
+
+
+def test_the_folder_dialog_starts_in_the_open_ggufs_folder(qtbot, tmp_path: Path, monkeypatch) -> None:
+    """With a .gguf open, Choose a model folder had the file's name in its box, and Enter took a file for a folder."""
+    from PySide6.QtWidgets import QFileDialog
+
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    panel = ModelPanel()
+    qtbot.addWidget(panel)
+    panel.set_text(str(gguf))
+    started: list[str] = []
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda parent, title, start: started.append(start) or "")
+    panel.browse_folder()
+    assert started == [str(tmp_path)]
