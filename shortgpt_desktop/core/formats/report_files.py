@@ -17,7 +17,8 @@ REPORT_KEYS = ("model", "n_layers", "removed_layers")
 #: Fields every quality curve's JSON holds.
 CURVE_KEYS = ("label", "order", "points")
 #: A quality curve's CSV columns (``sweep --csv``), the first three of which make its header known.
-CSV_FIELDS = ("k", "layer", "removed", "perplexity", "nll", "tokens", "same_top", "mean_kl", "quiz_kept", "quiz_known")
+CSV_FIELDS = ("k", "layer", "removed", "perplexity", "nll", "tokens", "same_top", "mean_kl", "quiz_kept", "quiz_known",
+              "not_repaired")
 
 REPORT_NAMES = {SCORE_REPORT: "the scores of a score job", EVAL_REPORT: "the report of an evaluation",
                 SAVED_REPORT: "the report of a saved model", CURVE: "a quality curve's JSON report",

@@ -95,7 +95,7 @@ class QualityCurve:
             for p in self.points:
                 row = [p.k, "" if p.layer is None else p.layer, " ".join(map(str, p.removed)), repr(p.perplexity),
                        repr(p.nll), p.tokens, _cell(p.same_top), _cell(p.mean_kl), _cell(p.quiz_kept),
-                       _cell(p.quiz_known)]
+                       _cell(p.quiz_known), "; ".join(p.not_repaired)]  # as the table's "*" (a review)
                 if self.baseline:
                     b = base.get(p.k)
                     row += ["", "", "", ""] if b is None else [" ".join(map(str, b.removed)), repr(b.perplexity),

@@ -16,7 +16,8 @@ def _curve() -> QualityCurve:
     """A curve as the engine builds one: nested counts with each point's fidelity, plain BI's beside it."""
     points = [CurvePoint(0, None, [], 31.5, math.log(31.5), 138, 1.0, 0.0),
               CurvePoint(1, 3, [3], 33.25, math.log(33.25), 138, 0.91, 0.042, 3, 4),
-              CurvePoint(2, 1, [1, 3], 40.125, math.log(40.125), 138, 0.8, 0.17, 2, 4)]
+              CurvePoint(2, 1, [1, 3], 40.125, math.log(40.125), 138, 0.8, 0.17, 2, 4,
+                         ["layer 1 not repaired: no plain MLP output projection to refit"])]
     baseline = QualityCurve("bi", [3, 1], [CurvePoint(0, None, [], 31.5, math.log(31.5), 138, 1.0, 0.0),
                                            CurvePoint(1, 3, [3], 33.25, math.log(33.25), 138, 0.91, 0.042),
                                            CurvePoint(2, 5, [3, 5], 52.0, math.log(52.0), 138, 0.7, 0.3)])
@@ -33,7 +34,8 @@ def read_curve_csv(path: Path) -> list[CurvePoint]:
         return [CurvePoint(int(row["k"]), number(row["layer"], int), [int(x) for x in row["removed"].split()],
                            float(row["perplexity"]), float(row["nll"]), int(row["tokens"]),
                            number(row["same_top"], float), number(row["mean_kl"], float),
-                           number(row["quiz_kept"], int), number(row["quiz_known"], int))
+                           number(row["quiz_kept"], int), number(row["quiz_known"], int),
+                           [note for note in row["not_repaired"].split("; ") if note])
                 for row in csv.DictReader(stream)]
 
 
