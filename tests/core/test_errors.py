@@ -53,6 +53,9 @@ def test_an_encoder_model_is_refused_before_loading(tiny_model: Path, tmp_path: 
     with pytest.raises(UnsupportedModelError, match=r"^T5ForConditionalGeneration \(t5\) is an encoder-decoder model: "
                                                     "only decoder-only"):
         inspect_model(resolve(str(folder)), "cpu", "float32")
+    folder = _with_config(tiny_model, tmp_path / "bart", model_type="bart", architectures=["BartModel"])
+    with pytest.raises(UnsupportedModelError, match=r"^BartModel \(bart\) is an encoder-decoder model"):  # by its type
+        inspect_model(resolve(str(folder)), "cpu", "float32")
 
 
 def test_a_config_that_is_not_an_object_is_refused_before_loading(tiny_model: Path, tmp_path: Path) -> None:

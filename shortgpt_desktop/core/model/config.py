@@ -222,6 +222,7 @@ def check_supported(config: dict[str, Any], trust_remote_code: bool) -> None:
     from transformers.models.auto.modeling_auto import (
         MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
         MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+        MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES,
     )
 
     model_type = config.get("model_type")
@@ -230,7 +231,9 @@ def check_supported(config: dict[str, Any], trust_remote_code: bool) -> None:
         model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and family_for_model_type(model_type) is None
     )
     if encoder:
-        kind = "an encoder-decoder" if config.get("is_encoder_decoder") else "an encoder"  # T5 was "an encoder"
+        # T5 was "an encoder" model; BART's config may not say is_encoder_decoder, its type does (a review)
+        both = config.get("is_encoder_decoder") or model_type in MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES
+        kind = "an encoder-decoder" if both else "an encoder"
         raise UnsupportedModelError(
             f"{architecture} ({model_type}) is {kind} model: only decoder-only causal language models can be pruned."
         )
