@@ -167,10 +167,8 @@ def _wayland_socket() -> bool:
     connects to ``wayland-0`` there though WAYLAND_DISPLAY is not set, so such a session has a display. Elsewhere
     (``tty`` over SSH, or unset) Qt opens X11 whatever the folder holds: an SSH login to a machine whose desktop
     session left its socket in the user's runtime folder has no display (seen with PySide6 6.11)."""
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
     # wayland-0 only: libwayland's default name, the one Qt tries; wayland-1 or a leftover wayland-0.lock are not it
-    return (os.environ.get("XDG_SESSION_TYPE") == "wayland" and bool(runtime)
-            and (Path(runtime) / "wayland-0").exists())
+    return os.environ.get("XDG_SESSION_TYPE") == "wayland" and _socket_there("wayland-0")
 
 
 #: Said where the window has nowhere to open (an SSH session, a server): Qt aborted (exit 134) with a message that

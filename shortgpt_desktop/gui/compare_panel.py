@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (
 
 from ..core import defaults
 from ..core.defaults import PROMPT as DEFAULT_PROMPT
-from ..core.engine import LOST_ANSWER, Checked
+from ..core.engine import LOST_ANSWER, Checked, Engine
 from ..core.measure.quiz import QuizAnswer, lost_most
 from ..format import in_number, layer_list
 
@@ -188,8 +188,8 @@ class ComparePanel(QWidget):
 
 
 def _generating(prompt: str) -> str:
-    """The prompt as a check names it: a blank one generates nothing, and the check names none."""
-    return prompt if prompt.strip() else ""
+    """The prompt as a check names it: one that generates nothing (the engine's rule) is named as none."""
+    return prompt if Engine.generates(prompt) else ""
 
 
 def _quiz_line(answer: QuizAnswer) -> str:
