@@ -680,6 +680,9 @@ def test_bad_inputs_are_one_line_and_write_nothing(
         "--json was given an empty name": ["prune", m, "--ratio", "0.2", *base, "--json", ""],
         "--against was given an empty name": ["eval", m, "--against", " ", *base[:-2]],
         "--revision picks a Hub revision, but": ["prune", m, "--ratio", "0.2", "--revision", "main", *base],
+        "names revision abc123 and --revision says v1: give one of them.": [
+            "prune", "https://huggingface.co/org/x-GGUF/blob/abc123/x.gguf", "--revision", "v1", "--ratio", "0.2",
+            *base],
         "A block of 7 layers does not fit this 6-layer model": ["score", m, "--metric", "angular", "--block-size",
                                                                 "7", *base[:-2]],
         "inside it": ["prune", m, "--ratio", "0.2", *base[:-1], str(tiny_model / "sub")],

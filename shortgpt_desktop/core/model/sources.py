@@ -230,15 +230,24 @@ _HUB_FILE = re.compile(r"^(?:https?://)?(?:www\.)?(?:huggingface\.co|hf\.co)/(?P
 
 
 def hub_file_of(spec: str, revision: str | None) -> tuple[str, str | None, str] | None:
-    """(Hub id, revision, file) of a GGUF file's address on the Hub, else None. A revision given on its own wins
-    over the address's; ``main`` is the default branch."""
+    """(Hub id, revision, file) of a GGUF file's address on the Hub, else None. ``main`` is the default branch;
+    a revision given on its own goes with it (:func:`one_revision`)."""
     found = _HUB_FILE.match(spec)
     if found is None:
         return None
     from urllib.parse import unquote
 
-    asked = revision or unquote(found["revision"])
+    asked = one_revision(spec, revision, unquote(found["revision"]))
     return found["id"], None if asked == "main" else asked, unquote(found["file"])
+
+
+def one_revision(spec: str, given: str | None, in_address: str | None) -> str | None:
+    """The revision to open: the one ``spec``'s address names (``in_address``) or the one ``given`` on its own
+    (``--revision``), which may stand beside the ``main`` a copied file link carries. Two different ones are refused:
+    ``--revision v1`` beside an address pinned at a commit opened v1 without a word (a review)."""
+    if given and in_address and in_address != "main" and given != in_address:
+        raise ModelSourceError(f"{spec} names revision {in_address} and --revision says {given}: give one of them.")
+    return given or in_address
 
 
 _HUB_ID_AT = re.compile(r"^(?P<id>[A-Za-z0-9][\w.-]*/[\w.-]+)@(?P<revision>[\w./-]+)$")
@@ -247,18 +256,18 @@ _HUB_ID_AT = re.compile(r"^(?P<id>[A-Za-z0-9][\w.-]*/[\w.-]+)@(?P<revision>[\w./
 def hub_id_of(spec: str, revision: str | None) -> tuple[str, str | None]:
     """The Hub id (and revision) in a pasted page address (``https://huggingface.co/org/name/tree/dev`` → ``org/name``,
     ``dev``) or in ``org/name@dev``; ``spec`` as it is otherwise (``org/name/`` too: a path with a slash after it
-    that does not exist is a folder typed wrong, not looked up on the Hub). A revision given on its own wins over the
-    page's. Called for what is not a local path."""
+    that does not exist is a folder typed wrong, not looked up on the Hub). A revision given on its own goes with it
+    (:func:`one_revision`). Called for what is not a local path."""
     page = _HUB_PAGE.match(spec)
     if page is None:
         at = _HUB_ID_AT.match(spec)  # org/name@dev, as pip and other tools write a revision: "does not exist"
         if at is not None and not Path(spec).exists():
-            return at["id"], revision or at["revision"]
+            return at["id"], one_revision(spec, revision, at["revision"])
         return spec, revision
     if page["kind"]:
         raise ModelSourceError(f"{spec} is a Hub {page['kind'].rstrip('s/')}, not a model; give a model's id like "
                                "org/name.")
-    return page["id"], revision or page["revision"]
+    return page["id"], one_revision(spec, revision, page["revision"])
 
 
 def _local_source(spec: str) -> ModelSource | None:

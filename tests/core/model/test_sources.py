@@ -843,8 +843,20 @@ def test_a_repo_of_gguf_files_alone_says_which_file_to_open(tmp_path: Path, monk
 def test_a_gguf_files_address_on_the_hub_names_the_repo_the_revision_and_the_file(
         address: str, expected: tuple | None) -> None:
     assert sources.hub_file_of(address, None) == expected
-    if expected is not None:  # a revision given on its own wins
-        assert sources.hub_file_of(address, "dev")[1] == "dev"
+    if expected is not None:  # a revision given on its own goes with a copied link's main, or with its own
+        same = expected[1] or "dev"
+        assert sources.hub_file_of(address, same)[1] == same
+
+
+def test_a_revision_given_beside_an_address_that_names_another_is_refused() -> None:
+    """``--revision v1`` beside an address pinned at another revision opened v1 without a word (a review)."""
+    for address in ("https://huggingface.co/org/name-GGUF/blob/abc123/x.gguf",
+                    "https://huggingface.co/org/name/tree/dev", "org/name@dev"):
+        with pytest.raises(ModelSourceError, match=r"names revision (abc123|dev) and --revision says v1: give one"):
+            (sources.hub_file_of if address.endswith(".gguf") else sources.hub_id_of)(address, "v1")
+    # a link copied from the file list carries main: a revision given beside it is the one asked for
+    assert sources.hub_file_of("https://huggingface.co/org/name-GGUF/blob/main/x.gguf", "v1")[1] == "v1"
+    assert sources.hub_id_of("https://huggingface.co/org/name/tree/main", "v1") == ("org/name", "v1")
 
 
 def test_a_gguf_files_address_opens_that_file_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -963,11 +975,11 @@ def test_a_pasted_hub_page_opens_the_model(typed: str, tiny_model: Path, tmp_pat
 
 def test_a_hub_page_names_its_revision_and_a_dataset_is_not_a_model() -> None:
     assert sources.hub_id_of("https://huggingface.co/org/name/tree/dev", None) == ("org/name", "dev")
-    assert sources.hub_id_of("https://huggingface.co/org/name/tree/dev", "v1") == ("org/name", "v1")
+    assert sources.hub_id_of("https://huggingface.co/org/name/tree/dev", "dev") == ("org/name", "dev")
     assert sources.hub_id_of("./some/folder/", None) == ("./some/folder/", None)
     # org/name@dev, as pip and other tools write a revision, was "does not exist"
     assert sources.hub_id_of("org/name@dev", None) == ("org/name", "dev")
-    assert sources.hub_id_of("org/name@dev", "v1") == ("org/name", "v1")
+    assert sources.hub_id_of("org/name", "v1") == ("org/name", "v1")
     assert sources.hub_id_of("org/name@", None) == ("org/name@", None)
     with pytest.raises(ModelSourceError, match=r"^org/name/ does not exist"):  # a folder typed wrong, not a Hub id
         sources.resolve("org/name/")
