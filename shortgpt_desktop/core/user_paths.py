@@ -26,6 +26,14 @@ def exists(path: str | os.PathLike[str]) -> bool:
         return False
 
 
+def name_not_utf8(path: str | os.PathLike[str]) -> bool:
+    """A name the window was handed with U+FFFD in place of bytes that are not UTF-8 (a Latin-1 disk's
+    ``caf\xe9.txt``): no such path exists, not even as a dangling link, so "does not exist" would be said of a file
+    the user can see. The calibration list and the Model box ask this one question."""
+    text = os.fspath(path)
+    return "\ufffd" in text and not os.path.lexists(text)
+
+
 def read_only(path: Path) -> bool:
     """An existing file its owner may not write: replacing it needs only its folder's permission (a temporary file
     moved over it), so its own mode would never be asked. Root may write anything, so the mode is read too."""

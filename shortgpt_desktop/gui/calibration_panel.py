@@ -43,7 +43,7 @@ from ..core.measure.calibration import (
     sniff,
     text_files,
 )
-from ..core.user_paths import expand_home, not_there
+from ..core.user_paths import expand_home, name_not_utf8, not_there
 from ..format import human_bytes, human_count
 from .elided_label import ElidedLabel
 
@@ -291,7 +291,7 @@ class CalibrationPanel(QGroupBox):
             if holder is not None:  # listed twice, its tokens counted twice (the job reads each file once)
                 problems.append(f"{path} is already in the list, in the folder {holder}.")
                 continue
-            if not path.exists() and "\ufffd" in str(path):
+            if name_not_utf8(path):
                 # a name of other bytes than UTF-8 (a Latin-1 disk's caf\xe9.txt) reaches the window with U+FFFD in
                 # place of the byte, and "does not exist" was said of a file the user could see (a walkthrough)
                 problems.append(f"{path}: its name is not UTF-8, which the window cannot keep; rename the file, or add "

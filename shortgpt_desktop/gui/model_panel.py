@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..core.model.loading import ModelInfo
-from ..core.user_paths import exists, expand_home
+from ..core.user_paths import exists, expand_home, name_not_utf8
 from ..format import human_bytes, human_count, human_rate
 from .elided_label import ElidedLabel
 
@@ -103,7 +103,7 @@ def undecodable_name(path: str) -> bool:
     # a .gguf, or a name without an ending (a folder, as a file manager drags one): a picture or a text named so
     # is not a model, whatever its name
     suffix = Path(path).suffix.lower()
-    return "\ufffd" in path and not os.path.lexists(path) and suffix in ("", ".gguf")
+    return suffix in ("", ".gguf") and name_not_utf8(path)
 
 
 NOT_UTF8 = "{path}: its name is not UTF-8, which the window cannot keep; rename it, then drop or open it again."

@@ -5,7 +5,15 @@ from pathlib import Path
 
 import pytest
 
-from shortgpt_desktop.core.user_paths import exists, expand_home, not_there, read_only, shown_model, windows_path_here
+from shortgpt_desktop.core.user_paths import (
+    exists,
+    expand_home,
+    name_not_utf8,
+    not_there,
+    read_only,
+    shown_model,
+    windows_path_here,
+)
 
 
 def test_a_home_is_expanded_and_an_unknown_users_is_left_as_typed(monkeypatch) -> None:
@@ -63,3 +71,14 @@ def test_a_model_is_shown_by_a_name_that_fits_a_line(tmp_path: Path) -> None:
     assert shown_model(str(gguf)) == "SmolLM2.Q4_1.gguf"
     assert shown_model("HuggingFaceTB/SmolLM2-135M") == "HuggingFaceTB/SmolLM2-135M"
     assert shown_model("https://huggingface.co/org/name-GGUF/blob/main/quants/name-Q4_K_M.gguf") == "name-Q4_K_M.gguf"
+
+
+@pytest.mark.skipif(os.name == "nt", reason="a name there is UTF-16, never bytes of another encoding")
+def test_a_name_is_not_utf8_only_where_nothing_is_there_by_it(tmp_path: Path) -> None:
+    """The calibration list said "not UTF-8" of a dangling link whose name held U+FFFD, where the Model box did not:
+    both now ask :func:`name_not_utf8`, and a link that is there is said as a link."""
+    lost = tmp_path / "caf\ufffd.txt"
+    assert name_not_utf8(str(lost))
+    lost.symlink_to(tmp_path / "gone.txt")  # a name Python could write is there, dangling or not
+    assert not name_not_utf8(lost)
+    assert not name_not_utf8(tmp_path / "missing.txt")  # no U+FFFD: just missing

@@ -773,6 +773,12 @@ def test_a_dropped_file_whose_name_is_not_utf8_is_said_so(qtbot, tmp_path: Path)
                                                "file, or add the folder that holds it."), said
     panel.add_paths([str(folder)])
     assert panel.paths() == [str(folder)]
+    # a link that is there, its name written with U+FFFD itself, is said as the dangling link it is
+    link = tmp_path / "notes\ufffd.txt"
+    link.symlink_to(tmp_path / "gone.txt")
+    said.clear()
+    panel.add_paths([str(link)])
+    assert said == [f"{link} is a link to {tmp_path / 'gone.txt'}, which does not exist."], said
 
 
 def test_a_recent_entry_picked_from_the_list_under_the_box_opens_once(qtbot) -> None:
