@@ -340,8 +340,10 @@ class PlanPanel(QGroupBox):
         # plain BI's own plan removed layer 0 of a small model without a word (said only where a bar was clicked)
         ends = [name for i, name in ((0, "first"), (n - 1, "last")) if i in plan.removed] if n > 1 else []
         if ends:
-            half += (f" · <b>the {' and '.join(ends)} layer{'s' if len(ends) > 1 else ''} removed</b>: that usually "
-                     "breaks a model")
+            half += f" · <b>the {' and '.join(ends)} layer{'s' if len(ends) > 1 else ''} removed</b>: "
+            # bi+'s measured choice of an end was warned of as if clicked by hand: the measurement says otherwise
+            half += ("measured to cost least here, where it usually breaks a model" if plan.measured and not manual
+                     else "that usually breaks a model")
         self.count_label.setText(f"<b>{k}</b> of {n} layers ({100 * k / n:.0f} %){how}{half}")
         self.count_label.setToolTip("\n".join(plan.notes))
         # Save wrote 3, 5, 7, 12, 13, 17, 25 where 12–15, 17, 25, 26 were shown, and nothing said that it could.

@@ -300,6 +300,12 @@ def test_the_plan_panel_says_how_the_plan_was_made_and_what_it_weighs(qtbot) -> 
     assert "removed</b>" not in panel.count_label.text()
     panel.show_plan(_plan(n_layers=6, removed=[0, 2]))  # plain BI's own plan did so without a word
     assert panel.count_label.text().endswith(" · <b>the first layer removed</b>: that usually breaks a model")
+    # bi+'s measured choice of an end is said as measured, not as a hand's mistake; by hand it is warned of again
+    panel.show_plan(_plan(n_layers=6, removed=[2, 5], measured=True))
+    assert panel.count_label.text().endswith(" · <b>the last layer removed</b>: measured to cost least here, where it "
+                                             "usually breaks a model")
+    panel.show_plan(_plan(n_layers=6, removed=[2, 5], measured=True), manual=True)
+    assert panel.count_label.text().endswith("removed</b>: that usually breaks a model")
     panel.show_plan(_plan(n_layers=6, removed=[0, 5]))
     assert "<b>the first and last layers removed</b>" in panel.count_label.text()
     panel.show_plan(_plan(removed=[]))
