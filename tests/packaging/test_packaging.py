@@ -175,10 +175,20 @@ def test_the_licence_texts_ship_with_the_wheel_and_the_bundle(spec_run):
     assert {("LGPL-3.0.txt", f"{dest}/Qt"), ("GPL-3.0.txt", f"{dest}/Qt")} <= shipped
     assert ("LICENSE.txt", f"{dest}/Python") in shipped
     assert {folder for _, folder in shipped} >= {f"{dest}/torch", f"{dest}/transformers"}
-    # an Apache-2.0 distribution whose wheel carries no licence file (tokenizers, sentencepiece, kernels) gets the
-    # licence's text, the project's own LICENSE: none was shipped for them (a walkthrough)
+    # one file at each place: torch's 74 files named LICENSE (its own, each third party's) all landed on
+    # LICENSES/torch/LICENSE, and one of them was left
+    places = [(folder, Path(src).name) for src, folder in spec_run["Analysis"].kwargs["datas"]
+              if folder.startswith(dest + "/")]
+    assert len(places) == len(set(places)), sorted({p for p in places if places.count(p) > 1})[:5]
     import importlib.metadata
 
+    torch_own = [f for f in importlib.metadata.distribution("torch").files or [] if ".dist-info/" in f.as_posix()
+                 and f.name.startswith("LICENSE") and "third_party" not in f.as_posix()]
+    assert torch_own and all(any(folder.startswith(f"{dest}/torch") and src.endswith(f.name)
+                                 and "third_party" not in folder for src, folder in
+                                 spec_run["Analysis"].kwargs["datas"]) for f in torch_own)
+    # an Apache-2.0 distribution whose wheel carries no licence file (tokenizers, sentencepiece, kernels) gets the
+    # licence's text, the project's own LICENSE: none was shipped for them (a walkthrough)
     for name in ("tokenizers", "sentencepiece", "kernels"):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             if not [f for f in importlib.metadata.distribution(name).files or [] if "licen" in f.name.lower()]:
