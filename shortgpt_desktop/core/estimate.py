@@ -261,13 +261,50 @@ def estimate_job(spec: Any, shape: ModelShape, seconds_per_token_layer: float, s
 def stream_layers(n_layers: int, count: int, removed: Sequence[int] | None = None) -> tuple[float, float]:
     """Layer runs per token of a repair's two streams, the original's and the pruned model's: the original's up to
     the kept layer after the last run, the pruned model's kept layers from the one before the first run (where the
-    streams split) to there (:func:`.cut.repair.sequential_layer_runs`); where the layers are not known yet, every
-    layer of both. Counted whole, a cut of layers 12-14 of 30 was said at 38.0 s of repair and took 20.3 s."""
+    streams split) to there (:func:`.cut.repair.sequential_layer_runs`). Counted whole, a cut of layers 12-14 of 30
+    was said at 38.0 s of repair and took 20.3 s. Where the layers are not known yet, as far as ``count`` layers
+    spread at random reach, on average: the first and the last of them lie about ``n / (count + 1)`` from each end
+    (counted as every layer of both, the fits of a sweep to 2 of SmolLM2's 30 were said at 101 s and took 49 s: a
+    single layer's fit runs two or three layers of the pruned model)."""
     if not removed:
-        return float(n_layers), float(n_layers - count)
+        first = (n_layers + 1) / (count + 1) - 1  # the expected lowest and highest of count distinct layers
+        last = count * (n_layers + 1) / (count + 1) - 1
+        end = min(float(n_layers), last + 2)
+        return end, max(end - max(first - 1, 0.0) - count, 0.0)
     gone = set(removed)
     end = min(n_layers, max(gone) + 2)
     return float(end), float(sum(1 for i in range(max(min(gone) - 1, 0), end) if i not in gone))
+
+
+def norm_fit_token_layers(shape: ModelShape, runs: int, rows: int) -> float:
+    """The Adam steps of a fit through a norm (Gemma 2/3, OLMo 2: :class:`.cut.repair` fits ``T`` by
+    :data:`.cut.repair.NORM_FIT_STEPS` steps on batches of up to 2,048 of the ``rows`` kept), in token-layers: each
+    step a ``d × d`` product over the batch forward and twice that backward, per run; nothing where the repair
+    solves. On Gemma 3 270M (d = 640) about 90,000 a run, where a judging took about 13 candidate passes' time."""
+    from .cut.repair import MAX_NORM_TOKENS, NORM_FIT_STEPS
+
+    if shape.solves or not shape.hidden:
+        return 0.0
+    batch = min(2048, max(min(rows, MAX_NORM_TOKENS), 1))
+    return runs * NORM_FIT_STEPS * batch * 3 * shape.hidden**2 / max(shape.layer_params, 1.0)
+
+
+def judging_token_layers(shape: ModelShape, subset: float, counts: Sequence[int],
+                         bi_scores: Sequence[float | None] | None = None) -> float:
+    """bi+'s judging of its finalists repaired (:func:`.cut.selection._judge_repaired`, where it is not the saved
+    fit), in token-layers: each distinct finalist of each count (:func:`.cut.selection.finalists_to_judge`) a quick
+    fit, the pruned stream over twice the ``subset`` of tokens the search measures on (and the Adam steps where the
+    fit goes through a norm), then a measurement with the head at every position; and the original's stream over
+    those tokens once for them all (:class:`.cut.repair.OriginalStates`). Counted as four finalists each with the
+    original's whole stream, a sweep to 2 of SmolLM2's 30 judged in 37 s where 147 s were said."""
+    from .cut.selection import finalists_to_judge
+
+    n, head = shape.n_layers, shape.head_layers
+    fits = sum(finalists_to_judge(bi_scores, k) * (
+        subset * (n - k + head) + 2 * subset * stream_layers(n, k)[1]
+        + norm_fit_token_layers(shape, likely_runs(k, bi_scores), int(2 * subset)))
+        for k in counts)
+    return fits + 2 * subset * stream_layers(n, max(counts))[0]
 
 
 def fit_token_layers(shape: ModelShape, fit_tokens: int, count: int, runs: int, fit_samples: int,
@@ -275,10 +312,12 @@ def fit_token_layers(shape: ModelShape, fit_tokens: int, count: int, runs: int, 
     """Tokens × layers of one repair fit beside the original's stream (which fits share): the pruned model's stream
     over the fit's tokens (:func:`stream_layers`), the float64 sums of each projection refitted whole (the kept
     layers before and after each run; the one after only where refitted whole, as these sums are; a run at layer 0
-    or right after another has none: a small overestimate there), and the ridge solves."""
+    or right after another has none: a small overestimate there), and the ridge solves, or where the fit goes
+    through a norm its Adam steps (:func:`norm_fit_token_layers`)."""
     sums = 2 * runs * PROJECTION_SUMS_COST * shape.projection_inputs**2 / max(shape.layer_params, 1.0)
     pruned = stream_layers(shape.n_layers, count, removed)[1]
-    return fit_tokens * (pruned + sums) + ridge_token_layers(shape, runs, fit_samples)
+    return (fit_tokens * (pruned + sums) + ridge_token_layers(shape, runs, fit_samples)
+            + norm_fit_token_layers(shape, runs, fit_tokens))
 
 
 def choosing_seconds(spec: Any, shape: ModelShape, rate: float, sample_tokens: int, counts: Sequence[int],
@@ -298,7 +337,6 @@ def choosing_seconds(spec: Any, shape: ModelShape, rate: float, sample_tokens: i
         candidate_layers,
         finalists_to_judge,
         judged_with_the_saved_fit,
-        judging_layers,
         protected_layers,
     )
 
@@ -318,15 +356,15 @@ def choosing_seconds(spec: Any, shape: ModelShape, rate: float, sample_tokens: i
               + sum(width(s) * candidate_layers(n, head, stride, s) + (n - s) / 2 for s in range(most - steps, most))
               + sum(4 * candidate_layers(n, head, stride, k) for k in counts))
     saved = spec.repair != "none" and judged_with_the_saved_fit(spec.samples)
-    judged = sum(4 * judging_layers(n, k, head) for k in counts) if spec.repair != "none" and not saved else 0.0
-    seconds = subset * (search + judged) * rate
+    judged = judging_token_layers(shape, subset, counts, bi_scores) if spec.repair != "none" and not saved else 0.0
+    seconds = (subset * search + judged) * rate
     if saved:  # each finalist's whole fit, then its repaired measurement with the head at every position
         fit_tokens, fit_samples = fit_tokens or sample_tokens, fit_samples or spec.samples
         fits = sum(finalists_to_judge(bi_scores, k) * (fit_token_layers(shape, fit_tokens, k,
                                                                          likely_runs(k, bi_scores), fit_samples)
                                                        + subset * (n - k + head))
                    for k in counts)
-        seconds += (fit_tokens * n + fits) * rate
+        seconds += (fit_tokens * stream_layers(n, max(counts))[0] + fits) * rate  # the original's stream once
     return seconds
 
 
@@ -401,7 +439,7 @@ def ridge_token_layers(shape: ModelShape, runs: int, samples: int) -> float:
     """The repair's solves, in token-layers: for the projection before each run and the one after (as the sums
     count them), each ridge tried on the held-out samples where there are enough (:func:`.cut.repair.can_choose_ridge`),
     then the fit itself; ``k`` is the projection's input width where it is refitted whole, else the hidden width.
-    Nothing where the repair fits through a norm by gradient steps (counted with the streams)."""
+    Nothing where the repair fits through a norm by gradient steps (:func:`norm_fit_token_layers`)."""
     from .cut.repair import RIDGE_CHOICES, can_choose_ridge
 
     if not shape.solves:
