@@ -45,6 +45,19 @@ def test_prune_end_to_end(tiny_model: Path, small_calib: Path, tmp_path: Path) -
                                                    "quiz: the pruned model answers"))
     assert "scoring: [" in result.stderr and "] 8/8 samples" in result.stderr  # the bar, in the unit it counts
     assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 4
+    # bi+ judged its finalists with the very fit the job saves (8 samples): the fit's seconds are the selection's,
+    # and the repair step took none (it said "repair": 1.4e-05, the lookup's time)
+    assert report["timings"]["repair"] == 0.0 and report["timings"]["repair_within_selection"] > 0
+
+
+def test_a_repair_fitted_after_the_choice_has_its_own_seconds(tiny_model: Path, small_calib: Path,
+                                                              tmp_path: Path) -> None:
+    report = tmp_path / "bi.json"
+    assert cli.main(["prune", str(tiny_model), "--calib", str(small_calib), "--samples", "4", "--seq-len", "32",
+                     "--metric", "bi", "--layers", "2", "--no-eval", "--out", str(tmp_path / "cut"), "--json",
+                     str(report), "-q"]) == 0
+    timings = json.loads(report.read_text())["timings"]
+    assert timings["repair"] > 0 and "repair_within_selection" not in timings
 
 
 @pytest.mark.parametrize("template", ["{{ raise_exception('System role not supported') }}", "{% if %}"])
