@@ -4,8 +4,8 @@ whether the layers are all in memory or loaded one at a time, so both backends g
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 from ..errors import Cancelled
 from ..measure.calibration import TokenSet
@@ -13,6 +13,8 @@ from ..measure.evaluation import FidelitySums, PerplexityResult, Reference, nll_
 from ..measure.scoring import HookStats, _Accumulator, all_finite
 from ..progress import CancelCheck, Progress, raise_if_cancelled
 from .layerwise import Batch, LayerObserver, LayerStack, head_layers
+
+T = TypeVar("T")
 
 Counter = Callable[[int, int], None]
 
@@ -90,6 +92,21 @@ def head_steps(stack: LayerStack) -> int:
     return max(1, round(head_layers(stack)))
 
 
+def head_pass(items: Sequence[T], cancel: CancelCheck | None = None, progress: Counter | None = None,
+              start: int = 0, total: int = 0) -> Iterator[T]:
+    """The batches of a head pass, one by one: ``cancel`` asked before each, and the bar moved from ``start`` (the
+    layers' steps) towards ``total`` after each (short of it: the caller says the end). Gemma 3's 262k-token head is
+    30 of a check's 52 steps: the bar stood still there for about 30 s, and Cancel waited as long (a walkthrough)."""
+    for number, item in enumerate(items, start=1):
+        if cancel is not None and cancel():
+            raise Cancelled()
+        yield item
+        if progress is not None and total > start:
+            done = start + (total - start) * number // max(len(items), 1)
+            if done < total:
+                progress(done, total)
+
+
 def final_states(stack: LayerStack, windows: Sequence[Sequence[int]], pad_id: int, removed: Sequence[int] = (),
                  batch_size: int = 4, weights: dict[str, Any] | None = None, cancel: CancelCheck | None = None,
                  progress: Counter | None = None, total: int | None = None) -> list[Batch]:
@@ -116,7 +133,8 @@ def perplexity(stack: LayerStack, windows: Sequence[Sequence[int]], pad_id: int,
     started = time.perf_counter()
     total = len(kept_layers(stack.n_layers, removed)) + head_steps(stack)
     batches = final_states(stack, windows, pad_id, removed, batch_size, weights, cancel, progress, total)
-    total_nll, total_tokens = head_nll(stack, batches)
+    total_nll, total_tokens = head_nll(stack, batches, cancel=cancel, progress=progress,
+                                       start=total - head_steps(stack), total=total)
     if progress is not None:
         progress(total, total)
     return PerplexityResult.of(total_nll, total_tokens, time.perf_counter() - started)
@@ -141,12 +159,15 @@ def next_tokens(stack: LayerStack, sequences: Sequence[Sequence[int]], pad_id: i
     return out
 
 
-def head_nll(stack: LayerStack, batches: Sequence[Batch], targets: Sequence[Any] | None = None) -> tuple[float, int]:
+def head_nll(stack: LayerStack, batches: Sequence[Batch], targets: Sequence[Any] | None = None,
+             cancel: CancelCheck | None = None, progress: Counter | None = None, start: int = 0,
+             total: int = 0) -> tuple[float, int]:
     """(summed NLL, tokens) of the batches' final states through the head. ``targets``: per batch, the mask of
-    the positions whose tokens count (default: each batch's own mask, every real token)."""
+    the positions whose tokens count (default: each batch's own mask, every real token). ``cancel``, ``progress``,
+    ``start`` and ``total``: :func:`head_pass`'s."""
     total_nll, total_tokens = 0.0, 0
     with stack.head() as logits_of:
-        for index, batch in enumerate(batches):
+        for index, batch in enumerate(head_pass(batches, cancel, progress, start, total)):
             logits = logits_of(batch, batch.hidden)
             mask = batch.mask if targets is None else targets[index]
             nll, count = nll_of(logits, batch.ids.to(logits.device), mask.to(logits.device))
@@ -164,7 +185,8 @@ def reference(stack: LayerStack, windows: Sequence[Sequence[int]], pad_id: int, 
     started = time.perf_counter()
     total = stack.n_layers + head_steps(stack)
     batches = final_states(stack, windows, pad_id, (), batch_size, None, cancel, progress, total)
-    total_nll, total_tokens = head_nll(stack, batches)
+    total_nll, total_tokens = head_nll(stack, batches, cancel=cancel, progress=progress, start=stack.n_layers,
+                                       total=total)
     if progress is not None:
         progress(total, total)
     result = PerplexityResult.of(total_nll, total_tokens, time.perf_counter() - started)
@@ -182,8 +204,9 @@ def compare(stack: LayerStack, windows: Sequence[Sequence[int]], pad_id: int, re
     total = len(kept_layers(stack.n_layers, removed)) + 2 * head_steps(stack)  # the head, for both models
     batches = final_states(stack, windows, pad_id, removed, reference_.batch_size, weights, cancel, progress, total)
     sums = FidelitySums()
+    pairs = list(zip(batches, reference_.final_states, strict=True))
     with stack.head() as logits_of:
-        for batch, original in zip(batches, reference_.final_states, strict=True):
+        for batch, original in head_pass(pairs, cancel, progress, total - 2 * head_steps(stack), total):
             logits = logits_of(batch, batch.hidden)
             original_logits = logits_of(batch, original)
             sums.add(original_logits, logits, batch.ids.to(logits.device), batch.mask.to(logits.device))
@@ -225,7 +248,8 @@ def reference_and_compare(stack: LayerStack, windows: Sequence[Sequence[int]], p
             progress(done, total)
     sums = FidelitySums()  # its sums hold the original's perplexity too, from the log-softmax the fidelity takes
     with stack.head() as logits_of:
-        for batch, full in zip(pruned, original, strict=True):
+        for batch, full in head_pass(list(zip(pruned, original, strict=True)), cancel, progress, stack.n_layers,
+                                     total):
             original_logits = logits_of(full, full.hidden)
             ids, mask = batch.ids.to(original_logits.device), batch.mask.to(original_logits.device)
             logits = logits_of(batch, batch.hidden)

@@ -10,6 +10,7 @@ import torch
 from shortgpt_desktop.core.backends import ops
 from shortgpt_desktop.core.backends.layerwise import LayerObserver
 from shortgpt_desktop.core.backends.streamed import StreamedModel
+from shortgpt_desktop.core.errors import Cancelled
 from shortgpt_desktop.core.measure.calibration import build_token_set
 from shortgpt_desktop.core.model.loading import load_model, load_tokenizer
 from shortgpt_desktop.core.model.sources import resolve
@@ -154,6 +155,31 @@ def test_a_heavy_head_counts_on_the_bar_as_the_layers_it_weighs() -> None:
     for name, (seen, layers, total) in passes.items():
         assert {t for _, t in seen} == {total}, (name, seen)
         assert seen[-1] == (total, total) and seen[-2][0] == layers, (name, seen)
+
+    # A batch a window: the head pass moves the bar batch by batch, and a cancel asked once the layers are done
+    # stops it before the next batch (Gemma 3's head stood still for 30 of a check's 52 steps, and Cancel waited
+    # about 30 s: a walkthrough)
+    reference = ops.reference(stack, windows, 0, batch_size=1)
+    joint = {
+        "perplexity": (lambda p, c: ops.perplexity(stack, windows, 0, removed, batch_size=1, progress=p, cancel=c),
+                       3),
+        "reference": (lambda p, c: ops.reference(stack, windows, 0, batch_size=1, progress=p, cancel=c), 4),
+        "compare": (lambda p, c: ops.compare(stack, windows, 0, reference, removed, progress=p, cancel=c), 3),
+        "joint": (lambda p, c: ops.reference_and_compare(stack, windows, 0, removed, batch_size=1, progress=p,
+                                                         cancel=c), 4),
+    }
+    for name, (run, layers) in joint.items():
+        seen = bar(lambda p, run=run: run(p, None))
+        head = [done for done, total in seen if layers < done < total]
+        assert len(head) == 2 and head == sorted(head), (name, seen)  # after the first and the second of three
+        reached: list[int] = []
+
+        def cancel(reached=reached, layers=layers) -> bool:
+            return bool(reached) and reached[-1] > layers  # once the head pass has moved
+
+        with pytest.raises(Cancelled):
+            run(lambda done, total, reached=reached: reached.append(done), cancel)
+        assert reached[-1] < seen[-1][1], (name, reached)
 
 
 def test_repair_weights_reach_the_perplexity_and_the_joint_pass(setup) -> None:
