@@ -1156,13 +1156,33 @@ class MainWindow(QMainWindow):
         if len(removed) > self.engine.max_removable:
             self.statusBar().showMessage("At least one layer must stay.", 6000)
             return
-        self._show_given_plan(sorted(removed), BY_HAND)
+        count_plan = self._count_plan(len(removed))
+        if (count_plan is not None and not count_plan.chosen_later
+                and sorted(count_plan.removed) == sorted(removed)):
+            # a click that gives back the count's own plan (bi+'s measured one) is that plan again: clicked off and
+            # on, it read "chosen by hand", and Save's card said "picked by hand", metric "manual" (a walkthrough).
+            # Not a plan bi+ will still measure: the layers clicked are the ones the user chose to cut.
+            self.plan_panel.set_count(len(removed))
+            self.manual = False
+            self._show_plan(count_plan)
+        else:
+            self._show_given_plan(sorted(removed), BY_HAND)
         end = {0: "first", self.engine.n_layers - 1: "last"}.get(index)
         if end and index in removed:  # said before the check's gibberish (121.7 -> 279,892.6 with both ends removed)
             said = (f"Layer {index} is the {end} layer: removing it usually breaks the model (the paper found that "
                     "removing the first or the last layers destroys it).")
             self.statusBar().showMessage(said, 12000)
             log.warning(said)  # cut at 1024 pixels by the device and memory labels, and gone after 12 s
+
+    def _count_plan(self, count: int) -> PrunePlan | None:
+        """The plan the slider would show for ``count`` (None where there is none: no layer removed, or more than
+        may go)."""
+        if count < 1:
+            return None
+        try:
+            return self.engine.plan(count=count)
+        except PlanError:
+            return None
 
     def _show_given_plan(self, removed: list[int], by: str, listed_in: str = "") -> None:
         """A plan no count of the scores chose: ``removed`` as given ``by`` (:data:`BY_HAND`, or :data:`FROM_FILE`:

@@ -677,6 +677,22 @@ def test_the_plan_says_bi_plus_may_remove_other_layers_and_the_check_says_it_did
         else:
             assert "bi+ measured" not in said
     assert changed, "no count where bi+ chose other layers than the lowest scores: the case is not tested"
+    # A bar clicked off and on again gives back bi+'s measured plan, not one "chosen by hand": Save's card said
+    # "picked by hand", metric "manual", for the very layers bi+ had chosen (a walkthrough)
+    measured = list(window.plan.removed)
+    window.toggle_layer(measured[0])
+    assert window.manual and "chosen by hand" in window.plan_panel.count_label.text()
+    window.toggle_layer(measured[0])
+    assert window.plan.removed == measured and window.plan.measured and not window.manual
+    assert "chosen by hand" not in window.plan_panel.count_label.text()
+    assert "chosen by measuring candidates" in window.plan_panel.layers_label.text()
+    # a set bi+ has still to measure stays as clicked: those are the layers the user chose to cut
+    window.plan_panel.set_count(4, emit=True)
+    shown = list(window.plan.removed)
+    assert window.plan.chosen_later
+    window.toggle_layer(shown[0])
+    window.toggle_layer(shown[0])
+    assert window.plan.removed == shown and window.manual and not window.plan.chosen_later
 
 
 def test_a_curve_hidden_by_another_metric_or_repair_setting_comes_back_with_it(qtbot, opened) -> None:

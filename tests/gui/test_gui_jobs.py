@@ -763,8 +763,9 @@ def test_slider_ends(qtbot, opened, count: int) -> None:
         # A click may take the plan to every layer but one; clicking the last one left is refused.
         first = window.plan.removed[0]
         window.toggle_layer(first)
+        assert len(window.plan.removed) == 4 and window.manual
         window.toggle_layer(first)
-        assert len(window.plan.removed) == 5 and window.manual
+        assert len(window.plan.removed) == 5 and not window.manual  # the slider's own plan again
         last = next(i for i in range(6) if i not in window.plan.removed)
         window.toggle_layer(last)
         assert len(window.plan.removed) == 5
