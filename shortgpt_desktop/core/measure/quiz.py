@@ -73,7 +73,8 @@ def lost_most(known: int, kept: int, curve: str = "shortgpt sweep", original: st
     ``original`` and ``pruned`` name the two models otherwise (``eval --against``: the files)."""
     if known < LOST_MOST_KNOWN or 2 * kept >= known:
         return None
-    return (f"{pruned} answers only {kept} of the {known} quiz questions {original} answers right: it has lost most "
+    how_many = f"only {kept} of the {known}" if kept else f"none of the {known}"  # "only 0 of the 16" (a walkthrough)
+    return (f"{pruned} answers {how_many} quiz questions {original} answers right: it has lost most "
             f"of what {original} knows; remove fewer layers (the quality curve, {curve}, shows where it breaks).")
 
 
