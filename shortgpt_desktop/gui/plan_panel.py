@@ -372,15 +372,16 @@ class PlanPanel(QGroupBox):
         before = human_bytes(plan.bytes_before)
         if self._source_format and self.output_format and self.output_format != self._source_format:
             before += f" as {self.output_format}"  # a GGUF's 98.4 MB on disk read "538.1 MB → 438.9 MB"
-        # a healed Q4 GGUF comes out larger than the file it was cut from (Gemma 3: 253.1 MB → 267.8 MB) and nothing
-        # said so before Save, where the command line says it before the job (a walkthrough)
-        larger = " · <b>larger than the original</b>" if plan.bytes_after > plan.bytes_before > 0 else ""
-        self.size_label.setText(f"{before} → {bound}<b>{human_bytes(plan.bytes_after)}</b>{larger}")
+        self.size_label.setText(f"{before} → {bound}<b>{human_bytes(plan.bytes_after)}</b>")
         # part of that size ("up to 1.9 MB more", after "up to 84.8 MB", read as more than 84.8 MB)
         for_shown = ", for the layers shown" if later else ""
+        # a healed Q4 GGUF comes out larger than the file it was cut from (Gemma 3: 253.1 MB → 267.8 MB) and nothing
+        # said so before Save, where the command line says it before the job (a walkthrough); said on this line,
+        # which wraps, not on the size's, which held the panel 150 px wider
+        larger = ": larger than the original" if plan.bytes_after > plan.bytes_before > 0 else ""
         self.size_note.setText(f"of which {bound}{human_bytes(plan.bytes_reencoded)} for the weights the repair or "
-                               f"healing changes, written at 8 bits or more{for_shown}" if plan.bytes_reencoded > 0
-                               else "")
+                               f"healing changes, written at 8 bits or more{for_shown}{larger}"
+                               if plan.bytes_reencoded > 0 else "")
         self.size_note.setVisible(plan.bytes_reencoded > 0)
 
     def set_formats(self, formats: list[str], current: str) -> None:

@@ -297,6 +297,7 @@ def test_the_size_before_save_follows_the_weights_the_settings_change(qtbot, win
         ``bound`` ("up to ") where the repair is not fitted yet (else an estimate, "≈")."""
         plan, panel = window.plan, window.plan_panel
         assert panel.size_label.text().endswith(f"→ {bound}<b>{human_bytes(plan.bytes_after)}</b>")
+        assert panel.size_note.text().endswith(": larger than the original") == (plan.bytes_after > plan.bytes_before)
         note = f"of which {bound}{human_bytes(plan.bytes_reencoded)} for the weights the repair or healing changes, "
         assert panel.size_note.text().startswith(note) if plan.bytes_reencoded else not panel.size_note.text()
         assert panel.size_note.isVisibleTo(panel) == bool(plan.bytes_reencoded)
@@ -314,6 +315,7 @@ def test_the_size_before_save_follows_the_weights_the_settings_change(qtbot, win
     window.settings_panel.repair_box.setChecked(True)
     at_most = after("up to ")
     assert plain < at_most and healed > 1.15 * plain
+    assert healed > window.plan.bytes_before  # said as larger than the original while healing was set
     with qtbot.waitSignal(window.jobFinished, timeout=120_000):
         window.check()
     # The weights the fitted repair changed: on 8 samples it folds a map into the projection before each run

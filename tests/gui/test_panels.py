@@ -314,9 +314,10 @@ def test_the_plan_panel_says_how_the_plan_was_made_and_what_it_weighs(qtbot) -> 
     assert "up to" in panel.size_label.text() and panel.size_note.text().startswith("of which up to")
     panel.show_plan(_plan())
     assert "→ ≈ <b>" in panel.size_label.text()  # an estimate: the file's header is not counted
-    assert "larger than the original" not in panel.size_label.text()
+    panel.show_plan(_plan(bytes_reencoded=1000))
+    assert not panel.size_note.text().endswith("larger than the original")
     panel.show_plan(_plan(bytes_after=7000, bytes_reencoded=5000))  # a healed Q4 file: its weights at 8 bits
-    assert panel.size_label.text().endswith(" · <b>larger than the original</b>")
+    assert panel.size_note.text().endswith("written at 8 bits or more: larger than the original")
     panel.set_formats(["gguf", "safetensors"], "safetensors")  # a GGUF saved as safetensors: not its size on disk
     panel.show_plan(_plan())
     assert " as safetensors → ≈ <b>" in panel.size_label.text()
