@@ -200,6 +200,8 @@ class Adjusted:
     seconds: float = 0.0
     step_seconds: dict[str, float] = field(default_factory=dict)  # adjuster name → seconds it took here
     changes: WeightChanges = field(default_factory=WeightChanges)  # the settings it was computed for
+    #: The repair was the one bi+'s search (or a curve) had fitted and kept: its seconds were spent there.
+    repair_kept: bool = False
 
     @property
     def repair(self) -> Any:
@@ -1390,6 +1392,7 @@ class Engine:
         assert self.backend is not None
         self.refusal(spec)
         tokens = self.tokens_for(spec, progress, cancel)
+        adjusted.repair_kept = self._fit_kept(spec, removed)
         ctx = AdjustContext(loaded, self.backend.stack, tokens, spec, progress, cancel,
                             teacher=lambda: self._teacher(spec, tokens, cancel),
                             modified=lambda gone, weights: pipeline.modified(loaded, gone, weights),
@@ -1698,11 +1701,11 @@ class Engine:
                     report.refit_chat = dataclasses.asdict(adjusted.refit.chat)
             # What the step took in this job: nothing when bi+ had fitted this very repair while choosing, where its
             # seconds are the selection's (the JSON said "repair": 1.4e-05, the lookup's time, beside a fit of 47 s).
-            took = adjusted.step_seconds.get("repair", adjusted.repair.seconds)
-            while_choosing = took < adjusted.repair.seconds / 2
-            report.timings["repair"] = 0.0 if while_choosing else took
-            if while_choosing:
+            if adjusted.repair_kept:
+                report.timings["repair"] = 0.0
                 report.timings["repair_within_selection"] = adjusted.repair.seconds
+            else:
+                report.timings["repair"] = adjusted.step_seconds.get("repair", adjusted.repair.seconds)
             prose = sum(len(s) for s in self.tokens.samples) if self.tokens is not None else 0
             if self.answers is not None and adjusted.repair.tokens > prose:  # the fit saw the answers too
                 report.repair_own_answers = len(self.answers[1])

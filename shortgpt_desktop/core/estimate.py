@@ -33,7 +33,7 @@ The figures are an estimate said as such, and they are measured against the real
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -290,21 +290,19 @@ def norm_fit_token_layers(shape: ModelShape, runs: int, rows: int) -> float:
 
 
 def judging_token_layers(shape: ModelShape, subset: float, counts: Sequence[int],
-                         bi_scores: Sequence[float | None] | None = None) -> float:
-    """bi+'s judging of its finalists repaired (:func:`.cut.selection._judge_repaired`, where it is not the saved
-    fit), in token-layers: each distinct finalist of each count (:func:`.cut.selection.finalists_to_judge`) a quick
-    fit, the pruned stream over twice the ``subset`` of tokens the search measures on (and the Adam steps where the
-    fit goes through a norm), then a measurement with the head at every position; and the original's stream over
-    those tokens once for them all (:class:`.cut.repair.OriginalStates`). Counted as four finalists each with the
-    original's whole stream, a sweep to 2 of SmolLM2's 30 judged in 37 s where 147 s were said."""
+                         bi_scores: Sequence[float | None] | None, fit_tokens: float,
+                         fit: Callable[[int], float]) -> float:
+    """bi+'s judging of its finalists repaired (:func:`.cut.selection._judge_repaired`), in token-layers: each
+    distinct finalist of each count (:func:`.cut.selection.finalists_to_judge`) a fit (``fit(count)``: its
+    token-layers beside the original's stream) and a measurement on the search's ``subset`` of tokens with the head
+    at every position; and the original's stream over the fit's ``fit_tokens`` once for them all (the fits share it:
+    :class:`.cut.repair.OriginalStates`). Counted as four finalists each with the original's whole stream, a sweep to
+    2 of SmolLM2's 30 judged in 37 s where 147 s were said."""
     from .cut.selection import finalists_to_judge
 
     n, head = shape.n_layers, shape.head_layers
-    fits = sum(finalists_to_judge(bi_scores, k) * (
-        subset * (n - k + head) + 2 * subset * stream_layers(n, k)[1]
-        + norm_fit_token_layers(shape, likely_runs(k, bi_scores), int(2 * subset)))
-        for k in counts)
-    return fits + 2 * subset * stream_layers(n, max(counts))[0]
+    fits = sum(finalists_to_judge(bi_scores, k) * (fit(k) + subset * (n - k + head)) for k in counts)
+    return fits + fit_tokens * stream_layers(n, max(counts))[0]
 
 
 def fit_token_layers(shape: ModelShape, fit_tokens: int, count: int, runs: int, fit_samples: int,
@@ -333,12 +331,7 @@ def choosing_seconds(spec: Any, shape: ModelShape, rate: float, sample_tokens: i
     (:func:`.cut.selection.finalists_to_judge`): the fits are kept, so a set two finalists share is fitted once."""
     import math
 
-    from .cut.selection import (
-        candidate_layers,
-        finalists_to_judge,
-        judged_with_the_saved_fit,
-        protected_layers,
-    )
+    from .cut.selection import candidate_layers, judged_with_the_saved_fit, protected_layers
 
     n, head = shape.n_layers, shape.head_layers
     subset = sample_tokens * min(defaults.SELECTION_SAMPLES, spec.samples) / max(spec.samples, 1)
@@ -355,17 +348,16 @@ def choosing_seconds(spec: Any, shape: ModelShape, rate: float, sample_tokens: i
     search = ((n if singles else 0) * candidate_layers(n, head, stride)
               + sum(width(s) * candidate_layers(n, head, stride, s) + (n - s) / 2 for s in range(most - steps, most))
               + sum(4 * candidate_layers(n, head, stride, k) for k in counts))
-    saved = spec.repair != "none" and judged_with_the_saved_fit(spec.samples)
-    judged = judging_token_layers(shape, subset, counts, bi_scores) if spec.repair != "none" and not saved else 0.0
-    seconds = (subset * search + judged) * rate
-    if saved:  # each finalist's whole fit, then its repaired measurement with the head at every position
+    judged = 0.0
+    if spec.repair != "none" and judged_with_the_saved_fit(spec.samples):  # each finalist the whole saved fit
         fit_tokens, fit_samples = fit_tokens or sample_tokens, fit_samples or spec.samples
-        fits = sum(finalists_to_judge(bi_scores, k) * (fit_token_layers(shape, fit_tokens, k,
-                                                                         likely_runs(k, bi_scores), fit_samples)
-                                                       + subset * (n - k + head))
-                   for k in counts)
-        seconds += (fit_tokens * stream_layers(n, max(counts))[0] + fits) * rate  # the original's stream once
-    return seconds
+        judged = judging_token_layers(shape, subset, counts, bi_scores, fit_tokens, lambda k: fit_token_layers(
+            shape, fit_tokens, k, likely_runs(k, bi_scores), fit_samples))
+    elif spec.repair != "none":  # a quick fit of the map on twice the search's samples (and a norm's Adam steps)
+        quick = 2 * subset
+        judged = judging_token_layers(shape, subset, counts, bi_scores, quick, lambda k: (
+            quick * stream_layers(n, k)[1] + norm_fit_token_layers(shape, likely_runs(k, bi_scores), int(quick))))
+    return (subset * search + judged) * rate
 
 
 def estimate_curve(spec: Any, shape: ModelShape, rate: float, sample_tokens: int, eval_tokens: int,
